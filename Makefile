@@ -1,0 +1,53 @@
+# medscreen: `make run` installs and starts the service, `make test` installs and runs the tests.
+# Everything is set up from scratch on a fresh Debian machine: system packages (only when missing),
+# a virtual environment at .venv, and the Python dependencies.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+# Debian packages: dcmtk and orthanc are real DICOM peers for tests, chromium for page tests,
+# postgresql for the PostgreSQL variant of the database tests.
+TEST_DEBS := dcmtk orthanc chromium chromium-driver postgresql
+RUN_DEBS :=
+
+.PHONY: run test system-test-deps lint typecheck clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Serving install: no torch.
+$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# Test install: serving + training (torch CPU 2.13.0, MONAI) + test tools.
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[train,test]'
+	touch $@ $(VENV)/.serve-installed
+
+system-test-deps:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+run: $(VENV)/.serve-installed
+	$(BIN)/medscreen serve
+
+test: system-test-deps $(VENV)/.test-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.test-installed
+	$(BIN)/mypy service inference worklist screening
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

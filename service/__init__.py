@@ -1,0 +1,1 @@
+"""Composition of medscreen: settings, database, auth, audit, the FastAPI app and the CLI."""

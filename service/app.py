@@ -1,0 +1,42 @@
+"""The FastAPI app factory: one app per settings object, each package's router mounted here."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from service.db import make_engine, make_session_factory, migrate
+from service.deps import SessionDep
+from service.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
+    # Imported here so that building the CLI parser does not import every router.
+    from inference.api import router as studies_router
+    from inference.receive.stowrs import router as stowrs_router
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    if run_migrations:
+        migrate(url)
+    engine = make_engine(url)
+
+    app = FastAPI(
+        title="medscreen",
+        version="0.1.0",
+        description="Decision support only: scores are not diagnoses. Every result names its model and version.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz(session: SessionDep) -> dict[str, str]:
+        session.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    app.include_router(studies_router)
+    app.include_router(stowrs_router)
+    return app

@@ -1,0 +1,56 @@
+"""The ``medscreen`` command line: ``serve`` plus the commands each package contributes.
+
+Each module in :data:`COMMAND_MODULES` exposes ``add_commands(subparsers)``; a command's handler is
+``func(args, settings) -> int``. Heavy imports (torch, MLflow) happen inside the handlers so that
+``medscreen --help`` stays fast and serving never pulls in training code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from service.settings import Settings
+
+__all__ = ["main", "COMMAND_MODULES"]
+
+COMMAND_MODULES = (
+    "service.serve_command",
+    "inference.cli",
+)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+    )
+    logging.Formatter.converter = __import__("time").gmtime  # UTC timestamps in every log line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medscreen",
+        description="medscreen: AI decision support for radiology triage and rare-disease screening. "
+        "Settings come from MEDSCREEN_* environment variables (see README).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return int(args.func(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Database engine, sessions and migrations.
+
+Each package keeps its own tables (``inference/tables.py``, ...) on the shared :class:`Base` and its own
+Alembic branch under ``<package>/migrations/versions``; ``alembic upgrade heads`` applies them all.
+SQLite is the embedded default (WAL, ``synchronous=FULL`` so a committed row survives power loss, not
+only a crash); PostgreSQL works through ``MEDSCREEN_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+__all__ = ["Base", "make_engine", "make_session_factory", "migrate", "session_scope", "MIGRATING_PACKAGES"]
+
+# Packages that own tables, in dependency order; each may have <package>/migrations/versions.
+MIGRATING_PACKAGES = ("service", "inference", "worklist", "screening", "training")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # Several receiving processes write; wait for the lock instead of failing a C-STORE.
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=40)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _version_locations() -> list[str]:
+    locations = []
+    for package in MIGRATING_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        versions = Path(next(iter(spec.submodule_search_locations))) / "migrations" / "versions"
+        if versions.is_dir():
+            locations.append(str(versions))
+    return locations
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("version_locations", " ".join(_version_locations()))
+    config.set_main_option("path_separator", "space")
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(url: str) -> None:
+    """Bring the database to the newest schema of every package (idempotent)."""
+    command.upgrade(alembic_config(url), "heads")

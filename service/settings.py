@@ -1,0 +1,88 @@
+"""The one typed settings object of medscreen, read from ``MEDSCREEN_*`` environment variables.
+
+Built once by the entry point (CLI, app factory) and passed down; library code never reads the
+environment itself. Every field is documented in the README's settings table, and
+``tests/service/test_settings_table.py`` keeps that table true.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDSCREEN_", extra="ignore")
+
+    home: Path = Field(Path("./var"), description="Data directory: database, spool, quarantine, MLflow store.")
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    http_port: int = Field(8000, description="Port of the HTTP API (REST, STOW-RS, pages).")
+    dicom_host: str = Field(
+        "127.0.0.1", description="Address the DICOM receiver binds to; set 0.0.0.0 to accept the PACS over the network."
+    )
+    dicom_port: int = Field(11112, description="Port of the DICOM receiver (C-ECHO, C-STORE).")
+    dicom_ae_title: str = Field("MEDSCREEN", description="AE title of the DICOM receiver.")
+    dicom_allowed_aes: list[str] = Field(
+        default_factory=list,
+        description='Calling AE titles allowed to associate, as JSON (`["ORTHANC","PACS1"]`); empty accepts any AE and logs it.',
+    )
+    dicom_receivers: int = Field(
+        2, description="Receiving processes sharing the DICOM port (SO_REUSEPORT); one association is served by one process."
+    )
+    dicom_max_pdu: int = Field(
+        262144, description="Maximum PDU size the receiver offers; large PDUs cut per-PDU overhead on big images."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default `sqlite:///$MEDSCREEN_HOME/medscreen.db`. PostgreSQL: `postgresql+psycopg://user:pw@host/db`."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking and registry URI; default `sqlite:///$MEDSCREEN_HOME/mlflow.db`."
+    )
+    quiet_period_s: float = Field(
+        10.0, description="Seconds without a new instance after which a study is considered complete."
+    )
+    quiet_period_by_modality: dict[str, float] = Field(
+        default_factory=dict, description='Per-modality quiet periods as JSON, e.g. `{"CT": 20, "MG": 5}`.'
+    )
+    completeness_poll_s: float = Field(1.0, description="How often the completeness monitor looks for quiet studies.")
+    pacs_qido_url: str | None = Field(
+        None, description="QIDO-RS base URL of the PACS (e.g. `http://pacs:8042/dicom-web`); enables the instance-count completeness signal."
+    )
+    pacs_ae_title: str | None = Field(None, description="AE title of the PACS for C-FIND count queries (used when no QIDO-RS URL).")
+    pacs_host: str | None = Field(None, description="Host of the PACS for C-FIND and C-STORE write-back.")
+    pacs_port: int | None = Field(None, description="DICOM port of the PACS.")
+    routes_file: Path | None = Field(
+        None, description="Routing rules (YAML); default the shipped `inference/default_routes.yaml`."
+    )
+    min_free_disk_mb: int = Field(
+        512, description="Free-disk watermark under MEDSCREEN_HOME; below it new associations and stores are refused (0xA700)."
+    )
+    max_instance_mb: int = Field(
+        2048, description="Largest instance accepted; larger ones are refused and quarantined with the reason."
+    )
+    log_level: str = Field("INFO", description="Logging level of the service.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home.resolve() / 'medscreen.db'}"
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home.resolve() / 'mlflow.db'}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    def quiet_period_for(self, modality: str | None) -> float:
+        if modality and modality in self.quiet_period_by_modality:
+            return self.quiet_period_by_modality[modality]
+        return self.quiet_period_s

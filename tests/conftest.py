@@ -1,0 +1,42 @@
+"""Shared fixtures: a temporary data directory, settings on free loopback ports, the shared data path."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from service.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+SHARED_DATA = Path(os.environ.get("MEDSCREEN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real public data set beside the project (present in CI); tests that sweep it skip elsewhere."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent: this test sweeps the whole shared data folder, which only CI has")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        home=tmp_path / "var",
+        http_port=free_port(),
+        dicom_port=free_port(),
+        quiet_period_s=1.0,
+        completeness_poll_s=0.2,
+        dicom_receivers=1,
+        min_free_disk_mb=1,
+    )
