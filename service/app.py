@@ -17,6 +17,10 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     from inference.api import router as studies_router
     from inference.receive.stowrs import router as stowrs_router
 
+    from service.audit import router as audit_router
+    from service.auth import load_or_create_secret_key
+    from service.auth import router as auth_router
+
     settings.home.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     if run_migrations:
@@ -31,6 +35,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    # Resolved (and generated on first start) here so that a broken key file stops the start, not a login.
+    app.state.secret_key = load_or_create_secret_key(settings)
 
     @app.get("/healthz", tags=["health"])
     def healthz(session: SessionDep) -> dict[str, str]:
@@ -39,4 +45,6 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
 
     app.include_router(studies_router)
     app.include_router(stowrs_router)
+    app.include_router(auth_router)
+    app.include_router(audit_router)
     return app

@@ -19,6 +19,7 @@ __all__ = ["main", "COMMAND_MODULES"]
 
 COMMAND_MODULES = (
     "service.serve_command",
+    "service.users_command",
     "inference.cli",
 )
 

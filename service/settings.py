@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
+
+# Substrings of secrets copied from examples and templates.
+_DEFAULT_SECRET_WORDS = ("changethis", "changeme", "change-me", "change_me", "secret", "password", "default", "example")
 
 
 class Settings(BaseSettings):
@@ -65,6 +68,29 @@ class Settings(BaseSettings):
         2048, description="Largest instance accepted; larger ones are refused and quarantined with the reason."
     )
     log_level: str = Field("INFO", description="Logging level of the service.")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key that signs login tokens (at least 32 random characters); unset: generated at first start "
+        "and kept in `$MEDSCREEN_HOME/secret_key` (mode 0600). Obvious defaults are refused.",
+    )
+    access_token_minutes: int = Field(
+        480, ge=1, description="Lifetime of a login token in minutes (default: one 8-hour shift)."
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _refuse_default_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # A guessable signing key lets anyone mint an admin token; refuse it rather than warn.
+        if value is None:
+            return value
+        secret = value.get_secret_value()
+        lowered = secret.lower()
+        if len(secret) < 32 or len(set(secret)) < 8 or any(word in lowered for word in _DEFAULT_SECRET_WORDS):
+            raise ValueError(
+                "MEDSCREEN_SECRET_KEY looks like a default or weak secret: use at least 32 random characters, "
+                "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`, or leave it unset"
+            )
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,257 @@
+"""Login and role checks: OAuth2 password flow, bcrypt password hashes, signed JWT bearer tokens.
+
+``POST /api/auth/token`` trades a username and password for a token; every protected endpoint declares
+``CurrentUser`` or ``Depends(require_role(...))``. Roles are read from the database on each request, so a
+revoked role or a disabled account takes effect at once, not when the token expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import bcrypt
+import jwt
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db import utcnow
+from service.deps import SessionDep, SettingsDep
+from service.errors import SecretKeyError, WeakPassword
+from service.settings import Settings
+from service.tables import ROLES, Role, User
+
+__all__ = [
+    "AuthenticatedUser",
+    "CurrentUser",
+    "MIN_PASSWORD_LENGTH",
+    "Token",
+    "authenticate",
+    "create_access_token",
+    "decode_access_token",
+    "hash_password",
+    "load_or_create_secret_key",
+    "require_role",
+    "router",
+    "verify_password",
+]
+
+logger = logging.getLogger(__name__)
+
+MIN_PASSWORD_LENGTH = 12
+# bcrypt only reads the first 72 bytes; refuse longer passwords rather than silently ignore their tail.
+MAX_PASSWORD_BYTES = 72
+ALGORITHM = "HS256"
+SECRET_KEY_FILE = "secret_key"
+# Checked when the user does not exist, so that a wrong username costs as long as a wrong password
+# and response times do not reveal which accounts exist.
+_DUMMY_HASH = bcrypt.hashpw(b"medscreen-timing-equaliser", bcrypt.gensalt()).decode()
+
+
+# --- passwords ---------------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    encoded = password.encode()
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise WeakPassword(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if len(encoded) > MAX_PASSWORD_BYTES:
+        raise WeakPassword(
+            f"a password may have at most {MAX_PASSWORD_BYTES} bytes (bcrypt ignores the rest)"
+        )
+    return bcrypt.hashpw(encoded, bcrypt.gensalt()).decode()
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    encoded = password.encode()
+    if len(encoded) > MAX_PASSWORD_BYTES:
+        return False
+    return bcrypt.checkpw(encoded, password_hash.encode())
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    """The active user with this username and password, else None (same cost either way)."""
+    user = session.scalars(select(User).where(User.username == username)).one_or_none()
+    if user is None or not user.is_active:
+        verify_password(password, _DUMMY_HASH)
+        return None
+    return user if verify_password(password, user.password_hash) else None
+
+
+# --- signing key -------------------------------------------------------------------------------
+
+
+def load_or_create_secret_key(settings: Settings) -> str:
+    """The token signing key: ``MEDSCREEN_SECRET_KEY`` if set, else ``$MEDSCREEN_HOME/secret_key``.
+
+    The file is generated at first start (mode 0600) so that tokens survive a restart and every worker
+    process of one installation signs with the same key.
+    """
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    path = settings.home / SECRET_KEY_FILE
+    if not path.exists():
+        _create_secret_key_file(path)
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SecretKeyError(f"{path} is readable by other users (mode {stat.filemode(mode)}): chmod 600 it")
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise SecretKeyError(f"{path} holds fewer than 32 characters: delete it to generate a new key")
+    return key
+
+
+def _create_secret_key_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole to a private temporary file, then linked into place: a process starting at the same
+    # moment either finds no file or the complete key, never a half-written one, and the first link wins.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+            logger.info("generated the token signing key at %s", path)
+        except FileExistsError:
+            pass
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+# --- tokens ------------------------------------------------------------------------------------
+
+
+def create_access_token(username: str, key: str, lifetime: timedelta, *, now: datetime | None = None) -> str:
+    issued = now or utcnow()
+    claims = {"sub": username, "iat": int(issued.timestamp()), "exp": int((issued + lifetime).timestamp())}
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
+
+
+def decode_access_token(token: str, key: str) -> dict[str, Any]:
+    """The claims of a valid, unexpired token; raises ``jwt.InvalidTokenError`` otherwise."""
+    return jwt.decode(token, key, algorithms=[ALGORITHM], options={"require": ["sub", "iat", "exp"]})
+
+
+# --- dependencies ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthenticatedUser:
+    """The caller of a request, as the endpoints see it."""
+
+    username: str
+    roles: frozenset[str]
+
+    def has_role(self, *roles: str) -> bool:
+        """True when the user holds one of ``roles``; ``admin`` holds them all."""
+        return Role.admin in self.roles or any(role in self.roles for role in roles)
+
+
+_bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _signing_key(request: Request, settings: Settings) -> str:
+    key = getattr(request.app.state, "secret_key", None)
+    if key is None:
+        # An app assembled without create_app: resolve once and keep it with the app, not in a global.
+        key = load_or_create_secret_key(settings)
+        request.app.state.secret_key = key
+    return str(key)
+
+
+def get_current_user(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Depends(_bearer)],
+) -> AuthenticatedUser:
+    if not token:
+        raise _unauthorized("not authenticated")
+    try:
+        claims = decode_access_token(token, _signing_key(request, settings))
+    except jwt.ExpiredSignatureError:
+        raise _unauthorized("token expired") from None
+    except jwt.InvalidTokenError:
+        raise _unauthorized("invalid token") from None
+    user = session.scalars(select(User).where(User.username == claims["sub"])).one_or_none()
+    if user is None or not user.is_active:
+        raise _unauthorized("unknown or disabled user")
+    # iat has whole seconds; compare at that precision so a token issued right after a change stays valid.
+    if claims["iat"] < int(user.password_changed_at.timestamp()):
+        raise _unauthorized("token issued before the last password change")
+    return AuthenticatedUser(username=user.username, roles=user.roles)
+
+
+CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user)]
+
+
+def require_role(*roles: str) -> Callable[[AuthenticatedUser], AuthenticatedUser]:
+    """A dependency that lets through users holding one of ``roles`` (or ``admin``): 401 without a valid
+    token, 403 without the role. Use as ``Depends(require_role("radiologist"))``; it returns the user."""
+    unknown = [role for role in roles if role not in ROLES]
+    if unknown or not roles:
+        raise ValueError(f"require_role needs roles among {ROLES}, got {roles}")
+    wanted = tuple(str(role) for role in roles)
+
+    def check_role(user: CurrentUser) -> AuthenticatedUser:
+        if not user.has_role(*wanted):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs role {' or '.join(wanted)}")
+        return user
+
+    return check_role
+
+
+# --- endpoints ---------------------------------------------------------------------------------
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+
+
+class Me(BaseModel):
+    username: str
+    roles: list[str]
+
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+@router.post("/token", response_model=Token)
+def login(
+    request: Request,
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Token:
+    user = authenticate(session, form.username, form.password)
+    if user is None:
+        logger.warning("login refused for username %r", form.username)
+        raise _unauthorized("wrong username or password")
+    token = create_access_token(
+        user.username, _signing_key(request, settings), timedelta(minutes=settings.access_token_minutes)
+    )
+    logger.info("login user=%s", user.username)
+    return Token(access_token=token)
+
+
+@router.get("/me", response_model=Me)
+def me(user: CurrentUser) -> Me:
+    return Me(username=user.username, roles=sorted(user.roles))

@@ -1,0 +1,133 @@
+"""``medscreen users ...``: add accounts, list them, set passwords; and the first-start admin notice."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from typing import Any, TextIO
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.errors import UserError
+from service.settings import Settings
+from service.tables import ROLES
+
+__all__ = ["add_commands", "announce_first_admin"]
+
+
+def announce_first_admin(session_factory: sessionmaker[Session], stream: TextIO | None = None) -> str | None:
+    """Create the first admin when there is no user and print its password once (to stderr, not the log).
+
+    The ``serve`` command calls this after migrating; on every later start it prints nothing.
+    """
+    from service.users import ADMIN_USERNAME, ensure_admin
+
+    password = ensure_admin(session_factory)
+    if password is not None:
+        out = stream or sys.stderr
+        print(
+            f"\nCreated the first user {ADMIN_USERNAME!r} with role admin.\n"
+            f"  password: {password}\n"
+            "This password is shown only this once: store it, then add named users with "
+            "`medscreen users add`.\n",
+            file=out,
+            flush=True,
+        )
+    return password
+
+
+def add_commands(subparsers: Any) -> None:
+    users = subparsers.add_parser("users", help="manage user accounts and roles")
+    commands = users.add_subparsers(dest="users_command", required=True, metavar="USERS_COMMAND")
+
+    add = commands.add_parser("add", help="add a user; prints a generated password unless --password-stdin")
+    add.add_argument("username")
+    add.add_argument(
+        "--role", action="append", required=True, choices=ROLES, dest="roles", help="a role (repeatable)"
+    )
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+    add.set_defaults(func=add_user)
+
+    listing = commands.add_parser("list", help="list users and their roles")
+    listing.set_defaults(func=list_users)
+
+    password = commands.add_parser("set-password", help="set a user's password (signs out their tokens)")
+    password.add_argument("username")
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+    password.set_defaults(func=set_user_password)
+
+
+def _session_factory(settings: Settings) -> sessionmaker[Session]:
+    from service.db import make_engine, make_session_factory, migrate
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    migrate(url)
+    return make_session_factory(make_engine(url))
+
+
+def _cli_actor() -> str:
+    try:
+        login = os.getlogin()
+    except OSError:
+        login = getpass.getuser()
+    return f"cli:{login}"
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("new password: ")
+    if first != getpass.getpass("repeat password: "):
+        raise UserError("the two passwords differ")
+    return first
+
+
+def add_user(args: argparse.Namespace, settings: Settings) -> int:
+    from service.db import session_scope
+    from service.users import create_user, generate_password
+
+    generated = not args.password_stdin
+    password = generate_password() if generated else _read_password(True)
+    try:
+        with session_scope(_session_factory(settings)) as session:
+            create_user(session, args.username, password, args.roles, actor=_cli_actor())
+    except UserError as error:
+        print(f"medscreen users add: {error}", file=sys.stderr)
+        return 1
+    print(f"added {args.username} ({', '.join(sorted(set(args.roles)))})")
+    if generated:
+        print(f"password: {password}")
+    return 0
+
+
+def list_users(args: argparse.Namespace, settings: Settings) -> int:
+    from service.db import session_scope
+    from service.users import list_users as users_in
+
+    with session_scope(_session_factory(settings)) as session:
+        for user in users_in(session):
+            state = "active" if user.is_active else "disabled"
+            print(f"{user.username}\t{','.join(sorted(user.roles))}\t{state}\t{user.created_at.isoformat()}")
+    return 0
+
+
+def set_user_password(args: argparse.Namespace, settings: Settings) -> int:
+    from service.db import session_scope
+    from service.users import set_password
+
+    try:
+        password = _read_password(args.password_stdin)
+        with session_scope(_session_factory(settings)) as session:
+            set_password(session, args.username, password, actor=_cli_actor())
+    except UserError as error:
+        print(f"medscreen users set-password: {error}", file=sys.stderr)
+        return 1
+    print(f"password of {args.username} set")
+    return 0
