@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
+from tests.postgres import postgres_database_url, postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
