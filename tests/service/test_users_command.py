@@ -1,0 +1,134 @@
+"""The first admin at first start, and ``medscreen users add|list|set-password``."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service import users_command
+from service.app import create_app
+from service.db import make_engine, make_session_factory, migrate, session_scope
+from service.settings import Settings
+from service.users import list_users
+from tests.service.conftest import login
+
+# Passwords that installers ship and attackers try first; the generated one must never be among them.
+KNOWN_DEFAULTS = {"admin", "password", "changeme", "changethis", "medscreen", "admin123", "123456"}
+
+
+def run_users(settings: Settings, *argv: str) -> int:
+    """Run a ``medscreen users ...`` command through its real parser and handler."""
+    parser = argparse.ArgumentParser(prog="medscreen")
+    users_command.add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args, settings))
+
+
+def test_first_admin_password_is_printed_once(
+    service_settings: Settings, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    url = service_settings.resolved_database_url
+    migrate(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    first_start, second_start = io.StringIO(), io.StringIO()
+
+    password = users_command.announce_first_admin(factory, stream=first_start)
+    assert password is not None
+    assert users_command.announce_first_admin(factory, stream=second_start) is None
+    engine.dispose()
+
+    assert f"password: {password}" in first_start.getvalue()
+    assert second_start.getvalue() == ""
+    assert password.lower() not in KNOWN_DEFAULTS and len(password) >= 20
+    assert password not in caplog.text  # shown to the operator, never written to the log
+
+    app = create_app(service_settings)
+    with TestClient(app) as client:
+        me = client.get("/api/auth/me", headers=login(client, "admin", password)).json()
+    app.state.engine.dispose()
+    assert me == {"username": "admin", "roles": ["admin"]}
+
+
+def test_announce_defaults_to_stderr(service_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    url = service_settings.resolved_database_url
+    migrate(url)
+    engine = make_engine(url)
+    password = users_command.announce_first_admin(make_session_factory(engine))
+    engine.dispose()
+    captured = capsys.readouterr()
+    assert password is not None and password in captured.err and password not in captured.out
+
+
+def test_two_starts_generate_different_passwords(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    passwords = []
+    for _ in range(2):
+        url = f"sqlite:///{tmp_path_factory.mktemp('install') / 'medscreen.db'}"
+        migrate(url)
+        engine = make_engine(url)
+        passwords.append(
+            users_command.announce_first_admin(make_session_factory(engine), stream=io.StringIO())
+        )
+        engine.dispose()
+    assert None not in passwords and passwords[0] != passwords[1]
+
+
+def test_users_add_list_set_password(
+    service_settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        run_users(service_settings, "users", "add", "rita", "--role", "radiologist", "--role", "quality") == 0
+    )
+    generated = capsys.readouterr().out.split("password: ")[1].strip()
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("paul-chose-this-one\n"))
+    assert (
+        run_users(service_settings, "users", "add", "paul", "--role", "paediatrician", "--password-stdin")
+        == 0
+    )
+    assert "password" not in capsys.readouterr().out
+
+    assert run_users(service_settings, "users", "add", "rita", "--role", "quality") == 1
+    assert "exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_users(service_settings, "users", "add", "eve", "--role", "superuser")
+    capsys.readouterr()
+
+    assert run_users(service_settings, "users", "list") == 0
+    listing = [line.split("\t")[:3] for line in capsys.readouterr().out.splitlines()]
+    assert listing == [["paul", "paediatrician", "active"], ["rita", "quality,radiologist", "active"]]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert run_users(service_settings, "users", "set-password", "rita", "--password-stdin") == 1
+    assert "at least 12" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("rita-has-a-new-one\n"))
+    assert run_users(service_settings, "users", "set-password", "rita", "--password-stdin") == 0
+
+    app = create_app(service_settings)
+    with TestClient(app) as client:
+        assert (
+            client.post("/api/auth/token", data={"username": "rita", "password": generated}).status_code
+            == 401
+        )
+        login(client, "rita", "rita-has-a-new-one")
+        login(client, "paul", "paul-chose-this-one")
+        admin_audit = app.state.session_factory
+    with session_scope(admin_audit) as session:
+        assert [user.username for user in list_users(session)] == ["paul", "rita"]
+        from sqlalchemy import select
+
+        from service.tables import AuditEvent
+
+        actions = session.execute(select(AuditEvent.action, AuditEvent.subject_id, AuditEvent.actor)).all()
+    app.state.engine.dispose()
+    assert [(action, subject) for action, subject, _ in actions] == [
+        ("user.create", "rita"),
+        ("user.create", "paul"),
+        ("user.set_password", "rita"),
+    ]
+    assert all(actor.startswith("cli:") for _, _, actor in actions)
