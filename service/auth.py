@@ -136,7 +136,9 @@ def _create_secret_key_file(path: Path) -> None:
 
 def create_access_token(username: str, key: str, lifetime: timedelta, *, now: datetime | None = None) -> str:
     issued = now or utcnow()
-    claims = {"sub": username, "iat": int(issued.timestamp()), "exp": int((issued + lifetime).timestamp())}
+    # iat keeps its fraction of a second (RFC 7519 allows it) so a password change a moment after a login
+    # is still ordered correctly against that login's token.
+    claims = {"sub": username, "iat": issued.timestamp(), "exp": int((issued + lifetime).timestamp())}
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
@@ -193,8 +195,7 @@ def get_current_user(
     user = session.scalars(select(User).where(User.username == claims["sub"])).one_or_none()
     if user is None or not user.is_active:
         raise _unauthorized("unknown or disabled user")
-    # iat has whole seconds; compare at that precision so a token issued right after a change stays valid.
-    if claims["iat"] < int(user.password_changed_at.timestamp()):
+    if claims["iat"] < user.password_changed_at.timestamp():
         raise _unauthorized("token issued before the last password change")
     return AuthenticatedUser(username=user.username, roles=user.roles)
 
