@@ -54,8 +54,10 @@ MAX_PASSWORD_BYTES = 72
 ALGORITHM = "HS256"
 SECRET_KEY_FILE = "secret_key"
 # Checked when the user does not exist, so that a wrong username costs as long as a wrong password
-# and response times do not reveal which accounts exist.
-_DUMMY_HASH = bcrypt.hashpw(b"medscreen-timing-equaliser", bcrypt.gensalt()).decode()
+# and response times do not reveal which accounts exist. A fixed hash of a discarded random password,
+# with the same cost (12) as real ones, so that importing this module does no bcrypt work.
+_DUMMY_HASH = "$2b$12$Rsvt3up78EqcYOjUOjO/tOqFSZOEhe4MTPafwngRzsQGQy7T4Ow1a"
+BCRYPT_ROUNDS = 12
 
 
 # --- passwords ---------------------------------------------------------------------------------
@@ -69,7 +71,7 @@ def hash_password(password: str) -> str:
         raise WeakPassword(
             f"a password may have at most {MAX_PASSWORD_BYTES} bytes (bcrypt ignores the rest)"
         )
-    return bcrypt.hashpw(encoded, bcrypt.gensalt()).decode()
+    return bcrypt.hashpw(encoded, bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
 
 
 def verify_password(password: str, password_hash: str) -> bool:

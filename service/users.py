@@ -24,6 +24,7 @@ __all__ = [
     "generate_password",
     "get_user",
     "list_users",
+    "set_active",
     "set_password",
     "set_roles",
 ]
@@ -87,6 +88,15 @@ def set_roles(session: Session, username: str, roles: Iterable[str], *, actor: s
     checked_roles = _check_roles(roles)
     user.role_rows = [UserRole(role=role) for role in checked_roles]
     record_audit(session, actor, "user.set_roles", "user", username, {"roles": checked_roles})
+
+
+def set_active(session: Session, username: str, active: bool, *, actor: str) -> None:
+    """Disable (or re-enable) an account: its tokens stop working at once; its audit history stays."""
+    user = get_user(session, username)
+    if user is None:
+        raise UnknownUser(f"no user {username!r}")
+    user.is_active = active
+    record_audit(session, actor, "user.enable" if active else "user.disable", "user", username)
 
 
 def ensure_admin(session_factory: sessionmaker[Session]) -> str | None:

@@ -62,6 +62,20 @@ def add_commands(subparsers: Any) -> None:
     )
     password.set_defaults(func=set_user_password)
 
+    roles = commands.add_parser(
+        "set-roles", help="replace a user's roles (takes effect on their next request)"
+    )
+    roles.add_argument("username")
+    roles.add_argument(
+        "--role", action="append", required=True, choices=ROLES, dest="roles", help="a role (repeatable)"
+    )
+    roles.set_defaults(func=set_user_roles)
+
+    for name, active in (("disable", False), ("enable", True)):
+        toggle = commands.add_parser(name, help=f"{name} an account (its history stays in the audit log)")
+        toggle.add_argument("username")
+        toggle.set_defaults(func=set_user_active, active=active)
+
 
 def _session_factory(settings: Settings) -> sessionmaker[Session]:
     from service.db import make_engine, make_session_factory, migrate
@@ -130,4 +144,32 @@ def set_user_password(args: argparse.Namespace, settings: Settings) -> int:
         print(f"medscreen users set-password: {error}", file=sys.stderr)
         return 1
     print(f"password of {args.username} set")
+    return 0
+
+
+def set_user_roles(args: argparse.Namespace, settings: Settings) -> int:
+    from service.db import session_scope
+    from service.users import set_roles
+
+    try:
+        with session_scope(_session_factory(settings)) as session:
+            set_roles(session, args.username, args.roles, actor=_cli_actor())
+    except UserError as error:
+        print(f"medscreen users set-roles: {error}", file=sys.stderr)
+        return 1
+    print(f"roles of {args.username}: {', '.join(sorted(set(args.roles)))}")
+    return 0
+
+
+def set_user_active(args: argparse.Namespace, settings: Settings) -> int:
+    from service.db import session_scope
+    from service.users import set_active
+
+    try:
+        with session_scope(_session_factory(settings)) as session:
+            set_active(session, args.username, args.active, actor=_cli_actor())
+    except UserError as error:
+        print(f"medscreen users {'enable' if args.active else 'disable'}: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.username} {'enabled' if args.active else 'disabled'}")
     return 0

@@ -135,13 +135,17 @@ def postgres_server() -> Iterator[PostgresServer]:
             "PostgreSQL binaries (initdb, pg_ctl, postgres) not found under /usr/lib/postgresql/*/bin "
             "or on PATH: install Debian's `postgresql` (make test does) or set MEDSCREEN_POSTGRES_BIN"
         )
-    root = Path(tempfile.mkdtemp(prefix="medscreen-pg-"))
     run_as = None
     if os.geteuid() == 0:
+        # Under /tmp, not $TMPDIR: the postgres user must be able to reach the folder (a TMPDIR inside
+        # /root would not let it).
+        root = Path(tempfile.mkdtemp(prefix="medscreen-pg-", dir="/tmp"))
         # initdb and postgres refuse to run as root; hand the folder to the postgres system user.
         run_as = "postgres"
         account = pwd.getpwnam(run_as)
         os.chown(root, account.pw_uid, account.pw_gid)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="medscreen-pg-"))
     server = PostgresServer(bin_dir=bin_dir, root=root, port=_free_port(), run_as=run_as)
     try:
         server.start()

@@ -132,3 +132,26 @@ def test_users_add_list_set_password(
         ("user.set_password", "rita"),
     ]
     assert all(actor.startswith("cli:") for _, _, actor in actions)
+
+
+def test_users_set_roles_disable_enable(
+    service_settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("rita-password-long\n"))
+    assert (
+        run_users(service_settings, "users", "add", "rita", "--role", "radiologist", "--password-stdin") == 0
+    )
+    app = create_app(service_settings)
+    with TestClient(app) as client:
+        headers = login(client, "rita", "rita-password-long")
+        assert run_users(service_settings, "users", "set-roles", "rita", "--role", "quality") == 0
+        assert client.get("/api/auth/me", headers=headers).json()["roles"] == ["quality"]
+        assert run_users(service_settings, "users", "disable", "rita") == 0
+        assert client.get("/api/auth/me", headers=headers).status_code == 401
+        refused = client.post("/api/auth/token", data={"username": "rita", "password": "rita-password-long"})
+        assert refused.status_code == 401
+        assert run_users(service_settings, "users", "enable", "rita") == 0
+        assert client.get("/api/auth/me", headers=headers).status_code == 200
+        assert run_users(service_settings, "users", "disable", "nobody") == 1
+    app.state.engine.dispose()
+    assert "no user 'nobody'" in capsys.readouterr().err
