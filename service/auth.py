@@ -35,6 +35,7 @@ __all__ = [
     "AuthenticatedUser",
     "CurrentUser",
     "MIN_PASSWORD_LENGTH",
+    "Role",
     "Token",
     "authenticate",
     "create_access_token",
