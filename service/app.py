@@ -15,6 +15,7 @@ __all__ = ["create_app"]
 def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     # Imported here so that building the CLI parser does not import every router.
     from inference.api import router as studies_router
+    from inference.receive.process import build_ingestor
     from inference.receive.stowrs import router as stowrs_router
 
     from service.audit import router as audit_router
@@ -35,6 +36,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    app.state.ingestor = build_ingestor(settings)
     # Resolved (and generated on first start) here so that a broken key file stops the start, not a login.
     app.state.secret_key = load_or_create_secret_key(settings)
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-__all__ = ["Base", "make_engine", "make_session_factory", "migrate", "session_scope", "MIGRATING_PACKAGES"]
+__all__ = ["Base", "UTCDateTime", "utcnow", "make_engine", "make_session_factory", "migrate", "session_scope", "MIGRATING_PACKAGES"]
 
 # Packages that own tables, in dependency order; each may have <package>/migrations/versions.
 MIGRATING_PACKAGES = ("service", "inference", "worklist", "screening", "training")
@@ -27,6 +28,30 @@ MIGRATING_PACKAGES = ("service", "inference", "worklist", "screening", "training
 
 class Base(DeclarativeBase):
     pass
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always returned timezone-aware (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -39,13 +64,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, serialise_writes: bool = False) -> Engine:
+    """Create an engine; ``serialise_writes`` makes every SQLite transaction ``BEGIN IMMEDIATE``.
+
+    Writers that read then update (ingest, completeness) need it on SQLite: a deferred transaction that
+    upgrades to a write after another process committed fails at once with SQLITE_BUSY instead of waiting.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        if serialise_writes:
+            # Take over transaction control from the sqlite3 module so BEGIN can be IMMEDIATE.
+            event.listen(engine, "connect", lambda dbapi_connection, _record: setattr(
+                dbapi_connection, "isolation_level", None))
+            event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=40)
 

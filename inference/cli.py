@@ -1,0 +1,96 @@
+"""Commands of ``inference``: ``medscreen routes test`` (dry-run the routing rules)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from service.settings import Settings
+
+__all__ = ["add_commands"]
+
+
+def _dicom_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"medscreen routes test: {path} does not exist")
+    return files
+
+
+def _routes_test(args: argparse.Namespace, settings: Settings) -> int:
+    import warnings
+
+    from sqlalchemy import select
+
+    from inference.errors import IngestError, RoutingRulesError
+    from inference.instance_headers import read_instance_headers
+    from inference.route import load_rules
+    from inference.tables import Series, Study
+    from service.db import make_engine, make_session_factory
+
+    warnings.filterwarnings("ignore", module="pydicom")
+    try:
+        rules = load_rules(args.rules)
+    except RoutingRulesError as exc:
+        sys.stderr.write(f"invalid routing rules: {exc}\n")
+        return 2
+    sys.stderr.write(f"{args.rules}: {len(rules.rules)} valid rules ({', '.join(r.name for r in rules.rules)})\n")
+
+    studies: dict[str, list[dict[str, str]]] = defaultdict(list)
+    seen_series: set[str] = set()
+    refused = 0
+    if args.paths:
+        for path in _dicom_files(args.paths):
+            try:
+                headers = read_instance_headers(path)
+            except IngestError as exc:
+                refused += 1
+                if args.verbose:
+                    sys.stderr.write(f"{path}: would be refused: {exc.kind}: {exc.reason}\n")
+                continue
+            if headers.series_instance_uid not in seen_series:
+                seen_series.add(headers.series_instance_uid)
+                studies[headers.study_instance_uid].append(headers.series_headers())
+    else:
+        session = make_session_factory(make_engine(settings.resolved_database_url))()
+        with session:
+            for study in session.scalars(select(Study)):
+                studies[study.study_instance_uid] = list(
+                    session.scalars(select(Series.headers).where(Series.study_id == study.id))
+                )
+    for study_uid, series in studies.items():
+        decision = rules.route(study_uid, 1, series)
+        if args.json:
+            print(json.dumps({"study_instance_uid": study_uid, "task": decision.task, "rule": decision.rule,
+                              "reasons": decision.reasons}))
+        elif decision.task:
+            print(f"{study_uid}  -> {decision.task}  (rule {decision.rule})")
+        else:
+            print(f"{study_uid}  -> not applicable: {'; '.join(decision.reasons)}")
+    sys.stderr.write(f"{len(studies)} studies routed (dry run, nothing stored); {refused} files would be refused\n")
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    routes = subparsers.add_parser("routes", help="routing rules")
+    routes_sub = routes.add_subparsers(dest="routes_command", required=True, metavar="SUBCOMMAND")
+    test = routes_sub.add_parser(
+        "test",
+        help="dry-run routing rules on DICOM files or on the stored studies",
+        description="Validate a routing rules file and show which task each study would go to. With PATHs "
+        "(files or folders of DICOM), studies are grouped by StudyInstanceUID; without, the studies in the "
+        "database are used. Nothing is stored.",
+    )
+    test.add_argument("rules", type=Path, metavar="RULES_FILE", help="routing rules YAML")
+    test.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="DICOM files or folders")
+    test.add_argument("--json", action="store_true", help="one JSON object per study")
+    test.add_argument("-v", "--verbose", action="store_true", help="also list files that would be refused")
+    test.set_defaults(func=_routes_test)

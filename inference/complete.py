@@ -1,0 +1,104 @@
+"""Completeness: decide when a receiving study is complete, then route it.
+
+A study is complete when no instance arrived for its modality's quiet period, or sooner when the PACS
+says it holds no more instances than medscreen has received. All state lives in the database (the
+time of the last instance, the status, the revision), so after a crash the monitor simply resumes:
+pending quiet periods are measured from the stored timeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inference.pacs_count import InstanceCounter
+from inference.records import RoutedStudy, StudyComplete
+from inference.route import RoutingRules
+from inference.study_record import mark_complete, record_route
+from inference.tables import Series, Study
+from service.db import session_scope, utcnow
+from service.settings import Settings
+
+__all__ = ["CompletenessMonitor"]
+
+log = logging.getLogger(__name__)
+
+# Ask the PACS about one study at most this often; a count query per poll would load the PACS.
+PACS_QUERY_INTERVAL = timedelta(seconds=2)
+
+
+class CompletenessMonitor:
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        rules: RoutingRules,
+        counter: InstanceCounter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.rules = rules
+        self.counter = counter
+
+    def _pacs_says_complete(self, session: Session, study: Study, now: datetime) -> int | None:
+        if self.counter is None:
+            return None
+        if study.pacs_checked_at is not None and now - study.pacs_checked_at < PACS_QUERY_INTERVAL:
+            return None
+        study.pacs_checked_at = now
+        expected = self.counter.count(study.study_instance_uid)
+        if expected is not None and study.instance_count >= expected:
+            return expected
+        return None
+
+    def complete_quiet_studies(self, now: datetime | None = None) -> list[StudyComplete]:
+        now = now or utcnow()
+        completed: list[StudyComplete] = []
+        with session_scope(self.session_factory) as session:
+            receiving = session.execute(select(Study).where(Study.status == "receiving")).scalars().all()
+            for study in receiving:
+                quiet = self.settings.quiet_period_for(study.modality)
+                if (now - study.last_received_at).total_seconds() >= quiet:
+                    done = mark_complete(session, study, reason="quiet-period", now=now, quiet_period_s=quiet)
+                else:
+                    expected = self._pacs_says_complete(session, study, now)
+                    if expected is None:
+                        continue
+                    done = mark_complete(session, study, reason="pacs-count", now=now, pacs_instance_count=expected)
+                if done is not None:
+                    completed.append(done)
+        return completed
+
+    def route_complete_studies(self, now: datetime | None = None) -> list[RoutedStudy]:
+        """Route every study in ``complete`` (including ones a crash left between complete and routed)."""
+        now = now or utcnow()
+        routed: list[RoutedStudy] = []
+        with session_scope(self.session_factory) as session:
+            for study in session.execute(select(Study).where(Study.status == "complete")).scalars().all():
+                headers = session.execute(select(Series.headers).where(Series.study_id == study.id)).scalars().all()
+                decision = self.rules.route(study.study_instance_uid, study.revision, headers)
+                if record_route(session, study.id, decision, now):
+                    routed.append(decision)
+                    log.info(
+                        "study %d revision %d: %s",
+                        study.id,
+                        study.revision,
+                        f"routed to {decision.task}" if decision.task else "not applicable",
+                    )
+        return routed
+
+    def run_once(self) -> tuple[list[StudyComplete], list[RoutedStudy]]:
+        return self.complete_quiet_studies(), self.route_complete_studies()
+
+    def run_until(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                # A transient database error must not stop completeness for every later study.
+                log.exception("completeness pass failed; retrying")
+            stop.wait(self.settings.completeness_poll_s)

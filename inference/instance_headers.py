@@ -1,0 +1,101 @@
+"""Read and validate the header of one received instance: the gate between the network and the spool.
+
+Received bytes are untrusted: every check that can refuse an instance happens here, before it is
+recorded, so that a refused instance never becomes part of a study.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import FileDataset
+from pydicom.errors import InvalidDicomError
+
+from inference.errors import MissingAttribute, NoPixelData, NotDicom, UnsupportedSopClass
+from inference.records import InstanceHeaders
+from inference.sop_classes import ACCEPTED_SOP_CLASSES, modality_for_sop_class
+
+__all__ = ["read_instance_headers", "is_valid_uid"]
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def is_valid_uid(value: str) -> bool:
+    # UIDs become file names in the spool, so only the PS3.5 9.1 form is allowed.
+    return 0 < len(value) <= 64 and _UID.match(value) is not None
+
+
+def _text(ds: FileDataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip().strip("\x00").strip()
+
+
+def _required_uid(ds: FileDataset, keyword: str) -> str:
+    value = _text(ds, keyword)
+    if not value:
+        raise MissingAttribute(f"{keyword} is missing or empty")
+    if not is_valid_uid(value):
+        raise MissingAttribute(f"{keyword} {value[:80]!r} is not a valid DICOM UID")
+    return value
+
+
+def read_instance_headers(path: Path) -> InstanceHeaders:
+    """Parse the header of a DICOM Part 10 file at ``path`` without loading its pixels."""
+    try:
+        # Pixel data stays on disk (deferred); its presence is still visible in the dataset.
+        ds = dcmread(path, defer_size="4 KB")
+        sop_class_uid = _required_uid(ds, "SOPClassUID")
+        study_uid = _required_uid(ds, "StudyInstanceUID")
+        series_uid = _required_uid(ds, "SeriesInstanceUID")
+        sop_uid = _required_uid(ds, "SOPInstanceUID")
+        transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
+        has_pixels = any(keyword in ds for keyword in _PIXEL_KEYWORDS)
+        modality = _text(ds, "Modality")
+        headers = dict(
+            body_part_examined=_text(ds, "BodyPartExamined"),
+            study_description=_text(ds, "StudyDescription"),
+            series_description=_text(ds, "SeriesDescription"),
+            protocol_name=_text(ds, "ProtocolName"),
+            view_position=_text(ds, "ViewPosition"),
+            laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
+            patient_id=_text(ds, "PatientID"),
+            patient_name=_text(ds, "PatientName"),
+            patient_sex=_text(ds, "PatientSex"),
+            patient_birth_date=_text(ds, "PatientBirthDate"),
+            accession_number=_text(ds, "AccessionNumber"),
+            study_date=_text(ds, "StudyDate"),
+            manufacturer=_text(ds, "Manufacturer"),
+            station_name=_text(ds, "StationName"),
+            institution_name=_text(ds, "InstitutionName"),
+        )
+    except InvalidDicomError as exc:
+        raise NotDicom(f"not a DICOM Part 10 file: {exc}") from exc
+    except (MissingAttribute, UnsupportedSopClass, NoPixelData):
+        raise
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes make the parser raise anything
+        raise NotDicom(f"unreadable DICOM header: {type(exc).__name__}: {exc}") from exc
+
+    if sop_class_uid not in ACCEPTED_SOP_CLASSES:
+        raise UnsupportedSopClass(
+            f"SOP class {sop_class_uid} is not one medscreen scores (accepted: CT, MG, CR, DX, Secondary Capture)"
+        )
+    if not has_pixels:
+        raise NoPixelData(f"instance {sop_uid} of SOP class {ACCEPTED_SOP_CLASSES[sop_class_uid][0]} has no pixel data")
+    if not modality:
+        modality = modality_for_sop_class(sop_class_uid) or ""
+    return InstanceHeaders(
+        study_instance_uid=study_uid,
+        series_instance_uid=series_uid,
+        sop_instance_uid=sop_uid,
+        sop_class_uid=sop_class_uid,
+        transfer_syntax_uid=transfer_syntax,
+        modality=modality.upper(),
+        **headers,
+    )

@@ -1,0 +1,89 @@
+"""The completeness signal: how many instances the PACS holds for a study (QIDO-RS or C-FIND).
+
+When medscreen has received as many instances as the PACS says the study has, the study is complete
+without waiting for the quiet period.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import httpx
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+from service.settings import Settings
+
+__all__ = ["InstanceCounter", "QidoInstanceCounter", "CFindInstanceCounter", "counter_from_settings"]
+
+log = logging.getLogger(__name__)
+
+
+class InstanceCounter(Protocol):
+    def count(self, study_instance_uid: str) -> int | None:
+        """Instances the PACS holds for the study, or None when it does not know or cannot be asked."""
+
+
+class QidoInstanceCounter:
+    def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.Client(timeout=timeout_s)
+
+    def count(self, study_instance_uid: str) -> int | None:
+        try:
+            response = self.client.get(
+                f"{self.base_url}/studies",
+                params={"StudyInstanceUID": study_instance_uid, "includefield": "00201208"},
+                headers={"Accept": "application/dicom+json"},
+            )
+        except httpx.HTTPError as exc:
+            log.warning("QIDO-RS count query failed: %s", exc)
+            return None
+        if response.status_code == 204 or not response.content:
+            return None
+        if response.status_code != 200:
+            log.warning("QIDO-RS count query answered HTTP %d", response.status_code)
+            return None
+        for study in response.json():
+            values = study.get("00201208", {}).get("Value")
+            if values:
+                return int(values[0])
+        return None
+
+
+class CFindInstanceCounter:
+    def __init__(self, host: str, port: int, called_ae: str, calling_ae: str) -> None:
+        self.host, self.port, self.called_ae = host, port, called_ae
+        self.ae = AE(ae_title=calling_ae)
+        self.ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = 5
+
+    def count(self, study_instance_uid: str) -> int | None:
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study_instance_uid
+        query.NumberOfStudyRelatedInstances = ""
+        assoc = self.ae.associate(self.host, self.port, ae_title=self.called_ae)
+        if not assoc.is_established:
+            log.warning("C-FIND count query: association with %s:%d failed", self.host, self.port)
+            return None
+        found: int | None = None
+        try:
+            for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+                if status and status.Status in (0xFF00, 0xFF01) and identifier is not None:
+                    value = identifier.get("NumberOfStudyRelatedInstances")
+                    if value not in (None, ""):
+                        found = int(value)
+        finally:
+            assoc.release()
+        return found
+
+
+def counter_from_settings(settings: Settings) -> InstanceCounter | None:
+    if settings.pacs_qido_url:
+        return QidoInstanceCounter(settings.pacs_qido_url)
+    if settings.pacs_ae_title and settings.pacs_host and settings.pacs_port:
+        return CFindInstanceCounter(settings.pacs_host, settings.pacs_port, settings.pacs_ae_title, settings.dicom_ae_title)
+    return None

@@ -1,0 +1,132 @@
+"""DICOM receiver (pynetdicom): C-ECHO and C-STORE into the durable spool.
+
+Throughput design (measured in ``benchmarks/ingest.py``, explained in the README): several receiver
+processes share the port through SO_REUSEPORT so associations spread over cores; each process receives
+the dataset straight into a file in the spool's ``incoming`` folder (no decode, no copy), fsyncs and
+renames it into place, records it, and only then answers success. Sockets use TCP_NODELAY, because with
+Nagle's algorithm the small C-STORE response waits for a delayed ACK (tens of ms per instance).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.events import Event
+from pynetdicom.presentation import StoragePresentationContexts
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from inference.errors import IngestError
+from inference.ingest import InstanceIngestor
+from inference.receive.status import PROCESSING_FAILURE, SUCCESS, dicom_status_for
+
+__all__ = ["TRANSFER_SYNTAXES", "build_ae", "handlers_for", "start_dimse_server"]
+
+log = logging.getLogger(__name__)
+
+TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+]
+
+
+class _ReusePortServer(ThreadedAssociationServer):
+    """An association server that shares its port with sibling processes and disables Nagle."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        client, address = super().get_request()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address
+
+
+def build_ae(ae_title: str, allowed_aes: list[str], max_pdu: int) -> AE:
+    ae = AE(ae_title=ae_title)
+    ae.maximum_pdu_size = max_pdu
+    ae.maximum_associations = 32
+    ae.network_timeout = 60
+    ae.dimse_timeout = 60
+    ae.require_calling_aet = allowed_aes
+    ae.add_supported_context(Verification)
+    # Every storage SOP class is negotiated, so that an unsupported one is answered with a proper
+    # C-STORE failure status and quarantined with its reason instead of failing the association.
+    for context in StoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+    return ae
+
+
+def _on_echo(event: Event) -> int:
+    return SUCCESS
+
+
+def _on_accepted(event: Event) -> None:
+    requestor = event.assoc.requestor
+    log.info("association accepted from AE %s at %s:%s", requestor.ae_title, requestor.address, requestor.port)
+
+
+def _on_rejected(event: Event) -> None:
+    requestor = event.assoc.requestor
+    log.warning("association rejected from AE %s at %s (calling AE not allowed)", requestor.ae_title, requestor.address)
+
+
+def _on_store(event: Event, ingestor: InstanceIngestor) -> int:
+    calling_ae = str(event.assoc.requestor.ae_title).strip()
+    received = Path(event.dataset_path)
+    try:
+        ingestor.accept_file(received, source="dimse", calling_ae=calling_ae)
+    except IngestError as exc:
+        return dicom_status_for(exc)
+    except Exception:
+        # The association must survive a bug in one instance; the sender is told it failed.
+        log.exception("unexpected failure storing an instance from %s", calling_ae)
+        received.unlink(missing_ok=True)
+        return PROCESSING_FAILURE
+    return SUCCESS
+
+
+def handlers_for(ingestor: InstanceIngestor) -> list[Any]:
+    return [
+        (evt.EVT_C_ECHO, _on_echo),
+        (evt.EVT_C_STORE, _on_store, [ingestor]),
+        (evt.EVT_ACCEPTED, _on_accepted),
+        (evt.EVT_REJECTED, _on_rejected),
+    ]
+
+
+def start_dimse_server(
+    ingestor: InstanceIngestor, host: str, port: int, ae_title: str, allowed_aes: list[str], max_pdu: int
+) -> ThreadedAssociationServer:
+    """Start a non-blocking receiver; the caller shuts it down with ``server.shutdown()``."""
+    # pynetdicom writes received datasets into tempfile's directory; pointing it at the spool's
+    # incoming folder (same file system) lets the spool rename instead of copy. Process-wide, so
+    # only the receiver processes call this.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    tempfile.tempdir = str(ingestor.spool.incoming)
+    ae = build_ae(ae_title, allowed_aes, max_pdu)
+    server = ae.make_server((host, port), evt_handlers=handlers_for(ingestor), server_class=_ReusePortServer)
+    threading.Thread(target=server.serve_forever, name=f"dimse-{port}", daemon=True).start()
+    log.info("DICOM receiver %s listening on %s:%d", ae_title, host, port)
+    return server

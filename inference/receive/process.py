@@ -1,0 +1,60 @@
+"""A receiver process: one DICOM listener sharing the port with its siblings (SO_REUSEPORT)."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import threading
+import warnings
+
+from inference.ingest import InstanceIngestor
+from inference.receive.dimse import start_dimse_server
+from inference.spool import Spool
+from service.db import make_engine
+from service.settings import Settings
+
+__all__ = ["build_ingestor", "run_receiver_process"]
+
+
+def build_ingestor(settings: Settings) -> InstanceIngestor:
+    engine = make_engine(settings.resolved_database_url, serialise_writes=True)
+    spool = Spool(settings.spool_dir, settings.quarantine_dir)
+    return InstanceIngestor(settings, engine, spool)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies, so no orphan keeps the DICOM port."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def run_receiver_process(settings_json: str, log_level: str) -> None:
+    """Entry point of a receiver process (spawned by ``medscreen serve``); runs until SIGTERM."""
+    _die_with_parent()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # Odd headers make pydicom warn per instance; the quarantine keeps the reasons that matter.
+    warnings.filterwarnings("ignore", module="pydicom")
+    settings = Settings.model_validate_json(settings_json)
+    ingestor = build_ingestor(settings)
+    server = start_dimse_server(
+        ingestor,
+        settings.dicom_host,
+        settings.dicom_port,
+        settings.dicom_ae_title,
+        settings.dicom_allowed_aes,
+        settings.dicom_max_pdu,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()

@@ -1,0 +1,234 @@
+"""Writes to the study record: an instance arriving, a study completing, a study being routed.
+
+Every change to a study's state appends to its timeline (``study_events``) in the same transaction.
+Concurrent receivers (several processes, one study) are serialised by the study row: SQLite through
+``BEGIN IMMEDIATE`` on the writer engine, PostgreSQL through ``SELECT ... FOR UPDATE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Connection, Row, bindparam, insert, text, update
+from sqlalchemy.orm import Session
+
+from inference.records import InstanceHeaders, RoutedStudy, StudyComplete
+from inference.tables import QuarantinedItem, Study, StudyEvent
+from service.db import UTCDateTime
+
+__all__ = ["find_instance", "record_instance", "record_quarantine", "mark_complete", "record_route", "add_event", "RecordedInstance"]
+
+# Image modalities win over derived ones when a study mixes them (a CT with a screenshot series).
+_DERIVED_MODALITIES = {"", "OT", "SC", "SR", "PR", "KO", "DOC"}
+
+
+@dataclass(frozen=True)
+class RecordedInstance:
+    revision: int
+    duplicate: bool
+    study_id: int
+    path: str
+
+
+def add_event(
+    connection: Connection | Session, study_id: int, revision: int, kind: str, at: datetime, **detail: Any
+) -> None:
+    connection.execute(insert(StudyEvent).values(study_id=study_id, revision=revision, kind=kind, at=at, detail=detail))
+
+
+_NOW = bindparam("now", type_=UTCDateTime())
+_FIND_INSTANCE = text(
+    "SELECT study_id, revision, path FROM instances WHERE sop_instance_uid = :sop_instance_uid"
+)
+_INSERT_STUDY = text(
+    "INSERT INTO studies (study_instance_uid, status, revision, modality, instance_count, study_description,"
+    " accession_number, study_date, patient_id, patient_name, patient_sex, patient_birth_date, institution_name,"
+    " first_received_at, last_received_at)"
+    " VALUES (:study_instance_uid, 'receiving', 1, :modality, 0, :study_description, :accession_number, :study_date,"
+    " :patient_id, :patient_name, :patient_sex, :patient_birth_date, :institution_name, :now, :now)"
+    " ON CONFLICT (study_instance_uid) DO NOTHING"
+).bindparams(_NOW)
+_SELECT_STUDY = "SELECT id, status, revision, modality FROM studies WHERE study_instance_uid = :study_instance_uid"
+_SELECT_STUDY_SQLITE = text(_SELECT_STUDY)
+_SELECT_STUDY_LOCKED = text(_SELECT_STUDY + " FOR UPDATE")
+_INSERT_SERIES = text(
+    "INSERT INTO series (study_id, series_instance_uid, modality, instance_count, headers)"
+    " VALUES (:study_id, :series_instance_uid, :modality, 0, :headers)"
+    " ON CONFLICT (series_instance_uid) DO NOTHING"
+).bindparams(bindparam("headers", type_=JSON()))
+_SELECT_SERIES = text("SELECT id FROM series WHERE series_instance_uid = :series_instance_uid")
+_INSERT_INSTANCE = text(
+    "INSERT INTO instances (sop_instance_uid, study_id, series_id, sop_class_uid, transfer_syntax_uid, path, size,"
+    " revision, source, calling_ae, received_at)"
+    " VALUES (:sop_instance_uid, :study_id, :series_id, :sop_class_uid, :transfer_syntax_uid, :path, :size,"
+    " :revision, :source, :calling_ae, :now)"
+    " ON CONFLICT (sop_instance_uid) DO NOTHING"
+).bindparams(_NOW)
+_COUNT_INSTANCE = text(
+    "UPDATE studies SET instance_count = instance_count + 1, last_received_at = :now WHERE id = :study_id"
+).bindparams(_NOW)
+_COUNT_SERIES = text("UPDATE series SET instance_count = instance_count + 1 WHERE id = :series_id")
+
+
+def find_instance(connection: Connection, sop_instance_uid: str) -> Row[Any] | None:
+    return connection.execute(_FIND_INSTANCE, {"sop_instance_uid": sop_instance_uid}).first()
+
+
+def record_instance(
+    connection: Connection, headers: InstanceHeaders, *, path: str, size: int, source: str, calling_ae: str, now: datetime
+) -> RecordedInstance:
+    """Record a durably spooled instance; idempotent for a SOP Instance UID already recorded.
+
+    This runs once per received instance, so its statements are compiled once (module constants): building
+    them per call with the ORM or Core constructors cost more than the fsyncs (measured 4.7 ms vs 2.6 ms).
+    ``ON CONFLICT ... DO NOTHING`` is the same in SQLite and PostgreSQL.
+    """
+    existing = find_instance(connection, headers.sop_instance_uid)
+    if existing is not None:
+        return RecordedInstance(existing.revision, True, existing.study_id, existing.path)
+
+    created = connection.execute(
+        _INSERT_STUDY,
+        {
+            "study_instance_uid": headers.study_instance_uid,
+            "modality": headers.modality,
+            "study_description": headers.study_description[:256],
+            "accession_number": headers.accession_number[:64],
+            "study_date": headers.study_date[:16],
+            "patient_id": headers.patient_id[:64],
+            "patient_name": headers.patient_name[:256],
+            "patient_sex": headers.patient_sex[:16],
+            "patient_birth_date": headers.patient_birth_date[:16],
+            "institution_name": headers.institution_name[:128],
+            "now": now,
+        },
+    ).rowcount == 1
+    select_study = _SELECT_STUDY_SQLITE if connection.dialect.name == "sqlite" else _SELECT_STUDY_LOCKED
+    study = connection.execute(select_study, {"study_instance_uid": headers.study_instance_uid}).one()
+    revision = study.revision
+    if created:
+        add_event(connection, study.id, 1, "receiving", now, source=source, calling_ae=calling_ae)
+    elif study.status != "receiving":
+        # A late instance re-opens the study as a new revision of the same record.
+        revision += 1
+        connection.execute(
+            update(Study)
+            .where(Study.id == study.id)
+            .values(revision=revision, status="receiving", status_reason=None, completed_at=None)
+        )
+        add_event(connection, study.id, revision, "reopened", now, previous_status=study.status, source=source)
+    if study.modality in _DERIVED_MODALITIES and headers.modality not in _DERIVED_MODALITIES:
+        connection.execute(update(Study).where(Study.id == study.id).values(modality=headers.modality))
+
+    series_created = connection.execute(
+        _INSERT_SERIES,
+        {
+            "study_id": study.id,
+            "series_instance_uid": headers.series_instance_uid,
+            "modality": headers.modality,
+            "headers": headers.series_headers(),
+        },
+    ).rowcount == 1
+    series_id = connection.execute(_SELECT_SERIES, {"series_instance_uid": headers.series_instance_uid}).scalar_one()
+    inserted = connection.execute(
+        _INSERT_INSTANCE,
+        {
+            "sop_instance_uid": headers.sop_instance_uid,
+            "study_id": study.id,
+            "series_id": series_id,
+            "sop_class_uid": headers.sop_class_uid,
+            "transfer_syntax_uid": headers.transfer_syntax_uid,
+            "path": path,
+            "size": size,
+            "revision": revision,
+            "source": source,
+            "calling_ae": calling_ae[:16],
+            "now": now,
+        },
+    ).rowcount == 1
+    if not inserted:
+        # Another receiver recorded the same SOP Instance UID between our check and now.
+        raced = find_instance(connection, headers.sop_instance_uid)
+        assert raced is not None
+        return RecordedInstance(raced.revision, True, raced.study_id, raced.path)
+
+    connection.execute(_COUNT_INSTANCE, {"study_id": study.id, "now": now})
+    connection.execute(_COUNT_SERIES, {"series_id": series_id})
+    if series_created and not created:
+        add_event(connection, study.id, revision, "series-started", now, modality=headers.modality)
+    return RecordedInstance(revision, False, study.id, path)
+
+
+def record_quarantine(
+    connection: Connection,
+    *,
+    kind: str,
+    reason: str,
+    source: str,
+    calling_ae: str,
+    path: str | None,
+    sop_instance_uid: str | None,
+    study_instance_uid: str | None,
+    now: datetime,
+) -> None:
+    connection.execute(
+        insert(QuarantinedItem).values(
+            at=now,
+            kind=kind,
+            reason=reason,
+            source=source,
+            calling_ae=calling_ae[:16],
+            path=path,
+            sop_instance_uid=sop_instance_uid,
+            study_instance_uid=study_instance_uid,
+        )
+    )
+
+
+def mark_complete(session: Session, study: Study, *, reason: str, now: datetime, **detail: Any) -> StudyComplete | None:
+    """Mark ``study`` complete unless an instance arrived since it was read (then it stays receiving)."""
+    result = session.execute(
+        update(Study)
+        .where(
+            Study.id == study.id,
+            Study.status == "receiving",
+            Study.revision == study.revision,
+            Study.instance_count == study.instance_count,
+        )
+        .values(status="complete", completed_at=now)
+    )
+    if result.rowcount != 1:
+        return None
+    add_event(
+        session,
+        study.id,
+        study.revision,
+        "complete",
+        now,
+        reason=reason,
+        instance_count=study.instance_count,
+        last_instance_at=study.last_received_at.isoformat(),
+        delay_after_last_instance_s=round((now - study.last_received_at).total_seconds(), 3),
+        **detail,
+    )
+    return StudyComplete(study.study_instance_uid, study.revision, study.instance_count, study.last_received_at, reason)
+
+
+def record_route(session: Session, study_id: int, routed: RoutedStudy, now: datetime) -> bool:
+    """Store the routing decision for the revision that was completed; False if the study re-opened meanwhile."""
+    status = "routed" if routed.task else "not_applicable"
+    reason = None if routed.task else "; ".join(routed.reasons) or "no routing rule matched"
+    result = session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.status == "complete", Study.revision == routed.revision)
+        .values(status=status, task=routed.task, status_reason=reason, routed_at=now)
+    )
+    if result.rowcount != 1:
+        return False
+    if routed.task:
+        add_event(session, study_id, routed.revision, "routed", now, task=routed.task, rule=routed.rule)
+    else:
+        add_event(session, study_id, routed.revision, "not_applicable", now, reasons=routed.reasons)
+    return True

@@ -1,0 +1,126 @@
+"""``medscreen serve``: the HTTP API, the DICOM receiver processes and the completeness monitor, in one command.
+
+Start-up order: schema migrations, the first admin (password printed once), the shipped models registered
+in an empty MLflow registry, then the receivers, the monitor and finally the HTTP server. Receiver processes
+die with the parent (PR_SET_PDEATHSIG), so a killed service never leaves an orphan listening on the port.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sys
+import threading
+from multiprocessing.context import SpawnProcess
+
+import uvicorn
+
+from inference.complete import CompletenessMonitor
+from inference.pacs_count import counter_from_settings
+from inference.receive.process import run_receiver_process
+from inference.route import load_rules
+from inference.spool import Spool
+from service.app import create_app
+from service.db import make_engine, make_session_factory, migrate
+from service.settings import Settings
+from service.users import ensure_admin
+
+__all__ = ["run_service", "ReceiverSupervisor"]
+
+log = logging.getLogger(__name__)
+
+
+class ReceiverSupervisor:
+    """Keeps ``settings.dicom_receivers`` receiver processes alive on the shared DICOM port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.context = multiprocessing.get_context("spawn")
+        self.processes: list[SpawnProcess] = []
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="receiver-supervisor", daemon=True)
+
+    def _spawn(self, index: int) -> SpawnProcess:
+        process = self.context.Process(
+            target=run_receiver_process,
+            args=(self.settings.model_dump_json(), self.settings.log_level),
+            name=f"dicom-receiver-{index}",
+            daemon=True,
+        )
+        process.start()
+        return process
+
+    def start(self) -> None:
+        self.processes = [self._spawn(i) for i in range(max(1, self.settings.dicom_receivers))]
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(1.0):
+            for index, process in enumerate(self.processes):
+                if not process.is_alive():
+                    log.error("%s exited with code %s; restarting it", process.name, process.exitcode)
+                    self.processes[index] = self._spawn(index)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.join(timeout=10)
+
+
+def _register_shipped_models(settings: Settings) -> None:
+    from inference.shipped_models import register_shipped_bundles
+
+    try:
+        for registered in register_shipped_bundles(settings.resolved_mlflow_tracking_uri):
+            log.info("model registry: %s", registered)
+    except Exception:
+        # Ingest must run even when the model registry is unavailable; scoring reports it per study.
+        log.exception("could not register the shipped models in %s", settings.resolved_mlflow_tracking_uri)
+
+
+def run_service(settings: Settings) -> int:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    migrate(url)
+    session_factory = make_session_factory(make_engine(url, serialise_writes=True))
+    password = ensure_admin(session_factory)
+    if password is not None:
+        # Shown once, on the terminal of whoever starts the service for the first time; never logged.
+        sys.stderr.write(
+            "\n"
+            "  First start: created user 'admin' with password\n"
+            f"      {password}\n"
+            "  It is shown only now. Log in and create the other users (medscreen users add ...).\n\n"
+        )
+        sys.stderr.flush()
+    _register_shipped_models(settings)
+    Spool(settings.spool_dir, settings.quarantine_dir).clear_incoming()
+
+    receivers = ReceiverSupervisor(settings)
+    receivers.start()
+    monitor = CompletenessMonitor(settings, session_factory, load_rules(settings.routes_file), counter_from_settings(settings))
+    stop_monitor = threading.Event()
+    monitor_thread = threading.Thread(target=monitor.run_until, args=(stop_monitor,), name="completeness", daemon=True)
+    monitor_thread.start()
+
+    app = create_app(settings, run_migrations=False)
+    log.info(
+        "medscreen serving HTTP on http://%s:%d and DICOM %s on %s:%d (data in %s)",
+        settings.http_host,
+        settings.http_port,
+        settings.dicom_ae_title,
+        settings.dicom_host,
+        settings.dicom_port,
+        settings.home.resolve(),
+    )
+    try:
+        uvicorn.Server(
+            uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level.lower())
+        ).run()
+    finally:
+        stop_monitor.set()
+        receivers.shutdown()
+        monitor_thread.join(timeout=10)
+    return 0
