@@ -1,0 +1,74 @@
+"""A CT series as a volume: slices sorted along the patient axis, rescaled to HU."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets.errors import UnreadableImage, UnsupportedImage
+from datasets.preprocess import dicom_to_array
+
+__all__ = ["Volume", "volume_from_datasets", "read_series_folder"]
+
+
+@dataclass(frozen=True)
+class Volume:
+    """``hu`` is [slices, rows, cols] float32; ``spacing_mm`` is (slice, row, col)."""
+
+    hu: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    z_positions: tuple[float, ...]
+    sop_instance_uids: tuple[str, ...]
+
+
+def _slice_position(ds: Any) -> float:
+    # Sort along the slice normal, not by InstanceNumber, which scanners reset or reverse.
+    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+        orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)
+        normal = np.cross(orientation[:3], orientation[3:])
+        return float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)))
+    if "SliceLocation" in ds:
+        return float(ds.SliceLocation)
+    return float(getattr(ds, "InstanceNumber", 0))
+
+
+def volume_from_datasets(datasets: Iterable[Any]) -> Volume:
+    """Stack pydicom datasets of one series (any order) into a HU volume; no VOI LUT (CT keeps HU)."""
+    items = sorted(datasets, key=_slice_position)
+    if not items:
+        raise UnreadableImage("no slices")
+    arrays = [dicom_to_array(ds, apply_voi=False) for ds in items]
+    shapes = {a.pixels.shape for a in arrays}
+    if len(shapes) != 1:
+        raise UnsupportedImage(f"slices of different sizes: {sorted(shapes)}")
+    positions = [_slice_position(ds) for ds in items]
+    if len(positions) > 1:
+        slice_mm = float(np.median(np.abs(np.diff(positions))))
+    else:
+        slice_mm = float(getattr(items[0], "SliceThickness", 1.0) or 1.0)
+    row_mm, col_mm = arrays[0].spacing_mm or (1.0, 1.0)
+    z = tuple(float(getattr(ds, "ImagePositionPatient", [0, 0, p])[2]) for ds, p in zip(items, positions, strict=True))
+    return Volume(
+        np.stack([a.pixels for a in arrays]).astype(np.float32),
+        (slice_mm, row_mm, col_mm),
+        z,
+        tuple(str(ds.SOPInstanceUID) for ds in items),
+    )
+
+
+def read_series_folder(folder: Path) -> Volume:
+    """Every DICOM file directly in ``folder`` (suffix or not) as one volume."""
+    import pydicom
+
+    datasets = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and path.suffix.lower() not in {".xml", ".txt", ".json"}:
+            try:
+                datasets.append(pydicom.dcmread(path))
+            except pydicom.errors.InvalidDicomError:
+                continue
+    return volume_from_datasets(datasets)

@@ -1,0 +1,142 @@
+"""Read children's records from the flat CSV extract for hospitals without FHIR.
+
+A folder with three files (UTF-8, comma-separated, header row):
+
+* ``patients.csv``: ``patient_id,birth_date,sex`` (ISO date; sex M/F/U or male/female);
+* ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status]``; ``system`` is icd10, snomed, hpo
+  or atc; ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
+  an excluded finding;
+* ``observations.csv``: ``patient_id,date,loinc,value,unit``.
+
+When every file is sorted by ``patient_id`` (``sort -t, -k1,1``) the files are merged as they stream
+and memory stays flat; otherwise diagnoses and observations are grouped in memory (logged).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+from datasets.emr_records import ChildRecord, CodedFact, Measurement, RecordError, code_system
+
+__all__ = ["read_csv_extract", "CSV_FILES"]
+
+logger = logging.getLogger(__name__)
+
+CSV_FILES = ("patients.csv", "diagnoses.csv", "observations.csv")
+_KINDS = {"condition", "procedure", "encounter", "medication"}
+
+Row = tuple[int, dict[str, str]]
+
+
+def _rows(path: Path) -> Iterator[Row]:
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        for line, row in enumerate(reader, start=2):
+            yield line, {k.strip(): (v or "").strip() for k, v in row.items() if k}
+
+
+def _is_sorted(path: Path) -> bool:
+    previous = ""
+    for _, row in _rows(path):
+        pid = row.get("patient_id", "")
+        if pid < previous:
+            return False
+        previous = pid
+    return True
+
+
+def _fact(row: dict[str, str]) -> CodedFact:
+    kind = (row.get("kind") or "condition").lower()
+    if kind not in _KINDS:
+        raise ValueError(f"unknown kind {kind!r}")
+    system = code_system(row.get("system", ""))
+    if system == "other" or not row.get("code"):
+        raise ValueError(f"unknown code system {row.get('system')!r} or empty code")
+    when = date.fromisoformat(row["date"]) if row.get("date") else None
+    refuted = (row.get("status") or "").lower() in {"refuted", "excluded", "absent"}
+    return CodedFact(kind, system, row["code"], when, refuted)  # type: ignore[arg-type]
+
+
+def _measurement(row: dict[str, str]) -> Measurement:
+    return Measurement(row["loinc"], float(row["value"]), row.get("unit", ""), date.fromisoformat(row["date"]))
+
+
+def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
+    """One record per row of ``patients.csv`` with its diagnoses and observations."""
+    paths = [folder / name for name in CSV_FILES]
+    if not paths[0].is_file():
+        yield RecordError(folder.name, "patients.csv", "missing")
+        return
+    streaming = all(_is_sorted(p) for p in paths)
+    if not streaming:
+        logger.warning("CSV extract %s is not sorted by patient_id: grouping in memory", folder.name)
+    diagnoses = _Grouped(paths[1], streaming)
+    observations = _Grouped(paths[2], streaming)
+    for line, row in _rows(paths[0]):
+        where = f"patients.csv:{line}"
+        try:
+            birth = date.fromisoformat(row["birth_date"])
+            sex = {"m": "M", "male": "M", "f": "F", "female": "F"}.get(row.get("sex", "").lower(), "U")
+            pid = row["patient_id"]
+            if not pid:
+                raise ValueError("empty patient_id")
+        except (KeyError, ValueError) as exc:
+            yield RecordError("patients.csv", where, f"invalid patient row: {exc}")
+            continue
+        record = ChildRecord(pid, birth, sex, source=folder.name)  # type: ignore[arg-type]
+        for dline, drow in diagnoses.take(pid):
+            try:
+                record.facts.append(_fact(drow))
+            except (KeyError, ValueError) as exc:
+                yield RecordError("diagnoses.csv", f"diagnoses.csv:{dline}", f"invalid diagnosis row: {exc}")
+        for oline, orow in observations.take(pid):
+            try:
+                record.measurements.append(_measurement(orow))
+            except (KeyError, ValueError) as exc:
+                yield RecordError("observations.csv", f"observations.csv:{oline}", f"invalid observation row: {exc}")
+        yield record
+    for name, grouped in (("diagnoses.csv", diagnoses), ("observations.csv", observations)):
+        if grouped.leftover():
+            yield RecordError(name, name, f"{grouped.leftover()} rows reference no patient in patients.csv")
+
+
+class _Grouped:
+    """Rows of one file handed out per patient: merged while streaming, or from an in-memory index."""
+
+    def __init__(self, path: Path, streaming: bool) -> None:
+        self.streaming = streaming
+        self._unclaimed = 0
+        if streaming:
+            self._iter = _rows(path)
+            self._head: Row | None = next(self._iter, None)
+        else:
+            self._index: dict[str, list[Row]] = {}
+            for line, row in _rows(path):
+                self._index.setdefault(row.get("patient_id", ""), []).append((line, row))
+
+    def take(self, pid: str) -> list[Row]:
+        if not self.streaming:
+            return self._index.pop(pid, [])
+        out = []
+        while self._head is not None and self._head[1].get("patient_id", "") <= pid:
+            if self._head[1].get("patient_id") == pid:
+                out.append(self._head)
+            else:
+                self._unclaimed += 1
+            self._head = next(self._iter, None)
+        return out
+
+    def leftover(self) -> int:
+        if not self.streaming:
+            return sum(len(v) for v in self._index.values())
+        rest = self._unclaimed
+        while self._head is not None:
+            rest += 1
+            self._head = next(self._iter, None)
+        return rest

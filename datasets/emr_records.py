@@ -1,0 +1,83 @@
+"""Typed records of a child's EMR extract, the contract between the EMR readers and ``screening/``.
+
+A reader yields one :class:`ChildRecord` per child, or a :class:`RecordError` naming the record it
+could not read and why; one bad record never stops a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+__all__ = ["CodedFact", "Measurement", "ChildRecord", "RecordError", "FactKind", "CODE_SYSTEMS", "code_system"]
+
+FactKind = Literal["condition", "procedure", "encounter", "medication"]
+
+# FHIR system URIs (and the short names the CSV extract uses) -> our short names.
+CODE_SYSTEMS = {
+    "http://hl7.org/fhir/sid/icd-10": "icd10",
+    "http://hl7.org/fhir/sid/icd-10-cm": "icd10",
+    "urn:oid:1.2.643.5.1.13.13.11.1005": "icd10",  # ICD-10 as registered by the Russian NSI
+    "icd10": "icd10",
+    "icd-10": "icd10",
+    "http://snomed.info/sct": "snomed",
+    "snomed": "snomed",
+    "sct": "snomed",
+    "http://purl.obolibrary.org/obo/hp.owl": "hpo",
+    "http://human-phenotype-ontology.org": "hpo",
+    "https://hpo.jax.org": "hpo",
+    "hpo": "hpo",
+    "http://loinc.org": "loinc",
+    "loinc": "loinc",
+    "http://www.whocc.no/atc": "atc",
+    "atc": "atc",
+    "http://terminology.hl7.org/CodeSystem/v3-ActCode": "actcode",
+}
+
+
+def code_system(uri: str | None) -> str:
+    """Our short name of a coding system, ``other`` when unknown."""
+    if not uri:
+        return "other"
+    return CODE_SYSTEMS.get(uri.strip().lower() if "://" not in uri else uri.strip(), "other")
+
+
+@dataclass(frozen=True)
+class CodedFact:
+    """A coded entry: a diagnosis, a procedure, an encounter's type or a prescribed drug."""
+
+    kind: FactKind
+    system: str
+    code: str
+    date: date | None
+    refuted: bool = False  # verificationStatus refuted / excluded finding
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """An observation with a LOINC code and a numeric value (growth, labs)."""
+
+    loinc: str
+    value: float
+    unit: str
+    date: date
+
+
+@dataclass
+class ChildRecord:
+    patient_id: str
+    birth_date: date
+    sex: Literal["M", "F", "U"]
+    facts: list[CodedFact] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """A record that could not be read; ``record`` names it (file:line, Resource/id), never the patient."""
+
+    source: str
+    record: str
+    reason: str

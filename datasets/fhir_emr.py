@@ -1,0 +1,264 @@
+"""Read children's records from FHIR R4 (validated with the ``fhir.resources`` R4B models).
+
+Inputs: one Bundle (JSON), or NDJSON where each line is a Bundle (one child per line: streams with
+flat memory) or a single resource (a bulk-export file: grouped per patient in memory). Patient,
+Condition, Observation, Encounter, Procedure and MedicationRequest are read; other resources are
+skipped. A resource that does not validate becomes a :class:`RecordError` and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from datasets.emr_records import ChildRecord, CodedFact, FactKind, Measurement, RecordError, code_system
+
+__all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle"]
+
+logger = logging.getLogger(__name__)
+
+_KINDS: dict[str, FactKind] = {
+    "Condition": "condition",
+    "Procedure": "procedure",
+    "Encounter": "encounter",
+    "MedicationRequest": "medication",
+}
+_READ = {"Patient", "Observation", *_KINDS}
+
+
+def _as_date(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return None
+
+
+def _codings(concepts: Iterable[Any] | None) -> list[tuple[str, str]]:
+    out = []
+    for concept in concepts or []:
+        if concept is None:
+            continue
+        for coding in concept.coding or []:
+            if coding.code:
+                out.append((code_system(coding.system), str(coding.code)))
+    return out
+
+
+def _patient_ref(resource: Any) -> str | None:
+    subject = getattr(resource, "subject", None) or getattr(resource, "patient", None)
+    reference = getattr(subject, "reference", None) if subject is not None else None
+    if not reference:
+        return None
+    return reference.split("/")[-1]
+
+
+def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
+    if kind == "condition":
+        when = _as_date(resource.onsetDateTime) or _as_date(resource.recordedDate)
+        status = _codings([resource.verificationStatus]) if resource.verificationStatus else []
+        refuted = any(code == "refuted" for _, code in status)
+        return [CodedFact(kind, s, c, when, refuted) for s, c in _codings([resource.code])]
+    if kind == "procedure":
+        when = _as_date(resource.performedDateTime) or _as_date(
+            resource.performedPeriod.start if resource.performedPeriod else None
+        )
+        return [CodedFact(kind, s, c, when) for s, c in _codings([resource.code])]
+    if kind == "encounter":
+        when = _as_date(resource.period.start if resource.period else None)
+        concepts = list(resource.type or []) + [resource.serviceType]
+        return [CodedFact(kind, s, c, when) for s, c in _codings(concepts)]
+    when = _as_date(resource.authoredOn)
+    concept = resource.medicationCodeableConcept
+    return [CodedFact(kind, s, c, when) for s, c in _codings([concept])]
+
+
+def _measurements(resource: Any) -> list[Measurement]:
+    when = _as_date(resource.effectiveDateTime) or _as_date(resource.issued)
+    quantity = resource.valueQuantity
+    if when is None or quantity is None or quantity.value is None:
+        return []
+    unit = quantity.code or quantity.unit or ""
+    return [
+        Measurement(code, float(quantity.value), unit, when)
+        for system, code in _codings([resource.code])
+        if system == "loinc"
+    ]
+
+
+def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], source: str) -> Iterator[ChildRecord | RecordError]:
+    """Group ``(where, resource-dict)`` pairs by patient and yield one record per Patient."""
+    patients: dict[str, ChildRecord] = {}
+    pending: dict[str, list[tuple[str, Any]]] = {}
+    errors: list[RecordError] = []
+    order: list[str] = []
+    for where, raw in resources:
+        rtype = raw.get("resourceType") if isinstance(raw, dict) else None
+        if rtype not in _READ:
+            continue
+        name = f"{rtype}/{raw.get('id', '?')}"
+        try:
+            resource = get_fhir_model_class(rtype).model_validate(raw)
+        except (ValidationError, ValueError, TypeError) as exc:
+            errors.append(RecordError(source, f"{where} {name}", f"invalid {rtype}: {_short(exc)}"))
+            continue
+        if rtype == "Patient":
+            birth = _as_date(resource.birthDate)
+            if birth is None:
+                errors.append(RecordError(source, f"{where} {name}", "Patient has no birthDate"))
+                continue
+            sex = {"male": "M", "female": "F"}.get(resource.gender or "", "U")
+            pid = str(resource.id or where)
+            patients[pid] = ChildRecord(pid, birth, sex, source=source)  # type: ignore[arg-type]
+            order.append(pid)
+            continue
+        ref = _patient_ref(resource)
+        if ref is None:
+            errors.append(RecordError(source, f"{where} {name}", f"{rtype} has no subject reference"))
+            continue
+        pending.setdefault(ref, []).append((rtype, resource))
+    yield from errors
+    for pid in order:
+        record = patients[pid]
+        for rtype, resource in pending.pop(pid, []):
+            if rtype == "Observation":
+                record.measurements.extend(_measurements(resource))
+            else:
+                record.facts.extend(_facts(resource, _KINDS[rtype]))
+        yield record
+    for ref, items in pending.items():
+        yield RecordError(source, f"{len(items)} resources", f"reference a Patient not in the input ({_hash(ref)})")
+
+
+def records_from_bundle(bundle: dict[str, Any], source: str, where: str = "") -> Iterator[ChildRecord | RecordError]:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        yield RecordError(source, where or "input", "not a FHIR Bundle")
+        return
+    entries = bundle.get("entry") or []
+    yield from records_from_resources(
+        ((f"{where}entry[{i}]", e.get("resource") or {}) for i, e in enumerate(entries) if isinstance(e, dict)),
+        source,
+    )
+
+
+def read_fhir(path: Path) -> Iterator[ChildRecord | RecordError]:
+    """Records from a Bundle ``.json`` or an ``.ndjson`` file (see module doc)."""
+    source = path.name
+    if path.suffix.lower() != ".ndjson":
+        try:
+            bundle = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            yield RecordError(source, "file", f"not JSON: {exc}")
+            return
+        yield from records_from_bundle(bundle, source)
+        return
+    loose: list[tuple[str, dict[str, Any]]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield RecordError(source, f"line {number}", f"not JSON: {exc.msg}")
+                continue
+            if isinstance(obj, dict) and obj.get("resourceType") == "Bundle":
+                yield from records_from_bundle(obj, source, where=f"line {number} ")
+            else:
+                loose.append((f"line {number}", obj))
+    if loose:
+        yield from records_from_resources(loose, source)
+
+
+_SYSTEM_URIS = {
+    "icd10": "http://hl7.org/fhir/sid/icd-10",
+    "snomed": "http://snomed.info/sct",
+    "hpo": "http://purl.obolibrary.org/obo/hp.owl",
+    "loinc": "http://loinc.org",
+    "atc": "http://www.whocc.no/atc",
+}
+
+
+def record_to_bundle(record: ChildRecord) -> dict[str, Any]:
+    """A child's record as a FHIR R4 collection Bundle (for simulated extracts, tests and demos)."""
+    pid = record.patient_id
+    gender = {"M": "male", "F": "female"}.get(record.sex, "unknown")
+    entries: list[dict[str, Any]] = [
+        {"resource": {"resourceType": "Patient", "id": pid, "birthDate": record.birth_date.isoformat(), "gender": gender}}
+    ]
+    subject = {"reference": f"Patient/{pid}"}
+    for i, fact in enumerate(record.facts):
+        coding = {"coding": [{"system": _SYSTEM_URIS.get(fact.system, fact.system), "code": fact.code}]}
+        when = fact.date.isoformat() if fact.date else None
+        rid = f"{pid}-{i}"
+        if fact.kind == "condition":
+            resource: dict[str, Any] = {"resourceType": "Condition", "id": rid, "subject": subject, "code": coding}
+            if when:
+                resource["onsetDateTime"] = when
+            if fact.refuted:
+                resource["verificationStatus"] = {
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "refuted"}]
+                }
+        elif fact.kind == "procedure":
+            resource = {"resourceType": "Procedure", "id": rid, "status": "completed", "subject": subject, "code": coding}
+            if when:
+                resource["performedDateTime"] = when
+        elif fact.kind == "encounter":
+            resource = {
+                "resourceType": "Encounter",
+                "id": rid,
+                "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "subject": subject,
+                "serviceType": coding,
+            }
+            if when:
+                resource["period"] = {"start": when}
+        else:
+            resource = {
+                "resourceType": "MedicationRequest",
+                "id": rid,
+                "status": "active",
+                "intent": "order",
+                "subject": subject,
+                "medicationCodeableConcept": coding,
+            }
+            if when:
+                resource["authoredOn"] = when
+        entries.append({"resource": resource})
+    for i, m in enumerate(record.measurements):
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": f"{pid}-obs-{i}",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": m.loinc}]},
+                    "subject": subject,
+                    "effectiveDateTime": m.date.isoformat(),
+                    "valueQuantity": {"value": m.value, "unit": m.unit, "system": "http://unitsofmeasure.org", "code": m.unit}
+                    if m.unit
+                    else {"value": m.value},
+                }
+            }
+        )
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg', '')}"[:200]
+    return str(exc)[:200]
+
+
+def _hash(value: str) -> str:
+    return "patient " + hashlib.sha256(value.encode()).hexdigest()[:12]

@@ -1,0 +1,163 @@
+"""Numpy-only preprocessing shared by training and the serving worker (never imports torch).
+
+The serving worker reads DICOM; training reads JPEG/PNG/PGM and DICOM. Both end in the same
+:func:`prepare_image` so that a model sees the same intensity scaling and size in both places.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from datasets.errors import UnreadableImage, UnsupportedImage
+
+__all__ = [
+    "ImageArray",
+    "PreprocessSpec",
+    "dicom_to_array",
+    "read_image_file",
+    "apply_window",
+    "percentile_rescale",
+    "resize",
+    "prepare_image",
+]
+
+
+@dataclass(frozen=True)
+class ImageArray:
+    """A 2-D greyscale image in physical units (HU for CT) with its pixel spacing in mm (row, column)."""
+
+    pixels: np.ndarray
+    spacing_mm: tuple[float, float] | None = None
+    # True when a VOI LUT or window from the file has already been applied (pixels are display values).
+    voi_applied: bool = False
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an image becomes a model input; stored in each shipped ``bundle.json``.
+
+    ``window``: (centre, width) applied to physical values (CT in HU); ``None`` means the image's
+    own VOI LUT (DICOM) then a percentile rescale, which is what plain radiographs need because
+    their raw values depend on the detector.
+    """
+
+    size: tuple[int, int]
+    window: tuple[float, float] | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["size"] = list(self.size)
+        data["window"] = list(self.window) if self.window else None
+        data["percentiles"] = list(self.percentiles)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
+        window = data.get("window")
+        return cls(
+            size=(int(data["size"][0]), int(data["size"][1])),
+            window=(float(window[0]), float(window[1])) if window else None,
+            percentiles=tuple(data.get("percentiles", (0.5, 99.5))),  # type: ignore[arg-type]
+            extra=dict(data.get("extra", {})),
+        )
+
+
+def dicom_to_array(ds: Any, *, apply_voi: bool = True, frame: int = 0) -> ImageArray:
+    """Pixel data of a pydicom dataset as float32 physical values, display-oriented.
+
+    Order follows PS3.3 C.11: modality LUT (rescale slope/intercept) then VOI LUT/window, then
+    MONOCHROME1 is inverted so that bright always means dense in the model's input.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        raw = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for broken or missing pixel data
+        raise UnreadableImage(f"cannot decode pixel data: {exc}") from exc
+    if getattr(ds, "SamplesPerPixel", 1) != 1:
+        raise UnsupportedImage(f"SamplesPerPixel={ds.SamplesPerPixel}: only greyscale images are scored")
+    if raw.ndim == 3:  # multi-frame: one frame at a time
+        raw = raw[frame]
+    if raw.ndim != 2:
+        raise UnsupportedImage(f"pixel array has shape {raw.shape}")
+    values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float32)
+    voi_applied = False
+    has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
+    if apply_voi and has_voi:
+        values = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), dtype=np.float32)
+        voi_applied = True
+    if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        values = values.max() + values.min() - values
+    spacing = None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        if keyword in ds and ds.get(keyword):
+            row, col = (float(v) for v in ds.get(keyword))
+            spacing = (row, col)
+            break
+    return ImageArray(values, spacing, voi_applied)
+
+
+def read_image_file(path: Path) -> ImageArray:
+    """A greyscale image from a file: DICOM (by preamble or suffix) or anything Pillow reads (PNG, PGM, JPEG)."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        head = fh.read(132)
+    if head[128:132] == b"DICM" or path.suffix.lower() in {".dcm", ".dicom"}:
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as exc:
+            raise UnreadableImage(f"{path.name}: {exc}") from exc
+        return dicom_to_array(ds, apply_voi=True)
+    try:
+        with Image.open(path) as img:
+            # JPEG chest films are stored as RGB with equal channels; "L" keeps 8-bit, "I;16" PGMs stay 16-bit.
+            if img.mode not in ("L", "I", "I;16", "F"):
+                img = img.convert("L")
+            pixels = np.asarray(img, dtype=np.float32)
+    except OSError as exc:
+        raise UnreadableImage(f"{path.name}: {exc}") from exc
+    return ImageArray(pixels, None, True)
+
+
+def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """Linear window to [0, 1] (CT in HU: lung window is centre -600, width 1500)."""
+    low = center - width / 2.0
+    return np.clip((values.astype(np.float32) - low) / float(width), 0.0, 1.0)
+
+
+def percentile_rescale(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Map the [low, high] percentiles to [0, 1]: makes JPEG exports and raw DICOM look alike to a model."""
+    lo, hi = np.percentile(values, [low, high])
+    if hi <= lo:
+        return np.zeros_like(values, dtype=np.float32)
+    return np.clip((values.astype(np.float32) - lo) / float(hi - lo), 0.0, 1.0)
+
+
+def resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-averaged resize to (rows, cols); Pillow's float mode keeps it numpy-only and fast."""
+    if values.shape == tuple(size):
+        return values.astype(np.float32)
+    img = Image.fromarray(values.astype(np.float32), mode="F")
+    # Pillow takes (width, height); BOX averages, which avoids aliasing when shrinking 1024 -> 128.
+    resample = Image.Resampling.BOX if values.shape[0] > size[0] else Image.Resampling.BILINEAR
+    return np.asarray(img.resize((size[1], size[0]), resample=resample), dtype=np.float32)
+
+
+def prepare_image(image: ImageArray, spec: PreprocessSpec) -> np.ndarray:
+    """The model input for one image: float32 [1, 1, rows, cols] in [0, 1]."""
+    # Resize first: percentiles of a 3000x3000 DR image cost more than the model itself.
+    small = resize(image.pixels, spec.size)
+    if spec.window is not None:
+        scaled = apply_window(small, *spec.window)
+    else:
+        scaled = percentile_rescale(small, *spec.percentiles)
+    return scaled[None, None].astype(np.float32)

@@ -1,0 +1,249 @@
+"""The model bundles shipped in ``models/<task>/`` and their place in the MLflow Model Registry.
+
+Serving imports this (MLflow + ONNX, never torch). On start-up :func:`register_shipped_bundles`
+registers each shipped bundle as version 1 with alias ``champion`` when the registry has no
+version of that model yet, so a fresh machine scores studies without a training step. Training
+uses :func:`log_onnx_bundle` too, so a trained version and a shipped one look the same.
+
+Registered model names are the task names: ``chest-xray``, ``mammography``, ``ct-chest``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+__all__ = [
+    "TASKS",
+    "SHIPPED_MODELS_DIR",
+    "ShippedBundle",
+    "RegisteredBundle",
+    "ChampionBundle",
+    "read_bundle",
+    "artifact_root_for",
+    "ensure_experiment",
+    "log_onnx_bundle",
+    "register_shipped_bundles",
+    "load_champion",
+]
+
+log = logging.getLogger(__name__)
+
+TASKS = ("chest-xray", "mammography", "ct-chest")
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+CHAMPION = "champion"
+_BUNDLE_FILES = ("model.onnx", "bundle.json", "metrics.json", "card.md")
+
+
+@dataclass(frozen=True)
+class ShippedBundle:
+    """A bundle folder: ``model.onnx``, ``bundle.json`` (I/O contract), ``metrics.json``, ``card.md``."""
+
+    task: str
+    folder: Path
+    bundle: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.folder / "model.onnx"
+
+    @property
+    def threshold(self) -> float:
+        return float(self.bundle["threshold"])
+
+
+@dataclass(frozen=True)
+class RegisteredBundle:
+    name: str
+    version: str
+    run_id: str
+    newly_registered: bool
+
+
+@dataclass(frozen=True)
+class ChampionBundle:
+    """The champion of one model, downloaded: where its ONNX file is and its I/O contract."""
+
+    name: str
+    version: str
+    onnx_path: Path
+    bundle: dict[str, Any]
+    threshold: float
+
+
+def read_bundle(folder: Path) -> ShippedBundle:
+    folder = Path(folder)
+    missing = [name for name in _BUNDLE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"model bundle {folder} lacks {', '.join(missing)}")
+    bundle = json.loads((folder / "bundle.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return ShippedBundle(bundle["task"], folder, bundle, metrics)
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """Artifacts beside a sqlite store (``<dir>/mlartifacts``); MLflow's default would be ``./mlruns`` of the cwd."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        db_path = Path(tracking_uri.split("sqlite:///", 1)[1])
+        return (db_path.parent / "mlartifacts").resolve().as_uri()
+    if parsed.scheme in ("", "file"):
+        return None
+    return None
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """The experiment id of ``name``, created with its artifacts beside the store when new."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if urlparse(tracking_uri).scheme == "sqlite":
+        Path(tracking_uri.split("sqlite:///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri, tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    root = artifact_root_for(tracking_uri)
+    location = f"{root}/{name}" if root else None
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def _signature(bundle: dict[str, Any]) -> Any:
+    import numpy as np
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    spec = bundle["input"]
+    inputs = Schema([TensorSpec(np.dtype(spec["dtype"]), tuple(spec["shape"]), spec["name"])])
+    outputs = Schema(
+        [TensorSpec(np.dtype("float32"), tuple(o["shape"]), o["name"]) for o in bundle["outputs"]]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Numeric leaves of metrics.json as ``a.b.c`` keys, the form MLflow metrics and tags take."""
+    flat: dict[str, float] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, bool):
+            return
+        elif isinstance(value, int | float):
+            flat[prefix] = float(value)
+
+    walk("", metrics)
+    return flat
+
+
+def log_onnx_bundle(tracking_uri: str, folder: Path, *, run_id: str | None = None, source: str = "trained") -> RegisteredBundle:
+    """Log the bundle in ``folder`` as an MLflow ONNX model with its signature and register a new version.
+
+    With ``run_id`` the model is logged into that (training) run; without, a run named
+    ``shipped-bundle`` is created. The version gets tags ``task``, ``threshold``, ``val_auroc``
+    and the other headline metrics; the registered model gets the ``task`` tag.
+    """
+    import mlflow
+    import onnx
+    from mlflow.tracking import MlflowClient
+
+    shipped = read_bundle(folder)
+    name = shipped.bundle["model_name"]
+    experiment_id = ensure_experiment(tracking_uri, f"medscreen-{shipped.task}")
+    client = MlflowClient(tracking_uri, tracking_uri)
+    headline = shipped.metrics.get("headline", {})
+
+    def log_into_active_run() -> Any:
+        info = mlflow.onnx.log_model(
+            onnx.load(str(shipped.onnx_path)),
+            name="model",
+            signature=_signature(shipped.bundle),
+            metadata={"task": shipped.task, "bundle": shipped.bundle},
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            for filename in ("bundle.json", "metrics.json", "card.md"):
+                (Path(tmp) / filename).write_bytes((folder / filename).read_bytes())
+            mlflow.log_artifacts(tmp, artifact_path="bundle")
+        return info
+
+    if run_id is None:
+        with mlflow.start_run(experiment_id=experiment_id, run_name="shipped-bundle") as run:
+            mlflow.set_tags({"task": shipped.task, "source": source})
+            mlflow.log_metrics({k: v for k, v in _flat_metrics(headline).items()})
+            info = log_into_active_run()
+            run_id = run.info.run_id
+    else:
+        with mlflow.start_run(run_id=run_id):
+            info = log_into_active_run()
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name, tags={"task": shipped.task})
+    version = client.create_model_version(name, info.model_uri, run_id=run_id, tags={"task": shipped.task, "source": source})
+    tags = {"threshold": str(shipped.threshold), **{k: f"{v:.6g}" for k, v in _flat_metrics(headline).items()}}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    client.set_registered_model_tag(name, "task", shipped.task)
+    return RegisteredBundle(name, str(version.version), run_id, True)
+
+
+def register_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR) -> list[RegisteredBundle]:
+    """Register each shipped bundle as version 1 + alias ``champion`` when its model has no version yet.
+
+    Idempotent: a model that already has any version (shipped or trained) is left alone and
+    reported with its current champion (or latest) version. Bundles missing on disk are skipped
+    with a warning so that a partial checkout still starts.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    results: list[RegisteredBundle] = []
+    for task in TASKS:
+        folder = Path(models_dir) / task
+        try:
+            shipped = read_bundle(folder)
+        except FileNotFoundError as exc:
+            log.warning("no shipped bundle for %s: %s", task, exc)
+            continue
+        name = shipped.bundle["model_name"]
+        existing = (
+            client.search_model_versions(filter_string=f"name = '{name}'")
+            if client.search_registered_models(filter_string=f"name = '{name}'")
+            else []
+        )
+        if existing:
+            try:
+                current = client.get_model_version_by_alias(name, CHAMPION)
+            except Exception:  # MlflowException when no champion alias exists: report the newest version
+                current = max(existing, key=lambda v: int(v.version))
+            results.append(RegisteredBundle(name, str(current.version), current.run_id or "", False))
+            continue
+        registered = log_onnx_bundle(tracking_uri, folder, source="shipped")
+        client.set_registered_model_alias(name, CHAMPION, registered.version)
+        log.info("registered shipped model %s version %s as %s", name, registered.version, CHAMPION)
+        results.append(registered)
+    return results
+
+
+def load_champion(tracking_uri: str, name: str, dest: Path) -> ChampionBundle:
+    """Download the ``champion`` version of ``name`` to ``dest``; its ONNX path, I/O contract and threshold."""
+    import mlflow
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    version = client.get_model_version_by_alias(name, CHAMPION)
+    mlflow.set_tracking_uri(tracking_uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@{CHAMPION}", dst_path=str(dest)))
+    meta = yaml.safe_load((local / "MLmodel").read_text()).get("metadata", {})
+    bundle = meta.get("bundle", {})
+    threshold = float(version.tags.get("threshold", bundle.get("threshold", 0.5)))
+    return ChampionBundle(name, str(version.version), local / "model.onnx", bundle, threshold)

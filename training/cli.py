@@ -1,0 +1,126 @@
+"""``medscreen train {chest-xray,mammography,ct-chest}`` and ``medscreen models {list,promote,register-shipped}``.
+
+torch, MONAI and MLflow are imported inside the handlers so that ``medscreen --help`` and the
+serving process never load them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+
+__all__ = ["add_commands"]
+
+log = logging.getLogger(__name__)
+
+TASK_MODULES = {
+    "chest-xray": "training.tasks.chest_xray",
+    "mammography": "training.tasks.mammography",
+    "ct-chest": "training.tasks.ct_chest",
+}
+DEFAULT_EPOCHS = {"chest-xray": 6, "mammography": 24, "ct-chest": 20}
+
+
+def add_commands(subparsers: Any) -> None:
+    train = subparsers.add_parser("train", help="train an imaging model, export ONNX, register it in MLflow")
+    train.add_argument("task", choices=sorted(TASK_MODULES))
+    train.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared data folder (default ../shared/data)")
+    train.add_argument("--epochs", type=int, default=None, help="training epochs (default per task: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()) + ")")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--limit", type=int, default=None, help="use at most this many images/films/patches per class (tiny runs)")
+    train.add_argument("--out", type=Path, default=None, help="bundle folder (default $MEDSCREEN_HOME/models/<task>; models/<task> to refresh the shipped one)")
+    train.add_argument("--cache", type=Path, default=None, help="preprocessed-array cache (default $MEDSCREEN_HOME/cache/training)")
+    train.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    train.set_defaults(func=run_train)
+
+    models = subparsers.add_parser("models", help="list registered models, promote a version")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = models_sub.add_parser("list", help="registered models and versions with aliases and validation AUROC")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=run_list)
+    promote = models_sub.add_parser("promote", help="point an alias (champion) at a version")
+    promote.add_argument("name", help="registered model name: chest-xray, mammography or ct-chest")
+    promote.add_argument("version")
+    promote.add_argument("--alias", default="champion")
+    promote.add_argument("--force", action="store_true", help="promote even when its validation AUROC is below the champion's (logged)")
+    promote.set_defaults(func=run_promote)
+    shipped = models_sub.add_parser("register-shipped", help="register the bundles in models/ when the registry has none")
+    shipped.add_argument("--models-dir", type=Path, default=None)
+    shipped.set_defaults(func=run_register_shipped)
+
+
+def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    import torch
+
+    from inference.shipped_models import log_onnx_bundle
+    from training.registry import promote
+
+    torch.set_num_threads(max(1, args.threads))
+    tracking_uri = settings.resolved_mlflow_tracking_uri
+    out_dir = args.out or settings.home / "models" / args.task
+    cache_dir = args.cache or settings.home / "cache" / "training"
+    epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.task]
+    module = importlib.import_module(TASK_MODULES[args.task])
+    metrics = module.train(args.data, out_dir, tracking_uri, epochs=epochs, seed=args.seed, limit=args.limit, cache_dir=cache_dir)
+    registered = log_onnx_bundle(tracking_uri, out_dir, run_id=metrics["mlflow_run_id"], source="trained")
+    headline = metrics["headline"]
+    print(
+        f"{args.task}: validation AUROC {headline['val_auroc']:.4f} "
+        f"(95% CI {headline['val_auroc_ci_low']:.4f}-{headline['val_auroc_ci_high']:.4f}), "
+        f"sensitivity {headline['sensitivity']:.3f} / specificity {headline['specificity']:.3f} at {headline['threshold']:.3f}"
+    )
+    print(f"bundle: {out_dir}; registered {registered.name} version {registered.version} (run {registered.run_id})")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    try:
+        client.get_model_version_by_alias(registered.name, "champion")
+    except MlflowException:
+        # A registry without a champion cannot score anything: the first version takes the alias.
+        promote(tracking_uri, registered.name, registered.version)
+        print(f"{registered.name} had no champion: version {registered.version} is now champion")
+    return 0
+
+
+def run_list(args: argparse.Namespace, settings: Settings) -> int:
+    from training.registry import list_versions
+
+    rows = list_versions(settings.resolved_mlflow_tracking_uri)
+    if args.json:
+        print(json.dumps([row.__dict__ for row in rows], indent=2))
+        return 0
+    print(f"{'model':<14}{'version':>8}  {'aliases':<12}{'val AUROC':>10}{'threshold':>11}  {'source':<9}run")
+    for row in rows:
+        auroc = f"{row.val_auroc:.4f}" if row.val_auroc is not None else "-"
+        threshold = f"{row.threshold:.3f}" if row.threshold is not None else "-"
+        print(f"{row.name:<14}{row.version:>8}  {','.join(row.aliases) or '-':<12}{auroc:>10}{threshold:>11}  {row.source:<9}{row.run_id}")
+    return 0
+
+
+def run_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from training.errors import PromotionRefused, RegistryError
+    from training.registry import promote
+
+    try:
+        previous = promote(settings.resolved_mlflow_tracking_uri, args.name, args.version, alias=args.alias, force=args.force)
+    except (PromotionRefused, RegistryError) as exc:
+        print(f"refused: {exc}")
+        return 1
+    print(f"{args.name}: {args.alias} -> version {args.version} (was {previous or 'unset'})")
+    return 0
+
+
+def run_register_shipped(args: argparse.Namespace, settings: Settings) -> int:
+    from inference.shipped_models import SHIPPED_MODELS_DIR, register_shipped_bundles
+
+    for item in register_shipped_bundles(settings.resolved_mlflow_tracking_uri, args.models_dir or SHIPPED_MODELS_DIR):
+        state = "registered as champion" if item.newly_registered else "already registered"
+        print(f"{item.name} version {item.version}: {state}")
+    return 0

@@ -1,0 +1,27 @@
+"""Errors of training, export and the model registry.
+
+    TrainingError
+    ├── ParityError          ONNX Runtime and PyTorch disagree beyond tolerance on the same input
+    ├── PromotionRefused     the candidate's validation AUROC is below the champion's (use --force)
+    └── RegistryError        a model or version is missing, or lacks the tags promotion needs
+"""
+
+from __future__ import annotations
+
+__all__ = ["TrainingError", "ParityError", "PromotionRefused", "RegistryError"]
+
+
+class TrainingError(Exception):
+    """Base class of every error of the ``training`` package."""
+
+
+class ParityError(TrainingError):
+    """The exported ONNX model does not reproduce the PyTorch outputs."""
+
+
+class PromotionRefused(TrainingError):
+    """Promotion would replace a better champion."""
+
+
+class RegistryError(TrainingError):
+    """The registry lacks the model, version or tag asked for."""

@@ -1,0 +1,153 @@
+"""Validation metrics of a binary scorer: AUROC with a bootstrap CI, operating point, calibration, plots."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+__all__ = ["BinaryMetrics", "evaluate_binary", "bootstrap_auroc", "choose_threshold", "reliability", "plot_roc", "plot_calibration"]
+
+
+@dataclass(frozen=True)
+class BinaryMetrics:
+    n: int
+    n_positive: int
+    auroc: float
+    auroc_ci_low: float
+    auroc_ci_high: float
+    threshold: float
+    sensitivity: float
+    specificity: float
+    sensitivity_ci: tuple[float, float]
+    specificity_ci: tuple[float, float]
+    brier: float
+    ece: float
+    reliability: list[dict[str, float]]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def bootstrap_auroc(labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile 95% CI of the AUROC over bootstrap resamples (resamples with one class are skipped)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    n = len(labels)
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        if labels[idx].min() == labels[idx].max():
+            continue
+        values.append(roc_auc_score(labels[idx], scores[idx]))
+    if not values:
+        return float("nan"), float("nan")
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _wilson(successes: int, total: int) -> tuple[float, float]:
+    """Wilson 95% interval of a proportion (sensitivity, specificity); sane for small counts."""
+    if total == 0:
+        return float("nan"), float("nan")
+    z = 1.959964
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return float(centre - half), float(centre + half)
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, *, min_sensitivity: float = 0.9) -> float:
+    """Highest threshold that keeps sensitivity >= ``min_sensitivity``: a triage tool must not miss much.
+
+    Chosen on the validation set and reported on it, so the operating point is optimistic; cards say so.
+    """
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    ok = np.flatnonzero(tpr >= min_sensitivity)
+    threshold = thresholds[ok[0]] if len(ok) else thresholds[-1]
+    return float(min(max(threshold, 0.0), 1.0))
+
+
+def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> tuple[list[dict[str, float]], float]:
+    """Reliability table (mean score vs observed rate per score decile bin) and expected calibration error."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    table = []
+    ece = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (scores >= low) & ((scores < high) if high < 1.0 else (scores <= high))
+        if not inside.any():
+            continue
+        mean_score = float(scores[inside].mean())
+        observed = float(labels[inside].mean())
+        table.append({"bin_low": float(low), "bin_high": float(high), "count": int(inside.sum()), "mean_score": mean_score, "observed": observed})
+        ece += inside.mean() * abs(mean_score - observed)
+    return table, float(ece)
+
+
+def evaluate_binary(
+    labels: np.ndarray, scores: np.ndarray, *, threshold: float | None = None, min_sensitivity: float = 0.9, seed: int = 0
+) -> BinaryMetrics:
+    labels = np.asarray(labels, dtype=int)
+    scores = np.asarray(scores, dtype=float)
+    auroc = float(roc_auc_score(labels, scores))
+    low, high = bootstrap_auroc(labels, scores, seed=seed)
+    if threshold is None:
+        threshold = choose_threshold(labels, scores, min_sensitivity=min_sensitivity)
+    predicted = scores >= threshold
+    positives, negatives = labels == 1, labels == 0
+    tp, tn = int((predicted & positives).sum()), int((~predicted & negatives).sum())
+    table, ece = reliability(labels, scores)
+    return BinaryMetrics(
+        n=len(labels),
+        n_positive=int(positives.sum()),
+        auroc=auroc,
+        auroc_ci_low=low,
+        auroc_ci_high=high,
+        threshold=float(threshold),
+        sensitivity=tp / max(int(positives.sum()), 1),
+        specificity=tn / max(int(negatives.sum()), 1),
+        sensitivity_ci=_wilson(tp, int(positives.sum())),
+        specificity_ci=_wilson(tn, int(negatives.sum())),
+        brier=float(np.mean((scores - labels) ** 2)),
+        ece=ece,
+        reliability=table,
+    )
+
+
+def plot_roc(labels: np.ndarray, scores: np.ndarray, metrics: BinaryMetrics, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot(fpr, tpr, label=f"AUROC {metrics.auroc:.3f} ({metrics.auroc_ci_low:.3f}-{metrics.auroc_ci_high:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.scatter([1 - metrics.specificity], [metrics.sensitivity], c="red", zorder=3, label=f"threshold {metrics.threshold:.3f}")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_calibration(metrics: BinaryMetrics, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    xs = [row["mean_score"] for row in metrics.reliability]
+    ys = [row["observed"] for row in metrics.reliability]
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.plot(xs, ys, "o-", label=f"Brier {metrics.brier:.3f}, ECE {metrics.ece:.3f}")
+    ax.set(xlabel="mean predicted probability", ylabel="observed frequency", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
