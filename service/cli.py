@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "service.serve_command",
     "service.users_command",
     "inference.cli",
+    "training.cli",
 )
 
 
