@@ -17,6 +17,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     from inference.api import router as studies_router
     from inference.receive.process import build_ingestor
     from inference.receive.stowrs import router as stowrs_router
+    from screening.api import page_router as screening_page_router
+    from screening.api import router as screening_router
 
     from service.audit import router as audit_router
     from service.auth import load_or_create_secret_key
@@ -49,4 +51,6 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.include_router(stowrs_router)
     app.include_router(auth_router)
     app.include_router(audit_router)
+    app.include_router(screening_router)
+    app.include_router(screening_page_router)
     return app

@@ -76,6 +76,19 @@ class Settings(BaseSettings):
     access_token_minutes: int = Field(
         480, ge=1, description="Lifetime of a login token in minutes (default: one 8-hour shift)."
     )
+    screening_alert_budget: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="Rare-disease screening: flags per child screened that paediatricians can review (0.01 = 1 per 100); "
+        "sets the risk threshold.",
+    )
+    screening_max_age_years: float = Field(
+        7.0, gt=0, le=18, description="Rare-disease screening: only children younger than this are screened."
+    )
+    screening_model_path: Path | None = Field(
+        None, description="Rare-disease screener artefact (JSON); default the shipped `screening/data/screener.json`."
+    )
 
     @field_validator("secret_key")
     @classmethod

@@ -1,0 +1,237 @@
+"""Commands of ``screening``: ``medscreen screening evaluate|train|simulate|build-icd10-map|build-orphan-table``
+and ``medscreen screen-emr INPUT --out flags.ndjson`` (batch screening of a population extract)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+
+__all__ = ["add_commands"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREVALENCE = 1 / 500
+
+
+def _knowledge() -> tuple[Any, Any, Any]:
+    from screening.findings import load_code_maps
+    from screening.knowledge import build_knowledge_base
+    from screening.ontology import load_ontology
+
+    ontology = load_ontology()
+    return ontology, build_knowledge_base(ontology), load_code_maps(ontology)
+
+
+def _print_report(summary: dict[str, Any]) -> None:
+    def line(name: str, d: dict[str, Any]) -> str:
+        cells = [d.get(k) for k in ("sensitivity_at_budget", "auprc", "ppv", "roc_auc", "top1", "top10")]
+        return f"{name:34s}" + "".join(f"{'n/a' if c is None else f'{c:.3f}':>10s}" for c in cells)
+
+    print(
+        f"cases {summary['n_cases']} ({summary['n_diseases']} diseases, held out by disease in {summary['folds']} folds), "
+        f"controls {summary['n_controls']}; prevalence 1:{round(1 / summary['prevalence'])}, "
+        f"alert budget {summary['alert_budget']:g} flags per child"
+    )
+    print(f"{'':34s}{'sens@bud':>10s}{'AUPRC':>10s}{'PPV':>10s}{'ROC AUC':>10s}{'top1':>10s}{'top10':>10s}")
+    print(line("screener", summary))
+    for name, values in summary["baselines"].items():
+        print(line(f"baseline: {name}", values))
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from screening.train_screener import build_dataset, evaluate, load_cases
+
+    _, kb, maps = _knowledge()
+    cases = load_cases(args.phenopackets)
+    if not cases:
+        sys.stderr.write(f"no phenopackets under {args.phenopackets}\n")
+        return 2
+    data = build_dataset(cases, kb, maps, args.controls, args.seed)
+    if int(data.labels.sum()) == 0:
+        sys.stderr.write("no case is a child under 7 with an age: nothing to evaluate\n")
+        return 2
+    budget = args.budget or settings.screening_alert_budget
+    report = evaluate(data, args.prevalence, budget, seed=args.seed)
+    if args.json:
+        print(json.dumps(report.summary))
+    else:
+        _print_report(report.summary)
+    return 0
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from screening.registry import log_and_register, model_card
+    from screening.risk_model import SHIPPED_SCREENER
+    from screening.train_screener import train_and_evaluate
+
+    _, kb, maps = _knowledge()
+    budget = args.budget or settings.screening_alert_budget
+    model, report = train_and_evaluate(
+        args.phenopackets, kb, maps, prevalence=args.prevalence, budget=budget, n_controls=args.controls, seed=args.seed
+    )
+    out = SHIPPED_SCREENER if args.ship else (args.out or settings.home / "screening" / "screener.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    (out.parent / "screener_card.md").write_text(model_card(model), encoding="utf-8")
+    _print_report(report.summary)
+    print(f"screener {model.version} written to {out}")
+    if not args.no_register:
+        params = {"controls": args.controls, "seed": args.seed, "prevalence": args.prevalence, "alert_budget": budget}
+        registered = log_and_register(settings.resolved_mlflow_tracking_uri, model, params)
+        print(json.dumps(registered))
+    return 0
+
+
+def _inputs(path: Path) -> Iterator[Any]:
+    from datasets.emr_csv import read_csv_extract
+    from datasets.fhir_emr import read_fhir
+
+    if path.is_dir():
+        yield from read_csv_extract(path)
+    else:
+        yield from read_fhir(path)
+
+
+def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from datasets.emr_records import RecordError
+    from screening.fhir_output import explanation, flag, risk_assessment
+    from screening.screener import Screener
+
+    if not args.input.exists():
+        sys.stderr.write(f"{args.input} does not exist\n")
+        return 2
+    screener = Screener.load(
+        args.budget or settings.screening_alert_budget, settings.screening_max_age_years, settings.screening_model_path
+    )
+    counts = {"screened": 0, "flagged": 0, "errors": 0, "not_screened": 0}
+    errors_out = args.errors.open("w", encoding="utf-8") if args.errors else None
+    with args.out.open("w", encoding="utf-8") as out:
+        for item in tqdm(_inputs(args.input), desc="children", unit=" child", file=sys.stderr, disable=args.quiet):
+            if isinstance(item, RecordError):
+                counts["errors"] += 1
+                if errors_out:
+                    errors_out.write(json.dumps({"source": item.source, "record": item.record, "reason": item.reason}) + "\n")
+                continue
+            result = screener.screen(item, args.as_of)
+            counts["screened" if result.status == "screened" else "not_screened"] += 1
+            if not (result.flagged or args.all):
+                continue
+            counts["flagged"] += result.flagged
+            fhir_flag = flag(result, screener.ontology)
+            line = {
+                "patient_id": result.patient_id,
+                "status": result.status,
+                "risk": result.risk,
+                "flagged": result.flagged,
+                "explanation": explanation(result, screener.ontology),
+                "RiskAssessment": risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True),
+                "Flag": fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None,
+            }
+            out.write(json.dumps(line) + "\n")
+    if errors_out:
+        errors_out.close()
+    sys.stderr.write(json.dumps({**counts, "model_version": screener.model.version, "threshold": screener.threshold}) + "\n")
+    return 0
+
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Write simulated children (controls, plus projected cases if --phenopackets) as FHIR NDJSON Bundles."""
+    import random
+
+    from datasets.fhir_emr import record_to_bundle
+    from datasets.phenopackets import iter_phenopackets
+    from screening.simulate import CaseProjector, simulate_controls
+
+    ontology, _, maps = _knowledge()
+    written = 0
+    with args.out.open("w", encoding="utf-8") as out:
+        for record, _as_of in simulate_controls(maps, args.n, args.seed):
+            out.write(json.dumps(record_to_bundle(record)) + "\n")
+            written += 1
+        if args.phenopackets:
+            projector, rng = CaseProjector(maps), random.Random(args.seed)
+            for case in iter_phenopackets(args.phenopackets):
+                projected = projector.project(case, rng)
+                if projected is not None:
+                    out.write(json.dumps(record_to_bundle(projected[0])) + "\n")
+                    written += 1
+    print(f"{written} children written to {args.out}")
+    return 0
+
+
+def _build_icd10_map(args: argparse.Namespace, settings: Settings) -> int:
+    from screening.icd10_map import build_icd10_map
+    from screening.ontology import load_ontology
+
+    table = build_icd10_map(load_ontology(), args.out)
+    print(f"{len(table.rows)} rows for {len(table)} ICD-10 codes")
+    return 0
+
+
+def _build_orphan_table(args: argparse.Namespace, settings: Settings) -> int:
+    from screening.icd10_map import load_icd10_map
+    from screening.orphanet import build_orphan_table
+
+    table = build_orphan_table(args.master, load_icd10_map(), args.out)
+    print(f"{len(table)} ICD-10 codes mean a diagnosed orphan disease")
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    group = subparsers.add_parser("screening", help="rare-disease screening: evaluate, train, build code tables")
+    commands = group.add_subparsers(dest="screening_command", required=True, metavar="SUBCOMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--phenopackets", type=Path, required=True, help="folder of phenopacket JSON files (recursive)")
+        p.add_argument("--controls", type=int, default=4000, help="simulated control children (default 4000)")
+        p.add_argument("--seed", type=int, default=7)
+        p.add_argument("--prevalence", type=float, default=DEFAULT_PREVALENCE, help="population prevalence (1/500)")
+        p.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
+
+    evaluate = commands.add_parser("evaluate", help="disease-held-out evaluation vs simulated controls and baselines")
+    common(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    evaluate.set_defaults(func=_evaluate)
+
+    train = commands.add_parser("train", help="train the risk model, log it to MLflow, register it as champion")
+    common(train)
+    train.add_argument("--out", type=Path, default=None, help="artefact path (default $MEDSCREEN_HOME/screening/)")
+    train.add_argument("--ship", action="store_true", help="overwrite the artefact shipped in the package")
+    train.add_argument("--no-register", action="store_true", help="do not log to MLflow")
+    train.set_defaults(func=_train)
+
+    simulate = commands.add_parser("simulate", help="write simulated children as FHIR NDJSON (one Bundle per line)")
+    simulate.add_argument("--n", type=int, default=1000)
+    simulate.add_argument("--seed", type=int, default=11)
+    simulate.add_argument("--phenopackets", type=Path, default=None, help="also project these cases")
+    simulate.add_argument("--out", type=Path, required=True)
+    simulate.set_defaults(func=_simulate)
+
+    icd = commands.add_parser("build-icd10-map", help="rebuild the ICD-10 -> HPO table")
+    icd.add_argument("--out", type=Path, default=None)
+    icd.set_defaults(func=_build_icd10_map)
+
+    orphan = commands.add_parser("build-orphan-table", help="rebuild the orphan-diagnosis ICD-10 table from Orphanet")
+    orphan.add_argument("--master", type=Path, required=True, help="ORPHAnomenclature_MasterFile_en_2025.xlsx")
+    orphan.add_argument("--out", type=Path, default=None)
+    orphan.set_defaults(func=_build_orphan_table)
+
+    batch = subparsers.add_parser("screen-emr", help="screen a population extract (FHIR Bundle/NDJSON or CSV folder)")
+    batch.add_argument("input", type=Path, help="a Bundle .json, an .ndjson file, or a folder with the CSV extract")
+    batch.add_argument("--out", type=Path, required=True, help="NDJSON of flagged children (RiskAssessment + Flag)")
+    batch.add_argument("--errors", type=Path, default=None, help="NDJSON of records that could not be read")
+    batch.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default today)")
+    batch.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
+    batch.add_argument("--all", action="store_true", help="write every child, not only the flagged ones")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch.set_defaults(func=_screen_emr)

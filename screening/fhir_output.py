@@ -1,0 +1,120 @@
+"""Screening results as FHIR R4 ``RiskAssessment`` and ``Flag`` resources (built with ``fhir.resources``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir.resources.R4B.flag import Flag
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+from fhir.resources.R4B.riskassessment import RiskAssessment
+
+from datasets.emr_records import RecordError
+from screening.ontology import Ontology
+from screening.screener import ScreeningResult
+
+__all__ = ["risk_assessment", "flag", "operation_outcome", "explanation"]
+
+_DISEASE_SYSTEMS = {"OMIM": "https://omim.org", "ORPHA": "https://www.orpha.net"}
+_HPO = "http://purl.obolibrary.org/obo/hp.owl"
+_OUTCOME_TEXT = "Rare genetic disease warranting a genetics referral"
+
+
+def explanation(result: ScreeningResult, ontology: Ontology) -> dict[str, Any]:
+    """The reasons behind a result, as plain data for the page, the API and the audit trail."""
+    return {
+        "findings": [
+            {
+                "hpo": f.hpo,
+                "name": ontology.name(f.hpo),
+                "age_years": None if f.age_days is None else round(f.age_days / 365.25, 2),
+                "source": f.source,
+                "excluded": f.excluded,
+            }
+            for f in sorted(result.findings, key=lambda f: (f.age_days is None, f.age_days or 0))
+        ],
+        "organ_systems": result.organ_systems,
+        "drivers": result.drivers,
+        "candidates": [
+            {
+                "id": c.disease_id,
+                "name": c.name,
+                "score": round(c.score, 2),
+                "matched": [{"hpo": t, "name": ontology.name(t)} for t in c.matched],
+            }
+            for c in result.candidates
+        ],
+    }
+
+
+def risk_assessment(result: ScreeningResult, ontology: Ontology) -> RiskAssessment:
+    predictions: list[dict[str, Any]] = []
+    if result.risk is not None:
+        predictions.append(
+            {
+                "outcome": {"text": _OUTCOME_TEXT},
+                "probabilityDecimal": round(result.risk, 6),
+                "rationale": "calibrated at a population prevalence of 1:500; decision support, not a diagnosis",
+            }
+        )
+    for candidate in result.candidates:
+        prefix, _, number = candidate.disease_id.partition(":")
+        predictions.append(
+            {
+                "outcome": {
+                    "coding": [{"system": _DISEASE_SYSTEMS.get(prefix, prefix), "code": number, "display": candidate.name}],
+                    "text": candidate.name,
+                },
+                "qualitativeRisk": {"text": f"log likelihood ratio {candidate.score:.1f}"},
+                "rationale": "matched findings: " + ", ".join(ontology.name(t) for t in candidate.matched),
+            }
+        )
+    notes = []
+    if result.status != "screened":
+        notes.append({"text": f"not screened: {result.status} ({result.reason})"})
+    if result.drivers:
+        notes.append({"text": "drivers: " + "; ".join(result.drivers)})
+    return RiskAssessment(
+        status="final" if result.status == "screened" else "cancelled",
+        subject={"reference": f"Patient/{result.patient_id}"},
+        occurrenceDateTime=result.screened_at.isoformat(),
+        method={
+            "coding": [{"system": "urn:medscreen:model", "code": "rare-disease-screener", "version": result.model_version}],
+            "text": f"medscreen rare-disease screener {result.model_version}",
+        },
+        basis=None,
+        prediction=predictions or None,
+        note=notes or None,
+    )
+
+
+def flag(result: ScreeningResult, ontology: Ontology) -> Flag | None:
+    """A clinical Flag for a flagged child, naming the reasons; None when not flagged."""
+    if not result.flagged:
+        return None
+    top = result.candidates[0].name if result.candidates else "a rare genetic disease"
+    systems = ", ".join(result.organ_systems[:4]) or "several findings"
+    return Flag(
+        status="active",
+        category=[
+            {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/flag-category", "code": "clinical", "display": "Clinical"}
+                ]
+            }
+        ],
+        code={
+            "coding": [{"system": "urn:medscreen:flag", "code": "genetics-referral-suggested"}],
+            "text": f"Consider a genetics referral: risk {result.risk:.3f}; {systems}; best match {top}",
+        },
+        subject={"reference": f"Patient/{result.patient_id}"},
+        period={"start": result.screened_at.isoformat()},
+    )
+
+
+def operation_outcome(errors: list[RecordError]) -> OperationOutcome:
+    return OperationOutcome(
+        issue=[
+            {"severity": "error", "code": "invalid", "diagnostics": f"{e.source} {e.record}: {e.reason}"} for e in errors
+        ]
+        or [{"severity": "information", "code": "informational", "diagnostics": "all records read"}]
+    )

@@ -1,0 +1,201 @@
+"""From a child's EMR record to dated HPO findings (``ChildFindings``): the code maps, growth z-scores,
+lab thresholds, the age gate and the exclusions (already diagnosed, already in genetics care).
+
+Codes: ICD-10 through the curated table (``screening/icd10_map.py``), SNOMED CT through the xrefs
+of ``hp.obo``, HPO as given, LOINC growth and lab codes through ``screening/data/loinc_findings.tsv``.
+Codes revealing an existing suspicion (``screening/data/suspicion_codes.tsv``) are never findings.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from datasets.emr_records import ChildRecord, CodedFact
+from screening.growth import GrowthStandards, growth_findings, load_growth_standards
+from screening.icd10_map import Icd10Map, load_icd10_map, normalise_icd10
+from screening.ontology import Ontology
+from screening.orphanet import OrphanDiagnoses, load_orphan_diagnoses
+
+__all__ = ["Finding", "ChildFindings", "CodeMaps", "load_code_maps", "extract_findings", "Status", "MAX_AGE_DAYS"]
+
+_DATA = Path(str(resources.files("screening") / "data"))
+MAX_AGE_DAYS = int(7 * 365.25)
+
+Status = Literal["screened", "out_of_age", "already_diagnosed", "in_genetics_care"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    hpo: str
+    age_days: int | None
+    source: str  # "icd10:Q21.0", "growth:lhfa z=-2.6", "loinc:718-7", "snomed:...", "hpo"
+    excluded: bool = False
+
+
+@dataclass
+class ChildFindings:
+    patient_id: str
+    sex: str
+    age_days: int
+    status: Status
+    reason: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    growth_z: dict[str, float] = field(default_factory=dict)  # lowest z per indicator
+    congenital_codes: int = 0  # ICD-10 chapter Q codes
+
+    @property
+    def present(self) -> set[str]:
+        return {f.hpo for f in self.findings if not f.excluded}
+
+    @property
+    def absent(self) -> set[str]:
+        return {f.hpo for f in self.findings if f.excluded} - self.present
+
+
+@dataclass(frozen=True)
+class LabRule:
+    loinc: str
+    kind: str
+    low_below: float | None
+    low_hpo: str | None
+    high_above: float | None
+    high_hpo: str | None
+
+
+class CodeMaps:
+    """Everything that turns codes into findings; built once and shared (read-only)."""
+
+    def __init__(
+        self,
+        ontology: Ontology,
+        icd10: Icd10Map,
+        orphan: OrphanDiagnoses,
+        growth: GrowthStandards,
+        loinc: dict[str, LabRule],
+        suspicion: list[tuple[str, str, str]],
+    ) -> None:
+        self.ontology = ontology
+        self.icd10 = icd10
+        self.orphan = orphan
+        self.growth = growth
+        self.loinc = loinc
+        self.suspicion = suspicion
+
+    def to_hpo(self, fact: CodedFact) -> list[str]:
+        if fact.kind != "condition":
+            return []
+        if fact.system == "icd10":
+            return self.icd10.lookup(fact.code)
+        if fact.system == "snomed":
+            return list(self.ontology.snomed_to_hpo.get(fact.code, []))
+        if fact.system == "hpo":
+            primary = self.ontology.primary(fact.code)
+            return [primary] if primary and self.ontology.is_phenotype(primary) else []
+        return []
+
+    def suspicion_of(self, system: str, code: str, kind: str = "") -> str | None:
+        """``genetic_test``, ``genetics_visit`` or ``specific_drug`` when the code reveals one."""
+        normal = normalise_icd10(code) if system == "icd10" else code.strip().lower()
+        for category, s_system, prefix in self.suspicion:
+            if s_system == system and normal.startswith(prefix.lower() if system != "icd10" else prefix):
+                return category
+        return None
+
+
+def _read_tsv(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8") as handle:
+        return [row for row in csv.reader((ln for ln in handle if not ln.startswith("#")), delimiter="\t") if row]
+
+
+def load_code_maps(ontology: Ontology) -> CodeMaps:
+    loinc = {}
+    for row in _read_tsv(_DATA / "loinc_findings.tsv"):
+        row += [""] * (8 - len(row))
+        loinc[row[0]] = LabRule(
+            row[0],
+            row[1],
+            float(row[4]) if row[4] else None,
+            row[5] or None,
+            float(row[6]) if row[6] else None,
+            row[7] or None,
+        )
+    suspicion = [(r[0], r[1], r[2]) for r in _read_tsv(_DATA / "suspicion_codes.tsv")]
+    return CodeMaps(ontology, load_icd10_map(), load_orphan_diagnoses(), load_growth_standards(), loinc, suspicion)
+
+
+_UNIT_FACTORS = {"cm": 1.0, "m": 100.0, "mm": 0.1, "[in_i]": 2.54, "in": 2.54, "kg": 1.0, "g": 0.001, "[lb_av]": 0.4536}
+
+
+def _age(birth: date, when: date | None) -> int | None:
+    return None if when is None else (when - birth).days
+
+
+def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_days: int = MAX_AGE_DAYS) -> ChildFindings:
+    """The child's findings up to ``as_of``; the status says whether the child is screened at all."""
+    age = (as_of - record.birth_date).days
+    child = ChildFindings(record.patient_id, record.sex, age, "screened")
+    if age < 0 or age >= max_age_days:
+        child.status, child.reason = "out_of_age", f"age {age / 365.25:.1f} years is outside 0-{max_age_days / 365.25:.0f}"
+        return child
+
+    for fact in record.facts:
+        when = _age(record.birth_date, fact.date)
+        if when is not None and when > age:
+            continue  # after the screening date
+        category = maps.suspicion_of(fact.system, fact.code, fact.kind)
+        if category == "specific_drug" and not fact.refuted:
+            child.status, child.reason = "already_diagnosed", "receives a disease-specific drug"
+            return child
+        if category is not None:
+            if not fact.refuted and child.status == "screened":
+                child.status, child.reason = "in_genetics_care", category.replace("_", " ")
+            continue  # never a feature: it reveals an existing suspicion
+        if fact.system == "icd10" and fact.kind == "condition" and not fact.refuted:
+            orphan = maps.orphan.lookup(fact.code)
+            if orphan is not None:
+                child.status, child.reason = "already_diagnosed", f"{orphan[0]} {orphan[1]}"
+                return child
+            if normalise_icd10(fact.code).startswith("Q"):
+                child.congenital_codes += 1
+        for hpo in maps.to_hpo(fact):
+            child.findings.append(Finding(hpo, when, f"{fact.system}:{fact.code}", excluded=fact.refuted))
+
+    measurements: list[tuple[str, int, float]] = []
+    for m in record.measurements:
+        when = _age(record.birth_date, m.date)
+        if when is None or when > age or when < 0:
+            continue
+        if maps.suspicion_of("loinc", m.loinc) is not None:
+            if child.status == "screened":
+                child.status, child.reason = "in_genetics_care", "genetic test"
+            continue
+        rule = maps.loinc.get(m.loinc)
+        if rule is None:
+            continue
+        if rule.kind.startswith("growth:"):
+            indicator = rule.kind.split(":", 1)[1]
+            factor = 1.0 if indicator == "wfa" and not m.unit else _UNIT_FACTORS.get(m.unit.strip().lower(), 1.0)
+            value = m.value * factor
+            # WHO length (lying) before 2 years, height (standing) after: the two differ by 0.7 cm.
+            if m.loinc == "8306-3" and when >= 731:
+                value -= 0.7
+            elif m.loinc == "8308-9" and when < 731:
+                value += 0.7
+            measurements.append((indicator, when, value))
+        elif rule.low_below is not None and m.value < rule.low_below and rule.low_hpo:
+            child.findings.append(Finding(rule.low_hpo, when, f"loinc:{m.loinc}={m.value:g}"))
+        elif rule.high_above is not None and m.value > rule.high_above and rule.high_hpo:
+            child.findings.append(Finding(rule.high_hpo, when, f"loinc:{m.loinc}={m.value:g}"))
+
+    for g in growth_findings(maps.growth, record.sex, measurements):
+        child.findings.append(Finding(g.hpo, g.age_days, f"growth:{g.indicator} z={g.z:.1f}"))
+    for indicator, when, value in measurements:
+        z = maps.growth.z(indicator, record.sex, when, value)
+        if z is not None and abs(z) <= 6:
+            child.growth_z[indicator] = min(child.growth_z.get(indicator, 0.0), z)
+    return child

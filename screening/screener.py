@@ -1,0 +1,121 @@
+"""Screen one child: record -> findings -> knowledge scores -> calibrated risk -> flag with reasons.
+
+:class:`Screener` holds the read-only knowledge (ontology, disease tables, code maps, risk model),
+built once per process (about 6 s) and shared by the API, the batch runner and the evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from datasets.emr_records import ChildRecord
+from screening.features import ChildScores, score_child
+from screening.findings import MAX_AGE_DAYS, CodeMaps, Finding, Status, extract_findings, load_code_maps
+from screening.knowledge import DiseaseMatch, KnowledgeBase, build_knowledge_base
+from screening.ontology import Ontology, load_ontology
+from screening.risk_model import RiskModel, load_risk_model
+
+__all__ = ["Screener", "ScreeningResult", "patient_digest"]
+
+logger = logging.getLogger(__name__)
+
+_FEATURE_WORDS = {
+    "log1p_findings": "number of findings",
+    "organ_systems": "organ systems involved",
+    "kb_max": "fit to a known rare disease",
+    "kb_logmeanexp": "fit to rare diseases overall",
+    "kb_top10_mean": "fit to the ten best-matching diseases",
+    "matched_in_top": "findings explained by the best-matching disease",
+    "lhfa_z_min": "height-for-age",
+    "hcfa_z_min": "head circumference-for-age",
+    "wfa_z_min": "weight-for-age",
+    "congenital_codes": "congenital anomaly diagnoses",
+    "neurodevelopmental": "neurodevelopmental finding",
+    "information_content": "specificity of the findings",
+}
+
+
+def patient_digest(patient_id: str) -> str:
+    """A short stable digest to name a child in logs without the identifier in clear."""
+    return hashlib.sha256(patient_id.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass
+class ScreeningResult:
+    patient_id: str
+    status: Status
+    reason: str
+    age_days: int
+    model_version: str
+    risk: float | None = None
+    threshold: float | None = None
+    flagged: bool = False
+    findings: list[Finding] = field(default_factory=list)
+    organ_systems: list[str] = field(default_factory=list)
+    candidates: list[DiseaseMatch] = field(default_factory=list)
+    drivers: list[str] = field(default_factory=list)
+    screened_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class Screener:
+    def __init__(
+        self,
+        ontology: Ontology,
+        kb: KnowledgeBase,
+        maps: CodeMaps,
+        model: RiskModel,
+        budget: float,
+        max_age_days: int = MAX_AGE_DAYS,
+    ) -> None:
+        self.ontology = ontology
+        self.kb = kb
+        self.maps = maps
+        self.model = model
+        self.budget = budget
+        self.max_age_days = max_age_days
+        self.threshold = model.threshold_for(budget)
+
+    @classmethod
+    def load(cls, budget: float, max_age_years: float = 7.0, model_path: Path | None = None) -> Screener:
+        ontology = load_ontology()
+        kb = build_knowledge_base(ontology)
+        maps = load_code_maps(ontology)
+        model = load_risk_model(model_path)
+        logger.info("screener %s loaded, alert budget %.4f", model.version, budget)
+        return cls(ontology, kb, maps, model, budget, int(max_age_years * 365.25))
+
+    def scores(self, record: ChildRecord, as_of: date) -> tuple[ScreeningResult, ChildScores | None]:
+        child = extract_findings(record, self.maps, as_of, self.max_age_days)
+        result = ScreeningResult(
+            record.patient_id, child.status, child.reason, child.age_days, self.model.version, findings=child.findings
+        )
+        if child.status != "screened":
+            return result, None
+        scored = score_child(child, self.kb)
+        result.risk = float(self.model.risk(scored.features)[0])
+        result.threshold = self.threshold
+        result.flagged = result.risk >= self.threshold
+        return result, scored
+
+    def screen(self, record: ChildRecord, as_of: date | None = None, explain: bool | None = None) -> ScreeningResult:
+        """Screen one child as of a date (default today, UTC); flagged children are always explained."""
+        result, scored = self.scores(record, as_of or datetime.now(UTC).date())
+        if scored is not None and (result.flagged if explain is None else explain):
+            self.explain(result, scored)
+        return result
+
+    def explain(self, result: ScreeningResult, scored: ChildScores, k: int = 5) -> None:
+        result.candidates = scored.top_matches(self.kb, k)
+        systems: set[str] = set()
+        for finding in result.findings:
+            primary = self.ontology.primary(finding.hpo)
+            if primary and not finding.excluded:
+                systems |= self.ontology.systems_of(primary)
+        result.organ_systems = sorted(self.ontology.name(s) for s in systems)
+        contributions = self.model.contributions(scored.features)
+        ranked = sorted(contributions.items(), key=lambda kv: -kv[1])
+        result.drivers = [f"{_FEATURE_WORDS.get(name, name)} (+{value:.2f})" for name, value in ranked[:4] if value > 0]

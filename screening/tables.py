@@ -1,0 +1,55 @@
+"""Tables of the screening package: one row per screening of a child, and the paediatrician's outcome.
+
+The child's identifier is stored (paediatricians must find the child) but never logged in clear;
+the explanation and the FHIR resources are kept as JSON so that a later model cannot rewrite what
+an earlier one said.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base, UTCDateTime, utcnow
+
+__all__ = ["ScreeningRun", "ScreeningOutcome", "OUTCOMES"]
+
+OUTCOMES = ("referred", "not_relevant")
+
+
+class ScreeningRun(Base):
+    __tablename__ = "screening_results"
+    __table_args__ = (Index("ix_screening_results_flagged", "flagged", "screened_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(128), index=True)
+    patient_digest: Mapped[str] = mapped_column(String(16))
+    screened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    age_days: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    model_version: Mapped[str] = mapped_column(String(64))
+    risk: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    explanation: Mapped[dict[str, Any]] = mapped_column(JSON)
+    risk_assessment: Mapped[dict[str, Any]] = mapped_column(JSON)
+    flag: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    submitted_by: Mapped[str] = mapped_column(String(64))
+
+
+class ScreeningOutcome(Base):
+    """What the paediatrician decided about a flag, kept for quality review (append-only by use)."""
+
+    __tablename__ = "screening_outcomes"
+    __table_args__ = (CheckConstraint("outcome IN ('referred', 'not_relevant')", name="ck_screening_outcome"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("screening_results.id", ondelete="CASCADE"), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+    decided_by: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
