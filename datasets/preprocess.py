@@ -87,11 +87,13 @@ def dicom_to_array(ds: Any, *, apply_voi: bool = True, frame: int = 0) -> ImageA
         raw = raw[frame]
     if raw.ndim != 2:
         raise UnsupportedImage(f"pixel array has shape {raw.shape}")
-    values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float32)
+    # Keep the modality LUT's own dtype for the VOI step: a VOI LUT table is indexed by integer values.
+    modality = apply_modality_lut(raw, ds)
+    values = np.asarray(modality, dtype=np.float32)
     voi_applied = False
     has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
     if apply_voi and has_voi:
-        values = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), dtype=np.float32)
+        values = np.asarray(apply_voi_lut(modality, ds, prefer_lut=True), dtype=np.float32)
         voi_applied = True
     if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         values = values.max() + values.min() - values

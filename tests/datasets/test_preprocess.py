@@ -1,0 +1,103 @@
+"""The numpy preprocessing shared by training and serving, on real DICOM files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+from datasets.errors import UnreadableImage
+from datasets.preprocess import (
+    PreprocessSpec,
+    apply_window,
+    dicom_to_array,
+    percentile_rescale,
+    prepare_image,
+    read_image_file,
+    resize,
+)
+from tests.conftest import FIXTURES, REPO
+
+DICOM = FIXTURES / "datasets" / "dicom"
+
+
+def test_ct_rescale_slope_intercept_gives_hounsfield_units() -> None:
+    ds = pydicom.dcmread(DICOM / "CT_small.dcm")
+    image = dicom_to_array(ds, apply_voi=False)
+    raw = ds.pixel_array.astype(np.float32)
+    assert np.allclose(image.pixels, raw * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+    assert image.spacing_mm == tuple(float(v) for v in ds.PixelSpacing)
+    assert not image.voi_applied
+
+
+def test_monochrome1_is_inverted_so_that_bright_means_dense() -> None:
+    ds = pydicom.dcmread(DICOM / "dx_image.dcm")
+    assert ds.PhotometricInterpretation == "MONOCHROME1"
+    raw = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+    image = dicom_to_array(ds, apply_voi=False)
+    assert np.allclose(image.pixels, raw.max() + raw.min() - raw)
+
+
+def test_voi_lut_sequence_is_applied() -> None:
+    ds = pydicom.dcmread(DICOM / "vlut_04.dcm")
+    assert "VOILUTSequence" in ds
+    image = dicom_to_array(ds)
+    expected = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, prefer_lut=True)
+    assert image.voi_applied
+    assert np.allclose(image.pixels, expected)
+
+
+def test_window_and_percentile_rescale_map_to_unit_range() -> None:
+    hu = np.array([[-2000.0, -1350.0, -600.0, 150.0, 3000.0]])
+    assert np.allclose(apply_window(hu, -600, 1500), [[0.0, 0.0, 0.5, 1.0, 1.0]])
+    scaled = percentile_rescale(np.arange(1000, dtype=np.float32).reshape(10, 100))
+    assert scaled.min() == 0.0 and scaled.max() == 1.0
+    assert percentile_rescale(np.ones((4, 4))).max() == 0.0  # flat image: no division by zero
+
+
+def test_prepare_image_from_jpeg_and_dicom_gives_the_same_contract() -> None:
+    spec = PreprocessSpec(size=(128, 128))
+    jpeg = prepare_image(read_image_file(FIXTURES / "datasets/kermany/train/NORMAL/IM-0115-0001.jpeg"), spec)
+    dicom = prepare_image(read_image_file(DICOM / "dx_image.dcm"), spec)
+    for array in (jpeg, dicom):
+        assert array.shape == (1, 1, 128, 128) and array.dtype == np.float32
+        assert 0.0 <= array.min() and array.max() <= 1.0
+
+
+def test_spec_round_trips_through_json_form() -> None:
+    spec = PreprocessSpec(size=(32, 32), window=(-600.0, 1500.0))
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_resize_shrinks_by_area_average() -> None:
+    image = np.zeros((4, 4), np.float32)
+    image[:2, :2] = 1.0
+    assert np.allclose(resize(image, (2, 2)), [[1.0, 0.0], [0.0, 0.0]])
+
+
+def test_unreadable_file_raises_dataset_error(tmp_path) -> None:
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    with pytest.raises(UnreadableImage):
+        read_image_file(bad)
+
+
+def test_pgm_and_png_films_read_the_same(tmp_path) -> None:
+    png = FIXTURES / "datasets/mias/mdb001.png"
+    pgm = tmp_path / "mdb001.pgm"
+    Image.open(png).save(pgm)
+    assert np.array_equal(read_image_file(png).pixels, read_image_file(pgm).pixels)
+
+
+def test_serving_side_modules_do_not_import_torch() -> None:
+    code = (
+        "import sys, datasets.preprocess, datasets.dicom_series, datasets.ct_candidates, datasets.mias, "
+        "datasets.lidc, datasets.chest_xray, datasets.splits, inference.shipped_models, models; "
+        "assert 'torch' not in sys.modules and 'monai' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
