@@ -127,6 +127,8 @@ def start_dimse_server(
     tempfile.tempdir = str(ingestor.spool.incoming)
     ae = build_ae(ae_title, allowed_aes, max_pdu)
     server = ae.make_server((host, port), evt_handlers=handlers_for(ingestor), server_class=_ReusePortServer)
+    # What AE.start_server does for its own servers; shutdown() expects to find the server here.
+    ae._servers.append(server)
     threading.Thread(target=server.serve_forever, name=f"dimse-{port}", daemon=True).start()
     log.info("DICOM receiver %s listening on %s:%d", ae_title, host, port)
     return server

@@ -1,0 +1,162 @@
+"""Ingest into the study record, duplicates, revisions, quarantine, completeness and routing (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+from inference.complete import CompletenessMonitor
+from inference.errors import InstanceTooLarge, NoPixelData, OutOfResources
+from inference.ingest import InstanceIngestor
+from inference.receive.process import build_ingestor
+from inference.route import load_rules
+from inference.tables import Instance, QuarantinedItem, Study, StudyEvent
+from service.db import make_engine, make_session_factory, migrate, utcnow
+from service.settings import Settings
+from tests.inference.conftest import INFERENCE_FIXTURES
+
+CT = sorted((INFERENCE_FIXTURES / "ct").glob("*.dcm"))
+
+
+@pytest.fixture
+def backend_ingestor(service_settings: Settings) -> InstanceIngestor:
+    """An ingestor over each database backend (SQLite file, real PostgreSQL)."""
+    service_settings.home.mkdir(parents=True, exist_ok=True)
+    migrate(service_settings.resolved_database_url)
+    return build_ingestor(service_settings)
+
+
+def _copy(ingestor: InstanceIngestor, source: Path) -> Path:
+    target = ingestor.spool.new_incoming_path()
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+def _monitor(ingestor: InstanceIngestor, counter=None) -> CompletenessMonitor:
+    factory = make_session_factory(make_engine(ingestor.settings.resolved_database_url, serialise_writes=True))
+    return CompletenessMonitor(ingestor.settings, factory, load_rules(), counter)
+
+
+def _study(ingestor: InstanceIngestor) -> Study:
+    with make_session_factory(ingestor.engine)() as session:
+        return session.scalars(select(Study)).one()
+
+
+def _events(ingestor: InstanceIngestor) -> list[str]:
+    with make_session_factory(ingestor.engine)() as session:
+        return list(session.scalars(select(StudyEvent.kind).order_by(StudyEvent.id)))
+
+
+def test_instances_are_spooled_recorded_and_idempotent(backend_ingestor: InstanceIngestor) -> None:
+    for path in CT:
+        stored = backend_ingestor.accept_file(_copy(backend_ingestor, path), source="dimse", calling_ae="PACS")
+        assert stored.path.is_file() and not stored.duplicate
+        assert stored.path.read_bytes()[128:132] == b"DICM"
+    again = backend_ingestor.accept_file(_copy(backend_ingestor, CT[0]), source="dimse", calling_ae="PACS")
+    assert again.duplicate
+    study = _study(backend_ingestor)
+    assert (study.status, study.instance_count, study.modality, study.revision) == ("receiving", 3, "CT", 1)
+    with make_session_factory(backend_ingestor.engine)() as session:
+        assert session.scalar(select(func.count()).select_from(Instance)) == 3
+    assert not any(backend_ingestor.spool.incoming.iterdir()), "nothing may be left in incoming"
+
+
+def test_quiet_period_completes_and_routes_then_a_late_instance_reopens_a_new_revision(
+    backend_ingestor: InstanceIngestor,
+) -> None:
+    for path in CT[:2]:
+        backend_ingestor.accept_file(_copy(backend_ingestor, path), source="dimse")
+    monitor = _monitor(backend_ingestor)
+    last = _study(backend_ingestor).last_received_at
+    quiet = backend_ingestor.settings.quiet_period_s
+
+    assert monitor.complete_quiet_studies(now=last + timedelta(seconds=quiet / 2)) == []
+    completed = monitor.complete_quiet_studies(now=last + timedelta(seconds=quiet + 0.01))
+    assert [c.reason for c in completed] == ["quiet-period"]
+    routed = monitor.route_complete_studies()
+    assert [r.task for r in routed] == ["ct-chest"]
+    study = _study(backend_ingestor)
+    assert (study.status, study.task, study.revision) == ("routed", "ct-chest", 1)
+
+    backend_ingestor.accept_file(_copy(backend_ingestor, CT[2]), source="dimse")
+    study = _study(backend_ingestor)
+    assert (study.status, study.revision, study.instance_count) == ("receiving", 2, 3)
+    assert _events(backend_ingestor) == ["receiving", "complete", "routed", "reopened"]
+
+
+class _PacsCount:
+    """The PACS's answer to a count query (the real C-FIND is exercised with Orthanc in the integration test)."""
+
+    def __init__(self, count: int) -> None:
+        self.value = count
+        self.asked = 0
+
+    def count(self, study_instance_uid: str) -> int | None:
+        self.asked += 1
+        return self.value
+
+
+def test_pacs_count_completes_before_the_quiet_period(sqlite_settings: Settings) -> None:
+    ingestor = build_ingestor(sqlite_settings.model_copy(update={"quiet_period_s": 60.0}))
+    counter = _PacsCount(3)
+    monitor = _monitor(ingestor, counter)
+    for path in CT[:2]:
+        ingestor.accept_file(_copy(ingestor, path), source="dimse")
+    assert monitor.complete_quiet_studies() == []  # 2 of 3 received
+    ingestor.accept_file(_copy(ingestor, CT[2]), source="dimse")
+    later = utcnow() + timedelta(seconds=3)  # past the PACS query interval, well inside the quiet period
+    completed = monitor.complete_quiet_studies(now=later)
+    assert [c.reason for c in completed] == ["pacs-count"] and counter.asked == 2
+
+
+def test_per_modality_quiet_period(sqlite_settings: Settings) -> None:
+    ingestor = build_ingestor(sqlite_settings.model_copy(update={"quiet_period_by_modality": {"CT": 60.0}}))
+    ingestor.accept_file(_copy(ingestor, CT[0]), source="dimse")
+    monitor = _monitor(ingestor)
+    last = _study(ingestor).last_received_at
+    assert monitor.complete_quiet_studies(now=last + timedelta(seconds=30)) == []
+    assert len(monitor.complete_quiet_studies(now=last + timedelta(seconds=61))) == 1
+
+
+def test_refused_instance_is_quarantined_with_its_reason(ingestor: InstanceIngestor) -> None:
+    with pytest.raises(NoPixelData):
+        ingestor.accept_file(
+            _copy(ingestor, INFERENCE_FIXTURES / "bad" / "no_pixel_data_dx.dcm"), source="dimse", calling_ae="MOD1"
+        )
+    with make_session_factory(ingestor.engine)() as session:
+        item = session.scalars(select(QuarantinedItem)).one()
+        assert session.scalar(select(func.count()).select_from(Study)) == 0
+    assert (item.kind, item.calling_ae) == ("no-pixel-data", "MOD1")
+    sidecar = json.loads(Path(item.path).read_text())
+    assert sidecar["reason"] == item.reason and (Path(item.path).parent / sidecar["file"]).is_file()
+
+
+def test_instance_over_the_size_limit_is_refused(sqlite_settings: Settings) -> None:
+    ingestor = build_ingestor(sqlite_settings.model_copy(update={"max_instance_mb": 0}))
+    with pytest.raises(InstanceTooLarge, match="exceeds the 0 MB limit"):
+        ingestor.accept_file(_copy(ingestor, CT[0]), source="dimse")
+
+
+def test_disk_under_the_watermark_refuses_without_writing(sqlite_settings: Settings) -> None:
+    ingestor = build_ingestor(sqlite_settings.model_copy(update={"min_free_disk_mb": 1 << 40}))
+    received = _copy(ingestor, CT[0])
+    with pytest.raises(OutOfResources, match="watermark"):
+        ingestor.accept_file(received, source="dimse")
+    assert not received.exists()
+
+
+def test_same_sop_instance_uid_in_another_study_keeps_the_first(ingestor: InstanceIngestor, tmp_path: Path) -> None:
+    first = ingestor.accept_file(_copy(ingestor, CT[0]), source="dimse")
+    ds = dcmread(CT[0])
+    ds.StudyInstanceUID = generate_uid()
+    clash = tmp_path / "clash.dcm"
+    ds.save_as(clash)
+    again = ingestor.accept_file(_copy(ingestor, clash), source="dimse")
+    assert again.duplicate and again.path == first.path
+    assert not ingestor.spool.path_for(again.headers).exists()
