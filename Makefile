@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 # Debian packages: dcmtk and orthanc are real DICOM peers for tests, chromium for page tests,
 # postgresql for the PostgreSQL variant of the database tests.
-TEST_DEBS := dcmtk orthanc chromium chromium-driver postgresql
+TEST_DEBS := dcmtk orthanc orthanc-dicomweb chromium chromium-driver postgresql
 RUN_DEBS :=
 
 .PHONY: run test system-test-deps lint typecheck clean
