@@ -1,4 +1,7 @@
-"""``medscreen users ...``: add accounts, list them, set passwords; and the first-start admin notice."""
+"""``medscreen users ...``: add accounts, list them, set passwords and roles, disable and enable them.
+
+The first admin is not made here: ``medscreen serve`` creates it on an empty database (``ensure_admin``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 import getpass
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,28 +17,7 @@ from service.errors import UserError
 from service.settings import Settings
 from service.tables import ROLES
 
-__all__ = ["add_commands", "announce_first_admin"]
-
-
-def announce_first_admin(session_factory: sessionmaker[Session], stream: TextIO | None = None) -> str | None:
-    """Create the first admin when there is no user and print its password once (to stderr, not the log).
-
-    The ``serve`` command calls this after migrating; on every later start it prints nothing.
-    """
-    from service.users import ADMIN_USERNAME, ensure_admin
-
-    password = ensure_admin(session_factory)
-    if password is not None:
-        out = stream or sys.stderr
-        print(
-            f"\nCreated the first user {ADMIN_USERNAME!r} with role admin.\n"
-            f"  password: {password}\n"
-            "This password is shown only this once: store it, then add named users with "
-            "`medscreen users add`.\n",
-            file=out,
-            flush=True,
-        )
-    return password
+__all__ = ["add_commands"]
 
 
 def add_commands(subparsers: Any) -> None:
@@ -44,12 +26,8 @@ def add_commands(subparsers: Any) -> None:
 
     add = commands.add_parser("add", help="add a user; prints a generated password unless --password-stdin")
     add.add_argument("username")
-    add.add_argument(
-        "--role", action="append", required=True, choices=ROLES, dest="roles", help="a role (repeatable)"
-    )
-    add.add_argument(
-        "--password-stdin", action="store_true", help="read the password from the first line of stdin"
-    )
+    add.add_argument("--role", action="append", required=True, choices=ROLES, dest="roles", help="a role (repeatable)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add.set_defaults(func=add_user)
 
     listing = commands.add_parser("list", help="list users and their roles")
@@ -62,9 +40,7 @@ def add_commands(subparsers: Any) -> None:
     )
     password.set_defaults(func=set_user_password)
 
-    roles = commands.add_parser(
-        "set-roles", help="replace a user's roles (takes effect on their next request)"
-    )
+    roles = commands.add_parser("set-roles", help="replace a user's roles (takes effect on their next request)")
     roles.add_argument("username")
     roles.add_argument(
         "--role", action="append", required=True, choices=ROLES, dest="roles", help="a role (repeatable)"

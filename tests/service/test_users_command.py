@@ -1,4 +1,4 @@
-"""The first admin at first start, and ``medscreen users add|list|set-password``."""
+"""The first admin, and ``medscreen users add|list|set-password|set-roles|disable|enable``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from service import users_command
 from service.app import create_app
 from service.db import make_engine, make_session_factory, migrate, session_scope
 from service.settings import Settings
-from service.users import list_users
+from service.users import ensure_admin, list_users
 from tests.service.conftest import login
 
 # Passwords that installers ship and attackers try first; the generated one must never be among them.
@@ -27,24 +27,18 @@ def run_users(settings: Settings, *argv: str) -> int:
     return int(args.func(args, settings))
 
 
-def test_first_admin_password_is_printed_once(
-    service_settings: Settings, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_first_admin_is_created_once(service_settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     url = service_settings.resolved_database_url
     migrate(url)
     engine = make_engine(url)
     factory = make_session_factory(engine)
-    first_start, second_start = io.StringIO(), io.StringIO()
-
-    password = users_command.announce_first_admin(factory, stream=first_start)
+    password = ensure_admin(factory)
     assert password is not None
-    assert users_command.announce_first_admin(factory, stream=second_start) is None
+    assert ensure_admin(factory) is None  # every later start: nothing to show
     engine.dispose()
 
-    assert f"password: {password}" in first_start.getvalue()
-    assert second_start.getvalue() == ""
     assert password.lower() not in KNOWN_DEFAULTS and len(password) >= 20
-    assert password not in caplog.text  # shown to the operator, never written to the log
+    assert password not in caplog.text  # the serve command shows it to the operator; it never reaches the log
 
     app = create_app(service_settings)
     with TestClient(app) as client:
@@ -53,27 +47,13 @@ def test_first_admin_password_is_printed_once(
     assert me == {"username": "admin", "roles": ["admin"]}
 
 
-def test_announce_defaults_to_stderr(service_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    url = service_settings.resolved_database_url
-    migrate(url)
-    engine = make_engine(url)
-    password = users_command.announce_first_admin(make_session_factory(engine))
-    engine.dispose()
-    captured = capsys.readouterr()
-    assert password is not None and password in captured.err and password not in captured.out
-
-
-def test_two_starts_generate_different_passwords(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_two_installs_get_different_passwords(tmp_path_factory: pytest.TempPathFactory) -> None:
     passwords = []
     for _ in range(2):
         url = f"sqlite:///{tmp_path_factory.mktemp('install') / 'medscreen.db'}"
         migrate(url)
         engine = make_engine(url)
-        passwords.append(
-            users_command.announce_first_admin(make_session_factory(engine), stream=io.StringIO())
-        )
+        passwords.append(ensure_admin(make_session_factory(engine)))
         engine.dispose()
     assert None not in passwords and passwords[0] != passwords[1]
 
@@ -81,16 +61,11 @@ def test_two_starts_generate_different_passwords(
 def test_users_add_list_set_password(
     service_settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert (
-        run_users(service_settings, "users", "add", "rita", "--role", "radiologist", "--role", "quality") == 0
-    )
+    assert run_users(service_settings, "users", "add", "rita", "--role", "radiologist", "--role", "quality") == 0
     generated = capsys.readouterr().out.split("password: ")[1].strip()
 
     monkeypatch.setattr("sys.stdin", io.StringIO("paul-chose-this-one\n"))
-    assert (
-        run_users(service_settings, "users", "add", "paul", "--role", "paediatrician", "--password-stdin")
-        == 0
-    )
+    assert run_users(service_settings, "users", "add", "paul", "--role", "paediatrician", "--password-stdin") == 0
     assert "password" not in capsys.readouterr().out
 
     assert run_users(service_settings, "users", "add", "rita", "--role", "quality") == 1
@@ -111,10 +86,7 @@ def test_users_add_list_set_password(
 
     app = create_app(service_settings)
     with TestClient(app) as client:
-        assert (
-            client.post("/api/auth/token", data={"username": "rita", "password": generated}).status_code
-            == 401
-        )
+        assert client.post("/api/auth/token", data={"username": "rita", "password": generated}).status_code == 401
         login(client, "rita", "rita-has-a-new-one")
         login(client, "paul", "paul-chose-this-one")
         admin_audit = app.state.session_factory
@@ -138,9 +110,7 @@ def test_users_set_roles_disable_enable(
     service_settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("rita-password-long\n"))
-    assert (
-        run_users(service_settings, "users", "add", "rita", "--role", "radiologist", "--password-stdin") == 0
-    )
+    assert run_users(service_settings, "users", "add", "rita", "--role", "radiologist", "--password-stdin") == 0
     app = create_app(service_settings)
     with TestClient(app) as client:
         headers = login(client, "rita", "rita-password-long")

@@ -1,0 +1,89 @@
+"""``medscreen serve`` on an empty installation: the first admin's password is shown once, and works."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+PASSWORD_LINE = re.compile(r"created user 'admin' with password\s+(\S+)")
+
+
+def start_service(home: Path, database_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    http_port = free_port()
+    env = {
+        **os.environ,
+        "MEDSCREEN_HOME": str(home),
+        "MEDSCREEN_DATABASE_URL": database_url,
+        "MEDSCREEN_HTTP_PORT": str(http_port),
+        "MEDSCREEN_DICOM_PORT": str(free_port()),
+        "MEDSCREEN_DICOM_RECEIVERS": "1",
+        "MEDSCREEN_MIN_FREE_DISK_MB": "1",
+    }
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    base = f"http://127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"medscreen serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"medscreen serve did not answer /healthz within 120 s:\n{log.read_text()[-3000:]}")
+
+
+def stop_service(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def test_first_start_prints_admin_password_once(tmp_path: Path) -> None:
+    # SQLite only: each start costs ~15 s (MLflow, receiver processes), and ensure_admin on PostgreSQL is
+    # covered in test_users_command.py.
+    home = tmp_path / "var"
+    database_url = f"sqlite:///{home / 'medscreen.db'}"
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+
+    process, base = start_service(home, database_url, first_log)
+    try:
+        passwords = PASSWORD_LINE.findall(first_log.read_text())
+        assert len(passwords) == 1, first_log.read_text()[-3000:]
+        password = passwords[0]
+        assert password.lower() not in {"admin", "password", "changeme", "changethis", "medscreen"}
+        assert len(password) >= 20
+        token = httpx.post(f"{base}/api/auth/token", data={"username": "admin", "password": password}).json()
+        me = httpx.get(f"{base}/api/auth/me", headers={"Authorization": f"Bearer {token['access_token']}"})
+        assert me.json() == {"username": "admin", "roles": ["admin"]}
+    finally:
+        stop_service(process)
+
+    # Only on stderr, and only that once: not in a log line, not on the next start.
+    assert first_log.read_text().count(password) == 1
+    process, base = start_service(home, database_url, second_log)
+    try:
+        assert httpx.post(f"{base}/api/auth/token", data={"username": "admin", "password": password}).is_success
+    finally:
+        stop_service(process)
+    assert password not in second_log.read_text()
+    assert "created user 'admin'" not in second_log.read_text()
