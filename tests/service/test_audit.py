@@ -48,9 +48,7 @@ def test_audit_query_filters_and_pages(app: FastAPI, client: TestClient, add_use
     )
     assert item["at"].endswith("Z") or item["at"].endswith("+00:00")
 
-    by_actor = client.get(
-        "/api/audit", headers=admin, params={"actor": "rita", "subject_type": "study"}
-    ).json()
+    by_actor = client.get("/api/audit", headers=admin, params={"actor": "rita", "subject_type": "study"}).json()
     assert by_actor["total"] == 6
     page = client.get(
         "/api/audit",

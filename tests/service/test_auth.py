@@ -126,14 +126,9 @@ def test_password_change_signs_out_old_tokens(app: FastAPI, client: TestClient, 
         set_password(session, "rita", "a-brand-new-password", actor="test")
     assert client.get("/api/auth/me", headers=old).status_code == 401
     assert (
-        client.post(
-            "/api/auth/token", data={"username": "rita", "password": "rita-password-long"}
-        ).status_code
-        == 401
+        client.post("/api/auth/token", data={"username": "rita", "password": "rita-password-long"}).status_code == 401
     )
-    assert (
-        client.get("/api/auth/me", headers=login(client, "rita", "a-brand-new-password")).status_code == 200
-    )
+    assert client.get("/api/auth/me", headers=login(client, "rita", "a-brand-new-password")).status_code == 200
 
 
 def test_short_passwords_are_refused(app: FastAPI) -> None:

@@ -27,16 +27,11 @@ def test_migrate_creates_service_tables_and_is_idempotent(database_url: str) -> 
         with engine.connect() as connection:
             if engine.dialect.name == "postgresql":
                 triggers = connection.execute(
-                    text(
-                        "SELECT tgname FROM pg_trigger "
-                        "WHERE tgrelid = 'audit_events'::regclass AND NOT tgisinternal"
-                    )
+                    text("SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_events'::regclass AND NOT tgisinternal")
                 ).scalars()
             else:
                 triggers = connection.execute(
-                    text(
-                        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_events'"
-                    )
+                    text("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_events'")
                 ).scalars()
             assert len(set(triggers)) >= 2
             versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
