@@ -188,7 +188,8 @@ def log_onnx_bundle(tracking_uri: str, folder: Path, *, run_id: str | None = Non
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name, tags={"task": shipped.task})
     version = client.create_model_version(name, info.model_uri, run_id=run_id, tags={"task": shipped.task, "source": source})
-    tags = {"threshold": str(shipped.threshold), **{k: f"{v:.6g}" for k, v in _flat_metrics(headline).items()}}
+    # The threshold tag keeps full precision: serving compares scores against exactly this value.
+    tags = {**{k: f"{v:.6g}" for k, v in _flat_metrics(headline).items()}, "threshold": repr(shipped.threshold)}
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
     client.set_registered_model_tag(name, "task", shipped.task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic_axes = {input_name: {0: "batch"}, **{name: {0: "batch"} for name in output_names}} if dynamic_batch else None
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch marks the TorchScript exporter deprecated; it is still the one that needs no onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
         # The TorchScript exporter writes a single self-contained file at opset 17, which every
         # ONNX Runtime >= 1.14 runs; the dynamo exporter would need onnxscript at export time.
         torch.onnx.export(

@@ -27,8 +27,8 @@ TASK = "mammography"
 SPEC = PreprocessSpec(size=(512, 512), window=None, percentiles=(0.5, 99.5))
 SCALE = 512 / 1024
 PATCH = 64
-POSITIVE_PER_FINDING = 10
-NEGATIVE_PER_FILM = 12
+POSITIVE_PER_FINDING = 8
+NEGATIVE_PER_FILM = 10
 
 
 def _films(films: list[MiasFilm], cache_dir: Path | None) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""A tiny real training run: one epoch on a few real films, logged to a temporary MLflow store and registered."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+from mlflow.tracking import MlflowClient
+
+from datasets.preprocess import PreprocessSpec, prepare_image, read_image_file
+from service.cli import main
+from tests.conftest import FIXTURES
+
+
+def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, capsys) -> None:
+    data = tmp_path / "data"
+    (data / "chest-xray").mkdir(parents=True)
+    (data / "chest-xray" / "kermany").symlink_to(FIXTURES / "datasets" / "kermany")
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", tracking_uri)
+    out = tmp_path / "bundle"
+
+    assert main(["train", "chest-xray", "--data", str(data), "--epochs", "1", "--seed", "0", "--out", str(out)]) == 0
+    assert "registered chest-xray version 1" in capsys.readouterr().out
+
+    bundle = json.loads((out / "bundle.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"val_auroc", "val_auroc_ci_low", "val_auroc_ci_high", "sensitivity", "specificity", "brier"} <= set(metrics["headline"])
+    assert "MLflow run id" in (out / "card.md").read_text()
+    client = MlflowClient(tracking_uri, tracking_uri)
+    run = client.get_run(metrics["mlflow_run_id"])
+    assert run.data.params["epochs"] == "1" and "val_auroc" in run.data.metrics and "train_loss" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"card.md", "metrics.json", "plots/roc_validation.png", "plots/calibration_validation.png"} <= artifacts
+    version = client.get_model_version_by_alias("chest-xray", "champion")
+    assert str(version.version) == "1" and version.tags["task"] == "chest-xray"
+    assert float(version.tags["threshold"]) == bundle["threshold"]
+
+    # The shipped contract: the serving side feeds datasets.preprocess output to the ONNX input by name.
+    spec = PreprocessSpec.from_dict(bundle["preprocess"])
+    image = prepare_image(read_image_file(FIXTURES / "datasets/kermany/train/NORMAL/IM-0115-0001.jpeg"), spec)
+    session = ort.InferenceSession(str(out / "model.onnx"))
+    score, heatmap = session.run([o["name"] for o in bundle["outputs"]], {bundle["input"]["name"]: image})
+    assert score.shape == (1, 1) and 0.0 <= float(score[0, 0]) <= 1.0
+    assert heatmap.shape == tuple([1, *bundle["outputs"][1]["shape"][1:]])
+    assert np.isfinite(heatmap).all()
+
+
+def test_training_is_deterministic_with_a_seed(tmp_path) -> None:
+    import torch
+
+    from models.networks import build_network
+    from training.augment import build_augmentation
+    from training.engine import ArraySet, fit, predict, seed_everything
+
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 3, 32, 32), dtype=np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.float32)
+
+    def run() -> np.ndarray:
+        seed_everything(7)
+        model = build_network("ct-chest")
+        fit(model, [ArraySet(x, y, batch_size=8)], epochs=1, lr=1e-3, seed=7, transform=build_augmentation("ct-chest", 7),
+            validate=lambda m: {"val_auroc": 0.5})
+        return predict(model, x)
+
+    torch.set_num_threads(1)
+    assert np.array_equal(run(), run())
