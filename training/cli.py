@@ -24,7 +24,7 @@ TASK_MODULES = {
     "mammography": "training.tasks.mammography",
     "ct-chest": "training.tasks.ct_chest",
 }
-DEFAULT_EPOCHS = {"chest-xray": 6, "mammography": 20, "ct-chest": 20}
+DEFAULT_EPOCHS = {"chest-xray": 6, "mammography": 14, "ct-chest": 20}
 
 
 def add_commands(subparsers: Any) -> None:

@@ -105,3 +105,27 @@ def test_shared_data_sources_split_by_patient(shared_data) -> None:
     assert len({f.patient_id for f in films}) == 85
     assert len(load_nih1000(shared_data / "chest-xray" / "nih1000")) == 800
     assert [c.patient_id for c in load_lidc(shared_data / "ct" / "lidc")] == ["LIDC-IDRI-0001", "LIDC-IDRI-0002", "LIDC-IDRI-0003"]
+
+
+def test_generic_dicom_folder_with_labels_csv(tmp_path) -> None:
+    import shutil
+
+    import pydicom
+
+    from datasets.dicom_folder import load_dicom_folder
+    from datasets.errors import LabelsError
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for index, source in enumerate(sorted((DATA / "lidc" / "small").rglob("*.dcm"))):
+        shutil.copy(source, folder / f"IMG{index:04d}")  # PACS exports often have no suffix
+    shutil.copy(DATA / "dicom" / "CT_small.dcm", folder / "other")
+    uid = pydicom.dcmread(next(folder.glob("IMG*"))).StudyInstanceUID
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"StudyInstanceUID,label\n{uid},1\n1.2.3.404,0\n")
+    (study,) = load_dicom_folder(folder, labels)
+    assert study.label == 1 and study.modality == "CT" and study.patient_id == "LIDC-IDRI-0001"
+    assert sum(len(files) for files in study.series.values()) == 3
+    labels.write_text("StudyInstanceUID,label\n1.2.3,yes\n")
+    with pytest.raises(LabelsError):
+        load_dicom_folder(folder, labels)
