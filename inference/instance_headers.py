@@ -37,6 +37,17 @@ def _text(ds: FileDataset, keyword: str) -> str:
     return str(value).strip().strip("\x00").strip()
 
 
+def _order_priority(ds: FileDataset) -> str:
+    """RequestedProcedurePriority, at the top level or in the Request Attributes Sequence (the usual place)."""
+    value = _text(ds, "RequestedProcedurePriority")
+    if not value:
+        for item in ds.get("RequestAttributesSequence", []) or []:
+            value = _text(item, "RequestedProcedurePriority")
+            if value:
+                break
+    return value.upper()[:16]
+
+
 def _required_uid(ds: FileDataset, keyword: str) -> str:
     value = _text(ds, keyword)
     if not value:
@@ -74,6 +85,7 @@ def read_instance_headers(path: Path) -> InstanceHeaders:
             manufacturer=_text(ds, "Manufacturer"),
             station_name=_text(ds, "StationName"),
             institution_name=_text(ds, "InstitutionName"),
+            order_priority=_order_priority(ds),
         )
     except InvalidDicomError as exc:
         raise NotDicom(f"not a DICOM Part 10 file: {exc}") from exc

@@ -34,6 +34,7 @@ class InstanceHeaders:
     manufacturer: str = ""
     station_name: str = ""
     institution_name: str = ""
+    order_priority: str = ""
 
     def series_headers(self) -> dict[str, str]:
         """The series-level attributes routing rules may test."""

@@ -17,6 +17,7 @@ class StudySummary(BaseModel):
     task: str | None
     instance_count: int
     revision: int
+    order_priority: str = Field(description="RequestedProcedurePriority from the order (STAT, HIGH, ROUTINE, ...), or empty")
     first_received_at: datetime
     last_received_at: datetime
     completed_at: datetime | None

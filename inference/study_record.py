@@ -45,9 +45,9 @@ _FIND_INSTANCE = text(
 _INSERT_STUDY = text(
     "INSERT INTO studies (study_instance_uid, status, revision, modality, instance_count, study_description,"
     " accession_number, study_date, patient_id, patient_name, patient_sex, patient_birth_date, institution_name,"
-    " first_received_at, last_received_at)"
+    " order_priority, first_received_at, last_received_at)"
     " VALUES (:study_instance_uid, 'receiving', 1, :modality, 0, :study_description, :accession_number, :study_date,"
-    " :patient_id, :patient_name, :patient_sex, :patient_birth_date, :institution_name, :now, :now)"
+    " :patient_id, :patient_name, :patient_sex, :patient_birth_date, :institution_name, :order_priority, :now, :now)"
     " ON CONFLICT (study_instance_uid) DO NOTHING"
 ).bindparams(_NOW)
 _SELECT_STUDY = "SELECT id, status, revision, modality FROM studies WHERE study_instance_uid = :study_instance_uid"
@@ -102,6 +102,7 @@ def record_instance(
             "patient_sex": headers.patient_sex[:16],
             "patient_birth_date": headers.patient_birth_date[:16],
             "institution_name": headers.institution_name[:128],
+            "order_priority": headers.order_priority,
             "now": now,
         },
     ).rowcount == 1

@@ -5,15 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base, UTCDateTime
 
-__all__ = ["Study", "Series", "Instance", "StudyEvent", "QuarantinedItem", "STUDY_STATUSES"]
+__all__ = [
+    "Study",
+    "Series",
+    "Instance",
+    "StudyEvent",
+    "QuarantinedItem",
+    "ScoringJob",
+    "ScoreResult",
+    "STUDY_STATUSES",
+    "JOB_STATES",
+]
 
-# Ingest's own statuses; later stages add theirs (scored, failed, ...).
-STUDY_STATUSES = ("receiving", "complete", "routed", "not_applicable")
+# The path of a study: ingest's statuses, then scoring's. `could_not_score` is a result (bad input, with the
+# reason); `failed` means the job ran out of retries and sits in the dead-letter state.
+STUDY_STATUSES = ("receiving", "complete", "routed", "not_applicable", "scoring", "scored", "could_not_score", "failed")
+JOB_STATES = ("queued", "running", "retry", "done", "dead")
 
 
 class Study(Base):
@@ -35,6 +47,9 @@ class Study(Base):
     patient_sex: Mapped[str] = mapped_column(String(16), default="")
     patient_birth_date: Mapped[str] = mapped_column(String(16), default="")
     institution_name: Mapped[str] = mapped_column(String(128), default="")
+    # The order's clinical priority from the DICOM header (RequestedProcedurePriority: STAT, HIGH, ROUTINE,
+    # MEDIUM, LOW); empty when the modality did not send it. The worklist never lowers it.
+    order_priority: Mapped[str] = mapped_column(String(16), default="", server_default="")
     first_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -104,3 +119,58 @@ class QuarantinedItem(Base):
     path: Mapped[str | None] = mapped_column(Text, nullable=True)
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     study_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class ScoringJob(Base):
+    """One unit of the durable scoring queue: a study revision scored by one model version."""
+
+    __tablename__ = "scoring_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(32))
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(16))  # "champion" (drives priority) or "challenger" (shadow only)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "revision", "model_name", "model_version", name="uq_scoring_job_key"),
+        Index("ix_scoring_jobs_ready", "state", "next_attempt_at"),
+    )
+
+
+class ScoreResult(Base):
+    """What one model version said about one study revision, or why it could not score it."""
+
+    __tablename__ = "score_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("scoring_jobs.id"), unique=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(32), index=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32), index=True)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    role: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))  # "scored" or "could_not_score"
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)  # probability, 0..1
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # the version's operating point
+    call: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "positive" / "negative" at the threshold
+    localisation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it could not score
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    writeback_state: Mapped[str] = mapped_column(String(16), default="pending")  # pending/sent/failed/disabled
+    sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    heatmap_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("score_results.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
