@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -182,6 +183,10 @@ def write_bundle(report: TaskReport, out_dir: Path, run: Any) -> dict[str, Any]:
         plot_roc(evaluation.labels, evaluation.scores, evaluation.metrics, plots / f"roc_{evaluation.name}.png", evaluation.title)
         plot_calibration(evaluation.metrics, plots / f"calibration_{evaluation.name}.png", evaluation.title)
     mlflow.log_artifacts(str(plots), artifact_path="plots")
+    # The PyTorch weights stay in MLflow (fine-tuning, eager benchmarks); the bundle ships ONNX only.
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(report.export_module.state_dict(), Path(tmp) / "state_dict.pt")
+        mlflow.log_artifact(str(Path(tmp) / "state_dict.pt"), artifact_path="pytorch")
     mlflow.log_artifact(str(out_dir / "card.md"))
     mlflow.log_artifact(str(out_dir / "metrics.json"))
     mlflow.log_artifact(str(out_dir / "bundle.json"))

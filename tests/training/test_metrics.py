@@ -42,3 +42,13 @@ def test_plots_are_written(tmp_path) -> None:
     metrics = evaluate_binary(labels, scores)
     assert plot_roc(labels, scores, metrics, tmp_path / "roc.png", "t").stat().st_size > 1000
     assert plot_calibration(metrics, tmp_path / "cal.png", "t").stat().st_size > 1000
+
+
+def test_rank_auroc_matches_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from training.metrics import _auroc
+
+    labels, scores = _scores(300, seed=5)
+    scores = np.round(scores, 1)  # ties
+    assert abs(_auroc(labels, scores) - roc_auc_score(labels, scores)) < 1e-12

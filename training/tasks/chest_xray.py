@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 SPEC = PreprocessSpec(size=(128, 128), window=None, percentiles=(0.5, 99.5))
 TASK = "chest-xray"
+# A triage flag that misses one pneumonia in ten is too lax; the ROC is steep enough to afford 0.95.
+MIN_SENSITIVITY = 0.95
 
 
 def _limit(items: list[LabelledImage], limit: int | None, seed: int) -> list[LabelledImage]:
@@ -84,7 +86,7 @@ def train(data_dir: Path, out_dir: Path, tracking_uri: str, *, epochs: int, seed
         )
         mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.seconds})
         scores = predict(network, x_val)[:, 0]
-        headline = Evaluation("validation", "Kermany validation patients: pneumonia vs normal", y_val, scores, evaluate_binary(y_val, scores, seed=seed))
+        headline = Evaluation("validation", "Kermany validation patients: pneumonia vs normal", y_val, scores, evaluate_binary(y_val, scores, min_sensitivity=MIN_SENSITIVITY, seed=seed))
         evaluations = [headline]
         nih_root = Path(data_dir) / "chest-xray" / "nih1000"
         if nih_root.is_dir() and not limit:
@@ -147,7 +149,8 @@ def _card_text(params: dict[str, Any], headline: Any, best_epoch: int, epochs: i
             f"seed {params['seed']}."
         ),
         "operating_point": (
-            f"Threshold {m.threshold:.3f} on `score`: the highest threshold keeping validation sensitivity >= 0.90 "
+            f"Threshold {m.threshold:.3f} on `score`: the highest threshold keeping validation sensitivity >= "
+            f"{MIN_SENSITIVITY:.2f} "
             f"(sensitivity {m.sensitivity:.3f}, specificity {m.specificity:.3f}). Chosen and reported on the same "
             "validation patients, so expect slightly lower figures on new data."
         ),
