@@ -4,26 +4,34 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import func, select
 
+from inference.errors import CouldNotScore
+from inference.jobs import replay
 from inference.schemas import (
+    JobOut,
+    JobPage,
     QuarantineOut,
     QuarantinePage,
+    ResultOut,
     SeriesOut,
     StudyDetail,
     StudyPage,
     StudySummary,
     TimelineEvent,
 )
-from inference.tables import QuarantinedItem, Study
+from inference.tables import QuarantinedItem, ScoreResult, ScoringJob, Study
+from inference.worker import ScoringWorker
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, require_role
+from service.db import utcnow
 from service.deps import SessionDep
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["studies"])
+Engineer = Annotated[AuthenticatedUser, Depends(require_role("ml-engineer"))]
 StudyReader = Annotated[AuthenticatedUser, Depends(require_role("radiologist", "ml-engineer", "quality"))]
 
 
@@ -80,6 +88,12 @@ def get_study(study_uid: str, session: SessionDep, user: StudyReader) -> StudyDe
             for s in study.series
         ],
         timeline=[TimelineEvent(kind=e.kind, at=e.at, revision=e.revision, detail=e.detail) for e in study.events],
+        results=[
+            ResultOut.model_validate(r, from_attributes=True)
+            for r in session.scalars(
+                select(ScoreResult).where(ScoreResult.study_id == study.id).order_by(ScoreResult.id.desc())
+            )
+        ],
     )
 
 
@@ -97,3 +111,70 @@ def list_quarantine(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     items = session.scalars(query.order_by(QuarantinedItem.id.desc()).limit(limit).offset(offset))
     return QuarantinePage(items=[QuarantineOut.model_validate(i, from_attributes=True) for i in items], total=total)
+
+
+def _job_out(job: ScoringJob, study_uid: str) -> JobOut:
+    return JobOut(
+        id=job.id, study_instance_uid=study_uid, revision=job.revision, task=job.task, model_name=job.model_name,
+        model_version=job.model_version, role=job.role, state=job.state, attempts=job.attempts,
+        last_error=job.last_error, next_attempt_at=job.next_attempt_at, updated_at=job.updated_at,
+    )
+
+
+@router.get("/api/jobs", response_model=JobPage, tags=["scoring"])
+def list_jobs(
+    session: SessionDep,
+    user: Engineer,
+    state: Annotated[str | None, Query(description="queued, running, retry, done, dead (the dead letter)")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPage:
+    query = select(ScoringJob, Study.study_instance_uid).join(Study, Study.id == ScoringJob.study_id)
+    if state:
+        query = query.where(ScoringJob.state == state)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(query.order_by(ScoringJob.id.desc()).limit(limit).offset(offset))
+    return JobPage(items=[_job_out(job, uid) for job, uid in rows], total=total)
+
+
+@router.post("/api/jobs/{job_id}/replay", response_model=JobOut, tags=["scoring"])
+def replay_job(job_id: int, session: SessionDep, user: Engineer) -> JobOut:
+    job = session.get(ScoringJob, job_id)
+    if job is None:
+        raise HTTPException(404, detail=f"no job {job_id}")
+    if job.state != "dead":
+        raise HTTPException(409, detail=f"job {job_id} is {job.state}; only dead jobs are replayed")
+    study = session.get(Study, job.study_id)
+    assert study is not None
+    replay(session, job, user.username, utcnow())
+    record_audit(session, user.username, "job.replay", "study", study.study_instance_uid, {"job_id": job_id})
+    return _job_out(job, study.study_instance_uid)
+
+
+@router.post("/api/studies/{study_uid}/rescore", response_model=JobOut, status_code=202, tags=["scoring"])
+def rescore_study(study_uid: str, session: SessionDep, user: Engineer, request: Request) -> JobOut:
+    """Queue the current champion for the study's current revision (each revision and version is scored once)."""
+    study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+    if study is None:
+        raise HTTPException(404, detail=f"no study {study_uid}")
+    worker = _rescore_worker(request)
+    try:
+        job = worker.rescore(session, study, utcnow())
+    except CouldNotScore as exc:
+        raise HTTPException(409, detail=exc.reason) from exc
+    if job is None:
+        raise HTTPException(409, detail="this revision was already scored by the current champion version")
+    session.flush()
+    record_audit(session, user.username, "study.rescore", "study", study_uid, {"model_version": job.model_version})
+    return _job_out(job, study_uid)
+
+
+def _rescore_worker(request: Request) -> ScoringWorker:
+    # Built on first use: it opens the MLflow registry, which most API processes never need.
+    worker = getattr(request.app.state, "rescore_worker", None)
+    if worker is None:
+        from inference.worker_process import build_worker
+
+        worker = build_worker(request.app.state.settings)
+        request.app.state.rescore_worker = worker
+    return worker

@@ -9,7 +9,11 @@
     │   ├── StudyMismatch           STOW-RS to /studies/{uid} with an instance of another study
     │   ├── InstanceTooLarge        larger than MEDSCREEN_MAX_INSTANCE_MB
     │   └── OutOfResources          free disk under the watermark (nothing is written)
-    └── RoutingRulesError           the routing rules file is invalid
+    ├── RoutingRulesError           the routing rules file is invalid
+    └── ScoringError                a scoring job did not produce a result this time
+        ├── CouldNotScore           the study's input is unusable (no retry: the result says why)
+        ├── ModelUnavailable        no champion, or its ONNX file cannot be loaded (retried)
+        └── WritebackFailed         the PACS refused or could not be reached (retried, then dead-letter)
 
 The DICOM status of each is decided in one place, ``inference/receive/status.py``; the HTTP
 failure reason of STOW-RS in ``inference/receive/stowrs.py``.
@@ -28,6 +32,10 @@ __all__ = [
     "InstanceTooLarge",
     "OutOfResources",
     "RoutingRulesError",
+    "ScoringError",
+    "CouldNotScore",
+    "ModelUnavailable",
+    "WritebackFailed",
 ]
 
 
@@ -75,3 +83,23 @@ class OutOfResources(IngestError):
 
 class RoutingRulesError(InferenceError):
     """The routing rules file cannot be read or is not valid."""
+
+
+class ScoringError(InferenceError):
+    """A scoring job failed; ``reason`` is stored with the job or the result."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CouldNotScore(ScoringError):
+    """Bad input (undecodable pixels, too few slices, no laterality): recorded as a result, never retried."""
+
+
+class ModelUnavailable(ScoringError):
+    """The model for the task cannot be loaded now."""
+
+
+class WritebackFailed(ScoringError):
+    """The result could not be written back to the PACS."""

@@ -7,7 +7,22 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["StudySummary", "StudyPage", "SeriesOut", "TimelineEvent", "StudyDetail", "QuarantineOut", "QuarantinePage"]
+__all__ = [
+    "StudySummary",
+    "StudyPage",
+    "SeriesOut",
+    "TimelineEvent",
+    "ResultOut",
+    "StudyDetail",
+    "QuarantineOut",
+    "QuarantinePage",
+    "JobOut",
+    "JobPage",
+]
+
+DECISION_SUPPORT = (
+    "Scores are probabilities from a named, versioned model: decision support for prioritising reading, not a diagnosis."
+)
 
 
 class StudySummary(BaseModel):
@@ -43,6 +58,26 @@ class TimelineEvent(BaseModel):
     detail: dict[str, Any]
 
 
+class ResultOut(BaseModel):
+    task: str
+    revision: int
+    model_name: str
+    model_version: str
+    mlflow_run_id: str | None
+    role: str = Field(description="champion (drives priority) or challenger (shadow, never used for priority)")
+    outcome: str = Field(description="scored, or could_not_score with the reason")
+    score: float | None = Field(description="probability of the finding, 0..1")
+    threshold: float | None = Field(description="the model version's operating point")
+    call: str | None = Field(description="positive/negative at the operating point")
+    localisation: dict[str, Any]
+    reason: str | None
+    timings: dict[str, Any]
+    writeback_state: str
+    sr_sop_instance_uid: str | None
+    heatmap_sop_instance_uid: str | None
+    created_at: datetime
+
+
 class StudyDetail(StudySummary):
     status_reason: str | None
     study_description: str
@@ -55,6 +90,8 @@ class StudyDetail(StudySummary):
     institution_name: str
     series: list[SeriesOut]
     timeline: list[TimelineEvent]
+    results: list[ResultOut]
+    notice: str = DECISION_SUPPORT
 
 
 class QuarantineOut(BaseModel):
@@ -70,4 +107,24 @@ class QuarantineOut(BaseModel):
 
 class QuarantinePage(BaseModel):
     items: list[QuarantineOut]
+    total: int
+
+
+class JobOut(BaseModel):
+    id: int
+    study_instance_uid: str
+    revision: int
+    task: str
+    model_name: str
+    model_version: str
+    role: str
+    state: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime
+    updated_at: datetime
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
     total: int

@@ -1,4 +1,4 @@
-"""``medscreen serve``: the HTTP API, the DICOM receiver processes and the completeness monitor, in one command.
+"""``medscreen serve``: the HTTP API, DICOM receiver and scoring worker processes and the completeness monitor, in one command.
 
 Start-up order: schema migrations, the first admin (password printed once), the shipped models registered
 in an empty MLflow registry, then the receivers, the monitor and finally the HTTP server. Receiver processes
@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import sys
 import threading
+from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
 
 import uvicorn
@@ -20,38 +21,42 @@ from inference.pacs_count import counter_from_settings
 from inference.receive.process import run_receiver_process
 from inference.route import load_rules
 from inference.spool import Spool
+from inference.worker_process import run_scoring_process
 from service.app import create_app
 from service.db import make_engine, make_session_factory, migrate
 from service.settings import Settings
 from service.users import ensure_admin
 
-__all__ = ["run_service", "ReceiverSupervisor"]
+__all__ = ["run_service", "ProcessSupervisor"]
 
 log = logging.getLogger(__name__)
 
 
-class ReceiverSupervisor:
-    """Keeps ``settings.dicom_receivers`` receiver processes alive on the shared DICOM port."""
+class ProcessSupervisor:
+    """Keeps ``count`` processes running ``target(settings_json, log_level)``, restarting any that dies."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str, target: Callable[[str, str], None], count: int) -> None:
         self.settings = settings
+        self.name = name
+        self.target = target
+        self.count = max(1, count)
         self.context = multiprocessing.get_context("spawn")
         self.processes: list[SpawnProcess] = []
         self.stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="receiver-supervisor", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=f"{name}-supervisor", daemon=True)
 
     def _spawn(self, index: int) -> SpawnProcess:
         process = self.context.Process(
-            target=run_receiver_process,
+            target=self.target,
             args=(self.settings.model_dump_json(), self.settings.log_level),
-            name=f"dicom-receiver-{index}",
+            name=f"{self.name}-{index}",
             daemon=True,
         )
         process.start()
         return process
 
     def start(self) -> None:
-        self.processes = [self._spawn(i) for i in range(max(1, self.settings.dicom_receivers))]
+        self.processes = [self._spawn(i) for i in range(self.count)]
         self._thread.start()
 
     def _watch(self) -> None:
@@ -98,8 +103,10 @@ def run_service(settings: Settings) -> int:
     _register_shipped_models(settings)
     Spool(settings.spool_dir, settings.quarantine_dir).clear_incoming()
 
-    receivers = ReceiverSupervisor(settings)
+    receivers = ProcessSupervisor(settings, "dicom-receiver", run_receiver_process, settings.dicom_receivers)
     receivers.start()
+    scorers = ProcessSupervisor(settings, "scoring-worker", run_scoring_process, settings.scoring_workers)
+    scorers.start()
     monitor = CompletenessMonitor(settings, session_factory, load_rules(settings.routes_file), counter_from_settings(settings))
     stop_monitor = threading.Event()
     monitor_thread = threading.Thread(target=monitor.run_until, args=(stop_monitor,), name="completeness", daemon=True)
@@ -122,5 +129,6 @@ def run_service(settings: Settings) -> int:
     finally:
         stop_monitor.set()
         receivers.shutdown()
+        scorers.shutdown()
         monitor_thread.join(timeout=10)
     return 0

@@ -68,6 +68,19 @@ class Settings(BaseSettings):
         2048, description="Largest instance accepted; larger ones are refused and quarantined with the reason."
     )
     log_level: str = Field("INFO", description="Logging level of the service.")
+    scoring_workers: int = Field(1, description="Scoring worker processes (each runs ONNX Runtime with MEDSCREEN_ORT_THREADS).")
+    ort_threads: int = Field(2, description="ONNX Runtime intra-op threads per scoring worker.")
+    model_refresh_s: float = Field(
+        10.0, description="How often workers re-read the `champion`/`challenger` aliases in the MLflow registry (hot swap)."
+    )
+    scoring_poll_s: float = Field(0.5, description="How often an idle scoring worker looks for routed studies and jobs.")
+    scoring_lease_s: float = Field(600.0, description="Lease of a claimed scoring job; a dead worker's job is retaken after it.")
+    scoring_max_attempts: int = Field(5, description="Attempts before a scoring job goes to the dead-letter state.")
+    scoring_retry_base_s: float = Field(5.0, description="First retry delay of a failed scoring job; doubles per attempt.")
+    ct_min_slices: int = Field(10, description="Fewest slices of an axial CT series that can be scored.")
+    writeback: bool = Field(
+        True, description="Send results (SR + heat-map) to the PACS by C-STORE when MEDSCREEN_PACS_AE_TITLE/HOST/PORT are set."
+    )
     secret_key: SecretStr | None = Field(
         None,
         description="Key that signs login tokens (at least 32 random characters); unset: generated at first start "
@@ -88,6 +101,32 @@ class Settings(BaseSettings):
     )
     screening_model_path: Path | None = Field(
         None, description="Rare-disease screener artefact (JSON); default the shipped `screening/data/screener.json`."
+    )
+    worklist_aging_cap_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="Worklist aging cap: a study the champion called negative is due this long after arrival, so once "
+        "it has waited this long no newly arrived model-positive study goes ahead of it.",
+    )
+    worklist_aging_cap_by_modality: dict[str, float] = Field(
+        default_factory=dict, description='Per-modality aging caps in minutes as JSON, e.g. `{"CT": 30, "MG": 240}`.'
+    )
+    worklist_stat_lead_minutes: float = Field(
+        1440.0,
+        ge=0,
+        description="Worklist: a STAT order is due this long before its arrival (24 h: above everything not STAT); "
+        "the model never lowers it.",
+    )
+    worklist_urgent_lead_minutes: float = Field(
+        120.0, ge=0, description="Worklist: a HIGH/URGENT/ASAP order is due this long before its arrival; never lowered."
+    )
+    worklist_claim_minutes: float = Field(
+        60.0, gt=0, description="Worklist: a claim not closed by a read lapses after this long and another radiologist may claim."
+    )
+    worklist_recompute_s: float = Field(
+        2.0,
+        gt=0,
+        description="Worklist: how often new studies and champion results are taken into the list and aged studies relabelled.",
     )
 
     @field_validator("secret_key")

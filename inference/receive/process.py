@@ -15,7 +15,7 @@ from inference.spool import Spool
 from service.db import make_engine
 from service.settings import Settings
 
-__all__ = ["build_ingestor", "run_receiver_process"]
+__all__ = ["build_ingestor", "die_with_parent", "run_receiver_process"]
 
 
 def build_ingestor(settings: Settings) -> InstanceIngestor:
@@ -24,7 +24,7 @@ def build_ingestor(settings: Settings) -> InstanceIngestor:
     return InstanceIngestor(settings, engine, spool)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies, so no orphan keeps the DICOM port."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -38,7 +38,7 @@ def _die_with_parent() -> None:
 
 def run_receiver_process(settings_json: str, log_level: str) -> None:
     """Entry point of a receiver process (spawned by ``medscreen serve``); runs until SIGTERM."""
-    _die_with_parent()
+    die_with_parent()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # Odd headers make pydicom warn per instance; the quarantine keeps the reasons that matter.

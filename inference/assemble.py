@@ -1,0 +1,129 @@
+"""Assemble what each task's model needs from a study's stored instances.
+
+CT: the best axial series as a volume ordered along the slice normal (ImagePositionPatient and
+ImageOrientationPatient), spacing from the headers. MG: each view with its laterality and view position.
+CR/DX: the frontal image. Unusable input raises :class:`CouldNotScore` with the reason; it is never
+scored silently.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom import dcmread
+
+from datasets.dicom_series import Volume, volume_from_datasets
+from datasets.errors import DatasetError
+from datasets.preprocess import ImageArray, dicom_to_array
+from inference.errors import CouldNotScore
+
+__all__ = ["MammographyView", "read_study", "frontal_radiograph", "mammography_views", "ct_series", "decode"]
+
+_FRONTAL = {"PA", "AP", ""}
+_MG_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
+
+
+@dataclass(frozen=True)
+class MammographyView:
+    laterality: str  # "L" or "R"
+    view_position: str  # "CC", "MLO", ...
+    dataset: Any
+
+
+def read_study(paths: Iterable[Path]) -> list[Any]:
+    datasets = []
+    for path in paths:
+        try:
+            datasets.append(dcmread(path))
+        except Exception as exc:  # noqa: BLE001 - a stored file that no longer parses is unusable input
+            raise CouldNotScore(f"stored instance {Path(path).name} cannot be read: {exc}") from exc
+    return datasets
+
+
+def decode(ds: Any, *, apply_voi: bool = True) -> ImageArray:
+    try:
+        return dicom_to_array(ds, apply_voi=apply_voi)
+    except DatasetError as exc:
+        raise CouldNotScore(f"instance {ds.SOPInstanceUID}: {exc}") from exc
+
+
+def frontal_radiograph(datasets: list[Any]) -> Any:
+    radiographs = [ds for ds in datasets if str(getattr(ds, "Modality", "")) in ("CR", "DX")]
+    if not radiographs:
+        raise CouldNotScore("no CR/DX image in the study")
+    frontal = [ds for ds in radiographs if str(getattr(ds, "ViewPosition", "")).upper() in _FRONTAL]
+    if not frontal:
+        views = sorted({str(getattr(ds, "ViewPosition", "")) for ds in radiographs})
+        raise CouldNotScore(f"no frontal (PA/AP) view among {len(radiographs)} radiographs (views: {', '.join(views)})")
+    # PA before AP before unlabelled: the chest-xray model learnt on frontal films.
+    rank = {"PA": 0, "AP": 1, "": 2}
+    return sorted(frontal, key=lambda ds: rank[str(getattr(ds, "ViewPosition", "")).upper()])[0]
+
+
+def _laterality(ds: Any) -> str:
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = str(getattr(ds, keyword, "") or "").strip().upper()
+        if value in ("L", "R"):
+            return value
+    return ""
+
+
+def mammography_views(datasets: list[Any]) -> list[MammographyView]:
+    images = [ds for ds in datasets if str(getattr(ds, "Modality", "")) == "MG"]
+    presentation = [ds for ds in images if str(ds.SOPClassUID) != _MG_PROCESSING]
+    # Score the images a radiologist reads (for presentation) when the study has them.
+    images = presentation or images
+    if not images:
+        raise CouldNotScore("no MG image in the study")
+    views = []
+    for ds in images:
+        laterality = _laterality(ds)
+        if not laterality:
+            raise CouldNotScore(f"MG image {ds.SOPInstanceUID} has no laterality (ImageLaterality/Laterality)")
+        views.append(MammographyView(laterality, str(getattr(ds, "ViewPosition", "") or "").upper(), ds))
+    return views
+
+
+def _is_axial(ds: Any) -> bool:
+    orientation = getattr(ds, "ImageOrientationPatient", None)
+    if orientation is None or len(orientation) != 6:
+        return False
+    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+    return abs(float(normal[2])) > 0.9
+
+
+def _slice_positions(series: list[Any]) -> np.ndarray:
+    orientation = np.asarray(series[0].ImageOrientationPatient, float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    return np.sort([float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))) for ds in series])
+
+
+def ct_series(datasets: list[Any], *, min_slices: int, max_spacing_deviation: float = 0.25) -> Volume:
+    """The axial series with the most slices, as a volume; refuses too few slices or uneven spacing."""
+    by_series: dict[str, list[Any]] = defaultdict(list)
+    for ds in datasets:
+        if str(getattr(ds, "Modality", "")) == "CT" and "ImagePositionPatient" in ds and _is_axial(ds):
+            by_series[str(ds.SeriesInstanceUID)].append(ds)
+    if not by_series:
+        raise CouldNotScore("no axial CT series with ImagePositionPatient/ImageOrientationPatient")
+    best = max(by_series.values(), key=len)
+    if len(best) < min_slices:
+        raise CouldNotScore(f"best axial CT series has {len(best)} slices; at least {min_slices} are needed")
+    gaps = np.diff(_slice_positions(best))
+    if np.any(gaps < 1e-3):
+        raise CouldNotScore("CT series has duplicate slice positions")
+    median = float(np.median(gaps))
+    worst = float(np.max(np.abs(gaps - median)) / median)
+    if worst > max_spacing_deviation:
+        raise CouldNotScore(
+            f"inconsistent slice spacing: gaps from {gaps.min():.2f} to {gaps.max():.2f} mm (median {median:.2f} mm)"
+        )
+    try:
+        return volume_from_datasets(best)
+    except DatasetError as exc:
+        raise CouldNotScore(f"CT series cannot be assembled: {exc}") from exc

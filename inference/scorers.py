@@ -1,0 +1,135 @@
+"""Run a task's ONNX model on its assembled input: a probability, a coarse localisation, a heat-map.
+
+The model I/O contract comes from the version's ``bundle.json`` (input name and size, preprocessing,
+score and localisation outputs, operating point), so a retrained version needs no code change here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from datasets.ct_candidates import extract_patches, find_candidates
+from datasets.preprocess import PreprocessSpec, prepare_image
+from inference.assemble import ct_series, decode, frontal_radiograph, mammography_views
+from inference.champions import LoadedModel
+from inference.errors import CouldNotScore
+
+__all__ = ["TaskScore", "score_task", "SCORERS"]
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    score: float
+    localisation: dict[str, Any]
+    source: Any  # the dataset the localisation refers to (for the SR region and the heat-map overlay)
+    heatmap: np.ndarray | None = field(default=None, repr=False)  # [rows, cols] in [0, 1] over the model input
+    image: np.ndarray | None = field(default=None, repr=False)  # the model's input image [rows, cols] in [0, 1]
+
+
+def _score_of(model: LoadedModel, outputs: dict[str, Any]) -> np.ndarray:
+    name = model.bundle.get("score_output") or next(iter(outputs))
+    values = np.asarray(outputs[name], dtype=np.float64)
+    index = int(model.bundle.get("score_index", 0))
+    return values.reshape(values.shape[0], -1)[:, index]
+
+
+def _heatmap_of(model: LoadedModel, outputs: dict[str, Any]) -> np.ndarray | None:
+    localisation = model.bundle.get("localisation") or {}
+    if localisation.get("kind") != "heatmap" or localisation.get("output") not in outputs:
+        return None
+    values = np.asarray(outputs[localisation["output"]], dtype=np.float32)
+    return values.reshape(values.shape[0], values.shape[-2], values.shape[-1])
+
+
+def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
+    spec = PreprocessSpec.from_dict(model.bundle["preprocess"])
+    image = prepare_image(decode(ds, apply_voi=True), spec)
+    outputs = model.run(image)
+    score = float(_score_of(model, outputs)[0])
+    heatmaps = _heatmap_of(model, outputs)
+    localisation: dict[str, Any] = {"kind": "image", "sop_instance_uid": str(ds.SOPInstanceUID)}
+    heatmap = None
+    if heatmaps is not None:
+        heatmap = heatmaps[0]
+        row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        localisation = {
+            "kind": "heatmap",
+            "sop_instance_uid": str(ds.SOPInstanceUID),
+            "grid": [int(heatmap.shape[0]), int(heatmap.shape[1])],
+            "peak_cell": [int(row), int(col)],
+            "peak_value": float(heatmap[row, col]),
+            # Centre of the hottest cell in the source image's pixel coordinates (column, row).
+            "point": [float((col + 0.5) * cols / heatmap.shape[1]), float((row + 0.5) * rows / heatmap.shape[0])],
+        }
+    return TaskScore(score, localisation, ds, heatmap, image[0, 0])
+
+
+def score_chest_xray(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+    return _image_score(model, frontal_radiograph(datasets))
+
+
+def score_mammography(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+    """Each view is scored; the study's score is its most suspicious view's."""
+    views = mammography_views(datasets)
+    scored = []
+    for view in views:
+        result = _image_score(model, view.dataset)
+        result.localisation.update(laterality=view.laterality, view_position=view.view_position)
+        scored.append(result)
+    best = max(scored, key=lambda s: s.score)
+    best.localisation["views"] = [
+        {"laterality": v.laterality, "view_position": v.view_position, "score": s.score} for v, s in zip(views, scored, strict=True)
+    ]
+    return best
+
+
+def score_ct(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+    """Candidate nodules in the lungs, each patch scored; the study's score is the highest candidate's."""
+    volume = ct_series(datasets, min_slices=min_ct_slices)
+    candidates = find_candidates(volume)
+    source_by_uid = {str(ds.SOPInstanceUID): ds for ds in datasets}
+    if not candidates:
+        middle = volume.sop_instance_uids[len(volume.sop_instance_uids) // 2]
+        return TaskScore(0.0, {"kind": "candidates", "count": 0}, source_by_uid[middle])
+    patches = extract_patches(volume, candidates)
+    scores = np.concatenate([_score_of(model, model.run(patches[i : i + 64])) for i in range(0, len(patches), 64)])
+    best = int(np.argmax(scores))
+    candidate = candidates[best]
+    uid = volume.sop_instance_uids[candidate.slice_index]
+    localisation = {
+        "kind": "candidate",
+        "sop_instance_uid": uid,
+        "slice_index": candidate.slice_index,
+        "point": [float(candidate.col), float(candidate.row)],
+        "z_mm": float(volume.z_positions[candidate.slice_index]),
+        "diameter_mm": round(candidate.diameter_mm, 1),
+        "count": len(candidates),
+        "top": [
+            {"slice_index": candidates[i].slice_index, "row": candidates[i].row, "col": candidates[i].col,
+             "score": float(scores[i])}
+            for i in np.argsort(-scores)[:5]
+        ],
+    }
+    window = np.clip((volume.hu[candidate.slice_index] + 1350.0) / 1500.0, 0.0, 1.0)
+    return TaskScore(float(scores[best]), localisation, source_by_uid[uid], None, window)
+
+
+SCORERS: dict[str, Callable[..., TaskScore]] = {
+    "chest-xray": score_chest_xray,
+    "mammography": score_mammography,
+    "ct-chest": score_ct,
+}
+
+
+def score_task(task: str, model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+    if task not in SCORERS:
+        raise CouldNotScore(f"no scorer for task {task}")
+    result = SCORERS[task](model, datasets, min_ct_slices=min_ct_slices)
+    if not np.isfinite(result.score) or not 0.0 <= result.score <= 1.0:
+        raise CouldNotScore(f"model returned a score outside [0, 1]: {result.score}")
+    return result

@@ -1,0 +1,42 @@
+"""A scoring worker process (spawned by ``medscreen serve``), dying with its parent."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import warnings
+
+from inference.champions import ModelSelector
+from inference.receive.process import die_with_parent
+from inference.worker import ScoringWorker
+from service.db import make_engine, make_session_factory
+from service.settings import Settings
+
+__all__ = ["build_worker", "run_scoring_process"]
+
+
+def build_worker(settings: Settings) -> ScoringWorker:
+    engine = make_engine(settings.resolved_database_url, serialise_writes=True)
+    selector = ModelSelector(
+        settings.resolved_mlflow_tracking_uri,
+        settings.home / "model-cache",
+        intra_op_threads=settings.ort_threads,
+        refresh_s=settings.model_refresh_s,
+    )
+    return ScoringWorker(settings, make_session_factory(engine), selector)
+
+
+def run_scoring_process(settings_json: str, log_level: str) -> None:
+    die_with_parent()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    for noisy in ("pynetdicom", "mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="pydicom")
+    warnings.filterwarnings("ignore", module="highdicom")
+    settings = Settings.model_validate_json(settings_json)
+    worker = build_worker(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.run_until(stop)

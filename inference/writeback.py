@@ -1,0 +1,216 @@
+"""Write a result back to the PACS following IHE AI Results (AIR).
+
+Two objects per result, in the study they describe:
+- a Comprehensive 3D SR with the TID 1500 Measurement Report: the finding, its probability, the call at
+  the version's operating point and the image region (the heat-map peak or the CT candidate); the
+  algorithm identified in the observer context and in Contributing Equipment (manufacturer, model name,
+  software version = MLflow model version, a Device UID derived from name + version + run id, so it
+  changes with every trained version). A re-score's SR lists its predecessor in Predecessor Documents.
+- a Secondary Capture heat-map overlay, burned in "NOT FOR DIAGNOSTIC USE".
+Both are built with highdicom and sent by C-STORE (pynetdicom).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+from PIL import Image, ImageDraw
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
+
+from inference.errors import WritebackFailed
+from inference.scorers import TaskScore
+
+__all__ = ["ResultToWrite", "algorithm_device_uid", "build_sr", "build_heatmap", "send_c_store", "MANUFACTURER"]
+
+log = logging.getLogger(__name__)
+
+MANUFACTURER = "medscreen"
+NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
+# Local codes where DICOM/SNOMED have none for an AI probability and its thresholded call.
+_SCHEME = "99MEDSCREEN"
+PROBABILITY = hd.sr.CodedConcept("PROB", _SCHEME, "Probability of finding (AI decision support)")
+CALL = hd.sr.CodedConcept("CALL", _SCHEME, "Call at the model's operating point")
+POSITIVE = hd.sr.CodedConcept("POS", _SCHEME, "Above operating point")
+NEGATIVE = hd.sr.CodedConcept("NEG", _SCHEME, "Below operating point")
+NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+_TASK_CODES = {
+    # task: (procedure reported, finding type)
+    "chest-xray": (hd.sr.CodedConcept("399208008", "SCT", "Plain chest X-ray"),
+                   hd.sr.CodedConcept("233604007", "SCT", "Pneumonia")),
+    "mammography": (hd.sr.CodedConcept("71651007", "SCT", "Mammography"),
+                    hd.sr.CodedConcept("126926005", "SCT", "Neoplasm of breast")),
+    "ct-chest": (hd.sr.CodedConcept("169069000", "SCT", "CT of chest"),
+                 hd.sr.CodedConcept("427359005", "SCT", "Solitary nodule of lung")),
+}
+
+
+@dataclass(frozen=True)
+class ResultToWrite:
+    task: str
+    model_name: str
+    model_version: str
+    run_id: str | None
+    threshold: float
+    call: str
+    scored: TaskScore
+
+
+def algorithm_device_uid(model_name: str, model_version: str, run_id: str | None) -> str:
+    """A stable UID per trained version: same name, version and run give the same UID, any change a new one."""
+    return str(generate_uid(entropy_srcs=["medscreen-algorithm", model_name, model_version, run_id or ""]))
+
+
+def _contributing_equipment(result: ResultToWrite) -> hd.ContributingEquipment:
+    equipment = hd.ContributingEquipment(
+        manufacturer=MANUFACTURER,
+        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=result.model_name,
+        software_versions=result.model_version,
+        contribution_description=f"AI decision support, MLflow run {result.run_id or 'unknown'}; not a diagnosis",
+    )
+    equipment.DeviceUID = algorithm_device_uid(result.model_name, result.model_version, result.run_id)
+    return equipment
+
+
+def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
+    procedure, finding = _TASK_CODES[result.task]
+    source = result.scored.source
+    device_uid = algorithm_device_uid(result.model_name, result.model_version, result.run_id)
+    observation_context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=device_uid,
+                name=f"{result.model_name} {result.model_version}",
+                manufacturer_name=MANUFACTURER,
+                model_name=result.model_name,
+                serial_number=result.model_version,
+            ),
+        )
+    )
+    algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version, manufacturer=MANUFACTURER)
+    tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"{result.task} AI finding")
+    measurements = [hd.sr.Measurement(name=PROBABILITY, value=round(result.scored.score, 6), unit=NO_UNITS, algorithm_id=algorithm)]
+    evaluations = [hd.sr.QualitativeEvaluation(name=CALL, value=POSITIVE if result.call == "positive" else NEGATIVE)]
+    point = result.scored.localisation.get("point")
+    group: Any
+    if point is not None:
+        region = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POINT,
+            graphic_data=np.asarray([point], dtype=float),
+            source_image=hd.sr.SourceImageForRegion.from_source_image(source),
+        )
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_region=region,
+            finding_type=finding,
+            algorithm_id=algorithm,
+            measurements=measurements,
+            qualitative_evaluations=evaluations,
+        )
+    else:
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            finding_type=finding,
+            algorithm_id=algorithm,
+            measurements=measurements,
+            qualitative_evaluations=evaluations,
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+        )
+    report = hd.sr.MeasurementReport(
+        observation_context=observation_context, procedure_reported=procedure, imaging_measurements=[group]
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[source],
+        content=report,
+        series_instance_uid=series_instance_uid,
+        series_number=9901,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        previous_versions=[previous] if previous is not None else None,
+        contributing_equipment=[_contributing_equipment(result)],
+        series_description=f"medscreen AI result {result.model_name} v{result.model_version} (decision support)",
+    )
+    return sr
+
+
+def _overlay(image: np.ndarray, heatmap: np.ndarray | None, lines: list[str]) -> np.ndarray:
+    """Greyscale image with the heat-map in red and the warning burned in, as RGB uint8."""
+    base = np.clip(image * 255.0, 0, 255).astype(np.uint8)
+    size = 512
+    grey = Image.fromarray(base, mode="L").resize((size, size), Image.Resampling.BILINEAR)
+    rgb = np.stack([np.asarray(grey, dtype=np.float32)] * 3, axis=-1)
+    if heatmap is not None:
+        heat = np.asarray(
+            Image.fromarray(np.clip(heatmap, 0, 1).astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
+        )
+        alpha = 0.55 * heat[..., None]
+        rgb = rgb * (1 - alpha) + np.array([255.0, 40.0, 0.0]) * alpha
+    canvas = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle([0, 0, size, 14 * len(lines) + 6], fill=(0, 0, 0))
+    for index, line in enumerate(lines):
+        draw.text((4, 3 + 14 * index), line, fill=(255, 255, 0))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset | None:
+    scored = result.scored
+    if scored.image is None:
+        return None
+    lines = [
+        f"{NOT_FOR_DIAGNOSTIC_USE} - AI decision support",
+        f"{result.model_name} v{result.model_version}: p={scored.score:.3f} ({result.call} at {result.threshold:.3f})",
+    ]
+    pixels = _overlay(scored.image, scored.heatmap, lines)
+    source = scored.source
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source,
+        pixel_array=pixels,
+        photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+        bits_allocated=8,
+        coordinate_system=hd.CoordinateSystemNames.PATIENT,
+        series_instance_uid=series_instance_uid,
+        series_number=9902,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        patient_orientation=("L", "P") if str(getattr(source, "Modality", "")) == "CT" else ("P", "F"),
+        contributing_equipment=[_contributing_equipment(result)],
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    sc.BurnedInAnnotation = "YES"
+    sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI heat-map of {result.model_name} version {result.model_version}."
+    sc.SeriesDescription = f"medscreen heat-map {result.model_name} v{result.model_version} - {NOT_FOR_DIAGNOSTIC_USE}"
+    sc.DerivationDescription = "AI heat-map overlay (decision support, not a diagnosis)"
+    return sc
+
+
+def send_c_store(datasets: list[Dataset], *, host: str, port: int, called_ae: str, calling_ae: str) -> None:
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    for sop_class in (Comprehensive3DSRStorage, SecondaryCaptureImageStorage):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise WritebackFailed(f"association with {called_ae}@{host}:{port} failed")
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            code = getattr(status, "Status", None)
+            if code is None:
+                raise WritebackFailed(f"no C-STORE response from {called_ae} for {ds.SOPInstanceUID}")
+            if code not in (0x0000, 0xB000, 0xB007, 0xB006):
+                raise WritebackFailed(f"{called_ae} refused {ds.SOPClassUID.name}: status 0x{code:04X}")
+    finally:
+        assoc.release()

@@ -1,0 +1,208 @@
+"""The scoring worker on real images with real MLflow-registered ONNX models: results, bad input, dead letter, hot swap."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from sqlalchemy import select, update
+
+from inference.assemble import ct_series, frontal_radiograph, mammography_views, read_study
+from inference.complete import CompletenessMonitor
+from inference.errors import CouldNotScore
+from inference.ingest import InstanceIngestor
+from inference.jobs import enqueue
+from inference.receive.process import build_ingestor
+from inference.route import load_rules
+from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle, register_shipped_bundles
+from inference.tables import ScoreResult, ScoringJob, Study
+from inference.worker import ScoringWorker
+from inference.worker_process import build_worker
+from service.app import create_app
+from service.db import make_engine, make_session_factory, migrate, session_scope, utcnow
+from service.settings import Settings
+from service.users import create_user
+from tests.inference.conftest import INFERENCE_FIXTURES
+from tests.service.conftest import login
+
+CT = sorted((INFERENCE_FIXTURES / "ct").glob("*.dcm"))
+DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real MLflow sqlite registry holding the shipped bundles as version 1, alias champion (as on first start)."""
+    home = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        registered = register_shipped_bundles(uri)
+    assert any(r.name == "chest-xray" and r.version == "1" for r in registered)
+    return uri
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    ingestor: InstanceIngestor
+    monitor: CompletenessMonitor
+    worker: ScoringWorker
+
+    def receive(self, *paths: Path) -> None:
+        for path in paths:
+            target = self.ingestor.spool.new_incoming_path()
+            shutil.copyfile(path, target)
+            self.ingestor.accept_file(target, source="dimse")
+
+    def complete_route_and_score(self) -> None:
+        self.monitor.run_once()
+        self.worker.enqueue_routed()
+        while self.worker.process_one():
+            pass
+
+    def session(self):
+        return self.worker.session_factory()
+
+
+@pytest.fixture
+def pipeline(settings: Settings, registry: str) -> Iterator[Pipeline]:
+    settings = settings.model_copy(
+        update={"mlflow_tracking_uri": registry, "quiet_period_s": 0.0, "scoring_retry_base_s": 0.0, "model_refresh_s": 0.0}
+    )
+    settings.home.mkdir(parents=True, exist_ok=True)
+    migrate(settings.resolved_database_url)
+    ingestor = build_ingestor(settings)
+    factory = make_session_factory(make_engine(settings.resolved_database_url, serialise_writes=True))
+    yield Pipeline(settings, ingestor, CompletenessMonitor(settings, factory, load_rules()), build_worker(settings))
+
+
+def _derived(source: Path, tmp_path: Path, **attributes: object) -> Path:
+    """A copy of a real file as a new study, with some attributes changed."""
+    ds = dcmread(source)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    for keyword, value in attributes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path)
+    return path
+
+
+def test_chest_radiograph_is_scored_by_the_champion_with_its_version_and_timings(pipeline: Pipeline) -> None:
+    pipeline.receive(DX_CHEST)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        result = session.scalars(select(ScoreResult)).one()
+    assert (study.status, study.task) == ("scored", "chest-xray")
+    assert (result.outcome, result.role, result.model_name, result.model_version) == ("scored", "champion", "chest-xray", "1")
+    assert result.mlflow_run_id and 0.0 <= result.score <= 1.0
+    assert result.call == ("positive" if result.score >= result.threshold else "negative")
+    assert result.localisation["kind"] == "heatmap" and len(result.localisation["point"]) == 2
+    assert result.timings["inference_s"] > 0 and result.timings["complete_to_job_start_s"] is not None
+    # The job key is (revision, model version): the same study is not queued twice for the same version.
+    with session_scope(pipeline.worker.session_factory) as session:
+        study = session.scalars(select(Study)).one()
+        assert pipeline.worker.rescore(session, study, utcnow()) is None
+
+
+def test_lateral_only_radiograph_could_not_be_scored_with_the_reason(pipeline: Pipeline, tmp_path: Path) -> None:
+    pipeline.receive(_derived(DX_CHEST, tmp_path, ViewPosition="LL"))
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        result = session.scalars(select(ScoreResult)).one()
+    assert (study.status, result.outcome, result.score, result.call) == ("could_not_score", "could_not_score", None, None)
+    assert "no frontal (PA/AP) view" in result.reason and study.status_reason == result.reason
+
+
+def test_bad_inputs_are_refused_by_assembly(tmp_path: Path) -> None:
+    with pytest.raises(CouldNotScore, match="3 slices; at least 10"):
+        ct_series(read_study(CT), min_slices=10)
+    slices = read_study(CT)
+    slices[1].ImagePositionPatient = [slices[1].ImagePositionPatient[0], slices[1].ImagePositionPatient[1],
+                                      float(slices[1].ImagePositionPatient[2]) + 0.9 * abs(
+                                          float(slices[2].ImagePositionPatient[2]) - float(slices[1].ImagePositionPatient[2]))]
+    with pytest.raises(CouldNotScore, match="inconsistent slice spacing|duplicate slice positions"):
+        ct_series(slices, min_slices=3)
+    volume = ct_series(read_study(CT), min_slices=3)
+    assert volume.hu.shape[0] == 3 and np.all(np.diff(volume.z_positions) != 0)
+    mg = read_study([_derived(INFERENCE_FIXTURES / "images" / "mg_ge_senographe.dcm", tmp_path, ImageLaterality=None)])
+    for ds in mg:
+        if "Laterality" in ds:
+            del ds.Laterality
+    with pytest.raises(CouldNotScore, match="has no laterality"):
+        mammography_views(mg)
+    views = mammography_views(read_study([INFERENCE_FIXTURES / "images" / "mg_ge_senographe.dcm"]))
+    assert views[0].laterality in ("L", "R")
+    with pytest.raises(CouldNotScore, match="no CR/DX image"):
+        frontal_radiograph(read_study(CT))
+
+
+def test_unavailable_model_retries_then_dead_letters_and_is_replayed(pipeline: Pipeline, tmp_path: Path) -> None:
+    settings = pipeline.settings.model_copy(update={"scoring_max_attempts": 2})
+    worker = build_worker(settings)
+    pipeline.receive(DX_CHEST)
+    pipeline.monitor.run_once()
+    with session_scope(worker.session_factory) as session:
+        study = session.scalars(select(Study)).one()
+        job = enqueue(session, study, "chest-xray", "chest-xray", "99", "champion", utcnow())
+        assert job is not None
+        study.status = "scoring"
+    assert worker.process_one() and worker.process_one() and not worker.process_one()
+    with worker.session_factory() as session:
+        job = session.scalars(select(ScoringJob)).one()
+        study = session.scalars(select(Study)).one()
+    assert (job.state, job.attempts, study.status) == ("dead", 2, "failed")
+    assert "cannot load chest-xray version 99" in job.last_error
+
+    app = create_app(settings)
+    with TestClient(app) as client:
+        with session_scope(app.state.session_factory) as session:
+            create_user(session, "mle", "mle-password-long", ["ml-engineer"], actor="test")
+        headers = login(client, "mle", "mle-password-long")
+        dead = client.get("/api/jobs", params={"state": "dead"}, headers=headers).json()
+        assert dead["total"] == 1 and "version 99" in dead["items"][0]["last_error"]
+        replayed = client.post(f"/api/jobs/{job.id}/replay", headers=headers)
+        assert replayed.status_code == 200 and replayed.json()["state"] == "queued"
+        assert client.post(f"/api/jobs/{job.id}/replay", headers=headers).status_code == 409
+        detail = client.get(f"/api/studies/{study.study_instance_uid}", headers=headers).json()
+        assert [e["kind"] for e in detail["timeline"]][-3:] == ["retry", "dead-letter", "replayed"]
+
+
+def test_a_promoted_champion_is_picked_up_without_restart(pipeline: Pipeline, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    pipeline.receive(DX_CHEST)
+    pipeline.complete_route_and_score()
+    uri = pipeline.settings.resolved_mlflow_tracking_uri
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        new = log_onnx_bundle(uri, SHIPPED_MODELS_DIR / "chest-xray")
+    client = MlflowClient(uri, uri)
+    try:
+        client.set_registered_model_alias("chest-xray", "champion", new.version)
+        pipeline.receive(_derived(DX_CHEST, tmp_path))
+        pipeline.complete_route_and_score()
+        with session_scope(pipeline.worker.session_factory) as session:
+            first = session.scalars(select(Study).order_by(Study.id)).first()
+            assert first is not None
+            job = pipeline.worker.rescore(session, first, utcnow())
+            assert job is not None and job.model_version == new.version
+        while pipeline.worker.process_one():
+            pass
+        with pipeline.session() as session:
+            versions = [(r.study_id, r.model_version) for r in session.scalars(select(ScoreResult).order_by(ScoreResult.id))]
+    finally:
+        client.set_registered_model_alias("chest-xray", "champion", "1")
+    assert versions == [(1, "1"), (2, new.version), (1, new.version)]
