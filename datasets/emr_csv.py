@@ -102,8 +102,9 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
                 yield RecordError("observations.csv", f"observations.csv:{oline}", f"invalid observation row: {exc}")
         yield record
     for name, grouped in (("diagnoses.csv", diagnoses), ("observations.csv", observations)):
-        if grouped.leftover():
-            yield RecordError(name, name, f"{grouped.leftover()} rows reference no patient in patients.csv")
+        left = grouped.leftover()
+        if left:
+            yield RecordError(name, name, f"{left} rows reference no patient in patients.csv")
 
 
 class _Grouped:

@@ -110,10 +110,11 @@ def submit_bundle(
         entries.append({"resource": stored["assessment"]})
         if stored["flag"]:
             entries.append({"resource": stored["flag"]})
+    if not entries:
+        reasons = "; ".join(f"{e.record}: {e.reason}" for e in errors[:5])
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"no readable Patient in the Bundle ({reasons})")
     if errors:
         entries.append({"resource": operation_outcome(errors).model_dump(mode="json", exclude_none=True)})
-    if not entries:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="the Bundle holds no readable Patient")
     return JSONResponse({"resourceType": "Bundle", "type": "collection", "total": len(entries), "entry": entries})
 
 

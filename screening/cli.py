@@ -44,6 +44,12 @@ def _print_report(summary: dict[str, Any]) -> None:
     print(line("screener", summary))
     for name, values in summary["baselines"].items():
         print(line(f"baseline: {name}", values))
+    ref = summary.get("curated_hpo_reference")
+    if ref:
+        print(
+            f"reference, same disease ranking on the published HPO terms (no EMR projection): "
+            f"top1 {ref['top1']:.3f}, top3 {ref['top3']:.3f}, top10 {ref['top10']:.3f}"
+        )
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:

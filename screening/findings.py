@@ -85,6 +85,11 @@ class CodeMaps:
         self.growth = growth
         self.loinc = loinc
         self.suspicion = suspicion
+        # per system: (all prefixes as one tuple for a fast first test, then (category, prefix) pairs)
+        by_system: dict[str, list[tuple[str, str]]] = {}
+        for category, system, prefix in suspicion:
+            by_system.setdefault(system, []).append((category, prefix if system == "icd10" else prefix.lower()))
+        self._suspicion_by_system = {s: (tuple(p for _, p in pairs), pairs) for s, pairs in by_system.items()}
 
     def to_hpo(self, fact: CodedFact) -> list[str]:
         if fact.kind != "condition":
@@ -100,9 +105,14 @@ class CodeMaps:
 
     def suspicion_of(self, system: str, code: str, kind: str = "") -> str | None:
         """``genetic_test``, ``genetics_visit`` or ``specific_drug`` when the code reveals one."""
+        prefixes = self._suspicion_by_system.get(system)
+        if not prefixes:
+            return None
         normal = normalise_icd10(code) if system == "icd10" else code.strip().lower()
-        for category, s_system, prefix in self.suspicion:
-            if s_system == system and normal.startswith(prefix.lower() if system != "icd10" else prefix):
+        if not normal.startswith(prefixes[0]):
+            return None
+        for category, prefix in prefixes[1]:
+            if normal.startswith(prefix):
                 return category
         return None
 
@@ -192,10 +202,7 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
         elif rule.high_above is not None and m.value > rule.high_above and rule.high_hpo:
             child.findings.append(Finding(rule.high_hpo, when, f"loinc:{m.loinc}={m.value:g}"))
 
-    for g in growth_findings(maps.growth, record.sex, measurements):
+    found, child.growth_z = growth_findings(maps.growth, record.sex, measurements)
+    for g in found:
         child.findings.append(Finding(g.hpo, g.age_days, f"growth:{g.indicator} z={g.z:.1f}"))
-    for indicator, when, value in measurements:
-        z = maps.growth.z(indicator, record.sex, when, value)
-        if z is not None and abs(z) <= 6:
-            child.growth_z[indicator] = min(child.growth_z.get(indicator, 0.0), z)
     return child

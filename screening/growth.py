@@ -57,6 +57,20 @@ class GrowthStandards:
     def __init__(self, curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
         self.curves = curves
 
+    def z_many(self, indicator: str, sex: str, ages: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """z-scores of many measurements at once; NaN outside the tables' ages or for unknown sex."""
+        curve = self.curves.get((indicator, sex))
+        out = np.full(len(ages), np.nan)
+        if curve is None:
+            return out
+        table_ages, ls, ms, ss = curve
+        inside = (ages >= table_ages[0]) & (ages <= table_ages[-1]) & (values > 0)
+        l_ = np.interp(ages[inside], table_ages, ls)
+        m_ = np.interp(ages[inside], table_ages, ms)
+        s_ = np.interp(ages[inside], table_ages, ss)
+        out[inside] = [lms_z(x, a, b, c) for x, a, b, c in zip(values[inside], l_, m_, s_, strict=True)]
+        return out
+
     def z(self, indicator: str, sex: str, age_days: float, value: float) -> float | None:
         """z-score, or None outside the tables' ages (under 0 or over 7 years) or for unknown sex."""
         curve = self.curves.get((indicator, sex))
@@ -103,34 +117,44 @@ class GrowthFinding:
 
 def growth_findings(
     standards: GrowthStandards, sex: str, measurements: list[tuple[str, int, float]]
-) -> list[GrowthFinding]:
-    """HPO findings from (indicator, age_days, value) measurements: cm for length/height/head, kg for weight.
+) -> tuple[list[GrowthFinding], dict[str, float]]:
+    """HPO findings from (indicator, age_days, value) measurements (cm for length/height/head, kg for
+    weight), and the lowest z per indicator.
 
     A single z beyond -2/+2 SD names the finding; a fall of at least 1.34 SD in weight-for-age between
     measurements at least 60 days apart (crossing two major centile lines) is failure to thrive.
     """
     found: list[GrowthFinding] = []
-    weight_z: list[tuple[int, float]] = []
-    for indicator, age_days, value in sorted(measurements, key=lambda m: m[1]):
-        z = standards.z(indicator, sex, age_days, value)
-        if z is None or abs(z) > 6:  # beyond 6 SD is a units or typing error, not a child
+    lowest: dict[str, float] = {}
+    for indicator in ("lhfa", "hcfa", "wfa"):
+        series = sorted((age, value) for ind, age, value in measurements if ind == indicator)
+        if not series:
             continue
-        if indicator == "lhfa" and z < -2:
-            found.append(GrowthFinding(SHORT_STATURE, age_days, z, indicator))
-        elif indicator == "lhfa" and z > 2:
-            found.append(GrowthFinding(TALL_STATURE, age_days, z, indicator))
-        elif indicator == "hcfa" and z < -2:
-            found.append(GrowthFinding(MICROCEPHALY, age_days, z, indicator))
-        elif indicator == "hcfa" and z > 2:
-            found.append(GrowthFinding(MACROCEPHALY, age_days, z, indicator))
-        elif indicator == "wfa":
+        ages = np.array([a for a, _ in series], dtype=np.float64)
+        values = np.array([v for _, v in series], dtype=np.float64)
+        zs = standards.z_many(indicator, sex, ages, values)
+        weight_z: list[tuple[int, float]] = []
+        for age_f, z in zip(ages, zs, strict=True):
+            age_days = int(age_f)
+            if not np.isfinite(z) or abs(z) > 6:  # beyond 6 SD is a units or typing error, not a child
+                continue
+            lowest[indicator] = min(lowest.get(indicator, 0.0), float(z))
+            low, high = _THRESHOLD_TERMS[indicator]
             if z < -2:
-                found.append(GrowthFinding(DECREASED_WEIGHT, age_days, z, indicator))
+                found.append(GrowthFinding(low, age_days, float(z), indicator))
             elif z > 2:
-                found.append(GrowthFinding(INCREASED_WEIGHT, age_days, z, indicator))
-            for earlier_age, earlier_z in weight_z:
-                if age_days - earlier_age >= 60 and earlier_z - z >= 1.34:
-                    found.append(GrowthFinding(FAILURE_TO_THRIVE, age_days, z, indicator))
-                    break
-            weight_z.append((age_days, z))
-    return found
+                found.append(GrowthFinding(high, age_days, float(z), indicator))
+            if indicator == "wfa":
+                for earlier_age, earlier_z in weight_z:
+                    if age_days - earlier_age >= 60 and earlier_z - z >= 1.34:
+                        found.append(GrowthFinding(FAILURE_TO_THRIVE, age_days, float(z), indicator))
+                        break
+                weight_z.append((age_days, float(z)))
+    return found, lowest
+
+
+_THRESHOLD_TERMS = {
+    "lhfa": (SHORT_STATURE, TALL_STATURE),
+    "hcfa": (MICROCEPHALY, MACROCEPHALY),
+    "wfa": (DECREASED_WEIGHT, INCREASED_WEIGHT),
+}

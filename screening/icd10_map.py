@@ -32,7 +32,9 @@ _TRAILING = re.compile(r"(,? (unspecified|not elsewhere classified|nos))+$")
 
 def normalise_icd10(code: str) -> str:
     """``q210`` / ``Q21.0`` / ``Q21.0-`` -> ``Q21.0`` (WHO dotted form, upper case)."""
-    cleaned = re.sub(r"[^A-Z0-9]", "", code.strip().upper())
+    cleaned = code.strip().upper().replace(".", "")
+    if not cleaned.isalnum():
+        cleaned = re.sub(r"[^A-Z0-9]", "", cleaned)
     return cleaned if len(cleaned) <= 3 else f"{cleaned[:3]}.{cleaned[3:]}"
 
 

@@ -108,27 +108,47 @@ class KnowledgeBase:
                 out.append(self.term_index[primary])
         return sorted(set(out))
 
+    def _gather(self, matrix: sparse.csr_matrix, rows: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-default entries of some rows: (row position, disease index, value), without scipy overhead."""
+        starts = matrix.indptr[rows]
+        ends = matrix.indptr[np.asarray(rows) + 1]
+        columns = np.concatenate([matrix.indices[a:b] for a, b in zip(starts, ends, strict=True)])
+        values = np.concatenate([matrix.data[a:b] for a, b in zip(starts, ends, strict=True)])
+        positions = np.repeat(np.arange(len(rows)), ends - starts)
+        return positions, columns, values
+
+    def deltas(self, observed: list[int], excluded: list[int] | None = None) -> tuple[float, np.ndarray]:
+        """``(constant, per-disease delta)`` with ``scores = constant + delta``; most deltas are 0."""
+        constant = 0.0
+        delta = np.zeros(self.n_diseases, dtype=np.float64)
+        if observed:
+            constant += float(self.present_default[observed].sum())
+            _, columns, values = self._gather(self.present, observed)
+            delta += np.bincount(columns, weights=values, minlength=self.n_diseases)
+        if excluded:
+            constant += float(self.absent_default[excluded].sum())
+            _, columns, values = self._gather(self.absent, excluded)
+            delta += np.bincount(columns, weights=values, minlength=self.n_diseases)
+        return constant, delta
+
     def scores(self, observed: list[int], excluded: list[int] | None = None) -> np.ndarray:
         """Log-likelihood ratio of every disease for these term indices (dense, float64)."""
-        total = np.zeros(self.n_diseases, dtype=np.float64)
-        if observed:
-            total += self.present_default[observed].sum()
-            total += np.asarray(self.present[observed].sum(axis=0)).ravel()
-        if excluded:
-            total += self.absent_default[excluded].sum()
-            total += np.asarray(self.absent[excluded].sum(axis=0)).ravel()
-        return total
+        constant, delta = self.deltas(observed, excluded)
+        return constant + delta
 
     def matched_terms(self, observed: list[int], disease: int) -> list[str]:
         """The child's findings that the disease's annotations explain."""
-        column = self.present[observed][:, disease].toarray().ravel()
-        return [self.term_ids[t] for t, value in zip(observed, column, strict=True) if value > 0]
+        if not observed:
+            return []
+        positions, columns, values = self._gather(self.present, observed)
+        hits = np.unique(positions[(columns == disease) & (values > 0)])
+        return [self.term_ids[observed[i]] for i in hits]
 
     def top_matches(self, observed: list[int], scores: np.ndarray, k: int = 5) -> list[DiseaseMatch]:
         if k <= 0 or not observed:
             return []
-        top = np.argpartition(-scores, min(k, len(scores) - 1))[:k]
-        top = top[np.argsort(-scores[top])]
+        # A stable sort, not argpartition: scores have long runs of ties, where introselect is slow.
+        top = np.argsort(-scores, kind="stable")[:k]
         return [
             DiseaseMatch(
                 disease_id=self.disease_ids[i],
@@ -143,9 +163,8 @@ class KnowledgeBase:
         """Per disease, how many of the findings its annotations explain (the unweighted baseline)."""
         if not observed:
             return np.zeros(self.n_diseases)
-        rows = self.present[observed].copy()
-        rows.data = (rows.data > 0).astype(np.float64)
-        return np.asarray(rows.sum(axis=0)).ravel()
+        _, columns, values = self._gather(self.present, observed)
+        return np.bincount(columns, weights=(values > 0).astype(np.float64), minlength=self.n_diseases)
 
 
 def _read_annotations(
@@ -179,7 +198,7 @@ def _read_annotations(
                 continue
             freq = annotation_frequency(cols[7])
             if freq <= 0:
-                negated.add(key)
+                # "0/4": not seen in four reported patients is weak evidence, not an explicit NOT.
                 continue
             frequency[key] = max(frequency.get(key, 0.0), freq)
     return disease_ids, names, frequency, negated

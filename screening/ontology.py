@@ -58,6 +58,7 @@ class Ontology:
                 self.children.setdefault(parent, []).append(term.id)
         self._ancestors: dict[str, frozenset[str]] = {}
         self.organ_systems = sorted(self.children.get(PHENOTYPIC_ABNORMALITY, []))
+        self._system_set = frozenset(self.organ_systems)
 
     def __contains__(self, term_id: str) -> bool:
         return self.primary(term_id) is not None
@@ -103,10 +104,6 @@ class Ontology:
     def systems_of(self, term_id: str) -> set[str]:
         """Organ systems (children of Phenotypic abnormality) a term belongs to."""
         return {a for a in self.ancestors(term_id) if a in self._system_set}
-
-    @property
-    def _system_set(self) -> frozenset[str]:
-        return frozenset(self.organ_systems)
 
     def is_phenotype(self, term_id: str) -> bool:
         return PHENOTYPIC_ABNORMALITY in self.ancestors(term_id)

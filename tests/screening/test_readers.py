@@ -1,0 +1,104 @@
+"""EMR readers: FHIR R4 Bundles and NDJSON (validated by fhir.resources), the CSV extract, and their
+per-record errors: one bad record never stops a batch."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+from datasets.emr_csv import read_csv_extract
+from datasets.emr_records import ChildRecord, RecordError
+from datasets.fhir_emr import read_fhir, record_to_bundle, records_from_bundle
+from tests.screening.conftest import ordinary_child, syndromic_child
+
+
+def _split(items: list[ChildRecord | RecordError]) -> tuple[list[ChildRecord], list[RecordError]]:
+    return [i for i in items if isinstance(i, ChildRecord)], [i for i in items if isinstance(i, RecordError)]
+
+
+def test_a_bundle_round_trips_through_the_fhir_models() -> None:
+    original = syndromic_child()
+    records, errors = _split(list(records_from_bundle(record_to_bundle(original), "test")))
+    assert errors == []
+    [record] = records
+    assert record.birth_date == original.birth_date and record.sex == "F"
+    assert sorted((f.system, f.code, f.date) for f in record.facts) == sorted(
+        (f.system, f.code, f.date) for f in original.facts
+    )
+    assert len(record.measurements) == len(original.measurements)
+    assert record.measurements[0].unit == "cm"
+
+
+def test_malformed_resources_are_reported_one_by_one_and_the_rest_is_read() -> None:
+    bundle = record_to_bundle(ordinary_child())
+    bundle["entry"] += [
+        {"resource": {"resourceType": "Condition", "id": "bad-date", "subject": {"reference": "Patient/child-ordinary"},
+                      "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "Q21.0"}]},
+                      "onsetDateTime": "2021-13-45"}},
+        {"resource": {"resourceType": "Observation", "id": "no-status", "code": {"text": "height"},
+                      "subject": {"reference": "Patient/child-ordinary"}}},
+        {"resource": {"resourceType": "Condition", "id": "orphan", "subject": {"reference": "Patient/nobody"},
+                      "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "Q02"}]}}},
+        {"resource": {"resourceType": "Patient", "id": "no-birth-date", "gender": "male"}},
+        {"resource": {"resourceType": "Appointment", "id": "ignored"}},
+    ]
+    records, errors = _split(list(records_from_bundle(bundle, "upload.json")))
+    assert [r.patient_id for r in records] == ["child-ordinary"]
+    assert len(records[0].facts) == 3  # the three valid conditions are still read
+    reasons = " | ".join(f"{e.record}: {e.reason}" for e in errors)
+    assert "Condition/bad-date" in reasons and "onsetDateTime" in reasons
+    assert "Observation/no-status" in reasons
+    assert "Patient/no-birth-date" in reasons and "no birthDate" in reasons
+    assert "reference a Patient not in the input" in reasons and "nobody" not in reasons  # no identifier in clear
+    assert len(errors) == 4
+
+
+def test_ndjson_with_a_broken_line_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "extract.ndjson"
+    lines = [json.dumps(record_to_bundle(syndromic_child("a"))), "{not json", json.dumps({"resourceType": "Patient"}),
+             json.dumps(record_to_bundle(ordinary_child("b")))]
+    path.write_text("\n".join(lines) + "\n")
+    records, errors = _split(list(read_fhir(path)))
+    assert [r.patient_id for r in records] == ["a", "b"]
+    assert [e.record for e in errors][0] == "line 2"
+    assert "not a FHIR Bundle" not in errors[0].reason and "not JSON" in errors[0].reason
+
+
+def test_a_bulk_export_of_loose_resources_is_grouped_by_patient(tmp_path: Path) -> None:
+    path = tmp_path / "bulk.ndjson"
+    resources = [e["resource"] for e in record_to_bundle(ordinary_child("c"))["entry"]]
+    path.write_text("\n".join(json.dumps(r) for r in reversed(resources)) + "\n")
+    records, errors = _split(list(read_fhir(path)))
+    assert errors == [] and len(records) == 1 and len(records[0].facts) == 3
+
+
+def _write(folder: Path, name: str, rows: list[str]) -> None:
+    (folder / name).write_text("\n".join(rows) + "\n")
+
+
+def test_csv_extract_sorted_and_unsorted_give_the_same_records(tmp_path: Path) -> None:
+    patients = ["patient_id,birth_date,sex", "p1,2020-01-01,F", "p2,2021-06-30,male", "p3,not-a-date,M"]
+    diagnoses = ["patient_id,date,system,code,kind,status", "p1,2021-01-02,icd10,Q21.0,,", "p1,2021-02-02,icd10,R62.0,,",
+                 "p2,2022-01-01,snomed,394580004,encounter,", "p2,2022-02-01,hpo,HP:0000252,,refuted",
+                 "p2,2022-03-01,nonsense,X,,", "zz,2022-01-01,icd10,Q02,,"]
+    observations = ["patient_id,date,loinc,value,unit", "p1,2021-01-02,8302-2,70.5,cm", "p2,2022-01-01,29463-7,abc,kg"]
+    for layout, order in (("sorted", 1), ("unsorted", -1)):
+        folder = tmp_path / layout
+        folder.mkdir()
+        _write(folder, "patients.csv", patients)
+        _write(folder, "diagnoses.csv", [diagnoses[0]] + diagnoses[1:][::order])
+        _write(folder, "observations.csv", observations)
+        records, errors = _split(list(read_csv_extract(folder)))
+        by_id = {r.patient_id: r for r in records}
+        assert set(by_id) == {"p1", "p2"}
+        assert {f.code for f in by_id["p1"].facts} == {"Q21.0", "R62.0"}
+        assert by_id["p1"].measurements[0].value == 70.5 and by_id["p1"].birth_date == date(2020, 1, 1)
+        assert {(f.kind, f.refuted) for f in by_id["p2"].facts} == {("encounter", False), ("condition", True)}
+        reasons = sorted(e.reason.split(":")[0] for e in errors)
+        assert reasons == [
+            "1 rows reference no patient in patients.csv",
+            "invalid diagnosis row",
+            "invalid observation row",
+            "invalid patient row",
+        ], layout
