@@ -19,10 +19,11 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     from inference.receive.stowrs import router as stowrs_router
     from screening.api import page_router as screening_page_router
     from screening.api import router as screening_router
-
     from service.audit import router as audit_router
     from service.auth import load_or_create_secret_key
     from service.auth import router as auth_router
+    from worklist.api import router as worklist_router
+    from worklist.page import page_router as worklist_page_router
 
     settings.home.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
@@ -53,4 +54,6 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(screening_router)
     app.include_router(screening_page_router)
+    app.include_router(worklist_router)
+    app.include_router(worklist_page_router)
     return app

@@ -1,0 +1,255 @@
+"""The worklist API over SQLite and a real PostgreSQL: priority order from champion results, filters and
+pages, claims that two radiologists cannot both win, final reads, the audit trail, the priority history."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from service.db import session_scope, utcnow
+from service.tables import AuditEvent
+from tests.service.conftest import AddUser
+from tests.worklist.conftest import add_result, make_study
+from worklist.policy import policy_from_settings
+from worklist.recompute import recompute_worklist
+from worklist.tables import FinalRead, FinalReadFinding, PriorityChange, WorklistEntry
+
+
+def recompute(app: FastAPI, now=None) -> int:
+    with session_scope(app.state.session_factory) as session:
+        return len(recompute_worklist(session, policy_from_settings(app.state.settings), now))
+
+
+def seed(app: FastAPI) -> dict[str, str]:
+    """Six studies over the last 40 minutes: negatives first, positives later, a STAT, an unscored one."""
+    now = utcnow()
+    uids = {}
+    with session_scope(app.state.session_factory) as session:
+        for name, minutes_ago, score in [("neg1", 40, 0.05), ("neg2", 35, 0.2), ("pos1", 20, 0.8), ("pos2", 10, 0.97)]:
+            study = make_study(session, arrived=now - timedelta(minutes=minutes_ago))
+            add_result(session, study, score=score)
+            # A challenger that disagrees: shadow only, it must not move the study.
+            add_result(session, study, score=1 - score, role="challenger", model_version="4")
+            uids[name] = study.study_instance_uid
+        stat = make_study(
+            session,
+            arrived=now - timedelta(minutes=5),
+            order_priority="STAT",
+            modality="CT",
+            task="ct-chest",
+            site="North",
+        )
+        add_result(session, stat, score=0.01)
+        uids["stat"] = stat.study_instance_uid
+        waiting = make_study(session, arrived=now - timedelta(minutes=30), status="scoring")
+        uids["unscored"] = waiting.study_instance_uid
+        uids["receiving"] = make_study(session, status="receiving").study_instance_uid
+    return uids
+
+
+def test_list_in_priority_order_with_state_and_model(app: FastAPI, client: TestClient, add_user: AddUser) -> None:
+    rita = add_user("rita", "radiologist")
+    uids = seed(app)
+    assert recompute(app) == 6  # six studies listed; the one still receiving is not
+
+    assert client.get("/api/worklist").status_code == 401
+    assert client.get("/api/worklist", headers=add_user("paul", "paediatrician")).status_code == 403
+    page = client.get("/api/worklist", headers=rita).json()
+    order = {uid: name for name, uid in uids.items()}
+    assert [order[item["study_instance_uid"]] for item in page["items"]] == [
+        "stat",
+        "unscored",
+        "pos1",
+        "pos2",
+        "neg1",
+        "neg2",
+    ]
+    assert page["total"] == 6
+    first_positive = page["items"][2]
+    assert (first_positive["tier"], first_positive["call"], first_positive["score"], first_positive["threshold"]) == (
+        "positive",
+        "positive",
+        0.8,
+        0.5,
+    )
+    assert (first_positive["model_name"], first_positive["model_version"]) == ("chest-xray-champion", "3")
+    assert page["items"][1]["state"] == "awaiting_score" and page["items"][1]["tier"] == "unscored"
+    assert page["items"][0]["priority_reason"].startswith("order priority STAT (never lowered by the model)")
+
+    # filters and pages
+    assert client.get("/api/worklist", headers=rita, params={"modality": "ct"}).json()["total"] == 1
+    assert client.get("/api/worklist", headers=rita, params={"site": "North"}).json()["total"] == 1
+    assert client.get("/api/worklist", headers=rita, params={"state": "awaiting_score"}).json()["total"] == 1
+    second = client.get("/api/worklist", headers=rita, params={"limit": 2, "offset": 2}).json()
+    assert [order[i["study_instance_uid"]] for i in second["items"]] == ["pos1", "pos2"] and second["total"] == 6
+    filters = client.get("/api/worklist/filters", headers=rita).json()
+    assert filters["modalities"] == ["CR", "CT"] and filters["sites"] == ["North", "St Elsewhere"]
+
+    with session_scope(app.state.session_factory) as session:
+        listed = session.scalars(select(AuditEvent).where(AuditEvent.action == "worklist.list")).all()
+        assert len(listed) == 5 and {event.actor for event in listed} == {"rita"}
+
+
+def test_results_arriving_later_move_the_study_and_are_recorded(
+    app: FastAPI, client: TestClient, add_user: AddUser
+) -> None:
+    rita = add_user("rita", "radiologist")
+    uids = seed(app)
+    recompute(app)
+    with session_scope(app.state.session_factory) as session:
+        study_id = session.scalar(
+            select(WorklistEntry.study_id).where(WorklistEntry.study_instance_uid == uids["unscored"])
+        )
+        from inference.tables import Study
+
+        study = session.get(Study, study_id)
+        add_result(session, study, score=None, outcome="could_not_score", reason="no lung fields in view")
+    recompute(app)
+    item = next(
+        i
+        for i in client.get("/api/worklist", headers=rita).json()["items"]
+        if i["study_instance_uid"] == uids["unscored"]
+    )
+    assert (item["state"], item["tier"], item["score_reason"]) == (
+        "could_not_score",
+        "unscored",
+        "no lung fields in view",
+    )
+
+    # Time passes: an hour after arrival the negatives age, and the change is recorded with its reason.
+    assert recompute(app, utcnow() + timedelta(minutes=22)) == 1
+    aged = client.get("/api/worklist", headers=rita, params={"limit": 1, "offset": 4}).json()["items"][0]
+    assert aged["study_instance_uid"] == uids["neg1"] and aged["tier"] == "aged"
+    history = client.get("/api/worklist/priority-changes", headers=rita, params={"study_uid": uids["neg1"]}).json()
+    assert [(c["from_tier"], c["to_tier"]) for c in history["items"]] == [("negative", "aged"), (None, "negative")]
+    assert "waited past the 60 min CR aging cap" in history["items"][0]["reason"]
+    quality = add_user("quinn", "quality")
+    assert client.get("/api/worklist/priority-changes", headers=quality).json()["total"] == 7
+    assert client.get("/api/worklist", headers=quality).status_code == 403
+
+
+def test_challenger_results_never_change_priority(app: FastAPI, add_user: AddUser) -> None:
+    with session_scope(app.state.session_factory) as session:
+        study = make_study(session)
+        add_result(session, study, score=0.1)
+        uid = study.study_instance_uid
+    recompute(app)
+    with session_scope(app.state.session_factory) as session:
+        from inference.tables import Study
+
+        study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
+        add_result(session, study, score=0.99, role="challenger", model_version="9")
+    assert recompute(app) == 0
+    with session_scope(app.state.session_factory) as session:
+        entry = session.scalar(select(WorklistEntry).where(WorklistEntry.study_instance_uid == uid))
+        assert (entry.tier, entry.call, entry.model_version) == ("negative", "negative", "3")
+        assert session.scalar(select(PriorityChange.to_tier).order_by(PriorityChange.id.desc()).limit(1)) == "negative"
+
+
+def test_claim_release_and_final_read(app: FastAPI, client: TestClient, add_user: AddUser) -> None:
+    rita, rob = add_user("rita", "radiologist"), add_user("rob", "radiologist")
+    admin = add_user("ada", "admin")
+    uids = seed(app)
+    recompute(app)
+    uid = uids["pos2"]
+
+    # A read needs the claim.
+    assert (
+        client.post(f"/api/worklist/{uid}/read", headers=rita, json={"findings": {"chest-xray": "present"}}).status_code
+        == 409
+    )
+    claimed = client.post(f"/api/worklist/{uid}/claim", headers=rita)
+    assert claimed.status_code == 200 and claimed.json()["claimed_by"] == "rita"
+    assert client.post(f"/api/worklist/{uid}/claim", headers=rita).status_code == 200  # renewing one's own claim
+    conflict = client.post(f"/api/worklist/{uid}/claim", headers=rob)
+    assert conflict.status_code == 409 and "claimed by rita" in conflict.json()["detail"]
+    assert client.post(f"/api/worklist/{uid}/release", headers=rob).status_code == 409
+    assert client.post(f"/api/worklist/{uid}/release", headers=rita).json()["claimed_by"] is None
+    assert client.post(f"/api/worklist/{uid}/claim", headers=rob).status_code == 200
+    assert client.post(f"/api/worklist/{uid}/release", headers=admin).status_code == 200  # admin frees any claim
+    assert client.post(f"/api/worklist/{uid}/claim", headers=rita).status_code == 200
+    assert client.get("/api/worklist", headers=rita, params={"claimed": "mine"}).json()["total"] == 1
+
+    # The read must name the study's task; then it closes the study and is stored as ground truth.
+    assert (
+        client.post(f"/api/worklist/{uid}/read", headers=rita, json={"findings": {"mammography": "absent"}}).status_code
+        == 422
+    )
+    read = client.post(
+        f"/api/worklist/{uid}/read",
+        headers=rita,
+        json={"findings": {"chest-xray": "present"}, "note": "RLL consolidation"},
+    )
+    assert read.status_code == 201, read.text
+    body = read.json()
+    assert (body["reader"], body["findings"], body["note"], body["tier_at_read"]) == (
+        "rita",
+        {"chest-xray": "present"},
+        "RLL consolidation",
+        "positive",
+    )
+    assert 590 < body["waited_s"] < 700
+    assert client.post(f"/api/worklist/{uid}/claim", headers=rob).status_code == 409
+    assert (
+        client.post(f"/api/worklist/{uid}/read", headers=rita, json={"findings": {"chest-xray": "absent"}}).status_code
+        == 409
+    )
+
+    assert client.get("/api/worklist", headers=rita).json()["total"] == 5
+    done = client.get("/api/worklist", headers=rita, params={"state": "read"}).json()
+    assert [i["study_instance_uid"] for i in done["items"]] == [uid] and done["items"][0]["is_open"] is False
+
+    detail = client.get(f"/api/worklist/{uid}", headers=rita).json()
+    assert detail["final_read"]["findings"] == {"chest-xray": "present"} and detail["patient_name"] == "Doe^Jane"
+    kinds = [item["kind"] for item in detail["timeline"]]
+    assert "score" in kinds and "priority" in kinds and kinds[-1] == "study.read"
+    assert all("challenger" not in item["text"] for item in detail["timeline"])
+    assert client.get(f"/api/worklist/{uid}/heatmap", headers=rita).status_code == 404
+    assert client.get("/api/worklist/1.2.3.4", headers=rita).status_code == 404
+
+    with session_scope(app.state.session_factory) as session:
+        stored = session.scalar(select(FinalRead).where(FinalRead.study_instance_uid == uid))
+        assert stored is not None and stored.score_result_id is not None
+        assert session.scalar(select(FinalReadFinding.present).where(FinalReadFinding.read_id == stored.id)) is True
+        actions = [
+            (e.actor, e.action)
+            for e in session.scalars(select(AuditEvent).where(AuditEvent.subject_id == uid).order_by(AuditEvent.id))
+        ]
+    assert actions == [
+        ("rita", "study.claim"),
+        ("rita", "study.claim"),
+        ("rita", "study.release"),
+        ("rob", "study.claim"),
+        ("ada", "study.release"),
+        ("rita", "study.claim"),
+        ("rita", "study.read"),
+        ("rita", "study.view"),
+    ]
+
+
+def test_simultaneous_claims_have_one_winner(app: FastAPI, client: TestClient, add_user: AddUser) -> None:
+    readers = [add_user(f"reader{n}", "radiologist") for n in range(6)]
+    uid = seed(app)["pos1"]
+    recompute(app)
+
+    def claim(headers: dict[str, str]) -> int:
+        return client.post(f"/api/worklist/{uid}/claim", headers=headers).status_code
+
+    with ThreadPoolExecutor(len(readers)) as pool:
+        statuses = sorted(pool.map(claim, readers))
+    assert statuses == [200] + [409] * (len(readers) - 1)
+
+
+def test_claim_lapses(app: FastAPI, client: TestClient, add_user: AddUser) -> None:
+    rita, rob = add_user("rita", "radiologist"), add_user("rob", "radiologist")
+    uid = seed(app)["pos1"]
+    recompute(app)
+    assert client.post(f"/api/worklist/{uid}/claim", headers=rita).status_code == 200
+    with session_scope(app.state.session_factory) as session:
+        entry = session.scalar(select(WorklistEntry).where(WorklistEntry.study_instance_uid == uid))
+        entry.claimed_at = utcnow() - timedelta(minutes=61)
+    assert client.post(f"/api/worklist/{uid}/claim", headers=rob).json()["claimed_by"] == "rob"

@@ -1,0 +1,99 @@
+"""The priority policy as a pure function: order priority is a floor, only the call moves a study, the aging
+cap bounds how long a negative study waits behind later positives, unscored studies keep arrival order."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from service.settings import Settings
+from worklist.policy import ChampionCall, PriorityPolicy, StudyFacts, policy_from_settings, prioritise
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+POLICY = PriorityPolicy(aging_cap=timedelta(minutes=60), aging_cap_by_modality={"MG": timedelta(hours=4)})
+
+
+def scored(arrived: datetime, call: str, score: float, modality: str = "CR", order: str = "") -> StudyFacts:
+    champion = ChampionCall(call=call, score=score, threshold=0.5, model_name="chest-xray", model_version="3")  # type: ignore[arg-type]
+    return StudyFacts(arrived_at=arrived, modality=modality, order_priority=order, state="scored", champion=champion)
+
+
+def order_of(studies: dict[str, StudyFacts], now: datetime) -> list[str]:
+    keyed = {name: prioritise(facts, POLICY, now) for name, facts in studies.items()}
+    return sorted(keyed, key=lambda name: (keyed[name].due_at, keyed[name].tie_break))
+
+
+def test_positive_goes_ahead_of_earlier_negatives_within_the_cap() -> None:
+    studies = {
+        "neg-early": scored(T0, "negative", 0.1),
+        "pos-later": scored(T0 + timedelta(minutes=30), "positive", 0.9),
+        "unscored": StudyFacts(arrived_at=T0 + timedelta(minutes=10), modality="CR", state="awaiting_score"),
+    }
+    now = T0 + timedelta(minutes=40)
+    assert order_of(studies, now) == ["unscored", "pos-later", "neg-early"]
+    assert prioritise(studies["pos-later"], POLICY, now).tier == "positive"
+    assert prioritise(studies["unscored"], POLICY, now).reason == "not scored yet: arrival order"
+
+
+def test_aging_cap_stops_later_positives_from_overtaking() -> None:
+    negative = scored(T0, "negative", 0.2)
+    after_cap = scored(T0 + timedelta(minutes=61), "positive", 0.99)
+    now = T0 + timedelta(minutes=62)
+    assert order_of({"neg": negative, "pos": after_cap}, now) == ["neg", "pos"]
+    aged = prioritise(negative, POLICY, now)
+    assert aged.tier == "aged" and "waited past the 60 min CR aging cap" in aged.reason
+    assert prioritise(negative, POLICY, T0 + timedelta(minutes=59)).tier == "negative"
+
+
+def test_per_modality_cap() -> None:
+    mammogram = scored(T0, "negative", 0.2, modality="MG")
+    assert prioritise(mammogram, POLICY, T0).due_at == T0 + timedelta(hours=4)
+    settings = Settings(worklist_aging_cap_minutes=45, worklist_aging_cap_by_modality={"ct": 20})
+    policy = policy_from_settings(settings)
+    assert policy.cap_for("CT") == timedelta(minutes=20) and policy.cap_for("CR") == timedelta(minutes=45)
+
+
+def test_order_priority_is_never_lowered_by_a_negative_call() -> None:
+    stat_negative = scored(T0 + timedelta(hours=3), "negative", 0.01, order="STAT")
+    urgent_negative = scored(T0 + timedelta(minutes=30), "negative", 0.01, order="HIGH")
+    early_positive = scored(T0, "positive", 0.99)
+    now = T0 + timedelta(hours=3)
+    assert order_of({"pos": early_positive, "stat": stat_negative, "urgent": urgent_negative}, now) == [
+        "stat",
+        "urgent",
+        "pos",
+    ]
+    stat = prioritise(stat_negative, POLICY, now)
+    assert stat.tier == "stat" and stat.reason.startswith("order priority STAT (never lowered by the model)")
+    unscored_stat = StudyFacts(arrived_at=T0, modality="CT", order_priority="stat", state="could_not_score")
+    assert prioritise(unscored_stat, POLICY, now).tier == "stat"
+
+
+def test_higher_score_breaks_ties() -> None:
+    assert order_of({"low": scored(T0, "positive", 0.6), "high": scored(T0, "positive", 0.95)}, T0) == ["high", "low"]
+
+
+def test_could_not_score_keeps_arrival_order_with_its_state() -> None:
+    facts = StudyFacts(arrived_at=T0, modality="CT", state="could_not_score")
+    priority = prioritise(facts, POLICY, T0 + timedelta(hours=5))
+    assert (priority.tier, priority.due_at) == ("unscored", T0)
+    assert priority.reason == "the model could not score it: arrival order"
+
+
+def test_no_study_waits_past_its_cap_behind_a_later_positive() -> None:
+    # The guarantee in the policy's docstring, over a random day of arrivals.
+    rng = random.Random(7)
+    studies = {}
+    for index in range(400):
+        arrived = T0 + timedelta(minutes=rng.uniform(0, 600))
+        call = "positive" if rng.random() < 0.2 else "negative"
+        studies[f"s{index}"] = scored(arrived, call, rng.random(), modality=rng.choice(["CR", "MG", "CT"]))
+    now = T0 + timedelta(minutes=600)
+    order = order_of(studies, now)
+    place = {name: i for i, name in enumerate(order)}
+    for name, facts in studies.items():
+        if facts.champion and facts.champion.call == "negative":
+            cap = POLICY.cap_for(facts.modality)
+            for other, later in studies.items():
+                if later.champion and later.champion.call == "positive" and later.arrived_at > facts.arrived_at + cap:
+                    assert place[name] < place[other]

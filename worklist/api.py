@@ -1,0 +1,280 @@
+"""HTTP edge of the worklist: ``/api/worklist`` (list, study view, claim, release, final read, heat-map,
+priority history, live events). Radiologists use it (admin passes every check); every view, claim and read
+is written to the audit log in the same transaction. Worklist errors become HTTP statuses here only.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
+
+from inference.tables import ScoreResult, Study, StudyEvent
+from service.audit import record_audit
+from service.auth import AuthenticatedUser, Role, require_role
+from service.db import utcnow
+from service.deps import SessionDep, SettingsDep
+from service.settings import Settings
+from service.tables import AuditEvent
+from worklist.claims import claim_study, get_entry, record_final_read, release_study
+from worklist.errors import ClaimConflict, InvalidRead, NotClaimedByYou, StudyNotOnWorklist, WorklistError
+from worklist.live import router as live_router
+from worklist.schemas import (
+    FinalReadIn,
+    FinalReadOut,
+    PriorityChangeOut,
+    PriorityChangePage,
+    TimelineItem,
+    WorklistDetail,
+    WorklistFilters,
+    WorklistItem,
+    WorklistPage,
+    item_fields,
+)
+from worklist.tables import FinalRead, FinalReadFinding, PriorityChange, WorklistEntry
+
+__all__ = ["router"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/worklist", tags=["worklist"])
+router.include_router(live_router)
+Radiologist = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist))]
+PriorityReader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist, Role.quality))]
+
+STATES = ("awaiting_score", "not_applicable", "scored", "could_not_score", "failed", "read")
+_HTTP_STATUS: dict[type[WorklistError], int] = {
+    StudyNotOnWorklist: status.HTTP_404_NOT_FOUND,
+    ClaimConflict: status.HTTP_409_CONFLICT,
+    NotClaimedByYou: status.HTTP_409_CONFLICT,
+    InvalidRead: status.HTTP_422_UNPROCESSABLE_CONTENT,
+}
+
+
+def _http_error(error: WorklistError) -> HTTPException:
+    return HTTPException(_HTTP_STATUS.get(type(error), status.HTTP_400_BAD_REQUEST), detail=str(error))
+
+
+def _claim_lifetime(settings: Settings) -> timedelta:
+    return timedelta(minutes=settings.worklist_claim_minutes)
+
+
+@router.get("", response_model=WorklistPage)
+def list_worklist(
+    session: SessionDep,
+    user: Radiologist,
+    modality: Annotated[str | None, Query(description="CR, DX, CT, MG, ...")] = None,
+    site: Annotated[str | None, Query(description="institution (or station) name")] = None,
+    state: Annotated[Literal[STATES] | None, Query(description="scoring state, or `read` for read studies")] = None,  # type: ignore[valid-type]
+    claimed: Annotated[Literal["any", "unclaimed", "mine"], Query()] = "any",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> WorklistPage:
+    """Open studies in priority order (read studies, newest first, with ``state=read``)."""
+    conditions: list[ColumnElement[bool]] = [WorklistEntry.is_open.is_(state != "read")]
+    if state and state != "read":
+        conditions.append(WorklistEntry.state == state)
+    if modality:
+        conditions.append(WorklistEntry.modality == modality.upper())
+    if site:
+        conditions.append(WorklistEntry.site == site)
+    if claimed == "unclaimed":
+        conditions.append(WorklistEntry.claimed_by.is_(None))
+    elif claimed == "mine":
+        conditions.append(WorklistEntry.claimed_by == user.username)
+    order = (
+        (WorklistEntry.read_at.desc(), WorklistEntry.id.desc())
+        if state == "read"
+        else (WorklistEntry.due_at, WorklistEntry.tie_break, WorklistEntry.id)
+    )
+    total = session.scalar(select(func.count()).select_from(WorklistEntry).where(*conditions)) or 0
+    entries = session.scalars(
+        select(WorklistEntry).where(*conditions).order_by(*order).limit(limit).offset(offset)
+    ).all()
+    record_audit(
+        session,
+        user.username,
+        "worklist.list",
+        "worklist",
+        state or "open",
+        {"modality": modality, "site": site, "claimed": claimed, "offset": offset, "shown": len(entries)},
+    )
+    return WorklistPage(items=[WorklistItem(**item_fields(e)) for e in entries], total=total, now=utcnow())
+
+
+@router.get("/filters", response_model=WorklistFilters)
+def worklist_filters(session: SessionDep, user: Radiologist) -> WorklistFilters:
+    """The modalities and sites present among open studies, for the page's filter menus."""
+    open_ = WorklistEntry.is_open.is_(True)
+    modalities = session.scalars(
+        select(WorklistEntry.modality).where(open_).distinct().order_by(WorklistEntry.modality)
+    )
+    sites = session.scalars(select(WorklistEntry.site).where(open_).distinct().order_by(WorklistEntry.site))
+    return WorklistFilters(modalities=[m for m in modalities if m], sites=[s for s in sites if s], states=list(STATES))
+
+
+@router.get("/priority-changes", response_model=PriorityChangePage)
+def list_priority_changes(
+    session: SessionDep,
+    user: PriorityReader,
+    study_uid: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> PriorityChangePage:
+    """Every priority change with its reason, newest first (radiologists, quality)."""
+    conditions = [PriorityChange.study_instance_uid == study_uid] if study_uid else []
+    total = session.scalar(select(func.count()).select_from(PriorityChange).where(*conditions)) or 0
+    rows = session.scalars(
+        select(PriorityChange).where(*conditions).order_by(PriorityChange.id.desc()).limit(limit).offset(offset)
+    )
+    record_audit(
+        session, user.username, "worklist.priority_changes", "study" if study_uid else "worklist", study_uid or "all"
+    )
+    return PriorityChangePage(
+        items=[PriorityChangeOut.model_validate(row, from_attributes=True) for row in rows], total=total
+    )
+
+
+def _final_read_out(session: Session, read: FinalRead) -> FinalReadOut:
+    findings = session.scalars(select(FinalReadFinding).where(FinalReadFinding.read_id == read.id))
+    return FinalReadOut(
+        id=read.id,
+        study_instance_uid=read.study_instance_uid,
+        reader=read.reader,
+        read_at=read.read_at,
+        findings={f.task: "present" if f.present else "absent" for f in findings},
+        note=read.note,
+        score_result_id=read.score_result_id,
+        waited_s=read.waited_s,
+        tier_at_read=read.tier_at_read,
+    )
+
+
+def _timeline(session: Session, entry: WorklistEntry) -> list[TimelineItem]:
+    items = [
+        TimelineItem(at=event.at, kind=f"study.{event.kind}", text=event.kind.replace("_", " "))
+        for event in session.scalars(select(StudyEvent).where(StudyEvent.study_id == entry.study_id))
+    ]
+    # Only the champion: shadow challengers are for the ML engineers, not for the person reading the study.
+    for result in session.scalars(
+        select(ScoreResult).where(ScoreResult.study_id == entry.study_id, ScoreResult.role == "champion")
+    ):
+        said = (
+            f"{result.call} (score {result.score:.2f}, threshold {result.threshold:.2f})"
+            if result.outcome == "scored" and result.score is not None and result.threshold is not None
+            else f"could not score: {result.reason}"
+        )
+        items.append(
+            TimelineItem(
+                at=result.created_at, kind="score", text=f"{result.model_name} v{result.model_version}: {said}"
+            )
+        )
+    for change in session.scalars(select(PriorityChange).where(PriorityChange.study_id == entry.study_id)):
+        moved = f"{change.from_tier} → {change.to_tier}" if change.from_tier else f"listed as {change.to_tier}"
+        items.append(TimelineItem(at=change.at, kind="priority", text=f"{moved}: {change.reason}"))
+    for event in session.scalars(
+        select(AuditEvent).where(
+            AuditEvent.subject_type == "study",
+            AuditEvent.subject_id == entry.study_instance_uid,
+            AuditEvent.action.in_(("study.claim", "study.release", "study.read")),
+        )
+    ):
+        items.append(
+            TimelineItem(at=event.at, kind=event.action, text=f"{event.action.split('.')[1]} by {event.actor}")
+        )
+    return sorted(items, key=lambda item: item.at)
+
+
+@router.get("/{study_uid}", response_model=WorklistDetail)
+def get_worklist_study(study_uid: str, session: SessionDep, user: Radiologist) -> WorklistDetail:
+    """One study: patient, champion result, priority and its reason, timeline, final read."""
+    try:
+        entry = get_entry(session, study_uid)
+    except WorklistError as error:
+        raise _http_error(error) from error
+    study = session.get(Study, entry.study_id)
+    assert study is not None  # the foreign key guarantees it
+    read = session.scalar(
+        select(FinalRead).where(FinalRead.study_id == entry.study_id).order_by(FinalRead.id.desc()).limit(1)
+    )
+    heatmap_uid = (
+        session.scalar(select(ScoreResult.heatmap_sop_instance_uid).where(ScoreResult.id == entry.score_result_id))
+        if entry.score_result_id
+        else None
+    )
+    record_audit(session, user.username, "study.view", "study", study_uid, {"via": "worklist"})
+    return WorklistDetail(
+        **item_fields(entry),
+        patient_id=study.patient_id,
+        patient_name=study.patient_name,
+        patient_sex=study.patient_sex,
+        patient_birth_date=study.patient_birth_date,
+        study_date=study.study_date,
+        study_status=study.status,
+        heatmap_available=heatmap_uid is not None,
+        timeline=_timeline(session, entry),
+        final_read=_final_read_out(session, read) if read else None,
+    )
+
+
+@router.post("/{study_uid}/claim", response_model=WorklistItem)
+def claim(study_uid: str, session: SessionDep, settings: SettingsDep, user: Radiologist) -> WorklistItem:
+    """Claim a study to read it; 409 when another radiologist holds it or it has been read."""
+    try:
+        entry = claim_study(session, study_uid, user.username, utcnow(), _claim_lifetime(settings))
+    except WorklistError as error:
+        raise _http_error(error) from error
+    record_audit(session, user.username, "study.claim", "study", study_uid)
+    return WorklistItem(**item_fields(entry))
+
+
+@router.post("/{study_uid}/release", response_model=WorklistItem)
+def release(study_uid: str, session: SessionDep, user: Radiologist) -> WorklistItem:
+    """Give a claim back (an admin may free anyone's claim)."""
+    try:
+        entry = release_study(session, study_uid, user.username, utcnow(), force=Role.admin in user.roles)
+    except WorklistError as error:
+        raise _http_error(error) from error
+    record_audit(session, user.username, "study.release", "study", study_uid)
+    return WorklistItem(**item_fields(entry))
+
+
+@router.post("/{study_uid}/read", response_model=FinalReadOut, status_code=status.HTTP_201_CREATED)
+def read(
+    study_uid: str, body: FinalReadIn, session: SessionDep, settings: SettingsDep, user: Radiologist
+) -> FinalReadOut:
+    """Record the final read (finding present/absent per task, note) of a study you have claimed; closes it."""
+    findings = {task: value == "present" for task, value in body.findings.items()}
+    try:
+        final = record_final_read(
+            session, study_uid, user.username, findings, body.note, utcnow(), _claim_lifetime(settings)
+        )
+    except WorklistError as error:
+        raise _http_error(error) from error
+    record_audit(session, user.username, "study.read", "study", study_uid, {"findings": body.findings})
+    return _final_read_out(session, final)
+
+
+@router.get("/{study_uid}/heatmap", responses={200: {"content": {"image/png": {}}}})
+def heatmap(study_uid: str, session: SessionDep, settings: SettingsDep, user: Radiologist) -> Response:
+    """The champion's heat-map as PNG, when scoring made one; 404 otherwise."""
+    try:
+        entry = get_entry(session, study_uid)
+    except WorklistError as error:
+        raise _http_error(error) from error
+    if entry.score_result_id is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no champion result for this study")
+    try:
+        # Scoring owns the heat-map (a DICOM secondary capture it writes back); it renders the PNG.
+        from inference.heatmap import heatmap_png  # type: ignore[import-not-found]
+    except ImportError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="heat-map rendering is not available") from None
+    png = heatmap_png(session, settings, entry.score_result_id)
+    if png is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no heat-map for this result")
+    record_audit(session, user.username, "study.view", "study", study_uid, {"via": "worklist", "part": "heatmap"})
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,162 @@
+"""The priority policy: where a study goes in the radiologists' list, and why. A pure function, no I/O.
+
+Each study gets a **due time**; the list is read earliest-due first (ties: higher champion score first).
+This is earliest-deadline-first scheduling with the model's call setting the deadline.
+
+| study | due time | tier |
+|---|---|---|
+| order priority STAT | arrival - `stat_lead` (default 24 h: above everything not STAT) | `stat` |
+| order priority HIGH / URGENT / ASAP | arrival - `urgent_lead` (default 2 h) | `urgent` |
+| champion call positive | arrival | `positive` |
+| not scored yet, no model for it, could not score, scoring failed | arrival (plain arrival order) | `unscored` |
+| champion call negative | arrival + aging cap of its modality (default 60 min) | `negative`, then `aged` |
+
+Why this shape:
+- The order's clinical priority is a floor: the due time is the earliest of the order's and the model's,
+  so a negative call never moves a STAT or urgent order down.
+- Only the champion's call moves a study; challengers run in shadow and never reach this function.
+- The call at the version's operating point, not the raw score, sets the tier: sensitivity and specificity
+  were measured at that threshold. The score only breaks ties and is shown beside the call.
+- A study the model could not judge is neither promoted nor demoted: it keeps the place FIFO would give it.
+- **Aging cap**: a negative study is due `cap` after it arrived. Positives that arrive later than that are
+  due later than it, so once a study has waited its cap, no newly arrived positive study is put ahead of
+  it. That bounds how long a study the model got wrong (a false negative) can be starved. The due time is
+  fixed at scoring, so the order does not drift as time passes; the recompute loop only relabels a
+  negative study `aged` (with a recorded priority change) when its cap has run out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from service.settings import Settings
+
+__all__ = [
+    "ChampionCall",
+    "Priority",
+    "PriorityPolicy",
+    "StudyFacts",
+    "TIERS",
+    "policy_from_settings",
+    "prioritise",
+]
+
+TIERS = ("stat", "urgent", "positive", "unscored", "aged", "negative")
+# DICOM RequestedProcedurePriority (0040,1003) has STAT, HIGH, ROUTINE, MEDIUM, LOW; HL7 orders add ASAP/URGENT.
+STAT_PRIORITIES = frozenset({"STAT"})
+URGENT_PRIORITIES = frozenset({"HIGH", "URGENT", "ASAP"})
+
+Tier = Literal["stat", "urgent", "positive", "unscored", "aged", "negative"]
+
+
+@dataclass(frozen=True)
+class ChampionCall:
+    """What the champion model version said (only ``scored`` results reach the policy)."""
+
+    call: Literal["positive", "negative"]
+    score: float
+    threshold: float
+    model_name: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    """Everything the policy looks at for one study."""
+
+    arrived_at: datetime
+    modality: str
+    order_priority: str = ""
+    # awaiting_score, not_applicable, scored, could_not_score, failed
+    state: str = "awaiting_score"
+    champion: ChampionCall | None = None
+
+
+@dataclass(frozen=True)
+class PriorityPolicy:
+    aging_cap: timedelta = timedelta(minutes=60)
+    aging_cap_by_modality: dict[str, timedelta] = field(default_factory=dict)
+    stat_lead: timedelta = timedelta(hours=24)
+    urgent_lead: timedelta = timedelta(hours=2)
+
+    def cap_for(self, modality: str) -> timedelta:
+        return self.aging_cap_by_modality.get(modality.upper(), self.aging_cap)
+
+
+@dataclass(frozen=True)
+class Priority:
+    tier: Tier
+    due_at: datetime
+    # Orders studies due at the same instant: minus the champion score, so the likelier finding comes first.
+    tie_break: float
+    reason: str
+
+
+def policy_from_settings(settings: Settings) -> PriorityPolicy:
+    """The policy configured by the ``MEDSCREEN_WORKLIST_*`` settings."""
+    minutes = timedelta(minutes=1)
+    return PriorityPolicy(
+        aging_cap=settings.worklist_aging_cap_minutes * minutes,
+        aging_cap_by_modality={
+            modality.upper(): value * minutes for modality, value in settings.worklist_aging_cap_by_modality.items()
+        },
+        stat_lead=settings.worklist_stat_lead_minutes * minutes,
+        urgent_lead=settings.worklist_urgent_lead_minutes * minutes,
+    )
+
+
+def _minutes(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 60:g} min"
+
+
+def _model_priority(facts: StudyFacts, policy: PriorityPolicy, now: datetime) -> Priority:
+    champion = facts.champion
+    if facts.state != "scored" or champion is None:
+        why = {
+            "awaiting_score": "not scored yet",
+            "not_applicable": "no model for this study",
+            "could_not_score": "the model could not score it",
+            "failed": "scoring failed",
+        }.get(facts.state, facts.state)
+        return Priority("unscored", facts.arrived_at, 0.0, f"{why}: arrival order")
+    said = f"{champion.model_name} v{champion.model_version} {champion.call} (score {champion.score:.2f}, threshold {champion.threshold:.2f})"
+    if champion.call == "positive":
+        return Priority("positive", facts.arrived_at, -champion.score, f"{said}: ahead of negatives, arrival order")
+    cap = policy.cap_for(facts.modality)
+    due = facts.arrived_at + cap
+    if now >= due:
+        return Priority(
+            "aged",
+            due,
+            -champion.score,
+            f"{said}; waited past the {_minutes(cap)} {facts.modality or 'default'} aging cap",
+        )
+    return Priority(
+        "negative",
+        due,
+        -champion.score,
+        f"{said}: due after the {_minutes(cap)} {facts.modality or 'default'} aging cap",
+    )
+
+
+def prioritise(facts: StudyFacts, policy: PriorityPolicy, now: datetime) -> Priority:
+    """The study's place in the list at ``now``: a pure function of the order priority, the champion's call
+    and score, and the time waited (see the module docstring for the rules)."""
+    model = _model_priority(facts, policy, now)
+    order = facts.order_priority.strip().upper()
+    tier: Tier
+    if order in STAT_PRIORITIES:
+        lead, tier = policy.stat_lead, "stat"
+    elif order in URGENT_PRIORITIES:
+        lead, tier = policy.urgent_lead, "urgent"
+    else:
+        return model
+    order_due = facts.arrived_at - lead
+    if order_due <= model.due_at:
+        # The order outranks what the model says: the model never lowers a STAT or urgent order.
+        return Priority(
+            tier, order_due, model.tie_break, f"order priority {order} (never lowered by the model); {model.reason}"
+        )
+    return model

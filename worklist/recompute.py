@@ -1,0 +1,271 @@
+"""Keeps the worklist in step with the study record: takes in new studies and champion results, relabels
+studies whose aging cap ran out, records every priority change with its reason, and feeds live updates.
+
+``run_worklist_recompute`` is the loop ``medscreen serve`` runs in a thread; ``recompute_worklist`` is one
+pass (tests and the benchmark call it directly).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inference.tables import ScoreResult, Series, Study
+from service.db import session_scope, utcnow
+from service.settings import Settings
+from worklist.policy import ChampionCall, PriorityPolicy, StudyFacts, policy_from_settings, prioritise
+from worklist.ris import PriorityChangeConsumer, deliver_priority_changes
+from worklist.tables import PriorityChange, WorklistCursor, WorklistEntry, WorklistEvent
+
+__all__ = [
+    "add_event",
+    "entry_facts",
+    "recompute_worklist",
+    "run_worklist_recompute",
+    "state_for_status",
+    "take_in_study",
+]
+
+logger = logging.getLogger(__name__)
+
+# Statuses of a study that is complete and so belongs on the worklist, and the scoring state each shows
+# while no champion result is on the entry.
+_STATE_BY_STATUS = {
+    "complete": "awaiting_score",
+    "routed": "awaiting_score",
+    "scoring": "awaiting_score",
+    "scored": "awaiting_score",
+    "not_applicable": "not_applicable",
+    "could_not_score": "could_not_score",
+    "failed": "failed",
+}
+RESULTS_CURSOR = "score_results"
+# The live-update feed only needs to cover a page's reconnect; older rows go.
+EVENT_RETENTION = timedelta(hours=6)
+
+
+def state_for_status(status: str) -> str:
+    return _STATE_BY_STATUS.get(status, "awaiting_score")
+
+
+def add_event(session: Session, kind: str, study_uid: str, now: datetime, **detail: Any) -> None:
+    session.add(WorklistEvent(at=now, kind=kind, study_instance_uid=study_uid, detail=detail))
+
+
+def entry_facts(entry: WorklistEntry) -> StudyFacts:
+    champion = None
+    if entry.state == "scored" and entry.call in ("positive", "negative") and entry.score is not None:
+        champion = ChampionCall(
+            call=entry.call,  # type: ignore[arg-type]
+            score=entry.score,
+            threshold=entry.threshold if entry.threshold is not None else 0.5,
+            model_name=entry.model_name or "",
+            model_version=entry.model_version or "",
+        )
+    return StudyFacts(
+        arrived_at=entry.arrived_at,
+        modality=entry.modality,
+        order_priority=entry.order_priority,
+        state=entry.state,
+        champion=champion,
+    )
+
+
+def _reprioritise(
+    session: Session, entry: WorklistEntry, policy: PriorityPolicy, now: datetime, *, added: bool = False
+) -> PriorityChange | None:
+    priority = prioritise(entry_facts(entry), policy, now)
+    entry.priority_reason = priority.reason
+    entry.tie_break = priority.tie_break
+    entry.updated_at = now
+    if not added and priority.tier == entry.tier and priority.due_at == entry.due_at:
+        return None
+    change = PriorityChange(
+        study_id=entry.study_id,
+        study_instance_uid=entry.study_instance_uid,
+        at=now,
+        from_tier=None if added else entry.tier,
+        to_tier=priority.tier,
+        from_due_at=None if added else entry.due_at,
+        to_due_at=priority.due_at,
+        reason=priority.reason,
+        score_result_id=entry.score_result_id,
+    )
+    session.add(change)
+    entry.tier, entry.due_at = priority.tier, priority.due_at
+    add_event(session, "added" if added else "priority", entry.study_instance_uid, now, tier=priority.tier)
+    return change
+
+
+def _site_of(session: Session, study: Study) -> str:
+    if study.institution_name:
+        return study.institution_name
+    # Modalities that leave InstitutionName empty usually still send their StationName.
+    headers = session.scalar(select(Series.headers).where(Series.study_id == study.id).order_by(Series.id).limit(1))
+    return str((headers or {}).get("StationName") or "")
+
+
+def take_in_study(
+    session: Session, study: Study, policy: PriorityPolicy, now: datetime
+) -> tuple[WorklistEntry, PriorityChange | None]:
+    """Put a complete study on the worklist at its policy place, with its champion result if it has one."""
+    entry = WorklistEntry(
+        study_id=study.id,
+        study_instance_uid=study.study_instance_uid,
+        accession_number=study.accession_number,
+        study_description=study.study_description,
+        modality=study.modality,
+        site=_site_of(session, study),
+        task=study.task,
+        order_priority=study.order_priority,
+        arrived_at=study.first_received_at,
+        state=state_for_status(study.status),
+        study_status=study.status,
+        tier="unscored",
+        due_at=study.first_received_at,
+        is_open=True,
+        updated_at=now,
+    )
+    champion = _latest_champion(session, study.id)
+    if champion is not None:
+        _take_result(entry, champion)
+    session.add(entry)
+    session.flush()
+    return entry, _reprioritise(session, entry, policy, now, added=True)
+
+
+def _take_result(entry: WorklistEntry, result: ScoreResult) -> bool:
+    """Copy a champion result onto the entry; False when it is a challenger's or older than the one there."""
+    if result.role != "champion":
+        # Challengers are shadow models: whatever they say must never move a study.
+        return False
+    if entry.result_revision is not None and (result.revision, result.id) < (
+        entry.result_revision,
+        entry.score_result_id or 0,
+    ):
+        return False
+    entry.score_result_id = result.id
+    entry.result_revision = result.revision
+    entry.model_name, entry.model_version = result.model_name, result.model_version
+    if result.outcome == "scored" and result.score is not None and result.call in ("positive", "negative"):
+        entry.state = "scored"
+        entry.score, entry.threshold, entry.call, entry.score_reason = result.score, result.threshold, result.call, None
+    else:
+        entry.state = "could_not_score"
+        entry.score, entry.threshold, entry.call, entry.score_reason = None, None, None, result.reason
+    return True
+
+
+def _apply_result(
+    session: Session, entry: WorklistEntry, result: ScoreResult, policy: PriorityPolicy, now: datetime
+) -> PriorityChange | None:
+    if not _take_result(entry, result) or not entry.is_open:
+        return None
+    return _reprioritise(session, entry, policy, now)
+
+
+def _latest_champion(session: Session, study_id: int) -> ScoreResult | None:
+    return session.scalar(
+        select(ScoreResult)
+        .where(ScoreResult.study_id == study_id, ScoreResult.role == "champion")
+        .order_by(ScoreResult.revision.desc(), ScoreResult.id.desc())
+        .limit(1)
+    )
+
+
+def recompute_worklist(
+    session: Session, policy: PriorityPolicy, now: datetime | None = None, *, batch: int = 2000
+) -> list[PriorityChange]:
+    """One pass: new studies in, new champion results applied, status changes followed, aged studies relabelled."""
+    now = now or utcnow()
+    changes: list[PriorityChange | None] = []
+
+    # 1. Complete studies not yet on the list.
+    new_studies = session.scalars(
+        select(Study)
+        .outerjoin(WorklistEntry, WorklistEntry.study_id == Study.id)
+        .where(WorklistEntry.id.is_(None), Study.status != "receiving")
+        .order_by(Study.id)
+        .limit(batch)
+    ).all()
+    for study in new_studies:
+        changes.append(take_in_study(session, study, policy, now)[1])
+    session.flush()
+
+    # 2. Champion results stored since the last pass, in id order.
+    cursor = session.get(WorklistCursor, RESULTS_CURSOR)
+    if cursor is None:
+        cursor = WorklistCursor(name=RESULTS_CURSOR, last_id=0)
+        session.add(cursor)
+    results = session.scalars(
+        select(ScoreResult).where(ScoreResult.id > cursor.last_id).order_by(ScoreResult.id).limit(batch)
+    ).all()
+    for result in results:
+        cursor.last_id = result.id
+        entry = session.scalar(select(WorklistEntry).where(WorklistEntry.study_id == result.study_id))
+        if entry is not None:
+            changes.append(_apply_result(session, entry, result, policy, now))
+
+    # 3. Studies whose status or revision moved without a result we saw (a result committed out of id order,
+    #    scoring failed, a new revision arrived): follow the study record.
+    moved = session.execute(
+        select(WorklistEntry, Study)
+        .join(Study, Study.id == WorklistEntry.study_id)
+        .where(WorklistEntry.is_open.is_(True), WorklistEntry.study_status != Study.status)
+        .limit(batch)
+    ).all()
+    for entry, study in moved:
+        entry.study_status = study.status
+        champion = _latest_champion(session, study.id)
+        if champion is not None and champion.id != entry.score_result_id:
+            changes.append(_apply_result(session, entry, champion, policy, now))
+        elif champion is None:
+            entry.state = state_for_status(study.status)
+            changes.append(_reprioritise(session, entry, policy, now))
+
+    # 4. Negative studies whose aging cap has run out.
+    aged = session.scalars(
+        select(WorklistEntry)
+        .where(WorklistEntry.tier == "negative", WorklistEntry.due_at <= now, WorklistEntry.is_open.is_(True))
+        .limit(batch)
+    ).all()
+    for entry in aged:
+        changes.append(_reprioritise(session, entry, policy, now))
+
+    session.execute(delete(WorklistEvent).where(WorklistEvent.at < now - EVENT_RETENTION))
+    session.flush()
+    return [change for change in changes if change is not None]
+
+
+def run_worklist_recompute(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    stop_event: threading.Event,
+    consumers: Sequence[PriorityChangeConsumer] = (),
+) -> None:
+    """Run recompute passes every ``settings.worklist_recompute_s`` until ``stop_event`` is set.
+
+    ``consumers`` receive every priority change (the RIS push hook, see ``worklist/ris.py``).
+    """
+    policy = policy_from_settings(settings)
+    logger.info("worklist recompute every %.1f s", settings.worklist_recompute_s)
+    while True:
+        try:
+            with session_scope(session_factory) as session:
+                changes = recompute_worklist(session, policy)
+            if changes:
+                logger.info("worklist: %d priority change(s)", len(changes))
+            for consumer in consumers:
+                with session_scope(session_factory) as session:
+                    deliver_priority_changes(session, consumer)
+        except Exception:
+            # A database hiccup must not end the loop: the next pass picks up where this one stopped.
+            logger.exception("worklist recompute pass failed; retrying in %.1f s", settings.worklist_recompute_s)
+        if stop_event.wait(settings.worklist_recompute_s):
+            return

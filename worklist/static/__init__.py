@@ -1,0 +1,1 @@
+"""Files of the radiologists' worklist page (HTML, JS, CSS), served by ``worklist/page.py``: no build step."""

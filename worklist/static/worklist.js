@@ -1,0 +1,266 @@
+// The radiologists' worklist page: list (server-side pages), study view, claim/release, final read, live updates.
+"use strict";
+
+const PAGE_SIZE = 50;
+const state = { token: sessionStorage.getItem("medscreen.token"), user: null, offset: 0, total: 0,
+  serverSkewMs: 0, selected: null, lastEventId: null, streamAbort: null, refreshTimer: null };
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value; else if (key === "text") node.textContent = value;
+    else if (key.startsWith("data-")) node.setAttribute(key, value); else node[key] = value;
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ Authorization: `Bearer ${state.token}` }, options.headers || {});
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 401) { logout(); throw new Error("please log in again"); }
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail; } catch (_) { /* not JSON */ }
+    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  }
+  return response;
+}
+
+// --- login ---------------------------------------------------------------------------------------
+
+async function login(event) {
+  event.preventDefault();
+  $("login-error").textContent = "";
+  const body = new URLSearchParams({ username: $("username").value, password: $("password").value });
+  const response = await fetch("/api/auth/token", { method: "POST", body });
+  if (!response.ok) { $("login-error").textContent = "Wrong username or password."; return; }
+  state.token = (await response.json()).access_token;
+  sessionStorage.setItem("medscreen.token", state.token);
+  await start();
+}
+
+function logout() {
+  state.token = null; sessionStorage.removeItem("medscreen.token");
+  if (state.streamAbort) state.streamAbort.abort();
+  $("app").hidden = true; $("logout").hidden = true; $("who").textContent = ""; $("login-panel").hidden = false;
+}
+
+async function start() {
+  const me = await (await api("/api/auth/me")).json();
+  state.user = me.username;
+  $("who").textContent = `${me.username} (${me.roles.join(", ")})`;
+  $("login-panel").hidden = true; $("app").hidden = false; $("logout").hidden = false;
+  await loadFilters();
+  await loadList();
+  follow();
+}
+
+// --- list ----------------------------------------------------------------------------------------
+
+async function loadFilters() {
+  const filters = await (await api("/api/worklist/filters")).json();
+  const fill = (select, values) => {
+    const keep = select.value;
+    while (select.options.length > 1) select.remove(1);
+    for (const value of values) select.append(el("option", { value, text: value.replace(/_/g, " ") }));
+    select.value = keep;
+  };
+  fill($("f-modality"), filters.modalities); fill($("f-site"), filters.sites); fill($("f-state"), filters.states);
+}
+
+function waited(iso) {
+  const minutes = Math.max(0, (Date.now() + state.serverSkewMs - Date.parse(iso)) / 60000);
+  if (minutes < 60) return `${Math.floor(minutes)} min`;
+  const hours = Math.floor(minutes / 60);
+  return hours < 48 ? `${hours} h ${Math.floor(minutes % 60)} min` : `${Math.floor(hours / 24)} d`;
+}
+
+function scoreBar(item) {
+  if (item.score === null) return el("span", { class: "muted", text: item.state === "could_not_score" ? "could not score" : "—" });
+  const bar = el("span", { class: "bar", title: `score ${item.score.toFixed(3)}, threshold ${item.threshold.toFixed(3)}` },
+    el("span", { class: `fill ${item.call}` }), el("span", { class: "threshold" }));
+  // Set through the CSSOM: the page's Content-Security-Policy refuses inline style attributes.
+  bar.querySelector(".fill").style.width = `${(item.score * 100).toFixed(1)}%`;
+  bar.querySelector(".threshold").style.left = `${(item.threshold * 100).toFixed(1)}%`;
+  return el("span", {}, bar, el("span", { class: "num", text: ` ${item.score.toFixed(2)}` }));
+}
+
+function row(item, position) {
+  const claim = item.claimed_by
+    ? el("span", { text: item.claimed_by === state.user ? "you" : item.claimed_by, class: "claimed" })
+    : el("span", { text: "—" });
+  const tr = el("tr", { "data-uid": item.study_instance_uid, "data-tier": item.tier, title: item.priority_reason },
+    el("td", { class: "num", text: String(position) }),
+    el("td", {}, el("span", { class: `tier tier-${item.tier}`, text: item.tier })),
+    el("td", { class: "num", text: waited(item.arrived_at) }),
+    el("td", { text: item.accession_number || item.study_description || item.study_instance_uid.slice(-12) }),
+    el("td", { text: item.modality }),
+    el("td", { text: item.site }),
+    el("td", { text: item.order_priority }),
+    el("td", { text: item.model_name ? `${item.model_name} v${item.model_version}` : "—" }),
+    el("td", {}, scoreBar(item)),
+    el("td", { class: item.call ? `call-${item.call}` : "", text: item.call || "—" }),
+    el("td", { class: "state", text: item.state.replace(/_/g, " ") }),
+    el("td", {}, claim));
+  if (item.study_instance_uid === state.selected) tr.classList.add("selected");
+  tr.addEventListener("click", () => openStudy(item.study_instance_uid));
+  return tr;
+}
+
+async function loadList() {
+  const params = new URLSearchParams({ limit: PAGE_SIZE, offset: state.offset, claimed: $("f-claimed").value });
+  for (const [name, id] of [["modality", "f-modality"], ["site", "f-site"], ["state", "f-state"]]) {
+    if ($(id).value) params.set(name, $(id).value);
+  }
+  const page = await (await api(`/api/worklist?${params}`)).json();
+  state.serverSkewMs = Date.parse(page.now) - Date.now();
+  state.total = page.total;
+  if (state.offset >= page.total && state.offset > 0) { state.offset = Math.max(0, page.total - PAGE_SIZE); return loadList(); }
+  $("rows").replaceChildren(...page.items.map((item, i) => row(item, state.offset + i + 1)));
+  const last = Math.min(state.offset + PAGE_SIZE, page.total);
+  $("range").textContent = page.total ? `${state.offset + 1}–${last} of ${page.total.toLocaleString()}` : "no studies";
+  $("prev").disabled = state.offset === 0; $("next").disabled = last >= page.total;
+}
+
+function scheduleRefresh() {
+  // Many events arrive together (a batch of results): one reload covers them all.
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = setTimeout(async () => {
+    await loadList();
+    if (state.selected) await openStudy(state.selected, { quiet: true });
+  }, 250);
+}
+
+// --- live updates (Server-Sent Events read with fetch, so the token travels in a header) ----------
+
+async function follow() {
+  if (state.streamAbort) state.streamAbort.abort();
+  const abort = new AbortController();
+  state.streamAbort = abort;
+  while (!abort.signal.aborted && state.token) {
+    try {
+      const headers = { Authorization: `Bearer ${state.token}` };
+      if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
+      const response = await fetch("/api/worklist/events", { headers, signal: abort.signal });
+      if (!response.ok) throw new Error(`events: ${response.status}`);
+      $("live").classList.add("on"); $("live").textContent = "● live";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          handleEvent(buffer.slice(0, end)); buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch (error) {
+      if (abort.signal.aborted) return;
+      $("live").classList.remove("on"); $("live").textContent = "○ reconnecting";
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
+}
+
+function handleEvent(block) {
+  let kind = "message";
+  for (const line of block.split("\n")) {
+    if (line.startsWith("id: ")) state.lastEventId = line.slice(4);
+    else if (line.startsWith("event: ")) kind = line.slice(7);
+  }
+  if (kind !== "hello" && !block.startsWith(":")) scheduleRefresh();
+}
+
+// --- study view ----------------------------------------------------------------------------------
+
+async function openStudy(uid, { quiet = false } = {}) {
+  state.selected = uid;
+  for (const tr of $("rows").children) tr.classList.toggle("selected", tr.dataset.uid === uid);
+  if (!quiet) $("s-error").textContent = "";
+  const study = await (await api(`/api/worklist/${encodeURIComponent(uid)}`)).json();
+  $("study").hidden = false;
+  $("study").dataset.uid = uid;
+  $("s-title").textContent = `${study.modality} ${study.study_description || ""} · ${study.accession_number || uid}`;
+  const facts = [["Patient", `${study.patient_name} (${study.patient_id})`], ["Sex / born", `${study.patient_sex} / ${study.patient_birth_date}`],
+    ["Site", study.site], ["Order priority", study.order_priority || "—"], ["Task", study.task || "—"],
+    ["Arrived", `${new Date(study.arrived_at).toLocaleString()} (waiting ${waited(study.arrived_at)})`],
+    ["State", study.state.replace(/_/g, " ") + (study.score_reason ? `: ${study.score_reason}` : "")],
+    ["Model", study.model_name ? `${study.model_name} v${study.model_version}` : "—"],
+    ["Claimed by", study.claimed_by || "nobody"]];
+  $("s-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+  $("s-priority").textContent = `Priority ${study.tier}: ${study.priority_reason}`;
+  $("s-score").replaceChildren(study.score === null ? el("span", { text: "No model score." })
+    : el("span", {}, scoreBar(study), el("span", { class: `call-${study.call}`, text: ` ${study.call} at threshold ${study.threshold.toFixed(2)}` })));
+  await showHeatmap(study);
+  const mine = study.claimed_by === state.user;
+  $("claim").hidden = !study.is_open || mine; $("release").hidden = !study.is_open || !study.claimed_by;
+  $("read-form").hidden = !study.is_open || !mine;
+  if (!$("read-form").hidden && $("read-form").dataset.uid !== uid) buildReadForm(study);
+  $("s-read").replaceChildren(...(study.final_read ? [el("p", { class: "final-read",
+    text: `Read by ${study.final_read.reader} at ${new Date(study.final_read.read_at).toLocaleString()}: ` +
+      Object.entries(study.final_read.findings).map(([t, f]) => `${t} ${f}`).join(", ") +
+      (study.final_read.note ? ` — ${study.final_read.note}` : "") })] : []));
+  $("s-timeline").replaceChildren(...study.timeline.map((item) =>
+    el("li", { text: `${new Date(item.at).toLocaleTimeString()} · ${item.text}` })));
+}
+
+async function showHeatmap(study) {
+  const figure = $("s-heatmap");
+  if (!study.heatmap_available) { figure.hidden = true; return; }
+  try {
+    const blob = await (await api(`/api/worklist/${encodeURIComponent(study.study_instance_uid)}/heatmap`)).blob();
+    const img = $("s-heatmap-img");
+    if (img.src) URL.revokeObjectURL(img.src);
+    img.src = URL.createObjectURL(blob); figure.hidden = false;
+  } catch (_) { figure.hidden = true; }
+}
+
+function buildReadForm(study) {
+  $("read-form").dataset.uid = study.study_instance_uid;
+  const tasks = study.task ? [study.task] : ["finding"];
+  $("read-findings").replaceChildren(el("legend", { text: "Finding" }), ...tasks.flatMap((task) => [
+    el("span", { text: `${task}: ` }),
+    el("label", {}, el("input", { type: "radio", name: `task-${task}`, value: "present", required: true, "data-task": task }), " present "),
+    el("label", {}, el("input", { type: "radio", name: `task-${task}`, value: "absent", "data-task": task }), " absent "),
+  ]));
+  $("read-note").value = "";
+}
+
+async function act(path, options) {
+  $("s-error").textContent = "";
+  try { await api(path, options); } catch (error) { $("s-error").textContent = error.message; }
+  await openStudy(state.selected, { quiet: true });
+  await loadList();
+}
+
+async function submitRead(event) {
+  event.preventDefault();
+  const findings = {};
+  for (const input of $("read-findings").querySelectorAll("input:checked")) findings[input.dataset.task] = input.value;
+  await act(`/api/worklist/${encodeURIComponent(state.selected)}/read`, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ findings, note: $("read-note").value }) });
+  $("read-form").dataset.uid = "";
+}
+
+// --- wiring ----------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
+  for (const id of ["f-modality", "f-site", "f-state", "f-claimed"]) {
+    $(id).addEventListener("change", () => { state.offset = 0; loadList(); });
+  }
+  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadList(); });
+  $("next").addEventListener("click", () => { state.offset += PAGE_SIZE; loadList(); });
+  $("close-study").addEventListener("click", () => { $("study").hidden = true; state.selected = null; });
+  $("claim").addEventListener("click", () => act(`/api/worklist/${encodeURIComponent(state.selected)}/claim`, { method: "POST" }));
+  $("release").addEventListener("click", () => act(`/api/worklist/${encodeURIComponent(state.selected)}/release`, { method: "POST" }));
+  $("read-form").addEventListener("submit", submitRead);
+  // Waiting times and aging move with the clock even when nothing else happens.
+  setInterval(() => { if (state.token) loadList(); }, 60000);
+  if (state.token) start().catch(logout); else $("login-panel").hidden = false;
+});
