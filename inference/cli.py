@@ -79,7 +79,53 @@ def _routes_test(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace, settings: Settings) -> int:
+    import warnings
+
+    from inference.champions import ModelSelector
+    from inference.errors import RoutingRulesError
+    from inference.offline_score import collect_studies, score_offline
+    from inference.route import load_rules
+    from inference.shipped_models import register_shipped_bundles
+
+    warnings.filterwarnings("ignore")
+    try:
+        rules = load_rules(args.rules or settings.routes_file)
+    except RoutingRulesError as exc:
+        sys.stderr.write(f"invalid routing rules: {exc}\n")
+        return 2
+    settings.home.mkdir(parents=True, exist_ok=True)
+    uri = settings.resolved_mlflow_tracking_uri
+    register_shipped_bundles(uri)  # an empty registry gets the shipped models, as on the service's first start
+    try:
+        studies, refused = collect_studies(args.paths, progress=not args.quiet)
+    except FileNotFoundError as exc:
+        sys.stderr.write(f"medscreen score: {exc}\n")
+        return 2
+    selector = ModelSelector(uri, settings.home / "model-cache", intra_op_threads=settings.ort_threads, refresh_s=0)
+    counts = score_offline(studies, rules, selector, sys.stdout, min_ct_slices=settings.ct_min_slices,
+                           progress=not args.quiet)
+    summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(counts.items())) or "nothing"
+    refused_text = ", ".join(f"{v} {k}" for k, v in sorted(refused.items())) or "none"
+    sys.stderr.write(f"{len(studies)} studies: {summary}; files refused: {refused_text}\n")
+    return 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    score = subparsers.add_parser(
+        "score",
+        help="score DICOM files or folders offline (one JSON line per study)",
+        description="Group DICOM files into studies by StudyInstanceUID, route them with the routing rules and score "
+        "each with its task's champion model (shipped models are registered first if the registry is empty). Prints "
+        "one JSON object per study: study_instance_uid, task, score, call, threshold, model_name, model_version, "
+        "mlflow_run_id, localisation, instances, error (null, or why it could not score). Progress on stderr. "
+        "Scores are decision support, not diagnoses.",
+    )
+    score.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)")
+    score.add_argument("--rules", type=Path, help="routing rules YAML (default: MEDSCREEN_ROUTES_FILE or the shipped rules)")
+    score.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    score.set_defaults(func=_score)
+
     routes = subparsers.add_parser("routes", help="routing rules")
     routes_sub = routes.add_subparsers(dest="routes_command", required=True, metavar="SUBCOMMAND")
     test = routes_sub.add_parser(

@@ -1,0 +1,42 @@
+"""`medscreen score PATH...`: one JSON line per study, every study accounted for, progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.study_factory import wrap_radiograph
+from tests.conftest import FIXTURES, REPO
+
+pytestmark = pytest.mark.integration
+REQUIRED = {"study_instance_uid", "task", "score", "call", "model_name", "model_version", "localisation", "error"}
+
+
+def test_score_command_reports_every_study(tmp_path: Path) -> None:
+    kermany = FIXTURES / "datasets" / "kermany" / "train"
+    folder = tmp_path / "site-data"
+    for index, image in enumerate(sorted((kermany / "PNEUMONIA").glob("*.jpeg"))[:2] + sorted((kermany / "NORMAL").glob("*.jpeg"))[:2]):
+        wrap_radiograph(image, folder / f"cxr{index}.dcm", patient_id=f"P{index}")
+    wrap_radiograph(sorted((kermany / "NORMAL").glob("*.jpeg"))[0], folder / "lateral.dcm", view_position="LL")
+    (folder / "notes.txt").write_text("not a DICOM file")
+    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var")}
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "score", str(folder), str(FIXTURES / "inference" / "images" / "dx_abdomen_ge.dcm")],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 6 and all(REQUIRED <= set(line) for line in lines)
+    scored = [line for line in lines if line["error"] is None]
+    assert len(scored) == 4
+    for line in scored:
+        assert (line["task"], line["model_name"], line["model_version"]) == ("chest-xray", "chest-xray", "1")
+        assert 0 <= line["score"] <= 1 and line["call"] == ("positive" if line["score"] >= line["threshold"] else "negative")
+    errors = sorted(line["error"].split(":")[0] for line in lines if line["error"])
+    assert errors == ["could not score", "not applicable"]
+    assert "scoring studies" in result.stderr and "files refused: 1 not-dicom" in result.stderr
