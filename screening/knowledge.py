@@ -37,6 +37,10 @@ EPSILON = 0.01
 SPECIFIC_FINDING_FACTOR = 0.25
 CONTRADICTED = 1e-4
 DEFAULT_FREQUENCY = 0.5
+# An excluded finding counts at most as if the disease showed it in 80% of patients: in young children
+# many features have not appeared yet (seizures, short stature), and the noisy-or over sibling
+# annotations overstates general terms; without the cap one "no hearing loss" costs a disease 7 nats.
+ABSENT_CAP = 0.8
 
 _FREQUENCY_TERMS = {
     "HP:0040280": 1.0,  # obligate
@@ -267,8 +271,8 @@ def build_knowledge_base(ontology: Ontology, hpoa: Path | None = None) -> Knowle
     present.data = (np.log(present.data) - math.log(EPSILON)).astype(np.float32)
     present_default = (math.log(EPSILON) - np.log(p_pop)).astype(np.float64)
     absent = prob.copy()
-    absent.data = (np.log1p(-np.minimum(absent.data, 0.999)) - math.log1p(-EPSILON)).astype(np.float32)
-    absent_default = (math.log1p(-EPSILON) - np.log1p(-np.minimum(p_pop, 0.999))).astype(np.float64)
+    absent.data = (np.log1p(-np.minimum(absent.data, ABSENT_CAP)) - math.log1p(-EPSILON)).astype(np.float32)
+    absent_default = (math.log1p(-EPSILON) - np.log1p(-np.minimum(p_pop, ABSENT_CAP))).astype(np.float64)
     logger.info("knowledge base: %d terms x %d diseases, %d non-default entries", n_terms, n_dis, prob.nnz)
     return KnowledgeBase(
         ontology, term_ids, disease_ids, names, present.tocsr(), present_default, absent.tocsr(), absent_default

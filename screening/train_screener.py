@@ -47,6 +47,7 @@ class Dataset:
     count_ranks: list[float | None] = field(default_factory=list)
     n_diseases: int = 0
     cases_with_findings: int = 0
+    cases_with_annotated_disease: int = 0  # the case's OMIM disease is in phenotype.hpoa
 
 
 def build_dataset(
@@ -96,16 +97,17 @@ def build_dataset(
         systems.append(scored.organ_systems)
         counts.append(scored.feature_count_max)
     return Dataset(
-        np.array(rows),
-        np.array(labels),
-        groups,
-        np.array(systems, dtype=np.float64),
-        np.array(counts),
-        kb_ranks,
-        count_ranks,
-        curated_ranks,
-        len({g for g, y in zip(groups, labels, strict=True) if y == 1}),
-        with_findings,
+        features=np.array(rows),
+        labels=np.array(labels),
+        groups=groups,
+        organ_systems=np.array(systems, dtype=np.float64),
+        feature_count=np.array(counts),
+        kb_ranks=kb_ranks,
+        curated_ranks=curated_ranks,
+        count_ranks=count_ranks,
+        n_diseases=len({g for g, y in zip(groups, labels, strict=True) if y == 1}),
+        cases_with_findings=with_findings,
+        cases_with_annotated_disease=sum(r is not None for r in curated_ranks),
     )
 
 
@@ -158,6 +160,7 @@ def evaluate(data: Dataset, prevalence: float, budget: float, folds: int = 5, se
         "n_controls": int(controls.sum()),
         "n_diseases": data.n_diseases,
         "cases_with_emr_findings": data.cases_with_findings,
+        "cases_with_annotated_disease": data.cases_with_annotated_disease,
         "prevalence": prevalence,
         "alert_budget": budget,
         "folds": splitter.get_n_splits(),
