@@ -77,7 +77,6 @@ def main() -> int:
     starts = list(range(0, args.children, CHUNK))
     began = time.perf_counter()
     with mp.get_context("fork").Pool(args.workers, initializer=_init) as pool:
-        load_done = time.perf_counter()
         results = pool.map(_screen_chunk, starts, chunksize=1)
     wall = time.perf_counter() - began
     screened = sum(r[0] for r in results)
@@ -96,7 +95,6 @@ def main() -> int:
         "children_per_s_on_workers": round(per_core * args.workers),
         "projected_s_for_1M_children": round(1_000_000 / (per_core * args.workers), 1),
         "peak_rss_mb_per_worker": round(peak_children_mb),
-        "load_s": round(load_done - began, 1),
     }
     report["fhir_reading_children_per_s_per_core"] = round(_fhir_rate(args.fhir_sample))
     report["peak_rss_mb_main_incl_fhir_sample"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
