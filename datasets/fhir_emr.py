@@ -106,7 +106,7 @@ def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], sour
             continue
         name = f"{rtype}/{raw.get('id', '?')}"
         try:
-            resource = get_fhir_model_class(rtype).model_validate(raw)
+            resource: Any = get_fhir_model_class(rtype).model_validate(raw)
         except (ValidationError, ValueError, TypeError) as exc:
             errors.append(RecordError(source, f"{where} {name}", f"invalid {rtype}: {_short(exc)}"))
             continue

@@ -73,18 +73,22 @@ def risk_assessment(result: ScreeningResult, ontology: Ontology) -> RiskAssessme
         notes.append({"text": f"not screened: {result.status} ({result.reason})"})
     if result.drivers:
         notes.append({"text": "drivers: " + "; ".join(result.drivers)})
-    return RiskAssessment(
-        status="final" if result.status == "screened" else "cancelled",
-        subject={"reference": f"Patient/{result.patient_id}"},
-        occurrenceDateTime=result.screened_at.isoformat(),
-        method={
+    resource: dict[str, Any] = {
+        "resourceType": "RiskAssessment",
+        "status": "final" if result.status == "screened" else "cancelled",
+        "subject": {"reference": f"Patient/{result.patient_id}"},
+        "occurrenceDateTime": result.screened_at.isoformat(),
+        "method": {
             "coding": [{"system": "urn:medscreen:model", "code": "rare-disease-screener", "version": result.model_version}],
             "text": f"medscreen rare-disease screener {result.model_version}",
         },
-        basis=None,
-        prediction=predictions or None,
-        note=notes or None,
-    )
+    }
+    if predictions:
+        resource["prediction"] = predictions
+    if notes:
+        resource["note"] = notes
+    # Validated by the R4B model: an invalid resource fails here, not in the EMR that receives it.
+    return RiskAssessment.model_validate(resource)
 
 
 def flag(result: ScreeningResult, ontology: Ontology) -> Flag | None:
@@ -93,28 +97,32 @@ def flag(result: ScreeningResult, ontology: Ontology) -> Flag | None:
         return None
     top = result.candidates[0].name if result.candidates else "a rare genetic disease"
     systems = ", ".join(result.organ_systems[:4]) or "several findings"
-    return Flag(
-        status="active",
-        category=[
-            {
-                "coding": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/flag-category", "code": "clinical", "display": "Clinical"}
-                ]
-            }
-        ],
-        code={
-            "coding": [{"system": "urn:medscreen:flag", "code": "genetics-referral-suggested"}],
-            "text": f"Consider a genetics referral: risk {result.risk:.3f}; {systems}; best match {top}",
-        },
-        subject={"reference": f"Patient/{result.patient_id}"},
-        period={"start": result.screened_at.isoformat()},
+    return Flag.model_validate(
+        {
+            "resourceType": "Flag",
+            "status": "active",
+            "category": [
+                {
+                    "coding": [
+                        {"system": "http://terminology.hl7.org/CodeSystem/flag-category", "code": "clinical", "display": "Clinical"}
+                    ]
+                }
+            ],
+            "code": {
+                "coding": [{"system": "urn:medscreen:flag", "code": "genetics-referral-suggested"}],
+                "text": f"Consider a genetics referral: risk {result.risk:.3f}; {systems}; best match {top}",
+            },
+            "subject": {"reference": f"Patient/{result.patient_id}"},
+            "period": {"start": result.screened_at.isoformat()},
+        }
     )
 
 
 def operation_outcome(errors: list[RecordError]) -> OperationOutcome:
-    return OperationOutcome(
-        issue=[
-            {"severity": "error", "code": "invalid", "diagnostics": f"{e.source} {e.record}: {e.reason}"} for e in errors
-        ]
-        or [{"severity": "information", "code": "informational", "diagnostics": "all records read"}]
+    issues = [{"severity": "error", "code": "invalid", "diagnostics": f"{e.source} {e.record}: {e.reason}"} for e in errors]
+    return OperationOutcome.model_validate(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": issues or [{"severity": "information", "code": "informational", "diagnostics": "all records read"}],
+        }
     )
