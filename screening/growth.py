@@ -56,31 +56,27 @@ class GrowthStandards:
 
     def __init__(self, curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> None:
         self.curves = curves
-
-    def z_many(self, indicator: str, sex: str, ages: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """z-scores of many measurements at once; NaN outside the tables' ages or for unknown sex."""
-        curve = self.curves.get((indicator, sex))
-        out = np.full(len(ages), np.nan)
-        if curve is None:
-            return out
-        table_ages, ls, ms, ss = curve
-        inside = (ages >= table_ages[0]) & (ages <= table_ages[-1]) & (values > 0)
-        l_ = np.interp(ages[inside], table_ages, ls)
-        m_ = np.interp(ages[inside], table_ages, ms)
-        s_ = np.interp(ages[inside], table_ages, ss)
-        out[inside] = [lms_z(x, a, b, c) for x, a, b, c in zip(values[inside], l_, m_, s_, strict=True)]
-        return out
+        # L, M, S interpolated once per whole day as plain lists: a measurement then costs a list index
+        # and one formula (screening a city's children is millions of measurements).
+        self._daily: dict[tuple[str, str], tuple[list[float], list[float], list[float]]] = {}
+        for key, (ages, ls, ms, ss) in curves.items():
+            days = np.arange(0, int(ages[-1]) + 1, dtype=np.float64)
+            outside = days < ages[0]
+            cols = [np.interp(days, ages, col) for col in (ls, ms, ss)]
+            for col in cols:
+                col[outside] = np.nan
+            self._daily[key] = (cols[0].tolist(), cols[1].tolist(), cols[2].tolist())
 
     def z(self, indicator: str, sex: str, age_days: float, value: float) -> float | None:
         """z-score, or None outside the tables' ages (under 0 or over 7 years) or for unknown sex."""
-        curve = self.curves.get((indicator, sex))
-        if curve is None:
+        daily = self._daily.get((indicator, sex))
+        if daily is None:
             return None
-        ages, ls, ms, ss = curve
-        if age_days < ages[0] or age_days > ages[-1]:
+        ls, ms, ss = daily
+        day = int(round(age_days))
+        if day < 0 or day >= len(ls) or value <= 0:
             return None
-        l_, m_, s_ = (float(np.interp(age_days, ages, col)) for col in (ls, ms, ss))
-        z = lms_z(value, l_, m_, s_)
+        z = lms_z(value, ls[day], ms[day], ss[day])
         return None if math.isnan(z) else z
 
 
@@ -128,28 +124,23 @@ def growth_findings(
     lowest: dict[str, float] = {}
     for indicator in ("lhfa", "hcfa", "wfa"):
         series = sorted((age, value) for ind, age, value in measurements if ind == indicator)
-        if not series:
-            continue
-        ages = np.array([a for a, _ in series], dtype=np.float64)
-        values = np.array([v for _, v in series], dtype=np.float64)
-        zs = standards.z_many(indicator, sex, ages, values)
         weight_z: list[tuple[int, float]] = []
-        for age_f, z in zip(ages, zs, strict=True):
-            age_days = int(age_f)
-            if not np.isfinite(z) or abs(z) > 6:  # beyond 6 SD is a units or typing error, not a child
+        for age_days, value in series:
+            z = standards.z(indicator, sex, age_days, value)
+            if z is None or abs(z) > 6:  # beyond 6 SD is a units or typing error, not a child
                 continue
-            lowest[indicator] = min(lowest.get(indicator, 0.0), float(z))
+            lowest[indicator] = min(lowest.get(indicator, 0.0), z)
             low, high = _THRESHOLD_TERMS[indicator]
             if z < -2:
-                found.append(GrowthFinding(low, age_days, float(z), indicator))
+                found.append(GrowthFinding(low, age_days, z, indicator))
             elif z > 2:
-                found.append(GrowthFinding(high, age_days, float(z), indicator))
+                found.append(GrowthFinding(high, age_days, z, indicator))
             if indicator == "wfa":
                 for earlier_age, earlier_z in weight_z:
                     if age_days - earlier_age >= 60 and earlier_z - z >= 1.34:
-                        found.append(GrowthFinding(FAILURE_TO_THRIVE, age_days, float(z), indicator))
+                        found.append(GrowthFinding(FAILURE_TO_THRIVE, age_days, z, indicator))
                         break
-                weight_z.append((age_days, float(z)))
+                weight_z.append((age_days, z))
     return found, lowest
 
 

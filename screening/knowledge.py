@@ -148,6 +148,17 @@ class KnowledgeBase:
         hits = np.unique(positions[(columns == disease) & (values > 0)])
         return [self.term_ids[observed[i]] for i in hits]
 
+    def best_match_size(self, observed: list[int], disease: int) -> int:
+        """How many findings one disease explains; a row lookup per finding, cheaper than matched_terms."""
+        present = self.present
+        count = 0
+        for row in observed:
+            a, b = present.indptr[row], present.indptr[row + 1]
+            columns = present.indices[a:b]
+            k = np.searchsorted(columns, disease)  # indices are sorted within a CSR row
+            count += bool(k < len(columns) and columns[k] == disease and present.data[a + k] > 0)
+        return count
+
     def top_matches(self, observed: list[int], scores: np.ndarray, k: int = 5) -> list[DiseaseMatch]:
         if k <= 0 or not observed:
             return []
@@ -274,6 +285,7 @@ def build_knowledge_base(ontology: Ontology, hpoa: Path | None = None) -> Knowle
     absent.data = (np.log1p(-np.minimum(absent.data, ABSENT_CAP)) - math.log1p(-EPSILON)).astype(np.float32)
     absent_default = (math.log1p(-EPSILON) - np.log1p(-np.minimum(p_pop, ABSENT_CAP))).astype(np.float64)
     logger.info("knowledge base: %d terms x %d diseases, %d non-default entries", n_terms, n_dis, prob.nnz)
-    return KnowledgeBase(
-        ontology, term_ids, disease_ids, names, present.tocsr(), present_default, absent.tocsr(), absent_default
-    )
+    present, absent = present.tocsr(), absent.tocsr()
+    present.sort_indices()
+    absent.sort_indices()
+    return KnowledgeBase(ontology, term_ids, disease_ids, names, present, present_default, absent, absent_default)

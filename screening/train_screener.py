@@ -90,7 +90,7 @@ def build_dataset(
             count_ranks.append(expected_rank(scored.counts, index))
     for i, (record, as_of) in enumerate(simulate_controls(maps, n_controls, seed + 1)):
         child = extract_findings(record, maps, as_of)
-        scored = score_child(child, kb)
+        scored = score_child(child, kb, baselines=True)
         rows.append(scored.features)
         labels.append(0)
         groups.append(f"control-{i % 5}")
