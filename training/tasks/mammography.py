@@ -212,8 +212,8 @@ def _card_text(params: dict[str, Any], evaluations: list[Any], best_epoch: int, 
         ),
         "model": (
             f"MONAI residual CNN (`models.networks.HeatmapClassifier`, {params['parameters']:,} parameters), fully "
-            "convolutional with max pooling of a 2-channel logit map. Trained on 64 px patches and on whole 512 px "
-            "films (0.4 mm pixels, percentile rescale) interleaved, AdamW one-cycle LR 2e-3, MONAI flips/affine/"
+            "convolutional with max pooling of a 2-channel logit map. Trained on 64 px patches, joined from epoch "
+            f"{params['films_from_epoch']} by whole 512 px films (0.4 mm pixels, percentile rescale), interleaved batch by batch, AdamW one-cycle LR 2e-3, MONAI flips/affine/"
             f"contrast augmentation, seed {params['seed']}. The ONNX model takes the whole film."
         ),
         "operating_point": (
@@ -228,7 +228,8 @@ def _card_text(params: dict[str, Any], evaluations: list[Any], best_epoch: int, 
             f"{film.metrics.auroc_ci_high:.3f}) against {patch.metrics.auroc:.3f} on patches: finding a lesion in a "
             "whole film from ~130 training films is much harder than classifying a patch centred on it; the CI is "
             f"wide because only {film.metrics.n} films ({film.metrics.n_positive} abnormal) are held out.\n"
-            "- 0.4 mm pixels erase most microcalcifications; calcification-only films are the weakest.\n"
+            "- 0.4 mm pixels erase most microcalcifications, so calcification findings are unlikely to be found; the "
+            "validation set is too small to measure this per finding type.\n"
             "- Digitised film from one 1990s UK programme; modern digital mammograms (DICOM MG, FFDM processing) "
             "differ in contrast and noise; the percentile rescale narrows but does not remove that gap.\n"
             "- Each view is scored alone; no comparison with the other breast or prior studies.\n"
