@@ -99,3 +99,13 @@ def test_the_syndromic_child_is_flagged_and_the_ordinary_one_is_not(screener: Sc
     assert flagged.drivers and len(flagged.organ_systems) >= 4
     calm = screener.screen(ordinary_child(), AS_OF)
     assert not calm.flagged and calm.risk is not None and calm.risk < 0.01
+
+
+def test_snomed_codes_map_through_the_hpo_xrefs(maps: CodeMaps) -> None:
+    record = ordinary_child()
+    record.facts.append(CodedFact("condition", "snomed", "91175000", date(2022, 6, 1)))  # seizure
+    record.facts.append(CodedFact("condition", "snomed", "271611007", date(2020, 5, 2)))  # microcephaly
+    record.facts.append(CodedFact("condition", "snomed", "1", date(2022, 6, 1)))  # unknown: ignored
+    child = extract_findings(record, maps, AS_OF)
+    assert {"HP:0001250", "HP:0000252"} <= child.present
+    assert {f.source for f in child.findings if f.hpo == "HP:0001250"} == {"snomed:91175000"}
