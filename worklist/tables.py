@@ -60,6 +60,8 @@ class WorklistEntry(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
+        # The smallest index holding every open entry: counting the open list scans only this.
+        Index("ix_worklist_open", "is_open"),
         # The list's order, with and without the commonest filters in front of it.
         Index("ix_worklist_open_order", "is_open", "due_at", "tie_break", "id"),
         Index("ix_worklist_modality_order", "is_open", "modality", "due_at", "tie_break", "id"),

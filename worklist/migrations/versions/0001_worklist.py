@@ -139,6 +139,7 @@ def upgrade() -> None:
             "ix_worklist_state_order", ["is_open", "state", "due_at", "tie_break", "id"], unique=False
         )
         batch_op.create_index("ix_worklist_tier_due", ["tier", "due_at"], unique=False)
+        batch_op.create_index("ix_worklist_open", ["is_open"], unique=False)
 
     op.create_table(
         "final_read_findings",
@@ -156,6 +157,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("final_read_findings")
     with op.batch_alter_table("worklist_entries", schema=None) as batch_op:
+        batch_op.drop_index("ix_worklist_open")
         batch_op.drop_index("ix_worklist_tier_due")
         batch_op.drop_index("ix_worklist_state_order")
         batch_op.drop_index("ix_worklist_site_order")
