@@ -1,4 +1,4 @@
-"""Commands of ``screening``: ``medscreen screening evaluate|train|simulate|build-icd10-map|build-orphan-table``
+"""Commands of ``screening``: ``medscreen screening evaluate|train|register|simulate|build-icd10-map|build-orphan-table``
 and ``medscreen screen-emr INPUT --out flags.ndjson`` (batch screening of a population extract)."""
 
 from __future__ import annotations
@@ -93,6 +93,17 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         params = {"controls": args.controls, "seed": args.seed, "prevalence": args.prevalence, "alert_budget": budget}
         registered = log_and_register(settings.resolved_mlflow_tracking_uri, model, params)
         print(json.dumps(registered))
+    return 0
+
+
+def _register(args: argparse.Namespace, settings: Settings) -> int:
+    """Log the shipped (or given) artefact as an MLflow run and make it champion, without retraining."""
+    from screening.registry import log_and_register
+    from screening.risk_model import load_risk_model
+
+    model = load_risk_model(args.model or settings.screening_model_path)
+    registered = log_and_register(settings.resolved_mlflow_tracking_uri, model, {"source": "shipped", **model.trained_on})
+    print(json.dumps(registered))
     return 0
 
 
@@ -215,6 +226,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     train.add_argument("--ship", action="store_true", help="overwrite the artefact shipped in the package")
     train.add_argument("--no-register", action="store_true", help="do not log to MLflow")
     train.set_defaults(func=_train)
+
+    register = commands.add_parser("register", help="log the shipped screener to MLflow and make it champion")
+    register.add_argument("--model", type=Path, default=None, help="artefact (default the shipped one)")
+    register.set_defaults(func=_register)
 
     simulate = commands.add_parser("simulate", help="write simulated children as FHIR NDJSON (one Bundle per line)")
     simulate.add_argument("--n", type=int, default=1000)
