@@ -180,6 +180,40 @@ def record_outcome(result_id: int, body: OutcomeIn, session: SessionDep, user: P
     return {"id": outcome.id, "result_id": row.id, "outcome": outcome.outcome, "decided_by": user.username}
 
 
+QualityReviewer = Annotated[AuthenticatedUser, Depends(require_role("quality", "admin"))]
+
+
+@router.get("/outcomes", summary="Paediatricians' decisions on flags, for quality review")
+def list_outcomes(
+    session: SessionDep, user: QualityReviewer, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+) -> dict[str, Any]:
+    rows = session.execute(
+        select(ScreeningOutcome, ScreeningRun)
+        .join(ScreeningRun, ScreeningRun.id == ScreeningOutcome.result_id)
+        .order_by(ScreeningOutcome.decided_at.desc())
+        .limit(limit)
+    ).all()
+    out = []
+    for outcome, run in rows:
+        record_audit(session, user.username, "screening.outcome.view", "patient", run.patient_id, {"result_id": run.id})
+        out.append(
+            {
+                "result_id": run.id,
+                "patient_id": run.patient_id,
+                "model_version": run.model_version,
+                "risk": run.risk,
+                "threshold": run.threshold,
+                "outcome": outcome.outcome,
+                "note": outcome.note,
+                "decided_by": outcome.decided_by,
+                "decided_at": outcome.decided_at.isoformat(),
+                "top_candidate": (run.explanation.get("candidates") or [{}])[0].get("name"),
+            }
+        )
+    referred = sum(o["outcome"] == "referred" for o in out)
+    return {"outcomes": out, "referred": referred, "not_relevant": len(out) - referred}
+
+
 @page_router.get("/screening", response_class=HTMLResponse, include_in_schema=False)
 def screening_page() -> HTMLResponse:
     """The page shell holds no patient data: the list is rendered by the server after sign-in."""

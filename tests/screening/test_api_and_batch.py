@@ -67,6 +67,12 @@ def test_paediatrician_submits_views_and_decides(
     assert ("dr-ivanova", "screening.submit", "child-2") in actions
     assert [o.outcome for o in outcomes] == ["referred"]
 
+    quality = token_for("qa-lead", "quality")
+    assert client.get("/api/screening/outcomes", headers=doctor).status_code == 403
+    review = client.get("/api/screening/outcomes", headers=quality).json()
+    assert review["referred"] == 1 and review["outcomes"][0]["decided_by"] == "dr-ivanova"
+    assert review["outcomes"][0]["top_candidate"]
+
 
 def test_roles_are_enforced(client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/api/screening/flags").status_code == 401
