@@ -42,6 +42,9 @@ def _heatmap_of(model: LoadedModel, outputs: dict[str, Any]) -> np.ndarray | Non
     if localisation.get("kind") != "heatmap" or localisation.get("output") not in outputs:
         return None
     values = np.asarray(outputs[localisation["output"]], dtype=np.float32)
+    if values.ndim == 4:  # [N, channels, rows, cols]: the channel of the score the call is made on
+        channel = min(int(model.bundle.get("score_index", 0)), values.shape[1] - 1)
+        values = values[:, channel]
     return values.reshape(values.shape[0], values.shape[-2], values.shape[-1])
 
 
@@ -50,6 +53,12 @@ def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
     image = prepare_image(decode(ds, apply_voi=True), spec)
     outputs = model.run(image)
     score = float(_score_of(model, outputs)[0])
+    extra: dict[str, Any] = {}
+    if "malignant_index" in model.bundle:
+        # Mammography also estimates malignancy; shown beside the suspicion score, never used for the call.
+        name = model.bundle.get("score_output") or next(iter(outputs))
+        values = np.asarray(outputs[name], dtype=np.float64).reshape(1, -1)
+        extra["malignant_probability"] = float(values[0, int(model.bundle["malignant_index"])])
     heatmaps = _heatmap_of(model, outputs)
     localisation: dict[str, Any] = {"kind": "image", "sop_instance_uid": str(ds.SOPInstanceUID)}
     heatmap = None
@@ -66,6 +75,7 @@ def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
             # Centre of the hottest cell in the source image's pixel coordinates (column, row).
             "point": [float((col + 0.5) * cols / heatmap.shape[1]), float((row + 0.5) * rows / heatmap.shape[0])],
         }
+    localisation.update(extra)
     return TaskScore(score, localisation, ds, heatmap, image[0, 0])
 
 
