@@ -56,8 +56,10 @@ def test_list_in_priority_order_with_state_and_model(app: FastAPI, client: TestC
     uids = seed(app)
     assert recompute(app) == 6  # six studies listed; the one still receiving is not
 
-    assert client.get("/api/worklist").status_code == 401
-    assert client.get("/api/worklist", headers=add_user("paul", "paediatrician")).status_code == 403
+    paul = add_user("paul", "paediatrician")
+    for path in ("/api/worklist", "/api/worklist/events", "/api/worklist/filters"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers=paul).status_code == 403
     page = client.get("/api/worklist", headers=rita).json()
     order = {uid: name for name, uid in uids.items()}
     assert [order[item["study_instance_uid"]] for item in page["items"]] == [
