@@ -1,0 +1,97 @@
+"""Quality metrics from real rows (studies, results, final reads) checked against a hand computation."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from service.db import session_scope
+from tests.training.quality_rows import add_final_read, add_result, add_study, quality_db  # noqa: F401
+from training.quality_metrics import age_band, compute_metrics, load_paired_cases, subgroup_metrics
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+# Ten confirmed studies, threshold 0.5: TP 3 (0.9, 0.8, 0.7), FN 1 (0.4), FP 2 (0.6, 0.55), TN 4.
+TRUTH = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+SCORES = [0.9, 0.8, 0.4, 0.7, 0.6, 0.3, 0.2, 0.1, 0.55, 0.05]
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    z = 1.959964
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def seed(factory) -> None:
+    with session_scope(factory) as session:
+        for i, (truth, score) in enumerate(zip(TRUTH, SCORES, strict=True)):
+            study = add_study(
+                session,
+                arrived=T0 + timedelta(minutes=i),
+                manufacturer="ACME" if i < 5 else "Other",
+                sex="F" if i % 2 == 0 else "M",
+                birth_date="19600101" if i < 3 else "20150101",
+            )
+            if i == 0:
+                # A first revision's result, superseded by the rescore of revision 2 below.
+                add_result(session, study, score=0.01)
+                study.revision = 2
+            add_result(session, study, score=score, at=T0 + timedelta(minutes=i, seconds=30))
+            add_result(session, study, score=1 - score, role="challenger", model_version="4")
+            add_final_read(session, study, bool(truth), read_at=T0 + timedelta(minutes=i, hours=i + 1))
+        # Neither counts: a study nobody has read yet, and one the champion could not score.
+        unread = add_study(session, arrived=T0)
+        add_result(session, unread, score=0.99)
+        bad = add_study(session, arrived=T0)
+        add_result(session, bad, score=None, outcome="could_not_score", reason="no frontal view")
+        add_final_read(session, bad, True, read_at=T0 + timedelta(hours=1))
+
+
+def test_metrics_match_hand_computation(quality_db) -> None:  # noqa: F811
+    seed(quality_db)
+    with session_scope(quality_db) as session:
+        cases = load_paired_cases(session, task="chest-xray", model_version="3")
+    assert len(cases) == 10
+    m = compute_metrics(cases)
+    assert (m.tp, m.fn, m.fp, m.tn) == (3, 1, 2, 4)
+    assert m.sensitivity.value == pytest.approx(3 / 4)
+    assert m.specificity.value == pytest.approx(4 / 6)
+    assert m.ppv.value == pytest.approx(3 / 5)
+    assert m.npv.value == pytest.approx(4 / 5)
+    assert m.flag_rate.value == pytest.approx(5 / 10)
+    assert (m.sensitivity.ci_low, m.sensitivity.ci_high) == pytest.approx(wilson(3, 4))
+    assert (m.ppv.ci_low, m.ppv.ci_high) == pytest.approx(wilson(3, 5))
+    # 22 of the 24 positive-negative pairs are ordered right (0.4 only beats four negatives).
+    assert m.auroc == pytest.approx(22 / 24)
+    assert m.auroc_ci_low <= m.auroc <= m.auroc_ci_high
+    assert m.brier == pytest.approx(sum((s - t) ** 2 for s, t in zip(SCORES, TRUTH, strict=True)) / 10)
+    assert m.brier == pytest.approx(0.1305)
+    # Read i+1 hours after arrival: all ten -> median 5.5 h, the four positives (1..4 h) -> 2.5 h.
+    assert m.median_hours_to_read_all == pytest.approx(5.5)
+    assert m.median_hours_to_read_positive == pytest.approx(2.5)
+    assert sum(row["count"] for row in m.reliability) == 10
+
+    groups = subgroup_metrics(cases)
+    acme = groups["manufacturer"]["ACME"]  # studies 0-4: TP 3, FN 1, FP 1
+    assert (acme.tp, acme.fn, acme.fp, acme.tn) == (3, 1, 1, 0)
+    assert groups["age_band"]["50-69"].n == 3 and groups["age_band"]["0-17"].n == 7
+    assert groups["sex"]["F"].n == 5
+
+
+def test_challenger_is_measured_separately(quality_db) -> None:  # noqa: F811
+    seed(quality_db)
+    with session_scope(quality_db) as session:
+        challenger = compute_metrics(load_paired_cases(session, task="chest-xray", model_version="4"))
+    # The challenger scored 1 - score: every pair is inverted.
+    assert challenger.auroc == pytest.approx(2 / 24)
+    assert challenger.n == 10
+
+
+def test_age_band() -> None:
+    assert age_band("19600615", "20260614") == "50-69"
+    assert age_band("19600615", "20260615") == "50-69"
+    assert age_band("20100101", "20260101") == "0-17"
+    assert age_band("", "20260101") == "unknown"

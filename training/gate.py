@@ -1,0 +1,200 @@
+"""Champion vs challenger on the same confirmed studies, the evaluation gate, and promotion/rollback as one
+audited action.
+
+The gate follows the Moscow radiology AI programme: at least 400 studies confirmed by a final read, at
+least 10% of them in each class, and no significant drop in sensitivity against the champion (a one-sided
+exact McNemar test on the confirmed positives both versions scored).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from scipy.stats import binomtest
+from sqlalchemy.orm import Session
+
+from service.audit import record_audit
+from training.errors import GateRefused, RegistryError
+from training.quality_metrics import PairedCase, QualityMetrics, compute_metrics, load_paired_cases
+
+__all__ = [
+    "GateRules",
+    "Comparison",
+    "GateDecision",
+    "compare_versions",
+    "evaluate_gate",
+    "promote_through_gate",
+    "rollback_champion",
+    "PREVIOUS_CHAMPION",
+]
+
+log = logging.getLogger(__name__)
+
+# The alias promotion leaves on the version it replaced, so that a rollback needs no memory of its own.
+PREVIOUS_CHAMPION = "previous-champion"
+
+
+@dataclass(frozen=True)
+class GateRules:
+    min_studies: int = 400
+    min_class_fraction: float = 0.10
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True)
+class Comparison:
+    task: str
+    champion_version: str
+    challenger_version: str
+    n_paired: int
+    champion: QualityMetrics
+    challenger: QualityMetrics
+    # Confirmed positives flagged by one version only: the discordant pairs of McNemar's test.
+    positives_champion_only: int
+    positives_challenger_only: int
+    negatives_champion_only: int
+    negatives_challenger_only: int
+    sensitivity_drop_p: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("champion", "challenger")}
+        out["champion"] = self.champion.to_dict()
+        out["challenger"] = self.challenger.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    comparison: Comparison | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reasons": self.reasons,
+            "comparison": self.comparison.to_dict() if self.comparison else None,
+        }
+
+
+def _latest_champion_version(cases: list[PairedCase], exclude: str) -> str | None:
+    champions = [c for c in cases if c.role == "champion" and c.model_version != exclude]
+    return max(champions, key=lambda c: c.scored_at).model_version if champions else None
+
+
+def compare_versions(
+    session: Session, task: str, challenger_version: str, champion_version: str | None = None
+) -> Comparison:
+    """Both versions' figures on the studies both scored and a radiologist confirmed."""
+    cases = load_paired_cases(session, task=task)
+    champion_version = champion_version or _latest_champion_version(cases, challenger_version)
+    if champion_version is None:
+        raise RegistryError(f"no champion results for {task} to compare version {challenger_version} with")
+    champion = {c.study_id: c for c in cases if c.model_version == champion_version}
+    challenger = {c.study_id: c for c in cases if c.model_version == challenger_version}
+    shared = sorted(champion.keys() & challenger.keys())
+    a = [champion[i] for i in shared]
+    b = [challenger[i] for i in shared]
+    pos_a_only = sum(1 for x, y in zip(a, b, strict=True) if x.truth and x.flagged and not y.flagged)
+    pos_b_only = sum(1 for x, y in zip(a, b, strict=True) if x.truth and y.flagged and not x.flagged)
+    neg_a_only = sum(1 for x, y in zip(a, b, strict=True) if not x.truth and x.flagged and not y.flagged)
+    neg_b_only = sum(1 for x, y in zip(a, b, strict=True) if not x.truth and y.flagged and not x.flagged)
+    discordant = pos_a_only + pos_b_only
+    # One-sided: is the champion-only share of discordant positives larger than chance would give?
+    p = float(binomtest(pos_a_only, discordant, 0.5, alternative="greater").pvalue) if discordant else 1.0
+    return Comparison(
+        task=task,
+        champion_version=champion_version,
+        challenger_version=challenger_version,
+        n_paired=len(shared),
+        champion=compute_metrics(a),
+        challenger=compute_metrics(b),
+        positives_champion_only=pos_a_only,
+        positives_challenger_only=pos_b_only,
+        negatives_champion_only=neg_a_only,
+        negatives_challenger_only=neg_b_only,
+        sensitivity_drop_p=p,
+    )
+
+
+def evaluate_gate(comparison: Comparison, rules: GateRules) -> GateDecision:
+    reasons = []
+    n = comparison.n_paired
+    positives = comparison.challenger.n_positive
+    negatives = n - positives
+    if n < rules.min_studies:
+        reasons.append(f"{n} confirmed studies scored by both versions; the gate needs at least {rules.min_studies}")
+    for name, count in (("positive", positives), ("negative", negatives)):
+        if n and count / n < rules.min_class_fraction:
+            reasons.append(
+                f"{count} {name} studies ({count / n:.1%}); the gate needs at least {rules.min_class_fraction:.0%} per class"
+            )
+    if comparison.sensitivity_drop_p < rules.alpha:
+        reasons.append(
+            f"sensitivity drops significantly against champion v{comparison.champion_version}: "
+            f"{comparison.positives_champion_only} positives flagged by the champion only vs "
+            f"{comparison.positives_challenger_only} by the challenger only (McNemar p={comparison.sensitivity_drop_p:.4f})"
+        )
+    return GateDecision(passed=not reasons, reasons=reasons, comparison=comparison)
+
+
+def promote_through_gate(
+    session: Session,
+    tracking_uri: str,
+    task: str,
+    version: str,
+    *,
+    actor: str,
+    rules: GateRules,
+    force: bool = False,
+) -> GateDecision:
+    """Gate the version on this hospital's confirmed studies, then make it champion, in one audited step.
+
+    The audit row is added to the caller's transaction before the alias moves: if MLflow refuses, the
+    exception rolls the audit back; a refused gate is audited too (as ``model.promote_refused``). ``force``
+    promotes despite a failed gate and the audit row says so.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from training.registry import promote
+
+    decision = evaluate_gate(compare_versions(session, task, version), rules)
+    detail = {"task": task, "version": version, "gate": decision.to_dict(), "forced": force and not decision.passed}
+    if not decision.passed and not force:
+        record_audit(session, actor, "model.promote_refused", "model", f"{task}:{version}", detail)
+        raise GateRefused("; ".join(decision.reasons))
+    record_audit(session, actor, "model.promote", "model", f"{task}:{version}", detail)
+    session.flush()
+    # The hospital's own confirmed studies outrank the training-time validation AUROC rule of the registry.
+    previous = promote(tracking_uri, task, version, force=True)
+    client = MlflowClient(tracking_uri, tracking_uri)
+    if previous is not None and previous != version:
+        client.set_registered_model_alias(task, PREVIOUS_CHAMPION, previous)
+    try:
+        if str(client.get_model_version_by_alias(task, "challenger").version) == str(version):
+            client.delete_registered_model_alias(task, "challenger")
+    except Exception:  # noqa: BLE001 - MLflow raises MlflowException or RestException when the alias is unset
+        log.debug("%s has no challenger alias to clear", task)
+    log.info("promoted %s v%s over v%s by %s (gate %s)", task, version, previous, actor, decision.passed)
+    return decision
+
+
+def rollback_champion(session: Session, tracking_uri: str, task: str, *, actor: str) -> tuple[str, str]:
+    """Point ``champion`` back at the version the last promotion replaced; returns (from, to)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    try:
+        current = str(client.get_model_version_by_alias(task, "champion").version)
+        previous = str(client.get_model_version_by_alias(task, PREVIOUS_CHAMPION).version)
+    except MlflowException as exc:
+        raise RegistryError(f"{task} has no champion and previous champion to roll back between") from exc
+    record_audit(session, actor, "model.rollback", "model", f"{task}:{previous}", {"task": task, "from": current, "to": previous})
+    session.flush()
+    client.set_registered_model_alias(task, "champion", previous)
+    client.set_registered_model_alias(task, PREVIOUS_CHAMPION, current)
+    log.info("rolled %s back from v%s to v%s by %s", task, current, previous, actor)
+    return current, previous

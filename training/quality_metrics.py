@@ -1,0 +1,277 @@
+"""How each model version performs in this hospital: its scores paired with the radiologists' final reads.
+
+No torch here: the serving app mounts the quality pages, and they import this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from statistics import median
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from inference.tables import ScoreResult as ScoreRow
+from inference.tables import Series, Study
+from training.metrics import _auroc, _wilson, bootstrap_auroc, reliability
+from worklist.tables import FinalRead, FinalReadFinding
+
+__all__ = [
+    "PairedCase",
+    "Proportion",
+    "QualityMetrics",
+    "load_paired_cases",
+    "compute_metrics",
+    "subgroup_metrics",
+    "age_band",
+    "roc_points",
+    "SUBGROUP_KEYS",
+]
+
+# Bands that follow the clinical split of the tasks (paediatric chest films, screening-age mammography).
+AGE_BANDS = ((0, 18, "0-17"), (18, 40, "18-39"), (40, 50, "40-49"), (50, 70, "50-69"), (70, 200, "70+"))
+SUBGROUP_KEYS = ("manufacturer", "station", "age_band", "sex")
+
+
+@dataclass(frozen=True)
+class PairedCase:
+    """One scored study revision of one model version, with the final read of the same study and task."""
+
+    study_id: int
+    study_instance_uid: str
+    task: str
+    model_name: str
+    model_version: str
+    role: str
+    score: float
+    threshold: float
+    flagged: bool
+    truth: bool
+    arrived_at: datetime
+    read_at: datetime
+    scored_at: datetime
+    manufacturer: str
+    station: str
+    age_band: str
+    sex: str
+
+
+@dataclass(frozen=True)
+class Proportion:
+    value: float
+    successes: int
+    total: int
+    ci_low: float
+    ci_high: float
+
+    @classmethod
+    def of(cls, successes: int, total: int) -> Proportion:
+        low, high = _wilson(successes, total)
+        return cls(successes / total if total else float("nan"), successes, total, low, high)
+
+
+@dataclass(frozen=True)
+class QualityMetrics:
+    n: int
+    n_positive: int
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    sensitivity: Proportion
+    specificity: Proportion
+    ppv: Proportion
+    npv: Proportion
+    flag_rate: Proportion
+    auroc: float
+    auroc_ci_low: float
+    auroc_ci_high: float
+    brier: float
+    ece: float
+    reliability: list[dict[str, float]] = field(default_factory=list)
+    median_hours_to_read_all: float | None = None
+    median_hours_to_read_positive: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return _finite(asdict(self))
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: undefined figures (no positives, one class only) become null."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def age_band(birth_date: str, on: str) -> str:
+    """The patient's age band on the study date (DICOM DA strings); ``unknown`` when either is missing."""
+    try:
+        born = date(int(birth_date[:4]), int(birth_date[4:6]), int(birth_date[6:8]))
+        seen = date(int(on[:4]), int(on[4:6]), int(on[6:8]))
+    except (ValueError, IndexError):
+        return "unknown"
+    years = seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day))
+    for low, high, name in AGE_BANDS:
+        if low <= years < high:
+            return name
+    return "unknown"
+
+
+def load_paired_cases(
+    session: Session,
+    *,
+    task: str | None = None,
+    model_version: str | None = None,
+    role: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[PairedCase]:
+    """Scored results joined with the final read of their study for their task.
+
+    Per study and model version only the result of the latest revision counts (a rescore supersedes), and
+    per study only the latest final read (an amended read replaces the first). The period filters on arrival.
+    """
+    query = (
+        select(ScoreRow, Study, FinalRead, FinalReadFinding.present)
+        .join(Study, Study.id == ScoreRow.study_id)
+        .join(FinalRead, FinalRead.study_id == ScoreRow.study_id)
+        .join(FinalReadFinding, (FinalReadFinding.read_id == FinalRead.id) & (FinalReadFinding.task == ScoreRow.task))
+        .where(ScoreRow.outcome == "scored", ScoreRow.score.is_not(None))
+    )
+    if task:
+        query = query.where(ScoreRow.task == task)
+    if model_version:
+        query = query.where(ScoreRow.model_version == model_version)
+    if role:
+        query = query.where(ScoreRow.role == role)
+    if since:
+        query = query.where(Study.first_received_at >= since)
+    if until:
+        query = query.where(Study.first_received_at < until)
+    latest: dict[tuple[int, str, str], tuple[ScoreRow, Study, FinalRead, bool]] = {}
+    for result, study, read, present in session.execute(query):
+        key = (study.id, result.model_name, result.model_version)
+        kept = latest.get(key)
+        if kept is None or (result.revision, result.id, read.read_at, read.id) > (
+            kept[0].revision,
+            kept[0].id,
+            kept[2].read_at,
+            kept[2].id,
+        ):
+            latest[key] = (result, study, read, bool(present))
+    headers = _first_series_headers(session, {key[0] for key in latest})
+    cases = []
+    for (study_id, _, _), (result, study, read, present) in sorted(latest.items(), key=lambda item: item[0]):
+        header = headers.get(study_id, {})
+        threshold = float(result.threshold if result.threshold is not None else 0.5)
+        cases.append(
+            PairedCase(
+                study_id=study.id,
+                study_instance_uid=study.study_instance_uid,
+                task=result.task,
+                model_name=result.model_name,
+                model_version=result.model_version,
+                role=result.role,
+                score=float(result.score),
+                threshold=threshold,
+                flagged=result.call == "positive" if result.call else float(result.score) >= threshold,
+                truth=present,
+                arrived_at=study.first_received_at,
+                read_at=read.read_at,
+                scored_at=result.created_at,
+                manufacturer=str(header.get("Manufacturer") or "unknown"),
+                station=str(header.get("StationName") or "unknown"),
+                age_band=age_band(study.patient_birth_date, study.study_date),
+                sex=study.patient_sex or "unknown",
+            )
+        )
+    return cases
+
+
+def _first_series_headers(session: Session, study_ids: set[int]) -> dict[int, dict[str, Any]]:
+    found: dict[int, dict[str, Any]] = {}
+    if not study_ids:
+        return found
+    rows = session.execute(
+        select(Series.study_id, Series.headers).where(Series.study_id.in_(study_ids)).order_by(Series.id)
+    )
+    for study_id, header in rows:
+        found.setdefault(study_id, header or {})
+    return found
+
+
+def compute_metrics(cases: Sequence[PairedCase], *, n_boot: int = 1000, seed: int = 0) -> QualityMetrics:
+    """Confusion-matrix figures with Wilson 95% CIs, AUROC with a bootstrap 95% CI, calibration, time to read."""
+    truth = np.array([c.truth for c in cases], dtype=int)
+    scores = np.array([c.score for c in cases], dtype=float)
+    flagged = np.array([c.flagged for c in cases], dtype=bool)
+    positive = truth == 1
+    tp, fn = int((flagged & positive).sum()), int((~flagged & positive).sum())
+    fp, tn = int((flagged & ~positive).sum()), int((~flagged & ~positive).sum())
+    both_classes = 0 < int(positive.sum()) < len(cases)
+    auroc = _auroc(truth, scores) if both_classes else float("nan")
+    low, high = bootstrap_auroc(truth, scores, n_boot=n_boot, seed=seed) if both_classes else (float("nan"),) * 2
+    table, ece = reliability(truth, scores) if len(cases) else ([], float("nan"))
+    hours = [(c.read_at - c.arrived_at).total_seconds() / 3600 for c in cases]
+    hours_positive = [h for h, c in zip(hours, cases, strict=True) if c.truth]
+    return QualityMetrics(
+        n=len(cases),
+        n_positive=int(positive.sum()),
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        sensitivity=Proportion.of(tp, tp + fn),
+        specificity=Proportion.of(tn, tn + fp),
+        ppv=Proportion.of(tp, tp + fp),
+        npv=Proportion.of(tn, tn + fn),
+        flag_rate=Proportion.of(tp + fp, len(cases)),
+        auroc=auroc,
+        auroc_ci_low=low,
+        auroc_ci_high=high,
+        brier=float(np.mean((scores - truth) ** 2)) if len(cases) else float("nan"),
+        ece=ece,
+        reliability=table,
+        median_hours_to_read_all=median(hours) if hours else None,
+        median_hours_to_read_positive=median(hours_positive) if hours_positive else None,
+    )
+
+
+def subgroup_metrics(
+    cases: Iterable[PairedCase], *, keys: Sequence[str] = SUBGROUP_KEYS, n_boot: int = 200
+) -> dict[str, dict[str, QualityMetrics]]:
+    """The same figures per manufacturer, station, age band and sex (fewer bootstrap rounds: many groups)."""
+    cases = list(cases)
+    out: dict[str, dict[str, QualityMetrics]] = {}
+    for key in keys:
+        groups: dict[str, list[PairedCase]] = defaultdict(list)
+        for case in cases:
+            groups[str(getattr(case, key))].append(case)
+        out[key] = {name: compute_metrics(group, n_boot=n_boot) for name, group in sorted(groups.items())}
+    return out
+
+
+def roc_points(cases: Sequence[PairedCase]) -> list[tuple[float, float]]:
+    """(1 - specificity, sensitivity) at every distinct score, from (0, 0) to (1, 1), for the ROC plot."""
+    truth = np.array([c.truth for c in cases], dtype=bool)
+    scores = np.array([c.score for c in cases], dtype=float)
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    if not n_pos or not n_neg:
+        return []
+    points = [(0.0, 0.0)]
+    for threshold in np.unique(scores)[::-1]:
+        above = scores >= threshold
+        points.append((float((above & ~truth).sum() / n_neg), float((above & truth).sum() / n_pos)))
+    return points
