@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import func, select
@@ -35,7 +35,7 @@ Engineer = Annotated[AuthenticatedUser, Depends(require_role("ml-engineer"))]
 StudyReader = Annotated[AuthenticatedUser, Depends(require_role("radiologist", "ml-engineer", "quality"))]
 
 
-def _summary(study: Study) -> dict[str, object]:
+def _summary(study: Study) -> dict[str, Any]:
     return {name: getattr(study, name) for name in StudySummary.model_fields}
 
 

@@ -12,13 +12,14 @@ from typing import Protocol
 import httpx
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from service.settings import Settings
 
 __all__ = ["InstanceCounter", "QidoInstanceCounter", "CFindInstanceCounter", "counter_from_settings"]
 
 log = logging.getLogger(__name__)
+
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
 
 
 class InstanceCounter(Protocol):
@@ -57,7 +58,7 @@ class CFindInstanceCounter:
     def __init__(self, host: str, port: int, called_ae: str, calling_ae: str) -> None:
         self.host, self.port, self.called_ae = host, port, called_ae
         self.ae = AE(ae_title=calling_ae)
-        self.ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        self.ae.add_requested_context(STUDY_ROOT_FIND)
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = 5
 
     def count(self, study_instance_uid: str) -> int | None:
@@ -71,7 +72,7 @@ class CFindInstanceCounter:
             return None
         found: int | None = None
         try:
-            for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+            for status, identifier in assoc.send_c_find(query, STUDY_ROOT_FIND):
                 if status and status.Status in (0xFF00, 0xFF01) and identifier is not None:
                     value = identifier.get("NumberOfStudyRelatedInstances")
                     if value not in (None, ""):

@@ -200,7 +200,7 @@ def mark_complete(session: Session, study: Study, *, reason: str, now: datetime,
         )
         .values(status="complete", completed_at=now)
     )
-    if result.rowcount != 1:
+    if getattr(result, "rowcount", 0) != 1:
         return None
     add_event(
         session,
@@ -226,7 +226,7 @@ def record_route(session: Session, study_id: int, routed: RoutedStudy, now: date
         .where(Study.id == study_id, Study.status == "complete", Study.revision == routed.revision)
         .values(status=status, task=routed.task, status_reason=reason, routed_at=now)
     )
-    if result.rowcount != 1:
+    if getattr(result, "rowcount", 0) != 1:
         return False
     if routed.task:
         add_event(session, study_id, routed.revision, "routed", now, task=routed.task, rule=routed.rule)

@@ -60,15 +60,16 @@ class ScoringWorker:
         queued = 0
         now = utcnow()
         with session_scope(self.session_factory) as session:
-            for study in session.scalars(select(Study).where(Study.status == "routed")):
-                champion = self.selector.version_for(study.task, CHAMPION)
+            for study in session.scalars(select(Study).where(Study.status == "routed", Study.task.is_not(None))):
+                task = str(study.task)
+                champion = self.selector.version_for(task, CHAMPION)
                 if champion is None:
                     continue  # stays routed; picked up once a champion is registered
-                if enqueue(session, study, study.task, study.task, champion, CHAMPION, now):
+                if enqueue(session, study, task, task, champion, CHAMPION, now):
                     queued += 1
-                challenger = self.selector.version_for(study.task, CHALLENGER)
+                challenger = self.selector.version_for(task, CHALLENGER)
                 if challenger and challenger != champion:
-                    enqueue(session, study, study.task, study.task, challenger, CHALLENGER, now)
+                    enqueue(session, study, task, task, challenger, CHALLENGER, now)
                 study.status = "scoring"
         return queued
 

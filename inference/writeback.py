@@ -23,7 +23,6 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
 from inference.errors import WritebackFailed
 from inference.scorers import TaskScore
@@ -31,6 +30,9 @@ from inference.scorers import TaskScore
 __all__ = ["ResultToWrite", "algorithm_device_uid", "build_sr", "build_heatmap", "send_c_store", "MANUFACTURER"]
 
 log = logging.getLogger(__name__)
+
+COMPREHENSIVE_3D_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
+SECONDARY_CAPTURE_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 
 MANUFACTURER = "medscreen"
 NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
@@ -149,7 +151,7 @@ def _overlay(image: np.ndarray, heatmap: np.ndarray | None, lines: list[str]) ->
     base = np.clip(image * 255.0, 0, 255).astype(np.uint8)
     size = 512
     grey = Image.fromarray(base, mode="L").resize((size, size), Image.Resampling.BILINEAR)
-    rgb = np.stack([np.asarray(grey, dtype=np.float32)] * 3, axis=-1)
+    rgb: np.ndarray = np.stack([np.asarray(grey, dtype=np.float64)] * 3, axis=-1)
     if heatmap is not None:
         heat = np.asarray(
             Image.fromarray(np.clip(heatmap, 0, 1).astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
@@ -199,7 +201,7 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
 def send_c_store(datasets: list[Dataset], *, host: str, port: int, called_ae: str, calling_ae: str) -> None:
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    for sop_class in (Comprehensive3DSRStorage, SecondaryCaptureImageStorage):
+    for sop_class in (COMPREHENSIVE_3D_SR_STORAGE, SECONDARY_CAPTURE_IMAGE_STORAGE):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     assoc = ae.associate(host, port, ae_title=called_ae)
     if not assoc.is_established:

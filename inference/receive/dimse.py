@@ -19,7 +19,6 @@ from typing import Any
 from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
 from pynetdicom.presentation import StoragePresentationContexts
-from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from inference.errors import IngestError
@@ -27,6 +26,8 @@ from inference.ingest import InstanceIngestor
 from inference.receive.status import PROCESSING_FAILURE, SUCCESS, dicom_status_for
 
 __all__ = ["TRANSFER_SYNTAXES", "build_ae", "handlers_for", "start_dimse_server"]
+
+VERIFICATION = "1.2.840.10008.1.1"
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class _ReusePortServer(ThreadedAssociationServer):
     """An association server that shares its port with sibling processes and disables Nagle."""
 
     def server_bind(self) -> None:
+        assert self.socket is not None
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
@@ -70,10 +72,11 @@ def build_ae(ae_title: str, allowed_aes: list[str], max_pdu: int) -> AE:
     ae.network_timeout = 60
     ae.dimse_timeout = 60
     ae.require_calling_aet = allowed_aes
-    ae.add_supported_context(Verification)
+    ae.add_supported_context(VERIFICATION)
     # Every storage SOP class is negotiated, so that an unsupported one is answered with a proper
     # C-STORE failure status and quarantined with its reason instead of failing the association.
     for context in StoragePresentationContexts:
+        assert context.abstract_syntax is not None
         ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
     return ae
 
