@@ -128,6 +128,26 @@ class Settings(BaseSettings):
         gt=0,
         description="Worklist: how often new studies and champion results are taken into the list and aged studies relabelled.",
     )
+    quality_psi_alert: float = Field(
+        0.2, gt=0, description="Quality: a week's score (or header) PSI above this against the reference raises a drift alert."
+    )
+    quality_flag_rate_alert: float = Field(
+        0.10,
+        gt=0,
+        description="Quality: a week's flag rate further than this (absolute) from the first weeks' raises an alert.",
+    )
+    quality_baseline_weeks: int = Field(
+        2, ge=1, description="Quality: weeks in service that form the drift reference when the bundle has no validation histogram."
+    )
+    quality_gate_min_studies: int = Field(
+        400, ge=1, description="Promotion gate: confirmed studies both champion and challenger must have scored."
+    )
+    quality_gate_min_class_fraction: float = Field(
+        0.10, ge=0, lt=0.5, description="Promotion gate: the least share of confirmed positives and of negatives."
+    )
+    quality_gate_alpha: float = Field(
+        0.05, gt=0, lt=1, description="Promotion gate: significance level of the one-sided McNemar test for a sensitivity drop."
+    )
 
     @field_validator("secret_key")
     @classmethod

@@ -1,0 +1,57 @@
+"""Drift: PSI by hand, weekly score drift with alerts from real result rows, the shipped validation reference."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from service.db import session_scope
+from tests.training.quality_rows import add_result, add_study, quality_db  # noqa: F401
+from training.drift import DriftThresholds, header_drift, psi, score_drift, validation_score_distribution, week_start
+
+MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_psi_by_hand() -> None:
+    expected = [50, 50]
+    actual = [80, 20]
+    by_hand = (0.8 - 0.5) * math.log(0.8 / 0.5) + (0.2 - 0.5) * math.log(0.2 / 0.5)
+    assert psi(expected, actual) == pytest.approx(by_hand)
+    assert psi(expected, expected) == 0.0
+
+
+def test_week_start_is_monday() -> None:
+    assert week_start(MONDAY + timedelta(days=6, hours=14)) == "2026-03-02"
+    assert week_start(MONDAY + timedelta(days=7)) == "2026-03-09"
+
+
+def test_weekly_score_drift_alerts_on_the_shifted_week(quality_db) -> None:  # noqa: F811
+    with session_scope(quality_db) as session:
+        for week in range(4):
+            for i in range(40):
+                # Weeks 0-2: scores spread evenly; week 3: everything high (a new detector, say).
+                score = (i + 0.5) / 40 if week < 3 else 0.8 + (i % 10) / 60
+                at = MONDAY + timedelta(days=7 * week, minutes=i)
+                study = add_study(session, arrived=at, manufacturer="ACME" if week < 3 else "NewVendor")
+                add_result(session, study, score=score, at=at)
+    with session_scope(quality_db) as session:
+        report = score_drift(session, "chest-xray", "3", DriftThresholds())
+        headers, header_alerts = header_drift(session, "chest-xray", DriftThresholds())
+    assert [w.week for w in report.weeks] == ["2026-03-02", "2026-03-09", "2026-03-16", "2026-03-23"]
+    assert report.reference.startswith("first 2 weeks")
+    assert report.reference_flag_rate == pytest.approx(0.5)
+    assert report.weeks[0].psi == pytest.approx(0.0)
+    assert report.weeks[3].psi > 1.0 and report.weeks[3].flag_rate == 1.0
+    assert {(a.week, a.kind) for a in report.alerts} == {("2026-03-23", "score_psi"), ("2026-03-23", "flag_rate")}
+    assert headers["manufacturer"][3]["summary"] == {"NewVendor": 40}
+    assert [(a.week, a.kind) for a in header_alerts] == [("2026-03-23", "header_manufacturer")]
+
+
+def test_validation_reference_from_the_shipped_bundle() -> None:
+    counts = validation_score_distribution(REPO / "models", "chest-xray")
+    assert counts is not None and len(counts) == 10 and sum(counts) > 100
+    assert validation_score_distribution(REPO / "models", "no-such-task") is None

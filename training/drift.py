@@ -1,0 +1,289 @@
+"""Drift of a model version in service: its weekly score distribution against the validation distribution
+(population stability index), its weekly flag rate, and drift of the inputs' key headers (manufacturer, kVp,
+pixel spacing). Needs no final reads, so it warns weeks before the confirmed metrics can.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from inference.tables import Instance, ScoreResult, Series, Study
+
+__all__ = [
+    "DriftThresholds",
+    "WeekDrift",
+    "DriftAlert",
+    "DriftReport",
+    "psi",
+    "week_start",
+    "validation_score_distribution",
+    "score_drift",
+    "header_drift",
+    "SCORE_BINS",
+]
+
+log = logging.getLogger(__name__)
+
+# Ten equal-width bins: the same bins the shipped bundles' reliability tables use, so validation counts
+# from models/<task>/metrics.json serve as the reference without the validation scores themselves.
+SCORE_BINS = np.linspace(0.0, 1.0, 11)
+# PSI of empty bins is infinite; a floor well below one study in a thousand keeps it finite and comparable.
+_PSI_FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    psi_alert: float = 0.2
+    flag_rate_alert: float = 0.10
+    baseline_weeks: int = 2
+
+
+@dataclass(frozen=True)
+class WeekDrift:
+    week: str
+    n: int
+    flag_rate: float
+    psi: float | None
+    histogram: list[int]
+
+
+@dataclass(frozen=True)
+class DriftAlert:
+    week: str
+    kind: str  # "score_psi", "flag_rate", "header_<name>"
+    value: float
+    threshold: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    task: str
+    model_version: str
+    reference: str  # "validation" or "first N weeks"
+    reference_flag_rate: float | None
+    weeks: list[WeekDrift] = field(default_factory=list)
+    headers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    alerts: list[DriftAlert] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
+    """Population stability index of two histograms over the same bins (counts or shares).
+
+    Rule of thumb: below 0.1 stable, 0.1-0.2 moderate shift, above 0.2 a shift worth a look.
+    """
+    e = np.asarray(expected, dtype=float)
+    a = np.asarray(actual, dtype=float)
+    if e.sum() == 0 or a.sum() == 0:
+        return float("nan")
+    e = np.maximum(e / e.sum(), _PSI_FLOOR)
+    a = np.maximum(a / a.sum(), _PSI_FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def week_start(at: datetime) -> str:
+    """The ISO week an instant falls in, named by its Monday (UTC)."""
+    day = at.date() - timedelta(days=at.weekday())
+    return day.isoformat()
+
+
+def histogram(scores: Sequence[float]) -> list[int]:
+    counts, _ = np.histogram(np.clip(np.asarray(scores, dtype=float), 0.0, 1.0), bins=SCORE_BINS)
+    return [int(c) for c in counts]
+
+
+def validation_score_distribution(models_dir: Path, task: str) -> list[int] | None:
+    """Validation score counts per tenth from the bundle's reliability table, when the bundle has one."""
+    path = models_dir / task / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        table = json.loads(path.read_text())["evaluations"]["validation"]["reliability"]
+    except (KeyError, ValueError, TypeError):
+        return None
+    counts = [0] * (len(SCORE_BINS) - 1)
+    for row in table:
+        index = int(round(float(row["bin_low"]) * 10))
+        if 0 <= index < len(counts):
+            counts[index] += int(row["count"])
+    return counts if sum(counts) else None
+
+
+def score_drift(
+    session: Session,
+    task: str,
+    model_version: str,
+    thresholds: DriftThresholds,
+    *,
+    reference: list[int] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> DriftReport:
+    """Weekly PSI and flag rate of one version's scores; alerts where either crosses its threshold.
+
+    The reference distribution is the validation one when given, else the version's first weeks in
+    service; the reference flag rate is always the first weeks' (validation sets are enriched with
+    positives, so their flag rate says nothing about a hospital's case mix).
+    """
+    query = select(ScoreResult.created_at, ScoreResult.score, ScoreResult.call).where(
+        ScoreResult.task == task,
+        ScoreResult.model_version == model_version,
+        ScoreResult.outcome == "scored",
+        ScoreResult.score.is_not(None),
+    )
+    if since:
+        query = query.where(ScoreResult.created_at >= since)
+    if until:
+        query = query.where(ScoreResult.created_at < until)
+    by_week: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    for at, score, call in session.execute(query):
+        by_week[week_start(at)].append((float(score), call == "positive"))
+    weeks = sorted(by_week)
+    baseline = [item for week in weeks[: thresholds.baseline_weeks] for item in by_week[week]]
+    reference_name = "validation"
+    if reference is None:
+        reference = histogram([s for s, _ in baseline]) if baseline else None
+        reference_name = f"first {thresholds.baseline_weeks} weeks in service"
+    reference_flag_rate = sum(f for _, f in baseline) / len(baseline) if baseline else None
+    report = DriftReport(task, model_version, reference_name, reference_flag_rate)
+    for week in weeks:
+        items = by_week[week]
+        counts = histogram([s for s, _ in items])
+        value = psi(reference, counts) if reference else None
+        flag_rate = sum(f for _, f in items) / len(items)
+        report.weeks.append(WeekDrift(week, len(items), flag_rate, value, counts))
+        if value is not None and value > thresholds.psi_alert:
+            report.alerts.append(
+                DriftAlert(week, "score_psi", value, thresholds.psi_alert, f"score PSI {value:.3f} vs {reference_name}")
+            )
+        if reference_flag_rate is not None and abs(flag_rate - reference_flag_rate) > thresholds.flag_rate_alert:
+            report.alerts.append(
+                DriftAlert(
+                    week,
+                    "flag_rate",
+                    flag_rate,
+                    thresholds.flag_rate_alert,
+                    f"flag rate {flag_rate:.1%} vs {reference_flag_rate:.1%} in the first weeks",
+                )
+            )
+    for alert in report.alerts:
+        log.warning("drift alert task=%s version=%s week=%s %s", task, model_version, alert.week, alert.detail)
+    return report
+
+
+def _instance_numbers(path: str) -> tuple[float | None, float | None]:
+    """kVp and the row pixel spacing of one stored instance (header only; pixel data is never read)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["KVP", "PixelSpacing", "ImagerPixelSpacing"])
+    except (OSError, InvalidDicomError):
+        return None, None
+    kvp = ds.get("KVP")
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    try:
+        kvp_value = float(kvp) if kvp not in (None, "") else None
+    except (TypeError, ValueError):
+        kvp_value = None
+    try:
+        spacing_value = float(spacing[0]) if spacing else None
+    except (TypeError, ValueError, IndexError):
+        spacing_value = None
+    return kvp_value, spacing_value
+
+
+def header_drift(
+    session: Session,
+    task: str,
+    thresholds: DriftThresholds,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[dict[str, list[dict[str, Any]]], list[DriftAlert]]:
+    """Per week: manufacturer mix, median kVp and pixel spacing, each with a PSI against the first weeks.
+
+    kVp and spacing come from the first stored instance of each study (one header read per study).
+    """
+    query = select(Study.id, Study.first_received_at).where(Study.task == task)
+    if since:
+        query = query.where(Study.first_received_at >= since)
+    if until:
+        query = query.where(Study.first_received_at < until)
+    studies = dict(session.execute(query).all())
+    if not studies:
+        return {}, []
+    manufacturers: dict[int, str] = {}
+    for study_id, headers in session.execute(
+        select(Series.study_id, Series.headers).where(Series.study_id.in_(studies)).order_by(Series.id)
+    ):
+        manufacturers.setdefault(study_id, str((headers or {}).get("Manufacturer") or "unknown"))
+    first_paths: dict[int, str] = {}
+    for study_id, path in session.execute(
+        select(Instance.study_id, Instance.path).where(Instance.study_id.in_(studies)).order_by(Instance.id)
+    ):
+        first_paths.setdefault(study_id, path)
+    weekly: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for study_id, arrived in studies.items():
+        week = week_start(arrived)
+        weekly[week]["manufacturer"].append(manufacturers.get(study_id, "unknown"))
+        if study_id in first_paths:
+            kvp, spacing = _instance_numbers(first_paths[study_id])
+            if kvp is not None:
+                weekly[week]["kvp"].append(kvp)
+            if spacing is not None:
+                weekly[week]["pixel_spacing"].append(spacing)
+    weeks = sorted(weekly)
+    base_weeks = weeks[: thresholds.baseline_weeks]
+    out: dict[str, list[dict[str, Any]]] = {}
+    alerts: list[DriftAlert] = []
+    for name in ("manufacturer", "kvp", "pixel_spacing"):
+        baseline = [v for w in base_weeks for v in weekly[w][name]]
+        rows = []
+        if name == "manufacturer":
+            categories = sorted({v for w in weeks for v in weekly[w][name]})
+            expected = [Counter(baseline)[c] for c in categories]
+        else:
+            # Edges at the baseline's deciles: each baseline tenth is one bin, whatever the unit.
+            edges = np.unique(np.quantile(baseline, np.linspace(0, 1, 11))) if baseline else np.array([])
+            expected = _binned(baseline, edges)
+        for week in weeks:
+            values = weekly[week][name]
+            if name == "manufacturer":
+                counts = Counter(values)
+                actual = [counts[c] for c in categories]
+                summary: Any = dict(counts)
+            else:
+                actual = _binned(values, edges)
+                summary = float(np.median(values)) if values else None
+            value = psi(expected, actual) if values and sum(expected) else None
+            rows.append({"week": week, "n": len(values), "summary": summary, "psi": value})
+            if value is not None and value > thresholds.psi_alert:
+                alerts.append(
+                    DriftAlert(week, f"header_{name}", value, thresholds.psi_alert, f"{name} PSI {value:.3f} vs first weeks")
+                )
+        out[name] = rows
+    return out, alerts
+
+
+def _binned(values: Sequence[float], edges: np.ndarray) -> list[int]:
+    if len(edges) < 2:
+        # One distinct baseline value: same value or not.
+        same = sum(1 for v in values if len(edges) and v == edges[0])
+        return [same, len(values) - same]
+    inner = np.searchsorted(edges[1:-1], np.asarray(values, dtype=float), side="right")
+    return [int(c) for c in np.bincount(inner, minlength=len(edges) - 1)]
