@@ -24,16 +24,22 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def _time(fn: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[float, float]:
+def _time_pair(first: Callable[[], object], second: Callable[[], object], repeats: int, warmup: int = 3) -> list[tuple[float, float]]:
+    """(median, p90) ms of each callable, alternating them so both see the same background load."""
     for _ in range(warmup):
-        fn()
-    samples = []
+        first()
+        second()
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(0.9 * (len(samples) - 1))]
+        for fn, out in ((first, samples[0]), (second, samples[1])):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000)
+    result = []
+    for out in samples:
+        out.sort()
+        result.append((statistics.median(out), out[int(0.9 * (len(out) - 1))]))
+    return result
 
 
 def _ct_volume() -> object:
@@ -74,7 +80,10 @@ def main() -> int:
         rng = np.random.default_rng(0)
         if task == "ct-chest":
             volume = _ct_volume()
-            candidates_ms, _ = _time(lambda: find_candidates(volume), max(3, args.repeats // 10), warmup=1)
+            started = time.perf_counter()
+            for _ in range(3):
+                find_candidates(volume)
+            candidates_ms = (time.perf_counter() - started) * 1000 / 3
             patches = extract_patches(volume, find_candidates(volume))
             unit = f"series ({volume.hu.shape[0]} slices, {len(patches)} candidates)"
             x = patches
@@ -85,12 +94,14 @@ def main() -> int:
             unit = "image " + "x".join(str(v) for v in shape[2:])
         tensor = torch.from_numpy(x)
 
-        def run_torch() -> object:
+        def run_torch(model: torch.nn.Module = model, tensor: torch.Tensor = tensor) -> object:
             with torch.inference_mode():
                 return model(tensor)
 
-        ort_ms, ort_p90 = _time(lambda: session.run(None, {name: x}), args.repeats)
-        torch_ms, torch_p90 = _time(run_torch, args.repeats)
+        def run_ort(session: ort.InferenceSession = session, feed: dict = {name: x}) -> object:  # noqa: B006
+            return session.run(None, feed)
+
+        (ort_ms, ort_p90), (torch_ms, torch_p90) = _time_pair(run_ort, run_torch, args.repeats)
         rows.append((task, unit, ort_ms + candidates_ms, ort_p90 + candidates_ms, torch_ms + candidates_ms, torch_p90 + candidates_ms, candidates_ms))
 
     print(f"ONNX Runtime {ort.__version__} vs PyTorch {torch.__version__} eager, {args.threads} threads, median of {args.repeats} runs (ms)")
