@@ -31,7 +31,7 @@ def _limit(items: list[LabelledImage], limit: int | None, seed: int) -> list[Lab
     by_label = {lab: [i for i in items if i.label == lab] for lab in (0, 1)}
     picked = []
     for group in by_label.values():
-        take = max(2, limit // 2)
+        take = max(2, limit)
         picked += [group[i] for i in sorted(rng.choice(len(group), min(take, len(group)), replace=False))]
     return picked
 
