@@ -22,6 +22,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     from service.audit import router as audit_router
     from service.auth import load_or_create_secret_key
     from service.auth import router as auth_router
+    from training.quality_api import router as quality_router
+    from training.quality_page import page_router as quality_page_router
     from worklist.api import router as worklist_router
     from worklist.page import page_router as worklist_page_router
 
@@ -56,4 +58,6 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.include_router(screening_page_router)
     app.include_router(worklist_router)
     app.include_router(worklist_page_router)
+    app.include_router(quality_router)
+    app.include_router(quality_page_router)
     return app

@@ -1,0 +1,162 @@
+"""The quality API and page over the real app: roles, figures, report (download and MLflow), promotion through
+the gate and rollback as audited actions against a real MLflow registry; serving never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
+from sqlalchemy import select
+
+from service.db import session_scope
+from service.tables import AuditEvent
+from tests.service.conftest import AddUser, add_user, app, client, service_settings  # noqa: F401
+from tests.training.quality_rows import add_final_read, add_result, add_study
+from tests.training.test_quality_metrics import seed
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    # Quality review only reads; the SQLite app is enough here (the worklist tests cover PostgreSQL).
+    return f"sqlite:///{tmp_path / 'medscreen.db'}"
+
+
+def register_versions(tracking_uri: str, task: str, count: int) -> MlflowClient:
+    """Model versions 1..count of ``task``, each with its own run (what the report is logged against)."""
+    registry = MlflowClient(tracking_uri, tracking_uri)
+    experiment = registry.create_experiment(f"medscreen-{task}")
+    registry.create_registered_model(task, tags={"task": task})
+    for _ in range(count):
+        run = registry.create_run(experiment)
+        registry.set_terminated(run.info.run_id)
+        registry.create_model_version(task, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags={"task": task})
+    return registry
+
+
+def seed_pairs(application: FastAPI, n: int, *, challenger_misses: int = 0) -> None:
+    """``n`` confirmed studies, half with the finding; both versions agree except on ``challenger_misses`` positives."""
+    with session_scope(application.state.session_factory) as session:
+        for i in range(n):
+            truth = i % 2 == 0
+            study = add_study(session, arrived=T0 + timedelta(minutes=i))
+            score = 0.9 if truth else 0.1
+            add_result(session, study, score=score, model_version="3")
+            missed = truth and i // 2 < challenger_misses
+            add_result(session, study, score=0.2 if missed else score, role="challenger", model_version="4")
+            add_final_read(session, study, truth, read_at=T0 + timedelta(minutes=i, hours=2))
+
+
+def audit_actions(application: FastAPI) -> list[str]:
+    with session_scope(application.state.session_factory) as session:
+        return list(session.scalars(select(AuditEvent.action).where(AuditEvent.action.like("model.%")).order_by(AuditEvent.id)))
+
+
+def test_quality_figures_report_and_roles(app: FastAPI, client: TestClient, add_user: AddUser) -> None:  # noqa: F811
+    seed(app.state.session_factory)
+    quality = add_user("quinn", "quality")
+    assert client.get("/api/quality/versions").status_code == 401
+    assert client.get("/api/quality/versions", headers=add_user("rita", "radiologist")).status_code == 403
+    versions = client.get("/api/quality/versions", headers=quality).json()
+    assert {(v["task"], v["version"], v["role"]) for v in versions} == {
+        ("chest-xray", "3", "champion"),
+        ("chest-xray", "4", "challenger"),
+    }
+    body = client.get("/api/quality/metrics", params={"task": "chest-xray", "version": "3"}, headers=quality).json()
+    overall = body["overall"]
+    assert (overall["tp"], overall["fp"], overall["tn"], overall["fn"]) == (3, 2, 4, 1)
+    assert overall["auroc"] == pytest.approx(22 / 24)
+    assert set(body["subgroups"]) == {"manufacturer", "station", "age_band", "sex"}
+
+    fragment = client.get(
+        "/api/quality/report", params={"task": "chest-xray", "version": "3", "fragment": "true"}, headers=quality
+    )
+    assert fragment.status_code == 200 and "Content-Disposition" not in fragment.headers
+    assert fragment.text.count("<svg") >= 3 and "AUROC 0.917" in fragment.text and "<script" not in fragment.text
+    download = client.get("/api/quality/report", params={"task": "chest-xray", "version": "3"}, headers=quality)
+    assert download.headers["Content-Disposition"] == 'attachment; filename="quality-chest-xray-v3.html"'
+    assert download.text.startswith("<!doctype html>")
+
+    page = client.get("/quality")
+    assert page.status_code == 200 and "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert client.get("/quality/static/quality.js").status_code == 200
+
+
+def test_report_is_logged_to_mlflow_against_the_version(app: FastAPI, client: TestClient, add_user: AddUser) -> None:  # noqa: F811
+    seed(app.state.session_factory)
+    tracking_uri = app.state.settings.resolved_mlflow_tracking_uri
+    mlflow = register_versions(tracking_uri, "chest-xray", 3)
+    quality = add_user("quinn", "quality")
+    response = client.post("/api/quality/report/mlflow", params={"task": "chest-xray", "version": "3"}, headers=quality)
+    assert response.status_code == 200, response.text
+    artifact = response.json()["artifact"]
+    version = mlflow.get_model_version("chest-xray", "3")
+    assert version.tags["quality_report"] == artifact
+    local = mlflow.download_artifacts(version.run_id, artifact)
+    assert "chest-xray version 3" in Path(local).read_text()
+    missing = client.post("/api/quality/report/mlflow", params={"task": "chest-xray", "version": "9"}, headers=quality)
+    assert missing.status_code == 404
+
+
+def test_gate_refuses_too_few_studies_then_promotes_and_rolls_back(
+    app: FastAPI, client: TestClient, add_user: AddUser  # noqa: F811
+) -> None:
+    tracking_uri = app.state.settings.resolved_mlflow_tracking_uri
+    mlflow = register_versions(tracking_uri, "chest-xray", 4)
+    mlflow.set_registered_model_alias("chest-xray", "champion", "3")
+    mlflow.set_registered_model_alias("chest-xray", "challenger", "4")
+    engineer = add_user("emma", "ml-engineer")
+    assert client.post("/api/quality/promote", json={"task": "chest-xray", "version": "4"}, headers=add_user("quinn", "quality")).status_code == 403
+
+    seed_pairs(app, 40)
+    refused = client.post("/api/quality/promote", json={"task": "chest-xray", "version": "4"}, headers=engineer)
+    assert refused.status_code == 409 and "at least 400" in refused.json()["detail"]
+    assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "3"
+    assert audit_actions(app) == ["model.promote_refused"]
+
+    seed_pairs(app, 400)
+    gate = client.get("/api/quality/compare", params={"task": "chest-xray", "challenger": "4"}, headers=engineer).json()
+    assert gate["passed"] and gate["comparison"]["n_paired"] == 440
+    promoted = client.post("/api/quality/promote", json={"task": "chest-xray", "version": "4"}, headers=engineer)
+    assert promoted.status_code == 200, promoted.text
+    assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "4"
+    assert str(mlflow.get_model_version_by_alias("chest-xray", "previous-champion").version) == "3"
+    assert "challenger" not in mlflow.get_registered_model("chest-xray").aliases
+
+    rolled = client.post("/api/quality/rollback", json={"task": "chest-xray"}, headers=engineer)
+    assert rolled.json() == {"task": "chest-xray", "from": "4", "to": "3"}
+    assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "3"
+    assert audit_actions(app) == ["model.promote_refused", "model.promote", "model.rollback"]
+
+
+def test_gate_refuses_a_significant_sensitivity_drop(app: FastAPI, client: TestClient, add_user: AddUser) -> None:  # noqa: F811
+    seed_pairs(app, 440, challenger_misses=12)
+    engineer = add_user("emma", "ml-engineer")
+    gate = client.get("/api/quality/compare", params={"task": "chest-xray", "challenger": "4"}, headers=engineer).json()
+    assert not gate["passed"]
+    comparison = gate["comparison"]
+    assert (comparison["positives_champion_only"], comparison["positives_challenger_only"]) == (12, 0)
+    # Exact one-sided McNemar: 12 of 12 discordant positives against the challenger, p = 0.5 ** 12.
+    assert comparison["sensitivity_drop_p"] == pytest.approx(0.5**12)
+    assert any("sensitivity drops significantly" in reason for reason in gate["reasons"])
+
+
+def test_serving_app_does_not_import_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys, pathlib\n"
+        "from service.app import create_app\n"
+        "from service.settings import Settings\n"
+        f"create_app(Settings(home=pathlib.Path({str(tmp_path / 'var')!r})))\n"
+        "import training.quality_api, training.quality_page, training.gate, training.drift\n"
+        "heavy = sorted(m for m in ('torch', 'monai') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)

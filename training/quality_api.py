@@ -1,0 +1,202 @@
+"""Quality review over HTTP: metrics, drift, the champion comparison and the report (role ``quality``), and
+promotion through the gate and rollback (role ``ml-engineer``), each a single audited action."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from inference.shipped_models import SHIPPED_MODELS_DIR
+from inference.tables import ScoreResult
+from service.audit import record_audit
+from service.auth import AuthenticatedUser, require_role
+from service.db import utcnow
+from service.deps import SessionDep, SettingsDep
+from service.settings import Settings
+from service.tables import Role
+from training.drift import DriftThresholds, header_drift, score_drift, validation_score_distribution
+from training.errors import GateRefused, RegistryError
+from training.gate import GateRules, compare_versions, evaluate_gate, promote_through_gate, rollback_champion
+from training.quality_metrics import compute_metrics, load_paired_cases, subgroup_metrics
+from training.quality_report import (
+    ReportQuery,
+    build_report,
+    list_versions_in_service,
+    log_report_to_mlflow,
+    render_report,
+)
+
+__all__ = ["router", "drift_thresholds", "gate_rules"]
+
+router = APIRouter(prefix="/api/quality", tags=["quality"])
+QualityUser = Annotated[AuthenticatedUser, Depends(require_role(Role.quality, Role.ml_engineer))]
+EngineerUser = Annotated[AuthenticatedUser, Depends(require_role(Role.ml_engineer))]
+Since = Annotated[datetime | None, Query(description="Studies that arrived at or after this instant (ISO 8601, UTC).")]
+Until = Annotated[datetime | None, Query(description="Studies that arrived before this instant (ISO 8601, UTC).")]
+
+
+def drift_thresholds(settings: Settings) -> DriftThresholds:
+    return DriftThresholds(settings.quality_psi_alert, settings.quality_flag_rate_alert, settings.quality_baseline_weeks)
+
+
+def gate_rules(settings: Settings) -> GateRules:
+    return GateRules(settings.quality_gate_min_studies, settings.quality_gate_min_class_fraction, settings.quality_gate_alpha)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@router.get("/versions")
+def versions(session: SessionDep, user: QualityUser) -> list[dict[str, Any]]:
+    """Task, version and role of every model version with scored results (the filters of the page)."""
+    return list_versions_in_service(session)
+
+
+@router.get("/metrics")
+def metrics(
+    session: SessionDep, user: QualityUser, task: str, version: str, since: Since = None, until: Until = None
+) -> dict[str, Any]:
+    cases = load_paired_cases(session, task=task, model_version=version, since=_utc(since), until=_utc(until))
+    return {
+        "task": task,
+        "version": version,
+        "overall": compute_metrics(cases).to_dict(),
+        "subgroups": {k: {g: m.to_dict() for g, m in v.items()} for k, v in subgroup_metrics(cases).items()},
+    }
+
+
+@router.get("/drift")
+def drift(
+    session: SessionDep,
+    settings: SettingsDep,
+    user: QualityUser,
+    task: str,
+    version: str,
+    since: Since = None,
+    until: Until = None,
+) -> dict[str, Any]:
+    thresholds = drift_thresholds(settings)
+    report = score_drift(
+        session,
+        task,
+        version,
+        thresholds,
+        reference=validation_score_distribution(SHIPPED_MODELS_DIR, task),
+        since=_utc(since),
+        until=_utc(until),
+    )
+    headers, alerts = header_drift(session, task, thresholds, since=_utc(since), until=_utc(until))
+    report.alerts.extend(alerts)
+    return report.to_dict() | {"headers": headers}
+
+
+@router.get("/compare")
+def compare(
+    session: SessionDep, settings: SettingsDep, user: QualityUser, task: str, challenger: str, champion: str | None = None
+) -> dict[str, Any]:
+    """The challenger against the champion on the same confirmed studies, and the gate's verdict."""
+    try:
+        comparison = compare_versions(session, task, challenger, champion)
+    except RegistryError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    return evaluate_gate(comparison, gate_rules(settings)).to_dict()
+
+
+def _report(session: Any, settings: Settings, task: str, version: str, since: datetime | None, until: datetime | None) -> Any:
+    return build_report(
+        session,
+        ReportQuery(task, version, _utc(since), _utc(until)),
+        thresholds=drift_thresholds(settings),
+        rules=gate_rules(settings),
+        models_dir=Path(SHIPPED_MODELS_DIR),
+        now=utcnow(),
+    )
+
+
+@router.get("/report", response_class=Response)
+def report(
+    session: SessionDep,
+    settings: SettingsDep,
+    user: QualityUser,
+    task: str,
+    version: str,
+    since: Since = None,
+    until: Until = None,
+    fragment: bool = False,
+) -> Response:
+    """The report as a standalone HTML document (a download), or its body for the quality page."""
+    built = _report(session, settings, task, version, since, until)
+    record_audit(session, user.username, "quality.report", "model", f"{task}:{version}", {"fragment": fragment})
+    headers = {} if fragment else {"Content-Disposition": f'attachment; filename="quality-{task}-v{version}.html"'}
+    return Response(render_report(built, document=not fragment), media_type="text/html; charset=utf-8", headers=headers)
+
+
+@router.post("/report/mlflow")
+def report_to_mlflow(
+    session: SessionDep, settings: SettingsDep, user: QualityUser, task: str, version: str, since: Since = None, until: Until = None
+) -> dict[str, str]:
+    """Log the report as an artifact of the model version's MLflow run (tagged on the version)."""
+    from mlflow.exceptions import MlflowException
+
+    document = render_report(_report(session, settings, task, version, since, until))
+    try:
+        artifact = log_report_to_mlflow(settings.resolved_mlflow_tracking_uri, task, version, document, utcnow())
+    except (MlflowException, ValueError) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{task} v{version}: {exc}") from exc
+    record_audit(session, user.username, "quality.report_logged", "model", f"{task}:{version}", {"artifact": artifact})
+    return {"artifact": artifact}
+
+
+class PromoteRequest(BaseModel):
+    task: str
+    version: str
+    force: bool = False
+
+
+class RollbackRequest(BaseModel):
+    task: str
+
+
+@router.post("/promote")
+def promote(body: PromoteRequest, session: SessionDep, settings: SettingsDep, user: EngineerUser) -> dict[str, Any]:
+    """Gate the version on confirmed studies, then make it champion; 409 with the reasons when it fails."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        decision = promote_through_gate(
+            session,
+            settings.resolved_mlflow_tracking_uri,
+            body.task,
+            body.version,
+            actor=user.username,
+            rules=gate_rules(settings),
+            force=body.force,
+        )
+    except GateRefused as exc:
+        session.commit()  # the refusal is audited too
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"gate refused: {exc}") from exc
+    except (RegistryError, MlflowException) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    return {"promoted": body.version, "task": body.task} | decision.to_dict()
+
+
+@router.post("/rollback")
+def rollback(body: RollbackRequest, session: SessionDep, settings: SettingsDep, user: EngineerUser) -> dict[str, str]:
+    try:
+        previous, current = rollback_champion(session, settings.resolved_mlflow_tracking_uri, body.task, actor=user.username)
+    except RegistryError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    return {"task": body.task, "from": previous, "to": current}
+
+
+@router.get("/tasks")
+def tasks(session: SessionDep, user: QualityUser) -> list[str]:
+    return sorted(t for (t,) in session.execute(select(ScoreResult.task).distinct()))

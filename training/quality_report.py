@@ -1,0 +1,312 @@
+"""The quality report of one model version: figures, subgroups, drift and the champion comparison as one HTML
+document with inline SVG plots (no matplotlib, no scripts, nothing fetched), for the page and for download,
+and logged to MLflow against the model version.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from inference.tables import ScoreResult
+from training.drift import DriftReport, DriftThresholds, header_drift, score_drift, validation_score_distribution
+from training.gate import GateDecision, GateRules, compare_versions, evaluate_gate
+from training.quality_metrics import (
+    QualityMetrics,
+    compute_metrics,
+    load_paired_cases,
+    roc_points,
+    subgroup_metrics,
+)
+
+__all__ = ["ReportQuery", "QualityReport", "build_report", "render_report", "list_versions_in_service", "log_report_to_mlflow"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    task: str
+    model_version: str
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    query: ReportQuery
+    metrics: QualityMetrics
+    subgroups: dict[str, dict[str, QualityMetrics]]
+    roc: list[tuple[float, float]]
+    drift: DriftReport
+    headers: dict[str, list[dict[str, Any]]]
+    gate: GateDecision | None
+    created_at: datetime
+
+
+def list_versions_in_service(session: Session) -> list[dict[str, Any]]:
+    """Every (task, version, role) with scored results, newest first: the page's filter choices."""
+    rows = session.execute(
+        select(
+            ScoreResult.task,
+            ScoreResult.model_version,
+            ScoreResult.role,
+            func.count(),
+            func.max(ScoreResult.created_at),
+        )
+        .where(ScoreResult.outcome == "scored")
+        .group_by(ScoreResult.task, ScoreResult.model_version, ScoreResult.role)
+    ).all()
+    out = [{"task": t, "version": v, "role": r, "results": n, "last": last} for t, v, r, n, last in rows]
+    out.sort(key=lambda row: (row["task"], row["last"]), reverse=True)
+    return out
+
+
+def build_report(
+    session: Session,
+    query: ReportQuery,
+    *,
+    thresholds: DriftThresholds,
+    rules: GateRules,
+    models_dir: Path,
+    now: datetime,
+) -> QualityReport:
+    cases = load_paired_cases(
+        session, task=query.task, model_version=query.model_version, since=query.since, until=query.until
+    )
+    drift = score_drift(
+        session,
+        query.task,
+        query.model_version,
+        thresholds,
+        reference=validation_score_distribution(models_dir, query.task),
+        since=query.since,
+        until=query.until,
+    )
+    headers, header_alerts = header_drift(session, query.task, thresholds, since=query.since, until=query.until)
+    drift.alerts.extend(header_alerts)
+    roles = {c.role for c in cases}
+    gate = None
+    if "challenger" in roles:
+        try:
+            gate = evaluate_gate(compare_versions(session, query.task, query.model_version), rules)
+        except Exception as exc:  # noqa: BLE001 - a missing champion leaves the comparison out, not the report
+            log.info("no comparison for %s v%s: %s", query.task, query.model_version, exc)
+    return QualityReport(
+        query=query,
+        metrics=compute_metrics(cases),
+        subgroups=subgroup_metrics(cases),
+        roc=roc_points(cases),
+        drift=drift,
+        headers=headers,
+        gate=gate,
+        created_at=now,
+    )
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or value != value:  # NaN: one class only, or nothing to count
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _svg_chart(
+    title: str,
+    series: Sequence[tuple[str, Sequence[tuple[float, float]], str]],
+    *,
+    x_label: str,
+    y_label: str,
+    x_range: tuple[float, float] = (0.0, 1.0),
+    y_range: tuple[float, float] = (0.0, 1.0),
+    diagonal: bool = False,
+    x_ticks: Sequence[str] | None = None,
+) -> str:
+    """A small line chart as inline SVG: axes, optional diagonal, one polyline with markers per series."""
+    width, height, left, bottom, top, right = 360, 300, 48, 40, 24, 12
+    pw, ph = width - left - right, height - top - bottom
+    (x0, x1), (y0, y1) = x_range, y_range
+    x1 = x1 if x1 > x0 else x0 + 1
+    y1 = y1 if y1 > y0 else y0 + 1
+
+    def sx(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * pw
+
+    def sy(y: float) -> float:
+        return top + ph - (y - y0) / (y1 - y0) * ph
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{html.escape(title)}" class="chart">',
+        f'<text x="{width / 2}" y="14" text-anchor="middle" font-size="12">{html.escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>',
+    ]
+    for i in range(5):
+        fy = y0 + (y1 - y0) * i / 4
+        parts.append(f'<text x="{left - 4}" y="{sy(fy) + 4:.1f}" text-anchor="end" font-size="9">{fy:.2g}</text>')
+        if x_ticks is None:
+            fx = x0 + (x1 - x0) * i / 4
+            parts.append(f'<text x="{sx(fx):.1f}" y="{top + ph + 12}" text-anchor="middle" font-size="9">{fx:.2g}</text>')
+    for i, label in enumerate(x_ticks or []):
+        parts.append(
+            f'<text x="{sx(i):.1f}" y="{top + ph + 12}" text-anchor="middle" font-size="8">{html.escape(label[5:])}</text>'
+        )
+    parts.append(f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle" font-size="10">{html.escape(x_label)}</text>')
+    parts.append(
+        f'<text x="12" y="{top + ph / 2}" text-anchor="middle" font-size="10" '
+        f'transform="rotate(-90 12 {top + ph / 2})">{html.escape(y_label)}</text>'
+    )
+    if diagonal:
+        parts.append(f'<line x1="{sx(x0)}" y1="{sy(y0)}" x2="{sx(x1)}" y2="{sy(y1)}" stroke="#bbb" stroke-dasharray="4 3"/>')
+    for i, (label, points, colour) in enumerate(series):
+        if not points:
+            continue
+        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.8" points="{coords}"/>')
+        if len(points) <= 30:
+            parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>' for x, y in points)
+        parts.append(
+            f'<text x="{left + 8}" y="{top + 14 + 12 * i}" font-size="10" fill="{colour}">{html.escape(label)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _metrics_rows(name: str, m: QualityMetrics) -> str:
+    def prop(p: Any) -> str:
+        return f"{_fmt(p.value)} ({_fmt(p.ci_low)}-{_fmt(p.ci_high)})"
+
+    return (
+        f"<tr><th>{html.escape(name)}</th><td>{m.n}</td><td>{m.n_positive}</td><td>{prop(m.sensitivity)}</td>"
+        f"<td>{prop(m.specificity)}</td><td>{prop(m.ppv)}</td><td>{prop(m.npv)}</td>"
+        f"<td>{_fmt(m.auroc)} ({_fmt(m.auroc_ci_low)}-{_fmt(m.auroc_ci_high)})</td><td>{_fmt(m.brier)}</td>"
+        f"<td>{_fmt(m.flag_rate.value)}</td></tr>"
+    )
+
+
+_TABLE_HEAD = (
+    "<tr><th></th><th>n</th><th>positive</th><th>sensitivity (95% CI)</th><th>specificity</th><th>PPV</th>"
+    "<th>NPV</th><th>AUROC</th><th>Brier</th><th>flag rate</th></tr>"
+)
+
+_STYLE = (
+    "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:0.5em 0 1.2em}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}th:first-child{text-align:left}"
+    ".alert{color:#a00}.pass{color:#060}.fail{color:#a00}.chart{margin-right:1em}"
+)
+
+
+def render_report(report: QualityReport, *, document: bool = True) -> str:
+    """The report as HTML: a full standalone document for download, or the body for the quality page."""
+    q = report.query
+    m = report.metrics
+    period = f"{q.since.date() if q.since else 'start'} to {q.until.date() if q.until else 'now'}"
+    out = [
+        f'<section id="quality-report" data-task="{html.escape(q.task)}" data-version="{html.escape(q.model_version)}">',
+        f"<h2>{html.escape(q.task)} version {html.escape(q.model_version)}</h2>",
+        f"<p>Period {period}; {m.n} studies confirmed by a final read ({m.n_positive} with the finding). "
+        f"Generated {report.created_at.isoformat(timespec='seconds')}. Decision support only: figures compare the "
+        "model with radiologists' final reads, not with pathology.</p>",
+        "<h3>Against final reads</h3><table class=\"metrics\">",
+        _TABLE_HEAD,
+        _metrics_rows("all", m),
+        "</table>",
+        f"<p>Confusion: TP {m.tp}, FP {m.fp}, TN {m.tn}, FN {m.fn}. ECE {_fmt(m.ece)}. Median hours from arrival to "
+        f"final read: all {_fmt(m.median_hours_to_read_all, 2)}, with the finding {_fmt(m.median_hours_to_read_positive, 2)}.</p>",
+        "<div class=\"plots\">",
+        _svg_chart(
+            "ROC", [(f"AUROC {_fmt(m.auroc)}", report.roc, "#1f5fa8")], x_label="1 - specificity", y_label="sensitivity", diagonal=True
+        ),
+        _svg_chart(
+            "Calibration",
+            [(f"Brier {_fmt(m.brier)}", [(r["mean_score"], r["observed"]) for r in m.reliability], "#b35a00")],
+            x_label="mean score",
+            y_label="observed rate",
+            diagonal=True,
+        ),
+    ]
+    weeks = report.drift.weeks
+    if weeks:
+        psi_points = [(i, w.psi) for i, w in enumerate(weeks) if w.psi is not None]
+        top = max([0.3] + [p for _, p in psi_points])
+        out.append(
+            _svg_chart(
+                "Drift by week",
+                [
+                    (f"score PSI vs {report.drift.reference}", psi_points, "#7a1fa8"),
+                    ("flag rate", [(i, w.flag_rate) for i, w in enumerate(weeks)], "#2a8a2a"),
+                ],
+                x_label="week",
+                y_label="PSI / flag rate",
+                x_range=(0, max(len(weeks) - 1, 1)),
+                y_range=(0.0, max(top, 1.0)),
+                x_ticks=[w.week for w in weeks],
+            )
+        )
+    out.append("</div>")
+    out.append("<h3>Subgroups</h3>")
+    for key, groups in report.subgroups.items():
+        out.append(f"<h4>{html.escape(key.replace('_', ' '))}</h4><table class=\"metrics\">{_TABLE_HEAD}")
+        out.extend(_metrics_rows(name, g) for name, g in groups.items())
+        out.append("</table>")
+    out.append("<h3>Drift</h3><table><tr><th>week</th><th>scored</th><th>flag rate</th><th>score PSI</th></tr>")
+    out.extend(
+        f"<tr><th>{w.week}</th><td>{w.n}</td><td>{_fmt(w.flag_rate)}</td><td>{_fmt(w.psi)}</td></tr>" for w in weeks
+    )
+    out.append("</table>")
+    for name, rows in report.headers.items():
+        out.append(f"<h4>header: {html.escape(name)}</h4><table><tr><th>week</th><th>n</th><th>summary</th><th>PSI</th></tr>")
+        out.extend(
+            f"<tr><th>{r['week']}</th><td>{r['n']}</td><td>{html.escape(str(r['summary']))}</td><td>{_fmt(r['psi'])}</td></tr>"
+            for r in rows
+        )
+        out.append("</table>")
+    alerts = report.drift.alerts
+    out.append(f"<h3>Alerts ({len(alerts)})</h3><ul class=\"alerts\">")
+    out.extend(f'<li class="alert">{a.week}: {html.escape(a.detail)} (threshold {a.threshold})</li>' for a in alerts)
+    out.append("</ul>")
+    if report.gate is not None and report.gate.comparison is not None:
+        c = report.gate.comparison
+        verdict = "passes" if report.gate.passed else "fails"
+        out.append(
+            f"<h3>Challenger v{html.escape(c.challenger_version)} vs champion v{html.escape(c.champion_version)}</h3>"
+            f"<table class=\"metrics\">{_TABLE_HEAD}{_metrics_rows('champion', c.champion)}"
+            f"{_metrics_rows('challenger', c.challenger)}</table>"
+            f"<p class=\"{'pass' if report.gate.passed else 'fail'}\" id=\"gate\">The challenger {verdict} the gate on "
+            f"{c.n_paired} paired studies.</p><ul>"
+        )
+        out.extend(f"<li>{html.escape(reason)}</li>" for reason in report.gate.reasons)
+        out.append("</ul>")
+    out.append("</section>")
+    body = "\n".join(out)
+    if not document:
+        return body
+    title = f"medscreen quality report: {q.task} v{q.model_version}"
+    return (
+        f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>"
+    )
+
+
+def log_report_to_mlflow(tracking_uri: str, task: str, version: str, document: str, now: datetime) -> str:
+    """Attach the report to the model version's run (registered model name = task); returns the artifact path."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    model_version = client.get_model_version(task, version)
+    if not model_version.run_id:
+        raise ValueError(f"{task} v{version} has no run to log the report to")
+    artifact = f"quality/report-{now.strftime('%Y%m%dT%H%M%SZ')}.html"
+    client.log_text(model_version.run_id, document, artifact)
+    client.set_model_version_tag(task, version, "quality_report", artifact)
+    return artifact

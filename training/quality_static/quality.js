@@ -1,0 +1,99 @@
+// The quality page: log in, choose task / version / period, show the server-rendered report, download it,
+// log it to MLflow. Everything it shows comes from /api/quality; no data is kept beyond the tab's token.
+"use strict";
+
+const state = { token: sessionStorage.getItem("medscreen.token"), versions: [] };
+const $ = (id) => document.getElementById(id);
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ Authorization: `Bearer ${state.token}` }, options.headers || {});
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 401) { showLogin(); throw new Error("please log in again"); }
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail; } catch (_) { /* not JSON */ }
+    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  }
+  return response;
+}
+
+function showLogin() {
+  state.token = null;
+  sessionStorage.removeItem("medscreen.token");
+  $("login").hidden = false;
+  $("main").hidden = true;
+}
+
+function query() {
+  const params = new URLSearchParams({ task: $("task").value, version: $("version").value });
+  if ($("since").value) params.set("since", `${$("since").value}T00:00:00Z`);
+  if ($("until").value) params.set("until", `${$("until").value}T00:00:00Z`);
+  return params;
+}
+
+function fillVersions() {
+  const task = $("task").value;
+  const select = $("version");
+  select.replaceChildren();
+  for (const row of state.versions.filter((r) => r.task === task)) {
+    const option = document.createElement("option");
+    option.value = row.version;
+    option.textContent = `v${row.version} (${row.role}, ${row.results} results)`;
+    select.append(option);
+  }
+}
+
+async function start() {
+  $("login").hidden = true;
+  $("main").hidden = false;
+  state.versions = await (await api("/api/quality/versions")).json();
+  const tasks = [...new Set(state.versions.map((r) => r.task))];
+  $("task").replaceChildren(...tasks.map((t) => Object.assign(document.createElement("option"), { value: t, textContent: t })));
+  fillVersions();
+  if (tasks.length) await show();
+}
+
+async function show() {
+  $("status").textContent = "loading...";
+  try {
+    const params = query();
+    params.set("fragment", "true");
+    // Server-rendered: every value in it is escaped there, and the page's policy forbids scripts in it.
+    $("report").innerHTML = await (await api(`/api/quality/report?${params}`)).text();
+    $("status").textContent = "";
+  } catch (error) { $("status").textContent = error.message; }
+}
+
+async function download() {
+  const blob = await (await api(`/api/quality/report?${query()}`)).blob();
+  const link = Object.assign(document.createElement("a"), {
+    href: URL.createObjectURL(blob), download: `quality-${$("task").value}-v${$("version").value}.html` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+async function logToMlflow() {
+  try {
+    const body = await (await api(`/api/quality/report/mlflow?${query()}`, { method: "POST" })).json();
+    $("status").textContent = `logged to MLflow: ${body.artifact}`;
+  } catch (error) { $("status").textContent = error.message; }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = new URLSearchParams({ username: $("username").value, password: $("password").value });
+    const response = await fetch("/api/auth/token", { method: "POST", body: form });
+    if (!response.ok) { $("login-error").textContent = "wrong user or password"; return; }
+    state.token = (await response.json()).access_token;
+    sessionStorage.setItem("medscreen.token", state.token);
+    $("who").textContent = $("username").value;
+    try { await start(); } catch (error) { $("login-error").textContent = error.message; showLogin(); }
+  });
+  $("task").addEventListener("change", fillVersions);
+  $("filters").addEventListener("submit", (event) => { event.preventDefault(); show(); });
+  $("download").addEventListener("click", () => download().catch((e) => { $("status").textContent = e.message; }));
+  $("log-mlflow").addEventListener("click", logToMlflow);
+  if (state.token) start().catch(showLogin); else showLogin();
+});
