@@ -139,28 +139,54 @@ def _next_on_shift(t: float, shift: tuple[int, int]) -> float:
 
 
 def run_day(studies: list[SimStudy], policy: PriorityPolicy, with_model: bool) -> list[float]:
-    """Waits (arrival to start of read, seconds) of every study, in the order of ``studies``."""
-    keys = []
+    """Waits (arrival to start of read, seconds) of every study, in the order of ``studies``.
+
+    A study's place can change once as time passes (a negative whose deferral runs out); the policy is asked
+    for its place at arrival and again at that moment, and the queue holds both entries (the stale one is
+    skipped when it comes up).
+    """
+    first_keys, later = [], []
     for study in studies:
-        priority = prioritise(_facts(study, with_model), policy, T0 + timedelta(seconds=study.arrived))
-        keys.append(((priority.due_at - T0).total_seconds(), priority.tie_break))
-    waits = [0.0] * len(studies)
+        facts = _facts(study, with_model)
+        arrived = T0 + timedelta(seconds=study.arrived)
+        first = prioritise(facts, policy, arrived)
+        first_keys.append(((first.due_at - T0).total_seconds(), first.tie_break))
+        if first.tier == "negative":
+            changes_at = first.due_at
+            aged = prioritise(facts, policy, changes_at)
+            later.append(((changes_at - T0).total_seconds(), (aged.due_at - T0).total_seconds(), aged.tie_break))
+        else:
+            later.append(None)
+    waits = [-1.0] * len(studies)
     free_at = [0.0] * len(SHIFTS)
     queue: list[tuple[float, float, int]] = []
-    next_arrival = 0
-    while next_arrival < len(studies) or queue:
+    agings: list[tuple[float, int]] = []
+    next_arrival, read = 0, 0
+    while read < len(studies):
         reader = min(range(len(SHIFTS)), key=lambda r: _next_on_shift(free_at[r], SHIFTS[r]))
         ready = _next_on_shift(free_at[reader], SHIFTS[reader])
         if next_arrival < len(studies) and studies[next_arrival].arrived <= ready:
-            heapq.heappush(queue, (*keys[next_arrival], next_arrival))
+            heapq.heappush(queue, (*first_keys[next_arrival], next_arrival))
+            change = later[next_arrival]
+            if change is not None:
+                heapq.heappush(agings, (change[0], next_arrival))
             next_arrival += 1
             continue
+        while agings and agings[0][0] <= ready:
+            _, index = heapq.heappop(agings)
+            if waits[index] < 0:
+                change = later[index]
+                assert change is not None
+                heapq.heappush(queue, (change[1], change[2], index))
+        while queue and waits[queue[0][2]] >= 0:
+            heapq.heappop(queue)  # already read: a stale entry
         if not queue:
             free_at[reader] = studies[next_arrival].arrived
             continue
         _, _, index = heapq.heappop(queue)
         waits[index] = ready - studies[index].arrived
         free_at[reader] = ready + studies[index].read_s
+        read += 1
     return waits
 
 

@@ -103,10 +103,11 @@ class Settings(BaseSettings):
         None, description="Rare-disease screener artefact (JSON); default the shipped `screening/data/screener.json`."
     )
     worklist_aging_cap_minutes: float = Field(
-        60.0,
+        90.0,
         gt=0,
-        description="Worklist aging cap: a study the champion called negative is due this long after arrival, so once "
-        "it has waited this long no newly arrived model-positive study goes ahead of it.",
+        description="Worklist aging cap: a champion-negative study is deferred at most this long, then goes back to its "
+        "arrival place ahead of later model-positive studies. About a quarter to a third of the list's p99 wait "
+        "(see benchmarks/prioritisation.py --sweep).",
     )
     worklist_aging_cap_by_modality: dict[str, float] = Field(
         default_factory=dict, description='Per-modality aging caps in minutes as JSON, e.g. `{"CT": 30, "MG": 240}`.'

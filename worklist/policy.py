@@ -1,7 +1,7 @@
 """The priority policy: where a study goes in the radiologists' list, and why. A pure function, no I/O.
 
 Each study gets a **due time**; the list is read earliest-due first (ties: higher champion score first).
-This is earliest-deadline-first scheduling with the model's call setting the deadline.
+A negative call *defers* a study, for at most the aging cap of its modality.
 
 | study | due time | tier |
 |---|---|---|
@@ -9,7 +9,8 @@ This is earliest-deadline-first scheduling with the model's call setting the dea
 | order priority HIGH / URGENT / ASAP | arrival - `urgent_lead` (default 2 h) | `urgent` |
 | champion call positive | arrival | `positive` |
 | not scored yet, no model for it, could not score, scoring failed | arrival (plain arrival order) | `unscored` |
-| champion call negative | arrival + aging cap of its modality (default 60 min) | `negative`, then `aged` |
+| champion call negative, waited less than the aging cap of its modality (default 90 min) | arrival + cap | `negative` |
+| champion call negative, waited the cap or longer | arrival (back in its arrival place) | `aged` |
 
 Why this shape:
 - The order's clinical priority is a floor: the due time is the earliest of the order's and the model's,
@@ -18,11 +19,13 @@ Why this shape:
 - The call at the version's operating point, not the raw score, sets the tier: sensitivity and specificity
   were measured at that threshold. The score only breaks ties and is shown beside the call.
 - A study the model could not judge is neither promoted nor demoted: it keeps the place FIFO would give it.
-- **Aging cap**: a negative study is due `cap` after it arrived. Positives that arrive later than that are
-  due later than it, so once a study has waited its cap, no newly arrived positive study is put ahead of
-  it. That bounds how long a study the model got wrong (a false negative) can be starved. The due time is
-  fixed at scoring, so the order does not drift as time passes; the recompute loop only relabels a
-  negative study `aged` (with a recorded priority change) when its cap has run out.
+- **Aging cap**: once a negative study has waited its cap it returns to its arrival place, ahead of every
+  positive study that arrived after it, whether or not that one has been read yet: no study waits longer
+  than the cap behind model-positive studies that came later. That bounds how long a study the model got
+  wrong (a false negative) can be starved, and it costs the longest waits nothing: when the list is longer
+  than the cap, the positives that passed a study are still unread when its cap runs out, and it goes back
+  ahead of them (``benchmarks/prioritisation.py`` measures both effects). The recompute loop applies the
+  change (with a recorded priority change) when the cap runs out; nothing else moves with time.
 """
 
 from __future__ import annotations
@@ -127,9 +130,10 @@ def _model_priority(facts: StudyFacts, policy: PriorityPolicy, now: datetime) ->
     cap = policy.cap_for(facts.modality)
     due = facts.arrived_at + cap
     if now >= due:
+        # The deferral is spent: back to the study's arrival place, ahead of every positive that came later.
         return Priority(
             "aged",
-            due,
+            facts.arrived_at,
             -champion.score,
             f"{said}; waited past the {_minutes(cap)} {facts.modality or 'default'} aging cap",
         )

@@ -122,13 +122,14 @@ def test_results_arriving_later_move_the_study_and_are_recorded(
         "no lung fields in view",
     )
 
-    # Time passes: an hour after arrival the negatives age, and the change is recorded with its reason.
-    assert recompute(app, utcnow() + timedelta(minutes=22)) == 1
-    aged = client.get("/api/worklist", headers=rita, params={"limit": 1, "offset": 4}).json()["items"][0]
+    # Time passes: 90 minutes after arrival (the default cap) the first negative goes back to its arrival
+    # place, ahead of the positives that came after it; the change is recorded with its reason.
+    assert recompute(app, utcnow() + timedelta(minutes=52)) == 1
+    aged = client.get("/api/worklist", headers=rita, params={"limit": 1, "offset": 1}).json()["items"][0]
     assert aged["study_instance_uid"] == uids["neg1"] and aged["tier"] == "aged"
     history = client.get("/api/worklist/priority-changes", headers=rita, params={"study_uid": uids["neg1"]}).json()
     assert [(c["from_tier"], c["to_tier"]) for c in history["items"]] == [("negative", "aged"), (None, "negative")]
-    assert "waited past the 60 min CR aging cap" in history["items"][0]["reason"]
+    assert "waited past the 90 min CR aging cap" in history["items"][0]["reason"]
     quality = add_user("quinn", "quality")
     assert client.get("/api/worklist/priority-changes", headers=quality).json()["total"] == 7
     assert client.get("/api/worklist", headers=quality).status_code == 403
