@@ -55,7 +55,8 @@ def _authenticate(request: Request, token: str | None) -> AuthenticatedUser:
 
 async def _stream(request: Request, after: int | None) -> AsyncIterator[str]:
     factory = request.app.state.session_factory
-    after, _ = await run_in_threadpool(_events_after, factory, after)
+    if after is None:
+        after, _ = await run_in_threadpool(_events_after, factory, None)
     yield f"retry: 1000\nid: {after}\nevent: hello\ndata: {{}}\n\n"
     started = last_sent = time.monotonic()
     while time.monotonic() - started < STREAM_SECONDS and not await request.is_disconnected():

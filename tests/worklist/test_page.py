@@ -148,3 +148,40 @@ def test_radiologist_claims_and_reads_the_top_positive_study(running_service: Ru
             assert order[:2] == [uids["pos2"], uids["waiting"]]
         finally:
             browser.close()
+
+
+def test_live_feed_resumes_from_last_event_id(running_service: RunningService) -> None:
+    """The Server-Sent Events stream, read as a page reads it: events in order, and a reconnect with
+    Last-Event-ID gets what happened while it was away."""
+    service, uids = running_service, running_service.uids
+    token = httpx.post(f"{service.url}/api/auth/token", data={"username": "rita", "password": PASSWORD}).json()[
+        "access_token"
+    ]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def read_events(extra: dict[str, str], until: str) -> list[tuple[str, str, str]]:
+        events, current = [], {}
+        with httpx.stream(
+            "GET", f"{service.url}/api/worklist/events", headers={**headers, **extra}, timeout=20
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line.startswith(("id: ", "event: ", "data: ")):
+                    key, value = line.split(": ", 1)
+                    current[key] = value
+                elif not line and current:
+                    events.append((current.get("id", ""), current.get("event", ""), current.get("data", "")))
+                    current = {}
+                    if events[-1][1] == until:
+                        return events
+        raise AssertionError(f"stream ended before a {until!r} event")
+
+    hello = read_events({}, "hello")
+    start_id = hello[-1][0]
+    assert httpx.post(f"{service.url}/api/worklist/{uids['pos1']}/claim", headers=headers).status_code == 200
+    assert httpx.post(f"{service.url}/api/worklist/{uids['pos1']}/release", headers=headers).status_code == 200
+    missed = read_events({"Last-Event-ID": start_id}, "released")
+    kinds = [kind for _, kind, _ in missed]
+    assert kinds[0] == "hello" and kinds[-2:] == ["claimed", "released"]
+    assert uids["pos1"] in missed[-1][2] and int(missed[-1][0]) > int(missed[-2][0]) > int(start_id)
