@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "service.users_command",
     "inference.cli",
     "training.cli",
+    "training.quality_cli",
     "screening.cli",
 )
 

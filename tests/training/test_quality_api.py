@@ -155,7 +155,7 @@ def test_serving_app_does_not_import_torch(tmp_path: Path) -> None:
         "from service.app import create_app\n"
         "from service.settings import Settings\n"
         f"create_app(Settings(home=pathlib.Path({str(tmp_path / 'var')!r})))\n"
-        "import training.quality_api, training.quality_page, training.gate, training.drift\n"
+        "import training.quality_api, training.quality_page, training.gate, training.drift, training.export_training, training.quality_cli\n"
         "heavy = sorted(m for m in ('torch', 'monai') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -1,0 +1,172 @@
+"""The retraining export: no PHI attribute survives the Basic Profile on real DICOM files (fixtures, and the
+whole shared DICOM folder in CI), UIDs stay consistent, and the export reads back through the DICOM-folder
+loader with the final reads as labels while the crosswalk stays outside."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID_dictionary
+
+from datasets.dicom_folder import load_dicom_folder
+from inference.tables import Instance, Series
+from service.db import session_scope
+from tests.training.quality_rows import add_final_read, add_study, quality_db  # noqa: F401
+from training.deidentify import BASIC_PROFILE, KEEP_DATES, Deidentifier
+from training.errors import ExportError
+from training.export_training import deidentify_file, export_training
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURE_FILES = sorted(
+    p for folder in ("datasets/dicom", "inference/images", "inference/ct") for p in (FIXTURES / folder).glob("*.dcm")
+)
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+PATIENT_IDENTITY = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientAddress",
+    "AccessionNumber",
+)
+
+
+def identifying_values(ds: pydicom.Dataset) -> set[str]:
+    """Strings that identify the patient, study or site in the original: none may appear anywhere in the copy's
+    bytes (other person names, often vendors' names such as a presentation state's creator, are checked as
+    elements: no PN element survives)."""
+    values = set()
+    for element in ds.iterall():
+        if element.keyword in PATIENT_IDENTITY:
+            text = str(element.value or "").strip()
+            if len(text) >= 4:
+                values.add(text)
+    return values
+
+
+def check_clean(original: pydicom.Dataset, copy: pydicom.Dataset, pseudonym: str, raw: bytes) -> None:
+    originals_uids = {str(e.value) for e in original.iterall() if e.VR == "UI" and e.value and str(e.value) not in UID_dictionary}
+    for element in copy.iterall():
+        assert not element.tag.is_private, element
+        assert (element.tag.group & 0xFF00) not in (0x5000, 0x6000), element
+        action = BASIC_PROFILE.get(element.keyword)
+        if element.keyword in ("PatientID", "PatientName"):
+            assert str(element.value) == pseudonym
+        elif action == "X":
+            pytest.fail(f"{element.keyword} must be removed")
+        elif action == "Z":
+            assert not element.value, element
+        elif element.VR == "PN":
+            pytest.fail(f"person name {element.keyword} survived")
+        elif element.VR in ("DA", "DT", "TM"):
+            assert element.keyword in KEEP_DATES and not element.value, element
+        if element.VR == "UI" and element.value:
+            values = element.value if isinstance(element.value, list | tuple) or type(element.value).__name__ == "MultiValue" else [element.value]
+            assert not {str(v) for v in values} & originals_uids, element
+    assert copy.PatientIdentityRemoved == "YES"
+    assert copy.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+    for value in identifying_values(original):
+        if value != pseudonym:
+            assert value.encode() not in raw, f"{value!r} survives in the bytes"
+
+
+def deidentify_and_check(paths: list[Path], out: Path) -> int:
+    deid = Deidentifier()
+    checked = 0
+    for path in paths:
+        try:
+            original = pydicom.dcmread(path)
+        except (InvalidDicomError, OSError, ValueError, RecursionError):
+            continue  # not a (readable) DICOM file: READMEs, sidecars, deliberately broken test files
+        if "SOPInstanceUID" not in original or "StudyInstanceUID" not in original:
+            continue
+        try:
+            target = deidentify_file(path, out, deid)
+        except (ValueError, AttributeError, TypeError) as exc:  # a file too broken to rewrite is not exported
+            print(f"not exported: {path.name}: {exc}")
+            continue
+        if target is None:
+            continue
+        pseudonym = deid.crosswalk.patients[str(original.get("PatientID", "") or "")]
+        check_clean(original, pydicom.dcmread(target), pseudonym, target.read_bytes())
+        checked += 1
+    return checked
+
+
+def test_no_phi_survives_on_fixture_files(tmp_path: Path) -> None:
+    assert deidentify_and_check(FIXTURE_FILES, tmp_path / "out") == len(FIXTURE_FILES)
+
+
+@pytest.mark.integration
+def test_no_phi_survives_on_the_shared_dicom_folder(shared_data: Path, tmp_path: Path) -> None:
+    paths = sorted(p for p in (shared_data / "dicom").rglob("*") if p.is_file())
+    checked = deidentify_and_check(paths, tmp_path / "out")
+    assert checked > 100
+
+
+def test_uids_map_consistently_within_an_export() -> None:
+    deid = Deidentifier()
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    assert deid.new_uid(uid) == deid.new_uid(uid) != uid
+    assert deid.new_uid(uid).startswith("2.25.") and len(deid.new_uid(uid)) <= 64
+    assert Deidentifier().new_uid(uid) != deid.new_uid(uid)  # a new key per export
+    assert deid.new_uid("1.2.840.10008.5.1.4.1.1.2") == "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage stays
+
+
+def stored_study(session, source: Path, present: bool, read_at: datetime):
+    ds = pydicom.dcmread(source, stop_before_pixels=True)
+    study = add_study(session, arrived=read_at - timedelta(hours=1), modality=str(ds.Modality))
+    study.study_instance_uid = str(ds.StudyInstanceUID)
+    study.patient_id = str(ds.get("PatientID", ""))
+    series = session.query(Series).filter_by(study_id=study.id).one()
+    session.add(
+        Instance(
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            study_id=study.id,
+            series_id=series.id,
+            sop_class_uid=str(ds.SOPClassUID),
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+            path=str(source),
+            size=source.stat().st_size,
+            revision=1,
+            source="dimse",
+            received_at=read_at,
+        )
+    )
+    add_final_read(session, study, present, read_at=read_at)
+    return study
+
+
+def test_export_reads_back_as_a_labelled_dicom_folder(quality_db, tmp_path: Path) -> None:  # noqa: F811
+    sources = [FIXTURES / "inference/images/dx_chest_highdicom.dcm", FIXTURES / "inference/images/dx_abdomen_ge.dcm"]
+    with session_scope(quality_db) as session:
+        first = stored_study(session, sources[0], True, T0)
+        stored_study(session, sources[1], False, T0 + timedelta(days=2))
+        old = stored_study(session, FIXTURES / "inference/images/mg_ge_senographe.dcm", True, T0 - timedelta(days=30))
+        original_uid, old_uid = first.study_instance_uid, old.study_instance_uid
+    out, crosswalk = tmp_path / "export", tmp_path / "private" / "crosswalk.csv"
+    with session_scope(quality_db) as session:
+        with pytest.raises(ExportError, match="outside"):
+            export_training(session, "chest-xray", T0 - timedelta(days=1), out, out / "crosswalk.csv")
+        summary = export_training(session, "chest-xray", T0 - timedelta(days=1), out, crosswalk)
+    assert (summary.studies, summary.instances, summary.positives, summary.negatives) == (2, 2, 1, 1)
+    studies = load_dicom_folder(out / "dicom", out / "labels.csv")
+    assert sorted(s.label for s in studies) == [0, 1]
+    assert all(s.patient_id.startswith("ANON") for s in studies)
+    rows = list(csv.DictReader(crosswalk.open()))
+    study_rows = {r["original"]: r["deidentified"] for r in rows if r["kind"] == "study"}
+    assert original_uid in study_rows and old_uid not in study_rows  # read before --since: not exported
+    assert study_rows[original_uid] in {s.study_instance_uid for s in studies}
+    assert (crosswalk.stat().st_mode & 0o777) == 0o600
+    assert original_uid not in (out / "labels.csv").read_text()
+    with session_scope(quality_db) as session, pytest.raises(ExportError, match="not empty"):
+        export_training(session, "chest-xray", None, out, tmp_path / "other.csv")

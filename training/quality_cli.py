@@ -1,0 +1,160 @@
+"""``medscreen export-training`` (de-identified studies with final reads + labels CSV) and ``medscreen quality
+{report,gate,promote,rollback}`` for the command line; the same logic the quality API serves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+
+__all__ = ["add_commands"]
+
+
+def _date(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC) if "T" not in value else datetime.fromisoformat(value)
+
+
+def add_commands(subparsers: Any) -> None:
+    export = subparsers.add_parser(
+        "export-training",
+        help="write studies with final reads as a de-identified DICOM folder + labels CSV (PS3.15 Basic Profile)",
+    )
+    export.add_argument("out", type=Path, help="export folder (new or empty): OUT/dicom and OUT/labels.csv")
+    export.add_argument("--task", required=True, help="chest-xray, mammography or ct-chest: the finding to label")
+    export.add_argument("--since", type=_date, default=None, help="only studies read on or after this date (YYYY-MM-DD, UTC)")
+    export.add_argument(
+        "--crosswalk",
+        type=Path,
+        default=None,
+        help="where the original-to-new identifier map goes (default OUT-crosswalk.csv beside OUT; never inside OUT)",
+    )
+    export.set_defaults(func=run_export)
+
+    quality = subparsers.add_parser("quality", help="quality review of model versions against final reads")
+    sub = quality.add_subparsers(dest="quality_command", required=True, metavar="ACTION")
+    report = sub.add_parser("report", help="write the HTML quality report of a version (and log it to MLflow)")
+    report.add_argument("--task", required=True)
+    report.add_argument("--version", required=True)
+    report.add_argument("--since", type=_date, default=None)
+    report.add_argument("--until", type=_date, default=None)
+    report.add_argument("--mlflow", action="store_true", help="also log it to the version's MLflow run")
+    report.add_argument("out", type=Path)
+    report.set_defaults(func=run_report)
+    gate = sub.add_parser("gate", help="compare a challenger with the champion on confirmed studies; exit 1 if it fails")
+    gate.add_argument("--task", required=True)
+    gate.add_argument("--challenger", required=True)
+    gate.add_argument("--champion", default=None)
+    gate.set_defaults(func=run_gate)
+    promote = sub.add_parser("promote", help="promote a version to champion through the gate (audited)")
+    promote.add_argument("--task", required=True)
+    promote.add_argument("--version", required=True)
+    promote.add_argument("--actor", required=True, help="who promotes (recorded in the audit log)")
+    promote.add_argument("--force", action="store_true", help="promote despite a failed gate (audited as forced)")
+    promote.set_defaults(func=run_promote)
+    rollback = sub.add_parser("rollback", help="point champion back at the version the last promotion replaced (audited)")
+    rollback.add_argument("--task", required=True)
+    rollback.add_argument("--actor", required=True)
+    rollback.set_defaults(func=run_rollback)
+
+
+def _sessions(settings: Settings) -> Any:
+    from service.db import make_engine, make_session_factory, migrate
+
+    url = settings.resolved_database_url
+    migrate(url)
+    return make_session_factory(make_engine(url))
+
+
+def run_export(args: argparse.Namespace, settings: Settings) -> int:
+    from service.db import session_scope
+    from training.errors import ExportError
+    from training.export_training import export_training
+
+    crosswalk = args.crosswalk or args.out.parent / f"{args.out.name}-crosswalk.csv"
+    try:
+        with session_scope(_sessions(settings)) as session:
+            summary = export_training(session, args.task, args.since, args.out, crosswalk)
+    except ExportError as exc:
+        print(f"refused: {exc}")
+        return 1
+    print(
+        f"{args.task}: {summary.studies} studies ({summary.positives} with the finding, {summary.negatives} without), "
+        f"{summary.instances} instances -> {summary.out_dir}; labels {summary.labels_csv}; crosswalk {summary.crosswalk} "
+        f"(keep it apart); {len(summary.skipped)} skipped"
+    )
+    return 0
+
+
+def run_report(args: argparse.Namespace, settings: Settings) -> int:
+    from inference.shipped_models import SHIPPED_MODELS_DIR
+    from service.db import session_scope, utcnow
+    from training.quality_api import drift_thresholds, gate_rules
+    from training.quality_report import ReportQuery, build_report, log_report_to_mlflow, render_report
+
+    now = utcnow()
+    with session_scope(_sessions(settings)) as session:
+        report = build_report(
+            session,
+            ReportQuery(args.task, args.version, args.since, args.until),
+            thresholds=drift_thresholds(settings),
+            rules=gate_rules(settings),
+            models_dir=SHIPPED_MODELS_DIR,
+            now=now,
+        )
+    document = render_report(report)
+    args.out.write_text(document)
+    m = report.metrics
+    print(f"{args.task} v{args.version}: {m.n} confirmed studies, sensitivity {m.sensitivity.value:.3f}, "
+          f"specificity {m.specificity.value:.3f}, AUROC {m.auroc:.3f}, {len(report.drift.alerts)} drift alerts -> {args.out}")
+    if args.mlflow:
+        artifact = log_report_to_mlflow(settings.resolved_mlflow_tracking_uri, args.task, args.version, document, now)
+        print(f"logged to MLflow: {args.task} v{args.version} {artifact}")
+    return 0
+
+
+def run_gate(args: argparse.Namespace, settings: Settings) -> int:
+    from service.db import session_scope
+    from training.gate import compare_versions, evaluate_gate
+    from training.quality_api import gate_rules
+
+    with session_scope(_sessions(settings)) as session:
+        decision = evaluate_gate(compare_versions(session, args.task, args.challenger, args.champion), gate_rules(settings))
+    print(json.dumps(decision.to_dict(), indent=2))
+    return 0 if decision.passed else 1
+
+
+def run_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from training.errors import GateRefused
+    from training.gate import promote_through_gate
+    from training.quality_api import gate_rules
+
+    # Not session_scope: a refusal must still commit its audit row.
+    session = _sessions(settings)()
+    try:
+        decision = promote_through_gate(
+            session, settings.resolved_mlflow_tracking_uri, args.task, args.version,
+            actor=args.actor, rules=gate_rules(settings), force=args.force,
+        )
+        session.commit()
+    except GateRefused as exc:
+        session.commit()  # the refusal is audited
+        print(f"refused: {exc}")
+        return 1
+    finally:
+        session.close()
+    print(f"{args.task}: champion -> version {args.version} (gate {'passed' if decision.passed else 'forced'})")
+    return 0
+
+
+def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from service.db import session_scope
+    from training.gate import rollback_champion
+
+    with session_scope(_sessions(settings)) as session:
+        previous, current = rollback_champion(session, settings.resolved_mlflow_tracking_uri, args.task, actor=args.actor)
+    print(f"{args.task}: champion {previous} -> {current}")
+    return 0
