@@ -1,0 +1,105 @@
+"""The quality page in a real Chromium (Debian's, driven by Playwright) against the real app under uvicorn:
+log in, the report with its plots, switch version, download the report, log it to MLflow."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.db import session_scope
+from service.settings import Settings
+from service.users import create_user
+from tests.conftest import free_port
+from tests.training.test_quality_api import register_versions
+from tests.training.test_quality_metrics import seed
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "quinn-password-long"
+
+
+@pytest.fixture
+def quality_service(settings: Settings) -> Iterator[tuple[str, Settings]]:
+    app = create_app(settings)
+    with session_scope(app.state.session_factory) as session:
+        create_user(session, "quinn", PASSWORD, ["quality"], actor="test")
+    seed(app.state.session_factory)
+    register_versions(settings.resolved_mlflow_tracking_uri, "chest-xray", 4)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2))
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", settings
+    finally:
+        server.should_exit = True
+        serving.join(timeout=15)
+        app.state.engine.dispose()
+
+
+def test_quality_team_reviews_downloads_and_logs_the_report(quality_service: tuple[str, Settings], tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, settings = quality_service
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(accept_downloads=True)
+            errors: list[str] = []
+            # Failed requests by URL (the browser's own favicon probe aside) and script errors.
+            page.on(
+                "response",
+                lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 and "favicon" not in r.url else None,
+            )
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{url}/quality")
+            page.fill("#username", "quinn")
+            page.fill("#password", PASSWORD)
+            page.click("#login button[type=submit]")
+            report = page.locator("#quality-report")
+            sync_api.expect(page.locator("#quality-report svg")).to_have_count(3)
+            assert page.eval_on_selector_all("#version option", "os => os.map(o => o.value).sort()") == ["3", "4"]
+
+            page.select_option("#version", "4")
+            page.click("#filters button[type=submit]")
+            sync_api.expect(report).to_have_attribute("data-version", "4")
+            sync_api.expect(report).to_contain_text("AUROC 0.083")
+
+            page.select_option("#version", "3")
+            page.click("#filters button[type=submit]")
+            sync_api.expect(report).to_have_attribute("data-version", "3")
+            sync_api.expect(page.locator("#quality-report table.metrics").first).to_contain_text("0.917")
+            assert page.locator("#quality-report svg polyline").count() >= 3
+
+            with page.expect_download() as download_info:
+                page.click("#download")
+            saved = tmp_path / "report.html"
+            download_info.value.save_as(saved)
+            assert download_info.value.suggested_filename == "quality-chest-xray-v3.html"
+            assert saved.read_text().startswith("<!doctype html>") and "chest-xray version 3" in saved.read_text()
+
+            page.click("#log-mlflow")
+            sync_api.expect(page.locator("#status")).to_contain_text("logged to MLflow: quality/report-")
+            assert not errors, errors
+        finally:
+            browser.close()
