@@ -206,3 +206,26 @@ def test_a_promoted_champion_is_picked_up_without_restart(pipeline: Pipeline, tm
     finally:
         client.set_registered_model_alias("chest-xray", "champion", "1")
     assert versions == [(1, "1"), (2, new.version), (1, new.version)]
+
+
+def test_a_challenger_is_scored_in_shadow_and_never_drives_the_study(pipeline: Pipeline) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = pipeline.settings.resolved_mlflow_tracking_uri
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        challenger = log_onnx_bundle(uri, SHIPPED_MODELS_DIR / "chest-xray")
+    client = MlflowClient(uri, uri)
+    client.set_registered_model_alias("chest-xray", "challenger", challenger.version)
+    try:
+        pipeline.receive(DX_CHEST)
+        pipeline.complete_route_and_score()
+    finally:
+        client.delete_registered_model_alias("chest-xray", "challenger")
+    with pipeline.session() as session:
+        results = {r.role: r for r in session.scalars(select(ScoreResult))}
+        study = session.scalars(select(Study)).one()
+    assert set(results) == {"champion", "challenger"}
+    assert results["champion"].model_version == "1" and results["challenger"].model_version == challenger.version
+    assert results["challenger"].writeback_state == "disabled"
+    assert study.status == "scored"
