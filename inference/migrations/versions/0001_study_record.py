@@ -1,7 +1,7 @@
 """study record: studies, series, instances, timeline, quarantine
 
 Revision ID: 0001_inference
-Revises: 
+Revises:
 Create Date: 2026-11-22 03:49:39.716308
 """
 

@@ -5,9 +5,8 @@ Revises: 0001_inference
 Create Date: 2026-11-22 04:08:49.752628
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0002_inference'
 down_revision = '0001_inference'
