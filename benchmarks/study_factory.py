@@ -39,7 +39,7 @@ def write_ct_study(source_slice: Path, out_dir: Path, count: int) -> list[Path]:
     return paths
 
 
-def _base_dataset(sop_class_uid: str, modality: str, pixels: "np.ndarray", *, study_uid: str, patient_id: str) -> Dataset:
+def _base_dataset(sop_class_uid: str, modality: str, pixels: np.ndarray, *, study_uid: str, patient_id: str) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class_uid
     meta.MediaStorageSOPInstanceUID = generate_uid()

@@ -16,6 +16,7 @@ from inference.receive.process import build_ingestor
 from service.db import migrate
 from service.settings import Settings
 from tests.conftest import FIXTURES
+from tests.peers import medscreen_service  # noqa: F401  (fixture)
 from tests.service.conftest import add_user, app, client, database_url, service_settings  # noqa: F401
 
 INFERENCE_FIXTURES = FIXTURES / "inference"

@@ -14,8 +14,10 @@ from pydicom import dcmread
 from benchmarks.study_factory import write_ct_study
 from inference.instance_headers import read_instance_headers
 from tests.inference.conftest import INFERENCE_FIXTURES, requires_dcmtk
-from tests.peers import MedscreenService, wait_for
-from tests.peers import medscreen_service  # noqa: F401  (fixture)
+from tests.peers import (
+    MedscreenService,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, requires_dcmtk]
 

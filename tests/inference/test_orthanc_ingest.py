@@ -14,8 +14,14 @@ from pydicom import dcmread
 
 from tests.conftest import SHARED_DATA
 from tests.inference.conftest import INFERENCE_FIXTURES, requires_dcmtk
-from tests.peers import DICOMWEB_PLUGIN, MedscreenService, Orthanc, start_orthanc, stop_orthanc, wait_for
-from tests.peers import medscreen_service  # noqa: F401  (fixture)
+from tests.peers import (
+    DICOMWEB_PLUGIN,
+    MedscreenService,
+    Orthanc,
+    start_orthanc,
+    stop_orthanc,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, requires_dcmtk]
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from inference.assemble import ct_series, frontal_radiograph, mammography_views, read_study
 from inference.complete import CompletenessMonitor

@@ -19,8 +19,13 @@ from benchmarks.study_factory import wrap_mammogram, wrap_radiograph
 from inference.shipped_models import SHIPPED_MODELS_DIR
 from tests.conftest import FIXTURES
 from tests.inference.conftest import requires_dcmtk
-from tests.peers import MedscreenService, Orthanc, start_orthanc, stop_orthanc, wait_for
-from tests.peers import medscreen_service  # noqa: F401  (fixture)
+from tests.peers import (
+    MedscreenService,
+    Orthanc,
+    start_orthanc,
+    stop_orthanc,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, requires_dcmtk]
 KERMANY = FIXTURES / "datasets" / "kermany" / "train"
@@ -82,7 +87,8 @@ def test_studies_from_orthanc_are_scored_and_written_back(
         assert champion["model_name"] == item["task"] and champion["model_version"] == "1"
         if champion["outcome"] == "scored":
             assert 0 <= champion["score"] <= 1 and champion["call"] in ("positive", "negative")
-            assert wait_for(lambda: service.study(headers, str(item["study_instance_uid"]))["results"][0]["writeback_state"] == "sent", 30, "write-back")
+            uid = str(item["study_instance_uid"])
+            assert wait_for(lambda uid=uid: service.study(headers, uid)["results"][0]["writeback_state"] == "sent", 30, "write-back")
         assert "not a diagnosis" in detail["notice"]
 
     # The SR and the heat-map are in Orthanc, in the radiograph's study.
