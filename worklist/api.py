@@ -10,17 +10,19 @@ import logging
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from inference.tables import ScoreResult, Study, StudyEvent
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
-from service.db import utcnow
+from service.db import session_scope, utcnow
 from service.deps import SessionDep, SettingsDep
 from service.settings import Settings
 from service.tables import AuditEvent
+from worklist.access import authenticate_radiologist, bearer_token
 from worklist.claims import claim_study, get_entry, record_final_read, release_study
 from worklist.errors import ClaimConflict, InvalidRead, NotClaimedByYou, StudyNotOnWorklist, WorklistError
 from worklist.live import router as live_router
@@ -66,9 +68,9 @@ def _claim_lifetime(settings: Settings) -> timedelta:
 
 
 @router.get("", response_model=WorklistPage)
-def list_worklist(
-    session: SessionDep,
-    user: Radiologist,
+async def list_worklist(
+    request: Request,
+    token: Annotated[str | None, Depends(bearer_token)],
     modality: Annotated[str | None, Query(description="CR, DX, CT, MG, ...")] = None,
     site: Annotated[str | None, Query(description="institution (or station) name")] = None,
     state: Annotated[Literal[STATES] | None, Query(description="scoring state, or `read` for read studies")] = None,  # type: ignore[valid-type]
@@ -77,30 +79,47 @@ def list_worklist(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
     """Open studies in priority order (read studies, newest first, with ``state=read``)."""
-    conditions: list[ColumnElement[bool]] = [WorklistEntry.is_open.is_(state != "read")]
-    if state and state != "read":
-        conditions.append(WorklistEntry.state == state)
-    if modality:
-        conditions.append(WorklistEntry.modality == modality.upper())
-    if site:
-        conditions.append(WorklistEntry.site == site)
-    if claimed == "unclaimed":
-        conditions.append(WorklistEntry.claimed_by.is_(None))
-    elif claimed == "mine":
-        conditions.append(WorklistEntry.claimed_by == user.username)
-    order = (
-        (WorklistEntry.read_at.desc(), WorklistEntry.id.desc())
-        if state == "read"
-        else (WorklistEntry.due_at, WorklistEntry.tie_break, WorklistEntry.id)
-    )
-    total = session.scalar(select(func.count()).select_from(WorklistEntry).where(*conditions)) or 0
-    # Plain rows, not ORM objects: building 50 mapped instances was most of this endpoint's time.
-    rows = session.execute(select(*_ITEM_COLUMNS).where(*conditions).order_by(*order).limit(limit).offset(offset))
-    # Not audited per page: the list carries no patient identity (name, patient ID, birth date) and pages
-    # reload on every live update, which would bury the audit log. Opening a study is audited (study.view).
-    page = WorklistPage(items=[WorklistItem(**row._mapping) for row in rows], total=total, now=utcnow())
+    body = await run_in_threadpool(_list_page, request, token, modality, site, state, claimed, limit, offset)
+    return Response(body, media_type="application/json")
+
+
+def _list_page(
+    request: Request,
+    token: str | None,
+    modality: str | None,
+    site: str | None,
+    state: str | None,
+    claimed: str,
+    limit: int,
+    offset: int,
+) -> bytes:
+    # One thread, one session for the token check and the queries (see worklist/access.py).
+    with session_scope(request.app.state.session_factory) as session:
+        user = authenticate_radiologist(request, session, token)
+        conditions: list[ColumnElement[bool]] = [WorklistEntry.is_open.is_(state != "read")]
+        if state and state != "read":
+            conditions.append(WorklistEntry.state == state)
+        if modality:
+            conditions.append(WorklistEntry.modality == modality.upper())
+        if site:
+            conditions.append(WorklistEntry.site == site)
+        if claimed == "unclaimed":
+            conditions.append(WorklistEntry.claimed_by.is_(None))
+        elif claimed == "mine":
+            conditions.append(WorklistEntry.claimed_by == user.username)
+        order = (
+            (WorklistEntry.read_at.desc(), WorklistEntry.id.desc())
+            if state == "read"
+            else (WorklistEntry.due_at, WorklistEntry.tie_break, WorklistEntry.id)
+        )
+        total = session.scalar(select(func.count()).select_from(WorklistEntry).where(*conditions)) or 0
+        # Plain rows, not ORM objects: building 50 mapped instances was most of this endpoint's time.
+        rows = session.execute(select(*_ITEM_COLUMNS).where(*conditions).order_by(*order).limit(limit).offset(offset))
+        # Not audited per page: the list carries no patient identity (name, patient ID, birth date) and pages
+        # reload on every live update, which would bury the audit log. Opening a study is audited (study.view).
+        page = WorklistPage(items=[WorklistItem(**row._mapping) for row in rows], total=total, now=utcnow())
     # Serialised here, once: handing the model back would have FastAPI validate all of it a second time.
-    return Response(page.model_dump_json(), media_type="application/json")
+    return page.model_dump_json().encode()
 
 
 @router.get("/filters", response_model=WorklistFilters)

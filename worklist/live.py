@@ -13,20 +13,19 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
-from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from service.auth import AuthenticatedUser, Role, get_current_user
+from service.auth import AuthenticatedUser
+from worklist.access import authenticate_radiologist, bearer_token
 from worklist.tables import WorklistEvent
 
 __all__ = ["router", "POLL_SECONDS", "STREAM_SECONDS"]
 
 router = APIRouter()
-_bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 STREAM_SECONDS = 60.0
@@ -47,10 +46,7 @@ def _authenticate(request: Request, token: str | None) -> AuthenticatedUser:
     # Its own short session, not the request's: that one would hold a database connection for the whole
     # life of the stream, and fifty open pages would then take fifty pooled connections.
     with request.app.state.session_factory() as session:
-        user = get_current_user(request, session, request.app.state.settings, token)
-    if not user.has_role(Role.radiologist):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="needs role radiologist")
-    return user
+        return authenticate_radiologist(request, session, token)
 
 
 async def _stream(request: Request, after: int | None) -> AsyncIterator[str]:
@@ -74,7 +70,7 @@ async def _stream(request: Request, after: int | None) -> AsyncIterator[str]:
 @router.get("/events", response_class=StreamingResponse)
 async def worklist_events(
     request: Request,
-    token: Annotated[str | None, Depends(_bearer)],
+    token: Annotated[str | None, Depends(bearer_token)],
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: ``added``, ``priority``, ``claimed``, ``released``, ``read``, each with the study UID.
