@@ -34,6 +34,16 @@ def add_commands(subparsers: Any) -> None:
     )
     export.set_defaults(func=run_export)
 
+    retrain = subparsers.add_parser(
+        "retrain", help="train a challenger on an export-training folder and register it with the challenger alias"
+    )
+    retrain.add_argument("--task", required=True, help="chest-xray (whole-film tasks only, for now)")
+    retrain.add_argument("--data", type=Path, required=True, help="the folder medscreen export-training wrote")
+    retrain.add_argument("--epochs", type=int, default=6)
+    retrain.add_argument("--seed", type=int, default=0)
+    retrain.add_argument("--out", type=Path, default=None, help="bundle folder (default $MEDSCREEN_HOME/models/<task>-retrained)")
+    retrain.set_defaults(func=run_retrain)
+
     quality = subparsers.add_parser("quality", help="quality review of model versions against final reads")
     sub = quality.add_subparsers(dest="quality_command", required=True, metavar="ACTION")
     report = sub.add_parser("report", help="write the HTML quality report of a version (and log it to MLflow)")
@@ -85,6 +95,26 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
         f"{args.task}: {summary.studies} studies ({summary.positives} with the finding, {summary.negatives} without), "
         f"{summary.instances} instances -> {summary.out_dir}; labels {summary.labels_csv}; crosswalk {summary.crosswalk} "
         f"(keep it apart); {len(summary.skipped)} skipped"
+    )
+    return 0
+
+
+def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from training.errors import TrainingError
+    from training.retrain import retrain_from_export
+
+    out = args.out or settings.home / "models" / f"{args.task}-retrained"
+    try:
+        result = retrain_from_export(
+            args.task, args.data, out, settings.resolved_mlflow_tracking_uri, epochs=args.epochs, seed=args.seed
+        )
+    except TrainingError as exc:
+        print(f"refused: {exc}")
+        return 1
+    headline = result["headline"]
+    print(
+        f"{args.task}: version {result['version']} registered as challenger (run {result['run_id']}); held-out AUROC "
+        f"{headline['val_auroc']:.3f}; the worker now shadow-scores it, `medscreen quality gate` decides"
     )
     return 0
 
