@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -269,6 +270,7 @@ def main() -> None:
                 process.wait(timeout=30)
                 if server_pg is not None:
                     server_pg.stop()
+                    shutil.rmtree(server_pg.root, ignore_errors=True)
     print(f"load average after: {os.getloadavg()[0]:.1f} (the machine is shared: other processes' CPU shows up in p99)")
     print()
     print("| database | load | requests/s | p50 ms | p99 ms | p99 < 50 ms |")
