@@ -22,7 +22,7 @@ from service.tables import Role
 from training.drift import DriftThresholds, header_drift, score_drift, validation_score_distribution
 from training.errors import GateRefused, RegistryError
 from training.gate import GateRules, compare_versions, evaluate_gate, promote_through_gate, rollback_champion
-from training.quality_metrics import compute_metrics, load_paired_cases, subgroup_metrics
+from training.quality_metrics import compute_metrics, load_paired_cases, screening_flag_outcomes, subgroup_metrics
 from training.quality_report import (
     ReportQuery,
     build_report,
@@ -71,6 +71,12 @@ def metrics(
         "overall": compute_metrics(cases).to_dict(),
         "subgroups": {k: {g: m.to_dict() for g, m in v.items()} for k, v in subgroup_metrics(cases).items()},
     }
+
+
+@router.get("/screening")
+def screening(session: SessionDep, user: QualityUser, since: Since = None, until: Until = None) -> list[dict[str, Any]]:
+    """Rare-disease screener flags per version against the paediatricians' outcomes (referred = true positive)."""
+    return screening_flag_outcomes(session, since=_utc(since), until=_utc(until))
 
 
 @router.get("/drift")

@@ -6,9 +6,9 @@ No torch here: the serving app mounts the quality pages, and they import this mo
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from statistics import median
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "age_band",
     "roc_points",
     "SUBGROUP_KEYS",
+    "screening_flag_outcomes",
 ]
 
 # Bands that follow the clinical split of the tasks (paediatric chest films, screening-age mammography).
@@ -99,8 +100,6 @@ class QualityMetrics:
     median_hours_to_read_positive: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return _finite(asdict(self))
 
 
@@ -275,3 +274,41 @@ def roc_points(cases: Sequence[PairedCase]) -> list[tuple[float, float]]:
         above = scores >= threshold
         points.append((float((above & ~truth).sum() / n_neg), float((above & truth).sum() / n_pos)))
     return points
+
+
+def screening_flag_outcomes(
+    session: Session, *, since: datetime | None = None, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per screener version: flags raised, flags a paediatrician decided, and the share referred (the flags' PPV).
+
+    Unflagged children get no outcome, so sensitivity cannot be measured from these records; only the PPV can.
+    """
+    from screening.tables import ScreeningOutcome, ScreeningRun
+
+    query = select(ScreeningRun.model_version, ScreeningRun.flagged, ScreeningOutcome.outcome).outerjoin(
+        ScreeningOutcome, ScreeningOutcome.result_id == ScreeningRun.id
+    )
+    if since:
+        query = query.where(ScreeningRun.screened_at >= since)
+    if until:
+        query = query.where(ScreeningRun.screened_at < until)
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for version, flagged, outcome in session.execute(query):
+        counts[version]["screened"] += 1
+        counts[version]["flagged"] += int(bool(flagged))
+        if outcome:
+            counts[version][outcome] += 1
+    out = []
+    for version, c in sorted(counts.items()):
+        decided = c["referred"] + c["not_relevant"]
+        out.append(
+            {
+                "model_version": version,
+                "screened": c["screened"],
+                "flagged": c["flagged"],
+                "decided": decided,
+                "referred": c["referred"],
+                "ppv": _finite(asdict(Proportion.of(c["referred"], decided))),
+            }
+        )
+    return out

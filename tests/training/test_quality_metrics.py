@@ -95,3 +95,28 @@ def test_age_band() -> None:
     assert age_band("19600615", "20260615") == "50-69"
     assert age_band("20100101", "20260101") == "0-17"
     assert age_band("", "20260101") == "unknown"
+
+
+def test_screening_flags_measured_by_paediatricians_outcomes(quality_db) -> None:  # noqa: F811
+    from screening.tables import ScreeningOutcome, ScreeningRun
+    from training.quality_metrics import screening_flag_outcomes
+
+    with session_scope(quality_db) as session:
+        # Version 1: six children, four flagged; three flags decided (two referred, one not relevant).
+        for i, (flagged, outcome) in enumerate(
+            [(True, "referred"), (True, "referred"), (True, "not_relevant"), (True, None), (False, None), (False, None)]
+        ):
+            run = ScreeningRun(
+                patient_id=f"child-{i}", patient_digest="d", screened_at=T0, age_days=900, status="screened",
+                model_version="1", risk=0.9 if flagged else 0.1, threshold=0.5, flagged=flagged, explanation={},
+                risk_assessment={}, submitted_by="paul",
+            )
+            session.add(run)
+            session.flush()
+            if outcome:
+                session.add(ScreeningOutcome(result_id=run.id, outcome=outcome, decided_by="paul", decided_at=T0))
+    with session_scope(quality_db) as session:
+        (row,) = screening_flag_outcomes(session)
+    assert (row["screened"], row["flagged"], row["decided"], row["referred"]) == (6, 4, 3, 2)
+    assert row["ppv"]["value"] == pytest.approx(2 / 3)
+    assert (row["ppv"]["ci_low"], row["ppv"]["ci_high"]) == pytest.approx(wilson(2, 3))
