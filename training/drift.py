@@ -151,7 +151,8 @@ def score_drift(
         query = query.where(ScoreResult.created_at < until)
     by_week: dict[str, list[tuple[float, bool]]] = defaultdict(list)
     for at, score, call in session.execute(query):
-        by_week[week_start(at)].append((float(score), call == "positive"))
+        if score is not None:  # excluded by the query; the check is for the type checker
+            by_week[week_start(at)].append((float(score), call == "positive"))
     weeks = sorted(by_week)
     baseline = [item for week in weeks[: thresholds.baseline_weeks] for item in by_week[week]]
     reference_name = "validation"

@@ -174,6 +174,7 @@ def load_paired_cases(
     cases = []
     for (study_id, _, _), (result, study, read, present) in sorted(latest.items(), key=lambda item: item[0]):
         header = headers.get(study_id, {})
+        score = float(result.score or 0.0)  # never None here: the query keeps scored results only
         threshold = float(result.threshold if result.threshold is not None else 0.5)
         cases.append(
             PairedCase(
@@ -183,9 +184,9 @@ def load_paired_cases(
                 model_name=result.model_name,
                 model_version=result.model_version,
                 role=result.role,
-                score=float(result.score),
+                score=score,
                 threshold=threshold,
-                flagged=result.call == "positive" if result.call else float(result.score) >= threshold,
+                flagged=result.call == "positive" if result.call else score >= threshold,
                 truth=present,
                 arrived_at=study.first_received_at,
                 read_at=read.read_at,
