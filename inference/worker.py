@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -137,6 +138,8 @@ class ScoringWorker:
             result_id = result.id  # a retry after a failed write-back: the score stands, only send again
         if role == CHAMPION and self.writeback_enabled:
             self._write_back(result_id, study_uid, scored)
+        elif role == CHAMPION and result is None:
+            self._keep_documents(result_id, study_uid, scored)
         with session_scope(self.session_factory) as session:
             job = session.get(ScoringJob, job_id)
             assert job is not None
@@ -202,12 +205,15 @@ class ScoringWorker:
             )
             return int(result.id), (scored, model) if scored is not None else None
 
-    def _write_back(self, result_id: int, study_uid: str, scored_now: tuple[TaskScore, LoadedModel] | None) -> None:
+    def _documents(
+        self, result_id: int, study_uid: str, scored_now: tuple[TaskScore, LoadedModel] | None
+    ) -> tuple[list[Dataset], int | None, str | None] | None:
+        """Build (and keep in spool/outgoing) the SR and heat-map of a scored champion result."""
         with self.session_factory() as session:
             result = session.get(ScoreResult, result_id)
             assert result is not None
-            if result.outcome != "scored" or result.writeback_state == "sent":
-                return
+            if result.outcome != "scored":
+                return None
             previous = session.scalar(
                 select(ScoreResult)
                 .where(
@@ -221,17 +227,11 @@ class ScoringWorker:
             )
             previous_id = previous.id if previous is not None else None
             previous_sr = previous.sr_sop_instance_uid if previous is not None else None
-            created_at = result.created_at
+            paths = self._instance_paths(session, result.study_id, result.revision)
         if scored_now is not None:
             scored, model = scored_now
         else:
             # A retried write-back: the documents are rebuilt from the stored inputs with the same version.
-            with self.session_factory() as session:
-                result = session.get(ScoreResult, result_id)
-                assert result is not None
-                job = session.get(ScoringJob, result.job_id)
-                assert job is not None
-                paths = self._instance_paths(session, result.study_id, result.revision)
             model = self.selector.load(result.task, result.model_version)
             scored = score_task(result.task, model, read_study(paths), min_ct_slices=self.settings.ct_min_slices)
         to_write = ResultToWrite(
@@ -248,6 +248,34 @@ class ScoringWorker:
         documents = [sr] + ([heatmap] if heatmap is not None else [])
         for ds in documents:
             ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+        return documents, previous_id, previous_sr
+
+    def _keep_documents(self, result_id: int, study_uid: str, scored_now: tuple[TaskScore, LoadedModel] | None) -> None:
+        """Without write-back, the SR and heat-map are still kept locally for the worklist's study view."""
+        built = self._documents(result_id, study_uid, scored_now)
+        if built is None:
+            return
+        documents, previous_id, _ = built
+        with session_scope(self.session_factory) as session:
+            stored = session.get(ScoreResult, result_id)
+            assert stored is not None
+            stored.sr_sop_instance_uid = str(documents[0].SOPInstanceUID)
+            stored.heatmap_sop_instance_uid = str(documents[1].SOPInstanceUID) if len(documents) > 1 else None
+            stored.supersedes_id = previous_id
+
+    def _write_back(self, result_id: int, study_uid: str, scored_now: tuple[TaskScore, LoadedModel] | None) -> None:
+        with self.session_factory() as session:
+            result = session.get(ScoreResult, result_id)
+            assert result is not None
+            if result.outcome != "scored" or result.writeback_state == "sent":
+                return
+            created_at = result.created_at
+        built = self._documents(result_id, study_uid, scored_now)
+        if built is None:
+            return
+        documents, previous_id, previous_sr = built
+        sr = documents[0]
+        heatmap = documents[1] if len(documents) > 1 else None
         try:
             send_c_store(
                 documents,

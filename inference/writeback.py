@@ -153,10 +153,14 @@ def _overlay(image: np.ndarray, heatmap: np.ndarray | None, lines: list[str]) ->
     grey = Image.fromarray(base, mode="L").resize((size, size), Image.Resampling.BILINEAR)
     rgb: np.ndarray = np.stack([np.asarray(grey, dtype=np.float64)] * 3, axis=-1)
     if heatmap is not None:
+        # Shown relative to its own range: on a positive film every cell can be near 1, and a uniform
+        # red wash would hide where the model looked. The caption says the colours are relative.
+        span = float(heatmap.max() - heatmap.min())
+        relative = (heatmap - heatmap.min()) / span if span > 1e-6 else np.zeros_like(heatmap)
         heat = np.asarray(
-            Image.fromarray(np.clip(heatmap, 0, 1).astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
+            Image.fromarray(relative.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
         )
-        alpha = 0.55 * heat[..., None]
+        alpha = 0.6 * np.clip(heat, 0, 1)[..., None] ** 2
         rgb = rgb * (1 - alpha) + np.array([255.0, 40.0, 0.0]) * alpha
     canvas = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
     draw = ImageDraw.Draw(canvas)
@@ -173,6 +177,7 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
     lines = [
         f"{NOT_FOR_DIAGNOSTIC_USE} - AI decision support",
         f"{result.model_name} v{result.model_version}: p={scored.score:.3f} ({result.call} at {result.threshold:.3f})",
+        "red: where the model looked most (relative)",
     ]
     pixels = _overlay(scored.image, scored.heatmap, lines)
     source = scored.source

@@ -26,6 +26,7 @@ from service.app import create_app
 from service.db import make_engine, make_session_factory, migrate
 from service.settings import Settings
 from service.users import ensure_admin
+from worklist.recompute import run_worklist_recompute
 
 __all__ = ["run_service", "ProcessSupervisor"]
 
@@ -112,6 +113,12 @@ def run_service(settings: Settings) -> int:
     monitor_thread = threading.Thread(target=monitor.run_until, args=(stop_monitor,), name="completeness", daemon=True)
     monitor_thread.start()
 
+    stop_worklist = threading.Event()
+    worklist_thread = threading.Thread(
+        target=run_worklist_recompute, args=(settings, session_factory, stop_worklist), name="worklist", daemon=True
+    )
+    worklist_thread.start()
+
     app = create_app(settings, run_migrations=False)
     log.info(
         "medscreen serving HTTP on http://%s:%d and DICOM %s on %s:%d (data in %s)",
@@ -128,7 +135,9 @@ def run_service(settings: Settings) -> int:
         ).run()
     finally:
         stop_monitor.set()
+        stop_worklist.set()
         receivers.shutdown()
         scorers.shutdown()
         monitor_thread.join(timeout=10)
+        worklist_thread.join(timeout=10)
     return 0

@@ -284,11 +284,9 @@ def heatmap(study_uid: str, session: SessionDep, settings: SettingsDep, user: Ra
         raise _http_error(error) from error
     if entry.score_result_id is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no champion result for this study")
-    try:
-        # Scoring owns the heat-map (a DICOM secondary capture it writes back); it renders the PNG.
-        from inference.heatmap import heatmap_png  # type: ignore[import-not-found]
-    except ImportError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="heat-map rendering is not available") from None
+    # Scoring owns the heat-map (the DICOM secondary capture it keeps and writes back); it renders the PNG.
+    from inference.heatmap import heatmap_png
+
     png = heatmap_png(session, settings, entry.score_result_id)
     if png is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no heat-map for this result")

@@ -229,3 +229,15 @@ def test_a_challenger_is_scored_in_shadow_and_never_drives_the_study(pipeline: P
     assert results["champion"].model_version == "1" and results["challenger"].model_version == challenger.version
     assert results["challenger"].writeback_state == "disabled"
     assert study.status == "scored"
+
+
+def test_without_write_back_the_heat_map_is_kept_for_the_study_view(pipeline: Pipeline) -> None:
+    from inference.heatmap import heatmap_png
+
+    pipeline.receive(DX_CHEST)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        result = session.scalars(select(ScoreResult)).one()
+        assert result.writeback_state == "disabled" and result.heatmap_sop_instance_uid
+        png = heatmap_png(session, pipeline.settings, result.id)
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
