@@ -22,7 +22,13 @@ from service.tables import Role
 from training.drift import DriftThresholds, header_drift, score_drift, validation_score_distribution
 from training.errors import GateRefused, RegistryError
 from training.gate import GateRules, compare_versions, evaluate_gate, promote_through_gate, rollback_champion
-from training.quality_metrics import compute_metrics, load_paired_cases, screening_flag_outcomes, subgroup_metrics
+from training.quality_metrics import (
+    compute_metrics,
+    load_paired_cases,
+    screening_flag_outcomes,
+    subgroup_metrics,
+    time_to_read_around,
+)
 from training.quality_report import (
     ReportQuery,
     build_report,
@@ -62,15 +68,26 @@ def versions(session: SessionDep, user: QualityUser) -> list[dict[str, Any]]:
 
 @router.get("/metrics")
 def metrics(
-    session: SessionDep, user: QualityUser, task: str, version: str, since: Since = None, until: Until = None
+    session: SessionDep,
+    user: QualityUser,
+    task: str,
+    version: str,
+    since: Since = None,
+    until: Until = None,
+    policy_since: Annotated[
+        datetime | None, Query(description="When the worklist policy started: time to read before and after it.")
+    ] = None,
 ) -> dict[str, Any]:
     cases = load_paired_cases(session, task=task, model_version=version, since=_utc(since), until=_utc(until))
-    return {
+    body = {
         "task": task,
         "version": version,
         "overall": compute_metrics(cases).to_dict(),
         "subgroups": {k: {g: m.to_dict() for g, m in v.items()} for k, v in subgroup_metrics(cases).items()},
     }
+    if policy_since is not None:
+        body["time_to_read"] = time_to_read_around(cases, _utc(policy_since) or policy_since)
+    return body
 
 
 @router.get("/screening")

@@ -33,6 +33,7 @@ __all__ = [
     "roc_points",
     "SUBGROUP_KEYS",
     "screening_flag_outcomes",
+    "time_to_read_around",
 ]
 
 # Bands that follow the clinical split of the tasks (paediatric chest films, screening-age mammography).
@@ -260,6 +261,25 @@ def subgroup_metrics(
         for case in cases:
             groups[str(getattr(case, key))].append(case)
         out[key] = {name: compute_metrics(group, n_boot=n_boot) for name, group in sorted(groups.items())}
+    return out
+
+
+def time_to_read_around(cases: Sequence[PairedCase], policy_since: datetime) -> dict[str, dict[str, Any]]:
+    """Median hours from arrival to final read, all and with the finding, for studies that arrived before and
+    after ``policy_since`` (when the worklist started ordering by the model): what prioritisation bought."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, group in (
+        ("before", [c for c in cases if c.arrived_at < policy_since]),
+        ("after", [c for c in cases if c.arrived_at >= policy_since]),
+    ):
+        hours = [(c.read_at - c.arrived_at).total_seconds() / 3600 for c in group]
+        positive = [h for h, c in zip(hours, group, strict=True) if c.truth]
+        out[name] = {
+            "n": len(group),
+            "n_positive": len(positive),
+            "median_hours_all": median(hours) if hours else None,
+            "median_hours_positive": median(positive) if positive else None,
+        }
     return out
 
 

@@ -75,6 +75,12 @@ def test_quality_figures_report_and_roles(app: FastAPI, client: TestClient, add_
     assert (overall["tp"], overall["fp"], overall["tn"], overall["fn"]) == (3, 2, 4, 1)
     assert overall["auroc"] == pytest.approx(22 / 24)
     assert set(body["subgroups"]) == {"manufacturer", "station", "age_band", "sex"}
+    split = client.get(
+        "/api/quality/metrics",
+        params={"task": "chest-xray", "version": "3", "policy_since": "2026-03-02T08:05:00Z"},
+        headers=quality,
+    ).json()["time_to_read"]
+    assert (split["before"]["median_hours_positive"], split["after"]["median_hours_all"]) == (2.5, 8.0)
 
     fragment = client.get(
         "/api/quality/report", params={"task": "chest-xray", "version": "3", "fragment": "true"}, headers=quality

@@ -120,3 +120,15 @@ def test_screening_flags_measured_by_paediatricians_outcomes(quality_db) -> None
     assert (row["screened"], row["flagged"], row["decided"], row["referred"]) == (6, 4, 3, 2)
     assert row["ppv"]["value"] == pytest.approx(2 / 3)
     assert (row["ppv"]["ci_low"], row["ppv"]["ci_high"]) == pytest.approx(wilson(2, 3))
+
+
+def test_time_to_read_before_and_after_the_policy(quality_db) -> None:  # noqa: F811
+    from training.quality_metrics import time_to_read_around
+
+    seed(quality_db)
+    with session_scope(quality_db) as session:
+        cases = load_paired_cases(session, task="chest-xray", model_version="3")
+    # Studies 0-4 arrived before minute 5 (read 1-5 h later; positives 0-3: 1-4 h), 5-9 after (6-10 h, none positive).
+    split = time_to_read_around(cases, T0 + timedelta(minutes=5))
+    assert split["before"] == {"n": 5, "n_positive": 4, "median_hours_all": 3.0, "median_hours_positive": 2.5}
+    assert split["after"] == {"n": 5, "n_positive": 0, "median_hours_all": 8.0, "median_hours_positive": None}
