@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "serve",
-        help="start the HTTP API, the DICOM receiver and the completeness monitor",
+        help="start medscreen: HTTP API and pages, DICOM receivers, scoring workers, completeness and worklist loops",
         description="Start medscreen: HTTP API (MEDSCREEN_HTTP_HOST:MEDSCREEN_HTTP_PORT, default 127.0.0.1:8000) and "
         "DICOM receiver (AE MEDSCREEN_DICOM_AE_TITLE on MEDSCREEN_DICOM_PORT, default MEDSCREEN:11112); "
         "data under MEDSCREEN_HOME (default ./var).",
