@@ -30,7 +30,13 @@ DEFAULT_EPOCHS = {"chest-xray": 6, "mammography": 14, "ct-chest": 20}
 def add_commands(subparsers: Any) -> None:
     train = subparsers.add_parser("train", help="train an imaging model, export ONNX, register it in MLflow")
     train.add_argument("task", choices=sorted(TASK_MODULES))
-    train.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared data folder (default ../shared/data)")
+    train.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data"),
+        help="the shared data folder (default ../shared/data), or a folder written by `medscreen export-training` "
+        "(DICOM + labels.csv): then the new version is registered as `challenger` for the evaluation gate",
+    )
     train.add_argument("--epochs", type=int, default=None, help="training epochs (default per task: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()) + ")")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit", type=int, default=None, help="use at most this many images/films/patches per class (tiny runs)")
@@ -56,6 +62,12 @@ def add_commands(subparsers: Any) -> None:
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    if (args.data / "labels.csv").is_file():
+        # A hospital's own confirmed cases: trained the same way, registered as challenger, never champion directly.
+        from training.quality_cli import run_retrain
+
+        args.epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.task]
+        return run_retrain(args, settings)
     import torch
 
     from inference.shipped_models import log_onnx_bundle

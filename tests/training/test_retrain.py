@@ -61,3 +61,16 @@ def test_retrain_refuses_too_few_studies_and_other_tasks(tmp_path: Path) -> None
         retrain_from_export("chest-xray", export, tmp_path / "bundle", f"sqlite:///{tmp_path / 'm.db'}", epochs=1)
     with pytest.raises(TrainingError, match="supports chest-xray"):
         retrain_from_export("ct-chest", export, tmp_path / "bundle", f"sqlite:///{tmp_path / 'm.db'}", epochs=1)
+
+
+def test_train_command_accepts_an_export_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """`medscreen train TASK --data EXPORT` retrains on the export and registers a challenger, not a champion."""
+    from service.cli import main
+
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "var"))
+    export = write_export(tmp_path, 5)
+    assert main(["train", "chest-xray", "--data", str(export), "--epochs", "1"]) == 0
+    assert "registered as challenger" in capsys.readouterr().out
+    uri = f"sqlite:///{(tmp_path / 'var').resolve() / 'mlflow.db'}"
+    version = MlflowClient(uri, uri).get_model_version_by_alias("chest-xray", "challenger")
+    assert version.tags["source"] == "retrained"
