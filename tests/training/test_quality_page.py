@@ -3,33 +3,21 @@ log in, the report with its plots, switch version, download the report, log it t
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from service.app import create_app
 from service.db import session_scope
 from service.settings import Settings
 from service.users import create_user
-from tests.conftest import free_port
+from tests.peers import app_in_thread, launch_chromium, playwright_or_skip
 from tests.training.test_quality_api import register_versions
 from tests.training.test_quality_metrics import seed
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "quinn-password-long"
 
 
@@ -40,29 +28,18 @@ def quality_service(settings: Settings) -> Iterator[tuple[str, Settings]]:
         create_user(session, "quinn", PASSWORD, ["quality"], actor="test")
     seed(app.state.session_factory)
     register_versions(settings.resolved_mlflow_tracking_uri, "chest-xray", 4)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2))
-    serving = threading.Thread(target=server.run, daemon=True)
-    serving.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", settings
+        with app_in_thread(app) as url:
+            yield url, settings
     finally:
-        server.should_exit = True
-        serving.join(timeout=15)
         app.state.engine.dispose()
 
 
 def test_quality_team_reviews_downloads_and_logs_the_report(quality_service: tuple[str, Settings], tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (make test installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = playwright_or_skip()
     url, settings = quality_service
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(accept_downloads=True)
             errors: list[str] = []

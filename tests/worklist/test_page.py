@@ -4,15 +4,12 @@ uvicorn with the recompute loop running: log in, positives on top, claim, read, 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from inference.tables import Study
@@ -20,21 +17,12 @@ from service.app import create_app
 from service.db import session_scope, utcnow
 from service.settings import Settings
 from service.users import create_user
-from tests.conftest import free_port
+from tests.peers import app_in_thread, launch_chromium, playwright_or_skip
 from tests.worklist.conftest import add_result, make_study
 from worklist.recompute import run_worklist_recompute
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "rita-password-long"
 
 
@@ -71,35 +59,22 @@ def running_service(settings: Settings) -> Iterator[RunningService]:
     stop = threading.Event()
     recompute = threading.Thread(target=run_worklist_recompute, args=(settings, factory, stop), daemon=True)
     recompute.start()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
-    )
-    serving = threading.Thread(target=server.run, daemon=True)
-    serving.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield RunningService(f"http://127.0.0.1:{port}", factory, uids)
+        with app_in_thread(app) as url:
+            yield RunningService(url, factory, uids)
     finally:
-        server.should_exit = True
         stop.set()
-        serving.join(timeout=15)
         recompute.join(timeout=15)
         app.state.engine.dispose()
 
 
 def test_radiologist_claims_and_reads_the_top_positive_study(running_service: RunningService) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (make test installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = playwright_or_skip()
     service, uids = running_service, running_service.uids
     rows = "#rows tr"
 
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page()
             page.goto(f"{service.url}/worklist")
