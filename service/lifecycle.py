@@ -1,0 +1,60 @@
+"""The lifecycle named once: tasks, study statuses, job states, model roles and worklist event kinds.
+
+Every package compares against these enums instead of free strings (as pynetdicom names its events and
+statuses). They are ``StrEnum``s, so a member equals its stored string and the database columns keep
+their plain values: ``StudyStatus.routed == "routed"``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["Task", "StudyStatus", "JobState", "ModelRole", "WorklistEventKind", "TASKS"]
+
+
+class Task(enum.StrEnum):
+    """An imaging task; also the name of its registered model in the MLflow registry."""
+
+    ct_chest = "ct-chest"
+    mammography = "mammography"
+    chest_xray = "chest-xray"
+
+
+TASKS: tuple[str, ...] = tuple(task.value for task in Task)
+
+
+class StudyStatus(enum.StrEnum):
+    """Where a study stands; `failed` means its champion job ran out of retries (dead letter)."""
+
+    receiving = "receiving"
+    complete = "complete"
+    routed = "routed"
+    not_applicable = "not_applicable"
+    scoring = "scoring"
+    scored = "scored"
+    could_not_score = "could_not_score"
+    failed = "failed"
+
+
+class JobState(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    retry = "retry"
+    done = "done"
+    dead = "dead"
+
+
+class ModelRole(enum.StrEnum):
+    """A registered model version's alias in the MLflow registry."""
+
+    champion = "champion"
+    challenger = "challenger"
+    previous_champion = "previous-champion"
+
+
+class WorklistEventKind(enum.StrEnum):
+    added = "added"
+    priority = "priority"
+    claimed = "claimed"
+    released = "released"
+    read = "read"
