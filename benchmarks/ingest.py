@@ -76,7 +76,7 @@ def start_medscreen(workdir: Path, receivers: int, quiet: float) -> tuple[subpro
         "MEDSCREEN_LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve"], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "medscreen", "serve"], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     wait_for(

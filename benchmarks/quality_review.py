@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.db import make_engine, make_session_factory, migrate, session_scope
+from medscreen.schema import migrate_all
+from service.db import make_engine, make_session_factory, session_scope
 from tests.training.quality_rows import add_final_read, add_result, add_study
 from training.drift import DriftThresholds
 from training.gate import GateRules, compare_versions, evaluate_gate
@@ -53,7 +54,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'q.db'}"
-        migrate(url)
+        migrate_all(url)
         engine = make_engine(url)
         factory = make_session_factory(engine)
         started = time.perf_counter()

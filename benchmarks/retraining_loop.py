@@ -25,7 +25,8 @@ from inference.champions import ModelSelector
 from inference.scorers import score_task
 from inference.shipped_models import SHIPPED_MODELS_DIR, register_shipped_bundles
 from inference.tables import Instance, Series
-from service.db import make_engine, make_session_factory, migrate, session_scope
+from medscreen.schema import migrate_all
+from service.db import make_engine, make_session_factory, session_scope
 from tests.training.quality_rows import add_final_read, add_result, add_study
 from training.export_training import export_training
 from training.gate import GateRules, compare_versions, evaluate_gate
@@ -92,7 +93,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         url, tracking_uri = f"sqlite:///{root / 'medscreen.db'}", f"sqlite:///{root / 'mlflow.db'}"
-        migrate(url)
+        migrate_all(url)
         engine = make_engine(url)
         factory = make_session_factory(engine)
         (champion,) = [b for b in register_shipped_bundles(tracking_uri, SHIPPED_MODELS_DIR) if b.name == "chest-xray"]

@@ -95,7 +95,7 @@ def main() -> None:
            "MEDSCREEN_PACS_AE_TITLE": "PACS", "MEDSCREEN_PACS_HOST": "127.0.0.1", "MEDSCREEN_PACS_PORT": str(pacs_port),
            "MEDSCREEN_LOG_LEVEL": "WARNING"}
     # Write-back goes to storescp; the C-FIND count signal is not used (storescp has no query service).
-    service = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+    service = subprocess.Popen([sys.executable, "-m", "medscreen", "serve"], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for(lambda: _echo(port, "MEDSCREEN") and _echo(pacs_port, "PACS"), 180, "medscreen and the PACS")

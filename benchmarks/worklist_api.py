@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import insert  # noqa: E402
 
 from inference.tables import Study  # noqa: E402
-from service.db import make_engine, make_session_factory, migrate, session_scope  # noqa: E402
+from medscreen.schema import migrate_all  # noqa: E402
+from service.db import make_engine, make_session_factory, session_scope  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.users import create_user  # noqa: E402
 from worklist.policy import ChampionCall, StudyFacts, policy_from_settings, prioritise  # noqa: E402
@@ -50,7 +51,7 @@ SITES = ["North", "South", "East", "West"]
 
 def fill(url: str, studies: int, open_studies: int) -> None:
     """Studies and their worklist entries, placed by the real policy; the oldest ones already read."""
-    migrate(url)
+    migrate_all(url)
     engine = make_engine(url)
     policy = policy_from_settings(Settings())
     rng = random.Random(1)
@@ -138,7 +139,7 @@ def fill(url: str, studies: int, open_studies: int) -> None:
 def start_server(home: Path, url: str, port: int) -> subprocess.Popen[bytes]:
     code = (
         "import uvicorn\n"
-        "from service.app import create_app\n"
+        "from medscreen.app import create_app\n"
         "from service.settings import Settings\n"
         f"app = create_app(Settings(home={str(home)!r}, database_url={url!r}), run_migrations=False)\n"
         f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)\n"

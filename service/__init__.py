@@ -1,1 +1,4 @@
-"""Composition of medscreen: settings, database, auth, audit, the FastAPI app and the CLI."""
+"""The platform every package may use: settings, database and migrations, users, auth, audit, page helpers.
+
+It imports no domain package; the composition root (``medscreen``) composes them.
+"""

@@ -1,7 +1,8 @@
 """Database engine, sessions and migrations.
 
 Each package keeps its own tables (``inference/tables.py``, ...) on the shared :class:`Base` and its own
-Alembic branch under ``<package>/migrations/versions``; ``alembic upgrade heads`` applies them all.
+Alembic branch under ``<package>/migrations/versions``. The platform knows no domain package: the list of
+branches to apply is passed in (``medscreen.schema`` names them all and applies ``heads``).
 SQLite is the embedded default (WAL, ``synchronous=FULL`` so a committed row survives power loss, not
 only a crash); PostgreSQL works through ``MEDSCREEN_DATABASE_URL``.
 """
@@ -9,7 +10,7 @@ only a crash); PostgreSQL works through ``MEDSCREEN_DATABASE_URL``.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +21,8 @@ from alembic.config import Config
 from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-__all__ = ["Base", "UTCDateTime", "utcnow", "make_engine", "make_session_factory", "migrate", "session_scope", "MIGRATING_PACKAGES"]
-
-# Packages that own tables, in dependency order; each may have <package>/migrations/versions.
-MIGRATING_PACKAGES = ("service", "inference", "worklist", "screening", "training")
+__all__ = ["Base", "UTCDateTime", "utcnow", "make_engine", "make_session_factory", "migrate", "session_scope",
+           "alembic_config"]
 
 
 class Base(DeclarativeBase):
@@ -102,9 +101,10 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def _version_locations() -> list[str]:
+def _version_locations(packages: Sequence[str]) -> list[str]:
+    """``<package>/migrations/versions`` of each named package, found without importing the package."""
     locations = []
-    for package in MIGRATING_PACKAGES:
+    for package in packages:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             continue
@@ -114,15 +114,19 @@ def _version_locations() -> list[str]:
     return locations
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, packages: Sequence[str]) -> Config:
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    config.set_main_option("version_locations", " ".join(_version_locations()))
+    config.set_main_option("version_locations", " ".join(_version_locations(packages)))
     config.set_main_option("path_separator", "space")
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
-def migrate(url: str) -> None:
-    """Bring the database to the newest schema of every package (idempotent)."""
-    command.upgrade(alembic_config(url), "heads")
+def migrate(url: str, packages: Sequence[str]) -> None:
+    """Bring the database to the newest schema of the named packages' branches (idempotent).
+
+    ``packages`` is passed in by the composition root (``medscreen.schema.migrate_all``), so the platform
+    never lists the domain packages itself.
+    """
+    command.upgrade(alembic_config(url, packages), "heads")

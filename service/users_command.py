@@ -22,6 +22,7 @@ __all__ = ["add_commands"]
 
 def add_commands(subparsers: Any) -> None:
     users = subparsers.add_parser("users", help="manage user accounts and roles")
+    users.set_defaults(needs_database=True)
     commands = users.add_subparsers(dest="users_command", required=True, metavar="USERS_COMMAND")
 
     add = commands.add_parser("add", help="add a user; prints a generated password unless --password-stdin")
@@ -54,12 +55,10 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _session_factory(settings: Settings) -> sessionmaker[Session]:
-    from service.db import make_engine, make_session_factory, migrate
+    # The schema is brought up to date by the root before a command with needs_database runs.
+    from service.db import make_engine, make_session_factory
 
-    settings.home.mkdir(parents=True, exist_ok=True)
-    url = settings.resolved_database_url
-    migrate(url)
-    return make_session_factory(make_engine(url))
+    return make_session_factory(make_engine(settings.resolved_database_url))
 
 
 def _cli_actor() -> str:

@@ -141,7 +141,7 @@ class MedscreenService:
     def start(self, timeout: float = 90) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
+            [sys.executable, "-m", "medscreen", "serve"],
             env=self.env,
             cwd=REPO,
             stdout=log,

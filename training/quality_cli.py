@@ -32,7 +32,7 @@ def add_commands(subparsers: Any) -> None:
         default=None,
         help="where the original-to-new identifier map goes (default OUT-crosswalk.csv beside OUT; never inside OUT)",
     )
-    export.set_defaults(func=run_export)
+    export.set_defaults(func=run_export, needs_database=True)
 
     retrain = subparsers.add_parser(
         "retrain", help="train a challenger on an export-training folder and register it with the challenger alias"
@@ -45,6 +45,7 @@ def add_commands(subparsers: Any) -> None:
     retrain.set_defaults(func=run_retrain)
 
     quality = subparsers.add_parser("quality", help="quality review of model versions against final reads")
+    quality.set_defaults(needs_database=True)
     sub = quality.add_subparsers(dest="quality_command", required=True, metavar="ACTION")
     report = sub.add_parser("report", help="write the HTML quality report of a version (and log it to MLflow)")
     report.add_argument("--task", required=True)
@@ -72,11 +73,10 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _sessions(settings: Settings) -> Any:
-    from service.db import make_engine, make_session_factory, migrate
+    # The schema is brought up to date by the root before a command with needs_database runs.
+    from service.db import make_engine, make_session_factory
 
-    url = settings.resolved_database_url
-    migrate(url)
-    return make_session_factory(make_engine(url))
+    return make_session_factory(make_engine(settings.resolved_database_url))
 
 
 def run_export(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,7 +13,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from inference.ingest import InstanceIngestor
 from inference.receive.dimse import start_dimse_server
 from inference.receive.process import build_ingestor
-from service.db import migrate
+from medscreen.schema import migrate_all
 from service.settings import Settings
 from tests.conftest import FIXTURES
 from tests.peers import medscreen_service  # noqa: F401  (fixture)
@@ -25,7 +25,7 @@ INFERENCE_FIXTURES = FIXTURES / "inference"
 @pytest.fixture
 def sqlite_settings(settings: Settings) -> Settings:
     settings.home.mkdir(parents=True, exist_ok=True)
-    migrate(settings.resolved_database_url)
+    migrate_all(settings.resolved_database_url)
     return settings
 
 

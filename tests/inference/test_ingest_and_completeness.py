@@ -17,7 +17,8 @@ from inference.ingest import InstanceIngestor
 from inference.receive.process import build_ingestor
 from inference.route import load_rules
 from inference.tables import Instance, QuarantinedItem, Study, StudyEvent
-from service.db import make_engine, make_session_factory, migrate, utcnow
+from medscreen.schema import migrate_all
+from service.db import make_engine, make_session_factory, utcnow
 from service.settings import Settings
 from tests.inference.conftest import INFERENCE_FIXTURES
 
@@ -28,7 +29,7 @@ CT = sorted((INFERENCE_FIXTURES / "ct").glob("*.dcm"))
 def backend_ingestor(service_settings: Settings) -> InstanceIngestor:
     """An ingestor over each database backend (SQLite file, real PostgreSQL)."""
     service_settings.home.mkdir(parents=True, exist_ok=True)
-    migrate(service_settings.resolved_database_url)
+    migrate_all(service_settings.resolved_database_url)
     return build_ingestor(service_settings)
 
 

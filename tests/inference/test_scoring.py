@@ -26,8 +26,9 @@ from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle, regist
 from inference.tables import ScoreResult, ScoringJob, Study
 from inference.worker import ScoringWorker
 from inference.worker_process import build_worker
-from service.app import create_app
-from service.db import make_engine, make_session_factory, migrate, session_scope, utcnow
+from medscreen.app import create_app
+from medscreen.schema import migrate_all
+from service.db import make_engine, make_session_factory, session_scope, utcnow
 from service.settings import Settings
 from service.users import create_user
 from tests.inference.conftest import INFERENCE_FIXTURES
@@ -78,7 +79,7 @@ def pipeline(settings: Settings, registry: str) -> Iterator[Pipeline]:
         update={"mlflow_tracking_uri": registry, "quiet_period_s": 0.0, "scoring_retry_base_s": 0.0, "model_refresh_s": 0.0}
     )
     settings.home.mkdir(parents=True, exist_ok=True)
-    migrate(settings.resolved_database_url)
+    migrate_all(settings.resolved_database_url)
     ingestor = build_ingestor(settings)
     factory = make_session_factory(make_engine(settings.resolved_database_url, serialise_writes=True))
     yield Pipeline(settings, ingestor, CompletenessMonitor(settings, factory, load_rules()), build_worker(settings))

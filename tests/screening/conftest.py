@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from datasets.emr_records import ChildRecord, CodedFact, Measurement
+from medscreen.app import create_app
 from screening.findings import CodeMaps, load_code_maps
 from screening.knowledge import KnowledgeBase, build_knowledge_base
 from screening.ontology import Ontology, load_ontology
 from screening.risk_model import load_risk_model
 from screening.screener import Screener
-from service.app import create_app
 from service.db import session_scope
 from service.settings import Settings
 from service.users import create_user

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from datasets.fhir_emr import record_to_bundle
+from medscreen.cli import main
 from screening.tables import ScreeningOutcome
-from service.cli import main
 from service.db import session_scope
 from service.tables import AuditEvent
 from tests.screening.conftest import ordinary_child, syndromic_child

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from datasets.phenopackets import iso_age_days, iter_phenopackets, read_phenopacket
+from medscreen.cli import main
 from screening.findings import CodeMaps, extract_findings
 from screening.simulate import CaseProjector, simulate_controls
-from service.cli import main
 
 
 def test_iso_durations() -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from medscreen.cli import main
 from screening.registry import REGISTERED_NAME
 from screening.risk_model import load_risk_model
-from service.cli import main
 from service.settings import Settings
 
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from medscreen.app import create_app
 from service.db import session_scope
 from service.settings import Settings
 from service.users import create_user

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
-from service.app import create_app
+from medscreen.app import create_app
 from service.auth import (
     AuthenticatedUser,
     CurrentUser,

@@ -33,7 +33,7 @@ def start_service(home: Path, database_url: str, log: Path) -> tuple[subprocess.
     }
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+            [sys.executable, "-m", "medscreen", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
         )
     base = f"http://127.0.0.1:{http_port}"
     deadline = time.monotonic() + 120

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import inspect, text
 
-from service.db import alembic_config, make_engine, migrate
+from medscreen.schema import alembic_config_all, migrate_all
+from service.db import make_engine
 
 
 def test_migrate_creates_service_tables_and_is_idempotent(database_url: str) -> None:
-    migrate(database_url)
-    migrate(database_url)
+    migrate_all(database_url)
+    migrate_all(database_url)
     engine = make_engine(database_url)
     try:
         inspector = inspect(engine)
@@ -43,8 +44,23 @@ def test_migrate_creates_service_tables_and_is_idempotent(database_url: str) -> 
 def test_service_branch_is_labelled_and_rooted() -> None:
     from alembic.script import ScriptDirectory
 
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    script = ScriptDirectory.from_config(alembic_config_all("sqlite://"))
     revision = script.get_revision("3f1a9c2e7b10")
     assert revision is not None
     assert revision.down_revision is None
     assert "service" in revision.branch_labels
+
+
+def test_platform_applies_only_the_branches_it_is_given(tmp_path) -> None:
+    # The platform names no domain package: given only its own branch, it makes only its own tables.
+    from service.db import migrate
+
+    url = f"sqlite:///{tmp_path / 'platform.db'}"
+    migrate(url, ["service"])
+    engine = make_engine(url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert {"users", "audit_events"} <= tables
+    assert "studies" not in tables

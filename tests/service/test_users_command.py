@@ -8,9 +8,11 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 
+from medscreen.app import create_app
+from medscreen.cli import run_command
+from medscreen.schema import migrate_all
 from service import users_command
-from service.app import create_app
-from service.db import make_engine, make_session_factory, migrate, session_scope
+from service.db import make_engine, make_session_factory, session_scope
 from service.settings import Settings
 from service.users import ensure_admin, list_users
 from tests.service.conftest import login
@@ -24,12 +26,12 @@ def run_users(settings: Settings, *argv: str) -> int:
     parser = argparse.ArgumentParser(prog="medscreen")
     users_command.add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return int(args.func(args, settings))
+    return run_command(args, settings)
 
 
 def test_first_admin_is_created_once(service_settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     url = service_settings.resolved_database_url
-    migrate(url)
+    migrate_all(url)
     engine = make_engine(url)
     factory = make_session_factory(engine)
     password = ensure_admin(factory)
@@ -51,7 +53,7 @@ def test_two_installs_get_different_passwords(tmp_path_factory: pytest.TempPathF
     passwords = []
     for _ in range(2):
         url = f"sqlite:///{tmp_path_factory.mktemp('install') / 'medscreen.db'}"
-        migrate(url)
+        migrate_all(url)
         engine = make_engine(url)
         passwords.append(ensure_admin(make_session_factory(engine)))
         engine.dispose()

@@ -12,7 +12,8 @@ from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.tables import Series, Study
-from service.db import make_engine, make_session_factory, migrate
+from medscreen.schema import migrate_all
+from service.db import make_engine, make_session_factory
 from tests.worklist.conftest import add_result
 from worklist.tables import FinalRead, FinalReadFinding
 
@@ -85,7 +86,7 @@ def add_final_read(
 @pytest.fixture
 def quality_db(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     url = f"sqlite:///{tmp_path / 'quality.db'}"
-    migrate(url)
+    migrate_all(url)
     engine = make_engine(url)
     yield make_session_factory(engine)
     engine.dispose()

@@ -158,7 +158,7 @@ def test_gate_refuses_a_significant_sensitivity_drop(app: FastAPI, client: TestC
 def test_serving_app_does_not_import_torch(tmp_path: Path) -> None:
     code = (
         "import sys, pathlib\n"
-        "from service.app import create_app\n"
+        "from medscreen.app import create_app\n"
         "from service.settings import Settings\n"
         f"create_app(Settings(home=pathlib.Path({str(tmp_path / 'var')!r})))\n"
         "import training.quality_api, training.quality_page, training.gate, training.drift, training.export_training, training.quality_cli\n"

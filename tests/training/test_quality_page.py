@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.app import create_app
+from medscreen.app import create_app
 from service.db import session_scope
 from service.settings import Settings
 from service.users import create_user

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from inference.shipped_models import SHIPPED_MODELS_DIR, TASKS, load_champion, log_onnx_bundle, register_shipped_bundles
-from service.cli import main
+from medscreen.cli import main
 from training.errors import PromotionRefused, RegistryError
 from training.registry import list_versions, promote
 

@@ -65,7 +65,7 @@ def test_retrain_refuses_too_few_studies_and_other_tasks(tmp_path: Path) -> None
 
 def test_train_command_accepts_an_export_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """`medscreen train TASK --data EXPORT` retrains on the export and registers a challenger, not a champion."""
-    from service.cli import main
+    from medscreen.cli import main
 
     monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "var"))
     export = write_export(tmp_path, 5)

@@ -9,7 +9,7 @@ import onnxruntime as ort
 from mlflow.tracking import MlflowClient
 
 from datasets.preprocess import PreprocessSpec, prepare_image, read_image_file
-from service.cli import main
+from medscreen.cli import main
 from tests.conftest import FIXTURES
 
 

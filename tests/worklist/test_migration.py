@@ -10,7 +10,8 @@ from alembic.script import ScriptDirectory
 
 import inference.tables  # noqa: F401  (tables the worklist's refer to)
 import worklist.tables as worklist_tables
-from service.db import Base, alembic_config, make_engine, migrate
+from medscreen.schema import alembic_config_all, migrate_all
+from service.db import Base, make_engine
 
 TABLES = {
     table.name
@@ -21,14 +22,14 @@ TABLES = {
 
 
 def test_branch_is_labelled_and_depends_on_scoring() -> None:
-    revision = ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision("0001_worklist")
+    revision = ScriptDirectory.from_config(alembic_config_all("sqlite://")).get_revision("0001_worklist")
     assert revision is not None and revision.down_revision is None
     assert "worklist" in revision.branch_labels and revision.dependencies == "0002_inference"
 
 
 def test_migrated_schema_matches_the_tables(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'medscreen.db'}"
-    migrate(url)
+    migrate_all(url)
     engine = make_engine(url)
     try:
         with engine.connect() as connection:

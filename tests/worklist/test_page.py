@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from inference.tables import Study
-from service.app import create_app
+from medscreen.app import create_app
 from service.db import session_scope, utcnow
 from service.settings import Settings
 from service.users import create_user

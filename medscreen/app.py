@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from service.db import make_engine, make_session_factory, migrate
+from medscreen.schema import migrate_all
+from service.db import make_engine, make_session_factory
 from service.deps import SessionDep
 from service.settings import Settings
 
@@ -30,7 +31,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     settings.home.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
     if run_migrations:
-        migrate(url)
+        migrate_all(url)
     engine = make_engine(url)
 
     app = FastAPI(

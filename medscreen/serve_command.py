@@ -10,7 +10,7 @@ __all__ = ["add_commands"]
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from service.serve import run_service
+    from medscreen.serve import run_service
 
     return run_service(settings)
 

@@ -1,7 +1,8 @@
 """The ``medscreen`` command line: ``serve`` plus the commands each package contributes.
 
 Each module in :data:`COMMAND_MODULES` exposes ``add_commands(subparsers)``; a command's handler is
-``func(args, settings) -> int``. Heavy imports (torch, MLflow) happen inside the handlers so that
+``func(args, settings) -> int``. A command that sets ``needs_database=True`` finds the schema of every
+package up to date (the root migrates it first, so no package has to know the others' branches). Heavy imports (torch, MLflow) happen inside the handlers so that
 ``medscreen --help`` stays fast and serving never pulls in training code.
 """
 
@@ -15,10 +16,10 @@ from collections.abc import Sequence
 
 from service.settings import Settings
 
-__all__ = ["main", "COMMAND_MODULES"]
+__all__ = ["main", "run_command", "COMMAND_MODULES"]
 
 COMMAND_MODULES = (
-    "service.serve_command",
+    "medscreen.serve_command",
     "service.users_command",
     "inference.cli",
     "training.cli",
@@ -53,6 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level)
+    return run_command(args, settings)
+
+
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Prepare what the parsed command needs (the schema of every package) and run its handler."""
+    if getattr(args, "needs_database", False):
+        from medscreen.schema import migrate_all
+
+        settings.home.mkdir(parents=True, exist_ok=True)
+        migrate_all(settings.resolved_database_url)
     return int(args.func(args, settings) or 0)
 
 

@@ -22,8 +22,9 @@ from inference.receive.process import run_receiver_process
 from inference.route import load_rules
 from inference.spool import Spool
 from inference.worker_process import run_scoring_process
-from service.app import create_app
-from service.db import make_engine, make_session_factory, migrate
+from medscreen.app import create_app
+from medscreen.schema import migrate_all
+from service.db import make_engine, make_session_factory
 from service.settings import Settings
 from service.users import ensure_admin
 from worklist.recompute import run_worklist_recompute
@@ -89,7 +90,7 @@ def _register_shipped_models(settings: Settings) -> None:
 def run_service(settings: Settings) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
-    migrate(url)
+    migrate_all(url)
     session_factory = make_session_factory(make_engine(url, serialise_writes=True))
     password = ensure_admin(session_factory)
     if password is not None:

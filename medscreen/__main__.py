@@ -1,0 +1,5 @@
+import sys
+
+from medscreen.cli import main
+
+sys.exit(main())
