@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from medscreen.schema import migrate_all
+from quality.drift import DriftThresholds
+from quality.gate import GateRules, compare_versions, evaluate_gate
+from quality.metrics import compute_metrics, load_paired_cases, subgroup_metrics
+from quality.report import ReportQuery, build_report, render_report
 from service.db import make_engine, make_session_factory, session_scope
-from tests.training.quality_rows import add_final_read, add_result, add_study
-from training.drift import DriftThresholds
-from training.gate import GateRules, compare_versions, evaluate_gate
-from training.quality_metrics import compute_metrics, load_paired_cases, subgroup_metrics
-from training.quality_report import ReportQuery, build_report, render_report
+from tests.quality.quality_rows import add_final_read, add_result, add_study
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 

@@ -26,10 +26,10 @@ from inference.scorers import score_task
 from inference.shipped_models import SHIPPED_MODELS_DIR, register_shipped_bundles
 from inference.tables import Instance, Series
 from medscreen.schema import migrate_all
+from quality.gate import GateRules, compare_versions, evaluate_gate
 from service.db import make_engine, make_session_factory, session_scope
-from tests.training.quality_rows import add_final_read, add_result, add_study
+from tests.quality.quality_rows import add_final_read, add_result, add_study
 from training.export_training import export_training
-from training.gate import GateRules, compare_versions, evaluate_gate
 from training.retrain import retrain_from_export
 
 KERMANY = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest-xray" / "kermany" / "train"

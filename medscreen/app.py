@@ -18,13 +18,13 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     from inference.api import router as studies_router
     from inference.receive.process import build_ingestor
     from inference.receive.stowrs import router as stowrs_router
+    from quality.api import router as quality_router
+    from quality.page import page_router as quality_page_router
     from screening.api import page_router as screening_page_router
     from screening.api import router as screening_router
     from service.audit import router as audit_router
     from service.auth import load_or_create_secret_key
     from service.auth import router as auth_router
-    from training.quality_api import router as quality_router
-    from training.quality_page import page_router as quality_page_router
     from worklist.api import router as worklist_router
     from worklist.page import page_router as worklist_page_router
 

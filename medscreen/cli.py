@@ -23,7 +23,8 @@ COMMAND_MODULES = (
     "service.users_command",
     "inference.cli",
     "training.cli",
-    "training.quality_cli",
+    "training.retrain_cli",
+    "quality.cli",
     "screening.cli",
 )
 

@@ -64,7 +64,7 @@ def add_commands(subparsers: Any) -> None:
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     if (args.data / "labels.csv").is_file():
         # A hospital's own confirmed cases: trained the same way, registered as challenger, never champion directly.
-        from training.quality_cli import run_retrain
+        from training.retrain_cli import run_retrain
 
         args.epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.task]
         return run_retrain(args, settings)

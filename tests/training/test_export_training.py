@@ -16,7 +16,7 @@ from pydicom.uid import UID_dictionary
 from datasets.dicom_folder import load_dicom_folder
 from inference.tables import Instance, Series
 from service.db import session_scope
-from tests.training.quality_rows import add_final_read, add_study, quality_db  # noqa: F401
+from tests.quality.quality_rows import add_final_read, add_study, quality_db  # noqa: F401
 from training.deidentify import BASIC_PROFILE, KEEP_DATES, Deidentifier
 from training.errors import ExportError
 from training.export_training import deidentify_file, export_training

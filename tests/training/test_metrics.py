@@ -47,8 +47,8 @@ def test_plots_are_written(tmp_path) -> None:
 def test_rank_auroc_matches_sklearn() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from training.metrics import _auroc
+    from quality.statistics import auroc
 
     labels, scores = _scores(300, seed=5)
     scores = np.round(scores, 1)  # ties
-    assert abs(_auroc(labels, scores) - roc_auc_score(labels, scores)) < 1e-12
+    assert abs(auroc(labels, scores) - roc_auc_score(labels, scores)) < 1e-12

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from quality.drift import DriftThresholds, header_drift, psi, score_drift, validation_score_distribution, week_start
 from service.db import session_scope
-from tests.training.quality_rows import add_result, add_study, quality_db  # noqa: F401
-from training.drift import DriftThresholds, header_drift, psi, score_drift, validation_score_distribution, week_start
+from tests.quality.quality_rows import add_result, add_study, quality_db  # noqa: F401
 
 MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from quality.metrics import age_band, compute_metrics, load_paired_cases, subgroup_metrics
 from service.db import session_scope
-from tests.training.quality_rows import add_final_read, add_result, add_study, quality_db  # noqa: F401
-from training.quality_metrics import age_band, compute_metrics, load_paired_cases, subgroup_metrics
+from tests.quality.quality_rows import add_final_read, add_result, add_study, quality_db  # noqa: F401
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 # Ten confirmed studies, threshold 0.5: TP 3 (0.9, 0.8, 0.7), FN 1 (0.4), FP 2 (0.6, 0.55), TN 4.
@@ -98,8 +98,8 @@ def test_age_band() -> None:
 
 
 def test_screening_flags_measured_by_paediatricians_outcomes(quality_db) -> None:  # noqa: F811
+    from quality.metrics import screening_flag_outcomes
     from screening.tables import ScreeningOutcome, ScreeningRun
-    from training.quality_metrics import screening_flag_outcomes
 
     with session_scope(quality_db) as session:
         # Version 1: six children, four flagged; three flags decided (two referred, one not relevant).
@@ -123,7 +123,7 @@ def test_screening_flags_measured_by_paediatricians_outcomes(quality_db) -> None
 
 
 def test_time_to_read_before_and_after_the_policy(quality_db) -> None:  # noqa: F811
-    from training.quality_metrics import time_to_read_around
+    from quality.metrics import time_to_read_around
 
     seed(quality_db)
     with session_scope(quality_db) as session:

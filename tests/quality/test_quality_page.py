@@ -13,8 +13,8 @@ from service.db import session_scope
 from service.settings import Settings
 from service.users import create_user
 from tests.peers import app_in_thread, launch_chromium, playwright_or_skip
-from tests.training.test_quality_api import register_versions
-from tests.training.test_quality_metrics import seed
+from tests.quality.test_quality_api import register_versions
+from tests.quality.test_quality_metrics import seed
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ __all__ = ["page_router"]
 
 page_router = static_page_router(
     path="/quality",
-    package="training",
-    folder="quality_static",
+    package="quality",
+    folder="static",
     html="quality.html",
     assets={"quality.js": "text/javascript", "quality.css": "text/css"},
     img_src="'self' data: blob:",  # the report's plots are inline SVG markup, not scripts

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from inference.tables import ScoreResult
-from training.drift import DriftReport, DriftThresholds, header_drift, score_drift, validation_score_distribution
-from training.gate import GateDecision, GateRules, compare_versions, evaluate_gate
-from training.quality_metrics import (
+from quality.drift import DriftReport, DriftThresholds, header_drift, score_drift, validation_score_distribution
+from quality.gate import GateDecision, GateRules, compare_versions, evaluate_gate
+from quality.metrics import (
     QualityMetrics,
     compute_metrics,
     load_paired_cases,

@@ -13,29 +13,29 @@ from sqlalchemy import select
 
 from inference.shipped_models import SHIPPED_MODELS_DIR
 from inference.tables import ScoreResult
-from service.audit import record_audit
-from service.auth import AuthenticatedUser, require_role
-from service.db import utcnow
-from service.deps import SessionDep, SettingsDep
-from service.settings import Settings
-from service.tables import Role
-from training.drift import DriftThresholds, header_drift, score_drift, validation_score_distribution
-from training.errors import GateRefused, RegistryError
-from training.gate import GateRules, compare_versions, evaluate_gate, promote_through_gate, rollback_champion
-from training.quality_metrics import (
+from quality.drift import DriftThresholds, header_drift, score_drift, validation_score_distribution
+from quality.errors import GateRefused, RegistryError
+from quality.gate import GateRules, compare_versions, evaluate_gate, promote_through_gate, rollback_champion
+from quality.metrics import (
     compute_metrics,
     load_paired_cases,
     screening_flag_outcomes,
     subgroup_metrics,
     time_to_read_around,
 )
-from training.quality_report import (
+from quality.report import (
     ReportQuery,
     build_report,
     list_versions_in_service,
     log_report_to_mlflow,
     render_report,
 )
+from service.audit import record_audit
+from service.auth import AuthenticatedUser, require_role
+from service.db import utcnow
+from service.deps import SessionDep, SettingsDep
+from service.settings import Settings
+from service.tables import Role
 
 __all__ = ["router", "drift_thresholds", "gate_rules"]
 

@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.tables import AuditEvent
+from tests.quality.quality_rows import add_final_read, add_result, add_study
+from tests.quality.test_quality_metrics import seed
 from tests.service.conftest import AddUser, add_user, app, client, service_settings  # noqa: F401
-from tests.training.quality_rows import add_final_read, add_result, add_study
-from tests.training.test_quality_metrics import seed
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -161,8 +161,8 @@ def test_serving_app_does_not_import_torch(tmp_path: Path) -> None:
         "from medscreen.app import create_app\n"
         "from service.settings import Settings\n"
         f"create_app(Settings(home=pathlib.Path({str(tmp_path / 'var')!r})))\n"
-        "import training.quality_api, training.quality_page, training.gate, training.drift, training.export_training, training.quality_cli\n"
-        "heavy = sorted(m for m in ('torch', 'monai') if m in sys.modules)\n"
+        "import quality.api, quality.page, quality.gate, quality.drift, quality.cli\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai', 'training', 'sklearn'))\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from inference.tables import ScoreResult as ScoreRow
 from inference.tables import Series, Study
-from training.metrics import _auroc, _wilson, bootstrap_auroc, reliability
+from quality.statistics import auroc, bootstrap_auroc, reliability, wilson_interval
 from worklist.tables import FinalRead, FinalReadFinding
 
 __all__ = [
@@ -74,7 +74,7 @@ class Proportion:
 
     @classmethod
     def of(cls, successes: int, total: int) -> Proportion:
-        low, high = _wilson(successes, total)
+        low, high = wilson_interval(successes, total)
         return cls(successes / total if total else float("nan"), successes, total, low, high)
 
 
@@ -222,7 +222,7 @@ def compute_metrics(cases: Sequence[PairedCase], *, n_boot: int = 1000, seed: in
     tp, fn = int((flagged & positive).sum()), int((~flagged & positive).sum())
     fp, tn = int((flagged & ~positive).sum()), int((~flagged & ~positive).sum())
     both_classes = 0 < int(positive.sum()) < len(cases)
-    auroc = _auroc(truth, scores) if both_classes else float("nan")
+    area = auroc(truth, scores) if both_classes else float("nan")
     low, high = bootstrap_auroc(truth, scores, n_boot=n_boot, seed=seed) if both_classes else (float("nan"),) * 2
     table, ece = reliability(truth, scores) if len(cases) else ([], float("nan"))
     hours = [(c.read_at - c.arrived_at).total_seconds() / 3600 for c in cases]
@@ -239,7 +239,7 @@ def compute_metrics(cases: Sequence[PairedCase], *, n_boot: int = 1000, seed: in
         ppv=Proportion.of(tp, tp + fp),
         npv=Proportion.of(tn, tn + fn),
         flag_rate=Proportion.of(tp + fp, len(cases)),
-        auroc=auroc,
+        auroc=area,
         auroc_ci_low=low,
         auroc_ci_high=high,
         brier=float(np.mean((scores - truth) ** 2)) if len(cases) else float("nan"),

@@ -1,5 +1,5 @@
-"""``medscreen export-training`` (de-identified studies with final reads + labels CSV) and ``medscreen quality
-{report,gate,promote,rollback}`` for the command line; the same logic the quality API serves."""
+"""``medscreen quality {report,gate,promote,rollback}`` for the command line: the same logic the quality API
+serves."""
 
 from __future__ import annotations
 
@@ -19,31 +19,6 @@ def _date(value: str) -> datetime:
 
 
 def add_commands(subparsers: Any) -> None:
-    export = subparsers.add_parser(
-        "export-training",
-        help="write studies with final reads as a de-identified DICOM folder + labels CSV (PS3.15 Basic Profile)",
-    )
-    export.add_argument("out", type=Path, help="export folder (new or empty): OUT/dicom and OUT/labels.csv")
-    export.add_argument("--task", required=True, help="chest-xray, mammography or ct-chest: the finding to label")
-    export.add_argument("--since", type=_date, default=None, help="only studies read on or after this date (YYYY-MM-DD, UTC)")
-    export.add_argument(
-        "--crosswalk",
-        type=Path,
-        default=None,
-        help="where the original-to-new identifier map goes (default OUT-crosswalk.csv beside OUT; never inside OUT)",
-    )
-    export.set_defaults(func=run_export, needs_database=True)
-
-    retrain = subparsers.add_parser(
-        "retrain", help="train a challenger on an export-training folder and register it with the challenger alias"
-    )
-    retrain.add_argument("--task", required=True, help="chest-xray (whole-film tasks only, for now)")
-    retrain.add_argument("--data", type=Path, required=True, help="the folder medscreen export-training wrote")
-    retrain.add_argument("--epochs", type=int, default=6)
-    retrain.add_argument("--seed", type=int, default=0)
-    retrain.add_argument("--out", type=Path, default=None, help="bundle folder (default $MEDSCREEN_HOME/models/<task>-retrained)")
-    retrain.set_defaults(func=run_retrain)
-
     quality = subparsers.add_parser("quality", help="quality review of model versions against final reads")
     quality.set_defaults(needs_database=True)
     sub = quality.add_subparsers(dest="quality_command", required=True, metavar="ACTION")
@@ -79,51 +54,11 @@ def _sessions(settings: Settings) -> Any:
     return make_session_factory(make_engine(settings.resolved_database_url))
 
 
-def run_export(args: argparse.Namespace, settings: Settings) -> int:
-    from service.db import session_scope
-    from training.errors import ExportError
-    from training.export_training import export_training
-
-    crosswalk = args.crosswalk or args.out.parent / f"{args.out.name}-crosswalk.csv"
-    try:
-        with session_scope(_sessions(settings)) as session:
-            summary = export_training(session, args.task, args.since, args.out, crosswalk)
-    except ExportError as exc:
-        print(f"refused: {exc}")
-        return 1
-    print(
-        f"{args.task}: {summary.studies} studies ({summary.positives} with the finding, {summary.negatives} without), "
-        f"{summary.instances} instances -> {summary.out_dir}; labels {summary.labels_csv}; crosswalk {summary.crosswalk} "
-        f"(keep it apart); {len(summary.skipped)} skipped"
-    )
-    return 0
-
-
-def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
-    from training.errors import TrainingError
-    from training.retrain import retrain_from_export
-
-    out = args.out or settings.home / "models" / f"{args.task}-retrained"
-    try:
-        result = retrain_from_export(
-            args.task, args.data, out, settings.resolved_mlflow_tracking_uri, epochs=args.epochs, seed=args.seed
-        )
-    except TrainingError as exc:
-        print(f"refused: {exc}")
-        return 1
-    headline = result["headline"]
-    print(
-        f"{args.task}: version {result['version']} registered as challenger (run {result['run_id']}); held-out AUROC "
-        f"{headline['val_auroc']:.3f}; the worker now shadow-scores it, `medscreen quality gate` decides"
-    )
-    return 0
-
-
 def run_report(args: argparse.Namespace, settings: Settings) -> int:
     from inference.shipped_models import SHIPPED_MODELS_DIR
+    from quality.api import drift_thresholds, gate_rules
+    from quality.report import ReportQuery, build_report, log_report_to_mlflow, render_report
     from service.db import session_scope, utcnow
-    from training.quality_api import drift_thresholds, gate_rules
-    from training.quality_report import ReportQuery, build_report, log_report_to_mlflow, render_report
 
     now = utcnow()
     with session_scope(_sessions(settings)) as session:
@@ -147,9 +82,9 @@ def run_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_gate(args: argparse.Namespace, settings: Settings) -> int:
+    from quality.api import gate_rules
+    from quality.gate import compare_versions, evaluate_gate
     from service.db import session_scope
-    from training.gate import compare_versions, evaluate_gate
-    from training.quality_api import gate_rules
 
     with session_scope(_sessions(settings)) as session:
         decision = evaluate_gate(compare_versions(session, args.task, args.challenger, args.champion), gate_rules(settings))
@@ -158,9 +93,9 @@ def run_gate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_promote(args: argparse.Namespace, settings: Settings) -> int:
-    from training.errors import GateRefused
-    from training.gate import promote_through_gate
-    from training.quality_api import gate_rules
+    from quality.api import gate_rules
+    from quality.errors import GateRefused
+    from quality.gate import promote_through_gate
 
     # Not session_scope: a refusal must still commit its audit row.
     session = _sessions(settings)()
@@ -181,8 +116,8 @@ def run_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from quality.gate import rollback_champion
     from service.db import session_scope
-    from training.gate import rollback_champion
 
     with session_scope(_sessions(settings)) as session:
         previous, current = rollback_champion(session, settings.resolved_mlflow_tracking_uri, args.task, actor=args.actor)

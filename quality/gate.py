@@ -15,9 +15,9 @@ from typing import Any
 from scipy.stats import binomtest
 from sqlalchemy.orm import Session
 
+from quality.errors import GateRefused, RegistryError
+from quality.metrics import PairedCase, QualityMetrics, compute_metrics, load_paired_cases
 from service.audit import record_audit
-from training.errors import GateRefused, RegistryError
-from training.quality_metrics import PairedCase, QualityMetrics, compute_metrics, load_paired_cases
 
 __all__ = [
     "GateRules",
@@ -156,9 +156,8 @@ def promote_through_gate(
     exception rolls the audit back; a refused gate is audited too (as ``model.promote_refused``). ``force``
     promotes despite a failed gate and the audit row says so.
     """
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-
-    from training.registry import promote
 
     decision = evaluate_gate(compare_versions(session, task, version), rules)
     detail = {"task": task, "version": version, "gate": decision.to_dict(), "forced": force and not decision.passed}
@@ -167,9 +166,18 @@ def promote_through_gate(
         raise GateRefused("; ".join(decision.reasons))
     record_audit(session, actor, "model.promote", "model", f"{task}:{version}", detail)
     session.flush()
-    # The hospital's own confirmed studies outrank the training-time validation AUROC rule of the registry.
-    previous = promote(tracking_uri, task, version, force=True)
+    # The hospital's own confirmed studies outrank the training-time validation AUROC rule of the registry
+    # (training.registry.promote), so that rule is not applied here: the alias moves directly.
     client = MlflowClient(tracking_uri, tracking_uri)
+    try:
+        client.get_model_version(task, str(version))
+    except MlflowException as exc:
+        raise RegistryError(f"{task} version {version} is not registered") from exc
+    try:
+        previous: str | None = str(client.get_model_version_by_alias(task, "champion").version)
+    except MlflowException:
+        previous = None
+    client.set_registered_model_alias(task, "champion", str(version))
     if previous is not None and previous != version:
         client.set_registered_model_alias(task, PREVIOUS_CHAMPION, previous)
     try:

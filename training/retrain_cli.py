@@ -1,0 +1,92 @@
+"""``medscreen export-training`` (studies with final reads, de-identified, + labels CSV) and ``medscreen retrain``
+(a challenger trained on that folder): the retraining loop's commands. The gate that follows is ``medscreen quality``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+
+__all__ = ["add_commands", "run_retrain"]
+
+
+def _date(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC) if "T" not in value else datetime.fromisoformat(value)
+
+
+def add_commands(subparsers: Any) -> None:
+    export = subparsers.add_parser(
+        "export-training",
+        help="write studies with final reads as a de-identified DICOM folder + labels CSV (PS3.15 Basic Profile)",
+    )
+    export.add_argument("out", type=Path, help="export folder (new or empty): OUT/dicom and OUT/labels.csv")
+    export.add_argument("--task", required=True, help="chest-xray, mammography or ct-chest: the finding to label")
+    export.add_argument("--since", type=_date, default=None, help="only studies read on or after this date (YYYY-MM-DD, UTC)")
+    export.add_argument(
+        "--crosswalk",
+        type=Path,
+        default=None,
+        help="where the original-to-new identifier map goes (default OUT-crosswalk.csv beside OUT; never inside OUT)",
+    )
+    export.set_defaults(func=run_export, needs_database=True)
+
+    retrain = subparsers.add_parser(
+        "retrain", help="train a challenger on an export-training folder and register it with the challenger alias"
+    )
+    retrain.add_argument("--task", required=True, help="chest-xray (whole-film tasks only, for now)")
+    retrain.add_argument("--data", type=Path, required=True, help="the folder medscreen export-training wrote")
+    retrain.add_argument("--epochs", type=int, default=6)
+    retrain.add_argument("--seed", type=int, default=0)
+    retrain.add_argument("--out", type=Path, default=None, help="bundle folder (default $MEDSCREEN_HOME/models/<task>-retrained)")
+    retrain.set_defaults(func=run_retrain)
+
+
+def _sessions(settings: Settings) -> Any:
+    # The schema is brought up to date by the root before a command with needs_database runs.
+    from service.db import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(settings.resolved_database_url))
+
+
+def run_export(args: argparse.Namespace, settings: Settings) -> int:
+    from service.db import session_scope
+    from training.errors import ExportError
+    from training.export_training import export_training
+
+    crosswalk = args.crosswalk or args.out.parent / f"{args.out.name}-crosswalk.csv"
+    try:
+        with session_scope(_sessions(settings)) as session:
+            summary = export_training(session, args.task, args.since, args.out, crosswalk)
+    except ExportError as exc:
+        print(f"refused: {exc}")
+        return 1
+    print(
+        f"{args.task}: {summary.studies} studies ({summary.positives} with the finding, {summary.negatives} without), "
+        f"{summary.instances} instances -> {summary.out_dir}; labels {summary.labels_csv}; crosswalk {summary.crosswalk} "
+        f"(keep it apart); {len(summary.skipped)} skipped"
+    )
+    return 0
+
+
+def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from training.errors import TrainingError
+    from training.retrain import retrain_from_export
+
+    out = args.out or settings.home / "models" / f"{args.task}-retrained"
+    try:
+        result = retrain_from_export(
+            args.task, args.data, out, settings.resolved_mlflow_tracking_uri, epochs=args.epochs, seed=args.seed
+        )
+    except TrainingError as exc:
+        print(f"refused: {exc}")
+        return 1
+    headline = result["headline"]
+    print(
+        f"{args.task}: version {result['version']} registered as challenger (run {result['run_id']}); held-out AUROC "
+        f"{headline['val_auroc']:.3f}; the worker now shadow-scores it, `medscreen quality gate` decides"
+    )
+    return 0
