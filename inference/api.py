@@ -24,15 +24,15 @@ from inference.schemas import (
 from inference.tables import QuarantinedItem, ScoreResult, ScoringJob, Study
 from inference.worker import ScoringWorker
 from service.audit import record_audit
-from service.auth import AuthenticatedUser, require_role
+from service.auth import AuthenticatedUser, Role, require_role
 from service.db import utcnow
 from service.deps import SessionDep
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["studies"])
-Engineer = Annotated[AuthenticatedUser, Depends(require_role("ml-engineer"))]
-StudyReader = Annotated[AuthenticatedUser, Depends(require_role("radiologist", "ml-engineer", "quality"))]
+Engineer = Annotated[AuthenticatedUser, Depends(require_role(Role.ml_engineer))]
+StudyReader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist, Role.ml_engineer, Role.quality))]
 
 
 def _summary(study: Study) -> dict[str, Any]:
@@ -100,7 +100,7 @@ def get_study(study_uid: str, session: SessionDep, user: StudyReader) -> StudyDe
 @router.get("/api/quarantine", response_model=QuarantinePage, tags=["quarantine"])
 def list_quarantine(
     session: SessionDep,
-    user: Annotated[AuthenticatedUser, Depends(require_role("ml-engineer"))],
+    user: Annotated[AuthenticatedUser, Depends(require_role(Role.ml_engineer))],
     kind: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,

@@ -23,7 +23,7 @@ from screening.fhir_output import explanation, flag, operation_outcome, risk_ass
 from screening.screener import Screener, patient_digest
 from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
-from service.auth import AuthenticatedUser, require_role
+from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep, SettingsDep
 
 __all__ = ["router", "page_router", "get_screener"]
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/screening", tags=["screening"])
 page_router = APIRouter(tags=["screening"])
-Paediatrician = Annotated[AuthenticatedUser, Depends(require_role("paediatrician", "admin"))]
+Paediatrician = Annotated[AuthenticatedUser, Depends(require_role(Role.paediatrician, Role.admin))]
 
 _templates = Environment(loader=PackageLoader("screening", "templates"), autoescape=select_autoescape(["html"]))
 _load_lock = threading.Lock()
@@ -180,7 +180,7 @@ def record_outcome(result_id: int, body: OutcomeIn, session: SessionDep, user: P
     return {"id": outcome.id, "result_id": row.id, "outcome": outcome.outcome, "decided_by": user.username}
 
 
-QualityReviewer = Annotated[AuthenticatedUser, Depends(require_role("quality", "admin"))]
+QualityReviewer = Annotated[AuthenticatedUser, Depends(require_role(Role.quality, Role.admin))]
 
 
 @router.get("/outcomes", summary="Paediatricians' decisions on flags, for quality review")

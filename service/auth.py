@@ -206,9 +206,9 @@ def get_current_user(
 CurrentUser = Annotated[AuthenticatedUser, Depends(get_current_user)]
 
 
-def require_role(*roles: str) -> Callable[[AuthenticatedUser], AuthenticatedUser]:
+def require_role(*roles: Role) -> Callable[[AuthenticatedUser], AuthenticatedUser]:
     """A dependency that lets through users holding one of ``roles`` (or ``admin``): 401 without a valid
-    token, 403 without the role. Use as ``Depends(require_role("radiologist"))``; it returns the user."""
+    token, 403 without the role. Use as ``Depends(require_role(Role.radiologist))``; it returns the user."""
     unknown = [role for role in roles if role not in ROLES]
     if unknown or not roles:
         raise ValueError(f"require_role needs roles among {ROLES}, got {roles}")

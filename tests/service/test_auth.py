@@ -23,7 +23,7 @@ from service.auth import (
 from service.db import session_scope, utcnow
 from service.errors import SecretKeyError, WeakPassword
 from service.settings import Settings
-from service.tables import ROLES
+from service.tables import ROLES, Role
 from service.users import set_password, set_roles
 from tests.service.conftest import AddUser, login
 
@@ -32,10 +32,10 @@ def _add_probe_routes(app: FastAPI) -> None:
     """Endpoints guarded the way the packages' routers guard theirs."""
 
     @app.get("/probe/worklist")
-    def worklist(user: Annotated[AuthenticatedUser, Depends(require_role("radiologist"))]) -> dict[str, str]:
+    def worklist(user: Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist))]) -> dict[str, str]:
         return {"user": user.username}
 
-    @app.get("/probe/screening", dependencies=[Depends(require_role("paediatrician", "quality"))])
+    @app.get("/probe/screening", dependencies=[Depends(require_role(Role.paediatrician, Role.quality))])
     def screening() -> dict[str, str]:
         return {"ok": "yes"}
 
@@ -140,7 +140,7 @@ def test_short_passwords_are_refused(app: FastAPI) -> None:
 
 def test_require_role_refuses_unknown_roles() -> None:
     with pytest.raises(ValueError):
-        require_role("radiolgist")
+        require_role("radiolgist")  # type: ignore[arg-type]
     assert set(ROLES) == {"radiologist", "paediatrician", "ml-engineer", "quality", "admin"}
 
 
