@@ -1,22 +1,82 @@
-"""A hospital's own data: a folder of DICOM files plus a CSV of labels by StudyInstanceUID.
+"""DICOM files and folders grouped into studies and series: the one folder reader every command uses
+(offline scoring, the routing dry-run, retraining on a hospital's labelled export).
 
-The CSV needs the columns ``StudyInstanceUID`` and ``label`` (0/1) and may carry ``PatientID``
-(used for patient-level splits; the study UID stands in when absent). Files are found by content,
-not suffix, since PACS exports often have none.
+Files are found by content, not suffix, since PACS exports often have none; the caller reads each header
+its own way (``read_header`` returns None for a file it skips) and gets studies back in first-seen order.
+For training, :func:`load_dicom_folder` adds a CSV of labels by StudyInstanceUID: columns
+``StudyInstanceUID`` and ``label`` (0/1), optionally ``PatientID`` (for patient-level splits; the study
+UID stands in when absent).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from datasets.errors import LabelsError
 
-__all__ = ["LabelledStudy", "load_dicom_folder"]
+__all__ = ["FolderStudy", "LabelledStudy", "dicom_files", "group_into_studies", "load_dicom_folder"]
 
 log = logging.getLogger(__name__)
+
+Header = TypeVar("Header")
+
+
+def dicom_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Every file named or under a named folder (recursively, in sorted order); a missing path is an error."""
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            yield from (p for p in sorted(path.rglob("*")) if p.is_file())
+        elif path.is_file():
+            yield path
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+
+
+@dataclass
+class FolderStudy(Generic[Header]):
+    """One study found in files: its series' paths in file order, and the header of each series' first file."""
+
+    study_instance_uid: str
+    series: dict[str, list[Path]] = field(default_factory=dict)
+    headers: dict[str, Header] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [path for paths in self.series.values() for path in paths]
+
+
+def group_into_studies(
+    files: Iterable[Path],
+    read_header: Callable[[Path], Header | None],
+    uids: Callable[[Header], tuple[str, str]],
+) -> list[FolderStudy[Header]]:
+    """Group ``files`` by (StudyInstanceUID, SeriesInstanceUID) as ``uids`` reads them from each header."""
+    studies: dict[str, FolderStudy[Header]] = {}
+    for path in files:
+        header = read_header(path)
+        if header is None:
+            continue
+        study_uid, series_uid = uids(header)
+        study = studies.setdefault(study_uid, FolderStudy(study_uid))
+        study.series.setdefault(series_uid, []).append(path)
+        study.headers.setdefault(series_uid, header)
+    return list(studies.values())
+
+
+def _pydicom_header(path: Path) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -51,30 +111,24 @@ def _read_labels(csv_path: Path) -> dict[str, tuple[int, str | None]]:
 
 def load_dicom_folder(folder: Path, labels_csv: Path) -> list[LabelledStudy]:
     """Labelled studies found under ``folder`` (recursively); DICOM files without a label row are skipped and counted."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     labels = _read_labels(Path(labels_csv))
-    studies: dict[str, dict[str, object]] = {}
-    unlabelled = 0
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError):
-            continue
-        uid = str(ds.get("StudyInstanceUID", ""))
-        if uid not in labels:
-            unlabelled += 1
-            continue
-        entry = studies.setdefault(uid, {"modality": str(ds.get("Modality", "")), "series": {}, "patient": str(ds.get("PatientID", ""))})
-        entry["series"].setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(path)  # type: ignore[union-attr]
+    found = group_into_studies(
+        dicom_files([Path(folder)]),
+        _pydicom_header,
+        lambda ds: (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))),
+    )
+    unlabelled = sum(len(study.paths) for study in found if study.study_instance_uid not in labels)
     if unlabelled:
         log.info("%d DICOM files under %s have no label row and were skipped", unlabelled, folder)
     result = []
-    for uid, entry in studies.items():
-        label, patient = labels[uid]
-        result.append(LabelledStudy(uid, patient or str(entry["patient"]) or uid, label, str(entry["modality"]), entry["series"]))  # type: ignore[arg-type]
-    missing = set(labels) - set(studies)
+    for study in found:
+        if study.study_instance_uid not in labels:
+            continue
+        label, patient = labels[study.study_instance_uid]
+        first = next(iter(study.headers.values()))
+        uid = study.study_instance_uid
+        result.append(LabelledStudy(uid, patient or str(first.get("PatientID", "")) or uid, label, str(first.get("Modality", "")), study.series))
+    missing = set(labels) - {study.study_instance_uid for study in found}
     if missing:
         log.warning("%d labelled studies have no DICOM files under %s", len(missing), folder)
     return sorted(result, key=lambda s: s.study_instance_uid)

@@ -12,7 +12,7 @@ import numpy as np
 from datasets.errors import UnreadableImage, UnsupportedImage
 from datasets.preprocess import dicom_to_array
 
-__all__ = ["Volume", "volume_from_datasets", "read_series_folder"]
+__all__ = ["Volume", "volume_from_datasets", "read_series_folder", "slice_position", "sorted_slices", "is_axial"]
 
 
 @dataclass(frozen=True)
@@ -25,27 +25,46 @@ class Volume:
     sop_instance_uids: tuple[str, ...]
 
 
-def _slice_position(ds: Any) -> float:
+def _slice_normal(ds: Any) -> np.ndarray | None:
+    orientation = getattr(ds, "ImageOrientationPatient", None)
+    if orientation is None or len(orientation) != 6:
+        return None
+    values = np.asarray(orientation, dtype=float)
+    return np.cross(values[:3], values[3:])
+
+
+def slice_position(ds: Any) -> float:
+    """Where a slice lies along its normal (mm): the one ordering of slices, for training and inference alike."""
     # Sort along the slice normal, not by InstanceNumber, which scanners reset or reverse.
-    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
-        orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)
-        normal = np.cross(orientation[:3], orientation[3:])
+    normal = _slice_normal(ds)
+    if normal is not None and "ImagePositionPatient" in ds:
         return float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)))
     if "SliceLocation" in ds:
         return float(ds.SliceLocation)
     return float(getattr(ds, "InstanceNumber", 0))
 
 
+def sorted_slices(datasets: Iterable[Any]) -> list[Any]:
+    """The slices of one series in patient-axis order (:func:`slice_position`)."""
+    return sorted(datasets, key=slice_position)
+
+
+def is_axial(ds: Any) -> bool:
+    """Whether the slice plane is (close to) axial: its normal within about 25 degrees of the patient's z axis."""
+    normal = _slice_normal(ds)
+    return normal is not None and abs(float(normal[2])) > 0.9
+
+
 def volume_from_datasets(datasets: Iterable[Any]) -> Volume:
     """Stack pydicom datasets of one series (any order) into a HU volume; no VOI LUT (CT keeps HU)."""
-    items = sorted(datasets, key=_slice_position)
+    items = sorted_slices(datasets)
     if not items:
         raise UnreadableImage("no slices")
     arrays = [dicom_to_array(ds, apply_voi=False) for ds in items]
     shapes = {a.pixels.shape for a in arrays}
     if len(shapes) != 1:
         raise UnsupportedImage(f"slices of different sizes: {sorted(shapes)}")
-    positions = [_slice_position(ds) for ds in items]
+    positions = [slice_position(ds) for ds in items]
     if len(positions) > 1:
         slice_mm = float(np.median(np.abs(np.diff(positions))))
     else:

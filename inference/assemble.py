@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from pydicom import dcmread
 
-from datasets.dicom_series import Volume, volume_from_datasets
+from datasets.dicom_series import Volume, is_axial, slice_position, volume_from_datasets
 from datasets.errors import DatasetError
 from datasets.preprocess import ImageArray, dicom_to_array
 from inference.errors import CouldNotScore
@@ -89,32 +89,18 @@ def mammography_views(datasets: list[Any]) -> list[MammographyView]:
     return views
 
 
-def _is_axial(ds: Any) -> bool:
-    orientation = getattr(ds, "ImageOrientationPatient", None)
-    if orientation is None or len(orientation) != 6:
-        return False
-    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
-    return abs(float(normal[2])) > 0.9
-
-
-def _slice_positions(series: list[Any]) -> np.ndarray:
-    orientation = np.asarray(series[0].ImageOrientationPatient, float)
-    normal = np.cross(orientation[:3], orientation[3:])
-    return np.sort([float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))) for ds in series])
-
-
 def ct_series(datasets: list[Any], *, min_slices: int, max_spacing_deviation: float = 0.25) -> Volume:
     """The axial series with the most slices, as a volume; refuses too few slices or uneven spacing."""
     by_series: dict[str, list[Any]] = defaultdict(list)
     for ds in datasets:
-        if str(getattr(ds, "Modality", "")) == "CT" and "ImagePositionPatient" in ds and _is_axial(ds):
+        if str(getattr(ds, "Modality", "")) == "CT" and "ImagePositionPatient" in ds and is_axial(ds):
             by_series[str(ds.SeriesInstanceUID)].append(ds)
     if not by_series:
         raise CouldNotScore("no axial CT series with ImagePositionPatient/ImageOrientationPatient")
     best = max(by_series.values(), key=len)
     if len(best) < min_slices:
         raise CouldNotScore(f"best axial CT series has {len(best)} slices; at least {min_slices} are needed")
-    gaps = np.diff(_slice_positions(best))
+    gaps = np.diff(np.sort([slice_position(ds) for ds in best]))
     if np.any(gaps < 1e-3):
         raise CouldNotScore("CT series has duplicate slice positions")
     median = float(np.median(gaps))

@@ -13,25 +13,13 @@ from service.settings import Settings
 __all__ = ["add_commands"]
 
 
-def _dicom_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise SystemExit(f"medscreen routes test: {path} does not exist")
-    return files
-
-
 def _routes_test(args: argparse.Namespace, settings: Settings) -> int:
     import warnings
 
     from sqlalchemy import select
 
     from inference.errors import IngestError, RoutingRulesError
-    from inference.instance_headers import read_instance_headers
+    from inference.offline_score import collect_studies
     from inference.route import load_rules
     from inference.tables import Series, Study
     from service.db import make_engine, make_session_factory
@@ -45,20 +33,20 @@ def _routes_test(args: argparse.Namespace, settings: Settings) -> int:
     sys.stderr.write(f"{args.rules}: {len(rules.rules)} valid rules ({', '.join(r.name for r in rules.rules)})\n")
 
     studies: dict[str, list[dict[str, str]]] = defaultdict(list)
-    seen_series: set[str] = set()
     refused = 0
     if args.paths:
-        for path in _dicom_files(args.paths):
-            try:
-                headers = read_instance_headers(path)
-            except IngestError as exc:
-                refused += 1
-                if args.verbose:
-                    sys.stderr.write(f"{path}: would be refused: {exc.kind}: {exc.reason}\n")
-                continue
-            if headers.series_instance_uid not in seen_series:
-                seen_series.add(headers.series_instance_uid)
-                studies[headers.study_instance_uid].append(headers.series_headers())
+
+        def show_refused(path: Path, exc: IngestError) -> None:
+            if args.verbose:
+                sys.stderr.write(f"{path}: would be refused: {exc.kind}: {exc.reason}\n")
+
+        try:
+            found, refused_by_kind = collect_studies(args.paths, progress=False, on_refused=show_refused)
+        except FileNotFoundError as exc:
+            raise SystemExit(f"medscreen routes test: {exc}") from exc
+        refused = sum(refused_by_kind.values())
+        for offline in found:
+            studies[offline.study_instance_uid] = list(offline.series.values())
     else:
         session = make_session_factory(make_engine(settings.resolved_database_url))()
         with session:

@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from tqdm import tqdm
 
+from datasets.dicom_folder import dicom_files, group_into_studies
 from inference.assemble import read_study
 from inference.champions import CHAMPION, ModelSelector
 from inference.errors import CouldNotScore, IngestError, ModelUnavailable
-from inference.instance_headers import read_instance_headers
+from inference.instance_headers import InstanceHeaders, read_instance_headers
 from inference.route import RoutingRules
 from inference.scorers import score_task
 
@@ -36,30 +37,36 @@ class OfflineStudy:
     series: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def _files(paths: Iterable[Path]) -> Iterator[Path]:
-    for path in paths:
-        if path.is_dir():
-            yield from (p for p in sorted(path.rglob("*")) if p.is_file())
-        elif path.is_file():
-            yield path
-        else:
-            raise FileNotFoundError(f"{path} does not exist")
-
-
-def collect_studies(paths: Iterable[Path], *, progress: bool = True) -> tuple[list[OfflineStudy], dict[str, int]]:
-    """Group files into studies by StudyInstanceUID; returns the studies and the count of refused files per reason."""
-    studies: dict[str, OfflineStudy] = {}
+def collect_studies(
+    paths: Iterable[Path],
+    *,
+    progress: bool = True,
+    on_refused: Callable[[Path, IngestError], None] | None = None,
+) -> tuple[list[OfflineStudy], dict[str, int]]:
+    """Group files into studies (the one folder reader, ``datasets.dicom_folder``), each instance checked as
+    ingest would check it; returns the studies and the count of refused files per reason."""
     refused: dict[str, int] = defaultdict(int)
-    for path in tqdm(list(_files(paths)), desc="reading headers", unit="file", disable=not progress, file=None):
+
+    def read(path: Path) -> InstanceHeaders | None:
         try:
-            headers = read_instance_headers(path)
+            return read_instance_headers(path)
         except IngestError as exc:
             refused[exc.kind] += 1
-            continue
-        study = studies.setdefault(headers.study_instance_uid, OfflineStudy(headers.study_instance_uid))
-        study.paths.append(path)
-        study.series.setdefault(headers.series_instance_uid, headers.series_headers())
-    return list(studies.values()), dict(refused)
+            if on_refused is not None:
+                on_refused(path, exc)
+            return None
+
+    files = tqdm(list(dicom_files(paths)), desc="reading headers", unit="file", disable=not progress, file=None)
+    found = group_into_studies(files, read, lambda h: (h.study_instance_uid, h.series_instance_uid))
+    studies = [
+        OfflineStudy(
+            study.study_instance_uid,
+            study.paths,
+            {uid: headers.series_headers() for uid, headers in study.headers.items()},
+        )
+        for study in found
+    ]
+    return studies, dict(refused)
 
 
 def _line(study: OfflineStudy, task: str | None, **values: Any) -> dict[str, Any]:

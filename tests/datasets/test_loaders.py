@@ -129,3 +129,53 @@ def test_generic_dicom_folder_with_labels_csv(tmp_path) -> None:
     labels.write_text("StudyInstanceUID,label\n1.2.3,yes\n")
     with pytest.raises(LabelsError):
         load_dicom_folder(folder, labels)
+
+
+def test_one_folder_reader_groups_studies_and_series(tmp_path) -> None:
+    import shutil
+
+    import pydicom
+
+    from datasets.dicom_folder import dicom_files, group_into_studies
+
+    folder = tmp_path / "export"
+    (folder / "nested").mkdir(parents=True)
+    lidc = sorted((DATA / "lidc" / "small").rglob("*.dcm"))
+    for index, source in enumerate(lidc):
+        shutil.copy(source, folder / "nested" / f"IMG{index:04d}")
+    shutil.copy(DATA / "dicom" / "CT_small.dcm", folder / "other")
+    (folder / "notes.txt").write_text("not DICOM")
+
+    def header(path):
+        try:
+            return pydicom.dcmread(path, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:
+            return None
+
+    files = list(dicom_files([folder]))
+    assert len(files) == len(lidc) + 2  # every file, found by content later, not by suffix
+    studies = group_into_studies(files, header, lambda ds: (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)))
+    assert len(studies) == 2
+    lidc_study = next(s for s in studies if len(s.paths) == len(lidc))
+    assert set(lidc_study.series) == set(lidc_study.headers)
+    with pytest.raises(FileNotFoundError):
+        list(dicom_files([tmp_path / "missing"]))
+
+
+def test_slices_are_ordered_along_the_normal_not_by_instance_number() -> None:
+    from pydicom.dataset import Dataset
+
+    from datasets.dicom_series import is_axial, slice_position, sorted_slices
+
+    def slice_at(z: float, number: int, orientation=(1, 0, 0, 0, 1, 0)) -> Dataset:
+        ds = Dataset()
+        ds.ImageOrientationPatient = list(orientation)
+        ds.ImagePositionPatient = [0.0, 0.0, z]
+        ds.InstanceNumber = number
+        return ds
+
+    # The scanner numbered the slices head to foot while z rises: the order follows z, not the number.
+    slices = [slice_at(z, n) for n, z in enumerate([30.0, 10.0, 20.0], start=1)]
+    assert [ds.ImagePositionPatient[2] for ds in sorted_slices(slices)] == [10.0, 20.0, 30.0]
+    assert slice_position(slices[0]) == 30.0 and is_axial(slices[0])
+    assert not is_axial(slice_at(0.0, 1, orientation=(0, 1, 0, 0, 0, -1)))  # sagittal

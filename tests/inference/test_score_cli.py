@@ -40,3 +40,23 @@ def test_score_command_reports_every_study(tmp_path: Path) -> None:
     errors = sorted(line["error"].split(":")[0] for line in lines if line["error"])
     assert errors == ["could not score", "not applicable"]
     assert "scoring studies" in result.stderr and "files refused: 1 not-dicom" in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_routes_dry_run_groups_a_folder_like_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The routing dry-run reads folders through the same reader as `score`: studies by UID, refused files counted.
+    from medscreen.cli import main
+
+    folder = tmp_path / "site-data"
+    kermany = FIXTURES / "datasets" / "kermany" / "train"
+    wrap_radiograph(sorted((kermany / "NORMAL").glob("*.jpeg"))[0], folder / "a" / "cxr", patient_id="P1")
+    (folder / "notes.txt").write_text("not a DICOM file")
+    rules = REPO / "inference" / "default_routes.yaml"
+    assert main(["routes", "test", str(rules), str(folder), str(FIXTURES / "inference" / "images" / "mg_ge_senographe.dcm"),
+                 "--json", "-v"]) == 0
+    captured = capsys.readouterr()
+    tasks = sorted(str(json.loads(line)["task"]) for line in captured.out.splitlines())
+    assert tasks == ["chest-xray", "mammography"]
+    assert "notes.txt: would be refused" in captured.err and "1 files would be refused" in captured.err
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["routes", "test", str(rules), str(tmp_path / "missing")])
