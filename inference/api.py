@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import func, select
 
 from inference.errors import CouldNotScore
-from inference.jobs import replay
+from inference.jobs import replay, request_rescore
 from inference.schemas import (
     JobOut,
     JobPage,
     QuarantineOut,
     QuarantinePage,
+    RescoreOut,
     ResultOut,
     SeriesOut,
     StudyDetail,
@@ -22,11 +23,11 @@ from inference.schemas import (
     TimelineEvent,
 )
 from inference.tables import QuarantinedItem, ScoreResult, ScoringJob, Study
-from inference.worker import ScoringWorker
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.db import utcnow
 from service.deps import SessionDep
+from service.lifecycle import JobState
 
 __all__ = ["router"]
 
@@ -142,7 +143,7 @@ def replay_job(job_id: int, session: SessionDep, user: Engineer) -> JobOut:
     job = session.get(ScoringJob, job_id)
     if job is None:
         raise HTTPException(404, detail=f"no job {job_id}")
-    if job.state != "dead":
+    if job.state != JobState.dead:
         raise HTTPException(409, detail=f"job {job_id} is {job.state}; only dead jobs are replayed")
     study = session.get(Study, job.study_id)
     assert study is not None
@@ -151,30 +152,18 @@ def replay_job(job_id: int, session: SessionDep, user: Engineer) -> JobOut:
     return _job_out(job, study.study_instance_uid)
 
 
-@router.post("/api/studies/{study_uid}/rescore", response_model=JobOut, status_code=202, tags=["scoring"])
-def rescore_study(study_uid: str, session: SessionDep, user: Engineer, request: Request) -> JobOut:
-    """Queue the current champion for the study's current revision (each revision and version is scored once)."""
+@router.post("/api/studies/{study_uid}/rescore", response_model=RescoreOut, status_code=202, tags=["scoring"])
+def rescore_study(study_uid: str, session: SessionDep, user: Engineer) -> RescoreOut:
+    """Ask for the current champion to score the study's current revision (each revision and version once).
+
+    Only the request is recorded here; the scoring worker picks the champion version when it queues the job.
+    """
     study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
     if study is None:
         raise HTTPException(404, detail=f"no study {study_uid}")
-    worker = _rescore_worker(request)
     try:
-        job = worker.rescore(session, study, utcnow())
+        request_rescore(session, study, user.username, utcnow())
     except CouldNotScore as exc:
         raise HTTPException(409, detail=exc.reason) from exc
-    if job is None:
-        raise HTTPException(409, detail="this revision was already scored by the current champion version")
-    session.flush()
-    record_audit(session, user.username, "study.rescore", "study", study_uid, {"model_version": job.model_version})
-    return _job_out(job, study_uid)
-
-
-def _rescore_worker(request: Request) -> ScoringWorker:
-    # Built on first use: it opens the MLflow registry, which most API processes never need.
-    worker = getattr(request.app.state, "rescore_worker", None)
-    if worker is None:
-        from inference.worker_process import build_worker
-
-        worker = build_worker(request.app.state.settings)
-        request.app.state.rescore_worker = worker
-    return worker
+    record_audit(session, user.username, "study.rescore", "study", study_uid, {"revision": study.revision})
+    return RescoreOut(study_instance_uid=study_uid, revision=study.revision, status=study.status)

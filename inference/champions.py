@@ -17,14 +17,15 @@ from typing import Any
 import onnxruntime as ort
 
 from inference.errors import ModelUnavailable
+from service.lifecycle import ModelRole, Task
+from service.model_registry import alias_version, download_version, registry_client, version_of
 
-__all__ = ["LoadedModel", "ModelSelector", "CHAMPION", "CHALLENGER"]
+__all__ = ["LoadedModel", "ModelSelector", "SCORING_ROLES"]
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-TASK_MODELS = {"chest-xray": "chest-xray", "mammography": "mammography", "ct-chest": "ct-chest"}
+# The roles that get scoring jobs: the champion steers, a challenger is scored in shadow.
+SCORING_ROLES = (ModelRole.champion, ModelRole.challenger)
 
 
 @dataclass(frozen=True)
@@ -49,56 +50,49 @@ class ModelSelector:
         self.cache_dir = cache_dir
         self.intra_op_threads = intra_op_threads
         self.refresh_s = refresh_s
-        self._aliases: dict[tuple[str, str], tuple[str, str | None]] = {}  # (task, role) -> (version, run id)
+        self._aliases: dict[tuple[Task, ModelRole], tuple[str, str]] = {}  # (task, role) -> (version, run id)
         self._loaded: dict[tuple[str, str], LoadedModel] = {}
         self._checked_at = 0.0
         self._lock = threading.Lock()
-        from mlflow.tracking import MlflowClient
+        self.client = registry_client(tracking_uri)
 
-        self.client = MlflowClient(tracking_uri, tracking_uri)
-
-    def refresh(self, *, force: bool = False) -> dict[tuple[str, str], str]:
+    def refresh(self, *, force: bool = False) -> dict[tuple[Task, ModelRole], str]:
         """Re-read the aliases (at most every ``refresh_s``); returns {(task, role): version}."""
         with self._lock:
             if not force and time.monotonic() - self._checked_at < self.refresh_s:
                 return {key: value[0] for key, value in self._aliases.items()}
-            aliases: dict[tuple[str, str], tuple[str, str | None]] = {}
-            for task, name in TASK_MODELS.items():
-                for role in (CHAMPION, CHALLENGER):
-                    try:
-                        version = self.client.get_model_version_by_alias(name, role)
-                    except Exception:  # noqa: BLE001 - MLflow raises MlflowException or RestException for "no alias"
-                        continue
-                    aliases[(task, role)] = (str(version.version), version.run_id)
+            aliases: dict[tuple[Task, ModelRole], tuple[str, str]] = {}
+            for task in Task:
+                for role in SCORING_ROLES:
+                    # The registered model of a task is named after the task.
+                    version = alias_version(self.tracking_uri, task.value, role, client=self.client)
+                    if version is not None:
+                        aliases[(task, role)] = (version.version, version.run_id)
             for key, value in aliases.items():
                 if self._aliases.get(key) != value:
-                    log.info("model registry: %s %s is %s version %s", key[0], key[1], TASK_MODELS[key[0]], value[0])
+                    log.info("model registry: %s %s is version %s", key[0].value, key[1].value, value[0])
             self._aliases = aliases
             self._checked_at = time.monotonic()
             return {key: value[0] for key, value in aliases.items()}
 
-    def version_for(self, task: str, role: str) -> str | None:
-        entry = self._aliases.get((task, role))
+    def version_for(self, task: str, role: ModelRole) -> str | None:
+        entry = self._aliases.get((Task(task), role))
         return entry[0] if entry else None
 
     def load(self, task: str, version: str) -> LoadedModel:
         """The ONNX session of one registered version (downloaded once, then cached)."""
-        name = TASK_MODELS[task]
+        name = Task(task).value
         key = (name, version)
         with self._lock:
             if key in self._loaded:
                 return self._loaded[key]
         try:
-            import mlflow
             import yaml
 
-            details = self.client.get_model_version(name, version)
-            dest = self.cache_dir / name / version
-            if not any(dest.rglob("MLmodel")):
-                dest.mkdir(parents=True, exist_ok=True)
-                mlflow.set_tracking_uri(self.tracking_uri)
-                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest))
-            model_dir = next(dest.rglob("MLmodel")).parent
+            details = version_of(self.tracking_uri, name, version)
+            if details is None:
+                raise LookupError(f"{name} version {version} is not registered")
+            model_dir = download_version(self.tracking_uri, name, version, self.cache_dir / name / version)
             meta = yaml.safe_load((model_dir / "MLmodel").read_text()).get("metadata", {})
             bundle = meta.get("bundle") or {}
             threshold = float(details.tags.get("threshold", bundle.get("threshold", 0.5)))

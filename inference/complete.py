@@ -21,6 +21,7 @@ from inference.route import RoutingRules
 from inference.study_record import mark_complete, record_route
 from inference.tables import Series, Study
 from service.db import session_scope, utcnow
+from service.lifecycle import StudyStatus
 from service.settings import Settings
 
 __all__ = ["CompletenessMonitor"]
@@ -59,7 +60,7 @@ class CompletenessMonitor:
         now = now or utcnow()
         completed: list[StudyComplete] = []
         with session_scope(self.session_factory) as session:
-            receiving = session.execute(select(Study).where(Study.status == "receiving")).scalars().all()
+            receiving = session.execute(select(Study).where(Study.status == StudyStatus.receiving)).scalars().all()
             for study in receiving:
                 quiet = self.settings.quiet_period_for(study.modality)
                 if (now - study.last_received_at).total_seconds() >= quiet:
@@ -78,7 +79,7 @@ class CompletenessMonitor:
         now = now or utcnow()
         routed: list[RoutedStudy] = []
         with session_scope(self.session_factory) as session:
-            for study in session.execute(select(Study).where(Study.status == "complete")).scalars().all():
+            for study in session.execute(select(Study).where(Study.status == StudyStatus.complete)).scalars().all():
                 headers = session.execute(select(Series.headers).where(Series.study_id == study.id)).scalars().all()
                 decision = self.rules.route(study.study_instance_uid, study.revision, headers)
                 if record_route(session, study.id, decision, now):

@@ -13,7 +13,7 @@
     └── ScoringError                a scoring job did not produce a result this time
         ├── CouldNotScore           the study's input is unusable (no retry: the result says why)
         ├── ModelUnavailable        no champion, or its ONNX file cannot be loaded (retried)
-        └── WritebackFailed         the PACS refused or could not be reached (retried, then dead-letter)
+        └── WritebackFailed         the PACS refused or could not be reached (the dispatcher retries the stored files)
 
 The DICOM status of each is decided in one place, ``inference/receive/status.py``; the HTTP
 failure reason of STOW-RS in ``inference/receive/stowrs.py``.

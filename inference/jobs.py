@@ -1,23 +1,37 @@
 """The durable scoring queue: jobs keyed by (study revision, model version), with leases, retries and a dead letter.
 
-A job is claimed with a lease; a worker that dies leaves the lease to expire and another takes the job.
-Failures retry with exponential backoff; after ``max_attempts`` the job is dead, visible in the API with
-its reason, and can be replayed.
+Routed studies are queued for the versions the registry names (champion, and challenger in shadow); a
+re-score request only puts the study back in ``routed``, so the HTTP process needs neither the registry nor
+a model. A job is claimed with a lease; a worker that dies leaves the lease to expire and another takes the
+job. Failures retry with exponential backoff; after ``max_attempts`` the job is dead, visible in the API
+with its reason, and can be replayed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from inference.errors import CouldNotScore
 from inference.study_record import add_event
-from inference.tables import ScoringJob, Study
+from inference.tables import ScoreResult, ScoringJob, Study
+from service.lifecycle import JobState, ModelRole, StudyStatus, Task
 
-__all__ = ["enqueue", "claim_next", "mark_done", "mark_failed", "replay", "backoff_s"]
+__all__ = [
+    "enqueue",
+    "enqueue_routed",
+    "request_rescore",
+    "claim_next",
+    "mark_done",
+    "mark_failed",
+    "replay",
+    "backoff_s",
+]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +41,7 @@ def backoff_s(attempts: int, base_s: float) -> float:
 
 
 def enqueue(
-    session: Session, study: Study, task: str, model_name: str, model_version: str, role: str, now: datetime
+    session: Session, study: Study, task: str, model_name: str, model_version: str, role: ModelRole, now: datetime
 ) -> ScoringJob | None:
     """Queue one job; None when this revision was already queued for this model version (never scored twice)."""
     exists = session.scalar(
@@ -46,8 +60,8 @@ def enqueue(
         task=task,
         model_name=model_name,
         model_version=model_version,
-        role=role,
-        state="queued",
+        role=ModelRole(role).value,
+        state=JobState.queued.value,
         attempts=0,
         next_attempt_at=now,
         created_at=now,
@@ -58,15 +72,74 @@ def enqueue(
             session.add(job)
     except IntegrityError:
         return None
-    add_event(session, study.id, study.revision, "queued", now, model=f"{model_name}:{model_version}", role=role)
+    add_event(session, study.id, study.revision, "queued", now, model=f"{model_name}:{model_version}", role=job.role)
     return job
+
+
+def _status_after_scoring(session: Session, study: Study, version: str) -> tuple[StudyStatus, str | None]:
+    """The status a study returns to when its revision was already queued for ``version``."""
+    job = session.scalar(
+        select(ScoringJob).where(
+            ScoringJob.study_id == study.id, ScoringJob.revision == study.revision, ScoringJob.model_version == version
+        )
+    )
+    if job is None or job.state != JobState.done:
+        return (StudyStatus.failed, job.last_error) if job is not None and job.state == JobState.dead else (StudyStatus.scoring, None)
+    result = session.scalar(select(ScoreResult).where(ScoreResult.job_id == job.id))
+    if result is None or result.outcome != StudyStatus.scored:
+        return StudyStatus.could_not_score, result.reason if result is not None else None
+    return StudyStatus.scored, None
+
+
+def enqueue_routed(session: Session, versions: Mapping[tuple[Task, ModelRole], str], now: datetime) -> int:
+    """Queue a champion job (and a challenger one) for each routed study revision; returns how many champions.
+
+    ``versions`` is the registry's {(task, role): version}. A study whose task has no champion stays routed
+    and is picked up once one is registered.
+    """
+    queued = 0
+    for study in session.scalars(select(Study).where(Study.status == StudyStatus.routed, Study.task.is_not(None))):
+        task = Task(str(study.task))
+        champion = versions.get((task, ModelRole.champion))
+        if champion is None:
+            continue
+        if enqueue(session, study, task.value, task.value, champion, ModelRole.champion, now) is not None:
+            queued += 1
+            study.status = StudyStatus.scoring.value
+        else:
+            # A re-score request for a revision this champion already scored: nothing new to do.
+            status, reason = _status_after_scoring(session, study, champion)
+            study.status, study.status_reason = status.value, reason
+            add_event(session, study.id, study.revision, "rescore-skipped", now,
+                      reason=f"revision {study.revision} was already queued for {task.value} version {champion}")
+        challenger = versions.get((task, ModelRole.challenger))
+        if challenger and challenger != champion:
+            enqueue(session, study, task.value, task.value, challenger, ModelRole.challenger, now)
+    return queued
+
+
+def request_rescore(session: Session, study: Study, actor: str, now: datetime) -> None:
+    """Ask the worker to score the study's current revision with the current champion.
+
+    Only the study's status changes (back to ``routed``); the worker binds the job to whichever version is
+    champion when it queues it, and skips a revision that version already scored.
+    """
+    if not study.task:
+        raise CouldNotScore("the study has no task: it was not routed to a model")
+    if study.status in (StudyStatus.receiving, StudyStatus.complete):
+        raise CouldNotScore(f"the study is still {study.status}; it is scored once complete and routed")
+    if study.status in (StudyStatus.routed, StudyStatus.scoring):
+        raise CouldNotScore(f"the study is already {study.status}")
+    study.status = StudyStatus.routed.value
+    study.status_reason = None
+    add_event(session, study.id, study.revision, "rescore-requested", now, by=actor)
 
 
 def claim_next(session: Session, owner: str, lease_s: float, now: datetime) -> ScoringJob | None:
     """Take the oldest ready job (queued, due for retry, or with an expired lease) under a lease."""
     ready = or_(
-        and_(ScoringJob.state.in_(("queued", "retry")), ScoringJob.next_attempt_at <= now),
-        and_(ScoringJob.state == "running", ScoringJob.lease_until < now),
+        and_(ScoringJob.state.in_((JobState.queued, JobState.retry)), ScoringJob.next_attempt_at <= now),
+        and_(ScoringJob.state == JobState.running, ScoringJob.lease_until < now),
     )
     query = select(ScoringJob).where(ready).order_by(ScoringJob.role, ScoringJob.id).limit(1)
     if session.get_bind().dialect.name == "postgresql":
@@ -74,9 +147,9 @@ def claim_next(session: Session, owner: str, lease_s: float, now: datetime) -> S
     job = session.scalars(query).first()
     if job is None:
         return None
-    if job.state == "running":
+    if job.state == JobState.running:
         log.warning("job %d: lease of %s expired; taking it over", job.id, job.lease_owner)
-    job.state = "running"
+    job.state = JobState.running.value
     job.attempts += 1
     job.lease_owner = owner
     job.lease_until = now + timedelta(seconds=lease_s)
@@ -85,7 +158,7 @@ def claim_next(session: Session, owner: str, lease_s: float, now: datetime) -> S
 
 
 def mark_done(session: Session, job: ScoringJob, now: datetime) -> None:
-    job.state = "done"
+    job.state = JobState.done.value
     job.lease_owner = None
     job.lease_until = None
     job.last_error = None
@@ -98,29 +171,30 @@ def mark_failed(session: Session, job: ScoringJob, reason: str, now: datetime, *
     job.lease_until = None
     job.updated_at = now
     if job.attempts >= max_attempts:
-        job.state = "dead"
+        job.state = JobState.dead.value
         study = session.get(Study, job.study_id)
-        if study is not None and job.role == "champion" and study.revision == job.revision:
-            if study.status in ("scoring", "routed"):
-                study.status = "failed"
+        if study is not None and job.role == ModelRole.champion and study.revision == job.revision:
+            if study.status in (StudyStatus.scoring, StudyStatus.routed):
+                study.status = StudyStatus.failed.value
                 study.status_reason = reason
         add_event(session, job.study_id, job.revision, "dead-letter", now, job_id=job.id, reason=reason,
                   attempts=job.attempts)
         log.error("job %d dead after %d attempts: %s", job.id, job.attempts, reason)
         return
-    job.state = "retry"
+    job.state = JobState.retry.value
     job.next_attempt_at = now + timedelta(seconds=backoff_s(job.attempts, base_s))
     add_event(session, job.study_id, job.revision, "retry", now, job_id=job.id, reason=reason, attempts=job.attempts)
 
 
 def replay(session: Session, job: ScoringJob, actor: str, now: datetime) -> None:
     """Put a dead job back in the queue (an operator's action, audited by the caller)."""
-    job.state = "queued"
+    job.state = JobState.queued.value
     job.attempts = 0
     job.next_attempt_at = now
     job.updated_at = now
     study = session.get(Study, job.study_id)
-    if study is not None and study.status == "failed" and study.revision == job.revision:
-        study.status = "scoring"
+    if study is not None and study.status == StudyStatus.failed and study.revision == job.revision:
+        study.status = StudyStatus.scoring.value
         study.status_reason = None
     add_event(session, job.study_id, job.revision, "replayed", now, job_id=job.id, by=actor)
+

@@ -19,11 +19,12 @@ from tqdm import tqdm
 
 from datasets.dicom_folder import dicom_files, group_into_studies
 from inference.assemble import read_study
-from inference.champions import CHAMPION, ModelSelector
+from inference.champions import ModelSelector
 from inference.errors import CouldNotScore, IngestError, ModelUnavailable
 from inference.instance_headers import InstanceHeaders, read_instance_headers
 from inference.route import RoutingRules
 from inference.scorers import score_task
+from service.lifecycle import ModelRole
 
 __all__ = ["OfflineStudy", "collect_studies", "score_offline"]
 
@@ -105,7 +106,7 @@ def score_offline(
             line = _line(study, None, error="not applicable: " + "; ".join(decision.reasons))
             counts["not_applicable"] += 1
         else:
-            version = selector.version_for(decision.task, CHAMPION)
+            version = selector.version_for(decision.task, ModelRole.champion)
             try:
                 if version is None:
                     raise ModelUnavailable(f"no champion model registered for {decision.task}")

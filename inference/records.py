@@ -1,4 +1,4 @@
-"""Typed records passed between the stages of a study's path: received, complete, routed."""
+"""Typed records passed between the stages of a study's path: received, complete, routed, scored, sent."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["InstanceHeaders", "InstanceStored", "StudyComplete", "RoutedStudy"]
+__all__ = ["InstanceHeaders", "InstanceStored", "StudyComplete", "RoutedStudy", "ScoreRecorded", "ResultSent"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,33 @@ class RoutedStudy:
     task: str | None
     rule: str | None
     reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScoreRecorded:
+    """One job's outcome as stored: the result row and, for a champion, the documents waiting to be sent."""
+
+    study_instance_uid: str
+    revision: int
+    task: str
+    model_name: str
+    model_version: str
+    role: str
+    outcome: str  # StudyStatus.scored or StudyStatus.could_not_score
+    score: float | None
+    call: str | None
+    reason: str | None
+    result_id: int
+    document_uids: tuple[str, ...] = ()
+    outgoing_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ResultSent:
+    """Stored documents delivered to their destination (or given up on, with the reason)."""
+
+    outgoing_id: int
+    study_instance_uid: str
+    sop_instance_uids: tuple[str, ...]
+    sent: bool
+    error: str | None = None

@@ -11,11 +11,12 @@ import yaml
 
 from inference.errors import RoutingRulesError
 from inference.records import RoutedStudy
+from service.lifecycle import TASKS
 
 __all__ = ["RouteRule", "RoutingRules", "load_rules", "DEFAULT_RULES_FILE", "KNOWN_TASKS"]
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("default_routes.yaml")
-KNOWN_TASKS = ("ct-chest", "mammography", "chest-xray")
+KNOWN_TASKS = TASKS
 _ROUTABLE_HEADERS = {
     "Modality",
     "BodyPartExamined",

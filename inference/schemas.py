@@ -18,6 +18,7 @@ __all__ = [
     "QuarantinePage",
     "JobOut",
     "JobPage",
+    "RescoreOut",
 ]
 
 DECISION_SUPPORT = (
@@ -128,3 +129,11 @@ class JobOut(BaseModel):
 class JobPage(BaseModel):
     items: list[JobOut]
     total: int
+
+
+class RescoreOut(BaseModel):
+    """A re-score request: the study is back in ``routed`` until the worker queues the current champion."""
+
+    study_instance_uid: str
+    revision: int
+    status: str

@@ -17,6 +17,7 @@ from datasets.preprocess import PreprocessSpec, prepare_image
 from inference.assemble import ct_series, decode, frontal_radiograph, mammography_views
 from inference.champions import LoadedModel
 from inference.errors import CouldNotScore
+from service.lifecycle import Task
 
 __all__ = ["TaskScore", "score_task", "SCORERS"]
 
@@ -130,9 +131,9 @@ def score_ct(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> 
 
 
 SCORERS: dict[str, Callable[..., TaskScore]] = {
-    "chest-xray": score_chest_xray,
-    "mammography": score_mammography,
-    "ct-chest": score_ct,
+    Task.chest_xray: score_chest_xray,
+    Task.mammography: score_mammography,
+    Task.ct_chest: score_ct,
 }
 
 

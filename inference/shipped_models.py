@@ -16,7 +16,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+
+from service.lifecycle import TASKS, ModelRole
+from service.model_registry import (
+    alias_version,
+    download_version,
+    ensure_experiment,
+    ensure_registered_model,
+    registry_client,
+    set_alias,
+)
 
 __all__ = [
     "TASKS",
@@ -25,8 +34,6 @@ __all__ = [
     "RegisteredBundle",
     "ChampionBundle",
     "read_bundle",
-    "artifact_root_for",
-    "ensure_experiment",
     "log_onnx_bundle",
     "register_shipped_bundles",
     "load_champion",
@@ -34,9 +41,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TASKS = ("chest-xray", "mammography", "ct-chest")
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-CHAMPION = "champion"
 _BUNDLE_FILES = ("model.onnx", "bundle.json", "metrics.json", "card.md")
 
 
@@ -87,35 +92,6 @@ def read_bundle(folder: Path) -> ShippedBundle:
     return ShippedBundle(bundle["task"], folder, bundle, metrics)
 
 
-def artifact_root_for(tracking_uri: str) -> str | None:
-    """Artifacts beside a sqlite store (``<dir>/mlartifacts``); MLflow's default would be ``./mlruns`` of the cwd."""
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "sqlite":
-        db_path = Path(tracking_uri.split("sqlite:///", 1)[1])
-        return (db_path.parent / "mlartifacts").resolve().as_uri()
-    if parsed.scheme in ("", "file"):
-        return None
-    return None
-
-
-def ensure_experiment(tracking_uri: str, name: str) -> str:
-    """The experiment id of ``name``, created with its artifacts beside the store when new."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    if urlparse(tracking_uri).scheme == "sqlite":
-        Path(tracking_uri.split("sqlite:///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    client = MlflowClient(tracking_uri, tracking_uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    root = artifact_root_for(tracking_uri)
-    location = f"{root}/{name}" if root else None
-    return str(client.create_experiment(name, artifact_location=location))
-
-
 def _signature(bundle: dict[str, Any]) -> Any:
     import numpy as np
     from mlflow.models.signature import ModelSignature
@@ -155,12 +131,11 @@ def log_onnx_bundle(tracking_uri: str, folder: Path, *, run_id: str | None = Non
     """
     import mlflow
     import onnx
-    from mlflow.tracking import MlflowClient
 
     shipped = read_bundle(folder)
     name = shipped.bundle["model_name"]
     experiment_id = ensure_experiment(tracking_uri, f"medscreen-{shipped.task}")
-    client = MlflowClient(tracking_uri, tracking_uri)
+    client = registry_client(tracking_uri)
     headline = shipped.metrics.get("headline", {})
 
     def log_into_active_run() -> Any:
@@ -185,8 +160,7 @@ def log_onnx_bundle(tracking_uri: str, folder: Path, *, run_id: str | None = Non
     else:
         with mlflow.start_run(run_id=run_id):
             info = log_into_active_run()
-    if not client.search_registered_models(filter_string=f"name = '{name}'"):
-        client.create_registered_model(name, tags={"task": shipped.task})
+    ensure_registered_model(tracking_uri, name, tags={"task": shipped.task})
     version = client.create_model_version(name, info.model_uri, run_id=run_id, tags={"task": shipped.task, "source": source})
     # The threshold tag keeps full precision: serving compares scores against exactly this value.
     tags = {**{k: f"{v:.6g}" for k, v in _flat_metrics(headline).items()}, "threshold": repr(shipped.threshold)}
@@ -203,9 +177,7 @@ def register_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODEL
     reported with its current champion (or latest) version. Bundles missing on disk are skipped
     with a warning so that a partial checkout still starts.
     """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri, tracking_uri)
+    client = registry_client(tracking_uri)
     results: list[RegisteredBundle] = []
     for task in TASKS:
         folder = Path(models_dir) / task
@@ -221,30 +193,29 @@ def register_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODEL
             else []
         )
         if existing:
-            try:
-                current = client.get_model_version_by_alias(name, CHAMPION)
-            except Exception:  # MlflowException when no champion alias exists: report the newest version
-                current = max(existing, key=lambda v: int(v.version))
-            results.append(RegisteredBundle(name, str(current.version), current.run_id or "", False))
+            champion = alias_version(tracking_uri, name, ModelRole.champion, client=client)
+            if champion is not None:
+                results.append(RegisteredBundle(name, champion.version, champion.run_id, False))
+            else:  # no champion alias: report the newest version
+                newest = max(existing, key=lambda v: int(v.version))
+                results.append(RegisteredBundle(name, str(newest.version), newest.run_id or "", False))
             continue
         registered = log_onnx_bundle(tracking_uri, folder, source="shipped")
-        client.set_registered_model_alias(name, CHAMPION, registered.version)
-        log.info("registered shipped model %s version %s as %s", name, registered.version, CHAMPION)
+        set_alias(tracking_uri, name, ModelRole.champion, registered.version)
+        log.info("registered shipped model %s version %s as %s", name, registered.version, ModelRole.champion.value)
         results.append(registered)
     return results
 
 
 def load_champion(tracking_uri: str, name: str, dest: Path) -> ChampionBundle:
     """Download the ``champion`` version of ``name`` to ``dest``; its ONNX path, I/O contract and threshold."""
-    import mlflow
     import yaml
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri, tracking_uri)
-    version = client.get_model_version_by_alias(name, CHAMPION)
-    mlflow.set_tracking_uri(tracking_uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@{CHAMPION}", dst_path=str(dest)))
+    version = alias_version(tracking_uri, name, ModelRole.champion)
+    if version is None:
+        raise LookupError(f"{name} has no {ModelRole.champion.value} version")
+    local = download_version(tracking_uri, name, version.version, dest)
     meta = yaml.safe_load((local / "MLmodel").read_text()).get("metadata", {})
     bundle = meta.get("bundle", {})
     threshold = float(version.tags.get("threshold", bundle.get("threshold", 0.5)))
-    return ChampionBundle(name, str(version.version), local / "model.onnx", bundle, threshold)
+    return ChampionBundle(name, version.version, local / "model.onnx", bundle, threshold)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from inference.records import InstanceHeaders, RoutedStudy, StudyComplete
 from inference.tables import QuarantinedItem, Study, StudyEvent
 from service.db import UTCDateTime
+from service.lifecycle import StudyStatus
 
 __all__ = ["find_instance", "record_instance", "record_quarantine", "mark_complete", "record_route", "add_event", "RecordedInstance"]
 
@@ -111,13 +112,13 @@ def record_instance(
     revision = study.revision
     if created:
         add_event(connection, study.id, 1, "receiving", now, source=source, calling_ae=calling_ae)
-    elif study.status != "receiving":
+    elif study.status != StudyStatus.receiving:
         # A late instance re-opens the study as a new revision of the same record.
         revision += 1
         connection.execute(
             update(Study)
             .where(Study.id == study.id)
-            .values(revision=revision, status="receiving", status_reason=None, completed_at=None)
+            .values(revision=revision, status=StudyStatus.receiving.value, status_reason=None, completed_at=None)
         )
         add_event(connection, study.id, revision, "reopened", now, previous_status=study.status, source=source)
     if study.modality in _DERIVED_MODALITIES and headers.modality not in _DERIVED_MODALITIES:
@@ -194,11 +195,11 @@ def mark_complete(session: Session, study: Study, *, reason: str, now: datetime,
         update(Study)
         .where(
             Study.id == study.id,
-            Study.status == "receiving",
+            Study.status == StudyStatus.receiving,
             Study.revision == study.revision,
             Study.instance_count == study.instance_count,
         )
-        .values(status="complete", completed_at=now)
+        .values(status=StudyStatus.complete.value, completed_at=now)
     )
     if getattr(result, "rowcount", 0) != 1:
         return None
@@ -219,11 +220,11 @@ def mark_complete(session: Session, study: Study, *, reason: str, now: datetime,
 
 def record_route(session: Session, study_id: int, routed: RoutedStudy, now: datetime) -> bool:
     """Store the routing decision for the revision that was completed; False if the study re-opened meanwhile."""
-    status = "routed" if routed.task else "not_applicable"
+    status = StudyStatus.routed if routed.task else StudyStatus.not_applicable
     reason = None if routed.task else "; ".join(routed.reasons) or "no routing rule matched"
     result = session.execute(
         update(Study)
-        .where(Study.id == study_id, Study.status == "complete", Study.revision == routed.revision)
+        .where(Study.id == study_id, Study.status == StudyStatus.complete, Study.revision == routed.revision)
         .values(status=status, task=routed.task, status_reason=reason, routed_at=now)
     )
     if getattr(result, "rowcount", 0) != 1:

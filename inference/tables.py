@@ -9,6 +9,7 @@ from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, Stri
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base, UTCDateTime
+from service.lifecycle import WritebackState
 
 __all__ = [
     "Study",
@@ -18,14 +19,11 @@ __all__ = [
     "QuarantinedItem",
     "ScoringJob",
     "ScoreResult",
-    "STUDY_STATUSES",
-    "JOB_STATES",
+    "OutgoingResult",
 ]
 
-# The path of a study: ingest's statuses, then scoring's. `could_not_score` is a result (bad input, with the
-# reason); `failed` means the job ran out of retries and sits in the dead-letter state.
-STUDY_STATUSES = ("receiving", "complete", "routed", "not_applicable", "scoring", "scored", "could_not_score", "failed")
-JOB_STATES = ("queued", "running", "retry", "done", "dead")
+# Statuses, job states, roles and write-back states are the enums of service/lifecycle.py; the columns hold
+# their plain string values.
 
 
 class Study(Base):
@@ -132,7 +130,7 @@ class ScoringJob(Base):
     task: Mapped[str] = mapped_column(String(32))
     model_name: Mapped[str] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(32))
-    role: Mapped[str] = mapped_column(String(16))  # "champion" (drives priority) or "challenger" (shadow only)
+    role: Mapped[str] = mapped_column(String(16))  # ModelRole: champion (drives priority) or challenger (shadow only)
     state: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -162,15 +160,43 @@ class ScoreResult(Base):
     model_version: Mapped[str] = mapped_column(String(32), index=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     role: Mapped[str] = mapped_column(String(16))
-    outcome: Mapped[str] = mapped_column(String(16))  # "scored" or "could_not_score"
+    outcome: Mapped[str] = mapped_column(String(16))  # StudyStatus.scored or StudyStatus.could_not_score
     score: Mapped[float | None] = mapped_column(Float, nullable=True)  # probability, 0..1
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # the version's operating point
     call: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "positive" / "negative" at the threshold
     localisation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it could not score
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    writeback_state: Mapped[str] = mapped_column(String(16), default="pending")  # pending/sent/failed/disabled
+    writeback_state: Mapped[str] = mapped_column(String(16), default=WritebackState.pending.value)
     sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     heatmap_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("score_results.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class OutgoingResult(Base):
+    """Result documents built once and stored under ``spool/outgoing/<folder>``, waiting for the dispatcher.
+
+    The row says what is stored (the SOP Instance UIDs, one ``<uid>.dcm`` each) and where it goes
+    (``destination``: ``{"kind": "c-store", "ae_title", "host", "port"}``); a send retries with the same
+    files, so the PACS never gets two versions of one result.
+    """
+
+    __tablename__ = "outgoing_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    score_result_id: Mapped[int | None] = mapped_column(ForeignKey("score_results.id"), nullable=True, index=True)
+    folder: Mapped[str] = mapped_column(Text)  # relative to spool/outgoing
+    sop_instance_uids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    destination: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # JobState
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (Index("ix_outgoing_results_ready", "state", "next_attempt_at"),)

@@ -26,6 +26,7 @@ from pynetdicom import AE
 
 from inference.errors import WritebackFailed
 from inference.scorers import TaskScore
+from service.lifecycle import Task
 
 __all__ = ["ResultToWrite", "algorithm_device_uid", "build_sr", "build_heatmap", "send_c_store", "MANUFACTURER"]
 
@@ -45,11 +46,11 @@ NEGATIVE = hd.sr.CodedConcept("NEG", _SCHEME, "Below operating point")
 NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
 _TASK_CODES = {
     # task: (procedure reported, finding type)
-    "chest-xray": (hd.sr.CodedConcept("399208008", "SCT", "Plain chest X-ray"),
+    Task.chest_xray: (hd.sr.CodedConcept("399208008", "SCT", "Plain chest X-ray"),
                    hd.sr.CodedConcept("233604007", "SCT", "Pneumonia")),
-    "mammography": (hd.sr.CodedConcept("71651007", "SCT", "Mammography"),
+    Task.mammography: (hd.sr.CodedConcept("71651007", "SCT", "Mammography"),
                     hd.sr.CodedConcept("126926005", "SCT", "Neoplasm of breast")),
-    "ct-chest": (hd.sr.CodedConcept("169069000", "SCT", "CT of chest"),
+    Task.ct_chest: (hd.sr.CodedConcept("169069000", "SCT", "CT of chest"),
                  hd.sr.CodedConcept("427359005", "SCT", "Solitary nodule of lung")),
 }
 
@@ -83,7 +84,7 @@ def _contributing_equipment(result: ResultToWrite) -> hd.ContributingEquipment:
 
 
 def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
-    procedure, finding = _TASK_CODES[result.task]
+    procedure, finding = _TASK_CODES[Task(result.task)]
     source = result.scored.source
     device_uid = algorithm_device_uid(result.model_name, result.model_version, result.run_id)
     observation_context = hd.sr.ObservationContext(

@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 from quality.errors import GateRefused, RegistryError
 from quality.metrics import PairedCase, QualityMetrics, compute_metrics, load_paired_cases
 from service.audit import record_audit
+from service.lifecycle import ModelRole
+from service.model_registry import alias_version, move_champion, roll_back_champion, version_of
 
 __all__ = [
     "GateRules",
@@ -27,14 +29,9 @@ __all__ = [
     "evaluate_gate",
     "promote_through_gate",
     "rollback_champion",
-    "PREVIOUS_CHAMPION",
 ]
 
 log = logging.getLogger(__name__)
-
-# The alias promotion leaves on the version it replaced, so that a rollback needs no memory of its own.
-PREVIOUS_CHAMPION = "previous-champion"
-
 
 @dataclass(frozen=True)
 class GateRules:
@@ -156,9 +153,6 @@ def promote_through_gate(
     exception rolls the audit back; a refused gate is audited too (as ``model.promote_refused``). ``force``
     promotes despite a failed gate and the audit row says so.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     decision = evaluate_gate(compare_versions(session, task, version), rules)
     detail = {"task": task, "version": version, "gate": decision.to_dict(), "forced": force and not decision.passed}
     if not decision.passed and not force:
@@ -166,43 +160,23 @@ def promote_through_gate(
         raise GateRefused("; ".join(decision.reasons))
     record_audit(session, actor, "model.promote", "model", f"{task}:{version}", detail)
     session.flush()
-    # The hospital's own confirmed studies outrank the training-time validation AUROC rule of the registry
-    # (training.registry.promote), so that rule is not applied here: the alias moves directly.
-    client = MlflowClient(tracking_uri, tracking_uri)
-    try:
-        client.get_model_version(task, str(version))
-    except MlflowException as exc:
-        raise RegistryError(f"{task} version {version} is not registered") from exc
-    try:
-        previous: str | None = str(client.get_model_version_by_alias(task, "champion").version)
-    except MlflowException:
-        previous = None
-    client.set_registered_model_alias(task, "champion", str(version))
-    if previous is not None and previous != version:
-        client.set_registered_model_alias(task, PREVIOUS_CHAMPION, previous)
-    try:
-        if str(client.get_model_version_by_alias(task, "challenger").version) == str(version):
-            client.delete_registered_model_alias(task, "challenger")
-    except Exception:  # noqa: BLE001 - MLflow raises MlflowException or RestException when the alias is unset
-        log.debug("%s has no challenger alias to clear", task)
+    # The hospital's own confirmed studies outrank the training-time validation AUROC rule of the registry.
+    if version_of(tracking_uri, task, version) is None:
+        raise RegistryError(f"{task} version {version} is not registered")
+    previous = move_champion(tracking_uri, task, version)
     log.info("promoted %s v%s over v%s by %s (gate %s)", task, version, previous, actor, decision.passed)
     return decision
 
 
 def rollback_champion(session: Session, tracking_uri: str, task: str, *, actor: str) -> tuple[str, str]:
     """Point ``champion`` back at the version the last promotion replaced; returns (from, to)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri, tracking_uri)
-    try:
-        current = str(client.get_model_version_by_alias(task, "champion").version)
-        previous = str(client.get_model_version_by_alias(task, PREVIOUS_CHAMPION).version)
-    except MlflowException as exc:
-        raise RegistryError(f"{task} has no champion and previous champion to roll back between") from exc
+    champion = alias_version(tracking_uri, task, ModelRole.champion)
+    before = alias_version(tracking_uri, task, ModelRole.previous_champion)
+    if champion is None or before is None:
+        raise RegistryError(f"{task} has no champion and previous champion to roll back between")
+    current, previous = champion.version, before.version
     record_audit(session, actor, "model.rollback", "model", f"{task}:{previous}", {"task": task, "from": current, "to": previous})
     session.flush()
-    client.set_registered_model_alias(task, "champion", previous)
-    client.set_registered_model_alias(task, PREVIOUS_CHAMPION, current)
+    roll_back_champion(tracking_uri, task)
     log.info("rolled %s back from v%s to v%s by %s", task, current, previous, actor)
     return current, previous

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from screening.risk_model import RiskModel
+from service.lifecycle import ModelRole
+from service.model_registry import ensure_registered_model, registry_client, set_alias
 
 __all__ = ["REGISTERED_NAME", "model_card", "log_and_register"]
 
@@ -65,9 +67,9 @@ still false positives (PPV above). Not validated on real EMR data.
 def log_and_register(tracking_uri: str, model: RiskModel, params: dict[str, Any]) -> dict[str, str]:
     """Log a training run, register its artefact as a new version and make it ``champion``."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # a registry URI left by an earlier caller must not win
     mlflow.set_experiment("rare-disease-screening")
     metrics: dict[str, float] = {}
     _flat("", model.metrics, metrics)
@@ -81,12 +83,10 @@ def log_and_register(tracking_uri: str, model: RiskModel, params: dict[str, Any]
         mlflow.log_artifacts(str(folder), artifact_path="screener")
         source = f"{run.info.artifact_uri}/screener"
         run_id = run.info.run_id
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        client.get_registered_model(REGISTERED_NAME)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(REGISTERED_NAME, description="Rare-disease EMR screener (children under 7)")
-    version = client.create_model_version(REGISTERED_NAME, source=source, run_id=run_id, tags={"screener_version": model.version})
-    client.set_registered_model_alias(REGISTERED_NAME, "champion", version.version)
+    ensure_registered_model(tracking_uri, REGISTERED_NAME, description="Rare-disease EMR screener (children under 7)")
+    version = registry_client(tracking_uri).create_model_version(
+        REGISTERED_NAME, source=source, run_id=run_id, tags={"screener_version": model.version}
+    )
+    set_alias(tracking_uri, REGISTERED_NAME, ModelRole.champion, str(version.version))
     logger.info("registered %s version %s as champion (run %s)", REGISTERED_NAME, version.version, run_id)
-    return {"run_id": run_id, "registered_model": REGISTERED_NAME, "version": str(version.version), "alias": "champion"}
+    return {"run_id": run_id, "registered_model": REGISTERED_NAME, "version": str(version.version), "alias": ModelRole.champion.value}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Task", "StudyStatus", "JobState", "ModelRole", "WorklistEventKind", "TASKS"]
+__all__ = ["Task", "StudyStatus", "JobState", "ModelRole", "WritebackState", "WorklistEventKind", "TASKS"]
 
 
 class Task(enum.StrEnum):
@@ -50,6 +50,15 @@ class ModelRole(enum.StrEnum):
     champion = "champion"
     challenger = "challenger"
     previous_champion = "previous-champion"
+
+
+class WritebackState(enum.StrEnum):
+    """Where a champion result stands with the PACS: built and stored once, then sent by the dispatcher."""
+
+    pending = "pending"
+    sent = "sent"
+    failed = "failed"  # the dispatcher ran out of attempts (dead letter); the stored files are kept
+    disabled = "disabled"  # no PACS configured, a challenger, or nothing to send
 
 
 class WorklistEventKind(enum.StrEnum):

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     writeback: bool = Field(
         True, description="Send results (SR + heat-map) to the PACS by C-STORE when MEDSCREEN_PACS_AE_TITLE/HOST/PORT are set."
     )
+    dispatch_max_attempts: int = Field(
+        8, ge=1, description="Attempts to send a stored result (the same files each time) before it is marked failed."
+    )
+    dispatch_retry_base_s: float = Field(
+        5.0, ge=0, description="First retry delay of a failed send of a stored result; doubles per attempt (capped at 1 h)."
+    )
+    dispatch_lease_s: float = Field(120.0, gt=0, description="Lease of a result being sent; a dead worker's send is retaken after it.")
     secret_key: SecretStr | None = Field(
         None,
         description="Key that signs login tokens (at least 32 random characters); unset: generated at first start "

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from service.lifecycle import ModelRole
 from service.settings import Settings
 
 __all__ = ["add_commands"]
@@ -53,7 +54,7 @@ def add_commands(subparsers: Any) -> None:
     promote = models_sub.add_parser("promote", help="point an alias (champion) at a version")
     promote.add_argument("name", help="registered model name: chest-xray, mammography or ct-chest")
     promote.add_argument("version")
-    promote.add_argument("--alias", default="champion")
+    promote.add_argument("--alias", default="champion", choices=[role.value for role in ModelRole])
     promote.add_argument("--force", action="store_true", help="promote even when its validation AUROC is below the champion's (logged)")
     promote.set_defaults(func=run_promote)
     shipped = models_sub.add_parser("register-shipped", help="register the bundles in models/ when the registry has none")
@@ -88,13 +89,9 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         f"sensitivity {headline['sensitivity']:.3f} / specificity {headline['specificity']:.3f} at {headline['threshold']:.3f}"
     )
     print(f"bundle: {out_dir}; registered {registered.name} version {registered.version} (run {registered.run_id})")
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from service.model_registry import alias_version
 
-    client = MlflowClient(tracking_uri, tracking_uri)
-    try:
-        client.get_model_version_by_alias(registered.name, "champion")
-    except MlflowException:
+    if alias_version(tracking_uri, registered.name, ModelRole.champion) is None:
         # A registry without a champion cannot score anything: the first version takes the alias.
         promote(tracking_uri, registered.name, registered.version)
         print(f"{registered.name} had no champion: version {registered.version} is now champion")
@@ -110,9 +107,11 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"{'model':<14}{'version':>8}  {'aliases':<12}{'val AUROC':>10}{'threshold':>11}  {'source':<9}run")
     for row in rows:
-        auroc = f"{row.val_auroc:.4f}" if row.val_auroc is not None else "-"
-        threshold = f"{row.threshold:.3f}" if row.threshold is not None else "-"
-        print(f"{row.name:<14}{row.version:>8}  {','.join(row.aliases) or '-':<12}{auroc:>10}{threshold:>11}  {row.source:<9}{row.run_id}")
+        val_auroc, threshold = row.float_tag("val_auroc"), row.float_tag("threshold")
+        auroc = f"{val_auroc:.4f}" if val_auroc is not None else "-"
+        shown = f"{threshold:.3f}" if threshold is not None else "-"
+        source = row.tags.get("source", "")
+        print(f"{row.name:<14}{row.version:>8}  {','.join(row.aliases) or '-':<12}{auroc:>10}{shown:>11}  {source:<9}{row.run_id}")
     return 0
 
 

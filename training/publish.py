@@ -66,7 +66,7 @@ def training_run(tracking_uri: str, task: str, params: dict[str, Any]) -> Iterat
     """An MLflow run in experiment ``medscreen-<task>`` with the params logged; FAILED if the body raises."""
     import mlflow
 
-    from inference.shipped_models import ensure_experiment
+    from service.model_registry import ensure_experiment
 
     experiment_id = ensure_experiment(tracking_uri, f"medscreen-{task}")
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{task}") as run:

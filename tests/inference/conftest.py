@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pynetdicom.transport import ThreadedAssociationServer
 
+from inference.complete import CompletenessMonitor
 from inference.ingest import InstanceIngestor
 from inference.receive.dimse import start_dimse_server
 from inference.receive.process import build_ingestor
+from inference.route import load_rules
+from inference.shipped_models import register_shipped_bundles
+from inference.worker import ScoringWorker
+from inference.worker_process import build_worker
 from medscreen.schema import migrate_all
+from service.db import make_engine, make_session_factory
 from service.settings import Settings
 from tests.conftest import FIXTURES
 from tests.peers import medscreen_service  # noqa: F401  (fixture)
@@ -71,3 +79,50 @@ def storescu(port: int, *files: Path, calling_ae: str = "TESTSCU", extra: tuple[
 
 
 requires_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed (make test installs it)")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real MLflow sqlite registry holding the shipped bundles as version 1, alias champion (as on first start)."""
+    home = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        registered = register_shipped_bundles(uri)
+    assert any(r.name == "chest-xray" and r.version == "1" for r in registered)
+    return uri
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    ingestor: InstanceIngestor
+    monitor: CompletenessMonitor
+    worker: ScoringWorker
+
+    def receive(self, *paths: Path) -> None:
+        for path in paths:
+            target = self.ingestor.spool.new_incoming_path()
+            shutil.copyfile(path, target)
+            self.ingestor.accept_file(target, source="dimse")
+
+    def complete_route_and_score(self) -> None:
+        self.monitor.run_once()
+        self.worker.enqueue_routed()
+        while self.worker.process_one():
+            pass
+
+    def session(self):
+        return self.worker.session_factory()
+
+
+@pytest.fixture
+def pipeline(settings: Settings, registry: str) -> Iterator[Pipeline]:
+    settings = settings.model_copy(
+        update={"mlflow_tracking_uri": registry, "quiet_period_s": 0.0, "scoring_retry_base_s": 0.0, "model_refresh_s": 0.0}
+    )
+    settings.home.mkdir(parents=True, exist_ok=True)
+    migrate_all(settings.resolved_database_url)
+    ingestor = build_ingestor(settings)
+    factory = make_session_factory(make_engine(settings.resolved_database_url, serialise_writes=True))
+    yield Pipeline(settings, ingestor, CompletenessMonitor(settings, factory, load_rules()), build_worker(settings))

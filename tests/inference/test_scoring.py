@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,73 +13,19 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from inference.assemble import ct_series, frontal_radiograph, mammography_views, read_study
-from inference.complete import CompletenessMonitor
 from inference.errors import CouldNotScore
-from inference.ingest import InstanceIngestor
-from inference.jobs import enqueue
-from inference.receive.process import build_ingestor
-from inference.route import load_rules
-from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle, register_shipped_bundles
+from inference.jobs import enqueue, request_rescore
+from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle
 from inference.tables import ScoreResult, ScoringJob, Study
-from inference.worker import ScoringWorker
 from inference.worker_process import build_worker
 from medscreen.app import create_app
-from medscreen.schema import migrate_all
-from service.db import make_engine, make_session_factory, session_scope, utcnow
-from service.settings import Settings
+from service.db import session_scope, utcnow
 from service.users import create_user
-from tests.inference.conftest import INFERENCE_FIXTURES
+from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
 from tests.service.conftest import login
 
 CT = sorted((INFERENCE_FIXTURES / "ct").glob("*.dcm"))
 DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A real MLflow sqlite registry holding the shipped bundles as version 1, alias champion (as on first start)."""
-    home = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        registered = register_shipped_bundles(uri)
-    assert any(r.name == "chest-xray" and r.version == "1" for r in registered)
-    return uri
-
-
-@dataclass
-class Pipeline:
-    settings: Settings
-    ingestor: InstanceIngestor
-    monitor: CompletenessMonitor
-    worker: ScoringWorker
-
-    def receive(self, *paths: Path) -> None:
-        for path in paths:
-            target = self.ingestor.spool.new_incoming_path()
-            shutil.copyfile(path, target)
-            self.ingestor.accept_file(target, source="dimse")
-
-    def complete_route_and_score(self) -> None:
-        self.monitor.run_once()
-        self.worker.enqueue_routed()
-        while self.worker.process_one():
-            pass
-
-    def session(self):
-        return self.worker.session_factory()
-
-
-@pytest.fixture
-def pipeline(settings: Settings, registry: str) -> Iterator[Pipeline]:
-    settings = settings.model_copy(
-        update={"mlflow_tracking_uri": registry, "quiet_period_s": 0.0, "scoring_retry_base_s": 0.0, "model_refresh_s": 0.0}
-    )
-    settings.home.mkdir(parents=True, exist_ok=True)
-    migrate_all(settings.resolved_database_url)
-    ingestor = build_ingestor(settings)
-    factory = make_session_factory(make_engine(settings.resolved_database_url, serialise_writes=True))
-    yield Pipeline(settings, ingestor, CompletenessMonitor(settings, factory, load_rules()), build_worker(settings))
 
 
 def _derived(source: Path, tmp_path: Path, **attributes: object) -> Path:
@@ -111,10 +54,16 @@ def test_chest_radiograph_is_scored_by_the_champion_with_its_version_and_timings
     assert result.call == ("positive" if result.score >= result.threshold else "negative")
     assert result.localisation["kind"] == "heatmap" and len(result.localisation["point"]) == 2
     assert result.timings["inference_s"] > 0 and result.timings["complete_to_job_start_s"] is not None
-    # The job key is (revision, model version): the same study is not queued twice for the same version.
+    # The job key is (revision, model version): a re-score request for the same version queues nothing.
     with session_scope(pipeline.worker.session_factory) as session:
         study = session.scalars(select(Study)).one()
-        assert pipeline.worker.rescore(session, study, utcnow()) is None
+        request_rescore(session, study, "test", utcnow())
+        assert study.status == "routed"
+    assert pipeline.worker.enqueue_routed() == 0
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        assert study.status == "scored" and study.events[-1].kind == "rescore-skipped"
+        assert len(session.scalars(select(ScoringJob)).all()) == 1
 
 
 def test_lateral_only_radiograph_could_not_be_scored_with_the_reason(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -198,8 +147,8 @@ def test_a_promoted_champion_is_picked_up_without_restart(pipeline: Pipeline, tm
         with session_scope(pipeline.worker.session_factory) as session:
             first = session.scalars(select(Study).order_by(Study.id)).first()
             assert first is not None
-            job = pipeline.worker.rescore(session, first, utcnow())
-            assert job is not None and job.model_version == new.version
+            request_rescore(session, first, "test", utcnow())
+        assert pipeline.worker.enqueue_routed() == 1
         while pipeline.worker.process_one():
             pass
         with pipeline.session() as session:

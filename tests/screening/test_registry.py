@@ -23,7 +23,7 @@ def test_train_logs_registers_and_promotes(phenopackets: Path, settings: Setting
     assert model.metrics["n_cases"] == 12 and 0 < model.train_prevalence < 1
     assert "Rare-disease screener" in (artefact.parent / "screener_card.md").read_text()
 
-    client = MlflowClient(tracking_uri=settings.resolved_mlflow_tracking_uri)
+    client = MlflowClient(settings.resolved_mlflow_tracking_uri, settings.resolved_mlflow_tracking_uri)
     champion = client.get_model_version_by_alias(REGISTERED_NAME, "champion")
     run = client.get_run(champion.run_id)
     assert run.data.params["model_version"] == model.version

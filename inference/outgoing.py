@@ -1,0 +1,84 @@
+"""``spool/outgoing/``: result documents built once, stored durably, and the row saying where they go.
+
+    spool/outgoing/<StudyInstanceUID>/<SOPInstanceUID>.dcm   an SR, a heat-map, ... (kept for the study view)
+
+Files are fsynced before the row that names them commits, so a row never points at a missing file; a
+crash between the two leaves unnamed files and re-runs the job (nothing was sent yet).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from sqlalchemy.orm import Session
+
+from inference.spool import fsync_dir, fsync_file
+from inference.tables import OutgoingResult
+from service.lifecycle import JobState
+from service.settings import Settings
+
+__all__ = ["outgoing_dir", "store_documents", "read_documents", "read_document", "queue_outgoing", "pacs_destination"]
+
+
+def outgoing_dir(settings: Settings) -> Path:
+    return settings.spool_dir / "outgoing"
+
+
+def store_documents(settings: Settings, folder: str, documents: list[Dataset]) -> list[str]:
+    """Write each document as ``<SOPInstanceUID>.dcm`` under ``outgoing/<folder>``, durably; returns the UIDs."""
+    directory = outgoing_dir(settings) / folder
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    uids = []
+    for ds in documents:
+        uid = str(ds.SOPInstanceUID)
+        path = directory / f"{uid}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        fsync_file(path)
+        uids.append(uid)
+    fsync_dir(directory)
+    if created:
+        fsync_dir(directory.parent)
+    return uids
+
+
+def read_document(settings: Settings, folder: str, sop_instance_uid: str) -> Dataset | None:
+    path = outgoing_dir(settings) / folder / f"{sop_instance_uid}.dcm"
+    return dcmread(path) if path.is_file() else None
+
+
+def read_documents(settings: Settings, outgoing: OutgoingResult) -> list[Dataset]:
+    """The stored documents of one row, in the order they were stored; FileNotFoundError if one is gone."""
+    directory = outgoing_dir(settings) / outgoing.folder
+    return [dcmread(directory / f"{uid}.dcm") for uid in outgoing.sop_instance_uids]
+
+
+def pacs_destination(settings: Settings) -> dict[str, Any] | None:
+    """The configured PACS as a C-STORE destination, or None when write-back is off or no PACS is set."""
+    if not (settings.writeback and settings.pacs_ae_title and settings.pacs_host and settings.pacs_port):
+        return None
+    return {"kind": "c-store", "ae_title": settings.pacs_ae_title, "host": settings.pacs_host, "port": int(settings.pacs_port)}
+
+
+def queue_outgoing(
+    session: Session, *, study_id: int, score_result_id: int | None, folder: str, sop_instance_uids: list[str],
+    destination: dict[str, Any], now: datetime,
+) -> OutgoingResult:
+    """Record stored documents as waiting for the dispatcher (in the caller's transaction)."""
+    row = OutgoingResult(
+        study_id=study_id,
+        score_result_id=score_result_id,
+        folder=folder,
+        sop_instance_uids=list(sop_instance_uids),
+        destination=destination,
+        state=JobState.queued.value,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(row)
+    return row

@@ -1,0 +1,164 @@
+"""Score one claimed job: run its model version once, build the champion's SR and heat-map once, store all.
+
+The result row, the job's completion, the study's status and (for a champion with a PACS configured)
+the outgoing row commit in one transaction, after the documents are durable under ``spool/outgoing``.
+Sending is the dispatcher's job: a failed send never re-runs the model or makes new UIDs.
+Per-stage timings go in the result and the study timeline: complete -> job start -> inference done ->
+result stored (the dispatcher adds stored -> written back).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inference.assemble import read_study
+from inference.champions import LoadedModel, ModelSelector
+from inference.errors import CouldNotScore
+from inference.jobs import mark_done
+from inference.outgoing import pacs_destination, queue_outgoing, read_document, store_documents
+from inference.records import ScoreRecorded
+from inference.scorers import TaskScore, score_task
+from inference.study_record import add_event
+from inference.tables import Instance, ScoreResult, ScoringJob, Study
+from inference.writeback import ResultToWrite, build_heatmap, build_sr
+from service.db import session_scope, utcnow
+from service.lifecycle import ModelRole, StudyStatus, WritebackState
+from service.settings import Settings
+
+__all__ = ["score_job", "seconds_between"]
+
+log = logging.getLogger(__name__)
+
+
+def seconds_between(start: datetime | None, end: datetime) -> float | None:
+    return None if start is None else round((end - start).total_seconds(), 3)
+
+
+def _instance_paths(session: Session, study_id: int, revision: int) -> list[Path]:
+    rows = session.scalars(
+        select(Instance.path).where(Instance.study_id == study_id, Instance.revision <= revision).order_by(Instance.id)
+    )
+    return [Path(p) for p in rows]
+
+
+def _previous_sr(session: Session, settings: Settings, study: Study) -> tuple[int | None, Dataset | None]:
+    """The study's last champion SR (id of its result, the stored document), named as the new SR's predecessor."""
+    previous = session.scalar(
+        select(ScoreResult)
+        .where(
+            ScoreResult.study_id == study.id,
+            ScoreResult.role == ModelRole.champion,
+            ScoreResult.sr_sop_instance_uid.is_not(None),
+        )
+        .order_by(ScoreResult.id.desc())
+        .limit(1)
+    )
+    if previous is None or previous.sr_sop_instance_uid is None:
+        return None, None
+    return previous.id, read_document(settings, study.study_instance_uid, previous.sr_sop_instance_uid)
+
+
+def _documents(model: LoadedModel, task: str, scored: TaskScore, call: str, previous: Dataset | None) -> list[Dataset]:
+    to_write = ResultToWrite(task, model.name, model.version, model.run_id, model.threshold, call, scored)
+    sr = build_sr(to_write, series_instance_uid=str(generate_uid()), previous=previous)
+    heatmap = build_heatmap(to_write, series_instance_uid=str(generate_uid()))
+    return [sr] + ([heatmap] if heatmap is not None else [])
+
+
+def score_job(
+    job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], selector: ModelSelector, started: datetime
+) -> ScoreRecorded:
+    """Run the job's model on its study revision and store the outcome; ModelUnavailable etc. propagate (retry)."""
+    with session_factory() as session:
+        job = session.get(ScoringJob, job_id)
+        assert job is not None
+        study = session.get(Study, job.study_id)
+        assert study is not None
+        paths = _instance_paths(session, study.id, job.revision)
+        completed_at, study_uid = study.completed_at, study.study_instance_uid
+        task, version, role = job.task, job.model_version, ModelRole(job.role)
+        previous_id, previous_sr = _previous_sr(session, settings, study) if role == ModelRole.champion else (None, None)
+    model = selector.load(task, version)
+    scored: TaskScore | None = None
+    reason = None
+    try:
+        scored = score_task(task, model, read_study(paths), min_ct_slices=settings.ct_min_slices)
+    except CouldNotScore as exc:
+        reason = exc.reason
+    inferred = utcnow()
+    call = None if scored is None else ("positive" if scored.score >= model.threshold else "negative")
+    documents: list[Dataset] = []
+    if scored is not None and call is not None and role == ModelRole.champion:
+        # Built once here and kept: the study view shows the heat-map, the dispatcher sends these very files.
+        documents = _documents(model, task, scored, call, previous_sr)
+        store_documents(settings, study_uid, documents)
+    destination = pacs_destination(settings) if documents else None
+    with session_scope(session_factory) as session:
+        job = session.get(ScoringJob, job_id)
+        assert job is not None
+        study = session.get(Study, job.study_id)
+        assert study is not None
+        stored_at = utcnow()
+        outcome = StudyStatus.scored if scored is not None else StudyStatus.could_not_score
+        result = ScoreResult(
+            study_id=study.id,
+            job_id=job.id,
+            revision=job.revision,
+            task=task,
+            model_name=model.name,
+            model_version=model.version,
+            mlflow_run_id=model.run_id,
+            role=role.value,
+            outcome=outcome.value,
+            score=None if scored is None else scored.score,
+            threshold=model.threshold,
+            call=call,
+            localisation={} if scored is None else scored.localisation,
+            reason=reason,
+            timings={
+                "complete_to_job_start_s": seconds_between(completed_at, started),
+                "inference_s": seconds_between(started, inferred),
+                "job_start_to_stored_s": seconds_between(started, stored_at),
+            },
+            writeback_state=(WritebackState.pending if destination else WritebackState.disabled).value,
+            sr_sop_instance_uid=str(documents[0].SOPInstanceUID) if documents else None,
+            heatmap_sop_instance_uid=str(documents[1].SOPInstanceUID) if len(documents) > 1 else None,
+            supersedes_id=previous_id if documents else None,
+            created_at=stored_at,
+        )
+        session.add(result)
+        session.flush()
+        outgoing_id = None
+        if destination is not None:
+            outgoing = queue_outgoing(
+                session, study_id=study.id, score_result_id=result.id, folder=study_uid,
+                sop_instance_uids=[str(ds.SOPInstanceUID) for ds in documents], destination=destination, now=stored_at,
+            )
+            session.flush()
+            outgoing_id = outgoing.id
+        if role == ModelRole.champion and study.revision == job.revision:
+            study.status = outcome.value
+            study.status_reason = reason
+        add_event(
+            session, study.id, job.revision, outcome.value, stored_at,
+            model=f"{model.name}:{model.version}", role=role.value, score=result.score, call=call, reason=reason,
+            **result.timings,
+        )
+        mark_done(session, job, utcnow())
+        log.info(
+            "job %d: %s %s v%s -> %s", job.id, role.value, model.name, model.version,
+            f"{scored.score:.3f} ({call})" if scored is not None else f"could not score: {reason}",
+        )
+        return ScoreRecorded(
+            study_instance_uid=study_uid, revision=job.revision, task=task, model_name=model.name,
+            model_version=model.version, role=role.value, outcome=outcome.value, score=result.score, call=call,
+            reason=reason, result_id=int(result.id), document_uids=tuple(str(ds.SOPInstanceUID) for ds in documents),
+            outgoing_id=outgoing_id,
+        )

@@ -1,0 +1,191 @@
+"""The MLflow Model Registry as every package sees it: versions, their tags and the aliases of ``ModelRole``.
+
+MLflow is a platform service (imaging models and the screener alike), so the alias rules live here once:
+``champion`` scores and steers, ``challenger`` is scored in shadow, ``previous-champion`` is where a
+promotion leaves the version it replaced, so a rollback needs no memory of its own. Torch-free; MLflow is
+imported inside the functions so that importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from service.lifecycle import ModelRole
+
+__all__ = [
+    "RegisteredVersion",
+    "artifact_root_for",
+    "ensure_experiment",
+    "ensure_registered_model",
+    "registry_client",
+    "alias_version",
+    "set_alias",
+    "clear_alias",
+    "list_versions",
+    "version_of",
+    "set_version_tags",
+    "move_champion",
+    "roll_back_champion",
+    "download_version",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One registered model version with its aliases and tags (threshold, metrics, steering right, ...)."""
+
+    name: str
+    version: str
+    run_id: str
+    aliases: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def float_tag(self, key: str) -> float | None:
+        try:
+            return float(self.tags[key])
+        except (KeyError, ValueError):
+            return None
+
+
+def registry_client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri, tracking_uri)
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """Artifacts beside a sqlite store (``<dir>/mlartifacts``); MLflow's default would be ``./mlruns`` of the cwd."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        db_path = Path(tracking_uri.split("sqlite:///", 1)[1])
+        return (db_path.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """The experiment id of ``name``, created with its artifacts beside the store when new."""
+    import mlflow
+
+    if urlparse(tracking_uri).scheme == "sqlite":
+        Path(tracking_uri.split("sqlite:///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = registry_client(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    root = artifact_root_for(tracking_uri)
+    location = f"{root}/{name}" if root else None
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def ensure_registered_model(tracking_uri: str, name: str, *, tags: dict[str, str] | None = None, description: str = "") -> None:
+    client = registry_client(tracking_uri)
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name, tags=tags or {}, description=description or None)
+
+
+def _row(version: Any, aliases: tuple[str, ...] = ()) -> RegisteredVersion:
+    return RegisteredVersion(
+        str(version.name), str(version.version), str(version.run_id or ""),
+        tuple(sorted(set(aliases) | set(getattr(version, "aliases", None) or ()))), dict(version.tags or {}),
+    )
+
+
+def alias_version(tracking_uri: str, name: str, role: ModelRole, *, client: Any = None) -> RegisteredVersion | None:
+    """The version ``role`` points at, or None when the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    client = client or registry_client(tracking_uri)
+    try:
+        return _row(client.get_model_version_by_alias(name, role.value))
+    except MlflowException:
+        return None
+
+
+def version_of(tracking_uri: str, name: str, version: str) -> RegisteredVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _row(registry_client(tracking_uri).get_model_version(name, str(version)))
+    except MlflowException:
+        return None
+
+
+def set_alias(tracking_uri: str, name: str, role: ModelRole, version: str) -> None:
+    registry_client(tracking_uri).set_registered_model_alias(name, role.value, str(version))
+
+
+def clear_alias(tracking_uri: str, name: str, role: ModelRole) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registry_client(tracking_uri).delete_registered_model_alias(name, role.value)
+    except MlflowException:
+        log.debug("%s has no %s alias to clear", name, role.value)
+
+
+def set_version_tags(tracking_uri: str, name: str, version: str, tags: dict[str, str]) -> None:
+    client = registry_client(tracking_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+
+
+def list_versions(tracking_uri: str) -> list[RegisteredVersion]:
+    """Every version of every registered model, with its aliases, ordered by (name, version)."""
+    client = registry_client(tracking_uri)
+    rows = []
+    for model in client.search_registered_models():
+        aliases_by_version: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases_by_version.setdefault(str(version), []).append(alias)
+        for version in client.search_model_versions(filter_string=f"name = '{model.name}'"):
+            row = _row(version, tuple(aliases_by_version.get(str(version.version), [])))
+            if "task" not in row.tags and "task" in (model.tags or {}):
+                row.tags["task"] = model.tags["task"]
+            rows.append(row)
+    rows.sort(key=lambda r: (r.name, int(r.version)))
+    return rows
+
+
+def move_champion(tracking_uri: str, name: str, version: str) -> str | None:
+    """Make ``version`` champion; the replaced version becomes ``previous-champion`` and a challenger alias on
+    ``version`` is cleared. Returns the replaced version (None when there was none or it was the same)."""
+    current = alias_version(tracking_uri, name, ModelRole.champion)
+    set_alias(tracking_uri, name, ModelRole.champion, version)
+    previous = current.version if current is not None and current.version != str(version) else None
+    if previous is not None:
+        set_alias(tracking_uri, name, ModelRole.previous_champion, previous)
+    challenger = alias_version(tracking_uri, name, ModelRole.challenger)
+    if challenger is not None and challenger.version == str(version):
+        clear_alias(tracking_uri, name, ModelRole.challenger)
+    return previous
+
+
+def roll_back_champion(tracking_uri: str, name: str) -> tuple[str, str] | None:
+    """Swap ``champion`` and ``previous-champion``; returns (from, to), or None when either alias is missing."""
+    current = alias_version(tracking_uri, name, ModelRole.champion)
+    previous = alias_version(tracking_uri, name, ModelRole.previous_champion)
+    if current is None or previous is None:
+        return None
+    set_alias(tracking_uri, name, ModelRole.champion, previous.version)
+    set_alias(tracking_uri, name, ModelRole.previous_champion, current.version)
+    return current.version, previous.version
+
+
+def download_version(tracking_uri: str, name: str, version: str, dest: Path) -> Path:
+    """Download a version's model once into ``dest``; returns the folder holding its ``MLmodel``."""
+    import mlflow
+
+    if not any(dest.rglob("MLmodel")):
+        dest.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest))
+    return next(dest.rglob("MLmodel")).parent
+
