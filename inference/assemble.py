@@ -20,7 +20,8 @@ from pydicom import dcmread
 from datasets.dicom_series import Volume, is_axial, slice_position, volume_from_datasets
 from datasets.errors import DatasetError
 from datasets.preprocess import ImageArray, dicom_to_array
-from inference.errors import CouldNotScore
+from inference.errors import CouldNotScore, IngestError
+from inference.instance_limits import read_within_limits
 
 __all__ = ["MammographyView", "read_study", "frontal_radiograph", "mammography_views", "ct_series", "decode"]
 
@@ -35,11 +36,14 @@ class MammographyView:
     dataset: Any
 
 
-def read_study(paths: Iterable[Path]) -> list[Any]:
+def read_study(paths: Iterable[Path], *, max_bytes: int | None = None) -> list[Any]:
+    """The stored instances of a study; with ``max_bytes``, each checked against the instance size limits first."""
     datasets = []
     for path in paths:
         try:
-            datasets.append(dcmread(path))
+            datasets.append(dcmread(path) if max_bytes is None else read_within_limits(Path(path), max_bytes))
+        except IngestError as exc:
+            raise CouldNotScore(f"stored instance {Path(path).name}: {exc.reason}") from exc
         except Exception as exc:  # noqa: BLE001 - a stored file that no longer parses is unusable input
             raise CouldNotScore(f"stored instance {Path(path).name} cannot be read: {exc}") from exc
     return datasets
@@ -110,6 +114,10 @@ def ct_series(datasets: list[Any], *, min_slices: int, max_spacing_deviation: fl
             f"inconsistent slice spacing: gaps from {gaps.min():.2f} to {gaps.max():.2f} mm (median {median:.2f} mm)"
         )
     try:
-        return volume_from_datasets(best)
+        volume = volume_from_datasets(best)
     except DatasetError as exc:
         raise CouldNotScore(f"CT series cannot be assembled: {exc}") from exc
+    # Resampling divides by the spacing: a zero, negative or missing one is bad input, not a crash to retry.
+    if not all(np.isfinite(mm) and mm > 0 for mm in volume.spacing_mm):
+        raise CouldNotScore(f"CT series has an impossible voxel spacing {volume.spacing_mm} mm")
+    return volume

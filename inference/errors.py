@@ -7,7 +7,9 @@
     │   ├── NoPixelData             an image without pixel data
     │   ├── UnsupportedSopClass     a SOP class medscreen does not score
     │   ├── StudyMismatch           STOW-RS to /studies/{uid} with an instance of another study
-    │   ├── InstanceTooLarge        larger than MEDSCREEN_MAX_INSTANCE_MB
+    │   ├── InstanceTooLarge        larger than MEDSCREEN_MAX_INSTANCE_MB, received, inflated or declared
+    │   ├── TruncatedPixelData      pixel data shorter than the image it declares, or an impossible image
+    │   ├── DifferingDuplicate      a SOP Instance UID already stored with other bytes (kept aside, never over)
     │   └── OutOfResources          free disk under the watermark (nothing is written)
     ├── RoutingRulesError           the routing rules file is invalid
     └── ScoringError                a scoring job did not produce a result this time
@@ -30,6 +32,8 @@ __all__ = [
     "UnsupportedSopClass",
     "StudyMismatch",
     "InstanceTooLarge",
+    "TruncatedPixelData",
+    "DifferingDuplicate",
     "OutOfResources",
     "RoutingRulesError",
     "ScoringError",
@@ -75,6 +79,14 @@ class StudyMismatch(IngestError):
 
 class InstanceTooLarge(IngestError):
     kind = "instance-too-large"
+
+
+class TruncatedPixelData(IngestError):
+    kind = "truncated-pixel-data"
+
+
+class DifferingDuplicate(IngestError):
+    kind = "differing-duplicate"
 
 
 class OutOfResources(IngestError):

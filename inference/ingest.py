@@ -1,22 +1,34 @@
 """Accept one received instance: check resources, validate, spool durably, record. Shared by DIMSE and STOW-RS.
 
 The order is the durability contract: the sender is told "success" only after the file and its
-directory entry are fsynced and the database transaction that records it has committed.
+directory entry are fsynced and the database transaction that records it has committed. A SOP Instance
+UID is stored once, by its first writer: a re-sent identical copy is acknowledged and dropped, a differing
+one is refused (0x0111) and kept aside in the quarantine, reported on the study's timeline.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 from pathlib import Path
 
 from sqlalchemy import Engine
 
-from inference.errors import IngestError, InstanceTooLarge, OutOfResources, StudyMismatch
+from inference.errors import DifferingDuplicate, IngestError, InstanceTooLarge, OutOfResources, StudyMismatch
 from inference.instance_headers import read_instance_headers
 from inference.records import InstanceHeaders, InstanceStored
-from inference.spool import Spool
-from inference.study_record import record_instance, record_quarantine
+from inference.spool import Spool, file_digest
+from inference.study_record import (
+    count_repeat,
+    find_instance,
+    find_repeat,
+    lock_instance,
+    quarantine_bytes,
+    record_differing_duplicate,
+    record_instance,
+    record_quarantine,
+)
 from service.db import utcnow
 from service.settings import Settings
 
@@ -32,6 +44,7 @@ class InstanceIngestor:
         self.spool = spool
         self.min_free_bytes = settings.min_free_disk_mb * 1024 * 1024
         self.max_instance_bytes = settings.max_instance_mb * 1024 * 1024
+        self.quarantine_max_bytes = settings.quarantine_max_mb * 1024 * 1024
 
     def has_free_disk(self) -> bool:
         return shutil.disk_usage(self.spool.studies).free >= self.min_free_bytes
@@ -47,29 +60,29 @@ class InstanceIngestor:
     ) -> InstanceStored:
         """Take ownership of ``received`` (a Part 10 file in the spool's incoming folder).
 
-        Raises an :class:`IngestError` after quarantining the file when it is refused.
+        Raises an :class:`IngestError` after quarantining the file when it is refused. Whatever happens,
+        ``received`` does not stay in ``incoming``: it is stored, quarantined or deleted.
         """
         headers: InstanceHeaders | None = None
         try:
-            self.check_resources()
-            size = received.stat().st_size
-            if size > self.max_instance_bytes:
-                raise InstanceTooLarge(
-                    f"instance of {size / 1e6:.0f} MB exceeds the {self.settings.max_instance_mb} MB limit"
-                )
-            headers = read_instance_headers(received)
-            if expected_study_uid is not None and headers.study_instance_uid != expected_study_uid:
-                raise StudyMismatch(
-                    f"instance belongs to study {headers.study_instance_uid}, not {expected_study_uid} named in the URL"
-                )
-            # A re-sent instance lands on the same path (same UIDs), so committing it before the
-            # duplicate check costs nothing and keeps the check inside the one write transaction.
-            final = self.spool.commit(received, headers)
-            now = utcnow()
-            with self.engine.begin() as connection:
-                recorded = record_instance(
-                    connection, headers, path=str(final), size=size, source=source, calling_ae=calling_ae, now=now
-                )
+            try:
+                self.check_resources()
+                size = received.stat().st_size
+                if size > self.max_instance_bytes:
+                    raise InstanceTooLarge(
+                        f"instance of {size / 1e6:.0f} MB exceeds the {self.settings.max_instance_mb} MB limit"
+                    )
+                headers = read_instance_headers(received, self.max_instance_bytes)
+                if expected_study_uid is not None and headers.study_instance_uid != expected_study_uid:
+                    raise StudyMismatch(
+                        f"instance belongs to study {headers.study_instance_uid}, not {expected_study_uid} named in the URL"
+                    )
+                stored = self._store(received, headers, size, source=source, calling_ae=calling_ae)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # A truly full disk (watermark 0, or another writer filled it): refuse, keep nothing partial.
+                raise OutOfResources(f"no space left under {self.settings.home}") from exc
         except OutOfResources:
             received.unlink(missing_ok=True)
             log.warning("refused an instance from %s: disk under watermark", calling_ae or source)
@@ -77,12 +90,46 @@ class InstanceIngestor:
         except IngestError as exc:
             self._quarantine(received, exc, headers, source=source, calling_ae=calling_ae)
             raise
-        if recorded.duplicate:
-            log.debug("duplicate SOP instance acknowledged again (revision %d)", recorded.revision)
-            if recorded.path != str(final):
-                # Same SOP Instance UID filed under another study/series: the first record wins.
-                final.unlink(missing_ok=True)
-                final = Path(recorded.path)
+        finally:
+            if received.parent == self.spool.incoming:
+                received.unlink(missing_ok=True)
+        return stored
+
+    def _store(
+        self, received: Path, headers: InstanceHeaders, size: int, *, source: str, calling_ae: str
+    ) -> InstanceStored:
+        """First writer wins: a stored instance is compared with a re-sent copy, never written over."""
+        self.spool.make_durable(received)
+        now = utcnow()
+        final = self.spool.path_for(headers)
+        with self.engine.begin() as connection:
+            lock_instance(connection, headers.sop_instance_uid)
+            existing = find_instance(connection, headers.sop_instance_uid)
+            if existing is None:
+                self.spool.store_first(received, final)
+                recorded = record_instance(
+                    connection, headers, path=str(final), size=size, source=source, calling_ae=calling_ae, now=now
+                )
+        if existing is not None:
+            kept = Path(existing.path)
+            if kept.is_file() and not self.spool.same_content(received, kept):
+                raise DifferingDuplicate(
+                    f"SOP Instance UID {headers.sop_instance_uid} is already stored with other content "
+                    f"(sha256 {file_digest(kept)[:16]} stored, {file_digest(received)[:16]} received); "
+                    "the first copy is kept, this one is set aside"
+                )
+            # The same bytes again (or a copy the retention cleaner has already removed): acknowledged, stored once.
+            received.unlink(missing_ok=True)
+            log.debug("duplicate SOP instance acknowledged again (revision %d)", existing.revision)
+            return InstanceStored(
+                headers=headers,
+                path=kept,
+                size=size,
+                revision=existing.revision,
+                duplicate=True,
+                source=source,
+                calling_ae=calling_ae,
+            )
         return InstanceStored(
             headers=headers,
             path=final,
@@ -96,20 +143,48 @@ class InstanceIngestor:
     def _quarantine(
         self, received: Path, exc: IngestError, headers: InstanceHeaders | None, *, source: str, calling_ae: str
     ) -> None:
+        """Keep the refusal (always, as a row) and the refused bytes (within the quota, once per content a day)."""
         now = utcnow()
-        sidecar = self.spool.quarantine_file(
-            received, exc.kind, exc.reason, {"source": source, "calling_ae": calling_ae}, now
-        )
+        size = received.stat().st_size if received.exists() else None
+        digest = file_digest(received) if size is not None else None
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        reason = exc.reason
         with self.engine.begin() as connection:
-            record_quarantine(
-                connection,
-                kind=exc.kind,
-                reason=exc.reason,
-                source=source,
-                calling_ae=calling_ae,
-                path=str(sidecar),
-                sop_instance_uid=headers.sop_instance_uid if headers else None,
-                study_instance_uid=headers.study_instance_uid if headers else None,
-                now=now,
-            )
-        log.warning("quarantined an instance from %s: %s (%s)", calling_ae or source, exc.kind, exc.reason)
+            repeat = None
+            if digest is not None:
+                repeat = find_repeat(
+                    connection, kind=exc.kind, source=source, calling_ae=calling_ae, digest=digest, since=day_start
+                )
+            if repeat is not None:
+                count_repeat(connection, repeat, now)
+                received.unlink(missing_ok=True)
+            else:
+                keep = bool(size)
+                if keep and size is not None and quarantine_bytes(connection) + size > self.quarantine_max_bytes:
+                    keep = False
+                    reason += f" (file not kept: quarantine is at its {self.settings.quarantine_max_mb} MB quota)"
+                kept = self.spool.quarantine_file(
+                    received, exc.kind, reason, {"source": source, "calling_ae": calling_ae}, now, keep=keep
+                )
+                record_quarantine(
+                    connection,
+                    kind=exc.kind,
+                    reason=reason,
+                    source=source,
+                    calling_ae=calling_ae,
+                    path=str(kept) if kept is not None else None,
+                    sop_instance_uid=headers.sop_instance_uid if headers else None,
+                    study_instance_uid=headers.study_instance_uid if headers else None,
+                    now=now,
+                    size=size,
+                    digest=digest,
+                )
+                if isinstance(exc, DifferingDuplicate) and headers is not None:
+                    record_differing_duplicate(connection, headers, source=source, calling_ae=calling_ae, now=now)
+        log.warning(
+            "quarantined an instance from %s: %s (%s)%s",
+            calling_ae or source,
+            exc.kind,
+            exc.reason,
+            " [repeat]" if repeat is not None else "",
+        )

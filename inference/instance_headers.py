@@ -12,8 +12,18 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import FileDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from inference.errors import MissingAttribute, NoPixelData, NotDicom, UnsupportedSopClass
+from inference.errors import (
+    InstanceTooLarge,
+    MissingAttribute,
+    NoPixelData,
+    NotDicom,
+    TruncatedPixelData,
+    UnsupportedSopClass,
+)
+from inference.instance_limits import check_declared_pixels, read_deflated_header
 from inference.records import InstanceHeaders
 from inference.sop_classes import ACCEPTED_SOP_CLASSES, modality_for_sop_class
 
@@ -57,11 +67,26 @@ def _required_uid(ds: FileDataset, keyword: str) -> str:
     return value
 
 
-def read_instance_headers(path: Path) -> InstanceHeaders:
-    """Parse the header of a DICOM Part 10 file at ``path`` without loading its pixels."""
+_DEFER_BYTES = 4096
+
+
+def _read_header(path: Path, max_bytes: int) -> FileDataset:
+    if str(read_file_meta_info(path).get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+        # pydicom would inflate the whole data set in memory: inflate in bounded chunks instead.
+        return read_deflated_header(path, max_bytes, _DEFER_BYTES)
+    return dcmread(path, defer_size=_DEFER_BYTES)
+
+
+def read_instance_headers(path: Path, max_bytes: int | None = None) -> InstanceHeaders:
+    """Parse the header of a DICOM Part 10 file at ``path`` without loading its pixels.
+
+    ``max_bytes`` bounds the instance once inflated and its pixel data once decoded (see
+    ``inference/instance_limits.py``); None checks only that the pixel data holds what it declares.
+    """
+    limit = max_bytes if max_bytes is not None else 1 << 62
     try:
         # Pixel data stays on disk (deferred); its presence is still visible in the dataset.
-        ds = dcmread(path, defer_size="4 KB")
+        ds = _read_header(path, limit)
         sop_class_uid = _required_uid(ds, "SOPClassUID")
         study_uid = _required_uid(ds, "StudyInstanceUID")
         series_uid = _required_uid(ds, "SeriesInstanceUID")
@@ -89,7 +114,7 @@ def read_instance_headers(path: Path) -> InstanceHeaders:
         )
     except InvalidDicomError as exc:
         raise NotDicom(f"not a DICOM Part 10 file: {exc}") from exc
-    except (MissingAttribute, UnsupportedSopClass, NoPixelData):
+    except (MissingAttribute, UnsupportedSopClass, NoPixelData, InstanceTooLarge):
         raise
     except Exception as exc:  # noqa: BLE001 - untrusted bytes make the parser raise anything
         raise NotDicom(f"unreadable DICOM header: {type(exc).__name__}: {exc}") from exc
@@ -100,6 +125,13 @@ def read_instance_headers(path: Path) -> InstanceHeaders:
         )
     if not has_pixels:
         raise NoPixelData(f"instance {sop_uid} of SOP class {ACCEPTED_SOP_CLASSES[sop_class_uid][0]} has no pixel data")
+    deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
+    try:
+        check_declared_pixels(ds, limit, file_size=None if deflated else path.stat().st_size)
+    except (InstanceTooLarge, TruncatedPixelData):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed pixel element makes pydicom raise anything
+        raise NotDicom(f"unreadable pixel data element: {type(exc).__name__}: {exc}") from exc
     if not modality:
         modality = modality_for_sop_class(sop_class_uid) or ""
     return InstanceHeaders(

@@ -104,6 +104,10 @@ class QuarantineOut(BaseModel):
     calling_ae: str
     sop_instance_uid: str | None
     study_instance_uid: str | None
+    size: int | None = None
+    repeats: int = 1
+    last_at: datetime | None = None
+    file_kept: bool = False
 
 
 class QuarantinePage(BaseModel):

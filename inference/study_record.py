@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Row, bindparam, insert, text, update
+from sqlalchemy import JSON, Connection, Row, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from inference.records import InstanceHeaders, RoutedStudy, StudyComplete
@@ -19,7 +19,20 @@ from inference.tables import QuarantinedItem, Study, StudyEvent
 from service.db import UTCDateTime
 from service.lifecycle import StudyStatus
 
-__all__ = ["find_instance", "record_instance", "record_quarantine", "mark_complete", "record_route", "add_event", "RecordedInstance"]
+__all__ = [
+    "find_instance",
+    "lock_instance",
+    "record_instance",
+    "record_quarantine",
+    "quarantine_bytes",
+    "find_repeat",
+    "count_repeat",
+    "record_differing_duplicate",
+    "mark_complete",
+    "record_route",
+    "add_event",
+    "RecordedInstance",
+]
 
 # Image modalities win over derived ones when a study mixes them (a CT with a screenshot series).
 _DERIVED_MODALITIES = {"", "OT", "SC", "SR", "PR", "KO", "DOC"}
@@ -75,6 +88,19 @@ _COUNT_SERIES = text("UPDATE series SET instance_count = instance_count + 1 WHER
 
 def find_instance(connection: Connection, sop_instance_uid: str) -> Row[Any] | None:
     return connection.execute(_FIND_INSTANCE, {"sop_instance_uid": sop_instance_uid}).first()
+
+
+_LOCK_INSTANCE = text("SELECT pg_advisory_xact_lock(hashtext(:sop_instance_uid))")
+
+
+def lock_instance(connection: Connection, sop_instance_uid: str) -> None:
+    """Serialise writers of one SOP Instance UID until the transaction ends.
+
+    SQLite needs nothing more (the ingest engine's transactions are ``BEGIN IMMEDIATE``, one writer at a
+    time); on PostgreSQL two receivers of the same UID would otherwise both see "not stored yet".
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK_INSTANCE, {"sop_instance_uid": sop_instance_uid})
 
 
 def record_instance(
@@ -163,6 +189,40 @@ def record_instance(
     return RecordedInstance(revision, False, study.id, path)
 
 
+def quarantine_bytes(connection: Connection) -> int:
+    """Bytes of the quarantined files still kept on disk (the quota's measure)."""
+    total = connection.execute(
+        select(func.coalesce(func.sum(QuarantinedItem.size), 0)).where(QuarantinedItem.path.is_not(None))
+    ).scalar_one()
+    return int(total or 0)
+
+
+def find_repeat(
+    connection: Connection, *, kind: str, source: str, calling_ae: str, digest: str, since: datetime
+) -> int | None:
+    """The id of today's quarantine row for the same refused bytes from the same sender, if any."""
+    return connection.execute(
+        select(QuarantinedItem.id)
+        .where(
+            QuarantinedItem.kind == kind,
+            QuarantinedItem.source == source,
+            QuarantinedItem.calling_ae == calling_ae[:16],
+            QuarantinedItem.digest == digest,
+            QuarantinedItem.at >= since,
+        )
+        .order_by(QuarantinedItem.id)
+        .limit(1)
+    ).scalar()
+
+
+def count_repeat(connection: Connection, item_id: int, now: datetime) -> None:
+    connection.execute(
+        update(QuarantinedItem)
+        .where(QuarantinedItem.id == item_id)
+        .values(repeats=QuarantinedItem.repeats + 1, last_at=now)
+    )
+
+
 def record_quarantine(
     connection: Connection,
     *,
@@ -174,6 +234,8 @@ def record_quarantine(
     sop_instance_uid: str | None,
     study_instance_uid: str | None,
     now: datetime,
+    size: int | None = None,
+    digest: str | None = None,
 ) -> None:
     connection.execute(
         insert(QuarantinedItem).values(
@@ -185,7 +247,31 @@ def record_quarantine(
             path=path,
             sop_instance_uid=sop_instance_uid,
             study_instance_uid=study_instance_uid,
+            size=size,
+            digest=digest,
+            repeats=1,
+            last_at=now,
         )
+    )
+
+
+def record_differing_duplicate(
+    connection: Connection, headers: InstanceHeaders, *, source: str, calling_ae: str, now: datetime
+) -> None:
+    """Report on the stored instance's study timeline that a copy with other content was refused."""
+    stored = find_instance(connection, headers.sop_instance_uid)
+    if stored is None:
+        return
+    add_event(
+        connection,
+        stored.study_id,
+        stored.revision,
+        "differing-duplicate",
+        now,
+        sop_instance_uid=headers.sop_instance_uid,
+        claimed_study_instance_uid=headers.study_instance_uid,
+        source=source,
+        calling_ae=calling_ae,
     )
 
 

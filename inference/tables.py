@@ -114,9 +114,20 @@ class QuarantinedItem(Base):
     reason: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    # The kept copy of the refused bytes; None when none is kept (empty, repeated, over quota, or removed
+    # by the retention cleaner). The row itself, with its reason, is never removed.
     path: Mapped[str | None] = mapped_column(Text, nullable=True)
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     study_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # The same bytes refused again the same day from the same sender count here instead of a new row and file.
+    repeats: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    @property
+    def file_kept(self) -> bool:
+        return self.path is not None
 
 
 class ScoringJob(Base):

@@ -36,6 +36,20 @@ class Settings(BaseSettings):
     dicom_receivers: int = Field(
         2, description="Receiving processes sharing the DICOM port (SO_REUSEPORT); one association is served by one process."
     )
+    dicom_max_associations: int = Field(
+        32, ge=1, description="Associations one receiver process serves at once; more are rejected (transient)."
+    )
+    dicom_max_associations_per_peer: int = Field(
+        8,
+        ge=1,
+        description="Associations one peer address may hold at once per receiver process; more are refused, so one "
+        "sender cannot lock the others out.",
+    )
+    dicom_idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an association may stay silent (no PDU) before it is aborted; also the DIMSE and ACSE timeouts.",
+    )
     dicom_max_pdu: int = Field(
         262144, description="Maximum PDU size the receiver offers; large PDUs cut per-PDU overhead on big images."
     )
@@ -65,7 +79,45 @@ class Settings(BaseSettings):
         512, description="Free-disk watermark under MEDSCREEN_HOME; below it new associations and stores are refused (0xA700)."
     )
     max_instance_mb: int = Field(
-        2048, description="Largest instance accepted; larger ones are refused and quarantined with the reason."
+        2048,
+        description="Largest instance accepted, as received, once a deflated data set is inflated, and as the pixel "
+        "data declares once decoded; checked while streaming, before anything is decoded. Larger ones are refused (0xA700).",
+    )
+    max_request_mb: int = Field(
+        32,
+        ge=1,
+        description="Largest HTTP request body outside STOW-RS (FHIR bundles, CSV extracts, forms); larger ones get 413 "
+        "before being parsed.",
+    )
+    quarantine_max_mb: int = Field(
+        1024,
+        ge=0,
+        description="Quota of refused files kept in the quarantine folder; past it a refusal is still recorded with its "
+        "reason but its bytes are not kept.",
+    )
+    retention_read_days: float = Field(
+        14.0,
+        gt=0,
+        description="Retention: a study's received files are removed this long after its final read (never before a "
+        "final read); the removal is audited.",
+    )
+    retention_not_applicable_days: float = Field(
+        14.0,
+        gt=0,
+        description="Retention: files of a study no routing rule matched (never on the reading list; the PACS has the "
+        "originals) are removed this long after it completed.",
+    )
+    retention_sent_days: float = Field(
+        14.0,
+        gt=0,
+        description="Retention: results built for the PACS (spool/outgoing) are removed this long after they were "
+        "made, once sent and once the study has a final read.",
+    )
+    retention_quarantine_days: float = Field(
+        30.0, gt=0, description="Retention: refused files are removed from the quarantine this long after they arrived."
+    )
+    retention_interval_s: float = Field(
+        3600.0, gt=0, description="How often `medscreen serve` runs the retention cleaner."
     )
     log_level: str = Field("INFO", description="Logging level of the service.")
     scoring_workers: int = Field(1, description="Scoring worker processes (each runs ONNX Runtime with MEDSCREEN_ORT_THREADS).")
@@ -92,6 +144,18 @@ class Settings(BaseSettings):
         None,
         description="Key that signs login tokens (at least 32 random characters); unset: generated at first start "
         "and kept in `$MEDSCREEN_HOME/secret_key` (mode 0600). Obvious defaults are refused.",
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed logins in a row after which an account is locked (an admin can lift it earlier)."
+    )
+    login_lockout_minutes: float = Field(
+        15.0, gt=0, description="How long a locked account stays locked, unless an admin unlocks it first."
+    )
+    login_address_max_failures: int = Field(
+        20,
+        ge=1,
+        description="Failed logins from one address within MEDSCREEN_LOGIN_LOCKOUT_MINUTES after which that address "
+        "gets 429 without a password check.",
     )
     access_token_minutes: int = Field(
         480, ge=1, description="Lifetime of a login token in minutes (default: one 8-hour shift)."

@@ -13,19 +13,22 @@ import logging
 import socket
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, _config, evt
+from pydicom._uid_dict import UID_dictionary
+from pynetdicom import AE, _config, evt, register_uid, sop_class
 from pynetdicom.events import Event
-from pynetdicom.presentation import StoragePresentationContexts
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.transport import ThreadedAssociationServer
 
 from inference.errors import IngestError
 from inference.ingest import InstanceIngestor
 from inference.receive.status import PROCESSING_FAILURE, SUCCESS, dicom_status_for
 
-__all__ = ["TRANSFER_SYNTAXES", "build_ae", "handlers_for", "start_dimse_server"]
+__all__ = ["TRANSFER_SYNTAXES", "AssociationLimits", "build_ae", "retired_storage_classes", "handlers_for", "start_dimse_server"]
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -51,8 +54,29 @@ TRANSFER_SYNTAXES = [
 ]
 
 
+@dataclass(frozen=True)
+class AssociationLimits:
+    """How many associations one receiver process serves, per peer address, and how long one may stay silent."""
+
+    total: int = 32
+    per_peer: int = 8
+    idle_timeout_s: float = 30.0
+
+
 class _ReusePortServer(ThreadedAssociationServer):
-    """An association server that shares its port with sibling processes and disables Nagle."""
+    """An association server that shares its port with sibling processes, disables Nagle and caps each peer."""
+
+    per_peer = AssociationLimits.per_peer
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        # One sender holding every slot with idle associations locks the others out: refuse its extra
+        # connections before any PDU is read (the sender sees the connection closed and retries later).
+        peer = client_address[0] if isinstance(client_address, tuple) else client_address
+        held = sum(1 for assoc in self.active_associations if assoc.requestor.address == peer)
+        if held >= self.per_peer:
+            log.warning("refused a connection from %s: it holds %d associations already", peer, held)
+            return False
+        return True
 
     def server_bind(self) -> None:
         assert self.socket is not None
@@ -65,19 +89,42 @@ class _ReusePortServer(ThreadedAssociationServer):
         return client, address
 
 
-def build_ae(ae_title: str, allowed_aes: list[str], max_pdu: int) -> AE:
+def retired_storage_classes() -> list[str]:
+    """Storage SOP classes pynetdicom does not know (retired US/NM, trial SRs, ...), registered as storage.
+
+    Old modalities still send them; without a storage service class behind the context, pynetdicom aborts
+    the association instead of letting the handler answer 0x0122 for that one instance.
+    """
+    known = {context.abstract_syntax for context in AllStoragePresentationContexts}
+    found = []
+    for uid, (name, kind, *_rest) in UID_dictionary.items():
+        if kind != "SOP Class" or "Storage" not in name or uid in known:
+            continue
+        if "Commitment" in name or "Directory" in name or uid.startswith("1.2.840.10008.5.1.1."):
+            continue  # storage commitment, DICOMDIR and print are not storage services
+        keyword = "MedscreenStorage_" + uid.replace(".", "_")
+        if not hasattr(sop_class, keyword):
+            register_uid(uid, keyword, StorageServiceClass)
+        found.append(uid)
+    return found
+
+
+def build_ae(ae_title: str, allowed_aes: list[str], max_pdu: int, limits: AssociationLimits | None = None) -> AE:
+    limits = limits or AssociationLimits()
     ae = AE(ae_title=ae_title)
     ae.maximum_pdu_size = max_pdu
-    ae.maximum_associations = 32
-    ae.network_timeout = 60
-    ae.dimse_timeout = 60
+    ae.maximum_associations = limits.total
+    # A silent peer is dropped after the idle timeout: it cannot hold a slot (or a thread) for long.
+    ae.network_timeout = limits.idle_timeout_s
+    ae.dimse_timeout = limits.idle_timeout_s
+    ae.acse_timeout = limits.idle_timeout_s
     ae.require_calling_aet = allowed_aes
     ae.add_supported_context(VERIFICATION)
-    # Every storage SOP class is negotiated, so that an unsupported one is answered with a proper
-    # C-STORE failure status and quarantined with its reason instead of failing the association.
-    for context in StoragePresentationContexts:
-        assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+    # Every storage SOP class is negotiated (retired ones included), so that an unsupported one is answered
+    # with a proper C-STORE failure status and quarantined with its reason instead of failing the association.
+    storage = [str(context.abstract_syntax) for context in AllStoragePresentationContexts]
+    for uid in storage + retired_storage_classes():
+        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
     return ae
 
 
@@ -120,7 +167,13 @@ def handlers_for(ingestor: InstanceIngestor) -> list[Any]:
 
 
 def start_dimse_server(
-    ingestor: InstanceIngestor, host: str, port: int, ae_title: str, allowed_aes: list[str], max_pdu: int
+    ingestor: InstanceIngestor,
+    host: str,
+    port: int,
+    ae_title: str,
+    allowed_aes: list[str],
+    max_pdu: int,
+    limits: AssociationLimits | None = None,
 ) -> ThreadedAssociationServer:
     """Start a non-blocking receiver; the caller shuts it down with ``server.shutdown()``."""
     # pynetdicom writes received datasets into tempfile's directory; pointing it at the spool's
@@ -128,8 +181,11 @@ def start_dimse_server(
     # only the receiver processes call this.
     _config.STORE_RECV_CHUNKED_DATASET = True
     tempfile.tempdir = str(ingestor.spool.incoming)
-    ae = build_ae(ae_title, allowed_aes, max_pdu)
+    limits = limits or AssociationLimits()
+    ae = build_ae(ae_title, allowed_aes, max_pdu, limits)
     server = ae.make_server((host, port), evt_handlers=handlers_for(ingestor), server_class=_ReusePortServer)
+    assert isinstance(server, _ReusePortServer)
+    server.per_peer = limits.per_peer
     # What AE.start_server does for its own servers; shutdown() expects to find the server here.
     ae._servers.append(server)
     threading.Thread(target=server.serve_forever, name=f"dimse-{port}", daemon=True).start()

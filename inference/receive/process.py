@@ -10,7 +10,7 @@ import threading
 import warnings
 
 from inference.ingest import InstanceIngestor
-from inference.receive.dimse import start_dimse_server
+from inference.receive.dimse import AssociationLimits, start_dimse_server
 from inference.spool import Spool
 from service.db import make_engine
 from service.settings import Settings
@@ -52,6 +52,9 @@ def run_receiver_process(settings_json: str, log_level: str) -> None:
         settings.dicom_ae_title,
         settings.dicom_allowed_aes,
         settings.dicom_max_pdu,
+        AssociationLimits(
+            settings.dicom_max_associations, settings.dicom_max_associations_per_peer, settings.dicom_idle_timeout_s
+        ),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

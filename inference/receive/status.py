@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inference.errors import (
+    DifferingDuplicate,
     IngestError,
     InstanceTooLarge,
     MissingAttribute,
@@ -10,6 +11,7 @@ from inference.errors import (
     NotDicom,
     OutOfResources,
     StudyMismatch,
+    TruncatedPixelData,
     UnsupportedSopClass,
 )
 
@@ -24,6 +26,9 @@ _STATUS = {
     MissingAttribute: 0xA900,  # Error: Data Set does not match SOP Class
     NoPixelData: 0xA900,
     StudyMismatch: 0xA900,
+    TruncatedPixelData: 0xA900,
+    # PS3.7 C.4.2 general failure "Duplicate SOP Instance": the first copy stays, this one is kept aside.
+    DifferingDuplicate: 0x0111,
     NotDicom: 0xC000,  # Error: Cannot understand
 }
 

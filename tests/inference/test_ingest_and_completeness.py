@@ -12,7 +12,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from inference.complete import CompletenessMonitor
-from inference.errors import InstanceTooLarge, NoPixelData, OutOfResources
+from inference.errors import DifferingDuplicate, InstanceTooLarge, NoPixelData, OutOfResources
 from inference.ingest import InstanceIngestor
 from inference.receive.process import build_ingestor
 from inference.route import load_rules
@@ -134,8 +134,8 @@ def test_refused_instance_is_quarantined_with_its_reason(ingestor: InstanceInges
         item = session.scalars(select(QuarantinedItem)).one()
         assert session.scalar(select(func.count()).select_from(Study)) == 0
     assert (item.kind, item.calling_ae) == ("no-pixel-data", "MOD1")
-    sidecar = json.loads(Path(item.path).read_text())
-    assert sidecar["reason"] == item.reason and (Path(item.path).parent / sidecar["file"]).is_file()
+    sidecar = json.loads(Path(item.path).with_suffix(".json").read_text())
+    assert sidecar["reason"] == item.reason and sidecar["file"] == Path(item.path).name and Path(item.path).is_file()
 
 
 def test_instance_over_the_size_limit_is_refused(sqlite_settings: Settings) -> None:
@@ -158,6 +158,8 @@ def test_same_sop_instance_uid_in_another_study_keeps_the_first(ingestor: Instan
     ds.StudyInstanceUID = generate_uid()
     clash = tmp_path / "clash.dcm"
     ds.save_as(clash)
-    again = ingestor.accept_file(_copy(ingestor, clash), source="dimse")
-    assert again.duplicate and again.path == first.path
-    assert not ingestor.spool.path_for(again.headers).exists()
+    # Other bytes under a stored SOP Instance UID: refused and set aside, the first copy stays (first writer wins).
+    with pytest.raises(DifferingDuplicate):
+        ingestor.accept_file(_copy(ingestor, clash), source="dimse")
+    assert first.path.read_bytes() == CT[0].read_bytes()
+    assert not (ingestor.spool.studies / ds.StudyInstanceUID).exists()
