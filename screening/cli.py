@@ -118,20 +118,43 @@ def _inputs(path: Path) -> Iterator[Any]:
 
 
 def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
-
-    from datasets.emr_records import RecordError
-    from screening.fhir_output import explanation, flag, risk_assessment
+    from datasets.emr_csv import check_extract
+    from datasets.errors import ExtractError
     from screening.screener import Screener
 
     if not args.input.exists():
         sys.stderr.write(f"{args.input} does not exist\n")
+        return 2
+    try:
+        if args.input.is_dir():
+            check_extract(args.input)  # before the 6 s of loading the knowledge
+    except ExtractError as exc:
+        sys.stderr.write(f"cannot screen {args.input}: {exc}\n")
         return 2
     screener = Screener.load(
         args.budget or settings.screening_alert_budget, settings.screening_max_age_years, settings.screening_model_path
     )
     counts = {"screened": 0, "flagged": 0, "errors": 0, "not_screened": 0}
     errors_out = args.errors.open("w", encoding="utf-8") if args.errors else None
+    try:
+        _screen_items(args, screener, counts, errors_out)
+    except ExtractError as exc:
+        # A missing file or column makes every child look healthier than recorded: stop, name it.
+        sys.stderr.write(f"cannot screen {args.input}: {exc}\n")
+        return 2
+    finally:
+        if errors_out:
+            errors_out.close()
+    sys.stderr.write(json.dumps({**counts, "model_version": screener.model.version, "threshold": screener.threshold}) + "\n")
+    return 0
+
+
+def _screen_items(args: argparse.Namespace, screener: Any, counts: dict[str, int], errors_out: Any) -> None:
+    from tqdm import tqdm
+
+    from datasets.emr_records import RecordError
+    from screening.fhir_output import explanation, flag, risk_assessment
+
     with args.out.open("w", encoding="utf-8") as out:
         for item in tqdm(_inputs(args.input), desc="children", unit=" child", file=sys.stderr, disable=args.quiet):
             if isinstance(item, RecordError):
@@ -155,10 +178,6 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
                 "Flag": fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None,
             }
             out.write(json.dumps(line) + "\n")
-    if errors_out:
-        errors_out.close()
-    sys.stderr.write(json.dumps({**counts, "model_version": screener.model.version, "threshold": screener.threshold}) + "\n")
-    return 0
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
