@@ -134,7 +134,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
     screener = Screener.load(
         args.budget or settings.screening_alert_budget, settings.screening_max_age_years, settings.screening_model_path
     )
-    counts = {"screened": 0, "flagged": 0, "errors": 0, "not_screened": 0}
+    counts = {"screened": 0, "incomplete": 0, "flagged": 0, "errors": 0, "not_screened": 0}
     errors_out = args.errors.open("w", encoding="utf-8") if args.errors else None
     try:
         _screen_items(args, screener, counts, errors_out)
@@ -163,8 +163,9 @@ def _screen_items(args: argparse.Namespace, screener: Any, counts: dict[str, int
                     errors_out.write(json.dumps({"source": item.source, "record": item.record, "reason": item.reason}) + "\n")
                 continue
             result = screener.screen(item, args.as_of)
-            counts["screened" if result.status == "screened" else "not_screened"] += 1
-            if not (result.flagged or args.all):
+            counts[result.status if result.status in ("screened", "incomplete") else "not_screened"] += 1
+            # An incomplete record is always written, with what was not read: never a silent "no risk".
+            if not (result.flagged or args.all or result.status == "incomplete"):
                 continue
             counts["flagged"] += result.flagged
             fhir_flag = flag(result, screener.ontology)
@@ -173,6 +174,7 @@ def _screen_items(args: argparse.Namespace, screener: Any, counts: dict[str, int
                 "status": result.status,
                 "risk": result.risk,
                 "flagged": result.flagged,
+                "dropped": [{"entry": d.entry, "reason": d.reason} for d in result.dropped],
                 "explanation": explanation(result, screener.ontology),
                 "RiskAssessment": risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True),
                 "Flag": fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None,

@@ -62,7 +62,9 @@ def test_evaluate_command_prints_the_metrics_as_json(phenopackets: Path, capsys:
 
 @pytest.mark.shared_data
 def test_every_shared_phenopacket_reads(shared_data: Path) -> None:
-    cases = list(iter_phenopackets(shared_data / "rare-disease" / "phenopackets"))
-    assert len(cases) == 2428
+    folder = shared_data / "rare-disease" / "phenopackets"
+    cases = list(iter_phenopackets(folder))
+    # The folder grows in waves (2,428 cases, then 5,225): every file it holds must read.
+    assert len(cases) == len(list(folder.rglob("*.json"))) >= 2428
     under_7 = [c for c in cases if c.age_days is not None and c.age_days < 7 * 365.25]
-    assert 500 <= len(under_7) <= 600
+    assert len(under_7) >= 500 and 0.1 <= len(under_7) / len(cases) <= 0.5
