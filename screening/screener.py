@@ -24,18 +24,16 @@ __all__ = ["Screener", "ScreeningResult", "patient_digest"]
 logger = logging.getLogger(__name__)
 
 _FEATURE_WORDS = {
-    "log1p_findings": "number of findings",
+    "findings": "number of findings",
+    "specific_findings": "specific findings",
+    "information": "information in the findings",
+    "best_disease_information": "fit to a known rare disease",
     "organ_systems": "organ systems involved",
-    "kb_max": "fit to a known rare disease",
-    "kb_logmeanexp": "fit to rare diseases overall",
-    "kb_top10_mean": "fit to the ten best-matching diseases",
-    "matched_in_top": "findings explained by the best-matching disease",
-    "lhfa_z_min": "height-for-age",
-    "hcfa_z_min": "head circumference-for-age",
-    "wfa_z_min": "weight-for-age",
+    "height_deficit": "short length/height for age",
+    "head_deficit": "small head for age",
+    "weight_deficit": "low weight for age",
     "congenital_codes": "congenital anomaly diagnoses",
     "neurodevelopmental": "neurodevelopmental finding",
-    "information_content": "specificity of the findings",
 }
 
 
