@@ -2,11 +2,17 @@
 
 A folder with three files (UTF-8, comma-separated, header row):
 
-* ``patients.csv``: ``patient_id,birth_date,sex`` (ISO date; sex M/F/U or male/female);
+* ``patients.csv``: ``patient_id,birth_date,sex`` (ISO date; sex M/F/U or male/female), optionally
+  ``name``, ``mrn`` (the hospital's record number), ``practitioner`` and ``organization`` (whose patient
+  the child is: scopes the paediatrician's page);
 * ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status]``; ``system`` is icd10, snomed, hpo
   or atc; ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
   an excluded finding;
 * ``observations.csv``: ``patient_id,date,loinc,value,unit``.
+
+All three files and their columns are required: a missing one is an :class:`ExtractError` that stops
+the batch with its name (a child without its diagnoses file would otherwise look healthy). A row that
+cannot be read is listed on its child's record as a dropped entry (the child is screened as incomplete).
 
 When every file is sorted by ``patient_id`` (``sort -t, -k1,1``) the files are merged as they stream
 and memory stays flat; otherwise diagnoses and observations are grouped in memory (logged).
@@ -20,13 +26,19 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-from datasets.emr_records import ChildRecord, CodedFact, Measurement, RecordError, code_system
+from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, Measurement, RecordError, code_system
+from datasets.errors import ExtractError
 
-__all__ = ["read_csv_extract", "CSV_FILES"]
+__all__ = ["read_csv_extract", "check_extract", "CSV_FILES", "REQUIRED_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
 CSV_FILES = ("patients.csv", "diagnoses.csv", "observations.csv")
+REQUIRED_COLUMNS = {
+    "patients.csv": ("patient_id", "birth_date", "sex"),
+    "diagnoses.csv": ("patient_id", "date", "system", "code"),
+    "observations.csv": ("patient_id", "date", "loinc", "value", "unit"),
+}
 _KINDS = {"condition", "procedure", "encounter", "medication"}
 
 Row = tuple[int, dict[str, str]]
@@ -39,6 +51,21 @@ def _rows(path: Path) -> Iterator[Row]:
         reader = csv.DictReader(handle)
         for line, row in enumerate(reader, start=2):
             yield line, {k.strip(): (v or "").strip() for k, v in row.items() if k}
+
+
+def check_extract(folder: Path) -> None:
+    """Raise :class:`ExtractError` naming the first missing file or column of the extract."""
+    if not folder.is_dir():
+        raise ExtractError(f"{folder} is not a folder with {', '.join(CSV_FILES)}")
+    for name, columns in REQUIRED_COLUMNS.items():
+        path = folder / name
+        if not path.is_file():
+            raise ExtractError(f"{name} is missing from {folder}")
+        with path.open(encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), [])
+        missing = [c for c in columns if c not in {h.strip() for h in header}]
+        if missing:
+            raise ExtractError(f"{name} has no column {', '.join(missing)} (header: {','.join(header)})")
 
 
 def _is_sorted(path: Path) -> bool:
@@ -68,11 +95,12 @@ def _measurement(row: dict[str, str]) -> Measurement:
 
 
 def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
-    """One record per row of ``patients.csv`` with its diagnoses and observations."""
+    """One record per row of ``patients.csv`` with its diagnoses and observations.
+
+    Raises :class:`ExtractError` before the first record when a file or a required column is missing.
+    """
+    check_extract(folder)
     paths = [folder / name for name in CSV_FILES]
-    if not paths[0].is_file():
-        yield RecordError(folder.name, "patients.csv", "missing")
-        return
     streaming = all(_is_sorted(p) for p in paths)
     if not streaming:
         logger.warning("CSV extract %s is not sorted by patient_id: grouping in memory", folder.name)
@@ -89,17 +117,26 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
         except (KeyError, ValueError) as exc:
             yield RecordError("patients.csv", where, f"invalid patient row: {exc}")
             continue
-        record = ChildRecord(pid, birth, sex, source=folder.name)  # type: ignore[arg-type]
+        record = ChildRecord(
+            pid,
+            birth,
+            sex,  # type: ignore[arg-type]
+            source=folder.name,
+            name=row.get("name", ""),
+            mrn=row.get("mrn", ""),
+            practitioner=row.get("practitioner", ""),
+            organization=row.get("organization", ""),
+        )
         for dline, drow in diagnoses.take(pid):
             try:
                 record.facts.append(_fact(drow))
             except (KeyError, ValueError) as exc:
-                yield RecordError("diagnoses.csv", f"diagnoses.csv:{dline}", f"invalid diagnosis row: {exc}")
+                record.dropped.append(DroppedEntry(f"diagnoses.csv:{dline}", f"invalid diagnosis row: {exc}"))
         for oline, orow in observations.take(pid):
             try:
                 record.measurements.append(_measurement(orow))
             except (KeyError, ValueError) as exc:
-                yield RecordError("observations.csv", f"observations.csv:{oline}", f"invalid observation row: {exc}")
+                record.dropped.append(DroppedEntry(f"observations.csv:{oline}", f"invalid observation row: {exc}"))
         yield record
     for name, grouped in (("diagnoses.csv", diagnoses), ("observations.csv", observations)):
         left = grouped.leftover()

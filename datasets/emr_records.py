@@ -2,6 +2,13 @@
 
 A reader yields one :class:`ChildRecord` per child, or a :class:`RecordError` naming the record it
 could not read and why; one bad record never stops a batch.
+
+The incomplete-record contract: an entry that belongs to a known child but cannot be read (a Condition
+with a broken date, a diagnosis row with an unknown code system) is not silently dropped and not only
+reported beside the batch: the reader lists it on the child's record as a :class:`DroppedEntry`, and a
+record with dropped entries is ``incomplete`` (the screener reports it as such, with the list, and never
+as "screened, nothing found"). A missing file or column of an extract is an :class:`ExtractError`
+(``datasets/errors.py``) that stops the batch with its name.
 """
 
 from __future__ import annotations
@@ -10,7 +17,16 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
-__all__ = ["CodedFact", "Measurement", "ChildRecord", "RecordError", "FactKind", "CODE_SYSTEMS", "code_system"]
+__all__ = [
+    "CodedFact",
+    "Measurement",
+    "ChildRecord",
+    "DroppedEntry",
+    "RecordError",
+    "FactKind",
+    "CODE_SYSTEMS",
+    "code_system",
+]
 
 FactKind = Literal["condition", "procedure", "encounter", "medication"]
 
@@ -64,6 +80,14 @@ class Measurement:
     date: date
 
 
+@dataclass(frozen=True)
+class DroppedEntry:
+    """An entry of a child's record that could not be read; ``entry`` names it (file:line, Resource/id)."""
+
+    entry: str
+    reason: str
+
+
 @dataclass
 class ChildRecord:
     patient_id: str
@@ -72,6 +96,18 @@ class ChildRecord:
     facts: list[CodedFact] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
     source: str = ""
+    dropped: list[DroppedEntry] = field(default_factory=list)
+    # For the paediatrician's page only (never logged): the name, the hospital's record number, and
+    # whose patient the child is (FHIR Patient.generalPractitioner / managingOrganization references).
+    name: str = ""
+    mrn: str = ""
+    practitioner: str = ""
+    organization: str = ""
+
+    @property
+    def incomplete(self) -> bool:
+        """Some entries of this record could not be read (see :attr:`dropped`)."""
+        return bool(self.dropped)
 
 
 @dataclass(frozen=True)

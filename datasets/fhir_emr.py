@@ -3,7 +3,9 @@
 Inputs: one Bundle (JSON), or NDJSON where each line is a Bundle (one child per line: streams with
 flat memory) or a single resource (a bulk-export file: grouped per patient in memory). Patient,
 Condition, Observation, Encounter, Procedure and MedicationRequest are read; other resources are
-skipped. A resource that does not validate becomes a :class:`RecordError` and the rest goes on.
+skipped. A resource that does not validate and names its Patient is listed on that child's record as a
+dropped entry (the record is then incomplete, see ``datasets/emr_records.py``); one that names no known
+Patient becomes a :class:`RecordError`; the rest goes on.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -19,9 +22,9 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from datasets.emr_records import ChildRecord, CodedFact, FactKind, Measurement, RecordError, code_system
+from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, FactKind, Measurement, RecordError, code_system
 
-__all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle"]
+__all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle", "fhir_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,38 @@ def _codings(concepts: Iterable[Any] | None) -> list[tuple[str, str]]:
             if coding.code:
                 out.append((code_system(coding.system), str(coding.code)))
     return out
+
+
+def _raw_patient_ref(raw: dict[str, Any]) -> str | None:
+    """The Patient a resource that failed validation names, read from the plain JSON."""
+    for key in ("subject", "patient"):
+        value = raw.get(key)
+        reference = value.get("reference") if isinstance(value, dict) else None
+        if isinstance(reference, str) and reference:
+            return reference.split("/")[-1]
+    return None
+
+
+def _patient_extras(resource: Any) -> dict[str, str]:
+    """Name, record number and the references that say whose patient the child is."""
+    name = ""
+    for human in resource.name or []:
+        name = human.text or " ".join([*(human.given or []), human.family or ""]).strip()
+        if name:
+            break
+    mrn = ""
+    for identifier in resource.identifier or []:
+        codes = [c.code for c in (identifier.type.coding or [])] if identifier.type else []
+        if "MR" in codes or (not mrn and identifier.use == "usual"):
+            mrn = str(identifier.value or "")
+    practitioners = [r.reference for r in resource.generalPractitioner or [] if r.reference]
+    organization = resource.managingOrganization.reference if resource.managingOrganization else ""
+    return {
+        "name": name,
+        "mrn": mrn,
+        "practitioner": next((r for r in practitioners if "Practitioner" in r), practitioners[0] if practitioners else ""),
+        "organization": organization or next((r for r in practitioners if "Organization" in r), ""),
+    }
 
 
 def _patient_ref(resource: Any) -> str | None:
@@ -99,6 +134,7 @@ def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], sour
     patients: dict[str, ChildRecord] = {}
     pending: dict[str, list[tuple[str, Any]]] = {}
     errors: list[RecordError] = []
+    dropped: dict[str, list[DroppedEntry]] = {}
     order: list[str] = []
     for where, raw in resources:
         rtype = raw.get("resourceType") if isinstance(raw, dict) else None
@@ -108,7 +144,11 @@ def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], sour
         try:
             resource: Any = get_fhir_model_class(rtype).model_validate(raw)
         except (ValidationError, ValueError, TypeError) as exc:
-            errors.append(RecordError(source, f"{where} {name}", f"invalid {rtype}: {_short(exc)}"))
+            owner = _raw_patient_ref(raw) if rtype != "Patient" else None
+            if owner is not None:
+                dropped.setdefault(owner, []).append(DroppedEntry(f"{where} {name}", f"invalid {rtype}: {_short(exc)}"))
+            else:
+                errors.append(RecordError(source, f"{where} {name}", f"invalid {rtype}: {_short(exc)}"))
             continue
         if rtype == "Patient":
             birth = _as_date(resource.birthDate)
@@ -117,7 +157,7 @@ def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], sour
                 continue
             sex = {"male": "M", "female": "F"}.get(resource.gender or "", "U")
             pid = str(resource.id or where)
-            patients[pid] = ChildRecord(pid, birth, sex, source=source)  # type: ignore[arg-type]
+            patients[pid] = ChildRecord(pid, birth, sex, source=source, **_patient_extras(resource))  # type: ignore[arg-type]
             order.append(pid)
             continue
         ref = _patient_ref(resource)
@@ -128,6 +168,7 @@ def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], sour
     yield from errors
     for pid in order:
         record = patients[pid]
+        record.dropped.extend(dropped.pop(pid, []))
         for rtype, resource in pending.pop(pid, []):
             if rtype == "Observation":
                 record.measurements.extend(_measurements(resource))
@@ -136,6 +177,9 @@ def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], sour
         yield record
     for ref, items in pending.items():
         yield RecordError(source, f"{len(items)} resources", f"reference a Patient not in the input ({_hash(ref)})")
+    for ref, entries in dropped.items():
+        for entry in entries:
+            yield RecordError(source, entry.entry, f"{entry.reason}; references a Patient not in the input ({_hash(ref)})")
 
 
 def records_from_bundle(bundle: dict[str, Any], source: str, where: str = "") -> Iterator[ChildRecord | RecordError]:
@@ -187,13 +231,36 @@ _SYSTEM_URIS = {
 }
 
 
+_INVALID_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9.-]")
+
+
+def fhir_id(value: str) -> str:
+    """``value`` as a valid FHIR id (``[A-Za-z0-9-.]{1,64}``): other characters become ``-``, and a long
+    value keeps its start and a digest of the whole, so distinct values stay distinct."""
+    cleaned = _INVALID_ID_CHARACTERS.sub("-", value) or "id"
+    if len(cleaned) <= 64 and cleaned == value:
+        return cleaned
+    digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:10]
+    return f"{cleaned[:53]}-{digest}"
+
+
 def record_to_bundle(record: ChildRecord) -> dict[str, Any]:
-    """A child's record as a FHIR R4 collection Bundle (for simulated extracts, tests and demos)."""
-    pid = record.patient_id
+    """A child's record as a FHIR R4 collection Bundle (for simulated extracts, tests and demos); ids
+    are made valid FHIR ids with :func:`fhir_id`."""
+    pid = fhir_id(record.patient_id)
     gender = {"M": "male", "F": "female"}.get(record.sex, "unknown")
-    entries: list[dict[str, Any]] = [
-        {"resource": {"resourceType": "Patient", "id": pid, "birthDate": record.birth_date.isoformat(), "gender": gender}}
-    ]
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": pid, "birthDate": record.birth_date.isoformat(), "gender": gender}
+    if record.name:
+        patient["name"] = [{"text": record.name}]
+    if record.mrn:
+        patient["identifier"] = [
+            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}, "value": record.mrn}
+        ]
+    if record.practitioner:
+        patient["generalPractitioner"] = [{"reference": record.practitioner}]
+    if record.organization:
+        patient["managingOrganization"] = {"reference": record.organization}
+    entries: list[dict[str, Any]] = [{"resource": patient}]
     subject = {"reference": f"Patient/{pid}"}
     for i, fact in enumerate(record.facts):
         coding = {"coding": [{"system": _SYSTEM_URIS.get(fact.system, fact.system), "code": fact.code}]}

@@ -31,41 +31,47 @@ def _knowledge() -> tuple[Any, Any, Any]:
 
 
 def _print_report(summary: dict[str, Any]) -> None:
-    def line(name: str, d: dict[str, Any]) -> str:
-        cells = [d.get(k) for k in ("sensitivity_at_budget", "auprc", "ppv", "roc_auc", "top1", "top10")]
-        return f"{name:34s}" + "".join(f"{'n/a' if c is None else f'{c:.3f}':>10s}" for c in cells)
-
     print(
-        f"cases {summary['n_cases']} ({summary['n_diseases']} diseases, held out by disease in {summary['folds']} folds), "
-        f"controls {summary['n_controls']}; prevalence 1:{round(1 / summary['prevalence'])}, "
-        f"alert budget {summary['alert_budget']:g} flags per child"
+        f"{summary['n_cohorts']} gene cohorts held out whole in {summary['folds']} folds; prevalence "
+        f"1:{round(1 / summary['prevalence'])}, alert budget {summary['alert_budget']:g} flags per child"
     )
-    print(f"{'':34s}{'sens@bud':>10s}{'AUPRC':>10s}{'PPV':>10s}{'ROC AUC':>10s}{'top1':>10s}{'top10':>10s}")
-    print(line("screener", summary))
-    for name, values in summary["baselines"].items():
-        print(line(f"baseline: {name}", values))
-    ref = summary.get("curated_hpo_reference")
-    if ref:
+    print(f"{'projection':26s}{'cases':>6s}{'sens@bud':>9s}{'count':>7s}{'AUPRC':>7s}{'ROC':>7s}{'sens@thr':>9s}{'95% CI':>14s}{'flags':>7s}")
+    for name, p in summary["projections"].items():
+        at = p["at_fold_thresholds"]
+        low, high = at["sensitivity_95ci_by_cohort"]
         print(
-            f"reference, same disease ranking on the published HPO terms (no EMR projection): "
-            f"top1 {ref['top1']:.3f}, top3 {ref['top3']:.3f}, top10 {ref['top10']:.3f}"
+            f"{name:26s}{p['n_cases']:6d}{p['sensitivity_at_budget']:9.3f}{p['baseline_finding_count']['sensitivity_at_budget']:7.3f}"
+            f"{p['auprc']:7.3f}{p['roc_auc']:7.3f}{at['sensitivity']:9.3f}{f'{low:.2f}-{high:.2f}':>14s}{at['control_flag_rate']:7.3f}"
         )
+    print(
+        f"headline (worst projection, {summary['headline_projection']}): sensitivity at budget "
+        f"{summary['sensitivity_at_budget']:.3f}; counting findings {summary['baseline_finding_count_sensitivity_at_budget']:.3f}"
+    )
+    ranking = summary.get("ranking")
+    if ranking:
+        print(f"candidate ranking on the published HPO terms of {ranking['cases']} children ({ranking['cohorts']} cohorts; "
+              f"{ranking['cases_with_disease_not_in_annotations']} with a disease absent from phenotype.hpoa):")
+        for name in ("likelihood_ratio", "likelihood_ratio_fit", "shared_information_fit", "combined_fit"):
+            r = ranking[name]
+            print(f"  {name:24s} top1 {r['top1']:.3f} top10 {r['top10']:.3f} "
+                  f"(mean over cohorts {r['top1_mean_over_cohorts']:.3f} / {r['top10_mean_over_cohorts']:.3f})")
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from screening.train_screener import build_dataset, evaluate, load_cases
+    from screening.train_screener import evaluation_summary, load_cases
 
     _, kb, maps = _knowledge()
     cases = load_cases(args.phenopackets)
     if not cases:
         sys.stderr.write(f"no phenopackets under {args.phenopackets}\n")
         return 2
-    data = build_dataset(cases, kb, maps, args.controls, args.seed)
-    if int(data.labels.sum()) == 0:
+    if not any(c.age_days is not None and c.age_days < 7 * 365.25 for c in cases):
         sys.stderr.write("no case is a child under 7 with an age: nothing to evaluate\n")
         return 2
     budget = args.budget or settings.screening_alert_budget
-    report = evaluate(data, args.prevalence, budget, seed=args.seed)
+    report = evaluation_summary(
+        cases, kb, maps, prevalence=args.prevalence, budget=budget, n_controls=args.controls, seed=args.seed
+    )
     if args.json:
         print(json.dumps(report.summary))
     else:
@@ -118,20 +124,43 @@ def _inputs(path: Path) -> Iterator[Any]:
 
 
 def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
-
-    from datasets.emr_records import RecordError
-    from screening.fhir_output import explanation, flag, risk_assessment
+    from datasets.emr_csv import check_extract
+    from datasets.errors import ExtractError
     from screening.screener import Screener
 
     if not args.input.exists():
         sys.stderr.write(f"{args.input} does not exist\n")
         return 2
+    try:
+        if args.input.is_dir():
+            check_extract(args.input)  # before the 6 s of loading the knowledge
+    except ExtractError as exc:
+        sys.stderr.write(f"cannot screen {args.input}: {exc}\n")
+        return 2
     screener = Screener.load(
         args.budget or settings.screening_alert_budget, settings.screening_max_age_years, settings.screening_model_path
     )
-    counts = {"screened": 0, "flagged": 0, "errors": 0, "not_screened": 0}
+    counts = {"screened": 0, "incomplete": 0, "flagged": 0, "errors": 0, "not_screened": 0}
     errors_out = args.errors.open("w", encoding="utf-8") if args.errors else None
+    try:
+        _screen_items(args, screener, counts, errors_out)
+    except ExtractError as exc:
+        # A missing file or column makes every child look healthier than recorded: stop, name it.
+        sys.stderr.write(f"cannot screen {args.input}: {exc}\n")
+        return 2
+    finally:
+        if errors_out:
+            errors_out.close()
+    sys.stderr.write(json.dumps({**counts, "model_version": screener.model.version, "threshold": screener.threshold}) + "\n")
+    return 0
+
+
+def _screen_items(args: argparse.Namespace, screener: Any, counts: dict[str, int], errors_out: Any) -> None:
+    from tqdm import tqdm
+
+    from datasets.emr_records import RecordError
+    from screening.fhir_output import explanation, flag, risk_assessment
+
     with args.out.open("w", encoding="utf-8") as out:
         for item in tqdm(_inputs(args.input), desc="children", unit=" child", file=sys.stderr, disable=args.quiet):
             if isinstance(item, RecordError):
@@ -140,8 +169,9 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
                     errors_out.write(json.dumps({"source": item.source, "record": item.record, "reason": item.reason}) + "\n")
                 continue
             result = screener.screen(item, args.as_of)
-            counts["screened" if result.status == "screened" else "not_screened"] += 1
-            if not (result.flagged or args.all):
+            counts[result.status if result.status in ("screened", "incomplete") else "not_screened"] += 1
+            # An incomplete record is always written, with what was not read: never a silent "no risk".
+            if not (result.flagged or args.all or result.status == "incomplete"):
                 continue
             counts["flagged"] += result.flagged
             fhir_flag = flag(result, screener.ontology)
@@ -150,39 +180,46 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
                 "status": result.status,
                 "risk": result.risk,
                 "flagged": result.flagged,
+                "dropped": [{"entry": d.entry, "reason": d.reason} for d in result.dropped],
                 "explanation": explanation(result, screener.ontology),
                 "RiskAssessment": risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True),
                 "Flag": fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None,
             }
             out.write(json.dumps(line) + "\n")
-    if errors_out:
-        errors_out.close()
-    sys.stderr.write(json.dumps({**counts, "model_version": screener.model.version, "threshold": screener.threshold}) + "\n")
-    return 0
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
-    """Write simulated children (controls, plus projected cases if --phenopackets) as FHIR NDJSON Bundles."""
+    """Write simulated children as FHIR NDJSON Bundles: ordinary children and cases (projected
+    phenopackets with --phenopackets, else drawn from disease annotations), all under 7 on --as-of."""
     import random
+    from datetime import UTC, datetime
 
     from datasets.fhir_emr import record_to_bundle
     from datasets.phenopackets import iter_phenopackets
-    from screening.simulate import CaseProjector, simulate_controls
+    from screening.simulate import CaseProjector, annotation_case, simulate_controls
 
-    ontology, _, maps = _knowledge()
-    written = 0
+    ontology, kb, maps = _knowledge()
+    as_of = args.as_of or datetime.now(UTC).date()
+    n_cases = round(args.n * args.case_share)
+    rng = random.Random(args.seed)
+    projector = CaseProjector(maps)
+    lines: list[tuple[str, str]] = []
+    for record, _ in simulate_controls(maps, args.n - n_cases, args.seed, as_of):
+        lines.append(("control", json.dumps(record_to_bundle(record))))
+    if args.phenopackets:
+        real = [c for c in iter_phenopackets(args.phenopackets) if c.age_days is not None and c.age_days < 7 * 365.25]
+        cases = rng.sample(real, min(n_cases, len(real))) if n_cases else real
+    else:
+        cases = [annotation_case(kb, rng, i) for i in range(n_cases)]
+    for case in cases:
+        projected = projector.project(case, rng, as_of=as_of)
+        if projected is not None:
+            lines.append(("case", json.dumps(record_to_bundle(projected[0]))))
+    rng.shuffle(lines)
     with args.out.open("w", encoding="utf-8") as out:
-        for record, _as_of in simulate_controls(maps, args.n, args.seed):
-            out.write(json.dumps(record_to_bundle(record)) + "\n")
-            written += 1
-        if args.phenopackets:
-            projector, rng = CaseProjector(maps), random.Random(args.seed)
-            for case in iter_phenopackets(args.phenopackets):
-                projected = projector.project(case, rng)
-                if projected is not None:
-                    out.write(json.dumps(record_to_bundle(projected[0])) + "\n")
-                    written += 1
-    print(f"{written} children written to {args.out}")
+        out.writelines(line + "\n" for _, line in lines)
+    made = sum(kind == "case" for kind, _ in lines)
+    print(f"{len(lines)} children written to {args.out} ({made} cases, {len(lines) - made} controls; as of {as_of})")
     return 0
 
 
@@ -210,7 +247,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--phenopackets", type=Path, required=True, help="folder of phenopacket JSON files (recursive)")
-        p.add_argument("--controls", type=int, default=4000, help="simulated control children (default 4000)")
+        p.add_argument("--controls", type=int, default=2000, help="simulated control children per projection (2000)")
         p.add_argument("--seed", type=int, default=7)
         p.add_argument("--prevalence", type=float, default=DEFAULT_PREVALENCE, help="population prevalence (1/500)")
         p.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
@@ -234,7 +271,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     simulate = commands.add_parser("simulate", help="write simulated children as FHIR NDJSON (one Bundle per line)")
     simulate.add_argument("--n", type=int, default=1000)
     simulate.add_argument("--seed", type=int, default=11)
-    simulate.add_argument("--phenopackets", type=Path, default=None, help="also project these cases")
+    simulate.add_argument("--phenopackets", type=Path, default=None, help="cases from these phenopackets (else from annotations)")
+    simulate.add_argument("--case-share", type=float, default=0.05, help="share of the children that are cases (0.05)")
+    simulate.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default today)")
     simulate.add_argument("--out", type=Path, required=True)
     simulate.set_defaults(func=_simulate)
 

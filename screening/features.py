@@ -1,96 +1,116 @@
-"""Per-child features for the risk model, and the two baselines, from findings and knowledge scores."""
+"""Per-child features of the risk model, and the baselines, from a child's findings.
+
+Every feature is bounded (a value in [0, 1]: a count or an amount of information divided by its cap)
+and never falls when evidence is added: another finding, or a more specific one in place of a general
+one, can only keep or raise each of them (``screening/information.py`` says why for the information
+features). With non-negative weights in the risk model, the risk is then monotone in the evidence, and
+a child with more findings than any training case is not extrapolated anywhere (the caps hold it).
+Excluded (refuted) findings never enter the risk; they only re-rank the candidate diseases.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from screening.findings import ChildFindings
-from screening.knowledge import EPSILON, DiseaseMatch, KnowledgeBase
+from screening.information import SPECIFIC_INFORMATION
+from screening.knowledge import DiseaseMatch, KnowledgeBase
 
-__all__ = ["FEATURE_NAMES", "ChildScores", "score_child"]
+__all__ = ["FEATURE_NAMES", "FEATURE_CAPS", "ChildScores", "score_child"]
 
-FEATURE_NAMES = (
-    "log1p_findings",
-    "organ_systems",
-    "kb_max",
-    "kb_logmeanexp",
-    "kb_top10_mean",
-    "matched_in_top",
-    "lhfa_z_min",
-    "hcfa_z_min",
-    "wfa_z_min",
-    "congenital_codes",
-    "neurodevelopmental",
-    "information_content",
-)
+# name -> cap (the feature is min(value, cap) / cap)
+FEATURE_CAPS = {
+    "findings": 16.0,  # distinct HPO findings
+    "specific_findings": 10.0,  # distinct findings of at most ~1 disease in 50
+    "information": 60.0,  # nats over the closure of the findings, shared ancestry once
+    "best_disease_information": 45.0,  # nats shared with the best-matching disease
+    "organ_systems": 6.0,
+    "height_deficit": 3.0,  # SD below -2 of the lowest length/height-for-age z
+    "head_deficit": 3.0,
+    "weight_deficit": 3.0,
+    "congenital_codes": 4.0,  # ICD-10 chapter Q codes
+    "neurodevelopmental": 1.0,
+}
+FEATURE_NAMES = tuple(FEATURE_CAPS)
 NEURODEVELOPMENTAL = "HP:0012759"
 
 
 @dataclass
 class ChildScores:
     features: np.ndarray
-    organ_systems: int  # baseline 1
-    feature_count_max: float  # baseline 2: most findings any one disease explains
-    kb_scores: np.ndarray | None  # per-disease log LR (None when no findings); dropped after use
-    counts: np.ndarray | None  # per-disease matched finding counts (baseline 2's ranking)
+    organ_systems: int
+    finding_count: int  # baseline: distinct HPO findings
+    feature_count_max: float  # baseline: most findings any one disease explains (evaluation only)
+    kb_scores: np.ndarray | None  # per-disease log LR, computed when asked (candidates, evaluation)
+    counts: np.ndarray | None
     observed: list[int]
+    excluded: list[int] = field(default_factory=list)
+    sex: str = "U"
+    age_days: int | None = None
+    best_disease: int | None = None  # by shared information
 
     def top_matches(self, kb: KnowledgeBase, k: int = 5) -> list[DiseaseMatch]:
-        if self.kb_scores is None:
+        """Candidate diseases for this child, ranked by :data:`screening.ranking.SERVED_RANKER` (which
+        leaves out diseases of the other sex and down-weights adult and later onset)."""
+        from screening.ranking import SERVED_RANKER, rank_scores
+
+        if not self.observed:
             return []
-        return kb.top_matches(self.observed, self.kb_scores, k)
+        scores = rank_scores(kb, self.observed, self.excluded, self.sex, self.age_days, SERVED_RANKER)
+        return kb.top_matches(self.observed, scores, k)
+
+
+def _capped(value: float, name: str) -> float:
+    return min(max(value, 0.0), FEATURE_CAPS[name]) / FEATURE_CAPS[name]
 
 
 def score_child(
     child: ChildFindings, kb: KnowledgeBase, keep_vectors: bool = False, baselines: bool = False
 ) -> ChildScores:
-    """Features of one child; ``baselines`` adds the unweighted feature count (evaluation only)."""
+    """Features of one child; ``keep_vectors`` keeps the per-disease scores, ``baselines`` adds the
+    unweighted per-disease feature count (both for evaluation)."""
+    if kb.information is None:
+        raise ValueError("the knowledge base was built without information content")
     present = child.present
     observed = kb.indices(present)
     excluded = kb.indices(child.absent)
-    systems = set()
-    for term in present:
-        primary = kb.ontology.primary(term)
-        if primary:
-            systems |= kb.ontology.systems_of(primary)
+    info = kb.information
+    closure = info.closure_of(observed)
+    systems = {kb.term_ids[i] for i in closure} & set(kb.ontology.organ_systems)
     features = np.zeros(len(FEATURE_NAMES), dtype=np.float64)
-    features[0] = np.log1p(len(observed))
-    features[1] = len(systems)
+    best_disease = None
+    features[0] = _capped(len(observed), "findings")
+    if observed:
+        features[1] = _capped(float(np.sum(info.information[observed] >= SPECIFIC_INFORMATION)), "specific_findings")
+        features[2] = _capped(info.total(closure), "information")
+        shared = info.per_disease(closure)
+        best_disease = int(np.argmax(shared))
+        features[3] = _capped(float(shared[best_disease]), "best_disease_information")
+    features[4] = _capped(len(systems), "organ_systems")
+    features[5] = _capped(-2.0 - child.growth_z.get("lhfa", 0.0), "height_deficit")
+    features[6] = _capped(-2.0 - child.growth_z.get("hcfa", 0.0), "head_deficit")
+    features[7] = _capped(-2.0 - child.growth_z.get("wfa", 0.0), "weight_deficit")
+    features[8] = _capped(child.congenital_codes, "congenital_codes")
+    features[9] = float(kb.term_index.get(NEURODEVELOPMENTAL, -1) in set(closure.tolist()))
     scores = counts = None
     feature_count_max = 0.0
-    if observed:
-        constant, delta = kb.deltas(observed, excluded)
-        scores = constant + delta
-        touched = delta[delta != 0]
-        positive = touched[touched > 0]
-        # Top ten among the touched diseases only: the untouched ones (delta 0) are long runs of ties,
-        # where introselect is slow.
-        if len(positive) > 10:
-            top = np.partition(positive, len(positive) - 10)[-10:]
-        else:
-            top = np.concatenate([np.zeros(10 - len(positive)), positive])
-        features[2] = constant + float(top.max())
-        mean_lr = (float(np.exp(touched).sum()) + (kb.n_diseases - len(touched))) / kb.n_diseases
-        features[3] = constant + float(np.log(mean_lr))
-        features[4] = constant + float(top.mean())
-        features[5] = kb.best_match_size(observed, int(np.argmax(delta)))
-        if keep_vectors or baselines:
-            counts = kb.feature_counts(observed)
-            feature_count_max = float(counts.max())
-        # -log P(t) summed: rare, specific findings carry more information than common ones.
-        features[11] = float(np.sum(kb.present_default[observed]) - len(observed) * np.log(EPSILON))
-    features[6] = max(child.growth_z.get("lhfa", 0.0), -6.0)
-    features[7] = max(child.growth_z.get("hcfa", 0.0), -6.0)
-    features[8] = max(child.growth_z.get("wfa", 0.0), -6.0)
-    features[9] = min(child.congenital_codes, 5)
-    features[10] = float(any(NEURODEVELOPMENTAL in kb.ontology.ancestors(t) for t in present if t in kb.ontology.terms))
+    if observed and keep_vectors:
+        scores = kb.scores(observed, excluded)
+    if observed and (keep_vectors or baselines):
+        counts = kb.feature_counts(observed)
+        feature_count_max = float(counts.max())
     return ChildScores(
         features=features,
         organ_systems=len(systems),
+        finding_count=len(observed),
         feature_count_max=feature_count_max,
         kb_scores=scores,
         counts=counts if keep_vectors else None,
         observed=observed,
+        excluded=excluded,
+        sex=child.sex,
+        age_days=child.age_days,
+        best_disease=best_disease,
     )

@@ -32,6 +32,8 @@ def explanation(result: ScreeningResult, ontology: Ontology) -> dict[str, Any]:
             }
             for f in sorted(result.findings, key=lambda f: (f.age_days is None, f.age_days or 0))
         ],
+        "status": result.status,
+        "dropped": [{"entry": d.entry, "reason": d.reason} for d in result.dropped],
         "organ_systems": result.organ_systems,
         "drivers": result.drivers,
         "candidates": [
@@ -64,18 +66,21 @@ def risk_assessment(result: ScreeningResult, ontology: Ontology) -> RiskAssessme
                     "coding": [{"system": _DISEASE_SYSTEMS.get(prefix, prefix), "code": number, "display": candidate.name}],
                     "text": candidate.name,
                 },
-                "qualitativeRisk": {"text": f"log likelihood ratio {candidate.score:.1f}"},
+                "qualitativeRisk": {"text": f"match score {candidate.score:.1f} (likelihood ratio and shared information, fitted to age and sex)"},
                 "rationale": "matched findings: " + ", ".join(ontology.name(t) for t in candidate.matched),
             }
         )
     notes = []
-    if result.status != "screened":
+    if result.status == "incomplete":
+        notes.append({"text": f"incomplete record: {result.reason}; the risk uses only what could be read"})
+        notes += [{"text": f"not read: {d.entry}: {d.reason}"} for d in result.dropped]
+    elif result.status != "screened":
         notes.append({"text": f"not screened: {result.status} ({result.reason})"})
     if result.drivers:
         notes.append({"text": "drivers: " + "; ".join(result.drivers)})
     resource: dict[str, Any] = {
         "resourceType": "RiskAssessment",
-        "status": "final" if result.status == "screened" else "cancelled",
+        "status": {"screened": "final", "incomplete": "preliminary"}.get(result.status, "cancelled"),
         "subject": {"reference": f"Patient/{result.patient_id}"},
         "occurrenceDateTime": result.screened_at.isoformat(),
         "method": {

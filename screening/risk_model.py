@@ -1,15 +1,19 @@
 """The calibrated risk model as served: a plain JSON artefact evaluated with numpy.
 
-Trained with scikit-learn (``screening/train_screener.py``: standardised logistic regression inside
-``CalibratedClassifierCV`` with sigmoid calibration); the fitted numbers are exported so that serving
-needs neither pickle nor a matching scikit-learn version. The calibrated probability refers to the
-training mix of cases and controls and is shifted to the stated population prevalence (1:500 by
-default) by Bayes' rule on the odds.
+A logistic model over bounded features (``screening/features.py``, each in [0, 1]). Each feature enters
+through a monotone piecewise-linear shape: it is split at ``knots`` into pieces (the part of the value
+in [0, 0.25], in [0.25, 0.5], ...), each piece with its own weight, and every weight is constrained to
+be non-negative (fitted in ``screening/train_screener.py``). So the risk never falls when evidence is
+added, a feature may matter more at first than later (the first findings count most), and the risk
+stays bounded however many findings a child has. The fit balances cases and controls; the intercept
+is then shifted by Bayes' rule on the odds to the stated population prevalence (1:500 by default), so
+the risk is a probability in that population. An artefact with a negative weight is refused.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,39 +24,52 @@ import numpy as np
 from screening.errors import ScreenerArtefactError
 from screening.features import FEATURE_NAMES
 
-__all__ = ["RiskModel", "load_risk_model", "SHIPPED_SCREENER"]
+__all__ = ["RiskModel", "load_risk_model", "SHIPPED_SCREENER", "KNOTS", "expand"]
 
 SHIPPED_SCREENER = Path(str(resources.files("screening") / "data" / "screener.json"))
 
 
+KNOTS = (0.25, 0.5, 0.75)
+
+
+def expand(features: np.ndarray, knots: tuple[float, ...] | list[float] = KNOTS) -> np.ndarray:
+    """Rows of features in [0, 1] -> the pieces of each feature between consecutive knots, each in [0, 1]."""
+    x = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    edges = [0.0, *knots, 1.0]
+    pieces = [
+        np.clip(x[:, j] - low, 0.0, high - low) / (high - low)
+        for j in range(x.shape[1])
+        for low, high in zip(edges[:-1], edges[1:], strict=True)
+    ]
+    return np.column_stack(pieces)
+
+
 def _logit(p: float) -> float:
-    return float(np.log(p / (1 - p)))
+    return math.log(p / (1 - p))
 
 
 @dataclass
 class RiskModel:
     version: str
     feature_names: list[str]
-    mean: list[float]
-    scale: list[float]
-    coef: list[float]
+    coef: list[float]  # per piece of each feature (feature-major), >= 0: monotone in the evidence
     intercept: float
-    calibration_a: float
-    calibration_b: float
-    train_prevalence: float
-    prevalence: float
+    train_prevalence: float  # the prevalence the intercept was fitted at (0.5: balanced)
+    prevalence: float  # the population prevalence the risk is stated at
     # (risk threshold, expected flag rate) pairs measured out of fold, to pick a threshold per budget.
     budget_curve: list[tuple[float, float]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     trained_on: dict[str, Any] = field(default_factory=dict)
+    knots: list[float] = field(default_factory=lambda: list(KNOTS))
+
+    def decision(self, features: np.ndarray) -> np.ndarray:
+        """Log-odds at the population prevalence."""
+        x = expand(features, self.knots)
+        return x @ np.asarray(self.coef) + self.intercept - _logit(self.train_prevalence) + _logit(self.prevalence)
 
     def risk(self, features: np.ndarray) -> np.ndarray:
         """Calibrated probability at the population prevalence, for rows of features."""
-        x = (np.atleast_2d(features) - np.asarray(self.mean)) / np.asarray(self.scale)
-        decision = x @ np.asarray(self.coef) + self.intercept
-        calibrated_logit = -(self.calibration_a * decision + self.calibration_b)
-        shifted = calibrated_logit - _logit(self.train_prevalence) + _logit(self.prevalence)
-        return 1.0 / (1.0 + np.exp(-shifted))
+        return 1.0 / (1.0 + np.exp(-self.decision(features)))
 
     def threshold_for(self, budget: float) -> float:
         """The lowest risk whose expected flag rate stays within ``budget`` flags per child screened."""
@@ -62,9 +79,10 @@ class RiskModel:
         return min(eligible)
 
     def contributions(self, features: np.ndarray) -> dict[str, float]:
-        """Each feature's share of the decision (standardised value x coefficient), for explanations."""
-        x = (np.asarray(features) - np.asarray(self.mean)) / np.asarray(self.scale)
-        return {n: float(v) for n, v in zip(self.feature_names, x * np.asarray(self.coef), strict=True)}
+        """Each feature's share of the log-odds (value x weight, never negative), for explanations."""
+        per_piece = expand(features, self.knots)[0] * np.asarray(self.coef)
+        pieces = len(self.knots) + 1
+        return {n: float(per_piece[i * pieces : (i + 1) * pieces].sum()) for i, n in enumerate(self.feature_names)}
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
@@ -82,4 +100,8 @@ def load_risk_model(path: Path | None = None) -> RiskModel:
         raise ScreenerArtefactError(
             f"{target} was trained on features {model.feature_names}, this code computes {list(FEATURE_NAMES)}"
         )
+    if len(model.coef) != len(FEATURE_NAMES) * (len(model.knots) + 1):
+        raise ScreenerArtefactError(f"{target} has {len(model.coef)} weights for {len(FEATURE_NAMES)} features")
+    if any(c < 0 for c in model.coef):
+        raise ScreenerArtefactError(f"{target} has a negative weight: the risk would fall as evidence grows")
     return model

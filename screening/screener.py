@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from datasets.emr_records import ChildRecord
+from datasets.emr_records import ChildRecord, DroppedEntry
 from screening.features import ChildScores, score_child
 from screening.findings import MAX_AGE_DAYS, CodeMaps, Finding, Status, extract_findings, load_code_maps
 from screening.knowledge import DiseaseMatch, KnowledgeBase, build_knowledge_base
@@ -24,18 +24,16 @@ __all__ = ["Screener", "ScreeningResult", "patient_digest"]
 logger = logging.getLogger(__name__)
 
 _FEATURE_WORDS = {
-    "log1p_findings": "number of findings",
+    "findings": "number of findings",
+    "specific_findings": "specific findings",
+    "information": "information in the findings",
+    "best_disease_information": "fit to a known rare disease",
     "organ_systems": "organ systems involved",
-    "kb_max": "fit to a known rare disease",
-    "kb_logmeanexp": "fit to rare diseases overall",
-    "kb_top10_mean": "fit to the ten best-matching diseases",
-    "matched_in_top": "findings explained by the best-matching disease",
-    "lhfa_z_min": "height-for-age",
-    "hcfa_z_min": "head circumference-for-age",
-    "wfa_z_min": "weight-for-age",
+    "height_deficit": "short length/height for age",
+    "head_deficit": "small head for age",
+    "weight_deficit": "low weight for age",
     "congenital_codes": "congenital anomaly diagnoses",
     "neurodevelopmental": "neurodevelopmental finding",
-    "information_content": "specificity of the findings",
 }
 
 
@@ -58,6 +56,7 @@ class ScreeningResult:
     organ_systems: list[str] = field(default_factory=list)
     candidates: list[DiseaseMatch] = field(default_factory=list)
     drivers: list[str] = field(default_factory=list)
+    dropped: list[DroppedEntry] = field(default_factory=list)  # entries of the record that could not be read
     screened_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -95,6 +94,11 @@ class Screener:
         )
         if child.status != "screened":
             return result, None
+        if record.incomplete:
+            # Screened on what could be read, and said so: a risk from part of a record is a lower bound.
+            result.status = "incomplete"
+            result.dropped = list(record.dropped)
+            result.reason = f"{len(record.dropped)} entries of the record could not be read"
         scored = score_child(child, self.kb)
         result.risk = float(self.model.risk(scored.features)[0])
         result.threshold = self.threshold

@@ -8,7 +8,12 @@
   hard negatives: prematurity, recurrent infections, asthma, isolated speech delay, febrile seizures,
   single minor anomalies, constitutionally small children.
 
-Everything is seeded, so a run is reproducible.
+A :class:`Projection` says how the cases reach the record (ICD-10, SNOMED CT or HPO codes, or the
+mixed coding above; which share of the features is kept) and which controls stand beside them
+(ordinary children, 20% with a hard negative, or every child with one); the evaluation reports each.
+Controls are coded the same way as the cases of a projection, so the coding never tells them apart.
+Dates are counted back from a screening date (``as_of``, today for ``simulate``): children are always
+under 7 on that date. Ids are valid FHIR ids. Everything is seeded, so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ import math
 import random
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Literal
 
 import numpy as np
 
 from datasets.emr_records import ChildRecord, CodedFact, Measurement
-from datasets.phenopackets import PhenopacketCase
+from datasets.fhir_emr import fhir_id
+from datasets.phenopackets import PhenopacketCase, PhenotypicFeature
 from screening.findings import MAX_AGE_DAYS, CodeMaps
 from screening.growth import (
     DECREASED_WEIGHT,
@@ -33,14 +41,49 @@ from screening.growth import (
     SHORT_STATURE,
     TALL_STATURE,
 )
+from screening.knowledge import KnowledgeBase
 
-__all__ = ["CaseProjector", "simulate_controls", "simulate_control", "RECORD_PROBABILITY"]
+__all__ = [
+    "CaseProjector",
+    "Projection",
+    "PROJECTIONS",
+    "simulate_controls",
+    "simulate_control",
+    "recode",
+    "annotation_case",
+    "RECORD_PROBABILITY",
+    "DEFAULT_AS_OF",
+]
 
 RECORD_PROBABILITY = 0.7  # a feature of the published case reaches the EMR as a code
 SNOMED_PROBABILITY = 0.3  # otherwise, it is coded in SNOMED CT when a xref exists
 MAX_HOPS = 3  # an ICD-10 code of an ancestor further up says too little about the feature
 VISITS_MONTHS = (0, 1, 2, 4, 6, 9, 12, 18, 24, 36, 48, 60, 72, 84)
-EPOCH = date(2018, 1, 1)
+# The screening date of the evaluation (fixed, so figures reproduce); ``simulate`` uses today.
+DEFAULT_AS_OF = date(2026, 1, 1)
+ORDINARY_HARD_FRACTION = 0.2  # share of ordinary controls with at least one hard negative
+
+Coding = Literal["icd10", "snomed", "hpo", "mixed"]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """How published cases reach an EMR record, and which control children stand beside them."""
+
+    name: str
+    coding: Coding
+    keep: float  # share of the case's features that reach the record
+    hard_fraction: float = ORDINARY_HARD_FRACTION  # controls with at least one hard negative
+
+
+PROJECTIONS = (
+    Projection("icd10-70", "icd10", 0.7),
+    Projection("snomed-60", "snomed", 0.6),
+    Projection("hpo-60", "hpo", 0.6),
+    Projection("hpo-30", "hpo", 0.3),
+    Projection("hpo-90", "hpo", 0.9),
+    Projection("mixed-70-hard-negatives", "mixed", 0.7, hard_fraction=1.0),
+)
 
 _GROWTH_TERMS = {
     SHORT_STATURE: ("lhfa", -2.8),
@@ -130,11 +173,21 @@ def _routine_growth(
     return out
 
 
-def simulate_control(maps: CodeMaps, rng: random.Random, index: int) -> tuple[ChildRecord, date]:
-    """One ordinary child; returns the record and the screening date."""
+def simulate_control(
+    maps: CodeMaps,
+    rng: random.Random,
+    index: int,
+    as_of: date = DEFAULT_AS_OF,
+    hard_fraction: float | None = None,
+) -> tuple[ChildRecord, date]:
+    """One ordinary child under 7 on ``as_of``; returns the record and the screening date.
+
+    ``hard_fraction`` None draws each hard negative with its own probability (about 40% of children
+    have one); a number gives that share of children at least one, the rest none.
+    """
     sex = rng.choice("MF")
     age_days = rng.randint(120, MAX_AGE_DAYS - 1)
-    birth = EPOCH + timedelta(days=rng.randint(0, 1500))
+    birth = as_of - timedelta(days=age_days)
     record = ChildRecord(f"control-{index}", birth, sex)  # type: ignore[arg-type]
 
     def day() -> date:
@@ -144,23 +197,50 @@ def simulate_control(maps: CodeMaps, rng: random.Random, index: int) -> tuple[Ch
         if rng.random() < probability:
             for code in codes:
                 record.facts.append(CodedFact("condition", "icd10", code, day()))
-    for probability, codes in _HARD:
-        if rng.random() < probability:
-            when = day()
-            for code in codes:
-                record.facts.append(CodedFact("condition", "icd10", code, when))
+    hard = [codes for probability, codes in _HARD if rng.random() < probability]
+    if hard_fraction is not None:
+        if rng.random() >= hard_fraction:
+            hard = []
+        elif not hard:
+            hard = [rng.choices([c for _, c in _HARD], weights=[p for p, _ in _HARD])[0]]
+    for codes in hard:
+        when = day()
+        for code in codes:
+            record.facts.append(CodedFact("condition", "icd10", code, when))
     if rng.random() < 0.06:
         record.facts.append(CodedFact("condition", "icd10", rng.choice(_MINOR_ANOMALIES), birth + timedelta(days=rng.randint(0, 60))))
     base = rng.gauss(0, 1)
     z_of = {k: 0.7 * base + 0.7 * rng.gauss(0, 1) for k in _GROWTH_LOINC}
     record.measurements = _routine_growth(maps, rng, sex, birth, age_days, z_of, {})
-    return record, birth + timedelta(days=age_days)
+    return record, as_of
 
 
-def simulate_controls(maps: CodeMaps, n: int, seed: int) -> Iterator[tuple[ChildRecord, date]]:
+def simulate_controls(
+    maps: CodeMaps, n: int, seed: int, as_of: date = DEFAULT_AS_OF, hard_fraction: float | None = None
+) -> Iterator[tuple[ChildRecord, date]]:
     rng = random.Random(seed)
     for index in range(n):
-        yield simulate_control(maps, rng, index)
+        yield simulate_control(maps, rng, index, as_of, hard_fraction)
+
+
+def recode(record: ChildRecord, maps: CodeMaps, coding: Coding) -> ChildRecord:
+    """The record with its ICD-10 conditions coded as ``coding`` would code them (the HPO terms they
+    map to, or those terms' SNOMED CT xrefs); codes with no equivalent keep their ICD-10 code."""
+    if coding in ("icd10", "mixed"):
+        return record
+    facts: list[CodedFact] = []
+    for fact in record.facts:
+        terms = maps.icd10.lookup(fact.code) if fact.system == "icd10" and fact.kind == "condition" else []
+        if not terms:
+            facts.append(fact)
+            continue
+        for term in terms:
+            if coding == "hpo":
+                facts.append(CodedFact(fact.kind, "hpo", term, fact.date, fact.refuted))
+            else:
+                snomed = maps.ontology.terms[term].snomed if term in maps.ontology.terms else []
+                facts.append(CodedFact(fact.kind, "snomed", snomed[0], fact.date, fact.refuted) if snomed else fact)
+    return ChildRecord(record.patient_id, record.birth_date, record.sex, facts, list(record.measurements), record.source)
 
 
 class CaseProjector:
@@ -198,15 +278,23 @@ class CaseProjector:
                     queue.append((parent, hops + 1))
         return None
 
-    def project(self, case: PhenopacketCase, rng: random.Random) -> tuple[ChildRecord, date] | None:
+    def project(
+        self,
+        case: PhenopacketCase,
+        rng: random.Random,
+        projection: Projection | None = None,
+        as_of: date = DEFAULT_AS_OF,
+    ) -> tuple[ChildRecord, date] | None:
         """The case as an EMR record and its screening date, or None without an age under 7."""
         if case.age_days is None or case.age_days >= MAX_AGE_DAYS:
             return None
+        coding: Coding = projection.coding if projection else "mixed"
+        keep = projection.keep if projection else RECORD_PROBABILITY
         ontology = self.maps.ontology
         age_days = max(case.age_days, 30)
         sex = case.sex if case.sex in ("M", "F") else rng.choice("MF")
-        birth = EPOCH + timedelta(days=rng.randint(0, 1500))
-        record = ChildRecord(f"case-{case.id}", birth, sex)  # type: ignore[arg-type]
+        birth = as_of - timedelta(days=age_days)
+        record = ChildRecord(fhir_id(f"case-{case.id}"), birth, sex)  # type: ignore[arg-type]
         shifts: dict[str, tuple[int, float]] = {}
         for feature in case.features:
             term = ontology.primary(feature.hpo)
@@ -215,8 +303,15 @@ class CaseProjector:
             onset = feature.onset_days if feature.onset_days is not None and feature.onset_days <= age_days else None
             when_days = onset if onset is not None else rng.randint(0, age_days)
             when = birth + timedelta(days=min(when_days + rng.randint(0, 90), age_days))
+            if coding == "hpo":
+                # Coded as the HPO term itself, as a system that records HPO would.
+                if rng.random() < keep and (not feature.excluded or rng.random() < 0.15):
+                    record.facts.append(CodedFact("condition", "hpo", term, when, feature.excluded))
+                continue
             growth = next((_GROWTH_TERMS[a] for a in ontology.ancestors(term) if a in _GROWTH_TERMS), None)
             if growth is not None and not feature.excluded:
+                if projection is not None and rng.random() >= keep:
+                    continue
                 indicator, z = growth
                 if indicator not in shifts or when_days < shifts[indicator][0]:
                     shifts[indicator] = (min(when_days, age_days - 1), z)
@@ -227,16 +322,21 @@ class CaseProjector:
                     loinc, unit = _GROWTH_LOINC[indicator]
                     record.measurements.append(Measurement(loinc, round(value, 1), unit, birth + timedelta(days=measured)))
                 continue
-            if rng.random() > RECORD_PROBABILITY or (feature.excluded and rng.random() > 0.15):
+            if rng.random() > keep or (feature.excluded and rng.random() > 0.15):
                 continue
             lab = self.lab_by_hpo.get(term)
             if lab is not None and not feature.excluded:
                 record.measurements.append(Measurement(lab[0], lab[1], "", when))
                 continue
+            if coding == "snomed":
+                snomed_term = self._nearest(term, self.snomed_by_hpo)  # type: ignore[arg-type]
+                if snomed_term is not None:
+                    record.facts.append(CodedFact("condition", "snomed", self.snomed_by_hpo[snomed_term], when, feature.excluded))
+                continue
             nearest = self._nearest(term, self.icd_by_hpo)  # type: ignore[arg-type]
             if nearest is not None:
                 record.facts.append(CodedFact("condition", "icd10", self.icd_by_hpo[nearest][0], when, feature.excluded))
-            elif rng.random() < SNOMED_PROBABILITY:
+            elif coding == "mixed" and rng.random() < SNOMED_PROBABILITY:
                 snomed_term = self._nearest(term, self.snomed_by_hpo)  # type: ignore[arg-type]
                 if snomed_term is not None:
                     record.facts.append(
@@ -250,4 +350,31 @@ class CaseProjector:
         base = rng.gauss(0, 1)
         z_of = {k: 0.7 * base + 0.7 * rng.gauss(0, 1) for k in _GROWTH_LOINC}
         record.measurements.extend(_routine_growth(self.maps, rng, sex, birth, age_days, z_of, shifts))
-        return record, birth + timedelta(days=age_days)
+        return recode(record, self.maps, coding), as_of
+
+
+def annotation_case(kb: KnowledgeBase, rng: random.Random, index: int, max_age_days: int = MAX_AGE_DAYS) -> PhenopacketCase:
+    """A case drawn from the annotations of a disease that starts in childhood (for ``simulate`` without
+    phenopackets): each annotated feature present with its annotated frequency, the age under 7."""
+    assert kb.fit is not None
+    while True:
+        disease = rng.randrange(kb.n_diseases)
+        onset = int(kb.fit.earliest_onset_days[disease])
+        if 0 <= onset < 2 * 365:
+            break
+    column = kb.present.getcol(disease)
+    rows = column.nonzero()[0]
+    # present log-LR > 0 marks the annotated terms and those above them; keep the most specific ones.
+    annotated = [kb.term_ids[r] for r in rows if column[r, 0] > 2.0]
+    features = tuple(
+        PhenotypicFeature(term, False, None) for term in annotated if rng.random() < 0.5
+    ) or tuple(PhenotypicFeature(term, False, None) for term in annotated[:3])
+    sex = rng.choice("MF") if kb.fit.sex[disease] == "" else str(kb.fit.sex[disease])
+    return PhenopacketCase(
+        id=f"sim-{index}",
+        sex=sex,
+        age_days=rng.randint(max(onset, 60), max_age_days - 1),
+        features=features,
+        diseases=(kb.disease_ids[disease],),
+        path="",
+    )

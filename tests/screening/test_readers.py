@@ -4,12 +4,16 @@ per-record errors: one bad record never stops a batch."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from datasets.emr_csv import read_csv_extract
 from datasets.emr_records import ChildRecord, RecordError
-from datasets.fhir_emr import read_fhir, record_to_bundle, records_from_bundle
+from datasets.errors import ExtractError
+from datasets.fhir_emr import fhir_id, read_fhir, record_to_bundle, records_from_bundle
 from tests.screening.conftest import ordinary_child, syndromic_child
 
 
@@ -46,12 +50,28 @@ def test_malformed_resources_are_reported_one_by_one_and_the_rest_is_read() -> N
     records, errors = _split(list(records_from_bundle(bundle, "upload.json")))
     assert [r.patient_id for r in records] == ["child-ordinary"]
     assert len(records[0].facts) == 3  # the three valid conditions are still read
+    # The child's own unreadable entries are listed on the record, which is therefore incomplete.
+    assert records[0].incomplete
+    dropped = " | ".join(f"{d.entry}: {d.reason}" for d in records[0].dropped)
+    assert "Condition/bad-date" in dropped and "onsetDateTime" in dropped
+    assert "Observation/no-status" in dropped and len(records[0].dropped) == 2
     reasons = " | ".join(f"{e.record}: {e.reason}" for e in errors)
-    assert "Condition/bad-date" in reasons and "onsetDateTime" in reasons
-    assert "Observation/no-status" in reasons
     assert "Patient/no-birth-date" in reasons and "no birthDate" in reasons
     assert "reference a Patient not in the input" in reasons and "nobody" not in reasons  # no identifier in clear
-    assert len(errors) == 4
+    assert len(errors) == 2
+
+
+def test_ids_the_project_writes_are_valid_fhir_ids() -> None:
+    record = ordinary_child("case-PMID_24739679_patient_K1")
+    record.name, record.mrn, record.practitioner = "Anna Petrova", "MRN-0042", "Practitioner/dr-a"
+    bundle = record_to_bundle(record)
+    records, errors = _split(list(records_from_bundle(bundle, "test")))
+    assert errors == [] and not records[0].incomplete
+    assert re.fullmatch(r"[A-Za-z0-9.-]{1,64}", records[0].patient_id)
+    assert records[0].patient_id.startswith("case-PMID-24739679-patient-K1")
+    assert fhir_id("case-PMID-1") == "case-PMID-1"  # a valid id is kept as it is
+    assert (records[0].name, records[0].mrn, records[0].practitioner) == ("Anna Petrova", "MRN-0042", "Practitioner/dr-a")
+    assert fhir_id("x" * 100) != fhir_id("x" * 99) and len(fhir_id("x" * 100)) <= 64
 
 
 def test_ndjson_with_a_broken_line_goes_on(tmp_path: Path) -> None:
@@ -96,9 +116,17 @@ def test_csv_extract_sorted_and_unsorted_give_the_same_records(tmp_path: Path) -
         assert by_id["p1"].measurements[0].value == 70.5 and by_id["p1"].birth_date == date(2020, 1, 1)
         assert {(f.kind, f.refuted) for f in by_id["p2"].facts} == {("encounter", False), ("condition", True)}
         reasons = sorted(e.reason.split(":")[0] for e in errors)
-        assert reasons == [
-            "1 rows reference no patient in patients.csv",
-            "invalid diagnosis row",
-            "invalid observation row",
-            "invalid patient row",
-        ], layout
+        assert reasons == ["1 rows reference no patient in patients.csv", "invalid patient row"], layout
+        # p2's unreadable diagnosis and observation rows are listed on p2's record: it is incomplete.
+        assert not by_id["p1"].incomplete
+        assert sorted(d.reason.split(":")[0] for d in by_id["p2"].dropped) == ["invalid diagnosis row", "invalid observation row"]
+
+
+def test_a_missing_csv_file_or_column_stops_the_batch_with_its_name(tmp_path: Path) -> None:
+    _write(tmp_path, "patients.csv", ["patient_id,birth_date,sex", "p1,2021-01-01,F"])
+    _write(tmp_path, "diagnoses.csv", ["patient_id,date,code", "p1,2021-02-01,Q90.9"])  # no system column
+    with pytest.raises(ExtractError, match="diagnoses.csv has no column system"):
+        list(read_csv_extract(tmp_path))
+    _write(tmp_path, "diagnoses.csv", ["patient_id,date,system,code", "p1,2021-02-01,icd10,Q90.9"])
+    with pytest.raises(ExtractError, match="observations.csv is missing"):
+        list(read_csv_extract(tmp_path))

@@ -1,0 +1,54 @@
+"""Candidates a paediatrician can use: no disease of the other sex in a child's top 5, no adult-onset-only
+disease first for a child under 7, and the root-annotated Orphanet groups no longer explain everything."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from datasets.phenopackets import iter_phenopackets
+from screening.disease_fit import ADULT_DAYS
+from screening.features import score_child
+from screening.findings import ChildFindings, Finding, extract_findings
+from screening.knowledge import KnowledgeBase
+from screening.screener import Screener
+from tests.screening.conftest import syndromic_child
+
+MALE_INFERTILITY = "ORPHA:399808"  # annotated to "Phenotypic abnormality" itself
+
+
+def _children(phenopackets: Path) -> list[ChildFindings]:
+    """The published findings of the fixture cases, each as a girl and as a boy of 3."""
+    out = []
+    for case in iter_phenopackets(phenopackets):
+        for sex in "FM":
+            child = ChildFindings(case.id, sex, 3 * 365, "screened")
+            child.findings = [Finding(f.hpo, None, "hpo", f.excluded) for f in case.features]
+            out.append(child)
+    return out
+
+
+def test_no_disease_of_the_other_sex_in_the_top_5(kb: KnowledgeBase, phenopackets: Path) -> None:
+    assert kb.fit is not None
+    assert kb.fit.sex[kb.disease_index[MALE_INFERTILITY]] == "M"
+    for child in _children(phenopackets):
+        top = score_child(child, kb).top_matches(kb, 5)
+        other = "M" if child.sex == "F" else "F"
+        assert top and all(kb.fit.sex[kb.disease_index[m.disease_id]] != other for m in top), (child.patient_id, child.sex)
+
+
+def test_no_adult_onset_only_disease_first_for_a_child_under_7(kb: KnowledgeBase, phenopackets: Path) -> None:
+    assert kb.fit is not None
+    for child in _children(phenopackets):
+        first = score_child(child, kb).top_matches(kb, 1)[0]
+        assert kb.fit.earliest_onset_days[kb.disease_index[first.disease_id]] < ADULT_DAYS, (child.patient_id, first)
+
+
+def test_a_root_annotated_disease_no_longer_explains_every_child(screener: Screener) -> None:
+    record = syndromic_child()
+    for sex in "FM":
+        record.sex = sex  # type: ignore[assignment]
+        child = extract_findings(record, screener.maps, date(2024, 3, 1))
+        top = score_child(child, screener.kb).top_matches(screener.kb, 10)
+        assert MALE_INFERTILITY not in [m.disease_id for m in top]
+        assert len(top) == 10

@@ -1,0 +1,82 @@
+"""The risk model cannot extrapolate wrongly: over random children, an added finding or a more specific
+one never lowers the risk, the features stay bounded, and the shipped artefact has no negative weight."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from screening.errors import ScreenerArtefactError
+from screening.features import FEATURE_NAMES, score_child
+from screening.findings import ChildFindings, Finding
+from screening.knowledge import KnowledgeBase
+from screening.risk_model import SHIPPED_SCREENER, RiskModel, load_risk_model
+
+CHILDREN = 300
+
+
+def _child(terms: list[str], rng: random.Random) -> ChildFindings:
+    child = ChildFindings("c", rng.choice("MF"), rng.randint(30, 2500), "screened")
+    child.findings = [Finding(t, None, "hpo") for t in terms]
+    child.growth_z = {k: rng.gauss(0, 1.5) for k in ("lhfa", "hcfa", "wfa")}
+    child.congenital_codes = rng.randint(0, 3)
+    return child
+
+
+def _risk(model: RiskModel, kb: KnowledgeBase, child: ChildFindings) -> float:
+    return float(model.risk(score_child(child, kb).features)[0])
+
+
+def test_an_added_or_more_specific_finding_never_lowers_the_risk(kb: KnowledgeBase) -> None:
+    model = load_risk_model()
+    rng = random.Random(13)
+    # Terms children are coded with: any phenotype term that has annotations (and its children).
+    terms = [t for t in kb.term_ids if kb.information is not None and kb.information.information[kb.term_index[t]] < 9]
+    checked_specific = 0
+    for _ in range(CHILDREN):
+        present = rng.sample(terms, rng.randint(0, 25))
+        child = _child(present, rng)
+        base = _risk(model, kb, child)
+        added = rng.choice(terms)
+        more = ChildFindings(child.patient_id, child.sex, child.age_days, "screened", findings=[*child.findings, Finding(added, None, "hpo")],
+                             growth_z=child.growth_z, congenital_codes=child.congenital_codes)
+        assert _risk(model, kb, more) >= base - 1e-12, (present, added)
+        if present:
+            general = rng.choice(present)
+            below = [c for c in kb.ontology.children.get(general, []) if c not in present]
+            if below:
+                checked_specific += 1
+                specific = [rng.choice(below) if t == general else t for t in present]
+                sharper = _child(specific, random.Random(0))
+                sharper.sex, sharper.age_days = child.sex, child.age_days
+                sharper.growth_z, sharper.congenital_codes = child.growth_z, child.congenital_codes
+                assert _risk(model, kb, sharper) >= base - 1e-12, (present, general, specific)
+    assert checked_specific > CHILDREN // 3
+
+
+def test_features_are_bounded_and_many_findings_do_not_mean_no_risk(kb: KnowledgeBase) -> None:
+    model = load_risk_model()
+    rng = random.Random(5)
+    terms = rng.sample([t for t in kb.term_ids if kb.ontology.is_phenotype(t)], 200)
+    risks = []
+    for n in (0, 5, 23, 37, 200):  # the issue's case: 37 findings scored below 23
+        scored = score_child(_child(terms[:n], random.Random(1)), kb)
+        assert np.all(scored.features >= 0) and np.all(scored.features <= 1)
+        risks.append(float(model.risk(scored.features)[0]))
+    assert risks == sorted(risks) and risks[-1] < 1.0
+
+
+def test_the_shipped_model_is_monotone_and_refuses_a_negative_weight(tmp_path: Path) -> None:
+    model = load_risk_model()
+    assert model.feature_names == list(FEATURE_NAMES) and min(model.coef) >= 0
+    assert 0 < model.prevalence < 0.01  # the risk is stated at a population prevalence
+    data = json.loads(SHIPPED_SCREENER.read_text())
+    data["coef"][0] = -0.5
+    bad = tmp_path / "screener.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ScreenerArtefactError, match="negative weight"):
+        load_risk_model(bad)
