@@ -27,6 +27,7 @@ from service.db import make_engine, make_session_factory, migrate
 from service.settings import Settings
 from service.users import ensure_admin
 from worklist.recompute import run_worklist_recompute
+from worklist.ris_feed import run_ris_feed
 
 __all__ = ["run_service", "ProcessSupervisor"]
 
@@ -119,6 +120,16 @@ def run_service(settings: Settings) -> int:
     )
     worklist_thread.start()
 
+    # Peers fed from the outbox, each in its own thread so that a slow RIS never holds up the worklist.
+    feeds: list[threading.Thread] = []
+    stop_feeds = threading.Event()
+    if settings.ris_host and settings.ris_port:
+        feeds.append(threading.Thread(
+            target=run_ris_feed, args=(settings, session_factory, stop_feeds), name="ris-feed", daemon=True
+        ))
+    for feed in feeds:
+        feed.start()
+
     app = create_app(settings, run_migrations=False)
     log.info(
         "medscreen serving HTTP on http://%s:%d and DICOM %s on %s:%d (data in %s)",
@@ -136,8 +147,11 @@ def run_service(settings: Settings) -> int:
     finally:
         stop_monitor.set()
         stop_worklist.set()
+        stop_feeds.set()
         receivers.shutdown()
         scorers.shutdown()
         monitor_thread.join(timeout=10)
         worklist_thread.join(timeout=10)
+        for feed in feeds:
+            feed.join(timeout=10)
     return 0
