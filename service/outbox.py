@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,6 +36,7 @@ __all__ = [
     "channel_counts",
     "existing_keys",
     "start_cursor",
+    "run_feed",
 ]
 
 log = logging.getLogger(__name__)
@@ -209,3 +211,28 @@ def channel_counts(session: Session, channel: str) -> dict[str, int]:
         select(OutboxMessage.state, func.count()).where(OutboxMessage.channel == channel).group_by(OutboxMessage.state)
     ).all()
     return {str(state): int(count) for state, count in rows}
+
+
+def run_feed(
+    name: str,
+    channel: str,
+    producers: Sequence[Callable[[Session], int]],
+    send: Callable[[Outgoing], str],
+    policy: RetryPolicy,
+    session_factory: sessionmaker[Session],
+    stop_event: threading.Event,
+    poll_s: float,
+) -> None:
+    """Each ``poll_s``: every producer takes in what is new (one transaction each), then the channel is sent."""
+    log.info("%s feed started", name)
+    while True:
+        try:
+            for produce in producers:
+                with session_scope(session_factory) as session:
+                    produce(session)
+            dispatch(session_factory, channel, send, policy)
+        except Exception:
+            # A database hiccup must not end the feed; the outbox keeps every message for the next pass.
+            log.exception("%s feed pass failed; again in %.1f s", name, poll_s)
+        if stop_event.wait(poll_s):
+            return

@@ -15,15 +15,20 @@ from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
 
 import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
 
 from inference.complete import CompletenessMonitor
+from inference.fhir_feed import FHIR_CHANNEL, take_in_fhir_results
 from inference.pacs_count import counter_from_settings
 from inference.receive.process import run_receiver_process
 from inference.route import load_rules
 from inference.spool import Spool
 from inference.worker_process import run_scoring_process
+from screening.fhir_feed import take_in_screening_flags
 from service.app import create_app
 from service.db import make_engine, make_session_factory, migrate
+from service.fhir_push import FhirSender
+from service.outbox import RetryPolicy, run_feed
 from service.settings import Settings
 from service.users import ensure_admin
 from worklist.recompute import run_worklist_recompute
@@ -87,6 +92,21 @@ def _register_shipped_models(settings: Settings) -> None:
         log.exception("could not register the shipped models in %s", settings.resolved_mlflow_tracking_uri)
 
 
+def _run_fhir_feed(settings: Settings, session_factory: sessionmaker[Session], stop_event: threading.Event) -> None:
+    """Champion results and screening flags to the EMR as FHIR transaction Bundles."""
+    assert settings.fhir_push_url
+    token = settings.fhir_push_token.get_secret_value() if settings.fhir_push_token else None
+    sender = FhirSender(settings.fhir_push_url, token=token, timeout_s=settings.fhir_timeout_s)
+    try:
+        run_feed(
+            "EMR (FHIR)", FHIR_CHANNEL, [take_in_fhir_results, take_in_screening_flags], sender,
+            RetryPolicy(retry_s=settings.fhir_retry_s, max_attempts=settings.fhir_max_attempts),
+            session_factory, stop_event, settings.outbox_poll_s,
+        )
+    finally:
+        sender.close()
+
+
 def run_service(settings: Settings) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
@@ -126,6 +146,10 @@ def run_service(settings: Settings) -> int:
     if settings.ris_host and settings.ris_port:
         feeds.append(threading.Thread(
             target=run_ris_feed, args=(settings, session_factory, stop_feeds), name="ris-feed", daemon=True
+        ))
+    if settings.fhir_push_url:
+        feeds.append(threading.Thread(
+            target=_run_fhir_feed, args=(settings, session_factory, stop_feeds), name="fhir-feed", daemon=True
         ))
     for feed in feeds:
         feed.start()

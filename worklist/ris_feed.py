@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.tables import ScoreResult, Study
-from service.db import session_scope, utcnow
+from service.db import utcnow
 from service.errors import DeliveryFailed
 from service.lifecycle import ModelRole
-from service.outbox import Outgoing, RetryPolicy, add_message, dispatch, existing_keys, start_cursor
+from service.outbox import Outgoing, RetryPolicy, add_message, existing_keys, run_feed, start_cursor
 from service.settings import Settings
 from worklist.hl7_messages import (
     ChampionResult,
@@ -152,16 +152,10 @@ def run_ris_feed(settings: Settings, session_factory: sessionmaker[Session], sto
     """Take in and send every ``settings.outbox_poll_s`` until ``stop_event`` is set."""
     assert settings.ris_host and settings.ris_port
     endpoint = endpoint_from_settings(settings)
-    sender = RisSender(settings.ris_host, settings.ris_port, settings.ris_timeout_s)
-    policy = RetryPolicy(retry_s=settings.ris_retry_s, max_attempts=settings.ris_max_attempts)
     log.info("RIS feed: HL7 v2.5.1 over MLLP to %s:%d", settings.ris_host, settings.ris_port)
-    while True:
-        try:
-            with session_scope(session_factory) as session:
-                take_in_ris_messages(session, endpoint)
-            dispatch(session_factory, CHANNEL, sender, policy)
-        except Exception:
-            # A database hiccup must not end the feed; the outbox keeps every message for the next pass.
-            log.exception("RIS feed pass failed; again in %.1f s", settings.outbox_poll_s)
-        if stop_event.wait(settings.outbox_poll_s):
-            return
+    run_feed(
+        "RIS", CHANNEL, [lambda session: take_in_ris_messages(session, endpoint)],
+        RisSender(settings.ris_host, settings.ris_port, settings.ris_timeout_s),
+        RetryPolicy(retry_s=settings.ris_retry_s, max_attempts=settings.ris_max_attempts),
+        session_factory, stop_event, settings.outbox_poll_s,
+    )

@@ -1,5 +1,6 @@
-"""`medscreen serve` feeding a real MLLP listener: results and priority changes reach the RIS, a RIS that is
-down and a medscreen killed (-9) and restarted in between lose nothing and repeat nothing acknowledged."""
+"""`medscreen serve` feeding a real MLLP listener and a FHIR receiver: results and priority changes reach the
+RIS and the EMR; a RIS that is down and a medscreen killed (-9) and restarted in between lose nothing and
+repeat nothing acknowledged."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydicom import dcmread
 
 from benchmarks.study_factory import wrap_radiograph
 from tests.conftest import FIXTURES, free_port
+from tests.fhir_receiver import fhir_receiver
 from tests.inference.conftest import requires_dcmtk, storescu
 from tests.peers import MedscreenService, wait_for
 from tests.worklist.ris_peer import Received, RisListener
@@ -44,7 +46,13 @@ def test_ris_gets_results_and_priorities_through_an_outage_and_a_restart(
 ) -> None:
     ris = RisListener("127.0.0.1", free_port())
     ris.start()
+    with fhir_receiver() as emr:
+        _run(tmp_path, medscreen_service, ris, emr)
+
+
+def _run(tmp_path: Path, medscreen_service: Callable[..., MedscreenService], ris: RisListener, emr) -> None:  # type: ignore[no-untyped-def]
     service = medscreen_service(
+        fhir_push_url=emr.url, fhir_retry_s=1,
         quiet_period_s=1, worklist_recompute_s=0.5, outbox_poll_s=0.3,
         ris_host="127.0.0.1", ris_port=ris.port, ris_retry_s=1, ris_timeout_s=3,
         ris_sending_facility="ST ELSEWHERE", ris_receiving_application="TESTRIS",
@@ -64,6 +72,14 @@ def test_ris_gets_results_and_priorities_through_an_outage_and_a_restart(
     assert values["MODEL"] == champion["model_name"] == "chest-xray"
     assert oru.message.msh.msh_4.to_er7() == "ST ELSEWHERE" and oru.message.msh.msh_5.to_er7() == "TESTRIS"
     wait_for(lambda: any(r.structure == "OMI_O23" for r in ris.accepted()), 30, "a priority change at the RIS")
+    report = wait_for(lambda: next((r for key, r in emr.resources.items() if key.startswith("DiagnosticReport/")
+                                    and uid[first] in r["imagingStudy"][0]["identifier"]["value"]), None),
+                      30, "the first result at the EMR")
+    probability = emr.resources[report["result"][0]["reference"]]
+    assert probability["valueQuantity"]["value"] == round(champion["score"], 6)
+    device = emr.resources[probability["device"]["reference"]]
+    assert (device["deviceName"][0]["name"], device["version"][0]["value"]) == ("chest-xray", champion["model_version"])
+    assert not emr.invalid
 
     # The RIS goes down; a second study is scored while it is away; medscreen is killed and restarted.
     ris.stop()
