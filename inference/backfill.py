@@ -17,6 +17,7 @@ recorded, completed by the quiet period, routed, scored), so nothing here scores
 from __future__ import annotations
 
 import logging
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -82,7 +83,7 @@ def _association(ae: AE, host: str, port: int, called_ae: str, **kwargs: Any) ->
 
 def find_studies(
     host: str, port: int, called_ae: str, calling_ae: str, *, since: date, until: date | None = None,
-    modalities: Iterable[str] = (),
+    modalities: Iterable[str] = (), tls_args: tuple[ssl.SSLContext, str] | None = None,
 ) -> list[PacsStudy]:
     """C-FIND at STUDY level: studies dated ``since``..``until`` with any of ``modalities`` (all when empty)."""
     ae = AE(ae_title=calling_ae)
@@ -99,7 +100,7 @@ def find_studies(
         query.StudyDate = f"{since:%Y%m%d}-{until:%Y%m%d}" if until else f"{since:%Y%m%d}-"
         query.ModalitiesInStudy = modality
         query.NumberOfStudyRelatedInstances = ""
-        assoc = _association(ae, host, port, called_ae)
+        assoc = _association(ae, host, port, called_ae, tls_args=tls_args)
         try:
             for status, identifier in assoc.send_c_find(query, STUDY_ROOT_FIND):
                 if status is None:
@@ -150,7 +151,7 @@ def _on_store(event: Event, ingestor: InstanceIngestor, pacs_ae: str, report: Ba
 
 def retrieve_study(
     ingestor: InstanceIngestor, study_uid: str, *, host: str, port: int, called_ae: str, calling_ae: str,
-    report: BackfillReport,
+    report: BackfillReport, tls_args: tuple[ssl.SSLContext, str] | None = None,
 ) -> None:
     """C-GET one study; its instances arrive as C-STORE sub-operations on the same association."""
     _config.STORE_RECV_CHUNKED_DATASET = True
@@ -165,7 +166,7 @@ def retrieve_study(
         ae.add_requested_context(sop_class, TRANSFER_SYNTAXES)
         roles.append(build_role(sop_class, scp_role=True))
     handlers = [(evt.EVT_C_STORE, _on_store, [ingestor, called_ae, report])]
-    assoc = _association(ae, host, port, called_ae, ext_neg=roles, evt_handlers=handlers)
+    assoc = _association(ae, host, port, called_ae, ext_neg=roles, evt_handlers=handlers, tls_args=tls_args)
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
@@ -217,6 +218,7 @@ def run_backfill(
     called_ae: str,
     calling_ae: str,
     studies_per_minute: float = 0.0,
+    tls_args: tuple[ssl.SSLContext, str] | None = None,
     progress: Callable[[PacsStudy, BackfillReport], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> BackfillReport:
@@ -232,7 +234,7 @@ def run_backfill(
         next_start = time.monotonic() + interval
         try:
             retrieve_study(ingestor, study.study_instance_uid, host=host, port=port, called_ae=called_ae,
-                           calling_ae=calling_ae, report=report)
+                           calling_ae=calling_ae, report=report, tls_args=tls_args)
         except ConnectionError as exc:
             report.failed_studies += 1
             log.warning("backfill: study not retrieved (again next run): %s", exc)

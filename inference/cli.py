@@ -120,6 +120,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     from inference.backfill import BackfillReport, PacsStudy, find_studies, run_backfill
     from inference.receive.process import build_ingestor
+    from inference.tls import pacs_tls_args
     from service.db import make_session_factory, migrate
 
     if not (settings.pacs_ae_title and settings.pacs_host and settings.pacs_port):
@@ -138,7 +139,8 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     host, port, called_ae = settings.pacs_host, settings.pacs_port, settings.pacs_ae_title
     calling_ae = settings.dicom_ae_title
     try:
-        studies = find_studies(host, port, called_ae, calling_ae, since=since, until=until, modalities=args.modality or ())
+        studies = find_studies(host, port, called_ae, calling_ae, since=since, until=until,
+                               modalities=args.modality or (), tls_args=pacs_tls_args(settings))
     except ConnectionError as exc:
         sys.stderr.write(f"medscreen backfill: {exc}\n")
         return 1
@@ -158,7 +160,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     try:
         report = run_backfill(ingestor, make_session_factory(ingestor.engine), studies, host=host, port=port,
                               called_ae=called_ae, calling_ae=calling_ae, studies_per_minute=args.rate,
-                              progress=progress)
+                              tls_args=pacs_tls_args(settings), progress=progress)
     finally:
         bar.close()
         ingestor.engine.dispose()

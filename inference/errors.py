@@ -10,6 +10,7 @@
     │   ├── InstanceTooLarge        larger than MEDSCREEN_MAX_INSTANCE_MB
     │   └── OutOfResources          free disk under the watermark (nothing is written)
     ├── RoutingRulesError           the routing rules file is invalid
+    ├── TlsConfigurationError       DICOM TLS certificate, key or CA missing or unreadable (stops the start)
     └── ScoringError                a scoring job did not produce a result this time
         ├── CouldNotScore           the study's input is unusable (no retry: the result says why)
         ├── ModelUnavailable        no champion, or its ONNX file cannot be loaded (retried)
@@ -32,6 +33,7 @@ __all__ = [
     "InstanceTooLarge",
     "OutOfResources",
     "RoutingRulesError",
+    "TlsConfigurationError",
     "ScoringError",
     "CouldNotScore",
     "ModelUnavailable",
@@ -103,3 +105,7 @@ class ModelUnavailable(ScoringError):
 
 class WritebackFailed(ScoringError):
     """The result could not be written back to the PACS."""
+
+
+class TlsConfigurationError(InferenceError):
+    """The DICOM TLS settings cannot be used; raised at start-up, never half-way through an association."""

@@ -27,6 +27,7 @@ from inference.jobs import claim_next, enqueue, mark_done, mark_failed
 from inference.scorers import TaskScore, score_task
 from inference.study_record import add_event
 from inference.tables import Instance, ScoreResult, ScoringJob, Study
+from inference.tls import pacs_tls_args
 from inference.writeback import ResultToWrite, build_heatmap, build_sr, send_c_store
 from service.db import session_scope, utcnow
 from service.settings import Settings
@@ -283,6 +284,7 @@ class ScoringWorker:
                 port=int(self.settings.pacs_port or 0),
                 called_ae=str(self.settings.pacs_ae_title),
                 calling_ae=self.settings.dicom_ae_title,
+                tls_args=pacs_tls_args(self.settings),
             )
         except ScoringError:
             with session_scope(self.session_factory) as session:

@@ -23,6 +23,7 @@ from inference.pacs_count import counter_from_settings
 from inference.receive.process import run_receiver_process
 from inference.route import load_rules
 from inference.spool import Spool
+from inference.tls import pacs_tls_args, receiver_ssl_context
 from inference.worker_process import run_scoring_process
 from screening.fhir_feed import take_in_screening_flags
 from service.app import create_app
@@ -124,6 +125,9 @@ def run_service(settings: Settings) -> int:
         sys.stderr.flush()
     _register_shipped_models(settings)
     Spool(settings.spool_dir, settings.quarantine_dir).clear_incoming()
+    # A TLS setting that cannot work stops the start here, not a receiver process in a restart loop.
+    receiver_ssl_context(settings)
+    pacs_tls_args(settings)
 
     receivers = ProcessSupervisor(settings, "dicom-receiver", run_receiver_process, settings.dicom_receivers)
     receivers.start()

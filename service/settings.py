@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     dicom_max_pdu: int = Field(
         262144, description="Maximum PDU size the receiver offers; large PDUs cut per-PDU overhead on big images."
     )
+    dicom_tls_cert: Path | None = Field(
+        None, description="Certificate (PEM) of medscreen's DICOM node; with MEDSCREEN_DICOM_TLS_KEY the receiver speaks "
+        "DICOM over TLS only, and it is the client certificate medscreen shows a PACS over TLS."
+    )
+    dicom_tls_key: Path | None = Field(None, description="Private key (PEM, unencrypted) of MEDSCREEN_DICOM_TLS_CERT.")
+    dicom_tls_ca: Path | None = Field(
+        None, description="CA certificates (PEM) trusted for senders' client certificates and for the PACS's certificate."
+    )
+    dicom_tls_require_client_cert: bool = Field(
+        False, description="Receiver over TLS: refuse senders without a client certificate signed by MEDSCREEN_DICOM_TLS_CA."
+    )
+    pacs_tls: bool = Field(
+        False, description="Speak TLS to the PACS (write-back, C-FIND counts, backfill), verifying its certificate "
+        "against MEDSCREEN_DICOM_TLS_CA and its host name against MEDSCREEN_PACS_HOST."
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default `sqlite:///$MEDSCREEN_HOME/medscreen.db`. PostgreSQL: `postgresql+psycopg://user:pw@host/db`."
     )

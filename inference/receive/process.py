@@ -12,6 +12,7 @@ import warnings
 from inference.ingest import InstanceIngestor
 from inference.receive.dimse import start_dimse_server
 from inference.spool import Spool
+from inference.tls import receiver_ssl_context
 from service.db import make_engine
 from service.settings import Settings
 
@@ -52,6 +53,7 @@ def run_receiver_process(settings_json: str, log_level: str) -> None:
         settings.dicom_ae_title,
         settings.dicom_allowed_aes,
         settings.dicom_max_pdu,
+        receiver_ssl_context(settings),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -101,7 +101,7 @@ def test_backfill_pulls_missing_studies_once_and_resumes(
     held = dict(_db(home, "SELECT study_instance_uid, instance_count FROM studies"))
     assert set(held) == {mg_uid, *(str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in [dx, *more_dx])}
     assert held[str(own.StudyInstanceUID)] == 1  # the radiograph, without medscreen's own output
-    assert _db(home, "SELECT count(*) FROM instances WHERE sop_instance_uid = '%s'" % own.SOPInstanceUID) == [(0,)]
+    assert _db(home, f"SELECT count(*) FROM instances WHERE sop_instance_uid = '{own.SOPInstanceUID}'") == [(0,)]
     assert _db(home, "SELECT count(*) FROM study_events WHERE kind = 'backfilled'") == [(3,)]
     assert all(source == "backfill" for (source,) in _db(home, f"SELECT source FROM instances WHERE study_id IN "
                                                              f"(SELECT id FROM studies WHERE study_instance_uid != '{mg_uid}')"))
