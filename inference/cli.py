@@ -1,4 +1,4 @@
-"""Commands of ``inference``: ``medscreen routes test`` (dry-run the routing rules)."""
+"""Commands of ``inference``: ``medscreen score``, ``medscreen routes test``, ``medscreen backfill``."""
 
 from __future__ import annotations
 
@@ -99,7 +99,88 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+    import warnings
+    from datetime import date
+
+    from tqdm import tqdm
+
+    from inference.backfill import BackfillReport, PacsStudy, find_studies, run_backfill
+    from inference.receive.process import build_ingestor
+    from inference.tls import pacs_tls_args
+    from service.db import make_session_factory, migrate
+
+    if not (settings.pacs_ae_title and settings.pacs_host and settings.pacs_port):
+        sys.stderr.write("medscreen backfill: set MEDSCREEN_PACS_AE_TITLE, MEDSCREEN_PACS_HOST and MEDSCREEN_PACS_PORT\n")
+        return 2
+    try:
+        since = date.fromisoformat(args.since)
+        until = date.fromisoformat(args.until) if args.until else None
+    except ValueError as exc:
+        sys.stderr.write(f"medscreen backfill: {exc} (dates are YYYY-MM-DD)\n")
+        return 2
+    warnings.filterwarnings("ignore", module="pydicom")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    migrate(settings.resolved_database_url)
+    host, port, called_ae = settings.pacs_host, settings.pacs_port, settings.pacs_ae_title
+    calling_ae = settings.dicom_ae_title
+    try:
+        studies = find_studies(host, port, called_ae, calling_ae, since=since, until=until,
+                               modalities=args.modality or (), tls_args=pacs_tls_args(settings))
+    except ConnectionError as exc:
+        sys.stderr.write(f"medscreen backfill: {exc}\n")
+        return 1
+    sys.stderr.write(f"{len(studies)} studies at {settings.pacs_ae_title} since {since}\n")
+    if args.dry_run:
+        for study in studies:
+            sys.stdout.write(f"{study.study_instance_uid}\t{study.study_date}\t{'/'.join(study.modalities)}\t"
+                             f"{study.instances if study.instances is not None else ''}\n")
+        return 0
+    ingestor = build_ingestor(settings)
+    bar = tqdm(total=len(studies), unit="study", disable=args.quiet, file=sys.stderr)
+
+    def progress(_study: PacsStudy, report: BackfillReport) -> None:
+        bar.update(1)
+        bar.set_postfix(stored=report.stored, failed=report.failed_studies)
+
+    try:
+        report = run_backfill(ingestor, make_session_factory(ingestor.engine), studies, host=host, port=port,
+                              called_ae=called_ae, calling_ae=calling_ae, studies_per_minute=args.rate,
+                              tls_args=pacs_tls_args(settings), progress=progress)
+    finally:
+        bar.close()
+        ingestor.engine.dispose()
+    bar.update(report.skipped_known)
+    sys.stderr.write(
+        f"{report.found} found, {report.skipped_known} already held (skipped), {report.retrieved_studies} retrieved "
+        f"({report.stored} instances stored, {report.duplicates} already held, {report.refused} refused, "
+        f"{report.own_output_dropped} of medscreen's own results dropped), {report.failed_studies} failed "
+        f"(run again to retry)\n"
+    )
+    return 1 if report.failed_studies else 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    backfill = subparsers.add_parser(
+        "backfill",
+        help="pull studies since a date from the PACS (C-FIND, C-GET) into the normal ingest path",
+        description="Find studies dated from --since at the PACS (MEDSCREEN_PACS_AE_TITLE/HOST/PORT) by C-FIND and "
+        "retrieve each by C-GET into the spool, as if the PACS had sent it: the running service completes, routes "
+        "and scores them. Studies medscreen already holds are skipped (never scored twice), medscreen's own "
+        "written-back results are dropped, and an interrupted run resumes where it stopped. Progress on stderr.",
+    )
+    backfill.add_argument("--since", required=True, metavar="YYYY-MM-DD", help="first study date")
+    backfill.add_argument("--until", metavar="YYYY-MM-DD", help="last study date (default: today)")
+    backfill.add_argument("--modality", action="append", metavar="MOD",
+                          help="only studies with this modality (repeat: --modality CT --modality DX)")
+    backfill.add_argument("--rate", type=float, default=0.0, metavar="N",
+                          help="start at most N study retrievals a minute (default: no limit)")
+    backfill.add_argument("--dry-run", action="store_true", help="list the studies found (UID, date, modalities, instances)")
+    backfill.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    backfill.set_defaults(func=_backfill)
+
     score = subparsers.add_parser(
         "score",
         help="score DICOM files or folders offline (one JSON line per study)",

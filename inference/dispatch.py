@@ -23,6 +23,7 @@ from inference.records import ResultSent
 from inference.score_job import seconds_between
 from inference.study_record import add_event
 from inference.tables import OutgoingResult, ScoreResult
+from inference.tls import pacs_tls_args
 from inference.writeback import send_c_store
 from service.db import session_scope, utcnow
 from service.lifecycle import JobState, WritebackState
@@ -71,6 +72,7 @@ class Dispatcher:
             send_c_store(
                 documents, host=str(destination["host"]), port=int(destination["port"]),
                 called_ae=str(destination["ae_title"]), calling_ae=self.settings.dicom_ae_title,
+                tls_args=pacs_tls_args(self.settings),
             )
         except (WritebackFailed, OSError) as exc:
             error = exc.reason if isinstance(exc, WritebackFailed) else f"{type(exc).__name__}: {exc}"

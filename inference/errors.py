@@ -12,6 +12,7 @@
     │   ├── DifferingDuplicate      a SOP Instance UID already stored with other bytes (kept aside, never over)
     │   └── OutOfResources          free disk under the watermark (nothing is written)
     ├── RoutingRulesError           the routing rules file is invalid
+    ├── TlsConfigurationError       DICOM TLS certificate, key or CA missing or unreadable (stops the start)
     └── ScoringError                a scoring job did not produce a result this time
         ├── CouldNotScore           the study's input is unusable (no retry: the result says why)
         ├── ModelUnavailable        no champion, or its ONNX file cannot be loaded (retried)
@@ -36,6 +37,7 @@ __all__ = [
     "DifferingDuplicate",
     "OutOfResources",
     "RoutingRulesError",
+    "TlsConfigurationError",
     "ScoringError",
     "CouldNotScore",
     "ModelUnavailable",
@@ -115,3 +117,7 @@ class ModelUnavailable(ScoringError):
 
 class WritebackFailed(ScoringError):
     """The result could not be written back to the PACS."""
+
+
+class TlsConfigurationError(InferenceError):
+    """The DICOM TLS settings cannot be used; raised at start-up, never half-way through an association."""

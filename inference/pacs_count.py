@@ -7,12 +7,14 @@ without waiting for the quiet period.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Protocol
 
 import httpx
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 
+from inference.tls import pacs_tls_args
 from service.settings import Settings
 
 __all__ = ["InstanceCounter", "QidoInstanceCounter", "CFindInstanceCounter", "counter_from_settings"]
@@ -55,8 +57,10 @@ class QidoInstanceCounter:
 
 
 class CFindInstanceCounter:
-    def __init__(self, host: str, port: int, called_ae: str, calling_ae: str) -> None:
-        self.host, self.port, self.called_ae = host, port, called_ae
+    def __init__(
+        self, host: str, port: int, called_ae: str, calling_ae: str, tls_args: tuple[ssl.SSLContext, str] | None = None
+    ) -> None:
+        self.host, self.port, self.called_ae, self.tls_args = host, port, called_ae, tls_args
         self.ae = AE(ae_title=calling_ae)
         self.ae.add_requested_context(STUDY_ROOT_FIND)
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = 5
@@ -66,7 +70,7 @@ class CFindInstanceCounter:
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = study_instance_uid
         query.NumberOfStudyRelatedInstances = ""
-        assoc = self.ae.associate(self.host, self.port, ae_title=self.called_ae)
+        assoc = self.ae.associate(self.host, self.port, ae_title=self.called_ae, tls_args=self.tls_args)
         if not assoc.is_established:
             log.warning("C-FIND count query: association with %s:%d failed", self.host, self.port)
             return None
@@ -86,5 +90,8 @@ def counter_from_settings(settings: Settings) -> InstanceCounter | None:
     if settings.pacs_qido_url:
         return QidoInstanceCounter(settings.pacs_qido_url)
     if settings.pacs_ae_title and settings.pacs_host and settings.pacs_port:
-        return CFindInstanceCounter(settings.pacs_host, settings.pacs_port, settings.pacs_ae_title, settings.dicom_ae_title)
+        return CFindInstanceCounter(
+            settings.pacs_host, settings.pacs_port, settings.pacs_ae_title, settings.dicom_ae_title,
+            pacs_tls_args(settings),
+        )
     return None

@@ -13,6 +13,7 @@ Both are built with highdicom and sent by C-STORE (pynetdicom).
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,14 +205,17 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
     return sc
 
 
-def send_c_store(datasets: list[Dataset], *, host: str, port: int, called_ae: str, calling_ae: str) -> None:
+def send_c_store(
+    datasets: list[Dataset], *, host: str, port: int, called_ae: str, calling_ae: str,
+    tls_args: tuple[ssl.SSLContext, str] | None = None,
+) -> None:
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     for sop_class in (COMPREHENSIVE_3D_SR_STORAGE, SECONDARY_CAPTURE_IMAGE_STORAGE):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = ae.associate(host, port, ae_title=called_ae)
+    assoc = ae.associate(host, port, ae_title=called_ae, tls_args=tls_args)
     if not assoc.is_established:
-        raise WritebackFailed(f"association with {called_ae}@{host}:{port} failed")
+        raise WritebackFailed(f"association with {called_ae}@{host}:{port}{' over TLS' if tls_args else ''} failed")
     try:
         for ds in datasets:
             status = assoc.send_c_store(ds)

@@ -16,12 +16,14 @@ __all__ = ["create_app"]
 def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     # Imported here so that building the CLI parser does not import every router.
     from inference.api import router as studies_router
+    from inference.fhir_api import router as results_fhir_router
     from inference.receive.process import build_ingestor
     from inference.receive.stowrs import router as stowrs_router
     from quality.api import router as quality_router
     from quality.page import page_router as quality_page_router
     from screening.api import page_router as screening_page_router
     from screening.api import router as screening_router
+    from screening.fhir_feed import fhir_router as screening_fhir_router
     from service.audit import router as audit_router
     from service.auth import load_or_create_secret_key
     from service.auth import router as auth_router
@@ -61,4 +63,6 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.include_router(worklist_page_router)
     app.include_router(quality_router)
     app.include_router(quality_page_router)
+    app.include_router(results_fhir_router)
+    app.include_router(screening_fhir_router)
     return app

@@ -15,19 +15,26 @@ from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
 
 import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
 
 from inference.complete import CompletenessMonitor
+from inference.fhir_feed import FHIR_CHANNEL, take_in_fhir_results
 from inference.pacs_count import counter_from_settings
 from inference.receive.process import run_receiver_process
 from inference.route import load_rules
 from inference.spool import Spool
+from inference.tls import pacs_tls_args, receiver_ssl_context
 from inference.worker_process import run_scoring_process
 from medscreen.app import create_app
 from medscreen.schema import migrate_all
+from screening.fhir_feed import take_in_screening_flags
 from service.db import make_engine, make_session_factory
+from service.fhir_push import FhirSender
+from service.outbox import RetryPolicy, run_feed
 from service.settings import Settings
 from service.users import ensure_admin
 from worklist.recompute import run_worklist_recompute
+from worklist.ris_feed import run_ris_feed
 
 __all__ = ["run_service", "ProcessSupervisor"]
 
@@ -87,6 +94,21 @@ def _register_shipped_models(settings: Settings) -> None:
         log.exception("could not register the shipped models in %s", settings.resolved_mlflow_tracking_uri)
 
 
+def _run_fhir_feed(settings: Settings, session_factory: sessionmaker[Session], stop_event: threading.Event) -> None:
+    """Champion results and screening flags to the EMR as FHIR transaction Bundles."""
+    assert settings.fhir_push_url
+    token = settings.fhir_push_token.get_secret_value() if settings.fhir_push_token else None
+    sender = FhirSender(settings.fhir_push_url, token=token, timeout_s=settings.fhir_timeout_s)
+    try:
+        run_feed(
+            "EMR (FHIR)", FHIR_CHANNEL, [take_in_fhir_results, take_in_screening_flags], sender,
+            RetryPolicy(retry_s=settings.fhir_retry_s, max_attempts=settings.fhir_max_attempts),
+            session_factory, stop_event, settings.outbox_poll_s,
+        )
+    finally:
+        sender.close()
+
+
 def run_service(settings: Settings) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
@@ -104,6 +126,9 @@ def run_service(settings: Settings) -> int:
         sys.stderr.flush()
     _register_shipped_models(settings)
     Spool(settings.spool_dir, settings.quarantine_dir).clear_incoming()
+    # A TLS setting that cannot work stops the start here, not a receiver process in a restart loop.
+    receiver_ssl_context(settings)
+    pacs_tls_args(settings)
 
     receivers = ProcessSupervisor(settings, "dicom-receiver", run_receiver_process, settings.dicom_receivers)
     receivers.start()
@@ -119,6 +144,20 @@ def run_service(settings: Settings) -> int:
         target=run_worklist_recompute, args=(settings, session_factory, stop_worklist), name="worklist", daemon=True
     )
     worklist_thread.start()
+
+    # Peers fed from the outbox, each in its own thread so that a slow RIS never holds up the worklist.
+    feeds: list[threading.Thread] = []
+    stop_feeds = threading.Event()
+    if settings.ris_host and settings.ris_port:
+        feeds.append(threading.Thread(
+            target=run_ris_feed, args=(settings, session_factory, stop_feeds), name="ris-feed", daemon=True
+        ))
+    if settings.fhir_push_url:
+        feeds.append(threading.Thread(
+            target=_run_fhir_feed, args=(settings, session_factory, stop_feeds), name="fhir-feed", daemon=True
+        ))
+    for feed in feeds:
+        feed.start()
 
     app = create_app(settings, run_migrations=False)
     log.info(
@@ -137,8 +176,11 @@ def run_service(settings: Settings) -> int:
     finally:
         stop_monitor.set()
         stop_worklist.set()
+        stop_feeds.set()
         receivers.shutdown()
         scorers.shutdown()
         monitor_thread.join(timeout=10)
         worklist_thread.join(timeout=10)
+        for feed in feeds:
+            feed.join(timeout=10)
     return 0

@@ -7,7 +7,9 @@ ServiceError
 │   ├── UnknownRole
 │   ├── InvalidUsername
 │   └── WeakPassword
-└── SecretKeyError
+├── SecretKeyError
+└── DeliveryFailed           a RIS/EMR did not take an outbox message (transient, or permanent: set aside)
+    └── PeerUnreachable      connection refused or timed out: retried without limit
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ __all__ = [
     "InvalidUsername",
     "WeakPassword",
     "SecretKeyError",
+    "DeliveryFailed",
+    "PeerUnreachable",
 ]
 
 
@@ -54,3 +58,21 @@ class WeakPassword(UserError):
 
 class SecretKeyError(ServiceError):
     """The token signing key file is unusable (unreadable, too short, readable by others)."""
+
+
+class DeliveryFailed(ServiceError):
+    """A peer (RIS, EMR) did not take a message from the outbox.
+
+    ``permanent``: the peer refused this message itself (HL7 NAK ``AR``, HTTP 4xx); sending it again cannot
+    help, so it is set aside with the reason. Otherwise the peer is down or answered a transient error, and
+    the message is offered again after the retry delay, ahead of every later one.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+class PeerUnreachable(DeliveryFailed):
+    """The peer could not be reached or did not answer in time: retried for as long as it takes."""

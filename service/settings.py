@@ -53,6 +53,21 @@ class Settings(BaseSettings):
     dicom_max_pdu: int = Field(
         262144, description="Maximum PDU size the receiver offers; large PDUs cut per-PDU overhead on big images."
     )
+    dicom_tls_cert: Path | None = Field(
+        None, description="Certificate (PEM) of medscreen's DICOM node; with MEDSCREEN_DICOM_TLS_KEY the receiver speaks "
+        "DICOM over TLS only, and it is the client certificate medscreen shows a PACS over TLS."
+    )
+    dicom_tls_key: Path | None = Field(None, description="Private key (PEM, unencrypted) of MEDSCREEN_DICOM_TLS_CERT.")
+    dicom_tls_ca: Path | None = Field(
+        None, description="CA certificates (PEM) trusted for senders' client certificates and for the PACS's certificate."
+    )
+    dicom_tls_require_client_cert: bool = Field(
+        False, description="Receiver over TLS: refuse senders without a client certificate signed by MEDSCREEN_DICOM_TLS_CA."
+    )
+    pacs_tls: bool = Field(
+        False, description="Speak TLS to the PACS (write-back, C-FIND counts, backfill), verifying its certificate "
+        "against MEDSCREEN_DICOM_TLS_CA and its host name against MEDSCREEN_PACS_HOST."
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default `sqlite:///$MEDSCREEN_HOME/medscreen.db`. PostgreSQL: `postgresql+psycopg://user:pw@host/db`."
     )
@@ -219,6 +234,34 @@ class Settings(BaseSettings):
     )
     quality_gate_alpha: float = Field(
         0.05, gt=0, lt=1, description="Promotion gate: significance level of the one-sided McNemar test for a sensitivity drop."
+    )
+
+    ris_host: str | None = Field(
+        None, description="Host of the RIS's HL7 v2.5.1 MLLP listener; unset: nothing is sent to the RIS."
+    )
+    ris_port: int | None = Field(None, description="Port of the RIS's MLLP listener.")
+    ris_sending_application: str = Field("MEDSCREEN", description="HL7 MSH-3 sending application.")
+    ris_sending_facility: str = Field("", description="HL7 MSH-4 sending facility.")
+    ris_receiving_application: str = Field("RIS", description="HL7 MSH-5 receiving application.")
+    ris_receiving_facility: str = Field("", description="HL7 MSH-6 receiving facility.")
+    ris_timeout_s: float = Field(10.0, gt=0, description="Seconds to connect to the RIS and to wait for its ACK.")
+    ris_retry_s: float = Field(
+        30.0, gt=0, description="Wait before a message the RIS did not take (down, timed out, NAK AE) is offered again."
+    )
+    ris_max_attempts: int = Field(
+        10, ge=1, description="NAK AE answers before a message is set aside (a RIS that is down is waited for without limit)."
+    )
+    fhir_push_url: str | None = Field(
+        None, description="FHIR R4 base URL of the EMR; results and screening flags are PUT there. Unset: not pushed."
+    )
+    fhir_push_token: SecretStr | None = Field(None, description="Bearer token for the EMR's FHIR endpoint, if it needs one.")
+    fhir_timeout_s: float = Field(10.0, gt=0, description="Seconds to wait for the EMR's FHIR endpoint.")
+    fhir_retry_s: float = Field(30.0, gt=0, description="Wait before a resource the EMR did not take is offered again.")
+    fhir_max_attempts: int = Field(
+        10, ge=1, description="HTTP 5xx answers before a resource is set aside (4xx: at once; unreachable: never)."
+    )
+    outbox_poll_s: float = Field(
+        2.0, gt=0, description="How often the RIS and EMR feeds take in new results and send what is waiting."
     )
 
     @field_validator("secret_key")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -174,8 +175,9 @@ def start_dimse_server(
     allowed_aes: list[str],
     max_pdu: int,
     limits: AssociationLimits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ThreadedAssociationServer:
-    """Start a non-blocking receiver; the caller shuts it down with ``server.shutdown()``."""
+    """Start a non-blocking receiver (over TLS with ``ssl_context``); the caller shuts it down with ``server.shutdown()``."""
     # pynetdicom writes received datasets into tempfile's directory; pointing it at the spool's
     # incoming folder (same file system) lets the spool rename instead of copy. Process-wide, so
     # only the receiver processes call this.
@@ -183,11 +185,13 @@ def start_dimse_server(
     tempfile.tempdir = str(ingestor.spool.incoming)
     limits = limits or AssociationLimits()
     ae = build_ae(ae_title, allowed_aes, max_pdu, limits)
-    server = ae.make_server((host, port), evt_handlers=handlers_for(ingestor), server_class=_ReusePortServer)
+    server = ae.make_server(
+        (host, port), evt_handlers=handlers_for(ingestor), server_class=_ReusePortServer, ssl_context=ssl_context
+    )
     assert isinstance(server, _ReusePortServer)
     server.per_peer = limits.per_peer
     # What AE.start_server does for its own servers; shutdown() expects to find the server here.
     ae._servers.append(server)
     threading.Thread(target=server.serve_forever, name=f"dimse-{port}", daemon=True).start()
-    log.info("DICOM receiver %s listening on %s:%d", ae_title, host, port)
+    log.info("DICOM receiver %s listening on %s:%d%s", ae_title, host, port, " (TLS)" if ssl_context else "")
     return server

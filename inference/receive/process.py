@@ -12,6 +12,7 @@ import warnings
 from inference.ingest import InstanceIngestor
 from inference.receive.dimse import AssociationLimits, start_dimse_server
 from inference.spool import Spool
+from inference.tls import receiver_ssl_context
 from service.db import make_engine
 from service.settings import Settings
 
@@ -55,6 +56,7 @@ def run_receiver_process(settings_json: str, log_level: str) -> None:
         AssociationLimits(
             settings.dicom_max_associations, settings.dicom_max_associations_per_peer, settings.dicom_idle_timeout_s
         ),
+        receiver_ssl_context(settings),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -11,9 +11,9 @@ import pytest
 
 from datasets.emr_records import ChildRecord
 from datasets.fhir_emr import record_to_bundle, records_from_bundle
+from medscreen.cli import main
 from screening.fhir_output import explanation, risk_assessment
 from screening.screener import Screener
-from service.cli import main
 from tests.screening.conftest import ordinary_child, syndromic_child
 
 AS_OF = date(2024, 3, 1)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from inference.tables import ScoreResult, ScoringJob, Study
 from service.db import utcnow
+from tests.peers import medscreen_service  # noqa: F401  (fixture)
 from tests.service.conftest import add_user, app, client, database_url, service_settings  # noqa: F401  (fixtures)
 
 _accessions = itertools.count(1)

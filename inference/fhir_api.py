@@ -1,0 +1,102 @@
+"""``GET /fhir/...``: champion results as FHIR R4 resources, for an EMR or a viewer that reads rather than
+receives. Role-checked (radiologist, ml-engineer, quality) and audited like the study view."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import func, select
+
+from inference.fhir_results import device_id, facts_of, result_resources
+from inference.tables import ScoreResult, Study
+from service.audit import record_audit
+from service.auth import AuthenticatedUser, require_role
+from service.deps import SessionDep
+from service.fhir_push import searchset_bundle
+from service.lifecycle import ModelRole
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/fhir", tags=["fhir"])
+Reader = Annotated[AuthenticatedUser, Depends(require_role("radiologist", "ml-engineer", "quality"))]
+FHIR_JSON = "application/fhir+json"
+
+
+def _fhir(body: Any, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code, media_type=FHIR_JSON)
+
+
+def _not_found(what: str) -> JSONResponse:
+    return _fhir({"resourceType": "OperationOutcome",
+                  "issue": [{"severity": "error", "code": "not-found", "diagnostics": f"no {what}"}]}, 404)
+
+
+def _champion_results(session: SessionDep, study: Study) -> list[ScoreResult]:
+    return list(session.scalars(
+        select(ScoreResult)
+        .where(ScoreResult.study_id == study.id, ScoreResult.role == ModelRole.champion)
+        .order_by(ScoreResult.id)
+    ))
+
+
+@router.get("/DiagnosticReport", summary="Champion results of a study as a searchset Bundle (reports, observations, devices)")
+def search_reports(
+    request: Request, session: SessionDep, user: Reader,
+    study: Annotated[str, Query(description="Study Instance UID (the report's imagingStudy)")],
+) -> JSONResponse:
+    found = session.scalar(select(Study).where(Study.study_instance_uid == study.removeprefix("urn:oid:")))
+    resources = []
+    if found is not None:
+        record_audit(session, user.username, "fhir.read", "study", found.study_instance_uid)
+        for result in _champion_results(session, found):
+            resources.extend(result_resources(facts_of(result, found)))
+    bundle = searchset_bundle(str(request.base_url) + "fhir", resources)
+    return _fhir(bundle.model_dump(mode="json", exclude_none=True))
+
+
+@router.get("/DiagnosticReport/{resource_id}", summary="One champion result as a DiagnosticReport")
+def read_report(resource_id: str, session: SessionDep, user: Reader) -> JSONResponse:
+    return _read(session, user, "DiagnosticReport", resource_id)
+
+
+@router.get("/Observation/{resource_id}", summary="One observation (probability or call) of a champion result")
+def read_observation(resource_id: str, session: SessionDep, user: Reader) -> JSONResponse:
+    return _read(session, user, "Observation", resource_id)
+
+
+@router.get("/Device/{resource_id}", summary="A model version as a Device")
+def read_device(resource_id: str, session: SessionDep, user: Reader) -> JSONResponse:
+    versions = session.execute(
+        select(func.min(ScoreResult.id), ScoreResult.model_name, ScoreResult.model_version)
+        .where(ScoreResult.role == ModelRole.champion)
+        .group_by(ScoreResult.model_name, ScoreResult.model_version)
+    ).all()
+    for result_id, name, version in versions:
+        if device_id(name, version) == resource_id:
+            row = session.execute(
+                select(ScoreResult, Study).join(Study, Study.id == ScoreResult.study_id).where(ScoreResult.id == result_id)
+            ).one()
+            device = result_resources(facts_of(*row))[0]
+            return _fhir(device.model_dump(mode="json", exclude_none=True))
+    return _not_found(f"Device/{resource_id}")
+
+
+def _read(session: SessionDep, user: AuthenticatedUser, resource_type: str, resource_id: str) -> JSONResponse:
+    prefix = "medscreen-dr-" if resource_type == "DiagnosticReport" else "medscreen-obs-"
+    number = resource_id.removeprefix(prefix).split("-")[0]
+    if not resource_id.startswith(prefix) or not number.isdigit():
+        return _not_found(f"{resource_type}/{resource_id}")
+    row = session.execute(
+        select(ScoreResult, Study).join(Study, Study.id == ScoreResult.study_id)
+        .where(ScoreResult.id == int(number), ScoreResult.role == ModelRole.champion)
+    ).first()
+    if row is None:
+        return _not_found(f"{resource_type}/{resource_id}")
+    result, study = row
+    record_audit(session, user.username, "fhir.read", "study", study.study_instance_uid)
+    for resource in result_resources(facts_of(result, study)):
+        if resource.get_resource_type() == resource_type and resource.id == resource_id:
+            return _fhir(resource.model_dump(mode="json", exclude_none=True))
+    return _not_found(f"{resource_type}/{resource_id}")

@@ -1,0 +1,173 @@
+"""A champion result as FHIR R4 resources for the EMR: a ``DiagnosticReport`` with its ``Observation``s.
+
+- ``Observation`` probability (valueQuantity, UCUM ``1``) and call (positive/negative at the operating
+  point, or "could not score" with the reason), each with ``device`` naming the model and version;
+- a ``Device`` for the model version (manufacturer medscreen, model name, version, MLflow run);
+- the ``DiagnosticReport`` pointing at them, at the ``ImagingStudy`` by its Study Instance UID and at the
+  order by its accession number, its conclusion saying "decision support, not a diagnosis".
+
+Built with ``fhir.resources`` (R4B, the R4-compatible models ``screening`` uses too), so an invalid resource
+fails here and never reaches an EMR. Ids are derived from the result id, so a resend replaces, never adds.
+The same function serves ``GET /fhir/...`` and the push, so both say the same thing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fhir.resources.R4B.device import Device
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.resource import Resource
+
+from inference.tables import ScoreResult, Study
+
+__all__ = ["ResultFacts", "facts_of", "result_resources", "report_id", "device_id"]
+
+DECISION_SUPPORT = "Decision support, not a diagnosis"
+_LOCAL = "urn:medscreen:code"
+_MODEL = "urn:medscreen:model"
+_UCUM = "http://unitsofmeasure.org"
+_DICOM_UID = "urn:dicom:uid"
+_V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
+_OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+_V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+
+@dataclass(frozen=True)
+class ResultFacts:
+    result_id: int
+    study_instance_uid: str
+    accession_number: str
+    patient_id: str
+    task: str
+    model_name: str
+    model_version: str
+    mlflow_run_id: str | None
+    outcome: str
+    score: float | None
+    threshold: float | None
+    call: str | None
+    reason: str | None
+    created_at: datetime
+
+
+def facts_of(result: ScoreResult, study: Study) -> ResultFacts:
+    return ResultFacts(
+        result_id=result.id,
+        study_instance_uid=study.study_instance_uid,
+        accession_number=study.accession_number,
+        patient_id=study.patient_id,
+        task=result.task,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        mlflow_run_id=result.mlflow_run_id,
+        outcome=result.outcome,
+        score=result.score,
+        threshold=result.threshold,
+        call=result.call,
+        reason=result.reason,
+        created_at=result.created_at,
+    )
+
+
+def report_id(result_id: int) -> str:
+    return f"medscreen-dr-{result_id}"
+
+
+def device_id(model_name: str, model_version: str) -> str:
+    return "medscreen-" + re.sub(r"[^A-Za-z0-9.-]", "-", f"{model_name}-{model_version}")[:54]
+
+
+def _subject(facts: ResultFacts) -> dict[str, Any]:
+    # A logical reference: the EMR resolves the patient by its identifier; medscreen holds no Patient resource.
+    return {"type": "Patient", "identifier": {"value": facts.patient_id}} if facts.patient_id else {}
+
+
+def result_resources(facts: ResultFacts) -> list[Resource]:
+    """Device, Observation(s) and DiagnosticReport of one champion result, validated."""
+    issued = facts.created_at.isoformat()
+    model = f"{facts.model_name} {facts.model_version}"
+    the_device_id = device_id(facts.model_name, facts.model_version)
+    device_ref = {"reference": f"Device/{the_device_id}", "display": f"medscreen {model}"}
+    device = Device.model_validate({
+        "resourceType": "Device",
+        "id": the_device_id,
+        "identifier": [{"system": _MODEL, "value": f"{facts.model_name}:{facts.model_version}"}],
+        "manufacturer": "medscreen",
+        "deviceName": [{"name": facts.model_name, "type": "model-name"}],
+        "version": [{"value": facts.model_version}],
+        "type": {"text": "AI decision support software (triage); not a diagnostic device"},
+        "note": [{"text": f"MLflow run {facts.mlflow_run_id or 'unknown'}"}],
+    })
+    subject = _subject(facts)
+    common: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": _OBSERVATION_CATEGORY, "code": "imaging", "display": "Imaging"}]}],
+        "effectiveDateTime": issued,
+        "issued": issued,
+        "device": device_ref,
+        "note": [{"text": f"{DECISION_SUPPORT}. {model}."}],
+        **({"subject": subject} if subject else {}),
+    }
+    observations: list[Observation] = []
+    if facts.outcome == "scored" and facts.score is not None:
+        observations.append(Observation.model_validate({
+            **common,
+            "id": f"medscreen-obs-{facts.result_id}-probability",
+            "code": {"coding": [{"system": _LOCAL, "code": f"{facts.task}-probability"}],
+                     "text": f"Probability of finding ({facts.task}, AI)"},
+            "valueQuantity": {"value": round(facts.score, 6), "unit": "1", "system": _UCUM, "code": "1"},
+        }))
+        threshold = f"{facts.threshold:.3f}" if facts.threshold is not None else "unknown"
+        observations.append(Observation.model_validate({
+            **common,
+            "id": f"medscreen-obs-{facts.result_id}-call",
+            "code": {"coding": [{"system": _LOCAL, "code": f"{facts.task}-call"}],
+                     "text": f"Call at the model's operating point ({facts.task}, AI)"},
+            "valueCodeableConcept": {"coding": [{"system": _LOCAL, "code": str(facts.call)}],
+                                     "text": f"{facts.call} at operating point {threshold}"},
+            "method": {"text": f"{model}, operating point {threshold}"},
+        }))
+    else:
+        observations.append(Observation.model_validate({
+            **common,
+            "id": f"medscreen-obs-{facts.result_id}-call",
+            "code": {"coding": [{"system": _LOCAL, "code": f"{facts.task}-call"}],
+                     "text": f"Call at the model's operating point ({facts.task}, AI)"},
+            "dataAbsentReason": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                                             "code": "error"}],
+                                 "text": f"could not score: {facts.reason or 'no reason given'}"},
+        }))
+    if facts.outcome == "scored" and facts.score is not None:
+        conclusion = (f"{DECISION_SUPPORT}: {model} gives probability {facts.score:.3f}, {facts.call} at its "
+                      f"operating point {facts.threshold:.3f}." if facts.threshold is not None else "")
+    else:
+        conclusion = f"{DECISION_SUPPORT}: {model} could not score this study: {facts.reason or 'no reason given'}."
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "id": report_id(facts.result_id),
+        "identifier": [{"system": "urn:medscreen:result", "value": str(facts.result_id)}],
+        "status": "final",
+        "category": [{"coding": [{"system": _V2_0074, "code": "RAD", "display": "Radiology"}]}],
+        "code": {"coding": [{"system": _LOCAL, "code": f"{facts.task}-triage"}], "text": f"AI triage: {facts.task}"},
+        "effectiveDateTime": issued,
+        "issued": issued,
+        "result": [{"reference": f"Observation/{o.id}"} for o in observations],
+        "imagingStudy": [{
+            "type": "ImagingStudy",
+            "identifier": {"system": _DICOM_UID, "value": f"urn:oid:{facts.study_instance_uid}"},
+        }],
+        "conclusion": conclusion,
+        **({"subject": subject} if subject else {}),
+    }
+    if facts.accession_number:
+        report["basedOn"] = [{
+            "type": "ServiceRequest",
+            "identifier": {"type": {"coding": [{"system": _V2_0203, "code": "ACSN"}]}, "value": facts.accession_number},
+        }]
+    return [device, *observations, DiagnosticReport.model_validate(report)]

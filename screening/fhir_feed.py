@@ -1,0 +1,109 @@
+"""Screening flags for the EMR: the stored ``RiskAssessment`` and ``Flag`` of each flagged child, with stable
+ids, into the outbox (channel ``fhir``) and readable at ``GET /fhir/RiskAssessment|Flag``.
+
+Only flagged children are pushed: a RiskAssessment for every child screened would put a million
+"no concern" resources in the EMR a year for no one to act on; those stay readable here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from fhir.resources.R4B.flag import Flag
+from fhir.resources.R4B.resource import Resource
+from fhir.resources.R4B.riskassessment import RiskAssessment
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from screening.tables import ScreeningRun
+from service.audit import record_audit
+from service.auth import AuthenticatedUser, require_role
+from service.db import utcnow
+from service.deps import SessionDep
+from service.fhir_push import FHIR_JSON, searchset_bundle, transaction_bundle
+from service.outbox import add_message, existing_keys, start_cursor
+
+__all__ = ["FHIR_CHANNEL", "screening_resources", "take_in_screening_flags", "fhir_router"]
+
+FHIR_CHANNEL = "fhir"
+_CURSOR = "fhir:screening_results"
+fhir_router = APIRouter(prefix="/fhir", tags=["fhir"])
+Paediatrician = Annotated[AuthenticatedUser, Depends(require_role("paediatrician", "admin"))]
+
+
+def screening_resources(row: ScreeningRun) -> list[Resource]:
+    """The RiskAssessment (and Flag, when flagged) as stored at screening time, with ids derived from the row."""
+    resources: list[Resource] = [RiskAssessment.model_validate({**row.risk_assessment, "id": f"medscreen-ra-{row.id}"})]
+    if row.flag:
+        resources.append(Flag.model_validate({**row.flag, "id": f"medscreen-flag-{row.id}"}))
+    return resources
+
+
+def take_in_screening_flags(session: Session, now: datetime | None = None, *, batch: int = 500) -> int:
+    now = now or utcnow()
+    cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScreeningRun.id))))
+    if created:
+        return 0
+    rows = session.scalars(
+        select(ScreeningRun).where(ScreeningRun.id > cursor.last_id).order_by(ScreeningRun.id).limit(batch)
+    ).all()
+    known = existing_keys(session, FHIR_CHANNEL, [f"RiskAssessment/medscreen-ra-{row.id}" for row in rows])
+    added = 0
+    for row in rows:
+        key = f"RiskAssessment/medscreen-ra-{row.id}"
+        if row.flagged and key not in known:
+            bundle = transaction_bundle(screening_resources(row))
+            added += add_message(session, FHIR_CHANNEL, key, f"screening flag {row.id} (child {row.patient_digest})",
+                                 bundle.model_dump_json(exclude_none=True), FHIR_JSON, now)
+        cursor.last_id = row.id
+    return added
+
+
+def _fhir(body: object, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code, media_type=FHIR_JSON)
+
+
+def _not_found(what: str) -> JSONResponse:
+    return _fhir({"resourceType": "OperationOutcome",
+                  "issue": [{"severity": "error", "code": "not-found", "diagnostics": f"no {what}"}]}, 404)
+
+
+def _read(session: SessionDep, user: AuthenticatedUser, resource_type: str, prefix: str, resource_id: str) -> JSONResponse:
+    number = resource_id.removeprefix(prefix)
+    row = session.get(ScreeningRun, int(number)) if resource_id.startswith(prefix) and number.isdigit() else None
+    if row is None:
+        return _not_found(f"{resource_type}/{resource_id}")
+    record_audit(session, user.username, "fhir.read", "patient", row.patient_id, {"result_id": row.id})
+    for resource in screening_resources(row):
+        if resource.get_resource_type() == resource_type:
+            return _fhir(resource.model_dump(mode="json", exclude_none=True))
+    return _not_found(f"{resource_type}/{resource_id}")
+
+
+@fhir_router.get("/RiskAssessment/{resource_id}", summary="One screening result as a RiskAssessment")
+def read_risk_assessment(resource_id: str, session: SessionDep, user: Paediatrician) -> JSONResponse:
+    return _read(session, user, "RiskAssessment", "medscreen-ra-", resource_id)
+
+
+@fhir_router.get("/Flag/{resource_id}", summary="One screening flag")
+def read_flag(resource_id: str, session: SessionDep, user: Paediatrician) -> JSONResponse:
+    return _read(session, user, "Flag", "medscreen-flag-", resource_id)
+
+
+@fhir_router.get("/RiskAssessment", summary="A child's screening results (RiskAssessment, and Flag when flagged)")
+def search_risk_assessments(
+    request: Request, session: SessionDep, user: Paediatrician,
+    subject: Annotated[str, Query(description="Patient/<id> or the patient identifier")],
+) -> JSONResponse:
+    patient_id = subject.removeprefix("Patient/")
+    rows = session.scalars(
+        select(ScreeningRun).where(ScreeningRun.patient_id == patient_id).order_by(ScreeningRun.id)
+    ).all()
+    if rows:
+        record_audit(session, user.username, "fhir.read", "patient", patient_id, {"results": len(rows)})
+    resources = [resource for row in rows for resource in screening_resources(row)]
+    bundle = searchset_bundle(str(request.base_url) + "fhir", resources, match="RiskAssessment")
+    return _fhir(bundle.model_dump(mode="json", exclude_none=True))

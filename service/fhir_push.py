@@ -1,0 +1,78 @@
+"""Sending FHIR transaction Bundles from the outbox to the EMR's FHIR base URL (``MEDSCREEN_FHIR_PUSH_URL``).
+
+2xx: delivered. 4xx (but 408 and 429): the EMR refused this Bundle for itself, set aside with its
+OperationOutcome. 408, 429, 5xx: offered again. No connection or no answer in time: waited for.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.resource import Resource
+
+from service.errors import DeliveryFailed, PeerUnreachable
+from service.outbox import Outgoing
+
+__all__ = ["FhirSender", "FHIR_JSON", "transaction_bundle", "searchset_bundle"]
+
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirSender:
+    def __init__(self, base_url: str, *, token: str | None, timeout_s: float) -> None:
+        headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.Client(headers=headers, timeout=timeout_s)
+
+    def __call__(self, message: Outgoing) -> str:
+        try:
+            response = self.client.post(self.base_url, content=message.payload.encode("utf-8"))
+        except httpx.TimeoutException as exc:
+            raise PeerUnreachable(f"no answer from the EMR at {self.base_url}: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise PeerUnreachable(f"EMR at {self.base_url}: {type(exc).__name__}: {exc}") from exc
+        if response.is_success:
+            return f"HTTP {response.status_code} {response.text[:2000]}"
+        detail = f"HTTP {response.status_code}: {response.text[:1000]}"
+        if response.status_code in (408, 429) or response.status_code >= 500:
+            raise DeliveryFailed(f"the EMR answered {detail}")
+        raise DeliveryFailed(f"the EMR refused it: {detail}", permanent=True)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def transaction_bundle(resources: list[Resource]) -> Bundle:
+    """A transaction of PUTs: one request, all or nothing at the EMR, and a resend replaces the same ids."""
+    return Bundle.model_validate({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": json.loads(r.model_dump_json(exclude_none=True)),
+                "request": {"method": "PUT", "url": f"{r.get_resource_type()}/{r.id}"},
+            }
+            for r in resources
+        ],
+    })
+
+
+def searchset_bundle(base_url: str, resources: list[Resource], *, match: str = "DiagnosticReport") -> Bundle:
+    """A search answer: resources of type ``match`` are the matches, the rest are included with them."""
+    return Bundle.model_validate({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": sum(1 for r in resources if r.get_resource_type() == match),
+        "entry": [
+            {
+                "fullUrl": f"{base_url.rstrip('/')}/{r.get_resource_type()}/{r.id}",
+                "resource": json.loads(r.model_dump_json(exclude_none=True)),
+                "search": {"mode": "match" if r.get_resource_type() == match else "include"},
+            }
+            for r in resources
+        ],
+    })

@@ -1,0 +1,238 @@
+"""The outbox: documents for a peer (HL7 to the RIS, FHIR to the EMR) built once, stored, and sent in order.
+
+Producers follow an append-only table by id with their own cursor and add one message per row, in the
+same transaction that moves the cursor, so nothing is skipped and nothing is built twice. The dispatcher
+sends a channel's messages oldest first and commits each acknowledgement at once: a peer that is down
+delays messages and loses none, and an acknowledged message is never offered again. (Between a peer's
+acknowledgement and that commit a crash could resend one message; it carries the same control id or
+resource id, which is what peers de-duplicate on.)
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from service.db import Base, UTCDateTime, session_scope, utcnow
+from service.errors import DeliveryFailed, PeerUnreachable
+
+__all__ = [
+    "OutboxState",
+    "OutboxMessage",
+    "OutboxCursor",
+    "Outgoing",
+    "RetryPolicy",
+    "add_message",
+    "advance_cursor",
+    "dispatch",
+    "channel_counts",
+    "existing_keys",
+    "start_cursor",
+    "run_feed",
+]
+
+log = logging.getLogger(__name__)
+
+_BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class OutboxState(enum.StrEnum):
+    pending = "pending"
+    sent = "sent"
+    rejected = "rejected"  # refused by the peer for itself, or out of attempts: kept with the reason
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox_messages"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    # What the message is about, unique per channel (e.g. `ORU:42`), so a producer run twice adds nothing.
+    key: Mapped[str] = mapped_column(String(128))
+    # Non-identifying label for logs and the API (never a patient name or ID).
+    label: Mapped[str] = mapped_column(String(128))
+    content_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("channel", "key", name="uq_outbox_channel_key"),
+        Index("ix_outbox_channel_state", "channel", "state", "id"),
+    )
+
+
+class OutboxCursor(Base):
+    """How far a producer has followed its source table, by id."""
+
+    __tablename__ = "outbox_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message as a sender gets it."""
+
+    id: int
+    key: str
+    label: str
+    content_type: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retry_s: float
+    max_attempts: int
+
+
+def advance_cursor(session: Session, name: str, last_id: int | None = None) -> OutboxCursor:
+    """The producer's cursor (created at 0); moved to ``last_id`` when given."""
+    cursor = session.get(OutboxCursor, name)
+    if cursor is None:
+        cursor = OutboxCursor(name=name, last_id=0)
+        session.add(cursor)
+    if last_id is not None:
+        cursor.last_id = last_id
+    return cursor
+
+
+def start_cursor(session: Session, name: str, current_max: int | None) -> tuple[OutboxCursor, bool]:
+    """The producer's cursor; a new one starts at ``current_max`` (a peer configured today is not sent the
+    site's history). Returns the cursor and whether it was just created."""
+    cursor = session.get(OutboxCursor, name)
+    if cursor is not None:
+        return cursor, False
+    cursor = OutboxCursor(name=name, last_id=current_max or 0)
+    session.add(cursor)
+    return cursor, True
+
+
+def existing_keys(session: Session, channel: str, keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    return set(
+        session.scalars(select(OutboxMessage.key).where(OutboxMessage.channel == channel, OutboxMessage.key.in_(keys)))
+    )
+
+
+def add_message(
+    session: Session, channel: str, key: str, label: str, payload: str, content_type: str, now: datetime
+) -> bool:
+    """Store one message to send; False when this channel already holds one under ``key``."""
+    message = OutboxMessage(
+        channel=channel, key=key, label=label, payload=payload, content_type=content_type,
+        state=OutboxState.pending, attempts=0, next_attempt_at=now, created_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(message)
+    except IntegrityError:
+        return False
+    return True
+
+
+def dispatch(
+    session_factory: sessionmaker[Session],
+    channel: str,
+    send: Callable[[Outgoing], str],
+    policy: RetryPolicy,
+    *,
+    now: Callable[[], datetime] = utcnow,
+    limit: int = 500,
+) -> int:
+    """Send the channel's pending messages oldest first; returns how many the peer acknowledged.
+
+    ``send`` returns the peer's answer (kept with the message) or raises :class:`DeliveryFailed`. A
+    transient failure stops the pass so that later messages never overtake an earlier one.
+    """
+    sent = 0
+    for _ in range(limit):
+        with session_scope(session_factory) as session:
+            head = session.scalar(
+                select(OutboxMessage)
+                .where(OutboxMessage.channel == channel, OutboxMessage.state == OutboxState.pending)
+                .order_by(OutboxMessage.id)
+                .limit(1)
+            )
+            if head is None or head.next_attempt_at > now():
+                return sent
+            outgoing = Outgoing(head.id, head.key, head.label, head.content_type, head.payload)
+        try:
+            answer = send(outgoing)
+        except DeliveryFailed as exc:
+            with session_scope(session_factory) as session:
+                message = session.get(OutboxMessage, outgoing.id)
+                assert message is not None
+                message.attempts += 1
+                message.last_error = exc.reason
+                # An unreachable peer is waited for without limit (a RIS down for the night loses nothing);
+                # only a peer that answers with an error uses up the attempts.
+                exhausted = not isinstance(exc, PeerUnreachable) and message.attempts >= policy.max_attempts
+                if exc.permanent or exhausted:
+                    message.state = OutboxState.rejected
+                    log.error("%s %s set aside after %d attempt(s): %s", channel, outgoing.label, message.attempts,
+                              exc.reason)
+                    continue
+                message.next_attempt_at = now() + timedelta(seconds=policy.retry_s)
+                log.warning("%s %s not delivered (attempt %d), again in %.0f s: %s", channel, outgoing.label,
+                            message.attempts, policy.retry_s, exc.reason)
+            return sent
+        with session_scope(session_factory) as session:
+            message = session.get(OutboxMessage, outgoing.id)
+            assert message is not None
+            message.attempts += 1
+            message.state = OutboxState.sent
+            message.sent_at = now()
+            message.response = answer[:4000]
+            message.last_error = None
+        sent += 1
+        log.info("%s %s delivered", channel, outgoing.label)
+    return sent
+
+
+def channel_counts(session: Session, channel: str) -> dict[str, int]:
+    rows = session.execute(
+        select(OutboxMessage.state, func.count()).where(OutboxMessage.channel == channel).group_by(OutboxMessage.state)
+    ).all()
+    return {str(state): int(count) for state, count in rows}
+
+
+def run_feed(
+    name: str,
+    channel: str,
+    producers: Sequence[Callable[[Session], int]],
+    send: Callable[[Outgoing], str],
+    policy: RetryPolicy,
+    session_factory: sessionmaker[Session],
+    stop_event: threading.Event,
+    poll_s: float,
+) -> None:
+    """Each ``poll_s``: every producer takes in what is new (one transaction each), then the channel is sent."""
+    log.info("%s feed started", name)
+    while True:
+        try:
+            for produce in producers:
+                with session_scope(session_factory) as session:
+                    produce(session)
+            dispatch(session_factory, channel, send, policy)
+        except Exception:
+            # A database hiccup must not end the feed; the outbox keeps every message for the next pass.
+            log.exception("%s feed pass failed; again in %.1f s", name, poll_s)
+        if stop_event.wait(poll_s):
+            return

@@ -1,0 +1,118 @@
+"""Champion results as FHIR R4 for the EMR: resources validated with fhir.resources, read at GET /fhir/...
+(role-checked, audited) and pushed as transaction Bundles to a real HTTP receiver, through an outage."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.bundle import Bundle
+from sqlalchemy import select
+
+from inference.fhir_feed import FHIR_CHANNEL, take_in_fhir_results
+from service.db import session_scope, utcnow
+from service.fhir_push import FhirSender
+from service.outbox import OutboxMessage, RetryPolicy, dispatch
+from service.tables import AuditEvent
+from tests.fhir_receiver import fhir_receiver
+from tests.service.conftest import AddUser
+from tests.worklist.conftest import add_result, make_study
+
+
+def _validated(bundle_json: dict) -> dict[str, dict]:  # type: ignore[type-arg]
+    """Every resource of a Bundle parsed back by its fhir.resources model, by type/id."""
+    Bundle.model_validate(bundle_json)
+    out = {}
+    for entry in bundle_json["entry"]:
+        resource = entry["resource"]
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+        out[f"{resource['resourceType']}/{resource['id']}"] = resource
+    return out
+
+
+def test_results_read_at_fhir_match_the_api(app: FastAPI, client: TestClient, add_user: AddUser) -> None:
+    radiologist = add_user("rita", "radiologist")
+    paediatrician = add_user("paul", "paediatrician")
+    with session_scope(app.state.session_factory) as session:
+        scored = make_study(session)
+        add_result(session, scored, score=0.8123, threshold=0.5, model_version="3", mlflow_run_id="run-abc")
+        failed = make_study(session, modality="MG", task="mammography")
+        add_result(session, failed, score=None, outcome="could_not_score", reason="MG view without laterality")
+        uids = (scored.study_instance_uid, failed.study_instance_uid)
+
+    response = client.get("/fhir/DiagnosticReport", params={"study": uids[0]}, headers=radiologist)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/fhir+json")
+    resources = _validated(response.json())
+    detail = client.get(f"/api/studies/{uids[0]}", headers=radiologist).json()
+    api = detail["results"][0]
+    (report,) = [r for key, r in resources.items() if key.startswith("DiagnosticReport/")]
+    assert report["imagingStudy"][0]["identifier"] == {"system": "urn:dicom:uid", "value": f"urn:oid:{uids[0]}"}
+    assert report["basedOn"][0]["identifier"]["value"] == detail["accession_number"]
+    assert "not a diagnosis" in report["conclusion"] and report["subject"]["identifier"]["value"] == "PID-1"
+    probability = resources[report["result"][0]["reference"]]
+    call = resources[report["result"][1]["reference"]]
+    assert probability["valueQuantity"]["value"] == round(api["score"], 6)
+    assert call["valueCodeableConcept"]["coding"][0]["code"] == api["call"] == "positive"
+    device = resources[probability["device"]["reference"]]
+    assert device["deviceName"][0]["name"] == api["model_name"] and device["version"][0]["value"] == api["model_version"] == "3"
+    assert "run-abc" in device["note"][0]["text"]
+
+    one = client.get(f"/fhir/{report['result'][0]['reference']}", headers=radiologist)
+    assert one.status_code == 200 and one.json() == probability
+    assert client.get(f"/fhir/{probability['device']['reference']}", headers=radiologist).json() == device
+    assert client.get(f"/fhir/DiagnosticReport/{report['id']}", headers=radiologist).json() == report
+
+    cannot = _validated(client.get("/fhir/DiagnosticReport", params={"study": uids[1]}, headers=radiologist).json())
+    (observation,) = [r for key, r in cannot.items() if key.startswith("Observation/")]
+    assert "MG view without laterality" in observation["dataAbsentReason"]["text"]
+
+    assert client.get("/fhir/DiagnosticReport", params={"study": uids[0]}, headers=paediatrician).status_code == 403
+    assert client.get("/fhir/DiagnosticReport", params={"study": uids[0]}).status_code == 401
+    assert client.get("/fhir/DiagnosticReport/medscreen-dr-999", headers=radiologist).status_code == 404
+    with session_scope(app.state.session_factory) as session:
+        audited = {(e.actor, e.action, e.subject_id) for e in session.scalars(select(AuditEvent))}
+    assert ("rita", "fhir.read", uids[0]) in audited and ("rita", "fhir.read", uids[1]) in audited
+
+
+def test_results_are_pushed_once_in_order_through_an_outage(app: FastAPI) -> None:
+    factory = app.state.session_factory
+    with session_scope(factory) as session:
+        take_in_fhir_results(session)  # the feed's first start
+        studies = [make_study(session) for _ in range(3)]
+        for study, score in zip(studies, (0.9, 0.2, 0.7), strict=True):
+            add_result(session, study, score=score)
+        add_result(session, studies[0], score=0.1, role="challenger")  # shadow: never leaves medscreen
+        assert take_in_fhir_results(session) == 3
+        assert take_in_fhir_results(session) == 0
+    retry = RetryPolicy(retry_s=0.0, max_attempts=5)
+    with fhir_receiver() as emr:
+        sender = FhirSender(emr.url, token=None, timeout_s=5)
+        emr.answer_status = [503]
+        assert dispatch(factory, FHIR_CHANNEL, sender, retry) == 0  # 503: offered again, nothing skipped
+        assert dispatch(factory, FHIR_CHANNEL, sender, retry) == 3
+        assert not emr.invalid and len(emr.transactions) == 3
+        reports = [key for keys in emr.transactions for key in keys if key.startswith("DiagnosticReport/")]
+        assert reports == sorted(reports, key=lambda k: int(k.rsplit("-", 1)[1]))
+        url = emr.url
+    # The EMR is gone: the next result waits, and goes once it is back.
+    with session_scope(factory) as session:
+        add_result(session, make_study(session), score=0.95)
+        take_in_fhir_results(session)
+    assert dispatch(factory, FHIR_CHANNEL, FhirSender(url, token=None, timeout_s=2), retry) == 0
+    with session_scope(factory) as session:
+        waiting = session.scalars(select(OutboxMessage).where(OutboxMessage.state == "pending")).one()
+        assert waiting.attempts == 1 and "EMR" in (waiting.last_error or "")
+        waiting.next_attempt_at = utcnow() - timedelta(seconds=1)
+    with fhir_receiver() as emr:
+        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=5), retry) == 1
+        assert len(emr.transactions) == 1 and not emr.invalid
+        emr.answer_status = [400]
+        with session_scope(factory) as session:
+            add_result(session, make_study(session), score=0.3)
+            take_in_fhir_results(session)
+        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=5), retry) == 0
+    with session_scope(factory) as session:
+        states = [m.state for m in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
+    assert states == ["sent"] * 4 + ["rejected"]

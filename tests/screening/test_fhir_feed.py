@@ -1,0 +1,54 @@
+"""Screening flags for the EMR: the stored RiskAssessment and Flag, read at GET /fhir/... (paediatricians,
+audited) and pushed as transaction Bundles to a real HTTP receiver that validates them with fhir.resources."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.flag import Flag
+from fhir.resources.R4B.riskassessment import RiskAssessment
+from sqlalchemy import select
+
+from datasets.fhir_emr import record_to_bundle
+from screening.fhir_feed import FHIR_CHANNEL, take_in_screening_flags
+from service.db import session_scope
+from service.fhir_push import FhirSender
+from service.outbox import RetryPolicy, dispatch
+from service.tables import AuditEvent
+from tests.fhir_receiver import fhir_receiver
+from tests.screening.conftest import ordinary_child, syndromic_child
+
+
+def test_flags_are_readable_and_pushed(screening_app: FastAPI, client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+    factory = screening_app.state.session_factory
+    with session_scope(factory) as session:
+        take_in_screening_flags(session)  # the feed's first start
+    doctor = token_for("dr-ivanova", "paediatrician")
+    bundle = record_to_bundle(syndromic_child("child-1"))
+    bundle["entry"] += record_to_bundle(ordinary_child("child-2"))["entry"]
+    assert client.post("/api/screening?as_of=2024-03-01", json=bundle, headers=doctor).status_code == 200
+
+    found = client.get("/fhir/RiskAssessment", params={"subject": "Patient/child-1"}, headers=doctor)
+    assert found.status_code == 200
+    searchset = Bundle.model_validate(found.json())
+    kinds = [e.resource.get_resource_type() for e in searchset.entry]
+    assert kinds == ["RiskAssessment", "Flag"] and searchset.total == 1
+    assessment = found.json()["entry"][0]["resource"]
+    RiskAssessment.model_validate(assessment)
+    assert client.get(f"/fhir/RiskAssessment/{assessment['id']}", headers=doctor).json() == assessment
+    flag_id = found.json()["entry"][1]["resource"]["id"]
+    Flag.model_validate(client.get(f"/fhir/Flag/{flag_id}", headers=doctor).json())
+    assert client.get(f"/fhir/Flag/{flag_id}", headers=token_for("rita", "radiologist")).status_code == 403
+    with session_scope(factory) as session:
+        audited = {(e.actor, e.action, e.subject_id) for e in session.scalars(select(AuditEvent))}
+    assert ("dr-ivanova", "fhir.read", "child-1") in audited
+
+    with session_scope(factory) as session:
+        assert take_in_screening_flags(session) == 1  # the flagged child only
+    with fhir_receiver() as emr:
+        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=5),
+                        RetryPolicy(retry_s=0, max_attempts=3)) == 1
+        assert not emr.invalid
+        assert emr.transactions == [[f"RiskAssessment/{assessment['id']}", f"Flag/{flag_id}"]]
+        assert emr.resources[f"RiskAssessment/{assessment['id']}"] == assessment

@@ -1,0 +1,141 @@
+"""HL7 v2.5.1 to the RIS: messages parsed back by a real MLLP listener (hl7apy's), ACK/NAK, outage, order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from service.db import session_scope, utcnow
+from service.outbox import OutboxMessage, RetryPolicy, dispatch
+from tests.conftest import free_port
+from tests.worklist.conftest import add_result, make_study
+from tests.worklist.ris_peer import RisListener
+from worklist.hl7_messages import (
+    DECISION_SUPPORT_NOTE,
+    ChampionResult,
+    Hl7Endpoint,
+    StudyOrder,
+    parse_message_strict,
+    priority_update,
+    result_report,
+)
+from worklist.policy import policy_from_settings
+from worklist.recompute import recompute_worklist
+from worklist.ris import PriorityChanged
+from worklist.ris_feed import CHANNEL, RisSender, take_in_ris_messages
+
+ENDPOINT = Hl7Endpoint("MEDSCREEN", "ST ELSEWHERE", "RIS", "ST ELSEWHERE")
+ORDER = StudyOrder("1.2.826.0.1.3680043.8.498.1", "ACC000042", "PID-1", "Doe^Jane", "DX", "CHEST PA | erect")
+
+
+def _obx(message: object) -> dict[str, tuple[str, str]]:
+    group = message.oru_r01_patient_result.oru_r01_order_observation  # type: ignore[attr-defined]
+    values = {}
+    for observation in group.oru_r01_observation:
+        obx = observation.obx
+        values[obx.obx_3.ce_1.value] = (obx.obx_5.value, obx.obx_17.ce_2.value)
+    return values
+
+
+def test_priority_update_is_a_valid_omi_o23_with_priority_reason_and_study_uid() -> None:
+    now = utcnow()
+    change = PriorityChanged(7, ORDER.study_instance_uid, ORDER.accession_number, now, "unscored", "positive",
+                             now, "chest-xray v3 positive (score 0.93, threshold 0.50): read at arrival | A^B")
+    er7 = priority_update(ENDPOINT, ORDER, change, control_id="MSPC7", at=now)
+    message = parse_message_strict(er7)
+    assert message.validate()
+    assert message.msh.msh_9.to_er7() == "OMI^O23^OMI_O23" and message.msh.msh_10.value == "MSPC7"
+    assert message.msh.msh_12.to_er7() == "2.5.1"
+    order = message.omi_o23_order
+    assert order.orc.orc_1.value == "XO" and order.orc.orc_3.to_er7() == "ACC000042"
+    assert order.omi_o23_timing.tq1.tq1_9.to_er7() == "A^ASAP^HL70485"
+    assert order.orc.orc_16.ce_1.value == "positive"
+    # The reason's '|' and '^' are escaped, so the segment keeps its fields.
+    assert "read at arrival \\F\\ A\\S\\B" in order.orc.orc_16.ce_2.to_er7()
+    assert order.ipc.ipc_3.to_er7() == ORDER.study_instance_uid
+    assert "unscored -> positive" in order.nte.nte_3.to_er7()
+
+
+def test_result_report_is_a_valid_oru_r01_with_probability_call_threshold_model_and_note() -> None:
+    result = ChampionResult(12, "chest-xray", "chest-xray", "3", "scored", 0.934512, 0.5, "positive", None, utcnow())
+    message = parse_message_strict(result_report(ENDPOINT, ORDER, result, control_id="MSR12", at=utcnow()))
+    assert message.validate()
+    obx = _obx(message)
+    assert obx["PROB"][0] == "0.934512" and obx["CALL"][0] == "positive" and obx["THRESH"][0] == "0.500000"
+    assert obx["MODEL"][0] == "chest-xray" and obx["MODELVER"][0] == "3"
+    assert {method for _, method in obx.values()} == {"chest-xray 3"}
+    first = message.oru_r01_patient_result.oru_r01_order_observation.oru_r01_observation[0]
+    assert DECISION_SUPPORT_NOTE in first.nte.nte_3.to_er7()
+    assert message.oru_r01_patient_result.oru_r01_patient.pid.pid_3.to_er7() == "PID-1"
+
+    failed = ChampionResult(13, "chest-xray", "chest-xray", "3", "could_not_score", None, None, None,
+                            "no frontal view", utcnow())
+    message = parse_message_strict(result_report(ENDPOINT, ORDER, failed, control_id="MSR13", at=utcnow()))
+    assert _obx(message)["CALL"][0] == "could not score"
+    assert "no frontal view" in message.oru_r01_patient_result.oru_r01_order_observation.oru_r01_observation[0].nte.nte_3.to_er7()
+
+
+@pytest.fixture
+def ris() -> Iterator[RisListener]:
+    peer = RisListener("127.0.0.1", free_port())
+    peer.start()
+    yield peer
+    if peer.server is not None:
+        peer.stop()
+
+
+def test_feed_sends_in_order_sets_aside_a_rejection_and_waits_out_an_outage(app: FastAPI, ris: RisListener) -> None:
+    factory = app.state.session_factory
+    policy = policy_from_settings(app.state.settings)
+    with session_scope(factory) as session:
+        take_in_ris_messages(session, ENDPOINT)  # the feed's first start: cursors begin here
+        for score in (0.9, 0.1):
+            add_result(session, make_study(session), score=score)
+        recompute_worklist(session, policy)
+        assert take_in_ris_messages(session, ENDPOINT) == 4  # two priority changes, two results
+        assert take_in_ris_messages(session, ENDPOINT) == 0  # built once
+    sender = RisSender(ris.host, ris.port, timeout_s=5)
+    retry = RetryPolicy(retry_s=0.0, max_attempts=3)
+    keys = _keys(factory)
+    rejected_id = next(k for k in keys if k.startswith("MSR"))
+    ris.answer = lambda control_id: "AR" if control_id == rejected_id else "AA"
+
+    assert dispatch(factory, CHANNEL, sender, retry) == 3
+    assert [r.control_id for r in ris.received] == keys  # in the order they were made
+    with session_scope(factory) as session:
+        states = {m.key: (m.state, m.last_error) for m in session.scalars(select(OutboxMessage))}
+    assert states[rejected_id][0] == "rejected" and "AR" in states[rejected_id][1]
+    assert {state for key, (state, _) in states.items() if key != rejected_id} == {"sent"}
+
+    # An AE is retried; the RIS going away stops the pass and loses nothing.
+    with session_scope(factory) as session:
+        study = make_study(session)
+        add_result(session, study, score=0.95)
+        recompute_worklist(session, policy)
+        take_in_ris_messages(session, ENDPOINT)
+    ris.answer = lambda control_id: "AE"
+    assert dispatch(factory, CHANNEL, sender, RetryPolicy(retry_s=3600, max_attempts=3)) == 0
+    ris.stop()
+    with session_scope(factory) as session:
+        for message in session.scalars(select(OutboxMessage).where(OutboxMessage.state == "pending")):
+            message.next_attempt_at = utcnow() - timedelta(seconds=1)
+    assert dispatch(factory, CHANNEL, sender, retry) == 0
+    with session_scope(factory) as session:
+        pending = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.state == "pending").order_by(OutboxMessage.id)
+        ).all()
+        assert len(pending) == 2 and pending[0].attempts == 2 and "RIS" in (pending[0].last_error or "")
+    ris.answer = lambda control_id: "AA"
+    ris.start()
+    assert dispatch(factory, CHANNEL, sender, retry) == 2
+    accepted = [r.control_id for r in ris.accepted()]
+    assert len(accepted) == len(set(accepted)) == 5  # every message but the rejected one, none twice
+
+
+def _keys(factory: object) -> list[str]:
+    with session_scope(factory) as session:  # type: ignore[arg-type]
+        return list(session.scalars(select(OutboxMessage.key).order_by(OutboxMessage.id)))

@@ -1,0 +1,230 @@
+"""HL7 v2.5.1 messages for the RIS, built with hl7apy and validated against the standard's structures.
+
+- a priority change: ``OMI^O23`` (imaging order, ORC-1 ``XO`` change order) with the new priority in TQ1-9
+  (HL7 table 0485: S stat, A ASAP, R routine), the due time in TQ1-7, the worklist tier and the reason in
+  ORC-16 and an NTE, and the Study Instance UID in IPC-3 so a RIS finds the order by accession or study;
+- a champion result: ``ORU^R01`` whose OBX segments carry the probability, the call, the operating point and
+  the model name and version, with the NTE "decision support, not a diagnosis".
+
+Free text goes through python-hl7's escaping so that a reason holding ``|`` or ``^`` cannot break a segment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import hl7
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
+from hl7apy.parser import parse_message
+
+from worklist.ris import PriorityChanged
+
+__all__ = [
+    "Hl7Endpoint",
+    "StudyOrder",
+    "ChampionResult",
+    "Ack",
+    "DECISION_SUPPORT_NOTE",
+    "TIER_PRIORITY",
+    "priority_update",
+    "result_report",
+    "parse_ack",
+    "parse_message_strict",
+]
+
+VERSION = "2.5.1"
+DECISION_SUPPORT_NOTE = "decision support, not a diagnosis"
+_LOCAL = "99MEDSCREEN"
+# Worklist tier -> HL7 table 0485 priority; the same reading as FHIR_TASK_PRIORITY.
+TIER_PRIORITY = {
+    "stat": ("S", "Stat"),
+    "urgent": ("A", "ASAP"),
+    "positive": ("A", "ASAP"),
+    "aged": ("A", "ASAP"),
+    "unscored": ("R", "Routine"),
+    "negative": ("R", "Routine"),
+}
+_ESCAPER = hl7.parse("MSH|^~\\&|MEDSCREEN\r")
+
+
+def _text(value: object, limit: int = 500) -> str:
+    return str(_ESCAPER.escape(" ".join(str(value).split())[:limit]))
+
+
+def _ts(at: datetime) -> str:
+    # UTC, with the offset written out, so that a RIS in any zone reads the same instant.
+    return at.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000") if at.tzinfo else at.strftime("%Y%m%d%H%M%S")
+
+
+@dataclass(frozen=True)
+class Hl7Endpoint:
+    """MSH-3 to MSH-6: who sends and who receives."""
+
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+
+
+@dataclass(frozen=True)
+class StudyOrder:
+    """What a RIS matches an order on. Patient identity is sent to the RIS, never logged."""
+
+    study_instance_uid: str
+    accession_number: str
+    patient_id: str
+    patient_name: str
+    modality: str
+    study_description: str
+
+
+@dataclass(frozen=True)
+class ChampionResult:
+    result_id: int
+    task: str
+    model_name: str
+    model_version: str
+    outcome: str  # "scored" or "could_not_score"
+    score: float | None
+    threshold: float | None
+    call: str | None
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Ack:
+    code: str  # AA accepted, AE error (retry), AR rejected; CA/CE/CR in enhanced mode
+    control_id: str
+    text: str
+
+
+def _message(structure: str, endpoint: Hl7Endpoint, control_id: str, at: datetime) -> Message:
+    message = Message(structure, version=VERSION, validation_level=VALIDATION_LEVEL.STRICT)
+    msh = message.msh
+    msh.msh_3 = _text(endpoint.sending_application, 180)
+    if endpoint.sending_facility:
+        msh.msh_4 = _text(endpoint.sending_facility, 180)
+    msh.msh_5 = _text(endpoint.receiving_application, 180)
+    if endpoint.receiving_facility:
+        msh.msh_6 = _text(endpoint.receiving_facility, 180)
+    msh.msh_7 = _ts(at)
+    code, trigger = structure.split("_")
+    msh.msh_9 = f"{code}^{trigger}^{structure}"
+    msh.msh_10 = control_id
+    msh.msh_11 = "P"
+    msh.msh_12 = VERSION
+    # Original acknowledgement mode: the RIS's ACK (AA/AE/AR) is the application's answer.
+    msh.msh_15 = "AL"
+    msh.msh_16 = "NE"
+    msh.msh_18 = "UNICODE UTF-8"
+    return message
+
+
+def _patient(segment: object, order: StudyOrder) -> None:
+    pid = segment
+    pid.pid_3 = _text(order.patient_id or "UNKNOWN", 200)  # type: ignore[attr-defined]
+    if order.patient_name:
+        # DICOM and HL7 both separate name components with '^': the DICOM PN goes over as it is.
+        pid.pid_5 = "^".join(_text(part, 60) for part in order.patient_name.split("^")[:5])  # type: ignore[attr-defined]
+
+
+def priority_update(
+    endpoint: Hl7Endpoint, order: StudyOrder, change: PriorityChanged, *, control_id: str, at: datetime
+) -> str:
+    """``OMI^O23`` telling the RIS the study's new reading priority and why."""
+    message = _message("OMI_O23", endpoint, control_id, at)
+    patient = message.add_group("OMI_O23_PATIENT")
+    _patient(patient.pid, order)
+    group = message.add_group("OMI_O23_ORDER")
+    accession = _text(order.accession_number or order.study_instance_uid, 199)
+    group.orc.orc_1 = "XO"
+    group.orc.orc_3 = accession
+    group.orc.orc_5 = "SC"
+    group.orc.orc_9 = _ts(change.at)
+    group.orc.orc_16 = f"{_text(change.to_tier, 20)}^{_text(change.reason, 199)}^{_LOCAL}"
+    timing = group.add_group("OMI_O23_TIMING")
+    priority, name = TIER_PRIORITY.get(change.to_tier, ("R", "Routine"))
+    timing.tq1.tq1_7 = _ts(change.due_at)
+    timing.tq1.tq1_9 = f"{priority}^{name}^HL70485"
+    group.obr.obr_3 = accession
+    group.obr.obr_4 = f"{_text(order.modality or 'OT', 20)}^{_text(order.study_description or 'imaging study', 199)}^{_LOCAL}"
+    note = group.add_segment("NTE")
+    note.nte_1 = "1"
+    note.nte_3 = _text(f"worklist priority {change.from_tier or 'new'} -> {change.to_tier}: {change.reason}", 2000)
+    ipc = group.ipc
+    ipc.ipc_1 = accession
+    ipc.ipc_2 = accession
+    ipc.ipc_3 = order.study_instance_uid
+    ipc.ipc_4 = accession
+    if order.modality:
+        ipc.ipc_5 = f"{_text(order.modality, 16)}^^DCM"
+    return str(message.to_er7())
+
+
+def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResult, *, control_id: str, at: datetime) -> str:
+    """``ORU^R01`` for one champion result; a study that could not be scored says so and why."""
+    message = _message("ORU_R01", endpoint, control_id, at)
+    patient_result = message.add_group("ORU_R01_PATIENT_RESULT")
+    patient = patient_result.add_group("ORU_R01_PATIENT")
+    _patient(patient.pid, order)
+    order_observation = patient_result.add_group("ORU_R01_ORDER_OBSERVATION")
+    accession = _text(order.accession_number or order.study_instance_uid, 199)
+    obr = order_observation.obr
+    obr.obr_3 = accession
+    obr.obr_4 = f"{_text(result.task, 20)}^AI triage {_text(result.task, 40)}^{_LOCAL}"
+    obr.obr_7 = _ts(result.created_at)
+    obr.obr_22 = _ts(result.created_at)
+    obr.obr_24 = "RAD"
+    obr.obr_25 = "F"
+    model = f"{_text(result.model_name, 60)} {_text(result.model_version, 20)}"
+    observations: list[tuple[str, str, str, str, str]] = []  # (value type, code^text, value, units, range)
+    if result.outcome == "scored" and result.score is not None:
+        observations.append(("NM", f"PROB^Probability of finding^{_LOCAL}", f"{result.score:.6f}", "1^no units^UCUM", ""))
+        call = result.call or ""
+        observations.append(("ST", f"CALL^Call at the model's operating point^{_LOCAL}", _text(call), "", ""))
+        if result.threshold is not None:
+            observations.append(
+                ("NM", f"THRESH^Operating point (threshold)^{_LOCAL}", f"{result.threshold:.6f}", "1^no units^UCUM", "")
+            )
+    else:
+        observations.append(
+            ("ST", f"CALL^Call at the model's operating point^{_LOCAL}", "could not score", "", "")
+        )
+    observations.append(("ST", f"MODEL^AI model name^{_LOCAL}", _text(result.model_name, 60), "", ""))
+    observations.append(("ST", f"MODELVER^AI model version^{_LOCAL}", _text(result.model_version, 20), "", ""))
+    for index, (value_type, code, value, units, _range) in enumerate(observations, start=1):
+        group = order_observation.add_group("ORU_R01_OBSERVATION")
+        obx = group.obx
+        obx.obx_1 = str(index)
+        obx.obx_2 = value_type
+        obx.obx_3 = code
+        obx.obx_5 = value
+        if units:
+            obx.obx_6 = units
+        obx.obx_11 = "F"
+        obx.obx_14 = _ts(result.created_at)
+        # OBX-17 observation method and OBX-18 equipment: the algorithm that made the observation.
+        obx.obx_17 = f"AI^{model}^{_LOCAL}"
+        obx.obx_18 = f"{model}^{_LOCAL}"
+        if index == 1:
+            note = group.add_segment("NTE")
+            note.nte_1 = "1"
+            text = f"{DECISION_SUPPORT_NOTE}. {model}"
+            if result.outcome != "scored":
+                text += f": could not score: {result.reason or 'no reason given'}"
+            note.nte_3 = _text(text, 2000)
+    return str(message.to_er7())
+
+
+def parse_message_strict(text: str) -> Message:
+    """Parse ER7 with the standard's structures (what the test's RIS does with every message)."""
+    return parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+
+
+def parse_ack(text: str) -> Ack:
+    message = parse_message(text.strip("\r\n"), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
+    msa = message.msa
+    return Ack(code=msa.msa_1.value, control_id=msa.msa_2.value, text=msa.msa_3.value if msa.msa_3 else "")

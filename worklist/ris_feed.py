@@ -1,0 +1,161 @@
+"""The RIS feed: priority changes and champion results become HL7 messages in the outbox, sent over MLLP.
+
+``take_in_ris_messages`` builds each message once (``OMI^O23`` per priority change, ``ORU^R01`` per champion
+result) and stores it; ``RisSender`` sends one and reads the ACK; ``run_ris_feed`` is the loop ``medscreen
+serve`` runs when ``MEDSCREEN_RIS_HOST`` is set. The message control id (MSH-10) is the outbox key, so the
+RIS can drop the one message a crash between its ACK and our commit could repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from inference.tables import ScoreResult, Study
+from service.db import utcnow
+from service.errors import DeliveryFailed
+from service.lifecycle import ModelRole
+from service.outbox import Outgoing, RetryPolicy, add_message, existing_keys, run_feed, start_cursor
+from service.settings import Settings
+from worklist.hl7_messages import (
+    ChampionResult,
+    Hl7Endpoint,
+    StudyOrder,
+    parse_ack,
+    priority_update,
+    result_report,
+)
+from worklist.mllp import send_mllp
+from worklist.ris import PriorityChanged
+from worklist.tables import PriorityChange
+
+__all__ = ["CHANNEL", "take_in_ris_messages", "RisSender", "run_ris_feed", "endpoint_from_settings"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "hl7"
+CONTENT_TYPE = "application/hl7-v2"
+_CHANGES_CURSOR = "hl7:priority_changes"
+_RESULTS_CURSOR = "hl7:score_results"
+# Results are re-read this many ids behind the cursor: with several scoring workers on PostgreSQL a lower id
+# can commit after a higher one, and the outbox key keeps the re-read from adding anything twice.
+_RESULTS_LOOKBACK = 500
+
+
+def endpoint_from_settings(settings: Settings) -> Hl7Endpoint:
+    return Hl7Endpoint(
+        settings.ris_sending_application,
+        settings.ris_sending_facility,
+        settings.ris_receiving_application,
+        settings.ris_receiving_facility,
+    )
+
+
+def _order(study: Study) -> StudyOrder:
+    return StudyOrder(
+        study_instance_uid=study.study_instance_uid,
+        accession_number=study.accession_number,
+        patient_id=study.patient_id,
+        patient_name=study.patient_name,
+        modality=study.modality,
+        study_description=study.study_description,
+    )
+
+
+def take_in_ris_messages(session: Session, endpoint: Hl7Endpoint, now: datetime | None = None, *, batch: int = 500) -> int:
+    """Build and store the HL7 messages for priority changes and champion results not yet taken in."""
+    now = now or utcnow()
+    added = 0
+    max_change = session.scalar(select(func.max(PriorityChange.id)))
+    cursor, _ = start_cursor(session, _CHANGES_CURSOR, max_change)
+    rows = session.execute(
+        select(PriorityChange, Study)
+        .join(Study, Study.id == PriorityChange.study_id)
+        .where(PriorityChange.id > cursor.last_id)
+        .order_by(PriorityChange.id)
+        .limit(batch)
+    ).all()
+    for change, study in rows:
+        key = f"MSPC{change.id}"
+        facts = PriorityChanged(
+            change_id=change.id,
+            study_instance_uid=change.study_instance_uid,
+            accession_number=study.accession_number,
+            at=change.at,
+            from_tier=change.from_tier,
+            to_tier=change.to_tier,
+            due_at=change.to_due_at,
+            reason=change.reason,
+        )
+        payload = priority_update(endpoint, _order(study), facts, control_id=key, at=now)
+        added += add_message(session, CHANNEL, key, f"OMI^O23 {key}", payload, CONTENT_TYPE, now)
+        cursor.last_id = change.id
+
+    max_result = session.scalar(select(func.max(ScoreResult.id)))
+    results_cursor, created = start_cursor(session, _RESULTS_CURSOR, max_result)
+    if not created:
+        found = session.execute(
+            select(ScoreResult, Study)
+            .join(Study, Study.id == ScoreResult.study_id)
+            .where(ScoreResult.id > results_cursor.last_id - _RESULTS_LOOKBACK, ScoreResult.role == ModelRole.champion)
+            .order_by(ScoreResult.id)
+            .limit(batch + _RESULTS_LOOKBACK)
+        ).all()
+        known = existing_keys(session, CHANNEL, [f"MSR{result.id}" for result, _ in found])
+        for result, study in found:
+            key = f"MSR{result.id}"
+            if key not in known:
+                champion = ChampionResult(
+                    result_id=result.id,
+                    task=result.task,
+                    model_name=result.model_name,
+                    model_version=result.model_version,
+                    outcome=result.outcome,
+                    score=result.score,
+                    threshold=result.threshold,
+                    call=result.call,
+                    reason=result.reason,
+                    created_at=result.created_at,
+                )
+                payload = result_report(endpoint, _order(study), champion, control_id=key, at=now)
+                added += add_message(session, CHANNEL, key, f"ORU^R01 {key}", payload, CONTENT_TYPE, now)
+            results_cursor.last_id = max(results_cursor.last_id, result.id)
+    return added
+
+
+class RisSender:
+    """Sends one outbox message over MLLP and turns the ACK into success, retry or set-aside."""
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+
+    def __call__(self, message: Outgoing) -> str:
+        answer = send_mllp(self.host, self.port, message.payload, timeout=self.timeout_s)
+        try:
+            ack = parse_ack(answer)
+        except Exception as exc:  # noqa: BLE001 - hl7apy raises several unrelated types for malformed text
+            raise DeliveryFailed(f"the RIS answered something that is not an HL7 ACK ({type(exc).__name__})") from exc
+        if ack.control_id != message.key:
+            raise DeliveryFailed(f"the RIS acknowledged {ack.control_id!r}, not {message.key!r}")
+        if ack.code in ("AA", "CA"):
+            return answer
+        if ack.code in ("AR", "CR"):
+            raise DeliveryFailed(f"the RIS rejected it ({ack.code}): {ack.text}", permanent=True)
+        raise DeliveryFailed(f"the RIS answered {ack.code}: {ack.text}")
+
+
+def run_ris_feed(settings: Settings, session_factory: sessionmaker[Session], stop_event: threading.Event) -> None:
+    """Take in and send every ``settings.outbox_poll_s`` until ``stop_event`` is set."""
+    assert settings.ris_host and settings.ris_port
+    endpoint = endpoint_from_settings(settings)
+    log.info("RIS feed: HL7 v2.5.1 over MLLP to %s:%d", settings.ris_host, settings.ris_port)
+    run_feed(
+        "RIS", CHANNEL, [lambda session: take_in_ris_messages(session, endpoint)],
+        RisSender(settings.ris_host, settings.ris_port, settings.ris_timeout_s),
+        RetryPolicy(retry_s=settings.ris_retry_s, max_attempts=settings.ris_max_attempts),
+        session_factory, stop_event, settings.outbox_poll_s,
+    )
