@@ -36,7 +36,9 @@ system-test-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+# The `medscreen` command lives in .venv/bin, which is not on the shell's PATH: say so before starting.
 run: $(VENV)/.serve-installed
+	@echo "medscreen: the command is $(CURDIR)/$(BIN)/medscreen (or run '. $(BIN)/activate' once per shell to call it as medscreen)"
 	$(BIN)/medscreen serve
 
 test: system-test-deps $(VENV)/.test-installed

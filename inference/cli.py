@@ -208,4 +208,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     test.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="DICOM files or folders")
     test.add_argument("--json", action="store_true", help="one JSON object per study")
     test.add_argument("-v", "--verbose", action="store_true", help="also list files that would be refused")
-    test.set_defaults(func=_routes_test)
+    # With files, nothing under MEDSCREEN_HOME is touched; without, the stored studies are read.
+    test.set_defaults(func=_routes_test, needs_home=lambda args: not args.paths)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 import warnings
@@ -29,9 +28,6 @@ def build_worker(settings: Settings) -> ScoringWorker:
 
 def run_scoring_process(settings_json: str, log_level: str) -> None:
     die_with_parent()
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-    for noisy in ("pynetdicom", "mlflow", "alembic", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="pydicom")
     warnings.filterwarnings("ignore", module="highdicom")
     settings = Settings.model_validate_json(settings_json)

@@ -1,22 +1,30 @@
 """The ``medscreen`` command line: ``serve`` plus the commands each package contributes.
 
 Each module in :data:`COMMAND_MODULES` exposes ``add_commands(subparsers)``; a command's handler is
-``func(args, settings) -> int``. A command that sets ``needs_database=True`` finds the schema of every
-package up to date (the root migrates it first, so no package has to know the others' branches). Heavy imports (torch, MLflow) happen inside the handlers so that
+``func(args, settings) -> int``. Heavy imports (torch, MLflow) happen inside the handlers so that
 ``medscreen --help`` stays fast and serving never pulls in training code.
+
+The root prepares what a command declares with ``set_defaults``:
+
+- ``needs_home`` (default True; or a function of the parsed arguments): the command keeps data under
+  ``MEDSCREEN_HOME``. Which home is printed on
+  stderr; a home that does not exist yet is created only by ``serve`` or when ``--create-home`` is given, so a
+  command run from the wrong folder stops instead of filling a new, empty database.
+- ``needs_database``: the schema of every package is brought up to date first, so no package has to know the
+  others' migration branches.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
+from medscreen.logging_config import configure_logging
 from service.settings import Settings
 
-__all__ = ["main", "run_command", "COMMAND_MODULES"]
+__all__ = ["main", "run_command", "build_parser", "COMMAND_MODULES", "HomeMissing"]
 
 COMMAND_MODULES = (
     "medscreen.serve_command",
@@ -27,15 +35,12 @@ COMMAND_MODULES = (
     "quality.cli",
     "screening.cli",
 )
+# Commands allowed to make a new home without being asked: starting the service is how an install begins.
+CREATES_HOME = frozenset({"serve"})
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-    )
-    logging.Formatter.converter = __import__("time").gmtime  # UTC timestamps in every log line
+class HomeMissing(Exception):
+    """The command needs MEDSCREEN_HOME, which does not exist, and was not asked to create it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,10 +49,46 @@ def build_parser() -> argparse.ArgumentParser:
         description="medscreen: AI decision support for radiology triage and rare-disease screening. "
         "Settings come from MEDSCREEN_* environment variables (see README).",
     )
+    create_home_help = "create MEDSCREEN_HOME if it does not exist (only `serve` creates it unasked)"
+    parser.add_argument("--create-home", action="store_true", help=create_home_help)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(subparsers)
+    for command in _parsers_below(subparsers):
+        # Also accepted after the command name; SUPPRESS keeps a flag given before it.
+        command.add_argument("--create-home", action="store_true", default=argparse.SUPPRESS, help=create_home_help)
     return parser
+
+
+def _parsers_below(subparsers: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:  # type: ignore[type-arg]
+    """Every command and sub-command parser (``users``, ``users add``, ...)."""
+    found = []
+    for parser in subparsers.choices.values():
+        found.append(parser)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found.extend(_parsers_below(action))
+    return found
+
+
+def prepare_home(args: argparse.Namespace, settings: Settings) -> None:
+    """Print which home the command uses; create it only for ``serve`` or ``--create-home``."""
+    needs_home = getattr(args, "needs_home", True)
+    if not (needs_home(args) if callable(needs_home) else needs_home):
+        return
+    home = settings.home
+    if not home.is_dir():
+        if home.exists():
+            raise HomeMissing(f"MEDSCREEN_HOME {home} exists but is not a folder")
+        if args.command not in CREATES_HOME and not getattr(args, "create_home", False):
+            raise HomeMissing(
+                f"MEDSCREEN_HOME {home} does not exist. Set MEDSCREEN_HOME to the data folder of your installation "
+                f"(where `medscreen serve` keeps its database), or pass --create-home to start a new one there."
+            )
+        home.mkdir(parents=True)
+        sys.stderr.write(f"medscreen: created home {home}\n")
+    else:
+        sys.stderr.write(f"medscreen: home {home}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,15 +96,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level)
-    return run_command(args, settings)
+    try:
+        return run_command(args, settings)
+    except HomeMissing as exc:
+        sys.stderr.write(f"medscreen {args.command}: {exc}\n")
+        return 2
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
-    """Prepare what the parsed command needs (the schema of every package) and run its handler."""
+    """Prepare what the parsed command needs (its home, the schema of every package) and run its handler."""
+    prepare_home(args, settings)
     if getattr(args, "needs_database", False):
         from medscreen.schema import migrate_all
 
-        settings.home.mkdir(parents=True, exist_ok=True)
         migrate_all(settings.resolved_database_url)
     return int(args.func(args, settings) or 0)
 

@@ -26,6 +26,7 @@ from inference.spool import Spool
 from inference.tls import pacs_tls_args, receiver_ssl_context
 from inference.worker_process import run_scoring_process
 from medscreen.app import create_app
+from medscreen.logging_config import run_configured
 from medscreen.schema import migrate_all
 from screening.fhir_feed import take_in_screening_flags
 from service.db import make_engine, make_session_factory
@@ -56,8 +57,8 @@ class ProcessSupervisor:
 
     def _spawn(self, index: int) -> SpawnProcess:
         process = self.context.Process(
-            target=self.target,
-            args=(self.settings.model_dump_json(), self.settings.log_level),
+            target=run_configured,
+            args=(self.target, self.settings.model_dump_json(), self.settings.log_level),
             name=f"{self.name}-{index}",
             daemon=True,
         )
@@ -171,7 +172,14 @@ def run_service(settings: Settings) -> int:
     )
     try:
         uvicorn.Server(
-            uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level.lower())
+            # log_config=None: uvicorn's loggers go through configure_logging's handler, format and UTC clock.
+            uvicorn.Config(
+                app,
+                host=settings.http_host,
+                port=settings.http_port,
+                log_level=settings.log_level.lower(),
+                log_config=None,
+            )
         ).run()
     finally:
         stop_monitor.set()

@@ -255,7 +255,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     evaluate = commands.add_parser("evaluate", help="disease-held-out evaluation vs simulated controls and baselines")
     common(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    evaluate.set_defaults(func=_evaluate)
+    evaluate.set_defaults(func=_evaluate, needs_home=False)
 
     train = commands.add_parser("train", help="train the risk model, log it to MLflow, register it as champion")
     common(train)
@@ -275,16 +275,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     simulate.add_argument("--case-share", type=float, default=0.05, help="share of the children that are cases (0.05)")
     simulate.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default today)")
     simulate.add_argument("--out", type=Path, required=True)
-    simulate.set_defaults(func=_simulate)
+    simulate.set_defaults(func=_simulate, needs_home=False)
 
     icd = commands.add_parser("build-icd10-map", help="rebuild the ICD-10 -> HPO table")
     icd.add_argument("--out", type=Path, default=None)
-    icd.set_defaults(func=_build_icd10_map)
+    icd.set_defaults(func=_build_icd10_map, needs_home=False)
 
     orphan = commands.add_parser("build-orphan-table", help="rebuild the orphan-diagnosis ICD-10 table from Orphanet")
     orphan.add_argument("--master", type=Path, required=True, help="ORPHAnomenclature_MasterFile_en_2025.xlsx")
     orphan.add_argument("--out", type=Path, default=None)
-    orphan.set_defaults(func=_build_orphan_table)
+    orphan.set_defaults(func=_build_orphan_table, needs_home=False)
 
     batch = subparsers.add_parser("screen-emr", help="screen a population extract (FHIR Bundle/NDJSON or CSV folder)")
     batch.add_argument("input", type=Path, help="a Bundle .json, an .ndjson file, or a folder with the CSV extract")
@@ -294,4 +294,4 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     batch.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
     batch.add_argument("--all", action="store_true", help="write every child, not only the flagged ones")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
-    batch.set_defaults(func=_screen_emr)
+    batch.set_defaults(func=_screen_emr, needs_home=False)

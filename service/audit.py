@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from service.auth import require_role
@@ -21,7 +22,7 @@ from service.db import utcnow
 from service.deps import SessionDep
 from service.tables import AuditEvent, Role
 
-__all__ = ["record_audit", "subject_digest", "router", "AuditEventOut", "AuditPage"]
+__all__ = ["record_audit", "subject_digest", "query_audit", "events_about", "router", "AuditEventOut", "AuditPage"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,52 @@ def record_audit(
     return event
 
 
+def query_audit(
+    session: Session,
+    *,
+    actor: str | None = None,
+    actions: Sequence[str] | None = None,
+    subject_type: str | None = None,
+    subject_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    newest_first: bool = True,
+) -> tuple[list[AuditEvent], int]:
+    """Audit events matching every given filter, and how many match in all: the one way to read the log.
+
+    Naive ``since``/``until`` values are taken as UTC; ``until`` is exclusive.
+    """
+    conditions: list[ColumnElement[bool]] = []
+    if actor is not None:
+        conditions.append(AuditEvent.actor == actor)
+    if actions is not None:
+        conditions.append(AuditEvent.action.in_(list(actions)))
+    if subject_type is not None:
+        conditions.append(AuditEvent.subject_type == subject_type)
+    if subject_id is not None:
+        conditions.append(AuditEvent.subject_id == subject_id)
+    if since is not None:
+        conditions.append(AuditEvent.at >= _as_utc(since))
+    if until is not None:
+        conditions.append(AuditEvent.at < _as_utc(until))
+    total = session.scalar(select(func.count()).select_from(AuditEvent).where(*conditions)) or 0
+    order = AuditEvent.id.desc() if newest_first else AuditEvent.id.asc()
+    query = select(AuditEvent).where(*conditions).order_by(order).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query)), total
+
+
+def events_about(session: Session, subject_type: str, subject_id: str, actions: Sequence[str]) -> list[AuditEvent]:
+    """The given actions on one subject (a study's claims and reads, say), oldest first."""
+    events, _ = query_audit(
+        session, actions=actions, subject_type=subject_type, subject_id=subject_id, newest_first=False
+    )
+    return events
+
+
 class AuditEventOut(BaseModel):
     id: int
     at: datetime
@@ -98,22 +145,16 @@ def list_audit_events(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> AuditPage:
     """Audit events, newest first. Naive ``since``/``until`` values are taken as UTC."""
-    conditions = []
-    if actor is not None:
-        conditions.append(AuditEvent.actor == actor)
-    if action is not None:
-        conditions.append(AuditEvent.action == action)
-    if subject_type is not None:
-        conditions.append(AuditEvent.subject_type == subject_type)
-    if subject_id is not None:
-        conditions.append(AuditEvent.subject_id == subject_id)
-    if since is not None:
-        conditions.append(AuditEvent.at >= _as_utc(since))
-    if until is not None:
-        conditions.append(AuditEvent.at < _as_utc(until))
-    total = session.scalar(select(func.count()).select_from(AuditEvent).where(*conditions)) or 0
-    rows = session.scalars(
-        select(AuditEvent).where(*conditions).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)
+    rows, total = query_audit(
+        session,
+        actor=actor,
+        actions=None if action is None else [action],
+        subject_type=subject_type,
+        subject_id=subject_id,
+        since=since,
+        until=until,
+        limit=limit,
+        offset=offset,
     )
     return AuditPage(
         items=[AuditEventOut.model_validate(row, from_attributes=True) for row in rows], total=total

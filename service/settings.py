@@ -21,7 +21,11 @@ _DEFAULT_SECRET_WORDS = ("changethis", "changeme", "change-me", "change_me", "se
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSCREEN_", extra="ignore")
 
-    home: Path = Field(Path("./var"), description="Data directory: database, spool, quarantine, MLflow store.")
+    home: Path = Field(
+        Path("./var"),
+        description="Data directory: database, spool, quarantine, MLflow store. Made absolute once, at start; "
+        "only `medscreen serve` (or a command given `--create-home`) creates it.",
+    )
     http_host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(8000, description="Port of the HTTP API (REST, STOW-RS, pages).")
     dicom_host: str = Field(
@@ -263,6 +267,12 @@ class Settings(BaseSettings):
     outbox_poll_s: float = Field(
         2.0, gt=0, description="How often the RIS and EMR feeds take in new results and send what is waiting."
     )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        # Resolved once, here: every path under it is then the same whatever folder a process later runs in.
+        return value.expanduser().resolve()
 
     @field_validator("secret_key")
     @classmethod

@@ -136,3 +136,17 @@ def test_serving_app_loads_no_training_code(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=150
     )
     assert result.stdout.split() == [], f"the serving app loaded: {result.stdout.split()[:20]}"
+
+
+def test_audit_log_is_read_only_through_service_audit() -> None:
+    # One way in (record_audit) and one way to query (query_audit, events_about): the table itself stays private.
+    allowed = {Path("service/audit.py"), Path("service/tables.py")}
+    users = [
+        f"{path.relative_to(REPO)}:{line}"
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+        if path.relative_to(REPO) not in allowed
+        for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if "AuditEvent" in text
+    ]
+    assert not users, "AuditEvent used outside service/audit.py: " + ", ".join(users)

@@ -12,16 +12,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from inference.tables import ScoreResult, Study, StudyEvent
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.db import session_scope, utcnow
 from service.deps import SessionDep, SettingsDep
 from service.settings import Settings
-from service.tables import AuditEvent
 from worklist.access import authenticate_radiologist, bearer_token
 from worklist.claims import claim_study, get_entry, record_final_read, release_study
 from worklist.errors import ClaimConflict, InvalidRead, NotClaimedByYou, StudyNotOnWorklist, WorklistError
@@ -31,14 +28,14 @@ from worklist.schemas import (
     FinalReadOut,
     PriorityChangeOut,
     PriorityChangePage,
-    TimelineItem,
     WorklistDetail,
     WorklistFilters,
     WorklistItem,
     WorklistPage,
     item_fields,
 )
-from worklist.tables import FinalRead, FinalReadFinding, PriorityChange, WorklistEntry
+from worklist.study_view import final_read_out, study_detail
+from worklist.tables import PriorityChange, WorklistEntry
 
 __all__ = ["router"]
 
@@ -155,56 +152,6 @@ def list_priority_changes(
     )
 
 
-def _final_read_out(session: Session, read: FinalRead) -> FinalReadOut:
-    findings = session.scalars(select(FinalReadFinding).where(FinalReadFinding.read_id == read.id))
-    return FinalReadOut(
-        id=read.id,
-        study_instance_uid=read.study_instance_uid,
-        reader=read.reader,
-        read_at=read.read_at,
-        findings={f.task: "present" if f.present else "absent" for f in findings},
-        note=read.note,
-        score_result_id=read.score_result_id,
-        waited_s=read.waited_s,
-        tier_at_read=read.tier_at_read,
-    )
-
-
-def _timeline(session: Session, entry: WorklistEntry) -> list[TimelineItem]:
-    items = [
-        TimelineItem(at=event.at, kind=f"study.{event.kind}", text=event.kind.replace("_", " "))
-        for event in session.scalars(select(StudyEvent).where(StudyEvent.study_id == entry.study_id))
-    ]
-    # Only the champion: shadow challengers are for the ML engineers, not for the person reading the study.
-    for result in session.scalars(
-        select(ScoreResult).where(ScoreResult.study_id == entry.study_id, ScoreResult.role == "champion")
-    ):
-        said = (
-            f"{result.call} (score {result.score:.2f}, threshold {result.threshold:.2f})"
-            if result.outcome == "scored" and result.score is not None and result.threshold is not None
-            else f"could not score: {result.reason}"
-        )
-        items.append(
-            TimelineItem(
-                at=result.created_at, kind="score", text=f"{result.model_name} v{result.model_version}: {said}"
-            )
-        )
-    for change in session.scalars(select(PriorityChange).where(PriorityChange.study_id == entry.study_id)):
-        moved = f"{change.from_tier} → {change.to_tier}" if change.from_tier else f"listed as {change.to_tier}"
-        items.append(TimelineItem(at=change.at, kind="priority", text=f"{moved}: {change.reason}"))
-    for event in session.scalars(
-        select(AuditEvent).where(
-            AuditEvent.subject_type == "study",
-            AuditEvent.subject_id == entry.study_instance_uid,
-            AuditEvent.action.in_(("study.claim", "study.release", "study.read")),
-        )
-    ):
-        items.append(
-            TimelineItem(at=event.at, kind=event.action, text=f"{event.action.split('.')[1]} by {event.actor}")
-        )
-    return sorted(items, key=lambda item: item.at)
-
-
 @router.get("/{study_uid}", response_model=WorklistDetail)
 def get_worklist_study(study_uid: str, session: SessionDep, user: Radiologist) -> WorklistDetail:
     """One study: patient, champion result, priority and its reason, timeline, final read."""
@@ -212,29 +159,9 @@ def get_worklist_study(study_uid: str, session: SessionDep, user: Radiologist) -
         entry = get_entry(session, study_uid)
     except WorklistError as error:
         raise _http_error(error) from error
-    study = session.get(Study, entry.study_id)
-    assert study is not None  # the foreign key guarantees it
-    read = session.scalar(
-        select(FinalRead).where(FinalRead.study_id == entry.study_id).order_by(FinalRead.id.desc()).limit(1)
-    )
-    heatmap_uid = (
-        session.scalar(select(ScoreResult.heatmap_sop_instance_uid).where(ScoreResult.id == entry.score_result_id))
-        if entry.score_result_id
-        else None
-    )
+    detail = study_detail(session, entry)
     record_audit(session, user.username, "study.view", "study", study_uid, {"via": "worklist"})
-    return WorklistDetail(
-        **item_fields(entry),
-        patient_id=study.patient_id,
-        patient_name=study.patient_name,
-        patient_sex=study.patient_sex,
-        patient_birth_date=study.patient_birth_date,
-        study_date=study.study_date,
-        study_status=study.status,
-        heatmap_available=heatmap_uid is not None,
-        timeline=_timeline(session, entry),
-        final_read=_final_read_out(session, read) if read else None,
-    )
+    return detail
 
 
 @router.post("/{study_uid}/claim", response_model=WorklistItem)
@@ -272,7 +199,7 @@ def read(
     except WorklistError as error:
         raise _http_error(error) from error
     record_audit(session, user.username, "study.read", "study", study_uid, {"findings": body.findings})
-    return _final_read_out(session, final)
+    return final_read_out(session, final)
 
 
 @router.get("/{study_uid}/heatmap", responses={200: {"content": {"image/png": {}}}})

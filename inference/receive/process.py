@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import signal
 import threading
@@ -40,8 +39,6 @@ def die_with_parent() -> None:
 def run_receiver_process(settings_json: str, log_level: str) -> None:
     """Entry point of a receiver process (spawned by ``medscreen serve``); runs until SIGTERM."""
     die_with_parent()
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # Odd headers make pydicom warn per instance; the quarantine keeps the reasons that matter.
     warnings.filterwarnings("ignore", module="pydicom")
     settings = Settings.model_validate_json(settings_json)

@@ -26,7 +26,7 @@ def test_score_command_reports_every_study(tmp_path: Path) -> None:
     (folder / "notes.txt").write_text("not a DICOM file")
     env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var")}
     result = subprocess.run(
-        [sys.executable, "-m", "medscreen", "score", str(folder), str(FIXTURES / "inference" / "images" / "dx_abdomen_ge.dcm")],
+        [sys.executable, "-m", "medscreen", "--create-home", "score", str(folder), str(FIXTURES / "inference" / "images" / "dx_abdomen_ge.dcm")],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
     )
     assert result.returncode == 0, result.stderr

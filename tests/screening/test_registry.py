@@ -17,6 +17,7 @@ def test_train_logs_registers_and_promotes(phenopackets: Path, settings: Setting
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MEDSCREEN_HOME", str(settings.home))
+    settings.home.mkdir(parents=True, exist_ok=True)
     assert main(["screening", "train", "--phenopackets", str(phenopackets), "--controls", "200"]) == 0
     artefact = settings.home / "screening" / "screener.json"
     model = load_risk_model(artefact)

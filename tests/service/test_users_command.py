@@ -26,6 +26,7 @@ def run_users(settings: Settings, *argv: str) -> int:
     parser = argparse.ArgumentParser(prog="medscreen")
     users_command.add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    settings.home.mkdir(parents=True, exist_ok=True)  # an installation: `medscreen serve` made its home
     return run_command(args, settings)
 
 

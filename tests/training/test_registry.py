@@ -44,8 +44,9 @@ def test_promotion_refuses_a_lower_auroc_unless_forced(tracking_uri, make_bundle
         promote(tracking_uri, "chest-xray", "99")
 
 
-def test_models_cli_lists_and_promotes(tracking_uri, make_bundle, monkeypatch, capsys) -> None:
+def test_models_cli_lists_and_promotes(tracking_uri, make_bundle, monkeypatch, capsys, tmp_path) -> None:
     monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path))
     v1 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.9)).version
     v2 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.8)).version
     assert main(["models", "promote", "chest-xray", v1, "--alias", "champion"]) == 0

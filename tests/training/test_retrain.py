@@ -69,7 +69,7 @@ def test_train_command_accepts_an_export_folder(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "var"))
     export = write_export(tmp_path, 5)
-    assert main(["train", "chest-xray", "--data", str(export), "--epochs", "1"]) == 0
+    assert main(["train", "chest-xray", "--data", str(export), "--epochs", "1", "--create-home"]) == 0
     assert "registered as challenger" in capsys.readouterr().out
     uri = f"sqlite:///{(tmp_path / 'var').resolve() / 'mlflow.db'}"
     version = MlflowClient(uri, uri).get_model_version_by_alias("chest-xray", "challenger")

@@ -22,7 +22,7 @@ def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, c
     monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", tracking_uri)
     out = tmp_path / "bundle"
 
-    assert main(["train", "chest-xray", "--data", str(data), "--epochs", "1", "--seed", "0", "--out", str(out)]) == 0
+    assert main(["--create-home", "train", "chest-xray", "--data", str(data), "--epochs", "1", "--seed", "0", "--out", str(out)]) == 0
     assert "registered chest-xray version 1" in capsys.readouterr().out
 
     bundle = json.loads((out / "bundle.json").read_text())

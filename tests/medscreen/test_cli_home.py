@@ -1,0 +1,61 @@
+"""The CLI's home rule: which home a command uses is printed, a missing one is created only by `serve` or on
+request, and ordinary commands print no Alembic set-up lines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def medscreen(home: Path | str, *argv: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MEDSCREEN_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env.pop("MEDSCREEN_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "medscreen", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
+    )
+
+
+def test_a_command_refuses_to_create_a_new_home(tmp_path: Path) -> None:
+    home = tmp_path / "elsewhere" / "var"
+    result = medscreen(home, "users", "list")
+    assert result.returncode == 2
+    assert f"MEDSCREEN_HOME {home} does not exist" in result.stderr and "--create-home" in result.stderr
+    assert not home.exists() and not (tmp_path / "elsewhere").exists()  # nothing made, not even the parent
+
+
+def test_create_home_on_request_then_the_home_is_named_and_migrations_are_quiet(tmp_path: Path) -> None:
+    home = tmp_path / "var"
+    created = medscreen(home, "--create-home", "users", "list")
+    assert created.returncode == 0, created.stderr
+    assert f"medscreen: created home {home}" in created.stderr and (home / "medscreen.db").is_file()
+    # The migrations ran (a new database), but Alembic's per-connection chatter is not shown.
+    assert "Context impl" not in created.stderr and "Will assume" not in created.stderr
+
+    again = medscreen(home, "users", "list")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.splitlines() == [f"medscreen: home {home}"]
+
+
+def test_a_relative_home_is_resolved_once_against_the_folder_it_started_in(tmp_path: Path) -> None:
+    (tmp_path / "site" / "var").mkdir(parents=True)
+    result = medscreen("var", "users", "list", "--create-home", cwd=tmp_path / "site")
+    assert result.returncode == 0, result.stderr
+    assert f"medscreen: home {tmp_path / 'site' / 'var'}" in result.stderr  # absolute, as every path under it
+
+
+def test_commands_that_keep_nothing_need_no_home(tmp_path: Path) -> None:
+    rules = REPO / "inference" / "default_routes.yaml"
+    image = REPO / "tests" / "fixtures" / "inference" / "images" / "mg_ge_senographe.dcm"
+    result = medscreen(tmp_path / "none", "routes", "test", str(rules), str(image))
+    assert result.returncode == 0, result.stderr
+    assert "home" not in result.stderr and not (tmp_path / "none").exists()
+    # Without files the dry run reads the stored studies, so then it needs the home like any other command.
+    assert medscreen(tmp_path / "none", "routes", "test", str(rules)).returncode == 2
