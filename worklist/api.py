@@ -50,7 +50,7 @@ Radiologist = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist
 PriorityReader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist, Role.quality))]
 
 _ITEM_COLUMNS = [WorklistEntry.__table__.c[name] for name in WorklistItem.model_fields]
-STATES = ("awaiting_score", "not_applicable", "scored", "could_not_score", "failed", "read")
+STATES = ("awaiting_score", "not_applicable", "scored", "could_not_score", "out_of_scope", "failed", "read")
 _HTTP_STATUS: dict[type[WorklistError], int] = {
     StudyNotOnWorklist: status.HTTP_404_NOT_FOUND,
     ClaimConflict: status.HTTP_409_CONFLICT,
@@ -182,11 +182,13 @@ def _timeline(session: Session, entry: WorklistEntry) -> list[TimelineItem]:
         said = (
             f"{result.call} (score {result.score:.2f}, threshold {result.threshold:.2f})"
             if result.outcome == "scored" and result.score is not None and result.threshold is not None
-            else f"could not score: {result.reason}"
+            else f"{'not scored, outside its intended use' if result.outcome == 'out_of_scope' else 'could not score'}: "
+            f"{result.reason}"
         )
         items.append(
             TimelineItem(
-                at=result.created_at, kind="score", text=f"{result.model_name} v{result.model_version}: {said}"
+                at=result.created_at, kind="score",
+                text=f"{result.model_name} v{result.model_version} ({result.steering}): {said}",
             )
         )
     for change in session.scalars(select(PriorityChange).where(PriorityChange.study_id == entry.study_id)):
