@@ -121,7 +121,7 @@ def _facts(study: SimStudy, with_model: bool) -> StudyFacts:
         return StudyFacts(arrived_at=arrived, modality=study.modality, order_priority=order, state="not_applicable")
     if study.model_call is None:
         return StudyFacts(arrived_at=arrived, modality=study.modality, order_priority=order, state="could_not_score")
-    champion = ChampionCall(study.model_call, study.score, 0.5, "sim", "1")  # type: ignore[arg-type]
+    champion = ChampionCall(study.model_call, study.score, 0.5, "sim", "1", "defer")  # type: ignore[arg-type]
     return StudyFacts(
         arrived_at=arrived, modality=study.modality, order_priority=order, state="scored", champion=champion
     )

@@ -74,7 +74,7 @@ def fill(url: str, studies: int, open_studies: int) -> None:
                     modality=modality,
                     order_priority=order,
                     state="scored",
-                    champion=ChampionCall(call, score, 0.5, task, "1"),  # type: ignore[arg-type]
+                    champion=ChampionCall(call, score, 0.5, task, "1", "defer"),  # type: ignore[arg-type]
                 )
                 priority = prioritise(facts, policy, now)
                 uid = f"1.2.826.0.1.3680043.10.1.{n + 1}"

@@ -17,8 +17,10 @@ from typing import Any
 import onnxruntime as ort
 
 from inference.errors import ModelUnavailable
-from service.lifecycle import ModelRole, Task
-from service.model_registry import alias_version, download_version, registry_client, version_of
+from inference.intended_use import IntendedUse
+from inference.shipped_models import shipped_intended_use
+from service.lifecycle import ModelRole, SteeringRight, Task
+from service.model_registry import alias_version, download_version, registry_client, steering_of, version_of
 
 __all__ = ["LoadedModel", "ModelSelector", "SCORING_ROLES"]
 
@@ -37,6 +39,16 @@ class LoadedModel:
     threshold: float
     bundle: dict[str, Any]
     session: ort.InferenceSession = field(repr=False, compare=False)
+    # Recorded with the version in the registry; a version without one is raise-only.
+    steering: SteeringRight = SteeringRight.raise_only
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def intended_use(self) -> IntendedUse | None:
+        return IntendedUse.from_bundle(self.bundle)
 
     def run(self, inputs: Any) -> dict[str, Any]:
         names = [o.name for o in self.session.get_outputs()]
@@ -94,15 +106,18 @@ class ModelSelector:
                 raise LookupError(f"{name} version {version} is not registered")
             model_dir = download_version(self.tracking_uri, name, version, self.cache_dir / name / version)
             meta = yaml.safe_load((model_dir / "MLmodel").read_text()).get("metadata", {})
-            bundle = meta.get("bundle") or {}
-            threshold = float(details.tags.get("threshold", bundle.get("threshold", 0.5)))
+            bundle = dict(meta.get("bundle") or {})
+            if "intended_use" not in bundle:
+                # A version registered without one is held to the shipped bundle's population, never to none.
+                bundle["intended_use"] = shipped_intended_use(task)
+            threshold = float(details.tags.get("threshold") or bundle.get("threshold", 0.5))
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.intra_op_threads
             options.inter_op_num_threads = 1
             session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any failure to fetch or open a model is "unavailable, retry"
             raise ModelUnavailable(f"cannot load {name} version {version}: {type(exc).__name__}: {exc}") from exc
-        loaded = LoadedModel(task, name, version, details.run_id, threshold, bundle, session)
+        loaded = LoadedModel(task, name, version, details.run_id, threshold, bundle, session, steering_of(details))
         with self._lock:
             self._loaded[key] = loaded
         return loaded

@@ -15,6 +15,7 @@
     ├── TlsConfigurationError       DICOM TLS certificate, key or CA missing or unreadable (stops the start)
     └── ScoringError                a scoring job did not produce a result this time
         ├── CouldNotScore           the study's input is unusable (no retry: the result says why)
+        │   └── OutOfScope          outside the version's intended use (not scored; the result says why)
         ├── ModelUnavailable        no champion, or its ONNX file cannot be loaded (retried)
         └── WritebackFailed         the PACS refused or could not be reached (the dispatcher retries the stored files)
 
@@ -40,6 +41,7 @@ __all__ = [
     "TlsConfigurationError",
     "ScoringError",
     "CouldNotScore",
+    "OutOfScope",
     "ModelUnavailable",
     "WritebackFailed",
 ]
@@ -109,6 +111,10 @@ class ScoringError(InferenceError):
 
 class CouldNotScore(ScoringError):
     """Bad input (undecodable pixels, too few slices, no laterality): recorded as a result, never retried."""
+
+
+class OutOfScope(CouldNotScore):
+    """The study is outside the population the model version was validated on; it is not scored."""
 
 
 class ModelUnavailable(ScoringError):

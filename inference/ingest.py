@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from inference.errors import DifferingDuplicate, IngestError, InstanceTooLarge, OutOfResources, StudyMismatch
 from inference.instance_headers import read_instance_headers
+from inference.intake import not_scored
 from inference.records import InstanceHeaders, InstanceStored
 from inference.spool import Spool, file_digest
 from inference.study_record import (
@@ -27,7 +28,10 @@ from inference.study_record import (
     quarantine_bytes,
     record_differing_duplicate,
     record_instance,
+    record_not_scored,
     record_quarantine,
+    remembered_output,
+    study_status,
 )
 from service.db import utcnow
 from service.settings import Settings
@@ -77,7 +81,8 @@ class InstanceIngestor:
                     raise StudyMismatch(
                         f"instance belongs to study {headers.study_instance_uid}, not {expected_study_uid} named in the URL"
                     )
-                stored = self._store(received, headers, size, source=source, calling_ae=calling_ae)
+                left_aside = self._left_aside(received, headers, size, source=source, calling_ae=calling_ae)
+                stored = left_aside or self._store(received, headers, size, source=source, calling_ae=calling_ae)
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
@@ -138,6 +143,31 @@ class InstanceIngestor:
             duplicate=recorded.duplicate,
             source=source,
             calling_ae=calling_ae,
+        )
+
+    def _left_aside(
+        self, received: Path, headers: InstanceHeaders, size: int, *, source: str, calling_ae: str
+    ) -> InstanceStored | None:
+        """Acknowledge and record an instance medscreen does not take into a study (see ``inference/intake.py``)."""
+        now = utcnow()
+        with self.engine.begin() as connection:
+            decision = not_scored(
+                headers,
+                uid_root=self.settings.uid_root,
+                remembered=remembered_output(connection, headers.sop_instance_uid),
+                study_status=study_status(connection, headers.study_instance_uid),
+            )
+            if decision is None:
+                return None
+            record_not_scored(
+                connection, headers, kind=decision.kind, reason=decision.reason, source=source, calling_ae=calling_ae,
+                now=now,
+            )
+        received.unlink(missing_ok=True)
+        log.info("acknowledged an instance from %s, not scored: %s (%s)", calling_ae or source, decision.kind, decision.reason)
+        return InstanceStored(
+            headers=headers, path=received, size=size, revision=0, duplicate=False, source=source,
+            calling_ae=calling_ae, not_scored=decision.kind, not_scored_reason=decision.reason,
         )
 
     def _quarantine(

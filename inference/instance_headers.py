@@ -1,7 +1,8 @@
 """Read and validate the header of one received instance: the gate between the network and the spool.
 
 Received bytes are untrusted: every check that can refuse an instance happens here, before it is
-recorded, so that a refused instance never becomes part of a study.
+recorded, so that a refused instance never becomes part of a study. Only broken data is refused (not
+DICOM, missing or malformed UIDs, an unreadable header); whether valid DICOM is scored is intake's call.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from inference.errors import (
     InstanceTooLarge,
     MissingAttribute,
-    NoPixelData,
     NotDicom,
     TruncatedPixelData,
-    UnsupportedSopClass,
 )
 from inference.instance_limits import check_declared_pixels, read_deflated_header
 from inference.records import InstanceHeaders
-from inference.sop_classes import ACCEPTED_SOP_CLASSES, modality_for_sop_class
+from inference.sop_classes import modality_for_sop_class
 
 __all__ = ["read_instance_headers", "is_valid_uid"]
 
@@ -114,24 +113,21 @@ def read_instance_headers(path: Path, max_bytes: int | None = None) -> InstanceH
         )
     except InvalidDicomError as exc:
         raise NotDicom(f"not a DICOM Part 10 file: {exc}") from exc
-    except (MissingAttribute, UnsupportedSopClass, NoPixelData, InstanceTooLarge):
+    except (MissingAttribute, InstanceTooLarge):
         raise
     except Exception as exc:  # noqa: BLE001 - untrusted bytes make the parser raise anything
         raise NotDicom(f"unreadable DICOM header: {type(exc).__name__}: {exc}") from exc
 
-    if sop_class_uid not in ACCEPTED_SOP_CLASSES:
-        raise UnsupportedSopClass(
-            f"SOP class {sop_class_uid} is not one medscreen scores (accepted: CT, MG, CR, DX, Secondary Capture)"
-        )
-    if not has_pixels:
-        raise NoPixelData(f"instance {sop_uid} of SOP class {ACCEPTED_SOP_CLASSES[sop_class_uid][0]} has no pixel data")
-    deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
-    try:
-        check_declared_pixels(ds, limit, file_size=None if deflated else path.stat().st_size)
-    except (InstanceTooLarge, TruncatedPixelData):
-        raise
-    except Exception as exc:  # noqa: BLE001 - a malformed pixel element makes pydicom raise anything
-        raise NotDicom(f"unreadable pixel data element: {type(exc).__name__}: {exc}") from exc
+    # A SOP class medscreen does not score, or an image without pixels, is still valid DICOM: ingest
+    # acknowledges it and records it as not scored (``inference/intake.py``), so a PACS batch never aborts.
+    if has_pixels:
+        deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
+        try:
+            check_declared_pixels(ds, limit, file_size=None if deflated else path.stat().st_size)
+        except (InstanceTooLarge, TruncatedPixelData):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a malformed pixel element makes pydicom raise anything
+            raise NotDicom(f"unreadable pixel data element: {type(exc).__name__}: {exc}") from exc
     if not modality:
         modality = modality_for_sop_class(sop_class_uid) or ""
     return InstanceHeaders(
@@ -141,5 +137,6 @@ def read_instance_headers(path: Path, max_bytes: int | None = None) -> InstanceH
         sop_class_uid=sop_class_uid,
         transfer_syntax_uid=transfer_syntax,
         modality=modality.upper(),
+        has_pixel_data=has_pixels,
         **headers,
     )

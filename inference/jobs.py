@@ -86,9 +86,9 @@ def _status_after_scoring(session: Session, study: Study, version: str) -> tuple
     if job is None or job.state != JobState.done:
         return (StudyStatus.failed, job.last_error) if job is not None and job.state == JobState.dead else (StudyStatus.scoring, None)
     result = session.scalar(select(ScoreResult).where(ScoreResult.job_id == job.id))
-    if result is None or result.outcome != StudyStatus.scored:
-        return StudyStatus.could_not_score, result.reason if result is not None else None
-    return StudyStatus.scored, None
+    if result is None:
+        return StudyStatus.could_not_score, None
+    return StudyStatus(result.outcome), result.reason
 
 
 def enqueue_routed(session: Session, versions: Mapping[tuple[Task, ModelRole], str], now: datetime) -> int:

@@ -35,6 +35,7 @@ class InstanceHeaders:
     station_name: str = ""
     institution_name: str = ""
     order_priority: str = ""
+    has_pixel_data: bool = True
 
     def series_headers(self) -> dict[str, str]:
         """The series-level attributes routing rules may test."""
@@ -63,6 +64,10 @@ class InstanceStored:
     duplicate: bool
     source: str
     calling_ae: str
+    # Set when the instance was acknowledged but not taken into a study: "derived" (medscreen's own output)
+    # or "ignored" (valid DICOM medscreen does not score), with the reason.
+    not_scored: str | None = None
+    not_scored_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ class ScoreRecorded:
     model_name: str
     model_version: str
     role: str
-    outcome: str  # StudyStatus.scored or StudyStatus.could_not_score
+    outcome: str  # StudyStatus.scored, could_not_score or out_of_scope
     score: float | None
     call: str | None
     reason: str | None

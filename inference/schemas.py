@@ -66,7 +66,10 @@ class ResultOut(BaseModel):
     model_version: str
     mlflow_run_id: str | None
     role: str = Field(description="champion (drives priority) or challenger (shadow, never used for priority)")
-    outcome: str = Field(description="scored, or could_not_score with the reason")
+    outcome: str = Field(
+        description="scored; could_not_score (unusable input) or out_of_scope (outside the version's intended use), "
+        "each with the reason"
+    )
     score: float | None = Field(description="probability of the finding, 0..1")
     threshold: float | None = Field(description="the model version's operating point")
     call: str | None = Field(description="positive/negative at the operating point")
@@ -74,6 +77,10 @@ class ResultOut(BaseModel):
     reason: str | None
     timings: dict[str, Any]
     writeback_state: str
+    steering: str = Field(
+        description="the version's steering right: defer (negatives may wait up to the aging cap), raise-only "
+        "(positives move up, negatives keep their place) or shadow (recorded, never moves a study)"
+    )
     sr_sop_instance_uid: str | None
     heatmap_sop_instance_uid: str | None
     created_at: datetime

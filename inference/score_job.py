@@ -14,13 +14,13 @@ from datetime import datetime
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.assemble import read_study
 from inference.champions import LoadedModel, ModelSelector
-from inference.errors import CouldNotScore
+from inference.errors import CouldNotScore, OutOfScope
+from inference.intended_use import check_intended_use
 from inference.jobs import mark_done
 from inference.outgoing import pacs_destination, queue_outgoing, read_document, store_documents
 from inference.records import ScoreRecorded
@@ -65,10 +65,12 @@ def _previous_sr(session: Session, settings: Settings, study: Study) -> tuple[in
     return previous.id, read_document(settings, study.study_instance_uid, previous.sr_sop_instance_uid)
 
 
-def _documents(model: LoadedModel, task: str, scored: TaskScore, call: str, previous: Dataset | None) -> list[Dataset]:
-    to_write = ResultToWrite(task, model.name, model.version, model.run_id, model.threshold, call, scored)
-    sr = build_sr(to_write, series_instance_uid=str(generate_uid()), previous=previous)
-    heatmap = build_heatmap(to_write, series_instance_uid=str(generate_uid()))
+def _documents(
+    model: LoadedModel, task: str, scored: TaskScore, call: str, previous: Dataset | None, uid_root: str
+) -> list[Dataset]:
+    to_write = ResultToWrite(task, model.name, model.version, model.run_id, model.threshold, call, scored, uid_root)
+    sr = build_sr(to_write, series_instance_uid=to_write.new_uid(), previous=previous)
+    heatmap = build_heatmap(to_write, series_instance_uid=to_write.new_uid())
     return [sr] + ([heatmap] if heatmap is not None else [])
 
 
@@ -88,16 +90,23 @@ def score_job(
     model = selector.load(task, version)
     scored: TaskScore | None = None
     reason = None
+    outcome = StudyStatus.scored
     try:
-        scored = score_task(task, model, read_study(paths), min_ct_slices=settings.ct_min_slices)
+        datasets = read_study(paths)
+        use = model.intended_use
+        if use is not None:
+            check_intended_use(use, datasets, model.label)
+        scored = score_task(task, model, datasets, min_ct_slices=settings.ct_min_slices)
+    except OutOfScope as exc:
+        outcome, reason = StudyStatus.out_of_scope, exc.reason
     except CouldNotScore as exc:
-        reason = exc.reason
+        outcome, reason = StudyStatus.could_not_score, exc.reason
     inferred = utcnow()
     call = None if scored is None else ("positive" if scored.score >= model.threshold else "negative")
     documents: list[Dataset] = []
     if scored is not None and call is not None and role == ModelRole.champion:
         # Built once here and kept: the study view shows the heat-map, the dispatcher sends these very files.
-        documents = _documents(model, task, scored, call, previous_sr)
+        documents = _documents(model, task, scored, call, previous_sr, settings.uid_root)
         store_documents(settings, study_uid, documents)
     destination = pacs_destination(settings) if documents else None
     with session_scope(session_factory) as session:
@@ -106,7 +115,6 @@ def score_job(
         study = session.get(Study, job.study_id)
         assert study is not None
         stored_at = utcnow()
-        outcome = StudyStatus.scored if scored is not None else StudyStatus.could_not_score
         result = ScoreResult(
             study_id=study.id,
             job_id=job.id,
@@ -128,6 +136,7 @@ def score_job(
                 "job_start_to_stored_s": seconds_between(started, stored_at),
             },
             writeback_state=(WritebackState.pending if destination else WritebackState.disabled).value,
+            steering=model.steering.value,
             sr_sop_instance_uid=str(documents[0].SOPInstanceUID) if documents else None,
             heatmap_sop_instance_uid=str(documents[1].SOPInstanceUID) if len(documents) > 1 else None,
             supersedes_id=previous_id if documents else None,
@@ -148,7 +157,8 @@ def score_job(
             study.status_reason = reason
         add_event(
             session, study.id, job.revision, outcome.value, stored_at,
-            model=f"{model.name}:{model.version}", role=role.value, score=result.score, call=call, reason=reason,
+            model=f"{model.name}:{model.version}", role=role.value, steering=model.steering.value, score=result.score,
+            call=call, reason=reason,
             **result.timings,
         )
         mark_done(session, job, utcnow())

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.lifecycle import TASKS, ModelRole
+from service.errors import SteeringRefused
+from service.lifecycle import TASKS, ModelRole, SteeringRight
 from service.model_registry import (
     alias_version,
     download_version,
@@ -25,7 +26,9 @@ from service.model_registry import (
     ensure_registered_model,
     registry_client,
     set_alias,
+    set_steering,
 )
+from service.steering import DEFAULT_RIGHT, DeferRules, SteeringEvidence
 
 __all__ = [
     "TASKS",
@@ -34,6 +37,7 @@ __all__ = [
     "RegisteredBundle",
     "ChampionBundle",
     "read_bundle",
+    "shipped_intended_use",
     "log_onnx_bundle",
     "register_shipped_bundles",
     "load_champion",
@@ -80,6 +84,15 @@ class ChampionBundle:
     onnx_path: Path
     bundle: dict[str, Any]
     threshold: float
+
+
+def shipped_intended_use(task: str, models_dir: Path = SHIPPED_MODELS_DIR) -> dict[str, Any] | None:
+    """The ``intended_use`` declared by the shipped bundle of ``task`` (None when there is none)."""
+    path = Path(models_dir) / task / "bundle.json"
+    if not path.is_file():
+        return None
+    use = json.loads(path.read_text()).get("intended_use")
+    return dict(use) if use else None
 
 
 def read_bundle(folder: Path) -> ShippedBundle:
@@ -166,8 +179,21 @@ def log_onnx_bundle(tracking_uri: str, folder: Path, *, run_id: str | None = Non
     tags = {**{k: f"{v:.6g}" for k, v in _flat_metrics(headline).items()}, "threshold": repr(shipped.threshold)}
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
+    _record_steering(tracking_uri, name, str(version.version), shipped.bundle)
     client.set_registered_model_tag(name, "task", shipped.task)
     return RegisteredBundle(name, str(version.version), run_id, True)
+
+
+def _record_steering(tracking_uri: str, name: str, version: str, bundle: dict[str, Any]) -> None:
+    """Record the steering right the bundle asks for; ``defer`` only with evidence that earns it, else raise-only."""
+    asked = bundle.get("steering") or {}
+    right = SteeringRight(asked.get("right", DEFAULT_RIGHT.value))
+    evidence = SteeringEvidence(**asked["evidence"]) if asked.get("evidence") else None
+    try:
+        set_steering(tracking_uri, name, version, right, evidence=evidence, rules=DeferRules())
+    except SteeringRefused as exc:
+        log.warning("%s; recorded as %s", exc, DEFAULT_RIGHT.value)
+        set_steering(tracking_uri, name, version, DEFAULT_RIGHT, evidence=evidence, rules=DeferRules())
 
 
 def register_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR) -> list[RegisteredBundle]:

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Row, bindparam, func, insert, select, text, update
+from sqlalchemy import JSON, Connection, Row, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from inference.records import InstanceHeaders, RoutedStudy, StudyComplete
-from inference.tables import QuarantinedItem, Study, StudyEvent
+from inference.tables import NotScoredInstance, QuarantinedItem, ScoreResult, Study, StudyEvent
 from service.db import UTCDateTime
 from service.lifecycle import StudyStatus
 
@@ -28,6 +28,9 @@ __all__ = [
     "find_repeat",
     "count_repeat",
     "record_differing_duplicate",
+    "record_not_scored",
+    "remembered_output",
+    "study_status",
     "mark_complete",
     "record_route",
     "add_event",
@@ -320,3 +323,49 @@ def record_route(session: Session, study_id: int, routed: RoutedStudy, now: date
     else:
         add_event(session, study_id, routed.revision, "not_applicable", now, reasons=routed.reasons)
     return True
+
+
+def remembered_output(connection: Connection, sop_instance_uid: str) -> bool:
+    """Whether medscreen wrote this SOP Instance UID itself (an SR or heat-map of one of its results)."""
+    found = connection.execute(
+        select(ScoreResult.id)
+        .where(or_(ScoreResult.sr_sop_instance_uid == sop_instance_uid, ScoreResult.heatmap_sop_instance_uid == sop_instance_uid))
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def study_status(connection: Connection, study_instance_uid: str) -> str | None:
+    return connection.execute(
+        select(Study.status).where(Study.study_instance_uid == study_instance_uid)
+    ).scalar_one_or_none()
+
+
+def record_not_scored(
+    connection: Connection, headers: InstanceHeaders, *, kind: str, reason: str, source: str, calling_ae: str, now: datetime
+) -> None:
+    """Record an acknowledged instance left out of its study; a repeat only counts up. Noted on a known study's
+    timeline the first time, so the study shows what else arrived without re-opening it."""
+    repeated = connection.execute(
+        update(NotScoredInstance)
+        .where(NotScoredInstance.sop_instance_uid == headers.sop_instance_uid)
+        .values(times_received=NotScoredInstance.times_received + 1, at=now)
+    )
+    if getattr(repeated, "rowcount", 0):
+        return
+    connection.execute(
+        insert(NotScoredInstance).values(
+            at=now, kind=kind, reason=reason, sop_instance_uid=headers.sop_instance_uid,
+            sop_class_uid=headers.sop_class_uid, study_instance_uid=headers.study_instance_uid,
+            series_instance_uid=headers.series_instance_uid, modality=headers.modality[:16], source=source,
+            calling_ae=calling_ae[:16], times_received=1,
+        )
+    )
+    study = connection.execute(
+        select(Study.id, Study.revision).where(Study.study_instance_uid == headers.study_instance_uid)
+    ).first()
+    if study is not None:
+        add_event(
+            connection, study.id, study.revision, kind, now, sop_instance_uid=headers.sop_instance_uid,
+            modality=headers.modality, reason=reason,
+        )

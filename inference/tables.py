@@ -20,6 +20,7 @@ __all__ = [
     "ScoringJob",
     "ScoreResult",
     "OutgoingResult",
+    "NotScoredInstance",
 ]
 
 # Statuses, job states, roles and write-back states are the enums of service/lifecycle.py; the columns hold
@@ -171,16 +172,19 @@ class ScoreResult(Base):
     model_version: Mapped[str] = mapped_column(String(32), index=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     role: Mapped[str] = mapped_column(String(16))
-    outcome: Mapped[str] = mapped_column(String(16))  # StudyStatus.scored or StudyStatus.could_not_score
+    outcome: Mapped[str] = mapped_column(String(16))  # StudyStatus.scored, could_not_score or out_of_scope
     score: Mapped[float | None] = mapped_column(Float, nullable=True)  # probability, 0..1
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # the version's operating point
     call: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "positive" / "negative" at the threshold
     localisation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it could not score
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it could not score / is out of scope
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     writeback_state: Mapped[str] = mapped_column(String(16), default=WritebackState.pending.value)
-    sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    heatmap_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The version's SteeringRight when it scored (defer / raise-only / shadow): what the worklist may do with it.
+    steering: Mapped[str] = mapped_column(String(16), default="raise-only", server_default="raise-only")
+    # Indexed: ingest looks every received SOP Instance UID up here to recognise medscreen's own output.
+    sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    heatmap_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("score_results.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
@@ -211,3 +215,26 @@ class OutgoingResult(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (Index("ix_outgoing_results_ready", "state", "next_attempt_at"),)
+
+
+class NotScoredInstance(Base):
+    """Valid DICOM acknowledged with success but not taken into a study: medscreen's own output coming back
+    (``derived``) or an object it does not score, such as SR, PR, KO, SEG or an image without pixels (``ignored``).
+
+    Kept so a PACS batch never aborts on a refusal, while the record says what arrived and why it was left.
+    """
+
+    __tablename__ = "not_scored_instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "derived" or "ignored"
+    reason: Mapped[str] = mapped_column(Text)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    source: Mapped[str] = mapped_column(String(16))
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    times_received: Mapped[int] = mapped_column(Integer, default=1)

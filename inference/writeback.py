@@ -12,6 +12,7 @@ Both are built with highdicom and sent by C-STORE (pynetdicom).
 
 from __future__ import annotations
 
+import copy
 import logging
 import ssl
 from dataclasses import dataclass
@@ -26,17 +27,26 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import AE
 
 from inference.errors import WritebackFailed
+from inference.intake import MANUFACTURER
 from inference.scorers import TaskScore
 from service.lifecycle import Task
 
-__all__ = ["ResultToWrite", "algorithm_device_uid", "build_sr", "build_heatmap", "send_c_store", "MANUFACTURER"]
+__all__ = [
+    "ResultToWrite",
+    "algorithm_device_uid",
+    "build_sr",
+    "build_heatmap",
+    "send_c_store",
+    "with_type2_present",
+    "COPIED_TYPE2",
+    "MANUFACTURER",
+]
 
 log = logging.getLogger(__name__)
 
 COMPREHENSIVE_3D_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
 SECONDARY_CAPTURE_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 
-MANUFACTURER = "medscreen"
 NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
 # Local codes where DICOM/SNOMED have none for an AI probability and its thresholded call.
 _SCHEME = "99MEDSCREEN"
@@ -65,6 +75,30 @@ class ResultToWrite:
     threshold: float
     call: str
     scored: TaskScore
+    # Root of every UID medscreen makes (MEDSCREEN_UID_ROOT): ingest recognises its own output by it.
+    uid_root: str | None = None
+
+    def new_uid(self) -> str:
+        return str(generate_uid(prefix=self.uid_root)) if self.uid_root else str(generate_uid())
+
+
+# Type 2 attributes the SR and the heat-map copy from the source image (Patient and General Study modules).
+# Real senders often leave them out; highdicom needs them present, so an absent one is written empty.
+COPIED_TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+    "AccessionNumber", "ReferringPhysicianName",
+)
+
+
+def with_type2_present(source: Dataset) -> Dataset:
+    """The source itself when every copied Type 2 attribute is there, else a copy with the missing ones empty."""
+    missing = [keyword for keyword in COPIED_TYPE2 if keyword not in source]
+    if not missing:
+        return source
+    fixed = copy.deepcopy(source)
+    for keyword in missing:
+        setattr(fixed, keyword, "")
+    return fixed
 
 
 def algorithm_device_uid(model_name: str, model_version: str, run_id: str | None) -> str:
@@ -86,7 +120,7 @@ def _contributing_equipment(result: ResultToWrite) -> hd.ContributingEquipment:
 
 def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
     procedure, finding = _TASK_CODES[Task(result.task)]
-    source = result.scored.source
+    source = with_type2_present(result.scored.source)
     device_uid = algorithm_device_uid(result.model_name, result.model_version, result.run_id)
     observation_context = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
@@ -101,7 +135,7 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
         )
     )
     algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version, manufacturer=MANUFACTURER)
-    tracking = hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"{result.task} AI finding")
+    tracking = hd.sr.TrackingIdentifier(uid=result.new_uid(), identifier=f"{result.task} AI finding")
     measurements = [hd.sr.Measurement(name=PROBABILITY, value=round(result.scored.score, 6), unit=NO_UNITS, algorithm_id=algorithm)]
     evaluations = [hd.sr.QualitativeEvaluation(name=CALL, value=POSITIVE if result.call == "positive" else NEGATIVE)]
     point = result.scored.localisation.get("point")
@@ -137,7 +171,7 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
         content=report,
         series_instance_uid=series_instance_uid,
         series_number=9901,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=result.new_uid(),
         instance_number=1,
         manufacturer=MANUFACTURER,
         is_complete=True,
@@ -182,7 +216,7 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
         "red: where the model looked most (relative)",
     ]
     pixels = _overlay(scored.image, scored.heatmap, lines)
-    source = scored.source
+    source = with_type2_present(scored.source)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=pixels,
@@ -191,7 +225,7 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
         series_instance_uid=series_instance_uid,
         series_number=9902,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=result.new_uid(),
         instance_number=1,
         manufacturer=MANUFACTURER,
         patient_orientation=("L", "P") if str(getattr(source, "Modality", "")) == "CT" else ("P", "F"),

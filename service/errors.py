@@ -8,8 +8,9 @@ ServiceError
 │   ├── InvalidUsername
 │   └── WeakPassword
 ├── SecretKeyError
-└── DeliveryFailed           a RIS/EMR did not take an outbox message (transient, or permanent: set aside)
-    └── PeerUnreachable      connection refused or timed out: retried without limit
+├── DeliveryFailed           a RIS/EMR did not take an outbox message (transient, or permanent: set aside)
+│   └── PeerUnreachable      connection refused or timed out: retried without limit
+└── SteeringRefused          a model version asked for a steering right it has not earned
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "SecretKeyError",
     "DeliveryFailed",
     "PeerUnreachable",
+    "SteeringRefused",
 ]
 
 
@@ -76,3 +78,7 @@ class DeliveryFailed(ServiceError):
 
 class PeerUnreachable(DeliveryFailed):
     """The peer could not be reached or did not answer in time: retried for as long as it takes."""
+
+
+class SteeringRefused(ServiceError):
+    """A steering right (``defer``) was asked for a model version without the evidence that earns it."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Task", "StudyStatus", "JobState", "ModelRole", "WritebackState", "WorklistEventKind", "TASKS"]
+__all__ = ["Task", "StudyStatus", "JobState", "ModelRole", "WritebackState", "SteeringRight", "WorklistEventKind", "TASKS"]
 
 
 class Task(enum.StrEnum):
@@ -33,6 +33,7 @@ class StudyStatus(enum.StrEnum):
     scoring = "scoring"
     scored = "scored"
     could_not_score = "could_not_score"
+    out_of_scope = "out_of_scope"  # outside the model version's intended use: not scored, keeps arrival order
     failed = "failed"
 
 
@@ -50,6 +51,17 @@ class ModelRole(enum.StrEnum):
     champion = "champion"
     challenger = "challenger"
     previous_champion = "previous-champion"
+
+
+class SteeringRight(enum.StrEnum):
+    """How far a model version may move a study in the worklist; kept with the version in the registry.
+
+    `defer` must be earned by validation on data from another source than the training data.
+    """
+
+    defer = "defer"  # positives move up; negatives may be deferred up to the aging cap
+    raise_only = "raise-only"  # positives move up; negatives never lose their place
+    shadow = "shadow"  # recorded and shown, never moves anything
 
 
 class WritebackState(enum.StrEnum):

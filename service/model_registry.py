@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from service.lifecycle import ModelRole
+from service.errors import SteeringRefused
+from service.lifecycle import ModelRole, SteeringRight
+from service.steering import DEFAULT_RIGHT, DeferRules, SteeringEvidence, defer_refusals
 
 __all__ = [
     "RegisteredVersion",
@@ -31,6 +33,11 @@ __all__ = [
     "move_champion",
     "roll_back_champion",
     "download_version",
+    "steering_of",
+    "set_steering",
+    "check_steering_earned",
+    "STEERING_TAG",
+    "STEERING_EVIDENCE_TAG",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,10 @@ class RegisteredVersion:
     run_id: str
     aliases: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def steering(self) -> SteeringRight:
+        return steering_of(self)
 
     def float_tag(self, key: str) -> float | None:
         try:
@@ -154,9 +165,14 @@ def list_versions(tracking_uri: str) -> list[RegisteredVersion]:
     return rows
 
 
-def move_champion(tracking_uri: str, name: str, version: str) -> str | None:
+def move_champion(tracking_uri: str, name: str, version: str, *, rules: DeferRules | None = None) -> str | None:
     """Make ``version`` champion; the replaced version becomes ``previous-champion`` and a challenger alias on
-    ``version`` is cleared. Returns the replaced version (None when there was none or it was the same)."""
+    ``version`` is cleared. Returns the replaced version (None when there was none or it was the same).
+
+    A version recorded as ``defer`` without the evidence that earns it is refused (SteeringRefused)."""
+    candidate = version_of(tracking_uri, name, version)
+    if candidate is not None:
+        check_steering_earned(candidate, rules or DeferRules())
     current = alias_version(tracking_uri, name, ModelRole.champion)
     set_alias(tracking_uri, name, ModelRole.champion, version)
     previous = current.version if current is not None and current.version != str(version) else None
@@ -189,3 +205,39 @@ def download_version(tracking_uri: str, name: str, version: str, dest: Path) -> 
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest))
     return next(dest.rglob("MLmodel")).parent
 
+
+# Version tags holding the steering right and the evidence it was granted on.
+STEERING_TAG = "steering"
+STEERING_EVIDENCE_TAG = "steering_evidence"
+
+
+def steering_of(version: RegisteredVersion) -> SteeringRight:
+    """The version's recorded steering right; ``raise-only`` when none (or an unknown value) is recorded."""
+    try:
+        return SteeringRight(version.tags.get(STEERING_TAG, DEFAULT_RIGHT.value))
+    except ValueError:
+        return DEFAULT_RIGHT
+
+
+def set_steering(
+    tracking_uri: str, name: str, version: str, right: SteeringRight, *, evidence: SteeringEvidence | None, rules: DeferRules
+) -> None:
+    """Record ``right`` with the version; ``defer`` is refused unless ``evidence`` earns it under ``rules``."""
+    if right == SteeringRight.defer:
+        refusals = defer_refusals(evidence, rules)
+        if refusals:
+            raise SteeringRefused(f"{name} v{version} cannot defer studies: " + "; ".join(refusals))
+    tags = {STEERING_TAG: right.value}
+    if evidence is not None:
+        tags[STEERING_EVIDENCE_TAG] = evidence.to_json()
+    set_version_tags(tracking_uri, name, version, tags)
+
+
+def check_steering_earned(version: RegisteredVersion, rules: DeferRules) -> None:
+    """Refuse (SteeringRefused) a version that claims ``defer`` without evidence earning it under ``rules``."""
+    if steering_of(version) != SteeringRight.defer:
+        return
+    evidence = SteeringEvidence.from_json(version.tags.get(STEERING_EVIDENCE_TAG))
+    refusals = defer_refusals(evidence, rules)
+    if refusals:
+        raise SteeringRefused(f"{version.name} v{version.version} is recorded as defer without the evidence: " + "; ".join(refusals))

@@ -192,6 +192,22 @@ class Settings(BaseSettings):
     screening_model_path: Path | None = Field(
         None, description="Rare-disease screener artefact (JSON); default the shipped `screening/data/screener.json`."
     )
+    steering_defer_min_studies: int = Field(
+        200, ge=1, description="A model version earns the `defer` steering right only from a validation on another "
+        "source than its training data (a site's confirmed studies, a held-out source) with at least this many studies."
+    )
+    steering_defer_min_auroc_ci_low: float = Field(
+        0.85, ge=0, le=1, description="... and a lower 95% bound of AUROC at least this high."
+    )
+    steering_defer_min_specificity: float = Field(
+        0.70, ge=0, le=1, description="... and a specificity at the version's operating point at least this high."
+    )
+    uid_root: str = Field(
+        "1.2.826.0.1.3680043.8.498.77.",
+        pattern=r"^([0-9]+\.)+$",
+        description="UID root of every UID medscreen makes (results, series); instances under it are recognised as "
+        "medscreen's own output and never re-ingested. A site with its own root sets it (ending with a dot).",
+    )
     worklist_aging_cap_minutes: float = Field(
         90.0,
         gt=0,

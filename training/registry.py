@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import logging
 
+from service.errors import SteeringRefused
 from service.lifecycle import ModelRole
-from service.model_registry import RegisteredVersion, alias_version, list_versions, set_alias, version_of
+from service.model_registry import (
+    RegisteredVersion,
+    alias_version,
+    check_steering_earned,
+    list_versions,
+    set_alias,
+    version_of,
+)
+from service.steering import DeferRules
 from training.errors import PromotionRefused, RegistryError
 
 __all__ = ["RegisteredVersion", "list_versions", "promote", "PROMOTION_METRIC"]
@@ -30,6 +39,11 @@ def promote(
     if candidate is None:
         raise RegistryError(f"{name} version {version} is not registered")
     current = alias_version(tracking_uri, name, alias)
+    if alias == ModelRole.champion:
+        try:
+            check_steering_earned(candidate, DeferRules())
+        except SteeringRefused as exc:
+            raise PromotionRefused(str(exc)) from exc
     if alias == ModelRole.champion and current is not None and current.version != str(version):
         new_auroc = candidate.float_tag(PROMOTION_METRIC)
         old_auroc = current.float_tag(PROMOTION_METRIC)

@@ -47,7 +47,7 @@ Radiologist = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist
 PriorityReader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist, Role.quality))]
 
 _ITEM_COLUMNS = [WorklistEntry.__table__.c[name] for name in WorklistItem.model_fields]
-STATES = ("awaiting_score", "not_applicable", "scored", "could_not_score", "failed", "read")
+STATES = ("awaiting_score", "not_applicable", "scored", "could_not_score", "out_of_scope", "failed", "read")
 _HTTP_STATUS: dict[type[WorklistError], int] = {
     StudyNotOnWorklist: status.HTTP_404_NOT_FOUND,
     ClaimConflict: status.HTTP_409_CONFLICT,

@@ -8,14 +8,21 @@ A negative call *defers* a study, for at most the aging cap of its modality.
 | order priority STAT | arrival - `stat_lead` (default 24 h: above everything not STAT) | `stat` |
 | order priority HIGH / URGENT / ASAP | arrival - `urgent_lead` (default 2 h) | `urgent` |
 | champion call positive | arrival | `positive` |
-| not scored yet, no model for it, could not score, scoring failed | arrival (plain arrival order) | `unscored` |
-| champion call negative, waited less than the aging cap of its modality (default 90 min) | arrival + cap | `negative` |
+| not scored yet, no model for it, could not score, outside the model's intended use, scoring failed | arrival (plain arrival order) | `unscored` |
+| champion version with steering right `shadow` (recorded, never moves a study), any call | arrival | `unscored` |
+| champion call negative from a `raise-only` version (the default: `defer` must be earned) | arrival | `unscored` |
+| champion call negative from a `defer` version, waited less than the aging cap of its modality (default 90 min) | arrival + cap | `negative` |
 | champion call negative, waited the cap or longer | arrival (back in its arrival place) | `aged` |
 
 Why this shape:
 - The order's clinical priority is a floor: the due time is the earliest of the order's and the model's,
   so a negative call never moves a STAT or urgent order down.
 - Only the champion's call moves a study; challengers run in shadow and never reach this function.
+- A version moves a study only as far as its **steering right**, kept with the version in the registry
+  (`service/steering.py`): deferring a negative makes a false negative wait, so only a version validated on
+  data from another source may `defer`; a `raise-only` version moves positives up and leaves negatives in
+  arrival order; a `shadow` version is shown and recorded and moves nothing. So `raise-only` and `shadow`
+  never make a study due later than its arrival (a property test checks it).
 - The call at the version's operating point, not the raw score, sets the tier: sensitivity and specificity
   were measured at that threshold. The score only breaks ties and is shown beside the call.
 - A study the model could not judge is neither promoted nor demoted: it keeps the place FIFO would give it.
@@ -34,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from service.lifecycle import SteeringRight
 from service.settings import Settings
 
 __all__ = [
@@ -63,6 +71,8 @@ class ChampionCall:
     threshold: float
     model_name: str
     model_version: str
+    # The version's SteeringRight value; a version without a recorded right is raise-only.
+    steering: str = SteeringRight.raise_only.value
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,7 @@ class StudyFacts:
     arrived_at: datetime
     modality: str
     order_priority: str = ""
-    # awaiting_score, not_applicable, scored, could_not_score, failed
+    # awaiting_score, not_applicable, scored, could_not_score, out_of_scope, failed
     state: str = "awaiting_score"
     champion: ChampionCall | None = None
 
@@ -121,12 +131,20 @@ def _model_priority(facts: StudyFacts, policy: PriorityPolicy, now: datetime) ->
             "awaiting_score": "not scored yet",
             "not_applicable": "no model for this study",
             "could_not_score": "the model could not score it",
+            "out_of_scope": "outside the model's intended use, not scored",
             "failed": "scoring failed",
         }.get(facts.state, facts.state)
         return Priority("unscored", facts.arrived_at, 0.0, f"{why}: arrival order")
     said = f"{champion.model_name} v{champion.model_version} {champion.call} (score {champion.score:.2f}, threshold {champion.threshold:.2f})"
+    if champion.steering == SteeringRight.shadow:
+        return Priority("unscored", facts.arrived_at, 0.0, f"{said}; shadow model, moves nothing: arrival order")
     if champion.call == "positive":
         return Priority("positive", facts.arrived_at, -champion.score, f"{said}: ahead of negatives, arrival order")
+    if champion.steering != SteeringRight.defer:
+        # Anything but an earned `defer` (raise-only, or an unknown value) leaves a negative in its place.
+        return Priority(
+            "unscored", facts.arrived_at, -champion.score, f"{said}; raise-only model, a negative keeps its arrival place"
+        )
     cap = policy.cap_for(facts.modality)
     due = facts.arrived_at + cap
     if now >= due:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inference.tables import ScoreResult, Series, Study
 from service.db import session_scope, utcnow
+from service.lifecycle import SteeringRight
 from service.settings import Settings
 from worklist.policy import ChampionCall, PriorityPolicy, StudyFacts, policy_from_settings, prioritise
 from worklist.ris import PriorityChangeConsumer, deliver_priority_changes
@@ -43,6 +44,7 @@ _STATE_BY_STATUS = {
     "scored": "awaiting_score",
     "not_applicable": "not_applicable",
     "could_not_score": "could_not_score",
+    "out_of_scope": "out_of_scope",
     "failed": "failed",
 }
 RESULTS_CURSOR = "score_results"
@@ -67,6 +69,7 @@ def entry_facts(entry: WorklistEntry) -> StudyFacts:
             threshold=entry.threshold if entry.threshold is not None else 0.5,
             model_name=entry.model_name or "",
             model_version=entry.model_version or "",
+            steering=entry.steering or SteeringRight.raise_only.value,
         )
     return StudyFacts(
         arrived_at=entry.arrived_at,
@@ -153,11 +156,12 @@ def _take_result(entry: WorklistEntry, result: ScoreResult) -> bool:
     entry.score_result_id = result.id
     entry.result_revision = result.revision
     entry.model_name, entry.model_version = result.model_name, result.model_version
+    entry.steering = result.steering
     if result.outcome == "scored" and result.score is not None and result.call in ("positive", "negative"):
         entry.state = "scored"
         entry.score, entry.threshold, entry.call, entry.score_reason = result.score, result.threshold, result.call, None
     else:
-        entry.state = "could_not_score"
+        entry.state = "out_of_scope" if result.outcome == "out_of_scope" else "could_not_score"
         entry.score, entry.threshold, entry.call, entry.score_reason = None, None, None, result.reason
     return True
 

@@ -30,7 +30,7 @@ class WorklistItem(BaseModel):
     task: str | None
     order_priority: str = Field(description="the order's clinical priority (STAT, HIGH, ROUTINE, ...) or empty")
     arrived_at: datetime
-    state: str = Field(description="awaiting_score, not_applicable, scored, could_not_score, failed")
+    state: str = Field(description="awaiting_score, not_applicable, scored, could_not_score, out_of_scope, failed")
     tier: str = Field(description="stat, urgent, positive, unscored, aged, negative")
     due_at: datetime = Field(description="the list is ordered by this, earliest first")
     priority_reason: str
@@ -41,7 +41,14 @@ class WorklistItem(BaseModel):
     call: str | None = Field(description="positive / negative at the threshold")
     model_name: str | None
     model_version: str | None
-    score_reason: str | None = Field(description="why the model could not score the study")
+    score_reason: str | None = Field(
+        description="why the model could not score the study, or why it is outside the version's intended use"
+    )
+    steering: str | None = Field(
+        None,
+        description="the champion version's steering right: defer (negatives may wait up to the aging cap), "
+        "raise-only (positives move up, negatives keep their place), shadow (shown, never moves a study)",
+    )
     claimed_by: str | None
     claimed_at: datetime | None
     is_open: bool

@@ -48,11 +48,13 @@ def study_timeline(session: Session, entry: WorklistEntry) -> list[TimelineItem]
         said = (
             f"{result.call} (score {result.score:.2f}, threshold {result.threshold:.2f})"
             if result.outcome == "scored" and result.score is not None and result.threshold is not None
-            else f"could not score: {result.reason}"
+            else f"{'not scored, outside its intended use' if result.outcome == 'out_of_scope' else 'could not score'}: "
+            f"{result.reason}"
         )
         items.append(
             TimelineItem(
-                at=result.created_at, kind="score", text=f"{result.model_name} v{result.model_version}: {said}"
+                at=result.created_at, kind="score",
+                text=f"{result.model_name} v{result.model_version} ({result.steering}): {said}",
             )
         )
     for change in session.scalars(select(PriorityChange).where(PriorityChange.study_id == entry.study_id)):

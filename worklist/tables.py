@@ -53,6 +53,8 @@ class WorklistEntry(Base):
     model_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     score_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The champion version's steering right (defer / raise-only / shadow), copied from its result.
+    steering: Mapped[str | None] = mapped_column(String(16), nullable=True)
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     is_open: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -131,7 +131,6 @@ async def _store(request: Request, user: AuthenticatedUser, study_uid: str | Non
     parts = await _receive_parts(request, ingestor)
     stored: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    base = str(request.base_url).rstrip("/")
     for path, content_type in parts:
         try:
             if content_type and content_type != "application/dicom":
@@ -153,17 +152,11 @@ async def _store(request: Request, user: AuthenticatedUser, study_uid: str | Non
                     "0040A160": {"vr": "UT", "Value": ["processing failure"]}}
             failed.append(item)
             continue
+        # No RetrieveURL (0008,1190): medscreen is not an archive and serves no WADO-RS, so a URL would
+        # answer 405; PS3.18 lets the origin server leave it out.
         headers = result.headers
-        item = _sop_item(headers.sop_class_uid, headers.sop_instance_uid)
-        item["00081190"] = {
-            "vr": "UR",
-            "Value": [f"{base}/dicomweb/studies/{headers.study_instance_uid}/series/"
-                      f"{headers.series_instance_uid}/instances/{headers.sop_instance_uid}"],
-        }
-        stored.append(item)
+        stored.append(_sop_item(headers.sop_class_uid, headers.sop_instance_uid))
     body: dict[str, Any] = {}
-    if study_uid:
-        body["00081190"] = {"vr": "UR", "Value": [f"{base}/dicomweb/studies/{study_uid}"]}
     if stored:
         body["00081199"] = {"vr": "SQ", "Value": stored}
     if failed:

@@ -12,7 +12,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from inference.complete import CompletenessMonitor
-from inference.errors import DifferingDuplicate, InstanceTooLarge, NoPixelData, OutOfResources
+from inference.errors import DifferingDuplicate, InstanceTooLarge, MissingAttribute, OutOfResources
 from inference.ingest import InstanceIngestor
 from inference.receive.process import build_ingestor
 from inference.route import load_rules
@@ -126,14 +126,14 @@ def test_per_modality_quiet_period(sqlite_settings: Settings) -> None:
 
 
 def test_refused_instance_is_quarantined_with_its_reason(ingestor: InstanceIngestor) -> None:
-    with pytest.raises(NoPixelData):
+    with pytest.raises(MissingAttribute):
         ingestor.accept_file(
-            _copy(ingestor, INFERENCE_FIXTURES / "bad" / "no_pixel_data_dx.dcm"), source="dimse", calling_ae="MOD1"
+            _copy(ingestor, INFERENCE_FIXTURES / "bad" / "missing_uids.dcm"), source="dimse", calling_ae="MOD1"
         )
     with make_session_factory(ingestor.engine)() as session:
         item = session.scalars(select(QuarantinedItem)).one()
         assert session.scalar(select(func.count()).select_from(Study)) == 0
-    assert (item.kind, item.calling_ae) == ("no-pixel-data", "MOD1")
+    assert (item.kind, item.calling_ae) == ("missing-attribute", "MOD1")
     sidecar = json.loads(Path(item.path).with_suffix(".json").read_text())
     assert sidecar["reason"] == item.reason and sidecar["file"] == Path(item.path).name and Path(item.path).is_file()
 

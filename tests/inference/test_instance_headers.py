@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.errors import IngestError, MissingAttribute, NoPixelData, NotDicom, UnsupportedSopClass
+from inference.errors import IngestError, MissingAttribute, NotDicom
 from inference.instance_headers import is_valid_uid, read_instance_headers
 from tests.inference.conftest import INFERENCE_FIXTURES
 
@@ -44,9 +44,7 @@ def test_accepts_real_images_in_common_transfer_syntaxes(name: str, modality: st
 @pytest.mark.parametrize(
     ("name", "error", "words"),
     [
-        ("no_pixel_data_dx.dcm", NoPixelData, "has no pixel data"),
         ("missing_uids.dcm", MissingAttribute, "missing"),
-        ("unsupported_mr.dcm", UnsupportedSopClass, "1.2.840.10008.5.1.4.1.1.4"),
         ("not_dicom.json", NotDicom, "not a DICOM Part 10 file"),
     ],
 )
@@ -54,6 +52,14 @@ def test_refuses_bad_files_with_a_reason(name: str, error: type[IngestError], wo
     with pytest.raises(error) as caught:
         read_instance_headers(BAD / name)
     assert words in caught.value.reason
+
+
+def test_valid_dicom_medscreen_does_not_score_is_read_not_refused() -> None:
+    # Issue 11: refusing these aborted a PACS's batch; intake records them as not scored instead.
+    no_pixels = read_instance_headers(BAD / "no_pixel_data_dx.dcm")
+    assert (no_pixels.modality, no_pixels.has_pixel_data) == ("CR", False)
+    mr = read_instance_headers(BAD / "unsupported_mr.dcm")
+    assert (mr.sop_class_uid, mr.has_pixel_data) == ("1.2.840.10008.5.1.4.1.1.4", True)
 
 
 def test_uid_validation_keeps_file_names_safe() -> None:

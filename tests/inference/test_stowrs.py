@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from pydicom import dcmread
 
 from tests.inference.conftest import INFERENCE_FIXTURES
 from tests.service.conftest import AddUser
@@ -35,7 +36,9 @@ def test_stow_stores_instances_and_the_study_appears(client: TestClient, add_use
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/dicom+json")
     stored = response.json()["00081199"]["Value"]
-    assert len(stored) == 3 and all(LIDC_STUDY in item["00081190"]["Value"][0] for item in stored)
+    assert len(stored) == 3 and {item["00081155"]["Value"][0] for item in stored} == {str(dcmread(p).SOPInstanceUID) for p in CT}
+    # No RetrieveURL: medscreen serves no WADO-RS, and a URL that answers 405 is worse than none (issue 11).
+    assert "00081190" not in response.json() and all("00081190" not in item for item in stored)
 
     studies = client.get("/api/studies", headers=sender).json()
     assert studies["total"] == 1

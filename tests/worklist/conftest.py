@@ -63,9 +63,12 @@ def add_result(
     model_version: str = "3",
     reason: str | None = None,
     at: datetime | None = None,
+    steering: str = "defer",
     **extra: Any,
 ) -> ScoreResult:
-    """Store a result as the worker does: a job, then its result; the champion's sets the study status."""
+    """Store a result as the worker does: a job, then its result; the champion's sets the study status.
+
+    ``steering`` defaults to ``defer``: these tests exercise the policy of a version that earned it."""
     at = at or utcnow()
     model_name = f"{study.task}-{role}"
     job = ScoringJob(
@@ -98,10 +101,11 @@ def add_result(
         call=call if outcome == "scored" else None,
         reason=reason,
         created_at=at,
+        steering=steering,
         **extra,
     )
     session.add(result)
     if role == "champion":
-        study.status = "scored" if outcome == "scored" else "could_not_score"
+        study.status = outcome
     session.flush()
     return result

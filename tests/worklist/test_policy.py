@@ -14,7 +14,8 @@ POLICY = PriorityPolicy(aging_cap=timedelta(minutes=60), aging_cap_by_modality={
 
 
 def scored(arrived: datetime, call: str, score: float, modality: str = "CR", order: str = "") -> StudyFacts:
-    champion = ChampionCall(call=call, score=score, threshold=0.5, model_name="chest-xray", model_version="3")  # type: ignore[arg-type]
+    # A version that earned `defer`: these tests are about the deferral and its aging cap.
+    champion = ChampionCall(call=call, score=score, threshold=0.5, model_name="chest-xray", model_version="3", steering="defer")  # type: ignore[arg-type]
     return StudyFacts(arrived_at=arrived, modality=modality, order_priority=order, state="scored", champion=champion)
 
 

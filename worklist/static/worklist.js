@@ -77,8 +77,20 @@ function waited(iso) {
   return hours < 48 ? `${hours} h ${Math.floor(minutes % 60)} min` : `${Math.floor(hours / 24)} d`;
 }
 
+// What the champion version may do to a study's place, kept with the version in the model registry.
+function steeringText(steering) {
+  return {
+    "defer": "defer: positives move up; negatives may wait up to the aging cap (validated on another source)",
+    "raise-only": "raise-only: positives move up; negatives keep their arrival place",
+    "shadow": "shadow: shown and recorded; never moves a study",
+  }[steering] || "—";
+}
+
 function scoreBar(item) {
-  if (item.score === null) return el("span", { class: "muted", text: item.state === "could_not_score" ? "could not score" : "—" });
+  if (item.score === null) {
+    const why = { could_not_score: "could not score", out_of_scope: "not scored: outside intended use" }[item.state];
+    return el("span", { class: "muted", title: item.score_reason || "", text: why || "—" });
+  }
   const bar = el("span", { class: "bar", title: `score ${item.score.toFixed(3)}, threshold ${item.threshold.toFixed(3)}` },
     el("span", { class: `fill ${item.call}` }), el("span", { class: "threshold" }));
   // Set through the CSSOM: the page's Content-Security-Policy refuses inline style attributes.
@@ -99,7 +111,7 @@ function row(item, position) {
     el("td", { text: item.modality }),
     el("td", { text: item.site }),
     el("td", { text: item.order_priority }),
-    el("td", { text: item.model_name ? `${item.model_name} v${item.model_version}` : "—" }),
+    el("td", { title: steeringText(item.steering), text: item.model_name ? `${item.model_name} v${item.model_version}` + (item.steering ? ` (${item.steering})` : "") : "—" }),
     el("td", {}, scoreBar(item)),
     el("td", { class: item.call ? `call-${item.call}` : "", text: item.call || "—" }),
     el("td", { class: "state", text: item.state.replace(/_/g, " ") }),
@@ -189,6 +201,7 @@ async function openStudy(uid, { quiet = false } = {}) {
     ["Arrived", `${new Date(study.arrived_at).toLocaleString()} (waiting ${waited(study.arrived_at)})`],
     ["State", study.state.replace(/_/g, " ") + (study.score_reason ? `: ${study.score_reason}` : "")],
     ["Model", study.model_name ? `${study.model_name} v${study.model_version}` : "—"],
+    ["Steering right", study.model_name ? steeringText(study.steering) : "—"],
     ["Claimed by", study.claimed_by || "nobody"]];
   $("s-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
   $("s-priority").textContent = `Priority ${study.tier}: ${study.priority_reason}`;

@@ -1,0 +1,164 @@
+"""A model version's intended use, read from its bundle, and the check a study must pass before it is scored.
+
+A model moves a study only inside the population it was validated on. Each bundle declares it under
+``intended_use`` (modalities, body parts, view positions, patient age and sex, pixel spacing and matrix
+bounds); a study outside it is not scored, with the reason, and keeps its arrival place.
+
+Age comes from PatientAge, else from PatientBirthDate against StudyDate (then SeriesDate, AcquisitionDate).
+**Missing age, conservatively:** when a bundle bounds the age and the header gives none, the study is not
+scored (the model cannot vouch for a patient who may be outside its population). An empty ViewPosition or
+BodyPartExamined is left to routing and assembly (real senders often omit them); a value that is present
+and not listed is out of scope.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from inference.errors import OutOfScope
+
+__all__ = ["IntendedUse", "check_intended_use", "patient_age_years"]
+
+_AGE = re.compile(r"^(\d{1,3})([DWMY])$")
+_DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
+
+
+def _bounds(raw: Any) -> tuple[float | None, float | None]:
+    if raw is None:
+        return None, None
+    low, high = raw
+    return (None if low is None else float(low)), (None if high is None else float(high))
+
+
+def _upper(values: Any) -> tuple[str, ...]:
+    return tuple(str(v).upper() for v in values or ())
+
+
+@dataclass(frozen=True)
+class IntendedUse:
+    """What a version was validated on; bounds are inclusive, ``None`` means unbounded."""
+
+    summary: str
+    modalities: tuple[str, ...] = ()
+    body_parts: tuple[str, ...] = ()
+    view_positions: tuple[str, ...] = ()
+    age_years: tuple[float | None, float | None] = (None, None)  # completed years
+    sexes: tuple[str, ...] = ()
+    pixel_spacing_mm: tuple[float | None, float | None] = (None, None)
+    min_matrix: tuple[int, int] | None = None  # (rows, columns)
+    laterality_required: bool = False
+
+    @classmethod
+    def from_bundle(cls, bundle: dict[str, Any]) -> IntendedUse | None:
+        raw = bundle.get("intended_use")
+        if not raw:
+            return None
+        matrix = raw.get("min_matrix")
+        return cls(
+            summary=str(raw.get("summary", "")),
+            modalities=_upper(raw.get("modalities")),
+            body_parts=_upper(raw.get("body_parts")),
+            view_positions=_upper(raw.get("view_positions")),
+            age_years=_bounds(raw.get("age_years")),
+            sexes=_upper(raw.get("sexes")),
+            pixel_spacing_mm=_bounds(raw.get("pixel_spacing_mm")),
+            min_matrix=(int(matrix[0]), int(matrix[1])) if matrix else None,
+            laterality_required=bool(raw.get("laterality_required", False)),
+        )
+
+    def describe_age(self) -> str:
+        low, high = self.age_years
+        if low is not None and high is not None:
+            return f"{low:g}-{high:g} y"
+        return f"{low:g} y and older" if low is not None else f"up to {high:g} y"
+
+
+def _text(ds: Any, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value).strip().upper()
+
+
+def _date(value: str) -> date | None:
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8])) if len(value) >= 8 else None
+    except ValueError:
+        return None
+
+
+def patient_age_years(ds: Any) -> float | None:
+    """The patient's age in years at the study, from PatientAge or the birth date; None when unknown."""
+    match = _AGE.match(_text(ds, "PatientAge"))
+    if match is not None:
+        return int(match.group(1)) * _DAYS_PER[match.group(2)] / 365.25
+    born = _date(_text(ds, "PatientBirthDate"))
+    seen = next((d for d in (_date(_text(ds, k)) for k in ("StudyDate", "SeriesDate", "AcquisitionDate")) if d), None)
+    if born is None or seen is None or seen < born:
+        return None
+    return (seen - born).days / 365.25
+
+
+def _spacing(ds: Any) -> float | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            if value is not None and len(value) >= 1:
+                return float(min(float(v) for v in value))
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _image_problem(ds: Any, use: IntendedUse) -> str | None:
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if use.min_matrix is not None and (rows < use.min_matrix[0] or columns < use.min_matrix[1]):
+        return f"image of {columns}x{rows} pixels; at least {use.min_matrix[1]}x{use.min_matrix[0]} needed"
+    spacing = _spacing(ds)
+    low, high = use.pixel_spacing_mm
+    if spacing is not None and ((low is not None and spacing < low) or (high is not None and spacing > high)):
+        return f"pixel spacing {spacing:g} mm outside {low:g}-{high:g} mm" if low is not None and high is not None \
+            else f"pixel spacing {spacing:g} mm out of range"
+    body_part = _text(ds, "BodyPartExamined")
+    if use.body_parts and body_part and body_part not in use.body_parts:
+        return f"body part {body_part}; validated for {', '.join(use.body_parts)}"
+    if use.laterality_required and not (_text(ds, "ImageLaterality") or _text(ds, "Laterality")):
+        return "image without laterality (ImageLaterality/Laterality)"
+    return None
+
+
+def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) -> None:
+    """Raise :class:`OutOfScope` with a reader's reason when the study is outside ``use``; ``model`` names the
+    version in the reason (``chest-xray v1``)."""
+    images = [ds for ds in datasets if not use.modalities or _text(ds, "Modality") in use.modalities]
+    if not images:
+        found = sorted({_text(ds, "Modality") for ds in datasets})
+        raise OutOfScope(f"modality {', '.join(found) or 'unknown'}; {model} is validated for {', '.join(use.modalities)}")
+    if use.view_positions:
+        # An empty ViewPosition is left to assembly; a listed view that is not validated is out of scope.
+        images = [ds for ds in images if _text(ds, "ViewPosition") in (*use.view_positions, "")]
+        if not images:
+            raise OutOfScope(f"no {'/'.join(use.view_positions)} view; {model} is validated for those views only")
+    first = images[0]
+    if use.age_years != (None, None):
+        age = patient_age_years(first)
+        if age is None:
+            raise OutOfScope(
+                f"patient age unknown (no PatientAge, no PatientBirthDate with StudyDate); {model} is validated for "
+                f"{use.describe_age()} only"
+            )
+        low, high = use.age_years
+        years = math.floor(age + 1e-9)
+        if (low is not None and years < low) or (high is not None and years > high):
+            shown = f"{years} y" if years >= 1 else f"{round(age * 12)} months"
+            raise OutOfScope(f"patient {shown}; {model} is validated for {use.describe_age()}")
+    sex = _text(first, "PatientSex")
+    if use.sexes and sex not in use.sexes:
+        raise OutOfScope(f"patient sex {sex or 'unknown'}; {model} is validated for {', '.join(use.sexes)}")
+    # Conservative: one image outside the bounds (a thumbnail among full views) keeps the whole study unscored.
+    problems = [problem for ds in images if (problem := _image_problem(ds, use)) is not None]
+    if problems:
+        raise OutOfScope(f"{problems[0]}; {model} is validated for {use.summary or 'another population'}")

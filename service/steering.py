@@ -1,0 +1,75 @@
+"""When a model version earns the right to defer studies: validation on data from another source.
+
+A version's steering right (``SteeringRight``) is kept with the version in the registry, beside the
+evidence it was granted on. ``defer`` lets negatives wait up to the aging cap, so a false negative waits
+too: it is granted only on a validation from a source other than the training data, either a site's own
+studies confirmed by final reads through quality review, or a held-out source at training time, that meets
+the thresholds in the settings (``MEDSCREEN_STEERING_DEFER_*``). Without it a version is ``raise-only``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from service.lifecycle import SteeringRight
+from service.settings import Settings
+
+__all__ = ["SteeringEvidence", "DeferRules", "defer_rules_from_settings", "defer_refusals", "DEFAULT_RIGHT"]
+
+# A version without a recorded right: positives may move up, nothing is deferred on its word.
+DEFAULT_RIGHT = SteeringRight.raise_only
+
+
+@dataclass(frozen=True)
+class SteeringEvidence:
+    """A validation on data from another source than the version's training data."""
+
+    kind: str  # "site-confirmed" (quality review of final reads) or "held-out-source" (at training time)
+    source: str  # where the data came from, e.g. "St Elsewhere final reads 2026-10..11"
+    n_studies: int
+    auroc_ci_low: float  # lower bound of the 95% interval
+    specificity: float  # at the version's operating point
+    training_source: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> SteeringEvidence | None:
+        if not text:
+            return None
+        raw: dict[str, Any] = json.loads(text)
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class DeferRules:
+    min_studies: int = 200
+    min_auroc_ci_low: float = 0.85
+    min_specificity: float = 0.70
+
+
+def defer_rules_from_settings(settings: Settings) -> DeferRules:
+    return DeferRules(
+        settings.steering_defer_min_studies, settings.steering_defer_min_auroc_ci_low, settings.steering_defer_min_specificity
+    )
+
+
+def defer_refusals(evidence: SteeringEvidence | None, rules: DeferRules) -> list[str]:
+    """Why ``evidence`` does not earn ``defer`` (empty when it does)."""
+    if evidence is None:
+        return ["no validation on data from another source than the training data is recorded with this version"]
+    reasons = []
+    if evidence.kind not in ("site-confirmed", "held-out-source"):
+        reasons.append(f"evidence kind {evidence.kind!r} is not a site's confirmed studies or a held-out source")
+    if evidence.training_source and evidence.source == evidence.training_source:
+        reasons.append("the validation data come from the training source")
+    if evidence.n_studies < rules.min_studies:
+        reasons.append(f"{evidence.n_studies} studies; at least {rules.min_studies} needed")
+    if evidence.auroc_ci_low < rules.min_auroc_ci_low:
+        reasons.append(f"AUROC lower 95% bound {evidence.auroc_ci_low:.3f}; at least {rules.min_auroc_ci_low:.2f} needed")
+    if evidence.specificity < rules.min_specificity:
+        reasons.append(f"specificity {evidence.specificity:.3f} at the operating point; at least {rules.min_specificity:.2f} needed")
+    return reasons

@@ -1,0 +1,133 @@
+"""Intended use, machine-readable and enforced: a study outside a version's validated population is not scored,
+keeps its arrival place, and says why (issue 11). Real headers, the shipped bundles, the real pipeline."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import select
+
+from inference.errors import OutOfScope
+from inference.intended_use import IntendedUse, check_intended_use, patient_age_years
+from inference.shipped_models import SHIPPED_MODELS_DIR
+from inference.tables import ScoreResult, Study
+from service.db import session_scope
+from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
+from worklist.policy import PriorityPolicy
+from worklist.recompute import recompute_worklist
+from worklist.tables import WorklistEntry
+
+DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
+MG = INFERENCE_FIXTURES / "images" / "mg_ge_senographe.dcm"
+
+
+def _use(task: str) -> IntendedUse:
+    use = IntendedUse.from_bundle(json.loads((SHIPPED_MODELS_DIR / task / "bundle.json").read_text()))
+    assert use is not None
+    return use
+
+
+def _as_new_study(source: Path, tmp_path: Path, **attributes: object) -> Path:
+    ds = dcmread(source)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for keyword, value in attributes.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path)
+    return path
+
+
+def _mammogram(tmp_path: Path, rows: int, columns: int, laterality: str | None) -> Path:
+    """The real GE Senographe header with a synthetic film of the given size (its own pixels are 1x2)."""
+    ds = dcmread(MG)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel = 16, 12, 11, 0, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.ImagerPixelSpacing = ds.PixelSpacing = [0.1, 0.1]
+    ds.PixelData = (np.random.default_rng(0).integers(0, 4000, (rows, columns), dtype=np.uint16)).tobytes()
+    for keyword in ("ImageLaterality", "Laterality"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    if laterality:
+        ds.ImageLaterality = laterality
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_age_is_read_from_patient_age_or_birth_date_against_study_date() -> None:
+    ds = dcmread(DX_CHEST)
+    assert patient_age_years(ds) == pytest.approx(5.0)
+    del ds.PatientAge
+    assert patient_age_years(ds) == pytest.approx(5.76, abs=0.01)  # born 2014-04-22, seen 2020-01-25
+    ds.PatientAge = "018M"
+    assert patient_age_years(ds) == pytest.approx(1.5)
+    del ds.PatientAge
+    ds.PatientBirthDate = ""
+    assert patient_age_years(ds) is None
+
+
+def test_the_shipped_chest_model_refuses_an_adult_and_an_unknown_age() -> None:
+    use = _use("chest-xray")
+    ds = dcmread(DX_CHEST)
+    check_intended_use(use, [ds], "chest-xray v1")  # a 5-year-old: in scope
+    ds.PatientAge = "064Y"
+    with pytest.raises(OutOfScope, match=r"^patient 64 y; chest-xray v1 is validated for 1-5 y$"):
+        check_intended_use(use, [ds], "chest-xray v1")
+    ds.PatientAge, ds.PatientBirthDate = "", ""
+    with pytest.raises(OutOfScope, match="patient age unknown"):
+        check_intended_use(use, [ds], "chest-xray v1")
+    ds.PatientAge = "003Y"
+    ds.ViewPosition = "LL"
+    with pytest.raises(OutOfScope, match="no PA/AP view"):
+        check_intended_use(use, [ds], "chest-xray v1")
+
+
+def test_the_shipped_mammography_model_refuses_a_thumbnail_and_a_film_without_laterality(tmp_path: Path) -> None:
+    use = _use("mammography")
+    check_intended_use(use, [dcmread(_mammogram(tmp_path, 640, 512, "L"))], "mammography v1")
+    with pytest.raises(OutOfScope, match="image of 51x64 pixels; at least 512x512 needed"):
+        check_intended_use(use, [dcmread(_mammogram(tmp_path, 64, 51, "L"))], "mammography v1")
+    with pytest.raises(OutOfScope, match="without laterality"):
+        check_intended_use(use, [dcmread(_mammogram(tmp_path, 640, 512, None))], "mammography v1")
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda tmp: _as_new_study(DX_CHEST, tmp, PatientAge="064Y"), "patient 64 y; chest-xray v1 is validated for 1-5 y"),
+        (lambda tmp: _mammogram(tmp, 64, 51, "R"), "image of 51x64 pixels"),
+        (lambda tmp: _mammogram(tmp, 640, 512, None), "without laterality"),
+    ],
+    ids=["adult-chest-film", "thumbnail-mg", "mg-without-laterality"],
+)
+def test_out_of_scope_studies_are_not_scored_and_keep_their_arrival_place(
+    pipeline: Pipeline, tmp_path: Path, make, reason: str
+) -> None:
+    pipeline.receive(make(tmp_path))
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        result = session.scalars(select(ScoreResult)).one()
+    assert (study.status, result.outcome, result.score, result.call) == ("out_of_scope", "out_of_scope", None, None)
+    assert reason in (result.reason or "") and study.status_reason == result.reason
+    assert result.sr_sop_instance_uid is None  # nothing is written back for a study the model did not judge
+    with session_scope(pipeline.worker.session_factory) as session:
+        recompute_worklist(session, PriorityPolicy(aging_cap=timedelta(minutes=90)))
+        entry = session.scalars(select(WorklistEntry)).one()
+        assert (entry.state, entry.tier, entry.due_at) == ("out_of_scope", "unscored", entry.arrived_at)
+        assert reason in (entry.score_reason or "") and "intended use" in entry.priority_reason

@@ -1,0 +1,59 @@
+"""Write-back tolerates real headers: each Type 2 attribute the SR and the heat-map copy from the source image
+may be absent or empty; it is written empty, never a crash (issue 11: a DX without PatientBirthDate or StudyID
+made SR building raise AttributeError and the job dead-letter)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+
+from inference.scorers import TaskScore
+from inference.writeback import COPIED_TYPE2, ResultToWrite, build_heatmap, build_sr
+from tests.inference.conftest import INFERENCE_FIXTURES
+
+DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
+
+
+def _result(source, uid_root: str | None = None) -> ResultToWrite:
+    scored = TaskScore(
+        score=0.72, localisation={"kind": "heatmap", "point": [40.0, 60.0]}, source=source,
+        heatmap=np.linspace(0, 1, 64).reshape(8, 8), image=np.full((64, 64), 0.5),
+    )
+    return ResultToWrite("chest-xray", "chest-xray", "1", "run-1", 0.6, "positive", scored, uid_root)
+
+
+@pytest.mark.parametrize("keyword", COPIED_TYPE2)
+@pytest.mark.parametrize("how", ["absent", "empty"])
+def test_a_source_without_a_type2_attribute_still_gets_its_sr_and_heatmap(keyword: str, how: str) -> None:
+    source = dcmread(DX_CHEST)
+    if how == "absent":
+        if keyword in source:
+            delattr(source, keyword)
+    else:
+        setattr(source, keyword, "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sr = build_sr(_result(source), series_instance_uid="1.2.826.0.1.3680043.8.498.77.1")
+        heatmap = build_heatmap(_result(source), series_instance_uid="1.2.826.0.1.3680043.8.498.77.2")
+    assert heatmap is not None
+    for document in (sr, heatmap):
+        assert keyword in document and str(document[keyword].value or "") == ""
+        assert document.StudyInstanceUID == source.StudyInstanceUID
+    # The source the scorer read is not changed behind its back.
+    assert (keyword in source) == (how == "empty")
+
+
+def test_results_carry_medscreens_uid_root_so_ingest_recognises_them() -> None:
+    root = "1.2.826.0.1.3680043.8.498.77."
+    result = _result(dcmread(DX_CHEST), root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sr = build_sr(result, series_instance_uid=result.new_uid())
+        heatmap = build_heatmap(result, series_instance_uid=result.new_uid())
+    assert heatmap is not None
+    for document in (sr, heatmap):
+        assert document.SOPInstanceUID.startswith(root) and document.SeriesInstanceUID.startswith(root)
+        assert document.Manufacturer == "medscreen"

@@ -1,0 +1,63 @@
+"""Steering rights kept with each version in the real MLflow registry: the shipped versions get what their cards
+say, `defer` is earned only by validation on another source, and promotion refuses an unearned `defer`."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.shipped_models import register_shipped_bundles
+from service.errors import SteeringRefused
+from service.lifecycle import SteeringRight
+from service.model_registry import move_champion, set_steering, set_version_tags, version_of
+from service.steering import DeferRules, SteeringEvidence
+from training.errors import PromotionRefused
+from training.registry import promote
+
+SITE = SteeringEvidence(
+    kind="site-confirmed", source="site A final reads 2026-09..11", n_studies=420, auroc_ci_low=0.88, specificity=0.74,
+    training_source="Kermany (Guangzhou)",
+)
+
+
+def test_shipped_versions_get_the_steering_their_cards_allow(tracking_uri) -> None:
+    register_shipped_bundles(tracking_uri)
+    rights = {task: version_of(tracking_uri, task, "1") for task in ("chest-xray", "mammography", "ct-chest")}
+    assert {task: v.steering if v else None for task, v in rights.items()} == {
+        "chest-xray": SteeringRight.raise_only,  # validated only on its own source
+        "mammography": SteeringRight.raise_only,  # card: must not lower a film's priority on its own
+        "ct-chest": SteeringRight.shadow,  # card: must not steer clinical priority
+    }
+
+
+def test_defer_is_earned_only_by_other_source_evidence_meeting_the_thresholds(tracking_uri) -> None:
+    register_shipped_bundles(tracking_uri)
+    rules = DeferRules()
+    with pytest.raises(SteeringRefused, match="no validation on data from another source"):
+        set_steering(tracking_uri, "chest-xray", "1", SteeringRight.defer, evidence=None, rules=rules)
+    weak = SteeringEvidence("site-confirmed", "site A", n_studies=150, auroc_ci_low=0.80, specificity=0.6)
+    with pytest.raises(SteeringRefused) as refused:
+        set_steering(tracking_uri, "chest-xray", "1", SteeringRight.defer, evidence=weak, rules=rules)
+    assert "150 studies; at least 200" in str(refused.value) and "lower 95% bound 0.800" in str(refused.value)
+    same_source = SteeringEvidence("held-out-source", "Kermany", 900, 0.95, 0.9, training_source="Kermany")
+    with pytest.raises(SteeringRefused, match="come from the training source"):
+        set_steering(tracking_uri, "chest-xray", "1", SteeringRight.defer, evidence=same_source, rules=rules)
+    assert version_of(tracking_uri, "chest-xray", "1").steering == SteeringRight.raise_only
+    set_steering(tracking_uri, "chest-xray", "1", SteeringRight.defer, evidence=SITE, rules=rules)
+    version = version_of(tracking_uri, "chest-xray", "1")
+    assert version is not None and version.steering == SteeringRight.defer
+    assert SteeringEvidence.from_json(version.tags["steering_evidence"]) == SITE
+
+
+def test_promotion_refuses_a_version_claiming_defer_without_evidence(tracking_uri, make_bundle) -> None:
+    from inference.shipped_models import log_onnx_bundle
+
+    v1 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.90)).version
+    v2 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.95)).version
+    assert promote(tracking_uri, "chest-xray", v1) is None
+    set_version_tags(tracking_uri, "chest-xray", v2, {"steering": "defer"})  # written around set_steering
+    with pytest.raises(PromotionRefused, match="defer without the evidence"):
+        promote(tracking_uri, "chest-xray", v2)
+    with pytest.raises(SteeringRefused):
+        move_champion(tracking_uri, "chest-xray", v2)
+    set_steering(tracking_uri, "chest-xray", v2, SteeringRight.defer, evidence=SITE, rules=DeferRules())
+    assert promote(tracking_uri, "chest-xray", v2) == v1
