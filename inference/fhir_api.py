@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from inference.fhir_results import device_id, facts_of, result_resources
 from inference.tables import ScoreResult, Study
 from service.audit import record_audit
-from service.auth import AuthenticatedUser, require_role
+from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep
 from service.fhir_push import searchset_bundle
 from service.lifecycle import ModelRole
@@ -20,7 +20,7 @@ from service.lifecycle import ModelRole
 __all__ = ["router"]
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
-Reader = Annotated[AuthenticatedUser, Depends(require_role("radiologist", "ml-engineer", "quality"))]
+Reader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist, Role.ml_engineer, Role.quality))]
 FHIR_JSON = "application/fhir+json"
 
 

@@ -7,31 +7,32 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import date
-from importlib import resources
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true
+from sqlalchemy.orm import Session
 
-from datasets.emr_records import ChildRecord, RecordError
+from datasets.emr_records import RecordError
 from datasets.fhir_emr import records_from_bundle
 from screening.errors import ScreeningError
-from screening.fhir_output import explanation, flag, operation_outcome, risk_assessment
-from screening.screener import Screener, patient_digest
-from screening.tables import ScreeningOutcome, ScreeningRun
+from screening.fhir_output import operation_outcome
+from screening.results_store import store_result
+from screening.screener import Screener
+from screening.tables import ScreeningAssignment, ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep, SettingsDep
+from service.pages import static_page_router
 
 __all__ = ["router", "page_router", "get_screener"]
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/screening", tags=["screening"])
-page_router = APIRouter(tags=["screening"])
 Paediatrician = Annotated[AuthenticatedUser, Depends(require_role(Role.paediatrician, Role.admin))]
 
 _templates = Environment(loader=PackageLoader("screening", "templates"), autoescape=select_autoescape(["html"]))
@@ -58,40 +59,6 @@ def get_screener(request: Request, settings: SettingsDep) -> Screener:
 ScreenerDep = Annotated[Screener, Depends(get_screener)]
 
 
-def _store(session: SessionDep, screener: Screener, record: ChildRecord, as_of: date | None, actor: str) -> dict[str, Any]:
-    result = screener.screen(record, as_of)
-    assessment = risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True)
-    fhir_flag = flag(result, screener.ontology)
-    flag_json = fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None
-    row = ScreeningRun(
-        patient_id=result.patient_id,
-        patient_digest=patient_digest(result.patient_id),
-        screened_at=result.screened_at,
-        age_days=result.age_days,
-        status=result.status,
-        reason=result.reason,
-        model_version=result.model_version,
-        risk=result.risk,
-        threshold=result.threshold,
-        flagged=result.flagged,
-        explanation=explanation(result, screener.ontology),
-        risk_assessment=assessment,
-        flag=flag_json,
-        submitted_by=actor,
-    )
-    session.add(row)
-    session.flush()
-    record_audit(session, actor, "screening.submit", "patient", result.patient_id, {"result_id": row.id, "flagged": result.flagged})
-    logger.info(
-        "screened child=%s status=%s flagged=%s model=%s",
-        row.patient_digest,
-        result.status,
-        result.flagged,
-        result.model_version,
-    )
-    return {"assessment": assessment, "flag": flag_json}
-
-
 @router.post("", summary="Screen the children of a FHIR R4 Bundle; returns RiskAssessment + Flag per child")
 def submit_bundle(
     session: SessionDep,
@@ -106,7 +73,7 @@ def submit_bundle(
         if isinstance(item, RecordError):
             errors.append(item)
             continue
-        stored = _store(session, screener, item, as_of, user.username)
+        stored = store_result(session, screener, item, screener.screen(item, as_of), user.username)
         entries.append({"resource": stored["assessment"]})
         if stored["flag"]:
             entries.append({"resource": stored["flag"]})
@@ -118,20 +85,58 @@ def submit_bundle(
     return JSONResponse({"resourceType": "Bundle", "type": "collection", "total": len(entries), "entry": entries})
 
 
-def _flag_rows(session: SessionDep, include_decided: bool, limit: int) -> list[dict[str, Any]]:
-    outcomes = {o.result_id: o for o in session.scalars(select(ScreeningOutcome))}
-    rows = session.scalars(
-        select(ScreeningRun).where(ScreeningRun.flagged.is_(True)).order_by(ScreeningRun.risk.desc()).limit(limit)
+def _in_scope(user: AuthenticatedUser) -> ColumnElement[bool]:
+    """Flags a clinician may see: children they submitted, or whose record names a practitioner or an
+    organisation they are assigned to; an admin sees all."""
+    if Role.admin in user.roles:
+        return true()
+    mine = select(ScreeningAssignment).where(ScreeningAssignment.username == user.username)
+    practitioners = mine.where(ScreeningAssignment.practitioner != "").with_only_columns(ScreeningAssignment.practitioner)
+    organizations = mine.where(ScreeningAssignment.organization != "").with_only_columns(ScreeningAssignment.organization)
+    return or_(
+        ScreeningRun.submitted_by == user.username,
+        and_(ScreeningRun.practitioner != "", ScreeningRun.practitioner.in_(practitioners)),
+        and_(ScreeningRun.organization != "", ScreeningRun.organization.in_(organizations)),
     )
-    out = []
+
+
+def _decisions(session: Session, result_ids: list[int]) -> dict[int, list[ScreeningOutcome]]:
+    out: dict[int, list[ScreeningOutcome]] = {i: [] for i in result_ids}
+    if result_ids:
+        query = select(ScreeningOutcome).where(ScreeningOutcome.result_id.in_(result_ids)).order_by(ScreeningOutcome.id)
+        for outcome in session.scalars(query):
+            out[outcome.result_id].append(outcome)
+    return out
+
+
+def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool, page: int, per_page: int) -> dict[str, Any]:
+    where = [ScreeningRun.flagged.is_(True), _in_scope(user)]
+    if not include_decided:
+        where.append(~exists().where(ScreeningOutcome.result_id == ScreeningRun.id))
+    total = session.scalar(select(func.count()).select_from(ScreeningRun).where(*where)) or 0
+    rows = list(
+        session.scalars(
+            select(ScreeningRun)
+            .where(*where)
+            .order_by(ScreeningRun.risk.desc(), ScreeningRun.id)
+            .offset((page - 1) * per_page)
+            .limit(per_page)
+        )
+    )
+    decisions = _decisions(session, [row.id for row in rows])
+    flags = []
     for row in rows:
-        decided = outcomes.get(row.id)
-        if decided is not None and not include_decided:
-            continue
-        out.append(
+        history = decisions[row.id]
+        latest = history[-1] if history else None
+        flags.append(
             {
                 "id": row.id,
                 "patient_id": row.patient_id,
+                "patient_name": row.patient_name,
+                "mrn": row.mrn,
+                "practitioner": row.practitioner,
+                "organization": row.organization,
+                "status": row.status,
                 "age_years": row.age_days / 365.25,
                 "risk": row.risk,
                 "threshold": row.threshold,
@@ -140,27 +145,35 @@ def _flag_rows(session: SessionDep, include_decided: bool, limit: int) -> list[d
                 "explanation": row.explanation,
                 "flag": row.flag,
                 "risk_assessment": row.risk_assessment,
-                "outcome": decided.outcome if decided else None,
-                "decided_by": decided.decided_by if decided else None,
+                "outcome": latest.outcome if latest else None,
+                "decided_by": latest.decided_by if latest else None,
+                "note": latest.note if latest else "",
+                "decisions": [
+                    {"outcome": o.outcome, "note": o.note, "decided_by": o.decided_by, "decided_at": o.decided_at.isoformat()}
+                    for o in history
+                ],
             }
         )
-    return out
+    pages = max(1, -(-total // per_page))
+    return {"flags": flags, "total": total, "page": page, "per_page": per_page, "pages": pages}
 
 
-@router.get("/flags", summary="Flagged children with their explanation (paediatricians)", response_model=None)
+@router.get("/flags", summary="Flagged children in the clinician's scope, a page at a time", response_model=None)
 def list_flags(
     session: SessionDep,
     user: Paediatrician,
     include_decided: bool = False,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
     format: Literal["json", "html"] = "json",
 ) -> JSONResponse | HTMLResponse:
-    rows = _flag_rows(session, include_decided, limit)
-    for row in rows:
+    listing = _flag_page(session, user, include_decided, page, per_page)
+    for row in listing["flags"]:
         record_audit(session, user.username, "screening.flag.view", "patient", row["patient_id"], {"result_id": row["id"]})
     if format == "html":
-        return HTMLResponse(_templates.get_template("flags_fragment.html").render(rows=rows))
-    return JSONResponse({"flags": rows})
+        html = _templates.get_template("flags_fragment.html").render(include_decided=include_decided, **listing)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+    return JSONResponse(listing, headers={"Cache-Control": "no-store"})
 
 
 class OutcomeIn(BaseModel):
@@ -170,29 +183,46 @@ class OutcomeIn(BaseModel):
 
 @router.post("/flags/{result_id}/outcome", status_code=status.HTTP_201_CREATED)
 def record_outcome(result_id: int, body: OutcomeIn, session: SessionDep, user: Paediatrician) -> dict[str, Any]:
-    row = session.get(ScreeningRun, result_id)
+    """Record a decision on a flag; a changed decision is a new entry (the latest counts), never an edit."""
+    row = session.scalars(select(ScreeningRun).where(ScreeningRun.id == result_id, _in_scope(user))).first()
     if row is None or not row.flagged:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no flag with this id")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no flag with this id among your patients")
+    previous = session.scalars(
+        select(ScreeningOutcome).where(ScreeningOutcome.result_id == row.id).order_by(ScreeningOutcome.id.desc())
+    ).first()
     outcome = ScreeningOutcome(result_id=row.id, outcome=body.outcome, note=body.note, decided_by=user.username)
     session.add(outcome)
     session.flush()
-    record_audit(session, user.username, "screening.outcome", "patient", row.patient_id, {"result_id": row.id, "outcome": body.outcome})
-    return {"id": outcome.id, "result_id": row.id, "outcome": outcome.outcome, "decided_by": user.username}
+    record_audit(
+        session,
+        user.username,
+        "screening.outcome" if previous is None else "screening.outcome.change",
+        "patient",
+        row.patient_id,
+        {"result_id": row.id, "outcome": body.outcome, "previous": previous.outcome if previous else None},
+    )
+    return {"id": outcome.id, "result_id": row.id, "outcome": outcome.outcome, "note": outcome.note, "decided_by": user.username}
 
 
 QualityReviewer = Annotated[AuthenticatedUser, Depends(require_role(Role.quality, Role.admin))]
 
 
-@router.get("/outcomes", summary="Paediatricians' decisions on flags, for quality review")
+@router.get("/outcomes", summary="Paediatricians' latest decision on each flag, for quality review")
 def list_outcomes(
     session: SessionDep, user: QualityReviewer, limit: Annotated[int, Query(ge=1, le=1000)] = 200
 ) -> dict[str, Any]:
+    # One decision per flag, the latest: a flag first referred and then judged not relevant counts once.
+    latest = select(func.max(ScreeningOutcome.id)).group_by(ScreeningOutcome.result_id).scalar_subquery()
     rows = session.execute(
         select(ScreeningOutcome, ScreeningRun)
         .join(ScreeningRun, ScreeningRun.id == ScreeningOutcome.result_id)
+        .where(ScreeningOutcome.id.in_(latest))
         .order_by(ScreeningOutcome.decided_at.desc())
         .limit(limit)
     ).all()
+    changes = dict(
+        session.execute(select(ScreeningOutcome.result_id, func.count()).group_by(ScreeningOutcome.result_id)).tuples().all()
+    )
     out = []
     for outcome, run in rows:
         record_audit(session, user.username, "screening.outcome.view", "patient", run.patient_id, {"result_id": run.id})
@@ -207,6 +237,7 @@ def list_outcomes(
                 "note": outcome.note,
                 "decided_by": outcome.decided_by,
                 "decided_at": outcome.decided_at.isoformat(),
+                "decisions_made": changes.get(run.id, 1),
                 "top_candidate": (run.explanation.get("candidates") or [{}])[0].get("name"),
             }
         )
@@ -214,8 +245,13 @@ def list_outcomes(
     return {"outcomes": out, "referred": referred, "not_relevant": len(out) - referred}
 
 
-@page_router.get("/screening", response_class=HTMLResponse, include_in_schema=False)
-def screening_page() -> HTMLResponse:
-    """The page shell holds no patient data: the list is rendered by the server after sign-in."""
-    return HTMLResponse((resources.files("screening") / "templates" / "screening.html").read_text(encoding="utf-8"))
-
+# The page: one HTML file with its script and style sheet, under the same CSP and headers as /worklist.
+page_router = static_page_router(
+    path="/screening",
+    package="screening",
+    folder="static",
+    html="screening.html",
+    assets={"screening.js": "text/javascript", "screening.css": "text/css"},
+    img_src="'self'",
+    tag="screening",
+)

@@ -140,10 +140,15 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
     screener = Screener.load(
         args.budget or settings.screening_alert_budget, settings.screening_max_age_years, settings.screening_model_path
     )
-    counts = {"screened": 0, "incomplete": 0, "flagged": 0, "errors": 0, "not_screened": 0}
+    from screening.results_store import BatchStore
+
+    counts = {"screened": 0, "incomplete": 0, "flagged": 0, "errors": 0, "not_screened": 0, "stored": 0}
     errors_out = args.errors.open("w", encoding="utf-8") if args.errors else None
+    if not args.no_store:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    store = None if args.no_store else BatchStore(settings.resolved_database_url, screener, f"batch:{args.input.name}"[:64])
     try:
-        _screen_items(args, screener, counts, errors_out)
+        _screen_items(args, screener, counts, errors_out, store)
     except ExtractError as exc:
         # A missing file or column makes every child look healthier than recorded: stop, name it.
         sys.stderr.write(f"cannot screen {args.input}: {exc}\n")
@@ -151,11 +156,13 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if errors_out:
             errors_out.close()
+        if store is not None:
+            store.close()
     sys.stderr.write(json.dumps({**counts, "model_version": screener.model.version, "threshold": screener.threshold}) + "\n")
     return 0
 
 
-def _screen_items(args: argparse.Namespace, screener: Any, counts: dict[str, int], errors_out: Any) -> None:
+def _screen_items(args: argparse.Namespace, screener: Any, counts: dict[str, int], errors_out: Any, store: Any) -> None:
     from tqdm import tqdm
 
     from datasets.emr_records import RecordError
@@ -170,6 +177,9 @@ def _screen_items(args: argparse.Namespace, screener: Any, counts: dict[str, int
                 continue
             result = screener.screen(item, args.as_of)
             counts[result.status if result.status in ("screened", "incomplete") else "not_screened"] += 1
+            if store is not None and (result.flagged or result.status == "incomplete"):
+                store.add(item, result)  # shown on /screening to the clinicians of the child
+                counts["stored"] += 1
             # An incomplete record is always written, with what was not read: never a silent "no risk".
             if not (result.flagged or args.all or result.status == "incomplete"):
                 continue
@@ -220,6 +230,36 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         out.writelines(line + "\n" for _, line in lines)
     made = sum(kind == "case" for kind, _ in lines)
     print(f"{len(lines)} children written to {args.out} ({made} cases, {len(lines) - made} controls; as of {as_of})")
+    return 0
+
+
+def _assign(args: argparse.Namespace, settings: Settings) -> int:
+    """Let a clinician see the flags of a practitioner's or an organisation's children."""
+    from screening.tables import ScreeningAssignment
+    from service.audit import record_audit
+    from service.db import make_engine, make_session_factory, migrate, session_scope
+
+    if not (args.practitioner or args.organization):
+        sys.stderr.write("give --practitioner or --organization\n")
+        return 2
+    url = settings.resolved_database_url
+    migrate(url)
+    engine = make_engine(url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            row = ScreeningAssignment(
+                username=args.username,
+                practitioner=args.practitioner or "",
+                organization=args.organization or "",
+                assigned_by="cli",
+            )
+            session.add(row)
+            session.flush()
+            record_audit(session, "cli", "screening.assign", "user", args.username,
+                         {"practitioner": row.practitioner, "organization": row.organization})
+    finally:
+        engine.dispose()
+    print(f"{args.username} now sees flags of {args.practitioner or args.organization}")
     return 0
 
 
@@ -277,6 +317,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     simulate.add_argument("--out", type=Path, required=True)
     simulate.set_defaults(func=_simulate, needs_home=False)
 
+    assign = commands.add_parser("assign", help="let a clinician see a practitioner's or organisation's flags")
+    assign.add_argument("username")
+    assign.add_argument("--practitioner", default=None, help="reference as in the record, e.g. Practitioner/123")
+    assign.add_argument("--organization", default=None, help="reference as in the record, e.g. Organization/clinic-7")
+    assign.set_defaults(func=_assign)
+
     icd = commands.add_parser("build-icd10-map", help="rebuild the ICD-10 -> HPO table")
     icd.add_argument("--out", type=Path, default=None)
     icd.set_defaults(func=_build_icd10_map, needs_home=False)
@@ -294,4 +340,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     batch.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
     batch.add_argument("--all", action="store_true", help="write every child, not only the flagged ones")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
-    batch.set_defaults(func=_screen_emr, needs_home=False)
+    batch.add_argument(
+        "--no-store", action="store_true", help="do not store flagged and incomplete results for the /screening page"
+    )
+    batch.set_defaults(func=_screen_emr, needs_home=lambda args: not args.no_store)

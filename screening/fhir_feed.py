@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from screening.tables import ScreeningRun
 from service.audit import record_audit
-from service.auth import AuthenticatedUser, require_role
+from service.auth import AuthenticatedUser, Role, require_role
 from service.db import utcnow
 from service.deps import SessionDep
 from service.fhir_push import FHIR_JSON, searchset_bundle, transaction_bundle
@@ -31,7 +31,7 @@ __all__ = ["FHIR_CHANNEL", "screening_resources", "take_in_screening_flags", "fh
 FHIR_CHANNEL = "fhir"
 _CURSOR = "fhir:screening_results"
 fhir_router = APIRouter(prefix="/fhir", tags=["fhir"])
-Paediatrician = Annotated[AuthenticatedUser, Depends(require_role("paediatrician", "admin"))]
+Paediatrician = Annotated[AuthenticatedUser, Depends(require_role(Role.paediatrician, Role.admin))]
 
 
 def screening_resources(row: ScreeningRun) -> list[Resource]:

@@ -1,4 +1,6 @@
-"""Tables of the screening package: one row per screening of a child, and the paediatrician's outcome.
+"""Tables of the screening package: one row per screening of a child, the paediatricians' decisions on
+flags (append-only: a changed decision is a new row, the latest one counts), and which clinician looks
+after which practitioner's or organisation's children.
 
 The child's identifier is stored (paediatricians must find the child) but never logged in clear;
 the explanation and the FHIR resources are kept as JSON so that a later model cannot rewrite what
@@ -10,12 +12,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, UTCDateTime, utcnow
 
-__all__ = ["ScreeningRun", "ScreeningOutcome", "OUTCOMES"]
+__all__ = ["ScreeningRun", "ScreeningOutcome", "ScreeningAssignment", "OUTCOMES"]
 
 OUTCOMES = ("referred", "not_relevant")
 
@@ -39,6 +41,11 @@ class ScreeningRun(Base):
     risk_assessment: Mapped[dict[str, Any]] = mapped_column(JSON)
     flag: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     submitted_by: Mapped[str] = mapped_column(String(64))
+    # For the page only, never logged: the child's name and record number, and whose patient it is.
+    patient_name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    mrn: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    practitioner: Mapped[str] = mapped_column(String(128), default="", server_default="", index=True)
+    organization: Mapped[str] = mapped_column(String(128), default="", server_default="", index=True)
 
 
 class ScreeningOutcome(Base):
@@ -53,3 +60,18 @@ class ScreeningOutcome(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     decided_by: Mapped[str] = mapped_column(String(64))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ScreeningAssignment(Base):
+    """A clinician sees the flags of children whose record names this practitioner or organisation
+    (FHIR ``Patient.generalPractitioner`` / ``managingOrganization``, or the CSV columns)."""
+
+    __tablename__ = "screening_assignments"
+    __table_args__ = (UniqueConstraint("username", "practitioner", "organization", name="uq_screening_assignment"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    practitioner: Mapped[str] = mapped_column(String(128), default="")
+    organization: Mapped[str] = mapped_column(String(128), default="")
+    assigned_by: Mapped[str] = mapped_column(String(64))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -113,3 +113,16 @@ def token_for(screening_app: FastAPI, client: TestClient):  # type: ignore[no-un
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _medscreen_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run by the tests (``screen-emr`` stores its results) write under the test's folder."""
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "home"))
+
+
+def child_of(patient_id: str, name: str, mrn: str, practitioner: str = "", organization: str = "") -> ChildRecord:
+    """A syndromic (flagged) child with a name, a record number and a care team."""
+    record = syndromic_child(patient_id)
+    record.name, record.mrn, record.practitioner, record.organization = name, mrn, practitioner, organization
+    return record

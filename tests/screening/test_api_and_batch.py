@@ -92,7 +92,9 @@ def test_a_bundle_without_children_is_refused(client: TestClient, token_for) -> 
 
 def test_the_page_holds_no_patient_data(client: TestClient) -> None:
     page = client.get("/screening")
-    assert page.status_code == 200 and "/api/screening/flags?format=html" in page.text
+    script = client.get("/screening/static/screening.js")
+    assert page.status_code == 200 and "/api/screening/flags?format=html" in script.text
+    assert "child-" not in page.text
 
 
 def test_screen_emr_streams_flags_and_records_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

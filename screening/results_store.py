@@ -1,0 +1,80 @@
+"""Store a screening result once, as it was made: the row the page lists, with its explanation and its
+FHIR RiskAssessment and Flag, from the HTTP edge and from the batch runner alike."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from datasets.emr_records import ChildRecord
+from screening.fhir_output import explanation, flag, risk_assessment
+from screening.screener import Screener, ScreeningResult, patient_digest
+from screening.tables import ScreeningRun
+from service.audit import record_audit
+
+__all__ = ["store_result", "BatchStore"]
+
+logger = logging.getLogger(__name__)
+
+
+def store_result(session: Session, screener: Screener, record: ChildRecord, result: ScreeningResult, actor: str) -> dict[str, Any]:
+    """Add the result's row (flushed, so it has an id) and its audit event; returns the FHIR resources."""
+    assessment = risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True)
+    fhir_flag = flag(result, screener.ontology)
+    flag_json = fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None
+    row = ScreeningRun(
+        patient_id=result.patient_id,
+        patient_digest=patient_digest(result.patient_id),
+        screened_at=result.screened_at,
+        age_days=result.age_days,
+        status=result.status,
+        reason=result.reason,
+        model_version=result.model_version,
+        risk=result.risk,
+        threshold=result.threshold,
+        flagged=result.flagged,
+        explanation=explanation(result, screener.ontology),
+        risk_assessment=assessment,
+        flag=flag_json,
+        submitted_by=actor,
+        patient_name=record.name[:200],
+        mrn=record.mrn[:64],
+        practitioner=record.practitioner[:128],
+        organization=record.organization[:128],
+    )
+    session.add(row)
+    session.flush()
+    record_audit(session, actor, "screening.submit", "patient", result.patient_id, {"result_id": row.id, "flagged": result.flagged})
+    logger.info(
+        "screened child=%s status=%s flagged=%s model=%s", row.patient_digest, result.status, result.flagged, result.model_version
+    )
+    return {"id": row.id, "assessment": assessment, "flag": flag_json}
+
+
+class BatchStore:
+    """Stores the batch runner's flagged and incomplete results in the service database, committed every
+    ``every`` rows, so that they reach the paediatricians' page like results posted over HTTP."""
+
+    def __init__(self, database_url: str, screener: Screener, actor: str, every: int = 500) -> None:
+        from service.db import make_engine, make_session_factory, migrate
+
+        migrate(database_url)
+        self.engine = make_engine(database_url)
+        self.session = make_session_factory(self.engine)()
+        self.screener = screener
+        self.actor = actor
+        self.every = every
+        self.stored = 0
+
+    def add(self, record: ChildRecord, result: ScreeningResult) -> None:
+        store_result(self.session, self.screener, record, result, self.actor)
+        self.stored += 1
+        if self.stored % self.every == 0:
+            self.session.commit()
+
+    def close(self) -> None:
+        self.session.commit()
+        self.session.close()
+        self.engine.dispose()

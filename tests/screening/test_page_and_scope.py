@@ -1,0 +1,93 @@
+"""The paediatrician's side: batch results reach /screening, each clinician sees only their patients'
+flags (by practitioner or organisation assignment), a page at a time, with name and record number; a
+decision carries a note, a changed decision is a new audited entry, quality counts the latest only;
+the page has the same CSP and headers as /worklist."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from datasets.fhir_emr import record_to_bundle
+from screening.tables import ScreeningRun
+from service.cli import main
+from service.db import session_scope
+from service.tables import AuditEvent
+from tests.screening.conftest import child_of, ordinary_child
+
+
+def _extract(tmp_path: Path) -> Path:
+    children = [child_of(f"a{i}", f"Anna A{i}", f"MRN-A{i}", practitioner="Practitioner/dr-a") for i in range(3)]
+    children += [child_of(f"b{i}", f"Boris B{i}", f"MRN-B{i}", organization="Organization/clinic-b") for i in range(2)]
+    children += [child_of("c0", "Clara C", "MRN-C0"), ordinary_child("o0")]
+    path = tmp_path / "extract.ndjson"
+    path.write_text("".join(json.dumps(record_to_bundle(c)) + "\n" for c in children))
+    return path
+
+
+@pytest.fixture
+def stored_batch(screening_app: FastAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", str(screening_app.state.engine.url))
+    out = tmp_path / "flags.ndjson"
+    assert main(["screen-emr", str(_extract(tmp_path)), "--out", str(out), "--as-of", "2024-03-01", "--quiet"]) == 0
+    for username, option, value in [("dr-a", "--practitioner", "Practitioner/dr-a"), ("dr-b", "--organization", "Organization/clinic-b")]:
+        assert main(["screening", "assign", username, option, value]) == 0
+    return screening_app
+
+
+def test_batch_results_are_stored_and_each_clinician_sees_only_theirs(
+    stored_batch: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    with session_scope(stored_batch.state.session_factory) as session:
+        rows = list(session.scalars(select(ScreeningRun)))
+    assert sorted(r.patient_id for r in rows) == ["a0", "a1", "a2", "b0", "b1", "c0"]  # flagged ones only
+    assert all(r.submitted_by == "batch:extract.ndjson" for r in rows)
+
+    dr_a, dr_b = token_for("dr-a", "paediatrician"), token_for("dr-b", "paediatrician")
+    admin = token_for("root", "admin")
+    first = client.get("/api/screening/flags?per_page=2", headers=dr_a).json()
+    assert (first["total"], first["pages"], len(first["flags"])) == (3, 2, 2)
+    second = client.get("/api/screening/flags?per_page=2&page=2", headers=dr_a).json()
+    assert {f["patient_id"] for f in first["flags"] + second["flags"]} == {"a0", "a1", "a2"}
+    assert second["flags"][0]["patient_name"].startswith("Anna") and second["flags"][0]["mrn"].startswith("MRN-A")
+    assert {f["patient_id"] for f in client.get("/api/screening/flags", headers=dr_b).json()["flags"]} == {"b0", "b1"}
+    assert client.get("/api/screening/flags", headers=admin).json()["total"] == 6
+
+    html = client.get("/api/screening/flags?format=html&per_page=2", headers=dr_a).text
+    assert "Anna A" in html and "MRN-A" in html and "Boris" not in html and "Next page" in html and "textarea" in html
+
+    # One decision at a time, with its history: dr-b cannot decide on dr-a's child.
+    target = first["flags"][0]["id"]
+    assert client.post(f"/api/screening/flags/{target}/outcome", json={"outcome": "referred"}, headers=dr_b).status_code == 404
+    assert client.post(f"/api/screening/flags/{target}/outcome", json={"outcome": "referred", "note": "seen in clinic"},
+                       headers=dr_a).status_code == 201
+    changed = client.post(f"/api/screening/flags/{target}/outcome",
+                          json={"outcome": "not_relevant", "note": "known familial short stature"}, headers=dr_a)
+    assert changed.status_code == 201
+    decided = client.get("/api/screening/flags?include_decided=true", headers=dr_a).json()["flags"]
+    row = next(f for f in decided if f["id"] == target)
+    assert row["outcome"] == "not_relevant" and row["note"] == "known familial short stature"
+    assert [d["outcome"] for d in row["decisions"]] == ["referred", "not_relevant"]
+    assert target not in [f["id"] for f in client.get("/api/screening/flags", headers=dr_a).json()["flags"]]
+
+    quality = client.get("/api/screening/outcomes", headers=token_for("qa", "quality")).json()
+    assert (quality["referred"], quality["not_relevant"]) == (0, 1) and quality["outcomes"][0]["decisions_made"] == 2
+    with session_scope(stored_batch.state.session_factory) as session:
+        actions = [(e.actor, e.action) for e in session.scalars(select(AuditEvent))]
+    assert ("dr-a", "screening.outcome") in actions and ("dr-a", "screening.outcome.change") in actions
+    assert ("cli", "screening.assign") in actions
+
+
+def test_the_page_has_the_worklist_headers_and_holds_no_patient_data(client: TestClient) -> None:
+    page, worklist = client.get("/screening"), client.get("/worklist")
+    assert page.status_code == 200 and "/screening/static/screening.js" in page.text and "<script>" not in page.text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    for header in ("x-content-type-options", "cache-control"):
+        assert page.headers[header] == worklist.headers[header]
+    assert client.get("/screening/static/screening.js").headers["content-type"].startswith("text/javascript")

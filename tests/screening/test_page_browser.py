@@ -1,0 +1,86 @@
+"""The paediatricians' page in a real Chromium against the real app: two paediatricians sign in, each
+sees only the flags of their own patients (by name and record number), and one decides with a note."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+from sqlalchemy import select
+
+from screening.results_store import BatchStore
+from screening.screener import Screener
+from screening.tables import ScreeningAssignment, ScreeningOutcome
+from service.app import create_app
+from service.db import session_scope
+from service.settings import Settings
+from service.users import create_user
+from tests.peers import app_in_thread, launch_chromium, playwright_or_skip
+from tests.screening.conftest import child_of
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def served(settings: Settings, screener: Screener) -> Iterator[tuple[str, object]]:
+    app = create_app(settings)
+    app.state.screener = screener
+    factory = app.state.session_factory
+    store = BatchStore(settings.resolved_database_url, screener, "batch:test")
+    for i in range(2):
+        record = child_of(f"a{i}", f"Anna Alpha{i}", f"MRN-A{i}", practitioner="Practitioner/dr-a")
+        store.add(record, screener.screen(record, date(2024, 3, 1)))
+    record = child_of("b0", "Boris Beta", "MRN-B0", organization="Organization/clinic-b")
+    store.add(record, screener.screen(record, date(2024, 3, 1)))
+    store.close()
+    with session_scope(factory) as session:
+        create_user(session, "dr-a", "dr-a-password-long", ["paediatrician"], actor="test")
+        create_user(session, "dr-b", "dr-b-password-long", ["paediatrician"], actor="test")
+        session.add(ScreeningAssignment(username="dr-a", practitioner="Practitioner/dr-a", organization="", assigned_by="test"))
+        session.add(ScreeningAssignment(username="dr-b", practitioner="", organization="Organization/clinic-b", assigned_by="test"))
+    try:
+        with app_in_thread(app) as url:
+            yield url, factory
+    finally:
+        app.state.engine.dispose()
+
+
+def test_two_paediatricians_each_see_only_their_patients(served: tuple[str, object]) -> None:
+    sync_api = playwright_or_skip()
+    url, factory = served
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            seen = {}
+            for username in ("dr-a", "dr-b"):
+                page = browser.new_context().new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.on(
+                    "response",
+                    lambda r, errors=errors: errors.append(f"{r.status} {r.url}")
+                    if r.status >= 400 and not r.url.endswith("favicon.ico")
+                    else None,
+                )
+                page.goto(f"{url}/screening")
+                assert "Decision support, not a diagnosis" in page.inner_text("header")
+                page.fill("input[name=username]", username)
+                page.fill("input[name=password]", f"{username}-password-long")
+                page.click("#login button[type=submit]")
+                sync_api.expect(page.locator("article.flag").first).to_be_visible()
+                seen[username] = page.inner_text("#flags")
+                assert not errors, errors  # the page's own script runs under its CSP and every request succeeds
+                if username == "dr-a":
+                    first = page.locator("article.flag").first
+                    first.locator("textarea[name=note]").fill("family history of deafness")
+                    first.locator("button[data-outcome=referred]").click()
+                    sync_api.expect(page.locator("article.flag")).to_have_count(1)
+            assert "Anna Alpha0" in seen["dr-a"] and "Anna Alpha1" in seen["dr-a"] and "MRN-A0" in seen["dr-a"]
+            assert "Boris" not in seen["dr-a"]
+            assert "Boris Beta" in seen["dr-b"] and "MRN-B0" in seen["dr-b"] and "Anna" not in seen["dr-b"]
+        finally:
+            browser.close()
+    with session_scope(factory) as session:  # type: ignore[arg-type]
+        [decision] = list(session.scalars(select(ScreeningOutcome)))
+    assert (decision.outcome, decision.note, decision.decided_by) == ("referred", "family history of deafness", "dr-a")
