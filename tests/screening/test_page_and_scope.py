@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from service.cli import main
 from sqlalchemy import select
 
 from datasets.fhir_emr import record_to_bundle
 from screening.tables import ScreeningRun
-from service.cli import main
 from service.db import session_scope
 from service.tables import AuditEvent
 from tests.screening.conftest import child_of, ordinary_child

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from datetime import date
 
 import pytest
+from service.app import create_app
 from sqlalchemy import select
 
 from screening.results_store import BatchStore
 from screening.screener import Screener
 from screening.tables import ScreeningAssignment, ScreeningOutcome
-from service.app import create_app
 from service.db import session_scope
 from service.settings import Settings
 from service.users import create_user
