@@ -28,7 +28,7 @@ from inference.scorers import TaskScore, score_task
 from inference.study_record import add_event
 from inference.tables import Instance, ScoreResult, ScoringJob, Study
 from inference.tls import pacs_tls_args
-from inference.writeback import ResultToWrite, build_heatmap, build_sr, send_c_store
+from inference.writeback import ResultToWrite, build_heatmap, build_sr, send_c_store, send_stow_rs
 from service.db import session_scope, utcnow
 from service.settings import Settings
 
@@ -52,7 +52,7 @@ class ScoringWorker:
     @property
     def writeback_enabled(self) -> bool:
         s = self.settings
-        return bool(s.writeback and s.pacs_ae_title and s.pacs_host and s.pacs_port)
+        return bool(s.writeback and (s.pacs_stow_url or (s.pacs_ae_title and s.pacs_host and s.pacs_port)))
 
     # --- queueing -------------------------------------------------------------------------------
 
@@ -278,14 +278,7 @@ class ScoringWorker:
         sr = documents[0]
         heatmap = documents[1] if len(documents) > 1 else None
         try:
-            send_c_store(
-                documents,
-                host=str(self.settings.pacs_host),
-                port=int(self.settings.pacs_port or 0),
-                called_ae=str(self.settings.pacs_ae_title),
-                calling_ae=self.settings.dicom_ae_title,
-                tls_args=pacs_tls_args(self.settings),
-            )
+            self._send(documents)
         except ScoringError:
             with session_scope(self.session_factory) as session:
                 stored = session.get(ScoreResult, result_id)
@@ -306,6 +299,24 @@ class ScoringWorker:
                 sr=stored.sr_sop_instance_uid, heatmap=stored.heatmap_sop_instance_uid,
                 supersedes_sr=previous_sr, stored_to_written_back_s=stored.timings["stored_to_written_back_s"],
             )
+
+    def _send(self, documents: list[Dataset]) -> None:
+        settings = self.settings
+        if settings.pacs_stow_url:
+            token = settings.pacs_dicomweb_token
+            send_stow_rs(
+                documents, base_url=settings.pacs_stow_url, token=token.get_secret_value() if token else None,
+                ca_file=str(settings.dicom_tls_ca) if settings.dicom_tls_ca else None,
+            )
+            return
+        send_c_store(
+            documents,
+            host=str(settings.pacs_host),
+            port=int(settings.pacs_port or 0),
+            called_ae=str(settings.pacs_ae_title),
+            calling_ae=settings.dicom_ae_title,
+            tls_args=pacs_tls_args(settings),
+        )
 
     def run_until(self, stop: threading.Event) -> None:
         while not stop.is_set():
