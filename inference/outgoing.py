@@ -58,7 +58,10 @@ def read_documents(settings: Settings, outgoing: OutgoingResult) -> list[Dataset
 
 
 def pacs_destination(settings: Settings) -> dict[str, Any] | None:
-    """The configured PACS as a C-STORE destination, or None when write-back is off or no PACS is set."""
+    """The configured PACS as a STOW-RS (when its DICOMweb URL is set) or C-STORE destination, or None when
+    write-back is off or no PACS is set."""
+    if settings.writeback and settings.pacs_stow_url:
+        return {"kind": "stow-rs", "url": settings.pacs_stow_url}
     if not (settings.writeback and settings.pacs_ae_title and settings.pacs_host and settings.pacs_port):
         return None
     return {"kind": "c-store", "ae_title": settings.pacs_ae_title, "host": settings.pacs_host, "port": int(settings.pacs_port)}

@@ -7,7 +7,8 @@ Two objects per result, in the study they describe:
   software version = MLflow model version, a Device UID derived from name + version + run id, so it
   changes with every trained version). A re-score's SR lists its predecessor in Predecessor Documents.
 - a Secondary Capture heat-map overlay, burned in "NOT FOR DIAGNOSTIC USE".
-Both are built with highdicom and sent by C-STORE (pynetdicom).
+Both are built with highdicom and sent by C-STORE (pynetdicom) or, to a PACS that only speaks DICOMweb, by
+STOW-RS (dicomweb-client).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pynetdicom import AE
 
 from inference.errors import WritebackFailed
 from inference.intake import MANUFACTURER
-from inference.scorers import TaskScore
+from inference.scorers import RegionScore, TaskScore
 from service.lifecycle import Task
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "build_sr",
     "build_heatmap",
     "send_c_store",
+    "send_stow_rs",
     "with_type2_present",
     "COPIED_TYPE2",
     "MANUFACTURER",
@@ -118,6 +120,42 @@ def _contributing_equipment(result: ResultToWrite) -> hd.ContributingEquipment:
     return equipment
 
 
+def _measurement_group(
+    result: ResultToWrite, region: RegionScore, finding: hd.sr.CodedConcept, algorithm: hd.sr.AlgorithmIdentification,
+    index: int,
+) -> Any:
+    """TID 1410 (with a region) or TID 1501 (without) for one image: its probability, the call at the operating
+    point, and the point where the model looked as SCOORD on that image, the way IHE AI Results viewers
+    (OHIF) draw a finding on the image it refers to."""
+    tracking = hd.sr.TrackingIdentifier(
+        uid=result.new_uid(), identifier=f"{result.task} AI finding {index}" + (f" ({region.label})" if region.label else "")
+    )
+    call = POSITIVE if region.score >= result.threshold else NEGATIVE
+    measurements = [hd.sr.Measurement(name=PROBABILITY, value=round(region.score, 6), unit=NO_UNITS, algorithm_id=algorithm)]
+    evaluations = [hd.sr.QualitativeEvaluation(name=CALL, value=call)]
+    if region.point is not None:
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_region=hd.sr.ImageRegion(
+                graphic_type=hd.sr.GraphicTypeValues.POINT,
+                graphic_data=np.asarray([region.point], dtype=float),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(region.source),
+            ),
+            finding_type=finding,
+            algorithm_id=algorithm,
+            measurements=measurements,
+            qualitative_evaluations=evaluations,
+        )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        finding_type=finding,
+        algorithm_id=algorithm,
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(region.source)],
+    )
+
+
 def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
     procedure, finding = _TASK_CODES[Task(result.task)]
     source = with_type2_present(result.scored.source)
@@ -135,39 +173,19 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
         )
     )
     algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version, manufacturer=MANUFACTURER)
-    tracking = hd.sr.TrackingIdentifier(uid=result.new_uid(), identifier=f"{result.task} AI finding")
-    measurements = [hd.sr.Measurement(name=PROBABILITY, value=round(result.scored.score, 6), unit=NO_UNITS, algorithm_id=algorithm)]
-    evaluations = [hd.sr.QualitativeEvaluation(name=CALL, value=POSITIVE if result.call == "positive" else NEGATIVE)]
-    point = result.scored.localisation.get("point")
-    group: Any
-    if point is not None:
-        region = hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POINT,
-            graphic_data=np.asarray([point], dtype=float),
-            source_image=hd.sr.SourceImageForRegion.from_source_image(source),
-        )
-        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking,
-            referenced_region=region,
-            finding_type=finding,
-            algorithm_id=algorithm,
-            measurements=measurements,
-            qualitative_evaluations=evaluations,
-        )
-    else:
-        group = hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking,
-            finding_type=finding,
-            algorithm_id=algorithm,
-            measurements=measurements,
-            qualitative_evaluations=evaluations,
-            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
-        )
+    regions = [
+        RegionScore(with_type2_present(r.source), r.point, r.score, r.label) for r in result.scored.regions
+    ] or [RegionScore(source, result.scored.localisation.get("point"), result.scored.score)]
+    groups = [
+        _measurement_group(result, region, finding, algorithm, index)
+        for index, region in enumerate(sorted(regions, key=lambda r: -r.score), start=1)
+    ]
     report = hd.sr.MeasurementReport(
-        observation_context=observation_context, procedure_reported=procedure, imaging_measurements=[group]
+        observation_context=observation_context, procedure_reported=procedure, imaging_measurements=groups
     )
+    evidence = list({str(r.source.SOPInstanceUID): r.source for r in [*regions, RegionScore(source, None, 0.0)]}.values())
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[source],
+        evidence=evidence,
         content=report,
         series_instance_uid=series_instance_uid,
         series_number=9901,
@@ -232,6 +250,10 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
         contributing_equipment=[_contributing_equipment(result)],
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
+    # General Series Laterality is Type 2C: a mammography heat-map is of one breast; anything else is sent
+    # empty (present, no value), which is what the module asks for when laterality is unknown or unpaired.
+    image_laterality = str(getattr(source, "ImageLaterality", "") or getattr(source, "Laterality", "") or "")
+    sc.Laterality = image_laterality if image_laterality in ("L", "R") else ""
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI heat-map of {result.model_name} version {result.model_version}."
     sc.SeriesDescription = f"medscreen heat-map {result.model_name} v{result.model_version} - {NOT_FOR_DIAGNOSTIC_USE}"
@@ -260,3 +282,29 @@ def send_c_store(
                 raise WritebackFailed(f"{called_ae} refused {ds.SOPClassUID.name}: status 0x{code:04X}")
     finally:
         assoc.release()
+
+
+def send_stow_rs(
+    datasets: list[Dataset], *, base_url: str, token: str | None = None, ca_file: str | None = None, timeout_s: float = 30
+) -> None:
+    """Store the documents in their study by STOW-RS (dicomweb-client); any refused instance fails the send."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    session = requests.Session()
+    if ca_file:
+        session.verify = ca_file
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    client = DICOMwebClient(url=base_url, session=session, headers=headers, timeout=timeout_s)
+    client.set_http_retry_params(retry=False)  # the scoring job retries with its own backoff and dead letter
+    study_uid = str(datasets[0].StudyInstanceUID)
+    try:
+        response = client.store_instances(datasets, study_instance_uid=study_uid)
+    except requests.exceptions.RequestException as exc:
+        raise WritebackFailed(f"STOW-RS to {base_url} failed: {exc}") from exc
+    finally:
+        session.close()
+    failed = response.get("FailedSOPSequence") if response is not None else None
+    if failed:
+        reasons = ", ".join(f"0x{int(item.get('FailureReason', 0)):04X}" for item in failed)
+        raise WritebackFailed(f"STOW-RS to {base_url}: {len(failed)} instance(s) refused ({reasons})")
