@@ -9,8 +9,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
 # Debian packages: dcmtk and orthanc are real DICOM peers for tests, chromium for page tests,
-# postgresql for the PostgreSQL variant of the database tests.
-TEST_DEBS := dcmtk orthanc orthanc-dicomweb chromium chromium-driver postgresql
+# postgresql for the PostgreSQL variant of the database tests, dicom3tools (dciodvfy) to validate what write-back builds.
+TEST_DEBS := dcmtk orthanc orthanc-dicomweb chromium chromium-driver postgresql dicom3tools
 RUN_DEBS :=
 
 .PHONY: run test system-test-deps lint typecheck clean
