@@ -78,14 +78,18 @@ def _base_dataset(sop_class_uid: str, modality: str, pixels: np.ndarray, *, stud
 
 
 def wrap_radiograph(image_path: Path, out: Path, *, view_position: str = "AP", study_uid: str | None = None,
-                    patient_id: str = "CXR0001") -> Path:
-    """A real chest X-ray image (Kermany JPEG, NIH PNG) as a DX For Presentation instance."""
+                    patient_id: str = "CXR0001", patient_age: str = "003Y") -> Path:
+    """A real chest X-ray image (Kermany JPEG, NIH PNG) as a DX For Presentation instance.
+
+    ``patient_age`` defaults to a child's (Kermany's films are of children aged 1-5); wrap an NIH adult
+    film with its own age, or the chest model rightly declines it as outside its intended use."""
     import numpy as np
     from PIL import Image
 
     pixels = np.asarray(Image.open(image_path).convert("L"))
     ds = _base_dataset("1.2.840.10008.5.1.4.1.1.1.1", "DX", pixels, study_uid=study_uid or generate_uid(), patient_id=patient_id)
     ds.BodyPartExamined = "CHEST"
+    ds.PatientAge = patient_age
     ds.ViewPosition = view_position
     ds.StudyDescription = "XR CHEST 1 VIEW"
     ds.SeriesDescription = f"CHEST {view_position}"

@@ -12,6 +12,7 @@ from inference.jobs import replay, request_rescore
 from inference.schemas import (
     JobOut,
     JobPage,
+    NotScoredOut,
     QuarantineOut,
     QuarantinePage,
     RescoreOut,
@@ -22,7 +23,7 @@ from inference.schemas import (
     StudySummary,
     TimelineEvent,
 )
-from inference.tables import QuarantinedItem, ScoreResult, ScoringJob, Study
+from inference.tables import NotScoredInstance, QuarantinedItem, ScoreResult, ScoringJob, Study
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.db import utcnow
@@ -89,6 +90,12 @@ def get_study(study_uid: str, session: SessionDep, user: StudyReader) -> StudyDe
             for s in study.series
         ],
         timeline=[TimelineEvent(kind=e.kind, at=e.at, revision=e.revision, detail=e.detail) for e in study.events],
+        not_scored=[
+            NotScoredOut.model_validate(item, from_attributes=True)
+            for item in session.scalars(
+                select(NotScoredInstance).where(NotScoredInstance.study_instance_uid == study_uid).order_by(NotScoredInstance.id)
+            )
+        ],
         results=[
             ResultOut.model_validate(r, from_attributes=True)
             for r in session.scalars(

@@ -20,8 +20,9 @@ from tqdm import tqdm
 from datasets.dicom_folder import dicom_files, group_into_studies
 from inference.assemble import read_study
 from inference.champions import ModelSelector
-from inference.errors import CouldNotScore, IngestError, ModelUnavailable
+from inference.errors import CouldNotScore, IngestError, ModelUnavailable, OutOfScope
 from inference.instance_headers import InstanceHeaders, read_instance_headers
+from inference.intended_use import check_intended_use
 from inference.route import RoutingRules
 from inference.scorers import score_task
 from service.lifecycle import ModelRole
@@ -111,7 +112,10 @@ def score_offline(
                 if version is None:
                     raise ModelUnavailable(f"no champion model registered for {decision.task}")
                 model = selector.load(decision.task, version)
-                scored = score_task(decision.task, model, read_study(study.paths), min_ct_slices=min_ct_slices)
+                datasets = read_study(study.paths)
+                if model.intended_use is not None:
+                    check_intended_use(model.intended_use, datasets, model.label)
+                scored = score_task(decision.task, model, datasets, min_ct_slices=min_ct_slices)
                 line = _line(
                     study,
                     decision.task,
@@ -124,6 +128,10 @@ def score_offline(
                     localisation=scored.localisation,
                 )
                 counts["scored"] += 1
+            except OutOfScope as exc:
+                line = _line(study, decision.task, model_name=decision.task, model_version=version,
+                             error=f"out of scope: {exc.reason}")
+                counts["out_of_scope"] += 1
             except (CouldNotScore, ModelUnavailable) as exc:
                 line = _line(study, decision.task, model_name=decision.task, model_version=version,
                              error=f"could not score: {exc.reason}")

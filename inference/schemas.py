@@ -14,6 +14,7 @@ __all__ = [
     "TimelineEvent",
     "ResultOut",
     "StudyDetail",
+    "NotScoredOut",
     "QuarantineOut",
     "QuarantinePage",
     "JobOut",
@@ -86,6 +87,18 @@ class ResultOut(BaseModel):
     created_at: datetime
 
 
+class NotScoredOut(BaseModel):
+    """An instance of this study acknowledged but left out of it: medscreen's own output or an object it does not score."""
+
+    kind: str = Field(description="derived (medscreen's own result coming back) or ignored")
+    reason: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str
+    times_received: int
+    at: datetime
+
+
 class StudyDetail(StudySummary):
     status_reason: str | None
     study_description: str
@@ -99,6 +112,7 @@ class StudyDetail(StudySummary):
     series: list[SeriesOut]
     timeline: list[TimelineEvent]
     results: list[ResultOut]
+    not_scored: list[NotScoredOut] = Field(default_factory=list)
     notice: str = DECISION_SUPPORT
 
 

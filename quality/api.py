@@ -30,11 +30,15 @@ from quality.report import (
     log_report_to_mlflow,
     render_report,
 )
+from quality.steering import grant_steering
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, require_role
 from service.db import utcnow
 from service.deps import SessionDep, SettingsDep
+from service.errors import SteeringRefused
+from service.lifecycle import SteeringRight
 from service.settings import Settings
+from service.steering import defer_rules_from_settings
 from service.tables import Role
 
 __all__ = ["router", "drift_thresholds", "gate_rules"]
@@ -188,6 +192,13 @@ class RollbackRequest(BaseModel):
     task: str
 
 
+class SteeringRequest(BaseModel):
+    task: str
+    version: str
+    right: SteeringRight
+    source: str = "this site's studies confirmed by final reads"
+
+
 @router.post("/promote")
 def promote(body: PromoteRequest, session: SessionDep, settings: SettingsDep, user: EngineerUser) -> dict[str, Any]:
     """Gate the version on confirmed studies, then make it champion; 409 with the reasons when it fails."""
@@ -218,6 +229,22 @@ def rollback(body: RollbackRequest, session: SessionDep, settings: SettingsDep, 
     except RegistryError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
     return {"task": body.task, "from": previous, "to": current}
+
+
+@router.post("/steering")
+def steering(body: SteeringRequest, session: SessionDep, settings: SettingsDep, user: EngineerUser) -> dict[str, Any]:
+    """Record the version's steering right; `defer` only on this site's confirmed studies meeting the
+    MEDSCREEN_STEERING_DEFER_* thresholds (409 with the reasons otherwise). Audited either way."""
+    try:
+        evidence = grant_steering(
+            session, settings.resolved_mlflow_tracking_uri, body.task, body.version, body.right, actor=user.username,
+            site=body.source, rules=defer_rules_from_settings(settings),
+        )
+    except SteeringRefused as exc:
+        session.commit()  # the refusal is audited too
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+    return {"task": body.task, "version": body.version, "right": body.right.value,
+            "evidence": None if evidence is None else evidence.__dict__}
 
 
 @router.get("/tasks")

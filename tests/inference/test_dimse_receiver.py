@@ -11,7 +11,7 @@ from sqlalchemy import select
 from inference.ingest import InstanceIngestor
 from inference.receive.dimse import start_dimse_server
 from inference.receive.process import build_ingestor
-from inference.tables import Instance, QuarantinedItem, Study
+from inference.tables import Instance, NotScoredInstance, QuarantinedItem, Study
 from service.db import make_session_factory
 from service.settings import Settings
 from tests.conftest import free_port
@@ -33,17 +33,18 @@ def test_store_good_and_bad_files_in_one_association(
     good = sorted((INFERENCE_FIXTURES / "ct").glob("*.dcm")) + [
         INFERENCE_FIXTURES / "images" / name for name in ("mg_ge_senographe.dcm", "dx_chest_highdicom.dcm")
     ]
-    bad = [INFERENCE_FIXTURES / "bad" / "no_pixel_data_dx.dcm", INFERENCE_FIXTURES / "bad" / "unsupported_mr.dcm"]
-    output = storescu(sqlite_settings.dicom_port, *good, *bad, calling_ae="ORTHANC", extra=("--no-halt",))
-    assert output.count("Received Store Response (Success)") == len(good), output
-    assert "Received Store Response (Error: DataSetDoesNotMatchSOPClass)" in output, output
-    assert "Received Store Response (Refused: SOPClassNotSupported)" in output, output
+    # Valid DICOM medscreen does not score (an image without pixels, an MR): acknowledged, recorded as ignored,
+    # never a refusal that would abort the sender's batch (issue 11).
+    others = [INFERENCE_FIXTURES / "bad" / "no_pixel_data_dx.dcm", INFERENCE_FIXTURES / "bad" / "unsupported_mr.dcm"]
+    output = storescu(sqlite_settings.dicom_port, *good, *others, calling_ae="ORTHANC", extra=("--no-halt",))
+    assert output.count("Received Store Response (Success)") == len(good) + len(others), output
 
     with make_session_factory(ingestor.engine)() as session:
         modalities = sorted(session.scalars(select(Study.modality)))
         quarantined = sorted(session.scalars(select(QuarantinedItem.kind)))
+        ignored = sorted(session.scalars(select(NotScoredInstance.modality).where(NotScoredInstance.kind == "ignored")))
     assert modalities == ["CT", "DX", "MG"]
-    assert quarantined == ["no-pixel-data", "unsupported-sop-class"]
+    assert quarantined == [] and ignored == ["CR", "MR"]
 
 
 @pytest.mark.parametrize(

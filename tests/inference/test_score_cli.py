@@ -38,7 +38,9 @@ def test_score_command_reports_every_study(tmp_path: Path) -> None:
         assert (line["task"], line["model_name"], line["model_version"]) == ("chest-xray", "chest-xray", "1")
         assert 0 <= line["score"] <= 1 and line["call"] == ("positive" if line["score"] >= line["threshold"] else "negative")
     errors = sorted(line["error"].split(":")[0] for line in lines if line["error"])
-    assert errors == ["could not score", "not applicable"]
+    # The lateral-only film is outside the chest model's validated views (PA/AP): not scored, with the reason.
+    assert errors == ["not applicable", "out of scope"]
+    assert "no PA/AP view" in next(line["error"] for line in lines if (line["error"] or "").startswith("out of scope"))
     assert "scoring studies" in result.stderr and "files refused: 1 not-dicom" in result.stderr
 
 

@@ -66,14 +66,15 @@ def test_chest_radiograph_is_scored_by_the_champion_with_its_version_and_timings
         assert len(session.scalars(select(ScoringJob)).all()) == 1
 
 
-def test_lateral_only_radiograph_could_not_be_scored_with_the_reason(pipeline: Pipeline, tmp_path: Path) -> None:
+def test_lateral_only_radiograph_is_not_scored_with_the_reason(pipeline: Pipeline, tmp_path: Path) -> None:
     pipeline.receive(_derived(DX_CHEST, tmp_path, ViewPosition="LL"))
     pipeline.complete_route_and_score()
     with pipeline.session() as session:
         study = session.scalars(select(Study)).one()
         result = session.scalars(select(ScoreResult)).one()
-    assert (study.status, result.outcome, result.score, result.call) == ("could_not_score", "could_not_score", None, None)
-    assert "no frontal (PA/AP) view" in result.reason and study.status_reason == result.reason
+    # Outside the chest model's validated views (its bundle's intended use), before the assembler looks.
+    assert (study.status, result.outcome, result.score, result.call) == ("out_of_scope", "out_of_scope", None, None)
+    assert "no PA/AP view" in result.reason and study.status_reason == result.reason
 
 
 def test_bad_inputs_are_refused_by_assembly(tmp_path: Path) -> None:

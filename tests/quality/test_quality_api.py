@@ -166,3 +166,29 @@ def test_serving_app_does_not_import_torch(tmp_path: Path) -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_defer_is_earned_through_quality_review_of_confirmed_studies(
+    app: FastAPI, client: TestClient, add_user: AddUser  # noqa: F811
+) -> None:
+    tracking_uri = app.state.settings.resolved_mlflow_tracking_uri
+    mlflow = register_versions(tracking_uri, "chest-xray", 4)
+    engineer = add_user("emma", "ml-engineer")
+    ask = {"task": "chest-xray", "version": "3", "right": "defer", "source": "St Elsewhere final reads 2026-03"}
+    assert client.post("/api/quality/steering", json=ask, headers=add_user("quinn", "quality")).status_code == 403
+
+    seed_pairs(app, 120)  # too few confirmed studies
+    refused = client.post("/api/quality/steering", json=ask, headers=engineer)
+    assert refused.status_code == 409 and "120 studies; at least 200 needed" in refused.json()["detail"]
+    assert "steering" not in mlflow.get_model_version("chest-xray", "3").tags  # still the default, raise-only
+
+    seed_pairs(app, 200)
+    granted = client.post("/api/quality/steering", json=ask, headers=engineer)
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["evidence"]["n_studies"] == 320 and granted.json()["evidence"]["kind"] == "site-confirmed"
+    tags = mlflow.get_model_version("chest-xray", "3").tags
+    assert tags["steering"] == "defer" and "St Elsewhere" in tags["steering_evidence"]
+    # Lowering a right needs no evidence.
+    shadow = client.post("/api/quality/steering", json={**ask, "right": "shadow"}, headers=engineer)
+    assert shadow.status_code == 200 and mlflow.get_model_version("chest-xray", "3").tags["steering"] == "shadow"
+    assert audit_actions(app) == ["model.steering_refused", "model.steering", "model.steering"]

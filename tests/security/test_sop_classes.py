@@ -13,9 +13,12 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.presentation import AllStoragePresentationContexts, StoragePresentationContexts
+from sqlalchemy import select
 
 from inference.ingest import InstanceIngestor
 from inference.receive.dimse import retired_storage_classes
+from inference.tables import NotScoredInstance
+from service.db import make_session_factory
 from tests.inference.conftest import INFERENCE_FIXTURES
 
 CT = INFERENCE_FIXTURES / "ct" / "lidc-0002-0.dcm"
@@ -36,7 +39,7 @@ def _as_class(tmp_path: Path, sop_class_uid: str) -> Path:
     return target
 
 
-def test_retired_storage_classes_get_0x0122_and_leave_nothing_in_incoming(
+def test_retired_storage_classes_are_acknowledged_as_ignored_and_leave_nothing_in_incoming(
     ingestor: InstanceIngestor, dimse_server, sqlite_settings, tmp_path: Path
 ) -> None:
     retired = ["1.2.840.10008.5.1.4.1.1.6", "1.2.840.10008.5.1.4.1.1.3", "1.2.840.10008.5.1.4.1.1.5"]
@@ -50,12 +53,19 @@ def test_retired_storage_classes_get_0x0122_and_leave_nothing_in_incoming(
         assert assoc.is_established
         try:
             statuses = [assoc.send_c_store(_as_class(tmp_path, uid)).Status for uid in batch]
-            assert statuses == [0x0122] * len(batch)
+            # Issue 11: valid DICOM medscreen does not score is acknowledged (a refusal aborts a PACS batch)
+            # and recorded as ignored with the reason.
+            assert statuses == [0x0000] * len(batch)
             # The association carries on after the refusals.
             assert assoc.send_c_store(CT).Status == 0x0000
         finally:
             assoc.release()
     assert not any(ingestor.spool.incoming.iterdir())
+    with make_session_factory(ingestor.engine)() as session:
+        ignored = session.scalars(select(NotScoredInstance).where(NotScoredInstance.kind == "ignored")).all()
+    # Every copy carries the CT's SOP Instance UID: one record, counting each arrival.
+    assert sum(row.times_received for row in ignored) == len(OUTSIDE_DEFAULT)
+    assert all("medscreen scores no such object" in row.reason for row in ignored)
 
 
 def _meta_only(target: Path, body: bytes) -> Path:

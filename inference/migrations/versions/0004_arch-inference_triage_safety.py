@@ -1,7 +1,7 @@
 """triage safety: steering right of each result, instances received but not scored (derived / ignored)
 
 Revision ID: 0004_inference_triage_safety
-Revises: 0003_inference_outgoing
+Revises: 0003_security_quarantine
 Create Date: 2026-11-30 08:00:00
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0004_inference_triage_safety'
-down_revision = '0003_inference_outgoing'
+down_revision = '0003_security_quarantine'
 branch_labels = None
 depends_on = None
 
