@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.security_headers import attachment
+from service.security_headers import attachment, html_policy
 from tests.service.conftest import AddUser
 
 
@@ -65,9 +65,13 @@ def test_every_answer_carries_security_headers(client: TestClient, path: str) ->
     assert response.headers["Referrer-Policy"] == "no-referrer"
 
 
-def test_the_screening_page_allows_only_its_own_inline_blocks(client: TestClient) -> None:
-    policy = client.get("/screening").headers["Content-Security-Policy"]
-    assert "'unsafe-inline'" not in policy and re.search(r"script-src 'self' 'sha256-[A-Za-z0-9+/=]+'", policy)
+def test_a_page_without_its_own_policy_gets_one_that_allows_only_its_own_inline_blocks() -> None:
+    page = b"<html><style>p{color:red}</style><script>go()</script><p>x</p></html>"
+    policy = html_policy(page)
+    assert "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
+    assert re.search(r"script-src 'self' 'sha256-[A-Za-z0-9+/=]+';", policy)
+    assert re.search(r"style-src 'self' 'sha256-[A-Za-z0-9+/=]+';", policy)
+    assert html_policy(page.replace(b"go()", b"evil()")) != policy
 
 
 def test_phi_answers_are_not_cached(client: TestClient, add_user: AddUser) -> None:

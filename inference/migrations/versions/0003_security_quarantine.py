@@ -1,7 +1,7 @@
 """quarantine: size, digest and repeat count of refused files (quotas, aggregation, retention)
 
 Revision ID: 0003_security_quarantine
-Revises: 0003_inference_outgoing
+Revises: 0004_inference_triage_safety
 Create Date: 2026-11-30
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_security_quarantine"
-down_revision = "0003_inference_outgoing"
+down_revision = "0004_inference_triage_safety"
 branch_labels = None
 depends_on = None
 

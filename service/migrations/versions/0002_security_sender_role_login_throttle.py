@@ -1,7 +1,7 @@
 """the sender role (STOW-RS only) and login throttling per account and per address
 
 Revision ID: 0002_security_service
-Revises: 3f1a9c2e7b10
+Revises: 0002_integration_outbox
 Create Date: 2026-11-30
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002_security_service"
-down_revision = "3f1a9c2e7b10"
+down_revision = "0002_integration_outbox"
 branch_labels = None
 depends_on = None
 
