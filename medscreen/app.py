@@ -27,6 +27,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     from service.audit import router as audit_router
     from service.auth import load_or_create_secret_key
     from service.auth import router as auth_router
+    from service.login import router as login_router
     from worklist.api import router as worklist_router
     from worklist.page import page_router as worklist_page_router
 
@@ -36,11 +37,22 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         migrate_all(url)
     engine = make_engine(url)
 
+    from service.api_docs import docs_router
+    from service.request_guard import RequestGuard
+    from service.security_headers import SecurityHeaders
+
+    # /docs and /openapi.json are served behind login by service/api_docs.py, with local Swagger UI files.
     app = FastAPI(
         title="medscreen",
         version="0.1.0",
         description="Decision support only: scores are not diagnoses. Every result names its model and version.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
+    # Added last runs first: headers on every answer, then the token and size checks before any body is read.
+    app.add_middleware(RequestGuard)
+    app.add_middleware(SecurityHeaders)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
@@ -53,8 +65,10 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         session.execute(text("SELECT 1"))
         return {"status": "ok"}
 
+    app.include_router(docs_router)
     app.include_router(studies_router)
     app.include_router(stowrs_router)
+    app.include_router(login_router)
     app.include_router(auth_router)
     app.include_router(audit_router)
     app.include_router(screening_router)

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from medscreen.logging_config import configure_logging
+from service.file_modes import owner_only_files, tighten_home
 from service.settings import Settings
 
 __all__ = ["main", "run_command", "build_parser", "COMMAND_MODULES", "HomeMissing"]
@@ -89,9 +90,12 @@ def prepare_home(args: argparse.Namespace, settings: Settings) -> None:
         sys.stderr.write(f"medscreen: created home {home}\n")
     else:
         sys.stderr.write(f"medscreen: home {home}\n")
+    tighten_home(home)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything is created: the database, spool and quarantine hold patient data (service/file_modes.py).
+    owner_only_files()
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = Settings()

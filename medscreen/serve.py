@@ -21,6 +21,7 @@ from inference.complete import CompletenessMonitor
 from inference.fhir_feed import FHIR_CHANNEL, take_in_fhir_results
 from inference.pacs_count import counter_from_settings
 from inference.receive.process import run_receiver_process
+from inference.retention import run_retention_loop
 from inference.route import load_rules
 from inference.spool import Spool
 from inference.tls import pacs_tls_args, receiver_ssl_context
@@ -140,6 +141,13 @@ def run_service(settings: Settings) -> int:
     monitor_thread = threading.Thread(target=monitor.run_until, args=(stop_monitor,), name="completeness", daemon=True)
     monitor_thread.start()
 
+    # The retention cleaner (inference/retention.py): files past their time go, each removal audited.
+    stop_retention = threading.Event()
+    retention_thread = threading.Thread(
+        target=run_retention_loop, args=(settings, session_factory, stop_retention), name="retention", daemon=True
+    )
+    retention_thread.start()
+
     stop_worklist = threading.Event()
     worklist_thread = threading.Thread(
         target=run_worklist_recompute, args=(settings, session_factory, stop_worklist), name="worklist", daemon=True
@@ -184,6 +192,7 @@ def run_service(settings: Settings) -> int:
     finally:
         stop_monitor.set()
         stop_worklist.set()
+        stop_retention.set()
         stop_feeds.set()
         receivers.shutdown()
         scorers.shutdown()

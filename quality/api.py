@@ -37,6 +37,7 @@ from service.db import utcnow
 from service.deps import SessionDep, SettingsDep
 from service.errors import SteeringRefused
 from service.lifecycle import SteeringRight
+from service.security_headers import attachment
 from service.settings import Settings
 from service.steering import defer_rules_from_settings
 from service.tables import Role
@@ -162,13 +163,14 @@ def report(
     """The report as a standalone HTML document (a download), or its body for the quality page."""
     built = _report(session, settings, task, version, since, until)
     record_audit(session, user.username, "quality.report", "model", f"{task}:{version}", {"fragment": fragment})
-    headers = {} if fragment else {"Content-Disposition": f'attachment; filename="quality-{task}-v{version}.html"'}
+    headers = {} if fragment else {"Content-Disposition": attachment(f"quality-{task}-v{version}.html")}
     return Response(render_report(built, document=not fragment), media_type="text/html; charset=utf-8", headers=headers)
 
 
+# Writing to the MLflow store is an ml-engineer's action: the quality role is read-only.
 @router.post("/report/mlflow")
 def report_to_mlflow(
-    session: SessionDep, settings: SettingsDep, user: QualityUser, task: str, version: str, since: Since = None, until: Until = None
+    session: SessionDep, settings: SettingsDep, user: EngineerUser, task: str, version: str, since: Since = None, until: Until = None
 ) -> dict[str, str]:
     """Log the report as an artifact of the model version's MLflow run (tagged on the version)."""
     from mlflow.exceptions import MlflowException

@@ -1,6 +1,6 @@
 """Login and role checks: OAuth2 password flow, bcrypt password hashes, signed JWT bearer tokens.
 
-``POST /api/auth/token`` trades a username and password for a token; every protected endpoint declares
+``POST /api/auth/token`` (``service/login.py``) trades a username and password for a token; every protected endpoint declares
 ``CurrentUser`` or ``Depends(require_role(...))``. Roles are read from the database on each request, so a
 revoked role or a disabled account takes effect at once, not when the token expires.
 """
@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import bcrypt
 import jwt
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from fastapi.security import OAuth2PasswordBearer
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,6 +44,8 @@ __all__ = [
     "load_or_create_secret_key",
     "require_role",
     "router",
+    "signing_key",
+    "unauthorized",
     "verify_password",
 ]
 
@@ -168,11 +170,11 @@ class AuthenticatedUser:
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
 
-def _unauthorized(detail: str) -> HTTPException:
+def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _signing_key(request: Request, settings: Settings) -> str:
+def signing_key(request: Request, settings: Settings) -> str:
     key = getattr(request.app.state, "secret_key", None)
     if key is None:
         # An app assembled without create_app: resolve once and keep it with the app, not in a global.
@@ -188,18 +190,18 @@ def get_current_user(
     token: Annotated[str | None, Depends(_bearer)],
 ) -> AuthenticatedUser:
     if not token:
-        raise _unauthorized("not authenticated")
+        raise unauthorized("not authenticated")
     try:
-        claims = decode_access_token(token, _signing_key(request, settings))
+        claims = decode_access_token(token, signing_key(request, settings))
     except jwt.ExpiredSignatureError:
-        raise _unauthorized("token expired") from None
+        raise unauthorized("token expired") from None
     except jwt.InvalidTokenError:
-        raise _unauthorized("invalid token") from None
+        raise unauthorized("invalid token") from None
     user = session.scalars(select(User).where(User.username == claims["sub"])).one_or_none()
     if user is None or not user.is_active:
-        raise _unauthorized("unknown or disabled user")
+        raise unauthorized("unknown or disabled user")
     if claims["iat"] < user.password_changed_at.timestamp():
-        raise _unauthorized("token issued before the last password change")
+        raise unauthorized("token issued before the last password change")
     return AuthenticatedUser(username=user.username, roles=user.roles)
 
 
@@ -236,24 +238,6 @@ class Me(BaseModel):
 
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
-
-
-@router.post("/token", response_model=Token)
-def login(
-    request: Request,
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    session: SessionDep,
-    settings: SettingsDep,
-) -> Token:
-    user = authenticate(session, form.username, form.password)
-    if user is None:
-        logger.warning("login refused for username %r", form.username)
-        raise _unauthorized("wrong username or password")
-    token = create_access_token(
-        user.username, _signing_key(request, settings), timedelta(minutes=settings.access_token_minutes)
-    )
-    logger.info("login user=%s", user.username)
-    return Token(access_token=token)
 
 
 @router.get("/me", response_model=Me)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base, UTCDateTime, utcnow
 
-__all__ = ["Role", "ROLES", "User", "UserRole", "AuditEvent"]
+__all__ = ["Role", "ROLES", "User", "UserRole", "AuditEvent", "LoginThrottle"]
 
 
 class Role(enum.StrEnum):
@@ -28,6 +28,8 @@ class Role(enum.StrEnum):
     paediatrician = "paediatrician"
     ml_engineer = "ml-engineer"
     quality = "quality"
+    # A sending system (PACS, modality gateway): may store instances over STOW-RS and nothing else.
+    sender = "sender"
     admin = "admin"
 
 
@@ -84,3 +86,14 @@ class AuditEvent(Base):
     subject_type: Mapped[str] = mapped_column(String(32), nullable=False)
     subject_id: Mapped[str] = mapped_column(String(128), nullable=False)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class LoginThrottle(Base):
+    """Failed logins per account (``user:<name>``) and per address (``addr:<ip>``), and the lock they led to."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    first_failure_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

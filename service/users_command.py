@@ -1,4 +1,4 @@
-"""``medscreen users ...``: add accounts, list them, set passwords and roles, disable and enable them.
+"""``medscreen users ...``: add accounts, list them, set passwords and roles, disable, enable and unlock them.
 
 The first admin is not made here: ``medscreen serve`` creates it on an empty database (``ensure_admin``).
 """
@@ -52,6 +52,10 @@ def add_commands(subparsers: Any) -> None:
         toggle = commands.add_parser(name, help=f"{name} an account (its history stays in the audit log)")
         toggle.add_argument("username")
         toggle.set_defaults(func=set_user_active, active=active)
+
+    unlock = commands.add_parser("unlock", help="lift a login lock (too many wrong passwords) before it expires")
+    unlock.add_argument("username")
+    unlock.set_defaults(func=unlock_user)
 
 
 def _session_factory(settings: Settings) -> sessionmaker[Session]:
@@ -147,4 +151,16 @@ def set_user_active(args: argparse.Namespace, settings: Settings) -> int:
         print(f"medscreen users {'enable' if args.active else 'disable'}: {error}", file=sys.stderr)
         return 1
     print(f"{args.username} {'enabled' if args.active else 'disabled'}")
+    return 0
+
+
+def unlock_user(args: argparse.Namespace, settings: Settings) -> int:
+    from service.audit import record_audit
+    from service.db import session_scope
+    from service.login_throttle import unlock_account
+
+    with session_scope(_session_factory(settings)) as session:
+        lifted = unlock_account(session, args.username)
+        record_audit(session, _cli_actor(), "user.unlock", "user", args.username, {"was_locked": lifted})
+    print(f"{args.username} {'unlocked' if lifted else 'was not locked'}")
     return 0

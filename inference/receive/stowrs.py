@@ -20,14 +20,15 @@ from starlette.concurrency import run_in_threadpool
 from inference.errors import IngestError, NotDicom
 from inference.ingest import InstanceIngestor
 from inference.receive.status import PROCESSING_FAILURE, dicom_status_for
-from service.auth import AuthenticatedUser, get_current_user
+from service.auth import AuthenticatedUser, Role, require_role
 
 __all__ = ["router"]
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
-Sender = Annotated[AuthenticatedUser, Depends(get_current_user)]
+# Only sending systems (role `sender`, or admin) may inject imaging studies.
+Sender = Annotated[AuthenticatedUser, Depends(require_role(Role.sender))]
 
 
 def _ingestor(request: Request) -> InstanceIngestor:

@@ -31,7 +31,7 @@ def post(client: TestClient, headers: dict[str, str], *parts: Path | bytes, url:
 
 
 def test_stow_stores_instances_and_the_study_appears(client: TestClient, add_user: AddUser) -> None:
-    sender = add_user("pacs-sender", "ml-engineer")
+    sender = add_user("pacs-sender", "sender", "ml-engineer")
     response = post(client, sender, *CT)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/dicom+json")
@@ -55,7 +55,7 @@ def test_stow_stores_instances_and_the_study_appears(client: TestClient, add_use
 
 
 def test_stow_reports_each_failure_with_its_reason(client: TestClient, add_user: AddUser) -> None:
-    sender = add_user("pacs-sender", "ml-engineer")
+    sender = add_user("pacs-sender", "sender", "ml-engineer")
     response = post(client, sender, CT[0], INFERENCE_FIXTURES / "bad" / "no_pixel_data_dx.dcm", b"not dicom at all")
     assert response.status_code == 202, response.text
     failed = response.json()["00081198"]["Value"]
@@ -69,7 +69,7 @@ def test_stow_reports_each_failure_with_its_reason(client: TestClient, add_user:
 
 
 def test_stow_to_a_study_url_refuses_other_studies(client: TestClient, add_user: AddUser) -> None:
-    sender = add_user("pacs-sender", "ml-engineer")
+    sender = add_user("pacs-sender", "sender", "ml-engineer")
     response = post(client, sender, CT[0], url="/dicomweb/studies/1.2.3.4")
     assert response.status_code == 409
     assert "study-mismatch" in response.json()["00081198"]["Value"][0]["0040A160"]["Value"][0]
@@ -78,13 +78,13 @@ def test_stow_to_a_study_url_refuses_other_studies(client: TestClient, add_user:
 def test_stow_needs_login_and_multipart_related(client: TestClient, add_user: AddUser) -> None:
     body, content_type = multipart(CT[0])
     assert client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type}).status_code == 401
-    sender = add_user("pacs-sender", "ml-engineer")
+    sender = add_user("pacs-sender", "sender", "ml-engineer")
     wrong = client.post("/dicomweb/studies", content=b"x", headers={**sender, "Content-Type": "application/dicom"})
     assert wrong.status_code == 415
 
 
 def test_studies_api_filters_paginates_and_audits_views(client: TestClient, add_user: AddUser) -> None:
-    sender = add_user("pacs-sender", "ml-engineer")
+    sender = add_user("pacs-sender", "sender", "ml-engineer")
     post(client, sender, *CT, INFERENCE_FIXTURES / "images" / "mg_ge_senographe.dcm")
     assert client.get("/api/studies?modality=MG", headers=sender).json()["total"] == 1
     page = client.get("/api/studies?limit=1&offset=1", headers=sender).json()

@@ -100,7 +100,12 @@ def test_report_is_logged_to_mlflow_against_the_version(app: FastAPI, client: Te
     seed(app.state.session_factory)
     tracking_uri = app.state.settings.resolved_mlflow_tracking_uri
     mlflow = register_versions(tracking_uri, "chest-xray", 3)
-    quality = add_user("quinn", "quality")
+    # The quality role is read-only: writing to MLflow is an ml-engineer's action.
+    reader = add_user("quinn", "quality")
+    assert client.post(
+        "/api/quality/report/mlflow", params={"task": "chest-xray", "version": "3"}, headers=reader
+    ).status_code == 403
+    quality = add_user("emma", "ml-engineer")
     response = client.post("/api/quality/report/mlflow", params={"task": "chest-xray", "version": "3"}, headers=quality)
     assert response.status_code == 200, response.text
     artifact = response.json()["artifact"]

@@ -25,7 +25,8 @@ PASSWORD = "quinn-password-long"
 def quality_service(settings: Settings) -> Iterator[tuple[str, Settings]]:
     app = create_app(settings)
     with session_scope(app.state.session_factory) as session:
-        create_user(session, "quinn", PASSWORD, ["quality"], actor="test")
+        # Logging the report to MLflow writes to the registry store: an ml-engineer's action, not the read-only quality role.
+        create_user(session, "quinn", PASSWORD, ["quality", "ml-engineer"], actor="test")
     seed(app.state.session_factory)
     register_versions(settings.resolved_mlflow_tracking_uri, "chest-xray", 4)
     try:

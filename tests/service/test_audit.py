@@ -33,8 +33,8 @@ def test_audit_query_filters_and_pages(app: FastAPI, client: TestClient, add_use
     assert client.get("/api/audit", headers=radiologist).status_code == 403
 
     everything = client.get("/api/audit", headers=admin).json()
-    # 7 above + the two user.create lines written when the test users were added
-    assert everything["total"] == 9
+    # 7 above + the two user.create lines written when the test users were added + their two logins (auth.login)
+    assert everything["total"] == 11
     assert [item["action"] for item in everything["items"][:2]] == ["patient.view", "study.claim"]
 
     claim = client.get("/api/audit", headers=admin, params={"subject_id": STUDY_UID}).json()
@@ -68,7 +68,7 @@ def test_audit_query_filters_and_pages(app: FastAPI, client: TestClient, add_use
         "total": 0,
     }
     past = (utcnow() - timedelta(minutes=5)).isoformat()
-    assert client.get("/api/audit", headers=admin, params={"since": past}).json()["total"] == 9
+    assert client.get("/api/audit", headers=admin, params={"since": past}).json()["total"] == 11
     assert client.get("/api/audit", headers=admin, params={"limit": 0}).status_code == 422
 
 

@@ -141,7 +141,7 @@ def test_short_passwords_are_refused(app: FastAPI) -> None:
 def test_require_role_refuses_unknown_roles() -> None:
     with pytest.raises(ValueError):
         require_role("radiolgist")  # type: ignore[arg-type]
-    assert set(ROLES) == {"radiologist", "paediatrician", "ml-engineer", "quality", "admin"}
+    assert set(ROLES) == {"radiologist", "paediatrician", "ml-engineer", "quality", "sender", "admin"}
 
 
 # --- the signing key ----------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""``POST /api/auth/token``: login with throttling and lockout, every attempt audited; an admin lifts a lock.
+
+Each attempt (success, wrong password, refused by a lock) is one audit row in the ``auth`` actions,
+committed even when the answer is an error. A name that is not an account is audited by digest only: people
+type passwords into the username field, and the audit log must not keep them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.audit import record_audit, subject_digest
+from service.auth import (
+    AuthenticatedUser,
+    Token,
+    authenticate,
+    create_access_token,
+    require_role,
+    signing_key,
+    unauthorized,
+)
+from service.db import utcnow
+from service.deps import SessionDep, SettingsDep
+from service.login_throttle import check_login_allowed, record_login_failure, record_login_success, unlock_account
+from service.tables import Role, User
+
+__all__ = ["router", "audit_login"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def audit_login(session: Session, username: str, outcome: str, address: str, **detail: object) -> None:
+    known = session.scalar(select(User.id).where(User.username == username)) is not None
+    actor = username if known else "anonymous"
+    subject = username if known else f"unknown:{subject_digest(username)}"
+    record_audit(session, actor, "auth.login", "user", subject, {"outcome": outcome, "address": address, **detail})
+
+
+@router.post("/token", response_model=Token)
+def login(
+    request: Request,
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Token:
+    address = _client_address(request)
+    now = utcnow()
+    refused = check_login_allowed(session, form.username, address, now)
+    if refused is not None:
+        audit_login(session, form.username, f"refused-{refused.scope}-locked", address)
+        session.commit()  # the refusal is audited even though the answer is an error
+        logger.warning("login refused: %s locked (user digest %s)", refused.scope, subject_digest(form.username))
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many failed logins for this {refused.scope}; try again in {refused.retry_after_s} s"
+            + (" or ask an admin to unlock the account" if refused.scope == "account" else ""),
+            headers={"Retry-After": str(refused.retry_after_s)},
+        )
+    user = authenticate(session, form.username, form.password)
+    if user is None:
+        locked = record_login_failure(session, form.username, address, settings, now)
+        audit_login(session, form.username, "wrong-password", address, locked=locked)
+        session.commit()
+        logger.warning("login refused for user digest %s", subject_digest(form.username))
+        raise unauthorized("wrong username or password")
+    record_login_success(session, user.username)
+    audit_login(session, user.username, "success", address)
+    token = create_access_token(
+        user.username, signing_key(request, settings), timedelta(minutes=settings.access_token_minutes)
+    )
+    logger.info("login user=%s", user.username)
+    return Token(access_token=token)
+
+
+@router.post("/unlock/{username}")
+def unlock(
+    username: str, session: SessionDep, admin: Annotated[AuthenticatedUser, Depends(require_role(Role.admin))]
+) -> dict[str, object]:
+    """Lift an account's login lock before it expires (admin; also ``medscreen users unlock NAME``)."""
+    lifted = unlock_account(session, username)
+    record_audit(session, admin.username, "user.unlock", "user", username, {"was_locked": lifted})
+    return {"username": username, "unlocked": lifted}
