@@ -10,7 +10,7 @@ The root prepares what a command declares with ``set_defaults``:
   ``MEDSCREEN_HOME``. Which home is printed on
   stderr; a home that does not exist yet is created only by ``serve`` or when ``--create-home`` is given, so a
   command run from the wrong folder stops instead of filling a new, empty database.
-- ``needs_database``: the schema of every package is brought up to date first, so no package has to know the
+- ``needs_database`` (or a function of the parsed arguments): the schema of every package is brought up to date first, so no package has to know the
   others' migration branches.
 """
 
@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """Prepare what the parsed command needs (its home, the schema of every package) and run its handler."""
     prepare_home(args, settings)
-    if getattr(args, "needs_database", False):
+    needs_database = getattr(args, "needs_database", False)
+    if needs_database(args) if callable(needs_database) else needs_database:
         from medscreen.schema import migrate_all
 
         migrate_all(settings.resolved_database_url)

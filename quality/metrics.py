@@ -14,7 +14,7 @@ from statistics import median
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from inference.tables import ScoreResult as ScoreRow
@@ -306,8 +306,11 @@ def screening_flag_outcomes(
     """
     from screening.tables import ScreeningOutcome, ScreeningRun
 
+    # Decisions are append-only (a changed decision is a new row): only each flag's latest one counts,
+    # or a flag first referred and then judged not relevant would count as both, and as two children.
+    latest = select(func.max(ScreeningOutcome.id)).group_by(ScreeningOutcome.result_id).scalar_subquery()
     query = select(ScreeningRun.model_version, ScreeningRun.flagged, ScreeningOutcome.outcome).outerjoin(
-        ScreeningOutcome, ScreeningOutcome.result_id == ScreeningRun.id
+        ScreeningOutcome, (ScreeningOutcome.result_id == ScreeningRun.id) & ScreeningOutcome.id.in_(latest)
     )
     if since:
         query = query.where(ScreeningRun.screened_at >= since)

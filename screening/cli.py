@@ -144,8 +144,6 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
 
     counts = {"screened": 0, "incomplete": 0, "flagged": 0, "errors": 0, "not_screened": 0, "stored": 0}
     errors_out = args.errors.open("w", encoding="utf-8") if args.errors else None
-    if not args.no_store:
-        settings.home.mkdir(parents=True, exist_ok=True)
     store = None if args.no_store else BatchStore(settings.resolved_database_url, screener, f"batch:{args.input.name}"[:64])
     try:
         _screen_items(args, screener, counts, errors_out, store)
@@ -237,14 +235,12 @@ def _assign(args: argparse.Namespace, settings: Settings) -> int:
     """Let a clinician see the flags of a practitioner's or an organisation's children."""
     from screening.tables import ScreeningAssignment
     from service.audit import record_audit
-    from service.db import make_engine, make_session_factory, migrate, session_scope
+    from service.db import make_engine, make_session_factory, session_scope
 
     if not (args.practitioner or args.organization):
         sys.stderr.write("give --practitioner or --organization\n")
         return 2
-    url = settings.resolved_database_url
-    migrate(url)
-    engine = make_engine(url)
+    engine = make_engine(settings.resolved_database_url)  # the schema was brought up to date by the root
     try:
         with session_scope(make_session_factory(engine)) as session:
             row = ScreeningAssignment(
@@ -321,7 +317,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     assign.add_argument("username")
     assign.add_argument("--practitioner", default=None, help="reference as in the record, e.g. Practitioner/123")
     assign.add_argument("--organization", default=None, help="reference as in the record, e.g. Organization/clinic-7")
-    assign.set_defaults(func=_assign)
+    assign.set_defaults(func=_assign, needs_database=True)
 
     icd = commands.add_parser("build-icd10-map", help="rebuild the ICD-10 -> HPO table")
     icd.add_argument("--out", type=Path, default=None)
@@ -343,4 +339,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     batch.add_argument(
         "--no-store", action="store_true", help="do not store flagged and incomplete results for the /screening page"
     )
-    batch.set_defaults(func=_screen_emr, needs_home=lambda args: not args.no_store)
+    batch.set_defaults(
+        func=_screen_emr, needs_home=lambda args: not args.no_store, needs_database=lambda args: not args.no_store
+    )

@@ -55,12 +55,12 @@ def store_result(session: Session, screener: Screener, record: ChildRecord, resu
 
 class BatchStore:
     """Stores the batch runner's flagged and incomplete results in the service database, committed every
-    ``every`` rows, so that they reach the paediatricians' page like results posted over HTTP."""
+    ``every`` rows, so that they reach the paediatricians' page like results posted over HTTP. The schema
+    must be current (the ``medscreen`` root migrates before ``screen-emr`` runs)."""
 
     def __init__(self, database_url: str, screener: Screener, actor: str, every: int = 500) -> None:
-        from service.db import make_engine, make_session_factory, migrate
+        from service.db import make_engine, make_session_factory
 
-        migrate(database_url)
         self.engine = make_engine(database_url)
         self.session = make_session_factory(self.engine)()
         self.screener = screener

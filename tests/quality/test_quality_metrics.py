@@ -115,6 +115,11 @@ def test_screening_flags_measured_by_paediatricians_outcomes(quality_db) -> None
             session.flush()
             if outcome:
                 session.add(ScreeningOutcome(result_id=run.id, outcome=outcome, decided_by="paul", decided_at=T0))
+            if i == 2:
+                # A changed decision is a new row; only the latest counts (this flag was once "referred").
+                session.add(ScreeningOutcome(result_id=run.id, outcome="referred", decided_by="paul", decided_at=T0))
+                session.flush()
+                session.add(ScreeningOutcome(result_id=run.id, outcome="not_relevant", decided_by="paul", decided_at=T0))
     with session_scope(quality_db) as session:
         (row,) = screening_flag_outcomes(session)
     assert (row["screened"], row["flagged"], row["decided"], row["referred"]) == (6, 4, 3, 2)

@@ -118,6 +118,7 @@ def token_for(screening_app: FastAPI, client: TestClient):  # type: ignore[no-un
 @pytest.fixture(autouse=True)
 def _medscreen_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Commands run by the tests (``screen-emr`` stores its results) write under the test's folder."""
+    (tmp_path / "home").mkdir(exist_ok=True)
     monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "home"))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from service.cli import main
+from medscreen.cli import main
 from sqlalchemy import select
 
 from datasets.fhir_emr import record_to_bundle

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import date
 
 import pytest
-from service.app import create_app
+from medscreen.app import create_app
 from sqlalchemy import select
 
 from screening.results_store import BatchStore
