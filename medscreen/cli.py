@@ -20,6 +20,7 @@ __all__ = ["main", "run_command", "COMMAND_MODULES"]
 
 COMMAND_MODULES = (
     "medscreen.serve_command",
+    "medscreen.worker_command",
     "service.users_command",
     "inference.cli",
     "training.cli",
