@@ -40,7 +40,7 @@ def _round(server, registry: str, folder: Path, studies: int, workers: int) -> d
     from inference.route import load_rules
     from inference.tables import ScoreResult, ScoringJob
     from medscreen.schema import migrate_all
-from service.db import make_engine, make_session_factory
+    from service.db import make_engine, make_session_factory
     from service.settings import Settings
 
     url = server.create_database()

@@ -31,7 +31,9 @@ from service.settings import Settings
 from tests.inference.conftest import INFERENCE_FIXTURES
 
 DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
-LEASE_S = 4
+# The lease a worker takes on a job: long while both work (a model load on a busy machine must not look
+# like a death), short for the worker that is killed, so that the other takes its job over soon.
+LONG_LEASE_S, SHORT_LEASE_S = 300, 4
 
 
 @pytest.fixture
@@ -69,15 +71,16 @@ def ingest_node(settings: Settings, postgres_database_url: str, tmp_path: Path) 
 class Worker:
     """A `medscreen worker` process with its own home, logging to a file."""
 
-    def __init__(self, settings: Settings, home: Path) -> None:
+    def __init__(self, settings: Settings, home: Path, lease_s: int = LONG_LEASE_S) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.log = home / "worker.log"
+        LOGS.append(self.log)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCREEN_")}
         env.update(
             MEDSCREEN_HOME=str(home),
             MEDSCREEN_DATABASE_URL=str(settings.database_url),
             MEDSCREEN_MLFLOW_TRACKING_URI=str(settings.mlflow_tracking_uri),
-            MEDSCREEN_SCORING_LEASE_S=str(LEASE_S),
+            MEDSCREEN_SCORING_LEASE_S=str(lease_s),
             MEDSCREEN_SCORING_POLL_S="0.2",
             MEDSCREEN_SCORING_RETRY_BASE_S="0",
             MEDSCREEN_LOG_LEVEL="INFO",
@@ -100,11 +103,15 @@ class Worker:
             self.process.wait(timeout=30)
 
 
+LOGS: list[Path] = []
+
+
 def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 240.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            tails = "\n".join(f"--- {p}:\n{p.read_text(errors='replace')[-3000:]}" for p in LOGS if p.exists())
+            raise AssertionError(f"timed out waiting for {what}\n{tails}")
         time.sleep(0.05)
 
 
@@ -141,7 +148,7 @@ def test_two_workers_take_disjoint_jobs_and_a_killed_ones_job_is_taken_over(
         paused = second.scoring_pids()
         for pid in paused:
             os.kill(pid, signal.SIGSTOP)
-        first = Worker(settings, tmp_path / "machine-1")
+        first = Worker(settings, tmp_path / "machine-1", lease_s=SHORT_LEASE_S)
         ingest_node(1)
         _wait(lambda: len(_jobs(engine)) == 11, "the 11th job queued")
         job_id = _jobs(engine)[-1].id
