@@ -29,6 +29,7 @@ __all__ = ["main", "run_command", "build_parser", "COMMAND_MODULES", "HomeMissin
 
 COMMAND_MODULES = (
     "medscreen.serve_command",
+    "medscreen.worker_command",
     "service.users_command",
     "inference.cli",
     "training.cli",

@@ -7,8 +7,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,87 +112,62 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _inputs(path: Path) -> Iterator[Any]:
-    from datasets.emr_csv import read_csv_extract
-    from datasets.fhir_emr import read_fhir
-
-    if path.is_dir():
-        yield from read_csv_extract(path)
-    else:
-        yield from read_fhir(path)
-
-
 def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
     from datasets.emr_csv import check_extract
     from datasets.errors import ExtractError
-    from screening.screener import Screener
+    from datasets.fhir_bulk import bulk_files
+    from screening.population import RunOptions, run_population
 
     if not args.input.exists():
         sys.stderr.write(f"{args.input} does not exist\n")
         return 2
-    try:
-        if args.input.is_dir():
-            check_extract(args.input)  # before the 6 s of loading the knowledge
-    except ExtractError as exc:
-        sys.stderr.write(f"cannot screen {args.input}: {exc}\n")
-        return 2
-    screener = Screener.load(
-        args.budget or settings.screening_alert_budget, settings.screening_max_age_years, settings.screening_model_path
+    options = RunOptions(
+        as_of=(args.as_of or datetime.now(UTC).date()).isoformat(),
+        budget=args.budget or settings.screening_alert_budget,
+        max_age_years=settings.screening_max_age_years,
+        model_path=str(settings.screening_model_path) if settings.screening_model_path else None,
+        write_all=args.all,
+        full_validation=args.validate == "full",
+        partition_bytes=int(args.partition_mb * (1 << 20)),
     )
-    from screening.results_store import BatchStore
-
-    counts = {"screened": 0, "incomplete": 0, "flagged": 0, "errors": 0, "not_screened": 0, "stored": 0}
-    errors_out = args.errors.open("w", encoding="utf-8") if args.errors else None
-    store = None if args.no_store else BatchStore(settings.resolved_database_url, screener, f"batch:{args.input.name}"[:64])
     try:
-        _screen_items(args, screener, counts, errors_out, store)
+        if args.input.is_dir() and not bulk_files(args.input):
+            check_extract(args.input)  # before the 6 s of loading the knowledge
+        summary = run_population(
+            args.input,
+            args.out,
+            options,
+            errors_out=args.errors,
+            work=args.work,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            quiet=args.quiet,
+            keep_work=args.keep_work,
+        )
     except ExtractError as exc:
         # A missing file or column makes every child look healthier than recorded: stop, name it.
         sys.stderr.write(f"cannot screen {args.input}: {exc}\n")
         return 2
-    finally:
-        if errors_out:
-            errors_out.close()
-        if store is not None:
-            store.close()
-    sys.stderr.write(json.dumps({**counts, "model_version": screener.model.version, "threshold": screener.threshold}) + "\n")
+    report = {
+        **summary.counts,
+        "model_version": summary.model_version,
+        "threshold": summary.threshold,
+        "partitions": summary.partitions,
+        "resumed_partitions": summary.resumed,
+        "seconds": {
+            "splitting": round(summary.seconds_splitting, 1),
+            "loading_knowledge": round(summary.seconds_loading, 1),
+            "screening": round(summary.seconds_screening, 1),
+        },
+    }
+    if not args.no_store:
+        from screening.results_store import store_output_lines
+
+        # The driver stores what the partitions wrote (workers never write the database): flagged and
+        # incomplete children reach the /screening page of their clinicians.
+        report["stored"] = store_output_lines(settings.resolved_database_url, args.out, f"batch:{args.input.name}"[:64])
+    sys.stderr.write(json.dumps(report) + "\n")
     return 0
-
-
-def _screen_items(args: argparse.Namespace, screener: Any, counts: dict[str, int], errors_out: Any, store: Any) -> None:
-    from tqdm import tqdm
-
-    from datasets.emr_records import RecordError
-    from screening.fhir_output import explanation, flag, risk_assessment
-
-    with args.out.open("w", encoding="utf-8") as out:
-        for item in tqdm(_inputs(args.input), desc="children", unit=" child", file=sys.stderr, disable=args.quiet):
-            if isinstance(item, RecordError):
-                counts["errors"] += 1
-                if errors_out:
-                    errors_out.write(json.dumps({"source": item.source, "record": item.record, "reason": item.reason}) + "\n")
-                continue
-            result = screener.screen(item, args.as_of)
-            counts[result.status if result.status in ("screened", "incomplete") else "not_screened"] += 1
-            if store is not None and (result.flagged or result.status == "incomplete"):
-                store.add(item, result)  # shown on /screening to the clinicians of the child
-                counts["stored"] += 1
-            # An incomplete record is always written, with what was not read: never a silent "no risk".
-            if not (result.flagged or args.all or result.status == "incomplete"):
-                continue
-            counts["flagged"] += result.flagged
-            fhir_flag = flag(result, screener.ontology)
-            line = {
-                "patient_id": result.patient_id,
-                "status": result.status,
-                "risk": result.risk,
-                "flagged": result.flagged,
-                "dropped": [{"entry": d.entry, "reason": d.reason} for d in result.dropped],
-                "explanation": explanation(result, screener.ontology),
-                "RiskAssessment": risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True),
-                "Flag": fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None,
-            }
-            out.write(json.dumps(line) + "\n")
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -329,13 +303,26 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     orphan.set_defaults(func=_build_orphan_table, needs_home=False)
 
     batch = subparsers.add_parser("screen-emr", help="screen a population extract (FHIR Bundle/NDJSON or CSV folder)")
-    batch.add_argument("input", type=Path, help="a Bundle .json, an .ndjson file, or a folder with the CSV extract")
+    batch.add_argument(
+        "input", type=Path, help="a Bundle .json, an .ndjson file, a Bulk Data $export folder or a CSV extract folder"
+    )
     batch.add_argument("--out", type=Path, required=True, help="NDJSON of flagged children (RiskAssessment + Flag)")
     batch.add_argument("--errors", type=Path, default=None, help="NDJSON of records that could not be read")
     batch.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default today)")
     batch.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
     batch.add_argument("--all", action="store_true", help="write every child, not only the flagged ones")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch.add_argument("--workers", type=int, default=1, help="Dask LocalCluster worker processes (1: in this process)")
+    batch.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786)")
+    batch.add_argument("--work", type=Path, default=None, help="work folder for partitions (default OUT.work)")
+    batch.add_argument("--keep-work", action="store_true", help="keep the work folder after the merge")
+    batch.add_argument(
+        "--validate",
+        choices=("fast", "full"),
+        default="fast",
+        help="fast: the elements screening uses (default); full: every resource through fhir.resources",
+    )
+    batch.add_argument("--partition-mb", type=float, default=16.0, help="size of a partition of the extract (MB)")
     batch.add_argument(
         "--no-store", action="store_true", help="do not store flagged and incomplete results for the /screening page"
     )

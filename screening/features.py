@@ -67,10 +67,16 @@ def _capped(value: float, name: str) -> float:
 
 
 def score_child(
-    child: ChildFindings, kb: KnowledgeBase, keep_vectors: bool = False, baselines: bool = False
+    child: ChildFindings,
+    kb: KnowledgeBase,
+    keep_vectors: bool = False,
+    baselines: bool = False,
+    best_disease: tuple[int, float] | None = None,
 ) -> ChildScores:
     """Features of one child; ``keep_vectors`` keeps the per-disease scores, ``baselines`` adds the
-    unweighted per-disease feature count (both for evaluation)."""
+    unweighted per-disease feature count (both for evaluation). ``best_disease``: the child's
+    ``(index, shared information)`` when a population run computed it for a batch of children
+    (``SharedInformation.best_diseases``)."""
     if kb.information is None:
         raise ValueError("the knowledge base was built without information content")
     present = child.present
@@ -80,14 +86,16 @@ def score_child(
     closure = info.closure_of(observed)
     systems = {kb.term_ids[i] for i in closure} & set(kb.ontology.organ_systems)
     features = np.zeros(len(FEATURE_NAMES), dtype=np.float64)
-    best_disease = None
+    best = None
     features[0] = _capped(len(observed), "findings")
     if observed:
         features[1] = _capped(float(np.sum(info.information[observed] >= SPECIFIC_INFORMATION)), "specific_findings")
         features[2] = _capped(info.total(closure), "information")
-        shared = info.per_disease(closure)
-        best_disease = int(np.argmax(shared))
-        features[3] = _capped(float(shared[best_disease]), "best_disease_information")
+        if best_disease is None:
+            shared = info.per_disease(closure)
+            best_disease = (int(np.argmax(shared)), float(shared[int(np.argmax(shared))]))
+        best = best_disease[0]
+        features[3] = _capped(best_disease[1], "best_disease_information")
     features[4] = _capped(len(systems), "organ_systems")
     features[5] = _capped(-2.0 - child.growth_z.get("lhfa", 0.0), "height_deficit")
     features[6] = _capped(-2.0 - child.growth_z.get("hcfa", 0.0), "head_deficit")
@@ -112,5 +120,5 @@ def score_child(
         excluded=excluded,
         sex=child.sex,
         age_days=child.age_days,
-        best_disease=best_disease,
+        best_disease=best,
     )

@@ -58,6 +58,29 @@ class SharedInformation:
         return np.bincount(columns, weights=weights, minlength=n_diseases)
 
 
+    def best_diseases(self, closures: list[np.ndarray]) -> list[tuple[int, float]]:
+        """For a batch of children, ``(argmax, max)`` of :meth:`per_disease`, as one sparse product
+        (children x terms, weighted by gain) @ (terms x diseases): the same additions in the same
+        order as :meth:`per_disease`, so the same numbers, without a dense vector per child."""
+        lengths = np.fromiter((len(c) for c in closures), dtype=np.int64, count=len(closures))
+        columns = np.concatenate(closures) if len(closures) else np.zeros(0, dtype=np.int64)
+        indicator = sparse.csr_matrix(
+            (self.gain[columns], columns, np.concatenate([[0], np.cumsum(lengths)])),
+            shape=(len(closures), self.shared.shape[0]),
+        )
+        product = (indicator @ self.shared).tocsr()  # scipy keeps no sum that is exactly 0
+        out: list[tuple[int, float]] = []
+        data, cols, ptr = product.data, product.indices, product.indptr
+        for row in range(len(closures)):
+            segment = data[ptr[row] : ptr[row + 1]]
+            best = float(segment.max()) if len(segment) else 0.0
+            if best <= 0.0:
+                out.append((0, 0.0))  # np.argmax of an all-zero vector
+            else:  # np.argmax of the dense vector: the lowest disease index holding the maximum
+                out.append((int(cols[ptr[row] : ptr[row + 1]][segment == best].min()), best))
+        return out
+
+
 def build_shared_information(ontology: Ontology, term_ids: list[str], annotations: sparse.csr_matrix) -> SharedInformation:
     """From the (term x disease) annotation matrix, as built in ``screening/knowledge.py``."""
     index = {t: i for i, t in enumerate(term_ids)}

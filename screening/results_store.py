@@ -3,7 +3,10 @@ FHIR RiskAssessment and Flag, from the HTTP edge and from the batch runner alike
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -14,7 +17,7 @@ from screening.screener import Screener, ScreeningResult, patient_digest
 from screening.tables import ScreeningRun
 from service.audit import record_audit
 
-__all__ = ["store_result", "BatchStore"]
+__all__ = ["store_result", "store_output_lines", "BatchStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +81,54 @@ class BatchStore:
         self.session.commit()
         self.session.close()
         self.engine.dispose()
+
+
+def store_output_lines(database_url: str, output: Path, actor: str, every: int = 500) -> int:
+    """Store the flagged and incomplete children of a ``screen-emr`` output file (NDJSON lines as the
+    population runner writes them), so that batch results reach the /screening page; returns how many."""
+    from service.db import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    session = make_session_factory(engine)()
+    stored = 0
+    try:
+        with output.open(encoding="utf-8") as lines:
+            for text in lines:
+                line = json.loads(text)
+                if not (line["flagged"] or line["status"] == "incomplete"):
+                    continue
+                patient = line.get("patient") or {}
+                row = ScreeningRun(
+                    patient_id=line["patient_id"],
+                    patient_digest=patient_digest(line["patient_id"]),
+                    screened_at=datetime.fromisoformat(line["screened_at"]),
+                    age_days=line["age_days"],
+                    status=line["status"],
+                    reason=line["reason"],
+                    model_version=line["model_version"],
+                    risk=line["risk"],
+                    threshold=line["threshold"],
+                    flagged=line["flagged"],
+                    explanation=line["explanation"],
+                    risk_assessment=line["RiskAssessment"],
+                    flag=line["Flag"],
+                    submitted_by=actor,
+                    patient_name=str(patient.get("name", ""))[:200],
+                    mrn=str(patient.get("mrn", ""))[:64],
+                    practitioner=str(patient.get("practitioner", ""))[:128],
+                    organization=str(patient.get("organization", ""))[:128],
+                )
+                session.add(row)
+                session.flush()
+                record_audit(
+                    session, actor, "screening.submit", "patient", row.patient_id,
+                    {"result_id": row.id, "flagged": row.flagged},
+                )
+                stored += 1
+                if stored % every == 0:
+                    session.commit()
+        session.commit()
+    finally:
+        session.close()
+        engine.dispose()
+    return stored

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from datasets.emr_records import ChildRecord, DroppedEntry
 from screening.features import ChildScores, score_child
-from screening.findings import MAX_AGE_DAYS, CodeMaps, Finding, Status, extract_findings, load_code_maps
+from screening.findings import MAX_AGE_DAYS, ChildFindings, CodeMaps, Finding, Status, extract_findings, load_code_maps
 from screening.knowledge import DiseaseMatch, KnowledgeBase, build_knowledge_base
 from screening.ontology import Ontology, load_ontology
 from screening.risk_model import RiskModel, load_risk_model
@@ -88,22 +88,34 @@ class Screener:
         return cls(ontology, kb, maps, model, budget, int(max_age_years * 365.25))
 
     def scores(self, record: ChildRecord, as_of: date) -> tuple[ScreeningResult, ChildScores | None]:
+        result, child = self.findings(record, as_of)
+        return result, self.risk(result, child)
+
+    def findings(self, record: ChildRecord, as_of: date) -> tuple[ScreeningResult, ChildFindings]:
+        """The first half of :meth:`scores`: the child's findings and status (population runs then
+        compute the knowledge part for a batch of children before :meth:`risk`)."""
         child = extract_findings(record, self.maps, as_of, self.max_age_days)
         result = ScreeningResult(
             record.patient_id, child.status, child.reason, child.age_days, self.model.version, findings=child.findings
         )
-        if child.status != "screened":
-            return result, None
-        if record.incomplete:
+        if child.status == "screened" and record.incomplete:
             # Screened on what could be read, and said so: a risk from part of a record is a lower bound.
             result.status = "incomplete"
             result.dropped = list(record.dropped)
             result.reason = f"{len(record.dropped)} entries of the record could not be read"
-        scored = score_child(child, self.kb)
+        return result, child
+
+    def risk(
+        self, result: ScreeningResult, child: ChildFindings, best_disease: tuple[int, float] | None = None
+    ) -> ChildScores | None:
+        """The second half of :meth:`scores`: features and risk of a child who is screened at all."""
+        if child.status != "screened":
+            return None
+        scored = score_child(child, self.kb, best_disease=best_disease)
         result.risk = float(self.model.risk(scored.features)[0])
         result.threshold = self.threshold
         result.flagged = result.risk >= self.threshold
-        return result, scored
+        return scored
 
     def screen(self, record: ChildRecord, as_of: date | None = None, explain: bool | None = None) -> ScreeningResult:
         """Screen one child as of a date (default today, UTC); flagged children are always explained."""

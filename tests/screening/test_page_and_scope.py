@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from medscreen.cli import main
 from sqlalchemy import select
 
 from datasets.fhir_emr import record_to_bundle
+from medscreen.cli import main
 from screening.tables import ScreeningRun
 from service.db import session_scope
 from service.tables import AuditEvent

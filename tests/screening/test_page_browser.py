@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from datetime import date
 
 import pytest
-from medscreen.app import create_app
 from sqlalchemy import select
 
+from medscreen.app import create_app
 from screening.results_store import BatchStore
 from screening.screener import Screener
 from screening.tables import ScreeningAssignment, ScreeningOutcome

@@ -1,0 +1,150 @@
+"""Split an EMR extract into partitions of whole children, each readable on its own (by another process
+or machine), so that a population run holds one partition in memory at a time and can spread them.
+
+* an NDJSON file of Bundles (one child per line): byte ranges at line boundaries, nothing copied;
+* an NDJSON file of loose resources, or a FHIR Bulk Data ``$export`` folder: split by patient on disk
+  (:mod:`datasets.fhir_bulk`);
+* one Bundle ``.json`` file, or a CSV extract folder: a single partition (the CSV reader streams a
+  sorted extract with flat memory).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from datasets.emr_csv import CSV_FILES, read_csv_extract
+from datasets.emr_records import ChildRecord, RecordError
+from datasets.fhir_bulk import bulk_files, partition_by_patient, read_partition_file
+from datasets.fhir_fast import read_fhir_fast, records_from_ndjson_lines
+
+__all__ = ["Partition", "plan_partitions", "read_partition", "input_files", "DEFAULT_PARTITION_BYTES"]
+
+PartitionKind = Literal["bundle_file", "bundle_lines", "resources", "csv"]
+# About 2,000 simulated children (8 KB of FHIR each): seconds of work, a few MB of memory.
+DEFAULT_PARTITION_BYTES = 16 << 20
+_MAX_SPLIT_PARTITIONS = 2048  # open files while splitting by patient
+
+Progress = Callable[[int], Any]
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One unit of work: where its children are and how to read them (plain data, sent to workers)."""
+
+    index: int
+    kind: PartitionKind
+    path: str
+    source: str
+    start: int = 0  # bundle_lines: byte range [start, end) and the number of its first line
+    end: int = 0
+    first_line: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def input_files(path: Path) -> list[Path]:
+    """The files an extract is made of (to fingerprint it for resuming)."""
+    if path.is_dir():
+        csv = [path / name for name in CSV_FILES if (path / name).is_file()]
+        return csv if (path / CSV_FILES[0]).is_file() else bulk_files(path)
+    return [path]
+
+
+def _first_resource_type(path: Path) -> str | None:
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    return None
+                return obj.get("resourceType") if isinstance(obj, dict) else None
+    return None
+
+
+def _line_ranges(path: Path, target_bytes: int, progress: Progress | None) -> list[tuple[int, int, int]]:
+    """``(start, end, first line number)`` of ranges of about ``target_bytes``, cut at line ends."""
+    ranges: list[tuple[int, int, int]] = []
+    start = offset = 0
+    first_line = 1
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            offset += len(line)
+            if offset - start >= target_bytes:
+                ranges.append((start, offset, first_line))
+                if progress is not None:
+                    progress(offset - start)
+                start, first_line = offset, number + 1
+    if offset > start or not ranges:
+        ranges.append((start, offset, first_line))
+        if progress is not None:
+            progress(offset - start)
+    return ranges
+
+
+def plan_partitions(
+    path: Path, split_folder: Path, target_bytes: int = DEFAULT_PARTITION_BYTES, progress: Progress | None = None
+) -> list[Partition]:
+    """The partitions of the extract at ``path``; loose resources are split into ``split_folder``.
+
+    ``progress`` is called with the bytes read since its last call.
+    """
+    source = path.name
+    if path.is_dir() and (path / CSV_FILES[0]).is_file():
+        return [Partition(0, "csv", str(path), source)]
+    if path.is_dir():
+        files = bulk_files(path)
+        if not files:
+            raise FileNotFoundError(f"{path} holds neither {CSV_FILES[0]} nor any .ndjson file")
+    elif path.suffix.lower() != ".ndjson":
+        return [Partition(0, "bundle_file", str(path), source)]
+    elif _first_resource_type(path) in ("Bundle", None):
+        return [
+            Partition(i, "bundle_lines", str(path), source, start, end, first)
+            for i, (start, end, first) in enumerate(_line_ranges(path, target_bytes, progress))
+        ]
+    else:
+        files = [path]
+    total = sum(f.stat().st_size for f in files)
+    count = min(_MAX_SPLIT_PARTITIONS, max(1, math.ceil(total / target_bytes)))
+    paths = partition_by_patient(files, split_folder, count, progress)
+    return [Partition(i, "resources", str(p), source) for i, p in enumerate(paths)]
+
+
+def _lines(path: Path, start: int, end: int, first_line: int) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as handle:
+        handle.seek(start)
+        position, number = start, first_line
+        while position < end:
+            line = handle.readline()
+            if not line:
+                return
+            position += len(line)
+            yield number, line
+            number += 1
+
+
+def read_partition(partition: Partition, full_validation: bool = False) -> Iterator[ChildRecord | RecordError]:
+    """The records of one partition (``full_validation``: through the ``fhir.resources`` models)."""
+    path = Path(partition.path)
+    if partition.kind == "csv":
+        yield from read_csv_extract(path)
+    elif partition.kind == "resources":
+        yield from read_partition_file(path, partition.source, full_validation)
+    elif partition.kind == "bundle_file":
+        if full_validation:
+            from datasets.fhir_emr import read_fhir
+
+            yield from read_fhir(path)
+        else:
+            yield from read_fhir_fast(path)
+    else:
+        lines = _lines(path, partition.start, partition.end, partition.first_line)
+        yield from records_from_ndjson_lines(lines, partition.source, full_validation)

@@ -1,0 +1,123 @@
+"""FHIR Bulk Data ``$export`` output: loose resources in NDJSON files, split by patient on disk.
+
+An ``$export`` folder holds one or more NDJSON files per resource type (``Patient.ndjson``,
+``Condition.ndjson``, ``Observation.002.ndjson``, ...; the file names are not trusted, each line names
+its ``resourceType``). A child's resources are spread over every file, so they must be brought
+together: instead of holding the extract in memory, one streaming pass appends each line to one of N
+partition files chosen by a stable hash of its patient (the Patient's id, or the last part of the
+``subject``/``patient`` reference), each line prefixed with where it came from. A partition then holds
+every resource of its children and is small enough to group in memory (:func:`read_partition_file`).
+Lines that name no patient (broken JSON, no reference) go to partition 0, whose reader reports them.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datasets.emr_records import ChildRecord, RecordError
+from datasets.fhir_fast import RESOURCE_TYPES, records_from_resources_fast
+
+__all__ = ["bulk_files", "partition_by_patient", "read_partition_file", "partition_of"]
+
+# The prefix of each line of a partition file: "<file>:<line>\t<the resource as exported>". JSON text
+# never holds a raw tab inside a string, and file names with a tab are refused.
+_SEPARATOR = b"\t"
+
+
+def bulk_files(folder: Path) -> list[Path]:
+    """The NDJSON files of an ``$export`` folder, in name order (``Patient`` files need not be first)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(".ndjson"))
+
+
+def partition_of(patient: str, partitions: int) -> int:
+    """A stable partition for a patient (crc32: the same on every machine and Python run)."""
+    return zlib.crc32(patient.encode("utf-8")) % partitions
+
+
+def _patient_key(line: bytes) -> str | None:
+    try:
+        raw = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    if raw.get("resourceType") == "Patient":
+        rid = raw.get("id")
+        return rid if isinstance(rid, str) else None
+    for element in ("subject", "patient"):
+        value = raw.get(element)
+        if isinstance(value, dict) and isinstance(value.get("reference"), str):
+            return str(value["reference"]).split("/")[-1]
+    return None
+
+
+def partition_by_patient(
+    files: list[Path], folder: Path, partitions: int, progress: Callable[[int], Any] | None = None
+) -> list[Path]:
+    """Split the lines of ``files`` into ``partitions`` files under ``folder``; returns their paths.
+
+    ``progress`` is called with the bytes read so far of each file. The files are written whole
+    before this returns (the caller records that the split is done; an interrupted split is redone).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"part-{i:05d}.ndjson" for i in range(partitions)]
+    handles = [p.open("wb", buffering=1 << 20) for p in paths]
+    try:
+        for path in files:
+            if "\t" in path.name or "\n" in path.name:
+                raise ValueError(f"refusing an export file name with a tab or newline: {path.name!r}")
+            name = path.name.encode("utf-8")
+            read = 0
+            with path.open("rb") as handle:
+                for number, line in enumerate(handle, start=1):
+                    read += len(line)
+                    if progress is not None and number % 4096 == 0:
+                        progress(read)
+                        read = 0
+                    if not line.strip():
+                        continue
+                    if not line.endswith(b"\n"):
+                        line += b"\n"
+                    key = _patient_key(line)
+                    target = 0 if key is None else partition_of(key, partitions)
+                    handles[target].write(name + b":" + str(number).encode() + _SEPARATOR + line)
+            if progress is not None:
+                progress(read)
+    finally:
+        for h in handles:
+            h.flush()
+            os.fsync(h.fileno())
+            h.close()
+    return paths
+
+
+def read_partition_file(path: Path, source: str, full_validation: bool = False) -> Iterator[ChildRecord | RecordError]:
+    """The records of one partition: its resources grouped by patient in memory (``full_validation``:
+    every resource through the ``fhir.resources`` models, :mod:`datasets.fhir_emr`)."""
+    resources: list[tuple[str, Any]] = []
+    errors: list[RecordError] = []
+    with path.open("rb") as handle:
+        for line in handle:
+            where_raw, _, text = line.partition(_SEPARATOR)
+            where = where_raw.decode("utf-8", "replace")
+            try:
+                raw = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                errors.append(RecordError(source, where, f"not JSON: {exc.msg}"))
+                continue
+            if not isinstance(raw, dict) or raw.get("resourceType") not in RESOURCE_TYPES:
+                continue
+            resources.append((where, raw))
+    yield from errors
+    if full_validation:
+        from datasets.fhir_emr import records_from_resources
+
+        yield from records_from_resources(resources, source)
+    else:
+        yield from records_from_resources_fast(resources, source)

@@ -1,0 +1,400 @@
+"""Read children's records from FHIR R4 fast: orjson, and only the elements screening uses.
+
+The same records (with the dropped entries that make a record incomplete, ``datasets/emr_records.py``)
+and record errors as :mod:`datasets.fhir_emr` (which validates every resource with the
+``fhir.resources`` models, about 7x slower) for the elements screening reads: resource ids, the
+Patient's birth date, gender, name, record number and practitioner, subject references, codings, the
+dates of each kind of resource,
+Observation quantities, and the elements FHIR requires of those resources (Observation status and
+code, Encounter status and class, ...). What it does not check is the rest of a resource (an unknown
+element, an invalid ``Encounter.location``): ``fhir.resources`` rejects such a resource, this reader
+reads what screening needs from it. ``screen-emr --validate full`` keeps the full validation.
+
+Dates follow ``fhir.resources``: a full date, or a dateTime with a time zone, is the date as written
+(no shift to UTC); a partial date (``2021``, ``2021-05``) is no date; anything else is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datasets.emr_records import (
+    CODE_SYSTEMS,
+    ChildRecord,
+    CodedFact,
+    DroppedEntry,
+    FactKind,
+    Measurement,
+    RecordError,
+    code_system,
+)
+
+__all__ = [
+    "read_fhir_fast",
+    "records_from_bundle_fast",
+    "records_from_resources_fast",
+    "records_from_ndjson_lines",
+    "RESOURCE_TYPES",
+]
+
+_KINDS: dict[str, FactKind] = {
+    "Condition": "condition",
+    "Procedure": "procedure",
+    "Encounter": "encounter",
+    "MedicationRequest": "medication",
+}
+RESOURCE_TYPES = frozenset({"Patient", "Observation", *_KINDS})
+
+# FHIR R4 primitive patterns (https://hl7.org/fhir/R4/datatypes.html).
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_CODE = re.compile(r"[^\s]+( [^\s]+)*")
+_DATE = re.compile(r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?")
+_DATETIME = re.compile(
+    r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?"
+)
+_INSTANT = re.compile(
+    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+)
+# Elements FHIR R4 requires (1..1) of the resources read; fhir.resources rejects a resource without them.
+_REQUIRED = {
+    "Condition": ("subject",),
+    "Observation": ("status", "code"),
+    "Procedure": ("status", "subject"),
+    "Encounter": ("status", "class"),
+    "MedicationRequest": ("status", "intent", "subject"),
+}
+
+
+# Exact system URIs to our short names, the fast path of ``code_system``.
+_SYSTEMS = {uri: short for uri, short in CODE_SYSTEMS.items() if "://" in uri}
+
+
+class _Invalid(ValueError):
+    """An element screening reads is malformed; the message names the element."""
+
+
+def _obj(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(f"{path}: not an object")
+    return value
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _Invalid(f"{path}: not an array")
+    return value
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_date(value: str, pattern: re.Pattern[str]) -> date | None:
+    """A pure parse, cached: a population's records repeat the same few thousand dates."""
+    if pattern.fullmatch(value) is None:
+        raise ValueError(value)
+    if len(value) < 10:
+        return None  # a year or a month: no calendar date (as fhir.resources keeps it a string)
+    return date.fromisoformat(value[:10])  # ValueError for 2021-02-30, which the pattern lets through
+
+
+def _date(value: Any, path: str, pattern: re.Pattern[str] = _DATETIME) -> date | None:
+    """The calendar date of a date/dateTime/instant element (None when absent or partial)."""
+    if value is None:
+        return None
+    try:
+        if type(value) is not str:
+            raise ValueError(value)
+        return _parse_date(value, pattern)
+    except ValueError as exc:
+        raise _Invalid(f"{path}: invalid date {str(value)[:40]!r}") from exc
+
+
+def _codings(concept: Any, path: str) -> list[tuple[str, str]]:
+    if concept is None:
+        return []
+    if type(concept) is not dict:
+        raise _Invalid(f"{path}: not an object")
+    codings = concept.get("coding")
+    if codings is None:
+        return []
+    if type(codings) is not list:
+        raise _Invalid(f"{path}.coding: not an array")
+    out = []
+    for i, coding in enumerate(codings):
+        if type(coding) is not dict:
+            raise _Invalid(f"{path}.coding.{i}: not an object")
+        code, system = coding.get("code"), coding.get("system")
+        if system is not None and (type(system) is not str or not system or " " in system):
+            raise _Invalid(f"{path}.coding.{i}.system: invalid uri")
+        if code is None:
+            continue
+        if type(code) is not str or _CODE.fullmatch(code) is None:
+            raise _Invalid(f"{path}.coding.{i}.code: invalid code {str(code)[:40]!r}")
+        out.append(((_SYSTEMS.get(system) if system else None) or code_system(system), code))
+    return out
+
+
+def _reference(raw: dict[str, Any]) -> str | None:
+    for element in ("subject", "patient"):
+        value = raw.get(element)
+        if value is None:
+            continue
+        reference = _obj(value, element).get("reference")
+        if reference is None:
+            return None
+        if not isinstance(reference, str) or not reference:
+            raise _Invalid(f"{element}.reference: invalid reference")
+        return reference.split("/")[-1]
+    return None
+
+
+def _owner(raw: dict[str, Any]) -> str | None:
+    """The Patient a resource that cannot be read names (as ``datasets.fhir_emr`` finds it)."""
+    for key in ("subject", "patient"):
+        value = raw.get(key)
+        reference = value.get("reference") if isinstance(value, dict) else None
+        if isinstance(reference, str) and reference:
+            return reference.split("/")[-1]
+    return None
+
+
+def _strings(value: Any, path: str) -> list[str]:
+    if value is None:
+        return []
+    if type(value) is not list or any(type(v) is not str for v in value):
+        raise _Invalid(f"{path}: not an array of strings")
+    return value
+
+
+def _optional_str(value: Any, path: str) -> str | None:
+    if value is not None and type(value) is not str:
+        raise _Invalid(f"{path}: not a string")
+    return value
+
+
+def _patient_extras(raw: dict[str, Any]) -> dict[str, str]:
+    """Name, record number and whose patient the child is (``datasets.fhir_emr``'s reading of them)."""
+    name = ""
+    for i, human in enumerate(_list(raw.get("name", []), "name")):
+        human = _obj(human, f"name.{i}")
+        given = _strings(human.get("given"), f"name.{i}.given")
+        family = _optional_str(human.get("family"), f"name.{i}.family")
+        name = _optional_str(human.get("text"), f"name.{i}.text") or " ".join([*given, family or ""]).strip()
+        if name:
+            break
+    mrn = ""
+    for i, identifier in enumerate(_list(raw.get("identifier", []), "identifier")):
+        identifier = _obj(identifier, f"identifier.{i}")
+        codes = [code for _, code in _codings(identifier.get("type"), f"identifier.{i}.type")]
+        value = _optional_str(identifier.get("value"), f"identifier.{i}.value")
+        if "MR" in codes or (not mrn and identifier.get("use") == "usual"):
+            mrn = value or ""
+    practitioners = []
+    for i, ref in enumerate(_list(raw.get("generalPractitioner", []), "generalPractitioner")):
+        reference = _optional_str(_obj(ref, f"generalPractitioner.{i}").get("reference"), "generalPractitioner.reference")
+        if reference:
+            practitioners.append(reference)
+    managing = raw.get("managingOrganization")
+    organization = ""
+    if managing is not None:
+        organization = _optional_str(_obj(managing, "managingOrganization").get("reference"), "managingOrganization") or ""
+    return {
+        "name": name,
+        "mrn": mrn,
+        "practitioner": next((r for r in practitioners if "Practitioner" in r), practitioners[0] if practitioners else ""),
+        "organization": organization or next((r for r in practitioners if "Organization" in r), ""),
+    }
+
+
+def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
+    if kind == "condition":
+        when = _date(raw.get("onsetDateTime"), "onsetDateTime") or _date(raw.get("recordedDate"), "recordedDate")
+        refuted = any(code == "refuted" for _, code in _codings(raw.get("verificationStatus"), "verificationStatus"))
+        return [CodedFact(kind, s, c, when, refuted) for s, c in _codings(raw.get("code"), "code")]
+    if kind == "procedure":
+        period = raw.get("performedPeriod")
+        start = _obj(period, "performedPeriod").get("start") if period is not None else None
+        when = _date(raw.get("performedDateTime"), "performedDateTime") or _date(start, "performedPeriod.start")
+        return [CodedFact(kind, s, c, when) for s, c in _codings(raw.get("code"), "code")]
+    if kind == "encounter":
+        period = raw.get("period")
+        when = _date(_obj(period, "period").get("start") if period is not None else None, "period.start")
+        codings = []
+        for i, concept in enumerate(_list(raw.get("type", []), "type")):
+            codings += _codings(concept, f"type.{i}")
+        codings += _codings(raw.get("serviceType"), "serviceType")
+        return [CodedFact(kind, s, c, when) for s, c in codings]
+    if "medicationCodeableConcept" not in raw and "medicationReference" not in raw:
+        raise _Invalid("medication[x]: field required")
+    when = _date(raw.get("authoredOn"), "authoredOn")
+    return [
+        CodedFact(kind, s, c, when)
+        for s, c in _codings(raw.get("medicationCodeableConcept"), "medicationCodeableConcept")
+    ]
+
+
+def _measurements(raw: dict[str, Any]) -> list[Measurement]:
+    when = _date(raw.get("effectiveDateTime"), "effectiveDateTime") or _date(raw.get("issued"), "issued", _INSTANT)
+    codings = _codings(raw.get("code"), "code")
+    quantity = raw.get("valueQuantity")
+    if quantity is None:
+        return []
+    if type(quantity) is not dict:
+        raise _Invalid("valueQuantity: not an object")
+    value = quantity.get("value")
+    if type(value) is str:
+        try:
+            value = float(value)
+        except ValueError as exc:
+            raise _Invalid("valueQuantity.value: not a decimal") from exc
+    elif value is not None and type(value) is not float and type(value) is not int:  # bool is not a decimal
+        raise _Invalid("valueQuantity.value: not a decimal")
+    code, unit = quantity.get("code"), quantity.get("unit")
+    if (code is not None and type(code) is not str) or (unit is not None and type(unit) is not str):
+        raise _Invalid("valueQuantity.code/unit: not a string")
+    if when is None or value is None:
+        return []
+    return [Measurement(loinc, float(value), code or unit or "", when) for system, loinc in codings if system == "loinc"]
+
+
+def _check(raw: dict[str, Any], rtype: str) -> None:
+    rid = raw.get("id")
+    if rid is not None and (not isinstance(rid, str) or _ID.fullmatch(rid) is None):
+        raise _Invalid(f"id: invalid id {str(rid)[:70]!r}")
+    for element in _REQUIRED.get(rtype, ()):
+        value = raw.get(element)
+        if value is None or value == "" or value == [] or value == {}:
+            raise _Invalid(f"{element}: field required")
+
+
+def records_from_resources_fast(
+    resources: Iterable[tuple[str, Any]], source: str
+) -> Iterator[ChildRecord | RecordError]:
+    """Group ``(where, resource-dict)`` pairs by patient and yield one record per Patient.
+
+    As :func:`datasets.fhir_emr.records_from_resources`: a bad resource that names its Patient is
+    listed on that child's record (``dropped``: the record is incomplete), any other is a record error;
+    the errors come first, then the records in the order of their Patients, then the resources whose
+    Patient is not in the input.
+    """
+    patients: dict[str, ChildRecord] = {}
+    pending: dict[str, list[list[CodedFact] | list[Measurement]]] = {}
+    errors: list[RecordError] = []
+    dropped: dict[str, list[DroppedEntry]] = {}
+    for where, raw in resources:
+        rtype = raw.get("resourceType") if isinstance(raw, dict) else None
+        if rtype not in RESOURCE_TYPES:
+            continue
+        try:
+            _check(raw, rtype)
+            if rtype == "Patient":
+                birth = _date(raw.get("birthDate"), "birthDate", _DATE)
+                gender = raw.get("gender")
+                if gender is not None and not isinstance(gender, str):
+                    raise _Invalid("gender: not a code")
+                extras = _patient_extras(raw)
+            else:
+                ref = _reference(raw)
+                entries = _measurements(raw) if rtype == "Observation" else _facts(raw, _KINDS[rtype])
+        except _Invalid as exc:
+            name, reason = f"{where} {rtype}/{raw.get('id', '?')}", f"invalid {rtype}: {exc}"
+            owner = _owner(raw) if rtype != "Patient" else None
+            if owner is not None:  # the child's record is read without it, and says so (incomplete)
+                dropped.setdefault(owner, []).append(DroppedEntry(name, reason))
+            else:
+                errors.append(RecordError(source, name, reason))
+            continue
+        if rtype == "Patient":
+            if birth is None:
+                errors.append(RecordError(source, f"{where} Patient/{raw.get('id', '?')}", "Patient has no birthDate"))
+                continue
+            sex = {"male": "M", "female": "F"}.get(gender or "", "U")
+            pid = str(raw.get("id") or where)
+            patients[pid] = ChildRecord(pid, birth, sex, source=source, **extras)  # type: ignore[arg-type]
+            continue
+        if ref is None:
+            errors.append(RecordError(source, f"{where} {rtype}/{raw.get('id', '?')}", f"{rtype} has no subject reference"))
+            continue
+        pending.setdefault(ref, []).append(entries)
+    yield from errors
+    for pid, record in patients.items():
+        record.dropped.extend(dropped.pop(pid, []))
+        for entries in pending.pop(pid, []):
+            if entries and isinstance(entries[0], Measurement):
+                record.measurements.extend(entries)  # type: ignore[arg-type]
+            else:
+                record.facts.extend(entries)  # type: ignore[arg-type]
+        yield record
+    for ref, items in pending.items():
+        yield RecordError(source, f"{len(items)} resources", f"reference a Patient not in the input ({_hash(ref)})")
+    for ref, lost in dropped.items():
+        for entry in lost:
+            yield RecordError(source, entry.entry, f"{entry.reason}; references a Patient not in the input ({_hash(ref)})")
+
+
+def records_from_bundle_fast(bundle: Any, source: str, where: str = "") -> Iterator[ChildRecord | RecordError]:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        yield RecordError(source, where or "input", "not a FHIR Bundle")
+        return
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        yield RecordError(source, where or "input", "invalid Bundle: entry is not an array")
+        return
+    yield from records_from_resources_fast(
+        ((f"{where}entry[{i}]", e.get("resource") or {}) for i, e in enumerate(entries) if isinstance(e, dict)),
+        source,
+    )
+
+
+def records_from_ndjson_lines(
+    lines: Iterable[tuple[int, bytes]], source: str, full_validation: bool = False
+) -> Iterator[ChildRecord | RecordError]:
+    """Records from numbered NDJSON lines: each a Bundle (streamed), or a loose resource (grouped at the
+    end); ``full_validation`` reads them with :mod:`datasets.fhir_emr` (every element validated)."""
+    from_bundle, from_resources = records_from_bundle_fast, records_from_resources_fast
+    if full_validation:
+        from datasets.fhir_emr import records_from_bundle, records_from_resources
+
+        from_bundle, from_resources = records_from_bundle, records_from_resources  # type: ignore[assignment]
+    loose: list[tuple[str, Any]] = []
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield RecordError(source, f"line {number}", f"not JSON: {exc.msg}")
+            continue
+        if isinstance(obj, dict) and obj.get("resourceType") == "Bundle":
+            yield from from_bundle(obj, source, where=f"line {number} ")
+        else:
+            loose.append((f"line {number}", obj))
+    if loose:
+        yield from from_resources(loose, source)
+
+
+def read_fhir_fast(path: Path) -> Iterator[ChildRecord | RecordError]:
+    """Records from a Bundle ``.json`` or an ``.ndjson`` file, as :func:`datasets.fhir_emr.read_fhir`."""
+    source = path.name
+    if path.suffix.lower() != ".ndjson":
+        try:
+            bundle = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            yield RecordError(source, "file", f"not JSON: {exc}")
+            return
+        yield from records_from_bundle_fast(bundle, source)
+        return
+    with path.open("rb") as handle:
+        yield from records_from_ndjson_lines(enumerate(handle, start=1), source)
+
+
+def _hash(value: str) -> str:
+    return "patient " + hashlib.sha256(value.encode()).hexdigest()[:12]

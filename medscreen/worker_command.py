@@ -1,0 +1,80 @@
+"""``medscreen worker``: scoring worker processes on a machine of their own, so that a site adds machines
+instead of cores.
+
+The workers take jobs from the site's shared PostgreSQL database (``MEDSCREEN_DATABASE_URL``; leases with
+``SELECT ... FOR UPDATE SKIP LOCKED``, so two machines never score the same job and a dead machine's job
+is taken over when its lease ends) and read each study's instances at the paths the ingest node
+recorded: its spool must be mounted at the same path here (read-only is enough). Models come from the
+shared MLflow registry (``MEDSCREEN_MLFLOW_TRACKING_URI``) into this machine's ``MEDSCREEN_HOME``.
+The ingest node (``medscreen serve``) owns the schema; a worker never migrates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from service.settings import Settings
+
+__all__ = ["add_commands", "run_workers"]
+
+log = logging.getLogger(__name__)
+
+# A table the ingest node's migrations create; its absence means the schema was never set up there.
+_JOBS_TABLE = "scoring_jobs"
+
+
+def run_workers(settings: Settings, processes: int) -> int:
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from inference.worker_process import run_scoring_process
+    from medscreen.serve import ProcessSupervisor
+    from service.db import make_engine
+
+    url = settings.resolved_database_url
+    if url.startswith("sqlite"):
+        log.warning("MEDSCREEN_DATABASE_URL is SQLite: only processes on this machine can share it")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            ready = inspect(connection).has_table(_JOBS_TABLE)
+    except SQLAlchemyError as exc:
+        sys.stderr.write(f"medscreen worker: cannot reach the database: {type(exc).__name__}\n")
+        return 2
+    finally:
+        engine.dispose()
+    if not ready:
+        sys.stderr.write("medscreen worker: the database has no schema yet; start medscreen serve on the ingest node first\n")
+        return 2
+    settings.home.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    workers = ProcessSupervisor(settings, "scoring-worker", run_scoring_process, processes)
+    workers.start()
+    log.info("%d scoring worker process(es) on this machine; models cached in %s", workers.count, settings.home.resolve())
+    try:
+        stop.wait()
+    finally:
+        workers.shutdown()
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    return run_workers(settings, args.processes or settings.scoring_workers)
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "worker",
+        help="run scoring workers on this machine against the shared PostgreSQL database (no HTTP, no DICOM)",
+        description="Scoring workers for a site with more than one machine: jobs from MEDSCREEN_DATABASE_URL "
+        "(PostgreSQL), instances at the ingest node's spool paths (mount it at the same path), models from "
+        "MEDSCREEN_MLFLOW_TRACKING_URI, cache under MEDSCREEN_HOME.",
+    )
+    parser.add_argument("--processes", type=int, default=None, help="worker processes (default MEDSCREEN_SCORING_WORKERS)")
+    parser.set_defaults(func=_worker)

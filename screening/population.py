@@ -1,0 +1,306 @@
+"""Population runs (``medscreen screen-emr``): an extract split into partitions of whole children,
+each screened in batches by a process that loads the knowledge once, results written per partition
+and merged in partition order.
+
+The partitions run in this process (the default), on a Dask ``LocalCluster`` of ``workers``
+processes, or on a running Dask cluster (``scheduler`` address; its workers need this package and
+read access to the extract at the same path). Every way runs the same function on the same
+partitions, so the output is the same, byte for byte. A worker that fails or dies has its partition
+retried (by Dask, on another worker). Results of finished partitions are kept under the work folder,
+so a run that was interrupted goes on where it stopped when started again with the same input and
+options; the work folder is removed after the merge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datasets.emr_records import ChildRecord, RecordError
+from datasets.extract_partitions import (
+    DEFAULT_PARTITION_BYTES,
+    Partition,
+    input_files,
+    plan_partitions,
+    read_partition,
+)
+from screening.batch_screen import screen_batch
+from screening.screener import Screener, ScreeningResult
+
+__all__ = ["RunOptions", "PartitionResult", "RunSummary", "screen_partition", "run_population"]
+
+logger = logging.getLogger(__name__)
+
+BATCH = 1000  # children per sparse product: large enough to amortise, small enough for flat memory
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a partition's result depends on (kept in the work folder's manifest)."""
+
+    as_of: str  # ISO date
+    budget: float
+    max_age_years: float
+    model_path: str | None
+    write_all: bool = False
+    full_validation: bool = False
+    partition_bytes: int = DEFAULT_PARTITION_BYTES
+
+
+@dataclass
+class PartitionResult:
+    index: int
+    flags: bytes  # NDJSON lines of the partition's output
+    errors: bytes  # NDJSON lines of its record errors
+    counts: dict[str, int]
+    model_version: str
+    threshold: float
+
+
+_COUNTS = ("screened", "incomplete", "flagged", "errors", "not_screened")
+
+
+@dataclass
+class RunSummary:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTS, 0))
+    partitions: int = 0
+    resumed: int = 0
+    model_version: str = ""
+    threshold: float = 1.0
+    seconds_splitting: float = 0.0  # reading the extract into partitions
+    seconds_loading: float = 0.0  # the knowledge, once per process (in parallel on Dask workers)
+    seconds_screening: float = 0.0  # reading and screening the partitions, and merging
+
+
+def load_screener(options: RunOptions) -> Screener:
+    return Screener.load(
+        options.budget, options.max_age_years, Path(options.model_path) if options.model_path else None
+    )
+
+
+def _line(result: ScreeningResult, record: ChildRecord, screener: Screener) -> bytes:
+    from screening.fhir_output import explanation, flag, risk_assessment
+
+    fhir_flag = flag(result, screener.ontology)
+    line = {
+        "patient_id": result.patient_id,
+        # What the paediatrician's page lists beside the flag (stored by the driver, see results_store).
+        "patient": {
+            "name": record.name, "mrn": record.mrn,
+            "practitioner": record.practitioner, "organization": record.organization,
+        },
+        "screened_at": result.screened_at.isoformat(),
+        "age_days": result.age_days,
+        "reason": result.reason,
+        "model_version": result.model_version,
+        "threshold": result.threshold,
+        "status": result.status,
+        "risk": result.risk,
+        "flagged": result.flagged,
+        "dropped": [{"entry": d.entry, "reason": d.reason} for d in result.dropped],
+        "explanation": explanation(result, screener.ontology),
+        "RiskAssessment": risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True),
+        "Flag": fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None,
+    }
+    return orjson.dumps(line) + b"\n"
+
+
+def _batches(items: Iterator[ChildRecord | RecordError], size: int) -> Iterator[list[ChildRecord | RecordError]]:
+    batch: list[ChildRecord | RecordError] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def screen_partition(screener: Screener, partition: Partition, options: RunOptions) -> PartitionResult:
+    """Read and screen one partition, in batches of :data:`BATCH` children."""
+    as_of = date.fromisoformat(options.as_of)
+    counts = dict.fromkeys(_COUNTS, 0)
+    flags, errors = bytearray(), bytearray()
+    for batch in _batches(read_partition(partition, options.full_validation), BATCH):
+        records = [item for item in batch if isinstance(item, ChildRecord)]
+        for item in batch:
+            if isinstance(item, RecordError):
+                counts["errors"] += 1
+                errors += orjson.dumps({"source": item.source, "record": item.record, "reason": item.reason}) + b"\n"
+        for record, result in zip(records, screen_batch(screener, records, as_of), strict=True):
+            counts[result.status if result.status in ("screened", "incomplete") else "not_screened"] += 1
+            counts["flagged"] += result.flagged
+            # An incomplete record is always written, with what was not read: never a silent "no risk".
+            if result.flagged or options.write_all or result.status == "incomplete":
+                flags += _line(result, record, screener)
+    return PartitionResult(
+        partition.index, bytes(flags), bytes(errors), counts, screener.model.version, screener.threshold
+    )
+
+
+# --- the work folder: manifest, per-partition results, merge -------------------------------------
+
+
+def _fingerprint(input_path: Path, options: RunOptions) -> str:
+    files = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in input_files(input_path)]
+    model = Path(options.model_path) if options.model_path else None
+    if model is None:
+        from screening.risk_model import SHIPPED_SCREENER
+
+        model = SHIPPED_SCREENER
+    model_id = (str(model), model.stat().st_size, model.stat().st_mtime_ns) if model.exists() else (str(model),)
+    blob = orjson.dumps({"files": files, "options": asdict(options), "model": model_id})
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class _WorkFolder:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.results = root / "results"
+        self.manifest = root / "manifest.json"
+
+    def partitions_for(self, fingerprint: str) -> list[Partition] | None:
+        """The partitions of an earlier run of the same input and options, if its split finished."""
+        if not self.manifest.is_file():
+            return None
+        try:
+            manifest = orjson.loads(self.manifest.read_bytes())
+        except orjson.JSONDecodeError:
+            return None
+        if manifest.get("fingerprint") != fingerprint:
+            logger.warning("work folder %s is for another input or other options: starting over", self.root)
+            return None
+        return [Partition(**p) for p in manifest["partitions"]]
+
+    def start(self, fingerprint: str, plan: Callable[[Path], list[Partition]]) -> list[Partition]:
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.results.mkdir(parents=True)
+        partitions = plan(self.root / "split")
+        manifest = {"fingerprint": fingerprint, "partitions": [p.as_dict() for p in partitions]}
+        _write_atomic(self.manifest, orjson.dumps(manifest))
+        return partitions
+
+    def _paths(self, index: int) -> tuple[Path, Path, Path]:
+        stem = self.results / f"part-{index:05d}"
+        return stem.with_suffix(".flags.ndjson"), stem.with_suffix(".errors.ndjson"), stem.with_suffix(".json")
+
+    def done(self, index: int) -> dict[str, Any] | None:
+        marker = self._paths(index)[2]
+        return orjson.loads(marker.read_bytes()) if marker.is_file() else None
+
+    def keep(self, result: PartitionResult) -> dict[str, Any]:
+        flags, errors, marker = self._paths(result.index)
+        _write_atomic(flags, result.flags)
+        _write_atomic(errors, result.errors)
+        info = {"counts": result.counts, "model_version": result.model_version, "threshold": result.threshold}
+        _write_atomic(marker, orjson.dumps(info))  # last: its presence says the partition is done
+        return info
+
+    def merge(self, partitions: list[Partition], out: Path, errors_out: Path | None) -> None:
+        targets: list[tuple[int, Path]] = [(0, out)] + ([(1, errors_out)] if errors_out else [])
+        for which, target in targets:
+            tmp = target.with_name(target.name + ".tmp")
+            with tmp.open("wb") as handle:
+                for p in partitions:
+                    with self._paths(p.index)[which].open("rb") as part:
+                        shutil.copyfileobj(part, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+
+
+def _add(summary: RunSummary, info: dict[str, Any]) -> None:
+    for key in _COUNTS:
+        summary.counts[key] += int(info["counts"].get(key, 0))
+    summary.model_version, summary.threshold = info["model_version"], info["threshold"]
+
+
+def _progress_bar(total: int, unit: str, desc: str, quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc, file=sys.stderr, disable=quiet)
+
+
+def run_population(
+    input_path: Path,
+    out: Path,
+    options: RunOptions,
+    errors_out: Path | None = None,
+    work: Path | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    quiet: bool = False,
+    keep_work: bool = False,
+    screener: Screener | None = None,
+) -> RunSummary:
+    """Screen the extract at ``input_path`` into ``out`` (and ``errors_out``); see the module doc.
+
+    ``screener``: one already loaded with these options, for a run in this process (tests, the API).
+    """
+    folder = _WorkFolder(work or out.with_name(out.name + ".work"))
+    fingerprint = _fingerprint(input_path, options)
+    partitions = folder.partitions_for(fingerprint)
+    began = time.perf_counter()
+    if partitions is None:
+        size = sum(p.stat().st_size for p in input_files(input_path))
+        with _progress_bar(size, "B", "reading extract", quiet) as bar:
+            partitions = folder.start(
+                fingerprint, lambda split: plan_partitions(input_path, split, options.partition_bytes, bar.update)
+            )
+    summary = RunSummary(partitions=len(partitions), seconds_splitting=time.perf_counter() - began)
+    todo = []
+    for p in partitions:
+        info = folder.done(p.index)
+        if info is None:
+            todo.append(p)
+        else:
+            summary.resumed += 1
+            _add(summary, info)
+    if summary.resumed:
+        logger.info("resuming: %d of %d partitions were done", summary.resumed, len(partitions))
+    with _progress_bar(len(partitions), " partition", "screening", quiet) as bar:
+        bar.update(summary.resumed)
+
+        def finished(result: PartitionResult) -> None:
+            _add(summary, folder.keep(result))
+            children = sum(summary.counts[k] for k in ("screened", "incomplete", "not_screened"))
+            bar.set_postfix(children=children, flagged=summary.counts["flagged"], refresh=False)
+            bar.update(1)
+
+        began = time.perf_counter()
+        if todo and (scheduler or workers > 1):
+            from screening.population_dask import run_on_dask
+
+            summary.seconds_loading = run_on_dask(todo, options, workers, scheduler, finished)
+        elif todo:
+            if screener is None:
+                screener = load_screener(options)
+                summary.seconds_loading = time.perf_counter() - began
+            for p in todo:
+                finished(screen_partition(screener, p, options))
+    folder.merge(partitions, out, errors_out)
+    summary.seconds_screening = time.perf_counter() - began - summary.seconds_loading
+    if not keep_work:
+        shutil.rmtree(folder.root, ignore_errors=True)
+    return summary
