@@ -7,7 +7,7 @@ score and localisation outputs, operating point), so a retrained version needs n
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,17 @@ from inference.champions import LoadedModel
 from inference.errors import CouldNotScore
 from service.lifecycle import Task
 
-__all__ = ["TaskScore", "score_task", "SCORERS"]
+__all__ = ["TaskScore", "RegionScore", "score_task", "SCORERS"]
+
+
+@dataclass(frozen=True)
+class RegionScore:
+    """One image's own score and where on it the model looked: one TID 1500 measurement group in the SR."""
+
+    source: Any  # the image (dataset) the point is on
+    point: list[float] | None  # (column, row) in the image's pixels
+    score: float
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,8 @@ class TaskScore:
     source: Any  # the dataset the localisation refers to (for the SR region and the heat-map overlay)
     heatmap: np.ndarray | None = field(default=None, repr=False)  # [rows, cols] in [0, 1] over the model input
     image: np.ndarray | None = field(default=None, repr=False)  # the model's input image [rows, cols] in [0, 1]
+    # Every image scored on its own (each mammography view, the top CT candidates' slices), best first.
+    regions: list[RegionScore] = field(default_factory=list)
 
 
 def _score_of(model: LoadedModel, outputs: dict[str, Any]) -> np.ndarray:
@@ -77,7 +89,8 @@ def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
             "point": [float((col + 0.5) * cols / heatmap.shape[1]), float((row + 0.5) * rows / heatmap.shape[0])],
         }
     localisation.update(extra)
-    return TaskScore(score, localisation, ds, heatmap, image[0, 0])
+    region = RegionScore(ds, localisation.get("point"), score)
+    return TaskScore(score, localisation, ds, heatmap, image[0, 0], [region])
 
 
 def score_chest_xray(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
@@ -93,6 +106,11 @@ def score_mammography(model: LoadedModel, datasets: list[Any], *, min_ct_slices:
         result.localisation.update(laterality=view.laterality, view_position=view.view_position)
         scored.append(result)
     best = max(scored, key=lambda s: s.score)
+    best = replace(best, regions=sorted(
+        (RegionScore(s.source, s.localisation.get("point"), s.score, f"{v.laterality} {v.view_position}".strip())
+         for v, s in zip(views, scored, strict=True)),
+        key=lambda r: -r.score,
+    ))
     best.localisation["views"] = [
         {"laterality": v.laterality, "view_position": v.view_position, "score": s.score} for v, s in zip(views, scored, strict=True)
     ]
@@ -127,7 +145,13 @@ def score_ct(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> 
         ],
     }
     window = np.clip((volume.hu[candidate.slice_index] + 1350.0) / 1500.0, 0.0, 1.0)
-    return TaskScore(float(scores[best]), localisation, source_by_uid[uid], None, window)
+    regions = [
+        RegionScore(source_by_uid[volume.sop_instance_uids[candidates[i].slice_index]],
+                    [float(candidates[i].col), float(candidates[i].row)], float(scores[i]),
+                    f"candidate {rank}, {candidates[i].diameter_mm:.0f} mm")
+        for rank, i in enumerate(np.argsort(-scores)[:5], start=1)
+    ]
+    return TaskScore(float(scores[best]), localisation, source_by_uid[uid], None, window, regions)
 
 
 SCORERS: dict[str, Callable[..., TaskScore]] = {

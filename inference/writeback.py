@@ -28,7 +28,7 @@ from pynetdicom import AE
 
 from inference.errors import WritebackFailed
 from inference.intake import MANUFACTURER
-from inference.scorers import TaskScore
+from inference.scorers import RegionScore, TaskScore
 from service.lifecycle import Task
 
 __all__ = [
@@ -118,6 +118,42 @@ def _contributing_equipment(result: ResultToWrite) -> hd.ContributingEquipment:
     return equipment
 
 
+def _measurement_group(
+    result: ResultToWrite, region: RegionScore, finding: hd.sr.CodedConcept, algorithm: hd.sr.AlgorithmIdentification,
+    index: int,
+) -> Any:
+    """TID 1410 (with a region) or TID 1501 (without) for one image: its probability, the call at the operating
+    point, and the point where the model looked as SCOORD on that image, the way IHE AI Results viewers
+    (OHIF) draw a finding on the image it refers to."""
+    tracking = hd.sr.TrackingIdentifier(
+        uid=result.new_uid(), identifier=f"{result.task} AI finding {index}" + (f" ({region.label})" if region.label else "")
+    )
+    call = POSITIVE if region.score >= result.threshold else NEGATIVE
+    measurements = [hd.sr.Measurement(name=PROBABILITY, value=round(region.score, 6), unit=NO_UNITS, algorithm_id=algorithm)]
+    evaluations = [hd.sr.QualitativeEvaluation(name=CALL, value=call)]
+    if region.point is not None:
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_region=hd.sr.ImageRegion(
+                graphic_type=hd.sr.GraphicTypeValues.POINT,
+                graphic_data=np.asarray([region.point], dtype=float),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(with_type2_present(region.source)),
+            ),
+            finding_type=finding,
+            algorithm_id=algorithm,
+            measurements=measurements,
+            qualitative_evaluations=evaluations,
+        )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        finding_type=finding,
+        algorithm_id=algorithm,
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(with_type2_present(region.source))],
+    )
+
+
 def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
     procedure, finding = _TASK_CODES[Task(result.task)]
     source = with_type2_present(result.scored.source)
@@ -135,39 +171,19 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
         )
     )
     algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version, manufacturer=MANUFACTURER)
-    tracking = hd.sr.TrackingIdentifier(uid=result.new_uid(), identifier=f"{result.task} AI finding")
-    measurements = [hd.sr.Measurement(name=PROBABILITY, value=round(result.scored.score, 6), unit=NO_UNITS, algorithm_id=algorithm)]
-    evaluations = [hd.sr.QualitativeEvaluation(name=CALL, value=POSITIVE if result.call == "positive" else NEGATIVE)]
-    point = result.scored.localisation.get("point")
-    group: Any
-    if point is not None:
-        region = hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POINT,
-            graphic_data=np.asarray([point], dtype=float),
-            source_image=hd.sr.SourceImageForRegion.from_source_image(source),
-        )
-        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking,
-            referenced_region=region,
-            finding_type=finding,
-            algorithm_id=algorithm,
-            measurements=measurements,
-            qualitative_evaluations=evaluations,
-        )
-    else:
-        group = hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking,
-            finding_type=finding,
-            algorithm_id=algorithm,
-            measurements=measurements,
-            qualitative_evaluations=evaluations,
-            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
-        )
+    regions = result.scored.regions or [RegionScore(source, result.scored.localisation.get("point"), result.scored.score)]
+    groups = [
+        _measurement_group(result, region, finding, algorithm, index)
+        for index, region in enumerate(sorted(regions, key=lambda r: -r.score), start=1)
+    ]
     report = hd.sr.MeasurementReport(
-        observation_context=observation_context, procedure_reported=procedure, imaging_measurements=[group]
+        observation_context=observation_context, procedure_reported=procedure, imaging_measurements=groups
     )
+    evidence = list({
+        str(r.source.SOPInstanceUID): with_type2_present(r.source) for r in [RegionScore(source, None, 0.0), *regions]
+    }.values())
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[source],
+        evidence=evidence,
         content=report,
         series_instance_uid=series_instance_uid,
         series_number=9901,
@@ -232,6 +248,10 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
         contributing_equipment=[_contributing_equipment(result)],
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
+    # General Series Laterality is Type 2C: a mammography heat-map is of one breast; anything else is sent
+    # empty (present, no value), which is what the module asks for when laterality is unknown or unpaired.
+    image_laterality = str(getattr(source, "ImageLaterality", "") or getattr(source, "Laterality", "") or "")
+    sc.Laterality = image_laterality if image_laterality in ("L", "R") else ""
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI heat-map of {result.model_name} version {result.model_version}."
     sc.SeriesDescription = f"medscreen heat-map {result.model_name} v{result.model_version} - {NOT_FOR_DIAGNOSTIC_USE}"
