@@ -12,7 +12,9 @@ import logging
 import os
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
+from pydicom.dataset import Dataset
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +26,7 @@ from inference.score_job import seconds_between
 from inference.study_record import add_event
 from inference.tables import OutgoingResult, ScoreResult
 from inference.tls import pacs_tls_args
-from inference.writeback import send_c_store
+from inference.writeback import send_c_store, send_stow_rs
 from service.db import session_scope, utcnow
 from service.lifecycle import JobState, WritebackState
 from service.settings import Settings
@@ -67,13 +69,7 @@ class Dispatcher:
         error = None
         try:
             documents = read_documents(self.settings, row)
-            if destination.get("kind") != "c-store":
-                raise WritebackFailed(f"unknown destination kind {destination.get('kind')!r}")
-            send_c_store(
-                documents, host=str(destination["host"]), port=int(destination["port"]),
-                called_ae=str(destination["ae_title"]), calling_ae=self.settings.dicom_ae_title,
-                tls_args=pacs_tls_args(self.settings),
-            )
+            self._send(documents, destination)
         except (WritebackFailed, OSError) as exc:
             error = exc.reason if isinstance(exc, WritebackFailed) else f"{type(exc).__name__}: {exc}"
         now = utcnow()
@@ -87,6 +83,24 @@ class Dispatcher:
             else:
                 self._mark_failed(session, stored, result, error, now)
         return ResultSent(row_id, folder, uids, error is None, error)
+
+    def _send(self, documents: list[Dataset], destination: dict[str, Any]) -> None:
+        settings = self.settings
+        kind = destination.get("kind")
+        if kind == "c-store":
+            send_c_store(
+                documents, host=str(destination["host"]), port=int(destination["port"]),
+                called_ae=str(destination["ae_title"]), calling_ae=settings.dicom_ae_title,
+                tls_args=pacs_tls_args(settings),
+            )
+        elif kind == "stow-rs":
+            token = settings.pacs_dicomweb_token
+            send_stow_rs(
+                documents, base_url=str(destination["url"]), token=token.get_secret_value() if token else None,
+                ca_file=str(settings.dicom_tls_ca) if settings.dicom_tls_ca else None,
+            )
+        else:
+            raise WritebackFailed(f"unknown destination kind {kind!r}")
 
     def _mark_sent(self, session: Session, stored: OutgoingResult, result: ScoreResult | None, now: datetime) -> None:
         stored.state = JobState.done.value

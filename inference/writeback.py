@@ -7,7 +7,8 @@ Two objects per result, in the study they describe:
   software version = MLflow model version, a Device UID derived from name + version + run id, so it
   changes with every trained version). A re-score's SR lists its predecessor in Predecessor Documents.
 - a Secondary Capture heat-map overlay, burned in "NOT FOR DIAGNOSTIC USE".
-Both are built with highdicom and sent by C-STORE (pynetdicom).
+Both are built with highdicom and sent by C-STORE (pynetdicom) or, to a PACS that only speaks DICOMweb, by
+STOW-RS (dicomweb-client).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "build_sr",
     "build_heatmap",
     "send_c_store",
+    "send_stow_rs",
     "with_type2_present",
     "COPIED_TYPE2",
     "MANUFACTURER",
@@ -280,3 +282,29 @@ def send_c_store(
                 raise WritebackFailed(f"{called_ae} refused {ds.SOPClassUID.name}: status 0x{code:04X}")
     finally:
         assoc.release()
+
+
+def send_stow_rs(
+    datasets: list[Dataset], *, base_url: str, token: str | None = None, ca_file: str | None = None, timeout_s: float = 30
+) -> None:
+    """Store the documents in their study by STOW-RS (dicomweb-client); any refused instance fails the send."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    session = requests.Session()
+    if ca_file:
+        session.verify = ca_file
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    client = DICOMwebClient(url=base_url, session=session, headers=headers, timeout=timeout_s)
+    client.set_http_retry_params(retry=False)  # the scoring job retries with its own backoff and dead letter
+    study_uid = str(datasets[0].StudyInstanceUID)
+    try:
+        response = client.store_instances(datasets, study_instance_uid=study_uid)
+    except requests.exceptions.RequestException as exc:
+        raise WritebackFailed(f"STOW-RS to {base_url} failed: {exc}") from exc
+    finally:
+        session.close()
+    failed = response.get("FailedSOPSequence") if response is not None else None
+    if failed:
+        reasons = ", ".join(f"0x{int(item.get('FailureReason', 0)):04X}" for item in failed)
+        raise WritebackFailed(f"STOW-RS to {base_url}: {len(failed)} instance(s) refused ({reasons})")

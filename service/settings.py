@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     pacs_ae_title: str | None = Field(None, description="AE title of the PACS for C-FIND count queries (used when no QIDO-RS URL).")
     pacs_host: str | None = Field(None, description="Host of the PACS for C-FIND and C-STORE write-back.")
     pacs_port: int | None = Field(None, description="DICOM port of the PACS.")
+    pacs_stow_url: str | None = Field(
+        None, description="DICOMweb base URL of the PACS (e.g. `http://pacs:8042/dicom-web`); when set, results are "
+        "written back by STOW-RS instead of C-STORE (for a PACS that only speaks DICOMweb)."
+    )
+    pacs_dicomweb_token: SecretStr | None = Field(None, description="Bearer token for the PACS's DICOMweb endpoint, if it needs one.")
     routes_file: Path | None = Field(
         None, description="Routing rules (YAML); default the shipped `inference/default_routes.yaml`."
     )
@@ -150,7 +155,8 @@ class Settings(BaseSettings):
     scoring_retry_base_s: float = Field(5.0, description="First retry delay of a failed scoring job; doubles per attempt.")
     ct_min_slices: int = Field(10, description="Fewest slices of an axial CT series that can be scored.")
     writeback: bool = Field(
-        True, description="Send results (SR + heat-map) to the PACS by C-STORE when MEDSCREEN_PACS_AE_TITLE/HOST/PORT are set."
+        True, description="Send results (SR + heat-map) to the PACS: by STOW-RS when MEDSCREEN_PACS_STOW_URL is set, "
+        "else by C-STORE when MEDSCREEN_PACS_AE_TITLE/HOST/PORT are set."
     )
     dispatch_max_attempts: int = Field(
         8, ge=1, description="Attempts to send a stored result (the same files each time) before it is marked failed."
