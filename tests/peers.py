@@ -69,7 +69,8 @@ class Orthanc:
 
 
 def start_orthanc(
-    workdir: Path, *, modalities: dict[str, list[Any]] | None = None, dicomweb_servers: dict[str, Any] | None = None
+    workdir: Path, *, modalities: dict[str, list[Any]] | None = None, dicomweb_servers: dict[str, Any] | None = None,
+    extra_config: dict[str, Any] | None = None,
 ) -> Orthanc:
     if shutil.which("Orthanc") is None:
         pytest.skip("Orthanc is not installed (make test installs Debian's orthanc)")
@@ -93,6 +94,7 @@ def start_orthanc(
     if dicomweb_servers is not None and DICOMWEB_PLUGIN.exists():
         config["Plugins"] = [str(DICOMWEB_PLUGIN)]
         config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "Servers": dicomweb_servers}
+    config.update(extra_config or {})
     config_path = workdir / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
     log = (workdir / "orthanc.log").open("wb")
