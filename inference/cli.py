@@ -109,7 +109,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from inference.backfill import BackfillReport, PacsStudy, find_studies, run_backfill
     from inference.receive.process import build_ingestor
     from inference.tls import pacs_tls_args
-    from service.db import make_session_factory, migrate
+    from service.db import make_session_factory
 
     if not (settings.pacs_ae_title and settings.pacs_host and settings.pacs_port):
         sys.stderr.write("medscreen backfill: set MEDSCREEN_PACS_AE_TITLE, MEDSCREEN_PACS_HOST and MEDSCREEN_PACS_PORT\n")
@@ -122,8 +122,6 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     warnings.filterwarnings("ignore", module="pydicom")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    settings.home.mkdir(parents=True, exist_ok=True)
-    migrate(settings.resolved_database_url)
     host, port, called_ae = settings.pacs_host, settings.pacs_port, settings.pacs_ae_title
     calling_ae = settings.dicom_ae_title
     try:
@@ -179,7 +177,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                           help="start at most N study retrievals a minute (default: no limit)")
     backfill.add_argument("--dry-run", action="store_true", help="list the studies found (UID, date, modalities, instances)")
     backfill.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    backfill.set_defaults(func=_backfill)
+    backfill.set_defaults(func=_backfill, needs_database=True)
 
     score = subparsers.add_parser(
         "score",

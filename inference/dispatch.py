@@ -84,6 +84,24 @@ class Dispatcher:
                 self._mark_failed(session, stored, result, error, now)
         return ResultSent(row_id, folder, uids, error is None, error)
 
+    def _send(self, documents: list[Dataset], destination: dict[str, Any]) -> None:
+        settings = self.settings
+        kind = destination.get("kind")
+        if kind == "c-store":
+            send_c_store(
+                documents, host=str(destination["host"]), port=int(destination["port"]),
+                called_ae=str(destination["ae_title"]), calling_ae=settings.dicom_ae_title,
+                tls_args=pacs_tls_args(settings),
+            )
+        elif kind == "stow-rs":
+            token = settings.pacs_dicomweb_token
+            send_stow_rs(
+                documents, base_url=str(destination["url"]), token=token.get_secret_value() if token else None,
+                ca_file=str(settings.dicom_tls_ca) if settings.dicom_tls_ca else None,
+            )
+        else:
+            raise WritebackFailed(f"unknown destination kind {kind!r}")
+
     def _mark_sent(self, session: Session, stored: OutgoingResult, result: ScoreResult | None, now: datetime) -> None:
         stored.state = JobState.done.value
         stored.sent_at = now
@@ -121,21 +139,3 @@ class Dispatcher:
         while (outcome := self.dispatch_one()) is not None:
             sent.append(outcome)
         return sent
-
-    def _send(self, documents: list[Dataset], destination: dict[str, Any]) -> None:
-        settings = self.settings
-        kind = destination.get("kind")
-        if kind == "stow-rs":
-            token = settings.pacs_dicomweb_token
-            send_stow_rs(
-                documents, base_url=str(destination["url"]), token=token.get_secret_value() if token else None,
-                ca_file=str(settings.dicom_tls_ca) if settings.dicom_tls_ca else None,
-            )
-        elif kind == "c-store":
-            send_c_store(
-                documents, host=str(destination["host"]), port=int(destination["port"]),
-                called_ae=str(destination["ae_title"]), calling_ae=settings.dicom_ae_title,
-                tls_args=pacs_tls_args(settings),
-            )
-        else:
-            raise WritebackFailed(f"unknown destination kind {kind!r}")

@@ -58,11 +58,13 @@ def read_documents(settings: Settings, outgoing: OutgoingResult) -> list[Dataset
 
 
 def pacs_destination(settings: Settings) -> dict[str, Any] | None:
-    """The configured PACS as a STOW-RS (when its DICOMweb URL is set) or C-STORE destination, or None when
-    write-back is off or no PACS is set."""
-    if settings.writeback and settings.pacs_stow_url:
+    """The configured PACS as a STOW-RS destination (MEDSCREEN_PACS_STOW_URL) or a C-STORE one, or None when
+    write-back is off or no PACS is set. The token is not stored in the row: it is read from settings at send."""
+    if not settings.writeback:
+        return None
+    if settings.pacs_stow_url:
         return {"kind": "stow-rs", "url": settings.pacs_stow_url}
-    if not (settings.writeback and settings.pacs_ae_title and settings.pacs_host and settings.pacs_port):
+    if not (settings.pacs_ae_title and settings.pacs_host and settings.pacs_port):
         return None
     return {"kind": "c-store", "ae_title": settings.pacs_ae_title, "host": settings.pacs_host, "port": int(settings.pacs_port)}
 

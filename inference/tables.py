@@ -193,7 +193,7 @@ class OutgoingResult(Base):
     """Result documents built once and stored under ``spool/outgoing/<folder>``, waiting for the dispatcher.
 
     The row says what is stored (the SOP Instance UIDs, one ``<uid>.dcm`` each) and where it goes
-    (``destination``: ``{"kind": "c-store", "ae_title", "host", "port"}``); a send retries with the same
+    (``destination``: ``{"kind": "c-store", "ae_title", "host", "port"}`` or ``{"kind": "stow-rs", "url"}``); a send retries with the same
     files, so the PACS never gets two versions of one result.
     """
 

@@ -139,7 +139,7 @@ def _measurement_group(
             referenced_region=hd.sr.ImageRegion(
                 graphic_type=hd.sr.GraphicTypeValues.POINT,
                 graphic_data=np.asarray([region.point], dtype=float),
-                source_image=hd.sr.SourceImageForRegion.from_source_image(region.source),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(with_type2_present(region.source)),
             ),
             finding_type=finding,
             algorithm_id=algorithm,
@@ -152,7 +152,7 @@ def _measurement_group(
         algorithm_id=algorithm,
         measurements=measurements,
         qualitative_evaluations=evaluations,
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(region.source)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(with_type2_present(region.source))],
     )
 
 
@@ -173,9 +173,7 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
         )
     )
     algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version, manufacturer=MANUFACTURER)
-    regions = [
-        RegionScore(with_type2_present(r.source), r.point, r.score, r.label) for r in result.scored.regions
-    ] or [RegionScore(source, result.scored.localisation.get("point"), result.scored.score)]
+    regions = result.scored.regions or [RegionScore(source, result.scored.localisation.get("point"), result.scored.score)]
     groups = [
         _measurement_group(result, region, finding, algorithm, index)
         for index, region in enumerate(sorted(regions, key=lambda r: -r.score), start=1)
@@ -183,7 +181,9 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
     report = hd.sr.MeasurementReport(
         observation_context=observation_context, procedure_reported=procedure, imaging_measurements=groups
     )
-    evidence = list({str(r.source.SOPInstanceUID): r.source for r in [*regions, RegionScore(source, None, 0.0)]}.values())
+    evidence = list({
+        str(r.source.SOPInstanceUID): with_type2_present(r.source) for r in [RegionScore(source, None, 0.0), *regions]
+    }.values())
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report,

@@ -140,7 +140,9 @@ class MedscreenService:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, timeout: float = 90) -> None:
+    def start(self, timeout: float = 180) -> None:
+        # A first start registers three models in MLflow: about 50 s alone on a 2-core machine shared by
+        # other builds, and over 90 s in all under their load.
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "medscreen", "serve"],

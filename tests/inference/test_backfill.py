@@ -39,7 +39,7 @@ def _start_backfill(home: Path, orthanc: Orthanc, *args: str) -> subprocess.Pope
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCREEN_")}
     env.update(MEDSCREEN_HOME=str(home), MEDSCREEN_PACS_AE_TITLE="ORTHANC", MEDSCREEN_PACS_HOST="127.0.0.1",
                MEDSCREEN_PACS_PORT=str(orthanc.dicom_port), MEDSCREEN_MIN_FREE_DISK_MB="1")
-    return subprocess.Popen([sys.executable, "-m", "service", "backfill", *args], env=env, cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "medscreen", "backfill", *args], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 

@@ -44,7 +44,7 @@ def test_receiver_over_tls_takes_trusted_senders_only(
 ) -> None:
     settings = _tls_settings(sqlite_settings, pki, dicom_tls_require_client_cert=True)
     server = start_dimse_server(ingestor, "127.0.0.1", settings.dicom_port, "MEDSCREEN", [], 262144,
-                                receiver_ssl_context(settings))
+                                ssl_context=receiver_ssl_context(settings))
     try:
         trusted = storescu(settings.dicom_port, DX,
                            extra=("+tls", str(pki.client.key), str(pki.client.cert), "+cf", str(pki.ca)))
@@ -69,7 +69,7 @@ def test_optional_client_certificates_and_configuration_errors(
 ) -> None:
     settings = _tls_settings(sqlite_settings, pki)
     server = start_dimse_server(ingestor, "127.0.0.1", settings.dicom_port, "MEDSCREEN", [], 262144,
-                                receiver_ssl_context(settings))
+                                ssl_context=receiver_ssl_context(settings))
     try:
         anonymous = storescu(settings.dicom_port, DX, extra=("+tla", "+cf", str(pki.ca)))
         assert "Received Store Response (Success)" in anonymous, anonymous
