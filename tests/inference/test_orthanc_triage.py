@@ -23,10 +23,11 @@ KERMANY = FIXTURES / "datasets" / "kermany" / "train"
 MIAS = FIXTURES / "datasets" / "mias"
 CT = sorted((FIXTURES / "inference" / "ct").glob("*.dcm"))
 
-# Orthanc's ordinary auto-routing: every study that is stable (no new instance for StableAge) goes to the AI node.
+# Orthanc's ordinary auto-routing: every study that is stable (no new instance for StableAge) goes to the AI node,
+# whole (Lua's SendToModality takes one instance, so the study goes through the REST store call).
 AUTO_ROUTE = """
 function OnStableStudy(studyId, tags, metadata)
-  SendToModality(studyId, 'medscreen')
+  RestApiPost('/modalities/medscreen/store', studyId)
 end
 """
 
