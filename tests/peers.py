@@ -160,9 +160,8 @@ class MedscreenService:
         wait_for(http_ready, timeout, "medscreen HTTP")
         wait_for(self.dicom_ready, timeout, "medscreen DICOM receiver")
         if self.admin_password is None:
-            lines = self.log_path.read_text().splitlines()
-            marker = next(i for i, line in enumerate(lines) if "created user 'admin' with password" in line)
-            self.admin_password = lines[marker + 1].strip()
+            # Written by the first start to an owner-only file, never to the log stream.
+            self.admin_password = (self.home / "initial-admin-password").read_text().strip()
 
     def dicom_ready(self) -> bool:
         result = subprocess.run(
