@@ -138,7 +138,8 @@ class MedscreenService:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, timeout: float = 90) -> None:
+    def start(self, timeout: float = 240) -> None:
+        # First starts register the shipped models in MLflow (about a minute on a busy 2-core machine).
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "medscreen", "serve"],
