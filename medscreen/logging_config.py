@@ -2,21 +2,43 @@
 
 One format (UTC timestamps, process name, logger name) to stderr. Chatty libraries are held at WARNING, and
 Alembic's per-connection lines ("Context impl SQLiteImpl", "Will assume transactional DDL") are dropped on
-every command, while the lines naming a migration it actually runs are kept.
+every command, while the lines naming a migration it actually runs are kept. Nothing that names a patient or
+a study reaches it: pydicom's raw-byte warnings are dropped and UIDs in access-log paths become digests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 
-__all__ = ["configure_logging", "run_configured"]
+__all__ = ["configure_logging", "run_configured", "uid_digests"]
 
 FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 # Libraries that log every association, request or registry call at INFO.
 QUIET_LIBRARIES = ("pynetdicom", "mlflow", "urllib3", "httpx")
+
+
+# A DICOM UID in a URL (/api/studies/1.2.840...): it names a study, so the log keeps a digest only.
+_UID_IN_TEXT = re.compile(r"\b[0-2](?:\.(?:0|[1-9][0-9]*)){3,}\b")
+
+
+def _digest(match: re.Match[str]) -> str:
+    return "uid:" + hashlib.sha256(match.group(0).encode()).hexdigest()[:12]
+
+
+class _UidDigests(logging.Filter):
+    """Replaces UIDs in access-log lines (request paths) with the digest the audit log lines use."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(_UID_IN_TEXT.sub(_digest, a) if isinstance(a, str) else a for a in record.args)
+        record.msg = _UID_IN_TEXT.sub(_digest, str(record.msg))
+        return True
 
 
 class _AppliedMigrationsOnly(logging.Filter):
@@ -33,6 +55,13 @@ def configure_logging(level: str) -> None:
     if logging.getLogger().level > logging.DEBUG:
         for name in QUIET_LIBRARIES:
             logging.getLogger(name).setLevel(logging.WARNING)
+        # pydicom's warnings quote raw header bytes of malformed files (patient names and IDs among them); the
+        # quarantine keeps the reasons that matter, so they stay out of the log stream.
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+        access_log = logging.getLogger("uvicorn.access")
+        if not any(isinstance(f, _UidDigests) for f in access_log.filters):
+            access_log.addFilter(_UidDigests())
         migration_log = logging.getLogger("alembic.runtime.migration")
         if not any(isinstance(f, _AppliedMigrationsOnly) for f in migration_log.filters):
             migration_log.addFilter(_AppliedMigrationsOnly())
@@ -42,3 +71,8 @@ def run_configured(target: Callable[[str, str], None], settings_json: str, log_l
     """Entry point of a process ``serve`` spawns: logging as in the parent, then ``target(settings_json, log_level)``."""
     configure_logging(log_level)
     target(settings_json, log_level)
+
+
+def uid_digests(text: str) -> str:
+    """``text`` with every DICOM UID replaced by its digest (what the access log shows)."""
+    return _UID_IN_TEXT.sub(_digest, text)

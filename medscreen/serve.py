@@ -34,7 +34,7 @@ from service.db import make_engine, make_session_factory
 from service.fhir_push import FhirSender
 from service.outbox import RetryPolicy, run_feed
 from service.settings import Settings
-from service.users import ensure_admin
+from service.users import ensure_admin, write_initial_admin_password
 from worklist.recompute import run_worklist_recompute
 from worklist.ris_feed import run_ris_feed
 
@@ -118,12 +118,14 @@ def run_service(settings: Settings) -> int:
     session_factory = make_session_factory(make_engine(url, serialise_writes=True))
     password = ensure_admin(session_factory)
     if password is not None:
-        # Shown once, on the terminal of whoever starts the service for the first time; never logged.
+        # stderr is the log stream (journald, a log collector): the password goes to an owner-only file instead.
+        path = write_initial_admin_password(settings.home, password)
         sys.stderr.write(
             "\n"
-            "  First start: created user 'admin' with password\n"
-            f"      {password}\n"
-            "  It is shown only now. Log in and create the other users (medscreen users add ...).\n\n"
+            "  First start: created user 'admin'; its password is in\n"
+            f"      {path}\n"
+            "  (readable by this account only). Log in, create the other users (medscreen users add ...),\n"
+            "  then delete that file.\n\n"
         )
         sys.stderr.flush()
     _register_shipped_models(settings)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 from collections.abc import Iterable
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +29,8 @@ __all__ = [
     "set_active",
     "set_password",
     "set_roles",
+    "write_initial_admin_password",
+    "INITIAL_ADMIN_PASSWORD_FILE",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,6 +101,19 @@ def set_active(session: Session, username: str, active: bool, *, actor: str) -> 
         raise UnknownUser(f"no user {username!r}")
     user.is_active = active
     record_audit(session, actor, "user.enable" if active else "user.disable", "user", username)
+
+
+INITIAL_ADMIN_PASSWORD_FILE = "initial-admin-password"
+
+
+def write_initial_admin_password(home: Path, password: str) -> Path:
+    """Keep the first admin's password in an owner-only file under the home (never in the log stream)."""
+    path = home / INITIAL_ADMIN_PASSWORD_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    path.chmod(0o600)
+    return path
 
 
 def ensure_admin(session_factory: sessionmaker[Session]) -> str | None:
