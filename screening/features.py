@@ -84,7 +84,7 @@ def score_child(
     excluded = kb.indices(child.absent)
     info = kb.information
     closure = info.closure_of(observed)
-    systems = {kb.term_ids[i] for i in closure} & set(kb.ontology.organ_systems)
+    systems = int(np.count_nonzero(info.organ_system[closure]))
     features = np.zeros(len(FEATURE_NAMES), dtype=np.float64)
     best = None
     features[0] = _capped(len(observed), "findings")
@@ -96,12 +96,13 @@ def score_child(
             best_disease = (int(np.argmax(shared)), float(shared[int(np.argmax(shared))]))
         best = best_disease[0]
         features[3] = _capped(best_disease[1], "best_disease_information")
-    features[4] = _capped(len(systems), "organ_systems")
+    features[4] = _capped(systems, "organ_systems")
     features[5] = _capped(-2.0 - child.growth_z.get("lhfa", 0.0), "height_deficit")
     features[6] = _capped(-2.0 - child.growth_z.get("hcfa", 0.0), "head_deficit")
     features[7] = _capped(-2.0 - child.growth_z.get("wfa", 0.0), "weight_deficit")
     features[8] = _capped(child.congenital_codes, "congenital_codes")
-    features[9] = float(kb.term_index.get(NEURODEVELOPMENTAL, -1) in set(closure.tolist()))
+    neuro = kb.term_index.get(NEURODEVELOPMENTAL, -1)
+    features[9] = float(bool(np.any(closure == neuro)))
     scores = counts = None
     feature_count_max = 0.0
     if observed and keep_vectors:
@@ -111,7 +112,7 @@ def score_child(
         feature_count_max = float(counts.max())
     return ChildScores(
         features=features,
-        organ_systems=len(systems),
+        organ_systems=systems,
         finding_count=len(observed),
         feature_count_max=feature_count_max,
         kb_scores=scores,

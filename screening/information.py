@@ -35,6 +35,7 @@ class SharedInformation:
     closure: sparse.csr_matrix  # term -> itself and its ancestors (0/1)
     shared: sparse.csr_matrix  # term x disease: 1 where the term lies at or above an annotation of the disease
     disease_total: np.ndarray  # per disease: the information of its own annotations' closure
+    organ_system: np.ndarray  # per term: True for the organ systems (children of Phenotypic abnormality)
 
     def closure_of(self, observed: list[int]) -> np.ndarray:
         """Term indices of the findings and all their ancestors."""
@@ -49,13 +50,10 @@ class SharedInformation:
 
     def per_disease(self, closure: np.ndarray) -> np.ndarray:
         """Information each disease shares with the findings (dense over diseases)."""
-        n_diseases = self.shared.shape[1]
         if len(closure) == 0:
-            return np.zeros(n_diseases)
-        starts, ends = self.shared.indptr[closure], self.shared.indptr[closure + 1]
-        columns = np.concatenate([self.shared.indices[a:b] for a, b in zip(starts, ends, strict=True)])
-        weights = np.repeat(self.gain[closure], ends - starts)
-        return np.bincount(columns, weights=weights, minlength=n_diseases)
+            return np.zeros(self.shared.shape[1])
+        # Row selection and a transposed product, both in scipy's C code: a few hundred microseconds.
+        return np.asarray(self.shared[closure].T @ self.gain[closure]).ravel()
 
 
     def best_diseases(self, closures: list[np.ndarray]) -> list[tuple[int, float]]:
@@ -107,4 +105,6 @@ def build_shared_information(ontology: Ontology, term_ids: list[str], annotation
         floor = max((information[p] for p in parents), default=0.0)
         gain[i] = max(information[i] - floor, 0.0)
     disease_total = np.asarray(shared.T @ gain).ravel()
-    return SharedInformation(information, gain, closure, shared, disease_total)
+    organ_system = np.zeros(n_terms, dtype=bool)
+    organ_system[[index[t] for t in ontology.organ_systems if t in index]] = True
+    return SharedInformation(information, gain, closure, shared, disease_total, organ_system)

@@ -24,7 +24,6 @@ import numpy as np
 from datasets.phenopackets import PhenopacketCase
 from screening.findings import MAX_AGE_DAYS
 from screening.knowledge import KnowledgeBase
-from screening.metrics import expected_rank
 
 __all__ = ["RANKERS", "SERVED_RANKER", "rank_scores", "ranking_report", "COMBINED_WEIGHT"]
 
@@ -55,6 +54,8 @@ def rank_scores(
 
 def ranking_report(cases: list[PhenopacketCase], kb: KnowledgeBase, children_only: bool = True) -> dict[str, Any]:
     """Top-1/top-10 of each ranker on the published terms, per case and averaged over gene cohorts."""
+    # Evaluation only: scikit-learn (behind screening.metrics) stays out of the serving process.
+    from screening.metrics import expected_rank
     from screening.train_screener import cohort_of  # the cohort is the folder; one definition
 
     ranks: dict[str, list[float]] = {r: [] for r in RANKERS}

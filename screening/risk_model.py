@@ -33,15 +33,13 @@ KNOTS = (0.25, 0.5, 0.75)
 
 
 def expand(features: np.ndarray, knots: tuple[float, ...] | list[float] = KNOTS) -> np.ndarray:
-    """Rows of features in [0, 1] -> the pieces of each feature between consecutive knots, each in [0, 1]."""
+    """Rows of features in [0, 1] -> the pieces of each feature between consecutive knots, each in [0, 1]
+    (feature-major: all pieces of the first feature, then of the second, ...)."""
     x = np.atleast_2d(np.asarray(features, dtype=np.float64))
-    edges = [0.0, *knots, 1.0]
-    pieces = [
-        np.clip(x[:, j] - low, 0.0, high - low) / (high - low)
-        for j in range(x.shape[1])
-        for low, high in zip(edges[:-1], edges[1:], strict=True)
-    ]
-    return np.column_stack(pieces)
+    edges = np.array([0.0, *knots, 1.0])
+    lows, widths = edges[:-1], np.diff(edges)
+    pieces = np.clip((x[:, :, None] - lows) / widths, 0.0, 1.0)
+    return pieces.reshape(x.shape[0], -1)
 
 
 def _logit(p: float) -> float:
