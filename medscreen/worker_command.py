@@ -4,8 +4,10 @@ instead of cores.
 The workers take jobs from the site's shared PostgreSQL database (``MEDSCREEN_DATABASE_URL``; leases with
 ``SELECT ... FOR UPDATE SKIP LOCKED``, so two machines never score the same job and a dead machine's job
 is taken over when its lease ends) and read each study's instances at the paths the ingest node
-recorded: its spool must be mounted at the same path here (read-only is enough). Models come from the
-shared MLflow registry (``MEDSCREEN_MLFLOW_TRACKING_URI``) into this machine's ``MEDSCREEN_HOME``.
+recorded. So the ingest node's spool is mounted here at the same path and named by
+``MEDSCREEN_SPOOL_PATH``: the result documents a worker builds (``spool/outgoing``) are then where the
+ingest node's study view and any machine's dispatcher find them. Models come from the shared MLflow
+registry (``MEDSCREEN_MLFLOW_TRACKING_URI``) into this machine's ``MEDSCREEN_HOME`` (model cache).
 The ingest node (``medscreen serve``) owns the schema; a worker never migrates it.
 """
 
@@ -73,8 +75,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "worker",
         help="run scoring workers on this machine against the shared PostgreSQL database (no HTTP, no DICOM)",
         description="Scoring workers for a site with more than one machine: jobs from MEDSCREEN_DATABASE_URL "
-        "(PostgreSQL), instances at the ingest node's spool paths (mount it at the same path), models from "
-        "MEDSCREEN_MLFLOW_TRACKING_URI, cache under MEDSCREEN_HOME.",
+        "(PostgreSQL), the ingest node's spool mounted at the same path as MEDSCREEN_SPOOL_PATH, models from "
+        "MEDSCREEN_MLFLOW_TRACKING_URI, model cache under MEDSCREEN_HOME.",
     )
     parser.add_argument("--processes", type=int, default=None, help="worker processes (default MEDSCREEN_SCORING_WORKERS)")
     parser.set_defaults(func=_worker)

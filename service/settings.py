@@ -72,6 +72,10 @@ class Settings(BaseSettings):
         False, description="Speak TLS to the PACS (write-back, C-FIND counts, backfill), verifying its certificate "
         "against MEDSCREEN_DICOM_TLS_CA and its host name against MEDSCREEN_PACS_HOST."
     )
+    spool_path: Path | None = Field(
+        None, description="Spool folder (received instances, result documents); default `$MEDSCREEN_HOME/spool`. "
+        "On a `medscreen worker` machine: the ingest node's spool, mounted at the same path.",
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default `sqlite:///$MEDSCREEN_HOME/medscreen.db`. PostgreSQL: `postgresql+psycopg://user:pw@host/db`."
     )
@@ -321,7 +325,7 @@ class Settings(BaseSettings):
 
     @property
     def spool_dir(self) -> Path:
-        return self.home / "spool"
+        return self.spool_path or self.home / "spool"
 
     @property
     def quarantine_dir(self) -> Path:

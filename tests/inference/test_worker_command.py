@@ -79,6 +79,7 @@ class Worker:
         env.update(
             MEDSCREEN_HOME=str(home),
             MEDSCREEN_DATABASE_URL=str(settings.database_url),
+            MEDSCREEN_SPOOL_PATH=str(settings.spool_dir.resolve()),  # the ingest node's spool, "mounted" here
             MEDSCREEN_MLFLOW_TRACKING_URI=str(settings.mlflow_tracking_uri),
             MEDSCREEN_SCORING_LEASE_S=str(lease_s),
             MEDSCREEN_SCORING_POLL_S="0.2",
@@ -141,6 +142,8 @@ def test_two_workers_take_disjoint_jobs_and_a_killed_ones_job_is_taken_over(
         by_first, by_second = first.jobs_scored(), second.jobs_scored()
         assert by_first and by_second, (by_first, by_second)  # both machines took work
         assert not by_first & by_second and by_first | by_second == {j.id for j in _jobs(engine)}
+        # The result documents are in the shared spool, where the ingest node's study view finds them.
+        assert len(list((settings.spool_dir / "outgoing").glob("*/*.dcm"))) >= 10
 
         # Now the first machine is killed while it holds a job's lease (restarted cold, it loads the model
         # first: seconds with the lease held). The second is paused meanwhile so that the first takes it.
@@ -180,3 +183,13 @@ def test_two_workers_take_disjoint_jobs_and_a_killed_ones_job_is_taken_over(
                 except ProcessLookupError:
                     pass
             worker.stop()
+
+
+def test_a_worker_refuses_a_database_the_ingest_node_has_not_set_up(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medscreen.worker_command import run_workers
+
+    empty = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'empty.db'}"})
+    assert run_workers(empty, 1) == 2
+    assert "no schema yet" in capsys.readouterr().err
