@@ -110,13 +110,21 @@ def render_card(report: TaskReport, run_id: str, parity_diff: float, onnx_bytes:
     sections.append(f"## Data and licence\n\n{report.card['data']}\n")
     sections.append(f"## Split\n\n{report.card['split']}\n")
     sections.append(f"## Model\n\n{report.card['model']}\n")
-    sections.append("## Metrics (validation, held-out patients)\n")
+    if report.card.get("steering"):
+        sections.append(f"## Steering right\n\n{report.card['steering']}\n")
+    sections.append(f"## Metrics\n\n{report.card.get('metrics_note', 'Validation on held-out patients.')}\n")
     for evaluation in report.evaluations:
         sections.append(f"### {evaluation.title}\n\n| metric | value |\n|---|---|\n{_fmt(evaluation.metrics)}")
     sections.append(
-        "95% intervals: AUROC by 2,000 patient-unaware bootstrap resamples of the validation items; "
-        "sensitivity and specificity by the Wilson interval.\n"
+        report.card.get(
+            "intervals",
+            "95% intervals: AUROC by 2,000 patient-unaware bootstrap resamples of the validation items; "
+            "sensitivity and specificity by the Wilson interval.",
+        )
+        + "\n"
     )
+    if report.card.get("figures"):
+        sections.append(f"## Figures\n\n{report.card['figures']}\n")
     sections.append(f"## Operating point\n\n{report.card['operating_point']}\n")
     sections.append(f"## Localisation\n\n{report.card['localisation']}\n")
     sections.append(f"## Limitations\n\n{report.card['limitations']}\n")
