@@ -182,6 +182,13 @@ def write_bundle(report: TaskReport, out_dir: Path, run: Any) -> dict[str, Any]:
         "mlflow_run_id": run_id,
         **report.bundle_extra,
     }
+    previous = out_dir / "bundle.json"
+    if previous.is_file():
+        # The intended-use block is written by hand for the serving checks, not learned: a retrain keeps it.
+        kept = json.loads(previous.read_text())
+        for key in ("intended_use",):
+            if key in kept and key not in bundle:
+                bundle[key] = kept[key]
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "bundle.json").write_text(json.dumps(bundle, indent=2) + "\n")
     (out_dir / "card.md").write_text(render_card(report, run_id, parity, onnx_path.stat().st_size))

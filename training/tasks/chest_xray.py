@@ -164,11 +164,18 @@ def train(
             card=_card_text(params, figures, epochs, evaluations[-1] if evaluations[-1].name == "nih1000_external" else None),
             params=params,
             history=history,
-            bundle_extra={"score_output": "score", "score_index": 0, "localisation": {"kind": "heatmap", "output": "heatmap"}},
+            bundle_extra={"score_output": "score", "score_index": 0, "localisation": {"kind": "heatmap", "output": "heatmap"},
+                          "steering": {"right": _steering(figures.cross_validated), "why": STEERING_WHY[_steering(figures.cross_validated)]}},
             extra_metrics={"headline": headline_of(figures), "cross_validation": plan},
         )
         metrics = write_bundle(report, out_dir, run)
     return metrics
+
+
+STEERING_WHY = {
+    "defer": "cross-validated AUROC, sensitivity and specificity meet the goal with their lower 95% bounds",
+    "raise-only": "cross-validated on one hospital's films only; the goal is not met with its lower 95% bounds",
+}
 
 
 def _steering(cv: Any) -> str:

@@ -208,6 +208,7 @@ def train(
             bundle_extra={
                 "score_output": "score", "score_index": 0, "aggregation": "max over candidates",
                 "localisation": {"kind": "candidate", "fields": ["slice_index", "row", "col"], "from": "the highest-scoring candidate"},
+                "steering": {"right": "shadow", "why": "three development patients: no estimate for new patients, no series-level specificity"},
             },
             extra_metrics={"headline": headline_of(figures), "cross_validation": plan, "series_validation": series},
         )

@@ -255,6 +255,11 @@ def train(
                 "malignant_index": 1,
                 "malignant_threshold": malignant_metrics.threshold,
                 "localisation": {"kind": "heatmap", "output": "heatmap"},
+                "steering": (
+                    {"right": "raise-only", "why": "cross-validated AUROC lower bound reaches 0.85 on one film archive"}
+                    if figures.cross_validated.auroc_ci_low >= 0.85
+                    else {"right": "shadow", "why": f"cross-validated AUROC {figures.cross_validated.auroc:.2f} is below the 0.85 goal"}
+                ),
             },
             extra_metrics={"headline": headline_of(figures), "cross_validation": plan, "pointing_game": pointing},
         )
