@@ -361,6 +361,10 @@ def _card_text(params: dict[str, Any], figures: Any, malignant: Any, pointing: d
         ),
         "localisation": "`heatmap` (2x32x32): per-cell calibrated probabilities of the ensemble's mean logit map; each cell is 16x16 px of the 512 px film (6.4 mm). The score is its maximum, so the peak explains the score.",
         "limitations": (
+            "- The shipped `score` is the maximum of the fold networks' mean heat-map, which runs lower than each fold "
+            "network's own maximum (on which the threshold was chosen): at the threshold the shipped file flags "
+            f"{apparent.sensitivity:.2f} of the abnormal development films (apparent) against {cv.sensitivity:.2f} out of "
+            "fold. Harmless in shadow mode; a later build should score with the mean of the fold maxima.\n"
             "- 0.4 mm pixels erase most microcalcifications; calcification findings are unlikely to be found.\n"
             "- The pectoral muscle is not removed (the mask keeps it); the two views of a woman are scored "
             "independently: no asymmetry comparison, no priors.\n"
