@@ -60,19 +60,21 @@ def lung_mask(hu: np.ndarray) -> np.ndarray:
     return mask
 
 
-def find_candidates(volume: Volume, *, max_candidates: int = 128) -> list[Candidate]:
-    """Local maxima of the smoothed density inside the lungs, strongest first.
+def find_candidates(volume: Volume, *, max_candidates: int = 256) -> list[Candidate]:
+    """Local maxima of the smoothed density inside the lungs, slice by slice, strongest first.
 
     Thresholding solid tissue missed both ground-glass nodules (-700 HU) and nodules fused with a
     vessel or the pleura into one large component; maxima of a 3 mm Gaussian-smoothed HU map catch
-    both, and the patch classifier then sorts nodules from vessels.
+    both, and the patch classifier then sorts nodules from vessels. Maxima are taken within each
+    slice, not across slices: a 3-D maximum gave a nodule one candidate on its densest slice, so the
+    readers' marks on its other slices had none (14 of 31 marks on LIDC-IDRI-0003; 31 of 31 per slice).
     """
     lungs = lung_mask(volume.hu)
     if not lungs.any():
         return []
     slice_mm, row_mm, col_mm = volume.spacing_mm
     sigma = (0.0, 3.0 / row_mm, 3.0 / col_mm)
-    window = (3, int(12 / row_mm) | 1, int(12 / col_mm) | 1)
+    window = (1, int(12 / row_mm) | 1, int(12 / col_mm) | 1)
     # Peaks only count inside the lungs, so the filters run on the lungs' bounding box grown by their
     # reach (Gaussian truncated at 4 sigma, plus the maximum filter's half width): inside it the smoothed
     # values, and so the candidates, are exactly those of the whole volume, at a fraction of the cost.

@@ -43,7 +43,8 @@ class PreprocessSpec:
 
     ``window``: (centre, width) applied to physical values (CT in HU); ``None`` means the image's
     own VOI LUT (DICOM) then a percentile rescale, which is what plain radiographs need because
-    their raw values depend on the detector.
+    their raw values depend on the detector. ``extra["mask"] == "breast"`` zeroes everything outside
+    the breast (``datasets.breast_mask``) after the rescale.
     """
 
     size: tuple[int, int]
@@ -162,4 +163,8 @@ def prepare_image(image: ImageArray, spec: PreprocessSpec) -> np.ndarray:
         scaled = apply_window(small, *spec.window)
     else:
         scaled = percentile_rescale(small, *spec.percentiles)
+    if spec.extra.get("mask") == "breast":
+        from datasets.breast_mask import apply_breast_mask
+
+        scaled = apply_breast_mask(scaled)
     return scaled[None, None].astype(np.float32)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["patient_split"]
+__all__ = ["patient_split", "patient_folds"]
 
 
 def patient_split(
@@ -32,3 +32,28 @@ def patient_split(
         val_patients.update(group[:n_val])
     is_val = np.array([pid in val_patients for pid in patient_ids])
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def patient_folds(patient_ids: Sequence[str], labels: Sequence[int], k: int, seed: int) -> np.ndarray:
+    """Fold index (0..k-1) of every item for patient-level k-fold cross-validation.
+
+    Patients are stratified by their highest label and dealt round-robin after a seeded shuffle, so
+    each fold holds about 1/k of each class and every image of a patient sits in one fold. The card
+    reproduction test recomputes these folds, so the assignment must depend only on ids, labels, k, seed.
+    """
+    if k < 2:
+        raise ValueError("k-fold cross-validation needs k >= 2")
+    patient_label: dict[str, int] = {}
+    for pid, label in zip(patient_ids, labels, strict=True):
+        patient_label[pid] = max(patient_label.get(pid, 0), int(label))
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    offset = 0
+    for label in sorted(set(patient_label.values())):
+        group = sorted(pid for pid, lab in patient_label.items() if lab == label)
+        rng.shuffle(group)
+        for i, pid in enumerate(group):
+            fold_of[pid] = (i + offset) % k
+        # Continue the deal where the last class stopped so that small folds stay balanced in size.
+        offset = (offset + len(group)) % k
+    return np.array([fold_of[pid] for pid in patient_ids], dtype=np.int64)

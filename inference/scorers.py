@@ -61,6 +61,28 @@ def _heatmap_of(model: LoadedModel, outputs: dict[str, Any]) -> np.ndarray | Non
     return values.reshape(values.shape[0], values.shape[-2], values.shape[-1])
 
 
+def _inside_organ(heatmap: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """The heat-map with cells outside the organ set to the lowest value inside it.
+
+    Masked inputs (mammography: ``preprocess.extra.mask == "breast"``) are zero outside the breast.
+    The overlay scales the heat-map between its own minimum and maximum, so outside cells at the
+    inside minimum show no colour and the colours are scaled within the organ; the peak can only
+    fall inside it.
+    """
+    rows, cols = heatmap.shape
+    cells = image[: image.shape[0] // rows * rows, : image.shape[1] // cols * cols]
+    tissue = (cells > 0).reshape(rows, cells.shape[0] // rows, cols, cells.shape[1] // cols).mean(axis=(1, 3)) >= 0.5
+    if not tissue.any():
+        return heatmap
+    return np.where(tissue, heatmap, heatmap[tissue].min()).astype(heatmap.dtype)
+
+
+def _candidate_marker(shape: tuple[int, int], row: float, col: float, radius_px: float) -> np.ndarray:
+    """A soft disc at the candidate, drawn by the heat-map overlay as the CT marker."""
+    rr, cc = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / (2.0 * radius_px**2)).astype(np.float32)
+
+
 def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
     spec = PreprocessSpec.from_dict(model.bundle["preprocess"])
     image = prepare_image(decode(ds, apply_voi=True), spec)
@@ -77,6 +99,8 @@ def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
     heatmap = None
     if heatmaps is not None:
         heatmap = heatmaps[0]
+        if (model.bundle.get("preprocess", {}).get("extra") or {}).get("mask"):
+            heatmap = _inside_organ(heatmap, image[0, 0])
         row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
         rows, cols = int(ds.Rows), int(ds.Columns)
         localisation = {
@@ -130,6 +154,10 @@ def score_ct(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> 
     best = int(np.argmax(scores))
     candidate = candidates[best]
     uid = volume.sop_instance_uids[candidate.slice_index]
+    threshold = float(model.threshold)
+    # Every candidate at or above the operating point (at least the top five), each with its slice,
+    # so that the SR and the page can name where to look, not only the best one.
+    listed = [int(i) for i in np.argsort(-scores) if scores[i] >= threshold] or [int(i) for i in np.argsort(-scores)[:5]]
     localisation = {
         "kind": "candidate",
         "sop_instance_uid": uid,
@@ -143,15 +171,36 @@ def score_ct(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> 
              "score": float(scores[i])}
             for i in np.argsort(-scores)[:5]
         ],
+        "candidates": [
+            {
+                "slice_index": candidates[i].slice_index,
+                "sop_instance_uid": volume.sop_instance_uids[candidates[i].slice_index],
+                "instance_number": _instance_number(source_by_uid[volume.sop_instance_uids[candidates[i].slice_index]]),
+                "z_mm": float(volume.z_positions[candidates[i].slice_index]),
+                "row": candidates[i].row,
+                "col": candidates[i].col,
+                "diameter_mm": round(candidates[i].diameter_mm, 1),
+                "score": float(scores[i]),
+            }
+            for i in listed
+        ],
     }
     window = np.clip((volume.hu[candidate.slice_index] + 1350.0) / 1500.0, 0.0, 1.0)
+    # Every listed candidate (all at or above the threshold, at least five) becomes an SR region with its slice.
     regions = [
         RegionScore(source_by_uid[volume.sop_instance_uids[candidates[i].slice_index]],
                     [float(candidates[i].col), float(candidates[i].row)], float(scores[i]),
                     f"candidate {rank}, {candidates[i].diameter_mm:.0f} mm")
-        for rank, i in enumerate(np.argsort(-scores)[:5], start=1)
+        for rank, i in enumerate(listed, start=1)
     ]
-    return TaskScore(float(scores[best]), localisation, source_by_uid[uid], None, window, regions)
+    radius_px = max(candidate.diameter_mm / 2.0, 4.0) / float(volume.spacing_mm[1])
+    marker = _candidate_marker(window.shape, candidate.row, candidate.col, radius_px)
+    return TaskScore(float(scores[best]), localisation, source_by_uid[uid], marker, window, regions)
+
+
+def _instance_number(ds: Any) -> int | None:
+    value = getattr(ds, "InstanceNumber", None)
+    return int(value) if value not in (None, "") else None
 
 
 SCORERS: dict[str, Callable[..., TaskScore]] = {

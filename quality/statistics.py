@@ -5,6 +5,8 @@ serving app's quality pages load no scikit-learn.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 __all__ = ["auroc", "bootstrap_auroc", "wilson_interval", "reliability"]
@@ -20,13 +22,33 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def bootstrap_auroc(labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile 95% CI of the AUROC over bootstrap resamples (resamples with one class are skipped)."""
+def _resample(groups: np.ndarray | None, n: int, rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """A drawer of bootstrap index sets: items, or whole patients when ``groups`` names each item's patient.
+
+    Two films of one patient are not two independent observations; resampling patients keeps the
+    interval honest when patients contribute several images.
+    """
+    if groups is None:
+        return lambda: rng.integers(0, n, n)
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(codes.max() + 2))
+    members = [order[starts[g] : starts[g + 1]] for g in range(len(starts) - 1)]
+    return lambda: np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
+def bootstrap_auroc(
+    labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 2000, seed: int = 0, groups: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Percentile 95% CI of the AUROC over bootstrap resamples (of patients when ``groups`` is given).
+
+    Resamples with one class are skipped.
+    """
     rng = np.random.default_rng(seed)
     values = []
-    n = len(labels)
+    draw = _resample(groups, len(labels), rng)
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+        idx = draw()
         if labels[idx].min() == labels[idx].max():
             continue
         values.append(auroc(labels[idx], scores[idx]))

@@ -25,7 +25,7 @@ TASK_MODULES = {
     "mammography": "training.tasks.mammography",
     "ct-chest": "training.tasks.ct_chest",
 }
-DEFAULT_EPOCHS = {"chest-xray": 6, "mammography": 14, "ct-chest": 20}
+DEFAULT_EPOCHS = {"chest-xray": 4, "mammography": 14, "ct-chest": 20}
 
 
 def add_commands(subparsers: Any) -> None:
@@ -40,6 +40,7 @@ def add_commands(subparsers: Any) -> None:
     )
     train.add_argument("--epochs", type=int, default=None, help="training epochs (default per task: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()) + ")")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--folds", type=int, default=None, help="patient-level cross-validation folds (default per task)")
     train.add_argument("--limit", type=int, default=None, help="use at most this many images/films/patches per class (tiny runs)")
     train.add_argument("--out", type=Path, default=None, help="bundle folder (default $MEDSCREEN_HOME/models/<task>; models/<task> to refresh the shipped one)")
     train.add_argument("--cache", type=Path, default=None, help="preprocessed-array cache (default $MEDSCREEN_HOME/cache/training)")
@@ -80,11 +81,12 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     cache_dir = args.cache or settings.home / "cache" / "training"
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.task]
     module = importlib.import_module(TASK_MODULES[args.task])
-    metrics = module.train(args.data, out_dir, tracking_uri, epochs=epochs, seed=args.seed, limit=args.limit, cache_dir=cache_dir)
+    extra = {"folds": args.folds} if args.folds else {}
+    metrics = module.train(args.data, out_dir, tracking_uri, epochs=epochs, seed=args.seed, limit=args.limit, cache_dir=cache_dir, **extra)
     registered = log_onnx_bundle(tracking_uri, out_dir, run_id=metrics["mlflow_run_id"], source="trained")
     headline = metrics["headline"]
     print(
-        f"{args.task}: validation AUROC {headline['val_auroc']:.4f} "
+        f"{args.task}: cross-validated AUROC {headline['val_auroc']:.4f} "
         f"(95% CI {headline['val_auroc_ci_low']:.4f}-{headline['val_auroc_ci_high']:.4f}), "
         f"sensitivity {headline['sensitivity']:.3f} / specificity {headline['specificity']:.3f} at {headline['threshold']:.3f}"
     )

@@ -50,15 +50,15 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def predict(model: torch.nn.Module, x: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """Sigmoid probabilities [N, K] of the pooled logits, in eval mode, without augmentation."""
+def predict(model: torch.nn.Module, x: np.ndarray, *, batch_size: int = 64, logits: bool = False) -> np.ndarray:
+    """Sigmoid probabilities [N, K] of the pooled logits (or the logits), in eval mode, without augmentation."""
     model.eval()
     outputs = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32))
-            logits, _ = model(batch)
-            outputs.append(torch.sigmoid(logits).numpy())
+            pooled, _ = model(batch)
+            outputs.append((pooled if logits else torch.sigmoid(pooled)).numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, 1), np.float32)
 
 
@@ -75,8 +75,12 @@ def fit(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     selection_metric: str = "val_auroc",
     desc: str = "train",
+    select_best: bool = True,
 ) -> FitResult:
     """Adam + cosine schedule; keeps the weights of the epoch with the best ``selection_metric``.
+
+    ``select_best=False`` keeps the last epoch's weights: cross-validation folds use it so that the
+    held-out fold, which ``validate`` may still report on, never chooses the weights it is scored with.
 
     Several ``train_sets`` (e.g. mammography patches and whole films, which differ in size) are
     interleaved batch by batch in a seeded random order.
@@ -105,7 +109,9 @@ def fit(
                 set_index, idx = plan[k]
                 data = train_sets[set_index]
                 x = data.x[np.sort(idx)]
-                if transform is not None and data.augment:
+                if transform is not None and data.augment and getattr(transform, "batched", False):
+                    inputs = transform(x)
+                elif transform is not None and data.augment:
                     inputs = augment_batch(transform, x.astype(np.float32))
                 else:
                     inputs = torch.from_numpy(x.astype(np.float32))
@@ -126,7 +132,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         score = metrics.get(selection_metric, -metrics["train_loss"])
-        if score > result.best_score:
+        if score > result.best_score or not select_best:
             result.best_score, result.best_epoch = float(score), epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if best_state is not None:

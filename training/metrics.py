@@ -36,7 +36,8 @@ class BinaryMetrics:
 def choose_threshold(labels: np.ndarray, scores: np.ndarray, *, min_sensitivity: float = 0.9) -> float:
     """Highest threshold that keeps sensitivity >= ``min_sensitivity``: a triage tool must not miss much.
 
-    Chosen on the validation set and reported on it, so the operating point is optimistic; cards say so.
+    Cross-validated tasks call it on out-of-fold predictions, so the point is never chosen on the data
+    that selected the weights.
     """
     fpr, tpr, thresholds = roc_curve(labels, scores)
     ok = np.flatnonzero(tpr >= min_sensitivity)
@@ -45,12 +46,19 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, *, min_sensitivity:
 
 
 def evaluate_binary(
-    labels: np.ndarray, scores: np.ndarray, *, threshold: float | None = None, min_sensitivity: float = 0.9, seed: int = 0
+    labels: np.ndarray,
+    scores: np.ndarray,
+    *,
+    threshold: float | None = None,
+    min_sensitivity: float = 0.9,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> BinaryMetrics:
+    """AUROC (bootstrap CI over patients when ``groups`` is given), operating point, Wilson CIs, calibration."""
     labels = np.asarray(labels, dtype=int)
     scores = np.asarray(scores, dtype=float)
     auroc = float(roc_auc_score(labels, scores))
-    low, high = bootstrap_auroc(labels, scores, seed=seed)
+    low, high = bootstrap_auroc(labels, scores, seed=seed, groups=groups)
     if threshold is None:
         threshold = choose_threshold(labels, scores, min_sensitivity=min_sensitivity)
     predicted = scores >= threshold

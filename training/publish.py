@@ -110,13 +110,21 @@ def render_card(report: TaskReport, run_id: str, parity_diff: float, onnx_bytes:
     sections.append(f"## Data and licence\n\n{report.card['data']}\n")
     sections.append(f"## Split\n\n{report.card['split']}\n")
     sections.append(f"## Model\n\n{report.card['model']}\n")
-    sections.append("## Metrics (validation, held-out patients)\n")
+    if report.card.get("steering"):
+        sections.append(f"## Steering right\n\n{report.card['steering']}\n")
+    sections.append(f"## Metrics\n\n{report.card.get('metrics_note', 'Validation on held-out patients.')}\n")
     for evaluation in report.evaluations:
         sections.append(f"### {evaluation.title}\n\n| metric | value |\n|---|---|\n{_fmt(evaluation.metrics)}")
     sections.append(
-        "95% intervals: AUROC by 2,000 patient-unaware bootstrap resamples of the validation items; "
-        "sensitivity and specificity by the Wilson interval.\n"
+        report.card.get(
+            "intervals",
+            "95% intervals: AUROC by 2,000 patient-unaware bootstrap resamples of the validation items; "
+            "sensitivity and specificity by the Wilson interval.",
+        )
+        + "\n"
     )
+    if report.card.get("figures"):
+        sections.append(f"## Figures\n\n{report.card['figures']}\n")
     sections.append(f"## Operating point\n\n{report.card['operating_point']}\n")
     sections.append(f"## Localisation\n\n{report.card['localisation']}\n")
     sections.append(f"## Limitations\n\n{report.card['limitations']}\n")
@@ -174,6 +182,13 @@ def write_bundle(report: TaskReport, out_dir: Path, run: Any) -> dict[str, Any]:
         "mlflow_run_id": run_id,
         **report.bundle_extra,
     }
+    previous = out_dir / "bundle.json"
+    if previous.is_file():
+        # The intended-use block is written by hand for the serving checks, not learned: a retrain keeps it.
+        kept = json.loads(previous.read_text())
+        for key in ("intended_use",):
+            if key in kept and key not in bundle:
+                bundle[key] = kept[key]
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "bundle.json").write_text(json.dumps(bundle, indent=2) + "\n")
     (out_dir / "card.md").write_text(render_card(report, run_id, parity, onnx_path.stat().st_size))

@@ -43,7 +43,7 @@ def test_chest_xray_scores_pneumonia_above_normal() -> None:
     spec = PreprocessSpec.from_dict(bundle["preprocess"])
     items = load_kermany(DATA / "kermany")
     batch = np.concatenate([prepare_image(read_image_file(i.path), spec) for i in items])
-    score, heatmap = session.run(None, {bundle["input"]["name"]: batch})
+    score, heatmap = session.run(["score", "heatmap"], {bundle["input"]["name"]: batch})
     labels = np.array([i.label for i in items])
     assert score[labels == 1].mean() > score[labels == 0].mean()
     assert heatmap.shape == (len(items), 1, 8, 8) and ((0 <= heatmap) & (heatmap <= 1)).all()
@@ -53,7 +53,7 @@ def test_mammography_scores_a_whole_film_with_two_outputs() -> None:
     session, bundle = _session("mammography")
     spec = PreprocessSpec.from_dict(bundle["preprocess"])
     film = load_mias(DATA / "mias")[0]
-    score, heatmap = session.run(None, {"image": prepare_image(read_film(film), spec)})
+    score, heatmap = session.run(["score", "heatmap"], {"image": prepare_image(read_film(film), spec)})
     assert score.shape == (1, 2) and heatmap.shape == (1, 2, 32, 32)
     # The score is the max of the heat-map: the localisation explains the score.
     assert np.allclose(score[0], heatmap[0].reshape(2, -1).max(axis=1), atol=1e-6)
@@ -64,8 +64,9 @@ def test_ct_series_path_puts_the_top_candidate_on_the_nodule() -> None:
     (case,) = load_lidc(DATA / "lidc")
     volume = case.volume()
     candidates = find_candidates(volume)
-    (score, _) = session.run(None, {bundle["input"]["name"]: extract_patches(volume, candidates)})
+    score = session.run(["score"], {bundle["input"]["name"]: extract_patches(volume, candidates)})[0]
     top = candidates[int(np.argmax(score[:, 0]))]
     _, row, col, radius, _ = max(nodule_centres(case, volume), key=lambda m: m[3])
     assert np.hypot(top.row - row, top.col - col) <= radius + 4
-    assert float(score.max()) > 0.9
+    # The calibrated series score is called positive at the card's operating point (no longer a saturated 0.99+).
+    assert float(score.max()) >= bundle["threshold"]

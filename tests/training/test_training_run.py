@@ -1,4 +1,4 @@
-"""A tiny real training run: one epoch on a few real films, logged to a temporary MLflow store and registered."""
+"""A tiny real training run: 2-fold cross-validation, one epoch, on a few real films, logged and registered."""
 
 from __future__ import annotations
 
@@ -22,18 +22,19 @@ def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, c
     monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", tracking_uri)
     out = tmp_path / "bundle"
 
-    assert main(["--create-home", "train", "chest-xray", "--data", str(data), "--epochs", "1", "--seed", "0", "--out", str(out)]) == 0
+    assert main(["--create-home", "train", "chest-xray", "--data", str(data), "--epochs", "1", "--folds", "2", "--threads", "1", "--seed", "0", "--out", str(out)]) == 0
     assert "registered chest-xray version 1" in capsys.readouterr().out
 
     bundle = json.loads((out / "bundle.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"val_auroc", "val_auroc_ci_low", "val_auroc_ci_high", "sensitivity", "specificity", "brier"} <= set(metrics["headline"])
+    assert {"val_auroc", "val_auroc_ci_low", "val_auroc_ci_high", "sensitivity", "specificity", "brier", "apparent_auroc"} <= set(metrics["headline"])
+    assert metrics["cross_validation"]["k"] == 2 and len(metrics["cross_validation"]["fold_cpu_seconds"]) == 2
     assert "MLflow run id" in (out / "card.md").read_text()
     client = MlflowClient(tracking_uri, tracking_uri)
     run = client.get_run(metrics["mlflow_run_id"])
-    assert run.data.params["epochs"] == "1" and "val_auroc" in run.data.metrics and "train_loss" in run.data.metrics
+    assert run.data.params["epochs"] == "1" and "val_auroc" in run.data.metrics and "fold0.train_loss" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert {"card.md", "metrics.json", "plots/roc_validation.png", "plots/calibration_validation.png"} <= artifacts
+    assert {"card.md", "metrics.json", "plots/roc_cross_validated.png", "plots/calibration_cross_validated.png"} <= artifacts
     version = client.get_model_version_by_alias("chest-xray", "champion")
     assert str(version.version) == "1" and version.tags["task"] == "chest-xray"
     assert float(version.tags["threshold"]) == bundle["threshold"]
@@ -42,8 +43,9 @@ def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, c
     spec = PreprocessSpec.from_dict(bundle["preprocess"])
     image = prepare_image(read_image_file(FIXTURES / "datasets/kermany/train/NORMAL/IM-0115-0001.jpeg"), spec)
     session = ort.InferenceSession(str(out / "model.onnx"))
-    score, heatmap = session.run([o["name"] for o in bundle["outputs"]], {bundle["input"]["name"]: image})
+    score, heatmap, fold_scores = session.run([o["name"] for o in bundle["outputs"]], {bundle["input"]["name"]: image})
     assert score.shape == (1, 1) and 0.0 <= float(score[0, 0]) <= 1.0
+    assert fold_scores.shape == (1, 1, 2)
     assert heatmap.shape == tuple([1, *bundle["outputs"][1]["shape"][1:]])
     assert np.isfinite(heatmap).all()
 
