@@ -10,10 +10,11 @@ with its reason, and can be replayed.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,8 @@ __all__ = [
     "enqueue_routed",
     "request_rescore",
     "claim_next",
+    "extend_lease",
+    "release_dead_leases",
     "mark_done",
     "mark_failed",
     "replay",
@@ -155,6 +158,44 @@ def claim_next(session: Session, owner: str, lease_s: float, now: datetime) -> S
     job.lease_until = now + timedelta(seconds=lease_s)
     job.updated_at = now
     return job
+
+
+def extend_lease(session: Session, job_id: int, owner: str, lease_s: float, now: datetime) -> bool:
+    """The running worker's heartbeat: push its lease forward; False when the job is no longer its own."""
+    result = session.execute(
+        update(ScoringJob)
+        .where(ScoringJob.id == job_id, ScoringJob.state == JobState.running, ScoringJob.lease_owner == owner)
+        .values(lease_until=now + timedelta(seconds=lease_s))
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+def _owner_alive(owner: str, host: str) -> bool:
+    """Whether the worker named ``host:pid:thread`` still runs (only decidable for this host's workers)."""
+    parts = owner.split(":")
+    if len(parts) < 2 or parts[0] != host or not parts[1].isdigit():
+        return True
+    return os.path.exists(f"/proc/{parts[1]}")
+
+
+def release_dead_leases(session: Session, host: str, now: datetime, *, everything: bool = False) -> int:
+    """Put back in the queue the running jobs of this host's dead workers (all of them at a service start).
+
+    A killed worker's lease would otherwise hold its study until the lease ran out; the attempt it used counts.
+    """
+    released = 0
+    for job in session.scalars(select(ScoringJob).where(ScoringJob.state == JobState.running)):
+        if not everything and _owner_alive(job.lease_owner or "", host):
+            continue
+        log.warning("job %d: worker %s is gone; the job goes back to the queue", job.id, job.lease_owner)
+        job.state = JobState.retry.value
+        job.next_attempt_at = now
+        job.lease_owner = None
+        job.lease_until = None
+        job.updated_at = now
+        add_event(session, job.study_id, job.revision, "lease-released", now, job_id=job.id)
+        released += 1
+    return released
 
 
 def mark_done(session: Session, job: ScoringJob, now: datetime) -> None:

@@ -92,7 +92,7 @@ def score_job(
     reason = None
     outcome = StudyStatus.scored
     try:
-        datasets = read_study(paths)
+        datasets = read_study(paths, max_bytes=settings.max_instance_mb * 1024 * 1024)
         use = model.intended_use
         if use is not None:
             check_intended_use(use, datasets, model.label)

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference.champions import ModelSelector
 from inference.dispatch import Dispatcher
 from inference.errors import ScoringError
-from inference.jobs import claim_next, enqueue_routed, mark_failed
+from inference.jobs import claim_next, enqueue_routed, extend_lease, mark_failed
+from inference.jobs import release_dead_leases as requeue_jobs_of_dead_workers
 from inference.records import ResultSent, ScoreRecorded
 from inference.score_job import score_job
 from inference.tables import ScoringJob
@@ -51,6 +52,9 @@ class ScoringWorker:
             if job is None:
                 return False
             job_id = job.id
+        beating = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(job_id, beating), name=f"lease-{job_id}", daemon=True)
+        heartbeat.start()
         try:
             return score_job(
                 job_id, settings=self.settings, session_factory=self.session_factory, selector=self.selector, started=now
@@ -60,7 +64,25 @@ class ScoringWorker:
         except Exception as exc:  # noqa: BLE001 - one bad job must not stop the worker; it retries then dead-letters
             log.exception("job %d failed unexpectedly", job_id)
             self._fail(job_id, f"{type(exc).__name__}: {exc}")
+        finally:
+            beating.set()
+            heartbeat.join(timeout=5)
         return True
+
+    def _heartbeat(self, job_id: int, done: threading.Event) -> None:
+        """Renew the job's lease every third of it while the job runs: a short lease, yet no long job is retaken."""
+        interval = self.settings.scoring_lease_s / 3
+        while not done.wait(interval):
+            try:
+                with session_scope(self.session_factory) as session:
+                    extend_lease(session, job_id, self.owner, self.settings.scoring_lease_s, utcnow())
+            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease; the next one retries
+                log.warning("job %d: lease heartbeat failed", job_id, exc_info=True)
+
+    def release_dead_leases(self, *, everything: bool = False) -> int:
+        """Requeue the jobs of this host's dead workers (all running jobs when the service starts)."""
+        with session_scope(self.session_factory) as session:
+            return requeue_jobs_of_dead_workers(session, os.uname().nodename, utcnow(), everything=everything)
 
     def _fail(self, job_id: int, reason: str) -> None:
         with session_scope(self.session_factory) as session:
@@ -83,6 +105,7 @@ class ScoringWorker:
     def run_until(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
+                self.release_dead_leases()
                 self.enqueue_routed()
                 while not stop.is_set() and self.process_one():
                     self.dispatch_ready()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inference.complete import CompletenessMonitor
 from inference.fhir_feed import FHIR_CHANNEL, take_in_fhir_results
+from inference.jobs import release_dead_leases
 from inference.pacs_count import counter_from_settings
 from inference.receive.process import run_receiver_process
 from inference.retention import run_retention_loop
@@ -30,7 +32,7 @@ from medscreen.app import create_app
 from medscreen.logging_config import run_configured
 from medscreen.schema import migrate_all
 from screening.fhir_feed import take_in_screening_flags
-from service.db import make_engine, make_session_factory
+from service.db import make_engine, make_session_factory, session_scope, utcnow
 from service.fhir_push import FhirSender
 from service.outbox import RetryPolicy, run_feed
 from service.settings import Settings
@@ -136,6 +138,12 @@ def run_service(settings: Settings) -> int:
 
     receivers = ProcessSupervisor(settings, "dicom-receiver", run_receiver_process, settings.dicom_receivers)
     receivers.start()
+    # The workers of the previous run are gone: their running jobs go back to the queue now, not when
+    # their leases run out (one `serve` per database, so no other host's worker can hold them).
+    with session_scope(session_factory) as session:
+        released = release_dead_leases(session, os.uname().nodename, utcnow(), everything=True)
+    if released:
+        log.info("requeued %d scoring jobs left running by the previous run", released)
     scorers = ProcessSupervisor(settings, "scoring-worker", run_scoring_process, settings.scoring_workers)
     scorers.start()
     monitor = CompletenessMonitor(settings, session_factory, load_rules(settings.routes_file), counter_from_settings(settings))

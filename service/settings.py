@@ -154,7 +154,12 @@ class Settings(BaseSettings):
         10.0, description="How often workers re-read the `champion`/`challenger` aliases in the MLflow registry (hot swap)."
     )
     scoring_poll_s: float = Field(0.5, description="How often an idle scoring worker looks for routed studies and jobs.")
-    scoring_lease_s: float = Field(600.0, description="Lease of a claimed scoring job; a dead worker's job is retaken after it.")
+    scoring_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="Lease of a claimed scoring job, renewed by the worker every third of it while the job runs; a job "
+        "whose worker died is retaken when its lease runs out, or at once when its worker process is seen gone.",
+    )
     scoring_max_attempts: int = Field(5, description="Attempts before a scoring job goes to the dead-letter state.")
     scoring_retry_base_s: float = Field(5.0, description="First retry delay of a failed scoring job; doubles per attempt.")
     ct_min_slices: int = Field(10, description="Fewest slices of an axial CT series that can be scored.")

@@ -11,6 +11,8 @@ import httpx
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
 
+from inference.instance_headers import is_valid_uid
+
 __all__ = ["Mutant", "mutate", "corpus", "send_c_store", "send_stow", "process_group_peak_rss"]
 
 
@@ -61,7 +63,10 @@ def mutate(source: Path, target: Path, rng: random.Random) -> Mutant:
 
 
 def send_c_store(port: int, paths: list[Path], timeout: float = 30) -> dict[Path, int | None]:
-    """Send each file's encoded bytes as they are (no re-encoding); None where no answer came."""
+    """Send each file's encoded bytes as they are (no re-encoding); None where no answer came.
+
+    Files whose file meta names no valid SOP class or transfer syntax cannot be proposed and are left out.
+    """
     _config.STORE_SEND_CHUNKED_DATASET = True
     sendable: dict[Path, tuple[str, str]] = {}
     for path in paths:
@@ -70,7 +75,8 @@ def send_c_store(port: int, paths: list[Path], timeout: float = 30) -> dict[Path
             sop_class, syntax = str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
         except Exception:  # noqa: BLE001 - a file whose meta no longer parses cannot be sent over DIMSE
             continue
-        if sop_class and syntax and len(sop_class) <= 64 and len(syntax) <= 64:
+        # A mutated meta can name no valid UID: no association can propose it (the sender itself fails).
+        if is_valid_uid(sop_class) and is_valid_uid(syntax):
             sendable[path] = (sop_class, syntax)
     results: dict[Path, int | None] = {}
     items = list(sendable.items())
