@@ -7,6 +7,7 @@ environment itself. Every field is documented in the README's settings table, an
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -16,6 +17,23 @@ __all__ = ["Settings"]
 
 # Substrings of secrets copied from examples and templates.
 _DEFAULT_SECRET_WORDS = ("changethis", "changeme", "change-me", "change_me", "secret", "password", "default", "example")
+
+
+def _looks_patterned(secret: str) -> bool:
+    """A repeated or sequential key ("0123456789" * 4, "abcdef..."): it compresses well or runs in steps.
+
+    Random keys from ``secrets`` compress to about their own length and have no run of 6 neighbouring characters.
+    """
+    if len(zlib.compress(secret.encode(), 9)) < 0.8 * len(secret):
+        return True
+    run, step = 1, None
+    for previous, current in zip(secret, secret[1:]):
+        delta = ord(current) - ord(previous)
+        run = run + 1 if delta == step and delta in (-1, 0, 1) else 2
+        step = delta
+        if run >= 6:
+            return True
+    return False
 
 
 class Settings(BaseSettings):
@@ -313,7 +331,12 @@ class Settings(BaseSettings):
             return value
         secret = value.get_secret_value()
         lowered = secret.lower()
-        if len(secret) < 32 or len(set(secret)) < 8 or any(word in lowered for word in _DEFAULT_SECRET_WORDS):
+        if (
+            len(secret) < 32
+            or len(set(secret)) < 8
+            or any(word in lowered for word in _DEFAULT_SECRET_WORDS)
+            or _looks_patterned(secret)
+        ):
             raise ValueError(
                 "MEDSCREEN_SECRET_KEY looks like a default or weak secret: use at least 32 random characters, "
                 "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`, or leave it unset"

@@ -149,7 +149,15 @@ def test_require_role_refuses_unknown_roles() -> None:
 
 @pytest.mark.parametrize(
     "secret",
-    ["changethis", "changethis" * 4, "secret-secret-secret-secret-secret", "a" * 40, "0123456789abcdef"],
+    [
+        "changethis",
+        "changethis" * 4,
+        "secret-secret-secret-secret-secret",
+        "a" * 40,
+        "0123456789abcdef",
+        "0123456789" * 4,  # 10 different characters and 40 long: passed the old check
+        "abcdefghijklmnopqrstuvwxyz0123456789",
+    ],
 )
 def test_settings_refuse_default_secrets(secret: str) -> None:
     with pytest.raises(ValidationError, match="MEDSCREEN_SECRET_KEY"):
