@@ -27,7 +27,7 @@ def _looks_patterned(secret: str) -> bool:
     if len(zlib.compress(secret.encode(), 9)) < 0.8 * len(secret):
         return True
     run, step = 1, None
-    for previous, current in zip(secret, secret[1:]):
+    for previous, current in zip(secret, secret[1:], strict=False):
         delta = ord(current) - ord(previous)
         run = run + 1 if delta == step and delta in (-1, 0, 1) else 2
         step = delta
