@@ -56,6 +56,15 @@ class CompletenessMonitor:
             return expected
         return None
 
+    def _incompleteness(self, study: Study) -> str | None:
+        """Why a study completed by silence may lack instances (a sender that crashed mid-study looks the same)."""
+        if self.counter is None:
+            return "completed by the quiet period; no PACS count is configured to confirm every instance arrived"
+        expected = self.counter.count(study.study_instance_uid)
+        if expected is not None and study.instance_count < expected:
+            return f"the PACS holds {expected} instances of this study; {study.instance_count} arrived"
+        return None
+
     def complete_quiet_studies(self, now: datetime | None = None) -> list[StudyComplete]:
         now = now or utcnow()
         completed: list[StudyComplete] = []
@@ -64,7 +73,9 @@ class CompletenessMonitor:
             for study in receiving:
                 quiet = self.settings.quiet_period_for(study.modality)
                 if (now - study.last_received_at).total_seconds() >= quiet:
-                    done = mark_complete(session, study, reason="quiet-period", now=now, quiet_period_s=quiet)
+                    doubt = self._incompleteness(study)
+                    extra = {"possibly_incomplete": doubt} if doubt else {}
+                    done = mark_complete(session, study, reason="quiet-period", now=now, quiet_period_s=quiet, **extra)
                 else:
                     expected = self._pacs_says_complete(session, study, now)
                     if expected is None:
