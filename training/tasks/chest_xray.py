@@ -173,15 +173,13 @@ def train(
 
 
 STEERING_WHY = {
-    "defer": "cross-validated AUROC, sensitivity and specificity meet the goal with their lower 95% bounds",
-    "raise-only": "cross-validated on one hospital's films only; the goal is not met with its lower 95% bounds",
+    "raise-only": "cross-validated on one hospital's films only; defer needs validation on another source (issue 11)",
 }
 
 
 def _steering(cv: Any) -> str:
-    """The steering right the cross-validated evidence supports (triage-safety issue 11)."""
-    if cv.auroc_ci_low >= 0.97 and cv.specificity_ci[0] >= 0.85 and cv.sensitivity_ci[0] >= 0.95:
-        return "defer"
+    """The steering right the evidence supports: cross-validation within one source never earns ``defer``
+    (the triage-safety rules ask for another source's validation), so at most ``raise-only``."""
     return "raise-only"
 
 
@@ -203,17 +201,12 @@ def _card_text(params: dict[str, Any], figures: Any, epochs: int, nih: Any) -> d
             "is shipped (see limitations)."
         ),
         "steering": (
-            f"**`{steering}`**. "
-            + (
-                "The cross-validated figures meet the goal with their lower 95% bounds, so the model may reorder the "
-                "worklist both ways under the triage-safety rules."
-                if steering == "defer"
-                else "The model may raise a film's priority but must never lower one: the cross-validated figures "
-                + ("meet the point goal (AUROC >= 0.97, specificity >= 0.85 at sensitivity >= 0.95) but not with their lower 95% bounds"
-                   if goal_met else "do not meet the goal (AUROC >= 0.97, specificity >= 0.85 at sensitivity >= 0.95)")
-                + ", and these are single-centre development data; an external test split scored this family of "
-                "models lower than its internal validation."
-            )
+            f"**`{steering}`**. The model may raise a film's priority but must never lower one: the cross-validated "
+            "figures "
+            + ("meet the goal (AUROC >= 0.97, specificity >= 0.85 at sensitivity >= 0.95)"
+               if goal_met else "do not meet the goal (AUROC >= 0.97, specificity >= 0.85 at sensitivity >= 0.95)")
+            + ", but they come from one hospital's films; `defer` needs validation on another source (issue 11), and "
+            "an external test split scored the previous model of this family lower than its internal validation."
         ),
         "data": (
             "Kermany et al. 2018, *Identifying Medical Diagnoses and Treatable Diseases by Image-Based Deep "

@@ -293,7 +293,7 @@ def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]
             "local maximum of the smoothed density); a missed candidate cannot be scored.\n"
             "- No series-level specificity: every slab contains nodules.\n"
             "- Slabs only (11-16 slices): full 300-slice series, other kernels and slice thicknesses are covered only by "
-            "the reconstruction test (a smoothed-kernel and a thick-slice version of the test slab must score within 0.15)."
+            "the reconstruction test (a soft-kernel and a sharp, noisier kernel version of the test slab must score within 0.15; slice thickness is not varied)."
         ),
         "reproduce": (
             f"medscreen train ct-chest --data ../shared/data --epochs {epochs} --seed {params['seed']} --threads 1 --out models/ct-chest\n"
