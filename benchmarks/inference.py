@@ -17,8 +17,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from datasets.dicom_series import Volume
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -42,7 +46,7 @@ def _time_pair(first: Callable[[], object], second: Callable[[], object], repeat
     return result
 
 
-def _ct_volume() -> object:
+def _ct_volume() -> Volume:
     from datasets.lidc import load_lidc
 
     shared = REPO.parent / "shared" / "data" / "ct" / "lidc"

@@ -145,7 +145,8 @@ def run_day(studies: list[SimStudy], policy: PriorityPolicy, with_model: bool) -
     for its place at arrival and again at that moment, and the queue holds both entries (the stale one is
     skipped when it comes up).
     """
-    first_keys, later = [], []
+    first_keys: list[tuple[float, float]] = []
+    later: list[tuple[float, float, float] | None] = []
     for study in studies:
         facts = _facts(study, with_model)
         arrived = T0 + timedelta(seconds=study.arrived)

@@ -82,6 +82,7 @@ def main() -> None:
             t_gate = time.perf_counter() - t
         engine.dispose()
     c = decision.comparison
+    assert c is not None, decision.reasons
     print(f"pair results with final reads: {t_load:.2f} s ({len(cases)} cases)")
     print(f"metrics with 1000-round bootstrap CI: {t_metrics:.2f} s; subgroups (4 keys): {t_sub:.2f} s")
     print(f"full report (metrics, subgroups, weekly drift, comparison) + HTML ({len(html) / 1024:.0f} KiB): {t_report:.2f} s")

@@ -106,7 +106,7 @@ def main() -> None:
             for i, (study_id, _, label) in enumerate(stored1):
                 from inference.tables import Study
 
-                add_final_read(session, session.get(Study, study_id), label, read_at=T0 + timedelta(minutes=10 * i, hours=3))
+                add_final_read(session, session.get_one(Study, study_id), label, read_at=T0 + timedelta(minutes=10 * i, hours=3))
         print(f"phase 1: {len(stored1)} studies scored by champion v{champion.version} ({s1 / len(stored1) * 1000:.0f} ms each) and read")
 
         t = time.perf_counter()
@@ -127,13 +127,14 @@ def main() -> None:
             for i, (study_id, _, label) in enumerate(stored2):
                 from inference.tables import Study
 
-                add_final_read(session, session.get(Study, study_id), label, read_at=phase1_end + timedelta(minutes=10 * i, hours=3))
+                add_final_read(session, session.get_one(Study, study_id), label, read_at=phase1_end + timedelta(minutes=10 * i, hours=3))
         print(f"phase 2: {len(stored2)} new studies scored by the champion ({s_champ:.1f} s) and shadow-scored by "
               f"the challenger ({s_chall:.1f} s), then read")
 
         with session_scope(factory) as session:
             decision = evaluate_gate(compare_versions(session, "chest-xray", retrained["version"]), GateRules())
         c = decision.comparison
+        assert c is not None, decision.reasons
         for name, m in (("champion", c.champion), ("challenger", c.challenger)):
             print(f"  {name}: sensitivity {m.sensitivity.value:.3f} ({m.sensitivity.ci_low:.3f}-{m.sensitivity.ci_high:.3f}), "
                   f"specificity {m.specificity.value:.3f}, AUROC {m.auroc:.3f} ({m.auroc_ci_low:.3f}-{m.auroc_ci_high:.3f})")

@@ -70,7 +70,7 @@ def _round(server, registry: str, folder: Path, studies: int, workers: int) -> d
     try:
         while True:
             with factory() as session:
-                done = session.scalar(select(func.count()).select_from(ScoringJob).where(ScoringJob.state == "done"))
+                done = session.scalar(select(func.count()).select_from(ScoringJob).where(ScoringJob.state == "done")) or 0
             if done >= studies:
                 break
             time.sleep(0.2)

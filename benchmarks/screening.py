@@ -25,6 +25,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 # Run as a script, this file's folder comes first on sys.path and its name would hide the `screening`
 # package: put the repository root there instead.
@@ -116,7 +117,7 @@ def _measure(args: argparse.Namespace) -> int:
     cpu = time.process_time() - began_cpu
     children = summary.counts["screened"] + summary.counts["not_screened"]
     wall = summary.seconds_splitting + summary.seconds_screening
-    report = {
+    report: dict[str, Any] = {
         "children": children,
         "flagged": summary.counts["flagged"],
         "errors": summary.counts["errors"],

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +41,7 @@ def write_ct_study(source_slice: Path, out_dir: Path, count: int) -> list[Path]:
 
 def _base_dataset(sop_class_uid: str, modality: str, pixels: np.ndarray, *, study_uid: str, patient_id: str) -> Dataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()

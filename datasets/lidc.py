@@ -44,6 +44,13 @@ class LidcCase:
         return read_series_folder(self.series_folder)
 
 
+def _required_text(element: ET.Element, path: str) -> str:
+    text = element.findtext(path, namespaces=_NS)
+    if text is None:
+        raise LabelsError(f"LIDC reading has an ROI without {path.split(':')[-1]}")
+    return text
+
+
 def parse_lidc_xml(path: Path) -> list[NoduleRead]:
     try:
         root = ET.parse(path).getroot()
@@ -61,10 +68,10 @@ def parse_lidc_xml(path: Path) -> list[NoduleRead]:
                 edges = roi.findall("l:edgeMap", _NS)
                 rois.append(
                     NoduleRoi(
-                        float(roi.findtext("l:imageZposition", namespaces=_NS)),
+                        float(_required_text(roi, "l:imageZposition")),
                         roi.findtext("l:imageSOP_UID", default="", namespaces=_NS).strip(),
-                        tuple(int(e.findtext("l:yCoord", namespaces=_NS)) for e in edges),
-                        tuple(int(e.findtext("l:xCoord", namespaces=_NS)) for e in edges),
+                        tuple(int(_required_text(e, "l:yCoord")) for e in edges),
+                        tuple(int(_required_text(e, "l:xCoord")) for e in edges),
                     )
                 )
             # Nodules < 3 mm have a single point and no characteristics: no malignancy label.

@@ -121,7 +121,8 @@ def read_image_file(path: Path) -> ImageArray:
             raise UnreadableImage(f"{path.name}: {exc}") from exc
         return dicom_to_array(ds, apply_voi=True)
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as opened:
+            img: Image.Image = opened
             # JPEG chest films are stored as RGB with equal channels; "L" keeps 8-bit, "I;16" PGMs stay 16-bit.
             if img.mode not in ("L", "I", "I;16", "F"):
                 img = img.convert("L")

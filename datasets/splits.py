@@ -11,7 +11,7 @@ __all__ = ["patient_split", "patient_folds"]
 
 def patient_split(
     patient_ids: Sequence[str],
-    labels: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
     val_fraction: float,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inference.tables import Instance, ScoreResult, Series, Study
+from service.lifecycle import StudyStatus
 
 __all__ = [
     "DriftThresholds",
@@ -142,7 +143,7 @@ def score_drift(
     query = select(ScoreResult.created_at, ScoreResult.score, ScoreResult.call).where(
         ScoreResult.task == task,
         ScoreResult.model_version == model_version,
-        ScoreResult.outcome == "scored",
+        ScoreResult.outcome == StudyStatus.scored,
         ScoreResult.score.is_not(None),
     )
     if since:

@@ -77,7 +77,7 @@ class GateDecision:
 
 
 def _latest_champion_version(cases: list[PairedCase], exclude: str) -> str | None:
-    champions = [c for c in cases if c.role == "champion" and c.model_version != exclude]
+    champions = [c for c in cases if c.role == ModelRole.champion and c.model_version != exclude]
     return max(champions, key=lambda c: c.scored_at).model_version if champions else None
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from inference.tables import ScoreResult as ScoreRow
 from inference.tables import Series, Study
 from quality.statistics import auroc, bootstrap_auroc, reliability, wilson_interval
+from service.lifecycle import StudyStatus
 from worklist.tables import FinalRead, FinalReadFinding
 
 __all__ = [
@@ -148,7 +149,7 @@ def load_paired_cases(
         .join(Study, Study.id == ScoreRow.study_id)
         .join(FinalRead, FinalRead.study_id == ScoreRow.study_id)
         .join(FinalReadFinding, (FinalReadFinding.read_id == FinalRead.id) & (FinalReadFinding.task == ScoreRow.task))
-        .where(ScoreRow.outcome == "scored", ScoreRow.score.is_not(None))
+        .where(ScoreRow.outcome == StudyStatus.scored, ScoreRow.score.is_not(None))
     )
     if task:
         query = query.where(ScoreRow.task == task)

@@ -26,6 +26,7 @@ from quality.metrics import (
     roc_points,
     subgroup_metrics,
 )
+from service.lifecycle import ModelRole, StudyStatus
 
 __all__ = ["ReportQuery", "QualityReport", "build_report", "render_report", "list_versions_in_service", "log_report_to_mlflow"]
 
@@ -62,7 +63,7 @@ def list_versions_in_service(session: Session) -> list[dict[str, Any]]:
             func.count(),
             func.max(ScoreResult.created_at),
         )
-        .where(ScoreResult.outcome == "scored")
+        .where(ScoreResult.outcome == StudyStatus.scored)
         .group_by(ScoreResult.task, ScoreResult.model_version, ScoreResult.role)
     ).all()
     out = [{"task": t, "version": v, "role": r, "results": n, "last": last} for t, v, r, n, last in rows]
@@ -95,7 +96,7 @@ def build_report(
     drift.alerts.extend(header_alerts)
     roles = {c.role for c in cases}
     gate = None
-    if "challenger" in roles:
+    if ModelRole.challenger in roles:
         try:
             gate = evaluate_gate(compare_versions(session, query.task, query.model_version), rules)
         except Exception as exc:  # noqa: BLE001 - a missing champion leaves the comparison out, not the report

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Task", "StudyStatus", "JobState", "ModelRole", "WritebackState", "SteeringRight", "WorklistEventKind", "TASKS"]
+__all__ = ["Task", "StudyStatus", "JobState", "ModelRole", "WritebackState", "SteeringRight", "WorklistState", "WorklistEventKind", "TASKS"]
 
 
 class Task(enum.StrEnum):
@@ -79,3 +79,15 @@ class WorklistEventKind(enum.StrEnum):
     claimed = "claimed"
     released = "released"
     read = "read"
+
+
+class WorklistState(enum.StrEnum):
+    """What a worklist entry shows about scoring: the study's outcome, or ``awaiting_score`` until it has one."""
+
+    awaiting_score = "awaiting_score"
+    not_applicable = "not_applicable"
+    scored = "scored"
+    could_not_score = "could_not_score"
+    out_of_scope = "out_of_scope"
+    failed = "failed"
+    read = "read"  # closed by a final read; only a filter on the list, never stored as an entry's state

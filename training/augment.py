@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 from monai.transforms import (
@@ -141,7 +144,7 @@ def build_augmentation(task: str, seed: int) -> Compose:
     return transform
 
 
-def augment_batch(transform: Compose, batch: np.ndarray, group: int = 8) -> torch.Tensor:
+def augment_batch(transform: Callable[..., Any], batch: np.ndarray, group: int = 8) -> torch.Tensor:
     """Apply the channel-first array transform to [N, C, H, W], one random draw per group of samples.
 
     Stacking ``group`` samples along the channel axis makes one MONAI call transform all of them

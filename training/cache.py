@@ -28,6 +28,6 @@ def cached_arrays(cache_dir: Path | None, key: dict, build: Callable[[], dict[st
     arrays = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, allow_pickle=False, **arrays)
     tmp.replace(path)
     return arrays

@@ -72,7 +72,7 @@ def fit(
     transform: Callable | None,
     validate: Callable[[torch.nn.Module], dict[str, float]],
     pos_weight: Sequence[float] | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], object] | None = None,  # its return value is ignored
     selection_metric: str = "val_auroc",
     desc: str = "train",
     select_best: bool = True,

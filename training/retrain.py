@@ -11,13 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from service.lifecycle import ModelRole, Task
 from training.errors import TrainingError
 
 __all__ = ["retrain_from_export", "RETRAINABLE_TASKS"]
 
 log = logging.getLogger(__name__)
 
-RETRAINABLE_TASKS = ("chest-xray",)
+RETRAINABLE_TASKS = (Task.chest_xray,)
 MIN_STUDIES_PER_CLASS = 4
 
 
@@ -49,7 +50,7 @@ def retrain_from_export(
     *,
     epochs: int = 6,
     seed: int = 0,
-    alias: str = "challenger",
+    alias: str = ModelRole.challenger,
 ) -> dict[str, Any]:
     """Train ``task`` on the export, write and register the bundle, point ``alias`` at the new version."""
     if task not in RETRAINABLE_TASKS:

@@ -18,6 +18,7 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.db import session_scope, utcnow
 from service.deps import SessionDep, SettingsDep
+from service.lifecycle import WorklistState
 from service.settings import Settings
 from worklist.access import authenticate_radiologist, bearer_token
 from worklist.claims import claim_study, get_entry, record_final_read, release_study
@@ -47,7 +48,7 @@ Radiologist = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist
 PriorityReader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist, Role.quality))]
 
 _ITEM_COLUMNS = [WorklistEntry.__table__.c[name] for name in WorklistItem.model_fields]
-STATES = ("awaiting_score", "not_applicable", "scored", "could_not_score", "out_of_scope", "failed", "read")
+STATES = tuple(state.value for state in WorklistState)
 _HTTP_STATUS: dict[type[WorklistError], int] = {
     StudyNotOnWorklist: status.HTTP_404_NOT_FOUND,
     ClaimConflict: status.HTTP_409_CONFLICT,
@@ -93,8 +94,8 @@ def _list_page(
     # One thread, one session for the token check and the queries (see worklist/access.py).
     with session_scope(request.app.state.session_factory) as session:
         user = authenticate_radiologist(request, session, token)
-        conditions: list[ColumnElement[bool]] = [WorklistEntry.is_open.is_(state != "read")]
-        if state and state != "read":
+        conditions: list[ColumnElement[bool]] = [WorklistEntry.is_open.is_(state != WorklistState.read)]
+        if state and state != WorklistState.read:
             conditions.append(WorklistEntry.state == state)
         if modality:
             conditions.append(WorklistEntry.modality == modality.upper())
@@ -106,7 +107,7 @@ def _list_page(
             conditions.append(WorklistEntry.claimed_by == user.username)
         order = (
             (WorklistEntry.read_at.desc(), WorklistEntry.id.desc())
-            if state == "read"
+            if state == WorklistState.read
             else (WorklistEntry.due_at, WorklistEntry.tie_break, WorklistEntry.id)
         )
         total = session.scalar(select(func.count()).select_from(WorklistEntry).where(*conditions)) or 0

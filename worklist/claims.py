@@ -14,6 +14,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from inference.tables import Study
+from service.lifecycle import WorklistEventKind
 from worklist.errors import ClaimConflict, InvalidRead, NotClaimedByYou, StudyNotOnWorklist
 from worklist.recompute import add_event
 from worklist.tables import FinalRead, FinalReadFinding, WorklistEntry
@@ -52,7 +53,7 @@ def claim_study(
         if not entry.is_open:
             raise ClaimConflict(f"study {study_uid} has already been read")
         raise ClaimConflict(f"study {study_uid} is claimed by {entry.claimed_by} since {entry.claimed_at:%H:%M} UTC")
-    add_event(session, "claimed", study_uid, now, by=reader)
+    add_event(session, WorklistEventKind.claimed, study_uid, now, by=reader)
     return entry
 
 
@@ -73,7 +74,7 @@ def release_study(
     session.refresh(entry)
     if released.rowcount != 1:  # type: ignore[attr-defined]
         raise NotClaimedByYou(f"study {study_uid} is not claimed by {reader}")
-    add_event(session, "released", study_uid, now, by=reader)
+    add_event(session, WorklistEventKind.released, study_uid, now, by=reader)
     return entry
 
 
@@ -129,5 +130,5 @@ def record_final_read(
     session.flush()
     for task, present in sorted(findings.items()):
         session.add(FinalReadFinding(read_id=read.id, task=task, present=present))
-    add_event(session, "read", study_uid, now, by=reader)
+    add_event(session, WorklistEventKind.read, study_uid, now, by=reader)
     return read

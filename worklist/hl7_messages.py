@@ -19,6 +19,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
+from service.lifecycle import StudyStatus
 from worklist.ris import PriorityChanged
 
 __all__ = [
@@ -86,7 +87,7 @@ class ChampionResult:
     task: str
     model_name: str
     model_version: str
-    outcome: str  # "scored" or "could_not_score"
+    outcome: str  # StudyStatus.scored or could_not_score
     score: float | None
     threshold: float | None
     call: str | None
@@ -181,7 +182,7 @@ def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResu
     obr.obr_25 = "F"
     model = f"{_text(result.model_name, 60)} {_text(result.model_version, 20)}"
     observations: list[tuple[str, str, str, str, str]] = []  # (value type, code^text, value, units, range)
-    if result.outcome == "scored" and result.score is not None:
+    if result.outcome == StudyStatus.scored and result.score is not None:
         observations.append(("NM", f"PROB^Probability of finding^{_LOCAL}", f"{result.score:.6f}", "1^no units^UCUM", ""))
         call = result.call or ""
         observations.append(("ST", f"CALL^Call at the model's operating point^{_LOCAL}", _text(call), "", ""))
@@ -213,7 +214,7 @@ def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResu
             note = group.add_segment("NTE")
             note.nte_1 = "1"
             text = f"{DECISION_SUPPORT_NOTE}. {model}"
-            if result.outcome != "scored":
+            if result.outcome != StudyStatus.scored:
                 text += f": could not score: {result.reason or 'no reason given'}"
             note.nte_3 = _text(text, 2000)
     return str(message.to_er7())

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from service.lifecycle import SteeringRight
+from service.lifecycle import SteeringRight, WorklistState
 from service.settings import Settings
 
 __all__ = [
@@ -83,7 +83,7 @@ class StudyFacts:
     modality: str
     order_priority: str = ""
     # awaiting_score, not_applicable, scored, could_not_score, out_of_scope, failed
-    state: str = "awaiting_score"
+    state: str = WorklistState.awaiting_score
     champion: ChampionCall | None = None
 
 
@@ -126,14 +126,15 @@ def _minutes(delta: timedelta) -> str:
 
 def _model_priority(facts: StudyFacts, policy: PriorityPolicy, now: datetime) -> Priority:
     champion = facts.champion
-    if facts.state != "scored" or champion is None:
-        why = {
-            "awaiting_score": "not scored yet",
-            "not_applicable": "no model for this study",
-            "could_not_score": "the model could not score it",
-            "out_of_scope": "outside the model's intended use, not scored",
-            "failed": "scoring failed",
-        }.get(facts.state, facts.state)
+    if facts.state != WorklistState.scored or champion is None:
+        reasons: dict[str, str] = {
+            WorklistState.awaiting_score: "not scored yet",
+            WorklistState.not_applicable: "no model for this study",
+            WorklistState.could_not_score: "the model could not score it",
+            WorklistState.out_of_scope: "outside the model's intended use, not scored",
+            WorklistState.failed: "scoring failed",
+        }
+        why = reasons.get(facts.state, facts.state)
         return Priority("unscored", facts.arrived_at, 0.0, f"{why}: arrival order")
     said = f"{champion.model_name} v{champion.model_version} {champion.call} (score {champion.score:.2f}, threshold {champion.threshold:.2f})"
     if champion.steering == SteeringRight.shadow:

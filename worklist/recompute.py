@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inference.tables import ScoreResult, Series, Study
 from service.db import session_scope, utcnow
-from service.lifecycle import SteeringRight
+from service.lifecycle import ModelRole, SteeringRight, StudyStatus, WorklistEventKind, WorklistState
 from service.settings import Settings
 from worklist.policy import ChampionCall, PriorityPolicy, StudyFacts, policy_from_settings, prioritise
 from worklist.ris import PriorityChangeConsumer, deliver_priority_changes
@@ -37,15 +37,15 @@ logger = logging.getLogger(__name__)
 
 # Statuses of a study that is complete and so belongs on the worklist, and the scoring state each shows
 # while no champion result is on the entry.
-_STATE_BY_STATUS = {
-    "complete": "awaiting_score",
-    "routed": "awaiting_score",
-    "scoring": "awaiting_score",
-    "scored": "awaiting_score",
-    "not_applicable": "not_applicable",
-    "could_not_score": "could_not_score",
-    "out_of_scope": "out_of_scope",
-    "failed": "failed",
+_STATE_BY_STATUS: dict[str, str] = {
+    StudyStatus.complete: WorklistState.awaiting_score,
+    StudyStatus.routed: WorklistState.awaiting_score,
+    StudyStatus.scoring: WorklistState.awaiting_score,
+    StudyStatus.scored: WorklistState.awaiting_score,
+    StudyStatus.not_applicable: WorklistState.not_applicable,
+    StudyStatus.could_not_score: WorklistState.could_not_score,
+    StudyStatus.out_of_scope: WorklistState.out_of_scope,
+    StudyStatus.failed: WorklistState.failed,
 }
 RESULTS_CURSOR = "score_results"
 # The live-update feed only needs to cover a page's reconnect; older rows go.
@@ -53,7 +53,7 @@ EVENT_RETENTION = timedelta(hours=6)
 
 
 def state_for_status(status: str) -> str:
-    return _STATE_BY_STATUS.get(status, "awaiting_score")
+    return _STATE_BY_STATUS.get(status, WorklistState.awaiting_score)
 
 
 def add_event(session: Session, kind: str, study_uid: str, now: datetime, **detail: Any) -> None:
@@ -62,7 +62,7 @@ def add_event(session: Session, kind: str, study_uid: str, now: datetime, **deta
 
 def entry_facts(entry: WorklistEntry) -> StudyFacts:
     champion = None
-    if entry.state == "scored" and entry.call in ("positive", "negative") and entry.score is not None:
+    if entry.state == WorklistState.scored and entry.call in ("positive", "negative") and entry.score is not None:
         champion = ChampionCall(
             call=entry.call,  # type: ignore[arg-type]
             score=entry.score,
@@ -102,7 +102,7 @@ def _reprioritise(
     )
     session.add(change)
     entry.tier, entry.due_at = priority.tier, priority.due_at
-    add_event(session, "added" if added else "priority", entry.study_instance_uid, now, tier=priority.tier)
+    add_event(session, WorklistEventKind.added if added else WorklistEventKind.priority, entry.study_instance_uid, now, tier=priority.tier)
     return change
 
 
@@ -145,7 +145,7 @@ def take_in_study(
 
 def _take_result(entry: WorklistEntry, result: ScoreResult) -> bool:
     """Copy a champion result onto the entry; False when it is a challenger's or older than the one there."""
-    if result.role != "champion":
+    if result.role != ModelRole.champion:
         # Challengers are shadow models: whatever they say must never move a study.
         return False
     if entry.result_revision is not None and (result.revision, result.id) < (
@@ -157,11 +157,13 @@ def _take_result(entry: WorklistEntry, result: ScoreResult) -> bool:
     entry.result_revision = result.revision
     entry.model_name, entry.model_version = result.model_name, result.model_version
     entry.steering = result.steering
-    if result.outcome == "scored" and result.score is not None and result.call in ("positive", "negative"):
-        entry.state = "scored"
+    if result.outcome == StudyStatus.scored and result.score is not None and result.call in ("positive", "negative"):
+        entry.state = WorklistState.scored
         entry.score, entry.threshold, entry.call, entry.score_reason = result.score, result.threshold, result.call, None
     else:
-        entry.state = "out_of_scope" if result.outcome == "out_of_scope" else "could_not_score"
+        entry.state = (
+            WorklistState.out_of_scope if result.outcome == StudyStatus.out_of_scope else WorklistState.could_not_score
+        )
         entry.score, entry.threshold, entry.call, entry.score_reason = None, None, None, result.reason
     return True
 
@@ -177,7 +179,7 @@ def _apply_result(
 def _latest_champion(session: Session, study_id: int) -> ScoreResult | None:
     return session.scalar(
         select(ScoreResult)
-        .where(ScoreResult.study_id == study_id, ScoreResult.role == "champion")
+        .where(ScoreResult.study_id == study_id, ScoreResult.role == ModelRole.champion)
         .order_by(ScoreResult.revision.desc(), ScoreResult.id.desc())
         .limit(1)
     )
@@ -194,7 +196,7 @@ def recompute_worklist(
     new_studies = session.scalars(
         select(Study)
         .outerjoin(WorklistEntry, WorklistEntry.study_id == Study.id)
-        .where(WorklistEntry.id.is_(None), Study.status != "receiving")
+        .where(WorklistEntry.id.is_(None), Study.status != StudyStatus.receiving)
         .order_by(Study.id)
         .limit(batch)
     ).all()

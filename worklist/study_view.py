@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from inference.tables import ScoreResult, Study, StudyEvent
 from service.audit import events_about
-from service.lifecycle import ModelRole, WorklistEventKind
+from service.lifecycle import ModelRole, StudyStatus, WorklistEventKind
 from worklist.schemas import FinalReadOut, TimelineItem, WorklistDetail, item_fields
 from worklist.tables import FinalRead, FinalReadFinding, PriorityChange, WorklistEntry
 
@@ -47,7 +47,7 @@ def study_timeline(session: Session, entry: WorklistEntry) -> list[TimelineItem]
     ):
         said = (
             f"{result.call} (score {result.score:.2f}, threshold {result.threshold:.2f})"
-            if result.outcome == "scored" and result.score is not None and result.threshold is not None
+            if result.outcome == StudyStatus.scored and result.score is not None and result.threshold is not None
             else f"{'not scored, outside its intended use' if result.outcome == 'out_of_scope' else 'could not score'}: "
             f"{result.reason}"
         )

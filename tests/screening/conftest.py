@@ -120,6 +120,7 @@ def _medscreen_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Commands run by the tests (``screen-emr`` stores its results) write under the test's folder."""
     (tmp_path / "home").mkdir(exist_ok=True)
     monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir(exist_ok=True)  # an installation: only `serve` or --create-home makes a new home
 
 
 def child_of(patient_id: str, name: str, mrn: str, practitioner: str = "", organization: str = "") -> ChildRecord:

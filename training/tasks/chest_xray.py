@@ -168,8 +168,7 @@ def train(
                           "steering": {"right": _steering(figures.cross_validated), "why": STEERING_WHY[_steering(figures.cross_validated)]}},
             extra_metrics={"headline": headline_of(figures), "cross_validation": plan},
         )
-        metrics = write_bundle(report, out_dir, run)
-    return metrics
+        return write_bundle(report, out_dir, run)
 
 
 STEERING_WHY = {

@@ -76,7 +76,9 @@ def development_set(data_dir: Path, cache_dir: Path | None = None, limit: int | 
     """Deterministic patches of all three patients: every reader mark (positive when rated >= 3) and
     every candidate away from the marks (negative). No random or synthetic patch, so the card's
     figures can be recomputed from the shipped file."""
-    x, y, groups = [], [], []
+    x: list[np.ndarray] = []
+    y: list[int] = []
+    groups: list[str] = []
     for case in load_lidc(Path(data_dir) / "ct" / "lidc"):
         volume = case.volume()
         marks = nodule_centres(case, volume)

@@ -69,7 +69,7 @@ def _select(films: list[MiasFilm], limit: int | None, seed: int) -> list[MiasFil
 
 def _lesions(film: MiasFilm) -> list[tuple[float, float, float]]:
     """(row, col, radius) of each finding with a centre, in 512 px film coordinates."""
-    return [(f.row * SCALE, f.col * SCALE, (f.radius or 0) * SCALE) for f in film.findings if f.row is not None]
+    return [(f.row * SCALE, f.col * SCALE, (f.radius or 0) * SCALE) for f in film.findings if f.row is not None and f.col is not None]
 
 
 def pointing_game(films: list[MiasFilm], heatmaps: np.ndarray) -> tuple[int, int]:
@@ -104,7 +104,7 @@ def sample_patches(films: list[MiasFilm], arrays: np.ndarray, seed: int) -> tupl
     patches, labels = [], []
     size = arrays.shape[-1]
     for film, image in zip(films, arrays, strict=True):
-        centres = [(f.row * SCALE, f.col * SCALE, (f.radius or 0) * SCALE, f.severity) for f in film.findings if f.row is not None]
+        centres = [(f.row * SCALE, f.col * SCALE, (f.radius or 0) * SCALE, f.severity) for f in film.findings if f.row is not None and f.col is not None]
         inside = np.argwhere(image[0] > 0)
         if film.findings and not centres:
             continue
@@ -192,7 +192,7 @@ def train(
         train_films = [films[i] for i in train_idx]
         x_p, y_p = sample_patches(train_films, arrays[train_idx], seed + fold)
         network = build_network(TASK)
-        common = {"seed": seed + fold, "transform": build_augmentation(TASK, seed + fold), "validate": lambda m: {},
+        common: dict[str, Any] = {"seed": seed + fold, "transform": build_augmentation(TASK, seed + fold), "validate": lambda m: {},
                   "pos_weight": [2.0, 4.0], "select_best": False}
         first = fit(network, [ArraySet(x_p, y_p, batch_size=64)], epochs=mining_from, lr=2e-3, desc=f"{TASK} fold {fold + 1}/{folds}", **common)
         # Second pass: add the detector's own hottest false positives on its training films.
@@ -263,8 +263,7 @@ def train(
             },
             extra_metrics={"headline": headline_of(figures), "cross_validation": plan, "pointing_game": pointing},
         )
-        metrics = write_bundle(report, out_dir, run)
-    return metrics
+        return write_bundle(report, out_dir, run)
 
 
 def _plot_heatmaps(films: list[MiasFilm], arrays: np.ndarray, heatmaps: np.ndarray, out_dir: Path) -> None:
