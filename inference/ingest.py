@@ -150,15 +150,17 @@ class InstanceIngestor:
     ) -> InstanceStored | None:
         """Acknowledge and record an instance medscreen does not take into a study (see ``inference/intake.py``)."""
         now = utcnow()
-        with self.engine.begin() as connection:
+        # Decided on two indexed lookups; only an instance left aside is written (most are images taken in).
+        with self.engine.connect() as connection:
             decision = not_scored(
                 headers,
                 uid_root=self.settings.uid_root,
                 remembered=remembered_output(connection, headers.sop_instance_uid),
                 study_status=study_status(connection, headers.study_instance_uid),
             )
-            if decision is None:
-                return None
+        if decision is None:
+            return None
+        with self.engine.begin() as connection:
             record_not_scored(
                 connection, headers, kind=decision.kind, reason=decision.reason, source=source, calling_ae=calling_ae,
                 now=now,
