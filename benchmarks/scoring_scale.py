@@ -60,10 +60,11 @@ def _round(server, registry: str, folder: Path, studies: int, workers: int) -> d
     CompletenessMonitor(settings, factory, load_rules()).run_once()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCREEN_")}
     env.update(MEDSCREEN_DATABASE_URL=url, MEDSCREEN_MLFLOW_TRACKING_URI=registry, MEDSCREEN_ORT_THREADS="1",
-               MEDSCREEN_SCORING_POLL_S="0.2", MEDSCREEN_LOG_LEVEL="WARNING")
+               MEDSCREEN_SCORING_POLL_S="0.2", MEDSCREEN_LOG_LEVEL="WARNING",
+               MEDSCREEN_SPOOL_PATH=str(settings.spool_dir.resolve()))
     began = time.perf_counter()
     processes = [
-        subprocess.Popen([sys.executable, "-m", "medscreen", "worker", "--processes", "1"],
+        subprocess.Popen([sys.executable, "-m", "medscreen", "worker", "--processes", "1", "--create-home"],
                          env={**env, "MEDSCREEN_HOME": str(folder / f"worker-{i}")})
         for i in range(workers)
     ]

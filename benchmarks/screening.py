@@ -145,6 +145,8 @@ def _run(path: Path, out: Path, *extra: str) -> dict[str, object]:
     command += ["--partition-mb", str(PARTITION_MB)]
     done = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ})
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_average"] = [round(x, 1) for x in os.getloadavg()]
+    print(f"{path.name} {' '.join(extra)}: {json.dumps(result)}", file=sys.stderr, flush=True)  # as it comes
     return result
 
 

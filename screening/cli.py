@@ -148,6 +148,9 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         # A missing file or column makes every child look healthier than recorded: stop, name it.
         sys.stderr.write(f"cannot screen {args.input}: {exc}\n")
         return 2
+    except FileExistsError as exc:
+        sys.stderr.write(f"cannot screen {args.input}: {exc}\n")
+        return 2
     report = {
         **summary.counts,
         "model_version": summary.model_version,

@@ -194,6 +194,10 @@ class _WorkFolder:
 
     def start(self, fingerprint: str, plan: Callable[[Path], list[Partition]]) -> list[Partition]:
         if self.root.exists():
+            ours = {"manifest.json", "results", "split"}
+            if not set(os.listdir(self.root)) <= ours:
+                # Never clear a folder this run did not make (a mistyped --work pointing at /tmp or home).
+                raise FileExistsError(f"{self.root} is not a screen-emr work folder; choose an empty or new one")
             shutil.rmtree(self.root)
         self.results.mkdir(parents=True)
         partitions = plan(self.root / "split")

@@ -153,6 +153,12 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, screener: S
         source, out, _options(partition_bytes=1 << 16, as_of="2024-04-01"), work=work, quiet=True, screener=screener
     )
     assert other.resumed == 0
+    # A folder that is not a work folder is never cleared.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError):
+        run_population(source, out, _options(), work=tmp_path / "mine", quiet=True, screener=screener)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
 @pytest.mark.integration
