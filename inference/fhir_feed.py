@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from inference.fhir_results import facts_of, report_id, result_resources
+from inference.fhir_results import ResultFacts, facts_of, report_id, result_resources
 from inference.tables import ScoreResult, Study
-from service.db import utcnow
-from service.fhir_push import transaction_bundle
+from service.fhir_push import FHIR_JSON, transaction_bundle
 from service.lifecycle import ModelRole
-from service.outbox import add_message, existing_keys, start_cursor
+from service.outbox import Candidate, existing_keys, start_cursor, take_in
 
 __all__ = ["FHIR_CHANNEL", "take_in_fhir_results"]
 
@@ -23,27 +23,31 @@ _CURSOR = "fhir:score_results"
 _LOOKBACK = 500
 
 
-def take_in_fhir_results(session: Session, now: datetime | None = None, *, batch: int = 500) -> int:
-    now = now or utcnow()
-    cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScoreResult.id))))
-    if created:
-        return 0
-    rows = session.execute(
-        select(ScoreResult, Study)
-        .join(Study, Study.id == ScoreResult.study_id)
-        .where(ScoreResult.id > cursor.last_id - _LOOKBACK, ScoreResult.role == ModelRole.champion)
-        .order_by(ScoreResult.id)
-        .limit(batch + _LOOKBACK)
-    ).all()
-    known = existing_keys(session, FHIR_CHANNEL, [f"DiagnosticReport/{report_id(r.id)}" for r, _ in rows])
-    added = 0
-    for result, study in rows:
-        key = f"DiagnosticReport/{report_id(result.id)}"
-        if key not in known:
-            bundle = transaction_bundle(result_resources(facts_of(result, study)))
-            added += add_message(
-                session, FHIR_CHANNEL, key, f"DiagnosticReport result {result.id}",
-                bundle.model_dump_json(exclude_none=True), "application/fhir+json", now,
-            )
-        cursor.last_id = max(cursor.last_id, result.id)
-    return added
+def take_in_fhir_results(session_factory: sessionmaker[Session], now: datetime | None = None, *, batch: int = 200) -> int:
+    def read(session: Session) -> list[Candidate]:
+        cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScoreResult.id))))
+        if created:
+            return []
+        rows = session.execute(
+            select(ScoreResult, Study)
+            .join(Study, Study.id == ScoreResult.study_id)
+            .where(ScoreResult.id > cursor.last_id - _LOOKBACK, ScoreResult.role == ModelRole.champion)
+            .order_by(ScoreResult.id)
+            .limit(batch + _LOOKBACK)
+        ).all()
+        known = existing_keys(session, FHIR_CHANNEL, [f"DiagnosticReport/{report_id(r.id)}" for r, _ in rows])
+        found = []
+        for result, study in rows:
+            key = f"DiagnosticReport/{report_id(result.id)}"
+            if key in known:
+                found.append(Candidate(_CURSOR, result.id))
+                continue
+            facts = facts_of(result, study)
+            found.append(Candidate(_CURSOR, result.id, key, f"DiagnosticReport result {result.id}", partial(_bundle, facts)))
+        return found
+
+    return take_in(session_factory, FHIR_CHANNEL, FHIR_JSON, read, now)
+
+
+def _bundle(facts: ResultFacts) -> str:
+    return transaction_bundle(result_resources(facts)).model_dump_json(exclude_none=True)

@@ -28,6 +28,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     from service.auth import load_or_create_secret_key
     from service.auth import router as auth_router
     from service.login import router as login_router
+    from service.outbox_api import router as outbox_router
     from worklist.api import router as worklist_router
     from worklist.page import page_router as worklist_page_router
 
@@ -79,4 +80,5 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.include_router(quality_page_router)
     app.include_router(results_fhir_router)
     app.include_router(screening_fhir_router)
+    app.include_router(outbox_router)
     return app

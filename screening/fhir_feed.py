@@ -8,6 +8,7 @@ Only flagged children are pushed: a RiskAssessment for every child screened woul
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,15 +17,14 @@ from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.riskassessment import RiskAssessment
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from screening.tables import ScreeningRun
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
-from service.db import utcnow
 from service.deps import SessionDep
 from service.fhir_push import FHIR_JSON, searchset_bundle, transaction_bundle
-from service.outbox import add_message, existing_keys, start_cursor
+from service.outbox import Candidate, existing_keys, start_cursor, take_in
 
 __all__ = ["FHIR_CHANNEL", "screening_resources", "take_in_screening_flags", "fhir_router"]
 
@@ -42,24 +42,33 @@ def screening_resources(row: ScreeningRun) -> list[Resource]:
     return resources
 
 
-def take_in_screening_flags(session: Session, now: datetime | None = None, *, batch: int = 500) -> int:
-    now = now or utcnow()
-    cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScreeningRun.id))))
-    if created:
-        return 0
-    rows = session.scalars(
-        select(ScreeningRun).where(ScreeningRun.id > cursor.last_id).order_by(ScreeningRun.id).limit(batch)
-    ).all()
-    known = existing_keys(session, FHIR_CHANNEL, [f"RiskAssessment/medscreen-ra-{row.id}" for row in rows])
-    added = 0
-    for row in rows:
-        key = f"RiskAssessment/medscreen-ra-{row.id}"
-        if row.flagged and key not in known:
-            bundle = transaction_bundle(screening_resources(row))
-            added += add_message(session, FHIR_CHANNEL, key, f"screening flag {row.id} (child {row.patient_digest})",
-                                 bundle.model_dump_json(exclude_none=True), FHIR_JSON, now)
-        cursor.last_id = row.id
-    return added
+def take_in_screening_flags(session_factory: sessionmaker[Session], now: datetime | None = None, *, batch: int = 200) -> int:
+    def read(session: Session) -> list[Candidate]:
+        cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScreeningRun.id))))
+        if created:
+            return []
+        rows = session.scalars(
+            select(ScreeningRun).where(ScreeningRun.id > cursor.last_id).order_by(ScreeningRun.id).limit(batch)
+        ).all()
+        known = existing_keys(session, FHIR_CHANNEL, [f"RiskAssessment/medscreen-ra-{row.id}" for row in rows])
+        found = []
+        for row in rows:
+            key = f"RiskAssessment/medscreen-ra-{row.id}"
+            if not row.flagged or key in known:
+                found.append(Candidate(_CURSOR, row.id))
+                continue
+            # The stored JSON is copied now: the build (validation included) runs after this session is gone.
+            copy = ScreeningRun(id=row.id, risk_assessment=dict(row.risk_assessment),
+                                flag=dict(row.flag) if row.flag else None)
+            found.append(Candidate(_CURSOR, row.id, key, f"screening flag {row.id} (child {row.patient_digest})",
+                                   partial(_bundle, copy)))
+        return found
+
+    return take_in(session_factory, FHIR_CHANNEL, FHIR_JSON, read, now)
+
+
+def _bundle(row: ScreeningRun) -> str:
+    return transaction_bundle(screening_resources(row)).model_dump_json(exclude_none=True)
 
 
 def _fhir(body: object, status_code: int = 200) -> JSONResponse:

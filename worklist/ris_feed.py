@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,7 +20,7 @@ from inference.tables import ScoreResult, Study
 from service.db import utcnow
 from service.errors import DeliveryFailed
 from service.lifecycle import ModelRole
-from service.outbox import Outgoing, RetryPolicy, add_message, existing_keys, run_feed, start_cursor
+from service.outbox import Candidate, Outgoing, RetryPolicy, existing_keys, run_feed, start_cursor, take_in
 from service.settings import Settings
 from worklist.hl7_messages import (
     ChampionResult,
@@ -66,65 +67,73 @@ def _order(study: Study) -> StudyOrder:
     )
 
 
-def take_in_ris_messages(session: Session, endpoint: Hl7Endpoint, now: datetime | None = None, *, batch: int = 500) -> int:
+def take_in_ris_messages(
+    session_factory: sessionmaker[Session], endpoint: Hl7Endpoint, now: datetime | None = None, *, batch: int = 200
+) -> int:
     """Build and store the HL7 messages for priority changes and champion results not yet taken in."""
-    now = now or utcnow()
-    added = 0
-    max_change = session.scalar(select(func.max(PriorityChange.id)))
-    cursor, _ = start_cursor(session, _CHANGES_CURSOR, max_change)
-    rows = session.execute(
-        select(PriorityChange, Study)
-        .join(Study, Study.id == PriorityChange.study_id)
-        .where(PriorityChange.id > cursor.last_id)
-        .order_by(PriorityChange.id)
-        .limit(batch)
-    ).all()
-    for change, study in rows:
-        key = f"MSPC{change.id}"
-        facts = PriorityChanged(
-            change_id=change.id,
-            study_instance_uid=change.study_instance_uid,
-            accession_number=study.accession_number,
-            at=change.at,
-            from_tier=change.from_tier,
-            to_tier=change.to_tier,
-            due_at=change.to_due_at,
-            reason=change.reason,
-        )
-        payload = priority_update(endpoint, _order(study), facts, control_id=key, at=now)
-        added += add_message(session, CHANNEL, key, f"OMI^O23 {key}", payload, CONTENT_TYPE, now)
-        cursor.last_id = change.id
+    at = now or utcnow()
 
-    max_result = session.scalar(select(func.max(ScoreResult.id)))
-    results_cursor, created = start_cursor(session, _RESULTS_CURSOR, max_result)
-    if not created:
-        found = session.execute(
+    def read(session: Session) -> list[Candidate]:
+        found: list[Candidate] = []
+        cursor, _ = start_cursor(session, _CHANGES_CURSOR, session.scalar(select(func.max(PriorityChange.id))))
+        rows = session.execute(
+            select(PriorityChange, Study)
+            .join(Study, Study.id == PriorityChange.study_id)
+            .where(PriorityChange.id > cursor.last_id)
+            .order_by(PriorityChange.id)
+            .limit(batch)
+        ).all()
+        for change, study in rows:
+            key = f"MSPC{change.id}"
+            facts = PriorityChanged(
+                change_id=change.id,
+                study_instance_uid=change.study_instance_uid,
+                accession_number=study.accession_number,
+                at=change.at,
+                from_tier=change.from_tier,
+                to_tier=change.to_tier,
+                due_at=change.to_due_at,
+                reason=change.reason,
+            )
+            found.append(Candidate(
+                _CHANGES_CURSOR, change.id, key, f"OMI^O23 {key}",
+                partial(priority_update, endpoint, _order(study), facts, control_id=key, at=at),
+            ))
+        results_cursor, created = start_cursor(session, _RESULTS_CURSOR, session.scalar(select(func.max(ScoreResult.id))))
+        if created:
+            return found
+        results = session.execute(
             select(ScoreResult, Study)
             .join(Study, Study.id == ScoreResult.study_id)
             .where(ScoreResult.id > results_cursor.last_id - _RESULTS_LOOKBACK, ScoreResult.role == ModelRole.champion)
             .order_by(ScoreResult.id)
             .limit(batch + _RESULTS_LOOKBACK)
         ).all()
-        known = existing_keys(session, CHANNEL, [f"MSR{result.id}" for result, _ in found])
-        for result, study in found:
+        known = existing_keys(session, CHANNEL, [f"MSR{result.id}" for result, _ in results])
+        for result, study in results:
             key = f"MSR{result.id}"
-            if key not in known:
-                champion = ChampionResult(
-                    result_id=result.id,
-                    task=result.task,
-                    model_name=result.model_name,
-                    model_version=result.model_version,
-                    outcome=result.outcome,
-                    score=result.score,
-                    threshold=result.threshold,
-                    call=result.call,
-                    reason=result.reason,
-                    created_at=result.created_at,
-                )
-                payload = result_report(endpoint, _order(study), champion, control_id=key, at=now)
-                added += add_message(session, CHANNEL, key, f"ORU^R01 {key}", payload, CONTENT_TYPE, now)
-            results_cursor.last_id = max(results_cursor.last_id, result.id)
-    return added
+            if key in known:
+                found.append(Candidate(_RESULTS_CURSOR, result.id))
+                continue
+            champion = ChampionResult(
+                result_id=result.id,
+                task=result.task,
+                model_name=result.model_name,
+                model_version=result.model_version,
+                outcome=result.outcome,
+                score=result.score,
+                threshold=result.threshold,
+                call=result.call,
+                reason=result.reason,
+                created_at=result.created_at,
+            )
+            found.append(Candidate(
+                _RESULTS_CURSOR, result.id, key, f"ORU^R01 {key}",
+                partial(result_report, endpoint, _order(study), champion, control_id=key, at=at),
+            ))
+        return found
+
+    return take_in(session_factory, CHANNEL, CONTENT_TYPE, read, at)
 
 
 class RisSender:
@@ -154,7 +163,7 @@ def run_ris_feed(settings: Settings, session_factory: sessionmaker[Session], sto
     endpoint = endpoint_from_settings(settings)
     log.info("RIS feed: HL7 v2.5.1 over MLLP to %s:%d", settings.ris_host, settings.ris_port)
     run_feed(
-        "RIS", CHANNEL, [lambda session: take_in_ris_messages(session, endpoint)],
+        "RIS", CHANNEL, [partial(take_in_ris_messages, endpoint=endpoint)],
         RisSender(settings.ris_host, settings.ris_port, settings.ris_timeout_s),
         RetryPolicy(retry_s=settings.ris_retry_s, max_attempts=settings.ris_max_attempts),
         session_factory, stop_event, settings.outbox_poll_s,

@@ -78,14 +78,14 @@ def test_results_read_at_fhir_match_the_api(app: FastAPI, client: TestClient, ad
 
 def test_results_are_pushed_once_in_order_through_an_outage(app: FastAPI) -> None:
     factory = app.state.session_factory
+    take_in_fhir_results(factory)  # the feed's first start
     with session_scope(factory) as session:
-        take_in_fhir_results(session)  # the feed's first start
         studies = [make_study(session) for _ in range(3)]
         for study, score in zip(studies, (0.9, 0.2, 0.7), strict=True):
             add_result(session, study, score=score)
         add_result(session, studies[0], score=0.1, role="challenger")  # shadow: never leaves medscreen
-        assert take_in_fhir_results(session) == 3
-        assert take_in_fhir_results(session) == 0
+    assert take_in_fhir_results(factory) == 3
+    assert take_in_fhir_results(factory) == 0
     retry = RetryPolicy(retry_s=0.0, max_attempts=5)
     with fhir_receiver() as emr:
         sender = FhirSender(emr.url, token=None, timeout_s=5)
@@ -99,7 +99,7 @@ def test_results_are_pushed_once_in_order_through_an_outage(app: FastAPI) -> Non
     # The EMR is gone: the next result waits, and goes once it is back.
     with session_scope(factory) as session:
         add_result(session, make_study(session), score=0.95)
-        take_in_fhir_results(session)
+    take_in_fhir_results(factory)
     assert dispatch(factory, FHIR_CHANNEL, FhirSender(url, token=None, timeout_s=2), retry) == 0
     with session_scope(factory) as session:
         waiting = session.scalars(select(OutboxMessage).where(OutboxMessage.state == "pending")).one()
@@ -111,7 +111,7 @@ def test_results_are_pushed_once_in_order_through_an_outage(app: FastAPI) -> Non
         emr.answer_status = [400]
         with session_scope(factory) as session:
             add_result(session, make_study(session), score=0.3)
-            take_in_fhir_results(session)
+        take_in_fhir_results(factory)
         assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=5), retry) == 0
     with session_scope(factory) as session:
         states = [m.state for m in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]

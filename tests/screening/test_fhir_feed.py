@@ -22,8 +22,7 @@ from tests.screening.conftest import ordinary_child, syndromic_child
 
 def test_flags_are_readable_and_pushed(screening_app: FastAPI, client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
     factory = screening_app.state.session_factory
-    with session_scope(factory) as session:
-        take_in_screening_flags(session)  # the feed's first start
+    take_in_screening_flags(factory)  # the feed's first start
     doctor = token_for("dr-ivanova", "paediatrician")
     bundle = record_to_bundle(syndromic_child("child-1"))
     bundle["entry"] += record_to_bundle(ordinary_child("child-2"))["entry"]
@@ -44,8 +43,7 @@ def test_flags_are_readable_and_pushed(screening_app: FastAPI, client: TestClien
         audited = {(e.actor, e.action, e.subject_id) for e in session.scalars(select(AuditEvent))}
     assert ("dr-ivanova", "fhir.read", "child-1") in audited
 
-    with session_scope(factory) as session:
-        assert take_in_screening_flags(session) == 1  # the flagged child only
+    assert take_in_screening_flags(factory) == 1  # the flagged child only
     with fhir_receiver() as emr:
         assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=5),
                         RetryPolicy(retry_s=0, max_attempts=3)) == 1

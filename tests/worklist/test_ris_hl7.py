@@ -91,13 +91,13 @@ def ris() -> Iterator[RisListener]:
 def test_feed_sends_in_order_sets_aside_a_rejection_and_waits_out_an_outage(app: FastAPI, ris: RisListener) -> None:
     factory = app.state.session_factory
     policy = policy_from_settings(app.state.settings)
+    take_in_ris_messages(factory, ENDPOINT)  # the feed's first start: cursors begin here
     with session_scope(factory) as session:
-        take_in_ris_messages(session, ENDPOINT)  # the feed's first start: cursors begin here
         for score in (0.9, 0.1):
             add_result(session, make_study(session), score=score)
         recompute_worklist(session, policy)
-        assert take_in_ris_messages(session, ENDPOINT) == 4  # two priority changes, two results
-        assert take_in_ris_messages(session, ENDPOINT) == 0  # built once
+    assert take_in_ris_messages(factory, ENDPOINT) == 4  # two priority changes, two results
+    assert take_in_ris_messages(factory, ENDPOINT) == 0  # built once
     sender = RisSender(ris.host, ris.port, timeout_s=5)
     retry = RetryPolicy(retry_s=0.0, max_attempts=3)
     keys = _keys(factory)
@@ -116,7 +116,7 @@ def test_feed_sends_in_order_sets_aside_a_rejection_and_waits_out_an_outage(app:
         study = make_study(session)
         add_result(session, study, score=0.95)
         recompute_worklist(session, policy)
-        take_in_ris_messages(session, ENDPOINT)
+    take_in_ris_messages(factory, ENDPOINT)
     ris.answer = lambda control_id: "AE"
     assert dispatch(factory, CHANNEL, sender, RetryPolicy(retry_s=3600, max_attempts=3)) == 0
     ris.stop()

@@ -60,6 +60,11 @@ def _run(tmp_path: Path, medscreen_service: Callable[..., MedscreenService], ris
     headers = service.token_headers()
     first = wrap_radiograph(KERMANY / "PNEUMONIA" / "person1000_virus_1681.jpeg", tmp_path / "a.dcm", patient_id="P1")
     second = wrap_radiograph(KERMANY / "NORMAL" / "IM-0115-0001.jpeg", tmp_path / "b.dcm", patient_id="P2")
+    for path in (first, second):
+        # Inside the chest-xray model's intended use (children aged 1-5): a study without an age is not scored.
+        ds = dcmread(path)
+        ds.PatientAge = "003Y"
+        ds.save_as(path, enforce_file_format=True)
     accession = {path: str(dcmread(path, stop_before_pixels=True).AccessionNumber) for path in (first, second)}
     uid = {path: str(dcmread(path, stop_before_pixels=True).StudyInstanceUID) for path in (first, second)}
 
@@ -84,8 +89,14 @@ def _run(tmp_path: Path, medscreen_service: Callable[..., MedscreenService], ris
     # The RIS goes down; a second study is scored while it is away; medscreen is killed and restarted.
     ris.stop()
     assert "Success" in storescu(service.dicom_port, second)
-    wait_for(lambda: any(state == "pending" and attempts >= 1 for _, state, attempts in _outbox(service.home)), 120,
-             "a message for the second study to be tried while the RIS is down")
+    # Killed once the second study's result is in the outbox and has been tried: what was acknowledged to
+    # the PACS and stored must reach the RIS after the restart.
+    def second_result_waiting() -> bool:
+        pending = [(key, attempts) for key, state, attempts in _outbox(service.home) if state == "pending"]
+        # Sent in order: the oldest waiting message is the one being tried, the result waits behind it.
+        return any(key.startswith("MSR") for key, _ in pending) and pending[0][1] >= 1
+
+    wait_for(second_result_waiting, 180, "the second result to wait in the outbox while the RIS is down")
     service.kill()
     service.start()
     wait_for(lambda: any(state == "pending" and attempts >= 2 for _, state, attempts in _outbox(service.home)), 60,
