@@ -35,7 +35,7 @@ def start_service(home: Path, database_url: str, log: Path) -> tuple[subprocess.
             [sys.executable, "-m", "medscreen", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
         )
     base = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240  # first starts register the shipped models in MLflow: minutes on a busy machine
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"medscreen serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
@@ -45,7 +45,7 @@ def start_service(home: Path, database_url: str, log: Path) -> tuple[subprocess.
         except httpx.TransportError:
             time.sleep(0.2)
     process.kill()
-    pytest.fail(f"medscreen serve did not answer /healthz within 120 s:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"medscreen serve did not answer /healthz within 240 s:\n{log.read_text()[-3000:]}")
 
 
 def stop_service(process: subprocess.Popen[bytes]) -> None:
