@@ -21,7 +21,7 @@ from inference.tables import OutgoingResult
 from service.lifecycle import JobState
 from service.settings import Settings
 
-__all__ = ["outgoing_dir", "store_documents", "read_documents", "read_document", "queue_outgoing", "pacs_destination"]
+__all__ = ["outgoing_dir", "store_documents", "discard_documents", "read_documents", "read_document", "queue_outgoing", "pacs_destination"]
 
 
 def outgoing_dir(settings: Settings) -> Path:
@@ -44,6 +44,15 @@ def store_documents(settings: Settings, folder: str, documents: list[Dataset]) -
     if created:
         fsync_dir(directory.parent)
     return uids
+
+
+def discard_documents(settings: Settings, folder: str, documents: list[Dataset]) -> None:
+    """Remove documents that were stored but never named by a row (a worker that lost its job to another)."""
+    directory = outgoing_dir(settings) / folder
+    for ds in documents:
+        (directory / f"{ds.SOPInstanceUID}.dcm").unlink(missing_ok=True)
+    if documents and directory.is_dir():
+        fsync_dir(directory)
 
 
 def read_document(settings: Settings, folder: str, sop_instance_uid: str) -> Dataset | None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.assemble import read_study
@@ -22,14 +24,20 @@ from inference.champions import LoadedModel, ModelSelector
 from inference.errors import CouldNotScore, OutOfScope
 from inference.intended_use import check_intended_use
 from inference.jobs import mark_done
-from inference.outgoing import pacs_destination, queue_outgoing, read_document, store_documents
+from inference.outgoing import (
+    discard_documents,
+    pacs_destination,
+    queue_outgoing,
+    read_document,
+    store_documents,
+)
 from inference.records import ScoreRecorded
 from inference.scorers import TaskScore, score_task
 from inference.study_record import add_event
-from inference.tables import Instance, ScoreResult, ScoringJob, Study
+from inference.tables import Instance, OutgoingResult, ScoreResult, ScoringJob, Study
 from inference.writeback import ResultToWrite, build_heatmap, build_sr
 from service.db import session_scope, utcnow
-from service.lifecycle import ModelRole, StudyStatus, WritebackState
+from service.lifecycle import JobState, ModelRole, StudyStatus, WritebackState
 from service.settings import Settings
 
 __all__ = ["score_job", "seconds_between"]
@@ -65,6 +73,35 @@ def _previous_sr(session: Session, settings: Settings, study: Study) -> tuple[in
     return previous.id, read_document(settings, study.study_instance_uid, previous.sr_sop_instance_uid)
 
 
+def _recorded(session: Session, result: ScoreResult, study_uid: str) -> ScoreRecorded:
+    """The record of a result already stored (by another worker that held the same job)."""
+    outgoing_id = session.scalar(select(OutgoingResult.id).where(OutgoingResult.score_result_id == result.id))
+    uids = tuple(uid for uid in (result.sr_sop_instance_uid, result.heatmap_sop_instance_uid) if uid)
+    return ScoreRecorded(
+        study_instance_uid=study_uid, revision=result.revision, task=result.task, model_name=result.model_name,
+        model_version=result.model_version, role=result.role, outcome=result.outcome, score=result.score,
+        call=result.call, reason=result.reason, result_id=int(result.id), document_uids=uids, outgoing_id=outgoing_id,
+    )
+
+
+def _finish_already_scored(session_factory: sessionmaker[Session], job_id: int, study_uid: str) -> ScoreRecorded | None:
+    """A job whose result is stored is done, whoever stored it: mark it so (never re-run, never dead-letter).
+
+    This happens when a job's lease ran out while its first worker was still scoring: a second worker took
+    it over and one of the two stored the result first. None when the job has no result yet.
+    """
+    with session_scope(session_factory) as session:
+        result = session.scalar(select(ScoreResult).where(ScoreResult.job_id == job_id))
+        if result is None:
+            return None
+        job = session.get(ScoringJob, job_id)
+        assert job is not None
+        if job.state != JobState.done:
+            mark_done(session, job, utcnow())
+        log.warning("job %d: already scored (result %d) by another worker; this worker's work is dropped", job_id, result.id)
+        return _recorded(session, result, study_uid)
+
+
 def _documents(
     model: LoadedModel, task: str, scored: TaskScore, call: str, previous: Dataset | None, uid_root: str
 ) -> list[Dataset]:
@@ -87,6 +124,9 @@ def score_job(
         completed_at, study_uid = study.completed_at, study.study_instance_uid
         task, version, role = job.task, job.model_version, ModelRole(job.role)
         previous_id, previous_sr = _previous_sr(session, settings, study) if role == ModelRole.champion else (None, None)
+    already = _finish_already_scored(session_factory, job_id, study_uid)
+    if already is not None:
+        return already
     model = selector.load(task, version)
     scored: TaskScore | None = None
     reason = None
@@ -109,11 +149,36 @@ def score_job(
         documents = _documents(model, task, scored, call, previous_sr, settings.uid_root)
         store_documents(settings, study_uid, documents)
     destination = pacs_destination(settings) if documents else None
+    recorded = _store_result(
+        job_id, session_factory=session_factory, model=model, role=role, task=task, outcome=outcome, scored=scored,
+        call=call, reason=reason, documents=documents, destination=destination, previous_id=previous_id,
+        timings_from=(completed_at, started, inferred),
+    )
+    if recorded is None:
+        # Another worker stored this job's result while this one scored it: its documents are the ones named.
+        discard_documents(settings, study_uid, documents)
+        recorded = _finish_already_scored(session_factory, job_id, study_uid)
+        assert recorded is not None
+    return recorded
+
+
+def _store_result(
+    job_id: int, *, session_factory: sessionmaker[Session], model: LoadedModel, role: ModelRole, task: str,
+    outcome: StudyStatus, scored: TaskScore | None, call: str | None, reason: str | None, documents: list[Dataset],
+    destination: dict[str, Any] | None, previous_id: int | None,
+    timings_from: tuple[datetime | None, datetime, datetime],
+) -> ScoreRecorded | None:
+    """Commit the result, the outgoing row, the study's status and the job's completion; None when the job
+    already has a result (the unique ``score_results.job_id`` decides between two workers on one job)."""
+    completed_at, started, inferred = timings_from
     with session_scope(session_factory) as session:
         job = session.get(ScoringJob, job_id)
         assert job is not None
         study = session.get(Study, job.study_id)
         assert study is not None
+        study_uid = study.study_instance_uid
+        if session.scalar(select(ScoreResult.id).where(ScoreResult.job_id == job_id)) is not None:
+            return None
         stored_at = utcnow()
         result = ScoreResult(
             study_id=study.id,
@@ -142,8 +207,12 @@ def score_job(
             supersedes_id=previous_id if documents else None,
             created_at=stored_at,
         )
-        session.add(result)
-        session.flush()
+        try:
+            with session.begin_nested():
+                session.add(result)
+        except IntegrityError:
+            # The other worker's insert committed between the check above and this one.
+            return None
         outgoing_id = None
         if destination is not None:
             outgoing = queue_outgoing(
