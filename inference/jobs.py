@@ -179,13 +179,15 @@ def _owner_alive(owner: str, host: str) -> bool:
 
 
 def release_dead_leases(session: Session, host: str, now: datetime, *, everything: bool = False) -> int:
-    """Put back in the queue the running jobs of this host's dead workers (all of them at a service start).
+    """Put back in the queue the running jobs of this host's dead workers (all this host's at a service start).
 
     A killed worker's lease would otherwise hold its study until the lease ran out; the attempt it used counts.
     """
     released = 0
     for job in session.scalars(select(ScoringJob).where(ScoringJob.state == JobState.running)):
-        if not everything and _owner_alive(job.lease_owner or "", host):
+        owner = job.lease_owner or ""
+        # Workers on other machines (MEDSCREEN_SPOOL_PATH) are judged by their lease alone, even at a start.
+        if not owner.startswith(f"{host}:") or (not everything and _owner_alive(owner, host)):
             continue
         log.warning("job %d: worker %s is gone; the job goes back to the queue", job.id, job.lease_owner)
         job.state = JobState.retry.value

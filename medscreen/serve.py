@@ -138,8 +138,8 @@ def run_service(settings: Settings) -> int:
 
     receivers = ProcessSupervisor(settings, "dicom-receiver", run_receiver_process, settings.dicom_receivers)
     receivers.start()
-    # The workers of the previous run are gone: their running jobs go back to the queue now, not when
-    # their leases run out (one `serve` per database, so no other host's worker can hold them).
+    # This host's workers of the previous run are gone: their running jobs go back to the queue now, not when
+    # their leases run out (other machines' workers keep theirs).
     with session_scope(session_factory) as session:
         released = release_dead_leases(session, os.uname().nodename, utcnow(), everything=True)
     if released:

@@ -69,3 +69,9 @@ def test_a_service_start_requeues_every_running_job(ingestor: InstanceIngestor) 
     _running_job(ingestor, f"{HOST}:{os.getpid()}:1")
     with session_scope(make_session_factory(ingestor.engine)) as session:
         assert release_dead_leases(session, HOST, utcnow(), everything=True) == 1
+
+
+def test_a_start_leaves_other_machines_jobs_to_their_leases(ingestor: InstanceIngestor) -> None:
+    _running_job(ingestor, "another-host:1234:1")
+    with session_scope(make_session_factory(ingestor.engine)) as session:
+        assert release_dead_leases(session, HOST, utcnow(), everything=True) == 0
