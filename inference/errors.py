@@ -17,6 +17,7 @@
         ├── CouldNotScore           the study's input is unusable (no retry: the result says why)
         │   └── OutOfScope          outside the version's intended use (not scored; the result says why)
         ├── ModelUnavailable        no champion, or its ONNX file cannot be loaded (retried)
+        ├── InstancesUnavailable    a remote worker could not fetch the study over WADO-RS (retried)
         └── WritebackFailed         the PACS refused or could not be reached (the dispatcher retries the stored files)
 
 The DICOM status of each is decided in one place, ``inference/receive/status.py``; the HTTP
@@ -43,6 +44,7 @@ __all__ = [
     "CouldNotScore",
     "OutOfScope",
     "ModelUnavailable",
+    "InstancesUnavailable",
     "WritebackFailed",
 ]
 
@@ -119,6 +121,10 @@ class OutOfScope(CouldNotScore):
 
 class ModelUnavailable(ScoringError):
     """The model for the task cannot be loaded now."""
+
+
+class InstancesUnavailable(ScoringError):
+    """The study's instances are neither at their recorded paths nor fetchable from the ingest node now."""
 
 
 class WritebackFailed(ScoringError):

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference.assemble import read_study
 from inference.champions import LoadedModel, ModelSelector
 from inference.errors import CouldNotScore, OutOfScope
+from inference.fetch_instances import drop_cached_study, instance_files
 from inference.intended_use import check_intended_use
 from inference.jobs import mark_done
 from inference.outgoing import (
@@ -49,11 +50,13 @@ def seconds_between(start: datetime | None, end: datetime) -> float | None:
     return None if start is None else round((end - start).total_seconds(), 3)
 
 
-def _instance_paths(session: Session, study_id: int, revision: int) -> list[Path]:
-    rows = session.scalars(
-        select(Instance.path).where(Instance.study_id == study_id, Instance.revision <= revision).order_by(Instance.id)
+def _instance_paths(session: Session, study_id: int, revision: int) -> list[tuple[str, Path]]:
+    rows = session.execute(
+        select(Instance.sop_instance_uid, Instance.path)
+        .where(Instance.study_id == study_id, Instance.revision <= revision)
+        .order_by(Instance.id)
     )
-    return [Path(p) for p in rows]
+    return [(str(uid), Path(p)) for uid, p in rows]
 
 
 def _previous_sr(session: Session, settings: Settings, study: Study) -> tuple[int | None, Dataset | None]:
@@ -128,11 +131,30 @@ def score_job(
     if already is not None:
         return already
     model = selector.load(task, version)
+    # A remote worker without the ingest node's spool fetches the study (InstancesUnavailable: a retry).
+    files = instance_files(settings, job_id, study_uid, paths)
+    try:
+        return _score_and_store(
+            job_id, settings=settings, session_factory=session_factory, model=model, files=files, role=role,
+            task=task, study_uid=study_uid, previous=(previous_id, previous_sr), timings_from=(completed_at, started),
+        )
+    finally:
+        if settings.ingest_url:
+            drop_cached_study(settings, job_id)
+
+
+def _score_and_store(
+    job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], model: LoadedModel, files: list[Path],
+    role: ModelRole, task: str, study_uid: str, previous: tuple[int | None, Dataset | None],
+    timings_from: tuple[datetime | None, datetime],
+) -> ScoreRecorded:
+    previous_id, previous_sr = previous
+    completed_at, started = timings_from
     scored: TaskScore | None = None
     reason = None
     outcome = StudyStatus.scored
     try:
-        datasets = read_study(paths, max_bytes=settings.max_instance_mb * 1024 * 1024)
+        datasets = read_study(files, max_bytes=settings.max_instance_mb * 1024 * 1024)
         use = model.intended_use
         if use is not None:
             check_intended_use(use, datasets, model.label)

@@ -19,6 +19,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     from inference.fhir_api import router as results_fhir_router
     from inference.receive.process import build_ingestor
     from inference.receive.stowrs import router as stowrs_router
+    from inference.wadors import router as wadors_router
     from quality.api import router as quality_router
     from quality.page import page_router as quality_page_router
     from screening.api import page_router as screening_page_router
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.include_router(docs_router)
     app.include_router(studies_router)
     app.include_router(stowrs_router)
+    app.include_router(wadors_router)
     app.include_router(login_router)
     app.include_router(auth_router)
     app.include_router(audit_router)

@@ -48,11 +48,13 @@ log = logging.getLogger(__name__)
 class ProcessSupervisor:
     """Keeps ``count`` processes running ``target(settings_json, log_level)``, restarting any that dies."""
 
-    def __init__(self, settings: Settings, name: str, target: Callable[[str, str], None], count: int) -> None:
+    def __init__(
+        self, settings: Settings, name: str, target: Callable[[str, str], None], count: int, *, allow_none: bool = False
+    ) -> None:
         self.settings = settings
         self.name = name
         self.target = target
-        self.count = max(1, count)
+        self.count = max(0 if allow_none else 1, count)
         self.context = multiprocessing.get_context("spawn")
         self.processes: list[SpawnProcess] = []
         self.stop = threading.Event()
@@ -61,7 +63,7 @@ class ProcessSupervisor:
     def _spawn(self, index: int) -> SpawnProcess:
         process = self.context.Process(
             target=run_configured,
-            args=(self.target, self.settings.model_dump_json(), self.settings.log_level),
+            args=(self.target, self.settings.process_json(), self.settings.log_level),
             name=f"{self.name}-{index}",
             daemon=True,
         )
@@ -144,7 +146,8 @@ def run_service(settings: Settings) -> int:
         released = release_dead_leases(session, os.uname().nodename, utcnow(), everything=True)
     if released:
         log.info("requeued %d scoring jobs left running by the previous run", released)
-    scorers = ProcessSupervisor(settings, "scoring-worker", run_scoring_process, settings.scoring_workers)
+    # 0: an ingest node whose scoring (queueing, scoring, dispatching) is all on `medscreen worker` machines.
+    scorers = ProcessSupervisor(settings, "scoring-worker", run_scoring_process, settings.scoring_workers, allow_none=True)
     scorers.start()
     monitor = CompletenessMonitor(settings, session_factory, load_rules(settings.routes_file), counter_from_settings(settings))
     stop_monitor = threading.Event()

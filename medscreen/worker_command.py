@@ -9,6 +9,12 @@ recorded. So the ingest node's spool is mounted here at the same path and named 
 ingest node's study view and any machine's dispatcher find them. Models come from the shared MLflow
 registry (``MEDSCREEN_MLFLOW_TRACKING_URI``) into this machine's ``MEDSCREEN_HOME`` (model cache).
 The ingest node (``medscreen serve``) owns the schema; a worker never migrates it.
+
+Without the shared spool, ``MEDSCREEN_INGEST_URL`` (and a ``sender`` account on the ingest node) makes the
+worker fetch each study it scores over WADO-RS (``inference/fetch_instances.py``). Its SR and heat-map then
+stay in its own ``spool/outgoing``, which only its own dispatcher can read; since an outgoing row does not
+yet say which machine holds its files (any dispatcher may claim it), such a worker refuses to start with
+write-back configured rather than leave rows that another machine's dispatcher cannot send.
 """
 
 from __future__ import annotations
@@ -33,10 +39,18 @@ def run_workers(settings: Settings, processes: int) -> int:
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
+    from inference.outgoing import pacs_destination
     from inference.worker_process import run_scoring_process
     from medscreen.serve import ProcessSupervisor
     from service.db import make_engine
 
+    if settings.ingest_url and pacs_destination(settings) is not None:
+        sys.stderr.write(
+            "medscreen worker: MEDSCREEN_INGEST_URL (fetch mode) with write-back is not supported: its documents "
+            "stay on this machine, where another machine's dispatcher cannot read them; set MEDSCREEN_WRITEBACK=false "
+            "here or mount the ingest node's spool (MEDSCREEN_SPOOL_PATH) instead\n"
+        )
+        return 2
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         log.warning("MEDSCREEN_DATABASE_URL is SQLite: only processes on this machine can share it")

@@ -7,6 +7,7 @@ environment itself. Every field is documented in the README's settings table, an
 
 from __future__ import annotations
 
+import json
 import zlib
 from pathlib import Path
 
@@ -166,7 +167,10 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="How often `medscreen serve` runs the retention cleaner."
     )
     log_level: str = Field("INFO", description="Logging level of the service.")
-    scoring_workers: int = Field(1, description="Scoring worker processes (each runs ONNX Runtime with MEDSCREEN_ORT_THREADS).")
+    scoring_workers: int = Field(
+        1, ge=0, description="Scoring worker processes (each runs ONNX Runtime with MEDSCREEN_ORT_THREADS); 0 on an "
+        "ingest node whose scoring is all done by `medscreen worker` machines."
+    )
     ort_threads: int = Field(2, description="ONNX Runtime intra-op threads per scoring worker.")
     model_refresh_s: float = Field(
         10.0, description="How often workers re-read the `champion`/`challenger` aliases in the MLflow registry (hot swap)."
@@ -180,6 +184,18 @@ class Settings(BaseSettings):
     )
     scoring_max_attempts: int = Field(5, description="Attempts before a scoring job goes to the dead-letter state.")
     scoring_retry_base_s: float = Field(5.0, description="First retry delay of a failed scoring job; doubles per attempt.")
+    ingest_url: str | None = Field(
+        None, description="Base URL of the ingest node (`medscreen serve`, e.g. `https://ingest:8000`) for a "
+        "`medscreen worker` without the ingest node's spool: each job's instances are fetched over WADO-RS into "
+        "`$MEDSCREEN_HOME/instance-cache` before scoring (the recorded paths are not read)."
+    )
+    ingest_username: str | None = Field(
+        None, description="Account on the ingest node a fetching worker logs in with (role `sender`)."
+    )
+    ingest_password: SecretStr | None = Field(None, description="Password of MEDSCREEN_INGEST_USERNAME.")
+    ingest_ca_file: Path | None = Field(
+        None, description="CA bundle that signs the ingest node's HTTPS certificate (default: the system's)."
+    )
     ct_min_slices: int = Field(10, description="Fewest slices of an axial CT series that can be scored.")
     writeback: bool = Field(
         True, description="Send results (SR + heat-map) to the PACS: by STOW-RS when MEDSCREEN_PACS_STOW_URL is set, "
@@ -350,6 +366,16 @@ class Settings(BaseSettings):
     @property
     def resolved_mlflow_tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.home.resolve() / 'mlflow.db'}"
+
+    def process_json(self) -> str:
+        """These settings for a spawned process, secrets included (``model_dump_json`` masks SecretStr values,
+        which left a scoring process with ``**********`` as its passwords and tokens)."""
+        data = self.model_dump(mode="json")
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                data[name] = value.get_secret_value()
+        return json.dumps(data)
 
     @property
     def spool_dir(self) -> Path:

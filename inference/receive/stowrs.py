@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from inference.errors import IngestError, NotDicom
 from inference.ingest import InstanceIngestor
 from inference.receive.status import PROCESSING_FAILURE, dicom_status_for
+from inference.wadors import instance_url
 from service.auth import AuthenticatedUser, Role, require_role
 
 __all__ = ["router"]
@@ -153,10 +154,13 @@ async def _store(request: Request, user: AuthenticatedUser, study_uid: str | Non
                     "0040A160": {"vr": "UT", "Value": ["processing failure"]}}
             failed.append(item)
             continue
-        # No RetrieveURL (0008,1190): medscreen is not an archive and serves no WADO-RS, so a URL would
-        # answer 405; PS3.18 lets the origin server leave it out.
         headers = result.headers
-        stored.append(_sop_item(headers.sop_class_uid, headers.sop_instance_uid))
+        item = _sop_item(headers.sop_class_uid, headers.sop_instance_uid)
+        # RetrieveURL (0008,1190): this node's WADO-RS, as long as the spooled file is kept (retention).
+        item["00081190"] = {"vr": "UR", "Value": [instance_url(
+            str(request.base_url), headers.study_instance_uid, headers.series_instance_uid, headers.sop_instance_uid
+        )]}
+        stored.append(item)
     body: dict[str, Any] = {}
     if stored:
         body["00081199"] = {"vr": "SQ", "Value": stored}

@@ -37,8 +37,8 @@ def test_stow_stores_instances_and_the_study_appears(client: TestClient, add_use
     assert response.headers["content-type"].startswith("application/dicom+json")
     stored = response.json()["00081199"]["Value"]
     assert len(stored) == 3 and {item["00081155"]["Value"][0] for item in stored} == {str(dcmread(p).SOPInstanceUID) for p in CT}
-    # No RetrieveURL: medscreen serves no WADO-RS, and a URL that answers 405 is worse than none (issue 11).
-    assert "00081190" not in response.json() and all("00081190" not in item for item in stored)
+    # Each stored instance names its WADO-RS RetrieveURL on this node (followed in test_wadors.py).
+    assert all(item["00081190"]["Value"][0].startswith("http://testserver/dicomweb/studies/") for item in stored)
 
     studies = client.get("/api/studies", headers=sender).json()
     assert studies["total"] == 1

@@ -174,7 +174,10 @@ def test_two_workers_take_disjoint_jobs_and_a_killed_ones_job_is_taken_over(
         _wait(lambda: next(j for j in _jobs(engine) if j.id == job_id).state == "done", "the killed machine's job done")
         assert _results_per_job(engine).get(job_id) == 1 and set(_results_per_job(engine).values()) == {1}
         assert job_id in second.jobs_scored()
-        assert f"job {job_id}: lease of" in second.log.read_text(errors="replace")
+        # Taken over either when its lease ran out or, both "machines" being this host, when the second's next
+        # pass saw the first's scoring process gone (which comes first depends on where SIGSTOP caught it).
+        taken_over = second.log.read_text(errors="replace")
+        assert f"job {job_id}: lease of" in taken_over or f"job {job_id}: worker " in taken_over
     finally:
         for worker in (first, second):
             for pid in worker.scoring_pids() if worker.process.poll() is None else set():
