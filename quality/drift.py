@@ -108,13 +108,17 @@ def histogram(scores: Sequence[float]) -> list[int]:
 
 
 def validation_score_distribution(models_dir: Path, task: str) -> list[int] | None:
-    """Validation score counts per tenth from the bundle's reliability table, when the bundle has one."""
+    """Validation score counts per tenth from the bundle's reliability table, when the bundle has one.
+
+    The out-of-fold (``cross_validated``) table is preferred: it is what the model gives patients it was not
+    trained on, as a new site's are; bundles from before cross-validation have a ``validation`` table."""
     path = models_dir / task / "metrics.json"
     if not path.is_file():
         return None
     try:
-        table = json.loads(path.read_text())["evaluations"]["validation"]["reliability"]
-    except (KeyError, ValueError, TypeError):
+        evaluations = json.loads(path.read_text())["evaluations"]
+        table = next(evaluations[name]["reliability"] for name in ("cross_validated", "validation") if name in evaluations)
+    except (KeyError, ValueError, TypeError, StopIteration):
         return None
     counts = [0] * (len(SCORE_BINS) - 1)
     for row in table:
