@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
@@ -94,11 +94,16 @@ def _status_after_scoring(session: Session, study: Study, version: str) -> tuple
     return StudyStatus(result.outcome), result.reason
 
 
-def enqueue_routed(session: Session, versions: Mapping[tuple[Task, ModelRole], str], now: datetime) -> int:
+def enqueue_routed(
+    session: Session,
+    versions: Mapping[tuple[Task, ModelRole], str],
+    now: datetime,
+    fresh_versions: Callable[[], Mapping[tuple[Task, ModelRole], str]] | None = None,
+) -> int:
     """Queue a champion job (and a challenger one) for each routed study revision; returns how many champions.
 
-    ``versions`` is the registry's {(task, role): version}. A study whose task has no champion stays routed
-    and is picked up once one is registered.
+    ``versions`` is the registry's {(task, role): version}, possibly cached; ``fresh_versions`` re-reads the
+    registry. A study whose task has no champion stays routed and is picked up once one is registered.
     """
     queued = 0
     for study in session.scalars(select(Study).where(Study.status == StudyStatus.routed, Study.task.is_not(None))):
@@ -106,6 +111,11 @@ def enqueue_routed(session: Session, versions: Mapping[tuple[Task, ModelRole], s
         champion = versions.get((task, ModelRole.champion))
         if champion is None:
             continue
+        if fresh_versions is not None and _already_queued(session, study, champion):
+            # A re-score asked right after a promotion: the cached champion may be the one that already
+            # scored this revision, so read the registry again before calling the request a no-op.
+            versions, fresh_versions = fresh_versions(), None
+            champion = versions.get((task, ModelRole.champion)) or champion
         if enqueue(session, study, task.value, task.value, champion, ModelRole.champion, now) is not None:
             queued += 1
             study.status = StudyStatus.scoring.value
@@ -241,3 +251,13 @@ def replay(session: Session, job: ScoringJob, actor: str, now: datetime) -> None
         study.status_reason = None
     add_event(session, job.study_id, job.revision, "replayed", now, job_id=job.id, by=actor)
 
+
+def _already_queued(session: Session, study: Study, version: str) -> bool:
+    return session.scalar(
+        select(ScoringJob.id).where(
+            ScoringJob.study_id == study.id,
+            ScoringJob.revision == study.revision,
+            ScoringJob.model_name == study.task,
+            ScoringJob.model_version == version,
+        ).limit(1)
+    ) is not None

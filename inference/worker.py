@@ -42,7 +42,7 @@ class ScoringWorker:
         """Queue the registry's champion (and challenger) for each routed study revision."""
         versions = self.selector.refresh()
         with session_scope(self.session_factory) as session:
-            return enqueue_routed(session, versions, utcnow())
+            return enqueue_routed(session, versions, utcnow(), lambda: self.selector.refresh(force=True))
 
     def process_one(self) -> ScoreRecorded | bool:
         """Score the next ready job: its record, True when it failed (and will retry), False when none was ready."""
