@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.fhir_results import ResultFacts, facts_of, report_id, result_resources
-from inference.tables import ScoreResult, Study
+from inference.result_feed import champion_results_after
+from inference.tables import ScoreResult
 from service.fhir_push import FHIR_JSON, transaction_bundle
-from service.lifecycle import ModelRole
 from service.outbox import Candidate, existing_keys, start_cursor, take_in
 
 __all__ = ["FHIR_CHANNEL", "take_in_fhir_results"]
@@ -28,13 +28,7 @@ def take_in_fhir_results(session_factory: sessionmaker[Session], now: datetime |
         cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScoreResult.id))))
         if created:
             return []
-        rows = session.execute(
-            select(ScoreResult, Study)
-            .join(Study, Study.id == ScoreResult.study_id)
-            .where(ScoreResult.id > cursor.last_id - _LOOKBACK, ScoreResult.role == ModelRole.champion)
-            .order_by(ScoreResult.id)
-            .limit(batch + _LOOKBACK)
-        ).all()
+        rows = champion_results_after(session, cursor.last_id - _LOOKBACK, batch + _LOOKBACK)
         known = existing_keys(session, FHIR_CHANNEL, [f"DiagnosticReport/{report_id(r.id)}" for r, _ in rows])
         found = []
         for result, study in rows:

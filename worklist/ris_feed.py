@@ -16,10 +16,10 @@ from functools import partial
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from inference.result_feed import champion_results_after
 from inference.tables import ScoreResult, Study
 from service.db import utcnow
 from service.errors import DeliveryFailed
-from service.lifecycle import ModelRole
 from service.outbox import Candidate, Outgoing, RetryPolicy, existing_keys, run_feed, start_cursor, take_in
 from service.settings import Settings
 from worklist.hl7_messages import (
@@ -102,13 +102,7 @@ def take_in_ris_messages(
         results_cursor, created = start_cursor(session, _RESULTS_CURSOR, session.scalar(select(func.max(ScoreResult.id))))
         if created:
             return found
-        results = session.execute(
-            select(ScoreResult, Study)
-            .join(Study, Study.id == ScoreResult.study_id)
-            .where(ScoreResult.id > results_cursor.last_id - _RESULTS_LOOKBACK, ScoreResult.role == ModelRole.champion)
-            .order_by(ScoreResult.id)
-            .limit(batch + _RESULTS_LOOKBACK)
-        ).all()
+        results = champion_results_after(session, results_cursor.last_id - _RESULTS_LOOKBACK, batch + _RESULTS_LOOKBACK)
         known = existing_keys(session, CHANNEL, [f"MSR{result.id}" for result, _ in results])
         for result, study in results:
             key = f"MSR{result.id}"
