@@ -23,9 +23,9 @@ def screen_batch(screener: Screener, records: Sequence[ChildRecord], as_of: date
     started = [screener.findings(record, as_of) for record in records]
     screened = [i for i, (_, child) in enumerate(started) if child.status == "screened"]
     bests: dict[int, tuple[int, float]] = {}
-    if kb.information is not None and screened:
+    if kb.information is not None and screener.best_disease_search is not None and screened:
         closures = [kb.information.closure_of(kb.indices(started[i][1].present)) for i in screened]
-        bests = dict(zip(screened, kb.information.best_diseases(closures), strict=True))
+        bests = dict(zip(screened, screener.best_disease_search.best_diseases(closures), strict=True))
     results = []
     for i, (result, child) in enumerate(started):
         scored = screener.risk(result, child, bests.get(i))

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from datasets.emr_records import ChildRecord, DroppedEntry
+from screening.best_disease_search import BestDiseaseSearch
 from screening.features import ChildScores, score_child
 from screening.findings import MAX_AGE_DAYS, ChildFindings, CodeMaps, Finding, Status, extract_findings, load_code_maps
 from screening.knowledge import DiseaseMatch, KnowledgeBase, build_knowledge_base
@@ -77,6 +78,8 @@ class Screener:
         self.budget = budget
         self.max_age_days = max_age_days
         self.threshold = model.threshold_for(budget)
+        # Batches of children (population runs) find their best-matching disease through this index.
+        self.best_disease_search = BestDiseaseSearch(kb.information) if kb.information is not None else None
 
     @classmethod
     def load(cls, budget: float, max_age_years: float = 7.0, model_path: Path | None = None) -> Screener:
