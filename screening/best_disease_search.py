@@ -10,7 +10,7 @@ disease fits; the best disease almost always shares one of the child's specific 
 2. candidates whose specific part plus all the child's general information cannot reach the best
    specific part are dropped (an upper bound: gains are never negative);
 3. each remaining (child, candidate) pair is added up exactly as the full product does (the same
-   additions in the same order, as a row of a sparse element-wise product summed in term order);
+   additions in the same order; whether the disease shares a term is a lookup in a bit matrix);
 4. a disease outside the candidates shares only general terms, so it holds at most the running sum
    of the child's general gains (floating-point addition of non-negative numbers is monotone); when
    the best candidate is strictly above that, it is the answer (ties included: every disease that
@@ -20,6 +20,8 @@ Children with the same closure (common in a population) are computed once per ba
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
@@ -35,8 +37,18 @@ GENERAL_TERM_DISEASES = 1000
 _SLACK = 1e-9
 
 
+@dataclass(frozen=True)
+class _Closures:
+    """A batch's closures, concatenated: term indices and their gains, ``indptr`` and lengths per child."""
+
+    columns: np.ndarray
+    values: np.ndarray
+    indptr: np.ndarray
+    lengths: np.ndarray
+
+
 class BestDiseaseSearch:
-    """Built once per process from the knowledge base (a transposed copy of ``shared``, ~10 MB)."""
+    """Built once per process from the knowledge base (``shared`` as bits, ~30 MB)."""
 
     def __init__(self, info: SharedInformation, general_above: int = GENERAL_TERM_DISEASES) -> None:
         self.info = info
@@ -49,9 +61,11 @@ class BestDiseaseSearch:
         )  # copies: eliminate_zeros works in place and must not touch ``shared``
         specific.eliminate_zeros()
         self.specific = specific  # term -> diseases, specific terms only (general rows empty)
-        by_disease = shared.T.tocsr()
-        by_disease.sort_indices()
-        self.by_disease = by_disease  # disease -> the terms it shares (at or above its annotations)
+        # term x disease as bits (~30 MB): whether a disease shares a term is one lookup.
+        rows = np.repeat(np.arange(self.n_terms), np.diff(shared.indptr))
+        bits = np.zeros((self.n_terms, (self.n_diseases + 7) // 8), dtype=np.uint8)
+        np.bitwise_or.at(bits, (rows, shared.indices >> 3), (1 << (shared.indices & 7)).astype(np.uint8))
+        self.bits = bits
 
     def best_diseases(self, closures: list[np.ndarray]) -> list[tuple[int, float]]:
         """``(argmax, max)`` of each child's shared information, as :meth:`SharedInformation.best_diseases`."""
@@ -77,16 +91,13 @@ class BestDiseaseSearch:
         columns = np.concatenate([closures[i] for i in rows]).astype(np.int64)
         values = gain[columns]
         indptr = np.concatenate([[0], np.cumsum(lengths)])
-        full = sparse.csr_matrix((values, columns, indptr), shape=(len(rows), self.n_terms))
-        full.has_sorted_indices = True  # closures are sorted (np.unique)
-        in_batch = np.zeros(self.n_terms, dtype=bool)
-        in_batch[columns] = True
+        batch = _Closures(columns, values, indptr, lengths)
         owner = np.repeat(np.arange(len(rows)), lengths)
         is_general = self.general[columns]
         # The running sum, in term order, of each child's general gains: no non-candidate exceeds it.
         general_sum = np.bincount(owner[is_general], weights=values[is_general], minlength=len(rows))
         spec_values = np.where(is_general, 0.0, values)
-        specific_part = (sparse.csr_matrix((spec_values, columns, indptr), shape=full.shape) @ self.specific).tocsr()
+        specific_part = (sparse.csr_matrix((spec_values, columns, indptr), shape=(len(rows), self.n_terms)) @ self.specific).tocsr()
 
         ptr, cols, data = specific_part.indptr, specific_part.indices, specific_part.data
         has_candidates = np.diff(ptr) > 0
@@ -94,13 +105,13 @@ class BestDiseaseSearch:
         # A lower bound of each child's best: the exact sum of its best candidate by the specific part.
         top = np.array([ptr[r] + int(np.argmax(data[ptr[r] : ptr[r + 1]])) for r in candidate_rows], dtype=np.int64)
         lower = np.zeros(len(rows))
-        lower[candidate_rows] = self._exact(full, in_batch, candidate_rows, cols[top].astype(np.int64))
+        lower[candidate_rows] = self._exact(batch, candidate_rows, cols[top].astype(np.int64))
         # Keep a candidate only if its specific part plus all the child's general information can reach it.
         row_of = np.repeat(np.arange(len(rows)), np.diff(ptr))
         ceiling = data + general_sum[row_of] + _SLACK * (1.0 + general_sum[row_of] + data)
         keep = ceiling >= lower[row_of]
         prs, pds = row_of[keep], cols[keep].astype(np.int64)
-        exact = self._exact(full, in_batch, prs, pds)
+        exact = self._exact(batch, prs, pds)
         done = np.zeros(len(rows), dtype=bool)
         if len(prs):
             starts = np.flatnonzero(np.concatenate([[True], prs[1:] != prs[:-1]]))
@@ -118,21 +129,17 @@ class BestDiseaseSearch:
                 out[rows[r]] = found
         return out
 
-    def _exact(
-        self, full: sparse.csr_matrix, in_batch: np.ndarray, pair_rows: np.ndarray, pair_diseases: np.ndarray
-    ) -> np.ndarray:
+    def _exact(self, closures: _Closures, pair_rows: np.ndarray, pair_diseases: np.ndarray) -> np.ndarray:
         """The shared information of each (child row, disease) pair, added up as the full product does:
-        the child's closure times the disease's terms, summed in term order (csr_matvec). The diseases'
-        terms are cut to those of the batch's closures first (the others multiply to nothing)."""
+        the gains of the child's closure terms that the disease shares, one after the other in term order
+        (``np.bincount`` adds its weights in input order; a term not shared adds +0.0, which changes
+        no sum)."""
         if not len(pair_rows):
             return np.zeros(0)
-        diseases, position = np.unique(pair_diseases, return_inverse=True)
-        terms = self.by_disease[diseases]
-        keep = in_batch[terms.indices]
-        kept_before = np.concatenate([[0], np.cumsum(keep)])
-        terms = sparse.csr_matrix(
-            (terms.data[keep], terms.indices[keep], kept_before[terms.indptr]), shape=terms.shape
-        )
-        products = full[pair_rows].multiply(terms[position]).tocsr()
-        assert products.has_sorted_indices  # the element-wise product of sorted rows keeps term order
-        return np.asarray(products @ np.ones(self.n_terms))
+        counts = closures.lengths[pair_rows]
+        pair_of = np.repeat(np.arange(len(pair_rows)), counts)
+        first = np.repeat(closures.indptr[pair_rows] - (np.cumsum(counts) - counts), counts)
+        position = first + np.arange(len(pair_of))
+        terms, diseases = closures.columns[position], pair_diseases[pair_of]
+        shares = (self.bits[terms, diseases >> 3] >> (diseases & 7).astype(np.uint8)) & 1
+        return np.bincount(pair_of, weights=closures.values[position] * shares, minlength=len(pair_rows))
