@@ -292,24 +292,16 @@ def _check(raw: dict[str, Any], rtype: str) -> None:
 
 
 def records_from_resources_fast(
-    resources: Iterable[tuple[str, Any]], source: str
+    resources: Iterable[tuple[Any, Any]], source: str, name: Callable[[Any], str] = str
 ) -> Iterator[ChildRecord | RecordError]:
     """Group ``(where, resource-dict)`` pairs by patient and yield one record per Patient.
 
     As :func:`datasets.fhir_emr.records_from_resources`: a bad resource that names its Patient is
     listed on that child's record (``dropped``: the record is incomplete), any other is a record error;
     the errors come first, then the records in the order of their Patients, then the resources whose
-    Patient is not in the input.
+    Patient is not in the input. ``name(where)`` is the text that names a resource in a report, made
+    only when one is reported (formatting every resource's name cost more than reading its date).
     """
-    return _grouped(resources, source, str)
-
-
-def _grouped(
-    resources: Iterable[tuple[Any, Any]], source: str, name: Callable[[Any], str]
-) -> Iterator[ChildRecord | RecordError]:
-    """:func:`records_from_resources_fast`, where ``name(key)`` says where a resource is: a bundle's
-    entries are named only when one is reported (formatting every entry's name cost more than reading
-    its date)."""
     patients: dict[str, ChildRecord] = {}
     pending: dict[str, list[list[CodedFact] | list[Measurement]]] = {}
     errors: list[RecordError] = []
@@ -386,7 +378,7 @@ def records_from_bundle_fast(bundle: Any, source: str, where: str = "") -> Itera
     if not isinstance(entries, list):
         yield RecordError(source, where or "input", "invalid Bundle: entry is not an array")
         return
-    yield from _grouped(
+    yield from records_from_resources_fast(
         ((i, e.get("resource") or {}) for i, e in enumerate(entries) if isinstance(e, dict)),
         source,
         lambda i: f"{where}entry[{i}]",
