@@ -1,9 +1,9 @@
 """Screen a batch of children at once: findings per child, then the knowledge part of the whole batch (the
-information each of 12,633 diseases shares with each child) as one sparse matrix product
-(``SharedInformation.best_diseases``), then features and risk per child.
+disease each child shares most information with, among 12,633) through
+:class:`screening.best_disease_search.BestDiseaseSearch`, then features and risk per child.
 
-The same results as :meth:`Screener.screen` child by child (the product adds the same numbers in the same
-order); population runs (``screening/population.py``) use it.
+The same results as :meth:`Screener.screen` child by child (the search adds the same numbers in the same
+order as the per-child product); population runs (``screening/population.py``) use it.
 """
 
 from __future__ import annotations
