@@ -45,12 +45,26 @@ Row = tuple[int, dict[str, str]]
 
 
 def _rows(path: Path) -> Iterator[Row]:
+    """The rows of a CSV file as ``{stripped column: stripped value}``, as ``csv.DictReader`` gives them
+    (blank rows skipped, a short row padded with "", the cells beyond the header dropped, the same
+    numbers), with the header's names stripped once instead of once per row."""
     if not path.is_file():
         return
     with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        for line, row in enumerate(reader, start=2):
-            yield line, {k.strip(): (v or "").strip() for k, v in row.items() if k}
+        reader = csv.reader(handle)
+        header = next(reader, None)  # a blank first line is an empty header, as DictReader has it
+        if header is None:
+            return
+        columns = [(i, name.strip()) for i, name in enumerate(header) if name]
+        width = len(header)
+        line = 1
+        for cells in reader:
+            if not cells:
+                continue
+            line += 1
+            if len(cells) < width:
+                cells = cells + [""] * (width - len(cells))
+            yield line, {name: cells[i].strip() for i, name in columns}
 
 
 def check_extract(folder: Path) -> None:
@@ -69,12 +83,24 @@ def check_extract(folder: Path) -> None:
 
 
 def _is_sorted(path: Path) -> bool:
-    previous = ""
-    for _, row in _rows(path):
-        pid = row.get("patient_id", "")
-        if pid < previous:
-            return False
-        previous = pid
+    """Whether the file is sorted by ``patient_id`` (only that column is looked at)."""
+    if not path.is_file():
+        return True
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)  # a blank first line is an empty header, as DictReader has it
+        if header is None:
+            return True
+        # The last column so named wins, as in the rows of _rows.
+        column = max((i for i, name in enumerate(header) if name and name.strip() == "patient_id"), default=None)
+        previous = ""
+        for cells in reader:
+            if not cells:
+                continue
+            pid = cells[column].strip() if column is not None and column < len(cells) else ""
+            if pid < previous:
+                return False
+            previous = pid
     return True
 
 

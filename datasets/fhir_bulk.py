@@ -100,16 +100,15 @@ def partition_by_patient(
 def read_partition_file(path: Path, source: str, full_validation: bool = False) -> Iterator[ChildRecord | RecordError]:
     """The records of one partition: its resources grouped by patient in memory (``full_validation``:
     every resource through the ``fhir.resources`` models, :mod:`datasets.fhir_emr`)."""
-    resources: list[tuple[str, Any]] = []
+    resources: list[tuple[bytes, Any]] = []
     errors: list[RecordError] = []
     with path.open("rb") as handle:
         for line in handle:
-            where_raw, _, text = line.partition(_SEPARATOR)
-            where = where_raw.decode("utf-8", "replace")
+            where, _, text = line.partition(_SEPARATOR)
             try:
                 raw = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
-                errors.append(RecordError(source, where, f"not JSON: {exc.msg}"))
+                errors.append(RecordError(source, _where(where), f"not JSON: {exc.msg}"))
                 continue
             if not isinstance(raw, dict) or raw.get("resourceType") not in RESOURCE_TYPES:
                 continue
@@ -118,6 +117,11 @@ def read_partition_file(path: Path, source: str, full_validation: bool = False) 
     if full_validation:
         from datasets.fhir_emr import records_from_resources
 
-        yield from records_from_resources(resources, source)
+        yield from records_from_resources([(_where(where), raw) for where, raw in resources], source)
     else:
-        yield from records_from_resources_fast(resources, source)
+        yield from records_from_resources_fast(resources, source, _where)
+
+
+def _where(prefix: bytes) -> str:
+    """The ``file:line`` a partition line came from (decoded only when a resource is reported)."""
+    return prefix.decode("utf-8", "replace")

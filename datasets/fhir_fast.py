@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -128,18 +128,32 @@ def _codings(concept: Any, path: str) -> list[tuple[str, str]]:
     if type(codings) is not list:
         raise _Invalid(f"{path}.coding: not an array")
     out = []
-    for i, coding in enumerate(codings):
+    for coding in codings:
         if type(coding) is not dict:
-            raise _Invalid(f"{path}.coding.{i}: not an object")
+            raise _Invalid(f"{path}.coding.{_position(codings, coding)}: not an object")
         code, system = coding.get("code"), coding.get("system")
-        if system is not None and (type(system) is not str or not system or " " in system):
-            raise _Invalid(f"{path}.coding.{i}.system: invalid uri")
+        short = _SYSTEMS.get(system) if system is not None else None  # a known URI is a valid one
+        if short is None and system is not None:
+            if type(system) is not str or not system or " " in system:
+                raise _Invalid(f"{path}.coding.{_position(codings, coding)}.system: invalid uri")
+            short = code_system(system)
         if code is None:
             continue
-        if type(code) is not str or _CODE.fullmatch(code) is None:
-            raise _Invalid(f"{path}.coding.{i}.code: invalid code {str(code)[:40]!r}")
-        out.append(((_SYSTEMS.get(system) if system else None) or code_system(system), code))
+        if type(code) is not str or _valid_code(code) is False:
+            raise _Invalid(f"{path}.coding.{_position(codings, coding)}.code: invalid code {str(code)[:40]!r}")
+        out.append((short or "other", code))
     return out
+
+
+def _position(items: list[Any], item: Any) -> int:
+    """Where a bad element is in its array (looked up only for the error message)."""
+    return next(i for i, x in enumerate(items) if x is item)
+
+
+@lru_cache(maxsize=1 << 16)
+def _valid_code(code: str) -> bool:
+    """A pure check, cached: a population's codes repeat."""
+    return _CODE.fullmatch(code) is not None
 
 
 def _reference(raw: dict[str, Any]) -> str | None:
@@ -147,12 +161,14 @@ def _reference(raw: dict[str, Any]) -> str | None:
         value = raw.get(element)
         if value is None:
             continue
-        reference = _obj(value, element).get("reference")
+        if type(value) is not dict:
+            raise _Invalid(f"{element}: not an object")
+        reference = value.get("reference")
         if reference is None:
             return None
-        if not isinstance(reference, str) or not reference:
+        if type(reference) is not str or not reference:
             raise _Invalid(f"{element}.reference: invalid reference")
-        return reference.split("/")[-1]
+        return reference.rpartition("/")[2]
     return None
 
 
@@ -267,7 +283,7 @@ def _measurements(raw: dict[str, Any]) -> list[Measurement]:
 
 def _check(raw: dict[str, Any], rtype: str) -> None:
     rid = raw.get("id")
-    if rid is not None and (not isinstance(rid, str) or _ID.fullmatch(rid) is None):
+    if rid is not None and (type(rid) is not str or _ID.fullmatch(rid) is None):
         raise _Invalid(f"id: invalid id {str(rid)[:70]!r}")
     for element in _REQUIRED.get(rtype, ()):
         value = raw.get(element)
@@ -276,59 +292,71 @@ def _check(raw: dict[str, Any], rtype: str) -> None:
 
 
 def records_from_resources_fast(
-    resources: Iterable[tuple[str, Any]], source: str
+    resources: Iterable[tuple[Any, Any]], source: str, name: Callable[[Any], str] = str
 ) -> Iterator[ChildRecord | RecordError]:
     """Group ``(where, resource-dict)`` pairs by patient and yield one record per Patient.
 
     As :func:`datasets.fhir_emr.records_from_resources`: a bad resource that names its Patient is
     listed on that child's record (``dropped``: the record is incomplete), any other is a record error;
     the errors come first, then the records in the order of their Patients, then the resources whose
-    Patient is not in the input.
+    Patient is not in the input. ``name(where)`` is the text that names a resource in a report, made
+    only when one is reported (formatting every resource's name cost more than reading its date).
     """
     patients: dict[str, ChildRecord] = {}
     pending: dict[str, list[list[CodedFact] | list[Measurement]]] = {}
     errors: list[RecordError] = []
     dropped: dict[str, list[DroppedEntry]] = {}
-    for where, raw in resources:
-        rtype = raw.get("resourceType") if isinstance(raw, dict) else None
+    kinds = _KINDS
+    for key, raw in resources:
+        if not isinstance(raw, dict):
+            continue
+        rtype = raw.get("resourceType")
         if rtype not in RESOURCE_TYPES:
             continue
         try:
             _check(raw, rtype)
-            if rtype == "Patient":
+            if rtype == "Observation":
+                ref = _reference(raw)
+                entries: list[CodedFact] | list[Measurement] = _measurements(raw)
+            elif rtype != "Patient":
+                ref = _reference(raw)
+                entries = _facts(raw, kinds[rtype])
+            else:
                 birth = _date(raw.get("birthDate"), "birthDate", _DATE)
                 gender = raw.get("gender")
                 if gender is not None and not isinstance(gender, str):
                     raise _Invalid("gender: not a code")
                 extras = _patient_extras(raw)
-            else:
-                ref = _reference(raw)
-                entries = _measurements(raw) if rtype == "Observation" else _facts(raw, _KINDS[rtype])
         except _Invalid as exc:
-            name, reason = f"{where} {rtype}/{raw.get('id', '?')}", f"invalid {rtype}: {exc}"
+            where = name(key)
+            entry, reason = f"{where} {rtype}/{raw.get('id', '?')}", f"invalid {rtype}: {exc}"
             owner = _owner(raw) if rtype != "Patient" else None
             if owner is not None:  # the child's record is read without it, and says so (incomplete)
-                dropped.setdefault(owner, []).append(DroppedEntry(name, reason))
+                dropped.setdefault(owner, []).append(DroppedEntry(entry, reason))
             else:
-                errors.append(RecordError(source, name, reason))
+                errors.append(RecordError(source, entry, reason))
             continue
         if rtype == "Patient":
             if birth is None:
-                errors.append(RecordError(source, f"{where} Patient/{raw.get('id', '?')}", "Patient has no birthDate"))
+                errors.append(RecordError(source, f"{name(key)} Patient/{raw.get('id', '?')}", "Patient has no birthDate"))
                 continue
             sex = {"male": "M", "female": "F"}.get(gender or "", "U")
-            pid = str(raw.get("id") or where)
+            pid = str(raw.get("id") or name(key))
             patients[pid] = ChildRecord(pid, birth, sex, source=source, **extras)  # type: ignore[arg-type]
             continue
         if ref is None:
-            errors.append(RecordError(source, f"{where} {rtype}/{raw.get('id', '?')}", f"{rtype} has no subject reference"))
+            errors.append(RecordError(source, f"{name(key)} {rtype}/{raw.get('id', '?')}", f"{rtype} has no subject reference"))
             continue
-        pending.setdefault(ref, []).append(entries)
+        bucket = pending.get(ref)
+        if bucket is None:
+            pending[ref] = [entries]
+        else:
+            bucket.append(entries)
     yield from errors
     for pid, record in patients.items():
         record.dropped.extend(dropped.pop(pid, []))
         for entries in pending.pop(pid, []):
-            if entries and isinstance(entries[0], Measurement):
+            if entries and type(entries[0]) is Measurement:
                 record.measurements.extend(entries)  # type: ignore[arg-type]
             else:
                 record.facts.extend(entries)  # type: ignore[arg-type]
@@ -336,8 +364,10 @@ def records_from_resources_fast(
     for ref, items in pending.items():
         yield RecordError(source, f"{len(items)} resources", f"reference a Patient not in the input ({_hash(ref)})")
     for ref, lost in dropped.items():
-        for entry in lost:
-            yield RecordError(source, entry.entry, f"{entry.reason}; references a Patient not in the input ({_hash(ref)})")
+        for lost_entry in lost:
+            yield RecordError(
+                source, lost_entry.entry, f"{lost_entry.reason}; references a Patient not in the input ({_hash(ref)})"
+            )
 
 
 def records_from_bundle_fast(bundle: Any, source: str, where: str = "") -> Iterator[ChildRecord | RecordError]:
@@ -349,8 +379,9 @@ def records_from_bundle_fast(bundle: Any, source: str, where: str = "") -> Itera
         yield RecordError(source, where or "input", "invalid Bundle: entry is not an array")
         return
     yield from records_from_resources_fast(
-        ((f"{where}entry[{i}]", e.get("resource") or {}) for i, e in enumerate(entries) if isinstance(e, dict)),
+        ((i, e.get("resource") or {}) for i, e in enumerate(entries) if isinstance(e, dict)),
         source,
+        lambda i: f"{where}entry[{i}]",
     )
 
 

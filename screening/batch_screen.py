@@ -1,9 +1,9 @@
 """Screen a batch of children at once: findings per child, then the knowledge part of the whole batch (the
-information each of 12,633 diseases shares with each child) as one sparse matrix product
-(``SharedInformation.best_diseases``), then features and risk per child.
+disease each child shares most information with, among 12,633) through
+:class:`screening.best_disease_search.BestDiseaseSearch`, then features and risk per child.
 
-The same results as :meth:`Screener.screen` child by child (the product adds the same numbers in the same
-order); population runs (``screening/population.py``) use it.
+The same results as :meth:`Screener.screen` child by child (the search adds the same numbers in the same
+order as the per-child product); population runs (``screening/population.py``) use it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ def screen_batch(screener: Screener, records: Sequence[ChildRecord], as_of: date
     started = [screener.findings(record, as_of) for record in records]
     screened = [i for i, (_, child) in enumerate(started) if child.status == "screened"]
     bests: dict[int, tuple[int, float]] = {}
-    if kb.information is not None and screened:
+    if kb.information is not None and screener.best_disease_search is not None and screened:
         closures = [kb.information.closure_of(kb.indices(started[i][1].present)) for i in screened]
-        bests = dict(zip(screened, kb.information.best_diseases(closures), strict=True))
+        bests = dict(zip(screened, screener.best_disease_search.best_diseases(closures), strict=True))
     results = []
     for i, (result, child) in enumerate(started):
         scored = screener.risk(result, child, bests.get(i))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from datasets.emr_records import ChildRecord, CodedFact
 from screening.growth import GrowthStandards, growth_findings, load_growth_standards
@@ -69,8 +69,24 @@ class LabRule:
     high_hpo: str | None
 
 
+class CodeMeaning(NamedTuple):
+    """What one coded fact means for screening, the same for every child who has the code."""
+
+    category: str | None  # suspicion_of: genetic_test, genetics_visit, specific_drug
+    orphan: tuple[str, str] | None  # an ICD-10 condition recording a diagnosed orphan disease
+    congenital: bool  # an ICD-10 condition of chapter Q
+    hpo: tuple[str, ...]  # to_hpo
+    source: str  # "icd10:Q21.0", as a Finding names it
+
+
+# Distinct codes remembered by CodeMaps.meaning; a population repeats a few thousand, the bound only
+# keeps an extract of junk codes from growing the memory of a long run.
+_MEANINGS_KEPT = 200_000
+
+
 class CodeMaps:
-    """Everything that turns codes into findings; built once and shared (read-only)."""
+    """Everything that turns codes into findings; built once and shared (read-only but for the memo
+    of :meth:`meaning`, which only ever holds what the tables say)."""
 
     def __init__(
         self,
@@ -92,6 +108,38 @@ class CodeMaps:
         for category, system, prefix in suspicion:
             by_system.setdefault(system, []).append((category, prefix if system == "icd10" else prefix.lower()))
         self._suspicion_by_system = {s: (tuple(p for _, p in pairs), pairs) for s, pairs in by_system.items()}
+        self._meanings: dict[tuple[bool, str, str], CodeMeaning] = {}
+        self._lab_meanings: dict[str, tuple[bool, LabRule | None]] = {}
+
+    def meaning(self, kind: str, system: str, code: str) -> CodeMeaning:
+        """The code's suspicion category, orphan diagnosis, chapter Q and HPO terms, worked out once per
+        distinct code (normalising and prefix-matching each of a population's millions of facts was a
+        quarter of the screening time)."""
+        key = (kind == "condition", system, code)
+        found = self._meanings.get(key)
+        if found is None:
+            if len(self._meanings) >= _MEANINGS_KEPT:
+                self._meanings.clear()
+            icd10_condition = system == "icd10" and kind == "condition"
+            found = CodeMeaning(
+                self.suspicion_of(system, code, kind),
+                self.orphan.lookup(code) if icd10_condition else None,
+                icd10_condition and normalise_icd10(code).startswith("Q"),
+                tuple(self.to_hpo(CodedFact(kind, system, code, None))),  # type: ignore[arg-type]
+                f"{system}:{code}",
+            )
+            self._meanings[key] = found
+        return found
+
+    def lab_meaning(self, loinc: str) -> tuple[bool, LabRule | None]:
+        """Whether a LOINC code reveals a genetic test, and its growth/lab rule; once per distinct code."""
+        found = self._lab_meanings.get(loinc)
+        if found is None:
+            if len(self._lab_meanings) >= _MEANINGS_KEPT:
+                self._lab_meanings.clear()
+            found = (self.suspicion_of("loinc", loinc) is not None, self.loinc.get(loinc))
+            self._lab_meanings[loinc] = found
+        return found
 
     def to_hpo(self, fact: CodedFact) -> list[str]:
         if fact.kind != "condition":
@@ -143,10 +191,6 @@ def load_code_maps(ontology: Ontology) -> CodeMaps:
 _UNIT_FACTORS = {"cm": 1.0, "m": 100.0, "mm": 0.1, "[in_i]": 2.54, "in": 2.54, "kg": 1.0, "g": 0.001, "[lb_av]": 0.4536}
 
 
-def _age(birth: date, when: date | None) -> int | None:
-    return None if when is None else (when - birth).days
-
-
 def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_days: int = MAX_AGE_DAYS) -> ChildFindings:
     """The child's findings up to ``as_of``; the status says whether the child is screened at all."""
     age = (as_of - record.birth_date).days
@@ -155,11 +199,13 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
         child.status, child.reason = "out_of_age", f"age {age / 365.25:.1f} years is outside 0-{max_age_days / 365.25:.0f}"
         return child
 
+    birth = record.birth_date
     for fact in record.facts:
-        when = _age(record.birth_date, fact.date)
+        when = None if fact.date is None else (fact.date - birth).days
         if when is not None and when > age:
             continue  # after the screening date
-        category = maps.suspicion_of(fact.system, fact.code, fact.kind)
+        meaning = maps.meaning(fact.kind, fact.system, fact.code)
+        category = meaning.category
         if category == "specific_drug" and not fact.refuted:
             child.status, child.reason = "already_diagnosed", "receives a disease-specific drug"
             return child
@@ -167,26 +213,26 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
             if not fact.refuted and child.status == "screened":
                 child.status, child.reason = "in_genetics_care", category.replace("_", " ")
             continue  # never a feature: it reveals an existing suspicion
-        if fact.system == "icd10" and fact.kind == "condition" and not fact.refuted:
-            orphan = maps.orphan.lookup(fact.code)
-            if orphan is not None:
-                child.status, child.reason = "already_diagnosed", f"{orphan[0]} {orphan[1]}"
+        if not fact.refuted and fact.kind == "condition" and fact.system == "icd10":
+            if meaning.orphan is not None:
+                child.status, child.reason = "already_diagnosed", f"{meaning.orphan[0]} {meaning.orphan[1]}"
                 return child
-            if normalise_icd10(fact.code).startswith("Q"):
-                child.congenital_codes += 1
-        for hpo in maps.to_hpo(fact):
-            child.findings.append(Finding(hpo, when, f"{fact.system}:{fact.code}", excluded=fact.refuted))
+            child.congenital_codes += meaning.congenital
+        for hpo in meaning.hpo:
+            child.findings.append(Finding(hpo, when, meaning.source, excluded=fact.refuted))
 
     measurements: list[tuple[str, int, float]] = []
     for m in record.measurements:
-        when = _age(record.birth_date, m.date)
-        if when is None or when > age or when < 0:
+        if m.date is None:
             continue
-        if maps.suspicion_of("loinc", m.loinc) is not None:
+        when = (m.date - birth).days
+        if when > age or when < 0:
+            continue
+        suspicious, rule = maps.lab_meaning(m.loinc)
+        if suspicious:
             if child.status == "screened":
                 child.status, child.reason = "in_genetics_care", "genetic test"
             continue
-        rule = maps.loinc.get(m.loinc)
         if rule is None:
             continue
         if rule.kind.startswith("growth:"):

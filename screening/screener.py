@@ -10,9 +10,11 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import cached_property
 from pathlib import Path
 
 from datasets.emr_records import ChildRecord, DroppedEntry
+from screening.best_disease_search import BestDiseaseSearch
 from screening.features import ChildScores, score_child
 from screening.findings import MAX_AGE_DAYS, ChildFindings, CodeMaps, Finding, Status, extract_findings, load_code_maps
 from screening.knowledge import DiseaseMatch, KnowledgeBase, build_knowledge_base
@@ -77,6 +79,12 @@ class Screener:
         self.budget = budget
         self.max_age_days = max_age_days
         self.threshold = model.threshold_for(budget)
+
+    @cached_property
+    def best_disease_search(self) -> BestDiseaseSearch | None:
+        """How batches of children (population runs) find their best-matching disease: built on first use
+        (28 MB, a tenth of a second), so that a process that screens one child at a time never holds it."""
+        return BestDiseaseSearch(self.kb.information) if self.kb.information is not None else None
 
     @classmethod
     def load(cls, budget: float, max_age_years: float = 7.0, model_path: Path | None = None) -> Screener:

@@ -109,3 +109,25 @@ def test_snomed_codes_map_through_the_hpo_xrefs(maps: CodeMaps) -> None:
     child = extract_findings(record, maps, AS_OF)
     assert {"HP:0001250", "HP:0000252"} <= child.present
     assert {f.source for f in child.findings if f.hpo == "HP:0001250"} == {"snomed:91175000"}
+
+
+def test_a_codes_remembered_meaning_is_what_the_tables_say(maps: CodeMaps) -> None:
+    """Population runs work out each distinct code once (``CodeMaps.meaning``); every code of the shipped
+    tables, in every kind and spelling, means what the lookups one by one say."""
+    from screening.icd10_map import normalise_icd10
+
+    codes = [("icd10", code) for code, _, _ in maps.icd10.rows[::7]] + [("icd10", c) for c in list(maps.orphan.by_code)[::5]]
+    codes += [("icd10", "q210"), ("icd10", " Q21.0 "), ("icd10", "Z99.99")]
+    codes += [(system, prefix) for _, system, prefix in maps.suspicion] + [("snomed", s) for s in list(maps.ontology.snomed_to_hpo)[:200]]
+    codes += [("hpo", "HP:0000316"), ("hpo", "HP:0000118"), ("loinc", "8302-2"), ("atc", "A16AB02"), ("other", "x")]
+    for kind in ("condition", "procedure", "encounter", "medication"):
+        for system, code in codes:
+            meaning = maps.meaning(kind, system, code)
+            icd10_condition = system == "icd10" and kind == "condition"
+            assert meaning.category == maps.suspicion_of(system, code, kind)
+            assert meaning.orphan == (maps.orphan.lookup(code) if icd10_condition else None)
+            assert meaning.congenital == (icd10_condition and normalise_icd10(code).startswith("Q"))
+            assert list(meaning.hpo) == maps.to_hpo(CodedFact(kind, system, code, None))  # type: ignore[arg-type]
+            assert maps.meaning(kind, system, code) is meaning and meaning.source == f"{system}:{code}"
+    for loinc in ["8302-2", "29463-7", "9843-4", "718-7", "no-such", *[p for _, s, p in maps.suspicion if s == "loinc"]]:
+        assert maps.lab_meaning(loinc) == (maps.suspicion_of("loinc", loinc) is not None, maps.loinc.get(loinc))
