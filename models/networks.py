@@ -75,15 +75,26 @@ class ScoreAndHeatmap(nn.Module):
 class FoldEnsemble(nn.Module):
     """The k fold networks of a cross-validation as one exported model.
 
-    Outputs ``score [N, C]`` (the pooled mean logit map, Platt-calibrated on out-of-fold predictions),
-    ``heatmap [N, C, h, w]`` (the calibrated mean logit map, so the heat-map explains the score) and
+    Outputs ``score [N, C]``, ``heatmap [N, C, h, w]`` (the calibrated mean logit map) and
     ``fold_scores [N, C, k]`` (each fold network's calibrated score). Shipping the fold networks
     makes the cross-validated figures reproducible from the file: an item's out-of-fold score is
     the column of the fold that did not train on its patient.
+
+    ``score="pooled"`` pools the mean logit map (Platt-calibrated on out-of-fold predictions), so the
+    heat-map's peak explains the score. ``score="fold_mean"`` averages the fold scores instead: the
+    operating point is chosen on single fold networks' calibrated scores, and with max pooling the
+    maximum of a mean map runs far lower than each network's own maximum (mammography shipped that
+    way flagged 0.10 of abnormal films at a threshold chosen for 0.90), while the mean of the fold
+    scores keeps the distribution the threshold was chosen on.
     """
 
-    def __init__(self, networks: Sequence[HeatmapClassifier], slope: Sequence[float], intercept: Sequence[float]) -> None:
+    def __init__(
+        self, networks: Sequence[HeatmapClassifier], slope: Sequence[float], intercept: Sequence[float], *, score: str = "pooled"
+    ) -> None:
         super().__init__()
+        if score not in {"pooled", "fold_mean"}:
+            raise ValueError(f"score must be pooled or fold_mean, not {score}")
+        self.score = score
         self.networks = nn.ModuleList(networks)
         self.pooling = networks[0].pooling
         self.register_buffer("slope", torch.tensor(list(slope), dtype=torch.float32))
@@ -95,9 +106,9 @@ class FoldEnsemble(nn.Module):
         mean_map = torch.stack([logit_map for _, logit_map in outputs]).mean(dim=0)
         pooled = torch.amax(mean_map, dim=(2, 3)) if self.pooling == "max" else torch.mean(mean_map, dim=(2, 3))
         slope, intercept = self.slope, self.intercept
-        score = torch.sigmoid(pooled * slope + intercept)
         heatmap = torch.sigmoid(mean_map * slope[:, None, None] + intercept[:, None, None])
         fold_scores = torch.sigmoid(fold_logits * slope[:, None] + intercept[:, None])
+        score = fold_scores.mean(dim=-1) if self.score == "fold_mean" else torch.sigmoid(pooled * slope + intercept)
         return score, heatmap, fold_scores
 
 

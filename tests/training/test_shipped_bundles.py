@@ -53,10 +53,10 @@ def test_mammography_scores_a_whole_film_with_two_outputs() -> None:
     session, bundle = _session("mammography")
     spec = PreprocessSpec.from_dict(bundle["preprocess"])
     film = load_mias(DATA / "mias")[0]
-    score, heatmap = session.run(["score", "heatmap"], {"image": prepare_image(read_film(film), spec)})
+    score, heatmap, fold_scores = session.run(["score", "heatmap", "fold_scores"], {"image": prepare_image(read_film(film), spec)})
     assert score.shape == (1, 2) and heatmap.shape == (1, 2, 32, 32)
-    # The score is the max of the heat-map: the localisation explains the score.
-    assert np.allclose(score[0], heatmap[0].reshape(2, -1).max(axis=1), atol=1e-6)
+    # The score is the mean of the fold networks' calibrated scores: the scale the card's threshold was chosen on.
+    assert np.allclose(score[0], fold_scores[0].mean(axis=-1), atol=1e-6)
 
 
 def test_ct_series_path_puts_the_top_candidate_on_the_nodule() -> None:
