@@ -106,3 +106,30 @@ def test_ct_result_lists_every_candidate_with_its_slice_and_marks_the_top_one() 
     assert peak == (listed[0]["row"], listed[0]["col"])
     _, row, col, radius, _ = max(nodule_centres(case, case.volume()), key=lambda m: m[3])
     assert np.hypot(listed[0]["row"] - row, listed[0]["col"] - col) <= radius + 4
+
+
+def test_ct_sr_regions_are_one_per_distinct_finding_and_cover_every_listed_candidate() -> None:
+    import pydicom
+
+    from inference.scorers import FINDING_SEPARATION_MM, score_ct
+
+    (case,) = load_lidc(FIXTURES / "datasets" / "lidc")
+    datasets = [pydicom.dcmread(p) for p in sorted(case.series_folder.iterdir()) if p.is_file()]
+    result = score_ct(_ct_model(), datasets, min_ct_slices=1)
+    volume = case.volume()
+    _, row_mm, col_mm = volume.spacing_mm
+    z_of = dict(zip(volume.sop_instance_uids, volume.z_positions, strict=True))
+
+    def position(uid: str, row: float, col: float) -> np.ndarray:
+        return np.array([z_of[uid], row * row_mm, col * col_mm])
+
+    regions = [position(str(r.source.SOPInstanceUID), r.point[1], r.point[0]) for r in result.regions]
+    listed = result.localisation["candidates"]
+    assert len(regions) < len(listed)  # the nodule's candidates on its three slices are one finding
+    assert result.regions[0].score == pytest.approx(result.score)
+    for a in range(len(regions)):
+        for b in range(a):
+            assert np.linalg.norm(regions[a] - regions[b]) >= FINDING_SEPARATION_MM
+    for c in listed:
+        here = position(c["sop_instance_uid"], c["row"], c["col"])
+        assert min(np.linalg.norm(here - r) for r in regions) < FINDING_SEPARATION_MM
