@@ -60,19 +60,25 @@ def volume_from_datasets(datasets: Iterable[Any]) -> Volume:
     items = sorted_slices(datasets)
     if not items:
         raise UnreadableImage("no slices")
-    arrays = [dicom_to_array(ds, apply_voi=False) for ds in items]
-    shapes = {a.pixels.shape for a in arrays}
-    if len(shapes) != 1:
-        raise UnsupportedImage(f"slices of different sizes: {sorted(shapes)}")
+    # Decoded straight into one float32 volume: stacking a list and converting it copied a 300-slice
+    # series twice (0.3 GB each), about a second on a busy machine.
+    first = dicom_to_array(items[0], apply_voi=False)
+    hu = np.empty((len(items), *first.pixels.shape), dtype=np.float32)
+    hu[0] = first.pixels
+    for index, ds in enumerate(items[1:], start=1):
+        pixels = dicom_to_array(ds, apply_voi=False).pixels
+        if pixels.shape != hu.shape[1:]:
+            raise UnsupportedImage(f"slices of different sizes: {sorted({hu.shape[1:], pixels.shape})}")
+        hu[index] = pixels
     positions = [slice_position(ds) for ds in items]
     if len(positions) > 1:
         slice_mm = float(np.median(np.abs(np.diff(positions))))
     else:
         slice_mm = float(getattr(items[0], "SliceThickness", 1.0) or 1.0)
-    row_mm, col_mm = arrays[0].spacing_mm or (1.0, 1.0)
+    row_mm, col_mm = first.spacing_mm or (1.0, 1.0)
     z = tuple(float(getattr(ds, "ImagePositionPatient", [0, 0, p])[2]) for ds, p in zip(items, positions, strict=True))
     return Volume(
-        np.stack([a.pixels for a in arrays]).astype(np.float32),
+        hu,
         (slice_mm, row_mm, col_mm),
         z,
         tuple(str(ds.SOPInstanceUID) for ds in items),

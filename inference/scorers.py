@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from datasets.ct_candidates import extract_patches, find_candidates
+from datasets.ct_candidates import Candidate, extract_patches, find_candidates
+from datasets.dicom_series import Volume
 from datasets.preprocess import PreprocessSpec, prepare_image
 from inference.assemble import ct_series, decode, frontal_radiograph, mammography_views
 from inference.champions import LoadedModel
@@ -186,16 +187,36 @@ def score_ct(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> 
         ],
     }
     window = np.clip((volume.hu[candidate.slice_index] + 1350.0) / 1500.0, 0.0, 1.0)
-    # Every listed candidate (all at or above the threshold, at least five) becomes an SR region with its slice.
+    # Each distinct finding among the listed candidates becomes an SR region on its best slice; the result
+    # keeps every listed candidate. Per-slice candidates put one nodule on 3-10 slices, and a positive
+    # 300-slice series gave 256 regions whose SR took 10.6 s to build at load 8.
     regions = [
         RegionScore(source_by_uid[volume.sop_instance_uids[candidates[i].slice_index]],
                     [float(candidates[i].col), float(candidates[i].row)], float(scores[i]),
                     f"candidate {rank}, {candidates[i].diameter_mm:.0f} mm")
-        for rank, i in enumerate(listed, start=1)
+        for rank, i in enumerate(_distinct_findings(volume, candidates, listed), start=1)
     ]
     radius_px = max(candidate.diameter_mm / 2.0, 4.0) / float(volume.spacing_mm[1])
     marker = _candidate_marker(window.shape, candidate.row, candidate.col, radius_px)
     return TaskScore(float(scores[best]), localisation, source_by_uid[uid], marker, window, regions)
+
+
+# Candidates closer than this (3-D, mm) to a better-scoring one are taken as the same finding.
+FINDING_SEPARATION_MM = 10.0
+
+
+def _distinct_findings(volume: Volume, candidates: list[Candidate], ranked: list[int]) -> list[int]:
+    """The ranked candidates (best first) without those within ``FINDING_SEPARATION_MM`` of a better one."""
+    _, row_mm, col_mm = volume.spacing_mm
+    kept: list[int] = []
+    positions: list[np.ndarray] = []
+    for i in ranked:
+        c = candidates[i]
+        here = np.array([volume.z_positions[c.slice_index], c.row * row_mm, c.col * col_mm])
+        if all(float(np.linalg.norm(here - p)) >= FINDING_SEPARATION_MM for p in positions):
+            kept.append(i)
+            positions.append(here)
+    return kept
 
 
 def _instance_number(ds: Any) -> int | None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets.ct_candidates import extract_patch, lung_mask
+from datasets.ct_candidates import SLAB_MM, extract_patch, lung_mask
 from datasets.dicom_series import Volume
 
 __all__ = ["insert_nodule", "synthetic_positive_patches", "random_lung_points"]
 
 
 def insert_nodule(slab: np.ndarray, centre: tuple[int, int], radius_mm: float, spacing: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
-    """A copy of the 3-slice ``slab`` [3, H, W] with a nodule centred on the middle slice at ``centre``."""
+    """A copy of the odd-length ``slab`` [S, H, W] with a nodule centred on its middle slice at ``centre``."""
     out = slab.copy()
     slice_mm, row_mm, col_mm = spacing
     solid = rng.random() < 0.65
@@ -31,7 +31,9 @@ def insert_nodule(slab: np.ndarray, centre: tuple[int, int], radius_mm: float, s
     dx = (cols[None, :] - c0) * col_mm / stretch
     distance = np.hypot(dy, dx)
     angle = np.arctan2(dy, dx)
-    for index, dz in enumerate((-slice_mm, 0.0, slice_mm)):
+    middle = slab.shape[0] // 2
+    for index in range(slab.shape[0]):
+        dz = (index - middle) * slice_mm
         if abs(dz) >= radius_mm:
             continue
         plane_radius = np.sqrt(radius_mm**2 - dz**2) * (1.0 + amplitude * np.sin(lobes * angle + phase))
@@ -60,12 +62,14 @@ def random_lung_points(volume: Volume, mask: np.ndarray, count: int, rng: np.ran
 
 def synthetic_positive_patches(volume: Volume, count: int, rng: np.random.Generator, avoid: list[tuple[int, int, int, float]]) -> np.ndarray:
     """``count`` patches [N, 3, 32, 32] each centred (with 1-2 px jitter) on a freshly inserted nodule."""
-    mask = lung_mask(volume.hu)
+    mask = lung_mask(volume.hu, volume.spacing_mm[1])
+    # Enough slices either side for the patch's planes SLAB_MM above and below (5 at 1.25 mm, 3 at 2.5 mm).
+    reach = int(np.ceil(SLAB_MM / max(volume.spacing_mm[0], 1e-3)))
     patches = []
     for z, r, c in random_lung_points(volume, mask, count, rng, avoid=avoid):
-        indices = [int(np.clip(z + k, 0, volume.hu.shape[0] - 1)) for k in (-1, 0, 1)]
+        indices = [int(np.clip(z + k, 0, volume.hu.shape[0] - 1)) for k in range(-reach, reach + 1)]
         slab = insert_nodule(volume.hu[indices], (r, c), rng.uniform(2.5, 12.0), volume.spacing_mm, rng)
-        local = Volume(slab, volume.spacing_mm, (0.0, 1.0, 2.0), ("", "", ""))
+        local = Volume(slab, volume.spacing_mm, tuple(float(i) for i in range(len(indices))), ("",) * len(indices))
         jr, jc = (int(v) for v in rng.integers(-2, 3, 2))
-        patches.append(extract_patch(local, 1, r + jr, c + jc))
+        patches.append(extract_patch(local, reach, r + jr, c + jc))
     return np.stack(patches).astype(np.float32) if patches else np.zeros((0, 3, 32, 32), np.float32)

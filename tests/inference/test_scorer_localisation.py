@@ -61,22 +61,33 @@ def _sharp_kernel(volume: Volume, seed: int = 0) -> Volume:
     return dataclasses.replace(volume, hu=(volume.hu + 0.6 * (volume.hu - blurred) + noise).astype(np.float32))
 
 
-# Known shortfall (issue 12 item 4), measured on the shipped ct-chest ensemble: the fixture slab scores 0.517, its
-# 0.8 mm soft-kernel version 0.755 (difference 0.24) and its sharp, noisier version differs by 0.39. Training needs
-# kernel augmentation or intensity harmonisation; strict, so the test reports when a model meets the goal.
-KERNEL_SHORTFALL = pytest.mark.xfail(strict=True, reason="shipped ct-chest is not kernel-robust: differences 0.24 and 0.39 > 0.15")
+def _thick_slices(volume: Volume) -> Volume:
+    """Slices twice as thick: each pair of neighbouring slices averaged (5 mm from 2.5 mm)."""
+    n = volume.hu.shape[0] // 2 * 2
+    hu = (volume.hu[0:n:2] + volume.hu[1:n:2]) / 2.0
+    return dataclasses.replace(
+        volume, hu=hu.astype(np.float32), spacing_mm=(2.0 * volume.spacing_mm[0], *volume.spacing_mm[1:]),
+        z_positions=volume.z_positions[0:n:2], sop_instance_uids=volume.sop_instance_uids[0:n:2],
+    )
 
 
-@pytest.mark.parametrize(
-    "reconstruct",
-    [pytest.param(_soft_kernel, marks=KERNEL_SHORTFALL), pytest.param(_sharp_kernel, marks=KERNEL_SHORTFALL)],
-    ids=["soft-kernel", "sharp-kernel"],
-)
+# Issue 12 item 4: the shipped ct-chest ensemble scored the fixture slab 0.517, its soft-kernel version 0.755 and
+# its sharp one 0.39 apart; fixed by normalised patches (fixed HU window, 1 mm smoothing and sampling, planes
+# 2.5 mm apart) and training on simulated kernels.
+@pytest.mark.parametrize("reconstruct", [_soft_kernel, _sharp_kernel], ids=["soft-kernel", "sharp-kernel"])
 def test_two_reconstructions_of_one_slab_score_within_0_15(reconstruct) -> None:
     (case,) = load_lidc(FIXTURES / "datasets" / "lidc")
     volume = case.volume()
     model = _ct_model()
     assert abs(_series_score(model, volume) - _series_score(model, reconstruct(volume))) <= 0.15
+
+
+@pytest.mark.shared_data
+def test_thick_slices_of_one_slab_score_within_0_15(shared_data) -> None:
+    case = next(c for c in load_lidc(shared_data / "ct" / "lidc") if c.patient_id == "LIDC-IDRI-0001")
+    volume = case.volume()  # 16 slices of 2.5 mm with a malignancy-5 nodule
+    model = _ct_model()
+    assert abs(_series_score(model, volume) - _series_score(model, _thick_slices(volume))) <= 0.15
 
 
 def test_ct_result_lists_every_candidate_with_its_slice_and_marks_the_top_one() -> None:
@@ -95,3 +106,30 @@ def test_ct_result_lists_every_candidate_with_its_slice_and_marks_the_top_one() 
     assert peak == (listed[0]["row"], listed[0]["col"])
     _, row, col, radius, _ = max(nodule_centres(case, case.volume()), key=lambda m: m[3])
     assert np.hypot(listed[0]["row"] - row, listed[0]["col"] - col) <= radius + 4
+
+
+def test_ct_sr_regions_are_one_per_distinct_finding_and_cover_every_listed_candidate() -> None:
+    import pydicom
+
+    from inference.scorers import FINDING_SEPARATION_MM, score_ct
+
+    (case,) = load_lidc(FIXTURES / "datasets" / "lidc")
+    datasets = [pydicom.dcmread(p) for p in sorted(case.series_folder.iterdir()) if p.is_file()]
+    result = score_ct(_ct_model(), datasets, min_ct_slices=1)
+    volume = case.volume()
+    _, row_mm, col_mm = volume.spacing_mm
+    z_of = dict(zip(volume.sop_instance_uids, volume.z_positions, strict=True))
+
+    def position(uid: str, row: float, col: float) -> np.ndarray:
+        return np.array([z_of[uid], row * row_mm, col * col_mm])
+
+    regions = [position(str(r.source.SOPInstanceUID), r.point[1], r.point[0]) for r in result.regions]
+    listed = result.localisation["candidates"]
+    assert len(regions) < len(listed)  # the nodule's candidates on its three slices are one finding
+    assert result.regions[0].score == pytest.approx(result.score)
+    for a in range(len(regions)):
+        for b in range(a):
+            assert np.linalg.norm(regions[a] - regions[b]) >= FINDING_SEPARATION_MM
+    for c in listed:
+        here = position(c["sop_instance_uid"], c["row"], c["col"])
+        assert min(np.linalg.norm(here - r) for r in regions) < FINDING_SEPARATION_MM
