@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from datasets.ct_candidates import extract_patches, find_candidates
-from datasets.preprocess import PreprocessSpec, prepare_image
+from datasets.lung_fields import LungFields, lung_fields
+from datasets.preprocess import PreprocessSpec, prepare_image, resize
 from inference.assemble import ct_series, decode, frontal_radiograph, mammography_views
 from inference.champions import LoadedModel
 from inference.errors import CouldNotScore
@@ -77,13 +78,28 @@ def _inside_organ(heatmap: np.ndarray, image: np.ndarray) -> np.ndarray:
     return np.where(tissue, heatmap, heatmap[tissue].min()).astype(heatmap.dtype)
 
 
+def _within_lung_fields(heatmap: np.ndarray, fields: LungFields) -> tuple[np.ndarray, np.ndarray]:
+    """(the heat-map at the input's resolution, zero outside the lung fields and scaled to [0, 1] within
+    them; the same map in its own units), so the overlay colours and the peak stay inside the lungs.
+
+    The coarse map is interpolated between cell centres first: masking whole cells would either keep
+    the shoulder that shares a cell with an apex or drop the apex with it.
+    """
+    fine = resize(heatmap.astype(np.float32), fields.mask.shape)
+    inside = fine[fields.mask]
+    low, span = float(inside.min()), float(inside.max() - inside.min())
+    scaled = (fine - low) / span if span > 1e-6 else np.zeros_like(fine)
+    return np.where(fields.mask, scaled, 0.0).astype(np.float32), fine
+
+
 def _candidate_marker(shape: tuple[int, int], row: float, col: float, radius_px: float) -> np.ndarray:
     """A soft disc at the candidate, drawn by the heat-map overlay as the CT marker."""
     rr, cc = np.mgrid[0 : shape[0], 0 : shape[1]]
     return np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / (2.0 * radius_px**2)).astype(np.float32)
 
 
-def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
+def _image_score(model: LoadedModel, ds: Any, *, lungs: bool = False) -> TaskScore:
+    """One image scored; ``lungs``: the heat-map is kept to the lung fields (``datasets.lung_fields``)."""
     spec = PreprocessSpec.from_dict(model.bundle["preprocess"])
     image = prepare_image(decode(ds, apply_voi=True), spec)
     outputs = model.run(image)
@@ -99,17 +115,24 @@ def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
     heatmap = None
     if heatmaps is not None:
         heatmap = heatmaps[0]
-        if (model.bundle.get("preprocess", {}).get("extra") or {}).get("mask"):
-            heatmap = _inside_organ(heatmap, image[0, 0])
+        grid = heatmap.shape
+        values = heatmap  # the heat-map in the model's units, for the value at the peak
+        if lungs:
+            fields = lung_fields(image[0, 0])
+            heatmap, values = _within_lung_fields(heatmap, fields)
+            extra["organ_mask"] = f"lung fields ({fields.method})"
+        elif (model.bundle.get("preprocess", {}).get("extra") or {}).get("mask"):
+            heatmap = values = _inside_organ(heatmap, image[0, 0])
         row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
         rows, cols = int(ds.Rows), int(ds.Columns)
         localisation = {
             "kind": "heatmap",
             "sop_instance_uid": str(ds.SOPInstanceUID),
-            "grid": [int(heatmap.shape[0]), int(heatmap.shape[1])],
-            "peak_cell": [int(row), int(col)],
-            "peak_value": float(heatmap[row, col]),
-            # Centre of the hottest cell in the source image's pixel coordinates (column, row).
+            "grid": [int(grid[0]), int(grid[1])],
+            "peak_cell": [int(row * grid[0] // heatmap.shape[0]), int(col * grid[1] // heatmap.shape[1])],
+            "peak_value": float(values[row, col]),
+            # Centre of the hottest cell (pixel of the interpolated map) in the source image's pixel
+            # coordinates (column, row).
             "point": [float((col + 0.5) * cols / heatmap.shape[1]), float((row + 0.5) * rows / heatmap.shape[0])],
         }
     localisation.update(extra)
@@ -118,7 +141,7 @@ def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
 
 
 def score_chest_xray(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
-    return _image_score(model, frontal_radiograph(datasets))
+    return _image_score(model, frontal_radiograph(datasets), lungs=True)
 
 
 def score_mammography(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
