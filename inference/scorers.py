@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from datasets.ct_candidates import extract_patches, find_candidates
-from datasets.lung_fields import LungFields, lung_fields
-from datasets.preprocess import PreprocessSpec, prepare_image, resize
+from datasets.lung_fields import heatmap_within, lung_fields
+from datasets.preprocess import PreprocessSpec, prepare_image
 from inference.assemble import ct_series, decode, frontal_radiograph, mammography_views
 from inference.champions import LoadedModel
 from inference.errors import CouldNotScore
@@ -78,20 +78,6 @@ def _inside_organ(heatmap: np.ndarray, image: np.ndarray) -> np.ndarray:
     return np.where(tissue, heatmap, heatmap[tissue].min()).astype(heatmap.dtype)
 
 
-def _within_lung_fields(heatmap: np.ndarray, fields: LungFields) -> tuple[np.ndarray, np.ndarray]:
-    """(the heat-map at the input's resolution, zero outside the lung fields and scaled to [0, 1] within
-    them; the same map in its own units), so the overlay colours and the peak stay inside the lungs.
-
-    The coarse map is interpolated between cell centres first: masking whole cells would either keep
-    the shoulder that shares a cell with an apex or drop the apex with it.
-    """
-    fine = resize(heatmap.astype(np.float32), fields.mask.shape)
-    inside = fine[fields.mask]
-    low, span = float(inside.min()), float(inside.max() - inside.min())
-    scaled = (fine - low) / span if span > 1e-6 else np.zeros_like(fine)
-    return np.where(fields.mask, scaled, 0.0).astype(np.float32), fine
-
-
 def _candidate_marker(shape: tuple[int, int], row: float, col: float, radius_px: float) -> np.ndarray:
     """A soft disc at the candidate, drawn by the heat-map overlay as the CT marker."""
     rr, cc = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -119,7 +105,7 @@ def _image_score(model: LoadedModel, ds: Any, *, lungs: bool = False) -> TaskSco
         values = heatmap  # the heat-map in the model's units, for the value at the peak
         if lungs:
             fields = lung_fields(image[0, 0])
-            heatmap, values = _within_lung_fields(heatmap, fields)
+            heatmap, values = heatmap_within(heatmap, fields.mask)
             extra["organ_mask"] = f"lung fields ({fields.method})"
         elif (model.bundle.get("preprocess", {}).get("extra") or {}).get("mask"):
             heatmap = values = _inside_organ(heatmap, image[0, 0])
