@@ -13,6 +13,7 @@ prints where the outside peaks were, how the masks were found, and the mask's ti
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import Counter
@@ -36,7 +37,7 @@ def _where(row: float, col: float, size: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("MEDSCREEN_SHARED_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--limit", type=int, default=300, help="films per class (seeded sample)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "chest-xray")

@@ -33,7 +33,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" / "data"
 FIXTURES = REPO / "tests" / "fixtures" / "datasets"
 
 
@@ -50,7 +49,7 @@ def _timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[flo
     return statistics.median(samples), samples[int(0.9 * (len(samples) - 1))]
 
 
-def _study(task: str, folder: Path) -> tuple[list[Any], str]:
+def _study(task: str, folder: Path, shared: Path) -> tuple[list[Any], str]:
     """A real study of ``task`` as pydicom datasets, and what it is."""
     from pydicom import dcmread
 
@@ -60,12 +59,12 @@ def _study(task: str, folder: Path) -> tuple[list[Any], str]:
         film = FIXTURES / "kermany" / "train" / "PNEUMONIA" / "person1000_bacteria_2931.jpeg"
         return [dcmread(wrap_radiograph(film, folder / "dx.dcm"))], "DX film 224x224 (Kermany)"
     if task == "mammography":
-        root = SHARED / "mammography" / "mias" if (SHARED / "mammography" / "mias").is_dir() else FIXTURES / "mias"
+        root = shared / "mammography" / "mias" if (shared / "mammography" / "mias").is_dir() else FIXTURES / "mias"
         paths = [wrap_mammogram(root / f"mdb00{n}.png", folder / f"mg{n}.dcm", laterality=side, study_uid="1.2.826.0.1.3680043.8.498.1")
                  for n, side in ((1, "L"), (2, "R"))]
         return [dcmread(p) for p in paths], "MG study, 2 views 1024x1024 (MIAS)"
-    shared = SHARED / "ct" / "lidc" / "small" / "LIDC-IDRI-0001"
-    root = shared if shared.is_dir() else FIXTURES / "lidc" / "small" / "LIDC-IDRI-0001"
+    slab = shared / "ct" / "lidc" / "small" / "LIDC-IDRI-0001"
+    root = slab if slab.is_dir() else FIXTURES / "lidc" / "small" / "LIDC-IDRI-0001"
     datasets = [dcmread(p) for p in sorted(root.rglob("*.dcm"))]
     return datasets, f"CT series, {len(datasets)} slices 512x512 (LIDC)"
 
@@ -75,6 +74,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (MEDSCREEN_ORT_THREADS)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("MEDSCREEN_SHARED_DATA", REPO.parent / "shared" / "data")),
+                        help="../shared/data (MIAS films, LIDC slabs); the test fixtures stand in where it is missing")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -99,7 +100,7 @@ def main() -> int:
             bundle = json.loads((folder / "bundle.json").read_text())
             session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
             model = LoadedModel(task, task, "shipped", None, float(bundle["threshold"]), bundle, session)
-            datasets, what = _study(task, Path(tmp) / task)
+            datasets, what = _study(task, Path(tmp) / task, args.data)
             if task == "ct-chest":
                 patches = extract_patches(volume := volume_from_datasets(datasets), find_candidates(volume))
                 x, unit = patches, f"{len(patches)} patches"

@@ -203,7 +203,7 @@ def _ct_task(data: Path, work: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("MEDSCREEN_SHARED_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--task", choices=["chest-xray", "mammography", "ct-chest", "all"], default="all")
     parser.add_argument("--limit", type=int, default=None, help="films per class (chest) or women (mammography); default all")
     parser.add_argument("--seed", type=int, default=0)
