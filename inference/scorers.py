@@ -14,6 +14,7 @@ import numpy as np
 
 from datasets.ct_candidates import Candidate, extract_patches, find_candidates
 from datasets.dicom_series import Volume
+from datasets.lung_fields import heatmap_within, lung_fields
 from datasets.preprocess import PreprocessSpec, prepare_image
 from inference.assemble import ct_series, decode, frontal_radiograph, mammography_views
 from inference.champions import LoadedModel
@@ -84,7 +85,8 @@ def _candidate_marker(shape: tuple[int, int], row: float, col: float, radius_px:
     return np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / (2.0 * radius_px**2)).astype(np.float32)
 
 
-def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
+def _image_score(model: LoadedModel, ds: Any, *, lungs: bool = False) -> TaskScore:
+    """One image scored; ``lungs``: the heat-map is kept to the lung fields (``datasets.lung_fields``)."""
     spec = PreprocessSpec.from_dict(model.bundle["preprocess"])
     image = prepare_image(decode(ds, apply_voi=True), spec)
     outputs = model.run(image)
@@ -100,17 +102,24 @@ def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
     heatmap = None
     if heatmaps is not None:
         heatmap = heatmaps[0]
-        if (model.bundle.get("preprocess", {}).get("extra") or {}).get("mask"):
-            heatmap = _inside_organ(heatmap, image[0, 0])
+        grid = heatmap.shape
+        values = heatmap  # the heat-map in the model's units, for the value at the peak
+        if lungs:
+            fields = lung_fields(image[0, 0])
+            heatmap, values = heatmap_within(heatmap, fields.mask)
+            extra["organ_mask"] = f"lung fields ({fields.method})"
+        elif (model.bundle.get("preprocess", {}).get("extra") or {}).get("mask"):
+            heatmap = values = _inside_organ(heatmap, image[0, 0])
         row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
         rows, cols = int(ds.Rows), int(ds.Columns)
         localisation = {
             "kind": "heatmap",
             "sop_instance_uid": str(ds.SOPInstanceUID),
-            "grid": [int(heatmap.shape[0]), int(heatmap.shape[1])],
-            "peak_cell": [int(row), int(col)],
-            "peak_value": float(heatmap[row, col]),
-            # Centre of the hottest cell in the source image's pixel coordinates (column, row).
+            "grid": [int(grid[0]), int(grid[1])],
+            "peak_cell": [int(row * grid[0] // heatmap.shape[0]), int(col * grid[1] // heatmap.shape[1])],
+            "peak_value": float(values[row, col]),
+            # Centre of the hottest cell (pixel of the interpolated map) in the source image's pixel
+            # coordinates (column, row).
             "point": [float((col + 0.5) * cols / heatmap.shape[1]), float((row + 0.5) * rows / heatmap.shape[0])],
         }
     localisation.update(extra)
@@ -119,7 +128,7 @@ def _image_score(model: LoadedModel, ds: Any) -> TaskScore:
 
 
 def score_chest_xray(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
-    return _image_score(model, frontal_radiograph(datasets))
+    return _image_score(model, frontal_radiograph(datasets), lungs=True)
 
 
 def score_mammography(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:

@@ -62,3 +62,48 @@ def test_routes_dry_run_groups_a_folder_like_score(tmp_path: Path, capsys: pytes
     assert "notes.txt: would be refused" in captured.err and "1 files would be refused" in captured.err
     with pytest.raises(SystemExit, match="does not exist"):
         main(["routes", "test", str(rules), str(tmp_path / "missing")])
+
+
+def test_score_command_gives_the_in_process_scorers_result_on_the_same_files(tmp_path: Path) -> None:
+    # What a site measures with `medscreen score` is what the service computes: the same score (to the six
+    # places printed) and the same localisation, for every task, on real files wrapped as a PACS sends them.
+    import onnxruntime as ort
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    from benchmarks.study_factory import wrap_mammogram
+    from inference.champions import LoadedModel
+    from inference.scorers import score_task
+    from inference.shipped_models import SHIPPED_MODELS_DIR, read_bundle
+
+    folder = tmp_path / "site-data"
+    studies: dict[str, tuple[str, list[Path]]] = {}
+    for index, image in enumerate(sorted((FIXTURES / "datasets" / "kermany" / "train").glob("*/*.jpeg"))):
+        uid = generate_uid()
+        studies[uid] = ("chest-xray", [wrap_radiograph(image, folder / "dx" / f"{index}.dcm", study_uid=uid, patient_id=f"C{index}")])
+    mias = FIXTURES / "datasets" / "mias"
+    uid = generate_uid()
+    studies[uid] = ("mammography", [wrap_mammogram(mias / f"mdb00{n}.png", folder / "mg" / f"{n}.dcm", laterality=side, study_uid=uid,
+                                                   patient_id="M1") for n, side in ((1, "L"), (2, "R"))])
+    ct = sorted((FIXTURES / "datasets" / "lidc" / "small").rglob("*.dcm"))
+    studies[str(dcmread(ct[0]).StudyInstanceUID)] = ("ct-chest", ct)
+    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var"), "MEDSCREEN_CT_MIN_SLICES": "3"}
+    result = subprocess.run(
+        [sys.executable, "-m", "medscreen", "--create-home", "score", "--quiet", str(folder), *map(str, ct)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = {line["study_instance_uid"]: line for line in map(json.loads, result.stdout.splitlines())}
+    assert set(lines) == set(studies)
+    models: dict[str, LoadedModel] = {}
+    for uid, (task, paths) in studies.items():
+        if task not in models:
+            shipped = read_bundle(SHIPPED_MODELS_DIR / task)
+            session = ort.InferenceSession(str(shipped.onnx_path), providers=["CPUExecutionProvider"])
+            models[task] = LoadedModel(task, task, "shipped", None, shipped.threshold, shipped.bundle, session)
+        expected = score_task(task, models[task], [dcmread(p) for p in paths], min_ct_slices=3)
+        line = lines[uid]
+        assert line["error"] is None and line["task"] == task
+        assert line["score"] == pytest.approx(expected.score, abs=1e-6), task
+        assert line["call"] == ("positive" if expected.score >= models[task].threshold else "negative")
+        assert line["localisation"]["point"] == pytest.approx(expected.localisation["point"]), task

@@ -1,5 +1,5 @@
-"""Localisation that points: heat-maps inside the organ, every CT candidate with its slice, a CT marker,
-and a CT series score that holds across two reconstructions of one slab."""
+"""Localisation that points: heat-maps inside the organ (the breast, the lung fields), every CT candidate
+with its slice, a CT marker, and a CT series score that holds across two reconstructions of one slab."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import onnxruntime as ort
 import pytest
 from scipy import ndimage
 
+from benchmarks.study_factory import wrap_radiograph
 from datasets.ct_candidates import extract_patches, find_candidates
 from datasets.dicom_series import Volume
 from datasets.lidc import load_lidc, nodule_centres
+from datasets.lung_fields import lung_fields
 from inference.champions import LoadedModel
 from inference.scorers import _candidate_marker, _inside_organ
 from inference.shipped_models import SHIPPED_MODELS_DIR, read_bundle
@@ -36,10 +38,46 @@ def test_ct_marker_peaks_at_the_candidate() -> None:
     assert marker[40, 70] == pytest.approx(1.0) and marker[40, 90] < 0.01
 
 
-def _ct_model() -> LoadedModel:
-    shipped = read_bundle(SHIPPED_MODELS_DIR / "ct-chest")
+def _shipped_model(task: str) -> LoadedModel:
+    shipped = read_bundle(SHIPPED_MODELS_DIR / task)
     session = ort.InferenceSession(str(shipped.onnx_path), providers=["CPUExecutionProvider"])
-    return LoadedModel("ct-chest", "ct-chest", "shipped", None, float(shipped.bundle["threshold"]), shipped.bundle, session)
+    return LoadedModel(task, task, "shipped", None, float(shipped.bundle["threshold"]), shipped.bundle, session)
+
+
+def _ct_model() -> LoadedModel:
+    return _shipped_model("ct-chest")
+
+
+KERMANY_FILMS = sorted((FIXTURES / "datasets" / "kermany" / "train").glob("*/*.jpeg"))
+
+
+@pytest.mark.parametrize("film", KERMANY_FILMS, ids=[p.name for p in KERMANY_FILMS])
+def test_chest_heatmap_is_zero_outside_the_lung_fields_and_points_inside_them(film, tmp_path) -> None:
+    import pydicom
+
+    from inference.scorers import score_chest_xray
+
+    model = _shipped_model("chest-xray")
+    ds = pydicom.dcmread(wrap_radiograph(film, tmp_path / "cxr.dcm"))
+    result = score_chest_xray(model, [ds], min_ct_slices=1)
+    assert result.heatmap is not None and result.image is not None
+    fields = lung_fields(result.image)
+    assert result.heatmap.shape == result.image.shape == fields.mask.shape
+    # Zero outside, scaled to [0, 1] within: the overlay's colours are relative to the lungs alone.
+    assert (result.heatmap[~fields.mask] == 0).all()
+    assert result.heatmap[fields.mask].max() == pytest.approx(1.0) and result.heatmap.min() == 0.0
+    peak = np.unravel_index(int(np.argmax(result.heatmap)), result.heatmap.shape)
+    assert fields.mask[peak]
+    # The SR's point (source pixels) lands on the same lung-field pixel of the model input.
+    col, row = result.localisation["point"]
+    scale_r, scale_c = fields.mask.shape[0] / int(ds.Rows), fields.mask.shape[1] / int(ds.Columns)
+    assert fields.mask[int(row * scale_r), int(col * scale_c)]
+    assert result.localisation["organ_mask"].startswith("lung fields (")
+    # Masking moves the pointer, never the score; the value at the peak is the model's own (a probability).
+    plain = model.run(result.image[None, None].astype(np.float32))
+    assert result.score == pytest.approx(float(np.asarray(plain["score"]).ravel()[0]), abs=1e-6)
+    raw = np.asarray(plain["heatmap"])[0, 0]
+    assert raw.min() - 1e-6 <= result.localisation["peak_value"] <= raw.max() + 1e-6
 
 
 def _series_score(model: LoadedModel, volume: Volume) -> float:

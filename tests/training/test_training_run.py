@@ -34,7 +34,8 @@ def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, c
     run = client.get_run(metrics["mlflow_run_id"])
     assert run.data.params["epochs"] == "1" and "val_auroc" in run.data.metrics and "fold0.train_loss" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert {"card.md", "metrics.json", "plots/roc_cross_validated.png", "plots/calibration_cross_validated.png"} <= artifacts
+    assert {"card.md", "metrics.json", "plots/roc_cross_validated.png", "plots/calibration_cross_validated.png",
+            "plots/heatmaps_lung_fields.png"} <= artifacts
     version = client.get_model_version_by_alias("chest-xray", "champion")
     assert str(version.version) == "1" and version.tags["task"] == "chest-xray"
     assert float(version.tags["threshold"]) == bundle["threshold"]

@@ -10,12 +10,12 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.chest_xray import LabelledImage, load_kermany, load_nih1000
-from datasets.preprocess import PreprocessSpec, prepare_image, read_image_file
+from datasets.preprocess import PreprocessSpec, prepare_image, read_image_file, resize
 from datasets.splits import patient_folds
 from training.cache import cached_arrays
 from training.card_figures import DevelopmentSet
 
-__all__ = ["train", "development_set", "SPEC", "MIN_SENSITIVITY", "FOLDS"]
+__all__ = ["train", "development_set", "plot_heatmap_examples", "SPEC", "MIN_SENSITIVITY", "FOLDS"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,69 @@ def development_set(data_dir: Path, cache_dir: Path | None, limit: int | None = 
     }
     subsets = {k: v for k, v in subsets.items() if len(set(labels[v[1]].tolist())) == 2}
     return DevelopmentSet(_load_arrays(items, cache_dir, "kermany"), labels, np.array([i.patient_id for i in items]), subsets)
+
+
+HEATMAP_EXAMPLES = "heatmaps_lung_fields.png"
+
+
+def plot_heatmap_examples(onnx_path: Path, dev: DevelopmentSet, out_path: Path, *, per_class: int = 4, seed: int = 0) -> Path:
+    """Heat-maps of the shipped ensemble on a few development films, before and after the lung-field mask.
+
+    Kermany has no lesion outlines, so the examples are pneumonia films (the finding is somewhere in the
+    lungs) and normal films, drawn at random with the seed. Top row: the model's own 8x8 map over the whole
+    film and its hottest cell, as the service drew them before the mask; bottom row: as served (interpolated,
+    zero outside the lung fields, scaled within them) with the lung-field outline (cyan) and the peak the SR
+    points at (yellow cross).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import onnxruntime as ort
+
+    from datasets.lung_fields import heatmap_within, lung_fields
+
+    rng = np.random.default_rng(seed)
+    chosen = [
+        int(i)
+        for label in (1, 0)
+        for i in sorted(rng.choice(np.flatnonzero(dev.labels == label), min(per_class, int((dev.labels == label).sum())), replace=False))
+    ]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = dev.x[chosen].astype(np.float32)
+    scores, heatmaps = session.run(["score", "heatmap"], {session.get_inputs()[0].name: x})
+    fig, axes = plt.subplots(2, len(chosen), figsize=(1.9 * len(chosen), 4.4), dpi=100, squeeze=False)
+    for column, index in enumerate(chosen):
+        image, coarse = x[column, 0], heatmaps[column, 0]
+        fields = lung_fields(image)
+        served, _ = heatmap_within(coarse, fields.mask)
+        cell = image.shape[0] / coarse.shape[0]
+        # Before: the whole-film map relative to its own range and its hottest cell, as the service drew it.
+        whole = resize(coarse.astype(np.float32), image.shape)
+        whole = (whole - whole.min()) / max(float(np.ptp(whole)), 1e-6)
+        r, c = np.unravel_index(int(np.argmax(coarse)), coarse.shape)
+        peaks = ((r + 0.5) * cell, (c + 0.5) * cell), np.unravel_index(int(np.argmax(served)), served.shape)
+        for row, (heat, peak) in enumerate(zip((whole, served), peaks, strict=True)):
+            ax = axes[row, column]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            # Red with opacity rising with the value: the colouring of the served heat-map overlay.
+            overlay = np.zeros((*heat.shape, 4), np.float32)
+            overlay[..., 0], overlay[..., 1], overlay[..., 3] = 1.0, 0.15, 0.6 * np.clip(heat, 0, 1) ** 2
+            ax.imshow(overlay)
+            ax.plot(peak[1], peak[0], "+", color="yellow", ms=9, mew=2)
+            if row == 1:
+                ax.contour(fields.mask.astype(np.float32), levels=[0.5], colors="cyan", linewidths=0.6)
+            ax.axis("off")
+        label = "pneumonia" if dev.labels[index] else "normal"
+        axes[0, column].set_title(f"{label}, p={float(scores[column, 0]):.2f}", fontsize=7)
+    axes[0, 0].text(-8, 64, "whole film", rotation=90, va="center", ha="right", fontsize=7)
+    axes[1, 0].text(-8, 64, "lung fields (served)", rotation=90, va="center", ha="right", fontsize=7)
+    fig.suptitle("chest-xray heat-maps (shipped ensemble, development films: training data included)", fontsize=8)
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path)
+    plt.close(fig)
+    return out_path
 
 
 def train(
@@ -126,6 +189,7 @@ def train(
             # Figures from the exported file itself, exactly as the reproduction test computes them.
             onnx_path = export_onnx(ensemble, torch.from_numpy(x[:1].astype(np.float32)), Path(tmp) / "model.onnx", input_name="image", output_names=["score", "heatmap", "fold_scores"])
             scores, fold_scores = run_ensemble(onnx_path, x, input_name="image")
+            plot_heatmap_examples(onnx_path, dev, Path(out_dir) / "plots" / HEATMAP_EXAMPLES, seed=seed)
             figures = figures_from_scores(dev, scores, fold_scores, k=folds, seed=seed, min_sensitivity=MIN_SENSITIVITY)
             evaluations = [
                 Evaluation("cross_validated", f"Kermany, {folds}-fold patient-level cross-validation (out-of-fold): pneumonia vs normal", labels, figures.oof_scores, figures.cross_validated),
@@ -242,7 +306,8 @@ def _card_text(params: dict[str, Any], figures: Any, epochs: int, nih: Any) -> d
             "sensitivity and specificity by the Wilson interval over films."
         ),
         "figures": (
-            "ROC with the operating point: `plots/roc_cross_validated.png`; reliability: `plots/calibration_cross_validated.png`.\n\n"
+            "ROC with the operating point: `plots/roc_cross_validated.png`; reliability: `plots/calibration_cross_validated.png`; "
+            f"heat-map examples before and after the lung-field mask: `plots/{HEATMAP_EXAMPLES}`.\n\n"
             "Acquisition batches, out-of-fold, at the shipped threshold:\n\n" + subsets
         ),
         "operating_point": (
@@ -255,7 +320,14 @@ def _card_text(params: dict[str, Any], figures: Any, epochs: int, nih: Any) -> d
         "localisation": (
             "`heatmap` (8x8): the calibrated mean logit map before pooling; each cell covers 16x16 px of the input "
             "(about 1/8 of the film side). Average pooling makes it a coarse map of where the score comes from, not a "
-            "lesion outline."
+            "lesion outline. Served, it is interpolated to the 128 px input, set to zero outside the lung fields and "
+            "scaled within them; the SR's point is its peak inside the fields (`datasets.lung_fields`: dark fields "
+            "enclosed by the body found by a threshold search, filled to their hull and mirrored across the midline so "
+            "a white lung stays inside, a central ellipse when nothing plausible is found; no network, there are no lung "
+            "masks in the data). The mask changes where the model points, never its score; the model itself still sees "
+            "the whole film, so a score can come from outside the lungs (markers, cropping), which the whole-film row "
+            "of the examples shows. How often the unmasked peak lay inside the fields, and how the masks were found, is "
+            "measured by `benchmarks/chest_localisation.py` (README, *Models and training*)."
         ),
         "limitations": (
             "- Single-centre paediatric data; JPEG exports, not DICOM: a hospital's DICOM films go through the same "
