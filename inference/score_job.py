@@ -34,6 +34,7 @@ from inference.outgoing import (
 )
 from inference.records import ScoreRecorded
 from inference.scorers import TaskScore, score_task
+from inference.spool_node import spool_node
 from inference.study_record import add_event
 from inference.tables import Instance, OutgoingResult, ScoreResult, ScoringJob, Study
 from inference.writeback import ResultToWrite, build_heatmap, build_sr
@@ -115,9 +116,13 @@ def _documents(
 
 
 def score_job(
-    job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], selector: ModelSelector, started: datetime
+    job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], selector: ModelSelector, started: datetime,
+    node: str | None = None,
 ) -> ScoreRecorded:
-    """Run the job's model on its study revision and store the outcome; ModelUnavailable etc. propagate (retry)."""
+    """Run the job's model on its study revision and store the outcome; ModelUnavailable etc. propagate (retry).
+
+    ``node``: the name of this spool's node (``spool_node``), recorded on the outgoing row; read when not given.
+    """
     with session_factory() as session:
         job = session.get(ScoringJob, job_id)
         assert job is not None
@@ -137,6 +142,7 @@ def score_job(
         return _score_and_store(
             job_id, settings=settings, session_factory=session_factory, model=model, files=files, role=role,
             task=task, study_uid=study_uid, previous=(previous_id, previous_sr), timings_from=(completed_at, started),
+            node=node or spool_node(settings),
         )
     finally:
         if settings.ingest_url:
@@ -146,7 +152,7 @@ def score_job(
 def _score_and_store(
     job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], model: LoadedModel, files: list[Path],
     role: ModelRole, task: str, study_uid: str, previous: tuple[int | None, Dataset | None],
-    timings_from: tuple[datetime | None, datetime],
+    timings_from: tuple[datetime | None, datetime], node: str,
 ) -> ScoreRecorded:
     previous_id, previous_sr = previous
     completed_at, started = timings_from
@@ -174,7 +180,7 @@ def _score_and_store(
     recorded = _store_result(
         job_id, session_factory=session_factory, model=model, role=role, task=task, outcome=outcome, scored=scored,
         call=call, reason=reason, documents=documents, destination=destination, previous_id=previous_id,
-        timings_from=(completed_at, started, inferred),
+        timings_from=(completed_at, started, inferred), node=node,
     )
     if recorded is None:
         # Another worker stored this job's result while this one scored it: its documents are the ones named.
@@ -188,7 +194,7 @@ def _store_result(
     job_id: int, *, session_factory: sessionmaker[Session], model: LoadedModel, role: ModelRole, task: str,
     outcome: StudyStatus, scored: TaskScore | None, call: str | None, reason: str | None, documents: list[Dataset],
     destination: dict[str, Any] | None, previous_id: int | None,
-    timings_from: tuple[datetime | None, datetime, datetime],
+    timings_from: tuple[datetime | None, datetime, datetime], node: str,
 ) -> ScoreRecorded | None:
     """Commit the result, the outgoing row, the study's status and the job's completion; None when the job
     already has a result (the unique ``score_results.job_id`` decides between two workers on one job)."""
@@ -240,6 +246,7 @@ def _store_result(
             outgoing = queue_outgoing(
                 session, study_id=study.id, score_result_id=result.id, folder=study_uid,
                 sop_instance_uids=[str(ds.SOPInstanceUID) for ds in documents], destination=destination, now=stored_at,
+                node=node,
             )
             session.flush()
             outgoing_id = outgoing.id

@@ -203,6 +203,9 @@ class OutgoingResult(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     score_result_id: Mapped[int | None] = mapped_column(ForeignKey("score_results.id"), nullable=True, index=True)
     folder: Mapped[str] = mapped_column(Text)  # relative to spool/outgoing
+    # The node whose spool holds the files (inference/spool_node.py); only its dispatcher can send them.
+    # None: made before nodes were recorded, in the ingest node's spool.
+    node: Mapped[str | None] = mapped_column(Text, nullable=True, index=True)
     sop_instance_uids: Mapped[list[str]] = mapped_column(JSON, default=list)
     destination: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(16), index=True)  # JobState
