@@ -1,6 +1,7 @@
 """Outgoing results name the node whose spool holds their files: the spool keeps its node's name, a dispatcher
 claims only its node's rows (and the unnamed rows of before, where it reads the ingest node's spool), and
-``GET /api/outgoing`` shows each node's waiting results and their age."""
+``GET /api/outgoing`` shows each node's waiting results and their age (an operator abandons those of a node
+gone for good)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from inference.tables import OutgoingResult, Study
 from medscreen.app import create_app
 from service.db import make_session_factory, session_scope, utcnow
 from service.settings import Settings
+from service.tables import AuditEvent
 from service.users import create_user
 from tests.conftest import free_port
 from tests.inference.conftest import INFERENCE_FIXTURES
@@ -109,3 +111,21 @@ def test_the_outgoing_listing_shows_each_nodes_waiting_results_and_their_age(
         assert [(i["id"], i["node"], i["state"]) for i in only["items"]] == [(gone, "gone-node", "queued")]
         assert only["items"][0]["age_s"] > 7000 and only["items"][0]["destination"] == "c-store"
         assert client.get("/api/outgoing").status_code == 401
+
+        # The node is gone for good with its disk: the operator gives its waiting result up, audited.
+        abandoned = client.post(f"/api/outgoing/{gone}/abandon", headers=headers)
+        assert abandoned.status_code == 200 and abandoned.json()["state"] == "dead"
+        assert "abandoned by mle: node gone-node" in abandoned.json()["last_error"]
+        assert client.post(f"/api/outgoing/{gone}/abandon", headers=headers).status_code == 409
+        assert client.post(f"/api/outgoing/{alive}/abandon", headers=headers).status_code == 409  # sent
+        nodes = {n["node"]: n for n in client.get("/api/outgoing", headers=headers).json()["nodes"]}
+        assert (nodes["gone-node"]["waiting"], nodes["gone-node"]["dead"]) == (0, 1)
+        study_uid = only["items"][0]["study_instance_uid"]
+        timeline = client.get(f"/api/studies/{study_uid}", headers=headers).json()["timeline"]
+        assert timeline[-1]["kind"] == "write-back-abandoned" and timeline[-1]["detail"]["node"] == "gone-node"
+    with session_scope(make_session_factory(ingestor.engine)) as session:
+        assert session.scalar(
+            select(AuditEvent.id).where(AuditEvent.action == "outgoing.abandon", AuditEvent.subject_id == study_uid)
+        )
+    # Never claimed again, even by its own node coming back.
+    assert Dispatcher(sqlite_settings, make_session_factory(ingestor.engine), "gone-node").dispatch_one() is None
