@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference.assemble import read_study
 from inference.champions import LoadedModel, ModelSelector
 from inference.errors import CouldNotScore, OutOfScope
-from inference.fetch_instances import drop_cached_study, instance_files
+from inference.fetch_instances import IngestLogin, drop_cached_study, instance_files
 from inference.intended_use import check_intended_use
 from inference.jobs import mark_done
 from inference.outgoing import (
@@ -117,11 +117,12 @@ def _documents(
 
 def score_job(
     job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], selector: ModelSelector, started: datetime,
-    node: str | None = None,
+    node: str | None = None, login: IngestLogin | None = None,
 ) -> ScoreRecorded:
     """Run the job's model on its study revision and store the outcome; ModelUnavailable etc. propagate (retry).
 
     ``node``: the name of this spool's node (``spool_node``), recorded on the outgoing row; read when not given.
+    ``login``: a fetching worker's token on the ingest node, reused from job to job.
     """
     with session_factory() as session:
         job = session.get(ScoringJob, job_id)
@@ -137,7 +138,7 @@ def score_job(
         return already
     model = selector.load(task, version)
     # A remote worker without the ingest node's spool fetches the study (InstancesUnavailable: a retry).
-    files = instance_files(settings, job_id, study_uid, paths)
+    files = instance_files(settings, job_id, study_uid, paths, login)
     try:
         return _score_and_store(
             job_id, settings=settings, session_factory=session_factory, model=model, files=files, role=role,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference.champions import ModelSelector
 from inference.dispatch import Dispatcher
 from inference.errors import ScoringError
+from inference.fetch_instances import IngestLogin
 from inference.jobs import claim_next, enqueue_routed, extend_lease, mark_failed
 from inference.jobs import release_dead_leases as requeue_jobs_of_dead_workers
 from inference.records import ResultSent, ScoreRecorded
@@ -41,6 +42,7 @@ class ScoringWorker:
         # dispatcher sends (a fetching worker's own, the ingest node's where its spool is read).
         self.node = spool_node(settings)
         self.dispatcher = Dispatcher(settings, session_factory, self.node)
+        self.ingest_login = IngestLogin(settings) if settings.ingest_url else None
 
     def enqueue_routed(self) -> int:
         """Queue the registry's champion (and challenger) for each routed study revision."""
@@ -62,7 +64,7 @@ class ScoringWorker:
         try:
             return score_job(
                 job_id, settings=self.settings, session_factory=self.session_factory, selector=self.selector, started=now,
-                node=self.node,
+                node=self.node, login=self.ingest_login,
             )
         except ScoringError as exc:
             self._fail(job_id, exc.reason)

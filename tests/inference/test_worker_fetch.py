@@ -18,11 +18,12 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from inference.tables import OutgoingResult, ScoreResult, ScoringJob, Study
 from service.db import make_engine, make_session_factory, session_scope
+from service.tables import AuditEvent
 from service.users import create_user
 from tests.conftest import free_port
 from tests.inference.conftest import INFERENCE_FIXTURES
@@ -30,7 +31,8 @@ from tests.inference.test_stowrs import multipart
 from tests.peers import MedscreenService, Orthanc, start_orthanc, stop_orthanc, wait_for
 
 DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
-SENDER, SENDER_PASSWORD = "worker-1", "worker-1-password-long"
+SENDER, SENDER_PASSWORD = "worker-1", "worker-1-password-long"  # the workers' account on the ingest node
+MODALITY, MODALITY_PASSWORD = "modality-1", "modality-1-password-long"  # what sends the studies
 requires_postgres = pytest.mark.skipif(
     shutil.which("initdb") is None and not Path("/usr/lib/postgresql").is_dir(), reason="no PostgreSQL"
 )
@@ -47,13 +49,14 @@ def start_ingest_node(
     engine = make_engine(database_url)
     with session_scope(make_session_factory(engine)) as session:
         create_user(session, SENDER, SENDER_PASSWORD, ["sender"], actor="test")
+        create_user(session, MODALITY, MODALITY_PASSWORD, ["sender"], actor="test")
     return ingest, engine
 
 
 def stow_new_study(ingest: MedscreenService, tmp_path: Path) -> str:
     """A copy of the chest radiograph under new UIDs, sent to the ingest node by STOW-RS; its study UID."""
     token = httpx.post(
-        f"{ingest.url}/api/auth/token", data={"username": SENDER, "password": SENDER_PASSWORD}, timeout=30
+        f"{ingest.url}/api/auth/token", data={"username": MODALITY, "password": MODALITY_PASSWORD}, timeout=30
     ).json()["access_token"]
     ds = dcmread(DX_CHEST)
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
@@ -140,6 +143,14 @@ def outgoing_row(engine: Engine, study_uid: str) -> OutgoingResult | None:
         return session.scalar(
             select(OutgoingResult).join(Study, Study.id == OutgoingResult.study_id).where(Study.study_instance_uid == study_uid)
         )
+
+
+def worker_logins(engine: Engine) -> int:
+    """Logins of the workers' account on the ingest node (each one a bcrypt check there)."""
+    with make_session_factory(engine)() as session:
+        return session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "auth.login", AuditEvent.subject_id == SENDER)
+        ) or 0
 
 
 def event_kinds(engine: Engine, study_uid: str) -> list[str]:

@@ -27,6 +27,7 @@ from tests.inference.test_worker_fetch import (
     requires_postgres,
     start_ingest_node,
     stow_new_study,
+    worker_logins,
 )
 from tests.peers import MedscreenService, Orthanc, start_orthanc, stop_orthanc, wait_for
 
@@ -164,6 +165,8 @@ def test_each_node_sends_only_its_own_results_and_takes_over_a_killed_nodes_job(
             results = session.scalar(select(func.count()).select_from(ScoreResult).where(ScoreResult.job_id == job.id))
         assert results == 1
         assert len(orthanc_instances(pacs, killed_uid)) == 2
+        # One login per scoring process started (three), not one per study (eleven).
+        assert worker_logins(engine) <= 3
     finally:
         _signal(_scoring_pids(second), signal.SIGCONT)
         for worker in (first, second):
