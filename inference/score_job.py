@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import Comprehensive3DSRStorage
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -74,6 +75,15 @@ def _previous_sr(session: Session, settings: Settings, study: Study) -> tuple[in
     )
     if previous is None or previous.sr_sop_instance_uid is None:
         return None, None
+    if previous.sr_series_instance_uid:
+        # Named from the database: the previous SR may be on another node's spool (a fetching worker's), and
+        # a predecessor reference needs only these four UIDs.
+        reference = Dataset()
+        reference.StudyInstanceUID = study.study_instance_uid
+        reference.SeriesInstanceUID = previous.sr_series_instance_uid
+        reference.SOPInstanceUID = previous.sr_sop_instance_uid
+        reference.SOPClassUID = Comprehensive3DSRStorage
+        return previous.id, reference
     return previous.id, read_document(settings, study.study_instance_uid, previous.sr_sop_instance_uid)
 
 
@@ -232,6 +242,7 @@ def _store_result(
             writeback_state=(WritebackState.pending if destination else WritebackState.disabled).value,
             steering=model.steering.value,
             sr_sop_instance_uid=str(documents[0].SOPInstanceUID) if documents else None,
+            sr_series_instance_uid=str(documents[0].SeriesInstanceUID) if documents else None,
             heatmap_sop_instance_uid=str(documents[1].SOPInstanceUID) if len(documents) > 1 else None,
             supersedes_id=previous_id if documents else None,
             created_at=stored_at,

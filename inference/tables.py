@@ -184,6 +184,8 @@ class ScoreResult(Base):
     steering: Mapped[str] = mapped_column(String(16), default="raise-only", server_default="raise-only")
     # Indexed: ingest looks every received SOP Instance UID up here to recognise medscreen's own output.
     sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # Names the SR as a later SR's predecessor without its file, which may be on another node's spool.
+    sr_series_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     heatmap_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("score_results.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -1,29 +1,35 @@
 """Outgoing results name the node whose spool holds their files: the spool keeps its node's name, a dispatcher
 claims only its node's rows (and the unnamed rows of before, where it reads the ingest node's spool), and
 ``GET /api/outgoing`` shows each node's waiting results and their age (an operator abandons those of a node
-gone for good)."""
+gone for good); a re-score names the previous SR as its predecessor even when that SR's file is on another node."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from pydicom import dcmread
+from pydicom.uid import Comprehensive3DSRStorage
 from sqlalchemy import select
 
 from inference.dispatch import Dispatcher
 from inference.ingest import InstanceIngestor
-from inference.outgoing import queue_outgoing
+from inference.jobs import request_rescore
+from inference.outgoing import outgoing_dir, queue_outgoing
+from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle
 from inference.spool_node import NODE_FILE, spool_node
-from inference.tables import OutgoingResult, Study
+from inference.tables import OutgoingResult, ScoreResult, Study
 from medscreen.app import create_app
 from service.db import make_session_factory, session_scope, utcnow
 from service.settings import Settings
 from service.tables import AuditEvent
 from service.users import create_user
 from tests.conftest import free_port
-from tests.inference.conftest import INFERENCE_FIXTURES
+from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
 
 DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
 
@@ -129,3 +135,43 @@ def test_the_outgoing_listing_shows_each_nodes_waiting_results_and_their_age(
         )
     # Never claimed again, even by its own node coming back.
     assert Dispatcher(sqlite_settings, make_session_factory(ingestor.engine), "gone-node").dispatch_one() is None
+
+
+def test_a_rescore_names_the_previous_sr_whose_file_is_on_another_node(pipeline: Pipeline) -> None:
+    from mlflow.tracking import MlflowClient
+
+    pipeline.receive(DX_CHEST)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        first = session.scalars(select(ScoreResult)).one()
+        study = session.scalars(select(Study)).one()
+    assert first.sr_sop_instance_uid and first.sr_series_instance_uid
+    # The first SR was built by another node: this node's spool does not have its file.
+    shutil.rmtree(outgoing_dir(pipeline.settings) / study.study_instance_uid)
+
+    uri = pipeline.settings.resolved_mlflow_tracking_uri
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        new = log_onnx_bundle(uri, SHIPPED_MODELS_DIR / "chest-xray")
+    client = MlflowClient(uri, uri)
+    try:
+        client.set_registered_model_alias("chest-xray", "champion", new.version)
+        with session_scope(pipeline.worker.session_factory) as session:
+            stored = session.get(Study, study.id)
+            assert stored is not None
+            request_rescore(session, stored, "test", utcnow())
+        pipeline.complete_route_and_score()
+    finally:
+        client.set_registered_model_alias("chest-xray", "champion", "1")
+    with pipeline.session() as session:
+        second = session.scalars(select(ScoreResult).order_by(ScoreResult.id.desc())).first()
+    assert second is not None and second.model_version == new.version and second.supersedes_id == first.id
+    sr = dcmread(outgoing_dir(pipeline.settings) / study.study_instance_uid / f"{second.sr_sop_instance_uid}.dcm")
+    (predecessor,) = sr.PredecessorDocumentsSequence
+    assert predecessor.StudyInstanceUID == study.study_instance_uid
+    (series,) = predecessor.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == first.sr_series_instance_uid
+    (instance,) = series.ReferencedSOPSequence
+    assert (instance.ReferencedSOPInstanceUID, instance.ReferencedSOPClassUID) == (
+        first.sr_sop_instance_uid, Comprehensive3DSRStorage
+    )
