@@ -1,13 +1,16 @@
 """Benchmark: studies scored per minute by 1 and 2 ``medscreen worker`` processes (as on separate machines,
 each with its own home) taking jobs from one PostgreSQL database.
 
-    python benchmarks/scoring_scale.py [--studies 40] [--workers 1 2]
+    python benchmarks/scoring_scale.py [--studies 40] [--workers 1 2] [--modes shared fetch]
 
 Each round: a fresh database migrated, N chest radiographs (copies of the test fixture as new studies)
 received, completed and routed by the ingest side, then the workers started; the rate is measured
 between the first and the last stored result (steady state: start-up and the first model load are
 printed apart). ONNX Runtime runs one thread per worker, so 2 workers on 2 cores is the scaling test.
 PostgreSQL is a throw-away server from ``tests/postgres.py`` (fsync off).
+Modes: ``shared``, the workers read the ingest node's spool (``MEDSCREEN_SPOOL_PATH``); ``fetch``, each worker
+fetches its study over WADO-RS (``MEDSCREEN_INGEST_URL``) from a ``medscreen serve`` started on the ingest
+side's home (no scoring of its own). No PACS: write-back is off in both.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +34,43 @@ sys.path.insert(0, str(_HERE.parent))
 DX_CHEST = _HERE.parent / "tests" / "fixtures" / "inference" / "images" / "dx_chest_highdicom.dcm"
 
 
-def _round(server, registry: str, folder: Path, studies: int, workers: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_ingest_node(env: dict[str, str], home: Path, factory) -> tuple[subprocess.Popen[bytes], dict[str, str]]:  # type: ignore[no-untyped-def]
+    """`medscreen serve` on the ingest side's home, for WADO-RS only; the worker settings to fetch from it."""
+    import httpx
+
+    from service.db import session_scope
+    from service.users import create_user
+
+    http_port = _free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "medscreen", "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**env, "MEDSCREEN_HOME": str(home), "MEDSCREEN_HTTP_PORT": str(http_port),
+             "MEDSCREEN_DICOM_PORT": str(_free_port()), "MEDSCREEN_SCORING_WORKERS": "0", "MEDSCREEN_MIN_FREE_DISK_MB": "1"},
+    )
+    with session_scope(factory) as session:
+        create_user(session, "bench-worker", "bench-worker-password", ["sender"], actor="benchmark")
+    url = f"http://127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if serve.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("medscreen serve (the ingest node) did not start")
+        time.sleep(0.5)
+    return serve, {"MEDSCREEN_INGEST_URL": url, "MEDSCREEN_INGEST_USERNAME": "bench-worker",
+                   "MEDSCREEN_INGEST_PASSWORD": "bench-worker-password"}
+
+
+def _round(server, registry: str, folder: Path, studies: int, workers: int, mode: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
     from pydicom import dcmread
     from pydicom.uid import generate_uid
     from sqlalchemy import func, select
@@ -60,8 +100,13 @@ def _round(server, registry: str, folder: Path, studies: int, workers: int) -> d
     CompletenessMonitor(settings, factory, load_rules()).run_once()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCREEN_")}
     env.update(MEDSCREEN_DATABASE_URL=url, MEDSCREEN_MLFLOW_TRACKING_URI=registry, MEDSCREEN_ORT_THREADS="1",
-               MEDSCREEN_SCORING_POLL_S="0.2", MEDSCREEN_LOG_LEVEL="WARNING",
-               MEDSCREEN_SPOOL_PATH=str(settings.spool_dir.resolve()))
+               MEDSCREEN_SCORING_POLL_S="0.2", MEDSCREEN_LOG_LEVEL="WARNING")
+    serve = None
+    if mode == "fetch":
+        serve, fetching = _start_ingest_node(env, settings.home, factory)
+        env.update(fetching)
+    else:
+        env["MEDSCREEN_SPOOL_PATH"] = str(settings.spool_dir.resolve())
     began = time.perf_counter()
     processes = [
         subprocess.Popen([sys.executable, "-m", "medscreen", "worker", "--processes", "1", "--create-home"],
@@ -77,9 +122,9 @@ def _round(server, registry: str, folder: Path, studies: int, workers: int) -> d
             time.sleep(0.2)
         wall = time.perf_counter() - began
     finally:
-        for p in processes:
+        for p in processes + ([serve] if serve is not None else []):
             p.terminate()
-        for p in processes:
+        for p in processes + ([serve] if serve is not None else []):
             p.wait(timeout=30)
     with factory() as session:
         stamps = sorted(session.scalars(select(ScoreResult.created_at)))
@@ -88,6 +133,7 @@ def _round(server, registry: str, folder: Path, studies: int, workers: int) -> d
     engine.dispose()
     steady_s = (stamps[-1] - stamps[0]).total_seconds()
     return {
+        "mode": mode,
         "workers": workers,
         "studies": studies,
         "scored": scored,
@@ -101,6 +147,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=40)
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--modes", nargs="*", choices=["shared", "fetch"], default=["shared"],
+                        help="shared: the ingest node's spool mounted; fetch: studies fetched over WADO-RS")
     args = parser.parse_args()
 
     from benchmarks.worklist_api import start_postgres
@@ -114,10 +162,11 @@ def main() -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 register_shipped_bundles(registry)
-            for workers in args.workers:
-                folder = Path(tmp) / f"round-{workers}"
-                rounds.append(_round(server, registry, folder, args.studies, workers))
-                print(json.dumps(rounds[-1]), flush=True)
+            for mode in args.modes:
+                for workers in args.workers:
+                    folder = Path(tmp) / f"round-{mode}-{workers}"
+                    rounds.append(_round(server, registry, folder, args.studies, workers, mode))
+                    print(json.dumps(rounds[-1]), flush=True)
     finally:
         server.stop()
     print(f"date {date.today().isoformat()}, python {sys.version.split()[0]}, cpus {os.cpu_count()}")

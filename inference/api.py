@@ -1,11 +1,12 @@
-"""HTTP API of the study record: ``/api/studies`` and ``/api/quarantine``."""
+"""HTTP API of the study record: ``/api/studies``, ``/api/quarantine``, ``/api/jobs`` and ``/api/outgoing``."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from inference.errors import CouldNotScore
 from inference.jobs import replay, request_rescore
@@ -13,6 +14,9 @@ from inference.schemas import (
     JobOut,
     JobPage,
     NotScoredOut,
+    OutgoingNode,
+    OutgoingOut,
+    OutgoingPage,
     QuarantineOut,
     QuarantinePage,
     RescoreOut,
@@ -23,12 +27,13 @@ from inference.schemas import (
     StudySummary,
     TimelineEvent,
 )
-from inference.tables import NotScoredInstance, QuarantinedItem, ScoreResult, ScoringJob, Study
+from inference.study_record import add_event
+from inference.tables import NotScoredInstance, OutgoingResult, QuarantinedItem, ScoreResult, ScoringJob, Study
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
-from service.db import utcnow
+from service.db import UTCDateTime, utcnow
 from service.deps import SessionDep
-from service.lifecycle import JobState
+from service.lifecycle import JobState, WritebackState
 
 __all__ = ["router"]
 
@@ -143,6 +148,83 @@ def list_jobs(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.execute(query.order_by(ScoringJob.id.desc()).limit(limit).offset(offset))
     return JobPage(items=[_job_out(job, uid) for job, uid in rows], total=total)
+
+
+_WAITING = (JobState.queued, JobState.running, JobState.retry)
+
+
+def _outgoing_out(row: OutgoingResult, study_uid: str, now: datetime) -> OutgoingOut:
+    return OutgoingOut(
+        id=row.id, study_instance_uid=study_uid, node=row.node, state=row.state, attempts=row.attempts,
+        last_error=row.last_error, destination=str(row.destination.get("kind", "")), created_at=row.created_at,
+        age_s=round((now - row.created_at).total_seconds(), 1), next_attempt_at=row.next_attempt_at,
+        sent_at=row.sent_at,
+    )
+
+
+@router.get("/api/outgoing", response_model=OutgoingPage, tags=["scoring"])
+def list_outgoing(
+    session: SessionDep,
+    user: Engineer,
+    state: Annotated[str | None, Query(description="queued, running, retry, done (sent), dead")] = None,
+    node: Annotated[str | None, Query(description="only the results whose files this node holds")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> OutgoingPage:
+    """Stored results and their sends, newest first, with each node's waiting count and oldest waiting age."""
+    now = utcnow()
+    query = select(OutgoingResult, Study.study_instance_uid).join(Study, Study.id == OutgoingResult.study_id)
+    if state:
+        query = query.where(OutgoingResult.state == state)
+    if node:
+        query = query.where(OutgoingResult.node == node)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(query.order_by(OutgoingResult.id.desc()).limit(limit).offset(offset))
+    items = [_outgoing_out(row, uid, now) for row, uid in rows]
+    waiting = OutgoingResult.state.in_(_WAITING)
+    per_node = session.execute(
+        select(
+            OutgoingResult.node,
+            func.sum(case((waiting, 1), else_=0)),
+            func.min(case((waiting, OutgoingResult.created_at), else_=None), type_=UTCDateTime()),
+            func.sum(case((OutgoingResult.state == JobState.dead, 1), else_=0)),
+            func.max(OutgoingResult.sent_at),
+        ).group_by(OutgoingResult.node).order_by(OutgoingResult.node)
+    )
+    nodes = []
+    for name, n_waiting, oldest, dead, last_sent in per_node:
+        nodes.append(OutgoingNode(
+            node=name, waiting=int(n_waiting or 0), dead=int(dead or 0), last_sent_at=last_sent,
+            oldest_waiting_age_s=None if oldest is None else round((now - oldest).total_seconds(), 1),
+        ))
+    return OutgoingPage(items=items, total=total, nodes=nodes)
+
+
+@router.post("/api/outgoing/{outgoing_id}/abandon", response_model=OutgoingOut, tags=["scoring"])
+def abandon_outgoing(outgoing_id: int, session: SessionDep, user: Engineer) -> OutgoingOut:
+    """Give up sending a result whose node is gone for good with its files: the row goes to the dead letter
+    and the result's write-back is ``failed``; the score stays. Refused (409) for a row sent, dead or being sent."""
+    now = utcnow()
+    # Locked, so that a node coming back cannot claim the row while it is abandoned.
+    row = session.get(OutgoingResult, outgoing_id, with_for_update=True)
+    if row is None:
+        raise HTTPException(404, detail=f"no outgoing result {outgoing_id}")
+    being_sent = row.state == JobState.running and row.lease_until is not None and row.lease_until >= now
+    if row.state in (JobState.done, JobState.dead) or being_sent:
+        raise HTTPException(409, detail=f"outgoing result {outgoing_id} is {row.state}; only waiting ones are abandoned")
+    row.state = JobState.dead.value
+    row.lease_owner = row.lease_until = None
+    row.last_error = f"abandoned by {user.username}: node {row.node or '(ingest spool)'} gone with the files"
+    result = session.get(ScoreResult, row.score_result_id) if row.score_result_id else None
+    if result is not None:
+        result.writeback_state = WritebackState.failed.value
+    study = session.get(Study, row.study_id)
+    assert study is not None
+    add_event(session, study.id, result.revision if result is not None else 0, "write-back-abandoned", now,
+              node=row.node, by=user.username, outgoing_id=row.id)
+    record_audit(session, user.username, "outgoing.abandon", "study", study.study_instance_uid,
+                 {"outgoing_id": row.id, "node": row.node})
+    return _outgoing_out(row, study.study_instance_uid, now)
 
 
 @router.post("/api/jobs/{job_id}/replay", response_model=JobOut, tags=["scoring"])

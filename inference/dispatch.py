@@ -3,7 +3,8 @@
 It never builds or changes a document: a failed send retries the same files (same SOP Instance UIDs) with
 exponential backoff, and after ``dispatch_max_attempts`` the row is dead (the result says ``failed``), its
 files kept for an operator. A row is claimed under a lease, so two workers never send one result twice
-at the same time.
+at the same time. A dispatcher claims only the rows of its own spool's node (``inference/spool_node.py``):
+another node's files are not on this machine, and claiming its rows would only burn their attempts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from inference.jobs import backoff_s
 from inference.outgoing import read_documents
 from inference.records import ResultSent
 from inference.score_job import seconds_between
+from inference.spool_node import sends_unnamed_rows, spool_node
 from inference.study_record import add_event
 from inference.tables import OutgoingResult, ScoreResult
 from inference.tls import pacs_tls_args
@@ -37,9 +39,10 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], node: str | None = None) -> None:
         self.settings = settings
         self.session_factory = session_factory
+        self.node = node or spool_node(settings)
         self.owner = f"dispatch:{os.uname().nodename}:{os.getpid()}:{threading.get_ident()}"
 
     def _claim(self, session: Session, now: datetime) -> OutgoingResult | None:
@@ -47,7 +50,10 @@ class Dispatcher:
             and_(OutgoingResult.state.in_((JobState.queued, JobState.retry)), OutgoingResult.next_attempt_at <= now),
             and_(OutgoingResult.state == JobState.running, OutgoingResult.lease_until < now),
         )
-        query = select(OutgoingResult).where(ready).order_by(OutgoingResult.id).limit(1)
+        ours = OutgoingResult.node == self.node
+        if sends_unnamed_rows(self.settings):
+            ours = or_(ours, OutgoingResult.node.is_(None))
+        query = select(OutgoingResult).where(ready, ours).order_by(OutgoingResult.id).limit(1)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         row = session.scalars(query).first()
@@ -114,8 +120,9 @@ class Dispatcher:
             session, stored.study_id, result.revision if result is not None else 0, "written-back", now,
             sr=result.sr_sop_instance_uid if result is not None else None,
             heatmap=result.heatmap_sop_instance_uid if result is not None else None,
-            sop_instance_uids=list(stored.sop_instance_uids), attempts=stored.attempts, **written,
+            sop_instance_uids=list(stored.sop_instance_uids), attempts=stored.attempts, node=self.node, **written,
         )
+        log.info("outgoing %d: %d document(s) sent by node %s", stored.id, len(stored.sop_instance_uids), self.node)
 
     def _mark_failed(
         self, session: Session, stored: OutgoingResult, result: ScoreResult | None, error: str, now: datetime

@@ -24,7 +24,7 @@ from inference.errors import InstancesUnavailable
 from inference.spool import fsync_dir, fsync_file
 from service.settings import Settings
 
-__all__ = ["instance_files", "instance_cache_dir", "drop_cached_study"]
+__all__ = ["IngestLogin", "instance_files", "instance_cache_dir", "drop_cached_study"]
 
 log = logging.getLogger(__name__)
 
@@ -73,45 +73,76 @@ class _Parts:
             self._path.unlink(missing_ok=True)
 
 
-def _fetch_study(settings: Settings, study_uid: str, directory: Path) -> int:
+class IngestLogin:
+    """A fetching worker's bearer token on the ingest node, reused until the node refuses it (401).
+
+    A login costs the ingest node a bcrypt check (cost 12, about a quarter of a CPU-second), more than serving
+    a radiograph: logging in for every study made the ingest node the bottleneck of fetching workers.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._token: str | None = None
+
+    def token(self, client: httpx.Client, *, fresh: bool = False) -> str:
+        if self._token is None or fresh:
+            settings = self.settings
+            assert settings.ingest_url is not None
+            password = settings.ingest_password.get_secret_value() if settings.ingest_password else ""
+            login = client.post(
+                f"{settings.ingest_url.rstrip('/')}/api/auth/token",
+                data={"username": settings.ingest_username or "", "password": password},
+            )
+            if login.status_code != 200:
+                self._token = None
+                raise InstancesUnavailable(f"cannot log in to the ingest node: HTTP {login.status_code}")
+            self._token = str(login.json()["access_token"])
+        return self._token
+
+
+def _fetch_study(settings: Settings, study_uid: str, directory: Path, login: IngestLogin) -> int:
     assert settings.ingest_url is not None
     base = settings.ingest_url.rstrip("/")
     verify: str | bool = str(settings.ingest_ca_file) if settings.ingest_ca_file else True
-    password = settings.ingest_password.get_secret_value() if settings.ingest_password else ""
     with httpx.Client(timeout=_TIMEOUT, verify=verify) as client:
-        login = client.post(
-            f"{base}/api/auth/token", data={"username": settings.ingest_username or "", "password": password}
-        )
-        if login.status_code != 200:
-            raise InstancesUnavailable(f"cannot log in to the ingest node: HTTP {login.status_code}")
-        headers = {
-            "Authorization": f"Bearer {login.json()['access_token']}",
-            "Accept": 'multipart/related; type="application/dicom"',
-        }
-        with client.stream("GET", f"{base}/dicomweb/studies/{study_uid}", headers=headers) as response:
-            if response.status_code != 200:
-                raise InstancesUnavailable(f"WADO-RS retrieve of the study answered HTTP {response.status_code}")
-            kind, params = parse_options_header(response.headers.get("content-type", ""))
-            if kind != b"multipart/related" or not params.get(b"boundary"):
-                raise InstancesUnavailable(f"WADO-RS answered {kind.decode()}, not multipart/related")
-            parts = _Parts(directory)
-            parser = MultipartParser(
-                params[b"boundary"],
-                {"on_part_begin": parts.on_part_begin, "on_part_data": parts.on_part_data,
-                 "on_part_end": parts.on_part_end},
-            )
-            try:
-                for chunk in response.iter_bytes():
-                    parser.write(chunk)
-                parser.finalize()
-            finally:
-                parts.discard()
+        for attempt in range(2):
+            headers = {
+                "Authorization": f"Bearer {login.token(client, fresh=attempt > 0)}",
+                "Accept": 'multipart/related; type="application/dicom"',
+            }
+            with client.stream("GET", f"{base}/dicomweb/studies/{study_uid}", headers=headers) as response:
+                if response.status_code == 401 and attempt == 0:
+                    continue  # the token expired or the node's key changed: log in again, once
+                if response.status_code != 200:
+                    raise InstancesUnavailable(f"WADO-RS retrieve of the study answered HTTP {response.status_code}")
+                return _store_parts(response, directory)
+    raise InstancesUnavailable("the ingest node refused a fresh login's token")
+
+
+def _store_parts(response: httpx.Response, directory: Path) -> int:
+    kind, params = parse_options_header(response.headers.get("content-type", ""))
+    if kind != b"multipart/related" or not params.get(b"boundary"):
+        raise InstancesUnavailable(f"WADO-RS answered {kind.decode()}, not multipart/related")
+    parts = _Parts(directory)
+    parser = MultipartParser(
+        params[b"boundary"],
+        {"on_part_begin": parts.on_part_begin, "on_part_data": parts.on_part_data, "on_part_end": parts.on_part_end},
+    )
+    try:
+        for chunk in response.iter_bytes():
+            parser.write(chunk)
+        parser.finalize()
+    finally:
+        parts.discard()
     fsync_dir(directory)
     return parts.count
 
 
-def instance_files(settings: Settings, job_id: int, study_uid: str, instances: list[tuple[str, Path]]) -> list[Path]:
-    """The files to score for ``instances`` (SOP Instance UID, recorded path), fetched in fetch mode."""
+def instance_files(
+    settings: Settings, job_id: int, study_uid: str, instances: list[tuple[str, Path]], login: IngestLogin | None = None
+) -> list[Path]:
+    """The files to score for ``instances`` (SOP Instance UID, recorded path), fetched in fetch mode (with
+    ``login``, the worker's reused token; a fresh login without)."""
     if not settings.ingest_url:
         return [path for _, path in instances]
     directory = instance_cache_dir(settings, job_id)
@@ -120,7 +151,7 @@ def instance_files(settings: Settings, job_id: int, study_uid: str, instances: l
         directory.mkdir(parents=True, exist_ok=True)
         fsync_dir(directory.parent)
         try:
-            fetched = _fetch_study(settings, study_uid, directory)
+            fetched = _fetch_study(settings, study_uid, directory, login or IngestLogin(settings))
         except httpx.HTTPError as exc:
             raise InstancesUnavailable(f"cannot fetch the study from the ingest node: {type(exc).__name__}: {exc}") from exc
         log.info("job %d: fetched %d instance(s) over WADO-RS into %s", job_id, fetched, directory)

@@ -80,13 +80,15 @@ def pacs_destination(settings: Settings) -> dict[str, Any] | None:
 
 def queue_outgoing(
     session: Session, *, study_id: int, score_result_id: int | None, folder: str, sop_instance_uids: list[str],
-    destination: dict[str, Any], now: datetime,
+    destination: dict[str, Any], now: datetime, node: str | None = None,
 ) -> OutgoingResult:
-    """Record stored documents as waiting for the dispatcher (in the caller's transaction)."""
+    """Record stored documents as waiting for the dispatcher of ``node``, the node whose spool holds them
+    (in the caller's transaction)."""
     row = OutgoingResult(
         study_id=study_id,
         score_result_id=score_result_id,
         folder=folder,
+        node=node,
         sop_instance_uids=list(sop_instance_uids),
         destination=destination,
         state=JobState.queued.value,

@@ -162,3 +162,38 @@ class RescoreOut(BaseModel):
     study_instance_uid: str
     revision: int
     status: str
+
+
+class OutgoingOut(BaseModel):
+    """A result's stored SR + heat-map and where they stand with the PACS."""
+
+    id: int
+    study_instance_uid: str
+    node: str | None = Field(
+        description="the node whose spool holds the files; only its dispatcher sends them (none: the ingest node's "
+        "spool, from before nodes were recorded)"
+    )
+    state: str = Field(description="queued, running (being sent), retry, done (sent) or dead (out of attempts)")
+    attempts: int
+    last_error: str | None
+    destination: str = Field(description="c-store or stow-rs")
+    created_at: datetime
+    age_s: float = Field(description="seconds since the documents were stored")
+    next_attempt_at: datetime
+    sent_at: datetime | None
+
+
+class OutgoingNode(BaseModel):
+    """One node's share of the outgoing results: a node gone for good shows as results waiting, growing older."""
+
+    node: str | None
+    waiting: int = Field(description="results stored and not yet sent (queued, running, retry)")
+    oldest_waiting_age_s: float | None
+    dead: int
+    last_sent_at: datetime | None
+
+
+class OutgoingPage(BaseModel):
+    items: list[OutgoingOut]
+    total: int
+    nodes: list[OutgoingNode]

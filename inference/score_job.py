@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import Comprehensive3DSRStorage
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference.assemble import read_study
 from inference.champions import LoadedModel, ModelSelector
 from inference.errors import CouldNotScore, OutOfScope
-from inference.fetch_instances import drop_cached_study, instance_files
+from inference.fetch_instances import IngestLogin, drop_cached_study, instance_files
 from inference.intended_use import check_intended_use
 from inference.jobs import mark_done
 from inference.outgoing import (
@@ -34,6 +35,7 @@ from inference.outgoing import (
 )
 from inference.records import ScoreRecorded
 from inference.scorers import TaskScore, score_task
+from inference.spool_node import spool_node
 from inference.study_record import add_event
 from inference.tables import Instance, OutgoingResult, ScoreResult, ScoringJob, Study
 from inference.writeback import ResultToWrite, build_heatmap, build_sr
@@ -73,6 +75,15 @@ def _previous_sr(session: Session, settings: Settings, study: Study) -> tuple[in
     )
     if previous is None or previous.sr_sop_instance_uid is None:
         return None, None
+    if previous.sr_series_instance_uid:
+        # Named from the database: the previous SR may be on another node's spool (a fetching worker's), and
+        # a predecessor reference needs only these four UIDs.
+        reference = Dataset()
+        reference.StudyInstanceUID = study.study_instance_uid
+        reference.SeriesInstanceUID = previous.sr_series_instance_uid
+        reference.SOPInstanceUID = previous.sr_sop_instance_uid
+        reference.SOPClassUID = Comprehensive3DSRStorage
+        return previous.id, reference
     return previous.id, read_document(settings, study.study_instance_uid, previous.sr_sop_instance_uid)
 
 
@@ -115,9 +126,14 @@ def _documents(
 
 
 def score_job(
-    job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], selector: ModelSelector, started: datetime
+    job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], selector: ModelSelector, started: datetime,
+    node: str | None = None, login: IngestLogin | None = None,
 ) -> ScoreRecorded:
-    """Run the job's model on its study revision and store the outcome; ModelUnavailable etc. propagate (retry)."""
+    """Run the job's model on its study revision and store the outcome; ModelUnavailable etc. propagate (retry).
+
+    ``node``: the name of this spool's node (``spool_node``), recorded on the outgoing row; read when not given.
+    ``login``: a fetching worker's token on the ingest node, reused from job to job.
+    """
     with session_factory() as session:
         job = session.get(ScoringJob, job_id)
         assert job is not None
@@ -132,11 +148,12 @@ def score_job(
         return already
     model = selector.load(task, version)
     # A remote worker without the ingest node's spool fetches the study (InstancesUnavailable: a retry).
-    files = instance_files(settings, job_id, study_uid, paths)
+    files = instance_files(settings, job_id, study_uid, paths, login)
     try:
         return _score_and_store(
             job_id, settings=settings, session_factory=session_factory, model=model, files=files, role=role,
             task=task, study_uid=study_uid, previous=(previous_id, previous_sr), timings_from=(completed_at, started),
+            node=node or spool_node(settings),
         )
     finally:
         if settings.ingest_url:
@@ -146,7 +163,7 @@ def score_job(
 def _score_and_store(
     job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], model: LoadedModel, files: list[Path],
     role: ModelRole, task: str, study_uid: str, previous: tuple[int | None, Dataset | None],
-    timings_from: tuple[datetime | None, datetime],
+    timings_from: tuple[datetime | None, datetime], node: str,
 ) -> ScoreRecorded:
     previous_id, previous_sr = previous
     completed_at, started = timings_from
@@ -174,7 +191,7 @@ def _score_and_store(
     recorded = _store_result(
         job_id, session_factory=session_factory, model=model, role=role, task=task, outcome=outcome, scored=scored,
         call=call, reason=reason, documents=documents, destination=destination, previous_id=previous_id,
-        timings_from=(completed_at, started, inferred),
+        timings_from=(completed_at, started, inferred), node=node,
     )
     if recorded is None:
         # Another worker stored this job's result while this one scored it: its documents are the ones named.
@@ -188,7 +205,7 @@ def _store_result(
     job_id: int, *, session_factory: sessionmaker[Session], model: LoadedModel, role: ModelRole, task: str,
     outcome: StudyStatus, scored: TaskScore | None, call: str | None, reason: str | None, documents: list[Dataset],
     destination: dict[str, Any] | None, previous_id: int | None,
-    timings_from: tuple[datetime | None, datetime, datetime],
+    timings_from: tuple[datetime | None, datetime, datetime], node: str,
 ) -> ScoreRecorded | None:
     """Commit the result, the outgoing row, the study's status and the job's completion; None when the job
     already has a result (the unique ``score_results.job_id`` decides between two workers on one job)."""
@@ -225,6 +242,7 @@ def _store_result(
             writeback_state=(WritebackState.pending if destination else WritebackState.disabled).value,
             steering=model.steering.value,
             sr_sop_instance_uid=str(documents[0].SOPInstanceUID) if documents else None,
+            sr_series_instance_uid=str(documents[0].SeriesInstanceUID) if documents else None,
             heatmap_sop_instance_uid=str(documents[1].SOPInstanceUID) if len(documents) > 1 else None,
             supersedes_id=previous_id if documents else None,
             created_at=stored_at,
@@ -240,6 +258,7 @@ def _store_result(
             outgoing = queue_outgoing(
                 session, study_id=study.id, score_result_id=result.id, folder=study_uid,
                 sop_instance_uids=[str(ds.SOPInstanceUID) for ds in documents], destination=destination, now=stored_at,
+                node=node,
             )
             session.flush()
             outgoing_id = outgoing.id

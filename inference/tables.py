@@ -184,6 +184,8 @@ class ScoreResult(Base):
     steering: Mapped[str] = mapped_column(String(16), default="raise-only", server_default="raise-only")
     # Indexed: ingest looks every received SOP Instance UID up here to recognise medscreen's own output.
     sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # Names the SR as a later SR's predecessor without its file, which may be on another node's spool.
+    sr_series_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     heatmap_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("score_results.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
@@ -203,6 +205,9 @@ class OutgoingResult(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     score_result_id: Mapped[int | None] = mapped_column(ForeignKey("score_results.id"), nullable=True, index=True)
     folder: Mapped[str] = mapped_column(Text)  # relative to spool/outgoing
+    # The node whose spool holds the files (inference/spool_node.py); only its dispatcher can send them.
+    # None: made before nodes were recorded, in the ingest node's spool.
+    node: Mapped[str | None] = mapped_column(Text, nullable=True, index=True)
     sop_instance_uids: Mapped[list[str]] = mapped_column(JSON, default=list)
     destination: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(16), index=True)  # JobState

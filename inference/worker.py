@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference.champions import ModelSelector
 from inference.dispatch import Dispatcher
 from inference.errors import ScoringError
+from inference.fetch_instances import IngestLogin
 from inference.jobs import claim_next, enqueue_routed, extend_lease, mark_failed
 from inference.jobs import release_dead_leases as requeue_jobs_of_dead_workers
 from inference.records import ResultSent, ScoreRecorded
 from inference.score_job import score_job
+from inference.spool_node import spool_node
 from inference.tables import ScoringJob
 from service.db import session_scope, utcnow
 from service.settings import Settings
@@ -36,7 +38,11 @@ class ScoringWorker:
         self.session_factory = session_factory
         self.selector = selector
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{threading.get_ident()}"
-        self.dispatcher = Dispatcher(settings, session_factory)
+        # The node whose spool holds what this worker builds: named on its outgoing rows, and the rows its
+        # dispatcher sends (a fetching worker's own, the ingest node's where its spool is read).
+        self.node = spool_node(settings)
+        self.dispatcher = Dispatcher(settings, session_factory, self.node)
+        self.ingest_login = IngestLogin(settings) if settings.ingest_url else None
 
     def enqueue_routed(self) -> int:
         """Queue the registry's champion (and challenger) for each routed study revision."""
@@ -57,7 +63,8 @@ class ScoringWorker:
         heartbeat.start()
         try:
             return score_job(
-                job_id, settings=self.settings, session_factory=self.session_factory, selector=self.selector, started=now
+                job_id, settings=self.settings, session_factory=self.session_factory, selector=self.selector, started=now,
+                node=self.node, login=self.ingest_login,
             )
         except ScoringError as exc:
             self._fail(job_id, exc.reason)
@@ -109,9 +116,13 @@ class ScoringWorker:
                 self.enqueue_routed()
                 while not stop.is_set() and self.process_one():
                     self.dispatch_ready()
-                self.dispatch_ready()
             except Exception:
                 # Database hiccups must not end scoring for every later study.
                 log.exception("scoring pass failed; retrying")
                 time.sleep(1.0)
+            try:
+                # Apart from scoring: a registry that cannot be read must not hold back results already built.
+                self.dispatch_ready()
+            except Exception:
+                log.exception("dispatch pass failed; retrying")
             stop.wait(self.settings.scoring_poll_s)

@@ -26,6 +26,7 @@ from inference.receive.process import run_receiver_process
 from inference.retention import run_retention_loop
 from inference.route import load_rules
 from inference.spool import Spool
+from inference.spool_node import spool_node
 from inference.tls import pacs_tls_args, receiver_ssl_context
 from inference.worker_process import run_scoring_process
 from medscreen.app import create_app
@@ -134,6 +135,7 @@ def run_service(settings: Settings) -> int:
         sys.stderr.flush()
     _register_shipped_models(settings)
     Spool(settings.spool_dir, settings.quarantine_dir).clear_incoming()
+    log.info("node %s: result documents in %s", spool_node(settings), settings.spool_dir.resolve())
     # A TLS setting that cannot work stops the start here, not a receiver process in a restart loop.
     receiver_ssl_context(settings)
     pacs_tls_args(settings)

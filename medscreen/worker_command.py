@@ -12,9 +12,9 @@ The ingest node (``medscreen serve``) owns the schema; a worker never migrates i
 
 Without the shared spool, ``MEDSCREEN_INGEST_URL`` (and a ``sender`` account on the ingest node) makes the
 worker fetch each study it scores over WADO-RS (``inference/fetch_instances.py``). Its SR and heat-map then
-stay in its own ``spool/outgoing``, which only its own dispatcher can read; since an outgoing row does not
-yet say which machine holds its files (any dispatcher may claim it), such a worker refuses to start with
-write-back configured rather than leave rows that another machine's dispatcher cannot send.
+stay in its own ``spool/outgoing``; their outgoing rows name this node (``inference/spool_node.py``) and only
+this node's dispatcher (in each of its scoring processes) sends them, so a node that is gone leaves its rows
+waiting, listed with their node and age in ``GET /api/outgoing``.
 """
 
 from __future__ import annotations
@@ -40,24 +40,20 @@ def run_workers(settings: Settings, processes: int) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from inference.outgoing import pacs_destination
+    from inference.spool_node import spool_node
     from inference.worker_process import run_scoring_process
     from medscreen.serve import ProcessSupervisor
     from service.db import make_engine
 
-    if settings.ingest_url and pacs_destination(settings) is not None:
-        sys.stderr.write(
-            "medscreen worker: MEDSCREEN_INGEST_URL (fetch mode) with write-back is not supported: its documents "
-            "stay on this machine, where another machine's dispatcher cannot read them; set MEDSCREEN_WRITEBACK=false "
-            "here or mount the ingest node's spool (MEDSCREEN_SPOOL_PATH) instead\n"
-        )
-        return 2
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         log.warning("MEDSCREEN_DATABASE_URL is SQLite: only processes on this machine can share it")
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            ready = inspect(connection).has_table(_JOBS_TABLE)
+            inspector = inspect(connection)
+            ready = inspector.has_table(_JOBS_TABLE)
+            current = ready and any(c["name"] == "node" for c in inspector.get_columns("outgoing_results"))
     except SQLAlchemyError as exc:
         sys.stderr.write(f"medscreen worker: cannot reach the database: {type(exc).__name__}\n")
         return 2
@@ -66,7 +62,17 @@ def run_workers(settings: Settings, processes: int) -> int:
     if not ready:
         sys.stderr.write("medscreen worker: the database has no schema yet; start medscreen serve on the ingest node first\n")
         return 2
+    if not current:
+        # Its outgoing rows would name no node, and another node's dispatcher would claim them.
+        sys.stderr.write("medscreen worker: the database schema is older than this worker; upgrade and start medscreen serve first\n")
+        return 2
     settings.home.mkdir(parents=True, exist_ok=True)
+    node = spool_node(settings)
+    destination = pacs_destination(settings)
+    log.info(
+        "node %s: result documents in %s, %s", node, settings.spool_dir.resolve(),
+        f"written back by this node's dispatcher ({destination['kind']})" if destination else "write-back off",
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

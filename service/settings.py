@@ -196,6 +196,11 @@ class Settings(BaseSettings):
     ingest_ca_file: Path | None = Field(
         None, description="CA bundle that signs the ingest node's HTTPS certificate (default: the system's)."
     )
+    node_id: str | None = Field(
+        None, description="This node's name on the results whose SR and heat-map its spool holds (`outgoing_results.node`; "
+        "each node's dispatcher sends only its own). Default `<hostname>:<MEDSCREEN_HOME>`. Kept in the spool "
+        "(`spool/node-id`) at first start: a worker with the ingest node's spool mounted sends as the ingest node."
+    )
     ct_min_slices: int = Field(10, description="Fewest slices of an axial CT series that can be scored.")
     writeback: bool = Field(
         True, description="Send results (SR + heat-map) to the PACS: by STOW-RS when MEDSCREEN_PACS_STOW_URL is set, "

@@ -95,6 +95,7 @@ def start_orthanc(
         config["Plugins"] = [str(DICOMWEB_PLUGIN)]
         config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "Servers": dicomweb_servers}
     config.update(extra_config or {})
+    http_port, dicom_port = int(config["HttpPort"]), int(config["DicomPort"])  # a restart may ask for the same ports
     config_path = workdir / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
     log = (workdir / "orthanc.log").open("wb")

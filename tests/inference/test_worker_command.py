@@ -196,3 +196,19 @@ def test_a_worker_refuses_a_database_the_ingest_node_has_not_set_up(
     empty = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'empty.db'}"})
     assert run_workers(empty, 1) == 2
     assert "no schema yet" in capsys.readouterr().err
+
+
+def test_a_worker_refuses_a_schema_older_than_itself(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its outgoing rows would name no node there, and any node's dispatcher would claim them.
+    from alembic import command
+
+    from medscreen.schema import alembic_config_all
+    from medscreen.worker_command import run_workers
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate_all(url)
+    command.downgrade(alembic_config_all(url), "0004_inference_triage_safety")
+    assert run_workers(settings.model_copy(update={"database_url": url}), 1) == 2
+    assert "schema is older than this worker" in capsys.readouterr().err
