@@ -57,20 +57,31 @@ class RetentionReport:
 
 
 class RetentionCleaner:
-    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], spool: Spool) -> None:
+    """``node``: a fetching worker's node (``MEDSCREEN_INGEST_URL``), whose spool holds only the result documents
+    it built. Its cleaner removes those alone: the received instances, quarantine and incoming files live on the
+    ingest node, whose own cleaner owns them (a worker clearing a quarantined item's path would leave the file
+    there for good)."""
+
+    def __init__(
+        self, settings: Settings, session_factory: sessionmaker[Session], spool: Spool, node: str | None = None
+    ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.spool = spool
+        self.node = node
 
     def run_once(self, now: datetime | None = None) -> RetentionReport:
         now = now or utcnow()
         report = RetentionReport()
         with session_scope(self.session_factory) as session:
             final_reads = {row.study_id: row.read_at for row in session.execute(_FINAL_READS)}
-            self._studies(session, final_reads, now, report)
+            if self.node is None:
+                self._studies(session, final_reads, now, report)
             self._outgoing(session, final_reads, now, report)
-            self._quarantine(session, now, report)
-        self._incoming(now, report)
+            if self.node is None:
+                self._quarantine(session, now, report)
+        if self.node is None:
+            self._incoming(now, report)
         if report.bytes or report.incoming_files:
             log.info(
                 "retention removed %d studies' files (%d), %d results, %d quarantined and %d stale incoming files: %.1f MB",
@@ -118,11 +129,12 @@ class RetentionCleaner:
 
     def _outgoing(self, session: Session, final_reads: dict[int, datetime], now: datetime, report: RetentionReport) -> None:
         cutoff = now - timedelta(days=self.settings.retention_sent_days)
-        sent = session.scalars(
-            select(OutgoingResult).where(
-                OutgoingResult.state == JobState.done, OutgoingResult.sent_at.is_not(None), OutgoingResult.sent_at < cutoff
-            )
+        query = select(OutgoingResult).where(
+            OutgoingResult.state == JobState.done, OutgoingResult.sent_at.is_not(None), OutgoingResult.sent_at < cutoff
         )
+        if self.node is not None:
+            query = query.where(OutgoingResult.node == self.node)
+        sent = session.scalars(query)
         for row in sent:
             if row.study_id not in final_reads:
                 continue
@@ -182,10 +194,14 @@ class RetentionCleaner:
                 continue
 
 
-def run_retention_loop(settings: Settings, session_factory: sessionmaker[Session], stop: threading.Event) -> None:
-    """``medscreen serve``'s retention thread: once at start, then every ``MEDSCREEN_RETENTION_INTERVAL_S``."""
-    cleaner = RetentionCleaner(settings, session_factory, Spool(settings.spool_dir, settings.quarantine_dir))
-    log.info("retention cleaner every %.0f s", settings.retention_interval_s)
+def run_retention_loop(
+    settings: Settings, session_factory: sessionmaker[Session], stop: threading.Event, node: str | None = None
+) -> None:
+    """``medscreen serve``'s retention thread (and a fetching worker's, for its ``node``'s result documents only):
+    once at start, then every ``MEDSCREEN_RETENTION_INTERVAL_S``."""
+    cleaner = RetentionCleaner(settings, session_factory, Spool(settings.spool_dir, settings.quarantine_dir), node)
+    log.info("retention cleaner every %.0f s%s", settings.retention_interval_s,
+             f" (result documents of node {node} only)" if node else "")
     while True:
         try:
             cleaner.run_once()

@@ -78,6 +78,16 @@ def run_workers(settings: Settings, processes: int) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     workers = ProcessSupervisor(settings, "scoring-worker", run_scoring_process, processes)
     workers.start()
+    if settings.ingest_url:
+        # Only this node's spool holds these result documents, so only this node can remove them once sent and
+        # read; with a shared spool the ingest node's cleaner sees them at the same path.
+        from inference.retention import run_retention_loop
+        from service.db import make_session_factory
+
+        threading.Thread(
+            target=run_retention_loop, args=(settings, make_session_factory(make_engine(url)), stop, node),
+            name="retention", daemon=True,
+        ).start()
     log.info("%d scoring worker process(es) on this machine; models cached in %s", workers.count, settings.home.resolve())
     try:
         stop.wait()

@@ -92,3 +92,46 @@ def test_files_past_their_time_go_audited_and_nothing_unread_goes(ingestor: Inst
 
     # A second round finds nothing more to do.
     assert RetentionCleaner(ingestor.settings, factory, ingestor.spool).run_once(now).bytes == 0
+
+
+def test_a_fetching_workers_cleaner_removes_only_its_own_result_documents(ingestor: InstanceIngestor) -> None:
+    """A worker without the shared spool (MEDSCREEN_INGEST_URL) holds only the SR and heat-maps it built: its
+    cleaner removes those once sent and read, and nothing of the ingest node's (instances, quarantine, incoming)."""
+    factory = make_session_factory(ingestor.engine)
+    read = ingestor.accept_file(_copy(ingestor, CT), source="dimse")
+    refused = _copy(ingestor, INFERENCE_FIXTURES / "bad" / "missing_uids.dcm")
+    try:
+        ingestor.accept_file(refused, source="dimse")
+    except Exception:  # noqa: BLE001 - refused on purpose
+        pass
+    stale = ingestor.spool.new_incoming_path()
+    stale.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    now = utcnow()
+    long_ago = now - timedelta(days=40)
+    folders = {}
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study)).one()
+        study.status = StudyStatus.scored
+        study.first_received_at = study.last_received_at = long_ago
+        session.add(FinalRead(study_id=study.id, study_instance_uid=study.study_instance_uid, revision=1, reader="rita",
+                              read_at=now - timedelta(days=20), note="", waited_s=60.0, tier_at_read="routine"))
+        for node, uid in (("worker-a:/homes/a", "1.2.3.1"), ("worker-b:/homes/b", "1.2.3.2")):
+            folder = f"{study.study_instance_uid}-{node[-1]}"
+            (ingestor.spool.outgoing / folder).mkdir(parents=True)
+            (ingestor.spool.outgoing / folder / f"{uid}.dcm").write_bytes(b"sr")
+            folders[node] = ingestor.spool.outgoing / folder
+            session.add(OutgoingResult(study_id=study.id, folder=folder, sop_instance_uids=[uid], destination={},
+                                       state=JobState.done, attempts=1, next_attempt_at=long_ago, created_at=long_ago,
+                                       sent_at=now - timedelta(days=19), node=node))
+        session.execute(update(QuarantinedItem).values(at=long_ago))
+        quarantined = session.scalars(select(QuarantinedItem.path)).one()
+
+    report = RetentionCleaner(ingestor.settings, factory, ingestor.spool, node="worker-a:/homes/a").run_once(now)
+
+    assert report.outgoing_files == 1 and not folders["worker-a:/homes/a"].exists()
+    assert folders["worker-b:/homes/b"].is_dir(), "another node's result documents are that node's to remove"
+    assert read.path.is_file() and stale.exists() and quarantined is not None and Path(quarantined).is_file()
+    assert report.removed_studies == [] and report.quarantine_files == 0 and report.incoming_files == 0
+    with session_scope(factory) as session:
+        assert session.scalars(select(QuarantinedItem.path)).one() == quarantined
