@@ -78,7 +78,7 @@ def _print_report(summary: dict[str, Any]) -> None:
             served = " (served)" if name == ranking["served_ranker"] else ""
             print(
                 f"  {name:26s}{r['top1']:6.3f}{r['top3']:6.3f}{r['top10']:6.3f}  "
-                f"{r['top1_annotated']:15.3f}{r['top3_annotated']:5.3f}{r['top10_annotated']:6.3f}"
+                f"{r['top1_annotated']:15.3f}{r['top3_annotated']:6.3f}{r['top10_annotated']:6.3f}"
                 f"{r['top1_mean_over_cohorts']:25.3f}{r['top10_mean_over_cohorts']:6.3f}{served}"
             )
 
