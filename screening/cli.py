@@ -34,26 +34,53 @@ def _print_report(summary: dict[str, Any]) -> None:
         f"{summary['n_cohorts']} gene cohorts held out whole in {summary['folds']} folds; prevalence "
         f"1:{round(1 / summary['prevalence'])}, alert budget {summary['alert_budget']:g} flags per child"
     )
-    print(f"{'projection':26s}{'cases':>6s}{'sens@bud':>9s}{'count':>7s}{'AUPRC':>7s}{'ROC':>7s}{'sens@thr':>9s}{'95% CI':>14s}{'flags':>7s}")
+    goal = summary["goal"]
+    rates = sorted({summary["alert_budget"], goal["flag_rate"]})
+    print(
+        f"{'projection':26s}{'cases':>6s}"
+        + "".join(f"{f'sens@{r:.1%}':>11s}{'95% CI':>11s}" for r in rates)
+        + f"{'count@1%':>9s}{'@1.5%':>7s}{'AUPRC':>7s}{'ROC':>7s}{'sens@thr':>9s}{'95% CI':>11s}{'flags':>7s}"
+    )
     for name, p in summary["projections"].items():
         at = p["at_fold_thresholds"]
         low, high = at["sensitivity_95ci_by_cohort"]
+        line = f"{name:26s}{p['n_cases']:6d}"
+        for r in rates:
+            point = p["sensitivity_at_flag_rate"][f"{r:g}"]
+            lo, hi = point["sensitivity_95ci_by_cohort"]
+            line += f"{point['sensitivity']:11.3f}{f'{lo:.2f}-{hi:.2f}':>11s}"
         print(
-            f"{name:26s}{p['n_cases']:6d}{p['sensitivity_at_budget']:9.3f}{p['baseline_finding_count']['sensitivity_at_budget']:7.3f}"
-            f"{p['auprc']:7.3f}{p['roc_auc']:7.3f}{at['sensitivity']:9.3f}{f'{low:.2f}-{high:.2f}':>14s}{at['control_flag_rate']:7.3f}"
+            line + f"{p['baseline_finding_count']['sensitivity_at_budget']:9.3f}"
+            f"{p['baseline_finding_count_sensitivity_at_goal_flag_rate']:7.3f}"
+            f"{p['auprc']:7.3f}{p['roc_auc']:7.3f}{at['sensitivity']:9.3f}{f'{low:.2f}-{high:.2f}':>11s}{at['control_flag_rate']:7.3f}"
         )
     print(
         f"headline (worst projection, {summary['headline_projection']}): sensitivity at budget "
         f"{summary['sensitivity_at_budget']:.3f}; counting findings {summary['baseline_finding_count_sensitivity_at_budget']:.3f}"
     )
+    print(
+        f"goal: sensitivity >= {goal['sensitivity']:g} at <= {goal['flag_rate']:.1%} flags in every projection: "
+        f"{'met' if summary['goal_met'] else 'NOT met'} (worst, {summary['headline_projection_at_goal_flag_rate']}: "
+        f"{summary['sensitivity_at_goal_flag_rate']:.3f})"
+    )
     ranking = summary.get("ranking")
     if ranking:
         print(f"candidate ranking on the published HPO terms of {ranking['cases']} children ({ranking['cohorts']} cohorts; "
               f"{ranking['cases_with_disease_not_in_annotations']} with a disease absent from phenotype.hpoa):")
-        for name in ("likelihood_ratio", "likelihood_ratio_fit", "shared_information_fit", "combined_fit"):
-            r = ranking[name]
-            print(f"  {name:24s} top1 {r['top1']:.3f} top10 {r['top10']:.3f} "
-                  f"(mean over cohorts {r['top1_mean_over_cohorts']:.3f} / {r['top10_mean_over_cohorts']:.3f})")
+        from screening.ranking import RANKERS
+
+        print(f"  {'ranker':26s}{'top1':>6s}{'top3':>6s}{'top10':>6s}  annotated: top1 top3 top10   mean over cohorts: top1 top10")
+        rows = [(name, ranking[name]) for name in RANKERS]
+        rows.append(("weight choice, cohort CV", ranking.get("weight_choice_cross_validated", {})))
+        for name, r in rows:
+            if not r:
+                continue
+            served = " (served)" if name == ranking["served_ranker"] else ""
+            print(
+                f"  {name:26s}{r['top1']:6.3f}{r['top3']:6.3f}{r['top10']:6.3f}  "
+                f"{r['top1_annotated']:15.3f}{r['top3_annotated']:6.3f}{r['top10_annotated']:6.3f}"
+                f"{r['top1_mean_over_cohorts']:25.3f}{r['top10_mean_over_cohorts']:6.3f}{served}"
+            )
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:

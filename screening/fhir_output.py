@@ -66,7 +66,7 @@ def risk_assessment(result: ScreeningResult, ontology: Ontology) -> RiskAssessme
                     "coding": [{"system": _DISEASE_SYSTEMS.get(prefix, prefix), "code": number, "display": candidate.name}],
                     "text": candidate.name,
                 },
-                "qualitativeRisk": {"text": f"match score {candidate.score:.1f} (likelihood ratio and shared information, fitted to age and sex)"},
+                "qualitativeRisk": {"text": f"match score {candidate.score:.1f} (best-match information and shared information, fitted to age and sex)"},
                 "rationale": "matched findings: " + ", ".join(ontology.name(t) for t in candidate.matched),
             }
         )

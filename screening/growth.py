@@ -115,32 +115,38 @@ def growth_findings(
     standards: GrowthStandards, sex: str, measurements: list[tuple[str, int, float]]
 ) -> tuple[list[GrowthFinding], dict[str, float]]:
     """HPO findings from (indicator, age_days, value) measurements (cm for length/height/head, kg for
-    weight), and the lowest z per indicator.
+    weight), and the lowest z per indicator that a second measurement confirms.
 
-    A single z beyond -2/+2 SD names the finding; a fall of at least 1.34 SD in weight-for-age between
-    measurements at least 60 days apart (crossing two major centile lines) is failure to thrive.
+    A z beyond -2/+2 SD names the finding when it persists: at two measurements or more, or at the latest
+    one (the first such measurement dates it). A single measurement beyond the line that later ones do not
+    repeat is a measurement error or a passing dip, as clinicians read a growth chart: counted, it made
+    one ordinary child in 18 "microcephalic" (``medscreen screening evaluate``: worst projection 0.50 ->
+    0.54). A fall of at least 1.34 SD in weight-for-age between measurements at least 60 days apart
+    (crossing two major centile lines) is failure to thrive.
     """
     found: list[GrowthFinding] = []
     lowest: dict[str, float] = {}
     for indicator in ("lhfa", "hcfa", "wfa"):
         series = sorted((age, value) for ind, age, value in measurements if ind == indicator)
-        weight_z: list[tuple[int, float]] = []
+        zs: list[tuple[int, float]] = []
         for age_days, value in series:
             z = standards.z(indicator, sex, age_days, value)
             if z is None or abs(z) > 6:  # beyond 6 SD is a units or typing error, not a child
                 continue
-            lowest[indicator] = min(lowest.get(indicator, 0.0), z)
-            low, high = _THRESHOLD_TERMS[indicator]
-            if z < -2:
-                found.append(GrowthFinding(low, age_days, z, indicator))
-            elif z > 2:
-                found.append(GrowthFinding(high, age_days, z, indicator))
             if indicator == "wfa":
-                for earlier_age, earlier_z in weight_z:
+                for earlier_age, earlier_z in zs:
                     if age_days - earlier_age >= 60 and earlier_z - z >= 1.34:
                         found.append(GrowthFinding(FAILURE_TO_THRIVE, age_days, z, indicator))
                         break
-                weight_z.append((age_days, z))
+            zs.append((age_days, z))
+        if not zs:
+            continue
+        low, high = _THRESHOLD_TERMS[indicator]
+        for term, beyond in ((low, [m for m in zs if m[1] < -2]), (high, [m for m in zs if m[1] > 2])):
+            if len(beyond) >= 2 or (beyond and beyond[-1] == zs[-1]):
+                found.append(GrowthFinding(term, beyond[0][0], beyond[0][1], indicator))
+        ordered = sorted(z for _, z in zs)
+        lowest[indicator] = min(ordered[1] if len(ordered) > 1 else ordered[0], 0.0)
     return found, lowest
 
 

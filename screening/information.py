@@ -10,22 +10,45 @@ of the findings with shared ancestry counted once: one finding adds at most its 
 one only enlarges the closure, so the information never falls. The same sum restricted to the closure of
 one disease's annotations is the information the child shares with that disease (as in Phenomizer's
 similarity); its maximum over diseases is again monotone in the findings.
+
+Commonplace findings (``screening/data/common_findings.tsv``: fever, otitis media, eczema, ... seen in 1%
+or more of ordinary children) are rare among *diseases* but not among *children*, so their information
+content says nothing about a genetic disease: they and their ancestors carry no *informative* gain, and a
+finding is *informative* when its closure reaches beyond them. Both are again defined per term over the
+closure, so they never fall as evidence is added or sharpened.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 
 from screening.ontology import Ontology
 
-__all__ = ["SharedInformation", "build_shared_information", "SPECIFIC_INFORMATION"]
+__all__ = [
+    "SharedInformation",
+    "build_shared_information",
+    "SPECIFIC_INFORMATION",
+    "COMMON_FINDINGS",
+    "load_common_findings",
+]
 
 # A finding is "specific" when at most about 1 disease in 50 is annotated at or below it.
 SPECIFIC_INFORMATION = math.log(50.0)
+COMMON_FINDINGS = Path(str(resources.files("screening") / "data" / "common_findings.tsv"))
+
+
+def load_common_findings(path: Path | None = None) -> list[str]:
+    """HPO ids of the commonplace findings of young children (first column of the table)."""
+    with (path or COMMON_FINDINGS).open(encoding="utf-8") as handle:
+        rows = csv.reader((line for line in handle if not line.startswith("#")), delimiter="\t")
+        return [row[0] for row in rows if row]
 
 
 @dataclass
@@ -36,6 +59,29 @@ class SharedInformation:
     shared: sparse.csr_matrix  # term x disease: 1 where the term lies at or above an annotation of the disease
     disease_total: np.ndarray  # per disease: the information of its own annotations' closure
     organ_system: np.ndarray  # per term: True for the organ systems (children of Phenotypic abnormality)
+    informative_gain: np.ndarray  # per term: gain, 0 for commonplace findings and their ancestors
+    # per term: the highest information content in its closure outside the commonplace findings and their
+    # ancestors (0: the term says no more than "a commonplace finding")
+    informative_peak: np.ndarray
+
+    def best_match(self, observed: list[int]) -> np.ndarray:
+        """Per disease, the mean over the findings of the information content of the most informative
+        term a finding shares with the disease's annotations (best-match average of Resnik similarity,
+        patient to disease, as Phenomizer and PhenoDP rank): a disease is rewarded for explaining each
+        finding specifically, not only for sharing much information in total."""
+        total = np.zeros(self.shared.shape[1])
+        indptr, indices = self.shared.indptr, self.shared.indices
+        for finding in observed:
+            terms = self.closure.indices[self.closure.indptr[finding] : self.closure.indptr[finding + 1]]
+            best = np.zeros(self.shared.shape[1])
+            for term in terms[np.argsort(self.information[terms])]:  # least informative first: the last write wins
+                best[indices[indptr[term] : indptr[term + 1]]] = self.information[term]
+            total += best
+        return total / max(len(observed), 1)
+
+    def informative_total(self, closure: np.ndarray) -> float:
+        """Information of the findings beyond commonplace childhood findings (monotone, like :meth:`total`)."""
+        return float(self.informative_gain[closure].sum())
 
     def closure_of(self, observed: list[int]) -> np.ndarray:
         """Term indices of the findings and all their ancestors."""
@@ -79,8 +125,11 @@ class SharedInformation:
         return out
 
 
-def build_shared_information(ontology: Ontology, term_ids: list[str], annotations: sparse.csr_matrix) -> SharedInformation:
-    """From the (term x disease) annotation matrix, as built in ``screening/knowledge.py``."""
+def build_shared_information(
+    ontology: Ontology, term_ids: list[str], annotations: sparse.csr_matrix, common: list[str] | None = None
+) -> SharedInformation:
+    """From the (term x disease) annotation matrix, as built in ``screening/knowledge.py``; ``common``: the
+    commonplace findings (default: ``screening/data/common_findings.tsv``)."""
     index = {t: i for i, t in enumerate(term_ids)}
     n_terms, n_diseases = annotations.shape
     rows, cols = [], []
@@ -107,4 +156,15 @@ def build_shared_information(ontology: Ontology, term_ids: list[str], annotation
     disease_total = np.asarray(shared.T @ gain).ravel()
     organ_system = np.zeros(n_terms, dtype=bool)
     organ_system[[index[t] for t in ontology.organ_systems if t in index]] = True
-    return SharedInformation(information, gain, closure, shared, disease_total, organ_system)
+    commonplace = np.zeros(n_terms, dtype=bool)
+    for t in load_common_findings() if common is None else common:
+        primary = ontology.primary(t)
+        if primary in index:
+            i = index[primary]
+            commonplace[closure.indices[closure.indptr[i] : closure.indptr[i + 1]]] = True
+    informative_gain = np.where(commonplace, 0.0, gain)
+    informative_information = np.where(commonplace, 0.0, information)
+    peak = np.maximum.reduceat(informative_information[closure.indices], closure.indptr[:-1])
+    return SharedInformation(
+        information, gain, closure, shared, disease_total, organ_system, informative_gain, peak
+    )

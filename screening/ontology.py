@@ -48,14 +48,24 @@ class Ontology:
     def __init__(self, terms: dict[str, HpoTerm]) -> None:
         self.terms = terms
         self.alt_to_primary = {alt: t.id for t in terms.values() for alt in t.alt_ids}
-        self.snomed_to_hpo: dict[str, list[str]] = {}
-        for term in terms.values():
-            for code in term.snomed:
-                self.snomed_to_hpo.setdefault(code, []).append(term.id)
         self.children: dict[str, list[str]] = {}
         for term in terms.values():
             for parent in term.parents:
                 self.children.setdefault(parent, []).append(term.id)
+        self.snomed_to_hpo: dict[str, list[str]] = {}
+        for term in terms.values():
+            for code in term.snomed:
+                self.snomed_to_hpo.setdefault(code, []).append(term.id)
+        # 211 SNOMED codes are xrefs of several HPO terms; a record's code stands for one reading, never for
+        # all (each would count as a finding): of terms one below the other, the lower one (it implies the
+        # other); of unrelated ones, the most general (most terms below it): SNOMED "Hemangioma" also named
+        # "Chorangioma", a placental tumour, and gave it to one SNOMED-coded ordinary child in 20.
+        for code, ids in self.snomed_to_hpo.items():
+            if len(ids) > 1:
+                below = {t: self.descendants(t) for t in ids}
+                lowest = [t for t in ids if not any(u != t and u in below[t] for u in ids)]
+                widest = max(len(below[t]) for t in lowest)
+                self.snomed_to_hpo[code] = [t for t in lowest if len(below[t]) == widest]
         self._ancestors: dict[str, frozenset[str]] = {}
         self.organ_systems = sorted(self.children.get(PHENOTYPIC_ABNORMALITY, []))
         self._system_set = frozenset(self.organ_systems)

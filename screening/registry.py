@@ -34,8 +34,11 @@ def model_card(model: RiskModel) -> str:
     for name, p in projections.items():
         at = p.get("at_fold_thresholds", {})
         low, high = at.get("sensitivity_95ci_by_cohort", [float("nan"), float("nan")])
+        goal = p.get("sensitivity_at_flag_rate", {}).get("0.015", {})
+        g_low, g_high = goal.get("sensitivity_95ci_by_cohort", [float("nan"), float("nan")])
         rows.append(
             f"| {name} | {p.get('n_cases')} | {p.get('sensitivity_at_budget', float('nan')):.3f} | "
+            f"{goal.get('sensitivity', float('nan')):.3f} ({g_low:.2f}-{g_high:.2f}) | "
             f"{p.get('baseline_finding_count', {}).get('sensitivity_at_budget', float('nan')):.3f} | "
             f"{p.get('auprc', float('nan')):.3f} | {at.get('sensitivity', float('nan')):.3f} ({low:.2f}-{high:.2f}) | "
             f"{at.get('control_flag_rate', float('nan')):.3f} |"
@@ -63,8 +66,8 @@ Decision support only: a flag is not a diagnosis.
   sensitivity at budget {m.get('sensitivity_at_budget', float('nan')):.3f} (counting findings:
   {m.get('baseline_finding_count_sensitivity_at_budget', float('nan')):.3f}).
 
-| projection | cases | sensitivity at budget | counting findings | AUPRC (1:500) | sensitivity at fold threshold (95% CI by cohort) | control flag rate |
-|---|---|---|---|---|---|---|
+| projection | cases | sensitivity at budget | sensitivity at 1.5% flags (the goal's rate; 95% CI by cohort) | counting findings | AUPRC (1:500) | sensitivity at fold threshold (95% CI by cohort) | control flag rate |
+|---|---|---|---|---|---|---|---|
 {table}
 
 Candidate ranking ({ranking.get('served_ranker')}) on the published HPO terms of {ranking.get('cases')} children:

@@ -26,7 +26,7 @@ __all__ = ["Screener", "ScreeningResult", "patient_digest"]
 logger = logging.getLogger(__name__)
 
 _FEATURE_WORDS = {
-    "findings": "number of findings",
+    "informative_findings": "number of findings beyond common childhood illness",
     "specific_findings": "specific findings",
     "information": "information in the findings",
     "best_disease_information": "fit to a known rare disease",

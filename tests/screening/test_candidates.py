@@ -6,13 +6,17 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from datasets.phenopackets import iter_phenopackets
+import numpy as np
+import pytest
+
+from datasets.phenopackets import iter_phenopackets, read_phenopacket
 from screening.disease_fit import ADULT_DAYS
 from screening.features import score_child
 from screening.findings import ChildFindings, Finding, extract_findings
 from screening.knowledge import KnowledgeBase
+from screening.ranking import SERVED_RANKER, rank_scores
 from screening.screener import Screener
-from tests.screening.conftest import syndromic_child
+from tests.screening.conftest import PHENOPACKETS, syndromic_child
 
 MALE_INFERTILITY = "ORPHA:399808"  # annotated to "Phenotypic abnormality" itself
 
@@ -52,3 +56,23 @@ def test_a_root_annotated_disease_no_longer_explains_every_child(screener: Scree
         top = score_child(child, screener.kb).top_matches(screener.kb, 10)
         assert MALE_INFERTILITY not in [m.disease_id for m in top]
         assert len(top) == 10
+
+
+def test_best_match_scores_each_finding_by_its_most_informative_shared_term(kb: KnowledgeBase) -> None:
+    """The served ranker's core (best-match average of Resnik similarity): a disease annotated with a
+    child's specific finding scores that finding's full information content, no disease more; and the
+    served ranker puts Kabuki syndrome first for the published findings of a child who has it (the
+    combined ranker it replaced put it second)."""
+    info = kb.information
+    assert info is not None
+    marfan = kb.disease_index["OMIM:154700"]
+    finding = kb.term_index["HP:0001166"]  # arachnodactyly, annotated in Marfan syndrome
+    score = info.best_match([finding])
+    assert score[marfan] == pytest.approx(info.information[finding])
+    parent = kb.term_index["HP:0001238"]  # slender finger, an ancestor of arachnodactyly
+    assert score.max() == pytest.approx(info.information[finding]) and info.information[parent] < info.information[finding]
+    case = read_phenopacket(PHENOPACKETS / "KMT2D" / "PMID_24739679_patient_K1.json")
+    observed = kb.indices({f.hpo for f in case.features if not f.excluded})
+    excluded = kb.indices({f.hpo for f in case.features if f.excluded})
+    scores = rank_scores(kb, observed, excluded, case.sex, case.age_days, SERVED_RANKER)
+    assert int(np.argmax(scores)) == kb.disease_index["OMIM:147920"]

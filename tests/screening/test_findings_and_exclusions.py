@@ -131,3 +131,14 @@ def test_a_codes_remembered_meaning_is_what_the_tables_say(maps: CodeMaps) -> No
             assert maps.meaning(kind, system, code) is meaning and meaning.source == f"{system}:{code}"
     for loinc in ["8302-2", "29463-7", "9843-4", "718-7", "no-such", *[p for _, s, p in maps.suspicion if s == "loinc"]]:
         assert maps.lab_meaning(loinc) == (maps.suspicion_of("loinc", loinc) is not None, maps.loinc.get(loinc))
+
+
+def test_a_snomed_code_of_several_hpo_terms_stands_for_one_reading(maps: CodeMaps) -> None:
+    """SNOMED CT 2099007 (haemangioma) is an xref of "Hemangioma" and of "Chorangioma", a placental tumour:
+    one SNOMED-coded ordinary child in 20 had the tumour among its findings. Of two nested terms (SNOMED
+    microcephaly: "Microcephaly" below "Decreased head circumference") the lower one, counted once."""
+    record = ordinary_child()
+    record.facts.append(CodedFact("condition", "snomed", "2099007", date(2022, 6, 1)))
+    child = extract_findings(record, maps, AS_OF)
+    assert "HP:0001028" in child.present and "HP:0100883" not in child.present
+    assert maps.ontology.snomed_to_hpo["271611007"] == ["HP:0000252"]

@@ -45,6 +45,19 @@ def test_growth_findings(standards) -> None:  # type: ignore[no-untyped-def]
     assert "HP:0001508" in {f.hpo for f in falling}
 
 
+def test_a_growth_finding_must_persist(standards) -> None:  # type: ignore[no-untyped-def]
+    """One head circumference below -2 SD that the next visit does not repeat is a measurement error or a
+    dip, not microcephaly (it made one ordinary child in 18 microcephalic); the latest measurement, or two,
+    name it."""
+    dip = [("hcfa", 365, 40.0), ("hcfa", 540, 47.5)]
+    found, lowest = growth_findings(standards, "M", dip)
+    assert MICROCEPHALY not in {f.hpo for f in found} and lowest["hcfa"] > -2
+    latest, _ = growth_findings(standards, "M", [("hcfa", 200, 44.0), ("hcfa", 365, 40.0)])
+    assert [f.age_days for f in latest if f.hpo == MICROCEPHALY] == [365]
+    twice, lowest = growth_findings(standards, "M", [("hcfa", 300, 39.5), ("hcfa", 365, 40.0), ("hcfa", 540, 47.5)])
+    assert [f.age_days for f in twice if f.hpo == MICROCEPHALY] == [300] and lowest["hcfa"] < -2
+
+
 def test_annotation_frequencies() -> None:
     assert annotation_frequency("HP:0040281") == pytest.approx(0.895)
     assert annotation_frequency("3/4") == 0.75

@@ -63,11 +63,24 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
             assert 0.0 <= p[key] <= 1.0 and key in p["baseline_finding_count"], (name, key)
         low, high = p["at_fold_thresholds"]["sensitivity_95ci_by_cohort"]
         assert low <= p["at_fold_thresholds"]["sensitivity"] <= high
+        # the goal's flag rate (1.5%) is reported beside the alert budget (1%), each with its interval
+        at_rates = p["sensitivity_at_flag_rate"]
+        assert set(at_rates) == {"0.01", "0.015"}, name
+        assert at_rates["0.01"]["sensitivity"] == p["sensitivity_at_budget"]
+        assert at_rates["0.01"]["sensitivity"] <= at_rates["0.015"]["sensitivity"]
+        for point in at_rates.values():
+            low, high = point["sensitivity_95ci_by_cohort"]
+            assert low <= point["sensitivity"] <= high
     worst = min(projections, key=lambda n: projections[n]["sensitivity_at_budget"])
     assert report["headline_projection"] == worst and report["grouped_by"] == "gene cohort"
+    assert report["goal"] == {"flag_rate": 0.015, "sensitivity": 0.85} and isinstance(report["goal_met"], bool)
+    worst_goal = min(projections, key=lambda n: projections[n]["sensitivity_at_flag_rate"]["0.015"]["sensitivity"])
+    assert report["headline_projection_at_goal_flag_rate"] == worst_goal
     ranking = report["ranking"]
-    assert ranking["cases"] == 12 and ranking["served_ranker"] in ranking
-    assert all(0 <= ranking[r]["top1"] <= ranking[r]["top10"] <= 1 for r in ("likelihood_ratio", "combined_fit"))
+    assert ranking["cases"] == 12 and ranking["served_ranker"] == "best_match_combined_fit"
+    for r in ("likelihood_ratio", "combined_fit", "best_match_fit", "best_match_combined_fit", "weight_choice_cross_validated"):
+        assert 0 <= ranking[r]["top1"] <= ranking[r]["top3"] <= ranking[r]["top10"] <= 1, r
+        assert ranking[r]["top1_annotated"] >= ranking[r]["top1"], r
 
 
 @pytest.mark.shared_data

@@ -80,3 +80,23 @@ def test_the_shipped_model_is_monotone_and_refuses_a_negative_weight(tmp_path: P
     bad.write_text(json.dumps(data))
     with pytest.raises(ScreenerArtefactError, match="negative weight"):
         load_risk_model(bad)
+
+
+def test_commonplace_childhood_findings_carry_no_evidence_and_what_lies_below_them_does(kb: KnowledgeBase) -> None:
+    """Fever, otitis media, bronchiolitis and eczema are rare among diseases but not among children: they
+    counted as four findings (and 18 nats) and drowned a case's few recorded findings."""
+    rng = random.Random(2)
+    ordinary = _child(["HP:0001945", "HP:0000388", "HP:0011950", "HP:0000964"], rng)
+    ordinary.growth_z, ordinary.congenital_codes = {}, 0
+    features = dict(zip(FEATURE_NAMES, score_child(ordinary, kb).features, strict=True))
+    assert features["informative_findings"] == features["specific_findings"] == features["information"] == 0.0
+    # "Recurrent pneumonia" lies below the commonplace "Pneumonia" and still counts, with what it adds.
+    below = _child(["HP:0006532"], rng)
+    assert kb.ontology.terms["HP:0006532"].parents and "HP:0002090" in kb.ontology.ancestors("HP:0006532")
+    sharper = dict(zip(FEATURE_NAMES, score_child(below, kb).features, strict=True))
+    assert sharper["informative_findings"] > 0 and sharper["information"] > 0
+    # Two findings of a syndrome outweigh any number of commonplace ones.
+    model = load_risk_model()
+    syndromic = _child(["HP:0000347", "HP:0001629"], rng)  # micrognathia, ventricular septal defect
+    syndromic.growth_z, syndromic.congenital_codes = {}, 0
+    assert _risk(model, kb, syndromic) > _risk(model, kb, ordinary)
