@@ -46,3 +46,23 @@ def test_redrawing_from_the_shipped_file_gives_the_committed_card(shared_data: P
     assert (copy / "card.md").read_text() == (shipped / "card.md").read_text()
     assert summary == json.loads((shipped / "metrics.json").read_text())["pointing_game"]
     assert summary["n"] == 3 and 0 <= summary["hits"] <= 3
+
+
+@pytest.mark.shared_data
+@pytest.mark.integration
+def test_training_draws_the_figure_and_the_redraw_command_writes_the_same_card(shared_data: Path, tmp_path: Path) -> None:
+    from training.ct_figures import main
+    from training.tasks.ct_chest import train
+
+    # A tiny run (1 epoch, 20 patches per class: about 30 s of CPU); its figures mean nothing, its text must match.
+    trained = tmp_path / "trained"
+    train(shared_data, trained, f"sqlite:///{tmp_path / 'mlflow.db'}", epochs=1, seed=0, limit=20, cache_dir=None)
+    card = (trained / "card.md").read_text()
+    assert f"`plots/{LOCALISATION_FIGURE}`" in card and "Pointing game, cross-validated" in card
+    redrawn = tmp_path / "redrawn"
+    shutil.copytree(trained, redrawn)
+    assert main([str(redrawn), "--data", str(shared_data)]) == 0
+    assert (redrawn / "card.md").read_text() == card
+    assert json.loads((redrawn / "metrics.json").read_text()) == json.loads((trained / "metrics.json").read_text())
+    figure = (trained / "plots" / LOCALISATION_FIGURE).read_bytes()
+    assert (redrawn / "plots" / LOCALISATION_FIGURE).read_bytes() == figure
