@@ -283,16 +283,19 @@ def redraw(model_dir: Path, data_dir: Path) -> dict[str, Any]:
     onnx_path = model_dir / "model.onnx"
     cases = load_lidc(Path(data_dir) / "ct" / "lidc")
     volumes = {c.patient_id: c.volume() for c in cases}
-    pointing, marks = [], {}
+    pointing: list[PatientPointing] = []
+    marks: dict[str, list[ReaderMark]] = {}
     for case in sorted(cases, key=lambda c: fold_of[c.patient_id]):
         fold = fold_of[case.patient_id]
         marks[case.patient_id] = reader_marks(case, volumes[case.patient_id])
-        pointing.append(point_patient(case, volumes[case.patient_id], fold,
-                                      lambda x, f=fold: run_ensemble(onnx_path, x, input_name="patches")[1][:, f]))
+
+        def fold_score(x: np.ndarray, f: int = fold) -> np.ndarray:
+            return run_ensemble(onnx_path, x, input_name="patches")[1][:, f]
+
+        pointing.append(point_patient(case, volumes[case.patient_id], fold, fold_score))
     localisation_figure(volumes, marks, pointing, model_dir / "plots" / LOCALISATION_FIGURE)
     summary = pointing_summary(pointing)
     metrics["pointing_game"] = summary
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     card_path = model_dir / "card.md"
     card = card_path.read_text()
     sections = {
@@ -300,11 +303,12 @@ def redraw(model_dir: Path, data_dir: Path) -> dict[str, Any]:
         "Localisation": localisation_text(summary),
     }
     for title, text in sections.items():
-        section = re.compile(rf"(## {title}\n\n)(.*?)(\n## )", re.S)
-        if not section.search(card):
+        found = re.search(rf"## {title}\n\n(.*?)\n## ", card, re.S)
+        if found is None:
             raise ValueError(f"{card_path} has no {title} section")
         # training.publish.render_card writes a section as its text, a newline, and a blank line before the next.
-        card = section.sub(lambda m, t=text: m.group(1) + t + "\n" + m.group(3), card, count=1)
+        card = card[: found.start(1)] + text + "\n" + card[found.end(1) :]
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     card_path.write_text(card)
     return summary
 
