@@ -9,10 +9,6 @@ import pytest
 
 from inference.shipped_models import SHIPPED_MODELS_DIR, TASKS
 
-# Known shortfall (issue 12, Show): the ct-chest card has no localisation figure (candidates marked on a few
-# nodules); the CT model is being rebuilt on its own branch. Strict, so the test reports when the card has one.
-MISSING_LOCALISATION = {"ct-chest": "the ct-chest card names no localisation figure yet"}
-
 
 def _named_plots(task: str) -> list[str]:
     card = (SHIPPED_MODELS_DIR / task / "card.md").read_text()
@@ -27,11 +23,7 @@ def test_card_names_its_roc_and_the_files_exist(task: str) -> None:
     assert not missing, f"{task}: the card names plots that are not there: {missing}"
 
 
-@pytest.mark.parametrize(
-    "task",
-    [pytest.param(t, marks=pytest.mark.xfail(strict=True, reason=MISSING_LOCALISATION[t])) if t in MISSING_LOCALISATION else t
-     for t in TASKS],
-)
+@pytest.mark.parametrize("task", TASKS)
 def test_card_names_a_localisation_figure(task: str) -> None:
     localisation = [name for name in _named_plots(task) if not re.match(r"plots/(roc|calibration)_", name)]
     assert localisation, f"{task}: no heat-map or candidate figure named in the card"

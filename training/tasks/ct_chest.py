@@ -148,6 +148,13 @@ def train(
     from training.augment import build_augmentation
     from training.card_figures import figures_from_scores, headline_of, run_ensemble
     from training.crossval import cross_validate, fit_platt
+    from training.ct_figures import (
+        LOCALISATION_FIGURE,
+        localisation_figure,
+        point_patient,
+        pointing_summary,
+        reader_marks,
+    )
     from training.engine import ArraySet, fit, predict, seed_everything
     from training.export import export_onnx
     from training.publish import Evaluation, TaskReport, training_run, write_bundle
@@ -196,11 +203,18 @@ def train(
             onnx_path = export_onnx(ensemble, torch.from_numpy(dev.x[:1]), Path(tmp) / "model.onnx", input_name="patches", output_names=["score", "heatmap", "fold_scores"])
             scores, fold_scores = run_ensemble(onnx_path, dev.x, input_name="patches")
             figures = figures_from_scores(dev, scores, fold_scores, k=k, seed=seed, min_sensitivity=MIN_SENSITIVITY)
-            series = []
+            series, pointing, marks = [], [], {}
             for fold, patient in sorted(fold_patient.items()):
                 case = next(c for c in cases if c.patient_id == patient)
                 # Out-of-fold series: the patient's candidates scored by the fold network that never saw the patient.
-                series.append(series_analysis(case, volumes[patient], lambda x, f=fold: run_ensemble(onnx_path, x, input_name="patches")[1][:, f]))
+                def fold_score(x: np.ndarray, f: int = fold) -> np.ndarray:
+                    return run_ensemble(onnx_path, x, input_name="patches")[1][:, f]
+
+                series.append(series_analysis(case, volumes[patient], fold_score))
+                pointing.append(point_patient(case, volumes[patient], fold, fold_score))
+                marks[patient] = reader_marks(case, volumes[patient])
+            localisation_figure(volumes, marks, pointing, Path(out_dir) / "plots" / LOCALISATION_FIGURE)
+            pointing_game = pointing_summary(pointing)
         evaluations = [
             Evaluation("cross_validated", "Leave-one-patient-out (out-of-fold): reader marks rated >= 3 vs candidates away from marks", dev.labels, figures.oof_scores, figures.cross_validated),
             Evaluation("apparent", "Shipped ensemble on all development patches (training patients included: optimistic)", dev.labels, scores, figures.apparent),
@@ -230,7 +244,7 @@ def train(
             },
             headline=evaluations[0],
             evaluations=evaluations,
-            card=_card_text(params, figures, series, epochs),
+            card=_card_text(params, figures, series, pointing_game, epochs),
             params=params,
             history=history,
             bundle_extra={
@@ -238,23 +252,17 @@ def train(
                 "localisation": {"kind": "candidate", "fields": ["slice_index", "row", "col"], "from": "the highest-scoring candidate"},
                 "steering": {"right": "shadow", "why": "three development patients: no estimate for new patients, no series-level specificity"},
             },
-            extra_metrics={"headline": headline_of(figures), "cross_validation": plan, "series_validation": series},
+            extra_metrics={"headline": headline_of(figures), "cross_validation": plan, "series_validation": series,
+                           "pointing_game": pointing_game},
         )
         metrics = write_bundle(report, out_dir, run)
     return metrics
 
 
-def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]], epochs: int) -> dict[str, str]:
+def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]], pointing_game: dict[str, Any], epochs: int) -> dict[str, str]:
+    from training.ct_figures import figures_text, localisation_text
+
     cv, apparent = figures.cross_validated, figures.apparent
-    recalled = sum(s["positive_marks_with_a_candidate"] for s in series)
-    marks = sum(s["positive_marks"] for s in series)
-    on_nodule = sum(s["top_candidate_on_nodule"] for s in series)
-    above = sum(s["series_score"] >= cv.threshold for s in series)
-    rows = "".join(
-        f"| {s['patient']} | {s['n_candidates']} | {s['positive_marks_with_a_candidate']} / {s['positive_marks']} | "
-        f"{s['series_score']:.3f} | {'yes' if s['top_candidate_on_nodule'] else 'no'} | {s['rank_of_first_nodule_candidate']} |\n"
-        for s in series
-    )
     return {
         "intended_use": (
             "Research prototype for chest CT: a likelihood that a series contains a lung nodule that readers would rate "
@@ -303,25 +311,14 @@ def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]
             "the patients differ); sensitivity and specificity by the Wilson interval over patches, which are "
             "correlated (several readers and slices of the same nodules): too narrow."
         ),
-        "figures": (
-            "ROC with the operating point: `plots/roc_cross_validated.png`.\n\n"
-            "Series, out-of-fold (each patient scored by the network that did not train on it):\n\n"
-            "| patient | candidates | marks >= 3 with a candidate | series score | top candidate on a nodule | rank of first nodule candidate |\n"
-            "|---|---|---|---|---|---|\n" + rows
-            + f"\nCandidate recall {recalled} of {marks} positive marks (goal: >= 25 of 31 on LIDC-IDRI-0003). Pointing "
-            f"(top candidate on a nodule): {on_nodule} of {len(series)} patients (goal 0.8). Series at or above the "
-            f"threshold: {above} of {len(series)}."
-        ),
+        "figures": figures_text(series, cv.threshold),
         "operating_point": (
             f"Threshold {cv.threshold:.3f} on the series score (the max calibrated candidate score): the highest threshold "
             f"with out-of-fold mark sensitivity >= {MIN_SENSITIVITY:.2f} (sensitivity {cv.sensitivity:.3f}, specificity "
             f"{cv.specificity:.3f} over candidates; apparent {apparent.sensitivity:.3f} / {apparent.specificity:.3f}). A "
             "series is called when any candidate reaches it, so series specificity is lower than candidate specificity."
         ),
-        "localisation": (
-            "The slice index, row and column of the highest-scoring candidate (and the top candidates with theirs); the "
-            "8x8 `heatmap` inside each patch is also exported."
-        ),
+        "localisation": localisation_text(pointing_game),
         "limitations": (
             "- Three patients: every figure is a smoke test, not an estimate for new patients.\n"
             "- The candidate step misses the ground-glass nodule of LIDC-IDRI-0002 (-580 HU beside denser tissue: not a "
@@ -333,6 +330,8 @@ def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]
         ),
         "reproduce": (
             f"medscreen train ct-chest --data ../shared/data --epochs {epochs} --seed {params['seed']} --threads 1 --out models/ct-chest\n"
-            "PYTHONPATH=$PWD python -m pytest tests/training/test_card_figures.py -k ct"
+            "PYTHONPATH=$PWD python -m pytest tests/training/test_card_figures.py -k ct\n"
+            "python -m training.ct_figures models/ct-chest --data ../shared/data   # redraws the localisation figure and "
+            "pointing game from model.onnx"
         ),
     }
