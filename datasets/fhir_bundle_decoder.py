@@ -4,20 +4,22 @@
 This is the fast path of :func:`datasets.fhir_fast.records_from_ndjson_lines`, taken only by a line with
 nothing to report: at the first doubt (msgspec refuses a type, a code, id or date is invalid, a Patient
 has no birth date, a resource names no Patient of its Bundle, anything the per-resource reader would
-report or read differently) :func:`records_from_bundle_line` returns None and the caller reads the line
+report or read differently) :meth:`BundleLineReader.records` returns None and the caller reads the line
 resource by resource as before. So the records, dropped entries and record errors stay those of
-:mod:`datasets.fhir_fast` by construction; each check below mirrors one of its checks.
+:mod:`datasets.fhir_fast`; each check below mirrors one of its checks. One difference, kept on purpose
+(checking for it would cost a quarter of the reading): a number beyond the double range (``1e400``) in an
+element nobody reads, where orjson refuses the whole line as not JSON, is skipped unconverted and the
+line's children are read (RFC 8259 allows such a number; ``json.loads`` of the full validator reads it).
 
-The structs are wide (one ``Resource`` for every type, so that a Bundle's other resources, skipped by
-screening, are decoded without a tagged union that would refuse their types): elements whose shape
-differs between FHIR resource types (``name``, ``identifier``, ``type``, ``class``, ...) are kept raw and
-decoded only for the resource types that read them, and a resource of another type whose element does
-not fit (a ``subject`` that is not a Reference) only sends its line the per-resource way.
+The structs are wide (one ``_Resource`` for every type, so that a Bundle's other resources, skipped by
+screening, decode without a tagged union that would refuse their types): elements whose shape differs
+between FHIR resource types (``name``, ``identifier``, ``type``, ``class``, ...) are kept raw and decoded
+only for the resource types that read them; a resource of another type whose element does not fit (an
+invalid id, a ``code`` that is not a CodeableConcept) only sends its line the per-resource way.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Annotated, Any, Final
 
@@ -25,7 +27,7 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system
-from datasets.fhir_primitives import DATE, DATETIME, ID, INSTANT, RESOURCE_TYPES, SYSTEMS, parse_date, valid_code
+from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, valid_code
 
 __all__ = ["BundleLineReader"]
 
@@ -140,7 +142,7 @@ class BundleLineReader:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._dates: dict[re.Pattern[str], dict[str, date | None]] = {DATETIME: {}, DATE: {}, INSTANT: {}}
+        self._dates: dict[DateKind, dict[str, date | None]] = {"dateTime": {}, "date": {}, "instant": {}}
         self._codings: dict[tuple[str | None, str | None], tuple[str, str] | tuple[()]] = {}
 
     def records(self, line: bytes) -> list[ChildRecord] | None:
@@ -178,7 +180,7 @@ class BundleLineReader:
                 continue
             if rtype == "Patient":
                 rid = r.id
-                birth = date_of(r.birthDate, DATE)
+                birth = date_of(r.birthDate, "date")
                 if birth is None or rid is None:
                     raise _Doubt  # reported (no birth date), or named after its place in the Bundle
                 sex = _SEX.get(r.gender or "", "U")
@@ -232,14 +234,14 @@ class BundleLineReader:
             record.measurements.extend(measurements.get(pid, ()))
         return list(patients.values())
 
-    def _date(self, value: str | None, pattern: re.Pattern[str] = DATETIME) -> date | None:
+    def _date(self, value: str | None, kind: DateKind = "dateTime") -> date | None:
         if value is None:
             return None
-        known = self._dates[pattern]
+        known = self._dates[kind]
         if value in known:
             return known[value]
         try:
-            parsed = parse_date(value, pattern)
+            parsed = parse_date(value, kind)
         except ValueError:
             raise _Doubt from None
         if len(known) >= _CACHE_SIZE:
@@ -273,7 +275,7 @@ class BundleLineReader:
         code = r.code
         if code is None or code.coding is None:
             raise _Doubt  # required; an empty CodeableConcept ({}) is reported, one with text only is not
-        when = self._date(r.effectiveDateTime) or self._date(r.issued, INSTANT)
+        when = self._date(r.effectiveDateTime) or self._date(r.issued, "instant")
         codings = self._codings_of(code)
         quantity = r.valueQuantity
         if quantity is None:

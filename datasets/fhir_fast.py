@@ -16,7 +16,6 @@ Dates follow ``fhir.resources`` (:mod:`datasets.fhir_primitives`).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from pathlib import Path
@@ -35,14 +34,12 @@ from datasets.emr_records import (
 )
 from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_primitives import (
-    DATE,
-    DATETIME,
     ID,
-    INSTANT,
     KINDS,
     REQUIRED,
     RESOURCE_TYPES,
     SYSTEMS,
+    DateKind,
     parse_date,
     valid_code,
 )
@@ -71,14 +68,14 @@ def _list(value: Any, path: str) -> list[Any]:
     return value
 
 
-def _date(value: Any, path: str, pattern: re.Pattern[str] = DATETIME) -> date | None:
+def _date(value: Any, path: str, kind: DateKind = "dateTime") -> date | None:
     """The calendar date of a date/dateTime/instant element (None when absent or partial)."""
     if value is None:
         return None
     try:
         if type(value) is not str:
             raise ValueError(value)
-        return parse_date(value, pattern)
+        return parse_date(value, kind)
     except ValueError as exc:
         raise _Invalid(f"{path}: invalid date {str(value)[:40]!r}") from exc
 
@@ -218,7 +215,7 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
 
 
 def _measurements(raw: dict[str, Any]) -> list[Measurement]:
-    when = _date(raw.get("effectiveDateTime"), "effectiveDateTime") or _date(raw.get("issued"), "issued", INSTANT)
+    when = _date(raw.get("effectiveDateTime"), "effectiveDateTime") or _date(raw.get("issued"), "issued", "instant")
     codings = _codings(raw.get("code"), "code")
     quantity = raw.get("valueQuantity")
     if quantity is None:
@@ -282,7 +279,7 @@ def records_from_resources_fast(
                 ref = _reference(raw)
                 entries = _facts(raw, kinds[rtype])
             else:
-                birth = _date(raw.get("birthDate"), "birthDate", DATE)
+                birth = _date(raw.get("birthDate"), "birthDate", "date")
                 gender = raw.get("gender")
                 if gender is not None and not isinstance(gender, str):
                     raise _Invalid("gender: not a code")
