@@ -10,24 +10,20 @@ code, Encounter status and class, ...). What it does not check is the rest of a 
 element, an invalid ``Encounter.location``): ``fhir.resources`` rejects such a resource, this reader
 reads what screening needs from it. ``screen-emr --validate full`` keeps the full validation.
 
-Dates follow ``fhir.resources``: a full date, or a dateTime with a time zone, is the date as written
-(no shift to UTC); a partial date (``2021``, ``2021-05``) is no date; anything else is an error.
+Dates follow ``fhir.resources`` (:mod:`datasets.fhir_primitives`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from datasets.emr_records import (
-    CODE_SYSTEMS,
     ChildRecord,
     CodedFact,
     DroppedEntry,
@@ -35,6 +31,17 @@ from datasets.emr_records import (
     Measurement,
     RecordError,
     code_system,
+)
+from datasets.fhir_bundle_decoder import BundleLineReader
+from datasets.fhir_primitives import (
+    ID,
+    KINDS,
+    REQUIRED,
+    RESOURCE_TYPES,
+    SYSTEMS,
+    DateKind,
+    parse_date,
+    valid_code,
 )
 
 __all__ = [
@@ -44,40 +51,6 @@ __all__ = [
     "records_from_ndjson_lines",
     "RESOURCE_TYPES",
 ]
-
-_KINDS: dict[str, FactKind] = {
-    "Condition": "condition",
-    "Procedure": "procedure",
-    "Encounter": "encounter",
-    "MedicationRequest": "medication",
-}
-RESOURCE_TYPES = frozenset({"Patient", "Observation", *_KINDS})
-
-# FHIR R4 primitive patterns (https://hl7.org/fhir/R4/datatypes.html).
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_CODE = re.compile(r"[^\s]+( [^\s]+)*")
-_DATE = re.compile(r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?")
-_DATETIME = re.compile(
-    r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
-    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?"
-)
-_INSTANT = re.compile(
-    r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    r"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
-)
-# Elements FHIR R4 requires (1..1) of the resources read; fhir.resources rejects a resource without them.
-_REQUIRED = {
-    "Condition": ("subject",),
-    "Observation": ("status", "code"),
-    "Procedure": ("status", "subject"),
-    "Encounter": ("status", "class"),
-    "MedicationRequest": ("status", "intent", "subject"),
-}
-
-
-# Exact system URIs to our short names, the fast path of ``code_system``.
-_SYSTEMS = {uri: short for uri, short in CODE_SYSTEMS.items() if "://" in uri}
-
 
 class _Invalid(ValueError):
     """An element screening reads is malformed; the message names the element."""
@@ -95,24 +68,14 @@ def _list(value: Any, path: str) -> list[Any]:
     return value
 
 
-@lru_cache(maxsize=1 << 16)
-def _parse_date(value: str, pattern: re.Pattern[str]) -> date | None:
-    """A pure parse, cached: a population's records repeat the same few thousand dates."""
-    if pattern.fullmatch(value) is None:
-        raise ValueError(value)
-    if len(value) < 10:
-        return None  # a year or a month: no calendar date (as fhir.resources keeps it a string)
-    return date.fromisoformat(value[:10])  # ValueError for 2021-02-30, which the pattern lets through
-
-
-def _date(value: Any, path: str, pattern: re.Pattern[str] = _DATETIME) -> date | None:
+def _date(value: Any, path: str, kind: DateKind = "dateTime") -> date | None:
     """The calendar date of a date/dateTime/instant element (None when absent or partial)."""
     if value is None:
         return None
     try:
         if type(value) is not str:
             raise ValueError(value)
-        return _parse_date(value, pattern)
+        return parse_date(value, kind)
     except ValueError as exc:
         raise _Invalid(f"{path}: invalid date {str(value)[:40]!r}") from exc
 
@@ -132,14 +95,14 @@ def _codings(concept: Any, path: str) -> list[tuple[str, str]]:
         if type(coding) is not dict:
             raise _Invalid(f"{path}.coding.{_position(codings, coding)}: not an object")
         code, system = coding.get("code"), coding.get("system")
-        short = _SYSTEMS.get(system) if system is not None else None  # a known URI is a valid one
+        short = SYSTEMS.get(system) if system is not None else None  # a known URI is a valid one
         if short is None and system is not None:
             if type(system) is not str or not system or " " in system:
                 raise _Invalid(f"{path}.coding.{_position(codings, coding)}.system: invalid uri")
             short = code_system(system)
         if code is None:
             continue
-        if type(code) is not str or _valid_code(code) is False:
+        if type(code) is not str or valid_code(code) is False:
             raise _Invalid(f"{path}.coding.{_position(codings, coding)}.code: invalid code {str(code)[:40]!r}")
         out.append((short or "other", code))
     return out
@@ -148,12 +111,6 @@ def _codings(concept: Any, path: str) -> list[tuple[str, str]]:
 def _position(items: list[Any], item: Any) -> int:
     """Where a bad element is in its array (looked up only for the error message)."""
     return next(i for i, x in enumerate(items) if x is item)
-
-
-@lru_cache(maxsize=1 << 16)
-def _valid_code(code: str) -> bool:
-    """A pure check, cached: a population's codes repeat."""
-    return _CODE.fullmatch(code) is not None
 
 
 def _reference(raw: dict[str, Any]) -> str | None:
@@ -258,7 +215,7 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
 
 
 def _measurements(raw: dict[str, Any]) -> list[Measurement]:
-    when = _date(raw.get("effectiveDateTime"), "effectiveDateTime") or _date(raw.get("issued"), "issued", _INSTANT)
+    when = _date(raw.get("effectiveDateTime"), "effectiveDateTime") or _date(raw.get("issued"), "issued", "instant")
     codings = _codings(raw.get("code"), "code")
     quantity = raw.get("valueQuantity")
     if quantity is None:
@@ -283,9 +240,9 @@ def _measurements(raw: dict[str, Any]) -> list[Measurement]:
 
 def _check(raw: dict[str, Any], rtype: str) -> None:
     rid = raw.get("id")
-    if rid is not None and (type(rid) is not str or _ID.fullmatch(rid) is None):
+    if rid is not None and (type(rid) is not str or ID.fullmatch(rid) is None):
         raise _Invalid(f"id: invalid id {str(rid)[:70]!r}")
-    for element in _REQUIRED.get(rtype, ()):
+    for element in REQUIRED.get(rtype, ()):
         value = raw.get(element)
         if value is None or value == "" or value == [] or value == {}:
             raise _Invalid(f"{element}: field required")
@@ -306,7 +263,7 @@ def records_from_resources_fast(
     pending: dict[str, list[list[CodedFact] | list[Measurement]]] = {}
     errors: list[RecordError] = []
     dropped: dict[str, list[DroppedEntry]] = {}
-    kinds = _KINDS
+    kinds = KINDS
     for key, raw in resources:
         if not isinstance(raw, dict):
             continue
@@ -322,7 +279,7 @@ def records_from_resources_fast(
                 ref = _reference(raw)
                 entries = _facts(raw, kinds[rtype])
             else:
-                birth = _date(raw.get("birthDate"), "birthDate", _DATE)
+                birth = _date(raw.get("birthDate"), "birthDate", "date")
                 gender = raw.get("gender")
                 if gender is not None and not isinstance(gender, str):
                     raise _Invalid("gender: not a code")
@@ -389,16 +346,25 @@ def records_from_ndjson_lines(
     lines: Iterable[tuple[int, bytes]], source: str, full_validation: bool = False
 ) -> Iterator[ChildRecord | RecordError]:
     """Records from numbered NDJSON lines: each a Bundle (streamed), or a loose resource (grouped at the
-    end); ``full_validation`` reads them with :mod:`datasets.fhir_emr` (every element validated)."""
+    end); ``full_validation`` reads them with :mod:`datasets.fhir_emr` (every element validated).
+
+    A Bundle line with nothing to report is read by the typed decoder
+    (:mod:`datasets.fhir_bundle_decoder`); any other line resource by resource, with the same result."""
     from_bundle, from_resources = records_from_bundle_fast, records_from_resources_fast
     if full_validation:
         from datasets.fhir_emr import records_from_bundle, records_from_resources
 
         from_bundle, from_resources = records_from_bundle, records_from_resources  # type: ignore[assignment]
     loose: list[tuple[str, Any]] = []
+    typed = BundleLineReader(source)
     for number, line in lines:
         if not line.strip():
             continue
+        if not full_validation:
+            records = typed.records(line)  # None: read it resource by resource
+            if records is not None:
+                yield from records
+                continue
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
@@ -416,8 +382,13 @@ def read_fhir_fast(path: Path) -> Iterator[ChildRecord | RecordError]:
     """Records from a Bundle ``.json`` or an ``.ndjson`` file, as :func:`datasets.fhir_emr.read_fhir`."""
     source = path.name
     if path.suffix.lower() != ".ndjson":
+        data = path.read_bytes()
+        records = BundleLineReader(source).records(data)
+        if records is not None:
+            yield from records
+            return
         try:
-            bundle = orjson.loads(path.read_bytes())
+            bundle = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             yield RecordError(source, "file", f"not JSON: {exc}")
             return

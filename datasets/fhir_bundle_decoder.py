@@ -1,0 +1,348 @@
+"""A Bundle line decoded by msgspec straight into typed structs holding only the elements screening reads
+(in C: unknown elements skipped, types checked), and the children's records built from those structs.
+
+This is the fast path of :func:`datasets.fhir_fast.records_from_ndjson_lines`, taken only by a line with
+nothing to report: at the first doubt (msgspec refuses a type, a code, id or date is invalid, a Patient
+has no birth date, a resource names no Patient of its Bundle, anything the per-resource reader would
+report or read differently) :meth:`BundleLineReader.records` returns None and the caller reads the line
+resource by resource as before. So the records, dropped entries and record errors stay those of
+:mod:`datasets.fhir_fast`; each check below mirrors one of its checks. One difference, kept on purpose
+(checking for it would cost a quarter of the reading): a number beyond the double range (``1e400``) in an
+element nobody reads, where orjson refuses the whole line as not JSON, is skipped unconverted and the
+line's children are read (RFC 8259 allows such a number; ``json.loads`` of the full validator reads it).
+
+The structs are wide (one ``_Resource`` for every type, so that a Bundle's other resources, skipped by
+screening, decode without a tagged union that would refuse their types): elements whose shape differs
+between FHIR resource types (``name``, ``identifier``, ``type``, ``class``, ...) are kept raw and decoded
+only for the resource types that read them; a resource of another type whose element does not fit (an
+invalid id, a ``code`` that is not a CodeableConcept) only sends its line the per-resource way.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Final
+
+import msgspec
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+
+from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system
+from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, valid_code
+
+__all__ = ["BundleLineReader"]
+
+
+# gc=False: these structs hold no reference cycles, and ~140,000 of them per 6,000 children would
+# otherwise trigger the cyclic collector again and again.
+class _Coding(Struct, gc=False):
+    system: str | None = None
+    code: str | None = None
+
+
+class _Concept(Struct, gc=False):
+    coding: list[_Coding] | None = None
+
+
+class _Reference(Struct, gc=False):
+    reference: str | None = None
+
+
+class _Period(Struct, gc=False):
+    start: str | None = None
+
+
+class _Quantity(Struct, gc=False):
+    value: float | str | None = None  # a JSON integer is decoded as a float (bool is refused), as before
+    unit: str | None = None
+    code: str | None = None
+
+
+class _HumanName(Struct, gc=False):
+    text: str | None = None
+    given: list[str] | None = None
+    family: str | None = None
+
+
+class _Identifier(Struct, gc=False):
+    type: _Concept | None = None
+    value: str | None = None
+    use: str | None = None
+
+
+# The FHIR id pattern checked by msgspec while decoding (``ID`` as a search: anchored, ``\Z`` not ``$``).
+_Id = Annotated[str, Meta(pattern="^" + ID.pattern + r"\Z")]
+
+
+class _Resource(Struct, gc=False, rename={"class_": "class"}):
+    resourceType: str | None = None
+    id: _Id | None = None  # a bad id of a resource screening skips also sends the line the slow way
+    subject: _Reference | None = None
+    status: str | None = None
+    code: _Concept | None = None
+    # Condition
+    onsetDateTime: str | None = None
+    recordedDate: str | None = None
+    verificationStatus: _Concept | None = None
+    # Observation
+    effectiveDateTime: str | None = None
+    issued: str | None = None
+    valueQuantity: _Quantity | None = None
+    # Procedure
+    performedDateTime: str | None = None
+    performedPeriod: _Period | None = None
+    # Encounter
+    period: _Period | None = None
+    class_: Raw = Raw()
+    type: Raw = Raw()
+    serviceType: Raw = Raw()
+    # MedicationRequest (the per-resource reader asks whether medication[x] is there at all, even null)
+    intent: str | None = None
+    authoredOn: str | None = None
+    medicationCodeableConcept: _Concept | None | UnsetType = UNSET
+    medicationReference: Raw = Raw()
+    # Patient
+    birthDate: str | None = None
+    gender: str | None = None
+    name: Raw = Raw()
+    identifier: Raw = Raw()
+    generalPractitioner: Raw = Raw()
+    managingOrganization: Raw = Raw()
+
+
+class _Entry(Struct, gc=False):
+    resource: _Resource | None = None
+
+
+class _Bundle(Struct, gc=False):
+    resourceType: str | None = None
+    entry: list[_Entry] | None = None
+
+
+_BUNDLE: Final = msgspec.json.Decoder(_Bundle)
+_NAMES: Final = msgspec.json.Decoder(list[_HumanName])
+_IDENTIFIERS: Final = msgspec.json.Decoder(list[_Identifier])
+_REFERENCES: Final = msgspec.json.Decoder(list[_Reference])
+_REFERENCE: Final = msgspec.json.Decoder(_Reference | None)
+_CONCEPTS: Final = msgspec.json.Decoder(list[_Concept])
+_CONCEPT: Final = msgspec.json.Decoder(_Concept | None)
+_ANY: Final = msgspec.json.Decoder()
+_SEX: Final = {"male": "M", "female": "F"}
+# A reader's caches are emptied at this size: a population repeats a few thousand dates and codes,
+# but dateTimes with a time of day may all differ.
+_CACHE_SIZE: Final = 1 << 16
+
+
+class _Doubt(Exception):
+    """Something on this line would be reported, or read differently: read it resource by resource."""
+
+
+class BundleLineReader:
+    """Reads Bundle lines of one extract into records, keeping the parsed dates and codings of the lines
+    read so far (a population repeats them; a dict lookup is a fifth of a parse)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._dates: dict[DateKind, dict[str, date | None]] = {"dateTime": {}, "date": {}, "instant": {}}
+        self._codings: dict[tuple[str | None, str | None], tuple[str, str] | tuple[()]] = {}
+
+    def records(self, line: bytes) -> list[ChildRecord] | None:
+        """The records of one NDJSON line holding a Bundle, when the line has nothing to report (no
+        record error, no dropped entry); None when it must be read by the per-resource reader."""
+        # msgspec skips an unknown element without checking its UTF-8, where orjson refuses the line.
+        if not line.isascii():
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        try:
+            bundle = _BUNDLE.decode(line)
+        except msgspec.DecodeError:  # malformed JSON, or a type that does not fit (ValidationError)
+            return None
+        if bundle.resourceType != "Bundle":
+            return None
+        try:
+            return self._records(bundle.entry or [])
+        except _Doubt:
+            return None
+
+    def _records(self, entries: list[_Entry]) -> list[ChildRecord]:
+        patients: dict[str, ChildRecord] = {}
+        facts: dict[str, list[CodedFact]] = {}
+        measurements: dict[str, list[Measurement]] = {}
+        referenced: set[str] = set()  # every subject, also of resources that give no fact
+        date_of, codings_of = self._date, self._codings_of
+        for entry in entries:
+            r = entry.resource
+            if r is None:
+                continue
+            rtype = r.resourceType
+            if rtype not in RESOURCE_TYPES:
+                continue
+            if rtype == "Patient":
+                rid = r.id
+                birth = date_of(r.birthDate, "date")
+                if birth is None or rid is None:
+                    raise _Doubt  # reported (no birth date), or named after its place in the Bundle
+                sex = _SEX.get(r.gender or "", "U")
+                patients[rid] = ChildRecord(rid, birth, sex, source=self.source, **self._patient_extras(r))  # type: ignore[arg-type]
+                continue
+            subject = r.subject
+            if subject is None or not subject.reference:
+                raise _Doubt  # a required subject, or the patient element: left to the per-resource reader
+            ref = subject.reference.rpartition("/")[2]
+            referenced.add(ref)
+            if rtype == "Observation":
+                found = self._measurements(r)
+                if found:
+                    measurements.setdefault(ref, []).extend(found)
+                continue
+            if rtype == "Condition":
+                when = date_of(r.onsetDateTime) or date_of(r.recordedDate)
+                refuted = any(code == "refuted" for _, code in codings_of(r.verificationStatus))
+                new = [CodedFact("condition", s, c, when, refuted) for s, c in codings_of(r.code)]
+            elif rtype == "Procedure":
+                _required(r.status)
+                period = r.performedPeriod
+                when = date_of(r.performedDateTime) or date_of(period.start if period is not None else None)
+                new = [CodedFact("procedure", s, c, when) for s, c in codings_of(r.code)]
+            elif rtype == "Encounter":
+                _required(r.status)
+                if not r.class_ or _empty(_ANY.decode(r.class_)):
+                    raise _Doubt
+                period = r.period
+                when = date_of(period.start if period is not None else None)
+                codings = []
+                for concept in _decode(_CONCEPTS, r.type) or ():
+                    codings += codings_of(concept)
+                if r.serviceType:
+                    codings += codings_of(_decode(_CONCEPT, r.serviceType))
+                new = [CodedFact("encounter", s, c, when) for s, c in codings]
+            else:  # MedicationRequest
+                _required(r.status)
+                _required(r.intent)
+                concept = r.medicationCodeableConcept
+                if concept is UNSET and not r.medicationReference:
+                    raise _Doubt
+                when = date_of(r.authoredOn)
+                new = [CodedFact("medication", s, c, when) for s, c in codings_of(None if concept is UNSET else concept)]
+            if new:
+                facts.setdefault(ref, []).extend(new)
+        if not referenced <= patients.keys():
+            raise _Doubt  # resources of a Patient not in the Bundle: reported
+        for pid, record in patients.items():
+            record.facts.extend(facts.get(pid, ()))
+            record.measurements.extend(measurements.get(pid, ()))
+        return list(patients.values())
+
+    def _date(self, value: str | None, kind: DateKind = "dateTime") -> date | None:
+        if value is None:
+            return None
+        known = self._dates[kind]
+        if value in known:
+            return known[value]
+        try:
+            parsed = parse_date(value, kind)
+        except ValueError:
+            raise _Doubt from None
+        if len(known) >= _CACHE_SIZE:
+            known.clear()
+        known[value] = parsed
+        return parsed
+
+    def _codings_of(self, concept: _Concept | None | UnsetType) -> list[tuple[str, str]]:
+        """``(short system, code)`` of each coding with a code, as ``datasets.fhir_fast`` reads them."""
+        if concept is None or concept is UNSET:
+            return []
+        codings = concept.coding  # type: ignore[union-attr]
+        if not codings:
+            return []
+        known = self._codings
+        out = []
+        for coding in codings:
+            key = (coding.system, coding.code)
+            pair = known.get(key)
+            if pair is None:
+                pair = _coding(*key)
+                if len(known) >= _CACHE_SIZE:
+                    known.clear()
+                known[key] = pair
+            if pair:
+                out.append(pair)
+        return out
+
+    def _measurements(self, r: _Resource) -> list[Measurement]:
+        _required(r.status)
+        code = r.code
+        if code is None or code.coding is None:
+            raise _Doubt  # required; an empty CodeableConcept ({}) is reported, one with text only is not
+        when = self._date(r.effectiveDateTime) or self._date(r.issued, "instant")
+        codings = self._codings_of(code)
+        quantity = r.valueQuantity
+        if quantity is None:
+            return []
+        value = quantity.value
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise _Doubt from None
+        if when is None or value is None:
+            return []
+        unit = quantity.code or quantity.unit or ""
+        return [Measurement(loinc, value, unit, when) for system, loinc in codings if system == "loinc"]
+
+    def _patient_extras(self, r: _Resource) -> dict[str, str]:
+        """Name, record number and whose patient the child is, as :mod:`datasets.fhir_fast` reads them."""
+        name = ""
+        for human in _decode(_NAMES, r.name) or ():
+            name = human.text or " ".join([*(human.given or ()), human.family or ""]).strip()
+            if name:
+                break
+        mrn = ""
+        for identifier in _decode(_IDENTIFIERS, r.identifier) or ():
+            codes = [code for _, code in self._codings_of(identifier.type)]
+            if "MR" in codes or (not mrn and identifier.use == "usual"):
+                mrn = identifier.value or ""
+        practitioners = [ref.reference for ref in _decode(_REFERENCES, r.generalPractitioner) or () if ref.reference]
+        managing = _decode(_REFERENCE, r.managingOrganization)
+        organization = (managing.reference or "") if managing is not None else ""
+        return {
+            "name": name,
+            "mrn": mrn,
+            "practitioner": next((p for p in practitioners if "Practitioner" in p), practitioners[0] if practitioners else ""),
+            "organization": organization or next((p for p in practitioners if "Organization" in p), ""),
+        }
+
+
+def _coding(system: str | None, code: str | None) -> tuple[str, str] | tuple[()]:
+    """One coding read (``()``: no code, nothing to read); _Doubt for an invalid system URI or code."""
+    short = SYSTEMS.get(system) if system is not None else None
+    if short is None and system is not None:
+        if not system or " " in system:
+            raise _Doubt
+        short = code_system(system)
+    if code is None:
+        return ()
+    if not valid_code(code):
+        raise _Doubt
+    return (short or "other", code)
+
+
+def _required(value: str | None) -> None:
+    if not value:
+        raise _Doubt
+
+
+def _empty(value: Any) -> bool:
+    """What the per-resource reader counts as a missing required element."""
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], raw: Raw) -> Any:
+    """A raw element in the shape this resource type gives it (None when absent)."""
+    if not raw:
+        return None
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError:
+        raise _Doubt from None
