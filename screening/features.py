@@ -105,8 +105,7 @@ def score_child(
             best_disease = (int(np.argmax(shared)), float(shared[int(np.argmax(shared))]))
         best = best_disease[0]
         features[3] = _capped(best_disease[1], "best_disease_information")
-        if features[0] > 0.0:  # no informative finding: nothing to match (most ordinary children)
-            features[4] = _capped(float(info.best_match_total(observed).max()), "best_disease_match")
+        features[4] = _capped(info.best_match_peak(observed), "best_disease_match")
     features[5] = _capped(systems, "organ_systems")
     features[6] = _capped(-2.0 - child.growth_z.get("lhfa", 0.0), "height_deficit")
     features[7] = _capped(-2.0 - child.growth_z.get("hcfa", 0.0), "head_deficit")

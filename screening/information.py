@@ -87,6 +87,19 @@ class SharedInformation:
                 total += self._finding_match(finding, informative=True)
         return total
 
+    def best_match_peak(self, observed: list[int]) -> float:
+        """The largest :meth:`best_match_total` over diseases. One informative finding (most ordinary
+        children who have any) needs no per-disease vector: its best disease shares the most informative
+        of its terms that some disease has at or below it."""
+        informative = [f for f in observed if self.informative_peak[f] > 0.0]
+        if len(informative) != 1:
+            return float(self.best_match_total(informative).max()) if informative else 0.0
+        f = informative[0]
+        terms = self.closure.indices[self.closure.indptr[f] : self.closure.indptr[f + 1]]
+        annotated = self.shared.indptr[terms + 1] > self.shared.indptr[terms]
+        terms = terms[(self.informative_peak[terms] > 0.0) & annotated]
+        return float(self.information[terms].max()) if len(terms) else 0.0
+
     def _finding_match(self, finding: int, informative: bool) -> np.ndarray:
         """Per disease, the information content of the most informative term of the finding's closure
         that the disease shares (Resnik similarity); ``informative``: leaving out commonplace findings and

@@ -134,3 +134,7 @@ def test_findings_one_disease_explains_weigh_more_than_as_many_unrelated_ones(kb
     assert feature(unrelated) >= max(info.information[a], info.information[b]) / 40.0 - 1e-12
     ordinary = _child(["HP:0001945", "HP:0000388", "HP:0011950", "HP:0000964"], rng)  # commonplace only
     assert score_child(ordinary, kb).features[column] == 0.0
+    # The shortcut for one informative finding gives the same number as the per-disease sum.
+    for _ in range(200):
+        observed = rng.sample(range(len(kb.term_ids)), rng.choice([1, 1, 2, 3]))
+        assert info.best_match_peak(observed) == float(info.best_match_total(observed).max())
