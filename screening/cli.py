@@ -81,6 +81,14 @@ def _print_report(summary: dict[str, Any]) -> None:
                 f"{r['top1_annotated']:15.3f}{r['top3_annotated']:6.3f}{r['top10_annotated']:6.3f}"
                 f"{r['top1_mean_over_cohorts']:25.3f}{r['top10_mean_over_cohorts']:6.3f}{served}"
             )
+        genes = ranking.get("gene_level")
+        if genes:
+            print(
+                f"  the case's gene among the served candidates' genes: top1/3/10 {genes['top1']:.3f} {genes['top3']:.3f} "
+                f"{genes['top10']:.3f}; annotated {genes['top1_annotated']:.3f} {genes['top3_annotated']:.3f} "
+                f"{genes['top10_annotated']:.3f}; {genes['unannotated_with_gene_known']} of the diseases missing from "
+                f"the annotations have a gene with annotated diseases, top10 {genes['top10_unannotated_with_gene_known'] or 0:.3f}"
+            )
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:

@@ -31,6 +31,9 @@ FEATURE_CAPS = {
     "specific_findings": 10.0,  # distinct findings of at most ~1 disease in 50, commonplace ones apart
     "information": 60.0,  # nats over the closure of the findings, shared ancestry and commonplace ones apart
     "best_disease_information": 45.0,  # nats shared with the best-matching disease
+    # nats with which one disease explains the informative findings one by one (sum of Resnik similarity):
+    # about four or five specific findings of one disease
+    "best_disease_match": 40.0,
     "organ_systems": 6.0,
     "height_deficit": 3.0,  # SD below -2 of the lowest length/height-for-age z
     "head_deficit": 3.0,
@@ -102,13 +105,14 @@ def score_child(
             best_disease = (int(np.argmax(shared)), float(shared[int(np.argmax(shared))]))
         best = best_disease[0]
         features[3] = _capped(best_disease[1], "best_disease_information")
-    features[4] = _capped(systems, "organ_systems")
-    features[5] = _capped(-2.0 - child.growth_z.get("lhfa", 0.0), "height_deficit")
-    features[6] = _capped(-2.0 - child.growth_z.get("hcfa", 0.0), "head_deficit")
-    features[7] = _capped(-2.0 - child.growth_z.get("wfa", 0.0), "weight_deficit")
-    features[8] = _capped(child.congenital_codes, "congenital_codes")
+        features[4] = _capped(info.best_match_peak(observed), "best_disease_match")
+    features[5] = _capped(systems, "organ_systems")
+    features[6] = _capped(-2.0 - child.growth_z.get("lhfa", 0.0), "height_deficit")
+    features[7] = _capped(-2.0 - child.growth_z.get("hcfa", 0.0), "head_deficit")
+    features[8] = _capped(-2.0 - child.growth_z.get("wfa", 0.0), "weight_deficit")
+    features[9] = _capped(child.congenital_codes, "congenital_codes")
     neuro = kb.term_index.get(NEURODEVELOPMENTAL, -1)
-    features[9] = float(bool(np.any(closure == neuro)))
+    features[10] = float(bool(np.any(closure == neuro)))
     scores = counts = None
     feature_count_max = 0.0
     if observed and keep_vectors:

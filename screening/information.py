@@ -70,14 +70,48 @@ class SharedInformation:
         patient to disease, as Phenomizer and PhenoDP rank): a disease is rewarded for explaining each
         finding specifically, not only for sharing much information in total."""
         total = np.zeros(self.shared.shape[1])
-        indptr, indices = self.shared.indptr, self.shared.indices
         for finding in observed:
-            terms = self.closure.indices[self.closure.indptr[finding] : self.closure.indptr[finding + 1]]
-            best = np.zeros(self.shared.shape[1])
-            for term in terms[np.argsort(self.information[terms])]:  # least informative first: the last write wins
-                best[indices[indptr[term] : indptr[term + 1]]] = self.information[term]
-            total += best
+            total += self._finding_match(finding, informative=False)
         return total / max(len(observed), 1)
+
+    def best_match_total(self, observed: list[int]) -> np.ndarray:
+        """Per disease, the sum over the findings of the information content of the most informative term
+        a finding shares with the disease, commonplace findings and their ancestors apart: how strongly one
+        disease explains the findings one by one. Unlike :meth:`per_disease`, two findings explained by
+        the same specific annotation both count, so findings that cohere in one disease weigh more than
+        as many unrelated ones. Monotone: another finding adds a non-negative term, and a finding's
+        child term shares at least what the finding shared (its closure is larger)."""
+        total = np.zeros(self.shared.shape[1])
+        for finding in observed:
+            if self.informative_peak[finding] > 0.0:
+                total += self._finding_match(finding, informative=True)
+        return total
+
+    def best_match_peak(self, observed: list[int]) -> float:
+        """The largest :meth:`best_match_total` over diseases. One informative finding (most ordinary
+        children who have any) needs no per-disease vector: its best disease shares the most informative
+        of its terms that some disease has at or below it."""
+        informative = [f for f in observed if self.informative_peak[f] > 0.0]
+        if len(informative) != 1:
+            return float(self.best_match_total(informative).max()) if informative else 0.0
+        f = informative[0]
+        terms = self.closure.indices[self.closure.indptr[f] : self.closure.indptr[f + 1]]
+        annotated = self.shared.indptr[terms + 1] > self.shared.indptr[terms]
+        terms = terms[(self.informative_peak[terms] > 0.0) & annotated]
+        return float(self.information[terms].max()) if len(terms) else 0.0
+
+    def _finding_match(self, finding: int, informative: bool) -> np.ndarray:
+        """Per disease, the information content of the most informative term of the finding's closure
+        that the disease shares (Resnik similarity); ``informative``: leaving out commonplace findings and
+        their ancestors (the terms whose informative peak is 0, since that set is closed upwards)."""
+        terms = self.closure.indices[self.closure.indptr[finding] : self.closure.indptr[finding + 1]]
+        if informative:
+            terms = terms[self.informative_peak[terms] > 0.0]
+        best = np.zeros(self.shared.shape[1])
+        indptr, indices = self.shared.indptr, self.shared.indices
+        for term in terms[np.argsort(self.information[terms])]:  # least informative first: the last write wins
+            best[indices[indptr[term] : indptr[term + 1]]] = self.information[term]
+        return best
 
     def informative_total(self, closure: np.ndarray) -> float:
         """Information of the findings beyond commonplace childhood findings (monotone, like :meth:`total`)."""

@@ -14,6 +14,11 @@ Rankers, each measured and reported (``medscreen screening evaluate``, README):
 * ``best_match_combined_fit`` (served): best match + ``BEST_MATCH_SIM_WEIGHT`` x log simGIC +
   ``BEST_MATCH_LR_WEIGHT`` x the likelihood ratio, with the fit.
 
+The served ranker is also measured at the gene level (``gene_level``): the rank of the case's gene (its
+phenopacket-store cohort) among the genes of the ranked diseases (``screening/disease_genes.py``), on every
+case, on the annotated ones, and on those whose disease is missing from the annotations but whose gene has
+other annotated diseases: what a profile built from a gene's other diseases could at most give them.
+
 The weights were chosen on the development half of phenopacket-store from a small grid
 (:data:`WEIGHT_GRID`); ``ranking_report`` also repeats that choice inside a cross-validation over gene
 cohorts (chosen on four fifths of the cohorts, measured on the fifth), so the optimism of choosing on
@@ -128,11 +133,16 @@ def ranking_report(
     """Top-1/3/10 of each ranker on the published terms: per case, on the cases whose disease is in the
     annotations, and averaged over gene cohorts; and the weight choice repeated in a cohort cross-validation."""
     # Evaluation only: scikit-learn (behind screening.metrics) stays out of the serving process.
+    from screening.disease_genes import read_disease_genes
     from screening.metrics import expected_rank
     from screening.train_screener import cohort_of  # the cohort is the folder; one definition
 
+    disease_genes = read_disease_genes(kb.disease_index)
+    known_genes = {g for symbols in disease_genes.values() for g in symbols}
     ranks: dict[str, list[float]] = {r: [] for r in RANKERS}
     grid_ranks: list[list[float]] = []
+    gene_ranks: list[float] = []
+    gene_known: list[bool] = []
     cohorts: list[str] = []
     for case in cases:
         if children_only and (case.age_days is None or case.age_days >= MAX_AGE_DAYS):
@@ -143,12 +153,14 @@ def ranking_report(
         excluded = kb.indices({f.hpo for f in case.features if f.excluded})
         index = next((kb.disease_index[d] for d in case.diseases if d in kb.disease_index), None)
         cohorts.append(cohort_of(case))
+        components = _components(kb, observed, excluded, case.sex, case.age_days)
+        gene_ranks.append(_gene_rank(_combine(components, SERVED_RANKER), disease_genes, cohorts[-1]))
+        gene_known.append(cohorts[-1] in known_genes)
         if index is None:  # counted, as a miss: the disease is not in the annotations
             for ranker in RANKERS:
                 ranks[ranker].append(float("inf"))
             grid_ranks.append([float("inf")] * len(WEIGHT_GRID))
             continue
-        components = _components(kb, observed, excluded, case.sex, case.age_days)
         for ranker in RANKERS:
             ranks[ranker].append(expected_rank(_combine(components, ranker), index))
         grid_ranks.append([expected_rank(_weighted(components, s, lr), index) for s, lr in WEIGHT_GRID])
@@ -162,7 +174,30 @@ def ranking_report(
     for ranker, values in ranks.items():
         out[ranker] = _summary(np.array(values), cohorts, annotated)
     out["weight_choice_cross_validated"] = _cross_validated_choice(np.array(grid_ranks), cohorts, annotated, folds, seed)
+    genes, known = np.array(gene_ranks), np.array(gene_known, dtype=bool)
+    out["gene_level"] = {
+        "ranker": SERVED_RANKER,
+        **_summary(genes, cohorts, annotated),
+        "unannotated_with_gene_known": int((~annotated & known).sum()),
+        **{f"top{k}_unannotated_with_gene_known": round(float(np.mean(genes[~annotated & known] <= k)), 4)
+           if (~annotated & known).any() else None for k in (1, 3, 10)},
+    }
     return out
+
+
+def _gene_rank(scores: np.ndarray, disease_genes: dict[int, frozenset[str]], gene: str, deepest: int = 50) -> float:
+    """Where ``gene`` first appears among the genes of the diseases in ``scores`` order (each gene counted
+    once, at its best disease; ties broken by disease order, as a stable sort does): inf beyond ``deepest``."""
+    seen: set[str] = set()
+    for disease in np.argsort(-scores, kind="stable"):
+        for symbol in sorted(disease_genes.get(int(disease), ())):
+            if symbol not in seen:
+                seen.add(symbol)
+                if symbol == gene:
+                    return float(len(seen))
+        if len(seen) > deepest:
+            break
+    return float("inf")
 
 
 def _cross_validated_choice(

@@ -30,6 +30,7 @@ _FEATURE_WORDS = {
     "specific_findings": "specific findings",
     "information": "information in the findings",
     "best_disease_information": "fit to a known rare disease",
+    "best_disease_match": "findings explained by one rare disease",
     "organ_systems": "organ systems involved",
     "height_deficit": "short length/height for age",
     "head_deficit": "small head for age",

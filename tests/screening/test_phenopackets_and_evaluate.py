@@ -6,11 +6,13 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from datasets.phenopackets import iso_age_days, iter_phenopackets, read_phenopacket
 from medscreen.cli import main
 from screening.findings import CodeMaps, extract_findings
+from screening.knowledge import KnowledgeBase
 from screening.simulate import CaseProjector, simulate_controls
 
 
@@ -81,6 +83,20 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
     for r in ("likelihood_ratio", "combined_fit", "best_match_fit", "best_match_combined_fit", "weight_choice_cross_validated"):
         assert 0 <= ranking[r]["top1"] <= ranking[r]["top3"] <= ranking[r]["top10"] <= 1, r
         assert ranking[r]["top1_annotated"] >= ranking[r]["top1"], r
+    genes = ranking["gene_level"]  # the case's gene (its cohort) among the served candidates' genes
+    assert genes["ranker"] == ranking["served_ranker"] and 0 <= genes["top1"] <= genes["top3"] <= genes["top10"] <= 1
+    assert genes["top10"] > 0  # the fixture's cohorts are genes with annotated diseases
+
+
+def test_gene_rank_counts_each_gene_once_at_its_best_disease(kb: KnowledgeBase) -> None:
+    from screening.disease_genes import read_disease_genes
+    from screening.ranking import _gene_rank
+
+    genes = read_disease_genes(kb.disease_index)
+    assert "FBN1" in genes[kb.disease_index["OMIM:154700"]]  # Marfan syndrome
+    disease_genes = {0: frozenset({"B", "A"}), 1: frozenset({"A"}), 2: frozenset({"C"})}
+    scores = np.array([1.0, 3.0, 2.0])  # disease 1 (A), then 2 (C), then 0 (A again, and B)
+    assert [_gene_rank(scores, disease_genes, g) for g in "ACBD"] == [1.0, 2.0, 3.0, float("inf")]
 
 
 @pytest.mark.shared_data

@@ -90,6 +90,7 @@ def test_commonplace_childhood_findings_carry_no_evidence_and_what_lies_below_th
     ordinary.growth_z, ordinary.congenital_codes = {}, 0
     features = dict(zip(FEATURE_NAMES, score_child(ordinary, kb).features, strict=True))
     assert features["informative_findings"] == features["specific_findings"] == features["information"] == 0.0
+    assert features["best_disease_match"] == 0.0
     # "Recurrent pneumonia" lies below the commonplace "Pneumonia" and still counts, with what it adds.
     below = _child(["HP:0006532"], rng)
     assert kb.ontology.terms["HP:0006532"].parents and "HP:0002090" in kb.ontology.ancestors("HP:0006532")
@@ -100,3 +101,40 @@ def test_commonplace_childhood_findings_carry_no_evidence_and_what_lies_below_th
     syndromic = _child(["HP:0000347", "HP:0001629"], rng)  # micrognathia, ventricular septal defect
     syndromic.growth_z, syndromic.congenital_codes = {}, 0
     assert _risk(model, kb, syndromic) > _risk(model, kb, ordinary)
+
+
+def test_findings_one_disease_explains_weigh_more_than_as_many_unrelated_ones(kb: KnowledgeBase) -> None:
+    """``best_disease_match``: the sum over the findings of what each shares with the best-fitting disease
+    (Resnik), so two specific findings of one disease count in full, two of unrelated diseases only one."""
+    info = kb.information
+    assert info is not None
+    column = FEATURE_NAMES.index("best_disease_match")
+    rng = random.Random(3)
+    specific = [i for i in range(len(kb.term_ids)) if 5.0 < info.information[i] < 7.0 and info.informative_peak[i] > 0]
+    coherent = unrelated = None
+    while coherent is None or unrelated is None:
+        a, b = rng.sample(specific, 2)
+        diseases_a = set(info.shared.indices[info.shared.indptr[a] : info.shared.indptr[a + 1]].tolist())
+        diseases_b = set(info.shared.indices[info.shared.indptr[b] : info.shared.indptr[b + 1]].tolist())
+        if a in info.closure_of([b]) or b in info.closure_of([a]):
+            continue
+        if diseases_a & diseases_b:
+            coherent = coherent or (a, b)
+        elif unrelated is None:
+            unrelated = (a, b)
+
+    def feature(pair: tuple[int, int]) -> float:
+        child = _child([kb.term_ids[i] for i in pair], random.Random(0))
+        return float(score_child(child, kb).features[column])
+
+    a, b = coherent
+    assert feature(coherent) == pytest.approx(min(info.information[a] + info.information[b], 40.0) / 40.0)
+    a, b = unrelated
+    assert feature(unrelated) < (info.information[a] + info.information[b]) / 40.0
+    assert feature(unrelated) >= max(info.information[a], info.information[b]) / 40.0 - 1e-12
+    ordinary = _child(["HP:0001945", "HP:0000388", "HP:0011950", "HP:0000964"], rng)  # commonplace only
+    assert score_child(ordinary, kb).features[column] == 0.0
+    # The shortcut for one informative finding gives the same number as the per-disease sum.
+    for _ in range(200):
+        observed = rng.sample(range(len(kb.term_ids)), rng.choice([1, 1, 2, 3]))
+        assert info.best_match_peak(observed) == float(info.best_match_total(observed).max())
