@@ -42,7 +42,7 @@ class BreastTissue:
     mask: np.ndarray
     breast: np.ndarray
     pectoral: np.ndarray
-    method: str  # "breast less pectoral muscle", "breast (no pectoral muscle found)"
+    method: str  # "breast less pectoral muscle", "breast (no pectoral muscle found)", "whole image (no breast found)"
 
 
 def breast_tissue(image: np.ndarray) -> BreastTissue:
@@ -51,7 +51,10 @@ def breast_tissue(image: np.ndarray) -> BreastTissue:
     # Percentile rescaling clips the darkest fat to 0 inside the breast too: holes are filled.
     breast = ndimage.binary_fill_holes(image > 0)
     if breast.sum() < MIN_TISSUE_PX:
-        raise ValueError("no breast in the image: nothing to keep the heat-map within")
+        # Nothing to keep the map within (a blank or inverted frame): the whole image, named so, rather than
+        # failing a study whose score stands on its own.
+        whole = np.ones(image.shape, dtype=bool)
+        return BreastTissue(whole, whole, np.zeros_like(whole), "whole image (no breast found)")
     oriented, oriented_breast, flipped = orient_chest_wall_left(image, breast)
     line = pectoral_line(oriented, oriented_breast)
     wedge = pectoral_mask(oriented_breast.shape, line) & oriented_breast
