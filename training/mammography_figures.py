@@ -182,9 +182,9 @@ def plot_examples(films: list[MiasFilm], images: np.ndarray, oof_maps: np.ndarra
     chosen = [i for i, f in enumerate(films) if _lesions(f)][:count]
     fig, axes = plt.subplots(1, len(chosen), figsize=(2.2 * len(chosen), 2.6), dpi=100)
     for ax, i in zip(np.atleast_1d(axes), chosen, strict=True):
-        served, _, _ = breast_heatmap(oof_maps[i], images[i], variant=variant)
+        served, _, tissue = breast_heatmap(oof_maps[i], images[i], variant=variant)
         ax.imshow(images[i], cmap="gray")
-        ax.imshow(np.ma.masked_where(served <= 0, served), cmap="jet", alpha=0.35, vmin=0, vmax=1)
+        ax.imshow(np.ma.masked_where(~tissue.mask, served), cmap="jet", alpha=0.35, vmin=0, vmax=1)
         for r, c, radius in _lesions(films[i]):
             ax.add_patch(plt.Circle((c, r), max(radius, CELL), fill=False, color="white", lw=1))
         row, col = np.unravel_index(int(np.argmax(served)), served.shape)

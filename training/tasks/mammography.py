@@ -263,7 +263,19 @@ def train(
             },
             extra_metrics={"headline": headline_of(figures), "cross_validation": plan, "pointing_game": pointing},
         )
-        return write_bundle(report, out_dir, run)
+        written = write_bundle(report, out_dir, run)
+        if not limit:
+            # The served heat-map is chosen, and its pointing game measured, from the file just written
+            # (its fold networks out of fold), as `python -m training.mammography_figures` does.
+            import mlflow
+
+            from training.mammography_figures import pointing_figures, update_bundle
+
+            update_bundle(out_dir, pointing_figures(out_dir, data_dir))
+            for name in ("card.md", "metrics.json", "bundle.json"):
+                mlflow.log_artifact(str(Path(out_dir) / name))
+            mlflow.log_artifact(str(Path(out_dir) / "plots" / "heatmaps_out_of_fold.png"), artifact_path="plots")
+        return written
 
 
 def _plot_heatmaps(films: list[MiasFilm], arrays: np.ndarray, heatmaps: np.ndarray, out_dir: Path) -> None:
