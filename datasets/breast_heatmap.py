@@ -21,7 +21,7 @@ from datasets.mammo_features import blob_responses
 from datasets.pectoral_muscle import orient_chest_wall_left, pectoral_line, pectoral_mask
 from datasets.preprocess import resize
 
-__all__ = ["BreastTissue", "breast_tissue", "breast_heatmap", "VARIANTS", "SKIN_BAND_PX"]
+__all__ = ["BreastTissue", "breast_tissue", "breast_heatmap", "VARIANTS", "DESCRIPTIONS", "SKIN_BAND_PX"]
 
 # Declared before measuring (issue 12, item 5), in order of simplicity (a tie goes to the earlier one):
 # - "cnn-tissue": the network's map inside the breast tissue (breast less pectoral muscle);
@@ -31,6 +31,12 @@ __all__ = ["BreastTissue", "breast_tissue", "breast_heatmap", "VARIANTS", "SKIN_
 # - "cnn-x-blobs": the product of the network's and the blob map, each scaled within the tissue:
 #   a place must look suspicious to the network and be a compact bright blob.
 VARIANTS = ("cnn-tissue", "cnn-inner", "blobs", "cnn-x-blobs")
+DESCRIPTIONS = {
+    "cnn-tissue": "network map inside the tissue",
+    "cnn-inner": "network map inside the tissue less a 6.4 mm skin band",
+    "blobs": "multi-scale bright blobs (no learning) inside the tissue",
+    "cnn-x-blobs": "network map x bright blobs, each scaled within the tissue",
+}
 SKIN_BAND_PX = 16  # one heat-map cell of the 512 px film (0.4 mm pixels)
 MIN_TISSUE_PX = 500
 

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from datasets.breast_heatmap import VARIANTS, breast_heatmap
+from datasets.breast_heatmap import DESCRIPTIONS, VARIANTS, breast_heatmap
 from datasets.mias import MiasFilm, load_mias
 from datasets.splits import patient_folds
 from training.tasks.mammography import CELL, _lesions, development_set, pointing_game
@@ -216,7 +216,8 @@ def localisation_text(figures: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for name, g in figures["variants"].items():
-        lines.append(f"| {name} | {g['films']} | {g['hits']} | {g['rate']:.2f} ({g['ci'][0]:.2f}-{g['ci'][1]:.2f}) |")
+        label = f"`{name}`: {DESCRIPTIONS[name]}" if name in DESCRIPTIONS else name
+        lines.append(f"| {label} | {g['films']} | {g['hits']} | {g['rate']:.2f} ({g['ci'][0]:.2f}-{g['ci'][1]:.2f}) |")
     nested = figures["nested"]
     lines.append(f"| choice of map inside the cross-validation (nested) | {nested['films']} | {nested['hits']} | "
                  f"{nested['rate']:.2f} ({nested['ci'][0]:.2f}-{nested['ci'][1]:.2f}) |")

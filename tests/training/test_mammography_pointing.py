@@ -33,4 +33,4 @@ def test_pointing_game_is_recomputed_from_the_shipped_file(shared_data) -> None:
         assert abs(game["rate"] - stated["variants"][name]["rate"]) <= TOLERANCE, name
     card = (MODEL_DIR / "card.md").read_text()
     served = figures["served"]
-    assert f"| {figures['chosen']} | {served['films']} | {served['hits']} | {served['rate']:.2f} " in card
+    assert f"| `{figures['chosen']}`: " in card and f" | {served['films']} | {served['hits']} | {served['rate']:.2f} (" in card
