@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from datasets.pectoral_muscle import orient_chest_wall_left, pectoral_line, pectoral_mask
 
-__all__ = ["FilmFeatures", "film_features", "pair_features", "candidate_pair_features", "CANDIDATE_FEATURES", "CONTRALATERAL_FEATURES", "FILM_FEATURES", "PAIR_FEATURES", "FEATURES_VERSION", "GRID"]
+__all__ = ["FilmFeatures", "film_features", "blob_responses", "pair_features", "candidate_pair_features", "CANDIDATE_FEATURES", "CONTRALATERAL_FEATURES", "FILM_FEATURES", "PAIR_FEATURES", "FEATURES_VERSION", "GRID"]
 
 FEATURES_VERSION = 1
 # Blob scales in 0.4 mm pixels: sigma 0.8-6.4 mm, blobs of about 2-18 mm across (larger masses peak at 16;
@@ -87,17 +87,11 @@ def film_features(image: np.ndarray, *, remove_pectoral: bool = True) -> FilmFea
     local_mean = ndimage.uniform_filter(oriented, 15)
     local_std = np.sqrt(np.maximum(ndimage.uniform_filter(oriented**2, 15) - local_mean**2, 0))
     contrast = oriented - ndimage.gaussian_filter(oriented, 16.0)
-    # Blobs away from the tissue edge only: the skin line and the muscle edge are the strongest "blobs".
-    blob_stats, blob_map, responses = [], np.zeros_like(oriented), []
-    filled = np.where(tissue, oriented, p50)
-    for sigma in SIGMAS:
-        response = -(sigma**2) * ndimage.gaussian_laplace(filled, sigma) / std
-        inner = ndimage.binary_erosion(tissue, iterations=min(int(2 * sigma) + 2, 24))
-        inner = inner if inner.sum() > 50 else tissue
+    blob_map, responses, inners = blob_responses(oriented, tissue)
+    blob_stats = []
+    for response, inner in zip(responses, inners, strict=True):
         inside = response[inner]
         blob_stats += [float(inside.max()), float(np.sort(inside)[-10:].mean()), float(np.percentile(inside, 99))]
-        blob_map = np.maximum(blob_map, np.where(inner, response, 0))
-        responses.append(response)
     row_features = [
         float(np.log(tissue.sum())), float(line is not None), mean, std, p10, p50, p90, p99,
         float((centred**3).mean()), float((centred**4).mean()), float((values > p50 + std).mean()),
@@ -114,6 +108,28 @@ def film_features(image: np.ndarray, *, remove_pectoral: bool = True) -> FilmFea
         np.histogram(values, bins=32, range=(0.0, 1.0))[0] / max(values.size, 1), flipped,
         candidates, points, _frame_max(blob_map, tissue, box), box, int(image.shape[1]),
     )
+
+
+def blob_responses(image: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """(blob map, per-scale responses, per-scale inner masks) of a film in [0, 1] over its ``tissue`` mask.
+
+    The response is the scale-normalised negative Laplacian of Gaussian in units of the tissue's
+    brightness spread; the map keeps each scale only inside the tissue eroded by about twice its
+    sigma, because the skin line and the muscle edge are the strongest "blobs" of any film.
+    Rotation-free, so it is the same whichever way the film faces.
+    """
+    values = image[tissue]
+    std = float(values.std()) + 1e-6
+    filled = np.where(tissue, image, float(np.percentile(values, 50)))
+    blob_map, responses, inners = np.zeros_like(image), [], []
+    for sigma in SIGMAS:
+        response = -(sigma**2) * ndimage.gaussian_laplace(filled, sigma) / std
+        inner = ndimage.binary_erosion(tissue, iterations=min(int(2 * sigma) + 2, 24))
+        inner = inner if inner.sum() > 50 else tissue
+        blob_map = np.maximum(blob_map, np.where(inner, response, 0))
+        responses.append(response)
+        inners.append(inner)
+    return blob_map, responses, inners
 
 
 def pair_features(own: FilmFeatures, other: FilmFeatures) -> np.ndarray:

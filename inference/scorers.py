@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from datasets.breast_heatmap import breast_heatmap
 from datasets.ct_candidates import Candidate, extract_patches, find_candidates
 from datasets.dicom_series import Volume
 from datasets.lung_fields import heatmap_within, lung_fields
@@ -63,22 +64,6 @@ def _heatmap_of(model: LoadedModel, outputs: dict[str, Any]) -> np.ndarray | Non
     return values.reshape(values.shape[0], values.shape[-2], values.shape[-1])
 
 
-def _inside_organ(heatmap: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """The heat-map with cells outside the organ set to the lowest value inside it.
-
-    Masked inputs (mammography: ``preprocess.extra.mask == "breast"``) are zero outside the breast.
-    The overlay scales the heat-map between its own minimum and maximum, so outside cells at the
-    inside minimum show no colour and the colours are scaled within the organ; the peak can only
-    fall inside it.
-    """
-    rows, cols = heatmap.shape
-    cells = image[: image.shape[0] // rows * rows, : image.shape[1] // cols * cols]
-    tissue = (cells > 0).reshape(rows, cells.shape[0] // rows, cols, cells.shape[1] // cols).mean(axis=(1, 3)) >= 0.5
-    if not tissue.any():
-        return heatmap
-    return np.where(tissue, heatmap, heatmap[tissue].min()).astype(heatmap.dtype)
-
-
 def _candidate_marker(shape: tuple[int, int], row: float, col: float, radius_px: float) -> np.ndarray:
     """A soft disc at the candidate, drawn by the heat-map overlay as the CT marker."""
     rr, cc = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -108,8 +93,13 @@ def _image_score(model: LoadedModel, ds: Any, *, lungs: bool = False) -> TaskSco
             fields = lung_fields(image[0, 0])
             heatmap, values = heatmap_within(heatmap, fields.mask)
             extra["organ_mask"] = f"lung fields ({fields.method})"
-        elif (model.bundle.get("preprocess", {}).get("extra") or {}).get("mask"):
-            heatmap = values = _inside_organ(heatmap, image[0, 0])
+        elif (model.bundle.get("preprocess", {}).get("extra") or {}).get("mask") == "breast":
+            # The bundle names the map chosen out of fold (``training.mammography_figures``); a bundle
+            # from before that choice gets the network's own map kept to the tissue.
+            variant = str((model.bundle.get("localisation") or {}).get("map", "cnn-tissue"))
+            heatmap, values, tissue = breast_heatmap(heatmap, image[0, 0], variant=variant)
+            extra["organ_mask"] = tissue.method
+            extra["heatmap_map"] = variant
         row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
         rows, cols = int(ds.Rows), int(ds.Columns)
         localisation = {

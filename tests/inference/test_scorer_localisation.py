@@ -10,26 +10,16 @@ import onnxruntime as ort
 import pytest
 from scipy import ndimage
 
-from benchmarks.study_factory import wrap_radiograph
+from benchmarks.study_factory import wrap_mammogram, wrap_radiograph
+from datasets.breast_heatmap import breast_tissue
 from datasets.ct_candidates import extract_patches, find_candidates
 from datasets.dicom_series import Volume
 from datasets.lidc import load_lidc, nodule_centres
 from datasets.lung_fields import lung_fields
 from inference.champions import LoadedModel
-from inference.scorers import _candidate_marker, _inside_organ
+from inference.scorers import _candidate_marker
 from inference.shipped_models import SHIPPED_MODELS_DIR, read_bundle
 from tests.conftest import FIXTURES
-
-
-def test_heatmap_outside_the_organ_takes_the_lowest_value_inside() -> None:
-    image = np.zeros((64, 64), np.float32)
-    image[:, :32] = 0.6  # the breast fills the left half
-    heatmap = np.full((4, 4), 0.2, np.float32)
-    heatmap[:, 3] = 0.9  # a hot skin line / background column outside the breast
-    heatmap[1, 1] = 0.5
-    inside = _inside_organ(heatmap, image)
-    assert np.unravel_index(int(np.argmax(inside)), inside.shape) == (1, 1)
-    assert (inside[:, 2:] == 0.2).all() and inside[1, 1] == 0.5
 
 
 def test_ct_marker_peaks_at_the_candidate() -> None:
@@ -171,3 +161,34 @@ def test_ct_sr_regions_are_one_per_distinct_finding_and_cover_every_listed_candi
     for c in listed:
         here = position(c["sop_instance_uid"], c["row"], c["col"])
         assert min(np.linalg.norm(here - r) for r in regions) < FINDING_SEPARATION_MM
+
+
+# Issue 12 item 5: the served mammography map was the network's map with only the background cells lowered;
+# its peak followed the skin line and lit the pectoral muscle (out-of-fold pointing game 22/61).
+def test_mammography_heatmap_is_zero_outside_the_breast_and_on_the_pectoral_muscle(tmp_path) -> None:
+    import pydicom
+
+    from inference.scorers import score_mammography
+
+    model = _shipped_model("mammography")
+    mias = FIXTURES / "datasets" / "mias"
+    views = [pydicom.dcmread(wrap_mammogram(mias / f"mdb00{n}.png", tmp_path / f"{n}.dcm", laterality=side, study_uid="1.2.3.4"))
+             for n, side in ((1, "R"), (2, "L"))]
+    result = score_mammography(model, views, min_ct_slices=1)
+    assert result.heatmap is not None and result.image is not None
+    tissue = breast_tissue(result.image)
+    assert tissue.method == "breast less pectoral muscle" and tissue.pectoral.sum() > 1000
+    assert result.heatmap.shape == result.image.shape
+    assert (result.heatmap[result.image == 0] == 0).all() and (result.heatmap[~tissue.breast] == 0).all()
+    assert (result.heatmap[tissue.pectoral] == 0).all()
+    assert result.heatmap.max() == pytest.approx(1.0)
+    peak = np.unravel_index(int(np.argmax(result.heatmap)), result.heatmap.shape)
+    assert tissue.mask[peak]
+    col, row = result.localisation["point"]
+    source = result.source
+    assert tissue.mask[int(row * 512 / int(source.Rows)), int(col * 512 / int(source.Columns))]
+    assert result.localisation["organ_mask"] == "breast less pectoral muscle"
+    assert result.localisation["heatmap_map"] == model.bundle["localisation"]["map"]
+    # The map moves the pointer, never the score.
+    plain = model.run(result.image[None, None].astype(np.float32))
+    assert result.score == pytest.approx(float(np.asarray(plain["score"])[0, 0]), abs=1e-6)

@@ -263,7 +263,19 @@ def train(
             },
             extra_metrics={"headline": headline_of(figures), "cross_validation": plan, "pointing_game": pointing},
         )
-        return write_bundle(report, out_dir, run)
+        written = write_bundle(report, out_dir, run)
+        if not limit:
+            # The served heat-map is chosen, and its pointing game measured, from the file just written
+            # (its fold networks out of fold), as `python -m training.mammography_figures` does.
+            import mlflow
+
+            from training.mammography_figures import pointing_figures, update_bundle
+
+            update_bundle(out_dir, pointing_figures(out_dir, data_dir))
+            for name in ("card.md", "metrics.json", "bundle.json"):
+                mlflow.log_artifact(str(Path(out_dir) / name))
+            mlflow.log_artifact(str(Path(out_dir) / "plots" / "heatmaps_out_of_fold.png"), artifact_path="plots")
+        return written
 
 
 def _plot_heatmaps(films: list[MiasFilm], arrays: np.ndarray, heatmaps: np.ndarray, out_dir: Path) -> None:
@@ -366,7 +378,8 @@ def _card_text(params: dict[str, Any], figures: Any, malignant: Any, pointing: d
             f"out-of-fold scores keeps its meaning: at it the shipped file flags {apparent.sensitivity:.2f} of the "
             f"abnormal development films (apparent, training films included) against {cv.sensitivity:.2f} out of fold.\n"
             "- 0.4 mm pixels erase most microcalcifications; calcification findings are unlikely to be found.\n"
-            "- The pectoral muscle is not removed (the mask keeps it); the two views of a woman are scored "
+            "- The network sees the pectoral muscle (its input mask keeps it; only the served heat-map removes it, see "
+            "Localisation); the two views of a woman are scored "
             "independently: no asymmetry comparison, no priors. Hand-feature methods with both (pectoral removal, "
             "left-right differences, blob candidates; `python -m training.mammography_candidates`, README) were "
             "cross-validated on the same folds and did not beat this model beyond noise, so none ships.\n"
