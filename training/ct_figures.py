@@ -272,9 +272,8 @@ def localisation_text(summary: dict[str, Any]) -> str:
 
 
 def redraw(model_dir: Path, data_dir: Path) -> dict[str, Any]:
-    """Redraw the figure from the shipped ``model.onnx`` and rewrite the card's Figures, Localisation and
-    Limitations sections, its time to result and ``metrics.json`` ``pointing_game`` exactly as training writes
-    them (so figures measured on the shipped file, such as the kernel shifts, reach the card without retraining)."""
+    """Redraw the figure from the shipped ``model.onnx`` and rewrite the card's Localisation section and
+    ``metrics.json`` ``pointing_game`` exactly as training writes them."""
     from training.card_figures import run_ensemble
 
     model_dir = Path(model_dir)
@@ -299,12 +298,9 @@ def redraw(model_dir: Path, data_dir: Path) -> dict[str, Any]:
     metrics["pointing_game"] = summary
     card_path = model_dir / "card.md"
     card = card_path.read_text()
-    from training.tasks.ct_chest import TIME_TO_RESULT, limitations_text
-
     sections = {
         "Figures": figures_text(metrics["series_validation"], float(metrics["headline"]["threshold"])),
         "Localisation": localisation_text(summary),
-        "Limitations": limitations_text(metrics["series_validation"]),
     }
     for title, text in sections.items():
         found = re.search(rf"## {title}\n\n(.*?)\n## ", card, re.S)
@@ -312,9 +308,6 @@ def redraw(model_dir: Path, data_dir: Path) -> dict[str, Any]:
             raise ValueError(f"{card_path} has no {title} section")
         # training.publish.render_card writes a section as its text, a newline, and a blank line before the next.
         card = card[: found.start(1)] + text + "\n" + card[found.end(1) :]
-    # The measured time to result closes the Model section (training.tasks.ct_chest._card_text).
-    card = re.sub(r"(Time to result \(`benchmarks/time_to_result.py`, complete -> written back, p95\): )[^\n]*",
-                  lambda m: m.group(1) + TIME_TO_RESULT, card)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     card_path.write_text(card)
     return summary

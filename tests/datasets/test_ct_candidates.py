@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from datasets.ct_candidates import SEARCH_MM, Candidate, extract_patch, find_candidates, lung_mask
+from datasets.ct_candidates import MAX_BLOB_CANDIDATES, SEARCH_MM, Candidate, extract_patch, find_candidates, lung_mask
 from datasets.dicom_series import Volume
 from datasets.lidc import load_lidc, nodule_centres
 from tests.conftest import FIXTURES
@@ -84,7 +84,7 @@ def test_a_nodule_bulging_from_the_pleura_is_a_candidate() -> None:
     # blob against the lungs read as air, on the slices through its middle.
     hu, nodule, _ = _phantom(0.7, slices=9, inset_mm=2.0, slice_mm=1.25)
     volume = Volume(hu, (1.25, 0.7, 0.7), tuple(float(i) for i in range(len(hu))), tuple(str(i) for i in range(len(hu))))
-    on_nodule = [c for c in find_candidates(volume) if np.hypot(c.row - nodule[0], c.col - nodule[1]) <= 4.0 / 0.7]
+    on_nodule = [c for c in find_candidates(volume, max_blobs=MAX_BLOB_CANDIDATES) if np.hypot(c.row - nodule[0], c.col - nodule[1]) <= 4.0 / 0.7]
     assert {3, 4, 5} <= {c.slice_index for c in on_nodule}
     density_only = find_candidates(volume, max_blobs=0)
     assert not [c for c in density_only if np.hypot(c.row - nodule[0], c.col - nodule[1]) <= 4.0 / 0.7]
@@ -105,5 +105,5 @@ def test_ground_glass_nodule_beside_denser_tissue_is_a_candidate() -> None:
         return {k.slice_index for k in candidates for s, r, c, radius, _ in marks
                 if k.slice_index == s and np.hypot(k.row - r, k.col - c) <= max(radius, 5.0) + 4}
 
-    assert {0, 1} <= on_mark(find_candidates(volume))
+    assert {0, 1} <= on_mark(find_candidates(volume, max_blobs=MAX_BLOB_CANDIDATES))
     assert on_mark(find_candidates(volume, max_blobs=0)) == set()  # the density maxima alone miss it
