@@ -222,13 +222,19 @@ def growth_findings_batch(
     sex = np.array([{"M": 0, "F": 1}.get(s, -1) for s in sexes], dtype=np.int64)[child]
     curve = np.where(sex >= 0, curves[indicator, np.maximum(sex, 0)], -1)
     z = standards.z_many(curve, age_days, value)
-    # Each series sorted by (age, value), as growth_findings sorts it, then the unusable z's left out.
-    order = np.lexsort((value, age_days, indicator, child))
-    order = order[~np.isnan(z[order]) & ~(np.abs(z[order]) > 6)]  # beyond 6 SD: a units or typing error
-    c, ind, age, zs = child[order], indicator[order], age_days[order], z[order]
-    n = len(zs)
+    # The usable z's (beyond 6 SD: a units or typing error), each series sorted by (age, value) as
+    # growth_findings sorts it: by value first (rows of equal value and series and age are the same
+    # row, so any order of them will do: the quick sort), then stably by series and age (4x cheaper
+    # than a lexsort of the four keys).
+    usable = np.flatnonzero(np.abs(z) <= 6)  # NaN compares False
+    n = len(usable)
     if not n:
         return out
+    by_value = usable[np.argsort(value[usable])]
+    age = age_days[by_value]
+    series = (child[by_value] * len(INDICATORS) + indicator[by_value]) * (int(age.max()) + 1) + age
+    order = by_value[np.argsort(series, kind="stable")]
+    c, ind, age, zs = child[order], indicator[order], age_days[order], z[order]
     opens = np.concatenate([[True], (c[1:] != c[:-1]) | (ind[1:] != ind[:-1])])
     group = np.cumsum(opens) - 1
     starts = np.flatnonzero(opens)
@@ -241,7 +247,7 @@ def growth_findings_batch(
     key = group * stride + age
     prefix_end = np.searchsorted(key, key - 60, side="right")
     has_earlier = prefix_end > starts[group]
-    by_z = np.argsort(zs, kind="stable")
+    by_z = np.argsort(zs)  # tied z's share their value: any order of them gives the same maximum
     rank = np.empty(n, dtype=np.int64)
     rank[by_z] = np.arange(n)
     running = np.maximum.accumulate(rank + group * n) - group * n
@@ -265,9 +271,15 @@ def growth_findings_batch(
         term = FAILURE_TO_THRIVE if kind == 0 else _THRESHOLD_TERMS[name][kind - 1]
         out[int(c[r])][0].append(GrowthFinding(term, int(age[r]), float(zs[r]), name))
 
-    # The lowest z that a second measurement confirms: the second lowest of a series (the only one alone).
-    by_series = np.lexsort((zs, group))
-    second = by_series[np.where(ends - starts > 1, starts + 1, starts)]
+    # The lowest z that a second measurement confirms: the second of the series sorted by z (the only one
+    # alone). Python's sort keeps tied z's (0.0 and -0.0 among them) in series order, so: the first
+    # lowest, then the first lowest of the others, without sorting.
+    lowest = np.minimum.reduceat(zs, starts)
+    first = np.minimum.reduceat(np.where(zs == lowest[group], positions, n), starts)
+    others = zs.copy()
+    others[first] = np.inf  # a series of one is left with only this: its second is its first
+    runner_up = np.minimum.reduceat(others, starts)
+    second = np.minimum.reduceat(np.where(others == runner_up[group], positions, n), starts)
     for ch, i, low in zip(c[starts].tolist(), ind[starts].tolist(), zs[second].tolist(), strict=True):
         out[ch][1][INDICATORS[i]] = min(low, 0.0)
     return out

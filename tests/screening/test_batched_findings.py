@@ -71,18 +71,31 @@ def _random_series(rng: np.random.Generator, n_children: int) -> tuple[list[str]
     return sexes, series
 
 
+def _median(standards: GrowthStandards, indicator: str, age: int) -> float:
+    ages, _, medians, _ = standards.curves[(indicator, "M")]
+    return float(np.interp(float(age), ages, medians))
+
+
 def test_growth_findings_batch_equals_growth_findings(standards: GrowthStandards) -> None:
     rng = np.random.default_rng(7)
     sexes, series = _random_series(rng, 3000)
     series[0] = [("wfa", 60, 5.1), ("wfa", 300, 6.4)]  # failure to thrive (test_growth_findings)
     series[1] = [("hcfa", 300, 39.5), ("hcfa", 365, 40.0), ("hcfa", 540, 47.5)]  # persists at two
     sexes[0], sexes[1] = "F", "M"
+    # z's of exactly 0 (a value on the median; -0.0 where L < 0) and tied z's: the lowest z of a series
+    # is the second of Python's stable sort
+    medians = {i: [_median(standards, i, a) for a in (100, 400, 900)] for i in INDICATORS}
+    series[2] = [(i, a, m) for i in INDICATORS for a, m in zip((100, 400, 900), medians[i], strict=True)]
+    series[3] = [("wfa", 400, medians["wfa"][1]), ("wfa", 100, medians["wfa"][0]), ("lhfa", 50, 40.0), ("lhfa", 60, 40.0)]
+    sexes[2] = sexes[3] = "M"
     rows = [(c, INDICATORS.index(i), a, v) for c, m in enumerate(series) for i, a, v in m]
     child, indicator, age = (np.array([r[k] for r in rows], dtype=np.int64) for k in range(3))
     batch = growth_findings_batch(standards, sexes, child, indicator, age, np.array([r[3] for r in rows]))
     one_by_one = [growth_findings(standards, sex, m) for sex, m in zip(sexes, series, strict=True)]
     assert batch == one_by_one
     assert list(batch[1][1]) == ["hcfa"] and batch[0][0][0].hpo == "HP:0001508"
+    assert [math.copysign(1.0, v) for v in batch[2][1].values()] == [math.copysign(1.0, v) for v in one_by_one[2][1].values()]
+    assert batch[2][1] == {"lhfa": 0.0, "hcfa": 0.0, "wfa": 0.0}
     found = [g.hpo for f, _ in batch for g in f]
     assert found.count("HP:0001508") > 20 and len(set(found)) == 7  # all six threshold terms and failure to thrive
     empty = growth_findings_batch(standards, ["M"], *(np.zeros(0, dtype=np.int64) for _ in range(3)), np.zeros(0))
