@@ -20,6 +20,7 @@ from typing import Literal
 __all__ = [
     "CodedFact",
     "Measurement",
+    "measurement",
     "ChildRecord",
     "DroppedEntry",
     "RecordError",
@@ -78,6 +79,16 @@ class Measurement:
     value: float
     unit: str
     date: date
+
+
+def measurement(loinc: str, value: float, unit: str, when: date) -> Measurement:
+    """``Measurement(loinc, value, unit, when)``, the same object, for a reader that makes millions: the
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, which made up a
+    quarter of reading a Bundle line (~19 measurements a child); filling the new object's ``__dict__``
+    at once costs about half as much."""
+    made = object.__new__(Measurement)
+    made.__dict__.update(loinc=loinc, value=value, unit=unit, date=when)
+    return made
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,25 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from datasets.emr_records import ChildRecord, CodedFact
-from screening.growth import GrowthStandards, growth_findings, load_growth_standards
+from screening.growth import GrowthFinding, GrowthStandards, growth_findings, load_growth_standards
 from screening.icd10_map import Icd10Map, load_icd10_map, normalise_icd10
 from screening.ontology import Ontology
 from screening.orphanet import OrphanDiagnoses, load_orphan_diagnoses
 
-__all__ = ["Finding", "ChildFindings", "CodeMaps", "load_code_maps", "extract_findings", "Status", "SCORED_STATUSES", "MAX_AGE_DAYS"]
+__all__ = [
+    "Finding",
+    "ChildFindings",
+    "CodeMaps",
+    "LabRule",
+    "load_code_maps",
+    "extract_findings",
+    "coded_findings",
+    "growth_finding",
+    "unit_factor",
+    "Status",
+    "SCORED_STATUSES",
+    "MAX_AGE_DAYS",
+]
 
 _DATA = Path(str(resources.files("screening") / "data"))
 MAX_AGE_DAYS = int(7 * 365.25)
@@ -188,39 +201,18 @@ def load_code_maps(ontology: Ontology) -> CodeMaps:
     return CodeMaps(ontology, load_icd10_map(), load_orphan_diagnoses(), load_growth_standards(), loinc, suspicion)
 
 
+# LOINC length lying / height standing (WHO: lying before 2 years, standing after).
+LYING_LENGTH, STANDING_HEIGHT = "8306-3", "8308-9"
 _UNIT_FACTORS = {"cm": 1.0, "m": 100.0, "mm": 0.1, "[in_i]": 2.54, "in": 2.54, "kg": 1.0, "g": 0.001, "[lb_av]": 0.4536}
 
 
 def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_days: int = MAX_AGE_DAYS) -> ChildFindings:
-    """The child's findings up to ``as_of``; the status says whether the child is screened at all."""
-    age = (as_of - record.birth_date).days
-    child = ChildFindings(record.patient_id, record.sex, age, "screened")
-    if age < 0 or age >= max_age_days:
-        child.status, child.reason = "out_of_age", f"age {age / 365.25:.1f} years is outside 0-{max_age_days / 365.25:.0f}"
+    """The child's findings up to ``as_of``; the status says whether the child is screened at all.
+    (:func:`screening.findings_batch.extract_findings_batch`: the same for many children at once.)"""
+    child, final = coded_findings(record, maps, as_of, max_age_days)
+    if final:
         return child
-
-    birth = record.birth_date
-    for fact in record.facts:
-        when = None if fact.date is None else (fact.date - birth).days
-        if when is not None and when > age:
-            continue  # after the screening date
-        meaning = maps.meaning(fact.kind, fact.system, fact.code)
-        category = meaning.category
-        if category == "specific_drug" and not fact.refuted:
-            child.status, child.reason = "already_diagnosed", "receives a disease-specific drug"
-            return child
-        if category is not None:
-            if not fact.refuted and child.status == "screened":
-                child.status, child.reason = "in_genetics_care", category.replace("_", " ")
-            continue  # never a feature: it reveals an existing suspicion
-        if not fact.refuted and fact.kind == "condition" and fact.system == "icd10":
-            if meaning.orphan is not None:
-                child.status, child.reason = "already_diagnosed", f"{meaning.orphan[0]} {meaning.orphan[1]}"
-                return child
-            child.congenital_codes += meaning.congenital
-        for hpo in meaning.hpo:
-            child.findings.append(Finding(hpo, when, meaning.source, excluded=fact.refuted))
-
+    age, birth = child.age_days, record.birth_date
     measurements: list[tuple[str, int, float]] = []
     for m in record.measurements:
         if m.date is None:
@@ -237,12 +229,11 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
             continue
         if rule.kind.startswith("growth:"):
             indicator = rule.kind.split(":", 1)[1]
-            factor = 1.0 if indicator == "wfa" and not m.unit else _UNIT_FACTORS.get(m.unit.strip().lower(), 1.0)
-            value = m.value * factor
+            value = m.value * unit_factor(m.unit)
             # WHO length (lying) before 2 years, height (standing) after: the two differ by 0.7 cm.
-            if m.loinc == "8306-3" and when >= 731:
+            if m.loinc == LYING_LENGTH and when >= 731:
                 value -= 0.7
-            elif m.loinc == "8308-9" and when < 731:
+            elif m.loinc == STANDING_HEIGHT and when < 731:
                 value += 0.7
             measurements.append((indicator, when, value))
         elif rule.low_below is not None and m.value < rule.low_below and rule.low_hpo:
@@ -252,5 +243,49 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
 
     found, child.growth_z = growth_findings(maps.growth, record.sex, measurements)
     for g in found:
-        child.findings.append(Finding(g.hpo, g.age_days, f"growth:{g.indicator} z={g.z:.1f}"))
+        child.findings.append(growth_finding(g))
     return child
+
+
+def growth_finding(g: GrowthFinding) -> Finding:
+    return Finding(g.hpo, g.age_days, f"growth:{g.indicator} z={g.z:.1f}")
+
+
+def unit_factor(unit: str) -> float:
+    """To cm or kg (a weight without a unit is taken as kg, as is any unknown unit)."""
+    return _UNIT_FACTORS.get(unit.strip().lower(), 1.0) if unit else 1.0
+
+
+def coded_findings(
+    record: ChildRecord, maps: CodeMaps, as_of: date, max_age_days: int = MAX_AGE_DAYS
+) -> tuple[ChildFindings, bool]:
+    """The age gate and the findings of the child's coded facts, and whether the status is final (out
+    of age, already diagnosed: the measurements are then not read)."""
+    age = (as_of - record.birth_date).days
+    child = ChildFindings(record.patient_id, record.sex, age, "screened")
+    if age < 0 or age >= max_age_days:
+        child.status, child.reason = "out_of_age", f"age {age / 365.25:.1f} years is outside 0-{max_age_days / 365.25:.0f}"
+        return child, True
+
+    birth = record.birth_date
+    for fact in record.facts:
+        when = None if fact.date is None else (fact.date - birth).days
+        if when is not None and when > age:
+            continue  # after the screening date
+        meaning = maps.meaning(fact.kind, fact.system, fact.code)
+        category = meaning.category
+        if category == "specific_drug" and not fact.refuted:
+            child.status, child.reason = "already_diagnosed", "receives a disease-specific drug"
+            return child, True
+        if category is not None:
+            if not fact.refuted and child.status == "screened":
+                child.status, child.reason = "in_genetics_care", category.replace("_", " ")
+            continue  # never a feature: it reveals an existing suspicion
+        if not fact.refuted and fact.kind == "condition" and fact.system == "icd10":
+            if meaning.orphan is not None:
+                child.status, child.reason = "already_diagnosed", f"{meaning.orphan[0]} {meaning.orphan[1]}"
+                return child, True
+            child.congenital_codes += meaning.congenital
+        for hpo in meaning.hpo:
+            child.findings.append(Finding(hpo, when, meaning.source, excluded=fact.refuted))
+    return child, False

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["GrowthStandards", "load_growth_standards", "lms_z", "GrowthFinding", "growth_findings"]
+__all__ = ["GrowthStandards", "load_growth_standards", "lms_z", "GrowthFinding", "growth_findings", "INDICATORS"]
 
 SHORT_STATURE = "HP:0004322"
 TALL_STATURE = "HP:0000098"
@@ -30,6 +30,9 @@ MACROCEPHALY = "HP:0000256"
 DECREASED_WEIGHT = "HP:0004325"
 INCREASED_WEIGHT = "HP:0004324"
 FAILURE_TO_THRIVE = "HP:0001508"
+
+# The indicators in the order a child's growth findings are listed.
+INDICATORS = ("lhfa", "hcfa", "wfa")
 
 _EXTRA = Path(str(resources.files("screening") / "data" / "growth_lms_extra.csv"))
 
@@ -66,6 +69,17 @@ class GrowthStandards:
             for col in cols:
                 col[outside] = np.nan
             self._daily[key] = (cols[0].tolist(), cols[1].tolist(), cols[2].tolist())
+        # The same daily values end to end, for z-scores of many measurements at once (:meth:`z_many`).
+        self._keys = list(self._daily)
+        lengths = [len(self._daily[key][0]) for key in self._keys]
+        self._length = np.array(lengths, dtype=np.int64)
+        self._offset = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        self._lms = [np.array([v for key in self._keys for v in self._daily[key][col]]) for col in range(3)]
+
+    def curve(self, indicator: str, sex: str) -> int:
+        """The index of a curve for :meth:`z_many`; -1 where :meth:`z` has no table (unknown sex)."""
+        key = (indicator, sex)
+        return self._keys.index(key) if key in self._daily else -1
 
     def z(self, indicator: str, sex: str, age_days: float, value: float) -> float | None:
         """z-score, or None outside the tables' ages (under 0 or over 7 years) or for unknown sex."""
@@ -78,6 +92,35 @@ class GrowthStandards:
             return None
         z = lms_z(value, ls[day], ms[day], ss[day])
         return None if math.isnan(z) else z
+
+    def z_many(self, curve: np.ndarray, day: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """:meth:`z` of many measurements at once (curve from :meth:`curve`, whole days), NaN where it
+        gives None; the same numbers bit for bit.
+
+        The tables are looked up by index arrays and the arithmetic is numpy's (IEEE, as Python's), but
+        the powers and logarithms are Python's own: numpy's vectorised ``power`` and ``log`` differ from
+        the C library's in the last bit for about 5% of inputs (measured), which would make a batch's
+        z-scores, and so risks, differ from one child's. The rare z beyond +-3 goes through :func:`lms_z`.
+        """
+        z = np.full(len(value), np.nan)
+        safe = np.where(curve >= 0, curve, 0)
+        rows = np.flatnonzero((curve >= 0) & (day >= 0) & (day < self._length[safe]) & (value > 0))
+        at = self._offset[safe[rows]] + day[rows]
+        l, m, s = (col[at] for col in self._lms)  # noqa: E741 (the method's own names)
+        keep = m > 0  # a NaN M (an age before the table starts) is no z either
+        rows, l, m, s, x = rows[keep], l[keep], m[keep], s[keep], value[rows][keep]  # noqa: E741
+        ratio = x / m
+        out = np.empty(len(rows))
+        flat = np.abs(l) < 1e-9
+        if flat.any():
+            out[flat] = np.fromiter(map(math.log, ratio[flat].tolist()), np.float64, int(flat.sum())) / s[flat]
+        bent = ~flat
+        powers = np.fromiter(map(math.pow, ratio[bent].tolist(), l[bent].tolist()), np.float64, int(bent.sum()))
+        out[bent] = (powers - 1.0) / (l[bent] * s[bent])
+        for k in np.flatnonzero(~(np.abs(out) <= 3.0)).tolist():
+            out[k] = lms_z(float(x[k]), float(l[k]), float(m[k]), float(s[k]))
+        z[rows] = out
+        return z
 
 
 def load_growth_standards() -> GrowthStandards:
@@ -155,3 +198,88 @@ _THRESHOLD_TERMS = {
     "hcfa": (MICROCEPHALY, MACROCEPHALY),
     "wfa": (DECREASED_WEIGHT, INCREASED_WEIGHT),
 }
+
+
+def growth_findings_batch(
+    standards: GrowthStandards,
+    sexes: list[str],
+    child: np.ndarray,
+    indicator: np.ndarray,
+    age_days: np.ndarray,
+    value: np.ndarray,
+) -> list[tuple[list[GrowthFinding], dict[str, float]]]:
+    """:func:`growth_findings` of many children at once, the same findings and lowest z's, in the same
+    order: one row per measurement (``child``: its index in ``sexes``; ``indicator``: its index in
+    :data:`INDICATORS`; whole days; values without NaN, which :func:`growth_findings` sorts its own way).
+
+    Every measurement's z at once (:meth:`GrowthStandards.z_many`), then the persistence rules per
+    (child, indicator) series as array operations; Python only builds the findings and the lowest z's.
+    """
+    out: list[tuple[list[GrowthFinding], dict[str, float]]] = [([], {}) for _ in sexes]
+    if not len(child):
+        return out
+    curves = np.array([[standards.curve(ind, sex) for sex in ("M", "F")] for ind in INDICATORS], dtype=np.int64)
+    sex = np.array([{"M": 0, "F": 1}.get(s, -1) for s in sexes], dtype=np.int64)[child]
+    curve = np.where(sex >= 0, curves[indicator, np.maximum(sex, 0)], -1)
+    z = standards.z_many(curve, age_days, value)
+    # The usable z's (beyond 6 SD: a units or typing error), each series sorted by (age, value) as
+    # growth_findings sorts it: by value first (rows of equal value and series and age are the same
+    # row, so any order of them will do: the quick sort), then stably by series and age (4x cheaper
+    # than a lexsort of the four keys).
+    usable = np.flatnonzero(np.abs(z) <= 6)  # NaN compares False
+    n = len(usable)
+    if not n:
+        return out
+    by_value = usable[np.argsort(value[usable])]
+    age = age_days[by_value]
+    series = (child[by_value] * len(INDICATORS) + indicator[by_value]) * (int(age.max()) + 1) + age
+    order = by_value[np.argsort(series, kind="stable")]
+    c, ind, age, zs = child[order], indicator[order], age_days[order], z[order]
+    opens = np.concatenate([[True], (c[1:] != c[:-1]) | (ind[1:] != ind[:-1])])
+    group = np.cumsum(opens) - 1
+    starts = np.flatnonzero(opens)
+    ends = np.concatenate([starts[1:], [n]])
+
+    # Failure to thrive at a weight whose z lies 1.34 SD below that of one measured 60 days or more before:
+    # those earlier measurements are a prefix of the series, so their highest z is a running maximum
+    # (on the ranks of the z's, offset per series so that the maximum never crosses into the next).
+    stride = int(age.max()) + 1
+    key = group * stride + age
+    prefix_end = np.searchsorted(key, key - 60, side="right")
+    has_earlier = prefix_end > starts[group]
+    by_z = np.argsort(zs)  # tied z's share their value: any order of them gives the same maximum
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_z] = np.arange(n)
+    running = np.maximum.accumulate(rank + group * n) - group * n
+    earlier_high = zs[by_z[running[np.maximum(prefix_end - 1, 0)]]]
+    wfa = INDICATORS.index("wfa")
+    thrive = np.flatnonzero((ind == wfa) & has_earlier & (earlier_high - zs >= 1.34))
+
+    # A finding beyond -2/+2 SD persists at two measurements or at the latest; it is dated by the first.
+    events = [(thrive, np.zeros(len(thrive), dtype=np.int64))]
+    positions = np.arange(n)
+    for kind, beyond in ((1, zs < -2), (2, zs > 2)):
+        count = np.add.reduceat(beyond.astype(np.int64), starts)
+        first = np.minimum.reduceat(np.where(beyond, positions, n), starts)
+        persists = (count >= 2) | beyond[ends - 1]
+        events.append((first[persists], np.full(int(persists.sum()), kind, dtype=np.int64)))
+    rows = np.concatenate([e[0] for e in events])
+    kinds = np.concatenate([e[1] for e in events])
+    listed = np.lexsort((rows, kinds, ind[rows], c[rows]))  # per child: indicator, then failure/low/high
+    for r, kind in zip(rows[listed].tolist(), kinds[listed].tolist(), strict=True):
+        name = INDICATORS[int(ind[r])]
+        term = FAILURE_TO_THRIVE if kind == 0 else _THRESHOLD_TERMS[name][kind - 1]
+        out[int(c[r])][0].append(GrowthFinding(term, int(age[r]), float(zs[r]), name))
+
+    # The lowest z that a second measurement confirms: the second of the series sorted by z (the only one
+    # alone). Python's sort keeps tied z's (0.0 and -0.0 among them) in series order, so: the first
+    # lowest, then the first lowest of the others, without sorting.
+    lowest = np.minimum.reduceat(zs, starts)
+    first = np.minimum.reduceat(np.where(zs == lowest[group], positions, n), starts)
+    others = zs.copy()
+    others[first] = np.inf  # a series of one is left with only this: its second is its first
+    runner_up = np.minimum.reduceat(others, starts)
+    second = np.minimum.reduceat(np.where(others == runner_up[group], positions, n), starts)
+    for ch, i, low in zip(c[starts].tolist(), ind[starts].tolist(), zs[second].tolist(), strict=True):
+        out[ch][1][INDICATORS[i]] = min(low, 0.0)
+    return out

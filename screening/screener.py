@@ -103,7 +103,10 @@ class Screener:
     def findings(self, record: ChildRecord, as_of: date) -> tuple[ScreeningResult, ChildFindings]:
         """The first half of :meth:`scores`: the child's findings and status (population runs then
         compute the knowledge part for a batch of children before :meth:`risk`)."""
-        child = extract_findings(record, self.maps, as_of, self.max_age_days)
+        return self.started(record, extract_findings(record, self.maps, as_of, self.max_age_days))
+
+    def started(self, record: ChildRecord, child: ChildFindings) -> tuple[ScreeningResult, ChildFindings]:
+        """The result of a child whose findings are known (population runs find them for a batch)."""
         result = ScreeningResult(
             record.patient_id, child.status, child.reason, child.age_days, self.model.version, findings=child.findings
         )
