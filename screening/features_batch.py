@@ -59,15 +59,14 @@ def features_batch(
     peak = info.informative_peak[terms]
     owner = _owners(found)
     widths = np.fromiter(map(len, closures), np.int64, n)
-    closure = np.concatenate(closures).astype(np.int64) if n else np.zeros(0, dtype=np.int64)
+    closure = np.concatenate(closures).astype(np.int64)
     in_closure = _owners(widths)
     gains = info.informative_gain[closure]
     bounds = np.concatenate([[0], np.cumsum(widths)]).tolist()
     information = np.fromiter(
         (gains[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:], strict=True)), np.float64, n
     )  # numpy's sum of each slice, as ``SharedInformation.informative_total`` of the child's closure
-    has = found > 0
-    rows = np.flatnonzero(has)
+    rows = np.flatnonzero(found > 0)  # a child without findings keeps 0.0 in these, as in score_child
     values = {
         "informative_findings": np.bincount(owner[peak > 0.0], minlength=n).astype(np.float64),
         "specific_findings": np.bincount(owner[peak >= SPECIFIC_INFORMATION], minlength=n).astype(np.float64),
