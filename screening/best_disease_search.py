@@ -46,6 +46,7 @@ class _Closures:
     values: np.ndarray
     indptr: np.ndarray
     lengths: np.ndarray
+    rows_at: np.ndarray  # where each term's row of the bit matrix starts, flattened
 
 
 class BestDiseaseSearch:
@@ -92,7 +93,7 @@ class BestDiseaseSearch:
         columns = np.concatenate([closures[i] for i in rows]).astype(np.int64)
         values = gain[columns]
         indptr = np.concatenate([[0], np.cumsum(lengths)])
-        batch = _Closures(columns, values, indptr, lengths)
+        batch = _Closures(columns, values, indptr, lengths, columns * self.bits.shape[1])
         owner = np.repeat(np.arange(len(rows)), lengths)
         is_general = self.general[columns]
         # The running sum, in term order, of each child's general gains: no non-candidate exceeds it.
@@ -134,13 +135,21 @@ class BestDiseaseSearch:
         """The shared information of each (child row, disease) pair, added up as the full product does:
         the gains of the child's closure terms that the disease shares, one after the other in term order
         (``np.bincount`` adds its weights in input order; a term not shared adds +0.0, which changes
-        no sum)."""
+        no sum). Whether a disease shares a term is one byte of the flat bit matrix, taken at the term's
+        row plus the disease's byte, then shifted: fewer passes over the pairs' terms than 2-D indexing
+        (about a third less time)."""
         if not len(pair_rows):
             return np.zeros(0)
         counts = closures.lengths[pair_rows]
+        ends = np.cumsum(counts)
         pair_of = np.repeat(np.arange(len(pair_rows)), counts)
-        first = np.repeat(closures.indptr[pair_rows] - (np.cumsum(counts) - counts), counts)
-        position = first + np.arange(len(pair_of))
-        terms, diseases = closures.columns[position], pair_diseases[pair_of]
-        shares = (self.bits[terms, diseases >> 3] >> (diseases & 7).astype(np.uint8)) & 1
-        return np.bincount(pair_of, weights=closures.values[position] * shares, minlength=len(pair_rows))
+        position = np.arange(int(ends[-1]), dtype=np.int64)
+        position += np.repeat(closures.indptr[pair_rows] - (ends - counts), counts)
+        flat = closures.rows_at[position]
+        flat += np.repeat(pair_diseases >> 3, counts)
+        shares = self.bits.ravel().take(flat)
+        shares >>= np.repeat((pair_diseases & 7).astype(np.uint8), counts)
+        shares &= 1
+        weights = closures.values[position]
+        weights *= shares
+        return np.bincount(pair_of, weights=weights, minlength=len(pair_rows))

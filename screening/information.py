@@ -71,7 +71,7 @@ class SharedInformation:
         finding specifically, not only for sharing much information in total."""
         total = np.zeros(self.shared.shape[1])
         for finding in observed:
-            total += self._finding_match(finding, informative=False)
+            total += self.finding_match(finding, informative=False)
         return total / max(len(observed), 1)
 
     def best_match_total(self, observed: list[int]) -> np.ndarray:
@@ -84,7 +84,7 @@ class SharedInformation:
         total = np.zeros(self.shared.shape[1])
         for finding in observed:
             if self.informative_peak[finding] > 0.0:
-                total += self._finding_match(finding, informative=True)
+                total += self.finding_match(finding, informative=True)
         return total
 
     def best_match_peak(self, observed: list[int]) -> float:
@@ -100,7 +100,7 @@ class SharedInformation:
         terms = terms[(self.informative_peak[terms] > 0.0) & annotated]
         return float(self.information[terms].max()) if len(terms) else 0.0
 
-    def _finding_match(self, finding: int, informative: bool) -> np.ndarray:
+    def finding_match(self, finding: int, informative: bool) -> np.ndarray:
         """Per disease, the information content of the most informative term of the finding's closure
         that the disease shares (Resnik similarity); ``informative``: leaving out commonplace findings and
         their ancestors (the terms whose informative peak is 0, since that set is closed upwards)."""

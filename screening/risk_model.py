@@ -69,6 +69,19 @@ class RiskModel:
         """Calibrated probability at the population prevalence, for rows of features."""
         return 1.0 / (1.0 + np.exp(-self.decision(features)))
 
+    def risk_each(self, features: np.ndarray) -> np.ndarray:
+        """:meth:`risk` of each row as it is for that row alone (``risk(row)[0]``), bit for bit. For many
+        rows, ``x @ coef`` is one matrix-vector product (BLAS gemv), which adds each row's pieces in
+        another order than the dot product of a single row (BLAS dot): a third of the rows differ in the
+        last bit. So one dot product per row (~1 us), the rest as arrays (elementwise, the same values)."""
+        if len(features) == 0:
+            return np.zeros(0)
+        x = expand(features, self.knots)
+        coef = np.asarray(self.coef)
+        dots = np.fromiter((np.dot(row, coef) for row in x), np.float64, len(x))
+        decision = dots + self.intercept - _logit(self.train_prevalence) + _logit(self.prevalence)
+        return 1.0 / (1.0 + np.exp(-decision))
+
     def threshold_for(self, budget: float) -> float:
         """The lowest risk whose expected flag rate stays within ``budget`` flags per child screened."""
         eligible = [t for t, rate in self.budget_curve if rate <= budget]

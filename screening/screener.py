@@ -124,10 +124,14 @@ class Screener:
         if child.status != "screened":
             return None
         scored = score_child(child, self.kb, best_disease=best_disease)
-        result.risk = float(self.model.risk(scored.features)[0])
+        self.judge(result, float(self.model.risk(scored.features)[0]))
+        return scored
+
+    def judge(self, result: ScreeningResult, risk: float) -> None:
+        """Records a screened child's risk, the threshold and whether it flags the child."""
+        result.risk = risk
         result.threshold = self.threshold
         result.flagged = result.risk >= self.threshold
-        return scored
 
     def screen(self, record: ChildRecord, as_of: date | None = None, explain: bool | None = None) -> ScreeningResult:
         """Screen one child as of a date (default today, UTC); flagged children are always explained."""
