@@ -57,7 +57,7 @@ def _modalities_in_orthanc(orthanc, study_uid: str) -> list[str]:
 def test_auto_routing_orthanc_gets_one_sr_and_one_heatmap_per_study(
     tmp_path: Path, medscreen_service: Callable[..., MedscreenService]
 ) -> None:
-    quiet = 10
+    quiet = 4  # long enough for Orthanc's one store call per study; each quiet period is waited three times below
     rules = tmp_path / "auto-route.lua"
     rules.write_text(AUTO_ROUTE)
     orthanc = start_orthanc(tmp_path / "orthanc", extra_config={"LuaScripts": [str(rules)]})
