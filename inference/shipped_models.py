@@ -10,6 +10,7 @@ Registered model names are the task names: ``chest-xray``, ``mammography``, ``ct
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -40,6 +41,8 @@ __all__ = [
     "shipped_intended_use",
     "log_onnx_bundle",
     "register_shipped_bundles",
+    "register_updated_shipped_bundles",
+    "bundle_digest",
     "load_champion",
 ]
 
@@ -47,6 +50,16 @@ log = logging.getLogger(__name__)
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 _BUNDLE_FILES = ("model.onnx", "bundle.json", "metrics.json", "card.md")
+
+
+def bundle_digest(folder: Path) -> str:
+    """SHA-256 over a bundle's four files: two folders with one digest serve and describe the same model."""
+    digest = hashlib.sha256()
+    for filename in _BUNDLE_FILES:
+        content = (Path(folder) / filename).read_bytes()
+        digest.update(f"{filename}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -176,7 +189,11 @@ def log_onnx_bundle(tracking_uri: str, folder: Path, *, run_id: str | None = Non
     ensure_registered_model(tracking_uri, name, tags={"task": shipped.task})
     version = client.create_model_version(name, info.model_uri, run_id=run_id, tags={"task": shipped.task, "source": source})
     # The threshold tag keeps full precision: serving compares scores against exactly this value.
-    tags = {**{k: f"{v:.6g}" for k, v in _flat_metrics(headline).items()}, "threshold": repr(shipped.threshold)}
+    tags = {
+        **{k: f"{v:.6g}" for k, v in _flat_metrics(headline).items()},
+        "threshold": repr(shipped.threshold),
+        "bundle_sha256": bundle_digest(folder),  # lets an upgrade tell a new shipped bundle from one registered
+    }
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
     _record_steering(tracking_uri, name, str(version.version), shipped.bundle)
@@ -229,6 +246,37 @@ def register_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODEL
         registered = log_onnx_bundle(tracking_uri, folder, source="shipped")
         set_alias(tracking_uri, name, ModelRole.champion, registered.version)
         log.info("registered shipped model %s version %s as %s", name, registered.version, ModelRole.champion.value)
+        results.append(registered)
+    return results
+
+
+def register_updated_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR) -> list[RegisteredBundle]:
+    """After an upgrade: each shipped bundle that no registered version carries (by ``bundle_sha256``) becomes a new
+    version with alias ``challenger``; the champion stays until an ML engineer promotes the challenger (``medscreen
+    models promote``), as with a retrained model. A model with no version yet gets version 1 as champion, as on first
+    start. Versions registered before the digest tag existed carry none, so an unchanged bundle is registered once more.
+    """
+    first = {item.name: item for item in register_shipped_bundles(tracking_uri, models_dir) if item.newly_registered}
+    client = registry_client(tracking_uri)
+    results: list[RegisteredBundle] = []
+    for task in TASKS:
+        folder = Path(models_dir) / task
+        try:
+            name = read_bundle(folder).bundle["model_name"]
+        except FileNotFoundError:
+            continue  # register_shipped_bundles has warned
+        if name in first:
+            results.append(first[name])
+            continue
+        digest = bundle_digest(folder)
+        same = [v for v in client.search_model_versions(filter_string=f"name = '{name}'") if v.tags.get("bundle_sha256") == digest]
+        if same:
+            newest = max(same, key=lambda v: int(v.version))
+            results.append(RegisteredBundle(name, str(newest.version), newest.run_id or "", False))
+            continue
+        registered = log_onnx_bundle(tracking_uri, folder, source="shipped")
+        set_alias(tracking_uri, name, ModelRole.challenger, registered.version)
+        log.info("registered updated shipped model %s version %s as %s", name, registered.version, ModelRole.challenger.value)
         results.append(registered)
     return results
 

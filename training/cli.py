@@ -60,6 +60,10 @@ def add_commands(subparsers: Any) -> None:
     promote.set_defaults(func=run_promote)
     shipped = models_sub.add_parser("register-shipped", help="register the bundles in models/ when the registry has none")
     shipped.add_argument("--models-dir", type=Path, default=None)
+    shipped.add_argument(
+        "--update", action="store_true",
+        help="after an upgrade: register each shipped bundle no version carries as a new challenger version (promote it by hand)",
+    )
     shipped.set_defaults(func=run_register_shipped)
 
 
@@ -131,9 +135,20 @@ def run_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_register_shipped(args: argparse.Namespace, settings: Settings) -> int:
-    from inference.shipped_models import SHIPPED_MODELS_DIR, register_shipped_bundles
+    from inference.shipped_models import SHIPPED_MODELS_DIR, register_shipped_bundles, register_updated_shipped_bundles
 
-    for item in register_shipped_bundles(settings.resolved_mlflow_tracking_uri, args.models_dir or SHIPPED_MODELS_DIR):
-        state = "registered as champion" if item.newly_registered else "already registered"
-        print(f"{item.name} version {item.version}: {state}")
+    uri, folder = settings.resolved_mlflow_tracking_uri, args.models_dir or SHIPPED_MODELS_DIR
+    if not args.update:
+        for item in register_shipped_bundles(uri, folder):
+            state = "registered as champion" if item.newly_registered else "already registered"
+            print(f"{item.name} version {item.version}: {state}")
+        return 0
+    for item in register_updated_shipped_bundles(uri, folder):
+        if not item.newly_registered:
+            print(f"{item.name} version {item.version}: already registered")
+        elif item.version == "1":
+            print(f"{item.name} version 1: registered as champion")
+        else:
+            print(f"{item.name} version {item.version}: registered as challenger; "
+                  f"compare it, then: medscreen models promote {item.name} {item.version}")
     return 0

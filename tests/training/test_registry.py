@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from inference.shipped_models import SHIPPED_MODELS_DIR, TASKS, load_champion, log_onnx_bundle, register_shipped_bundles
+from inference.shipped_models import (
+    SHIPPED_MODELS_DIR,
+    TASKS,
+    bundle_digest,
+    load_champion,
+    log_onnx_bundle,
+    register_shipped_bundles,
+    register_updated_shipped_bundles,
+)
 from medscreen.cli import main
 from training.errors import PromotionRefused, RegistryError
 from training.registry import list_versions, promote
@@ -68,3 +78,30 @@ def test_shipped_bundles_register_once_as_champion(tracking_uri, tmp_path) -> No
     assert champion.version == "1" and champion.onnx_path.is_file()
     assert champion.bundle["input"]["name"] == "image"
     assert champion.threshold == pytest.approx(champion.bundle["threshold"])
+
+
+def test_an_updated_shipped_bundle_becomes_a_challenger_once(tracking_uri, tmp_path, monkeypatch, capsys) -> None:
+    """An upgrade ships a changed bundle (here: the chest model's localisation map renamed): ``register-shipped
+    --update`` registers it once as a challenger and leaves the champion; an unchanged bundle is not registered again."""
+    register_shipped_bundles(tracking_uri)
+    shipped = [t for t in TASKS if (SHIPPED_MODELS_DIR / t / "model.onnx").is_file()]
+    unchanged = register_updated_shipped_bundles(tracking_uri)
+    assert [(r.name, r.version, r.newly_registered) for r in unchanged] == [(t, "1", False) for t in shipped]
+
+    upgraded = tmp_path / "models"
+    shutil.copytree(SHIPPED_MODELS_DIR / "chest-xray", upgraded / "chest-xray")
+    bundle = json.loads((upgraded / "chest-xray" / "bundle.json").read_text())
+    bundle.setdefault("localisation", {})["map"] = "an updated map"
+    (upgraded / "chest-xray" / "bundle.json").write_text(json.dumps(bundle))
+    assert bundle_digest(upgraded / "chest-xray") != bundle_digest(SHIPPED_MODELS_DIR / "chest-xray")
+
+    monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path))
+    assert main(["models", "register-shipped", "--update", "--models-dir", str(upgraded)]) == 0
+    assert "chest-xray version 2: registered as challenger" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri, tracking_uri)
+    assert str(client.get_model_version_by_alias("chest-xray", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("chest-xray", "challenger").version) == "2"
+    again = register_updated_shipped_bundles(tracking_uri, upgraded)
+    assert [(r.name, r.version, r.newly_registered) for r in again] == [("chest-xray", "2", False)]
+    assert len(client.search_model_versions("name = 'chest-xray'")) == 2
