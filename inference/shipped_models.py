@@ -240,14 +240,22 @@ def register_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODEL
             if champion is not None:
                 results.append(RegisteredBundle(name, champion.version, champion.run_id, False))
             else:  # no champion alias: report the newest version
-                newest = max(existing, key=lambda v: int(v.version))
-                results.append(RegisteredBundle(name, str(newest.version), newest.run_id or "", False))
+                results.append(_newest(name, existing))
             continue
-        registered = log_onnx_bundle(tracking_uri, folder, source="shipped")
-        set_alias(tracking_uri, name, ModelRole.champion, registered.version)
-        log.info("registered shipped model %s version %s as %s", name, registered.version, ModelRole.champion.value)
-        results.append(registered)
+        results.append(_register_shipped_as(tracking_uri, folder, ModelRole.champion))
     return results
+
+
+def _newest(name: str, versions: list[Any]) -> RegisteredBundle:
+    newest = max(versions, key=lambda v: int(v.version))
+    return RegisteredBundle(name, str(newest.version), newest.run_id or "", False)
+
+
+def _register_shipped_as(tracking_uri: str, folder: Path, role: ModelRole) -> RegisteredBundle:
+    registered = log_onnx_bundle(tracking_uri, folder, source="shipped")
+    set_alias(tracking_uri, registered.name, role, registered.version)
+    log.info("registered shipped model %s version %s as %s", registered.name, registered.version, role.value)
+    return registered
 
 
 def register_updated_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR) -> list[RegisteredBundle]:
@@ -270,14 +278,7 @@ def register_updated_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPP
             continue
         digest = bundle_digest(folder)
         same = [v for v in client.search_model_versions(filter_string=f"name = '{name}'") if v.tags.get("bundle_sha256") == digest]
-        if same:
-            newest = max(same, key=lambda v: int(v.version))
-            results.append(RegisteredBundle(name, str(newest.version), newest.run_id or "", False))
-            continue
-        registered = log_onnx_bundle(tracking_uri, folder, source="shipped")
-        set_alias(tracking_uri, name, ModelRole.challenger, registered.version)
-        log.info("registered updated shipped model %s version %s as %s", name, registered.version, ModelRole.challenger.value)
-        results.append(registered)
+        results.append(_newest(name, same) if same else _register_shipped_as(tracking_uri, folder, ModelRole.challenger))
     return results
 
 
