@@ -1,7 +1,7 @@
 """Benchmark: children screened per second from FHIR bundles, a Bulk Data folder and a CSV extract, against
 the floor of only parsing the JSON; peak memory per process vs the number of children; 1 and 2 Dask workers.
 
-    python benchmarks/screening.py [--children 20000] [--dask-workers 1 2] [--no-dask]
+    python benchmarks/screening.py [--children 20000] [--dask-workers 1 2] [--no-dask] [--repeat 3]
 
 The extract is simulated once (ordinary histories with hard negatives, as in training; about 23
 resources a child) and written three ways. Each run is ``run_population`` end to end (read, findings,
@@ -82,19 +82,22 @@ def _write_extracts(folder: Path, n: int) -> dict[str, Path]:
     return {"bundles": bundles, "bulk": bulk, "csv": csv_folder}
 
 
-def _json_floor(path: Path) -> dict[str, float]:
-    """CPU seconds per child of only parsing each line (json.loads, and orjson.loads)."""
+def _json_floor(path: Path, repeat: int = 1) -> dict[str, float]:
+    """Children per CPU second of only parsing each line (json.loads, and orjson.loads), the best of
+    ``repeat`` passes like the screening runs it is compared with."""
     import orjson
 
     lines = path.read_bytes().splitlines()
-    began = time.process_time()
-    for line in lines:
-        json.loads(line)
-    plain = time.process_time() - began
-    began = time.process_time()
-    for line in lines:
-        orjson.loads(line)
-    fast = time.process_time() - began
+    plain = fast = float("inf")
+    for _ in range(max(repeat, 1)):
+        began = time.process_time()
+        for line in lines:
+            json.loads(line)
+        plain = min(plain, time.process_time() - began)
+        began = time.process_time()
+        for line in lines:
+            orjson.loads(line)
+        fast = min(fast, time.process_time() - began)
     return {"json_loads_children_per_s": round(len(lines) / plain), "orjson_loads_children_per_s": round(len(lines) / fast)}
 
 
@@ -140,14 +143,25 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(path: Path, out: Path, *extra: str) -> dict[str, object]:
+def _run(path: Path, out: Path, *extra: str, repeat: int = 1) -> dict[str, object]:
+    """The figures of a fresh process screening ``path``; with ``repeat``, the run with the best CPU rate
+    of that many fresh processes (as timeit reports its best: on a shared machine the CPU time of the
+    same work varies by a third from run to run, a neighbour's load slowing a core without taking it),
+    with every run's rate beside it."""
     command = [sys.executable, __file__, "--measure", str(path), "--out", str(out), *extra]
     command += ["--partition-mb", str(PARTITION_MB)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ})
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    result["load_average"] = [round(x, 1) for x in os.getloadavg()]
-    print(f"{path.name} {' '.join(extra)}: {json.dumps(result)}", file=sys.stderr, flush=True)  # as it comes
-    return result
+    runs: list[dict[str, object]] = []
+    for _ in range(max(repeat, 1)):
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ})
+        result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+        result["load_average"] = [round(x, 1) for x in os.getloadavg()]
+        print(f"{path.name} {' '.join(extra)}: {json.dumps(result)}", file=sys.stderr, flush=True)  # as it comes
+        runs.append(result)
+    rate = "children_per_cpu_s" if "children_per_cpu_s" in runs[0] else "children_per_wall_s"
+    best = max(runs, key=lambda r: r[rate])  # type: ignore[arg-type,return-value]
+    if len(runs) > 1:
+        best[f"{rate}_of_each_run"] = [r[rate] for r in runs]
+    return best
 
 
 def _head(path: Path, n: int, folder: Path) -> Path:
@@ -171,6 +185,7 @@ def main() -> int:
     parser.add_argument("--scheduler", help=argparse.SUPPRESS)
     parser.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--partition-mb", type=float, default=4.0, help="partition size (about 500 children per 4 MB)")
+    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per extract; the best CPU rate is reported")
     args = parser.parse_args()
     if args.measure:
         return _measure(args)
@@ -183,9 +198,9 @@ def main() -> int:
         began = time.perf_counter()
         extracts = _write_extracts(folder, args.children)
         report["seconds_simulating_and_writing"] = round(time.perf_counter() - began, 1)
-        report["floor"] = _json_floor(extracts["bundles"])
+        report["floor"] = _json_floor(extracts["bundles"], args.repeat)
         for name, path in extracts.items():
-            report[name] = _run(path, folder / f"{name}.flags.ndjson")
+            report[name] = _run(path, folder / f"{name}.flags.ndjson", repeat=args.repeat)
         report["bundles_full_validation"] = _run(
             _head(extracts["bundles"], args.full_sample, folder), folder / "full.ndjson", "--full"
         )

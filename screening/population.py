@@ -86,15 +86,21 @@ class RunSummary:
 
 
 def load_screener(options: RunOptions) -> Screener:
-    return Screener.load(
+    """The screener of a population run, with all it builds or imports on first use built now (the
+    batch search's index, the FHIR output's resource models): loaded once per process, so the time
+    to screen a partition is screening alone."""
+    import screening.fhir_output  # noqa: F401  (fhir.resources' models: a fifth of a second)
+
+    screener = Screener.load(
         options.budget, options.max_age_years, Path(options.model_path) if options.model_path else None
     )
+    _ = screener.best_disease_search
+    return screener
 
 
 def _line(result: ScreeningResult, record: ChildRecord, screener: Screener) -> bytes:
-    from screening.fhir_output import explanation, flag, risk_assessment
+    from screening.fhir_output import explanation, flag_json, risk_assessment_json
 
-    fhir_flag = flag(result, screener.ontology)
     line = {
         "patient_id": result.patient_id,
         # What the paediatrician's page lists beside the flag (stored by the driver, see results_store).
@@ -112,8 +118,8 @@ def _line(result: ScreeningResult, record: ChildRecord, screener: Screener) -> b
         "flagged": result.flagged,
         "dropped": [{"entry": d.entry, "reason": d.reason} for d in result.dropped],
         "explanation": explanation(result, screener.ontology),
-        "RiskAssessment": risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True),
-        "Flag": fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None,
+        "RiskAssessment": risk_assessment_json(result, screener.ontology),
+        "Flag": flag_json(result),
     }
     return orjson.dumps(line) + b"\n"
 

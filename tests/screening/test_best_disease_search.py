@@ -7,7 +7,9 @@ import random
 from datetime import date
 
 import numpy as np
+import pytest
 
+from screening import best_disease_search
 from screening.best_disease_search import BestDiseaseSearch
 from screening.findings import CodeMaps
 from screening.knowledge import KnowledgeBase
@@ -53,3 +55,19 @@ def test_a_narrow_split_sends_more_children_through_the_full_product(kb: Knowled
     closures = _closures(screener, maps, 300)
     for general_above in (50, 300, 5000):
         assert BestDiseaseSearch(info, general_above).best_diseases(closures) == info.best_diseases(closures)
+
+
+def test_answers_kept_across_batches_are_the_same_and_stay_bounded(
+    kb: KnowledgeBase, screener: Screener, maps: CodeMaps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = kb.information
+    assert info is not None
+    closures = _closures(screener, maps, 400)
+    closures += [c.astype(np.int32) for c in closures[:50]]  # the same closures as another integer type
+    monkeypatch.setattr(best_disease_search, "KNOWN_CLOSURES", 120)
+    search = BestDiseaseSearch(info)
+    expected = info.best_diseases(closures)
+    for rounds in range(2):  # the second round finds most answers kept, some after the store was emptied
+        for start in range(0, len(closures), 100):
+            assert search.best_diseases(closures[start : start + 100]) == expected[start : start + 100]
+            assert len(search._known) <= 120

@@ -1,0 +1,54 @@
+"""The FHIR JSON a population run writes without building the resource models is what the models dump:
+validating it and dumping it again gives the same bytes, for every kind of result."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, date, datetime
+
+import orjson
+import pytest
+from fhir.resources.R4B.flag import Flag
+from fhir.resources.R4B.riskassessment import RiskAssessment
+
+from datasets.emr_records import DroppedEntry
+from screening.fhir_output import flag, flag_json, risk_assessment, risk_assessment_json
+from screening.screener import Screener, ScreeningResult
+from tests.screening.conftest import ordinary_child, syndromic_child
+
+
+def _results(screener: Screener) -> list[ScreeningResult]:
+    flagged = screener.screen(syndromic_child(), date(2024, 3, 1))
+    assert flagged.flagged and flagged.candidates  # the kind of result a population run writes
+    ordinary = screener.screen(ordinary_child(), date(2024, 3, 1))
+    return [
+        flagged,
+        ordinary,
+        dataclasses.replace(flagged, status="incomplete", reason="1 entry not read",
+                            dropped=[DroppedEntry("line 3 Condition/c1", "invalid date '2022-02-30'")]),
+        dataclasses.replace(ordinary, status="too_old", reason="7.2 years", risk=None, flagged=False),
+        dataclasses.replace(flagged, candidates=[], organ_systems=[], drivers=[]),  # flagged, nothing to name
+        dataclasses.replace(flagged, screened_at=datetime(2025, 6, 1, 12, 0, tzinfo=UTC)),  # whole seconds
+    ]
+
+
+def test_the_direct_json_is_what_the_resource_models_dump(screener: Screener) -> None:
+    for result in _results(screener):
+        direct = risk_assessment_json(result, screener.ontology)
+        dumped = RiskAssessment.model_validate(direct).model_dump(mode="json", exclude_none=True)
+        assert orjson.dumps(direct) == orjson.dumps(dumped)
+        assert risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True) == dumped
+        direct_flag = flag_json(result)
+        if not result.flagged:
+            assert direct_flag is None and flag(result, screener.ontology) is None
+            continue
+        assert direct_flag is not None
+        assert orjson.dumps(direct_flag) == orjson.dumps(
+            Flag.model_validate(direct_flag).model_dump(mode="json", exclude_none=True)
+        )
+
+
+def test_an_invalid_resource_still_fails_where_it_is_built(screener: Screener) -> None:
+    result = dataclasses.replace(_results(screener)[0], model_version="")  # an empty FHIR string
+    with pytest.raises(ValueError, match="version"):
+        risk_assessment(result, screener.ontology)
