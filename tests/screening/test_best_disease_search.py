@@ -67,7 +67,7 @@ def test_answers_kept_across_batches_are_the_same_and_stay_bounded(
     monkeypatch.setattr(best_disease_search, "KNOWN_CLOSURES", 120)
     search = BestDiseaseSearch(info)
     expected = info.best_diseases(closures)
-    for rounds in range(2):  # the second round finds most answers kept, some after the store was emptied
+    for _ in range(2):  # the second round finds most answers kept, some after the store was emptied
         for start in range(0, len(closures), 100):
             assert search.best_diseases(closures[start : start + 100]) == expected[start : start + 100]
             assert len(search._known) <= 120

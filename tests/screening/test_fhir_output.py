@@ -26,7 +26,7 @@ def _results(screener: Screener) -> list[ScreeningResult]:
         ordinary,
         dataclasses.replace(flagged, status="incomplete", reason="1 entry not read",
                             dropped=[DroppedEntry("line 3 Condition/c1", "invalid date '2022-02-30'")]),
-        dataclasses.replace(ordinary, status="too_old", reason="7.2 years", risk=None, flagged=False),
+        dataclasses.replace(ordinary, status="out_of_age", reason="7.2 years", risk=None, flagged=False),
         dataclasses.replace(flagged, candidates=[], organ_systems=[], drivers=[]),  # flagged, nothing to name
         dataclasses.replace(flagged, screened_at=datetime(2025, 6, 1, 12, 0, tzinfo=UTC)),  # whole seconds
     ]
