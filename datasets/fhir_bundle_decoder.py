@@ -14,8 +14,10 @@ line's children are read (RFC 8259 allows such a number; ``json.loads`` of the f
 The structs are wide (one ``_Resource`` for every type, so that a Bundle's other resources, skipped by
 screening, decode without a tagged union that would refuse their types): elements whose shape differs
 between FHIR resource types (``name``, ``identifier``, ``type``, ``class``, ...) are kept raw and decoded
-only for the resource types that read them; a resource of another type whose element does not fit (an
-invalid id, a ``code`` that is not a CodeableConcept) only sends its line the per-resource way.
+only for the resource types that read them; a resource of another type whose id does not fit only sends
+its line the per-resource way. ``subject`` and ``code`` are kept raw too and read through the reader's
+caches (a population repeats them), so they are checked only where they are read, as the per-resource
+reader does.
 """
 
 from __future__ import annotations
@@ -76,9 +78,11 @@ _Id = Annotated[str, Meta(pattern="^" + ID.pattern + r"\Z")]
 class _Resource(Struct, gc=False, rename={"class_": "class"}):
     resourceType: str | None = None
     id: _Id | None = None  # a bad id of a resource screening skips also sends the line the slow way
-    subject: _Reference | None = None
+    # Kept raw and read through the reader's caches: a population repeats a child's reference on each of
+    # its resources and a few hundred codes (~19 Observations a child: two structs fewer each).
+    subject: Raw = Raw()
     status: str | None = None
-    code: _Concept | None = None
+    code: Raw = Raw()
     # Condition
     onsetDateTime: str | None = None
     recordedDate: str | None = None
@@ -144,6 +148,9 @@ class BundleLineReader:
         self.source = source
         self._dates: dict[DateKind, dict[str, date | None]] = {"dateTime": {}, "date": {}, "instant": {}}
         self._codings: dict[tuple[str | None, str | None], tuple[str, str] | tuple[()]] = {}
+        self._references: dict[bytes, str] = {}  # a raw subject -> the id it names
+        # a raw code -> (has codings, its codings read); the first False: absent, null or without coding
+        self._concepts: dict[bytes, tuple[bool, list[tuple[str, str]]]] = {}
 
     def records(self, line: bytes) -> list[ChildRecord] | None:
         """The records of one NDJSON line holding a Bundle, when the line has nothing to report (no
@@ -171,6 +178,7 @@ class BundleLineReader:
         measurements: dict[str, list[Measurement]] = {}
         referenced: set[str] = set()  # every subject, also of resources that give no fact
         date_of, codings_of, date_times = self._date, self._codings_of, self._dates["dateTime"]
+        references, concepts = self._references, self._concepts
         for entry in entries:
             r = entry.resource
             if r is None:
@@ -186,24 +194,23 @@ class BundleLineReader:
                 sex = _SEX.get(r.gender or "", "U")
                 patients[rid] = ChildRecord(rid, birth, sex, source=self.source, **self._patient_extras(r))  # type: ignore[arg-type]
                 continue
-            subject = r.subject
-            if subject is None or not subject.reference:
-                raise _Doubt  # a required subject, or the patient element: left to the per-resource reader
-            ref = subject.reference.rpartition("/")[2]
+            subject = bytes(r.subject)
+            ref = references.get(subject) or self._reference(subject)
             referenced.add(ref)
             if rtype == "Observation":
                 # Most resources are Observations (~19 a child): read here, the checks of the per-resource
                 # reader in the same order, the dateTime cache asked first (a call less per resource).
                 if not r.status:
                     raise _Doubt
-                code = r.code
-                if code is None or code.coding is None:
+                code = bytes(r.code)
+                read = concepts.get(code) or self._concept(code)
+                if not read[0]:
                     raise _Doubt  # required; an empty CodeableConcept ({}) is reported, one with text only is not
                 effective = r.effectiveDateTime
                 when = date_times[effective] if effective in date_times else date_of(effective)
                 if when is None:
                     when = date_of(r.issued, "instant")
-                codings = codings_of(code)
+                codings = read[1]
                 quantity = r.valueQuantity
                 if quantity is None:
                     continue
@@ -223,12 +230,12 @@ class BundleLineReader:
             if rtype == "Condition":
                 when = date_of(r.onsetDateTime) or date_of(r.recordedDate)
                 refuted = any(code == "refuted" for _, code in codings_of(r.verificationStatus))
-                new = [CodedFact("condition", s, c, when, refuted) for s, c in codings_of(r.code)]
+                new = [CodedFact("condition", s, c, when, refuted) for s, c in self._codings_of_raw(r.code)]
             elif rtype == "Procedure":
                 _required(r.status)
                 period = r.performedPeriod
                 when = date_of(r.performedDateTime) or date_of(period.start if period is not None else None)
-                new = [CodedFact("procedure", s, c, when) for s, c in codings_of(r.code)]
+                new = [CodedFact("procedure", s, c, when) for s, c in self._codings_of_raw(r.code)]
             elif rtype == "Encounter":
                 _required(r.status)
                 if not r.class_ or _empty(_ANY.decode(r.class_)):
@@ -257,6 +264,30 @@ class BundleLineReader:
             record.facts.extend(facts.get(pid, ()))
             record.measurements.extend(measurements.get(pid, ()))
         return list(patients.values())
+
+    def _reference(self, raw: bytes) -> str:
+        """The id a raw subject names (after its last ``/``), remembered; _Doubt when it names none."""
+        subject = _decode(_REFERENCE, raw)
+        if subject is None or not subject.reference:
+            raise _Doubt  # a required subject, or the patient element: left to the per-resource reader
+        ref: str = subject.reference.rpartition("/")[2]
+        if len(self._references) >= _CACHE_SIZE:
+            self._references.clear()
+        self._references[raw] = ref
+        return ref
+
+    def _concept(self, raw: bytes) -> tuple[bool, list[tuple[str, str]]]:
+        """A raw CodeableConcept read, remembered (a code that does not read is never remembered)."""
+        concept = _decode(_CONCEPT, raw)
+        read = (concept is not None and concept.coding is not None, self._codings_of(concept))
+        if len(self._concepts) >= _CACHE_SIZE:
+            self._concepts.clear()
+        self._concepts[raw] = read
+        return read
+
+    def _codings_of_raw(self, raw: Raw) -> list[tuple[str, str]]:
+        code = bytes(raw)
+        return (self._concepts.get(code) or self._concept(code))[1]
 
     def _date(self, value: str | None, kind: DateKind = "dateTime") -> date | None:
         if value is None:
@@ -349,7 +380,7 @@ def _empty(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == {}
 
 
-def _decode(decoder: msgspec.json.Decoder[Any], raw: Raw) -> Any:
+def _decode(decoder: msgspec.json.Decoder[Any], raw: Raw | bytes) -> Any:
     """A raw element in the shape this resource type gives it (None when absent)."""
     if not raw:
         return None

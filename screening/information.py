@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -39,6 +39,8 @@ __all__ = [
     "load_common_findings",
 ]
 
+# finding_match answers kept per process (12,633 floats each: about 25 MB at most).
+KEPT_MATCHES = 256
 # A finding is "specific" when at most about 1 disease in 50 is annotated at or below it.
 SPECIFIC_INFORMATION = math.log(50.0)
 COMMON_FINDINGS = Path(str(resources.files("screening") / "data" / "common_findings.tsv"))
@@ -63,6 +65,8 @@ class SharedInformation:
     # per term: the highest information content in its closure outside the commonplace findings and their
     # ancestors (0: the term says no more than "a commonplace finding")
     informative_peak: np.ndarray
+    # finding_match answers kept (read-only): a population's flagged children and batches repeat findings
+    _matches: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def best_match(self, observed: list[int]) -> np.ndarray:
         """Per disease, the mean over the findings of the information content of the most informative
@@ -103,7 +107,21 @@ class SharedInformation:
     def finding_match(self, finding: int, informative: bool) -> np.ndarray:
         """Per disease, the information content of the most informative term of the finding's closure
         that the disease shares (Resnik similarity); ``informative``: leaving out commonplace findings and
-        their ancestors (the terms whose informative peak is 0, since that set is closed upwards)."""
+        their ancestors (the terms whose informative peak is 0, since that set is closed upwards).
+
+        The answer is kept (up to :data:`KEPT_MATCHES` findings, 100 KB each) and read-only."""
+        key = (finding, informative)
+        kept = self._matches.get(key)
+        if kept is not None:
+            return kept
+        if len(self._matches) >= KEPT_MATCHES:
+            self._matches.clear()
+        best = self._finding_match(finding, informative)
+        best.setflags(write=False)
+        self._matches[key] = best
+        return best
+
+    def _finding_match(self, finding: int, informative: bool) -> np.ndarray:
         terms = self.closure.indices[self.closure.indptr[finding] : self.closure.indptr[finding + 1]]
         if informative:
             terms = terms[self.informative_peak[terms] > 0.0]
