@@ -31,7 +31,7 @@ from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system, measurement
 from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, valid_code
 
-__all__ = ["BundleLineReader"]
+__all__ = ["BundleLineReader", "patient_key"]
 
 
 # gc=False: these structs hold no reference cycles, and ~140,000 of them per 6,000 children would
@@ -123,6 +123,7 @@ class _Bundle(Struct, gc=False):
 
 
 _BUNDLE: Final = msgspec.json.Decoder(_Bundle)
+_RESOURCE: Final = msgspec.json.Decoder(_Resource)
 _NAMES: Final = msgspec.json.Decoder(list[_HumanName])
 _IDENTIFIERS: Final = msgspec.json.Decoder(list[_Identifier])
 _REFERENCES: Final = msgspec.json.Decoder(list[_Reference])
@@ -169,6 +170,27 @@ class BundleLineReader:
             return None
         try:
             return self._records(bundle.entry or [])
+        except _Doubt:
+            return None
+
+    def resource_records(self, texts: list[bytes]) -> list[ChildRecord] | None:
+        """The records of loose resources, one JSON resource per item (a Bulk Data partition's), when
+        none has anything to report; None when they must be read by the per-resource reader. They are
+        read as the entries of one Bundle: the per-resource reader groups loose resources by patient
+        in the order given, as it reads a Bundle's entries."""
+        entries = []
+        for text in texts:
+            if not text.isascii():
+                try:
+                    text.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+            try:
+                entries.append(_Entry(_RESOURCE.decode(text)))
+            except msgspec.DecodeError:
+                return None
+        try:
+            return self._records(entries)
         except _Doubt:
             return None
 
@@ -388,3 +410,36 @@ def _decode(decoder: msgspec.json.Decoder[Any], raw: Raw | bytes) -> Any:
         return decoder.decode(raw)
     except msgspec.ValidationError:
         raise _Doubt from None
+
+
+class _Keyed(Struct, gc=False):
+    """What names a loose resource's patient."""
+
+    resourceType: str | None = None
+    id: str | None = None
+    subject: _Reference | None = None
+    patient: _Reference | None = None
+
+
+_KEYED: Final = msgspec.json.Decoder(_Keyed)
+
+
+def patient_key(line: bytes) -> str | None | UnsetType:
+    """The patient a loose resource belongs to (the Patient's id, or the last part of its ``subject``,
+    else ``patient``, reference), None when it names none; UNSET when the typed decoder cannot tell (not
+    JSON, invalid UTF-8, an element of another shape) and the caller must parse the line itself."""
+    if not line.isascii():
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return UNSET
+    try:
+        keyed = _KEYED.decode(line)
+    except msgspec.DecodeError:
+        return UNSET
+    if keyed.resourceType == "Patient":
+        return keyed.id
+    for element in (keyed.subject, keyed.patient):
+        if element is not None and element.reference is not None:
+            return element.reference.split("/")[-1]
+    return None

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from datasets.emr_records import ChildRecord, RecordError
+from datasets.fhir_bulk import _patient_key, bulk_files, partition_by_patient, read_partition_file
 from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_emr import record_to_bundle
 from datasets.fhir_fast import read_fhir_fast, records_from_bundle_fast
@@ -183,3 +184,69 @@ def test_a_bundle_json_file_reads_typed_as_before(tmp_path: Path) -> None:
     path.write_text(json.dumps(bundle, indent=2))
     assert BundleLineReader("bundle.json").records(path.read_bytes()) is not None
     assert list(read_fhir_fast(path)) == list(records_from_bundle_fast(bundle, "bundle.json"))
+
+
+def _partition_of(tmp_path: Path, resources: list[Any]) -> Path:
+    """A Bulk Data export of ``resources`` split into one partition file, as population runs split it."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Resources.ndjson").write_text("".join(json.dumps(r) + "\n" for r in resources))
+    [part] = partition_by_patient(bulk_files(export), tmp_path / "split", 1)
+    return part
+
+
+@pytest.mark.parametrize(
+    ("name", "resource"),
+    [(n, s["resource"]) for n, s in SHAPES.items()]
+    + [(e["resource"]["id"], {k: v for k, v in e["resource"].items() if v is not None}) for e in ODD_ENTRIES],
+)
+def test_a_bulk_partition_reads_typed_as_the_per_resource_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, resource: dict[str, Any]
+) -> None:
+    loose = [e["resource"] for e in record_to_bundle(ordinary_child())["entry"]]
+    part = _partition_of(tmp_path, [*loose[:3], resource, *loose[3:]])
+    texts = [line.partition(b"\t")[2] for line in part.read_bytes().splitlines(keepends=True)]
+    typed = BundleLineReader(SOURCE).resource_records(texts)
+    read = list(read_partition_file(part, SOURCE))
+    monkeypatch.setattr(BundleLineReader, "resource_records", lambda self, texts: None)  # the per-resource way
+    assert read == list(read_partition_file(part, SOURCE))
+    valid = name not in _HANDED_OVER and (name in SHAPES or name.startswith("ok") or name == "ignored")
+    assert (typed is not None) == valid
+    if typed is not None:
+        assert typed == read
+
+
+def _key_by_parsing(line: bytes) -> str | None:
+    """The patient of a loose resource as the splitter found it before the typed decoder (orjson)."""
+    try:
+        raw = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    if raw.get("resourceType") == "Patient":
+        rid = raw.get("id")
+        return rid if isinstance(rid, str) else None
+    for element in ("subject", "patient"):
+        value = raw.get(element)
+        if isinstance(value, dict) and isinstance(value.get("reference"), str):
+            return str(value["reference"]).split("/")[-1]
+    return None
+
+
+def test_the_splitter_finds_each_resources_patient_as_a_full_parse_does() -> None:
+    lines = [json.dumps(e["resource"]).encode() for e in ODD_ENTRIES + list(SHAPES.values())]
+    lines += [json.dumps(e["resource"]).encode() for e in record_to_bundle(syndromic_child())["entry"]]
+    lines += [
+        b"{not json", b"[1, 2]", b'"text"', b"null",
+        b'{"resourceType": "Patient", "id": 7}', b'{"resourceType": "Patient"}',
+        b'{"resourceType": "Condition", "subject": "Patient/a"}',
+        b'{"resourceType": "Condition", "subject": {"reference": 5}, "patient": {"reference": "Patient/b"}}',
+        b'{"resourceType": "Condition", "subject": {"display": "x"}, "patient": {"reference": "Patient/c"}}',
+        b'{"resourceType": "Condition", "subject": null, "patient": {"reference": "d"}}',
+        b'{"resourceType": "Condition", "subject": {"reference": "Patient/e"}, "note": "\xff"}',
+        '{"resourceType": "Condition", "subject": {"reference": "Patient/Zo\u00eb"}}'.encode(),
+    ]
+    keys = [_patient_key(line) for line in lines]
+    assert keys == [_key_by_parsing(line) for line in lines]
+    assert {"b", "c", "d", "Zo\u00eb", "child-syndromic"} <= {k for k in keys if k}
