@@ -165,17 +165,22 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, screener: S
 def test_a_two_worker_dask_cluster_gives_the_single_process_results(
     tmp_path: Path, screener: Screener, maps: CodeMaps
 ) -> None:
-    from distributed import Client, LocalCluster
+    import dask
+    from distributed import Client
+
+    from screening.population_dask import local_cluster
 
     records = _population(maps, 5000, seed=17)
     source = _write_bundles(records, tmp_path / "children.ndjson")
     options = _options(partition_bytes=1 << 20)
     single = run_population(source, tmp_path / "single.ndjson", options, quiet=True, screener=screener)
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        local_cluster(2) as cluster,  # as screen-emr --workers 2 starts it
         Client(cluster) as client,
     ):
         pids = list(client.run(os.getpid).values())
+        # The workers run without Dask's stack-sampling profiler (it took a tenth of the screening).
+        assert set(client.run(lambda: dask.config.get("distributed.worker.profile.enabled")).values()) == {False}
         work = tmp_path / "work"
         outcome: dict[str, Any] = {}
 
