@@ -65,11 +65,8 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
     be read one by one."""
     counts = [len(r.measurements) for r in records]
     flat: list[Measurement] = list(chain.from_iterable(r.measurements for r in records))
-    # One list per field (a comprehension each is ten times cheaper than a tuple per measurement).
-    loincs = [m.loinc for m in flat]
-    values = [m.value for m in flat]
-    units = [m.unit for m in flat]
-    dates = [m.date for m in flat]
+    # One sequence per field, the named tuples transposed at once.
+    loincs, values, units, dates = zip(*flat, strict=True)
     owner = np.repeat(np.arange(len(records)), counts)
 
     ordinals = {d: _NO_DATE if d is None else d.toordinal() for d in set(dates)}
@@ -131,8 +128,8 @@ def _lab_findings(
     rules: list[LabRule | None],
     owner: np.ndarray,
     when: np.ndarray,
-    loincs: list[str],
-    values: list[float],
+    loincs: Sequence[str],
+    values: Sequence[float],
     children: list[ChildFindings],
 ) -> None:
     """A lab value below its low line (else above its high line) is a finding, in measurement order."""
