@@ -11,6 +11,7 @@ or machine), so that a population run holds one partition in memory at a time an
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,22 +71,26 @@ def _first_resource_type(path: Path) -> str | None:
 
 
 def _line_ranges(path: Path, target_bytes: int, progress: Progress | None) -> list[tuple[int, int, int]]:
-    """``(start, end, first line number)`` of ranges of about ``target_bytes``, cut at line ends."""
+    """``(start, end, first line number)`` of ranges of about ``target_bytes``, cut at line ends: each range
+    ends with the first line that makes it ``target_bytes`` long (found by searching the mapped file for
+    the next newline, not by reading it line by line)."""
     ranges: list[tuple[int, int, int]] = []
-    start = offset = 0
-    first_line = 1
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            offset += len(line)
-            if offset - start >= target_bytes:
-                ranges.append((start, offset, first_line))
+    size = path.stat().st_size
+    start, first_line = 0, 1
+    if size:
+        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            while start < size:
+                newline = mapped.find(b"\n", start + max(target_bytes, 1) - 1)
+                end = size if newline < 0 else newline + 1
+                ranges.append((start, end, first_line))
                 if progress is not None:
-                    progress(offset - start)
-                start, first_line = offset, number + 1
-    if offset > start or not ranges:
-        ranges.append((start, offset, first_line))
+                    progress(end - start)
+                first_line += mapped[start:end].count(b"\n")
+                start = end
+    if not ranges:
+        ranges.append((0, 0, 1))
         if progress is not None:
-            progress(offset - start)
+            progress(0)
     return ranges
 
 
@@ -119,16 +124,15 @@ def plan_partitions(
 
 
 def _lines(path: Path, start: int, end: int, first_line: int) -> Iterator[tuple[int, bytes]]:
+    """The numbered lines of a byte range (without their newline), read at once: a partition is a few MB."""
     with path.open("rb") as handle:
         handle.seek(start)
-        position, number = start, first_line
-        while position < end:
-            line = handle.readline()
-            if not line:
-                return
-            position += len(line)
-            yield number, line
-            number += 1
+        data = handle.read(end - start)
+    pieces = data.split(b"\n")
+    last = pieces.pop()  # what follows the last newline: empty, or a last line without one
+    yield from enumerate(pieces, start=first_line)
+    if last:
+        yield first_line + len(pieces), last
 
 
 def read_partition(partition: Partition, full_validation: bool = False) -> Iterator[ChildRecord | RecordError]:
