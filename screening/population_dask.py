@@ -52,12 +52,19 @@ def screen_on_worker(partition: Partition, options: RunOptions) -> PartitionResu
 # Dask's statistical profiler samples every worker's stack 100 times a second for the dashboard's
 # profile page; with no dashboard it only takes the GIL from the screening (about a tenth of the work
 # measured on 30,000 children: 2 workers 5,229 -> 5,806 children per wall-second, median of 3).
-WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+WORKER_CONFIG: dict[str, object] = {
+    "distributed.worker.profile.enabled": False,
+    # Dask sets MALLOC_TRIM_THRESHOLD_=65536 in its workers to hand freed memory back to the OS at once;
+    # a set threshold also fixes glibc's mmap threshold at 128 KB, so every array the batches make
+    # (most are larger) is mapped and unmapped again, page faults included: about a tenth slower.
+    # Screening's memory is flat per worker (one partition at a time), so glibc's own adaptive default.
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+}
 
 
 def local_cluster(workers: int) -> LocalCluster:
     """The ``LocalCluster`` population runs start: one single-threaded worker process per core asked
-    (screening is Python-bound: processes give the parallelism), no dashboard and no profiler."""
+    (screening is Python-bound: processes give the parallelism), no dashboard, :data:`WORKER_CONFIG`."""
     with dask.config.set(WORKER_CONFIG):  # read by each worker process as it starts
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
 

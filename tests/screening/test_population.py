@@ -179,8 +179,10 @@ def test_a_two_worker_dask_cluster_gives_the_single_process_results(
         Client(cluster) as client,
     ):
         pids = list(client.run(os.getpid).values())
-        # The workers run without Dask's stack-sampling profiler (it took a tenth of the screening).
+        # The workers run without Dask's stack-sampling profiler and with glibc's adaptive malloc thresholds
+        # (each had cost about a tenth of the screening).
         assert set(client.run(lambda: dask.config.get("distributed.worker.profile.enabled")).values()) == {False}
+        assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {None}
         work = tmp_path / "work"
         outcome: dict[str, Any] = {}
 
