@@ -44,8 +44,11 @@ def partition_of(patient: str, partitions: int) -> int:
 
 def _patient_key(line: bytes) -> str | None:
     key = patient_key(line)  # typed, reading only the references (a third of a full parse)
-    if key is not UNSET:
-        return key  # type: ignore[return-value]
+    return _patient_key_by_parsing(line) if key is UNSET else key  # type: ignore[return-value]
+
+
+def _patient_key_by_parsing(line: bytes) -> str | None:
+    """The patient of a loose resource from the whole line parsed (where the typed decoder cannot tell)."""
     try:
         raw = orjson.loads(line)
     except orjson.JSONDecodeError:

@@ -14,7 +14,13 @@ import orjson
 import pytest
 
 from datasets.emr_records import ChildRecord, RecordError
-from datasets.fhir_bulk import _patient_key, bulk_files, partition_by_patient, read_partition_file
+from datasets.fhir_bulk import (
+    _patient_key,
+    _patient_key_by_parsing,
+    bulk_files,
+    partition_by_patient,
+    read_partition_file,
+)
 from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_emr import record_to_bundle
 from datasets.fhir_fast import read_fhir_fast, records_from_bundle_fast
@@ -216,24 +222,6 @@ def test_a_bulk_partition_reads_typed_as_the_per_resource_reader(
         assert typed == read
 
 
-def _key_by_parsing(line: bytes) -> str | None:
-    """The patient of a loose resource as the splitter found it before the typed decoder (orjson)."""
-    try:
-        raw = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    if raw.get("resourceType") == "Patient":
-        rid = raw.get("id")
-        return rid if isinstance(rid, str) else None
-    for element in ("subject", "patient"):
-        value = raw.get(element)
-        if isinstance(value, dict) and isinstance(value.get("reference"), str):
-            return str(value["reference"]).split("/")[-1]
-    return None
-
-
 def test_the_splitter_finds_each_resources_patient_as_a_full_parse_does() -> None:
     lines = [json.dumps(e["resource"]).encode() for e in ODD_ENTRIES + list(SHAPES.values())]
     lines += [json.dumps(e["resource"]).encode() for e in record_to_bundle(syndromic_child())["entry"]]
@@ -248,5 +236,5 @@ def test_the_splitter_finds_each_resources_patient_as_a_full_parse_does() -> Non
         '{"resourceType": "Condition", "subject": {"reference": "Patient/Zo\u00eb"}}'.encode(),
     ]
     keys = [_patient_key(line) for line in lines]
-    assert keys == [_key_by_parsing(line) for line in lines]
+    assert keys == [_patient_key_by_parsing(line) for line in lines]
     assert {"b", "c", "d", "Zo\u00eb", "child-syndromic"} <= {k for k in keys if k}
