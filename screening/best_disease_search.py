@@ -81,20 +81,16 @@ class BestDiseaseSearch:
         known = self._known
         if len(known) + len(closures) > KNOWN_CLOSURES:
             known.clear()  # before the batch: every answer it needs is then kept until it returns
-        slot: dict[bytes, int] = {}
-        unique: list[np.ndarray] = []
-        keys: list[bytes] = []
-        for closure in closures:
-            # The bytes name the closure whatever its integer type: indices are sorted, non-negative and
-            # far below 2**31, so an int32 closure's bytes are never an int64 closure's.
-            key = closure.tobytes()
-            if key not in known and key not in slot:
-                slot[key] = len(unique)
-                unique.append(closure)
-                keys.append(key)
-        if unique:
-            known.update(zip(keys, self._unique(unique), strict=True))
-        return [known[closure.tobytes()] for closure in closures]
+        # The bytes name the closure whatever its integer type: indices are sorted, non-negative and far
+        # below 2**31, so an int32 closure's bytes are never an int64 closure's.
+        keys = [closure.tobytes() for closure in closures]
+        new: dict[bytes, np.ndarray] = {}  # the closures not yet known, in first-seen order
+        for key, closure in zip(keys, closures, strict=True):
+            if key not in known and key not in new:
+                new[key] = closure
+        if new:
+            known.update(zip(new, self._unique(list(new.values())), strict=True))
+        return [known[key] for key in keys]
 
     def _unique(self, closures: list[np.ndarray]) -> list[tuple[int, float]]:
         out: list[tuple[int, float]] = [(0, 0.0)] * len(closures)

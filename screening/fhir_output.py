@@ -109,7 +109,7 @@ def risk_assessment_json(result: ScreeningResult, ontology: Ontology) -> dict[st
     return resource
 
 
-def flag(result: ScreeningResult, ontology: Ontology) -> Flag | None:
+def flag(result: ScreeningResult) -> Flag | None:
     """A clinical Flag for a flagged child, naming the reasons; None when not flagged."""
     resource = flag_json(result)
     return None if resource is None else Flag.model_validate(resource)

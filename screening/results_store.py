@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 def store_result(session: Session, screener: Screener, record: ChildRecord, result: ScreeningResult, actor: str) -> dict[str, Any]:
     """Add the result's row (flushed, so it has an id) and its audit event; returns the FHIR resources."""
     assessment = risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True)
-    fhir_flag = flag(result, screener.ontology)
+    fhir_flag = flag(result)
     flag_json = fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None
     row = ScreeningRun(
         patient_id=result.patient_id,

@@ -40,7 +40,7 @@ def test_the_direct_json_is_what_the_resource_models_dump(screener: Screener) ->
         assert risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True) == dumped
         direct_flag = flag_json(result)
         if not result.flagged:
-            assert direct_flag is None and flag(result, screener.ontology) is None
+            assert direct_flag is None and flag(result) is None
             continue
         assert direct_flag is not None
         assert orjson.dumps(direct_flag) == orjson.dumps(
