@@ -3,7 +3,7 @@ after the lung-field mask, on a seeded sample of Kermany development films.
 
     nice -n 10 python benchmarks/chest_localisation.py --data ../shared/data --limit 300 [--plot PATH]
 
-"Before" is the shipped ensemble's own 8x8 map (its hottest cell's centre); "after" is the map as served
+"Before" is the shipped ensemble's own coarse map (8x8 at 128 px, 14x14 at 224 px) (its hottest cell's centre); "after" is the map as served
 (``datasets.lung_fields.heatmap_within``: interpolated, zero outside the fields). The lung fields are the
 heuristic mask itself, not an annotation (the data has none), so "inside" means inside that mask. Also
 prints where the outside peaks were, how the masks were found, and the mask's time per film.
@@ -44,13 +44,18 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, default=None, help="also draw the card's heat-map examples here")
     args = parser.parse_args()
 
+    import json
+
     import onnxruntime as ort
     from scipy import ndimage
 
     from datasets.lung_fields import heatmap_within, lung_fields
+    from datasets.preprocess import PreprocessSpec
     from training.tasks.chest_xray import development_set
 
-    dev = development_set(args.data, None, args.limit, args.seed)
+    # The bundle's own input (an older bundle may be smaller than this build's).
+    spec = PreprocessSpec.from_dict(json.loads((args.model_dir / "bundle.json").read_text())["preprocess"])
+    dev = development_set(args.data, None, args.limit, args.seed, spec=spec)
     x = dev.x.astype(np.float32)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
@@ -92,11 +97,11 @@ def main() -> int:
         print(f"  {name:<10} before {before[keep].mean():.3f} ({int(before[keep].sum())}/{int(keep.sum())})   "
               f"after {after[keep].mean():.3f} ({int(after[keep].sum())}/{int(keep.sum())})")
     print(f"  after: peak within 3 px of the fields' edge (the model's evidence lay outside) {on_edge.mean():.3f}; "
-          f"films whose 8x8 map ties at its maximum (saturated cells) {tied.mean():.3f}")
+          f"films whose {heatmaps.shape[1]}x{heatmaps.shape[2]} map ties at its maximum (saturated cells) {tied.mean():.3f}")
     print("  masks found as: " + ", ".join(f"{k} {v}" for k, v in methods.most_common()))
     print("  peaks outside the fields before the mask: " + (", ".join(f"{k} {v}" for k, v in outside.most_common()) or "none"))
     print(f"  peak moved by the mask: median {np.median(moved):.3f}, p90 {np.percentile(moved, 90):.3f} of the film side")
-    print(f"  lung-field mask: {1000 * mask_seconds / len(x):.1f} ms per film (128 px)")
+    print(f"  lung-field mask: {1000 * mask_seconds / len(x):.1f} ms per film ({size} px)")
     if args.plot:
         from training.tasks.chest_xray import plot_heatmap_examples
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -17,27 +18,32 @@ from monai.transforms import (
     RandRotate90,
     RandScaleIntensity,
 )
+from PIL import Image
 
-__all__ = ["build_augmentation", "augment_batch", "RandBorderErase", "AcquisitionShift"]
+__all__ = ["build_augmentation", "augment_batch", "RandBorderErase", "AcquisitionShift", "jpeg_roundtrip"]
 
 
 class AcquisitionShift:
     """Vectorised batch augmentation for another site's films: one torch pass per batch, per-sample draws.
 
-    Rotation, zoom/crop and shift (one ``affine_grid``), gamma, contrast, blur, noise and random margin
-    erasure (Kermany's text markers and cropping sit at the edges). Ten times cheaper than MONAI's
-    per-sample transforms, which is what let the cross-validation fit a shared 2-core machine.
+    Rotation, zoom/crop and shift (one ``affine_grid``), gamma, contrast, blur, noise, random margin
+    erasure (Kermany's text markers and cropping sit at the edges) and JPEG re-encoding at a random
+    quality (another site's export, a film sent through a viewer's "save as"). Ten times cheaper than
+    MONAI's per-sample transforms, which is what let the cross-validation fit a shared 2-core machine.
     """
 
     batched = True
 
     def __init__(self, seed: int, *, rotate: float = 0.15, zoom: tuple[float, float] = (0.8, 1.1), shift: float = 0.08,
                  gamma: tuple[float, float] = (0.6, 1.6), blur_prob: float = 0.25, noise_std: float = 0.03,
-                 erase_prob: float = 0.6, erase_fraction: float = 0.15) -> None:
+                 erase_prob: float = 0.6, erase_fraction: float = 0.15,
+                 jpeg_prob: float = 0.3, jpeg_quality: tuple[int, int] = (25, 90), frame_prob: float = 0.0) -> None:
         self.generator = torch.Generator().manual_seed(seed)
         self.rotate, self.zoom, self.shift = rotate, zoom, shift
         self.gamma, self.blur_prob, self.noise_std = gamma, blur_prob, noise_std
         self.erase_prob, self.erase_fraction = erase_prob, erase_fraction
+        self.jpeg_prob, self.jpeg_quality = jpeg_prob, jpeg_quality
+        self.frame_prob = frame_prob
 
     def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(n, generator=self.generator)
@@ -73,7 +79,40 @@ class AcquisitionShift:
         keep_rows = (rows >= margins[:, 0:1]) & (rows < h - margins[:, 1:2])
         keep_cols = (cols >= margins[:, 2:3]) & (cols < w - margins[:, 3:4])
         keep = (keep_rows[:, :, None] & keep_cols[:, None, :]) | ~erase[:, None, None]
-        return (x * keep[:, None].float()).clamp(0, 1)
+        return self._jpeg(self._frame((x * keep[:, None].float()).clamp(0, 1)))
+
+    def _frame(self, x: torch.Tensor) -> torch.Tensor:
+        """Blank everything outside a random ellipse around the lungs on a share of the batch: the film's
+        periphery (markers, shoulders, abdomen, how it was cropped) then cannot be what calls it normal."""
+        n, _, h, w = x.shape
+        chosen = torch.rand(n, generator=self.generator) < self.frame_prob
+        centre_r = (0.47 + self._uniform(n, -0.04, 0.04)) * h
+        centre_c = (0.5 + self._uniform(n, -0.04, 0.04)) * w
+        size = self._uniform(n, 0.95, 1.3)
+        rows = torch.arange(h, dtype=torch.float32)[None, :, None]
+        cols = torch.arange(w, dtype=torch.float32)[None, None, :]
+        inside = ((rows - centre_r[:, None, None]) / (0.36 * h * size[:, None, None])) ** 2 + (
+            (cols - centre_c[:, None, None]) / (0.40 * w * size[:, None, None])
+        ) ** 2 <= 1.0
+        keep = inside | ~chosen[:, None, None]
+        return x * keep[:, None].float()
+
+    def _jpeg(self, x: torch.Tensor) -> torch.Tensor:
+        """Re-encode a random share of the batch as 8-bit JPEG at a random quality (the last step: an export)."""
+        chosen = torch.rand(x.shape[0], generator=self.generator) < self.jpeg_prob
+        qualities = torch.randint(self.jpeg_quality[0], self.jpeg_quality[1] + 1, (x.shape[0],), generator=self.generator)
+        for i in torch.nonzero(chosen).flatten().tolist():
+            x[i, 0] = torch.from_numpy(jpeg_roundtrip(x[i, 0].numpy(), int(qualities[i])))
+        return x
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """``image`` in [0, 1] through an 8-bit greyscale JPEG at ``quality`` and back."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), mode="L").save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded, dtype=np.float32) / 255.0
 
 
 class RandBorderErase:

@@ -7,7 +7,7 @@ import torch
 
 from datasets.splits import patient_folds
 from models.networks import FoldEnsemble, HeatmapClassifier
-from training.augment import AcquisitionShift
+from training.augment import AcquisitionShift, jpeg_roundtrip
 from training.card_figures import DevelopmentSet, figures_from_scores
 from training.crossval import cross_validate, fit_platt
 from training.metrics import bootstrap_auroc
@@ -97,3 +97,25 @@ def test_acquisition_shift_is_seeded_bounded_and_erases_margins() -> None:
     assert torch.equal(a, b) and a.shape == (16, 1, 64, 64)
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     assert float((a == 0).float().mean()) > 0.01  # erased margins and rotated-in corners
+
+
+def test_jpeg_roundtrip_degrades_like_a_low_quality_export() -> None:
+    rng = np.random.default_rng(0)
+    # A smooth film-like gradient with fine noise: JPEG keeps the gradient and loses the noise.
+    image = np.clip(np.linspace(0, 1, 64)[None, :] * np.ones((64, 1)) + rng.normal(0, 0.05, (64, 64)), 0, 1).astype(np.float32)
+    low, high = jpeg_roundtrip(image, 25), jpeg_roundtrip(image, 95)
+    assert low.shape == image.shape and low.dtype == np.float32
+    assert 0.0 <= float(low.min()) and float(low.max()) <= 1.0
+    assert float(np.abs(high - image).mean()) < float(np.abs(low - image).mean()) < 0.1
+    assert float(np.abs(low - image).mean()) > 0.005  # quality 25 visibly changes the film
+
+
+def test_framing_keeps_the_lungs_and_blanks_the_periphery() -> None:
+    x = np.full((8, 1, 96, 96), 0.5, np.float32)
+    framed = AcquisitionShift(1, rotate=0.0, zoom=(1.0, 1.0), shift=0.0, gamma=(1.0, 1.0), blur_prob=0.0, noise_std=0.0,
+                              erase_prob=0.0, jpeg_prob=0.0, frame_prob=1.0)(x)
+    untouched = AcquisitionShift(1, rotate=0.0, zoom=(1.0, 1.0), shift=0.0, gamma=(1.0, 1.0), blur_prob=0.0, noise_std=0.0,
+                                 erase_prob=0.0, jpeg_prob=0.0, frame_prob=0.0)(x)
+    assert torch.all(framed[:, 0, 45, 48] > 0.4)  # the lungs' centre stays
+    assert torch.all(framed[:, 0, 0, 0] == 0) and torch.all(framed[:, 0, 95, 95] == 0)  # corners go
+    assert torch.all(untouched[:, 0, 0, 0] > 0.4)
