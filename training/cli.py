@@ -25,7 +25,7 @@ TASK_MODULES = {
     "mammography": "training.tasks.mammography",
     "ct-chest": "training.tasks.ct_chest",
 }
-DEFAULT_EPOCHS = {"chest-xray": 3, "mammography": 12, "ct-chest": 12}
+DEFAULT_EPOCHS = {"chest-xray": 4, "mammography": 12, "ct-chest": 12}
 
 
 def add_commands(subparsers: Any) -> None:

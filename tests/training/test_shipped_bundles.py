@@ -46,7 +46,10 @@ def test_chest_xray_scores_pneumonia_above_normal() -> None:
     score, heatmap = session.run(["score", "heatmap"], {bundle["input"]["name"]: batch})
     labels = np.array([i.label for i in items])
     assert score[labels == 1].mean() > score[labels == 0].mean()
-    assert heatmap.shape == (len(items), 1, 8, 8) and ((0 <= heatmap) & (heatmap <= 1)).all()
+    declared = next(o for o in bundle["outputs"] if o["name"] == "heatmap")["shape"]
+    # One cell per 16 px of the input (the network's stride), as the bundle declares.
+    assert heatmap.shape == (len(items), *declared[1:]) == (len(items), 1, spec.size[0] // 16, spec.size[1] // 16)
+    assert ((0 <= heatmap) & (heatmap <= 1)).all()
 
 
 def test_mammography_scores_a_whole_film_with_two_outputs() -> None:
