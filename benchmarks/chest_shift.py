@@ -23,7 +23,6 @@ figures bound what it does, they do not predict another hospital.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -41,16 +40,9 @@ Perturbation = Callable[[np.ndarray], np.ndarray]
 
 
 def _jpeg(quality: int) -> Perturbation:
-    from PIL import Image
+    from training.augment import jpeg_roundtrip  # the training augmentation's own re-encoding
 
-    def apply(image: np.ndarray) -> np.ndarray:
-        buffer = io.BytesIO()
-        Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), mode="L").save(buffer, format="JPEG", quality=quality)
-        buffer.seek(0)
-        with Image.open(buffer) as decoded:
-            return np.asarray(decoded, dtype=np.float32) / 255.0
-
-    return apply
+    return lambda image: jpeg_roundtrip(image, quality)
 
 
 def _gamma(value: float) -> Perturbation:
