@@ -18,7 +18,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from datasets.preprocess import resize
 
-__all__ = ["LungFields", "lung_fields", "central_ellipse", "heatmap_within"]
+__all__ = ["LungFields", "lung_fields", "central_ellipse", "heatmap_within", "CENTRAL_ELLIPSE"]
 
 # Plausible lungs on a frontal film, as fractions of the image: measured on Kermany development films
 # (both fields together cover about a quarter to a half of the film, never its outer edge band).
@@ -39,11 +39,17 @@ class LungFields:
     method: str
 
 
+# Where both lungs lie on a centred frontal film, as fractions of its side: centre (row, column) and
+# semi-axes (rows, columns). Also the training augmentation's framing ellipse (``training.augment``).
+CENTRAL_ELLIPSE = (0.47, 0.5, 0.36, 0.40)
+
+
 def central_ellipse(shape: tuple[int, int]) -> np.ndarray:
     """The fallback: an ellipse over the central film, where both lungs lie on a centred frontal view."""
     rows, cols = shape
+    centre_r, centre_c, axis_r, axis_c = CENTRAL_ELLIPSE
     rr, cc = np.mgrid[0:rows, 0:cols]
-    return ((rr - 0.47 * rows) / (0.36 * rows)) ** 2 + ((cc - 0.5 * cols) / (0.40 * cols)) ** 2 <= 1.0
+    return ((rr - centre_r * rows) / (axis_r * rows)) ** 2 + ((cc - centre_c * cols) / (axis_c * cols)) ** 2 <= 1.0
 
 
 def _hull_fill(component: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ from monai.transforms import (
 )
 from PIL import Image
 
+from datasets.lung_fields import CENTRAL_ELLIPSE
+
 __all__ = ["build_augmentation", "augment_batch", "RandBorderErase", "AcquisitionShift", "jpeg_roundtrip"]
 
 
@@ -86,13 +88,15 @@ class AcquisitionShift:
         periphery (markers, shoulders, abdomen, how it was cropped) then cannot be what calls it normal."""
         n, _, h, w = x.shape
         chosen = torch.rand(n, generator=self.generator) < self.frame_prob
-        centre_r = (0.47 + self._uniform(n, -0.04, 0.04)) * h
-        centre_c = (0.5 + self._uniform(n, -0.04, 0.04)) * w
+        # The lung fields' fallback ellipse, its centre jittered and its size drawn per film.
+        ellipse_r, ellipse_c, axis_r, axis_c = CENTRAL_ELLIPSE
+        centre_r = (ellipse_r + self._uniform(n, -0.04, 0.04)) * h
+        centre_c = (ellipse_c + self._uniform(n, -0.04, 0.04)) * w
         size = self._uniform(n, 0.95, 1.3)
         rows = torch.arange(h, dtype=torch.float32)[None, :, None]
         cols = torch.arange(w, dtype=torch.float32)[None, None, :]
-        inside = ((rows - centre_r[:, None, None]) / (0.36 * h * size[:, None, None])) ** 2 + (
-            (cols - centre_c[:, None, None]) / (0.40 * w * size[:, None, None])
+        inside = ((rows - centre_r[:, None, None]) / (axis_r * h * size[:, None, None])) ** 2 + (
+            (cols - centre_c[:, None, None]) / (axis_c * w * size[:, None, None])
         ) ** 2 <= 1.0
         keep = inside | ~chosen[:, None, None]
         return x * keep[:, None].float()
