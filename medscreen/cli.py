@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -97,6 +98,9 @@ def prepare_home(args: argparse.Namespace, settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     # Before anything is created: the database, spool and quarantine hold patient data (service/file_modes.py).
     owner_only_files()
+    # MLflow draws a progress bar for every model copied out of the registry (a few local files, milliseconds):
+    # on `score --quiet` it was the only bar left and in the service's log it is noise. A site may turn it on.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = Settings()

@@ -93,6 +93,7 @@ def test_score_command_gives_the_in_process_scorers_result_on_the_same_files(tmp
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and "Downloading artifacts" not in result.stderr  # --quiet: no progress bar, MLflow's included
     lines = {line["study_instance_uid"]: line for line in map(json.loads, result.stdout.splitlines())}
     assert set(lines) == set(studies)
     models: dict[str, LoadedModel] = {}
