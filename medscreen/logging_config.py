@@ -19,8 +19,9 @@ from collections.abc import Callable
 __all__ = ["configure_logging", "run_configured", "uid_digests"]
 
 FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
-# Libraries that log every association, request or registry call at INFO.
-QUIET_LIBRARIES = ("pynetdicom", "mlflow", "urllib3", "httpx")
+# Libraries that log every association, request or registry call at INFO; highdicom logs seven lines per
+# result document, naming the source image's SOP Instance UID in them.
+QUIET_LIBRARIES = ("pynetdicom", "mlflow", "urllib3", "httpx", "highdicom")
 
 
 # A DICOM UID in a URL (/api/studies/1.2.840...): it names a study, so the log keeps a digest only.

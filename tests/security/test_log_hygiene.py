@@ -27,3 +27,25 @@ def test_pydicom_warnings_with_raw_bytes_stay_out_of_the_log(caplog) -> None:
     assert "Doe^Jane" not in caplog.text
     assert logging.getLogger("pydicom").getEffectiveLevel() >= logging.ERROR
     assert not caught
+
+
+def test_building_the_sr_and_heatmap_logs_no_source_uid(caplog) -> None:
+    # highdicom logs the source image's UIDs at INFO ("copy Patient-related attributes from dataset 1.2...")
+    # for every document it builds: a served log would name each study scored.
+    import numpy as np
+    from pydicom import dcmread
+
+    from inference.scorers import TaskScore
+    from inference.writeback import ResultToWrite, build_heatmap, build_sr
+    from tests.inference.conftest import INFERENCE_FIXTURES
+
+    configure_logging("INFO")
+    source = dcmread(INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm")
+    scored = TaskScore(0.72, {"kind": "heatmap", "point": [40.0, 60.0]}, source, np.linspace(0, 1, 64).reshape(8, 8), np.full((64, 64), 0.5))
+    result = ResultToWrite("chest-xray", "chest-xray", "1", "run-1", 0.6, "positive", scored, None)
+    with caplog.at_level(logging.INFO), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_sr(result, series_instance_uid="1.2.826.0.1.3680043.8.498.77.1")
+        build_heatmap(result, series_instance_uid="1.2.826.0.1.3680043.8.498.77.2")
+    for uid in (source.SOPInstanceUID, source.StudyInstanceUID, source.SeriesInstanceUID):
+        assert str(uid) not in caplog.text
