@@ -46,6 +46,7 @@ class TaskMix:
     sensitivity: float
     specificity: float
     measured: bool
+    steering: str  # the shipped version's steering right (raise-only without a bundle), or --steering
 
 
 # Shares, prevalences and reading times of a general hospital's imaging triage list; sensitivity and
@@ -61,15 +62,21 @@ ARRIVAL_PROFILE = [1, 1, 1, 1, 1, 1, 2, 3, 6, 8, 8, 8, 7, 7, 8, 8, 7, 6, 4, 3, 2
 SHIFTS = [(8, 20), (8, 20), (8, 17), (20, 32)]
 
 
-def load_tasks() -> list[TaskMix]:
+def load_tasks(steering: str = "shipped") -> list[TaskMix]:
+    """The task mix; ``steering`` "shipped" gives each task its bundle's steering right, else that right for all."""
     mix = []
     for task, modality, share, prevalence, read_minutes, sensitivity, specificity in TASKS:
         metrics_path = REPO / "models" / task / "metrics.json"
+        bundle_path = REPO / "models" / task / "bundle.json"
         measured = metrics_path.exists()
         if measured:
             headline = json.loads(metrics_path.read_text())["headline"]
             sensitivity, specificity = headline["sensitivity"], headline["specificity"]
-        mix.append(TaskMix(task, modality, share, prevalence, read_minutes, sensitivity, specificity, measured))
+        right = steering
+        if steering == "shipped":
+            shipped = json.loads(bundle_path.read_text()).get("steering", {}) if bundle_path.exists() else {}
+            right = str(shipped.get("right", "raise-only"))
+        mix.append(TaskMix(task, modality, share, prevalence, read_minutes, sensitivity, specificity, measured, right))
     return mix
 
 
@@ -82,6 +89,7 @@ class SimStudy:
     score: float
     stat: bool
     read_s: float
+    steering: str
 
 
 def simulate_arrivals(rng: random.Random, days: int, per_day: int, mix: list[TaskMix]) -> list[SimStudy]:
@@ -100,7 +108,9 @@ def simulate_arrivals(rng: random.Random, days: int, per_day: int, mix: list[Tas
                     score = rng.uniform(0.5, 1.0) if positive else rng.uniform(0.0, 0.5)
                 read_s = 60 * task.read_minutes * math.exp(rng.gauss(0, 0.5))
                 arrived = (day * 24 + hour + rng.random()) * HOUR
-                studies.append(SimStudy(arrived, task.modality, truth, call, score, rng.random() < 0.05, read_s))
+                studies.append(
+                    SimStudy(arrived, task.modality, truth, call, score, rng.random() < 0.05, read_s, task.steering)
+                )
     return sorted(studies, key=lambda s: s.arrived)
 
 
@@ -121,7 +131,7 @@ def _facts(study: SimStudy, with_model: bool) -> StudyFacts:
         return StudyFacts(arrived_at=arrived, modality=study.modality, order_priority=order, state="not_applicable")
     if study.model_call is None:
         return StudyFacts(arrived_at=arrived, modality=study.modality, order_priority=order, state="could_not_score")
-    champion = ChampionCall(study.model_call, study.score, 0.5, "sim", "1", "defer")  # type: ignore[arg-type]
+    champion = ChampionCall(study.model_call, study.score, 0.5, "sim", "1", study.steering)  # type: ignore[arg-type]
     return StudyFacts(
         arrived_at=arrived, modality=study.modality, order_priority=order, state="scored", champion=champion
     )
@@ -141,9 +151,9 @@ def _next_on_shift(t: float, shift: tuple[int, int]) -> float:
 def run_day(studies: list[SimStudy], policy: PriorityPolicy, with_model: bool) -> list[float]:
     """Waits (arrival to start of read, seconds) of every study, in the order of ``studies``.
 
-    A study's place can change once as time passes (a negative whose deferral runs out); the policy is asked
-    for its place at arrival and again at that moment, and the queue holds both entries (the stale one is
-    skipped when it comes up).
+    A study's place can change once as time passes, when its modality's aging cap runs out; the policy is
+    asked for its place at arrival and again at that moment, and the queue holds both entries (the stale one
+    is skipped when it comes up).
     """
     first_keys: list[tuple[float, float]] = []
     later: list[tuple[float, float, float] | None] = []
@@ -152,9 +162,9 @@ def run_day(studies: list[SimStudy], policy: PriorityPolicy, with_model: bool) -
         arrived = T0 + timedelta(seconds=study.arrived)
         first = prioritise(facts, policy, arrived)
         first_keys.append(((first.due_at - T0).total_seconds(), first.tie_break))
-        if first.tier == "negative":
-            changes_at = first.due_at
-            aged = prioritise(facts, policy, changes_at)
+        changes_at = arrived + policy.cap_for(study.modality)
+        aged = prioritise(facts, policy, changes_at)
+        if (aged.due_at, aged.tie_break) != (first.due_at, first.tie_break):
             later.append(((changes_at - T0).total_seconds(), (aged.due_at - T0).total_seconds(), aged.tie_break))
         else:
             later.append(None)
@@ -239,16 +249,22 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--cap-minutes", type=float, default=None, help="aging cap (default: the settings default)")
     parser.add_argument("--sweep", action="store_true", help="also print the trade-off over a range of aging caps")
+    parser.add_argument(
+        "--steering",
+        choices=("shipped", "raise-only", "defer"),
+        default="shipped",
+        help="each model's steering right: the shipped bundles' (default), or one right for all models",
+    )
     args = parser.parse_args()
 
     settings = Settings() if args.cap_minutes is None else Settings(worklist_aging_cap_minutes=args.cap_minutes)
     policy = policy_from_settings(settings)
-    mix = load_tasks()
+    mix = load_tasks(args.steering)
     for task in mix:
         source = f"models/{task.task}/metrics.json" if task.measured else "assumed (no shipped bundle)"
         print(
             f"{task.task:12s} share {task.share:.0%} prevalence {task.prevalence:.0%} read {task.read_minutes:g} min "
-            f"sensitivity {task.sensitivity:.3f} specificity {task.specificity:.3f} [{source}]"
+            f"sensitivity {task.sensitivity:.3f} specificity {task.specificity:.3f} steering {task.steering} [{source}]"
         )
     cap = policy.aging_cap.total_seconds() / 60
     print(

@@ -265,9 +265,10 @@ class Settings(BaseSettings):
     worklist_aging_cap_minutes: float = Field(
         90.0,
         gt=0,
-        description="Worklist aging cap: a champion-negative study is deferred at most this long, then goes back to its "
-        "arrival place ahead of later model-positive studies. About a quarter to a third of the list's p99 wait "
-        "(see benchmarks/prioritisation.py --sweep).",
+        description="Worklist aging cap: a study waits at most this long behind model-positive studies that came later "
+        "(a champion-negative study of a `defer` version is deferred at most this long), then goes back to its "
+        "arrival place ahead of them. The longest cap, held to the urgent lead, is also how far a positive call "
+        "raises a study. About a quarter to a third of the list's p99 wait (see benchmarks/prioritisation.py --sweep).",
     )
     worklist_aging_cap_by_modality: dict[str, float] = Field(
         default_factory=dict, description='Per-modality aging caps in minutes as JSON, e.g. `{"CT": 30, "MG": 240}`.'
@@ -275,11 +276,14 @@ class Settings(BaseSettings):
     worklist_stat_lead_minutes: float = Field(
         1440.0,
         ge=0,
-        description="Worklist: a STAT order is due this long before its arrival (24 h: above everything not STAT); "
-        "the model never lowers it.",
+        description="Worklist: a STAT order is due this long before a routine study of the same arrival that was raised "
+        "or has settled (24 h: above everything not STAT); the model never lowers it.",
     )
     worklist_urgent_lead_minutes: float = Field(
-        120.0, ge=0, description="Worklist: a HIGH/URGENT/ASAP order is due this long before its arrival; never lowered."
+        120.0,
+        ge=0,
+        description="Worklist: a HIGH/URGENT/ASAP order is due this long before a routine study of the same arrival that "
+        "was raised or has settled; never lowered by the model.",
     )
     worklist_claim_minutes: float = Field(
         60.0, gt=0, description="Worklist: a claim not closed by a read lapses after this long and another radiologist may claim."

@@ -1,38 +1,48 @@
 """The priority policy: where a study goes in the radiologists' list, and why. A pure function, no I/O.
 
 Each study gets a **due time**; the list is read earliest-due first (ties: higher champion score first).
-A negative call *defers* a study, for at most the aging cap of its modality.
+A positive call *raises* a study by the policy's **raise** R = min(longest aging cap, urgent lead), default
+90 min; a negative call from a version that earned `defer` *defers* a study, for at most the aging cap of its
+modality. A study that has waited its cap is *settled*: back in its arrival place among everything settled.
 
 | study | due time | tier |
 |---|---|---|
-| order priority STAT | arrival - `stat_lead` (default 24 h: above everything not STAT) | `stat` |
-| order priority HIGH / URGENT / ASAP | arrival - `urgent_lead` (default 2 h) | `urgent` |
-| champion call positive | arrival | `positive` |
-| not scored yet, no model for it, could not score, outside the model's intended use, scoring failed | arrival (plain arrival order) | `unscored` |
+| order priority STAT | arrival - `stat_lead` - R (default 24 h: above everything not STAT) | `stat` |
+| order priority HIGH / URGENT / ASAP | arrival - `urgent_lead` - R (default 2 h) | `urgent` |
+| champion call positive from a `raise-only` or `defer` version | arrival - R | `positive` |
+| not scored yet, no model for it, could not score, outside the model's intended use, scoring failed | arrival | `unscored` |
 | champion version with steering right `shadow` (recorded, never moves a study), any call | arrival | `unscored` |
 | champion call negative from a `raise-only` version (the default: `defer` must be earned) | arrival | `unscored` |
 | champion call negative from a `defer` version, waited less than the aging cap of its modality (default 90 min) | arrival + cap | `negative` |
-| champion call negative, waited the cap or longer | arrival (back in its arrival place) | `aged` |
+| any of the four rows above once it has waited its modality's cap (settled) | arrival - R | its tier; `aged` for a deferred negative |
 
 Why this shape:
 - The order's clinical priority is a floor: the due time is the earliest of the order's and the model's,
-  so a negative call never moves a STAT or urgent order down.
+  so a negative call never moves a STAT or urgent order down. Order leads count from the settled place
+  (arrival - R), so an urgent order stays `urgent_lead` ahead of a positive or a settled study of the same
+  arrival, as it was ahead of a plain arrival-order study before models moved anything.
 - Only the champion's call moves a study; challengers run in shadow and never reach this function.
 - A version moves a study only as far as its **steering right**, kept with the version in the registry
   (`service/steering.py`): deferring a negative makes a false negative wait, so only a version validated on
-  data from another source may `defer`; a `raise-only` version moves positives up and leaves negatives in
-  arrival order; a `shadow` version is shown and recorded and moves nothing. So `raise-only` and `shadow`
-  never make a study due later than its arrival (a property test checks it).
+  data from another source may `defer`; a `raise-only` version moves positives up (ahead of the studies
+  that arrived up to R before them and have not waited their cap) and leaves negatives in arrival order; a
+  `shadow` version is shown and recorded and moves nothing. So `raise-only` and `shadow` never make a study
+  due later than it would be without the model, nor later than its arrival (a property test checks it).
+  The raise is what makes the list triage at all while no model has earned `defer`: before it, a positive
+  from a `raise-only` version kept its arrival place (``benchmarks/prioritisation.py``: positives' mean wait
+  +0% with the shipped rights, -36% with the raise).
 - The call at the version's operating point, not the raw score, sets the tier: sensitivity and specificity
   were measured at that threshold. The score only breaks ties and is shown beside the call.
-- A study the model could not judge is neither promoted nor demoted: it keeps the place FIFO would give it.
-- **Aging cap**: once a negative study has waited its cap it returns to its arrival place, ahead of every
-  positive study that arrived after it, whether or not that one has been read yet: no study waits longer
-  than the cap behind model-positive studies that came later. That bounds how long a study the model got
-  wrong (a false negative) can be starved, and it costs the longest waits nothing: when the list is longer
-  than the cap, the positives that passed a study are still unread when its cap runs out, and it goes back
-  ahead of them (``benchmarks/prioritisation.py`` measures both effects). The recompute loop applies the
-  change (with a recorded priority change) when the cap runs out; nothing else moves with time.
+- A study the model could not judge is neither promoted nor demoted by it: it keeps the place a list
+  without models would give it.
+- **Aging cap**: once a study has waited its cap it is settled at arrival - R: ahead of every positive
+  study that arrived after it, whether or not that one has been read yet, and behind those that arrived
+  before it, as in FIFO. No study waits longer than its cap behind model-positive studies that came later.
+  That bounds how long a study the model got wrong (a false negative), or one it could not judge, can be
+  starved, and it costs the longest waits nothing: when the list is longer than the cap, the positives
+  that passed a study are still unread when its cap runs out, and it goes back ahead of them
+  (``benchmarks/prioritisation.py`` measures both effects). The recompute loop applies the change (with a
+  recorded priority change) when the cap runs out; nothing else moves with time.
 """
 
 from __future__ import annotations
@@ -97,6 +107,12 @@ class PriorityPolicy:
     def cap_for(self, modality: str) -> timedelta:
         return self.aging_cap_by_modality.get(modality.upper(), self.aging_cap)
 
+    @property
+    def lift(self) -> timedelta:
+        """R, how far a positive call moves a study up: the longest aging cap (a study it passes comes back ahead
+        of it when that study's cap runs out), never more than the urgent lead."""
+        return min(max([self.aging_cap, *self.aging_cap_by_modality.values()]), self.urgent_lead)
+
 
 @dataclass(frozen=True)
 class Priority:
@@ -126,6 +142,16 @@ def _minutes(delta: timedelta) -> str:
 
 def _model_priority(facts: StudyFacts, policy: PriorityPolicy, now: datetime) -> Priority:
     champion = facts.champion
+    cap, lift = policy.cap_for(facts.modality), policy.lift
+    waited_cap = now - facts.arrived_at >= cap
+    settled = f"; waited past the {_minutes(cap)} {facts.modality or 'default'} aging cap: settled in its arrival place"
+
+    def in_place(tier: Tier, why: str, tie_break: float) -> Priority:
+        """Arrival order; once the cap has run out, settled ahead of every positive that arrived later."""
+        if waited_cap:
+            return Priority(tier, facts.arrived_at - lift, tie_break, why + settled)
+        return Priority(tier, facts.arrived_at, tie_break, why)
+
     if facts.state != WorklistState.scored or champion is None:
         reasons: dict[str, str] = {
             WorklistState.awaiting_score: "not scored yet",
@@ -134,31 +160,22 @@ def _model_priority(facts: StudyFacts, policy: PriorityPolicy, now: datetime) ->
             WorklistState.out_of_scope: "outside the model's intended use, not scored",
             WorklistState.failed: "scoring failed",
         }
-        why = reasons.get(facts.state, facts.state)
-        return Priority("unscored", facts.arrived_at, 0.0, f"{why}: arrival order")
+        return in_place("unscored", f"{reasons.get(facts.state, facts.state)}: arrival order", 0.0)
     said = f"{champion.model_name} v{champion.model_version} {champion.call} (score {champion.score:.2f}, threshold {champion.threshold:.2f})"
     if champion.steering == SteeringRight.shadow:
-        return Priority("unscored", facts.arrived_at, 0.0, f"{said}; shadow model, moves nothing: arrival order")
+        return in_place("unscored", f"{said}; shadow model, moves nothing: arrival order", 0.0)
     if champion.call == "positive":
-        return Priority("positive", facts.arrived_at, -champion.score, f"{said}: ahead of negatives, arrival order")
+        why = f"{said}: raised {_minutes(lift)}, ahead of studies that arrived up to {_minutes(lift)} before it"
+        return Priority("positive", facts.arrived_at - lift, -champion.score, why)
     if champion.steering != SteeringRight.defer:
         # Anything but an earned `defer` (raise-only, or an unknown value) leaves a negative in its place.
-        return Priority(
-            "unscored", facts.arrived_at, -champion.score, f"{said}; raise-only model, a negative keeps its arrival place"
-        )
-    cap = policy.cap_for(facts.modality)
-    due = facts.arrived_at + cap
-    if now >= due:
+        return in_place("unscored", f"{said}; raise-only model, a negative keeps its arrival place", -champion.score)
+    if waited_cap:
         # The deferral is spent: back to the study's arrival place, ahead of every positive that came later.
-        return Priority(
-            "aged",
-            facts.arrived_at,
-            -champion.score,
-            f"{said}; waited past the {_minutes(cap)} {facts.modality or 'default'} aging cap",
-        )
+        return Priority("aged", facts.arrived_at - lift, -champion.score, f"{said}{settled}")
     return Priority(
         "negative",
-        due,
+        facts.arrived_at + cap,
         -champion.score,
         f"{said}: due after the {_minutes(cap)} {facts.modality or 'default'} aging cap",
     )
@@ -176,7 +193,7 @@ def prioritise(facts: StudyFacts, policy: PriorityPolicy, now: datetime) -> Prio
         lead, tier = policy.urgent_lead, "urgent"
     else:
         return model
-    order_due = facts.arrived_at - lead
+    order_due = facts.arrived_at - lead - policy.lift
     if order_due <= model.due_at:
         # The order outranks what the model says: the model never lowers a STAT or urgent order.
         return Priority(

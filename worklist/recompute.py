@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.tables import ScoreResult, Series, Study
@@ -185,6 +185,21 @@ def _latest_champion(session: Session, study_id: int) -> ScoreResult | None:
     )
 
 
+def _cap_ran_out(session: Session, policy: PriorityPolicy, now: datetime, batch: int) -> list[WorklistEntry]:
+    """Open entries still at or after their arrival (not raised, not aged back, no order lead) that have waited
+    their modality's cap: one query per configured modality and one for the rest, so an entry whose cap has
+    not run out is never fetched again and again."""
+    modality = func.upper(WorklistEntry.modality)
+    not_yet_back = [WorklistEntry.is_open.is_(True), WorklistEntry.due_at >= WorklistEntry.arrived_at]
+    groups = [(modality == name, cap) for name, cap in policy.aging_cap_by_modality.items()]
+    groups.append((modality.not_in(list(policy.aging_cap_by_modality)), policy.aging_cap))
+    entries: list[WorklistEntry] = []
+    for in_group, cap in groups:
+        query = select(WorklistEntry).where(*not_yet_back, in_group, WorklistEntry.arrived_at <= now - cap)
+        entries.extend(session.scalars(query.order_by(WorklistEntry.arrived_at).limit(batch)).all())
+    return entries
+
+
 def recompute_worklist(
     session: Session, policy: PriorityPolicy, now: datetime | None = None, *, batch: int = 2000
 ) -> list[PriorityChange]:
@@ -235,13 +250,8 @@ def recompute_worklist(
             entry.state = state_for_status(study.status)
             changes.append(_reprioritise(session, entry, policy, now))
 
-    # 4. Negative studies whose aging cap has run out.
-    aged = session.scalars(
-        select(WorklistEntry)
-        .where(WorklistEntry.tier == "negative", WorklistEntry.due_at <= now, WorklistEntry.is_open.is_(True))
-        .limit(batch)
-    ).all()
-    for entry in aged:
+    # 4. Studies whose aging cap has run out: back in their arrival place, ahead of later positives.
+    for entry in _cap_ran_out(session, policy, now, batch):
         changes.append(_reprioritise(session, entry, policy, now))
 
     session.execute(delete(WorklistEvent).where(WorklistEvent.at < now - EVENT_RETENTION))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from worklist.tables import PriorityChange, WorklistCursor, WorklistEntry
@@ -58,16 +58,19 @@ class PriorityChangeConsumer(Protocol):
 
 
 def deliver_priority_changes(session: Session, consumer: PriorityChangeConsumer, *, batch: int = 500) -> int:
-    """Offer the changes after the consumer's cursor, in order; the cursor moves past each one it accepts."""
+    """Offer the tier changes after the consumer's cursor, in order; the cursor moves past each one it accepts."""
     cursor_name = f"ris:{consumer.name}"[:32]
     cursor = session.get(WorklistCursor, cursor_name)
     if cursor is None:
         cursor = WorklistCursor(name=cursor_name, last_id=0)
         session.add(cursor)
+    # A change of due time within one tier (a study settling in its arrival place when its aging cap runs out)
+    # moves nothing the RIS shows: it gets a study when listed and whenever its tier changes.
+    tier_changed = or_(PriorityChange.from_tier.is_(None), PriorityChange.from_tier != PriorityChange.to_tier)
     rows = session.execute(
         select(PriorityChange, WorklistEntry.accession_number)
         .join(WorklistEntry, WorklistEntry.study_id == PriorityChange.study_id)
-        .where(PriorityChange.id > cursor.last_id)
+        .where(PriorityChange.id > cursor.last_id, tier_changed)
         .order_by(PriorityChange.id)
         .limit(batch)
     ).all()

@@ -62,16 +62,17 @@ def test_list_in_priority_order_with_state_and_model(app: FastAPI, client: TestC
         assert client.get(path, headers=paul).status_code == 403
     page = client.get("/api/worklist", headers=rita).json()
     order = {uid: name for name, uid in uids.items()}
+    # The positives are raised above the study still being scored that arrived before them.
     assert [order[item["study_instance_uid"]] for item in page["items"]] == [
         "stat",
-        "unscored",
         "pos1",
         "pos2",
+        "unscored",
         "neg1",
         "neg2",
     ]
     assert page["total"] == 6
-    first_positive = page["items"][2]
+    first_positive = page["items"][1]
     assert (first_positive["tier"], first_positive["call"], first_positive["score"], first_positive["threshold"]) == (
         "positive",
         "positive",
@@ -79,7 +80,7 @@ def test_list_in_priority_order_with_state_and_model(app: FastAPI, client: TestC
         0.5,
     )
     assert (first_positive["model_name"], first_positive["model_version"]) == ("chest-xray-champion", "3")
-    assert page["items"][1]["state"] == "awaiting_score" and page["items"][1]["tier"] == "unscored"
+    assert page["items"][3]["state"] == "awaiting_score" and page["items"][3]["tier"] == "unscored"
     assert page["items"][0]["priority_reason"].startswith("order priority STAT (never lowered by the model)")
 
     # filters and pages
@@ -87,7 +88,7 @@ def test_list_in_priority_order_with_state_and_model(app: FastAPI, client: TestC
     assert client.get("/api/worklist", headers=rita, params={"site": "North"}).json()["total"] == 1
     assert client.get("/api/worklist", headers=rita, params={"state": "awaiting_score"}).json()["total"] == 1
     second = client.get("/api/worklist", headers=rita, params={"limit": 2, "offset": 2}).json()
-    assert [order[i["study_instance_uid"]] for i in second["items"]] == ["pos1", "pos2"] and second["total"] == 6
+    assert [order[i["study_instance_uid"]] for i in second["items"]] == ["pos2", "unscored"] and second["total"] == 6
     filters = client.get("/api/worklist/filters", headers=rita).json()
     assert filters["modalities"] == ["CR", "CT"] and filters["sites"] == ["North", "St Elsewhere"]
 

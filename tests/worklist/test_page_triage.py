@@ -71,9 +71,10 @@ def test_page_shows_out_of_scope_reasons_and_steering_rights(settings: Settings,
                 sync_api.expect(page.locator(rows)).to_have_count(6)
                 listed = page.eval_on_selector_all(rows, "trs => trs.map(tr => [tr.dataset.uid, tr.dataset.tier])")
                 tiers = {uid: tier for uid, tier in listed}
-                # Arrival order, except that only the version that earned `defer` deferred its negative; the
-                # raise-only negative, the shadow CT (a positive call) and the out-of-scope studies keep their place.
-                order = ("adult", "neg-raise", "ct-shadow", "mg-raise", "thumb", "neg-defer")
+                # Arrival order, except that the raise-only version's positive is raised and only the version
+                # that earned `defer` deferred its negative; the raise-only negative, the shadow CT (a positive
+                # call) and the out-of-scope studies keep their place.
+                order = ("mg-raise", "adult", "neg-raise", "ct-shadow", "thumb", "neg-defer")
                 assert [uid for uid, _ in listed] == [uids[name] for name in order]
                 assert tiers[uids["mg-raise"]] == "positive" and tiers[uids["neg-defer"]] == "negative"
                 for name in ("adult", "neg-raise", "ct-shadow", "thumb"):
