@@ -203,8 +203,19 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
 
         # The driver stores what the partitions wrote (workers never write the database): flagged and
         # incomplete children reach the /screening page of their clinicians.
-        report["stored"] = store_output_lines(settings.resolved_database_url, args.out, f"batch:{args.input.name}"[:64])
+        stored = store_output_lines(
+            settings.resolved_database_url, args.out, f"batch:{args.input.name}"[:64], organization=args.organization or ""
+        )
+        report["stored"], report["stored_in_no_scope"] = stored
     sys.stderr.write(json.dumps(report) + "\n")
+    if report.get("stored_in_no_scope"):
+        # Not silent: a paediatrician sees a flag only through the record's practitioner or organisation.
+        sys.stderr.write(
+            f"medscreen screen-emr: {report['stored_in_no_scope']} stored results name no practitioner or organisation: "
+            "no paediatrician sees them, only an admin. Give the extract's organisation with --organization "
+            "Organization/<id> and let clinicians see it with `medscreen screening assign USER --organization "
+            "Organization/<id>`.\n"
+        )
     return 0
 
 
@@ -363,6 +374,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     batch.add_argument("--partition-mb", type=float, default=16.0, help="size of a partition of the extract (MB)")
     batch.add_argument(
         "--no-store", action="store_true", help="do not store flagged and incomplete results for the /screening page"
+    )
+    batch.add_argument(
+        "--organization",
+        default=None,
+        help="the extract's organisation (e.g. Organization/clinic-7), stored with results whose record names no "
+        "practitioner or organisation, so that clinicians assigned to it see them",
     )
     batch.set_defaults(
         func=_screen_emr, needs_home=lambda args: not args.no_store, needs_database=lambda args: not args.no_store

@@ -7,7 +7,7 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,7 @@ from screening.screener import Screener, ScreeningResult, patient_digest
 from screening.tables import ScreeningRun
 from service.audit import record_audit
 
-__all__ = ["store_result", "store_output_lines", "BatchStore"]
+__all__ = ["store_result", "store_output_lines", "BatchStore", "StoredLines"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +83,22 @@ class BatchStore:
         self.engine.dispose()
 
 
-def store_output_lines(database_url: str, output: Path, actor: str, every: int = 500) -> int:
+class StoredLines(NamedTuple):
+    stored: int
+    # Stored results whose record names no practitioner or organisation (and none was given for the extract):
+    # no clinician's scope holds them, so only an admin sees them on the page.
+    in_no_scope: int
+
+
+def store_output_lines(database_url: str, output: Path, actor: str, every: int = 500, *, organization: str = "") -> StoredLines:
     """Store the flagged and incomplete children of a ``screen-emr`` output file (NDJSON lines as the
-    population runner writes them), so that batch results reach the /screening page; returns how many."""
+    population runner writes them), so that batch results reach the /screening page. ``organization``: the
+    extract's organisation, given to each result whose record names neither a practitioner nor one."""
     from service.db import make_engine, make_session_factory
 
     engine = make_engine(database_url)
     session = make_session_factory(engine)()
-    stored = 0
+    stored = in_no_scope = 0
     try:
         with output.open(encoding="utf-8") as lines:
             for text in lines:
@@ -98,6 +106,10 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
                 if not (line["flagged"] or line["status"] == "incomplete"):
                     continue
                 patient = line.get("patient") or {}
+                practitioner = str(patient.get("practitioner", ""))[:128]
+                own_organization = str(patient.get("organization", ""))[:128]
+                if not (practitioner or own_organization or organization):
+                    in_no_scope += 1
                 row = ScreeningRun(
                     patient_id=line["patient_id"],
                     patient_digest=patient_digest(line["patient_id"]),
@@ -115,8 +127,8 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
                     submitted_by=actor,
                     patient_name=str(patient.get("name", ""))[:200],
                     mrn=str(patient.get("mrn", ""))[:64],
-                    practitioner=str(patient.get("practitioner", ""))[:128],
-                    organization=str(patient.get("organization", ""))[:128],
+                    practitioner=practitioner,
+                    organization=own_organization or ("" if practitioner else organization[:128]),
                 )
                 session.add(row)
                 session.flush()
@@ -131,4 +143,4 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
     finally:
         session.close()
         engine.dispose()
-    return stored
+    return StoredLines(stored, in_no_scope)

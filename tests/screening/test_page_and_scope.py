@@ -91,3 +91,28 @@ def test_the_page_has_the_worklist_headers_and_holds_no_patient_data(client: Tes
     for header in ("x-content-type-options", "cache-control"):
         assert page.headers[header] == worklist.headers[header]
     assert client.get("/screening/static/screening.js").headers["content-type"].startswith("text/javascript")
+
+
+def test_a_batch_result_no_clinician_would_see_is_named_and_the_extracts_organisation_gives_it_one(
+    screening_app: FastAPI, client: TestClient, token_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # type: ignore[no-untyped-def]
+    # Clara's record names no practitioner or organisation: stored without --organization, no paediatrician's
+    # scope holds her flag, and screen-emr says so instead of leaving it to be found by an admin.
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", str(screening_app.state.engine.url))
+    extract = _extract(tmp_path)
+    assert main(["screen-emr", str(extract), "--out", str(tmp_path / "one.ndjson"), "--as-of", "2024-03-01", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert json.loads(next(line for line in err.splitlines() if line.startswith("{")))["stored_in_no_scope"] == 1
+    assert "1 stored results name no practitioner or organisation: no paediatrician sees them" in err
+
+    assert main(["screen-emr", str(extract), "--out", str(tmp_path / "two.ndjson"), "--as-of", "2024-03-01", "--quiet",
+                 "--organization", "Organization/clinic-b"]) == 0
+    err = capsys.readouterr().err
+    assert json.loads(next(line for line in err.splitlines() if line.startswith("{")))["stored_in_no_scope"] == 0
+    assert "no paediatrician sees them" not in err
+    assert main(["screening", "assign", "dr-b", "--organization", "Organization/clinic-b"]) == 0
+    seen = client.get("/api/screening/flags", headers=token_for("dr-b", "paediatrician")).json()["flags"]
+    # dr-b sees the clinic's own children and Clara from the second run; a record's own practitioner still counts
+    # (Anna's children stay dr-a's, not the extract's organisation's).
+    assert sorted(f["patient_id"] for f in seen) == ["b0", "b0", "b1", "b1", "c0"]
