@@ -207,7 +207,6 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             settings.resolved_database_url, args.out, f"batch:{args.input.name}"[:64], organization=args.organization or ""
         )
         report["stored"], report["stored_in_no_scope"] = stored
-    sys.stderr.write(json.dumps(report) + "\n")
     if report.get("stored_in_no_scope"):
         # Not silent: a paediatrician sees a flag only through the record's practitioner or organisation.
         sys.stderr.write(
@@ -216,6 +215,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             "Organization/<id> and let clinicians see it with `medscreen screening assign USER --organization "
             "Organization/<id>`.\n"
         )
+    sys.stderr.write(json.dumps(report) + "\n")  # last: the line a script reads
     return 0
 
 
