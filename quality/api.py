@@ -52,7 +52,9 @@ Until = Annotated[datetime | None, Query(description="Studies that arrived befor
 
 
 def drift_thresholds(settings: Settings) -> DriftThresholds:
-    return DriftThresholds(settings.quality_psi_alert, settings.quality_flag_rate_alert, settings.quality_baseline_weeks)
+    return DriftThresholds(
+        settings.quality_psi_alert, settings.quality_flag_rate_alert, settings.quality_baseline_weeks, settings.quality_drift_min_week_n
+    )
 
 
 def gate_rules(settings: Settings) -> GateRules:

@@ -48,6 +48,10 @@ class DriftThresholds:
     psi_alert: float = 0.2
     flag_rate_alert: float = 0.10
     baseline_weeks: int = 2
+    # A week with fewer studies is shown but raises no alert: with no drift at all, the PSI of n studies over
+    # ten bins is about 9/n by chance (0.2 at 45 studies, the first study of a new site's week alone scored
+    # 2.2), and one study's flag rate is 0 or 1. At 100 the chance PSI is about half the alert level.
+    min_week_n: int = 100
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class DriftReport:
     weeks: list[WeekDrift] = field(default_factory=list)
     headers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     alerts: list[DriftAlert] = field(default_factory=list)
+    min_week_n: int = 1  # weeks with fewer scored studies raise no alert
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,13 +170,15 @@ def score_drift(
         reference = histogram([s for s, _ in baseline]) if baseline else None
         reference_name = f"first {thresholds.baseline_weeks} weeks in service"
     reference_flag_rate = sum(f for _, f in baseline) / len(baseline) if baseline else None
-    report = DriftReport(task, model_version, reference_name, reference_flag_rate)
+    report = DriftReport(task, model_version, reference_name, reference_flag_rate, min_week_n=thresholds.min_week_n)
     for week in weeks:
         items = by_week[week]
         counts = histogram([s for s, _ in items])
         value = psi(reference, counts) if reference else None
         flag_rate = sum(f for _, f in items) / len(items)
         report.weeks.append(WeekDrift(week, len(items), flag_rate, value, counts))
+        if len(items) < thresholds.min_week_n:
+            continue
         if value is not None and value > thresholds.psi_alert:
             report.alerts.append(
                 DriftAlert(week, "score_psi", value, thresholds.psi_alert, f"score PSI {value:.3f} vs {reference_name}")
@@ -278,7 +285,7 @@ def header_drift(
                 summary = float(np.median(values)) if values else None
             value = psi(expected, actual) if values and sum(expected) else None
             rows.append({"week": week, "n": len(values), "summary": summary, "psi": value})
-            if value is not None and value > thresholds.psi_alert:
+            if value is not None and value > thresholds.psi_alert and len(values) >= thresholds.min_week_n:
                 alerts.append(
                     DriftAlert(week, f"header_{name}", value, thresholds.psi_alert, f"{name} PSI {value:.3f} vs first weeks")
                 )

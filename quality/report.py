@@ -260,7 +260,11 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
         out.append(f"<h4>{html.escape(key.replace('_', ' '))}</h4><table class=\"metrics\">{_TABLE_HEAD}")
         out.extend(_metrics_rows(name, g) for name, g in groups.items())
         out.append("</table>")
-    out.append("<h3>Drift</h3><table><tr><th>week</th><th>scored</th><th>flag rate</th><th>score PSI</th></tr>")
+    out.append(
+        f"<h3>Drift</h3><p class=\"note\">Weeks with fewer than {report.drift.min_week_n} scored studies raise no alert: "
+        "their PSI is large by chance.</p>"
+        "<table><tr><th>week</th><th>scored</th><th>flag rate</th><th>score PSI</th></tr>"
+    )
     out.extend(
         f"<tr><th>{w.week}</th><td>{w.n}</td><td>{_fmt(w.flag_rate)}</td><td>{_fmt(w.psi)}</td></tr>" for w in weeks
     )

@@ -301,6 +301,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Quality: a week's flag rate further than this (absolute) from the first weeks' raises an alert.",
     )
+    quality_drift_min_week_n: int = Field(
+        100,
+        ge=1,
+        description="Quality: a week with fewer scored studies is shown but raises no drift alert (the PSI of n studies "
+        "is about 9/n by chance).",
+    )
     quality_baseline_weeks: int = Field(
         2, ge=1, description="Quality: weeks in service that form the drift reference when the bundle has no validation histogram."
     )

@@ -32,9 +32,9 @@ def test_week_start_is_monday() -> None:
 def test_weekly_score_drift_alerts_on_the_shifted_week(quality_db) -> None:  # noqa: F811
     with session_scope(quality_db) as session:
         for week in range(4):
-            for i in range(40):
+            for i in range(100):
                 # Weeks 0-2: scores spread evenly; week 3: everything high (a new detector, say).
-                score = (i + 0.5) / 40 if week < 3 else 0.8 + (i % 10) / 60
+                score = (i + 0.5) / 100 if week < 3 else 0.8 + (i % 10) / 60
                 at = MONDAY + timedelta(days=7 * week, minutes=i)
                 study = add_study(session, arrived=at, manufacturer="ACME" if week < 3 else "NewVendor")
                 add_result(session, study, score=score, at=at)
@@ -47,7 +47,7 @@ def test_weekly_score_drift_alerts_on_the_shifted_week(quality_db) -> None:  # n
     assert report.weeks[0].psi == pytest.approx(0.0)
     assert report.weeks[3].psi > 1.0 and report.weeks[3].flag_rate == 1.0
     assert {(a.week, a.kind) for a in report.alerts} == {("2026-03-23", "score_psi"), ("2026-03-23", "flag_rate")}
-    assert headers["manufacturer"][3]["summary"] == {"NewVendor": 40}
+    assert headers["manufacturer"][3]["summary"] == {"NewVendor": 100}
     assert [(a.week, a.kind) for a in header_alerts] == [("2026-03-23", "header_manufacturer")]
 
 
@@ -55,3 +55,20 @@ def test_validation_reference_from_the_shipped_bundle() -> None:
     counts = validation_score_distribution(REPO / "models", "chest-xray")
     assert counts is not None and len(counts) == 10 and sum(counts) > 100
     assert validation_score_distribution(REPO / "models", "no-such-task") is None
+
+
+def test_a_week_too_small_to_judge_raises_no_alert(quality_db) -> None:  # noqa: F811
+    # The first study of a new site's week: its PSI against the validation histogram is large by chance, and
+    # a quality page that alerts on it teaches its readers to ignore alerts.
+    with session_scope(quality_db) as session:
+        for i in range(3):
+            at = MONDAY + timedelta(minutes=i)
+            add_result(session, add_study(session, arrived=at, manufacturer="NewVendor"), score=0.95, at=at)
+    validation = validation_score_distribution(REPO / "models", "chest-xray")
+    with session_scope(quality_db) as session:
+        report = score_drift(session, "chest-xray", "3", DriftThresholds(), reference=validation)
+        _, header_alerts = header_drift(session, "chest-xray", DriftThresholds())
+        small = score_drift(session, "chest-xray", "3", DriftThresholds(min_week_n=3), reference=validation)
+    assert report.weeks[0].n == 3 and report.weeks[0].psi is not None and report.weeks[0].psi > 0.2
+    assert report.alerts == [] and header_alerts == [] and report.min_week_n == 100
+    assert [a.kind for a in small.alerts] == ["score_psi"]  # the same week alerts once it is allowed to
