@@ -70,8 +70,10 @@ async function loadFilters() {
   fill($("f-modality"), filters.modalities); fill($("f-site"), filters.sites); fill($("f-state"), filters.states);
 }
 
-function waited(iso) {
-  const minutes = Math.max(0, (Date.now() + state.serverSkewMs - Date.parse(iso)) / 60000);
+// From arrival to now, or to the read for a study already read (its wait stopped there).
+function waited(iso, untilIso) {
+  const end = untilIso ? Date.parse(untilIso) : Date.now() + state.serverSkewMs;
+  const minutes = Math.max(0, (end - Date.parse(iso)) / 60000);
   if (minutes < 60) return `${Math.floor(minutes)} min`;
   const hours = Math.floor(minutes / 60);
   return hours < 48 ? `${hours} h ${Math.floor(minutes % 60)} min` : `${Math.floor(hours / 24)} d`;
@@ -106,7 +108,7 @@ function row(item, position) {
   const tr = el("tr", { "data-uid": item.study_instance_uid, "data-tier": item.tier, title: item.priority_reason },
     el("td", { class: "num", text: String(position) }),
     el("td", {}, el("span", { class: `tier tier-${item.tier}`, text: item.tier })),
-    el("td", { class: "num", text: waited(item.arrived_at) }),
+    el("td", { class: "num", text: waited(item.arrived_at, item.read_at) }),
     el("td", { text: item.accession_number || item.study_description || item.study_instance_uid.slice(-12) }),
     el("td", { text: item.modality }),
     el("td", { text: item.site }),
@@ -198,7 +200,8 @@ async function openStudy(uid, { quiet = false } = {}) {
   $("s-title").textContent = `${study.modality} ${study.study_description || ""} · ${study.accession_number || uid}`;
   const facts = [["Patient", `${study.patient_name} (${study.patient_id})`], ["Sex / born", `${study.patient_sex} / ${study.patient_birth_date}`],
     ["Site", study.site], ["Order priority", study.order_priority || "—"], ["Task", study.task || "—"],
-    ["Arrived", `${new Date(study.arrived_at).toLocaleString()} (waiting ${waited(study.arrived_at)})`],
+    ["Arrived", `${new Date(study.arrived_at).toLocaleString()} (` +
+      (study.final_read ? `read after ${waited(study.arrived_at, study.final_read.read_at)})` : `waiting ${waited(study.arrived_at)})`)],
     ["State", study.state.replace(/_/g, " ") + (study.score_reason ? `: ${study.score_reason}` : "")],
     ["Model", study.model_name ? `${study.model_name} v${study.model_version}` : "—"],
     ["Steering right", study.model_name ? steeringText(study.steering) : "—"],
