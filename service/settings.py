@@ -291,7 +291,7 @@ class Settings(BaseSettings):
     worklist_recompute_s: float = Field(
         2.0,
         gt=0,
-        description="Worklist: how often new studies and champion results are taken into the list and aged studies relabelled.",
+        description="Worklist: how often new studies and champion results are taken into the list and studies whose aging cap ran out settled in their arrival place.",
     )
     quality_psi_alert: float = Field(
         0.2, gt=0, description="Quality: a week's score (or header) PSI above this against the reference raises a drift alert."

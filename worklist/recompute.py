@@ -1,4 +1,4 @@
-"""Keeps the worklist in step with the study record: takes in new studies and champion results, relabels
+"""Keeps the worklist in step with the study record: takes in new studies and champion results, settles
 studies whose aging cap ran out, records every priority change with its reason, and feeds live updates.
 
 ``run_worklist_recompute`` is the loop ``medscreen serve`` runs in a thread; ``recompute_worklist`` is one
@@ -203,7 +203,7 @@ def _cap_ran_out(session: Session, policy: PriorityPolicy, now: datetime, batch:
 def recompute_worklist(
     session: Session, policy: PriorityPolicy, now: datetime | None = None, *, batch: int = 2000
 ) -> list[PriorityChange]:
-    """One pass: new studies in, new champion results applied, status changes followed, aged studies relabelled."""
+    """One pass: new studies in, new champion results applied, status changes followed, studies whose cap ran out settled."""
     now = now or utcnow()
     changes: list[PriorityChange | None] = []
 
