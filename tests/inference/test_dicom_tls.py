@@ -84,17 +84,31 @@ def test_optional_client_certificates_and_configuration_errors(
 
 @pytest.fixture
 def tls_pacs(tmp_path: Path, pki: TestPki) -> Iterator[tuple[int, Path]]:
-    """dcmtk's storescp as a PACS that speaks only TLS and wants a client certificate from our CA."""
-    port, received = free_port(), tmp_path / "pacs"
+    """dcmtk's storescp as a PACS that speaks only TLS and wants a client certificate from our CA.
+
+    A free port can be taken by another process before storescp binds it (once in CI: the PACS never answered):
+    a storescp that exits is started again on another port, and its own message is kept for the failure."""
+    received = tmp_path / "pacs"
     received.mkdir()
-    process = subprocess.Popen(
-        ["storescp", "-aet", "TLSPACS", "-od", str(received), "+tls", str(pki.server.key), str(pki.server.cert),
-         "+cf", str(pki.ca), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    wait_for(lambda: subprocess.run(["echoscu", "-aec", "TLSPACS", "+tls", str(pki.client.key), str(pki.client.cert),
-                                     "+cf", str(pki.ca), "127.0.0.1", str(port)], capture_output=True).returncode == 0,
-             30, "storescp +tls")
+    log = tmp_path / "storescp.log"
+    for _attempt in range(3):
+        port = free_port()
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                ["storescp", "-aet", "TLSPACS", "-od", str(received), "+tls", str(pki.server.key), str(pki.server.cert),
+                 "+cf", str(pki.ca), str(port)],
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        echo = ["echoscu", "-aec", "TLSPACS", "+tls", str(pki.client.key), str(pki.client.cert), "+cf", str(pki.ca),
+                "127.0.0.1", str(port)]
+        def answers_or_exited(process: subprocess.Popen[bytes] = process, echo: list[str] = echo) -> bool:
+            return process.poll() is not None or subprocess.run(echo, capture_output=True).returncode == 0
+
+        wait_for(answers_or_exited, 30, "storescp +tls")
+        if process.poll() is None:
+            break
+    else:
+        pytest.fail(f"storescp +tls did not start: {log.read_text(errors='replace')[-500:]}")
     yield port, received
     process.terminate()
     process.wait(timeout=10)
