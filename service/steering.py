@@ -4,7 +4,8 @@ A version's steering right (``SteeringRight``) is kept with the version in the r
 evidence it was granted on. ``defer`` lets negatives wait up to the aging cap, so a false negative waits
 too: it is granted only on a validation from a source other than the training data, either a site's own
 studies confirmed by final reads through quality review, or a held-out source at training time, that meets
-the thresholds in the settings (``MEDSCREEN_STEERING_DEFER_*``). Without it a version is ``raise-only``.
+the thresholds in the settings (``MEDSCREEN_STEERING_DEFER_*``). Without it a version is ``raise-only``,
+and only when its development figures earn that much (:func:`development_right`); else ``shadow``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,26 @@ from typing import Any
 from service.lifecycle import SteeringRight
 from service.settings import Settings
 
-__all__ = ["SteeringEvidence", "DeferRules", "defer_rules_from_settings", "defer_refusals", "DEFAULT_RIGHT"]
+__all__ = [
+    "SteeringEvidence",
+    "DeferRules",
+    "defer_rules_from_settings",
+    "defer_refusals",
+    "development_right",
+    "DEFAULT_RIGHT",
+    "RAISE_ONLY_MIN_AUROC_CI_LOW",
+    "RAISE_ONLY_MIN_PER_CLASS",
+]
 
 # A version without a recorded right: positives may move up, nothing is deferred on its word.
 DEFAULT_RIGHT = SteeringRight.raise_only
+# The least a training run's own validation must show before its positives may move studies up: the lower
+# 95% bound of its AUROC (issue 12 sets 0.80 for an adult chest model to ship as raise-only), on enough
+# studies of each class for that bound to mean something (a bootstrap over 4 studies gave 1.000-1.000). A false
+# positive still moves a study ahead of others, so a model near chance or barely validated (a tiny or failed run,
+# a retrain on a small export) is recorded as shadow instead.
+RAISE_ONLY_MIN_AUROC_CI_LOW = 0.80
+RAISE_ONLY_MIN_PER_CLASS = 30
 
 
 @dataclass(frozen=True)
@@ -73,3 +90,24 @@ def defer_refusals(evidence: SteeringEvidence | None, rules: DeferRules) -> list
     if evidence.specificity < rules.min_specificity:
         reasons.append(f"specificity {evidence.specificity:.3f} at the operating point; at least {rules.min_specificity:.2f} needed")
     return reasons
+
+
+def development_right(auroc_ci_low: float, n: int, n_positive: int, *, floor: float = RAISE_ONLY_MIN_AUROC_CI_LOW,
+                      validated_on: str = "cross-validation within the training source") -> dict[str, str]:
+    """The right a training run records in its bundle (``{"right", "why"}``) from its own validation.
+
+    Development figures come from the training source, so they never earn ``defer``; ``raise-only`` needs the
+    AUROC's lower 95% bound to reach ``floor`` on at least ``RAISE_ONLY_MIN_PER_CLASS`` studies of each class;
+    anything less is ``shadow``.
+    """
+    fewest = min(n_positive, n - n_positive)
+    if fewest < RAISE_ONLY_MIN_PER_CLASS:
+        return {"right": SteeringRight.shadow.value,
+                "why": f"{n_positive} positive and {n - n_positive} negative studies in {validated_on}; at least "
+                       f"{RAISE_ONLY_MIN_PER_CLASS} of each are needed before a model may move studies"}
+    if auroc_ci_low >= floor:
+        return {"right": SteeringRight.raise_only.value,
+                "why": f"AUROC lower 95% bound {auroc_ci_low:.3f} >= {floor:.2f} on {validated_on}; "
+                       "defer needs validation on another source"}
+    return {"right": SteeringRight.shadow.value,
+            "why": f"AUROC lower 95% bound {auroc_ci_low:.3f} < {floor:.2f} on {validated_on}: may not move studies"}

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from service.lifecycle import ModelRole, Task
+from service.steering import development_right
 from training.errors import TrainingError
 
 __all__ = ["retrain_from_export", "RETRAINABLE_TASKS"]
@@ -125,7 +126,10 @@ def retrain_from_export(
             },
             params=params,
             history=result.history,
-            bundle_extra={"score_output": "score", "score_index": 0, "localisation": {"kind": "heatmap", "output": "heatmap"}},
+            bundle_extra={"score_output": "score", "score_index": 0, "localisation": {"kind": "heatmap", "output": "heatmap"},
+                          "steering": development_right(
+                              headline.metrics.auroc_ci_low, headline.metrics.n, headline.metrics.n_positive,
+                              validated_on=f"{len(val_idx)} held-out studies of this hospital's export")},
         )
         metrics = write_bundle(report, out_dir, run)
     registered = log_onnx_bundle(tracking_uri, out_dir, run_id=metrics["mlflow_run_id"], source="retrained")

@@ -61,3 +61,35 @@ def test_promotion_refuses_a_version_claiming_defer_without_evidence(tracking_ur
         move_champion(tracking_uri, "chest-xray", v2)
     set_steering(tracking_uri, "chest-xray", v2, SteeringRight.defer, evidence=SITE, rules=DeferRules())
     assert promote(tracking_uri, "chest-xray", v2) == v1
+
+
+def test_a_training_run_earns_raise_only_from_its_own_figures_and_never_defer() -> None:
+    from service.steering import RAISE_ONLY_MIN_AUROC_CI_LOW, RAISE_ONLY_MIN_PER_CLASS, development_right
+
+    assert development_right(0.984, 5216, 3875)["right"] == "raise-only"
+    assert development_right(RAISE_ONLY_MIN_AUROC_CI_LOW, 200, 100)["right"] == "raise-only"
+    weak = development_right(0.62, 5216, 3875)
+    assert weak["right"] == "shadow" and "0.620" in weak["why"]
+    assert development_right(0.84, 170, 62, floor=0.85)["right"] == "shadow"  # a task may ask more (mammography)
+    # A perfect bootstrap interval on a handful of studies (a retrain's 4 held-out studies gave 1.000-1.000).
+    few = development_right(1.0, 4, 2)
+    assert few["right"] == "shadow" and f"at least {RAISE_ONLY_MIN_PER_CLASS} of each" in few["why"]
+    assert development_right(1.0, 2 * RAISE_ONLY_MIN_PER_CLASS, RAISE_ONLY_MIN_PER_CLASS)["right"] == "raise-only"
+    assert development_right(1.0, 1000, 1000 - RAISE_ONLY_MIN_PER_CLASS + 1)["right"] == "shadow"
+    assert all(development_right(x, 5216, 3875)["right"] != "defer" for x in (0.0, 0.5, 0.99, 1.0))
+
+
+@pytest.mark.parametrize("task", ["chest-xray", "mammography", "ct-chest"])
+def test_no_shipped_bundle_claims_more_than_its_own_figures_earn(task: str) -> None:
+    """The shipped files were written before the rule: none of them may hold more than it grants now."""
+    import json
+
+    from inference.shipped_models import SHIPPED_MODELS_DIR
+    from service.steering import development_right
+
+    folder = SHIPPED_MODELS_DIR / task
+    headline = json.loads((folder / "metrics.json").read_text())["headline"]
+    claimed = json.loads((folder / "bundle.json").read_text())["steering"]["right"]
+    earned = development_right(headline["val_auroc_ci_low"], headline["n_val"], headline["n_val_positive"])["right"]
+    order = ["shadow", "raise-only", "defer"]
+    assert order.index(claimed) <= order.index(earned)

@@ -39,6 +39,10 @@ def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, c
     version = client.get_model_version_by_alias("chest-xray", "champion")
     assert str(version.version) == "1" and version.tags["task"] == "chest-xray"
     assert float(version.tags["threshold"]) == bundle["threshold"]
+    # A one-epoch run on a few films is near chance: it is recorded as shadow, so it cannot move studies.
+    assert metrics["headline"]["val_auroc_ci_low"] < 0.80
+    assert bundle["steering"]["right"] == "shadow" and version.tags["steering"] == "shadow"
+    assert "**`shadow`**" in (out / "card.md").read_text()
 
     # The shipped contract: the serving side feeds datasets.preprocess output to the ONNX input by name.
     spec = PreprocessSpec.from_dict(bundle["preprocess"])

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from datasets.chest_xray import LabelledImage, load_kermany, load_nih1000
 from datasets.preprocess import PreprocessSpec, prepare_image, read_image_file, resize
 from datasets.splits import patient_folds
+from service.steering import RAISE_ONLY_MIN_AUROC_CI_LOW, RAISE_ONLY_MIN_PER_CLASS, development_right
 from training.cache import cached_arrays
 from training.card_figures import DevelopmentSet
 
@@ -238,27 +239,23 @@ def train(
             params=params,
             history=history,
             bundle_extra={"score_output": "score", "score_index": 0, "localisation": {"kind": "heatmap", "output": "heatmap"},
-                          "steering": {"right": _steering(figures.cross_validated), "why": STEERING_WHY[_steering(figures.cross_validated)]}},
+                          "steering": _steering(figures.cross_validated)},
             extra_metrics={"headline": headline_of(figures), "cross_validation": plan},
         )
         return write_bundle(report, out_dir, run)
 
 
-STEERING_WHY = {
-    "raise-only": "cross-validated on one hospital's films only; defer needs validation on another source (issue 11)",
-}
-
-
-def _steering(cv: Any) -> str:
+def _steering(cv: Any) -> dict[str, str]:
     """The steering right the evidence supports: cross-validation within one source never earns ``defer``
-    (the triage-safety rules ask for another source's validation), so at most ``raise-only``."""
-    return "raise-only"
+    (the triage-safety rules ask for another source's validation), and ``raise-only`` only when the
+    cross-validated AUROC's lower bound reaches the floor (a tiny or failed run is ``shadow``)."""
+    return development_right(cv.auroc_ci_low, cv.n, cv.n_positive, validated_on=f"{cv.n:,} films of one hospital, cross-validated by patient")
 
 
 def _card_text(params: dict[str, Any], figures: Any, epochs: int, nih: Any) -> dict[str, str]:
     cv, apparent = figures.cross_validated, figures.apparent
     k = params["folds"]
-    steering = _steering(cv)
+    steering = _steering(cv)["right"]
     goal_met = cv.auroc >= 0.97 and cv.specificity >= 0.85 and cv.sensitivity >= 0.95
     subsets = "".join(
         f"- {title}: AUROC {m.auroc:.3f} ({m.auroc_ci_low:.3f}-{m.auroc_ci_high:.3f}), "
@@ -273,12 +270,20 @@ def _card_text(params: dict[str, Any], figures: Any, epochs: int, nih: Any) -> d
             "is shipped (see limitations)."
         ),
         "steering": (
-            f"**`{steering}`**. The model may raise a film's priority but must never lower one: the cross-validated "
-            "figures "
-            + ("meet the goal (AUROC >= 0.97, specificity >= 0.85 at sensitivity >= 0.95)"
-               if goal_met else "do not meet the goal (AUROC >= 0.97, specificity >= 0.85 at sensitivity >= 0.95)")
-            + ", but they come from one hospital's films; `defer` needs validation on another source (issue 11), and "
-            "an external test split scored the previous model of this family lower than its internal validation."
+            (
+                f"**`{steering}`**. The model may raise a film's priority but must never lower one: the cross-validated "
+                "figures "
+                + ("meet the goal (AUROC >= 0.97, specificity >= 0.85 at sensitivity >= 0.95)"
+                   if goal_met else "do not meet the goal (AUROC >= 0.97, specificity >= 0.85 at sensitivity >= 0.95)")
+                + ", but they come from one hospital's films; `defer` needs validation on another source (issue 11), and "
+                "an external test split scored the previous model of this family lower than its internal validation."
+            )
+            if steering == "raise-only"
+            else (
+                f"**`{steering}`**. {_steering(cv)['why']} (raise-only needs an AUROC lower 95% bound of "
+                f"{RAISE_ONLY_MIN_AUROC_CI_LOW:.2f} on at least {RAISE_ONLY_MIN_PER_CLASS} films of each class): its "
+                "scores are recorded and shown, and move nothing."
+            )
         ),
         "data": (
             "Kermany et al. 2018, *Identifying Medical Diagnoses and Treatable Diseases by Image-Based Deep "

@@ -18,6 +18,7 @@ import numpy as np
 from datasets.mias import MiasFilm, load_mias, read_film
 from datasets.preprocess import PreprocessSpec, prepare_image
 from datasets.splits import patient_folds
+from service.steering import development_right
 from training.cache import cached_arrays
 from training.card_figures import DevelopmentSet
 
@@ -35,6 +36,7 @@ HARD_NEGATIVE_PER_FILM = 4
 FOLDS = 5
 # Screening triage must not miss: the operating point keeps 0.90 of abnormal films above it.
 MIN_SENSITIVITY = 0.90
+MAMMOGRAPHY_RAISE_FLOOR = 0.85  # the goal on new women; below it the model is shadow
 CELL = 16  # heat-map cell of the 512 px film
 
 
@@ -255,10 +257,11 @@ def train(
                 "malignant_index": 1,
                 "malignant_threshold": malignant_metrics.threshold,
                 "localisation": {"kind": "heatmap", "output": "heatmap"},
-                "steering": (
-                    {"right": "raise-only", "why": "cross-validated AUROC lower bound reaches 0.85 on one film archive"}
-                    if figures.cross_validated.auroc_ci_low >= 0.85
-                    else {"right": "shadow", "why": f"cross-validated AUROC {figures.cross_validated.auroc:.2f} is below the 0.85 goal"}
+                # Screening mammography asks more than the general floor: its goal (AUROC 0.85) is the floor.
+                "steering": development_right(
+                    figures.cross_validated.auroc_ci_low, figures.cross_validated.n, figures.cross_validated.n_positive,
+                    floor=MAMMOGRAPHY_RAISE_FLOOR,
+                    validated_on=f"{figures.cross_validated.n} films of one archive, cross-validated by woman",
                 ),
             },
             extra_metrics={"headline": headline_of(figures), "cross_validation": plan, "pointing_game": pointing},
@@ -305,7 +308,7 @@ def _plot_heatmaps(films: list[MiasFilm], arrays: np.ndarray, heatmaps: np.ndarr
 def _card_text(params: dict[str, Any], figures: Any, malignant: Any, pointing: dict[str, Any], epochs: int) -> dict[str, str]:
     cv, apparent = figures.cross_validated, figures.apparent
     k = params["folds"]
-    goal_met = cv.auroc_ci_low >= 0.85
+    goal_met = cv.auroc_ci_low >= MAMMOGRAPHY_RAISE_FLOOR
     subsets = "".join(
         f"- {title}: AUROC {m.auroc:.3f} ({m.auroc_ci_low:.3f}-{m.auroc_ci_high:.3f}), sensitivity {m.sensitivity:.3f}\n"
         for title, m in figures.subsets.values()
