@@ -136,8 +136,11 @@ def test_gate_refuses_too_few_studies_then_promotes_and_rolls_back(
     seed_pairs(app, 400)
     gate = client.get("/api/quality/compare", params={"task": "chest-xray", "challenger": "4"}, headers=engineer).json()
     assert gate["passed"] and gate["comparison"]["n_paired"] == 440
+    # A retrain validated on too few studies is recorded shadow: the answer says what the new champion may do.
+    mlflow.set_model_version_tag("chest-xray", "4", "steering", "shadow")
     promoted = client.post("/api/quality/promote", json={"task": "chest-xray", "version": "4"}, headers=engineer)
     assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["steering"] == "shadow"
     assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "4"
     assert str(mlflow.get_model_version_by_alias("chest-xray", "previous-champion").version) == "3"
     assert "challenger" not in mlflow.get_registered_model("chest-xray").aliases
