@@ -95,7 +95,8 @@ def main() -> None:
     print(
         f"challenger v4: sensitivity {c.challenger.sensitivity.value:.3f}, AUROC {c.challenger.auroc:.3f}; "
         f"discordant positives {c.positives_champion_only}/{c.positives_challenger_only}, "
-        f"McNemar p {c.sensitivity_drop_p:.3g}; gate {'passed' if decision.passed else 'failed: ' + '; '.join(decision.reasons)}"
+        f"McNemar p {c.sensitivity_drop_p:.3g}; discordant negatives {c.negatives_challenger_only}/{c.negatives_champion_only}, "
+        f"McNemar p {c.specificity_drop_p:.3g}; gate {'passed' if decision.passed else 'failed: ' + '; '.join(decision.reasons)}"
     )
     print(f"drift alerts: {len(report.drift.alerts)} over {len(report.drift.weeks)} weeks (reference: {report.drift.reference})")
 

@@ -28,6 +28,7 @@ from inference.tables import Instance, Series
 from medscreen.schema import migrate_all
 from quality.gate import GateRules, compare_versions, evaluate_gate
 from service.db import make_engine, make_session_factory, session_scope
+from service.model_registry import version_of
 from tests.quality.quality_rows import add_final_read, add_result, add_study
 from training.export_training import export_training
 from training.retrain import retrain_from_export
@@ -118,7 +119,10 @@ def main() -> None:
         t = time.perf_counter()
         retrained = retrain_from_export("chest-xray", root / "export", root / "bundle", tracking_uri, epochs=args.epochs)
         print(f"retrain: version {retrained['version']} registered as challenger in {time.perf_counter() - t:.0f} s; "
-              f"held-out AUROC {retrained['headline']['val_auroc']:.3f}")
+              f"held-out AUROC {retrained['headline']['val_auroc']:.3f} "
+              f"({retrained['headline']['val_auroc_ci_low']:.3f}-{retrained['headline']['val_auroc_ci_high']:.3f}, "
+              f"{retrained['headline']['n_val']} studies); steering right "
+              f"{version_of(tracking_uri, 'chest-xray', retrained['version']).steering.value}")
 
         with session_scope(factory) as session:
             stored2 = store(session, sample(args.phase2, rng, args.phase1 // 2), phase1_end, root / "pacs2")
@@ -138,6 +142,9 @@ def main() -> None:
         for name, m in (("champion", c.champion), ("challenger", c.challenger)):
             print(f"  {name}: sensitivity {m.sensitivity.value:.3f} ({m.sensitivity.ci_low:.3f}-{m.sensitivity.ci_high:.3f}), "
                   f"specificity {m.specificity.value:.3f}, AUROC {m.auroc:.3f} ({m.auroc_ci_low:.3f}-{m.auroc_ci_high:.3f})")
+        print(f"  discordant positives (champion only / challenger only) {c.positives_champion_only} / "
+              f"{c.positives_challenger_only}, McNemar p {c.sensitivity_drop_p:.3g}; discordant negatives (challenger "
+              f"only / champion only) {c.negatives_challenger_only} / {c.negatives_champion_only}, McNemar p {c.specificity_drop_p:.3g}")
         print(f"gate on {c.n_paired} paired studies: {'PASSED' if decision.passed else 'FAILED'}"
               + ("" if decision.passed else ": " + "; ".join(decision.reasons)))
         engine.dispose()

@@ -3,7 +3,9 @@ audited action.
 
 The gate follows the Moscow radiology AI programme: at least 400 studies confirmed by a final read, at
 least 10% of them in each class, and no significant drop in sensitivity against the champion (a one-sided
-exact McNemar test on the confirmed positives both versions scored).
+exact McNemar test on the confirmed positives both versions scored). Specificity is held the same way, on the
+confirmed negatives: a model's false positives move studies ahead of others in the worklist, and a retrain
+whose specificity fell from 0.98 to 0.88 on 220 negatives passed a sensitivity-only gate.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Comparison:
     negatives_champion_only: int
     negatives_challenger_only: int
     sensitivity_drop_p: float
+    specificity_drop_p: float
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("champion", "challenger")}
@@ -98,9 +101,10 @@ def compare_versions(
     pos_b_only = sum(1 for x, y in zip(a, b, strict=True) if x.truth and y.flagged and not x.flagged)
     neg_a_only = sum(1 for x, y in zip(a, b, strict=True) if not x.truth and x.flagged and not y.flagged)
     neg_b_only = sum(1 for x, y in zip(a, b, strict=True) if not x.truth and y.flagged and not x.flagged)
-    discordant = pos_a_only + pos_b_only
-    # One-sided: is the champion-only share of discordant positives larger than chance would give?
-    p = float(binomtest(pos_a_only, discordant, 0.5, alternative="greater").pvalue) if discordant else 1.0
+    # One-sided: is the champion-only share of discordant positives (the challenger's extra misses) larger than
+    # chance would give? And the challenger-only share of discordant negatives (its extra false alarms)?
+    p = _one_sided_mcnemar(pos_a_only, pos_b_only)
+    p_specificity = _one_sided_mcnemar(neg_b_only, neg_a_only)
     return Comparison(
         task=task,
         champion_version=champion_version,
@@ -113,7 +117,14 @@ def compare_versions(
         negatives_champion_only=neg_a_only,
         negatives_challenger_only=neg_b_only,
         sensitivity_drop_p=p,
+        specificity_drop_p=p_specificity,
     )
+
+
+def _one_sided_mcnemar(against: int, for_: int) -> float:
+    """Exact one-sided McNemar p: ``against`` of the discordant pairs go against the challenger."""
+    discordant = against + for_
+    return float(binomtest(against, discordant, 0.5, alternative="greater").pvalue) if discordant else 1.0
 
 
 def evaluate_gate(comparison: Comparison, rules: GateRules) -> GateDecision:
@@ -133,6 +144,12 @@ def evaluate_gate(comparison: Comparison, rules: GateRules) -> GateDecision:
             f"sensitivity drops significantly against champion v{comparison.champion_version}: "
             f"{comparison.positives_champion_only} positives flagged by the champion only vs "
             f"{comparison.positives_challenger_only} by the challenger only (McNemar p={comparison.sensitivity_drop_p:.4f})"
+        )
+    if comparison.specificity_drop_p < rules.alpha:
+        reasons.append(
+            f"specificity drops significantly against champion v{comparison.champion_version}: "
+            f"{comparison.negatives_challenger_only} negatives flagged by the challenger only vs "
+            f"{comparison.negatives_champion_only} by the champion only (McNemar p={comparison.specificity_drop_p:.4f})"
         )
     return GateDecision(passed=not reasons, reasons=reasons, comparison=comparison)
 

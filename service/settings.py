@@ -317,7 +317,8 @@ class Settings(BaseSettings):
         0.10, ge=0, lt=0.5, description="Promotion gate: the least share of confirmed positives and of negatives."
     )
     quality_gate_alpha: float = Field(
-        0.05, gt=0, lt=1, description="Promotion gate: significance level of the one-sided McNemar test for a sensitivity drop."
+        0.05, gt=0, lt=1, description="Promotion gate: significance level of the one-sided McNemar tests for a sensitivity drop and for a "
+        "specificity drop."
     )
 
     ris_host: str | None = Field(

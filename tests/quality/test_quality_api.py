@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from scipy.stats import binomtest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
@@ -42,16 +43,21 @@ def register_versions(tracking_uri: str, task: str, count: int) -> MlflowClient:
     return registry
 
 
-def seed_pairs(application: FastAPI, n: int, *, challenger_misses: int = 0) -> None:
-    """``n`` confirmed studies, half with the finding; both versions agree except on ``challenger_misses`` positives."""
+def seed_pairs(application: FastAPI, n: int, *, challenger_misses: int = 0, challenger_false_alarms: int = 0,
+               champion_false_alarms: int = 0) -> None:
+    """``n`` confirmed studies, half with the finding; both versions agree except on ``challenger_misses``
+    positives and on the negatives each version alone flags."""
     with session_scope(application.state.session_factory) as session:
         for i in range(n):
             truth = i % 2 == 0
             study = add_study(session, arrived=T0 + timedelta(minutes=i))
             score = 0.9 if truth else 0.1
-            add_result(session, study, score=score, model_version="3")
+            negative = i // 2
+            champion_alarm = not truth and negative < champion_false_alarms
+            add_result(session, study, score=0.8 if champion_alarm else score, model_version="3")
             missed = truth and i // 2 < challenger_misses
-            add_result(session, study, score=0.2 if missed else score, role="challenger", model_version="4")
+            alarm = not truth and champion_false_alarms <= negative < champion_false_alarms + challenger_false_alarms
+            add_result(session, study, score=0.2 if missed else 0.8 if alarm else score, role="challenger", model_version="4")
             add_final_read(session, study, truth, read_at=T0 + timedelta(minutes=i, hours=2))
 
 
@@ -161,6 +167,31 @@ def test_gate_refuses_a_significant_sensitivity_drop(app: FastAPI, client: TestC
     # Exact one-sided McNemar: 12 of 12 discordant positives against the challenger, p = 0.5 ** 12.
     assert comparison["sensitivity_drop_p"] == pytest.approx(0.5**12)
     assert any("sensitivity drops significantly" in reason for reason in gate["reasons"])
+
+
+def test_gate_refuses_a_significant_specificity_drop(app: FastAPI, client: TestClient, add_user: AddUser) -> None:  # noqa: F811
+    """Every positive kept, but 23 more of 220 negatives flagged (a retrain's specificity 0.98 -> 0.88 passed before)."""
+    seed_pairs(app, 440, challenger_false_alarms=25, champion_false_alarms=2)
+    engineer = add_user("emma", "ml-engineer")
+    gate = client.get("/api/quality/compare", params={"task": "chest-xray", "challenger": "4"}, headers=engineer).json()
+    comparison = gate["comparison"]
+    assert (comparison["negatives_challenger_only"], comparison["negatives_champion_only"]) == (25, 2)
+    assert comparison["sensitivity_drop_p"] == 1.0
+    assert comparison["specificity_drop_p"] == pytest.approx(binomtest(25, 27, 0.5, alternative="greater").pvalue)
+    assert not gate["passed"] and gate["reasons"] == [
+        f"specificity drops significantly against champion v3: 25 negatives flagged by the challenger only vs 2 by "
+        f"the champion only (McNemar p={comparison['specificity_drop_p']:.4f})"
+    ]
+
+
+def test_gate_lets_a_few_false_alarms_through_when_the_champion_has_as_many(
+    app: FastAPI, client: TestClient, add_user: AddUser  # noqa: F811
+) -> None:
+    seed_pairs(app, 440, challenger_false_alarms=6, champion_false_alarms=4)
+    engineer = add_user("emma", "ml-engineer")
+    gate = client.get("/api/quality/compare", params={"task": "chest-xray", "challenger": "4"}, headers=engineer).json()
+    assert gate["passed"], gate["reasons"]
+    assert gate["comparison"]["specificity_drop_p"] > 0.3
 
 
 def test_serving_app_does_not_import_torch(tmp_path: Path) -> None:
