@@ -118,11 +118,13 @@ def main() -> None:
 
         t = time.perf_counter()
         retrained = retrain_from_export("chest-xray", root / "export", root / "bundle", tracking_uri, epochs=args.epochs)
+        challenger = version_of(tracking_uri, "chest-xray", retrained["version"])
+        assert challenger is not None
         print(f"retrain: version {retrained['version']} registered as challenger in {time.perf_counter() - t:.0f} s; "
               f"held-out AUROC {retrained['headline']['val_auroc']:.3f} "
               f"({retrained['headline']['val_auroc_ci_low']:.3f}-{retrained['headline']['val_auroc_ci_high']:.3f}, "
               f"{retrained['headline']['n_val']} studies); steering right "
-              f"{version_of(tracking_uri, 'chest-xray', retrained['version']).steering.value}")
+              f"{challenger.steering.value}")
 
         with session_scope(factory) as session:
             stored2 = store(session, sample(args.phase2, rng, args.phase1 // 2), phase1_end, root / "pacs2")

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from scipy.stats import binomtest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
+from scipy.stats import binomtest
 from sqlalchemy import select
 
 from service.db import session_scope
