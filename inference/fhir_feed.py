@@ -23,12 +23,14 @@ _CURSOR = "fhir:score_results"
 _LOOKBACK = 500
 
 
-def take_in_fhir_results(session_factory: sessionmaker[Session], now: datetime | None = None, *, batch: int = 200) -> int:
+def take_in_fhir_results(
+    session_factory: sessionmaker[Session], now: datetime | None = None, *, batch: int = 200, include_shadow: bool = False
+) -> int:
     def read(session: Session) -> list[Candidate]:
         cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScoreResult.id))))
         if created:
             return []
-        rows = champion_results_after(session, cursor.last_id - _LOOKBACK, batch + _LOOKBACK)
+        rows = champion_results_after(session, cursor.last_id - _LOOKBACK, batch + _LOOKBACK, include_shadow=include_shadow)
         known = existing_keys(session, FHIR_CHANNEL, [f"DiagnosticReport/{report_id(r.id)}" for r, _ in rows])
         found = []
         for result, study in rows:

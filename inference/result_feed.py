@@ -1,23 +1,30 @@
-"""Champion results in id order after a feed's cursor: what the RIS and EMR feeds both take in."""
+"""Champion results in id order after a feed's cursor: what the RIS and EMR feeds both take in.
+
+Results of a `shadow` version are left out unless the site asks for them (``MEDSCREEN_WRITEBACK_SHADOW``): they
+are kept for monitoring, and a RIS or EMR shows what it receives as a result, so the feeds treat them as the
+PACS write-back does."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from inference.tables import ScoreResult, Study
-from service.lifecycle import ModelRole
+from service.lifecycle import ModelRole, SteeringRight
 
 __all__ = ["champion_results_after"]
 
 
-def champion_results_after(session: Session, after_id: int, limit: int) -> list[tuple[ScoreResult, Study]]:
+def champion_results_after(
+    session: Session, after_id: int, limit: int, *, include_shadow: bool = False
+) -> list[tuple[ScoreResult, Study]]:
     """Champion results with id above ``after_id`` (oldest first, at most ``limit``), each with its study."""
-    rows = session.execute(
+    query = (
         select(ScoreResult, Study)
         .join(Study, Study.id == ScoreResult.study_id)
         .where(ScoreResult.id > after_id, ScoreResult.role == ModelRole.champion)
-        .order_by(ScoreResult.id)
-        .limit(limit)
-    ).all()
+    )
+    if not include_shadow:
+        query = query.where(or_(ScoreResult.steering.is_(None), ScoreResult.steering != SteeringRight.shadow.value))
+    rows = session.execute(query.order_by(ScoreResult.id).limit(limit)).all()
     return [(result, study) for result, study in rows]

@@ -40,7 +40,7 @@ from inference.study_record import add_event
 from inference.tables import Instance, OutgoingResult, ScoreResult, ScoringJob, Study
 from inference.writeback import ResultToWrite, build_heatmap, build_sr
 from service.db import session_scope, utcnow
-from service.lifecycle import JobState, ModelRole, StudyStatus, WritebackState
+from service.lifecycle import JobState, ModelRole, SteeringRight, StudyStatus, WritebackState
 from service.settings import Settings
 
 __all__ = ["score_job", "seconds_between"]
@@ -183,7 +183,10 @@ def _score_and_store(
     inferred = utcnow()
     call = None if scored is None else ("positive" if scored.score >= model.threshold else "negative")
     documents: list[Dataset] = []
-    if scored is not None and call is not None and role == ModelRole.champion:
+    # A shadow version's results stay in medscreen's records (quality review, the page's monitoring note): its
+    # SR and heat-map in the PACS would present as a finding what its card says must not be shown as one.
+    shown = model.steering != SteeringRight.shadow or settings.writeback_shadow
+    if scored is not None and call is not None and role == ModelRole.champion and shown:
         # Built once here and kept: the study view shows the heat-map, the dispatcher sends these very files.
         documents = _documents(model, task, scored, call, previous_sr, settings.uid_root)
         store_documents(settings, study_uid, documents)

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from multiprocessing.context import SpawnProcess
 
 import uvicorn
@@ -108,7 +109,8 @@ def _run_fhir_feed(settings: Settings, session_factory: sessionmaker[Session], s
     sender = FhirSender(settings.fhir_push_url, token=token, timeout_s=settings.fhir_timeout_s)
     try:
         run_feed(
-            "EMR (FHIR)", FHIR_CHANNEL, [take_in_fhir_results, take_in_screening_flags], sender,
+            "EMR (FHIR)", FHIR_CHANNEL,
+            [partial(take_in_fhir_results, include_shadow=settings.writeback_shadow), take_in_screening_flags], sender,
             RetryPolicy(retry_s=settings.fhir_retry_s, max_attempts=settings.fhir_max_attempts),
             session_factory, stop_event, settings.outbox_poll_s,
         )

@@ -206,6 +206,11 @@ class Settings(BaseSettings):
         True, description="Send results (SR + heat-map) to the PACS: by STOW-RS when MEDSCREEN_PACS_STOW_URL is set, "
         "else by C-STORE when MEDSCREEN_PACS_AE_TITLE/HOST/PORT are set."
     )
+    writeback_shadow: bool = Field(
+        False, description="Also send results of champion versions whose steering right is `shadow` to the PACS (SR + "
+        "heat-map), the RIS (ORU) and the EMR (FHIR). Off by default: a shadow version is recorded for monitoring and "
+        "its card says it must not be shown as a finding (mammography's cross-validated AUROC is 0.58)."
+    )
     dispatch_max_attempts: int = Field(
         8, ge=1, description="Attempts to send a stored result (the same files each time) before it is marked failed."
     )

@@ -60,6 +60,8 @@ __all__ = [
     "PriorityPolicy",
     "StudyFacts",
     "TIERS",
+    "TIER_LABELS",
+    "tier_label",
     "policy_from_settings",
     "prioritise",
 ]
@@ -70,6 +72,13 @@ STAT_PRIORITIES = frozenset({"STAT"})
 URGENT_PRIORITIES = frozenset({"HIGH", "URGENT", "ASAP"})
 
 Tier = Literal["stat", "urgent", "positive", "unscored", "aged", "negative"]
+# What people read: `unscored` holds every study in its arrival place, a raise-only model's scored negative too,
+# so the page and the timeline call it "routine", as the RIS is told.
+TIER_LABELS = {"unscored": "routine"}
+
+
+def tier_label(tier: str) -> str:
+    return TIER_LABELS.get(tier, tier)
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,9 @@ def _model_priority(facts: StudyFacts, policy: PriorityPolicy, now: datetime) ->
         return in_place("unscored", f"{reasons.get(facts.state, facts.state)}: arrival order", 0.0)
     said = f"{champion.model_name} v{champion.model_version} {champion.call} (score {champion.score:.2f}, threshold {champion.threshold:.2f})"
     if champion.steering == SteeringRight.shadow:
-        return in_place("unscored", f"{said}; shadow model, moves nothing: arrival order", 0.0)
+        # Its call is not repeated: a shadow version's card says it must not be shown as a finding.
+        shadow = f"{champion.model_name} v{champion.model_version} score {champion.score:.2f} recorded"
+        return in_place("unscored", f"{shadow}; shadow model, moves nothing: arrival order", 0.0)
     if champion.call == "positive":
         why = f"{said}: raised {_minutes(lift)}, ahead of studies that arrived up to {_minutes(lift)} before it"
         return Priority("positive", facts.arrived_at - lift, -champion.score, why)

@@ -68,7 +68,8 @@ def _order(study: Study) -> StudyOrder:
 
 
 def take_in_ris_messages(
-    session_factory: sessionmaker[Session], endpoint: Hl7Endpoint, now: datetime | None = None, *, batch: int = 200
+    session_factory: sessionmaker[Session], endpoint: Hl7Endpoint, now: datetime | None = None, *, batch: int = 200,
+    include_shadow: bool = False,
 ) -> int:
     """Build and store the HL7 messages for priority changes and champion results not yet taken in."""
     at = now or utcnow()
@@ -102,7 +103,9 @@ def take_in_ris_messages(
         results_cursor, created = start_cursor(session, _RESULTS_CURSOR, session.scalar(select(func.max(ScoreResult.id))))
         if created:
             return found
-        results = champion_results_after(session, results_cursor.last_id - _RESULTS_LOOKBACK, batch + _RESULTS_LOOKBACK)
+        results = champion_results_after(
+            session, results_cursor.last_id - _RESULTS_LOOKBACK, batch + _RESULTS_LOOKBACK, include_shadow=include_shadow
+        )
         known = existing_keys(session, CHANNEL, [f"MSR{result.id}" for result, _ in results])
         for result, study in results:
             key = f"MSR{result.id}"
@@ -157,7 +160,7 @@ def run_ris_feed(settings: Settings, session_factory: sessionmaker[Session], sto
     endpoint = endpoint_from_settings(settings)
     log.info("RIS feed: HL7 v2.5.1 over MLLP to %s:%d", settings.ris_host, settings.ris_port)
     run_feed(
-        "RIS", CHANNEL, [partial(take_in_ris_messages, endpoint=endpoint)],
+        "RIS", CHANNEL, [partial(take_in_ris_messages, endpoint=endpoint, include_shadow=settings.writeback_shadow)],
         RisSender(settings.ris_host, settings.ris_port, settings.ris_timeout_s),
         RetryPolicy(retry_s=settings.ris_retry_s, max_attempts=settings.ris_max_attempts),
         session_factory, stop_event, settings.outbox_poll_s,

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from inference.tables import ScoreResult, Study, StudyEvent
 from service.audit import events_about
 from service.lifecycle import ModelRole, StudyStatus, WorklistEventKind
+from worklist.policy import tier_label
 from worklist.schemas import FinalReadOut, TimelineItem, WorklistDetail, item_fields
 from worklist.tables import FinalRead, FinalReadFinding, PriorityChange, WorklistEntry
 
@@ -46,7 +47,8 @@ def study_timeline(session: Session, entry: WorklistEntry) -> list[TimelineItem]
         select(ScoreResult).where(ScoreResult.study_id == entry.study_id, ScoreResult.role == ModelRole.champion)
     ):
         said = (
-            f"{result.call} (score {result.score:.2f}, threshold {result.threshold:.2f})"
+            (f"score {result.score:.2f} recorded for monitoring (shadow: not a finding)" if result.steering == "shadow"
+             else f"{result.call} (score {result.score:.2f}, threshold {result.threshold:.2f})")
             if result.outcome == StudyStatus.scored and result.score is not None and result.threshold is not None
             else f"{'not scored, outside its intended use' if result.outcome == 'out_of_scope' else 'could not score'}: "
             f"{result.reason}"
@@ -58,7 +60,8 @@ def study_timeline(session: Session, entry: WorklistEntry) -> list[TimelineItem]
             )
         )
     for change in session.scalars(select(PriorityChange).where(PriorityChange.study_id == entry.study_id)):
-        moved = f"{change.from_tier} → {change.to_tier}" if change.from_tier else f"listed as {change.to_tier}"
+        to_tier = tier_label(change.to_tier)
+        moved = f"{tier_label(change.from_tier)} → {to_tier}" if change.from_tier else f"listed as {to_tier}"
         items.append(TimelineItem(at=change.at, kind=WorklistEventKind.priority, text=f"{moved}: {change.reason}"))
     for event in events_about(session, "study", entry.study_instance_uid, TIMELINE_AUDIT_ACTIONS):
         items.append(

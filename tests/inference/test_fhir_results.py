@@ -12,6 +12,7 @@ from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import select
 
 from inference.fhir_feed import FHIR_CHANNEL, take_in_fhir_results
+from inference.fhir_results import report_id
 from service.db import session_scope, utcnow
 from service.fhir_push import FhirSender
 from service.outbox import OutboxMessage, RetryPolicy, dispatch
@@ -116,3 +117,22 @@ def test_results_are_pushed_once_in_order_through_an_outage(app: FastAPI) -> Non
     with session_scope(factory) as session:
         states = [m.state for m in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
     assert states == ["sent"] * 4 + ["rejected"]
+
+
+def test_a_shadow_champion_result_is_not_sent_to_the_emr_unless_the_site_asks(app: FastAPI) -> None:
+    """A shadow version is recorded for monitoring: the EMR would show its DiagnosticReport as a result."""
+    factory = app.state.session_factory
+    take_in_fhir_results(factory)  # the feed's first start
+    with session_scope(factory) as session:
+        kept = add_result(session, make_study(session), score=0.9, steering="shadow")
+        sent = add_result(session, make_study(session), score=0.8, steering="raise-only")
+        kept_id, sent_id = kept.id, sent.id
+    assert take_in_fhir_results(factory) == 1
+    with session_scope(factory) as session:
+        (message,) = session.scalars(select(OutboxMessage)).all()
+        assert message.key.endswith(f"-{sent_id}")
+    # MEDSCREEN_WRITEBACK_SHADOW: the feed takes the shadow result in too (behind its cursor, by the look-back).
+    assert take_in_fhir_results(factory, include_shadow=True) == 1
+    with session_scope(factory) as session:
+        keys = sorted(m.key for m in session.scalars(select(OutboxMessage)))
+    assert keys == sorted([f"DiagnosticReport/{report_id(kept_id)}", f"DiagnosticReport/{report_id(sent_id)}"])

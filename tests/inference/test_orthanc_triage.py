@@ -62,8 +62,11 @@ def test_auto_routing_orthanc_gets_one_sr_and_one_heatmap_per_study(
     rules.write_text(AUTO_ROUTE)
     orthanc = start_orthanc(tmp_path / "orthanc", extra_config={"LuaScripts": [str(rules)]})
     try:
+        # The shipped mammography version is `shadow`: its results are sent here so that Orthanc has an MG study's
+        # SR and heat-map to forward back (the loop under test).
         service = medscreen_service(
             quiet_period_s=quiet, pacs_ae_title="ORTHANC", pacs_host="127.0.0.1", pacs_port=orthanc.dicom_port,
+            writeback_shadow=True,
         )
         orthanc.client.put(
             "/modalities/medscreen", json={"AET": "MEDSCREEN", "Host": "127.0.0.1", "Port": service.dicom_port}

@@ -192,3 +192,30 @@ def test_without_write_back_the_heat_map_is_kept_for_the_study_view(pipeline: Pi
         assert result.writeback_state == "disabled" and result.heatmap_sop_instance_uid
         png = heatmap_png(session, pipeline.settings, result.id)
     assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_shadow_champion_is_recorded_but_never_built_into_a_finding(pipeline: Pipeline, tmp_path: Path) -> None:
+    """A `shadow` version's result is kept (quality review reads it) but no SR or heat-map is made for the PACS,
+    unless the site asks for it (MEDSCREEN_WRITEBACK_SHADOW)."""
+    from service.lifecycle import SteeringRight
+    from service.model_registry import set_steering
+    from service.steering import DeferRules
+
+    set_steering(pipeline.settings.resolved_mlflow_tracking_uri, "chest-xray", "1", SteeringRight.shadow, evidence=None,
+                 rules=DeferRules())
+    pipeline.receive(DX_CHEST)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        result = session.scalars(select(ScoreResult)).one()
+    assert (result.outcome, result.steering, result.writeback_state) == ("scored", "shadow", "disabled")
+    assert result.score is not None and result.sr_sop_instance_uid is None and result.heatmap_sop_instance_uid is None
+
+    opted_in = build_worker(pipeline.settings.model_copy(update={"writeback_shadow": True}))
+    pipeline.receive(_derived(DX_CHEST, tmp_path))
+    pipeline.monitor.run_once()
+    opted_in.enqueue_routed()
+    while opted_in.process_one():
+        pass
+    with pipeline.session() as session:
+        second = session.scalars(select(ScoreResult).where(ScoreResult.id != result.id)).one()
+    assert second.steering == "shadow" and second.sr_sop_instance_uid and second.heatmap_sop_instance_uid

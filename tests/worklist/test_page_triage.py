@@ -6,6 +6,7 @@ Set MEDSCREEN_SCREENSHOT_DIR to keep the screenshots (docs/screenshots/ holds th
 from __future__ import annotations
 
 import os
+import re
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -82,16 +83,30 @@ def test_page_shows_out_of_scope_reasons_and_steering_rights(settings: Settings,
                 adult = page.locator(f"{rows}[data-uid='{uids['adult']}']")
                 assert "not scored: outside intended use" in adult.inner_text()
                 assert "(shadow)" in page.locator(f"{rows}[data-uid='{uids['ct-shadow']}']").inner_text()
+                # A study the model scored negative is not called "unscored": the badge reads as the RIS is told.
+                negative_kept = page.locator(f"{rows}[data-uid='{uids['neg-raise']}']")
+                assert negative_kept.locator(".tier").inner_text() == "routine"
+                assert "negative" in negative_kept.inner_text() and "unscored" not in negative_kept.inner_text()
 
                 adult.click()
                 sync_api.expect(page.locator("#s-facts")).to_contain_text(ADULT)
                 assert "raise-only" in page.inner_text("#s-facts")
                 assert "intended use" in page.inner_text("#s-priority")
+                assert page.inner_text("#s-priority").startswith("Priority routine:")
+                # Times in UTC, as the service records them; the timeline names the tier as the page does.
+                assert re.search(r"Arrived\s+\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", page.inner_text("#s-facts"))
+                timeline = page.inner_text("#s-timeline")
+                assert re.search(r"\d{2}:\d{2}:\d{2} UTC · ", timeline) and "listed as routine" in timeline
                 page.screenshot(path=str(shots / "worklist-out-of-scope.png"), full_page=True)
 
                 page.locator(f"{rows}[data-uid='{uids['ct-shadow']}']").click()
-                sync_api.expect(page.locator("#s-facts")).to_contain_text("shadow: shown and recorded; never moves a study")
+                sync_api.expect(page.locator("#s-facts")).to_contain_text("shadow: recorded for monitoring; never moves a study")
                 assert "shadow model, moves nothing" in page.inner_text("#s-priority")
+                # Its positive call (score 0.998) is not shown as a finding: grey, and no "positive" anywhere on it.
+                shadow_row = page.locator(f"{rows}[data-uid='{uids['ct-shadow']}']")
+                assert "positive" not in shadow_row.inner_text() and shadow_row.locator(".fill.shadow").count() == 1
+                assert "not a finding" in page.inner_text("#s-score") and "positive" not in page.inner_text("#s-score")
+                assert "positive" not in page.inner_text("#s-priority") and "positive" not in page.inner_text("#s-timeline")
                 page.screenshot(path=str(shots / "study-steering-right.png"), full_page=True)
             finally:
                 browser.close()

@@ -139,3 +139,16 @@ def test_feed_sends_in_order_sets_aside_a_rejection_and_waits_out_an_outage(app:
 def _keys(factory: object) -> list[str]:
     with session_scope(factory) as session:  # type: ignore[arg-type]
         return list(session.scalars(select(OutboxMessage.key).order_by(OutboxMessage.id)))
+
+
+def test_a_shadow_champion_result_is_not_reported_to_the_ris(app: FastAPI) -> None:
+    factory = app.state.session_factory
+    take_in_ris_messages(factory, ENDPOINT)  # the feed's first start
+    with session_scope(factory) as session:
+        add_result(session, make_study(session), score=0.9, steering="shadow")
+        shown = add_result(session, make_study(session), score=0.8, steering="raise-only")
+        shown_id = shown.id
+    assert take_in_ris_messages(factory, ENDPOINT) == 1
+    with session_scope(factory) as session:
+        assert [m.key for m in session.scalars(select(OutboxMessage))] == [f"MSR{shown_id}"]
+    assert take_in_ris_messages(factory, ENDPOINT, include_shadow=True) == 1  # MEDSCREEN_WRITEBACK_SHADOW

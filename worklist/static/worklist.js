@@ -79,27 +79,46 @@ function waited(iso, untilIso) {
   return hours < 48 ? `${hours} h ${Math.floor(minutes % 60)} min` : `${Math.floor(hours / 24)} d`;
 }
 
+// Times are shown in UTC, as every time the service records and the audit log keeps: a browser's local
+// time beside a RIS or PACS time in another zone is a reading error waiting to happen.
+function utc(iso, seconds = false) {
+  const text = new Date(iso).toISOString().replace("T", " ");
+  return `${text.slice(0, seconds ? 19 : 16)} UTC`;
+}
+
 // What the champion version may do to a study's place, kept with the version in the model registry.
 function steeringText(steering) {
   return {
     "defer": "defer: positives move up; negatives may wait up to the aging cap (validated on another source)",
     "raise-only": "raise-only: positives move up; negatives keep their arrival place",
-    "shadow": "shadow: shown and recorded; never moves a study",
+    "shadow": "shadow: recorded for monitoring; never moves a study and is not a finding",
   }[steering] || "—";
 }
+
+const shadowModel = (item) => item.steering === "shadow" && item.score !== null;
 
 function scoreBar(item) {
   if (item.score === null) {
     const why = { could_not_score: "could not score", out_of_scope: "not scored: outside intended use" }[item.state];
     return el("span", { class: "muted", title: item.score_reason || "", text: why || "—" });
   }
-  const bar = el("span", { class: "bar", title: `score ${item.score.toFixed(3)}, threshold ${item.threshold.toFixed(3)}` },
-    el("span", { class: `fill ${item.call}` }), el("span", { class: "threshold" }));
+  // A shadow version's score is kept for monitoring; its card says it must not be read as a finding, so
+  // it is drawn grey, without the red of a positive call.
+  const shadow = item.steering === "shadow";
+  const bar = el("span", { class: "bar", title: `score ${item.score.toFixed(3)}, threshold ${item.threshold.toFixed(3)}` +
+      (shadow ? " (shadow model: monitoring only, not a finding)" : "") },
+    el("span", { class: `fill ${shadow ? "shadow" : item.call}` }), el("span", { class: "threshold" }));
   // Set through the CSSOM: the page's Content-Security-Policy refuses inline style attributes.
   bar.querySelector(".fill").style.width = `${(item.score * 100).toFixed(1)}%`;
   bar.querySelector(".threshold").style.left = `${(item.threshold * 100).toFixed(1)}%`;
   return el("span", {}, bar, el("span", { class: "num", text: ` ${item.score.toFixed(2)}` }));
 }
+
+// The `unscored` tier holds every study in its arrival place: not scored, out of scope, a shadow model's call,
+// or a raise-only model's negative. Read as "unscored" beside a negative call it misstated what the model did;
+// "routine" is what the RIS is sent for it too.
+const TIER_LABELS = { unscored: "routine" };
+const tierLabel = (tier) => TIER_LABELS[tier] || tier;
 
 function row(item, position) {
   const claim = item.claimed_by
@@ -107,7 +126,7 @@ function row(item, position) {
     : el("span", { text: "—" });
   const tr = el("tr", { "data-uid": item.study_instance_uid, "data-tier": item.tier, title: item.priority_reason },
     el("td", { class: "num", text: String(position) }),
-    el("td", {}, el("span", { class: `tier tier-${item.tier}`, text: item.tier })),
+    el("td", {}, el("span", { class: `tier tier-${item.tier}`, text: tierLabel(item.tier) })),
     el("td", { class: "num", text: waited(item.arrived_at, item.read_at) }),
     el("td", { text: item.accession_number || item.study_description || item.study_instance_uid.slice(-12) }),
     el("td", { text: item.modality }),
@@ -115,7 +134,8 @@ function row(item, position) {
     el("td", { text: item.order_priority }),
     el("td", { title: steeringText(item.steering), text: item.model_name ? `${item.model_name} v${item.model_version}` + (item.steering ? ` (${item.steering})` : "") : "—" }),
     el("td", {}, scoreBar(item)),
-    el("td", { class: item.call ? `call-${item.call}` : "", text: item.call || "—" }),
+    el("td", shadowModel(item) ? { class: "muted", text: "shadow", title: steeringText("shadow") }
+      : { class: item.call ? `call-${item.call}` : "", text: item.call || "—" }),
     el("td", { class: "state", text: item.state.replace(/_/g, " ") }),
     el("td", {}, claim));
   if (item.study_instance_uid === state.selected) tr.classList.add("selected");
@@ -200,27 +220,29 @@ async function openStudy(uid, { quiet = false } = {}) {
   $("s-title").textContent = `${study.modality} ${study.study_description || ""} · ${study.accession_number || uid}`;
   const facts = [["Patient", `${study.patient_name} (${study.patient_id})`], ["Sex / born", `${study.patient_sex} / ${study.patient_birth_date}`],
     ["Site", study.site], ["Order priority", study.order_priority || "—"], ["Task", study.task || "—"],
-    ["Arrived", `${new Date(study.arrived_at).toLocaleString()} (` +
+    ["Arrived", `${utc(study.arrived_at)} (` +
       (study.final_read ? `read after ${waited(study.arrived_at, study.final_read.read_at)})` : `waiting ${waited(study.arrived_at)})`)],
     ["State", study.state.replace(/_/g, " ") + (study.score_reason ? `: ${study.score_reason}` : "")],
     ["Model", study.model_name ? `${study.model_name} v${study.model_version}` : "—"],
     ["Steering right", study.model_name ? steeringText(study.steering) : "—"],
     ["Claimed by", study.claimed_by || "nobody"]];
   $("s-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
-  $("s-priority").textContent = `Priority ${study.tier}: ${study.priority_reason}`;
+  $("s-priority").textContent = `Priority ${tierLabel(study.tier)}: ${study.priority_reason}`;
   $("s-score").replaceChildren(study.score === null ? el("span", { text: "No model score." })
-    : el("span", {}, scoreBar(study), el("span", { class: `call-${study.call}`, text: ` ${study.call} at threshold ${study.threshold.toFixed(2)}` })));
+    : el("span", {}, scoreBar(study), shadowModel(study)
+      ? el("span", { class: "muted", text: " shadow model: score recorded for monitoring, not a finding and not sent to the PACS" })
+      : el("span", { class: `call-${study.call}`, text: ` ${study.call} at threshold ${study.threshold.toFixed(2)}` })));
   await showHeatmap(study);
   const mine = study.claimed_by === state.user;
   $("claim").hidden = !study.is_open || mine; $("release").hidden = !study.is_open || !study.claimed_by;
   $("read-form").hidden = !study.is_open || !mine;
   if (!$("read-form").hidden && $("read-form").dataset.uid !== uid) buildReadForm(study);
   $("s-read").replaceChildren(...(study.final_read ? [el("p", { class: "final-read",
-    text: `Read by ${study.final_read.reader} at ${new Date(study.final_read.read_at).toLocaleString()}: ` +
+    text: `Read by ${study.final_read.reader} at ${utc(study.final_read.read_at)}: ` +
       Object.entries(study.final_read.findings).map(([t, f]) => `${t} ${f}`).join(", ") +
       (study.final_read.note ? ` — ${study.final_read.note}` : "") })] : []));
   $("s-timeline").replaceChildren(...study.timeline.map((item) =>
-    el("li", { text: `${new Date(item.at).toLocaleTimeString()} · ${item.text}` })));
+    el("li", { text: `${utc(item.at, true)} · ${item.text}` })));
 }
 
 async function showHeatmap(study) {
