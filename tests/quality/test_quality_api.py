@@ -231,3 +231,27 @@ def test_defer_is_earned_through_quality_review_of_confirmed_studies(
     shadow = client.post("/api/quality/steering", json={**ask, "right": "shadow"}, headers=engineer)
     assert shadow.status_code == 200 and mlflow.get_model_version("chest-xray", "3").tags["steering"] == "shadow"
     assert audit_actions(app) == ["model.steering_refused", "model.steering", "model.steering"]
+
+
+def test_quality_promote_command_gates_promotes_and_names_the_right(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    """`medscreen quality promote` runs the same gate as the API, audits, and says what the new champion may do."""
+    from medscreen.cli import main
+
+    settings = app.state.settings
+    mlflow = register_versions(settings.resolved_mlflow_tracking_uri, "chest-xray", 4)
+    mlflow.set_registered_model_alias("chest-xray", "champion", "3")
+    mlflow.set_model_version_tag("chest-xray", "4", "steering", "shadow")
+    monkeypatch.setenv("MEDSCREEN_HOME", str(settings.home))
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", settings.resolved_database_url)
+    monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", settings.resolved_mlflow_tracking_uri)
+    seed_pairs(app, 40)
+    assert main(["quality", "promote", "--task", "chest-xray", "--version", "4", "--actor", "emma"]) == 1
+    assert "refused" in capsys.readouterr().out
+    seed_pairs(app, 400)
+    assert main(["quality", "promote", "--task", "chest-xray", "--version", "4", "--actor", "emma"]) == 0
+    out = capsys.readouterr().out
+    assert "champion -> version 4 (gate passed)" in out and "steering right: shadow" in out
+    assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "4"
+    assert audit_actions(app) == ["model.promote_refused", "model.promote"]
