@@ -37,7 +37,6 @@ from service.db import utcnow
 from service.deps import SessionDep, SettingsDep
 from service.errors import SteeringRefused
 from service.lifecycle import SteeringRight
-from service.model_registry import version_of
 from service.security_headers import attachment
 from service.settings import Settings
 from service.steering import defer_rules_from_settings
@@ -224,10 +223,8 @@ def promote(body: PromoteRequest, session: SessionDep, settings: SettingsDep, us
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"gate refused: {exc}") from exc
     except (RegistryError, MlflowException) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
-    promoted = version_of(settings.resolved_mlflow_tracking_uri, body.task, body.version)
-    # The right travels with the version, not the alias: say what the new champion may do to the worklist.
-    right = promoted.steering.value if promoted is not None else None
-    return {"promoted": body.version, "task": body.task, "steering": right} | decision.to_dict()
+    # Say what the new champion may do to the worklist.
+    return {"promoted": body.version, "task": body.task, "steering": decision.steering} | decision.to_dict()
 
 
 @router.post("/rollback")

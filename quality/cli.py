@@ -112,15 +112,10 @@ def run_promote(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         session.close()
     print(f"{args.task}: champion -> version {args.version} (gate {'passed' if decision.passed else 'forced'})")
-    from service.model_registry import version_of
-
-    promoted = version_of(settings.resolved_mlflow_tracking_uri, args.task, args.version)
-    if promoted is not None:
-        # The right travels with the version, not the alias: a champion recorded shadow moves no study.
-        right = promoted.steering.value
-        print(f"{args.task} version {args.version} steering right: {right}"
-              + (" (its results move no study; quality review grants a right: POST /api/quality/steering)"
-                 if right == "shadow" else ""))
+    # A champion recorded shadow moves no study: say so where the promotion is made.
+    print(f"{args.task} version {args.version} steering right: {decision.steering}"
+          + (" (its results move no study; quality review grants a right: POST /api/quality/steering)"
+             if decision.steering == "shadow" else ""))
     return 0
 
 

@@ -11,7 +11,7 @@ whose specificity fell from 0.98 to 0.88 on 220 negatives passed a sensitivity-o
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scipy.stats import binomtest
@@ -70,6 +70,8 @@ class GateDecision:
     passed: bool
     reasons: list[str] = field(default_factory=list)
     comparison: Comparison | None = None
+    # Set by a promotion: the promoted version's steering right (it travels with the version, not the alias).
+    steering: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -178,11 +180,12 @@ def promote_through_gate(
     record_audit(session, actor, "model.promote", "model", f"{task}:{version}", detail)
     session.flush()
     # The hospital's own confirmed studies outrank the training-time validation AUROC rule of the registry.
-    if version_of(tracking_uri, task, version) is None:
+    promoted = version_of(tracking_uri, task, version)
+    if promoted is None:
         raise RegistryError(f"{task} version {version} is not registered")
     previous = move_champion(tracking_uri, task, version)
     log.info("promoted %s v%s over v%s by %s (gate %s)", task, version, previous, actor, decision.passed)
-    return decision
+    return replace(decision, steering=promoted.steering.value)
 
 
 def rollback_champion(session: Session, tracking_uri: str, task: str, *, actor: str) -> tuple[str, str]:
