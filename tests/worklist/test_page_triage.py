@@ -97,6 +97,16 @@ def test_page_shows_out_of_scope_reasons_and_steering_rights(settings: Settings,
                 assert re.search(r"Arrived\s+\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", page.inner_text("#s-facts"))
                 timeline = page.inner_text("#s-timeline")
                 assert re.search(r"\d{2}:\d{2}:\d{2} UTC · ", timeline) and "listed as routine" in timeline
+                # With the study open the list still shows call, state and claim without scrolling sideways: the
+                # site and order columns (both in the panel) give way and the long cells wrap.
+                panel = page.locator("#list-panel")
+                assert panel.evaluate("p => p.scrollWidth <= p.clientWidth"), "the list scrolls sideways with a study open"
+                assert page.locator("#worklist th", has_text="Claim").is_visible()
+                assert not page.locator("#worklist th", has_text="Site").is_visible()
+                page.click("#close-study")
+                assert page.locator("#worklist th", has_text="Site").is_visible()
+                adult.click()
+                sync_api.expect(page.locator("#s-facts")).to_contain_text(ADULT)
                 page.screenshot(path=str(shots / "worklist-out-of-scope.png"), full_page=True)
 
                 page.locator(f"{rows}[data-uid='{uids['ct-shadow']}']").click()

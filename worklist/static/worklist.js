@@ -130,10 +130,10 @@ function row(item, position) {
     el("td", { class: "num", text: waited(item.arrived_at, item.read_at) }),
     el("td", { text: item.accession_number || item.study_description || item.study_instance_uid.slice(-12) }),
     el("td", { text: item.modality }),
-    el("td", { text: item.site }),
-    el("td", { text: item.order_priority }),
-    el("td", { title: steeringText(item.steering), text: item.model_name ? `${item.model_name} v${item.model_version}` + (item.steering ? ` (${item.steering})` : "") : "—" }),
-    el("td", {}, scoreBar(item)),
+    el("td", { class: "secondary", text: item.site }),
+    el("td", { class: "secondary", text: item.order_priority }),
+    el("td", { class: "wrap", title: steeringText(item.steering), text: item.model_name ? `${item.model_name} v${item.model_version}` + (item.steering ? ` (${item.steering})` : "") : "—" }),
+    el("td", { class: "wrap" }, scoreBar(item)),
     el("td", shadowModel(item) ? { class: "muted", text: "shadow", title: steeringText("shadow") }
       : { class: item.call ? `call-${item.call}` : "", text: item.call || "—" }),
     el("td", { class: "state", text: item.state.replace(/_/g, " ") }),
@@ -216,9 +216,10 @@ async function openStudy(uid, { quiet = false } = {}) {
   if (!quiet) $("s-error").textContent = "";
   const study = await (await api(`/api/worklist/${encodeURIComponent(uid)}`)).json();
   $("study").hidden = false;
+  $("app").classList.add("reading");
   $("study").dataset.uid = uid;
   $("s-title").textContent = `${study.modality} ${study.study_description || ""} · ${study.accession_number || uid}`;
-  const facts = [["Patient", `${study.patient_name} (${study.patient_id})`], ["Sex / born", `${study.patient_sex} / ${study.patient_birth_date}`],
+  const facts = [["Patient", `${study.patient_name} (${study.patient_id})`], ["Sex / born", `${study.patient_sex || "—"} / ${study.patient_birth_date || "—"}`],
     ["Site", study.site], ["Order priority", study.order_priority || "—"], ["Task", study.task || "—"],
     ["Arrived", `${utc(study.arrived_at)} (` +
       (study.final_read ? `read after ${waited(study.arrived_at, study.final_read.read_at)})` : `waiting ${waited(study.arrived_at)})`)],
@@ -294,7 +295,7 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadList(); });
   $("next").addEventListener("click", () => { state.offset += PAGE_SIZE; loadList(); });
-  $("close-study").addEventListener("click", () => { $("study").hidden = true; state.selected = null; });
+  $("close-study").addEventListener("click", () => { $("study").hidden = true; $("app").classList.remove("reading"); state.selected = null; });
   $("claim").addEventListener("click", () => act(`/api/worklist/${encodeURIComponent(state.selected)}/claim`, { method: "POST" }));
   $("release").addEventListener("click", () => act(`/api/worklist/${encodeURIComponent(state.selected)}/release`, { method: "POST" }));
   $("read-form").addEventListener("submit", submitRead);
