@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
+
+from worklist.policy import tier_label
 
 __all__ = [
     "WorklistItem",
@@ -32,6 +34,12 @@ class WorklistItem(BaseModel):
     arrived_at: datetime
     state: str = Field(description="awaiting_score, not_applicable, scored, could_not_score, out_of_scope, failed")
     tier: str = Field(description="stat, urgent, positive, unscored, aged, negative")
+
+    @computed_field(description="the tier as readers see it and the RIS is told (``unscored`` reads as routine)")  # type: ignore[prop-decorator]
+    @property
+    def tier_label(self) -> str:
+        return tier_label(self.tier)
+
     due_at: datetime = Field(description="the list is ordered by this, earliest first")
     priority_reason: str
     score: float | None = Field(

@@ -81,6 +81,8 @@ def test_list_in_priority_order_with_state_and_model(app: FastAPI, client: TestC
     )
     assert (first_positive["model_name"], first_positive["model_version"]) == ("chest-xray-champion", "3")
     assert page["items"][3]["state"] == "awaiting_score" and page["items"][3]["tier"] == "unscored"
+    # The page shows the label the RIS is told, from the API, so the two cannot drift apart.
+    assert page["items"][3]["tier_label"] == "routine" and first_positive["tier_label"] == "positive"
     assert page["items"][0]["priority_reason"].startswith("order priority STAT (never lowered by the model)")
 
     # filters and pages

@@ -114,19 +114,13 @@ function scoreBar(item) {
   return el("span", {}, bar, el("span", { class: "num", text: ` ${item.score.toFixed(2)}` }));
 }
 
-// The `unscored` tier holds every study in its arrival place: not scored, out of scope, a shadow model's call,
-// or a raise-only model's negative. Read as "unscored" beside a negative call it misstated what the model did;
-// "routine" is what the RIS is sent for it too.
-const TIER_LABELS = { unscored: "routine" };
-const tierLabel = (tier) => TIER_LABELS[tier] || tier;
-
 function row(item, position) {
   const claim = item.claimed_by
     ? el("span", { text: item.claimed_by === state.user ? "you" : item.claimed_by, class: "claimed" })
     : el("span", { text: "—" });
   const tr = el("tr", { "data-uid": item.study_instance_uid, "data-tier": item.tier, title: item.priority_reason },
     el("td", { class: "num", text: String(position) }),
-    el("td", {}, el("span", { class: `tier tier-${item.tier}`, text: tierLabel(item.tier) })),
+    el("td", {}, el("span", { class: `tier tier-${item.tier}`, text: item.tier_label })),
     el("td", { class: "num", text: waited(item.arrived_at, item.read_at) }),
     el("td", { text: item.accession_number || item.study_description || item.study_instance_uid.slice(-12) }),
     el("td", { text: item.modality }),
@@ -228,7 +222,7 @@ async function openStudy(uid, { quiet = false } = {}) {
     ["Steering right", study.model_name ? steeringText(study.steering) : "—"],
     ["Claimed by", study.claimed_by || "nobody"]];
   $("s-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
-  $("s-priority").textContent = `Priority ${tierLabel(study.tier)}: ${study.priority_reason}`;
+  $("s-priority").textContent = `Priority ${study.tier_label}: ${study.priority_reason}`;
   $("s-score").replaceChildren(study.score === null ? el("span", { text: "No model score." })
     : el("span", {}, scoreBar(study), shadowModel(study)
       ? el("span", { class: "muted", text: " shadow model: score recorded for monitoring, not a finding and not sent to the PACS" })
