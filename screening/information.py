@@ -67,6 +67,8 @@ class SharedInformation:
     informative_peak: np.ndarray
     # finding_match answers kept (read-only): a population's flagged children and batches repeat findings
     _matches: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # per disease, the size of its closure; per term, whether any disease is annotated at or below it
+    _closure_sizes: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     def best_match(self, observed: list[int]) -> np.ndarray:
         """Per disease, the mean over the findings of the information content of the most informative
@@ -130,6 +132,21 @@ class SharedInformation:
         for term in terms[np.argsort(self.information[terms])]:  # least informative first: the last write wins
             best[indices[indptr[term] : indptr[term + 1]]] = self.information[term]
         return best
+
+    def cooccurrence(self, closure: np.ndarray) -> np.ndarray:
+        """Per disease, the phi coefficient between the findings' closure and the disease's closure over the
+        terms any disease is annotated at or below (PhenoDP's co-occurrence measure): set overlap corrected for
+        both sets' sizes, every term counted alike. Measured beside the served ranker (``screening.ranking``)."""
+        if self._closure_sizes is None:
+            annotated_terms = np.diff(self.shared.indptr) > 0
+            self._closure_sizes = (np.asarray(self.shared.sum(axis=0), dtype=np.float64).ravel(), annotated_terms)
+        sizes, annotated_terms = self._closure_sizes
+        terms = closure[annotated_terms[closure]] if len(closure) else closure
+        both = np.asarray(self.shared[terms].sum(axis=0), dtype=np.float64).ravel() if len(terms) else np.zeros(len(sizes))
+        universe, findings_only, disease_only = float(annotated_terms.sum()), len(terms) - both, sizes - both
+        neither = universe - both - findings_only - disease_only
+        denominator = np.sqrt(np.maximum((both + findings_only) * (disease_only + neither) * (both + disease_only) * (findings_only + neither), 1e-12))
+        return (both * neither - findings_only * disease_only) / denominator
 
     def informative_total(self, closure: np.ndarray) -> float:
         """Information of the findings beyond commonplace childhood findings (monotone, like :meth:`total`)."""

@@ -12,7 +12,10 @@ Rankers, each measured and reported (``medscreen screening evaluate``, README):
 * ``best_match_fit``: the best-match average of Resnik similarity (``SharedInformation.best_match``:
   each finding scored by the most informative term it shares with the disease), with the fit;
 * ``best_match_combined_fit`` (served): best match + ``BEST_MATCH_SIM_WEIGHT`` x log simGIC +
-  ``BEST_MATCH_LR_WEIGHT`` x the likelihood ratio, with the fit.
+  ``BEST_MATCH_LR_WEIGHT`` x the likelihood ratio, with the fit;
+* ``cooccurrence_fit``: PhenoDP's co-occurrence measure, the phi coefficient of the two closures
+  (``SharedInformation.cooccurrence``), with the fit;
+* ``best_match_combined_cooccurrence_fit``: the served ranker + ``COOCCURRENCE_WEIGHT`` x phi.
 
 The served ranker is also measured at the gene level (``gene_level``): the rank of the case's gene (its
 phenopacket-store cohort) among the genes of the ranked diseases (``screening/disease_genes.py``), on every
@@ -47,11 +50,15 @@ RANKERS = (
     "combined_fit",
     "best_match_fit",
     "best_match_combined_fit",
+    "cooccurrence_fit",
+    "best_match_combined_cooccurrence_fit",
 )
 SERVED_RANKER = "best_match_combined_fit"  # the best on the published cases (README, ranking)
 COMBINED_WEIGHT = 5.0
 BEST_MATCH_SIM_WEIGHT = 0.25
 BEST_MATCH_LR_WEIGHT = 0.0  # the cross-validated choice: the likelihood ratio adds nothing beside the best match
+# phi lies in [-1, 1] where the best match is a few nats: 0.25 lets it break near-ties (weights 0.1-2 measured, README).
+COOCCURRENCE_WEIGHT = 0.25
 # (log simGIC weight, likelihood-ratio weight) beside the best match, searched once and in the cross-validation.
 WEIGHT_GRID = tuple((s, lr) for s in (0.0, 0.25, 0.5, 1.0) for lr in (0.0, 0.03, 0.05, 0.1))
 
@@ -65,10 +72,12 @@ class _Components:
     sim: np.ndarray
     best_match: np.ndarray
     fit: np.ndarray
+    cooccurrence: np.ndarray
 
 
 def _components(
-    kb: KnowledgeBase, observed: list[int], excluded: list[int], sex: str, age_days: int | None, best_match: bool = True
+    kb: KnowledgeBase, observed: list[int], excluded: list[int], sex: str, age_days: int | None, best_match: bool = True,
+    cooccurrence: bool = True,
 ) -> _Components:
     info = kb.information
     assert info is not None
@@ -83,6 +92,7 @@ def _components(
         sim=sim,
         best_match=info.best_match(observed) if best_match else np.zeros(kb.n_diseases),
         fit=fit,
+        cooccurrence=info.cooccurrence(closure) if cooccurrence else np.zeros(kb.n_diseases),
     )
 
 
@@ -97,6 +107,10 @@ def _combine(c: _Components, ranker: str) -> np.ndarray:
         return c.likelihood_ratio + COMBINED_WEIGHT * c.log_sim + c.fit
     if ranker == "best_match_fit":
         return c.best_match + c.fit
+    if ranker == "cooccurrence_fit":
+        return c.cooccurrence + c.fit
+    if ranker == "best_match_combined_cooccurrence_fit":
+        return _weighted(c, BEST_MATCH_SIM_WEIGHT, BEST_MATCH_LR_WEIGHT) + COOCCURRENCE_WEIGHT * c.cooccurrence
     return _weighted(c, BEST_MATCH_SIM_WEIGHT, BEST_MATCH_LR_WEIGHT)
 
 
@@ -110,7 +124,7 @@ def rank_scores(
     """Per-disease ranking scores of one child under ``ranker`` (higher is better)."""
     if ranker not in RANKERS:
         raise ValueError(f"unknown ranker {ranker!r}; one of {RANKERS}")
-    return _combine(_components(kb, observed, excluded, sex, age_days, ranker.startswith("best_match")), ranker)
+    return _combine(_components(kb, observed, excluded, sex, age_days, ranker.startswith("best_match"), "cooccurrence" in ranker), ranker)
 
 
 def _summary(ranks: np.ndarray, cohorts: list[str], annotated: np.ndarray) -> dict[str, float | None]:

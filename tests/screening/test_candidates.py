@@ -3,6 +3,7 @@ disease first for a child under 7, and the root-annotated Orphanet groups no lon
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from pathlib import Path
 
@@ -76,6 +77,27 @@ def test_best_match_scores_each_finding_by_its_most_informative_shared_term(kb: 
     excluded = kb.indices({f.hpo for f in case.features if f.excluded})
     scores = rank_scores(kb, observed, excluded, case.sex, case.age_days, SERVED_RANKER)
     assert int(np.argmax(scores)) == kb.disease_index["OMIM:147920"]
+
+
+def test_cooccurrence_is_the_phi_coefficient_of_the_two_closures(kb: KnowledgeBase) -> None:
+    """PhenoDP's co-occurrence measure, checked against a 2x2 table counted with Python sets on a real case."""
+    info = kb.information
+    assert info is not None
+    case = read_phenopacket(PHENOPACKETS / "KMT2D" / "PMID_24739679_patient_K1.json")
+    closure = info.closure_of(kb.indices({f.hpo for f in case.features if not f.excluded}))
+    phi = info.cooccurrence(closure)
+    universe = {int(t) for t in np.flatnonzero(np.diff(info.shared.indptr) > 0)}
+    findings = {int(t) for t in closure} & universe
+    column = info.shared.tocsc()
+    for disease in (kb.disease_index["OMIM:147920"], kb.disease_index["OMIM:154700"], 0):
+        terms = set(column.indices[column.indptr[disease] : column.indptr[disease + 1]].tolist())
+        a, b, c = len(findings & terms), len(findings - terms), len(terms - findings)
+        d = len(universe) - a - b - c
+        expected = (a * d - b * c) / math.sqrt((a + b) * (c + d) * (a + c) * (b + d))
+        assert phi[disease] == pytest.approx(expected, rel=1e-9)
+    # Kabuki syndrome (the case's disease) shares the findings' closure better than Marfan syndrome does.
+    assert phi[kb.disease_index["OMIM:147920"]] > phi[kb.disease_index["OMIM:154700"]] and np.all(np.abs(phi) <= 1 + 1e-9)
+    assert np.all(info.cooccurrence(np.zeros(0, dtype=np.int64)) == 0)
 
 
 def test_top_indices_are_the_stable_sorts_first_k() -> None:
