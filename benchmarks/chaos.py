@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from pydicom import dcmread  # noqa: E402
 
+from benchmarks.dcmtk import dcmtk  # noqa: E402
 from benchmarks.study_factory import write_ct_study  # noqa: E402
 from tests.conftest import FIXTURES, free_port  # noqa: E402
 from tests.peers import MedscreenService, wait_for  # noqa: E402
@@ -75,7 +76,7 @@ def send(port: int, files: list[Path], associations: int, uid_of: dict[str, str]
 
     def one(chunk: list[Path]) -> None:
         sender = subprocess.Popen(
-            ["storescu", "-v", "-aec", "MEDSCREEN", "127.0.0.1", str(port), *map(str, chunk)],
+            [dcmtk("storescu"), "-v", "-aec", "MEDSCREEN", "127.0.0.1", str(port), *map(str, chunk)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
         )
         assert sender.stdout is not None

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.dcmtk import dcmtk  # noqa: E402
 from benchmarks.study_factory import write_ct_study  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.peers import wait_for  # noqa: E402
@@ -37,7 +38,7 @@ def send(port: int, files: list[Path], associations: int, called_ae: str) -> flo
     start = time.perf_counter()
     senders = [
         subprocess.Popen(
-            ["storescu", "-aec", called_ae, "127.0.0.1", str(port), *map(str, chunk)],
+            [dcmtk("storescu"), "-aec", called_ae, "127.0.0.1", str(port), *map(str, chunk)],
             env=ENV,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -56,9 +57,9 @@ def start_storescp(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     out = workdir / "storescp"
     out.mkdir()
     process = subprocess.Popen(
-        ["storescp", "--fork", "-od", str(out), str(port)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [dcmtk("storescp"), "--fork", "-od", str(out), str(port)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    wait_for(lambda: subprocess.run(["echoscu", "127.0.0.1", str(port)], capture_output=True).returncode == 0, 30, "storescp")
+    wait_for(lambda: subprocess.run([dcmtk("echoscu"), "127.0.0.1", str(port)], capture_output=True).returncode == 0, 30, "storescp")
     return process, port
 
 
@@ -80,7 +81,7 @@ def start_medscreen(workdir: Path, receivers: int, quiet: float) -> tuple[subpro
         start_new_session=True,
     )
     wait_for(
-        lambda: subprocess.run(["echoscu", "-aec", "MEDSCREEN", "127.0.0.1", str(port)], capture_output=True).returncode == 0,
+        lambda: subprocess.run([dcmtk("echoscu"), "-aec", "MEDSCREEN", "127.0.0.1", str(port)], capture_output=True).returncode == 0,
         120,
         "medscreen",
     )

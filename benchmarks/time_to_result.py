@@ -27,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.dcmtk import dcmtk  # noqa: E402
 from benchmarks.study_factory import wrap_mammogram, wrap_radiograph, write_ct_study  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.peers import wait_for  # noqa: E402
@@ -35,7 +36,7 @@ ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
 def _echo(port: int, ae: str) -> bool:
-    return subprocess.run(["echoscu", "-aec", ae, "127.0.0.1", str(port)], capture_output=True).returncode == 0
+    return subprocess.run([dcmtk("echoscu"), "-aec", ae, "127.0.0.1", str(port)], capture_output=True).returncode == 0
 
 
 def build_studies(data: Path, out: Path, studies: int, ct_studies: int, ct_slices: int) -> dict[str, list[list[Path]]]:
@@ -88,7 +89,7 @@ def main() -> None:
     studies = build_studies(args.data, work / "studies", args.studies, args.ct_studies, args.ct_slices)
     pacs_port, port = free_port(), free_port()
     (work / "pacs").mkdir()
-    pacs = subprocess.Popen(["storescp", "--fork", "-od", str(work / "pacs"), "-aet", "PACS", str(pacs_port)], env=ENV,
+    pacs = subprocess.Popen([dcmtk("storescp"), "--fork", "-od", str(work / "pacs"), "-aet", "PACS", str(pacs_port)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     home = work / "var"
     env = {**ENV, "MEDSCREEN_HOME": str(home), "MEDSCREEN_HTTP_PORT": str(free_port()), "MEDSCREEN_DICOM_PORT": str(port),
@@ -106,7 +107,7 @@ def main() -> None:
         time.sleep(3)  # the scoring worker loads its models
         for modality in ("DX", "MG", "CT"):
             for files in studies[modality]:
-                subprocess.run(["storescu", "-aec", "MEDSCREEN", "127.0.0.1", str(port), *map(str, files)], env=ENV,
+                subprocess.run([dcmtk("storescu"), "-aec", "MEDSCREEN", "127.0.0.1", str(port), *map(str, files)], env=ENV,
                                check=True, capture_output=True)
                 time.sleep(args.quiet + 1.0)  # one study at a time: the figures are latencies, not queueing
         total = sum(len(v) for v in studies.values())

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.dcmtk import dcmtk
 from tests.conftest import REPO, free_port
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -169,7 +170,7 @@ class MedscreenService:
 
     def dicom_ready(self) -> bool:
         result = subprocess.run(
-            ["echoscu", "-aec", "MEDSCREEN", "127.0.0.1", str(self.dicom_port)], capture_output=True, timeout=30
+            [dcmtk("echoscu"), "-aec", "MEDSCREEN", "127.0.0.1", str(self.dicom_port)], capture_output=True, timeout=30
         )
         return result.returncode == 0
 

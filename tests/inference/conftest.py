@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from pynetdicom.transport import ThreadedAssociationServer
 
+from benchmarks.dcmtk import dcmtk, have_dcmtk
 from inference.complete import CompletenessMonitor
 from inference.ingest import InstanceIngestor
 from inference.receive.dimse import start_dimse_server
@@ -69,7 +70,7 @@ def dimse_server(ingestor: InstanceIngestor, sqlite_settings: Settings) -> Itera
 def storescu(port: int, *files: Path, calling_ae: str = "TESTSCU", extra: tuple[str, ...] = ()) -> str:
     """Send files with dcmtk's storescu; returns its verbose output (status per file)."""
     result = subprocess.run(
-        ["storescu", "-v", "-aet", calling_ae, "-aec", "MEDSCREEN", *extra, "127.0.0.1", str(port), *map(str, files)],
+        [dcmtk("storescu"), "-v", "-aet", calling_ae, "-aec", "MEDSCREEN", *extra, "127.0.0.1", str(port), *map(str, files)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -78,7 +79,7 @@ def storescu(port: int, *files: Path, calling_ae: str = "TESTSCU", extra: tuple[
     return result.stdout + result.stderr
 
 
-requires_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed (make test installs it)")
+requires_dcmtk = pytest.mark.skipif(not have_dcmtk(), reason="dcmtk is not installed (make test installs it)")
 
 
 @pytest.fixture(scope="module")

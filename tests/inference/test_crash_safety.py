@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
+from benchmarks.dcmtk import dcmtk
 from benchmarks.study_factory import write_ct_study
 from inference.instance_headers import read_instance_headers
 from tests.inference.conftest import INFERENCE_FIXTURES, requires_dcmtk
@@ -31,7 +32,7 @@ def test_sigkill_mid_send_loses_no_acknowledged_instance(
     service = medscreen_service(quiet_period_s=2)
 
     sender = subprocess.Popen(
-        ["storescu", "-v", "-aec", "MEDSCREEN", "127.0.0.1", str(service.dicom_port), *map(str, files)],
+        [dcmtk("storescu"), "-v", "-aec", "MEDSCREEN", "127.0.0.1", str(service.dicom_port), *map(str, files)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

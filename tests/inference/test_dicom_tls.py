@@ -13,6 +13,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import text
 
+from benchmarks.dcmtk import dcmtk
 from inference.errors import TlsConfigurationError, WritebackFailed
 from inference.ingest import InstanceIngestor
 from inference.receive.dimse import start_dimse_server
@@ -95,11 +96,11 @@ def tls_pacs(tmp_path: Path, pki: TestPki) -> Iterator[tuple[int, Path]]:
         port = free_port()
         with log.open("wb") as out:
             process = subprocess.Popen(
-                ["storescp", "-aet", "TLSPACS", "-od", str(received), "+tls", str(pki.server.key), str(pki.server.cert),
+                [dcmtk("storescp"), "-aet", "TLSPACS", "-od", str(received), "+tls", str(pki.server.key), str(pki.server.cert),
                  "+cf", str(pki.ca), str(port)],
                 stdout=out, stderr=subprocess.STDOUT,
             )
-        echo = ["echoscu", "-aec", "TLSPACS", "+tls", str(pki.client.key), str(pki.client.cert), "+cf", str(pki.ca),
+        echo = [dcmtk("echoscu"), "-aec", "TLSPACS", "+tls", str(pki.client.key), str(pki.client.cert), "+cf", str(pki.ca),
                 "127.0.0.1", str(port)]
         def answers_or_exited(process: subprocess.Popen[bytes] = process, echo: list[str] = echo) -> bool:
             return process.poll() is not None or subprocess.run(echo, capture_output=True).returncode == 0

@@ -8,6 +8,7 @@ import pytest
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import select
 
+from benchmarks.dcmtk import dcmtk
 from inference.ingest import InstanceIngestor
 from inference.receive.dimse import start_dimse_server
 from inference.receive.process import build_ingestor
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.integration, requires_dcmtk]
 
 def test_echo(dimse_server: ThreadedAssociationServer, sqlite_settings: Settings) -> None:
     result = subprocess.run(
-        ["echoscu", "-aec", "MEDSCREEN", "127.0.0.1", str(sqlite_settings.dicom_port)], capture_output=True, timeout=30
+        [dcmtk("echoscu"), "-aec", "MEDSCREEN", "127.0.0.1", str(sqlite_settings.dicom_port)], capture_output=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.dcmtk import dcmtk
 from tests.conftest import FIXTURES
 from tests.inference.conftest import requires_dcmtk
 from tests.peers import MedscreenService, wait_for
@@ -119,7 +120,7 @@ def test_receiver_survives_a_sender_that_hangs_up_mid_instance(tmp_path: Path, m
     files = write_ct_study(source, tmp_path / "study", 40)
     service = medscreen_service(dicom_receivers=1)
     sender = subprocess.Popen(
-        ["storescu", "-aec", "MEDSCREEN", "127.0.0.1", str(service.dicom_port), *map(str, files)],
+        [dcmtk("storescu"), "-aec", "MEDSCREEN", "127.0.0.1", str(service.dicom_port), *map(str, files)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_for(lambda: any((service.home / "spool" / "studies").rglob("*.dcm")), 60, "the first instances")
