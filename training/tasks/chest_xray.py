@@ -16,7 +16,7 @@ from service.steering import RAISE_ONLY_MIN_AUROC_CI_LOW, RAISE_ONLY_MIN_PER_CLA
 from training.cache import cached_arrays
 from training.card_figures import DevelopmentSet
 
-__all__ = ["train", "development_set", "plot_heatmap_examples", "SPEC", "MIN_SENSITIVITY", "FOLDS"]
+__all__ = ["train", "development_set", "load_arrays", "plot_heatmap_examples", "SPEC", "MIN_SENSITIVITY", "FOLDS"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ def _limit(items: list[LabelledImage], limit: int | None, seed: int) -> list[Lab
     return picked
 
 
-def _load_arrays(items: list[LabelledImage], cache_dir: Path | None, name: str, spec: PreprocessSpec = SPEC) -> np.ndarray:
+def load_arrays(items: list[LabelledImage], cache_dir: Path | None, name: str, spec: PreprocessSpec = SPEC) -> np.ndarray:
+    """The films prepared by ``spec`` as one float16 array [N, 1, H, W], cached under ``cache_dir`` by file list and spec."""
+
     def build() -> dict[str, np.ndarray]:
         images = [prepare_image(read_image_file(i.path), spec)[0] for i in tqdm(items, desc=f"preprocess {name}", unit="img")]
         return {"x": np.stack(images).astype(np.float16)}
@@ -75,7 +77,7 @@ def development_set(data_dir: Path, cache_dir: Path | None, limit: int | None = 
         "pneumonia_viral": ("Viral pneumonia vs all normal films (out-of-fold)", (pneumonia & virus) | normal),
     }
     subsets = {k: v for k, v in subsets.items() if len(set(labels[v[1]].tolist())) == 2}
-    return DevelopmentSet(_load_arrays(items, cache_dir, "kermany", spec), labels, np.array([i.patient_id for i in items]), subsets)
+    return DevelopmentSet(load_arrays(items, cache_dir, "kermany", spec), labels, np.array([i.patient_id for i in items]), subsets)
 
 
 HEATMAP_EXAMPLES = "heatmaps_lung_fields.png"
@@ -211,7 +213,7 @@ def train(
             if nih_root.is_dir() and not limit:
                 nih = load_nih1000(nih_root)
                 y_nih = np.array([i.label for i in nih])
-                s_nih, _ = run_ensemble(onnx_path, _load_arrays(nih, cache_dir, "nih1000"), input_name="image")
+                s_nih, _ = run_ensemble(onnx_path, load_arrays(nih, cache_dir, "nih1000"), input_name="image")
                 evaluations.append(
                     Evaluation("nih1000_external", "NIH ChestX-ray14 adults, any finding vs none (out of intended use)", y_nih, s_nih,
                                evaluate_binary(y_nih, s_nih, threshold=figures.cross_validated.threshold, seed=seed, groups=np.array([i.patient_id for i in nih])))
