@@ -99,6 +99,14 @@ def main() -> None:
         f"McNemar p {c.specificity_drop_p:.3g}; gate {'passed' if decision.passed else 'failed: ' + '; '.join(decision.reasons)}"
     )
     print(f"drift alerts: {len(report.drift.alerts)} over {len(report.drift.weeks)} weeks (reference: {report.drift.reference})")
+    point = report.operating_point
+    if point is not None and point.threshold is not None and point.sensitivity is not None and point.specificity is not None:
+        print(
+            f"operating point at this site (sensitivity >= {point.min_sensitivity}): threshold {point.threshold:.3f} "
+            f"(the version's {point.shipped_threshold}); out of fold sensitivity {point.sensitivity.value:.3f} "
+            f"({point.sensitivity.ci_low:.3f}-{point.sensitivity.ci_high:.3f}), specificity {point.specificity.value:.3f} "
+            f"({point.specificity.ci_low:.3f}-{point.specificity.ci_high:.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from quality.metrics import (
     subgroup_metrics,
     time_to_read_around,
 )
+from quality.operating_point import DEFAULT_MIN_SENSITIVITY, site_operating_point
 from quality.report import (
     ReportQuery,
     build_report,
@@ -84,6 +85,9 @@ def metrics(
     policy_since: Annotated[
         datetime | None, Query(description="When the worklist policy started: time to read before and after it.")
     ] = None,
+    min_sensitivity: Annotated[
+        float, Query(ge=0.5, le=1.0, description="The sensitivity the suggested site threshold must hold (site_operating_point).")
+    ] = DEFAULT_MIN_SENSITIVITY,
 ) -> dict[str, Any]:
     cases = load_paired_cases(session, task=task, model_version=version, since=_utc(since), until=_utc(until))
     body = {
@@ -91,6 +95,7 @@ def metrics(
         "version": version,
         "overall": compute_metrics(cases).to_dict(),
         "subgroups": {k: {g: m.to_dict() for g, m in v.items()} for k, v in subgroup_metrics(cases).items()},
+        "site_operating_point": site_operating_point(cases, min_sensitivity=min_sensitivity).to_dict(),
     }
     if policy_since is not None:
         body["time_to_read"] = time_to_read_around(cases, _utc(policy_since) or policy_since)

@@ -20,12 +20,14 @@ from inference.tables import ScoreResult
 from quality.drift import DriftReport, DriftThresholds, header_drift, score_drift, validation_score_distribution
 from quality.gate import GateDecision, GateRules, compare_versions, evaluate_gate
 from quality.metrics import (
+    Proportion,
     QualityMetrics,
     compute_metrics,
     load_paired_cases,
     roc_points,
     subgroup_metrics,
 )
+from quality.operating_point import SiteOperatingPoint, site_operating_point
 from service.lifecycle import ModelRole, StudyStatus
 
 __all__ = ["ReportQuery", "QualityReport", "build_report", "render_report", "list_versions_in_service", "log_report_to_mlflow"]
@@ -51,6 +53,7 @@ class QualityReport:
     headers: dict[str, list[dict[str, Any]]]
     gate: GateDecision | None
     created_at: datetime
+    operating_point: SiteOperatingPoint | None = None
 
 
 def list_versions_in_service(session: Session) -> list[dict[str, Any]]:
@@ -110,6 +113,7 @@ def build_report(
         headers=headers,
         gate=gate,
         created_at=now,
+        operating_point=site_operating_point(cases),
     )
 
 
@@ -207,6 +211,27 @@ _STYLE = (
 )
 
 
+def _operating_point(point: SiteOperatingPoint | None, m: QualityMetrics) -> list[str]:
+    if point is None:
+        return []
+    out = ["<h3>Operating point at this site</h3><p id=\"operating-point\">"]
+    if point.threshold is None or point.sensitivity is None or point.specificity is None:
+        out.append(f"No threshold suggested: {html.escape(point.reason)}.</p>")
+        return out
+
+    def prop(p: Proportion) -> str:
+        return f"{_fmt(p.value)} ({_fmt(p.ci_low)}-{_fmt(p.ci_high)})"
+
+    out.append(
+        f"Holding sensitivity at or above {point.min_sensitivity:.2f} on these {point.n} confirmed studies needs a threshold "
+        f"of {_fmt(point.threshold)} (the version's: {_fmt(point.shipped_threshold)}, where sensitivity is {prop(m.sensitivity)} "
+        f"and specificity {prop(m.specificity)}). Chosen on four fifths of the studies and applied to the fifth ({point.folds} "
+        f"folds), such a threshold gave sensitivity {prop(point.sensitivity)} and specificity {prop(point.specificity)}. "
+        f"{html.escape(point.reason.capitalize())}.</p>"
+    )
+    return out
+
+
 def render_report(report: QualityReport, *, document: bool = True) -> str:
     """The report as HTML: a full standalone document for download, or the body for the quality page."""
     q = report.query
@@ -224,6 +249,7 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
         "</table>",
         f"<p>Confusion: TP {m.tp}, FP {m.fp}, TN {m.tn}, FN {m.fn}. ECE {_fmt(m.ece)}. Median hours from arrival to "
         f"final read: all {_fmt(m.median_hours_to_read_all, 2)}, with the finding {_fmt(m.median_hours_to_read_positive, 2)}.</p>",
+        *_operating_point(report.operating_point, m),
         "<div class=\"plots\">",
         _svg_chart(
             "ROC", [(f"AUROC {_fmt(m.auroc)}", report.roc, "#1f5fa8")], x_label="1 - specificity", y_label="sensitivity", diagonal=True

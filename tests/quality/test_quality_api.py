@@ -81,6 +81,11 @@ def test_quality_figures_report_and_roles(app: FastAPI, client: TestClient, add_
     assert (overall["tp"], overall["fp"], overall["tn"], overall["fn"]) == (3, 2, 4, 1)
     assert overall["auroc"] == pytest.approx(22 / 24)
     assert set(body["subgroups"]) == {"manufacturer", "station", "age_band", "sex"}
+    # Ten confirmed studies say nothing about where this site's threshold should sit; the answer says why.
+    point = body["site_operating_point"]
+    assert point["threshold"] is None and point["min_sensitivity"] == 0.95 and "4 with the finding and 6 without" in point["reason"]
+    assert client.get("/api/quality/metrics", params={"task": "chest-xray", "version": "3", "min_sensitivity": 1.5},
+                      headers=quality).status_code == 422
     split = client.get(
         "/api/quality/metrics",
         params={"task": "chest-xray", "version": "3", "policy_since": "2026-03-02T08:05:00Z"},
@@ -93,6 +98,7 @@ def test_quality_figures_report_and_roles(app: FastAPI, client: TestClient, add_
     )
     assert fragment.status_code == 200 and "Content-Disposition" not in fragment.headers
     assert fragment.text.count("<svg") >= 3 and "AUROC 0.917" in fragment.text and "<script" not in fragment.text
+    assert "Operating point at this site" in fragment.text and "No threshold suggested: too few confirmed studies" in fragment.text
     download = client.get("/api/quality/report", params={"task": "chest-xray", "version": "3"}, headers=quality)
     assert download.headers["Content-Disposition"] == 'attachment; filename="quality-chest-xray-v3.html"'
     assert download.text.startswith("<!doctype html>")
@@ -182,6 +188,14 @@ def test_gate_refuses_a_significant_specificity_drop(app: FastAPI, client: TestC
         f"specificity drops significantly against champion v3: 25 negatives flagged by the challenger only vs 2 by "
         f"the champion only (McNemar p={comparison['specificity_drop_p']:.4f})"
     ]
+    # The quality team sees where the challenger's threshold would have to sit here: its false alarms score 0.8 and
+    # every positive 0.9, so 0.9 holds sensitivity and, out of fold, clears all 220 negatives (0.886 at its own).
+    quality = add_user("quinn", "quality")
+    point = client.get("/api/quality/metrics", params={"task": "chest-xray", "version": "4"}, headers=quality).json()["site_operating_point"]
+    assert (point["threshold"], point["n"], point["n_positive"]) == (0.9, 440, 220)
+    assert (point["sensitivity"]["value"], point["specificity"]["successes"], point["specificity"]["total"]) == (1.0, 220, 220)
+    report = client.get("/api/quality/report", params={"task": "chest-xray", "version": "4", "fragment": "true"}, headers=quality).text
+    assert "needs a threshold of 0.900" in report and "specificity 0.886" in report and "Advice only" in report
 
 
 def test_gate_lets_a_few_false_alarms_through_when_the_champion_has_as_many(
