@@ -225,7 +225,7 @@ def _operating_point(point: SiteOperatingPoint | None, m: QualityMetrics) -> lis
     out.append(
         f"Holding sensitivity at or above {point.min_sensitivity:.2f} on these {point.n} confirmed studies needs a threshold "
         f"of {_fmt(point.threshold)} (the version's: {_fmt(point.shipped_threshold)}, where sensitivity is {prop(m.sensitivity)} "
-        f"and specificity {prop(m.specificity)}). Chosen on four fifths of the studies and applied to the fifth ({point.folds} "
+        f"and specificity {prop(m.specificity)}). Chosen on the other folds and applied to each held-out fold ({point.folds} "
         f"folds), such a threshold gave sensitivity {prop(point.sensitivity)} and specificity {prop(point.specificity)}. "
         f"{html.escape(point.reason.capitalize())}.</p>"
     )
