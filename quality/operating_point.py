@@ -33,8 +33,10 @@ class SiteOperatingPoint:
     n: int
     n_positive: int
     shipped_threshold: float | None
-    # The highest threshold that keeps this site's sensitivity >= min_sensitivity on all its confirmed studies.
+    # The highest threshold that keeps this site's sensitivity >= min_sensitivity on all its confirmed studies,
+    # and where it sits on the site's ROC curve (chosen on the same studies: optimistic, drawn, not quoted).
     threshold: float | None
+    apparent: tuple[float, float] | None  # (1 - specificity, sensitivity)
     # Out of fold: each fold's studies judged at the threshold chosen on the other folds.
     sensitivity: Proportion | None
     specificity: Proportion | None
@@ -70,7 +72,7 @@ def site_operating_point(
     n_positive, n_negative = int(truth.sum()), int((~truth).sum())
     shipped = Counter(c.threshold for c in cases).most_common(1)[0][0] if cases else None
     if min(n_positive, n_negative) < max(min_per_class, folds):
-        return SiteOperatingPoint(min_sensitivity, len(cases), n_positive, shipped, None, None, None, folds,
+        return SiteOperatingPoint(min_sensitivity, len(cases), n_positive, shipped, None, None, None, None, folds,
                                   f"too few confirmed studies: {n_positive} with the finding and {n_negative} without; "
                                   f"at least {min_per_class} of each are needed to suggest a threshold")
     fold_of = _stratified_folds(truth, folds, seed)
@@ -80,8 +82,11 @@ def site_operating_point(
         threshold = _threshold_for(scores[~held_out], truth[~held_out], min_sensitivity)
         flagged[held_out] = scores[held_out] >= threshold
     tp, tn = int((flagged & truth).sum()), int((~flagged & ~truth).sum())
+    threshold = _threshold_for(scores, truth, min_sensitivity)
+    above = scores >= threshold
+    apparent = (float((above & ~truth).sum() / n_negative), float((above & truth).sum() / n_positive))
     return SiteOperatingPoint(
-        min_sensitivity, len(cases), n_positive, shipped, _threshold_for(scores, truth, min_sensitivity),
+        min_sensitivity, len(cases), n_positive, shipped, threshold, apparent,
         Proportion.of(tp, n_positive), Proportion.of(tn, n_negative), folds,
         "advice only: the version's threshold changes with a newly registered version, through the promotion gate",
     )

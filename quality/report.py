@@ -136,8 +136,10 @@ def _svg_chart(
     y_range: tuple[float, float] = (0.0, 1.0),
     diagonal: bool = False,
     x_ticks: Sequence[str] | None = None,
+    legend_bottom_right: bool = False,
 ) -> str:
-    """A small line chart as inline SVG: axes, optional diagonal, one polyline with markers per series."""
+    """A small line chart as inline SVG: axes, optional diagonal, one polyline with markers per series (the legend
+    at the top left, or the bottom right where a ROC curve leaves room)."""
     width, height, left, bottom, top, right = 360, 300, 48, 40, 24, 12
     pw, ph = width - left - right, height - top - bottom
     (x0, x1), (y0, y1) = x_range, y_range
@@ -179,10 +181,13 @@ def _svg_chart(
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.8" points="{coords}"/>')
         if len(points) <= 30:
-            parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>' for x, y in points)
-        parts.append(
-            f'<text x="{left + 8}" y="{top + 14 + 12 * i}" font-size="10" fill="{colour}">{html.escape(label)}</text>'
-        )
+            radius = 5 if len(points) == 1 else 2.5  # a lone operating point must stand out on the curve
+            parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{radius}" fill="{colour}"/>' for x, y in points)
+        if legend_bottom_right:
+            legend = f'x="{left + pw - 8}" y="{top + ph - 8 - 12 * (len(series) - 1 - i)}" text-anchor="end"'
+        else:
+            legend = f'x="{left + 8}" y="{top + 14 + 12 * i}"'
+        parts.append(f'<text {legend} font-size="10" fill="{colour}">{html.escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -209,6 +214,18 @@ _STYLE = (
     "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}th:first-child{text-align:left}"
     ".alert{color:#a00}.pass{color:#060}.fail{color:#a00}.chart{margin-right:1em}"
 )
+
+
+def _roc_series(report: QualityReport) -> list[tuple[str, Sequence[tuple[float, float]], str]]:
+    """The site's ROC curve with the version's operating point and, when there is one, the site's."""
+    m, point = report.metrics, report.operating_point
+    series: list[tuple[str, Sequence[tuple[float, float]], str]] = [(f"AUROC {_fmt(m.auroc)}", report.roc, "#1f5fa8")]
+    if m.sensitivity.total and m.specificity.total:
+        threshold = _fmt(point.shipped_threshold) if point is not None else "the version's"
+        series.append((f"version's threshold {threshold}", [(1 - m.specificity.value, m.sensitivity.value)], "#c0392b"))
+    if point is not None and point.threshold is not None and point.apparent is not None:
+        series.append((f"site threshold {_fmt(point.threshold)}", [point.apparent], "#2a8a2a"))
+    return series
 
 
 def _operating_point(point: SiteOperatingPoint | None, m: QualityMetrics) -> list[str]:
@@ -251,9 +268,7 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
         f"final read: all {_fmt(m.median_hours_to_read_all, 2)}, with the finding {_fmt(m.median_hours_to_read_positive, 2)}.</p>",
         *_operating_point(report.operating_point, m),
         "<div class=\"plots\">",
-        _svg_chart(
-            "ROC", [(f"AUROC {_fmt(m.auroc)}", report.roc, "#1f5fa8")], x_label="1 - specificity", y_label="sensitivity", diagonal=True
-        ),
+        _svg_chart("ROC", _roc_series(report), x_label="1 - specificity", y_label="sensitivity", diagonal=True, legend_bottom_right=True),
         _svg_chart(
             "Calibration",
             [(f"Brier {_fmt(m.brier)}", [(r["mean_score"], r["observed"]) for r in m.reliability], "#b35a00")],

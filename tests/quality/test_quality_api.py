@@ -196,6 +196,8 @@ def test_gate_refuses_a_significant_specificity_drop(app: FastAPI, client: TestC
     assert (point["sensitivity"]["value"], point["specificity"]["successes"], point["specificity"]["total"]) == (1.0, 220, 220)
     report = client.get("/api/quality/report", params={"task": "chest-xray", "version": "4", "fragment": "true"}, headers=quality).text
     assert "needs a threshold of 0.900" in report and "specificity 0.886" in report and "Advice only" in report
+    # Both operating points are drawn on the site's ROC curve.
+    assert "version&#x27;s threshold 0.500" in report and "site threshold 0.900" in report
 
 
 def test_gate_lets_a_few_false_alarms_through_when_the_champion_has_as_many(
