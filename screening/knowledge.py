@@ -147,11 +147,15 @@ class KnowledgeBase:
         return constant + delta
 
     def matched_terms(self, observed: list[int], disease: int) -> list[str]:
-        """The child's findings that the disease's annotations explain."""
+        """The child's findings that the disease's annotations explain, the most specific (informative) first: a
+        paediatrician reads "Cleft palate" before "Abnormality of the mouth"."""
         if not observed:
             return []
         positions, columns, values = self._gather(self.present, observed)
-        hits = np.unique(positions[(columns == disease) & (values > 0)])
+        hits = [int(i) for i in np.unique(positions[(columns == disease) & (values > 0)])]
+        if self.information is not None:
+            content = self.information.information
+            hits.sort(key=lambda i: -content[observed[i]])  # stable: ties keep record order
         return [self.term_ids[observed[i]] for i in hits]
 
     def best_match_size(self, observed: list[int], disease: int) -> int:

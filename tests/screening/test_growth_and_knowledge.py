@@ -79,3 +79,9 @@ def test_scores_respect_ancestors_and_exclusions(kb: KnowledgeBase) -> None:
     assert with_excluded[kabuki] < specific_scores[kabuki]
     matched = kb.matched_terms(specific, kabuki)
     assert "HP:0000175" in matched
+    # Listed most specific first, so the page reads "Cleft palate" before "Abnormality of the face".
+    both = kb.matched_terms(general + specific, kabuki)
+    assert kb.information is not None
+    information = [kb.information.information[kb.term_index[t]] for t in both]
+    assert information == sorted(information, reverse=True) and set(kb.matched_terms(specific, kabuki)) < set(both)
+    assert both.index("HP:0000175") < both.index("HP:0000202")  # cleft palate before oral cleft
