@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from datasets.emr_records import RecordError
 from datasets.fhir_emr import records_from_bundle
@@ -109,8 +109,36 @@ def _decisions(session: Session, result_ids: list[int]) -> dict[int, list[Screen
     return out
 
 
+def _superseded() -> ColumnElement[bool]:
+    """A flag with a later flag of the same child: the later one, raised on new findings, is the one to decide."""
+    newer = aliased(ScreeningRun)
+    return exists().where(
+        newer.patient_id == ScreeningRun.patient_id,
+        newer.flagged.is_(True),
+        or_(newer.screened_at > ScreeningRun.screened_at, and_(newer.screened_at == ScreeningRun.screened_at, newer.id > ScreeningRun.id)),
+    )
+
+
+def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[ScreeningRun]) -> dict[str, list[dict[str, Any]]]:
+    """Decisions on the earlier flags (in the clinician's scope) of the listed children, oldest first."""
+    out: dict[str, list[dict[str, Any]]] = {row.patient_id: [] for row in rows}
+    if not rows:
+        return out
+    listed = [row.id for row in rows]
+    query = (
+        select(ScreeningOutcome, ScreeningRun)
+        .join(ScreeningRun, ScreeningRun.id == ScreeningOutcome.result_id)
+        .where(ScreeningRun.patient_id.in_(list(out)), ScreeningRun.id.not_in(listed), _in_scope(user))
+        .order_by(ScreeningOutcome.id)
+    )
+    for outcome, run in session.execute(query).tuples():
+        out[run.patient_id].append({"outcome": outcome.outcome, "note": outcome.note, "decided_by": outcome.decided_by,
+                                    "decided_at": outcome.decided_at.isoformat(), "screened_at": run.screened_at.isoformat()})
+    return out
+
+
 def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool, page: int, per_page: int) -> dict[str, Any]:
-    where = [ScreeningRun.flagged.is_(True), _in_scope(user)]
+    where = [ScreeningRun.flagged.is_(True), _in_scope(user), ~_superseded()]
     if not include_decided:
         where.append(~exists().where(ScreeningOutcome.result_id == ScreeningRun.id))
     total = session.scalar(select(func.count()).select_from(ScreeningRun).where(*where)) or 0
@@ -124,6 +152,7 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
         )
     )
     decisions = _decisions(session, [row.id for row in rows])
+    earlier = _earlier_decisions(session, user, rows)
     flags = []
     for row in rows:
         history = decisions[row.id]
@@ -152,6 +181,7 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
                     {"outcome": o.outcome, "note": o.note, "decided_by": o.decided_by, "decided_at": o.decided_at.isoformat()}
                     for o in history
                 ],
+                "earlier_decisions": earlier[row.patient_id],
             }
         )
     pages = max(1, -(-total // per_page))

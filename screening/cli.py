@@ -206,7 +206,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         stored = store_output_lines(
             settings.resolved_database_url, args.out, f"batch:{args.input.name}"[:64], organization=args.organization or ""
         )
-        report["stored"], report["stored_in_no_scope"] = stored
+        report["stored"], report["stored_in_no_scope"], report["repeats_not_stored"] = stored
     if report.get("stored_in_no_scope"):
         # Not silent: a paediatrician sees a flag only through the record's practitioner or organisation.
         sys.stderr.write(

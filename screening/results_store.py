@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datasets.emr_records import ChildRecord
@@ -17,16 +18,51 @@ from screening.screener import Screener, ScreeningResult, patient_digest
 from screening.tables import ScreeningRun
 from service.audit import record_audit
 
-__all__ = ["store_result", "store_output_lines", "BatchStore", "StoredLines"]
+__all__ = ["store_result", "store_output_lines", "BatchStore", "StoredLines", "repeat_of"]
 
 logger = logging.getLogger(__name__)
 
 
+def _evidence(reasons: dict[str, Any]) -> tuple[Any, ...]:
+    """What a result rests on: the record's status and its findings (code, and whether excluded)."""
+    findings = sorted({(str(f["hpo"]), bool(f.get("excluded"))) for f in reasons.get("findings", [])})
+    return reasons.get("status"), tuple(findings)
+
+
+def repeat_of(session: Session, patient_id: str, flagged: bool, reasons: dict[str, Any]) -> ScreeningRun | None:
+    """The child's latest stored result when a new flagged (or incomplete) result rests on the same evidence: a
+    re-run of the same extract, or a later one with nothing new for this child. Such a result is not stored
+    again, so a paediatrician who has decided on the flag is not asked again; new findings make a new flag,
+    which then replaces the older one on the page (``screening.api``)."""
+    if not (flagged or reasons.get("status") == "incomplete"):
+        return None
+    latest = session.scalars(
+        select(ScreeningRun)
+        .where(ScreeningRun.patient_id == patient_id)
+        .order_by(ScreeningRun.screened_at.desc(), ScreeningRun.id.desc())
+        .limit(1)
+    ).first()
+    if latest is None or latest.flagged != flagged or _evidence(latest.explanation) != _evidence(reasons):
+        return None
+    return latest
+
+
+def _audit_repeat(session: Session, actor: str, patient_id: str, existing: ScreeningRun) -> None:
+    record_audit(session, actor, "screening.repeat", "patient", patient_id, {"result_id": existing.id, "flagged": existing.flagged})
+    logger.info("screened child=%s again on the same evidence: result %d stands", existing.patient_digest, existing.id)
+
+
 def store_result(session: Session, screener: Screener, record: ChildRecord, result: ScreeningResult, actor: str) -> dict[str, Any]:
-    """Add the result's row (flushed, so it has an id) and its audit event; returns the FHIR resources."""
+    """Add the result's row (flushed, so it has an id) and its audit event; returns the FHIR resources. A flagged
+    result on the same evidence as the child's stored flag is not added again (``repeat_of``)."""
     assessment = risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True)
     fhir_flag = flag(result)
     flag_json = fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None
+    reasons = explanation(result, screener.ontology)
+    existing = repeat_of(session, result.patient_id, result.flagged, reasons)
+    if existing is not None:
+        _audit_repeat(session, actor, result.patient_id, existing)
+        return {"id": existing.id, "assessment": assessment, "flag": flag_json, "repeat": True}
     row = ScreeningRun(
         patient_id=result.patient_id,
         patient_digest=patient_digest(result.patient_id),
@@ -38,7 +74,7 @@ def store_result(session: Session, screener: Screener, record: ChildRecord, resu
         risk=result.risk,
         threshold=result.threshold,
         flagged=result.flagged,
-        explanation=explanation(result, screener.ontology),
+        explanation=reasons,
         risk_assessment=assessment,
         flag=flag_json,
         submitted_by=actor,
@@ -53,7 +89,7 @@ def store_result(session: Session, screener: Screener, record: ChildRecord, resu
     logger.info(
         "screened child=%s status=%s flagged=%s model=%s", row.patient_digest, result.status, result.flagged, result.model_version
     )
-    return {"id": row.id, "assessment": assessment, "flag": flag_json}
+    return {"id": row.id, "assessment": assessment, "flag": flag_json, "repeat": False}
 
 
 class BatchStore:
@@ -72,8 +108,8 @@ class BatchStore:
         self.stored = 0
 
     def add(self, record: ChildRecord, result: ScreeningResult) -> None:
-        store_result(self.session, self.screener, record, result, self.actor)
-        self.stored += 1
+        if not store_result(self.session, self.screener, record, result, self.actor)["repeat"]:
+            self.stored += 1
         if self.stored % self.every == 0:
             self.session.commit()
 
@@ -88,6 +124,8 @@ class StoredLines(NamedTuple):
     # Stored results whose record names no practitioner or organisation (and none was given for the extract):
     # no clinician's scope holds them, so only an admin sees them on the page.
     in_no_scope: int
+    # Flagged children whose stored flag already rests on the same evidence (``repeat_of``): not stored again.
+    repeats: int = 0
 
 
 def store_output_lines(database_url: str, output: Path, actor: str, every: int = 500, *, organization: str = "") -> StoredLines:
@@ -98,7 +136,7 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
 
     engine = make_engine(database_url)
     session = make_session_factory(engine)()
-    stored = in_no_scope = 0
+    stored = in_no_scope = repeats = 0
     try:
         with output.open(encoding="utf-8") as lines:
             for text in lines:
@@ -108,6 +146,15 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
                 patient = line.get("patient") or {}
                 practitioner = str(patient.get("practitioner", ""))[:128]
                 own_organization = str(patient.get("organization", ""))[:128]
+                existing = repeat_of(session, line["patient_id"], line["flagged"], line["explanation"])
+                if existing is not None:
+                    if not (existing.practitioner or existing.organization):
+                        # A re-run that names the extract's organisation gives a flag no clinician could see a scope.
+                        existing.practitioner = practitioner
+                        existing.organization = own_organization or ("" if practitioner else organization[:128])
+                    _audit_repeat(session, actor, line["patient_id"], existing)
+                    repeats += 1
+                    continue
                 if not (practitioner or own_organization or organization):
                     in_no_scope += 1
                 row = ScreeningRun(
@@ -143,4 +190,4 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
     finally:
         session.close()
         engine.dispose()
-    return StoredLines(stored, in_no_scope)
+    return StoredLines(stored, in_no_scope, repeats)

@@ -6,6 +6,7 @@ the page has the same CSP and headers as /worklist."""
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from datasets.emr_records import CodedFact
 from datasets.fhir_emr import record_to_bundle
 from medscreen.cli import main
 from screening.tables import ScreeningRun
@@ -113,6 +115,45 @@ def test_a_batch_result_no_clinician_would_see_is_named_and_the_extracts_organis
     assert "no paediatrician sees them" not in err
     assert main(["screening", "assign", "dr-b", "--organization", "Organization/clinic-b"]) == 0
     seen = client.get("/api/screening/flags", headers=token_for("dr-b", "paediatrician")).json()["flags"]
-    # dr-b sees the clinic's own children and Clara from the second run; a record's own practitioner still counts
-    # (Anna's children stay dr-a's, not the extract's organisation's).
-    assert sorted(f["patient_id"] for f in seen) == ["b0", "b0", "b1", "b1", "c0"]
+    # dr-b sees the clinic's own children and Clara, whose stored flag the second run gave the organisation; a
+    # record's own practitioner still counts (Anna's children stay dr-a's). The re-run's flags rest on the same
+    # findings, so none is stored twice.
+    assert sorted(f["patient_id"] for f in seen) == ["b0", "b1", "c0"]
+    assert json.loads(next(line for line in err.splitlines() if line.startswith("{")))["repeats_not_stored"] == 6
+
+
+def test_a_rescreen_on_the_same_findings_is_not_asked_again_and_new_findings_replace_the_flag(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    """A monthly extract screens the same children again: a decided flag must not come back unless the child's
+    record has something new, and then the new flag replaces the old one, with the earlier decision beside it."""
+    doctor = token_for("dr-a", "paediatrician")
+    child = child_of("k1", "Kira K", "MRN-K1", practitioner="Practitioner/dr-a")
+
+    def submit() -> None:
+        response = client.post("/api/screening?as_of=2024-03-01", json={"resourceType": "Bundle", "type": "collection",
+                               "entry": record_to_bundle(child)["entry"]}, headers=doctor)
+        assert response.status_code == 200, response.text
+        assert [e["resource"]["resourceType"] for e in response.json()["entry"]] == ["RiskAssessment", "Flag"]
+
+    submit()
+    (first,) = client.get("/api/screening/flags", headers=doctor).json()["flags"]
+    assert client.post(f"/api/screening/flags/{first['id']}/outcome", json={"outcome": "not_relevant", "note": "known"},
+                       headers=doctor).status_code == 201
+    submit()  # the same record again: the decision stands, nothing to decide, one row for the child
+    assert client.get("/api/screening/flags", headers=doctor).json()["flags"] == []
+    assert [f["id"] for f in client.get("/api/screening/flags?include_decided=true", headers=doctor).json()["flags"]] == [first["id"]]
+
+    child.facts.append(CodedFact("condition", "hpo", "HP:0001250", date(2023, 9, 1)))  # seizures: new in the record
+    submit()
+    (new,) = client.get("/api/screening/flags", headers=doctor).json()["flags"]
+    assert new["id"] != first["id"] and new["outcome"] is None
+    assert [(d["outcome"], d["note"], d["decided_by"]) for d in new["earlier_decisions"]] == [("not_relevant", "known", "dr-a")]
+    listed = client.get("/api/screening/flags?include_decided=true", headers=doctor).json()["flags"]
+    assert [f["id"] for f in listed] == [new["id"]]  # the older flag is superseded on the page, kept in the records
+    html = client.get("/api/screening/flags?format=html", headers=doctor).text
+    assert "Earlier flags of this child" in html and "not relevant — known" in html
+    with session_scope(screening_app.state.session_factory) as session:
+        assert len(list(session.scalars(select(ScreeningRun).where(ScreeningRun.patient_id == "k1")))) == 2
+        actions = [e.action for e in session.scalars(select(AuditEvent).where(AuditEvent.subject_id == "k1"))]
+    assert actions.count("screening.submit") == 2 and actions.count("screening.repeat") == 1
