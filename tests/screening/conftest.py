@@ -89,8 +89,17 @@ def ordinary_child(patient_id: str = "child-ordinary") -> ChildRecord:
 
 
 @pytest.fixture
-def screening_app(settings: Settings, screener: Screener, tmp_path: Path) -> Iterator[FastAPI]:
-    app = create_app(settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'screening.db'}"}))
+def screening_backend(request: pytest.FixtureRequest) -> str:
+    """SQLite unless a test asks for PostgreSQL too (``parametrize("screening_backend", [...], indirect=True)``)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def screening_app(
+    settings: Settings, screener: Screener, tmp_path: Path, screening_backend: str, request: pytest.FixtureRequest
+) -> Iterator[FastAPI]:
+    url = f"sqlite:///{tmp_path / 'screening.db'}" if screening_backend == "sqlite" else str(request.getfixturevalue("postgres_database_url"))
+    app = create_app(settings.model_copy(update={"database_url": url}))
     app.state.screener = screener  # the real screener, shared across tests instead of rebuilt per app
     yield app
     app.state.engine.dispose()

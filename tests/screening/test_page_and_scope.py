@@ -122,6 +122,7 @@ def test_a_batch_result_no_clinician_would_see_is_named_and_the_extracts_organis
     assert json.loads(next(line for line in err.splitlines() if line.startswith("{")))["repeats_not_stored"] == 6
 
 
+@pytest.mark.parametrize("screening_backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_rescreen_on_the_same_findings_is_not_asked_again_and_new_findings_replace_the_flag(
     screening_app: FastAPI, client: TestClient, token_for
 ) -> None:  # type: ignore[no-untyped-def]
