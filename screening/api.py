@@ -110,30 +110,37 @@ def _decisions(session: Session, result_ids: list[int]) -> dict[int, list[Screen
 
 
 def _superseded() -> ColumnElement[bool]:
-    """A flag with a later flag of the same child: the later one, raised on new findings, is the one to decide."""
+    """A flag with a later flag of the same child (record id, practitioner and organisation: another site's
+    patient 123 is another child): the later one, raised on new findings, is the one to decide."""
     newer = aliased(ScreeningRun)
     return exists().where(
         newer.patient_id == ScreeningRun.patient_id,
+        newer.practitioner == ScreeningRun.practitioner,
+        newer.organization == ScreeningRun.organization,
         newer.flagged.is_(True),
         or_(newer.screened_at > ScreeningRun.screened_at, and_(newer.screened_at == ScreeningRun.screened_at, newer.id > ScreeningRun.id)),
     )
 
 
-def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[ScreeningRun]) -> dict[str, list[dict[str, Any]]]:
+def _child(row: ScreeningRun) -> tuple[str, str, str]:
+    return row.patient_id, row.practitioner, row.organization
+
+
+def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[ScreeningRun]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
     """Decisions on the earlier flags (in the clinician's scope) of the listed children, oldest first."""
-    out: dict[str, list[dict[str, Any]]] = {row.patient_id: [] for row in rows}
+    out: dict[tuple[str, str, str], list[dict[str, Any]]] = {_child(row): [] for row in rows}
     if not rows:
         return out
-    listed = [row.id for row in rows]
     query = (
         select(ScreeningOutcome, ScreeningRun)
         .join(ScreeningRun, ScreeningRun.id == ScreeningOutcome.result_id)
-        .where(ScreeningRun.patient_id.in_(list(out)), ScreeningRun.id.not_in(listed), _in_scope(user))
+        .where(ScreeningRun.patient_id.in_({row.patient_id for row in rows}), ScreeningRun.id.not_in([row.id for row in rows]), _in_scope(user))
         .order_by(ScreeningOutcome.id)
     )
     for outcome, run in session.execute(query).tuples():
-        out[run.patient_id].append({"outcome": outcome.outcome, "note": outcome.note, "decided_by": outcome.decided_by,
-                                    "decided_at": outcome.decided_at.isoformat(), "screened_at": run.screened_at.isoformat()})
+        if _child(run) in out:
+            out[_child(run)].append({"outcome": outcome.outcome, "note": outcome.note, "decided_by": outcome.decided_by,
+                                     "decided_at": outcome.decided_at.isoformat(), "screened_at": run.screened_at.isoformat()})
     return out
 
 
@@ -181,7 +188,7 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
                     {"outcome": o.outcome, "note": o.note, "decided_by": o.decided_by, "decided_at": o.decided_at.isoformat()}
                     for o in history
                 ],
-                "earlier_decisions": earlier[row.patient_id],
+                "earlier_decisions": earlier[_child(row)],
             }
         )
     pages = max(1, -(-total // per_page))

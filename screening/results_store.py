@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from datasets.emr_records import ChildRecord
@@ -29,16 +29,26 @@ def _evidence(reasons: dict[str, Any]) -> tuple[Any, ...]:
     return reasons.get("status"), tuple(findings)
 
 
-def repeat_of(session: Session, patient_id: str, flagged: bool, reasons: dict[str, Any]) -> ScreeningRun | None:
+def repeat_of(
+    session: Session, patient_id: str, flagged: bool, reasons: dict[str, Any], practitioner: str = "", organization: str = ""
+) -> ScreeningRun | None:
     """The child's latest stored result when a new flagged (or incomplete) result rests on the same evidence: a
     re-run of the same extract, or a later one with nothing new for this child. Such a result is not stored
     again, so a paediatrician who has decided on the flag is not asked again; new findings make a new flag,
-    which then replaces the older one on the page (``screening.api``)."""
+    which then replaces the older one on the page (``screening.api``). The child is the record id within the
+    same practitioner and organisation (another site's patient 123 is another child), or a stored result that
+    named neither."""
     if not (flagged or reasons.get("status") == "incomplete"):
         return None
     latest = session.scalars(
         select(ScreeningRun)
-        .where(ScreeningRun.patient_id == patient_id)
+        .where(
+            ScreeningRun.patient_id == patient_id,
+            or_(
+                and_(ScreeningRun.practitioner == practitioner, ScreeningRun.organization == organization),
+                and_(ScreeningRun.practitioner == "", ScreeningRun.organization == ""),
+            ),
+        )
         .order_by(ScreeningRun.screened_at.desc(), ScreeningRun.id.desc())
         .limit(1)
     ).first()
@@ -59,7 +69,7 @@ def store_result(session: Session, screener: Screener, record: ChildRecord, resu
     fhir_flag = flag(result)
     flag_json = fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None
     reasons = explanation(result, screener.ontology)
-    existing = repeat_of(session, result.patient_id, result.flagged, reasons)
+    existing = repeat_of(session, result.patient_id, result.flagged, reasons, record.practitioner[:128], record.organization[:128])
     if existing is not None:
         _audit_repeat(session, actor, result.patient_id, existing)
         return {"id": existing.id, "assessment": assessment, "flag": flag_json, "repeat": True}
@@ -146,12 +156,12 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
                 patient = line.get("patient") or {}
                 practitioner = str(patient.get("practitioner", ""))[:128]
                 own_organization = str(patient.get("organization", ""))[:128]
-                existing = repeat_of(session, line["patient_id"], line["flagged"], line["explanation"])
+                scope_organization = own_organization or ("" if practitioner else organization[:128])
+                existing = repeat_of(session, line["patient_id"], line["flagged"], line["explanation"], practitioner, scope_organization)
                 if existing is not None:
                     if not (existing.practitioner or existing.organization):
                         # A re-run that names the extract's organisation gives a flag no clinician could see a scope.
-                        existing.practitioner = practitioner
-                        existing.organization = own_organization or ("" if practitioner else organization[:128])
+                        existing.practitioner, existing.organization = practitioner, scope_organization
                     _audit_repeat(session, actor, line["patient_id"], existing)
                     repeats += 1
                     continue
@@ -175,7 +185,7 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
                     patient_name=str(patient.get("name", ""))[:200],
                     mrn=str(patient.get("mrn", ""))[:64],
                     practitioner=practitioner,
-                    organization=own_organization or ("" if practitioner else organization[:128]),
+                    organization=scope_organization,
                 )
                 session.add(row)
                 session.flush()

@@ -154,7 +154,16 @@ def test_a_rescreen_on_the_same_findings_is_not_asked_again_and_new_findings_rep
     assert [f["id"] for f in listed] == [new["id"]]  # the older flag is superseded on the page, kept in the records
     html = client.get("/api/screening/flags?format=html", headers=doctor).text
     assert "Earlier flags of this child" in html and "not relevant — known" in html
+
+    # Another clinic's patient "k1" with the same findings is another child: stored, and it hides nothing of dr-a's.
+    other = child_of("k1", "Karl Other", "MRN-X1", organization="Organization/clinic-b")
+    other.facts = list(child.facts)
+    dr_b = token_for("dr-b", "paediatrician")
+    assert client.post("/api/screening?as_of=2024-03-01", json={"resourceType": "Bundle", "type": "collection",
+                       "entry": record_to_bundle(other)["entry"]}, headers=dr_b).status_code == 200
+    assert [f["patient_name"] for f in client.get("/api/screening/flags", headers=dr_b).json()["flags"]] == ["Karl Other"]
+    assert [f["id"] for f in client.get("/api/screening/flags", headers=doctor).json()["flags"]] == [new["id"]]
     with session_scope(screening_app.state.session_factory) as session:
-        assert len(list(session.scalars(select(ScreeningRun).where(ScreeningRun.patient_id == "k1")))) == 2
+        assert len(list(session.scalars(select(ScreeningRun).where(ScreeningRun.patient_id == "k1")))) == 3
         actions = [e.action for e in session.scalars(select(AuditEvent).where(AuditEvent.subject_id == "k1"))]
-    assert actions.count("screening.submit") == 2 and actions.count("screening.repeat") == 1
+    assert actions.count("screening.submit") == 3 and actions.count("screening.repeat") == 1
