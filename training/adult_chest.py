@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from datasets.chest_xray import LabelledImage, load_kermany, load_nih1000
+from datasets.chest_xray import load_kermany, load_nih1000
 from datasets.preprocess import PreprocessSpec
 from datasets.splits import patient_folds
 from service.steering import RAISE_ONLY_MIN_AUROC_CI_LOW, development_right
 from training.metrics import BinaryMetrics
+from training.tasks.chest_xray import load_arrays
 
 __all__ = ["VariantResult", "measure", "main"]
 
@@ -57,12 +58,6 @@ class VariantResult:
         return {"variant": self.variant, "n": m.n, "n_positive": m.n_positive, "auroc": m.auroc, "auroc_ci": [m.auroc_ci_low, m.auroc_ci_high],
                 "threshold": m.threshold, "sensitivity": m.sensitivity, "specificity": m.specificity, "right": self.right,
                 "cpu_seconds": round(self.cpu_seconds), "wall_seconds": round(self.wall_seconds), "mlflow_run_id": self.run_id}
-
-
-def _arrays(items: Sequence[LabelledImage], spec: PreprocessSpec, cache_dir: Path | None, name: str) -> np.ndarray:
-    from training.tasks.chest_xray import load_arrays
-
-    return load_arrays(list(items), cache_dir, name, spec)
 
 
 def _pretrained(kermany_x: np.ndarray, kermany_y: np.ndarray, *, epochs: int, seed: int) -> Any:
@@ -97,7 +92,7 @@ def measure(
     items = load_nih1000(Path(data_dir) / "chest-xray" / "nih1000")
     if limit:
         items = [i for label in (0, 1) for i in [j for j in items if j.label == label][:limit]]
-    x = _arrays(items, spec, cache_dir, f"nih1000-{size}")
+    x = load_arrays(items, cache_dir, f"nih1000-{size}", spec)
     labels = np.array([i.label for i in items])
     groups = np.array([i.patient_id for i in items])
     fold_of = patient_folds(list(groups), list(labels), folds, seed)
@@ -115,7 +110,7 @@ def measure(
                 kermany = load_kermany(Path(data_dir) / "chest-xray" / "kermany")
                 if limit:
                     kermany = [i for label in (0, 1) for i in [j for j in kermany if j.label == label][:limit]]
-                start = _pretrained(_arrays(kermany, spec, cache_dir, f"kermany-{size}"), np.array([i.label for i in kermany]),
+                start = _pretrained(load_arrays(kermany, cache_dir, f"kermany-{size}", spec), np.array([i.label for i in kermany]),
                                     epochs=pretrain_epochs, seed=seed)
 
             def train_fold(fold: int, train_idx: np.ndarray, test_idx: np.ndarray, initial: Any = start if variant == "kermany-init" else None,
