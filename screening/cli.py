@@ -69,7 +69,7 @@ def _print_report(summary: dict[str, Any]) -> None:
               f"{ranking['cases_with_disease_not_in_annotations']} with a disease absent from phenotype.hpoa):")
         from screening.ranking import RANKERS
 
-        print(f"  {'ranker':26s}{'top1':>6s}{'top3':>6s}{'top10':>6s}  annotated: top1 top3 top10   mean over cohorts: top1 top10")
+        print(f"  {'ranker':38s}{'top1':>6s}{'top3':>6s}{'top10':>6s}  annotated: top1 top3 top10   mean over cohorts: top1 top10")
         rows = [(name, ranking[name]) for name in RANKERS]
         rows.append(("weight choice, cohort CV", ranking.get("weight_choice_cross_validated", {})))
         for name, r in rows:
@@ -77,7 +77,7 @@ def _print_report(summary: dict[str, Any]) -> None:
                 continue
             served = " (served)" if name == ranking["served_ranker"] else ""
             print(
-                f"  {name:26s}{r['top1']:6.3f}{r['top3']:6.3f}{r['top10']:6.3f}  "
+                f"  {name:38s}{r['top1']:6.3f}{r['top3']:6.3f}{r['top10']:6.3f}  "
                 f"{r['top1_annotated']:15.3f}{r['top3_annotated']:6.3f}{r['top10_annotated']:6.3f}"
                 f"{r['top1_mean_over_cohorts']:25.3f}{r['top10_mean_over_cohorts']:6.3f}{served}"
             )

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import sparse
 
 from screening.disease_fit import DiseaseFit, read_disease_fit
+from screening.disease_genes import orphanet_twins, read_disease_genes
 from screening.errors import KnowledgeBaseError
 from screening.information import SharedInformation, build_shared_information
 from screening.ontology import PHENOTYPIC_ABNORMALITY, Ontology, hpo_data_path
@@ -92,6 +93,7 @@ class KnowledgeBase:
         absent_default: np.ndarray,
         information: SharedInformation | None = None,
         fit: DiseaseFit | None = None,
+        twins: np.ndarray | None = None,
     ) -> None:
         self.ontology = ontology
         self.term_ids = term_ids
@@ -105,6 +107,8 @@ class KnowledgeBase:
         self.absent_default = absent_default
         self.information = information  # the bounded, monotone evidence of the risk model
         self.fit = fit  # onset and sex of each disease, to keep candidates fit for the child
+        # Orphanet entries with an OMIM twin (the same genes): the served candidates list the condition once.
+        self.twins = twins if twins is not None else np.zeros(len(disease_ids), dtype=bool)
 
     @property
     def n_diseases(self) -> int:
@@ -332,6 +336,7 @@ def build_knowledge_base(ontology: Ontology, hpoa: Path | None = None) -> Knowle
     absent.sort_indices()
     information = build_shared_information(ontology, term_ids, ann)
     fit = read_disease_fit(path, ontology, disease_ids)
+    twins = orphanet_twins(disease_ids, read_disease_genes({d: i for i, d in enumerate(disease_ids)}))
     return KnowledgeBase(
-        ontology, term_ids, disease_ids, names, present, present_default, absent, absent_default, information, fit
+        ontology, term_ids, disease_ids, names, present, present_default, absent, absent_default, information, fit, twins
     )

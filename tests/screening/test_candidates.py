@@ -112,3 +112,30 @@ def test_top_indices_are_the_stable_sorts_first_k() -> None:
     for scores in vectors:
         for k in (1, 5, len(scores), len(scores) + 3):
             assert top_indices(scores, k).tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+
+
+def test_orphanet_twins_are_entries_naming_exactly_an_omim_entrys_genes() -> None:
+    from screening.disease_genes import orphanet_twins
+
+    ids = ["OMIM:1", "ORPHA:2", "ORPHA:3", "ORPHA:4", "OMIM:5"]
+    genes = {0: frozenset({"A"}), 1: frozenset({"A"}), 2: frozenset({"A", "B"}), 4: frozenset({"A"})}
+    # ORPHA:2 has OMIM:1's genes; ORPHA:3 only shares one; ORPHA:4 has none; an OMIM entry is never a twin
+    assert orphanet_twins(ids, genes).tolist() == [False, True, False, False, False]
+
+
+def test_a_condition_is_listed_once_as_its_omim_entry(kb: KnowledgeBase) -> None:
+    """Netherton syndrome is in Orphanet (ORPHA:634) and OMIM (OMIM:256500), both SPINK5: the published
+    findings of a boy of two with it put the Orphanet entry first; the served ranker lists the condition
+    once, as the OMIM entry the case was diagnosed with. Another condition sharing genes with OMIM
+    entries (Langerhans cell histiocytosis: BRAF, MAP2K1, NRAS) stays listed."""
+    assert kb.twins[kb.disease_index["ORPHA:634"]] and not kb.twins[kb.disease_index["OMIM:256500"]]
+    assert not kb.twins[kb.disease_index["ORPHA:389"]]
+    findings = ["HP:0003212", "HP:0001019", "HP:0007431", "HP:0025810", "HP:0025811"]  # PMID 26997095, SPINK5
+    observed = kb.indices(set(findings))
+    both = rank_scores(kb, observed, [], "M", 730, "best_match_combined_fit")
+    assert kb.disease_ids[int(np.argmax(both))] == "ORPHA:634"
+    child = ChildFindings("netherton", "M", 730, "screened")
+    child.findings = [Finding(hpo, None, "hpo", False) for hpo in findings]
+    top = score_child(child, kb).top_matches(kb, 10)
+    assert top[0].disease_id == "OMIM:256500"
+    assert not any(kb.twins[kb.disease_index[m.disease_id]] for m in top)

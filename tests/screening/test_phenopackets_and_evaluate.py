@@ -79,8 +79,9 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
     worst_goal = min(projections, key=lambda n: projections[n]["sensitivity_at_flag_rate"]["0.015"]["sensitivity"])
     assert report["headline_projection_at_goal_flag_rate"] == worst_goal
     ranking = report["ranking"]
-    assert ranking["cases"] == 12 and ranking["served_ranker"] == "best_match_combined_fit"
-    for r in ("likelihood_ratio", "combined_fit", "best_match_fit", "best_match_combined_fit", "cooccurrence_fit",
+    assert ranking["cases"] == 12 and ranking["served_ranker"] == "best_match_combined_fit_once"
+    for r in ("likelihood_ratio", "combined_fit", "best_match_fit", "best_match_combined_fit", "best_match_combined_fit_once",
+              "cooccurrence_fit",
               "best_match_combined_cooccurrence_fit", "weight_choice_cross_validated"):
         assert 0 <= ranking[r]["top1"] <= ranking[r]["top3"] <= ranking[r]["top10"] <= 1, r
         assert ranking[r]["top1_annotated"] >= ranking[r]["top1"], r
