@@ -63,6 +63,14 @@ def _print_report(summary: dict[str, Any]) -> None:
         f"{'met' if summary['goal_met'] else 'NOT met'} (worst, {summary['headline_projection_at_goal_flag_rate']}: "
         f"{summary['sensitivity_at_goal_flag_rate']:.3f})"
     )
+    with_candidates = {name: p["candidates"] for name, p in summary["projections"].items() if p.get("candidates")}
+    if with_candidates:
+        print("the case's disease among the served candidates of its EMR record (top1 top3 top10; beside, every finding "
+              "ranked, commonplace illness included):")
+        for name, c in with_candidates.items():
+            every = c["all_findings"]
+            print(f"  {name:26s}{c['top1']:6.3f}{c['top3']:6.3f}{c['top10']:6.3f}    "
+                  f"{every['top1']:6.3f}{every['top3']:6.3f}{every['top10']:6.3f}")
     ranking = summary.get("ranking")
     if ranking:
         print(f"candidate ranking on the published HPO terms of {ranking['cases']} children ({ranking['cohorts']} cohorts; "
@@ -71,11 +79,12 @@ def _print_report(summary: dict[str, Any]) -> None:
 
         print(f"  {'ranker':38s}{'top1':>6s}{'top3':>6s}{'top10':>6s}  annotated: top1 top3 top10   mean over cohorts: top1 top10")
         rows = [(name, ranking[name]) for name in RANKERS]
+        rows.append(("served: findings beyond commonplace", ranking.get("served", {})))
         rows.append(("weight choice, cohort CV", ranking.get("weight_choice_cross_validated", {})))
         for name, r in rows:
             if not r:
                 continue
-            served = " (served)" if name == ranking["served_ranker"] else ""
+            served = " (served)" if name == "served: findings beyond commonplace" else ""
             print(
                 f"  {name:38s}{r['top1']:6.3f}{r['top3']:6.3f}{r['top10']:6.3f}  "
                 f"{r['top1_annotated']:15.3f}{r['top3_annotated']:6.3f}{r['top10_annotated']:6.3f}"

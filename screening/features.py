@@ -61,13 +61,14 @@ class ChildScores:
 
     def top_matches(self, kb: KnowledgeBase, k: int = 5) -> list[DiseaseMatch]:
         """Candidate diseases for this child, ranked by :data:`screening.ranking.SERVED_RANKER` (which
-        leaves out diseases of the other sex and down-weights adult and later onset)."""
-        from screening.ranking import SERVED_RANKER, rank_scores
+        leaves out diseases of the other sex and down-weights adult and later onset) on the findings beyond
+        commonplace childhood illness; each candidate's matched findings are among those."""
+        from screening.ranking import served_scores
 
         if not self.observed:
             return []
-        scores = rank_scores(kb, self.observed, self.excluded, self.sex, self.age_days, SERVED_RANKER)
-        return kb.top_matches(self.observed, scores, k)
+        scores, findings = served_scores(kb, self.observed, self.excluded, self.sex, self.age_days)
+        return kb.top_matches(findings, scores, k)
 
 
 def _capped(value: float, name: str) -> float:

@@ -20,6 +20,12 @@ Rankers, each measured and reported (``medscreen screening evaluate``, README):
   (``SharedInformation.cooccurrence``), with the fit;
 * ``best_match_combined_cooccurrence_fit``: the served ranker + ``COOCCURRENCE_WEIGHT`` x phi.
 
+Every ranker above is measured on all of a case's findings. The served candidates are ranked on the findings
+that say more than ordinary childhood illness (:func:`ranking_findings`): in an EMR record, a child's fever,
+otitis media and eczema are ordinary episodes, and as matches they brought febrile and infectious rare
+diseases (tularemia, Sweet syndrome) into the candidates of flagged children. ``ranking_report`` measures the
+served ranker both ways on the published terms (``served``), and ``candidate_ranks`` on each EMR projection.
+
 The served ranker is also measured at the gene level (``gene_level``): the rank of the case's gene (its
 phenopacket-store cohort) among the genes of the ranked diseases (``screening/disease_genes.py``), on every
 case, on the annotated ones, and on those whose disease is missing from the annotations but whose gene has
@@ -45,7 +51,10 @@ from screening.disease_fit import EXCLUDED
 from screening.findings import MAX_AGE_DAYS
 from screening.knowledge import KnowledgeBase
 
-__all__ = ["RANKERS", "SERVED_RANKER", "rank_scores", "ranking_report", "COMBINED_WEIGHT", "WEIGHT_GRID"]
+__all__ = [
+    "RANKERS", "SERVED_RANKER", "rank_scores", "ranking_findings", "served_scores", "candidate_rank", "ranking_report",
+    "COMBINED_WEIGHT", "WEIGHT_GRID",
+]
 
 RANKERS = (
     "likelihood_ratio",
@@ -136,6 +145,40 @@ def rank_scores(
     return _combine(_components(kb, observed, excluded, sex, age_days, ranker.startswith("best_match"), "cooccurrence" in ranker), ranker)
 
 
+def ranking_findings(kb: KnowledgeBase, observed: list[int]) -> list[int]:
+    """The findings the served candidates are ranked on: those beyond commonplace childhood illness (the
+    terms whose informative peak is above 0, as the risk model counts them); all of them when none is."""
+    info = kb.information
+    if info is None:
+        return observed
+    informative = [f for f in observed if info.informative_peak[f] > 0.0]
+    return informative or observed
+
+
+def served_scores(
+    kb: KnowledgeBase, observed: list[int], excluded: list[int], sex: str, age_days: int | None
+) -> tuple[np.ndarray, list[int]]:
+    """The served candidates' per-disease scores and the findings they were ranked on."""
+    findings = ranking_findings(kb, observed)
+    return rank_scores(kb, findings, excluded, sex, age_days, SERVED_RANKER), findings
+
+
+def candidate_rank(
+    kb: KnowledgeBase, observed: list[int], excluded: list[int], sex: str, age_days: int | None, diseases: tuple[str, ...],
+    all_findings: bool = False,
+) -> float:
+    """Expected rank (ties split) of the first of ``diseases`` that is annotated among the served candidates;
+    inf when none is annotated or there is no finding. ``all_findings``: commonplace findings ranked too."""
+    from screening.metrics import expected_rank  # scikit-learn behind it stays out of the serving process
+
+    index = next((kb.disease_index[d] for d in diseases if d in kb.disease_index), None)
+    if index is None or not observed:
+        return float("inf")
+    if all_findings:
+        return expected_rank(rank_scores(kb, observed, excluded, sex, age_days, SERVED_RANKER), index)
+    return expected_rank(served_scores(kb, observed, excluded, sex, age_days)[0], index)
+
+
 def _summary(ranks: np.ndarray, cohorts: list[str], annotated: np.ndarray) -> dict[str, float | None]:
     if not len(ranks):
         return {"top1": None, "top3": None, "top10": None}
@@ -162,7 +205,7 @@ def ranking_report(
 
     disease_genes = read_disease_genes(kb.disease_index)
     known_genes = {g for symbols in disease_genes.values() for g in symbols}
-    ranks: dict[str, list[float]] = {r: [] for r in RANKERS}
+    ranks: dict[str, list[float]] = {r: [] for r in (*RANKERS, "served")}
     grid_ranks: list[list[float]] = []
     gene_ranks: list[float] = []
     gene_known: list[bool] = []
@@ -177,17 +220,20 @@ def ranking_report(
         index = next((kb.disease_index[d] for d in case.diseases if d in kb.disease_index), None)
         cohorts.append(cohort_of(case))
         components = _components(kb, observed, excluded, case.sex, case.age_days)
-        gene_ranks.append(_gene_rank(_combine(components, SERVED_RANKER), disease_genes, cohorts[-1]))
+        findings = ranking_findings(kb, observed)
+        served = components if findings == observed else _components(kb, findings, excluded, case.sex, case.age_days, True, False)
+        gene_ranks.append(_gene_rank(_combine(served, SERVED_RANKER), disease_genes, cohorts[-1]))
         gene_known.append(cohorts[-1] in known_genes)
         if index is None:  # counted, as a miss: the disease is not in the annotations
-            for ranker in RANKERS:
+            for ranker in ranks:
                 ranks[ranker].append(float("inf"))
             grid_ranks.append([float("inf")] * len(WEIGHT_GRID))
             continue
         for ranker in RANKERS:
             ranks[ranker].append(expected_rank(_combine(components, ranker), index))
+        ranks["served"].append(expected_rank(_combine(served, SERVED_RANKER), index))
         grid_ranks.append([
-            expected_rank(np.where(components.twins, EXCLUDED, _weighted(components, s, lr)), index) for s, lr in WEIGHT_GRID
+            expected_rank(np.where(served.twins, EXCLUDED, _weighted(served, s, lr)), index) for s, lr in WEIGHT_GRID
         ])
     annotated = np.array([r != float("inf") for r in ranks[RANKERS[0]]], dtype=bool)
     out: dict[str, Any] = {
@@ -195,6 +241,7 @@ def ranking_report(
         "cohorts": len(set(cohorts)),
         "cases_with_disease_not_in_annotations": int((~annotated).sum()),
         "served_ranker": SERVED_RANKER,
+        "served_findings": "beyond commonplace childhood illness (all when none is)",
     }
     for ranker, values in ranks.items():
         out[ranker] = _summary(np.array(values), cohorts, annotated)

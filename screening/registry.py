@@ -44,7 +44,8 @@ def model_card(model: RiskModel) -> str:
             f"{at.get('control_flag_rate', float('nan')):.3f} |"
         )
     ranking = m.get("ranking", {})
-    served = ranking.get(ranking.get("served_ranker", ""), {})
+    served = ranking.get("served") or ranking.get(ranking.get("served_ranker", ""), {})
+    emr = "; ".join(f"{name} {p['candidates']['top10']:.3f}" for name, p in projections.items() if p.get("candidates"))
     weights = ", ".join(f"{n} {sum(model.coef[i * (len(model.knots) + 1):(i + 1) * (len(model.knots) + 1)]):.2f}"
                         for i, n in enumerate(model.feature_names))
     table = "\n".join(rows)
@@ -70,8 +71,9 @@ Decision support only: a flag is not a diagnosis.
 |---|---|---|---|---|---|---|---|
 {table}
 
-Candidate ranking ({ranking.get('served_ranker')}) on the published HPO terms of {ranking.get('cases')} children:
-top-1 {served.get('top1')}, top-10 {served.get('top10')}.
+Candidate ranking ({ranking.get('served_ranker')}, on the findings beyond commonplace childhood illness) on the
+published HPO terms of {ranking.get('cases')} children: top-1 {served.get('top1')}, top-10 {served.get('top10')}.
+The case's disease in the top 10 candidates of its EMR record, per projection: {emr or 'not measured'}.
 
 **Limits**: the cases are published, curated reports projected by our own rules, and the controls
 are simulated, so these figures are optimistic for a real EMR; at a real prevalence most flags are

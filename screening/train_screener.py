@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from screening.features import FEATURE_NAMES, score_child
 from screening.findings import CodeMaps, extract_findings
 from screening.knowledge import KnowledgeBase
 from screening.metrics import flag_rate_threshold, screening_metrics
-from screening.ranking import ranking_report
+from screening.ranking import candidate_rank, ranking_report
 from screening.risk_model import KNOTS, RiskModel, expand
 from screening.simulate import PROJECTIONS, CaseProjector, Projection, recode, simulate_controls
 
@@ -64,6 +64,10 @@ class ProjectionData:
     groups: list[str]  # gene cohort for cases, control-<fold slot> for controls
     finding_count: np.ndarray  # baseline
     organ_systems: np.ndarray
+    # per case (not per control): where the case's disease is among the served candidates of its EMR record,
+    # ranked on the findings beyond commonplace illness as served, and on all findings (inf: not annotated)
+    candidate_ranks: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    candidate_ranks_all_findings: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def build_projection(
@@ -72,6 +76,7 @@ def build_projection(
     projector = CaseProjector(maps)
     rng = random.Random(f"{seed}-{projection.name}")
     rows, labels, groups, counts, systems = [], [], [], [], []
+    ranks: tuple[list[float], list[float]] = ([], [])
     for case in cases:
         projected = projector.project(case, rng, projection)
         if projected is None:
@@ -83,6 +88,8 @@ def build_projection(
         groups.append(cohort_of(case))
         counts.append(scored.finding_count)
         systems.append(scored.organ_systems)
+        for kept, all_findings in zip(ranks, (False, True), strict=True):
+            kept.append(candidate_rank(kb, scored.observed, scored.excluded, scored.sex, scored.age_days, case.diseases, all_findings))
     for i, (record, as_of) in enumerate(
         simulate_controls(maps, n_controls, seed + 1, hard_fraction=projection.hard_fraction)
     ):
@@ -100,6 +107,8 @@ def build_projection(
         groups,
         np.array(counts, dtype=np.float64),
         np.array(systems, dtype=np.float64),
+        np.array(ranks[0]),
+        np.array(ranks[1]),
     )
 
 
@@ -231,6 +240,7 @@ def evaluate(data: list[ProjectionData], prevalence: float, budget: float, folds
             },
             "baseline_finding_count": {k: v for k, v in counting.as_dict().items() if k not in ("top1", "top10")},
             "baseline_organ_systems": {k: v for k, v in systems.as_dict().items() if k not in ("top1", "top10")},
+            "candidates": _candidate_summary(d),
         }
     worst = min(projections, key=lambda name: projections[name]["sensitivity_at_budget"])
     goal = f"{GOAL_FLAG_RATE:g}"
@@ -251,6 +261,18 @@ def evaluate(data: list[ProjectionData], prevalence: float, budget: float, folds
         "projections": projections,
     }
     return EvaluationReport(summary, {d.projection.name: oof[i] for i, d in enumerate(data)}, data)
+
+
+def _candidate_summary(d: ProjectionData) -> dict[str, Any]:
+    """Top-1/3/10 of the cases' diseases among the served candidates of their EMR records (what the
+    paediatrician sees), beside the same ranker given every finding, commonplace illness included."""
+    if not len(d.candidate_ranks):
+        return {}
+
+    def tops(ranks: np.ndarray) -> dict[str, float]:
+        return {f"top{k}": round(float(np.mean(ranks <= k)), 4) for k in (1, 3, 10)}
+
+    return {**tops(d.candidate_ranks), "all_findings": tops(d.candidate_ranks_all_findings)}
 
 
 def budget_curve(report: EvaluationReport, prevalence: float, points: int = 200) -> list[tuple[float, float]]:

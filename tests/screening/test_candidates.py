@@ -139,3 +139,32 @@ def test_a_condition_is_listed_once_as_its_omim_entry(kb: KnowledgeBase) -> None
     top = score_child(child, kb).top_matches(kb, 10)
     assert top[0].disease_id == "OMIM:256500"
     assert not any(kb.twins[kb.disease_index[m.disease_id]] for m in top)
+
+
+def test_commonplace_illness_does_not_choose_the_candidates(kb: KnowledgeBase) -> None:
+    """Fever and otitis media are ordinary episodes in a child's record: as matches they brought febrile
+    rare diseases into flagged children's candidates. The served candidates of a child with Netherton
+    findings are the same with and without them, and no candidate lists them as matched; a child with
+    nothing but commonplace findings still gets candidates, ranked on those."""
+    from screening.ranking import ranking_findings
+
+    netherton = ["HP:0003212", "HP:0001019", "HP:0007431", "HP:0025810", "HP:0025811"]
+    commonplace = ["HP:0001945", "HP:0000388"]  # fever, otitis media
+    info = kb.information
+    assert info is not None and all(info.informative_peak[kb.term_index[t]] == 0 for t in commonplace)
+
+    def candidates(terms: list[str]) -> list:
+        child = ChildFindings("c", "F", 3 * 365, "screened")
+        child.findings = [Finding(hpo, None, "icd10", False) for hpo in terms]
+        return score_child(child, kb).top_matches(kb, 10)
+
+    with_illness, without = candidates(netherton + commonplace), candidates(netherton)
+    assert [m.disease_id for m in with_illness] == [m.disease_id for m in without]
+    assert [m.matched for m in with_illness] == [m.matched for m in without]
+    assert not any(set(commonplace) & set(m.matched) for m in with_illness)
+    observed = kb.indices(set(netherton + commonplace))
+    every = rank_scores(kb, observed, [], "F", 3 * 365, SERVED_RANKER)  # what ranking every finding gave
+    served = rank_scores(kb, ranking_findings(kb, observed), [], "F", 3 * 365, SERVED_RANKER)
+    assert not np.array_equal(top_indices(every, 10), top_indices(served, 10))
+    only_illness = candidates(commonplace)
+    assert len(only_illness) == 10 and all(set(m.matched) <= set(commonplace) for m in only_illness)

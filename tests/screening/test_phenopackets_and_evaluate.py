@@ -66,6 +66,10 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
         low, high = p["at_fold_thresholds"]["sensitivity_95ci_by_cohort"]
         assert low <= p["at_fold_thresholds"]["sensitivity"] <= high
         # the goal's flag rate (1.5%) is reported beside the alert budget (1%), each with its interval
+        # the cases' diseases among the served candidates of their EMR records, and ranked on every finding
+        candidates = p["candidates"]
+        for c in (candidates, candidates["all_findings"]):
+            assert 0 <= c["top1"] <= c["top3"] <= c["top10"] <= 1, name
         at_rates = p["sensitivity_at_flag_rate"]
         assert set(at_rates) == {"0.01", "0.015"}, name
         assert at_rates["0.01"]["sensitivity"] == p["sensitivity_at_budget"]
@@ -82,7 +86,7 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
     assert ranking["cases"] == 12 and ranking["served_ranker"] == "best_match_combined_fit_once"
     for r in ("likelihood_ratio", "combined_fit", "best_match_fit", "best_match_combined_fit", "best_match_combined_fit_once",
               "cooccurrence_fit",
-              "best_match_combined_cooccurrence_fit", "weight_choice_cross_validated"):
+              "best_match_combined_cooccurrence_fit", "served", "weight_choice_cross_validated"):
         assert 0 <= ranking[r]["top1"] <= ranking[r]["top3"] <= ranking[r]["top10"] <= 1, r
         assert ranking[r]["top1_annotated"] >= ranking[r]["top1"], r
     genes = ranking["gene_level"]  # the case's gene (its cohort) among the served candidates' genes
