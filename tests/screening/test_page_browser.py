@@ -1,5 +1,6 @@
 """The paediatricians' page in a real Chromium against the real app: two paediatricians sign in, each
-sees only the flags of their own patients (by name and record number), and one decides with a note."""
+sees only the flags of their own patients (by name and record number), and one decides with a note; a
+flag's first five candidate diseases are listed and the next five open on a click."""
 
 from __future__ import annotations
 
@@ -71,6 +72,16 @@ def test_two_paediatricians_each_see_only_their_patients(served: tuple[str, obje
                 sync_api.expect(page.locator("article.flag").first).to_be_visible()
                 seen[username] = page.inner_text("#flags")
                 assert not errors, errors  # the page's own script runs under its CSP and every request succeeds
+                if username == "dr-b":
+                    # ten candidates kept: the first five listed, the rest behind a toggle
+                    flag = page.locator("article.flag").first
+                    assert flag.locator("li:visible", has=page.locator("code")).count() >= 5
+                    more = flag.locator("details.more-candidates")
+                    assert more.locator("> summary").inner_text() == "5 more candidates"
+                    assert not more.locator("ol.candidates > li").first.is_visible()
+                    more.locator("> summary").click()
+                    sync_api.expect(more.locator("ol.candidates > li")).to_have_count(5)
+                    assert more.locator("ol.candidates > li").last.is_visible()
                 if username == "dr-a":
                     first = page.locator("article.flag").first
                     first.locator("textarea[name=note]").fill("family history of deafness")
