@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from datasets.emr_records import ChildRecord
 from screening.fhir_output import explanation, flag, risk_assessment
 from screening.screener import Screener, ScreeningResult, patient_digest
-from screening.tables import ScreeningRun
+from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
 
 __all__ = ["store_result", "store_output_lines", "BatchStore", "StoredLines", "repeat_of"]
@@ -30,14 +30,17 @@ def _evidence(reasons: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def repeat_of(
-    session: Session, patient_id: str, flagged: bool, reasons: dict[str, Any], practitioner: str = "", organization: str = ""
+    session: Session, patient_id: str, flagged: bool, reasons: dict[str, Any], practitioner: str = "", organization: str = "",
+    model_version: str = "",
 ) -> ScreeningRun | None:
     """The child's latest stored result when a new flagged (or incomplete) result rests on the same evidence: a
     re-run of the same extract, or a later one with nothing new for this child. Such a result is not stored
     again, so a paediatrician who has decided on the flag is not asked again; new findings make a new flag,
     which then replaces the older one on the page (``screening.api``). The child is the record id within the
     same practitioner and organisation (another site's patient 123 is another child), or a stored result that
-    named neither."""
+    named neither. A newer screener's result (another ``model_version``) on a flag nobody has decided yet is
+    stored: it replaces the older flag on the page with the newer model's candidates and risk, and asks
+    nothing that was not already waiting."""
     if not (flagged or reasons.get("status") == "incomplete"):
         return None
     latest = session.scalars(
@@ -54,6 +57,10 @@ def repeat_of(
     ).first()
     if latest is None or latest.flagged != flagged or _evidence(latest.explanation) != _evidence(reasons):
         return None
+    if model_version and latest.model_version != model_version:
+        decided = session.scalar(select(ScreeningOutcome.id).where(ScreeningOutcome.result_id == latest.id).limit(1))
+        if decided is None:
+            return None
     return latest
 
 
@@ -69,7 +76,10 @@ def store_result(session: Session, screener: Screener, record: ChildRecord, resu
     fhir_flag = flag(result)
     flag_json = fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None
     reasons = explanation(result, screener.ontology)
-    existing = repeat_of(session, result.patient_id, result.flagged, reasons, record.practitioner[:128], record.organization[:128])
+    existing = repeat_of(
+        session, result.patient_id, result.flagged, reasons, record.practitioner[:128], record.organization[:128],
+        result.model_version,
+    )
     if existing is not None:
         _audit_repeat(session, actor, result.patient_id, existing)
         return {"id": existing.id, "assessment": assessment, "flag": flag_json, "repeat": True}
@@ -157,7 +167,10 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
                 practitioner = str(patient.get("practitioner", ""))[:128]
                 own_organization = str(patient.get("organization", ""))[:128]
                 scope_organization = own_organization or ("" if practitioner else organization[:128])
-                existing = repeat_of(session, line["patient_id"], line["flagged"], line["explanation"], practitioner, scope_organization)
+                existing = repeat_of(
+                    session, line["patient_id"], line["flagged"], line["explanation"], practitioner, scope_organization,
+                    line["model_version"],
+                )
                 if existing is not None:
                     if not (existing.practitioner or existing.organization):
                         # A re-run that names the extract's organisation gives a flag no clinician could see a scope.

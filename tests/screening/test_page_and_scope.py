@@ -167,3 +167,36 @@ def test_a_rescreen_on_the_same_findings_is_not_asked_again_and_new_findings_rep
         assert len(list(session.scalars(select(ScreeningRun).where(ScreeningRun.patient_id == "k1")))) == 3
         actions = [e.action for e in session.scalars(select(AuditEvent).where(AuditEvent.subject_id == "k1"))]
     assert actions.count("screening.submit") == 3 and actions.count("screening.repeat") == 1
+
+
+def test_a_newer_screener_refreshes_an_undecided_flag_and_leaves_a_decided_one(
+    screening_app: FastAPI, client: TestClient, token_for, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A new screener version changes candidates and risk, not the record: an undecided flag is replaced by the
+    newer model's (one flag on the page, its version), a decided one is not asked about again."""
+    doctor = token_for("dr-a", "paediatrician")
+    child = child_of("n1", "Nora N", "MRN-N1", practitioner="Practitioner/dr-a")
+    model = screening_app.state.screener.model
+
+    def submit(version: str) -> None:
+        monkeypatch.setattr(model, "version", version)
+        response = client.post("/api/screening?as_of=2024-03-01", json={"resourceType": "Bundle", "type": "collection",
+                               "entry": record_to_bundle(child)["entry"]}, headers=doctor)
+        assert response.status_code == 200, response.text
+
+    submit("v1")
+    (first,) = client.get("/api/screening/flags", headers=doctor).json()["flags"]
+    submit("v2")  # nobody has decided: the newer model's flag takes its place
+    (second,) = client.get("/api/screening/flags", headers=doctor).json()["flags"]
+    assert (first["model_version"], second["model_version"]) == ("v1", "v2") and second["id"] != first["id"]
+    submit("v2")  # the same model on the same record: a repeat
+    assert [f["id"] for f in client.get("/api/screening/flags", headers=doctor).json()["flags"]] == [second["id"]]
+    assert client.post(f"/api/screening/flags/{second['id']}/outcome", json={"outcome": "referred", "note": ""},
+                       headers=doctor).status_code == 201
+    submit("v3")  # decided: a newer model on the same record asks nothing again
+    assert client.get("/api/screening/flags", headers=doctor).json()["flags"] == []
+    with session_scope(screening_app.state.session_factory) as session:
+        runs = list(session.scalars(select(ScreeningRun).where(ScreeningRun.patient_id == "n1")))
+        actions = [e.action for e in session.scalars(select(AuditEvent).where(AuditEvent.subject_id == "n1"))]
+    assert sorted(r.model_version for r in runs) == ["v1", "v2"]
+    assert actions.count("screening.submit") == 2 and actions.count("screening.repeat") == 2
