@@ -18,13 +18,14 @@ Rankers, each measured and reported (``medscreen screening evaluate``, README):
   diseases take its place;
 * ``cooccurrence_fit``: PhenoDP's co-occurrence measure, the phi coefficient of the two closures
   (``SharedInformation.cooccurrence``), with the fit;
-* ``best_match_combined_cooccurrence_fit``: the served ranker + ``COOCCURRENCE_WEIGHT`` x phi.
+* ``best_match_combined_cooccurrence_fit``: ``best_match_combined_fit`` + ``COOCCURRENCE_WEIGHT`` x phi.
 
 Every ranker above is measured on all of a case's findings. The served candidates are ranked on the findings
 that say more than ordinary childhood illness (:func:`ranking_findings`): in an EMR record, a child's fever,
 otitis media and eczema are ordinary episodes, and as matches they brought febrile and infectious rare
 diseases (tularemia, Sweet syndrome) into the candidates of flagged children. ``ranking_report`` measures the
-served ranker both ways on the published terms (``served``), and ``candidate_ranks`` on each EMR projection.
+served ranker both ways on the published terms (``served`` beside ``best_match_combined_fit_once``), and
+``screening.train_screener`` measures both on each EMR projection of the cases (:func:`candidate_rank`).
 
 The served ranker is also measured at the gene level (``gene_level``): the rank of the case's gene (its
 phenopacket-store cohort) among the genes of the ranked diseases (``screening/disease_genes.py``), on every
