@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from multiprocessing.context import SpawnProcess
@@ -46,6 +47,9 @@ __all__ = ["run_service", "ProcessSupervisor"]
 
 log = logging.getLogger(__name__)
 
+# How long a supervised process may take to finish its current step after SIGTERM before it is killed.
+SHUTDOWN_GRACE_S = 10.0
+
 
 class ProcessSupervisor:
     """Keeps ``count`` processes running ``target(settings_json, log_level)``, restarting any that dies."""
@@ -79,16 +83,28 @@ class ProcessSupervisor:
     def _watch(self) -> None:
         while not self.stop.wait(1.0):
             for index, process in enumerate(self.processes):
-                if not process.is_alive():
+                # Checked per process: a process ended by shutdown() must not be restarted behind its back.
+                if not process.is_alive() and not self.stop.is_set():
                     log.error("%s exited with code %s; restarting it", process.name, process.exitcode)
                     self.processes[index] = self._spawn(index)
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """SIGTERM to every process (each finishes its current step), then SIGKILL to any still running after
+        ``grace_s``: a process blocked in a call that never returns must not keep the command from stopping, and a
+        scoring job it held is taken over when its lease runs out."""
         self.stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
         for process in self.processes:
             process.terminate()
+        deadline = time.monotonic() + grace_s
         for process in self.processes:
-            process.join(timeout=10)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for process in self.processes:
+            if process.is_alive():
+                log.warning("%s did not stop within %.0f s of SIGTERM; killing it", process.name, grace_s)
+                process.kill()
+                process.join(timeout=5)
 
 
 def _register_shipped_models(settings: Settings) -> None:
