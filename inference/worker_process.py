@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 import warnings
 
@@ -11,6 +10,7 @@ from inference.receive.process import die_with_parent
 from inference.worker import ScoringWorker
 from service.db import make_engine, make_session_factory
 from service.settings import Settings
+from service.shutdown import stop_on_signals
 
 __all__ = ["build_worker", "run_scoring_process"]
 
@@ -33,6 +33,5 @@ def run_scoring_process(settings_json: str, log_level: str) -> None:
     settings = Settings.model_validate_json(settings_json)
     worker = build_worker(settings)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_on_signals(stop)
     worker.run_until(stop)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 
 from service.settings import Settings
+from service.shutdown import stop_on_signals
 
 __all__ = ["add_commands", "run_workers"]
 
@@ -74,8 +74,7 @@ def run_workers(settings: Settings, processes: int) -> int:
         f"written back by this node's dispatcher ({destination['kind']})" if destination else "write-back off",
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_on_signals(stop)
     workers = ProcessSupervisor(settings, "scoring-worker", run_scoring_process, processes)
     workers.start()
     if settings.ingest_url:

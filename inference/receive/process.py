@@ -14,6 +14,7 @@ from inference.spool import Spool
 from inference.tls import receiver_ssl_context
 from service.db import make_engine
 from service.settings import Settings
+from service.shutdown import stop_on_signals
 
 __all__ = ["build_ingestor", "die_with_parent", "run_receiver_process"]
 
@@ -56,7 +57,6 @@ def run_receiver_process(settings_json: str, log_level: str) -> None:
         receiver_ssl_context(settings),
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_on_signals(stop)
     stop.wait()
     server.shutdown()
