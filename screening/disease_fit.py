@@ -44,6 +44,12 @@ EXCLUDED = -1e6  # a score no fitting disease reaches: the candidate goes to the
 # lost 0.4 points of top-1 on the published cases (``medscreen screening evaluate``, ranking).
 LATE_ONSET_LOG_RATIO = math.log(0.2)
 ADULT_ONSET_LOG_RATIO = math.log(0.01)
+# Names that state adult onset ("Adult-onset cervical dystonia, DYT23 type", "Hypophosphatasia, adult"): used
+# only for diseases with no onset annotated (20 of them), which otherwise reached
+# the candidates of toddlers unweighted. "Late-onset" is left out ("late-onset juvenile"), and so is a name that
+# also names an early age ("Intrauterine growth restriction-...-early adult-onset diabetes syndrome").
+_ADULT_NAME = re.compile(r"\badult[- ]onset\b|,\s*adult(\s+(onset|type|form))?\s*$", re.I)
+_EARLY_NAME = re.compile(r"\b(congenital|neonatal|infantile|intrauterine|childhood|juvenile|early)\b", re.I)
 _MALE_TERMS = re.compile(r"\b(males?|testi\w*|testes|scrot\w*|penis|penile|sperm\w*|prostat\w*|cryptorchidism|micropenis|hypospadias|azoospermia)\b", re.I)
 _FEMALE_TERMS = re.compile(r"\b(females?|uter\w*|ovar\w*|vagin\w*|menstrua\w*|amenorrh\w*|vulv\w*|clitor\w*)\b", re.I)
 
@@ -101,7 +107,9 @@ def _sex_specific_terms(ontology: Ontology) -> dict[str, str]:
     return out
 
 
-def read_disease_fit(path: Path, ontology: Ontology, disease_ids: list[str]) -> DiseaseFit:
+def read_disease_fit(path: Path, ontology: Ontology, disease_ids: list[str], names: list[str] | None = None) -> DiseaseFit:
+    """Onset and sex of each disease from the annotations; ``names``: a disease with no onset annotated whose
+    name states adult onset is given it."""
     index = {d: i for i, d in enumerate(disease_ids)}
     onset = np.full(len(disease_ids), -1, dtype=np.int64)
     sexes: list[dict[str, int]] = [{"M": 0, "F": 0} for _ in disease_ids]
@@ -124,6 +132,9 @@ def read_disease_fit(path: Path, ontology: Ontology, disease_ids: list[str]) -> 
                 if cols[8] in ("MALE", "FEMALE"):
                     sexes[i][cols[8][0]] += 1
                 organ_sex[i][specific.get(ontology.primary(cols[3]) or "", "")] += 1
+    for i, name in enumerate(names or []):
+        if onset[i] < 0 and _ADULT_NAME.search(name) and not _EARLY_NAME.search(name):
+            onset[i] = ADULT_DAYS
     sex = np.full(len(disease_ids), "", dtype="<U1")
     for i in range(len(disease_ids)):
         counts = organ_sex[i]

@@ -335,7 +335,7 @@ def build_knowledge_base(ontology: Ontology, hpoa: Path | None = None) -> Knowle
     present.sort_indices()
     absent.sort_indices()
     information = build_shared_information(ontology, term_ids, ann)
-    fit = read_disease_fit(path, ontology, disease_ids)
+    fit = read_disease_fit(path, ontology, disease_ids, names)
     twins = orphanet_twins(disease_ids, read_disease_genes({d: i for i, d in enumerate(disease_ids)}))
     return KnowledgeBase(
         ontology, term_ids, disease_ids, names, present, present_default, absent, absent_default, information, fit, twins

@@ -168,3 +168,19 @@ def test_commonplace_illness_does_not_choose_the_candidates(kb: KnowledgeBase) -
     assert not np.array_equal(top_indices(every, 10), top_indices(served, 10))
     only_illness = candidates(commonplace)
     assert len(only_illness) == 10 and all(set(m.matched) <= set(commonplace) for m in only_illness)
+
+
+def test_a_disease_named_adult_onset_without_an_onset_annotation_is_adult_onset(kb: KnowledgeBase) -> None:
+    """"Adult-onset cervical dystonia, DYT23 type" has no onset row in phenotype.hpoa and was second among the
+    candidates of a two-year-old with dystonia; its name gives it adult onset. An annotated onset wins over the
+    name, and a name that also names an early age is left alone."""
+    assert kb.fit is not None
+    onset = kb.fit.earliest_onset_days
+    assert onset[kb.disease_index["ORPHA:420492"]] >= ADULT_DAYS  # Adult-onset cervical dystonia, DYT23 type
+    assert onset[kb.disease_index["OMIM:146300"]] >= ADULT_DAYS  # Hypophosphatasia, adult
+    assert onset[kb.disease_index["OMIM:219750"]] < ADULT_DAYS  # Cystinosis, adult nonnephropathic: annotated
+    assert onset[kb.disease_index["ORPHA:436144"]] < ADULT_DAYS  # Intrauterine growth restriction-...-early adult-onset diabetes
+    child = ChildFindings("d", "F", 900, "screened")
+    child.findings = [Finding(h, None, "icd10", False) for h in ["HP:0000473", "HP:0001332", "HP:0001618", "HP:0001336", "HP:0000739"]]
+    top = [m.disease_id for m in score_child(child, kb).top_matches(kb, 10)]
+    assert top[0] == "OMIM:616398" and "ORPHA:420492" not in top  # Dystonia 26, myoclonic first
