@@ -129,8 +129,13 @@ def _combine(c: _Components, ranker: str) -> np.ndarray:
     if ranker == "best_match_combined_cooccurrence_fit":
         return _weighted(c, BEST_MATCH_SIM_WEIGHT, BEST_MATCH_LR_WEIGHT) + COOCCURRENCE_WEIGHT * c.cooccurrence
     if ranker == "best_match_combined_fit_once":
-        return np.where(c.twins, EXCLUDED, _weighted(c, BEST_MATCH_SIM_WEIGHT, BEST_MATCH_LR_WEIGHT))
+        return _once(c, _weighted(c, BEST_MATCH_SIM_WEIGHT, BEST_MATCH_LR_WEIGHT))
     return _weighted(c, BEST_MATCH_SIM_WEIGHT, BEST_MATCH_LR_WEIGHT)
+
+
+def _once(c: _Components, scores: np.ndarray) -> np.ndarray:
+    """``scores`` with each condition listed once: Orphanet twins of OMIM entries go to the end."""
+    return np.where(c.twins, EXCLUDED, scores)
 
 
 def _weighted(c: _Components, sim_weight: float, lr_weight: float) -> np.ndarray:
@@ -234,7 +239,7 @@ def ranking_report(
             ranks[ranker].append(expected_rank(_combine(components, ranker), index))
         ranks["served"].append(expected_rank(_combine(served, SERVED_RANKER), index))
         grid_ranks.append([
-            expected_rank(np.where(served.twins, EXCLUDED, _weighted(served, s, lr)), index) for s, lr in WEIGHT_GRID
+            expected_rank(_once(served, _weighted(served, s, lr)), index) for s, lr in WEIGHT_GRID
         ])
     annotated = np.array([r != float("inf") for r in ranks[RANKERS[0]]], dtype=bool)
     out: dict[str, Any] = {
