@@ -7,7 +7,7 @@ A folder with three files (UTF-8, comma-separated, header row):
   the child is: scopes the paediatrician's page);
 * ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status]``; ``system`` is icd10, snomed, hpo
   or atc; ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
-  an excluded finding;
+  an excluded finding, entered-in-error a row the writer withdrew (not read);
 * ``observations.csv``: ``patient_id,date,loinc,value,unit``.
 
 All three files and their columns are required: a missing one is an :class:`ExtractError` that stops
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, Measurement, RecordError, code_system
 from datasets.errors import ExtractError
+from datasets.fhir_phenotype import VOID_VERIFICATION
 
 __all__ = ["read_csv_extract", "check_extract", "CSV_FILES", "REQUIRED_COLUMNS"]
 
@@ -154,6 +155,8 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
             organization=row.get("organization", ""),
         )
         for dline, drow in diagnoses.take(pid):
+            if (drow.get("status") or "").strip().lower() == VOID_VERIFICATION:
+                continue  # withdrawn by the writer (datasets/fhir_phenotype.py)
             try:
                 record.facts.append(_fact(drow))
             except (KeyError, ValueError) as exc:

@@ -31,33 +31,54 @@ __all__ = [
 
 FactKind = Literal["condition", "procedure", "encounter", "medication"]
 
-# FHIR system URIs (and the short names the CSV extract uses) -> our short names.
+# FHIR system URIs (and the short names the CSV extract uses) -> our short names. ``code_system`` also
+# reads them as other writers spell them: http or https, any case, with a trailing slash, or as the HL7
+# OIDs (``urn:oid:2.16.840.1.113883.6.*``) that CDA-derived extracts carry.
 CODE_SYSTEMS = {
     "http://hl7.org/fhir/sid/icd-10": "icd10",
     "http://hl7.org/fhir/sid/icd-10-cm": "icd10",
+    "http://fhir.de/CodeSystem/bfarm/icd-10-gm": "icd10",  # national modifications keep the WHO codes
+    "http://fhir.de/CodeSystem/dimdi/icd-10-gm": "icd10",
+    "urn:oid:2.16.840.1.113883.6.3": "icd10",
+    "urn:oid:2.16.840.1.113883.6.90": "icd10",
     "urn:oid:1.2.643.5.1.13.13.11.1005": "icd10",  # ICD-10 as registered by the Russian NSI
     "icd10": "icd10",
     "icd-10": "icd10",
     "http://snomed.info/sct": "snomed",
+    "urn:oid:2.16.840.1.113883.6.96": "snomed",
     "snomed": "snomed",
     "sct": "snomed",
     "http://purl.obolibrary.org/obo/hp.owl": "hpo",
+    "http://purl.obolibrary.org/obo/hp": "hpo",
     "http://human-phenotype-ontology.org": "hpo",
+    "http://www.human-phenotype-ontology.org": "hpo",
     "https://hpo.jax.org": "hpo",
+    "https://hpo.jax.org/app": "hpo",
     "hpo": "hpo",
     "http://loinc.org": "loinc",
+    "urn:oid:2.16.840.1.113883.6.1": "loinc",
     "loinc": "loinc",
     "http://www.whocc.no/atc": "atc",
+    "urn:oid:2.16.840.1.113883.6.73": "atc",
     "atc": "atc",
     "http://terminology.hl7.org/CodeSystem/v3-ActCode": "actcode",
 }
+
+
+def _spelling(uri: str) -> str:
+    """The form two spellings of one system URI share: lower case, http, no trailing slash."""
+    key = uri.strip().lower().rstrip("/")
+    return "http://" + key[8:] if key.startswith("https://") else key
+
+
+_BY_SPELLING = {_spelling(uri): short for uri, short in CODE_SYSTEMS.items()}
 
 
 def code_system(uri: str | None) -> str:
     """Our short name of a coding system, ``other`` when unknown."""
     if not uri:
         return "other"
-    return CODE_SYSTEMS.get(uri.strip().lower() if "://" not in uri else uri.strip(), "other")
+    return CODE_SYSTEMS.get(uri) or _BY_SPELLING.get(_spelling(uri), "other")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system, measurement
+from datasets.fhir_phenotype import VOID_OBSERVATION_STATUS, VOID_VERIFICATION
 from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, valid_code
 
 __all__ = ["BundleLineReader", "patient_key"]
@@ -91,6 +92,7 @@ class _Resource(Struct, gc=False, rename={"class_": "class"}):
     effectiveDateTime: str | None = None
     issued: str | None = None
     valueQuantity: _Quantity | None = None
+    valueCodeableConcept: Raw = Raw()
     # Procedure
     performedDateTime: str | None = None
     performedPeriod: _Period | None = None
@@ -151,7 +153,7 @@ class BundleLineReader:
         self._codings: dict[tuple[str | None, str | None], tuple[str, str] | tuple[()]] = {}
         self._references: dict[bytes, str] = {}  # a raw subject -> the id it names
         # a raw code -> (has codings, its codings read); the first False: absent, null or without coding
-        self._concepts: dict[bytes, tuple[bool, list[tuple[str, str]]]] = {}
+        self._concepts: dict[bytes, tuple[bool, list[tuple[str, str]], bool]] = {}
 
     def records(self, line: bytes) -> list[ChildRecord] | None:
         """The records of one NDJSON line holding a Bundle, when the line has nothing to report (no
@@ -232,14 +234,18 @@ class BundleLineReader:
                 when = date_times[effective] if effective in date_times else date_of(effective)
                 if when is None:
                     when = date_of(r.issued, "instant")
+                if read[2]:
+                    raise _Doubt  # a phenotypic feature (HPO-coded): read the per-resource way
                 codings = read[1]
                 quantity = r.valueQuantity
                 if quantity is None:
+                    if r.valueCodeableConcept:
+                        raise _Doubt  # may hold a feature's HPO term (Genomics Reporting's observed phenotype)
                     continue
                 value = quantity.value
                 if isinstance(value, str):
                     value = _float(value)
-                if when is None or value is None:
+                if when is None or value is None or r.status in VOID_OBSERVATION_STATUS:
                     continue
                 unit = quantity.code or quantity.unit or ""
                 found = [measurement(loinc, value, unit, when) for system, loinc in codings if system == "loinc"]
@@ -251,8 +257,10 @@ class BundleLineReader:
                 continue
             if rtype == "Condition":
                 when = date_of(r.onsetDateTime) or date_of(r.recordedDate)
-                refuted = any(code == "refuted" for _, code in codings_of(r.verificationStatus))
-                new = [CodedFact("condition", s, c, when, refuted) for s, c in self._codings_of_raw(r.code)]
+                status = [code for _, code in codings_of(r.verificationStatus)]
+                new = [CodedFact("condition", s, c, when, "refuted" in status) for s, c in self._codings_of_raw(r.code)]
+                if VOID_VERIFICATION in status:
+                    new = []
             elif rtype == "Procedure":
                 _required(r.status)
                 period = r.performedPeriod
@@ -298,10 +306,12 @@ class BundleLineReader:
         self._references[raw] = ref
         return ref
 
-    def _concept(self, raw: bytes) -> tuple[bool, list[tuple[str, str]]]:
-        """A raw CodeableConcept read, remembered (a code that does not read is never remembered)."""
+    def _concept(self, raw: bytes) -> tuple[bool, list[tuple[str, str]], bool]:
+        """A raw CodeableConcept read, remembered (a code that does not read is never remembered): whether
+        it has codings, the codings, and whether one is an HPO term."""
         concept = _decode(_CONCEPT, raw)
-        read = (concept is not None and concept.coding is not None, self._codings_of(concept))
+        codings = self._codings_of(concept)
+        read = (concept is not None and concept.coding is not None, codings, any(s == "hpo" for s, _ in codings))
         if len(self._concepts) >= _CACHE_SIZE:
             self._concepts.clear()
         self._concepts[raw] = read

