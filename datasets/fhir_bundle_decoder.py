@@ -29,7 +29,7 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system, measurement
-from datasets.fhir_phenotype import VOID_OBSERVATION_STATUS, VOID_VERIFICATION
+from datasets.fhir_phenotype import FINDING_SYSTEMS, VOID_OBSERVATION_STATUS, VOID_VERIFICATION
 from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, valid_code
 
 __all__ = ["BundleLineReader", "patient_key"]
@@ -258,9 +258,13 @@ class BundleLineReader:
             if rtype == "Condition":
                 when = date_of(r.onsetDateTime) or date_of(r.recordedDate)
                 status = [code for _, code in codings_of(r.verificationStatus)]
-                new = [CodedFact("condition", s, c, when, "refuted" in status) for s, c in self._codings_of_raw(r.code)]
+                read_codes = self._codings_of_raw(r.code)
                 if VOID_VERIFICATION in status:
                     new = []
+                elif not any(s in FINDING_SYSTEMS for s, _ in read_codes):
+                    raise _Doubt  # reported as unread (no ICD-10, SNOMED CT or HPO coding)
+                else:
+                    new = [CodedFact("condition", s, c, when, "refuted" in status) for s, c in read_codes]
             elif rtype == "Procedure":
                 _required(r.status)
                 period = r.performedPeriod

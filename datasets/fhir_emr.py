@@ -23,7 +23,13 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, FactKind, Measurement, RecordError, code_system
-from datasets.fhir_phenotype import VOID_OBSERVATION_STATUS, VOID_VERIFICATION, Unreadable, feature_presence
+from datasets.fhir_phenotype import (
+    VOID_OBSERVATION_STATUS,
+    VOID_VERIFICATION,
+    Unreadable,
+    check_condition_codes,
+    feature_presence,
+)
 
 __all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle", "fhir_id"]
 
@@ -103,7 +109,9 @@ def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
         status = [code for _, code in _codings([resource.verificationStatus])] if resource.verificationStatus else []
         if VOID_VERIFICATION in status:
             return []
-        return [CodedFact(kind, s, c, when, "refuted" in status) for s, c in _codings([resource.code])]
+        codings = _codings([resource.code])
+        check_condition_codes(codings)
+        return [CodedFact(kind, s, c, when, "refuted" in status) for s, c in codings]
     if kind == "procedure":
         when = _as_date(resource.performedDateTime) or _as_date(
             resource.performedPeriod.start if resource.performedPeriod else None
@@ -197,7 +205,7 @@ def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], sour
         try:
             entries: list[Measurement] | list[CodedFact] = _observation(resource) if rtype == "Observation" else _facts(resource, _KINDS[rtype])
         except Unreadable as exc:
-            dropped.setdefault(ref, []).append(DroppedEntry(f"{where} {name}", f"invalid {rtype}: {exc}"))
+            dropped.setdefault(ref, []).append(DroppedEntry(f"{where} {name}", f"unread {rtype}: {exc}"))
             continue
         pending.setdefault(ref, []).append(entries)
     yield from errors

@@ -33,7 +33,13 @@ from datasets.emr_records import (
     code_system,
 )
 from datasets.fhir_bundle_decoder import BundleLineReader
-from datasets.fhir_phenotype import VOID_OBSERVATION_STATUS, VOID_VERIFICATION, Unreadable, feature_presence
+from datasets.fhir_phenotype import (
+    VOID_OBSERVATION_STATUS,
+    VOID_VERIFICATION,
+    Unreadable,
+    check_condition_codes,
+    feature_presence,
+)
 from datasets.fhir_primitives import (
     ID,
     KINDS,
@@ -55,6 +61,14 @@ __all__ = [
 
 class _Invalid(ValueError):
     """An element screening reads is malformed; the message names the element."""
+
+    verb = "invalid"
+
+
+class _Unread(_Invalid):
+    """A valid entry that could be a finding but cannot be read as one (:mod:`datasets.fhir_phenotype`)."""
+
+    verb = "unread"
 
 
 def _obj(value: Any, path: str) -> dict[str, Any]:
@@ -195,6 +209,10 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
         codings = _codings(raw.get("code"), "code")
         if VOID_VERIFICATION in status:
             return []
+        try:
+            check_condition_codes(codings)
+        except Unreadable as exc:
+            raise _Unread(str(exc)) from None
         refuted = "refuted" in status
         return [CodedFact(kind, s, c, when, refuted) for s, c in codings]
     if kind == "procedure":
@@ -243,7 +261,7 @@ def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
     if raw.get("status") in VOID_OBSERVATION_STATUS:
         return []
     if any(system == "hpo" for system, _ in codings):
-        raise _Invalid("valueQuantity: neither present nor absent")  # a feature with a quantity says neither
+        raise _Unread("valueQuantity: neither present nor absent")  # a feature with a quantity says neither
     if when is None or value is None:
         return []
     return [Measurement(loinc, float(value), code or unit or "", when) for system, loinc in codings if system == "loinc"]
@@ -275,7 +293,7 @@ def _feature(raw: dict[str, Any], codings: list[tuple[str, str]], when: date | N
     try:
         present = feature_presence(boolean, [p for p in value_codings if p[0] != "hpo"], string, interpretation, other)
     except Unreadable as exc:
-        raise _Invalid(str(exc)) from None
+        raise _Unread(str(exc)) from None
     return [CodedFact("condition", "hpo", term, when, not present) for term in terms]
 
 
@@ -327,7 +345,7 @@ def records_from_resources_fast(
                 extras = _patient_extras(raw)
         except _Invalid as exc:
             where = name(key)
-            entry, reason = f"{where} {rtype}/{raw.get('id', '?')}", f"invalid {rtype}: {exc}"
+            entry, reason = f"{where} {rtype}/{raw.get('id', '?')}", f"{exc.verb} {rtype}: {exc}"
             owner = _owner(raw) if rtype != "Patient" else None
             if owner is not None:  # the child's record is read without it, and says so (incomplete)
                 dropped.setdefault(owner, []).append(DroppedEntry(entry, reason))

@@ -7,6 +7,10 @@ IG (an observed phenotype: the HPO term in ``valueCodeableConcept``). Such an Ob
 an HPO-coded Condition, present or excluded. One whose value says neither (``valueString: "maybe"``) is
 not guessed at: the reader lists it as a dropped entry and the record is screened as ``incomplete``.
 
+A Condition none of whose codings is ICD-10, SNOMED CT or HPO (a local code, text only, no code) cannot
+be a finding either, and is listed the same way: a child whose diagnoses all came in a local code system
+must not look like a child with none.
+
 Entries the writer withdrew (``status`` ``entered-in-error`` or ``cancelled``, a Condition's
 ``verificationStatus`` ``entered-in-error``) are not read at all: a weight entered in error must not make
 a growth finding.
@@ -14,7 +18,14 @@ a growth finding.
 
 from __future__ import annotations
 
-__all__ = ["VOID_OBSERVATION_STATUS", "VOID_VERIFICATION", "feature_presence", "Unreadable"]
+__all__ = [
+    "FINDING_SYSTEMS",
+    "VOID_OBSERVATION_STATUS",
+    "VOID_VERIFICATION",
+    "feature_presence",
+    "check_condition_codes",
+    "Unreadable",
+]
 
 VOID_OBSERVATION_STATUS = frozenset({"entered-in-error", "cancelled"})
 VOID_VERIFICATION = "entered-in-error"
@@ -33,8 +44,17 @@ _PRESENT_WORDS = frozenset({"present", "yes", "true", "positive", "observed"})
 _ABSENT_WORDS = frozenset({"absent", "no", "false", "negative", "excluded", "not observed"})
 
 
+FINDING_SYSTEMS = frozenset({"icd10", "snomed", "hpo"})
+
+
 class Unreadable(ValueError):
-    """An HPO-coded Observation whose value says neither present nor absent; the message names the element."""
+    """An entry that could be a finding but cannot be read as one; the message names the element."""
+
+
+def check_condition_codes(codings: list[tuple[str, str]]) -> None:
+    """Unreadable for a Condition without an ICD-10, SNOMED CT or HPO coding (``codings``: short systems)."""
+    if not any(system in FINDING_SYSTEMS for system, _ in codings):
+        raise Unreadable("code: no ICD-10, SNOMED CT or HPO coding")
 
 
 def feature_presence(

@@ -73,7 +73,10 @@ ODD_ENTRIES = [
     _condition("ok-partial", onsetDateTime="2021-05"),
     _condition("ok-recorded", recordedDate="2021-06-01"),
     _condition("ok-refuted", verificationStatus={"coding": [{"code": "refuted"}]}),
-    _condition("ok-no-code", code={"text": "free text only"}),
+    _condition("bad-text-only", code={"text": "free text only"}),
+    _condition("bad-local-code", code={"coding": [{"system": "http://example.org/local", "code": "L17"}]}),
+    _condition("ok-local-and-icd", code={"coding": [{"system": "http://example.org/local", "code": "L17"},
+                                                    {"system": "http://hl7.org/fhir/sid/icd-10", "code": "Q21.0"}]}),
     _condition("ok-code-space", code={"coding": [{"system": "http://snomed.info/sct", "code": "Q 21"}]}),
     _condition("bad-date", onsetDateTime="2021-13-45"),
     _condition("bad-feb30", onsetDateTime="2021-02-30"),
@@ -225,7 +228,8 @@ def test_odd_and_broken_elements_are_read_or_reported_as_the_full_validator_does
         ("HP:0001250", False), ("HP:0001250", True), ("HP_0001250", True), ("HP:0001250", False),
         ("HP:0001250", True), ("HP:0001250", True), ("HP:0001263", False),
     ]
-    read_q21 = [e for e in ODD_ENTRIES if e["resource"]["id"] in {"ok-tz", "ok-utc", "ok-partial", "ok-recorded", "ok-refuted"}]
+    read_q21 = [e for e in ODD_ENTRIES if e["resource"]["id"] in {"ok-tz", "ok-utc", "ok-partial", "ok-recorded", "ok-refuted",
+                                                                     "ok-local-and-icd"}]
     assert len([f for f in record.facts if f.code == "Q21.0"]) == len(read_q21)  # not ok-withdrawn's
 
 

@@ -114,3 +114,19 @@ def test_hpo_ids_as_other_writers_spell_them(screener: Screener) -> None:
     for spelled in ["HP:0001250", "HP_0001250", "hp:0001250", "0001250", "http://purl.obolibrary.org/obo/HP_0001250"]:
         assert ontology.primary(spelled) == "HP:0001250", spelled
     assert ontology.primary("HP:9999999") is None and ontology.primary("Q21.0") is None
+
+
+def test_diagnoses_in_a_local_code_system_make_the_record_incomplete_not_healthy(screener: Screener) -> None:
+    """The FHIR form of the issue's CSV without its system column: the child must not look healthy."""
+    bundle = record_to_bundle(syndromic_child())
+    local = 0
+    for entry in bundle["entry"]:
+        r = entry["resource"]
+        if r["resourceType"] == "Condition":
+            r["code"] = {"coding": [{"system": "http://hospital.example/problem-list", "code": f"P{local}"}]}
+            local += 1
+    assert local >= 10
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        result = screener.screen(_one(reader(copy.deepcopy(bundle), "x")), AS_OF)
+        assert result.status == "incomplete" and len(result.dropped) == local
+        assert all(d.reason.startswith("unread Condition: code: no ICD-10, SNOMED CT or HPO coding") for d in result.dropped)
