@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from datasets.emr_records import ChildRecord, CodedFact
+from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry
 from screening.growth import GrowthFinding, GrowthStandards, growth_findings, load_growth_standards
 from screening.icd10_map import Icd10Map, load_icd10_map, normalise_icd10
 from screening.ontology import Ontology
@@ -62,6 +62,8 @@ class ChildFindings:
     findings: list[Finding] = field(default_factory=list)
     growth_z: dict[str, float] = field(default_factory=dict)  # lowest z per indicator
     congenital_codes: int = 0  # ICD-10 chapter Q codes
+    # HPO ids the ontology does not know (a newer HPO release, a typo): read as nothing, and said so
+    unread: list[DroppedEntry] = field(default_factory=list)
 
     @property
     def present(self) -> set[str]:
@@ -288,4 +290,6 @@ def coded_findings(
             child.congenital_codes += meaning.congenital
         for hpo in meaning.hpo:
             child.findings.append(Finding(hpo, when, meaning.source, excluded=fact.refuted))
+        if not meaning.hpo and fact.system == "hpo" and fact.kind == "condition" and maps.ontology.primary(fact.code) is None:
+            child.unread.append(DroppedEntry(f"HPO {fact.code[:40]}", "unknown HPO id: not in the HPO release the screener uses"))
     return child, False

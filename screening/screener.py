@@ -115,11 +115,11 @@ class Screener:
         result = ScreeningResult(
             record.patient_id, child.status, child.reason, child.age_days, self.model.version, findings=child.findings
         )
-        if child.status == "screened" and record.incomplete:
+        if child.status == "screened" and (record.incomplete or child.unread):
             # Screened on what could be read, and said so: a risk from part of a record is a lower bound.
             result.status = "incomplete"
-            result.dropped = list(record.dropped)
-            result.reason = f"{len(record.dropped)} entries of the record could not be read"
+            result.dropped = [*record.dropped, *child.unread]
+            result.reason = f"{len(result.dropped)} entries of the record could not be read"
         return result, child
 
     def risk(

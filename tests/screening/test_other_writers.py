@@ -7,9 +7,10 @@ import copy
 from datetime import date
 from typing import Any
 
-from datasets.emr_records import ChildRecord, code_system
+from datasets.emr_records import ChildRecord, CodedFact, code_system
 from datasets.fhir_emr import record_to_bundle, records_from_bundle
 from datasets.fhir_fast import records_from_bundle_fast
+from screening.batch_screen import screen_batch
 from screening.findings import CodeMaps
 from screening.screener import Screener
 from screening.simulate import recode
@@ -130,3 +131,16 @@ def test_diagnoses_in_a_local_code_system_make_the_record_incomplete_not_healthy
         result = screener.screen(_one(reader(copy.deepcopy(bundle), "x")), AS_OF)
         assert result.status == "incomplete" and len(result.dropped) == local
         assert all(d.reason.startswith("unread Condition: code: no ICD-10, SNOMED CT or HPO coding") for d in result.dropped)
+
+
+def test_an_hpo_id_the_ontology_does_not_know_is_listed_not_dropped_silently(screener: Screener, maps: CodeMaps) -> None:
+    record = _hpo_child(maps)
+    known = screener.screen(record, AS_OF)
+    record.facts.append(CodedFact("condition", "hpo", "HP:9999999", date(2023, 1, 1)))
+    record.facts.append(CodedFact("condition", "hpo", "HP:0000006", date(2023, 1, 1)))  # inheritance: no finding, known
+    result = screener.screen(record, AS_OF)
+    assert known.status == "screened" and result.status == "incomplete"
+    assert [(d.entry, d.reason.split(":")[0]) for d in result.dropped] == [("HPO HP:9999999", "unknown HPO id")]
+    assert result.risk == known.risk
+    [batched] = screen_batch(screener, [record], AS_OF)  # population runs say it too
+    assert batched.status == "incomplete" and batched.dropped == result.dropped and batched.risk == result.risk
