@@ -7,7 +7,7 @@ import copy
 from datetime import date
 from typing import Any
 
-from datasets.emr_records import ChildRecord, CodedFact, code_system
+from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system
 from datasets.fhir_emr import record_to_bundle, records_from_bundle
 from datasets.fhir_fast import records_from_bundle_fast
 from screening.batch_screen import screen_batch
@@ -144,3 +144,19 @@ def test_an_hpo_id_the_ontology_does_not_know_is_listed_not_dropped_silently(scr
     assert result.risk == known.risk
     [batched] = screen_batch(screener, [record], AS_OF)  # population runs say it too
     assert batched.status == "incomplete" and batched.dropped == result.dropped and batched.risk == result.risk
+
+
+def test_growth_in_other_codes_and_units_reads_as_ours(screener: Screener) -> None:
+    """Height as LOINC 3137-7 (Body height Measured), weight in pounds: the same growth findings."""
+    ours = syndromic_child()
+    theirs = copy.deepcopy(ours)
+    theirs.measurements = [
+        Measurement("3137-7", m.value, m.unit, m.date) if m.loinc == "8302-2" else
+        Measurement(m.loinc, round(m.value / 0.4536, 3), "lb", m.date) if m.loinc == "29463-7" else m
+        for m in ours.measurements
+    ]
+    expected = screener.screen(ours, AS_OF)
+    growth = [f for f in expected.findings if f.source.startswith("growth")]
+    assert {f.hpo for f in growth} >= {"HP:0004322", "HP:0004325"}  # short stature, decreased weight
+    got = screener.screen(theirs, AS_OF)
+    assert [(f.hpo, f.age_days) for f in got.findings if f.source.startswith("growth")] == [(f.hpo, f.age_days) for f in growth]
