@@ -24,6 +24,7 @@ from msgspec import UNSET
 from datasets.emr_records import ChildRecord, RecordError
 from datasets.fhir_bundle_decoder import BundleLineReader, patient_key
 from datasets.fhir_fast import RESOURCE_TYPES, records_from_resources_fast
+from datasets.fhir_primitives import reference_key
 
 __all__ = ["bulk_files", "partition_by_patient", "read_partition_file", "partition_of"]
 
@@ -61,7 +62,7 @@ def _patient_key_by_parsing(line: bytes) -> str | None:
     for element in ("subject", "patient"):
         value = raw.get(element)
         if isinstance(value, dict) and isinstance(value.get("reference"), str):
-            return str(value["reference"]).split("/")[-1]
+            return reference_key(str(value["reference"]))
     return None
 
 

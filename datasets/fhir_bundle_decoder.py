@@ -30,7 +30,7 @@ from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system, measurement
 from datasets.fhir_phenotype import FINDING_SYSTEMS, VOID_OBSERVATION_STATUS, VOID_VERIFICATION
-from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, valid_code
+from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, reference_key, valid_code
 
 __all__ = ["BundleLineReader", "patient_key"]
 
@@ -117,6 +117,7 @@ class _Resource(Struct, gc=False, rename={"class_": "class"}):
 
 class _Entry(Struct, gc=False):
     resource: _Resource | None = None
+    fullUrl: str | None = None
 
 
 class _Bundle(Struct, gc=False):
@@ -215,6 +216,8 @@ class BundleLineReader:
                 birth = date_of(r.birthDate, "date")
                 if birth is None or rid is None:
                     raise _Doubt  # reported (no birth date), or named after its place in the Bundle
+                if entry.fullUrl and reference_key(entry.fullUrl) != rid:
+                    raise _Doubt  # its resources may name it by the entry's fullUrl: the per-resource reader maps it
                 sex = _SEX.get(r.gender or "", "U")
                 patients[rid] = ChildRecord(rid, birth, sex, source=self.source, **self._patient_extras(r))  # type: ignore[arg-type]
                 continue
@@ -304,7 +307,7 @@ class BundleLineReader:
         subject = _decode(_REFERENCE, raw)
         if subject is None or not subject.reference:
             raise _Doubt  # a required subject, or the patient element: left to the per-resource reader
-        ref: str = subject.reference.rpartition("/")[2]
+        ref: str = reference_key(subject.reference)
         if len(self._references) >= _CACHE_SIZE:
             self._references.clear()
         self._references[raw] = ref
@@ -455,5 +458,5 @@ def patient_key(line: bytes) -> str | None | UnsetType:
         return keyed.id
     for element in (keyed.subject, keyed.patient):
         if element is not None and element.reference is not None:
-            return element.reference.split("/")[-1]
+            return reference_key(element.reference)
     return None

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from datasets.fhir_phenotype import (
     check_condition_codes,
     feature_presence,
 )
+from datasets.fhir_primitives import full_url_keys, merge_aliases, reference_key
 
 __all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle", "fhir_id"]
 
@@ -69,7 +70,7 @@ def _raw_patient_ref(raw: dict[str, Any]) -> str | None:
         value = raw.get(key)
         reference = value.get("reference") if isinstance(value, dict) else None
         if isinstance(reference, str) and reference:
-            return reference.split("/")[-1]
+            return reference_key(reference)
     return None
 
 
@@ -100,7 +101,7 @@ def _patient_ref(resource: Any) -> str | None:
     reference = getattr(subject, "reference", None) if subject is not None else None
     if not reference:
         return None
-    return reference.split("/")[-1]
+    return reference_key(reference)
 
 
 def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
@@ -167,12 +168,16 @@ def _feature(resource: Any, codings: list[tuple[str, str]], when: date | None) -
     return [CodedFact("condition", "hpo", term, when, not present) for term in terms]
 
 
-def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], source: str) -> Iterator[ChildRecord | RecordError]:
-    """Group ``(where, resource-dict)`` pairs by patient and yield one record per Patient."""
+def records_from_resources(
+    resources: Iterable[tuple[str, dict[str, Any]]], source: str, full_urls: Mapping[str, str] | None = None
+) -> Iterator[ChildRecord | RecordError]:
+    """Group ``(where, resource-dict)`` pairs by patient and yield one record per Patient (``full_urls``: a
+    Bundle's Patient entries' ``fullUrl`` by ``where``, for references by ``urn:uuid:``)."""
     patients: dict[str, ChildRecord] = {}
     pending: dict[str, list[list[Measurement] | list[CodedFact]]] = {}
     errors: list[RecordError] = []
     dropped: dict[str, list[DroppedEntry]] = {}
+    aliases: dict[str, str] = {}
     order: list[str] = []
     for where, raw in resources:
         rtype = raw.get("resourceType") if isinstance(raw, dict) else None
@@ -194,9 +199,12 @@ def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], sour
                 errors.append(RecordError(source, f"{where} {name}", "Patient has no birthDate"))
                 continue
             sex = {"male": "M", "female": "F"}.get(resource.gender or "", "U")
-            pid = str(resource.id or where)
+            full_url = full_urls.get(where) if full_urls else None
+            pid = str(resource.id or (reference_key(full_url) if full_url else where))
             patients[pid] = ChildRecord(pid, birth, sex, source=source, **_patient_extras(resource))  # type: ignore[arg-type]
             order.append(pid)
+            if full_url and reference_key(full_url) != pid:
+                aliases[reference_key(full_url)] = pid
             continue
         ref = _patient_ref(resource)
         if ref is None:
@@ -209,6 +217,7 @@ def records_from_resources(resources: Iterable[tuple[str, dict[str, Any]]], sour
             continue
         pending.setdefault(ref, []).append(entries)
     yield from errors
+    merge_aliases(aliases, pending, dropped)
     for pid in order:
         record = patients[pid]
         record.dropped.extend(dropped.pop(pid, []))
@@ -233,6 +242,7 @@ def records_from_bundle(bundle: dict[str, Any], source: str, where: str = "") ->
     yield from records_from_resources(
         ((f"{where}entry[{i}]", e.get("resource") or {}) for i, e in enumerate(entries) if isinstance(e, dict)),
         source,
+        {f"{where}entry[{i}]": url for i, url in full_url_keys(entries).items()},
     )
 
 

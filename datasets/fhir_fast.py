@@ -16,7 +16,7 @@ Dates follow ``fhir.resources`` (:mod:`datasets.fhir_primitives`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,10 @@ from datasets.fhir_primitives import (
     RESOURCE_TYPES,
     SYSTEMS,
     DateKind,
+    full_url_keys,
+    merge_aliases,
     parse_date,
+    reference_key,
     valid_code,
 )
 
@@ -140,7 +143,7 @@ def _reference(raw: dict[str, Any]) -> str | None:
             return None
         if type(reference) is not str or not reference:
             raise _Invalid(f"{element}.reference: invalid reference")
-        return reference.rpartition("/")[2]
+        return reference_key(reference)
     return None
 
 
@@ -150,7 +153,7 @@ def _owner(raw: dict[str, Any]) -> str | None:
         value = raw.get(key)
         reference = value.get("reference") if isinstance(value, dict) else None
         if isinstance(reference, str) and reference:
-            return reference.split("/")[-1]
+            return reference_key(reference)
     return None
 
 
@@ -308,7 +311,10 @@ def _check(raw: dict[str, Any], rtype: str) -> None:
 
 
 def records_from_resources_fast(
-    resources: Iterable[tuple[Any, Any]], source: str, name: Callable[[Any], str] = str
+    resources: Iterable[tuple[Any, Any]],
+    source: str,
+    name: Callable[[Any], str] = str,
+    full_urls: Mapping[Any, str] | None = None,
 ) -> Iterator[ChildRecord | RecordError]:
     """Group ``(where, resource-dict)`` pairs by patient and yield one record per Patient.
 
@@ -317,11 +323,14 @@ def records_from_resources_fast(
     the errors come first, then the records in the order of their Patients, then the resources whose
     Patient is not in the input. ``name(where)`` is the text that names a resource in a report, made
     only when one is reported (formatting every resource's name cost more than reading its date).
+    ``full_urls``: the Bundle entries' ``fullUrl`` by key, so that a resource referring to its Patient by
+    the entry's ``urn:uuid:`` finds it (:func:`full_url_aliases`).
     """
     patients: dict[str, ChildRecord] = {}
     pending: dict[str, list[list[CodedFact] | list[Measurement]]] = {}
     errors: list[RecordError] = []
     dropped: dict[str, list[DroppedEntry]] = {}
+    aliases: dict[str, str] = {}  # a Patient entry's fullUrl id -> its Patient.id
     kinds = KINDS
     for key, raw in resources:
         if not isinstance(raw, dict):
@@ -357,8 +366,11 @@ def records_from_resources_fast(
                 errors.append(RecordError(source, f"{name(key)} Patient/{raw.get('id', '?')}", "Patient has no birthDate"))
                 continue
             sex = {"male": "M", "female": "F"}.get(gender or "", "U")
-            pid = str(raw.get("id") or name(key))
+            full_url = full_urls.get(key) if full_urls else None
+            pid = str(raw.get("id") or (reference_key(full_url) if full_url else name(key)))
             patients[pid] = ChildRecord(pid, birth, sex, source=source, **extras)  # type: ignore[arg-type]
+            if full_url and reference_key(full_url) != pid:
+                aliases[reference_key(full_url)] = pid
             continue
         if ref is None:
             errors.append(RecordError(source, f"{name(key)} {rtype}/{raw.get('id', '?')}", f"{rtype} has no subject reference"))
@@ -369,6 +381,7 @@ def records_from_resources_fast(
         else:
             bucket.append(entries)
     yield from errors
+    merge_aliases(aliases, pending, dropped)
     for pid, record in patients.items():
         record.dropped.extend(dropped.pop(pid, []))
         for entries in pending.pop(pid, []):
@@ -398,6 +411,7 @@ def records_from_bundle_fast(bundle: Any, source: str, where: str = "") -> Itera
         ((i, e.get("resource") or {}) for i, e in enumerate(entries) if isinstance(e, dict)),
         source,
         lambda i: f"{where}entry[{i}]",
+        full_url_keys(entries),
     )
 
 

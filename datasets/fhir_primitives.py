@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from datasets.emr_records import CODE_SYSTEMS, FactKind
 
@@ -24,6 +24,9 @@ __all__ = [
     "DateKind",
     "parse_date",
     "valid_code",
+    "reference_key",
+    "full_url_keys",
+    "merge_aliases",
 ]
 
 KINDS: dict[str, FactKind] = {
@@ -80,3 +83,31 @@ def parse_date(value: str, kind: DateKind) -> date | None:
 def valid_code(code: str) -> bool:
     """A pure check, cached: a population's codes repeat."""
     return _CODE.fullmatch(code) is not None
+
+
+def reference_key(reference: str) -> str:
+    """The id a reference names, however it is written: ``Patient/7``, ``https://host/fhir/Patient/7`` and
+    ``Patient/7/_history/2`` name ``7``; ``urn:uuid:X`` (a Bundle entry's ``fullUrl``, as transaction
+    Bundles such as Synthea's refer to their Patient) names ``X``."""
+    if reference.startswith("urn:"):
+        return reference.rpartition(":")[2]
+    return reference.partition("/_history/")[0].rpartition("/")[2]
+
+
+def full_url_keys(entries: list[Any]) -> dict[int, str]:
+    """The ``fullUrl`` of each Bundle entry holding a Patient, by the entry's position."""
+    return {
+        i: e["fullUrl"]
+        for i, e in enumerate(entries)
+        if isinstance(e, dict) and isinstance(e.get("fullUrl"), str) and e["fullUrl"]
+        and isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") == "Patient"
+    }
+
+
+def merge_aliases(aliases: dict[str, str], *grouped: dict[str, list[Any]]) -> None:
+    """Move what was grouped under a Patient entry's fullUrl id to its Patient.id (the readers group each
+    resource under the id its reference names, before they know which Patient that is)."""
+    for alias, pid in aliases.items():
+        for group in grouped:
+            if alias in group:
+                group.setdefault(pid, []).extend(group.pop(alias))

@@ -4,12 +4,14 @@ Exchange), HPO ids and system URIs as other writers spell them, entries withdraw
 from __future__ import annotations
 
 import copy
+import json
 from datetime import date
 from typing import Any
 
-from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system
+from datasets.emr_records import ChildRecord, CodedFact, Measurement, RecordError, code_system
+from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_emr import record_to_bundle, records_from_bundle
-from datasets.fhir_fast import records_from_bundle_fast
+from datasets.fhir_fast import read_fhir_fast, records_from_bundle_fast
 from screening.batch_screen import screen_batch
 from screening.findings import CodeMaps
 from screening.screener import Screener
@@ -160,3 +162,52 @@ def test_growth_in_other_codes_and_units_reads_as_ours(screener: Screener) -> No
     assert {f.hpo for f in growth} >= {"HP:0004322", "HP:0004325"}  # short stature, decreased weight
     got = screener.screen(theirs, AS_OF)
     assert [(f.hpo, f.age_days) for f in got.findings if f.source.startswith("growth")] == [(f.hpo, f.age_days) for f in growth]
+
+
+def _transaction(bundle: dict[str, Any], patient_id: str | None, reference: str, full_url: str) -> dict[str, Any]:
+    """The Bundle as a transaction writer (Synthea) sends it: entries with fullUrls, the Patient named by
+    ``reference``, its id ``patient_id`` (None: no id, the server would assign one)."""
+    out = copy.deepcopy(bundle)
+    out["type"] = "transaction"
+    for i, entry in enumerate(out["entry"]):
+        r = entry["resource"]
+        if r["resourceType"] == "Patient":
+            entry["fullUrl"] = full_url
+            if patient_id is None:
+                del r["id"]
+            else:
+                r["id"] = patient_id
+        else:
+            entry["fullUrl"] = f"urn:uuid:00000000-0000-4000-8000-{i:012d}"
+            r["subject"] = {"reference": reference}
+        entry["request"] = {"method": "POST", "url": r["resourceType"]}
+    return out
+
+
+def test_references_as_transaction_bundles_and_servers_write_them(screener: Screener, tmp_path: Any) -> None:
+    """Before, a child whose resources named it by urn:uuid was read with no entry at all (screened, nothing
+    found) and its resources reported beside the batch as naming no Patient."""
+    ours = record_to_bundle(syndromic_child())
+    expected = screener.screen(_one(records_from_bundle(ours, "ours")), AS_OF)
+    uuid = "6f1d0a52-3c1e-4b8a-9d2e-5a7c8b9e0f11"
+    cases = {
+        "synthea: id is the fullUrl's uuid": (uuid, f"urn:uuid:{uuid}", f"urn:uuid:{uuid}"),
+        "another id than the fullUrl's": ("p-17", f"urn:uuid:{uuid}", f"urn:uuid:{uuid}"),
+        "no id": (None, f"urn:uuid:{uuid}", f"urn:uuid:{uuid}"),
+        "absolute URL": ("p-17", "https://ehr.example/fhir/Patient/p-17", "https://ehr.example/fhir/Patient/p-17"),
+        "versioned reference": ("p-17", "https://ehr.example/fhir/Patient/p-17", "Patient/p-17/_history/3"),
+    }
+    for label, (pid, full_url, reference) in cases.items():
+        bundle = _transaction(ours, pid, reference, full_url)
+        path = tmp_path / "extract.ndjson"
+        path.write_text(json.dumps(bundle) + "\n")
+        for reader in (lambda b: records_from_bundle(b, "x"), lambda b: records_from_bundle_fast(b, "x"),
+                       lambda b, p=path: read_fhir_fast(p)):
+            items = list(reader(copy.deepcopy(bundle)))
+            assert not [i for i in items if isinstance(i, RecordError)], label
+            result = screener.screen(_one(items), AS_OF)
+            assert result.status == "screened" and result.risk == expected.risk, label
+            assert [f.hpo for f in result.findings] == [f.hpo for f in expected.findings], label
+        # the typed fast path reads a Bundle whose Patient's fullUrl names its id; it hands the others over
+        typed = BundleLineReader("x").records(json.dumps(bundle).encode())
+        assert (typed is not None) == (label not in {"another id than the fullUrl's", "no id"}), label
