@@ -90,6 +90,8 @@ class _Resource(Struct, gc=False, rename={"class_": "class"}):
     verificationStatus: _Concept | None = None
     # Observation
     effectiveDateTime: str | None = None
+    effectiveInstant: str | None = None
+    effectivePeriod: _Period | None = None
     issued: str | None = None
     valueQuantity: _Quantity | None = None
     valueCodeableConcept: Raw = Raw()
@@ -236,6 +238,8 @@ class BundleLineReader:
                 effective = r.effectiveDateTime
                 when = date_times[effective] if effective in date_times else date_of(effective)
                 if when is None:
+                    if r.effectiveInstant is not None or r.effectivePeriod is not None:
+                        raise _Doubt  # dated another way: the per-resource reader reads it
                     when = date_of(r.issued, "instant")
                 if read[2]:
                     raise _Doubt  # a phenotypic feature (HPO-coded): read the per-resource way
@@ -248,7 +252,11 @@ class BundleLineReader:
                 value = quantity.value
                 if isinstance(value, str):
                     value = _float(value)
-                if when is None or value is None or r.status in VOID_OBSERVATION_STATUS:
+                if value is None or r.status in VOID_OBSERVATION_STATUS:
+                    continue
+                if when is None:
+                    if any(system == "loinc" for system, _ in codings):
+                        raise _Doubt  # an undated measured value: listed as unread
                     continue
                 unit = quantity.code or quantity.unit or ""
                 found = [measurement(loinc, value, unit, when) for system, loinc in codings if system == "loinc"]

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, FactKind, Measurement, RecordError, code_system
 from datasets.fhir_phenotype import (
+    UNDATED,
     VOID_OBSERVATION_STATUS,
     VOID_VERIFICATION,
     Unreadable,
@@ -130,7 +131,13 @@ def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
 def _observation(resource: Any) -> list[Measurement] | list[CodedFact]:
     """A measurement, a phenotypic feature (:mod:`datasets.fhir_phenotype`; Unreadable when its value says
     neither present nor absent), or nothing."""
-    when = _as_date(resource.effectiveDateTime) or _as_date(resource.issued)
+    period = resource.effectivePeriod
+    when = (
+        _as_date(resource.effectiveDateTime)
+        or _as_date(resource.effectiveInstant)
+        or _as_date(period.start if period else None)
+        or _as_date(resource.issued)
+    )
     codings = _codings([resource.code])
     quantity = resource.valueQuantity
     if resource.status in VOID_OBSERVATION_STATUS:
@@ -139,7 +146,11 @@ def _observation(resource: Any) -> list[Measurement] | list[CodedFact]:
         return _feature(resource, codings, when)
     if any(system == "hpo" for system, _ in codings):
         raise Unreadable("valueQuantity: neither present nor absent")
-    if when is None or quantity.value is None:
+    if quantity.value is None:
+        return []
+    if when is None:
+        if any(system == "loinc" for system, _ in codings):
+            raise Unreadable(UNDATED)
         return []
     unit = quantity.code or quantity.unit or ""
     return [Measurement(code, float(quantity.value), unit, when) for system, code in codings if system == "loinc"]

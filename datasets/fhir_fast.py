@@ -34,6 +34,7 @@ from datasets.emr_records import (
 )
 from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_phenotype import (
+    UNDATED,
     VOID_OBSERVATION_STATUS,
     VOID_VERIFICATION,
     Unreadable,
@@ -243,7 +244,13 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
 def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
     """A measurement (a LOINC-coded quantity), or a phenotypic feature (an HPO-coded Observation,
     :mod:`datasets.fhir_phenotype`), or nothing."""
-    when = _date(raw.get("effectiveDateTime"), "effectiveDateTime") or _date(raw.get("issued"), "issued", "instant")
+    period = raw.get("effectivePeriod")
+    when = (
+        _date(raw.get("effectiveDateTime"), "effectiveDateTime")
+        or _date(raw.get("effectiveInstant"), "effectiveInstant", "instant")
+        or (_date(_obj(period, "effectivePeriod").get("start"), "effectivePeriod.start") if period is not None else None)
+        or _date(raw.get("issued"), "issued", "instant")
+    )
     codings = _codings(raw.get("code"), "code")
     quantity = raw.get("valueQuantity")
     if quantity is None:
@@ -265,7 +272,11 @@ def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
         return []
     if any(system == "hpo" for system, _ in codings):
         raise _Unread("valueQuantity: neither present nor absent")  # a feature with a quantity says neither
-    if when is None or value is None:
+    if value is None:
+        return []
+    if when is None:
+        if any(system == "loinc" for system, _ in codings):
+            raise _Unread(UNDATED)
         return []
     return [Measurement(loinc, float(value), code or unit or "", when) for system, loinc in codings if system == "loinc"]
 

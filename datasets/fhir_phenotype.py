@@ -11,6 +11,8 @@ A Condition none of whose codings is ICD-10, SNOMED CT or HPO (a local code, tex
 be a finding either, and is listed the same way: a child whose diagnoses all came in a local code system
 must not look like a child with none.
 
+So is a LOINC-coded value without a full date (a growth measurement whose age is unknown).
+
 Entries the writer withdrew (``status`` ``entered-in-error`` or ``cancelled``, a Condition's
 ``verificationStatus`` ``entered-in-error``) are not read at all: a weight entered in error must not make
 a growth finding.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "FINDING_SYSTEMS",
+    "UNDATED",
     "VOID_OBSERVATION_STATUS",
     "VOID_VERIFICATION",
     "feature_presence",
@@ -45,6 +48,8 @@ _ABSENT_WORDS = frozenset({"absent", "no", "false", "negative", "excluded", "not
 
 
 FINDING_SYSTEMS = frozenset({"icd10", "snomed", "hpo"})
+# A LOINC-coded value without a full date (effective[x], else issued): its age, so its growth centile, is unknown.
+UNDATED = "effective[x]: a measured value without a full date"
 
 
 class Unreadable(ValueError):

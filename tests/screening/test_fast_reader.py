@@ -100,6 +100,10 @@ ODD_ENTRIES = [
     _observation("bad-obs-status", status=None),
     _observation("bad-obs-code", code=None),
     _observation("ok-obs-withdrawn", status="entered-in-error"),
+    _observation("obs-instant", effectiveDateTime=None, effectiveInstant="2022-02-01T10:00:00Z"),
+    _observation("obs-period", effectiveDateTime=None, effectivePeriod={"start": "2022-02-01"}),
+    _observation("bad-obs-undated", effectiveDateTime=None),
+    _observation("bad-obs-month-only", effectiveDateTime="2022-02"),
     _condition("ok-withdrawn", verificationStatus={"coding": [{"code": "entered-in-error"}]}),
     # phenotypic features as Observations (datasets/fhir_phenotype.py): read, or dropped when unreadable
     *[
@@ -220,7 +224,9 @@ def test_odd_and_broken_elements_are_read_or_reported_as_the_full_validator_does
     assert "status" in named["Observation/bad-obs-status"]
     assert not any(n.split("/")[-1].startswith("ok") for n in named)
     assert "Condition/no-subject" in {e.record.split()[-1] for e in errors}  # names no child: a record error
-    assert len(record.measurements) == 4  # its own, ok-obs, ok-obs-string, ok-obs-issued (not ok-obs-withdrawn)
+    # its own, ok-obs, ok-obs-string, ok-obs-issued, obs-instant, obs-period (not ok-obs-withdrawn)
+    assert len(record.measurements) == 6
+    assert "without a full date" in named["Observation/bad-obs-undated"]
     assert "valueString" in named["Observation/bad-hpo-maybe"] and "valueQuantity" in named["Observation/bad-hpo-quantity"]
     # the features, in order: present, absent, false, asserted, NEG, "Absent", the phenotype in the value;
     # the cancelled one and the Condition entered in error are not read
