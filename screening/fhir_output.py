@@ -26,6 +26,14 @@ _HPO = "http://purl.obolibrary.org/obo/hp.owl"
 _OUTCOME_TEXT = "Rare genetic disease warranting a genetics referral"
 
 
+GENES_LISTED = 6  # a group entry may name dozens: the rest are counted
+
+
+def _genes_text(genes: tuple[str, ...]) -> str:
+    more = len(genes) - GENES_LISTED
+    return ", ".join(genes[:GENES_LISTED]) + (f" and {more} more" if more > 0 else "")
+
+
 def explanation(result: ScreeningResult, ontology: Ontology) -> dict[str, Any]:
     """The reasons behind a result, as plain data for the page, the API and the audit trail."""
     return {
@@ -49,6 +57,7 @@ def explanation(result: ScreeningResult, ontology: Ontology) -> dict[str, Any]:
                 "name": c.name,
                 "score": round(c.score, 2),
                 "matched": [{"hpo": t, "name": ontology.name(t)} for t in c.matched],
+                "genes": list(c.genes),
             }
             for c in result.candidates
         ],
@@ -80,7 +89,8 @@ def risk_assessment_json(result: ScreeningResult, ontology: Ontology) -> dict[st
                     "text": candidate.name,
                 },
                 "qualitativeRisk": {"text": f"match score {candidate.score:.1f} (best-match information and shared information, fitted to age and sex)"},
-                "rationale": "matched findings: " + ", ".join(ontology.name(t) for t in candidate.matched),
+                "rationale": "matched findings: " + ", ".join(ontology.name(t) for t in candidate.matched)
+                + (f"; genes: {_genes_text(candidate.genes)}" if candidate.genes else ""),
             }
         )
     notes = []

@@ -76,6 +76,8 @@ class DiseaseMatch:
     name: str
     score: float
     matched: tuple[str, ...]
+    # the genes a test would look at (genes_to_phenotype.txt); empty where the annotations name none
+    genes: tuple[str, ...] = ()
 
 
 class KnowledgeBase:
@@ -94,6 +96,7 @@ class KnowledgeBase:
         information: SharedInformation | None = None,
         fit: DiseaseFit | None = None,
         twins: np.ndarray | None = None,
+        disease_genes: dict[int, frozenset[str]] | None = None,
     ) -> None:
         self.ontology = ontology
         self.term_ids = term_ids
@@ -109,6 +112,7 @@ class KnowledgeBase:
         self.fit = fit  # onset and sex of each disease, to keep candidates fit for the child
         # Orphanet entries with an OMIM twin (the same genes): the served candidates list the condition once.
         self.twins = twins if twins is not None else np.zeros(len(disease_ids), dtype=bool)
+        self.disease_genes = disease_genes or {}
 
     @property
     def n_diseases(self) -> int:
@@ -189,6 +193,7 @@ class KnowledgeBase:
                 name=self.disease_names[i],
                 score=float(scores[i]),
                 matched=tuple(self.matched_terms(observed, int(i))),
+                genes=tuple(sorted(self.disease_genes.get(int(i), ()))),
             )
             for i in top
         ]
@@ -336,7 +341,8 @@ def build_knowledge_base(ontology: Ontology, hpoa: Path | None = None) -> Knowle
     absent.sort_indices()
     information = build_shared_information(ontology, term_ids, ann)
     fit = read_disease_fit(path, ontology, disease_ids, names)
-    twins = orphanet_twins(disease_ids, read_disease_genes({d: i for i, d in enumerate(disease_ids)}))
+    genes = read_disease_genes({d: i for i, d in enumerate(disease_ids)})
     return KnowledgeBase(
-        ontology, term_ids, disease_ids, names, present, present_default, absent, absent_default, information, fit, twins
+        ontology, term_ids, disease_ids, names, present, present_default, absent, absent_default, information, fit,
+        orphanet_twins(disease_ids, genes), genes,
     )

@@ -139,6 +139,9 @@ def test_a_condition_is_listed_once_as_its_omim_entry(kb: KnowledgeBase) -> None
     top = score_child(child, kb).top_matches(kb, 10)
     assert top[0].disease_id == "OMIM:256500"
     assert not any(kb.twins[kb.disease_index[m.disease_id]] for m in top)
+    # each candidate names the genes a test would look at
+    assert top[0].genes == ("SPINK5",)
+    assert all(m.genes == tuple(sorted(kb.disease_genes.get(kb.disease_index[m.disease_id], ()))) for m in top)
 
 
 def test_commonplace_illness_does_not_choose_the_candidates(kb: KnowledgeBase) -> None:

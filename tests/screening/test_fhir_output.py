@@ -52,3 +52,19 @@ def test_an_invalid_resource_still_fails_where_it_is_built(screener: Screener) -
     result = dataclasses.replace(_results(screener)[0], model_version="")  # an empty FHIR string
     with pytest.raises(ValueError, match="version"):
         risk_assessment(result, screener.ontology)
+
+
+def test_each_candidate_names_its_genes_in_the_risk_assessment_and_the_explanation(screener: Screener) -> None:
+    from screening.fhir_output import explanation
+    from screening.knowledge import DiseaseMatch
+
+    flagged = screener.screen(syndromic_child(), date(2024, 3, 1))
+    assert any(c.genes for c in flagged.candidates)
+    many = DiseaseMatch("ORPHA:1", "A group", 1.0, (), tuple(f"G{i}" for i in range(9)))
+    none = DiseaseMatch("OMIM:2", "No gene known", 0.5, (), ())
+    result = dataclasses.replace(flagged, candidates=[*flagged.candidates, many, none])
+    rationales = [p["rationale"] for p in risk_assessment_json(result, screener.ontology)["prediction"][1:]]
+    for candidate, rationale in zip(result.candidates, rationales, strict=True):
+        assert ("; genes: " in rationale) == bool(candidate.genes)
+    assert rationales[-2].endswith("genes: G0, G1, G2, G3, G4, G5 and 3 more")
+    assert [c["genes"] for c in explanation(result, screener.ontology)["candidates"]][-2:] == [list(many.genes), []]

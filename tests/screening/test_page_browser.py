@@ -82,6 +82,8 @@ def test_two_paediatricians_each_see_only_their_patients(served: tuple[str, obje
                     more.locator("> summary").click()
                     sync_api.expect(more.locator("ol.candidates > li")).to_have_count(5)
                     assert more.locator("ol.candidates > li").last.is_visible()
+                    # candidates name the genes a test would look at
+                    assert flag.locator("ol.candidates span.genes").first.inner_text().startswith("genes: ")
                 if username == "dr-a":
                     first = page.locator("article.flag").first
                     first.locator("textarea[name=note]").fill("family history of deafness")
