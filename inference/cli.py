@@ -91,8 +91,14 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"medscreen score: {exc}\n")
         return 2
     selector = ModelSelector(uri, settings.home / "model-cache", intra_op_threads=settings.ort_threads, refresh_s=0)
+    if args.assume_age is not None and not 0 <= args.assume_age <= 130:
+        sys.stderr.write(f"medscreen score: --assume-age {args.assume_age} is not an age in years\n")
+        return 2
+    if args.assume_age is not None:
+        sys.stderr.write(f"medscreen score: images without an age are taken as {args.assume_age} y (--assume-age); "
+                         "each such study's line says so\n")
     counts = score_offline(studies, rules, selector, sys.stdout, min_ct_slices=settings.ct_min_slices,
-                           progress=not args.quiet)
+                           progress=not args.quiet, assume_age_years=args.assume_age)
     summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(counts.items())) or "nothing"
     refused_text = ", ".join(f"{v} {k}" for k, v in sorted(refused.items())) or "none"
     sys.stderr.write(f"{len(studies)} studies: {summary}; files refused: {refused_text}\n")
@@ -185,12 +191,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         description="Group DICOM files into studies by StudyInstanceUID, route them with the routing rules and score "
         "each with its task's champion model (shipped models are registered first if the registry is empty). Prints "
         "one JSON object per study: study_instance_uid, task, score, call, threshold, model_name, model_version, "
-        "mlflow_run_id, localisation, instances, error (null, or why it could not score). Progress on stderr. "
-        "Scores are decision support, not diagnoses.",
+        "mlflow_run_id, localisation, instances, error (null, or why it could not score), assumed (what "
+        "--assume-age supplied, or null). Progress on stderr. Scores are decision support, not diagnoses.",
     )
     score.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)")
     score.add_argument("--rules", type=Path, help="routing rules YAML (default: MEDSCREEN_ROUTES_FILE or the shipped rules)")
     score.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    score.add_argument("--assume-age", type=int, metavar="YEARS",
+                       help="age of patients whose headers give none (a research set stripped of demographics); "
+                       "without it such studies are out of scope for age-bounded models. Never overrides a stated age")
     score.set_defaults(func=_score)
 
     routes = subparsers.add_parser("routes", help="routing rules")

@@ -22,7 +22,7 @@ from inference.assemble import read_study
 from inference.champions import ModelSelector
 from inference.errors import CouldNotScore, IngestError, ModelUnavailable, OutOfScope
 from inference.instance_headers import InstanceHeaders, read_instance_headers
-from inference.intended_use import check_intended_use
+from inference.intended_use import check_intended_use, patient_age_years
 from inference.route import RoutingRules
 from inference.scorers import score_task
 from service.lifecycle import ModelRole
@@ -84,9 +84,18 @@ def _line(study: OfflineStudy, task: str | None, **values: Any) -> dict[str, Any
         "localisation": None,
         "instances": len(study.paths),
         "error": None,
+        "assumed": None,
     }
     line.update(values)
     return line
+
+
+def _assume_age(datasets: list[Any], years: int) -> dict[str, Any] | None:
+    """Give the images whose headers state no age ``years`` (PatientAge); what was assumed, or None."""
+    unknown = [ds for ds in datasets if patient_age_years(ds) is None]
+    for ds in unknown:
+        ds.PatientAge = f"{years:03d}Y"
+    return {"patient_age_years": years, "images": len(unknown)} if unknown else None
 
 
 def score_offline(
@@ -97,8 +106,15 @@ def score_offline(
     *,
     min_ct_slices: int,
     progress: bool = True,
+    assume_age_years: int | None = None,
 ) -> dict[str, int]:
-    """Write one JSON line per study to ``out``; returns counts by outcome."""
+    """Write one JSON line per study to ``out``; returns counts by outcome.
+
+    ``assume_age_years``: the operator's statement of the age of patients whose headers give none (a research
+    set stripped of demographics, such as a public data set known to be of children aged 1-5). Only such
+    images get it, in memory, before the intended-use check; a header that gives an age is never
+    overridden, and the study's line says what was assumed (``assumed``). Offline only: the service never
+    assumes."""
     counts: dict[str, int] = defaultdict(int)
     selector.refresh(force=True)
     for study in tqdm(studies, desc="scoring studies", unit="study", disable=not progress):
@@ -108,11 +124,13 @@ def score_offline(
             counts["not_applicable"] += 1
         else:
             version = selector.version_for(decision.task, ModelRole.champion)
+            assumed = None
             try:
                 if version is None:
                     raise ModelUnavailable(f"no champion model registered for {decision.task}")
                 model = selector.load(decision.task, version)
                 datasets = read_study(study.paths)
+                assumed = _assume_age(datasets, assume_age_years) if assume_age_years is not None else None
                 if model.intended_use is not None:
                     check_intended_use(model.intended_use, datasets, model.label)
                 scored = score_task(decision.task, model, datasets, min_ct_slices=min_ct_slices)
@@ -126,15 +144,16 @@ def score_offline(
                     model_version=model.version,
                     mlflow_run_id=model.run_id,
                     localisation=scored.localisation,
+                    assumed=assumed,
                 )
                 counts["scored"] += 1
             except OutOfScope as exc:
                 line = _line(study, decision.task, model_name=decision.task, model_version=version,
-                             error=f"out of scope: {exc.reason}")
+                             error=f"out of scope: {exc.reason}", assumed=assumed)
                 counts["out_of_scope"] += 1
             except (CouldNotScore, ModelUnavailable) as exc:
                 line = _line(study, decision.task, model_name=decision.task, model_version=version,
-                             error=f"could not score: {exc.reason}")
+                             error=f"could not score: {exc.reason}", assumed=assumed)
                 counts["could_not_score"] += 1
         out.write(json.dumps(line) + "\n")
         out.flush()

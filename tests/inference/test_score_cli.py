@@ -108,3 +108,33 @@ def test_score_command_gives_the_in_process_scorers_result_on_the_same_files(tmp
         assert line["score"] == pytest.approx(expected.score, abs=1e-6), task
         assert line["call"] == ("positive" if expected.score >= models[task].threshold else "negative")
         assert line["localisation"]["point"] == pytest.approx(expected.localisation["point"]), task
+
+
+def test_an_age_is_assumed_only_when_asked_and_only_where_the_headers_give_none(tmp_path: Path) -> None:
+    """A research set stripped of demographics is out of scope for the age-bounded chest model; the operator
+    may state the age (--assume-age), which never overrides a header's, and each line says what was assumed."""
+    from pydicom import dcmread
+
+    kermany = FIXTURES / "datasets" / "kermany" / "train"
+    folder = tmp_path / "research-set"
+    unknown = wrap_radiograph(sorted((kermany / "NORMAL").glob("*.jpeg"))[0], folder / "no-age.dcm", patient_id="R1")
+    adult = wrap_radiograph(sorted((kermany / "NORMAL").glob("*.jpeg"))[1], folder / "adult.dcm", patient_id="R2",
+                            patient_age="064Y")
+    ds = dcmread(unknown)
+    del ds.PatientAge
+    ds.save_as(unknown)
+    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var")}
+
+    def score(*extra: str) -> dict[str, dict[str, object]]:
+        result = subprocess.run([sys.executable, "-m", "medscreen", "--create-home", "score", "-q", *extra, str(folder)],
+                                capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return {line["study_instance_uid"]: line for line in map(json.loads, result.stdout.splitlines())}
+
+    uid = {str(dcmread(p).StudyInstanceUID): p.name for p in (unknown, adult)}
+    plain = {uid[k]: v for k, v in score().items()}
+    assert "patient age unknown" in str(plain["no-age.dcm"]["error"]) and plain["no-age.dcm"]["assumed"] is None
+    assumed = {uid[k]: v for k, v in score("--assume-age", "3").items()}
+    assert assumed["no-age.dcm"]["error"] is None and assumed["no-age.dcm"]["score"] is not None
+    assert assumed["no-age.dcm"]["assumed"] == {"patient_age_years": 3, "images": 1}
+    assert "patient 64 y" in str(assumed["adult.dcm"]["error"]) and assumed["adult.dcm"]["assumed"] is None
