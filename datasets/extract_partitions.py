@@ -5,7 +5,9 @@ or machine), so that a population run holds one partition in memory at a time an
 * an NDJSON file of loose resources, or a FHIR Bulk Data ``$export`` folder: split by patient on disk
   (:mod:`datasets.fhir_bulk`);
 * one Bundle ``.json`` file, or a CSV extract folder: a single partition (the CSV reader streams a
-  sorted extract with flat memory).
+  sorted extract with flat memory);
+* a folder of Bundle ``.json`` files (one per patient, as Synthea writes ``output/fhir``): a partition
+  per file.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from datasets.emr_records import ChildRecord, RecordError
 from datasets.fhir_bulk import bulk_files, partition_by_patient, read_partition_file
 from datasets.fhir_fast import read_fhir_fast, records_from_ndjson_lines
 
-__all__ = ["Partition", "plan_partitions", "read_partition", "input_files", "DEFAULT_PARTITION_BYTES"]
+__all__ = ["Partition", "plan_partitions", "read_partition", "input_files", "bundle_files", "DEFAULT_PARTITION_BYTES"]
 
 PartitionKind = Literal["bundle_file", "bundle_lines", "resources", "csv"]
 # About 2,000 simulated children (8 KB of FHIR each): seconds of work, a few MB of memory.
@@ -50,11 +52,16 @@ class Partition:
         return asdict(self)
 
 
+def bundle_files(folder: Path) -> list[Path]:
+    """The Bundle ``.json`` files of a folder, in name order."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(".json"))
+
+
 def input_files(path: Path) -> list[Path]:
     """The files an extract is made of (to fingerprint it for resuming)."""
     if path.is_dir():
         csv = [path / name for name in CSV_FILES if (path / name).is_file()]
-        return csv if (path / CSV_FILES[0]).is_file() else bulk_files(path)
+        return csv if (path / CSV_FILES[0]).is_file() else bulk_files(path) or bundle_files(path)
     return [path]
 
 
@@ -107,7 +114,10 @@ def plan_partitions(
     if path.is_dir():
         files = bulk_files(path)
         if not files:
-            raise FileNotFoundError(f"{path} holds neither {CSV_FILES[0]} nor any .ndjson file")
+            bundles = bundle_files(path)
+            if not bundles:
+                raise FileNotFoundError(f"{path} holds neither {CSV_FILES[0]} nor any .ndjson or .json file")
+            return [Partition(i, "bundle_file", str(f), f.name) for i, f in enumerate(bundles)]
     elif path.suffix.lower() != ".ndjson":
         return [Partition(0, "bundle_file", str(path), source)]
     elif _first_resource_type(path) in ("Bundle", None):

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, FactKind, Measurement, RecordError, code_system
 from datasets.fhir_phenotype import (
+    OTHER_VALUES,
     UNDATED,
     VOID_OBSERVATION_STATUS,
     VOID_VERIFICATION,
@@ -156,9 +157,6 @@ def _observation(resource: Any) -> list[Measurement] | list[CodedFact]:
     return [Measurement(code, float(quantity.value), unit, when) for system, code in codings if system == "loinc"]
 
 
-_OTHER_VALUES = ("valueInteger", "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
-
-
 def _feature(resource: Any, codings: list[tuple[str, str]], when: date | None) -> list[CodedFact]:
     concept = resource.valueCodeableConcept
     value_codings = _codings([concept])
@@ -168,7 +166,7 @@ def _feature(resource: Any, codings: list[tuple[str, str]], when: date | None) -
     string = resource.valueString
     if string is None and concept is not None and not value_codings:
         string = concept.text
-    other = next((name for name in _OTHER_VALUES if getattr(resource, name, None) is not None), None)
+    other = next((name for name in OTHER_VALUES if getattr(resource, name, None) is not None), None)
     present = feature_presence(
         resource.valueBoolean,
         [p for p in value_codings if p[0] != "hpo"],

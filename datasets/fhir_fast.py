@@ -34,6 +34,7 @@ from datasets.emr_records import (
 )
 from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_phenotype import (
+    OTHER_VALUES,
     UNDATED,
     VOID_OBSERVATION_STATUS,
     VOID_VERIFICATION,
@@ -281,9 +282,6 @@ def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
     return [Measurement(loinc, float(value), code or unit or "", when) for system, loinc in codings if system == "loinc"]
 
 
-_OTHER_VALUES = ("valueInteger", "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
-
-
 def _feature(raw: dict[str, Any], codings: list[tuple[str, str]], when: date | None) -> list[CodedFact]:
     concept = raw.get("valueCodeableConcept")
     value_codings = _codings(concept, "valueCodeableConcept")
@@ -303,7 +301,7 @@ def _feature(raw: dict[str, Any], codings: list[tuple[str, str]], when: date | N
             raise _Invalid("valueCodeableConcept.text: not a string")
     if raw.get("status") in VOID_OBSERVATION_STATUS:
         return []
-    other = next((name for name in _OTHER_VALUES if raw.get(name) is not None), None)
+    other = next((name for name in OTHER_VALUES if raw.get(name) is not None), None)
     try:
         present = feature_presence(boolean, [p for p in value_codings if p[0] != "hpo"], string, interpretation, other)
     except Unreadable as exc:

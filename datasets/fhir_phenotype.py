@@ -22,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "FINDING_SYSTEMS",
+    "OTHER_VALUES",
     "UNDATED",
     "VOID_OBSERVATION_STATUS",
     "VOID_VERIFICATION",
@@ -50,6 +51,10 @@ _ABSENT_WORDS = frozenset({"absent", "no", "false", "negative", "excluded", "not
 FINDING_SYSTEMS = frozenset({"icd10", "snomed", "hpo"})
 # A LOINC-coded value without a full date (effective[x], else issued): its age, so its growth centile, is unknown.
 UNDATED = "effective[x]: a measured value without a full date"
+
+
+# Value elements of other types, which cannot say whether a feature is present.
+OTHER_VALUES = ("valueInteger", "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
 
 
 class Unreadable(ValueError):

@@ -159,6 +159,7 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
 def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
     from datasets.emr_csv import check_extract
     from datasets.errors import ExtractError
+    from datasets.extract_partitions import bundle_files
     from datasets.fhir_bulk import bulk_files
     from screening.population import RunOptions, run_population
 
@@ -175,7 +176,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         partition_bytes=int(args.partition_mb * (1 << 20)),
     )
     try:
-        if args.input.is_dir() and not bulk_files(args.input):
+        if args.input.is_dir() and not bulk_files(args.input) and not bundle_files(args.input):
             check_extract(args.input)  # before the 6 s of loading the knowledge
         summary = run_population(
             args.input,
@@ -362,7 +363,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
     batch = subparsers.add_parser("screen-emr", help="screen a population extract (FHIR Bundle/NDJSON or CSV folder)")
     batch.add_argument(
-        "input", type=Path, help="a Bundle .json, an .ndjson file, a Bulk Data $export folder or a CSV extract folder"
+        "input", type=Path,
+        help="a Bundle .json, an .ndjson file, a Bulk Data $export folder, a folder of Bundle .json files "
+        "(one per patient, as Synthea writes them) or a CSV extract folder"
     )
     batch.add_argument("--out", type=Path, required=True, help="NDJSON of flagged children (RiskAssessment + Flag)")
     batch.add_argument("--errors", type=Path, default=None, help="NDJSON of records that could not be read")

@@ -206,3 +206,35 @@ def test_a_two_worker_dask_cluster_gives_the_single_process_results(
     dask_results, single_results = _by_patient(tmp_path / "dask.ndjson"), _by_patient(tmp_path / "single.ndjson")
     assert dask_results == single_results and len(single_results) == len(records)
     assert sum(flagged for flagged, _, _ in single_results.values()) >= 3
+
+
+def test_a_folder_of_patient_bundles_as_synthea_writes_it(tmp_path: Path, screener: Screener, maps: CodeMaps) -> None:
+    """Synthea writes one transaction Bundle per patient (references by urn:uuid of the Patient's fullUrl) and
+    Bundles of practitioners and hospitals beside them: screened as the same children in an NDJSON file."""
+    records = _population(maps, 40)
+    folder = tmp_path / "fhir"
+    folder.mkdir()
+    for number, record in enumerate(records):
+        bundle = record_to_bundle(record)
+        bundle["type"] = "transaction"
+        uuid = f"00000000-0000-4000-8000-{number:012d}"
+        for entry in bundle["entry"]:
+            resource = entry["resource"]
+            if resource["resourceType"] == "Patient":
+                resource["id"], entry["fullUrl"] = uuid, f"urn:uuid:{uuid}"
+            else:
+                resource["subject"] = {"reference": f"urn:uuid:{uuid}"}
+        (folder / f"child_{number:03d}.json").write_text(json.dumps(bundle))
+    (folder / "practitionerInformation1.json").write_text(json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"fullUrl": "urn:uuid:p1", "resource": {"resourceType": "Practitioner", "id": "p1"}}]}))
+    expected = _by_patient(_ran(run_population, _write_bundles(records, tmp_path / "children.ndjson"), tmp_path / "a", screener))
+    got = _by_patient(_ran(run_population, folder, tmp_path / "b", screener))
+    assert list(got.values()) == list(expected.values()) and len(got) == len(records)
+
+
+def _ran(run: Any, source: Path, stem: Path, screener: Screener) -> Path:
+    out = stem.with_suffix(".ndjson")
+    summary = run(source, out, _options(), errors_out=stem.with_suffix(".errors.ndjson"), quiet=True, screener=screener)
+    assert summary.counts.get("not_screened", 0) + summary.counts["screened"] + summary.counts.get("incomplete", 0) > 0
+    assert stem.with_suffix(".errors.ndjson").read_text() == ""
+    return out
