@@ -208,6 +208,17 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             "screening": round(summary.seconds_screening, 1),
         },
     }
+    screened = summary.counts.get("screened", 0) + summary.counts.get("incomplete", 0)
+    flag_rate = summary.counts.get("flagged", 0) / screened if screened else 0.0
+    report["flag_rate"], report["budget"] = round(flag_rate, 5) if screened else None, options.budget
+    if screened >= _RATE_CHECKED_FROM and flag_rate > _RATE_WARNED_AT * options.budget:
+        # Not silent: the threshold was set on simulated ordinary children; a population that differs from them
+        # (coding habits, a specialist clinic's case mix) flags more than the budget, and the team should know.
+        sys.stderr.write(
+            f"medscreen screen-emr: {flag_rate:.2%} of the {screened} children screened were flagged against an "
+            f"alert budget of {options.budget:.2%}: this extract differs from the population the threshold was set on "
+            "(a specialist clinic's children, other coding habits). Review a sample of the flags before acting on all.\n"
+        )
     if not args.no_store:
         from screening.results_store import store_output_lines
 
@@ -227,6 +238,12 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         )
     sys.stderr.write(json.dumps(report) + "\n")  # last: the line a script reads
     return 0
+
+
+# A flag rate above twice the budget on at least 1,000 children is not sampling noise: at a 1% budget and 1,000
+# children, 2% is about the binomial 99.9% quantile (2.1%).
+_RATE_CHECKED_FROM = 1000
+_RATE_WARNED_AT = 2.0
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:

@@ -112,3 +112,24 @@ def test_screen_emr_streams_flags_and_records_errors(tmp_path: Path, capsys: pyt
     assert [json.loads(line)["record"] for line in errors.read_text().splitlines()] == ["line 5"]
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert summary["screened"] == 8 and summary["flagged"] == 3 and summary["errors"] == 1
+
+
+def test_screen_emr_says_when_an_extract_flags_beyond_its_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The threshold was set on simulated ordinary children; an extract that flags more than twice the alert
+    budget (here a clinic's 3 syndromic children in 8) is said to differ, with the rate in the summary."""
+    import screening.cli
+
+    extract = tmp_path / "extract.ndjson"
+    records = [syndromic_child(f"s{i}") for i in range(3)] + [ordinary_child(f"o{i}") for i in range(5)]
+    extract.write_text("".join(json.dumps(record_to_bundle(r)) + "\n" for r in records))
+    args = ["screen-emr", str(extract), "--as-of", "2024-03-01", "--quiet", "--no-store"]
+    assert main([*args, "--out", str(tmp_path / "a.ndjson")]) == 0
+    err = capsys.readouterr().err
+    summary = json.loads(err.strip().splitlines()[-1])
+    assert summary["flag_rate"] == 0.375 and summary["budget"] == 0.01
+    assert "differs from the population" not in err  # 8 children: too few to tell
+    monkeypatch.setattr(screening.cli, "_RATE_CHECKED_FROM", 8)
+    assert main([*args, "--out", str(tmp_path / "b.ndjson")]) == 0
+    assert "37.50% of the 8 children screened were flagged against an alert budget of 1.00%" in capsys.readouterr().err
