@@ -6,8 +6,8 @@ or machine), so that a population run holds one partition in memory at a time an
   (:mod:`datasets.fhir_bulk`);
 * one Bundle ``.json`` file, or a CSV extract folder: a single partition (the CSV reader streams a
   sorted extract with flat memory);
-* a folder of Bundle ``.json`` files (one per patient, as Synthea writes ``output/fhir``): a partition
-  per file.
+* a folder of Bundle ``.json`` files (one per patient, as Synthea writes ``output/fhir``): runs of files of
+  about the partition size (a partition per file cost 1.6 ms each, 8x the screening of 2,000 small ones).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import mmap
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ from datasets.fhir_fast import read_fhir_fast, records_from_ndjson_lines
 
 __all__ = ["Partition", "plan_partitions", "read_partition", "input_files", "bundle_files", "DEFAULT_PARTITION_BYTES"]
 
-PartitionKind = Literal["bundle_file", "bundle_lines", "resources", "csv"]
+PartitionKind = Literal["bundle_file", "bundle_files", "bundle_lines", "resources", "csv"]
 # About 2,000 simulated children (8 KB of FHIR each): seconds of work, a few MB of memory.
 DEFAULT_PARTITION_BYTES = 16 << 20
 _MAX_SPLIT_PARTITIONS = 2048  # open files while splitting by patient
@@ -44,8 +44,8 @@ class Partition:
     kind: PartitionKind
     path: str
     source: str
-    start: int = 0  # bundle_lines: byte range [start, end) and the number of its first line
-    end: int = 0
+    start: int = 0  # bundle_lines: byte range [start, end) and the number of its first line;
+    end: int = 0  # bundle_files: the folder's files [start, end) in name order
     first_line: int = 1
 
     def as_dict(self) -> dict[str, Any]:
@@ -101,6 +101,19 @@ def _line_ranges(path: Path, target_bytes: int, progress: Progress | None) -> li
     return ranges
 
 
+def _file_runs(files: list[Path], target_bytes: int, progress: Progress | None) -> list[tuple[int, int]]:
+    """``(start, end)`` runs of consecutive files, each ending with the file that makes it ``target_bytes`` long."""
+    runs, start, size = [], 0, 0
+    for index, file in enumerate(files):
+        size += file.stat().st_size
+        if size >= target_bytes or index == len(files) - 1:
+            runs.append((start, index + 1))
+            if progress is not None:
+                progress(size)
+            start, size = index + 1, 0
+    return runs
+
+
 def plan_partitions(
     path: Path, split_folder: Path, target_bytes: int = DEFAULT_PARTITION_BYTES, progress: Progress | None = None
 ) -> list[Partition]:
@@ -117,7 +130,10 @@ def plan_partitions(
             bundles = bundle_files(path)
             if not bundles:
                 raise FileNotFoundError(f"{path} holds neither {CSV_FILES[0]} nor any .ndjson or .json file")
-            return [Partition(i, "bundle_file", str(f), f.name) for i, f in enumerate(bundles)]
+            return [
+                Partition(i, "bundle_files", str(path), source, start, end)
+                for i, (start, end) in enumerate(_file_runs(bundles, target_bytes, progress))
+            ]
     elif path.suffix.lower() != ".ndjson":
         return [Partition(0, "bundle_file", str(path), source)]
     elif _first_resource_type(path) in ("Bundle", None):
@@ -152,6 +168,9 @@ def read_partition(partition: Partition, full_validation: bool = False) -> Itera
         yield from read_csv_extract(path)
     elif partition.kind == "resources":
         yield from read_partition_file(path, partition.source, full_validation)
+    elif partition.kind == "bundle_files":
+        for file in bundle_files(path)[partition.start : partition.end]:
+            yield from read_partition(replace(partition, kind="bundle_file", path=str(file), source=file.name), full_validation)
     elif partition.kind == "bundle_file":
         if full_validation:
             from datasets.fhir_emr import read_fhir

@@ -227,14 +227,17 @@ def test_a_folder_of_patient_bundles_as_synthea_writes_it(tmp_path: Path, screen
         (folder / f"child_{number:03d}.json").write_text(json.dumps(bundle))
     (folder / "practitionerInformation1.json").write_text(json.dumps({"resourceType": "Bundle", "type": "batch", "entry": [
         {"fullUrl": "urn:uuid:p1", "resource": {"resourceType": "Practitioner", "id": "p1"}}]}))
-    expected = _by_patient(_ran(run_population, _write_bundles(records, tmp_path / "children.ndjson"), tmp_path / "a", screener))
-    got = _by_patient(_ran(run_population, folder, tmp_path / "b", screener))
-    assert list(got.values()) == list(expected.values()) and len(got) == len(records)
+    expected = _by_patient(_ran(_write_bundles(records, tmp_path / "children.ndjson"), tmp_path / "a", screener, 1 << 30))
+    for stem, partition_bytes, partitions in (("b", 1 << 30, 1), ("c", 1 << 14, len(records) // 2)):
+        got = _by_patient(_ran(folder, tmp_path / stem, screener, partition_bytes, partitions))
+        assert list(got.values()) == list(expected.values()) and len(got) == len(records)
 
 
-def _ran(run: Any, source: Path, stem: Path, screener: Screener) -> Path:
+def _ran(source: Path, stem: Path, screener: Screener, partition_bytes: int, partitions: int | None = None) -> Path:
     out = stem.with_suffix(".ndjson")
-    summary = run(source, out, _options(), errors_out=stem.with_suffix(".errors.ndjson"), quiet=True, screener=screener)
-    assert summary.counts.get("not_screened", 0) + summary.counts["screened"] + summary.counts.get("incomplete", 0) > 0
+    summary = run_population(source, out, _options(partition_bytes=partition_bytes),
+                             errors_out=stem.with_suffix(".errors.ndjson"), quiet=True, screener=screener)
+    # runs of files of about the partition size (the bundles are 8-13 KB: two or so in 16 KB)
+    assert partitions is None or abs(summary.partitions - partitions) <= partitions // 4, summary.partitions
     assert stem.with_suffix(".errors.ndjson").read_text() == ""
     return out
