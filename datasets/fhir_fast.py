@@ -67,14 +67,6 @@ __all__ = [
 class _Invalid(ValueError):
     """An element screening reads is malformed; the message names the element."""
 
-    verb = "invalid"
-
-
-class _Unread(_Invalid):
-    """A valid entry that could be a finding but cannot be read as one (:mod:`datasets.fhir_phenotype`)."""
-
-    verb = "unread"
-
 
 def _obj(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
@@ -214,10 +206,7 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
         codings = _codings(raw.get("code"), "code")
         if VOID_VERIFICATION in status:
             return []
-        try:
-            check_condition_codes(codings)
-        except Unreadable as exc:
-            raise _Unread(str(exc)) from None
+        check_condition_codes(codings)
         refuted = "refuted" in status
         return [CodedFact(kind, s, c, when, refuted) for s, c in codings]
     if kind == "procedure":
@@ -272,12 +261,12 @@ def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
     if raw.get("status") in VOID_OBSERVATION_STATUS:
         return []
     if any(system == "hpo" for system, _ in codings):
-        raise _Unread("valueQuantity: neither present nor absent")  # a feature with a quantity says neither
+        raise Unreadable("valueQuantity: neither present nor absent")  # a feature with a quantity says neither
     if value is None:
         return []
     if when is None:
         if any(system == "loinc" for system, _ in codings):
-            raise _Unread(UNDATED)
+            raise Unreadable(UNDATED)
         return []
     return [Measurement(loinc, float(value), code or unit or "", when) for system, loinc in codings if system == "loinc"]
 
@@ -302,10 +291,7 @@ def _feature(raw: dict[str, Any], codings: list[tuple[str, str]], when: date | N
     if raw.get("status") in VOID_OBSERVATION_STATUS:
         return []
     other = next((name for name in OTHER_VALUES if raw.get(name) is not None), None)
-    try:
-        present = feature_presence(boolean, [p for p in value_codings if p[0] != "hpo"], string, interpretation, other)
-    except Unreadable as exc:
-        raise _Unread(str(exc)) from None
+    present = feature_presence(boolean, [p for p in value_codings if p[0] != "hpo"], string, interpretation, other)
     return [CodedFact("condition", "hpo", term, when, not present) for term in terms]
 
 
@@ -361,9 +347,10 @@ def records_from_resources_fast(
                 if gender is not None and not isinstance(gender, str):
                     raise _Invalid("gender: not a code")
                 extras = _patient_extras(raw)
-        except _Invalid as exc:
+        except (_Invalid, Unreadable) as exc:
             where = name(key)
-            entry, reason = f"{where} {rtype}/{raw.get('id', '?')}", f"{exc.verb} {rtype}: {exc}"
+            verb = "unread" if isinstance(exc, Unreadable) else "invalid"
+            entry, reason = f"{where} {rtype}/{raw.get('id', '?')}", f"{verb} {rtype}: {exc}"
             owner = _owner(raw) if rtype != "Patient" else None
             if owner is not None:  # the child's record is read without it, and says so (incomplete)
                 dropped.setdefault(owner, []).append(DroppedEntry(entry, reason))
