@@ -208,7 +208,8 @@ LYING_LENGTH, STANDING_HEIGHT = "8306-3", "8308-9"
 # UCUM codes and the plain spellings writers use (a weight of 22 "lb" read as kg made a toddler obese)
 _UNIT_FACTORS = {
     "cm": 1.0, "m": 100.0, "mm": 0.1, "[in_i]": 2.54, "in": 2.54, "inch": 2.54, "inches": 2.54,
-    "kg": 1.0, "g": 0.001, "[lb_av]": 0.4536, "lb": 0.4536, "lbs": 0.4536, "[oz_av]": 0.02835, "oz": 0.02835,
+    "kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237,  # the pound's definition
+    "[oz_av]": 0.028349523125, "oz": 0.028349523125,
 }
 
 
