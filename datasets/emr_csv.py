@@ -28,7 +28,7 @@ from pathlib import Path
 
 from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, Measurement, RecordError, code_system
 from datasets.errors import ExtractError
-from datasets.fhir_phenotype import VOID_VERIFICATION
+from datasets.fhir_entry_rules import VOID_VERIFICATION
 
 __all__ = ["read_csv_extract", "check_extract", "CSV_FILES", "REQUIRED_COLUMNS"]
 
@@ -156,7 +156,7 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
         )
         for dline, drow in diagnoses.take(pid):
             if (drow.get("status") or "").strip().lower() == VOID_VERIFICATION:
-                continue  # withdrawn by the writer (datasets/fhir_phenotype.py)
+                continue  # withdrawn by the writer (datasets/fhir_entry_rules.py)
             try:
                 record.facts.append(_fact(drow))
             except (KeyError, ValueError) as exc:

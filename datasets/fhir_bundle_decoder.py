@@ -29,7 +29,7 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system, measurement
-from datasets.fhir_phenotype import FINDING_SYSTEMS, VOID_OBSERVATION_STATUS, VOID_VERIFICATION
+from datasets.fhir_entry_rules import FINDING_SYSTEMS, VOID_OBSERVATION_STATUS, VOID_VERIFICATION
 from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, reference_key, valid_code
 
 __all__ = ["BundleLineReader", "patient_key"]

@@ -23,7 +23,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, FactKind, Measurement, RecordError, code_system
-from datasets.fhir_phenotype import (
+from datasets.fhir_entry_rules import (
     OTHER_VALUES,
     UNDATED,
     VOID_OBSERVATION_STATUS,
@@ -130,7 +130,7 @@ def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
 
 
 def _observation(resource: Any) -> list[Measurement] | list[CodedFact]:
-    """A measurement, a phenotypic feature (:mod:`datasets.fhir_phenotype`; Unreadable when its value says
+    """A measurement, a phenotypic feature (:mod:`datasets.fhir_entry_rules`; Unreadable when its value says
     neither present nor absent), or nothing."""
     period = resource.effectivePeriod
     when = (

@@ -33,7 +33,7 @@ from datasets.emr_records import (
     code_system,
 )
 from datasets.fhir_bundle_decoder import BundleLineReader
-from datasets.fhir_phenotype import (
+from datasets.fhir_entry_rules import (
     OTHER_VALUES,
     UNDATED,
     VOID_OBSERVATION_STATUS,
@@ -233,7 +233,7 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
 
 def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
     """A measurement (a LOINC-coded quantity), or a phenotypic feature (an HPO-coded Observation,
-    :mod:`datasets.fhir_phenotype`), or nothing."""
+    :mod:`datasets.fhir_entry_rules`), or nothing."""
     period = raw.get("effectivePeriod")
     when = (
         _date(raw.get("effectiveDateTime"), "effectiveDateTime")

@@ -105,7 +105,7 @@ ODD_ENTRIES = [
     _observation("bad-obs-undated", effectiveDateTime=None),
     _observation("bad-obs-month-only", effectiveDateTime="2022-02"),
     _condition("ok-withdrawn", verificationStatus={"coding": [{"code": "entered-in-error"}]}),
-    # phenotypic features as Observations (datasets/fhir_phenotype.py): read, or dropped when unreadable
+    # phenotypic features as Observations (datasets/fhir_entry_rules.py): read, or dropped when unreadable
     *[
         _observation(rid, code={"coding": [{"system": system, "code": code}]}, valueQuantity=None, **value)
         for rid, system, code, value in [

@@ -1,4 +1,5 @@
-"""Phenotypic features recorded as FHIR Observations, read the same way by every FHIR reader.
+"""The rules every FHIR reader (full validation, fast, typed Bundle path) follows for the entries that may be
+findings: which are features, which cannot be read (listed, never dropped silently), which were withdrawn.
 
 A phenopacket-derived or genetics-clinic export records a feature not as a Condition but as an Observation
 coded with an HPO term: HL7's Phenomics Exchange IG (``PhenotypicFeature``: the HPO term in ``code``,
