@@ -82,8 +82,9 @@ def dicom_to_array(ds: Any, *, apply_voi: bool = True, frame: int = 0) -> ImageA
         raw = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for broken or missing pixel data
         raise UnreadableImage(f"cannot decode pixel data: {exc}") from exc
-    if getattr(ds, "SamplesPerPixel", 1) != 1:
-        raise UnsupportedImage(f"SamplesPerPixel={ds.SamplesPerPixel}: only greyscale images are scored")
+    colour = getattr(ds, "SamplesPerPixel", 1) != 1
+    if colour:
+        raw = _grey_of_colour(raw, ds)
     if raw.ndim == 3:  # multi-frame: one frame at a time
         raw = raw[frame]
     if raw.ndim != 2:
@@ -96,7 +97,7 @@ def dicom_to_array(ds: Any, *, apply_voi: bool = True, frame: int = 0) -> ImageA
     if apply_voi and has_voi:
         values = np.asarray(apply_voi_lut(modality, ds, prefer_lut=True), dtype=np.float32)
         voi_applied = True
-    if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+    if not colour and getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         values = values.max() + values.min() - values
     spacing = None
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
@@ -105,6 +106,24 @@ def dicom_to_array(ds: Any, *, apply_voi: bool = True, frame: int = 0) -> ImageA
             spacing = (row, col)
             break
     return ImageArray(values, spacing, voi_applied)
+
+
+# A grey film stored as colour (a JPEG-wrapped secondary capture): its channels agree but for compression's
+# chroma noise. A real colour image (an annotation, a photograph) differs in far more.
+_GREY_CHANNEL_SPREAD = 8  # 99th percentile of max - min over the three channels, 8-bit levels
+
+
+def _grey_of_colour(raw: np.ndarray, ds: Any) -> np.ndarray:
+    """The luma of a grey image stored as RGB (as Pillow's ``convert("L")``, which read the training films);
+    UnsupportedImage for a colour image."""
+    if getattr(ds, "SamplesPerPixel", 1) != 3 or raw.shape[-1] != 3 or raw.dtype != np.uint8:
+        raise UnsupportedImage(f"SamplesPerPixel={ds.SamplesPerPixel}: only greyscale images are scored")
+    spread = raw.max(axis=-1).astype(np.int16) - raw.min(axis=-1)
+    if float(np.percentile(spread, 99)) > _GREY_CHANNEL_SPREAD:
+        raise UnsupportedImage("a colour image (its channels differ): only greyscale images are scored")
+    rgb = raw.astype(np.uint32)
+    # ITU-R 601-2 luma in Pillow's fixed point, so that a film reads as the JPEG of it read in training
+    return ((rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
 
 
 def read_image_file(path: Path) -> ImageArray:

@@ -101,3 +101,38 @@ def test_serving_side_modules_do_not_import_torch() -> None:
         "assert 'torch' not in sys.modules and 'monai' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def _secondary_capture(pixels: np.ndarray, photometric: str) -> pydicom.Dataset:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel = 1 if pixels.ndim == 2 else 3
+    if ds.SamplesPerPixel == 3:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = pixels.astype(np.uint8).tobytes()
+    return ds
+
+
+def test_a_grey_film_stored_as_colour_reads_as_the_training_read_its_jpeg() -> None:
+    """A chest film wrapped as an RGB secondary capture (as a JPEG often is) reads as training read the JPEG
+    (Pillow's luma); a colour image is refused with a reason."""
+    from datasets.errors import UnsupportedImage
+
+    jpeg = sorted((FIXTURES / "datasets" / "kermany" / "train" / "NORMAL").glob("*.jpeg"))[0]
+    rgb = np.asarray(Image.open(jpeg).convert("RGB"))
+    trained_on = read_image_file(jpeg).pixels
+    as_colour = dicom_to_array(_secondary_capture(rgb, "RGB")).pixels
+    as_grey = dicom_to_array(_secondary_capture(rgb[..., 0], "MONOCHROME2")).pixels
+    assert np.array_equal(as_colour, trained_on) and np.array_equal(as_grey, trained_on)
+    coloured = rgb.copy()
+    coloured[: rgb.shape[0] // 5, :, 0] = 255  # a red band over a fifth of the image
+    with pytest.raises(UnsupportedImage, match="colour image"):
+        dicom_to_array(_secondary_capture(coloured, "RGB"))
