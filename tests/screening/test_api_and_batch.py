@@ -133,3 +133,18 @@ def test_screen_emr_says_when_an_extract_flags_beyond_its_budget(
     monkeypatch.setattr(screening.cli, "_RATE_CHECKED_FROM", 8)
     assert main([*args, "--out", str(tmp_path / "b.ndjson")]) == 0
     assert "37.50% of the 8 children screened were flagged against an alert budget of 1.00%" in capsys.readouterr().err
+
+
+def test_a_long_list_of_unread_entries_shows_five_and_counts_the_rest(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    """A clinic's own problem-list codes make many unread entries: the flag lists five and the rest on a click."""
+    doctor = token_for("dr-ivanova", "paediatrician")
+    bundle = record_to_bundle(syndromic_child("child-1"))
+    bundle["entry"] += [{"resource": {"resourceType": "Condition", "id": f"local-{i}", "subject": {"reference": "Patient/child-1"},
+                                      "code": {"coding": [{"system": "http://clinic.example/codes", "code": f"L{i}"}]}}}
+                        for i in range(12)]
+    assert client.post("/api/screening?as_of=2024-03-01", json=bundle, headers=doctor).status_code == 200
+    html = client.get("/api/screening/flags?format=html", headers=doctor).text
+    assert "Incomplete record" in html and html.count("no ICD-10, SNOMED CT or HPO coding") == 12
+    assert '<details class="more-dropped"><summary>7 more not read</summary>' in html
