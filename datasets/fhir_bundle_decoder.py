@@ -95,6 +95,7 @@ class _Resource(Struct, gc=False, rename={"class_": "class"}):
     issued: str | None = None
     valueQuantity: _Quantity | None = None
     valueCodeableConcept: Raw = Raw()
+    component: Raw = Raw()
     # Procedure
     performedDateTime: str | None = None
     performedPeriod: _Period | None = None
@@ -245,6 +246,8 @@ class BundleLineReader:
                     raise _Doubt  # a phenotypic feature (HPO-coded): read the per-resource way
                 codings = read[1]
                 quantity = r.valueQuantity
+                if r.component:
+                    raise _Doubt  # a panel's components (height, weight, ...): read the per-resource way
                 if quantity is None:
                     if r.valueCodeableConcept:
                         raise _Doubt  # may hold a feature's HPO term (Genomics Reporting's observed phenotype)

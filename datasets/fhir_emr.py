@@ -130,8 +130,8 @@ def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
 
 
 def _observation(resource: Any) -> list[Measurement] | list[CodedFact]:
-    """A measurement, a phenotypic feature (:mod:`datasets.fhir_entry_rules`; Unreadable when its value says
-    neither present nor absent), or nothing."""
+    """Measurements (the value's and each component's LOINC-coded quantity), a phenotypic feature
+    (:mod:`datasets.fhir_entry_rules`; Unreadable when its value says neither present nor absent), or nothing."""
     period = resource.effectivePeriod
     when = (
         _as_date(resource.effectiveDateTime)
@@ -140,21 +140,26 @@ def _observation(resource: Any) -> list[Measurement] | list[CodedFact]:
         or _as_date(resource.issued)
     )
     codings = _codings([resource.code])
-    quantity = resource.valueQuantity
+    quantity, components = resource.valueQuantity, resource.component
     if resource.status in VOID_OBSERVATION_STATUS:
         return []
     if quantity is None:
-        return _feature(resource, codings, when)
-    if any(system == "hpo" for system, _ in codings):
+        features = _feature(resource, codings, when)
+        if features or components is None:
+            return features
+    elif any(system == "hpo" for system, _ in codings):
         raise Unreadable("valueQuantity: neither present nor absent")
-    if quantity.value is None:
-        return []
-    if when is None:
-        if any(system == "loinc" for system, _ in codings):
+    measured = [] if quantity is None else [(codings, quantity)]
+    measured += [(_codings([c.code]), c.valueQuantity) for c in components or [] if c.valueQuantity is not None]
+    out = []
+    for coded, value in measured:
+        if value.value is None or not any(system == "loinc" for system, _ in coded):
+            continue
+        if when is None:
             raise Unreadable(UNDATED)
-        return []
-    unit = quantity.code or quantity.unit or ""
-    return [Measurement(code, float(quantity.value), unit, when) for system, code in codings if system == "loinc"]
+        unit = value.code or value.unit or ""
+        out += [Measurement(code, float(value.value), unit, when) for system, code in coded if system == "loinc"]
+    return out
 
 
 def _feature(resource: Any, codings: list[tuple[str, str]], when: date | None) -> list[CodedFact]:

@@ -232,7 +232,8 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
 
 
 def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
-    """A measurement (a LOINC-coded quantity), or a phenotypic feature (an HPO-coded Observation,
+    """Measurements (LOINC-coded quantities: the value's, and each component's, as a vital-signs panel holds
+    height, weight and head circumference), or a phenotypic feature (an HPO-coded Observation,
     :mod:`datasets.fhir_entry_rules`), or nothing."""
     period = raw.get("effectivePeriod")
     when = (
@@ -242,33 +243,47 @@ def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
         or _date(raw.get("issued"), "issued", "instant")
     )
     codings = _codings(raw.get("code"), "code")
-    quantity = raw.get("valueQuantity")
+    quantity, components = raw.get("valueQuantity"), raw.get("component")
     if quantity is None:
-        return _feature(raw, codings, when)
+        features = _feature(raw, codings, when)
+        if features or components is None:
+            return features
+    measured = [] if quantity is None else [(codings, *_quantity(quantity, "valueQuantity"))]
+    for i, component in enumerate(_list(components, "component") if components is not None else ()):
+        component = _obj(component, f"component.{i}")
+        value = component.get("valueQuantity")
+        if value is not None:
+            measured.append((_codings(component.get("code"), f"component.{i}.code"), *_quantity(value, f"component.{i}.valueQuantity")))
+    if raw.get("status") in VOID_OBSERVATION_STATUS:
+        return []
+    if quantity is not None and any(system == "hpo" for system, _ in codings):
+        raise Unreadable("valueQuantity: neither present nor absent")  # a feature with a quantity says neither
+    out = []
+    for coded, value, unit in measured:
+        if value is None or not any(system == "loinc" for system, _ in coded):
+            continue
+        if when is None:
+            raise Unreadable(UNDATED)
+        out += [Measurement(loinc, value, unit, when) for system, loinc in coded if system == "loinc"]
+    return out
+
+
+def _quantity(quantity: Any, path: str) -> tuple[float | None, str]:
+    """A Quantity's value and unit (its code, else its unit text)."""
     if type(quantity) is not dict:
-        raise _Invalid("valueQuantity: not an object")
+        raise _Invalid(f"{path}: not an object")
     value = quantity.get("value")
     if type(value) is str:
         try:
             value = float(value)
         except ValueError as exc:
-            raise _Invalid("valueQuantity.value: not a decimal") from exc
+            raise _Invalid(f"{path}.value: not a decimal") from exc
     elif value is not None and type(value) is not float and type(value) is not int:  # bool is not a decimal
-        raise _Invalid("valueQuantity.value: not a decimal")
+        raise _Invalid(f"{path}.value: not a decimal")
     code, unit = quantity.get("code"), quantity.get("unit")
     if (code is not None and type(code) is not str) or (unit is not None and type(unit) is not str):
-        raise _Invalid("valueQuantity.code/unit: not a string")
-    if raw.get("status") in VOID_OBSERVATION_STATUS:
-        return []
-    if any(system == "hpo" for system, _ in codings):
-        raise Unreadable("valueQuantity: neither present nor absent")  # a feature with a quantity says neither
-    if value is None:
-        return []
-    if when is None:
-        if any(system == "loinc" for system, _ in codings):
-            raise Unreadable(UNDATED)
-        return []
-    return [Measurement(loinc, float(value), code or unit or "", when) for system, loinc in codings if system == "loinc"]
+        raise _Invalid(f"{path}.code/unit: not a string")
+    return (None if value is None else float(value)), code or unit or ""
 
 
 def _feature(raw: dict[str, Any], codings: list[tuple[str, str]], when: date | None) -> list[CodedFact]:

@@ -103,6 +103,16 @@ ODD_ENTRIES = [
     _observation("obs-instant", effectiveDateTime=None, effectiveInstant="2022-02-01T10:00:00Z"),
     _observation("obs-period", effectiveDateTime=None, effectivePeriod={"start": "2022-02-01"}),
     _observation("bad-obs-undated", effectiveDateTime=None),
+    # a vital-signs panel: height and weight as components (and a component without a quantity)
+    _observation("obs-panel", code={"coding": [{"system": "http://loinc.org", "code": "85353-1"}]}, valueQuantity=None,
+                 component=[{"code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
+                             "valueQuantity": {"value": 91.0, "unit": "cm"}},
+                            {"code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+                             "valueQuantity": {"value": 13.1, "unit": "kg"}},
+                            {"code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}}]),
+    _observation("bad-obs-component", code={"coding": [{"system": "http://loinc.org", "code": "85353-1"}]}, valueQuantity=None,
+                 component=[{"code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
+                             "valueQuantity": {"value": "tall"}}]),
     _observation("bad-obs-month-only", effectiveDateTime="2022-02"),
     _condition("ok-withdrawn", verificationStatus={"coding": [{"code": "entered-in-error"}]}),
     # phenotypic features as Observations (datasets/fhir_entry_rules.py): read, or dropped when unreadable
@@ -224,8 +234,9 @@ def test_odd_and_broken_elements_are_read_or_reported_as_the_full_validator_does
     assert "status" in named["Observation/bad-obs-status"]
     assert not any(n.split("/")[-1].startswith("ok") for n in named)
     assert "Condition/no-subject" in {e.record.split()[-1] for e in errors}  # names no child: a record error
-    # its own, ok-obs, ok-obs-string, ok-obs-issued, obs-instant, obs-period (not ok-obs-withdrawn)
-    assert len(record.measurements) == 6
+    # its own, ok-obs, ok-obs-string, ok-obs-issued, obs-instant, obs-period, obs-panel's two (not ok-obs-withdrawn)
+    assert len(record.measurements) == 8
+    assert [(m.loinc, m.value) for m in record.measurements[-2:]] == [("8302-2", 91.0), ("29463-7", 13.1)]
     assert "without a full date" in named["Observation/bad-obs-undated"]
     assert "valueString" in named["Observation/bad-hpo-maybe"] and "valueQuantity" in named["Observation/bad-hpo-quantity"]
     # the features, in order: present, absent, false, asserted, NEG, "Absent", the phenotype in the value;
