@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 __all__ = ["PostgresServer", "postgres_server", "postgres_url", "postgres_database_url", "find_postgres_bin"]
 
@@ -43,12 +44,6 @@ def find_postgres_bin() -> Path | None:
         if all((candidate / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
             return candidate
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -146,7 +141,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         os.chown(root, account.pw_uid, account.pw_gid)
     else:
         root = Path(tempfile.mkdtemp(prefix="medscreen-pg-"))
-    server = PostgresServer(bin_dir=bin_dir, root=root, port=_free_port(), run_as=run_as)
+    server = PostgresServer(bin_dir=bin_dir, root=root, port=free_port(), run_as=run_as)
     try:
         server.start()
         yield server

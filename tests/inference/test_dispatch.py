@@ -3,7 +3,6 @@ same files (same SOP Instance UIDs), against a real pynetdicom Storage SCP that 
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,7 @@ from inference.outgoing import outgoing_dir
 from inference.tables import OutgoingResult, ScoreResult, ScoringJob, Study
 from tests.inference.conftest import Pipeline
 from tests.inference.test_scoring import DX_CHEST
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 class StorageScp:
@@ -51,7 +45,7 @@ class StorageScp:
 
 @pytest.fixture
 def pacs() -> Iterator[StorageScp]:
-    scp = StorageScp(_free_port())
+    scp = StorageScp(free_port())
     yield scp
     scp.stop()
 
@@ -103,7 +97,7 @@ def test_a_failed_send_is_retried_with_the_same_stored_documents_and_never_resco
 
 def test_a_send_that_keeps_failing_is_marked_failed_and_keeps_its_files(pipeline: Pipeline, tmp_path: Path) -> None:
     settings = pipeline.settings.model_copy(
-        update={"pacs_ae_title": "PACS", "pacs_host": "127.0.0.1", "pacs_port": _free_port(),
+        update={"pacs_ae_title": "PACS", "pacs_host": "127.0.0.1", "pacs_port": free_port(),
                 "dispatch_retry_base_s": 0.0, "dispatch_max_attempts": 2}
     )
     from inference.worker_process import build_worker
