@@ -103,7 +103,7 @@ def _compile_rule(index: int, raw: object) -> RouteRule:
 def load_rules(path: Path | None = None) -> RoutingRules:
     path = path or DEFAULT_RULES_FILE
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise RoutingRulesError(f"cannot read routing rules {path}: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("rules"), list) or not document["rules"]:

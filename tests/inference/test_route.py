@@ -42,6 +42,21 @@ def test_a_ct_that_is_not_of_the_chest_is_not_applicable() -> None:
     assert load_rules().route("1.2.3", 1, [head_ct]).task is None
 
 
+@pytest.mark.parametrize(
+    ("series", "task"),
+    [
+        ({"Modality": "DX", "StudyDescription": "Rx Tórax PA"}, "chest-xray"),  # Spanish, as ISO-IR 100 decodes it
+        ({"Modality": "CR", "StudyDescription": "RX TORAX"}, "chest-xray"),
+        ({"Modality": "DX", "StudyDescription": "Radiographie pulmonaire"}, "chest-xray"),
+        ({"Modality": "CT", "StudyDescription": "TC de tórax sin contraste"}, "ct-chest"),
+        ({"Modality": "CT", "SeriesDescription": "Scanner poumon"}, "ct-chest"),
+        ({"Modality": "DX", "StudyDescription": "Rx abdomen"}, None),
+    ],
+)
+def test_chest_studies_described_in_other_languages_are_routed(series: dict[str, str], task: str | None) -> None:
+    assert load_rules().route("1.2.3", 1, [series]).task == task
+
+
 def test_one_matching_series_routes_the_study() -> None:
     series = [{"Modality": "SR"}, {"Modality": "CT", "StudyDescription": "CT THORAX low dose"}]
     decision = load_rules().route("1.2.3", 1, series)
