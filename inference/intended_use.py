@@ -25,6 +25,8 @@ from inference.errors import OutOfScope
 __all__ = ["IntendedUse", "check_intended_use", "patient_age_years"]
 
 _AGE = re.compile(r"^(\d{1,3})([DWMY])$")
+# Spellings senders use for a body part a bundle names in English (routing reads the same words).
+_BODY_PART_SPELLINGS = {"TORAX": "THORAX", "TÓRAX": "THORAX"}
 _DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 
 
@@ -123,6 +125,7 @@ def _image_problem(ds: Any, use: IntendedUse) -> str | None:
         return f"pixel spacing {spacing:g} mm outside {low:g}-{high:g} mm" if low is not None and high is not None \
             else f"pixel spacing {spacing:g} mm out of range"
     body_part = _text(ds, "BodyPartExamined")
+    body_part = _BODY_PART_SPELLINGS.get(body_part, body_part)
     if use.body_parts and body_part and body_part not in use.body_parts:
         return f"body part {body_part}; validated for {', '.join(use.body_parts)}"
     if use.laterality_required and not (_text(ds, "ImageLaterality") or _text(ds, "Laterality")):

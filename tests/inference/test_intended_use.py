@@ -97,6 +97,17 @@ def test_the_shipped_chest_model_refuses_an_adult_and_an_unknown_age() -> None:
         check_intended_use(use, [ds], "chest-xray v1")
 
 
+def test_a_chest_body_part_spelt_in_spanish_is_the_chest_and_an_abdomen_is_not() -> None:
+    use = _use("chest-xray")
+    ds = dcmread(DX_CHEST)
+    for spelling in ("TORAX", "Tórax", "THORAX", "CHEST"):
+        ds.BodyPartExamined = spelling
+        check_intended_use(use, [ds], "chest-xray v1")
+    ds.BodyPartExamined = "ABDOMEN"
+    with pytest.raises(OutOfScope, match="body part ABDOMEN"):
+        check_intended_use(use, [ds], "chest-xray v1")
+
+
 def test_the_shipped_mammography_model_refuses_a_thumbnail_and_a_film_without_laterality(tmp_path: Path) -> None:
     use = _use("mammography")
     check_intended_use(use, [dcmread(_mammogram(tmp_path, 640, 512, "L"))], "mammography v1")
