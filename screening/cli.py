@@ -219,6 +219,15 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             f"alert budget of {options.budget:.2%}: this extract differs from the population the threshold was set on "
             "(a specialist clinic's children, other coding habits). Review a sample of the flags before acting on all.\n"
         )
+    children = screened + summary.counts.get("not_screened", 0)
+    if children and summary.counts.get("aged_out", 0) >= max(1, children // 10):
+        # Not silent: an extract written some time ago, screened as of today, loses the children who have
+        # turned 7 since; its own date is the one to screen it on.
+        sys.stderr.write(
+            f"medscreen screen-emr: {summary.counts['aged_out']} of {children} children were under "
+            f"{settings.screening_max_age_years:g} at their record's last entry but are older on {options.as_of}, and were "
+            "not screened: an older extract? Screen it --as-of the date it was extracted.\n"
+        )
     if not args.no_store:
         from screening.results_store import store_output_lines
 

@@ -70,7 +70,9 @@ class PartitionResult:
     threshold: float
 
 
-_COUNTS = ("screened", "incomplete", "flagged", "errors", "not_screened")
+# ``aged_out``: not screened for age, yet under the age limit at the record's last entry (an older extract
+# screened as of today: its children grew past the limit since).
+_COUNTS = ("screened", "incomplete", "flagged", "errors", "not_screened", "aged_out")
 
 
 @dataclass
@@ -152,6 +154,11 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
+def _under_age_at_last_entry(record: ChildRecord, max_age_days: int) -> bool:
+    dates = [f.date for f in record.facts if f.date is not None] + [m.date for m in record.measurements]
+    return bool(dates) and 0 <= (max(dates) - record.birth_date).days < max_age_days
+
+
 def screen_partition(screener: Screener, partition: Partition, options: RunOptions) -> PartitionResult:
     """Read and screen one partition, in batches of :data:`BATCH` children."""
     with _fewer_collections():
@@ -171,6 +178,7 @@ def _screen_partition(screener: Screener, partition: Partition, options: RunOpti
         for record, result in zip(records, screen_batch(screener, records, as_of), strict=True):
             counts[result.status if result.status in ("screened", "incomplete") else "not_screened"] += 1
             counts["flagged"] += result.flagged
+            counts["aged_out"] += result.status == "out_of_age" and _under_age_at_last_entry(record, screener.max_age_days)
             # An incomplete record is always written, with what was not read: never a silent "no risk".
             if result.flagged or options.write_all or result.status == "incomplete":
                 flags += _line(result, record, screener)

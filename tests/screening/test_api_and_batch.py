@@ -148,3 +148,19 @@ def test_a_long_list_of_unread_entries_shows_five_and_counts_the_rest(
     html = client.get("/api/screening/flags?format=html", headers=doctor).text
     assert "Incomplete record" in html and html.count("no ICD-10, SNOMED CT or HPO coding") == 12
     assert '<details class="more-dropped"><summary>7 more not read</summary>' in html
+
+
+def test_screen_emr_says_when_an_older_extract_loses_children_who_have_since_turned_seven(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extract = tmp_path / "extract.ndjson"
+    records = [syndromic_child(f"s{i}") for i in range(3)] + [ordinary_child(f"o{i}") for i in range(5)]
+    extract.write_text("".join(json.dumps(record_to_bundle(r)) + "\n" for r in records))
+    args = ["screen-emr", str(extract), "--quiet", "--no-store"]
+    assert main([*args, "--out", str(tmp_path / "a.ndjson"), "--as-of", "2030-01-01"]) == 0
+    err = capsys.readouterr().err
+    assert json.loads(err.strip().splitlines()[-1])["aged_out"] == 8
+    assert "8 of 8 children were under 7 at their record's last entry but are older on 2030-01-01" in err
+    assert main([*args, "--out", str(tmp_path / "b.ndjson"), "--as-of", "2024-03-01"]) == 0  # its own date
+    err = capsys.readouterr().err
+    assert json.loads(err.strip().splitlines()[-1])["aged_out"] == 0 and "older extract" not in err
