@@ -6,7 +6,7 @@ A folder with three files (UTF-8, comma-separated, header row):
   ``name``, ``mrn`` (the hospital's record number), ``practitioner`` and ``organization`` (whose patient
   the child is: scopes the paediatrician's page);
 * ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status]``; ``system`` is icd10, snomed, hpo
-  or atc; ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
+  or atc (also as their FHIR URIs and common spellings: ICD-10-CM, SNOMED CT, HP); ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
   an excluded finding, entered-in-error a row the writer withdrew (not read);
 * ``observations.csv``: ``patient_id,date,loinc,value,unit``.
 

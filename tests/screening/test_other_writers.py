@@ -107,6 +107,7 @@ def test_system_uris_as_other_writers_spell_them() -> None:
         ("https://snomed.info/sct", "snomed"), ("urn:oid:2.16.840.1.113883.6.96", "snomed"),
         ("http://purl.obolibrary.org/obo/hp", "hpo"), ("https://human-phenotype-ontology.org/", "hpo"),
         ("urn:oid:2.16.840.1.113883.6.1", "loinc"), ("http://fhir.de/CodeSystem/bfarm/icd-10-gm", "icd10"),
+        ("ICD-10-CM", "icd10"), ("SNOMED CT", "snomed"), ("HP", "hpo"),  # a CSV extract's system column
         ("http://example.org/local-codes", "other"), ("", "other"),
     ]:
         assert code_system(uri) == short, uri
