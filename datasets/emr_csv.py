@@ -28,7 +28,7 @@ from pathlib import Path
 
 from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, Measurement, RecordError, code_system
 from datasets.errors import ExtractError
-from datasets.fhir_entry_rules import VOID_VERIFICATION
+from datasets.fhir_entry_rules import MONTH_ONLY_BIRTH, VOID_VERIFICATION, month_only_birth
 
 __all__ = ["read_csv_extract", "check_extract", "CSV_FILES", "REQUIRED_COLUMNS"]
 
@@ -136,7 +136,8 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
     for line, row in _rows(paths[0]):
         where = f"patients.csv:{line}"
         try:
-            birth = date.fromisoformat(row["birth_date"])
+            month_only = month_only_birth(row["birth_date"])
+            birth = month_only or date.fromisoformat(row["birth_date"])
             sex = {"m": "M", "male": "M", "f": "F", "female": "F"}.get(row.get("sex", "").lower(), "U")
             pid = row["patient_id"]
             if not pid:
@@ -154,6 +155,8 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
             practitioner=row.get("practitioner", ""),
             organization=row.get("organization", ""),
         )
+        if month_only:
+            record.dropped.append(DroppedEntry(where, MONTH_ONLY_BIRTH))
         for dline, drow in diagnoses.take(pid):
             if (drow.get("status") or "").strip().lower() == VOID_VERIFICATION:
                 continue  # withdrawn by the writer (datasets/fhir_entry_rules.py)

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, FactKind, Measurement, RecordError, code_system
 from datasets.fhir_entry_rules import (
+    MONTH_ONLY_BIRTH,
     OTHER_VALUES,
     UNDATED,
     VOID_OBSERVATION_STATUS,
@@ -31,6 +32,8 @@ from datasets.fhir_entry_rules import (
     Unreadable,
     check_condition_codes,
     feature_presence,
+    month_only_birth,
+    no_birth_date,
 )
 from datasets.fhir_primitives import full_url_keys, merge_aliases, reference_key
 
@@ -209,13 +212,16 @@ def records_from_resources(
             continue
         if rtype == "Patient":
             birth = _as_date(resource.birthDate)
+            approximate = birth is None and (birth := month_only_birth(resource.birthDate)) is not None
             if birth is None:
-                errors.append(RecordError(source, f"{where} {name}", "Patient has no birthDate"))
+                errors.append(RecordError(source, f"{where} {name}", no_birth_date(resource.birthDate)))
                 continue
             sex = {"male": "M", "female": "F"}.get(resource.gender or "", "U")
             full_url = full_urls.get(where) if full_urls else None
             pid = str(resource.id or (reference_key(full_url) if full_url else where))
             patients[pid] = ChildRecord(pid, birth, sex, source=source, **_patient_extras(resource))  # type: ignore[arg-type]
+            if approximate:
+                patients[pid].dropped.append(DroppedEntry(f"{where} {name}", MONTH_ONLY_BIRTH))
             order.append(pid)
             if full_url and reference_key(full_url) != pid:
                 aliases[reference_key(full_url)] = pid

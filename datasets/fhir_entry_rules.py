@@ -14,12 +14,20 @@ must not look like a child with none.
 
 So is a LOINC-coded value without a full date (a growth measurement whose age is unknown).
 
+A birth date given to the month only (``2021-05``, as pseudonymised extracts give it) is read as the 15th, and
+the record lists that as an unread entry, so ages are known to be within 15 days; a year alone is too coarse to
+screen a child under 7 and stays a record error.
+
 Entries the writer withdrew (``status`` ``entered-in-error`` or ``cancelled``, a Condition's
 ``verificationStatus`` ``entered-in-error``) are not read at all: a weight entered in error must not make
 a growth finding.
 """
 
 from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
 
 __all__ = [
     "FINDING_SYSTEMS",
@@ -30,6 +38,9 @@ __all__ = [
     "feature_presence",
     "check_condition_codes",
     "Unreadable",
+    "month_only_birth",
+    "MONTH_ONLY_BIRTH",
+    "no_birth_date",
 ]
 
 VOID_OBSERVATION_STATUS = frozenset({"entered-in-error", "cancelled"})
@@ -56,6 +67,22 @@ UNDATED = "effective[x]: a measured value without a full date"
 
 # Value elements of other types, which cannot say whether a feature is present.
 OTHER_VALUES = ("valueInteger", "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
+
+
+MONTH_ONLY_BIRTH = "birthDate: month only, read as the 15th (ages within 15 days)"
+_MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+
+
+def month_only_birth(value: Any) -> date | None:
+    """The 15th of the month of a birth date given to the month (``2021-05``); None for anything else."""
+    match = _MONTH.fullmatch(value) if isinstance(value, str) else None
+    return date(int(match.group(1)), int(match.group(2)), 15) if match else None
+
+
+def no_birth_date(value: Any) -> str:
+    """The record error of a Patient whose birth date cannot be read."""
+    year_only = isinstance(value, str) and re.fullmatch(r"[0-9]{4}", value) is not None
+    return "Patient has no birthDate" + (" (a year alone is too coarse to screen a child under 7)" if year_only else "")
 
 
 class Unreadable(ValueError):

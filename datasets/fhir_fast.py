@@ -34,6 +34,7 @@ from datasets.emr_records import (
 )
 from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_entry_rules import (
+    MONTH_ONLY_BIRTH,
     OTHER_VALUES,
     UNDATED,
     VOID_OBSERVATION_STATUS,
@@ -41,6 +42,8 @@ from datasets.fhir_entry_rules import (
     Unreadable,
     check_condition_codes,
     feature_presence,
+    month_only_birth,
+    no_birth_date,
 )
 from datasets.fhir_primitives import (
     ID,
@@ -373,13 +376,16 @@ def records_from_resources_fast(
                 errors.append(RecordError(source, entry, reason))
             continue
         if rtype == "Patient":
+            approximate = birth is None and (birth := month_only_birth(raw.get("birthDate"))) is not None
             if birth is None:
-                errors.append(RecordError(source, f"{name(key)} Patient/{raw.get('id', '?')}", "Patient has no birthDate"))
+                errors.append(RecordError(source, f"{name(key)} Patient/{raw.get('id', '?')}", no_birth_date(raw.get("birthDate"))))
                 continue
             sex = {"male": "M", "female": "F"}.get(gender or "", "U")
             full_url = full_urls.get(key) if full_urls else None
             pid = str(raw.get("id") or (reference_key(full_url) if full_url else name(key)))
             patients[pid] = ChildRecord(pid, birth, sex, source=source, **extras)  # type: ignore[arg-type]
+            if approximate:
+                patients[pid].dropped.append(DroppedEntry(f"{name(key)} Patient/{raw.get('id', '?')}", MONTH_ONLY_BIRTH))
             if full_url and reference_key(full_url) != pid:
                 aliases[reference_key(full_url)] = pid
             continue

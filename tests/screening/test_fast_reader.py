@@ -8,6 +8,7 @@ import json
 import random
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from datasets.emr_records import ChildRecord, DroppedEntry, RecordError
 from datasets.fhir_emr import read_fhir, record_to_bundle, records_from_bundle
+from datasets.fhir_entry_rules import MONTH_ONLY_BIRTH
 from datasets.fhir_fast import read_fhir_fast, records_from_bundle_fast
 from screening.findings import CodeMaps
 from screening.simulate import simulate_controls
@@ -189,6 +191,7 @@ ODD_ENTRIES = [
         }
     },
     {"resource": {"resourceType": "Patient", "id": "partial-birth", "birthDate": "2020-05"}},
+    {"resource": {"resourceType": "Patient", "id": "year-birth", "birthDate": "2020"}},
     {"resource": {"resourceType": "Patient", "id": "bad-birth", "birthDate": "2020-05-03T00:00:00Z"}},
     {"resource": {"resourceType": "Condition", "id": "orphan", "subject": {"reference": "Patient/nobody"}}},
     {"resource": {"resourceType": "Appointment", "id": "ignored"}},
@@ -222,7 +225,11 @@ def test_odd_and_broken_elements_are_read_or_reported_as_the_full_validator_does
     records, errors = _same(
         records_from_bundle(copy.deepcopy(bundle), "x.json"), records_from_bundle_fast(bundle, "x.json")
     )
-    [record] = records
+    record, partial = records
+    # a birth date to the month is read as the 15th, and said so; a year alone stays a record error
+    assert (partial.patient_id, partial.birth_date) == ("partial-birth", date(2020, 5, 15))
+    assert [d.reason for d in partial.dropped] == [MONTH_ONLY_BIRTH]
+    assert "a year alone is too coarse" in next(e.reason for e in errors if e.record.endswith("Patient/year-birth"))
     assert record.incomplete  # the bad entries that name the child are listed on its record
     named = {e.record.split()[-1]: e.reason for e in errors} | {d.entry.split()[-1]: d.reason for d in record.dropped}
     assert {n for n in named if "/" in n and n.split("/")[1].startswith("bad")} == {

@@ -212,3 +212,23 @@ def test_references_as_transaction_bundles_and_servers_write_them(screener: Scre
         # the typed fast path reads a Bundle whose Patient's fullUrl names its id; it hands the others over
         typed = BundleLineReader("x").records(json.dumps(bundle).encode())
         assert (typed is not None) == (label not in {"another id than the fullUrl's", "no id"}), label
+
+
+def test_a_birth_date_to_the_month_is_read_as_the_15th_and_said_so(screener: Screener, tmp_path: Any) -> None:
+    """Pseudonymised extracts give the birth month only: the child is screened (ages within 15 days), as
+    incomplete, with the reason; in FHIR and in a CSV extract alike."""
+    from datasets.emr_csv import read_csv_extract
+
+    bundle = record_to_bundle(syndromic_child())
+    bundle["entry"][0]["resource"]["birthDate"] = "2021-03"
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        record = _one(reader(copy.deepcopy(bundle), "x"))
+        result = screener.screen(record, AS_OF)
+        assert record.birth_date == date(2021, 3, 15) and result.status == "incomplete" and result.flagged
+        assert [d.reason for d in result.dropped] == ["birthDate: month only, read as the 15th (ages within 15 days)"]
+    (tmp_path / "patients.csv").write_text("patient_id,birth_date,sex\np1,2021-03,F\np2,2021,F\n")
+    (tmp_path / "diagnoses.csv").write_text("patient_id,date,system,code\np1,2021-03-20,icd10,Q21.1\n")
+    (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
+    csv_record, year_only = list(read_csv_extract(tmp_path))
+    assert isinstance(csv_record, ChildRecord) and csv_record.birth_date == date(2021, 3, 15) and csv_record.incomplete
+    assert isinstance(year_only, RecordError) and "invalid patient row" in year_only.reason
