@@ -31,6 +31,9 @@ __all__ = [
     "coded_findings",
     "growth_finding",
     "unit_factor",
+    "lab_factor",
+    "lab_unread",
+    "lab_source",
     "Status",
     "SCORED_STATUSES",
     "MAX_AGE_DAYS",
@@ -82,6 +85,7 @@ class LabRule:
     low_hpo: str | None
     high_above: float | None
     high_hpo: str | None
+    unit: str = ""  # the unit the lines are in (UCUM)
 
 
 class CodeMeaning(NamedTuple):
@@ -198,6 +202,7 @@ def load_code_maps(ontology: Ontology) -> CodeMaps:
             row[5] or None,
             float(row[6]) if row[6] else None,
             row[7] or None,
+            row[3],
         )
     suspicion = [(r[0], r[1], r[2]) for r in _read_tsv(_DATA / "suspicion_codes.tsv")]
     return CodeMaps(ontology, load_icd10_map(), load_orphan_diagnoses(), load_growth_standards(), loinc, suspicion)
@@ -243,15 +248,60 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
             elif m.loinc == STANDING_HEIGHT and when < 731:
                 value += 0.7
             measurements.append((indicator, when, value))
-        elif rule.low_below is not None and m.value < rule.low_below and rule.low_hpo:
-            child.findings.append(Finding(rule.low_hpo, when, f"loinc:{m.loinc}={m.value:g}"))
-        elif rule.high_above is not None and m.value > rule.high_above and rule.high_hpo:
-            child.findings.append(Finding(rule.high_hpo, when, f"loinc:{m.loinc}={m.value:g}"))
+        else:
+            factor = lab_factor(rule, m.unit)
+            if factor is None:
+                child.unread.append(lab_unread(rule, m.unit))
+                continue
+            value = m.value * factor
+            if rule.low_below is not None and value < rule.low_below and rule.low_hpo:
+                child.findings.append(Finding(rule.low_hpo, when, lab_source(m.loinc, m.value, m.unit, factor)))
+            elif rule.high_above is not None and value > rule.high_above and rule.high_hpo:
+                child.findings.append(Finding(rule.high_hpo, when, lab_source(m.loinc, m.value, m.unit, factor)))
 
     found, child.growth_z = growth_findings(maps.growth, record.sex, measurements)
     for g in found:
         child.findings.append(growth_finding(g))
     return child
+
+
+# A lab line is in its rule's unit; values come in other units at other sites. The same unit's spellings:
+_SAME_UNIT = {
+    "u/l": {"u/l", "iu/l", "[iu]/l"},
+    "10*3/ul": {"10*3/ul", "10^3/ul", "k/ul", "x10e3/ul", "10*9/l", "10^9/l", "x10e9/l", "/nl", "thou/ul", "10*3/mm3"},
+    "m[iu]/l": {"m[iu]/l", "miu/l", "mu/l", "u[iu]/ml", "uiu/ml"},
+    "umol/l": {"umol/l"},
+}
+_SCALED_UNIT = {("g/dl", "g/l"): 0.1, ("mg/dl", "mg/l"): 0.1, ("g/dl", "mg/dl"): 0.001}
+# mg/dL (g/dL for haemoglobin) per mmol/L of the substance: glucose, calcium, cholesterol, haemoglobin (as the
+# Netherlands reports it). Calcium in mmol/L (2.4) read as mg/dL had been "hypocalcaemia" for every child.
+_MOLAR_MASS = {"2345-7": 18.016, "15074-8": 18.016, "17861-6": 4.008, "2093-3": 38.67, "718-7": 1.611}
+
+
+def lab_factor(rule: LabRule, unit: str) -> float | None:
+    """What a value in ``unit`` is multiplied by to be in the rule's unit; None when it cannot be (an empty
+    unit is taken as the rule's, as the growth units are)."""
+    given = unit.strip().lower().replace("\u00b5", "u").replace("\u03bc", "u")  # micro sign, Greek mu
+    target = rule.unit.lower()
+    if not given or given == target or given in _SAME_UNIT.get(target, ()):
+        return 1.0
+    if (target, given) in _SCALED_UNIT:
+        return _SCALED_UNIT[(target, given)]
+    molar = _MOLAR_MASS.get(rule.loinc)
+    if molar is not None and given == "mmol/l" and target in ("mg/dl", "g/dl"):
+        return molar
+    if molar is not None and given == "mg/dl" and target == "mmol/l":
+        return 1.0 / molar
+    return None
+
+
+def lab_unread(rule: LabRule, unit: str) -> DroppedEntry:
+    return DroppedEntry(f"LOINC {rule.loinc}", f"unit {unit[:20]!r}: not convertible to {rule.unit}")
+
+
+def lab_source(loinc: str, value: float, unit: str, factor: float) -> str:
+    """The finding's source: the value as recorded, with its unit when it was converted."""
+    return f"loinc:{loinc}={value:g}" + (f" {unit.strip()}" if factor != 1.0 else "")
 
 
 def growth_finding(g: GrowthFinding) -> Finding:

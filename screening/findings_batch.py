@@ -29,6 +29,9 @@ from screening.findings import (
     coded_findings,
     extract_findings,
     growth_finding,
+    lab_factor,
+    lab_source,
+    lab_unread,
     unit_factor,
 )
 from screening.growth import INDICATORS, growth_findings_batch
@@ -101,7 +104,7 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
             children[i].status, children[i].reason = "in_genetics_care", "genetic test"
 
     value = np.array(values, dtype=np.float64)
-    _lab_findings(np.flatnonzero(read & (kind == _LAB)), code, value, rules, owner, when, loincs, values, children)
+    _lab_findings(np.flatnonzero(read & (kind == _LAB)), code, value, rules, owner, when, loincs, values, units, children)
 
     growth = np.flatnonzero(read & (kind >= 0))
     factors = {unit: unit_factor(unit) for unit in set(units)}
@@ -130,18 +133,31 @@ def _lab_findings(
     when: np.ndarray,
     loincs: Sequence[str],
     values: Sequence[float],
+    units: Sequence[str],
     children: list[ChildFindings],
 ) -> None:
-    """A lab value below its low line (else above its high line) is a finding, in measurement order."""
+    """A lab value, in its rule's unit, below its low line (else above its high line) is a finding, in
+    measurement order; a value in a unit that cannot be converted is listed as unread."""
     if not len(rows):
         return
     low_below = np.array([np.nan if r is None or r.low_below is None or not r.low_hpo else r.low_below for r in rules])
     high_above = np.array([np.nan if r is None or r.high_above is None or not r.high_hpo else r.high_above for r in rules])
-    c, v = code[rows], value[rows]
-    low = v < low_below[c]  # NaN (no rule) compares False
+    known: dict[tuple[int, str], float | None] = {}
+    factors = np.empty(len(rows), dtype=np.float64)
+    for j, k in enumerate(rows.tolist()):
+        key = (int(code[k]), units[k])
+        if key not in known:
+            known[key] = lab_factor(rules[key[0]], units[k])  # type: ignore[arg-type]
+        factor = known[key]
+        factors[j] = np.nan if factor is None else factor
+    unreadable = np.isnan(factors)
+    c, v = code[rows], value[rows] * factors
+    low = v < low_below[c]  # NaN (no rule, no unit) compares False
     high = ~low & (v > high_above[c])
     hit = low | high
-    for k, is_low in zip(rows[hit].tolist(), low[hit].tolist(), strict=True):
+    for k in rows[unreadable].tolist():
+        children[int(owner[k])].unread.append(lab_unread(rules[int(code[k])], units[k]))  # type: ignore[arg-type]
+    for k, is_low, factor in zip(rows[hit].tolist(), low[hit].tolist(), factors[hit].tolist(), strict=True):
         rule = rules[int(code[k])]
         hpo = rule.low_hpo if is_low else rule.high_hpo  # type: ignore[union-attr]
-        children[int(owner[k])].findings.append(Finding(str(hpo), int(when[k]), f"loinc:{loincs[k]}={values[k]:g}"))
+        children[int(owner[k])].findings.append(Finding(str(hpo), int(when[k]), lab_source(loincs[k], values[k], units[k], factor)))

@@ -232,3 +232,34 @@ def test_a_birth_date_to_the_month_is_read_as_the_15th_and_said_so(screener: Scr
     csv_record, year_only = list(read_csv_extract(tmp_path))
     assert isinstance(csv_record, ChildRecord) and csv_record.birth_date == date(2021, 3, 15) and csv_record.incomplete
     assert isinstance(year_only, RecordError) and "invalid patient row" in year_only.reason
+
+
+def test_lab_values_in_other_units_are_converted_or_listed_not_misread(screener: Screener) -> None:
+    """The lab lines are in US units; a European lab's calcium in mmol/L (2.4) read as mg/dL had been
+    hypocalcaemia for every child. Converted, the same values mean what they say; a unit that cannot be
+    converted is listed as unread. Child by child and in a batch alike."""
+    when = date(2023, 6, 1)
+    labs = [
+        ("17861-6", 2.4, "mmol/L", None),  # calcium, normal
+        ("17861-6", 1.6, "mmol/L", "HP:0002901"),  # hypocalcaemia (6.4 mg/dL)
+        ("718-7", 115.0, "g/L", None),  # haemoglobin, normal
+        ("718-7", 85.0, "g/L", "HP:0001903"),  # anaemia (8.5 g/dL)
+        ("718-7", 5.0, "mmol/L", "HP:0001903"),  # anaemia as the Netherlands reports it (8.1 g/dL)
+        ("2345-7", 2.0, "mmol/L", "HP:0001943"),  # hypoglycaemia (36 mg/dL)
+        ("1742-6", 50.0, "IU/L", None),  # ALT, normal, another spelling of U/L
+        ("1742-6", 3.0, "mg/dL", "unread"),  # not an enzyme activity unit
+    ]
+    expected = {hpo for _, _, _, hpo in labs if hpo not in (None, "unread")}
+    record = syndromic_child()
+    record.measurements = [Measurement(loinc, value, unit, when) for loinc, value, unit, _ in labs]
+    single = screener.screen(record, AS_OF)
+    [batched] = screen_batch(screener, [record], AS_OF)
+    for result in (single, batched):
+        labs_found = [f for f in result.findings if f.source.startswith("loinc:")]
+        assert {f.hpo for f in labs_found} == expected
+        assert "loinc:17861-6=1.6 mmol/L" in {f.source for f in labs_found}  # the value as recorded, with its unit
+        assert result.status == "incomplete" and [(d.entry, d.reason) for d in result.dropped] == [
+            ("LOINC 1742-6", "unit 'mg/dL': not convertible to U/L")
+        ]
+    assert [(f.hpo, f.source) for f in single.findings] == [(f.hpo, f.source) for f in batched.findings]
+    assert single.risk == batched.risk
