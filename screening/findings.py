@@ -212,8 +212,10 @@ def load_code_maps(ontology: Ontology) -> CodeMaps:
 LYING_LENGTH, STANDING_HEIGHT = "8306-3", "8308-9"
 # UCUM codes and the plain spellings writers use (a weight of 22 "lb" read as kg made a toddler obese)
 _UNIT_FACTORS = {
-    "cm": 1.0, "m": 100.0, "mm": 0.1, "[in_i]": 2.54, "in": 2.54, "inch": 2.54, "inches": 2.54,
-    "kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237,  # the pound's definition
+    "cm": 1.0, "m": 100.0, "mm": 0.1, "[in_i]": 2.54, "[in_us]": 2.54, "in": 2.54, "inch": 2.54, "inches": 2.54,
+    "centimeter": 1.0, "centimeters": 1.0, "centimetre": 1.0, "centimetres": 1.0, "meter": 100.0, "metre": 100.0,
+    "kg": 1.0, "kgs": 1.0, "kilogram": 1.0, "kilograms": 1.0, "g": 0.001, "gm": 0.001, "gram": 0.001, "grams": 0.001,
+    "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237, "pound": 0.45359237, "pounds": 0.45359237,  # by definition
     "[oz_av]": 0.028349523125, "oz": 0.028349523125,
 }
 
