@@ -31,6 +31,7 @@ __all__ = [
     "coded_findings",
     "growth_finding",
     "unit_factor",
+    "growth_unread",
     "lab_factor",
     "lab_unread",
     "lab_source",
@@ -210,10 +211,13 @@ def load_code_maps(ontology: Ontology) -> CodeMaps:
 
 # LOINC length lying / height standing (WHO: lying before 2 years, standing after).
 LYING_LENGTH, STANDING_HEIGHT = "8306-3", "8308-9"
-# UCUM codes and the plain spellings writers use (a weight of 22 "lb" read as kg made a toddler obese)
-_UNIT_FACTORS = {
+# UCUM codes and the plain spellings writers use, to cm (lengths) and kg (weights): a weight of 22 "lb" read as
+# kg made a toddler obese, and 3,200 "grams" a newborn of 3,200 kg.
+_LENGTH_UNITS = {
     "cm": 1.0, "m": 100.0, "mm": 0.1, "[in_i]": 2.54, "[in_us]": 2.54, "in": 2.54, "inch": 2.54, "inches": 2.54,
     "centimeter": 1.0, "centimeters": 1.0, "centimetre": 1.0, "centimetres": 1.0, "meter": 100.0, "metre": 100.0,
+}
+_WEIGHT_UNITS = {
     "kg": 1.0, "kgs": 1.0, "kilogram": 1.0, "kilograms": 1.0, "g": 0.001, "gm": 0.001, "gram": 0.001, "grams": 0.001,
     "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237, "pound": 0.45359237, "pounds": 0.45359237,  # by definition
     "[oz_av]": 0.028349523125, "oz": 0.028349523125,
@@ -243,7 +247,11 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
             continue
         if rule.kind.startswith("growth:"):
             indicator = rule.kind.split(":", 1)[1]
-            value = m.value * unit_factor(m.unit)
+            factor = unit_factor(indicator, m.unit)
+            if factor is None:
+                child.unread.append(growth_unread(m.loinc, m.unit))
+                continue
+            value = m.value * factor
             # WHO length (lying) before 2 years, height (standing) after: the two differ by 0.7 cm.
             if m.loinc == LYING_LENGTH and when >= 731:
                 value -= 0.7
@@ -310,9 +318,16 @@ def growth_finding(g: GrowthFinding) -> Finding:
     return Finding(g.hpo, g.age_days, f"growth:{g.indicator} z={g.z:.1f}")
 
 
-def unit_factor(unit: str) -> float:
-    """To cm or kg (a weight without a unit is taken as kg, as is any unknown unit)."""
-    return _UNIT_FACTORS.get(unit.strip().lower(), 1.0) if unit else 1.0
+def unit_factor(indicator: str, unit: str) -> float | None:
+    """To cm for a length or head circumference, to kg for a weight (``indicator`` wfa); a value without a
+    unit is taken as already in them, and None for a unit of another kind or one not known (listed as unread)."""
+    if not unit or not unit.strip():
+        return 1.0
+    return (_WEIGHT_UNITS if indicator == "wfa" else _LENGTH_UNITS).get(unit.strip().lower())
+
+
+def growth_unread(loinc: str, unit: str) -> DroppedEntry:
+    return DroppedEntry(f"LOINC {loinc}", f"unit {unit[:20]!r}: not a unit of this measurement")
 
 
 def coded_findings(

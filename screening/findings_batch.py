@@ -57,8 +57,9 @@ def extract_findings_batch(
     if measured:
         odd = _measurement_findings([records[i] for i in measured], [children[i] for i in measured], maps)
         for k in odd:
-            # A growth value that is NaN: growth_findings sorts such a series its own way, so this child
-            # goes through it as a whole.
+            # A growth value that is NaN (or in a unit that cannot be read): growth_findings sorts such a
+            # series its own way, and the unread list keeps the record's order, so this child goes through
+            # it as a whole.
             children[measured[k]] = extract_findings(records[measured[k]], maps, as_of, max_age_days)
     return children
 
@@ -107,8 +108,14 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
     _lab_findings(np.flatnonzero(read & (kind == _LAB)), code, value, rules, owner, when, loincs, values, units, children)
 
     growth = np.flatnonzero(read & (kind >= 0))
-    factors = {unit: unit_factor(unit) for unit in set(units)}
-    grown = value[growth] * np.fromiter((factors[units[k]] for k in growth.tolist()), np.float64, len(growth))
+    factors: dict[tuple[int, str], float] = {}
+    for k in growth.tolist():
+        key = (int(kind[k]), units[k])
+        if key not in factors:
+            factor = unit_factor(INDICATORS[key[0]], units[k])
+            # an unknown unit makes the value NaN: such a child is read one by one, which lists it as unread
+            factors[key] = np.nan if factor is None else factor
+    grown = value[growth] * np.fromiter((factors[(int(kind[k]), units[k])] for k in growth.tolist()), np.float64, len(growth))
     at, who = when[growth], owner[growth]
     lying, standing = code_of.get(LYING_LENGTH, -1), code_of.get(STANDING_HEIGHT, -1)
     grown = np.where((code[growth] == lying) & (at >= 731), grown - 0.7, grown)

@@ -263,3 +263,20 @@ def test_lab_values_in_other_units_are_converted_or_listed_not_misread(screener:
         ]
     assert [(f.hpo, f.source) for f in single.findings] == [(f.hpo, f.source) for f in batched.findings]
     assert single.risk == batched.risk
+
+
+def test_a_growth_value_in_a_unit_of_another_kind_is_listed_not_misread(screener: Screener) -> None:
+    """A weight in cm or a height in "stone" cannot be read; an unknown unit was taken as kg or cm before."""
+    record = syndromic_child()
+    bad = [Measurement("29463-7", 12.0, "cm", date(2023, 1, 5)), Measurement("8302-2", 80.0, "stone", date(2023, 1, 6))]
+    record.measurements = [*record.measurements, *bad]
+    single = screener.screen(record, AS_OF)
+    [batched] = screen_batch(screener, [record], AS_OF)
+    for result in (single, batched):
+        assert result.status == "incomplete"
+        assert [(d.entry, d.reason) for d in result.dropped] == [
+            ("LOINC 29463-7", "unit 'cm': not a unit of this measurement"),
+            ("LOINC 8302-2", "unit 'stone': not a unit of this measurement"),
+        ]
+    assert [(f.hpo, f.source) for f in single.findings] == [(f.hpo, f.source) for f in batched.findings]
+    assert single.risk == batched.risk == screener.screen(syndromic_child(), AS_OF).risk
