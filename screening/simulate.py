@@ -42,6 +42,7 @@ from screening.growth import (
     TALL_STATURE,
 )
 from screening.knowledge import KnowledgeBase
+from screening.ontology import Ontology
 
 __all__ = [
     "CaseProjector",
@@ -243,6 +244,14 @@ def recode(record: ChildRecord, maps: CodeMaps, coding: Coding) -> ChildRecord:
     return ChildRecord(record.patient_id, record.birth_date, record.sex, facts, list(record.measurements), record.source)
 
 
+def _growth_of(ontology: Ontology, term: str) -> tuple[str, float] | None:
+    """The indicator and z of the most specific growth term at or above ``term``. "Failure to thrive" lies
+    below "Decreased body weight": taking the first of an ancestor set gave either, by the process's string
+    hashing, and ``screening evaluate`` differed between runs in the fourth decimal."""
+    found = [a for a in ontology.ancestors(term) if a in _GROWTH_TERMS]
+    return _GROWTH_TERMS[max(found, key=lambda a: (len(ontology.ancestors(a)), a))] if found else None
+
+
 class CaseProjector:
     """Projects phenopackets into EMR records; the reverse code indices are built once."""
 
@@ -308,7 +317,7 @@ class CaseProjector:
                 if rng.random() < keep and (not feature.excluded or rng.random() < 0.15):
                     record.facts.append(CodedFact("condition", "hpo", term, when, feature.excluded))
                 continue
-            growth = next((_GROWTH_TERMS[a] for a in ontology.ancestors(term) if a in _GROWTH_TERMS), None)
+            growth = _growth_of(ontology, term)
             if growth is not None and not feature.excluded:
                 if projection is not None and rng.random() >= keep:
                     continue

@@ -13,6 +13,7 @@ from datasets.phenopackets import iso_age_days, iter_phenopackets, read_phenopac
 from medscreen.cli import main
 from screening.findings import CodeMaps, extract_findings
 from screening.knowledge import KnowledgeBase
+from screening.ontology import Ontology
 from screening.simulate import CaseProjector, simulate_controls
 
 
@@ -140,3 +141,16 @@ def test_simulate_makes_cases_and_controls_of_today_that_the_reader_and_screener
     assert main(["screen-emr", str(out), "--out", str(flags), "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert summary["screened"] == 200 and summary["flagged"] >= 1
+
+
+def test_a_case_feature_below_two_growth_terms_takes_the_most_specific(ontology: Ontology) -> None:
+    """"Failure to thrive" lies below "Decreased body weight": the first of the ancestor set had been taken,
+    which the process's string hashing chose, and evaluations differed between runs."""
+    from screening.simulate import _GROWTH_TERMS, _growth_of
+
+    failure_to_thrive, decreased_weight = "HP:0001508", "HP:0004325"
+    assert decreased_weight in ontology.ancestors(failure_to_thrive)
+    for term in (failure_to_thrive, "HP:0001531"):  # and "Failure to thrive in infancy" below it
+        assert _growth_of(ontology, term) == _GROWTH_TERMS[failure_to_thrive]
+    assert _growth_of(ontology, decreased_weight) == _GROWTH_TERMS[decreased_weight]
+    assert _growth_of(ontology, "HP:0001250") is None  # seizure: no growth term
