@@ -157,7 +157,7 @@ class BundleLineReader:
         self._codings: dict[tuple[str | None, str | None], tuple[str, str] | tuple[()]] = {}
         self._references: dict[bytes, str] = {}  # a raw subject -> the id it names
         # a raw code -> (has codings, its codings read); the first False: absent, null or without coding
-        self._concepts: dict[bytes, tuple[bool, list[tuple[str, str]], bool]] = {}
+        self._concepts: dict[bytes, tuple[bool, list[tuple[str, str]], bool, bool]] = {}
 
     def records(self, line: bytes) -> list[ChildRecord] | None:
         """The records of one NDJSON line holding a Bundle, when the line has nothing to report (no
@@ -272,13 +272,14 @@ class BundleLineReader:
             if rtype == "Condition":
                 when = date_of(r.onsetDateTime) or date_of(r.recordedDate)
                 status = [code for _, code in codings_of(r.verificationStatus)]
-                read_codes = self._codings_of_raw(r.code)
+                code = bytes(r.code)
+                read = concepts.get(code) or self._concept(code)
                 if VOID_VERIFICATION in status:
                     new = []
-                elif not any(s in FINDING_SYSTEMS for s, _ in read_codes):
+                elif not read[3]:
                     raise _Doubt  # reported as unread (no ICD-10, SNOMED CT or HPO coding)
                 else:
-                    new = [CodedFact("condition", s, c, when, "refuted" in status) for s, c in read_codes]
+                    new = [CodedFact("condition", s, c, when, "refuted" in status) for s, c in read[1]]
             elif rtype == "Procedure":
                 _required(r.status)
                 period = r.performedPeriod
@@ -324,12 +325,18 @@ class BundleLineReader:
         self._references[raw] = ref
         return ref
 
-    def _concept(self, raw: bytes) -> tuple[bool, list[tuple[str, str]], bool]:
+    def _concept(self, raw: bytes) -> tuple[bool, list[tuple[str, str]], bool, bool]:
         """A raw CodeableConcept read, remembered (a code that does not read is never remembered): whether
-        it has codings, the codings, and whether one is an HPO term."""
+        it has codings, the codings, whether one is an HPO term, and whether one can be a finding (ICD-10,
+        SNOMED CT, HPO)."""
         concept = _decode(_CONCEPT, raw)
         codings = self._codings_of(concept)
-        read = (concept is not None and concept.coding is not None, codings, any(s == "hpo" for s, _ in codings))
+        read = (
+            concept is not None and concept.coding is not None,
+            codings,
+            any(s == "hpo" for s, _ in codings),
+            any(s in FINDING_SYSTEMS for s, _ in codings),
+        )
         if len(self._concepts) >= _CACHE_SIZE:
             self._concepts.clear()
         self._concepts[raw] = read

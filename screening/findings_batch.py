@@ -108,14 +108,14 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
     _lab_findings(np.flatnonzero(read & (kind == _LAB)), code, value, rules, owner, when, loincs, values, units, children)
 
     growth = np.flatnonzero(read & (kind >= 0))
-    factors: dict[tuple[int, str], float] = {}
-    for k in growth.tolist():
-        key = (int(kind[k]), units[k])
-        if key not in factors:
-            factor = unit_factor(INDICATORS[key[0]], units[k])
-            # an unknown unit makes the value NaN: such a child is read one by one, which lists it as unread
-            factors[key] = np.nan if factor is None else factor
-    grown = value[growth] * np.fromiter((factors[(int(kind[k]), units[k])] for k in growth.tolist()), np.float64, len(growth))
+    # the factor of each (indicator, unit) pair present, looked up once; an unknown unit makes the value NaN:
+    # such a child is read one by one, which lists it as unread
+    unit_names = list(dict.fromkeys(units))
+    unit_of = {u: j for j, u in enumerate(unit_names)}
+    pair = kind[growth] * len(unit_names) + np.fromiter(map(unit_of.__getitem__, units), np.int64, len(units))[growth]
+    pairs, inverse = np.unique(pair, return_inverse=True)
+    known = [unit_factor(INDICATORS[p // len(unit_names)], unit_names[p % len(unit_names)]) for p in pairs.tolist()]
+    grown = value[growth] * np.array([np.nan if f is None else f for f in known], dtype=np.float64)[inverse]
     at, who = when[growth], owner[growth]
     lying, standing = code_of.get(LYING_LENGTH, -1), code_of.get(STANDING_HEIGHT, -1)
     grown = np.where((code[growth] == lying) & (at >= 731), grown - 0.7, grown)
