@@ -4,7 +4,8 @@ A folder with three files (UTF-8, comma-separated, header row):
 
 * ``patients.csv``: ``patient_id,birth_date,sex`` (ISO date; sex M/F/U or male/female), optionally
   ``name``, ``mrn`` (the hospital's record number), ``practitioner`` and ``organization`` (whose patient
-  the child is: scopes the paediatrician's page);
+  the child is: scopes the paediatrician's page) and ``death_date`` (ISO date, or yes: the child has died and
+  is not screened; a value that is neither is listed as unread);
 * ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status]``; ``system`` is icd10, snomed, hpo
   or atc (also as their FHIR URIs and common spellings: ICD-10-CM, SNOMED CT, HP); ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
   an excluded finding, entered-in-error a row the writer withdrew (not read);
@@ -26,7 +27,15 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, Measurement, RecordError, code_system
+from datasets.emr_records import (
+    DECEASED_UNDATED,
+    ChildRecord,
+    CodedFact,
+    DroppedEntry,
+    Measurement,
+    RecordError,
+    code_system,
+)
 from datasets.errors import ExtractError
 from datasets.fhir_entry_rules import MONTH_ONLY_BIRTH, VOID_VERIFICATION, month_only_birth
 
@@ -41,6 +50,7 @@ REQUIRED_COLUMNS = {
     "observations.csv": ("patient_id", "date", "loinc", "value", "unit"),
 }
 _KINDS = {"condition", "procedure", "encounter", "medication"}
+_YES = {"yes", "y", "true", "1", "deceased"}
 
 Row = tuple[int, dict[str, str]]
 
@@ -157,6 +167,12 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
         )
         if month_only:
             record.dropped.append(DroppedEntry(where, MONTH_ONLY_BIRTH))
+        died = (row.get("death_date") or "").strip()
+        if died:
+            try:
+                record.deceased = DECEASED_UNDATED if died.lower() in _YES else date.fromisoformat(died)
+            except ValueError:
+                record.dropped.append(DroppedEntry(where, f"death_date {died[:20]!r}: not a date"))
         for dline, drow in diagnoses.take(pid):
             if (drow.get("status") or "").strip().lower() == VOID_VERIFICATION:
                 continue  # withdrawn by the writer (datasets/fhir_entry_rules.py)

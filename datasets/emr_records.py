@@ -23,6 +23,7 @@ __all__ = [
     "measurement",
     "ChildRecord",
     "DroppedEntry",
+    "DECEASED_UNDATED",
     "RecordError",
     "FactKind",
     "CODE_SYSTEMS",
@@ -112,6 +113,9 @@ class Measurement(NamedTuple):
 
 _new_tuple = tuple.__new__
 
+# Patient.deceasedBoolean true (or a CSV death_date of "yes"): deceased, when unknown, so before any screening date.
+DECEASED_UNDATED = date.min
+
 
 def measurement(loinc: str, value: float, unit: str, when: date) -> Measurement:
     """``Measurement(loinc, value, unit, when)``, the same object, for a reader that makes millions
@@ -142,6 +146,12 @@ class ChildRecord:
     mrn: str = ""
     practitioner: str = ""
     organization: str = ""
+    # A record of a child who has died (FHIR Patient.deceased[x], the CSV's death_date) or that is not in use
+    # (Patient.active false, a Patient.link replaced-by: a merged record) is never screened: a flag would ask a
+    # paediatrician to contact the family of a child who has died, or duplicate the surviving record's flag.
+    # ``deceased``: the date of death, ``DECEASED_UNDATED`` when the record says so without a date.
+    deceased: date | None = None
+    inactive: str = ""  # why the record is not in use; "" when it is
 
     @property
     def incomplete(self) -> bool:

@@ -116,6 +116,12 @@ class _Resource(Struct, gc=False, rename={"class_": "class"}):
     identifier: Raw = Raw()
     generalPractitioner: Raw = Raw()
     managingOrganization: Raw = Raw()
+    # A record of a child who has died, or one not in use, goes to the per-resource reader (rare): it reads them
+    # with their checks (datasets.fhir_entry_rules.patient_standing). ``active: true`` is common and read here.
+    deceasedBoolean: Raw = Raw()
+    deceasedDateTime: Raw = Raw()
+    active: bool | None = None
+    link: Raw = Raw()
 
 
 class _Entry(Struct, gc=False):
@@ -221,6 +227,8 @@ class BundleLineReader:
                     raise _Doubt  # reported (no birth date), or named after its place in the Bundle
                 if entry.fullUrl and reference_key(entry.fullUrl) != rid:
                     raise _Doubt  # its resources may name it by the entry's fullUrl: the per-resource reader maps it
+                if r.deceasedBoolean or r.deceasedDateTime or r.link or r.active is False:
+                    raise _Doubt
                 sex = _SEX.get(r.gender or "", "U")
                 patients[rid] = ChildRecord(rid, birth, sex, source=self.source, **self._patient_extras(r))  # type: ignore[arg-type]
                 continue

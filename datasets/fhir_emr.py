@@ -22,7 +22,16 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, FactKind, Measurement, RecordError, code_system
+from datasets.emr_records import (
+    DECEASED_UNDATED,
+    ChildRecord,
+    CodedFact,
+    DroppedEntry,
+    FactKind,
+    Measurement,
+    RecordError,
+    code_system,
+)
 from datasets.fhir_entry_rules import (
     MONTH_ONLY_BIRTH,
     OTHER_VALUES,
@@ -34,6 +43,7 @@ from datasets.fhir_entry_rules import (
     feature_presence,
     month_only_birth,
     no_birth_date,
+    patient_standing,
 )
 from datasets.fhir_primitives import full_url_keys, merge_aliases, reference_key
 
@@ -220,6 +230,10 @@ def records_from_resources(
             full_url = full_urls.get(where) if full_urls else None
             pid = str(resource.id or (reference_key(full_url) if full_url else where))
             patients[pid] = ChildRecord(pid, birth, sex, source=source, **_patient_extras(resource))  # type: ignore[arg-type]
+            # read from the validated resource (it reads "deceasedBoolean": "yes" as true, as pydantic does)
+            patients[pid].deceased, patients[pid].inactive = patient_standing(
+                resource.model_dump(mode="json", include={"deceasedBoolean", "deceasedDateTime", "active", "link"})
+            )
             if approximate:
                 patients[pid].dropped.append(DroppedEntry(f"{where} {name}", MONTH_ONLY_BIRTH))
             order.append(pid)
@@ -333,6 +347,12 @@ def record_to_bundle(record: ChildRecord) -> dict[str, Any]:
         patient["generalPractitioner"] = [{"reference": record.practitioner}]
     if record.organization:
         patient["managingOrganization"] = {"reference": record.organization}
+    if record.deceased == DECEASED_UNDATED:
+        patient["deceasedBoolean"] = True
+    elif record.deceased is not None:
+        patient["deceasedDateTime"] = record.deceased.isoformat()
+    if record.inactive:
+        patient["active"] = False  # the reason is the reader's: a replaced-by link's target is not in the record
     entries: list[dict[str, Any]] = [{"resource": patient}]
     subject = {"reference": f"Patient/{pid}"}
     for i, fact in enumerate(record.facts):

@@ -18,6 +18,10 @@ A birth date given to the month only (``2021-05``, as pseudonymised extracts giv
 the record lists that as an unread entry, so ages are known to be within 15 days; a year alone is too coarse to
 screen a child under 7 and stays a record error.
 
+A Patient who has died (``deceasedBoolean`` true, ``deceasedDateTime`` on or before the screening date) or whose
+record is not in use (``active`` false, a ``link`` of type ``replaced-by``: a merged record) is read, and not
+screened: :func:`patient_standing`.
+
 Entries the writer withdrew (``status`` ``entered-in-error`` or ``cancelled``, a Condition's
 ``verificationStatus`` ``entered-in-error``) are not read at all: a weight entered in error must not make
 a growth finding.
@@ -28,6 +32,8 @@ from __future__ import annotations
 import re
 from datetime import date
 from typing import Any
+
+from datasets.emr_records import DECEASED_UNDATED
 
 __all__ = [
     "FINDING_SYSTEMS",
@@ -41,6 +47,7 @@ __all__ = [
     "month_only_birth",
     "MONTH_ONLY_BIRTH",
     "no_birth_date",
+    "patient_standing",
 ]
 
 VOID_OBSERVATION_STATUS = frozenset({"entered-in-error", "cancelled"})
@@ -83,6 +90,29 @@ def no_birth_date(value: Any) -> str:
     """The record error of a Patient whose birth date cannot be read."""
     year_only = isinstance(value, str) and re.fullmatch(r"[0-9]{4}", value) is not None
     return "Patient has no birthDate" + (" (a year alone is too coarse to screen a child under 7)" if year_only else "")
+
+
+def patient_standing(raw: dict[str, Any]) -> tuple[date | None, str]:
+    """``(deceased, inactive)`` of a Patient resource the reader has validated: the date of death (the first
+    day a partial ``deceasedDateTime`` allows, so a child is never screened after it; ``DECEASED_UNDATED`` for
+    ``deceasedBoolean`` true) and why the record is not in use ("" when it is)."""
+    died = raw.get("deceasedDateTime")
+    deceased = None
+    if isinstance(died, str) and len(died) >= 4:
+        year, month, day = int(died[:4]), int(died[5:7] or 1), int(died[8:10] or 1)
+        deceased = date(year, month, day)
+    elif raw.get("deceasedBoolean") is True:
+        deceased = DECEASED_UNDATED
+    inactive = ""
+    for link in raw.get("link") or ():
+        if isinstance(link, dict) and link.get("type") == "replaced-by":
+            other = link.get("other")
+            reference = other.get("reference") if isinstance(other, dict) else None
+            inactive = f"replaced by {str(reference or 'another record')[:80]} (Patient.link): a merged record"
+            break
+    if not inactive and raw.get("active") is False:
+        inactive = "Patient.active is false: the record is not in use"
+    return deceased, inactive
 
 
 class Unreadable(ValueError):

@@ -44,6 +44,7 @@ from datasets.fhir_entry_rules import (
     feature_presence,
     month_only_birth,
     no_birth_date,
+    patient_standing,
 )
 from datasets.fhir_primitives import (
     ID,
@@ -313,6 +314,20 @@ def _feature(raw: dict[str, Any], codings: list[tuple[str, str]], when: date | N
     return [CodedFact("condition", "hpo", term, when, not present) for term in terms]
 
 
+def _check_standing(raw: dict[str, Any]) -> None:
+    """The elements :func:`datasets.fhir_entry_rules.patient_standing` reads, checked as the validator would."""
+    if "deceasedBoolean" in raw and "deceasedDateTime" in raw:
+        raise _Invalid("deceased[x]: more than one of deceasedBoolean, deceasedDateTime")
+    for element in ("deceasedBoolean", "active"):
+        if element in raw and type(raw[element]) is not bool:
+            raise _Invalid(f"{element}: not a boolean")
+    _date(raw.get("deceasedDateTime"), "deceasedDateTime")
+    for i, link in enumerate(_list(raw.get("link", []), "link")):
+        link = _obj(link, f"link.{i}")
+        _optional_str(link.get("type"), f"link.{i}.type")
+        _optional_str(_obj(link.get("other", {}), f"link.{i}.other").get("reference"), f"link.{i}.other.reference")
+
+
 def _check(raw: dict[str, Any], rtype: str) -> None:
     rid = raw.get("id")
     if rid is not None and (type(rid) is not str or ID.fullmatch(rid) is None):
@@ -365,6 +380,7 @@ def records_from_resources_fast(
                 if gender is not None and not isinstance(gender, str):
                     raise _Invalid("gender: not a code")
                 extras = _patient_extras(raw)
+                _check_standing(raw)
         except (_Invalid, Unreadable) as exc:
             where = name(key)
             verb = "unread" if isinstance(exc, Unreadable) else "invalid"
@@ -384,6 +400,7 @@ def records_from_resources_fast(
             full_url = full_urls.get(key) if full_urls else None
             pid = str(raw.get("id") or (reference_key(full_url) if full_url else name(key)))
             patients[pid] = ChildRecord(pid, birth, sex, source=source, **extras)  # type: ignore[arg-type]
+            patients[pid].deceased, patients[pid].inactive = patient_standing(raw)
             if approximate:
                 patients[pid].dropped.append(DroppedEntry(f"{name(key)} Patient/{raw.get('id', '?')}", MONTH_ONLY_BIRTH))
             if full_url and reference_key(full_url) != pid:

@@ -20,6 +20,7 @@ from datasets.emr_records import RecordError
 from datasets.fhir_emr import records_from_bundle
 from screening.errors import ScreeningError
 from screening.fhir_output import operation_outcome
+from screening.findings import RETIRING_STATUSES
 from screening.results_store import store_result
 from screening.screener import Screener
 from screening.tables import ScreeningAssignment, ScreeningOutcome, ScreeningRun
@@ -111,14 +112,20 @@ def _decisions(session: Session, result_ids: list[int]) -> dict[int, list[Screen
 
 def _superseded() -> ColumnElement[bool]:
     """A flag with a later flag of the same child (record id, practitioner and organisation: another site's
-    patient 123 is another child): the later one, raised on new findings, is the one to decide."""
+    patient 123 is another child): the later one, raised on new findings, is the one to decide. An undecided
+    flag is also retired by a later result saying the child has died or the record is no longer in use (merged):
+    nobody should be asked to contact that family; a decided flag stays in the history."""
     newer = aliased(ScreeningRun)
-    return exists().where(
+    later_of_child = and_(
         newer.patient_id == ScreeningRun.patient_id,
         newer.practitioner == ScreeningRun.practitioner,
         newer.organization == ScreeningRun.organization,
-        newer.flagged.is_(True),
         or_(newer.screened_at > ScreeningRun.screened_at, and_(newer.screened_at == ScreeningRun.screened_at, newer.id > ScreeningRun.id)),
+    )
+    undecided = ~exists().where(ScreeningOutcome.result_id == ScreeningRun.id)
+    return or_(
+        exists().where(later_of_child, newer.flagged.is_(True)),
+        and_(undecided, exists().where(later_of_child, newer.status.in_(RETIRING_STATUSES))),
     )
 
 

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry
+from datasets.emr_records import DECEASED_UNDATED, ChildRecord, CodedFact, DroppedEntry
 from screening.growth import GrowthFinding, GrowthStandards, growth_findings, load_growth_standards
 from screening.icd10_map import Icd10Map, load_icd10_map, normalise_icd10
 from screening.ontology import Ontology
@@ -44,8 +44,11 @@ _DATA = Path(str(resources.files("screening") / "data"))
 MAX_AGE_DAYS = int(7 * 365.25)
 
 # ``incomplete``: screened on what could be read, with entries of the record that could not (listed).
-Status = Literal["screened", "incomplete", "out_of_age", "already_diagnosed", "in_genetics_care"]
+Status = Literal["screened", "incomplete", "out_of_age", "already_diagnosed", "in_genetics_care", "deceased", "inactive_record"]
 SCORED_STATUSES = ("screened", "incomplete")
+# A child who has died, or a record no longer in use (merged): not screened, and the result is stored so that it
+# retires the child's earlier undecided flag from the paediatrician's page (``screening.api``).
+RETIRING_STATUSES = ("deceased", "inactive_record")
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,14 @@ def coded_findings(
     of age, already diagnosed: the measurements are then not read)."""
     age = (as_of - record.birth_date).days
     child = ChildFindings(record.patient_id, record.sex, age, "screened")
+    if record.inactive:
+        child.status, child.reason = "inactive_record", record.inactive
+        return child, True
+    if record.deceased is not None and record.deceased <= as_of:
+        child.status, child.reason = "deceased", (
+            "recorded as deceased" if record.deceased == DECEASED_UNDATED else f"deceased {record.deceased.isoformat()}"
+        )
+        return child, True
     if age < 0 or age >= max_age_days:
         child.status, child.reason = "out_of_age", f"age {age / 365.25:.1f} years is outside 0-{max_age_days / 365.25:.0f}"
         return child, True

@@ -38,6 +38,7 @@ from datasets.extract_partitions import (
     read_partition,
 )
 from screening.batch_screen import screen_batch
+from screening.findings import RETIRING_STATUSES
 from screening.screener import Screener, ScreeningResult
 
 __all__ = ["RunOptions", "PartitionResult", "RunSummary", "screen_partition", "run_population"]
@@ -72,7 +73,10 @@ class PartitionResult:
 
 # ``aged_out``: not screened for age, yet under the age limit at the record's last entry (an older extract
 # screened as of today: its children grew past the limit since).
-_COUNTS = ("screened", "incomplete", "flagged", "errors", "not_screened", "aged_out")
+_COUNTS = ("screened", "incomplete", "flagged", "errors", "not_screened", "aged_out", "deceased", "inactive_record")
+# Written whatever the options: an incomplete record (never a silent "no risk"), and a child who has died or whose
+# record is no longer in use (stored, the line retires the child's earlier flag from the paediatrician's page).
+_ALWAYS_WRITTEN = frozenset({"incomplete", *RETIRING_STATUSES})
 
 
 @dataclass
@@ -179,8 +183,9 @@ def _screen_partition(screener: Screener, partition: Partition, options: RunOpti
             counts[result.status if result.status in ("screened", "incomplete") else "not_screened"] += 1
             counts["flagged"] += result.flagged
             counts["aged_out"] += result.status == "out_of_age" and _under_age_at_last_entry(record, screener.max_age_days)
-            # An incomplete record is always written, with what was not read: never a silent "no risk".
-            if result.flagged or options.write_all or result.status == "incomplete":
+            if result.status in RETIRING_STATUSES:
+                counts[result.status] += 1
+            if result.flagged or options.write_all or result.status in _ALWAYS_WRITTEN:
                 flags += _line(result, record, screener)
     return PartitionResult(
         partition.index, bytes(flags), bytes(errors), counts, screener.model.version, screener.threshold

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from datasets.emr_records import ChildRecord
 from screening.fhir_output import explanation, flag, risk_assessment
+from screening.findings import RETIRING_STATUSES
 from screening.screener import Screener, ScreeningResult, patient_digest
 from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
@@ -41,7 +42,7 @@ def repeat_of(
     named neither. A newer screener's result (another ``model_version``) on a flag nobody has decided yet is
     stored: it replaces the older flag on the page with the newer model's candidates and risk, and asks
     nothing that was not already waiting."""
-    if not (flagged or reasons.get("status") == "incomplete"):
+    if not (flagged or reasons.get("status") == "incomplete" or reasons.get("status") in RETIRING_STATUSES):
         return None
     latest = session.scalars(
         select(ScreeningRun)
@@ -161,7 +162,7 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
         with output.open(encoding="utf-8") as lines:
             for text in lines:
                 line = json.loads(text)
-                if not (line["flagged"] or line["status"] == "incomplete"):
+                if not (line["flagged"] or line["status"] == "incomplete" or line["status"] in RETIRING_STATUSES):
                     continue
                 patient = line.get("patient") or {}
                 practitioner = str(patient.get("practitioner", ""))[:128]

@@ -125,10 +125,28 @@ SHAPES: dict[str, dict[str, Any]] = {
     "identifier-use-a-number": {"resource": {"resourceType": "Patient", "id": "p2", "birthDate": "2021-01-01",
                                              "identifier": [{"use": 3, "value": "v"}]}},
     "bad-id-of-a-skipped-resource": {"resource": {"resourceType": "Organization", "id": "o_1"}},
+    # a Patient in active use (as most servers write it) is read typed; one who has died, a merged record, one
+    # not in use, or deceased[x] given twice (invalid) goes to the per-resource reader
+    "patient-active": {"resource": {"resourceType": "Patient", "id": "p3", "birthDate": "2021-01-01", "active": True}},
+    "patient-deceased": {"resource": {"resourceType": "Patient", "id": "p4", "birthDate": "2021-01-01",
+                                      "deceasedDateTime": "2023-04"}},
+    "patient-deceased-boolean": {"resource": {"resourceType": "Patient", "id": "p5", "birthDate": "2021-01-01",
+                                              "deceasedBoolean": True}},
+    "patient-alive": {"resource": {"resourceType": "Patient", "id": "p6", "birthDate": "2021-01-01",
+                                   "deceasedBoolean": False}},
+    "patient-replaced": {"resource": {"resourceType": "Patient", "id": "p7", "birthDate": "2021-01-01",
+                                      "link": [{"other": {"reference": "Patient/p8"}, "type": "replaced-by"}]}},
+    "patient-inactive": {"resource": {"resourceType": "Patient", "id": "p9", "birthDate": "2021-01-01", "active": False}},
+    "patient-deceased-twice": {"resource": {"resourceType": "Patient", "id": "p10", "birthDate": "2021-01-01",
+                                            "deceasedBoolean": True, "deceasedDateTime": "2023-04-01"}},
+    "patient-active-a-string": {"resource": {"resourceType": "Patient", "id": "p11", "birthDate": "2021-01-01",
+                                             "active": "yes"}},
 }
 _HANDED_OVER = {
     "observation-status-a-list", "observation-via-patient-element", "encounter-type-null",
     "identifier-use-a-number", "bad-id-of-a-skipped-resource", "medication-missing",
+    "patient-deceased", "patient-deceased-boolean", "patient-alive", "patient-replaced", "patient-inactive",
+    "patient-deceased-twice", "patient-active-a-string",
 }
 
 

@@ -280,3 +280,61 @@ def test_a_growth_value_in_a_unit_of_another_kind_is_listed_not_misread(screener
         ]
     assert [(f.hpo, f.source) for f in single.findings] == [(f.hpo, f.source) for f in batched.findings]
     assert single.risk == batched.risk == screener.screen(syndromic_child(), AS_OF).risk
+
+
+def test_a_child_who_has_died_or_a_record_not_in_use_is_not_screened(screener: Screener, tmp_path: Any) -> None:
+    """Patient.deceased[x], a merged record (link replaced-by) and Patient.active false, read alike by the full
+    validator, the per-resource reader and the typed Bundle path, and the CSV's death_date: never screened,
+    never flagged (a paediatrician would be asked to contact the family of a child who has died)."""
+    def patient(pid: str, **standing: Any) -> list[dict[str, Any]]:
+        bundle = record_to_bundle(syndromic_child(pid))
+        bundle["entry"][0]["resource"].update(standing)
+        return bundle["entry"]
+
+    entries = (
+        patient("alive") + patient("alive-said", deceasedBoolean=False, active=True)
+        + patient("died", deceasedDateTime="2023-11-02T04:10:00+01:00") + patient("died-later", deceasedDateTime="2024-06")
+        + patient("died-month", deceasedDateTime="2024-03") + patient("died-undated", deceasedBoolean=True)
+        + patient("merged", link=[{"other": {"reference": "Patient/alive"}, "type": "replaced-by"}])
+        + patient("seealso", link=[{"other": {"reference": "Patient/alive"}, "type": "seealso"}])
+        + patient("inactive", active=False)
+        + patient("invalid", deceasedBoolean="maybe")
+    )
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    path = tmp_path / "extract.ndjson"
+    path.write_text(json.dumps(bundle) + "\n")
+    read = [
+        list(records_from_bundle(copy.deepcopy(bundle), "x")), list(records_from_bundle_fast(copy.deepcopy(bundle), "x")),
+        list(read_fhir_fast(path)),
+    ]
+    assert BundleLineReader("x").records(path.read_bytes().strip()) is None  # handed to the per-resource reader
+    for items in read:
+        errors = [e for e in items if isinstance(e, RecordError)]
+        assert errors[0].record.endswith("Patient/invalid") and "deceasedBoolean" in errors[0].reason  # not a boolean
+        records = [r for r in items if isinstance(r, ChildRecord)]
+        results = {r.patient_id: screener.screen(r, AS_OF) for r in records}
+        assert {pid: (r.status, r.flagged) for pid, r in results.items()} == {
+            "alive": ("screened", True), "alive-said": ("screened", True), "seealso": ("screened", True),
+            "died": ("deceased", False), "died-later": ("screened", True),  # dies after the screening date
+            "died-month": ("deceased", False),  # March 2024: the 1st, so not screened on 1 March
+            "died-undated": ("deceased", False), "merged": ("inactive_record", False), "inactive": ("inactive_record", False),
+        }
+        assert results["died"].reason == "deceased 2023-11-02" and results["died-undated"].reason == "recorded as deceased"
+        assert "Patient/alive" in results["merged"].reason and "active is false" in results["inactive"].reason
+        batched = screen_batch(screener, records, AS_OF)
+        assert [(b.status, b.reason, b.flagged) for b in batched] == [(results[r.patient_id].status,
+                results[r.patient_id].reason, results[r.patient_id].flagged) for r in records]
+    # our writer keeps what it read
+    again = _one(records_from_bundle(record_to_bundle(next(r for r in read[0] if getattr(r, "patient_id", "") == "died")), "y"))
+    assert again.deceased == date(2023, 11, 2)
+
+    from datasets.emr_csv import read_csv_extract
+
+    (tmp_path / "patients.csv").write_text("patient_id,birth_date,sex,death_date\np1,2021-03-02,F,\np2,2021-03-02,F,2023-05-01\n"
+                                           "p3,2021-03-02,F,yes\np4,2021-03-02,F,unknown\n")
+    (tmp_path / "diagnoses.csv").write_text("patient_id,date,system,code\n" + "".join(
+        f"p{i},2022-01-0{i},icd10,Q21.1\n" for i in range(1, 5)))
+    (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
+    csv_records = list(read_csv_extract(tmp_path))
+    assert [screener.screen(r, AS_OF).status for r in csv_records] == ["screened", "deceased", "deceased", "incomplete"]
+    assert "death_date 'unknown': not a date" in csv_records[3].dropped[0].reason

@@ -200,3 +200,55 @@ def test_a_newer_screener_refreshes_an_undecided_flag_and_leaves_a_decided_one(
         actions = [e.action for e in session.scalars(select(AuditEvent).where(AuditEvent.subject_id == "n1"))]
     assert sorted(r.model_version for r in runs) == ["v1", "v2"]
     assert actions.count("screening.submit") == 2 and actions.count("screening.repeat") == 2
+
+
+@pytest.mark.parametrize("screening_backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_child_who_has_died_or_whose_record_was_merged_leaves_the_page_undecided_flags_only(
+    screening_app: FastAPI, client: TestClient, token_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # type: ignore[no-untyped-def]
+    """A later extract says a flagged child has died (or the record was merged into another): the undecided flag
+    leaves the page, nobody is asked to contact that family; a decided flag stays in the history. Batch and HTTP."""
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", str(screening_app.state.engine.url))
+    assert main(["screening", "assign", "dr-a", "--practitioner", "Practitioner/dr-a"]) == 0
+    doctor = token_for("dr-a", "paediatrician")
+    children = [child_of(f"d{i}", f"Dana D{i}", f"MRN-D{i}", practitioner="Practitioner/dr-a") for i in range(4)]
+
+    def screen(name: str) -> dict:  # type: ignore[type-arg]
+        extract = tmp_path / f"{name}.ndjson"
+        extract.write_text("".join(json.dumps(record_to_bundle(c)) + "\n" for c in children))
+        assert main(["screen-emr", str(extract), "--out", str(tmp_path / f"{name}-out.ndjson"), "--as-of", "2024-03-01",
+                     "--quiet"]) == 0
+        return json.loads(next(line for line in capsys.readouterr().err.splitlines() if line.startswith("{")))
+
+    screen("january")
+    flags = {f["patient_id"]: f["id"] for f in client.get("/api/screening/flags", headers=doctor).json()["flags"]}
+    assert sorted(flags) == ["d0", "d1", "d2", "d3"]
+    assert client.post(f"/api/screening/flags/{flags['d1']}/outcome", json={"outcome": "referred"}, headers=doctor).status_code == 201
+
+    children[0].deceased, children[1].deceased = date(2024, 1, 10), date(2024, 1, 10)
+    children[2].inactive = "merged"
+    summary = screen("february")
+    assert (summary["deceased"], summary["inactive_record"], summary["flagged"]) == (2, 1, 1)
+    assert [f["patient_id"] for f in client.get("/api/screening/flags", headers=doctor).json()["flags"]] == ["d3"]
+    decided = client.get("/api/screening/flags?include_decided=true", headers=doctor).json()["flags"]
+    assert sorted(f["patient_id"] for f in decided) == ["d1", "d3"]  # d1's decision stays in the history
+    assert screen("february-again")["repeats_not_stored"] == 4  # the three retirements and d3's flag: stored once
+
+    # The same over HTTP: a flag, then the child's record saying she has died.
+    child = child_of("h1", "Hana H", "MRN-H1", practitioner="Practitioner/dr-a")
+
+    def submit() -> list[str]:
+        response = client.post("/api/screening?as_of=2024-03-01", json={"resourceType": "Bundle", "type": "collection",
+                               "entry": record_to_bundle(child)["entry"]}, headers=doctor)
+        assert response.status_code == 200, response.text
+        return [e["resource"]["resourceType"] for e in response.json()["entry"]]
+
+    assert submit() == ["RiskAssessment", "Flag"]
+    assert "h1" in [f["patient_id"] for f in client.get("/api/screening/flags", headers=doctor).json()["flags"]]
+    child.deceased = date(2024, 2, 1)
+    assert submit() == ["RiskAssessment"]
+    assert [f["patient_id"] for f in client.get("/api/screening/flags", headers=doctor).json()["flags"]] == ["d3"]
+    with session_scope(screening_app.state.session_factory) as session:
+        statuses = [r.status for r in session.scalars(select(ScreeningRun).where(ScreeningRun.patient_id == "h1"))]
+    assert statuses == ["screened", "deceased"]
