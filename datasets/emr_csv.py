@@ -8,7 +8,8 @@ A folder with three files (UTF-8, comma-separated, header row):
   is not screened; a value that is neither is listed as unread);
 * ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status]``; ``system`` is icd10, snomed, hpo
   or atc (also as their FHIR URIs and common spellings: ICD-10-CM, SNOMED CT, HP); ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
-  an excluded finding, entered-in-error a row the writer withdrew (not read);
+  an excluded finding, entered-in-error a row the writer withdrew (not read), unconfirmed, provisional,
+  differential or suspected a suspicion (its findings count; a suspected rare disease is no diagnosis);
 * ``observations.csv``: ``patient_id,date,loinc,value,unit``.
 
 All three files and their columns are required: a missing one is an :class:`ExtractError` that stops
@@ -37,7 +38,7 @@ from datasets.emr_records import (
     code_system,
 )
 from datasets.errors import ExtractError
-from datasets.fhir_entry_rules import MONTH_ONLY_BIRTH, VOID_VERIFICATION, month_only_birth
+from datasets.fhir_entry_rules import MONTH_ONLY_BIRTH, UNCONFIRMED, VOID_VERIFICATION, month_only_birth
 
 __all__ = ["read_csv_extract", "check_extract", "CSV_FILES", "REQUIRED_COLUMNS"]
 
@@ -123,8 +124,9 @@ def _fact(row: dict[str, str]) -> CodedFact:
     if system == "other" or not row.get("code"):
         raise ValueError(f"unknown code system {row.get('system')!r} or empty code")
     when = date.fromisoformat(row["date"]) if row.get("date") else None
-    refuted = (row.get("status") or "").lower() in {"refuted", "excluded", "absent"}
-    return CodedFact(kind, system, row["code"], when, refuted)  # type: ignore[arg-type]
+    status = (row.get("status") or "").strip().lower()
+    refuted, unconfirmed = status in {"refuted", "excluded", "absent"}, status in UNCONFIRMED | {"suspected"}
+    return CodedFact(kind, system, row["code"], when, refuted, unconfirmed)  # type: ignore[arg-type]
 
 
 def _measurement(row: dict[str, str]) -> Measurement:

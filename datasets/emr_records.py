@@ -98,6 +98,9 @@ class CodedFact:
     code: str
     date: date | None
     refuted: bool = False  # verificationStatus refuted / excluded finding
+    # verificationStatus unconfirmed, provisional or differential: suspected. A suspected rare disease is no
+    # diagnosis, so it does not take the child out of screening as "already diagnosed".
+    unconfirmed: bool = False
 
 
 class Measurement(NamedTuple):

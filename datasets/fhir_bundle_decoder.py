@@ -29,7 +29,7 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system, measurement
-from datasets.fhir_entry_rules import FINDING_SYSTEMS, VOID_OBSERVATION_STATUS, VOID_VERIFICATION
+from datasets.fhir_entry_rules import FINDING_SYSTEMS, UNCONFIRMED, VOID_OBSERVATION_STATUS, VOID_VERIFICATION
 from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, reference_key, valid_code
 
 __all__ = ["BundleLineReader", "patient_key"]
@@ -287,7 +287,8 @@ class BundleLineReader:
                 elif not read[3]:
                     raise _Doubt  # reported as unread (no ICD-10, SNOMED CT or HPO coding)
                 else:
-                    new = [CodedFact("condition", s, c, when, "refuted" in status) for s, c in read[1]]
+                    refuted, unconfirmed = "refuted" in status, not UNCONFIRMED.isdisjoint(status)
+                    new = [CodedFact("condition", s, c, when, refuted, unconfirmed) for s, c in read[1]]
             elif rtype == "Procedure":
                 _required(r.status)
                 period = r.performedPeriod

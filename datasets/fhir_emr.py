@@ -35,6 +35,7 @@ from datasets.emr_records import (
 from datasets.fhir_entry_rules import (
     MONTH_ONLY_BIRTH,
     OTHER_VALUES,
+    UNCONFIRMED,
     UNDATED,
     VOID_OBSERVATION_STATUS,
     VOID_VERIFICATION,
@@ -127,7 +128,8 @@ def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
             return []
         codings = _codings([resource.code])
         check_condition_codes(codings)
-        return [CodedFact(kind, s, c, when, "refuted" in status) for s, c in codings]
+        unconfirmed = not UNCONFIRMED.isdisjoint(status)
+        return [CodedFact(kind, s, c, when, "refuted" in status, unconfirmed) for s, c in codings]
     if kind == "procedure":
         when = _as_date(resource.performedDateTime) or _as_date(
             resource.performedPeriod.start if resource.performedPeriod else None
@@ -363,9 +365,10 @@ def record_to_bundle(record: ChildRecord) -> dict[str, Any]:
             resource: dict[str, Any] = {"resourceType": "Condition", "id": rid, "subject": subject, "code": coding}
             if when:
                 resource["onsetDateTime"] = when
-            if fact.refuted:
+            if fact.refuted or fact.unconfirmed:
                 resource["verificationStatus"] = {
-                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "refuted"}]
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                                "code": "refuted" if fact.refuted else "provisional"}]
                 }
         elif fact.kind == "procedure":
             resource = {"resourceType": "Procedure", "id": rid, "status": "completed", "subject": subject, "code": coding}

@@ -24,7 +24,8 @@ screened: :func:`patient_standing`.
 
 Entries the writer withdrew (``status`` ``entered-in-error`` or ``cancelled``, a Condition's
 ``verificationStatus`` ``entered-in-error``) are not read at all: a weight entered in error must not make
-a growth finding.
+a growth finding. A Condition ``unconfirmed``, ``provisional`` or ``differential`` is read as suspected
+(``CodedFact.unconfirmed``): its findings count, but a suspected rare disease is no diagnosis.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "UNDATED",
     "VOID_OBSERVATION_STATUS",
     "VOID_VERIFICATION",
+    "UNCONFIRMED",
     "feature_presence",
     "check_condition_codes",
     "Unreadable",
@@ -52,6 +54,8 @@ __all__ = [
 
 VOID_OBSERVATION_STATUS = frozenset({"entered-in-error", "cancelled"})
 VOID_VERIFICATION = "entered-in-error"
+# Condition verificationStatus codes of a suspicion, not a diagnosis (R4 condition-ver-status).
+UNCONFIRMED = frozenset({"unconfirmed", "provisional", "differential"})
 
 # (system, code) of a value or interpretation that says present / absent: LOINC answers LL1937-3 (the
 # Phenomics Exchange binding), SNOMED CT Present/Absent and Yes/No, HL7 v2 Y/N, v3 interpretation POS/NEG.

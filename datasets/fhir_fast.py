@@ -36,6 +36,7 @@ from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_entry_rules import (
     MONTH_ONLY_BIRTH,
     OTHER_VALUES,
+    UNCONFIRMED,
     UNDATED,
     VOID_OBSERVATION_STATUS,
     VOID_VERIFICATION,
@@ -211,8 +212,8 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
         if VOID_VERIFICATION in status:
             return []
         check_condition_codes(codings)
-        refuted = "refuted" in status
-        return [CodedFact(kind, s, c, when, refuted) for s, c in codings]
+        refuted, unconfirmed = "refuted" in status, not UNCONFIRMED.isdisjoint(status)
+        return [CodedFact(kind, s, c, when, refuted, unconfirmed) for s, c in codings]
     if kind == "procedure":
         period = raw.get("performedPeriod")
         start = _obj(period, "performedPeriod").get("start") if period is not None else None

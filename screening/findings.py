@@ -368,6 +368,8 @@ def coded_findings(
             continue  # never a feature: it reveals an existing suspicion
         if not fact.refuted and fact.kind == "condition" and fact.system == "icd10":
             if meaning.orphan is not None:
+                if fact.unconfirmed:
+                    continue  # suspected, not diagnosed: the child is screened on the rest of the record
                 child.status, child.reason = "already_diagnosed", f"{meaning.orphan[0]} {meaning.orphan[1]}"
                 return child, True
             child.congenital_codes += meaning.congenital

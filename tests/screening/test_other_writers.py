@@ -338,3 +338,44 @@ def test_a_child_who_has_died_or_a_record_not_in_use_is_not_screened(screener: S
     csv_records = list(read_csv_extract(tmp_path))
     assert [screener.screen(r, AS_OF).status for r in csv_records] == ["screened", "deceased", "deceased", "incomplete"]
     assert "death_date 'unknown': not a date" in csv_records[3].dropped[0].reason
+
+
+def test_a_suspected_rare_disease_is_no_diagnosis_and_the_child_is_screened(screener: Screener, tmp_path: Any) -> None:
+    """A Condition whose verificationStatus is provisional, differential or unconfirmed is a suspicion: the child
+    is the one the screener is for, not "already diagnosed" (as a confirmed or unqualified code makes it)."""
+    def with_down_syndrome(status: str | None) -> dict[str, Any]:
+        bundle = record_to_bundle(syndromic_child(f"c-{status}"))
+        condition: dict[str, Any] = {"resourceType": "Condition", "id": f"q90-{status}", "subject": {"reference": f"Patient/c-{status}"},
+                                     "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "Q90.9"}]}}
+        if status:
+            condition["verificationStatus"] = {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": status}]}
+        bundle["entry"].append({"resource": condition})
+        return bundle
+
+    statuses = [None, "confirmed", "provisional", "differential", "unconfirmed", "refuted"]
+    lines = [with_down_syndrome(s) for s in statuses]
+    path = tmp_path / "extract.ndjson"
+    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
+    typed = BundleLineReader("x")
+    expected = ["already_diagnosed", "already_diagnosed", "screened", "screened", "screened", "screened"]
+    for read in (
+        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
+        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
+        [_one(typed.records(json.dumps(b).encode()) or []) for b in lines],  # read typed, not handed over
+        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
+    ):
+        assert [screener.screen(r, AS_OF).status for r in read] == expected
+        assert [screener.screen(r, AS_OF).flagged for r in read][2:] == [True] * 4
+        assert [f.unconfirmed for r in read for f in r.facts if f.code == "Q90.9"] == [False, False, True, True, True, False]
+    # written back as ours, read again: still suspected
+    again = _one(records_from_bundle(record_to_bundle(_one(records_from_bundle(lines[2], "x"))), "y"))
+    assert [f.unconfirmed for f in again.facts if f.code == "Q90.9"] == [True]
+
+    from datasets.emr_csv import read_csv_extract
+
+    (tmp_path / "patients.csv").write_text("patient_id,birth_date,sex\np1,2021-03-02,F\np2,2021-03-02,F\n")
+    (tmp_path / "diagnoses.csv").write_text("patient_id,date,system,code,kind,status\np1,2022-01-01,icd10,Q90.9,condition,\n"
+                                            "p2,2022-01-01,icd10,Q90.9,condition,Suspected\n")
+    (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
+    assert [screener.screen(r, AS_OF).status for r in read_csv_extract(tmp_path)] == ["already_diagnosed", "screened"]
