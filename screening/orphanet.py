@@ -1,11 +1,24 @@
 """ICD-10 codes that mean "already diagnosed with an orphan disease", derived from Orphanet.
 
-Orphanet's nomenclature pack maps ORPHA codes to ICD-10, but many of those ICD-10 codes are
-phenotypes (isolated VSD, microcephaly, epilepsy) that are exactly the findings the screener looks
-for, or residual "other disorders of brain" buckets. A code counts as a diagnosis here only if it is
-not one of our ICD-10 -> HPO finding codes and is either specific (maps to at most three ORPHA
-entities and is not a residual "other"/"unspecified" title) or lies in a block that names diagnosed
-entities anyway (syndromes Q87, chromosomal Q90-Q99, inborn errors of metabolism E70-E88).
+A child with such a code is not screened: a known genetic or syndromic diagnosis explains the record, and
+screening is moot. Orphanet's nomenclature pack maps ORPHA codes to ICD-10, but without the kind of match,
+and most of its ICD-10 codes are broader than the rare entity: "Impetigo" (L01.0) for bullous impetigo,
+"Seborrhoeic infantile dermatitis" (L21.1) for Leiner disease, "Congenital stenosis of lacrimal duct" (Q10.5)
+for its familial form, "Conductive hearing loss, bilateral" (H90.0) for a deafness syndrome, "Bell palsy"
+for the familial recurrent one, "Atresia of oesophagus" for isolated oesophageal atresia. Read as diagnoses,
+they took common children, and children whose malformation is what the screener looks for, out of screening.
+
+A code counts as a diagnosis here only if it is not one of our ICD-10 -> HPO finding codes, its title says
+nothing acquired or transient, and either
+- it lies in a block of genetic or syndromic diagnoses (``_DIAGNOSIS_BLOCKS``: osteochondrodysplasias,
+  genodermatoses, phakomatoses, malformation syndromes, chromosomal anomalies, inborn errors of metabolism,
+  hereditary anaemias and coagulation factor deficiencies, primary immunodeficiencies, hereditary ataxias,
+  spinal muscular atrophies, hereditary neuropathies, primary muscle disorders, Rett syndrome), or
+- its title names the Orphanet entity itself: every word of one of the entity's labels (preferred term or
+  synonym; "hereditary", "congenital", "familial", "classic" and "complex" aside) is in the title, so the
+  code is no broader than the rare disease; and it is outside the chapters of infections, neoplasms,
+  perinatal conditions, symptoms and injuries, and the blocks of acquired inflammatory disease (CNS
+  infections G00-G09, rheumatic fever I00-I02, systemic connective tissue disorders M30-M36).
 
 The derived table ships as ``screening/data/orphan_icd10.tsv`` so the service needs no ``../shared``;
 ``medscreen screening build-orphan-table --master ORPHAnomenclature_MasterFile_en_2025.xlsx`` rebuilds it.
@@ -22,16 +35,63 @@ from pathlib import Path
 
 from screening.icd10_map import Icd10Map, normalise_icd10
 
-__all__ = ["OrphanDiagnoses", "load_orphan_diagnoses", "build_orphan_table", "SHIPPED_ORPHAN_TABLE"]
+__all__ = ["OrphanDiagnoses", "load_orphan_diagnoses", "build_orphan_table", "is_diagnosis", "names_entity", "SHIPPED_ORPHAN_TABLE"]
 
 logger = logging.getLogger(__name__)
 
 SHIPPED_ORPHAN_TABLE = Path(str(resources.files("screening") / "data" / "orphan_icd10.tsv"))
-_ALWAYS_DIAGNOSIS = re.compile(r"^(Q87|Q9\d|E7\d|E80|E83|E84|E88)")
-# Infections, neoplasms, perinatal conditions, symptoms, injuries and external causes are rare in
-# Orphanet's sense but not the genetic diagnoses that make screening moot.
-_NOT_GENETIC_CHAPTERS = re.compile(r"^([ABCOPRSTVWXYZ]|D[0-4])")
+_DIAGNOSIS_BLOCKS = re.compile(
+    r"^(Q7[78]|Q8[01]|Q8[5-7]|Q9\d|E7\d|E80|E83|E84|E88|D5[5-8]|D6[67]|D68\.[0-2]|D8[0-2]|G10|G11|G12|G23\.0|G60|G70\.2|G71"
+    r"|F84\.2)"
+)
+# Infections, neoplasms, perinatal conditions, symptoms, injuries and external causes are rare in Orphanet's
+# sense but not the diagnoses that make screening moot; a malformation outside the syndrome blocks (chapter Q)
+# is a finding the screener looks for (a cleft palate, oesophageal atresia), not a diagnosis.
+_NOT_GENETIC = re.compile(r"^([ABCOPQRSTUVWXYZ]|D[0-4])")
+_ACQUIRED = re.compile(r"\b(acquired|transient|induced|secondary|infection|infectious)", re.IGNORECASE)
 _RESIDUAL = re.compile(r"\b(other|unspecified)\b", re.IGNORECASE)
+_GENETIC = re.compile(r"\b(hereditary|familial|congenital|inherited)\b", re.IGNORECASE)
+# Words of an Orphanet label that do not make it narrower than a title (a label with "familial" or "isolated"
+# is narrower than a title without them: "Familial vesicoureteral reflux" is not "Vesicoureteral reflux").
+# Titles that name a genetic disease without saying it is one, read as diagnoses on review: Imerslund-Grasbeck
+# syndrome, transcobalamin II deficiency, dyshormonogenetic goitre (Pendred), androgen insensitivity, hereditary
+# choroidal dystrophy, fibrodysplasia ossificans progressiva, hereditary nephropathy (dense deposit disease).
+_REVIEWED = frozenset({"D51.1", "D51.2", "E07.1", "E34.5", "H31.2", "M61.1", "N07.6"})
+_QUALIFIERS = frozenset({"classic", "complex", "congenital"})
+_STOP = frozenset({"of", "the", "and", "with", "without", "in", "to", "or", "a", "an", "by", "as", "on", "for",
+                   "type", "disease", "syndrome", "disorder", "disorders", "deficiency"})
+_SPELLING = (("ae", "e"), ("oe", "e"))  # British ICD-10 titles, American Orphanet labels: anaemia, oedema
+
+
+def _words(text: str) -> set[str]:
+    lowered = text.lower()
+    for british, american in _SPELLING:
+        lowered = lowered.replace(british, american)
+    return {w for w in re.split(r"[^a-z0-9]+", lowered) if w and w not in _STOP}
+
+
+def names_entity(title: str, labels: list[str]) -> bool:
+    """The ICD-10 title names the entity: every word of one of its labels (qualifiers aside) is in the title
+    (words joined, so "Di George" names "DiGeorge"); a label with a word the title lacks is narrower than it."""
+    words = _words(title)
+    joined = "".join(sorted(words)) + re.sub(r"[^a-z0-9]", "", title.lower())
+    for label in labels:
+        wanted = _words(label) - _QUALIFIERS
+        if wanted and all(w in words or w in joined for w in wanted):
+            return True
+    return False
+
+
+def is_diagnosis(code: str, title: str, labels: list[str], entities: int = 1) -> bool:
+    """Whether an ICD-10 code Orphanet maps to ``entities`` entities with ``labels`` records a diagnosed orphan
+    disease (module docstring); the caller has left out our finding codes."""
+    if _ACQUIRED.search(title):
+        return False
+    if _DIAGNOSIS_BLOCKS.match(code) or code in _REVIEWED:
+        return True
+    if _NOT_GENETIC.match(code) or _RESIDUAL.search(title) or not _GENETIC.search(title):
+        return False
+    return (entities <= 3 or re.search(r"\b(hereditary|familial)\b", title, re.IGNORECASE) is not None) and names_entity(title, labels)
 
 
 class OrphanDiagnoses:
@@ -63,23 +123,27 @@ def build_orphan_table(master_xlsx: Path, icd10_map: Icd10Map, out: Path | None 
     sheet = workbook["ICD10"]
     orphas: dict[str, set[str]] = defaultdict(set)
     names: dict[str, str] = {}
+    labels: dict[str, list[str]] = defaultdict(list)
     for index, row in enumerate(sheet.iter_rows(values_only=True)):
-        if index == 0 or not row[3]:
+        if index == 0:
             continue
-        orpha, name = f"ORPHA:{row[0]}", str(row[1])
-        names[orpha] = name
+        orpha = f"ORPHA:{row[0]}"
+        labels[orpha] += [str(label) for label in (row[1], row[2]) if label]
+        if not row[3]:
+            continue
+        names[orpha] = str(row[1])
         for code in re.split(r"[,;/ ]+", str(row[3])):
             if code:
                 orphas[normalise_icd10(code.rstrip("*+"))].add(orpha)
     kept: dict[str, tuple[str, str]] = {}
     for code, entities in sorted(orphas.items()):
-        if icd10_map.lookup(code) or _NOT_GENETIC_CHAPTERS.match(code):
-            continue  # a finding the screener uses, or not a genetic diagnosis
+        if icd10_map.lookup(code):
+            continue  # a finding the screener uses
         title = icd.get_description(code) if icd.is_valid_item(code) else ""
-        specific = len(entities) <= 3 and not _RESIDUAL.search(title)
-        if specific or _ALWAYS_DIAGNOSIS.match(code):
-            first = sorted(entities, key=lambda o: int(o.split(":")[1]))[0]
-            kept[code] = (first, names[first] if len(entities) == 1 else f"{title} ({len(entities)} Orphanet entities)")
+        if not title or not is_diagnosis(code, title, [label for e in sorted(entities) for label in labels[e]], len(entities)):
+            continue
+        first = sorted(entities, key=lambda o: int(o.split(":")[1]))[0]
+        kept[code] = (first, names[first] if len(entities) == 1 else f"{title} ({len(entities)} Orphanet entities)")
     target = out or SHIPPED_ORPHAN_TABLE
     with target.open("w", encoding="utf-8", newline="") as handle:
         handle.write("# ICD-10 codes that record a diagnosed orphan disease; derived from Orphanet's nomenclature\n")

@@ -142,3 +142,21 @@ def test_a_snomed_code_of_several_hpo_terms_stands_for_one_reading(maps: CodeMap
     child = extract_findings(record, maps, AS_OF)
     assert "HP:0001028" in child.present and "HP:0100883" not in child.present
     assert maps.ontology.snomed_to_hpo["271611007"] == ["HP:0000252"]
+
+
+def test_a_common_or_isolated_condition_orphanet_also_maps_is_no_diagnosis(maps: CodeMaps, screener: Screener) -> None:
+    """Orphanet maps rare entities to broader ICD-10 codes: impetigo (for bullous impetigo), infantile seborrhoeic
+    dermatitis (Leiner disease), a blocked tear duct, glue-ear hearing loss, Bell palsy, and isolated malformations
+    (cleft lip and palate, oesophageal atresia) the screener looks for. None takes a child out of screening; a
+    genetic diagnosis (neurofibromatosis, osteogenesis imperfecta, haemophilia, SMA) still does."""
+    for code in ("L01.0", "L21.1", "Q10.5", "H90.0", "G51.0", "D69.0", "N13.7", "Q37.0", "Q39.0"):
+        record = syndromic_child()
+        record.facts.append(CodedFact("condition", "icd10", code, date(2022, 5, 2)))
+        child = extract_findings(record, maps, AS_OF)
+        assert child.status == "screened", (code, child.reason)
+        assert screener.screen(record, AS_OF).flagged, code
+    for code, orpha in (("Q85.0", "ORPHA:636"), ("Q78.0", "ORPHA:666"), ("D66", "ORPHA:98878"), ("G12.0", "ORPHA:70")):
+        record = ordinary_child()
+        record.facts.append(CodedFact("condition", "icd10", code, date(2022, 5, 2)))
+        child = extract_findings(record, maps, AS_OF)
+        assert child.status == "already_diagnosed" and orpha in child.reason, code

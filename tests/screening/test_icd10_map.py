@@ -65,3 +65,6 @@ def test_the_orphan_diagnosis_table_rebuilds_from_orphanet(shared_data: Path, tm
     assert shipped.lookup("Q90.9") == ("ORPHA:870", "Down syndrome")
     assert shipped.lookup("Q21.0") is None  # isolated VSD is a finding, not a diagnosis
     assert shipped.lookup("A00.0") is None  # cholera is rare, not genetic
+    assert shipped.lookup("L01.0") is None  # impetigo: Orphanet's entity (bullous impetigo) is narrower
+    assert shipped.lookup("Q39.0") is None  # an isolated malformation is a finding
+    assert shipped.lookup("Q85.0") is not None and shipped.lookup("D82.1") == ("ORPHA:567", "22q11.2 deletion syndrome")
