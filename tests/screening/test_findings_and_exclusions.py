@@ -155,6 +155,12 @@ def test_a_common_or_isolated_condition_orphanet_also_maps_is_no_diagnosis(maps:
         child = extract_findings(record, maps, AS_OF)
         assert child.status == "screened", (code, child.reason)
         assert screener.screen(record, AS_OF).flagged, code
+    # and those malformations are findings, whichever subcategory a site codes
+    for code, hpo in (("Q37.1", "HP:0000175"), ("Q37.1", "HP:0000204"), ("Q39.0", "HP:0002032"), ("Q65.1", "HP:0001385"),
+                      ("Q41.0", "HP:0002247"), ("Q03.1", "HP:0000238")):
+        record = ordinary_child()
+        record.facts.append(CodedFact("condition", "icd10", code, date(2022, 5, 2)))
+        assert hpo in extract_findings(record, maps, AS_OF).present, code
     for code, orpha in (("Q85.0", "ORPHA:636"), ("Q78.0", "ORPHA:666"), ("D66", "ORPHA:98878"), ("G12.0", "ORPHA:70")):
         record = ordinary_child()
         record.facts.append(CodedFact("condition", "icd10", code, date(2022, 5, 2)))
