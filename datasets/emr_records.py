@@ -70,6 +70,19 @@ CODE_SYSTEMS = {
     "urn:oid:2.16.840.1.113883.6.73": "atc",
     "atc": "atc",
     "http://terminology.hl7.org/CodeSystem/v3-ActCode": "actcode",
+    # Rare-disease codes a diagnosis may be recorded in (ORPHAcodes are required beside ICD-10-GM in German
+    # hospitals and recorded in French ones; OMIM in genetics departments): a diagnosis, never a finding.
+    "http://www.orpha.net": "orpha",
+    "http://orpha.net": "orpha",
+    "http://www.orphadata.com": "orpha",
+    "orpha": "orpha",
+    "orphacode": "orpha",
+    "orphanet": "orpha",
+    "http://www.omim.org": "omim",
+    "http://omim.org": "omim",
+    "urn:oid:2.16.840.1.113883.6.174": "omim",
+    "omim": "omim",
+    "mim": "omim",
 }
 
 

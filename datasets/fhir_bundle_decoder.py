@@ -285,7 +285,7 @@ class BundleLineReader:
                 if VOID_VERIFICATION in status:
                     new = []
                 elif not read[3]:
-                    raise _Doubt  # reported as unread (no ICD-10, SNOMED CT or HPO coding)
+                    raise _Doubt  # reported as unread (no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding)
                 else:
                     refuted, unconfirmed = "refuted" in status, not UNCONFIRMED.isdisjoint(status)
                     new = [CodedFact("condition", s, c, when, refuted, unconfirmed) for s, c in read[1]]

@@ -71,7 +71,9 @@ _PRESENT_WORDS = frozenset({"present", "yes", "true", "positive", "observed"})
 _ABSENT_WORDS = frozenset({"absent", "no", "false", "negative", "excluded", "not observed"})
 
 
-FINDING_SYSTEMS = frozenset({"icd10", "snomed", "hpo"})
+# A Condition is read when one of its codings is in one of these: a finding (ICD-10, SNOMED CT, HPO) or a
+# recorded rare-disease diagnosis (ORPHAcode, OMIM).
+FINDING_SYSTEMS = frozenset({"icd10", "snomed", "hpo", "orpha", "omim"})
 # A LOINC-coded value without a full date (effective[x], else issued): its age, so its growth centile, is unknown.
 UNDATED = "effective[x]: a measured value without a full date"
 
@@ -124,9 +126,10 @@ class Unreadable(ValueError):
 
 
 def check_condition_codes(codings: list[tuple[str, str]]) -> None:
-    """Unreadable for a Condition without an ICD-10, SNOMED CT or HPO coding (``codings``: short systems)."""
+    """Unreadable for a Condition without an ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding (``codings``: short
+    systems)."""
     if not any(system in FINDING_SYSTEMS for system, _ in codings):
-        raise Unreadable("code: no ICD-10, SNOMED CT or HPO coding")
+        raise Unreadable("code: no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding")
 
 
 def feature_presence(

@@ -9,6 +9,7 @@ Codes revealing an existing suspicion (``screening/data/suspicion_codes.tsv``) a
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
@@ -96,10 +97,25 @@ class CodeMeaning(NamedTuple):
     """What one coded fact means for screening, the same for every child who has the code."""
 
     category: str | None  # suspicion_of: genetic_test, genetics_visit, specific_drug
-    orphan: tuple[str, str] | None  # an ICD-10 condition recording a diagnosed orphan disease
+    orphan: tuple[str, str] | None  # an ICD-10, ORPHA or OMIM condition recording a diagnosed orphan disease
     congenital: bool  # an ICD-10 condition of chapter Q
     hpo: tuple[str, ...]  # to_hpo
     source: str  # "icd10:Q21.0", as a Finding names it
+
+
+_DIAGNOSIS_SYSTEMS = frozenset({"icd10", "orpha", "omim"})
+_RARE_CODE = re.compile(r"(?i)(?:orpha(?:net)?[:_ ]?|o?mim[:_ #]?|#)?\s*([0-9]{1,7})")
+
+
+def _rare_disease_code(system: str, code: str) -> tuple[str, str] | None:
+    """(ORPHA:n or OMIM:n, why) for a Condition coded with an ORPHAcode or an OMIM number, however prefixed
+    (``870``, ``ORPHA:870``, ``Orphanet_870``, ``#190685``); None for other systems or a code that is no number."""
+    if system not in ("orpha", "omim"):
+        return None
+    match = _RARE_CODE.fullmatch(code.strip())
+    if match is None:
+        return None
+    return f"{'ORPHA' if system == 'orpha' else 'OMIM'}:{int(match.group(1))}", "recorded as a diagnosis"
 
 
 # Distinct codes remembered by CodeMaps.meaning; a population repeats a few thousand, the bound only
@@ -146,7 +162,7 @@ class CodeMaps:
             icd10_condition = system == "icd10" and kind == "condition"
             found = CodeMeaning(
                 self.suspicion_of(system, code, kind),
-                self.orphan.lookup(code) if icd10_condition else None,
+                self.orphan.lookup(code) if icd10_condition else _rare_disease_code(system, code) if kind == "condition" else None,
                 icd10_condition and normalise_icd10(code).startswith("Q"),
                 tuple(self.to_hpo(CodedFact(kind, system, code, None))),  # type: ignore[arg-type]
                 f"{system}:{code}",
@@ -366,7 +382,7 @@ def coded_findings(
             if not fact.refuted and child.status == "screened":
                 child.status, child.reason = "in_genetics_care", category.replace("_", " ")
             continue  # never a feature: it reveals an existing suspicion
-        if not fact.refuted and fact.kind == "condition" and fact.system == "icd10":
+        if not fact.refuted and fact.kind == "condition" and fact.system in _DIAGNOSIS_SYSTEMS:
             if meaning.orphan is not None:
                 if fact.unconfirmed:
                     continue  # suspected, not diagnosed: the child is screened on the rest of the record
@@ -377,4 +393,6 @@ def coded_findings(
             child.findings.append(Finding(hpo, when, meaning.source, excluded=fact.refuted))
         if not meaning.hpo and fact.system == "hpo" and fact.kind == "condition" and maps.ontology.primary(fact.code) is None:
             child.unread.append(DroppedEntry(f"HPO {fact.code[:40]}", "unknown HPO id: not in the HPO release the screener uses"))
+        elif fact.system in ("orpha", "omim") and fact.kind == "condition" and meaning.orphan is None:
+            child.unread.append(DroppedEntry(f"{fact.system.upper()} {fact.code[:40]}", "not an ORPHAcode or OMIM number"))
     return child, False

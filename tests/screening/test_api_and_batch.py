@@ -146,7 +146,7 @@ def test_a_long_list_of_unread_entries_shows_five_and_counts_the_rest(
                         for i in range(12)]
     assert client.post("/api/screening?as_of=2024-03-01", json=bundle, headers=doctor).status_code == 200
     html = client.get("/api/screening/flags?format=html", headers=doctor).text
-    assert "Incomplete record" in html and html.count("no ICD-10, SNOMED CT or HPO coding") == 12
+    assert "Incomplete record" in html and html.count("no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding") == 12
     assert '<details class="more-dropped"><summary>7 more not read</summary>' in html
 
 

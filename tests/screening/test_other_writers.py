@@ -133,7 +133,7 @@ def test_diagnoses_in_a_local_code_system_make_the_record_incomplete_not_healthy
     for reader in (records_from_bundle, records_from_bundle_fast):
         result = screener.screen(_one(reader(copy.deepcopy(bundle), "x")), AS_OF)
         assert result.status == "incomplete" and len(result.dropped) == local
-        assert all(d.reason.startswith("unread Condition: code: no ICD-10, SNOMED CT or HPO coding") for d in result.dropped)
+        assert all(d.reason.startswith("unread Condition: code: no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding") for d in result.dropped)
 
 
 def test_an_hpo_id_the_ontology_does_not_know_is_listed_not_dropped_silently(screener: Screener, maps: CodeMaps) -> None:
@@ -379,3 +379,44 @@ def test_a_suspected_rare_disease_is_no_diagnosis_and_the_child_is_screened(scre
                                             "p2,2022-01-01,icd10,Q90.9,condition,Suspected\n")
     (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
     assert [screener.screen(r, AS_OF).status for r in read_csv_extract(tmp_path)] == ["already_diagnosed", "screened"]
+
+
+def test_a_diagnosis_recorded_as_an_orphacode_or_omim_number_is_a_diagnosis(screener: Screener, tmp_path: Any) -> None:
+    """German hospitals record ORPHAcodes beside ICD-10-GM, French ones and genetics departments too, OMIM numbers:
+    such a Condition had no ICD-10, SNOMED CT or HPO coding and made the record incomplete, and the child was screened
+    and flagged for a disease already diagnosed. All three FHIR readers and the CSV read it as the diagnosis."""
+    codings = [
+        {"system": "http://www.orpha.net", "code": "ORPHA:870"},
+        {"system": "https://www.orpha.net/", "code": "870"},
+        {"system": "http://www.omim.org", "code": "190685"},
+        {"system": "https://omim.org", "code": "#190685"},
+        {"system": "http://www.orpha.net", "code": "Down syndrome"},  # not a number: listed as unread, screened
+    ]
+    lines = []
+    for i, coding in enumerate(codings):
+        bundle = record_to_bundle(syndromic_child(f"r{i}"))
+        bundle["entry"].append({"resource": {"resourceType": "Condition", "id": f"rare-{i}", "subject": {"reference": f"Patient/r{i}"},
+                                             "code": {"coding": [coding]}}})
+        lines.append(bundle)
+    path = tmp_path / "extract.ndjson"
+    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
+    expected = [("already_diagnosed", "ORPHA:870"), ("already_diagnosed", "ORPHA:870"), ("already_diagnosed", "OMIM:190685"),
+                ("already_diagnosed", "OMIM:190685"), ("incomplete", "")]
+    for read in (
+        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
+        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
+        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
+    ):
+        results = [screener.screen(r, AS_OF) for r in read]
+        assert [(r.status, r.reason.split()[0] if r.status == "already_diagnosed" else "") for r in results] == expected
+        assert not any(r.flagged for r in results[:4]) and results[4].flagged
+        assert [d.reason for d in results[4].dropped] == ["not an ORPHAcode or OMIM number"]
+        assert [(b.status, b.reason) for b in screen_batch(screener, read, AS_OF)] == [(r.status, r.reason) for r in results]
+
+    from datasets.emr_csv import read_csv_extract
+
+    (tmp_path / "patients.csv").write_text("patient_id,birth_date,sex\np1,2021-03-02,F\n")
+    (tmp_path / "diagnoses.csv").write_text("patient_id,date,system,code\np1,2022-01-01,ORPHA,558\n")
+    (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
+    [record] = list(read_csv_extract(tmp_path))
+    assert screener.screen(record, AS_OF).reason == "ORPHA:558 recorded as a diagnosis"
