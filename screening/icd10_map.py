@@ -58,11 +58,12 @@ class Icd10Map:
         return len(self._by_code)
 
     def lookup(self, code: str) -> list[str]:
-        """The code's terms, else its WHO subcategory's (the national modifications, ICD-10-CM and -GM, add
-        characters: CM ``Q21.10`` is WHO ``Q21.1``), else its three-character category's."""
+        """The code's terms, else its WHO subcategory's (ICD-10-CM adds digits: CM ``Q21.10`` is WHO ``Q21.1``;
+        not letters, which can say the diagnosis is suspected or excluded, as ICD-10-GM's V and A), else its
+        three-character category's."""
         normal = normalise_icd10(code)
         found = self._by_code.get(normal)
-        if found is None and len(normal) > 5:
+        if found is None and len(normal) > 5 and normal[5:].isdigit():
             found = self._by_code.get(normal[:5])
         if found is None and len(normal) > 3:
             found = self._by_code.get(normal[:3])

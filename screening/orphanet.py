@@ -105,7 +105,7 @@ class OrphanDiagnoses:
         """``(ORPHA:n, name)`` if this ICD-10 code records a diagnosed orphan disease; a code of a national
         modification with more characters (ICD-10-CM ``E84.11``) as its WHO subcategory (``E84.1``)."""
         normal = normalise_icd10(code)
-        return self.by_code.get(normal) or (self.by_code.get(normal[:5]) if len(normal) > 5 else None)
+        return self.by_code.get(normal) or (self.by_code.get(normal[:5]) if len(normal) > 5 and normal[5:].isdigit() else None)
 
 
 def load_orphan_diagnoses(path: Path | None = None) -> OrphanDiagnoses:

@@ -178,3 +178,8 @@ def test_codes_of_national_modifications_read_as_their_who_subcategory(maps: Cod
     record.facts.append(CodedFact("condition", "icd10", "E84.11", date(2022, 5, 2)))
     child = extract_findings(record, maps, AS_OF)
     assert child.status == "already_diagnosed" and child.reason.startswith("ORPHA:586")
+    # a letter after the code is no finer subcategory: ICD-10-GM's V (suspected) and A (excluded) as some exports
+    # append them, so Q90.9V is no Down syndrome diagnosis
+    suspected = ordinary_child()
+    suspected.facts.append(CodedFact("condition", "icd10", "Q90.9V", date(2022, 5, 2)))
+    assert extract_findings(suspected, maps, AS_OF).status == "screened"
