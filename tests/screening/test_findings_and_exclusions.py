@@ -183,3 +183,14 @@ def test_codes_of_national_modifications_read_as_their_who_subcategory(maps: Cod
     suspected = ordinary_child()
     suspected.facts.append(CodedFact("condition", "icd10", "Q90.9V", date(2022, 5, 2)))
     assert extract_findings(suspected, maps, AS_OF).status == "screened"
+
+
+def test_everyday_illness_coded_in_snomed_is_no_evidence(screener: Screener) -> None:
+    """A primary-care record in SNOMED CT codes everyday illness the simulator's list does not: acute otitis media
+    maps to an HPO term below "Otitis media" carrying 8.8 nats, atopic and seborrhoeic dermatitis 5.5 and 6.2.
+    Read as evidence, an ordinary toddler with them was flagged for a rare disease."""
+    record = ordinary_child()
+    for i, code in enumerate(["3110003", "24079001", "50563003", "271807003", "418290006", "30746006", "128045006"]):
+        record.facts.append(CodedFact("condition", "snomed", code, date(2021, 6, 1 + i)))
+    result = screener.screen(record, AS_OF)
+    assert len(result.findings) >= 7 and not result.flagged, result.risk
