@@ -9,7 +9,8 @@ A folder with three files (UTF-8, comma-separated, header row):
 * ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status]``; ``system`` is icd10, snomed, hpo
   or atc (also as their FHIR URIs and common spellings: ICD-10-CM, SNOMED CT, HP); ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
   an excluded finding, entered-in-error a row the writer withdrew (not read), unconfirmed, provisional,
-  differential or suspected a suspicion (its findings count; a suspected rare disease is no diagnosis);
+  differential or suspected a suspicion (its findings count; a suspected rare disease is no diagnosis); the
+  ICD-10-GM certainty letters A (excluded) and V (suspected) read the same;
 * ``observations.csv``: ``patient_id,date,loinc,value,unit``.
 
 All three files and their columns are required: a missing one is an :class:`ExtractError` that stops
@@ -125,7 +126,8 @@ def _fact(row: dict[str, str]) -> CodedFact:
         raise ValueError(f"unknown code system {row.get('system')!r} or empty code")
     when = date.fromisoformat(row["date"]) if row.get("date") else None
     status = (row.get("status") or "").strip().lower()
-    refuted, unconfirmed = status in {"refuted", "excluded", "absent"}, status in UNCONFIRMED | {"suspected"}
+    # ICD-10-GM's certainty letters too, as German exports give them: A excluded, V suspected (Z, G: as written)
+    refuted, unconfirmed = status in {"refuted", "excluded", "absent", "a"}, status in UNCONFIRMED | {"suspected", "v"}
     return CodedFact(kind, system, row["code"], when, refuted, unconfirmed)  # type: ignore[arg-type]
 
 

@@ -29,7 +29,7 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system, measurement
-from datasets.fhir_entry_rules import FINDING_SYSTEMS, UNCONFIRMED, VOID_OBSERVATION_STATUS, VOID_VERIFICATION
+from datasets.fhir_entry_rules import FINDING_SYSTEMS, VOID_OBSERVATION_STATUS, VOID_VERIFICATION, condition_certainty
 from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, reference_key, valid_code
 
 __all__ = ["BundleLineReader", "patient_key"]
@@ -286,8 +286,10 @@ class BundleLineReader:
                     new = []
                 elif not read[3]:
                     raise _Doubt  # reported as unread (no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding)
+                elif b'"extension"' in code:
+                    raise _Doubt  # a coding's extension may say the diagnosis is suspected or excluded (ICD-10-GM)
                 else:
-                    refuted, unconfirmed = "refuted" in status, not UNCONFIRMED.isdisjoint(status)
+                    refuted, unconfirmed = condition_certainty(status, [])  # no coding extension: checked above
                     new = [CodedFact("condition", s, c, when, refuted, unconfirmed) for s, c in read[1]]
             elif rtype == "Procedure":
                 _required(r.status)

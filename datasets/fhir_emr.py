@@ -35,12 +35,12 @@ from datasets.emr_records import (
 from datasets.fhir_entry_rules import (
     MONTH_ONLY_BIRTH,
     OTHER_VALUES,
-    UNCONFIRMED,
     UNDATED,
     VOID_OBSERVATION_STATUS,
     VOID_VERIFICATION,
     Unreadable,
     check_condition_codes,
+    condition_certainty,
     feature_presence,
     month_only_birth,
     no_birth_date,
@@ -128,8 +128,9 @@ def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
             return []
         codings = _codings([resource.code])
         check_condition_codes(codings)
-        unconfirmed = not UNCONFIRMED.isdisjoint(status)
-        return [CodedFact(kind, s, c, when, "refuted" in status, unconfirmed) for s, c in codings]
+        raw_codings = resource.code.model_dump(mode="json").get("coding") or [] if resource.code else []
+        refuted, unconfirmed = condition_certainty(status, raw_codings)
+        return [CodedFact(kind, s, c, when, refuted, unconfirmed) for s, c in codings]
     if kind == "procedure":
         when = _as_date(resource.performedDateTime) or _as_date(
             resource.performedPeriod.start if resource.performedPeriod else None

@@ -43,6 +43,8 @@ __all__ = [
     "VOID_OBSERVATION_STATUS",
     "VOID_VERIFICATION",
     "UNCONFIRMED",
+    "GM_CERTAINTY",
+    "condition_certainty",
     "feature_presence",
     "check_condition_codes",
     "Unreadable",
@@ -56,6 +58,9 @@ VOID_OBSERVATION_STATUS = frozenset({"entered-in-error", "cancelled"})
 VOID_VERIFICATION = "entered-in-error"
 # Condition verificationStatus codes of a suspicion, not a diagnosis (R4 condition-ver-status).
 UNCONFIRMED = frozenset({"unconfirmed", "provisional", "differential"})
+# The German profiles (KBV, Medizininformatik-Initiative) say how certain an ICD-10-GM diagnosis is in an
+# extension on its coding, not in verificationStatus: A excluded, V suspected, Z status after, G confirmed.
+GM_CERTAINTY = "http://fhir.de/StructureDefinition/icd-10-gm-diagnosesicherheit"
 
 # (system, code) of a value or interpretation that says present / absent: LOINC answers LL1937-3 (the
 # Phenomics Exchange binding), SNOMED CT Present/Absent and Yes/No, HL7 v2 Y/N, v3 interpretation POS/NEG.
@@ -123,6 +128,19 @@ def patient_standing(raw: dict[str, Any]) -> tuple[date | None, str]:
 
 class Unreadable(ValueError):
     """An entry that could be a finding but cannot be read as one; the message names the element."""
+
+
+def condition_certainty(status: list[str], codings: list[Any]) -> tuple[bool, bool]:
+    """``(refuted, unconfirmed)`` of a Condition from its verificationStatus codes and its raw codings (JSON
+    objects): refuted also when an ICD-10-GM coding says A (excluded), unconfirmed when it says V (suspected)."""
+    refuted, unconfirmed = "refuted" in status, not UNCONFIRMED.isdisjoint(status)
+    for coding in codings:
+        for extension in (coding.get("extension") or ()) if isinstance(coding, dict) else ():
+            if isinstance(extension, dict) and extension.get("url") == GM_CERTAINTY:
+                value = extension.get("valueCoding")
+                certainty = str(value.get("code") or "").upper() if isinstance(value, dict) else ""
+                refuted, unconfirmed = refuted or certainty == "A", unconfirmed or certainty == "V"
+    return refuted, unconfirmed
 
 
 def check_condition_codes(codings: list[tuple[str, str]]) -> None:

@@ -36,12 +36,12 @@ from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_entry_rules import (
     MONTH_ONLY_BIRTH,
     OTHER_VALUES,
-    UNCONFIRMED,
     UNDATED,
     VOID_OBSERVATION_STATUS,
     VOID_VERIFICATION,
     Unreadable,
     check_condition_codes,
+    condition_certainty,
     feature_presence,
     month_only_birth,
     no_birth_date,
@@ -212,7 +212,12 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
         if VOID_VERIFICATION in status:
             return []
         check_condition_codes(codings)
-        refuted, unconfirmed = "refuted" in status, not UNCONFIRMED.isdisjoint(status)
+        raw_codings = raw["code"].get("coding") or []
+        for i, coding in enumerate(raw_codings):
+            for j, extension in enumerate(_list(coding.get("extension", []), f"code.coding.{i}.extension")):
+                if type(_obj(extension, f"code.coding.{i}.extension.{j}").get("url")) is not str:
+                    raise _Invalid(f"code.coding.{i}.extension.{j}.url: field required")
+        refuted, unconfirmed = condition_certainty(status, raw_codings)
         return [CodedFact(kind, s, c, when, refuted, unconfirmed) for s, c in codings]
     if kind == "procedure":
         period = raw.get("performedPeriod")

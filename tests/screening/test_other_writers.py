@@ -379,6 +379,9 @@ def test_a_suspected_rare_disease_is_no_diagnosis_and_the_child_is_screened(scre
                                             "p2,2022-01-01,icd10,Q90.9,condition,Suspected\n")
     (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
     assert [screener.screen(r, AS_OF).status for r in read_csv_extract(tmp_path)] == ["already_diagnosed", "screened"]
+    (tmp_path / "diagnoses.csv").write_text("patient_id,date,system,code,kind,status\np1,2022-01-01,ICD-10-GM,Q90.9,condition,V\n"
+                                            "p2,2022-01-01,icd10,Q90.9,condition,G\n")
+    assert [screener.screen(r, AS_OF).status for r in read_csv_extract(tmp_path)] == ["screened", "already_diagnosed"]
 
 
 def test_a_diagnosis_recorded_as_an_orphacode_or_omim_number_is_a_diagnosis(screener: Screener, tmp_path: Any) -> None:
@@ -420,3 +423,42 @@ def test_a_diagnosis_recorded_as_an_orphacode_or_omim_number_is_a_diagnosis(scre
     (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
     [record] = list(read_csv_extract(tmp_path))
     assert screener.screen(record, AS_OF).reason == "ORPHA:558 recorded as a diagnosis"
+
+
+def test_an_icd10_gm_diagnosis_marked_suspected_or_excluded_reads_so(screener: Screener, tmp_path: Any) -> None:
+    """German profiles carry an ICD-10-GM diagnosis's certainty as an extension on its coding, not in
+    verificationStatus: V (suspected) is no diagnosis, A (excluded) is an excluded finding, Z and G read as written.
+    Read without it, a suspected Down syndrome had taken the child out of screening and an excluded VSD was a VSD."""
+    def condition(pid: str, code: str, certainty: str | None) -> dict[str, Any]:
+        coding: dict[str, Any] = {"system": "http://fhir.de/CodeSystem/bfarm/icd-10-gm", "version": "2024", "code": code}
+        if certainty:
+            coding["extension"] = [{"url": "http://fhir.de/StructureDefinition/icd-10-gm-diagnosesicherheit",
+                                    "valueCoding": {"system": "https://fhir.kbv.de/CodeSystem/KBV_CS_SFHIR_ICD_DIAGNOSESICHERHEIT",
+                                                    "code": certainty}}]
+        return {"resource": {"resourceType": "Condition", "id": f"{pid}-{code}".replace(".", "-"),
+                             "subject": {"reference": f"Patient/{pid}"}, "code": {"coding": [coding]}}}
+
+    cases = [("V", "Q90.9"), ("G", "Q90.9"), ("Z", "Q90.9"), (None, "Q90.9"), ("A", "Q21.0"), ("G", "Q21.0")]
+    lines = []
+    for i, (certainty, code) in enumerate(cases):
+        bundle = record_to_bundle(syndromic_child(f"g{i}"))
+        bundle["entry"].append(condition(f"g{i}", code, certainty))
+        lines.append(bundle)
+    broken = record_to_bundle(syndromic_child("g-broken"))
+    bad = condition("g-broken", "Q90.9", "V")
+    bad["resource"]["code"]["coding"][0]["extension"] = [{"valueCoding": {"code": "V"}}]  # no url: invalid
+    broken["entry"].append(bad)
+    lines.append(broken)
+    path = tmp_path / "extract.ndjson"
+    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
+    for read in (
+        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
+        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
+        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
+    ):
+        results = [screener.screen(r, AS_OF) for r in read]
+        assert [r.status for r in results] == ["screened", "already_diagnosed", "already_diagnosed", "already_diagnosed",
+                                               "screened", "screened", "incomplete"]
+        vsd = [[(f.hpo, f.excluded) for f in r.findings if f.source == "icd10:Q21.0"] for r in results[4:6]]
+        assert vsd == [[("HP:0001629", True)], [("HP:0001629", False)]]
+        assert "extension" in results[6].dropped[0].reason  # the invalid one listed, not guessed at
