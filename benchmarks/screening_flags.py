@@ -6,9 +6,9 @@ shows for flagged children fit them (sex, onset).
 Ordinary children are simulated afresh (a seed the training never used; 20% with a hard negative; growth
 tracking a centile) and coded as ICD-10 and as HPO; the flag rate is compared with the alert budget.
 With ``--everyday N`` the same ordinary children also carry N everyday episodes coded in SNOMED CT as a
-primary-care record holds them (``EVERYDAY_SNOMED``: otitis media, eczema, rashes, a febrile convulsion, ...,
-drawn at random, the simulator's own illnesses aside): another site's coding of ordinary childhood, which the
-flag rate should survive. Cases are drawn from childhood-onset disease annotations (``simulate`` without phenopackets); for every
+primary-care record holds them (``screening.simulate.EVERYDAY_SNOMED``: otitis media, eczema, rashes, a febrile
+convulsion, ..., drawn at random): another site's coding of ordinary childhood, which the flag rate should
+survive (the evaluation's projection ``snomed-60-everyday`` trains and measures on three). Cases are drawn from childhood-onset disease annotations (``simulate`` without phenopackets); for every
 flagged child the top 5 candidates are checked: none of the other sex, no adult-onset-only disease first.
 """
 
@@ -19,7 +19,7 @@ import json
 import random
 import sys
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -27,36 +27,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 
-# Everyday episodes of children under 7 as SNOMED CT codes a primary-care record holds (each maps to an HPO term
-# through hp.obo's xrefs): infections, atopy, skin, symptoms, and hard negatives.
-EVERYDAY_SNOMED = {
-    "3110003": "acute otitis media", "65363002": "otitis media", "24079001": "atopic dermatitis",
-    "50563003": "seborrheic dermatitis", "271807003": "rash", "418290006": "itching", "30746006": "lymphadenopathy",
-    "128045006": "cellulitis", "41497008": "febrile convulsion", "18165001": "jaundice", "84229001": "fatigue",
-    "79890006": "loss of appetite", "14760008": "constipation", "386661006": "fever", "4120002": "bronchiolitis",
-    "9826008": "conjunctivitis", "61582004": "allergic rhinitis", "195967001": "asthma", "233604007": "pneumonia",
-    "87522002": "iron deficiency anaemia", "422400008": "vomiting", "62315008": "diarrhoea", "49727002": "cough",
-    "21522001": "abdominal pain", "25064002": "headache", "249366005": "epistaxis", "126485001": "urticaria",
-    "235595009": "gastro-oesophageal reflux", "56018004": "wheezing", "10509002": "acute bronchitis",
-}
-
-
-def _with_everyday(record, rng: random.Random, n: int, as_of: date):  # type: ignore[no-untyped-def]
-    """The record with ``n`` everyday SNOMED CT episodes at random ages (a copy)."""
-    from dataclasses import replace
-
-    from datasets.emr_records import CodedFact
-
-    span = max(1, (as_of - record.birth_date).days)
-    facts = [CodedFact("condition", "snomed", code, record.birth_date + timedelta(days=rng.randrange(span)))
-             for code in rng.sample(sorted(EVERYDAY_SNOMED), n)]
-    return replace(record, facts=[*record.facts, *facts])
-
-
 def main() -> None:
     from screening.disease_fit import ADULT_DAYS
     from screening.screener import Screener
-    from screening.simulate import CaseProjector, annotation_case, recode, simulate_controls
+    from screening.simulate import CaseProjector, add_everyday, annotation_case, recode, simulate_controls
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--children", type=int, default=20000)
@@ -81,7 +55,7 @@ def main() -> None:
         if args.everyday:
             rng_everyday, flags = random.Random(99), 0
             for record, when in simulate_controls(maps, args.children, seed=424242, as_of=as_of, hard_fraction=0.2):
-                flags += screener.screen(_with_everyday(recode(record, maps, coding), rng_everyday, args.everyday, when), when).flagged
+                flags += screener.screen(add_everyday(recode(record, maps, coding), rng_everyday, args.everyday, when), when).flagged
             out[f"ordinary_with_{args.everyday}_everyday_snomed_flag_rate_{coding}"] = round(flags / args.children, 4)
     rng = random.Random(77)
     projector = CaseProjector(maps)

@@ -22,7 +22,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Literal
 
@@ -51,6 +51,8 @@ __all__ = [
     "simulate_controls",
     "simulate_control",
     "recode",
+    "add_everyday",
+    "EVERYDAY_SNOMED",
     "annotation_case",
     "RECORD_PROBABILITY",
     "DEFAULT_AS_OF",
@@ -75,6 +77,9 @@ class Projection:
     coding: Coding
     keep: float  # share of the case's features that reach the record
     hard_fraction: float = ORDINARY_HARD_FRACTION  # controls with at least one hard negative
+    # everyday episodes in SNOMED CT (EVERYDAY_SNOMED) added to every child, case and control: another site's
+    # coding of ordinary childhood, beyond the simulator's own illnesses
+    everyday: int = 0
 
 
 PROJECTIONS = (
@@ -84,7 +89,32 @@ PROJECTIONS = (
     Projection("hpo-30", "hpo", 0.3),
     Projection("hpo-90", "hpo", 0.9),
     Projection("mixed-70-hard-negatives", "mixed", 0.7, hard_fraction=1.0),
+    Projection("snomed-60-everyday", "snomed", 0.6, everyday=3),
 )
+
+# Everyday episodes of children under 7 as SNOMED CT codes a primary-care record holds (each maps to an HPO term
+# through hp.obo's xrefs): infections, atopy, skin, symptoms, and hard negatives. The simulator's own ordinary
+# illnesses (``_COMMON``) are ICD-10 codes of the few the commonplace list was first written from.
+EVERYDAY_SNOMED = {
+    "3110003": "acute otitis media", "65363002": "otitis media", "24079001": "atopic dermatitis",
+    "50563003": "seborrheic dermatitis", "271807003": "rash", "418290006": "itching", "30746006": "lymphadenopathy",
+    "128045006": "cellulitis", "41497008": "febrile convulsion", "18165001": "jaundice", "84229001": "fatigue",
+    "79890006": "loss of appetite", "14760008": "constipation", "386661006": "fever", "4120002": "bronchiolitis",
+    "9826008": "conjunctivitis", "61582004": "allergic rhinitis", "195967001": "asthma", "233604007": "pneumonia",
+    "87522002": "iron deficiency anaemia", "422400008": "vomiting", "62315008": "diarrhoea", "49727002": "cough",
+    "21522001": "abdominal pain", "25064002": "headache", "249366005": "epistaxis", "126485001": "urticaria",
+    "235595009": "gastro-oesophageal reflux", "56018004": "wheezing", "10509002": "acute bronchitis",
+}
+
+
+def add_everyday(record: ChildRecord, rng: random.Random, n: int, as_of: date) -> ChildRecord:
+    """The record with ``n`` distinct everyday SNOMED CT episodes at random ages up to ``as_of`` (a copy)."""
+    span = max(1, (as_of - record.birth_date).days)
+    episodes = [
+        CodedFact("condition", "snomed", code, record.birth_date + timedelta(days=rng.randrange(span)))
+        for code in rng.sample(sorted(EVERYDAY_SNOMED), n)
+    ]
+    return replace(record, facts=[*record.facts, *episodes])
 
 _GROWTH_TERMS = {
     SHORT_STATURE: ("lhfa", -2.8),
@@ -359,7 +389,10 @@ class CaseProjector:
         base = rng.gauss(0, 1)
         z_of = {k: 0.7 * base + 0.7 * rng.gauss(0, 1) for k in _GROWTH_LOINC}
         record.measurements.extend(_routine_growth(self.maps, rng, sex, birth, age_days, z_of, shifts))
-        return recode(record, self.maps, coding), as_of
+        coded = recode(record, self.maps, coding)
+        if projection is not None and projection.everyday:
+            coded = add_everyday(coded, rng, projection.everyday, as_of)
+        return coded, as_of
 
 
 def annotation_case(kb: KnowledgeBase, rng: random.Random, index: int, max_age_days: int = MAX_AGE_DAYS) -> PhenopacketCase:

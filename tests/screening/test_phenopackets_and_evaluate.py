@@ -60,6 +60,8 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
     projections = report["projections"]
     assert {p["coding"] for p in projections.values()} == {"icd10", "snomed", "hpo", "mixed"}
     assert {p["features_kept"] for p in projections.values()} >= {0.3, 0.6, 0.9}
+    # another site's coding of ordinary childhood is measured, but does not set the operating point
+    assert "snomed-60-everyday" in projections
     for name, p in projections.items():
         assert p["n_cases"] == 12 and p["n_controls"] == 300 and p["n_cohorts"] == 7, name  # the adult case is left out
         for key in ("sensitivity_at_budget", "auprc", "ppv", "roc_auc"):
