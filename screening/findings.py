@@ -103,19 +103,22 @@ class CodeMeaning(NamedTuple):
     source: str  # "icd10:Q21.0", as a Finding names it
 
 
-_DIAGNOSIS_SYSTEMS = frozenset({"icd10", "orpha", "omim"})
-_RARE_CODE = re.compile(r"(?i)(?:orpha(?:net)?[:_ ]?|o?mim[:_ #]?|#)?\s*([0-9]{1,7})")
+# Rare-disease code systems a Condition records a diagnosis in, each with the prefixes its codes are written with.
+_RARE_CODES = {
+    "orpha": ("ORPHA", re.compile(r"(?i)(?:orpha(?:net)?[:_ ]?)?\s*([0-9]{1,7})")),
+    "omim": ("OMIM", re.compile(r"(?i)(?:o?mim[:_ #]?|#)?\s*([0-9]{1,7})")),
+}
+_DIAGNOSIS_SYSTEMS = frozenset({"icd10", *_RARE_CODES})
 
 
 def _rare_disease_code(system: str, code: str) -> tuple[str, str] | None:
     """(ORPHA:n or OMIM:n, why) for a Condition coded with an ORPHAcode or an OMIM number, however prefixed
     (``870``, ``ORPHA:870``, ``Orphanet_870``, ``#190685``); None for other systems or a code that is no number."""
-    if system not in ("orpha", "omim"):
+    if system not in _RARE_CODES:
         return None
-    match = _RARE_CODE.fullmatch(code.strip())
-    if match is None:
-        return None
-    return f"{'ORPHA' if system == 'orpha' else 'OMIM'}:{int(match.group(1))}", "recorded as a diagnosis"
+    prefix, pattern = _RARE_CODES[system]
+    match = pattern.fullmatch(code.strip())
+    return None if match is None else (f"{prefix}:{int(match.group(1))}", "recorded as a diagnosis")
 
 
 # Distinct codes remembered by CodeMaps.meaning; a population repeats a few thousand, the bound only
@@ -393,6 +396,6 @@ def coded_findings(
             child.findings.append(Finding(hpo, when, meaning.source, excluded=fact.refuted))
         if not meaning.hpo and fact.system == "hpo" and fact.kind == "condition" and maps.ontology.primary(fact.code) is None:
             child.unread.append(DroppedEntry(f"HPO {fact.code[:40]}", "unknown HPO id: not in the HPO release the screener uses"))
-        elif fact.system in ("orpha", "omim") and fact.kind == "condition" and meaning.orphan is None:
+        elif fact.system in _RARE_CODES and fact.kind == "condition" and meaning.orphan is None:
             child.unread.append(DroppedEntry(f"{fact.system.upper()} {fact.code[:40]}", "not an ORPHAcode or OMIM number"))
     return child, False
