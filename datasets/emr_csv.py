@@ -6,11 +6,12 @@ A folder with three files (UTF-8, comma-separated, header row):
   ``name``, ``mrn`` (the hospital's record number), ``practitioner`` and ``organization`` (whose patient
   the child is: scopes the paediatrician's page) and ``death_date`` (ISO date, or yes: the child has died and
   is not screened; a value that is neither is listed as unread);
-* ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status]``; ``system`` is icd10, snomed, hpo
+* ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status][,display]``; ``system`` is icd10, snomed, hpo
   or atc (also as their FHIR URIs and common spellings: ICD-10-CM, SNOMED CT, HP); ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
   an excluded finding, entered-in-error a row the writer withdrew (not read), unconfirmed, provisional,
   differential or suspected a suspicion (its findings count; a suspected rare disease is no diagnosis); the
-  ICD-10-GM certainty letters A (excluded) and V (suspected) read the same;
+  ICD-10-GM certainty letters A (excluded) and V (suspected) read the same; ``display`` the condition's name
+  as written (a SNOMED CT diagnosis, which no map holds, is recognised by it);
 * ``observations.csv``: ``patient_id,date,loinc,value,unit``.
 
 All three files and their columns are required: a missing one is an :class:`ExtractError` that stops
@@ -128,7 +129,8 @@ def _fact(row: dict[str, str]) -> CodedFact:
     status = (row.get("status") or "").strip().lower()
     # ICD-10-GM's certainty letters too, as German exports give them: A excluded, V suspected (Z, G: as written)
     refuted, unconfirmed = status in {"refuted", "excluded", "absent", "a"}, status in UNCONFIRMED | {"suspected", "v"}
-    return CodedFact(kind, system, row["code"], when, refuted, unconfirmed)  # type: ignore[arg-type]
+    display = row.get("display", "") if kind == "condition" else ""
+    return CodedFact(kind, system, row["code"], when, refuted, unconfirmed, display)  # type: ignore[arg-type]
 
 
 def _measurement(row: dict[str, str]) -> Measurement:

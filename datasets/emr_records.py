@@ -114,6 +114,9 @@ class CodedFact:
     # verificationStatus unconfirmed, provisional or differential: suspected. A suspected rare disease is no
     # diagnosis, so it does not take the child out of screening as "already diagnosed".
     unconfirmed: bool = False
+    # A Condition's name as written (the coding's display, else the concept's text): what a diagnosis coded in a
+    # system without a map (SNOMED CT) is read by. Empty for other kinds and where none is written.
+    display: str = ""
 
 
 class Measurement(NamedTuple):

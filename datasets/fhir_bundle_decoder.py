@@ -40,10 +40,12 @@ __all__ = ["BundleLineReader", "patient_key"]
 class _Coding(Struct, gc=False):
     system: str | None = None
     code: str | None = None
+    display: str | None = None
 
 
 class _Concept(Struct, gc=False):
     coding: list[_Coding] | None = None
+    text: str | None = None
 
 
 class _Reference(Struct, gc=False):
@@ -163,7 +165,7 @@ class BundleLineReader:
         self._codings: dict[tuple[str | None, str | None], tuple[str, str] | tuple[()]] = {}
         self._references: dict[bytes, str] = {}  # a raw subject -> the id it names
         # a raw code -> (has codings, its codings read); the first False: absent, null or without coding
-        self._concepts: dict[bytes, tuple[bool, list[tuple[str, str]], bool, bool]] = {}
+        self._concepts: dict[bytes, tuple[bool, list[tuple[str, str]], bool, bool, list[str]]] = {}
 
     def records(self, line: bytes) -> list[ChildRecord] | None:
         """The records of one NDJSON line holding a Bundle, when the line has nothing to report (no
@@ -290,7 +292,10 @@ class BundleLineReader:
                     raise _Doubt  # a coding's extension may say the diagnosis is suspected or excluded (ICD-10-GM)
                 else:
                     refuted, unconfirmed = condition_certainty(status, [])  # no coding extension: checked above
-                    new = [CodedFact("condition", s, c, when, refuted, unconfirmed) for s, c in read[1]]
+                    new = [
+                        CodedFact("condition", s, c, when, refuted, unconfirmed, name)
+                        for (s, c), name in zip(read[1], read[4], strict=True)
+                    ]
             elif rtype == "Procedure":
                 _required(r.status)
                 period = r.performedPeriod
@@ -336,17 +341,22 @@ class BundleLineReader:
         self._references[raw] = ref
         return ref
 
-    def _concept(self, raw: bytes) -> tuple[bool, list[tuple[str, str]], bool, bool]:
+    def _concept(self, raw: bytes) -> tuple[bool, list[tuple[str, str]], bool, bool, list[str]]:
         """A raw CodeableConcept read, remembered (a code that does not read is never remembered): whether
-        it has codings, the codings, whether one is an HPO term, and whether one can be a finding (ICD-10,
-        SNOMED CT, HPO)."""
+        it has codings, the codings, whether one is an HPO term, whether one can be a finding (ICD-10,
+        SNOMED CT, HPO), and each coding's name (``datasets.fhir_entry_rules.condition_displays``)."""
         concept = _decode(_CONCEPT, raw)
         codings = self._codings_of(concept)
+        names: list[str] = []
+        if concept is not None and concept.coding:
+            text = concept.text.strip() if concept.text else ""
+            names = [c.display.strip() if c.display and c.display.strip() else text for c in concept.coding if c.code]
         read = (
             concept is not None and concept.coding is not None,
             codings,
             any(s == "hpo" for s, _ in codings),
             any(s in FINDING_SYSTEMS for s, _ in codings),
+            names,
         )
         if len(self._concepts) >= _CACHE_SIZE:
             self._concepts.clear()

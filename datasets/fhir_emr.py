@@ -41,6 +41,7 @@ from datasets.fhir_entry_rules import (
     Unreadable,
     check_condition_codes,
     condition_certainty,
+    condition_displays,
     feature_presence,
     month_only_birth,
     no_birth_date,
@@ -128,9 +129,10 @@ def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
             return []
         codings = _codings([resource.code])
         check_condition_codes(codings)
-        raw_codings = resource.code.model_dump(mode="json").get("coding") or [] if resource.code else []
-        refuted, unconfirmed = condition_certainty(status, raw_codings)
-        return [CodedFact(kind, s, c, when, refuted, unconfirmed) for s, c in codings]
+        raw_concept = resource.code.model_dump(mode="json") if resource.code else {}
+        refuted, unconfirmed = condition_certainty(status, raw_concept.get("coding") or [])
+        names = condition_displays(raw_concept)
+        return [CodedFact(kind, s, c, when, refuted, unconfirmed, name) for (s, c), name in zip(codings, names, strict=True)]
     if kind == "procedure":
         when = _as_date(resource.performedDateTime) or _as_date(
             resource.performedPeriod.start if resource.performedPeriod else None
@@ -360,6 +362,8 @@ def record_to_bundle(record: ChildRecord) -> dict[str, Any]:
     subject = {"reference": f"Patient/{pid}"}
     for i, fact in enumerate(record.facts):
         coding = {"coding": [{"system": _SYSTEM_URIS.get(fact.system, fact.system), "code": fact.code}]}
+        if fact.display:
+            coding["coding"][0]["display"] = fact.display
         when = fact.date.isoformat() if fact.date else None
         rid = f"{pid}-{i}"
         if fact.kind == "condition":

@@ -26,6 +26,10 @@ Entries the writer withdrew (``status`` ``entered-in-error`` or ``cancelled``, a
 ``verificationStatus`` ``entered-in-error``) are not read at all: a weight entered in error must not make
 a growth finding. A Condition ``unconfirmed``, ``provisional`` or ``differential`` is read as suspected
 (``CodedFact.unconfirmed``): its findings count, but a suspected rare disease is no diagnosis.
+
+A Condition's name as written (each coding's ``display``, else the concept's ``text``: :func:`condition_displays`)
+travels with its codes (``CodedFact.display``): SNOMED CT has no map to rare diseases, so a SNOMED-coded
+diagnosis is recognised by its name.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ __all__ = [
     "UNCONFIRMED",
     "GM_CERTAINTY",
     "condition_certainty",
+    "condition_displays",
     "feature_presence",
     "check_condition_codes",
     "Unreadable",
@@ -141,6 +146,22 @@ def condition_certainty(status: list[str], codings: list[Any]) -> tuple[bool, bo
                 certainty = str(value.get("code") or "").upper() if isinstance(value, dict) else ""
                 refuted, unconfirmed = refuted or certainty == "A", unconfirmed or certainty == "V"
     return refuted, unconfirmed
+
+
+def condition_displays(concept: Any) -> list[str]:
+    """The name of each coding with a code of a Condition's ``code`` (plain JSON), in order: the coding's
+    ``display``, else the concept's ``text``, else "". A diagnosis coded in SNOMED CT, for which no map exists,
+    is read by it (``screening.orphanet``); a display or text that is no string is no name."""
+    if not isinstance(concept, dict):
+        return []
+    text = concept.get("text")
+    fallback = text.strip() if isinstance(text, str) else ""
+    names = []
+    for coding in concept.get("coding") or ():
+        if isinstance(coding, dict) and coding.get("code"):
+            display = coding.get("display")
+            names.append(display.strip() if isinstance(display, str) and display.strip() else fallback)
+    return names
 
 
 def check_condition_codes(codings: list[tuple[str, str]]) -> None:

@@ -42,6 +42,7 @@ from datasets.fhir_entry_rules import (
     Unreadable,
     check_condition_codes,
     condition_certainty,
+    condition_displays,
     feature_presence,
     month_only_birth,
     no_birth_date,
@@ -218,7 +219,8 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
                 if type(_obj(extension, f"code.coding.{i}.extension.{j}").get("url")) is not str:
                     raise _Invalid(f"code.coding.{i}.extension.{j}.url: field required")
         refuted, unconfirmed = condition_certainty(status, raw_codings)
-        return [CodedFact(kind, s, c, when, refuted, unconfirmed) for s, c in codings]
+        names = condition_displays(raw["code"])
+        return [CodedFact(kind, s, c, when, refuted, unconfirmed, name) for (s, c), name in zip(codings, names, strict=True)]
     if kind == "procedure":
         period = raw.get("performedPeriod")
         start = _obj(period, "performedPeriod").get("start") if period is not None else None

@@ -332,7 +332,7 @@ def _build_orphan_table(args: argparse.Namespace, settings: Settings) -> int:
     from screening.orphanet import build_orphan_table
 
     table = build_orphan_table(args.master, load_icd10_map(), args.out)
-    print(f"{len(table)} ICD-10 codes mean a diagnosed orphan disease")
+    print(f"{len(table)} ICD-10 codes and {len(table.by_name)} names mean a diagnosed orphan disease")
     return 0
 
 
@@ -382,7 +382,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     icd.add_argument("--out", type=Path, default=None)
     icd.set_defaults(func=_build_icd10_map, needs_home=False)
 
-    orphan = commands.add_parser("build-orphan-table", help="rebuild the orphan-diagnosis ICD-10 table from Orphanet")
+    orphan = commands.add_parser("build-orphan-table", help="rebuild the orphan-diagnosis ICD-10 and name tables from Orphanet")
     orphan.add_argument("--master", type=Path, required=True, help="ORPHAnomenclature_MasterFile_en_2025.xlsx")
     orphan.add_argument("--out", type=Path, default=None)
     orphan.set_defaults(func=_build_orphan_table, needs_home=False)

