@@ -116,17 +116,54 @@ def _superseded() -> ColumnElement[bool]:
     flag is also retired by a later result saying the child has died or the record is no longer in use (merged):
     nobody should be asked to contact that family; a decided flag stays in the history."""
     newer = aliased(ScreeningRun)
-    later_of_child = and_(
+    later_of_child = _later_of_child(newer)
+    return or_(
+        exists().where(later_of_child, newer.flagged.is_(True)),
+        and_(_undecided(), exists().where(later_of_child, newer.status.in_(RETIRING_STATUSES))),
+    )
+
+
+def _later_of_child(newer: type[ScreeningRun]) -> ColumnElement[bool]:
+    """``newer`` is a later result of the same child (record id, practitioner and organisation)."""
+    return and_(
         newer.patient_id == ScreeningRun.patient_id,
         newer.practitioner == ScreeningRun.practitioner,
         newer.organization == ScreeningRun.organization,
         or_(newer.screened_at > ScreeningRun.screened_at, and_(newer.screened_at == ScreeningRun.screened_at, newer.id > ScreeningRun.id)),
     )
-    undecided = ~exists().where(ScreeningOutcome.result_id == ScreeningRun.id)
-    return or_(
-        exists().where(later_of_child, newer.flagged.is_(True)),
-        and_(undecided, exists().where(later_of_child, newer.status.in_(RETIRING_STATUSES))),
-    )
+
+
+def _undecided() -> ColumnElement[bool]:
+    return ~exists().where(ScreeningOutcome.result_id == ScreeningRun.id)
+
+
+_WITHDRAWN_BECAUSE = {"deceased": "the child has died", "inactive_record": "the record is no longer in use"}
+
+
+def _withdrawn(session: Session, user: AuthenticatedUser, shown: int = 20) -> tuple[int, list[dict[str, Any]]]:
+    """Undecided flags in the clinician's scope that a later result retired (the child has died, the record was
+    merged), newest first, with that result's reason: a flag the paediatrician saw yesterday does not just vanish."""
+    newer = aliased(ScreeningRun)
+    retired = and_(ScreeningRun.flagged.is_(True), _in_scope(user), _undecided())
+    retiring = and_(_later_of_child(newer), newer.status.in_(RETIRING_STATUSES))
+    total = session.scalar(
+        select(func.count()).select_from(ScreeningRun).where(retired, exists().where(retiring))
+    ) or 0
+    out: dict[int, dict[str, Any]] = {}
+    query = select(ScreeningRun, newer).join(newer, retiring).where(retired).order_by(newer.screened_at.desc(), newer.id.desc())
+    for flag, later in session.execute(query.limit(shown * 4)).tuples():
+        out[flag.id] = {  # the earliest retiring result of each flag: the rows come newest first
+            "id": flag.id,
+            "patient_id": flag.patient_id,
+            "patient_name": flag.patient_name,
+            "mrn": flag.mrn,
+            "flagged_at": flag.screened_at.isoformat(),
+            "withdrawn_at": later.screened_at.isoformat(),
+            "status": later.status,
+            "because": _WITHDRAWN_BECAUSE.get(later.status, later.status),
+            "reason": later.reason,
+        }
+    return total, sorted(out.values(), key=lambda w: (w["withdrawn_at"], w["id"]), reverse=True)[:shown]
 
 
 def _child(row: ScreeningRun) -> tuple[str, str, str]:
@@ -199,7 +236,9 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
             }
         )
     pages = max(1, -(-total // per_page))
-    return {"flags": flags, "total": total, "page": page, "per_page": per_page, "pages": pages}
+    withdrawn_total, withdrawn = _withdrawn(session, user)
+    return {"flags": flags, "total": total, "page": page, "per_page": per_page, "pages": pages,
+            "withdrawn_total": withdrawn_total, "withdrawn": withdrawn}
 
 
 @router.get("/flags", summary="Flagged children in the clinician's scope, a page at a time", response_model=None)
@@ -214,6 +253,9 @@ def list_flags(
     listing = _flag_page(session, user, include_decided, page, per_page)
     for row in listing["flags"]:
         record_audit(session, user.username, "screening.flag.view", "patient", row["patient_id"], {"result_id": row["id"]})
+    for row in listing["withdrawn"]:
+        record_audit(session, user.username, "screening.flag.view", "patient", row["patient_id"],
+                     {"result_id": row["id"], "withdrawn": row["status"]})
     if format == "html":
         html = _templates.get_template("flags_fragment.html").render(include_decided=include_decided, **listing)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})

@@ -230,7 +230,17 @@ def test_a_child_who_has_died_or_whose_record_was_merged_leaves_the_page_undecid
     children[2].inactive = "merged"
     summary = screen("february")
     assert (summary["deceased"], summary["inactive_record"], summary["flagged"]) == (2, 1, 1)
-    assert [f["patient_id"] for f in client.get("/api/screening/flags", headers=doctor).json()["flags"]] == ["d3"]
+    listing = client.get("/api/screening/flags", headers=doctor).json()
+    assert [f["patient_id"] for f in listing["flags"]] == ["d3"]
+    # The page says why the two undecided flags left it; d1's decided flag is no withdrawn one.
+    assert listing["withdrawn_total"] == 2
+    assert sorted((w["patient_id"], w["mrn"], w["because"], w["reason"]) for w in listing["withdrawn"]) == [
+        ("d0", "MRN-D0", "the child has died", "deceased 2024-01-10"), ("d2", "MRN-D2", "the record is no longer in use", "Patient.active is false: the record is not in use")]
+    page = client.get("/api/screening/flags?format=html", headers=doctor).text
+    assert "2 flags withdrawn without a decision" in page and "Dana D0" in page and "the child has died (deceased 2024-01-10)" in page
+    with session_scope(screening_app.state.session_factory) as session:
+        seen = [e.detail for e in session.scalars(select(AuditEvent).where(AuditEvent.subject_id == "d2", AuditEvent.action == "screening.flag.view"))]
+    assert any((d or {}).get("withdrawn") == "inactive_record" for d in seen)  # who saw the withdrawn flag is audited
     decided = client.get("/api/screening/flags?include_decided=true", headers=doctor).json()["flags"]
     assert sorted(f["patient_id"] for f in decided) == ["d1", "d3"]  # d1's decision stays in the history
     assert screen("february-again")["repeats_not_stored"] == 4  # the three retirements and d3's flag: stored once
