@@ -209,6 +209,14 @@ def _diagnosis_names(
     }
 
 
+def _write_table(path: Path, rows: dict[str, tuple[str, str]], comments: tuple[str, ...]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.writelines(f"# {line}\n" for line in comments)
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        for key, (orpha, name) in rows.items():
+            writer.writerow([key, orpha, name])
+
+
 def build_orphan_table(
     master_xlsx: Path, icd10_map: Icd10Map, out: Path | None = None, ontology: Ontology | None = None
 ) -> OrphanDiagnoses:
@@ -246,26 +254,22 @@ def build_orphan_table(
         first = sorted(entities, key=lambda o: int(o.split(":")[1]))[0]
         kept[code] = (first, names[first] if len(entities) == 1 else f"{title} ({len(entities)} Orphanet entities)")
     target = out or SHIPPED_ORPHAN_TABLE
-    with target.open("w", encoding="utf-8", newline="") as handle:
-        handle.write("# ICD-10 codes that record a diagnosed orphan disease; derived from Orphanet's nomenclature\n")
-        handle.write("# pack 2025 (ORPHAnomenclature_MasterFile_en_2025.xlsx, CC BY 4.0) by screening/orphanet.py\n")
-        handle.write("# icd10\torpha\tname\n")
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        for code, (orpha, name) in kept.items():
-            writer.writerow([code, orpha, name])
+    _write_table(target, kept, (
+        "ICD-10 codes that record a diagnosed orphan disease; derived from Orphanet's nomenclature",
+        "pack 2025 (ORPHAnomenclature_MasterFile_en_2025.xlsx, CC BY 4.0) by screening/orphanet.py",
+        "icd10\torpha\tname",
+    ))
     logger.info("orphan diagnoses: %d of %d Orphanet ICD-10 codes kept", len(kept), len(orphas))
     if ontology is None:
         from screening.ontology import load_ontology
 
         ontology = load_ontology()
     by_name = _diagnosis_names(labels, own_codes, names, set(kept), ontology)
-    with target.with_name("orphan_names.tsv").open("w", encoding="utf-8", newline="") as handle:
-        handle.write("# Names (screening.orphanet.disease_name_key) of Orphanet entities that are diagnoses, for Conditions\n")
-        handle.write("# coded without a map (SNOMED CT); derived from Orphanet's nomenclature pack 2025\n")
-        handle.write("# (ORPHAnomenclature_MasterFile_en_2025.xlsx, CC BY 4.0) and HPO's hp.obo by screening/orphanet.py\n")
-        handle.write("# name\torpha\tpreferred name\n")
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        for key, (orpha, name) in by_name.items():
-            writer.writerow([key, orpha, name])
+    _write_table(target.with_name("orphan_names.tsv"), by_name, (
+        "Names (screening.orphanet.disease_name_key) of Orphanet entities that are diagnoses, for Conditions",
+        "coded without a map (SNOMED CT); derived from Orphanet's nomenclature pack 2025",
+        "(ORPHAnomenclature_MasterFile_en_2025.xlsx, CC BY 4.0) and HPO's hp.obo by screening/orphanet.py",
+        "name\torpha\tpreferred name",
+    ))
     logger.info("orphan diagnoses: %d names of Orphanet entities that are diagnoses", len(by_name))
     return OrphanDiagnoses(kept, by_name)
