@@ -11,7 +11,8 @@ A folder with three files (UTF-8, comma-separated, header row):
   an excluded finding, entered-in-error a row the writer withdrew (not read), unconfirmed, provisional,
   differential or suspected a suspicion (its findings count; a suspected rare disease is no diagnosis); the
   ICD-10-GM certainty letters A (excluded) and V (suspected) read the same; ``display`` the condition's name
-  as written (a SNOMED CT diagnosis, which no map holds, is recognised by it);
+  as written (a SNOMED CT diagnosis, which no map holds, is recognised by it, and so is one in a code system not
+  read, whose row is still listed as unread);
 * ``observations.csv``: ``patient_id,date,loinc,value,unit``.
 
 All three files and their columns are required: a missing one is an :class:`ExtractError` that stops
@@ -24,6 +25,7 @@ and memory stays flat; otherwise diagnoses and observations are grouped in memor
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 from collections.abc import Iterator
@@ -40,7 +42,7 @@ from datasets.emr_records import (
     code_system,
 )
 from datasets.errors import ExtractError
-from datasets.fhir_entry_rules import MONTH_ONLY_BIRTH, UNCONFIRMED, VOID_VERIFICATION, month_only_birth
+from datasets.fhir_entry_rules import MONTH_ONLY_BIRTH, UNCONFIRMED, VOID_VERIFICATION, Unreadable, month_only_birth
 
 __all__ = ["read_csv_extract", "check_extract", "CSV_FILES", "REQUIRED_COLUMNS"]
 
@@ -123,13 +125,18 @@ def _fact(row: dict[str, str]) -> CodedFact:
     if kind not in _KINDS:
         raise ValueError(f"unknown kind {kind!r}")
     system = code_system(row.get("system", ""))
-    if system == "other" or not row.get("code"):
-        raise ValueError(f"unknown code system {row.get('system')!r} or empty code")
-    when = date.fromisoformat(row["date"]) if row.get("date") else None
     status = (row.get("status") or "").strip().lower()
     # ICD-10-GM's certainty letters too, as German exports give them: A excluded, V suspected (Z, G: as written)
     refuted, unconfirmed = status in {"refuted", "excluded", "absent", "a"}, status in UNCONFIRMED | {"suspected", "v"}
-    display = row.get("display", "") if kind == "condition" else ""
+    display = (row.get("display") or "").strip() if kind == "condition" else ""
+    if system == "other" or not row.get("code"):
+        named = None
+        if display:  # not a finding, but its name may record a diagnosis (as the FHIR readers read it)
+            with contextlib.suppress(ValueError):
+                when = date.fromisoformat(row["date"]) if row.get("date") else None
+                named = CodedFact("condition", "name", "", when, refuted, unconfirmed, display[:200])
+        raise Unreadable(f"unknown code system {row.get('system')!r} or empty code", named)
+    when = date.fromisoformat(row["date"]) if row.get("date") else None
     return CodedFact(kind, system, row["code"], when, refuted, unconfirmed, display)  # type: ignore[arg-type]
 
 
@@ -186,6 +193,8 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
                 record.facts.append(_fact(drow))
             except (KeyError, ValueError) as exc:
                 record.dropped.append(DroppedEntry(f"diagnoses.csv:{dline}", f"invalid diagnosis row: {exc}"))
+                if isinstance(exc, Unreadable) and exc.named is not None:
+                    record.facts.append(exc.named)
         for oline, orow in observations.take(pid):
             try:
                 record.measurements.append(_measurement(orow))

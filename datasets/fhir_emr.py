@@ -128,8 +128,8 @@ def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
         if VOID_VERIFICATION in status:
             return []
         codings = _codings([resource.code])
-        check_condition_codes(codings)
         raw_concept = resource.code.model_dump(mode="json") if resource.code else {}
+        check_condition_codes(codings, raw_concept, status, when)
         refuted, unconfirmed = condition_certainty(status, raw_concept.get("coding") or [])
         names = condition_displays(raw_concept)
         return [CodedFact(kind, s, c, when, refuted, unconfirmed, name) for (s, c), name in zip(codings, names, strict=True)]
@@ -253,6 +253,8 @@ def records_from_resources(
             entries: list[Measurement] | list[CodedFact] = _observation(resource) if rtype == "Observation" else _facts(resource, _KINDS[rtype])
         except Unreadable as exc:
             dropped.setdefault(ref, []).append(DroppedEntry(f"{where} {name}", f"unread {rtype}: {exc}"))
+            if exc.named is not None:  # not a finding, but its name may record a diagnosis
+                pending.setdefault(ref, []).append([exc.named])
             continue
         pending.setdefault(ref, []).append(entries)
     yield from errors
@@ -361,9 +363,11 @@ def record_to_bundle(record: ChildRecord) -> dict[str, Any]:
     entries: list[dict[str, Any]] = [{"resource": patient}]
     subject = {"reference": f"Patient/{pid}"}
     for i, fact in enumerate(record.facts):
-        coding = {"coding": [{"system": _SYSTEM_URIS.get(fact.system, fact.system), "code": fact.code}]}
+        coding: dict[str, Any] = {"coding": [{"system": _SYSTEM_URIS.get(fact.system, fact.system), "code": fact.code}]}
         if fact.display:
             coding["coding"][0]["display"] = fact.display
+        if fact.system == "name":  # a Condition read by its name only (datasets.fhir_entry_rules): text, as it came
+            coding = {"text": fact.display}
         when = fact.date.isoformat() if fact.date else None
         rid = f"{pid}-{i}"
         if fact.kind == "condition":

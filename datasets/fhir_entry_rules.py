@@ -10,7 +10,8 @@ not guessed at: the reader lists it as a dropped entry and the record is screene
 
 A Condition none of whose codings is ICD-10, SNOMED CT or HPO (a local code, text only, no code) cannot
 be a finding either, and is listed the same way: a child whose diagnoses all came in a local code system
-must not look like a child with none.
+must not look like a child with none. Its name (display, else text) still travels (``Unreadable.named``): a
+problem list's "Down syndrome" in a local code records a diagnosis, and the screener reads it as one.
 
 So is a LOINC-coded value without a full date (a growth measurement whose age is unknown).
 
@@ -38,7 +39,7 @@ import re
 from datetime import date
 from typing import Any
 
-from datasets.emr_records import DECEASED_UNDATED
+from datasets.emr_records import DECEASED_UNDATED, CodedFact
 
 __all__ = [
     "FINDING_SYSTEMS",
@@ -132,7 +133,14 @@ def patient_standing(raw: dict[str, Any]) -> tuple[date | None, str]:
 
 
 class Unreadable(ValueError):
-    """An entry that could be a finding but cannot be read as one; the message names the element."""
+    """An entry that could be a finding but cannot be read as one; the message names the element. ``named``: for
+    a Condition coded in no system read here but named (a local code's display, text only), the name as a fact
+    (system ``name``): it may name a recorded rare-disease diagnosis (``screening.orphanet``), though it cannot
+    be a finding."""
+
+    def __init__(self, message: str, named: CodedFact | None = None) -> None:
+        super().__init__(message)
+        self.named = named
 
 
 def condition_certainty(status: list[str], codings: list[Any]) -> tuple[bool, bool]:
@@ -164,11 +172,23 @@ def condition_displays(concept: Any) -> list[str]:
     return names
 
 
-def check_condition_codes(codings: list[tuple[str, str]]) -> None:
+def check_condition_codes(
+    codings: list[tuple[str, str]], concept: Any = None, status: list[str] | None = None, when: date | None = None
+) -> None:
     """Unreadable for a Condition without an ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding (``codings``: short
-    systems)."""
-    if not any(system in FINDING_SYSTEMS for system, _ in codings):
-        raise Unreadable("code: no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding")
+    systems), carrying its name (``concept``: the plain JSON ``code``; the first coding's display, else the text)
+    as a ``name`` fact with the Condition's date and certainty (``status``: its verificationStatus codes)."""
+    if any(system in FINDING_SYSTEMS for system, _ in codings):
+        return
+    named = None
+    if isinstance(concept, dict):
+        name = next((n for n in condition_displays(concept) if n), "")
+        text = concept.get("text")
+        name = name or (text.strip() if isinstance(text, str) else "")
+        if name:
+            refuted, unconfirmed = condition_certainty(status or [], concept.get("coding") or [])
+            named = CodedFact("condition", "name", "", when, refuted, unconfirmed, name[:200])
+    raise Unreadable("code: no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding", named)
 
 
 def feature_presence(

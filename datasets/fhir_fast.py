@@ -212,7 +212,7 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
         codings = _codings(raw.get("code"), "code")
         if VOID_VERIFICATION in status:
             return []
-        check_condition_codes(codings)
+        check_condition_codes(codings, raw.get("code"), status, when)
         raw_codings = raw["code"].get("coding") or []
         for i, coding in enumerate(raw_codings):
             for j, extension in enumerate(_list(coding.get("extension", []), f"code.coding.{i}.extension")):
@@ -396,6 +396,9 @@ def records_from_resources_fast(
             owner = _owner(raw) if rtype != "Patient" else None
             if owner is not None:  # the child's record is read without it, and says so (incomplete)
                 dropped.setdefault(owner, []).append(DroppedEntry(entry, reason))
+                named = exc.named if isinstance(exc, Unreadable) else None
+                if named is not None:  # not a finding, but its name may record a diagnosis
+                    pending.setdefault(owner, []).append([named])
             else:
                 errors.append(RecordError(source, entry, reason))
             continue

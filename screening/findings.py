@@ -157,7 +157,7 @@ class CodeMaps:
         distinct code (normalising and prefix-matching each of a population's millions of facts was a
         quarter of the screening time). A SNOMED CT Condition that maps to no phenotype is a diagnosis when
         its ``display`` names one (``OrphanDiagnoses.lookup_name``): Orphanet publishes no SNOMED CT map."""
-        named = display if kind == "condition" and system == "snomed" else ""
+        named = display if kind == "condition" and system in ("snomed", "name") else ""
         key = (kind == "condition", system, code, named)
         found = self._meanings.get(key)
         if found is None:
@@ -169,7 +169,8 @@ class CodeMaps:
             if named and not hpo:
                 by_name = self.orphan.lookup_name(named)
                 if by_name is not None:
-                    orphan = (by_name[0], f"{by_name[1]} (named by SNOMED CT {code[:20]} {named[:60]!r})")
+                    where = f"SNOMED CT {code[:20]}" if system == "snomed" else "an entry in a code system not read"
+                    orphan = (by_name[0], f"{by_name[1]} (named by {where} {named[:60]!r})")
             found = CodeMeaning(
                 self.suspicion_of(system, code, kind),
                 orphan,

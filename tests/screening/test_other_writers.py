@@ -524,3 +524,57 @@ def test_a_diagnosis_coded_in_snomed_ct_is_read_by_its_name(screener: Screener, 
     (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
     first, second = (screener.screen(r, AS_OF) for r in read_csv_extract(tmp_path))
     assert (first.status, first.reason.split()[0], second.status) == ("already_diagnosed", "ORPHA:558", "screened")
+
+
+def test_a_diagnosis_in_a_code_system_not_read_is_read_by_its_name(screener: Screener, tmp_path: Any) -> None:
+    """A Condition in a local code system (or text only) is no finding and makes the record incomplete, as before;
+    but when its name (display, else text) names a recorded orphan diagnosis, the child is already diagnosed:
+    before, a problem list's "Down syndrome" in a local code left the child screened, and flagged. A suspected or
+    refuted one does not count. All three FHIR readers and the CSV."""
+    local = "http://hospital.example/problem-list"
+    verification = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+    concepts: list[tuple[dict[str, Any], str | None]] = [
+        ({"coding": [{"system": local, "code": "P17", "display": "Down syndrome"}]}, None),
+        ({"text": "Cystic fibrosis"}, None),  # text only
+        ({"coding": [{"system": local, "code": "P18"}], "text": "Marfan's syndrome"}, None),
+        ({"coding": [{"system": local, "code": "P17", "display": "Down syndrome"}]}, "provisional"),
+        ({"coding": [{"system": local, "code": "P17", "display": "Down syndrome"}]}, "refuted"),
+        ({"coding": [{"system": local, "code": "P19", "display": "Eczema"}]}, None),
+        ({"coding": [{"system": local, "code": "P20"}]}, None),  # no name
+    ]
+    lines = []
+    for i, (concept, status) in enumerate(concepts):
+        bundle = record_to_bundle(syndromic_child(f"l{i}"))
+        resource: dict[str, Any] = {"resourceType": "Condition", "id": f"local-{i}", "subject": {"reference": f"Patient/l{i}"},
+                                    "code": concept}
+        if status:
+            resource["verificationStatus"] = {"coding": [{"system": verification, "code": status}]}
+        bundle["entry"].append({"resource": resource})
+        lines.append(bundle)
+    path = tmp_path / "extract.ndjson"
+    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
+    expected = ["ORPHA:870", "ORPHA:586", "ORPHA:558", "incomplete", "incomplete", "incomplete", "incomplete"]
+    for read in (
+        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
+        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
+        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
+    ):
+        results = [screener.screen(r, AS_OF) for r in read]
+        assert [r.reason.split()[0] if r.status == "already_diagnosed" else r.status for r in results] == expected
+        assert "named by an entry in a code system not read 'Down syndrome'" in results[0].reason
+        assert all(r.flagged and [d.reason[:24] for d in r.dropped] == ["unread Condition: code: "] for r in results[3:])
+        assert [(b.status, b.reason) for b in screen_batch(screener, read, AS_OF)] == [(r.status, r.reason) for r in results]
+
+    from datasets.emr_csv import read_csv_extract
+
+    (tmp_path / "patients.csv").write_text("patient_id,birth_date,sex\np1,2021-03-02,F\np2,2021-03-02,F\n")
+    (tmp_path / "diagnoses.csv").write_text(
+        "patient_id,date,system,code,display\np1,2022-01-01,local,P17,Down syndrome\np2,2022-01-01,local,P19,Eczema\n"
+    )
+    (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
+    records = list(read_csv_extract(tmp_path))
+    first, second = (screener.screen(r, AS_OF) for r in records)
+    assert (first.status, first.reason.split()[0]) == ("already_diagnosed", "ORPHA:870")
+    assert second.status == "incomplete" and second.dropped[0].reason.startswith("invalid diagnosis row: unknown code system")
+    again = screener.screen(_one(records_from_bundle(record_to_bundle(records[0]), "x")), AS_OF)  # written as text only
+    assert (again.status, again.reason) == (first.status, first.reason)
