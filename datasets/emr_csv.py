@@ -7,7 +7,8 @@ A folder with three files (UTF-8, comma-separated, header row):
   the child is: scopes the paediatrician's page) and ``death_date`` (ISO date, or yes: the child has died and
   is not screened; a value that is neither is listed as unread);
 * ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status][,display]``; ``system`` is icd10, snomed, hpo
-  or atc (also as their FHIR URIs and common spellings: ICD-10-CM, SNOMED CT, HP); ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
+  or atc (also as their FHIR URIs and common spellings: ICD-10-CM, SNOMED CT, HP), orpha or omim (a recorded
+  rare-disease diagnosis), or icd11 (read for such diagnoses only: any other ICD-11 row is listed as unread); ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
   an excluded finding, entered-in-error a row the writer withdrew (not read), unconfirmed, provisional,
   differential or suspected a suspicion (its findings count; a suspected rare disease is no diagnosis); the
   ICD-10-GM certainty letters A (excluded) and V (suspected) read the same; ``display`` the condition's name
@@ -129,13 +130,17 @@ def _fact(row: dict[str, str]) -> CodedFact:
     # ICD-10-GM's certainty letters too, as German exports give them: A excluded, V suspected (Z, G: as written)
     refuted, unconfirmed = status in {"refuted", "excluded", "absent", "a"}, status in UNCONFIRMED | {"suspected", "v"}
     display = (row.get("display") or "").strip() if kind == "condition" else ""
-    if system == "other" or not row.get("code"):
-        named = None
-        if display:  # not a finding, but its name may record a diagnosis (as the FHIR readers read it)
+    if system in ("other", "icd11") or not row.get("code"):
+        facts = []
+        code = row.get("code") or ""
+        if kind == "condition" and (display or (system == "icd11" and code)):  # no finding, but it may record a diagnosis
             with contextlib.suppress(ValueError):
                 when = date.fromisoformat(row["date"]) if row.get("date") else None
-                named = CodedFact("condition", "name", "", when, refuted, unconfirmed, display[:200])
-        raise Unreadable(f"unknown code system {row.get('system')!r} or empty code", named)
+                short = "icd11" if system == "icd11" and code else "name"
+                facts = [CodedFact("condition", short, code, when, refuted, unconfirmed, display[:200])]
+        if system == "icd11" and code:
+            raise Unreadable("ICD-11 is read for recorded rare-disease diagnoses only", facts)
+        raise Unreadable(f"unknown code system {row.get('system')!r} or empty code", facts)
     when = date.fromisoformat(row["date"]) if row.get("date") else None
     return CodedFact(kind, system, row["code"], when, refuted, unconfirmed, display)  # type: ignore[arg-type]
 
@@ -192,9 +197,10 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
             try:
                 record.facts.append(_fact(drow))
             except (KeyError, ValueError) as exc:
-                record.dropped.append(DroppedEntry(f"diagnoses.csv:{dline}", f"invalid diagnosis row: {exc}"))
-                if isinstance(exc, Unreadable) and exc.named is not None:
-                    record.facts.append(exc.named)
+                verb = "unread" if isinstance(exc, Unreadable) else "invalid"  # a system not read, or a row not valid
+                record.dropped.append(DroppedEntry(f"diagnoses.csv:{dline}", f"{verb} diagnosis row: {exc}"))
+                if isinstance(exc, Unreadable):
+                    record.facts.extend(exc.facts)
         for oline, orow in observations.take(pid):
             try:
                 record.measurements.append(_measurement(orow))

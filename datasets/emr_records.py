@@ -78,6 +78,13 @@ CODE_SYSTEMS = {
     "orpha": "orpha",
     "orphacode": "orpha",
     "orphanet": "orpha",
+    # ICD-11 (MMS): read for recorded rare-disease diagnoses only (Orphanet maps them); no map to findings exists.
+    "http://id.who.int/icd/release/11/mms": "icd11",
+    "http://id.who.int/icd11/mms": "icd11",
+    "http://id.who.int/icd/release/11": "icd11",
+    "icd11": "icd11",
+    "icd-11": "icd11",
+    "icd-11-mms": "icd11",
     "http://www.omim.org": "omim",
     "http://omim.org": "omim",
     "urn:oid:2.16.840.1.113883.6.174": "omim",

@@ -253,8 +253,8 @@ def records_from_resources(
             entries: list[Measurement] | list[CodedFact] = _observation(resource) if rtype == "Observation" else _facts(resource, _KINDS[rtype])
         except Unreadable as exc:
             dropped.setdefault(ref, []).append(DroppedEntry(f"{where} {name}", f"unread {rtype}: {exc}"))
-            if exc.named is not None:  # not a finding, but its name may record a diagnosis
-                pending.setdefault(ref, []).append([exc.named])
+            if exc.facts:  # no finding, but it may record a diagnosis
+                pending.setdefault(ref, []).append(exc.facts)
             continue
         pending.setdefault(ref, []).append(entries)
     yield from errors
@@ -322,6 +322,9 @@ _SYSTEM_URIS = {
     "hpo": "http://purl.obolibrary.org/obo/hp.owl",
     "loinc": "http://loinc.org",
     "atc": "http://www.whocc.no/atc",
+    "icd11": "http://id.who.int/icd/release/11/mms",
+    "orpha": "http://www.orpha.net",
+    "omim": "http://www.omim.org",
 }
 
 

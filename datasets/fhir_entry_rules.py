@@ -10,8 +10,9 @@ not guessed at: the reader lists it as a dropped entry and the record is screene
 
 A Condition none of whose codings is ICD-10, SNOMED CT or HPO (a local code, text only, no code) cannot
 be a finding either, and is listed the same way: a child whose diagnoses all came in a local code system
-must not look like a child with none. Its name (display, else text) still travels (``Unreadable.named``): a
-problem list's "Down syndrome" in a local code records a diagnosis, and the screener reads it as one.
+must not look like a child with none. What may still record a diagnosis travels (``Unreadable.facts``): its
+ICD-11 codes (Orphanet maps them to rare diseases) and its name (display, else text): a problem list's "Down
+syndrome" in a local code records a diagnosis, and the screener reads it as one.
 
 So is a LOINC-coded value without a full date (a growth measurement whose age is unknown).
 
@@ -133,14 +134,14 @@ def patient_standing(raw: dict[str, Any]) -> tuple[date | None, str]:
 
 
 class Unreadable(ValueError):
-    """An entry that could be a finding but cannot be read as one; the message names the element. ``named``: for
-    a Condition coded in no system read here but named (a local code's display, text only), the name as a fact
-    (system ``name``): it may name a recorded rare-disease diagnosis (``screening.orphanet``), though it cannot
-    be a finding."""
+    """An entry that could be a finding but cannot be read as one; the message names the element. ``facts``: for
+    a Condition coded in no system read for findings, what may still record a rare-disease diagnosis: its ICD-11
+    codings (Orphanet maps them) and its names (a local code's display, text only: ``name`` facts), each with the
+    Condition's date and certainty (``screening.orphanet``)."""
 
-    def __init__(self, message: str, named: CodedFact | None = None) -> None:
+    def __init__(self, message: str, facts: list[CodedFact] | None = None) -> None:
         super().__init__(message)
-        self.named = named
+        self.facts = facts or []
 
 
 def condition_certainty(status: list[str], codings: list[Any]) -> tuple[bool, bool]:
@@ -176,19 +177,23 @@ def check_condition_codes(
     codings: list[tuple[str, str]], concept: Any = None, status: list[str] | None = None, when: date | None = None
 ) -> None:
     """Unreadable for a Condition without an ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding (``codings``: short
-    systems), carrying its name (``concept``: the plain JSON ``code``; the first coding's display, else the text)
-    as a ``name`` fact with the Condition's date and certainty (``status``: its verificationStatus codes)."""
+    systems), carrying what may still name a diagnosis (``Unreadable.facts``; ``concept``: the plain JSON ``code``,
+    ``status``: its verificationStatus codes)."""
     if any(system in FINDING_SYSTEMS for system, _ in codings):
         return
-    named = None
+    facts: list[CodedFact] = []
     if isinstance(concept, dict):
-        name = next((n for n in condition_displays(concept) if n), "")
+        refuted, unconfirmed = condition_certainty(status or [], concept.get("coding") or [])
+        names = condition_displays(concept)
+        for (system, code), name in zip(codings, names, strict=False):
+            if system == "icd11" or name:
+                facts.append(CodedFact("condition", system if system == "icd11" else "name", code, when, refuted, unconfirmed, name[:200]))
         text = concept.get("text")
-        name = name or (text.strip() if isinstance(text, str) else "")
-        if name:
-            refuted, unconfirmed = condition_certainty(status or [], concept.get("coding") or [])
-            named = CodedFact("condition", "name", "", when, refuted, unconfirmed, name[:200])
-    raise Unreadable("code: no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding", named)
+        if not codings and isinstance(text, str) and text.strip():
+            facts.append(CodedFact("condition", "name", "", when, refuted, unconfirmed, text.strip()[:200]))
+    if any(system == "icd11" for system, _ in codings):
+        raise Unreadable("code: ICD-11 is read for recorded rare-disease diagnoses only; no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding", facts)
+    raise Unreadable("code: no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding", facts)
 
 
 def feature_presence(

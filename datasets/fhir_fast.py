@@ -396,9 +396,8 @@ def records_from_resources_fast(
             owner = _owner(raw) if rtype != "Patient" else None
             if owner is not None:  # the child's record is read without it, and says so (incomplete)
                 dropped.setdefault(owner, []).append(DroppedEntry(entry, reason))
-                named = exc.named if isinstance(exc, Unreadable) else None
-                if named is not None:  # not a finding, but its name may record a diagnosis
-                    pending.setdefault(owner, []).append([named])
+                if isinstance(exc, Unreadable) and exc.facts:  # no finding, but it may record a diagnosis
+                    pending.setdefault(owner, []).append(exc.facts)
             else:
                 errors.append(RecordError(source, entry, reason))
             continue

@@ -120,6 +120,11 @@ def _rare_disease_code(system: str, code: str) -> tuple[str, str] | None:
     return None if match is None else (f"{prefix}:{int(match.group(1))}", "recorded as a diagnosis")
 
 
+# Conditions read by their name (the coding's display, else the text) where the code itself names no diagnosis:
+# SNOMED CT (no map to rare diseases), ICD-11 codes Orphanet maps to nothing or to more than diagnoses, and the
+# entries of code systems not read (``name``: ``datasets.fhir_entry_rules.Unreadable.facts``).
+_NAMED_SYSTEMS = frozenset({"snomed", "icd11", "name"})
+
 # Distinct codes remembered by CodeMaps.meaning; a population repeats a few thousand, the bound only
 # keeps an extract of junk codes from growing the memory of a long run.
 _MEANINGS_KEPT = 200_000
@@ -157,7 +162,7 @@ class CodeMaps:
         distinct code (normalising and prefix-matching each of a population's millions of facts was a
         quarter of the screening time). A SNOMED CT Condition that maps to no phenotype is a diagnosis when
         its ``display`` names one (``OrphanDiagnoses.lookup_name``): Orphanet publishes no SNOMED CT map."""
-        named = display if kind == "condition" and system in ("snomed", "name") else ""
+        named = display if kind == "condition" and system in _NAMED_SYSTEMS else ""
         key = (kind == "condition", system, code, named)
         found = self._meanings.get(key)
         if found is None:
@@ -165,11 +170,15 @@ class CodeMaps:
                 self._meanings.clear()
             icd10_condition = system == "icd10" and kind == "condition"
             hpo = tuple(self.to_hpo(CodedFact(kind, system, code, None)))  # type: ignore[arg-type]
-            orphan = self.orphan.lookup(code) if icd10_condition else _rare_disease_code(system, code) if kind == "condition" else None
-            if named and not hpo:
+            orphan = (
+                self.orphan.lookup(code) if icd10_condition
+                else self.orphan.lookup_icd11(code) if system == "icd11" and kind == "condition"
+                else _rare_disease_code(system, code) if kind == "condition" else None
+            )
+            if named and not hpo and orphan is None:
                 by_name = self.orphan.lookup_name(named)
                 if by_name is not None:
-                    where = f"SNOMED CT {code[:20]}" if system == "snomed" else "an entry in a code system not read"
+                    where = {"snomed": f"SNOMED CT {code[:20]}", "icd11": f"ICD-11 {code[:20]}"}.get(system, "an entry in a code system not read")
                     orphan = (by_name[0], f"{by_name[1]} (named by {where} {named[:60]!r})")
             found = CodeMeaning(
                 self.suspicion_of(system, code, kind),

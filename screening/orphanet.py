@@ -32,8 +32,12 @@ Left out: labels of several entities not all diagnoses, abbreviations (all capit
 than six characters), labels that are names or synonyms of HPO terms (a phenotype, however rare, is a finding)
 and labels that say the condition is acquired.
 
-The derived tables ship as ``screening/data/orphan_icd10.tsv`` and ``screening/data/orphan_names.tsv`` so the
-service needs no ``../shared``; ``medscreen screening build-orphan-table --master
+A Condition coded in ICD-11 (MMS) records a diagnosis when every Orphanet entity its code is mapped to (the
+pack's ``ICD11`` sheet) is a diagnosis by the same rule; ICD-11 has no map to findings here, so any other
+ICD-11 Condition is listed as unread.
+
+The derived tables ship as ``screening/data/orphan_icd10.tsv``, ``orphan_names.tsv`` and ``orphan_icd11.tsv``
+so the service needs no ``../shared``; ``medscreen screening build-orphan-table --master
 ORPHAnomenclature_MasterFile_en_2025.xlsx`` rebuilds them.
 """
 
@@ -45,7 +49,7 @@ import re
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from screening.icd10_map import Icd10Map, normalise_icd10
 
@@ -145,9 +149,15 @@ def _word_bag(key: str) -> str:
 
 
 class OrphanDiagnoses:
-    def __init__(self, by_code: dict[str, tuple[str, str]], by_name: dict[str, tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        by_code: dict[str, tuple[str, str]],
+        by_name: dict[str, tuple[str, str]] | None = None,
+        by_icd11: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
         self.by_code = by_code
         self.by_name = by_name or {}
+        self.by_icd11 = by_icd11 or {}
         # The same words in another order, where they name one entity only.
         bags: dict[str, set[tuple[str, str]]] = defaultdict(set)
         for key, entity in self.by_name.items():
@@ -162,6 +172,11 @@ class OrphanDiagnoses:
         modification with more characters (ICD-10-CM ``E84.11``) as its WHO subcategory (``E84.1``)."""
         normal = normalise_icd10(code)
         return self.by_code.get(normal) or (self.by_code.get(normal[:5]) if len(normal) > 5 and normal[5:].isdigit() else None)
+
+    def lookup_icd11(self, code: str) -> tuple[str, str] | None:
+        """``(ORPHA:n, name)`` if this ICD-11 MMS code records a diagnosed orphan disease; a post-coordinated code
+        (``LD40.0&XK8G``) by its stem code."""
+        return self.by_icd11.get(re.split(r"[&/]", code.strip().upper(), maxsplit=1)[0])
 
     def lookup_name(self, name: str) -> tuple[str, str] | None:
         """``(ORPHA:n, preferred name)`` if ``name`` is the label of an orphan disease that is a diagnosis here:
@@ -181,21 +196,28 @@ def _read_rows(path: Path) -> list[list[str]]:
         return list(csv.reader((line for line in handle if not line.startswith("#")), delimiter="\t"))
 
 
-def load_orphan_diagnoses(path: Path | None = None, names: Path | None = None) -> OrphanDiagnoses:
-    by_code = {row[0]: (row[1], row[2]) for row in _read_rows(path or SHIPPED_ORPHAN_TABLE)}
-    names_path = names or (SHIPPED_ORPHAN_NAMES if path is None else path.with_name("orphan_names.tsv"))
-    by_name = {row[0]: (row[1], row[2]) for row in _read_rows(names_path)} if names_path.is_file() else {}
-    return OrphanDiagnoses(by_code, by_name)
+def load_orphan_diagnoses(path: Path | None = None) -> OrphanDiagnoses:
+    """The ICD-10 table (``path``: the shipped one) and, beside it, the name and ICD-11 tables."""
+    table = path or SHIPPED_ORPHAN_TABLE
+
+    def beside(name: str) -> dict[str, tuple[str, str]]:
+        other = table.with_name(name)
+        return {row[0]: (row[1], row[2]) for row in _read_rows(other)} if other.is_file() else {}
+
+    by_code = {row[0]: (row[1], row[2]) for row in _read_rows(table)}
+    return OrphanDiagnoses(by_code, beside("orphan_names.tsv"), beside("orphan_icd11.tsv"))
+
+
+def _diagnosis_entities(codes: dict[str, set[str]], kept: set[str]) -> set[str]:
+    """The Orphanet entities that are diagnoses: one of their ICD-10 codes is kept or in the diagnosis blocks."""
+    return {orpha for orpha, own in codes.items() if any(c in kept or _DIAGNOSIS_BLOCKS.match(c) or c in _REVIEWED for c in own)}
 
 
 def _diagnosis_names(
-    labels: dict[str, list[str]], codes: dict[str, set[str]], names: dict[str, str], kept: set[str], ontology: Ontology
+    labels: dict[str, list[str]], names: dict[str, str], diagnoses: set[str], ontology: Ontology
 ) -> dict[str, tuple[str, str]]:
     """Name key -> (ORPHA, preferred name) for the labels of entities that are diagnoses (module docstring)."""
     phenotypes = {disease_name_key(n) for t in ontology.terms.values() for n in (t.name, *t.synonyms)}
-    diagnoses = {
-        orpha for orpha, own in codes.items() if any(c in kept or _DIAGNOSIS_BLOCKS.match(c) or c in _REVIEWED for c in own)
-    }
     entities: dict[str, set[str]] = defaultdict(set)
     for orpha, own in labels.items():
         for label in own:
@@ -264,7 +286,8 @@ def build_orphan_table(
         from screening.ontology import load_ontology
 
         ontology = load_ontology()
-    by_name = _diagnosis_names(labels, own_codes, names, set(kept), ontology)
+    diagnoses = _diagnosis_entities(own_codes, set(kept))
+    by_name = _diagnosis_names(labels, names, diagnoses, ontology)
     _write_table(target.with_name("orphan_names.tsv"), by_name, (
         "Names (screening.orphanet.disease_name_key) of Orphanet entities that are diagnoses, for Conditions",
         "coded without a map (SNOMED CT); derived from Orphanet's nomenclature pack 2025",
@@ -272,4 +295,30 @@ def build_orphan_table(
         "name\torpha\tpreferred name",
     ))
     logger.info("orphan diagnoses: %d names of Orphanet entities that are diagnoses", len(by_name))
-    return OrphanDiagnoses(kept, by_name)
+    by_icd11 = _icd11_diagnoses(workbook["ICD11"], names, diagnoses)
+    _write_table(target.with_name("orphan_icd11.tsv"), by_icd11, (
+        "ICD-11 MMS codes that record a diagnosed orphan disease: every Orphanet entity a code is mapped to is a",
+        "diagnosis (as for orphan_names.tsv); derived from Orphanet's nomenclature pack 2025",
+        "(ORPHAnomenclature_MasterFile_en_2025.xlsx, CC BY 4.0) by screening/orphanet.py",
+        "icd11\torpha\tname",
+    ))
+    logger.info("orphan diagnoses: %d ICD-11 codes", len(by_icd11))
+    return OrphanDiagnoses(kept, by_name, by_icd11)
+
+
+def _icd11_diagnoses(sheet: Any, names: dict[str, str], diagnoses: set[str]) -> dict[str, tuple[str, str]]:
+    """ICD-11 code -> (ORPHA, name) for the codes Orphanet maps to diagnosis entities only (module docstring)."""
+    entities: dict[str, set[str]] = defaultdict(set)
+    for index, row in enumerate(sheet.iter_rows(values_only=True)):
+        if index and row[3]:
+            for code in re.split(r"[,; ]+", str(row[3]).strip().upper()):
+                if code:
+                    entities[code].add(f"ORPHA:{row[0]}")
+    out = {}
+    for code, orphas in sorted(entities.items()):
+        if orphas <= diagnoses:
+            first = min(orphas, key=lambda o: int(o.split(":")[1]))
+            others = len(orphas) - 1
+            more = "" if not others else " or one other Orphanet entity" if others == 1 else f" or one of {others} other Orphanet entities"
+            out[code] = (first, f"{names.get(first, first)}{more}")
+    return out

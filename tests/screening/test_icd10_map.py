@@ -64,6 +64,9 @@ def test_the_orphan_diagnosis_table_rebuilds_from_orphanet(shared_data: Path, tm
     assert rebuilt.by_code == shipped.by_code
     assert rebuilt.by_name == shipped.by_name
     assert (tmp_path / "orphan_names.tsv").read_text() == SHIPPED_ORPHAN_NAMES.read_text()
+    assert (tmp_path / "orphan_icd11.tsv").read_text() == SHIPPED_ORPHAN_NAMES.with_name("orphan_icd11.tsv").read_text()
+    assert rebuilt.lookup_icd11("LD40.0") == ("ORPHA:870", "Down syndrome") and rebuilt.lookup_icd11("CA25") == ("ORPHA:586", "Cystic fibrosis")
+    assert rebuilt.lookup_icd11("LD40.0&XK8G") == ("ORPHA:870", "Down syndrome")  # post-coordinated: by its stem
     assert shipped.lookup("Q90.9") == ("ORPHA:870", "Down syndrome")
     assert shipped.lookup("Q21.0") is None  # isolated VSD is a finding, not a diagnosis
     assert shipped.lookup("A00.0") is None  # cholera is rare, not genetic

@@ -575,6 +575,49 @@ def test_a_diagnosis_in_a_code_system_not_read_is_read_by_its_name(screener: Scr
     records = list(read_csv_extract(tmp_path))
     first, second = (screener.screen(r, AS_OF) for r in records)
     assert (first.status, first.reason.split()[0]) == ("already_diagnosed", "ORPHA:870")
-    assert second.status == "incomplete" and second.dropped[0].reason.startswith("invalid diagnosis row: unknown code system")
+    assert second.status == "incomplete" and second.dropped[0].reason.startswith("unread diagnosis row: unknown code system")
     again = screener.screen(_one(records_from_bundle(record_to_bundle(records[0]), "x")), AS_OF)  # written as text only
     assert (again.status, again.reason) == (first.status, first.reason)
+
+
+def test_a_diagnosis_coded_in_icd11_is_a_diagnosis_and_other_icd11_entries_are_listed(screener: Screener, tmp_path: Any) -> None:
+    """ICD-11 Conditions were unread entries: a child with Down syndrome coded LD40.0 was screened, incomplete, and
+    flagged. An ICD-11 code Orphanet maps to diagnoses only is a recorded diagnosis (post-coordinated by its stem); one
+    that is not, but whose display names one, is read by the name; any other stays unread (ICD-11 has no map to
+    findings here), so the record is still incomplete and says why."""
+    icd11 = "http://id.who.int/icd/release/11/mms"
+    cases = [("LD40.0", None), ("CA25&XK8G", None), ("8A00.0", "Rett syndrome"), ("1A00", None), ("LD40.0", "")]
+    lines = []
+    for i, (code, display) in enumerate(cases):
+        coding: dict[str, Any] = {"system": icd11, "code": code}
+        if display:
+            coding["display"] = display
+        bundle = record_to_bundle(syndromic_child(f"i{i}"))
+        bundle["entry"].append({"resource": {"resourceType": "Condition", "id": f"icd11-{i}", "subject": {"reference": f"Patient/i{i}"},
+                                             "code": {"coding": [coding]}}})
+        lines.append(bundle)
+    lines[4]["entry"][-1]["resource"]["verificationStatus"] = {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "differential"}]}
+    path = tmp_path / "extract.ndjson"
+    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
+    expected = ["ORPHA:870", "ORPHA:586", "ORPHA:778", "incomplete", "incomplete"]
+    for read in (
+        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
+        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
+        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
+    ):
+        results = [screener.screen(r, AS_OF) for r in read]
+        assert [r.reason.split()[0] if r.status == "already_diagnosed" else r.status for r in results] == expected
+        assert "named by ICD-11 8A00.0 'Rett syndrome'" in results[2].reason
+        assert all(r.flagged and r.dropped[0].reason.startswith("unread Condition: code: ICD-11 is read for recorded rare-disease")
+                   for r in results[3:])
+        assert [(b.status, b.reason) for b in screen_batch(screener, read, AS_OF)] == [(r.status, r.reason) for r in results]
+
+    from datasets.emr_csv import read_csv_extract
+
+    (tmp_path / "patients.csv").write_text("patient_id,birth_date,sex\np1,2021-03-02,F\np2,2021-03-02,F\n")
+    (tmp_path / "diagnoses.csv").write_text("patient_id,date,system,code\np1,2022-01-01,ICD-11,LD40.0\np2,2022-01-01,icd11,1A00\n")
+    (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
+    first, second = (screener.screen(r, AS_OF) for r in read_csv_extract(tmp_path))
+    assert (first.status, first.reason) == ("already_diagnosed", "ORPHA:870 Down syndrome")
+    assert second.status == "incomplete" and second.dropped[0].reason == "unread diagnosis row: ICD-11 is read for recorded rare-disease diagnoses only"

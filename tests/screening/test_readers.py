@@ -117,9 +117,9 @@ def test_csv_extract_sorted_and_unsorted_give_the_same_records(tmp_path: Path) -
         assert {(f.kind, f.refuted) for f in by_id["p2"].facts} == {("encounter", False), ("condition", True)}
         reasons = sorted(e.reason.split(":")[0] for e in errors)
         assert reasons == ["1 rows reference no patient in patients.csv", "invalid patient row"], layout
-        # p2's unreadable diagnosis and observation rows are listed on p2's record: it is incomplete.
+        # p2's diagnosis in a system not read and its invalid observation row are listed on its record: it is incomplete.
         assert not by_id["p1"].incomplete
-        assert sorted(d.reason.split(":")[0] for d in by_id["p2"].dropped) == ["invalid diagnosis row", "invalid observation row"]
+        assert sorted(d.reason.split(":")[0] for d in by_id["p2"].dropped) == ["invalid observation row", "unread diagnosis row"]
 
 
 def test_a_missing_csv_file_or_column_stops_the_batch_with_its_name(tmp_path: Path) -> None:
