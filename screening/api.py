@@ -49,7 +49,8 @@ def get_screener(request: Request, settings: SettingsDep) -> Screener:
             if screener is None:
                 try:
                     screener = Screener.load(
-                        settings.screening_alert_budget, settings.screening_max_age_years, settings.screening_model_path
+                        settings.screening_alert_budget, settings.screening_max_age_years, settings.screening_model_path,
+                        settings.screening_risk_threshold,
                     )
                 except ScreeningError as exc:
                     raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc

@@ -1,4 +1,4 @@
-"""Commands of ``screening``: ``medscreen screening evaluate|train|register|simulate|build-icd10-map|build-orphan-table``
+"""Commands of ``screening``: ``medscreen screening evaluate|train|register|simulate|calibrate|build-icd10-map|build-orphan-table``
 and ``medscreen screen-emr INPUT --out flags.ndjson`` (batch screening of a population extract)."""
 
 from __future__ import annotations
@@ -174,6 +174,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         write_all=args.all,
         full_validation=args.validate == "full",
         partition_bytes=int(args.partition_mb * (1 << 20)),
+        threshold=args.threshold if args.threshold is not None else settings.screening_risk_threshold,
     )
     try:
         if args.input.is_dir() and not bulk_files(args.input) and not bundle_files(args.input):
@@ -217,7 +218,9 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(
             f"medscreen screen-emr: {flag_rate:.2%} of the {screened} children screened were flagged against an "
             f"alert budget of {options.budget:.2%}: this extract differs from the population the threshold was set on "
-            "(a specialist clinic's children, other coding habits). Review a sample of the flags before acting on all.\n"
+            "(a specialist clinic's children, other coding habits). Review a sample of the flags before acting on all; "
+            "`medscreen screening calibrate` on a `screen-emr --all` output gives the threshold that holds the budget "
+            "at this site, and what it costs.\n"
         )
     children = screened + summary.counts.get("not_screened", 0)
     if children and summary.counts.get("aged_out", 0) >= max(1, children // 10):
@@ -336,6 +339,31 @@ def _build_orphan_table(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the threshold that flags the budget of a site's screened children (``screening/site_threshold.py``)."""
+    from screening.errors import CalibrationError
+    from screening.risk_model import load_risk_model
+    from screening.site_threshold import risks_of_output, site_threshold
+
+    budget = args.budget or settings.screening_alert_budget
+    try:
+        risks, current, version = risks_of_output(args.results)
+        model = load_risk_model(settings.screening_model_path)
+        found = site_threshold(risks, budget, current, model if model.version == version else None, version)
+    except CalibrationError as exc:
+        sys.stderr.write(f"cannot calibrate on {args.results}: {exc}\n")
+        return 2
+    sys.stderr.write(
+        f"{found.children} children screened by {version}: the threshold {found.current_threshold:.4f} flagged "
+        f"{found.current_flag_rate:.2%}; {found.threshold:.4f} (95% over resamples {found.interval[0]:.4f}-"
+        f"{found.interval[1]:.4f}) flags {found.flag_rate:.2%}, keeping {found.still_flagged} of the {found.flagged_now} "
+        f"flagged now. A higher threshold finds fewer cases too. To use it: MEDSCREEN_SCREENING_RISK_THRESHOLD="
+        f"{found.threshold!r}\n"
+    )
+    print(json.dumps(found.as_dict()))
+    return 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     group = subparsers.add_parser("screening", help="rare-disease screening: evaluate, train, build code tables")
     commands = group.add_subparsers(dest="screening_command", required=True, metavar="SUBCOMMAND")
@@ -372,6 +400,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     simulate.add_argument("--out", type=Path, required=True)
     simulate.set_defaults(func=_simulate, needs_home=False)
 
+    calibrate = commands.add_parser(
+        "calibrate", help="the site's own alert threshold from a `screen-emr --all` output of its children"
+    )
+    calibrate.add_argument("results", type=Path, help="NDJSON written by `medscreen screen-emr --all`")
+    calibrate.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
+    calibrate.set_defaults(func=_calibrate, needs_home=False)
+
     assign = commands.add_parser("assign", help="let a clinician see a practitioner's or organisation's flags")
     assign.add_argument("username")
     assign.add_argument("--practitioner", default=None, help="reference as in the record, e.g. Practitioner/123")
@@ -398,6 +433,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     batch.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default today)")
     batch.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
     batch.add_argument("--all", action="store_true", help="write every child, not only the flagged ones")
+    batch.add_argument(
+        "--threshold", type=float, default=None,
+        help="alert threshold (default the setting screening_risk_threshold, else from the budget)",
+    )
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
     batch.add_argument("--workers", type=int, default=1, help="Dask LocalCluster worker processes (1: in this process)")
     batch.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786)")

@@ -3,7 +3,8 @@
     ScreeningError
      ├── KnowledgeBaseError     the HPO ontology or disease annotations cannot be read
      ├── ScreenerArtefactError  the trained screener artefact is missing or does not match this code
-     └── InvalidRecordError     one child's record cannot be screened (the batch goes on)
+     ├── InvalidRecordError     one child's record cannot be screened (the batch goes on)
+     └── CalibrationError       a screen-emr output cannot set a site's threshold
 
 Readers of EMR extracts raise :class:`datasets.errors.RecordError`; the API turns these into
 HTTP 422 problem responses in ``screening/api.py`` only.
@@ -11,7 +12,7 @@ HTTP 422 problem responses in ``screening/api.py`` only.
 
 from __future__ import annotations
 
-__all__ = ["ScreeningError", "KnowledgeBaseError", "ScreenerArtefactError", "InvalidRecordError"]
+__all__ = ["ScreeningError", "KnowledgeBaseError", "ScreenerArtefactError", "InvalidRecordError", "CalibrationError"]
 
 
 class ScreeningError(Exception):
@@ -28,3 +29,7 @@ class ScreenerArtefactError(ScreeningError):
 
 class InvalidRecordError(ScreeningError):
     """A child's record cannot be screened (no birth date, unknown sex, ...)."""
+
+
+class CalibrationError(ScreeningError):
+    """A ``screen-emr`` output cannot set a site's threshold (too few children, written without ``--all``, unreadable)."""

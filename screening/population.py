@@ -59,6 +59,7 @@ class RunOptions:
     write_all: bool = False
     full_validation: bool = False
     partition_bytes: int = DEFAULT_PARTITION_BYTES
+    threshold: float | None = None  # the site's own (settings.screening_risk_threshold); None: from the budget
 
 
 @dataclass
@@ -98,7 +99,7 @@ def load_screener(options: RunOptions) -> Screener:
     import screening.fhir_output  # noqa: F401  (fhir.resources' models: a fifth of a second)
 
     screener = Screener.load(
-        options.budget, options.max_age_years, Path(options.model_path) if options.model_path else None
+        options.budget, options.max_age_years, Path(options.model_path) if options.model_path else None, options.threshold
     )
     _ = screener.best_disease_search
     return screener

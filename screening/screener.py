@@ -77,6 +77,7 @@ class Screener:
         model: RiskModel,
         budget: float,
         max_age_days: int = MAX_AGE_DAYS,
+        threshold: float | None = None,
     ) -> None:
         self.ontology = ontology
         self.kb = kb
@@ -84,7 +85,9 @@ class Screener:
         self.model = model
         self.budget = budget
         self.max_age_days = max_age_days
-        self.threshold = model.threshold_for(budget)
+        # A site's own threshold (``medscreen screening calibrate``) replaces the one the budget gives on the
+        # simulated children the model was trained beside.
+        self.threshold = threshold if threshold is not None else model.threshold_for(budget)
 
     @cached_property
     def best_disease_search(self) -> BestDiseaseSearch | None:
@@ -93,13 +96,19 @@ class Screener:
         return BestDiseaseSearch(self.kb.information) if self.kb.information is not None else None
 
     @classmethod
-    def load(cls, budget: float, max_age_years: float = 7.0, model_path: Path | None = None) -> Screener:
+    def load(
+        cls, budget: float, max_age_years: float = 7.0, model_path: Path | None = None, threshold: float | None = None
+    ) -> Screener:
         ontology = load_ontology()
         kb = build_knowledge_base(ontology)
         maps = load_code_maps(ontology)
         model = load_risk_model(model_path)
-        logger.info("screener %s loaded, alert budget %.4f", model.version, budget)
-        return cls(ontology, kb, maps, model, budget, int(max_age_years * 365.25))
+        screener = cls(ontology, kb, maps, model, budget, int(max_age_years * 365.25), threshold)
+        logger.info(
+            "screener %s loaded, alert budget %.4f, threshold %.6f (%s)", model.version, budget, screener.threshold,
+            "the site's own" if threshold is not None else "from the budget",
+        )
+        return screener
 
     def scores(self, record: ChildRecord, as_of: date) -> tuple[ScreeningResult, ChildScores | None]:
         result, child = self.findings(record, as_of)

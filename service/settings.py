@@ -245,6 +245,13 @@ class Settings(BaseSettings):
         description="Rare-disease screening: flags per child screened that paediatricians can review (0.01 = 1 per 100); "
         "sets the risk threshold.",
     )
+    screening_risk_threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Rare-disease screening: the site's own alert threshold, from `medscreen screening calibrate` on "
+        "its children; replaces the one the alert budget gives on simulated children. Unset: from the budget.",
+    )
     screening_max_age_years: float = Field(
         7.0, gt=0, le=18, description="Rare-disease screening: only children younger than this are screened."
     )

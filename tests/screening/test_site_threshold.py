@@ -1,0 +1,71 @@
+"""A site's own alert threshold: ``medscreen screening calibrate`` on a ``screen-emr --all`` output, and the
+setting (or ``--threshold``) that screen-emr and the API then use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medscreen.cli import main
+from screening.errors import CalibrationError
+from screening.site_threshold import _threshold, risks_of_output, site_threshold
+
+
+def test_the_threshold_flags_at_most_the_budget_and_keeps_ties_together() -> None:
+    risks = np.array([0.9, 0.8, 0.8, 0.5, *([0.1] * 96)])
+    assert _threshold(risks, 0.01) == 0.9  # one child of 100
+    two = _threshold(risks, 0.02)  # the second and third tie: neither is flagged rather than one of them
+    assert two > 0.8 and np.sum(risks >= two) == 1
+    assert np.sum(risks >= _threshold(risks, 0.03)) == 3
+    assert np.sum(risks >= _threshold(risks, 0.005)) == 0
+
+
+def test_too_few_children_or_an_output_of_flags_only_cannot_set_a_threshold(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationError, match="needs at least 1000"):
+        site_threshold([0.1] * 999, 0.01, 0.5)
+    flags_only = tmp_path / "flags.ndjson"
+    flags_only.write_text("".join(json.dumps({"status": "screened", "risk": 0.9, "threshold": 0.5, "model_version": "v",
+                                              "flagged": True}) + "\n" for _ in range(3)))
+    with pytest.raises(CalibrationError, match="--all"):
+        risks_of_output(flags_only)
+    mixed = tmp_path / "mixed.ndjson"
+    mixed.write_text("".join(json.dumps({"status": "screened", "risk": 0.1, "threshold": t, "model_version": v,
+                                         "flagged": False}) + "\n" for t, v in ((0.5, "v1"), (0.4, "v2"))))
+    with pytest.raises(CalibrationError, match="mixes screener versions"):
+        risks_of_output(mixed)
+
+
+def test_a_site_that_flags_beyond_its_budget_gets_a_threshold_that_holds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A population with a twentieth of cases flags several times the 1% budget at the shipped threshold;
+    calibrate reads the threshold that holds the budget from its own children, and screen-emr flags that rate
+    with it, given as the setting or on the command line."""
+    children = tmp_path / "children.ndjson"
+    assert main(["screening", "simulate", "--n", "1200", "--case-share", "0.05", "--out", str(children)]) == 0
+    everyone = tmp_path / "all.ndjson"
+    capsys.readouterr()
+    assert main(["screen-emr", str(children), "--out", str(everyone), "--all", "--no-store", "--quiet"]) == 0
+    before = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert before["flag_rate"] > 0.02  # beyond twice the budget: screen-emr warned and named calibrate
+    assert main(["screening", "calibrate", str(everyone), "--budget", "0.01"]) == 0
+    captured = capsys.readouterr()
+    found = json.loads(captured.out)
+    assert "MEDSCREEN_SCREENING_RISK_THRESHOLD=" in captured.err
+    assert found["children"] == before["screened"] + before["incomplete"]
+    assert found["flag_rate_at_site_threshold"] <= 0.01 < found["current_flag_rate"]
+    assert found["site_threshold"] > found["current_threshold"] and found["still_flagged_at_site_threshold"] < found["flagged_now"]
+    low, high = found["site_threshold_95_interval"]
+    assert low <= found["site_threshold"] <= high
+    assert found["simulated_children_flag_rate_at_site_threshold"] <= 0.01  # stricter than the shipped threshold there
+
+    for extra in ([], ["--threshold", str(found["site_threshold"])]):  # the setting, then the option over another setting
+        monkeypatch.setenv("MEDSCREEN_SCREENING_RISK_THRESHOLD", str(found["site_threshold"]) if not extra else "0.99")
+        flags = tmp_path / f"flags{len(extra)}.ndjson"
+        assert main(["screen-emr", str(children), "--out", str(flags), "--no-store", "--quiet", *extra]) == 0
+        after = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+        assert after["threshold"] == pytest.approx(found["site_threshold"])
+        assert after["flagged"] == found["still_flagged_at_site_threshold"] and after["flag_rate"] <= 0.01
