@@ -201,6 +201,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         **summary.counts,
         "model_version": summary.model_version,
         "threshold": summary.threshold,
+        "threshold_from": "the site's own threshold" if options.threshold is not None else "the budget",
         "partitions": summary.partitions,
         "resumed_partitions": summary.resumed,
         "seconds": {

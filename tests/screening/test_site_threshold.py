@@ -50,6 +50,7 @@ def test_a_site_that_flags_beyond_its_budget_gets_a_threshold_that_holds_it(
     capsys.readouterr()
     assert main(["screen-emr", str(children), "--out", str(everyone), "--all", "--no-store", "--quiet"]) == 0
     before = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert before["threshold_from"] == "the budget"
     assert before["flag_rate"] > 0.02  # beyond twice the budget: screen-emr warned and named calibrate
     assert main(["screening", "calibrate", str(everyone), "--budget", "0.01"]) == 0
     captured = capsys.readouterr()
@@ -67,5 +68,5 @@ def test_a_site_that_flags_beyond_its_budget_gets_a_threshold_that_holds_it(
         flags = tmp_path / f"flags{len(extra)}.ndjson"
         assert main(["screen-emr", str(children), "--out", str(flags), "--no-store", "--quiet", *extra]) == 0
         after = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
-        assert after["threshold"] == pytest.approx(found["site_threshold"])
+        assert after["threshold"] == pytest.approx(found["site_threshold"]) and after["threshold_from"] == "the site's own threshold"
         assert after["flagged"] == found["still_flagged_at_site_threshold"] and after["flag_rate"] <= 0.01
