@@ -11,7 +11,7 @@ A folder with three files (UTF-8, comma-separated, header row):
   rare-disease diagnosis), or icd11 (read for such diagnoses only: any other ICD-11 row is listed as unread); ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
   an excluded finding, entered-in-error a row the writer withdrew (not read), unconfirmed, provisional,
   differential or suspected a suspicion (its findings count; a suspected rare disease is no diagnosis); the
-  ICD-10-GM certainty letters A (excluded) and V (suspected) read the same; ``display`` the condition's name
+  ICD-10-GM certainty letters A (excluded) and V (suspected) read the same; ``display`` (or ``description``) the condition's name
   as written (a SNOMED CT diagnosis, which no map holds, is recognised by it, and so is one in a code system not
   read, whose row is still listed as unread);
 * ``observations.csv``: ``patient_id,date,loinc,value,unit``.
@@ -129,7 +129,7 @@ def _fact(row: dict[str, str]) -> CodedFact:
     status = (row.get("status") or "").strip().lower()
     # ICD-10-GM's certainty letters too, as German exports give them: A excluded, V suspected (Z, G: as written)
     refuted, unconfirmed = status in {"refuted", "excluded", "absent", "a"}, status in UNCONFIRMED | {"suspected", "v"}
-    display = (row.get("display") or "").strip() if kind == "condition" else ""
+    display = (row.get("display") or row.get("description") or "").strip() if kind == "condition" else ""
     if system in ("other", "icd11") or not row.get("code"):
         facts = []
         code = row.get("code") or ""

@@ -568,8 +568,8 @@ def test_a_diagnosis_in_a_code_system_not_read_is_read_by_its_name(screener: Scr
     from datasets.emr_csv import read_csv_extract
 
     (tmp_path / "patients.csv").write_text("patient_id,birth_date,sex\np1,2021-03-02,F\np2,2021-03-02,F\n")
-    (tmp_path / "diagnoses.csv").write_text(
-        "patient_id,date,system,code,display\np1,2022-01-01,local,P17,Down syndrome\np2,2022-01-01,local,P19,Eczema\n"
+    (tmp_path / "diagnoses.csv").write_text(  # "description", as Synthea's CSV names it
+        "patient_id,date,system,code,description\np1,2022-01-01,local,P17,Down syndrome\np2,2022-01-01,local,P19,Eczema\n"
     )
     (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
     records = list(read_csv_extract(tmp_path))
