@@ -58,6 +58,18 @@ def _one(items: Any) -> ChildRecord:
     return record
 
 
+def _three_readers(lines: list[dict[str, Any]], tmp_path: Any) -> list[list[ChildRecord]]:
+    """The bundles' records as each FHIR reader reads them: full validation, the fast reader, and the typed
+    Bundle path (an NDJSON file of the bundles)."""
+    path = tmp_path / "extract.ndjson"
+    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
+    return [
+        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
+        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
+        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
+    ]
+
+
 def test_features_recorded_as_observations_screen_as_hpo_coded_conditions(screener: Screener, maps: CodeMaps) -> None:
     ours = record_to_bundle(_hpo_child(maps))
     theirs = _as_phenomics_exchange(ours)
@@ -401,15 +413,9 @@ def test_a_diagnosis_recorded_as_an_orphacode_or_omim_number_is_a_diagnosis(scre
         bundle["entry"].append({"resource": {"resourceType": "Condition", "id": f"rare-{i}", "subject": {"reference": f"Patient/r{i}"},
                                              "code": {"coding": [coding]}}})
         lines.append(bundle)
-    path = tmp_path / "extract.ndjson"
-    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
     expected = [("already_diagnosed", "ORPHA:870"), ("already_diagnosed", "ORPHA:870"), ("already_diagnosed", "OMIM:190685"),
                 ("already_diagnosed", "OMIM:190685"), ("incomplete", "")]
-    for read in (
-        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
-        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
-        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
-    ):
+    for read in _three_readers(lines, tmp_path):
         results = [screener.screen(r, AS_OF) for r in read]
         assert [(r.status, r.reason.split()[0] if r.status == "already_diagnosed" else "") for r in results] == expected
         assert not any(r.flagged for r in results[:4]) and results[4].flagged
@@ -449,13 +455,7 @@ def test_an_icd10_gm_diagnosis_marked_suspected_or_excluded_reads_so(screener: S
     bad["resource"]["code"]["coding"][0]["extension"] = [{"valueCoding": {"code": "V"}}]  # no url: invalid
     broken["entry"].append(bad)
     lines.append(broken)
-    path = tmp_path / "extract.ndjson"
-    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
-    for read in (
-        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
-        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
-        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
-    ):
+    for read in _three_readers(lines, tmp_path):
         results = [screener.screen(r, AS_OF) for r in read]
         assert [r.status for r in results] == ["screened", "already_diagnosed", "already_diagnosed", "already_diagnosed",
                                                "screened", "screened", "incomplete"]
@@ -499,14 +499,8 @@ def test_a_diagnosis_coded_in_snomed_ct_is_read_by_its_name(screener: Screener, 
         bundle = record_to_bundle(syndromic_child(f"s{i}"))
         bundle["entry"].append(condition(f"s{i}", code, display, text, status))
         lines.append(bundle)
-    path = tmp_path / "extract.ndjson"
-    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
     expected = ["ORPHA:870", "ORPHA:870", "ORPHA:586", "screened", "screened", "screened", "screened"]
-    for read in (
-        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
-        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
-        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
-    ):
+    for read in _three_readers(lines, tmp_path):
         results = [screener.screen(r, AS_OF) for r in read]
         assert [r.reason.split()[0] if r.status == "already_diagnosed" else r.status for r in results] == expected
         assert "named by SNOMED CT 190905008 'Cystic fibrosis (disorder)'" in results[2].reason
@@ -551,14 +545,8 @@ def test_a_diagnosis_in_a_code_system_not_read_is_read_by_its_name(screener: Scr
             resource["verificationStatus"] = {"coding": [{"system": verification, "code": status}]}
         bundle["entry"].append({"resource": resource})
         lines.append(bundle)
-    path = tmp_path / "extract.ndjson"
-    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
     expected = ["ORPHA:870", "ORPHA:586", "ORPHA:558", "incomplete", "incomplete", "incomplete", "incomplete"]
-    for read in (
-        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
-        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
-        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
-    ):
+    for read in _three_readers(lines, tmp_path):
         results = [screener.screen(r, AS_OF) for r in read]
         assert [r.reason.split()[0] if r.status == "already_diagnosed" else r.status for r in results] == expected
         assert "named by an entry in a code system not read 'Down syndrome'" in results[0].reason
@@ -598,14 +586,8 @@ def test_a_diagnosis_coded_in_icd11_is_a_diagnosis_and_other_icd11_entries_are_l
         lines.append(bundle)
     lines[4]["entry"][-1]["resource"]["verificationStatus"] = {"coding": [{
         "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "differential"}]}
-    path = tmp_path / "extract.ndjson"
-    path.write_text("".join(json.dumps(b) + "\n" for b in lines))
     expected = ["ORPHA:870", "ORPHA:586", "ORPHA:778", "incomplete", "incomplete"]
-    for read in (
-        [_one(records_from_bundle(copy.deepcopy(b), "x")) for b in lines],
-        [_one(records_from_bundle_fast(copy.deepcopy(b), "x")) for b in lines],
-        [r for r in read_fhir_fast(path) if isinstance(r, ChildRecord)],
-    ):
+    for read in _three_readers(lines, tmp_path):
         results = [screener.screen(r, AS_OF) for r in read]
         assert [r.reason.split()[0] if r.status == "already_diagnosed" else r.status for r in results] == expected
         assert "named by ICD-11 8A00.0 'Rett syndrome'" in results[2].reason
