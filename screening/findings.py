@@ -2,8 +2,10 @@
 lab thresholds, the age gate and the exclusions (already diagnosed, already in genetics care).
 
 Codes: ICD-10 through the curated table (``screening/icd10_map.py``), SNOMED CT through the xrefs
-of ``hp.obo`` (a SNOMED CT diagnosis, which no map holds, by its name: ``screening/orphanet.py``), HPO as given, LOINC growth and lab codes through ``screening/data/loinc_findings.tsv``.
-Codes revealing an existing suspicion (``screening/data/suspicion_codes.tsv``) are never findings.
+of ``hp.obo``, HPO as given, LOINC growth and lab codes through ``screening/data/loinc_findings.tsv``.
+Codes revealing an existing suspicion (``screening/data/suspicion_codes.tsv``) are never findings. A recorded
+rare-disease diagnosis (``screening/orphanet.py``) by its ICD-10, ICD-11, ORPHA or OMIM code, or, where no map
+holds the code (SNOMED CT, a code system not read), by its name.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ class CodeMeaning(NamedTuple):
     """What one coded fact means for screening, the same for every child who has the code."""
 
     category: str | None  # suspicion_of: genetic_test, genetics_visit, specific_drug
-    orphan: tuple[str, str] | None  # an ICD-10, ORPHA, OMIM (or SNOMED CT, by name) Condition recording a diagnosed orphan disease
+    orphan: tuple[str, str] | None  # a Condition recording a diagnosed orphan disease (by code, or by name: module doc)
     congenital: bool  # an ICD-10 condition of chapter Q
     hpo: tuple[str, ...]  # to_hpo
     source: str  # "icd10:Q21.0", as a Finding names it
@@ -160,8 +162,8 @@ class CodeMaps:
     def meaning(self, kind: str, system: str, code: str, display: str = "") -> CodeMeaning:
         """The code's suspicion category, orphan diagnosis, chapter Q and HPO terms, worked out once per
         distinct code (normalising and prefix-matching each of a population's millions of facts was a
-        quarter of the screening time). A SNOMED CT Condition that maps to no phenotype is a diagnosis when
-        its ``display`` names one (``OrphanDiagnoses.lookup_name``): Orphanet publishes no SNOMED CT map."""
+        quarter of the screening time). A Condition of ``_NAMED_SYSTEMS`` whose code maps to no phenotype and
+        no diagnosis is one when its ``display`` names one (``OrphanDiagnoses.lookup_name``)."""
         named = display if kind == "condition" and system in _NAMED_SYSTEMS else ""
         key = (kind == "condition", system, code, named)
         found = self._meanings.get(key)
