@@ -197,7 +197,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
     except FileExistsError as exc:
         sys.stderr.write(f"cannot screen {args.input}: {exc}\n")
         return 2
-    report = {
+    report: dict[str, Any] = {
         **summary.counts,
         "model_version": summary.model_version,
         "threshold": summary.threshold,
