@@ -197,10 +197,10 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
             try:
                 record.facts.append(_fact(drow))
             except (KeyError, ValueError) as exc:
-                verb = "unread" if isinstance(exc, Unreadable) else "invalid"  # a system not read, or a row not valid
-                record.dropped.append(DroppedEntry(f"diagnoses.csv:{dline}", f"{verb} diagnosis row: {exc}"))
-                if isinstance(exc, Unreadable):
-                    record.facts.extend(exc.facts)
+                # A system not read (its ICD-11 code or name may still record a diagnosis), or a row not valid.
+                facts, verb = (tuple(exc.facts), "unread") if isinstance(exc, Unreadable) else ((), "invalid")
+                record.dropped.append(DroppedEntry(f"diagnoses.csv:{dline}", f"{verb} diagnosis row: {exc}", facts))
+                record.facts.extend(facts)
         for oline, orow in observations.take(pid):
             try:
                 record.measurements.append(_measurement(orow))

@@ -155,6 +155,10 @@ class DroppedEntry:
 
     entry: str
     reason: str
+    # What the entry may still say though it cannot be read as a finding (a Condition in a code system not read:
+    # its ICD-11 codes and its name, ``datasets.fhir_entry_rules.Unreadable.facts``): the readers add these to the
+    # record of the Patient it names, once that Patient is found.
+    facts: tuple[CodedFact, ...] = ()
 
 
 @dataclass

@@ -252,16 +252,16 @@ def records_from_resources(
         try:
             entries: list[Measurement] | list[CodedFact] = _observation(resource) if rtype == "Observation" else _facts(resource, _KINDS[rtype])
         except Unreadable as exc:
-            dropped.setdefault(ref, []).append(DroppedEntry(f"{where} {name}", f"unread {rtype}: {exc}"))
-            if exc.facts:  # no finding, but it may record a diagnosis
-                pending.setdefault(ref, []).append(exc.facts)
+            dropped.setdefault(ref, []).append(DroppedEntry(f"{where} {name}", f"unread {rtype}: {exc}", tuple(exc.facts)))
             continue
         pending.setdefault(ref, []).append(entries)
     yield from errors
     merge_aliases(aliases, pending, dropped)
     for pid in order:
         record = patients[pid]
-        record.dropped.extend(dropped.pop(pid, []))
+        lost = dropped.pop(pid, [])
+        record.dropped.extend(lost)
+        record.facts.extend(fact for entry in lost for fact in entry.facts)  # no finding, but maybe a diagnosis
         for read in pending.pop(pid, []):
             if read and isinstance(read[0], Measurement):
                 record.measurements.extend(read)  # type: ignore[arg-type]

@@ -395,9 +395,8 @@ def records_from_resources_fast(
             entry, reason = f"{where} {rtype}/{raw.get('id', '?')}", f"{verb} {rtype}: {exc}"
             owner = _owner(raw) if rtype != "Patient" else None
             if owner is not None:  # the child's record is read without it, and says so (incomplete)
-                dropped.setdefault(owner, []).append(DroppedEntry(entry, reason))
-                if isinstance(exc, Unreadable) and exc.facts:  # no finding, but it may record a diagnosis
-                    pending.setdefault(owner, []).append(exc.facts)
+                facts = tuple(exc.facts) if isinstance(exc, Unreadable) else ()
+                dropped.setdefault(owner, []).append(DroppedEntry(entry, reason, facts))
             else:
                 errors.append(RecordError(source, entry, reason))
             continue
@@ -427,7 +426,9 @@ def records_from_resources_fast(
     yield from errors
     merge_aliases(aliases, pending, dropped)
     for pid, record in patients.items():
-        record.dropped.extend(dropped.pop(pid, []))
+        lost = dropped.pop(pid, [])
+        record.dropped.extend(lost)
+        record.facts.extend(fact for entry in lost for fact in entry.facts)  # no finding, but maybe a diagnosis
         for entries in pending.pop(pid, []):
             if entries and type(entries[0]) is Measurement:
                 record.measurements.extend(entries)  # type: ignore[arg-type]

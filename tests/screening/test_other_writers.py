@@ -603,3 +603,17 @@ def test_a_diagnosis_coded_in_icd11_is_a_diagnosis_and_other_icd11_entries_are_l
     first, second = (screener.screen(r, AS_OF) for r in read_csv_extract(tmp_path))
     assert (first.status, first.reason) == ("already_diagnosed", "ORPHA:870 Down syndrome")
     assert second.status == "incomplete" and second.dropped[0].reason == "unread diagnosis row: ICD-11 is read for recorded rare-disease diagnoses only"
+
+
+def test_a_named_condition_of_a_patient_not_in_the_input_is_one_error_not_two() -> None:
+    """What an unread Condition may still say travels with its dropped entry: when the Patient it names is not in the
+    input, it is the one record error the entry always was, not a second one for its name."""
+    bundle = record_to_bundle(syndromic_child("n1"))
+    bundle["entry"].append({"resource": {"resourceType": "Condition", "id": "elsewhere", "subject": {"reference": "Patient/missing"},
+                                         "code": {"coding": [{"system": "http://hospital.example/problem-list", "code": "P17",
+                                                              "display": "Down syndrome"}]}}})
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        items = list(reader(copy.deepcopy(bundle), "x"))
+        errors = [i for i in items if isinstance(i, RecordError)]
+        assert len(errors) == 1 and "references a Patient not in the input" in errors[0].reason
+        assert _one(items).patient_id == "n1" and not any(f.system == "name" for f in _one(items).facts)
