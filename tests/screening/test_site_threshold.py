@@ -70,3 +70,19 @@ def test_a_site_that_flags_beyond_its_budget_gets_a_threshold_that_holds_it(
         after = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
         assert after["threshold"] == pytest.approx(found["site_threshold"]) and after["threshold_from"] == "the site's own threshold"
         assert after["flagged"] == found["still_flagged_at_site_threshold"] and after["flag_rate"] <= 0.01
+
+
+def test_the_api_loads_its_screener_with_the_sites_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API's screener is loaded once with the settings: the site's threshold among them."""
+    from types import SimpleNamespace
+
+    from screening import api
+    from service.settings import Settings
+
+    loaded: list[tuple[object, ...]] = []
+    monkeypatch.setattr(api.Screener, "load", classmethod(lambda cls, *args: loaded.append(args) or "screener"))
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()))
+    settings = Settings(screening_risk_threshold=0.0147)
+    assert api.get_screener(request, settings) == "screener"  # type: ignore[arg-type]
+    assert loaded == [(settings.screening_alert_budget, settings.screening_max_age_years, None, 0.0147)]
+    assert api.get_screener(request, settings) == "screener" and len(loaded) == 1  # type: ignore[arg-type]  # kept
