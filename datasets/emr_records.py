@@ -124,6 +124,8 @@ class CodedFact:
     # A Condition's name as written (the coding's display, else the concept's text): what a diagnosis coded in a
     # system without a map (SNOMED CT) is read by. Empty for other kinds and where none is written.
     display: str = ""
+    # A Condition dated by the child's age at onset (``onsetAge``) instead of a date: that age in days.
+    onset_days: int | None = None
 
 
 class Measurement(NamedTuple):

@@ -88,6 +88,7 @@ class _Resource(Struct, gc=False, rename={"class_": "class"}):
     code: Raw = Raw()
     # Condition
     onsetDateTime: str | None = None
+    onsetAge: Raw = Raw()  # rare: a Condition dated by the age at onset goes to the per-resource reader
     recordedDate: str | None = None
     verificationStatus: _Concept | None = None
     # Observation
@@ -280,6 +281,8 @@ class BundleLineReader:
                         measurements[ref] = found
                 continue
             if rtype == "Condition":
+                if r.onsetAge:
+                    raise _Doubt
                 when = date_of(r.onsetDateTime) or date_of(r.recordedDate)
                 status = [code for _, code in codings_of(r.verificationStatus)]
                 code = bytes(r.code)

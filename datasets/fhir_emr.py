@@ -45,6 +45,7 @@ from datasets.fhir_entry_rules import (
     feature_presence,
     month_only_birth,
     no_birth_date,
+    onset_age_days,
     patient_standing,
 )
 from datasets.fhir_primitives import full_url_keys, merge_aliases, reference_key
@@ -123,16 +124,20 @@ def _patient_ref(resource: Any) -> str | None:
 
 def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
     if kind == "condition":
-        when = _as_date(resource.onsetDateTime) or _as_date(resource.recordedDate)
+        onset_date = _as_date(resource.onsetDateTime)
+        onset = None if onset_date or resource.onsetAge is None else onset_age_days(resource.onsetAge.model_dump(mode="json"))
+        when = onset_date or (None if onset is not None else _as_date(resource.recordedDate))
         status = [code for _, code in _codings([resource.verificationStatus])] if resource.verificationStatus else []
         if VOID_VERIFICATION in status:
             return []
         codings = _codings([resource.code])
         raw_concept = resource.code.model_dump(mode="json") if resource.code else {}
-        check_condition_codes(codings, raw_concept, status, when)
+        check_condition_codes(codings, raw_concept, status, when, onset)
         refuted, unconfirmed = condition_certainty(status, raw_concept.get("coding") or [])
         names = condition_displays(raw_concept)
-        return [CodedFact(kind, s, c, when, refuted, unconfirmed, name) for (s, c), name in zip(codings, names, strict=True)]
+        return [
+            CodedFact(kind, s, c, when, refuted, unconfirmed, name, onset) for (s, c), name in zip(codings, names, strict=True)
+        ]
     if kind == "procedure":
         when = _as_date(resource.performedDateTime) or _as_date(
             resource.performedPeriod.start if resource.performedPeriod else None
@@ -377,6 +382,8 @@ def record_to_bundle(record: ChildRecord) -> dict[str, Any]:
             resource: dict[str, Any] = {"resourceType": "Condition", "id": rid, "subject": subject, "code": coding}
             if when:
                 resource["onsetDateTime"] = when
+            elif fact.onset_days is not None:
+                resource["onsetAge"] = {"value": fact.onset_days, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"}
             if fact.refuted or fact.unconfirmed:
                 resource["verificationStatus"] = {
                     "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",

@@ -29,6 +29,10 @@ Entries the writer withdrew (``status`` ``entered-in-error`` or ``cancelled``, a
 a growth finding. A Condition ``unconfirmed``, ``provisional`` or ``differential`` is read as suspected
 (``CodedFact.unconfirmed``): its findings count, but a suspected rare disease is no diagnosis.
 
+A Condition dated by the child's age at onset (``onsetAge``, no ``onsetDateTime``) is dated by that age
+(``CodedFact.onset_days``: a finding the child had from that age; one with an onset after the screening date is
+not yet one); before, it was undated and counted whatever the screening date.
+
 A Condition's name as written (each coding's ``display``, else the concept's ``text``: :func:`condition_displays`)
 travels with its codes (``CodedFact.display``): SNOMED CT has no map to rare diseases, so a SNOMED-coded
 diagnosis is recognised by its name.
@@ -52,6 +56,7 @@ __all__ = [
     "GM_CERTAINTY",
     "condition_certainty",
     "condition_displays",
+    "onset_age_days",
     "feature_presence",
     "check_condition_codes",
     "Unreadable",
@@ -157,6 +162,31 @@ def condition_certainty(status: list[str], codings: list[Any]) -> tuple[bool, bo
     return refuted, unconfirmed
 
 
+# UCUM codes of an Age and the plain units writers give it, in days (a year and a month as the calendar averages).
+_AGE_DAYS = {
+    "a": 365.25, "mo": 30.4375, "wk": 7.0, "d": 1.0, "h": 1 / 24, "min": 1 / 1440,
+    "year": 365.25, "years": 365.25, "month": 30.4375, "months": 30.4375, "week": 7.0, "weeks": 7.0,
+    "day": 1.0, "days": 1.0,
+}
+
+
+def onset_age_days(age: Any) -> int | None:
+    """A Condition's ``onsetAge`` (plain JSON Age) as days of age: the UCUM code, else the unit; None for an Age
+    that says no age (no value, a negative one, a unit of no time), which leaves the Condition undated as before."""
+    if not isinstance(age, dict):
+        return None
+    value = age.get("value")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 200 * 365.25:
+        return None
+    unit = next((u.strip().lower() for u in (age.get("code"), age.get("unit")) if isinstance(u, str) and u.strip().lower() in _AGE_DAYS), None)
+    return None if unit is None else int(value * _AGE_DAYS[unit])
+
+
 def condition_displays(concept: Any) -> list[str]:
     """The name of each coding with a code of a Condition's ``code`` (plain JSON), in order: the coding's
     ``display``, else the concept's ``text``, else "". A diagnosis coded in SNOMED CT, for which no map exists,
@@ -174,7 +204,8 @@ def condition_displays(concept: Any) -> list[str]:
 
 
 def check_condition_codes(
-    codings: list[tuple[str, str]], concept: Any = None, status: list[str] | None = None, when: date | None = None
+    codings: list[tuple[str, str]], concept: Any = None, status: list[str] | None = None, when: date | None = None,
+    onset: int | None = None,
 ) -> None:
     """Unreadable for a Condition without an ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding (``codings``: short
     systems), carrying what may still name a diagnosis (``Unreadable.facts``; ``concept``: the plain JSON ``code``,
@@ -187,10 +218,11 @@ def check_condition_codes(
         names = condition_displays(concept)
         for (system, code), name in zip(codings, names, strict=False):
             if system == "icd11" or name:
-                facts.append(CodedFact("condition", system if system == "icd11" else "name", code, when, refuted, unconfirmed, name[:200]))
+                short = system if system == "icd11" else "name"
+                facts.append(CodedFact("condition", short, code, when, refuted, unconfirmed, name[:200], onset))
         text = concept.get("text")
         if not codings and isinstance(text, str) and text.strip():
-            facts.append(CodedFact("condition", "name", "", when, refuted, unconfirmed, text.strip()[:200]))
+            facts.append(CodedFact("condition", "name", "", when, refuted, unconfirmed, text.strip()[:200], onset))
     if any(system == "icd11" for system, _ in codings):
         raise Unreadable("code: ICD-11 is read for recorded rare-disease diagnoses only; no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding", facts)
     raise Unreadable("code: no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding", facts)

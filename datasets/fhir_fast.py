@@ -46,6 +46,7 @@ from datasets.fhir_entry_rules import (
     feature_presence,
     month_only_birth,
     no_birth_date,
+    onset_age_days,
     patient_standing,
 )
 from datasets.fhir_primitives import (
@@ -207,12 +208,17 @@ def _patient_extras(raw: dict[str, Any]) -> dict[str, str]:
 
 def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
     if kind == "condition":
-        when = _date(raw.get("onsetDateTime"), "onsetDateTime") or _date(raw.get("recordedDate"), "recordedDate")
+        onset_date = _date(raw.get("onsetDateTime"), "onsetDateTime")
+        age = raw.get("onsetAge")
+        if age is not None and type(age) is not dict:
+            raise _Invalid("onsetAge: not an object")
+        onset = None if onset_date or age is None else onset_age_days(age)
+        when = onset_date or (None if onset is not None else _date(raw.get("recordedDate"), "recordedDate"))
         status = [code for _, code in _codings(raw.get("verificationStatus"), "verificationStatus")]
         codings = _codings(raw.get("code"), "code")
         if VOID_VERIFICATION in status:
             return []
-        check_condition_codes(codings, raw.get("code"), status, when)
+        check_condition_codes(codings, raw.get("code"), status, when, onset)
         raw_codings = raw["code"].get("coding") or []
         for i, coding in enumerate(raw_codings):
             for j, extension in enumerate(_list(coding.get("extension", []), f"code.coding.{i}.extension")):
@@ -220,7 +226,9 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
                     raise _Invalid(f"code.coding.{i}.extension.{j}.url: field required")
         refuted, unconfirmed = condition_certainty(status, raw_codings)
         names = condition_displays(raw["code"])
-        return [CodedFact(kind, s, c, when, refuted, unconfirmed, name) for (s, c), name in zip(codings, names, strict=True)]
+        return [
+            CodedFact(kind, s, c, when, refuted, unconfirmed, name, onset) for (s, c), name in zip(codings, names, strict=True)
+        ]
     if kind == "procedure":
         period = raw.get("performedPeriod")
         start = _obj(period, "performedPeriod").get("start") if period is not None else None

@@ -392,7 +392,7 @@ def coded_findings(
 
     birth = record.birth_date
     for fact in record.facts:
-        when = None if fact.date is None else (fact.date - birth).days
+        when = fact.onset_days if fact.date is None else (fact.date - birth).days
         if when is not None and when > age:
             continue  # after the screening date
         meaning = maps.meaning(fact.kind, fact.system, fact.code, fact.display)

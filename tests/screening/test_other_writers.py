@@ -617,3 +617,24 @@ def test_a_named_condition_of_a_patient_not_in_the_input_is_one_error_not_two() 
         errors = [i for i in items if isinstance(i, RecordError)]
         assert len(errors) == 1 and "references a Patient not in the input" in errors[0].reason
         assert _one(items).patient_id == "n1" and not any(f.system == "name" for f in _one(items).facts)
+
+
+def test_a_condition_dated_by_the_age_at_onset_is_a_finding_from_that_age(screener: Screener, tmp_path: Any) -> None:
+    """``onsetAge`` instead of a date: the finding is the child's from that age, and one with an onset after the
+    screening date is not yet a finding. Before, such a Condition was undated and counted whatever the date."""
+    child = syndromic_child("o1")  # born 2021-03-02 (about three years old on AS_OF)
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        e for e in record_to_bundle(child)["entry"] if e["resource"]["resourceType"] == "Patient"]}
+    ages = [({"value": 18, "unit": "months", "system": "http://unitsofmeasure.org", "code": "mo"}, "HP:0000252"),
+            ({"value": 5, "unit": "years"}, "HP:0001250"),  # after the screening date: not yet
+            ({"value": 2, "unit": "lightyears"}, "HP:0001263")]  # no age: undated, counted as before
+    for i, (age, hpo) in enumerate(ages):
+        bundle["entry"].append({"resource": {"resourceType": "Condition", "id": f"onset-{i}", "subject": {"reference": "Patient/o1"},
+                                             "code": {"coding": [{"system": "http://purl.obolibrary.org/obo/hp.owl", "code": hpo}]},
+                                             "onsetAge": age}})
+    for read in _three_readers([bundle], tmp_path):
+        result = screener.screen(read[0], AS_OF)
+        found = {f.hpo: f.age_days for f in result.findings}
+        assert found == {"HP:0000252": int(18 * 30.4375), "HP:0001263": None}
+        again = screener.screen(_one(records_from_bundle(record_to_bundle(read[0]), "x")), AS_OF)  # written back as days
+        assert {f.hpo: f.age_days for f in again.findings} == found
