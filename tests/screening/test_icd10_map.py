@@ -85,6 +85,10 @@ _NAMED_DIAGNOSES = {
     # as OMIM and genetics reports name them: a numbered subtype, inverted word order
     "Noonan syndrome 3": "ORPHA:648", "Tuberous sclerosis-1": "ORPHA:805", "Lipodystrophy, familial partial, type 2": "ORPHA:2348",
     "Albinism, oculocutaneous, type III": "ORPHA:79433",
+    # subtypes and groups of disorders (Orphanet's entity list): no ICD-10 code, so named nothing before
+    "Hurler syndrome": "ORPHA:93473", "Werdnig-Hoffmann disease": "ORPHA:83330", "Beta thalassemia major": "ORPHA:231214",
+    "Haemophilia": "ORPHA:448", "Gaucher disease type 1": "ORPHA:77259", "Mucopolysaccharidosis, type IVA": "ORPHA:309297",
+    "Myotonic dystrophy": "ORPHA:206647", "Beckwith-Wiedemann syndrome due to NSD1 mutation": "ORPHA:238613",
 }
 # Common or acquired childhood conditions, malformations the screener counts as findings, and group names: never a
 # recorded orphan diagnosis by name.
@@ -95,7 +99,8 @@ _NOT_DIAGNOSES = (
     "Global developmental delay", "Hypotonia", "Short stature", "Hydrocephalus", "Craniosynostosis", "Congenital hypothyroidism",
     "Juvenile idiopathic arthritis", "Acute lymphoblastic leukaemia", "Biliary atresia", "Tetralogy of Fallot", "Spina bifida",
     "Vesicoureteral reflux", "Polydactyly", "Congenital cytomegalovirus infection", "Sickle cell trait", "G6PD deficiency",
-    "Selective IgA deficiency", "Intellectual disability", "Albinism", "CF", "SMA",
+    "Selective IgA deficiency", "Intellectual disability", "Albinism", "CF", "SMA", "Acquired haemophilia A",
+    "Acute megakaryoblastic leukaemia in children without Down syndrome", "Galactosaemia",
 )
 
 
