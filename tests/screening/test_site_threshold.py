@@ -11,7 +11,7 @@ import pytest
 
 from medscreen.cli import main
 from screening.errors import CalibrationError
-from screening.site_threshold import _threshold, risks_of_output, site_threshold
+from screening.site_threshold import _resampled_thresholds, _threshold, risks_of_output, site_threshold
 
 
 def test_the_threshold_flags_at_most_the_budget_and_keeps_ties_together() -> None:
@@ -21,6 +21,20 @@ def test_the_threshold_flags_at_most_the_budget_and_keeps_ties_together() -> Non
     assert two > 0.8 and np.sum(risks >= two) == 1
     assert np.sum(risks >= _threshold(risks, 0.03)) == 3
     assert np.sum(risks >= _threshold(risks, 0.005)) == 0
+
+
+def test_each_resampled_threshold_is_the_threshold_of_that_resample() -> None:
+    """The interval's resamples are drawn as counts of each distinct risk (one sort in all); each must be exactly
+    what the threshold rule gives on the resample written out, ties, an empty budget and a whole one included."""
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        risks = rng.integers(0, 8, size=int(rng.integers(1, 60))) / 7.0
+        budget = float(rng.choice([0.0, 0.01, 0.1, 0.3, 0.5, 1.0]))
+        values, copies = np.unique(risks, return_counts=True)
+        draws = np.random.default_rng(trial)  # the same draws as the function's
+        for got in _resampled_thresholds(risks, budget, 5, trial):
+            counts = draws.multinomial(len(risks), copies[::-1] / len(risks))
+            assert got == _threshold(np.repeat(values[::-1], counts), budget)
 
 
 def test_too_few_children_or_an_output_of_flags_only_cannot_set_a_threshold(tmp_path: Path) -> None:
