@@ -335,7 +335,7 @@ def _build_orphan_table(args: argparse.Namespace, settings: Settings) -> int:
     from screening.icd10_map import load_icd10_map
     from screening.orphanet import build_orphan_table
 
-    table = build_orphan_table(args.master, load_icd10_map(), args.out)
+    table = build_orphan_table(args.master, load_icd10_map(), args.out, entity_list=args.entity_list)
     print(f"{len(table)} ICD-10 codes and {len(table.by_name)} names mean a diagnosed orphan disease")
     return 0
 
@@ -421,6 +421,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     orphan = commands.add_parser("build-orphan-table", help="rebuild the orphan-diagnosis ICD-10 and name tables from Orphanet")
     orphan.add_argument("--master", type=Path, required=True, help="ORPHAnomenclature_MasterFile_en_2025.xlsx")
     orphan.add_argument("--out", type=Path, default=None)
+    orphan.add_argument("--entity-list", type=Path, default=None,
+                        help="List_of_rare_diseases_2025_en.xlsx (subtypes and groups; default: beside --master)")
     orphan.set_defaults(func=_build_orphan_table, needs_home=False)
 
     batch = subparsers.add_parser("screen-emr", help="screen a population extract (FHIR Bundle/NDJSON or CSV folder)")
