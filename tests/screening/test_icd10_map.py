@@ -73,6 +73,10 @@ def test_the_orphan_diagnosis_table_rebuilds_from_orphanet(shared_data: Path, tm
     assert shipped.lookup("L01.0") is None  # impetigo: Orphanet's entity (bullous impetigo) is narrower
     assert shipped.lookup("Q39.0") is None  # an isolated malformation is a finding
     assert shipped.lookup("Q85.0") is not None and shipped.lookup("D82.1") == ("ORPHA:567", "22q11.2 deletion syndrome")
+    # chapter Q titles that are genetic diseases, on review; a malformation code beside them stays a finding
+    assert shipped.lookup("Q79.6") is not None and shipped.lookup("Q82.1") == ("ORPHA:910", "Xeroderma pigmentosum (2 Orphanet entities)")
+    assert shipped.lookup("Q82.3") == ("ORPHA:464", "Incontinentia pigmenti") and shipped.lookup("Q82.4") is not None
+    assert shipped.lookup("Q79.0") is None  # congenital diaphragmatic hernia
 
 
 # Named as SNOMED CT's preferred terms (or their British forms) name them; the orphan disease each is.
@@ -89,6 +93,7 @@ _NAMED_DIAGNOSES = {
     "Hurler syndrome": "ORPHA:93473", "Werdnig-Hoffmann disease": "ORPHA:83330", "Beta thalassemia major": "ORPHA:231214",
     "Haemophilia": "ORPHA:448", "Gaucher disease type 1": "ORPHA:77259", "Mucopolysaccharidosis, type IVA": "ORPHA:309297",
     "Myotonic dystrophy": "ORPHA:206647", "Beckwith-Wiedemann syndrome due to NSD1 mutation": "ORPHA:238613",
+    "Ehlers-Danlos syndrome": "ORPHA:98249", "Xeroderma pigmentosum": "ORPHA:910", "Incontinentia pigmenti": "ORPHA:464",
 }
 # Common or acquired childhood conditions, malformations the screener counts as findings, and group names: never a
 # recorded orphan diagnosis by name.
