@@ -147,11 +147,14 @@ def is_diagnosis(code: str, title: str, labels: list[str], entities: int = 1) ->
 
 
 # SNOMED CT's semantic tag ("Cystic fibrosis (disorder)"), the possessive of eponyms ("Down's syndrome", as
-# British SNOMED CT and ICD-10 write them), and Roman type numbers ("type I"), which writers and Orphanet spell
-# either way.
+# British SNOMED CT and ICD-10 write them), and Roman type numbers ("type I", or last: "Mucolipidosis II"), which
+# writers and Orphanet spell either way.
 _SEMANTIC_TAG = re.compile(r"\s*\((disorder|finding|situation|clinical finding)\)\s*$")
 _POSSESSIVE = re.compile(r"(?<=[a-z])['\u2019]s\b")
 _ROMAN = {"i": "1", "ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8", "ix": "9", "x": "10"}
+# OMIM writes a Roman subtype number last and without "type" ("Pseudohypoparathyroidism Ia", "Mucolipidosis II"),
+# Orphanet "type 1A"; either way, with a subtype letter or without, it is read in Arabic figures.
+_ROMAN_SUBTYPE = re.compile(r"(viii|vii|iii|ii|iv|ix|vi|v|x|i)([a-d]?)")
 
 
 def disease_name_key(name: str) -> str:
@@ -161,7 +164,13 @@ def disease_name_key(name: str) -> str:
     for british, american in _SPELLING:
         lowered = lowered.replace(british, american)
     words = [w for w in re.split(r"[^a-z0-9]+", lowered) if w]
-    return " ".join(_ROMAN.get(w, w) if i and words[i - 1] == "type" else w for i, w in enumerate(words))
+    return " ".join(_arabic(w) if i and (words[i - 1] == "type" or i == len(words) - 1) else w for i, w in enumerate(words))
+
+
+def _arabic(word: str) -> str:
+    """A Roman type number, with a subtype letter or without, in Arabic figures ("ia" -> "1a", "iv" -> "4")."""
+    match = _ROMAN_SUBTYPE.fullmatch(word)
+    return _ROMAN[match[1]] + match[2] if match else word
 
 
 # OMIM's way of naming (and genetics reports', which quote it): a numbered subtype ("Noonan syndrome 3",

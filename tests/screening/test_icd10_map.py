@@ -104,6 +104,8 @@ _NAMED_DIAGNOSES = {
     "Fanconi anaemia": "ORPHA:84", "Diamond-Blackfan anemia": "ORPHA:124", "Shwachman-Diamond syndrome": "ORPHA:811",
     "Dravet syndrome": "ORPHA:33069", "Chronic granulomatous disease": "ORPHA:379", "Familial Mediterranean fever": "ORPHA:342",
     "Autosomal recessive polycystic kidney disease": "ORPHA:731", "Pseudohypoparathyroidism type 1A": "ORPHA:79443",
+    # OMIM's Roman subtype number last, with a letter or without
+    "Pseudohypoparathyroidism Ia": "ORPHA:79443", "Mucolipidosis II": "ORPHA:576", "Glycogen storage disease Ia": "ORPHA:79258",
 }
 # Common or acquired childhood conditions, malformations the screener counts as findings, and group names: never a
 # recorded orphan diagnosis by name.
@@ -132,4 +134,6 @@ def test_snomed_coded_diagnoses_are_read_by_name_and_common_illness_is_not() -> 
     assert len(reviewed) >= 50 and [name for name in reviewed if table.lookup_name(name)] == []
     assert disease_name_key("  Marfan\u2019s Syndrome (disorder) ") == "marfan syndrome"
     assert disease_name_key("Mucopolysaccharidosis, type IV") == "mucopolysaccharidosis type 4"
+    assert disease_name_key("Glycogen storage disease type IB") == "glycogen storage disease type 1b"
+    assert disease_name_key("Hemophilia A") == "hemophilia a" and disease_name_key("Vitamin D deficiency") == "vitamin d deficiency"
     assert table.lookup_name("") is None
