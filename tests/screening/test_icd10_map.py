@@ -121,6 +121,10 @@ _NOT_DIAGNOSES = (
     # Orphanet links a gene to these, but they are acquired, common or self-limited in children, or malformations
     "Immune thrombocytopenia", "Childhood absence epilepsy", "Self-limited epilepsy with centrotemporal spikes", "Sarcoidosis",
     "Legg-Calve-Perthes disease", "Lennox-Gastaut syndrome", "Retinopathy of prematurity", "Hypoplastic left heart syndrome",
+    # a name about the disease is not the disease: family history, suspicion, carriers and traits, screening
+    "Family history of cystic fibrosis (situation)", "Suspected Down syndrome (situation)", "Cystic fibrosis carrier",
+    "Haemophilia A carrier", "Beta thalassaemia trait", "Fragile X premutation", "Screening for phenylketonuria",
+    "Sibling with Dravet syndrome",
 )
 
 
