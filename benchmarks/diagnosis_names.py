@@ -30,8 +30,8 @@ sys.path.insert(0, str(_HERE.parent))
 
 
 # Genetic diagnoses common in a children's hospital, as SNOMED CT's preferred terms (or their usual forms) name
-# them: a second, hand-made set of names from elsewhere, chosen before the 2026-12-01 name rules were written
-# (37 of them read as nothing then). Some should never read as a diagnosis here: HPO phenotype names
+# them: a second, hand-made set of names from elsewhere, written down on 2026-12-01 after the subtype and group
+# rule and before the disorders-by-gene rule (37 of them read as nothing at commit 8dd283f). Some should never read as a diagnosis here: HPO phenotype names
 # (hypertrophic cardiomyopathy, spinal muscular atrophy), a neoplasm (retinoblastoma), malformations (Pierre Robin
 # sequence, Poland syndrome).
 PAEDIATRIC_DIAGNOSES = (
