@@ -105,10 +105,13 @@ _GENETIC = re.compile(r"\b(hereditary|familial|congenital|inherited)\b", re.IGNO
 # is narrower than a title without them: "Familial vesicoureteral reflux" is not "Vesicoureteral reflux").
 # Titles that name a genetic disease without saying it is one, read as diagnoses on review: Imerslund-Grasbeck
 # syndrome, transcobalamin II deficiency, dyshormonogenetic goitre (Pendred), androgen insensitivity, hereditary
-# choroidal dystrophy, fibrodysplasia ossificans progressiva, hereditary nephropathy (dense deposit disease); and four
+# choroidal dystrophy, fibrodysplasia ossificans progressiva, hereditary nephropathy (dense deposit disease),
+# constitutional aplastic anaemia (Fanconi, Diamond-Blackfan, Shwachman-Diamond), congenital adrenal hyperplasia
+# (E25.0, "Congenital adrenogenital disorders associated with enzyme deficiency": six entities, all CAH); and four
 # codes of chapter Q whose title is a genetic disease, not a malformation: Ehlers-Danlos syndrome, xeroderma
 # pigmentosum, incontinentia pigmenti, anhidrotic ectodermal dysplasia.
-_REVIEWED = frozenset({"D51.1", "D51.2", "E07.1", "E34.5", "H31.2", "M61.1", "N07.6", "Q79.6", "Q82.1", "Q82.3", "Q82.4"})
+_REVIEWED = frozenset({"D51.1", "D51.2", "D61.0", "E07.1", "E25.0", "E34.5", "H31.2", "M61.1", "N07.6", "Q79.6", "Q82.1",
+                       "Q82.3", "Q82.4"})
 _QUALIFIERS = frozenset({"classic", "complex", "congenital"})
 _STOP = frozenset({"of", "the", "and", "with", "without", "in", "to", "or", "a", "an", "by", "as", "on", "for",
                    "type", "disease", "syndrome", "disorder", "disorders", "deficiency"})

@@ -83,6 +83,10 @@ def test_the_orphan_diagnosis_table_rebuilds_from_orphanet(shared_data: Path, tm
     assert shipped.lookup("Q79.6") is not None and shipped.lookup("Q82.1") == ("ORPHA:910", "Xeroderma pigmentosum (2 Orphanet entities)")
     assert shipped.lookup("Q82.3") == ("ORPHA:464", "Incontinentia pigmenti") and shipped.lookup("Q82.4") is not None
     assert shipped.lookup("Q79.0") is None  # congenital diaphragmatic hernia
+    # titles that name inherited diseases without saying hereditary: constitutional aplastic anaemia, CAH
+    assert shipped.lookup("D61.0") == ("ORPHA:84", "Constitutional aplastic anaemia (11 Orphanet entities)")
+    assert shipped.lookup("D61.09") is not None and shipped.lookup("E25.0") is not None  # ICD-10-CM D61.09 as D61.0
+    assert shipped.lookup("D61.9") is None  # aplastic anaemia, unspecified: mostly acquired
 
 
 # Named as SNOMED CT's preferred terms (or their British forms) name them; the orphan disease each is.
@@ -105,7 +109,8 @@ _NAMED_DIAGNOSES = {
     "Dravet syndrome": "ORPHA:33069", "Chronic granulomatous disease": "ORPHA:379", "Familial Mediterranean fever": "ORPHA:342",
     "Autosomal recessive polycystic kidney disease": "ORPHA:731", "Pseudohypoparathyroidism type 1A": "ORPHA:79443",
     # OMIM's Roman subtype number last, with a letter or without
-    "Pseudohypoparathyroidism Ia": "ORPHA:79443", "Mucolipidosis II": "ORPHA:576", "Glycogen storage disease Ia": "ORPHA:79258",
+    "Pseudohypoparathyroidism Ia": "ORPHA:79443",
+    "Classic congenital adrenal hyperplasia due to 21-hydroxylase deficiency": "ORPHA:90794", "Mucolipidosis II": "ORPHA:576", "Glycogen storage disease Ia": "ORPHA:79258",
 }
 # Common or acquired childhood conditions, malformations the screener counts as findings, and group names: never a
 # recorded orphan diagnosis by name.
