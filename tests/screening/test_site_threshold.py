@@ -4,6 +4,7 @@ setting (or ``--threshold``) that screen-emr and the API then use."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +24,32 @@ def test_the_threshold_flags_at_most_the_budget_and_keeps_ties_together() -> Non
     assert np.sum(risks >= _threshold(risks, 0.005)) == 0
 
 
+def _sorted_rule(risks: np.ndarray, budget: float) -> float:
+    """The threshold rule as first written, on the children sorted one by one: the reference for the counting form."""
+    allowed = math.floor(budget * len(risks) + 1e-9)
+    ordered = np.sort(risks)[::-1]
+    if allowed <= 0:
+        return float(np.nextafter(ordered[0], np.inf))
+    if allowed >= len(ordered):
+        return float(ordered[-1])
+    cut = ordered[allowed - 1]
+    return float(cut) if ordered[allowed] < cut else float(np.nextafter(cut, np.inf))
+
+
 def test_each_resampled_threshold_is_the_threshold_of_that_resample() -> None:
-    """The interval's resamples are drawn as counts of each distinct risk (one sort in all); each must be exactly
-    what the threshold rule gives on the resample written out, ties, an empty budget and a whole one included."""
+    """The rule counts the children of each distinct risk, and the interval's resamples are drawn as such counts (one
+    sort in all); each must be exactly what the rule written on sorted children gives, on the children and on each
+    resample written out, ties, an empty budget and a whole one included."""
     rng = np.random.default_rng(1)
     for trial in range(200):
         risks = rng.integers(0, 8, size=int(rng.integers(1, 60))) / 7.0
         budget = float(rng.choice([0.0, 0.01, 0.1, 0.3, 0.5, 1.0]))
+        assert _threshold(risks, budget) == _sorted_rule(risks, budget)
         values, copies = np.unique(risks, return_counts=True)
         draws = np.random.default_rng(trial)  # the same draws as the function's
         for got in _resampled_thresholds(risks, budget, 5, trial):
             counts = draws.multinomial(len(risks), copies[::-1] / len(risks))
-            assert got == _threshold(np.repeat(values[::-1], counts), budget)
+            assert got == _sorted_rule(np.repeat(values[::-1], counts), budget)
 
 
 def test_too_few_children_or_an_output_of_flags_only_cannot_set_a_threshold(tmp_path: Path) -> None:
