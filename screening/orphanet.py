@@ -181,10 +181,19 @@ def _arabic(word: str) -> str:
 # is dropped to name the entity it belongs to; "trisomy 21", "type 2" keep theirs.
 _SUBTYPE_NUMBER = re.compile(r"(?<!type)(?<!trisomy)(?<!monosomy)(?<!chromosome)\s+\d+[a-z]?$")
 _ORDERLESS = frozenset({"and", "of", "the", "with", "type"})
+# SNOMED CT's names choose another head noun than Orphanet's labels: "Von Willebrand disorder" (Orphanet: "Von
+# Willebrand disease"), "Classical phenylketonuria" ("Classic phenylketonuria"). In the word bag any head noun reads
+# alike, but a name with one never matches a name without: dropping it made phenotype names diagnoses ("Lip pit",
+# "Overgrowth", "Joint instability" read as Van der Woude, overgrowth and hypermobility syndromes), as dropping
+# "complete" did ("46,XY gonadal dysgenesis"). A bag that names two entities names none.
+_HEAD_NOUNS = frozenset({"syndrome", "disease", "disorder"})
+_BAG_SPELLING = {"classical": "classic"}
 
 
 def _word_bag(key: str) -> str:
-    return " ".join(sorted(set(key.split()) - _ORDERLESS))
+    words = {_BAG_SPELLING.get(w, w) for w in key.split()}
+    head = {"(head)"} if words & _HEAD_NOUNS else set()
+    return " ".join(sorted((words - _ORDERLESS - _HEAD_NOUNS) | head))
 
 
 class OrphanDiagnoses:

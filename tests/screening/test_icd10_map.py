@@ -146,3 +146,24 @@ def test_snomed_coded_diagnoses_are_read_by_name_and_common_illness_is_not() -> 
     assert disease_name_key("Glycogen storage disease type IB") == "glycogen storage disease type 1b"
     assert disease_name_key("Hemophilia A") == "hemophilia a" and disease_name_key("Vitamin D deficiency") == "vitamin d deficiency"
     assert table.lookup_name("") is None
+
+
+# Phenotype names that read as a recorded diagnosis, each reviewed: a disease's own name listed by HPO as a synonym
+# ("Fabry syndrome"), or a disease label's words in another order. Any other phenotype name that reads as a
+# diagnosis takes children with that finding out of screening.
+_PHENOTYPE_NAMES_READ = {
+    "3-Methylglutaconic aciduria", "Cystic medial necrosis of the aorta",
+    "Deficiency of N-acetylglucosamine-1-phosphotransferase", "Fabry syndrome",
+    "Polymorphous posterior corneal dystrophy", "Vermiculata atrophoderma",
+}
+
+
+def test_phenotype_names_do_not_read_as_diagnoses(ontology: Ontology) -> None:
+    """Every name and synonym of an HPO phenotype term, through the lookup a SNOMED CT display takes: a head noun
+    read alike ("Von Willebrand disorder") must not make "Lip pit" Van der Woude syndrome."""
+    table = load_orphan_diagnoses()
+    names = {n for t in ontology.terms.values() if ontology.is_phenotype(t.id) for n in (t.name, *t.synonyms)}
+    assert {n for n in names if table.lookup_name(n)} == _PHENOTYPE_NAMES_READ
+    assert table.lookup_name("Von Willebrand disorder") == ("ORPHA:903", "Von Willebrand disease")
+    assert table.lookup_name("Classical phenylketonuria") == ("ORPHA:79254", "Classic phenylketonuria")
+    assert table.lookup_name("Lip pit") is None and table.lookup_name("Overgrowth") is None
