@@ -45,14 +45,15 @@ prematurity): the 59 such disorders found on review of the 515 this rule adds ar
 The master file's ``ICD10`` sheet lists Orphanet's disorders only; its list of all entities
 (``List_of_rare_diseases_2025_en.xlsx``, beside it in the pack) adds the subtypes and groups of disorders, which have
 no ICD-10 code and no parent there, so SNOMED CT's "Hurler syndrome", "Werdnig-Hoffmann disease", "Beta thalassemia
-major", "Galactosemia" or "Hemophilia" named nothing. A subtype of disorder is a diagnosis when one of its labels
+major" or "Hemophilia" named nothing. A subtype of disorder is a diagnosis when one of its labels
 holds a diagnosis entity's label as a run of words ("Beta-thalassemia major", "Classic phenylketonuria", "Proximal
 spinal muscular atrophy type 1", "Mucopolysaccharidosis type 4A") or when every gene HPO's ``genes_to_phenotype.txt``
 gives it is a gene of a diagnosis entity (Hurler syndrome, IDUA: mucopolysaccharidosis type 1), the nearest these
 files come to its parent; a group of disorders is one when at least two entities' labels hold its name and every
-such entity is a diagnosis ("Galactosemia", "Hemophilia", "Gaucher disease" types, "Limb-girdle muscular
-dystrophy"). Entities whose labels name a neoplasm ("Acute megakaryoblastic leukemia in children with Down
-syndrome") or an acquired form ("Acquired hemophilia A") are neither, nor do they stop a group.
+such entity is a diagnosis ("Hemophilia", "Myotonic dystrophy", "Porphyria"; a group name that is an HPO term,
+"Galactosemia", stays unread like every phenotype name). Entities whose labels name a neoplasm ("Acute
+megakaryoblastic leukemia in children with Down syndrome") or an acquired form ("Acquired hemophilia A") are neither,
+nor do they stop a group.
 
 A Condition coded in ICD-11 (MMS) records a diagnosis when every Orphanet entity its code is mapped to (the
 pack's ``ICD11`` sheet) is a diagnosis by the same rule; ICD-11 has no map to findings here, so any other
@@ -87,6 +88,7 @@ logger = logging.getLogger(__name__)
 
 SHIPPED_ORPHAN_TABLE = Path(str(resources.files("screening") / "data" / "orphan_icd10.tsv"))
 SHIPPED_ORPHAN_NAMES = Path(str(resources.files("screening") / "data" / "orphan_names.tsv"))
+SHIPPED_REVIEWED_NOT_DIAGNOSES = Path(str(resources.files("screening") / "data" / "orphan_reviewed_not_diagnoses.tsv"))
 ENTITY_LIST_NAME = "List_of_rare_diseases_2025_en.xlsx"  # beside the master file in Orphanet's pack
 _DIAGNOSIS_BLOCKS = re.compile(
     r"^(Q7[78]|Q8[01]|Q8[5-7]|Q9\d|E7\d|E80|E83|E84|E88|D5[5-8]|D6[67]|D68\.[0-2]|D8[0-2]|G10|G11|G12|G23\.0|G60|G70\.2|G71"
@@ -311,13 +313,17 @@ def _read_entity_list(path: Path) -> tuple[dict[str, str], dict[str, list[str]],
     return levels, labels, names
 
 
+def _acquired_or_neoplasm(labels: list[str]) -> bool:
+    """Whether one of an entity's labels says it is acquired or names a neoplasm: never a recorded diagnosis here."""
+    return any(_ACQUIRED.search(label) or _NEOPLASM.search(label) for label in labels)
+
+
 def _word_runs(key: str) -> set[str]:
     """Every run of consecutive words of a name key ("beta thalassemia major": "beta", "beta thalassemia", ...)."""
     words = key.split()
     return {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)}
 
 
-SHIPPED_REVIEWED_NOT_DIAGNOSES = Path(str(resources.files("screening") / "data" / "orphan_reviewed_not_diagnoses.tsv"))
 _INFLAMMATORY = re.compile(r"^(G0\d|I0[0-2]|M3[0-6])")  # CNS infections, rheumatic fever, connective tissue disease
 _NOT_MENDELIAN = re.compile(r"\b(isolated|non-?syndromic|idiopathic|sporadic|autoimmune|susceptibility|somatic)\b", re.IGNORECASE)
 _GENETIC_NAME = re.compile(r"(syndrome|autosomal|x-linked|familial|hereditary|due to)", re.IGNORECASE)
@@ -343,7 +349,7 @@ def _gene_disorders(
     def genetic(orpha: str) -> bool:
         if orpha in reviewed_out or not genes.get(orpha):
             return False
-        if any(_ACQUIRED.search(label) or _NEOPLASM.search(label) or _NOT_MENDELIAN.search(label) for label in labels[orpha]):
+        if _acquired_or_neoplasm(labels[orpha]) or any(_NOT_MENDELIAN.search(label) for label in labels[orpha]):
             return False
         for code in codes.get(orpha, ()):
             if _INFLAMMATORY.match(code) or (_NOT_GENETIC.match(code) and not code.startswith("Q")):
@@ -362,29 +368,26 @@ def _subtypes_and_groups(
     levels: dict[str, str], labels: dict[str, list[str]], diagnoses: set[str], genes: dict[str, frozenset[str]]
 ) -> set[str]:
     """The subtypes and groups of disorders that are diagnoses, given the disorders that are (module docstring)."""
-    def plain(orpha: str) -> bool:
-        return not any(_ACQUIRED.search(label) or _NEOPLASM.search(label) for label in labels[orpha])
-
     # A subtype's trailing letter is dropped ("type 4a" is a subtype of "type 4").
     keys = {orpha: {re.sub(r" (\d+)[a-z]$", r" \1", disease_name_key(label)) for label in own} for orpha, own in labels.items()}
     diagnosis_keys = {key for orpha in diagnoses for key in keys.get(orpha, ()) if len(key) >= 6}
     diagnosis_genes = frozenset().union(*(genes.get(orpha, frozenset()) for orpha in diagnoses))
     subtypes = {
         orpha for orpha, level in levels.items()
-        if level == "Subtype of disorder" and plain(orpha) and (
+        if level == "Subtype of disorder" and not _acquired_or_neoplasm(labels[orpha]) and (
             any(run in diagnosis_keys for key in keys[orpha] for run in _word_runs(key))
             or (bool(genes.get(orpha)) and genes[orpha] <= diagnosis_genes))
     }
     known = diagnoses | subtypes
     holders: dict[str, set[str]] = defaultdict(set)
     for orpha, level in levels.items():
-        if level != "Group of disorders" and plain(orpha):
+        if level != "Group of disorders" and not _acquired_or_neoplasm(labels[orpha]):
             for key in keys[orpha]:
                 for run in _word_runs(key):
                     holders[run].add(orpha)
     groups = set()
     for orpha, level in levels.items():
-        if level == "Group of disorders" and plain(orpha):
+        if level == "Group of disorders" and not _acquired_or_neoplasm(labels[orpha]):
             held = set().union(*(holders.get(key, set()) for key in keys[orpha]))
             if len(held) >= 2 and held <= known:
                 groups.add(orpha)
