@@ -5,7 +5,8 @@ and never falls when evidence is added: another finding, or a more specific one 
 one, can only keep or raise each of them (``screening/information.py`` says why for the information
 features). With non-negative weights in the risk model, the risk is then monotone in the evidence, and
 a child with more findings than any training case is not extrapolated anywhere (the caps hold it).
-Excluded (refuted) findings never enter the risk; they only re-rank the candidate diseases.
+Excluded (refuted) findings never enter the risk, nor the order of the served candidates (``screening/ranking.py``
+says why); they are kept, listed and written out.
 
 The count, specificity and information features leave out commonplace childhood findings (fever, otitis
 media, eczema: ``screening/information.py``): an ordinary child has several, and counted as evidence they
