@@ -176,6 +176,9 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         partition_bytes=int(args.partition_mb * (1 << 20)),
         threshold=args.threshold if args.threshold is not None else settings.screening_risk_threshold,
     )
+    # Every unread record is written with its reason, asked for or not: a child whose record could not be read
+    # was not screened, and a count alone would not say which child nor why.
+    errors_out = args.errors or _errors_beside(args.out)
     try:
         if args.input.is_dir() and not bulk_files(args.input) and not bundle_files(args.input):
             check_extract(args.input)  # before the 6 s of loading the knowledge
@@ -183,7 +186,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             args.input,
             args.out,
             options,
-            errors_out=args.errors,
+            errors_out=errors_out,
             work=args.work,
             workers=args.workers,
             scheduler=args.scheduler,
@@ -199,6 +202,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     report: dict[str, Any] = {
         **summary.counts,
+        "errors_file": str(errors_out),
         "model_version": summary.model_version,
         "threshold": summary.threshold,
         "threshold_from": "the site's own threshold" if options.threshold is not None else "the budget",
@@ -222,6 +226,11 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             "(a specialist clinic's children, other coding habits). Review a sample of the flags before acting on all; "
             "`medscreen screening calibrate` on a `screen-emr --all` output gives the threshold that holds the budget "
             "at this site, and what it costs.\n"
+        )
+    if summary.counts.get("errors", 0):
+        sys.stderr.write(
+            f"medscreen screen-emr: {summary.counts['errors']} records could not be read and were not screened; "
+            f"each is in {errors_out} with its reason.\n"
         )
     children = screened + summary.counts.get("not_screened", 0)
     if children and summary.counts.get("aged_out", 0) >= max(1, children // 10):
@@ -251,6 +260,11 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         )
     sys.stderr.write(json.dumps(report) + "\n")  # last: the line a script reads
     return 0
+
+
+def _errors_beside(out: Path) -> Path:
+    """Where ``screen-emr`` writes its unread records when not told: ``flags.ndjson`` -> ``flags.errors.ndjson``."""
+    return out.with_name(f"{out.stem if out.suffix == '.ndjson' else out.name}.errors.ndjson")
 
 
 # A flag rate above twice the budget on at least 1,000 children is not sampling noise: at a 1% budget and 1,000
@@ -432,7 +446,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "(one per patient, as Synthea writes them) or a CSV extract folder"
     )
     batch.add_argument("--out", type=Path, required=True, help="NDJSON of flagged children (RiskAssessment + Flag)")
-    batch.add_argument("--errors", type=Path, default=None, help="NDJSON of records that could not be read")
+    batch.add_argument(
+        "--errors", type=Path, default=None,
+        help="NDJSON of records that could not be read, each with its reason (default: beside --out, "
+        "flags.ndjson -> flags.errors.ndjson)",
+    )
     batch.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default today)")
     batch.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
     batch.add_argument("--all", action="store_true", help="write every child, not only the flagged ones")

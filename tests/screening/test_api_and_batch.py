@@ -114,6 +114,28 @@ def test_screen_emr_streams_flags_and_records_errors(tmp_path: Path, capsys: pyt
     assert summary["screened"] == 8 and summary["flagged"] == 3 and summary["errors"] == 1
 
 
+def test_screen_emr_writes_unread_records_beside_its_output_when_not_told_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --errors the unread records and their reasons were dropped, leaving a count: which child was
+    not screened, and why, was nowhere."""
+    extract = tmp_path / "extract.ndjson"
+    bundle = record_to_bundle(ordinary_child("o1"))
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["resource"]["birthDate"] = "2022-02-30"
+    extract.write_text(json.dumps(bundle) + "\n" + json.dumps(record_to_bundle(ordinary_child("o2"))) + "\n")
+    out = tmp_path / "flags.ndjson"
+    assert main(["screen-emr", str(extract), "--out", str(out), "--as-of", "2024-03-01", "--quiet", "--no-store"]) == 0
+    errors = tmp_path / "flags.errors.ndjson"
+    reasons = [json.loads(line)["reason"] for line in errors.read_text().splitlines()]
+    assert any("birthDate: invalid date '2022-02-30'" in r for r in reasons), reasons
+    err = capsys.readouterr().err
+    summary = json.loads(err.strip().splitlines()[-1])
+    assert summary["screened"] == 1 and summary["errors"] == len(reasons) and summary["errors_file"] == str(errors)
+    assert f"{len(reasons)} records could not be read and were not screened; each is in {errors}" in err
+
+
 def test_screen_emr_says_when_an_extract_flags_beyond_its_budget(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
