@@ -19,6 +19,8 @@ A folder with three files (UTF-8, comma-separated, header row):
 All three files and their columns are required: a missing one is an :class:`ExtractError` that stops
 the batch with its name (a child without its diagnoses file would otherwise look healthy). A row that
 cannot be read is listed on its child's record as a dropped entry (the child is screened as incomplete).
+One row per child in ``patients.csv``: a repeated ``patient_id`` is an error naming both lines (the child is
+read from the first row, which takes all of its diagnoses and observations).
 
 When every file is sorted by ``patient_id`` (``sort -t, -k1,1``) the files are merged as they stream
 and memory stays flat; otherwise diagnoses and observations are grouped in memory (logged).
@@ -161,18 +163,32 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
         logger.warning("CSV extract %s is not sorted by patient_id: grouping in memory", folder.name)
     diagnoses = _Grouped(paths[1], streaming)
     observations = _Grouped(paths[2], streaming)
+    # patient_id -> its first line: a sorted file holds a repeat next to its first row, so one entry is enough
+    first_line: dict[str, int] = {}
     for line, row in _rows(paths[0]):
         where = f"patients.csv:{line}"
+        pid = row.get("patient_id", "")
+        if pid and pid in first_line:
+            # The first row took every diagnosis and observation of the child; a repeat read on would be the same
+            # child screened again on nothing, "screened, low risk", beside (or in place of) the real result.
+            yield RecordError(
+                "patients.csv", where,
+                f"patient_id {pid!r} repeats patients.csv:{first_line[pid]}: one row per child; the child was read "
+                "from the first row, this one was not read",
+            )
+            continue
+        if streaming:
+            first_line.clear()
         try:
             month_only = month_only_birth(row["birth_date"])
             birth = month_only or date.fromisoformat(row["birth_date"])
             sex = {"m": "M", "male": "M", "f": "F", "female": "F"}.get(row.get("sex", "").lower(), "U")
-            pid = row["patient_id"]
             if not pid:
                 raise ValueError("empty patient_id")
         except (KeyError, ValueError) as exc:
             yield RecordError("patients.csv", where, f"invalid patient row: {exc}")
             continue
+        first_line[pid] = line
         record = ChildRecord(
             pid,
             birth,

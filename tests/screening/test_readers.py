@@ -122,6 +122,28 @@ def test_csv_extract_sorted_and_unsorted_give_the_same_records(tmp_path: Path) -
         assert sorted(d.reason.split(":")[0] for d in by_id["p2"].dropped) == ["invalid observation row", "unread diagnosis row"]
 
 
+def test_a_repeated_patient_row_is_an_error_not_a_second_child_without_findings(tmp_path: Path) -> None:
+    """The first row takes all of the child's diagnoses; a repeat had been read as the same child again, with
+    none: "screened, low risk" beside (or in the store, in place of) the child's real result."""
+    diagnoses = ["patient_id,date,system,code", "p1,2021-01-02,icd10,Q21.0", "p1,2021-02-02,hpo,HP:0001250"]
+    for layout, patients in (
+        ("sorted", ["patient_id,birth_date,sex", "p1,2020-01-01,F", "p1,2019-01-01,F", "p2,2021-01-01,M"]),
+        ("unsorted", ["patient_id,birth_date,sex", "p2,2021-01-01,M", "p1,2020-01-01,F", "p2,2021-01-01,M", "p1,2019-01-01,F"]),
+    ):
+        folder = tmp_path / layout
+        folder.mkdir()
+        _write(folder, "patients.csv", patients)
+        _write(folder, "diagnoses.csv", diagnoses)
+        _write(folder, "observations.csv", ["patient_id,date,loinc,value,unit"])
+        records, errors = _split(list(read_csv_extract(folder)))
+        assert sorted(r.patient_id for r in records) == ["p1", "p2"], layout
+        p1 = next(r for r in records if r.patient_id == "p1")
+        assert p1.birth_date == date(2020, 1, 1) and {f.code for f in p1.facts} == {"Q21.0", "HP:0001250"}
+        repeats = sorted(e.record for e in errors)
+        assert repeats == (["patients.csv:3"] if layout == "sorted" else ["patients.csv:4", "patients.csv:5"]), layout
+        assert all("repeats patients.csv:" in e.reason and "one row per child" in e.reason for e in errors)
+
+
 def test_a_missing_csv_file_or_column_stops_the_batch_with_its_name(tmp_path: Path) -> None:
     _write(tmp_path, "patients.csv", ["patient_id,birth_date,sex", "p1,2021-01-01,F"])
     _write(tmp_path, "diagnoses.csv", ["patient_id,date,code", "p1,2021-02-01,Q90.9"])  # no system column
