@@ -232,6 +232,13 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             f"medscreen screen-emr: {summary.counts['errors']} records could not be read and were not screened; "
             f"each is in {errors_out} with its reason.\n"
         )
+    if summary.counts.get("repeated_patients", 0):
+        # Not silent: each of the child's records was screened alone, on part of what is known of the child.
+        sys.stderr.write(
+            f"medscreen screen-emr: {summary.counts['repeated_patients']} children are in more than one record of "
+            f"the extract and were screened once per record, each time on part of their findings; they are named in "
+            f"{errors_out}. Give each child one record (one Bundle, or a Bulk Data export).\n"
+        )
     children = screened + summary.counts.get("not_screened", 0)
     if children and summary.counts.get("aged_out", 0) >= max(1, children // 10):
         # Not silent: an extract written some time ago, screened as of today, loses the children who have
@@ -448,8 +455,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     batch.add_argument("--out", type=Path, required=True, help="NDJSON of flagged children (RiskAssessment + Flag)")
     batch.add_argument(
         "--errors", type=Path, default=None,
-        help="NDJSON of records that could not be read, each with its reason (default: beside --out, "
-        "flags.ndjson -> flags.errors.ndjson)",
+        help="NDJSON of records that could not be read, each with its reason, and of children in more than one "
+        "record (default: beside --out, flags.ndjson -> flags.errors.ndjson)",
     )
     batch.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default today)")
     batch.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")

@@ -70,6 +70,7 @@ class PartitionResult:
     counts: dict[str, int]
     model_version: str
     threshold: float
+    patients: bytes = b""  # one JSON string per record read: the patient ids, to find a child in two records
 
 
 # ``aged_out``: not screened for age, yet under the age limit at the record's last entry (an older extract
@@ -173,9 +174,11 @@ def screen_partition(screener: Screener, partition: Partition, options: RunOptio
 def _screen_partition(screener: Screener, partition: Partition, options: RunOptions) -> PartitionResult:
     as_of = date.fromisoformat(options.as_of)
     counts = dict.fromkeys(_COUNTS, 0)
-    flags, errors = bytearray(), bytearray()
+    flags, errors, patients = bytearray(), bytearray(), bytearray()
     for batch in _batches(read_partition(partition, options.full_validation), BATCH):
         records = [item for item in batch if isinstance(item, ChildRecord)]
+        for record in records:
+            patients += orjson.dumps(record.patient_id) + b"\n"
         for item in batch:
             if isinstance(item, RecordError):
                 counts["errors"] += 1
@@ -189,7 +192,7 @@ def _screen_partition(screener: Screener, partition: Partition, options: RunOpti
             if result.flagged or options.write_all or result.status in _ALWAYS_WRITTEN:
                 flags += _line(result, record, screener)
     return PartitionResult(
-        partition.index, bytes(flags), bytes(errors), counts, screener.model.version, screener.threshold
+        partition.index, bytes(flags), bytes(errors), counts, screener.model.version, screener.threshold, bytes(patients)
     )
 
 
@@ -253,6 +256,9 @@ class _WorkFolder:
         stem = self.results / f"part-{index:05d}"
         return stem.with_suffix(".flags.ndjson"), stem.with_suffix(".errors.ndjson"), stem.with_suffix(".json")
 
+    def _patients(self, index: int) -> Path:
+        return self.results / f"part-{index:05d}.patients"
+
     def done(self, index: int) -> dict[str, Any] | None:
         marker = self._paths(index)[2]
         return orjson.loads(marker.read_bytes()) if marker.is_file() else None
@@ -261,11 +267,37 @@ class _WorkFolder:
         flags, errors, marker = self._paths(result.index)
         _write_atomic(flags, result.flags)
         _write_atomic(errors, result.errors)
+        _write_atomic(self._patients(result.index), result.patients)
         info = {"counts": result.counts, "model_version": result.model_version, "threshold": result.threshold}
         _write_atomic(marker, orjson.dumps(info))  # last: its presence says the partition is done
         return info
 
-    def merge(self, partitions: list[Partition], out: Path, errors_out: Path | None) -> None:
+    def repeated_patients(self, partitions: list[Partition]) -> dict[str, int]:
+        """Patient ids read in more than one record of the extract (two Bundles of one child), with how many.
+
+        A first pass keeps a 64-bit hash per record (8 bytes a child: 80 MB for ten million), a second counts
+        the ids whose hash repeats, so a collision costs a look, never a false report."""
+        import numpy as np
+
+        def lines() -> Iterator[bytes]:
+            for p in partitions:
+                path = self._patients(p.index)
+                if path.is_file():  # a partition finished by an earlier version of this run has none
+                    with path.open("rb") as handle:
+                        yield from handle
+
+        hashes = np.fromiter(map(hash, lines()), dtype=np.int64)
+        values, counts = np.unique(hashes, return_counts=True)
+        suspects = set(values[counts > 1].tolist())
+        if not suspects:
+            return {}
+        seen: dict[bytes, int] = {}
+        for line in lines():
+            if hash(line) in suspects:
+                seen[line] = seen.get(line, 0) + 1
+        return {orjson.loads(line): n for line, n in seen.items() if n > 1}
+
+    def merge(self, partitions: list[Partition], out: Path, errors_out: Path | None, more_errors: bytes = b"") -> None:
         targets: list[tuple[int, Path]] = [(0, out)] + ([(1, errors_out)] if errors_out else [])
         for which, target in targets:
             tmp = target.with_name(target.name + ".tmp")
@@ -273,6 +305,8 @@ class _WorkFolder:
                 for p in partitions:
                     with self._paths(p.index)[which].open("rb") as part:
                         shutil.copyfileobj(part, handle)
+                if which == 1:
+                    handle.write(more_errors)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, target)
@@ -347,7 +381,16 @@ def run_population(
                 summary.seconds_loading = time.perf_counter() - began
             for p in todo:
                 finished(screen_partition(screener, p, options))
-    folder.merge(partitions, out, errors_out)
+    repeated = folder.repeated_patients(partitions)
+    summary.counts["repeated_patients"] = len(repeated)
+    folder.merge(partitions, out, errors_out, b"".join(
+        orjson.dumps({
+            "source": input_path.name, "record": f"patient {pid}",
+            "reason": f"patient {pid!r} is in {n} records of the extract: each was screened on its own record alone, "
+            "not on all of the child's; give each child one record (one Bundle, or a Bulk Data export)",
+        }) + b"\n"
+        for pid, n in sorted(repeated.items())
+    ))
     summary.seconds_screening = time.perf_counter() - began - summary.seconds_loading
     if not keep_work:
         shutil.rmtree(folder.root, ignore_errors=True)

@@ -129,6 +129,31 @@ def test_bulk_export_folder_bundles_and_partitions_agree(tmp_path: Path, screene
     assert sum(flagged for flagged, _, _ in results["one"].values()) >= 3
 
 
+def test_a_child_in_two_records_is_named_whichever_partitions_hold_them(
+    tmp_path: Path, screener: Screener, maps: CodeMaps
+) -> None:
+    """Two Bundles of one child (an extract appended to) had been screened as two children, each on part of the
+    record, with nothing said: the child is named in the errors file and counted, in one partition or across
+    partitions, and when the run resumes from kept partitions."""
+    records = _population(maps, 200)
+    early, late = syndromic_child("twice"), ordinary_child("twice")
+    source = _write_bundles([early, *records, late], tmp_path / "children.ndjson")
+    for partition_bytes in (1 << 30, 1 << 16):
+        out, errors, work = tmp_path / "flags.ndjson", tmp_path / "errors.ndjson", tmp_path / "work"
+        options = _options(partition_bytes=partition_bytes)
+        summary = run_population(source, out, options, errors_out=errors, work=work, keep_work=True, quiet=True, screener=screener)
+        assert (summary.partitions > 4) == (partition_bytes == 1 << 16)
+        assert summary.counts["repeated_patients"] == 1 and summary.counts["errors"] == 0
+        named = [json.loads(line) for line in errors.read_text().splitlines()]
+        assert [n["record"] for n in named] == ["patient twice"] and "is in 2 records" in named[0]["reason"]
+        assert [line for line in out.read_text().splitlines() if '"patient_id":"twice"' in line.replace(" ", "")]
+        (work / "results" / "part-00000.json").unlink()  # as if killed: the others are resumed
+        again = run_population(source, out, options, errors_out=errors, work=work, quiet=True, screener=screener)
+        assert again.counts["repeated_patients"] == 1 and errors.read_text().count("patient twice") == 1
+    single = run_population(_write_bundles(records, tmp_path / "once.ndjson"), out, _options(), quiet=True, screener=screener)
+    assert single.counts["repeated_patients"] == 0
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, screener: Screener, maps: CodeMaps) -> None:
     source = _write_bundles(_population(maps, 200), tmp_path / "children.ndjson")
     out, work = tmp_path / "flags.ndjson", tmp_path / "work"
