@@ -230,8 +230,8 @@ class BundleLineReader:
                     raise _Doubt  # reported (no birth date), or named after its place in the Bundle
                 if entry.fullUrl and reference_key(entry.fullUrl) != rid:
                     raise _Doubt  # its resources may name it by the entry's fullUrl: the per-resource reader maps it
-                if r.deceasedBoolean or r.deceasedDateTime or r.link or r.active is False:
-                    raise _Doubt
+                if r.deceasedBoolean or r.deceasedDateTime or r.link or r.active is False or rid in patients:
+                    raise _Doubt  # a repeated Patient too: the per-resource reader says how it differs
                 sex = _SEX.get(r.gender or "", "U")
                 patients[rid] = ChildRecord(rid, birth, sex, source=self.source, **self._patient_extras(r))  # type: ignore[arg-type]
                 continue

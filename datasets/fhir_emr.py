@@ -47,6 +47,7 @@ from datasets.fhir_entry_rules import (
     no_birth_date,
     onset_age_days,
     patient_standing,
+    repeated_patient,
 )
 from datasets.fhir_primitives import full_url_keys, merge_aliases, reference_key
 
@@ -239,6 +240,10 @@ def records_from_resources(
             sex = {"male": "M", "female": "F"}.get(resource.gender or "", "U")
             full_url = full_urls.get(where) if full_urls else None
             pid = str(resource.id or (reference_key(full_url) if full_url else where))
+            if pid in patients:  # the same child again: the first read stands (datasets/fhir_entry_rules.py)
+                if (repeat := repeated_patient(patients[pid], birth, sex, f"{where} {name}")) is not None:
+                    patients[pid].dropped.append(repeat)
+                continue
             patients[pid] = ChildRecord(pid, birth, sex, source=source, **_patient_extras(resource))  # type: ignore[arg-type]
             # read from the validated resource (it reads "deceasedBoolean": "yes" as true, as pydantic does)
             patients[pid].deceased, patients[pid].inactive = patient_standing(

@@ -36,6 +36,11 @@ not yet one); before, it was undated and counted whatever the screening date.
 A Condition's name as written (each coding's ``display``, else the concept's ``text``: :func:`condition_displays`)
 travels with its codes (``CodedFact.display``): SNOMED CT has no map to rare diseases, so a SNOMED-coded
 diagnosis is recognised by its name.
+
+A second Patient resource with the id of one already read (a Bulk Data export holding two versions, a Bundle
+repeating its Patient) is the same child: the first is read, and one that says another birth date or sex is
+listed as an unread entry (:func:`repeated_patient`), so the record is screened as ``incomplete``. Before, the
+last one read replaced the first without a word, and with it the child's age.
 """
 
 from __future__ import annotations
@@ -44,9 +49,10 @@ import re
 from datetime import date
 from typing import Any
 
-from datasets.emr_records import DECEASED_UNDATED, CodedFact
+from datasets.emr_records import DECEASED_UNDATED, ChildRecord, CodedFact, DroppedEntry
 
 __all__ = [
+    "repeated_patient",
     "FINDING_SYSTEMS",
     "OTHER_VALUES",
     "UNDATED",
@@ -107,6 +113,18 @@ def month_only_birth(value: Any) -> date | None:
     """The 15th of the month of a birth date given to the month (``2021-05``); None for anything else."""
     match = _MONTH.fullmatch(value) if isinstance(value, str) else None
     return date(int(match.group(1)), int(match.group(2)), 15) if match else None
+
+
+def repeated_patient(first: ChildRecord, birth: date, sex: str, where: str) -> DroppedEntry | None:
+    """What to list on ``first`` for another Patient resource with its id (read at ``where``): nothing when it
+    agrees on birth date and sex, else an unread entry that says how they differ."""
+    if (first.birth_date, first.sex) == (birth, sex):
+        return None
+    return DroppedEntry(
+        where,
+        f"Patient {first.patient_id} again, with birth date {birth.isoformat()} and sex {sex} where the first read says "
+        f"{first.birth_date.isoformat()} and {first.sex}: the first is read",
+    )
 
 
 def no_birth_date(value: Any) -> str:

@@ -48,6 +48,7 @@ from datasets.fhir_entry_rules import (
     no_birth_date,
     onset_age_days,
     patient_standing,
+    repeated_patient,
 )
 from datasets.fhir_primitives import (
     ID,
@@ -416,6 +417,10 @@ def records_from_resources_fast(
             sex = {"male": "M", "female": "F"}.get(gender or "", "U")
             full_url = full_urls.get(key) if full_urls else None
             pid = str(raw.get("id") or (reference_key(full_url) if full_url else name(key)))
+            if pid in patients:  # the same child again: the first read stands (datasets/fhir_entry_rules.py)
+                if (repeat := repeated_patient(patients[pid], birth, sex, f"{name(key)} Patient/{pid}")) is not None:
+                    patients[pid].dropped.append(repeat)
+                continue
             patients[pid] = ChildRecord(pid, birth, sex, source=source, **extras)  # type: ignore[arg-type]
             patients[pid].deceased, patients[pid].inactive = patient_standing(raw)
             if approximate:

@@ -93,6 +93,32 @@ def test_a_bulk_export_of_loose_resources_is_grouped_by_patient(tmp_path: Path) 
     assert errors == [] and len(records) == 1 and len(records[0].facts) == 3
 
 
+def test_a_repeated_patient_resource_is_the_same_child_and_a_differing_one_is_listed(tmp_path: Path) -> None:
+    """The last Patient resource of an id had replaced the first without a word (and with it the child's age): the
+    first is read; a repeat that agrees is nothing more, one that says another birth date is an unread entry."""
+    from datasets.fhir_fast import read_fhir_fast
+
+    bundle = record_to_bundle(syndromic_child("twice"))
+    patient = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")["resource"]
+    younger = {**patient, "birthDate": "2023-01-01"}
+    loose = [e["resource"] for e in bundle["entry"]]
+    for layout, lines, differs in (
+        ("bundle, the same Patient twice", [{**bundle, "entry": [*bundle["entry"], {"resource": dict(patient)}]}], False),
+        ("bundle, another birth date", [{**bundle, "entry": [*bundle["entry"], {"resource": younger}]}], True),
+        ("bulk export, another birth date", [*loose, younger], True),
+    ):
+        path = tmp_path / "extract.ndjson"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        for reader in (read_fhir, read_fhir_fast):
+            records, errors = _split(list(reader(path)))
+            assert errors == [] and [r.patient_id for r in records] == ["twice"], (layout, reader.__name__)
+            record = records[0]
+            assert record.birth_date.isoformat() == patient["birthDate"] and len(record.facts) > 3, (layout, reader.__name__)
+            repeats = [d.reason for d in record.dropped if "again" in d.reason]
+            assert repeats == ([f"Patient twice again, with birth date 2023-01-01 and sex {record.sex} where the first read "
+                                f"says {patient['birthDate']} and {record.sex}: the first is read"] if differs else []), layout
+
+
 def _write(folder: Path, name: str, rows: list[str]) -> None:
     (folder / name).write_text("\n".join(rows) + "\n")
 
