@@ -1,6 +1,7 @@
 """Read children's records from the flat CSV extract for hospitals without FHIR.
 
-A folder with three files (UTF-8, comma-separated, header row):
+A folder with three files (UTF-8, a byte-order mark allowed, as Excel's "CSV UTF-8" writes; comma-separated;
+header row). Text that is not UTF-8 stops the batch with the file's name and what to do, as a missing file does:
 
 * ``patients.csv``: ``patient_id,birth_date,sex`` (ISO date; sex M/F/U or male/female), optionally
   ``name``, ``mrn`` (the hospital's record number), ``practitioner`` and ``organization`` (whose patient
@@ -34,6 +35,7 @@ import logging
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import TextIO
 
 from datasets.emr_records import (
     DECEASED_UNDATED,
@@ -63,13 +65,29 @@ _YES = {"yes", "y", "true", "1", "deceased"}
 Row = tuple[int, dict[str, str]]
 
 
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[TextIO]:
+    """The file as UTF-8 text, a byte-order mark read past (Excel's "CSV UTF-8" writes one, and the first column's
+    name then began with it: "no column patient_id"); text that is not UTF-8 (a Windows-1252 or Latin-1 export)
+    is an :class:`ExtractError` naming the file, where it had been a traceback."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        try:
+            yield handle
+        except UnicodeDecodeError as exc:
+            bad = exc.object[exc.start : exc.start + 1].hex() if isinstance(exc.object, bytes) else "?"
+            raise ExtractError(
+                f"{path.name} is not UTF-8 text (byte 0x{bad} cannot be read): export it as UTF-8 "
+                "(in Excel: CSV UTF-8), or convert it, e.g. iconv -f WINDOWS-1252 -t UTF-8"
+            ) from exc
+
+
 def _rows(path: Path) -> Iterator[Row]:
     """The rows of a CSV file as ``{stripped column: stripped value}``, as ``csv.DictReader`` gives them
     (blank rows skipped, a short row padded with "", the cells beyond the header dropped, the same
     numbers), with the header's names stripped once instead of once per row."""
     if not path.is_file():
         return
-    with path.open(encoding="utf-8", newline="") as handle:
+    with _open(path) as handle:
         reader = csv.reader(handle)
         header = next(reader, None)  # a blank first line is an empty header, as DictReader has it
         if header is None:
@@ -94,18 +112,20 @@ def check_extract(folder: Path) -> None:
         path = folder / name
         if not path.is_file():
             raise ExtractError(f"{name} is missing from {folder}")
-        with path.open(encoding="utf-8", newline="") as handle:
+        with _open(path) as handle:
             header = next(csv.reader(handle), [])
         missing = [c for c in columns if c not in {h.strip() for h in header}]
         if missing:
-            raise ExtractError(f"{name} has no column {', '.join(missing)} (header: {','.join(header)})")
+            separator = next((f" (its header has {sep!r}: comma-separated columns are read)" for sep in (";", "\t", "|")
+                              if len(header) == 1 and sep in header[0]), "")
+            raise ExtractError(f"{name} has no column {', '.join(missing)} (header: {','.join(header)}){separator}")
 
 
 def _is_sorted(path: Path) -> bool:
     """Whether the file is sorted by ``patient_id`` (only that column is looked at)."""
     if not path.is_file():
         return True
-    with path.open(encoding="utf-8", newline="") as handle:
+    with _open(path) as handle:
         reader = csv.reader(handle)
         header = next(reader, None)  # a blank first line is an empty header, as DictReader has it
         if header is None:

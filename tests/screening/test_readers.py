@@ -178,3 +178,21 @@ def test_a_missing_csv_file_or_column_stops_the_batch_with_its_name(tmp_path: Pa
     _write(tmp_path, "diagnoses.csv", ["patient_id,date,system,code", "p1,2021-02-01,icd10,Q90.9"])
     with pytest.raises(ExtractError, match="observations.csv is missing"):
         list(read_csv_extract(tmp_path))
+
+
+def test_excel_exports_read_or_stop_with_what_to_do(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts each file with a byte-order mark, which had made the first column "no column
+    patient_id"; a Windows-1252 export had stopped the batch with a traceback; a semicolon-separated one (Excel
+    in much of Europe) is told apart from a file missing its columns."""
+    (tmp_path / "patients.csv").write_bytes(b"\xef\xbb\xbfpatient_id,birth_date,sex,name\r\np1,2021-01-01,F,Anna\r\n")
+    (tmp_path / "diagnoses.csv").write_bytes(b"\xef\xbb\xbfpatient_id,date,system,code\r\np1,2022-01-01,icd10,Q90.9\r\n")
+    (tmp_path / "observations.csv").write_bytes(b"\xef\xbb\xbfpatient_id,date,loinc,value,unit\r\n")
+    records, errors = _split(list(read_csv_extract(tmp_path)))
+    assert errors == [] and [(r.patient_id, r.name, [f.code for f in r.facts]) for r in records] == [("p1", "Anna", ["Q90.9"])]
+    rows = [b"patient_id,birth_date,sex,name"] + [b"p%05d,2021-01-01,F,Anna" % i for i in range(2000)] + [b"p99999,2021-01-01,M,J\xfcrgen"]
+    (tmp_path / "patients.csv").write_bytes(b"\n".join(rows) + b"\n")  # the byte far past the header
+    with pytest.raises(ExtractError, match=r"patients.csv is not UTF-8 text \(byte 0xfc cannot be read\): export it as UTF-8"):
+        list(read_csv_extract(tmp_path))
+    _write(tmp_path, "patients.csv", ["patient_id;birth_date;sex", "p1;2021-01-01;F"])
+    with pytest.raises(ExtractError, match="its header has ';': comma-separated columns are read"):
+        list(read_csv_extract(tmp_path))
