@@ -25,6 +25,7 @@ from datasets.emr_csv import CSV_FILES, read_csv_extract
 from datasets.emr_records import ChildRecord, RecordError
 from datasets.fhir_bulk import bulk_files, partition_by_patient, read_partition_file
 from datasets.fhir_fast import read_fhir_fast, records_from_ndjson_lines
+from datasets.fhir_primitives import UTF8_BOM
 
 __all__ = ["Partition", "plan_partitions", "read_partition", "input_files", "bundle_files", "DEFAULT_PARTITION_BYTES"]
 
@@ -154,6 +155,8 @@ def _lines(path: Path, start: int, end: int, first_line: int) -> Iterator[tuple[
     with path.open("rb") as handle:
         handle.seek(start)
         data = handle.read(end - start)
+    if start == 0:
+        data = data.removeprefix(UTF8_BOM)
     pieces = data.split(b"\n")
     last = pieces.pop()  # what follows the last newline: empty, or a last line without one
     yield from enumerate(pieces, start=first_line)

@@ -24,7 +24,7 @@ from msgspec import UNSET
 from datasets.emr_records import ChildRecord, RecordError
 from datasets.fhir_bundle_decoder import BundleLineReader, patient_key
 from datasets.fhir_fast import RESOURCE_TYPES, records_from_resources_fast
-from datasets.fhir_primitives import reference_key
+from datasets.fhir_primitives import numbered_lines, reference_key
 
 __all__ = ["bulk_files", "partition_by_patient", "read_partition_file", "partition_of"]
 
@@ -84,7 +84,7 @@ def partition_by_patient(
             name = path.name.encode("utf-8")
             read = 0
             with path.open("rb") as handle:
-                for number, line in enumerate(handle, start=1):
+                for number, line in numbered_lines(handle):
                     read += len(line)
                     if progress is not None and number % 4096 == 0:
                         progress(read)

@@ -302,14 +302,14 @@ def read_fhir(path: Path) -> Iterator[ChildRecord | RecordError]:
     source = path.name
     if path.suffix.lower() != ".ndjson":
         try:
-            bundle = json.loads(path.read_text(encoding="utf-8"))
+            bundle = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark read past
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             yield RecordError(source, "file", f"not JSON: {exc}")
             return
         yield from records_from_bundle(bundle, source)
         return
     loose: list[tuple[str, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark read past
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -56,9 +56,11 @@ from datasets.fhir_primitives import (
     REQUIRED,
     RESOURCE_TYPES,
     SYSTEMS,
+    UTF8_BOM,
     DateKind,
     full_url_keys,
     merge_aliases,
+    numbered_lines,
     parse_date,
     reference_key,
     valid_code,
@@ -513,7 +515,7 @@ def read_fhir_fast(path: Path) -> Iterator[ChildRecord | RecordError]:
     """Records from a Bundle ``.json`` or an ``.ndjson`` file, as :func:`datasets.fhir_emr.read_fhir`."""
     source = path.name
     if path.suffix.lower() != ".ndjson":
-        data = path.read_bytes()
+        data = path.read_bytes().removeprefix(UTF8_BOM)
         records = BundleLineReader(source).records(data)
         if records is not None:
             yield from records
@@ -526,7 +528,7 @@ def read_fhir_fast(path: Path) -> Iterator[ChildRecord | RecordError]:
         yield from records_from_bundle_fast(bundle, source)
         return
     with path.open("rb") as handle:
-        yield from records_from_ndjson_lines(enumerate(handle, start=1), source)
+        yield from records_from_ndjson_lines(numbered_lines(handle), source)
 
 
 def _hash(value: str) -> str:

@@ -2,6 +2,10 @@
 reads: shared by the per-resource fast reader (:mod:`datasets.fhir_fast`) and the typed Bundle decoder
 (:mod:`datasets.fhir_bundle_decoder`), so that both accept exactly the same values.
 
+A file may begin with UTF-8's byte-order mark (PowerShell's ``Out-File -Encoding utf8`` and other Windows
+tools write one): it is read past (:func:`numbered_lines`, :data:`UTF8_BOM`); before, it made the file's first
+child a "not JSON" record error.
+
 Dates follow ``fhir.resources``: a full date, or a dateTime with a time zone, is the date as written
 (no shift to UTC); a partial date (``2021``, ``2021-05``) is no date; anything else is an error.
 """
@@ -9,6 +13,7 @@ Dates follow ``fhir.resources``: a full date, or a dateTime with a time zone, is
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from datetime import date
 from functools import lru_cache
 from typing import Any, Literal
@@ -27,7 +32,17 @@ __all__ = [
     "reference_key",
     "full_url_keys",
     "merge_aliases",
+    "UTF8_BOM",
+    "numbered_lines",
 ]
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def numbered_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """A file's lines numbered from 1, a byte-order mark before the first read past."""
+    for number, line in enumerate(lines, start=1):
+        yield number, line.removeprefix(UTF8_BOM) if number == 1 else line
 
 KINDS: dict[str, FactKind] = {
     "Condition": "condition",

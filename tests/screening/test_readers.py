@@ -196,3 +196,29 @@ def test_excel_exports_read_or_stop_with_what_to_do(tmp_path: Path) -> None:
     _write(tmp_path, "patients.csv", ["patient_id;birth_date;sex", "p1;2021-01-01;F"])
     with pytest.raises(ExtractError, match="its header has ';': comma-separated columns are read"):
         list(read_csv_extract(tmp_path))
+
+
+def test_a_byte_order_mark_before_the_first_record_is_read_past(tmp_path: Path) -> None:
+    """Windows tools (PowerShell's Out-File -Encoding utf8) write UTF-8 with a byte-order mark: the file's first
+    child had been a "not JSON" record error, unscreened, in every reader and layout."""
+    from datasets.extract_partitions import plan_partitions, read_partition
+    from datasets.fhir_fast import read_fhir_fast
+
+    bom = b"\xef\xbb\xbf"
+    bundles = [record_to_bundle(syndromic_child("first")), record_to_bundle(ordinary_child("second"))]
+    (tmp_path / "children.ndjson").write_bytes(bom + b"".join(json.dumps(b).encode() + b"\n" for b in bundles))
+    (tmp_path / "child.json").write_bytes(bom + json.dumps(bundles[0]).encode())
+    export = tmp_path / "export"
+    export.mkdir()
+    for rtype in ("Patient", "Condition"):
+        lines = [json.dumps(e["resource"]) for b in bundles for e in b["entry"] if e["resource"]["resourceType"] == rtype]
+        (export / f"{rtype}.ndjson").write_bytes(bom + "\n".join(lines).encode() + b"\n")
+    for path, expected in ((tmp_path / "children.ndjson", ["first", "second"]), (tmp_path / "child.json", ["first"])):
+        for reader in (read_fhir, read_fhir_fast):
+            records, errors = _split(list(reader(path)))
+            assert errors == [] and [r.patient_id for r in records] == expected, (path.name, reader.__name__)
+    for source in (tmp_path / "children.ndjson", export):
+        split = tmp_path / f"split-{source.name}"
+        items = [i for p in plan_partitions(source, split, 1 << 20) for i in read_partition(p)]
+        records, errors = _split(items)
+        assert errors == [] and sorted(r.patient_id for r in records) == ["first", "second"], source.name
