@@ -82,8 +82,21 @@ still false positives. Not validated on real EMR data.
 
 
 def log_and_register(tracking_uri: str, model: RiskModel, params: dict[str, Any]) -> dict[str, str]:
-    """Log a training run, register its artefact as a new version and make it ``champion``."""
+    """Log a training run, register its artefact as a new version and make it ``champion``.
+
+    A screener already registered (the same ``screener_version``: its training timestamp) is not logged again:
+    its version is made ``champion``. Registering the shipped screener twice had made a second version of the
+    same model, with its own run, that nothing told apart from the first."""
     import mlflow
+
+    existing = _registered_version(tracking_uri, model.version)
+    if existing is not None:
+        set_alias(tracking_uri, REGISTERED_NAME, ModelRole.champion, existing.version)
+        logger.info("%s %s is version %s already: made champion", REGISTERED_NAME, model.version, existing.version)
+        return {
+            "run_id": existing.run_id, "registered_model": REGISTERED_NAME, "version": str(existing.version),
+            "alias": ModelRole.champion.value, "already_registered": "true",
+        }
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)  # a registry URI left by an earlier caller must not win
@@ -107,3 +120,16 @@ def log_and_register(tracking_uri: str, model: RiskModel, params: dict[str, Any]
     set_alias(tracking_uri, REGISTERED_NAME, ModelRole.champion, str(version.version))
     logger.info("registered %s version %s as champion (run %s)", REGISTERED_NAME, version.version, run_id)
     return {"run_id": run_id, "registered_model": REGISTERED_NAME, "version": str(version.version), "alias": ModelRole.champion.value}
+
+
+def _registered_version(tracking_uri: str, screener_version: str) -> Any:
+    """The registered version of the screener trained at ``screener_version``, if there is one (the first)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = registry_client(tracking_uri).search_model_versions(
+            filter_string=f"name = '{REGISTERED_NAME}' and tags.screener_version = '{screener_version}'"
+        )
+    except MlflowException:  # no registered model of that name yet
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None

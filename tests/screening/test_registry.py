@@ -31,3 +31,25 @@ def test_train_logs_registers_and_promotes(phenopackets: Path, settings: Setting
     assert "sensitivity_at_budget" in run.data.metrics and "projections.hpo-30.baseline_finding_count.auprc" in run.data.metrics
     files = {f.path for f in client.list_artifacts(champion.run_id, "screener")}
     assert files == {"screener/screener.json", "screener/card.md"}
+
+
+def test_registering_the_same_screener_twice_keeps_one_version(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`medscreen screening register` run twice had made two versions of the one shipped screener; the second run
+    now finds it and makes it champion again."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MEDSCREEN_HOME", str(settings.home))
+    settings.home.mkdir(parents=True, exist_ok=True)
+    assert main(["screening", "register"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    client = MlflowClient(settings.resolved_mlflow_tracking_uri, settings.resolved_mlflow_tracking_uri)
+    client.delete_registered_model_alias(REGISTERED_NAME, "champion")  # as if another version had been champion
+    assert main(["screening", "register"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["version"] == again["version"] == "1" and again["already_registered"] == "true"
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{REGISTERED_NAME}'")] == ["1"]
+    assert str(client.get_model_version_by_alias(REGISTERED_NAME, "champion").version) == "1"
