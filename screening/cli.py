@@ -179,6 +179,9 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
     # Every unread record is written with its reason, asked for or not: a child whose record could not be read
     # was not screened, and a count alone would not say which child nor why.
     errors_out = args.errors or _errors_beside(args.out)
+    if errors_out.resolve() == args.out.resolve():
+        sys.stderr.write(f"--errors and --out are both {args.out}: the one would overwrite the other\n")
+        return 2
     try:
         if args.input.is_dir() and not bulk_files(args.input) and not bundle_files(args.input):
             check_extract(args.input)  # before the 6 s of loading the knowledge

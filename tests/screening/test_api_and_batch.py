@@ -134,6 +134,8 @@ def test_screen_emr_writes_unread_records_beside_its_output_when_not_told_where(
     summary = json.loads(err.strip().splitlines()[-1])
     assert summary["screened"] == 1 and summary["errors"] == len(reasons) and summary["errors_file"] == str(errors)
     assert f"{len(reasons)} records could not be read and were not screened; each is in {errors}" in err
+    assert main(["screen-emr", str(extract), "--out", str(out), "--errors", str(out), "--quiet", "--no-store"]) == 2
+    assert "--errors and --out are both" in capsys.readouterr().err
 
 
 def test_screen_emr_says_when_an_extract_flags_beyond_its_budget(
