@@ -115,7 +115,9 @@ def log_and_register(tracking_uri: str, model: RiskModel, params: dict[str, Any]
         run_id = run.info.run_id
     ensure_registered_model(tracking_uri, REGISTERED_NAME, description="Rare-disease EMR screener (children under 7)")
     version = registry_client(tracking_uri).create_model_version(
-        REGISTERED_NAME, source=source, run_id=run_id, tags={"screener_version": model.version}
+        REGISTERED_NAME, source=source, run_id=run_id,
+        # `medscreen models list` shows where a version came from, as for the imaging models
+        tags={"screener_version": model.version, "source": str(params.get("source", "trained"))},
     )
     set_alias(tracking_uri, REGISTERED_NAME, ModelRole.champion, str(version.version))
     logger.info("registered %s version %s as champion (run %s)", REGISTERED_NAME, version.version, run_id)

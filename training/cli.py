@@ -112,15 +112,18 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps([row.__dict__ for row in rows], indent=2))
         return 0
     # The steering right is what a version may do to the worklist: an ML engineer reads it beside the alias.
-    print(f"{'model':<14}{'version':>8}  {'aliases':<12}{'val AUROC':>10}{'threshold':>11}  {'steering':<11}{'source':<9}run")
+    width = max([14, *(len(row.name) + 1 for row in rows)])  # "rare-disease-screener" had pushed its row out of line
+    print(f"{'model':<{width}}{'version':>8}  {'aliases':<12}{'val AUROC':>10}{'threshold':>11}  {'steering':<11}{'source':<9}run")
     for row in rows:
         val_auroc, threshold = row.float_tag("val_auroc"), row.float_tag("threshold")
         auroc = f"{val_auroc:.4f}" if val_auroc is not None else "-"
         shown = f"{threshold:.3f}" if threshold is not None else "-"
         source = row.tags.get("source", "")
+        # A steering right is what an imaging version may do to the worklist; the screener moves no study.
+        steering = row.steering.value if "task" in row.tags else "-"
         print(
-            f"{row.name:<14}{row.version:>8}  {','.join(row.aliases) or '-':<12}{auroc:>10}{shown:>11}  "
-            f"{row.steering.value:<11}{source:<9}{row.run_id}"
+            f"{row.name:<{width}}{row.version:>8}  {','.join(row.aliases) or '-':<12}{auroc:>10}{shown:>11}  "
+            f"{steering:<11}{source:<9}{row.run_id}"
         )
     return 0
 

@@ -53,3 +53,7 @@ def test_registering_the_same_screener_twice_keeps_one_version(
     assert first["version"] == again["version"] == "1" and again["already_registered"] == "true"
     assert [str(v.version) for v in client.search_model_versions(f"name = '{REGISTERED_NAME}'")] == ["1"]
     assert str(client.get_model_version_by_alias(REGISTERED_NAME, "champion").version) == "1"
+    assert main(["models", "list"]) == 0
+    header, row = capsys.readouterr().out.splitlines()[-2:]
+    assert row.split() == [REGISTERED_NAME, "1", "champion", "-", "-", "-", "shipped", first["run_id"]]
+    assert row.index(" 1 ") < header.index("version") + len("version") <= row.index("champion")  # in its column
