@@ -128,7 +128,8 @@ class Screener:
             # Screened on what could be read, and said so: a risk from part of a record is a lower bound.
             result.status = "incomplete"
             result.dropped = [*record.dropped, *child.unread]
-            result.reason = f"{len(result.dropped)} entries of the record could not be read"
+            n = len(result.dropped)
+            result.reason = f"{n} {'entry' if n == 1 else 'entries'} of the record could not be read"
         return result, child
 
     def risk(

@@ -42,6 +42,7 @@ def test_a_record_with_a_broken_entry_is_screened_as_incomplete_and_says_what_wa
     assert assessment["status"] == "preliminary"
     notes = " | ".join(n["text"] for n in assessment["note"])
     assert "incomplete record" in notes and "Condition/broken-date" in notes and "onsetDateTime" in notes
+    assert result.reason == "1 entry of the record could not be read"
     assert explanation(result, screener.ontology)["dropped"][0]["entry"].endswith("Condition/broken-date")
     # The same child read completely is plainly screened.
     assert screener.screen(_read(record_to_bundle(syndromic_child())), AS_OF).status == "screened"
