@@ -15,7 +15,8 @@ header row). Text that is not UTF-8 stops the batch with the file's name and wha
   ICD-10-GM certainty letters A (excluded) and V (suspected) read the same; ``display`` (or ``description``) the condition's name
   as written (a SNOMED CT diagnosis, which no map holds, is recognised by it, and so is one in a code system not
   read, whose row is still listed as unread);
-* ``observations.csv``: ``patient_id,date,loinc,value,unit``.
+* ``observations.csv``: ``patient_id,date,loinc,value,unit`` (a decimal comma, ``"70,5"``, reads as 70.5; three
+  digits after it, ``"3,450"``, may be a thousands separator and the row is listed as unread).
 
 All three files and their columns are required: a missing one is an :class:`ExtractError` that stops
 the batch with its name (a child without its diagnoses file would otherwise look healthy). A row that
@@ -32,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+import re
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -167,8 +169,17 @@ def _fact(row: dict[str, str]) -> CodedFact:
     return CodedFact(kind, system, row["code"], when, refuted, unconfirmed, display)  # type: ignore[arg-type]
 
 
+# A decimal comma ("70,5" in a quoted cell), as exports in a German or French locale write values: read as 70.5,
+# where every measurement of such a site had been an unread row (every child incomplete, no growth finding). Three
+# digits after the comma may be a thousands separator ("3,450" g): that stays an unread row, listed.
+_DECIMAL_COMMA = re.compile(r"-?[0-9]+,(?:[0-9]{1,2}|[0-9]{4,})")
+
+
 def _measurement(row: dict[str, str]) -> Measurement:
-    return Measurement(row["loinc"], float(row["value"]), row.get("unit", ""), date.fromisoformat(row["date"]))
+    value = row["value"]
+    if _DECIMAL_COMMA.fullmatch(value):
+        value = value.replace(",", ".")
+    return Measurement(row["loinc"], float(value), row.get("unit", ""), date.fromisoformat(row["date"]))
 
 
 def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
