@@ -159,13 +159,13 @@ def _fact(row: dict[str, str]) -> CodedFact:
         code = row.get("code") or ""
         if kind == "condition" and (display or (system == "icd11" and code)):  # no finding, but it may record a diagnosis
             with contextlib.suppress(ValueError):
-                when = date.fromisoformat(row["date"]) if row.get("date") else None
+                when = _iso_date(row["date"], "date") if row.get("date") else None
                 short = "icd11" if system == "icd11" and code else "name"
                 facts = [CodedFact("condition", short, code, when, refuted, unconfirmed, display[:200])]
         if system == "icd11" and code:
             raise Unreadable("ICD-11 is read for recorded rare-disease diagnoses only", facts)
         raise Unreadable(f"unknown code system {row.get('system')!r} or empty code", facts)
-    when = date.fromisoformat(row["date"]) if row.get("date") else None
+    when = _iso_date(row["date"], "date") if row.get("date") else None
     return CodedFact(kind, system, row["code"], when, refuted, unconfirmed, display)  # type: ignore[arg-type]
 
 
@@ -175,11 +175,24 @@ def _fact(row: dict[str, str]) -> CodedFact:
 _DECIMAL_COMMA = re.compile(r"-?[0-9]+,(?:[0-9]{1,2}|[0-9]{4,})")
 
 
+def _iso_date(value: str, column: str) -> date:
+    """``value`` as a date written YYYY-MM-DD; a ValueError that names the column and the form otherwise (Python's
+    own "Invalid isoformat string" said neither, and "05/01/2022" may be May or January: never guessed)."""
+    if not value:
+        raise ValueError(f"{column} is empty")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            raise ValueError(f"{column} {value!r}: {exc}") from None  # the form is right, the day is not
+        raise ValueError(f"{column} {value[:30]!r} is not a date written YYYY-MM-DD") from None
+
+
 def _measurement(row: dict[str, str]) -> Measurement:
     value = row["value"]
     if _DECIMAL_COMMA.fullmatch(value):
         value = value.replace(",", ".")
-    return Measurement(row["loinc"], float(value), row.get("unit", ""), date.fromisoformat(row["date"]))
+    return Measurement(row["loinc"], float(value), row.get("unit", ""), _iso_date(row["date"], "date"))
 
 
 def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
@@ -212,7 +225,7 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
             first_line.clear()
         try:
             month_only = month_only_birth(row["birth_date"])
-            birth = month_only or date.fromisoformat(row["birth_date"])
+            birth = month_only or _iso_date(row["birth_date"], "birth_date")
             sex = {"m": "M", "male": "M", "f": "F", "female": "F"}.get(row.get("sex", "").lower(), "U")
             if not pid:
                 raise ValueError("empty patient_id")

@@ -144,6 +144,7 @@ def test_csv_extract_sorted_and_unsorted_give_the_same_records(tmp_path: Path) -
         assert {(f.kind, f.refuted) for f in by_id["p2"].facts} == {("encounter", False), ("condition", True)}
         reasons = sorted(e.reason.split(":")[0] for e in errors)
         assert reasons == ["1 rows reference no patient in patients.csv", "invalid patient row"], layout
+        assert any(e.reason == "invalid patient row: birth_date 'not-a-date' is not a date written YYYY-MM-DD" for e in errors)
         # p2's diagnosis in a system not read and its invalid observation row are listed on its record: it is incomplete.
         assert not by_id["p1"].incomplete
         # "3,450" g may be 3450 g written with a thousands separator: not read as 3.45
