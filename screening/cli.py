@@ -184,7 +184,15 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         if args.input.is_dir() and not bulk_files(args.input) and not bundle_files(args.input):
-            check_extract(args.input)  # before the 6 s of loading the knowledge
+            try:
+                check_extract(args.input)  # before the 6 s of loading the knowledge
+            except ExtractError as exc:
+                if (args.input / "patients.csv").is_file():
+                    raise
+                # Neither layout: say both, not only the CSV file a FHIR site never meant to write.
+                raise ExtractError(
+                    f"{args.input} holds no FHIR .ndjson or Bundle .json file, and is not a CSV extract ({exc})"
+                ) from exc
         summary = run_population(
             args.input,
             args.out,
@@ -230,6 +238,9 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             "`medscreen screening calibrate` on a `screen-emr --all` output gives the threshold that holds the budget "
             "at this site, and what it costs.\n"
         )
+    if not _children_read(summary.counts) and not summary.counts.get("errors", 0):
+        # An export that failed on the way is the likeliest empty input: not silent, though not an error for the run.
+        sys.stderr.write(f"medscreen screen-emr: {args.input} holds no child's record: nothing was screened.\n")
     if summary.counts.get("errors", 0):
         sys.stderr.write(
             f"medscreen screen-emr: {summary.counts['errors']} records could not be read and were not screened; "
@@ -242,7 +253,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             f"the extract and were screened once per record, each time on part of their findings; they are named in "
             f"{errors_out}. Give each child one record (one Bundle, or a Bulk Data export).\n"
         )
-    children = screened + summary.counts.get("not_screened", 0)
+    children = _children_read(summary.counts)
     if children and summary.counts.get("aged_out", 0) >= max(1, children // 10):
         # Not silent: an extract written some time ago, screened as of today, loses the children who have
         # turned 7 since; its own date is the one to screen it on.
@@ -270,6 +281,10 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         )
     sys.stderr.write(json.dumps(report) + "\n")  # last: the line a script reads
     return 0
+
+
+def _children_read(counts: dict[str, int]) -> int:
+    return sum(counts.get(k, 0) for k in ("screened", "incomplete", "not_screened"))
 
 
 def _errors_beside(out: Path) -> Path:

@@ -138,6 +138,19 @@ def test_screen_emr_writes_unread_records_beside_its_output_when_not_told_where(
     assert "--errors and --out are both" in capsys.readouterr().err
 
 
+def test_screen_emr_says_when_there_is_nothing_to_screen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty extract (an export that failed on the way) had given a summary of zeros and nothing else; a folder of
+    neither layout was only "patients.csv is missing", which a FHIR site never meant to write."""
+    (tmp_path / "empty.ndjson").write_text("")
+    args = ["--quiet", "--no-store", "--as-of", "2024-03-01"]
+    assert main(["screen-emr", str(tmp_path / "empty.ndjson"), "--out", str(tmp_path / "a.ndjson"), *args]) == 0
+    assert "empty.ndjson holds no child's record: nothing was screened" in capsys.readouterr().err
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "notes.txt").write_text("not an extract")
+    assert main(["screen-emr", str(tmp_path / "export"), "--out", str(tmp_path / "b.ndjson"), *args]) == 2
+    assert "holds no FHIR .ndjson or Bundle .json file, and is not a CSV extract" in capsys.readouterr().err
+
+
 def test_screen_emr_says_when_an_extract_flags_beyond_its_budget(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
