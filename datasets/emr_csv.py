@@ -3,7 +3,8 @@
 A folder with three files (UTF-8, a byte-order mark allowed, as Excel's "CSV UTF-8" writes; comma-separated;
 header row). Text that is not UTF-8 stops the batch with the file's name and what to do, as a missing file does:
 
-* ``patients.csv``: ``patient_id,birth_date,sex`` (ISO date; sex M/F/U or male/female), optionally
+* ``patients.csv``: ``patient_id,birth_date,sex`` (ISO date; sex M/F/U, male/female/other/unknown, the ISO/IEC
+  5218 numbers 1/2/0/9 or German m/w/d; any other value is read as not known and listed as unread), optionally
   ``name``, ``mrn`` (the hospital's record number), ``practitioner`` and ``organization`` (whose patient
   the child is: scopes the paediatrician's page) and ``death_date`` (ISO date, or yes: the child has died and
   is not screened; a value that is neither is listed as unread);
@@ -47,6 +48,7 @@ from datasets.emr_records import (
     Measurement,
     RecordError,
     code_system,
+    sex_of,
 )
 from datasets.errors import ExtractError
 from datasets.fhir_entry_rules import MONTH_ONLY_BIRTH, UNCONFIRMED, VOID_VERIFICATION, Unreadable, month_only_birth
@@ -226,7 +228,7 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
         try:
             month_only = month_only_birth(row["birth_date"])
             birth = month_only or _iso_date(row["birth_date"], "birth_date")
-            sex = {"m": "M", "male": "M", "f": "F", "female": "F"}.get(row.get("sex", "").lower(), "U")
+            sex, unread_sex = sex_of(row.get("sex"), "sex")
             if not pid:
                 raise ValueError("empty patient_id")
         except (KeyError, ValueError) as exc:
@@ -236,7 +238,7 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
         record = ChildRecord(
             pid,
             birth,
-            sex,  # type: ignore[arg-type]
+            sex,
             source=folder.name,
             name=row.get("name", ""),
             mrn=row.get("mrn", ""),
@@ -245,6 +247,8 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
         )
         if month_only:
             record.dropped.append(DroppedEntry(where, MONTH_ONLY_BIRTH))
+        if unread_sex:
+            record.dropped.append(DroppedEntry(where, unread_sex))
         died = (row.get("death_date") or "").strip()
         if died:
             try:

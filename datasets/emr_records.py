@@ -28,9 +28,12 @@ __all__ = [
     "FactKind",
     "CODE_SYSTEMS",
     "code_system",
+    "Sex",
+    "sex_of",
 ]
 
 FactKind = Literal["condition", "procedure", "encounter", "medication"]
+Sex = Literal["M", "F", "U"]
 
 # FHIR system URIs (and the short names the CSV extract uses) -> our short names. ``code_system`` also
 # reads them as other writers spell them: http or https, any case, with a trailing slash, or as the HL7
@@ -109,6 +112,34 @@ def code_system(uri: str | None) -> str:
     return CODE_SYSTEMS.get(uri) or _BY_SPELLING.get(_spelling(uri), "other")
 
 
+# A child's sex as extracts write it: FHIR's administrative gender, its first letters, ISO/IEC 5218 numbers
+# (1 male, 2 female, 0 not known, 9 not applicable) and German records' m/w/d (weiblich, divers). Only male and
+# female name a growth chart; every other value the table knows is "not known" (U).
+_SEXES: dict[str, Sex] = {
+    "male": "M", "m": "M", "1": "M", "männlich": "M", "maennlich": "M",
+    "female": "F", "f": "F", "2": "F", "w": "F", "weiblich": "F",
+    "unknown": "U", "u": "U", "0": "U", "9": "U", "other": "U", "o": "U", "x": "U", "d": "U", "divers": "U",
+    "unk": "U", "not known": "U", "not applicable": "U",
+}
+
+
+def sex_of(value: str | None, field: str) -> tuple[Sex, str]:
+    """The child's sex from an extract's value, and "" or why it could not be read.
+
+    An empty value is "not known" (U). A value the table does not know is U too, with a reason for the record's
+    unread entries: it was read as "U" silently, and a child of unknown sex has its growth read on both charts
+    (``screening.growth``), so a German extract's "w" lost every girl's growth chart without a word.
+    """
+    text = (value or "").strip()
+    sex = _SEXES.get(text.lower())
+    if sex is not None or not text:
+        return sex or "U", ""
+    return "U", (
+        f"{field} {text[:20]!r} is not male, female, other or unknown (nor M/F/U, 1/2/0/9 or m/w/d): "
+        "read as not known"
+    )
+
+
 @dataclass(frozen=True)
 class CodedFact:
     """A coded entry: a diagnosis, a procedure, an encounter's type or a prescribed drug."""
@@ -167,7 +198,7 @@ class DroppedEntry:
 class ChildRecord:
     patient_id: str
     birth_date: date
-    sex: Literal["M", "F", "U"]
+    sex: Sex
     facts: list[CodedFact] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
     source: str = ""

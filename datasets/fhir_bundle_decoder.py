@@ -28,7 +28,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system, measurement
+from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system, measurement, sex_of
 from datasets.fhir_entry_rules import FINDING_SYSTEMS, VOID_OBSERVATION_STATUS, VOID_VERIFICATION, condition_certainty
 from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, reference_key, valid_code
 
@@ -146,7 +146,6 @@ _REFERENCE: Final = msgspec.json.Decoder(_Reference | None)
 _CONCEPTS: Final = msgspec.json.Decoder(list[_Concept])
 _CONCEPT: Final = msgspec.json.Decoder(_Concept | None)
 _ANY: Final = msgspec.json.Decoder()
-_SEX: Final = {"male": "M", "female": "F"}
 # A reader's caches are emptied at this size: a population repeats a few thousand dates and codes,
 # but dateTimes with a time of day may all differ.
 _CACHE_SIZE: Final = 1 << 16
@@ -232,7 +231,9 @@ class BundleLineReader:
                     raise _Doubt  # its resources may name it by the entry's fullUrl: the per-resource reader maps it
                 if r.deceasedBoolean or r.deceasedDateTime or r.link or r.active is False or rid in patients:
                     raise _Doubt  # a repeated Patient too: the per-resource reader says how it differs
-                sex = _SEX.get(r.gender or "", "U")
+                sex, unread_sex = sex_of(r.gender, "gender")
+                if unread_sex:
+                    raise _Doubt  # the per-resource reader lists the value on the record
                 patients[rid] = ChildRecord(rid, birth, sex, source=self.source, **self._patient_extras(r))  # type: ignore[arg-type]
                 continue
             subject = bytes(r.subject)

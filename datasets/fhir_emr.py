@@ -31,6 +31,7 @@ from datasets.emr_records import (
     Measurement,
     RecordError,
     code_system,
+    sex_of,
 )
 from datasets.fhir_entry_rules import (
     MONTH_ONLY_BIRTH,
@@ -237,7 +238,7 @@ def records_from_resources(
             if birth is None:
                 errors.append(RecordError(source, f"{where} {name}", no_birth_date(resource.birthDate)))
                 continue
-            sex = {"male": "M", "female": "F"}.get(resource.gender or "", "U")
+            sex, unread_sex = sex_of(resource.gender, "gender")
             full_url = full_urls.get(where) if full_urls else None
             pid = str(resource.id or (reference_key(full_url) if full_url else where))
             if pid in patients:  # the same child again: the first read stands (datasets/fhir_entry_rules.py)
@@ -251,6 +252,8 @@ def records_from_resources(
             )
             if approximate:
                 patients[pid].dropped.append(DroppedEntry(f"{where} {name}", MONTH_ONLY_BIRTH))
+            if unread_sex:
+                patients[pid].dropped.append(DroppedEntry(f"{where} {name}", unread_sex))
             order.append(pid)
             if full_url and reference_key(full_url) != pid:
                 aliases[reference_key(full_url)] = pid

@@ -31,6 +31,7 @@ from datasets.emr_records import (
     Measurement,
     RecordError,
     code_system,
+    sex_of,
 )
 from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_entry_rules import (
@@ -416,7 +417,7 @@ def records_from_resources_fast(
             if birth is None:
                 errors.append(RecordError(source, f"{name(key)} Patient/{raw.get('id', '?')}", no_birth_date(raw.get("birthDate"))))
                 continue
-            sex = {"male": "M", "female": "F"}.get(gender or "", "U")
+            sex, unread_sex = sex_of(gender, "gender")
             full_url = full_urls.get(key) if full_urls else None
             pid = str(raw.get("id") or (reference_key(full_url) if full_url else name(key)))
             if pid in patients:  # the same child again: the first read stands (datasets/fhir_entry_rules.py)
@@ -427,6 +428,8 @@ def records_from_resources_fast(
             patients[pid].deceased, patients[pid].inactive = patient_standing(raw)
             if approximate:
                 patients[pid].dropped.append(DroppedEntry(f"{name(key)} Patient/{raw.get('id', '?')}", MONTH_ONLY_BIRTH))
+            if unread_sex:
+                patients[pid].dropped.append(DroppedEntry(f"{name(key)} Patient/{raw.get('id', '?')}", unread_sex))
             if full_url and reference_key(full_url) != pid:
                 aliases[reference_key(full_url)] = pid
             continue

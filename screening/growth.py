@@ -166,7 +166,12 @@ def growth_findings(
     one ordinary child in 18 "microcephalic" (``medscreen screening evaluate``: worst projection 0.50 ->
     0.54). A fall of at least 1.34 SD in weight-for-age between measurements at least 60 days apart
     (crossing two major centile lines) is failure to thrive.
+
+    A child whose sex is not known (``U``) is read on both sexes' charts and keeps what both show
+    (:func:`_on_both_charts`); before, such a child had no growth finding at all.
     """
+    if sex not in _SEXES:
+        return _on_both_charts(growth_findings(standards, "M", measurements), growth_findings(standards, "F", measurements))
     found: list[GrowthFinding] = []
     lowest: dict[str, float] = {}
     for indicator in ("lhfa", "hcfa", "wfa"):
@@ -190,6 +195,30 @@ def growth_findings(
                 found.append(GrowthFinding(term, beyond[0][0], beyond[0][1], indicator))
         ordered = sorted(z for _, z in zs)
         lowest[indicator] = min(ordered[1] if len(ordered) > 1 else ordered[0], 0.0)
+    return found, lowest
+
+
+_SEXES = ("M", "F")
+Growth = tuple[list[GrowthFinding], dict[str, float]]
+
+
+def _on_both_charts(male: Growth, female: Growth) -> Growth:
+    """The growth of a child whose sex is not known: each finding that the boys' and the girls' charts both show
+    (with the z nearer 0 of the two), and per indicator the lowest z nearer 0.
+
+    A finding kept only when both charts show it is one the child's own chart shows too, whichever it is: a child
+    of unknown sex loses a finding near the line rather than gaining one that is not there.
+    """
+    pending: dict[tuple[str, str], list[GrowthFinding]] = {}
+    for finding in female[0]:
+        pending.setdefault((finding.hpo, finding.indicator), []).append(finding)
+    found = []
+    for finding in male[0]:
+        same = pending.get((finding.hpo, finding.indicator))
+        if same:
+            other = same.pop(0)
+            found.append(finding if abs(finding.z) <= abs(other.z) else other)
+    lowest = {ind: max(z, female[1][ind]) for ind, z in male[1].items() if ind in female[1]}
     return found, lowest
 
 
@@ -217,6 +246,28 @@ def growth_findings_batch(
     """
     out: list[tuple[list[GrowthFinding], dict[str, float]]] = [([], {}) for _ in sexes]
     if not len(child):
+        return out
+    unknown = [i for i, s in enumerate(sexes) if s not in _SEXES]
+    if unknown:  # read on both charts, as growth_findings reads them
+        known = np.array([s in _SEXES for s in sexes])
+        renumber = np.full(len(sexes), -1, dtype=np.int64)
+        renumber[unknown] = np.arange(len(unknown))
+        theirs = ~known[child]
+        both = [
+            growth_findings_batch(
+                standards, [sex] * len(unknown), renumber[child[theirs]], indicator[theirs], age_days[theirs], value[theirs]
+            )
+            for sex in _SEXES
+        ]
+        for k, i in enumerate(unknown):
+            out[i] = _on_both_charts(both[0][k], both[1][k])
+        # the others as before ("M" in place of an unknown sex names a chart for children without rows here)
+        rest = growth_findings_batch(
+            standards, [s if s in _SEXES else "M" for s in sexes],
+            child[~theirs], indicator[~theirs], age_days[~theirs], value[~theirs],
+        )
+        for i in np.flatnonzero(known).tolist():
+            out[i] = rest[i]
         return out
     curves = np.array([[standards.curve(ind, sex) for sex in ("M", "F")] for ind in INDICATORS], dtype=np.int64)
     sex = np.array([{"M": 0, "F": 1}.get(s, -1) for s in sexes], dtype=np.int64)[child]

@@ -85,3 +85,35 @@ def test_scores_respect_ancestors_and_exclusions(kb: KnowledgeBase) -> None:
     information = [kb.information.information[kb.term_index[t]] for t in both]
     assert information == sorted(information, reverse=True) and set(kb.matched_terms(specific, kabuki)) < set(both)
     assert both.index("HP:0000175") < both.index("HP:0000202")  # cleft palate before oral cleft
+
+
+def test_a_child_of_unknown_sex_keeps_the_growth_findings_both_charts_show(standards) -> None:  # type: ignore[no-untyped-def]
+    """A record without the child's sex (or with a value no reader knows) had no growth finding at all: the z-scores
+    need a chart. Read on both, a finding stays when the boys' and the girls' charts both show it, so it is one the
+    child's own chart shows too, and never one that is not there."""
+    short = [("lhfa", 365, 68.0), ("lhfa", 400, 68.5)]  # below -2 SD for boys (71.0 cm) and for girls (68.9 cm)
+    boy, girl, unknown = (growth_findings(standards, sex, short) for sex in ("M", "F", "U"))
+    assert SHORT_STATURE in {f.hpo for f in boy[0]} and SHORT_STATURE in {f.hpo for f in girl[0]}
+    (kept,) = [f for f in unknown[0] if f.hpo == SHORT_STATURE]
+    assert kept.z == max(f.z for f in boy[0] + girl[0] if f.hpo == SHORT_STATURE)  # the girls' z, nearer 0
+    assert unknown[1]["lhfa"] == max(boy[1]["lhfa"], girl[1]["lhfa"])
+    near_the_line = [("lhfa", 365, 70.5), ("lhfa", 400, 71.0)]  # short for a boy, not for a girl
+    boy, girl, unknown = (growth_findings(standards, sex, near_the_line) for sex in ("M", "F", "U"))
+    assert SHORT_STATURE in {f.hpo for f in boy[0]} and not girl[0] and not unknown[0]
+    # whatever the measurements, a child of unknown sex has no finding that either chart lacks
+    rng = np.random.default_rng(3)
+    kept_in_all = 0
+    for _ in range(300):
+        series = [
+            (str(ind), int(age), float(base * rng.normal(1.0, 0.1)))
+            for ind, base in (("lhfa", 75.0), ("hcfa", 45.0), ("wfa", 9.5))
+            for age in rng.integers(300, 430, 2)
+        ]
+        boy, girl, unknown = (growth_findings(standards, sex, series) for sex in ("M", "F", "U"))
+        for finding in unknown[0]:
+            assert finding in boy[0] or finding in girl[0]
+            assert (finding.hpo, finding.indicator) in {(f.hpo, f.indicator) for f in boy[0]} & {
+                (f.hpo, f.indicator) for f in girl[0]
+            }
+        kept_in_all += len(unknown[0])
+    assert kept_in_all > 100  # the series reach beyond the lines often enough to test something

@@ -119,6 +119,41 @@ def test_a_repeated_patient_resource_is_the_same_child_and_a_differing_one_is_li
                                 f"says {patient['birthDate']} and {record.sex}: the first is read"] if differs else []), layout
 
 
+def test_a_sex_written_another_way_is_read_and_one_no_reader_knows_is_listed(tmp_path: Path) -> None:
+    """A German extract's "w", an ISO/IEC 5218 "2", a FHIR writer's "F": each had been read as "not known" without a
+    word, and a child of unknown sex lost the growth findings of her own chart. Now they are read; a value no reader
+    knows is still "not known" (growth on both charts), listed on the record, so the child is incomplete."""
+    from datasets.fhir_fast import read_fhir_fast
+
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    values = {"w": "F", "weiblich": "F", "2": "F", "1": "M", "m": "M", " Female ": "F", "d": "U", "unknown": "U", "": "U",
+              "q": "U"}
+    _write(folder, "patients.csv", ["patient_id,birth_date,sex"] + [f"p{k},2021-01-01,{v}" for k, v in enumerate(values)])
+    _write(folder, "diagnoses.csv", ["patient_id,date,system,code"])
+    _write(folder, "observations.csv", ["patient_id,date,loinc,value,unit"])
+    records, errors = _split(list(read_csv_extract(folder)))
+    assert errors == [] and [r.sex for r in records] == list(values.values())
+    assert [[d.reason for d in r.dropped] for r in records] == [[]] * 9 + [
+        ["sex 'q' is not male, female, other or unknown (nor M/F/U, 1/2/0/9 or m/w/d): read as not known"]]
+    assert records[-1].dropped[0].entry == "patients.csv:11"
+
+    for gender, sex, listed in (("F", "F", False), ("other", "U", False), ("girl", "U", True)):
+        bundle = record_to_bundle(syndromic_child("g"))
+        patient = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")["resource"]
+        patient["gender"] = gender
+        for layout, lines in (("bundle", [bundle]), ("bulk export", [e["resource"] for e in bundle["entry"]])):
+            path = tmp_path / "extract.ndjson"
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+            for reader in (read_fhir, read_fhir_fast):
+                (record,) = list(reader(path))
+                assert isinstance(record, ChildRecord) and record.sex == sex, (gender, layout, reader.__name__)
+                assert [d.reason for d in record.dropped] == (
+                    [f"gender {gender!r} is not male, female, other or unknown (nor M/F/U, 1/2/0/9 or m/w/d): read as not known"]
+                    if listed else []
+                ), (gender, layout, reader.__name__)
+
+
 def _write(folder: Path, name: str, rows: list[str]) -> None:
     (folder / name).write_text("\n".join(rows) + "\n")
 
@@ -226,3 +261,4 @@ def test_a_byte_order_mark_before_the_first_record_is_read_past(tmp_path: Path) 
         items = [i for p in plan_partitions(source, split, 1 << 20) for i in read_partition(p)]
         records, errors = _split(items)
         assert errors == [] and sorted(r.patient_id for r in records) == ["first", "second"], source.name
+
