@@ -3,7 +3,7 @@
 A folder with three files (UTF-8, a byte-order mark allowed, as Excel's "CSV UTF-8" writes; comma-separated;
 header row). Text that is not UTF-8 stops the batch with the file's name and what to do, as a missing file does:
 
-* ``patients.csv``: ``patient_id,birth_date,sex`` (ISO date; sex M/F/U, male/female/other/unknown, the ISO/IEC
+* ``patients.csv``: ``patient_id,birth_date,sex`` (ISO date, a time of day after it read past; sex M/F/U, male/female/other/unknown, the ISO/IEC
   5218 numbers 1/2/0/9 or German m/w/d; any other value is read as not known and listed as unread), optionally
   ``name``, ``mrn`` (the hospital's record number), ``practitioner`` and ``organization`` (whose patient
   the child is: scopes the paediatrician's page) and ``death_date`` (ISO date, or yes: the child has died and
@@ -177,15 +177,22 @@ def _fact(row: dict[str, str]) -> CodedFact:
 _DECIMAL_COMMA = re.compile(r"-?[0-9]+,(?:[0-9]{1,2}|[0-9]{4,})")
 
 
+# A date with its time of day, as database exports write a date column ("2022-01-05 00:00:00", ISO's T, a zone):
+# read as the date written, as the FHIR readers read a dateTime. It had been an unread row, and in birth_date a
+# child not screened: every row of such an export.
+_DATE_TIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?")
+
+
 def _iso_date(value: str, column: str) -> date:
     """``value`` as a date written YYYY-MM-DD; a ValueError that names the column and the form otherwise (Python's
     own "Invalid isoformat string" said neither, and "05/01/2022" may be May or January: never guessed)."""
     if not value:
         raise ValueError(f"{column} is empty")
+    timed = _DATE_TIME.fullmatch(value)
     try:
-        return date.fromisoformat(value)
+        return date.fromisoformat(timed.group(1) if timed else value)
     except ValueError as exc:
-        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        if timed or re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
             raise ValueError(f"{column} {value!r}: {exc}") from None  # the form is right, the day is not
         raise ValueError(f"{column} {value[:30]!r} is not a date written YYYY-MM-DD") from None
 
@@ -252,7 +259,7 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
         died = (row.get("death_date") or "").strip()
         if died:
             try:
-                record.deceased = DECEASED_UNDATED if died.lower() in _YES else date.fromisoformat(died)
+                record.deceased = DECEASED_UNDATED if died.lower() in _YES else _iso_date(died, "death_date")
             except ValueError:
                 record.dropped.append(DroppedEntry(where, f"death_date {died[:20]!r}: not a date"))
         for dline, drow in diagnoses.take(pid):

@@ -262,3 +262,21 @@ def test_a_byte_order_mark_before_the_first_record_is_read_past(tmp_path: Path) 
         records, errors = _split(items)
         assert errors == [] and sorted(r.patient_id for r in records) == ["first", "second"], source.name
 
+
+def test_csv_dates_with_a_time_of_day_are_read_as_the_date_written(tmp_path: Path) -> None:
+    """A database export writes its date columns with the time ("2021-01-05 00:00:00"): every birth date had been a
+    record error and every dated row unread. Read as the date written, as the FHIR readers read a dateTime; a date
+    in another form ("05/01/2022": May or January) is still never guessed."""
+    _write(tmp_path, "patients.csv", ["patient_id,birth_date,sex,death_date", "p1,2021-01-05 00:00:00,F,",
+                                      "p2,2021-03-02T23:30:00+01:00,M,2023-05-01 13:05:00", "p3,2021-02-30 00:00:00,M,"])
+    _write(tmp_path, "diagnoses.csv", ["patient_id,date,system,code", "p1,2022-01-05T10:00:00Z,icd10,Q21.0",
+                                       "p1,05/01/2022,icd10,Q02"])
+    _write(tmp_path, "observations.csv", ["patient_id,date,loinc,value,unit", "p1,2022-01-05 08:30,8302-2,70.5,cm"])
+    records, errors = _split(list(read_csv_extract(tmp_path)))
+    assert [e.reason for e in errors] == [
+        "invalid patient row: birth_date '2021-02-30 00:00:00': day is out of range for month"]
+    first, second = records
+    assert first.birth_date == date(2021, 1, 5) and second.birth_date == date(2021, 3, 2)
+    assert second.deceased == date(2023, 5, 1) and second.dropped == []
+    assert [f.date for f in first.facts] == [date(2022, 1, 5)] and [m.date for m in first.measurements] == [date(2022, 1, 5)]
+    assert [d.reason for d in first.dropped] == ["invalid diagnosis row: date '05/01/2022' is not a date written YYYY-MM-DD"]
