@@ -40,7 +40,8 @@ diagnosis is recognised by its name.
 A second Patient resource with the id of one already read (a Bulk Data export holding two versions, a Bundle
 repeating its Patient) is the same child: the first is read, and one that says another birth date or sex is
 listed as an unread entry (:func:`repeated_patient`), so the record is screened as ``incomplete``. Before, the
-last one read replaced the first without a word, and with it the child's age.
+last one read replaced the first without a word, and with it the child's age. A child in more than one record of
+an extract (two Bundles of one patient, an extract appended to) is read as one record, :func:`merged_record`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from datasets.emr_records import DECEASED_UNDATED, ChildRecord, CodedFact, Dropp
 
 __all__ = [
     "repeated_patient",
+    "merged_record",
     "FINDING_SYSTEMS",
     "OTHER_VALUES",
     "UNDATED",
@@ -125,6 +127,36 @@ def repeated_patient(first: ChildRecord, birth: date, sex: str, where: str) -> D
         f"Patient {first.patient_id} again, with birth date {birth.isoformat()} and sex {sex} where the first read says "
         f"{first.birth_date.isoformat()} and {first.sex}: the first is read",
     )
+
+
+def merged_record(records: list[ChildRecord]) -> ChildRecord:
+    """One child's records (in the order of the extract) as one: every finding, measurement and unread entry of each.
+
+    The first record's birth date, sex, name and record number are read (a later record that says another birth
+    date or sex is listed, as :func:`repeated_patient` lists a repeated Patient resource); a death any record
+    states stands; the child is a record not in use only when every record says so (one in use is the child's).
+    Each record screened alone had been a partial result, and the two halves of a syndromic child could each
+    stay under the threshold.
+    """
+    first = records[0]
+    merged = ChildRecord(
+        first.patient_id, first.birth_date, first.sex, list(first.facts), list(first.measurements), first.source,
+        list(first.dropped), first.name, first.mrn, first.practitioner, first.organization, first.deceased,
+        first.inactive,
+    )
+    for k, other in enumerate(records[1:], start=2):
+        merged.facts += other.facts
+        merged.measurements += other.measurements
+        merged.dropped += other.dropped
+        differs = repeated_patient(merged, other.birth_date, other.sex, f"{other.source} record {k} of the child")
+        if differs is not None:
+            merged.dropped.append(differs)
+        for name in ("name", "mrn", "practitioner", "organization"):
+            if not getattr(merged, name):
+                setattr(merged, name, getattr(other, name))
+        merged.deceased = merged.deceased or other.deceased
+        merged.inactive = merged.inactive and other.inactive
+    return merged
 
 
 def no_birth_date(value: Any) -> str:

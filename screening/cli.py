@@ -247,11 +247,11 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             f"each is in {errors_out} with its reason.\n"
         )
     if summary.counts.get("repeated_patients", 0):
-        # Not silent: each of the child's records was screened alone, on part of what is known of the child.
+        # Not silent: the extract split the child; the records were read together (the first one's birth date and sex).
         sys.stderr.write(
             f"medscreen screen-emr: {summary.counts['repeated_patients']} children are in more than one record of "
-            f"the extract and were screened once per record, each time on part of their findings; they are named in "
-            f"{errors_out}. Give each child one record (one Bundle, or a Bulk Data export).\n"
+            f"the extract; each was screened once, on its records together. They are named in {errors_out}: give each "
+            "child one record (one Bundle, or a Bulk Data export).\n"
         )
     children = _children_read(summary.counts)
     if children and summary.counts.get("aged_out", 0) >= max(1, children // 10):

@@ -8,7 +8,8 @@ read access to the extract at the same path). Every way runs the same function o
 partitions, so the output is the same, byte for byte. A worker that fails or dies has its partition
 retried (by Dask, on another worker). Results of finished partitions are kept under the work folder,
 so a run that was interrupted goes on where it stopped when started again with the same input and
-options; the work folder is removed after the merge.
+options; the work folder is removed after the merge. A child in more than one record of the extract is screened
+again by the driver, once, on the records together, and its line replaces the partial ones.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from datasets.extract_partitions import (
     plan_partitions,
     read_partition,
 )
+from datasets.fhir_entry_rules import merged_record
 from screening.batch_screen import screen_batch
 from screening.findings import RETIRING_STATUSES
 from screening.screener import Screener, ScreeningResult
@@ -165,6 +167,43 @@ def _under_age_at_last_entry(record: ChildRecord, max_age_days: int) -> bool:
     return bool(dates) and 0 <= (max(dates) - record.birth_date).days < max_age_days
 
 
+def _tally(
+    counts: dict[str, int], record: ChildRecord, result: ScreeningResult, screener: Screener, options: RunOptions, sign: int = 1
+) -> bool:
+    """Count a child's result (``sign`` -1 takes it back out); whether its line is written."""
+    counts[result.status if result.status in ("screened", "incomplete") else "not_screened"] += sign
+    counts["flagged"] += sign * result.flagged
+    counts["aged_out"] += sign * (result.status == "out_of_age" and _under_age_at_last_entry(record, screener.max_age_days))
+    if result.status in RETIRING_STATUSES:
+        counts[result.status] += sign
+    return result.flagged or options.write_all or result.status in _ALWAYS_WRITTEN
+
+
+def _screen_merged(
+    screener: Screener, partitions: list[Partition], repeated: set[str], options: RunOptions, holding: set[int]
+) -> tuple[bytes, dict[str, int]]:
+    """The children in more than one record, each screened once on its records merged
+    (:func:`datasets.fhir_entry_rules.merged_record`): their lines, and the change to the run's counts (the merged
+    results in, each record's own result out). ``holding``: the partitions that hold their records, read again."""
+    as_of = date.fromisoformat(options.as_of)
+    parts: dict[str, list[ChildRecord]] = {}
+    for p in partitions:
+        if p.index in holding:
+            for item in read_partition(p, options.full_validation):
+                if isinstance(item, ChildRecord) and item.patient_id in repeated:
+                    parts.setdefault(item.patient_id, []).append(item)
+    delta = dict.fromkeys(_COUNTS, 0)
+    alone = [record for pid in sorted(parts) for record in parts[pid]]
+    for record, result in zip(alone, screen_batch(screener, alone, as_of), strict=True):
+        _tally(delta, record, result, screener, options, sign=-1)
+    merged = [merged_record(parts[pid]) for pid in sorted(parts)]
+    lines = bytearray()
+    for record, result in zip(merged, screen_batch(screener, merged, as_of), strict=True):
+        if _tally(delta, record, result, screener, options):
+            lines += _line(result, record, screener)
+    return bytes(lines), delta
+
+
 def screen_partition(screener: Screener, partition: Partition, options: RunOptions) -> PartitionResult:
     """Read and screen one partition, in batches of :data:`BATCH` children."""
     with _fewer_collections():
@@ -184,12 +223,7 @@ def _screen_partition(screener: Screener, partition: Partition, options: RunOpti
                 counts["errors"] += 1
                 errors += orjson.dumps({"source": item.source, "record": item.record, "reason": item.reason}) + b"\n"
         for record, result in zip(records, screen_batch(screener, records, as_of), strict=True):
-            counts[result.status if result.status in ("screened", "incomplete") else "not_screened"] += 1
-            counts["flagged"] += result.flagged
-            counts["aged_out"] += result.status == "out_of_age" and _under_age_at_last_entry(record, screener.max_age_days)
-            if result.status in RETIRING_STATUSES:
-                counts[result.status] += 1
-            if result.flagged or options.write_all or result.status in _ALWAYS_WRITTEN:
+            if _tally(counts, record, result, screener, options):
                 flags += _line(result, record, screener)
     return PartitionResult(
         partition.index, bytes(flags), bytes(errors), counts, screener.model.version, screener.threshold, bytes(patients)
@@ -272,44 +306,63 @@ class _WorkFolder:
         _write_atomic(marker, orjson.dumps(info))  # last: its presence says the partition is done
         return info
 
-    def repeated_patients(self, partitions: list[Partition]) -> dict[str, int]:
-        """Patient ids read in more than one record of the extract (two Bundles of one child), with how many.
+    def repeated_patients(self, partitions: list[Partition]) -> tuple[dict[str, int], set[int]]:
+        """Patient ids read in more than one record of the extract (two Bundles of one child), with how many, and
+        the partitions that hold their records.
 
         A first pass keeps a 64-bit hash per record (8 bytes a child: 80 MB for ten million), a second counts
         the ids whose hash repeats, so a collision costs a look, never a false report."""
         import numpy as np
 
-        def lines() -> Iterator[bytes]:
-            for p in partitions:
-                path = self._patients(p.index)
-                if path.is_file():  # a partition finished by an earlier version of this run has none
-                    with path.open("rb") as handle:
-                        yield from handle
+        def lines(index: int) -> Iterator[bytes]:
+            path = self._patients(index)
+            if path.is_file():  # a partition finished by an earlier version of this run has none
+                with path.open("rb") as handle:
+                    yield from handle
 
-        hashes = np.fromiter(map(hash, lines()), dtype=np.int64)
+        hashes = np.fromiter((hash(line) for p in partitions for line in lines(p.index)), dtype=np.int64)
         values, counts = np.unique(hashes, return_counts=True)
         suspects = set(values[counts > 1].tolist())
         if not suspects:
-            return {}
-        seen: dict[bytes, int] = {}
-        for line in lines():
-            if hash(line) in suspects:
-                seen[line] = seen.get(line, 0) + 1
-        return {orjson.loads(line): n for line, n in seen.items() if n > 1}
+            return {}, set()
+        seen: dict[bytes, list[int]] = {}
+        for p in partitions:
+            for line in lines(p.index):
+                if hash(line) in suspects:
+                    seen.setdefault(line, []).append(p.index)
+        repeated = {line: where for line, where in seen.items() if len(where) > 1}
+        holding = {i for where in repeated.values() for i in where}
+        return {orjson.loads(line): len(where) for line, where in repeated.items()}, holding
 
-    def merge(self, partitions: list[Partition], out: Path, errors_out: Path | None, more_errors: bytes = b"") -> None:
+    def merge(
+        self, partitions: list[Partition], out: Path, errors_out: Path | None, more_errors: bytes = b"",
+        replaced: frozenset[str] = frozenset(), more_flags: bytes = b"",
+    ) -> None:
+        """The partitions' output and errors, in partition order, then ``more_*``; the lines of the children in
+        ``replaced`` (screened again on their merged records, ``more_flags``) left out."""
         targets: list[tuple[int, Path]] = [(0, out)] + ([(1, errors_out)] if errors_out else [])
+        left_out = {orjson.dumps(pid) for pid in replaced}
         for which, target in targets:
             tmp = target.with_name(target.name + ".tmp")
             with tmp.open("wb") as handle:
                 for p in partitions:
                     with self._paths(p.index)[which].open("rb") as part:
-                        shutil.copyfileobj(part, handle)
-                if which == 1:
-                    handle.write(more_errors)
+                        if which == 0 and replaced:
+                            handle.writelines(line for line in part if _patient_of(line) not in left_out)
+                        else:
+                            shutil.copyfileobj(part, handle)
+                handle.write(more_errors if which == 1 else more_flags)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, target)
+
+
+_ID_AT = len(b'{"patient_id":')
+
+
+def _patient_of(line: bytes) -> bytes:
+    """The JSON-encoded patient id an output line (:func:`_line`) begins with, without parsing the line."""
+    return line[_ID_AT : line.index(b',"patient":', _ID_AT)]
 
 
 def _add(summary: RunSummary, info: dict[str, Any]) -> None:
@@ -381,16 +434,23 @@ def run_population(
                 summary.seconds_loading = time.perf_counter() - began
             for p in todo:
                 finished(screen_partition(screener, p, options))
-    repeated = folder.repeated_patients(partitions)
+    repeated, holding = folder.repeated_patients(partitions)
     summary.counts["repeated_patients"] = len(repeated)
+    merged_lines = b""
+    if repeated:
+        # Each record screened alone was part of the child: screen the child once, on all of them.
+        screener = screener or load_screener(options)
+        merged_lines, delta = _screen_merged(screener, partitions, set(repeated), options, holding)
+        for key, change in delta.items():
+            summary.counts[key] += change
     folder.merge(partitions, out, errors_out, b"".join(
         orjson.dumps({
             "source": input_path.name, "record": f"patient {pid}",
-            "reason": f"patient {pid!r} is in {n} records of the extract: each was screened on its own record alone, "
-            "not on all of the child's; give each child one record (one Bundle, or a Bulk Data export)",
+            "reason": f"patient {pid!r} is in {n} records of the extract: screened once, on the records together "
+            "(the first one's birth date and sex); give each child one record (one Bundle, or a Bulk Data export)",
         }) + b"\n"
         for pid, n in sorted(repeated.items())
-    ))
+    ), frozenset(repeated), merged_lines)
     summary.seconds_screening = time.perf_counter() - began - summary.seconds_loading
     if not keep_work:
         shutil.rmtree(folder.root, ignore_errors=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry
 from datasets.fhir_emr import record_to_bundle
+from datasets.fhir_entry_rules import merged_record
 from screening.batch_screen import screen_batch
 from screening.findings import CodeMaps
 from screening.population import RunOptions, run_population
@@ -129,29 +131,59 @@ def test_bulk_export_folder_bundles_and_partitions_agree(tmp_path: Path, screene
     assert sum(flagged for flagged, _, _ in results["one"].values()) >= 3
 
 
-def test_a_child_in_two_records_is_named_whichever_partitions_hold_them(
+def test_a_child_in_two_records_is_screened_once_on_both_whichever_partitions_hold_them(
     tmp_path: Path, screener: Screener, maps: CodeMaps
 ) -> None:
-    """Two Bundles of one child (an extract appended to) had been screened as two children, each on part of the
-    record, with nothing said: the child is named in the errors file and counted, in one partition or across
-    partitions, and when the run resumes from kept partitions."""
+    """Two Bundles of one child (an extract appended to) had been screened as two children, each on half of the
+    record: here each half alone stays under the threshold, and the child was not flagged. The child is screened
+    once on both records (the run's counts and line as if the extract held one record), named in the errors file
+    and counted, in one partition or across partitions, and when the run resumes from kept partitions."""
     records = _population(maps, 200)
-    early, late = syndromic_child("twice"), ordinary_child("twice")
+    whole = syndromic_child("twice")
+    whole.facts, whole.measurements = whole.facts[:4], []  # a cardiac defect, a cleft palate, hypotonia, faltering growth
+    early, late = replace(whole, facts=whole.facts[:2]), replace(whole, facts=whole.facts[2:])
+    assert [r.flagged for r in screen_batch(screener, [early, late, whole], AS_OF)] == [False, False, True]
     source = _write_bundles([early, *records, late], tmp_path / "children.ndjson")
-    for partition_bytes in (1 << 30, 1 << 16):
+    one_record = tmp_path / "one-record.ndjson"
+    expected = run_population(_write_bundles([whole, *records], tmp_path / "one.ndjson"), one_record, _options(),
+                              quiet=True, screener=screener)
+    assert expected.counts["repeated_patients"] == 0
+    expected_line = next(json.loads(line) for line in one_record.read_text().splitlines() if '"twice"' in line)
+    for partition_bytes, write_all in ((1 << 30, True), (1 << 16, True), (1 << 16, False)):
         out, errors, work = tmp_path / "flags.ndjson", tmp_path / "errors.ndjson", tmp_path / "work"
-        options = _options(partition_bytes=partition_bytes)
-        summary = run_population(source, out, options, errors_out=errors, work=work, keep_work=True, quiet=True, screener=screener)
-        assert (summary.partitions > 4) == (partition_bytes == 1 << 16)
-        assert summary.counts["repeated_patients"] == 1 and summary.counts["errors"] == 0
-        named = [json.loads(line) for line in errors.read_text().splitlines()]
-        assert [n["record"] for n in named] == ["patient twice"] and "is in 2 records" in named[0]["reason"]
-        assert [line for line in out.read_text().splitlines() if '"patient_id":"twice"' in line.replace(" ", "")]
-        (work / "results" / "part-00000.json").unlink()  # as if killed: the others are resumed
-        again = run_population(source, out, options, errors_out=errors, work=work, quiet=True, screener=screener)
-        assert again.counts["repeated_patients"] == 1 and errors.read_text().count("patient twice") == 1
+        options = _options(partition_bytes=partition_bytes, write_all=write_all)
+        for attempt in ("first", "resumed"):
+            summary = run_population(source, out, options, errors_out=errors, work=work, keep_work=True, quiet=True,
+                                     screener=screener)
+            assert (summary.partitions > 4) == (partition_bytes == 1 << 16)
+            assert {**summary.counts, "repeated_patients": 0} == expected.counts, (partition_bytes, write_all, attempt)
+            assert summary.counts["repeated_patients"] == 1
+            named = [json.loads(line) for line in errors.read_text().splitlines()]
+            assert [n["record"] for n in named] == ["patient twice"] and "is in 2 records" in named[0]["reason"]
+            assert "screened once, on the records together" in named[0]["reason"]
+            (line,) = [json.loads(line) for line in out.read_text().splitlines() if '"twice"' in line]
+            assert line["flagged"] and {k: line[k] for k in ("risk", "status", "reason", "dropped", "explanation")} == {
+                k: expected_line[k] for k in ("risk", "status", "reason", "dropped", "explanation")}
+            assert out.read_text().count("\n") == (len(records) + 1 if write_all else summary.counts["flagged"])
+            (work / "results" / "part-00000.json").unlink()  # as if killed: the others are resumed
+        shutil.rmtree(work)
     single = run_population(_write_bundles(records, tmp_path / "once.ndjson"), out, _options(), quiet=True, screener=screener)
     assert single.counts["repeated_patients"] == 0
+
+
+def test_records_of_one_child_merge_into_one_that_lists_what_differs() -> None:
+    first, second = syndromic_child("c"), ordinary_child("c")
+    second.name, second.dropped = "Jo", [DroppedEntry("entry[2] Condition/x", "invalid Condition: bad date")]
+    merged = merged_record([first, second])
+    assert (merged.birth_date, merged.sex, merged.name) == (first.birth_date, first.sex, "Jo")
+    assert merged.facts == first.facts + second.facts and merged.measurements == first.measurements + second.measurements
+    assert [d.reason for d in merged.dropped] == [
+        "invalid Condition: bad date",
+        "Patient c again, with birth date 2020-05-01 and sex M where the first read says 2021-03-01 and F: the first is read",
+    ]
+    assert first.dropped == [] and len(first.facts) == len(syndromic_child().facts)  # the records are left as they were
+    second.deceased, first.inactive = date(2024, 1, 1), "merged into p2"
+    assert merged_record([first, second]).deceased == date(2024, 1, 1) and merged_record([first, second]).inactive == ""
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, screener: Screener, maps: CodeMaps) -> None:
