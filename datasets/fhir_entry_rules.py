@@ -47,6 +47,7 @@ an extract (two Bundles of one patient, an extract appended to) is read as one r
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -139,11 +140,7 @@ def merged_record(records: list[ChildRecord]) -> ChildRecord:
     stay under the threshold.
     """
     first = records[0]
-    merged = ChildRecord(
-        first.patient_id, first.birth_date, first.sex, list(first.facts), list(first.measurements), first.source,
-        list(first.dropped), first.name, first.mrn, first.practitioner, first.organization, first.deceased,
-        first.inactive,
-    )
+    merged = replace(first, facts=list(first.facts), measurements=list(first.measurements), dropped=list(first.dropped))
     for k, other in enumerate(records[1:], start=2):
         merged.facts += other.facts
         merged.measurements += other.measurements
