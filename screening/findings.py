@@ -19,6 +19,14 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from datasets.emr_records import DECEASED_UNDATED, ChildRecord, CodedFact, DroppedEntry
+from screening.gestation import (
+    GESTATION_LOINC,
+    chart_age,
+    chronological_age,
+    correction_days,
+    gestation_days,
+    gestation_of_code,
+)
 from screening.growth import GrowthFinding, GrowthStandards, growth_findings, load_growth_standards
 from screening.icd10_map import Icd10Map, load_icd10_map, normalise_icd10
 from screening.ontology import Ontology
@@ -74,6 +82,8 @@ class ChildFindings:
     congenital_codes: int = 0  # ICD-10 chapter Q codes
     # HPO ids the ontology does not know (a newer HPO release, a typo): read as nothing, and said so
     unread: list[DroppedEntry] = field(default_factory=list)
+    # Gestational age at birth in days, where the record says it (screening/gestation.py): growth at corrected age
+    gestation_days: int | None = None
 
     @property
     def present(self) -> set[str]:
@@ -272,12 +282,23 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
     if final:
         return child
     age, birth = child.age_days, record.birth_date
+    for m in record.measurements:  # the first gestational age recorded, else the one a code names
+        if m.loinc in GESTATION_LOINC and m.date is not None and 0 <= (m.date - birth).days <= age:
+            days, unread = gestation_days(m)
+            if unread is not None:
+                child.unread.append(unread)
+            else:
+                child.gestation_days = days
+            break
+    correction = correction_days(child.gestation_days)
     measurements: list[tuple[str, int, float]] = []
     for m in record.measurements:
         if m.date is None:
             continue
         when = (m.date - birth).days
         if when > age or when < 0:
+            continue
+        if m.loinc in GESTATION_LOINC:
             continue
         suspicious, rule = maps.lab_meaning(m.loinc)
         if suspicious:
@@ -298,7 +319,9 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
                 value -= 0.7
             elif m.loinc == STANDING_HEIGHT and when < 731:
                 value += 0.7
-            measurements.append((indicator, when, value))
+            at = chart_age(when, correction)
+            if at >= 0:  # not before the term-equivalent age: the charts start at a term birth
+                measurements.append((indicator, at, value))
         else:
             factor = lab_factor(rule, m.unit)
             if factor is None:
@@ -312,7 +335,7 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
 
     found, child.growth_z = growth_findings(maps.growth, record.sex, measurements)
     for g in found:
-        child.findings.append(growth_finding(g))
+        child.findings.append(growth_finding(g, correction))
     return child
 
 
@@ -355,8 +378,12 @@ def lab_source(loinc: str, value: float, unit: str, factor: float) -> str:
     return f"loinc:{loinc}={value:g}" + (f" {unit.strip()}" if factor != 1.0 else "")
 
 
-def growth_finding(g: GrowthFinding) -> Finding:
-    return Finding(g.hpo, g.age_days, f"growth:{g.indicator} z={g.z:.1f}")
+def growth_finding(g: GrowthFinding, correction: int = 0) -> Finding:
+    """The finding of a growth z, dated by the child's age (``correction``: days born early, the z read at corrected
+    age)."""
+    when = chronological_age(g.age_days, correction)
+    corrected = f" at corrected age (born {correction // 7} weeks early)" if when != g.age_days else ""
+    return Finding(g.hpo, when, f"growth:{g.indicator} z={g.z:.1f}{corrected}")
 
 
 def unit_factor(indicator: str, unit: str) -> float | None:
@@ -392,6 +419,8 @@ def coded_findings(
 
     birth = record.birth_date
     for fact in record.facts:
+        if child.gestation_days is None and (weeks_named := gestation_of_code(fact)) is not None:
+            child.gestation_days = weeks_named
         when = fact.onset_days if fact.date is None else (fact.date - birth).days
         if when is not None and when > age:
             continue  # after the screening date

@@ -34,13 +34,14 @@ from screening.findings import (
     lab_unread,
     unit_factor,
 )
+from screening.gestation import CORRECTED_UNTIL_DAYS, GESTATION_LOINC, correction_days, gestation_days
 from screening.growth import INDICATORS, growth_findings_batch
 
 __all__ = ["extract_findings_batch"]
 
 _NO_DATE = -(1 << 40)  # an ordinal no date has: a measurement without a date is not read
 # What a LOINC code is for screening, one small integer per distinct code in a batch.
-_OTHER, _SUSPICIOUS, _LAB = -1, -2, -3  # growth codes: the indicator's index in INDICATORS (>= 0)
+_OTHER, _SUSPICIOUS, _LAB, _GESTATION = -1, -2, -3, -4  # growth codes: the indicator's index in INDICATORS (>= 0)
 
 
 def extract_findings_batch(
@@ -88,7 +89,9 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
     for loinc in codes:
         suspicious, rule = maps.lab_meaning(loinc)
         rules.append(rule)
-        if suspicious:
+        if loinc in GESTATION_LOINC:
+            kinds.append(_GESTATION)
+        elif suspicious:
             kinds.append(_SUSPICIOUS)
         elif rule is None:
             kinds.append(_OTHER)
@@ -107,6 +110,21 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
     value = np.array(values, dtype=np.float64)
     _lab_findings(np.flatnonzero(read & (kind == _LAB)), code, value, rules, owner, when, loincs, values, units, children)
 
+    # The first gestational age each child's record gives (screening/gestation.py); one that cannot be read sends
+    # the child through extract_findings, which lists it
+    correction = np.zeros(len(records), dtype=np.int64)
+    unread_gestation: list[int] = []
+    rows = np.flatnonzero(read & (kind == _GESTATION))
+    firsts = np.unique(owner[rows], return_index=True)[1]
+    from_measurement = {int(owner[r]): gestation_days(flat[r]) for r in rows[firsts].tolist()}
+    for i, child in enumerate(children):
+        days, unread = from_measurement.get(i, (None, None))
+        if unread is not None:
+            unread_gestation.append(i)
+        elif days is not None:
+            child.gestation_days = days
+        correction[i] = correction_days(child.gestation_days)
+
     growth = np.flatnonzero(read & (kind >= 0))
     # the factor of each (indicator, unit) pair present, looked up once; an unknown unit makes the value NaN:
     # such a child is read one by one, which lists it as unread
@@ -120,14 +138,18 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
     lying, standing = code_of.get(LYING_LENGTH, -1), code_of.get(STANDING_HEIGHT, -1)
     grown = np.where((code[growth] == lying) & (at >= 731), grown - 0.7, grown)
     grown = np.where((code[growth] == standing) & (at < 731), grown + 0.7, grown)
-    odd = np.unique(who[np.isnan(grown)])
+    # read at corrected age before the second birthday; not before the term-equivalent age (the charts start there)
+    at = np.where(at < CORRECTED_UNTIL_DAYS, at - correction[who], at)
+    charted = at >= 0
+    growth, grown, at, who = growth[charted], grown[charted], at[charted], who[charted]
+    odd = np.union1d(np.unique(who[np.isnan(grown)]), np.array(unread_gestation, dtype=np.int64))
     if len(odd):
         keep = ~np.isin(who, odd)
         growth, grown, at, who = growth[keep], grown[keep], at[keep], who[keep]
     results = growth_findings_batch(maps.growth, [c.sex for c in children], who, kind[growth], at, grown)
-    for child, (found, lowest) in zip(children, results, strict=True):
+    for i, (child, (found, lowest)) in enumerate(zip(children, results, strict=True)):
         child.growth_z = lowest
-        child.findings.extend(growth_finding(g) for g in found)
+        child.findings.extend(growth_finding(g, int(correction[i])) for g in found)
     return [int(i) for i in odd.tolist()]
 
 
