@@ -27,7 +27,7 @@ from screening.gestation import (
     gestation_days,
     gestation_of_code,
 )
-from screening.growth import GrowthFinding, GrowthStandards, growth_findings, load_growth_standards
+from screening.growth import GrowthFinding, GrowthStandards, Implausible, growth_findings, load_growth_standards
 from screening.icd10_map import Icd10Map, load_icd10_map, normalise_icd10
 from screening.ontology import Ontology
 from screening.orphanet import OrphanDiagnoses, load_orphan_diagnoses
@@ -333,9 +333,10 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
             elif rule.high_above is not None and value > rule.high_above and rule.high_hpo:
                 child.findings.append(Finding(rule.high_hpo, when, lab_source(m.loinc, m.value, m.unit, factor)))
 
-    found, child.growth_z = growth_findings(maps.growth, record.sex, measurements)
+    found, child.growth_z, implausible = growth_findings(maps.growth, record.sex, measurements)
     for g in found:
         child.findings.append(growth_finding(g, correction))
+    child.unread.extend(implausible_unread(x, correction) for x in implausible)
     return child
 
 
@@ -384,6 +385,20 @@ def growth_finding(g: GrowthFinding, correction: int = 0) -> Finding:
     when = chronological_age(g.age_days, correction)
     corrected = f" at corrected age (born {correction // 7} weeks early)" if when != g.age_days else ""
     return Finding(g.hpo, when, f"growth:{g.indicator} z={g.z:.1f}{corrected}")
+
+
+_MEASURED = {"lhfa": ("length/height", "cm"), "hcfa": ("head circumference", "cm"), "wfa": ("weight", "kg")}
+
+
+def implausible_unread(x: Implausible, correction: int = 0) -> DroppedEntry:
+    """A growth value beyond WHO's 6 SD, listed: it had been dropped without a word (a weight in grams without its
+    unit lost every weight of the child); it may also be a child to look at (primordial dwarfism lies near -8 SD)."""
+    what, unit = _MEASURED[x.indicator]
+    return DroppedEntry(
+        f"growth {what} at day {chronological_age(x.age_days, correction)}",
+        f"{x.value:g} {unit} lies {x.z:+.1f} SD from the WHO median, beyond the 6 SD of a plausible value: "
+        "a unit or typing error, or a measurement to check; not read",
+    )
 
 
 def unit_factor(indicator: str, unit: str) -> float | None:

@@ -29,6 +29,7 @@ from screening.findings import (
     coded_findings,
     extract_findings,
     growth_finding,
+    implausible_unread,
     lab_factor,
     lab_source,
     lab_unread,
@@ -147,9 +148,10 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
         keep = ~np.isin(who, odd)
         growth, grown, at, who = growth[keep], grown[keep], at[keep], who[keep]
     results = growth_findings_batch(maps.growth, [c.sex for c in children], who, kind[growth], at, grown)
-    for i, (child, (found, lowest)) in enumerate(zip(children, results, strict=True)):
+    for i, (child, (found, lowest, implausible)) in enumerate(zip(children, results, strict=True)):
         child.growth_z = lowest
         child.findings.extend(growth_finding(g, int(correction[i])) for g in found)
+        child.unread.extend(implausible_unread(x, int(correction[i])) for x in implausible)
     return [int(i) for i in odd.tolist()]
 
 

@@ -18,10 +18,13 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["GrowthStandards", "load_growth_standards", "lms_z", "GrowthFinding", "growth_findings", "INDICATORS"]
+__all__ = [
+    "GrowthStandards", "load_growth_standards", "lms_z", "GrowthFinding", "Implausible", "growth_findings", "INDICATORS",
+]
 
 SHORT_STATURE = "HP:0004322"
 TALL_STATURE = "HP:0000098"
@@ -154,11 +157,23 @@ class GrowthFinding:
     indicator: str
 
 
-def growth_findings(
-    standards: GrowthStandards, sex: str, measurements: list[tuple[str, int, float]]
-) -> tuple[list[GrowthFinding], dict[str, float]]:
+class Implausible(NamedTuple):
+    """A measurement beyond 6 SD of the median (WHO's limit for a plausible value): not read as growth."""
+
+    indicator: str
+    age_days: int
+    value: float
+    z: float
+
+
+Growth = tuple[list[GrowthFinding], dict[str, float], list[Implausible]]
+
+
+def growth_findings(standards: GrowthStandards, sex: str, measurements: list[tuple[str, int, float]]) -> Growth:
     """HPO findings from (indicator, age_days, value) measurements (cm for length/height/head, kg for
-    weight), and the lowest z per indicator that a second measurement confirms.
+    weight), the lowest z per indicator that a second measurement confirms, and the measurements beyond 6 SD
+    (a unit or typing error, or a child to look at: not read, and listed by the caller, where they had been
+    dropped without a word), in the order of :data:`INDICATORS`, then age and value.
 
     A z beyond -2/+2 SD names the finding when it persists: at two measurements or more, or at the latest
     one (the first such measurement dates it). A single measurement beyond the line that later ones do not
@@ -174,12 +189,16 @@ def growth_findings(
         return _on_both_charts(growth_findings(standards, "M", measurements), growth_findings(standards, "F", measurements))
     found: list[GrowthFinding] = []
     lowest: dict[str, float] = {}
-    for indicator in ("lhfa", "hcfa", "wfa"):
+    implausible: list[Implausible] = []
+    for indicator in INDICATORS:
         series = sorted((age, value) for ind, age, value in measurements if ind == indicator)
         zs: list[tuple[int, float]] = []
         for age_days, value in series:
             z = standards.z(indicator, sex, age_days, value)
-            if z is None or abs(z) > 6:  # beyond 6 SD is a units or typing error, not a child
+            if z is None:
+                continue
+            if abs(z) > 6:  # beyond 6 SD: a units or typing error, not a growth finding
+                implausible.append(Implausible(indicator, age_days, value, z))
                 continue
             if indicator == "wfa":
                 for earlier_age, earlier_z in zs:
@@ -195,16 +214,15 @@ def growth_findings(
                 found.append(GrowthFinding(term, beyond[0][0], beyond[0][1], indicator))
         ordered = sorted(z for _, z in zs)
         lowest[indicator] = min(ordered[1] if len(ordered) > 1 else ordered[0], 0.0)
-    return found, lowest
+    return found, lowest, implausible
 
 
 _SEXES = ("M", "F")
-Growth = tuple[list[GrowthFinding], dict[str, float]]
 
 
 def _on_both_charts(male: Growth, female: Growth) -> Growth:
     """The growth of a child whose sex is not known: each finding that the boys' and the girls' charts both show
-    (with the z nearer 0 of the two), and per indicator the lowest z nearer 0.
+    (with the z nearer 0 of the two), per indicator the lowest z nearer 0, and the measurements implausible on both.
 
     A finding kept only when both charts show it is one the child's own chart shows too, whichever it is: a child
     of unknown sex loses a finding near the line rather than gaining one that is not there.
@@ -219,7 +237,15 @@ def _on_both_charts(male: Growth, female: Growth) -> Growth:
             other = same.pop(0)
             found.append(finding if abs(finding.z) <= abs(other.z) else other)
     lowest = {ind: max(z, female[1][ind]) for ind, z in male[1].items() if ind in female[1]}
-    return found, lowest
+    also: dict[tuple[str, int, float], list[Implausible]] = {}
+    for bad in female[2]:
+        also.setdefault(bad[:3], []).append(bad)
+    implausible = []
+    for bad in male[2]:
+        if also.get(bad[:3]):
+            twin = also[bad[:3]].pop(0)
+            implausible.append(bad if abs(bad.z) <= abs(twin.z) else twin)
+    return found, lowest, implausible
 
 
 _THRESHOLD_TERMS = {
@@ -236,15 +262,15 @@ def growth_findings_batch(
     indicator: np.ndarray,
     age_days: np.ndarray,
     value: np.ndarray,
-) -> list[tuple[list[GrowthFinding], dict[str, float]]]:
-    """:func:`growth_findings` of many children at once, the same findings and lowest z's, in the same
+) -> list[Growth]:
+    """:func:`growth_findings` of many children at once, the same findings, lowest z's and implausible values, in the same
     order: one row per measurement (``child``: its index in ``sexes``; ``indicator``: its index in
     :data:`INDICATORS`; whole days; values without NaN, which :func:`growth_findings` sorts its own way).
 
     Every measurement's z at once (:meth:`GrowthStandards.z_many`), then the persistence rules per
     (child, indicator) series as array operations; Python only builds the findings and the lowest z's.
     """
-    out: list[tuple[list[GrowthFinding], dict[str, float]]] = [([], {}) for _ in sexes]
+    out: list[Growth] = [([], {}, []) for _ in sexes]
     if not len(child):
         return out
     unknown = [i for i, s in enumerate(sexes) if s not in _SEXES]
@@ -273,6 +299,9 @@ def growth_findings_batch(
     sex = np.array([{"M": 0, "F": 1}.get(s, -1) for s in sexes], dtype=np.int64)[child]
     curve = np.where(sex >= 0, curves[indicator, np.maximum(sex, 0)], -1)
     z = standards.z_many(curve, age_days, value)
+    bad = np.flatnonzero(np.abs(z) > 6)
+    for r in bad[np.lexsort((value[bad], age_days[bad], indicator[bad], child[bad]))].tolist():
+        out[int(child[r])][2].append(Implausible(INDICATORS[int(indicator[r])], int(age_days[r]), float(value[r]), float(z[r])))
     # The usable z's (beyond 6 SD: a units or typing error), each series sorted by (age, value) as
     # growth_findings sorts it: by value first (rows of equal value and series and age are the same
     # row, so any order of them will do: the quick sort), then stably by series and age (4x cheaper

@@ -35,13 +35,13 @@ def test_weight_beyond_three_sd_uses_the_who_restricted_rule() -> None:
 
 
 def test_growth_findings(standards) -> None:  # type: ignore[no-untyped-def]
-    found, lowest = growth_findings(standards, "M", [("lhfa", 365, 68.0), ("hcfa", 365, 40.0), ("wfa", 365, 9.6)])
+    found, lowest, _ = growth_findings(standards, "M", [("lhfa", 365, 68.0), ("hcfa", 365, 40.0), ("wfa", 365, 9.6)])
     terms = {f.hpo for f in found}
     assert SHORT_STATURE in terms and MICROCEPHALY in terms
     assert all(f.age_days == 365 for f in found)
     assert lowest["lhfa"] < -2 and lowest["hcfa"] < -2
     # A child falling from the median to -2 SD in weight over 8 months is failing to thrive.
-    falling, _ = growth_findings(standards, "F", [("wfa", 60, 5.1), ("wfa", 300, 6.4)])
+    falling, _, _ = growth_findings(standards, "F", [("wfa", 60, 5.1), ("wfa", 300, 6.4)])
     assert "HP:0001508" in {f.hpo for f in falling}
 
 
@@ -50,11 +50,11 @@ def test_a_growth_finding_must_persist(standards) -> None:  # type: ignore[no-un
     dip, not microcephaly (it made one ordinary child in 18 microcephalic); the latest measurement, or two,
     name it."""
     dip = [("hcfa", 365, 40.0), ("hcfa", 540, 47.5)]
-    found, lowest = growth_findings(standards, "M", dip)
+    found, lowest, _ = growth_findings(standards, "M", dip)
     assert MICROCEPHALY not in {f.hpo for f in found} and lowest["hcfa"] > -2
-    latest, _ = growth_findings(standards, "M", [("hcfa", 200, 44.0), ("hcfa", 365, 40.0)])
+    latest, _, _ = growth_findings(standards, "M", [("hcfa", 200, 44.0), ("hcfa", 365, 40.0)])
     assert [f.age_days for f in latest if f.hpo == MICROCEPHALY] == [365]
-    twice, lowest = growth_findings(standards, "M", [("hcfa", 300, 39.5), ("hcfa", 365, 40.0), ("hcfa", 540, 47.5)])
+    twice, lowest, _ = growth_findings(standards, "M", [("hcfa", 300, 39.5), ("hcfa", 365, 40.0), ("hcfa", 540, 47.5)])
     assert [f.age_days for f in twice if f.hpo == MICROCEPHALY] == [300] and lowest["hcfa"] < -2
 
 
@@ -117,3 +117,21 @@ def test_a_child_of_unknown_sex_keeps_the_growth_findings_both_charts_show(stand
             }
         kept_in_all += len(unknown[0])
     assert kept_in_all > 100  # the series reach beyond the lines often enough to test something
+
+
+def test_a_growth_value_beyond_six_sd_is_listed_not_dropped(maps) -> None:  # type: ignore[no-untyped-def]
+    """A weight in grams without its unit (3,200 "kg") lies far beyond WHO's 6 SD: it was left out of the growth
+    reading without a word, and every weight of such an export with it. Now it is listed (the child incomplete)."""
+    from datetime import date
+
+    from datasets.emr_records import ChildRecord, Measurement
+    from screening.findings import extract_findings
+
+    for sex in ("F", "U"):
+        record = ChildRecord("grams", date(2023, 1, 1), sex)  # type: ignore[arg-type]
+        record.measurements += [Measurement("29463-7", 3200.0, "", date(2023, 1, 11)),
+                                Measurement("29463-7", 4.2, "kg", date(2023, 2, 1))]
+        child = extract_findings(record, maps, date(2023, 6, 1))
+        (listed,) = child.unread
+        assert listed.entry == "growth weight at day 10" and listed.reason.startswith("3200 kg lies +")
+        assert "beyond the 6 SD of a plausible value" in listed.reason and "wfa" in child.growth_z
