@@ -93,15 +93,37 @@ def mammography_views(datasets: list[Any]) -> list[MammographyView]:
     return views
 
 
+def _number(ds: Any, keyword: str, default: float) -> float:
+    value = getattr(ds, keyword, None)
+    try:
+        return default if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _series_rank(series: list[Any]) -> tuple[int, float, float, str]:
+    """Most slices first; among as many (a study's lung and soft-tissue reconstructions, two contrast phases), the
+    thinnest, then the lowest series number, then the UID: the same series whatever order the instances arrived in
+    (the first to arrive had won a tie)."""
+    first = series[0]
+    return (
+        -len(series),
+        _number(first, "SliceThickness", float("inf")),
+        _number(first, "SeriesNumber", float("inf")),
+        str(first.SeriesInstanceUID),
+    )
+
+
 def ct_series(datasets: list[Any], *, min_slices: int, max_spacing_deviation: float = 0.25) -> Volume:
-    """The axial series with the most slices, as a volume; refuses too few slices or uneven spacing."""
+    """The axial series with the most slices (:func:`_series_rank` on a tie), as a volume; refuses too few slices
+    or uneven spacing."""
     by_series: dict[str, list[Any]] = defaultdict(list)
     for ds in datasets:
         if str(getattr(ds, "Modality", "")) == "CT" and "ImagePositionPatient" in ds and is_axial(ds):
             by_series[str(ds.SeriesInstanceUID)].append(ds)
     if not by_series:
         raise CouldNotScore("no axial CT series with ImagePositionPatient/ImageOrientationPatient")
-    best = max(by_series.values(), key=len)
+    best = min(by_series.values(), key=_series_rank)
     if len(best) < min_slices:
         raise CouldNotScore(f"best axial CT series has {len(best)} slices; at least {min_slices} are needed")
     gaps = np.diff(np.sort([slice_position(ds) for ds in best]))

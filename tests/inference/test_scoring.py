@@ -77,6 +77,27 @@ def test_lateral_only_radiograph_is_not_scored_with_the_reason(pipeline: Pipelin
     assert "no PA/AP view" in result.reason and study.status_reason == result.reason
 
 
+def test_the_ct_series_scored_does_not_depend_on_the_order_instances_arrived_in() -> None:
+    """Two reconstructions with as many slices (lung and soft-tissue kernel, two contrast phases): the first series
+    to arrive had been scored. Now the thinnest, then the lowest series number, whatever the order."""
+
+    def series(number: int, thickness: float | None) -> list:
+        uid = generate_uid()
+        slices = read_study(CT)
+        for ds in slices:
+            ds.SeriesInstanceUID, ds.SeriesNumber, ds.SOPInstanceUID = uid, number, generate_uid()
+            if thickness is None:
+                del ds.SliceThickness
+            else:
+                ds.SliceThickness = thickness
+        return slices
+
+    for chosen, other in ((series(5, 1.0), series(3, 2.5)), (series(3, 1.25), series(4, 1.25)), (series(7, 1.0), series(2, None))):
+        for order in (chosen + other, other + chosen, other[:1] + chosen + other[1:]):
+            volume = ct_series(order, min_slices=3)
+            assert set(volume.sop_instance_uids) == {str(ds.SOPInstanceUID) for ds in chosen}
+
+
 def test_bad_inputs_are_refused_by_assembly(tmp_path: Path) -> None:
     with pytest.raises(CouldNotScore, match="3 slices; at least 10"):
         ct_series(read_study(CT), min_slices=10)
