@@ -56,6 +56,14 @@ def decode(ds: Any, *, apply_voi: bool = True) -> ImageArray:
         raise CouldNotScore(f"instance {ds.SOPInstanceUID}: {exc}") from exc
 
 
+def _number(ds: Any, keyword: str, default: float) -> float:
+    value = getattr(ds, keyword, None)
+    try:
+        return default if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return default
+
+
 def frontal_radiograph(datasets: list[Any]) -> Any:
     radiographs = [ds for ds in datasets if str(getattr(ds, "Modality", "")) in ("CR", "DX")]
     if not radiographs:
@@ -64,9 +72,12 @@ def frontal_radiograph(datasets: list[Any]) -> Any:
     if not frontal:
         views = sorted({str(getattr(ds, "ViewPosition", "")) for ds in radiographs})
         raise CouldNotScore(f"no frontal (PA/AP) view among {len(radiographs)} radiographs (views: {', '.join(views)})")
-    # PA before AP before unlabelled: the chest-xray model learnt on frontal films.
+    # PA before AP before unlabelled: the chest-xray model learnt on frontal films. Among as many (a repeated
+    # exposure), the lowest instance number, then the UID: the same film whatever order they arrived in.
     rank = {"PA": 0, "AP": 1, "": 2}
-    return sorted(frontal, key=lambda ds: rank[str(getattr(ds, "ViewPosition", "")).upper()])[0]
+    return min(frontal, key=lambda ds: (
+        rank[str(getattr(ds, "ViewPosition", "")).upper()], _number(ds, "InstanceNumber", float("inf")), str(ds.SOPInstanceUID),
+    ))
 
 
 def _laterality(ds: Any) -> str:
@@ -91,14 +102,6 @@ def mammography_views(datasets: list[Any]) -> list[MammographyView]:
             raise CouldNotScore(f"MG image {ds.SOPInstanceUID} has no laterality (ImageLaterality/Laterality)")
         views.append(MammographyView(laterality, str(getattr(ds, "ViewPosition", "") or "").upper(), ds))
     return views
-
-
-def _number(ds: Any, keyword: str, default: float) -> float:
-    value = getattr(ds, keyword, None)
-    try:
-        return default if value is None or value == "" else float(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def _series_rank(series: list[Any]) -> tuple[int, float, float, str]:

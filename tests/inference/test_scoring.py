@@ -96,6 +96,11 @@ def test_the_ct_series_scored_does_not_depend_on_the_order_instances_arrived_in(
         for order in (chosen + other, other + chosen, other[:1] + chosen + other[1:]):
             volume = ct_series(order, min_slices=3)
             assert set(volume.sop_instance_uids) == {str(ds.SOPInstanceUID) for ds in chosen}
+    # the same for two PA films of one study (a repeated exposure): the lower instance number
+    films = [dcmread(DX_CHEST), dcmread(DX_CHEST)]
+    for number, ds in zip((2, 1), films, strict=True):
+        ds.SOPInstanceUID, ds.InstanceNumber, ds.ViewPosition = generate_uid(), number, "PA"
+    assert frontal_radiograph(films) is films[1] and frontal_radiograph(films[::-1]) is films[1]
 
 
 def test_bad_inputs_are_refused_by_assembly(tmp_path: Path) -> None:
