@@ -18,7 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from datasets.emr_records import DECEASED_UNDATED, ChildRecord, CodedFact, DroppedEntry
+from datasets.emr_records import DECEASED_UNDATED, ChildRecord, CodedFact, DroppedEntry, Measurement
+from datasets.fhir_entry_rules import MONTH_ONLY_BIRTH
 from screening.gestation import (
     GESTATION_LOINC,
     chart_age,
@@ -282,8 +283,9 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
     if final:
         return child
     age, birth = child.age_days, record.birth_date
+    slack = birth_slack(record)
     for m in record.measurements:  # the first gestational age recorded, else the one a code names
-        if m.loinc in GESTATION_LOINC and m.date is not None and 0 <= (m.date - birth).days <= age:
+        if m.loinc in GESTATION_LOINC and m.date is not None and 0 <= measured_at(m.date, birth, slack) <= age:
             days, unread = gestation_days(m)
             if unread is not None:
                 child.unread.append(unread)
@@ -295,12 +297,14 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
     for m in record.measurements:
         if m.date is None:
             continue
-        when = (m.date - birth).days
-        if when > age or when < 0:
-            continue
-        if m.loinc in GESTATION_LOINC:
+        when = measured_at(m.date, birth, slack)
+        if when > age or m.loinc in GESTATION_LOINC:
             continue
         suspicious, rule = maps.lab_meaning(m.loinc)
+        if when < 0:
+            if rule is not None:
+                child.unread.append(before_birth(m, birth))
+            continue
         if suspicious:
             if child.status == "screened":
                 child.status, child.reason = "in_genetics_care", "genetic test"
@@ -385,6 +389,28 @@ def growth_finding(g: GrowthFinding, correction: int = 0) -> Finding:
     when = chronological_age(g.age_days, correction)
     corrected = f" at corrected age (born {correction // 7} weeks early)" if when != g.age_days else ""
     return Finding(g.hpo, when, f"growth:{g.indicator} z={g.z:.1f}{corrected}")
+
+
+# A birth date given to the month is read as the 15th (datasets/fhir_entry_rules.py): a measurement in the first
+# half of that month (birth weight and length) is taken at birth, not as dated before it.
+BIRTH_MONTH_SLACK = 15
+
+
+def birth_slack(record: ChildRecord) -> int:
+    """How many days before the recorded birth date a measurement is still taken at birth."""
+    return BIRTH_MONTH_SLACK if any(d.reason == MONTH_ONLY_BIRTH for d in record.dropped) else 0
+
+
+def measured_at(when: date, birth: date, slack: int) -> int:
+    """The child's age in days at a measurement (0 within ``slack`` days before the birth date)."""
+    days = (when - birth).days
+    return 0 if -slack <= days < 0 else days
+
+
+def before_birth(m: Measurement, birth: date) -> DroppedEntry:
+    """A growth or lab value dated before the child's birth, listed: skipped without a word, it hid a birth date
+    or a measurement date that is wrong (and with a wrong birth date every z-score is)."""
+    return DroppedEntry(f"LOINC {m.loinc}", f"dated {m.date.isoformat()}, before the birth date {birth.isoformat()}: not read")
 
 
 _MEASURED = {"lhfa": ("length/height", "cm"), "hcfa": ("head circumference", "cm"), "wfa": ("weight", "kg")}

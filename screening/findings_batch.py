@@ -26,6 +26,7 @@ from screening.findings import (
     CodeMaps,
     Finding,
     LabRule,
+    birth_slack,
     coded_findings,
     extract_findings,
     growth_finding,
@@ -80,6 +81,8 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
     births = np.array([r.birth_date.toordinal() for r in records], dtype=np.int64)
     ages = np.array([c.age_days for c in children], dtype=np.int64)
     when = day - births[owner]
+    slack = np.array([birth_slack(r) for r in records], dtype=np.int64)[owner]  # measured_at, for all at once
+    when = np.where((when < 0) & (when >= -slack), 0, when)
     read = (day != _NO_DATE) & (when <= ages[owner]) & (when >= 0)
 
     codes = list(dict.fromkeys(loincs))
@@ -102,6 +105,9 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
         else:
             kinds.append(_LAB)
     kind = np.array(kinds, dtype=np.int64)[code]
+    # A growth or lab value dated before birth is listed (extract_findings): such a child is read one by one
+    ruled = np.array([r is not None and loinc not in GESTATION_LOINC for loinc, r in zip(codes, rules, strict=True)])
+    before_birth = np.unique(owner[(day != _NO_DATE) & (when < 0) & ruled[code]])
 
     # A genetic test's LOINC code: in genetics care, unless the facts already said why.
     for i in np.unique(owner[read & (kind == _SUSPICIOUS)]).tolist():
@@ -143,7 +149,7 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
     at = np.where(at < CORRECTED_UNTIL_DAYS, at - correction[who], at)
     charted = at >= 0
     growth, grown, at, who = growth[charted], grown[charted], at[charted], who[charted]
-    odd = np.union1d(np.unique(who[np.isnan(grown)]), np.array(unread_gestation, dtype=np.int64))
+    odd = np.union1d(np.union1d(np.unique(who[np.isnan(grown)]), np.array(unread_gestation, dtype=np.int64)), before_birth)
     if len(odd):
         keep = ~np.isin(who, odd)
         growth, grown, at, who = growth[keep], grown[keep], at[keep], who[keep]

@@ -9,7 +9,8 @@ from datetime import date, timedelta
 import numpy as np
 import pytest
 
-from datasets.emr_records import ChildRecord, CodedFact, Measurement
+from datasets.emr_records import ChildRecord, CodedFact, DroppedEntry, Measurement
+from datasets.fhir_entry_rules import MONTH_ONLY_BIRTH
 from screening.batch_screen import closures_of
 from screening.findings import CodeMaps, extract_findings
 from screening.findings_batch import extract_findings_batch
@@ -143,6 +144,10 @@ def _odd_records(maps: CodeMaps) -> list[ChildRecord]:
     before_birth = syndromic_child("before-birth")
     before_birth.measurements.append(Measurement("8302-2", 45.0, "cm", date(2021, 1, 1)))
     out.append(before_birth)
+    month_only = syndromic_child("month-only")  # born in March 2021, read as the 15th: the 2nd's length is at birth
+    month_only.birth_date = date(2021, 3, 15)
+    month_only.dropped.append(DroppedEntry("Patient/month-only", MONTH_ONLY_BIRTH))
+    out.append(month_only)
     out.append(ChildRecord("nothing", birth, "M"))
     old = syndromic_child("old")
     old.birth_date = date(2010, 1, 1)
@@ -163,6 +168,9 @@ def test_findings_of_a_batch_equal_child_by_child(maps: CodeMaps) -> None:
     # a child of unknown sex has growth, read on both charts (screening/growth.py); it had none
     assert set(by_id["unknown-sex"].growth_z) == set(by_id["in-the-middle"].growth_z) != set()
     assert set(by_id["units"].growth_z) == set(INDICATORS)
+    # a length dated before birth (a wrong birth date, or a wrong date) is listed, not skipped without a word
+    assert [d.reason for d in by_id["before-birth"].unread] == ["dated 2021-01-01, before the birth date 2021-03-01: not read"]
+    assert by_id["month-only"].unread == [] and set(by_id["month-only"].growth_z) == set(by_id["in-the-middle"].growth_z)
     assert extract_findings_batch([], maps, AS_OF) == []
 
 
