@@ -439,6 +439,11 @@ def growth_unread(loinc: str, unit: str) -> DroppedEntry:
     return DroppedEntry(f"LOINC {loinc}", f"unit {unit[:20]!r}: not a unit of this measurement")
 
 
+# A diagnosis dated before birth is prenatal; one dated earlier than a pregnancy lasts has no date of the child's
+# (EHRs write 1900-01-01 for an unknown onset): such a finding is read undated, where it had shown an age of -121 years.
+_PREGNANCY_DAYS = 300
+
+
 def coded_findings(
     record: ChildRecord, maps: CodeMaps, as_of: date, max_age_days: int = MAX_AGE_DAYS
 ) -> tuple[ChildFindings, bool]:
@@ -463,6 +468,8 @@ def coded_findings(
         if child.gestation_days is None and (weeks_named := gestation_of_code(fact)) is not None:
             child.gestation_days = weeks_named
         when = fact.onset_days if fact.date is None else (fact.date - birth).days
+        if when is not None and when < -_PREGNANCY_DAYS:
+            when = None  # no date of the child's: a placeholder (1900-01-01) or another person's; the finding stands
         if when is not None and when > age:
             continue  # after the screening date
         meaning = maps.meaning(fact.kind, fact.system, fact.code, fact.display)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from datasets.emr_records import ChildRecord, CodedFact, Measurement, RecordError, code_system
@@ -638,3 +638,13 @@ def test_a_condition_dated_by_the_age_at_onset_is_a_finding_from_that_age(screen
         assert found == {"HP:0000252": int(18 * 30.4375), "HP:0001263": None}
         again = screener.screen(_one(records_from_bundle(record_to_bundle(read[0]), "x")), AS_OF)  # written back as days
         assert {f.hpo: f.age_days for f in again.findings} == found
+
+
+def test_a_placeholder_date_before_birth_leaves_the_finding_undated(screener: Screener) -> None:
+    """EHRs write 1900-01-01 for an unknown onset: the finding counts, without the -121 years the page had shown;
+    a prenatal diagnosis keeps its date before birth."""
+    record = syndromic_child("placeholder")
+    record.facts.append(CodedFact("condition", "icd10", "Q04.0", date(1900, 1, 1)))  # agenesis of the corpus callosum
+    record.facts.append(CodedFact("condition", "icd10", "Q60.3", record.birth_date - timedelta(days=60)))  # renal hypoplasia
+    by_source = {f.source: f.age_days for f in screener.screen(record, AS_OF).findings}
+    assert by_source["icd10:Q04.0"] is None and by_source["icd10:Q60.3"] == -60
