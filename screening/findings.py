@@ -104,6 +104,7 @@ class LabRule:
     high_above: float | None
     high_hpo: str | None
     unit: str = ""  # the unit the lines are in (UCUM)
+    from_day: int = 0  # a value measured younger is no finding (the first days of life: transitional)
 
 
 class CodeMeaning(NamedTuple):
@@ -247,7 +248,7 @@ def _read_tsv(path: Path) -> list[list[str]]:
 def load_code_maps(ontology: Ontology) -> CodeMaps:
     loinc = {}
     for row in _read_tsv(_DATA / "loinc_findings.tsv"):
-        row += [""] * (8 - len(row))
+        row += [""] * (9 - len(row))
         loinc[row[0]] = LabRule(
             row[0],
             row[1],
@@ -256,6 +257,7 @@ def load_code_maps(ontology: Ontology) -> CodeMaps:
             float(row[6]) if row[6] else None,
             row[7] or None,
             row[3],
+            int(row[8] or 0),
         )
     suspicion = [(r[0], r[1], r[2]) for r in _read_tsv(_DATA / "suspicion_codes.tsv")]
     return CodeMaps(ontology, load_icd10_map(), load_orphan_diagnoses(), load_growth_standards(), loinc, suspicion)
@@ -332,6 +334,8 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
                 child.unread.append(lab_unread(rule, m.unit))
                 continue
             value = m.value * factor
+            if when < rule.from_day:
+                continue  # read, and within what the first days of life make of it
             if rule.low_below is not None and value < rule.low_below and rule.low_hpo:
                 child.findings.append(Finding(rule.low_hpo, when, lab_source(m.loinc, m.value, m.unit, factor)))
             elif rule.high_above is not None and value > rule.high_above and rule.high_hpo:

@@ -174,7 +174,7 @@ def _lab_findings(
     children: list[ChildFindings],
 ) -> None:
     """A lab value, in its rule's unit, below its low line (else above its high line) is a finding, in
-    measurement order; a value in a unit that cannot be converted is listed as unread."""
+    measurement order, from its rule's ``from_day``; a value in a unit that cannot be converted is listed as unread."""
     if not len(rows):
         return
     low_below = np.array([np.nan if r is None or r.low_below is None or not r.low_hpo else r.low_below for r in rules])
@@ -191,7 +191,8 @@ def _lab_findings(
     c, v = code[rows], value[rows] * factors
     low = v < low_below[c]  # NaN (no rule, no unit) compares False
     high = ~low & (v > high_above[c])
-    hit = low | high
+    from_day = np.array([0 if r is None else r.from_day for r in rules], dtype=np.int64)
+    hit = (low | high) & (when[rows] >= from_day[c])
     for k in rows[unreadable].tolist():
         children[int(owner[k])].unread.append(lab_unread(rules[int(code[k])], units[k]))  # type: ignore[arg-type]
     for k, is_low, factor in zip(rows[hit].tolist(), low[hit].tolist(), factors[hit].tolist(), strict=True):
