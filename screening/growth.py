@@ -15,10 +15,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -220,6 +221,28 @@ def growth_findings(standards: GrowthStandards, sex: str, measurements: list[tup
 _SEXES = ("M", "F")
 
 
+class _Scored(Protocol):
+    @property
+    def z(self) -> float: ...
+
+
+_T = TypeVar("_T", bound=_Scored)
+
+
+def _in_both(male: list[_T], female: list[_T], key: Callable[[_T], Hashable]) -> list[_T]:
+    """Each item of ``male`` that ``female`` has too (by ``key``, each used once), the one with the z nearer 0."""
+    pending: dict[Hashable, list[_T]] = {}
+    for item in female:
+        pending.setdefault(key(item), []).append(item)
+    out = []
+    for item in male:
+        same = pending.get(key(item))
+        if same:
+            twin = same.pop(0)
+            out.append(item if abs(item.z) <= abs(twin.z) else twin)
+    return out
+
+
 def _on_both_charts(male: Growth, female: Growth) -> Growth:
     """The growth of a child whose sex is not known: each finding that the boys' and the girls' charts both show
     (with the z nearer 0 of the two), per indicator the lowest z nearer 0, and the measurements implausible on both.
@@ -227,24 +250,9 @@ def _on_both_charts(male: Growth, female: Growth) -> Growth:
     A finding kept only when both charts show it is one the child's own chart shows too, whichever it is: a child
     of unknown sex loses a finding near the line rather than gaining one that is not there.
     """
-    pending: dict[tuple[str, str], list[GrowthFinding]] = {}
-    for finding in female[0]:
-        pending.setdefault((finding.hpo, finding.indicator), []).append(finding)
-    found = []
-    for finding in male[0]:
-        same = pending.get((finding.hpo, finding.indicator))
-        if same:
-            other = same.pop(0)
-            found.append(finding if abs(finding.z) <= abs(other.z) else other)
+    found = _in_both(male[0], female[0], lambda f: (f.hpo, f.indicator))
     lowest = {ind: max(z, female[1][ind]) for ind, z in male[1].items() if ind in female[1]}
-    also: dict[tuple[str, int, float], list[Implausible]] = {}
-    for bad in female[2]:
-        also.setdefault(bad[:3], []).append(bad)
-    implausible = []
-    for bad in male[2]:
-        if also.get(bad[:3]):
-            twin = also[bad[:3]].pop(0)
-            implausible.append(bad if abs(bad.z) <= abs(twin.z) else twin)
+    implausible = _in_both(male[2], female[2], lambda x: (x.indicator, x.age_days, x.value))
     return found, lowest, implausible
 
 
