@@ -6,8 +6,9 @@ header row). Text that is not UTF-8 stops the batch with the file's name and wha
 * ``patients.csv``: ``patient_id,birth_date,sex`` (ISO date, a time of day after it read past; sex M/F/U, male/female/other/unknown, the ISO/IEC
   5218 numbers 1/2/0/9 or German m/w/d; any other value is read as not known and listed as unread), optionally
   ``name``, ``mrn`` (the hospital's record number), ``practitioner`` and ``organization`` (whose patient
-  the child is: scopes the paediatrician's page) and ``death_date`` (ISO date, or yes: the child has died and
-  is not screened; a value that is neither is listed as unread);
+  the child is: scopes the paediatrician's page), ``death_date`` (ISO date, or yes: the child has died and
+  is not screened; a value that is neither is listed as unread) and ``gestational_age`` (completed weeks at birth:
+  ``28``, ``28.5`` or ``28+3``; a preterm child's growth is read at corrected age, ``screening/gestation.py``);
 * ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status][,display]``; ``system`` is icd10, snomed, hpo
   or atc (also as their FHIR URIs and common spellings: ICD-10-CM, SNOMED CT, HP), orpha or omim (a recorded
   rare-disease diagnosis), or icd11 (read for such diagnoses only: any other ICD-11 row is listed as unread); ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
@@ -183,6 +184,12 @@ _DECIMAL_COMMA = re.compile(r"-?[0-9]+,(?:[0-9]{1,2}|[0-9]{4,})")
 _DATE_TIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?")
 
 
+# patients.csv's optional gestational_age: weeks at birth, as a decimal or in the obstetric weeks+days notation
+# ("28+3", as European records write it).
+GESTATION_AT_BIRTH = "76516-4"
+_GESTATION = re.compile(r"([0-9]{2}(?:[.,][0-9]+)?)(?:\s*\+\s*([0-6]))?")
+
+
 def _iso_date(value: str, column: str) -> date:
     """``value`` as a date written YYYY-MM-DD; a ValueError that names the column and the form otherwise (Python's
     own "Invalid isoformat string" said neither, and "05/01/2022" may be May or January: never guessed)."""
@@ -256,6 +263,15 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
             record.dropped.append(DroppedEntry(where, MONTH_ONLY_BIRTH))
         if unread_sex:
             record.dropped.append(DroppedEntry(where, unread_sex))
+        gestation = (row.get("gestational_age") or "").strip()
+        if gestation:
+            weeks = _GESTATION.fullmatch(gestation)
+            if weeks is None:
+                record.dropped.append(DroppedEntry(where, (
+                    f"gestational_age {gestation[:20]!r} is not completed weeks at birth (28, 28.5 or 28+3)")))
+            else:  # as the record of the child's birth (LOINC Gestational age--at birth), in days
+                days = round(float(weeks[1].replace(",", ".")) * 7) + int(weeks[2] or 0)
+                record.measurements.append(Measurement(GESTATION_AT_BIRTH, float(days), "d", birth))
         died = (row.get("death_date") or "").strip()
         if died:
             try:

@@ -106,3 +106,17 @@ def test_the_batch_reads_gestation_as_child_by_child(maps: CodeMaps) -> None:
     by_id = dict(zip((r.patient_id for r in records), listed, strict=True))
     assert any("beyond the 6 SD of a plausible value" in r for r in by_id["24-none"])
     assert not any("beyond the 6 SD" in r for r in by_id["24-loinc"] + by_id["24-code"])
+
+
+def test_a_csv_extract_gives_the_weeks_at_birth_in_its_patients_file(maps: CodeMaps, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datasets.emr_csv import read_csv_extract
+
+    (tmp_path / "patients.csv").write_text(
+        "patient_id,birth_date,sex,gestational_age\np1,2023-01-10,F,28+3\np2,2023-01-10,F,\"30,5\"\np3,2023-01-10,F,39\n"
+        "p4,2023-01-10,F,28 weeks\n")
+    (tmp_path / "diagnoses.csv").write_text("patient_id,date,system,code\n")
+    (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
+    records = list(read_csv_extract(tmp_path))
+    assert [extract_findings(r, maps, AS_OF).gestation_days for r in records] == [199, 214, 273, None]  # type: ignore[arg-type]
+    assert [d.reason for d in records[3].dropped] == [  # type: ignore[union-attr]
+        "gestational_age '28 weeks' is not completed weeks at birth (28, 28.5 or 28+3)"]
