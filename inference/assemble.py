@@ -23,7 +23,9 @@ from datasets.preprocess import ImageArray, dicom_to_array
 from inference.errors import CouldNotScore, IngestError
 from inference.instance_limits import read_within_limits
 
-__all__ = ["MammographyView", "read_study", "frontal_radiograph", "mammography_views", "ct_series", "decode"]
+__all__ = [
+    "MammographyView", "read_study", "frontal_radiograph", "frontal_radiographs", "mammography_views", "ct_series", "decode",
+]
 
 _FRONTAL = {"PA", "AP", ""}
 _MG_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
@@ -64,7 +66,10 @@ def _number(ds: Any, keyword: str, default: float) -> float:
         return default
 
 
-def frontal_radiograph(datasets: list[Any]) -> Any:
+def frontal_radiographs(datasets: list[Any]) -> list[Any]:
+    """The frontal films of a study's best view (PA, then AP, then unlabelled: the chest-xray model learnt on frontal
+    films), more than one when a film was repeated; in instance-number order, then by UID, whatever order they
+    arrived in."""
     radiographs = [ds for ds in datasets if str(getattr(ds, "Modality", "")) in ("CR", "DX")]
     if not radiographs:
         raise CouldNotScore("no CR/DX image in the study")
@@ -72,12 +77,17 @@ def frontal_radiograph(datasets: list[Any]) -> Any:
     if not frontal:
         views = sorted({str(getattr(ds, "ViewPosition", "")) for ds in radiographs})
         raise CouldNotScore(f"no frontal (PA/AP) view among {len(radiographs)} radiographs (views: {', '.join(views)})")
-    # PA before AP before unlabelled: the chest-xray model learnt on frontal films. Among as many (a repeated
-    # exposure), the lowest instance number, then the UID: the same film whatever order they arrived in.
     rank = {"PA": 0, "AP": 1, "": 2}
-    return min(frontal, key=lambda ds: (
-        rank[str(getattr(ds, "ViewPosition", "")).upper()], _number(ds, "InstanceNumber", float("inf")), str(ds.SOPInstanceUID),
-    ))
+    best = min(rank[str(getattr(ds, "ViewPosition", "")).upper()] for ds in frontal)
+    return sorted(
+        (ds for ds in frontal if rank[str(getattr(ds, "ViewPosition", "")).upper()] == best),
+        key=lambda ds: (_number(ds, "InstanceNumber", float("inf")), str(ds.SOPInstanceUID)),
+    )
+
+
+def frontal_radiograph(datasets: list[Any]) -> Any:
+    """The first of :func:`frontal_radiographs`."""
+    return frontal_radiographs(datasets)[0]
 
 
 def _laterality(ds: Any) -> str:

@@ -17,7 +17,7 @@ from datasets.ct_candidates import Candidate, extract_patches, find_candidates
 from datasets.dicom_series import Volume
 from datasets.lung_fields import heatmap_within, lung_fields
 from datasets.preprocess import PreprocessSpec, prepare_image
-from inference.assemble import ct_series, decode, frontal_radiograph, mammography_views
+from inference.assemble import ct_series, decode, frontal_radiographs, mammography_views
 from inference.champions import LoadedModel
 from inference.errors import CouldNotScore
 from service.lifecycle import Task
@@ -118,7 +118,18 @@ def _image_score(model: LoadedModel, ds: Any, *, lungs: bool = False) -> TaskSco
 
 
 def score_chest_xray(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
-    return _image_score(model, frontal_radiograph(datasets), lungs=True)
+    """The frontal film; a study with more than one of its view (a repeated exposure) has each scored, and its
+    score is the most suspicious film's, as a mammogram's is its most suspicious view's: a model that may only raise
+    a study sees every film (the lower instance number on a tie)."""
+    films = frontal_radiographs(datasets)
+    scored = [_image_score(model, ds, lungs=True) for ds in films]
+    best = max(scored, key=lambda s: s.score)
+    if len(scored) > 1:
+        best = replace(best, regions=sorted((s.regions[0] for s in scored), key=lambda r: -r.score))
+        best.localisation["films"] = [
+            {"sop_instance_uid": str(ds.SOPInstanceUID), "score": s.score} for ds, s in zip(films, scored, strict=True)
+        ]
+    return best
 
 
 def score_mammography(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:

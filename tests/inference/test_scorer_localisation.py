@@ -70,6 +70,31 @@ def test_chest_heatmap_is_zero_outside_the_lung_fields_and_points_inside_them(fi
     assert raw.min() - 1e-6 <= result.localisation["peak_value"] <= raw.max() + 1e-6
 
 
+def test_a_study_with_two_frontal_films_is_scored_on_the_more_suspicious(tmp_path) -> None:
+    """A repeated exposure: the first film to arrive had been the one scored, and a pneumonia on the other was never
+    seen. Each film of the view is scored; the study's score is the higher, whatever order the films arrived in."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from inference.scorers import score_chest_xray
+
+    model = _shipped_model("chest-xray")
+    study = generate_uid()
+    films = []
+    for number, name in ((1, "NORMAL/IM-0115-0001.jpeg"), (2, "PNEUMONIA/person1000_bacteria_2931.jpeg")):
+        ds = pydicom.dcmread(wrap_radiograph(FIXTURES / "datasets" / "kermany" / "train" / name, tmp_path / f"{number}.dcm",
+                                             view_position="PA", study_uid=study))
+        ds.InstanceNumber = number
+        films.append(ds)
+    alone = [score_chest_xray(model, [ds], min_ct_slices=1).score for ds in films]
+    assert alone[1] > model.threshold > alone[0]  # the normal film alone would not raise the study
+    for order in (films, films[::-1]):
+        result = score_chest_xray(model, order, min_ct_slices=1)
+        assert result.score == max(alone) and result.source is films[1]
+        assert [r.score for r in result.regions] == sorted(alone, reverse=True)
+        assert [f["sop_instance_uid"] for f in result.localisation["films"]] == [str(ds.SOPInstanceUID) for ds in films]
+
+
 def _series_score(model: LoadedModel, volume: Volume) -> float:
     candidates = find_candidates(volume)
     outputs = model.run(extract_patches(volume, candidates))
