@@ -43,6 +43,7 @@ from typing import TextIO
 
 from datasets.emr_records import (
     DECEASED_UNDATED,
+    GESTATION_AT_BIRTH,
     ChildRecord,
     CodedFact,
     DroppedEntry,
@@ -186,7 +187,6 @@ _DATE_TIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ][0-9]{2}:[0-9]{2}(?::[
 
 # patients.csv's optional gestational_age: weeks at birth, as a decimal or in the obstetric weeks+days notation
 # ("28+3", as European records write it).
-GESTATION_AT_BIRTH = "76516-4"
 _GESTATION = re.compile(r"([0-9]{2}(?:[.,][0-9]+)?)(?:\s*\+\s*([0-6]))?")
 
 

@@ -30,10 +30,13 @@ __all__ = [
     "code_system",
     "Sex",
     "sex_of",
+    "GESTATION_AT_BIRTH",
 ]
 
 FactKind = Literal["condition", "procedure", "encounter", "medication"]
 Sex = Literal["M", "F", "U"]
+# LOINC "Gestational age--at birth": how a record states the weeks a child was born at (screening/gestation.py)
+GESTATION_AT_BIRTH = "76516-4"
 
 # FHIR system URIs (and the short names the CSV extract uses) -> our short names. ``code_system`` also
 # reads them as other writers spell them: http or https, any case, with a trailing slash, or as the HL7

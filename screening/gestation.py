@@ -17,7 +17,7 @@ chronological age.
 
 from __future__ import annotations
 
-from datasets.emr_records import CodedFact, DroppedEntry, Measurement
+from datasets.emr_records import GESTATION_AT_BIRTH, CodedFact, DroppedEntry, Measurement
 from screening.icd10_map import normalise_icd10
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
     "chronological_age",
 ]
 
-GESTATION_LOINC = frozenset({"76516-4", "11884-4", "49051-6", "18185-9", "49052-4"})
+GESTATION_LOINC = frozenset({GESTATION_AT_BIRTH, "11884-4", "49051-6", "18185-9", "49052-4"})
 CORRECTED_UNTIL_DAYS = 731  # the second birthday
 TERM_DAYS = 280  # 40 weeks
 PRETERM_BELOW_DAYS = 259  # 37 completed weeks
