@@ -24,7 +24,7 @@ from inference.errors import CouldNotScore, IngestError
 from inference.instance_limits import read_within_limits
 
 __all__ = [
-    "MammographyView", "read_study", "frontal_radiograph", "frontal_radiographs", "mammography_views", "ct_series", "decode",
+    "MammographyView", "read_study", "frontal_radiographs", "mammography_views", "ct_series", "decode",
 ]
 
 _FRONTAL = {"PA", "AP", ""}
@@ -83,11 +83,6 @@ def frontal_radiographs(datasets: list[Any]) -> list[Any]:
         (ds for ds in frontal if rank[str(getattr(ds, "ViewPosition", "")).upper()] == best),
         key=lambda ds: (_number(ds, "InstanceNumber", float("inf")), str(ds.SOPInstanceUID)),
     )
-
-
-def frontal_radiograph(datasets: list[Any]) -> Any:
-    """The first of :func:`frontal_radiographs`."""
-    return frontal_radiographs(datasets)[0]
 
 
 def _laterality(ds: Any) -> str:

@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from inference.assemble import ct_series, frontal_radiograph, mammography_views, read_study
+from inference.assemble import ct_series, frontal_radiographs, mammography_views, read_study
 from inference.errors import CouldNotScore
 from inference.jobs import enqueue, request_rescore
 from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle
@@ -96,11 +96,11 @@ def test_the_ct_series_scored_does_not_depend_on_the_order_instances_arrived_in(
         for order in (chosen + other, other + chosen, other[:1] + chosen + other[1:]):
             volume = ct_series(order, min_slices=3)
             assert set(volume.sop_instance_uids) == {str(ds.SOPInstanceUID) for ds in chosen}
-    # the same for two PA films of one study (a repeated exposure): the lower instance number
+    # the same for two PA films of one study (a repeated exposure): in instance-number order
     films = [dcmread(DX_CHEST), dcmread(DX_CHEST)]
     for number, ds in zip((2, 1), films, strict=True):
         ds.SOPInstanceUID, ds.InstanceNumber, ds.ViewPosition = generate_uid(), number, "PA"
-    assert frontal_radiograph(films) is films[1] and frontal_radiograph(films[::-1]) is films[1]
+    assert frontal_radiographs(films) == [films[1], films[0]] and frontal_radiographs(films[::-1]) == [films[1], films[0]]
 
 
 def test_bad_inputs_are_refused_by_assembly(tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ def test_bad_inputs_are_refused_by_assembly(tmp_path: Path) -> None:
     views = mammography_views(read_study([INFERENCE_FIXTURES / "images" / "mg_ge_senographe.dcm"]))
     assert views[0].laterality in ("L", "R")
     with pytest.raises(CouldNotScore, match="no CR/DX image"):
-        frontal_radiograph(read_study(CT))
+        frontal_radiographs(read_study(CT))
 
 
 def test_unavailable_model_retries_then_dead_letters_and_is_replayed(pipeline: Pipeline, tmp_path: Path) -> None:
