@@ -8,7 +8,7 @@ header row). Text that is not UTF-8 stops the batch with the file's name and wha
   ``name``, ``mrn`` (the hospital's record number), ``practitioner`` and ``organization`` (whose patient
   the child is: scopes the paediatrician's page), ``death_date`` (ISO date, or yes: the child has died and
   is not screened; a value that is neither is listed as unread) and ``gestational_age`` (completed weeks at birth:
-  ``28``, ``28.5`` or ``28+3``; a preterm child's growth is read at corrected age, ``screening/gestation.py``);
+  ``28``, ``28.5``, ``28+3`` or ``28 3/7``; a preterm child's growth is read at corrected age, ``screening/gestation.py``);
 * ``diagnoses.csv``: ``patient_id,date,system,code[,kind][,status][,display]``; ``system`` is icd10, snomed, hpo
   or atc (also as their FHIR URIs and common spellings: ICD-10-CM, SNOMED CT, HP), orpha or omim (a recorded
   rare-disease diagnosis), or icd11 (read for such diagnoses only: any other ICD-11 row is listed as unread); ``kind`` condition (default), procedure, encounter or medication; ``status`` refuted marks
@@ -50,6 +50,7 @@ from datasets.emr_records import (
     Measurement,
     RecordError,
     code_system,
+    gestation_text_days,
     sex_of,
 )
 from datasets.errors import ExtractError
@@ -185,11 +186,6 @@ _DECIMAL_COMMA = re.compile(r"-?[0-9]+,(?:[0-9]{1,2}|[0-9]{4,})")
 _DATE_TIME = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?")
 
 
-# patients.csv's optional gestational_age: weeks at birth, as a decimal or in the obstetric weeks+days notation
-# ("28+3", as European records write it).
-_GESTATION = re.compile(r"([0-9]{2}(?:[.,][0-9]+)?)(?:\s*\+\s*([0-6]))?")
-
-
 def _iso_date(value: str, column: str) -> date:
     """``value`` as a date written YYYY-MM-DD; a ValueError that names the column and the form otherwise (Python's
     own "Invalid isoformat string" said neither, and "05/01/2022" may be May or January: never guessed)."""
@@ -265,12 +261,11 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
             record.dropped.append(DroppedEntry(where, unread_sex))
         gestation = (row.get("gestational_age") or "").strip()
         if gestation:
-            weeks = _GESTATION.fullmatch(gestation)
-            if weeks is None:
+            days = gestation_text_days(gestation)
+            if days is None:
                 record.dropped.append(DroppedEntry(where, (
-                    f"gestational_age {gestation[:20]!r} is not completed weeks at birth (28, 28.5 or 28+3)")))
+                    f"gestational_age {gestation[:20]!r} is not completed weeks at birth (28, 28.5, 28+3 or 28 3/7)")))
             else:  # as the record of the child's birth (LOINC Gestational age--at birth), in days
-                days = round(float(weeks[1].replace(",", ".")) * 7) + int(weeks[2] or 0)
                 record.measurements.append(Measurement(GESTATION_AT_BIRTH, float(days), "d", birth))
         died = (row.get("death_date") or "").strip()
         if died:

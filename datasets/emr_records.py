@@ -13,6 +13,7 @@ as "screened, nothing found"). A missing file or column of an extract is an :cla
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal, NamedTuple
@@ -31,12 +32,25 @@ __all__ = [
     "Sex",
     "sex_of",
     "GESTATION_AT_BIRTH",
+    "GESTATION_CODES",
+    "gestation_text_days",
 ]
 
 FactKind = Literal["condition", "procedure", "encounter", "medication"]
 Sex = Literal["M", "F", "U"]
 # LOINC "Gestational age--at birth": how a record states the weeks a child was born at (screening/gestation.py)
 GESTATION_AT_BIRTH = "76516-4"
+# Every LOINC code a gestational age at birth is written under: 11884-4 Gestational age Estimated (the Birth and
+# Fetal Death Reporting IG), 49051-6 Gestational age in weeks, 18185-9 Gestational age, 49052-4 ... in days.
+GESTATION_CODES = frozenset({GESTATION_AT_BIRTH, "11884-4", "49051-6", "18185-9", "49052-4"})
+# A gestational age written as text: weeks as a decimal ("28", "28.5", "28,5"), or weeks and days in the
+# notations obstetric records use: "28+3" (European records), "28 3/7" (American), "28w3d", "28 weeks 3 days",
+# "28 SSW + 3 d", "28 Wochen" (German). Days are 0-6; anything else is not guessed at.
+_GESTATION_TEXT = re.compile(
+    r"([0-9]{2}(?:[.,][0-9]+)?)\s*(?:weeks?|wochen|wks?|w|ssw|sw)?\.?"
+    r"(?:\s*\+\s*([0-6])(?:\s*(?:days?|d|t|tage?)\.?)?|\s+([0-6])\s*/\s*7|\s*(?:and\s+)?([0-6])\s*(?:days?|d|t|tage?)\.?)?",
+    re.IGNORECASE,
+)
 
 # FHIR system URIs (and the short names the CSV extract uses) -> our short names. ``code_system`` also
 # reads them as other writers spell them: http or https, any case, with a trailing slash, or as the HL7
@@ -124,6 +138,15 @@ _SEXES: dict[str, Sex] = {
     "unknown": "U", "u": "U", "0": "U", "9": "U", "other": "U", "o": "U", "x": "U", "d": "U", "divers": "U",
     "unk": "U", "not known": "U", "not applicable": "U",
 }
+
+
+def gestation_text_days(text: str) -> int | None:
+    """The days of a gestational age at birth written as text (:data:`_GESTATION_TEXT`), or None."""
+    found = _GESTATION_TEXT.fullmatch(text.strip())
+    if found is None:
+        return None
+    days = found[2] or found[3] or found[4] or "0"
+    return round(float(found[1].replace(",", ".")) * 7) + int(days)
 
 
 def sex_of(value: str | None, field: str) -> tuple[Sex, str]:

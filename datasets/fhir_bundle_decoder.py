@@ -28,7 +28,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-from datasets.emr_records import ChildRecord, CodedFact, Measurement, code_system, measurement, sex_of
+from datasets.emr_records import GESTATION_CODES, ChildRecord, CodedFact, Measurement, code_system, measurement, sex_of
 from datasets.fhir_entry_rules import FINDING_SYSTEMS, VOID_OBSERVATION_STATUS, VOID_VERIFICATION, condition_certainty
 from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, reference_key, valid_code
 
@@ -74,6 +74,10 @@ class _Identifier(Struct, gc=False):
     use: str | None = None
 
 
+# An extension that may name the sex a growth chart is read by (datasets.fhir_entry_rules.sex_for_growth)
+_CLINICAL_SEX: Final = b"sexParameterForClinicalUse"
+_BIRTH_SEX: Final = b"us-core-birthsex"
+
 # The FHIR id pattern checked by msgspec while decoding (``ID`` as a search: anchored, ``\Z`` not ``$``).
 _Id = Annotated[str, Meta(pattern="^" + ID.pattern + r"\Z")]
 
@@ -98,6 +102,7 @@ class _Resource(Struct, gc=False, rename={"class_": "class"}):
     issued: str | None = None
     valueQuantity: _Quantity | None = None
     valueCodeableConcept: Raw = Raw()
+    valueString: Raw = Raw()  # a gestational age written as text ("28+3") goes to the per-resource reader
     component: Raw = Raw()
     # Procedure
     performedDateTime: str | None = None
@@ -125,6 +130,8 @@ class _Resource(Struct, gc=False, rename={"class_": "class"}):
     deceasedDateTime: Raw = Raw()
     active: bool | None = None
     link: Raw = Raw()
+    # The sex a growth chart needs may be in an extension (datasets.fhir_entry_rules.sex_for_growth)
+    extension: Raw = Raw()
 
 
 class _Entry(Struct, gc=False):
@@ -234,6 +241,8 @@ class BundleLineReader:
                 sex, unread_sex = sex_of(r.gender, "gender")
                 if unread_sex:
                     raise _Doubt  # the per-resource reader lists the value on the record
+                if r.extension and (_CLINICAL_SEX in (extension := bytes(r.extension)) or (sex == "U" and _BIRTH_SEX in extension)):
+                    raise _Doubt  # the sex to chart growth by is in an extension: the per-resource reader reads it
                 patients[rid] = ChildRecord(rid, birth, sex, source=self.source, **self._patient_extras(r))  # type: ignore[arg-type]
                 continue
             subject = bytes(r.subject)
@@ -263,6 +272,8 @@ class BundleLineReader:
                 if quantity is None:
                     if r.valueCodeableConcept:
                         raise _Doubt  # may hold a feature's HPO term (Genomics Reporting's observed phenotype)
+                    if r.valueString and any(system == "loinc" and c in GESTATION_CODES for system, c in codings):
+                        raise _Doubt  # a gestational age written as text
                     continue
                 value = quantity.value
                 if isinstance(value, str):

@@ -44,11 +44,13 @@ from datasets.fhir_entry_rules import (
     condition_certainty,
     condition_displays,
     feature_presence,
+    gestation_as_text,
     month_only_birth,
     no_birth_date,
     onset_age_days,
     patient_standing,
     repeated_patient,
+    sex_for_growth,
 )
 from datasets.fhir_primitives import full_url_keys, merge_aliases, reference_key
 
@@ -169,6 +171,8 @@ def _observation(resource: Any) -> list[Measurement] | list[CodedFact]:
     if resource.status in VOID_OBSERVATION_STATUS:
         return []
     if quantity is None:
+        if gestation := gestation_as_text(codings, resource.valueString, when):
+            return gestation
         features = _feature(resource, codings, when)
         if features or components is None:
             return features
@@ -239,6 +243,8 @@ def records_from_resources(
                 errors.append(RecordError(source, f"{where} {name}", no_birth_date(resource.birthDate)))
                 continue
             sex, unread_sex = sex_of(resource.gender, "gender")
+            if resource.extension:
+                sex = sex_for_growth(sex, resource.model_dump(mode="json", include={"extension"}).get("extension"))
             full_url = full_urls.get(where) if full_urls else None
             pid = str(resource.id or (reference_key(full_url) if full_url else where))
             if pid in patients:  # the same child again: the first read stands (datasets/fhir_entry_rules.py)

@@ -16,6 +16,13 @@ syndrome" in a local code records a diagnosis, and the screener reads it as one.
 
 So is a LOINC-coded value without a full date (a growth measurement whose age is unknown).
 
+A gestational age at birth written as text (``valueString`` "28+3", as European profiles write weeks and days,
+or "28 3/7") is read as the quantity would be (:func:`gestation_as_text`); one that names no weeks is listed.
+
+A Patient whose ``gender`` is ``other`` or ``unknown`` may still say the sex a growth chart needs: US Core's
+``birthsex`` extension (M/F) or HL7's ``patient-sexParameterForClinicalUse`` (``female-typical`` /
+``male-typical``), which is meant for exactly this and, where present, decides (:func:`sex_for_growth`).
+
 A birth date given to the month only (``2021-05``, as pseudonymised extracts give it) is read as the 15th, and
 the record lists that as an unread entry, so ages are known to be within 15 days; a year alone is too coarse to
 screen a child under 7 and stays a record error.
@@ -51,7 +58,16 @@ from dataclasses import replace
 from datetime import date
 from typing import Any
 
-from datasets.emr_records import DECEASED_UNDATED, ChildRecord, CodedFact, DroppedEntry
+from datasets.emr_records import (
+    DECEASED_UNDATED,
+    GESTATION_CODES,
+    ChildRecord,
+    CodedFact,
+    DroppedEntry,
+    Measurement,
+    Sex,
+    gestation_text_days,
+)
 
 __all__ = [
     "repeated_patient",
@@ -73,6 +89,8 @@ __all__ = [
     "MONTH_ONLY_BIRTH",
     "no_birth_date",
     "patient_standing",
+    "gestation_as_text",
+    "sex_for_growth",
 ]
 
 VOID_OBSERVATION_STATUS = frozenset({"entered-in-error", "cancelled"})
@@ -311,3 +329,48 @@ def feature_presence(
         if pair in _ABSENT:
             return False
     return True
+
+
+_DAYS_CODE = "49052-4"  # Gestational age in days: a plain number is days, not weeks
+
+
+def gestation_as_text(codings: list[tuple[str, str]], text: Any, when: date | None) -> list[Measurement]:
+    """An Observation's gestational age at birth written as text (``valueString``) as measurements in days; []
+    when the Observation is not a gestational age or has no text. Unreadable when the text names no weeks or the
+    Observation is undated: the child's growth is then read by chronological age, and the record says why."""
+    codes = [code for system, code in codings if system == "loinc" and code in GESTATION_CODES]
+    if not codes or not isinstance(text, str):
+        return []
+    written = text.strip()
+    days = int(written) if written.isdigit() and set(codes) == {_DAYS_CODE} else gestation_text_days(written)
+    if days is None:
+        raise Unreadable(f"valueString {written[:20]!r}: a gestational age that is not weeks (28, 28.5, 28+3 or 28 3/7)")
+    if when is None:
+        raise Unreadable(UNDATED)
+    return [Measurement(code, float(days), "d", when) for code in codes]
+
+
+_BIRTH_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
+_SEX_FOR_CLINICAL_USE = "http://hl7.org/fhir/StructureDefinition/patient-sexParameterForClinicalUse"
+_CLINICAL_SEX: dict[str, Sex] = {"female-typical": "F", "male-typical": "M"}
+
+
+def sex_for_growth(sex: Sex, extensions: Any) -> Sex:
+    """The sex a child's growth is charted by: the sex parameter for clinical use where it names one, else the
+    administrative gender when male or female, else US Core's birth sex. ``extensions``: the Patient's
+    ``extension`` list as JSON (anything else is ignored: an extension is optional and never fails a record)."""
+    birth: Sex = "U"
+    for extension in extensions if isinstance(extensions, list) else ():
+        if not isinstance(extension, dict):
+            continue
+        url = extension.get("url")
+        if url == _SEX_FOR_CLINICAL_USE:
+            for part in extension.get("extension") or []:  # complex: value, period, comment, supportingInfo
+                if isinstance(part, dict) and part.get("url") == "value":
+                    concept = part.get("valueCodeableConcept")
+                    for coding in concept.get("coding") or [] if isinstance(concept, dict) else []:
+                        if isinstance(coding, dict) and coding.get("code") in _CLINICAL_SEX:
+                            return _CLINICAL_SEX[coding["code"]]
+        elif url == _BIRTH_SEX and extension.get("valueCode") in ("M", "F"):
+            birth = extension["valueCode"]
+    return sex if sex != "U" else birth

@@ -45,11 +45,13 @@ from datasets.fhir_entry_rules import (
     condition_certainty,
     condition_displays,
     feature_presence,
+    gestation_as_text,
     month_only_birth,
     no_birth_date,
     onset_age_days,
     patient_standing,
     repeated_patient,
+    sex_for_growth,
 )
 from datasets.fhir_primitives import (
     ID,
@@ -269,6 +271,12 @@ def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
     codings = _codings(raw.get("code"), "code")
     quantity, components = raw.get("valueQuantity"), raw.get("component")
     if quantity is None:
+        string = raw.get("valueString")
+        if string is not None and type(string) is not str:
+            raise _Invalid("valueString: not a string")
+        void = raw.get("status") in VOID_OBSERVATION_STATUS if isinstance(raw.get("status"), str) else False
+        if not void and (gestation := gestation_as_text(codings, string, when)):
+            return gestation
         features = _feature(raw, codings, when)
         if features or components is None:
             return features
@@ -418,6 +426,7 @@ def records_from_resources_fast(
                 errors.append(RecordError(source, f"{name(key)} Patient/{raw.get('id', '?')}", no_birth_date(raw.get("birthDate"))))
                 continue
             sex, unread_sex = sex_of(gender, "gender")
+            sex = sex_for_growth(sex, raw.get("extension"))
             full_url = full_urls.get(key) if full_urls else None
             pid = str(raw.get("id") or (reference_key(full_url) if full_url else name(key)))
             if pid in patients:  # the same child again: the first read stands (datasets/fhir_entry_rules.py)

@@ -9,7 +9,8 @@ one taken before the term-equivalent age is not read on the term charts at all.
 The gestational age at birth comes from a LOINC-coded measurement (the first in the record):
 ``76516-4`` Gestational age--at birth, ``11884-4`` Gestational age Estimated (the Birth and Fetal Death
 Reporting IG), ``49051-6`` Gestational age in weeks, ``18185-9`` Gestational age, ``49052-4`` Gestational age in
-days, in weeks or days (UCUM ``wk``, ``d`` or spelt out); else from an ICD-10-CM code that names the completed
+days, in weeks or days (UCUM ``wk``, ``d`` or spelt out, or as text: ``28+3``, ``28 3/7``, read by the FHIR and CSV
+readers into days, ``datasets.emr_records.gestation_text_days``); else from an ICD-10-CM code that names the completed
 weeks (``P07.21``-``P07.26``: under 23 to 27 weeks, ``P07.31``-``P07.39``: 28 to 36). WHO ICD-10's ``P07.2`` and
 ``P07.3`` (under 28, 28-36 weeks) name no week and correct nothing. A child born at 37 weeks or later is read by
 chronological age.
@@ -17,7 +18,7 @@ chronological age.
 
 from __future__ import annotations
 
-from datasets.emr_records import GESTATION_AT_BIRTH, CodedFact, DroppedEntry, Measurement
+from datasets.emr_records import GESTATION_CODES, CodedFact, DroppedEntry, Measurement
 from screening.icd10_map import normalise_icd10
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
     "chronological_age",
 ]
 
-GESTATION_LOINC = frozenset({GESTATION_AT_BIRTH, "11884-4", "49051-6", "18185-9", "49052-4"})
+GESTATION_LOINC = GESTATION_CODES
 CORRECTED_UNTIL_DAYS = 731  # the second birthday
 TERM_DAYS = 280  # 40 weeks
 PRETERM_BELOW_DAYS = 259  # 37 completed weeks

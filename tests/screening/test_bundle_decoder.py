@@ -66,6 +66,16 @@ def test_each_odd_entry_reads_as_the_per_resource_reader_and_only_valid_lines_ta
         assert typed is None
 
 
+_BIRTH_SEX = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
+
+
+def _clinical_sex(code: str) -> dict[str, Any]:
+    """HL7's sex parameter for clinical use (a complex extension, the value in its ``value`` part)."""
+    return {"url": "http://hl7.org/fhir/StructureDefinition/patient-sexParameterForClinicalUse", "extension": [
+        {"url": "value", "valueCodeableConcept": {"coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/sex-parameter-for-clinical-use", "code": code}]}}]}
+
+
 # Lines the typed path must either read exactly as the per-resource reader or hand over to it.
 SHAPES: dict[str, dict[str, Any]] = {
     # other resource types, whose elements of the same name have other shapes: still read typed
@@ -141,12 +151,31 @@ SHAPES: dict[str, dict[str, Any]] = {
                                             "deceasedBoolean": True, "deceasedDateTime": "2023-04-01"}},
     "patient-active-a-string": {"resource": {"resourceType": "Patient", "id": "p11", "birthDate": "2021-01-01",
                                              "active": "yes"}},
+    # the sex a growth chart is read by, in an extension: read typed where the gender decides, else handed over
+    "patient-birth-sex-beside-a-gender": {"resource": {"resourceType": "Patient", "id": "p12", "birthDate": "2021-01-01",
+                                                       "gender": "female", "extension": [{"url": _BIRTH_SEX, "valueCode": "F"}]}},
+    "patient-birth-sex-of-unknown-gender": {"resource": {"resourceType": "Patient", "id": "p13", "birthDate": "2021-01-01",
+                                                         "gender": "unknown", "extension": [{"url": _BIRTH_SEX, "valueCode": "F"}]}},
+    "patient-sex-for-clinical-use": {"resource": {"resourceType": "Patient", "id": "p14", "birthDate": "2021-01-01",
+                                                  "gender": "other", "extension": [_clinical_sex("male-typical")]}},
+    # a gestational age written as text is handed over; another value as text is no measurement, read typed
+    "observation-gestation-as-text": {
+        "resource": {"resourceType": "Observation", "id": "g1", "status": "final",
+                     "subject": {"reference": "Patient/child-ordinary"}, "effectiveDateTime": "2021-01-01",
+                     "code": {"coding": [{"system": "http://loinc.org", "code": "76516-4"}]}, "valueString": "28+3"}
+    },
+    "observation-other-text": {
+        "resource": {"resourceType": "Observation", "id": "g2", "status": "final",
+                     "subject": {"reference": "Patient/child-ordinary"}, "effectiveDateTime": "2021-01-01",
+                     "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}, "valueString": "tall"}
+    },
 }
 _HANDED_OVER = {
     "observation-status-a-list", "observation-via-patient-element", "encounter-type-null",
     "identifier-use-a-number", "bad-id-of-a-skipped-resource", "medication-missing",
     "patient-deceased", "patient-deceased-boolean", "patient-alive", "patient-replaced", "patient-inactive",
-    "patient-deceased-twice", "patient-active-a-string",
+    "patient-deceased-twice", "patient-active-a-string", "patient-birth-sex-of-unknown-gender",
+    "patient-sex-for-clinical-use", "observation-gestation-as-text",
 }
 
 

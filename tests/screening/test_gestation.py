@@ -3,6 +3,7 @@ prematurity is no short stature, microcephaly or decreased weight."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import numpy as np
@@ -113,10 +114,41 @@ def test_a_csv_extract_gives_the_weeks_at_birth_in_its_patients_file(maps: CodeM
 
     (tmp_path / "patients.csv").write_text(
         "patient_id,birth_date,sex,gestational_age\np1,2023-01-10,F,28+3\np2,2023-01-10,F,\"30,5\"\np3,2023-01-10,F,39\n"
-        "p4,2023-01-10,F,28 weeks\n")
+        "p4,2023-01-10,F,about 28\np5,2023-01-10,F,28 3/7\np6,2023-01-10,F,28 weeks 3 days\np7,2023-01-10,F,28 SSW + 3 d\n")
     (tmp_path / "diagnoses.csv").write_text("patient_id,date,system,code\n")
     (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n")
     records = list(read_csv_extract(tmp_path))
-    assert [extract_findings(r, maps, AS_OF).gestation_days for r in records] == [199, 214, 273, None]  # type: ignore[arg-type]
+    assert [extract_findings(r, maps, AS_OF).gestation_days for r in records] == [  # type: ignore[arg-type]
+        199, 214, 273, None, 199, 199, 199]
     assert [d.reason for d in records[3].dropped] == [  # type: ignore[union-attr]
-        "gestational_age '28 weeks' is not completed weeks at birth (28, 28.5 or 28+3)"]
+        "gestational_age 'about 28' is not completed weeks at birth (28, 28.5, 28+3 or 28 3/7)"]
+
+
+def test_a_fhir_record_gives_the_weeks_at_birth_as_text(maps: CodeMaps, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Czech and other European profiles write the gestational age as text ("28+3"); it had been no measurement, and
+    the child's growth was read by chronological age without a word. Every reader reads it now, or lists it."""
+    from datasets.fhir_emr import read_fhir, record_to_bundle
+    from datasets.fhir_fast import read_fhir_fast
+
+    def observation(code: str, text: str) -> dict:  # type: ignore[type-arg]
+        return {"resourceType": "Observation", "id": f"ga-{len(text)}", "status": "final",
+                "subject": {"reference": "Patient/born-28"}, "effectiveDateTime": BIRTH.isoformat(),
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]}, "valueString": text}
+
+    for code, text, days, listed in (("76516-4", "28+3", 199, ""), ("11884-4", "28 3/7", 199, ""),
+                                     ("49052-4", "199", 199, ""), ("76516-4", "early", None,
+                                     "valueString 'early': a gestational age that is not weeks (28, 28.5, 28+3 or 28 3/7)")):
+        bundle = record_to_bundle(_born_at(maps, 28))
+        bundle["entry"].append({"resource": observation(code, text)})
+        for layout, lines in (("bundle", [bundle]), ("bulk export", [e["resource"] for e in bundle["entry"]])):
+            path = tmp_path / "extract.ndjson"
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+            for reader in (read_fhir, read_fhir_fast):
+                (record,) = list(reader(path))
+                assert isinstance(record, ChildRecord), (text, layout, reader.__name__)
+                child = extract_findings(record, maps, AS_OF)
+                assert child.gestation_days == days, (text, layout, reader.__name__)
+                # read by chronological age when the weeks cannot be read: 12 weeks of growth short
+                assert (SHORT_STATURE in _growth(record, maps)) == (days is None), (text, layout, reader.__name__)
+                assert [d.reason.split(": ", 1)[-1] for d in record.dropped] == ([listed] if listed else []), (
+                    text, layout, reader.__name__)

@@ -154,6 +154,45 @@ def test_a_sex_written_another_way_is_read_and_one_no_reader_knows_is_listed(tmp
                 ), (gender, layout, reader.__name__)
 
 
+def test_the_sex_a_growth_chart_needs_is_read_from_the_patients_extensions(tmp_path: Path) -> None:
+    """A child whose administrative gender is "other" or "unknown" may still have a sex at birth (US Core's birthsex)
+    or a sex parameter for clinical use (HL7, meant for reference ranges and charts, so it decides where present).
+    Before, such a child was read on both growth charts; a gender of male or female stays as it was."""
+    from datasets.fhir_fast import read_fhir_fast
+
+    birth_sex = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
+
+    def clinical(code: str) -> dict:  # type: ignore[type-arg]
+        return {"url": "http://hl7.org/fhir/StructureDefinition/patient-sexParameterForClinicalUse", "extension": [
+            {"url": "period", "valuePeriod": {"start": "2021-01-01"}},
+            {"url": "value", "valueCodeableConcept": {"coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/sex-parameter-for-clinical-use", "code": code}]}}]}
+
+    for gender, extensions, sex in (
+        ("unknown", [{"url": birth_sex, "valueCode": "F"}], "F"),
+        ("other", [{"url": "http://example.org/x", "valueString": "y"}, {"url": birth_sex, "valueCode": "M"}], "M"),
+        ("unknown", [{"url": birth_sex, "valueCode": "UNK"}], "U"),
+        ("female", [{"url": birth_sex, "valueCode": "M"}], "F"),  # a known gender stands beside the birth sex
+        ("other", [clinical("female-typical")], "F"),
+        ("male", [clinical("female-typical"), {"url": birth_sex, "valueCode": "M"}], "F"),  # for clinical use: decides
+        ("unknown", [clinical("specified")], "U"),
+        (None, [{"url": birth_sex, "valueCode": "F"}], "F"),
+    ):
+        bundle = record_to_bundle(syndromic_child("g"))
+        patient = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")["resource"]
+        patient.pop("gender")
+        if gender is not None:
+            patient["gender"] = gender
+        patient["extension"] = extensions
+        for layout, lines in (("bundle", [bundle]), ("bulk export", [e["resource"] for e in bundle["entry"]])):
+            path = tmp_path / "extract.ndjson"
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+            for reader in (read_fhir, read_fhir_fast):
+                (record,) = list(reader(path))
+                assert isinstance(record, ChildRecord) and record.sex == sex, (gender, extensions, layout, reader.__name__)
+                assert record.dropped == [], (gender, layout, reader.__name__)
+
+
 def _write(folder: Path, name: str, rows: list[str]) -> None:
     (folder / name).write_text("\n".join(rows) + "\n")
 
