@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -70,14 +71,19 @@ class SharedInformation:
     # per disease, the size of its closure; per term, whether any disease is annotated at or below it
     _closure_sizes: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
-    def best_match(self, observed: list[int]) -> np.ndarray:
+    def best_match(self, observed: list[int], lesser: Sequence[int] = (), lesser_weight: float = 0.0) -> np.ndarray:
         """Per disease, the mean over the findings of the information content of the most informative
         term a finding shares with the disease's annotations (best-match average of Resnik similarity,
         patient to disease, as Phenomizer and PhenoDP rank): a disease is rewarded for explaining each
-        finding specifically, not only for sharing much information in total."""
+        finding specifically, not only for sharing much information in total. ``lesser`` findings count
+        ``lesser_weight`` each in the mean (the served candidates' commonplace findings, ``screening.ranking``)."""
         total = np.zeros(self.shared.shape[1])
         for finding in observed:
             total += self.finding_match(finding, informative=False)
+        if lesser_weight > 0.0 and lesser:
+            for finding in lesser:
+                total += lesser_weight * self.finding_match(finding, informative=False)
+            return total / max(len(observed) + lesser_weight * len(lesser), 1e-9)
         return total / max(len(observed), 1)
 
     def best_match_total(self, observed: list[int]) -> np.ndarray:

@@ -22,10 +22,14 @@ Rankers, each measured and reported (``medscreen screening evaluate``, README):
 
 Every ranker above is measured on all of a case's findings. The served candidates are ranked on the findings
 that say more than ordinary childhood illness (:func:`ranking_findings`): in an EMR record, a child's fever,
-otitis media and eczema are ordinary episodes, and as matches they brought febrile and infectious rare
-diseases (tularemia, Sweet syndrome) into the candidates of flagged children. ``ranking_report`` measures the
-served ranker both ways on the published terms (``served`` beside ``best_match_combined_fit_once``), and
-``screening.train_screener`` measures both on each EMR projection of the cases (:func:`candidate_rank`).
+otitis media and eczema are ordinary episodes, and as full matches they brought febrile and infectious rare
+diseases (tularemia, Sweet syndrome) into the candidates of flagged children. The commonplace findings count
+:data:`COMMONPLACE_WEIGHT` each in the best match (a tenth of a finding: they break near-ties, as a recurrent
+pneumonia or a premature birth in a syndrome's published features does) and are never listed as matched; the
+shared-information term reads only the findings beyond them. ``ranking_report`` measures the served ranker on
+the published terms (``served`` beside ``best_match_combined_fit_once``, and each weight of
+:data:`COMMONPLACE_GRID`), and ``screening.train_screener`` on each EMR projection of the cases
+(:func:`candidate_rank`), beside every finding at full weight.
 
 Refuted (excluded) findings leave the served candidates as they are. Counted against the diseases that show
 them, they cost the published cases most of the ranking: of the 1,207 children, 1,084 list excluded features,
@@ -49,7 +53,8 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -61,7 +66,7 @@ from screening.knowledge import KnowledgeBase
 
 __all__ = [
     "RANKERS", "SERVED_RANKER", "rank_scores", "ranking_findings", "served_scores", "candidate_rank", "ranking_report",
-    "COMBINED_WEIGHT", "WEIGHT_GRID",
+    "COMBINED_WEIGHT", "WEIGHT_GRID", "COMMONPLACE_WEIGHT", "COMMONPLACE_GRID",
 ]
 
 RANKERS = (
@@ -83,6 +88,12 @@ BEST_MATCH_LR_WEIGHT = 0.0  # the cross-validated choice: the likelihood ratio a
 COOCCURRENCE_WEIGHT = 0.25
 # (log simGIC weight, likelihood-ratio weight) beside the best match, searched once and in the cross-validation.
 WEIGHT_GRID = tuple((s, lr) for s in (0.0, 0.25, 0.5, 1.0) for lr in (0.0, 0.03, 0.05, 0.1))
+# A commonplace finding's weight in the served best match, chosen from COMMONPLACE_GRID on the development cases:
+# the largest sum of top-1 and top-10 over the published terms and the seven EMR projections among the weights
+# that lower no projection's top-10 (README, candidate ranking: 0.2 gave more in sum and cost the projection with
+# everyday illnesses 0.017 of its top-10; 1, every finding at full weight, the most on the published terms only).
+COMMONPLACE_WEIGHT = 0.1
+COMMONPLACE_GRID = (0.0, 0.1, 0.2, 0.35, 1.0)
 
 
 @dataclass
@@ -100,7 +111,7 @@ class _Components:
 
 def _components(
     kb: KnowledgeBase, observed: list[int], excluded: list[int], sex: str, age_days: int | None, best_match: bool = True,
-    cooccurrence: bool = True,
+    cooccurrence: bool = True, commonplace: Sequence[int] = (),
 ) -> _Components:
     info = kb.information
     assert info is not None
@@ -113,7 +124,7 @@ def _components(
         likelihood_ratio=kb.scores(observed, excluded),
         log_sim=np.log(np.maximum(sim, 1e-6)),
         sim=sim,
-        best_match=info.best_match(observed) if best_match else np.zeros(kb.n_diseases),
+        best_match=info.best_match(observed, commonplace, COMMONPLACE_WEIGHT) if best_match else np.zeros(kb.n_diseases),
         fit=fit,
         cooccurrence=info.cooccurrence(closure) if cooccurrence else np.zeros(kb.n_diseases),
         twins=kb.twins,
@@ -171,9 +182,19 @@ def ranking_findings(kb: KnowledgeBase, observed: list[int]) -> list[int]:
 def served_scores(
     kb: KnowledgeBase, observed: list[int], excluded: list[int], sex: str, age_days: int | None
 ) -> tuple[np.ndarray, list[int]]:
-    """The served candidates' per-disease scores and the findings they were ranked on."""
+    """The served candidates' per-disease scores and the findings beyond commonplace illness they were ranked on
+    (the commonplace ones count :data:`COMMONPLACE_WEIGHT` each in the best match)."""
+    components, findings = _served_components(kb, observed, excluded, sex, age_days)
+    return _combine(components, SERVED_RANKER), findings
+
+
+def _served_components(
+    kb: KnowledgeBase, observed: list[int], excluded: list[int], sex: str, age_days: int | None
+) -> tuple[_Components, list[int]]:
     findings = ranking_findings(kb, observed)
-    return rank_scores(kb, findings, excluded, sex, age_days, SERVED_RANKER), findings
+    kept = set(findings)
+    commonplace = [f for f in observed if f not in kept]
+    return _components(kb, findings, excluded, sex, age_days, True, False, commonplace), findings
 
 
 def candidate_rank(
@@ -219,6 +240,9 @@ def ranking_report(
     disease_genes = read_disease_genes(kb.disease_index)
     known_genes = {g for symbols in disease_genes.values() for g in symbols}
     ranks: dict[str, list[float]] = {r: [] for r in (*RANKERS, "served")}
+    commonplace_ranks: dict[float, list[float]] = {w: [] for w in COMMONPLACE_GRID}
+    info = kb.information
+    assert info is not None
     grid_ranks: list[list[float]] = []
     gene_ranks: list[float] = []
     gene_known: list[bool] = []
@@ -233,18 +257,23 @@ def ranking_report(
         index = next((kb.disease_index[d] for d in case.diseases if d in kb.disease_index), None)
         cohorts.append(cohort_of(case))
         components = _components(kb, observed, excluded, case.sex, case.age_days)
-        findings = ranking_findings(kb, observed)
-        served = components if findings == observed else _components(kb, findings, excluded, case.sex, case.age_days, True, False)
+        served, findings = _served_components(kb, observed, excluded, case.sex, case.age_days)
+        lesser = [f for f in observed if f not in set(findings)]
         gene_ranks.append(_gene_rank(_combine(served, SERVED_RANKER), disease_genes, cohorts[-1]))
         gene_known.append(cohorts[-1] in known_genes)
         if index is None:  # counted, as a miss: the disease is not in the annotations
             for ranker in ranks:
                 ranks[ranker].append(float("inf"))
+            for w in COMMONPLACE_GRID:
+                commonplace_ranks[w].append(float("inf"))
             grid_ranks.append([float("inf")] * len(WEIGHT_GRID))
             continue
         for ranker in RANKERS:
             ranks[ranker].append(expected_rank(_combine(components, ranker), index))
         ranks["served"].append(expected_rank(_combine(served, SERVED_RANKER), index))
+        for w in COMMONPLACE_GRID:
+            weighted = replace(served, best_match=info.best_match(findings, lesser, w))
+            commonplace_ranks[w].append(expected_rank(_combine(weighted, SERVED_RANKER), index))
         grid_ranks.append([
             expected_rank(_once(served, _weighted(served, s, lr)), index) for s, lr in WEIGHT_GRID
         ])
@@ -258,6 +287,10 @@ def ranking_report(
     }
     for ranker, values in ranks.items():
         out[ranker] = _summary(np.array(values), cohorts, annotated)
+    out["served_commonplace_weight"] = COMMONPLACE_WEIGHT
+    out["served_by_commonplace_weight"] = {
+        str(w): _summary(np.array(values), cohorts, annotated) for w, values in commonplace_ranks.items()
+    }
     out["weight_choice_cross_validated"] = _cross_validated_choice(np.array(grid_ranks), cohorts, annotated, folds, seed)
     genes, known = np.array(gene_ranks), np.array(gene_known, dtype=bool)
     out["gene_level"] = {

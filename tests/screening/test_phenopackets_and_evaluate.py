@@ -92,6 +92,8 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
               "best_match_combined_cooccurrence_fit", "served", "weight_choice_cross_validated"):
         assert 0 <= ranking[r]["top1"] <= ranking[r]["top3"] <= ranking[r]["top10"] <= 1, r
         assert ranking[r]["top1_annotated"] >= ranking[r]["top1"], r
+    # the served ranker is its commonplace weight's row of the sweep beside it
+    assert ranking["served_by_commonplace_weight"][str(ranking["served_commonplace_weight"])] == ranking["served"]
     genes = ranking["gene_level"]  # the case's gene (its cohort) among the served candidates' genes
     assert genes["ranker"] == ranking["served_ranker"] and 0 <= genes["top1"] <= genes["top3"] <= genes["top10"] <= 1
     assert genes["top10"] > 0  # the fixture's cohorts are genes with annotated diseases
