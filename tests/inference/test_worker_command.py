@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from sqlalchemy import func, select
 from inference.complete import CompletenessMonitor
 from inference.receive.process import build_ingestor
 from inference.route import load_rules
-from inference.shipped_models import register_shipped_bundles
 from inference.tables import ScoreResult, ScoringJob
 from medscreen.schema import migrate_all
 from service.db import make_engine, make_session_factory
@@ -37,17 +35,18 @@ LONG_LEASE_S, SHORT_LEASE_S = 300, 4
 
 
 @pytest.fixture
-def ingest_node(settings: Settings, postgres_database_url: str, tmp_path: Path) -> Iterator[Callable[[int], None]]:
-    """The ingest node's side: schema, the shipped models registered, and `add(n)` routing n new studies."""
+def ingest_node(
+    settings: Settings, postgres_database_url: str, tmp_path: Path, registered_store: Path
+) -> Iterator[Callable[[int], None]]:
+    """The ingest node's side: schema, the shipped models registered (a copy of the session's store), and `add(n)`
+    routing n new studies."""
+    shutil.copyfile(registered_store, tmp_path / "mlflow.db")
     registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings = settings.model_copy(
         update={"database_url": postgres_database_url, "mlflow_tracking_uri": registry, "quiet_period_s": 0.0}
     )
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate_all(postgres_database_url)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        register_shipped_bundles(registry)
     ingestor = build_ingestor(settings)
     engine = make_engine(postgres_database_url)
     monitor = CompletenessMonitor(settings, make_session_factory(engine), load_rules())
