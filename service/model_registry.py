@@ -202,6 +202,10 @@ def download_version(tracking_uri: str, name: str, version: str, dest: Path) -> 
     if not any(dest.rglob("MLmodel")):
         dest.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(tracking_uri)
+        # A models:/ URI is resolved in the registry MLflow holds globally, which MLFLOW_REGISTRY_URI in the
+        # environment sets: left so, a process started with another store's URI there (MLflow writes it into
+        # os.environ, and children inherit it) downloaded that store's version of the name, or none.
+        mlflow.set_registry_uri(tracking_uri)
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest))
     return next(dest.rglob("MLmodel")).parent
 

@@ -1,0 +1,45 @@
+"""A model version is downloaded from the store the service is configured with, whatever MLflow's environment says."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle
+from tests.conftest import REPO
+
+
+def test_a_version_is_downloaded_from_the_configured_store_not_the_one_the_environment_names(
+    registered_store: Path, tmp_path: Path
+) -> None:
+    """MLflow writes MLFLOW_TRACKING_URI and MLFLOW_REGISTRY_URI into os.environ when a process uses a store, and its
+    children inherit them. A scoring worker started so resolved ``models:/chest-xray/2`` in the other store: "not
+    found" there (retried until it gave up), or that store's version 2 where one existed. Here the configured store
+    has version 2 and the environment's does not; the worker's loader is run in a fresh process with that
+    environment."""
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    for folder in (ours, other):
+        folder.mkdir()
+        shutil.copyfile(registered_store, folder / "mlflow.db")
+    uri = f"sqlite:///{ours / 'mlflow.db'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        new = log_onnx_bundle(uri, SHIPPED_MODELS_DIR / "chest-xray")
+    assert new.version == "2"
+    elsewhere = f"sqlite:///{other / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": elsewhere, "MLFLOW_REGISTRY_URI": elsewhere, "PYTHONPATH": str(REPO)}
+    load = (
+        "import sys; from pathlib import Path; from inference.champions import ModelSelector\n"
+        "selector = ModelSelector(sys.argv[1], Path(sys.argv[2]), intra_op_threads=1, refresh_s=0)\n"
+        "print(selector.load('chest-xray', '2').version)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", load, uri, str(tmp_path / "cache")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "2"
+    assert any((tmp_path / "cache" / "chest-xray" / "2").rglob("model.onnx"))
