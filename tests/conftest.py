@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,20 @@ def settings(tmp_path: Path) -> Settings:
         dicom_receivers=1,
         min_free_disk_mb=1,
     )
+
+
+@pytest.fixture(scope="session")
+def registered_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store with the shipped bundles registered as on first start, made once per session (about
+    10 s: MLflow's schema migrations and three bundles logged). Tests copy it: a service started on a home holding
+    the copy finds its models registered, as on any start after the first (``tests/service/test_first_start.py``
+    starts on an empty home)."""
+    from inference.shipped_models import register_shipped_bundles
+
+    home = tmp_path_factory.mktemp("mlflow-registered")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        registered = register_shipped_bundles(uri)
+    assert any(r.name == "chest-xray" and r.version == "1" for r in registered)
+    return home / "mlflow.db"

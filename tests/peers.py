@@ -202,14 +202,18 @@ class MedscreenService:
 
 
 @pytest.fixture
-def medscreen_service(tmp_path: Path) -> Iterator[Callable[..., MedscreenService]]:
-    """Factory: `medscreen_service(**settings)` starts `medscreen serve` with MEDSCREEN_* settings."""
+def medscreen_service(tmp_path: Path, registered_store: Path) -> Iterator[Callable[..., MedscreenService]]:
+    """Factory: `medscreen_service(**settings)` starts `medscreen serve` with MEDSCREEN_* settings. Its home holds
+    a copy of the session's MLflow store with the shipped models registered (unless the settings name another
+    store): the start finds them there instead of spending about 10 s registering them again."""
     services: list[MedscreenService] = []
 
     def make(**settings: Any) -> MedscreenService:
         home = tmp_path / f"medscreen-{len(services)}" / "var"
         http_port, dicom_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSCREEN_")}
+        # Neither this process's medscreen settings nor its MLflow store (MLflow writes MLFLOW_TRACKING_URI and
+        # MLFLOW_REGISTRY_URI into os.environ when a test uses a store): the service reads its own.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDSCREEN_", "MLFLOW_"))}
         env.update(
             MEDSCREEN_HOME=str(home),
             MEDSCREEN_HTTP_PORT=str(http_port),
@@ -221,6 +225,9 @@ def medscreen_service(tmp_path: Path) -> Iterator[Callable[..., MedscreenService
             env[f"MEDSCREEN_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         service = MedscreenService(env, home, http_port, dicom_port)
         home.parent.mkdir(parents=True, exist_ok=True)
+        if "mlflow_tracking_uri" not in settings:
+            home.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(registered_store, home / "mlflow.db")
         services.append(service)
         service.start()
         return service

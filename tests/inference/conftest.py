@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from inference.ingest import InstanceIngestor
 from inference.receive.dimse import start_dimse_server
 from inference.receive.process import build_ingestor
 from inference.route import load_rules
-from inference.shipped_models import register_shipped_bundles
 from inference.worker import ScoringWorker
 from inference.worker_process import build_worker
 from medscreen.schema import migrate_all
@@ -80,19 +78,6 @@ def storescu(port: int, *files: Path, calling_ae: str = "TESTSCU", extra: tuple[
 
 
 requires_dcmtk = pytest.mark.skipif(not have_dcmtk(), reason="dcmtk is not installed (make test installs it)")
-
-
-@pytest.fixture(scope="session")
-def registered_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow sqlite store with the shipped bundles registered as on first start, made once per session
-    (about 9 s: MLflow's schema migrations and three bundles logged)."""
-    home = tmp_path_factory.mktemp("mlflow-registered")
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        registered = register_shipped_bundles(uri)
-    assert any(r.name == "chest-xray" and r.version == "1" for r in registered)
-    return home / "mlflow.db"
 
 
 @pytest.fixture(scope="module")
