@@ -14,7 +14,6 @@ projection's top-10 below weight 0's.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
@@ -33,12 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from screening.cli import _knowledge
-    from screening.features import score_child
-    from screening.findings import MAX_AGE_DAYS, extract_findings
+    from screening.findings import MAX_AGE_DAYS
     from screening.metrics import expected_rank
     from screening.ranking import COMMONPLACE_GRID, COMMONPLACE_WEIGHT, SERVED_RANKER, _combine, _served_components
-    from screening.simulate import PROJECTIONS, CaseProjector
-    from screening.train_screener import load_cases
+    from screening.simulate import PROJECTIONS
+    from screening.train_screener import load_cases, scored_cases
 
     started = time.perf_counter()
     _, kb, maps = _knowledge()
@@ -71,17 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             published.append(ranks(observed, case.sex, case.age_days, disease(case.diseases)))
     table["published terms"] = np.array(published)
     for projection in PROJECTIONS:
-        projector = CaseProjector(maps)
-        rng = random.Random(f"{args.seed}-{projection.name}")  # as screening.train_screener.build_projection
-        rows = []
-        for case in cases:
-            projected = projector.project(case, rng, projection)
-            if projected is None:
-                continue
-            record, as_of = projected
-            scored = score_child(extract_findings(record, maps, as_of), kb)
-            rows.append(ranks(scored.observed, scored.sex, scored.age_days, disease(case.diseases)))
-        table[projection.name] = np.array(rows)
+        table[projection.name] = np.array([
+            ranks(scored.observed, scored.sex, scored.age_days, disease(case.diseases))
+            for case, scored in scored_cases(cases, projection, kb, maps, args.seed)
+        ])
 
     print(f"top-1 / top-10 of the case's disease among the served candidates, by commonplace weight "
           f"(served: {COMMONPLACE_WEIGHT}); {len(table['published terms'])} published cases")

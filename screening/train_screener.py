@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from datasets.phenopackets import PhenopacketCase, iter_phenopackets
-from screening.features import FEATURE_NAMES, score_child
+from screening.features import FEATURE_NAMES, ChildScores, score_child
 from screening.findings import CodeMaps, extract_findings
 from screening.knowledge import KnowledgeBase
 from screening.metrics import flag_rate_threshold, screening_metrics
@@ -70,19 +71,27 @@ class ProjectionData:
     candidate_ranks_all_findings: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def build_projection(
-    cases: list[PhenopacketCase], projection: Projection, kb: KnowledgeBase, maps: CodeMaps, n_controls: int, seed: int
-) -> ProjectionData:
+def scored_cases(
+    cases: list[PhenopacketCase], projection: Projection, kb: KnowledgeBase, maps: CodeMaps, seed: int
+) -> Iterator[tuple[PhenopacketCase, ChildScores]]:
+    """Each case's EMR record under ``projection``, scored, as the evaluation projects it (seeded per projection;
+    a case the projection leaves without a record is skipped)."""
     projector = CaseProjector(maps)
     rng = random.Random(f"{seed}-{projection.name}")
-    rows, labels, groups, counts, systems = [], [], [], [], []
-    ranks: tuple[list[float], list[float]] = ([], [])
     for case in cases:
         projected = projector.project(case, rng, projection)
         if projected is None:
             continue
         record, as_of = projected
-        scored = score_child(extract_findings(record, maps, as_of), kb)
+        yield case, score_child(extract_findings(record, maps, as_of), kb)
+
+
+def build_projection(
+    cases: list[PhenopacketCase], projection: Projection, kb: KnowledgeBase, maps: CodeMaps, n_controls: int, seed: int
+) -> ProjectionData:
+    rows, labels, groups, counts, systems = [], [], [], [], []
+    ranks: tuple[list[float], list[float]] = ([], [])
+    for case, scored in scored_cases(cases, projection, kb, maps, seed):
         rows.append(scored.features)
         labels.append(1)
         groups.append(cohort_of(case))
