@@ -99,7 +99,12 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default `sqlite:///$MEDSCREEN_HOME/medscreen.db`. PostgreSQL: `postgresql+psycopg://user:pw@host/db`."
     )
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking and registry URI; default `sqlite:///$MEDSCREEN_HOME/mlflow.db`."
+        None,
+        description=(
+            "MLflow tracking and registry URI; default `sqlite:///$MEDSCREEN_HOME/mlflow.db`. MLflow's own "
+            "`MLFLOW_TRACKING_URI` / `MLFLOW_REGISTRY_URI` in the environment do not choose the store: models come "
+            "from this one."
+        ),
     )
     quiet_period_s: float = Field(
         10.0, description="Seconds without a new instance after which a study is considered complete."
