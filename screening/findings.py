@@ -104,7 +104,19 @@ class LabRule:
     high_above: float | None
     high_hpo: str | None
     unit: str = ""  # the unit the lines are in (UCUM)
-    from_day: int = 0  # a value measured younger is no finding (the first days of life: transitional)
+    from_day: int = 0  # the age in days from which the lines hold (the first days of life are transitional)
+    early_line: float | None = None  # before from_day only a value beyond it is a finding (None: no value is)
+
+    def lines(self, age_days: int) -> tuple[float | None, float | None]:
+        """(low line, high line) at ``age_days``: a finding below the first or above the second; a line without
+        its HPO term is None. In the first days the early line stands in the place of the rule's one line."""
+        low = self.low_below if self.low_hpo else None
+        high = self.high_above if self.high_hpo else None
+        if age_days >= self.from_day:
+            return low, high
+        if self.early_line is None:
+            return None, None
+        return (self.early_line, None) if low is not None else (None, self.early_line)
 
 
 class CodeMeaning(NamedTuple):
@@ -248,8 +260,8 @@ def _read_tsv(path: Path) -> list[list[str]]:
 def load_code_maps(ontology: Ontology) -> CodeMaps:
     loinc = {}
     for row in _read_tsv(_DATA / "loinc_findings.tsv"):
-        row += [""] * (9 - len(row))
-        loinc[row[0]] = LabRule(
+        row += [""] * (10 - len(row))
+        rule = LabRule(
             row[0],
             row[1],
             float(row[4]) if row[4] else None,
@@ -258,7 +270,11 @@ def load_code_maps(ontology: Ontology) -> CodeMaps:
             row[7] or None,
             row[3],
             int(row[8] or 0),
+            float(row[9]) if row[9] else None,
         )
+        if rule.early_line is not None and (rule.from_day <= 0 or (rule.low_hpo is None) == (rule.high_hpo is None)):
+            raise ValueError(f"loinc_findings.tsv {row[0]}: an early line needs a from_day and exactly one line")
+        loinc[row[0]] = rule
     suspicion = [(r[0], r[1], r[2]) for r in _read_tsv(_DATA / "suspicion_codes.tsv")]
     return CodeMaps(ontology, load_icd10_map(), load_orphan_diagnoses(), load_growth_standards(), loinc, suspicion)
 
@@ -334,12 +350,11 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
                 child.unread.append(lab_unread(rule, m.unit))
                 continue
             value = m.value * factor
-            if when < rule.from_day:
-                continue  # read, and within what the first days of life make of it
-            if rule.low_below is not None and value < rule.low_below and rule.low_hpo:
-                child.findings.append(Finding(rule.low_hpo, when, lab_source(m.loinc, m.value, m.unit, factor)))
-            elif rule.high_above is not None and value > rule.high_above and rule.high_hpo:
-                child.findings.append(Finding(rule.high_hpo, when, lab_source(m.loinc, m.value, m.unit, factor)))
+            low, high = rule.lines(when)  # in the first days, what they make ordinary is no finding
+            if low is not None and value < low:
+                child.findings.append(Finding(str(rule.low_hpo), when, lab_source(m.loinc, m.value, m.unit, factor)))
+            elif high is not None and value > high:
+                child.findings.append(Finding(str(rule.high_hpo), when, lab_source(m.loinc, m.value, m.unit, factor)))
 
     found, child.growth_z, implausible = growth_findings(maps.growth, record.sex, measurements)
     for g in found:

@@ -174,11 +174,15 @@ def _lab_findings(
     children: list[ChildFindings],
 ) -> None:
     """A lab value, in its rule's unit, below its low line (else above its high line) is a finding, in
-    measurement order, from its rule's ``from_day``; a value in a unit that cannot be converted is listed as unread."""
+    measurement order, by the lines of its age (``LabRule.lines``: before ``from_day`` only the early line); a value in
+    a unit that cannot be converted is listed as unread."""
     if not len(rows):
         return
-    low_below = np.array([np.nan if r is None or r.low_below is None or not r.low_hpo else r.low_below for r in rules])
-    high_above = np.array([np.nan if r is None or r.high_above is None or not r.high_hpo else r.high_above for r in rules])
+    # NaN where a rule has no such line (and for codes without a rule): NaN compares False.
+    later = [(np.nan, np.nan) if r is None else r.lines(r.from_day) for r in rules]
+    early = [(np.nan, np.nan) if r is None else r.lines(r.from_day - 1) for r in rules]
+    low_later, high_later = (np.array([np.nan if x is None else x for x in side]) for side in zip(*later, strict=True))
+    low_early, high_early = (np.array([np.nan if x is None else x for x in side]) for side in zip(*early, strict=True))
     known: dict[tuple[int, str], float | None] = {}
     factors = np.empty(len(rows), dtype=np.float64)
     for j, k in enumerate(rows.tolist()):
@@ -189,10 +193,11 @@ def _lab_findings(
         factors[j] = np.nan if factor is None else factor
     unreadable = np.isnan(factors)
     c, v = code[rows], value[rows] * factors
-    low = v < low_below[c]  # NaN (no rule, no unit) compares False
-    high = ~low & (v > high_above[c])
     from_day = np.array([0 if r is None else r.from_day for r in rules], dtype=np.int64)
-    hit = (low | high) & (when[rows] >= from_day[c])
+    is_early = when[rows] < from_day[c]
+    low = v < np.where(is_early, low_early[c], low_later[c])  # NaN (no line, no unit) compares False
+    high = ~low & (v > np.where(is_early, high_early[c], high_later[c]))
+    hit = low | high
     for k in rows[unreadable].tolist():
         children[int(owner[k])].unread.append(lab_unread(rules[int(code[k])], units[k]))  # type: ignore[arg-type]
     for k, is_low, factor in zip(rows[hit].tolist(), low[hit].tolist(), factors[hit].tolist(), strict=True):

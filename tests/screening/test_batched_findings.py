@@ -114,6 +114,12 @@ def _odd_records(maps: CodeMaps) -> list[ChildRecord]:
         Measurement("3016-3", 20.0, "mIU/L", date(2020, 5, 3)),  # day 2: the TSH surge after birth, no finding
         Measurement("2157-6", 900.0, "U/L", date(2020, 5, 3)),  # day 2: the creatine kinase of birth, no finding
         Measurement("2157-6", 900.0, "U/L", date(2020, 5, 6)),  # day 5: raised creatine kinase
+        # beyond what the first days make ordinary: findings then too
+        Measurement("3016-3", 120.0, "mIU/L", date(2020, 5, 3)),  # day 2: a congenital hypothyroidism recall
+        Measurement("2157-6", 9000.0, "U/L", date(2020, 5, 2)),  # day 1: a muscular dystrophy's CK
+        Measurement("15074-8", 1.1, "mmol/L", date(2020, 5, 1)),  # day 0: treated even in the first hours
+        Measurement("17861-6", 5.5, "mg/dL", date(2020, 5, 2)),  # day 1: below the preterm definition
+        Measurement("17861-6", 6.5, "mg/dL", date(2020, 5, 2)),  # day 1: early neonatal hypocalcaemia, no finding
         Measurement("2345-7", 35.0, "mg/dL", date(2020, 5, 5)),  # day 4: hypoglycaemia
         Measurement("718-7", 8.0, "g/dL", date(2022, 1, 1)),  # haemoglobin below its line: a finding
         Measurement("718-7", 12.0, "g/dL", date(2022, 2, 1)),
@@ -169,10 +175,12 @@ def test_findings_of_a_batch_equal_child_by_child(maps: CodeMaps) -> None:
     by_id = {c.patient_id: c for c in extract_findings_batch(records, maps, AS_OF)}
     assert {f.source.split("=")[0] for f in by_id["labs"].findings} >= {"loinc:718-7", "loinc:1742-6"}
     # the first days of life by their own rule (loinc_findings.tsv from_day): transitional glucose, the TSH surge
-    # and the creatine kinase of birth
-    early = ("loinc:2345-7", "loinc:3016-3", "loinc:2157-6")
-    assert [(f.source, f.age_days) for f in by_id["labs"].findings if f.source.startswith(early)] == [
-        ("loinc:2157-6=900", 5), ("loinc:2345-7=35", 4), ("loinc:2345-7=30", 304)]
+    # and the creatine kinase of birth; a value beyond what those days make ordinary is a finding then too
+    early = ("loinc:2345-7", "loinc:15074-8", "loinc:3016-3", "loinc:2157-6", "loinc:17861-6")
+    assert [(f.source, f.hpo, f.age_days) for f in by_id["labs"].findings if f.source.startswith(early)] == [
+        ("loinc:2157-6=900", "HP:0003236", 5), ("loinc:3016-3=120", "HP:0002925", 2), ("loinc:2157-6=9000", "HP:0003236", 1),
+        ("loinc:15074-8=1.1", "HP:0001943", 0), ("loinc:17861-6=5.5", "HP:0002901", 1), ("loinc:2345-7=35", "HP:0001943", 4),
+        ("loinc:2345-7=30", "HP:0001943", 304)]
     assert by_id["tested"].status == "in_genetics_care" and by_id["tested-later"].status == "screened"
     assert by_id["drug"].status == "already_diagnosed" and by_id["old"].status == "out_of_age"
     # a child of unknown sex has growth, read on both charts (screening/growth.py); it had none
