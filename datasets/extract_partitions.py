@@ -8,6 +8,12 @@ or machine), so that a population run holds one partition in memory at a time an
   sorted extract with flat memory);
 * a folder of Bundle ``.json`` files (one per patient, as Synthea writes ``output/fhir``): runs of files of
   about the partition size (a partition per file cost 1.6 ms each, 8x the screening of 2,000 small ones).
+
+A folder may hold several of these at once: each ``.ndjson`` file is read by what its first resource is (a
+Bundle line, or a loose resource: the files of loose resources are split by patient together), and its
+``.json`` files as Bundle files beside them. Every file of the folder is read: a folder of NDJSON files of
+Bundles had been taken for a Bulk Data export, whose reader skips Bundle lines, and its children were lost
+without a word.
 """
 
 from __future__ import annotations
@@ -62,20 +68,30 @@ def input_files(path: Path) -> list[Path]:
     """The files an extract is made of (to fingerprint it for resuming)."""
     if path.is_dir():
         csv = [path / name for name in CSV_FILES if (path / name).is_file()]
-        return csv if (path / CSV_FILES[0]).is_file() else bulk_files(path) or bundle_files(path)
+        return csv if (path / CSV_FILES[0]).is_file() else sorted(bulk_files(path) + bundle_files(path))
     return [path]
 
 
-def _first_resource_type(path: Path) -> str | None:
+def _holds_bundle_lines(path: Path, lines_to_try: int = 100) -> bool:
+    """Whether an NDJSON file is one Bundle per line (else loose resources): by the first line that parses
+    (past a byte-order mark, and past broken lines, which its reader reports either way). A file none of whose
+    first lines parses is read line by line, each line reported."""
     with path.open("rb") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    return None
-                return obj.get("resourceType") if isinstance(obj, dict) else None
-    return None
+        tried = 0
+        for number, line in enumerate(handle):
+            if number == 0:
+                line = line.removeprefix(UTF8_BOM)
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                tried += 1
+                if tried >= lines_to_try:
+                    break
+                continue
+            return isinstance(obj, dict) and obj.get("resourceType") == "Bundle"
+    return True
 
 
 def _line_ranges(path: Path, target_bytes: int, progress: Progress | None) -> list[tuple[int, int, int]]:
@@ -125,29 +141,32 @@ def plan_partitions(
     source = path.name
     if path.is_dir() and (path / CSV_FILES[0]).is_file():
         return [Partition(0, "csv", str(path), source)]
-    if path.is_dir():
-        files = bulk_files(path)
-        if not files:
-            bundles = bundle_files(path)
-            if not bundles:
-                raise FileNotFoundError(f"{path} holds neither {CSV_FILES[0]} nor any .ndjson or .json file")
-            return [
-                Partition(i, "bundle_files", str(path), source, start, end)
-                for i, (start, end) in enumerate(_file_runs(bundles, target_bytes, progress))
-            ]
-    elif path.suffix.lower() != ".ndjson":
-        return [Partition(0, "bundle_file", str(path), source)]
-    elif _first_resource_type(path) in ("Bundle", None):
-        return [
-            Partition(i, "bundle_lines", str(path), source, start, end, first)
-            for i, (start, end, first) in enumerate(_line_ranges(path, target_bytes, progress))
-        ]
+    if not path.is_dir():
+        if path.suffix.lower() != ".ndjson":
+            return [Partition(0, "bundle_file", str(path), source)]
+        ndjson, bundles = [path], []
     else:
-        files = [path]
-    total = sum(f.stat().st_size for f in files)
-    count = min(_MAX_SPLIT_PARTITIONS, max(1, math.ceil(total / target_bytes)))
-    paths = partition_by_patient(files, split_folder, count, progress)
-    return [Partition(i, "resources", str(p), source) for i, p in enumerate(paths)]
+        ndjson, bundles = bulk_files(path), bundle_files(path)
+        if not ndjson and not bundles:
+            raise FileNotFoundError(f"{path} holds neither {CSV_FILES[0]} nor any .ndjson or .json file")
+    specs: list[tuple[PartitionKind, str, str, int, int, int]] = [
+        ("bundle_files", str(path), source, start, end, 1) for start, end in _file_runs(bundles, target_bytes, progress)
+    ]
+    loose = []
+    for file in ndjson:
+        if not _holds_bundle_lines(file):
+            loose.append(file)
+            continue
+        name = file.name if path.is_dir() else source
+        specs += [
+            ("bundle_lines", str(file), name, start, end, first)
+            for start, end, first in _line_ranges(file, target_bytes, progress)
+        ]
+    if loose:
+        total = sum(f.stat().st_size for f in loose)
+        count = min(_MAX_SPLIT_PARTITIONS, max(1, math.ceil(total / target_bytes)))
+        specs += [("resources", str(p), source, 0, 0, 1) for p in partition_by_patient(loose, split_folder, count, progress)]
+    return [Partition(i, *spec) for i, spec in enumerate(specs)]
 
 
 def _lines(path: Path, start: int, end: int, first_line: int) -> Iterator[tuple[int, bytes]]:

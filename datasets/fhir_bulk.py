@@ -23,7 +23,7 @@ from msgspec import UNSET
 
 from datasets.emr_records import ChildRecord, RecordError
 from datasets.fhir_bundle_decoder import BundleLineReader, patient_key
-from datasets.fhir_fast import RESOURCE_TYPES, records_from_resources_fast
+from datasets.fhir_fast import RESOURCE_TYPES, records_from_bundle_fast, records_from_resources_fast
 from datasets.fhir_primitives import numbered_lines, reference_key
 
 __all__ = ["bulk_files", "partition_by_patient", "read_partition_file", "partition_of"]
@@ -117,18 +117,27 @@ def read_partition_file(path: Path, source: str, full_validation: bool = False) 
         if records is not None:
             yield from records
             return
+    from_bundle = records_from_bundle_fast
+    if full_validation:
+        from datasets.fhir_emr import records_from_bundle
+
+        from_bundle = records_from_bundle  # type: ignore[assignment]
     resources: list[tuple[bytes, Any]] = []
     errors: list[RecordError] = []
+    bundles: list[tuple[bytes, Any]] = []
     for where, _, text in lines:
         try:
             raw = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             errors.append(RecordError(source, _where(where), f"not JSON: {exc.msg}"))
             continue
-        if not isinstance(raw, dict) or raw.get("resourceType") not in RESOURCE_TYPES:
-            continue
-        resources.append((where, raw))
+        if isinstance(raw, dict) and raw.get("resourceType") == "Bundle":
+            bundles.append((where, raw))  # a child's Bundle among the loose resources (it names no patient: here)
+        elif isinstance(raw, dict) and raw.get("resourceType") in RESOURCE_TYPES:
+            resources.append((where, raw))
     yield from errors
+    for where, bundle in bundles:
+        yield from from_bundle(bundle, source, where=f"{_where(where)} ")
     if full_validation:
         from datasets.fhir_emr import records_from_resources
 

@@ -228,6 +228,8 @@ class BundleLineReader:
                 continue
             rtype = r.resourceType
             if rtype not in RESOURCE_TYPES:
+                if rtype == "Bundle":
+                    raise _Doubt  # a child's Bundle among loose resources: the per-resource reader reads it
                 continue
             if rtype == "Patient":
                 rid = r.id

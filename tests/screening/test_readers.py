@@ -302,6 +302,53 @@ def test_a_byte_order_mark_before_the_first_record_is_read_past(tmp_path: Path) 
         assert errors == [] and sorted(r.patient_id for r in records) == ["first", "second"], source.name
 
 
+def _loose_lines(records: list[ChildRecord]) -> list[bytes]:
+    """The resources of ``records`` as a Bulk Data export writes them: every Patient, then the rest."""
+    resources = [e["resource"] for r in records for e in record_to_bundle(r)["entry"]]
+    resources.sort(key=lambda r: r["resourceType"] != "Patient")
+    return [json.dumps(r).encode() + b"\n" for r in resources]
+
+
+@pytest.mark.parametrize("full_validation", [False, True])
+def test_every_file_of_a_folder_is_read_whatever_its_layout(tmp_path: Path, full_validation: bool) -> None:
+    """A folder of NDJSON files of Bundles had been taken for a Bulk Data export, whose reader skipped Bundle
+    lines: every child in them was lost with exit code 0, and so were the Bundle .json files beside one .ndjson."""
+    from datasets.extract_partitions import plan_partitions, read_partition
+
+    children = {n: syndromic_child(n) if n in "ace" else ordinary_child(n) for n in "abcde"}
+    folder = tmp_path / "extract"
+    folder.mkdir()
+    (folder / "children-1.ndjson").write_bytes(b"".join(json.dumps(record_to_bundle(children[n])).encode() + b"\n" for n in "ab"))
+    (folder / "child-c.json").write_text(json.dumps(record_to_bundle(children["c"])))
+    # loose resources, with one child's whole Bundle among them
+    (folder / "resources.ndjson").write_bytes(b"".join(_loose_lines([children["d"]]))
+                                              + json.dumps(record_to_bundle(children["e"])).encode() + b"\n")
+    items = [i for p in plan_partitions(folder, tmp_path / "split", 1 << 20) for i in read_partition(p, full_validation)]
+    records, errors = _split(items)
+    assert errors == []
+    assert {r.patient_id: len(r.facts) for r in records} == {n: len(c.facts) for n, c in children.items()}
+
+
+@pytest.mark.parametrize("first_line", [b"\xef\xbb\xbf", b'{"resourceType": "Patient", "id": \n'])
+def test_a_file_of_loose_resources_is_split_by_patient_past_a_bom_or_a_broken_first_line(
+    tmp_path: Path, first_line: bytes
+) -> None:
+    """A loose-resource file whose first line did not parse (a byte-order mark on it, or a broken line) had been
+    read as Bundle lines and cut into byte ranges: children whose diagnoses fell in another range were "screened",
+    risk 0.0001, their diagnoses in the errors file as unattached resources."""
+    from datasets.extract_partitions import plan_partitions, read_partition
+
+    children = [syndromic_child(f"child-{k}") for k in range(3)]
+    lines = _loose_lines(children)
+    path = tmp_path / "export.ndjson"
+    path.write_bytes(first_line + lines[0] + b"".join(lines[1:]) if first_line.startswith(b"\xef") else first_line + b"".join(lines))
+    partitions = plan_partitions(path, tmp_path / "split", 2000)  # several partitions, as 16 MB make of a real extract
+    assert len(partitions) > 1 and {p.kind for p in partitions} == {"resources"}
+    records, errors = _split([i for p in partitions for i in read_partition(p)])
+    assert {r.patient_id: len(r.facts) for r in records} == {c.patient_id: len(c.facts) for c in children}
+    assert [e.reason.split(":")[0] for e in errors] == ([] if first_line.startswith(b"\xef") else ["not JSON"])
+
+
 def test_csv_dates_with_a_time_of_day_are_read_as_the_date_written(tmp_path: Path) -> None:
     """A database export writes its date columns with the time ("2021-01-05 00:00:00"): every birth date had been a
     record error and every dated row unread. Read as the date written, as the FHIR readers read a dateTime; a date
