@@ -9,6 +9,7 @@
     │   ├── StudyMismatch           STOW-RS to /studies/{uid} with an instance of another study
     │   ├── InstanceTooLarge        larger than MEDSCREEN_MAX_INSTANCE_MB, received, inflated or declared
     │   ├── TruncatedPixelData      pixel data shorter than the image it declares, or an impossible image
+    │   ├── CodestreamMismatch      a compressed frame whose codestream is unreadable or declares another image
     │   ├── DifferingDuplicate      a SOP Instance UID already stored with other bytes (kept aside, never over)
     │   └── OutOfResources          free disk under the watermark (nothing is written)
     ├── RoutingRulesError           the routing rules file is invalid
@@ -36,6 +37,7 @@ __all__ = [
     "StudyMismatch",
     "InstanceTooLarge",
     "TruncatedPixelData",
+    "CodestreamMismatch",
     "DifferingDuplicate",
     "OutOfResources",
     "RoutingRulesError",
@@ -89,6 +91,10 @@ class InstanceTooLarge(IngestError):
 
 class TruncatedPixelData(IngestError):
     kind = "truncated-pixel-data"
+
+
+class CodestreamMismatch(IngestError):
+    kind = "codestream-mismatch"
 
 
 class DifferingDuplicate(IngestError):

@@ -17,6 +17,7 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from inference.errors import (
+    CodestreamMismatch,
     InstanceTooLarge,
     MissingAttribute,
     NotDicom,
@@ -124,7 +125,7 @@ def read_instance_headers(path: Path, max_bytes: int | None = None) -> InstanceH
         deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
         try:
             check_declared_pixels(ds, limit, file_size=None if deflated else path.stat().st_size)
-        except (InstanceTooLarge, TruncatedPixelData):
+        except (InstanceTooLarge, TruncatedPixelData, CodestreamMismatch):
             raise
         except Exception as exc:  # noqa: BLE001 - a malformed pixel element makes pydicom raise anything
             raise NotDicom(f"unreadable pixel data element: {type(exc).__name__}: {exc}") from exc

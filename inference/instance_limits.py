@@ -4,7 +4,8 @@ A 3 MB deflated file can inflate to gigabytes (pydicom inflates the whole data s
 small JPEG can declare 65535 x 65535 x 1000 frames that a decoder will try to allocate. So every process
 that decodes a received instance checks here first: the deflated stream is inflated in bounded chunks,
 counted and dropped (memory stays at one chunk), and the pixel data's declared decoded size is computed
-from Rows, Columns, SamplesPerPixel, NumberOfFrames and BitsAllocated before any pixel is decoded.
+from Rows, Columns, SamplesPerPixel, NumberOfFrames and BitsAllocated before any pixel is decoded, and each
+compressed frame's codestream must declare that same image (``inference/codestream.py``).
 Native (uncompressed) pixel data shorter than its declared size is refused at ingest too, instead of
 being acknowledged and failing at scoring time.
 """
@@ -21,6 +22,7 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from inference.codestream import check_codestreams
 from inference.errors import InstanceTooLarge, TruncatedPixelData
 
 __all__ = [
@@ -130,7 +132,9 @@ def check_declared_pixels(ds: Dataset, limit: int, *, file_size: int | None = No
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
     if transfer_syntax is not None and transfer_syntax.is_compressed:
-        return  # encapsulated frames: the decoder's output is bounded by ``expected`` above
+        # The decoder sizes its output from each frame's codestream, which must declare the image above.
+        check_codestreams(ds, rows, columns, samples, bits, frames)
+        return
     # keep_deferred: the length of a deferred value is known without reading the value into memory.
     raw = ds.get_item("PixelData", keep_deferred=True)
     if isinstance(raw, RawDataElement):

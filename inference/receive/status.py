@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inference.errors import (
+    CodestreamMismatch,
     DifferingDuplicate,
     IngestError,
     InstanceTooLarge,
@@ -27,6 +28,7 @@ _STATUS = {
     NoPixelData: 0xA900,
     StudyMismatch: 0xA900,
     TruncatedPixelData: 0xA900,
+    CodestreamMismatch: 0xA900,
     # PS3.7 C.4.2 general failure "Duplicate SOP Instance": the first copy stays, this one is kept aside.
     DifferingDuplicate: 0x0111,
     NotDicom: 0xC000,  # Error: Cannot understand

@@ -1,0 +1,180 @@
+"""The image each compressed frame's own codestream declares, checked against the DICOM header before decoding.
+
+The JPEG, JPEG-LS and JPEG 2000 decoders size their output from the codestream (the SOF segment, the SIZ
+marker), not from Rows and Columns: a 2 kB frame whose SIZ says 65535 x 65535 makes openjpeg allocate
+gigabytes, and the size checks on the header (``instance_limits.check_declared_pixels``) never see it. So
+only the first bytes of each frame are read here and the frame is refused unless its codestream declares the
+image the header does. RLE needs no check: its decoder sizes its output from the header.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pydicom.dataset import Dataset
+from pydicom.pixels.utils import _get_jpg_parameters
+from pydicom.uid import UID
+
+from inference.errors import CodestreamMismatch
+
+__all__ = ["check_codestreams"]
+
+_J2K_SYNTAXES = {
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93",
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
+}
+_JPEG_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+}
+# Enough for a JPEG's APP and table segments before its SOF (an ICC profile included) and a JP2 header.
+_HEAD_BYTES = 1 << 20
+_ITEM = 0xFFFEE000
+_SEQUENCE_END = 0xFFFEE0DD
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  "
+
+
+@dataclass(frozen=True)
+class _Fragment:
+    offset: int  # of its item tag, from the first fragment's item tag (what the offset tables count)
+    value_at: int  # of its value, in the stream
+    length: int
+
+
+@dataclass(frozen=True)
+class _Declared:
+    rows: int
+    columns: int
+    samples: int
+    precision: int
+
+
+def _read_items(stream: BinaryIO) -> tuple[list[int], list[_Fragment]]:
+    """The basic offset table and the fragments of encapsulated pixel data, reading item tags only."""
+    group, element, length = struct.unpack("<HHL", _exactly(stream, 8))
+    if group << 16 | element != _ITEM or length % 4:
+        raise CodestreamMismatch("encapsulated pixel data does not start with a basic offset table item")
+    basic = list(struct.unpack(f"<{length // 4}L", _exactly(stream, length)))
+    fragments: list[_Fragment] = []
+    first = stream.tell()
+    while len(head := stream.read(8)) == 8:
+        group, element, length = struct.unpack("<HHL", head)
+        tag = group << 16 | element
+        if tag == _SEQUENCE_END:
+            break
+        if tag != _ITEM or length == 0xFFFFFFFF:
+            raise CodestreamMismatch(f"unexpected tag {tag:08X} among the pixel data fragments")
+        fragments.append(_Fragment(stream.tell() - 8 - first, stream.tell(), length))
+        stream.seek(length, io.SEEK_CUR)
+    return basic, fragments
+
+
+def _exactly(stream: BinaryIO, size: int) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise CodestreamMismatch("encapsulated pixel data ends inside an item")
+    return data
+
+
+def _frame_starts(ds: Dataset, basic: list[int], fragments: list[_Fragment], frames: int, stream: BinaryIO) -> list[int]:
+    """Index of the first fragment of each frame, split as pydicom's ``get_frame`` splits them for the decoder."""
+    extended = ds.get("ExtendedOffsetTable")
+    offsets = list(struct.unpack(f"<{len(extended) // 8}Q", extended)) if extended else basic
+    if offsets:
+        index = {fragment.offset: i for i, fragment in enumerate(fragments)}
+        if any(offset not in index for offset in offsets):
+            raise CodestreamMismatch("the pixel data's offset table points between fragments")
+        return [index[offset] for offset in offsets]
+    if len(fragments) == 1 or frames == 1:
+        return [0]
+    if len(fragments) == frames:
+        return list(range(frames))
+    if len(fragments) < frames:
+        raise CodestreamMismatch(f"{len(fragments)} pixel data fragments cannot hold {frames} frames")
+    # No offset table and more fragments than frames: a frame ends with a fragment whose tail holds EOI/EOC.
+    starts = [0]
+    for i, fragment in enumerate(fragments[:-1]):
+        stream.seek(fragment.value_at + max(fragment.length - 10, 0))
+        if b"\xff\xd9" in stream.read(min(fragment.length, 10)):
+            starts.append(i + 1)
+    return starts
+
+
+def _head(stream: BinaryIO, fragments: list[_Fragment], start: int) -> bytes:
+    """Up to ``_HEAD_BYTES`` of the frame that starts at fragment ``start`` (a header may cross fragments)."""
+    head = b""
+    for fragment in fragments[start:]:
+        stream.seek(fragment.value_at)
+        head += stream.read(min(fragment.length, _HEAD_BYTES - len(head)))
+        if len(head) >= _HEAD_BYTES:
+            break
+    return head
+
+
+def _j2k_declared(head: bytes) -> _Declared | None:
+    offset = 0
+    if head.startswith(_JP2_SIGNATURE):  # a JP2 file: the codestream is the jp2c box's content
+        offset = 12
+        while offset + 8 <= len(head) and head[offset + 4 : offset + 8] != b"jp2c":
+            box = int.from_bytes(head[offset : offset + 4], "big")
+            if box < 8:
+                return None
+            offset += box
+        offset += 8
+    if head[offset : offset + 4] != b"\xff\x4f\xff\x51" or len(head) < offset + 42:
+        return None
+    x, y, x0, y0 = struct.unpack(">4L", head[offset + 8 : offset + 24])
+    components = struct.unpack(">H", head[offset + 40 : offset + 42])[0]
+    sizes = head[offset + 42 : offset + 42 + 3 * components : 3]
+    if components == 0 or len(sizes) != components:
+        return None
+    return _Declared(y - y0, x - x0, components, max((size & 0x7F) + 1 for size in sizes))
+
+
+def _jpeg_declared(head: bytes) -> _Declared | None:
+    found = _get_jpg_parameters(head)
+    if "height" not in found:
+        return None
+    return _Declared(found["height"], found["width"], found["components"], found["precision"])
+
+
+def _pixel_stream(ds: Dataset) -> BinaryIO:
+    # Encapsulated pixel data has an undefined length, so pydicom has it in memory even when reading with
+    # defer_size; a (non-conformant) defined length is read here, within the file's own size limit.
+    return io.BytesIO(ds.PixelData)
+
+
+def check_codestreams(ds: Dataset, rows: int, columns: int, samples: int, bits_allocated: int, frames: int) -> None:
+    """Refuse compressed pixel data whose frames' codestreams do not declare the header's image.
+
+    Raises :class:`CodestreamMismatch` when a frame's codestream cannot be read or declares another size,
+    number of samples or a precision past BitsAllocated.
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
+    if syntax in _J2K_SYNTAXES:
+        kind, declared_by = "JPEG 2000", _j2k_declared
+    elif syntax in _JPEG_SYNTAXES:
+        kind, declared_by = "JPEG", _jpeg_declared
+    else:
+        return
+    stream = _pixel_stream(ds)
+    try:
+        basic, fragments = _read_items(stream)
+        if not fragments:
+            raise CodestreamMismatch("encapsulated pixel data holds no frame")
+        for number, first in enumerate(_frame_starts(ds, basic, fragments, frames, stream), start=1):
+            found = declared_by(_head(stream, fragments, first))
+            if found is None:
+                raise CodestreamMismatch(f"frame {number} does not start with a readable {kind} codestream header")
+            if (found.rows, found.columns, found.samples) != (rows, columns, samples) or found.precision > bits_allocated:
+                raise CodestreamMismatch(
+                    f"frame {number}'s {kind} codestream declares {found.columns}x{found.rows} pixels, "
+                    f"{found.samples} samples of {found.precision} bits; the header declares {columns}x{rows} "
+                    f"(Columns x Rows), {samples} samples, {bits_allocated} bits allocated"
+                )
+    except struct.error as exc:
+        raise CodestreamMismatch(f"encapsulated pixel data cannot be parsed: {exc}") from exc
