@@ -50,6 +50,7 @@ from datasets.emr_records import (
     Measurement,
     RecordError,
     code_system,
+    decimal_text,
     gestation_text_days,
     sex_of,
 )
@@ -204,7 +205,7 @@ def _measurement(row: dict[str, str]) -> Measurement:
     value = row["value"]
     if _DECIMAL_COMMA.fullmatch(value):
         value = value.replace(",", ".")
-    return Measurement(row["loinc"], float(value), row.get("unit", ""), _iso_date(row["date"], "date"))
+    return Measurement(row["loinc"], decimal_text(value), row.get("unit", ""), _iso_date(row["date"], "date"))
 
 
 def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:

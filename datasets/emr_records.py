@@ -34,6 +34,7 @@ __all__ = [
     "GESTATION_AT_BIRTH",
     "GESTATION_CODES",
     "gestation_text_days",
+    "decimal_text",
 ]
 
 FactKind = Literal["condition", "procedure", "encounter", "medication"]
@@ -200,6 +201,22 @@ _new_tuple = tuple.__new__
 
 # Patient.deceasedBoolean true (or a CSV death_date of "yes"): deceased, when unknown, so before any screening date.
 DECEASED_UNDATED = date.min
+
+
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def decimal_text(text: str) -> float:
+    """A measured value written as text (``"12.5"``, ``"1e3"``) as a finite number; ValueError for anything else.
+    ``float()`` alone takes "NaN", "inf" and "1_0": a NaN weight had vanished without a word and an "Infinity"
+    TSH had been a raised TSH."""
+    stripped = text.strip()
+    if not _DECIMAL_TEXT.fullmatch(stripped):
+        raise ValueError(f"{text[:30]!r} is not a number")
+    value = float(stripped)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:30]!r} is beyond any measurement")
+    return value
 
 
 def measurement(loinc: str, value: float, unit: str, when: date) -> Measurement:

@@ -28,7 +28,16 @@ from typing import Annotated, Any, Final
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
-from datasets.emr_records import GESTATION_CODES, ChildRecord, CodedFact, Measurement, code_system, measurement, sex_of
+from datasets.emr_records import (
+    GESTATION_CODES,
+    ChildRecord,
+    CodedFact,
+    Measurement,
+    code_system,
+    decimal_text,
+    measurement,
+    sex_of,
+)
 from datasets.fhir_entry_rules import FINDING_SYSTEMS, VOID_OBSERVATION_STATUS, VOID_VERIFICATION, condition_certainty
 from datasets.fhir_primitives import ID, RESOURCE_TYPES, SYSTEMS, DateKind, parse_date, reference_key, valid_code
 
@@ -460,9 +469,9 @@ def _coding(system: str | None, code: str | None) -> tuple[str, str] | tuple[()]
 def _float(value: str) -> float:
     """A quantity's value given as a string (``"12.5"``), as the per-resource reader converts it."""
     try:
-        return float(value)
+        return decimal_text(value)
     except ValueError:
-        raise _Doubt from None
+        raise _Doubt from None  # the per-resource reader lists it
 
 
 def _required(value: str | None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime
@@ -186,8 +187,11 @@ def _observation(resource: Any) -> list[Measurement] | list[CodedFact]:
             continue
         if when is None:
             raise Unreadable(UNDATED)
+        number = float(value.value)
+        if not math.isfinite(number):  # a decimal beyond any float ("1e400"), which the model validation lets by
+            raise Unreadable(f"valueQuantity.value {str(value.value)[:30]}: beyond any measurement")
         unit = value.code or value.unit or ""
-        out += [Measurement(code, float(value.value), unit, when) for system, code in coded if system == "loinc"]
+        out += [Measurement(code, number, unit, when) for system, code in coded if system == "loinc"]
     return out
 
 

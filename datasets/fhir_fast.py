@@ -31,6 +31,7 @@ from datasets.emr_records import (
     Measurement,
     RecordError,
     code_system,
+    decimal_text,
     sex_of,
 )
 from datasets.fhir_bundle_decoder import BundleLineReader
@@ -307,9 +308,9 @@ def _quantity(quantity: Any, path: str) -> tuple[float | None, str]:
     value = quantity.get("value")
     if type(value) is str:
         try:
-            value = float(value)
+            value = decimal_text(value)
         except ValueError as exc:
-            raise _Invalid(f"{path}.value: not a decimal") from exc
+            raise _Invalid(f"{path}.value: not a decimal ({exc})") from exc
     elif value is not None and type(value) is not float and type(value) is not int:  # bool is not a decimal
         raise _Invalid(f"{path}.value: not a decimal")
     code, unit = quantity.get("code"), quantity.get("unit")

@@ -349,6 +349,34 @@ def test_a_file_of_loose_resources_is_split_by_patient_past_a_bom_or_a_broken_fi
     assert [e.reason.split(":")[0] for e in errors] == ([] if first_line.startswith(b"\xef") else ["not JSON"])
 
 
+@pytest.mark.parametrize("text", ["NaN", "nan", "Infinity", "-inf", "1e400", "1_0"])
+def test_a_value_that_is_no_finite_number_is_listed_in_every_reader(tmp_path: Path, text: str) -> None:
+    """float() takes "NaN", "Infinity" and "1_0": a NaN weight had vanished without a word (the child "screened")
+    and an "Infinity" TSH had been a raised TSH; the validating reader listed both, so the readers disagreed."""
+    from datasets.emr_records import Measurement
+    from datasets.fhir_fast import read_fhir_fast
+
+    child = ordinary_child("c")
+    child.measurements = [Measurement("3016-3", 3.0, "m[IU]/L", date(2022, 1, 1))]
+    bundle = record_to_bundle(child)
+    [observation] = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    observation["valueQuantity"]["value"] = text
+    path = tmp_path / "child.json"
+    path.write_text(json.dumps(bundle))
+    for reader in (read_fhir, read_fhir_fast):
+        [record] = list(reader(path))
+        assert isinstance(record, ChildRecord) and record.measurements == [] and record.incomplete, reader.__name__
+        assert [d.reason.split(":")[0] for d in record.dropped] in (["invalid Observation"], ["unread Observation"])
+    _write(tmp_path, "patients.csv", ["patient_id,birth_date,sex", "c,2020-01-01,F"])
+    _write(tmp_path, "diagnoses.csv", ["patient_id,date,system,code"])
+    _write(tmp_path, "observations.csv", ["patient_id,date,loinc,value,unit", f"c,2022-01-01,3016-3,{text},m[IU]/L",
+                                          "c,2022-02-01,3016-3,1e1,m[IU]/L"])
+    [record] = list(read_csv_extract(tmp_path))
+    assert isinstance(record, ChildRecord) and [m.value for m in record.measurements] == [10.0]
+    assert [d.reason for d in record.dropped] == [f"invalid observation row: {text!r} is "
+                                                  + ("beyond any measurement" if text == "1e400" else "not a number")]
+
+
 def test_csv_dates_with_a_time_of_day_are_read_as_the_date_written(tmp_path: Path) -> None:
     """A database export writes its date columns with the time ("2021-01-05 00:00:00"): every birth date had been a
     record error and every dated row unread. Read as the date written, as the FHIR readers read a dateTime; a date
