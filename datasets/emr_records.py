@@ -35,6 +35,7 @@ __all__ = [
     "GESTATION_CODES",
     "gestation_text_days",
     "decimal_text",
+    "bound_unread",
 ]
 
 FactKind = Literal["condition", "procedure", "encounter", "medication"]
@@ -204,6 +205,15 @@ DECEASED_UNDATED = date.min
 
 
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_BOUND_TEXT = re.compile(r"(<=|>=|<|>)\s*(" + _DECIMAL_TEXT.pattern + ")")
+
+
+def bound_unread(comparator: str, value: object, unit: str) -> str:
+    """Why a value given as a bound (a Quantity's ``comparator``, a CSV value ``>10``) is not read: a laboratory's
+    "beyond the measuring range" says on which side of the bound the value lies, not on which side of a
+    screening line, so it is listed (the child ``incomplete``) rather than read as the bound itself (a TSH of
+    ">10" read as 10 is no raised TSH)."""
+    return f"{comparator}{value} {unit}".strip() + ": a bound, not a measured value"
 
 
 def decimal_text(text: str) -> float:
@@ -212,6 +222,8 @@ def decimal_text(text: str) -> float:
     TSH had been a raised TSH."""
     stripped = text.strip()
     if not _DECIMAL_TEXT.fullmatch(stripped):
+        if bound := _BOUND_TEXT.fullmatch(stripped):
+            raise ValueError(bound_unread(bound.group(1), bound.group(2), ""))
         raise ValueError(f"{text[:30]!r} is not a number")
     value = float(stripped)
     if value in (float("inf"), float("-inf")):

@@ -69,6 +69,7 @@ class _Quantity(Struct, gc=False):
     value: float | str | None = None  # a JSON integer is decoded as a float (bool is refused), as before
     unit: str | None = None
     code: str | None = None
+    comparator: str | None = None  # a bound: the per-resource reader lists it
 
 
 class _HumanName(Struct, gc=False):
@@ -287,6 +288,8 @@ class BundleLineReader:
                         raise _Doubt  # a gestational age written as text
                     continue
                 value = quantity.value
+                if quantity.comparator is not None:
+                    raise _Doubt
                 if isinstance(value, str):
                     value = _float(value)
                 if value is None or r.status in VOID_OBSERVATION_STATUS:

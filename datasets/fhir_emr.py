@@ -31,6 +31,7 @@ from datasets.emr_records import (
     FactKind,
     Measurement,
     RecordError,
+    bound_unread,
     code_system,
     sex_of,
 )
@@ -179,15 +180,18 @@ def _observation(resource: Any) -> list[Measurement] | list[CodedFact]:
             return features
     elif any(system == "hpo" for system, _ in codings):
         raise Unreadable("valueQuantity: neither present nor absent")
-    measured = [] if quantity is None else [(codings, quantity)]
-    measured += [(_codings([c.code]), c.valueQuantity) for c in components or [] if c.valueQuantity is not None]
+    measured = [] if quantity is None else [(codings, quantity, "valueQuantity")]
+    measured += [(_codings([c.code]), c.valueQuantity, f"component.{i}.valueQuantity")
+                 for i, c in enumerate(components or []) if c.valueQuantity is not None]
     out = []
-    for coded, value in measured:
+    for coded, value, path in measured:
         if value.value is None or not any(system == "loinc" for system, _ in coded):
             continue
         if when is None:
             raise Unreadable(UNDATED)
         number = float(value.value)
+        if value.comparator:
+            raise Unreadable(f"{path} {bound_unread(value.comparator, f'{number:g}', value.code or value.unit or '')}")
         if not math.isfinite(number):  # a decimal beyond any float ("1e400"), which the model validation lets by
             raise Unreadable(f"valueQuantity.value {str(value.value)[:30]}: beyond any measurement")
         unit = value.code or value.unit or ""

@@ -30,6 +30,7 @@ from datasets.emr_records import (
     FactKind,
     Measurement,
     RecordError,
+    bound_unread,
     code_system,
     decimal_text,
     sex_of,
@@ -281,28 +282,31 @@ def _observation(raw: dict[str, Any]) -> list[Measurement] | list[CodedFact]:
         features = _feature(raw, codings, when)
         if features or components is None:
             return features
-    measured = [] if quantity is None else [(codings, *_quantity(quantity, "valueQuantity"))]
+    measured = [] if quantity is None else [(codings, *_quantity(quantity, "valueQuantity"), "valueQuantity")]
     for i, component in enumerate(_list(components, "component") if components is not None else ()):
         component = _obj(component, f"component.{i}")
         value = component.get("valueQuantity")
         if value is not None:
-            measured.append((_codings(component.get("code"), f"component.{i}.code"), *_quantity(value, f"component.{i}.valueQuantity")))
+            path = f"component.{i}.valueQuantity"
+            measured.append((_codings(component.get("code"), f"component.{i}.code"), *_quantity(value, path), path))
     if raw.get("status") in VOID_OBSERVATION_STATUS:
         return []
     if quantity is not None and any(system == "hpo" for system, _ in codings):
         raise Unreadable("valueQuantity: neither present nor absent")  # a feature with a quantity says neither
     out = []
-    for coded, value, unit in measured:
+    for coded, value, unit, comparator, path in measured:
         if value is None or not any(system == "loinc" for system, _ in coded):
             continue
         if when is None:
             raise Unreadable(UNDATED)
+        if comparator:
+            raise Unreadable(f"{path} {bound_unread(comparator, f'{value:g}', unit)}")
         out += [Measurement(loinc, value, unit, when) for system, loinc in coded if system == "loinc"]
     return out
 
 
-def _quantity(quantity: Any, path: str) -> tuple[float | None, str]:
-    """A Quantity's value and unit (its code, else its unit text)."""
+def _quantity(quantity: Any, path: str) -> tuple[float | None, str, str]:
+    """A Quantity's value, unit (its code, else its unit text) and comparator ("" for a measured value)."""
     if type(quantity) is not dict:
         raise _Invalid(f"{path}: not an object")
     value = quantity.get("value")
@@ -313,10 +317,12 @@ def _quantity(quantity: Any, path: str) -> tuple[float | None, str]:
             raise _Invalid(f"{path}.value: not a decimal ({exc})") from exc
     elif value is not None and type(value) is not float and type(value) is not int:  # bool is not a decimal
         raise _Invalid(f"{path}.value: not a decimal")
-    code, unit = quantity.get("code"), quantity.get("unit")
+    code, unit, comparator = quantity.get("code"), quantity.get("unit"), quantity.get("comparator")
     if (code is not None and type(code) is not str) or (unit is not None and type(unit) is not str):
         raise _Invalid(f"{path}.code/unit: not a string")
-    return (None if value is None else float(value)), code or unit or ""
+    if comparator is not None and comparator not in ("<", "<=", ">=", ">"):
+        raise _Invalid(f"{path}.comparator: not one of < <= >= >")
+    return (None if value is None else float(value)), code or unit or "", comparator or ""
 
 
 def _feature(raw: dict[str, Any], codings: list[tuple[str, str]], when: date | None) -> list[CodedFact]:

@@ -377,6 +377,36 @@ def test_a_value_that_is_no_finite_number_is_listed_in_every_reader(tmp_path: Pa
                                                   + ("beyond any measurement" if text == "1e400" else "not a number")]
 
 
+def test_a_value_given_as_a_bound_is_listed_not_read_as_the_bound(tmp_path: Path) -> None:
+    """A laboratory writes a value beyond its measuring range as ">10" (Quantity.comparator): it had been read as
+    exactly 10, so a TSH of ">10" was no raised TSH and the child "screened" on a complete record."""
+    from datasets.emr_records import Measurement
+    from datasets.fhir_bulk import read_partition_file
+    from datasets.fhir_fast import read_fhir_fast
+
+    child = ordinary_child("c")
+    child.measurements = [Measurement("3016-3", 10.0, "m[IU]/L", date(2022, 1, 1)), Measurement("718-7", 12.0, "g/dL", date(2022, 1, 1))]
+    bundle = record_to_bundle(child)
+    tsh = next(e["resource"] for e in bundle["entry"] if e["resource"].get("code", {}).get("coding", [{}])[0].get("code") == "3016-3")
+    tsh["valueQuantity"]["comparator"] = ">"
+    path = tmp_path / "child.json"
+    path.write_text(json.dumps(bundle))
+    part = tmp_path / "part.ndjson"  # a Bulk Data partition: "<file>:<line>\t<resource>"
+    part.write_text("".join(f"x.ndjson:{k}\t{json.dumps(e['resource'])}\n" for k, e in enumerate(bundle["entry"], 1)))
+    for name, items in (("read_fhir", read_fhir(path)), ("read_fhir_fast", read_fhir_fast(path)),
+                        ("bulk partition", read_partition_file(part, "x.ndjson"))):
+        [record] = list(items)
+        assert isinstance(record, ChildRecord) and record.incomplete, name
+        assert [m.loinc for m in record.measurements] == ["718-7"], name
+        assert [d.reason for d in record.dropped] == ["unread Observation: valueQuantity >10 m[IU]/L: a bound, not a measured value"], name
+    _write(tmp_path, "patients.csv", ["patient_id,birth_date,sex", "c,2020-01-01,F"])
+    _write(tmp_path, "diagnoses.csv", ["patient_id,date,system,code"])
+    _write(tmp_path, "observations.csv", ["patient_id,date,loinc,value,unit", "c,2022-01-01,3016-3,>10,m[IU]/L"])
+    [record] = list(read_csv_extract(tmp_path))
+    assert isinstance(record, ChildRecord) and record.measurements == []
+    assert [d.reason for d in record.dropped] == ["invalid observation row: >10: a bound, not a measured value"]
+
+
 def test_csv_dates_with_a_time_of_day_are_read_as_the_date_written(tmp_path: Path) -> None:
     """A database export writes its date columns with the time ("2021-01-05 00:00:00"): every birth date had been a
     record error and every dated row unread. Read as the date written, as the FHIR readers read a dateTime; a date
