@@ -6,7 +6,8 @@
 - a champion result: ``ORU^R01`` whose OBX segments carry the probability, the call, the operating point and
   the model name and version, with the NTE "decision support, not a diagnosis".
 
-Free text goes through python-hl7's escaping so that a reason holding ``|`` or ``^`` cannot break a segment.
+Free text has its delimiters escaped (``\\F\\`` for ``|``, ...) so that a reason holding ``|`` or ``^`` cannot break a
+segment; other characters go as they are, in UTF-8 (MSH-18).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import hl7
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
@@ -47,11 +47,19 @@ TIER_PRIORITY = {
     "unscored": ("R", "Routine"),
     "negative": ("R", "Routine"),
 }
-_ESCAPER = hl7.parse("MSH|^~\\&|MEDSCREEN\r")
+# Only the delimiters and the escape character are escaped. MSH-18 declares UTF-8 and the frames are sent
+# in UTF-8, so "Müller" goes as it is: python-hl7's escape() had written it as M\Xfc\ller, which hl7apy
+# escaped again, and the RIS showed M\Xfc\ller. Other control characters become spaces: they mean
+# nothing in a name or a reason, and 0x0B and 0x1C frame MLLP.
+_ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
+_CONTROLS = {code: " " for code in [*range(0x20), 0x7F]}
+_TEXT = str.maketrans({**_CONTROLS, **_ESCAPES})
 
 
 def _text(value: object, limit: int = 500) -> str:
-    return str(_ESCAPER.escape(" ".join(str(value).split())[:limit]))
+    # Cut before escaping, so that a cut never splits an escape sequence.
+    cut = " ".join(str(value).translate(_CONTROLS).split())[:limit]
+    return cut.translate(_TEXT)
 
 
 def _ts(at: datetime) -> str:
@@ -127,9 +135,12 @@ def _message(structure: str, endpoint: Hl7Endpoint, control_id: str, at: datetim
 def _patient(segment: object, order: StudyOrder) -> None:
     pid = segment
     pid.pid_3 = _text(order.patient_id or "UNKNOWN", 200)  # type: ignore[attr-defined]
-    if order.patient_name:
-        # DICOM and HL7 both separate name components with '^': the DICOM PN goes over as it is.
-        pid.pid_5 = "^".join(_text(part, 60) for part in order.patient_name.split("^")[:5])  # type: ignore[attr-defined]
+    # DICOM and HL7 both separate name components with '^'. A DICOM PN may hold up to three component groups,
+    # alphabetic=ideographic=phonetic; XPN has room for one, so the alphabetic group goes (the first group
+    # holding a name, when a Japanese PN leaves the alphabetic one empty).
+    name = next((group for group in order.patient_name.split("=") if group.strip("^ ")), "")
+    if name:
+        pid.pid_5 = "^".join(_text(part, 60) for part in name.split("^")[:5])  # type: ignore[attr-defined]
 
 
 def priority_update(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
+import hl7
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
@@ -77,6 +78,35 @@ def test_result_report_is_a_valid_oru_r01_with_probability_call_threshold_model_
     message = parse_message_strict(result_report(ENDPOINT, ORDER, failed, control_id="MSR13", at=utcnow()))
     assert _obx(message)["CALL"][0] == "could not score"
     assert "no frontal view" in message.oru_r01_patient_result.oru_r01_order_observation.oru_r01_observation[0].nte.nte_3.to_er7()
+
+
+@pytest.mark.parametrize(
+    ("dicom_name", "family", "given"),
+    [
+        ("Müller^Jürgen", "Müller", "Jürgen"),
+        ("山田^太郎", "山田", "太郎"),
+        # A DICOM PN with its component groups (alphabetic=ideographic=phonetic): XPN gets the alphabetic one.
+        ("Yamada^Tarou=山田^太郎=やまだ^たろう", "Yamada", "Tarou"),
+        ("=山田^太郎=やまだ^たろう", "山田", "太郎"),
+        ("O'Brien & Sons|Jr^Mary~Ann\\B", "O'Brien & Sons|Jr", "Mary~Ann\\B"),
+    ],
+)
+def test_names_and_text_reach_the_ris_as_written(dicom_name: str, family: str, given: str) -> None:
+    """MSH-18 says UTF-8: letters beyond ASCII go as they are (not as \\Xhh\\, escaped twice), and only the
+    delimiters are escaped, so the RIS reads back the name and the procedure text it was sent."""
+    now = utcnow()
+    order = StudyOrder("1.2.3", "ACC1", "PID-1", dicom_name, "DX", "Rx Tórax PA & lateral")
+    change = PriorityChanged(1, "1.2.3", "ACC1", now, None, "unscored", now, "arrival order; Müller ^ 山田")
+    er7 = priority_update(ENDPOINT, order, change, control_id="MSPC1", at=now)
+    assert "\\X" not in er7
+    message = parse_message_strict(er7)
+    assert message.validate()
+    # hl7apy finds the components and python-hl7 (the other common reader) undoes the escapes.
+    unescape = hl7.parse(er7).unescape
+    name = message.omi_o23_patient.pid.pid_5
+    assert (unescape(name.xpn_1.fn_1.to_er7()), unescape(name.xpn_2.to_er7())) == (family, given)
+    assert unescape(message.omi_o23_order.obr.obr_4.ce_2.to_er7()) == "Rx Tórax PA & lateral"
+    assert unescape(message.omi_o23_order.nte.nte_3.to_er7()).endswith("arrival order; Müller ^ 山田")
 
 
 @pytest.fixture
