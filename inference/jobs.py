@@ -4,7 +4,7 @@ Routed studies are queued for the versions the registry names (champion, and cha
 re-score request only puts the study back in ``routed``, so the HTTP process needs neither the registry nor
 a model. A job is claimed with a lease; a worker that dies leaves the lease to expire and another takes the
 job. Failures retry with exponential backoff; after ``max_attempts`` the job is dead, visible in the API
-with its reason, and can be replayed.
+with its reason, and can be replayed; so is a job whose workers died on all its attempts.
 """
 
 from __future__ import annotations
@@ -148,8 +148,22 @@ def request_rescore(session: Session, study: Study, actor: str, now: datetime) -
     add_event(session, study.id, study.revision, "rescore-requested", now, by=actor)
 
 
-def claim_next(session: Session, owner: str, lease_s: float, now: datetime) -> ScoringJob | None:
-    """Take the oldest ready job (queued, due for retry, or with an expired lease) under a lease."""
+def _lost_attempt(job: ScoringJob, max_attempts: int) -> str:
+    return (
+        f"attempt {job.attempts} of {max_attempts} ended without a result: the worker scoring it died "
+        "(or stopped renewing its lease)"
+    )
+
+
+def claim_next(
+    session: Session, owner: str, lease_s: float, now: datetime, *, max_attempts: int | None = None, base_s: float = 0.0
+) -> ScoringJob | None:
+    """Take the oldest ready job (queued, due for retry, or with an expired lease) under a lease.
+
+    With ``max_attempts`` (the worker's setting), a ready job that has used them all is dead-lettered instead
+    of claimed: its worker died on every attempt (an input that gets the decoder killed would otherwise kill a
+    worker forever). None only for callers that move leases and never score.
+    """
     ready = or_(
         and_(ScoringJob.state.in_((JobState.queued, JobState.retry)), ScoringJob.next_attempt_at <= now),
         and_(ScoringJob.state == JobState.running, ScoringJob.lease_until < now),
@@ -157,9 +171,15 @@ def claim_next(session: Session, owner: str, lease_s: float, now: datetime) -> S
     query = select(ScoringJob).where(ready).order_by(ScoringJob.role, ScoringJob.id).limit(1)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    job = session.scalars(query).first()
-    if job is None:
-        return None
+    while True:
+        job = session.scalars(query).first()
+        if job is None:
+            return None
+        # mark_failed dead-letters a job that failed its last attempt; one still ready with none left lost
+        # them to dead workers (its lease expired, or a service start released it).
+        if max_attempts is None or job.state == JobState.queued or job.attempts < max_attempts:
+            break
+        mark_failed(session, job, _lost_attempt(job, max_attempts), now, max_attempts=max_attempts, base_s=base_s)
     if job.state == JobState.running:
         log.warning("job %d: lease of %s expired; taking it over", job.id, job.lease_owner)
     job.state = JobState.running.value
@@ -188,10 +208,15 @@ def _owner_alive(owner: str, host: str) -> bool:
     return os.path.exists(f"/proc/{parts[1]}")
 
 
-def release_dead_leases(session: Session, host: str, now: datetime, *, everything: bool = False) -> int:
+def release_dead_leases(
+    session: Session, host: str, now: datetime, *, everything: bool = False, max_attempts: int | None = None,
+    base_s: float = 0.0,
+) -> int:
     """Put back in the queue the running jobs of this host's dead workers (all this host's at a service start).
 
-    A killed worker's lease would otherwise hold its study until the lease ran out; the attempt it used counts.
+    A killed worker's lease would otherwise hold its study until the lease ran out; the attempt it used counts,
+    and with ``max_attempts`` a job that has used them all is dead-lettered (through :func:`mark_failed`, so the
+    study fails with the reason) instead of killing one more worker. Without it, :func:`claim_next` does so.
     """
     released = 0
     for job in session.scalars(select(ScoringJob).where(ScoringJob.state == JobState.running)):
@@ -200,13 +225,16 @@ def release_dead_leases(session: Session, host: str, now: datetime, *, everythin
         if not owner.startswith(f"{host}:") or (not everything and _owner_alive(owner, host)):
             continue
         log.warning("job %d: worker %s is gone; the job goes back to the queue", job.id, job.lease_owner)
+        add_event(session, job.study_id, job.revision, "lease-released", now, job_id=job.id)
+        released += 1
+        if max_attempts is not None and job.attempts >= max_attempts:
+            mark_failed(session, job, _lost_attempt(job, max_attempts), now, max_attempts=max_attempts, base_s=base_s)
+            continue
         job.state = JobState.retry.value
         job.next_attempt_at = now
         job.lease_owner = None
         job.lease_until = None
         job.updated_at = now
-        add_event(session, job.study_id, job.revision, "lease-released", now, job_id=job.id)
-        released += 1
     return released
 
 

@@ -54,7 +54,10 @@ class ScoringWorker:
         """Score the next ready job: its record, True when it failed (and will retry), False when none was ready."""
         now = utcnow()
         with session_scope(self.session_factory) as session:
-            job = claim_next(session, self.owner, self.settings.scoring_lease_s, now)
+            job = claim_next(
+                session, self.owner, self.settings.scoring_lease_s, now,
+                max_attempts=self.settings.scoring_max_attempts, base_s=self.settings.scoring_retry_base_s,
+            )
             if job is None:
                 return False
             job_id = job.id
@@ -89,7 +92,10 @@ class ScoringWorker:
     def release_dead_leases(self, *, everything: bool = False) -> int:
         """Requeue the jobs of this host's dead workers (all running jobs when the service starts)."""
         with session_scope(self.session_factory) as session:
-            return requeue_jobs_of_dead_workers(session, os.uname().nodename, utcnow(), everything=everything)
+            return requeue_jobs_of_dead_workers(
+                session, os.uname().nodename, utcnow(), everything=everything,
+                max_attempts=self.settings.scoring_max_attempts, base_s=self.settings.scoring_retry_base_s,
+            )
 
     def _fail(self, job_id: int, reason: str) -> None:
         with session_scope(self.session_factory) as session:
