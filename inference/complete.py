@@ -65,22 +65,32 @@ class CompletenessMonitor:
             return f"the PACS holds {expected} instances of this study; {study.instance_count} arrived"
         return None
 
+    def _complete_if_due(self, session: Session, study: Study, now: datetime) -> StudyComplete | None:
+        quiet = self.settings.quiet_period_for(study.modality)
+        if (now - study.last_received_at).total_seconds() >= quiet:
+            doubt = self._incompleteness(study)
+            extra = {"possibly_incomplete": doubt} if doubt else {}
+            return mark_complete(session, study, reason="quiet-period", now=now, quiet_period_s=quiet, **extra)
+        expected = self._pacs_says_complete(session, study, now)
+        if expected is None:
+            return None
+        return mark_complete(session, study, reason="pacs-count", now=now, pacs_instance_count=expected)
+
     def complete_quiet_studies(self, now: datetime | None = None) -> list[StudyComplete]:
         now = now or utcnow()
         completed: list[StudyComplete] = []
         with session_scope(self.session_factory) as session:
             receiving = session.execute(select(Study).where(Study.status == StudyStatus.receiving)).scalars().all()
             for study in receiving:
-                quiet = self.settings.quiet_period_for(study.modality)
-                if (now - study.last_received_at).total_seconds() >= quiet:
-                    doubt = self._incompleteness(study)
-                    extra = {"possibly_incomplete": doubt} if doubt else {}
-                    done = mark_complete(session, study, reason="quiet-period", now=now, quiet_period_s=quiet, **extra)
-                else:
-                    expected = self._pacs_says_complete(session, study, now)
-                    if expected is None:
-                        continue
-                    done = mark_complete(session, study, reason="pacs-count", now=now, pacs_instance_count=expected)
+                study_id = study.id
+                try:
+                    # A savepoint per study: one study's failure (a counter, a database error) undoes only its
+                    # own changes; it stays receiving and is looked at again in the next pass.
+                    with session.begin_nested():
+                        done = self._complete_if_due(session, study, now)
+                except Exception:  # noqa: BLE001 - logged; the other studies of the pass must still complete
+                    log.exception("study %d: completeness check failed; checked again in the next pass", study_id)
+                    continue
                 if done is not None:
                     completed.append(done)
         return completed

@@ -1,14 +1,15 @@
 """The completeness signal: how many instances the PACS holds for a study (QIDO-RS or C-FIND).
 
 When medscreen has received as many instances as the PACS says the study has, the study is complete
-without waiting for the quiet period.
+without waiting for the quiet period. The count is only a speed-up: an answer that is not a count (a login
+page, a JSON error object, a refused FIND context) is "no count", logged, and the quiet period decides.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from pydicom.dataset import Dataset
@@ -49,11 +50,30 @@ class QidoInstanceCounter:
         if response.status_code != 200:
             log.warning("QIDO-RS count query answered HTTP %d", response.status_code)
             return None
-        for study in response.json():
-            values = study.get("00201208", {}).get("Value")
-            if values:
-                return int(values[0])
-        return None
+        try:
+            return _qido_count(response.json())
+        except (ValueError, TypeError, AttributeError, IndexError) as exc:
+            content_type = response.headers.get("content-type", "")
+            log.warning("QIDO-RS count query: the answer (%s) is not a study count: %s", content_type, exc)
+            return None
+
+
+def _count(value: Any) -> int:
+    count = int(value)
+    if count < 0:
+        raise ValueError(f"negative instance count {count}")
+    return count
+
+
+def _qido_count(answer: Any) -> int | None:
+    """NumberOfStudyRelatedInstances of a QIDO-RS study search's DICOM JSON; raises on any other shape."""
+    if not isinstance(answer, list):
+        raise TypeError(f"expected a JSON array of studies, got {type(answer).__name__}")
+    for study in answer:
+        values = study.get("00201208", {}).get("Value")
+        if values:
+            return _count(values[0])
+    return None
 
 
 class CFindInstanceCounter:
@@ -80,7 +100,11 @@ class CFindInstanceCounter:
                 if status and status.Status in (0xFF00, 0xFF01) and identifier is not None:
                     value = identifier.get("NumberOfStudyRelatedInstances")
                     if value not in (None, ""):
-                        found = int(value)
+                        found = _count(value)
+        except (ValueError, TypeError, AttributeError, RuntimeError) as exc:
+            # pynetdicom raises ValueError when the PACS accepted no FIND context; int() on a non-numeric count.
+            log.warning("C-FIND count query to %s:%d gave no count: %s", self.host, self.port, exc)
+            found = None
         finally:
             assoc.release()
         return found
