@@ -172,8 +172,10 @@ def _model_priority(facts: StudyFacts, policy: PriorityPolicy, now: datetime) ->
         return in_place("unscored", f"{reasons.get(facts.state, facts.state)}: arrival order", 0.0)
     said = f"{champion.model_name} v{champion.model_version} {champion.call} (score {champion.score:.2f}, threshold {champion.threshold:.2f})"
     if champion.steering == SteeringRight.shadow:
-        # Its call is not repeated: a shadow version's card says it must not be shown as a finding.
-        shadow = f"{champion.model_name} v{champion.model_version} score {champion.score:.2f} recorded"
+        # Neither its call nor its score is in the reason: a shadow version's card says it must not be shown as
+        # a finding, and the reason also goes to the RIS (ORC-16, NTE), which must get nothing of a shadow
+        # model. The page shows the score itself, grey, as monitoring only.
+        shadow = f"{champion.model_name} v{champion.model_version} recorded for monitoring"
         return in_place("unscored", f"{shadow}; shadow model, moves nothing: arrival order", 0.0)
     if champion.call == "positive":
         why = f"{said}: raised {_minutes(lift)}, ahead of studies that arrived up to {_minutes(lift)} before it"

@@ -1,6 +1,6 @@
 """The RIS feed: priority changes and champion results become HL7 messages in the outbox, sent over MLLP.
 
-``take_in_ris_messages`` builds each message once (``OMI^O23`` per priority change, ``ORU^R01`` per champion
+``take_in_ris_messages`` builds each message once (``OMI^O23`` per change of tier, ``ORU^R01`` per champion
 result) and stores it; ``RisSender`` sends one and reads the ACK; ``run_ris_feed`` is the loop ``medscreen
 serve`` runs when ``MEDSCREEN_RIS_HOST`` is set. The message control id (MSH-10) is the outbox key, so the
 RIS can drop the one message a crash between its ACK and our commit could repeat.
@@ -85,6 +85,11 @@ def take_in_ris_messages(
             .limit(batch)
         ).all()
         for change, study in rows:
+            if change.from_tier == change.to_tier:
+                # Settling within a tier (a new due time, the same tier) changes nothing the RIS shows: recorded
+                # on the worklist, not sent; the cursor moves past it (as deliver_priority_changes does).
+                found.append(Candidate(_CHANGES_CURSOR, change.id))
+                continue
             key = f"MSPC{change.id}"
             facts = PriorityChanged(
                 change_id=change.id,

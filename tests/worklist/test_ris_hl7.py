@@ -28,6 +28,7 @@ from worklist.policy import policy_from_settings
 from worklist.recompute import recompute_worklist
 from worklist.ris import PriorityChanged
 from worklist.ris_feed import CHANNEL, RisSender, take_in_ris_messages
+from worklist.tables import PriorityChange
 
 ENDPOINT = Hl7Endpoint("MEDSCREEN", "ST ELSEWHERE", "RIS", "ST ELSEWHERE")
 ORDER = StudyOrder("1.2.826.0.1.3680043.8.498.1", "ACC000042", "PID-1", "Doe^Jane", "DX", "CHEST PA | erect")
@@ -182,3 +183,37 @@ def test_a_shadow_champion_result_is_not_reported_to_the_ris(app: FastAPI) -> No
     with session_scope(factory) as session:
         assert [m.key for m in session.scalars(select(OutboxMessage))] == [f"MSR{shown_id}"]
     assert take_in_ris_messages(factory, ENDPOINT, include_shadow=True) == 1  # MEDSCREEN_WRITEBACK_SHADOW
+
+
+def test_settling_within_a_tier_and_a_shadow_score_are_not_sent_to_the_ris(app: FastAPI) -> None:
+    """README: the RIS is sent a study when it is listed and whenever its tier changes; settling within a tier
+    is recorded but not sent; nothing of a shadow model reaches the RIS. A shadow mammography result and the
+    study settling past its 90 min cap had each been sent as an OMI^O23 carrying the shadow score."""
+    factory = app.state.session_factory
+    policy = policy_from_settings(app.state.settings)
+    take_in_ris_messages(factory, ENDPOINT)  # the feed's first start
+    arrived = utcnow() - timedelta(minutes=5)
+    with session_scope(factory) as session:
+        study = make_study(session, arrived=arrived, modality="MG", task="mammography")
+        recompute_worklist(session, policy, now=arrived + timedelta(seconds=20))  # listed, not scored yet
+        add_result(session, study, score=0.91, steering="shadow")
+        recompute_worklist(session, policy, now=arrived + timedelta(minutes=2))  # shadow: stays in its place
+    with session_scope(factory) as session:
+        recompute_worklist(session, policy, now=arrived + timedelta(minutes=200))  # past the cap: settles
+        changes = session.scalars(select(PriorityChange).order_by(PriorityChange.id)).all()
+        assert [(c.from_tier, c.to_tier) for c in changes] == [(None, "unscored"), ("unscored", "unscored")]
+        assert "settled in its arrival place" in changes[-1].reason  # recorded on the worklist
+    assert take_in_ris_messages(factory, ENDPOINT) == 1  # the listing only
+    with session_scope(factory) as session:
+        assert [m.key for m in session.scalars(select(OutboxMessage))] == [f"MSPC{changes[0].id}"]
+        assert "0.91" not in "".join(m.payload for m in session.scalars(select(OutboxMessage)))
+
+    # A study first listed after its shadow result is sent (it is new to the RIS), without the score.
+    with session_scope(factory) as session:
+        late = make_study(session, arrived=utcnow(), modality="MG", task="mammography", order_priority="STAT")
+        add_result(session, late, score=0.87, steering="shadow")
+        recompute_worklist(session, policy)
+    assert take_in_ris_messages(factory, ENDPOINT) == 1
+    with session_scope(factory) as session:
+        payload = session.scalars(select(OutboxMessage.payload).order_by(OutboxMessage.id.desc())).first() or ""
+    assert "ORC|XO|" in payload and "mammography-champion v3" in payload and "0.87" not in payload
