@@ -66,6 +66,16 @@ def _patient_key_by_parsing(line: bytes) -> str | None:
     return None
 
 
+def _is_medication(line: bytes) -> bool:
+    if b'"Medication"' not in line:
+        return False
+    try:
+        raw = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(raw, dict) and raw.get("resourceType") == "Medication"
+
+
 def partition_by_patient(
     files: list[Path], folder: Path, partitions: int, progress: Callable[[int], Any] | None = None
 ) -> list[Path]:
@@ -94,8 +104,12 @@ def partition_by_patient(
                     if not line.endswith(b"\n"):
                         line += b"\n"
                     key = _patient_key(line)
-                    target = 0 if key is None else partition_of(key, partitions)
-                    handles[target].write(name + b":" + str(number).encode() + _SEPARATOR + line)
+                    prefixed = name + b":" + str(number).encode() + _SEPARATOR + line
+                    if key is None and _is_medication(line):
+                        for h in handles:  # no patient's own: every partition may hold a request that names it
+                            h.write(prefixed)
+                        continue
+                    handles[0 if key is None else partition_of(key, partitions)].write(prefixed)
             if progress is not None:
                 progress(read)
     finally:
@@ -133,8 +147,8 @@ def read_partition_file(path: Path, source: str, full_validation: bool = False) 
             continue
         if isinstance(raw, dict) and raw.get("resourceType") == "Bundle":
             bundles.append((where, raw))  # a child's Bundle among the loose resources (it names no patient: here)
-        elif isinstance(raw, dict) and raw.get("resourceType") in RESOURCE_TYPES:
-            resources.append((where, raw))
+        elif isinstance(raw, dict) and raw.get("resourceType") in (*RESOURCE_TYPES, "Medication"):
+            resources.append((where, raw))  # a Medication names the drug of a request that refers to it
     yield from errors
     for where, bundle in bundles:
         yield from from_bundle(bundle, source, where=f"{_where(where)} ")

@@ -346,8 +346,8 @@ class BundleLineReader:
                 _required(r.status)
                 _required(r.intent)
                 concept = r.medicationCodeableConcept
-                if concept is UNSET and not r.medicationReference:
-                    raise _Doubt
+                if concept is UNSET or r.medicationReference:
+                    raise _Doubt  # no drug at all (reported), or one named by reference (resolved the per-resource way)
                 when = date_of(r.authoredOn)
                 new = [CodedFact("medication", s, c, when) for s, c in codings_of(None if concept is UNSET else concept)]
             if new:

@@ -52,7 +52,9 @@ from datasets.fhir_entry_rules import (
     onset_age_days,
     patient_standing,
     repeated_patient,
+    resolve_medication_references,
     sex_for_growth,
+    unresolved_medication,
 )
 from datasets.fhir_primitives import full_url_keys, merge_aliases, reference_key
 
@@ -154,6 +156,9 @@ def _facts(resource: Any, kind: FactKind) -> list[CodedFact]:
         concepts = list(resource.type or []) + [resource.serviceType]
         return [CodedFact(kind, s, c, when) for s, c in _codings(concepts)]
     when = _as_date(resource.authoredOn)
+    if resource.medicationReference is not None:  # not resolved (resolve_medication_references)
+        reference = resource.medicationReference
+        raise Unreadable(unresolved_medication({"reference": reference.reference, "display": reference.display}))
     concept = resource.medicationCodeableConcept
     return [CodedFact(kind, s, c, when) for s, c in _codings([concept])]
 
@@ -230,7 +235,7 @@ def records_from_resources(
     dropped: dict[str, list[DroppedEntry]] = {}
     aliases: dict[str, str] = {}
     order: list[str] = []
-    for where, raw in resources:
+    for where, raw in resolve_medication_references(list(resources), full_urls):
         rtype = raw.get("resourceType") if isinstance(raw, dict) else None
         if rtype not in _READ:
             continue

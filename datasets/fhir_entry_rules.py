@@ -44,6 +44,12 @@ A Condition's name as written (each coding's ``display``, else the concept's ``t
 travels with its codes (``CodedFact.display``): SNOMED CT has no map to rare diseases, so a SNOMED-coded
 diagnosis is recognised by its name.
 
+A MedicationRequest may name its drug by reference (``medicationReference``: a ``Medication`` contained in it, or
+one elsewhere in the Bundle or export, as Epic and many US Core servers write it): the drug is read from that
+Medication's ``code`` (:func:`resolve_medication_references`), and one whose Medication is not in the input is
+listed. Before, the drug was not read at all: a child on nusinersen was flagged as an unrecognised rare-disease
+suspect, on a complete record.
+
 A second Patient resource with the id of one already read (a Bulk Data export holding two versions, a Bundle
 repeating its Patient) is the same child: the first is read, and one that says another birth date or sex is
 listed as an unread entry (:func:`repeated_patient`), so the record is screened as ``incomplete``. Before, the
@@ -54,9 +60,10 @@ an extract (two Bundles of one patient, an extract appended to) is read as one r
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from datasets.emr_records import (
     DECEASED_UNDATED,
@@ -68,6 +75,7 @@ from datasets.emr_records import (
     Sex,
     gestation_text_days,
 )
+from datasets.fhir_primitives import reference_key
 
 __all__ = [
     "repeated_patient",
@@ -91,6 +99,8 @@ __all__ = [
     "patient_standing",
     "gestation_as_text",
     "sex_for_growth",
+    "resolve_medication_references",
+    "unresolved_medication",
 ]
 
 VOID_OBSERVATION_STATUS = frozenset({"entered-in-error", "cancelled"})
@@ -374,3 +384,57 @@ def sex_for_growth(sex: Sex, extensions: Any) -> Sex:
         elif url == _BIRTH_SEX and extension.get("valueCode") in ("M", "F"):
             birth = extension["valueCode"]
     return sex if sex != "U" else birth
+
+
+K = TypeVar("K")
+
+
+def resolve_medication_references(
+    resources: list[tuple[K, Any]], full_urls: Mapping[K, str] | None = None
+) -> list[tuple[K, Any]]:
+    """``resources`` with each MedicationRequest that names its drug by ``medicationReference`` given that
+    Medication's ``code`` as its ``medicationCodeableConcept`` (a copy; the reference removed, as R4 allows one of
+    the two): a Medication contained in the request (``#id``), else one among ``resources`` by id or by its entry's
+    ``fullUrl`` (``full_urls``). A reference none resolves is left as it is: the readers list the request
+    (:func:`unresolved_medication`)."""
+    if not any(isinstance(r, dict) and "medicationReference" in r for _, r in resources):
+        return resources
+    medications: dict[str, Any] = {}
+    for key, raw in resources:
+        if isinstance(raw, dict) and raw.get("resourceType") == "Medication":
+            for name in (raw.get("id"), (full_urls or {}).get(key)):
+                if isinstance(name, str) and name:
+                    medications.setdefault(reference_key(name), raw)
+    out = []
+    for key, raw in resources:
+        if isinstance(raw, dict) and raw.get("resourceType") == "MedicationRequest" and "medicationReference" in raw:
+            medication = _referenced_medication(raw, medications)
+            if medication is not None and isinstance(medication.get("code"), dict) and medication["code"]:
+                raw = {k: v for k, v in raw.items() if k != "medicationReference"}
+                raw["medicationCodeableConcept"] = medication["code"]
+        out.append((key, raw))
+    return out
+
+
+def _referenced_medication(request: dict[str, Any], medications: dict[str, Any]) -> dict[str, Any] | None:
+    reference = request.get("medicationReference")
+    target = reference.get("reference") if isinstance(reference, dict) else None
+    if not isinstance(target, str) or not target:
+        return None
+    if target.startswith("#"):
+        contained = request.get("contained")
+        return next((c for c in contained if isinstance(c, dict) and c.get("resourceType") == "Medication"
+                     and c.get("id") == target[1:]), None) if isinstance(contained, list) else None
+    if not (target.startswith("urn:") or "Medication/" in target):
+        return None
+    found = medications.get(reference_key(target))
+    return found if isinstance(found, dict) else None
+
+
+def unresolved_medication(reference: Any) -> str:
+    """Why a MedicationRequest whose ``medicationReference`` names no Medication in the input is listed."""
+    target = reference.get("reference") if isinstance(reference, dict) else None
+    display = reference.get("display") if isinstance(reference, dict) else None
+    named = f"{str(target)[:60]}" if target else "no reference"
+    said = f" ({str(display)[:60]})" if display else ""
+    return f"medicationReference {named}{said}: no Medication with a code by that reference in the input, the drug is not read"

@@ -53,7 +53,9 @@ from datasets.fhir_entry_rules import (
     onset_age_days,
     patient_standing,
     repeated_patient,
+    resolve_medication_references,
     sex_for_growth,
+    unresolved_medication,
 )
 from datasets.fhir_primitives import (
     ID,
@@ -253,6 +255,8 @@ def _facts(raw: dict[str, Any], kind: FactKind) -> list[CodedFact]:
     if "medicationCodeableConcept" not in raw and "medicationReference" not in raw:
         raise _Invalid("medication[x]: field required")
     when = _date(raw.get("authoredOn"), "authoredOn")
+    if "medicationReference" in raw:  # not resolved (resolve_medication_references)
+        raise Unreadable(unresolved_medication(raw["medicationReference"]))
     return [
         CodedFact(kind, s, c, when)
         for s, c in _codings(raw.get("medicationCodeableConcept"), "medicationCodeableConcept")
@@ -395,7 +399,7 @@ def records_from_resources_fast(
     dropped: dict[str, list[DroppedEntry]] = {}
     aliases: dict[str, str] = {}  # a Patient entry's fullUrl id -> its Patient.id
     kinds = KINDS
-    for key, raw in resources:
+    for key, raw in resolve_medication_references(list(resources), full_urls):
         if not isinstance(raw, dict):
             continue
         rtype = raw.get("resourceType")

@@ -110,12 +110,13 @@ def reference_key(reference: str) -> str:
 
 
 def full_url_keys(entries: list[Any]) -> dict[int, str]:
-    """The ``fullUrl`` of each Bundle entry holding a Patient, by the entry's position."""
+    """The ``fullUrl`` of each Bundle entry holding a Patient or a Medication (what other entries refer to), by
+    the entry's position."""
     return {
         i: e["fullUrl"]
         for i, e in enumerate(entries)
         if isinstance(e, dict) and isinstance(e.get("fullUrl"), str) and e["fullUrl"]
-        and isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") == "Patient"
+        and isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") in ("Patient", "Medication")
     }
 
 

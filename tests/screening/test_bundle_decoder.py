@@ -175,7 +175,7 @@ _HANDED_OVER = {
     "identifier-use-a-number", "bad-id-of-a-skipped-resource", "medication-missing",
     "patient-deceased", "patient-deceased-boolean", "patient-alive", "patient-replaced", "patient-inactive",
     "patient-deceased-twice", "patient-active-a-string", "patient-birth-sex-of-unknown-gender",
-    "patient-sex-for-clinical-use", "observation-gestation-as-text",
+    "patient-sex-for-clinical-use", "observation-gestation-as-text", "medication-reference-only",
 }
 
 

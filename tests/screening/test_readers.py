@@ -407,6 +407,60 @@ def test_a_value_given_as_a_bound_is_listed_not_read_as_the_bound(tmp_path: Path
     assert [d.reason for d in record.dropped] == ["invalid observation row: >10: a bound, not a measured value"]
 
 
+_NUSINERSEN = {"coding": [{"system": "http://www.whocc.no/atc", "code": "M09AX07", "display": "nusinersen"}]}
+
+
+def _request(patient: str, rid: str, **medication: object) -> dict[str, object]:
+    return {"resourceType": "MedicationRequest", "id": rid, "status": "active", "intent": "order",
+            "subject": {"reference": f"Patient/{patient}"}, "authoredOn": "2023-01-05", **medication}
+
+
+def test_a_drug_named_by_reference_is_read_from_its_medication(tmp_path: Path) -> None:
+    """medicationReference (to a Medication in the Bundle, contained, or in an export's Medication.ndjson) is how
+    Epic and many US Core servers write a drug: it had not been read at all, and a child on nusinersen was flagged
+    as an unrecognised rare-disease suspect on a complete record."""
+    from datasets.extract_partitions import plan_partitions, read_partition
+    from datasets.fhir_fast import read_fhir_fast
+
+    medication = {"resourceType": "Medication", "id": "nus", "code": _NUSINERSEN}
+    forms = {
+        "by-id": ([medication], {"medicationReference": {"reference": "Medication/nus"}}),
+        "by-url": ([medication], {"medicationReference": {"reference": "urn:uuid:5b0e1c1e-0000-4000-8000-000000000001"}}),
+        "contained": ([], {"contained": [dict(medication, id="m")], "medicationReference": {"reference": "#m"}}),
+        "elsewhere": ([], {"medicationReference": {"reference": "Medication/absent", "display": "nusinersen"}}),
+    }
+    for form, (extra, named) in forms.items():
+        bundle = record_to_bundle(ordinary_child(form))
+        bundle["entry"] += [{"fullUrl": "urn:uuid:5b0e1c1e-0000-4000-8000-000000000001", "resource": r} for r in extra]
+        bundle["entry"].append({"resource": _request(form, "mr", **named)})
+        path = tmp_path / f"{form}.json"
+        path.write_text(json.dumps(bundle))
+        for reader in (read_fhir, read_fhir_fast):
+            [record] = list(reader(path))
+            assert isinstance(record, ChildRecord), (form, reader.__name__)
+            drugs = [(f.system, f.code) for f in record.facts if f.kind == "medication"]
+            if form == "elsewhere":
+                assert drugs == [] and [d.reason for d in record.dropped] == [
+                    "unread MedicationRequest: medicationReference Medication/absent (nusinersen): no Medication with a"
+                    " code by that reference in the input, the drug is not read"], reader.__name__
+            else:
+                assert drugs == [("atc", "M09AX07")] and not record.incomplete, (form, reader.__name__)
+    # a Bulk Data export: the Medication in its own file, the children split over several partitions
+    export = tmp_path / "export"
+    export.mkdir()
+    children = [ordinary_child(f"c{k}") for k in range(6)]
+    resources = [e["resource"] for c in children for e in record_to_bundle(c)["entry"]]
+    resources += [_request(c.patient_id, f"mr{k}", medicationReference={"reference": "Medication/nus"}) for k, c in enumerate(children)]
+    for rtype in ("Patient", "Condition", "MedicationRequest"):
+        (export / f"{rtype}.ndjson").write_text("".join(json.dumps(r) + "\n" for r in resources if r["resourceType"] == rtype))
+    (export / "Medication.ndjson").write_text(json.dumps(medication) + "\n")
+    partitions = plan_partitions(export, tmp_path / "split", 600)
+    assert len(partitions) > 1
+    records, errors = _split([i for p in partitions for i in read_partition(p)])
+    assert errors == [] and len(records) == 6
+    assert all([(f.system, f.code) for f in r.facts if f.kind == "medication"] == [("atc", "M09AX07")] for r in records)
+
+
 def test_csv_dates_with_a_time_of_day_are_read_as_the_date_written(tmp_path: Path) -> None:
     """A database export writes its date columns with the time ("2021-01-05 00:00:00"): every birth date had been a
     record error and every dated row unread. Read as the date written, as the FHIR readers read a dateTime; a date
