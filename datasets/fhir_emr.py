@@ -49,10 +49,12 @@ from datasets.fhir_entry_rules import (
     gestation_as_text,
     month_only_birth,
     no_birth_date,
+    no_subject,
     onset_age_days,
     patient_standing,
     repeated_patient,
     resolve_medication_references,
+    resolve_subject_identifiers,
     sex_for_growth,
     unresolved_medication,
 )
@@ -235,7 +237,7 @@ def records_from_resources(
     dropped: dict[str, list[DroppedEntry]] = {}
     aliases: dict[str, str] = {}
     order: list[str] = []
-    for where, raw in resolve_medication_references(list(resources), full_urls):
+    for where, raw in resolve_subject_identifiers(resolve_medication_references(list(resources), full_urls), full_urls):
         rtype = raw.get("resourceType") if isinstance(raw, dict) else None
         if rtype not in _READ:
             continue
@@ -279,7 +281,7 @@ def records_from_resources(
             continue
         ref = _patient_ref(resource)
         if ref is None:
-            errors.append(RecordError(source, f"{where} {name}", f"{rtype} has no subject reference"))
+            errors.append(RecordError(source, f"{where} {name}", no_subject(raw, rtype)))
             continue
         try:
             entries: list[Measurement] | list[CodedFact] = _observation(resource) if rtype == "Observation" else _facts(resource, _KINDS[rtype])

@@ -50,6 +50,12 @@ Medication's ``code`` (:func:`resolve_medication_references`), and one whose Med
 listed. Before, the drug was not read at all: a child on nusinersen was flagged as an unrecognised rare-disease
 suspect, on a complete record.
 
+A resource may name its Patient by identifier instead of by reference (``subject: {"identifier": {system,
+value}}``, a logical reference): it is given to the Patient of the input that carries that identifier
+(:func:`resolve_subject_identifiers`), and one that names no such Patient is a record error that says so. Before,
+it was "has no subject reference", and a syndromic child whose Conditions all named it so was "screened" without
+them on a complete record.
+
 A second Patient resource with the id of one already read (a Bulk Data export holding two versions, a Bundle
 repeating its Patient) is the same child: the first is read, and one that says another birth date or sex is
 listed as an unread entry (:func:`repeated_patient`), so the record is screened as ``incomplete``. Before, the
@@ -101,6 +107,8 @@ __all__ = [
     "sex_for_growth",
     "resolve_medication_references",
     "unresolved_medication",
+    "resolve_subject_identifiers",
+    "no_subject",
 ]
 
 VOID_OBSERVATION_STATUS = frozenset({"entered-in-error", "cancelled"})
@@ -438,3 +446,62 @@ def unresolved_medication(reference: Any) -> str:
     named = f"{str(target)[:60]}" if target else "no reference"
     said = f" ({str(display)[:60]})" if display else ""
     return f"medicationReference {named}{said}: no Medication with a code by that reference in the input, the drug is not read"
+
+
+def _identifier_key(identifier: Any) -> tuple[str, str] | None:
+    if not isinstance(identifier, dict):
+        return None
+    system, value = identifier.get("system"), identifier.get("value")
+    if not isinstance(value, str) or not value:
+        return None
+    return (system if isinstance(system, str) else ""), value
+
+
+def resolve_subject_identifiers(
+    resources: list[tuple[K, Any]], full_urls: Mapping[K, str] | None = None
+) -> list[tuple[K, Any]]:
+    """``resources`` with each ``subject``/``patient`` that names its Patient by identifier only given the reference
+    of the Patient among ``resources`` that carries that identifier (a copy). One that names no Patient, or more
+    than one, is left as it is: the readers report it (:func:`no_subject`)."""
+    def by_identifier(raw: Any) -> tuple[str, Any] | None:
+        for element in ("subject", "patient"):
+            value = raw.get(element) if isinstance(raw, dict) else None
+            if isinstance(value, dict) and "reference" not in value and _identifier_key(value.get("identifier")):
+                return element, value
+        return None
+
+    if not any(by_identifier(raw) is not None for _, raw in resources):
+        return resources
+    owners: dict[tuple[str, str], set[str]] = {}
+    for key, raw in resources:
+        if isinstance(raw, dict) and raw.get("resourceType") == "Patient":
+            url = (full_urls or {}).get(key)
+            pid = raw.get("id") if isinstance(raw.get("id"), str) and raw.get("id") else (reference_key(url) if url else None)
+            identifiers = raw.get("identifier")
+            for identifier in identifiers if pid and isinstance(identifiers, list) else ():
+                if (named := _identifier_key(identifier)) is not None:
+                    owners.setdefault(named, set()).add(pid)  # type: ignore[arg-type]
+    out = []
+    for key, raw in resources:
+        found = by_identifier(raw)
+        if found is not None:
+            element, value = found
+            named = _identifier_key(value["identifier"])
+            # a system-less identifier matches a Patient's by value only where one Patient carries that value
+            pids = owners.get(named, set()) if named and named[0] else {
+                p for (_, v), ps in owners.items() if named and v == named[1] for p in ps}
+            if len(pids) == 1:
+                raw = dict(raw)
+                raw[element] = {**value, "reference": f"Patient/{next(iter(pids))}"}
+        out.append((key, raw))
+    return out
+
+
+def no_subject(raw: Any, rtype: str) -> str:
+    """Why a resource that names no Patient the readers can find is a record error."""
+    for element in ("subject", "patient"):
+        value = raw.get(element) if isinstance(raw, dict) else None
+        if isinstance(value, dict) and "reference" not in value and (named := _identifier_key(value.get("identifier"))):
+            system = f"{named[0][:60]}|" if named[0] else ""
+            return f"{rtype} names its Patient by identifier {system}{named[1][:40]}, which no one Patient in the input carries"
+    return f"{rtype} has no subject reference"

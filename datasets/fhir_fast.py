@@ -50,10 +50,12 @@ from datasets.fhir_entry_rules import (
     gestation_as_text,
     month_only_birth,
     no_birth_date,
+    no_subject,
     onset_age_days,
     patient_standing,
     repeated_patient,
     resolve_medication_references,
+    resolve_subject_identifiers,
     sex_for_growth,
     unresolved_medication,
 )
@@ -399,7 +401,7 @@ def records_from_resources_fast(
     dropped: dict[str, list[DroppedEntry]] = {}
     aliases: dict[str, str] = {}  # a Patient entry's fullUrl id -> its Patient.id
     kinds = KINDS
-    for key, raw in resolve_medication_references(list(resources), full_urls):
+    for key, raw in resolve_subject_identifiers(resolve_medication_references(list(resources), full_urls), full_urls):
         if not isinstance(raw, dict):
             continue
         rtype = raw.get("resourceType")
@@ -454,7 +456,7 @@ def records_from_resources_fast(
                 aliases[reference_key(full_url)] = pid
             continue
         if ref is None:
-            errors.append(RecordError(source, f"{name(key)} {rtype}/{raw.get('id', '?')}", f"{rtype} has no subject reference"))
+            errors.append(RecordError(source, f"{name(key)} {rtype}/{raw.get('id', '?')}", no_subject(raw, rtype)))
             continue
         bucket = pending.get(ref)
         if bucket is None:

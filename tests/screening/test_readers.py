@@ -461,6 +461,36 @@ def test_a_drug_named_by_reference_is_read_from_its_medication(tmp_path: Path) -
     assert all([(f.system, f.code) for f in r.facts if f.kind == "medication"] == [("atc", "M09AX07")] for r in records)
 
 
+def test_a_resource_naming_its_patient_by_identifier_is_that_childs(tmp_path: Path) -> None:
+    """A logical reference (subject.identifier, valid R4) had been "has no subject reference": a syndromic child
+    whose Conditions all named it so was "screened", risk 0.0001, on a complete record."""
+    from datasets.fhir_fast import read_fhir_fast
+
+    mrn = {"system": "urn:oid:1.2.3.4", "value": "MRN-77"}
+    for form, subject in (("by-identifier", {"identifier": mrn}), ("by-value", {"identifier": {"value": "MRN-77"}}),
+                          ("no-such-patient", {"identifier": {**mrn, "value": "MRN-78"}})):
+        child = syndromic_child(form)
+        bundle = record_to_bundle(child)
+        for entry in bundle["entry"]:
+            resource = entry["resource"]
+            if resource["resourceType"] == "Patient":
+                resource["identifier"] = [{"system": "urn:oid:9.9", "value": "other"}, mrn]
+            else:
+                resource["subject"] = subject
+        path = tmp_path / f"{form}.json"
+        path.write_text(json.dumps(bundle))
+        for reader in (read_fhir, read_fhir_fast):
+            records, errors = _split(list(reader(path)))
+            assert len(records) == 1, (form, reader.__name__)
+            if form == "no-such-patient":
+                assert len(records[0].facts) == 0 and len(errors) == len(child.facts) + len(child.measurements)
+                assert errors[0].reason.endswith("names its Patient by identifier urn:oid:1.2.3.4|MRN-78, which no one"
+                                                 " Patient in the input carries"), reader.__name__
+            else:
+                assert errors == [] and len(records[0].facts) == len(child.facts), (form, reader.__name__)
+                assert len(records[0].measurements) == len(child.measurements)
+
+
 def test_csv_dates_with_a_time_of_day_are_read_as_the_date_written(tmp_path: Path) -> None:
     """A database export writes its date columns with the time ("2021-01-05 00:00:00"): every birth date had been a
     record error and every dated row unread. Read as the date written, as the FHIR readers read a dateTime; a date
