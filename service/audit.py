@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from service.auth import require_role
 from service.db import utcnow
 from service.deps import SessionDep
+from service.request_params import Offset
 from service.tables import AuditEvent, Role
 
 __all__ = ["record_audit", "subject_digest", "query_audit", "events_about", "router", "AuditEventOut", "AuditPage"]
@@ -142,7 +143,7 @@ def list_audit_events(
         datetime | None, Query(description="Only events before this instant (ISO 8601).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> AuditPage:
     """Audit events, newest first. Naive ``since``/``until`` values are taken as UTC."""
     rows, total = query_audit(

@@ -11,7 +11,7 @@ import logging
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -87,7 +87,11 @@ def login(
 
 @router.post("/unlock/{username}")
 def unlock(
-    username: str, session: SessionDep, admin: Annotated[AuthenticatedUser, Depends(require_role(Role.admin))]
+    # At most a username's 64 characters: a longer name is no account, and on PostgreSQL it had overflowed the
+    # audit row's subject_id (128) into a 500.
+    username: Annotated[str, Path(max_length=64, description="the account's username")],
+    session: SessionDep,
+    admin: Annotated[AuthenticatedUser, Depends(require_role(Role.admin))],
 ) -> dict[str, object]:
     """Lift an account's login lock before it expires (admin; also ``medscreen users unlock NAME``)."""
     lifted = unlock_account(session, username)

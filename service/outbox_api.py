@@ -18,6 +18,7 @@ from service.auth import AuthenticatedUser, Role, require_role
 from service.db import utcnow
 from service.deps import SessionDep
 from service.outbox import OutboxMessage, OutboxState
+from service.request_params import RowId
 
 __all__ = ["router"]
 
@@ -66,7 +67,7 @@ def list_outbox(
 
 
 @router.post("/{message_id}/replay", response_model=OutboxMessageOut, summary="Offer a set-aside message again")
-def replay_message(message_id: int, session: SessionDep, user: Engineer) -> OutboxMessageOut:
+def replay_message(message_id: RowId, session: SessionDep, user: Engineer) -> OutboxMessageOut:
     message = session.get(OutboxMessage, message_id)
     if message is None:
         raise HTTPException(404, detail=f"no outbox message {message_id}")

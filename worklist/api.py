@@ -19,6 +19,7 @@ from service.auth import AuthenticatedUser, Role, require_role
 from service.db import session_scope, utcnow
 from service.deps import SessionDep, SettingsDep
 from service.lifecycle import WorklistState
+from service.request_params import Offset
 from service.settings import Settings
 from worklist.access import authenticate_radiologist, bearer_token
 from worklist.claims import claim_study, get_entry, record_final_read, release_study
@@ -74,7 +75,7 @@ async def list_worklist(
     state: Annotated[Literal[STATES] | None, Query(description="scoring state, or `read` for read studies")] = None,  # type: ignore[valid-type]
     claimed: Annotated[Literal["any", "unclaimed", "mine"], Query()] = "any",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     """Open studies in priority order (read studies, newest first, with ``state=read``)."""
     body = await run_in_threadpool(_list_page, request, token, modality, site, state, claimed, limit, offset)
@@ -135,9 +136,9 @@ def worklist_filters(session: SessionDep, user: Radiologist) -> WorklistFilters:
 def list_priority_changes(
     session: SessionDep,
     user: PriorityReader,
-    study_uid: str | None = None,
+    study_uid: Annotated[str | None, Query(max_length=64, description="a Study Instance UID (64 characters)")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> PriorityChangePage:
     """Every priority change with its reason, newest first (radiologists, quality)."""
     conditions = [PriorityChange.study_instance_uid == study_uid] if study_uid else []
@@ -192,14 +193,15 @@ def read(
     study_uid: str, body: FinalReadIn, session: SessionDep, settings: SettingsDep, user: Radiologist
 ) -> FinalReadOut:
     """Record the final read (finding present/absent per task, note) of a study you have claimed; closes it."""
-    findings = {task: value == "present" for task, value in body.findings.items()}
+    said = {task.value: value for task, value in body.findings.items()}
+    findings = {task: value == "present" for task, value in said.items()}
     try:
         final = record_final_read(
             session, study_uid, user.username, findings, body.note, utcnow(), _claim_lifetime(settings)
         )
     except WorklistError as error:
         raise _http_error(error) from error
-    record_audit(session, user.username, "study.read", "study", study_uid, {"findings": body.findings})
+    record_audit(session, user.username, "study.read", "study", study_uid, {"findings": said})
     return final_read_out(session, final)
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from service.lifecycle import Task
 from worklist.policy import tier_label
 
 __all__ = [
@@ -76,7 +77,9 @@ class TimelineItem(BaseModel):
 
 
 class FinalReadIn(BaseModel):
-    findings: dict[str, Literal["present", "absent"]] = Field(
+    # Keys are the known tasks: any other name was stored on SQLite as a finding of no task, and on
+    # PostgreSQL overflowed final_read_findings.task (32 characters) into a 500.
+    findings: dict[Task, Literal["present", "absent"]] = Field(
         description='finding per task, e.g. `{"chest-xray": "present"}`', min_length=1
     )
     note: str = Field("", max_length=10000)

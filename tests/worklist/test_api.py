@@ -259,3 +259,25 @@ def test_claim_lapses(app: FastAPI, client: TestClient, add_user: AddUser) -> No
         entry = session.scalar(select(WorklistEntry).where(WorklistEntry.study_instance_uid == uid))
         entry.claimed_at = utcnow() - timedelta(minutes=61)
     assert client.post(f"/api/worklist/{uid}/claim", headers=rob).json()["claimed_by"] == "rob"
+
+
+def test_a_final_read_names_known_tasks_only(app: FastAPI, client: TestClient, add_user: AddUser) -> None:
+    """A finding for a task that does not exist had been stored on SQLite and was a 500 on PostgreSQL
+    (longer than final_read_findings.task): both are a 422 naming the field."""
+    rita = add_user("rita", "radiologist")
+    uid = seed(app)["pos1"]
+    recompute(app)
+    assert client.post(f"/api/worklist/{uid}/claim", headers=rita).status_code == 200
+    for task in ("x" * 40, "pneumonia"):
+        answer = client.post(
+            f"/api/worklist/{uid}/read", headers=rita, json={"findings": {"chest-xray": "present", task: "absent"}}
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"][0]["loc"] == ["body", "findings", task, "[key]"]
+    with session_scope(app.state.session_factory) as session:
+        assert session.scalars(select(FinalReadFinding)).all() == []
+    read = client.post(f"/api/worklist/{uid}/read", headers=rita, json={"findings": {"chest-xray": "present"}})
+    assert read.status_code == 201 and read.json()["findings"] == {"chest-xray": "present"}
+    with session_scope(app.state.session_factory) as session:
+        audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "study.read")).one()
+        assert audit.detail == {"findings": {"chest-xray": "present"}}

@@ -1,0 +1,20 @@
+"""Paging and row-id parameters shared by the routers, bounded so that a number the database cannot take is a 422.
+
+SQLite and PostgreSQL bind an integer as a signed 64-bit value: a larger offset or id (a typo, a script, an
+old bookmark) had failed when bound (OverflowError, NumericValueOutOfRange) and answered 500.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path, Query
+
+__all__ = ["MAX_OFFSET", "MAX_ROW_ID", "Offset", "RowId"]
+
+MAX_ROW_ID = 2**63 - 1
+# Under 2**63 with room to spare: the database adds the limit to the offset.
+MAX_OFFSET = 2**62
+
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip (0 to 2^62).")]
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A row id (1 to 2^63 - 1).")]
