@@ -133,9 +133,13 @@ def _image_problem(ds: Any, use: IntendedUse) -> str | None:
     return None
 
 
-def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) -> None:
-    """Raise :class:`OutOfScope` with a reader's reason when the study is outside ``use``; ``model`` names the
-    version in the reason (``chest-xray v1``)."""
+def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) -> list[Any]:
+    """The images of the study inside ``use``: the only ones its scorer may see (``scorers.score_study``).
+
+    Raises :class:`OutOfScope` with a reader's reason when the study is outside ``use``; ``model`` names the
+    version in the reason (``chest-xray v1``). Images of another modality or of a view the bundle does not list
+    (a lateral film, a spot or magnification mammogram) are left out, not checked: they are never scored.
+    """
     images = [ds for ds in datasets if not use.modalities or _text(ds, "Modality") in use.modalities]
     if not images:
         found = sorted({_text(ds, "Modality") for ds in datasets})
@@ -165,3 +169,4 @@ def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) ->
     problems = [problem for ds in images if (problem := _image_problem(ds, use)) is not None]
     if problems:
         raise OutOfScope(f"{problems[0]}; {model} is validated for {use.summary or 'another population'}")
+    return images

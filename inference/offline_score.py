@@ -22,9 +22,9 @@ from inference.assemble import read_study
 from inference.champions import ModelSelector
 from inference.errors import CouldNotScore, IngestError, ModelUnavailable, OutOfScope
 from inference.instance_headers import InstanceHeaders, read_instance_headers
-from inference.intended_use import check_intended_use, patient_age_years
+from inference.intended_use import patient_age_years
 from inference.route import RoutingRules
-from inference.scorers import score_task
+from inference.scorers import score_study
 from service.lifecycle import ModelRole
 
 __all__ = ["OfflineStudy", "collect_studies", "score_offline"]
@@ -131,9 +131,7 @@ def score_offline(
                 model = selector.load(decision.task, version)
                 datasets = read_study(study.paths)
                 assumed = _assume_age(datasets, assume_age_years) if assume_age_years is not None else None
-                if model.intended_use is not None:
-                    check_intended_use(model.intended_use, datasets, model.label)
-                scored = score_task(decision.task, model, datasets, min_ct_slices=min_ct_slices)
+                scored = score_study(decision.task, model, datasets, min_ct_slices=min_ct_slices)
                 line = _line(
                     study,
                     decision.task,

@@ -24,7 +24,6 @@ from inference.assemble import read_study
 from inference.champions import LoadedModel, ModelSelector
 from inference.errors import CouldNotScore, OutOfScope
 from inference.fetch_instances import IngestLogin, drop_cached_study, instance_files
-from inference.intended_use import check_intended_use
 from inference.jobs import mark_done
 from inference.outgoing import (
     discard_documents,
@@ -34,7 +33,7 @@ from inference.outgoing import (
     store_documents,
 )
 from inference.records import ScoreRecorded
-from inference.scorers import TaskScore, score_task
+from inference.scorers import TaskScore, score_study
 from inference.spool_node import spool_node
 from inference.study_record import add_event
 from inference.tables import Instance, OutgoingResult, ScoreResult, ScoringJob, Study
@@ -172,10 +171,7 @@ def _score_and_store(
     outcome = StudyStatus.scored
     try:
         datasets = read_study(files, max_bytes=settings.max_instance_mb * 1024 * 1024)
-        use = model.intended_use
-        if use is not None:
-            check_intended_use(use, datasets, model.label)
-        scored = score_task(task, model, datasets, min_ct_slices=settings.ct_min_slices)
+        scored = score_study(task, model, datasets, min_ct_slices=settings.ct_min_slices)
     except OutOfScope as exc:
         outcome, reason = StudyStatus.out_of_scope, exc.reason
     except CouldNotScore as exc:

@@ -20,9 +20,10 @@ from datasets.preprocess import PreprocessSpec, prepare_image
 from inference.assemble import ct_series, decode, frontal_radiographs, mammography_views
 from inference.champions import LoadedModel
 from inference.errors import CouldNotScore
+from inference.intended_use import check_intended_use
 from service.lifecycle import Task
 
-__all__ = ["TaskScore", "RegionScore", "score_task", "SCORERS"]
+__all__ = ["TaskScore", "RegionScore", "score_study", "score_task", "SCORERS"]
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,20 @@ SCORERS: dict[str, Callable[..., TaskScore]] = {
 }
 
 
+def score_study(task: str, model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+    """A study scored by ``model``: its intended-use gate first, then the task's scorer on the images the gate
+    admitted only, so that no image the gate left out (a view it does not list) is scored or sets the score.
+
+    Raises :class:`OutOfScope` when the study is outside the version's intended use.
+    """
+    use = model.intended_use
+    admitted = check_intended_use(use, datasets, model.label) if use is not None else list(datasets)
+    return score_task(task, model, admitted, min_ct_slices=min_ct_slices)
+
+
 def score_task(task: str, model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+    """The task's scorer on ``datasets`` as given, without the intended-use gate (a study goes through
+    :func:`score_study`; this is for images already admitted, and for benchmarks)."""
     if task not in SCORERS:
         raise CouldNotScore(f"no scorer for task {task}")
     result = SCORERS[task](model, datasets, min_ct_slices=min_ct_slices)

@@ -1,0 +1,69 @@
+"""A model scores only the images its intended-use gate admitted; real headers, the shipped bundles, the pipeline.
+
+A mammogram view the bundle does not list (XCCM, a spot or magnification view) was left out of the gate's
+checks yet scored, and could set the study's score (review defect 4).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import select
+
+from inference.intended_use import IntendedUse, check_intended_use
+from inference.shipped_models import SHIPPED_MODELS_DIR
+from inference.tables import ScoreResult, Study
+from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
+
+MG = INFERENCE_FIXTURES / "images" / "mg_ge_senographe.dcm"
+
+
+def _use(task: str) -> IntendedUse:
+    use = IntendedUse.from_bundle(json.loads((SHIPPED_MODELS_DIR / task / "bundle.json").read_text()))
+    assert use is not None
+    return use
+
+
+def _mammogram(folder: Path, study_uid: str, size: tuple[int, int], view: str, spacing_mm: float) -> Path:
+    """The real GE Senographe header with a synthetic film (its own pixels are 1x2) in ``study_uid``."""
+    ds = dcmread(MG)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows, ds.Columns = size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel = 16, 12, 11, 0, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.ImagerPixelSpacing = ds.PixelSpacing = [spacing_mm, spacing_mm]
+    ds.ViewPosition = view
+    ds.PixelData = np.random.default_rng(size[0]).integers(0, 4000, size, dtype=np.uint16).tobytes()
+    path = folder / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _cc_and_unlisted_thumbnail(folder: Path) -> tuple[Path, Path]:
+    """An in-scope CC view, and a 64x51 thumbnail at 0.01 mm (outside both bounds) labelled XCCM (not listed)."""
+    study = generate_uid()
+    return _mammogram(folder, study, (640, 512), "CC", 0.1), _mammogram(folder, study, (64, 51), "XCCM", 0.01)
+
+
+def test_the_gate_returns_only_the_images_it_admitted(tmp_path: Path) -> None:
+    cc, thumbnail = _cc_and_unlisted_thumbnail(tmp_path)
+    admitted = check_intended_use(_use("mammography"), [dcmread(cc), dcmread(thumbnail)], "mammography v1")
+    assert [str(ds.ViewPosition) for ds in admitted] == ["CC"]
+
+
+def test_a_view_the_bundle_does_not_list_is_not_scored(pipeline: Pipeline, tmp_path: Path) -> None:
+    cc, thumbnail = _cc_and_unlisted_thumbnail(tmp_path)
+    pipeline.receive(cc, thumbnail)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        result = session.scalars(select(ScoreResult)).one()
+    assert (study.task, result.outcome) == ("mammography", "scored")
+    assert [view["view_position"] for view in result.localisation["views"]] == ["CC"]
+    assert result.localisation["sop_instance_uid"] == str(dcmread(cc).SOPInstanceUID)
