@@ -50,6 +50,7 @@ __all__ = [
     "Status",
     "SCORED_STATUSES",
     "MAX_AGE_DAYS",
+    "age_limit_days",
 ]
 
 _DATA = Path(str(resources.files("screening") / "data"))
@@ -463,6 +464,21 @@ def growth_unread(loinc: str, unit: str) -> DroppedEntry:
 _PREGNANCY_DAYS = 300
 
 
+def age_limit_days(birth: date, max_age_days: int) -> int:
+    """Days from ``birth`` to the end of the age range: for a whole number of years (7 years arrive as
+    ``int(7 * 365.25)`` days) the day of that birthday, as the calendar has it (born on 29 February: 1 March);
+    otherwise the days given. Counted in days alone, a child was "older than 7" on the day before the 7th birthday
+    whenever two 29 Februaries fell in the seven years."""
+    years = round(max_age_days / 365.25)
+    if years <= 0 or abs(max_age_days - years * 365.25) >= 1 or birth.year + years > date.max.year:
+        return max_age_days
+    try:
+        birthday = birth.replace(year=birth.year + years)
+    except ValueError:  # 29 February in a year without one
+        birthday = date(birth.year + years, 3, 1)
+    return (birthday - birth).days
+
+
 def coded_findings(
     record: ChildRecord, maps: CodeMaps, as_of: date, max_age_days: int = MAX_AGE_DAYS
 ) -> tuple[ChildFindings, bool]:
@@ -478,7 +494,7 @@ def coded_findings(
             "recorded as deceased" if record.deceased == DECEASED_UNDATED else f"deceased {record.deceased.isoformat()}"
         )
         return child, True
-    if age < 0 or age >= max_age_days:
+    if age < 0 or age >= age_limit_days(record.birth_date, max_age_days):
         child.status, child.reason = "out_of_age", f"age {age / 365.25:.1f} years is outside 0-{max_age_days / 365.25:.0f}"
         return child, True
 

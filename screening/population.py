@@ -40,7 +40,7 @@ from datasets.extract_partitions import (
 )
 from datasets.fhir_entry_rules import merged_record
 from screening.batch_screen import screen_batch
-from screening.findings import RETIRING_STATUSES
+from screening.findings import RETIRING_STATUSES, age_limit_days
 from screening.screener import Screener, ScreeningResult
 
 __all__ = ["RunOptions", "PartitionResult", "RunSummary", "screen_partition", "run_population"]
@@ -164,7 +164,7 @@ def _fewer_collections() -> Iterator[None]:
 
 def _under_age_at_last_entry(record: ChildRecord, max_age_days: int) -> bool:
     dates = [f.date for f in record.facts if f.date is not None] + [m.date for m in record.measurements]
-    return bool(dates) and 0 <= (max(dates) - record.birth_date).days < max_age_days
+    return bool(dates) and 0 <= (max(dates) - record.birth_date).days < age_limit_days(record.birth_date, max_age_days)
 
 
 def _tally(

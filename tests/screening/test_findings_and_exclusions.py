@@ -3,7 +3,7 @@ genetics care) and that suspicion-revealing codes never become features."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from datasets.emr_records import CodedFact, Measurement
 from screening.findings import CodeMaps, extract_findings
@@ -36,6 +36,13 @@ def test_age_gate(maps: CodeMaps, screener: Screener) -> None:
     assert extract_findings(record, maps, date(2019, 1, 1)).status == "out_of_age"  # not born yet
     result = screener.screen(syndromic_child(), date(2028, 3, 2))
     assert result.status == "out_of_age" and result.risk is None and not result.flagged
+    # the 7th birthday as the calendar has it: with two 29 Februaries in the seven years, 2,556 days (the limit
+    # counted in days) fall on the day before it, and the child had been "outside 0-7" a day early
+    for born, last_day_under_7 in ((date(2019, 3, 2), date(2026, 3, 1)), (date(2020, 2, 29), date(2027, 2, 28)),
+                                   (date(2021, 6, 15), date(2028, 6, 14))):
+        record.birth_date = born
+        assert extract_findings(record, maps, last_day_under_7).status == "screened", born
+        assert extract_findings(record, maps, last_day_under_7 + timedelta(days=1)).status == "out_of_age", born
 
 
 def test_a_child_already_diagnosed_with_an_orphan_disease_is_not_screened(maps: CodeMaps, screener: Screener) -> None:
