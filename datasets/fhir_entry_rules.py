@@ -304,8 +304,11 @@ def check_condition_codes(
                 short = system if system == "icd11" else "name"
                 facts.append(CodedFact("condition", short, code, when, refuted, unconfirmed, name[:200], onset))
         text = concept.get("text")
-        if not codings and isinstance(text, str) and text.strip():
-            facts.append(CodedFact("condition", "name", "", when, refuted, unconfirmed, text.strip()[:200], onset))
+        if not codings:  # no code at all: its text, else the display of each coding without a code
+            written = [text] if isinstance(text, str) and text.strip() else [
+                c.get("display") for c in concept.get("coding") or () if isinstance(c, dict) and not c.get("code")]
+            for name in dict.fromkeys(n.strip() for n in written if isinstance(n, str) and n.strip()):
+                facts.append(CodedFact("condition", "name", "", when, refuted, unconfirmed, name[:200], onset))
     if any(system == "icd11" for system, _ in codings):
         raise Unreadable("code: ICD-11 is read for recorded rare-disease diagnoses only; no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding", facts)
     raise Unreadable("code: no ICD-10, SNOMED CT, HPO, ORPHA or OMIM coding", facts)

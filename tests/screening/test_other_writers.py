@@ -531,6 +531,8 @@ def test_a_diagnosis_in_a_code_system_not_read_is_read_by_its_name(screener: Scr
         ({"coding": [{"system": local, "code": "P17", "display": "Down syndrome"}]}, None),
         ({"text": "Cystic fibrosis"}, None),  # text only
         ({"coding": [{"system": local, "code": "P18"}], "text": "Marfan's syndrome"}, None),
+        # a coding with a display and no code, as a problem list's free entry is written: read as text is
+        ({"coding": [{"system": "http://snomed.info/sct", "display": "Down syndrome"}]}, None),
         ({"coding": [{"system": local, "code": "P17", "display": "Down syndrome"}]}, "provisional"),
         ({"coding": [{"system": local, "code": "P17", "display": "Down syndrome"}]}, "refuted"),
         ({"coding": [{"system": local, "code": "P19", "display": "Eczema"}]}, None),
@@ -545,12 +547,12 @@ def test_a_diagnosis_in_a_code_system_not_read_is_read_by_its_name(screener: Scr
             resource["verificationStatus"] = {"coding": [{"system": verification, "code": status}]}
         bundle["entry"].append({"resource": resource})
         lines.append(bundle)
-    expected = ["ORPHA:870", "ORPHA:586", "ORPHA:558", "incomplete", "incomplete", "incomplete", "incomplete"]
+    expected = ["ORPHA:870", "ORPHA:586", "ORPHA:558", "ORPHA:870", "incomplete", "incomplete", "incomplete", "incomplete"]
     for read in _three_readers(lines, tmp_path):
         results = [screener.screen(r, AS_OF) for r in read]
         assert [r.reason.split()[0] if r.status == "already_diagnosed" else r.status for r in results] == expected
         assert "named by an entry in a code system not read 'Down syndrome'" in results[0].reason
-        assert all(r.flagged and [d.reason[:24] for d in r.dropped] == ["unread Condition: code: "] for r in results[3:])
+        assert all(r.flagged and [d.reason[:24] for d in r.dropped] == ["unread Condition: code: "] for r in results[4:])
         assert [(b.status, b.reason) for b in screen_batch(screener, read, AS_OF)] == [(r.status, r.reason) for r in results]
 
     from datasets.emr_csv import read_csv_extract
