@@ -28,6 +28,12 @@ _AGE = re.compile(r"^(\d{1,3})([DWMY])$")
 # Spellings senders use for a body part a bundle names in English (routing reads the same words).
 _BODY_PART_SPELLINGS = {"TORAX": "THORAX", "TÓRAX": "THORAX"}
 _DAYS_PER = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
+# Raw detector images (PS3.3 C.8.11.1.1.1): the storage classes For Processing, whatever the intent says.
+_FOR_PROCESSING_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+    "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography X-Ray Image Storage - For Processing
+    "1.2.840.10008.5.1.4.1.1.1.3.1",  # Digital Intra-Oral X-Ray Image Storage - For Processing
+}
 
 
 def _bounds(raw: Any) -> tuple[float | None, float | None]:
@@ -133,17 +139,33 @@ def _image_problem(ds: Any, use: IntendedUse) -> str | None:
     return None
 
 
+def _for_processing(ds: Any) -> bool:
+    return str(ds.get("SOPClassUID", "")) in _FOR_PROCESSING_CLASSES or _text(ds, "PresentationIntentType") == (
+        "FOR PROCESSING"
+    )
+
+
 def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) -> list[Any]:
     """The images of the study inside ``use``: the only ones its scorer may see (``scorers.score_study``).
 
     Raises :class:`OutOfScope` with a reader's reason when the study is outside ``use``; ``model`` names the
     version in the reason (``chest-xray v1``). Images of another modality or of a view the bundle does not list
     (a lateral film, a spot or magnification mammogram) are left out, not checked: they are never scored.
+    So are For Processing (raw detector) images when the study has For Presentation ones; a study with only
+    raw images is out of scope, as every version was validated on images processed for reading.
     """
     images = [ds for ds in datasets if not use.modalities or _text(ds, "Modality") in use.modalities]
     if not images:
         found = sorted({_text(ds, "Modality") for ds in datasets})
         raise OutOfScope(f"modality {', '.join(found) or 'unknown'}; {model} is validated for {', '.join(use.modalities)}")
+    # A DR system often sends the raw image beside the processed one; the raw one looks like nothing the
+    # model learnt from, and the study's score is its most suspicious image's.
+    presentation = [ds for ds in images if not _for_processing(ds)]
+    if not presentation:
+        raise OutOfScope(
+            f"only For Processing (raw detector) images; {model} is validated on For Presentation images only"
+        )
+    images = presentation
     if use.view_positions:
         # An empty ViewPosition is left to assembly; a listed view that is not validated is out of scope.
         images = [ds for ds in images if _text(ds, "ViewPosition") in (*use.view_positions, "")]

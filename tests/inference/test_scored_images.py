@@ -67,3 +67,40 @@ def test_a_view_the_bundle_does_not_list_is_not_scored(pipeline: Pipeline, tmp_p
     assert (study.task, result.outcome) == ("mammography", "scored")
     assert [view["view_position"] for view in result.localisation["views"]] == ["CC"]
     assert result.localisation["sop_instance_uid"] == str(dcmread(cc).SOPInstanceUID)
+
+
+DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
+DX_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"
+
+
+def _raw_copy(folder: Path, source: Path, study_uid: str | None = None) -> Path:
+    """``source`` as the For Processing (raw detector) image a DR system sends beside the processed one."""
+    ds = dcmread(source)
+    if study_uid is not None:
+        ds.StudyInstanceUID = study_uid
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = DX_FOR_PROCESSING
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.PresentationIntentType = "FOR PROCESSING"
+    path = folder / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path)
+    return path
+
+
+def test_a_for_processing_radiograph_beside_the_processed_one_is_not_scored(pipeline: Pipeline, tmp_path: Path) -> None:
+    pipeline.receive(DX_CHEST, _raw_copy(tmp_path, DX_CHEST))
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        result = session.scalars(select(ScoreResult)).one()
+    assert (result.task, result.outcome) == ("chest-xray", "scored")
+    assert "films" not in result.localisation  # one film scored, not two
+    assert result.localisation["sop_instance_uid"] == str(dcmread(DX_CHEST).SOPInstanceUID)
+
+
+def test_a_study_of_for_processing_radiographs_only_is_out_of_scope(pipeline: Pipeline, tmp_path: Path) -> None:
+    pipeline.receive(_raw_copy(tmp_path, DX_CHEST, study_uid=generate_uid()))
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        result = session.scalars(select(ScoreResult)).one()
+    assert (study.status, result.outcome, result.score) == ("out_of_scope", "out_of_scope", None)
+    assert "only For Processing (raw detector) images" in (result.reason or "")
