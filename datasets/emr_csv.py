@@ -91,8 +91,8 @@ def _open(path: Path) -> Iterator[TextIO]:
 
 def _rows(path: Path) -> Iterator[Row]:
     """The rows of a CSV file as ``{stripped column: stripped value}``, as ``csv.DictReader`` gives them
-    (blank rows skipped, a short row padded with "", the cells beyond the header dropped, the same
-    numbers), with the header's names stripped once instead of once per row."""
+    (blank rows skipped, a short row padded with "", the cells beyond the header dropped), each with the number of
+    the file line it begins on, with the header's names stripped once instead of once per row."""
     if not path.is_file():
         return
     with _open(path) as handle:
@@ -102,11 +102,13 @@ def _rows(path: Path) -> Iterator[Row]:
             return
         columns = [(i, name.strip()) for i, name in enumerate(header) if name]
         width = len(header)
-        line = 1
+        read = reader.line_num
         for cells in reader:
+            # the file's line the row begins on, as an editor shows it: a blank line and a quoted line break
+            # count (rows had been counted, and a message named the wrong line)
+            line, read = read + 1, reader.line_num
             if not cells:
                 continue
-            line += 1
             if len(cells) < width:
                 cells = cells + [""] * (width - len(cells))
             yield line, {name: cells[i].strip() for i, name in columns}

@@ -248,6 +248,19 @@ def test_a_repeated_patient_row_is_an_error_not_a_second_child_without_findings(
         assert all("repeats patients.csv:" in e.reason and "one row per child" in e.reason for e in errors)
 
 
+def test_a_csv_message_names_the_line_the_row_begins_on(tmp_path: Path) -> None:
+    """Rows had been counted instead of lines: after a quoted line break and a blank line, the errors named lines
+    3 and 4 for rows on lines 5 and 6 of the file."""
+    (tmp_path / "patients.csv").write_bytes(b'patient_id,birth_date,sex,name\r\nc1,2022-03-01,F,"Anna\r\nMaria"\r\n'
+                                            b"\r\nc2,2022-13-01,M,Ben\r\nc1,2022-04-01,F,Anna\r\n")
+    _write(tmp_path, "diagnoses.csv", ["patient_id,date,system,code"])
+    _write(tmp_path, "observations.csv", ["patient_id,date,loinc,value,unit"])
+    records, errors = _split(list(read_csv_extract(tmp_path)))
+    assert [r.patient_id for r in records] == ["c1"]
+    assert sorted((e.record, e.reason.split(":")[0]) for e in errors) == [
+        ("patients.csv:5", "invalid patient row"), ("patients.csv:6", "patient_id 'c1' repeats patients.csv")]
+
+
 def test_a_missing_csv_file_or_column_stops_the_batch_with_its_name(tmp_path: Path) -> None:
     _write(tmp_path, "patients.csv", ["patient_id,birth_date,sex", "p1,2021-01-01,F"])
     _write(tmp_path, "diagnoses.csv", ["patient_id,date,code", "p1,2021-02-01,Q90.9"])  # no system column
