@@ -76,8 +76,13 @@ class Dispatcher:
         try:
             documents = read_documents(self.settings, row)
             self._send(documents, destination)
-        except (WritebackFailed, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed attempt: a row never stays running
+            # Whatever stops a send (a stored file that no longer parses, a library error) is a failed attempt
+            # with its reason: retried, then dead. Escaping here left the row running and climbing past the
+            # attempt limit at each lease expiry, and aborted the worker's scoring pass.
             error = exc.reason if isinstance(exc, WritebackFailed) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, WritebackFailed | OSError):
+                log.warning("outgoing %d: unexpected send failure", row_id, exc_info=True)
         now = utcnow()
         with session_scope(self.session_factory) as session:
             stored = session.get(OutgoingResult, row_id)

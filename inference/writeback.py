@@ -273,6 +273,15 @@ def send_c_store(
     if not assoc.is_established:
         raise WritebackFailed(f"association with {called_ae}@{host}:{port}{' over TLS' if tls_args else ''} failed")
     try:
+        # A PACS may accept the association yet no context for a class (many take Basic or Enhanced SR only):
+        # say which class it refused, instead of pynetdicom's ValueError at the send.
+        accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
+        for ds in datasets:
+            if str(ds.SOPClassUID) not in accepted:
+                raise WritebackFailed(
+                    f"{called_ae} accepts no presentation context for {ds.SOPClassUID.name} ({ds.SOPClassUID}); "
+                    "it does not store that SOP class"
+                )
         for ds in datasets:
             status = assoc.send_c_store(ds)
             code = getattr(status, "Status", None)
