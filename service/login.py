@@ -28,7 +28,7 @@ from service.auth import (
 )
 from service.db import utcnow
 from service.deps import SessionDep, SettingsDep
-from service.login_throttle import check_login_allowed, record_login_failure, record_login_success, unlock_account
+from service.login_throttle import LoginRefused, record_login_success, reserve_login_attempt, unlock_account
 from service.tables import Role, User
 
 __all__ = ["router", "audit_login"]
@@ -58,25 +58,26 @@ def login(
 ) -> Token:
     address = _client_address(request)
     now = utcnow()
-    refused = check_login_allowed(session, form.username, address, now)
-    if refused is not None:
-        audit_login(session, form.username, f"refused-{refused.scope}-locked", address)
+    attempt = reserve_login_attempt(session, form.username, address, settings, now)
+    if isinstance(attempt, LoginRefused):
+        audit_login(session, form.username, f"refused-{attempt.scope}-locked", address)
         session.commit()  # the refusal is audited even though the answer is an error
-        logger.warning("login refused: %s locked (user digest %s)", refused.scope, subject_digest(form.username))
+        logger.warning("login refused: %s locked (user digest %s)", attempt.scope, subject_digest(form.username))
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"too many failed logins for this {refused.scope}; try again in {refused.retry_after_s} s"
-            + (" or ask an admin to unlock the account" if refused.scope == "account" else ""),
-            headers={"Retry-After": str(refused.retry_after_s)},
+            detail=f"too many failed logins for this {attempt.scope}; try again in {attempt.retry_after_s} s"
+            + (" or ask an admin to unlock the account" if attempt.scope == "account" else ""),
+            headers={"Retry-After": str(attempt.retry_after_s)},
         )
+    # The attempt is counted and committed before bcrypt runs, so parallel guesses see each other's count.
+    session.commit()
     user = authenticate(session, form.username, form.password)
     if user is None:
-        locked = record_login_failure(session, form.username, address, settings, now)
-        audit_login(session, form.username, "wrong-password", address, locked=locked)
+        audit_login(session, form.username, "wrong-password", address, locked=attempt.locked)
         session.commit()
         logger.warning("login refused for user digest %s", subject_digest(form.username))
         raise unauthorized("wrong username or password")
-    record_login_success(session, user.username)
+    record_login_success(session, attempt)
     audit_login(session, user.username, "success", address)
     token = create_access_token(
         user.username, signing_key(request, settings), timedelta(minutes=settings.access_token_minutes)

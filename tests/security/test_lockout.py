@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.tables import AuditEvent
+from service.tables import AuditEvent, LoginThrottle
 from tests.service.conftest import AddUser
 
 
@@ -91,3 +94,30 @@ def test_a_right_password_resets_the_run(client: TestClient, add_user: AddUser) 
         for _ in range(4):
             assert _login(client, "rita", "wrong-password-123").status_code == 401
         assert _login(client, "rita", "rita-right-password").status_code == 200
+
+
+def _parallel(client: TestClient, logins: list[tuple[str, str]]) -> Counter[int]:
+    with ThreadPoolExecutor(len(logins)) as pool:
+        return Counter(pool.map(lambda login: _login(client, *login).status_code, logins))
+
+
+def test_parallel_guesses_get_no_more_password_checks_than_the_limit(
+    app: FastAPI, client: TestClient, add_user: AddUser, service_settings
+) -> None:
+    """The lock was checked before bcrypt and the failure counted after it, as a read-modify-write: 16 guesses
+    sent at once were all checked against a limit of 5, and recorded as 5. Now each attempt is counted before
+    its password is checked, so exactly the limit is checked and the rest are refused unchecked."""
+    add_user("rita", "radiologist", password="rita-right-password")
+    limit = service_settings.login_max_failures
+    answers = _parallel(client, [("rita", f"wrong-guess-{n:03d}") for n in range(16)])
+    assert answers == {401: limit, 429: 16 - limit}
+    assert _parallel(client, [("rita", "rita-right-password")] * 4) == {429: 4}
+    with session_scope(app.state.session_factory) as session:
+        row = session.get(LoginThrottle, "user:rita")
+        assert row is not None and row.failures == limit and row.locked_until is not None
+
+    # One address guessing many names at once: no more than the address's limit is checked.
+    address_limit = service_settings.login_address_max_failures
+    address_checked = address_limit - limit  # the 5 wrong passwords above came from this address too
+    answers = _parallel(client, [(f"guess{n}", "a-password-typed-as-name") for n in range(address_checked + 10)])
+    assert answers == {401: address_checked, 429: 10}
