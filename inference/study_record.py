@@ -73,9 +73,10 @@ _SELECT_STUDY_LOCKED = text(_SELECT_STUDY + " FOR UPDATE")
 _INSERT_SERIES = text(
     "INSERT INTO series (study_id, series_instance_uid, modality, instance_count, headers)"
     " VALUES (:study_id, :series_instance_uid, :modality, 0, :headers)"
-    " ON CONFLICT (series_instance_uid) DO NOTHING"
+    " ON CONFLICT (study_id, series_instance_uid) DO NOTHING"
 ).bindparams(bindparam("headers", type_=JSON()))
-_SELECT_SERIES = text("SELECT id FROM series WHERE series_instance_uid = :series_instance_uid")
+# A series belongs to its study: another study may reuse its UID (colliding modality or anonymiser UIDs).
+_SELECT_SERIES = text("SELECT id FROM series WHERE study_id = :study_id AND series_instance_uid = :series_instance_uid")
 _INSERT_INSTANCE = text(
     "INSERT INTO instances (sop_instance_uid, study_id, series_id, sop_class_uid, transfer_syntax_uid, path, size,"
     " revision, source, calling_ae, received_at)"
@@ -162,7 +163,9 @@ def record_instance(
             "headers": headers.series_headers(),
         },
     ).rowcount == 1
-    series_id = connection.execute(_SELECT_SERIES, {"series_instance_uid": headers.series_instance_uid}).scalar_one()
+    series_id = connection.execute(
+        _SELECT_SERIES, {"study_id": study.id, "series_instance_uid": headers.series_instance_uid}
+    ).scalar_one()
     inserted = connection.execute(
         _INSERT_INSTANCE,
         {

@@ -61,10 +61,12 @@ class Study(Base):
 
 class Series(Base):
     __tablename__ = "series"
+    # Keyed within its study: another study's series may reuse the UID (colliding modality or anonymiser UIDs).
+    __table_args__ = (UniqueConstraint("study_id", "series_instance_uid", name="uq_series_study_series"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
     modality: Mapped[str] = mapped_column(String(16), default="")
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
