@@ -56,13 +56,19 @@ class InferenceError(Exception):
 
 
 class IngestError(InferenceError):
-    """An instance could not be accepted; ``reason`` is shown to the sender and kept with the quarantined file."""
+    """An instance could not be accepted; ``reason`` is shown to the sender and kept with the quarantined file.
+
+    ``sop_class_uid`` and ``sop_instance_uid`` name the refused instance when its header (or file meta) was
+    read, so that a STOW-RS sender can tell which of its instances failed.
+    """
 
     kind = "ingest-error"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.sop_class_uid: str | None = None
+        self.sop_instance_uid: str | None = None
 
 
 class NotDicom(IngestError):

@@ -13,10 +13,11 @@ import logging
 import shutil
 from pathlib import Path
 
+from pydicom.filereader import read_file_meta_info
 from sqlalchemy import Engine
 
 from inference.errors import DifferingDuplicate, IngestError, InstanceTooLarge, OutOfResources, StudyMismatch
-from inference.instance_headers import read_instance_headers
+from inference.instance_headers import is_valid_uid, read_instance_headers
 from inference.intake import not_scored
 from inference.records import InstanceHeaders, InstanceStored
 from inference.spool import Spool, file_digest
@@ -88,11 +89,13 @@ class InstanceIngestor:
                     raise
                 # A truly full disk (watermark 0, or another writer filled it): refuse, keep nothing partial.
                 raise OutOfResources(f"no space left under {self.settings.home}") from exc
-        except OutOfResources:
+        except OutOfResources as exc:
+            _name_refused(exc, received, headers)
             received.unlink(missing_ok=True)
             log.warning("refused an instance from %s: disk under watermark", calling_ae or source)
             raise
         except IngestError as exc:
+            _name_refused(exc, received, headers)
             self._quarantine(received, exc, headers, source=source, calling_ae=calling_ae)
             raise
         finally:
@@ -220,3 +223,20 @@ class InstanceIngestor:
             exc.reason,
             " [repeat]" if repeat is not None else "",
         )
+
+
+def _name_refused(exc: IngestError, received: Path, headers: InstanceHeaders | None) -> None:
+    """Name the refused instance on ``exc``: from its header when it was read, else from its file meta if that
+    parses (a refused pixel element or an unreadable data set still has one)."""
+    if headers is not None:
+        exc.sop_class_uid, exc.sop_instance_uid = headers.sop_class_uid, headers.sop_instance_uid
+        return
+    try:
+        meta = read_file_meta_info(received)
+    except Exception:  # noqa: BLE001 - untrusted bytes: without a readable file meta the instance stays unnamed
+        return
+    sop_class = str(meta.get("MediaStorageSOPClassUID", "")).strip().strip("\x00")
+    sop_instance = str(meta.get("MediaStorageSOPInstanceUID", "")).strip().strip("\x00")
+    # Only well-formed UIDs go back to the sender (they are echoed in a JSON response).
+    exc.sop_class_uid = sop_class if is_valid_uid(sop_class) else None
+    exc.sop_instance_uid = sop_instance if is_valid_uid(sop_instance) else None

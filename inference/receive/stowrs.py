@@ -142,7 +142,8 @@ async def _store(request: Request, user: AuthenticatedUser, study_uid: str | Non
             )
         except IngestError as exc:
             path.unlink(missing_ok=True)
-            item = _sop_item(None, None)
+            # PS3.18 10.5.3: each failed item names its instance, so the sender can retry or report that one.
+            item = _sop_item(exc.sop_class_uid, exc.sop_instance_uid)
             item["00081197"] = {"vr": "US", "Value": [dicom_status_for(exc)]}
             item["0040A160"] = {"vr": "UT", "Value": [f"{exc.kind}: {exc.reason}"]}
             failed.append(item)
