@@ -163,7 +163,10 @@ def run_service(settings: Settings) -> int:
     # This host's workers of the previous run are gone: their running jobs go back to the queue now, not when
     # their leases run out (other machines' workers keep theirs).
     with session_scope(session_factory) as session:
-        released = release_dead_leases(session, os.uname().nodename, utcnow(), everything=True)
+        released = release_dead_leases(
+            session, os.uname().nodename, utcnow(), everything=True,
+            max_attempts=settings.scoring_max_attempts, base_s=settings.scoring_retry_base_s,
+        )
     if released:
         log.info("requeued %d scoring jobs left running by the previous run", released)
     # 0: an ingest node whose scoring (queueing, scoring, dispatching) is all on `medscreen worker` machines.
