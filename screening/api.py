@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, sta
 from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from datasets.emr_records import RecordError
@@ -22,8 +22,9 @@ from screening.errors import ScreeningError
 from screening.fhir_output import operation_outcome
 from screening.findings import RETIRING_STATUSES
 from screening.results_store import store_result
+from screening.scope import in_scope
 from screening.screener import Screener
-from screening.tables import ScreeningAssignment, ScreeningOutcome, ScreeningRun
+from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep, SettingsDep
@@ -87,21 +88,6 @@ def submit_bundle(
     return JSONResponse({"resourceType": "Bundle", "type": "collection", "total": len(entries), "entry": entries})
 
 
-def _in_scope(user: AuthenticatedUser) -> ColumnElement[bool]:
-    """Flags a clinician may see: children they submitted, or whose record names a practitioner or an
-    organisation they are assigned to; an admin sees all."""
-    if Role.admin in user.roles:
-        return true()
-    mine = select(ScreeningAssignment).where(ScreeningAssignment.username == user.username)
-    practitioners = mine.where(ScreeningAssignment.practitioner != "").with_only_columns(ScreeningAssignment.practitioner)
-    organizations = mine.where(ScreeningAssignment.organization != "").with_only_columns(ScreeningAssignment.organization)
-    return or_(
-        ScreeningRun.submitted_by == user.username,
-        and_(ScreeningRun.practitioner != "", ScreeningRun.practitioner.in_(practitioners)),
-        and_(ScreeningRun.organization != "", ScreeningRun.organization.in_(organizations)),
-    )
-
-
 def _decisions(session: Session, result_ids: list[int]) -> dict[int, list[ScreeningOutcome]]:
     out: dict[int, list[ScreeningOutcome]] = {i: [] for i in result_ids}
     if result_ids:
@@ -145,7 +131,7 @@ def _withdrawn(session: Session, user: AuthenticatedUser, shown: int = 20) -> tu
     """Undecided flags in the clinician's scope that a later result retired (the child has died, the record was
     merged), newest first, with that result's reason: a flag the paediatrician saw yesterday does not just vanish."""
     newer = aliased(ScreeningRun)
-    retired = and_(ScreeningRun.flagged.is_(True), _in_scope(user), _undecided())
+    retired = and_(ScreeningRun.flagged.is_(True), in_scope(user), _undecided())
     retiring = and_(_later_of_child(newer), newer.status.in_(RETIRING_STATUSES))
     total = session.scalar(
         select(func.count()).select_from(ScreeningRun).where(retired, exists().where(retiring))
@@ -179,7 +165,7 @@ def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[Scr
     query = (
         select(ScreeningOutcome, ScreeningRun)
         .join(ScreeningRun, ScreeningRun.id == ScreeningOutcome.result_id)
-        .where(ScreeningRun.patient_id.in_({row.patient_id for row in rows}), ScreeningRun.id.not_in([row.id for row in rows]), _in_scope(user))
+        .where(ScreeningRun.patient_id.in_({row.patient_id for row in rows}), ScreeningRun.id.not_in([row.id for row in rows]), in_scope(user))
         .order_by(ScreeningOutcome.id)
     )
     for outcome, run in session.execute(query).tuples():
@@ -190,7 +176,7 @@ def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[Scr
 
 
 def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool, page: int, per_page: int) -> dict[str, Any]:
-    where = [ScreeningRun.flagged.is_(True), _in_scope(user), ~_superseded()]
+    where = [ScreeningRun.flagged.is_(True), in_scope(user), ~_superseded()]
     if not include_decided:
         where.append(~exists().where(ScreeningOutcome.result_id == ScreeningRun.id))
     total = session.scalar(select(func.count()).select_from(ScreeningRun).where(*where)) or 0
@@ -271,7 +257,7 @@ class OutcomeIn(BaseModel):
 @router.post("/flags/{result_id}/outcome", status_code=status.HTTP_201_CREATED)
 def record_outcome(result_id: int, body: OutcomeIn, session: SessionDep, user: Paediatrician) -> dict[str, Any]:
     """Record a decision on a flag; a changed decision is a new entry (the latest counts), never an edit."""
-    row = session.scalars(select(ScreeningRun).where(ScreeningRun.id == result_id, _in_scope(user))).first()
+    row = session.scalars(select(ScreeningRun).where(ScreeningRun.id == result_id, in_scope(user))).first()
     if row is None or not row.flagged:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no flag with this id among your patients")
     previous = session.scalars(

@@ -19,6 +19,7 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from screening.scope import in_scope
 from screening.tables import ScreeningRun
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
@@ -82,7 +83,10 @@ def _not_found(what: str) -> JSONResponse:
 
 def _read(session: SessionDep, user: AuthenticatedUser, resource_type: str, prefix: str, resource_id: str) -> JSONResponse:
     number = resource_id.removeprefix(prefix)
-    row = session.get(ScreeningRun, int(number)) if resource_id.startswith(prefix) and number.isdigit() else None
+    row = None
+    if resource_id.startswith(prefix) and number.isdigit():
+        # Outside the clinician's scope is "not found", as on /api/screening/flags: a 403 would say the child exists.
+        row = session.scalars(select(ScreeningRun).where(ScreeningRun.id == int(number), in_scope(user))).first()
     if row is None:
         return _not_found(f"{resource_type}/{resource_id}")
     record_audit(session, user.username, "fhir.read", "patient", row.patient_id, {"result_id": row.id})
@@ -109,10 +113,10 @@ def search_risk_assessments(
 ) -> JSONResponse:
     patient_id = subject.removeprefix("Patient/")
     rows = session.scalars(
-        select(ScreeningRun).where(ScreeningRun.patient_id == patient_id).order_by(ScreeningRun.id)
+        select(ScreeningRun).where(ScreeningRun.patient_id == patient_id, in_scope(user)).order_by(ScreeningRun.id)
     ).all()
-    if rows:
-        record_audit(session, user.username, "fhir.read", "patient", patient_id, {"results": len(rows)})
+    for row in rows:  # each result read is audited, as each row the page shows is
+        record_audit(session, user.username, "fhir.read", "patient", row.patient_id, {"result_id": row.id})
     resources = [resource for row in rows for resource in screening_resources(row)]
     bundle = searchset_bundle(str(request.base_url) + "fhir", resources, match="RiskAssessment")
     return _fhir(bundle.model_dump(mode="json", exclude_none=True))

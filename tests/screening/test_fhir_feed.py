@@ -12,12 +12,13 @@ from sqlalchemy import select
 
 from datasets.fhir_emr import record_to_bundle
 from screening.fhir_feed import FHIR_CHANNEL, take_in_screening_flags
+from screening.tables import ScreeningAssignment, ScreeningRun
 from service.db import session_scope
 from service.fhir_push import FhirSender
 from service.outbox import RetryPolicy, dispatch
 from service.tables import AuditEvent
 from tests.fhir_receiver import fhir_receiver
-from tests.screening.conftest import ordinary_child, syndromic_child
+from tests.screening.conftest import child_of, ordinary_child, syndromic_child
 
 
 def test_flags_are_readable_and_pushed(screening_app: FastAPI, client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
@@ -50,3 +51,35 @@ def test_flags_are_readable_and_pushed(screening_app: FastAPI, client: TestClien
         assert not emr.invalid
         assert emr.transactions == [[f"RiskAssessment/{assessment['id']}", f"Flag/{flag_id}"]]
         assert emr.resources[f"RiskAssessment/{assessment['id']}"] == assessment
+
+
+def test_fhir_reads_hold_to_the_clinicians_scope(screening_app: FastAPI, client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+    """Another paediatrician's patient is 'not found' over FHIR as on the page (ids are sequential: no walking
+    through them), the subject search answers only the children in one's scope, and each result read is audited."""
+    factory = screening_app.state.session_factory
+    dr_a, dr_b = token_for("dr-a", "paediatrician"), token_for("dr-b", "paediatrician")
+    with session_scope(factory) as session:
+        session.add(ScreeningAssignment(username="dr-a", practitioner="", organization="Organization/clinic-a", assigned_by="t"))
+    anna = record_to_bundle(child_of("123", "Anna A", "MRN-A", organization="Organization/clinic-a"))
+    bert = record_to_bundle(child_of("123", "Bert B", "MRN-B", organization="Organization/clinic-b"))
+    assert client.post("/api/screening?as_of=2024-03-01", json=anna, headers=dr_a).status_code == 200
+    assert client.post("/api/screening?as_of=2024-03-01", json=bert, headers=dr_b).status_code == 200
+    with session_scope(factory) as session:
+        anna_id, bert_id = (row.id for row in session.scalars(select(ScreeningRun).order_by(ScreeningRun.id)))
+
+    for path in (f"/fhir/RiskAssessment/medscreen-ra-{anna_id}", f"/fhir/Flag/medscreen-flag-{anna_id}"):
+        refused = client.get(path, headers=dr_b)
+        assert refused.status_code == 404 and refused.json()["resourceType"] == "OperationOutcome", path
+        assert client.get(path, headers=dr_a).status_code == 200
+    assert client.get(f"/fhir/Flag/medscreen-flag-{anna_id}", headers=token_for("root", "admin")).status_code == 200
+
+    def assessments(headers: dict[str, str]) -> list[str]:
+        found = client.get("/fhir/RiskAssessment", params={"subject": "Patient/123"}, headers=headers).json()
+        return [e["resource"]["id"] for e in found.get("entry", []) if e["resource"]["resourceType"] == "RiskAssessment"]
+
+    assert assessments(dr_a) == [f"medscreen-ra-{anna_id}"]
+    assert assessments(dr_b) == [f"medscreen-ra-{bert_id}"]
+    with session_scope(factory) as session:
+        reads = [(e.actor, e.detail) for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "fhir.read"))]
+    assert ("dr-b", {"result_id": anna_id}) not in reads
+    assert ("dr-a", {"result_id": anna_id}) in reads and ("dr-b", {"result_id": bert_id}) in reads
