@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -103,13 +105,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = _settings()
+    if isinstance(settings, str):
+        sys.stderr.write(f"medscreen {args.command}: {settings}\n")
+        return 2
     configure_logging(settings.log_level)
     try:
         return run_command(args, settings)
     except HomeMissing as exc:
         sys.stderr.write(f"medscreen {args.command}: {exc}\n")
         return 2
+
+
+def _settings() -> Settings | str:
+    """The settings from the environment, or what is wrong with them: one line per variable, named as the operator
+    set it (``MEDSCREEN_HTTP_PORT``, not the field), without the value (it may be a secret). A wrong value had been a
+    pydantic traceback naming the field, with exit code 1."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        return "; ".join(
+            f"{_variable(str(err['loc'][0]) if err['loc'] else '')}: {err['msg']}" for err in exc.errors(include_input=False)
+        )
+    except SettingsError as exc:  # a list or mapping that is not JSON: pydantic-settings names the field only
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = _variable(field.group(1)) if field else "a MEDSCREEN_ variable"
+        if isinstance(exc.__cause__, json.JSONDecodeError):
+            return f'{name}: not JSON; a list is written as JSON, e.g. ["ORTHANC", "MODALITY1"]'
+        return f"{name}: {exc.__cause__ or exc}"
+
+
+def _variable(field: str) -> str:
+    return f"MEDSCREEN_{field.upper()}" if field else "a MEDSCREEN_ variable"
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -59,3 +59,25 @@ def test_commands_that_keep_nothing_need_no_home(tmp_path: Path) -> None:
     assert "home" not in result.stderr and not (tmp_path / "none").exists()
     # Without files the dry run reads the stored studies, so then it needs the home like any other command.
     assert medscreen(tmp_path / "none", "routes", "test", str(rules)).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("MEDSCREEN_HTTP_PORT", "8000x", "MEDSCREEN_HTTP_PORT: Input should be a valid integer"),
+        ("MEDSCREEN_DICOM_ALLOWED_AES", "ORTHANC", 'MEDSCREEN_DICOM_ALLOWED_AES: not JSON; a list is written as JSON, e.g. ["ORTHANC"'),
+        ("MEDSCREEN_SECRET_KEY", "changeme-please", "MEDSCREEN_SECRET_KEY: Value error, MEDSCREEN_SECRET_KEY looks like a default"),
+    ],
+)
+def test_a_wrong_setting_is_one_line_naming_the_variable(tmp_path: Path, variable: str, value: str, says: str) -> None:
+    """A wrong MEDSCREEN_* value had been a pydantic traceback naming the field (http_port), exit code 1, with the
+    rejected value (perhaps a secret) in it."""
+    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var"), "PYTHONPATH": str(REPO), variable: value}
+    for argv in (["users", "list"], ["serve"]):
+        result = subprocess.run([sys.executable, "-m", "medscreen", *argv], cwd=REPO, env=env, capture_output=True,
+                                text=True, timeout=240)
+        assert result.returncode == 2 and result.stderr.startswith(f"medscreen {argv[0]}: {says}"), result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+        if value != "ORTHANC":  # the example names it
+            assert value not in result.stderr
+    assert not (tmp_path / "var").exists()  # nothing started
