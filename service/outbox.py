@@ -43,6 +43,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# The reason of a message that could not be built: it has no payload, and replaying it would send nothing.
+UNBUILT = "could not be built"
+
 _BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
@@ -134,12 +137,15 @@ def existing_keys(session: Session, channel: str, keys: list[str]) -> set[str]:
 
 
 def add_message(
-    session: Session, channel: str, key: str, label: str, payload: str, content_type: str, now: datetime
+    session: Session, channel: str, key: str, label: str, payload: str, content_type: str, now: datetime,
+    unbuilt: str | None = None,
 ) -> bool:
-    """Store one message to send; False when this channel already holds one under ``key``."""
+    """Store one message to send; False when this channel already holds one under ``key``. ``unbuilt``: why it
+    could not be built (it is stored set aside, as ``rejected`` with that reason, so that an operator sees it)."""
     message = OutboxMessage(
         channel=channel, key=key, label=label, payload=payload, content_type=content_type,
-        state=OutboxState.pending, attempts=0, next_attempt_at=now, created_at=now,
+        state=OutboxState.pending if unbuilt is None else OutboxState.rejected, attempts=0, next_attempt_at=now,
+        created_at=now, last_error=unbuilt,
     )
     try:
         with session.begin_nested():
@@ -175,12 +181,21 @@ def take_in(
     """
     with session_scope(session_factory) as session:
         candidates = read(session)
-    built = [(candidate, candidate.build()) for candidate in candidates if candidate.build is not None]
+    built: list[tuple[Candidate, str, str | None]] = []
+    for candidate in candidates:
+        if candidate.build is None:
+            continue
+        try:
+            built.append((candidate, candidate.build(), None))
+        except Exception as exc:  # noqa: BLE001 - one message that cannot be built must not hold back the rest
+            # Raised here, the same batch was read and failed again on every pass, and nothing after it was sent.
+            log.exception("%s message %s could not be built; set aside as rejected", channel, candidate.label or candidate.key)
+            built.append((candidate, "", f"{UNBUILT}: {type(exc).__name__}: {exc}"[:500]))
     now = now or utcnow()
     added = 0
     with session_scope(session_factory) as session:
-        for candidate, payload in built:
-            added += add_message(session, channel, candidate.key, candidate.label, payload, content_type, now)
+        for candidate, payload, unbuilt in built:
+            added += add_message(session, channel, candidate.key, candidate.label, payload, content_type, now, unbuilt)
         moves: dict[str, int] = {}
         for candidate in candidates:
             moves[candidate.cursor] = max(moves.get(candidate.cursor, 0), candidate.source_id)

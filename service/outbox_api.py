@@ -17,7 +17,7 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.db import utcnow
 from service.deps import SessionDep
-from service.outbox import OutboxMessage, OutboxState
+from service.outbox import UNBUILT, OutboxMessage, OutboxState
 from service.request_params import RowId
 
 __all__ = ["router"]
@@ -73,6 +73,9 @@ def replay_message(message_id: RowId, session: SessionDep, user: Engineer) -> Ou
         raise HTTPException(404, detail=f"no outbox message {message_id}")
     if message.state != OutboxState.rejected:
         raise HTTPException(409, detail=f"message {message_id} is {message.state}, not rejected")
+    if not message.payload:
+        raise HTTPException(409, detail=f"message {message_id} {message.last_error or UNBUILT}: there is nothing to "
+                                        "send (the service log has the traceback)")
     message.state = OutboxState.pending
     message.attempts = 0
     message.next_attempt_at = utcnow()

@@ -40,3 +40,29 @@ def test_refused_messages_are_listed_with_reasons_and_replayed(app: FastAPI, cli
     with session_scope(app.state.session_factory) as session:
         actions = [(e.actor, e.action) for e in session.scalars(select(AuditEvent))]
     assert ("erin", "outbox.replay") in actions
+
+
+def test_a_message_that_cannot_be_built_is_set_aside_and_the_rest_go(app: FastAPI, client: TestClient, add_user: AddUser) -> None:
+    """A producer's build() that raised had failed the whole pass: the same batch was read and failed again on
+    every pass, its cursor never moved, and nothing after it was ever sent."""
+    from service.outbox import Candidate, take_in
+
+    engineer = add_user("erin", "ml-engineer")
+
+    def broken() -> str:
+        raise ValueError("conclusion: field required")
+
+    def read(session: object) -> list[Candidate]:
+        return [Candidate("results", 1, "R1", "ORU^R01 R1", lambda: "MSH|1"),
+                Candidate("results", 2, "R2", "ORU^R01 R2", broken),
+                Candidate("results", 3, "R3", "ORU^R01 R3", lambda: "MSH|3")]
+
+    assert take_in(app.state.session_factory, "hl7", "application/hl7-v2", read) == 3
+    sent: list[str] = []
+    assert dispatch(app.state.session_factory, "hl7", lambda m: sent.append(m.payload) or "AA", RetryPolicy(retry_s=0, max_attempts=3)) == 2
+    assert sent == ["MSH|1", "MSH|3"]
+    page = client.get("/api/outbox", params={"state": "rejected"}, headers=engineer).json()
+    (item,) = page["items"]
+    assert item["label"] == "ORU^R01 R2" and item["last_error"] == "could not be built: ValueError: conclusion: field required"
+    refused = client.post(f"/api/outbox/{item['id']}/replay", headers=engineer)
+    assert refused.status_code == 409 and "nothing to send" in refused.json()["detail"]
