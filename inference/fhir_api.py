@@ -1,5 +1,9 @@
 """``GET /fhir/...``: champion results as FHIR R4 resources, for an EMR or a viewer that reads rather than
-receives. Role-checked (radiologist, ml-engineer, quality) and audited like the study view."""
+receives. Role-checked (radiologist, ml-engineer, quality) and audited like the study view.
+
+A `shadow` version's results are recorded for monitoring and are not served here (a search leaves them out, a read
+is a 404), as the push leaves them out, unless ``MEDSCREEN_WRITEBACK_SHADOW`` is set: a reader shows what it gets
+as a final report, and the shipped mammography version (cross-validated AUROC 0.58) had been served so."""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
 from inference.fhir_results import device_id, facts_of, result_resources
+from inference.result_feed import served_as_finding
 from inference.tables import ScoreResult, Study
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
-from service.deps import SessionDep
+from service.deps import SessionDep, SettingsDep
 from service.fhir_push import searchset_bundle
 from service.lifecycle import ModelRole
 
@@ -33,44 +38,45 @@ def _not_found(what: str) -> JSONResponse:
                   "issue": [{"severity": "error", "code": "not-found", "diagnostics": f"no {what}"}]}, 404)
 
 
-def _champion_results(session: SessionDep, study: Study) -> list[ScoreResult]:
+def _champion_results(session: SessionDep, study: Study, *, include_shadow: bool) -> list[ScoreResult]:
     return list(session.scalars(
         select(ScoreResult)
         .where(ScoreResult.study_id == study.id, ScoreResult.role == ModelRole.champion)
+        .where(served_as_finding(include_shadow=include_shadow))
         .order_by(ScoreResult.id)
     ))
 
 
 @router.get("/DiagnosticReport", summary="Champion results of a study as a searchset Bundle (reports, observations, devices)")
 def search_reports(
-    request: Request, session: SessionDep, user: Reader,
+    request: Request, session: SessionDep, settings: SettingsDep, user: Reader,
     study: Annotated[str, Query(description="Study Instance UID (the report's imagingStudy)")],
 ) -> JSONResponse:
     found = session.scalar(select(Study).where(Study.study_instance_uid == study.removeprefix("urn:oid:")))
     resources = []
     if found is not None:
         record_audit(session, user.username, "fhir.read", "study", found.study_instance_uid)
-        for result in _champion_results(session, found):
+        for result in _champion_results(session, found, include_shadow=settings.writeback_shadow):
             resources.extend(result_resources(facts_of(result, found)))
     bundle = searchset_bundle(str(request.base_url) + "fhir", resources)
     return _fhir(bundle.model_dump(mode="json", exclude_none=True))
 
 
 @router.get("/DiagnosticReport/{resource_id}", summary="One champion result as a DiagnosticReport")
-def read_report(resource_id: str, session: SessionDep, user: Reader) -> JSONResponse:
-    return _read(session, user, "DiagnosticReport", resource_id)
+def read_report(resource_id: str, session: SessionDep, settings: SettingsDep, user: Reader) -> JSONResponse:
+    return _read(session, settings, user, "DiagnosticReport", resource_id)
 
 
 @router.get("/Observation/{resource_id}", summary="One observation (probability or call) of a champion result")
-def read_observation(resource_id: str, session: SessionDep, user: Reader) -> JSONResponse:
-    return _read(session, user, "Observation", resource_id)
+def read_observation(resource_id: str, session: SessionDep, settings: SettingsDep, user: Reader) -> JSONResponse:
+    return _read(session, settings, user, "Observation", resource_id)
 
 
 @router.get("/Device/{resource_id}", summary="A model version as a Device")
-def read_device(resource_id: str, session: SessionDep, user: Reader) -> JSONResponse:
+def read_device(resource_id: str, session: SessionDep, settings: SettingsDep, user: Reader) -> JSONResponse:
     versions = session.execute(
         select(func.min(ScoreResult.id), ScoreResult.model_name, ScoreResult.model_version)
-        .where(ScoreResult.role == ModelRole.champion)
+        .where(ScoreResult.role == ModelRole.champion, served_as_finding(include_shadow=settings.writeback_shadow))
         .group_by(ScoreResult.model_name, ScoreResult.model_version)
     ).all()
     for result_id, name, version in versions:
@@ -83,7 +89,9 @@ def read_device(resource_id: str, session: SessionDep, user: Reader) -> JSONResp
     return _not_found(f"Device/{resource_id}")
 
 
-def _read(session: SessionDep, user: AuthenticatedUser, resource_type: str, resource_id: str) -> JSONResponse:
+def _read(
+    session: SessionDep, settings: SettingsDep, user: AuthenticatedUser, resource_type: str, resource_id: str
+) -> JSONResponse:
     prefix = "medscreen-dr-" if resource_type == "DiagnosticReport" else "medscreen-obs-"
     number = resource_id.removeprefix(prefix).split("-")[0]
     if not resource_id.startswith(prefix) or not number.isdigit():
@@ -91,6 +99,7 @@ def _read(session: SessionDep, user: AuthenticatedUser, resource_type: str, reso
     row = session.execute(
         select(ScoreResult, Study).join(Study, Study.id == ScoreResult.study_id)
         .where(ScoreResult.id == int(number), ScoreResult.role == ModelRole.champion)
+        .where(served_as_finding(include_shadow=settings.writeback_shadow))
     ).first()
     if row is None:
         return _not_found(f"{resource_type}/{resource_id}")

@@ -136,3 +136,39 @@ def test_a_shadow_champion_result_is_not_sent_to_the_emr_unless_the_site_asks(ap
     with session_scope(factory) as session:
         keys = sorted(m.key for m in session.scalars(select(OutboxMessage)))
     assert keys == sorted([f"DiagnosticReport/{report_id(kept_id)}", f"DiagnosticReport/{report_id(sent_id)}"])
+
+
+def test_a_shadow_champion_result_is_not_read_as_a_finding_unless_the_site_asks(
+    app: FastAPI, client: TestClient, add_user: AddUser
+) -> None:
+    """GET /fhir/... had served a shadow version's result (the shipped mammography model's) as a final report with
+    a positive call, while the push left it out: a reader shows what it gets as a finding."""
+    radiologist = add_user("rita", "radiologist")
+    with session_scope(app.state.session_factory) as session:
+        mammo = make_study(session, modality="MG", task="mammography", description="MAMMO SCREENING")
+        shadow = add_result(session, mammo, score=0.81, threshold=0.5, steering="shadow")
+        chest = make_study(session)
+        shown = add_result(session, chest, score=0.7, threshold=0.5, steering="raise-only")
+        uids, ids = (mammo.study_instance_uid, chest.study_instance_uid), (shadow.id, shown.id)
+    shadow_reads = [
+        f"/fhir/DiagnosticReport/{report_id(ids[0])}",
+        f"/fhir/Observation/medscreen-obs-{ids[0]}-call",
+        "/fhir/Device/medscreen-mammography-champion-3",
+    ]
+
+    def search(uid: str) -> dict[str, dict]:  # type: ignore[type-arg]
+        response = client.get("/fhir/DiagnosticReport", params={"study": uid}, headers=radiologist)
+        assert response.status_code == 200
+        return _validated(response.json()) if response.json().get("entry") else {}
+
+    assert search(uids[0]) == {}
+    assert client.get("/fhir/DiagnosticReport", params={"study": uids[0]}, headers=radiologist).json()["total"] == 0
+    for path in shadow_reads:
+        assert client.get(path, headers=radiologist).status_code == 404, path
+    assert f"DiagnosticReport/{report_id(ids[1])}" in search(uids[1])  # a version that may steer is served
+
+    # MEDSCREEN_WRITEBACK_SHADOW: the site sends shadow results to its peers, and serves them here alike.
+    app.state.settings = app.state.settings.model_copy(update={"writeback_shadow": True})
+    assert f"DiagnosticReport/{report_id(ids[0])}" in search(uids[0])
+    for path in shadow_reads:
+        assert client.get(path, headers=radiologist).status_code == 200, path
