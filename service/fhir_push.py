@@ -62,17 +62,25 @@ def transaction_bundle(resources: list[Resource]) -> Bundle:
 
 
 def searchset_bundle(base_url: str, resources: list[Resource], *, match: str = "DiagnosticReport") -> Bundle:
-    """A search answer: resources of type ``match`` are the matches, the rest are included with them."""
+    """A search answer: resources of type ``match`` are the matches, the rest are included with them.
+
+    Each resource once, by type and id: R4 requires a fullUrl to be unique in a Bundle (bdl-7), and two results of
+    one model version (a study re-opened by a late instance and scored again) name the same Device; strict
+    clients and validators refuse the whole answer otherwise."""
+    first_of: dict[tuple[str, str | None], Resource] = {}
+    for resource in resources:
+        first_of.setdefault((resource.get_resource_type(), resource.id), resource)
+    unique = list(first_of.values())
     return Bundle.model_validate({
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": sum(1 for r in resources if r.get_resource_type() == match),
+        "total": sum(1 for r in unique if r.get_resource_type() == match),
         "entry": [
             {
                 "fullUrl": f"{base_url.rstrip('/')}/{r.get_resource_type()}/{r.id}",
                 "resource": json.loads(r.model_dump_json(exclude_none=True)),
                 "search": {"mode": "match" if r.get_resource_type() == match else "include"},
             }
-            for r in resources
+            for r in unique
         ],
     })

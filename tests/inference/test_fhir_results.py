@@ -172,3 +172,37 @@ def test_a_shadow_champion_result_is_not_read_as_a_finding_unless_the_site_asks(
     assert f"DiagnosticReport/{report_id(ids[0])}" in search(uids[0])
     for path in shadow_reads:
         assert client.get(path, headers=radiologist).status_code == 200, path
+
+
+def _bdl_7(bundle_json: dict) -> list[str]:  # type: ignore[type-arg]
+    """The fullUrls that break R4 invariant bdl-7: a fullUrl is unique in a Bundle unless meta.versionId differs."""
+    seen: dict[tuple[str, str | None], int] = {}
+    for entry in bundle_json["entry"]:
+        key = (entry["fullUrl"], entry["resource"].get("meta", {}).get("versionId"))
+        seen[key] = seen.get(key, 0) + 1
+    return [url for (url, _), count in seen.items() if count > 1]
+
+
+def test_a_reopened_study_scored_twice_by_one_version_is_a_valid_searchset(
+    app: FastAPI, client: TestClient, add_user: AddUser
+) -> None:
+    """A late instance re-opens a study and the same champion version scores it again: both results name one
+    Device, which the searchset had carried twice under one fullUrl (bdl-7), so strict clients refused the answer."""
+    radiologist = add_user("rita", "radiologist")
+    with session_scope(app.state.session_factory) as session:
+        study = make_study(session)
+        first = add_result(session, study, score=0.3, steering="raise-only")
+        study.revision = 2
+        second = add_result(session, study, score=0.7, steering="raise-only")
+        uid, ids = study.study_instance_uid, (first.id, second.id)
+
+    bundle = client.get("/fhir/DiagnosticReport", params={"study": uid}, headers=radiologist).json()
+    assert _bdl_7(bundle) == []
+    resources = _validated(bundle)
+    assert bundle["total"] == 2
+    assert {f"DiagnosticReport/{report_id(i)}" for i in ids} <= set(resources)
+    devices = [key for key in resources if key.startswith("Device/")]
+    assert devices == ["Device/medscreen-chest-xray-champion-3"]
+    for key, resource in resources.items():
+        if key.startswith("Observation/"):
+            assert resource["device"]["reference"] in resources  # every observation's Device is in the answer
