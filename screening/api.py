@@ -22,7 +22,7 @@ from screening.errors import ScreeningError
 from screening.fhir_output import operation_outcome
 from screening.findings import RETIRING_STATUSES
 from screening.results_store import store_result
-from screening.scope import in_scope
+from screening.scope import Child, in_scope, same_child
 from screening.screener import Screener
 from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
@@ -76,7 +76,7 @@ def submit_bundle(
         if isinstance(item, RecordError):
             errors.append(item)
             continue
-        stored = store_result(session, screener, item, screener.screen(item, as_of), user.username)
+        stored = store_result(session, screener, item, screener.screen(item, as_of), user.username, owner=user.username)
         entries.append({"resource": stored["assessment"]})
         if stored["flag"]:
             entries.append({"resource": stored["flag"]})
@@ -98,8 +98,8 @@ def _decisions(session: Session, result_ids: list[int]) -> dict[int, list[Screen
 
 
 def _superseded() -> ColumnElement[bool]:
-    """A flag with a later flag of the same child (record id, practitioner and organisation: another site's
-    patient 123 is another child): the later one, raised on new findings, is the one to decide. An undecided
+    """A flag with a later flag of the same child (record id within its scope: another site's patient 123, or
+    another clinician's patient 123 whose record names no care team, is another child): the later one, raised on new findings, is the one to decide. An undecided
     flag is also retired by a later result saying the child has died or the record is no longer in use (merged):
     nobody should be asked to contact that family; a decided flag stays in the history."""
     newer = aliased(ScreeningRun)
@@ -111,11 +111,9 @@ def _superseded() -> ColumnElement[bool]:
 
 
 def _later_of_child(newer: type[ScreeningRun]) -> ColumnElement[bool]:
-    """``newer`` is a later result of the same child (record id, practitioner and organisation)."""
+    """``newer`` is a later result of the same child (``screening.scope``: record id within its scope)."""
     return and_(
-        newer.patient_id == ScreeningRun.patient_id,
-        newer.practitioner == ScreeningRun.practitioner,
-        newer.organization == ScreeningRun.organization,
+        same_child(newer),
         or_(newer.screened_at > ScreeningRun.screened_at, and_(newer.screened_at == ScreeningRun.screened_at, newer.id > ScreeningRun.id)),
     )
 
@@ -153,13 +151,9 @@ def _withdrawn(session: Session, user: AuthenticatedUser, shown: int = 20) -> tu
     return total, sorted(out.values(), key=lambda w: (w["withdrawn_at"], w["id"]), reverse=True)[:shown]
 
 
-def _child(row: ScreeningRun) -> tuple[str, str, str]:
-    return row.patient_id, row.practitioner, row.organization
-
-
-def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[ScreeningRun]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[ScreeningRun]) -> dict[Child, list[dict[str, Any]]]:
     """Decisions on the earlier flags (in the clinician's scope) of the listed children, oldest first."""
-    out: dict[tuple[str, str, str], list[dict[str, Any]]] = {_child(row): [] for row in rows}
+    out: dict[Child, list[dict[str, Any]]] = {Child.of(row): [] for row in rows}
     if not rows:
         return out
     query = (
@@ -169,8 +163,8 @@ def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[Scr
         .order_by(ScreeningOutcome.id)
     )
     for outcome, run in session.execute(query).tuples():
-        if _child(run) in out:
-            out[_child(run)].append({"outcome": outcome.outcome, "note": outcome.note, "decided_by": outcome.decided_by,
+        if Child.of(run) in out:
+            out[Child.of(run)].append({"outcome": outcome.outcome, "note": outcome.note, "decided_by": outcome.decided_by,
                                      "decided_at": outcome.decided_at.isoformat(), "screened_at": run.screened_at.isoformat()})
     return out
 
@@ -219,7 +213,7 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
                     {"outcome": o.outcome, "note": o.note, "decided_by": o.decided_by, "decided_at": o.decided_at.isoformat()}
                     for o in history
                 ],
-                "earlier_decisions": earlier[_child(row)],
+                "earlier_decisions": earlier[Child.of(row)],
             }
         )
     pages = max(1, -(-total // per_page))

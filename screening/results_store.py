@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from datasets.emr_records import ChildRecord
 from screening.fhir_output import explanation, flag, risk_assessment
 from screening.findings import RETIRING_STATUSES
+from screening.scope import Child, owner_of
 from screening.screener import Screener, ScreeningResult, patient_digest
 from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
@@ -31,28 +32,30 @@ def _evidence(reasons: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def repeat_of(
-    session: Session, patient_id: str, flagged: bool, reasons: dict[str, Any], practitioner: str = "", organization: str = "",
-    model_version: str = "",
+    session: Session, child: Child, flagged: bool, reasons: dict[str, Any], model_version: str = "", *,
+    unowned_too: bool = False,
 ) -> ScreeningRun | None:
     """The child's latest stored result when a new flagged (or incomplete) result rests on the same evidence: a
     re-run of the same extract, or a later one with nothing new for this child. Such a result is not stored
     again, so a paediatrician who has decided on the flag is not asked again; new findings make a new flag,
-    which then replaces the older one on the page (``screening.api``). The child is the record id within the
-    same practitioner and organisation (another site's patient 123 is another child), or a stored result that
-    named neither. A newer screener's result (another ``model_version``) on a flag nobody has decided yet is
-    stored: it replaces the older flag on the page with the newer model's candidates and risk, and asks
-    nothing that was not already waiting."""
+    which then replaces the older one on the page (``screening.api``). The child is the record id within its
+    scope (``screening.scope``: another site's patient 123, or another clinician's 123 named by no care team,
+    is another child); ``unowned_too``: or a batch result that named no care team (no clinician's), which a
+    batch re-run naming the extract's organisation takes over. A newer screener's result (another
+    ``model_version``) on a flag nobody has decided yet is stored: it replaces the older flag on the page with
+    the newer model's candidates and risk, and asks nothing that was not already waiting."""
     if not (flagged or reasons.get("status") == "incomplete" or reasons.get("status") in RETIRING_STATUSES):
         return None
+    same = and_(
+        ScreeningRun.practitioner == child.practitioner,
+        ScreeningRun.organization == child.organization,
+        ScreeningRun.owner == child.owner,
+    )
+    if unowned_too:
+        same = or_(same, and_(ScreeningRun.practitioner == "", ScreeningRun.organization == "", ScreeningRun.owner == ""))
     latest = session.scalars(
         select(ScreeningRun)
-        .where(
-            ScreeningRun.patient_id == patient_id,
-            or_(
-                and_(ScreeningRun.practitioner == practitioner, ScreeningRun.organization == organization),
-                and_(ScreeningRun.practitioner == "", ScreeningRun.organization == ""),
-            ),
-        )
+        .where(ScreeningRun.patient_id == child.patient_id, same)
         .order_by(ScreeningRun.screened_at.desc(), ScreeningRun.id.desc())
         .limit(1)
     ).first()
@@ -70,17 +73,19 @@ def _audit_repeat(session: Session, actor: str, patient_id: str, existing: Scree
     logger.info("screened child=%s again on the same evidence: result %d stands", existing.patient_digest, existing.id)
 
 
-def store_result(session: Session, screener: Screener, record: ChildRecord, result: ScreeningResult, actor: str) -> dict[str, Any]:
+def store_result(
+    session: Session, screener: Screener, record: ChildRecord, result: ScreeningResult, actor: str, *, owner: str
+) -> dict[str, Any]:
     """Add the result's row (flushed, so it has an id) and its audit event; returns the FHIR resources. A flagged
-    result on the same evidence as the child's stored flag is not added again (``repeat_of``)."""
+    result on the same evidence as the child's stored flag is not added again (``repeat_of``). ``owner``: whose
+    child a record naming no care team is (the submitting clinician; "" for a batch run)."""
     assessment = risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True)
     fhir_flag = flag(result)
     flag_json = fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None
     reasons = explanation(result, screener.ontology)
-    existing = repeat_of(
-        session, result.patient_id, result.flagged, reasons, record.practitioner[:128], record.organization[:128],
-        result.model_version,
-    )
+    practitioner, organization = record.practitioner[:128], record.organization[:128]
+    child = Child(result.patient_id, practitioner, organization, owner_of(practitioner, organization, owner))
+    existing = repeat_of(session, child, result.flagged, reasons, result.model_version)
     if existing is not None:
         _audit_repeat(session, actor, result.patient_id, existing)
         return {"id": existing.id, "assessment": assessment, "flag": flag_json, "repeat": True}
@@ -101,8 +106,9 @@ def store_result(session: Session, screener: Screener, record: ChildRecord, resu
         submitted_by=actor,
         patient_name=record.name[:200],
         mrn=record.mrn[:64],
-        practitioner=record.practitioner[:128],
-        organization=record.organization[:128],
+        practitioner=child.practitioner,
+        organization=child.organization,
+        owner=child.owner,
     )
     session.add(row)
     session.flush()
@@ -129,7 +135,7 @@ class BatchStore:
         self.stored = 0
 
     def add(self, record: ChildRecord, result: ScreeningResult) -> None:
-        if not store_result(self.session, self.screener, record, result, self.actor)["repeat"]:
+        if not store_result(self.session, self.screener, record, result, self.actor, owner="")["repeat"]:
             self.stored += 1
         if self.stored % self.every == 0:
             self.session.commit()
@@ -169,8 +175,8 @@ def store_output_lines(database_url: str, output: Path, actor: str, every: int =
                 own_organization = str(patient.get("organization", ""))[:128]
                 scope_organization = own_organization or ("" if practitioner else organization[:128])
                 existing = repeat_of(
-                    session, line["patient_id"], line["flagged"], line["explanation"], practitioner, scope_organization,
-                    line["model_version"],
+                    session, Child(line["patient_id"], practitioner, scope_organization, ""), line["flagged"],
+                    line["explanation"], line["model_version"], unowned_too=True,
                 )
                 if existing is not None:
                     if not (existing.practitioner or existing.organization):

@@ -1,14 +1,21 @@
-"""Whose screening results a clinician may see: one rule for the page, the API and the FHIR reads, so that no
-view of a child is wider than another."""
+"""Whose screening results a clinician may see, and which stored results are of the same child: one rule for
+the store, the page, the API and the FHIR reads, so that no view of a child is wider than another and no
+clinician's patient stands in for another's.
+
+A child is its record id within its scope: the practitioner and organisation the record names, or, when it
+names neither, the clinician who submitted it (``ScreeningRun.owner``; a batch run's such results are no
+clinician's until a run names the extract's organisation)."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, and_, or_, select, true
 
 from screening.tables import ScreeningAssignment, ScreeningRun
 from service.auth import AuthenticatedUser, Role
 
-__all__ = ["in_scope"]
+__all__ = ["in_scope", "Child", "owner_of", "same_child"]
 
 
 def in_scope(user: AuthenticatedUser) -> ColumnElement[bool]:
@@ -23,4 +30,33 @@ def in_scope(user: AuthenticatedUser) -> ColumnElement[bool]:
         ScreeningRun.submitted_by == user.username,
         and_(ScreeningRun.practitioner != "", ScreeningRun.practitioner.in_(practitioners)),
         and_(ScreeningRun.organization != "", ScreeningRun.organization.in_(organizations)),
+    )
+
+
+class Child(NamedTuple):
+    """A stored result's child: its record id within its scope."""
+
+    patient_id: str
+    practitioner: str
+    organization: str
+    owner: str
+
+    @classmethod
+    def of(cls, row: ScreeningRun) -> Child:
+        return cls(row.patient_id, row.practitioner, row.organization, row.owner)
+
+
+def owner_of(practitioner: str, organization: str, submitter: str) -> str:
+    """The owner a result gets: its submitter when the record names no care team (their scope alone holds
+    it), else none (the care team is the scope)."""
+    return "" if practitioner or organization else submitter
+
+
+def same_child(other: type[ScreeningRun]) -> ColumnElement[bool]:
+    """``other`` (an alias) is a result of the same child as the ``ScreeningRun`` row of the query."""
+    return and_(
+        other.patient_id == ScreeningRun.patient_id,
+        other.practitioner == ScreeningRun.practitioner,
+        other.organization == ScreeningRun.organization,
+        other.owner == ScreeningRun.owner,
     )

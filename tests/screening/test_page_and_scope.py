@@ -262,3 +262,74 @@ def test_a_child_who_has_died_or_whose_record_was_merged_leaves_the_page_undecid
     with session_scope(screening_app.state.session_factory) as session:
         statuses = [r.status for r in session.scalars(select(ScreeningRun).where(ScreeningRun.patient_id == "h1"))]
     assert statuses == ["screened", "deceased"]
+
+
+@pytest.mark.parametrize("screening_backend", ["sqlite", "postgresql"], indirect=True)
+def test_two_clinicians_patients_with_the_same_record_id_and_no_care_team_are_two_children(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    """Records naming no practitioner or organisation are in their submitter's scope only, so their child is the
+    record id within that clinician: dr-b's patient "1" (died, flagged on other findings, or flagged on the same
+    ones) neither withdraws, hides nor swallows dr-a's patient "1"'s flag, and tells dr-a nothing about dr-b's."""
+    dr_a, dr_b = token_for("dr-a", "paediatrician"), token_for("dr-b", "paediatrician")
+
+    def submit(record: object, headers: dict[str, str]) -> None:
+        response = client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(record), headers=headers)  # type: ignore[arg-type]
+        assert response.status_code == 200, response.text
+
+    def page(headers: dict[str, str]) -> tuple[list[str], list[str]]:
+        listing = client.get("/api/screening/flags", headers=headers).json()
+        return [f["patient_name"] for f in listing["flags"]], [w["patient_name"] for w in listing["withdrawn"]]
+
+    submit(child_of("1", "Anna A", "MRN-A-1"), dr_a)
+    submit(child_of("1", "Ben B", "MRN-B-1"), dr_b)  # the same findings: not a repeat of dr-a's child
+    assert page(dr_a) == (["Anna A"], []) and page(dr_b) == (["Ben B"], [])
+    ben = child_of("1", "Ben B", "MRN-B-1")
+    ben.facts.append(CodedFact("condition", "hpo", "HP:0001250", date(2022, 1, 1)))  # other findings
+    submit(ben, dr_b)
+    assert page(dr_a) == (["Anna A"], []) and page(dr_b) == (["Ben B"], [])
+    ben.deceased = date(2024, 1, 5)
+    submit(ben, dr_b)
+    assert page(dr_a) == (["Anna A"], [])  # not "the child has died"
+    assert page(dr_b) == ([], ["Ben B", "Ben B"])  # both of dr-b's undecided flags of Ben
+    html = client.get("/api/screening/flags?format=html", headers=dr_a).text
+    assert "Anna A" in html and "Ben B" not in html and "2024-01-05" not in html
+
+    # The same clinician's patient "1" is the same child: a later death withdraws their own flag.
+    anna_died = child_of("1", "Anna A", "MRN-A-1")
+    anna_died.deceased = date(2024, 2, 1)
+    submit(anna_died, dr_a)
+    assert page(dr_a) == ([], ["Anna A"])
+
+
+@pytest.mark.parametrize("screening_backend", ["sqlite", "postgresql"], indirect=True)
+def test_the_owner_migration_gives_results_named_by_no_care_team_their_submitter(
+    screening_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Results stored before the owner column: a clinician's unscoped result becomes theirs, a batch run's and a
+    scoped one no one's."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from medscreen.schema import alembic_config_all, migrate_all
+    from service.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}" if screening_backend == "sqlite" else str(request.getfixturevalue("postgres_database_url"))
+    command.upgrade(alembic_config_all(url), "5c1e9b7d2f40")  # the screening schema before the owner
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            for submitted_by, practitioner, organization in [
+                ("dr-a", "", ""), ("batch:x.ndjson", "", ""), ("dr-b", "Practitioner/p", ""), ("dr-c", "", "Organization/o"),
+            ]:
+                connection.execute(text(
+                    "INSERT INTO screening_results (patient_id, patient_digest, screened_at, age_days, status, reason,"
+                    " model_version, flagged, explanation, risk_assessment, submitted_by, practitioner, organization)"
+                    " VALUES ('1', 'd', '2024-03-01 00:00:00+00:00', 100, 'screened', '', 'v', true, '{}', '{}', :s, :p, :o)"
+                ), {"s": submitted_by, "p": practitioner, "o": organization})
+        migrate_all(url)
+        with engine.connect() as connection:
+            owners = connection.execute(text("SELECT submitted_by, owner FROM screening_results ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in owners] == [("dr-a", "dr-a"), ("batch:x.ndjson", ""), ("dr-b", ""), ("dr-c", "")]
