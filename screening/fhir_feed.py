@@ -7,6 +7,7 @@ Only flagged children are pushed: a RiskAssessment for every child screened woul
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from functools import partial
 from typing import Annotated
@@ -30,6 +31,8 @@ from service.outbox import Candidate, existing_keys, start_cursor, take_in
 __all__ = ["FHIR_CHANNEL", "screening_resources", "take_in_screening_flags", "fhir_router"]
 
 FHIR_CHANNEL = "fhir"
+_ROW_ID = re.compile(r"[0-9]{1,19}")
+_MAX_ROW_ID = 2**63 - 1
 _CURSOR = "fhir:screening_results"
 fhir_router = APIRouter(prefix="/fhir", tags=["fhir"])
 Paediatrician = Annotated[AuthenticatedUser, Depends(require_role(Role.paediatrician, Role.admin))]
@@ -84,7 +87,9 @@ def _not_found(what: str) -> JSONResponse:
 def _read(session: SessionDep, user: AuthenticatedUser, resource_type: str, prefix: str, resource_id: str) -> JSONResponse:
     number = resource_id.removeprefix(prefix)
     row = None
-    if resource_id.startswith(prefix) and number.isdigit():
+    # Only ids we made: ASCII digits within the database's integer range (str.isdigit() takes '²', which int()
+    # refuses, and SQLite overflows past 2**63 - 1); anything else is "not found", never a 500.
+    if resource_id.startswith(prefix) and _ROW_ID.fullmatch(number) and int(number) <= _MAX_ROW_ID:
         # Outside the clinician's scope is "not found", as on /api/screening/flags: a 403 would say the child exists.
         row = session.scalars(select(ScreeningRun).where(ScreeningRun.id == int(number), in_scope(user))).first()
     if row is None:

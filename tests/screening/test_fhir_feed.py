@@ -83,3 +83,14 @@ def test_fhir_reads_hold_to_the_clinicians_scope(screening_app: FastAPI, client:
         reads = [(e.actor, e.detail) for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "fhir.read"))]
     assert ("dr-b", {"result_id": anna_id}) not in reads
     assert ("dr-a", {"result_id": anna_id}) in reads and ("dr-b", {"result_id": bert_id}) in reads
+
+
+def test_a_read_of_an_id_that_is_not_ours_is_a_fhir_not_found(client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+    doctor = token_for("dr-a", "paediatrician")
+    for path in ("/fhir/RiskAssessment/medscreen-ra-99999999999999999999", "/fhir/RiskAssessment/medscreen-ra-²",
+                 "/fhir/Flag/medscreen-flag-9223372036854775808", "/fhir/Flag/medscreen-flag-١", "/fhir/Flag/medscreen-flag-",
+                 "/fhir/RiskAssessment/medscreen-ra--1", "/fhir/Flag/other-1"):
+        response = client.get(path, headers=doctor)
+        assert response.status_code == 404, (path, response.text)
+        assert response.json()["resourceType"] == "OperationOutcome"
+        assert response.json()["issue"][0]["code"] == "not-found"
