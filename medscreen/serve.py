@@ -7,13 +7,15 @@ die with the parent (PR_SET_PDEATHSIG), so a killed service never leaves an orph
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from multiprocessing.context import SpawnProcess
 
@@ -105,6 +107,27 @@ class ProcessSupervisor:
                 log.warning("%s did not stop within %.0f s of SIGTERM; killing it", process.name, grace_s)
                 process.kill()
                 process.join(timeout=5)
+            log.info("%s stopped (exit code %s)", process.name, process.exitcode)
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn's server, except that a stop signal (SIGTERM, SIGINT) only ends ``run()``. uvicorn restores the default
+    handler after its own shutdown and raises the captured signal again: for SIGTERM (``kill``, ``docker stop``,
+    systemd) that killed the service before ``run_service`` stopped anything, so receivers and scoring workers were
+    SIGKILLed by PR_SET_PDEATHSIG mid-step, with no grace, and the exit code was 143."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            # A second signal during the shutdown that follows stops the service at once, as before.
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def _register_shipped_models(settings: Settings) -> None:
@@ -215,7 +238,7 @@ def run_service(settings: Settings) -> int:
         settings.home.resolve(),
     )
     try:
-        uvicorn.Server(
+        _HttpServer(
             # log_config=None: uvicorn's loggers go through configure_logging's handler, format and UTC clock.
             uvicorn.Config(
                 app,
@@ -236,4 +259,5 @@ def run_service(settings: Settings) -> int:
         worklist_thread.join(timeout=10)
         for feed in feeds:
             feed.join(timeout=10)
+    log.info("medscreen stopped")
     return 0
