@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from datasets.emr_records import ChildRecord
 from screening.fhir_output import explanation, flag, risk_assessment
 from screening.findings import RETIRING_STATUSES
-from screening.scope import Child, owner_of
+from screening.scope import Child, child_of_record
 from screening.screener import Screener, ScreeningResult, patient_digest
 from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
@@ -84,7 +84,7 @@ def store_result(
     flag_json = fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None
     reasons = explanation(result, screener.ontology)
     practitioner, organization = record.practitioner[:128], record.organization[:128]
-    child = Child(result.patient_id, practitioner, organization, owner_of(practitioner, organization, owner))
+    child = child_of_record(session, result.patient_id, practitioner, organization, owner)
     existing = repeat_of(session, child, result.flagged, reasons, result.model_version)
     if existing is not None:
         _audit_repeat(session, actor, result.patient_id, existing)

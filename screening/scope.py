@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, and_, or_, select, true
+from sqlalchemy.orm import Session
 
 from screening.tables import ScreeningAssignment, ScreeningRun
 from service.auth import AuthenticatedUser, Role
 
-__all__ = ["in_scope", "Child", "owner_of", "same_child"]
+__all__ = ["in_scope", "Child", "owner_of", "child_of_record", "same_child"]
 
 
 def in_scope(user: AuthenticatedUser) -> ColumnElement[bool]:
@@ -50,6 +51,27 @@ def owner_of(practitioner: str, organization: str, submitter: str) -> str:
     """The owner a result gets: its submitter when the record names no care team (their scope alone holds
     it), else none (the care team is the scope)."""
     return "" if practitioner or organization else submitter
+
+
+def child_of_record(session: Session, patient_id: str, practitioner: str, organization: str, submitter: str) -> Child:
+    """The child a clinician's record is. A record naming no care team, whose id a stored result already holds
+    under exactly one organisation this clinician is assigned to, is that organisation's child: the clinic's
+    extract was screened with ``screen-emr --organization`` and its paediatrician now posts the same record.
+    Otherwise such a record is the submitter's own child (two such organisations: which one is not known)."""
+    if practitioner or organization or not submitter:
+        return Child(patient_id, practitioner, organization, owner_of(practitioner, organization, submitter))
+    assigned = select(ScreeningAssignment.organization).where(
+        ScreeningAssignment.username == submitter, ScreeningAssignment.organization != ""
+    )
+    holding = session.scalars(
+        select(ScreeningRun.organization)
+        .where(ScreeningRun.patient_id == patient_id, ScreeningRun.practitioner == "", ScreeningRun.organization.in_(assigned))
+        .distinct()
+        .limit(2)
+    ).all()
+    if len(holding) == 1:
+        return Child(patient_id, "", holding[0], "")
+    return Child(patient_id, "", "", submitter)
 
 
 def same_child(other: type[ScreeningRun]) -> ColumnElement[bool]:

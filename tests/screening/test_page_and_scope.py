@@ -333,3 +333,41 @@ def test_the_owner_migration_gives_results_named_by_no_care_team_their_submitter
     finally:
         engine.dispose()
     assert [tuple(row) for row in owners] == [("dr-a", "dr-a"), ("batch:x.ndjson", ""), ("dr-b", ""), ("dr-c", "")]
+
+
+def test_a_child_stored_by_the_clinics_extract_and_posted_by_its_paediatrician_is_one_child(
+    screening_app: FastAPI, client: TestClient, token_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """`screen-emr --organization Organization/clinic-7` stores Kira's flag under the clinic; the clinic's
+    paediatrician then posts the same record (naming no care team): one child, one flag, one decision."""
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", str(screening_app.state.engine.url))
+    kira = child_of("k1", "Kira K", "MRN-K1")
+    extract = tmp_path / "extract.ndjson"
+    extract.write_text(json.dumps(record_to_bundle(kira)) + "\n")
+    assert main(["screen-emr", str(extract), "--out", str(tmp_path / "out.ndjson"), "--as-of", "2024-03-01", "--quiet",
+                 "--organization", "Organization/clinic-7"]) == 0
+    assert main(["screening", "assign", "dr-a", "--organization", "Organization/clinic-7"]) == 0
+    dr_a = token_for("dr-a", "paediatrician")
+    (batch_flag,) = client.get("/api/screening/flags", headers=dr_a).json()["flags"]
+
+    response = client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(kira), headers=dr_a)
+    assert response.status_code == 200 and "Flag" in [e["resource"]["resourceType"] for e in response.json()["entry"]]
+    assert [f["id"] for f in client.get("/api/screening/flags", headers=dr_a).json()["flags"]] == [batch_flag["id"]]
+    assert client.post(f"/api/screening/flags/{batch_flag['id']}/outcome", json={"outcome": "not_relevant", "note": "known"},
+                       headers=dr_a).status_code == 201
+    assert client.get("/api/screening/flags", headers=dr_a).json()["flags"] == []
+
+    kira.facts.append(CodedFact("condition", "hpo", "HP:0001250", date(2023, 9, 1)))  # new findings: the clinic's child's new flag
+    assert client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(kira), headers=dr_a).status_code == 200
+    (new,) = client.get("/api/screening/flags?include_decided=true", headers=dr_a).json()["flags"]
+    assert new["organization"] == "Organization/clinic-7" and new["earlier_decisions"][0]["outcome"] == "not_relevant"
+    with session_scope(screening_app.state.session_factory) as session:
+        actions = [e.action for e in session.scalars(select(AuditEvent).where(AuditEvent.subject_id == "k1"))]
+    assert actions.count("screening.submit") == 2 and actions.count("screening.repeat") == 1
+
+    # A colleague of another clinic posting their own patient "k1" (no care team) is still their own child.
+    dr_b = token_for("dr-b", "paediatrician")
+    assert client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(child_of("k1", "Kurt", "MRN-9")),
+                       headers=dr_b).status_code == 200
+    assert [(f["patient_name"], f["organization"]) for f in client.get("/api/screening/flags", headers=dr_b).json()["flags"]] == [("Kurt", "")]
+    assert [f["id"] for f in client.get("/api/screening/flags?include_decided=true", headers=dr_a).json()["flags"]] == [new["id"]]
