@@ -301,36 +301,57 @@ def roc_points(cases: Sequence[PairedCase]) -> list[tuple[float, float]]:
 def screening_flag_outcomes(
     session: Session, *, since: datetime | None = None, until: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """Per screener version: flags raised, flags a paediatrician decided, and the share referred (the flags' PPV).
+    """Per screener version: children screened, flags raised (with the flag rate), flags a paediatrician decided,
+    and the share referred (the flags' PPV).
 
     Unflagged children get no outcome, so sensitivity cannot be measured from these records; only the PPV can.
+    Children screened over HTTP are all stored, so they are counted from the rows; a ``screen-emr`` run stores
+    only its flagged, incomplete and retiring children, so its own counts (``ScreeningBatchRun``) are taken
+    instead: counting its rows gave a flag rate near 100%. A version with batch results but no run counts (stored
+    before runs recorded them) has no screened count or flag rate (null), rather than a wrong one.
     """
-    from screening.tables import ScreeningOutcome, ScreeningRun
+    from screening.tables import BATCH_ACTOR_PREFIX, ScreeningBatchRun, ScreeningOutcome, ScreeningRun
 
     # Decisions are append-only (a changed decision is a new row): only each flag's latest one counts,
     # or a flag first referred and then judged not relevant would count as both, and as two children.
     latest = select(func.max(ScreeningOutcome.id)).group_by(ScreeningOutcome.result_id).scalar_subquery()
-    query = select(ScreeningRun.model_version, ScreeningRun.flagged, ScreeningOutcome.outcome).outerjoin(
-        ScreeningOutcome, (ScreeningOutcome.result_id == ScreeningRun.id) & ScreeningOutcome.id.in_(latest)
-    )
+    query = select(
+        ScreeningRun.model_version, ScreeningRun.flagged, ScreeningRun.status, ScreeningRun.submitted_by, ScreeningOutcome.outcome
+    ).outerjoin(ScreeningOutcome, (ScreeningOutcome.result_id == ScreeningRun.id) & ScreeningOutcome.id.in_(latest))
+    runs = select(ScreeningBatchRun.model_version, ScreeningBatchRun.screened, ScreeningBatchRun.flagged)
     if since:
         query = query.where(ScreeningRun.screened_at >= since)
+        runs = runs.where(ScreeningBatchRun.ran_at >= since)
     if until:
         query = query.where(ScreeningRun.screened_at < until)
+        runs = runs.where(ScreeningBatchRun.ran_at < until)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for version, flagged, outcome in session.execute(query):
-        counts[version]["screened"] += 1
-        counts[version]["flagged"] += int(bool(flagged))
+    for version, flagged, status, submitted_by, outcome in session.execute(query):
+        c = counts[version]
+        if submitted_by.startswith(BATCH_ACTOR_PREFIX):
+            c["batch_rows"] += 1
+        elif status in ("screened", "incomplete"):  # as a run counts: children a flag could be raised on
+            c["screened"] += 1
+            c["flagged"] += int(bool(flagged))
+        c["flags_stored"] += int(bool(flagged))
         if outcome:
-            counts[version][outcome] += 1
+            c[outcome] += 1
+    for version, run_screened, run_flagged in session.execute(runs):
+        counts[version]["screened"] += run_screened
+        counts[version]["flagged"] += run_flagged
+        counts[version]["runs"] += 1
     out = []
     for version, c in sorted(counts.items()):
         decided = c["referred"] + c["not_relevant"]
+        known = not c["batch_rows"] or c["runs"] > 0
         out.append(
             {
                 "model_version": version,
-                "screened": c["screened"],
-                "flagged": c["flagged"],
+                "screened": c["screened"] if known else None,
+                "flagged": c["flagged"] if known else None,
+                "flag_rate": _finite(asdict(Proportion.of(c["flagged"], c["screened"]))) if known else None,
+                "batch_runs": c["runs"],
+                "flags_stored": c["flags_stored"],
                 "decided": decided,
                 "referred": c["referred"],
                 "ppv": _finite(asdict(Proportion.of(c["referred"], decided))),

@@ -263,12 +263,15 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             "not screened: an older extract? Screen it --as-of the date it was extracted.\n"
         )
     if not args.no_store:
-        from screening.results_store import store_output_lines
+        from screening.results_store import RunCounts, store_output_lines
+        from screening.tables import BATCH_ACTOR_PREFIX
 
         # The driver stores what the partitions wrote (workers never write the database): flagged and
-        # incomplete children reach the /screening page of their clinicians.
+        # incomplete children reach the /screening page of their clinicians, and the run's counts quality's flag rate.
         stored = store_output_lines(
-            settings.resolved_database_url, args.out, f"batch:{args.input.name}"[:64], organization=args.organization or ""
+            settings.resolved_database_url, args.out, f"{BATCH_ACTOR_PREFIX}{args.input.name}"[:64],
+            organization=args.organization or "",
+            run=RunCounts(summary.model_version, screened, summary.counts.get("flagged", 0)),
         )
         report["stored"], report["stored_in_no_scope"], report["repeats_not_stored"] = stored
     if report.get("stored_in_no_scope"):

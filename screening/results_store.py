@@ -17,10 +17,10 @@ from screening.fhir_output import explanation, flag, risk_assessment
 from screening.findings import RETIRING_STATUSES
 from screening.scope import Child, child_of_record
 from screening.screener import Screener, ScreeningResult, patient_digest
-from screening.tables import ScreeningOutcome, ScreeningRun
+from screening.tables import ScreeningBatchRun, ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
 
-__all__ = ["store_result", "store_output_lines", "BatchStore", "StoredLines", "repeat_of"]
+__all__ = ["store_result", "store_output_lines", "BatchStore", "StoredLines", "RunCounts", "repeat_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,16 +155,30 @@ class StoredLines(NamedTuple):
     repeats: int = 0
 
 
-def store_output_lines(database_url: str, output: Path, actor: str, every: int = 500, *, organization: str = "") -> StoredLines:
+class RunCounts(NamedTuple):
+    """What the whole run screened (screened or incomplete) and flagged, from its summary."""
+
+    model_version: str
+    screened: int
+    flagged: int
+
+
+def store_output_lines(
+    database_url: str, output: Path, actor: str, every: int = 500, *, organization: str = "", run: RunCounts | None = None
+) -> StoredLines:
     """Store the flagged and incomplete children of a ``screen-emr`` output file (NDJSON lines as the
     population runner writes them), so that batch results reach the /screening page. ``organization``: the
-    extract's organisation, given to each result whose record names neither a practitioner nor one."""
+    extract's organisation, given to each result whose record names neither a practitioner nor one. ``run``:
+    the run's own counts, recorded beside the results (``ScreeningBatchRun``): the stored rows are only some of
+    the children it screened."""
     from service.db import make_engine, make_session_factory
 
     engine = make_engine(database_url)
     session = make_session_factory(engine)()
     stored = in_no_scope = repeats = 0
     try:
+        if run is not None:
+            session.add(ScreeningBatchRun(actor=actor, model_version=run.model_version, screened=run.screened, flagged=run.flagged))
         with output.open(encoding="utf-8") as lines:
             for text in lines:
                 line = json.loads(text)

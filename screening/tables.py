@@ -17,9 +17,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, UTCDateTime, utcnow
 
-__all__ = ["ScreeningRun", "ScreeningOutcome", "ScreeningAssignment", "OUTCOMES"]
+__all__ = ["ScreeningRun", "ScreeningOutcome", "ScreeningAssignment", "ScreeningBatchRun", "OUTCOMES", "BATCH_ACTOR_PREFIX"]
 
 OUTCOMES = ("referred", "not_relevant")
+# The actor of a batch run's stored results ("batch:<file>"); no username can hold a colon.
+BATCH_ACTOR_PREFIX = "batch:"
 
 
 class ScreeningRun(Base):
@@ -79,3 +81,18 @@ class ScreeningAssignment(Base):
     organization: Mapped[str] = mapped_column(String(128), default="")
     assigned_by: Mapped[str] = mapped_column(String(64))
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ScreeningBatchRun(Base):
+    """What a ``screen-emr`` run screened and flagged, per run. The run stores only its flagged, incomplete and
+    retiring children (a population of thousands would otherwise fill the table with "no concern" rows), so the
+    stored rows cannot say how many children it screened; quality's flag rate takes these counts instead."""
+
+    __tablename__ = "screening_batch_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    screened: Mapped[int] = mapped_column(Integer)  # screened or incomplete: the children a flag could be raised on
+    flagged: Mapped[int] = mapped_column(Integer)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from datasets.fhir_emr import record_to_bundle
 from medscreen.cli import main
-from screening.tables import ScreeningOutcome
+from screening.tables import ScreeningBatchRun, ScreeningOutcome, ScreeningRun
 from service.db import session_scope
 from service.tables import AuditEvent
 from tests.screening.conftest import ordinary_child, syndromic_child
@@ -201,3 +201,30 @@ def test_screen_emr_says_when_an_older_extract_loses_children_who_have_since_tur
     assert main([*args, "--out", str(tmp_path / "b.ndjson"), "--as-of", "2024-03-01"]) == 0  # its own date
     err = capsys.readouterr().err
     assert json.loads(err.strip().splitlines()[-1])["aged_out"] == 0 and "older extract" not in err
+
+
+def test_quality_counts_a_batch_runs_screened_children_from_the_run_as_it_counts_posted_ones(
+    screening_app: FastAPI, client: TestClient, token_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A screen-emr run stores only its flagged and incomplete children: the quality view's "screened" and flag
+    rate come from the run's own counts, and give what posting the same children over HTTP gives (not 3 of 3)."""
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", str(screening_app.state.engine.url))
+    records = [syndromic_child(f"s{i}") for i in range(3)] + [ordinary_child(f"o{i}") for i in range(5)]
+    extract = tmp_path / "extract.ndjson"
+    extract.write_text("".join(json.dumps(record_to_bundle(r)) + "\n" for r in records))
+    assert main(["screen-emr", str(extract), "--out", str(tmp_path / "out.ndjson"), "--as-of", "2024-03-01", "--quiet"]) == 0
+    quality = token_for("qa", "quality")
+    (batch,) = client.get("/api/quality/screening", headers=quality).json()
+    assert (batch["screened"], batch["flagged"], batch["batch_runs"]) == (8, 3, 1)
+    assert batch["flag_rate"]["value"] == pytest.approx(3 / 8) and batch["flag_rate"]["ci_low"] < 3 / 8 < batch["flag_rate"]["ci_high"]
+
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [e for r in records for e in record_to_bundle(r)["entry"]]}
+    doctor = token_for("dr-a", "paediatrician")
+    with session_scope(screening_app.state.session_factory) as session:  # the HTTP route alone, in a fresh store
+        session.execute(ScreeningRun.__table__.delete())
+        session.execute(ScreeningBatchRun.__table__.delete())
+    assert client.post("/api/screening?as_of=2024-03-01", json=bundle, headers=doctor).status_code == 200
+    (posted,) = client.get("/api/quality/screening", headers=quality).json()
+    assert (posted["screened"], posted["flagged"], posted["batch_runs"]) == (8, 3, 0)
+    assert posted["flag_rate"] == batch["flag_rate"]
