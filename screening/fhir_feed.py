@@ -17,9 +17,10 @@ from fastapi.responses import JSONResponse
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.riskassessment import RiskAssessment
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from datasets.fhir_emr import fhir_id
 from screening.scope import in_scope
 from screening.tables import ScreeningRun
 from service.audit import record_audit
@@ -33,6 +34,7 @@ __all__ = ["FHIR_CHANNEL", "screening_resources", "take_in_screening_flags", "fh
 FHIR_CHANNEL = "fhir"
 _ROW_ID = re.compile(r"[0-9]{1,19}")
 _MAX_ROW_ID = 2**63 - 1
+_DIGESTED_ID = re.compile(r"(.{1,53})-[0-9a-f]{10}")  # fhir_id of a record id it had to change: start, digest
 _CURSOR = "fhir:screening_results"
 fhir_router = APIRouter(prefix="/fhir", tags=["fhir"])
 Paediatrician = Annotated[AuthenticatedUser, Depends(require_role(Role.paediatrician, Role.admin))]
@@ -111,15 +113,28 @@ def read_flag(resource_id: str, session: SessionDep, user: Paediatrician) -> JSO
     return _read(session, user, "Flag", "medscreen-flag-", resource_id)
 
 
+def _results_of(session: Session, user: AuthenticatedUser, wanted: str) -> list[ScreeningRun]:
+    """The in-scope results whose subject is ``wanted``: the record id itself, or the reference's id
+    (``fhir_id`` of the record id). That one replaced each character a FHIR id does not allow with '-' and
+    cut a long id to its start and a digest, so candidates are found by pattern and confirmed here."""
+    digested = _DIGESTED_ID.fullmatch(wanted)
+    start = digested.group(1) if digested else wanted
+    pattern = start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("-", "_")
+    pattern += "%" if digested else ""
+    candidates = session.scalars(
+        select(ScreeningRun)
+        .where(or_(ScreeningRun.patient_id == wanted, ScreeningRun.patient_id.like(pattern, escape="\\")), in_scope(user))
+        .order_by(ScreeningRun.id)
+    )
+    return [row for row in candidates if wanted in (row.patient_id, fhir_id(row.patient_id))]
+
+
 @fhir_router.get("/RiskAssessment", summary="A child's screening results (RiskAssessment, and Flag when flagged)")
 def search_risk_assessments(
     request: Request, session: SessionDep, user: Paediatrician,
     subject: Annotated[str, Query(description="Patient/<id> or the patient identifier")],
 ) -> JSONResponse:
-    patient_id = subject.removeprefix("Patient/")
-    rows = session.scalars(
-        select(ScreeningRun).where(ScreeningRun.patient_id == patient_id, in_scope(user)).order_by(ScreeningRun.id)
-    ).all()
+    rows = _results_of(session, user, subject.removeprefix("Patient/"))
     for row in rows:  # each result read is audited, as each row the page shows is
         record_audit(session, user.username, "fhir.read", "patient", row.patient_id, {"result_id": row.id})
     resources = [resource for row in rows for resource in screening_resources(row)]

@@ -16,6 +16,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.riskassessment import RiskAssessment
 
 from datasets.emr_records import RecordError
+from datasets.fhir_emr import fhir_id
 from screening.ontology import Ontology
 from screening.screener import ScreeningResult
 
@@ -109,7 +110,7 @@ def risk_assessment_json(result: ScreeningResult, ontology: Ontology) -> dict[st
             "coding": [{"system": "urn:medscreen:model", "version": result.model_version, "code": "rare-disease-screener"}],
             "text": f"medscreen rare-disease screener {result.model_version}",
         },
-        "subject": {"reference": f"Patient/{result.patient_id}"},
+        "subject": _subject(result.patient_id),
         "occurrenceDateTime": _date_time(result.screened_at),
     }
     if predictions:
@@ -146,10 +147,17 @@ def flag_json(result: ScreeningResult) -> dict[str, Any] | None:
                 "coding": [{"system": "urn:medscreen:flag", "code": "genetics-referral-suggested"}],
                 "text": f"Consider a genetics referral: risk {result.risk:.3f}; {systems}; best match {top}",
             },
-            "subject": {"reference": f"Patient/{result.patient_id}"},
+            "subject": _subject(result.patient_id),
             "period": {"start": _date_time(result.screened_at)},
         }
     )
+
+
+def _subject(patient_id: str) -> dict[str, Any]:
+    """The child as a valid FHIR reference: a record id from a CSV extract can be any text ("MRN 12/34" had
+    given "Patient/MRN 12/34", which an EMR rejects or resolves to another resource), so the reference uses the
+    id the bundle reader names the Patient by (``fhir_id``), and the record id itself is kept as the identifier."""
+    return {"reference": f"Patient/{fhir_id(patient_id)}", "identifier": {"value": patient_id}}
 
 
 def _date_time(moment: datetime) -> str:

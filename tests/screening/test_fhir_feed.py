@@ -3,6 +3,8 @@ audited) and pushed as transaction Bundles to a real HTTP receiver that validate
 
 from __future__ import annotations
 
+from datetime import date
+
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
@@ -10,8 +12,9 @@ from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.riskassessment import RiskAssessment
 from sqlalchemy import select
 
-from datasets.fhir_emr import record_to_bundle
+from datasets.fhir_emr import fhir_id, record_to_bundle
 from screening.fhir_feed import FHIR_CHANNEL, take_in_screening_flags
+from screening.results_store import store_result
 from screening.tables import ScreeningAssignment, ScreeningRun
 from service.db import session_scope
 from service.fhir_push import FhirSender
@@ -94,3 +97,22 @@ def test_a_read_of_an_id_that_is_not_ours_is_a_fhir_not_found(client: TestClient
         assert response.status_code == 404, (path, response.text)
         assert response.json()["resourceType"] == "OperationOutcome"
         assert response.json()["issue"][0]["code"] == "not-found"
+
+
+def test_a_record_id_that_is_no_fhir_id_is_named_and_found_by_a_valid_reference(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    doctor = token_for("dr-a", "paediatrician")
+    screener = screening_app.state.screener
+    record = syndromic_child("MRN 12/34")  # as a CSV extract may name a child
+    with session_scope(screening_app.state.session_factory) as session:
+        store_result(session, screener, record, screener.screen(record, date(2024, 3, 1)), "dr-a", owner="dr-a")
+        other = syndromic_child("MRN 12-34")  # another child whose id cleans to the same characters
+        store_result(session, screener, other, screener.screen(other, date(2024, 3, 1)), "dr-a", owner="dr-a")
+    reference = f"Patient/{fhir_id('MRN 12/34')}"
+    for subject in (reference, "MRN 12/34"):
+        found = client.get("/fhir/RiskAssessment", params={"subject": subject}, headers=doctor).json()
+        resources = [e["resource"] for e in found["entry"]]
+        assert [r["resourceType"] for r in resources] == ["RiskAssessment", "Flag"], subject
+        assert all(r["subject"] == {"reference": reference, "identifier": {"value": "MRN 12/34"}} for r in resources)
+        Bundle.model_validate(found)

@@ -4,6 +4,7 @@ validating it and dumping it again gives the same bytes, for every kind of resul
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, date, datetime
 
 import orjson
@@ -12,6 +13,7 @@ from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.riskassessment import RiskAssessment
 
 from datasets.emr_records import DroppedEntry
+from datasets.fhir_emr import fhir_id
 from screening.fhir_output import flag, flag_json, risk_assessment, risk_assessment_json
 from screening.screener import Screener, ScreeningResult
 from tests.screening.conftest import ordinary_child, syndromic_child
@@ -29,6 +31,7 @@ def _results(screener: Screener) -> list[ScreeningResult]:
         dataclasses.replace(ordinary, status="out_of_age", reason="7.2 years", risk=None, flagged=False),
         dataclasses.replace(flagged, candidates=[], organ_systems=[], drivers=[]),  # flagged, nothing to name
         dataclasses.replace(flagged, screened_at=datetime(2025, 6, 1, 12, 0, tzinfo=UTC)),  # whole seconds
+        dataclasses.replace(flagged, patient_id="MRN 12/34"),  # a CSV record id that is no FHIR id
     ]
 
 
@@ -68,3 +71,17 @@ def test_each_candidate_names_its_genes_in_the_risk_assessment_and_the_explanati
         assert ("; genes: " in rationale) == bool(candidate.genes)
     assert rationales[-2].endswith("genes: G0, G1, G2, G3, G4, G5 and 3 more")
     assert [c["genes"] for c in explanation(result, screener.ontology)["candidates"]][-2:] == [list(many.genes), []]
+
+
+def test_the_subject_is_a_valid_reference_and_keeps_the_record_id(screener: Screener) -> None:
+    """A CSV record id can be any text: the subject names the child by the id the bundle reader gives its
+    Patient (fhir_id), which the EMR can resolve, and carries the record id itself as the identifier."""
+    result = dataclasses.replace(screener.screen(syndromic_child(), date(2024, 3, 1)), patient_id="MRN 12/34")
+    flag_resource = flag_json(result)
+    assert flag_resource is not None
+    for resource in (risk_assessment_json(result, screener.ontology), flag_resource):
+        reference = resource["subject"]["reference"]
+        assert reference == f"Patient/{fhir_id('MRN 12/34')}" and re.fullmatch(r"Patient/[A-Za-z0-9\-.]{1,64}", reference)
+        assert resource["subject"]["identifier"] == {"value": "MRN 12/34"}
+    assert risk_assessment_json(screener.screen(syndromic_child("child-1"), date(2024, 3, 1)), screener.ontology)["subject"] == {
+        "reference": "Patient/child-1", "identifier": {"value": "child-1"}}
