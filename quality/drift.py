@@ -61,6 +61,7 @@ class WeekDrift:
     flag_rate: float
     psi: float | None
     histogram: list[int]
+    flagged: int = 0  # the week's flagged studies: the flag rate's interval is taken from the counts
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,9 @@ def score_drift(
         items = by_week[week]
         counts = histogram([s for s, _ in items])
         value = psi(reference, counts) if reference else None
-        flag_rate = sum(f for _, f in items) / len(items)
-        report.weeks.append(WeekDrift(week, len(items), flag_rate, value, counts))
+        flagged = sum(f for _, f in items)
+        flag_rate = flagged / len(items)
+        report.weeks.append(WeekDrift(week, len(items), flag_rate, value, counts, flagged))
         if len(items) < thresholds.min_week_n:
             continue
         if value is not None and value > thresholds.psi_alert:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from inference.tables import ScoreResult as ScoreRow
 from inference.tables import Series, Study
-from quality.statistics import auroc, bootstrap_auroc, reliability, wilson_interval
+from quality.statistics import auroc, bootstrap_auroc, bootstrap_brier, reliability, wilson_interval
 from service.lifecycle import StudyStatus
 from worklist.tables import FinalRead, FinalReadFinding
 
@@ -100,6 +100,8 @@ class QualityMetrics:
     reliability: list[dict[str, float]] = field(default_factory=list)
     median_hours_to_read_all: float | None = None
     median_hours_to_read_positive: float | None = None
+    brier_ci_low: float = float("nan")
+    brier_ci_high: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(asdict(self))
@@ -226,6 +228,7 @@ def compute_metrics(cases: Sequence[PairedCase], *, n_boot: int = 1000, seed: in
     area = auroc(truth, scores) if both_classes else float("nan")
     low, high = bootstrap_auroc(truth, scores, n_boot=n_boot, seed=seed) if both_classes else (float("nan"),) * 2
     table, ece = reliability(truth, scores) if len(cases) else ([], float("nan"))
+    brier_low, brier_high = bootstrap_brier(truth, scores, n_boot=n_boot, seed=seed)
     hours = [(c.read_at - c.arrived_at).total_seconds() / 3600 for c in cases]
     hours_positive = [h for h, c in zip(hours, cases, strict=True) if c.truth]
     return QualityMetrics(
@@ -248,6 +251,8 @@ def compute_metrics(cases: Sequence[PairedCase], *, n_boot: int = 1000, seed: in
         reliability=table,
         median_hours_to_read_all=median(hours) if hours else None,
         median_hours_to_read_positive=median(hours_positive) if hours_positive else None,
+        brier_ci_low=brier_low,
+        brier_ci_high=brier_high,
     )
 
 

@@ -17,7 +17,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from inference.tables import ScoreResult
-from quality.drift import DriftReport, DriftThresholds, header_drift, score_drift, validation_score_distribution
+from quality.drift import (
+    DriftReport,
+    DriftThresholds,
+    WeekDrift,
+    header_drift,
+    score_drift,
+    validation_score_distribution,
+)
 from quality.gate import GateDecision, GateRules, compare_versions, evaluate_gate
 from quality.metrics import (
     Proportion,
@@ -28,6 +35,7 @@ from quality.metrics import (
     subgroup_metrics,
 )
 from quality.operating_point import SiteOperatingPoint, site_operating_point
+from quality.statistics import wilson_interval
 from service.lifecycle import ModelRole, StudyStatus
 
 __all__ = ["ReportQuery", "QualityReport", "build_report", "render_report", "list_versions_in_service", "log_report_to_mlflow"]
@@ -199,14 +207,19 @@ def _metrics_rows(name: str, m: QualityMetrics) -> str:
     return (
         f"<tr><th>{html.escape(name)}</th><td>{m.n}</td><td>{m.n_positive}</td><td>{prop(m.sensitivity)}</td>"
         f"<td>{prop(m.specificity)}</td><td>{prop(m.ppv)}</td><td>{prop(m.npv)}</td>"
-        f"<td>{_fmt(m.auroc)} ({_fmt(m.auroc_ci_low)}-{_fmt(m.auroc_ci_high)})</td><td>{_fmt(m.brier)}</td>"
-        f"<td>{_fmt(m.flag_rate.value)}</td></tr>"
+        f"<td>{_fmt(m.auroc)} ({_fmt(m.auroc_ci_low)}-{_fmt(m.auroc_ci_high)})</td>"
+        f"<td>{_fmt(m.brier)} ({_fmt(m.brier_ci_low)}-{_fmt(m.brier_ci_high)})</td><td>{prop(m.flag_rate)}</td></tr>"
     )
+
+
+def _week_flag_rate(week: WeekDrift) -> str:
+    low, high = wilson_interval(week.flagged, week.n)
+    return f"{_fmt(week.flag_rate)} ({_fmt(low)}-{_fmt(high)})"
 
 
 _TABLE_HEAD = (
     "<tr><th></th><th>n</th><th>positive</th><th>sensitivity (95% CI)</th><th>specificity</th><th>PPV</th>"
-    "<th>NPV</th><th>AUROC</th><th>Brier</th><th>flag rate</th></tr>"
+    "<th>NPV</th><th>AUROC</th><th>Brier (bootstrap 95% CI)</th><th>flag rate (95% CI)</th></tr>"
 )
 
 _STYLE = (
@@ -304,10 +317,10 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
     out.append(
         f"<h3>Drift</h3><p class=\"note\">Weeks with fewer than {report.drift.min_week_n} scored studies raise no alert: "
         "their PSI is large by chance.</p>"
-        "<table><tr><th>week</th><th>scored</th><th>flag rate</th><th>score PSI</th></tr>"
+        "<table><tr><th>week</th><th>scored</th><th>flag rate (95% CI)</th><th>score PSI</th></tr>"
     )
     out.extend(
-        f"<tr><th>{w.week}</th><td>{w.n}</td><td>{_fmt(w.flag_rate)}</td><td>{_fmt(w.psi)}</td></tr>" for w in weeks
+        f"<tr><th>{w.week}</th><td>{w.n}</td><td>{_week_flag_rate(w)}</td><td>{_fmt(w.psi)}</td></tr>" for w in weeks
     )
     out.append("</table>")
     for name, rows in report.headers.items():

@@ -137,3 +137,36 @@ def test_time_to_read_before_and_after_the_policy(quality_db) -> None:  # noqa: 
     split = time_to_read_around(cases, T0 + timedelta(minutes=5))
     assert split["before"] == {"n": 5, "n_positive": 4, "median_hours_all": 3.0, "median_hours_positive": 2.5}
     assert split["after"] == {"n": 5, "n_positive": 0, "median_hours_all": 8.0, "median_hours_positive": None}
+
+
+def test_the_report_shows_every_rate_and_the_brier_score_with_its_interval(quality_db, tmp_path) -> None:  # noqa: F811
+    """A bare 0.500 on a subgroup of a few studies reads as exact: the flag rate (overall, each subgroup, the weekly
+    drift) is shown with its Wilson interval, the Brier score with a bootstrap one, as the JSON carries them."""
+    import numpy as np
+
+    from quality.drift import DriftThresholds
+    from quality.gate import GateRules
+    from quality.report import ReportQuery, build_report, render_report
+    from quality.statistics import bootstrap_brier
+
+    seed(quality_db)
+    with session_scope(quality_db) as session:
+        report = build_report(session, ReportQuery("chest-xray", "3"), thresholds=DriftThresholds(), rules=GateRules(),
+                              models_dir=tmp_path, now=T0 + timedelta(days=1))
+    page = render_report(report, document=False)
+    low, high = wilson(5, 10)
+    assert f"<td>0.500 ({low:.3f}-{high:.3f})</td></tr>" in page  # the overall flag rate, last cell of its row
+    acme_low, acme_high = wilson(4, 5)  # subgroup ACME: 4 of 5 flagged
+    assert "<th>ACME</th>" in page and f"<td>0.800 ({acme_low:.3f}-{acme_high:.3f})</td></tr>" in page
+    m = report.metrics
+    assert (m.brier_ci_low, m.brier_ci_high) == pytest.approx(
+        bootstrap_brier(np.array(TRUTH), np.array(SCORES), n_boot=1000, seed=0))
+    assert m.brier_ci_low < m.brier < m.brier_ci_high
+    assert f"<td>{m.brier:.3f} ({m.brier_ci_low:.3f}-{m.brier_ci_high:.3f})</td>" in page
+    assert "flag rate (95% CI)" in page and "Brier (bootstrap 95% CI)" in page
+    assert report.drift.weeks
+    for week in report.drift.weeks:
+        week_low, week_high = wilson(week.flagged, week.n)
+        assert week.flag_rate == pytest.approx(week.flagged / week.n)
+        assert f"<th>{week.week}</th><td>{week.n}</td><td>{week.flag_rate:.3f} ({week_low:.3f}-{week_high:.3f})</td>" in page
+    assert report.metrics.to_dict()["brier_ci_low"] == pytest.approx(m.brier_ci_low)
