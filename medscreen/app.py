@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import asdict
+
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from medscreen.process_supervisor import ProcessState
 from medscreen.schema import migrate_all
 from service.db import make_engine, make_session_factory
 from service.deps import SessionDep
@@ -13,7 +18,10 @@ from service.settings import Settings
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings, *, run_migrations: bool = True, process_states: Callable[[], list[ProcessState]] | None = None
+) -> FastAPI:
+    """``process_states``: the supervised receiver and scoring processes (``medscreen serve``), for ``/healthz``."""
     # Imported here so that building the CLI parser does not import every router.
     from inference.api import router as studies_router
     from inference.fhir_api import router as results_fhir_router
@@ -62,10 +70,19 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     # Resolved (and generated on first start) here so that a broken key file stops the start, not a login.
     app.state.secret_key = load_or_create_secret_key(settings)
 
-    @app.get("/healthz", tags=["health"])
-    def healthz(session: SessionDep) -> dict[str, str]:
+    @app.get(
+        "/healthz", tags=["health"], response_class=JSONResponse,
+        responses={503: {"description": "degraded: a receiver or scoring process is down or keeps dying at start"}},
+    )
+    def healthz(session: SessionDep) -> JSONResponse:
+        """``ok`` (200), or ``degraded`` (503) while a supervised process is not running or keeps dying at start:
+        the DICOM port held by another program, say, leaves the HTTP side up and no study received."""
         session.execute(text("SELECT 1"))
-        return {"status": "ok"}
+        processes = [asdict(state) for state in process_states()] if process_states else []
+        degraded = any(state["failing"] for state in processes)
+        return JSONResponse(
+            {"status": "degraded" if degraded else "ok", "processes": processes}, status_code=503 if degraded else 200
+        )
 
     app.include_router(docs_router)
     app.include_router(studies_router)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
-from multiprocessing.context import SpawnProcess
 
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,7 +31,7 @@ from inference.spool_node import spool_node
 from inference.tls import pacs_tls_args, receiver_ssl_context
 from inference.worker_process import run_scoring_process
 from medscreen.app import create_app
-from medscreen.logging_config import run_configured
+from medscreen.process_supervisor import ProcessSupervisor
 from medscreen.schema import migrate_all
 from screening.fhir_feed import take_in_screening_flags
 from service.db import make_engine, make_session_factory, session_scope, utcnow
@@ -48,66 +45,6 @@ from worklist.ris_feed import run_ris_feed
 __all__ = ["run_service", "ProcessSupervisor"]
 
 log = logging.getLogger(__name__)
-
-# How long a supervised process may take to finish its current step after SIGTERM before it is killed.
-SHUTDOWN_GRACE_S = 10.0
-
-
-class ProcessSupervisor:
-    """Keeps ``count`` processes running ``target(settings_json, log_level)``, restarting any that dies."""
-
-    def __init__(
-        self, settings: Settings, name: str, target: Callable[[str, str], None], count: int, *, allow_none: bool = False
-    ) -> None:
-        self.settings = settings
-        self.name = name
-        self.target = target
-        self.count = max(0 if allow_none else 1, count)
-        self.context = multiprocessing.get_context("spawn")
-        self.processes: list[SpawnProcess] = []
-        self.stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"{name}-supervisor", daemon=True)
-
-    def _spawn(self, index: int) -> SpawnProcess:
-        process = self.context.Process(
-            target=run_configured,
-            args=(self.target, self.settings.process_json(), self.settings.log_level),
-            name=f"{self.name}-{index}",
-            daemon=True,
-        )
-        process.start()
-        return process
-
-    def start(self) -> None:
-        self.processes = [self._spawn(i) for i in range(self.count)]
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self.stop.wait(1.0):
-            for index, process in enumerate(self.processes):
-                # Checked per process: a process ended by shutdown() must not be restarted behind its back.
-                if not process.is_alive() and not self.stop.is_set():
-                    log.error("%s exited with code %s; restarting it", process.name, process.exitcode)
-                    self.processes[index] = self._spawn(index)
-
-    def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
-        """SIGTERM to every process (each finishes its current step), then SIGKILL to any still running after
-        ``grace_s``: a process blocked in a call that never returns must not keep the command from stopping, and a
-        scoring job it held is taken over when its lease runs out."""
-        self.stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
-        for process in self.processes:
-            process.terminate()
-        deadline = time.monotonic() + grace_s
-        for process in self.processes:
-            process.join(timeout=max(0.0, deadline - time.monotonic()))
-        for process in self.processes:
-            if process.is_alive():
-                log.warning("%s did not stop within %.0f s of SIGTERM; killing it", process.name, grace_s)
-                process.kill()
-                process.join(timeout=5)
-            log.info("%s stopped (exit code %s)", process.name, process.exitcode)
 
 
 class _HttpServer(uvicorn.Server):
@@ -227,7 +164,8 @@ def run_service(settings: Settings) -> int:
     for feed in feeds:
         feed.start()
 
-    app = create_app(settings, run_migrations=False)
+    # /healthz answers 503 "degraded" while a receiver or scoring process is down or keeps dying at start.
+    app = create_app(settings, run_migrations=False, process_states=lambda: receivers.status() + scorers.status())
     log.info(
         "medscreen serving HTTP on http://%s:%d and DICOM %s on %s:%d (data in %s)",
         settings.http_host,

@@ -42,7 +42,7 @@ def run_workers(settings: Settings, processes: int) -> int:
     from inference.outgoing import pacs_destination
     from inference.spool_node import spool_node
     from inference.worker_process import run_scoring_process
-    from medscreen.serve import ProcessSupervisor
+    from medscreen.process_supervisor import ProcessSupervisor
     from service.db import make_engine
 
     url = settings.resolved_database_url

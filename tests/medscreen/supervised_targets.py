@@ -1,0 +1,41 @@
+"""Targets for supervised processes in the tests, in a module of their own: a spawned process imports its target's
+module, and this one imports next to nothing, so a restart costs a fraction of a second.
+
+Each writes the time it started to ``<home>/starts`` (the home from the settings JSON it is given)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def _record_start(settings_json: str) -> int:
+    """Append this start's time; returns how many starts there have been."""
+    starts = Path(json.loads(settings_json)["home"]) / "starts"
+    with starts.open("a") as out:
+        out.write(f"{time.time()}\n")
+    return len(starts.read_text().splitlines())
+
+
+def start_times(home: Path) -> list[float]:
+    starts = home / "starts"
+    return [float(line) for line in starts.read_text().splitlines()] if starts.exists() else []
+
+
+def crash_at_start(settings_json: str, log_level: str) -> None:
+    """A process that cannot start (its port held by another program, say)."""
+    _record_start(settings_json)
+    sys.exit(1)
+
+
+def crash_twice_then_run(settings_json: str, log_level: str) -> None:
+    """Dies at its first two starts, then runs until SIGTERM."""
+    if _record_start(settings_json) <= 2:
+        sys.exit(1)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=stop.set).start())
+    stop.wait()
