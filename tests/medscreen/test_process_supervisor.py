@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
-from medscreen.serve import ProcessSupervisor
+from medscreen.process_supervisor import ProcessSupervisor
 from service.settings import Settings
+from tests.peers import wait_for
 
 
 def deaf_to_sigterm(settings_json: str, log_level: str) -> None:
@@ -18,18 +20,20 @@ def deaf_to_sigterm(settings_json: str, log_level: str) -> None:
         time.sleep(0.1)
 
 
-def _wait_alive(supervisor: ProcessSupervisor, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not all(p.is_alive() for p in supervisor.processes):
-        assert time.monotonic() < deadline, "the supervised processes never started"
-        time.sleep(0.05)
+def _ignores_sigterm(pid: int | None) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+    return bool(ignored & (1 << (signal.SIGTERM - 1)))
 
 
 def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(settings: Settings) -> None:
     supervisor = ProcessSupervisor(settings, "deaf", deaf_to_sigterm, 2)
     supervisor.start()
-    _wait_alive(supervisor)
-    time.sleep(3.0)  # past start-up: the handler that ignores SIGTERM is installed
+    # Past start-up: the handler that ignores SIGTERM is installed (a fixed 3 s wait was too short on a busy machine).
+    wait_for(lambda: all(_ignores_sigterm(p.pid) for p in supervisor.processes), 60, "SIGTERM to be ignored")
     started = time.monotonic()
     supervisor.shutdown(grace_s=1.0)
     assert time.monotonic() - started < 15
