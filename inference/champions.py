@@ -21,6 +21,7 @@ from inference.intended_use import IntendedUse
 from inference.shipped_models import shipped_intended_use
 from service.lifecycle import ModelRole, SteeringRight, Task
 from service.model_registry import alias_version, download_version, registry_client, steering_of, version_of
+from service.steering import DEFAULT_RIGHT
 
 __all__ = ["LoadedModel", "ModelSelector", "SCORING_ROLES"]
 
@@ -39,8 +40,8 @@ class LoadedModel:
     threshold: float
     bundle: dict[str, Any]
     session: ort.InferenceSession = field(repr=False, compare=False)
-    # Recorded with the version in the registry; a version without one is raise-only.
-    steering: SteeringRight = SteeringRight.raise_only
+    # Recorded with the version in the registry; a version without one (or an unknown value) is shadow.
+    steering: SteeringRight = DEFAULT_RIGHT
 
     @property
     def label(self) -> str:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.errors import SteeringRefused
 from service.lifecycle import TASKS, ModelRole, SteeringRight
 from service.model_registry import (
+    STEERING_TAG,
     alias_version,
     download_version,
     ensure_experiment,
@@ -29,7 +29,7 @@ from service.model_registry import (
     set_alias,
     set_steering,
 )
-from service.steering import DEFAULT_RIGHT, DeferRules, SteeringEvidence
+from service.steering import DeferRules, registration_right
 
 __all__ = [
     "TASKS",
@@ -196,29 +196,56 @@ def log_onnx_bundle(tracking_uri: str, folder: Path, *, run_id: str | None = Non
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
-    _record_steering(tracking_uri, name, str(version.version), shipped.bundle)
+    _record_steering(tracking_uri, name, str(version.version), shipped.bundle, shipped.metrics)
     client.set_registered_model_tag(name, "task", shipped.task)
     return RegisteredBundle(name, str(version.version), run_id, True)
 
 
-def _record_steering(tracking_uri: str, name: str, version: str, bundle: dict[str, Any]) -> None:
-    """Record the steering right the bundle asks for; ``defer`` only with evidence that earns it, else raise-only."""
-    asked = bundle.get("steering") or {}
-    right = SteeringRight(asked.get("right", DEFAULT_RIGHT.value))
-    evidence = SteeringEvidence(**asked["evidence"]) if asked.get("evidence") else None
-    try:
-        set_steering(tracking_uri, name, version, right, evidence=evidence, rules=DeferRules())
-    except SteeringRefused as exc:
-        log.warning("%s; recorded as %s", exc, DEFAULT_RIGHT.value)
-        set_steering(tracking_uri, name, version, DEFAULT_RIGHT, evidence=evidence, rules=DeferRules())
+def _record_steering(
+    tracking_uri: str, name: str, version: str, bundle: dict[str, Any], metrics: dict[str, Any]
+) -> SteeringRight:
+    """Record the right the bundle asks for as far as its evidence earns it (``service.steering.registration_right``):
+    ``defer`` only with evidence that earns it, else what its development figures earn, ``shadow`` without them."""
+    right, evidence, why = registration_right(bundle.get("steering"), metrics.get("headline", {}), DeferRules())
+    asked = (bundle.get("steering") or {}).get("right")
+    if asked != right.value:
+        log.warning("%s v%s asks steering %r; recorded as %s: %s", name, version, asked, right.value, why)
+    set_steering(tracking_uri, name, version, right, evidence=evidence, rules=DeferRules())
+    return right
+
+
+def _backfill_steering(tracking_uri: str, versions: list[Any]) -> None:
+    """Record a right on each version that has none (registered before rights were recorded, or by MLflow's own
+    client): what the bundle logged with its run asks and earns, as at registration; ``shadow`` when that bundle
+    cannot be read. Such a version reads as shadow anyway; the tag makes the right visible and explicit."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for version in versions:
+        if STEERING_TAG in (version.tags or {}):
+            continue
+        name, number = str(version.name), str(version.version)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(mlflow.artifacts.download_artifacts(
+                    run_id=version.run_id, artifact_path="bundle", dst_path=tmp, tracking_uri=tracking_uri))
+                bundle = json.loads((folder / "bundle.json").read_text())
+                metrics = json.loads((folder / "metrics.json").read_text())
+        except (MlflowException, OSError, ValueError, TypeError) as exc:
+            log.warning("%s v%s has no steering right and its bundle cannot be read (%s): recorded as shadow", name, number, exc)
+            set_steering(tracking_uri, name, number, SteeringRight.shadow, evidence=None, rules=DeferRules())
+            continue
+        right = _record_steering(tracking_uri, name, number, bundle, metrics)
+        log.warning("%s v%s had no steering right recorded: now %s, from the bundle logged with it", name, number, right.value)
 
 
 def register_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR) -> list[RegisteredBundle]:
     """Register each shipped bundle as version 1 + alias ``champion`` when its model has no version yet.
 
     Idempotent: a model that already has any version (shipped or trained) is left alone and
-    reported with its current champion (or latest) version. Bundles missing on disk are skipped
-    with a warning so that a partial checkout still starts.
+    reported with its current champion (or latest) version; only a version with no steering right
+    recorded gets one (:func:`_backfill_steering`). Bundles missing on disk are skipped with a warning
+    so that a partial checkout still starts.
     """
     client = registry_client(tracking_uri)
     results: list[RegisteredBundle] = []
@@ -236,6 +263,7 @@ def register_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODEL
             else []
         )
         if existing:
+            _backfill_steering(tracking_uri, existing)
             champion = alias_version(tracking_uri, name, ModelRole.champion, client=client)
             if champion is not None:
                 results.append(RegisteredBundle(name, champion.version, champion.run_id, False))

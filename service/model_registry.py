@@ -216,7 +216,7 @@ STEERING_EVIDENCE_TAG = "steering_evidence"
 
 
 def steering_of(version: RegisteredVersion) -> SteeringRight:
-    """The version's recorded steering right; ``raise-only`` when none (or an unknown value) is recorded."""
+    """The version's recorded steering right; ``shadow`` (``DEFAULT_RIGHT``) when none, or an unknown value, is recorded."""
     try:
         return SteeringRight(version.tags.get(STEERING_TAG, DEFAULT_RIGHT.value))
     except ValueError:

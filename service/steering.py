@@ -5,7 +5,8 @@ evidence it was granted on. ``defer`` lets negatives wait up to the aging cap, s
 too: it is granted only on a validation from a source other than the training data, either a site's own
 studies confirmed by final reads through quality review, or a held-out source at training time, that meets
 the thresholds in the settings (``MEDSCREEN_STEERING_DEFER_*``). Without it a version is ``raise-only``,
-and only when its development figures earn that much (:func:`development_right`); else ``shadow``.
+and only when its development figures earn that much (:func:`development_right`); else ``shadow``. A version
+with no recorded right, or one this code does not know, is ``shadow``: the default never grants a right.
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ __all__ = [
     "defer_rules_from_settings",
     "defer_refusals",
     "development_right",
+    "registration_right",
     "DEFAULT_RIGHT",
     "RAISE_ONLY_MIN_AUROC_CI_LOW",
     "RAISE_ONLY_MIN_PER_CLASS",
 ]
 
-# A version without a recorded right: positives may move up, nothing is deferred on its word.
-DEFAULT_RIGHT = SteeringRight.raise_only
+# A version without a recorded right, or with a value this code does not know (a version registered before rights
+# were recorded, or through MLflow's own client or UI, or a typo): recorded for monitoring, moves nothing, shown as no
+# finding. It had been raise-only, so an upgraded site's shipped mammography version (card: cross-validated AUROC
+# 0.58, shadow) raised positives and wrote SRs again.
+DEFAULT_RIGHT = SteeringRight.shadow
 # The least a training run's own validation must show before its positives may move studies up: the lower
 # 95% bound of its AUROC (issue 12 sets 0.80 for an adult chest model to ship as raise-only), on enough
 # studies of each class for that bound to mean something (a bootstrap over 4 studies gave 1.000-1.000). A false
@@ -111,3 +116,44 @@ def development_right(auroc_ci_low: float, n: int, n_positive: int, *, floor: fl
                        "defer needs validation on another source"}
     return {"right": SteeringRight.shadow.value,
             "why": f"AUROC lower 95% bound {auroc_ci_low:.3f} < {floor:.2f} on {validated_on}: may not move studies"}
+
+
+_RIGHTS_ORDER = (SteeringRight.shadow, SteeringRight.raise_only, SteeringRight.defer)
+
+
+def registration_right(
+    asked: dict[str, Any] | None, headline: dict[str, Any], rules: DeferRules
+) -> tuple[SteeringRight, SteeringEvidence | None, str]:
+    """The right a version is recorded with at registration: (right, evidence, why).
+
+    ``asked`` is the bundle's ``steering`` block (``right``, optional ``evidence``), ``headline`` its metrics'
+    headline. ``shadow`` when it asks nothing known. ``defer`` is recorded only with evidence earning it under
+    ``rules``; otherwise a version gets at most what it asks and what its development figures earn
+    (:func:`development_right` on ``val_auroc_ci_low``, ``n_val`` and ``n_val_positive``; ``shadow`` without them).
+    """
+    asked = asked or {}
+    evidence = None
+    if asked.get("evidence"):
+        try:
+            evidence = SteeringEvidence(**asked["evidence"])
+        except TypeError:
+            evidence = None
+    try:
+        wanted: SteeringRight | None = SteeringRight(str(asked.get("right")))
+    except ValueError:
+        wanted = None
+    if wanted is None:
+        return SteeringRight.shadow, evidence, f"the bundle asks no known right ({asked.get('right')!r})"
+    try:
+        earned = development_right(float(headline["val_auroc_ci_low"]), int(headline["n_val"]), int(headline["n_val_positive"]))
+        figures, why = SteeringRight(earned["right"]), earned["why"]
+    except (KeyError, TypeError, ValueError):
+        figures, why = SteeringRight.shadow, "no development figures (val_auroc_ci_low, n_val, n_val_positive) to earn a right"
+    if wanted == SteeringRight.defer:
+        refusals = defer_refusals(evidence, rules)
+        if not refusals:
+            return SteeringRight.defer, evidence, f"defer earned on {evidence.source if evidence else ''}"
+        return figures, evidence, "defer refused: " + "; ".join(refusals) + "; " + why
+    if _RIGHTS_ORDER.index(wanted) <= _RIGHTS_ORDER.index(figures):
+        return wanted, evidence, str(asked.get("why") or why)
+    return figures, evidence, f"asked {wanted.value}; {why}"

@@ -65,7 +65,7 @@ def test_models_cli_lists_and_promotes(tracking_uri, make_bundle, monkeypatch, c
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert "chest-xray" in out and "champion" in out and "0.9000" in out
-    assert "steering" in out.splitlines()[0] and "raise-only" in out  # no right recorded: the default
+    assert "steering" in out.splitlines()[0] and "shadow" in out  # a bundle with no right and no figures: shadow
 
 
 def test_shipped_bundles_register_once_as_champion(tracking_uri, tmp_path) -> None:

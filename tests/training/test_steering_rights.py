@@ -93,3 +93,64 @@ def test_no_shipped_bundle_claims_more_than_its_own_figures_earn(task: str) -> N
     earned = development_right(headline["val_auroc_ci_low"], headline["n_val"], headline["n_val_positive"])["right"]
     order = ["shadow", "raise-only", "defer"]
     assert order.index(claimed) <= order.index(earned)
+
+
+def _store_copy(registered_store, tmp_path) -> str:
+    import shutil
+
+    shutil.copyfile(registered_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_a_version_without_a_known_right_is_shadow_until_start_up_records_what_its_bundle_earns(
+    registered_store, tmp_path
+) -> None:
+    """A site first started before rights were recorded has v1 of each shipped model without a ``steering`` tag (so
+    has a version registered with MLflow's own client, or a tag with a typo). Such a version had been served as
+    raise-only: the mammography model (cross-validated AUROC 0.58, card: shadow) raised positives and wrote SRs.
+    Now it is shadow, and start-up records on it the right its own logged bundle asks and earns."""
+    from mlflow.tracking import MlflowClient
+
+    from inference.champions import ModelSelector
+
+    uri = _store_copy(registered_store, tmp_path)
+    client = MlflowClient(uri, uri)
+    for task in ("chest-xray", "mammography", "ct-chest"):
+        client.delete_model_version_tag(task, "1", "steering")
+        assert version_of(uri, task, "1").steering == SteeringRight.shadow
+    selector = ModelSelector(uri, tmp_path / "cache", intra_op_threads=1, refresh_s=0)
+    assert selector.load("mammography", "1").steering == SteeringRight.shadow
+
+    register_shipped_bundles(uri)  # start-up on the upgraded site
+    assert {task: client.get_model_version(task, "1").tags.get("steering") for task in ("chest-xray", "mammography", "ct-chest")} == {
+        "chest-xray": "raise-only", "mammography": "shadow", "ct-chest": "shadow",
+    }
+    set_version_tags(uri, "chest-xray", "1", {"steering": "raise_only"})  # an unknown value
+    assert version_of(uri, "chest-xray", "1").steering == SteeringRight.shadow
+
+
+@pytest.mark.parametrize(("task", "earned"), [("mammography", "shadow"), ("chest-xray", "raise-only")])
+def test_a_bundle_asking_defer_without_evidence_is_recorded_with_what_its_figures_earn(
+    registered_store, tmp_path, task: str, earned: str
+) -> None:
+    """Refused defer had fallen back to raise-only by fiat, whatever the figures: a mammography bundle (lower AUROC
+    bound 0.49) asking defer became raise-only."""
+    import json
+    import shutil
+
+    from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle
+
+    uri = _store_copy(registered_store, tmp_path)
+    folder = tmp_path / task
+    shutil.copytree(SHIPPED_MODELS_DIR / task, folder)
+    bundle = json.loads((folder / "bundle.json").read_text())
+    bundle["steering"] = {"right": "defer"}
+    (folder / "bundle.json").write_text(json.dumps(bundle))
+    version = log_onnx_bundle(uri, folder).version
+    assert version_of(uri, task, version).steering.value == earned
+
+
+def test_a_bundle_without_figures_or_a_known_right_is_recorded_shadow(tracking_uri, make_bundle) -> None:
+    from inference.shipped_models import log_onnx_bundle
+
+    assert version_of(tracking_uri, "chest-xray", log_onnx_bundle(tracking_uri, make_bundle()).version).steering == SteeringRight.shadow
