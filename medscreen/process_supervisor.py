@@ -76,6 +76,7 @@ class ProcessSupervisor:
         # Held while the watcher looks at or restarts processes, and by status(): shutdown() sets ``stop`` under it,
         # so no process is started once shutdown has begun.
         self._lock = threading.Lock()
+        self._released = threading.Event()  # set by shutdown() once every process has ended
         self._thread = threading.Thread(target=self._watch, name=f"{name}-supervisor", daemon=True)
 
     @property
@@ -103,6 +104,9 @@ class ProcessSupervisor:
                     break
                 for index, slot in enumerate(self._slots):
                     self._look_after(index, slot, time.monotonic())
+        # PR_SET_PDEATHSIG fires when the thread that started a process ends, not the process: the processes this
+        # thread restarted would be SIGKILLed as it returned, before shutdown() gives them SIGTERM and their grace.
+        self._released.wait()
 
     def _delay(self, quick_deaths: int) -> float:
         return min(self.max_restart_delay_s, self.restart_delay_s * 2 ** max(0, quick_deaths - 1))
@@ -147,10 +151,8 @@ class ProcessSupervisor:
         """SIGTERM to every process (each finishes its current step), then SIGKILL to any still running after
         ``grace_s``: a process blocked in a call that never returns must not keep the command from stopping, and a
         scoring job it held is taken over when its lease runs out."""
-        with self._lock:
+        with self._lock:  # the watcher starts no process from here on
             self.stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
         processes = self.processes
         for process in processes:
             process.terminate()
@@ -163,3 +165,6 @@ class ProcessSupervisor:
                 process.kill()
                 process.join(timeout=5)
             log.info("%s stopped (exit code %s)", process.name, process.exitcode)
+        self._released.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)

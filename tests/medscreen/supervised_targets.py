@@ -39,3 +39,15 @@ def crash_twice_then_run(settings_json: str, log_level: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=stop.set).start())
     stop.wait()
+
+
+def run_until_sigterm_dying_with_parent(settings_json: str, log_level: str) -> None:
+    """As a receiver or scoring process: PR_SET_PDEATHSIG, then a loop that SIGTERM ends (exit code 0)."""
+    from inference.receive.process import die_with_parent
+    from service.shutdown import stop_on_signals
+
+    die_with_parent()
+    _record_start(settings_json)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    stop.wait()

@@ -20,7 +20,12 @@ import pytest
 from medscreen.process_supervisor import ProcessSupervisor
 from service.settings import Settings
 from tests.conftest import REPO, free_port
-from tests.medscreen.supervised_targets import crash_at_start, crash_twice_then_run, start_times
+from tests.medscreen.supervised_targets import (
+    crash_at_start,
+    crash_twice_then_run,
+    run_until_sigterm_dying_with_parent,
+    start_times,
+)
 from tests.peers import wait_for
 
 
@@ -134,3 +139,28 @@ def test_serve_reports_a_receiver_that_cannot_start_and_backs_off(tmp_path: Path
         code = serve.wait(timeout=60)
         held.close()
     assert code == 0, log_path.read_text()[-3000:]
+
+
+def _catches_sigterm(pid: int | None) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_a_restarted_process_gets_its_grace_at_shutdown(settings: Settings) -> None:
+    """PR_SET_PDEATHSIG fires when the thread that started a process ends: a process the watcher thread had restarted
+    was SIGKILLed as that thread returned at the start of shutdown, before its SIGTERM and grace."""
+    settings.home.mkdir(parents=True)
+    supervisor = ProcessSupervisor(settings, "restarted", run_until_sigterm_dying_with_parent, 1, poll_s=0.1)
+    supervisor.start()
+    try:
+        wait_for(lambda: _catches_sigterm(supervisor.processes[0].pid), 60, "the first process's handler")
+        os.kill(supervisor.processes[0].pid, signal.SIGKILL)
+        wait_for(lambda: len(start_times(settings.home)) == 2, 60, "the restart")
+        wait_for(lambda: _catches_sigterm(supervisor.processes[0].pid), 60, "the restarted process's handler")
+    finally:
+        supervisor.shutdown(grace_s=10.0)
+    assert supervisor.processes[0].exitcode == 0  # it ended its loop itself, not -9
