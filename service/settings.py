@@ -213,7 +213,7 @@ class Settings(BaseSettings):
     )
     writeback_shadow: bool = Field(
         False, description="Also send results of champion versions whose steering right is `shadow` to the PACS (SR + "
-        "heat-map), the RIS (ORU) and the EMR (FHIR). Off by default: a shadow version is recorded for monitoring and "
+        "heat-map), the RIS (ORU) and the EMR (FHIR push), and serve them at `GET /fhir/...`. Off by default: a shadow version is recorded for monitoring and "
         "its card says it must not be shown as a finding (mammography's cross-validated AUROC is 0.58)."
     )
     dispatch_max_attempts: int = Field(
