@@ -148,12 +148,16 @@ def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def log_onnx_bundle(tracking_uri: str, folder: Path, *, run_id: str | None = None, source: str = "trained") -> RegisteredBundle:
+def log_onnx_bundle(
+    tracking_uri: str, folder: Path, *, run_id: str | None = None, source: str = "trained", rules: DeferRules | None = None
+) -> RegisteredBundle:
     """Log the bundle in ``folder`` as an MLflow ONNX model with its signature and register a new version.
 
     With ``run_id`` the model is logged into that (training) run; without, a run named
     ``shipped-bundle`` is created. The version gets tags ``task``, ``threshold``, ``val_auroc``
-    and the other headline metrics; the registered model gets the ``task`` tag.
+    and the other headline metrics, and the steering right the bundle earns under ``rules`` (the site's
+    ``MEDSCREEN_STEERING_DEFER_*``, ``service.steering.defer_rules_from_settings``; the defaults when None);
+    the registered model gets the ``task`` tag.
     """
     import mlflow
     import onnx
@@ -196,25 +200,25 @@ def log_onnx_bundle(tracking_uri: str, folder: Path, *, run_id: str | None = Non
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
-    _record_steering(tracking_uri, name, str(version.version), shipped.bundle, shipped.metrics)
+    _record_steering(tracking_uri, name, str(version.version), shipped.bundle, shipped.metrics, rules or DeferRules())
     client.set_registered_model_tag(name, "task", shipped.task)
     return RegisteredBundle(name, str(version.version), run_id, True)
 
 
 def _record_steering(
-    tracking_uri: str, name: str, version: str, bundle: dict[str, Any], metrics: dict[str, Any]
+    tracking_uri: str, name: str, version: str, bundle: dict[str, Any], metrics: dict[str, Any], rules: DeferRules
 ) -> SteeringRight:
     """Record the right the bundle asks for as far as its evidence earns it (``service.steering.registration_right``):
     ``defer`` only with evidence that earns it, else what its development figures earn, ``shadow`` without them."""
-    right, evidence, why = registration_right(bundle.get("steering"), metrics.get("headline", {}), DeferRules())
+    right, evidence, why = registration_right(bundle.get("steering"), metrics.get("headline", {}), rules)
     asked = (bundle.get("steering") or {}).get("right")
     if asked != right.value:
         log.warning("%s v%s asks steering %r; recorded as %s: %s", name, version, asked, right.value, why)
-    set_steering(tracking_uri, name, version, right, evidence=evidence, rules=DeferRules())
+    set_steering(tracking_uri, name, version, right, evidence=evidence, rules=rules)
     return right
 
 
-def _backfill_steering(tracking_uri: str, versions: list[Any]) -> None:
+def _backfill_steering(tracking_uri: str, versions: list[Any], rules: DeferRules) -> None:
     """Record a right on each version that has none (registered before rights were recorded, or by MLflow's own
     client): what the bundle logged with its run asks and earns, as at registration; ``shadow`` when that bundle
     cannot be read. Such a version reads as shadow anyway; the tag makes the right visible and explicit."""
@@ -233,20 +237,23 @@ def _backfill_steering(tracking_uri: str, versions: list[Any]) -> None:
                 metrics = json.loads((folder / "metrics.json").read_text())
         except (MlflowException, OSError, ValueError, TypeError) as exc:
             log.warning("%s v%s has no steering right and its bundle cannot be read (%s): recorded as shadow", name, number, exc)
-            set_steering(tracking_uri, name, number, SteeringRight.shadow, evidence=None, rules=DeferRules())
+            set_steering(tracking_uri, name, number, SteeringRight.shadow, evidence=None, rules=rules)
             continue
-        right = _record_steering(tracking_uri, name, number, bundle, metrics)
+        right = _record_steering(tracking_uri, name, number, bundle, metrics, rules)
         log.warning("%s v%s had no steering right recorded: now %s, from the bundle logged with it", name, number, right.value)
 
 
-def register_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR) -> list[RegisteredBundle]:
+def register_shipped_bundles(
+    tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR, *, rules: DeferRules | None = None
+) -> list[RegisteredBundle]:
     """Register each shipped bundle as version 1 + alias ``champion`` when its model has no version yet.
 
     Idempotent: a model that already has any version (shipped or trained) is left alone and
     reported with its current champion (or latest) version; only a version with no steering right
     recorded gets one (:func:`_backfill_steering`). Bundles missing on disk are skipped with a warning
-    so that a partial checkout still starts.
+    so that a partial checkout still starts. ``rules``: the site's defer thresholds (the defaults when None).
     """
+    rules = rules or DeferRules()
     client = registry_client(tracking_uri)
     results: list[RegisteredBundle] = []
     for task in TASKS:
@@ -263,14 +270,14 @@ def register_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODEL
             else []
         )
         if existing:
-            _backfill_steering(tracking_uri, existing)
+            _backfill_steering(tracking_uri, existing, rules)
             champion = alias_version(tracking_uri, name, ModelRole.champion, client=client)
             if champion is not None:
                 results.append(RegisteredBundle(name, champion.version, champion.run_id, False))
             else:  # no champion alias: report the newest version
                 results.append(_newest(name, existing))
             continue
-        results.append(_register_shipped_as(tracking_uri, folder, ModelRole.champion))
+        results.append(_register_shipped_as(tracking_uri, folder, ModelRole.champion, rules))
     return results
 
 
@@ -279,20 +286,23 @@ def _newest(name: str, versions: list[Any]) -> RegisteredBundle:
     return RegisteredBundle(name, str(newest.version), newest.run_id or "", False)
 
 
-def _register_shipped_as(tracking_uri: str, folder: Path, role: ModelRole) -> RegisteredBundle:
-    registered = log_onnx_bundle(tracking_uri, folder, source="shipped")
+def _register_shipped_as(tracking_uri: str, folder: Path, role: ModelRole, rules: DeferRules) -> RegisteredBundle:
+    registered = log_onnx_bundle(tracking_uri, folder, source="shipped", rules=rules)
     set_alias(tracking_uri, registered.name, role, registered.version)
     log.info("registered shipped model %s version %s as %s", registered.name, registered.version, role.value)
     return registered
 
 
-def register_updated_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR) -> list[RegisteredBundle]:
+def register_updated_shipped_bundles(
+    tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR, *, rules: DeferRules | None = None
+) -> list[RegisteredBundle]:
     """After an upgrade: each shipped bundle that no registered version carries (by ``bundle_sha256``) becomes a new
     version with alias ``challenger``; the champion stays until an ML engineer promotes the challenger (``medscreen
     models promote``), as with a retrained model. A model with no version yet gets version 1 as champion, as on first
     start. Versions registered before the digest tag existed carry none, so an unchanged bundle is registered once more.
     """
-    first = {item.name: item for item in register_shipped_bundles(tracking_uri, models_dir) if item.newly_registered}
+    rules = rules or DeferRules()
+    first = {item.name: item for item in register_shipped_bundles(tracking_uri, models_dir, rules=rules) if item.newly_registered}
     client = registry_client(tracking_uri)
     results: list[RegisteredBundle] = []
     for task in TASKS:
@@ -306,7 +316,7 @@ def register_updated_shipped_bundles(tracking_uri: str, models_dir: Path = SHIPP
             continue
         digest = bundle_digest(folder)
         same = [v for v in client.search_model_versions(filter_string=f"name = '{name}'") if v.tags.get("bundle_sha256") == digest]
-        results.append(_newest(name, same) if same else _register_shipped_as(tracking_uri, folder, ModelRole.challenger))
+        results.append(_newest(name, same) if same else _register_shipped_as(tracking_uri, folder, ModelRole.challenger, rules))
     return results
 
 

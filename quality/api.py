@@ -59,7 +59,8 @@ def drift_thresholds(settings: Settings) -> DriftThresholds:
 
 
 def gate_rules(settings: Settings) -> GateRules:
-    return GateRules(settings.quality_gate_min_studies, settings.quality_gate_min_class_fraction, settings.quality_gate_alpha)
+    return GateRules(settings.quality_gate_min_studies, settings.quality_gate_min_class_fraction, settings.quality_gate_alpha,
+                     defer_rules_from_settings(settings))
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -22,6 +22,7 @@ from quality.metrics import PairedCase, QualityMetrics, compute_metrics, load_pa
 from service.audit import record_audit
 from service.lifecycle import ModelRole
 from service.model_registry import alias_version, move_champion, roll_back_champion, version_of
+from service.steering import DeferRules
 
 __all__ = [
     "GateRules",
@@ -40,6 +41,8 @@ class GateRules:
     min_studies: int = 400
     min_class_fraction: float = 0.10
     alpha: float = 0.05
+    # The site's MEDSCREEN_STEERING_DEFER_* thresholds: a version recorded defer without meeting them is refused.
+    defer: DeferRules = field(default_factory=DeferRules)
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,7 @@ def promote_through_gate(
     promoted = version_of(tracking_uri, task, version)
     if promoted is None:
         raise RegistryError(f"{task} version {version} is not registered")
-    previous = move_champion(tracking_uri, task, version)
+    previous = move_champion(tracking_uri, task, version, rules=rules.defer)
     log.info("promoted %s v%s over v%s by %s (gate %s)", task, version, previous, actor, decision.passed)
     return replace(decision, steering=promoted.steering.value)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from service.lifecycle import ModelRole
 from service.settings import Settings
+from service.steering import defer_rules_from_settings
 
 __all__ = ["add_commands"]
 
@@ -87,7 +88,8 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     module = importlib.import_module(TASK_MODULES[args.task])
     extra = {"folds": args.folds} if args.folds else {}
     metrics = module.train(args.data, out_dir, tracking_uri, epochs=epochs, seed=args.seed, limit=args.limit, cache_dir=cache_dir, **extra)
-    registered = log_onnx_bundle(tracking_uri, out_dir, run_id=metrics["mlflow_run_id"], source="trained")
+    rules = defer_rules_from_settings(settings)
+    registered = log_onnx_bundle(tracking_uri, out_dir, run_id=metrics["mlflow_run_id"], source="trained", rules=rules)
     headline = metrics["headline"]
     print(
         f"{args.task}: cross-validated AUROC {headline['val_auroc']:.4f} "
@@ -99,7 +101,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
     if alias_version(tracking_uri, registered.name, ModelRole.champion) is None:
         # A registry without a champion cannot score anything: the first version takes the alias.
-        promote(tracking_uri, registered.name, registered.version)
+        promote(tracking_uri, registered.name, registered.version, rules=rules)
         print(f"{registered.name} had no champion: version {registered.version} is now champion")
     return 0
 
@@ -133,7 +135,8 @@ def run_promote(args: argparse.Namespace, settings: Settings) -> int:
     from training.registry import promote
 
     try:
-        previous = promote(settings.resolved_mlflow_tracking_uri, args.name, args.version, alias=args.alias, force=args.force)
+        previous = promote(settings.resolved_mlflow_tracking_uri, args.name, args.version, alias=args.alias, force=args.force,
+                           rules=defer_rules_from_settings(settings))
     except (PromotionRefused, RegistryError) as exc:
         print(f"refused: {exc}")
         return 1
@@ -145,12 +148,13 @@ def run_register_shipped(args: argparse.Namespace, settings: Settings) -> int:
     from inference.shipped_models import SHIPPED_MODELS_DIR, register_shipped_bundles, register_updated_shipped_bundles
 
     uri, folder = settings.resolved_mlflow_tracking_uri, args.models_dir or SHIPPED_MODELS_DIR
+    rules = defer_rules_from_settings(settings)
     if not args.update:
-        for item in register_shipped_bundles(uri, folder):
+        for item in register_shipped_bundles(uri, folder, rules=rules):
             state = "registered as champion" if item.newly_registered else "already registered"
             print(f"{item.name} version {item.version}: {state}")
         return 0
-    for item in register_updated_shipped_bundles(uri, folder):
+    for item in register_updated_shipped_bundles(uri, folder, rules=rules):
         if not item.newly_registered:
             print(f"{item.name} version {item.version}: already registered")
         elif item.version == "1":

@@ -26,13 +26,14 @@ PROMOTION_METRIC = "val_auroc"
 
 
 def promote(
-    tracking_uri: str, name: str, version: str, *, alias: ModelRole = ModelRole.champion, force: bool = False
+    tracking_uri: str, name: str, version: str, *, alias: ModelRole = ModelRole.champion, force: bool = False,
+    rules: DeferRules | None = None,
 ) -> str | None:
     """Point ``alias`` at ``version``; returns the version it pointed at before (or None).
 
     For ``champion``, a version whose validation AUROC (version tag ``val_auroc``) is below the
     current champion's is refused unless ``force``; a forced demotion is logged at WARNING so the
-    audit trail shows who overrode the rule.
+    audit trail shows who overrode the rule. ``rules``: the site's defer thresholds (the defaults when None).
     """
     alias = ModelRole(alias)
     candidate = version_of(tracking_uri, name, version)
@@ -41,7 +42,7 @@ def promote(
     current = alias_version(tracking_uri, name, alias)
     if alias == ModelRole.champion:
         try:
-            check_steering_earned(candidate, DeferRules())
+            check_steering_earned(candidate, rules or DeferRules())
         except SteeringRefused as exc:
             raise PromotionRefused(str(exc)) from exc
     if alias == ModelRole.champion and current is not None and current.version != str(version):

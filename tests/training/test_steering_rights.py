@@ -154,3 +154,49 @@ def test_a_bundle_without_figures_or_a_known_right_is_recorded_shadow(tracking_u
     from inference.shipped_models import log_onnx_bundle
 
     assert version_of(tracking_uri, "chest-xray", log_onnx_bundle(tracking_uri, make_bundle()).version).steering == SteeringRight.shadow
+
+
+HELD_OUT = {"kind": "held-out-source", "source": "NIH ChestX-ray14 sample", "n_studies": 250, "auroc_ci_low": 0.86,
+            "specificity": 0.75, "training_source": "Kermany (Guangzhou)"}
+
+
+def test_the_sites_defer_thresholds_apply_at_registration_and_at_promotion(
+    registered_store, tmp_path, monkeypatch, capsys
+) -> None:
+    """A site that tightened MEDSCREEN_STEERING_DEFER_* (1000 studies, lower bound 0.90) had them applied only by
+    POST /api/quality/steering: `register-shipped --update` recorded a bundle's defer on 250 studies (lower bound 0.86)
+    under the default thresholds, and promotion let such a version become champion."""
+    import json
+    import shutil
+
+    from inference.shipped_models import SHIPPED_MODELS_DIR
+    from medscreen.cli import main
+    from quality.api import gate_rules
+    from quality.errors import GateRefused
+    from quality.gate import promote_through_gate
+    from service.db import make_engine, make_session_factory
+    from service.settings import Settings
+    from tests.training.confirmed_pairs import seed_confirmed_pairs
+
+    uri = _store_copy(registered_store, tmp_path)
+    database_url = f"sqlite:///{tmp_path / 'medscreen.db'}"
+    for key, value in {"HOME": str(tmp_path), "MLFLOW_TRACKING_URI": uri, "DATABASE_URL": database_url,
+                       "STEERING_DEFER_MIN_STUDIES": "1000", "STEERING_DEFER_MIN_AUROC_CI_LOW": "0.90"}.items():
+        monkeypatch.setenv(f"MEDSCREEN_{key}", value)
+    upgraded = tmp_path / "models" / "chest-xray"
+    shutil.copytree(SHIPPED_MODELS_DIR / "chest-xray", upgraded)
+    bundle = json.loads((upgraded / "bundle.json").read_text())
+    bundle["steering"] = {"right": "defer", "evidence": HELD_OUT}
+    (upgraded / "bundle.json").write_text(json.dumps(bundle))
+    assert main(["models", "register-shipped", "--update", "--models-dir", str(upgraded.parent)]) == 0
+    assert "chest-xray version 2: registered as challenger" in capsys.readouterr().out
+    assert version_of(uri, "chest-xray", "2").steering == SteeringRight.raise_only  # what its figures earn
+
+    # Recorded defer under the default thresholds (as the API of another site would grant it): refused here.
+    set_steering(uri, "chest-xray", "2", SteeringRight.defer, evidence=SteeringEvidence(**HELD_OUT), rules=DeferRules())
+    seed_confirmed_pairs(database_url, 440, champion="1", challenger="2")
+    session = make_session_factory(make_engine(database_url))()
+    with pytest.raises((SteeringRefused, GateRefused), match="1000 needed"):
+        promote_through_gate(session, uri, "chest-xray", "2", actor="emma", rules=gate_rules(Settings()), force=True)
+    session.close()
+    assert str(version_of(uri, "chest-xray", "1").aliases) == "('champion',)"
