@@ -36,6 +36,10 @@ _ROW_ID = re.compile(r"[0-9]{1,19}")
 _MAX_ROW_ID = 2**63 - 1
 _DIGESTED_ID = re.compile(r"(.{1,53})-[0-9a-f]{10}")  # fhir_id of a record id it had to change: start, digest
 _CURSOR = "fhir:screening_results"
+# Re-read behind the cursor: results are stored by concurrent requests and batch runs, and on PostgreSQL a lower id
+# can commit after a higher one (it had been skipped for good, the flag never sent); the outbox key keeps the re-read
+# from adding anything twice.
+_LOOKBACK = 500
 fhir_router = APIRouter(prefix="/fhir", tags=["fhir"])
 Paediatrician = Annotated[AuthenticatedUser, Depends(require_role(Role.paediatrician, Role.admin))]
 
@@ -54,7 +58,8 @@ def take_in_screening_flags(session_factory: sessionmaker[Session], now: datetim
         if created:
             return []
         rows = session.scalars(
-            select(ScreeningRun).where(ScreeningRun.id > cursor.last_id).order_by(ScreeningRun.id).limit(batch)
+            select(ScreeningRun).where(ScreeningRun.id > cursor.last_id - _LOOKBACK).order_by(ScreeningRun.id)
+            .limit(batch + _LOOKBACK)
         ).all()
         known = existing_keys(session, FHIR_CHANNEL, [f"RiskAssessment/medscreen-ra-{row.id}" for row in rows])
         found = []

@@ -116,3 +116,30 @@ def test_a_record_id_that_is_no_fhir_id_is_named_and_found_by_a_valid_reference(
         assert [r["resourceType"] for r in resources] == ["RiskAssessment", "Flag"], subject
         assert all(r["subject"] == {"reference": reference, "identifier": {"value": "MRN 12/34"}} for r in resources)
         Bundle.model_validate(found)
+
+
+def test_a_flag_committed_after_a_later_one_still_reaches_the_emr(screening_app: FastAPI, client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+    """On PostgreSQL a result's id is drawn before its transaction commits, so two requests can commit out of id
+    order: the feed read strictly after its cursor, and a flag committed after a higher-numbered one was skipped for
+    good (never in the outbox, so never pending nor rejected). Here the lower id arrives after the feed moved past."""
+    factory = screening_app.state.session_factory
+    take_in_screening_flags(factory)
+    doctor = token_for("dr-ivanova", "paediatrician")
+    for child in ("child-1", "child-2"):
+        assert client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(syndromic_child(child)),
+                           headers=doctor).status_code == 200
+    with session_scope(factory) as session:
+        first, second = session.scalars(select(ScreeningRun).order_by(ScreeningRun.id)).all()
+        late = first.id
+        # as if child-1's request had not committed yet when the feed read: its row is taken out, then put back
+        kept = {c.key: getattr(first, c.key) for c in ScreeningRun.__table__.columns}
+        session.delete(first)
+    assert take_in_screening_flags(factory) == 1  # child-2's flag; the feed's cursor is now past child-1's id
+    with session_scope(factory) as session:
+        session.add(ScreeningRun(**kept))  # child-1's transaction commits, under its lower id
+    assert take_in_screening_flags(factory) == 1
+    with session_scope(factory) as session:
+        from service.outbox import OutboxMessage
+
+        keys = sorted(m.key for m in session.scalars(select(OutboxMessage).where(OutboxMessage.channel == FHIR_CHANNEL)))
+    assert keys == sorted([f"RiskAssessment/medscreen-ra-{late}", f"RiskAssessment/medscreen-ra-{second.id}"])
