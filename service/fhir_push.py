@@ -35,6 +35,16 @@ class FhirSender:
             raise PeerUnreachable(f"no answer from the EMR at {self.base_url}: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
             raise PeerUnreachable(f"EMR at {self.base_url}: {type(exc).__name__}: {exc}") from exc
+        except httpx.RequestError as exc:  # an answer that could not be read (a broken gzip body): sent or not, unknown
+            # The Bundle PUTs to stable ids, so a resend replaces; it had escaped the pass, retried without a count.
+            raise DeliveryFailed(f"the EMR's answer could not be read: {type(exc).__name__}: {exc}") from exc
+        if response.is_redirect:
+            # A moved endpoint (http -> https, a new base URL) is the site's setting, not this message: every message
+            # waits, in order, until the URL is set right (a 3xx had set each one aside as refused).
+            raise PeerUnreachable(
+                f"the EMR at {self.base_url} answered HTTP {response.status_code}, redirecting to "
+                f"{response.headers.get('location', '(no location)')}: set MEDSCREEN_FHIR_PUSH_URL to the FHIR base it names"
+            )
         if response.is_success:
             return f"HTTP {response.status_code} {response.text[:2000]}"
         detail = f"HTTP {response.status_code}: {response.text[:1000]}"
