@@ -297,8 +297,8 @@ def register_updated_shipped_bundles(
     tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR, *, rules: DeferRules | None = None
 ) -> list[RegisteredBundle]:
     """After an upgrade: each shipped bundle that no registered version carries (by ``bundle_sha256``) becomes a new
-    version with alias ``challenger``; the champion stays until an ML engineer promotes the challenger (``medscreen
-    models promote``), as with a retrained model. A model with no version yet gets version 1 as champion, as on first
+    version with alias ``challenger``; the champion stays until an ML engineer promotes the challenger through the
+    gate (``medscreen quality promote``), as with a retrained model. A model with no version yet gets version 1 as champion, as on first
     start. Versions registered before the digest tag existed carry none, so an unchanged bundle is registered once more.
     """
     rules = rules or DeferRules()

@@ -48,17 +48,22 @@ def add_commands(subparsers: Any) -> None:
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     train.set_defaults(func=run_train)
 
-    models = subparsers.add_parser("models", help="list registered models, promote a version")
+    models = subparsers.add_parser("models", help="list registered models, promote a version through the gate")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     listing = models_sub.add_parser("list", help="registered models and versions with aliases and validation AUROC")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=run_list)
-    promote = models_sub.add_parser("promote", help="point an alias (champion) at a version")
+    promote = models_sub.add_parser(
+        "promote", help="make a version champion through quality review's gate (as `medscreen quality promote`), "
+        "or point the challenger alias at it",
+    )
     promote.add_argument("name", help="registered model name: chest-xray, mammography or ct-chest")
     promote.add_argument("version")
-    promote.add_argument("--alias", default="champion", choices=[role.value for role in ModelRole])
-    promote.add_argument("--force", action="store_true", help="promote even when its validation AUROC is below the champion's (logged)")
-    promote.set_defaults(func=run_promote)
+    promote.add_argument("--alias", default="champion", choices=[ModelRole.champion.value, ModelRole.challenger.value])
+    promote.add_argument("--actor", default=None, help="who promotes (recorded in the audit log); needed for champion")
+    promote.add_argument("--force", action="store_true", help="promote despite a failed gate (audited as forced)")
+    # The gate reads this site's confirmed studies and audits the promotion.
+    promote.set_defaults(func=run_promote, needs_database=lambda args: args.alias == ModelRole.champion.value)
     shipped = models_sub.add_parser("register-shipped", help="register the bundles in models/ when the registry has none")
     shipped.add_argument("--models-dir", type=Path, default=None)
     shipped.add_argument(
@@ -78,7 +83,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     import torch
 
     from inference.shipped_models import log_onnx_bundle
-    from training.registry import promote
+    from training.registry import make_first_champion
 
     torch.set_num_threads(max(1, args.threads))
     tracking_uri = settings.resolved_mlflow_tracking_uri
@@ -101,7 +106,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
     if alias_version(tracking_uri, registered.name, ModelRole.champion) is None:
         # A registry without a champion cannot score anything: the first version takes the alias.
-        promote(tracking_uri, registered.name, registered.version, rules=rules)
+        make_first_champion(tracking_uri, registered.name, registered.version, rules=rules)
         print(f"{registered.name} had no champion: version {registered.version} is now champion")
     return 0
 
@@ -131,17 +136,34 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_promote(args: argparse.Namespace, settings: Settings) -> int:
+    """Champion: the same audited promotion through the gate as ``medscreen quality promote`` (previous-champion
+    kept, so ``medscreen quality rollback`` works; challenger alias cleared). It had set the alias on the version's
+    training-time AUROC alone, unaudited, with no previous-champion."""
+    from quality.errors import RegistryError as QualityRegistryError
+    from service.errors import SteeringRefused
     from training.errors import PromotionRefused, RegistryError
-    from training.registry import promote
+    from training.registry import set_challenger
 
+    if args.alias == ModelRole.challenger.value:
+        try:
+            previous = set_challenger(settings.resolved_mlflow_tracking_uri, args.name, args.version)
+        except (PromotionRefused, RegistryError) as exc:
+            print(f"refused: {exc}")
+            return 1
+        print(f"{args.name}: challenger -> version {args.version} (was {previous or 'unset'}); scored in shadow")
+        return 0
+    if not args.actor:
+        print("refused: a champion is promoted through the quality gate and audited: give --actor NAME "
+              f"(the same as: medscreen quality promote --task {args.name} --version {args.version} --actor NAME)")
+        return 2
+    from quality.cli import run_promote as promote_through_quality_gate
+
+    gated = argparse.Namespace(task=args.name, version=args.version, actor=args.actor, force=args.force)
     try:
-        previous = promote(settings.resolved_mlflow_tracking_uri, args.name, args.version, alias=args.alias, force=args.force,
-                           rules=defer_rules_from_settings(settings))
-    except (PromotionRefused, RegistryError) as exc:
+        return promote_through_quality_gate(gated, settings)
+    except (QualityRegistryError, SteeringRefused) as exc:
         print(f"refused: {exc}")
-        return 1
-    print(f"{args.name}: {args.alias} -> version {args.version} (was {previous or 'unset'})")
-    return 0
+        return 2
 
 
 def run_register_shipped(args: argparse.Namespace, settings: Settings) -> int:
@@ -160,6 +182,7 @@ def run_register_shipped(args: argparse.Namespace, settings: Settings) -> int:
         elif item.version == "1":
             print(f"{item.name} version 1: registered as champion")
         else:
-            print(f"{item.name} version {item.version}: registered as challenger; "
-                  f"compare it, then: medscreen models promote {item.name} {item.version}")
+            print(f"{item.name} version {item.version}: registered as challenger; once it has scored confirmed studies, "
+                  f"promote it through the gate: medscreen quality promote --task {item.name} --version {item.version} "
+                  "--actor NAME")
     return 0

@@ -1,5 +1,10 @@
-"""Promoting a version to ``champion`` under the training-time AUROC rule (the registry itself is
-``service.model_registry``)."""
+"""Moving the aliases of a model's versions from the training side (the registry itself is
+``service.model_registry``).
+
+A champion is promoted through quality review's gate only (``quality.gate.promote_through_gate``: this site's
+confirmed studies, audited, ``previous-champion`` kept for rollback, the challenger alias cleared), whichever command
+asks. Only the first version of a model with no champion becomes champion without it: there is nothing to compare.
+"""
 
 from __future__ import annotations
 
@@ -10,58 +15,50 @@ from service.lifecycle import ModelRole
 from service.model_registry import (
     RegisteredVersion,
     alias_version,
-    check_steering_earned,
     list_versions,
+    move_champion,
     set_alias,
     version_of,
 )
 from service.steering import DeferRules
 from training.errors import PromotionRefused, RegistryError
 
-__all__ = ["RegisteredVersion", "list_versions", "promote", "PROMOTION_METRIC"]
+__all__ = ["RegisteredVersion", "list_versions", "make_first_champion", "set_challenger", "GATED_PROMOTION"]
 
 log = logging.getLogger(__name__)
 
-PROMOTION_METRIC = "val_auroc"
+# Where a champion is promoted: the audited gate of quality review.
+GATED_PROMOTION = "medscreen quality promote --task {name} --version {version} --actor NAME [--force]"
 
 
-def promote(
-    tracking_uri: str, name: str, version: str, *, alias: ModelRole = ModelRole.champion, force: bool = False,
-    rules: DeferRules | None = None,
-) -> str | None:
-    """Point ``alias`` at ``version``; returns the version it pointed at before (or None).
+def make_first_champion(tracking_uri: str, name: str, version: str, *, rules: DeferRules) -> None:
+    """Make ``version`` champion of a model that has none (a registry without a champion scores nothing).
 
-    For ``champion``, a version whose validation AUROC (version tag ``val_auroc``) is below the
-    current champion's is refused unless ``force``; a forced demotion is logged at WARNING so the
-    audit trail shows who overrode the rule. ``rules``: the site's defer thresholds (the defaults when None).
-    """
-    alias = ModelRole(alias)
-    candidate = version_of(tracking_uri, name, version)
-    if candidate is None:
+    Refused (PromotionRefused) when the model has a champion: that is a promotion, through the gate; and for a
+    version recorded ``defer`` without evidence meeting ``rules``."""
+    if version_of(tracking_uri, name, version) is None:
         raise RegistryError(f"{name} version {version} is not registered")
-    current = alias_version(tracking_uri, name, alias)
-    if alias == ModelRole.champion:
-        try:
-            check_steering_earned(candidate, rules or DeferRules())
-        except SteeringRefused as exc:
-            raise PromotionRefused(str(exc)) from exc
-    if alias == ModelRole.champion and current is not None and current.version != str(version):
-        new_auroc = candidate.float_tag(PROMOTION_METRIC)
-        old_auroc = current.float_tag(PROMOTION_METRIC)
-        if new_auroc is None:
-            if not force:
-                raise PromotionRefused(f"{name} v{version} has no {PROMOTION_METRIC} tag; use --force to promote anyway")
-        elif old_auroc is not None and new_auroc < old_auroc:
-            if not force:
-                raise PromotionRefused(
-                    f"{name} v{version} validation AUROC {new_auroc:.4f} is below champion v{current.version} "
-                    f"({old_auroc:.4f}); use --force to promote anyway"
-                )
-            log.warning(
-                "forced promotion of %s v%s (AUROC %.4f) over champion v%s (AUROC %.4f)",
-                name, version, new_auroc, current.version, old_auroc,
-            )
-    set_alias(tracking_uri, name, alias, str(version))
-    previous = current.version if current is not None else None
-    log.info("%s alias %s: v%s -> v%s%s", name, alias.value, previous, version, " (forced)" if force else "")
-    return previous
+    current = alias_version(tracking_uri, name, ModelRole.champion)
+    if current is not None:
+        raise PromotionRefused(
+            f"{name} has champion v{current.version}; a promotion goes through the gate: "
+            + GATED_PROMOTION.format(name=name, version=version)
+        )
+    try:
+        move_champion(tracking_uri, name, version, rules=rules)
+    except SteeringRefused as exc:
+        raise PromotionRefused(str(exc)) from exc
+    log.info("%s had no champion: v%s is champion", name, version)
+
+
+def set_challenger(tracking_uri: str, name: str, version: str) -> str | None:
+    """Point ``challenger`` (scored in shadow, never shown) at ``version``; returns the version it pointed at before."""
+    if version_of(tracking_uri, name, version) is None:
+        raise RegistryError(f"{name} version {version} is not registered")
+    champion = alias_version(tracking_uri, name, ModelRole.champion)
+    if champion is not None and champion.version == str(version):
+        raise PromotionRefused(f"{name} v{version} is the champion")
+    current = alias_version(tracking_uri, name, ModelRole.challenger)
+    set_alias(tracking_uri, name, ModelRole.challenger, str(version))
+    log.info("%s alias challenger: v%s -> v%s", name, current.version if current else None, version)
+    return current.version if current is not None else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 
 import pytest
@@ -19,8 +18,9 @@ from inference.shipped_models import (
     register_updated_shipped_bundles,
 )
 from medscreen.cli import main
+from service.steering import DeferRules
 from training.errors import PromotionRefused, RegistryError
-from training.registry import list_versions, promote
+from training.registry import list_versions, make_first_champion, set_challenger
 
 
 def test_logged_bundle_is_a_registered_version_with_signature_and_tags(tracking_uri, make_bundle) -> None:
@@ -37,35 +37,79 @@ def test_logged_bundle_is_a_registered_version_with_signature_and_tags(tracking_
     assert [o.name for o in info.signature.outputs.inputs] == ["score", "heatmap"]
 
 
-def test_promotion_refuses_a_lower_auroc_unless_forced(tracking_uri, make_bundle, caplog) -> None:
+def test_first_champion_and_challenger_aliases(tracking_uri, make_bundle) -> None:
+    """Only a model without a champion gets one without the gate; the challenger alias is set directly."""
     v1 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.90)).version
-    v2 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.85)).version
-    v3 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.95)).version
-    assert promote(tracking_uri, "chest-xray", v1) is None
-    with pytest.raises(PromotionRefused, match="below champion"):
-        promote(tracking_uri, "chest-xray", v2)
-    assert promote(tracking_uri, "chest-xray", v3) == v1  # higher AUROC: allowed
-    with caplog.at_level(logging.WARNING, logger="training.registry"):
-        assert promote(tracking_uri, "chest-xray", v2, force=True) == v3
-    assert "forced promotion" in caplog.text
+    v2 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.95)).version
+    make_first_champion(tracking_uri, "chest-xray", v1, rules=DeferRules())
+    with pytest.raises(PromotionRefused, match="medscreen quality promote"):
+        make_first_champion(tracking_uri, "chest-xray", v2, rules=DeferRules())
+    assert set_challenger(tracking_uri, "chest-xray", v2) is None
+    with pytest.raises(PromotionRefused, match="is the champion"):
+        set_challenger(tracking_uri, "chest-xray", v1)
     rows = {row.version: row for row in list_versions(tracking_uri)}
-    assert rows[v2].aliases == ("champion",) and rows[v3].aliases == ()
+    assert rows[v1].aliases == ("champion",) and rows[v2].aliases == ("challenger",)
     with pytest.raises(RegistryError):
-        promote(tracking_uri, "chest-xray", "99")
+        set_challenger(tracking_uri, "chest-xray", "99")
 
 
-def test_models_cli_lists_and_promotes(tracking_uri, make_bundle, monkeypatch, capsys, tmp_path) -> None:
+def test_models_cli_lists_and_sets_the_challenger(tracking_uri, make_bundle, monkeypatch, capsys, tmp_path) -> None:
     monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", tracking_uri)
     monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path))
     v1 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.9)).version
     v2 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.8)).version
-    assert main(["models", "promote", "chest-xray", v1, "--alias", "champion"]) == 0
-    assert main(["models", "promote", "chest-xray", v2]) == 1
+    make_first_champion(tracking_uri, "chest-xray", v1, rules=DeferRules())
+    assert main(["models", "promote", "chest-xray", v1, "--alias", "challenger"]) == 1
     assert "refused" in capsys.readouterr().out
+    assert main(["models", "promote", "chest-xray", v2, "--alias", "challenger"]) == 0
+    assert "challenger -> version 2" in capsys.readouterr().out
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert "chest-xray" in out and "champion" in out and "0.9000" in out
+    assert "chest-xray" in out and "champion" in out and "challenger" in out and "0.9000" in out
     assert "steering" in out.splitlines()[0] and "shadow" in out  # a bundle with no right and no figures: shadow
+
+
+def _aliases(tracking_uri: str) -> dict[str, str]:
+    return {alias: str(v) for alias, v in MlflowClient(tracking_uri, tracking_uri).get_registered_model("chest-xray").aliases.items()}
+
+
+def test_models_promote_goes_through_the_quality_gate_and_can_be_rolled_back(
+    tracking_uri, make_bundle, monkeypatch, capsys, tmp_path
+) -> None:
+    """`medscreen models promote` had set the champion alias on the version's training-time AUROC alone: a retrain
+    validated on a few studies of its own export (AUROC 1.0) became champion with no gate, no audit row and no
+    previous-champion (so `quality rollback` failed), and kept its challenger alias. It is now the same audited
+    promotion through the gate as `medscreen quality promote`."""
+    from sqlalchemy import select
+
+    from service.db import make_engine, make_session_factory, session_scope
+    from service.tables import AuditEvent
+    from tests.training.confirmed_pairs import seed_confirmed_pairs
+
+    database_url = f"sqlite:///{tmp_path / 'medscreen.db'}"
+    for key, value in {"HOME": str(tmp_path), "MLFLOW_TRACKING_URI": tracking_uri, "DATABASE_URL": database_url}.items():
+        monkeypatch.setenv(f"MEDSCREEN_{key}", value)
+    v1 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.98)).version
+    v2 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=1.0), source="retrained").version
+    make_first_champion(tracking_uri, "chest-xray", v1, rules=DeferRules())
+    set_challenger(tracking_uri, "chest-xray", v2)
+
+    assert main(["models", "promote", "chest-xray", v2]) == 2  # who promotes is audited
+    assert "--actor" in capsys.readouterr().out
+    seed_confirmed_pairs(database_url, 40, champion=v1, challenger=v2)
+    assert main(["models", "promote", "chest-xray", v2, "--actor", "emma"]) == 1
+    assert "refused" in capsys.readouterr().out and _aliases(tracking_uri) == {"champion": v1, "challenger": v2}
+    seed_confirmed_pairs(database_url, 400, champion=v1, challenger=v2)
+    assert main(["models", "promote", "chest-xray", v2, "--actor", "emma"]) == 0
+    assert "gate passed" in capsys.readouterr().out
+    assert _aliases(tracking_uri) == {"champion": v2, "previous-champion": v1}
+    assert main(["quality", "rollback", "--task", "chest-xray", "--actor", "emma"]) == 0
+    assert _aliases(tracking_uri)["champion"] == v1
+    engine = make_engine(database_url)
+    with session_scope(make_session_factory(engine)) as session:
+        actions = list(session.scalars(select(AuditEvent.action).where(AuditEvent.action.like("model.%")).order_by(AuditEvent.id)))
+    engine.dispose()
+    assert actions == ["model.promote_refused", "model.promote", "model.rollback"]
 
 
 def test_shipped_bundles_register_once_as_champion(tracking_uri, tmp_path) -> None:

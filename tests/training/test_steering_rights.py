@@ -11,7 +11,7 @@ from service.lifecycle import SteeringRight
 from service.model_registry import move_champion, set_steering, set_version_tags, version_of
 from service.steering import DeferRules, SteeringEvidence
 from training.errors import PromotionRefused
-from training.registry import promote
+from training.registry import make_first_champion
 
 SITE = SteeringEvidence(
     kind="site-confirmed", source="site A final reads 2026-09..11", n_studies=420, auroc_ci_low=0.88, specificity=0.74,
@@ -53,14 +53,16 @@ def test_promotion_refuses_a_version_claiming_defer_without_evidence(tracking_ur
 
     v1 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.90)).version
     v2 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.95)).version
-    assert promote(tracking_uri, "chest-xray", v1) is None
-    set_version_tags(tracking_uri, "chest-xray", v2, {"steering": "defer"})  # written around set_steering
+    set_version_tags(tracking_uri, "chest-xray", v1, {"steering": "defer"})  # written around set_steering
     with pytest.raises(PromotionRefused, match="defer without the evidence"):
-        promote(tracking_uri, "chest-xray", v2)
+        make_first_champion(tracking_uri, "chest-xray", v1, rules=DeferRules())
+    set_version_tags(tracking_uri, "chest-xray", v1, {"steering": "shadow"})
+    make_first_champion(tracking_uri, "chest-xray", v1, rules=DeferRules())
+    set_version_tags(tracking_uri, "chest-xray", v2, {"steering": "defer"})
     with pytest.raises(SteeringRefused):
         move_champion(tracking_uri, "chest-xray", v2)
     set_steering(tracking_uri, "chest-xray", v2, SteeringRight.defer, evidence=SITE, rules=DeferRules())
-    assert promote(tracking_uri, "chest-xray", v2) == v1
+    assert move_champion(tracking_uri, "chest-xray", v2) == v1
 
 
 def test_a_training_run_earns_raise_only_from_its_own_figures_and_never_defer() -> None:
