@@ -2,11 +2,13 @@
 
 The worker polls the registry; a promoted champion is picked up without a restart. A job is bound to the
 version chosen when it was queued, so a study is never half-scored by two versions. Downloaded versions
-are cached by (name, version) under the data directory, with their ONNX Runtime session.
+are cached under the data directory by store, name, version and run id (a cache keyed by name and version alone
+served another store's, or a recreated store's, version N with the old network), with their ONNX Runtime session.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -92,6 +94,11 @@ class ModelSelector:
         entry = self._aliases.get((Task(task), role))
         return entry[0] if entry else None
 
+    def version_cache_dir(self, name: str, version: str, run_id: str) -> Path:
+        """Where a version's download is kept: per store (a digest of its URI), name, version and run."""
+        store = hashlib.sha256(self.tracking_uri.encode()).hexdigest()[:16]
+        return self.cache_dir / store / name / f"{version}-{run_id or 'no-run'}"
+
     def load(self, task: str, version: str) -> LoadedModel:
         """The ONNX session of one registered version (downloaded once, then cached)."""
         name = Task(task).value
@@ -105,7 +112,8 @@ class ModelSelector:
             details = version_of(self.tracking_uri, name, version)
             if details is None:
                 raise LookupError(f"{name} version {version} is not registered")
-            model_dir = download_version(self.tracking_uri, name, version, self.cache_dir / name / version)
+            model_dir = download_version(self.tracking_uri, name, version, self.version_cache_dir(name, version, details.run_id),
+                                         run_id=details.run_id or None)
             meta = yaml.safe_load((model_dir / "MLmodel").read_text()).get("metadata", {})
             bundle = dict(meta.get("bundle") or {})
             if "intended_use" not in bundle:

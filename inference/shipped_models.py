@@ -327,7 +327,7 @@ def load_champion(tracking_uri: str, name: str, dest: Path) -> ChampionBundle:
     version = alias_version(tracking_uri, name, ModelRole.champion)
     if version is None:
         raise LookupError(f"{name} has no {ModelRole.champion.value} version")
-    local = download_version(tracking_uri, name, version.version, dest)
+    local = download_version(tracking_uri, name, version.version, dest, run_id=version.run_id or None)
     meta = yaml.safe_load((local / "MLmodel").read_text()).get("metadata", {})
     bundle = meta.get("bundle", {})
     threshold = float(version.tags.get("threshold", bundle.get("threshold", 0.5)))

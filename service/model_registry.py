@@ -195,11 +195,26 @@ def roll_back_champion(tracking_uri: str, name: str) -> tuple[str, str] | None:
     return current.version, previous.version
 
 
-def download_version(tracking_uri: str, name: str, version: str, dest: Path) -> Path:
-    """Download a version's model once into ``dest``; returns the folder holding its ``MLmodel``."""
-    import mlflow
+def download_version(tracking_uri: str, name: str, version: str, dest: Path, *, run_id: str | None = None) -> Path:
+    """Download a version's model once into ``dest``; returns the folder holding its ``MLmodel``.
 
-    if not any(dest.rglob("MLmodel")):
+    With ``run_id`` (the version's, from the registry), a ``dest`` already holding a model of another run (another
+    store's version of the same number, a recreated store) is emptied and downloaded again: its network would have
+    been served under this version's name, run, threshold and steering right."""
+    import shutil
+
+    import mlflow
+    import yaml
+
+    cached = next(dest.rglob("MLmodel"), None) if dest.is_dir() else None
+    if cached is not None and run_id:
+        cached_run = (yaml.safe_load(cached.read_text()) or {}).get("run_id")
+        if cached_run != run_id:
+            log.warning("model cache %s holds run %s, not %s v%s's run %s: downloading again", dest, cached_run, name,
+                        version, run_id)
+            shutil.rmtree(dest)
+            cached = None
+    if cached is None:
         dest.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(tracking_uri)
         # A models:/ URI is resolved in the registry MLflow holds globally, which MLFLOW_REGISTRY_URI in the

@@ -42,4 +42,45 @@ def test_a_version_is_downloaded_from_the_configured_store_not_the_one_the_envir
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "2"
-    assert any((tmp_path / "cache" / "chest-xray" / "2").rglob("model.onnx"))
+    assert any((tmp_path / "cache").rglob("chest-xray/2-*/**/model.onnx"))
+
+
+def test_a_cached_version_of_another_store_or_a_recreated_store_is_never_served(registered_store: Path, tmp_path: Path) -> None:
+    """The model cache was keyed by (name, version): store B's chest-xray v2 was served with the network and bundle
+    store A's v2 had left in the cache (and so was a recreated mlflow.db's), under B's run id, threshold and steering
+    right. Each store here registers its own bundle as v2, told apart by a mark in bundle.json."""
+    import json
+
+    from inference.champions import ModelSelector
+
+    stores = {}
+    for mark in ("A", "B"):
+        folder = tmp_path / mark
+        folder.mkdir()
+        shutil.copyfile(registered_store, folder / "mlflow.db")
+        bundle = folder / "bundle"
+        shutil.copytree(SHIPPED_MODELS_DIR / "chest-xray", bundle)
+        contract = json.loads((bundle / "bundle.json").read_text())
+        (bundle / "bundle.json").write_text(json.dumps({**contract, "mark": mark}))
+        stores[mark] = f"sqlite:///{folder / 'mlflow.db'}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert log_onnx_bundle(stores[mark], bundle).version == "2"
+    cache = tmp_path / "model-cache"
+
+    def served_mark(uri: str) -> str:
+        return ModelSelector(uri, cache, intra_op_threads=1, refresh_s=0).load("chest-xray", "2").bundle["mark"]
+
+    assert served_mark(stores["A"]) == "A"
+    assert served_mark(stores["B"]) == "B"  # the same home pointed at another store
+    # Store A's database recreated (here: replaced by B's), read by a new process as a restarted service would.
+    shutil.copyfile(tmp_path / "B" / "mlflow.db", tmp_path / "A" / "mlflow.db")
+    load = (
+        "import sys; from pathlib import Path; from inference.champions import ModelSelector\n"
+        "selector = ModelSelector(sys.argv[1], Path(sys.argv[2]), intra_op_threads=1, refresh_s=0)\n"
+        "print(selector.load('chest-xray', '2').bundle['mark'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", load, stores["A"], str(cache)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "B"
