@@ -6,6 +6,7 @@ The serving worker reads DICOM; training reads JPEG/PNG/PGM and DICOM. Both end 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,23 +90,53 @@ def dicom_to_array(ds: Any, *, apply_voi: bool = True, frame: int = 0) -> ImageA
         raw = raw[frame]
     if raw.ndim != 2:
         raise UnsupportedImage(f"pixel array has shape {raw.shape}")
-    # Keep the modality LUT's own dtype for the VOI step: a VOI LUT table is indexed by integer values.
-    modality = apply_modality_lut(raw, ds)
-    values = np.asarray(modality, dtype=np.float32)
-    voi_applied = False
-    has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
-    if apply_voi and has_voi:
-        values = np.asarray(apply_voi_lut(modality, ds, prefer_lut=True), dtype=np.float32)
-        voi_applied = True
+    # A header pydicom's LUT functions cannot use (an empty RescaleSlope, a window centre without a width, a broken
+    # LUT) is bad input, said as such: it had escaped as a TypeError, which stopped `medscreen score` and made the
+    # service retry the job until it was dead-lettered.
+    _check_rescale(ds)
+    try:
+        # Keep the modality LUT's own dtype for the VOI step: a VOI LUT table is indexed by integer values.
+        modality = apply_modality_lut(raw, ds)
+        values = np.asarray(modality, dtype=np.float32)
+        voi_applied = False
+        has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
+        if apply_voi and has_voi:
+            values = np.asarray(apply_voi_lut(modality, ds, prefer_lut=True), dtype=np.float32)
+            voi_applied = True
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError) as exc:
+        raise UnreadableImage(f"the modality or VOI LUT of the header cannot be applied: {type(exc).__name__}: {exc}") from exc
     if not colour and getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         values = values.max() + values.min() - values
-    spacing = None
+    return ImageArray(values, _pixel_spacing(ds), voi_applied)
+
+
+def _check_rescale(ds: Any) -> None:
+    """RescaleSlope and RescaleIntercept, when pydicom will apply them (both present, no Modality LUT), are numbers."""
+    if ds.get("ModalityLUTSequence") or "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        return
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        value = ds[keyword].value
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise UnreadableImage(f"{keyword} {value!r} is not a number") from exc
+        if not math.isfinite(number):
+            raise UnreadableImage(f"{keyword} {value!r} is not a finite number")
+
+
+def _pixel_spacing(ds: Any) -> tuple[float, float] | None:
+    """(row, column) spacing in mm from PixelSpacing, else ImagerPixelSpacing; None when neither has a value."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        if keyword in ds and ds.get(keyword):
-            row, col = (float(v) for v in ds.get(keyword))
-            spacing = (row, col)
-            break
-    return ImageArray(values, spacing, voi_applied)
+        value = ds.get(keyword) if keyword in ds else None
+        if not value:
+            continue
+        values = [value] if isinstance(value, str | bytes | int | float) else list(value)
+        try:
+            row, col = (float(v) for v in values)
+        except (TypeError, ValueError) as exc:
+            raise UnreadableImage(f"{keyword} {values} is not two numbers (row and column spacing in mm)") from exc
+        return (row, col)
+    return None
 
 
 # A grey film stored as colour (a JPEG-wrapped secondary capture): its channels agree but for compression's

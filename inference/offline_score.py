@@ -153,6 +153,11 @@ def score_offline(
                 line = _line(study, decision.task, model_name=decision.task, model_version=version,
                              error=f"could not score: {exc.reason}", assumed=assumed)
                 counts["could_not_score"] += 1
+            except Exception as exc:  # noqa: BLE001 - one study's unforeseen failure is its line, never the end of the run
+                log.warning("could not score a %s study: %s: %s", decision.task, type(exc).__name__, exc, exc_info=True)
+                line = _line(study, decision.task, model_name=decision.task, model_version=version,
+                             error=f"could not score: {type(exc).__name__}: {exc}", assumed=assumed)
+                counts["could_not_score"] += 1
         out.write(json.dumps(line) + "\n")
         out.flush()
     return dict(counts)

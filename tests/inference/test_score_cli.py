@@ -138,3 +138,47 @@ def test_an_age_is_assumed_only_when_asked_and_only_where_the_headers_give_none(
     assert assumed["no-age.dcm"]["error"] is None and assumed["no-age.dcm"]["score"] is not None
     assert assumed["no-age.dcm"]["assumed"] == {"patient_age_years": 3, "images": 1}
     assert "patient 64 y" in str(assumed["adult.dcm"]["error"]) and assumed["adult.dcm"]["assumed"] is None
+
+
+def _odd_header_films(folder: Path) -> dict[str, Path]:
+    """A good DX film beside two whose headers pass the ingest check but hold a value the preprocessing cannot use."""
+    from pydicom import dcmread
+
+    kermany = sorted((FIXTURES / "datasets" / "kermany" / "train" / "NORMAL").glob("*.jpeg"))
+    films = {name: wrap_radiograph(kermany[i], folder / f"{name}.dcm", patient_id=f"O{i}")
+             for i, name in enumerate(("good", "one-spacing", "empty-slope"))}
+    ds = dcmread(films["one-spacing"])
+    ds.ImagerPixelSpacing = "0.5"
+    ds.save_as(films["one-spacing"])
+    ds = dcmread(films["empty-slope"])
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "1", "0", "US"
+    ds.add_new(0x00281053, "DS", None)
+    ds.save_as(films["empty-slope"])
+    return films
+
+
+def test_an_odd_header_is_could_not_score_with_the_reason_and_the_run_goes_on(tmp_path: Path) -> None:
+    """A one-valued ImagerPixelSpacing or an empty RescaleSlope escaped the preprocessing as a TypeError: `medscreen
+    score` stopped with a traceback at that study (no line for it or any later one), and the service retried the job
+    until it was dead-lettered. Now the study is could-not-score with the reason, offline and in the service."""
+    from pydicom import dcmread
+
+    from inference.assemble import decode
+    from inference.errors import CouldNotScore
+
+    films = _odd_header_films(tmp_path / "site-data")
+    for name, reason in (("one-spacing", "ImagerPixelSpacing"), ("empty-slope", "RescaleSlope")):
+        with pytest.raises(CouldNotScore, match=reason):
+            decode(dcmread(films[name]))  # the service's workers decode through the same function
+    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var")}
+    result = subprocess.run([sys.executable, "-m", "medscreen", "--create-home", "score", "-q", str(tmp_path / "site-data")],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    uid = {str(dcmread(path).StudyInstanceUID): name for name, path in films.items()}
+    lines = {uid[line["study_instance_uid"]]: line for line in map(json.loads, result.stdout.splitlines())}
+    assert set(lines) == set(films)
+    assert lines["good"]["error"] is None and lines["good"]["score"] is not None
+    assert lines["one-spacing"]["error"].startswith("could not score") and "ImagerPixelSpacing" in lines["one-spacing"]["error"]
+    assert lines["empty-slope"]["error"].startswith("could not score") and "RescaleSlope" in lines["empty-slope"]["error"]
+    assert "Traceback" not in result.stderr
+
