@@ -27,15 +27,22 @@ Header = TypeVar("Header")
 
 
 def dicom_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Every file named or under a named folder (recursively, in sorted order); a missing path is an error."""
+    """Every file named or under a named folder (recursively, in sorted order), each once however often it is named
+    (a folder given with one of its own sub-folders, a link); a missing path is an error."""
+    seen: set[Path] = set()
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            yield from (p for p in sorted(path.rglob("*")) if p.is_file())
+            found: Iterable[Path] = (p for p in sorted(path.rglob("*")) if p.is_file())
         elif path.is_file():
-            yield path
+            found = (path,)
         else:
             raise FileNotFoundError(f"{path} does not exist")
+        for file in found:
+            real = file.resolve()
+            if real not in seen:
+                seen.add(real)
+                yield file
 
 
 @dataclass
@@ -55,13 +62,28 @@ def group_into_studies(
     files: Iterable[Path],
     read_header: Callable[[Path], Header | None],
     uids: Callable[[Header], tuple[str, str]],
+    *,
+    instance_uid: Callable[[Header], str] | None = None,
+    on_duplicate: Callable[[Path, Path], None] | None = None,
 ) -> list[FolderStudy[Header]]:
-    """Group ``files`` by (StudyInstanceUID, SeriesInstanceUID) as ``uids`` reads them from each header."""
+    """Group ``files`` by (StudyInstanceUID, SeriesInstanceUID) as ``uids`` reads them from each header.
+
+    With ``instance_uid`` (the SOP Instance UID), an instance is kept once, from the first file that holds it, as
+    ingest stores it: a later file of the same UID (two exports of a study) is passed to ``on_duplicate`` (it, the
+    first) and left out."""
     studies: dict[str, FolderStudy[Header]] = {}
+    first_file: dict[str, Path] = {}
     for path in files:
         header = read_header(path)
         if header is None:
             continue
+        if instance_uid is not None:
+            uid = instance_uid(header)
+            if uid in first_file:
+                if on_duplicate is not None:
+                    on_duplicate(path, first_file[uid])
+                continue
+            first_file[uid] = path
         study_uid, series_uid = uids(header)
         study = studies.setdefault(study_uid, FolderStudy(study_uid))
         study.series.setdefault(series_uid, []).append(path)

@@ -7,6 +7,7 @@ pixels are decoded one study at a time, so memory stays flat over thousands of s
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 from collections import defaultdict
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from datasets.dicom_folder import dicom_files, group_into_studies
 from inference.assemble import read_study
 from inference.champions import ModelSelector
-from inference.errors import CouldNotScore, IngestError, ModelUnavailable, OutOfScope
+from inference.errors import CouldNotScore, DifferingDuplicate, IngestError, ModelUnavailable, OutOfScope
 from inference.instance_headers import InstanceHeaders, read_instance_headers
 from inference.intended_use import patient_age_years
 from inference.route import RoutingRules
@@ -46,7 +47,8 @@ def collect_studies(
     on_refused: Callable[[Path, IngestError], None] | None = None,
 ) -> tuple[list[OfflineStudy], dict[str, int]]:
     """Group files into studies (the one folder reader, ``datasets.dicom_folder``), each instance checked as
-    ingest would check it; returns the studies and the count of refused files per reason."""
+    ingest would check it and kept once per SOP Instance UID (the first file, as ingest stores it); returns the
+    studies and the count of refused files per reason (a copy of an instance with other bytes: ``differing-duplicate``)."""
     refused: dict[str, int] = defaultdict(int)
 
     def read(path: Path) -> InstanceHeaders | None:
@@ -58,8 +60,26 @@ def collect_studies(
                 on_refused(path, exc)
             return None
 
+    repeated = 0
+
+    def duplicate(path: Path, first: Path) -> None:
+        # As ingest: an identical copy of an instance is the same instance; one with other bytes is refused.
+        nonlocal repeated
+        if filecmp.cmp(path, first, shallow=False):
+            repeated += 1
+            return
+        exc = DifferingDuplicate(f"its SOP Instance UID is that of {first}, with other bytes; the first file is kept")
+        refused[exc.kind] += 1
+        if on_refused is not None:
+            on_refused(path, exc)
+
     files = tqdm(list(dicom_files(paths)), desc="reading headers", unit="file", disable=not progress, file=None)
-    found = group_into_studies(files, read, lambda h: (h.study_instance_uid, h.series_instance_uid))
+    found = group_into_studies(files, read, lambda h: (h.study_instance_uid, h.series_instance_uid),
+                               instance_uid=lambda h: h.sop_instance_uid, on_duplicate=duplicate)
+    if repeated:
+        # A study exported twice, or a folder given with its own sub-folder: scored once, as the service would.
+        log.warning("%d files repeat an instance already read (same SOP Instance UID and bytes): each instance is read once",
+                    repeated)
     studies = [
         OfflineStudy(
             study.study_instance_uid,

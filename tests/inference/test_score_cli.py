@@ -182,3 +182,36 @@ def test_an_odd_header_is_could_not_score_with_the_reason_and_the_run_goes_on(tm
     assert lines["empty-slope"]["error"].startswith("could not score") and "RescaleSlope" in lines["empty-slope"]["error"]
     assert "Traceback" not in result.stderr
 
+
+def test_an_instance_given_twice_is_scored_once_as_the_service_would(tmp_path: Path) -> None:
+    """`medscreen score` read every file it was given: a CT study exported twice, or named with its own series
+    folder, had each slice twice and was 'could not score: duplicate slice positions' (32 instances), where the
+    service, which stores a SOP Instance UID once, scores it. A copy with other bytes is refused, as ingest does."""
+    import shutil
+
+    from pydicom import dcmread
+
+    ct = sorted((FIXTURES / "datasets" / "lidc" / "small").rglob("*.dcm"))
+    first, second = tmp_path / "export-1" / "series", tmp_path / "export-2"
+    first.mkdir(parents=True)
+    for path in ct:
+        shutil.copy(path, first / path.name)
+    shutil.copytree(first, second)
+    changed = dcmread(second / ct[0].name)
+    changed.InstitutionName = "another export"
+    changed.save_as(second / ct[0].name)
+    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var"), "MEDSCREEN_CT_MIN_SLICES": "3"}
+
+    def score(*paths: Path) -> tuple[dict[str, object], str]:
+        result = subprocess.run([sys.executable, "-m", "medscreen", "--create-home", "score", "-q", *map(str, paths)],
+                                capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+        assert result.returncode == 0, result.stderr
+        (line,) = map(json.loads, result.stdout.splitlines())
+        return line, result.stderr
+
+    alone, _ = score(first)
+    assert alone["error"] is None and alone["instances"] == len(ct)
+    twice, stderr = score(tmp_path / "export-1", first, second)
+    assert (twice["error"], twice["score"], twice["instances"]) == (None, alone["score"], len(ct))
+    assert "files refused: 1 differing-duplicate" in stderr
+    assert f"{len(ct) - 1} files repeat an instance already read" in stderr
