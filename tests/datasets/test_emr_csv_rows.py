@@ -1,6 +1,6 @@
 """The CSV extract's row reader (``csv.reader`` with the header stripped once) reads every odd file as
-``csv.DictReader`` does: blank lines skipped, short rows padded, extra cells dropped, the same row
-numbers; the sortedness check looks at the same patient ids."""
+``csv.DictReader`` does: blank lines skipped, short rows padded, extra cells dropped, each row numbered by its file
+line; the sortedness check looks at the same patient ids."""
 
 from __future__ import annotations
 
@@ -30,12 +30,11 @@ ODD_FILES = {
 
 
 def _dict_reader_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """The reader as it was: csv.DictReader, every key and value stripped per row."""
+    """The reader as it was: csv.DictReader, every key and value stripped per row; numbered by the file line the row
+    is on (its ``line_num`` once read: these rows hold no quoted line break), as messages name them."""
     with path.open(encoding="utf-8", newline="") as handle:
-        return [
-            (line, {k.strip(): (v or "").strip() for k, v in row.items() if k})
-            for line, row in enumerate(csv.DictReader(handle), start=2)
-        ]
+        reader = csv.DictReader(handle)
+        return [(reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}) for row in reader]
 
 
 @pytest.mark.parametrize("name", sorted(ODD_FILES))
