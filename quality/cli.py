@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from quality.errors import RegistryError
 from service.settings import Settings
 
 __all__ = ["add_commands"]
@@ -86,8 +88,11 @@ def run_gate(args: argparse.Namespace, settings: Settings) -> int:
     from quality.gate import compare_versions, evaluate_gate
     from service.db import session_scope
 
-    with session_scope(_sessions(settings)) as session:
-        decision = evaluate_gate(compare_versions(session, args.task, args.challenger, args.champion), gate_rules(settings))
+    try:
+        with session_scope(_sessions(settings)) as session:
+            decision = evaluate_gate(compare_versions(session, args.task, args.challenger, args.champion), gate_rules(settings))
+    except RegistryError as exc:
+        return _cannot(exc)
     print(json.dumps(decision.to_dict(), indent=2))
     return 0 if decision.passed else 1
 
@@ -109,6 +114,8 @@ def run_promote(args: argparse.Namespace, settings: Settings) -> int:
         session.commit()  # the refusal is audited
         print(f"refused: {exc}")
         return 1
+    except RegistryError as exc:
+        return _cannot(exc)
     finally:
         session.close()
     print(f"{args.task}: champion -> version {args.version} (gate {'passed' if decision.passed else 'forced'})")
@@ -123,7 +130,17 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from quality.gate import rollback_champion
     from service.db import session_scope
 
-    with session_scope(_sessions(settings)) as session:
-        previous, current = rollback_champion(session, settings.resolved_mlflow_tracking_uri, args.task, actor=args.actor)
+    try:
+        with session_scope(_sessions(settings)) as session:
+            previous, current = rollback_champion(session, settings.resolved_mlflow_tracking_uri, args.task, actor=args.actor)
+    except RegistryError as exc:
+        return _cannot(exc)
     print(f"{args.task}: champion {previous} -> {current}")
     return 0
+
+
+def _cannot(exc: Exception) -> int:
+    """What cannot be evaluated or done at all (no champion results, a version not registered, nothing to roll back
+    to): one line and exit code 2, apart from a gate that refused (1); these had been tracebacks with exit code 1."""
+    sys.stderr.write(f"cannot: {exc}\n")
+    return 2

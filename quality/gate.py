@@ -20,8 +20,15 @@ from sqlalchemy.orm import Session
 from quality.errors import GateRefused, RegistryError
 from quality.metrics import PairedCase, QualityMetrics, compute_metrics, load_paired_cases
 from service.audit import record_audit
+from service.errors import SteeringRefused
 from service.lifecycle import ModelRole
-from service.model_registry import alias_version, move_champion, roll_back_champion, version_of
+from service.model_registry import (
+    alias_version,
+    check_steering_earned,
+    move_champion,
+    roll_back_champion,
+    version_of,
+)
 from service.steering import DeferRules
 
 __all__ = [
@@ -175,17 +182,25 @@ def promote_through_gate(
     exception rolls the audit back; a refused gate is audited too (as ``model.promote_refused``). ``force``
     promotes despite a failed gate and the audit row says so.
     """
+    promoted = version_of(tracking_uri, task, version)
+    if promoted is None:
+        raise RegistryError(f"{task} version {version} is not registered")
     decision = evaluate_gate(compare_versions(session, task, version), rules)
     detail = {"task": task, "version": version, "gate": decision.to_dict(), "forced": force and not decision.passed}
+    try:
+        # A right the version's evidence does not earn is refused whatever the gate says (force included), and
+        # audited as a refusal: raised by move_champion after the audit row, it had been a traceback (a 500 over
+        # HTTP) with no record of the attempt.
+        check_steering_earned(promoted, rules.defer)
+    except SteeringRefused as exc:
+        record_audit(session, actor, "model.promote_refused", "model", f"{task}:{version}", {**detail, "steering": str(exc)})
+        raise GateRefused(str(exc)) from exc
     if not decision.passed and not force:
         record_audit(session, actor, "model.promote_refused", "model", f"{task}:{version}", detail)
         raise GateRefused("; ".join(decision.reasons))
     record_audit(session, actor, "model.promote", "model", f"{task}:{version}", detail)
     session.flush()
     # The hospital's own confirmed studies outrank the training-time validation AUROC rule of the registry.
-    promoted = version_of(tracking_uri, task, version)
-    if promoted is None:
-        raise RegistryError(f"{task} version {version} is not registered")
     previous = move_champion(tracking_uri, task, version, rules=rules.defer)
     log.info("promoted %s v%s over v%s by %s (gate %s)", task, version, previous, actor, decision.passed)
     return replace(decision, steering=promoted.steering.value)

@@ -235,7 +235,7 @@ def test_defer_is_earned_through_quality_review_of_confirmed_studies(
     seed_pairs(app, 120)  # too few confirmed studies
     refused = client.post("/api/quality/steering", json=ask, headers=engineer)
     assert refused.status_code == 409 and "120 studies; at least 200 needed" in refused.json()["detail"]
-    assert "steering" not in mlflow.get_model_version("chest-xray", "3").tags  # still the default, raise-only
+    assert "steering" not in mlflow.get_model_version("chest-xray", "3").tags  # still no right recorded: shadow
 
     seed_pairs(app, 200)
     granted = client.post("/api/quality/steering", json=ask, headers=engineer)
@@ -271,3 +271,35 @@ def test_quality_promote_command_gates_promotes_and_names_the_right(
     assert "champion -> version 4 (gate passed)" in out and "steering right: shadow" in out
     assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "4"
     assert audit_actions(app) == ["model.promote_refused", "model.promote"]
+
+
+def test_a_promotion_the_versions_right_does_not_allow_is_an_audited_refusal(
+    app: FastAPI, client: TestClient, add_user: AddUser, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A version tagged defer without the evidence (as MLflow's UI allows) was refused only inside move_champion,
+    after the gate's audit row: a traceback from the command (exit code 1, as a failed gate), a 500 from the API, and
+    no model.promote_refused row. Forcing the gate does not force the right. What cannot be evaluated at all (no
+    champion results, nothing to roll back to) is one line and exit code 2."""
+    from medscreen.cli import main
+
+    settings = app.state.settings
+    mlflow = register_versions(settings.resolved_mlflow_tracking_uri, "chest-xray", 4)
+    mlflow.set_registered_model_alias("chest-xray", "champion", "3")
+    monkeypatch.setenv("MEDSCREEN_HOME", str(settings.home))
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", settings.resolved_database_url)
+    monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", settings.resolved_mlflow_tracking_uri)
+    promote = ["quality", "promote", "--task", "chest-xray", "--version", "4", "--actor", "emma"]
+    assert main(promote) == 2 and "cannot: " in capsys.readouterr().err  # no confirmed studies of both versions yet
+    assert main(["quality", "rollback", "--task", "chest-xray", "--actor", "emma"]) == 2
+    assert "no champion and previous champion" in capsys.readouterr().err
+
+    mlflow.set_model_version_tag("chest-xray", "4", "steering", "defer")
+    seed_pairs(app, 400)
+    assert main([*promote, "--force"]) == 1
+    assert "refused: chest-xray v4 is recorded as defer without the evidence" in capsys.readouterr().out
+    refused = client.post("/api/quality/promote", json={"task": "chest-xray", "version": "4", "force": True},
+                          headers=add_user("erin", "ml-engineer"))
+    assert refused.status_code == 409 and "recorded as defer without the evidence" in refused.json()["detail"]
+    assert audit_actions(app) == ["model.promote_refused", "model.promote_refused"]
+    assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "3"
