@@ -75,6 +75,7 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     from inference.offline_score import collect_studies, score_offline
     from inference.route import load_rules
     from inference.shipped_models import register_shipped_bundles
+    from service.steering import defer_rules_from_settings
 
     warnings.filterwarnings("ignore")
     try:
@@ -84,7 +85,8 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     settings.home.mkdir(parents=True, exist_ok=True)
     uri = settings.resolved_mlflow_tracking_uri
-    register_shipped_bundles(uri)  # an empty registry gets the shipped models, as on the service's first start
+    # An empty registry gets the shipped models, as on the service's first start, under the site's defer rules.
+    register_shipped_bundles(uri, rules=defer_rules_from_settings(settings))
     try:
         studies, refused = collect_studies(args.paths, progress=not args.quiet)
     except FileNotFoundError as exc:

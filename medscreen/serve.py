@@ -69,9 +69,12 @@ class _HttpServer(uvicorn.Server):
 
 def _register_shipped_models(settings: Settings) -> None:
     from inference.shipped_models import register_shipped_bundles
+    from service.steering import defer_rules_from_settings
 
     try:
-        for registered in register_shipped_bundles(settings.resolved_mlflow_tracking_uri):
+        # The site's MEDSCREEN_STEERING_DEFER_* decide what a bundle's evidence earns, as in every other path.
+        rules = defer_rules_from_settings(settings)
+        for registered in register_shipped_bundles(settings.resolved_mlflow_tracking_uri, rules=rules):
             log.info("model registry: %s", registered)
     except Exception:
         # Ingest must run even when the model registry is unavailable; scoring reports it per study.
