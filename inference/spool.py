@@ -101,12 +101,31 @@ class Spool:
         """
         self._ensure_dir(final.parent)
         try:
-            os.link(received, final)
+            self._link(received, final)
         except FileExistsError:
             os.replace(received, final)
         else:
             received.unlink()
         fsync_dir(final.parent)
+
+    def _link(self, received: Path, final: Path) -> None:
+        try:
+            os.link(received, final)
+        except FileNotFoundError:
+            if not received.exists():
+                raise
+            # The retention cleaner (another process, another Spool) removed the study's folders since this
+            # Spool created them: forget them, create them again and link once more.
+            self._forget_dirs(final.parent)
+            self._ensure_dir(final.parent)
+            os.link(received, final)
+
+    def _forget_dirs(self, directory: Path) -> None:
+        """Drop ``directory`` and its parents below ``studies`` from the cache of durable directories."""
+        current = directory
+        while current != self.studies and self.studies in current.parents:
+            self._durable_dirs.discard(current)
+            current = current.parent
 
     @staticmethod
     def same_content(received: Path, stored: Path) -> bool:

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from inference.ingest import InstanceIngestor
 from inference.retention import RetentionCleaner
+from inference.spool import Spool
 from inference.tables import OutgoingResult, QuarantinedItem, Study, StudyEvent
 from service.db import make_session_factory, session_scope, utcnow
 from service.lifecycle import JobState, StudyStatus
@@ -135,3 +136,29 @@ def test_a_fetching_workers_cleaner_removes_only_its_own_result_documents(ingest
     assert report.removed_studies == [] and report.quarantine_files == 0 and report.incoming_files == 0
     with session_scope(factory) as session:
         assert session.scalars(select(QuarantinedItem.path)).one() == quarantined
+
+
+def test_an_instance_after_retention_removed_its_study_folder_is_stored(ingestor: InstanceIngestor, tmp_path: Path) -> None:
+    """The receiver's Spool caches the folders it created; the cleaner (its own Spool, another process in
+    service) removes them. A late image of that series must be stored, not refused (0x0110) until a restart."""
+    factory = make_session_factory(ingestor.engine)
+    first = ingestor.accept_file(_copy(ingestor, CT), source="dimse")
+    now = utcnow()
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study)).one()
+        study.status = StudyStatus.scored
+        study.first_received_at = study.last_received_at = now - timedelta(days=40)
+        session.add(FinalRead(study_id=study.id, study_instance_uid=study.study_instance_uid, revision=1, reader="rita",
+                              read_at=now - timedelta(days=20), note="", waited_s=60.0, tier_at_read="routine"))
+    cleaner_spool = Spool(ingestor.settings.spool_dir, ingestor.settings.quarantine_dir)
+    report = RetentionCleaner(ingestor.settings, factory, cleaner_spool).run_once(now)
+    assert report.removed_studies == [first.headers.study_instance_uid] and not first.path.parent.exists()
+
+    late = dcmread(CT)
+    late.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.4242"
+    late_path = tmp_path / "late.dcm"
+    late.save_as(late_path, enforce_file_format=True)
+    stored = ingestor.accept_file(_copy(ingestor, late_path), source="dimse")
+
+    assert not stored.duplicate and stored.path.is_file()
+    assert stored.path.parent == first.path.parent
