@@ -3,7 +3,7 @@
 
 const PAGE_SIZE = 50;
 const state = { token: sessionStorage.getItem("medscreen.token"), user: null, offset: 0, total: 0,
-  serverSkewMs: 0, selected: null, lastEventId: null, streamAbort: null, refreshTimer: null };
+  serverSkewMs: 0, selected: null, viewSeq: 0, lastEventId: null, streamAbort: null, refreshTimer: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -204,14 +204,21 @@ function handleEvent(block) {
 
 // --- study view ----------------------------------------------------------------------------------
 
+// Answers can come back out of order (each study view writes an audit row, and one may wait on the database
+// while a later one goes through): only the latest call draws, and it draws the whole panel at once, after
+// its last answer. The actions take their study from what is drawn ($("study").dataset.uid), never from the
+// row clicked last, so a read can only go to the patient on screen.
 async function openStudy(uid, { quiet = false } = {}) {
+  const seq = ++state.viewSeq;
   state.selected = uid;
   for (const tr of $("rows").children) tr.classList.toggle("selected", tr.dataset.uid === uid);
   if (!quiet) $("s-error").textContent = "";
   const study = await (await api(`/api/worklist/${encodeURIComponent(uid)}`)).json();
+  if (seq !== state.viewSeq) return;
+  const heatmap = await fetchHeatmap(study);
+  if (seq !== state.viewSeq) return;
   $("study").hidden = false;
   $("app").classList.add("reading");
-  $("study").dataset.uid = uid;
   $("s-title").textContent = `${study.modality} ${study.study_description || ""} · ${study.accession_number || uid}`;
   const facts = [["Patient", `${study.patient_name} (${study.patient_id})`], ["Sex / born", `${study.patient_sex || "—"} / ${study.patient_birth_date || "—"}`],
     ["Site", study.site], ["Order priority", study.order_priority || "—"], ["Task", study.task || "—"],
@@ -227,7 +234,7 @@ async function openStudy(uid, { quiet = false } = {}) {
     : el("span", {}, scoreBar(study), shadowModel(study)
       ? el("span", { class: "muted", text: " shadow model: score recorded for monitoring, not a finding and not sent to the PACS" })
       : el("span", { class: `call-${study.call}`, text: ` ${study.call} at threshold ${study.threshold.toFixed(2)}` })));
-  await showHeatmap(study);
+  showHeatmap(heatmap);
   const mine = study.claimed_by === state.user;
   $("claim").hidden = !study.is_open || mine; $("release").hidden = !study.is_open || !study.claimed_by;
   $("read-form").hidden = !study.is_open || !mine;
@@ -238,17 +245,22 @@ async function openStudy(uid, { quiet = false } = {}) {
       (study.final_read.note ? ` — ${study.final_read.note}` : "") })] : []));
   $("s-timeline").replaceChildren(...study.timeline.map((item) =>
     el("li", { text: `${utc(item.at, true)} · ${item.text}` })));
+  $("study").dataset.uid = uid;
 }
 
-async function showHeatmap(study) {
-  const figure = $("s-heatmap");
-  if (!study.heatmap_available) { figure.hidden = true; return; }
+// The heat-map PNG of a study, or null (none, or it could not be fetched).
+async function fetchHeatmap(study) {
+  if (!study.heatmap_available) return null;
   try {
-    const blob = await (await api(`/api/worklist/${encodeURIComponent(study.study_instance_uid)}/heatmap`)).blob();
-    const img = $("s-heatmap-img");
-    if (img.src) URL.revokeObjectURL(img.src);
-    img.src = URL.createObjectURL(blob); figure.hidden = false;
-  } catch (_) { figure.hidden = true; }
+    return await (await api(`/api/worklist/${encodeURIComponent(study.study_instance_uid)}/heatmap`)).blob();
+  } catch (_) { return null; }
+}
+
+function showHeatmap(blob) {
+  const img = $("s-heatmap-img");
+  if (img.src) { URL.revokeObjectURL(img.src); img.removeAttribute("src"); }
+  if (blob) img.src = URL.createObjectURL(blob);
+  $("s-heatmap").hidden = !blob;
 }
 
 function buildReadForm(study) {
@@ -262,18 +274,21 @@ function buildReadForm(study) {
   $("read-note").value = "";
 }
 
-async function act(path, options) {
+// Claim, release or read (`verb`) the study drawn in the panel.
+async function act(uid, verb, options = { method: "POST" }) {
   $("s-error").textContent = "";
-  try { await api(path, options); } catch (error) { $("s-error").textContent = error.message; }
-  await openStudy(state.selected, { quiet: true });
+  try { await api(`/api/worklist/${encodeURIComponent(uid)}/${verb}`, options); } catch (error) { $("s-error").textContent = error.message; }
+  if (state.selected) await openStudy(state.selected, { quiet: true });
   await loadList();
 }
 
 async function submitRead(event) {
   event.preventDefault();
+  const uid = $("read-form").dataset.uid;
+  if (!uid || uid !== $("study").dataset.uid) return;
   const findings = {};
   for (const input of $("read-findings").querySelectorAll("input:checked")) findings[input.dataset.task] = input.value;
-  await act(`/api/worklist/${encodeURIComponent(state.selected)}/read`, {
+  await act(uid, "read", {
     method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ findings, note: $("read-note").value }) });
   $("read-form").dataset.uid = "";
@@ -289,9 +304,13 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadList(); });
   $("next").addEventListener("click", () => { state.offset += PAGE_SIZE; loadList(); });
-  $("close-study").addEventListener("click", () => { $("study").hidden = true; $("app").classList.remove("reading"); state.selected = null; });
-  $("claim").addEventListener("click", () => act(`/api/worklist/${encodeURIComponent(state.selected)}/claim`, { method: "POST" }));
-  $("release").addEventListener("click", () => act(`/api/worklist/${encodeURIComponent(state.selected)}/release`, { method: "POST" }));
+  $("close-study").addEventListener("click", () => {
+    state.viewSeq += 1;  // an answer still on its way must not open the panel again
+    $("study").hidden = true; $("app").classList.remove("reading"); state.selected = null; $("study").dataset.uid = "";
+    for (const tr of $("rows").children) tr.classList.remove("selected");
+  });
+  $("claim").addEventListener("click", () => act($("study").dataset.uid, "claim"));
+  $("release").addEventListener("click", () => act($("study").dataset.uid, "release"));
   $("read-form").addEventListener("submit", submitRead);
   // Waiting times and aging move with the clock even when nothing else happens.
   setInterval(() => { if (state.token) loadList(); }, 60000);
