@@ -8,7 +8,8 @@ recorded, completed by the quiet period, routed, scored), so nothing here scores
   is skipped; instances medscreen wrote itself (Manufacturer ``medscreen``: the heat-map SC written back into
   the study) are dropped on arrival, so a backfill never feeds medscreen its own output.
 - Resumable: a study retrieved to the end gets a ``backfilled`` event in its timeline. A run that was
-  interrupted left its last study without one: the next run retrieves that study again (instances already
+  interrupted, or a study of which medscreen refused an instance for now (disk under the watermark: 0xA700, a
+  processing failure: 0x0110), left the study without one: the next run retrieves that study again (instances already
   held are acknowledged and stored once) and skips the finished ones.
 - Rate limit: at most ``studies_per_minute`` retrievals start per minute, so a month of studies does not
   take the PACS away from the radiologists.
@@ -34,7 +35,7 @@ from pynetdicom.events import Event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from inference.errors import IngestError
+from inference.errors import IngestError, OutOfResources
 from inference.ingest import InstanceIngestor
 from inference.receive.dimse import TRANSFER_SYNTAXES
 from inference.receive.status import PROCESSING_FAILURE, SUCCESS, dicom_status_for
@@ -70,6 +71,8 @@ class BackfillReport:
     stored: int = 0
     duplicates: int = 0
     refused: int = 0
+    # Refused for a reason that passes (out of disk, a processing failure): the study is retrieved again.
+    refused_for_now: int = 0
     own_output_dropped: int = 0
     failed_studies: int = 0
 
@@ -136,11 +139,15 @@ def _on_store(event: Event, ingestor: InstanceIngestor, pacs_ae: str, report: Ba
         stored = ingestor.accept_file(received, source=SOURCE, calling_ae=pacs_ae)
     except IngestError as exc:
         report.refused += 1
-        return dicom_status_for(exc)
+        status = dicom_status_for(exc)
+        if isinstance(exc, OutOfResources) or status == PROCESSING_FAILURE:
+            report.refused_for_now += 1
+        return status
     except Exception:
         log.exception("unexpected failure storing a retrieved instance")
         received.unlink(missing_ok=True)
         report.refused += 1
+        report.refused_for_now += 1
         return PROCESSING_FAILURE
     if stored.duplicate:
         report.duplicates += 1
@@ -232,6 +239,7 @@ def run_backfill(
         if wait > 0:
             sleep(wait)
         next_start = time.monotonic() + interval
+        refused_before = report.refused_for_now
         try:
             retrieve_study(ingestor, study.study_instance_uid, host=host, port=port, called_ae=called_ae,
                            calling_ae=calling_ae, report=report, tls_args=tls_args)
@@ -239,8 +247,14 @@ def run_backfill(
             report.failed_studies += 1
             log.warning("backfill: study not retrieved (again next run): %s", exc)
         else:
-            _mark(session_factory, study.study_instance_uid, BACKFILLED, instances=study.instances)
-            report.retrieved_studies += 1
+            if report.refused_for_now > refused_before:
+                # The PACS ends with 0xB000 for these too; marked finished, the study would stay partial for good.
+                report.failed_studies += 1
+                log.warning("backfill: %d instance(s) of a study refused for now (again next run)",
+                            report.refused_for_now - refused_before)
+            else:
+                _mark(session_factory, study.study_instance_uid, BACKFILLED, instances=study.instances)
+                report.retrieved_studies += 1
         if progress is not None:
             progress(study, report)
     return report
