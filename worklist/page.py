@@ -5,6 +5,7 @@ only to ``/api/worklist``; it holds no data of its own beyond the login token fo
 
 from __future__ import annotations
 
+from service.deps import SettingsDep
 from service.pages import static_page_router
 
 __all__ = ["page_router"]
@@ -18,3 +19,9 @@ page_router = static_page_router(
     img_src="'self' blob:",  # the heat-map arrives as a blob from the authenticated API
     tag="worklist",
 )
+
+
+@page_router.get("/worklist/settings", include_in_schema=False)
+def page_settings(settings: SettingsDep) -> dict[str, float]:
+    """What the page needs of the site's settings: how long a claim lasts, so it can say when one lapses."""
+    return {"claim_minutes": settings.worklist_claim_minutes}

@@ -129,3 +129,34 @@ def test_claim_and_release_act_on_the_study_drawn_not_the_row_clicked_last(setti
         assert r.study("B")["claimed_by"] == "rita"
         for route in held:
             route.continue_()
+
+
+def test_a_lapsed_claim_is_shown_and_claimed_again_without_losing_the_typed_read(settings: Settings) -> None:
+    """A claim lapses while rita types her read (5 s here, 60 min by default): the page says so, offers Claim
+    again, and a refused read keeps her findings and note for when she has claimed again."""
+    settings = settings.model_copy(update={"worklist_claim_minutes": 0.08})
+    with reading(settings, {"A": "ALPHA^Anna"}, claimed=False) as r:
+        page, expect = r.page, r.expect
+        r.row("A").click()
+        page.click("#claim")
+        expect(r.row("A").locator("td").last).to_have_text("you")
+        expect(page.locator("#s-claim")).to_contain_text("Your claim lasts until")
+        page.check("#read-findings input[value=present]")
+        page.fill("#read-note", "a long report typed over the claim lifetime")
+
+        expect(page.locator("#s-claim")).to_contain_text("Your claim lapsed at", timeout=10000)
+        expect(r.row("A").locator("td").last).to_have_text("you (lapsed)")
+        expect(page.locator("#claim")).to_be_visible()
+        expect(page.locator("#claim")).to_have_text("Claim again")
+
+        page.click("#read-submit")  # refused by the server: the claim has lapsed
+        expect(page.locator("#s-error")).to_contain_text("before recording its read")
+        expect(page.locator("#read-note")).to_have_value("a long report typed over the claim lifetime")
+        assert page.locator("#read-findings input:checked").count() == 1
+
+        page.click("#claim")
+        expect(page.locator("#claim")).to_be_hidden()
+        expect(page.locator("#read-note")).to_have_value("a long report typed over the claim lifetime")
+        page.click("#read-submit")
+        expect(page.locator("#s-read")).to_contain_text("Read by rita")
+        assert r.study("A")["final_read"]["note"] == "a long report typed over the claim lifetime"

@@ -3,7 +3,8 @@
 
 const PAGE_SIZE = 50;
 const state = { token: sessionStorage.getItem("medscreen.token"), user: null, offset: 0, total: 0,
-  serverSkewMs: 0, selected: null, viewSeq: 0, lastEventId: null, streamAbort: null, refreshTimer: null };
+  serverSkewMs: 0, selected: null, viewSeq: 0, lastEventId: null, streamAbort: null, refreshTimer: null,
+  claimMs: null, lapseTimer: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -50,6 +51,7 @@ function logout() {
 async function start() {
   const me = await (await api("/api/auth/me")).json();
   state.user = me.username;
+  state.claimMs = (await (await fetch("/worklist/settings")).json()).claim_minutes * 60000;
   $("who").textContent = `${me.username} (${me.roles.join(", ")})`;
   $("login-panel").hidden = true; $("app").hidden = false; $("logout").hidden = false;
   await loadFilters();
@@ -114,9 +116,21 @@ function scoreBar(item) {
   return el("span", {}, bar, el("span", { class: "num", text: ` ${item.score.toFixed(2)}` }));
 }
 
+// A claim not closed by a read lapses after the site's claim lifetime (the server then refuses the read and
+// lets anyone claim the study), so the page says so instead of showing it as held.
+function claimEnd(item) {
+  return item.claimed_by && item.claimed_at && state.claimMs !== null ? Date.parse(item.claimed_at) + state.claimMs : null;
+}
+function claimLapsed(item) {
+  const end = claimEnd(item);
+  return end !== null && end <= Date.now() + state.serverSkewMs;
+}
+
 function row(item, position) {
+  const who = item.claimed_by === state.user ? "you" : item.claimed_by;
   const claim = item.claimed_by
-    ? el("span", { text: item.claimed_by === state.user ? "you" : item.claimed_by, class: "claimed" })
+    ? (claimLapsed(item) ? el("span", { text: `${who} (lapsed)`, class: "muted", title: `claim lapsed at ${utc(claimEnd(item))}` })
+      : el("span", { text: who, class: "claimed" }))
     : el("span", { text: "—" });
   const tr = el("tr", { "data-uid": item.study_instance_uid, "data-tier": item.tier, title: item.priority_reason },
     el("td", { class: "num", text: String(position) }),
@@ -235,9 +249,7 @@ async function openStudy(uid, { quiet = false } = {}) {
       ? el("span", { class: "muted", text: " shadow model: score recorded for monitoring, not a finding and not sent to the PACS" })
       : el("span", { class: `call-${study.call}`, text: ` ${study.call} at threshold ${study.threshold.toFixed(2)}` })));
   showHeatmap(heatmap);
-  const mine = study.claimed_by === state.user;
-  $("claim").hidden = !study.is_open || mine; $("release").hidden = !study.is_open || !study.claimed_by;
-  $("read-form").hidden = !study.is_open || !mine;
+  showClaim(study);
   if (!$("read-form").hidden && $("read-form").dataset.uid !== uid) buildReadForm(study);
   $("s-read").replaceChildren(...(study.final_read ? [el("p", { class: "final-read",
     text: `Read by ${study.final_read.reader} at ${utc(study.final_read.read_at)}: ` +
@@ -246,6 +258,29 @@ async function openStudy(uid, { quiet = false } = {}) {
   $("s-timeline").replaceChildren(...study.timeline.map((item) =>
     el("li", { text: `${utc(item.at, true)} · ${item.text}` })));
   $("study").dataset.uid = uid;
+}
+
+// The claim buttons and line; drawn again when one's own claim lapses while the study is open. The read form
+// stays (with what was typed) on a lapsed claim of one's own, and Claim is offered to renew it.
+function showClaim(study) {
+  clearTimeout(state.lapseTimer);
+  const own = study.claimed_by === state.user, lapsed = claimLapsed(study), end = claimEnd(study);
+  $("claim").hidden = !study.is_open || (own && !lapsed);
+  $("claim").textContent = own && lapsed ? "Claim again" : "Claim";
+  $("release").hidden = !study.is_open || !study.claimed_by;
+  $("read-form").hidden = !study.is_open || !own;
+  const line = $("s-claim");
+  line.className = own && lapsed ? "error" : "muted";
+  line.textContent = !study.is_open || end === null ? ""
+    : own && lapsed ? `Your claim lapsed at ${utc(end)}: claim again to record your read (what you typed is kept).`
+    : lapsed ? `${study.claimed_by}'s claim lapsed at ${utc(end)}; anyone may claim the study.`
+    : own ? `Your claim lasts until ${utc(end)}.` : "";
+  if (study.is_open && own && !lapsed) {
+    state.lapseTimer = setTimeout(() => {
+      if ($("study").dataset.uid === study.study_instance_uid) showClaim(study);
+      loadList();
+    }, end - (Date.now() + state.serverSkewMs) + 250);
+  }
 }
 
 // The heat-map PNG of a study, or null (none, or it could not be fetched).
@@ -275,11 +310,14 @@ function buildReadForm(study) {
 }
 
 // Claim, release or read (`verb`) the study drawn in the panel.
+// Says whether the server accepted it.
 async function act(uid, verb, options = { method: "POST" }) {
   $("s-error").textContent = "";
-  try { await api(`/api/worklist/${encodeURIComponent(uid)}/${verb}`, options); } catch (error) { $("s-error").textContent = error.message; }
+  let done = true;
+  try { await api(`/api/worklist/${encodeURIComponent(uid)}/${verb}`, options); } catch (error) { $("s-error").textContent = error.message; done = false; }
   if (state.selected) await openStudy(state.selected, { quiet: true });
   await loadList();
+  return done;
 }
 
 async function submitRead(event) {
@@ -288,10 +326,11 @@ async function submitRead(event) {
   if (!uid || uid !== $("study").dataset.uid) return;
   const findings = {};
   for (const input of $("read-findings").querySelectorAll("input:checked")) findings[input.dataset.task] = input.value;
-  await act(uid, "read", {
+  const recorded = await act(uid, "read", {
     method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ findings, note: $("read-note").value }) });
-  $("read-form").dataset.uid = "";
+  // A refused read keeps the form as typed (so the reader can claim again and record it).
+  if (recorded) $("read-form").dataset.uid = "";
 }
 
 // --- wiring ----------------------------------------------------------------------------------------
@@ -307,6 +346,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("close-study").addEventListener("click", () => {
     state.viewSeq += 1;  // an answer still on its way must not open the panel again
     $("study").hidden = true; $("app").classList.remove("reading"); state.selected = null; $("study").dataset.uid = "";
+    clearTimeout(state.lapseTimer);
     for (const tr of $("rows").children) tr.classList.remove("selected");
   });
   $("claim").addEventListener("click", () => act($("study").dataset.uid, "claim"));
