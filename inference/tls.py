@@ -2,8 +2,8 @@
 
 The receiver takes TLS only when a certificate and key are set (a port is either TLS or not: a PACS told to
 use TLS must never fall back to clear text). Client certificates are optional and, when required, must be
-signed by the configured CA. Towards the PACS the certificate is verified against the same CA and its host
-name checked; medscreen's own certificate is presented when the PACS asks for one. TLS 1.2 is the floor
+signed by the configured CA. Towards the PACS the certificate is verified against that CA alone (the system's
+trust store only when no CA is configured) and its host name checked; medscreen's own certificate is presented when the PACS asks for one. TLS 1.2 is the floor
 (BCP 195, what dcmtk's default profile requires).
 """
 
@@ -51,12 +51,16 @@ def pacs_tls_args(settings: Settings) -> tuple[ssl.SSLContext, str] | None:
     """pynetdicom's ``tls_args`` for an association to the PACS, or None when the PACS is spoken to in clear."""
     if not settings.pacs_tls:
         return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     if settings.dicom_tls_ca:
+        # The configured CA alone (as the HTTPS side does): not the operating system's store, where any public
+        # or proxy CA could vouch for the PACS's name. Host name check and CERT_REQUIRED are this class's defaults.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         try:
             context.load_verify_locations(cafile=str(settings.dicom_tls_ca))
         except (OSError, ssl.SSLError) as exc:
             raise TlsConfigurationError(f"cannot load the DICOM TLS CA {settings.dicom_tls_ca}: {exc}") from exc
+    else:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_identity(context, settings)
     return context, str(settings.pacs_host or "")
