@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,7 +25,7 @@ from inference.errors import InstancesUnavailable
 from inference.spool import fsync_dir, fsync_file
 from service.settings import Settings
 
-__all__ = ["IngestLogin", "instance_files", "instance_cache_dir", "drop_cached_study"]
+__all__ = ["IngestLogin", "instance_files", "instance_cache_dir", "drop_cached_study", "clear_instance_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,25 @@ def instance_cache_dir(settings: Settings, job_id: int) -> Path:
 def drop_cached_study(settings: Settings, job_id: int) -> None:
     """Remove a job's fetched instances once it is over (the ingest node keeps the originals)."""
     shutil.rmtree(instance_cache_dir(settings, job_id), ignore_errors=True)
+
+
+def clear_instance_cache(settings: Settings, running_here: Callable[[], Collection[int]]) -> int:
+    """Remove the folders of jobs that no process of this machine runs now (left by a killed worker or a job
+    another worker took over); returns how many. ``running_here`` is asked after the folders are listed, so a
+    job claimed meanwhile keeps its folder."""
+    root = settings.home / "instance-cache"
+    if not root.is_dir():
+        return 0
+    folders = list(root.iterdir())
+    keep = {str(job_id) for job_id in running_here()}
+    removed = 0
+    for folder in folders:
+        if folder.name not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d stale instance-cache folder(s) from %s", removed, root)
+    return removed
 
 
 class _Parts:

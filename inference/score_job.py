@@ -146,9 +146,10 @@ def score_job(
     if already is not None:
         return already
     model = selector.load(task, version)
-    # A remote worker without the ingest node's spool fetches the study (InstancesUnavailable: a retry).
-    files = instance_files(settings, job_id, study_uid, paths, login)
     try:
+        # A remote worker without the ingest node's spool fetches the study (InstancesUnavailable: a retry);
+        # inside the try, so a fetch cut short leaves no fetched instance behind.
+        files = instance_files(settings, job_id, study_uid, paths, login)
         return _score_and_store(
             job_id, settings=settings, session_factory=session_factory, model=model, files=files, role=role,
             task=task, study_uid=study_uid, previous=(previous_id, previous_sr), timings_from=(completed_at, started),

@@ -12,12 +12,13 @@ import os
 import threading
 import time
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.champions import ModelSelector
 from inference.dispatch import Dispatcher
 from inference.errors import ScoringError
-from inference.fetch_instances import IngestLogin
+from inference.fetch_instances import IngestLogin, clear_instance_cache
 from inference.jobs import claim_next, enqueue_routed, extend_lease, mark_failed
 from inference.jobs import release_dead_leases as requeue_jobs_of_dead_workers
 from inference.records import ResultSent, ScoreRecorded
@@ -25,6 +26,7 @@ from inference.score_job import score_job
 from inference.spool_node import spool_node
 from inference.tables import ScoringJob
 from service.db import session_scope, utcnow
+from service.lifecycle import JobState
 from service.settings import Settings
 
 __all__ = ["ScoringWorker"]
@@ -115,7 +117,24 @@ class ScoringWorker:
             self.dispatch_ready()  # results go out as they are made, not after the whole queue
         self.dispatch_ready()
 
+    def clear_stale_instance_cache(self) -> int:
+        """A fetching worker's start: remove fetched studies that no job of this machine's workers runs now."""
+        if not self.settings.ingest_url:
+            return 0
+
+        def running_here() -> list[int]:
+            with session_scope(self.session_factory) as session:
+                return list(session.scalars(select(ScoringJob.id).where(
+                    ScoringJob.state == JobState.running, ScoringJob.lease_owner.startswith(f"{os.uname().nodename}:")
+                )))
+
+        return clear_instance_cache(self.settings, running_here)
+
     def run_until(self, stop: threading.Event) -> None:
+        try:
+            self.clear_stale_instance_cache()
+        except Exception:
+            log.exception("stale instance-cache folders not cleared; the next start tries again")
         while not stop.is_set():
             try:
                 self.release_dead_leases()
