@@ -136,7 +136,9 @@ class RetentionCleaner:
             query = query.where(OutgoingResult.node == self.node)
         sent = session.scalars(query)
         for row in sent:
-            if row.study_id not in final_reads:
+            read_at = final_reads.get(row.study_id)
+            # Only a read after the result was made read it: a re-opened study's new result stays until then.
+            if read_at is None or read_at <= row.created_at:
                 continue
             folder = self.spool.outgoing / row.folder
             files = size = 0

@@ -162,3 +162,34 @@ def test_an_instance_after_retention_removed_its_study_folder_is_stored(ingestor
 
     assert not stored.duplicate and stored.path.is_file()
     assert stored.path.parent == first.path.parent
+
+
+def test_a_reopened_studys_new_result_stays_until_a_read_after_it(ingestor: InstanceIngestor) -> None:
+    """Read 30 days ago (revision 1), re-opened, the revision-2 result made 16 days ago and sent 15 days ago:
+    its SR and heat-map are still on the reading list, so the older read must not remove them."""
+    factory = make_session_factory(ingestor.engine)
+    ingestor.accept_file(_copy(ingestor, CT), source="dimse")
+    now = utcnow()
+    with session_scope(factory) as session:
+        study = session.scalars(select(Study)).one()
+        study.status = StudyStatus.scored
+        study.first_received_at = now - timedelta(days=40)
+        study.last_received_at = now - timedelta(days=16)
+        session.add(FinalRead(study_id=study.id, study_instance_uid=study.study_instance_uid, revision=1, reader="rita",
+                              read_at=now - timedelta(days=30), note="", waited_s=60.0, tier_at_read="routine"))
+        outgoing_dir = ingestor.spool.outgoing_folder(study.study_instance_uid)
+        outgoing_dir.mkdir(parents=True)
+        for uid in ("1.2.3.1", "1.2.3.2"):
+            (outgoing_dir / f"{uid}.dcm").write_bytes(b"result")
+        session.add(OutgoingResult(study_id=study.id, folder=study.study_instance_uid, sop_instance_uids=["1.2.3.1", "1.2.3.2"],
+                                   destination={}, state=JobState.done, attempts=1, next_attempt_at=now - timedelta(days=16),
+                                   created_at=now - timedelta(days=16), sent_at=now - timedelta(days=15)))
+        study_id, study_uid = study.id, study.study_instance_uid
+
+    assert RetentionCleaner(ingestor.settings, factory, ingestor.spool).run_once(now).outgoing_files == 0
+    assert sorted(p.name for p in outgoing_dir.iterdir()) == ["1.2.3.1.dcm", "1.2.3.2.dcm"]
+
+    with session_scope(factory) as session:  # revision 2 read too: now its result documents go
+        session.add(FinalRead(study_id=study_id, study_instance_uid=study_uid, revision=2, reader="rita",
+                              read_at=now - timedelta(days=14), note="", waited_s=60.0, tier_at_read="routine"))
+    assert RetentionCleaner(ingestor.settings, factory, ingestor.spool).run_once(now).outgoing_files == 2
