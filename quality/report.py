@@ -9,7 +9,7 @@ import html
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -262,11 +262,28 @@ def _operating_point(point: SiteOperatingPoint | None, m: QualityMetrics) -> lis
     return out
 
 
+def _midnight(moment: datetime) -> bool:
+    return moment.utcoffset() in (None, timedelta(0)) and moment.time() == time(0)
+
+
+def _period(since: datetime | None, until: datetime | None) -> str:
+    """The period as the UTC days it covers, both included. ``until`` is exclusive, so the midnight that ends a
+    day (what the page sends for its "To" date) is that day; a bound with a time of day is stated with it."""
+    start = "start" if since is None else str(since.date()) if _midnight(since) else f"{since:%Y-%m-%d %H:%M} UTC"
+    if until is None:
+        end = "now"
+    elif _midnight(until):
+        end = str((until - timedelta(days=1)).date())
+    else:
+        end = f"before {until:%Y-%m-%d %H:%M} UTC"
+    return f"{start} to {end}" + (" (UTC days, both included)" if until is not None and _midnight(until) else "")
+
+
 def render_report(report: QualityReport, *, document: bool = True) -> str:
     """The report as HTML: a full standalone document for download, or the body for the quality page."""
     q = report.query
     m = report.metrics
-    period = f"{q.since.date() if q.since else 'start'} to {q.until.date() if q.until else 'now'}"
+    period = _period(q.since, q.until)
     out = [
         f'<section id="quality-report" data-task="{html.escape(q.task)}" data-version="{html.escape(q.model_version)}">',
         f"<h2>{html.escape(q.task)} version {html.escape(q.model_version)}</h2>",

@@ -24,10 +24,18 @@ function showLogin() {
   $("main").hidden = true;
 }
 
+// The dates are whole UTC days, both included; the server's "until" is exclusive, so the page sends the
+// midnight that ends the "To" day (a report "to 31 May" then holds the studies of 31 May).
+function dayAfter(isoDate) {
+  const day = new Date(`${isoDate}T00:00:00Z`);
+  day.setUTCDate(day.getUTCDate() + 1);
+  return day.toISOString().slice(0, 10);
+}
+
 function query() {
   const params = new URLSearchParams({ task: $("task").value, version: $("version").value });
   if ($("since").value) params.set("since", `${$("since").value}T00:00:00Z`);
-  if ($("until").value) params.set("until", `${$("until").value}T00:00:00Z`);
+  if ($("until").value) params.set("until", `${dayAfter($("until").value)}T00:00:00Z`);
   return params;
 }
 

@@ -81,3 +81,33 @@ def test_quality_team_reviews_downloads_and_logs_the_report(quality_service: tup
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_the_to_date_is_included_and_the_period_says_so(quality_service: tuple[str, Settings]) -> None:
+    """The seeded studies all arrive on 2026-03-02: a report "from 2026-03-02 to 2026-03-02" holds them all, and its
+    period line states the days as chosen. The page had sent midnight at the start of the "To" day as the
+    (exclusive) end, so the day was left out and the report was empty (found by review)."""
+    sync_api = playwright_or_skip()
+    url, _ = quality_service
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/quality")
+            page.fill("#username", "quinn")
+            page.fill("#password", PASSWORD)
+            page.click("#login button[type=submit]")
+            period = page.locator("#quality-report p").first
+            sync_api.expect(period).to_contain_text("Period start to now; 10 studies confirmed")
+            page.select_option("#version", "3")
+            for since, until, expected in [
+                ("2026-03-02", "2026-03-02", "Period 2026-03-02 to 2026-03-02 (UTC days, both included); 10 studies"),
+                ("2026-03-01", "2026-03-01", "Period 2026-03-01 to 2026-03-01 (UTC days, both included); 0 studies"),
+                ("2026-02-28", "2026-03-02", "Period 2026-02-28 to 2026-03-02 (UTC days, both included); 10 studies"),
+            ]:
+                page.fill("#since", since)
+                page.fill("#until", until)
+                page.click("#filters button[type=submit]")
+                sync_api.expect(period).to_contain_text(expected)
+        finally:
+            browser.close()
