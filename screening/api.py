@@ -232,6 +232,10 @@ def list_flags(
     format: Literal["json", "html"] = "json",
 ) -> JSONResponse | HTMLResponse:
     listing = _flag_page(session, user, include_decided, page, per_page)
+    if listing["page"] > listing["pages"]:
+        # The list got shorter since that page was shown (a flag decided here or by a colleague, or withdrawn):
+        # its last page, not an empty one that reads as "nothing waits".
+        listing = _flag_page(session, user, include_decided, listing["pages"], per_page)
     for row in listing["flags"]:
         record_audit(session, user.username, "screening.flag.view", "patient", row["patient_id"], {"result_id": row["id"]})
     for row in listing["withdrawn"]:

@@ -16,6 +16,9 @@ async function load() {
     {headers: {Authorization: "Bearer " + token()}});
   if (response.status === 401) { sessionStorage.removeItem(TOKEN); show(false); return; }
   flags.innerHTML = response.ok ? await response.text() : `<p class="error">Not allowed (${response.status})</p>`;
+  // The server answers its last page when the one asked for no longer exists (the list got shorter).
+  const shown = flags.querySelector("p.meta[data-page]");
+  if (shown) page = Number(shown.dataset.page);
   show(true);
 }
 

@@ -97,3 +97,45 @@ def test_two_paediatricians_each_see_only_their_patients(served: tuple[str, obje
     with session_scope(factory) as session:  # type: ignore[arg-type]
         [decision] = list(session.scalars(select(ScreeningOutcome)))
     assert (decision.outcome, decision.note, decision.decided_by) == ("referred", "family history of deafness", "dr-a")
+
+
+def test_deciding_the_last_flag_on_the_last_page_shows_the_page_before(settings: Settings, screener: Screener) -> None:
+    """21 flags wait (20 a page); dr-a decides the one on page 2: the page shows page 1 of 1 with its 20 flags.
+    It had asked for page 2 again and said "page 2 of 1 · No flagged children waiting for a decision" (found by
+    review)."""
+    sync_api = playwright_or_skip()
+    app = create_app(settings)
+    app.state.screener = screener
+    store = BatchStore(settings.resolved_database_url, screener, "batch:test")
+    for i in range(21):
+        record = child_of(f"a{i}", f"Anna Alpha{i}", f"MRN-A{i}", practitioner="Practitioner/dr-a")
+        store.add(record, screener.screen(record, date(2024, 3, 1)))
+    store.close()
+    with session_scope(app.state.session_factory) as session:
+        create_user(session, "dr-a", "dr-a-password-long", ["paediatrician"], actor="test")
+        session.add(ScreeningAssignment(username="dr-a", practitioner="Practitioner/dr-a", organization="", assigned_by="test"))
+    try:
+        with app_in_thread(app) as url, sync_api.sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                page = browser.new_page()
+                page.goto(f"{url}/screening")
+                page.fill("input[name=username]", "dr-a")
+                page.fill("input[name=password]", "dr-a-password-long")
+                page.click("#login button[type=submit]")
+                sync_api.expect(page.locator("article.flag")).to_have_count(20)
+                page.click("button[data-page='2']")
+                sync_api.expect(page.locator("#flags p.meta")).to_contain_text("21 flagged children waiting for a decision")
+                sync_api.expect(page.locator("article.flag")).to_have_count(1)
+                page.locator("article.flag button[data-outcome=not_relevant]").click()
+                sync_api.expect(page.locator("#flags p.meta")).to_contain_text("20 flagged children")
+                sync_api.expect(page.locator("#flags p.meta")).to_contain_text("page 1 of 1")
+                sync_api.expect(page.locator("article.flag")).to_have_count(20)
+                assert page.locator("#flags p.empty").count() == 0
+                page.locator("article.flag button[data-outcome=referred]").first.click()  # the page goes on from page 1
+                sync_api.expect(page.locator("#flags p.meta")).to_contain_text("19 flagged children waiting for a decision")
+                sync_api.expect(page.locator("article.flag")).to_have_count(19)
+            finally:
+                browser.close()
+    finally:
+        app.state.engine.dispose()
