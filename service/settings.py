@@ -163,7 +163,7 @@ class Settings(BaseSettings):
         14.0,
         gt=0,
         description="Retention: results built for the PACS (spool/outgoing) are removed this long after they were "
-        "made, once sent and once the study has a final read.",
+        "made, once sent and once the study has a final read later than the result.",
     )
     retention_quarantine_days: float = Field(
         30.0, gt=0, description="Retention: refused files are removed from the quarantine this long after they arrived."
