@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +18,24 @@ pytestmark = pytest.mark.integration
 REQUIRED = {"study_instance_uid", "task", "score", "call", "model_name", "model_version", "localisation", "error"}
 
 
-def test_score_command_reports_every_study(tmp_path: Path) -> None:
+def _home(tmp_path: Path, registered_store: Path) -> str:
+    """A home whose MLflow store holds the shipped bundles already, as on any start after the first: each command
+    here had registered them anew in a fresh home (8-10 s of MLflow migrations and logging a run)."""
+    home = tmp_path / "var"
+    home.mkdir(exist_ok=True)
+    if not (home / "mlflow.db").exists():
+        shutil.copyfile(registered_store, home / "mlflow.db")
+    return str(home)
+
+
+def test_score_command_reports_every_study(tmp_path: Path, registered_store: Path) -> None:
     kermany = FIXTURES / "datasets" / "kermany" / "train"
     folder = tmp_path / "site-data"
     for index, image in enumerate(sorted((kermany / "PNEUMONIA").glob("*.jpeg"))[:2] + sorted((kermany / "NORMAL").glob("*.jpeg"))[:2]):
         wrap_radiograph(image, folder / f"cxr{index}.dcm", patient_id=f"P{index}")
     wrap_radiograph(sorted((kermany / "NORMAL").glob("*.jpeg"))[0], folder / "lateral.dcm", view_position="LL")
     (folder / "notes.txt").write_text("not a DICOM file")
-    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var")}
+    env = {**os.environ, "MEDSCREEN_HOME": _home(tmp_path, registered_store)}
     result = subprocess.run(
         [sys.executable, "-m", "medscreen", "--create-home", "score", str(folder), str(FIXTURES / "inference" / "images" / "dx_abdomen_ge.dcm")],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
@@ -64,7 +75,7 @@ def test_routes_dry_run_groups_a_folder_like_score(tmp_path: Path, capsys: pytes
         main(["routes", "test", str(rules), str(tmp_path / "missing")])
 
 
-def test_score_command_gives_the_in_process_scorers_result_on_the_same_files(tmp_path: Path) -> None:
+def test_score_command_gives_the_in_process_scorers_result_on_the_same_files(tmp_path: Path, registered_store: Path) -> None:
     # What a site measures with `medscreen score` is what the service computes: the same score (to the six
     # places printed) and the same localisation, for every task, on real files wrapped as a PACS sends them.
     import onnxruntime as ort
@@ -87,7 +98,7 @@ def test_score_command_gives_the_in_process_scorers_result_on_the_same_files(tmp
                                                    patient_id="M1") for n, side in ((1, "L"), (2, "R"))])
     ct = sorted((FIXTURES / "datasets" / "lidc" / "small").rglob("*.dcm"))
     studies[str(dcmread(ct[0]).StudyInstanceUID)] = ("ct-chest", ct)
-    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var"), "MEDSCREEN_CT_MIN_SLICES": "3"}
+    env = {**os.environ, "MEDSCREEN_HOME": _home(tmp_path, registered_store), "MEDSCREEN_CT_MIN_SLICES": "3"}
     result = subprocess.run(
         [sys.executable, "-m", "medscreen", "--create-home", "score", "--quiet", str(folder), *map(str, ct)],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
@@ -110,7 +121,7 @@ def test_score_command_gives_the_in_process_scorers_result_on_the_same_files(tmp
         assert line["localisation"]["point"] == pytest.approx(expected.localisation["point"]), task
 
 
-def test_an_age_is_assumed_only_when_asked_and_only_where_the_headers_give_none(tmp_path: Path) -> None:
+def test_an_age_is_assumed_only_when_asked_and_only_where_the_headers_give_none(tmp_path: Path, registered_store: Path) -> None:
     """A research set stripped of demographics is out of scope for the age-bounded chest model; the operator
     may state the age (--assume-age), which never overrides a header's, and each line says what was assumed."""
     from pydicom import dcmread
@@ -123,7 +134,7 @@ def test_an_age_is_assumed_only_when_asked_and_only_where_the_headers_give_none(
     ds = dcmread(unknown)
     del ds.PatientAge
     ds.save_as(unknown)
-    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var")}
+    env = {**os.environ, "MEDSCREEN_HOME": _home(tmp_path, registered_store)}
 
     def score(*extra: str) -> dict[str, dict[str, object]]:
         result = subprocess.run([sys.executable, "-m", "medscreen", "--create-home", "score", "-q", *extra, str(folder)],
@@ -157,7 +168,7 @@ def _odd_header_films(folder: Path) -> dict[str, Path]:
     return films
 
 
-def test_an_odd_header_is_could_not_score_with_the_reason_and_the_run_goes_on(tmp_path: Path) -> None:
+def test_an_odd_header_is_could_not_score_with_the_reason_and_the_run_goes_on(tmp_path: Path, registered_store: Path) -> None:
     """A one-valued ImagerPixelSpacing or an empty RescaleSlope escaped the preprocessing as a TypeError: `medscreen
     score` stopped with a traceback at that study (no line for it or any later one), and the service retried the job
     until it was dead-lettered. Now the study is could-not-score with the reason, offline and in the service."""
@@ -170,7 +181,7 @@ def test_an_odd_header_is_could_not_score_with_the_reason_and_the_run_goes_on(tm
     for name, reason in (("one-spacing", "ImagerPixelSpacing"), ("empty-slope", "RescaleSlope")):
         with pytest.raises(CouldNotScore, match=reason):
             decode(dcmread(films[name]))  # the service's workers decode through the same function
-    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var")}
+    env = {**os.environ, "MEDSCREEN_HOME": _home(tmp_path, registered_store)}
     result = subprocess.run([sys.executable, "-m", "medscreen", "--create-home", "score", "-q", str(tmp_path / "site-data")],
                             capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -183,7 +194,7 @@ def test_an_odd_header_is_could_not_score_with_the_reason_and_the_run_goes_on(tm
     assert "Traceback" not in result.stderr
 
 
-def test_an_instance_given_twice_is_scored_once_as_the_service_would(tmp_path: Path) -> None:
+def test_an_instance_given_twice_is_scored_once_as_the_service_would(tmp_path: Path, registered_store: Path) -> None:
     """`medscreen score` read every file it was given: a CT study exported twice, or named with its own series
     folder, had each slice twice and was 'could not score: duplicate slice positions' (32 instances), where the
     service, which stores a SOP Instance UID once, scores it. A copy with other bytes is refused, as ingest does."""
@@ -200,7 +211,7 @@ def test_an_instance_given_twice_is_scored_once_as_the_service_would(tmp_path: P
     changed = dcmread(second / ct[0].name)
     changed.InstitutionName = "another export"
     changed.save_as(second / ct[0].name)
-    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var"), "MEDSCREEN_CT_MIN_SLICES": "3"}
+    env = {**os.environ, "MEDSCREEN_HOME": _home(tmp_path, registered_store), "MEDSCREEN_CT_MIN_SLICES": "3"}
 
     def score(*paths: Path) -> tuple[dict[str, object], str]:
         result = subprocess.run([sys.executable, "-m", "medscreen", "--create-home", "score", "-q", *map(str, paths)],
