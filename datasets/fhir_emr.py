@@ -53,8 +53,7 @@ from datasets.fhir_entry_rules import (
     onset_age_days,
     patient_standing,
     repeated_patient,
-    resolve_medication_references,
-    resolve_subject_identifiers,
+    resolve_references,
     sex_for_growth,
     unresolved_medication,
 )
@@ -237,7 +236,7 @@ def records_from_resources(
     dropped: dict[str, list[DroppedEntry]] = {}
     aliases: dict[str, str] = {}
     order: list[str] = []
-    for where, raw in resolve_subject_identifiers(resolve_medication_references(list(resources), full_urls), full_urls):
+    for where, raw in resolve_references(resources, full_urls):
         rtype = raw.get("resourceType") if isinstance(raw, dict) else None
         if rtype not in _READ:
             continue

@@ -66,7 +66,7 @@ an extract (two Bundles of one patient, an extract appended to) is read as one r
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import date
 from typing import Any, TypeVar
@@ -108,6 +108,7 @@ __all__ = [
     "resolve_medication_references",
     "unresolved_medication",
     "resolve_subject_identifiers",
+    "resolve_references",
     "no_subject",
 ]
 
@@ -508,3 +509,10 @@ def no_subject(raw: Any, rtype: str) -> str:
             system = f"{named[0][:60]}|" if named[0] else ""
             return f"{rtype} names its Patient by identifier {system}{named[1][:40]}, which no one Patient in the input carries"
     return f"{rtype} has no subject reference"
+
+
+def resolve_references(resources: Iterable[tuple[K, Any]], full_urls: Mapping[K, str] | None = None) -> list[tuple[K, Any]]:
+    """What every per-resource reader does before it groups ``resources`` by patient: each drug named by reference
+    given its Medication's code (:func:`resolve_medication_references`), each subject named by identifier its
+    Patient's reference (:func:`resolve_subject_identifiers`)."""
+    return resolve_subject_identifiers(resolve_medication_references(list(resources), full_urls), full_urls)

@@ -54,8 +54,7 @@ from datasets.fhir_entry_rules import (
     onset_age_days,
     patient_standing,
     repeated_patient,
-    resolve_medication_references,
-    resolve_subject_identifiers,
+    resolve_references,
     sex_for_growth,
     unresolved_medication,
 )
@@ -401,7 +400,7 @@ def records_from_resources_fast(
     dropped: dict[str, list[DroppedEntry]] = {}
     aliases: dict[str, str] = {}  # a Patient entry's fullUrl id -> its Patient.id
     kinds = KINDS
-    for key, raw in resolve_subject_identifiers(resolve_medication_references(list(resources), full_urls), full_urls):
+    for key, raw in resolve_references(resources, full_urls):
         if not isinstance(raw, dict):
             continue
         rtype = raw.get("resourceType")
