@@ -35,6 +35,7 @@ __all__ = [
     "dispatch",
     "channel_counts",
     "existing_keys",
+    "newer_of_topic",
     "start_cursor",
     "run_feed",
     "Candidate",
@@ -64,6 +65,9 @@ class OutboxMessage(Base):
     key: Mapped[str] = mapped_column(String(128))
     # Non-identifying label for logs and the API (never a patient name or ID).
     label: Mapped[str] = mapped_column(String(128))
+    # Messages of one topic replace each other at the peer (a study's priority in the RIS): the newest state
+    # wins, so an older one must never be offered again after a newer one (None: each message stands alone).
+    topic: Mapped[str | None] = mapped_column(String(128), nullable=True)
     content_type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
@@ -136,14 +140,29 @@ def existing_keys(session: Session, channel: str, keys: list[str]) -> set[str]:
     )
 
 
+def newer_of_topic(session: Session, message: OutboxMessage) -> OutboxMessage | None:
+    """The newest message of ``message``'s channel and topic stored after it, if any: offering ``message`` again
+    would set the peer back to an older state (a study's old priority in the RIS after its newer one)."""
+    if not message.topic:
+        return None
+    return session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.channel == message.channel, OutboxMessage.topic == message.topic,
+               OutboxMessage.id > message.id)
+        .order_by(OutboxMessage.id.desc())
+        .limit(1)
+    ).first()
+
+
 def add_message(
     session: Session, channel: str, key: str, label: str, payload: str, content_type: str, now: datetime,
-    unbuilt: str | None = None,
+    unbuilt: str | None = None, topic: str | None = None,
 ) -> bool:
     """Store one message to send; False when this channel already holds one under ``key``. ``unbuilt``: why it
-    could not be built (it is stored set aside, as ``rejected`` with that reason, so that an operator sees it)."""
+    could not be built (it is stored set aside, as ``rejected`` with that reason, so that an operator sees it).
+    ``topic``: what the message states the latest of (see :attr:`OutboxMessage.topic`)."""
     message = OutboxMessage(
-        channel=channel, key=key, label=label, payload=payload, content_type=content_type,
+        channel=channel, key=key, label=label, topic=topic or None, payload=payload, content_type=content_type,
         state=OutboxState.pending if unbuilt is None else OutboxState.rejected, attempts=0, next_attempt_at=now,
         created_at=now, last_error=unbuilt,
     )
@@ -165,6 +184,7 @@ class Candidate:
     key: str = ""
     label: str = ""
     build: Callable[[], str] | None = None
+    topic: str = ""
 
 
 def take_in(
@@ -195,7 +215,8 @@ def take_in(
     added = 0
     with session_scope(session_factory) as session:
         for candidate, payload, unbuilt in built:
-            added += add_message(session, channel, candidate.key, candidate.label, payload, content_type, now, unbuilt)
+            added += add_message(session, channel, candidate.key, candidate.label, payload, content_type, now, unbuilt,
+                                 candidate.topic)
         moves: dict[str, int] = {}
         for candidate in candidates:
             moves[candidate.cursor] = max(moves.get(candidate.cursor, 0), candidate.source_id)

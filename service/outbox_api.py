@@ -17,7 +17,7 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.db import utcnow
 from service.deps import SessionDep
-from service.outbox import UNBUILT, OutboxMessage, OutboxState
+from service.outbox import UNBUILT, OutboxMessage, OutboxState, newer_of_topic
 from service.request_params import RowId
 
 __all__ = ["router"]
@@ -76,6 +76,10 @@ def replay_message(message_id: RowId, session: SessionDep, user: Engineer) -> Ou
     if not message.payload:
         raise HTTPException(409, detail=f"message {message_id} {message.last_error or UNBUILT}: there is nothing to "
                                         "send (the service log has the traceback)")
+    newer = newer_of_topic(session, message)
+    if newer is not None:
+        raise HTTPException(409, detail=f"message {message_id} is superseded by message {newer.id} ({newer.label}, "
+                                        f"{newer.state}): replaying it would send the peer an older state")
     message.state = OutboxState.pending
     message.attempts = 0
     message.next_attempt_at = utcnow()

@@ -104,6 +104,7 @@ def take_in_ris_messages(
             found.append(Candidate(
                 _CHANGES_CURSOR, change.id, key, f"OMI^O23 {key}",
                 partial(priority_update, endpoint, _order(study), facts, control_id=key, at=at),
+                topic=f"OMI:study:{study.id}",
             ))
         results_cursor, created = start_cursor(session, _RESULTS_CURSOR, session.scalar(select(func.max(ScoreResult.id))))
         if created:

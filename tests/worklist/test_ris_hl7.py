@@ -8,11 +8,13 @@ from datetime import timedelta
 import hl7
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from service.db import session_scope, utcnow
 from service.outbox import OutboxMessage, RetryPolicy, dispatch
 from tests.conftest import free_port
+from tests.service.conftest import AddUser
 from tests.worklist.conftest import add_result, make_study
 from tests.worklist.ris_peer import RisListener
 from worklist.hl7_messages import (
@@ -217,3 +219,41 @@ def test_settling_within_a_tier_and_a_shadow_score_are_not_sent_to_the_ris(app: 
     with session_scope(factory) as session:
         payload = session.scalars(select(OutboxMessage.payload).order_by(OutboxMessage.id.desc())).first() or ""
     assert "ORC|XO|" in payload and "mammography-champion v3" in payload and "0.87" not in payload
+
+
+def test_an_older_priority_is_not_replayed_after_a_newer_one_was_sent(
+    app: FastAPI, ris: RisListener, client: TestClient, add_user: AddUser
+) -> None:
+    """A study's listing was refused by the RIS and set aside; its raise to the top tier was sent after it.
+    Replaying the set-aside listing had been accepted (200) and sent the RIS the study's older priority, so
+    the RIS showed a raised study as routine. An OMI^O23 whose study has a newer one is refused (409)."""
+    engineer = add_user("erin", "ml-engineer")
+    factory = app.state.session_factory
+    policy = policy_from_settings(app.state.settings)
+    take_in_ris_messages(factory, ENDPOINT)  # the feed's first start
+    arrived = utcnow() - timedelta(minutes=5)
+    with session_scope(factory) as session:
+        study = make_study(session, arrived=arrived)
+        make_study(session, arrived=arrived)  # another study, listed with it
+        recompute_worklist(session, policy, now=arrived + timedelta(seconds=20))  # both listed, unscored
+    take_in_ris_messages(factory, ENDPOINT)
+    listing, other_listing = _keys(factory)
+    ris.answer = lambda control_id: "AR" if control_id in (listing, other_listing) else "AA"
+    sender = RisSender(ris.host, ris.port, timeout_s=5)
+    retry = RetryPolicy(retry_s=0.0, max_attempts=3)
+    assert dispatch(factory, CHANNEL, sender, retry) == 0  # both listings set aside
+    with session_scope(factory) as session:
+        add_result(session, session.get(type(study), study.id), score=0.95)
+        recompute_worklist(session, policy, now=arrived + timedelta(minutes=2))  # raised
+    take_in_ris_messages(factory, ENDPOINT)
+    assert dispatch(factory, CHANNEL, sender, retry) == 2  # the raise (OMI) and the result (ORU)
+    with session_scope(factory) as session:
+        ids = {m.key: m.id for m in session.scalars(select(OutboxMessage))}
+
+    refused = client.post(f"/api/outbox/{ids[listing]}/replay", headers=engineer)
+    assert refused.status_code == 409, refused.text
+    assert "superseded" in refused.json()["detail"]
+    with session_scope(factory) as session:
+        assert session.get(OutboxMessage, ids[listing]).state == "rejected"  # type: ignore[union-attr]
+    # The other study has nothing newer: its listing is offered again.
+    assert client.post(f"/api/outbox/{ids[other_listing]}/replay", headers=engineer).status_code == 200
