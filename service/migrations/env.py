@@ -1,14 +1,32 @@
-"""Alembic environment: runs every package's branch against the configured URL."""
+"""Alembic environment: runs every package's branch against the configured URL, in one transaction.
+
+On SQLite too: alembic treats SQLite DDL as non-transactional and the sqlite3 module commits before each
+CREATE/ALTER, so a first start stopped half-way (SIGTERM, kill -9, power) left tables without the revision that
+made them, and every later start failed on "table ... already exists". SQLite's DDL is transactional once the
+sqlite3 module leaves transaction control to SQLAlchemy; BEGIN IMMEDIATE also makes a second process that
+starts at the same moment wait, then find the schema current.
+"""
+
+from typing import Any
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 
 from service.db import Base
 
 url = context.config.get_main_option("sqlalchemy.url") or ""
-engine = create_engine(url)
+sqlite = url.startswith("sqlite")
+engine = create_engine(url, connect_args={"timeout": 30}) if sqlite else create_engine(url)
+if sqlite:
+
+    def _leave_transactions_to_sqlalchemy(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    event.listen(engine, "connect", _leave_transactions_to_sqlalchemy)
+    event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
 with engine.connect() as connection:
-    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=url.startswith("sqlite"))
+    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=sqlite,
+                      transactional_ddl=True)
     with context.begin_transaction():
         context.run_migrations()
     connection.commit()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
+
 from sqlalchemy import inspect, text
 
 from medscreen.schema import alembic_config_all, migrate_all
@@ -68,3 +73,33 @@ def test_platform_applies_only_the_branches_it_is_given(tmp_path) -> None:
         engine.dispose()
     assert {"users", "audit_events"} <= tables
     assert "studies" not in tables
+
+
+def test_a_first_start_killed_half_way_through_its_migrations_starts_the_next_time(database_url: str) -> None:
+    """kill -9 (or SIGTERM, or power) during a first start's migrations: on SQLite each CREATE had been committed
+    on its own, so the next start found tables without the revision that made them and failed on every start
+    ("table quarantine already exists"). The migrations are one transaction on both backends."""
+    # The process kills itself just after creating a table of a late revision: deterministic, unlike a timer.
+    script = textwrap.dedent(f"""
+        import os, signal
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        @event.listens_for(Engine, "after_cursor_execute")
+        def _die(conn, cursor, statement, parameters, context, executemany):
+            if statement.lstrip().upper().startswith("CREATE TABLE SERIES"):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        from medscreen.schema import migrate_all
+        migrate_all({database_url!r})
+    """)
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    engine = make_engine(database_url)
+    try:
+        assert "quarantine" not in inspect(engine).get_table_names()  # nothing of the killed run was kept
+        migrate_all(database_url)
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert {"quarantine", "series", "users", "worklist_entries", "screening_results", "outbox_messages"} <= tables
