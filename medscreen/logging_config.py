@@ -3,7 +3,8 @@
 One format (UTC timestamps, process name, logger name) to stderr. Chatty libraries are held at WARNING, and
 Alembic's per-connection lines ("Context impl SQLiteImpl", "Will assume transactional DDL") are dropped on
 every command, while the lines naming a migration it actually runs are kept. Nothing that names a patient or
-a study reaches it: pydicom's raw-byte warnings are dropped and UIDs in access-log paths become digests.
+a study reaches it: pydicom's raw-byte warnings are dropped, UIDs in access-log paths become digests, and
+tracebacks lose SQL parameters and UIDs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import re
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 
@@ -26,6 +28,10 @@ QUIET_LIBRARIES = ("pynetdicom", "mlflow", "urllib3", "httpx", "highdicom")
 
 # A DICOM UID in a URL (/api/studies/1.2.840...): it names a study, so the log keeps a digest only.
 _UID_IN_TEXT = re.compile(r"\b[0-2](?:\.(?:0|[1-9][0-9]*)){3,}\b")
+# SQLAlchemy's "[parameters: ...]" line and PostgreSQL's DETAIL line ("Key (patient_id)=(...) already exists")
+# quote row values; engines hide parameters, this also covers an engine or driver that does not.
+_SQL_PARAMETERS = re.compile(r"^\[parameters: .*$", re.MULTILINE)
+_DRIVER_DETAIL = re.compile(r"^(\s*DETAIL:).*$", re.MULTILINE)
 
 
 def _digest(match: re.Match[str]) -> str:
@@ -42,6 +48,28 @@ class _UidDigests(logging.Filter):
         return True
 
 
+def _scrub_exception_text(text: str) -> str:
+    text = _SQL_PARAMETERS.sub("[SQL parameters hidden]", text)
+    text = _DRIVER_DETAIL.sub(r"\1 (hidden: it quotes row values)", text)
+    return _UID_IN_TEXT.sub(_digest, text)
+
+
+class _ScrubbedTracebacks(logging.Filter):
+    """A handler filter: every traceback (and exception given as a log argument) loses SQL parameters, driver
+    details that quote row values, and UIDs, whichever logger wrote it (uvicorn's "Exception in ASGI application",
+    a worker's ``log.exception``). The formatter caches ``exc_text`` on the record, so every handler prints this
+    scrubbed text and none formats the raw exception again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = _scrub_exception_text("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        if isinstance(record.args, tuple) and any(isinstance(a, BaseException) for a in record.args):
+            record.args = tuple(
+                _scrub_exception_text(str(a)) if isinstance(a, BaseException) else a for a in record.args
+            )
+        return True
+
+
 class _AppliedMigrationsOnly(logging.Filter):
     """Keeps Alembic's "Running upgrade a -> b" lines and drops its set-up chatter."""
 
@@ -53,6 +81,10 @@ def configure_logging(level: str) -> None:
     """Configure the root logger of this process; where a host (pytest, say) already installed handlers, those stay."""
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format=FORMAT)
     logging.Formatter.converter = time.gmtime  # UTC timestamps in every log line
+    # At every level, DEBUG included: README promises that patient data is never logged.
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _ScrubbedTracebacks) for f in handler.filters):
+            handler.addFilter(_ScrubbedTracebacks())
     if logging.getLogger().level > logging.DEBUG:
         for name in QUIET_LIBRARIES:
             logging.getLogger(name).setLevel(logging.WARNING)

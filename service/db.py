@@ -68,12 +68,15 @@ def make_engine(url: str, *, serialise_writes: bool = False) -> Engine:
 
     Writers that read then update (ingest, completeness) need it on SQLite: a deferred transaction that
     upgrades to a write after another process committed fails at once with SQLITE_BUSY instead of waiting.
+    Bound parameters are hidden from SQLAlchemy's exception text and echo: a failed write (a lock held past the
+    busy timeout, a full disk, a lost connection) is logged with its traceback, and the parameters of a screening
+    or audit row are a child's name, record number and study UIDs.
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         if serialise_writes:
             # Take over transaction control from the sqlite3 module so BEGIN can be IMMEDIATE.
@@ -81,7 +84,7 @@ def make_engine(url: str, *, serialise_writes: bool = False) -> Engine:
                 dbapi_connection, "isolation_level", None))
             event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=40)
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=40, hide_parameters=True)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

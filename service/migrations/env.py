@@ -16,7 +16,9 @@ from service.db import Base
 
 url = context.config.get_main_option("sqlalchemy.url") or ""
 sqlite = url.startswith("sqlite")
-engine = create_engine(url, connect_args={"timeout": 30}) if sqlite else create_engine(url)
+# hide_parameters: a migration that copies rows (a batch ALTER on SQLite) must not log them when it fails.
+engine = (create_engine(url, connect_args={"timeout": 30}, hide_parameters=True) if sqlite
+          else create_engine(url, hide_parameters=True))
 if sqlite:
 
     def _leave_transactions_to_sqlalchemy(dbapi_connection: Any, _record: Any) -> None:

@@ -49,3 +49,79 @@ def test_building_the_sr_and_heatmap_logs_no_source_uid(caplog) -> None:
         build_heatmap(result, series_instance_uid="1.2.826.0.1.3680043.8.498.77.2")
     for uid in (source.SOPInstanceUID, source.StudyInstanceUID, source.SeriesInstanceUID):
         assert str(uid) not in caplog.text
+
+
+# A failed write logged as uvicorn logs an unhandled request error: the row's values (a child's name and record
+# number, a study UID) must not reach stderr, whether the engine or the log format stops them.
+_FAILED_WRITE = """
+import logging, sys
+from sqlalchemy import create_engine, text
+from medscreen.logging_config import configure_logging
+from service.db import make_engine
+
+configure_logging("INFO")
+url, which, study = sys.argv[1:4]
+engine = make_engine(url) if which == "product" else create_engine(url)
+row = {"mrn": "MRNLEAK2", "name": "Secretname Lockleak", "study": study}
+with engine.begin() as connection:
+    connection.execute(text("CREATE TABLE children (mrn TEXT PRIMARY KEY, name TEXT, study TEXT)"))
+    connection.execute(text("INSERT INTO children VALUES (:mrn, :name, :study)"), row)
+try:
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO children VALUES (:mrn, :name, :study)"), row)
+except Exception as exc:
+    logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    logging.getLogger("inference.score_job").error("write failed: %s", exc)
+"""
+
+
+def _failed_write_log(tmp_path, which: str) -> str:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / which}.db"
+    done = subprocess.run([sys.executable, "-c", _FAILED_WRITE, url, which, STUDY], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "IntegrityError" in done.stderr and "Exception in ASGI application" in done.stderr
+    return done.stderr
+
+
+def test_a_failed_write_logs_no_row_values_through_the_product_engine(tmp_path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from service.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'direct.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE children (mrn TEXT PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO children VALUES (:mrn)"), {"mrn": "MRNLEAK2"})
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO children VALUES (:mrn)"), {"mrn": "MRNLEAK2"})
+    except IntegrityError as exc:
+        assert "MRNLEAK2" not in str(exc) and "parameters hidden" in str(exc)
+    else:
+        raise AssertionError("the duplicate row was written")
+    stderr = _failed_write_log(tmp_path, "product")
+    for value in ("MRNLEAK2", "Secretname Lockleak", STUDY):
+        assert value not in stderr
+
+
+def test_the_log_format_drops_sql_parameters_an_engine_left_in(tmp_path) -> None:
+    # An engine made without hide_parameters (a library's, a script's): the log format still drops the values.
+    stderr = _failed_write_log(tmp_path, "plain")
+    assert "[SQL parameters hidden]" in stderr
+    for value in ("MRNLEAK2", "Secretname Lockleak", STUDY):
+        assert value not in stderr
+
+
+def test_a_postgresql_detail_line_is_dropped_from_tracebacks(caplog) -> None:
+    # psycopg's unique-violation text: "DETAIL:  Key (patient_id)=(...) already exists." quotes the row.
+    configure_logging("INFO")
+    driver_text = 'duplicate key value violates unique constraint "ix"\nDETAIL:  Key (patient_id)=(MRNLEAK2) already exists.'
+    try:
+        raise RuntimeError(driver_text)
+    except RuntimeError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    assert "MRNLEAK2" not in "".join(h.format(r) for h in logging.getLogger().handlers for r in caplog.records)
