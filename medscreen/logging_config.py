@@ -3,8 +3,8 @@
 One format (UTC timestamps, process name, logger name) to stderr. Chatty libraries are held at WARNING, and
 Alembic's per-connection lines ("Context impl SQLiteImpl", "Will assume transactional DDL") are dropped on
 every command, while the lines naming a migration it actually runs are kept. Nothing that names a patient or
-a study reaches it: pydicom's raw-byte warnings are dropped, UIDs in access-log paths become digests, and
-tracebacks lose SQL parameters and UIDs.
+a study reaches it: pydicom's raw-byte warnings are dropped, UIDs in access-log paths and the values of query
+parameters that may name a patient or study become digests, and tracebacks lose SQL parameters and UIDs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
+from urllib.parse import unquote_plus
 
 __all__ = ["configure_logging", "run_configured", "uid_digests"]
 
@@ -28,23 +29,65 @@ QUIET_LIBRARIES = ("pynetdicom", "mlflow", "urllib3", "httpx", "highdicom")
 
 # A DICOM UID in a URL (/api/studies/1.2.840...): it names a study, so the log keeps a digest only.
 _UID_IN_TEXT = re.compile(r"\b[0-2](?:\.(?:0|[1-9][0-9]*)){3,}\b")
+# Query parameters whose values name no patient or study (filters on state, modality, task, dates, paging, model
+# versions, staff accounts): logged as sent. Every other value is logged as a digest, so that a patient-keyed
+# parameter (subject, subject_id, patient, identifier, study, study_uid, _id, ...), a new one or one a client
+# sends that no route reads, never reaches the log in clear.
+PLAIN_QUERY_PARAMETERS = frozenset({
+    "_count", "_format", "action", "actor", "as_of", "challenger", "champion", "channel", "claimed", "format",
+    "fragment", "include_decided", "kind", "limit", "min_sensitivity", "modality", "node", "offset", "page",
+    "per_page", "policy_since", "since", "site", "state", "status", "subject_type", "task", "until", "version",
+})
+_QUERY_STRING = re.compile(r"\?([^\s\"]*)")
+# "Patient/case-7": the resource type stays readable, the id becomes the digest its audit line shows.
+_FHIR_REFERENCE = re.compile(r"([A-Z][A-Za-z]+/)(.+)")
 # SQLAlchemy's "[parameters: ...]" line and PostgreSQL's DETAIL line ("Key (patient_id)=(...) already exists")
 # quote row values; engines hide parameters, this also covers an engine or driver that does not.
 _SQL_PARAMETERS = re.compile(r"^\[parameters: .*$", re.MULTILINE)
 _DRIVER_DETAIL = re.compile(r"^(\s*DETAIL:).*$", re.MULTILINE)
 
 
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
 def _digest(match: re.Match[str]) -> str:
-    return "uid:" + hashlib.sha256(match.group(0).encode()).hexdigest()[:12]
+    return "uid:" + _hash(match.group(0))
+
+
+def _query_value_digest(value: str) -> str:
+    decoded = unquote_plus(value)
+    reference = _FHIR_REFERENCE.fullmatch(decoded)
+    if reference:
+        return f"{reference.group(1)}{_hash(reference.group(2))}"
+    return _hash(decoded)
+
+
+def _digest_query(match: re.Match[str]) -> str:
+    parameters = []
+    for pair in match.group(1).split("&"):
+        name, equals, value = pair.partition("=")
+        if unquote_plus(name) in PLAIN_QUERY_PARAMETERS or not pair:
+            parameters.append(pair)
+        elif not equals:
+            parameters.append(_hash(unquote_plus(name)))  # "?PID123": a bare value is a value too
+        else:
+            parameters.append(f"{name}={_query_value_digest(value) if value else ''}")
+    return "?" + "&".join(parameters)
+
+
+def _digest_identifiers(text: str) -> str:
+    return _UID_IN_TEXT.sub(_digest, _QUERY_STRING.sub(_digest_query, text))
 
 
 class _UidDigests(logging.Filter):
-    """Replaces UIDs in access-log lines (request paths) with the digest the audit log lines use."""
+    """Replaces UIDs in access-log lines (request paths), and the values of query parameters that may name a patient
+    or study, with the digest the audit log lines use."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
-            record.args = tuple(_UID_IN_TEXT.sub(_digest, a) if isinstance(a, str) else a for a in record.args)
-        record.msg = _UID_IN_TEXT.sub(_digest, str(record.msg))
+            record.args = tuple(_digest_identifiers(a) if isinstance(a, str) else a for a in record.args)
+        record.msg = _digest_identifiers(str(record.msg))
         return True
 
 

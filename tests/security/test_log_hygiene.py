@@ -19,6 +19,42 @@ def test_uids_in_access_log_paths_become_digests(caplog) -> None:
     assert uid_digests("version 1.2 of 3") == "version 1.2 of 3", "short dotted numbers are not UIDs"
 
 
+
+def _access_line(caplog, path: str, query: bytes) -> str:
+    # The call uvicorn's HTTP protocol makes for each answer (log_config=None: through configure_logging).
+    from uvicorn.protocols.utils import get_path_with_query_string
+
+    full_path = get_path_with_query_string({"type": "http", "root_path": "", "path": path, "query_string": query})
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", full_path, "1.1", 200
+        )
+    return caplog.text
+
+
+def test_patient_and_study_ids_in_query_strings_become_digests(caplog) -> None:
+    from service.audit import subject_digest
+
+    configure_logging("INFO")
+    line = _access_line(caplog, "/fhir/RiskAssessment", b"subject=Patient/case-sim-2")
+    assert "case-sim-2" not in line
+    assert f"subject=Patient/{subject_digest('case-sim-2')}" in line, "the same digest as the audit line's subject"
+    line = _access_line(caplog, "/fhir/RiskAssessment", b"subject=Patient%2FPIDLEAK9876")
+    assert "PIDLEAK9876" not in line and subject_digest("PIDLEAK9876") in line
+    line = _access_line(caplog, "/api/audit", b"subject_id=PIDLEAK9876&subject_type=patient&limit=20")
+    assert "PIDLEAK9876" not in line
+    assert f"subject_id={subject_digest('PIDLEAK9876')}&subject_type=patient&limit=20" in line
+    line = _access_line(caplog, "/fhir/DiagnosticReport", f"study=urn:oid:{STUDY}".encode())
+    assert STUDY not in line
+    # FHIR search parameters no route reads, and a bare value, are digested all the same.
+    line = _access_line(caplog, "/fhir/RiskAssessment", b"patient=MRN77&identifier=urn:mrn|MRN77&_id=MRN77&MRN77")
+    assert "MRN77" not in line
+    line = _access_line(caplog, "/api/worklist/priority-changes", f"study_uid={STUDY}&offset=0".encode())
+    assert STUDY not in line and "offset=0" in line
+    line = _access_line(caplog, "/api/studies", b"status=routed&modality=DX&limit=50")
+    assert "?status=routed&modality=DX&limit=50" in line, "filters that name no one stay readable"
+
 def test_pydicom_warnings_with_raw_bytes_stay_out_of_the_log(caplog) -> None:
     configure_logging("INFO")
     with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as caught:
