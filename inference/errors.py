@@ -19,7 +19,9 @@
         │   └── OutOfScope          outside the version's intended use (not scored; the result says why)
         ├── ModelUnavailable        no champion, or its ONNX file cannot be loaded (retried)
         ├── InstancesUnavailable    a remote worker could not fetch the study over WADO-RS (retried)
-        └── WritebackFailed         the PACS refused or could not be reached (the dispatcher retries the stored files)
+        ├── WritebackFailed         the PACS refused or could not be reached (the dispatcher retries the stored files)
+        └── DocumentsNotBuilt       the SR or heat-map cannot be built from the source's header (no retry: the
+                                    score is kept, the write-back recorded as failed with the reason)
 
 The DICOM status of each is decided in one place, ``inference/receive/status.py``; the HTTP
 failure reason of STOW-RS in ``inference/receive/stowrs.py``.
@@ -48,6 +50,7 @@ __all__ = [
     "ModelUnavailable",
     "InstancesUnavailable",
     "WritebackFailed",
+    "DocumentsNotBuilt",
 ]
 
 
@@ -141,6 +144,10 @@ class InstancesUnavailable(ScoringError):
 
 class WritebackFailed(ScoringError):
     """The result could not be written back to the PACS."""
+
+
+class DocumentsNotBuilt(ScoringError):
+    """The SR or heat-map could not be built (a source header the DICOM libraries refuse); the score stands."""
 
 
 class TlsConfigurationError(InferenceError):

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inference.assemble import read_study
 from inference.champions import LoadedModel, ModelSelector
-from inference.errors import CouldNotScore, OutOfScope
+from inference.errors import CouldNotScore, DocumentsNotBuilt, OutOfScope
 from inference.fetch_instances import IngestLogin, drop_cached_study, instance_files
 from inference.jobs import mark_done
 from inference.outgoing import (
@@ -118,9 +118,15 @@ def _finish_already_scored(session_factory: sessionmaker[Session], job_id: int, 
 def _documents(
     model: LoadedModel, task: str, scored: TaskScore, call: str, previous: Dataset | None, uid_root: str
 ) -> list[Dataset]:
+    """The SR and heat-map; DocumentsNotBuilt when highdicom or pydicom refuse what the source's header holds."""
     to_write = ResultToWrite(task, model.name, model.version, model.run_id, model.threshold, call, scored, uid_root)
-    sr = build_sr(to_write, series_instance_uid=to_write.new_uid(), previous=previous)
-    heatmap = build_heatmap(to_write, series_instance_uid=to_write.new_uid())
+    try:
+        sr = build_sr(to_write, series_instance_uid=to_write.new_uid(), previous=previous)
+        heatmap = build_heatmap(to_write, series_instance_uid=to_write.new_uid())
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        # What the libraries raise for a header value they refuse (an unknown PatientSex, a character set):
+        # the same on every attempt, so never a retry that throws the score away.
+        raise DocumentsNotBuilt(f"SR and heat-map not built: {type(exc).__name__}: {exc}") from exc
     return [sr] + ([heatmap] if heatmap is not None else [])
 
 
@@ -180,18 +186,25 @@ def _score_and_store(
     inferred = utcnow()
     call = None if scored is None else ("positive" if scored.score >= model.threshold else "negative")
     documents: list[Dataset] = []
+    not_built: str | None = None
     # A shadow version's results stay in medscreen's records (quality review, the page's monitoring note): its
     # SR and heat-map in the PACS would present as a finding what its card says must not be shown as one.
     shown = model.steering != SteeringRight.shadow or settings.writeback_shadow
     if scored is not None and call is not None and role == ModelRole.champion and shown:
         # Built once here and kept: the study view shows the heat-map, the dispatcher sends these very files.
-        documents = _documents(model, task, scored, call, previous_sr, settings.uid_root)
-        store_documents(settings, study_uid, documents)
+        try:
+            documents = _documents(model, task, scored, call, previous_sr, settings.uid_root)
+        except DocumentsNotBuilt as exc:
+            # The score is kept and the study scored; only the documents are missing, recorded as a dead write-back.
+            not_built = exc.reason
+        else:
+            store_documents(settings, study_uid, documents)
     destination = pacs_destination(settings) if documents else None
     recorded = _store_result(
         job_id, session_factory=session_factory, model=model, role=role, task=task, outcome=outcome, scored=scored,
         call=call, reason=reason, documents=documents, destination=destination, previous_id=previous_id,
         timings_from=(completed_at, started, inferred), node=node,
+        not_built=(not_built, pacs_destination(settings) is not None),
     )
     if recorded is None:
         # Another worker stored this job's result while this one scored it: its documents are the ones named.
@@ -206,9 +219,14 @@ def _store_result(
     outcome: StudyStatus, scored: TaskScore | None, call: str | None, reason: str | None, documents: list[Dataset],
     destination: dict[str, Any] | None, previous_id: int | None,
     timings_from: tuple[datetime | None, datetime, datetime], node: str,
+    not_built: tuple[str | None, bool] = (None, False),
 ) -> ScoreRecorded | None:
     """Commit the result, the outgoing row, the study's status and the job's completion; None when the job
-    already has a result (the unique ``score_results.job_id`` decides between two workers on one job)."""
+    already has a result (the unique ``score_results.job_id`` decides between two workers on one job).
+
+    ``not_built``: why the SR and heat-map could not be built (None when they were, or were not asked for), and
+    whether a PACS is configured (the result's write-back is then ``failed``, as after a dead send)."""
+    not_built_reason, pacs_configured = not_built
     completed_at, started, inferred = timings_from
     with session_scope(session_factory) as session:
         job = session.get(ScoringJob, job_id)
@@ -239,7 +257,11 @@ def _store_result(
                 "inference_s": seconds_between(started, inferred),
                 "job_start_to_stored_s": seconds_between(started, stored_at),
             },
-            writeback_state=(WritebackState.pending if destination else WritebackState.disabled).value,
+            writeback_state=(
+                WritebackState.pending if destination
+                else WritebackState.failed if not_built_reason and pacs_configured
+                else WritebackState.disabled
+            ).value,
             steering=model.steering.value,
             sr_sop_instance_uid=str(documents[0].SOPInstanceUID) if documents else None,
             sr_series_instance_uid=str(documents[0].SeriesInstanceUID) if documents else None,
@@ -271,6 +293,10 @@ def _store_result(
             call=call, reason=reason,
             **result.timings,
         )
+        if not_built_reason:
+            add_event(session, study.id, job.revision, "write-back-dead", stored_at, reason=not_built_reason, attempts=0)
+            # The reason is in the timeline only: a refused header value could be the patient's.
+            log.error("job %d: %s v%s scored, but its SR and heat-map could not be built", job.id, model.name, model.version)
         mark_done(session, job, utcnow())
         log.info(
             "job %d: %s %s v%s -> %s", job.id, role.value, model.name, model.version,

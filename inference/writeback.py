@@ -23,7 +23,9 @@ import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 COMPREHENSIVE_3D_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
 SECONDARY_CAPTURE_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+PIXEL_DATA = Tag("PixelData")
 
 NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
 # Local codes where DICOM/SNOMED have none for an AI probability and its thresholded call.
@@ -92,12 +95,47 @@ COPIED_TYPE2 = (
 )
 
 
+# Character sets the documents are written in as the source sent them: one stand-alone set that highdicom takes
+# (ISO_IR 100, ISO_IR 192, GB18030...). Sets with ISO 2022 code extensions (Japanese and Korean, whose standard
+# declarations start with an empty value) and ISO_IR 6 are refused by highdicom 0.28, or some of them are; the
+# documents of such a study are written in UTF-8 instead, from the names pydicom decoded.
+_COPIED_CHARACTER_SETS = frozenset(
+    value.value for value in hd.SpecificCharacterSetValues if not value.value.startswith("ISO 2022")
+)
+UTF8 = "ISO_IR 192"
+
+
+def _declared_character_sets(source: Dataset) -> list[str]:
+    declared = source.get("SpecificCharacterSet")
+    if declared is None:
+        return []
+    return [str(value) for value in declared] if isinstance(declared, MultiValue) else [str(declared)]
+
+
+def _header_copy(source: Dataset) -> Dataset:
+    """A deep copy of the source without its pixel data (the documents copy attributes, never pixels)."""
+    copied = Dataset()
+    for element in source:
+        if element.tag != PIXEL_DATA:
+            copied.add(copy.deepcopy(element))
+    return copied
+
+
 def with_type2_present(source: Dataset) -> Dataset:
-    """The source itself when every copied Type 2 attribute is there, else a copy with the missing ones empty."""
+    """The source's header as the SR and heat-map copy it: the source itself when every copied Type 2 attribute
+    is there and its character set is one the documents can keep; else a copy with the missing ones empty and
+    its text re-encoded in UTF-8 (ISO_IR 192)."""
     missing = [keyword for keyword in COPIED_TYPE2 if keyword not in source]
-    if not missing:
+    declared = _declared_character_sets(source)
+    transcode = bool(declared) and (len(declared) > 1 or declared[0] not in _COPIED_CHARACTER_SETS)
+    if not missing and not transcode:
         return source
-    fixed = copy.deepcopy(source)
+    fixed = _header_copy(source)
+    if transcode:
+        # Every text value decoded with the source's own declaration first (escape sequences included), then
+        # written out under the new one: pydicom re-encodes a PersonName whose encodings changed.
+        fixed.decode()
+        fixed.SpecificCharacterSet = UTF8
     for keyword in missing:
         setattr(fixed, keyword, "")
     return fixed
