@@ -112,7 +112,8 @@ def main() -> None:
 
         t = time.perf_counter()
         with session_scope(factory) as session:
-            summary = export_training(session, "chest-xray", T0, root / "export", root / "crosswalk.csv")
+            summary = export_training(session, "chest-xray", T0, root / "export", root / "crosswalk.csv",
+                                     actor="benchmark:retraining_loop")
         print(f"export-training: {summary.studies} studies ({summary.positives} positive), {summary.instances} instances "
               f"in {time.perf_counter() - t:.1f} s")
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import UserError
+from service.errors import UnknownUser, UserError
 from service.settings import Settings
 from service.tables import ROLES
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "cli_actor"]
 
 
 def add_commands(subparsers: Any) -> None:
@@ -37,7 +37,9 @@ def add_commands(subparsers: Any) -> None:
     password = commands.add_parser("set-password", help="set a user's password (signs out their tokens)")
     password.add_argument("username")
     password.add_argument(
-        "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin (without it: prompts twice on the terminal)",
     )
     password.set_defaults(func=set_user_password)
 
@@ -65,7 +67,8 @@ def _session_factory(settings: Settings) -> sessionmaker[Session]:
     return make_session_factory(make_engine(settings.resolved_database_url))
 
 
-def _cli_actor() -> str:
+def cli_actor() -> str:
+    """The audit actor of a command run on the server (``users``, ``export-training``): ``cli:<login>``."""
     try:
         login = os.getlogin()
     except OSError:
@@ -73,13 +76,40 @@ def _cli_actor() -> str:
     return f"cli:{login}"
 
 
+class _PasswordNotRead(UserError):
+    """No password came: no terminal to prompt on, end of input (Ctrl-D) or Ctrl-C (``exit_code`` 130)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("new password: ")
-    if first != getpass.getpass("repeat password: "):
-        raise UserError("the two passwords differ")
-    return first
+    """The new password: the first line of stdin with ``--password-stdin``, else typed twice at the terminal.
+
+    Without a terminal (a script, ssh without -t) there is no prompt; as ``docker login`` does, the command says
+    to pipe the password with ``--password-stdin`` instead of reading it with echo from whatever stdin is (getpass
+    had ended in an EOFError traceback)."""
+    try:
+        if from_stdin:
+            line = sys.stdin.readline()
+            if not line:
+                raise _PasswordNotRead("no password on stdin (--password-stdin reads its first line)")
+            return line.rstrip("\r\n")
+        if not sys.stdin.isatty():
+            raise _PasswordNotRead("no terminal to prompt on; pipe the password with --password-stdin")
+        first = getpass.getpass("new password: ")
+        if first != getpass.getpass("repeat password: "):
+            raise UserError("the two passwords differ")
+        return first
+    except EOFError:
+        raise _PasswordNotRead("cancelled (end of input)") from None
+    except KeyboardInterrupt:
+        raise _PasswordNotRead("cancelled", exit_code=130) from None
+
+
+def _exit_code(error: UserError) -> int:
+    return error.exit_code if isinstance(error, _PasswordNotRead) else 1
 
 
 def add_user(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,13 +117,13 @@ def add_user(args: argparse.Namespace, settings: Settings) -> int:
     from service.users import create_user, generate_password
 
     generated = not args.password_stdin
-    password = generate_password() if generated else _read_password(True)
     try:
+        password = generate_password() if generated else _read_password(True)
         with session_scope(_session_factory(settings)) as session:
-            create_user(session, args.username, password, args.roles, actor=_cli_actor())
+            create_user(session, args.username, password, args.roles, actor=cli_actor())
     except UserError as error:
         print(f"medscreen users add: {error}", file=sys.stderr)
-        return 1
+        return _exit_code(error)
     print(f"added {args.username} ({', '.join(sorted(set(args.roles)))})")
     if generated:
         print(f"password: {password}")
@@ -113,15 +143,20 @@ def list_users(args: argparse.Namespace, settings: Settings) -> int:
 
 def set_user_password(args: argparse.Namespace, settings: Settings) -> int:
     from service.db import session_scope
-    from service.users import set_password
+    from service.users import get_user, set_password
 
+    factory = _session_factory(settings)
     try:
+        # The account is looked up before the prompt: a mistyped name had been asked for a password twice first.
+        with session_scope(factory) as session:
+            if get_user(session, args.username) is None:
+                raise UnknownUser(f"no user {args.username!r}")
         password = _read_password(args.password_stdin)
-        with session_scope(_session_factory(settings)) as session:
-            set_password(session, args.username, password, actor=_cli_actor())
+        with session_scope(factory) as session:
+            set_password(session, args.username, password, actor=cli_actor())
     except UserError as error:
         print(f"medscreen users set-password: {error}", file=sys.stderr)
-        return 1
+        return _exit_code(error)
     print(f"password of {args.username} set")
     return 0
 
@@ -132,7 +167,7 @@ def set_user_roles(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         with session_scope(_session_factory(settings)) as session:
-            set_roles(session, args.username, args.roles, actor=_cli_actor())
+            set_roles(session, args.username, args.roles, actor=cli_actor())
     except UserError as error:
         print(f"medscreen users set-roles: {error}", file=sys.stderr)
         return 1
@@ -146,7 +181,7 @@ def set_user_active(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         with session_scope(_session_factory(settings)) as session:
-            set_active(session, args.username, args.active, actor=_cli_actor())
+            set_active(session, args.username, args.active, actor=cli_actor())
     except UserError as error:
         print(f"medscreen users {'enable' if args.active else 'disable'}: {error}", file=sys.stderr)
         return 1
@@ -161,6 +196,6 @@ def unlock_user(args: argparse.Namespace, settings: Settings) -> int:
 
     with session_scope(_session_factory(settings)) as session:
         lifted = unlock_account(session, args.username)
-        record_audit(session, _cli_actor(), "user.unlock", "user", args.username, {"was_locked": lifted})
+        record_audit(session, cli_actor(), "user.unlock", "user", args.username, {"was_locked": lifted})
     print(f"{args.username} {'unlocked' if lifted else 'was not locked'}")
     return 0

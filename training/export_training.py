@@ -6,7 +6,9 @@ Layout of ``OUT`` (what :func:`datasets.dicom_folder.load_dicom_folder` reads)::
     OUT/labels.csv            StudyInstanceUID,PatientID,label   (new UIDs and pseudonyms only)
 
 The crosswalk (original to new study UIDs and patient IDs) is written elsewhere, never inside ``OUT``, so
-that the folder can leave the hospital while the way back stays behind.
+that the folder can leave the hospital while the way back stays behind. Each exported study is an audit row
+(``study.export``), and the export itself one more (``training.export``: counts and paths), in the transaction that
+read the studies.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inference.tables import Instance, Study
-from service.audit import subject_digest
+from service.audit import record_audit, subject_digest
 from training.deidentify import Deidentifier
 from training.errors import ExportError
 from worklist.tables import FinalRead, FinalReadFinding
@@ -82,8 +84,10 @@ def export_training(
     out_dir: Path,
     crosswalk_path: Path,
     *,
+    actor: str,
     deidentifier: Deidentifier | None = None,
 ) -> ExportSummary:
+    """``actor`` is who ran the export, for its audit rows (``cli:<login>`` from the command)."""
     out_dir, crosswalk_path = Path(out_dir).resolve(), Path(crosswalk_path).resolve()
     if crosswalk_path.is_relative_to(out_dir):
         raise ExportError(f"the crosswalk {crosswalk_path} must be kept outside the export folder {out_dir}")
@@ -93,6 +97,7 @@ def export_training(
     summary = ExportSummary(out_dir, out_dir / "labels.csv", crosswalk_path)
     labels: list[tuple[str, str, int]] = []
     studies_map: list[tuple[str, str]] = []
+    patients: set[str] = set()
     for study, present in confirmed_studies(session, task, since):
         paths = session.scalars(
             select(Instance.path).where(Instance.study_id == study.id).order_by(Instance.id)
@@ -110,12 +115,24 @@ def export_training(
             summary.skipped.append(f"study {subject_digest(study.study_instance_uid)}: no exportable instance")
             continue
         new_uid = deidentifier.new_uid(study.study_instance_uid)
+        # The study's own row, as for any other read of it: an admin asking who had this study finds the export.
+        record_audit(session, actor, "study.export", "study", study.study_instance_uid,
+                     {"task": task, "out": str(out_dir), "instances": len(written)})
+        patients.add(study.patient_id)
         labels.append((new_uid, deidentifier.pseudonym(study.patient_id), int(present)))
         studies_map.append((study.study_instance_uid, new_uid))
         summary.studies += 1
         summary.instances += len(written)
         summary.positives += int(present)
         summary.negatives += int(not present)
+    record_audit(session, actor, "training.export", "export", str(out_dir), {
+        "task": task, "since": since.isoformat() if since else None, "studies": summary.studies,
+        "patients": len(patients), "instances": summary.instances, "skipped": len(summary.skipped),
+        "labels": str(summary.labels_csv), "crosswalk": str(crosswalk_path),
+    })
+    # Written to the database before the crosswalk exists: a locked or failing database stops the export here,
+    # not after a file that re-identifies every study has been written with no row saying who made it.
+    session.flush()
     out_dir.mkdir(parents=True, exist_ok=True)
     with summary.labels_csv.open("w", newline="") as fh:
         writer = csv.writer(fh)

@@ -54,13 +54,14 @@ def _sessions(settings: Settings) -> Any:
 
 def run_export(args: argparse.Namespace, settings: Settings) -> int:
     from service.db import session_scope
+    from service.users_command import cli_actor
     from training.errors import ExportError
     from training.export_training import export_training
 
     crosswalk = args.crosswalk or args.out.parent / f"{args.out.name}-crosswalk.csv"
     try:
         with session_scope(_sessions(settings)) as session:
-            summary = export_training(session, args.task, args.since, args.out, crosswalk)
+            summary = export_training(session, args.task, args.since, args.out, crosswalk, actor=cli_actor())
     except ExportError as exc:
         print(f"refused: {exc}")
         return 1

@@ -181,8 +181,8 @@ def test_export_reads_back_as_a_labelled_dicom_folder(quality_db, tmp_path: Path
     out, crosswalk = tmp_path / "export", tmp_path / "private" / "crosswalk.csv"
     with session_scope(quality_db) as session:
         with pytest.raises(ExportError, match="outside"):
-            export_training(session, "chest-xray", T0 - timedelta(days=1), out, out / "crosswalk.csv")
-        summary = export_training(session, "chest-xray", T0 - timedelta(days=1), out, crosswalk)
+            export_training(session, "chest-xray", T0 - timedelta(days=1), out, out / "crosswalk.csv", actor="t")
+        summary = export_training(session, "chest-xray", T0 - timedelta(days=1), out, crosswalk, actor="t")
     assert (summary.studies, summary.instances, summary.positives, summary.negatives) == (2, 2, 1, 1)
     studies = load_dicom_folder(out / "dicom", out / "labels.csv")
     assert sorted(s.label for s in studies) == [0, 1]
@@ -194,4 +194,48 @@ def test_export_reads_back_as_a_labelled_dicom_folder(quality_db, tmp_path: Path
     assert (crosswalk.stat().st_mode & 0o777) == 0o600
     assert original_uid not in (out / "labels.csv").read_text()
     with session_scope(quality_db) as session, pytest.raises(ExportError, match="not empty"):
-        export_training(session, "chest-xray", None, out, tmp_path / "other.csv")
+        export_training(session, "chest-xray", None, out, tmp_path / "other.csv", actor="t")
+
+
+def test_the_export_command_is_audited_per_study_and_as_a_whole(tmp_path: Path) -> None:
+    # `medscreen export-training` reads patients' studies and writes the crosswalk back to their IDs: it had left
+    # no audit row. Run through the real parser and handler, as an operator would.
+    import argparse
+
+    from sqlalchemy import select
+
+    from medscreen.cli import run_command
+    from medscreen.schema import migrate_all
+    from service.db import make_engine, make_session_factory
+    from service.settings import Settings
+    from service.tables import AuditEvent
+    from service.users_command import cli_actor
+    from training.retrain_cli import add_commands
+
+    settings = Settings(home=tmp_path / "home")
+    settings.home.mkdir()
+    migrate_all(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    factory = make_session_factory(engine)
+    sources = [FIXTURES / "inference/images/dx_chest_highdicom.dcm", FIXTURES / "inference/images/dx_abdomen_ge.dcm"]
+    with session_scope(factory) as session:
+        exported = [stored_study(session, source, i == 0, T0 + timedelta(hours=i)) for i, source in enumerate(sources)]
+        uids = {study.study_instance_uid for study in exported}
+        patient_ids = {study.patient_id for study in exported}
+    parser = argparse.ArgumentParser(prog="medscreen")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "exp"
+    assert run_command(parser.parse_args(["export-training", str(out), "--task", "chest-xray"]), settings) == 0
+    with session_scope(factory) as session:
+        rows = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    engine.dispose()
+    per_study = [row for row in rows if row.action == "study.export"]
+    assert {row.subject_id for row in per_study} == uids
+    assert all(row.actor == cli_actor() and row.actor.startswith("cli:") for row in rows)
+    (export,) = [row for row in rows if row.action == "training.export"]
+    assert (export.subject_type, export.subject_id) == ("export", str(out.resolve()))
+    assert export.detail["studies"] == 2 and export.detail["patients"] == len(patient_ids)
+    assert export.detail["crosswalk"] == str((tmp_path / "exp-crosswalk.csv").resolve())
+    assert export.detail["labels"] == str(out.resolve() / "labels.csv")
+    details = " ".join(str(row.detail) for row in rows)
+    assert not any(pid and pid in details for pid in patient_ids), "patient IDs stay out of the details"
