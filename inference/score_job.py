@@ -119,7 +119,9 @@ def _documents(
     model: LoadedModel, task: str, scored: TaskScore, call: str, previous: Dataset | None, uid_root: str
 ) -> list[Dataset]:
     """The SR and heat-map; DocumentsNotBuilt when highdicom or pydicom refuse what the source's header holds."""
-    to_write = ResultToWrite(task, model.name, model.version, model.run_id, model.threshold, call, scored, uid_root)
+    to_write = ResultToWrite(
+        task, model.name, model.version, model.run_id, model.threshold, call, scored, uid_root, steering=model.steering
+    )
     try:
         sr = build_sr(to_write, series_instance_uid=to_write.new_uid(), previous=previous)
         heatmap = build_heatmap(to_write, series_instance_uid=to_write.new_uid())

@@ -32,7 +32,7 @@ from pynetdicom import AE
 from inference.errors import WritebackFailed
 from inference.intake import MANUFACTURER
 from inference.scorers import RegionScore, TaskScore
-from service.lifecycle import Task
+from service.lifecycle import SteeringRight, Task
 
 __all__ = [
     "ResultToWrite",
@@ -60,6 +60,16 @@ CALL = hd.sr.CodedConcept("CALL", _SCHEME, "Call at the model's operating point"
 POSITIVE = hd.sr.CodedConcept("POS", _SCHEME, "Above operating point")
 NEGATIVE = hd.sr.CodedConcept("NEG", _SCHEME, "Below operating point")
 NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+# The value the call is made at, and what the version may do with a study (its SteeringRight): a reader of the SR
+# sees the operating point and, for a shadow version (sent only with MEDSCREEN_WRITEBACK_SHADOW), that the result
+# is recorded for monitoring and is not a finding.
+OPERATING_POINT = hd.sr.CodedConcept("OPPT", _SCHEME, "Operating point of the model version (threshold)")
+STEERING = hd.sr.CodedConcept("STEER", _SCHEME, "Steering right of the model version")
+STEERING_VALUES = {
+    SteeringRight.defer: hd.sr.CodedConcept("DEFER", _SCHEME, "Defer: positives raised, negatives may wait"),
+    SteeringRight.raise_only: hd.sr.CodedConcept("RAISE", _SCHEME, "Raise only: positives raised, negatives keep place"),
+    SteeringRight.shadow: hd.sr.CodedConcept("SHADOW", _SCHEME, "Shadow: recorded for monitoring, not a finding"),
+}
 _TASK_CODES = {
     # task: (procedure reported, finding type)
     Task.chest_xray: (hd.sr.CodedConcept("399208008", "SCT", "Plain chest X-ray"),
@@ -82,6 +92,8 @@ class ResultToWrite:
     scored: TaskScore
     # Root of every UID medscreen makes (MEDSCREEN_UID_ROOT): ingest recognises its own output by it.
     uid_root: str | None = None
+    # The version's steering right, stated in each measurement group; None leaves it out.
+    steering: SteeringRight | None = None
 
     def new_uid(self) -> str:
         return str(generate_uid(prefix=self.uid_root)) if self.uid_root else str(generate_uid())
@@ -169,8 +181,13 @@ def _measurement_group(
         uid=result.new_uid(), identifier=f"{result.task} AI finding {index}" + (f" ({region.label})" if region.label else "")
     )
     call = POSITIVE if region.score >= result.threshold else NEGATIVE
-    measurements = [hd.sr.Measurement(name=PROBABILITY, value=round(region.score, 6), unit=NO_UNITS, algorithm_id=algorithm)]
+    measurements = [
+        hd.sr.Measurement(name=PROBABILITY, value=round(region.score, 6), unit=NO_UNITS, algorithm_id=algorithm),
+        hd.sr.Measurement(name=OPERATING_POINT, value=round(result.threshold, 6), unit=NO_UNITS, algorithm_id=algorithm),
+    ]
     evaluations = [hd.sr.QualitativeEvaluation(name=CALL, value=call)]
+    if result.steering is not None:
+        evaluations.append(hd.sr.QualitativeEvaluation(name=STEERING, value=STEERING_VALUES[SteeringRight(result.steering)]))
     if region.point is not None:
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,

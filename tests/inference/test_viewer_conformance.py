@@ -20,7 +20,8 @@ from benchmarks.study_factory import wrap_mammogram, wrap_radiograph
 from inference.champions import LoadedModel
 from inference.scorers import score_task
 from inference.shipped_models import SHIPPED_MODELS_DIR
-from inference.writeback import PROBABILITY, ResultToWrite, build_heatmap, build_sr
+from inference.writeback import OPERATING_POINT, PROBABILITY, STEERING, ResultToWrite, build_heatmap, build_sr
+from service.lifecycle import SteeringRight
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools is not installed (make test installs it)")
@@ -57,7 +58,8 @@ def test_sr_and_heatmap_pass_dciodvfy_with_a_group_per_image(task: str, tmp_path
     model = _shipped(task)
     scored = score_task(task, model, [dcmread(f) for f in files], min_ct_slices=3)
     call = "positive" if scored.score >= model.threshold else "negative"
-    result = ResultToWrite(task, model.name, model.version, model.run_id, model.threshold, call, scored)
+    steering = SteeringRight.shadow if task == "mammography" else SteeringRight.raise_only
+    result = ResultToWrite(task, model.name, model.version, model.run_id, model.threshold, call, scored, steering=steering)
     sr = build_sr(result, series_instance_uid=str(generate_uid()))
     heatmap = build_heatmap(result, series_instance_uid=str(generate_uid()))
     written = [("sr", sr)] + ([("heatmap", heatmap)] if heatmap is not None else [])
@@ -72,6 +74,11 @@ def test_sr_and_heatmap_pass_dciodvfy_with_a_group_per_image(task: str, tmp_path
     expected = {"chest-xray": 1, "mammography": 2, "ct-chest": len(scored.regions)}[task]
     assert len(groups) == expected >= 1
     scores = [float(g.get_measurements(name=PROBABILITY)[0].value) for g in groups]
+    # Each group states the operating point its call is made at and the version's steering right.
+    assert all(abs(float(g.get_measurements(name=OPERATING_POINT)[0].value) - model.threshold) < 1e-6 for g in groups)
+    assert {g.get_qualitative_evaluations(name=STEERING)[0].value.value for g in groups} == {
+        "SHADOW" if task == "mammography" else "RAISE"
+    }
     assert scores == sorted(scores, reverse=True) and abs(scores[0] - scored.score) < 1e-6
     referenced = set()
     for group, region in zip(groups, sorted(scored.regions, key=lambda r: -r.score), strict=True):
