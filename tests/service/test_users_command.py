@@ -131,3 +131,71 @@ def test_users_set_roles_disable_enable(
         assert run_users(service_settings, "users", "disable", "nobody") == 1
     app.state.engine.dispose()
     assert "no user 'nobody'" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    """A stdin that says it is a terminal (getpass itself is replaced: no real tty in the test)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_set_password_without_terminal_or_cancelled_is_one_line(
+    service_settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each case had been an EOFError or KeyboardInterrupt traceback, and an unknown user was prompted for first.
+    monkeypatch.setattr("sys.stdin", io.StringIO("rita-password-long\n"))
+    assert run_users(service_settings, "users", "add", "rita", "--role", "radiologist", "--password-stdin") == 0
+    capsys.readouterr()
+    prompts: list[str] = []
+
+    def error_line() -> str:
+        lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("medscreen: home ")]
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    def typed(*answers: str | type[BaseException]) -> None:
+        queue = list(answers)
+
+        def getpass(prompt: str = "") -> str:
+            prompts.append(prompt)
+            answer = queue.pop(0)
+            if isinstance(answer, str):
+                return answer
+            raise answer
+
+        monkeypatch.setattr("getpass.getpass", getpass)
+
+    typed("never-asked-for-this")
+    monkeypatch.setattr("sys.stdin", _Terminal(""))
+    assert run_users(service_settings, "users", "set-password", "nobody") == 1
+    assert error_line() == "medscreen users set-password: no user 'nobody'"
+    assert prompts == []
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # a script, ssh without -t: no terminal
+    assert run_users(service_settings, "users", "set-password", "rita") == 1
+    assert error_line() == (
+        "medscreen users set-password: no terminal to prompt on; pipe the password with --password-stdin"
+    )
+    assert run_users(service_settings, "users", "set-password", "rita", "--password-stdin") == 1
+    assert "no password on stdin" in error_line()
+
+    monkeypatch.setattr("sys.stdin", _Terminal(""))
+    typed(EOFError)  # Ctrl-D at the prompt
+    assert run_users(service_settings, "users", "set-password", "rita") == 1
+    assert error_line() == "medscreen users set-password: cancelled (end of input)"
+    typed("rita-new-password", KeyboardInterrupt)  # Ctrl-C at the second prompt
+    assert run_users(service_settings, "users", "set-password", "rita") == 130
+    assert error_line() == "medscreen users set-password: cancelled"
+    typed("rita-new-password", "rita-new-password")  # the interactive path still sets it
+    assert run_users(service_settings, "users", "set-password", "rita") == 0
+    assert capsys.readouterr().out == "password of rita set\n"
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # `users add --password-stdin` reads the same way
+    assert run_users(service_settings, "users", "add", "paul", "--role", "paediatrician", "--password-stdin") == 1
+    assert "no password on stdin" in error_line()
+
+    app = create_app(service_settings)
+    with TestClient(app) as client:
+        login(client, "rita", "rita-new-password")
+    app.state.engine.dispose()
