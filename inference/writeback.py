@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ __all__ = [
     "build_heatmap",
     "send_c_store",
     "send_stow_rs",
-    "with_type2_present",
+    "header_for_documents",
     "COPIED_TYPE2",
     "MANUFACTURER",
 ]
@@ -133,14 +134,27 @@ def _header_copy(source: Dataset) -> Dataset:
     return copied
 
 
-def with_type2_present(source: Dataset) -> Dataset:
+_PATIENT_AGE = re.compile(r"(\d{1,3})([DWMY])")
+
+
+def _patient_age(value: object) -> str | None:
+    """Patient's Age as the AS VR wants it (``nnnU``): ``3Y`` padded to ``003Y``; None when the unit is missing
+    (``81``) or it is otherwise not an age, since the documents may only leave this Type 3 attribute out."""
+    match = _PATIENT_AGE.fullmatch(str(value or "").strip().upper())
+    return f"{int(match.group(1)):03d}{match.group(2)}" if match else None
+
+
+def header_for_documents(source: Dataset) -> Dataset:
     """The source's header as the SR and heat-map copy it: the source itself when every copied Type 2 attribute
-    is there and its character set is one the documents can keep; else a copy with the missing ones empty and
-    its text re-encoded in UTF-8 (ISO_IR 192)."""
+    is there, its character set is one the documents can keep and its Patient's Age is valid; else a copy with
+    the missing Type 2 attributes empty, its text re-encoded in UTF-8 (ISO_IR 192), and Patient's Age normalised
+    or left out (highdicom copies the Patient Study module as it is, and a strict PACS refuses an invalid AS)."""
     missing = [keyword for keyword in COPIED_TYPE2 if keyword not in source]
     declared = _declared_character_sets(source)
     transcode = bool(declared) and (len(declared) > 1 or declared[0] not in _COPIED_CHARACTER_SETS)
-    if not missing and not transcode:
+    age = source.get("PatientAge")
+    fix_age = age is not None and str(age) != "" and _patient_age(age) != str(age)
+    if not missing and not transcode and not fix_age:
         return source
     fixed = _header_copy(source)
     if transcode:
@@ -150,6 +164,12 @@ def with_type2_present(source: Dataset) -> Dataset:
         fixed.SpecificCharacterSet = UTF8
     for keyword in missing:
         setattr(fixed, keyword, "")
+    if fix_age:
+        normalised = _patient_age(age)
+        if normalised is None:
+            del fixed.PatientAge
+        else:
+            fixed.PatientAge = normalised
     return fixed
 
 
@@ -194,7 +214,7 @@ def _measurement_group(
             referenced_region=hd.sr.ImageRegion(
                 graphic_type=hd.sr.GraphicTypeValues.POINT,
                 graphic_data=np.asarray([region.point], dtype=float),
-                source_image=hd.sr.SourceImageForRegion.from_source_image(with_type2_present(region.source)),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(header_for_documents(region.source)),
             ),
             finding_type=finding,
             algorithm_id=algorithm,
@@ -207,13 +227,13 @@ def _measurement_group(
         algorithm_id=algorithm,
         measurements=measurements,
         qualitative_evaluations=evaluations,
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(with_type2_present(region.source))],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(header_for_documents(region.source))],
     )
 
 
 def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
     procedure, finding = _TASK_CODES[Task(result.task)]
-    source = with_type2_present(result.scored.source)
+    source = header_for_documents(result.scored.source)
     device_uid = algorithm_device_uid(result.model_name, result.model_version, result.run_id)
     observation_context = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
@@ -237,7 +257,7 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
         observation_context=observation_context, procedure_reported=procedure, imaging_measurements=groups
     )
     evidence = list({
-        str(r.source.SOPInstanceUID): with_type2_present(r.source) for r in [RegionScore(source, None, 0.0), *regions]
+        str(r.source.SOPInstanceUID): header_for_documents(r.source) for r in [RegionScore(source, None, 0.0), *regions]
     }.values())
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
@@ -289,7 +309,7 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
         "red: where the model looked most (relative)",
     ]
     pixels = _overlay(scored.image, scored.heatmap, lines)
-    source = with_type2_present(scored.source)
+    source = header_for_documents(scored.source)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=pixels,

@@ -4,7 +4,10 @@ made SR building raise AttributeError and the job dead-letter)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,3 +60,21 @@ def test_results_carry_medscreens_uid_root_so_ingest_recognises_them() -> None:
     for document in (sr, heatmap):
         assert document.SOPInstanceUID.startswith(root) and document.SeriesInstanceUID.startswith(root)
         assert document.Manufacturer == "medscreen"
+
+
+@pytest.mark.parametrize(("age", "written"), [("3Y", "003Y"), ("56y", "056Y"), (" 12M", "012M"), ("081Y", "081Y"), ("81", None), ("old", None)])
+def test_a_malformed_patients_age_is_normalised_or_left_out(age: str, written: str | None, tmp_path: Path) -> None:
+    """Review D5: `3Y` (real senders write it, `56Y` and `81` too) was copied into the SR, which dciodvfy and a
+    strict PACS refuse (AS is four characters, `nnnD/W/M/Y`)."""
+    source = dcmread(DX_CHEST)
+    source.PatientAge = age
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sr = build_sr(_result(source), series_instance_uid="1.2.826.0.1.3680043.8.498.77.1")
+    assert sr.get("PatientAge") == written
+    assert source.PatientAge == age
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    if shutil.which("dciodvfy"):
+        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, errors="replace", timeout=60)
+        assert [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")] == []
