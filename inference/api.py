@@ -35,7 +35,7 @@ from service.db import UTCDateTime, utcnow
 from service.deps import SessionDep
 from service.lifecycle import JobState, WritebackState
 
-__all__ = ["router"]
+__all__ = ["router", "sees_patient_identity"]
 
 router = APIRouter(tags=["studies"])
 Engineer = Annotated[AuthenticatedUser, Depends(require_role(Role.ml_engineer))]
@@ -44,6 +44,15 @@ StudyReader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist
 
 def _summary(study: Study) -> dict[str, Any]:
     return {name: getattr(study, name) for name in StudySummary.model_fields}
+
+
+def sees_patient_identity(user: AuthenticatedUser) -> bool:
+    """Whether ``user`` may see whose study it is (name, patient ID, birth date, accession): the clinical roles only.
+
+    ml-engineer and quality read studies for the models and their performance; the minimum they need is the
+    series, counts, status and timeline (README, "Users, roles and audit").
+    """
+    return user.has_role(Role.radiologist)
 
 
 @router.get("/api/studies", response_model=StudyPage)
@@ -74,16 +83,17 @@ def get_study(study_uid: str, session: SessionDep, user: StudyReader) -> StudyDe
     if study is None:
         raise HTTPException(404, detail=f"no study {study_uid}")
     record_audit(session, user.username, "study.view", "study", study_uid)
+    identity = sees_patient_identity(user)
     return StudyDetail(
         **_summary(study),
         status_reason=study.status_reason,
         study_description=study.study_description,
-        accession_number=study.accession_number,
+        accession_number=study.accession_number if identity else None,
         study_date=study.study_date,
-        patient_id=study.patient_id,
-        patient_name=study.patient_name,
+        patient_id=study.patient_id if identity else None,
+        patient_name=study.patient_name if identity else None,
         patient_sex=study.patient_sex,
-        patient_birth_date=study.patient_birth_date,
+        patient_birth_date=study.patient_birth_date if identity else None,
         institution_name=study.institution_name,
         series=[
             SeriesOut(

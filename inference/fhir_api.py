@@ -1,5 +1,6 @@
 """``GET /fhir/...``: champion results as FHIR R4 resources, for an EMR or a viewer that reads rather than
-receives. Role-checked (radiologist, ml-engineer, quality) and audited like the study view.
+receives. Role-checked (radiologist, ml-engineer, quality) and audited like the study view; as there, only the
+clinical roles get the patient identifier (``subject``) and the accession number (``basedOn``).
 
 A `shadow` version's results are recorded for monitoring and are not served here (a search leaves them out, a read
 is a 404), as the push leaves them out, unless ``MEDSCREEN_WRITEBACK_SHADOW`` is set: a reader shows what it gets
@@ -7,13 +8,15 @@ as a final report, and the shipped mammography version (cross-validated AUROC 0.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
-from inference.fhir_results import device_id, facts_of, result_resources
+from inference.api import sees_patient_identity
+from inference.fhir_results import ResultFacts, device_id, facts_of, result_resources
 from inference.result_feed import served_as_finding
 from inference.tables import ScoreResult, Study
 from service.audit import record_audit
@@ -38,6 +41,11 @@ def _not_found(what: str) -> JSONResponse:
                   "issue": [{"severity": "error", "code": "not-found", "diagnostics": f"no {what}"}]}, 404)
 
 
+def _facts_for(user: AuthenticatedUser, result: ScoreResult, study: Study) -> ResultFacts:
+    facts = facts_of(result, study)
+    return facts if sees_patient_identity(user) else replace(facts, patient_id="", accession_number="")
+
+
 def _champion_results(session: SessionDep, study: Study, *, include_shadow: bool) -> list[ScoreResult]:
     return list(session.scalars(
         select(ScoreResult)
@@ -57,7 +65,7 @@ def search_reports(
     if found is not None:
         record_audit(session, user.username, "fhir.read", "study", found.study_instance_uid)
         for result in _champion_results(session, found, include_shadow=settings.writeback_shadow):
-            resources.extend(result_resources(facts_of(result, found)))
+            resources.extend(result_resources(_facts_for(user, result, found)))
     bundle = searchset_bundle(str(request.base_url) + "fhir", resources)
     return _fhir(bundle.model_dump(mode="json", exclude_none=True))
 
@@ -105,7 +113,7 @@ def _read(
         return _not_found(f"{resource_type}/{resource_id}")
     result, study = row
     record_audit(session, user.username, "fhir.read", "study", study.study_instance_uid)
-    for resource in result_resources(facts_of(result, study)):
+    for resource in result_resources(_facts_for(user, result, study)):
         if resource.get_resource_type() == resource_type and resource.id == resource_id:
             return _fhir(resource.model_dump(mode="json", exclude_none=True))
     return _not_found(f"{resource_type}/{resource_id}")

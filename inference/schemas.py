@@ -99,15 +99,20 @@ class NotScoredOut(BaseModel):
     at: datetime
 
 
+# Identity is for clinical roles (radiologist, admin); ml-engineer and quality read a study's series, counts, status
+# and timeline without learning whose it is (README, "Users, roles and audit").
+_CLINICAL_ONLY = " Only for radiologist and admin; null for every other role."
+
+
 class StudyDetail(StudySummary):
     status_reason: str | None
     study_description: str
-    accession_number: str
+    accession_number: str | None = Field(description="AccessionNumber (0008,0050)." + _CLINICAL_ONLY)
     study_date: str
-    patient_id: str
-    patient_name: str
+    patient_id: str | None = Field(description="PatientID (0010,0020)." + _CLINICAL_ONLY)
+    patient_name: str | None = Field(description="PatientName (0010,0010)." + _CLINICAL_ONLY)
     patient_sex: str
-    patient_birth_date: str
+    patient_birth_date: str | None = Field(description="PatientBirthDate (0010,0030)." + _CLINICAL_ONLY)
     institution_name: str
     series: list[SeriesOut]
     timeline: list[TimelineEvent]
