@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, aliased
 from datasets.emr_records import RecordError
 from datasets.fhir_emr import records_from_bundle
 from screening.errors import ScreeningError
-from screening.fhir_output import operation_outcome
+from screening.fhir_output import operation_outcome, unassigned_care_team_outcome
 from screening.findings import RETIRING_STATUSES
 from screening.results_store import store_result
 from screening.scope import Child, in_scope, same_child
@@ -70,21 +70,33 @@ def submit_bundle(
     bundle: Annotated[dict[str, Any], Body()],
     as_of: Annotated[date | None, Query(description="screening date (default today, UTC)")] = None,
 ) -> JSONResponse:
+    """A record naming a practitioner or organisation the paediatrician is not assigned to is stored as their own
+    patient (``screening.scope.child_of_record``): it cannot change a result of a scope they cannot read. The
+    answer's warning ``OperationOutcome`` says which records and how an admin assigns the care team."""
     errors: list[RecordError] = []
     entries: list[dict[str, Any]] = []
+    unassigned: dict[tuple[str, ...], list[str]] = {}
+    admin = Role.admin in user.roles
     for item in records_from_bundle(bundle, "request"):
         if isinstance(item, RecordError):
             errors.append(item)
             continue
-        stored = store_result(session, screener, item, screener.screen(item, as_of), user.username, owner=user.username)
+        stored = store_result(
+            session, screener, item, screener.screen(item, as_of), user.username, owner=user.username, admin=admin
+        )
         entries.append({"resource": stored["assessment"]})
         if stored["flag"]:
             entries.append({"resource": stored["flag"]})
+        if stored["unassigned_care_team"]:
+            unassigned.setdefault(tuple(stored["unassigned_care_team"]), []).append(item.patient_id)
     if not entries:
         reasons = "; ".join(f"{e.record}: {e.reason}" for e in errors[:5])
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"no readable Patient in the Bundle ({reasons})")
     if errors:
         entries.append({"resource": operation_outcome(errors).model_dump(mode="json", exclude_none=True)})
+    if unassigned:
+        warning = unassigned_care_team_outcome(user.username, unassigned)
+        entries.append({"resource": warning.model_dump(mode="json", exclude_none=True)})
     return JSONResponse({"resourceType": "Bundle", "type": "collection", "total": len(entries), "entry": entries})
 
 

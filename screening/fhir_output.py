@@ -20,7 +20,7 @@ from datasets.fhir_emr import fhir_id
 from screening.ontology import Ontology
 from screening.screener import ScreeningResult
 
-__all__ = ["risk_assessment", "risk_assessment_json", "flag", "flag_json", "operation_outcome", "explanation"]
+__all__ = ["risk_assessment", "risk_assessment_json", "flag", "flag_json", "operation_outcome", "unassigned_care_team_outcome", "explanation"]
 
 _DISEASE_SYSTEMS = {"OMIM": "https://omim.org", "ORPHA": "https://www.orpha.net"}
 _HPO = "http://purl.obolibrary.org/obo/hp.owl"
@@ -173,3 +173,31 @@ def operation_outcome(errors: list[RecordError]) -> OperationOutcome:
             "issue": issues or [{"severity": "information", "code": "informational", "diagnostics": "all records read"}],
         }
     )
+
+
+RECORDS_NAMED = 5  # per care team in a warning: a large Bundle's record ids are counted, not all listed
+
+
+def unassigned_care_team_outcome(username: str, unassigned: dict[tuple[str, ...], list[str]]) -> OperationOutcome:
+    """A warning per care team (practitioner, organisation) that the submitter's records named and they are not
+    assigned to: those records were stored as the submitter's own patients (``screening.scope.child_of_record``),
+    and the warning says so and how an admin assigns the care team."""
+    issues = []
+    for teams, patient_ids in unassigned.items():
+        named = " and ".join(teams)
+        more = len(patient_ids) - RECORDS_NAMED
+        listed = ", ".join(patient_ids[:RECORDS_NAMED]) + (f" and {more} more" if more > 0 else "")
+        option = next(
+            (f"--organization {t}" for t in teams if t.startswith("Organization/")), f"--practitioner {teams[0]}"
+        )
+        issues.append({
+            "severity": "warning",
+            "code": "business-rule",
+            "diagnostics": (
+                f"{len(patient_ids)} record(s) ({listed}) name {named}, which you are not assigned to: stored as your "
+                f"own patients, in your scope only; they do not withdraw, replace or repeat that care team's flags. "
+                f"For your results to count as that care team's, an admin assigns you: "
+                f"`medscreen screening assign {username} {option}`."
+            ),
+        })
+    return OperationOutcome.model_validate({"resourceType": "OperationOutcome", "issue": issues})

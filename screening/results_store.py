@@ -74,21 +74,25 @@ def _audit_repeat(session: Session, actor: str, patient_id: str, existing: Scree
 
 
 def store_result(
-    session: Session, screener: Screener, record: ChildRecord, result: ScreeningResult, actor: str, *, owner: str
+    session: Session, screener: Screener, record: ChildRecord, result: ScreeningResult, actor: str, *, owner: str,
+    admin: bool = False,
 ) -> dict[str, Any]:
     """Add the result's row (flushed, so it has an id) and its audit event; returns the FHIR resources. A flagged
-    result on the same evidence as the child's stored flag is not added again (``repeat_of``). ``owner``: whose
-    child a record naming no care team is (the submitting clinician; "" for a batch run)."""
+    result on the same evidence as the child's stored flag is not added again (``repeat_of``). ``owner``: the
+    submitting clinician ("" for a batch run), whose child a record naming no care team is, and a record naming a
+    care team they are not assigned to unless ``admin`` (``child_of_record``): ``unassigned_care_team`` in the
+    answer then names the care team the record named."""
     assessment = risk_assessment(result, screener.ontology).model_dump(mode="json", exclude_none=True)
     fhir_flag = flag(result)
     flag_json = fhir_flag.model_dump(mode="json", exclude_none=True) if fhir_flag else None
     reasons = explanation(result, screener.ontology)
     practitioner, organization = record.practitioner[:128], record.organization[:128]
-    child = child_of_record(session, result.patient_id, practitioner, organization, owner)
+    child = child_of_record(session, result.patient_id, practitioner, organization, owner, admin=admin)
+    unassigned = [team for team in (practitioner, organization) if team] if child.owner else []
     existing = repeat_of(session, child, result.flagged, reasons, result.model_version)
     if existing is not None:
         _audit_repeat(session, actor, result.patient_id, existing)
-        return {"id": existing.id, "assessment": assessment, "flag": flag_json, "repeat": True}
+        return {"id": existing.id, "assessment": assessment, "flag": flag_json, "repeat": True, "unassigned_care_team": unassigned}
     row = ScreeningRun(
         patient_id=result.patient_id,
         patient_digest=patient_digest(result.patient_id),
@@ -112,11 +116,14 @@ def store_result(
     )
     session.add(row)
     session.flush()
-    record_audit(session, actor, "screening.submit", "patient", result.patient_id, {"result_id": row.id, "flagged": result.flagged})
+    detail: dict[str, Any] = {"result_id": row.id, "flagged": result.flagged}
+    if unassigned:
+        detail["unassigned_care_team"] = unassigned  # the care team the record named, which its row does not carry
+    record_audit(session, actor, "screening.submit", "patient", result.patient_id, detail)
     logger.info(
         "screened child=%s status=%s flagged=%s model=%s", row.patient_digest, result.status, result.flagged, result.model_version
     )
-    return {"id": row.id, "assessment": assessment, "flag": flag_json, "repeat": False}
+    return {"id": row.id, "assessment": assessment, "flag": flag_json, "repeat": False, "unassigned_care_team": unassigned}
 
 
 class BatchStore:

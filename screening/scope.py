@@ -4,7 +4,9 @@ clinician's patient stands in for another's.
 
 A child is its record id within its scope: the practitioner and organisation the record names, or, when it
 names neither, the clinician who submitted it (``ScreeningRun.owner``; a batch run's such results are no
-clinician's until a run names the extract's organisation)."""
+clinician's until a run names the extract's organisation). A clinician's record naming a practitioner or an
+organisation, none of them one they are assigned to, is their own child too: a post writes only into a scope its
+submitter can read."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session
 from screening.tables import ScreeningAssignment, ScreeningRun
 from service.auth import AuthenticatedUser, Role
 
-__all__ = ["in_scope", "Child", "owner_of", "child_of_record", "same_child"]
+__all__ = ["in_scope", "Child", "holds_care_team", "child_of_record", "same_child"]
 
 
 def in_scope(user: AuthenticatedUser) -> ColumnElement[bool]:
@@ -47,19 +49,37 @@ class Child(NamedTuple):
         return cls(row.patient_id, row.practitioner, row.organization, row.owner)
 
 
-def owner_of(practitioner: str, organization: str, submitter: str) -> str:
-    """The owner a result gets: its submitter when the record names no care team (their scope alone holds
-    it), else none (the care team is the scope)."""
-    return "" if practitioner or organization else submitter
+def holds_care_team(session: Session, username: str, practitioner: str, organization: str) -> bool:
+    """Whether a clinician is assigned to the practitioner or the organisation a record names: then its results
+    are in their scope (``in_scope``), and so are all the results of the same child."""
+    named = []
+    if practitioner:
+        named.append(ScreeningAssignment.practitioner == practitioner)
+    if organization:
+        named.append(ScreeningAssignment.organization == organization)
+    if not named:
+        return False
+    assigned = select(ScreeningAssignment.id).where(ScreeningAssignment.username == username, or_(*named)).limit(1)
+    return session.scalar(assigned) is not None
 
 
-def child_of_record(session: Session, patient_id: str, practitioner: str, organization: str, submitter: str) -> Child:
-    """The child a clinician's record is. A record naming no care team, whose id a stored result already holds
-    under exactly one organisation this clinician is assigned to, is that organisation's child: the clinic's
-    extract was screened with ``screen-emr --organization`` and its paediatrician now posts the same record.
-    Otherwise such a record is the submitter's own child (two such organisations: which one is not known)."""
-    if practitioner or organization or not submitter:
-        return Child(patient_id, practitioner, organization, owner_of(practitioner, organization, submitter))
+def child_of_record(
+    session: Session, patient_id: str, practitioner: str, organization: str, submitter: str, *, admin: bool = False
+) -> Child:
+    """The child a clinician's record is (``submitter`` "": a batch run's, the care team it names).
+
+    A record naming a care team the clinician is not assigned to (and they are no admin) is the submitter's own
+    child, as one naming none: it must not withdraw ("the child has died"), replace (another name, other findings)
+    or stand for a flag of a scope they cannot read. A record naming no care team, whose id a stored result
+    already holds under exactly one organisation this clinician is assigned to, is that organisation's child: the
+    clinic's extract was screened with ``screen-emr --organization`` and its paediatrician now posts the same
+    record. Otherwise such a record is the submitter's own child (two such organisations: which one is not known)."""
+    if not submitter:
+        return Child(patient_id, practitioner, organization, "")
+    if practitioner or organization:
+        if admin or holds_care_team(session, submitter, practitioner, organization):
+            return Child(patient_id, practitioner, organization, "")
+        return Child(patient_id, "", "", submitter)
     assigned = select(ScreeningAssignment.organization).where(
         ScreeningAssignment.username == submitter, ScreeningAssignment.organization != ""
     )

@@ -14,7 +14,7 @@ from fhir.resources.R4B.riskassessment import RiskAssessment
 
 from datasets.emr_records import DroppedEntry
 from datasets.fhir_emr import fhir_id
-from screening.fhir_output import flag, flag_json, risk_assessment, risk_assessment_json
+from screening.fhir_output import flag, flag_json, risk_assessment, risk_assessment_json, unassigned_care_team_outcome
 from screening.screener import Screener, ScreeningResult
 from tests.screening.conftest import ordinary_child, syndromic_child
 
@@ -85,3 +85,18 @@ def test_the_subject_is_a_valid_reference_and_keeps_the_record_id(screener: Scre
         assert resource["subject"]["identifier"] == {"value": "MRN 12/34"}
     assert risk_assessment_json(screener.screen(syndromic_child("child-1"), date(2024, 3, 1)), screener.ontology)["subject"] == {
         "reference": "Patient/child-1", "identifier": {"value": "child-1"}}
+
+
+def test_the_unassigned_care_team_warning_names_the_records_and_the_assign_command() -> None:
+    """One warning per care team: a large Bundle's record ids are counted past five; the command assigns the
+    organisation when the records name one, else the practitioner."""
+    outcome = unassigned_care_team_outcome("paul", {
+        ("Practitioner/9", "Organization/clinic-7"): ["r1"],
+        ("Practitioner/9",): [f"p{i}" for i in range(7)],
+    })
+    both, practitioner = (issue.diagnostics for issue in outcome.issue)
+    assert all(issue.severity == "warning" for issue in outcome.issue)
+    assert "1 record(s) (r1) name Practitioner/9 and Organization/clinic-7" in both
+    assert "`medscreen screening assign paul --organization Organization/clinic-7`" in both
+    assert "7 record(s) (p0, p1, p2, p3, p4 and 2 more)" in practitioner
+    assert "`medscreen screening assign paul --practitioner Practitioner/9`" in practitioner

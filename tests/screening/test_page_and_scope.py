@@ -17,7 +17,8 @@ from sqlalchemy import select
 from datasets.emr_records import CodedFact
 from datasets.fhir_emr import record_to_bundle
 from medscreen.cli import main
-from screening.tables import ScreeningRun
+from screening.results_store import store_result
+from screening.tables import ScreeningAssignment, ScreeningRun
 from service.db import session_scope
 from service.tables import AuditEvent
 from tests.screening.conftest import child_of, ordinary_child
@@ -128,6 +129,8 @@ def test_a_rescreen_on_the_same_findings_is_not_asked_again_and_new_findings_rep
 ) -> None:  # type: ignore[no-untyped-def]
     """A monthly extract screens the same children again: a decided flag must not come back unless the child's
     record has something new, and then the new flag replaces the old one, with the earlier decision beside it."""
+    with session_scope(screening_app.state.session_factory) as session:
+        session.add(ScreeningAssignment(username="dr-a", practitioner="Practitioner/dr-a", organization="", assigned_by="test"))
     doctor = token_for("dr-a", "paediatrician")
     child = child_of("k1", "Kira K", "MRN-K1", practitioner="Practitioner/dr-a")
 
@@ -371,3 +374,102 @@ def test_a_child_stored_by_the_clinics_extract_and_posted_by_its_paediatrician_i
                        headers=dr_b).status_code == 200
     assert [(f["patient_name"], f["organization"]) for f in client.get("/api/screening/flags", headers=dr_b).json()["flags"]] == [("Kurt", "")]
     assert [f["id"] for f in client.get("/api/screening/flags?include_decided=true", headers=dr_a).json()["flags"]] == [new["id"]]
+
+
+def _clinic_7_batch(screening_app: FastAPI) -> dict[str, int]:
+    """clinic-7's extract screened by the site (three flagged children, the records naming the clinic) and pia, its
+    assigned paediatrician, deciding one: the result ids by child."""
+    screener = screening_app.state.screener
+    with session_scope(screening_app.state.session_factory) as session:
+        for i in range(3):
+            record = child_of(f"case-{i}", f"Clinic Child{i}", f"MRN-7{i}", organization="Organization/clinic-7")
+            store_result(session, screener, record, screener.screen(record, date(2024, 3, 1)), "batch:clinic-7.ndjson", owner="")
+        session.add(ScreeningAssignment(username="pia", practitioner="", organization="Organization/clinic-7", assigned_by="test"))
+        return {row.patient_id: row.id for row in session.scalars(select(ScreeningRun))}
+
+
+def _post(client: TestClient, record: object, headers: dict[str, str]) -> list[dict]:  # type: ignore[type-arg]
+    response = client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(record), headers=headers)  # type: ignore[arg-type]
+    assert response.status_code == 200, response.text
+    return [e["resource"] for e in response.json()["entry"]]
+
+
+@pytest.mark.parametrize("screening_backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_paediatrician_not_assigned_to_an_organisation_cannot_withdraw_replace_or_repeat_its_flags(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    """paul is not assigned to clinic-7 and cannot read its flags. His records naming the clinic (the child "has
+    died"; new findings under another name; the same findings) are his own patients, as records naming no care team
+    are: pia's flags, decision and names stay as they were, and his answer says why and how an admin assigns him."""
+    ids = _clinic_7_batch(screening_app)
+    pia, paul = token_for("pia", "paediatrician"), token_for("paul", "paediatrician")
+    assert client.post(f"/api/screening/flags/{ids['case-0']}/outcome", json={"outcome": "not_relevant", "note": "SECRETNOTE"},
+                       headers=pia).status_code == 201
+
+    def pia_sees() -> tuple[list[tuple[int, str, str, str | None]], list[dict]]:  # type: ignore[type-arg]
+        listing = client.get("/api/screening/flags?include_decided=true", headers=pia).json()
+        return [(f["id"], f["patient_name"], f["organization"], f["outcome"]) for f in listing["flags"]], listing["withdrawn"]
+
+    before = pia_sees()
+    assert sorted(row[0] for row in before[0]) == sorted(ids.values()) and before[1] == []
+
+    dead = child_of("case-1", "Clinic Child1", "MRN-71", organization="Organization/clinic-7")  # (a) a false death
+    dead.deceased = date(2024, 2, 1)
+    answer = _post(client, dead, paul)
+    assert pia_sees() == before  # case-1's flag is not withdrawn as "the child has died"
+    (warning,) = [r for r in answer if r["resourceType"] == "OperationOutcome"]
+    (issue,) = warning["issue"]
+    assert issue["severity"] == "warning" and "case-1" in issue["diagnostics"]
+    assert "Organization/clinic-7, which you are not assigned to" in issue["diagnostics"]
+    assert "`medscreen screening assign paul --organization Organization/clinic-7`" in issue["diagnostics"]
+
+    renamed = child_of("case-0", "Probe Attacker", "MRN-X", organization="Organization/clinic-7")  # (b) a replacement
+    renamed.facts.append(CodedFact("condition", "hpo", "HP:0001250", date(2023, 9, 1)))
+    assert "Flag" in [r["resourceType"] for r in _post(client, renamed, paul)]
+    assert pia_sees() == before  # her decided flag of case-0 is not replaced by "Probe Attacker"
+    same = child_of("case-2", "Clinic Child2", "MRN-72", organization="Organization/clinic-7")  # the same evidence
+    assert "Flag" in [r["resourceType"] for r in _post(client, same, paul)]
+
+    assert pia_sees() == before  # no flag withdrawn or replaced, "SECRETNOTE" still on hers, her names
+    earlier = {f["id"]: f["earlier_decisions"] for f in client.get("/api/screening/flags?include_decided=true", headers=pia).json()["flags"]}
+    assert all(e == [] for e in earlier.values())
+    # His records are his own children: on his page (his names, no care team) and no decision of pia's beside them.
+    listing = client.get("/api/screening/flags", headers=paul).json()
+    assert sorted((f["patient_name"], f["organization"], f["earlier_decisions"] == []) for f in listing["flags"]) == [
+        ("Clinic Child2", "", True), ("Probe Attacker", "", True)]
+    assert listing["withdrawn"] == [] and "SECRETNOTE" not in json.dumps(listing)
+    with session_scope(screening_app.state.session_factory) as session:
+        his = list(session.scalars(select(ScreeningRun).where(ScreeningRun.submitted_by == "paul")))
+        repeats = list(session.scalars(select(AuditEvent).where(AuditEvent.action == "screening.repeat")))
+        submits = [e.detail for e in session.scalars(select(AuditEvent).where(AuditEvent.actor == "paul", AuditEvent.action == "screening.submit"))]
+    assert sorted((r.patient_id, r.owner, r.organization) for r in his) == [("case-0", "paul", ""), ("case-1", "paul", ""), ("case-2", "paul", "")]
+    assert repeats == [] and all(d["unassigned_care_team"] == ["Organization/clinic-7"] for d in submits)
+    for result_id in ids.values():  # and he still reads none of the clinic's results
+        assert client.get(f"/fhir/RiskAssessment/medscreen-ra-{result_id}", headers=paul).status_code == 404
+
+
+def test_an_assigned_paediatrician_or_an_admin_still_withdraws_and_replaces_the_organisations_flags(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    ids = _clinic_7_batch(screening_app)
+    pia, root = token_for("pia", "paediatrician"), token_for("root", "admin")
+    assert client.post(f"/api/screening/flags/{ids['case-0']}/outcome", json={"outcome": "not_relevant", "note": "known"},
+                       headers=pia).status_code == 201
+
+    renamed = child_of("case-0", "Clinic Child0 Renamed", "MRN-70", organization="Organization/clinic-7")
+    renamed.facts.append(CodedFact("condition", "hpo", "HP:0001250", date(2023, 9, 1)))  # new findings: a new flag
+    answer = _post(client, renamed, pia)
+    assert "OperationOutcome" not in [r["resourceType"] for r in answer]
+    dead = child_of("case-1", "Clinic Child1", "MRN-71", organization="Organization/clinic-7")
+    dead.deceased = date(2024, 2, 1)
+    _post(client, dead, pia)
+    gone = child_of("case-2", "Clinic Child2", "MRN-72", organization="Organization/clinic-7")
+    gone.deceased = date(2024, 2, 1)
+    assert "OperationOutcome" not in [r["resourceType"] for r in _post(client, gone, root)]
+
+    listing = client.get("/api/screening/flags?include_decided=true", headers=pia).json()
+    (new,) = listing["flags"]
+    assert (new["patient_name"], new["organization"]) == ("Clinic Child0 Renamed", "Organization/clinic-7")
+    assert [(d["outcome"], d["note"]) for d in new["earlier_decisions"]] == [("not_relevant", "known")]
+    assert sorted((w["patient_id"], w["because"]) for w in listing["withdrawn"]) == [
+        ("case-1", "the child has died"), ("case-2", "the child has died")]
