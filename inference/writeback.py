@@ -299,6 +299,31 @@ def _overlay(image: np.ndarray, heatmap: np.ndarray | None, lines: list[str]) ->
     return np.asarray(canvas, dtype=np.uint8)
 
 
+_ORIENTATION = re.compile(r"[APLRHF]+")
+
+
+def _direction(cosines: list[float]) -> str:
+    """Patient-orientation letters of one direction cosine vector, strongest axis first (an oblique one is "LP")."""
+    x, y, z = cosines
+    letters = [("L" if x > 0 else "R", abs(x)), ("P" if y > 0 else "A", abs(y)), ("H" if z > 0 else "F", abs(z))]
+    return "".join(letter for letter, size in sorted(letters, key=lambda item: -item[1]) if size >= 0.01)
+
+
+def _patient_orientation(source: Dataset) -> list[str]:
+    """The heat-map's Patient Orientation: the source image's when it has a valid one (its pixels keep the
+    source's rows and columns), else derived from Image Orientation (Patient) (CT), else empty (Type 2)."""
+    declared = source.get("PatientOrientation")
+    values = [str(v) for v in declared] if isinstance(declared, MultiValue) else []
+    if len(values) == 2 and all(_ORIENTATION.fullmatch(v) for v in values):
+        return values
+    cosines = source.get("ImageOrientationPatient")
+    if cosines is not None and len(cosines) == 6:
+        derived = [_direction([float(c) for c in cosines[:3]]), _direction([float(c) for c in cosines[3:]])]
+        if all(derived):
+            return derived
+    return []
+
+
 def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset | None:
     scored = result.scored
     if scored.image is None:
@@ -321,14 +346,18 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
         sop_instance_uid=result.new_uid(),
         instance_number=1,
         manufacturer=MANUFACTURER,
-        patient_orientation=("L", "P") if str(getattr(source, "Modality", "")) == "CT" else ("P", "F"),
+        # highdicom takes single letters only; the source's own value replaces this placeholder below.
+        patient_orientation=("L", "P"),
         contributing_equipment=[_contributing_equipment(result)],
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
-    # General Series Laterality is Type 2C: a mammography heat-map is of one breast; anything else is sent
-    # empty (present, no value), which is what the module asks for when laterality is unknown or unpaired.
+    sc.PatientOrientation = _patient_orientation(source)
+    # General Series Laterality is Type 2C: a mammography heat-map is of one breast; anything else (a chest film
+    # whose source says L, the side its marker is on) is sent empty (present, no value), which is what the
+    # module asks for when laterality is unknown or the body part unpaired.
     image_laterality = str(getattr(source, "ImageLaterality", "") or getattr(source, "Laterality", "") or "")
-    sc.Laterality = image_laterality if image_laterality in ("L", "R") else ""
+    is_breast = Task(result.task) == Task.mammography
+    sc.Laterality = image_laterality if is_breast and image_laterality in ("L", "R") else ""
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI heat-map of {result.model_name} version {result.model_version}."
     sc.SeriesDescription = f"medscreen heat-map {result.model_name} v{result.model_version} - {NOT_FOR_DIAGNOSTIC_USE}"
