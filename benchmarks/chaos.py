@@ -31,8 +31,9 @@ from pydicom import dcmread  # noqa: E402
 
 from benchmarks.dcmtk import dcmtk  # noqa: E402
 from benchmarks.study_factory import write_ct_study  # noqa: E402
-from tests.conftest import FIXTURES, free_port  # noqa: E402
+from tests.conftest import FIXTURES  # noqa: E402
 from tests.peers import MedscreenService, wait_for  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 FINAL = {"scored", "could_not_score", "not_applicable", "failed"}
 TARGETS = ("service", "receiver", "worker")

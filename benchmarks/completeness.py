@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.study_factory import write_ct_study  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
 from tests.peers import MedscreenService, start_orthanc, stop_orthanc, wait_for  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 
 def run(work: Path, files_per_study: list[list[Path]], quiet: float, with_count: bool) -> list[float]:

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.study_factory import write_ct_study  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
 from tests.peers import start_orthanc, stop_orthanc  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 
 def ris(work: Path, messages: int) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,24 +33,19 @@ sys.path.insert(0, str(_HERE.parent))
 DX_CHEST = _HERE.parent / "tests" / "fixtures" / "inference" / "images" / "dx_chest_highdicom.dcm"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_ingest_node(env: dict[str, str], home: Path, factory) -> tuple[subprocess.Popen[bytes], dict[str, str]]:  # type: ignore[no-untyped-def]
     """`medscreen serve` on the ingest side's home, for WADO-RS only; the worker settings to fetch from it."""
     import httpx
 
     from service.db import session_scope
     from service.users import create_user
+    from tests.ports import free_port
 
-    http_port = _free_port()
+    http_port = free_port()
     serve = subprocess.Popen(
         [sys.executable, "-m", "medscreen", "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**env, "MEDSCREEN_HOME": str(home), "MEDSCREEN_HTTP_PORT": str(http_port),
-             "MEDSCREEN_DICOM_PORT": str(_free_port()), "MEDSCREEN_SCORING_WORKERS": "0", "MEDSCREEN_MIN_FREE_DISK_MB": "1"},
+             "MEDSCREEN_DICOM_PORT": str(free_port()), "MEDSCREEN_SCORING_WORKERS": "0", "MEDSCREEN_MIN_FREE_DISK_MB": "1"},
     )
     with session_scope(factory) as session:
         create_user(session, "bench-worker", "bench-worker-password", ["sender"], actor="benchmark")

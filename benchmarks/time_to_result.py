@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.dcmtk import dcmtk  # noqa: E402
 from benchmarks.study_factory import wrap_mammogram, wrap_radiograph, write_ct_study  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
 from tests.peers import wait_for  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 

@@ -28,6 +28,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -43,6 +44,9 @@ from service.settings import Settings  # noqa: E402
 from service.users import create_user  # noqa: E402
 from worklist.policy import ChampionCall, StudyFacts, policy_from_settings, prioritise  # noqa: E402
 from worklist.tables import WorklistEntry  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.postgres import PostgresServer
 
 PASSWORD = "bench-password-long"
 MODALITIES = [("DX", "chest-xray", 0.7), ("MG", "mammography", 0.2), ("CT", "ct-chest", 0.1)]
@@ -239,7 +243,7 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     args = parser.parse_args()
 
-    from tests.conftest import free_port
+    from tests.ports import free_port
 
     print(
         f"{args.studies} studies, {args.open} open, {args.clients} clients, {args.seconds:g} s per load, "
@@ -280,10 +284,11 @@ def main() -> None:
         report(backend, mode, latencies, args.seconds)
 
 
-def start_postgres():  # type: ignore[no-untyped-def]
+def start_postgres() -> PostgresServer:
     import pwd
 
-    from tests.postgres import PostgresServer, _free_port, find_postgres_bin
+    from tests.ports import free_port
+    from tests.postgres import PostgresServer, find_postgres_bin
 
     bin_dir = find_postgres_bin()
     if bin_dir is None:
@@ -294,7 +299,7 @@ def start_postgres():  # type: ignore[no-untyped-def]
         run_as = "postgres"
         account = pwd.getpwnam(run_as)
         os.chown(root, account.pw_uid, account.pw_gid)
-    server = PostgresServer(bin_dir=bin_dir, root=root, port=_free_port(), run_as=run_as)
+    server = PostgresServer(bin_dir=bin_dir, root=root, port=free_port(), run_as=run_as)
     server.start()
     return server
 
