@@ -173,9 +173,11 @@ def header_for_documents(source: Dataset) -> Dataset:
     return fixed
 
 
-def algorithm_device_uid(model_name: str, model_version: str, run_id: str | None) -> str:
-    """A stable UID per trained version: same name, version and run give the same UID, any change a new one."""
-    return str(generate_uid(entropy_srcs=["medscreen-algorithm", model_name, model_version, run_id or ""]))
+def algorithm_device_uid(model_name: str, model_version: str, run_id: str | None, uid_root: str | None = None) -> str:
+    """A stable UID per trained version: same name, version and run give the same UID, any change a new one;
+    under ``uid_root`` (MEDSCREEN_UID_ROOT) when given, as every UID medscreen makes."""
+    sources = ["medscreen-algorithm", model_name, model_version, run_id or ""]
+    return str(generate_uid(prefix=uid_root, entropy_srcs=sources) if uid_root else generate_uid(entropy_srcs=sources))
 
 
 def _contributing_equipment(result: ResultToWrite) -> hd.ContributingEquipment:
@@ -186,7 +188,7 @@ def _contributing_equipment(result: ResultToWrite) -> hd.ContributingEquipment:
         software_versions=result.model_version,
         contribution_description=f"AI decision support, MLflow run {result.run_id or 'unknown'}; not a diagnosis",
     )
-    equipment.DeviceUID = algorithm_device_uid(result.model_name, result.model_version, result.run_id)
+    equipment.DeviceUID = algorithm_device_uid(result.model_name, result.model_version, result.run_id, result.uid_root)
     return equipment
 
 
@@ -234,7 +236,7 @@ def _measurement_group(
 def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
     procedure, finding = _TASK_CODES[Task(result.task)]
     source = header_for_documents(result.scored.source)
-    device_uid = algorithm_device_uid(result.model_name, result.model_version, result.run_id)
+    device_uid = algorithm_device_uid(result.model_name, result.model_version, result.run_id, result.uid_root)
     observation_context = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from inference.scorers import TaskScore
-from inference.writeback import COPIED_TYPE2, ResultToWrite, build_heatmap, build_sr
+from inference.writeback import COPIED_TYPE2, ResultToWrite, algorithm_device_uid, build_heatmap, build_sr
 from tests.inference.conftest import INFERENCE_FIXTURES
 
 DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
@@ -78,3 +79,28 @@ def test_a_malformed_patients_age_is_normalised_or_left_out(age: str, written: s
     if shutil.which("dciodvfy"):
         result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, errors="replace", timeout=60)
         assert [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")] == []
+
+
+def _content_items(dataset: Dataset) -> list[Dataset]:
+    items = []
+    for item in dataset.get("ContentSequence", []):
+        items += [item, *_content_items(item)]
+    return items
+
+
+@pytest.mark.parametrize("root", ["1.2.826.0.1.3680043.8.498.77.", "1.2.40.0.13.1.99."])
+def test_the_algorithms_device_uid_is_under_the_uid_root_and_stable_per_version(root: str) -> None:
+    """Review D7: the Device UID (Contributing Equipment, the SR's Device Observer UID) was under pydicom's root."""
+    result = _result(dcmread(DX_CHEST), root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sr = build_sr(result, series_instance_uid=result.new_uid())
+        heatmap = build_heatmap(result, series_instance_uid=result.new_uid())
+    assert heatmap is not None
+    ours = [item.DeviceUID for document in (sr, heatmap) for item in document.ContributingEquipmentSequence
+            if item.get("Manufacturer") == "medscreen"]
+    observer = [item.UID for item in _content_items(sr) if item.ConceptNameCodeSequence[0].CodeValue == "121012"]
+    assert len(ours) == 2 and len(observer) == 1 and len(set(ours + observer)) == 1
+    assert ours[0].startswith(root) and len(ours[0]) <= 64
+    assert ours[0] == algorithm_device_uid("chest-xray", "1", "run-1", root)
+    assert algorithm_device_uid("chest-xray", "2", "run-2", root) != ours[0]
