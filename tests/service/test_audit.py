@@ -95,8 +95,15 @@ def test_database_refuses_update_and_delete(app: FastAPI) -> None:
     with session_scope(app.state.session_factory) as session:
         record_audit(session, "rita", "study.view", "study", STUDY_UID)
     statements = ["UPDATE audit_events SET actor = 'mallory'", "DELETE FROM audit_events"]
+    columns = "id, at, actor, action, subject_type, subject_id"
     if app.state.engine.dialect.name == "postgresql":
         statements.append("TRUNCATE audit_events")
+        statements.append(f"INSERT INTO audit_events ({columns}) SELECT {columns} FROM audit_events "
+                          "ON CONFLICT (id) DO UPDATE SET actor = 'mallory'")
+    else:
+        # REPLACE deletes the old row without firing DELETE triggers: it had rewritten an audit row.
+        statements.append(f"REPLACE INTO audit_events ({columns}) "
+                          "SELECT id, at, 'mallory', action, subject_type, subject_id FROM audit_events")
     for statement in statements:
         with pytest.raises(DBAPIError, match="append-only"), app.state.engine.begin() as connection:
             connection.execute(text(statement))
