@@ -1,4 +1,4 @@
-"""Commands of ``screening``: ``medscreen screening evaluate|train|register|simulate|calibrate|build-icd10-map|build-orphan-table``
+"""Commands of ``screening``: ``medscreen screening evaluate|train|register|simulate|calibrate|assign|unassign|assignments|build-icd10-map|build-orphan-table``
 and ``medscreen screen-emr INPUT --out flags.ndjson`` (batch screening of a population extract)."""
 
 from __future__ import annotations
@@ -9,9 +9,15 @@ import logging
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+    from sqlalchemy.orm import Session
+
+    from screening.tables import ScreeningAssignment
 
 __all__ = ["add_commands"]
 
@@ -336,31 +342,130 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _care_teams(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The ``(column, reference)`` pairs named on the command line: ``practitioner`` and/or ``organization``."""
+    return [(column, ref) for column, ref in (("practitioner", args.practitioner), ("organization", args.organization)) if ref]
+
+
 def _assign(args: argparse.Namespace, settings: Settings) -> int:
-    """Let a clinician see the flags of a practitioner's or an organisation's children."""
+    """Let a paediatrician see the flags of a practitioner's or an organisation's children.
+
+    Only an existing paediatrician is assigned (a mistyped name had been reported a success, and the real
+    clinician saw nothing); an assignment that exists already is said so with exit code 0 (it had been an
+    IntegrityError traceback), so a runbook can be run again. Each new assignment is audited."""
     from screening.tables import ScreeningAssignment
     from service.audit import record_audit
     from service.db import make_engine, make_session_factory, session_scope
+    from service.errors import UserError
+    from service.users_command import cli_actor
 
-    if not (args.practitioner or args.organization):
-        sys.stderr.write("give --practitioner or --organization\n")
+    teams = _care_teams(args)
+    if not teams:
+        sys.stderr.write("medscreen screening assign: give --practitioner or --organization\n")
         return 2
+    actor = cli_actor()
     engine = make_engine(settings.resolved_database_url)  # the schema was brought up to date by the root
     try:
         with session_scope(make_session_factory(engine)) as session:
-            row = ScreeningAssignment(
-                username=args.username,
-                practitioner=args.practitioner or "",
-                organization=args.organization or "",
-                assigned_by="cli",
-            )
-            session.add(row)
-            session.flush()
-            record_audit(session, "cli", "screening.assign", "user", args.username,
-                         {"practitioner": row.practitioner, "organization": row.organization})
+            _check_paediatrician(session, args.username)
+            for column, reference in teams:
+                match = {"practitioner": "", "organization": "", column: reference}
+                existing = session.scalars(_select_assignments(args.username).filter_by(**match)).first()
+                if existing is not None:
+                    print(f"{args.username} already sees flags of {reference}")
+                    continue
+                session.add(ScreeningAssignment(username=args.username, assigned_by=actor, **match))
+                session.flush()
+                record_audit(session, actor, "screening.assign", "user", args.username, match)
+                print(f"{args.username} now sees flags of {reference}")
+    except UserError as error:
+        sys.stderr.write(f"medscreen screening assign: {error}\n")
+        return 1
     finally:
         engine.dispose()
-    print(f"{args.username} now sees flags of {args.practitioner or args.organization}")
+    return 0
+
+
+def _check_paediatrician(session: Session, username: str) -> None:
+    """Only a paediatrician's page is narrowed to their assignments (an admin sees every flag)."""
+    from service.errors import UnknownUser, UserError
+    from service.tables import Role
+    from service.users import get_user
+
+    user = get_user(session, username)
+    if user is None:
+        raise UnknownUser(f"no user {username!r}")
+    if Role.paediatrician not in user.roles:
+        held = ", ".join(sorted(user.roles)) or "none"
+        raise UserError(
+            f"{username} is not a paediatrician (roles: {held}); only a paediatrician sees the flags of an "
+            f"assignment (`medscreen users set-roles {username} --role paediatrician ...`)"
+        )
+
+
+def _select_assignments(username: str | None) -> Select[ScreeningAssignment]:
+    """Assignments in a stable order (by user, then as made), of one user or of everyone."""
+    from sqlalchemy import select
+
+    from screening.tables import ScreeningAssignment
+
+    query = select(ScreeningAssignment).order_by(ScreeningAssignment.username, ScreeningAssignment.id)
+    return query if username is None else query.where(ScreeningAssignment.username == username)
+
+
+def _assignments(args: argparse.Namespace, settings: Settings) -> int:
+    """List the assignments (one user's, or everyone's): username, practitioner or organisation, by whom, when."""
+    from service.db import make_engine, make_session_factory, session_scope
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            for row in session.scalars(_select_assignments(args.username)):
+                for reference in (row.practitioner, row.organization):
+                    if reference:
+                        print(f"{row.username}\t{reference}\t{row.assigned_by}\t{row.assigned_at.isoformat()}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _unassign(args: argparse.Namespace, settings: Settings) -> int:
+    """Undo ``assign``: the clinician no longer sees that practitioner's or organisation's flags (audited)."""
+    from service.audit import record_audit
+    from service.db import make_engine, make_session_factory, session_scope
+    from service.errors import UnknownUser
+    from service.users import get_user
+    from service.users_command import cli_actor
+
+    teams = _care_teams(args)
+    if not teams:
+        sys.stderr.write("medscreen screening unassign: give --practitioner or --organization\n")
+        return 2
+    actor = cli_actor()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            if get_user(session, args.username) is None:
+                raise UnknownUser(f"no user {args.username!r}")
+            for column, reference in teams:
+                rows = session.scalars(_select_assignments(args.username).filter_by(**{column: reference})).all()
+                if not rows:
+                    print(f"{args.username} was not assigned to {reference}")
+                    continue
+                for row in rows:
+                    other = "organization" if column == "practitioner" else "practitioner"
+                    if getattr(row, other):  # one row of an earlier `assign` with both options: keep the other
+                        setattr(row, column, "")
+                    else:
+                        session.delete(row)
+                session.flush()
+                record_audit(session, actor, "screening.unassign", "user", args.username, {column: reference})
+                print(f"{args.username} no longer sees flags of {reference}")
+    except UnknownUser as error:
+        sys.stderr.write(f"medscreen screening unassign: {error}\n")
+        return 1
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -450,11 +555,21 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     calibrate.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
     calibrate.set_defaults(func=_calibrate, needs_home=False)
 
-    assign = commands.add_parser("assign", help="let a clinician see a practitioner's or organisation's flags")
+    assign = commands.add_parser("assign", help="let a paediatrician see a practitioner's or organisation's flags")
     assign.add_argument("username")
     assign.add_argument("--practitioner", default=None, help="reference as in the record, e.g. Practitioner/123")
     assign.add_argument("--organization", default=None, help="reference as in the record, e.g. Organization/clinic-7")
     assign.set_defaults(func=_assign, needs_database=True)
+
+    unassign = commands.add_parser("unassign", help="undo `assign`: the clinician no longer sees those flags")
+    unassign.add_argument("username")
+    unassign.add_argument("--practitioner", default=None, help="reference as assigned, e.g. Practitioner/123")
+    unassign.add_argument("--organization", default=None, help="reference as assigned, e.g. Organization/clinic-7")
+    unassign.set_defaults(func=_unassign, needs_database=True)
+
+    assignments = commands.add_parser("assignments", help="list who sees which practitioner's or organisation's flags")
+    assignments.add_argument("username", nargs="?", default=None, help="only this user's (default everyone's)")
+    assignments.set_defaults(func=_assignments, needs_database=True)
 
     icd = commands.add_parser("build-icd10-map", help="rebuild the ICD-10 -> HPO table")
     icd.add_argument("--out", type=Path, default=None)

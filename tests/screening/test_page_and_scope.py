@@ -34,24 +34,29 @@ def _extract(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def stored_batch(screening_app: FastAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
+def stored_batch(
+    screening_app: FastAPI, token_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """The extract screened and stored, dr-a and dr-b assigned to its practitioner and organisation: their tokens."""
     monkeypatch.setenv("MEDSCREEN_DATABASE_URL", str(screening_app.state.engine.url))
     out = tmp_path / "flags.ndjson"
     assert main(["screen-emr", str(_extract(tmp_path)), "--out", str(out), "--as-of", "2024-03-01", "--quiet"]) == 0
+    tokens = {}
     for username, option, value in [("dr-a", "--practitioner", "Practitioner/dr-a"), ("dr-b", "--organization", "Organization/clinic-b")]:
+        tokens[username] = token_for(username, "paediatrician")  # `assign` refuses a user who does not exist
         assert main(["screening", "assign", username, option, value]) == 0
-    return screening_app
+    return tokens
 
 
 def test_batch_results_are_stored_and_each_clinician_sees_only_theirs(
-    stored_batch: FastAPI, client: TestClient, token_for
+    screening_app: FastAPI, stored_batch: dict[str, dict[str, str]], client: TestClient, token_for
 ) -> None:  # type: ignore[no-untyped-def]
-    with session_scope(stored_batch.state.session_factory) as session:
+    with session_scope(screening_app.state.session_factory) as session:
         rows = list(session.scalars(select(ScreeningRun)))
     assert sorted(r.patient_id for r in rows) == ["a0", "a1", "a2", "b0", "b1", "c0"]  # flagged ones only
     assert all(r.submitted_by == "batch:extract.ndjson" for r in rows)
 
-    dr_a, dr_b = token_for("dr-a", "paediatrician"), token_for("dr-b", "paediatrician")
+    dr_a, dr_b = stored_batch["dr-a"], stored_batch["dr-b"]
     admin = token_for("root", "admin")
     first = client.get("/api/screening/flags?per_page=2", headers=dr_a).json()
     assert (first["total"], first["pages"], len(first["flags"])) == (3, 2, 2)
@@ -80,10 +85,11 @@ def test_batch_results_are_stored_and_each_clinician_sees_only_theirs(
 
     quality = client.get("/api/screening/outcomes", headers=token_for("qa", "quality")).json()
     assert (quality["referred"], quality["not_relevant"]) == (0, 1) and quality["outcomes"][0]["decisions_made"] == 2
-    with session_scope(stored_batch.state.session_factory) as session:
+    with session_scope(screening_app.state.session_factory) as session:
         actions = [(e.actor, e.action) for e in session.scalars(select(AuditEvent))]
     assert ("dr-a", "screening.outcome") in actions and ("dr-a", "screening.outcome.change") in actions
-    assert ("cli", "screening.assign") in actions
+    assigned_by = [actor for actor, action in actions if action == "screening.assign"]
+    assert len(assigned_by) == 2 and all(actor.startswith("cli:") for actor in assigned_by)  # as `users` commands
 
 
 def test_the_page_has_the_worklist_headers_and_holds_no_patient_data(client: TestClient) -> None:
@@ -114,8 +120,9 @@ def test_a_batch_result_no_clinician_would_see_is_named_and_the_extracts_organis
     err = capsys.readouterr().err
     assert json.loads(next(line for line in err.splitlines() if line.startswith("{")))["stored_in_no_scope"] == 0
     assert "no paediatrician sees them" not in err
+    dr_b = token_for("dr-b", "paediatrician")
     assert main(["screening", "assign", "dr-b", "--organization", "Organization/clinic-b"]) == 0
-    seen = client.get("/api/screening/flags", headers=token_for("dr-b", "paediatrician")).json()["flags"]
+    seen = client.get("/api/screening/flags", headers=dr_b).json()["flags"]
     # dr-b sees the clinic's own children and Clara, whose stored flag the second run gave the organisation; a
     # record's own practitioner still counts (Anna's children stay dr-a's). The re-run's flags rest on the same
     # findings, so none is stored twice.
@@ -213,8 +220,8 @@ def test_a_child_who_has_died_or_whose_record_was_merged_leaves_the_page_undecid
     """A later extract says a flagged child has died (or the record was merged into another): the undecided flag
     leaves the page, nobody is asked to contact that family; a decided flag stays in the history. Batch and HTTP."""
     monkeypatch.setenv("MEDSCREEN_DATABASE_URL", str(screening_app.state.engine.url))
-    assert main(["screening", "assign", "dr-a", "--practitioner", "Practitioner/dr-a"]) == 0
     doctor = token_for("dr-a", "paediatrician")
+    assert main(["screening", "assign", "dr-a", "--practitioner", "Practitioner/dr-a"]) == 0
     children = [child_of(f"d{i}", f"Dana D{i}", f"MRN-D{i}", practitioner="Practitioner/dr-a") for i in range(4)]
 
     def screen(name: str) -> dict:  # type: ignore[type-arg]
@@ -349,8 +356,8 @@ def test_a_child_stored_by_the_clinics_extract_and_posted_by_its_paediatrician_i
     extract.write_text(json.dumps(record_to_bundle(kira)) + "\n")
     assert main(["screen-emr", str(extract), "--out", str(tmp_path / "out.ndjson"), "--as-of", "2024-03-01", "--quiet",
                  "--organization", "Organization/clinic-7"]) == 0
-    assert main(["screening", "assign", "dr-a", "--organization", "Organization/clinic-7"]) == 0
     dr_a = token_for("dr-a", "paediatrician")
+    assert main(["screening", "assign", "dr-a", "--organization", "Organization/clinic-7"]) == 0
     (batch_flag,) = client.get("/api/screening/flags", headers=dr_a).json()["flags"]
 
     response = client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(kira), headers=dr_a)
