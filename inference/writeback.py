@@ -28,6 +28,7 @@ from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import DS
 from pynetdicom import AE
 
 from inference.errors import WritebackFailed
@@ -277,11 +278,26 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
     return sr
 
 
-def _overlay(image: np.ndarray, heatmap: np.ndarray | None, lines: list[str]) -> np.ndarray:
-    """Greyscale image with the heat-map in red and the warning burned in, as RGB uint8."""
+HEATMAP_LONG_SIDE = 512  # the model inputs are at most 512 pixels a side: more would add no detail
+_CAPTION_LINE = 14
+
+
+def heatmap_shape(source: Dataset) -> tuple[int, int]:
+    """Rows and columns of the heat-map's image: the source's aspect ratio, its long side 512 (square when the
+    source gives no size). The model's input is a square resize of the whole image, so this undoes its squash."""
+    rows, columns = int(source.get("Rows") or 0), int(source.get("Columns") or 0)
+    if rows <= 0 or columns <= 0:
+        return HEATMAP_LONG_SIDE, HEATMAP_LONG_SIDE
+    scale = HEATMAP_LONG_SIDE / max(rows, columns)
+    return max(1, round(rows * scale)), max(1, round(columns * scale))
+
+
+def _overlay(image: np.ndarray, heatmap: np.ndarray | None, lines: list[str], shape: tuple[int, int]) -> np.ndarray:
+    """Greyscale image resized to ``shape`` with the heat-map in red, as RGB uint8, under a black band that holds
+    the burned-in warning (the band is added above the image, so it covers no anatomy)."""
+    rows, columns = shape
     base = np.clip(image * 255.0, 0, 255).astype(np.uint8)
-    size = 512
-    grey = Image.fromarray(base, mode="L").resize((size, size), Image.Resampling.BILINEAR)
+    grey = Image.fromarray(base, mode="L").resize((columns, rows), Image.Resampling.BILINEAR)
     rgb: np.ndarray = np.stack([np.asarray(grey, dtype=np.float64)] * 3, axis=-1)
     if heatmap is not None:
         # Shown relative to its own range: on a positive film every cell can be near 1, and a uniform
@@ -289,16 +305,37 @@ def _overlay(image: np.ndarray, heatmap: np.ndarray | None, lines: list[str]) ->
         span = float(heatmap.max() - heatmap.min())
         relative = (heatmap - heatmap.min()) / span if span > 1e-6 else np.zeros_like(heatmap)
         heat = np.asarray(
-            Image.fromarray(relative.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
+            Image.fromarray(relative.astype(np.float32), mode="F").resize((columns, rows), Image.Resampling.BILINEAR)
         )
         alpha = 0.6 * np.clip(heat, 0, 1)[..., None] ** 2
         rgb = rgb * (1 - alpha) + np.array([255.0, 40.0, 0.0]) * alpha
-    canvas = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
+    band = _CAPTION_LINE * len(lines) + 6
+    canvas = Image.new("RGB", (columns, band + rows), (0, 0, 0))
+    canvas.paste(Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB"), (0, band))
     draw = ImageDraw.Draw(canvas)
-    draw.rectangle([0, 0, size, 14 * len(lines) + 6], fill=(0, 0, 0))
     for index, line in enumerate(lines):
-        draw.text((4, 3 + 14 * index), line, fill=(255, 255, 0))
+        draw.text((4, 3 + _CAPTION_LINE * index), line, fill=(255, 255, 0))
     return np.asarray(canvas, dtype=np.uint8)
+
+
+def _pixel_spacing(source: Dataset, shape: tuple[int, int]) -> tuple[float, float] | None:
+    """The source's Pixel Spacing scaled to the heat-map's pixels (None when the source has none)."""
+    spacing = source.get("PixelSpacing")
+    rows, columns = int(source.get("Rows") or 0), int(source.get("Columns") or 0)
+    if spacing is None or len(spacing) != 2 or rows <= 0 or columns <= 0:
+        return None
+    row_spacing, column_spacing = float(spacing[0]), float(spacing[1])
+    if row_spacing <= 0 or column_spacing <= 0:
+        return None
+    return row_spacing * rows / shape[0], column_spacing * columns / shape[1]
+
+
+def _source_image(source: Dataset) -> Dataset:
+    """A Source Image Sequence item naming the image the heat-map was made from."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = source.SOPClassUID
+    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    return item
 
 
 _ORIENTATION = re.compile(r"[APLRHF]+")
@@ -335,8 +372,9 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
         f"{result.model_name} v{result.model_version}: p={scored.score:.3f} ({result.call} at {result.threshold:.3f})",
         "red: where the model looked most (relative)",
     ]
-    pixels = _overlay(scored.image, scored.heatmap, lines)
     source = header_for_documents(scored.source)
+    shape = heatmap_shape(source)
+    pixels = _overlay(scored.image, scored.heatmap, lines, shape)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=pixels,
@@ -353,6 +391,11 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
         contributing_equipment=[_contributing_equipment(result)],
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
+    spacing = _pixel_spacing(source, shape)
+    if spacing is not None:
+        # Set here, as highdicom would: its from_ref_dataset types the spacing as integers.
+        sc.PixelSpacing = [DS(value, auto_format=True) for value in spacing]
+    sc.SourceImageSequence = [_source_image(source)]
     sc.PatientOrientation = _patient_orientation(source)
     # General Series Laterality is Type 2C: a mammography heat-map is of one breast; anything else (a chest film
     # whose source says L, the side its marker is on) is sent empty (present, no value), which is what the

@@ -73,3 +73,35 @@ def test_an_unknown_or_invalid_orientation_is_sent_empty(tmp_path: Path) -> None
     source.PatientOrientation = ["X", "F"]
     heatmap = _heatmap("chest-xray", source, tmp_path)
     assert "PatientOrientation" in heatmap and not heatmap.PatientOrientation
+
+
+def test_the_heatmap_keeps_the_sources_aspect_spacing_and_reference_with_the_caption_outside(tmp_path: Path) -> None:
+    """Review D3: every heat-map was squashed to 512x512 (the model's square input), with no spacing or reference
+    to its source, and the caption was a black band over the top of the image (the lung apices)."""
+    source = dcmread(DX_CHEST)  # 169 rows x 211 columns, Pixel Spacing 1.2\1.2012
+    scored = TaskScore(score=0.72, localisation={"kind": "heatmap", "point": [40.0, 60.0]}, source=source,
+                       heatmap=None, image=np.full((64, 64), 0.5))
+    result = ResultToWrite("chest-xray", "chest-xray", "1", "run-1", 0.6, "positive", scored)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        heatmap = build_heatmap(result, series_instance_uid=result.new_uid())
+    assert heatmap is not None
+    pixels = heatmap.pixel_array
+    # The caption's band is added above the image: its rows are black and yellow text, the image under it untouched.
+    band = next(row for row in range(pixels.shape[0]) if (pixels[row] == pixels[row, 0]).all() and pixels[row, 0, 0] > 0)
+    assert band >= 40 and (pixels[band:] == pixels[band, 0]).all() and pixels[band, 0, 0] == pixels[band, 0, 2]
+    rows, columns = pixels.shape[0] - band, pixels.shape[1]
+    assert max(rows, columns) == 512 and abs(rows / columns - 169 / 211) < 0.01
+    spacing = [float(value) for value in heatmap.PixelSpacing]
+    assert spacing[0] * rows == pytest.approx(1.2 * 169, rel=1e-6)
+    assert spacing[1] * columns == pytest.approx(1.2012 * 211, rel=1e-4)
+    (reference,) = heatmap.SourceImageSequence
+    assert (reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID) == (source.SOPClassUID, source.SOPInstanceUID)
+    _heatmap("chest-xray", source, tmp_path)  # and dciodvfy has no errors
+
+
+def test_a_source_without_pixel_spacing_gets_none(tmp_path: Path) -> None:
+    source = dcmread(DX_CHEST)
+    del source.PixelSpacing
+    heatmap = _heatmap("chest-xray", source, tmp_path)
+    assert "PixelSpacing" not in heatmap and heatmap.Columns == 512
