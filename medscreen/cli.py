@@ -22,6 +22,7 @@ import json
 import os
 import re
 import sys
+import typing
 from collections.abc import Sequence
 
 from medscreen.logging_config import configure_logging
@@ -106,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = _settings()
-    if isinstance(settings, str):
-        sys.stderr.write(f"medscreen {args.command}: {settings}\n")
+    if isinstance(settings, list):
+        sys.stderr.writelines(f"medscreen {args.command}: {problem}\n" for problem in settings)
         return 2
     configure_logging(settings.log_level)
     try:
@@ -117,25 +118,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _settings() -> Settings | str:
+def _settings() -> Settings | list[str]:
     """The settings from the environment, or what is wrong with them: one line per variable, named as the operator
     set it (``MEDSCREEN_HTTP_PORT``, not the field), without the value (it may be a secret). A wrong value had been a
-    pydantic traceback naming the field, with exit code 1."""
+    pydantic traceback naming the field, with exit code 1.
+
+    pydantic-settings stops at the first list or mapping not written as JSON (``SettingsError``), before it checks
+    any other variable: such a variable is set aside and the settings read again, so that one run names every
+    wrong variable (the others had shown only once the list was fixed)."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
+    problems: dict[str, list[str]] = {}
+    set_aside: dict[str, str] = {}
     try:
-        return Settings()
-    except ValidationError as exc:
-        return "; ".join(
-            f"{_variable(str(err['loc'][0]) if err['loc'] else '')}: {err['msg']}" for err in exc.errors(include_input=False)
-        )
-    except SettingsError as exc:  # a list or mapping that is not JSON: pydantic-settings names the field only
-        field = re.search(r'field "([^"]+)"', str(exc))
-        name = _variable(field.group(1)) if field else "a MEDSCREEN_ variable"
-        if isinstance(exc.__cause__, json.JSONDecodeError):
-            return f'{name}: not JSON; a list is written as JSON, e.g. ["ORTHANC", "MODALITY1"]'
-        return f"{name}: {exc.__cause__ or exc}"
+        while True:
+            try:
+                settings = Settings()
+            except ValidationError as exc:
+                for err in exc.errors(include_input=False):
+                    problems.setdefault(_variable(str(err["loc"][0]) if err["loc"] else ""), []).append(err["msg"])
+                break
+            except SettingsError as exc:  # a list or mapping that is not JSON: pydantic-settings names the field only
+                field = re.search(r'field "([^"]+)"', str(exc))
+                name = _variable(field.group(1)) if field else "a MEDSCREEN_ variable"
+                if isinstance(exc.__cause__, json.JSONDecodeError):
+                    problems.setdefault(name, []).append(_not_json(field.group(1) if field else ""))
+                else:
+                    problems.setdefault(name, []).append(str(exc.__cause__ or exc))
+                key = next((key for key in os.environ if key.upper() == name), None)
+                if key is None:
+                    break
+                set_aside[key] = os.environ.pop(key)
+                continue
+            if not problems:
+                return settings
+            break
+    finally:
+        os.environ.update(set_aside)
+    return [f"{name}: {'; '.join(messages)}" for name, messages in problems.items()]
+
+
+def _not_json(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is not None and typing.get_origin(info.annotation) is dict:
+        return 'not JSON; a mapping is written as JSON, e.g. {"CT": 120, "MR": 90}'
+    return 'not JSON; a list is written as JSON, e.g. ["ORTHANC", "MODALITY1"]'
 
 
 def _variable(field: str) -> str:

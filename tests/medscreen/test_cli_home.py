@@ -81,3 +81,26 @@ def test_a_wrong_setting_is_one_line_naming_the_variable(tmp_path: Path, variabl
         if value != "ORTHANC":  # the example names it
             assert value not in result.stderr
     assert not (tmp_path / "var").exists()  # nothing started
+
+
+def test_every_wrong_setting_is_named_on_its_own_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two wrong values had been joined on one line with '; ', and a list not written as JSON had hidden every other
+    wrong variable until it was fixed (pydantic-settings stops there). In-process: the check runs before anything."""
+    from medscreen.cli import main
+
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("MEDSCREEN_DICOM_ALLOWED_AES", "ORTHANC")
+    monkeypatch.setenv("MEDSCREEN_QUIET_PERIOD_BY_MODALITY", "CT=120")
+    monkeypatch.setenv("MEDSCREEN_HTTP_PORT", "abc")
+    monkeypatch.setenv("MEDSCREEN_DICOM_PORT", "x")
+    assert main(["users", "list"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        'medscreen users: MEDSCREEN_DICOM_ALLOWED_AES: not JSON; a list is written as JSON, e.g. ["ORTHANC", "MODALITY1"]',
+        'medscreen users: MEDSCREEN_QUIET_PERIOD_BY_MODALITY: not JSON; a mapping is written as JSON, e.g. {"CT": 120, "MR": 90}',
+        "medscreen users: MEDSCREEN_HTTP_PORT: Input should be a valid integer, unable to parse string as an integer",
+        "medscreen users: MEDSCREEN_DICOM_PORT: Input should be a valid integer, unable to parse string as an integer",
+    ]
+    assert os.environ["MEDSCREEN_DICOM_ALLOWED_AES"] == "ORTHANC"  # set aside only while the others were checked
+    assert not (tmp_path / "var").exists()
