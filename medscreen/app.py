@@ -84,6 +84,10 @@ def create_app(
             {"status": "degraded" if degraded else "ok", "processes": processes}, status_code=503 if degraded else 200
         )
 
+    # Monitors and load-balancer checks often ask with HEAD; it had been 405. The same answer, its body left out
+    # by the server; kept out of the OpenAPI document, where it would repeat GET's operation.
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False, response_class=JSONResponse)
+
     app.include_router(docs_router)
     app.include_router(studies_router)
     app.include_router(stowrs_router)
