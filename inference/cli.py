@@ -42,8 +42,9 @@ def _routes_test(args: argparse.Namespace, settings: Settings) -> int:
 
         try:
             found, refused_by_kind = collect_studies(args.paths, progress=False, on_refused=show_refused)
-        except FileNotFoundError as exc:
-            raise SystemExit(f"medscreen routes test: {exc}") from exc
+        except FileNotFoundError as exc:  # a usage error, exit code 2 as in `medscreen score` (it had been 1)
+            sys.stderr.write(f"medscreen routes test: {exc}\n")
+            return 2
         refused = sum(refused_by_kind.values())
         for offline in found:
             studies[offline.study_instance_uid] = list(offline.series.values())
@@ -214,7 +215,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "database are used. Nothing is stored.",
     )
     test.add_argument("rules", type=Path, metavar="RULES_FILE", help="routing rules YAML")
-    test.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="DICOM files or folders")
+    # default=[]: argparse counts a "*" positional without a default as required in its error message ("the
+    # following arguments are required: RULES_FILE, PATH"), though it is optional.
+    test.add_argument(
+        "paths", type=Path, nargs="*", default=[], metavar="PATH", help="DICOM files or folders (none: the stored studies)"
+    )
     test.add_argument("--json", action="store_true", help="one JSON object per study")
     test.add_argument("-v", "--verbose", action="store_true", help="also list files that would be refused")
     # With files, nothing under MEDSCREEN_HOME is touched; without, the stored studies are read.

@@ -49,15 +49,53 @@ class HomeMissing(Exception):
     """The command needs MEDSCREEN_HOME, which does not exist, and was not asked to create it."""
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse, with an unknown option given before a command name reported as such.
+
+    Plain argparse had answered ``medscreen --bogus`` with "the following arguments are required: COMMAND": the
+    missing command is checked before unknown options are."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        argv = list(sys.argv[1:] if args is None else args)
+        if self._subparsers is not None:
+            self._refuse_unknown_options_before_the_command(argv)
+        return super().parse_known_args(argv, namespace)
+
+    def _refuse_unknown_options_before_the_command(self, argv: list[str]) -> None:
+        known = self._option_string_actions
+        for arg in argv:
+            if arg == "--" or not arg.startswith("-") or self._negative_number_matcher.match(arg):
+                return  # the command (or a value) comes first: what follows is the command's to judge
+            name = arg.split("=", 1)[0]
+            if name in known or (name.startswith("--") and any(option.startswith(name) for option in known)):
+                continue
+            self.error(f"unrecognized arguments: {arg}")
+
+
+class _SubcommandParser(CommandParser):
+    """The parser of a command (``serve``, ``users add``): what it does not know is refused under its own usage,
+    not handed back up to the root (``medscreen serve --bogus`` had shown the top-level usage)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="medscreen",
         description="medscreen: AI decision support for radiology triage and rare-disease screening. "
         "Settings come from MEDSCREEN_* environment variables (see README).",
     )
     create_home_help = "create MEDSCREEN_HOME if it does not exist (only `serve` creates it unasked)"
     parser.add_argument("--create-home", action="store_true", help=create_home_help)
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubcommandParser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(subparsers)
     for command in _parsers_below(subparsers):
