@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from datasets.chest_xray import load_kermany, load_nih1000
 from datasets.preprocess import PreprocessSpec
 from datasets.splits import patient_folds
 from service.steering import RAISE_ONLY_MIN_AUROC_CI_LOW, development_right
+from training.errors import TrainingInputError
 from training.metrics import BinaryMetrics
+from training.task_data import kermany_images, nih1000_images
 from training.tasks.chest_xray import load_arrays
 
 __all__ = ["VariantResult", "measure", "main"]
@@ -89,7 +90,7 @@ def measure(
     from training.publish import training_run
 
     spec = PreprocessSpec(size=(size, size), window=None, percentiles=(0.5, 99.5))
-    items = load_nih1000(Path(data_dir) / "chest-xray" / "nih1000")
+    items = nih1000_images(data_dir)
     if limit:
         items = [i for label in (0, 1) for i in [j for j in items if j.label == label][:limit]]
     x = load_arrays(items, cache_dir, f"nih1000-{size}", spec)
@@ -107,7 +108,7 @@ def measure(
         wall, cpu = time.monotonic(), time.process_time()
         with training_run(tracking_uri, TASK, params) as run:
             if variant == "kermany-init" and start is None:
-                kermany = load_kermany(Path(data_dir) / "chest-xray" / "kermany")
+                kermany = kermany_images(data_dir)
                 if limit:
                     kermany = [i for label in (0, 1) for i in [j for j in kermany if j.label == label][:limit]]
                 start = _pretrained(load_arrays(kermany, cache_dir, f"kermany-{size}", spec), np.array([i.label for i in kermany]),
@@ -167,8 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     settings = Settings()
-    results = measure(args.data, settings.resolved_mlflow_tracking_uri, size=args.size, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
-                      folds=args.folds, seed=args.seed, variants=args.variant or VARIANTS, cache_dir=settings.home / "cache" / "training")
+    try:
+        results = measure(args.data, settings.resolved_mlflow_tracking_uri, size=args.size, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
+                          folds=args.folds, seed=args.seed, variants=args.variant or VARIANTS, cache_dir=settings.home / "cache" / "training")
+    except TrainingInputError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     if args.json:
         sys.stdout.write(json.dumps({"floor": RAISE_ONLY_MIN_AUROC_CI_LOW, "variants": [r.to_dict() for r in results]}, indent=2) + "\n")
     else:

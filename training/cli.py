@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,20 @@ def add_commands(subparsers: Any) -> None:
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Train, export, register; a --data the task cannot read is a usage error (one line, exit 2), not a traceback."""
+    from training.errors import TrainingInputError
+
+    try:
+        return _train(args, settings)
+    except TrainingInputError as exc:
+        sys.stderr.write(f"medscreen train: {exc}\n")
+        return 2
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from training.task_data import require_data_folder
+
+    require_data_folder(args.data)
     if (args.data / "labels.csv").is_file():
         # A hospital's own confirmed cases: trained the same way, registered as challenger, never champion directly.
         from training.retrain_cli import run_retrain

@@ -22,8 +22,10 @@ import numpy as np
 
 from datasets.ct_candidates import Candidate, extract_patches, find_candidates
 from datasets.dicom_series import Volume
-from datasets.lidc import LidcCase, load_lidc
+from datasets.lidc import LidcCase
 from quality.statistics import wilson_interval
+from training.errors import TrainingInputError
+from training.task_data import lidc_cases
 
 __all__ = ["LOCALISATION_FIGURE", "ReaderMark", "PatientPointing", "reader_marks", "point_patient",
            "pointing_summary", "localisation_figure", "figures_text", "localisation_text", "redraw"]
@@ -281,7 +283,7 @@ def redraw(model_dir: Path, data_dir: Path) -> dict[str, Any]:
     metrics = json.loads(metrics_path.read_text())
     fold_of = {patient: int(fold) for fold, patient in metrics["cross_validation"]["fold_patient"].items()}
     onnx_path = model_dir / "model.onnx"
-    cases = load_lidc(Path(data_dir) / "ct" / "lidc")
+    cases = lidc_cases(data_dir)
     volumes = {c.patient_id: c.volume() for c in cases}
     pointing: list[PatientPointing] = []
     marks: dict[str, list[ReaderMark]] = {}
@@ -319,7 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="the shared data folder (holds ct/lidc)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    summary = redraw(args.model_dir, args.data)
+    try:
+        summary = redraw(args.model_dir, args.data)
+    except TrainingInputError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     for p in summary["patients"]:
         log.info("%s fold %d: best candidate slice %d row %d col %d score %.3f hit %s", p["patient"], p["fold"] + 1,
                  p["slice_index"], p["row"], p["col"], p["score"], p["hit"])

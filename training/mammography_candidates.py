@@ -36,9 +36,10 @@ from datasets.mammo_features import (
     film_features,
     pair_features,
 )
-from datasets.mias import load_mias
 from datasets.splits import patient_folds
+from training.errors import TrainingInputError
 from training.metrics import evaluate_binary
+from training.task_data import mias_films
 from training.tasks.mammography import CELL, FOLDS, MIN_SENSITIVITY, _lesions, development_set
 
 __all__ = ["main", "candidate_labels", "paired_auroc_difference"]
@@ -100,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
-    films = load_mias(Path(args.data) / "mammography" / "mias")
+    try:
+        films = mias_films(args.data)
+    except TrainingInputError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     dev = development_set(args.data, args.cache)
     labels, groups = dev.labels.astype(int), dev.groups
     n = len(labels)

@@ -28,8 +28,10 @@ import onnx
 from onnx import helper
 
 from datasets.breast_heatmap import DESCRIPTIONS, VARIANTS, breast_heatmap
-from datasets.mias import MiasFilm, load_mias
+from datasets.mias import MiasFilm
 from datasets.splits import patient_folds
+from training.errors import TrainingInputError
+from training.task_data import mias_films
 from training.tasks.mammography import CELL, _lesions, development_set, pointing_game
 
 __all__ = ["PointingGame", "fold_heatmaps", "served_points", "hits_of", "choose_in_folds", "pointing_figures", "main"]
@@ -141,7 +143,7 @@ def pointing_figures(model_dir: Path, data_dir: Path) -> dict[str, Any]:
     model_dir = Path(model_dir)
     bundle = json.loads((model_dir / "bundle.json").read_text())
     plan = json.loads((model_dir / "metrics.json").read_text())["cross_validation"]
-    films = load_mias(Path(data_dir) / "mammography" / "mias")
+    films = mias_films(data_dir)
     dev = development_set(data_dir, None)
     folds = patient_folds(list(dev.groups), list(dev.labels), int(plan["k"]), int(plan["seed"]))
     start = time.perf_counter()
@@ -261,7 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     args = parser.parse_args(argv)
-    figures = pointing_figures(args.model_dir, args.data)
+    try:
+        figures = pointing_figures(args.model_dir, args.data)
+    except TrainingInputError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     if not args.dry_run:
         update_bundle(args.model_dir, figures)
     print(json.dumps({k: v for k, v in figures.items() if not k.startswith("_")}, indent=2))

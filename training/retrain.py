@@ -13,7 +13,7 @@ import numpy as np
 
 from service.lifecycle import ModelRole, Task
 from service.steering import development_right
-from training.errors import TrainingError
+from training.errors import TrainingError, TrainingInputError
 
 __all__ = ["retrain_from_export", "RETRAINABLE_TASKS"]
 
@@ -28,10 +28,17 @@ def _films(data_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     import pydicom
 
     from datasets.dicom_folder import load_dicom_folder
+    from datasets.errors import DatasetError
     from datasets.preprocess import dicom_to_array, prepare_image
     from training.tasks.chest_xray import SPEC
 
-    studies = load_dicom_folder(data_dir / "dicom", data_dir / "labels.csv")
+    expected = "expected a `medscreen export-training` folder (dicom/ and labels.csv)"
+    if not (data_dir / "dicom").is_dir():
+        raise TrainingInputError(f"--data {data_dir} has no dicom/ folder: {expected}")
+    try:
+        studies = load_dicom_folder(data_dir / "dicom", data_dir / "labels.csv")
+    except DatasetError as exc:
+        raise TrainingInputError(f"--data {data_dir}: {exc}; {expected}") from exc
     images, labels, patients = [], [], []
     for study in studies:
         first = next(iter(study.series.values()))[0]
@@ -39,7 +46,7 @@ def _films(data_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         labels.append(study.label)
         patients.append(study.patient_id)
     if not images:
-        raise TrainingError(f"{data_dir} holds no labelled study")
+        raise TrainingInputError(f"--data {data_dir} holds no labelled study (no DICOM study under dicom/ has a row in labels.csv); {expected}")
     return np.stack(images).astype(np.float32), np.asarray(labels), patients
 
 

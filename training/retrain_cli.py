@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
-    from training.errors import TrainingError
+    from training.errors import TrainingError, TrainingInputError
     from training.retrain import retrain_from_export
 
     out = args.out or settings.home / "models" / f"{args.task}-retrained"
@@ -82,6 +83,10 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
         result = retrain_from_export(
             args.task, args.data, out, settings.resolved_mlflow_tracking_uri, epochs=args.epochs, seed=args.seed
         )
+    except TrainingInputError as exc:
+        # A usage error, as the root reports one: one line naming the command, exit 2.
+        sys.stderr.write(f"medscreen {getattr(args, 'command', 'retrain')}: {exc}\n")
+        return 2
     except TrainingError as exc:
         print(f"refused: {exc}")
         return 1

@@ -20,6 +20,7 @@ import onnx
 from onnx import helper
 
 from training.card_figures import figures_from_file, headline_of
+from training.errors import TrainingInputError
 
 __all__ = ["rewire_score_to_fold_mean", "main"]
 
@@ -58,9 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--task-module", default="training.tasks.mammography")
     args = parser.parse_args(argv)
+    # The data first: a --data that cannot be read must stop before the bundle's model is rewritten.
+    try:
+        dev = importlib.import_module(args.task_module).development_set(args.data, None)
+    except TrainingInputError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     onnx_path = args.model_dir / "model.onnx"
     onnx.save(rewire_score_to_fold_mean(onnx.load(str(onnx_path))), str(onnx_path))
-    dev = importlib.import_module(args.task_module).development_set(args.data, None)
     figures = figures_from_file(args.model_dir, dev)
     metrics_path = args.model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text())

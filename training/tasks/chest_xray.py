@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from datasets.chest_xray import LabelledImage, load_kermany, load_nih1000
+from datasets.chest_xray import LabelledImage
 from datasets.preprocess import PreprocessSpec, prepare_image, read_image_file, resize
 from datasets.splits import patient_folds
 from service.steering import RAISE_ONLY_MIN_AUROC_CI_LOW, RAISE_ONLY_MIN_PER_CLASS, development_right
 from training.cache import cached_arrays
 from training.card_figures import DevelopmentSet
+from training.task_data import kermany_images, nih1000_images
 
 __all__ = ["train", "development_set", "load_arrays", "plot_heatmap_examples", "SPEC", "MIN_SENSITIVITY", "FOLDS"]
 
@@ -64,7 +65,7 @@ def development_set(data_dir: Path, cache_dir: Path | None, limit: int | None = 
     bacterial or viral: each batch is scored against the whole other class, so a batch-specific
     shortcut shows up as one batch doing much worse.
     """
-    items = _limit(load_kermany(Path(data_dir) / "chest-xray" / "kermany"), limit, seed)
+    items = _limit(kermany_images(data_dir), limit, seed)
     labels = np.array([i.label for i in items])
     names = [i.path.name for i in items]
     normal2 = np.array([n.startswith("NORMAL2-") for n in names])
@@ -211,7 +212,7 @@ def train(
                 evaluations.append(Evaluation(name, title, labels[mask], figures.oof_scores[mask], metrics))
             nih_root = Path(data_dir) / "chest-xray" / "nih1000"
             if nih_root.is_dir() and not limit:
-                nih = load_nih1000(nih_root)
+                nih = nih1000_images(data_dir)
                 y_nih = np.array([i.label for i in nih])
                 s_nih, _ = run_ensemble(onnx_path, load_arrays(nih, cache_dir, "nih1000"), input_name="image")
                 evaluations.append(

@@ -28,9 +28,10 @@ from datasets.ct_candidates import (
     lung_mask,
 )
 from datasets.dicom_series import Volume
-from datasets.lidc import LidcCase, load_lidc, nodule_centres
+from datasets.lidc import LidcCase, nodule_centres
 from datasets.splits import patient_folds
 from training.card_figures import DevelopmentSet
+from training.task_data import lidc_cases
 
 __all__ = ["train", "development_set", "series_analysis"]
 
@@ -102,7 +103,7 @@ def development_set(data_dir: Path, cache_dir: Path | None = None, limit: int | 
     x: list[np.ndarray] = []
     y: list[int] = []
     groups: list[str] = []
-    for case in load_lidc(Path(data_dir) / "ct" / "lidc"):
+    for case in lidc_cases(data_dir):
         volume = case.volume()
         marks = nodule_centres(case, volume)
         for s, r, c, _, malignancy in marks:
@@ -161,7 +162,7 @@ def train(
 
     seed_everything(seed)
     rng = np.random.default_rng(seed)
-    cases = load_lidc(Path(data_dir) / "ct" / "lidc")
+    cases = lidc_cases(data_dir)
     volumes = {c.patient_id: c.volume() for c in cases}
     synthetic = 40 if limit else SYNTHETIC_PER_PATIENT
     parts = {c.patient_id: _patient_patches(c, volumes[c.patient_id], rng, training=True, synthetic=synthetic) for c in cases}

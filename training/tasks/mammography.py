@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from datasets.mias import MiasFilm, load_mias, read_film
+from datasets.mias import MiasFilm, read_film
 from datasets.preprocess import PreprocessSpec, prepare_image
 from datasets.splits import patient_folds
 from service.steering import development_right
 from training.cache import cached_arrays
 from training.card_figures import DevelopmentSet
+from training.task_data import mias_films
 
 __all__ = ["train", "development_set", "pointing_game", "SPEC", "sample_patches", "FOLDS"]
 
@@ -49,7 +50,7 @@ def _films(films: list[MiasFilm], cache_dir: Path | None) -> np.ndarray:
 
 def development_set(data_dir: Path, cache_dir: Path | None, limit: int | None = None, seed: int = 0) -> DevelopmentSet:
     """All MIAS films (breast-masked, 512 px): suspicious vs normal, one group per woman."""
-    films = _select(load_mias(Path(data_dir) / "mammography" / "mias"), limit, seed)
+    films = _select(mias_films(data_dir), limit, seed)
     labels = np.array([f.suspicious for f in films])
     malignant = np.array([f.malignant for f in films])
     subsets = {
@@ -170,7 +171,7 @@ def train(
     from training.publish import Evaluation, TaskReport, training_run, write_bundle
 
     seed_everything(seed)
-    films = _select(load_mias(Path(data_dir) / "mammography" / "mias"), limit, seed)
+    films = _select(mias_films(data_dir), limit, seed)
     dev = development_set(data_dir, cache_dir, limit, seed)
     arrays, labels = dev.x, dev.labels
     malignant = np.array([f.malignant for f in films])
