@@ -30,6 +30,23 @@ TASK_MODULES = {
 DEFAULT_EPOCHS = {"chest-xray": 4, "mammography": 12, "ct-chest": 12}
 
 
+def _int_at_least(minimum: int, why: str) -> Any:
+    """An argparse ``type``: an integer >= ``minimum``, else a usage error saying why (exit 2, one line).
+    ``--epochs 0`` had registered an untrained model, ``--limit -5`` had become 2 films per class, ``--folds 1`` a
+    traceback, and ``--folds 0`` the task's default."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value} ({why})")
+        return value
+
+    return parse
+
+
 def add_commands(subparsers: Any) -> None:
     train = subparsers.add_parser("train", help="train an imaging model, export ONNX, register it in MLflow")
     train.add_argument("task", choices=sorted(TASK_MODULES))
@@ -40,10 +57,20 @@ def add_commands(subparsers: Any) -> None:
         help="the shared data folder (default ../shared/data), or a folder written by `medscreen export-training` "
         "(DICOM + labels.csv): then the new version is registered as `challenger` for the evaluation gate",
     )
-    train.add_argument("--epochs", type=int, default=None, help="training epochs (default per task: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()) + ")")
+    train.add_argument(
+        "--epochs", type=_int_at_least(1, "an untrained model would be registered"), default=None,
+        help="training epochs, 1 or more (default per task: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()) + ")",
+    )
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--folds", type=int, default=None, help="patient-level cross-validation folds (default per task)")
-    train.add_argument("--limit", type=int, default=None, help="use at most this many images/films/patches per class (tiny runs)")
+    train.add_argument(
+        "--folds", type=_int_at_least(2, "cross-validation needs at least 2 folds"), default=None,
+        help="patient-level cross-validation folds, 2 or more (default per task)",
+    )
+    train.add_argument(
+        "--limit", type=_int_at_least(1, "omit --limit to use all the data"), default=None,
+        help="tiny runs: use at most this many images per class (chest-xray, at least 2), patients (mammography) or "
+        "training patches per class (ct-chest); 1 or more (default: no limit, all the data)",
+    )
     train.add_argument("--out", type=Path, default=None, help="bundle folder (default $MEDSCREEN_HOME/models/<task>; models/<task> to refresh the shipped one)")
     train.add_argument("--cache", type=Path, default=None, help="preprocessed-array cache (default $MEDSCREEN_HOME/cache/training)")
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -106,7 +133,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     cache_dir = args.cache or settings.home / "cache" / "training"
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.task]
     module = importlib.import_module(TASK_MODULES[args.task])
-    extra = {"folds": args.folds} if args.folds else {}
+    extra = {"folds": args.folds} if args.folds is not None else {}
     metrics = module.train(args.data, out_dir, tracking_uri, epochs=epochs, seed=args.seed, limit=args.limit, cache_dir=cache_dir, **extra)
     rules = defer_rules_from_settings(settings)
     registered = log_onnx_bundle(tracking_uri, out_dir, run_id=metrics["mlflow_run_id"], source="trained", rules=rules)
