@@ -145,17 +145,29 @@ def _patient_age(value: object) -> str | None:
     return f"{int(match.group(1)):03d}{match.group(2)}" if match else None
 
 
+_PATIENT_SEX = {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F", "O": "O", "OTHER": "O"}
+
+
+def _patient_sex(value: object) -> str:
+    """Patient's Sex as the CS wants it (M, F, O): a spelled-out value read as its letter, anything else empty
+    (Type 2: present and empty), since highdicom refuses to copy any other value into the heat-map."""
+    return _PATIENT_SEX.get(str(value or "").strip().upper(), "")
+
+
 def header_for_documents(source: Dataset) -> Dataset:
     """The source's header as the SR and heat-map copy it: the source itself when every copied Type 2 attribute
     is there, its character set is one the documents can keep and its Patient's Age is valid; else a copy with
-    the missing Type 2 attributes empty, its text re-encoded in UTF-8 (ISO_IR 192), and Patient's Age normalised
-    or left out (highdicom copies the Patient Study module as it is, and a strict PACS refuses an invalid AS)."""
+    the missing Type 2 attributes empty, its text re-encoded in UTF-8 (ISO_IR 192), Patient's Age normalised
+    or left out (highdicom copies the Patient Study module as it is, and a strict PACS refuses an invalid AS) and
+    Patient's Sex normalised or empty."""
     missing = [keyword for keyword in COPIED_TYPE2 if keyword not in source]
     declared = _declared_character_sets(source)
     transcode = bool(declared) and (len(declared) > 1 or declared[0] not in _COPIED_CHARACTER_SETS)
     age = source.get("PatientAge")
     fix_age = age is not None and str(age) != "" and _patient_age(age) != str(age)
-    if not missing and not transcode and not fix_age:
+    sex = source.get("PatientSex")
+    fix_sex = sex is not None and str(sex) != "" and _patient_sex(sex) != str(sex)
+    if not missing and not transcode and not fix_age and not fix_sex:
         return source
     fixed = _header_copy(source)
     if transcode:
@@ -171,6 +183,8 @@ def header_for_documents(source: Dataset) -> Dataset:
             del fixed.PatientAge
         else:
             fixed.PatientAge = normalised
+    if fix_sex:
+        fixed.PatientSex = _patient_sex(sex)
     return fixed
 
 

@@ -20,7 +20,7 @@ from inference.outgoing import read_document
 from inference.scorers import TaskScore
 from inference.tables import OutgoingResult, ScoreResult, Study, StudyEvent
 from inference.worker_process import build_worker
-from inference.writeback import ResultToWrite, build_heatmap, build_sr
+from inference.writeback import ResultToWrite, build_heatmap, build_sr, header_for_documents
 from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
 
 DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
@@ -116,13 +116,42 @@ def test_a_korean_study_is_scored_and_its_documents_carry_the_name(pipeline: Pip
         assert document is not None and str(document.PatientName) == KOREAN[1]
 
 
-def test_documents_that_cannot_be_built_cost_the_write_back_not_the_score(pipeline: Pipeline, tmp_path: Path) -> None:
-    """A header value highdicom refuses (here a PatientSex spelled out, which it will not copy into the heat-map)
-    had made the job retry until dead-lettered, the score thrown away and the study `failed`."""
+def test_a_spelled_out_patient_sex_is_written_as_its_letter(pipeline: Pipeline, tmp_path: Path) -> None:
+    """highdicom refuses to copy PatientSex 'FEMALE' into the heat-map: the documents of such a study (seen in
+    real files) had not been built. It is written as 'F'; a value that is no sex at all is sent empty."""
+    pipeline.receive(_source(tmp_path, "ISO_IR 100", "Doe^Jane", PatientSex="FEMALE"))
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        result = session.scalars(select(ScoreResult)).one()
+    assert result.sr_sop_instance_uid and result.heatmap_sop_instance_uid
+    for uid in (result.sr_sop_instance_uid, result.heatmap_sop_instance_uid):
+        document = read_document(pipeline.settings, study.study_instance_uid, uid)
+        assert document is not None and document.PatientSex == "F"
+    assert header_for_documents(_with_sex("unknown")).PatientSex == ""
+    assert header_for_documents(_with_sex("male")).PatientSex == "M"
+
+
+def _with_sex(value: str) -> Dataset:
+    header = Dataset()
+    header.PatientSex = value
+    return header
+
+
+def test_documents_that_cannot_be_built_cost_the_write_back_not_the_score(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header value highdicom refuses had made the job retry until dead-lettered, the score thrown away and
+    the study `failed`. (The refusal is stood in for: every value seen to be refused is now normalised.)"""
+
+    def refuse(*args: object, **kwargs: object) -> Dataset:
+        raise ValueError("Invalid value for PatientSex: 'X-UNKNOWN'")
+
+    monkeypatch.setattr("inference.score_job.build_heatmap", refuse)
     with_pacs = build_worker(pipeline.settings.model_copy(update={
         "pacs_ae_title": "PACS", "pacs_host": "127.0.0.1", "pacs_port": 1, "scoring_max_attempts": 2,
     }))
-    pipeline.receive(_source(tmp_path, "ISO_IR 100", "Doe^Jane", PatientSex="FEMALE"))
+    pipeline.receive(_source(tmp_path, "ISO_IR 100", "Doe^Jane"))
     pipeline.monitor.run_once()
     with_pacs.enqueue_routed()
     while with_pacs.process_one():
