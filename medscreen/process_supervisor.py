@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,18 @@ RESTART_DELAY_S = 1.0
 MAX_RESTART_DELAY_S = 60.0
 # A process that has run this long started well: its next death is restarted after RESTART_DELAY_S again.
 STABLE_S = 60.0
+
+
+def _run_supervised(target: Callable[[str, str], None], settings_json: str, log_level: str) -> None:
+    """A supervised process: ``target`` (which stops on SIGTERM or SIGINT), then no stop signal is heeded.
+
+    Once ``target`` has returned, the interpreter finalises, and Python sets the signals it handled back to their
+    default before tearing down modules (onnxruntime, numpy, SQLAlchemy: seconds): a stop sent to the whole process
+    group (systemd, Ctrl-C) reached the process, it stopped, and the supervisor's own SIGTERM in ``shutdown()`` then
+    killed it mid-exit, logged as exit code -15. A signal it has ignored stays ignored to the end."""
+    run_configured(target, settings_json, log_level)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass(frozen=True)
@@ -85,7 +98,7 @@ class ProcessSupervisor:
 
     def _spawn(self, index: int) -> SpawnProcess:
         process = self.context.Process(
-            target=run_configured,
+            target=_run_supervised,
             args=(self.target, self.settings.process_json(), self.settings.log_level),
             name=f"{self.name}-{index}",
             daemon=True,
@@ -164,7 +177,11 @@ class ProcessSupervisor:
                 log.warning("%s did not stop within %.0f s of SIGTERM; killing it", process.name, grace_s)
                 process.kill()
                 process.join(timeout=5)
-            log.info("%s stopped (exit code %s)", process.name, process.exitcode)
+            if process.exitcode == -signal.SIGTERM:  # only before its stop handler is installed: still starting
+                log.info("%s stopped by SIGTERM before it had finished starting (exit code %s)", process.name,
+                         process.exitcode)
+            else:
+                log.info("%s stopped (exit code %s)", process.name, process.exitcode)
         self._released.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)

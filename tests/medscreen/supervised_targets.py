@@ -51,3 +51,30 @@ def run_until_sigterm_dying_with_parent(settings_json: str, log_level: str) -> N
     stop = threading.Event()
     stop_on_signals(stop)
     stop.wait()
+
+
+class _SlowToFinalise:
+    """Held in a module global: cleared during interpreter finalisation, after Python has given the signals back
+    to their defaults, where it writes ``finalising`` and takes ``seconds`` (as tearing down onnxruntime does)."""
+
+    def __init__(self, marker: Path, seconds: float) -> None:
+        self.marker, self.seconds, self.sleep = marker, seconds, time.sleep
+
+    def __del__(self) -> None:
+        self.marker.write_text("finalising")
+        self.sleep(self.seconds)
+
+
+_LINGER: _SlowToFinalise | None = None
+
+
+def stop_on_sigterm_then_finalise_slowly(settings_json: str, log_level: str) -> None:
+    """As a receiver or scoring process (stops on SIGTERM, exit code 0), with a slow interpreter exit."""
+    global _LINGER
+    from service.shutdown import stop_on_signals
+
+    _record_start(settings_json)
+    _LINGER = _SlowToFinalise(Path(json.loads(settings_json)["home"]) / "finalising", 3.0)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    stop.wait()

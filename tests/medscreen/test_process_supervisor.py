@@ -4,12 +4,17 @@ is restarted once shutdown has begun."""
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from medscreen.process_supervisor import ProcessSupervisor
 from service.settings import Settings
+from tests.medscreen.supervised_targets import stop_on_sigterm_then_finalise_slowly
 from tests.peers import wait_for
 
 
@@ -20,13 +25,21 @@ def deaf_to_sigterm(settings_json: str, log_level: str) -> None:
         time.sleep(0.1)
 
 
-def _ignores_sigterm(pid: int | None) -> bool:
+def _sigterm_mask(pid: int | None, field: str) -> bool:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
-    ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
-    return bool(ignored & (1 << (signal.SIGTERM - 1)))
+    mask = int(next(line for line in status.splitlines() if line.startswith(f"{field}:")).split()[1], 16)
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+
+def _ignores_sigterm(pid: int | None) -> bool:
+    return _sigterm_mask(pid, "SigIgn")
+
+
+def _handles_sigterm(pid: int | None) -> bool:
+    return _sigterm_mask(pid, "SigCgt")
 
 
 def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(settings: Settings) -> None:
@@ -41,3 +54,22 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(setting
     before = list(supervisor.processes)
     time.sleep(2.5)  # the watcher wakes every second: it must not start replacements
     assert supervisor.processes == before and not any(p.is_alive() for p in supervisor.processes)
+
+
+def test_a_process_already_stopping_on_the_groups_sigterm_is_not_killed_by_the_supervisors(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop sent to the whole process group (systemd's default, Ctrl-C) reaches each process and the supervisor;
+    the supervisor's own SIGTERM then arrived while the process was exiting, after Python had put SIGTERM back to
+    its default, and killed it: 'stopped (exit code -15)'. Now it ends with exit code 0, logged as stopped."""
+    settings.home.mkdir(parents=True)
+    supervisor = ProcessSupervisor(settings, "scoring-worker", stop_on_sigterm_then_finalise_slowly, 1)
+    supervisor.start()
+    (process,) = supervisor.processes
+    wait_for(lambda: _handles_sigterm(process.pid), 60, "the stop handler to be installed")
+    os.kill(process.pid, signal.SIGTERM)  # the group's signal
+    wait_for(lambda: (settings.home / "finalising").exists(), 60, "the process to reach its interpreter exit")
+    with caplog.at_level(logging.INFO, logger="medscreen.process_supervisor"):
+        supervisor.shutdown(grace_s=20.0)
+    assert process.exitcode == 0
+    assert "scoring-worker-0 stopped (exit code 0)" in caplog.text
