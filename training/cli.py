@@ -64,7 +64,8 @@ def add_commands(subparsers: Any) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
         "--folds", type=_int_at_least(2, "cross-validation needs at least 2 folds"), default=None,
-        help="patient-level cross-validation folds, 2 or more (default per task)",
+        help="patient-level cross-validation folds, 2 or more (default per task: chest-xray and mammography 5; "
+        "ct-chest is always leave-one-patient-out, one fold per patient, and refuses any other number)",
     )
     train.add_argument(
         "--limit", type=_int_at_least(1, "omit --limit to use all the data"), default=None,

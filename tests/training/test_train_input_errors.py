@@ -13,6 +13,7 @@ import pytest
 
 from medscreen.cli import main
 from training import ct_figures, mammography_figures, rewire_fold_mean
+from training.errors import TrainingInputError
 
 TASKS = ("chest-xray", "mammography", "ct-chest")
 
@@ -22,9 +23,9 @@ def train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "var"))
     monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
-    def run(task: str, data: Path) -> tuple[int, str]:
+    def run(task: str, data: Path, *options: str) -> tuple[int, str]:
         capsys.readouterr()
-        code = main(["--create-home", "train", task, "--data", str(data), "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "out")])
+        code = main(["--create-home", "train", task, "--data", str(data), "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "out"), *options])
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if not line.startswith("medscreen: ")]  # the root's "home ..." line
         assert len(lines) == 1, err
@@ -94,3 +95,23 @@ def test_figure_commands_say_what_data_they_need(tmp_path: Path, capsys: pytest.
         assert stopped.value.code == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and f"--data {tmp_path / 'nonexistent'} does not exist" in err, module.__name__
+
+
+def test_ct_chest_refuses_folds_it_cannot_honour(train, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    # ct-chest is leave-one-patient-out (3 LIDC patients): --folds 5 had been ignored without a word.
+    code, line = train("ct-chest", shared_data, "--folds", "5")
+    assert code == 2
+    assert line.startswith("medscreen train: --folds 5: ct-chest is cross-validated leave-one-patient-out")
+    assert "3 folds for the 3 patients" in line and line.endswith("omit --folds")
+
+
+def test_ct_chest_folds_are_one_per_patient(tmp_path: Path) -> None:
+    from training.tasks.ct_chest import leave_one_patient_out
+
+    patients = ["LIDC-IDRI-0001", "LIDC-IDRI-0002", "LIDC-IDRI-0003"]
+    assert leave_one_patient_out(patients, None, tmp_path) == 3
+    assert leave_one_patient_out(patients, 3, tmp_path) == 3
+    with pytest.raises(TrainingInputError, match="--folds 2: ct-chest is cross-validated leave-one-patient-out"):
+        leave_one_patient_out(patients, 2, tmp_path)
+    with pytest.raises(TrainingInputError, match="holds 1 LIDC patient; .* needs at least 2"):
+        leave_one_patient_out(patients[:1], None, tmp_path)

@@ -31,9 +31,10 @@ from datasets.dicom_series import Volume
 from datasets.lidc import LidcCase, nodule_centres
 from datasets.splits import patient_folds
 from training.card_figures import DevelopmentSet
+from training.errors import TrainingInputError
 from training.task_data import lidc_cases
 
-__all__ = ["train", "development_set", "series_analysis"]
+__all__ = ["train", "development_set", "series_analysis", "leave_one_patient_out"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,21 @@ def development_set(data_dir: Path, cache_dir: Path | None = None, limit: int | 
     return DevelopmentSet(np.stack(x).astype(np.float32), np.asarray(y), np.asarray(groups))
 
 
+def leave_one_patient_out(patients: list[str], folds: int | None, lidc_root: Path) -> int:
+    """The number of folds: one per patient. With three LIDC patients nothing else is possible, so a ``--folds``
+    that differs is refused rather than ignored (it had been ignored silently)."""
+    if len(patients) < 2:
+        raise TrainingInputError(
+            f"{lidc_root} holds {len(patients)} LIDC patient; ct-chest is cross-validated leave-one-patient-out and needs at least 2"
+        )
+    if folds is not None and folds != len(patients):
+        raise TrainingInputError(
+            f"--folds {folds}: ct-chest is cross-validated leave-one-patient-out, one fold per patient, so {len(patients)} "
+            f"folds for the {len(patients)} patients under {lidc_root}; omit --folds"
+        )
+    return len(patients)
+
+
 def series_analysis(case: LidcCase, volume: Volume, score_patches: Any) -> dict[str, Any]:
     """One patient's series: candidate recall of the positive marks, series score, where the top candidate lands."""
     marks = nodule_centres(case, volume)
@@ -139,7 +155,7 @@ def series_analysis(case: LidcCase, volume: Volume, score_patches: Any) -> dict[
 
 
 def train(
-    data_dir: Path, out_dir: Path, tracking_uri: str, *, epochs: int, seed: int, limit: int | None, cache_dir: Path | None, folds: int = 3
+    data_dir: Path, out_dir: Path, tracking_uri: str, *, epochs: int, seed: int, limit: int | None, cache_dir: Path | None, folds: int | None = None
 ) -> dict[str, Any]:
     import tempfile
 
@@ -163,12 +179,12 @@ def train(
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     cases = lidc_cases(data_dir)
+    patients = [c.patient_id for c in cases]
+    k = leave_one_patient_out(patients, folds, Path(data_dir) / "ct" / "lidc")
     volumes = {c.patient_id: c.volume() for c in cases}
     synthetic = 40 if limit else SYNTHETIC_PER_PATIENT
     parts = {c.patient_id: _patient_patches(c, volumes[c.patient_id], rng, training=True, synthetic=synthetic) for c in cases}
     dev = development_set(data_dir)
-    patients = [c.patient_id for c in cases]
-    k = len(patients)  # leave one patient out: three patients allow nothing else
     fold_of = patient_folds(list(dev.groups), list(dev.labels), k, seed)
     fold_patient = {int(fold_of[np.flatnonzero(dev.groups == p)[0]]): p for p in patients}
     params = {
