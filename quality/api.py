@@ -119,6 +119,9 @@ def drift(
     since: Since = None,
     until: Until = None,
 ) -> dict[str, Any]:
+    """Weekly score PSI, flag rate and header drift by arrival week. The flag-rate and header baseline is the
+    version's first weeks in service whatever the period; one of fewer than ``min_baseline_n`` studies raises no
+    alert and ``baseline_note`` says so."""
     thresholds = drift_thresholds(settings)
     report = score_drift(
         session,
@@ -129,7 +132,7 @@ def drift(
         since=_utc(since),
         until=_utc(until),
     )
-    headers, alerts = header_drift(session, task, thresholds, since=_utc(since), until=_utc(until))
+    headers, alerts = header_drift(session, task, thresholds, model_version=version, since=_utc(since), until=_utc(until))
     report.alerts.extend(alerts)
     return report.to_dict() | {"headers": headers}
 

@@ -10,7 +10,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,11 @@ class DriftThresholds:
     # ten bins is about 9/n by chance (0.2 at 45 studies, the first study of a new site's week alone scored
     # 2.2), and one study's flag rate is 0 or 1. At 100 the chance PSI is about half the alert level.
     min_week_n: int = 100
+    # The baseline (the version's first ``baseline_weeks`` weeks in service) must hold at least this many
+    # studies, or nothing is compared with it ("baseline too small: no alert"). At 100 the Wilson 95% interval
+    # of its flag rate is at most +-0.096 wide (at 50%), inside the 0.10 flag-rate alert; a pilot of 8 studies
+    # (interval 0.22-0.78 at 50%) had made every later week alarm. Its first-weeks PSI reference obeys the same rule.
+    min_baseline_n: int = 100
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,9 @@ class DriftReport:
     headers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     alerts: list[DriftAlert] = field(default_factory=list)
     min_week_n: int = 1  # weeks with fewer scored studies raise no alert
+    baseline_n: int = 0  # scored studies in the version's first weeks in service, whatever the period
+    min_baseline_n: int = 0  # a smaller baseline raises no flag-rate alert (nor a PSI one when it is the reference)
+    baseline_note: str | None = None  # "baseline too small: no alert (...)" when it is
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +142,48 @@ def validation_score_distribution(models_dir: Path, task: str) -> list[int] | No
     return counts if sum(counts) else None
 
 
+def _week_monday(at: datetime) -> datetime:
+    return datetime.combine(at.date() - timedelta(days=at.weekday()), time(0), tzinfo=UTC)
+
+
+def _service_start(session: Session, task: str, model_version: str | None) -> datetime | None:
+    """When the version scored its first study (when the task's first study arrived, when no version is named):
+    where its first weeks in service begin, whatever period a report asks for."""
+    if model_version is None:
+        query = select(Study.first_received_at).where(Study.task == task).order_by(Study.first_received_at)
+    else:
+        query = select(ScoreResult.created_at).where(
+            ScoreResult.task == task,
+            ScoreResult.model_version == model_version,
+            ScoreResult.outcome == StudyStatus.scored,
+            ScoreResult.score.is_not(None),
+        ).order_by(ScoreResult.created_at)
+    return session.execute(query.limit(1)).scalar()
+
+
+def _baseline_until(start: datetime, thresholds: DriftThresholds) -> datetime:
+    """The end (exclusive) of the first ``baseline_weeks`` calendar weeks from the week of ``start``."""
+    return _week_monday(start) + timedelta(weeks=thresholds.baseline_weeks)
+
+
+def _scored_in(
+    session: Session, task: str, model_version: str, since: datetime | None, until: datetime | None
+) -> list[tuple[datetime, float, bool]]:
+    """(scoring time, score, flagged) of the version's scored results made in [since, until)."""
+    query = select(ScoreResult.created_at, ScoreResult.score, ScoreResult.call).where(
+        ScoreResult.task == task,
+        ScoreResult.model_version == model_version,
+        ScoreResult.outcome == StudyStatus.scored,
+        ScoreResult.score.is_not(None),
+    )
+    if since:
+        query = query.where(ScoreResult.created_at >= since)
+    if until:
+        query = query.where(ScoreResult.created_at < until)
+    # score is never None here (excluded by the query); the check is for the type checker
+    return [(at, float(score), call == "positive") for at, score, call in session.execute(query) if score is not None]
+
+
 def score_drift(
     session: Session,
     task: str,
@@ -146,32 +196,46 @@ def score_drift(
 ) -> DriftReport:
     """Weekly PSI and flag rate of one version's scores; alerts where either crosses its threshold.
 
-    The reference distribution is the validation one when given, else the version's first weeks in
-    service; the reference flag rate is always the first weeks' (validation sets are enriched with
-    positives, so their flag rate says nothing about a hospital's case mix).
+    The reference distribution is the validation one when given, else the version's first weeks in service;
+    the reference flag rate is always the first weeks' (validation sets are enriched with positives, so their
+    flag rate says nothing about a hospital's case mix).
+    The first weeks are the version's own, whatever ``since``/``until`` ask for, and a baseline of fewer than
+    ``thresholds.min_baseline_n`` (100) studies is "baseline too small: no alert": nothing is compared with it.
     """
-    query = select(ScoreResult.created_at, ScoreResult.score, ScoreResult.call).where(
-        ScoreResult.task == task,
-        ScoreResult.model_version == model_version,
-        ScoreResult.outcome == StudyStatus.scored,
-        ScoreResult.score.is_not(None),
-    )
-    if since:
-        query = query.where(ScoreResult.created_at >= since)
-    if until:
-        query = query.where(ScoreResult.created_at < until)
     by_week: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    for at, score, call in session.execute(query):
-        if score is not None:  # excluded by the query; the check is for the type checker
-            by_week[week_start(at)].append((float(score), call == "positive"))
+    for at, score, is_flagged in _scored_in(session, task, model_version, since, until):
+        by_week[week_start(at)].append((score, is_flagged))
     weeks = sorted(by_week)
-    baseline = [item for week in weeks[: thresholds.baseline_weeks] for item in by_week[week]]
+    start = _service_start(session, task, model_version)
+    baseline = (
+        [(score, is_flagged) for _, score, is_flagged in _scored_in(
+            session, task, model_version, None, _baseline_until(start, thresholds))]
+        if start is not None
+        else []
+    )
+    first_weeks = f"first {thresholds.baseline_weeks} weeks in service"
+    baseline_note = None
+    if len(baseline) < thresholds.min_baseline_n and (baseline or weeks):
+        baseline_note = (
+            f"baseline too small: no alert ({len(baseline)} scored studies in the version's {first_weeks}, "
+            f"fewer than {thresholds.min_baseline_n})"
+        )
     reference_name = "validation"
     if reference is None:
         reference = histogram([s for s, _ in baseline]) if baseline else None
-        reference_name = f"first {thresholds.baseline_weeks} weeks in service"
+        reference_name = first_weeks
+    psi_judged = reference_name == "validation" or baseline_note is None
     reference_flag_rate = sum(f for _, f in baseline) / len(baseline) if baseline else None
-    report = DriftReport(task, model_version, reference_name, reference_flag_rate, min_week_n=thresholds.min_week_n)
+    report = DriftReport(
+        task,
+        model_version,
+        reference_name,
+        reference_flag_rate,
+        min_week_n=thresholds.min_week_n,
+        baseline_n=len(baseline),
+        min_baseline_n=thresholds.min_baseline_n,
+        baseline_note=baseline_note,
+    )
     for week in weeks:
         items = by_week[week]
         counts = histogram([s for s, _ in items])
@@ -181,18 +245,22 @@ def score_drift(
         report.weeks.append(WeekDrift(week, len(items), flag_rate, value, counts, flagged))
         if len(items) < thresholds.min_week_n:
             continue
-        if value is not None and value > thresholds.psi_alert:
+        if psi_judged and value is not None and value > thresholds.psi_alert:
             report.alerts.append(
                 DriftAlert(week, "score_psi", value, thresholds.psi_alert, f"score PSI {value:.3f} vs {reference_name}")
             )
-        if reference_flag_rate is not None and abs(flag_rate - reference_flag_rate) > thresholds.flag_rate_alert:
+        if (
+            baseline_note is None
+            and reference_flag_rate is not None
+            and abs(flag_rate - reference_flag_rate) > thresholds.flag_rate_alert
+        ):
             report.alerts.append(
                 DriftAlert(
                     week,
                     "flag_rate",
                     flag_rate,
                     thresholds.flag_rate_alert,
-                    f"flag rate {flag_rate:.1%} vs {reference_flag_rate:.1%} in the first weeks",
+                    f"flag rate {flag_rate:.1%} vs {reference_flag_rate:.1%} in the {first_weeks}",
                 )
             )
     for alert in report.alerts:
@@ -227,72 +295,91 @@ def header_drift(
     task: str,
     thresholds: DriftThresholds,
     *,
+    model_version: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], list[DriftAlert]]:
-    """Per week: manufacturer mix, median kVp and pixel spacing, each with a PSI against the first weeks.
+    """Per week of arrival: manufacturer mix, median kVp and pixel spacing, each with a PSI against the first weeks.
 
-    kVp and spacing come from the first stored instance of each study (one header read per study).
+    The first weeks are the version's first ``baseline_weeks`` weeks in service (of the task's studies when no
+    version is named), whatever ``since``/``until`` ask for: the task's studies that arrived in them. Each row
+    carries ``baseline_n``; a header whose baseline holds fewer than ``thresholds.min_baseline_n`` (100) values
+    raises no alert ("baseline too small"). kVp and spacing come from the first stored instance of each study
+    (one header read per study).
     """
-    query = select(Study.id, Study.first_received_at).where(Study.task == task)
-    if since:
-        query = query.where(Study.first_received_at >= since)
-    if until:
-        query = query.where(Study.first_received_at < until)
-    studies = dict(session.execute(query).all())
+    studies = _arrivals(session, task, since, until)
     if not studies:
         return {}, []
-    manufacturers: dict[int, str] = {}
-    for study_id, headers in session.execute(
-        select(Series.study_id, Series.headers).where(Series.study_id.in_(studies)).order_by(Series.id)
-    ):
-        manufacturers.setdefault(study_id, str((headers or {}).get("Manufacturer") or "unknown"))
-    first_paths: dict[int, str] = {}
-    for study_id, path in session.execute(
-        select(Instance.study_id, Instance.path).where(Instance.study_id.in_(studies)).order_by(Instance.id)
-    ):
-        first_paths.setdefault(study_id, path)
+    start = _service_start(session, task, model_version)
+    base_studies = _arrivals(session, task, None, _baseline_until(start, thresholds)) if start is not None else {}
+    values = _header_values(session, set(studies) | set(base_studies))
     weekly: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for study_id, arrived in studies.items():
-        week = week_start(arrived)
-        weekly[week]["manufacturer"].append(manufacturers.get(study_id, "unknown"))
-        if study_id in first_paths:
-            kvp, spacing = _instance_numbers(first_paths[study_id])
-            if kvp is not None:
-                weekly[week]["kvp"].append(kvp)
-            if spacing is not None:
-                weekly[week]["pixel_spacing"].append(spacing)
+        for name, value in values[study_id].items():
+            weekly[week_start(arrived)][name].append(value)
     weeks = sorted(weekly)
-    base_weeks = weeks[: thresholds.baseline_weeks]
     out: dict[str, list[dict[str, Any]]] = {}
     alerts: list[DriftAlert] = []
     for name in ("manufacturer", "kvp", "pixel_spacing"):
-        baseline = [v for w in base_weeks for v in weekly[w][name]]
+        baseline = [values[i][name] for i in base_studies if name in values[i]]
+        judged = len(baseline) >= thresholds.min_baseline_n
         rows = []
         if name == "manufacturer":
-            categories = sorted({v for w in weeks for v in weekly[w][name]})
+            categories = sorted({v for w in weeks for v in weekly[w][name]} | set(baseline))
             expected = [Counter(baseline)[c] for c in categories]
         else:
             # Edges at the baseline's deciles: each baseline tenth is one bin, whatever the unit.
             edges = np.unique(np.quantile(baseline, np.linspace(0, 1, 11))) if baseline else np.array([])
             expected = _binned(baseline, edges)
         for week in weeks:
-            values = weekly[week][name]
+            week_values = weekly[week][name]
             if name == "manufacturer":
-                counts = Counter(values)
+                counts = Counter(week_values)
                 actual = [counts[c] for c in categories]
                 summary: Any = dict(counts)
             else:
-                actual = _binned(values, edges)
-                summary = float(np.median(values)) if values else None
-            value = psi(expected, actual) if values and sum(expected) else None
-            rows.append({"week": week, "n": len(values), "summary": summary, "psi": value})
-            if value is not None and value > thresholds.psi_alert and len(values) >= thresholds.min_week_n:
+                actual = _binned(week_values, edges)
+                summary = float(np.median(week_values)) if week_values else None
+            value = psi(expected, actual) if week_values and sum(expected) else None
+            rows.append({"week": week, "n": len(week_values), "summary": summary, "psi": value, "baseline_n": len(baseline)})
+            if judged and value is not None and value > thresholds.psi_alert and len(week_values) >= thresholds.min_week_n:
                 alerts.append(
                     DriftAlert(week, f"header_{name}", value, thresholds.psi_alert, f"{name} PSI {value:.3f} vs first weeks")
                 )
         out[name] = rows
     return out, alerts
+
+
+def _arrivals(session: Session, task: str, since: datetime | None, until: datetime | None) -> dict[int, datetime]:
+    query = select(Study.id, Study.first_received_at).where(Study.task == task)
+    if since:
+        query = query.where(Study.first_received_at >= since)
+    if until:
+        query = query.where(Study.first_received_at < until)
+    return {study_id: arrived for study_id, arrived in session.execute(query)}
+
+
+def _header_values(session: Session, study_ids: set[int]) -> dict[int, dict[str, Any]]:
+    """Manufacturer (first series), kVp and pixel spacing (first instance) of each study, where known."""
+    values: dict[int, dict[str, Any]] = {i: {} for i in study_ids}
+    for study_id, headers in session.execute(
+        select(Series.study_id, Series.headers).where(Series.study_id.in_(study_ids)).order_by(Series.id)
+    ):
+        values[study_id].setdefault("manufacturer", str((headers or {}).get("Manufacturer") or "unknown"))
+    first_paths: dict[int, str] = {}
+    for study_id, path in session.execute(
+        select(Instance.study_id, Instance.path).where(Instance.study_id.in_(study_ids)).order_by(Instance.id)
+    ):
+        first_paths.setdefault(study_id, path)
+    for study_id, found in values.items():
+        found.setdefault("manufacturer", "unknown")
+        if study_id in first_paths:
+            kvp, spacing = _instance_numbers(first_paths[study_id])
+            if kvp is not None:
+                found["kvp"] = kvp
+            if spacing is not None:
+                found["pixel_spacing"] = spacing
+    return values
 
 
 def _binned(values: Sequence[float], edges: np.ndarray) -> list[int]:

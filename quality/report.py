@@ -103,7 +103,9 @@ def build_report(
         since=query.since,
         until=query.until,
     )
-    headers, header_alerts = header_drift(session, query.task, thresholds, since=query.since, until=query.until)
+    headers, header_alerts = header_drift(
+        session, query.task, thresholds, model_version=query.model_version, since=query.since, until=query.until
+    )
     drift.alerts.extend(header_alerts)
     roles = {c.role for c in cases}
     gate = None
@@ -333,15 +335,25 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
         out.append("</table>")
     out.append(
         f"<h3>Drift</h3><p class=\"note\">Weeks with fewer than {report.drift.min_week_n} scored studies raise no alert: "
-        "their PSI is large by chance.</p>"
-        "<table><tr><th>week</th><th>scored</th><th>flag rate (95% CI)</th><th>score PSI</th></tr>"
+        "their PSI is large by chance. The flag rate (and each header) is compared with the version's first weeks in "
+        f"service, whatever the period: {report.drift.baseline_n} scored studies, flag rate "
+        f"{_fmt(report.drift.reference_flag_rate)}; a baseline of fewer than {report.drift.min_baseline_n} raises no "
+        "alert.</p>"
+        + (f'<p class="alert" id="baseline-note">{html.escape(report.drift.baseline_note.capitalize())}.</p>'
+           if report.drift.baseline_note else "")
+        + "<table><tr><th>week</th><th>scored</th><th>flag rate (95% CI)</th><th>score PSI</th></tr>"
     )
     out.extend(
         f"<tr><th>{w.week}</th><td>{w.n}</td><td>{_week_flag_rate(w)}</td><td>{_fmt(w.psi)}</td></tr>" for w in weeks
     )
     out.append("</table>")
     for name, rows in report.headers.items():
-        out.append(f"<h4>header: {html.escape(name)}</h4><table><tr><th>week</th><th>n</th><th>summary</th><th>PSI</th></tr>")
+        base = rows[0]["baseline_n"] if rows else 0
+        small = "; baseline too small: no alert" if base < report.drift.min_baseline_n else ""
+        out.append(
+            f"<h4>header: {html.escape(name)} (baseline {base} studies{small})</h4>"
+            "<table><tr><th>week</th><th>n</th><th>summary</th><th>PSI</th></tr>"
+        )
         out.extend(
             f"<tr><th>{r['week']}</th><td>{r['n']}</td><td>{html.escape(str(r['summary']))}</td><td>{_fmt(r['psi'])}</td></tr>"
             for r in rows

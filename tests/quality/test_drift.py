@@ -72,3 +72,54 @@ def test_a_week_too_small_to_judge_raises_no_alert(quality_db) -> None:  # noqa:
     assert report.weeks[0].n == 3 and report.weeks[0].psi is not None and report.weeks[0].psi > 0.2
     assert report.alerts == [] and header_alerts == [] and report.min_week_n == 100
     assert [a.kind for a in small.alerts] == ["score_psi"]  # the same week alerts once it is allowed to
+
+
+def _weeks_of_studies(session, weeks: list[tuple[int, int, str]], *, first: int = 0) -> None:  # noqa: ANN001
+    """Per week (studies, flagged, manufacturer), from week ``first`` after MONDAY; each study arrives and is
+    scored at once."""
+    for offset, (n, flagged, manufacturer) in enumerate(weeks, start=first):
+        for i in range(n):
+            at = MONDAY + timedelta(days=7 * offset, minutes=i)
+            study = add_study(session, arrived=at, manufacturer=manufacturer)
+            add_result(session, study, score=0.9 if i < flagged else 0.1, at=at)
+
+
+def test_a_period_is_compared_with_the_versions_first_weeks_not_its_own(quality_db) -> None:  # noqa: F811
+    # Four weeks at a 10% flag rate, then two at 40% from a new vendor: a report from the fifth week on had taken
+    # its own first weeks (40%, NewVendor) as the baseline and raised neither alert.
+    with session_scope(quality_db) as session:
+        _weeks_of_studies(session, [(100, 10, "ACME")] * 4 + [(100, 40, "NewVendor")] * 2)
+    since = MONDAY.replace(hour=0) + timedelta(weeks=4)
+    with session_scope(quality_db) as session:
+        report = score_drift(session, "chest-xray", "3", DriftThresholds(), since=since)
+        _, header_alerts = header_drift(session, "chest-xray", DriftThresholds(), model_version="3", since=since)
+    assert [w.week for w in report.weeks] == ["2026-03-30", "2026-04-06"]
+    assert report.reference_flag_rate == pytest.approx(0.10) and report.baseline_n == 200
+    assert report.baseline_note is None
+    assert [(a.week, a.kind) for a in report.alerts if a.kind == "flag_rate"] == [
+        ("2026-03-30", "flag_rate"), ("2026-04-06", "flag_rate")]
+    assert "vs 10.0% in the first 2 weeks in service" in report.alerts[-1].detail
+    assert [(a.week, a.kind) for a in header_alerts] == [
+        ("2026-03-30", "header_manufacturer"), ("2026-04-06", "header_manufacturer")]
+
+
+def test_a_baseline_too_small_raises_no_alert_and_says_so(quality_db) -> None:  # noqa: F811
+    # A pilot of 4 studies a week, half flagged, then weeks of 100 at 10% from another vendor: an 8-study baseline
+    # (Wilson 95% 0.22-0.78) had made every later full week alarm, on flag rate and manufacturer.
+    with session_scope(quality_db) as session:
+        _weeks_of_studies(session, [(4, 2, "ACME")] * 2 + [(100, 10, "NewVendor")] * 2)
+    with session_scope(quality_db) as session:
+        report = score_drift(session, "chest-xray", "3", DriftThresholds())
+        headers, header_alerts = header_drift(session, "chest-xray", DriftThresholds(), model_version="3")
+        lax = DriftThresholds(min_baseline_n=8)
+        judged = score_drift(session, "chest-xray", "3", lax)
+        _, judged_headers = header_drift(session, "chest-xray", lax, model_version="3")
+    assert report.baseline_n == 8 and report.min_baseline_n == 100 and report.reference_flag_rate == pytest.approx(0.5)
+    assert report.alerts == [] and header_alerts == []
+    assert report.baseline_note is not None and report.baseline_note.startswith("baseline too small: no alert")
+    assert "8 scored studies" in report.baseline_note and "fewer than 100" in report.baseline_note
+    assert report.to_dict()["baseline_note"] == report.baseline_note
+    assert headers["manufacturer"][0]["baseline_n"] == 8
+    # The same weeks alert once so small a baseline is allowed: the minimum is what holds them back.
+    assert {a.kind for a in judged.alerts} == {"flag_rate", "score_psi"} and len(judged_headers) == 2
+
