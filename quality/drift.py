@@ -147,18 +147,17 @@ def _week_monday(at: datetime) -> datetime:
 
 
 def _service_start(session: Session, task: str, model_version: str | None) -> datetime | None:
-    """When the version scored its first study (when the task's first study arrived, when no version is named):
-    where its first weeks in service begin, whatever period a report asks for."""
-    if model_version is None:
-        query = select(Study.first_received_at).where(Study.task == task).order_by(Study.first_received_at)
-    else:
-        query = select(ScoreResult.created_at).where(
+    """Arrival of the first study the version scored (of the task, when no version is named): where its
+    first weeks in service begin, whatever period a report asks for."""
+    query = select(Study.first_received_at).where(Study.task == task)
+    if model_version is not None:
+        query = query.join(ScoreResult, ScoreResult.study_id == Study.id).where(
             ScoreResult.task == task,
             ScoreResult.model_version == model_version,
             ScoreResult.outcome == StudyStatus.scored,
             ScoreResult.score.is_not(None),
-        ).order_by(ScoreResult.created_at)
-    return session.execute(query.limit(1)).scalar()
+        )
+    return session.execute(query.order_by(Study.first_received_at).limit(1)).scalar()
 
 
 def _baseline_until(start: datetime, thresholds: DriftThresholds) -> datetime:
@@ -166,20 +165,24 @@ def _baseline_until(start: datetime, thresholds: DriftThresholds) -> datetime:
     return _week_monday(start) + timedelta(weeks=thresholds.baseline_weeks)
 
 
-def _scored_in(
+def _scored_by_arrival(
     session: Session, task: str, model_version: str, since: datetime | None, until: datetime | None
 ) -> list[tuple[datetime, float, bool]]:
-    """(scoring time, score, flagged) of the version's scored results made in [since, until)."""
-    query = select(ScoreResult.created_at, ScoreResult.score, ScoreResult.call).where(
-        ScoreResult.task == task,
-        ScoreResult.model_version == model_version,
-        ScoreResult.outcome == StudyStatus.scored,
-        ScoreResult.score.is_not(None),
+    """(arrival, score, flagged) of the version's scored results whose study arrived in [since, until)."""
+    query = (
+        select(Study.first_received_at, ScoreResult.score, ScoreResult.call)
+        .join(Study, Study.id == ScoreResult.study_id)
+        .where(
+            ScoreResult.task == task,
+            ScoreResult.model_version == model_version,
+            ScoreResult.outcome == StudyStatus.scored,
+            ScoreResult.score.is_not(None),
+        )
     )
     if since:
-        query = query.where(ScoreResult.created_at >= since)
+        query = query.where(Study.first_received_at >= since)
     if until:
-        query = query.where(ScoreResult.created_at < until)
+        query = query.where(Study.first_received_at < until)
     # score is never None here (excluded by the query); the check is for the type checker
     return [(at, float(score), call == "positive") for at, score, call in session.execute(query) if score is not None]
 
@@ -196,19 +199,20 @@ def score_drift(
 ) -> DriftReport:
     """Weekly PSI and flag rate of one version's scores; alerts where either crosses its threshold.
 
-    The reference distribution is the validation one when given, else the version's first weeks in service;
-    the reference flag rate is always the first weeks' (validation sets are enriched with positives, so their
-    flag rate says nothing about a hospital's case mix).
+    Weeks and the period are by the studies' arrival, as for the metrics and header drift (scoring time had
+    put a backfill's studies in the week they were scored). The reference distribution is the validation one
+    when given, else the version's first weeks in service; the reference flag rate is always the first weeks'
+    (validation sets are enriched with positives, so their flag rate says nothing about a hospital's case mix).
     The first weeks are the version's own, whatever ``since``/``until`` ask for, and a baseline of fewer than
     ``thresholds.min_baseline_n`` (100) studies is "baseline too small: no alert": nothing is compared with it.
     """
     by_week: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    for at, score, is_flagged in _scored_in(session, task, model_version, since, until):
+    for at, score, is_flagged in _scored_by_arrival(session, task, model_version, since, until):
         by_week[week_start(at)].append((score, is_flagged))
     weeks = sorted(by_week)
     start = _service_start(session, task, model_version)
     baseline = (
-        [(score, is_flagged) for _, score, is_flagged in _scored_in(
+        [(score, is_flagged) for _, score, is_flagged in _scored_by_arrival(
             session, task, model_version, None, _baseline_until(start, thresholds))]
         if start is not None
         else []

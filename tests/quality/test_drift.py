@@ -123,3 +123,20 @@ def test_a_baseline_too_small_raises_no_alert_and_says_so(quality_db) -> None:  
     # The same weeks alert once so small a baseline is allowed: the minimum is what holds them back.
     assert {a.kind for a in judged.alerts} == {"flag_rate", "score_psi"} and len(judged_headers) == 2
 
+
+def test_score_drift_takes_the_period_by_arrival_as_the_metrics_do(quality_db) -> None:  # noqa: F811
+    # A backfill: 120 studies that arrived in February, scored on 10 March. Score drift had put them in March
+    # (by scoring time) while the metrics and header drift of the same period put them in February.
+    scored = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    with session_scope(quality_db) as session:
+        for i in range(120):
+            study = add_study(session, arrived=datetime(2026, 2, 2, 8, 0, tzinfo=UTC) + timedelta(hours=3 * i))
+            add_result(session, study, score=0.1, at=scored)
+    february = {"since": datetime(2026, 2, 1, tzinfo=UTC), "until": datetime(2026, 3, 1, tzinfo=UTC)}
+    with session_scope(quality_db) as session:
+        in_february = score_drift(session, "chest-xray", "3", DriftThresholds(), **february)
+        in_march = score_drift(session, "chest-xray", "3", DriftThresholds(), since=datetime(2026, 3, 1, tzinfo=UTC))
+        headers, _ = header_drift(session, "chest-xray", DriftThresholds(), model_version="3", **february)
+    assert [(w.week, w.n) for w in in_february.weeks] == [(r["week"], r["n"]) for r in headers["manufacturer"]]
+    assert sum(w.n for w in in_february.weeks) == 120 and in_february.weeks[0].week == "2026-02-02"
+    assert in_march.weeks == []
