@@ -1,6 +1,6 @@
 """A simulated reading room: FIFO vs the worklist policy on the same days of arrivals and reads.
 
-    python benchmarks/prioritisation.py [--days 15] [--per-day 400] [--seeds 5] [--cap-minutes 60]
+    python benchmarks/prioritisation.py [--days 15] [--per-day 400] [--seeds 20] [--cap-minutes 60]
 
 Each study gets a true finding (task prevalence) and a champion call drawn with the model's measured
 sensitivity and specificity, read from ``models/<task>/metrics.json`` (a task without a shipped bundle uses
@@ -11,6 +11,7 @@ orders first, then arrival order, which is what a list without AI does. The poli
 ``worklist.policy.prioritise`` itself, with the default settings' aging cap. The first day (empty list) is
 not counted. Reported: mean wait of truly positive studies (goal: 30% shorter), and the p99 wait of
 studies the model called negative under the policy against FIFO's p99 of all studies (goal: no worse).
+A short run may count no positive the model missed: that row says n/a; one seed gives no interval.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 import random
 import statistics
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,8 +204,38 @@ def run_day(studies: list[SimStudy], policy: PriorityPolicy, with_model: bool) -
 
 
 def p99(values: list[float]) -> float:
+    if not values:
+        return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def _mean(values: Iterable[float]) -> float:
+    """The mean of the values that are numbers; NaN when there is none. A short run may count no positive, or
+    miss none (statistics.mean had raised), and a seed without a group is left out of the mean over seeds."""
+    numbers = [v for v in values if not math.isnan(v)]
+    return statistics.mean(numbers) if numbers else math.nan
+
+
+def _shown(value: float, spec: str, missing: str = "n/a") -> str:
+    return missing if math.isnan(value) else format(value, spec)
+
+
+def _difference(diff: float, error: float | None) -> str:
+    """The paired p99 difference with its standard error; one seed has none, and says so instead of '± nan'."""
+    if math.isnan(diff):
+        return "n/a (no model-negative study counted)"
+    return f"{diff:+.1f} ± {error:.1f}" if error is not None else f"{diff:+.1f} (one seed: no interval)"
+
+
+def _at_least(minimum: int, why: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value} ({why})")
+        return value
+
+    return parse
 
 
 def simulate(policy: PriorityPolicy, mix: list[TaskMix], days: int, per_day: int, seed: int) -> dict[str, float]:
@@ -219,34 +251,37 @@ def simulate(policy: PriorityPolicy, mix: list[TaskMix], days: int, per_day: int
     return {
         "n": len(counted),
         "n_pos": len(positives),
-        "fifo_tp_mean": statistics.mean(fifo[i] for i in positives) / minute,
-        "ai_tp_mean": statistics.mean(ai[i] for i in positives) / minute,
+        "fifo_tp_mean": _mean(fifo[i] for i in positives) / minute,
+        "ai_tp_mean": _mean(ai[i] for i in positives) / minute,
         "fifo_p99_all": p99([fifo[i] for i in counted]) / minute,
         "fifo_p99_neg": p99([fifo[i] for i in model_negative]) / minute,
         "ai_p99_neg": p99([ai[i] for i in model_negative]) / minute,
-        "fifo_missed_mean": statistics.mean(fifo[i] for i in missed) / minute,
-        "ai_missed_mean": statistics.mean(ai[i] for i in missed) / minute,
-        "ai_missed_max": max(ai[i] for i in missed) / minute,
-        "fifo_all_mean": statistics.mean(fifo[i] for i in counted) / minute,
-        "ai_all_mean": statistics.mean(ai[i] for i in counted) / minute,
+        "fifo_missed_mean": _mean(fifo[i] for i in missed) / minute,
+        "ai_missed_mean": _mean(ai[i] for i in missed) / minute,
+        "ai_missed_max": max((ai[i] for i in missed), default=math.nan) / minute,
+        "fifo_all_mean": _mean(fifo[i] for i in counted) / minute,
+        "ai_all_mean": _mean(ai[i] for i in counted) / minute,
     }
 
 
-def summarise(rows: list[dict[str, float]]) -> tuple[float, float, float]:
-    """Relative change of the positives' mean wait; mean and standard error of (policy p99 of model-negative
-    studies - FIFO p99 of all studies), paired by seed."""
-    fifo_tp = statistics.mean(r["fifo_tp_mean"] for r in rows)
-    change = (statistics.mean(r["ai_tp_mean"] for r in rows) - fifo_tp) / fifo_tp
-    diffs = [r["ai_p99_neg"] - r["fifo_p99_all"] for r in rows]
-    error = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
-    return change, statistics.mean(diffs), error
+def summarise(rows: list[dict[str, float]]) -> tuple[float, float, float | None]:
+    """Relative change of the positives' mean wait (NaN without positives); mean and standard error of (policy p99
+    of model-negative studies - FIFO p99 of all studies), paired by seed: no error from fewer than two seeds."""
+    fifo_tp = _mean(r["fifo_tp_mean"] for r in rows)
+    change = (_mean(r["ai_tp_mean"] for r in rows) - fifo_tp) / fifo_tp if fifo_tp > 0 else math.nan
+    diffs = [d for d in (r["ai_p99_neg"] - r["fifo_p99_all"] for r in rows) if not math.isnan(d)]
+    error = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+    return change, _mean(diffs), error
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--days", type=int, default=15)
-    parser.add_argument("--per-day", type=int, default=400, help="mean studies per day")
-    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--days", type=_at_least(2, "day 1 starts from an empty list and is not counted"), default=15,
+        help="simulated days, 2 or more (default 15)",
+    )
+    parser.add_argument("--per-day", type=_at_least(1, "studies per day"), default=400, help="mean studies per day")
+    parser.add_argument("--seeds", type=_at_least(1, "runs"), default=20, help="runs (default 20; one gives no interval)")
     parser.add_argument("--cap-minutes", type=float, default=None, help="aging cap (default: the settings default)")
     parser.add_argument("--sweep", action="store_true", help="also print the trade-off over a range of aging caps")
     parser.add_argument(
@@ -255,7 +290,7 @@ def main() -> None:
         default="shipped",
         help="each model's steering right: the shipped bundles' (default), or one right for all models",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     settings = Settings() if args.cap_minutes is None else Settings(worklist_aging_cap_minutes=args.cap_minutes)
     policy = policy_from_settings(settings)
@@ -274,32 +309,53 @@ def main() -> None:
     rows = [simulate(policy, mix, args.days, args.per_day, seed) for seed in range(args.seeds)]
 
     def mean(key: str) -> float:
-        return statistics.mean(row[key] for row in rows)
+        return _mean(row[key] for row in rows)
 
     change, p99_diff, p99_error = summarise(rows)
     print(f"{mean('n'):.0f} routine studies per seed, {mean('n_pos'):.0f} truly positive")
     print()
     print("| minutes (mean over seeds) | FIFO | policy |")
     print("|---|---|---|")
-    print(
-        f"| mean wait, truly positive studies | {mean('fifo_tp_mean'):.1f} | {mean('ai_tp_mean'):.1f} ({change:+.0%}) |"
-    )
-    print(
-        f"| mean wait, positives the model missed | {mean('fifo_missed_mean'):.1f} | {mean('ai_missed_mean'):.1f} "
-        f"(longest {max(r['ai_missed_max'] for r in rows):.0f}) |"
-    )
+    no_positive, no_change = "no truly positive study counted", "no FIFO wait to shorten"
+    if math.isnan(mean("fifo_tp_mean")):
+        print(f"| mean wait, truly positive studies | n/a ({no_positive}) | |")
+    else:
+        print(
+            f"| mean wait, truly positive studies | {mean('fifo_tp_mean'):.1f} | {mean('ai_tp_mean'):.1f} "
+            f"({_shown(change, '+.0%', no_change)}) |"
+        )
+    longest = max((r["ai_missed_max"] for r in rows if not math.isnan(r["ai_missed_max"])), default=math.nan)
+    if math.isnan(longest):
+        print("| mean wait, positives the model missed | n/a (no missed positives) | |")
+    else:
+        print(
+            f"| mean wait, positives the model missed | {mean('fifo_missed_mean'):.1f} | {mean('ai_missed_mean'):.1f} "
+            f"(longest {longest:.0f}) |"
+        )
     print(f"| mean wait, all routine studies | {mean('fifo_all_mean'):.1f} | {mean('ai_all_mean'):.1f} |")
     print(
-        f"| p99 wait: FIFO all studies / policy model-negative studies | {mean('fifo_p99_all'):.0f} | {mean('ai_p99_neg'):.0f} |"
+        f"| p99 wait: FIFO all studies / policy model-negative studies | {_shown(mean('fifo_p99_all'), '.0f')} | "
+        f"{_shown(mean('ai_p99_neg'), '.0f')} |"
     )
-    print(f"| p99 wait, model-negative studies | {mean('fifo_p99_neg'):.0f} | {mean('ai_p99_neg'):.0f} |")
+    print(f"| p99 wait, model-negative studies | {_shown(mean('fifo_p99_neg'), '.0f')} | {_shown(mean('ai_p99_neg'), '.0f')} |")
     print()
-    print(f"goal 1, positives' mean wait down >= 30%: {'met' if change <= -0.30 else 'NOT met'} ({change:+.1%})")
-    verdict = "met" if p99_diff <= 0 else ("within noise" if p99_diff <= 2 * p99_error else "NOT met")
-    print(
-        f"goal 2, model-negative p99 no worse than FIFO p99: {verdict} "
-        f"(policy - FIFO = {p99_diff:+.1f} ± {p99_error:.1f} min, paired over seeds)"
-    )
+    if math.isnan(change):
+        print(f"goal 1, positives' mean wait down >= 30%: n/a ({no_positive if math.isnan(mean('fifo_tp_mean')) else no_change})")
+    else:
+        print(f"goal 1, positives' mean wait down >= 30%: {'met' if change <= -0.30 else 'NOT met'} ({change:+.1%})")
+    if math.isnan(p99_diff):
+        verdict = "n/a"
+    elif p99_diff <= 0:
+        verdict = "met"
+    else:
+        verdict = "within noise" if p99_error is not None and p99_diff <= 2 * p99_error else "NOT met"
+    if math.isnan(p99_diff):
+        detail = "no model-negative study counted"
+    elif p99_error is None:
+        detail = f"policy - FIFO = {p99_diff:+.1f} min; one seed: no interval"
+    else:
+        detail = f"policy - FIFO = {p99_diff:+.1f} ± {p99_error:.1f} min, paired over seeds"
+    print(f"goal 2, model-negative p99 no worse than FIFO p99: {verdict} ({detail})")
     if args.sweep:
         print()
         print("| aging cap (min) | positives' mean wait | p99 model-negative - FIFO p99 (min) |")
@@ -308,7 +364,7 @@ def main() -> None:
             sweep_policy = policy_from_settings(Settings(worklist_aging_cap_minutes=sweep_cap))
             sweep_rows = [simulate(sweep_policy, mix, args.days, args.per_day, seed) for seed in range(args.seeds)]
             sweep_change, diff, error = summarise(sweep_rows)
-            print(f"| {sweep_cap} | {sweep_change:+.0%} | {diff:+.1f} ± {error:.1f} |")
+            print(f"| {sweep_cap} | {_shown(sweep_change, '+.0%')} | {_difference(diff, error)} |")
 
 
 if __name__ == "__main__":
