@@ -367,7 +367,12 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
         c = report.gate.comparison
         verdict = "passes" if report.gate.passed else "fails"
         out.append(
-            f"<h3>Challenger v{html.escape(c.challenger_version)} vs champion v{html.escape(c.champion_version)}</h3>"
+            f"<h3>Challenger v{html.escape(c.challenger_version)} vs champion v{html.escape(c.champion_version)}: "
+            "all confirmed studies, whatever the period</h3>"
+            # The gate judges the whole history (as /compare, `quality gate` and promotion do), so its table
+            # does too; it had stood under the period's heading unlabelled, with other figures than the rows above.
+            f"<p class=\"note\" id=\"comparison-period\">Every study both versions scored and a radiologist read, "
+            f"not only the period {period}: the figures the gate decides on.</p>"
             f"<table class=\"metrics\">{_TABLE_HEAD}{_metrics_rows('champion', c.champion)}"
             f"{_metrics_rows('challenger', c.challenger)}</table>"
             f"<p class=\"{'pass' if report.gate.passed else 'fail'}\" id=\"gate\">The challenger {verdict} the gate on "

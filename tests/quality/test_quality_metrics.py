@@ -170,3 +170,23 @@ def test_the_report_shows_every_rate_and_the_brier_score_with_its_interval(quali
         assert week.flag_rate == pytest.approx(week.flagged / week.n)
         assert f"<th>{week.week}</th><td>{week.n}</td><td>{week.flag_rate:.3f} ({week_low:.3f}-{week_high:.3f})</td>" in page
     assert report.metrics.to_dict()["brier_ci_low"] == pytest.approx(m.brier_ci_low)
+
+
+def test_a_period_report_labels_the_comparison_as_all_confirmed_studies(quality_db, tmp_path) -> None:  # noqa: F811
+    """The gate judges every confirmed study both versions scored; a report for a period had shown that table
+    under the period's heading, with figures that disagreed with the version's own row, and said nothing."""
+    from quality.drift import DriftThresholds
+    from quality.gate import GateRules
+    from quality.report import ReportQuery, build_report, render_report
+
+    seed(quality_db)
+    since = T0 + timedelta(minutes=5)
+    with session_scope(quality_db) as session:
+        report = build_report(session, ReportQuery("chest-xray", "4", since=since), thresholds=DriftThresholds(),
+                              rules=GateRules(), models_dir=tmp_path, now=T0 + timedelta(days=1))
+    page = render_report(report, document=False)
+    assert report.metrics.n == 5 and report.gate is not None and report.gate.comparison is not None
+    assert report.gate.comparison.n_paired == 10
+    assert "vs champion v3: all confirmed studies, whatever the period</h3>" in page
+    assert 'id="comparison-period">Every study both versions scored and a radiologist read, not only the period ' \
+           "2026-03-02 08:05 UTC to now" in page
