@@ -9,7 +9,7 @@ import html
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +270,10 @@ def _midnight(moment: datetime) -> bool:
 
 def _period(since: datetime | None, until: datetime | None) -> str:
     """The period as the UTC days it covers, both included. ``until`` is exclusive, so the midnight that ends a
-    day (what the page sends for its "To" date) is that day; a bound with a time of day is stated with it."""
+    day (what the page sends for its "To" date) is that day; a bound with a time of day is stated with it, in UTC
+    (a bound with an offset had been printed in its own zone and called UTC)."""
+    since = since.astimezone(UTC) if since is not None and since.tzinfo is not None else since
+    until = until.astimezone(UTC) if until is not None and until.tzinfo is not None else until
     start = "start" if since is None else str(since.date()) if _midnight(since) else f"{since:%Y-%m-%d %H:%M} UTC"
     if until is None:
         end = "now"
