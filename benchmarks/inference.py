@@ -33,11 +33,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks.percentiles import percentile  # noqa: E402
+
 FIXTURES = REPO / "tests" / "fixtures" / "datasets"
 
 
 def _timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[float, float]:
-    """(median, p90) milliseconds."""
+    """(median, p90) milliseconds; the p90 by nearest rank (:mod:`benchmarks.percentiles`)."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -45,8 +48,7 @@ def _timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> tuple[flo
         started = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(0.9 * (len(samples) - 1))]
+    return statistics.median(samples), percentile(samples, 90)
 
 
 def _study(task: str, folder: Path, shared: Path) -> tuple[list[Any], str]:

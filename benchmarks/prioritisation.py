@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.percentiles import percentile  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from worklist.policy import ChampionCall, PriorityPolicy, StudyFacts, policy_from_settings, prioritise  # noqa: E402
 
@@ -203,13 +204,6 @@ def run_day(studies: list[SimStudy], policy: PriorityPolicy, with_model: bool) -
     return waits
 
 
-def p99(values: list[float]) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-
-
 def _mean(values: Iterable[float]) -> float:
     """The mean of the values that are numbers; NaN when there is none. A short run may count no positive, or
     miss none (statistics.mean had raised), and a seed without a group is left out of the mean over seeds."""
@@ -253,9 +247,9 @@ def simulate(policy: PriorityPolicy, mix: list[TaskMix], days: int, per_day: int
         "n_pos": len(positives),
         "fifo_tp_mean": _mean(fifo[i] for i in positives) / minute,
         "ai_tp_mean": _mean(ai[i] for i in positives) / minute,
-        "fifo_p99_all": p99([fifo[i] for i in counted]) / minute,
-        "fifo_p99_neg": p99([fifo[i] for i in model_negative]) / minute,
-        "ai_p99_neg": p99([ai[i] for i in model_negative]) / minute,
+        "fifo_p99_all": percentile((fifo[i] for i in counted), 99) / minute,
+        "fifo_p99_neg": percentile((fifo[i] for i in model_negative), 99) / minute,
+        "ai_p99_neg": percentile((ai[i] for i in model_negative), 99) / minute,
         "fifo_missed_mean": _mean(fifo[i] for i in missed) / minute,
         "ai_missed_mean": _mean(ai[i] for i in missed) / minute,
         "ai_missed_max": max((ai[i] for i in missed), default=math.nan) / minute,

@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import insert  # noqa: E402
 
+from benchmarks.percentiles import percentile  # noqa: E402
 from inference.tables import Study  # noqa: E402
 from medscreen.schema import migrate_all  # noqa: E402
 from service.db import make_engine, make_session_factory, session_scope  # noqa: E402
@@ -226,11 +227,9 @@ async def load(port: int, clients: int, seconds: float, open_studies: int, paced
 
 
 def report(backend: str, mode: str, latencies: list[float], seconds: float) -> None:
-    ordered = sorted(latencies)
-    p50 = statistics.median(ordered)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    p50, p99 = statistics.median(latencies), percentile(latencies, 99)
     print(
-        f"| {backend} | {mode} | {len(ordered) / seconds:.0f} | {p50:.1f} | {p99:.1f} | {'yes' if p99 < 50 else 'no'} |"
+        f"| {backend} | {mode} | {len(latencies) / seconds:.0f} | {p50:.1f} | {p99:.1f} | {'yes' if p99 < 50 else 'no'} |"
     )
 
 
