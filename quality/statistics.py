@@ -73,14 +73,17 @@ def bootstrap_brier(
 
 
 def wilson_interval(successes: int, total: int) -> tuple[float, float]:
-    """Wilson 95% interval of a proportion (sensitivity, specificity); sane for small counts."""
+    """Wilson 95% interval of a proportion (sensitivity, specificity); sane for small counts. Within [0, 1], and
+    exactly 0 (1) at no (all) successes, where rounding had given -2.8e-17 ("-0.000" in a report) or 0.9999999999999999."""
     if total == 0:
         return float("nan"), float("nan")
     z = 1.959964
     p = successes / total
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return float(centre - half), float(centre + half)
+    low = 0.0 if successes <= 0 else max(0.0, float(centre - half))
+    high = 1.0 if successes >= total else min(1.0, float(centre + half))
+    return low, high
 
 
 def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> tuple[list[dict[str, float]], float]:

@@ -190,3 +190,15 @@ def test_a_period_report_labels_the_comparison_as_all_confirmed_studies(quality_
     assert "vs champion v3: all confirmed studies, whatever the period</h3>" in page
     assert 'id="comparison-period">Every study both versions scored and a radiologist read, not only the period ' \
            "2026-03-02 08:05 UTC to now" in page
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 5, 7, 10, 30, 1000])
+def test_wilson_bounds_stay_within_zero_and_one(total: int) -> None:
+    """0 of 7 specificity had a lower bound of -2.8e-17, printed "-0.000" in the report."""
+    from quality.statistics import wilson_interval
+
+    for successes in range(total + 1):
+        low, high = wilson_interval(successes, total)
+        assert 0.0 <= low <= successes / total <= high <= 1.0
+    assert wilson_interval(0, total)[0] == 0.0 and wilson_interval(total, total)[1] == 1.0
+    assert "-" not in f"{wilson_interval(0, total)[0]:.3f}"
