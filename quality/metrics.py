@@ -145,13 +145,14 @@ def load_paired_cases(
 
     Per study and model version only the result of the latest revision counts (a rescore supersedes), and
     per study only the latest final read (an amended read replaces the first). The period filters on arrival.
+    The latest revision is picked among all outcomes: when it could not be scored the study is left out (an
+    earlier revision's score had been counted, for images that are not the study as it was read).
     """
     query = (
         select(ScoreRow, Study, FinalRead, FinalReadFinding.present)
         .join(Study, Study.id == ScoreRow.study_id)
         .join(FinalRead, FinalRead.study_id == ScoreRow.study_id)
         .join(FinalReadFinding, (FinalReadFinding.read_id == FinalRead.id) & (FinalReadFinding.task == ScoreRow.task))
-        .where(ScoreRow.outcome == StudyStatus.scored, ScoreRow.score.is_not(None))
     )
     if task:
         query = query.where(ScoreRow.task == task)
@@ -174,11 +175,12 @@ def load_paired_cases(
             kept[2].id,
         ):
             latest[key] = (result, study, read, bool(present))
+    latest = {key: kept for key, kept in latest.items() if _usable(kept[0])}
     headers = _first_series_headers(session, {key[0] for key in latest})
     cases = []
     for (study_id, _, _), (result, study, read, present) in sorted(latest.items(), key=lambda item: item[0]):
         header = headers.get(study_id, {})
-        score = float(result.score or 0.0)  # never None here: the query keeps scored results only
+        score = float(result.score or 0.0)  # never None here: only usable (scored) results are kept
         threshold = float(result.threshold if result.threshold is not None else 0.5)
         cases.append(
             PairedCase(
@@ -202,6 +204,10 @@ def load_paired_cases(
             )
         )
     return cases
+
+
+def _usable(result: ScoreRow) -> bool:
+    return result.outcome == StudyStatus.scored and result.score is not None
 
 
 def _first_series_headers(session: Session, study_ids: set[int]) -> dict[int, dict[str, Any]]:

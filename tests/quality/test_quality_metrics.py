@@ -202,3 +202,23 @@ def test_wilson_bounds_stay_within_zero_and_one(total: int) -> None:
         assert 0.0 <= low <= successes / total <= high <= 1.0
     assert wilson_interval(0, total)[0] == 0.0 and wilson_interval(total, total)[1] == 1.0
     assert "-" not in f"{wilson_interval(0, total)[0]:.3f}"
+
+
+def test_a_latest_revision_that_could_not_be_scored_leaves_the_study_out(quality_db) -> None:  # noqa: F811
+    """Only the latest revision counts: revision 1 scored 0.9, revision 2 could not be scored. The revision-1 score
+    had been counted (a false positive) against a read of revision 2's images."""
+    with session_scope(quality_db) as session:
+        study = add_study(session, arrived=T0)
+        add_result(session, study, score=0.9, at=T0)
+        study.revision = 2
+        add_result(session, study, score=None, outcome="could_not_score", reason="no frontal view", at=T0 + timedelta(hours=1))
+        add_final_read(session, study, False, read_at=T0 + timedelta(hours=2))
+        # The other way round, revision 2 scored after revision 1 failed: it counts.
+        rescored = add_study(session, arrived=T0)
+        add_result(session, rescored, score=None, outcome="could_not_score", reason="no frontal view", at=T0)
+        rescored.revision = 2
+        add_result(session, rescored, score=0.8, at=T0 + timedelta(hours=1))
+        add_final_read(session, rescored, True, read_at=T0 + timedelta(hours=2))
+    with session_scope(quality_db) as session:
+        cases = load_paired_cases(session, task="chest-xray", model_version="3")
+    assert [(c.study_id, c.score, c.truth) for c in cases] == [(rescored.id, 0.8, True)]
