@@ -30,7 +30,7 @@ TASK_MODULES = {
 DEFAULT_EPOCHS = {"chest-xray": 4, "mammography": 12, "ct-chest": 12}
 
 
-def _int_at_least(minimum: int, why: str) -> Any:
+def int_at_least(minimum: int, why: str) -> Any:
     """An argparse ``type``: an integer >= ``minimum``, else a usage error saying why (exit 2, one line).
     ``--epochs 0`` had registered an untrained model, ``--limit -5`` had become 2 films per class, ``--folds 1`` a
     traceback, and ``--folds 0`` the task's default."""
@@ -58,17 +58,17 @@ def add_commands(subparsers: Any) -> None:
         "(DICOM + labels.csv): then the new version is registered as `challenger` for the evaluation gate",
     )
     train.add_argument(
-        "--epochs", type=_int_at_least(1, "an untrained model would be registered"), default=None,
+        "--epochs", type=int_at_least(1, "an untrained model would be registered"), default=None,
         help="training epochs, 1 or more (default per task: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()) + ")",
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
-        "--folds", type=_int_at_least(2, "cross-validation needs at least 2 folds"), default=None,
+        "--folds", type=int_at_least(2, "cross-validation needs at least 2 folds"), default=None,
         help="patient-level cross-validation folds, 2 or more (default per task: chest-xray and mammography 5; "
         "ct-chest is always leave-one-patient-out, one fold per patient, and refuses any other number)",
     )
     train.add_argument(
-        "--limit", type=_int_at_least(1, "omit --limit to use all the data"), default=None,
+        "--limit", type=int_at_least(1, "omit --limit to use all the data"), default=None,
         help="tiny runs: use at most this many images per class (chest-xray, at least 2), patients (mammography) or "
         "training patches per class (ct-chest); 1 or more (default: no limit, all the data)",
     )

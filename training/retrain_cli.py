@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from service.settings import Settings
+from training.cli import int_at_least
 
 __all__ = ["add_commands", "run_retrain"]
 
@@ -40,7 +41,7 @@ def add_commands(subparsers: Any) -> None:
     )
     retrain.add_argument("--task", required=True, help="chest-xray (whole-film tasks only, for now)")
     retrain.add_argument("--data", type=Path, required=True, help="the folder medscreen export-training wrote")
-    retrain.add_argument("--epochs", type=int, default=6)
+    retrain.add_argument("--epochs", type=int_at_least(1, "an untrained model would be registered"), default=6)
     retrain.add_argument("--seed", type=int, default=0)
     retrain.add_argument("--out", type=Path, default=None, help="bundle folder (default $MEDSCREEN_HOME/models/<task>-retrained)")
     retrain.set_defaults(func=run_retrain)

@@ -115,3 +115,13 @@ def test_ct_chest_folds_are_one_per_patient(tmp_path: Path) -> None:
         leave_one_patient_out(patients, 2, tmp_path)
     with pytest.raises(TrainingInputError, match="holds 1 LIDC patient; .* needs at least 2"):
         leave_one_patient_out(patients[:1], None, tmp_path)
+
+
+def test_retrain_refuses_zero_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`medscreen retrain --epochs 0` had been accepted (as `train --epochs 0` had, which registered an untrained
+    version): a usage error, exit 2, before anything is read."""
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "var"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["--create-home", "retrain", "--task", "chest-xray", "--data", str(tmp_path), "--epochs", "0"])
+    assert stopped.value.code == 2
+    assert "--epochs: must be 1 or more, got 0" in capsys.readouterr().err
