@@ -54,7 +54,8 @@ Until = Annotated[datetime | None, Query(description="Studies that arrived befor
 
 def drift_thresholds(settings: Settings) -> DriftThresholds:
     return DriftThresholds(
-        settings.quality_psi_alert, settings.quality_flag_rate_alert, settings.quality_baseline_weeks, settings.quality_drift_min_week_n
+        settings.quality_psi_alert, settings.quality_flag_rate_alert, settings.quality_baseline_weeks, settings.quality_drift_min_week_n,
+        min_baseline_n=settings.quality_drift_min_baseline_n,
     )
 
 

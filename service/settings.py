@@ -327,6 +327,12 @@ class Settings(BaseSettings):
     quality_baseline_weeks: int = Field(
         2, ge=1, description="Quality: weeks in service that form the drift reference when the bundle has no validation histogram."
     )
+    quality_drift_min_baseline_n: int = Field(
+        100,
+        ge=1,
+        description="Quality: a version whose first weeks in service hold fewer scored studies raises no flag-rate or "
+        "header drift alert (at 100 the Wilson 95% interval of the baseline's flag rate is at most 0.096 wide each side).",
+    )
     quality_gate_min_studies: int = Field(
         400, ge=1, description="Promotion gate: confirmed studies both champion and challenger must have scored."
     )
