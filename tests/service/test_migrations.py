@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 from sqlalchemy import inspect, text
 
@@ -103,3 +105,37 @@ def test_a_first_start_killed_half_way_through_its_migrations_starts_the_next_ti
     finally:
         engine.dispose()
     assert {"quarantine", "series", "users", "worklist_entries", "screening_results", "outbox_messages"} <= tables
+
+
+def test_two_nodes_migrating_an_empty_database_at_once_both_start(database_url: str, tmp_path: Path) -> None:
+    """Two nodes started at the same moment on an empty PostgreSQL database: one had failed in the first revision
+    (UniqueViolation on alembic_version). The first migrator holds its transaction open after creating the version
+    table; the second, started then, waits for it and finds the schema current."""
+    created = tmp_path / "created"
+    slow = textwrap.dedent(f"""
+        import pathlib, time
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        @event.listens_for(Engine, "after_cursor_execute")
+        def _hold(conn, cursor, statement, parameters, context, executemany):
+            if statement.lstrip().upper().startswith("CREATE TABLE ALEMBIC_VERSION"):
+                pathlib.Path({str(created)!r}).touch()
+                time.sleep(3)
+
+        from medscreen.schema import migrate_all
+        migrate_all({database_url!r})
+    """)
+    first = subprocess.Popen([sys.executable, "-c", slow], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not created.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert created.exists(), first.stderr.read() if first.stderr else ""
+        second = subprocess.run([sys.executable, "-c", f"from medscreen.schema import migrate_all; migrate_all({database_url!r})"],
+                                capture_output=True, text=True, timeout=300)
+        assert first.wait(timeout=300) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert second.returncode == 0, second.stderr[-2000:]
