@@ -38,13 +38,30 @@ def is_valid_uid(value: str) -> bool:
     return 0 < len(value) <= 64 and _UID.match(value) is not None
 
 
-def _text(ds: FileDataset, keyword: str) -> str:
+def _padded(ds: FileDataset, keyword: str) -> str:
+    """The value as sent, less the padding: DICOM pads UIDs (and some writers other values) with NUL."""
     value = ds.get(keyword, "")
     if value is None:
         return ""
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         value = "\\".join(str(v) for v in value)
     return str(value).strip().strip("\x00").strip()
+
+
+def _text(ds: FileDataset, keyword: str) -> str:
+    """Display text (descriptions, names, institution, dates, codes): a NUL inside carries no meaning in DICOM's
+    character repertoires and PostgreSQL text cannot hold one (the instance had failed as a processing failure),
+    so it is removed."""
+    return _padded(ds, keyword).replace("\x00", "")
+
+
+def _identifier(ds: FileDataset, keyword: str) -> str:
+    """PatientID and AccessionNumber match a patient and an order in the RIS and the PACS: removing a NUL inside
+    would make another identity, so an instance carrying one is refused (and quarantined) instead."""
+    value = _padded(ds, keyword)
+    if "\x00" in value:
+        raise MissingAttribute(f"{keyword} holds a NUL character (0x00), which an identifier may not contain")
+    return value
 
 
 def _order_priority(ds: FileDataset) -> str:
@@ -59,7 +76,8 @@ def _order_priority(ds: FileDataset) -> str:
 
 
 def _required_uid(ds: FileDataset, keyword: str) -> str:
-    value = _text(ds, keyword)
+    # Only the trailing NUL pad is removed: a NUL inside fails the UID form and the instance is refused.
+    value = _padded(ds, keyword)
     if not value:
         raise MissingAttribute(f"{keyword} is missing or empty")
     if not is_valid_uid(value):
@@ -101,11 +119,11 @@ def read_instance_headers(path: Path, max_bytes: int | None = None) -> InstanceH
             protocol_name=_text(ds, "ProtocolName"),
             view_position=_text(ds, "ViewPosition"),
             laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
-            patient_id=_text(ds, "PatientID"),
+            patient_id=_identifier(ds, "PatientID"),
             patient_name=_text(ds, "PatientName"),
             patient_sex=_text(ds, "PatientSex"),
             patient_birth_date=_text(ds, "PatientBirthDate"),
-            accession_number=_text(ds, "AccessionNumber"),
+            accession_number=_identifier(ds, "AccessionNumber"),
             study_date=_text(ds, "StudyDate"),
             manufacturer=_text(ds, "Manufacturer"),
             station_name=_text(ds, "StationName"),

@@ -138,6 +138,42 @@ def test_refused_instance_is_quarantined_with_its_reason(ingestor: InstanceInges
     assert sidecar["reason"] == item.reason and sidecar["file"] == Path(item.path).name and Path(item.path).is_file()
 
 
+def _with_headers(tmp_path: Path, **values: str) -> Path:
+    ds = dcmread(INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm")
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    path = tmp_path / "edited.dcm"
+    ds.save_as(path)
+    return path
+
+
+def test_a_nul_inside_display_text_is_removed_and_the_instance_stored(
+    backend_ingestor: InstanceIngestor, tmp_path: Path
+) -> None:
+    # PostgreSQL text cannot hold NUL: the insert failed and the sender got 0x0110, the file left without a row.
+    edited = _with_headers(
+        tmp_path, StudyDescription="CHEST\x00PA", PatientName="Doe^Jane\x00", InstitutionName="St\x00 Mary"
+    )
+    stored = backend_ingestor.accept_file(_copy(backend_ingestor, edited), source="dimse", calling_ae="PACS")
+    assert not stored.duplicate and stored.path.is_file()
+    study = _study(backend_ingestor)
+    assert (study.study_description, study.patient_name, study.institution_name) == ("CHESTPA", "Doe^Jane", "St Mary")
+
+
+@pytest.mark.parametrize("keyword", ["PatientID", "AccessionNumber"])
+def test_a_nul_inside_an_identifier_refuses_and_quarantines_the_instance(
+    backend_ingestor: InstanceIngestor, tmp_path: Path, keyword: str
+) -> None:
+    edited = _with_headers(tmp_path, **{keyword: "12\x0034"})
+    with pytest.raises(MissingAttribute, match=f"{keyword} holds a NUL character"):
+        backend_ingestor.accept_file(_copy(backend_ingestor, edited), source="dimse", calling_ae="PACS")
+    with make_session_factory(backend_ingestor.engine)() as session:
+        item = session.scalars(select(QuarantinedItem)).one()
+        assert session.scalar(select(func.count()).select_from(Study)) == 0
+    assert item.kind == "missing-attribute" and "NUL" in item.reason and Path(item.path).is_file()
+    assert not any(backend_ingestor.spool.studies.rglob("*.dcm")), "no file may be left in the spool without a row"
+
+
 def test_instance_over_the_size_limit_is_refused(sqlite_settings: Settings) -> None:
     ingestor = build_ingestor(sqlite_settings.model_copy(update={"max_instance_mb": 0}))
     with pytest.raises(InstanceTooLarge, match="exceeds the 0 MB limit"):
