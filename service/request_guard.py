@@ -6,6 +6,11 @@ its 401. This ASGI middleware runs first: a request with a body needs a validly 
 token (the login form excepted), and its body may not pass ``MEDSCREEN_MAX_REQUEST_MB`` (64 kB for the
 login form; STOW-RS is streamed to disk and limited per part by ``MEDSCREEN_MAX_INSTANCE_MB``). Who the
 user is and what their roles allow is still decided by each endpoint's dependencies.
+
+It also refuses, with a 400, a NUL character (``%00``) in the path, the query or a form body, for every method
+and before any login: PostgreSQL text cannot hold NUL, so a lookup or a login with one had failed as a 500
+(SQLite answered 404 or 401), and no identifier, name or search medscreen takes may contain one. JSON bodies are
+left to their readers (a NUL in a FHIR record makes that record unreadable, not the whole request).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ LOGIN_PATH = "/api/auth/token"
 LOGIN_MAX_BYTES = 64 * 1024
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _STREAMED_PREFIXES = ("/dicomweb/",)
+_FORM = b"application/x-www-form-urlencoded"
 
 
 class _BodyTooLarge(HTTPException):
@@ -44,6 +50,43 @@ async def _answer(send: Send, status: int, detail: str, headers: list[tuple[byte
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _nul_in_url(scope: Scope) -> str | None:
+    """``path`` or ``query`` when it holds a NUL (the server has decoded the path; the query is still encoded)."""
+    if "\x00" in scope["path"]:
+        return "path"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        return "query"
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole body (a form: the login form's is bounded at 64 kB, others by ``MEDSCREEN_MAX_REQUEST_MB``)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body already read, then waits on the client as before (for a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class RequestGuard:
@@ -74,7 +117,14 @@ class RequestGuard:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = _nul_in_url(scope)
+        if where is not None:
+            await _answer(send, 400, f"a NUL character (%00) is not allowed in the request {where}")
+            return
+        if scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
@@ -111,7 +161,14 @@ class RequestGuard:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            if headers.get(b"content-type", b"").lower().startswith(_FORM):
+                body = await _read_body(counting_receive)
+                if b"\x00" in body or b"%00" in body:
+                    await _answer(send, 400, "a NUL character (%00) is not allowed in a form value")
+                    return
+                await self.app(scope, _replay(body, receive), tracking_send)
+            else:
+                await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if started:
                 raise

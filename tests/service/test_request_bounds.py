@@ -39,3 +39,25 @@ def test_names_longer_than_their_columns_are_refused_with_422(app: FastAPI, add_
     answer = client.post("/api/auth/unlock/" + "u" * 200, headers=admin)
     assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["path", "username"]
     assert client.post("/api/auth/unlock/" + "u" * 64, headers=admin).json() == {"username": "u" * 64, "unlocked": False}
+
+
+def test_a_nul_in_a_path_query_or_form_value_is_a_400_on_both_backends(app: FastAPI, add_user: AddUser) -> None:
+    # PostgreSQL text cannot hold NUL: each of these had been a 500 with a traceback there (SQLite: 404/200/401).
+    rita = add_user("rita", "radiologist", "admin")
+    client = TestClient(app, raise_server_exceptions=False)
+    for url, where in [
+        ("/api/studies/1.2.3%00", "path"),
+        ("/api/worklist/1.2.3%00", "path"),
+        ("/api/studies?modality=C%00T", "query"),
+        ("/fhir/DiagnosticReport?study=1.2%003", "query"),
+    ]:
+        answer = client.get(url, headers=rita)
+        assert answer.status_code == 400, (url, answer.text)
+        assert answer.json() == {"detail": f"a NUL character (%00) is not allowed in the request {where}"}
+    # Before any login, as the reviewer found: the login form itself.
+    for form in ({"username": "ri\x00ta", "password": "rita-password-long"}, {"username": "rita", "password": "x\x00"}):
+        answer = client.post("/api/auth/token", data=form)
+        assert answer.status_code == 400 and "form value" in answer.json()["detail"], answer.text
+    # The guard replays the form it read: a login without NUL still works, and the service kept running.
+    assert client.post("/api/auth/token", data={"username": "rita", "password": "rita-password-long"}).status_code == 200
+    assert client.get("/api/studies/1.2.3", headers=rita).status_code == 404
