@@ -5,19 +5,25 @@ same transaction that moves the cursor, so nothing is skipped and nothing is bui
 sends a channel's messages oldest first and commits each acknowledgement at once: a peer that is down
 delays messages and loses none, and an acknowledged message is never offered again. (Between a peer's
 acknowledgement and that commit a crash could resend one message; it carries the same control id or
-resource id, which is what peers de-duplicate on.)
+resource id, which is what peers de-duplicate on.) Several nodes on one database each run a dispatcher; a
+channel's lease (``outbox_leases``) lets one of them send it at a time, so each message goes out once and in
+order.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import os
+import socket
 import threading
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, func, select
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
@@ -28,6 +34,7 @@ __all__ = [
     "OutboxState",
     "OutboxMessage",
     "OutboxCursor",
+    "OutboxLease",
     "Outgoing",
     "RetryPolicy",
     "add_message",
@@ -91,6 +98,22 @@ class OutboxCursor(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class OutboxLease(Base):
+    """Which dispatcher sends a channel now. Every node runs a dispatcher; two sending one channel both sent its
+    oldest message (the RIS got it twice) and could overtake each other."""
+
+    __tablename__ = "outbox_leases"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# How long a dispatcher holds its channel without renewing: renewed every third of it while a message is sent,
+# so only a dispatcher that died (or lost the database) lets the channel wait, and for this long at most.
+LEASE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -226,6 +249,72 @@ def take_in(
     return added
 
 
+def _take_lease(session_factory: sessionmaker[Session], channel: str, holder: str, until: datetime,
+                now: datetime) -> bool:
+    """Take or renew the channel's lease in one UPDATE (its WHERE is checked again against a concurrent taker's
+    committed row on PostgreSQL, and SQLite runs one writer at a time); False while another holds it."""
+    with session_scope(session_factory) as session:
+        taken = session.execute(
+            update(OutboxLease)
+            .where(OutboxLease.channel == channel,
+                   or_(OutboxLease.holder == holder, OutboxLease.expires_at <= now))
+            .values(holder=holder, expires_at=until)
+        )
+        if getattr(taken, "rowcount", 0) == 1:
+            return True
+        if session.get(OutboxLease, channel) is not None:
+            return False
+    try:
+        with session_scope(session_factory) as session:
+            session.add(OutboxLease(channel=channel, holder=holder, expires_at=until))
+    except IntegrityError:
+        return False  # another dispatcher made the channel's row first, and holds it
+    return True
+
+
+def _release_lease(session_factory: sessionmaker[Session], channel: str, holder: str, now: datetime) -> None:
+    with session_scope(session_factory) as session:
+        session.execute(
+            update(OutboxLease).where(OutboxLease.channel == channel, OutboxLease.holder == holder).values(expires_at=now)
+        )
+
+
+@contextmanager
+def _lease_kept(renew: Callable[[], bool], every_s: float) -> Iterator[None]:
+    """Renew the lease while a send waits on the peer: a slow peer must not let another node send the same
+    message."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            try:
+                renew()
+            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease; the next one retries
+                log.warning("outbox lease renewal failed", exc_info=True)
+
+    beating = threading.Thread(target=beat, name="outbox-lease", daemon=True)
+    beating.start()
+    try:
+        yield
+    finally:
+        done.set()
+        beating.join(timeout=5)
+
+
+def _head(session_factory: sessionmaker[Session], channel: str) -> tuple[Outgoing, datetime] | None:
+    """The channel's oldest pending message, or when it is due if not yet (None: nothing pending)."""
+    with session_scope(session_factory) as session:
+        head = session.scalar(
+            select(OutboxMessage)
+            .where(OutboxMessage.channel == channel, OutboxMessage.state == OutboxState.pending)
+            .order_by(OutboxMessage.id)
+            .limit(1)
+        )
+        if head is None:
+            return None
+        return Outgoing(head.id, head.key, head.label, head.content_type, head.payload), head.next_attempt_at
+
+
 def dispatch(
     session_factory: sessionmaker[Session],
     channel: str,
@@ -234,55 +323,76 @@ def dispatch(
     *,
     now: Callable[[], datetime] = utcnow,
     limit: int = 500,
+    holder: str | None = None,
+    lease_s: float = LEASE_S,
 ) -> int:
     """Send the channel's pending messages oldest first; returns how many the peer acknowledged.
 
     ``send`` returns the peer's answer (kept with the message) or raises :class:`DeliveryFailed`. A
-    transient failure stops the pass so that later messages never overtake an earlier one.
+    transient failure stops the pass so that later messages never overtake an earlier one. The pass holds
+    the channel's lease (``holder``: this pass's name, by default this host and process and a random part), so
+    another node's dispatcher sends nothing of this channel meanwhile; returns 0 at once while another holds it.
     """
+    holder = (holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}")[-128:]
+
+    def head_due() -> Outgoing | None:
+        found = _head(session_factory, channel)
+        if found is None or found[1] > now():
+            return None
+        return found[0]
+
+    def renew() -> bool:
+        current = now()
+        return _take_lease(session_factory, channel, holder, current + timedelta(seconds=lease_s), current)
+
+    # Idle passes (most of them) only read: the lease is written when there is something to send.
+    if head_due() is None or not renew():
+        return 0
     sent = 0
-    for _ in range(limit):
-        with session_scope(session_factory) as session:
-            head = session.scalar(
-                select(OutboxMessage)
-                .where(OutboxMessage.channel == channel, OutboxMessage.state == OutboxState.pending)
-                .order_by(OutboxMessage.id)
-                .limit(1)
-            )
-            if head is None or head.next_attempt_at > now():
+    try:
+        for _ in range(limit):
+            # Renewed before each message and read after: a pass whose lease ran out (the database was away
+            # longer than the lease) stops, as another node may have taken the channel over.
+            if not renew():
                 return sent
-            outgoing = Outgoing(head.id, head.key, head.label, head.content_type, head.payload)
-        try:
-            answer = send(outgoing)
-        except DeliveryFailed as exc:
+            outgoing = head_due()
+            if outgoing is None:
+                return sent
+            try:
+                with _lease_kept(renew, lease_s / 3):
+                    answer = send(outgoing)
+            except DeliveryFailed as exc:
+                with session_scope(session_factory) as session:
+                    message = session.get(OutboxMessage, outgoing.id)
+                    assert message is not None
+                    message.attempts += 1
+                    message.last_error = exc.reason
+                    # An unreachable peer is waited for without limit (a RIS down for the night loses nothing);
+                    # only a peer that answers with an error uses up the attempts.
+                    exhausted = not isinstance(exc, PeerUnreachable) and message.attempts >= policy.max_attempts
+                    if exc.permanent or exhausted:
+                        message.state = OutboxState.rejected
+                        log.error("%s %s set aside after %d attempt(s): %s", channel, outgoing.label,
+                                  message.attempts, exc.reason)
+                        continue
+                    message.next_attempt_at = now() + timedelta(seconds=policy.retry_s)
+                    log.warning("%s %s not delivered (attempt %d), again in %.0f s: %s", channel, outgoing.label,
+                                message.attempts, policy.retry_s, exc.reason)
+                return sent
             with session_scope(session_factory) as session:
                 message = session.get(OutboxMessage, outgoing.id)
                 assert message is not None
                 message.attempts += 1
-                message.last_error = exc.reason
-                # An unreachable peer is waited for without limit (a RIS down for the night loses nothing);
-                # only a peer that answers with an error uses up the attempts.
-                exhausted = not isinstance(exc, PeerUnreachable) and message.attempts >= policy.max_attempts
-                if exc.permanent or exhausted:
-                    message.state = OutboxState.rejected
-                    log.error("%s %s set aside after %d attempt(s): %s", channel, outgoing.label, message.attempts,
-                              exc.reason)
-                    continue
-                message.next_attempt_at = now() + timedelta(seconds=policy.retry_s)
-                log.warning("%s %s not delivered (attempt %d), again in %.0f s: %s", channel, outgoing.label,
-                            message.attempts, policy.retry_s, exc.reason)
-            return sent
-        with session_scope(session_factory) as session:
-            message = session.get(OutboxMessage, outgoing.id)
-            assert message is not None
-            message.attempts += 1
-            message.state = OutboxState.sent
-            message.sent_at = now()
-            message.response = answer[:4000]
-            message.last_error = None
-        sent += 1
-        log.info("%s %s delivered", channel, outgoing.label)
-    return sent
+                message.state = OutboxState.sent
+                message.sent_at = now()
+                message.response = answer[:4000]
+                message.last_error = None
+            sent += 1
+            log.info("%s %s delivered", channel, outgoing.label)
+        return sent
+    finally:
+        # The next pass may be another node's: it need not wait for the lease to run out.
+        _release_lease(session_factory, channel, holder, now())
 
 
 def channel_counts(session: Session, channel: str) -> dict[str, int]:

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from service.db import Base, make_engine, make_session_factory, session_scope
 from service.fhir_push import FHIR_JSON, FhirSender
-from service.outbox import OutboxMessage, OutboxState, RetryPolicy, add_message, dispatch
+from service.outbox import OutboxLease, OutboxMessage, OutboxState, RetryPolicy, add_message, dispatch
 from tests.peers import app_in_thread
 
 
@@ -32,7 +32,7 @@ def test_a_redirect_waits_for_the_setting_and_an_unreadable_answer_is_a_counted_
     """A 3xx had set every message aside as refused by the EMR; an answer whose body could not be decoded escaped the
     dispatch pass (retried every poll, never counted, never set aside)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
-    Base.metadata.create_all(engine, tables=[OutboxMessage.__table__])  # type: ignore[list-item]
+    Base.metadata.create_all(engine, tables=[OutboxMessage.__table__, OutboxLease.__table__])  # type: ignore[list-item]
     factory = make_session_factory(engine)
     now = datetime(2026, 12, 2, tzinfo=UTC)
     with session_scope(factory) as session:
