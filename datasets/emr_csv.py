@@ -244,6 +244,8 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
             sex, unread_sex = sex_of(row.get("sex"), "sex")
             if not pid:
                 raise ValueError("empty patient_id")
+            if "\x00" in pid:  # an identifier: removing the NUL could name another child (datasets/emr_records.py)
+                raise ValueError("patient_id holds a NUL character (0x00)")
         except (KeyError, ValueError) as exc:
             yield RecordError("patients.csv", where, f"invalid patient row: {exc}")
             continue

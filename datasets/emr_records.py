@@ -237,6 +237,9 @@ def measurement(loinc: str, value: float, unit: str, when: date) -> Measurement:
     return _new_tuple(Measurement, (loinc, value, unit, when))  # type: ignore[no-any-return]
 
 
+NUL_NOT_READ = "holds a NUL character (0x00): not read"
+
+
 @dataclass(frozen=True)
 class DroppedEntry:
     """An entry of a child's record that could not be read; ``entry`` names it (file:line, Resource/id)."""
@@ -270,6 +273,19 @@ class ChildRecord:
     # ``deceased``: the date of death, ``DECEASED_UNDATED`` when the record says so without a date.
     deceased: date | None = None
     inactive: str = ""  # why the record is not in use; "" when it is
+
+    def __post_init__(self) -> None:
+        # A NUL (0x00) is no character of FHIR's string or of a CSV's text, and PostgreSQL text cannot hold one
+        # (the result had failed to store: a 500, or screen-emr's traceback after its flags file). Every reader
+        # makes a ChildRecord, so it is handled here once. In the name, shown only, it means nothing and is
+        # removed. The record number and the care-team references identify: without the NUL they could name
+        # another record or another clinician's patients, so such a value is not read (the record incomplete,
+        # the entry saying why), as other unreadable entries.
+        self.name = self.name.replace("\x00", "")
+        for element in ("mrn", "practitioner", "organization"):
+            if "\x00" in getattr(self, element):
+                setattr(self, element, "")
+                self.dropped.append(DroppedEntry(f"Patient/{self.patient_id} {element}", NUL_NOT_READ))
 
     @property
     def incomplete(self) -> bool:

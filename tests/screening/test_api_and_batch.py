@@ -15,7 +15,7 @@ from medscreen.cli import main
 from screening.tables import ScreeningBatchRun, ScreeningOutcome, ScreeningRun
 from service.db import session_scope
 from service.tables import AuditEvent
-from tests.screening.conftest import ordinary_child, syndromic_child
+from tests.screening.conftest import child_of, ordinary_child, syndromic_child
 
 
 def _bundle() -> dict:  # type: ignore[type-arg]
@@ -228,3 +228,43 @@ def test_quality_counts_a_batch_runs_screened_children_from_the_run_as_it_counts
     (posted,) = client.get("/api/quality/screening", headers=quality).json()
     assert (posted["screened"], posted["flagged"], posted["batch_runs"]) == (8, 3, 0)
     assert posted["flag_rate"] == batch["flag_rate"]
+
+
+def _nul_bundle() -> dict:  # type: ignore[type-arg]
+    """A flagged child whose name, record number, organisation and a Condition's wording hold a NUL (0x00)."""
+    bundle = record_to_bundle(child_of("child-nul", "Jane\x00Doe", "MR\x0012", "Practitioner/7", "Organization/a\x00b"))
+    bundle["entry"].append({"resource": {
+        "resourceType": "Condition", "id": "nul-words", "subject": {"reference": "Patient/child-nul"},
+        "onsetDateTime": "2022-01-01",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "Q9\x000", "display": "Down\x00"}],
+                 "text": "Down\x00 syndrome"},
+    }})
+    return bundle
+
+
+@pytest.mark.parametrize("screening_backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_nul_in_a_record_is_removed_from_the_name_and_leaves_identifiers_unread(
+    screening_app: FastAPI, client: TestClient, token_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL text cannot hold NUL: the POST had been a 500 and screen-emr a traceback after its flags file.
+    doctor = token_for("dr-n", "paediatrician")
+    answer = client.post("/api/screening?as_of=2024-03-01", json=_nul_bundle(), headers=doctor)
+    assert answer.status_code == 200, answer.text
+    assessment = next(e["resource"] for e in answer.json()["entry"] if e["resource"]["resourceType"] == "RiskAssessment")
+    assert assessment["status"] == "preliminary"
+    notes = " ".join(n["text"] for n in assessment["note"])
+    for element in ("mrn", "organization"):
+        assert f"Patient/child-nul {element}: holds a NUL character (0x00): not read" in notes, notes
+
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", str(screening_app.state.engine.url.render_as_string(hide_password=False)))
+    extract = tmp_path / "extract.ndjson"
+    extract.write_text(json.dumps(_nul_bundle()) + "\n" + json.dumps(record_to_bundle(ordinary_child("o1"))) + "\n")
+    out = tmp_path / "out.ndjson"
+    rc = main(["screen-emr", str(extract), "--out", str(out), "--as-of", "2024-03-01", "--quiet",
+               "--organization", "Organization/clinic1"])
+    assert rc == 0
+    with session_scope(screening_app.state.session_factory) as session:
+        rows = session.scalars(select(ScreeningRun).where(ScreeningRun.patient_id == "child-nul")).all()
+        stored = {(r.submitted_by, r.patient_name, r.mrn, r.organization) for r in rows}
+    # The posted record named a care team dr-n is not assigned to: stored as dr-n's own patient (screening.scope).
+    assert stored == {("dr-n", "JaneDoe", "", ""), ("batch:extract.ndjson", "JaneDoe", "", "")}

@@ -521,3 +521,17 @@ def test_csv_dates_with_a_time_of_day_are_read_as_the_date_written(tmp_path: Pat
     assert second.deceased == date(2023, 5, 1) and second.dropped == []
     assert [f.date for f in first.facts] == [date(2022, 1, 5)] and [m.date for m in first.measurements] == [date(2022, 1, 5)]
     assert [d.reason for d in first.dropped] == ["invalid diagnosis row: date '05/01/2022' is not a date written YYYY-MM-DD"]
+
+
+def test_a_nul_in_a_csv_row_leaves_its_patient_id_unread_and_is_removed_from_the_name(tmp_path: Path) -> None:
+    # PostgreSQL text cannot hold NUL: stored, such a row had failed the batch's store (datasets/emr_records.py).
+    (tmp_path / "patients.csv").write_bytes(b"patient_id,birth_date,sex,name,mrn\n"
+                                            b"c\x001,2022-03-01,F,Anna,1\nc2,2022-03-01,M,B\x00en,M\x002\n")
+    _write(tmp_path, "diagnoses.csv", ["patient_id,date,system,code"])
+    _write(tmp_path, "observations.csv", ["patient_id,date,loinc,value,unit"])
+    records, errors = _split(list(read_csv_extract(tmp_path)))
+    assert [(e.record, e.reason) for e in errors] == [
+        ("patients.csv:2", "invalid patient row: patient_id holds a NUL character (0x00)")]
+    [record] = records
+    assert (record.patient_id, record.name, record.mrn, record.incomplete) == ("c2", "Ben", "", True)
+    assert [d.reason for d in record.dropped] == ["holds a NUL character (0x00): not read"]
