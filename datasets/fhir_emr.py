@@ -57,7 +57,7 @@ from datasets.fhir_entry_rules import (
     sex_for_growth,
     unresolved_medication,
 )
-from datasets.fhir_primitives import full_url_keys, merge_aliases, reference_key
+from datasets.fhir_primitives import full_url_keys, invalid_id, merge_aliases, reference_key
 
 __all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle", "fhir_id"]
 
@@ -242,6 +242,8 @@ def records_from_resources(
             continue
         name = f"{rtype}/{raw.get('id', '?')}"
         try:
+            if (problem := invalid_id(raw.get("id"))) is not None:  # as datasets.fhir_fast reads it
+                raise ValueError(problem)
             resource: Any = get_fhir_model_class(rtype).model_validate(raw)
         except (ValidationError, ValueError, TypeError) as exc:
             owner = _raw_patient_ref(raw) if rtype != "Patient" else None

@@ -59,7 +59,6 @@ from datasets.fhir_entry_rules import (
     unresolved_medication,
 )
 from datasets.fhir_primitives import (
-    ID,
     KINDS,
     REQUIRED,
     RESOURCE_TYPES,
@@ -67,6 +66,7 @@ from datasets.fhir_primitives import (
     UTF8_BOM,
     DateKind,
     full_url_keys,
+    invalid_id,
     merge_aliases,
     numbered_lines,
     parse_date,
@@ -369,9 +369,8 @@ def _check_standing(raw: dict[str, Any]) -> None:
 
 
 def _check(raw: dict[str, Any], rtype: str) -> None:
-    rid = raw.get("id")
-    if rid is not None and (type(rid) is not str or ID.fullmatch(rid) is None):
-        raise _Invalid(f"id: invalid id {str(rid)[:70]!r}")
+    if (problem := invalid_id(raw.get("id"))) is not None:
+        raise _Invalid(problem)
     for element in REQUIRED.get(rtype, ()):
         value = raw.get(element)
         if value is None or value == "" or value == [] or value == {}:

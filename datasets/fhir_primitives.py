@@ -26,6 +26,7 @@ __all__ = [
     "REQUIRED",
     "SYSTEMS",
     "ID",
+    "invalid_id",
     "DateKind",
     "parse_date",
     "valid_code",
@@ -55,6 +56,15 @@ RESOURCE_TYPES = frozenset({"Patient", "Observation", *KINDS})
 # FHIR R4 primitive patterns (https://hl7.org/fhir/R4/datatypes.html).
 ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CODE = re.compile(r"[^\s]+( [^\s]+)*")
+
+
+def invalid_id(value: Any) -> str | None:
+    """Why a resource's ``id`` is not a FHIR id, or None (absent or valid). ``fhir.resources`` checks its characters
+    but not its 64-character bound: the full reader had read a 140-character Patient id that the fast reader
+    refuses, and the result then failed to store on PostgreSQL (its column holds 128)."""
+    if value is None or (type(value) is str and ID.fullmatch(value) is not None):
+        return None
+    return f"id: invalid id {str(value)[:70]!r}"
 _DATE = re.compile(r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?")
 _DATETIME = re.compile(
     r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"

@@ -268,3 +268,27 @@ def test_a_nul_in_a_record_is_removed_from_the_name_and_leaves_identifiers_unrea
         stored = {(r.submitted_by, r.patient_name, r.mrn, r.organization) for r in rows}
     # The posted record named a care team dr-n is not assigned to: stored as dr-n's own patient (screening.scope).
     assert stored == {("dr-n", "JaneDoe", "", ""), ("batch:extract.ndjson", "JaneDoe", "", "")}
+
+
+@pytest.mark.parametrize("screening_backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_patient_id_longer_than_fhir_allows_is_an_unread_record_as_in_screen_emr(
+    client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    # fhir.resources does not bound an id's length: a 140-character Patient id was screened and its store failed on
+    # PostgreSQL (a 500; SQLite stored it). FHIR ids are at most 64 characters, as screen-emr's reader says.
+    long_id = "x" * 140
+    long_child = record_to_bundle(syndromic_child("placeholder"))
+    for entry in long_child["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Patient":
+            resource["id"] = long_id
+        else:
+            resource["subject"] = {"reference": f"Patient/{long_id}"}
+    bundle = record_to_bundle(ordinary_child("short"))
+    bundle["entry"] += long_child["entry"]
+    answer = client.post("/api/screening?as_of=2024-03-01", json=bundle, headers=token_for("dr-l", "paediatrician"))
+    assert answer.status_code == 200, answer.text
+    resources = [e["resource"] for e in answer.json()["entry"]]
+    assert [r["subject"]["reference"] for r in resources if r["resourceType"] == "RiskAssessment"] == ["Patient/short"]
+    (outcome,) = [r for r in resources if r["resourceType"] == "OperationOutcome"]
+    assert f"invalid Patient: id: invalid id {long_id[:70]!r}" in json.dumps(outcome)
