@@ -9,8 +9,10 @@ with its reason, and can be replayed; so is a job whose workers died on all its 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -29,6 +31,7 @@ __all__ = [
     "request_rescore",
     "claim_next",
     "extend_lease",
+    "worker_owner",
     "release_dead_leases",
     "mark_done",
     "mark_failed",
@@ -200,19 +203,38 @@ def extend_lease(session: Session, job_id: int, owner: str, lease_s: float, now:
     return getattr(result, "rowcount", 0) == 1
 
 
+def _node_tag(node: str) -> str:
+    """A short digest of a node's name (which holds its home's path): lease owners are 64 characters at most."""
+    return hashlib.sha256(node.encode("utf-8")).hexdigest()[:8]
+
+
+def worker_owner(node: str) -> str:
+    """The lease owner of this thread's scoring worker on ``node``: ``host:pid:thread:node-tag``."""
+    return f"{os.uname().nodename}:{os.getpid()}:{threading.get_native_id()}:{_node_tag(node)}"
+
+
 def _owner_alive(owner: str, host: str) -> bool:
-    """Whether the worker named ``host:pid:thread`` still runs (only decidable for this host's workers)."""
+    """Whether the worker named ``host:pid:...`` still runs (only decidable for this host's workers)."""
     parts = owner.split(":")
     if len(parts) < 2 or parts[0] != host or not parts[1].isdigit():
         return True
     return os.path.exists(f"/proc/{parts[1]}")
 
 
+def _owned_by(owner: str, node: str) -> bool:
+    parts = owner.split(":")
+    return len(parts) == 4 and parts[3] == _node_tag(node)
+
+
 def release_dead_leases(
-    session: Session, host: str, now: datetime, *, everything: bool = False, max_attempts: int | None = None,
+    session: Session, host: str, now: datetime, *, starting_node: str | None = None, max_attempts: int | None = None,
     base_s: float = 0.0,
 ) -> int:
-    """Put back in the queue the running jobs of this host's dead workers (all this host's at a service start).
+    """Put back in the queue the running jobs of this host's dead workers; at the start of ``starting_node``, all
+    of that node's workers' jobs too (they belonged to its previous run).
+
+    Another node on this host (another home) keeps the jobs its live workers run: a start had released them by
+    hostname, and the jobs were scored twice (or dead-lettered while still being scored).
 
     A killed worker's lease would otherwise hold its study until the lease ran out; the attempt it used counts,
     and with ``max_attempts`` a job that has used them all is dead-lettered (through :func:`mark_failed`, so the
@@ -222,7 +244,10 @@ def release_dead_leases(
     for job in session.scalars(select(ScoringJob).where(ScoringJob.state == JobState.running)):
         owner = job.lease_owner or ""
         # Workers on other machines (MEDSCREEN_SPOOL_PATH) are judged by their lease alone, even at a start.
-        if not owner.startswith(f"{host}:") or (not everything and _owner_alive(owner, host)):
+        if not owner.startswith(f"{host}:"):
+            continue
+        previous_run = starting_node is not None and _owned_by(owner, starting_node)
+        if not previous_run and _owner_alive(owner, host):
             continue
         log.warning("job %d: worker %s is gone; the job goes back to the queue", job.id, job.lease_owner)
         add_event(session, job.study_id, job.revision, "lease-released", now, job_id=job.id)

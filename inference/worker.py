@@ -19,19 +19,26 @@ from inference.champions import ModelSelector
 from inference.dispatch import Dispatcher
 from inference.errors import ScoringError
 from inference.fetch_instances import IngestLogin, clear_instance_cache
-from inference.jobs import claim_next, enqueue_routed, extend_lease, mark_failed
+from inference.jobs import claim_next, enqueue_routed, extend_lease, mark_failed, worker_owner
 from inference.jobs import release_dead_leases as requeue_jobs_of_dead_workers
 from inference.records import ResultSent, ScoreRecorded
 from inference.score_job import score_job
-from inference.spool_node import spool_node
+from inference.spool_node import default_node_id, spool_node
 from inference.tables import ScoringJob
 from service.db import session_scope, utcnow
 from service.lifecycle import JobState
 from service.settings import Settings
 
-__all__ = ["ScoringWorker"]
+__all__ = ["ScoringWorker", "running_node"]
 
 log = logging.getLogger(__name__)
+
+
+def running_node(settings: Settings) -> str:
+    """The node this process runs as (``MEDSCREEN_NODE_ID``, by default ``<hostname>:<MEDSCREEN_HOME>``), named
+    in its workers' leases so that a node's start releases its own previous run's jobs only. Not the spool's
+    node: a worker with another node's spool mounted is still a node of its own."""
+    return settings.node_id or default_node_id(settings)
 
 
 class ScoringWorker:
@@ -39,7 +46,7 @@ class ScoringWorker:
         self.settings = settings
         self.session_factory = session_factory
         self.selector = selector
-        self.owner = f"{os.uname().nodename}:{os.getpid()}:{threading.get_ident()}"
+        self.owner = worker_owner(running_node(settings))
         # The node whose spool holds what this worker builds: named on its outgoing rows, and the rows its
         # dispatcher sends (a fetching worker's own, the ingest node's where its spool is read).
         self.node = spool_node(settings)
@@ -91,11 +98,11 @@ class ScoringWorker:
             except Exception:  # noqa: BLE001 - a missed beat only shortens the lease; the next one retries
                 log.warning("job %d: lease heartbeat failed", job_id, exc_info=True)
 
-    def release_dead_leases(self, *, everything: bool = False) -> int:
-        """Requeue the jobs of this host's dead workers (all running jobs when the service starts)."""
+    def release_dead_leases(self) -> int:
+        """Requeue the jobs of this host's dead workers."""
         with session_scope(self.session_factory) as session:
             return requeue_jobs_of_dead_workers(
-                session, os.uname().nodename, utcnow(), everything=everything,
+                session, os.uname().nodename, utcnow(),
                 max_attempts=self.settings.scoring_max_attempts, base_s=self.settings.scoring_retry_base_s,
             )
 

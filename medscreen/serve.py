@@ -29,6 +29,7 @@ from inference.route import load_rules
 from inference.spool import Spool
 from inference.spool_node import spool_node
 from inference.tls import pacs_tls_args, receiver_ssl_context
+from inference.worker import running_node
 from inference.worker_process import run_scoring_process
 from medscreen.app import create_app
 from medscreen.process_supervisor import ProcessSupervisor
@@ -123,11 +124,11 @@ def run_service(settings: Settings) -> int:
 
     receivers = ProcessSupervisor(settings, "dicom-receiver", run_receiver_process, settings.dicom_receivers)
     receivers.start()
-    # This host's workers of the previous run are gone: their running jobs go back to the queue now, not when
-    # their leases run out (other machines' workers keep theirs).
+    # This node's workers of the previous run are gone: their running jobs go back to the queue now, not when
+    # their leases run out (other nodes' live workers, on this machine or another, keep theirs).
     with session_scope(session_factory) as session:
         released = release_dead_leases(
-            session, os.uname().nodename, utcnow(), everything=True,
+            session, os.uname().nodename, utcnow(), starting_node=running_node(settings),
             max_attempts=settings.scoring_max_attempts, base_s=settings.scoring_retry_base_s,
         )
     if released:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from inference.jobs import claim_next, release_dead_leases
 from inference.tables import ScoringJob, Study
-from inference.worker import ScoringWorker
+from inference.worker import ScoringWorker, running_node
 from inference.worker_process import build_worker
 from service.db import session_scope, utcnow
 from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
@@ -30,11 +30,11 @@ def _routed(pipeline: Pipeline, max_attempts: int) -> ScoringWorker:
     return worker
 
 
-def _dies_while_scoring(worker: ScoringWorker, *, lease_s: float = 600.0) -> None:
+def _dies_while_scoring(worker: ScoringWorker, *, lease_s: float = 600.0, owner: str = DEAD_WORKER) -> None:
     settings = worker.settings
     with session_scope(worker.session_factory) as session:
         job = claim_next(
-            session, DEAD_WORKER, lease_s, utcnow(),
+            session, owner, lease_s, utcnow(),
             max_attempts=settings.scoring_max_attempts, base_s=settings.scoring_retry_base_s,
         )
         assert job is not None
@@ -83,9 +83,9 @@ def test_a_job_released_at_a_service_start_with_no_attempt_left_is_dead_lettered
     pipeline: Pipeline,
 ) -> None:
     worker = _routed(pipeline, max_attempts=1)
-    _dies_while_scoring(worker)
+    _dies_while_scoring(worker, owner=worker.owner)  # a worker of this node's previous run
     with session_scope(worker.session_factory) as session:
-        # `medscreen serve` releases every running job of this host at its start, without the attempt limit.
-        assert release_dead_leases(session, HOST, utcnow(), everything=True) == 1
+        # `medscreen serve` releases every running job of its node at its start, without the attempt limit.
+        assert release_dead_leases(session, HOST, utcnow(), starting_node=running_node(worker.settings)) == 1
     assert worker.process_one() is False
     _assert_dead_lettered(worker, attempts=1)

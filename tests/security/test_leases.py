@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from inference.ingest import InstanceIngestor
-from inference.jobs import claim_next, extend_lease, release_dead_leases
+from inference.jobs import claim_next, extend_lease, release_dead_leases, worker_owner
 from inference.tables import ScoringJob, Study
 from service.db import make_session_factory, session_scope, utcnow
 from service.lifecycle import JobState
@@ -65,13 +65,36 @@ def test_a_live_workers_job_stays_and_its_heartbeat_extends_the_lease(ingestor: 
         assert session.get(ScoringJob, job_id).lease_until > later  # type: ignore[union-attr]
 
 
-def test_a_service_start_requeues_every_running_job(ingestor: InstanceIngestor) -> None:
-    _running_job(ingestor, f"{HOST}:{os.getpid()}:1")
+NODE = f"{HOST}:/srv/medscreen/home1"
+OTHER_NODE = f"{HOST}:/srv/medscreen/home2"  # another home on this machine: another node
+
+
+def test_a_service_start_requeues_every_running_job_of_its_node(ingestor: InstanceIngestor) -> None:
+    # The owner's process runs (here: this test), yet it belonged to the node's previous run.
+    _running_job(ingestor, worker_owner(NODE))
     with session_scope(make_session_factory(ingestor.engine)) as session:
-        assert release_dead_leases(session, HOST, utcnow(), everything=True) == 1
+        assert release_dead_leases(session, HOST, utcnow(), starting_node=NODE) == 1
+
+
+def test_a_start_leaves_another_live_node_on_this_machine_its_jobs(ingestor: InstanceIngestor) -> None:
+    # Review pg D3: a node's start released another home's running jobs ("worker vm:19613:... is gone") by hostname.
+    job_id = _running_job(ingestor, worker_owner(OTHER_NODE))
+    factory = make_session_factory(ingestor.engine)
+    with session_scope(factory) as session:
+        assert release_dead_leases(session, HOST, utcnow(), starting_node=NODE) == 0
+    with session_scope(factory) as session:
+        job = session.get(ScoringJob, job_id)
+        assert job is not None and job.state == JobState.running and job.lease_owner == worker_owner(OTHER_NODE)
+        assert "lease-released" not in [event.kind for event in session.scalars(select(Study)).one().events]
+
+
+def test_a_start_releases_a_dead_worker_of_another_node_on_this_machine(ingestor: InstanceIngestor) -> None:
+    _running_job(ingestor, f"{HOST}:{_dead_pid()}:1:{worker_owner(OTHER_NODE).rsplit(':', 1)[1]}")
+    with session_scope(make_session_factory(ingestor.engine)) as session:
+        assert release_dead_leases(session, HOST, utcnow(), starting_node=NODE) == 1
 
 
 def test_a_start_leaves_other_machines_jobs_to_their_leases(ingestor: InstanceIngestor) -> None:
     _running_job(ingestor, "another-host:1234:1")
     with session_scope(make_session_factory(ingestor.engine)) as session:
-        assert release_dead_leases(session, HOST, utcnow(), everything=True) == 0
+        assert release_dead_leases(session, HOST, utcnow(), starting_node=NODE) == 0
