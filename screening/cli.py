@@ -347,6 +347,18 @@ def _care_teams(args: argparse.Namespace) -> list[tuple[str, str]]:
     return [(column, ref) for column, ref in (("practitioner", args.practitioner), ("organization", args.organization)) if ref]
 
 
+def _overlong_reference(teams: list[tuple[str, str]]) -> str | None:
+    """Why a reference cannot be assigned: longer than a stored result's practitioner or organisation (128
+    characters, clipped there), it could never match one; PostgreSQL refused it with a traceback."""
+    from screening.tables import ScreeningAssignment
+
+    for column, reference in teams:
+        limit = ScreeningAssignment.__table__.c[column].type.length
+        if limit is not None and len(reference) > limit:
+            return f"the {column} reference is {len(reference)} characters long; at most {limit} are stored with a result"
+    return None
+
+
 def _assign(args: argparse.Namespace, settings: Settings) -> int:
     """Let a paediatrician see the flags of a practitioner's or an organisation's children.
 
@@ -363,6 +375,9 @@ def _assign(args: argparse.Namespace, settings: Settings) -> int:
     if not teams:
         sys.stderr.write("medscreen screening assign: give --practitioner or --organization\n")
         return 2
+    if (problem := _overlong_reference(teams)) is not None:
+        sys.stderr.write(f"medscreen screening assign: {problem}\n")
+        return 1
     actor = cli_actor()
     engine = make_engine(settings.resolved_database_url)  # the schema was brought up to date by the root
     try:
@@ -441,6 +456,9 @@ def _unassign(args: argparse.Namespace, settings: Settings) -> int:
     if not teams:
         sys.stderr.write("medscreen screening unassign: give --practitioner or --organization\n")
         return 2
+    if (problem := _overlong_reference(teams)) is not None:
+        sys.stderr.write(f"medscreen screening unassign: {problem}\n")
+        return 1
     actor = cli_actor()
     engine = make_engine(settings.resolved_database_url)
     try:

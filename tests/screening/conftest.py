@@ -22,6 +22,7 @@ from service.db import session_scope
 from service.settings import Settings
 from service.users import create_user
 from tests.conftest import FIXTURES
+from tests.service.conftest import database_url  # noqa: F401  (fixture: each test on SQLite and PostgreSQL)
 
 PHENOPACKETS = FIXTURES / "screening" / "phenopackets"
 

@@ -101,3 +101,24 @@ def test_unassign_keeps_the_other_half_of_an_earlier_two_option_assignment(
     engine.dispose()
     assert main(["screening", "unassign", "dr-a", "--practitioner", "Practitioner/123"]) == 0
     assert _rows(database)[0] == [("dr-a", "", CLINIC)]
+
+
+def test_a_reference_longer_than_a_result_stores_is_refused_in_one_line(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # PostgreSQL: a StringDataRightTruncation traceback; SQLite: an assignment no stored result (clipped to 128
+    # characters) could ever match.
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", database_url)
+    migrate_all(database_url)
+    engine = make_engine(database_url)
+    with session_scope(make_session_factory(engine)) as session:
+        create_user(session, "dr-a", "dr-a-password-long", ["paediatrician"], actor="test")
+    engine.dispose()
+    long = "Organization/" + "o" * 130
+    for command in ("assign", "unassign"):
+        assert main(["screening", command, "dr-a", "--organization", long]) == 1
+        assert _lines(capsys) == ([], [
+            f"medscreen screening {command}: the organization reference is 143 characters long; at most 128 are "
+            "stored with a result"])
+    assert _rows(database_url) == ([], [])
+    assert main(["screening", "assign", "dr-a", "--organization", long[:128]]) == 0
