@@ -350,10 +350,13 @@ def _care_teams(args: argparse.Namespace) -> list[tuple[str, str]]:
 def _overlong_reference(teams: list[tuple[str, str]]) -> str | None:
     """Why a reference cannot be assigned: longer than a stored result's practitioner or organisation (128
     characters, clipped there), it could never match one; PostgreSQL refused it with a traceback."""
+    from sqlalchemy import String
+
     from screening.tables import ScreeningAssignment
 
     for column, reference in teams:
-        limit = ScreeningAssignment.__table__.c[column].type.length
+        kind = ScreeningAssignment.__table__.c[column].type
+        limit = kind.length if isinstance(kind, String) else None
         if limit is not None and len(reference) > limit:
             return f"the {column} reference is {len(reference)} characters long; at most {limit} are stored with a result"
     return None
