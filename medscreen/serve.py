@@ -37,6 +37,7 @@ from medscreen.schema import migrate_all
 from screening.fhir_feed import take_in_screening_flags
 from service.db import make_engine, make_session_factory, session_scope, utcnow
 from service.fhir_push import FhirSender
+from service.http_deadlines import with_header_deadline
 from service.outbox import RetryPolicy, run_feed
 from service.settings import Settings
 from service.users import ensure_admin, write_initial_admin_password
@@ -188,6 +189,7 @@ def run_service(settings: Settings) -> int:
                 port=settings.http_port,
                 log_level=settings.log_level.lower(),
                 log_config=None,
+                http=with_header_deadline(settings.http_header_timeout_s),
             )
         ).run()
     finally:

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(8000, description="Port of the HTTP API (REST, STOW-RS, pages).")
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection whose request headers are not complete this long after it opened (or after the "
+        "request's first bytes) is closed: a client sending part of a request (slowloris) no longer holds it.",
+    )
     dicom_host: str = Field(
         "127.0.0.1", description="Address the DICOM receiver binds to; set 0.0.0.0 to accept the PACS over the network."
     )
