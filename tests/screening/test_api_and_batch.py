@@ -292,3 +292,18 @@ def test_a_patient_id_longer_than_fhir_allows_is_an_unread_record_as_in_screen_e
     assert [r["subject"]["reference"] for r in resources if r["resourceType"] == "RiskAssessment"] == ["Patient/short"]
     (outcome,) = [r for r in resources if r["resourceType"] == "OperationOutcome"]
     assert f"invalid Patient: id: invalid id {long_id[:70]!r}" in json.dumps(outcome)
+
+
+@pytest.mark.parametrize("screening_backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_nul_in_a_decision_note_is_a_422(client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL text cannot hold NUL: the decision had been a 500 there (SQLite stored it).
+    doctor = token_for("dr-o", "paediatrician")
+    bundle = record_to_bundle(syndromic_child("child-o"))
+    assert client.post("/api/screening?as_of=2024-03-01", json=bundle, headers=doctor).status_code == 200
+    (flag,) = client.get("/api/screening/flags", headers=doctor).json()["flags"]
+    answer = client.post(f"/api/screening/flags/{flag['id']}/outcome", json={"outcome": "referred", "note": "a\x00b"},
+                         headers=doctor)
+    assert answer.status_code == 422 and "NUL character" in answer.json()["detail"][0]["msg"], answer.text
+    decided = client.post(f"/api/screening/flags/{flag['id']}/outcome", json={"outcome": "referred", "note": "ab"},
+                          headers=doctor)
+    assert decided.status_code == 201 and decided.json()["note"] == "ab"
