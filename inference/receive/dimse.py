@@ -20,14 +20,16 @@ from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
 from pynetdicom import AE, _config, evt, register_uid, sop_class
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from inference.errors import IngestError
 from inference.ingest import InstanceIngestor
 from inference.receive.status import PROCESSING_FAILURE, SUCCESS, dicom_status_for
+from inference.receive.upper_layer import BoundedUpperLayer
 
 __all__ = ["TRANSFER_SYNTAXES", "AssociationLimits", "build_ae", "retired_storage_classes", "handlers_for", "start_dimse_server"]
 
@@ -68,6 +70,7 @@ class _ReusePortServer(ThreadedAssociationServer):
     """An association server that shares its port with sibling processes, disables Nagle and caps each peer."""
 
     per_peer = AssociationLimits.per_peer
+    ingestor: InstanceIngestor
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         # One sender holding every slot with idle associations locks the others out: refuse its extra
@@ -88,6 +91,28 @@ class _ReusePortServer(ThreadedAssociationServer):
         client, address = super().get_request()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
+
+
+class _BoundedRequestHandler(RequestHandler):
+    """pynetdicom's request handler, giving each association an upper layer that bounds what a PDU may declare."""
+
+    server: _ReusePortServer
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        # Replaced before the association starts: its ACSE, DIMSE and socket find the DUL through ``assoc.dul``.
+        replaced = assoc.dul
+        upper_layer = BoundedUpperLayer(assoc)
+        upper_layer.max_pdu = self.ae.maximum_pdu_size
+        upper_layer.max_instance_bytes = self.server.ingestor.max_instance_bytes
+        # The socket has already queued its connection event (Evt5) on the replaced DUL.
+        upper_layer.event_queue = replaced.event_queue
+        upper_layer.socket = replaced.socket
+        assoc.dul = upper_layer
+        # The timeout setters put the timers on the DUL they find; set them again on this one.
+        assoc.acse_timeout = assoc.acse_timeout
+        assoc.network_timeout = assoc.network_timeout
+        return assoc
 
 
 def retired_storage_classes() -> list[str]:
@@ -186,10 +211,15 @@ def start_dimse_server(
     limits = limits or AssociationLimits()
     ae = build_ae(ae_title, allowed_aes, max_pdu, limits)
     server = ae.make_server(
-        (host, port), evt_handlers=handlers_for(ingestor), server_class=_ReusePortServer, ssl_context=ssl_context
+        (host, port),
+        evt_handlers=handlers_for(ingestor),
+        server_class=_ReusePortServer,
+        ssl_context=ssl_context,
+        request_handler=_BoundedRequestHandler,
     )
     assert isinstance(server, _ReusePortServer)
     server.per_peer = limits.per_peer
+    server.ingestor = ingestor
     # What AE.start_server does for its own servers; shutdown() expects to find the server here.
     ae._servers.append(server)
     threading.Thread(target=server.serve_forever, name=f"dimse-{port}", daemon=True).start()

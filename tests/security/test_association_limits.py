@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import resource
+import socket
+import struct
 import time
 
 from pydicom.uid import CTImageStorage
@@ -13,6 +16,7 @@ from service.settings import Settings
 from tests.peers import wait_for
 
 VERIFICATION = "1.2.840.10008.1.1"
+MB = 1024 * 1024
 
 
 def _associate(port: int, source: str):
@@ -58,5 +62,60 @@ def test_an_idle_association_is_dropped_after_the_idle_timeout(
         wait_for(lambda: not assoc.is_alive(), 15, "the idle association to be dropped")
         assert time.monotonic() - started < 10
         assert assoc.is_aborted or assoc.is_released
+    finally:
+        server.shutdown()
+
+
+def _read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """What the receiver sends until it closes the connection (or ``timeout`` passes)."""
+    sock.settimeout(timeout)
+    received = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return received
+            received += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return received
+
+
+def test_a_pdu_declaring_gigabytes_is_aborted_from_its_header(
+    ingestor: InstanceIngestor, sqlite_settings: Settings
+) -> None:
+    # D1 (security review): pynetdicom buffered a PDU of any declared length before any check; 1.7 GB of one
+    # never-ending A-ASSOCIATE-RQ took a receiver to 2.45 GB.
+    server = start_dimse_server(ingestor, "127.0.0.1", sqlite_settings.dicom_port, "MEDSCREEN", [], 262144)
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        with socket.create_connection(("127.0.0.1", sqlite_settings.dicom_port), timeout=5) as bomb:
+            bomb.sendall(b"\x01\x00" + struct.pack(">I", 0xFFFFFFF0) + b"\x00" * 65536)
+            started = time.monotonic()
+            answer = _read_until_closed(bomb, 5)
+            assert time.monotonic() - started < 4, "the receiver must close the connection, not wait for 4 GiB"
+        assert answer[:1] == b"\x07", f"an A-ABORT PDU is expected, got {answer[:10]!r}"
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        assert grown < 50 * MB, f"the receiver grew by {grown / MB:.0f} MB"
+        other = _associate(sqlite_settings.dicom_port, "127.0.0.1")
+        assert other.is_established and other.send_c_echo().Status == 0x0000
+        other.release()
+    finally:
+        server.shutdown()
+
+
+def test_a_p_data_pdu_over_the_offered_maximum_aborts_the_association(
+    ingestor: InstanceIngestor, sqlite_settings: Settings
+) -> None:
+    server = start_dimse_server(ingestor, "127.0.0.1", sqlite_settings.dicom_port, "MEDSCREEN", [], 262144)
+    try:
+        assoc = _associate(sqlite_settings.dicom_port, "127.0.0.1")
+        assert assoc.is_established
+        raw = assoc.dul.socket.socket
+        # One P-DATA-TF declaring 1 GiB, of which only 64 kB come: the header alone must end the association.
+        raw.sendall(b"\x04\x00" + struct.pack(">I", 1 << 30) + b"\x00" * 65536)
+        wait_for(lambda: not assoc.is_alive(), 5, "the association to be aborted")
+        assert assoc.is_aborted
     finally:
         server.shutdown()
