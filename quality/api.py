@@ -38,6 +38,7 @@ from service.db import utcnow
 from service.deps import SessionDep, SettingsDep
 from service.errors import SteeringRefused
 from service.lifecycle import SteeringRight
+from service.request_params import StoredText
 from service.security_headers import attachment
 from service.settings import Settings
 from service.steering import defer_rules_from_settings
@@ -196,21 +197,22 @@ def report_to_mlflow(
     return {"artifact": artifact}
 
 
+# Stored in the audit log (and, on PostgreSQL, refused there with a NUL: a 500): StoredText is a 422.
 class PromoteRequest(BaseModel):
-    task: str
-    version: str
+    task: StoredText
+    version: StoredText
     force: bool = False
 
 
 class RollbackRequest(BaseModel):
-    task: str
+    task: StoredText
 
 
 class SteeringRequest(BaseModel):
-    task: str
-    version: str
+    task: StoredText
+    version: StoredText
     right: SteeringRight
-    source: str = "this site's studies confirmed by final reads"
+    source: StoredText = "this site's studies confirmed by final reads"
 
 
 @router.post("/promote")

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
@@ -29,6 +29,7 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep, SettingsDep
 from service.pages import static_page_router
+from service.request_params import StoredText
 
 __all__ = ["router", "page_router", "get_screener"]
 
@@ -261,15 +262,8 @@ def list_flags(
 
 class OutcomeIn(BaseModel):
     outcome: Literal["referred", "not_relevant"]
-    note: str = Field("", max_length=2000)
-
-    @field_validator("note")
-    @classmethod
-    def _no_nul(cls, note: str) -> str:
-        # PostgreSQL text cannot hold NUL: the decision had failed as a 500 (SQLite stored it). A 422 says why.
-        if "\x00" in note:
-            raise ValueError("a NUL character (0x00) is not allowed in a note")
-        return note
+    # No NUL: the decision had failed as a 500 on PostgreSQL (SQLite stored it). A 422 says why.
+    note: StoredText = Field("", max_length=2000)
 
 
 @router.post("/flags/{result_id}/outcome", status_code=status.HTTP_201_CREATED)

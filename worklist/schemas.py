@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field
 
 from service.lifecycle import Task
+from service.request_params import StoredText
 from worklist.policy import tier_label
 
 __all__ = [
@@ -82,7 +83,7 @@ class FinalReadIn(BaseModel):
     findings: dict[Task, Literal["present", "absent"]] = Field(
         description='finding per task, e.g. `{"chest-xray": "present"}`', min_length=1
     )
-    note: str = Field("", max_length=10000)
+    note: StoredText = Field("", max_length=10000)  # no NUL: a 500 on PostgreSQL
 
 
 class FinalReadOut(BaseModel):

@@ -138,6 +138,9 @@ def test_gate_refuses_too_few_studies_then_promotes_and_rolls_back(
     mlflow.set_registered_model_alias("chest-xray", "challenger", "4")
     engineer = add_user("emma", "ml-engineer")
     assert client.post("/api/quality/promote", json={"task": "chest-xray", "version": "4"}, headers=add_user("quinn", "quality")).status_code == 403
+    # A NUL goes into the audit row's detail, which PostgreSQL refuses (a 500): a 422 before anything is done.
+    nul = client.post("/api/quality/promote", json={"task": "chest-xray", "version": "4\u0000"}, headers=engineer)
+    assert nul.status_code == 422 and "NUL" in nul.text
 
     seed_pairs(app, 40)
     refused = client.post("/api/quality/promote", json={"task": "chest-xray", "version": "4"}, headers=engineer)

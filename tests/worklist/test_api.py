@@ -185,6 +185,10 @@ def test_claim_release_and_final_read(app: FastAPI, client: TestClient, add_user
         client.post(f"/api/worklist/{uid}/read", headers=rita, json={"findings": {"mammography": "absent"}}).status_code
         == 422
     )
+    # A NUL in the note: PostgreSQL text cannot hold it, and the read had failed as a 500 there.
+    nul = client.post(f"/api/worklist/{uid}/read", headers=rita,
+                      json={"findings": {"chest-xray": "present"}, "note": "RLL\u0000consolidation"})
+    assert nul.status_code == 422 and "NUL" in nul.text
     read = client.post(
         f"/api/worklist/{uid}/read",
         headers=rita,
