@@ -103,6 +103,14 @@ class InstanceIngestor:
                 received.unlink(missing_ok=True)
         return stored
 
+    def record_refusal(self, exc: IngestError, *, source: str, calling_ae: str = "") -> None:
+        """Record an instance refused while it streamed in (a receiver's or STOW-RS's byte count, the watermark):
+        its partial file is already gone, so the quarantine keeps the row and reason without bytes."""
+        if isinstance(exc, OutOfResources):
+            log.warning("refused an instance from %s: disk under watermark (%s)", calling_ae or source, exc.reason)
+            return
+        self._quarantine(None, exc, None, source=source, calling_ae=calling_ae)
+
     def _store(
         self, received: Path, headers: InstanceHeaders, size: int, *, source: str, calling_ae: str
     ) -> InstanceStored:
@@ -176,12 +184,12 @@ class InstanceIngestor:
         )
 
     def _quarantine(
-        self, received: Path, exc: IngestError, headers: InstanceHeaders | None, *, source: str, calling_ae: str
+        self, received: Path | None, exc: IngestError, headers: InstanceHeaders | None, *, source: str, calling_ae: str
     ) -> None:
         """Keep the refusal (always, as a row) and the refused bytes (within the quota, once per content a day)."""
         now = utcnow()
-        size = received.stat().st_size if received.exists() else None
-        digest = file_digest(received) if size is not None else None
+        size = received.stat().st_size if received is not None and received.exists() else None
+        digest = file_digest(received) if received is not None and size is not None else None
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         reason = exc.reason
         with self.engine.begin() as connection:
@@ -192,7 +200,8 @@ class InstanceIngestor:
                 )
             if repeat is not None:
                 count_repeat(connection, repeat, now)
-                received.unlink(missing_ok=True)
+                if received is not None:
+                    received.unlink(missing_ok=True)
             else:
                 keep = bool(size)
                 if keep and size is not None and quarantine_bytes(connection) + size > self.quarantine_max_bytes:

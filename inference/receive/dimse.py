@@ -28,12 +28,17 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from inference.errors import IngestError
 from inference.ingest import InstanceIngestor
+from inference.receive.message_limits import StreamLimitedDimse, refusal_for
 from inference.receive.status import PROCESSING_FAILURE, SUCCESS, dicom_status_for
 from inference.receive.upper_layer import BoundedUpperLayer
 
 __all__ = ["TRANSFER_SYNTAXES", "AssociationLimits", "build_ae", "retired_storage_classes", "handlers_for", "start_dimse_server"]
 
 VERIFICATION = "1.2.840.10008.1.1"
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-transient, by the service provider (presentation), temporary congestion.
+_REJECTED_TRANSIENT = 0x02
+_SERVICE_PROVIDER_PRESENTATION = 0x03
+_TEMPORARY_CONGESTION = 0x01
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +114,9 @@ class _BoundedRequestHandler(RequestHandler):
         upper_layer.event_queue = replaced.event_queue
         upper_layer.socket = replaced.socket
         assoc.dul = upper_layer
+        dimse = StreamLimitedDimse(assoc)
+        dimse.ingestor = self.server.ingestor
+        assoc.dimse = dimse
         # The timeout setters put the timers on the DUL they find; set them again on this one.
         assoc.acse_timeout = assoc.acse_timeout
         assoc.network_timeout = assoc.network_timeout
@@ -168,9 +176,28 @@ def _on_rejected(event: Event) -> None:
     log.warning("association rejected from AE %s at %s (calling AE not allowed)", requestor.ae_title, requestor.address)
 
 
+def _on_requested(event: Event, ingestor: InstanceIngestor) -> None:
+    # Under the watermark nothing could be stored: refuse the association (transient, so the PACS retries
+    # later) rather than accept it and refuse each instance.
+    if ingestor.has_free_disk():
+        return
+    requestor = event.assoc.requestor
+    log.warning(
+        "association rejected from AE %s at %s: free disk is under the %d MB watermark",
+        str(requestor.ae_title).strip(), requestor.address, ingestor.min_free_bytes // (1024 * 1024),
+    )
+    event.assoc.acse.send_reject(_REJECTED_TRANSIENT, _SERVICE_PROVIDER_PRESENTATION, _TEMPORARY_CONGESTION)
+    event.assoc.kill()
+
+
 def _on_store(event: Event, ingestor: InstanceIngestor) -> int:
     calling_ae = str(event.assoc.requestor.ae_title).strip()
     received = Path(event.dataset_path)
+    refused = refusal_for(event)
+    if refused is not None:
+        # Refused while streaming (too large, disk under the watermark or full): nothing of it is on disk.
+        ingestor.record_refusal(refused, source="dimse", calling_ae=calling_ae)
+        return dicom_status_for(refused)
     try:
         ingestor.accept_file(received, source="dimse", calling_ae=calling_ae)
     except IngestError as exc:
@@ -187,6 +214,7 @@ def handlers_for(ingestor: InstanceIngestor) -> list[Any]:
     return [
         (evt.EVT_C_ECHO, _on_echo),
         (evt.EVT_C_STORE, _on_store, [ingestor]),
+        (evt.EVT_REQUESTED, _on_requested, [ingestor]),
         (evt.EVT_ACCEPTED, _on_accepted),
         (evt.EVT_REJECTED, _on_rejected),
     ]

@@ -84,11 +84,13 @@ def test_calling_ae_allow_list(sqlite_settings: Settings) -> None:
         server.shutdown()
 
 
-def test_disk_watermark_answers_out_of_resources(sqlite_settings: Settings) -> None:
+def test_disk_watermark_refuses_the_association_transiently(sqlite_settings: Settings) -> None:
+    # Under the watermark the association itself is refused (it had been accepted and each instance written
+    # before its 0xA700); a store arriving once the disk goes under is 0xA700, tests/security/test_streaming_limits.py.
     settings = sqlite_settings.model_copy(update={"dicom_port": free_port(), "min_free_disk_mb": 1 << 40})
     server = start_dimse_server(build_ingestor(settings), "127.0.0.1", settings.dicom_port, "MEDSCREEN", [], 262144)
     try:
         output = storescu(settings.dicom_port, INFERENCE_FIXTURES / "ct" / "lidc-0002-0.dcm")
-        assert "Received Store Response (Refused: OutOfResources)" in output, output
+        assert "Association Rejected" in output and "Rejected Transient" in output, output
     finally:
         server.shutdown()
