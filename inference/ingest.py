@@ -37,7 +37,7 @@ from inference.study_record import (
 from service.db import utcnow
 from service.settings import Settings
 
-__all__ = ["InstanceIngestor"]
+__all__ = ["InstanceIngestor", "name_refused"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class InstanceIngestor:
         self.spool = spool
         self.min_free_bytes = settings.min_free_disk_mb * 1024 * 1024
         self.max_instance_bytes = settings.max_instance_mb * 1024 * 1024
+        self.max_stow_request_bytes = settings.max_stow_request_mb * 1024 * 1024
         self.quarantine_max_bytes = settings.quarantine_max_mb * 1024 * 1024
 
     def has_free_disk(self) -> bool:
@@ -90,12 +91,12 @@ class InstanceIngestor:
                 # A truly full disk (watermark 0, or another writer filled it): refuse, keep nothing partial.
                 raise OutOfResources(f"no space left under {self.settings.home}") from exc
         except OutOfResources as exc:
-            _name_refused(exc, received, headers)
+            name_refused(exc, received, headers)
             received.unlink(missing_ok=True)
             log.warning("refused an instance from %s: disk under watermark", calling_ae or source)
             raise
         except IngestError as exc:
-            _name_refused(exc, received, headers)
+            name_refused(exc, received, headers)
             self._quarantine(received, exc, headers, source=source, calling_ae=calling_ae)
             raise
         finally:
@@ -234,7 +235,7 @@ class InstanceIngestor:
         )
 
 
-def _name_refused(exc: IngestError, received: Path, headers: InstanceHeaders | None) -> None:
+def name_refused(exc: IngestError, received: Path, headers: InstanceHeaders | None) -> None:
     """Name the refused instance on ``exc``: from its header when it was read, else from its file meta if that
     parses (a refused pixel element or an unreadable data set still has one)."""
     if headers is not None:

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
         description="Largest HTTP request body outside STOW-RS (FHIR bundles, CSV extracts, forms); larger ones get 413 "
         "before being parsed.",
     )
+    max_stow_request_mb: int = Field(
+        4096,
+        ge=1,
+        description="Largest STOW-RS request body, all its parts together; a larger one gets 413 while it streams and "
+        "nothing of it is kept (each part is also limited by MEDSCREEN_MAX_INSTANCE_MB).",
+    )
     quarantine_max_mb: int = Field(
         1024,
         ge=0,

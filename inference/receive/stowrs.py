@@ -2,23 +2,27 @@
 
 The body is streamed part by part into the spool's incoming folder (memory stays flat for large
 uploads); each part then goes through the same ingest path as a C-STORE, with the same durability
-guarantee. The response lists stored instances and, for failed ones, the DICOM failure reason and
-a human-readable explanation (TextValue in the Failed SOP Sequence item).
+guarantee. Bytes are counted as they arrive: a part past ``MEDSCREEN_MAX_INSTANCE_MB`` stops being written
+(its partial file removed at once, the part failed 0xA700), a body past ``MEDSCREEN_MAX_STOW_REQUEST_MB`` is
+413 and the disk going under the watermark 503, with nothing of the request kept. The response lists stored
+instances and, for failed ones, the DICOM failure reason and a human-readable explanation (TextValue in the
+Failed SOP Sequence item).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, NamedTuple
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from inference.errors import IngestError, NotDicom
-from inference.ingest import InstanceIngestor
+from inference.errors import IngestError, InstanceTooLarge, NotDicom, OutOfResources
+from inference.ingest import InstanceIngestor, name_refused
 from inference.receive.status import PROCESSING_FAILURE, dicom_status_for
 from inference.wadors import instance_url
 from service.auth import AuthenticatedUser, Role, require_role
@@ -36,14 +40,31 @@ def _ingestor(request: Request) -> InstanceIngestor:
     return request.app.state.ingestor
 
 
+MB = 1024 * 1024
+# Free disk is looked up again after every this many bytes of a part (once per request before the body).
+_DISK_CHECK_BYTES = 16 * MB
+
+
+class _BodyTooLarge(Exception):
+    """The request body passed MEDSCREEN_MAX_STOW_REQUEST_MB."""
+
+
+class _Part(NamedTuple):
+    path: Path
+    content_type: str
+    refused: IngestError | None  # refused while streaming: its file is already gone
+
+
 class _PartWriter:
     """Callbacks for the streaming multipart parser: each part becomes a file in ``incoming``."""
 
     def __init__(self, ingestor: InstanceIngestor) -> None:
         self.ingestor = ingestor
-        self.parts: list[tuple[Path, str]] = []
+        self.parts: list[_Part] = []
         self._file: BinaryIO | None = None
         self._path: Path | None = None
+        self._written = 0
+        self._refused: IngestError | None = None
         self._header_field = b""
         self._header_value = b""
         self._content_type = ""
@@ -52,15 +73,44 @@ class _PartWriter:
         self._path = self.ingestor.spool.new_incoming_path()
         self._file = self._path.open("wb")
         self._content_type = ""
+        self._written = 0
+        self._refused = None
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._refused is not None:
+            return  # the rest of a refused part is read and dropped
         assert self._file is not None
-        self._file.write(data[start:end])
+        before = self._written
+        self._written += end - start
+        limit = self.ingestor.max_instance_bytes
+        if self._written > limit:
+            # What fits is written first, so that the refused instance can be named from its file meta.
+            self._file.write(data[start : start + max(0, limit - before)])
+            self._refuse(InstanceTooLarge(f"instance exceeds the {limit / MB:.0f} MB limit: refused while streaming, nothing of it kept"))
+            return
+        if before // _DISK_CHECK_BYTES != self._written // _DISK_CHECK_BYTES:
+            self.ingestor.check_resources()  # OutOfResources ends the request (503)
+        try:
+            self._file.write(data[start:end])
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise OutOfResources(f"no space left under {self.ingestor.settings.home}") from exc
 
-    def on_part_end(self) -> None:
+    def _refuse(self, refused: IngestError) -> None:
+        """Remove the part's partial file now, naming the instance from its file meta if that was received."""
         assert self._file is not None and self._path is not None
         self._file.close()
-        self.parts.append((self._path, self._content_type))
+        self._file = None
+        name_refused(refused, self._path, None)
+        self._path.unlink(missing_ok=True)
+        self._refused = refused
+
+    def on_part_end(self) -> None:
+        assert self._path is not None
+        if self._file is not None:
+            self._file.close()
+        self.parts.append(_Part(self._path, self._content_type, self._refused))
         self._file = None
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
@@ -77,8 +127,8 @@ class _PartWriter:
     def discard(self) -> None:
         if self._file is not None:
             self._file.close()
-        for path, _ in self.parts:
-            path.unlink(missing_ok=True)
+        for part in self.parts:
+            part.path.unlink(missing_ok=True)
         if self._path is not None:
             self._path.unlink(missing_ok=True)
 
@@ -92,7 +142,7 @@ def _sop_item(sop_class_uid: str | None, sop_instance_uid: str | None) -> dict[s
     return item
 
 
-async def _receive_parts(request: Request, ingestor: InstanceIngestor) -> list[tuple[Path, str]]:
+async def _receive_parts(request: Request, ingestor: InstanceIngestor) -> list[_Part]:
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/related":
         raise HTTPException(415, detail="STOW-RS needs Content-Type multipart/related; type=\"application/dicom\"")
@@ -102,6 +152,14 @@ async def _receive_parts(request: Request, ingestor: InstanceIngestor) -> list[t
     boundary = params.get(b"boundary")
     if not boundary:
         raise HTTPException(400, detail="multipart/related without a boundary parameter")
+    limit = ingestor.max_stow_request_bytes
+    too_large = (
+        f"the STOW-RS request body exceeds the {limit / MB:.0f} MB limit (MEDSCREEN_MAX_STOW_REQUEST_MB); nothing "
+        "of it was stored: send the instances in several requests"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, detail=too_large)
     writer = _PartWriter(ingestor)
     parser = MultipartParser(
         boundary,
@@ -114,10 +172,22 @@ async def _receive_parts(request: Request, ingestor: InstanceIngestor) -> list[t
             "on_header_end": writer.on_header_end,
         },
     )
+    received = 0
     try:
         async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _BodyTooLarge
             parser.write(chunk)
         parser.finalize()
+    except _BodyTooLarge:
+        writer.discard()
+        log.warning("refused a STOW-RS request: its body passed the %d MB limit", limit // MB)
+        raise HTTPException(413, detail=too_large) from None
+    except OutOfResources as exc:
+        writer.discard()
+        log.warning("refused a STOW-RS request: %s", exc.reason)
+        raise HTTPException(503, detail=f"out of resources: {exc.reason}; retry later") from exc
     except Exception as exc:
         writer.discard()
         raise HTTPException(400, detail=f"malformed multipart body: {exc}") from exc
@@ -133,8 +203,11 @@ async def _store(request: Request, user: AuthenticatedUser, study_uid: str | Non
     parts = await _receive_parts(request, ingestor)
     stored: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    for path, content_type in parts:
+    for path, content_type, refused in parts:
         try:
+            if refused is not None:
+                await run_in_threadpool(ingestor.record_refusal, refused, source="stow-rs", calling_ae=user.username)
+                raise refused
             if content_type and content_type != "application/dicom":
                 raise NotDicom(f"part of type {content_type} is not application/dicom")
             result = await run_in_threadpool(

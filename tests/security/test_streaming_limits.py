@@ -1,7 +1,8 @@
-"""The instance limit and the free-disk watermark hold while a C-STORE streams in, not after it is on disk.
+"""The instance limit and the free-disk watermark hold while a C-STORE or STOW-RS part streams in, not after.
 
 Security review D2: a 98 MB instance was written in full under a 1 MB limit before 0xA700, and with the disk
-under the watermark associations were accepted and each instance written before its refusal.
+under the watermark associations were accepted and each instance written before its refusal. D3: STOW-RS wrote
+each part in full before its size check, and its body had no limit.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
 
+from fastapi.testclient import TestClient
 from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -21,6 +24,7 @@ from inference.receive.dimse import start_dimse_server
 from inference.tables import QuarantinedItem
 from service.settings import Settings
 from tests.security.bombs import CT
+from tests.service.conftest import AddUser
 
 MB = 1 << 20
 
@@ -121,3 +125,50 @@ def test_a_store_arriving_under_the_watermark_is_refused_before_it_is_written(
         assoc.release()
     finally:
         server.shutdown()
+
+
+def _stow_body(*instances: Dataset, chunk: int = 64 * 1024) -> tuple[Iterator[bytes], str]:
+    """A STOW-RS body sent in ``chunk``-byte pieces (chunked transfer, no Content-Length), as a PACS streams it."""
+    boundary = "medscreen-test-boundary"
+    body = b""
+    for ds in instances:
+        out = BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + out.getvalue() + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    pieces = (body[start : start + chunk] for start in range(0, len(body), chunk))
+    return pieces, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def test_a_stow_part_over_the_limit_is_refused_while_streaming(client: TestClient, add_user: AddUser) -> None:
+    ingestor: InstanceIngestor = client.app.state.ingestor  # type: ignore[attr-defined]
+    ingestor.max_instance_bytes = 1 * MB
+    sender = add_user("pacs", "sender")
+    big, small = _ct_of(6), _ct_of(0)
+    body, content_type = _stow_body(big, small)
+    with _largest_incoming_file(ingestor.spool.incoming) as largest:
+        response = client.post("/dicomweb/studies", content=body, headers={**sender, "Content-Type": content_type})
+    assert response.status_code == 202, response.text
+    failed = response.json()["00081198"]["Value"]
+    assert [item["00081197"]["Value"][0] for item in failed] == [0xA700]
+    assert failed[0]["00081155"]["Value"] == [big.SOPInstanceUID], "the refused part is named from its file meta"
+    assert "instance-too-large" in failed[0]["0040A160"]["Value"][0]
+    assert largest[0] <= 1 * MB + 64 * 1024, f"{largest[0]} bytes of a part were written under a 1 MB limit"
+    assert not any(ingestor.spool.incoming.iterdir())
+    assert not [p for p in ingestor.spool.quarantine.rglob("*") if p.is_file()], "nothing of the refused part is kept"
+
+
+def test_a_stow_body_over_its_limit_gets_413_and_leaves_nothing(client: TestClient, add_user: AddUser) -> None:
+    ingestor: InstanceIngestor = client.app.state.ingestor  # type: ignore[attr-defined]
+    ingestor.max_stow_request_bytes = 2 * MB
+    sender = add_user("pacs", "sender")
+    body, content_type = _stow_body(_ct_of(1), _ct_of(1), _ct_of(1))
+    response = client.post("/dicomweb/studies", content=body, headers={**sender, "Content-Type": content_type})
+    assert response.status_code == 413, response.text
+    assert "MEDSCREEN_MAX_STOW_REQUEST_MB" in response.json()["detail"]
+    assert not any(ingestor.spool.incoming.iterdir()), "no partial part stays in incoming"
+    assert not any(ingestor.spool.studies.iterdir()), "nothing of the request is stored"
+    # A body that declares its length is refused before it is read.
+    whole = b"".join(_stow_body(_ct_of(3))[0])
+    response = client.post("/dicomweb/studies", content=whole, headers={**sender, "Content-Type": content_type})
+    assert response.status_code == 413, response.text
