@@ -111,10 +111,7 @@ class StreamLimitedDimse(DIMSEServiceProvider):
         limit = self.ingestor.max_instance_bytes
         if self._streamed_bytes > limit:
             self._stop_writing(
-                InstanceTooLarge(
-                    f"instance exceeds the {limit / MB:.0f} MB limit: refused while streaming after "
-                    f"{before / MB:.0f} MB, nothing kept"
-                )
+                InstanceTooLarge(f"instance exceeds the {limit / MB:.0f} MB limit: refused while streaming, nothing of it kept")
             )
         elif (before == 0 or before // DISK_CHECK_BYTES != self._streamed_bytes // DISK_CHECK_BYTES) and not (
             self.ingestor.has_free_disk()
