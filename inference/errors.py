@@ -7,6 +7,7 @@
     │   ├── NoPixelData             an image without pixel data
     │   ├── UnsupportedSopClass     a SOP class medscreen does not score
     │   ├── StudyMismatch           STOW-RS to /studies/{uid} with an instance of another study
+    │   ├── PatientMismatch         an instance whose PatientID differs from its stored study's (kept aside)
     │   ├── InstanceTooLarge        larger than MEDSCREEN_MAX_INSTANCE_MB, received, inflated or declared
     │   ├── TruncatedPixelData      pixel data shorter than the image it declares, or an impossible image
     │   ├── CodestreamMismatch      a compressed frame whose codestream is unreadable or declares another image
@@ -37,6 +38,7 @@ __all__ = [
     "NoPixelData",
     "UnsupportedSopClass",
     "StudyMismatch",
+    "PatientMismatch",
     "InstanceTooLarge",
     "TruncatedPixelData",
     "CodestreamMismatch",
@@ -92,6 +94,10 @@ class UnsupportedSopClass(IngestError):
 
 class StudyMismatch(IngestError):
     kind = "study-mismatch"
+
+
+class PatientMismatch(IngestError):
+    kind = "patient-mismatch"
 
 
 class InstanceTooLarge(IngestError):

@@ -14,9 +14,16 @@ import shutil
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, select
 
-from inference.errors import DifferingDuplicate, IngestError, InstanceTooLarge, OutOfResources, StudyMismatch
+from inference.errors import (
+    DifferingDuplicate,
+    IngestError,
+    InstanceTooLarge,
+    OutOfResources,
+    PatientMismatch,
+    StudyMismatch,
+)
 from inference.instance_headers import is_valid_uid, read_instance_headers
 from inference.intake import not_scored
 from inference.records import InstanceHeaders, InstanceStored
@@ -34,6 +41,8 @@ from inference.study_record import (
     remembered_output,
     study_status,
 )
+from inference.tables import Study
+from service.audit import subject_digest
 from service.db import utcnow
 from service.settings import Settings
 
@@ -123,6 +132,7 @@ class InstanceIngestor:
             lock_instance(connection, headers.sop_instance_uid)
             existing = find_instance(connection, headers.sop_instance_uid)
             if existing is None:
+                _check_same_patient(connection, headers)
                 self.spool.store_first(received, final)
                 recorded = record_instance(
                     connection, headers, path=str(final), size=size, source=source, calling_ae=calling_ae, now=now
@@ -233,6 +243,26 @@ class InstanceIngestor:
             exc.reason,
             " [repeat]" if repeat is not None else "",
         )
+
+
+def _check_same_patient(connection: Connection, headers: InstanceHeaders) -> None:
+    """Refuse a new instance whose PatientID differs from its study's: another patient's image (a forged file, an
+    anonymiser or UID collision) would otherwise join the study, re-open it and be scored as this patient's."""
+    stored = connection.execute(
+        select(Study.patient_id).where(Study.study_instance_uid == headers.study_instance_uid)
+    ).scalar_one_or_none()
+    received = headers.patient_id[:64]
+    if stored is None or stored == received:
+        return
+    # Digests only: the reason is logged, listed by /api/quarantine and sent back to the sender.
+    raise PatientMismatch(
+        f"patient identity differs from the study's (PatientID {_identity_digest(received)} received, "
+        f"{_identity_digest(stored)} stored); the study is left as it was"
+    )
+
+
+def _identity_digest(patient_id: str) -> str:
+    return f"sha256:{subject_digest(patient_id)}" if patient_id else "empty"
 
 
 def name_refused(exc: IngestError, received: Path, headers: InstanceHeaders | None) -> None:

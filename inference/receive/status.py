@@ -11,6 +11,7 @@ from inference.errors import (
     NoPixelData,
     NotDicom,
     OutOfResources,
+    PatientMismatch,
     StudyMismatch,
     TruncatedPixelData,
     UnsupportedSopClass,
@@ -27,6 +28,8 @@ _STATUS = {
     MissingAttribute: 0xA900,  # Error: Data Set does not match SOP Class
     NoPixelData: 0xA900,
     StudyMismatch: 0xA900,
+    # Another patient's image must not join (and re-open, re-score) a study: refused, kept aside.
+    PatientMismatch: 0xA900,
     TruncatedPixelData: 0xA900,
     CodestreamMismatch: 0xA900,
     # PS3.7 C.4.2 general failure "Duplicate SOP Instance": the first copy stays, this one is kept aside.
