@@ -119,3 +119,28 @@ def test_a_p_data_pdu_over_the_offered_maximum_aborts_the_association(
         assert assoc.is_aborted
     finally:
         server.shutdown()
+
+
+def test_a_message_held_in_memory_past_its_bound_aborts_the_association(
+    ingestor: InstanceIngestor, sqlite_settings: Settings
+) -> None:
+    # PDUs within the maximum, but one never-ending data set that is no C-STORE's (pynetdicom keeps those in
+    # memory): past IN_MEMORY_DATA_SET_BYTES the association ends.
+    server = start_dimse_server(ingestor, "127.0.0.1", sqlite_settings.dicom_port, "MEDSCREEN", [], 262144)
+    try:
+        assoc = _associate(sqlite_settings.dicom_port, "127.0.0.1")
+        assert assoc.is_established
+        context_id = assoc.accepted_contexts[0].context_id
+        raw = assoc.dul.socket.socket
+        fragment = b"\x00" * (128 * 1024)
+        pdv = struct.pack(">IBB", len(fragment) + 2, context_id, 0x00) + fragment  # data set, not the last fragment
+        pdu = b"\x04\x00" + struct.pack(">I", len(pdv)) + pdv
+        for _ in range(4 * MB // len(fragment)):
+            try:
+                raw.sendall(pdu)
+            except OSError:
+                break
+        wait_for(lambda: not assoc.is_alive(), 5, "the association to be aborted")
+        assert assoc.is_aborted
+    finally:
+        server.shutdown()
