@@ -80,9 +80,9 @@ class BoundedUpperLayer(DULServiceProvider):
             return
         limit = pdu_limit(pdu_type, self.max_pdu, self.max_instance_bytes)
         if length > limit:
+            bound = "MEDSCREEN_DICOM_MAX_PDU offered" if pdu_type == _P_DATA_TF else "an association PDU may hold"
             self.abort_and_close(
-                f"its {_PDU_NAMES[pdu_type]} PDU declares {length} bytes, over the {limit} accepted "
-                "(MEDSCREEN_DICOM_MAX_PDU); nothing of it was read"
+                f"its {_PDU_NAMES[pdu_type]} PDU declares {length} bytes, over the {limit} {bound}; nothing of it was read"
             )
             return
         try:
