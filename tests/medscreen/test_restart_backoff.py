@@ -51,7 +51,8 @@ def test_a_process_that_cannot_start_is_restarted_with_a_doubling_delay(
     # Delays 0.5, 1, 2, 2, 2 s, each gap also holding one interpreter start-up, about the same each time.
     assert gaps[2] - gaps[0] > 1.0, gaps
     assert abs(gaps[4] - gaps[2]) < 1.0, gaps  # capped
-    assert state.failing and not state.running and state.last_exit_code == 1 and state.restarts >= 5
+    # Not `running`: the snapshot may fall just after a restart, before that start dies too.
+    assert state.failing and state.last_exit_code == 1 and state.restarts >= 5
     deaths = [r.getMessage() for r in caplog.records if "exited with code 1" in r.getMessage()]
     assert len(deaths) <= state.restarts + 1  # one line per death, not one per check
     assert "restarting it in 2 s (4 deaths in a row at start)" in "\n".join(deaths)

@@ -24,7 +24,9 @@ def _access_line(caplog, path: str, query: bytes) -> str:
     # The call uvicorn's HTTP protocol makes for each answer (log_config=None: through configure_logging).
     from uvicorn.protocols.utils import get_path_with_query_string
 
-    full_path = get_path_with_query_string({"type": "http", "root_path": "", "path": path, "query_string": query})
+    full_path = get_path_with_query_string(  # raw_path: uvicorn 0.55 builds the line from it
+        {"type": "http", "root_path": "", "path": path, "raw_path": path.encode(), "query_string": query}
+    )
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="uvicorn.access"):
         logging.getLogger("uvicorn.access").info(
