@@ -362,6 +362,18 @@ def _overlong_reference(teams: list[tuple[str, str]]) -> str | None:
     return None
 
 
+def _teams_asked(args: argparse.Namespace, command: str) -> tuple[list[tuple[str, str]], int | None]:
+    """The care teams ``assign``/``unassign`` were given, or the exit code after saying why none can be used."""
+    teams = _care_teams(args)
+    if not teams:
+        sys.stderr.write(f"medscreen screening {command}: give --practitioner or --organization\n")
+        return teams, 2
+    if (problem := _overlong_reference(teams)) is not None:
+        sys.stderr.write(f"medscreen screening {command}: {problem}\n")
+        return teams, 1
+    return teams, None
+
+
 def _assign(args: argparse.Namespace, settings: Settings) -> int:
     """Let a paediatrician see the flags of a practitioner's or an organisation's children.
 
@@ -374,13 +386,9 @@ def _assign(args: argparse.Namespace, settings: Settings) -> int:
     from service.errors import UserError
     from service.users_command import cli_actor
 
-    teams = _care_teams(args)
-    if not teams:
-        sys.stderr.write("medscreen screening assign: give --practitioner or --organization\n")
-        return 2
-    if (problem := _overlong_reference(teams)) is not None:
-        sys.stderr.write(f"medscreen screening assign: {problem}\n")
-        return 1
+    teams, refused = _teams_asked(args, "assign")
+    if refused is not None:
+        return refused
     actor = cli_actor()
     engine = make_engine(settings.resolved_database_url)  # the schema was brought up to date by the root
     try:
@@ -455,13 +463,9 @@ def _unassign(args: argparse.Namespace, settings: Settings) -> int:
     from service.users import get_user
     from service.users_command import cli_actor
 
-    teams = _care_teams(args)
-    if not teams:
-        sys.stderr.write("medscreen screening unassign: give --practitioner or --organization\n")
-        return 2
-    if (problem := _overlong_reference(teams)) is not None:
-        sys.stderr.write(f"medscreen screening unassign: {problem}\n")
-        return 1
+    teams, refused = _teams_asked(args, "unassign")
+    if refused is not None:
+        return refused
     actor = cli_actor()
     engine = make_engine(settings.resolved_database_url)
     try:
