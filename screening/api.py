@@ -69,7 +69,7 @@ def submit_bundle(
     user: Paediatrician,
     screener: ScreenerDep,
     bundle: Annotated[dict[str, Any], Body()],
-    as_of: Annotated[date | None, Query(description="screening date (default today, UTC)")] = None,
+    as_of: Annotated[date | None, Query(description="screening date (default the site's today, in the server's time zone)")] = None,
 ) -> JSONResponse:
     """A record naming a practitioner or organisation the paediatrician is not assigned to is stored as their own
     patient (``screening.scope.child_of_record``): it cannot change a result of a scope they cannot read. The

@@ -7,7 +7,7 @@ import argparse
 import json
 import logging
 import sys
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,8 +172,10 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
     if not args.input.exists():
         sys.stderr.write(f"{args.input} does not exist\n")
         return 2
+    from screening.site_calendar import site_today
+
     options = RunOptions(
-        as_of=(args.as_of or datetime.now(UTC).date()).isoformat(),
+        as_of=(args.as_of or site_today()).isoformat(),
         budget=args.budget or settings.screening_alert_budget,
         max_age_years=settings.screening_max_age_years,
         model_path=str(settings.screening_model_path) if settings.screening_model_path else None,
@@ -311,14 +313,14 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Write simulated children as FHIR NDJSON Bundles: ordinary children and cases (projected
     phenopackets with --phenopackets, else drawn from disease annotations), all under 7 on --as-of."""
     import random
-    from datetime import UTC, datetime
 
     from datasets.fhir_emr import record_to_bundle
     from datasets.phenopackets import iter_phenopackets
     from screening.simulate import CaseProjector, annotation_case, simulate_controls
+    from screening.site_calendar import site_today
 
     ontology, kb, maps = _knowledge()
-    as_of = args.as_of or datetime.now(UTC).date()
+    as_of = args.as_of or site_today()
     n_cases = round(args.n * args.case_share)
     rng = random.Random(args.seed)
     projector = CaseProjector(maps)
@@ -569,7 +571,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     simulate.add_argument("--seed", type=int, default=11)
     simulate.add_argument("--phenopackets", type=Path, default=None, help="cases from these phenopackets (else from annotations)")
     simulate.add_argument("--case-share", type=float, default=0.05, help="share of the children that are cases (0.05)")
-    simulate.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default today)")
+    simulate.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default the site's today: the TZ of this process)")
     simulate.add_argument("--out", type=Path, required=True)
     simulate.set_defaults(func=_simulate, needs_home=False)
 
@@ -619,7 +621,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         help="NDJSON of records that could not be read, each with its reason, and of children in more than one "
         "record (default: beside --out, flags.ndjson -> flags.errors.ndjson)",
     )
-    batch.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default today)")
+    batch.add_argument("--as-of", type=date.fromisoformat, default=None, help="screening date (default the site's today: the TZ of this process)")
     batch.add_argument("--budget", type=float, default=None, help="flags per child screened (default the setting)")
     batch.add_argument("--all", action="store_true", help="write every child, not only the flagged ones")
     batch.add_argument(

@@ -20,10 +20,12 @@ from screening.findings import MAX_AGE_DAYS, ChildFindings, CodeMaps, Finding, S
 from screening.knowledge import DiseaseMatch, KnowledgeBase, build_knowledge_base
 from screening.ontology import Ontology, load_ontology
 from screening.risk_model import RiskModel, load_risk_model
+from screening.site_calendar import site_today
 
 __all__ = ["Screener", "ScreeningResult", "patient_digest"]
 
 logger = logging.getLogger(__name__)
+
 
 # Candidate diseases kept with a flag (the page shows the first five, the rest behind a toggle). On the
 # projected EMR records of the published cases, the disease is among the first 10 for 0.03-0.05 more of the
@@ -149,8 +151,9 @@ class Screener:
         result.flagged = result.risk >= self.threshold
 
     def screen(self, record: ChildRecord, as_of: date | None = None, explain: bool | None = None) -> ScreeningResult:
-        """Screen one child as of a date (default today, UTC); flagged children are always explained."""
-        result, scored = self.scores(record, as_of or datetime.now(UTC).date())
+        """Screen one child as of a date (default the site's today, ``site_today``); flagged children are always
+        explained."""
+        result, scored = self.scores(record, as_of or site_today())
         if scored is not None and (result.flagged if explain is None else explain):
             self.explain(result, scored)
         return result
