@@ -107,7 +107,21 @@ def patient_age_years(ds: Any) -> float | None:
     seen = next((d for d in (_date(_text(ds, k)) for k in ("StudyDate", "SeriesDate", "AcquisitionDate")) if d), None)
     if born is None or seen is None or seen < born:
         return None
-    return (seen - born).days / 365.25
+    # Completed years as the calendar counts them, plus the share of the year since the last birthday: days / 365.25
+    # made a child filmed on the 1st birthday "12 months" (refused) and one filmed on the 6th birthday 5.999 (scored
+    # outside 1-5 y), whenever a 29 February fell between.
+    years = seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day))
+    last, following = _birthday(born, years), _birthday(born, years + 1)
+    return years + (seen - last).days / (following - last).days
+
+
+def _birthday(born: date, years: int) -> date:
+    """The birthday ``years`` after birth; one born on 29 February has it on 1 March in other years (as
+    ``quality.metrics.age_band`` and screening count)."""
+    try:
+        return born.replace(year=born.year + years)
+    except ValueError:
+        return date(born.year + years, 3, 1)
 
 
 def _spacing(ds: Any) -> float | None:
@@ -182,7 +196,7 @@ def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) ->
         low, high = use.age_years
         years = math.floor(age + 1e-9)
         if (low is not None and years < low) or (high is not None and years > high):
-            shown = f"{years} y" if years >= 1 else f"{round(age * 12)} months"
+            shown = f"{years} y" if years >= 1 else f"{math.floor(age * 12 + 1e-9)} months"
             raise OutOfScope(f"patient {shown}; {model} is validated for {use.describe_age()}")
     sex = _text(first, "PatientSex")
     if use.sexes and sex not in use.sexes:

@@ -81,6 +81,30 @@ def test_age_is_read_from_patient_age_or_birth_date_against_study_date() -> None
     assert patient_age_years(ds) is None
 
 
+@pytest.mark.parametrize(
+    ("born", "seen", "in_scope"),
+    [
+        ("20250301", "20260301", True),  # the 1st birthday, 29 Feb 2024 not between: 1 y
+        ("20230301", "20240301", True),  # the 1st birthday with 29 Feb 2024 between (days / 365.25: 1.0007)
+        ("20250302", "20260301", False),  # the day before the 1st birthday: 11 months
+        ("20200301", "20260301", False),  # the 6th birthday (days / 365.25 made it 5.9986, scored)
+        ("20200302", "20260301", True),  # the day before the 6th birthday: 5 y
+        ("20200229", "20260228", True),  # born on 29 February: 5 y on 28 February ...
+        ("20200229", "20260301", False),  # ... and 6 y on 1 March
+    ],
+)
+def test_the_age_gate_counts_birthdays_as_the_calendar_does(born: str, seen: str, in_scope: bool) -> None:
+    use = _use("chest-xray")  # validated for 1-5 completed years
+    ds = dcmread(DX_CHEST)
+    del ds.PatientAge
+    ds.PatientBirthDate, ds.StudyDate = born, seen
+    if in_scope:
+        check_intended_use(use, [ds], "chest-xray v1")
+    else:
+        with pytest.raises(OutOfScope, match=r"^patient (11 months|6 y); chest-xray v1 is validated for 1-5 y$"):
+            check_intended_use(use, [ds], "chest-xray v1")
+
+
 def test_the_shipped_chest_model_refuses_an_adult_and_an_unknown_age() -> None:
     use = _use("chest-xray")
     ds = dcmread(DX_CHEST)
