@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from service.settings import Settings
+from service.utc_instant import UTC_INSTANT_HELP, utc_instant_arg
 from training.cli import int_at_least
 
 __all__ = ["add_commands", "run_retrain"]
-
-
-def _date(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC) if "T" not in value else datetime.fromisoformat(value)
 
 
 def add_commands(subparsers: Any) -> None:
@@ -27,7 +23,9 @@ def add_commands(subparsers: Any) -> None:
     )
     export.add_argument("out", type=Path, help="export folder (new or empty): OUT/dicom and OUT/labels.csv")
     export.add_argument("--task", required=True, help="chest-xray, mammography or ct-chest: the finding to label")
-    export.add_argument("--since", type=_date, default=None, help="only studies read on or after this date (YYYY-MM-DD, UTC)")
+    export.add_argument(
+        "--since", type=utc_instant_arg, default=None, help=f"only studies read at or after this ({UTC_INSTANT_HELP})"
+    )
     export.add_argument(
         "--crosswalk",
         type=Path,
