@@ -57,7 +57,7 @@ from datasets.fhir_entry_rules import (
     sex_for_growth,
     unresolved_medication,
 )
-from datasets.fhir_primitives import full_url_keys, invalid_id, merge_aliases, reference_key
+from datasets.fhir_primitives import full_url_keys, invalid_id, merge_aliases, parse_date, reference_key
 
 __all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle", "fhir_id"]
 
@@ -77,6 +77,13 @@ def _as_date(value: Any) -> date | None:
         return value.date()
     if isinstance(value, date):
         return value
+    if isinstance(value, str):
+        # fhir.resources keeps as text what Python's datetime cannot hold but FHIR allows: a leap second
+        # (23:59:60), which the other readers read as its date; a year or a month stays no full date.
+        try:
+            return parse_date(value, "dateTime")
+        except ValueError:
+            return None
     return None
 
 

@@ -257,6 +257,29 @@ def test_odd_and_broken_elements_are_read_or_reported_as_the_full_validator_does
     assert len([f for f in record.facts if f.code == "Q21.0"]) == len(read_q21)  # not ok-withdrawn's
 
 
+def test_a_leap_second_is_read_as_its_date_by_both_readers() -> None:
+    """FHIR's dateTime allows second 60; the validating reader (POST /api/screening) had called such a measurement
+    "without a full date" and the child incomplete, while screen-emr read it."""
+    bundle = record_to_bundle(ordinary_child())
+    child = bundle["entry"][0]["resource"]["id"]
+    bundle["entry"].append(
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": "leap",
+                "status": "final",
+                "subject": {"reference": f"Patient/{child}"},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "3016-3"}]},
+                "effectiveDateTime": "2021-12-31T23:59:60Z",
+                "valueQuantity": {"value": 3.1, "unit": "mIU/L", "system": "http://unitsofmeasure.org", "code": "m[IU]/L"},
+            }
+        }
+    )
+    [record], errors = _same(records_from_bundle(copy.deepcopy(bundle), "t"), records_from_bundle_fast(bundle, "t"))
+    assert errors == [] and record.dropped == []
+    assert ("3016-3", date(2021, 12, 31)) in [(m.loinc, m.date) for m in record.measurements]
+
+
 @pytest.mark.parametrize("suffix", [".json", ".ndjson"])
 def test_files_with_broken_lines_and_loose_resources(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"extract{suffix}"
