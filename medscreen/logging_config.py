@@ -21,7 +21,10 @@ from urllib.parse import unquote_plus
 
 __all__ = ["configure_logging", "run_configured", "uid_digests"]
 
-FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+# ISO 8601 in UTC, marked as such: the bare "2026-12-02 12:51:08,986" of logging's default was UTC (the converter
+# below) yet read as local time at a site whose journal and tickets are in its own zone.
+FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(processName)s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 # Libraries that log every association, request or registry call at INFO; highdicom logs seven lines per
 # result document, naming the source image's SOP Instance UID in them.
 QUIET_LIBRARIES = ("pynetdicom", "mlflow", "urllib3", "httpx", "highdicom")
@@ -122,7 +125,7 @@ class _AppliedMigrationsOnly(logging.Filter):
 
 def configure_logging(level: str) -> None:
     """Configure the root logger of this process; where a host (pytest, say) already installed handlers, those stay."""
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=FORMAT)
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=FORMAT, datefmt=DATE_FORMAT)
     logging.Formatter.converter = time.gmtime  # UTC timestamps in every log line
     # At every level, DEBUG included: README promises that patient data is never logged.
     for handler in logging.getLogger().handlers:

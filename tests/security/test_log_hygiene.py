@@ -163,3 +163,24 @@ def test_a_postgresql_detail_line_is_dropped_from_tracebacks(caplog) -> None:
     except RuntimeError:
         logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
     assert "MRNLEAK2" not in "".join(h.format(r) for h in logging.getLogger().handlers for r in caplog.records)
+
+
+def test_log_lines_are_stamped_in_utc_and_say_so() -> None:
+    """A site's journal is read in its own zone: the UTC time of every line carries its Z."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    program = (
+        "import logging; from medscreen.logging_config import configure_logging; "
+        "configure_logging('INFO'); logging.getLogger('medscreen.test').info('stamped')"
+    )
+    env = {**os.environ, "TZ": "America/New_York"}
+    before = datetime.now(UTC).replace(microsecond=0)
+    line = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True).stderr
+    match = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\.\d{3}Z INFO MainProcess medscreen.test: stamped$", line.strip())
+    assert match is not None, line
+    stamped = datetime.fromisoformat(match.group(1)).replace(tzinfo=UTC)
+    assert abs((stamped - before).total_seconds()) < 60, "the stamp is the UTC time, not New York's"
