@@ -78,7 +78,8 @@ def risk_assessment_json(result: ScreeningResult, ontology: Ontology) -> dict[st
             {
                 "outcome": {"text": _OUTCOME_TEXT},
                 "probabilityDecimal": round(result.risk, 6),
-                "rationale": "calibrated at a population prevalence of 1:500; decision support, not a diagnosis",
+                "rationale": "calibrated at a population prevalence of 1:500" + _threshold_text(result.threshold)
+                + "; decision support, not a diagnosis",
             }
         )
     for candidate in result.candidates:
@@ -130,7 +131,9 @@ def flag_json(result: ScreeningResult) -> dict[str, Any] | None:
     """The Flag as ``flag(...).model_dump(mode="json", exclude_none=True)`` gives it; None when not flagged."""
     if not result.flagged:
         return None
-    top = result.candidates[0].name if result.candidates else "a rare genetic disease"
+    # The Flag is what an EMR shows as a banner: a disease named there reads as a diagnosis unless qualified, and a
+    # risk means little without the threshold it was flagged at and the model that gave it.
+    top = f"best-matching candidate, not a diagnosis: {result.candidates[0].name}" if result.candidates else "not a diagnosis"
     systems = ", ".join(result.organ_systems[:4]) or "several findings"
     return (
         {
@@ -145,12 +148,18 @@ def flag_json(result: ScreeningResult) -> dict[str, Any] | None:
             ],
             "code": {
                 "coding": [{"system": "urn:medscreen:flag", "code": "genetics-referral-suggested"}],
-                "text": f"Consider a genetics referral: risk {result.risk:.3f}; {systems}; best match {top}",
+                "text": f"Consider a genetics referral: risk {result.risk:.3f}{_threshold_text(result.threshold, ' (', ')')}; "
+                f"{systems}; {top}; medscreen rare-disease screener {result.model_version}",
             },
             "subject": _subject(result.patient_id),
             "period": {"start": _date_time(result.screened_at)},
         }
     )
+
+
+def _threshold_text(threshold: float | None, before: str = "; ", after: str = " (flagged at or above)") -> str:
+    """The alert threshold as the page shows it beside the risk ("" when the result had none: not scored)."""
+    return "" if threshold is None else f"{before}alert threshold {threshold:.4g}{after}"
 
 
 def _subject(patient_id: str) -> dict[str, Any]:

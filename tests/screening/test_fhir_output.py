@@ -100,3 +100,19 @@ def test_the_unassigned_care_team_warning_names_the_records_and_the_assign_comma
     assert "`medscreen screening assign paul --organization Organization/clinic-7`" in both
     assert "7 record(s) (p0, p1, p2, p3, p4 and 2 more)" in practitioner
     assert "`medscreen screening assign paul --practitioner Practitioner/9`" in practitioner
+
+
+def test_the_flag_names_model_threshold_and_not_a_diagnosis_and_the_assessment_its_threshold(screener: Screener) -> None:
+    """The Flag is the EMR's banner: it named a disease ("best match X") with no model, no alert threshold and no
+    "not a diagnosis"; the RiskAssessment had the model but not the threshold the child was flagged at."""
+    result = screener.screen(syndromic_child(), date(2024, 3, 1))
+    assert result.flagged and result.threshold is not None and result.candidates
+    threshold = f"alert threshold {result.threshold:.4g}"
+    text = (flag_json(result) or {})["code"]["text"]
+    assert result.model_version in text and threshold in text
+    assert f"best-matching candidate, not a diagnosis: {result.candidates[0].name}" in text
+    assert "best match " not in text
+    bare = (flag_json(dataclasses.replace(result, candidates=[])) or {})["code"]["text"]
+    assert "not a diagnosis" in bare and result.model_version in bare
+    risk = risk_assessment_json(result, screener.ontology)["prediction"][0]
+    assert threshold in risk["rationale"] and "not a diagnosis" in risk["rationale"]
