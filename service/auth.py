@@ -55,6 +55,8 @@ MIN_PASSWORD_LENGTH = 12
 # bcrypt only reads the first 72 bytes; refuse longer passwords rather than silently ignore their tail.
 MAX_PASSWORD_BYTES = 72
 ALGORITHM = "HS256"
+# How far another node's clock may run ahead of this one's for a token it issued (``iat``) to be accepted.
+CLOCK_SKEW = timedelta(seconds=60)
 SECRET_KEY_FILE = "secret_key"
 # Checked when the user does not exist, so that a wrong username costs as long as a wrong password
 # and response times do not reveal which accounts exist. A fixed hash of a discarded random password,
@@ -148,8 +150,20 @@ def create_access_token(username: str, key: str, lifetime: timedelta, *, now: da
 
 
 def decode_access_token(token: str, key: str) -> dict[str, Any]:
-    """The claims of a valid, unexpired token; raises ``jwt.InvalidTokenError`` otherwise."""
-    return jwt.decode(token, key, algorithms=[ALGORITHM], options={"require": ["sub", "iat", "exp"]})
+    """The claims of a valid, unexpired token; raises ``jwt.InvalidTokenError`` otherwise.
+
+    An ``iat`` up to ``CLOCK_SKEW`` ahead of this clock is accepted: PyJWT refuses any future ``iat``, so two nodes
+    on one database with ordinary NTP skew answered "invalid token" to a login made a second ago on the other.
+    Expiry stays exact."""
+    claims = jwt.decode(
+        token, key, algorithms=[ALGORITHM], options={"require": ["sub", "iat", "exp"], "verify_iat": False}
+    )
+    issued = claims["iat"]
+    if not isinstance(issued, int | float) or isinstance(issued, bool):
+        raise jwt.InvalidIssuedAtError("Issued At claim (iat) must be a number.")
+    if issued > utcnow().timestamp() + CLOCK_SKEW.total_seconds():
+        raise jwt.ImmatureSignatureError("The token is not yet valid (iat)")
+    return claims
 
 
 # --- dependencies ------------------------------------------------------------------------------
