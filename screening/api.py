@@ -1,5 +1,5 @@
-"""HTTP edge of screening: submit a FHIR Bundle, list flagged children, record the paediatrician's outcome,
-and the page that shows them. Every view and decision is audited; identifiers are logged only as digests.
+"""HTTP edge of screening: submit a FHIR Bundle, list flagged children (and the records that could not be fully
+read), record the paediatrician's outcome, and the page that shows them. Every view and decision is audited; identifiers are logged only as digests.
 """
 
 from __future__ import annotations
@@ -164,6 +164,41 @@ def _withdrawn(session: Session, user: AuthenticatedUser, shown: int = 20) -> tu
     return total, sorted(out.values(), key=lambda w: (w["withdrawn_at"], w["id"]), reverse=True)[:shown]
 
 
+def _incomplete(session: Session, user: AuthenticatedUser, shown: int = 20) -> tuple[int, list[dict[str, Any]]]:
+    """Children in the clinician's scope whose latest result is of a record that could not be fully read and was
+    not flagged on the part read, newest first. Listed apart from the flags: the unread entries may be the ones
+    that would have raised a flag, so the risk is only a lower bound and must not pass for a negative. A flagged
+    incomplete result is a flag (listed with its unread entries); a later result of the child replaces this one."""
+    newer = aliased(ScreeningRun)
+    where = [ScreeningRun.status == "incomplete", ScreeningRun.flagged.is_(False), in_scope(user),
+             ~exists().where(_later_of_child(newer))]
+    total = session.scalar(select(func.count()).select_from(ScreeningRun).where(*where)) or 0
+    rows = session.scalars(
+        select(ScreeningRun).where(*where).order_by(ScreeningRun.screened_at.desc(), ScreeningRun.id.desc()).limit(shown)
+    )
+    return total, [
+        {
+            "id": row.id,
+            "patient_id": row.patient_id,
+            "patient_name": row.patient_name,
+            "mrn": row.mrn,
+            "practitioner": row.practitioner,
+            "organization": row.organization,
+            "status": row.status,
+            "age_years": row.age_days / 365.25,
+            "risk": row.risk,
+            "risk_is_lower_bound": True,
+            "threshold": row.threshold,
+            "model_version": row.model_version,
+            "screened_at": row.screened_at.isoformat(),
+            "reason": row.reason,
+            "not_read": row.explanation.get("dropped", []),
+            "risk_assessment": row.risk_assessment,
+        }
+        for row in rows
+    ]
+
+
 def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[ScreeningRun]) -> dict[Child, list[dict[str, Any]]]:
     """Decisions on the earlier flags (in the clinician's scope) of the listed children, oldest first."""
     out: dict[Child, list[dict[str, Any]]] = {Child.of(row): [] for row in rows}
@@ -231,11 +266,13 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
         )
     pages = max(1, -(-total // per_page))
     withdrawn_total, withdrawn = _withdrawn(session, user)
+    incomplete_total, incomplete = _incomplete(session, user)
     return {"flags": flags, "total": total, "page": page, "per_page": per_page, "pages": pages,
-            "withdrawn_total": withdrawn_total, "withdrawn": withdrawn}
+            "withdrawn_total": withdrawn_total, "withdrawn": withdrawn,
+            "incomplete_total": incomplete_total, "incomplete": incomplete}
 
 
-@router.get("/flags", summary="Flagged children in the clinician's scope, a page at a time", response_model=None)
+@router.get("/flags", summary="Flagged children in the clinician's scope, a page at a time, and the records that could not be fully read", response_model=None)
 def list_flags(
     session: SessionDep,
     user: Paediatrician,
@@ -254,6 +291,9 @@ def list_flags(
     for row in listing["withdrawn"]:
         record_audit(session, user.username, "screening.flag.view", "patient", row["patient_id"],
                      {"result_id": row["id"], "withdrawn": row["status"]})
+    for row in listing["incomplete"]:
+        record_audit(session, user.username, "screening.flag.view", "patient", row["patient_id"],
+                     {"result_id": row["id"], "incomplete": True})
     if format == "html":
         html = _templates.get_template("flags_fragment.html").render(include_decided=include_decided, **listing)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})

@@ -1,8 +1,10 @@
 """Screening flags for the EMR: the stored ``RiskAssessment`` and ``Flag`` of each flagged child, with stable
 ids, into the outbox (channel ``fhir``) and readable at ``GET /fhir/RiskAssessment|Flag``.
 
-Only flagged children are pushed: a RiskAssessment for every child screened would put a million
-"no concern" resources in the EMR a year for no one to act on; those stay readable here.
+Flagged children are pushed, and so are children whose record could not be fully read (a ``preliminary``
+RiskAssessment naming the entries not read): not flagged on the part read is not a negative, and the EMR must not
+take it for one. A RiskAssessment for every child screened would put a million "no concern" resources in the EMR
+a year for no one to act on; those stay readable here.
 """
 
 from __future__ import annotations
@@ -65,13 +67,14 @@ def take_in_screening_flags(session_factory: sessionmaker[Session], now: datetim
         found = []
         for row in rows:
             key = f"RiskAssessment/medscreen-ra-{row.id}"
-            if not row.flagged or key in known:
+            if not (row.flagged or row.status == "incomplete") or key in known:
                 found.append(Candidate(_CURSOR, row.id))
                 continue
             # The stored JSON is copied now: the build (validation included) runs after this session is gone.
             copy = ScreeningRun(id=row.id, risk_assessment=dict(row.risk_assessment),
                                 flag=dict(row.flag) if row.flag else None)
-            found.append(Candidate(_CURSOR, row.id, key, f"screening flag {row.id} (child {row.patient_digest})",
+            what = "flag" if row.flagged else "incomplete"
+            found.append(Candidate(_CURSOR, row.id, key, f"screening {what} {row.id} (child {row.patient_digest})",
                                    partial(_bundle, copy)))
         return found
 

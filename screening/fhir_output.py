@@ -97,7 +97,7 @@ def risk_assessment_json(result: ScreeningResult, ontology: Ontology) -> dict[st
         )
     notes = []
     if result.status == "incomplete":
-        notes.append({"text": f"incomplete record: {result.reason}; the risk uses only what could be read"})
+        notes.append({"text": f"incomplete record: {result.reason}; the risk uses only what could be read: a lower bound"})
         notes += [{"text": f"not read: {d.entry}: {d.reason}"} for d in result.dropped]
     elif result.status != "screened":
         notes.append({"text": f"not screened: {result.status} ({result.reason})"})

@@ -12,8 +12,10 @@ from sqlalchemy import select
 
 from datasets.fhir_emr import record_to_bundle
 from medscreen.cli import main
+from screening.fhir_feed import take_in_screening_flags
 from screening.tables import ScreeningBatchRun, ScreeningOutcome, ScreeningRun
 from service.db import session_scope
+from service.outbox import OutboxMessage
 from service.tables import AuditEvent
 from tests.screening.conftest import child_of, ordinary_child, syndromic_child
 
@@ -30,6 +32,7 @@ def test_paediatrician_submits_views_and_decides(
     screening_app: FastAPI, client: TestClient, token_for
 ) -> None:  # type: ignore[no-untyped-def]
     doctor = token_for("dr-ivanova", "paediatrician")
+    take_in_screening_flags(screening_app.state.session_factory)  # the EMR feed's first start
     response = client.post("/api/screening?as_of=2024-03-01", json=_bundle(), headers=doctor)
     assert response.status_code == 200, response.text
     resources = [e["resource"] for e in response.json()["entry"]]
@@ -44,13 +47,33 @@ def test_paediatrician_submits_views_and_decides(
     incomplete = next(r for r in resources if r["resourceType"] == "RiskAssessment" and r["subject"]["reference"] == "Patient/child-2")
     assert incomplete["status"] == "preliminary" and any("Condition/broken" in n["text"] for n in incomplete["note"])
 
-    listed = client.get("/api/screening/flags", headers=doctor).json()["flags"]
+    listing = client.get("/api/screening/flags", headers=doctor).json()
+    listed = listing["flags"]
     assert [row["patient_id"] for row in listed] == ["child-1"]
     row = listed[0]
     assert row["explanation"]["candidates"] and row["explanation"]["findings"] and row["flag"]["status"] == "active"
+    # child-2 is not flagged on what could be read, but its record could not be fully read: listed apart, with the
+    # entry not read and its risk as a lower bound, never left to pass for a negative.
+    assert listing["incomplete_total"] == 1 and [r["patient_id"] for r in listing["incomplete"]] == ["child-2"]
+    unread = listing["incomplete"][0]
+    assert unread["risk_is_lower_bound"] and unread["risk"] < unread["threshold"]
+    assert "Condition/broken" in unread["not_read"][0]["entry"]
 
     html = client.get("/api/screening/flags?format=html", headers=doctor)
     assert html.status_code == 200 and "child-1" in html.text and "Referred to genetics" in html.text
+    assert "1 record could not be fully read: not a negative" in html.text and "child-2" in html.text
+    assert "Condition/broken" in html.text and "risk at least" in html.text
+    assert client.get("/api/screening/flags", headers=token_for("dr-other", "paediatrician")).json()["incomplete"] == []
+
+    # Both reach the EMR: child-1's flag and child-2's preliminary RiskAssessment.
+    assert take_in_screening_flags(screening_app.state.session_factory) == 2
+    with session_scope(screening_app.state.session_factory) as session:
+        ids = {r.patient_id: r.id for r in session.scalars(select(ScreeningRun))}
+        payloads = {m.key: json.loads(m.payload) for m in session.scalars(select(OutboxMessage))}
+    pushed = payloads[f"RiskAssessment/medscreen-ra-{ids['child-2']}"]["entry"]
+    assert [e["resource"]["resourceType"] for e in pushed] == ["RiskAssessment"]
+    assert pushed[0]["resource"]["status"] == "preliminary" and "a lower bound" in pushed[0]["resource"]["note"][0]["text"]
+    assert f"RiskAssessment/medscreen-ra-{ids['child-1']}" in payloads
 
     decided = client.post(f"/api/screening/flags/{row['id']}/outcome", json={"outcome": "referred"}, headers=doctor)
     assert decided.status_code == 201 and decided.json()["decided_by"] == "dr-ivanova"

@@ -480,3 +480,40 @@ def test_an_assigned_paediatrician_or_an_admin_still_withdraws_and_replaces_the_
     assert [(d["outcome"], d["note"]) for d in new["earlier_decisions"]] == [("not_relevant", "known")]
     assert sorted((w["patient_id"], w["because"]) for w in listing["withdrawn"]) == [
         ("case-1", "the child has died"), ("case-2", "the child has died")]
+
+
+@pytest.mark.parametrize("screening_backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_record_that_could_not_be_fully_read_reaches_its_paediatrician_not_as_a_negative(
+    screening_app: FastAPI, client: TestClient, token_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A clinic's extract screened with ``--organization``: a child whose epilepsy diagnosis has an impossible onset
+    date is ``incomplete`` and not flagged on the part read. It was stored under the clinic and then shown nowhere,
+    like a complete negative; now the clinic's paediatrician (only) sees it apart, with the entry not read."""
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", str(screening_app.state.engine.url))
+    bundle = record_to_bundle(ordinary_child("child-2"))
+    bundle["entry"].append({"resource": {"resourceType": "Condition", "id": "seizures", "onsetDateTime": "2022-02-30",
+                                         "subject": {"reference": "Patient/child-2"},
+                                         "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "G40.9"}]}}})
+    extract = tmp_path / "extract.ndjson"
+    extract.write_text(json.dumps(bundle) + "\n")
+    assert main(["screen-emr", str(extract), "--out", str(tmp_path / "out.ndjson"), "--as-of", "2024-03-01", "--quiet",
+                 "--organization", "Organization/clinic-7"]) == 0
+    doctor, other = token_for("dr-ivanova", "paediatrician"), token_for("dr-other", "paediatrician")
+    assert main(["screening", "assign", "dr-ivanova", "--organization", "Organization/clinic-7"]) == 0
+
+    listing = client.get("/api/screening/flags", headers=doctor).json()
+    assert listing["total"] == 0 and listing["incomplete_total"] == 1
+    unread = listing["incomplete"][0]
+    assert unread["patient_id"] == "child-2" and unread["organization"] == "Organization/clinic-7"
+    assert unread["risk_is_lower_bound"] and "Condition/seizures" in unread["not_read"][0]["entry"]
+    html = client.get("/api/screening/flags?format=html", headers=doctor).text
+    assert "could not be fully read" in html and "Condition/seizures" in html
+    assert client.get("/api/screening/flags", headers=other).json()["incomplete_total"] == 0
+
+    # Screened again on a readable record, the child's latest result is complete: no longer listed as unread.
+    with session_scope(screening_app.state.session_factory) as session:
+        screener = screening_app.state.screener
+        record = ordinary_child("child-2")
+        record.organization = "Organization/clinic-7"
+        store_result(session, screener, record, screener.screen(record, date(2024, 3, 2)), "dr-ivanova", owner="dr-ivanova")
+    assert client.get("/api/screening/flags", headers=doctor).json()["incomplete_total"] == 0
