@@ -194,6 +194,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         description="Group DICOM files into studies by StudyInstanceUID, route them with the routing rules and score "
         "each with its task's champion model (shipped models are registered first if the registry is empty). Prints "
         "one JSON object per study: study_instance_uid, task, score, call, threshold, model_name, model_version, "
+        "steering (the version's right: shadow, raise-only, defer), call_note (for a shadow version: not a finding), "
         "mlflow_run_id, localisation, instances, error (null, or why it could not score), assumed (what "
         "--assume-age supplied, or null). Progress on stderr. Scores are decision support, not diagnoses.",
     )

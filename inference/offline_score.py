@@ -26,7 +26,7 @@ from inference.instance_headers import InstanceHeaders, read_instance_headers
 from inference.intended_use import patient_age_years
 from inference.route import RoutingRules
 from inference.scorers import score_study
-from service.lifecycle import ModelRole
+from service.lifecycle import ModelRole, SteeringRight
 
 __all__ = ["OfflineStudy", "collect_studies", "score_offline"]
 
@@ -100,6 +100,8 @@ def _line(study: OfflineStudy, task: str | None, **values: Any) -> dict[str, Any
         "threshold": None,
         "model_name": None,
         "model_version": None,
+        "steering": None,
+        "call_note": None,
         "mlflow_run_id": None,
         "localisation": None,
         "instances": len(study.paths),
@@ -108,6 +110,14 @@ def _line(study: OfflineStudy, task: str | None, **values: Any) -> dict[str, Any
     }
     line.update(values)
     return line
+
+
+def _call_note(steering: SteeringRight) -> str | None:
+    """What the call may be taken for: a shadow version's (its card's figures do not support acting on it) had read
+    as a plain "positive" beside the others', on a site's own evaluation of the models."""
+    if steering == SteeringRight.shadow:
+        return "shadow: recorded for monitoring, not a finding"
+    return None
 
 
 def _assume_age(datasets: list[Any], years: int) -> dict[str, Any] | None:
@@ -160,6 +170,8 @@ def score_offline(
                     threshold=model.threshold,
                     model_name=model.name,
                     model_version=model.version,
+                    steering=str(model.steering),
+                    call_note=_call_note(model.steering),
                     mlflow_run_id=model.run_id,
                     localisation=scored.localisation,
                     assumed=assumed,

@@ -108,6 +108,7 @@ def test_score_command_gives_the_in_process_scorers_result_on_the_same_files(tmp
     lines = {line["study_instance_uid"]: line for line in map(json.loads, result.stdout.splitlines())}
     assert set(lines) == set(studies)
     models: dict[str, LoadedModel] = {}
+    expected_steering = {"chest-xray": "raise-only", "mammography": "shadow", "ct-chest": "shadow"}
     for uid, (task, paths) in studies.items():
         if task not in models:
             shipped = read_bundle(SHIPPED_MODELS_DIR / task)
@@ -118,6 +119,9 @@ def test_score_command_gives_the_in_process_scorers_result_on_the_same_files(tmp
         assert line["error"] is None and line["task"] == task
         assert line["score"] == pytest.approx(expected.score, abs=1e-6), task
         assert line["call"] == ("positive" if expected.score >= models[task].threshold else "negative")
+        # Each line says the version's right; the shipped mammography and CT versions are shadow, chest raise-only.
+        assert line["steering"] == expected_steering[task], task
+        assert (line["call_note"] is not None) == (task != "chest-xray"), task
         assert line["localisation"]["point"] == pytest.approx(expected.localisation["point"]), task
 
 
