@@ -20,6 +20,7 @@ from quality.metrics import (
     compute_metrics,
     load_paired_cases,
     screening_flag_outcomes,
+    sensitivity_over_read,
     subgroup_metrics,
     time_to_read_around,
 )
@@ -62,7 +63,7 @@ def drift_thresholds(settings: Settings) -> DriftThresholds:
 
 def gate_rules(settings: Settings) -> GateRules:
     return GateRules(settings.quality_gate_min_studies, settings.quality_gate_min_class_fraction, settings.quality_gate_alpha,
-                     defer_rules_from_settings(settings))
+                     defer_rules_from_settings(settings), max_unscored_share=settings.quality_max_unscored_share)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -93,10 +94,16 @@ def metrics(
     ] = DEFAULT_MIN_SENSITIVITY,
 ) -> dict[str, Any]:
     cases = load_paired_cases(session, task=task, model_version=version, since=_utc(since), until=_utc(until))
+    overall = compute_metrics(cases)
+    unscored = cases.unscored_of(task, version)
     body = {
         "task": task,
         "version": version,
-        "overall": compute_metrics(cases).to_dict(),
+        "overall": overall.to_dict(),
+        # Beside "overall", which is over scored studies only: the read studies it leaves out, and sensitivity with
+        # the could-not-score positives counted as missed (out-of-scope ones are counted in "unscored" only).
+        "unscored": unscored.to_dict(),
+        "sensitivity_over_read_in_intended_use": sensitivity_over_read(overall, unscored).to_dict(),
         "subgroups": {k: {g: m.to_dict() for g, m in v.items()} for k, v in subgroup_metrics(cases).items()},
         "site_operating_point": site_operating_point(cases, min_sensitivity=min_sensitivity).to_dict(),
     }

@@ -6,6 +6,9 @@ least 10% of them in each class, and no significant drop in sensitivity against 
 exact McNemar test on the confirmed positives both versions scored). Specificity is held the same way, on the
 confirmed negatives: a model's false positives move studies ahead of others in the worklist, and a retrain
 whose specificity fell from 0.98 to 0.88 on 220 negatives passed a sensitivity-only gate.
+The studies compared are those both versions scored, so a challenger that fails on a kind of study would be
+judged without it: above a set share of could-not-score studies among its read studies in intended use, the gate
+refuses.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from scipy.stats import binomtest
 from sqlalchemy.orm import Session
 
 from quality.errors import GateRefused, RegistryError
-from quality.metrics import PairedCase, QualityMetrics, compute_metrics, load_paired_cases
+from quality.metrics import PairedCase, QualityMetrics, UnscoredReads, compute_metrics, load_paired_cases
 from service.audit import record_audit
 from service.errors import SteeringRefused
 from service.lifecycle import ModelRole
@@ -50,6 +53,8 @@ class GateRules:
     alpha: float = 0.05
     # The site's MEDSCREEN_STEERING_DEFER_* thresholds: a version recorded defer without meeting them is refused.
     defer: DeferRules = field(default_factory=DeferRules)
+    # MEDSCREEN_QUALITY_MAX_UNSCORED_SHARE: the challenger's could-not-score share of its read studies in intended use.
+    max_unscored_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -67,11 +72,24 @@ class Comparison:
     negatives_challenger_only: int
     sensitivity_drop_p: float
     specificity_drop_p: float
+    # Each version's read studies it left unscored (whatever the other did), and how many read studies it scored.
+    champion_unscored: UnscoredReads = UnscoredReads()
+    challenger_unscored: UnscoredReads = UnscoredReads()
+    challenger_scored: int = 0
+
+    @property
+    def challenger_unscored_share(self) -> float:
+        return self.challenger_unscored.share_could_not_score(self.challenger_scored)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("champion", "challenger")}
+        unscored = ("champion", "challenger", "champion_unscored", "challenger_unscored")
+        out = {k: v for k, v in self.__dict__.items() if k not in unscored}
         out["champion"] = self.champion.to_dict()
         out["challenger"] = self.challenger.to_dict()
+        out["champion_unscored"] = self.champion_unscored.to_dict()
+        out["challenger_unscored"] = self.challenger_unscored.to_dict()
+        share = self.challenger_unscored_share
+        out["challenger_unscored_share"] = None if share != share else share
         return out
 
 
@@ -130,6 +148,9 @@ def compare_versions(
         negatives_challenger_only=neg_b_only,
         sensitivity_drop_p=p,
         specificity_drop_p=p_specificity,
+        champion_unscored=cases.unscored_of(task, champion_version),
+        challenger_unscored=cases.unscored_of(task, challenger_version),
+        challenger_scored=len(challenger),
     )
 
 
@@ -162,6 +183,15 @@ def evaluate_gate(comparison: Comparison, rules: GateRules) -> GateDecision:
             f"specificity drops significantly against champion v{comparison.champion_version}: "
             f"{comparison.negatives_challenger_only} negatives flagged by the challenger only vs "
             f"{comparison.negatives_champion_only} by the champion only (McNemar p={comparison.specificity_drop_p:.4f})"
+        )
+    share = comparison.challenger_unscored_share
+    if share > rules.max_unscored_share:  # NaN (nothing read in intended use) compares False: other rules refuse
+        unscored = comparison.challenger_unscored
+        reasons.append(
+            f"challenger v{comparison.challenger_version} could not score {unscored.could_not_score} of the "
+            f"{comparison.challenger_scored + unscored.could_not_score} studies in its intended use a radiologist read "
+            f"({share:.1%}, {unscored.could_not_score_positive} of them read positive); the gate allows at most "
+            f"{rules.max_unscored_share:.1%}: those studies are missing from the comparison"
         )
     return GateDecision(passed=not reasons, reasons=reasons, comparison=comparison)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from statistics import median
 from typing import Any
@@ -25,9 +25,12 @@ from worklist.tables import FinalRead, FinalReadFinding
 
 __all__ = [
     "PairedCase",
+    "PairedCases",
     "Proportion",
     "QualityMetrics",
+    "UnscoredReads",
     "load_paired_cases",
+    "sensitivity_over_read",
     "compute_metrics",
     "subgroup_metrics",
     "age_band",
@@ -78,6 +81,9 @@ class Proportion:
         low, high = wilson_interval(successes, total)
         return cls(successes / total if total else float("nan"), successes, total, low, high)
 
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(asdict(self))
+
 
 @dataclass(frozen=True)
 class QualityMetrics:
@@ -105,6 +111,88 @@ class QualityMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(asdict(self))
+
+
+@dataclass(frozen=True)
+class UnscoredReads:
+    """Studies of one version a radiologist read whose latest result carries no score, by outcome and final read.
+
+    They cannot enter the figures (there is no score to pair with the read), but leaving them out unsaid made a
+    version that failed on five positive studies report sensitivity 1.000 on the ten it did score.
+    """
+
+    could_not_score: int = 0
+    could_not_score_positive: int = 0
+    out_of_scope: int = 0
+    out_of_scope_positive: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.could_not_score + self.out_of_scope
+
+    @property
+    def read_positive(self) -> int:
+        return self.could_not_score_positive + self.out_of_scope_positive
+
+    def add(self, outcome: str, positive: bool) -> UnscoredReads:
+        if outcome == StudyStatus.out_of_scope:
+            return replace(self, out_of_scope=self.out_of_scope + 1, out_of_scope_positive=self.out_of_scope_positive + positive)
+        return replace(
+            self, could_not_score=self.could_not_score + 1, could_not_score_positive=self.could_not_score_positive + positive
+        )
+
+    def share_could_not_score(self, scored: int) -> float:
+        """Could-not-score studies among the read studies in intended use (``scored`` of them were scored); NaN when
+        there are none. Out-of-scope studies are in neither count: the version was never meant to score them."""
+        in_scope = scored + self.could_not_score
+        return self.could_not_score / in_scope if in_scope else float("nan")
+
+    def sentence(self) -> str:
+        """What the figures over scored studies leave out, in words, for the report and the API."""
+        if not self.n:
+            return "No study read by a radiologist was left unscored by this version."
+        parts = []
+        if self.could_not_score:
+            parts.append(f"could not score: {self.could_not_score}, of them read positive: {self.could_not_score_positive}")
+        if self.out_of_scope:
+            parts.append(f"outside intended use: {self.out_of_scope}, of them read positive: {self.out_of_scope_positive}")
+        verb = "was" if self.n == 1 else "were"
+        return (
+            f"{self.n} {'study' if self.n == 1 else 'studies'} read by a radiologist {verb} not scored by this version "
+            f"({'; '.join(parts)}); the figures above are over scored studies only."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        def counts(n: int, positive: int) -> dict[str, int]:
+            return {"n": n, "read_positive": positive, "read_negative": n - positive}
+
+        return {
+            **counts(self.n, self.read_positive),
+            "could_not_score": counts(self.could_not_score, self.could_not_score_positive),
+            "out_of_scope": counts(self.out_of_scope, self.out_of_scope_positive),
+            "note": self.sentence(),
+        }
+
+
+class PairedCases(list[PairedCase]):
+    """The paired cases, with the read studies left out of them (no score) counted per (task, model version).
+
+    A list, so that every caller that only wants the cases (figures, subgroups, steering evidence) reads them
+    as before; the report, the API and the gate also read ``unscored``.
+    """
+
+    def __init__(self, cases: Iterable[PairedCase] = (), unscored: dict[tuple[str, str], UnscoredReads] | None = None):
+        super().__init__(cases)
+        self.unscored: dict[tuple[str, str], UnscoredReads] = dict(unscored or {})
+
+    def unscored_of(self, task: str, model_version: str) -> UnscoredReads:
+        return self.unscored.get((task, model_version), UnscoredReads())
+
+
+def sensitivity_over_read(metrics: QualityMetrics, unscored: UnscoredReads) -> Proportion:
+    """Sensitivity over every read study in intended use: a positive the version could not score is a positive it
+    did not find. Out-of-scope positives are not the version's to find, so they stay out (counted, not folded in)."""
+    return Proportion.of(metrics.tp, metrics.tp + metrics.fn + unscored.could_not_score_positive)
 
 
 def _finite(value: Any) -> Any:
@@ -140,13 +228,14 @@ def load_paired_cases(
     role: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> list[PairedCase]:
+) -> PairedCases:
     """Scored results joined with the final read of their study for their task.
 
     Per study and model version only the result of the latest revision counts (a rescore supersedes), and
     per study only the latest final read (an amended read replaces the first). The period filters on arrival.
     The latest revision is picked among all outcomes: when it could not be scored the study is left out (an
-    earlier revision's score had been counted, for images that are not the study as it was read).
+    earlier revision's score had been counted, for images that are not the study as it was read). Studies left
+    out so (could not score, outside intended use) are counted in ``unscored``, per task and version, by final read.
     """
     query = (
         select(ScoreRow, Study, FinalRead, FinalReadFinding.present)
@@ -175,6 +264,11 @@ def load_paired_cases(
             kept[2].id,
         ):
             latest[key] = (result, study, read, bool(present))
+    unscored: dict[tuple[str, str], UnscoredReads] = {}
+    for result, _, _, present in latest.values():
+        if not _usable(result):
+            version = (result.task, result.model_version)
+            unscored[version] = unscored.get(version, UnscoredReads()).add(result.outcome, present)
     latest = {key: kept for key, kept in latest.items() if _usable(kept[0])}
     headers = _first_series_headers(session, {key[0] for key in latest})
     cases = []
@@ -203,7 +297,7 @@ def load_paired_cases(
                 sex=study.patient_sex or "unknown",
             )
         )
-    return cases
+    return PairedCases(cases, unscored)
 
 
 def _usable(result: ScoreRow) -> bool:

@@ -29,9 +29,11 @@ from quality.gate import GateDecision, GateRules, compare_versions, evaluate_gat
 from quality.metrics import (
     Proportion,
     QualityMetrics,
+    UnscoredReads,
     compute_metrics,
     load_paired_cases,
     roc_points,
+    sensitivity_over_read,
     subgroup_metrics,
 )
 from quality.operating_point import SiteOperatingPoint, site_operating_point
@@ -62,6 +64,8 @@ class QualityReport:
     gate: GateDecision | None
     created_at: datetime
     operating_point: SiteOperatingPoint | None = None
+    # Read studies the version left unscored in the period: stated next to the figures, which leave them out.
+    unscored: UnscoredReads = UnscoredReads()
 
 
 def list_versions_in_service(session: Session) -> list[dict[str, Any]]:
@@ -124,6 +128,7 @@ def build_report(
         gate=gate,
         created_at=now,
         operating_point=site_operating_point(cases),
+        unscored=cases.unscored_of(query.task, query.model_version),
     )
 
 
@@ -264,6 +269,26 @@ def _operating_point(point: SiteOperatingPoint | None, m: QualityMetrics) -> lis
     return out
 
 
+def _unscored(unscored: UnscoredReads, m: QualityMetrics) -> str:
+    """The read studies the figures leave out, and sensitivity with the could-not-score positives counted missed."""
+    text = html.escape(unscored.sentence())
+    if not unscored.n:
+        return f'<p id="unscored">{text}</p>'
+    if unscored.could_not_score:
+        over_read = sensitivity_over_read(m, unscored)
+        missed = "positive counts" if unscored.could_not_score_positive == 1 else "positives count"
+        text += (
+            f" Sensitivity over every read study in intended use, where the {unscored.could_not_score_positive} "
+            f"could-not-score {missed} as missed: {_fmt(over_read.value)} ({_fmt(over_read.ci_low)}-"
+            f"{_fmt(over_read.ci_high)}), {over_read.successes} of {over_read.total}; {unscored.could_not_score} of "
+            f"{m.n + unscored.could_not_score} read studies in intended use could not be scored "
+            f"({unscored.share_could_not_score(m.n):.1%})."
+        )
+    if unscored.out_of_scope:
+        text += " Studies outside the version's intended use are not its to find: counted here, in no figure."
+    return f'<p class="alert" id="unscored">{text}</p>'
+
+
 def _midnight(moment: datetime) -> bool:
     return moment.utcoffset() in (None, timedelta(0)) and moment.time() == time(0)
 
@@ -292,13 +317,14 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
     out = [
         f'<section id="quality-report" data-task="{html.escape(q.task)}" data-version="{html.escape(q.model_version)}">',
         f"<h2>{html.escape(q.task)} version {html.escape(q.model_version)}</h2>",
-        f"<p>Period {period}; {m.n} studies confirmed by a final read ({m.n_positive} with the finding). "
+        f"<p>Period {period}; {m.n} scored studies confirmed by a final read ({m.n_positive} with the finding). "
         f"Generated {report.created_at.isoformat(timespec='seconds')}. Decision support only: figures compare the "
         "model with radiologists' final reads, not with pathology.</p>",
         "<h3>Against final reads</h3><table class=\"metrics\">",
         _TABLE_HEAD,
         _metrics_rows("all", m),
         "</table>",
+        _unscored(report.unscored, m),
         f"<p>Confusion: TP {m.tp}, FP {m.fp}, TN {m.tn}, FN {m.fn}. ECE {_fmt(m.ece)}. Median hours from arrival to "
         f"final read: all {_fmt(m.median_hours_to_read_all, 2)}, with the finding {_fmt(m.median_hours_to_read_positive, 2)}.</p>",
         *_operating_point(report.operating_point, m),
@@ -378,6 +404,8 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
             f"not only the period {period}: the figures the gate decides on.</p>"
             f"<table class=\"metrics\">{_TABLE_HEAD}{_metrics_rows('champion', c.champion)}"
             f"{_metrics_rows('challenger', c.challenger)}</table>"
+            f"<p id=\"comparison-unscored\">Left out of the pairs: champion: {html.escape(c.champion_unscored.sentence())} "
+            f"Challenger: {html.escape(c.challenger_unscored.sentence())}</p>"
             f"<p class=\"{'pass' if report.gate.passed else 'fail'}\" id=\"gate\">The challenger {verdict} the gate on "
             f"{c.n_paired} paired studies.</p><ul>"
         )

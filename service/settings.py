@@ -355,6 +355,13 @@ class Settings(BaseSettings):
         0.05, gt=0, lt=1, description="Promotion gate: significance level of the one-sided McNemar tests for a sensitivity drop and for a "
         "specificity drop."
     )
+    quality_max_unscored_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Promotion gate: above this share of could-not-score studies among the challenger's studies in intended use "
+        "that a radiologist read, the gate refuses (the comparison covers only studies both versions scored).",
+    )
 
     ris_host: str | None = Field(
         None, description="Host of the RIS's HL7 v2.5.1 MLLP listener; unset: nothing is sent to the RIS."

@@ -306,3 +306,98 @@ def test_a_promotion_the_versions_right_does_not_allow_is_an_audited_refusal(
     assert refused.status_code == 409 and "recorded as defer without the evidence" in refused.json()["detail"]
     assert audit_actions(app) == ["model.promote_refused", "model.promote_refused"]
     assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "3"
+
+
+def test_metrics_and_report_state_the_read_studies_the_version_did_not_score(
+    app: FastAPI, client: TestClient, add_user: AddUser  # noqa: F811
+) -> None:
+    """/api/quality/metrics gave sensitivity 1.000 over ten scored studies and no word of five positive studies the
+    version could not score (repro 8): it now counts them beside the figures, with the sensitivity over every read
+    study in intended use."""
+    from tests.quality.test_quality_metrics import seed_unscored
+
+    seed_unscored(app.state.session_factory)
+    quality = add_user("quinn", "quality")
+    body = client.get("/api/quality/metrics", params={"task": "chest-xray", "version": "3"}, headers=quality).json()
+    assert body["overall"]["sensitivity"]["value"] == 1.0 and body["overall"]["n"] == 10  # unchanged
+    unscored = body["unscored"]
+    assert (unscored["n"], unscored["read_positive"]) == (7, 6)
+    assert unscored["could_not_score"] == {"n": 5, "read_positive": 5, "read_negative": 0}
+    assert unscored["out_of_scope"] == {"n": 2, "read_positive": 1, "read_negative": 1}
+    assert "7 studies read by a radiologist were not scored by this version" in unscored["note"]
+    over_read = body["sensitivity_over_read_in_intended_use"]
+    assert (over_read["value"], over_read["successes"], over_read["total"]) == (0.5, 5, 10)
+    for fragment in ("true", "false"):  # the page and the download
+        text = client.get("/api/quality/report", params={"task": "chest-xray", "version": "3", "fragment": fragment},
+                          headers=quality).text
+        assert "(could not score: 5, of them read positive: 5; outside intended use: 2, of them read positive: 1)" in text
+
+
+def seed_challenger_failures(application: FastAPI, n: int) -> None:
+    """``n`` studies read positive that the champion scored (and found) and the challenger could not score."""
+    with session_scope(application.state.session_factory) as session:
+        for i in range(n):
+            study = add_study(session, arrived=T0 + timedelta(days=1, minutes=i))
+            add_result(session, study, score=0.9, model_version="3")
+            add_result(session, study, score=None, outcome="could_not_score", reason="pixel data unreadable",
+                       role="challenger", model_version="4")
+            add_final_read(session, study, True, read_at=T0 + timedelta(days=1, minutes=i, hours=2))
+
+
+def test_gate_refuses_a_challenger_that_could_not_score_too_many_read_studies(
+    app: FastAPI, client: TestClient, add_user: AddUser  # noqa: F811
+) -> None:
+    """The gate compares the studies both versions scored: 30 positives the challenger could not score had simply
+    dropped out, and it passed. Above MEDSCREEN_QUALITY_MAX_UNSCORED_SHARE (5%) of its read studies in intended use
+    it refuses, and promotion with it."""
+    tracking_uri = app.state.settings.resolved_mlflow_tracking_uri
+    register_versions(tracking_uri, "chest-xray", 4)
+    seed_pairs(app, 440)
+    seed_challenger_failures(app, 20)  # 20 of 460: 4.3%, allowed
+    engineer = add_user("emma", "ml-engineer")
+    compare = {"task": "chest-xray", "challenger": "4"}
+    gate = client.get("/api/quality/compare", params=compare, headers=engineer).json()
+    assert gate["passed"], gate["reasons"]
+    comparison = gate["comparison"]
+    assert comparison["n_paired"] == 440 and comparison["challenger_unscored_share"] == pytest.approx(20 / 460)
+    assert comparison["challenger_unscored"]["could_not_score"] == {"n": 20, "read_positive": 20, "read_negative": 0}
+    assert comparison["champion_unscored"]["n"] == 0
+
+    seed_challenger_failures(app, 10)  # 30 of 470: 6.4%
+    gate = client.get("/api/quality/compare", params=compare, headers=engineer).json()
+    assert not gate["passed"] and gate["comparison"]["n_paired"] == 440
+    assert gate["reasons"] == [
+        "challenger v4 could not score 30 of the 470 studies in its intended use a radiologist read (6.4%, 30 of them "
+        "read positive); the gate allows at most 5.0%: those studies are missing from the comparison"
+    ]
+    refused = client.post("/api/quality/promote", json={"task": "chest-xray", "version": "4"}, headers=engineer)
+    assert refused.status_code == 409 and "could not score 30 of the 470" in refused.json()["detail"]
+    assert audit_actions(app) == ["model.promote_refused"]
+    # The share is the site's setting.
+    from quality.api import gate_rules
+    from quality.gate import compare_versions, evaluate_gate
+
+    looser = gate_rules(app.state.settings.model_copy(update={"quality_max_unscored_share": 0.07}))
+    with session_scope(app.state.session_factory) as session:
+        assert evaluate_gate(compare_versions(session, "chest-xray", "4"), looser).passed
+
+
+def test_quality_report_command_states_the_read_studies_left_unscored(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path  # noqa: F811
+) -> None:
+    """`medscreen quality report` printed 'sensitivity 1.000' on the scored studies alone (repro 8)."""
+    from medscreen.cli import main
+    from tests.quality.test_quality_metrics import seed_unscored
+
+    settings = app.state.settings
+    monkeypatch.setenv("MEDSCREEN_HOME", str(settings.home))
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", settings.resolved_database_url)
+    seed_unscored(app.state.session_factory)
+    out_file = tmp_path / "report.html"
+    assert main(["quality", "report", "--task", "chest-xray", "--version", "3", str(out_file)]) == 0
+    out = capsys.readouterr().out
+    assert "10 confirmed studies, sensitivity 1.000" in out
+    assert "7 studies read by a radiologist were not scored by this version (could not score: 5, of them read " \
+           "positive: 5; outside intended use: 2, of them read positive: 1); those figures are over scored studies only." in out
+    assert "sensitivity over every read study in intended use (could-not-score positives as missed): 0.500 (5 of 10)" in out
+    assert "could not score: 5, of them read positive: 5" in out_file.read_text()

@@ -222,3 +222,81 @@ def test_a_latest_revision_that_could_not_be_scored_leaves_the_study_out(quality
     with session_scope(quality_db) as session:
         cases = load_paired_cases(session, task="chest-xray", model_version="3")
     assert [(c.study_id, c.score, c.truth) for c in cases] == [(rescored.id, 0.8, True)]
+    # Left out, not forgotten: the report and the API count it (could not score, read negative).
+    left_out = cases.unscored_of("chest-xray", "3")
+    assert (left_out.could_not_score, left_out.could_not_score_positive, left_out.out_of_scope) == (1, 0, 0)
+
+
+def seed_unscored(factory, *, version: str = "3", role: str = "champion") -> None:
+    """Repro 8: ten scored studies (five read positive, all found) and seven read studies the version left unscored:
+    five it could not score, all read positive, and two outside its intended use (one read positive)."""
+    with session_scope(factory) as session:
+        for i in range(10):
+            study = add_study(session, arrived=T0 + timedelta(hours=i))
+            add_result(session, study, score=0.9 if i < 5 else 0.1, model_version=version, role=role)
+            add_final_read(session, study, i < 5, read_at=T0 + timedelta(hours=i, minutes=30))
+        for i, (outcome, positive) in enumerate([("could_not_score", True)] * 5 + [("out_of_scope", True), ("out_of_scope", False)]):
+            study = add_study(session, arrived=T0 + timedelta(hours=20 + i))
+            study.status = outcome
+            add_result(session, study, score=None, outcome=outcome, reason="pixel data unreadable", model_version=version, role=role)
+            add_final_read(session, study, positive, read_at=T0 + timedelta(hours=20 + i, minutes=30))
+
+
+def test_read_studies_the_version_did_not_score_are_counted_and_stated(quality_db, tmp_path) -> None:  # noqa: F811
+    """The report had shown sensitivity 1.000 on '10 studies confirmed by a final read' and never mentioned the five
+    positive studies the version could not score: they are counted by outcome and read, stated beside the figures,
+    and a second sensitivity counts the could-not-score positives as missed (out-of-scope ones stay out of it)."""
+    from quality.drift import DriftThresholds
+    from quality.gate import GateRules
+    from quality.metrics import UnscoredReads, sensitivity_over_read
+    from quality.report import ReportQuery, build_report, render_report
+
+    seed_unscored(quality_db)
+    with session_scope(quality_db) as session:
+        cases = load_paired_cases(session, task="chest-xray", model_version="3")
+        report = build_report(session, ReportQuery("chest-xray", "3"), thresholds=DriftThresholds(), rules=GateRules(),
+                              models_dir=tmp_path, now=T0 + timedelta(days=2))
+    assert len(cases) == 10
+    unscored = cases.unscored_of("chest-xray", "3")
+    assert unscored == UnscoredReads(could_not_score=5, could_not_score_positive=5, out_of_scope=2, out_of_scope_positive=1)
+    assert unscored.to_dict() | {"note": ""} == {
+        "n": 7, "read_positive": 6, "read_negative": 1, "note": "",
+        "could_not_score": {"n": 5, "read_positive": 5, "read_negative": 0},
+        "out_of_scope": {"n": 2, "read_positive": 1, "read_negative": 1},
+    }
+    # The figures over scored studies are as they were.
+    m = compute_metrics(cases)
+    assert (m.n, m.tp, m.fn, m.sensitivity.value) == (10, 5, 0, 1.0)
+    over_read = sensitivity_over_read(m, unscored)
+    assert (over_read.successes, over_read.total, over_read.value) == (5, 10, 0.5)
+    assert unscored.share_could_not_score(m.n) == pytest.approx(5 / 15)
+
+    assert report.metrics.sensitivity.value == 1.0 and report.unscored == unscored
+    page = render_report(report, document=False)
+    low, high = wilson(5, 10)
+    assert (
+        "7 studies read by a radiologist were not scored by this version (could not score: 5, of them read positive: 5; "
+        "outside intended use: 2, of them read positive: 1); the figures above are over scored studies only."
+    ) in page
+    assert (
+        "Sensitivity over every read study in intended use, where the 5 could-not-score positives count as missed: "
+        f"0.500 ({low:.3f}-{high:.3f}), 5 of 10; 5 of 15 read studies in intended use could not be scored (33.3%)."
+    ) in page
+    assert "10 scored studies confirmed by a final read (5 with the finding)" in page
+    # The download (and the MLflow copy, the same document) says it too.
+    assert "could not score: 5, of them read positive: 5" in render_report(report)
+
+
+def test_a_report_with_every_read_study_scored_says_so(quality_db, tmp_path) -> None:  # noqa: F811
+    from quality.drift import DriftThresholds
+    from quality.gate import GateRules
+    from quality.report import ReportQuery, build_report, render_report
+
+    seed(quality_db)
+    with session_scope(quality_db) as session:
+        report = build_report(session, ReportQuery("chest-xray", "4"), thresholds=DriftThresholds(), rules=GateRules(),
+                              models_dir=tmp_path, now=T0 + timedelta(days=1))
+    assert report.unscored.n == 0 and report.metrics.n == 10
+    page = render_report(report, document=False)
+    assert '<p id="unscored">No study read by a radiologist was left unscored by this version.</p>' in page
+    assert "Sensitivity over every read study" not in page

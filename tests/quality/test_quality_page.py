@@ -98,16 +98,20 @@ def test_the_to_date_is_included_and_the_period_says_so(quality_service: tuple[s
             page.fill("#password", PASSWORD)
             page.click("#login button[type=submit]")
             period = page.locator("#quality-report p").first
-            sync_api.expect(period).to_contain_text("Period start to now; 10 studies confirmed")
+            sync_api.expect(period).to_contain_text("Period start to now; 10 scored studies confirmed")
             page.select_option("#version", "3")
             for since, until, expected in [
-                ("2026-03-02", "2026-03-02", "Period 2026-03-02 to 2026-03-02 (UTC days, both included); 10 studies"),
-                ("2026-03-01", "2026-03-01", "Period 2026-03-01 to 2026-03-01 (UTC days, both included); 0 studies"),
-                ("2026-02-28", "2026-03-02", "Period 2026-02-28 to 2026-03-02 (UTC days, both included); 10 studies"),
+                ("2026-03-02", "2026-03-02", "Period 2026-03-02 to 2026-03-02 (UTC days, both included); 10 scored studies"),
+                ("2026-03-01", "2026-03-01", "Period 2026-03-01 to 2026-03-01 (UTC days, both included); 0 scored studies"),
+                ("2026-02-28", "2026-03-02", "Period 2026-02-28 to 2026-03-02 (UTC days, both included); 10 scored studies"),
             ]:
                 page.fill("#since", since)
                 page.fill("#until", until)
                 page.click("#filters button[type=submit]")
                 sync_api.expect(period).to_contain_text(expected)
+            # Beside the figures: the read study version 3 could not score (seeded on 2026-03-02, read positive).
+            sync_api.expect(page.locator("#unscored")).to_contain_text(
+                "1 study read by a radiologist was not scored by this version (could not score: 1, of them read positive: 1)"
+            )
         finally:
             browser.close()
