@@ -18,6 +18,7 @@ import logging
 import re
 import ssl
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import highdicom as hd
@@ -33,6 +34,7 @@ from pynetdicom import AE
 
 from inference.errors import WritebackFailed
 from inference.intake import MANUFACTURER
+from inference.score_text import score_and_threshold
 from inference.scorers import RegionScore, TaskScore
 from service.lifecycle import SteeringRight, Task
 
@@ -289,6 +291,7 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
         contributing_equipment=[_contributing_equipment(result)],
         series_description=f"medscreen AI result {result.model_name} v{result.model_version} (decision support)",
     )
+    stamp_creation_times(sr, source)
     return sr
 
 
@@ -381,9 +384,14 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
     scored = result.scored
     if scored.image is None:
         return None
+    shown, at = score_and_threshold(scored.score, result.threshold)
+    shadow = result.steering == SteeringRight.shadow
     lines = [
         f"{NOT_FOR_DIAGNOSTIC_USE} - AI decision support",
-        f"{result.model_name} v{result.model_version}: p={scored.score:.3f} ({result.call} at {result.threshold:.3f})",
+        f"{result.model_name} v{result.model_version}: p={shown} ({result.call} at {at})",
+        # A shadow version's map reaches the PACS only with MEDSCREEN_WRITEBACK_SHADOW; burned into the image, the
+        # call had read as a finding wherever the SR (which says shadow) was not opened beside it.
+        *(["SHADOW: recorded for monitoring, not a finding"] if shadow else []),
         "red: where the model looked most (relative)",
     ]
     source = header_for_documents(scored.source)
@@ -418,10 +426,57 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
     is_breast = Task(result.task) == Task.mammography
     sc.Laterality = image_laterality if is_breast and image_laterality in ("L", "R") else ""
     sc.BurnedInAnnotation = "YES"
-    sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI heat-map of {result.model_name} version {result.model_version}."
-    sc.SeriesDescription = f"medscreen heat-map {result.model_name} v{result.model_version} - {NOT_FOR_DIAGNOSTIC_USE}"
+    shadow_note = " Shadow version: recorded for monitoring, not a finding." if shadow else ""
+    sc.ImageComments = (
+        f"{NOT_FOR_DIAGNOSTIC_USE}. AI heat-map of {result.model_name} version {result.model_version}.{shadow_note}"
+    )
+    sc.SeriesDescription = (
+        f"medscreen heat-map {result.model_name} v{result.model_version}{' SHADOW' if shadow else ''}"
+        f" - {NOT_FOR_DIAGNOSTIC_USE}"
+    )[:64]
     sc.DerivationDescription = "AI heat-map overlay (decision support, not a diagnosis)"
+    stamp_creation_times(sc, source)
     return sc
+
+
+_CREATION_TIMES = (
+    ("InstanceCreationDate", "InstanceCreationTime"),
+    ("ContentDate", "ContentTime"),
+    ("DateOfSecondaryCapture", "TimeOfSecondaryCapture"),
+)
+_OFFSET = re.compile(r"([+-])(\d{2})(\d{2})")
+
+
+def _source_zone(source: Dataset) -> tuple[str, timezone] | None:
+    match = _OFFSET.fullmatch(str(source.get("TimezoneOffsetFromUTC", "") or "").strip())
+    if match is None or int(match.group(2)) > 14 or int(match.group(3)) > 59:
+        return None
+    minutes = (int(match.group(2)) * 60 + int(match.group(3))) * (-1 if match.group(1) == "-" else 1)
+    return match.group(0), timezone(timedelta(minutes=minutes))
+
+
+def stamp_creation_times(document: Dataset, source: Dataset, now: datetime | None = None) -> None:
+    """The document's creation and content times on the source's clock: one Timezone Offset From UTC applies to
+    every date and time of an instance, the copied Study Date and Time among them. A source that states its offset
+    has it copied and the times written in it (highdicom wrote the worker's local time and dropped the offset, so
+    a study stamped +0900 was restated in the worker's zone); one that states none has the site's local time (the
+    process's ``TZ``), as its own times are, and no offset."""
+    instant = (now or datetime.now(UTC)).astimezone(UTC)
+    zone = _source_zone(source)
+    if zone is not None:
+        document.TimezoneOffsetFromUTC = zone[0]
+        local = instant.astimezone(zone[1])
+    else:
+        if "TimezoneOffsetFromUTC" in document:
+            del document.TimezoneOffsetFromUTC
+        local = instant.astimezone()
+    for date_keyword, time_keyword in _CREATION_TIMES:
+        if date_keyword in document:
+            setattr(document, date_keyword, local.strftime("%Y%m%d"))
+            setattr(document, time_keyword, local.strftime("%H%M%S.%f"))
+    for item in document.get("ContributingEquipmentSequence", []):
+        if item.get("Manufacturer") == MANUFACTURER and "ContributionDateTime" in item:
+            item.ContributionDateTime = local.strftime("%Y%m%d%H%M%S.%f") + (zone[0] if zone else "")
 
 
 def send_c_store(
