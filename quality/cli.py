@@ -6,31 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from quality.errors import RegistryError
 from service.settings import Settings
+from service.utc_instant import UTC_INSTANT_HELP, utc_instant_arg
 
 __all__ = ["add_commands"]
-
-
-def _date(value: str) -> datetime:
-    """An ISO 8601 date or time as a UTC instant, as the API reads it: a date is its UTC midnight, a time without
-    a zone is UTC, an offset is converted (it had been kept, and the Period line printed 01:00+01:00 as 01:00
-    UTC; a time without a zone had crashed in the database with a traceback and exit code 1, the failed gate's)."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        # argparse turns this into its one-line usage error, exit code 2.
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an ISO 8601 date or time (2026-03-01, 2026-03-01T08:00, 2026-03-01T08:00+01:00)"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-_DATE_HELP = "ISO 8601 date or time; a date means its UTC midnight, a time without a zone is UTC, an offset is converted"
 
 
 def add_commands(subparsers: Any) -> None:
@@ -40,8 +23,8 @@ def add_commands(subparsers: Any) -> None:
     report = sub.add_parser("report", help="write the HTML quality report of a version (and log it to MLflow)")
     report.add_argument("--task", required=True)
     report.add_argument("--version", required=True)
-    report.add_argument("--since", type=_date, default=None, help=f"studies that arrived at or after this ({_DATE_HELP})")
-    report.add_argument("--until", type=_date, default=None, help=f"studies that arrived before this ({_DATE_HELP})")
+    report.add_argument("--since", type=utc_instant_arg, default=None, help=f"studies that arrived at or after this ({UTC_INSTANT_HELP})")
+    report.add_argument("--until", type=utc_instant_arg, default=None, help=f"studies that arrived before this ({UTC_INSTANT_HELP})")
     report.add_argument("--mlflow", action="store_true", help="also log it to the version's MLflow run")
     report.add_argument("out", type=Path)
     report.set_defaults(func=run_report)
