@@ -23,6 +23,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.resource import Resource
 
+from inference.score_text import score_and_threshold
 from inference.tables import ScoreResult, Study
 
 __all__ = ["ResultFacts", "facts_of", "result_resources", "report_id", "device_id"]
@@ -123,7 +124,10 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
                      "text": f"Probability of finding ({facts.task}, AI)"},
             "valueQuantity": {"value": round(facts.score, 6), "unit": "1", "system": _UCUM, "code": "1"},
         }))
-        threshold = f"{facts.threshold:.3f}" if facts.threshold is not None else "unknown"
+        shown, threshold = (
+            score_and_threshold(facts.score, facts.threshold) if facts.threshold is not None
+            else (f"{facts.score:.3f}", "unknown")
+        )
         observations.append(Observation.model_validate({
             **common,
             "id": f"medscreen-obs-{facts.result_id}-call",
@@ -144,8 +148,8 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
                                  "text": f"could not score: {facts.reason or 'no reason given'}"},
         }))
     if facts.outcome == "scored" and facts.score is not None:
-        conclusion = (f"{DECISION_SUPPORT}: {model} gives probability {facts.score:.3f}, {facts.call} at its "
-                      f"operating point {facts.threshold:.3f}." if facts.threshold is not None else "")
+        conclusion = (f"{DECISION_SUPPORT}: {model} gives probability {shown}, {facts.call} at its "
+                      f"operating point {threshold}." if facts.threshold is not None else "")
     else:
         conclusion = f"{DECISION_SUPPORT}: {model} could not score this study: {facts.reason or 'no reason given'}."
     report: dict[str, Any] = {

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from inference.score_text import score_and_threshold
 from service.lifecycle import SteeringRight, WorklistState
 from service.settings import Settings
 
@@ -170,7 +171,9 @@ def _model_priority(facts: StudyFacts, policy: PriorityPolicy, now: datetime) ->
             WorklistState.failed: "scoring failed",
         }
         return in_place("unscored", f"{reasons.get(facts.state, facts.state)}: arrival order", 0.0)
-    said = f"{champion.model_name} v{champion.model_version} {champion.call} (score {champion.score:.2f}, threshold {champion.threshold:.2f})"
+    # Enough decimals to tell the score from the threshold: the reason also goes to the RIS (ORC-16, NTE).
+    score, threshold = score_and_threshold(champion.score, champion.threshold, digits=2)
+    said = f"{champion.model_name} v{champion.model_version} {champion.call} (score {score}, threshold {threshold})"
     if champion.steering == SteeringRight.shadow:
         # Neither its call nor its score is in the reason: a shadow version's card says it must not be shown as
         # a finding, and the reason also goes to the RIS (ORC-16, NTE), which must get nothing of a shadow

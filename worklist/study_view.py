@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from inference.score_text import score_and_threshold
 from inference.tables import ScoreResult, Study, StudyEvent
 from service.audit import events_about
 from service.lifecycle import ModelRole, StudyStatus, WorklistEventKind
@@ -46,13 +47,13 @@ def study_timeline(session: Session, entry: WorklistEntry) -> list[TimelineItem]
     for result in session.scalars(
         select(ScoreResult).where(ScoreResult.study_id == entry.study_id, ScoreResult.role == ModelRole.champion)
     ):
-        said = (
-            (f"score {result.score:.2f} recorded for monitoring (shadow: not a finding)" if result.steering == "shadow"
-             else f"{result.call} (score {result.score:.2f}, threshold {result.threshold:.2f})")
-            if result.outcome == StudyStatus.scored and result.score is not None and result.threshold is not None
-            else f"{'not scored, outside its intended use' if result.outcome == 'out_of_scope' else 'could not score'}: "
-            f"{result.reason}"
-        )
+        if result.outcome == StudyStatus.scored and result.score is not None and result.threshold is not None:
+            score, threshold = score_and_threshold(result.score, result.threshold, digits=2)
+            said = (f"score {score} recorded for monitoring (shadow: not a finding)" if result.steering == "shadow"
+                    else f"{result.call} (score {score}, threshold {threshold})")
+        else:
+            said = (f"{'not scored, outside its intended use' if result.outcome == 'out_of_scope' else 'could not score'}: "
+                    f"{result.reason}")
         items.append(
             TimelineItem(
                 at=result.created_at, kind="score",

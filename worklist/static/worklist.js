@@ -99,6 +99,17 @@ function steeringText(steering) {
 
 const shadowModel = (item) => item.steering === "shadow" && item.score !== null;
 
+// The rule of inference/score_text.py: at least `digits` decimals, more until a score and its threshold print
+// differently (0.67205 negative and 0.67240 positive at 0.672316 had both read "0.67 ... threshold 0.67").
+function scoreAndThreshold(score, threshold, digits) {
+  let shown = [score.toFixed(digits), threshold.toFixed(digits)];
+  for (let places = digits; places <= 8; places++) {
+    shown = [score.toFixed(places), threshold.toFixed(places)];
+    if (shown[0] !== shown[1] || score === threshold) break;
+  }
+  return shown;
+}
+
 function scoreBar(item) {
   if (item.score === null) {
     const why = { could_not_score: "could not score", out_of_scope: "not scored: outside intended use" }[item.state];
@@ -107,13 +118,14 @@ function scoreBar(item) {
   // A shadow version's score is kept for monitoring; its card says it must not be read as a finding, so
   // it is drawn grey, without the red of a positive call.
   const shadow = item.steering === "shadow";
-  const bar = el("span", { class: "bar", title: `score ${item.score.toFixed(3)}, threshold ${item.threshold.toFixed(3)}` +
+  const [score, threshold] = scoreAndThreshold(item.score, item.threshold, 3);
+  const bar = el("span", { class: "bar", title: `score ${score}, threshold ${threshold}` +
       (shadow ? " (shadow model: monitoring only, not a finding)" : "") },
     el("span", { class: `fill ${shadow ? "shadow" : item.call}` }), el("span", { class: "threshold" }));
   // Set through the CSSOM: the page's Content-Security-Policy refuses inline style attributes.
   bar.querySelector(".fill").style.width = `${(item.score * 100).toFixed(1)}%`;
   bar.querySelector(".threshold").style.left = `${(item.threshold * 100).toFixed(1)}%`;
-  return el("span", {}, bar, el("span", { class: "num", text: ` ${item.score.toFixed(2)}` }));
+  return el("span", {}, bar, el("span", { class: "num", text: ` ${scoreAndThreshold(item.score, item.threshold, 2)[0]}` }));
 }
 
 // A claim not closed by a read lapses after the site's claim lifetime (the server then refuses the read and
@@ -247,7 +259,7 @@ async function openStudy(uid, { quiet = false } = {}) {
   $("s-score").replaceChildren(study.score === null ? el("span", { text: "No model score." })
     : el("span", {}, scoreBar(study), shadowModel(study)
       ? el("span", { class: "muted", text: " shadow model: score recorded for monitoring, not a finding and not sent to the PACS" })
-      : el("span", { class: `call-${study.call}`, text: ` ${study.call} at threshold ${study.threshold.toFixed(2)}` })));
+      : el("span", { class: `call-${study.call}`, text: ` ${study.call} at threshold ${scoreAndThreshold(study.score, study.threshold, 2)[1]}` })));
   showHeatmap(heatmap);
   showClaim(study);
   if (!$("read-form").hidden && $("read-form").dataset.uid !== uid) buildReadForm(study);
