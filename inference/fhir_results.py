@@ -1,7 +1,8 @@
 """A champion result as FHIR R4 resources for the EMR: a ``DiagnosticReport`` with its ``Observation``s.
 
 - ``Observation`` probability (valueQuantity, UCUM ``1``) and call (positive/negative at the operating
-  point, or "could not score" with the reason), each with ``device`` naming the model and version;
+  point; or a ``dataAbsentReason`` with the reason: ``error`` "could not score", or ``not-applicable`` "not
+  scored: outside the model's intended use"), each with ``device`` naming the model and version;
 - a ``Device`` for the model version (manufacturer medscreen, model name, version, MLflow run);
 - the ``DiagnosticReport`` pointing at them, at the ``ImagingStudy`` by its Study Instance UID and at the
   order by its accession number, its conclusion saying "decision support, not a diagnosis".
@@ -25,10 +26,12 @@ from fhir.resources.R4B.resource import Resource
 
 from inference.score_text import score_and_threshold
 from inference.tables import ScoreResult, Study
+from service.lifecycle import StudyStatus
 
-__all__ = ["ResultFacts", "facts_of", "result_resources", "report_id", "device_id"]
+__all__ = ["NOT_SCORED_OUT_OF_SCOPE", "ResultFacts", "facts_of", "result_resources", "report_id", "device_id"]
 
 DECISION_SUPPORT = "Decision support, not a diagnosis"
+NOT_SCORED_OUT_OF_SCOPE = "not scored: outside the model's intended use"
 _LOCAL = "urn:medscreen:code"
 _MODEL = "urn:medscreen:model"
 _UCUM = "http://unitsofmeasure.org"
@@ -115,6 +118,12 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
         "note": [{"text": f"{DECISION_SUPPORT}. {model}."}],
         **({"subject": subject} if subject else {}),
     }
+    # Outside intended use the model's answer does not apply to this patient (`not-applicable`); `error` is a
+    # technical failure, which invites a resend.
+    absent_code, not_scored = (
+        ("not-applicable", NOT_SCORED_OUT_OF_SCOPE) if facts.outcome == StudyStatus.out_of_scope
+        else ("error", "could not score")
+    )
     observations: list[Observation] = []
     if facts.outcome == "scored" and facts.score is not None:
         observations.append(Observation.model_validate({
@@ -144,14 +153,14 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
             "code": {"coding": [{"system": _LOCAL, "code": f"{facts.task}-call"}],
                      "text": f"Call at the model's operating point ({facts.task}, AI)"},
             "dataAbsentReason": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
-                                             "code": "error"}],
-                                 "text": f"could not score: {facts.reason or 'no reason given'}"},
+                                             "code": absent_code}],
+                                 "text": f"{not_scored}: {facts.reason or 'no reason given'}"},
         }))
     if facts.outcome == "scored" and facts.score is not None:
         conclusion = (f"{DECISION_SUPPORT}: {model} gives probability {shown}, {facts.call} at its "
                       f"operating point {threshold}." if facts.threshold is not None else "")
     else:
-        conclusion = f"{DECISION_SUPPORT}: {model} could not score this study: {facts.reason or 'no reason given'}."
+        conclusion = f"{DECISION_SUPPORT}: {model}: {not_scored}: {facts.reason or 'no reason given'}."
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": report_id(facts.result_id),

@@ -37,6 +37,7 @@ __all__ = [
 
 VERSION = "2.5.1"
 DECISION_SUPPORT_NOTE = "decision support, not a diagnosis"
+NOT_SCORED_OUT_OF_SCOPE = "not scored: outside the model's intended use"
 _LOCAL = "99MEDSCREEN"
 # Worklist tier -> HL7 table 0485 priority; the same reading as FHIR_TASK_PRIORITY.
 TIER_PRIORITY = {
@@ -95,7 +96,7 @@ class ChampionResult:
     task: str
     model_name: str
     model_version: str
-    outcome: str  # StudyStatus.scored or could_not_score
+    outcome: str  # StudyStatus.scored, could_not_score or out_of_scope
     score: float | None
     threshold: float | None
     call: str | None
@@ -176,6 +177,12 @@ def priority_update(
     return str(message.to_er7())
 
 
+def _not_scored(result: ChampionResult) -> str:
+    # Outside intended use is not a failure: the model's answer does not apply to this patient, and a RIS user
+    # reading "could not score" would resend the study.
+    return NOT_SCORED_OUT_OF_SCOPE if result.outcome == StudyStatus.out_of_scope else "could not score"
+
+
 def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResult, *, control_id: str, at: datetime) -> str:
     """``ORU^R01`` for one champion result; a study that could not be scored says so and why."""
     message = _message("ORU_R01", endpoint, control_id, at)
@@ -202,9 +209,7 @@ def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResu
                 ("NM", f"THRESH^Operating point (threshold)^{_LOCAL}", f"{result.threshold:.6f}", "1^no units^UCUM", "")
             )
     else:
-        observations.append(
-            ("ST", f"CALL^Call at the model's operating point^{_LOCAL}", "could not score", "", "")
-        )
+        observations.append(("ST", f"CALL^Call at the model's operating point^{_LOCAL}", _not_scored(result), "", ""))
     observations.append(("ST", f"MODEL^AI model name^{_LOCAL}", _text(result.model_name, 60), "", ""))
     observations.append(("ST", f"MODELVER^AI model version^{_LOCAL}", _text(result.model_version, 20), "", ""))
     for index, (value_type, code, value, units, _range) in enumerate(observations, start=1):
@@ -226,7 +231,7 @@ def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResu
             note.nte_1 = "1"
             text = f"{DECISION_SUPPORT_NOTE}. {model}"
             if result.outcome != StudyStatus.scored:
-                text += f": could not score: {result.reason or 'no reason given'}"
+                text += f": {_not_scored(result)}: {result.reason or 'no reason given'}"
             note.nte_3 = _text(text, 2000)
     return str(message.to_er7())
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import timedelta
 
 from fastapi import FastAPI
@@ -12,7 +14,7 @@ from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import select
 
 from inference.fhir_feed import FHIR_CHANNEL, take_in_fhir_results
-from inference.fhir_results import report_id
+from inference.fhir_results import ResultFacts, report_id, result_resources
 from service.db import session_scope, utcnow
 from service.fhir_push import FhirSender
 from service.outbox import OutboxMessage, RetryPolicy, dispatch
@@ -206,3 +208,38 @@ def test_a_reopened_study_scored_twice_by_one_version_is_a_valid_searchset(
     for key, resource in resources.items():
         if key.startswith("Observation/"):
             assert resource["device"]["reference"] in resources  # every observation's Device is in the answer
+
+
+def _facts(**change: object) -> ResultFacts:
+    facts = ResultFacts(
+        result_id=5, study_instance_uid="1.2.3", accession_number="ACC1", patient_id="PID-1", task="chest-xray",
+        model_name="chest-xray", model_version="1", mlflow_run_id=None, outcome="scored", score=0.8, threshold=0.5,
+        call="positive", reason=None, created_at=utcnow(),
+    )
+    return replace(facts, **change)  # type: ignore[arg-type]
+
+
+def _by_type(facts: ResultFacts) -> dict[str, dict]:  # type: ignore[type-arg]
+    """The resources of one result by type (the call observation as Observation), validated again from JSON."""
+    out = {}
+    for resource in result_resources(facts):
+        as_json = resource.model_dump(mode="json", exclude_none=True)
+        get_fhir_model_class(as_json["resourceType"]).model_validate(as_json)
+        key = as_json["resourceType"] + ("-probability" if as_json["id"].endswith("-probability") else "")
+        out[key] = as_json
+    return out
+
+
+def test_a_study_outside_intended_use_is_not_applicable_not_an_error() -> None:
+    """Out of intended use had gone to the EMR as 'could not score' with dataAbsentReason `error`, which invites a
+    resend; it means the model's result does not apply to this patient (review 3, honesty D8)."""
+    reason = "no PA/AP view; chest-xray v1 is validated for those views only"
+    out = _by_type(_facts(outcome="out_of_scope", score=None, threshold=None, call=None, reason=reason))
+    absent = out["Observation"]["dataAbsentReason"]
+    assert absent["coding"][0]["code"] == "not-applicable"
+    assert absent["text"] == f"not scored: outside the model's intended use: {reason}"
+    assert "not scored: outside the model's intended use" in out["DiagnosticReport"]["conclusion"]
+    assert "could not score" not in json.dumps(out)
+    failed = _by_type(_facts(outcome="could_not_score", score=None, threshold=None, call=None, reason="unreadable"))
+    assert failed["Observation"]["dataAbsentReason"]["coding"][0]["code"] == "error"
+    assert "could not score" in failed["DiagnosticReport"]["conclusion"]

@@ -257,3 +257,17 @@ def test_an_older_priority_is_not_replayed_after_a_newer_one_was_sent(
         assert session.get(OutboxMessage, ids[listing]).state == "rejected"  # type: ignore[union-attr]
     # The other study has nothing newer: its listing is offered again.
     assert client.post(f"/api/outbox/{ids[other_listing]}/replay", headers=engineer).status_code == 200
+
+
+def test_a_study_outside_intended_use_is_reported_as_not_scored_not_as_a_failure() -> None:
+    """The ORU had said CALL 'could not score' (a technical failure, which invites a resend) for a study outside
+    the model's intended use (review 3, honesty D8)."""
+    reason = "no PA/AP view; chest-xray v1 is validated for those views only"
+    result = ChampionResult(14, "chest-xray", "chest-xray", "1", "out_of_scope", None, None, None, reason, utcnow())
+    er7 = result_report(ENDPOINT, ORDER, result, control_id="MSR14", at=utcnow())
+    message = parse_message_strict(er7)
+    assert message.validate()
+    assert _obx(message)["CALL"][0] == "not scored: outside the model's intended use"
+    note = message.oru_r01_patient_result.oru_r01_order_observation.oru_r01_observation[0].nte.nte_3.to_er7()
+    assert hl7.parse(er7).unescape(note).endswith(f"not scored: outside the model's intended use: {reason}")
+    assert "could not score" not in er7
