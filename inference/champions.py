@@ -1,7 +1,8 @@
 """Which model version scores each task: the ``champion`` alias in the MLflow Model Registry (and ``challenger``).
 
 The worker polls the registry; a promoted champion is picked up without a restart. A job is bound to the
-version chosen when it was queued, so a study is never half-scored by two versions. Downloaded versions
+version chosen when it was queued, so a study is never half-scored by two versions; the version's steering right
+is read from the registry for every job, so a lowered right binds the next one. Downloaded versions
 are cached under the data directory by store, name, version and run id (a cache keyed by name and version alone
 served another store's, or a recreated store's, version N with the old network), with their ONNX Runtime session.
 """
@@ -12,7 +13,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ from inference.errors import ModelUnavailable
 from inference.intended_use import IntendedUse
 from inference.shipped_models import shipped_intended_use
 from service.lifecycle import ModelRole, SteeringRight, Task
-from service.model_registry import alias_version, download_version, registry_client, steering_of, version_of
+from service.model_registry import (
+    RegisteredVersion,
+    alias_version,
+    download_version,
+    lesser_right,
+    registry_client,
+    steering_of,
+    version_of,
+)
 from service.steering import DEFAULT_RIGHT
 
 __all__ = ["LoadedModel", "ModelSelector", "SCORING_ROLES"]
@@ -100,18 +109,42 @@ class ModelSelector:
         return self.cache_dir / store / name / f"{version}-{run_id or 'no-run'}"
 
     def load(self, task: str, version: str) -> LoadedModel:
-        """The ONNX session of one registered version (downloaded once, then cached)."""
+        """The ONNX session of one registered version (downloaded and opened once), with the steering right the
+        registry records for it now.
+
+        The version's tags are read again on every load (one registry query, about 10 ms beside inference): a
+        right lowered or revoked through quality review must bind the next job, not the next worker restart."""
         name = Task(task).value
         key = (name, version)
         with self._lock:
-            if key in self._loaded:
-                return self._loaded[key]
+            cached = self._loaded.get(key)
+        try:
+            details = version_of(self.tracking_uri, name, version)
+        except Exception as exc:  # noqa: BLE001 - a registry that cannot be read is "unavailable, retry"
+            if cached is None:
+                raise ModelUnavailable(f"cannot read {name} version {version}: {type(exc).__name__}: {exc}") from exc
+            # The model itself is at hand; only its right is unknown, and defer is never served unconfirmed.
+            right = lesser_right(cached.steering, SteeringRight.raise_only)
+            log.warning("model registry unreadable (%s); %s served as %s until it is read again", type(exc).__name__,
+                        cached.label, right.value)
+            return replace(cached, steering=right)
+        if details is None:
+            raise ModelUnavailable(f"cannot load {name} version {version}: it is not registered")
+        if cached is None or cached.run_id != details.run_id:
+            cached = self._open(task, name, version, details)
+        right = steering_of(details)
+        if right != cached.steering:
+            log.info("model registry: %s steering right is now %s (was %s)", cached.label, right.value, cached.steering.value)
+            cached = replace(cached, steering=right)
+        with self._lock:
+            self._loaded[key] = cached
+        return cached
+
+    def _open(self, task: str, name: str, version: str, details: RegisteredVersion) -> LoadedModel:
+        """Download a version once and open its ONNX session."""
         try:
             import yaml
 
-            details = version_of(self.tracking_uri, name, version)
-            if details is None:
-                raise LookupError(f"{name} version {version} is not registered")
             model_dir = download_version(self.tracking_uri, name, version, self.version_cache_dir(name, version, details.run_id),
                                          run_id=details.run_id or None)
             meta = yaml.safe_load((model_dir / "MLmodel").read_text()).get("metadata", {})
@@ -126,7 +159,4 @@ class ModelSelector:
             session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any failure to fetch or open a model is "unavailable, retry"
             raise ModelUnavailable(f"cannot load {name} version {version}: {type(exc).__name__}: {exc}") from exc
-        loaded = LoadedModel(task, name, version, details.run_id, threshold, bundle, session, steering_of(details))
-        with self._lock:
-            self._loaded[key] = loaded
-        return loaded
+        return LoadedModel(task, name, version, details.run_id, threshold, bundle, session, steering_of(details))

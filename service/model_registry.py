@@ -9,6 +9,7 @@ imported inside the functions so that importing this module costs nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ __all__ = [
     "steering_of",
     "set_steering",
     "check_steering_earned",
+    "lesser_right",
+    "ServingRights",
+    "serving_rights",
     "STEERING_TAG",
     "STEERING_EVIDENCE_TAG",
 ]
@@ -260,3 +264,28 @@ def check_steering_earned(version: RegisteredVersion, rules: DeferRules) -> None
     refusals = defer_refusals(evidence, rules)
     if refusals:
         raise SteeringRefused(f"{version.name} v{version.version} is recorded as defer without the evidence: " + "; ".join(refusals))
+
+
+_RIGHTS_ORDER = (SteeringRight.shadow, SteeringRight.raise_only, SteeringRight.defer)
+
+
+def lesser_right(*rights: SteeringRight) -> SteeringRight:
+    """The least of ``rights`` (shadow < raise-only < defer)."""
+    return min(rights, key=_RIGHTS_ORDER.index)
+
+
+@dataclass(frozen=True)
+class ServingRights:
+    """What the registry lets each model version steer now, read once for a worklist pass: a right lowered or
+    revoked after a result was stored applies to that result's study too, not only to the next job."""
+
+    rights: Mapping[tuple[str, str], SteeringRight] = field(default_factory=dict)
+
+    def right_of(self, name: str, version: str) -> SteeringRight:
+        """The version's right now; a version the registry no longer holds steers nothing."""
+        return self.rights.get((name, str(version)), DEFAULT_RIGHT)
+
+
+def serving_rights(tracking_uri: str) -> ServingRights:
+    """The current right of every registered version."""
+    return ServingRights({(row.name, row.version): steering_of(row) for row in list_versions(tracking_uri)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference.tables import ScoreResult, Series, Study
 from service.db import session_scope, utcnow
 from service.lifecycle import ModelRole, SteeringRight, StudyStatus, WorklistEventKind, WorklistState
+from service.model_registry import ServingRights, lesser_right, serving_rights
 from service.settings import Settings
 from worklist.policy import ChampionCall, PriorityPolicy, StudyFacts, policy_from_settings, prioritise
 from worklist.ris import PriorityChangeConsumer, deliver_priority_changes
@@ -115,7 +117,7 @@ def _site_of(session: Session, study: Study) -> str:
 
 
 def take_in_study(
-    session: Session, study: Study, policy: PriorityPolicy, now: datetime
+    session: Session, study: Study, policy: PriorityPolicy, now: datetime, serving: ServingRights | None = None
 ) -> tuple[WorklistEntry, PriorityChange | None]:
     """Put a complete study on the worklist at its policy place, with its champion result if it has one."""
     entry = WorklistEntry(
@@ -137,13 +139,24 @@ def take_in_study(
     )
     champion = _latest_champion(session, study.id)
     if champion is not None:
-        _take_result(entry, champion)
+        _take_result(entry, champion, serving)
     session.add(entry)
     session.flush()
     return entry, _reprioritise(session, entry, policy, now, added=True)
 
 
-def _take_result(entry: WorklistEntry, result: ScoreResult) -> bool:
+def _steering_now(result: ScoreResult, serving: ServingRights | None) -> str | None:
+    """The right a result steers with: the one recorded with it, lowered to its version's right now (``serving``)."""
+    if serving is None or result.steering is None:
+        return result.steering
+    try:
+        recorded = SteeringRight(result.steering)
+    except ValueError:
+        return result.steering
+    return lesser_right(recorded, serving.right_of(result.model_name, result.model_version)).value
+
+
+def _take_result(entry: WorklistEntry, result: ScoreResult, serving: ServingRights | None = None) -> bool:
     """Copy a champion result onto the entry; False when it is a challenger's or older than the one there."""
     if result.role != ModelRole.champion:
         # Challengers are shadow models: whatever they say must never move a study.
@@ -156,7 +169,7 @@ def _take_result(entry: WorklistEntry, result: ScoreResult) -> bool:
     entry.score_result_id = result.id
     entry.result_revision = result.revision
     entry.model_name, entry.model_version = result.model_name, result.model_version
-    entry.steering = result.steering
+    entry.steering = _steering_now(result, serving)
     if result.outcome == StudyStatus.scored and result.score is not None and result.call in ("positive", "negative"):
         entry.state = WorklistState.scored
         entry.score, entry.threshold, entry.call, entry.score_reason = result.score, result.threshold, result.call, None
@@ -169,11 +182,37 @@ def _take_result(entry: WorklistEntry, result: ScoreResult) -> bool:
 
 
 def _apply_result(
-    session: Session, entry: WorklistEntry, result: ScoreResult, policy: PriorityPolicy, now: datetime
+    session: Session, entry: WorklistEntry, result: ScoreResult, policy: PriorityPolicy, now: datetime,
+    serving: ServingRights | None = None,
 ) -> PriorityChange | None:
-    if not _take_result(entry, result) or not entry.is_open:
+    if not _take_result(entry, result, serving) or not entry.is_open:
         return None
     return _reprioritise(session, entry, policy, now)
+
+
+def _follow_rights(
+    session: Session, serving: ServingRights, policy: PriorityPolicy, now: datetime, batch: int
+) -> list[PriorityChange | None]:
+    """Open entries whose version's right was lowered (or given back) since their result was taken: each steers
+    with the lesser of its result's recorded right and its version's right now."""
+    changes: list[PriorityChange | None] = []
+    rows = session.execute(
+        select(WorklistEntry, ScoreResult)
+        .join(ScoreResult, ScoreResult.id == WorklistEntry.score_result_id)
+        .where(WorklistEntry.is_open.is_(True))
+        .order_by(WorklistEntry.id)
+    ).all()
+    for entry, result in rows:
+        steering = _steering_now(result, serving)
+        if steering == entry.steering:
+            continue
+        logger.info("worklist: study %d steered by %s v%s with %s, was %s", entry.study_id, result.model_name,
+                    result.model_version, steering, entry.steering)
+        entry.steering = steering
+        changes.append(_reprioritise(session, entry, policy, now))
+        if len(changes) >= batch:
+            break
+    return changes
 
 
 def _latest_champion(session: Session, study_id: int) -> ScoreResult | None:
@@ -201,9 +240,13 @@ def _cap_ran_out(session: Session, policy: PriorityPolicy, now: datetime, batch:
 
 
 def recompute_worklist(
-    session: Session, policy: PriorityPolicy, now: datetime | None = None, *, batch: int = 2000
+    session: Session, policy: PriorityPolicy, now: datetime | None = None, *, batch: int = 2000,
+    serving: ServingRights | None = None,
 ) -> list[PriorityChange]:
-    """One pass: new studies in, new champion results applied, status changes followed, studies whose cap ran out settled."""
+    """One pass: new studies in, new champion results applied, status changes followed, studies whose cap ran out settled.
+
+    ``serving``: the registry's rights now (``service.model_registry.serving_rights``); with it, open entries steer
+    with no more than their version's current right. Without it, each result steers with the right it recorded."""
     now = now or utcnow()
     changes: list[PriorityChange | None] = []
 
@@ -216,7 +259,7 @@ def recompute_worklist(
         .limit(batch)
     ).all()
     for study in new_studies:
-        changes.append(take_in_study(session, study, policy, now)[1])
+        changes.append(take_in_study(session, study, policy, now, serving)[1])
     session.flush()
 
     # 2. Champion results stored since the last pass, in id order.
@@ -231,7 +274,7 @@ def recompute_worklist(
         cursor.last_id = result.id
         entry = session.scalar(select(WorklistEntry).where(WorklistEntry.study_id == result.study_id))
         if entry is not None:
-            changes.append(_apply_result(session, entry, result, policy, now))
+            changes.append(_apply_result(session, entry, result, policy, now, serving))
 
     # 3. Studies whose status or revision moved without a result we saw (a result committed out of id order,
     #    scoring failed, a new revision arrived): follow the study record.
@@ -245,18 +288,31 @@ def recompute_worklist(
         entry.study_status = study.status
         champion = _latest_champion(session, study.id)
         if champion is not None and champion.id != entry.score_result_id:
-            changes.append(_apply_result(session, entry, champion, policy, now))
+            changes.append(_apply_result(session, entry, champion, policy, now, serving))
         elif champion is None:
             entry.state = state_for_status(study.status)
             changes.append(_reprioritise(session, entry, policy, now))
 
-    # 4. Studies whose aging cap has run out: back in their arrival place, ahead of later positives.
+    # 4. Rights lowered or revoked in the registry since the results were stored.
+    if serving is not None:
+        changes.extend(_follow_rights(session, serving, policy, now, batch))
+
+    # 5. Studies whose aging cap has run out: back in their arrival place, ahead of later positives.
     for entry in _cap_ran_out(session, policy, now, batch):
         changes.append(_reprioritise(session, entry, policy, now))
 
     session.execute(delete(WorklistEvent).where(WorklistEvent.at < now - EVENT_RETENTION))
     session.flush()
     return [change for change in changes if change is not None]
+
+
+def _read_serving(settings: Settings, last: ServingRights | None) -> ServingRights | None:
+    """The registry's rights now; the last ones read while it cannot be read (the list then keeps what it had)."""
+    try:
+        return serving_rights(settings.resolved_mlflow_tracking_uri)
+    except Exception as exc:  # noqa: BLE001 - the registry's outage must not stop the list; the next pass reads again
+        logger.warning("worklist: model registry unreadable (%s: %s); steering rights as last read", type(exc).__name__, exc)
+        return last
 
 
 def run_worklist_recompute(
@@ -271,10 +327,15 @@ def run_worklist_recompute(
     """
     policy = policy_from_settings(settings)
     logger.info("worklist recompute every %.1f s", settings.worklist_recompute_s)
+    serving: ServingRights | None = None
+    serving_read_at = float("-inf")
     while True:
         try:
+            if time.monotonic() - serving_read_at >= settings.model_refresh_s:
+                # As often as the workers re-read the aliases: a revoked right reaches the list as soon as the workers.
+                serving, serving_read_at = _read_serving(settings, serving), time.monotonic()
             with session_scope(session_factory) as session:
-                changes = recompute_worklist(session, policy)
+                changes = recompute_worklist(session, policy, serving=serving)
             if changes:
                 logger.info("worklist: %d priority change(s)", len(changes))
             for consumer in consumers:

@@ -1,0 +1,101 @@
+"""The steering right a worker serves and the worklist applies is the registry's now: a right lowered or revoked
+binds the next job and the studies already on the list, a `defer` the recorded evidence does not earn is never
+served, and a version that is no longer champion steers nothing.
+
+The real pipeline (ingest, completeness, routing, the scoring worker, the shipped ONNX models in a real MLflow
+registry) and the real worklist recompute; the registry is the module's copy, so each test puts back what it
+changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from inference.tables import ScoreResult
+from service.db import session_scope
+from service.lifecycle import SteeringRight
+from service.model_registry import serving_rights, set_steering
+from service.steering import DeferRules, SteeringEvidence
+from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
+from worklist.policy import policy_from_settings
+from worklist.recompute import recompute_worklist
+from worklist.tables import WorklistEntry
+
+DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
+PNEUMONIA = Path("/work/shared/data/chest-xray/kermany/train/PNEUMONIA/person1000_bacteria_2931.jpeg")
+# Evidence that earns defer under the default rules (site-confirmed, 400 studies, AUROC lower bound 0.93).
+EVIDENCE = SteeringEvidence(kind="site-confirmed", source="St Elsewhere final reads", n_studies=400,
+                            auroc_ci_low=0.93, specificity=0.9)
+
+
+def _new_study(tmp_path: Path) -> Path:
+    """The fixture film as another study (new Study, Series and SOP UIDs)."""
+    ds = dcmread(DX_CHEST)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path)
+    return path
+
+
+def _places(session: Session) -> list[tuple[str, float, str | None]]:
+    """Each entry's (tier, minutes its due time lies after its arrival, steering), in study order."""
+    entries = session.scalars(select(WorklistEntry).order_by(WorklistEntry.study_id))
+    return [(e.tier, (e.due_at - e.arrived_at) / timedelta(minutes=1), e.steering) for e in entries]
+
+
+@pytest.fixture
+def uri(pipeline: Pipeline) -> Iterator[str]:
+    """The registry's URI; v1 of chest-xray gets its shipped right back (raise-only) afterwards."""
+    tracking_uri = pipeline.settings.resolved_mlflow_tracking_uri
+    yield tracking_uri
+    set_steering(tracking_uri, "chest-xray", "1", SteeringRight.raise_only, evidence=None, rules=DeferRules())
+
+
+def test_a_revoked_defer_binds_the_next_job_and_the_studies_on_the_list(pipeline: Pipeline, uri: str, tmp_path: Path) -> None:
+    policy = policy_from_settings(pipeline.settings)
+    set_steering(uri, "chest-xray", "1", SteeringRight.defer, evidence=EVIDENCE, rules=DeferRules())
+    pipeline.receive(DX_CHEST)
+    pipeline.complete_route_and_score()  # the worker loads v1 while it may defer
+    with session_scope(pipeline.worker.session_factory) as session:
+        recompute_worklist(session, policy, serving=serving_rights(uri))
+        assert _places(session) == [("negative", 90.0, "defer")]
+
+    # Quality review revokes defer (POST /api/quality/steering {right: raise-only}); the same worker goes on.
+    set_steering(uri, "chest-xray", "1", SteeringRight.raise_only, evidence=None, rules=DeferRules())
+    pipeline.receive(_new_study(tmp_path))
+    pipeline.complete_route_and_score()
+    with session_scope(pipeline.worker.session_factory) as session:
+        recorded = [r.steering for r in session.scalars(select(ScoreResult).order_by(ScoreResult.id))]
+        recompute_worklist(session, policy, serving=serving_rights(uri))
+        places = _places(session)
+    # The first result keeps the right it was stored with (the record); the list no longer applies it.
+    assert recorded == ["defer", "raise-only"]
+    assert places == [("unscored", 0.0, "raise-only"), ("unscored", 0.0, "raise-only")]
+
+
+def test_a_version_lowered_to_shadow_raises_nothing_and_builds_no_sr(pipeline: Pipeline, uri: str, tmp_path: Path) -> None:
+    from benchmarks.study_factory import wrap_radiograph
+
+    policy = policy_from_settings(pipeline.settings)
+    pipeline.receive(wrap_radiograph(PNEUMONIA, tmp_path / "first.dcm", view_position="PA"))
+    pipeline.complete_route_and_score()  # v1 (raise-only) raises a positive and loads once
+    with session_scope(pipeline.worker.session_factory) as session:
+        recompute_worklist(session, policy, serving=serving_rights(uri))
+        assert [place[0] for place in _places(session)] == ["positive"]
+
+    set_steering(uri, "chest-xray", "1", SteeringRight.shadow, evidence=None, rules=DeferRules())
+    pipeline.receive(wrap_radiograph(PNEUMONIA, tmp_path / "second.dcm", view_position="PA"))  # another study
+    pipeline.complete_route_and_score()
+    with session_scope(pipeline.worker.session_factory) as session:
+        latest = session.scalars(select(ScoreResult).order_by(ScoreResult.id.desc())).first()
+        assert latest is not None and latest.call == "positive"
+        assert (latest.steering, latest.sr_sop_instance_uid, latest.heatmap_sop_instance_uid) == ("shadow", None, None)
+        recompute_worklist(session, policy, serving=serving_rights(uri))
+        assert [(place[0], place[1]) for place in _places(session)] == [("unscored", 0.0), ("unscored", 0.0)]
