@@ -21,8 +21,8 @@ from datasets.fhir_emr import records_from_bundle
 from screening.errors import ScreeningError
 from screening.fhir_output import operation_outcome, unassigned_care_team_outcome
 from screening.findings import RETIRING_STATUSES
-from screening.results_store import store_result
-from screening.scope import Child, in_scope, same_child
+from screening.results_store import later_of_child, store_result
+from screening.scope import Child, in_scope
 from screening.screener import Screener
 from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
@@ -116,18 +116,10 @@ def _superseded() -> ColumnElement[bool]:
     flag is also retired by a later result saying the child has died or the record is no longer in use (merged):
     nobody should be asked to contact that family; a decided flag stays in the history."""
     newer = aliased(ScreeningRun)
-    later_of_child = _later_of_child(newer)
+    later = later_of_child(newer)
     return or_(
-        exists().where(later_of_child, newer.flagged.is_(True)),
-        and_(_undecided(), exists().where(later_of_child, newer.status.in_(RETIRING_STATUSES))),
-    )
-
-
-def _later_of_child(newer: type[ScreeningRun]) -> ColumnElement[bool]:
-    """``newer`` is a later result of the same child (``screening.scope``: record id within its scope)."""
-    return and_(
-        same_child(newer),
-        or_(newer.screened_at > ScreeningRun.screened_at, and_(newer.screened_at == ScreeningRun.screened_at, newer.id > ScreeningRun.id)),
+        exists().where(later, newer.flagged.is_(True)),
+        and_(_undecided(), exists().where(later, newer.status.in_(RETIRING_STATUSES))),
     )
 
 
@@ -143,7 +135,7 @@ def _withdrawn(session: Session, user: AuthenticatedUser, shown: int = 20) -> tu
     merged), newest first, with that result's reason: a flag the paediatrician saw yesterday does not just vanish."""
     newer = aliased(ScreeningRun)
     retired = and_(ScreeningRun.flagged.is_(True), in_scope(user), _undecided())
-    retiring = and_(_later_of_child(newer), newer.status.in_(RETIRING_STATUSES))
+    retiring = and_(later_of_child(newer), newer.status.in_(RETIRING_STATUSES))
     total = session.scalar(
         select(func.count()).select_from(ScreeningRun).where(retired, exists().where(retiring))
     ) or 0
@@ -171,7 +163,7 @@ def _incomplete(session: Session, user: AuthenticatedUser, shown: int = 20) -> t
     incomplete result is a flag (listed with its unread entries); a later result of the child replaces this one."""
     newer = aliased(ScreeningRun)
     where = [ScreeningRun.status == "incomplete", ScreeningRun.flagged.is_(False), in_scope(user),
-             ~exists().where(_later_of_child(newer))]
+             ~exists().where(later_of_child(newer))]
     total = session.scalar(select(func.count()).select_from(ScreeningRun).where(*where)) or 0
     rows = session.scalars(
         select(ScreeningRun).where(*where).order_by(ScreeningRun.screened_at.desc(), ScreeningRun.id.desc()).limit(shown)
@@ -252,7 +244,8 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
                 "model_version": row.model_version,
                 "screened_at": row.screened_at.isoformat(),
                 "explanation": row.explanation,
-                "flag": row.flag,
+                # Its status now, as the EMR is sent it (``fhir_feed``): a decided flag is no longer active.
+                "flag": {**row.flag, "status": "inactive"} if row.flag and latest else row.flag,
                 "risk_assessment": row.risk_assessment,
                 "outcome": latest.outcome if latest else None,
                 "decided_by": latest.decided_by if latest else None,

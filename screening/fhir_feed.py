@@ -5,14 +5,20 @@ Flagged children are pushed, and so are children whose record could not be fully
 RiskAssessment naming the entries not read): not flagged on the part read is not a negative, and the EMR must not
 take it for one. A RiskAssessment for every child screened would put a million "no concern" resources in the EMR
 a year for no one to act on; those stay readable here.
+
+A Flag's status is served and sent as it is now, not as stored: the page retires a flag (the child has died, the
+record was merged, a paediatrician decided on it, a newer flag replaced it), and an EMR left with an active Flag
+would keep asking someone to act on it. Each such change is sent again under the same Flag id (``flag_statuses``).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -20,24 +26,31 @@ from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.riskassessment import RiskAssessment
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from datasets.fhir_emr import fhir_id
-from screening.scope import in_scope
-from screening.tables import ScreeningRun
+from screening.findings import RETIRING_STATUSES
+from screening.results_store import later_of_child
+from screening.scope import Child, in_scope
+from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep
 from service.fhir_push import FHIR_JSON, searchset_bundle, transaction_bundle
-from service.outbox import Candidate, existing_keys, start_cursor, take_in
+from service.outbox import Candidate, OutboxMessage, existing_keys, start_cursor, take_in
 
-__all__ = ["FHIR_CHANNEL", "screening_resources", "take_in_screening_flags", "fhir_router"]
+__all__ = ["FHIR_CHANNEL", "screening_resources", "flag_statuses", "take_in_screening_flags", "fhir_router"]
 
 FHIR_CHANNEL = "fhir"
 _ROW_ID = re.compile(r"[0-9]{1,19}")
 _MAX_ROW_ID = 2**63 - 1
 _DIGESTED_ID = re.compile(r"(.{1,53})-[0-9a-f]{10}")  # fhir_id of a record id it had to change: start, digest
 _CURSOR = "fhir:screening_results"
+_OUTCOMES_CURSOR = "fhir:screening_outcomes"
+# The reason a merged record's result gives (``datasets.fhir_entry_rules.patient_standing``): a flag on a record
+# merged into another is on the wrong record, where one whose child has died (or whose record is just not in use)
+# is no longer current.
+_MERGED = "a merged record"
 # Re-read behind the cursor: results are stored by concurrent requests and batch runs, and on PostgreSQL a lower id
 # can commit after a higher one (it had been skipped for good, the flag never sent); the outbox key keeps the re-read
 # from adding anything twice.
@@ -46,17 +59,49 @@ fhir_router = APIRouter(prefix="/fhir", tags=["fhir"])
 Paediatrician = Annotated[AuthenticatedUser, Depends(require_role(Role.paediatrician, Role.admin))]
 
 
-def screening_resources(row: ScreeningRun) -> list[Resource]:
-    """The RiskAssessment (and Flag, when flagged) as stored at screening time, with ids derived from the row."""
+def screening_resources(row: ScreeningRun, flag_status: str | None = None) -> list[Resource]:
+    """The RiskAssessment (and Flag, when flagged) as stored at screening time, with ids derived from the row;
+    ``flag_status``: the Flag's status now (``flag_statuses``), in place of the stored one."""
     resources: list[Resource] = [RiskAssessment.model_validate({**row.risk_assessment, "id": f"medscreen-ra-{row.id}"})]
     if row.flag:
-        resources.append(Flag.model_validate({**row.flag, "id": f"medscreen-flag-{row.id}"}))
+        resources.append(_flag(row.id, row.flag, flag_status))
     return resources
+
+
+def _flag(row_id: int, stored: dict[str, Any], status: str | None) -> Flag:
+    return Flag.model_validate({**stored, "id": f"medscreen-flag-{row_id}", "status": status or stored["status"]})
+
+
+def flag_statuses(session: Session, flag_ids: Iterable[int]) -> dict[int, str]:
+    """Each flagged result's Flag status now, as the page has it: ``entered-in-error`` once a later result of the
+    child says its record was merged into another; ``inactive`` once a later one says the child has died or the
+    record is not in use, once a newer flag of the child replaces it, or once a paediatrician decided on it;
+    ``active`` otherwise. Each of these is for good (results and decisions are only added), so a status never
+    goes back, and each change is sent to the EMR once."""
+    ids = list(flag_ids)
+    if not ids:
+        return {}
+    newer = aliased(ScreeningRun)
+    later = session.execute(
+        select(ScreeningRun.id, newer.status, newer.reason, newer.flagged).select_from(ScreeningRun)
+        .join(newer, later_of_child(newer)).where(ScreeningRun.id.in_(ids))
+    ).tuples()
+    decided = set(session.scalars(select(ScreeningOutcome.result_id).where(ScreeningOutcome.result_id.in_(ids))))
+    out = {flag_id: "inactive" if flag_id in decided else "active" for flag_id in ids}
+    for flag_id, status, reason, flagged in later:
+        if status == "inactive_record" and _MERGED in reason:
+            out[flag_id] = "entered-in-error"
+        elif (status in RETIRING_STATUSES or flagged) and out[flag_id] == "active":
+            out[flag_id] = "inactive"
+    return out
 
 
 def take_in_screening_flags(session_factory: sessionmaker[Session], now: datetime | None = None, *, batch: int = 200) -> int:
     def read(session: Session) -> list[Candidate]:
         cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScreeningRun.id))))
+        outcomes_cursor, outcomes_created = start_cursor(
+            session, _OUTCOMES_CURSOR, session.scalar(select(func.max(ScreeningOutcome.id)))
+        )
         if created:
             return []
         rows = session.scalars(
@@ -64,7 +109,12 @@ def take_in_screening_flags(session_factory: sessionmaker[Session], now: datetim
             .limit(batch + _LOOKBACK)
         ).all()
         known = existing_keys(session, FHIR_CHANNEL, [f"RiskAssessment/medscreen-ra-{row.id}" for row in rows])
-        found = []
+        # Messages already stored: the status changes below are of flags the EMR was sent before this pass (one
+        # sent in this pass carries its status now).
+        found = _status_changes(session, rows, _new_outcomes(session, outcomes_cursor.last_id, outcomes_created, batch))
+        new = [row for row in rows if (row.flagged or row.status == "incomplete")
+               and f"RiskAssessment/medscreen-ra-{row.id}" not in known]
+        statuses = flag_statuses(session, [row.id for row in new if row.flagged])
         for row in rows:
             key = f"RiskAssessment/medscreen-ra-{row.id}"
             if not (row.flagged or row.status == "incomplete") or key in known:
@@ -75,14 +125,74 @@ def take_in_screening_flags(session_factory: sessionmaker[Session], now: datetim
                                 flag=dict(row.flag) if row.flag else None)
             what = "flag" if row.flagged else "incomplete"
             found.append(Candidate(_CURSOR, row.id, key, f"screening {what} {row.id} (child {row.patient_digest})",
-                                   partial(_bundle, copy)))
+                                   partial(_bundle, copy, statuses.get(row.id)), topic=_topic(row.id) if row.flagged else ""))
         return found
 
     return take_in(session_factory, FHIR_CHANNEL, FHIR_JSON, read, now)
 
 
-def _bundle(row: ScreeningRun) -> str:
-    return transaction_bundle(screening_resources(row)).model_dump_json(exclude_none=True)
+def _topic(row_id: int) -> str:
+    """The outbox topic of a Flag's messages: a later status replaces an earlier one at the EMR, so an earlier
+    message (the first push, active) must not be replayed after it (``service.outbox.newer_of_topic``)."""
+    return f"Flag/medscreen-flag-{row_id}"
+
+
+def _new_outcomes(session: Session, last_id: int, created: bool, batch: int) -> list[ScreeningOutcome]:
+    """Decisions recorded since the last pass (re-read behind the cursor, as results are: see ``_LOOKBACK``)."""
+    if created:
+        return []
+    return list(session.scalars(
+        select(ScreeningOutcome).where(ScreeningOutcome.id > last_id - _LOOKBACK).order_by(ScreeningOutcome.id)
+        .limit(batch + _LOOKBACK)
+    ))
+
+
+def _status_changes(session: Session, rows: Iterable[ScreeningRun], outcomes: list[ScreeningOutcome]) -> list[Candidate]:
+    """A message per Flag the EMR was sent whose status changed since: a retiring or newer flagged result of its
+    child, or a decision on it, was stored. Keyed by Flag and status, so each change is added once."""
+    found = [Candidate(_OUTCOMES_CURSOR, outcome.id) for outcome in outcomes]
+    triggers = [row for row in rows if row.flagged or row.status in RETIRING_STATUSES]
+    children = {Child.of(row) for row in triggers}
+    flags = {outcome.result_id for outcome in outcomes}
+    if children:
+        of_children = session.scalars(
+            select(ScreeningRun).where(ScreeningRun.flagged.is_(True), ScreeningRun.patient_id.in_({c.patient_id for c in children}))
+        )
+        flags |= {row.id for row in of_children if Child.of(row) in children}
+    sent = existing_keys(session, FHIR_CHANNEL, [f"RiskAssessment/medscreen-ra-{i}" for i in flags])
+    changed = {i: status for i, status in flag_statuses(session, (i for i in flags if f"RiskAssessment/medscreen-ra-{i}" in sent)).items()
+               if status != "active"}
+    done = existing_keys(session, FHIR_CHANNEL, [f"{_topic(i)}/{status}" for i, status in changed.items()])
+    for flag_id, status in sorted(changed.items()):
+        key = f"{_topic(flag_id)}/{status}"
+        if key in done or _last_sent_status(session, flag_id) == status:
+            continue
+        row = session.get(ScreeningRun, flag_id)
+        assert row is not None and row.flag is not None
+        found.append(Candidate(_CURSOR, flag_id, key, f"screening flag {flag_id} {status} (child {row.patient_digest})",
+                               partial(_flag_bundle, flag_id, dict(row.flag), status), topic=_topic(flag_id)))
+    return found
+
+
+def _last_sent_status(session: Session, flag_id: int) -> str:
+    """The Flag status of the newest message of the Flag's topic (a first push made while the flag was already
+    retired carries that status); "active" for a first push made before messages had a topic."""
+    latest = session.scalars(
+        select(OutboxMessage.payload).where(OutboxMessage.channel == FHIR_CHANNEL, OutboxMessage.topic == _topic(flag_id))
+        .order_by(OutboxMessage.id.desc()).limit(1)
+    ).first()
+    if not latest:
+        return "active"
+    flags = [e["resource"] for e in json.loads(latest).get("entry", []) if e["resource"]["resourceType"] == "Flag"]
+    return str(flags[0]["status"]) if flags else "active"
+
+
+def _bundle(row: ScreeningRun, flag_status: str | None = None) -> str:
+    return transaction_bundle(screening_resources(row, flag_status)).model_dump_json(exclude_none=True)
+
+
+def _flag_bundle(flag_id: int, stored: dict[str, Any], status: str) -> str:
+    return transaction_bundle([_flag(flag_id, stored, status)]).model_dump_json(exclude_none=True)
 
 
 def _fhir(body: object, status_code: int = 200) -> JSONResponse:
@@ -105,7 +215,8 @@ def _read(session: SessionDep, user: AuthenticatedUser, resource_type: str, pref
     if row is None:
         return _not_found(f"{resource_type}/{resource_id}")
     record_audit(session, user.username, "fhir.read", "patient", row.patient_id, {"result_id": row.id})
-    for resource in screening_resources(row):
+    status = flag_statuses(session, [row.id]).get(row.id) if row.flag else None
+    for resource in screening_resources(row, status):
         if resource.get_resource_type() == resource_type:
             return _fhir(resource.model_dump(mode="json", exclude_none=True))
     return _not_found(f"{resource_type}/{resource_id}")
@@ -145,6 +256,7 @@ def search_risk_assessments(
     rows = _results_of(session, user, subject.removeprefix("Patient/"))
     for row in rows:  # each result read is audited, as each row the page shows is
         record_audit(session, user.username, "fhir.read", "patient", row.patient_id, {"result_id": row.id})
-    resources = [resource for row in rows for resource in screening_resources(row)]
+    statuses = flag_statuses(session, [row.id for row in rows if row.flag])
+    resources = [resource for row in rows for resource in screening_resources(row, statuses.get(row.id))]
     bundle = searchset_bundle(str(request.base_url) + "fhir", resources, match="RiskAssessment")
     return _fhir(bundle.model_dump(mode="json", exclude_none=True))

@@ -9,20 +9,29 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from datasets.emr_records import ChildRecord
 from screening.fhir_output import explanation, flag, risk_assessment
 from screening.findings import RETIRING_STATUSES
-from screening.scope import Child, child_of_record
+from screening.scope import Child, child_of_record, same_child
 from screening.screener import Screener, ScreeningResult, patient_digest
 from screening.tables import ScreeningBatchRun, ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
 
-__all__ = ["store_result", "store_output_lines", "BatchStore", "StoredLines", "RunCounts", "repeat_of"]
+__all__ = ["store_result", "store_output_lines", "BatchStore", "StoredLines", "RunCounts", "repeat_of", "later_of_child"]
 
 logger = logging.getLogger(__name__)
+
+
+def later_of_child(newer: type[ScreeningRun]) -> ColumnElement[bool]:
+    """``newer`` (an alias) is a later result of the same child as the query's ``ScreeningRun`` row (record id
+    within its scope, ``screening.scope``): what replaces or retires that row's flag on the page and in the EMR."""
+    return and_(
+        same_child(newer),
+        or_(newer.screened_at > ScreeningRun.screened_at, and_(newer.screened_at == ScreeningRun.screened_at, newer.id > ScreeningRun.id)),
+    )
 
 
 def _evidence(reasons: dict[str, Any]) -> tuple[Any, ...]:

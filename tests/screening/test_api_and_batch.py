@@ -79,7 +79,7 @@ def test_paediatrician_submits_views_and_decides(
     assert decided.status_code == 201 and decided.json()["decided_by"] == "dr-ivanova"
     assert client.get("/api/screening/flags", headers=doctor).json()["flags"] == []
     again = client.get("/api/screening/flags?include_decided=true", headers=doctor).json()["flags"]
-    assert again[0]["outcome"] == "referred"
+    assert again[0]["outcome"] == "referred" and again[0]["flag"]["status"] == "inactive"  # as the EMR is sent it
     bad = client.post(f"/api/screening/flags/{row['id']}/outcome", json={"outcome": "maybe"}, headers=doctor)
     assert bad.status_code == 422
 

@@ -3,22 +3,25 @@ audited) and pushed as transaction Bundles to a real HTTP receiver that validate
 
 from __future__ import annotations
 
+import json
 from datetime import date
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.riskassessment import RiskAssessment
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from datasets.emr_records import CodedFact
 from datasets.fhir_emr import fhir_id, record_to_bundle
 from screening.fhir_feed import FHIR_CHANNEL, take_in_screening_flags
 from screening.results_store import store_result
 from screening.tables import ScreeningAssignment, ScreeningRun
 from service.db import session_scope
 from service.fhir_push import FhirSender
-from service.outbox import RetryPolicy, dispatch
+from service.outbox import OutboxMessage, RetryPolicy, dispatch, newer_of_topic
 from service.tables import AuditEvent
 from tests.fhir_receiver import fhir_receiver
 from tests.screening.conftest import child_of, ordinary_child, syndromic_child
@@ -143,3 +146,91 @@ def test_a_flag_committed_after_a_later_one_still_reaches_the_emr(screening_app:
 
         keys = sorted(m.key for m in session.scalars(select(OutboxMessage).where(OutboxMessage.channel == FHIR_CHANNEL)))
     assert keys == sorted([f"RiskAssessment/medscreen-ra-{late}", f"RiskAssessment/medscreen-ra-{second.id}"])
+
+
+def _patient(bundle: dict[str, Any]) -> dict[str, Any]:
+    return next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+
+
+def _flag_messages(factory: Any) -> list[tuple[str, str | None, list[str]]]:
+    """The FHIR outbox: each message's key, topic and the statuses of the Flags it carries."""
+    with session_scope(factory) as session:
+        messages = session.scalars(select(OutboxMessage).where(OutboxMessage.channel == FHIR_CHANNEL).order_by(OutboxMessage.id))
+        return [(m.key, m.topic, [e["resource"]["status"] for e in json.loads(m.payload)["entry"]
+                                  if e["resource"]["resourceType"] == "Flag"]) for m in messages]
+
+
+def test_a_flag_the_page_retires_is_sent_again_and_read_as_inactive(screening_app: FastAPI, client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+    """The EMR got an active Flag; a later record says the child has died and the page withdraws the flag. No
+    message followed and GET /fhir/Flag still said active: the EMR kept asking someone to contact that family."""
+    factory = screening_app.state.session_factory
+    take_in_screening_flags(factory)
+    doctor = token_for("dr-ivanova", "paediatrician")
+    assert client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(syndromic_child("child-1")), headers=doctor).status_code == 200
+    assert take_in_screening_flags(factory) == 1
+    with session_scope(factory) as session:
+        flag_id = f"medscreen-flag-{session.scalar(select(ScreeningRun.id))}"
+    assert client.get(f"/fhir/Flag/{flag_id}", headers=doctor).json()["status"] == "active"
+
+    dead = record_to_bundle(syndromic_child("child-1"))
+    _patient(dead)["deceasedDateTime"] = "2024-02-20"
+    assert client.post("/api/screening?as_of=2024-03-01", json=dead, headers=doctor).status_code == 200
+    assert client.get("/api/screening/flags", headers=doctor).json()["withdrawn_total"] == 1
+    assert client.get(f"/fhir/Flag/{flag_id}", headers=doctor).json()["status"] == "inactive"
+    found = client.get("/fhir/RiskAssessment", params={"subject": "Patient/child-1"}, headers=doctor).json()
+    assert [e["resource"]["status"] for e in found["entry"] if e["resource"]["resourceType"] == "Flag"] == ["inactive"]
+
+    assert take_in_screening_flags(factory) == 1
+    assert take_in_screening_flags(factory) == 0  # each change once
+    topic = f"Flag/{flag_id}"
+    assert _flag_messages(factory) == [
+        (f"RiskAssessment/medscreen-ra-{flag_id.rsplit('-', 1)[1]}", topic, ["active"]),
+        (f"{topic}/inactive", topic, ["inactive"]),
+    ]
+    with session_scope(factory) as session:
+        first = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).first()
+        assert first is not None and newer_of_topic(session, first) is not None  # the active one is never replayed
+    with fhir_receiver() as emr:
+        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=5),
+                        RetryPolicy(retry_s=0, max_attempts=3)) == 2
+        assert not emr.invalid and emr.transactions[-1] == [topic]
+        assert emr.resources[topic]["status"] == "inactive" and emr.resources[topic]["code"]["text"]
+
+
+def test_a_decision_a_newer_flag_or_a_merged_record_retires_the_flag_in_the_emr(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    factory = screening_app.state.session_factory
+    take_in_screening_flags(factory)
+    doctor = token_for("dr-ivanova", "paediatrician")
+
+    def post(bundle: dict[str, Any]) -> None:
+        assert client.post("/api/screening?as_of=2024-03-01", json=bundle, headers=doctor).status_code == 200
+
+    def flag_of(patient_id: str) -> str:
+        with session_scope(factory) as session:
+            return f"medscreen-flag-{session.scalar(select(ScreeningRun.id).where(ScreeningRun.patient_id == patient_id))}"
+
+    for child in ("decided", "replaced", "merged"):
+        post(record_to_bundle(syndromic_child(child)))
+    assert take_in_screening_flags(factory) == 3
+    decided, replaced, merged = (flag_of(c) for c in ("decided", "replaced", "merged"))
+
+    assert client.post(f"/api/screening/flags/{decided.rsplit('-', 1)[1]}/outcome", json={"outcome": "not_relevant"},
+                       headers=doctor).status_code == 201
+    newer = syndromic_child("replaced")
+    newer.facts.append(CodedFact("condition", "hpo", "HP:0001250", date(2023, 9, 1)))  # seizures: new findings
+    post(record_to_bundle(newer))
+    gone = record_to_bundle(syndromic_child("merged"))
+    _patient(gone)["link"] = [{"other": {"reference": "Patient/kept"}, "type": "replaced-by"}]
+    post(gone)
+
+    expected = {decided: "inactive", replaced: "inactive", merged: "entered-in-error"}
+    assert {flag: client.get(f"/fhir/Flag/{flag}", headers=doctor).json()["status"] for flag in expected} == expected
+    assert take_in_screening_flags(factory) == 4  # three changes, and the newer flag's first push (active)
+    sent = {key: statuses for key, _, statuses in _flag_messages(factory)}
+    assert {flag: sent[f"Flag/{flag}/{status}"] for flag, status in expected.items()} == {f: [s] for f, s in expected.items()}
+    with session_scope(factory) as session:
+        latest = session.scalar(select(func.max(ScreeningRun.id)).where(ScreeningRun.patient_id == "replaced"))
+    assert sent[f"RiskAssessment/medscreen-ra-{latest}"] == ["active"]
+    assert take_in_screening_flags(factory) == 0
