@@ -22,6 +22,7 @@ from datasets.errors import DatasetError
 from datasets.preprocess import ImageArray, dicom_to_array
 from inference.errors import CouldNotScore, IngestError
 from inference.instance_limits import read_within_limits
+from inference.intended_use import view_of
 
 __all__ = [
     "MammographyView", "read_study", "frontal_radiographs", "mammography_views", "ct_series", "decode",
@@ -73,14 +74,15 @@ def frontal_radiographs(datasets: list[Any]) -> list[Any]:
     radiographs = [ds for ds in datasets if str(getattr(ds, "Modality", "")) in ("CR", "DX")]
     if not radiographs:
         raise CouldNotScore("no CR/DX image in the study")
-    frontal = [ds for ds in radiographs if str(getattr(ds, "ViewPosition", "")).upper() in _FRONTAL]
+    # The view as the header states it anywhere (an empty ViewPosition beside a View Code Sequence "lateral").
+    frontal = [ds for ds in radiographs if view_of(ds) in _FRONTAL]
     if not frontal:
-        views = sorted({str(getattr(ds, "ViewPosition", "")) for ds in radiographs})
+        views = sorted({view_of(ds) for ds in radiographs})
         raise CouldNotScore(f"no frontal (PA/AP) view among {len(radiographs)} radiographs (views: {', '.join(views)})")
     rank = {"PA": 0, "AP": 1, "": 2}
-    best = min(rank[str(getattr(ds, "ViewPosition", "")).upper()] for ds in frontal)
+    best = min(rank[view_of(ds)] for ds in frontal)
     return sorted(
-        (ds for ds in frontal if rank[str(getattr(ds, "ViewPosition", "")).upper()] == best),
+        (ds for ds in frontal if rank[view_of(ds)] == best),
         key=lambda ds: (_number(ds, "InstanceNumber", float("inf")), str(ds.SOPInstanceUID)),
     )
 
@@ -105,7 +107,7 @@ def mammography_views(datasets: list[Any]) -> list[MammographyView]:
         laterality = _laterality(ds)
         if not laterality:
             raise CouldNotScore(f"MG image {ds.SOPInstanceUID} has no laterality (ImageLaterality/Laterality)")
-        views.append(MammographyView(laterality, str(getattr(ds, "ViewPosition", "") or "").upper(), ds))
+        views.append(MammographyView(laterality, view_of(ds), ds))
     return views
 
 

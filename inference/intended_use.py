@@ -6,9 +6,10 @@ bounds); a study outside it is not scored, with the reason, and keeps its arriva
 
 Age comes from PatientAge, else from PatientBirthDate against StudyDate (then SeriesDate, AcquisitionDate).
 **Missing age, conservatively:** when a bundle bounds the age and the header gives none, the study is not
-scored (the model cannot vouch for a patient who may be outside its population). An empty ViewPosition or
-BodyPartExamined is left to routing and assembly (real senders often omit them); a value that is present
-and not listed is out of scope.
+scored (the model cannot vouch for a patient who may be outside its population). An empty BodyPartExamined is
+left to routing; a value that is present and not listed is out of scope. An empty ViewPosition (Type 2, often
+empty on CR/DX) is read from the View Code Sequence, then, for a radiograph, PatientOrientation (:func:`view_of`);
+an image with no view information at all is left to assembly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any
 
 from inference.errors import OutOfScope
 
-__all__ = ["IntendedUse", "check_intended_use", "patient_age_years"]
+__all__ = [
+    "IntendedUse", "check_intended_use", "patient_age_years", "view_of",
+]
 
 _AGE = re.compile(r"^(\d{1,3})([DWMY])$")
 # Spellings senders use for a body part a bundle names in English (routing reads the same words).
@@ -34,6 +37,22 @@ _FOR_PROCESSING_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography X-Ray Image Storage - For Processing
     "1.2.840.10008.5.1.4.1.1.1.3.1",  # Digital Intra-Oral X-Ray Image Storage - For Processing
 }
+# View Code Sequence values (CID 4010 DX views, CID 4014 MG views), SNOMED CT and the legacy SRT code of each,
+# as the ViewPosition defined term they stand for. Any other code is a view no bundle lists (an oblique...).
+_VIEW_CODES = {
+    "272479007": "PA", "R-40888": "PA",
+    "399348003": "AP", "R-10206": "AP",
+    "399173006": "LL", "R-10236": "LL",
+    "399198007": "RL", "R-10232": "RL",
+    "399067008": "LATERAL", "R-102CD": "LATERAL", "49370004": "LATERAL", "G-A104": "LATERAL",
+    "399162004": "CC", "R-10242": "CC",
+    "399368009": "MLO", "R-10226": "MLO",
+    "399260004": "ML", "R-10224": "ML",
+    "399352003": "LM", "R-10228": "LM",
+    "399192008": "XCCL", "R-1024A": "XCCL",
+    "399101009": "XCCM", "R-1024B": "XCCM",
+}
+
 
 
 def _bounds(raw: Any) -> tuple[float | None, float | None]:
@@ -153,6 +172,38 @@ def _image_problem(ds: Any, use: IntendedUse) -> str | None:
     return None
 
 
+def _codes(items: Any) -> list[tuple[str, str]]:
+    """(code value, upper-case meaning) of each item of a code sequence; [] when absent or empty."""
+    return [(str(item.get("CodeValue", "") or "").strip(), str(item.get("CodeMeaning", "") or "").strip().upper())
+            for item in items or ()]
+
+
+def _view_items(ds: Any) -> list[Any]:
+    return list(ds.get("ViewCodeSequence") or ())
+
+
+def view_of(ds: Any) -> str:
+    """The image's view as a ViewPosition defined term (``PA``, ``LL``, ``CC``...), or "" when nothing states one.
+
+    ViewPosition first; when it is empty (Type 2: many CR/DX systems leave it so), the View Code Sequence; then, for a
+    radiograph, PatientOrientation: rows running to the patient's left or right with columns to the feet or head is
+    a frontal film (PA or AP cannot be told apart, so "" as today), an anterior or posterior direction is a lateral or
+    an oblique (``LATERAL``). A lateral film whose ViewPosition was empty had passed as frontal and set the score.
+    """
+    position = _text(ds, "ViewPosition")
+    if position:
+        return position
+    for code, meaning in _codes(_view_items(ds)):
+        if code or meaning:
+            return _VIEW_CODES.get(code, meaning or code)
+    orientation = ds.get("PatientOrientation")
+    if _text(ds, "Modality") in ("CR", "DX") and orientation:
+        letters = set("".join(str(v) for v in (orientation if not isinstance(orientation, str) else [orientation])).upper())
+        if letters & {"A", "P"}:
+            return "LATERAL"
+    return ""
+
+
 def _for_processing(ds: Any) -> bool:
     return str(ds.get("SOPClassUID", "")) in _FOR_PROCESSING_CLASSES or _text(ds, "PresentationIntentType") == (
         "FOR PROCESSING"
@@ -163,10 +214,11 @@ def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) ->
     """The images of the study inside ``use``: the only ones its scorer may see (``scorers.score_study``).
 
     Raises :class:`OutOfScope` with a reader's reason when the study is outside ``use``; ``model`` names the
-    version in the reason (``chest-xray v1``). Images of another modality or of a view the bundle does not list
-    (a lateral film, a spot or magnification mammogram) are left out, not checked: they are never scored.
-    So are For Processing (raw detector) images when the study has For Presentation ones; a study with only
-    raw images is out of scope, as every version was validated on images processed for reading.
+    version in the reason (``chest-xray v1``). Images of another modality, of a view the bundle does not list (a
+    lateral film, by ViewPosition or, when that is empty, by :func:`view_of`) are left out, not checked: they are
+    never scored. So are For Processing (raw detector) images when the study has
+    For Presentation ones; a study with only raw images is out of scope, as every version was
+    validated on images processed for reading.
     """
     images = [ds for ds in datasets if not use.modalities or _text(ds, "Modality") in use.modalities]
     if not images:
@@ -181,8 +233,8 @@ def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) ->
         )
     images = presentation
     if use.view_positions:
-        # An empty ViewPosition is left to assembly; a listed view that is not validated is out of scope.
-        images = [ds for ds in images if _text(ds, "ViewPosition") in (*use.view_positions, "")]
+        # An image with no view information at all is left to assembly; a view that is not listed is left out.
+        images = [ds for ds in images if view_of(ds) in (*use.view_positions, "")]
         if not images:
             raise OutOfScope(f"no {'/'.join(use.view_positions)} view; {model} is validated for those views only")
     first = images[0]

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
 from inference.errors import OutOfScope
-from inference.intended_use import IntendedUse, check_intended_use, patient_age_years
+from inference.intended_use import IntendedUse, check_intended_use, patient_age_years, view_of
 from inference.shipped_models import SHIPPED_MODELS_DIR
 from inference.tables import ScoreResult, Study
 from service.db import session_scope
@@ -166,3 +167,28 @@ def test_out_of_scope_studies_are_not_scored_and_keep_their_arrival_place(
         entry = session.scalars(select(WorklistEntry)).one()
         assert (entry.state, entry.tier, entry.due_at) == ("out_of_scope", "unscored", entry.arrived_at)
         assert reason in (entry.score_reason or "") and "intended use" in entry.priority_reason
+
+
+def _view_code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def test_an_empty_view_position_is_read_from_the_view_code_then_the_patient_orientation() -> None:
+    """Review 3 defect 5: a lateral with an empty ViewPosition passed the PA/AP gate; an image that states no view
+    anywhere is still left to assembly, as before."""
+    use = _use("chest-xray")
+    pa, by_code, by_orientation, unstated = (dcmread(DX_CHEST) for _ in range(4))
+    for ds in (pa, by_code, by_orientation, unstated):
+        ds.ViewPosition = ""
+    pa.ViewCodeSequence = [_view_code("R-40888", "SRT", "postero-anterior")]
+    by_code.ViewCodeSequence = [_view_code("399173006", "SCT", "left lateral")]
+    by_orientation.PatientOrientation = ["P", "F"]
+    unstated.PatientOrientation = ["L", "F"]  # frontal, PA or AP: not told apart, so as an unlabelled film
+    admitted = check_intended_use(use, [pa, by_code, by_orientation, unstated], "chest-xray v1")
+    assert [ds is pa or ds is unstated for ds in admitted] == [True, True]
+    assert (view_of(pa), view_of(by_code), view_of(by_orientation), view_of(unstated)) == ("PA", "LL", "LATERAL", "")
+    with pytest.raises(OutOfScope, match="no PA/AP view"):
+        check_intended_use(use, [by_code, by_orientation], "chest-xray v1")
+

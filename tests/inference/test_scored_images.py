@@ -11,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
+from benchmarks.study_factory import wrap_radiograph
 from inference.intended_use import IntendedUse, check_intended_use
 from inference.shipped_models import SHIPPED_MODELS_DIR
 from inference.tables import ScoreResult, Study
+from tests.conftest import FIXTURES
 from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
 
 MG = INFERENCE_FIXTURES / "images" / "mg_ge_senographe.dcm"
@@ -104,3 +107,40 @@ def test_a_study_of_for_processing_radiographs_only_is_out_of_scope(pipeline: Pi
         result = session.scalars(select(ScoreResult)).one()
     assert (study.status, result.outcome, result.score) == ("out_of_scope", "out_of_scope", None)
     assert "only For Processing (raw detector) images" in (result.reason or "")
+
+
+KERMANY = FIXTURES / "datasets" / "kermany" / "train"
+NORMAL = KERMANY / "NORMAL" / "IM-0115-0001.jpeg"
+PNEUMONIA = KERMANY / "PNEUMONIA" / "person1000_bacteria_2931.jpeg"
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def _edited(path: Path, **attributes: object) -> Path:
+    ds = dcmread(path)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_lateral_with_an_empty_view_position_is_not_scored(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Review 3 defect 5: ViewPosition empty (Type 2), the view stated in View Code Sequence and PatientOrientation:
+    the lateral passed the PA/AP gate, its 0.999 made the study positive and the SR pointed at it."""
+    study = generate_uid()
+    pa = wrap_radiograph(NORMAL, tmp_path / "pa.dcm", view_position="", study_uid=study)
+    lateral = wrap_radiograph(PNEUMONIA, tmp_path / "lat.dcm", view_position="", study_uid=study)
+    _edited(pa, ViewCodeSequence=[_code("272479007", "SCT", "postero-anterior")], PatientOrientation=["L", "F"])
+    _edited(lateral, ViewCodeSequence=[_code("R-10232", "SRT", "right lateral")], PatientOrientation=["A", "F"],
+            SeriesDescription="CHEST LAT")
+    pipeline.receive(pa, lateral)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        result = session.scalars(select(ScoreResult)).one()
+    assert (result.outcome, result.call, "films" in result.localisation) == ("scored", "negative", False)
+    assert result.localisation["sop_instance_uid"] == str(dcmread(pa).SOPInstanceUID)
+
