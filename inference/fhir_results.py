@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from fhir.resources.R4B.device import Device
@@ -28,7 +28,7 @@ from inference.score_text import score_and_threshold
 from inference.tables import ScoreResult, Study
 from service.lifecycle import StudyStatus
 
-__all__ = ["NOT_SCORED_OUT_OF_SCOPE", "ResultFacts", "facts_of", "result_resources", "report_id", "device_id"]
+__all__ = ["NOT_SCORED_OUT_OF_SCOPE", "ResultFacts", "facts_of", "study_day", "result_resources", "report_id", "device_id"]
 
 DECISION_SUPPORT = "Decision support, not a diagnosis"
 NOT_SCORED_OUT_OF_SCOPE = "not scored: outside the model's intended use"
@@ -57,6 +57,8 @@ class ResultFacts:
     call: str | None
     reason: str | None
     created_at: datetime
+    # DICOM StudyDate (DA, YYYYMMDD) as received; "" when the study had none.
+    study_date: str = ""
 
 
 def facts_of(result: ScoreResult, study: Study) -> ResultFacts:
@@ -75,6 +77,7 @@ def facts_of(result: ScoreResult, study: Study) -> ResultFacts:
         call=result.call,
         reason=result.reason,
         created_at=result.created_at,
+        study_date=study.study_date,
     )
 
 
@@ -86,6 +89,18 @@ def device_id(model_name: str, model_version: str) -> str:
     return "medscreen-" + re.sub(r"[^A-Za-z0-9.-]", "-", f"{model_name}-{model_version}")[:54]
 
 
+def study_day(study_date: str) -> date | None:
+    """The day of a DICOM StudyDate (DA), or None when it is empty or not a date. Only the day: StudyTime and the
+    zone offset are not kept, and a DICOM time without an offset is the modality's local time."""
+    digits = study_date.replace(".", "").strip()  # "YYYY.MM.DD": the ACR-NEMA form some archives still send
+    if len(digits) != 8 or not digits.isdigit():  # strptime would read "2025011" as 1 January
+        return None
+    try:
+        return datetime.strptime(digits, "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
 def _subject(facts: ResultFacts) -> dict[str, Any]:
     # A logical reference: the EMR resolves the patient by its identifier; medscreen holds no Patient resource.
     return {"type": "Patient", "identifier": {"value": facts.patient_id}} if facts.patient_id else {}
@@ -94,6 +109,10 @@ def _subject(facts: ResultFacts) -> dict[str, Any]:
 def result_resources(facts: ResultFacts) -> list[Resource]:
     """Device, Observation(s) and DiagnosticReport of one champion result, validated."""
     issued = facts.created_at.isoformat()
+    # effective is the clinically relevant time, when the images were taken, not when the model ran (a backfilled
+    # film of last year would show as today's finding); FHIR allows a date alone, and a study without a date says none.
+    day = study_day(facts.study_date)
+    effective = {"effectiveDateTime": day.isoformat()} if day else {}
     model = f"{facts.model_name} {facts.model_version}"
     the_device_id = device_id(facts.model_name, facts.model_version)
     device_ref = {"reference": f"Device/{the_device_id}", "display": f"medscreen {model}"}
@@ -112,7 +131,7 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
         "resourceType": "Observation",
         "status": "final",
         "category": [{"coding": [{"system": _OBSERVATION_CATEGORY, "code": "imaging", "display": "Imaging"}]}],
-        "effectiveDateTime": issued,
+        **effective,
         "issued": issued,
         "device": device_ref,
         "note": [{"text": f"{DECISION_SUPPORT}. {model}."}],
@@ -168,7 +187,7 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
         "status": "final",
         "category": [{"coding": [{"system": _V2_0074, "code": "RAD", "display": "Radiology"}]}],
         "code": {"coding": [{"system": _LOCAL, "code": f"{facts.task}-triage"}], "text": f"AI triage: {facts.task}"},
-        "effectiveDateTime": issued,
+        **effective,
         "issued": issued,
         "result": [{"reference": f"Observation/{o.id}"} for o in observations],
         "imagingStudy": [{

@@ -19,6 +19,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
+from inference.fhir_results import study_day
 from service.lifecycle import StudyStatus
 from worklist.ris import PriorityChanged
 
@@ -88,6 +89,8 @@ class StudyOrder:
     patient_name: str
     modality: str
     study_description: str
+    # DICOM StudyDate (DA, YYYYMMDD); "" when the study had none.
+    study_date: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,11 @@ def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResu
     obr = order_observation.obr
     obr.obr_3 = accession
     obr.obr_4 = f"{_text(result.task, 20)}^AI triage {_text(result.task, 40)}^{_LOCAL}"
-    obr.obr_7 = _ts(result.created_at)
+    # OBR-7 is when the images were taken (the date alone: DICOM keeps StudyDate without a zone); OBR-22 when
+    # the result was made. A backfilled film of last year had been dated the day the model ran.
+    day = study_day(order.study_date)
+    if day:
+        obr.obr_7 = day.strftime("%Y%m%d")
     obr.obr_22 = _ts(result.created_at)
     obr.obr_24 = "RAD"
     obr.obr_25 = "F"

@@ -243,3 +243,17 @@ def test_a_study_outside_intended_use_is_not_applicable_not_an_error() -> None:
     failed = _by_type(_facts(outcome="could_not_score", score=None, threshold=None, call=None, reason="unreadable"))
     assert failed["Observation"]["dataAbsentReason"]["coding"][0]["code"] == "error"
     assert "could not score" in failed["DiagnosticReport"]["conclusion"]
+
+
+def test_a_result_is_dated_by_its_study_not_by_when_it_was_scored() -> None:
+    """effectiveDateTime ("clinically relevant time") had been the scoring time: a film of January 2025 backfilled in
+    December 2026 showed in the EMR as a December 2026 finding (review 3, time 4). DICOM keeps StudyDate without a
+    zone, so the date goes alone; issued stays the scoring time."""
+    scored_at = utcnow()
+    out = _by_type(_facts(study_date="20250115", created_at=scored_at))
+    for key in ("DiagnosticReport", "Observation", "Observation-probability"):
+        assert out[key]["effectiveDateTime"] == "2025-01-15", key
+        assert out[key]["issued"].startswith(scored_at.strftime("%Y-%m-%dT%H:%M:%S")), key
+    for missing in ("", "2025011", "20250230"):  # none, or not a date: no clinically relevant time is claimed
+        undated = _by_type(_facts(study_date=missing))
+        assert "effectiveDateTime" not in undated["DiagnosticReport"] and "issued" in undated["DiagnosticReport"]

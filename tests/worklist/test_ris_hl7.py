@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import hl7
@@ -271,3 +272,20 @@ def test_a_study_outside_intended_use_is_reported_as_not_scored_not_as_a_failure
     note = message.oru_r01_patient_result.oru_r01_order_observation.oru_r01_observation[0].nte.nte_3.to_er7()
     assert hl7.parse(er7).unescape(note).endswith(f"not scored: outside the model's intended use: {reason}")
     assert "could not score" not in er7
+
+
+def test_a_result_is_dated_by_its_study_not_by_when_it_was_scored() -> None:
+    """OBR-7 (observation date/time) had been the scoring time; it is the study's date (DICOM StudyDate, which has no
+    zone, so the date alone), and OBR-22 stays the time the result was made (review 3, time 4)."""
+    scored_at = utcnow()
+    result = ChampionResult(15, "chest-xray", "chest-xray", "3", "scored", 0.7, 0.5, "positive", None, scored_at)
+    dated = replace(ORDER, study_date="20250115")
+    message = parse_message_strict(result_report(ENDPOINT, dated, result, control_id="MSR15", at=scored_at))
+    assert message.validate()
+    obr = message.oru_r01_patient_result.oru_r01_order_observation.obr
+    assert obr.obr_7.to_er7() == "20250115"
+    assert obr.obr_22.to_er7() == scored_at.strftime("%Y%m%d%H%M%S+0000")
+    undated = parse_message_strict(result_report(ENDPOINT, ORDER, result, control_id="MSR16", at=scored_at))
+    assert undated.validate()
+    assert not undated.oru_r01_patient_result.oru_r01_order_observation.obr.obr_7.to_er7()
+
