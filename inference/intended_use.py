@@ -52,6 +52,13 @@ _VIEW_CODES = {
     "399192008": "XCCL", "R-1024A": "XCCL",
     "399101009": "XCCM", "R-1024B": "XCCM",
 }
+# View modifiers (CID 4015) of a diagnostic work-up view, not a screening one: Spot Compression and Magnification.
+# The meaning is read too: some senders put a wrong or local code beside the right words.
+_WORKUP_MODIFIERS = {"399055006": "spot compression", "R-102D7": "spot compression",
+                     "399163009": "magnification", "R-102D6": "magnification"}
+# A contact mammogram's estimated magnification is about 1.05-1.15 (the breast on the detector); a magnification
+# view is taken at 1.5-2.0. Above this the image is a magnification view whatever its codes say.
+MAX_MAMMOGRAPHY_MAGNIFICATION = 1.2
 
 
 
@@ -204,6 +211,28 @@ def view_of(ds: Any) -> str:
     return ""
 
 
+def _workup_view(ds: Any) -> str | None:
+    """Why the image is a spot or magnification view (DICOM says so in View Modifier Code Sequence, CID 4015, while
+    ViewPosition stays CC or MLO), or None."""
+    modifiers = list(ds.get("ViewModifierCodeSequence") or ())
+    for item in _view_items(ds):
+        modifiers.extend(item.get("ViewModifierCodeSequence") or ())
+    for code, meaning in _codes(modifiers):
+        found = _WORKUP_MODIFIERS.get(code) or next(
+            (name for word, name in (("SPOT", "spot compression"), ("MAGNIF", "magnification")) if word in meaning), None
+        )
+        if found:
+            return f"a {found} view (View Modifier {code or meaning})"
+    if _text(ds, "Modality") == "MG":
+        try:
+            factor = float(ds.get("EstimatedRadiographicMagnificationFactor") or 0)
+        except (TypeError, ValueError):
+            factor = 0.0
+        if factor > MAX_MAMMOGRAPHY_MAGNIFICATION:
+            return f"a magnification view (estimated magnification {factor:g})"
+    return None
+
+
 def _for_processing(ds: Any) -> bool:
     return str(ds.get("SOPClassUID", "")) in _FOR_PROCESSING_CLASSES or _text(ds, "PresentationIntentType") == (
         "FOR PROCESSING"
@@ -215,10 +244,10 @@ def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) ->
 
     Raises :class:`OutOfScope` with a reader's reason when the study is outside ``use``; ``model`` names the
     version in the reason (``chest-xray v1``). Images of another modality, of a view the bundle does not list (a
-    lateral film, by ViewPosition or, when that is empty, by :func:`view_of`) are left out, not checked: they are
-    never scored. So are For Processing (raw detector) images when the study has
-    For Presentation ones; a study with only raw images is out of scope, as every version was
-    validated on images processed for reading.
+    lateral film, by ViewPosition or, when that is empty, by :func:`view_of`) or of a spot or magnification view
+    (View Modifier Code Sequence, a mammogram's estimated magnification) are left out, not checked: they are never
+    scored. So are For Processing (raw detector) images when the study has For Presentation ones; a study with only raw
+    images is out of scope, as every version was validated on images processed for reading.
     """
     images = [ds for ds in datasets if not use.modalities or _text(ds, "Modality") in use.modalities]
     if not images:
@@ -237,6 +266,11 @@ def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) ->
         images = [ds for ds in images if view_of(ds) in (*use.view_positions, "")]
         if not images:
             raise OutOfScope(f"no {'/'.join(use.view_positions)} view; {model} is validated for those views only")
+    # A spot or magnification view keeps ViewPosition CC or MLO: only its modifier or its magnification tells.
+    screening = [ds for ds in images if _workup_view(ds) is None]
+    if not screening:
+        raise OutOfScope(f"only {_workup_view(images[0])}; {model} is validated for {use.summary or 'other views'}")
+    images = screening
     first = images[0]
     if use.age_years != (None, None):
         age = patient_age_years(first)

@@ -192,3 +192,20 @@ def test_an_empty_view_position_is_read_from_the_view_code_then_the_patient_orie
     with pytest.raises(OutOfScope, match="no PA/AP view"):
         check_intended_use(use, [by_code, by_orientation], "chest-xray v1")
 
+
+def test_spot_and_magnification_views_are_left_out_of_the_mammography_gate(tmp_path: Path) -> None:
+    """Review 3 defect 9: CID 4015 Spot Compression (R-102D7) and Magnification (399163009), or an estimated
+    magnification of 1.8, with ViewPosition CC: the gate admitted them."""
+    use = _use("mammography")
+    plain, spot, magnification, magnified = (dcmread(_mammogram(tmp_path, 640, 512, "R")) for _ in range(4))
+    for ds, modifier in ((spot, ("R-102D7", "SRT", "Spot Compression")), (magnification, ("399163009", "SCT", "Magnification"))):
+        view = _view_code("399162004", "SCT", "cranio-caudal")
+        view.ViewModifierCodeSequence = [_view_code(*modifier)]
+        ds.ViewCodeSequence = [view]
+    magnified.EstimatedRadiographicMagnificationFactor = 1.8
+    plain.EstimatedRadiographicMagnificationFactor = 1.1  # a contact view
+    admitted = check_intended_use(use, [plain, spot, magnification, magnified], "mammography v1")
+    assert [ds is plain for ds in admitted] == [True]
+    for ds, reason in ((spot, "spot compression"), (magnification, "magnification view"), (magnified, "magnification 1.8")):
+        with pytest.raises(OutOfScope, match=reason):
+            check_intended_use(use, [ds], "mammography v1")

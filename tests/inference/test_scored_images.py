@@ -144,3 +144,20 @@ def test_a_lateral_with_an_empty_view_position_is_not_scored(pipeline: Pipeline,
     assert (result.outcome, result.call, "films" in result.localisation) == ("scored", "negative", False)
     assert result.localisation["sop_instance_uid"] == str(dcmread(pa).SOPInstanceUID)
 
+
+def test_a_spot_or_magnification_mammogram_is_not_scored(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Review 3 defect 9: DICOM codes spot and magnification as a View Modifier (CID 4015) and keeps ViewPosition CC;
+    the gate read ViewPosition only and scored them."""
+    study = generate_uid()
+    cc = _mammogram(tmp_path, study, (640, 512), "CC", 0.1)
+    spot = _edited(_mammogram(tmp_path, study, (640, 512), "CC", 0.1), ViewCodeSequence=[_code("399162004", "SCT", "cranio-caudal")])
+    ds = dcmread(spot)
+    ds.ViewCodeSequence[0].ViewModifierCodeSequence = [_code("399055006", "SCT", "Spot Compression")]
+    ds.save_as(spot, enforce_file_format=True)
+    magnified = _edited(_mammogram(tmp_path, study, (640, 512), "CC", 0.1), EstimatedRadiographicMagnificationFactor=1.8)
+    pipeline.receive(cc, spot, magnified)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        result = session.scalars(select(ScoreResult)).one()
+    assert result.outcome == "scored" and len(result.localisation["views"]) == 1
+    assert result.localisation["sop_instance_uid"] == str(dcmread(cc).SOPInstanceUID)
