@@ -12,7 +12,7 @@ from inference.fhir_results import ResultFacts, facts_of, report_id, result_reso
 from inference.result_feed import champion_results_after
 from inference.tables import ScoreResult
 from service.fhir_push import FHIR_JSON, transaction_bundle
-from service.outbox import Candidate, existing_keys, start_cursor, take_in
+from service.outbox import Candidate, existing_keys, read_from, start_cursor, take_in
 
 __all__ = ["FHIR_CHANNEL", "take_in_fhir_results"]
 
@@ -30,7 +30,7 @@ def take_in_fhir_results(
         cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScoreResult.id))))
         if created:
             return []
-        rows = champion_results_after(session, cursor.last_id - _LOOKBACK, batch + _LOOKBACK, include_shadow=include_shadow)
+        rows = champion_results_after(session, read_from(cursor, _LOOKBACK), batch + _LOOKBACK, include_shadow=include_shadow)
         known = existing_keys(session, FHIR_CHANNEL, [f"DiagnosticReport/{report_id(r.id)}" for r, _ in rows])
         found = []
         for result, study in rows:

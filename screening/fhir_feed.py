@@ -37,7 +37,7 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep
 from service.fhir_push import FHIR_JSON, searchset_bundle, transaction_bundle
-from service.outbox import Candidate, OutboxMessage, existing_keys, start_cursor, take_in
+from service.outbox import Candidate, OutboxCursor, OutboxMessage, existing_keys, read_from, start_cursor, take_in
 
 __all__ = ["FHIR_CHANNEL", "screening_resources", "flag_statuses", "take_in_screening_flags", "fhir_router"]
 
@@ -105,13 +105,13 @@ def take_in_screening_flags(session_factory: sessionmaker[Session], now: datetim
         if created:
             return []
         rows = session.scalars(
-            select(ScreeningRun).where(ScreeningRun.id > cursor.last_id - _LOOKBACK).order_by(ScreeningRun.id)
+            select(ScreeningRun).where(ScreeningRun.id > read_from(cursor, _LOOKBACK)).order_by(ScreeningRun.id)
             .limit(batch + _LOOKBACK)
         ).all()
         known = existing_keys(session, FHIR_CHANNEL, [f"RiskAssessment/medscreen-ra-{row.id}" for row in rows])
         # Messages already stored: the status changes below are of flags the EMR was sent before this pass (one
         # sent in this pass carries its status now).
-        found = _status_changes(session, rows, _new_outcomes(session, outcomes_cursor.last_id, outcomes_created, batch))
+        found = _status_changes(session, rows, _new_outcomes(session, outcomes_cursor, outcomes_created, batch))
         new = [row for row in rows if (row.flagged or row.status == "incomplete")
                and f"RiskAssessment/medscreen-ra-{row.id}" not in known]
         statuses = flag_statuses(session, [row.id for row in new if row.flagged])
@@ -137,12 +137,12 @@ def _topic(row_id: int) -> str:
     return f"Flag/medscreen-flag-{row_id}"
 
 
-def _new_outcomes(session: Session, last_id: int, created: bool, batch: int) -> list[ScreeningOutcome]:
+def _new_outcomes(session: Session, cursor: OutboxCursor, created: bool, batch: int) -> list[ScreeningOutcome]:
     """Decisions recorded since the last pass (re-read behind the cursor, as results are: see ``_LOOKBACK``)."""
     if created:
         return []
     return list(session.scalars(
-        select(ScreeningOutcome).where(ScreeningOutcome.id > last_id - _LOOKBACK).order_by(ScreeningOutcome.id)
+        select(ScreeningOutcome).where(ScreeningOutcome.id > read_from(cursor, _LOOKBACK)).order_by(ScreeningOutcome.id)
         .limit(batch + _LOOKBACK)
     ))
 

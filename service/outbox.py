@@ -43,6 +43,7 @@ __all__ = [
     "channel_counts",
     "existing_keys",
     "newer_of_topic",
+    "read_from",
     "start_cursor",
     "run_feed",
     "Candidate",
@@ -98,6 +99,9 @@ class OutboxCursor(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Where the cursor started: a peer configured today is not sent the site's history, and the look-back that
+    # catches ids committed out of order (``read_from``) stops here; it had reached 500 rows into that history.
+    floor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class OutboxLease(Base):
@@ -150,9 +154,16 @@ def start_cursor(session: Session, name: str, current_max: int | None) -> tuple[
     cursor = session.get(OutboxCursor, name)
     if cursor is not None:
         return cursor, False
-    cursor = OutboxCursor(name=name, last_id=current_max or 0)
+    cursor = OutboxCursor(name=name, last_id=current_max or 0, floor=current_max or 0)
     session.add(cursor)
     return cursor, True
+
+
+def read_from(cursor: OutboxCursor, lookback: int) -> int:
+    """The id after which a producer re-reads its source: ``lookback`` rows behind the cursor (with several
+    writers on PostgreSQL a lower id can commit after a higher one; the outbox key keeps a re-read from adding
+    anything twice), never below where the cursor started."""
+    return max(cursor.last_id - lookback, cursor.floor)
 
 
 def existing_keys(session: Session, channel: str, keys: list[str]) -> set[str]:

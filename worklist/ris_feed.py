@@ -20,7 +20,7 @@ from inference.result_feed import champion_results_after
 from inference.tables import ScoreResult, Study
 from service.db import utcnow
 from service.errors import DeliveryFailed
-from service.outbox import Candidate, Outgoing, RetryPolicy, existing_keys, run_feed, start_cursor, take_in
+from service.outbox import Candidate, Outgoing, RetryPolicy, existing_keys, read_from, run_feed, start_cursor, take_in
 from service.settings import Settings
 from worklist.hl7_messages import (
     ChampionResult,
@@ -110,7 +110,7 @@ def take_in_ris_messages(
         if created:
             return found
         results = champion_results_after(
-            session, results_cursor.last_id - _RESULTS_LOOKBACK, batch + _RESULTS_LOOKBACK, include_shadow=include_shadow
+            session, read_from(results_cursor, _RESULTS_LOOKBACK), batch + _RESULTS_LOOKBACK, include_shadow=include_shadow
         )
         known = existing_keys(session, CHANNEL, [f"MSR{result.id}" for result, _ in results])
         for result, study in results:

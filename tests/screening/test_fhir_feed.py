@@ -234,3 +234,28 @@ def test_a_decision_a_newer_flag_or_a_merged_record_retires_the_flag_in_the_emr(
         latest = session.scalar(select(func.max(ScreeningRun.id)).where(ScreeningRun.patient_id == "replaced"))
     assert sent[f"RiskAssessment/medscreen-ra-{latest}"] == ["active"]
     assert take_in_screening_flags(factory) == 0
+
+
+def test_flags_and_decisions_from_before_the_emr_was_configured_are_never_sent(  # type: ignore[no-untyped-def]
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:
+    """The look-back behind the feed's cursor stops where the cursor started: it had sent up to 500 earlier flags
+    (a flag decided before the upgrade among them, as active) to an EMR configured today."""
+    factory = screening_app.state.session_factory
+    doctor = token_for("dr-ivanova", "paediatrician")
+    assert client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(syndromic_child("child-1")),
+                       headers=doctor).status_code == 200
+    with session_scope(factory) as session:
+        old = session.scalars(select(ScreeningRun)).one().id
+    assert client.post(f"/api/screening/flags/{old}/outcome", json={"outcome": "referred"}, headers=doctor).status_code == 201
+    assert take_in_screening_flags(factory) == 0  # the feed's first start: the EMR is configured today
+    assert client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(syndromic_child("child-2")),
+                       headers=doctor).status_code == 200
+    take_in_screening_flags(factory)
+    take_in_screening_flags(factory)
+    with session_scope(factory) as session:
+        from service.outbox import OutboxMessage
+
+        keys = [m.key for m in session.scalars(select(OutboxMessage).where(OutboxMessage.channel == FHIR_CHANNEL))]
+        new = session.scalars(select(ScreeningRun).where(ScreeningRun.id != old)).one().id
+    assert keys == [f"RiskAssessment/medscreen-ra-{new}"]
