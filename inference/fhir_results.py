@@ -26,12 +26,13 @@ from fhir.resources.R4B.resource import Resource
 
 from inference.score_text import score_and_threshold
 from inference.tables import ScoreResult, Study
-from service.lifecycle import StudyStatus
+from service.lifecycle import SteeringRight, StudyStatus
 
-__all__ = ["NOT_SCORED_OUT_OF_SCOPE", "ResultFacts", "facts_of", "study_day", "result_resources", "report_id", "device_id"]
+__all__ = ["NOT_SCORED_OUT_OF_SCOPE", "SHADOW_NOTE", "ResultFacts", "facts_of", "study_day", "result_resources", "report_id", "device_id"]
 
 DECISION_SUPPORT = "Decision support, not a diagnosis"
 NOT_SCORED_OUT_OF_SCOPE = "not scored: outside the model's intended use"
+SHADOW_NOTE = "shadow model: recorded for monitoring, not a finding"
 _LOCAL = "urn:medscreen:code"
 _MODEL = "urn:medscreen:model"
 _UCUM = "http://unitsofmeasure.org"
@@ -59,6 +60,9 @@ class ResultFacts:
     created_at: datetime
     # DICOM StudyDate (DA, YYYYMMDD) as received; "" when the study had none.
     study_date: str = ""
+    # The version's SteeringRight when it scored; a shadow result reaches the EMR only by the site's choice
+    # (MEDSCREEN_WRITEBACK_SHADOW) and must say what it is.
+    steering: str = SteeringRight.raise_only.value
 
 
 def facts_of(result: ScoreResult, study: Study) -> ResultFacts:
@@ -78,6 +82,7 @@ def facts_of(result: ScoreResult, study: Study) -> ResultFacts:
         reason=result.reason,
         created_at=result.created_at,
         study_date=study.study_date,
+        steering=result.steering or SteeringRight.raise_only.value,
     )
 
 
@@ -127,14 +132,18 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
         "note": [{"text": f"MLflow run {facts.mlflow_run_id or 'unknown'}"}],
     })
     subject = _subject(facts)
+    # A shadow version's card says it must not be shown as a finding: preliminary, and said in words, as the SR does.
+    shadow = facts.steering == SteeringRight.shadow
+    status = "preliminary" if shadow else "final"
+    caveat = f"{SHADOW_NOTE}. " if shadow else ""
     common: dict[str, Any] = {
         "resourceType": "Observation",
-        "status": "final",
+        "status": status,
         "category": [{"coding": [{"system": _OBSERVATION_CATEGORY, "code": "imaging", "display": "Imaging"}]}],
         **effective,
         "issued": issued,
         "device": device_ref,
-        "note": [{"text": f"{DECISION_SUPPORT}. {model}."}],
+        "note": [{"text": f"{caveat}{DECISION_SUPPORT}. {model}."}],
         **({"subject": subject} if subject else {}),
     }
     # Outside intended use the model's answer does not apply to this patient (`not-applicable`); `error` is a
@@ -184,7 +193,7 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
         "resourceType": "DiagnosticReport",
         "id": report_id(facts.result_id),
         "identifier": [{"system": "urn:medscreen:result", "value": str(facts.result_id)}],
-        "status": "final",
+        "status": status,
         "category": [{"coding": [{"system": _V2_0074, "code": "RAD", "display": "Radiology"}]}],
         "code": {"coding": [{"system": _LOCAL, "code": f"{facts.task}-triage"}], "text": f"AI triage: {facts.task}"},
         **effective,
@@ -194,7 +203,7 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
             "type": "ImagingStudy",
             "identifier": {"system": _DICOM_UID, "value": f"urn:oid:{facts.study_instance_uid}"},
         }],
-        "conclusion": conclusion,
+        "conclusion": caveat + conclusion,
         **({"subject": subject} if subject else {}),
     }
     if facts.accession_number:

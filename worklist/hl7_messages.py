@@ -4,7 +4,9 @@
   (HL7 table 0485: S stat, A ASAP, R routine), the due time in TQ1-7, the worklist tier and the reason in
   ORC-16 and an NTE, and the Study Instance UID in IPC-3 so a RIS finds the order by accession or study;
 - a champion result: ``ORU^R01`` whose OBX segments carry the probability, the call, the operating point and
-  the model name and version, with the NTE "decision support, not a diagnosis".
+  the model name, version and steering right, with the NTE "decision support, not a diagnosis"; a shadow
+  version's result (sent only with ``MEDSCREEN_WRITEBACK_SHADOW``) is preliminary (OBR-25, OBX-11 ``P``) and its
+  NTE says "shadow model: recorded for monitoring, not a finding".
 
 Free text has its delimiters escaped (``\\F\\`` for ``|``, ...) so that a reason holding ``|`` or ``^`` cannot break a
 segment; other characters go as they are, in UTF-8 (MSH-18).
@@ -20,7 +22,8 @@ from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
 from inference.fhir_results import study_day
-from service.lifecycle import StudyStatus
+from inference.tables import ScoreResult
+from service.lifecycle import SteeringRight, StudyStatus
 from worklist.ris import PriorityChanged
 
 __all__ = [
@@ -29,6 +32,8 @@ __all__ = [
     "ChampionResult",
     "Ack",
     "DECISION_SUPPORT_NOTE",
+    "SHADOW_NOTE",
+    "champion_result",
     "TIER_PRIORITY",
     "priority_update",
     "result_report",
@@ -39,6 +44,7 @@ __all__ = [
 VERSION = "2.5.1"
 DECISION_SUPPORT_NOTE = "decision support, not a diagnosis"
 NOT_SCORED_OUT_OF_SCOPE = "not scored: outside the model's intended use"
+SHADOW_NOTE = "shadow model: recorded for monitoring, not a finding"
 _LOCAL = "99MEDSCREEN"
 # Worklist tier -> HL7 table 0485 priority; the same reading as FHIR_TASK_PRIORITY.
 TIER_PRIORITY = {
@@ -105,6 +111,26 @@ class ChampionResult:
     call: str | None
     reason: str | None
     created_at: datetime
+    # The version's SteeringRight when it scored: a shadow result reaches the RIS only by the site's choice
+    # (MEDSCREEN_WRITEBACK_SHADOW) and goes as preliminary, saying what it is.
+    steering: str = SteeringRight.raise_only.value
+
+
+def champion_result(result: ScoreResult) -> ChampionResult:
+    """What the ORU says of one stored champion result."""
+    return ChampionResult(
+        result_id=result.id,
+        task=result.task,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        outcome=result.outcome,
+        score=result.score,
+        threshold=result.threshold,
+        call=result.call,
+        reason=result.reason,
+        created_at=result.created_at,
+        steering=result.steering or SteeringRight.raise_only.value,
+    )
 
 
 @dataclass(frozen=True)
@@ -204,7 +230,9 @@ def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResu
         obr.obr_7 = day.strftime("%Y%m%d")
     obr.obr_22 = _ts(result.created_at)
     obr.obr_24 = "RAD"
-    obr.obr_25 = "F"
+    shadow = result.steering == SteeringRight.shadow
+    status = "P" if shadow else "F"
+    obr.obr_25 = status
     model = f"{_text(result.model_name, 60)} {_text(result.model_version, 20)}"
     observations: list[tuple[str, str, str, str, str]] = []  # (value type, code^text, value, units, range)
     if result.outcome == StudyStatus.scored and result.score is not None:
@@ -219,6 +247,7 @@ def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResu
         observations.append(("ST", f"CALL^Call at the model's operating point^{_LOCAL}", _not_scored(result), "", ""))
     observations.append(("ST", f"MODEL^AI model name^{_LOCAL}", _text(result.model_name, 60), "", ""))
     observations.append(("ST", f"MODELVER^AI model version^{_LOCAL}", _text(result.model_version, 20), "", ""))
+    observations.append(("ST", f"STEER^AI model steering right^{_LOCAL}", _text(result.steering, 20), "", ""))
     for index, (value_type, code, value, units, _range) in enumerate(observations, start=1):
         group = order_observation.add_group("ORU_R01_OBSERVATION")
         obx = group.obx
@@ -228,7 +257,7 @@ def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResu
         obx.obx_5 = value
         if units:
             obx.obx_6 = units
-        obx.obx_11 = "F"
+        obx.obx_11 = status
         obx.obx_14 = _ts(result.created_at)
         # OBX-17 observation method and OBX-18 equipment: the algorithm that made the observation.
         obx.obx_17 = f"AI^{model}^{_LOCAL}"
@@ -236,7 +265,7 @@ def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResu
         if index == 1:
             note = group.add_segment("NTE")
             note.nte_1 = "1"
-            text = f"{DECISION_SUPPORT_NOTE}. {model}"
+            text = f"{SHADOW_NOTE}; {DECISION_SUPPORT_NOTE}. {model}" if shadow else f"{DECISION_SUPPORT_NOTE}. {model}"
             if result.outcome != StudyStatus.scored:
                 text += f": {_not_scored(result)}: {result.reason or 'no reason given'}"
             note.nte_3 = _text(text, 2000)

@@ -14,7 +14,7 @@ from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import select
 
 from inference.fhir_feed import FHIR_CHANNEL, take_in_fhir_results
-from inference.fhir_results import ResultFacts, report_id, result_resources
+from inference.fhir_results import SHADOW_NOTE, ResultFacts, report_id, result_resources
 from service.db import session_scope, utcnow
 from service.fhir_push import FhirSender
 from service.outbox import OutboxMessage, RetryPolicy, dispatch
@@ -257,3 +257,33 @@ def test_a_result_is_dated_by_its_study_not_by_when_it_was_scored() -> None:
     for missing in ("", "2025011", "20250230"):  # none, or not a date: no clinically relevant time is claimed
         undated = _by_type(_facts(study_date=missing))
         assert "effectiveDateTime" not in undated["DiagnosticReport"] and "issued" in undated["DiagnosticReport"]
+
+
+def test_a_shadow_result_sent_by_the_sites_choice_is_preliminary_and_says_so() -> None:
+    """With MEDSCREEN_WRITEBACK_SHADOW the shipped mammography version (AUROC 0.58) had reached the EMR as a final
+    'positive at its operating point' with no word of shadow (review 3, honesty D4)."""
+    shadow = _by_type(_facts(steering="shadow"))
+    for key in ("DiagnosticReport", "Observation", "Observation-probability"):
+        assert shadow[key]["status"] == "preliminary", key
+    assert SHADOW_NOTE in shadow["DiagnosticReport"]["conclusion"]
+    assert SHADOW_NOTE in shadow["Observation"]["note"][0]["text"]
+    shown = _by_type(_facts(steering="raise-only"))
+    assert shown["DiagnosticReport"]["status"] == "final" and "shadow" not in json.dumps(shown)
+
+
+def test_a_shadow_result_is_preliminary_when_served_and_pushed(app: FastAPI, client: TestClient, add_user: AddUser) -> None:
+    radiologist = add_user("rita", "radiologist")
+    app.state.settings = app.state.settings.model_copy(update={"writeback_shadow": True})
+    factory = app.state.session_factory
+    take_in_fhir_results(factory)  # the feed's first start
+    with session_scope(factory) as session:
+        study = make_study(session, modality="MG", task="mammography")
+        add_result(session, study, score=0.413, threshold=0.315, steering="shadow")
+        uid = study.study_instance_uid
+    served = _validated(client.get("/fhir/DiagnosticReport", params={"study": uid}, headers=radiologist).json())
+    assert take_in_fhir_results(factory, include_shadow=True) == 1
+    with session_scope(factory) as session:
+        (payload,) = session.scalars(select(OutboxMessage.payload)).all()
+    for resources in (served, _validated(json.loads(payload))):
+        (report,) = [r for key, r in resources.items() if key.startswith("DiagnosticReport/")]
+        assert report["status"] == "preliminary" and SHADOW_NOTE in report["conclusion"]

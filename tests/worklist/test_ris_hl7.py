@@ -20,6 +20,7 @@ from tests.worklist.conftest import add_result, make_study
 from tests.worklist.ris_peer import RisListener
 from worklist.hl7_messages import (
     DECISION_SUPPORT_NOTE,
+    SHADOW_NOTE,
     ChampionResult,
     Hl7Endpoint,
     StudyOrder,
@@ -289,3 +290,23 @@ def test_a_result_is_dated_by_its_study_not_by_when_it_was_scored() -> None:
     assert undated.validate()
     assert not undated.oru_r01_patient_result.oru_r01_order_observation.obr.obr_7.to_er7()
 
+
+
+@pytest.mark.parametrize("steering", ["shadow", "raise-only", "defer"])
+def test_a_shadow_result_sent_by_the_sites_choice_is_preliminary_and_says_so(steering: str) -> None:
+    """With MEDSCREEN_WRITEBACK_SHADOW a shadow version's result had gone as OBX 'CALL positive', final, and the NTE
+    said only 'decision support, not a diagnosis' (review 3, honesty D4)."""
+    result = ChampionResult(17, "mammography", "mammography", "1", "scored", 0.413, 0.315, "positive", None, utcnow(),
+                            steering=steering)
+    er7 = result_report(ENDPOINT, ORDER, result, control_id="MSR17", at=utcnow())
+    message = parse_message_strict(er7)
+    assert message.validate()
+    group = message.oru_r01_patient_result.oru_r01_order_observation
+    statuses = {observation.obx.obx_11.to_er7() for observation in group.oru_r01_observation}
+    note = hl7.parse(er7).unescape(group.oru_r01_observation[0].nte.nte_3.to_er7())
+    if steering == "shadow":
+        assert statuses == {"P"} and group.obr.obr_25.to_er7() == "P"
+        assert _obx(message)["STEER"][0] == "shadow" and SHADOW_NOTE in note
+    else:
+        assert statuses == {"F"} and group.obr.obr_25.to_er7() == "F"
+        assert _obx(message)["STEER"][0] == steering and "shadow" not in er7
