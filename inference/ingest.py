@@ -13,7 +13,10 @@ import logging
 import shutil
 from pathlib import Path
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sqlalchemy import Connection, Engine, select
 
 from inference.errors import (
@@ -25,7 +28,8 @@ from inference.errors import (
     StudyMismatch,
 )
 from inference.instance_headers import is_valid_uid, read_instance_headers
-from inference.intake import not_scored
+from inference.instance_limits import read_deflated_header
+from inference.intake import SCORED_MODALITIES, not_scored
 from inference.records import InstanceHeaders, InstanceStored
 from inference.spool import Spool, file_digest
 from inference.study_record import (
@@ -44,6 +48,7 @@ from inference.study_record import (
 from inference.tables import Study
 from service.audit import subject_digest
 from service.db import utcnow
+from service.lifecycle import StudyStatus
 from service.settings import Settings
 
 __all__ = ["InstanceIngestor", "name_refused"]
@@ -174,12 +179,14 @@ class InstanceIngestor:
         now = utcnow()
         # Decided on two indexed lookups; only an instance left aside is written (most are images taken in).
         with self.engine.connect() as connection:
-            decision = not_scored(
-                headers,
-                uid_root=self.settings.uid_root,
-                remembered=remembered_output(connection, headers.sop_instance_uid),
-                study_status=study_status(connection, headers.study_instance_uid),
-            )
+            remembered = remembered_output(connection, headers.sop_instance_uid)
+            status = study_status(connection, headers.study_instance_uid)
+        # ImageType is read again only for an image that would re-open a received study (a late image is rare).
+        reopens = status not in (None, StudyStatus.receiving) and headers.modality in SCORED_MODALITIES
+        decision = not_scored(
+            headers, uid_root=self.settings.uid_root, remembered=remembered, study_status=status,
+            image_type=_image_type(_header(received, self.max_instance_bytes)) if reopens else (),
+        )
         if decision is None:
             return None
         with self.engine.begin() as connection:
@@ -243,6 +250,18 @@ class InstanceIngestor:
             exc.reason,
             " [repeat]" if repeat is not None else "",
         )
+
+
+def _header(path: Path, max_bytes: int) -> Dataset:
+    """An instance's header without its pixels; a deflated one inflated in bounded chunks, as on receipt."""
+    if str(read_file_meta_info(path).get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+        return read_deflated_header(path, max_bytes, 4096)
+    return dcmread(path, stop_before_pixels=True)
+
+
+def _image_type(ds: Dataset) -> tuple[str, ...]:
+    value = ds.get("ImageType") or ()
+    return tuple(str(v) for v in (value.split("\\") if isinstance(value, str) else value))
 
 
 def _check_same_patient(connection: Connection, headers: InstanceHeaders) -> None:

@@ -7,9 +7,10 @@ success and recorded as not scored, with the reason:
 
 - ``derived``: medscreen's own output, recognised by its UID root (every UID it makes), its Manufacturer
   on the instance, or a SOP Instance UID it remembers writing;
-- ``ignored``: a SOP class medscreen does not score, an image without pixel data, or an image of a modality
-  no model scores arriving for a study already received (only new images of a scored modality start a
-  revision).
+- ``ignored``: a SOP class medscreen does not score, an image without pixel data, or, for a study already
+  received, an image of a modality no model scores or an image that is not an acquisition (a DERIVED\\SECONDARY
+  copy, a Secondary Capture: another AI product's output carries the source's modality): only new acquired
+  images of a scored modality start a revision.
 
 Only broken data (not DICOM, missing UIDs, undecodable) is refused and quarantined, earlier.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inference.intended_use import SECONDARY_CAPTURE
 from inference.records import InstanceHeaders
 from inference.sop_classes import ACCEPTED_SOP_CLASSES
 from service.lifecycle import StudyStatus
@@ -56,12 +58,14 @@ def _what(sop_class_uid: str) -> str:
 
 
 def not_scored(
-    headers: InstanceHeaders, *, uid_root: str, remembered: bool, study_status: str | None
+    headers: InstanceHeaders, *, uid_root: str, remembered: bool, study_status: str | None,
+    image_type: tuple[str, ...] = (),
 ) -> NotScored | None:
     """Why this valid instance is left out of its study, or None when it is taken in.
 
     ``remembered``: medscreen recorded sending this SOP Instance UID; ``study_status``: the status of the
-    instance's study when it is already known (None for a new study).
+    instance's study when it is already known (None for a new study); ``image_type``: the instance's ImageType
+    values, read for an image that would re-open a received study.
     """
     if remembered or any(is_own_uid(uid, uid_root) for uid in (headers.sop_instance_uid, headers.series_instance_uid)):
         return NotScored("derived", "medscreen's own result coming back (its UID)")
@@ -81,4 +85,13 @@ def not_scored(
             f"a {headers.modality or 'modality-less'} image does not re-open a received study "
             f"(only new {', '.join(sorted(SCORED_MODALITIES))} images do)",
         )
+    if study_status is not None and study_status != StudyStatus.receiving:
+        # With two AI products on one PACS each one's output re-opened the study for the other, and a post-processed
+        # copy was scored beside the film it was made from.
+        if headers.sop_class_uid.startswith(SECONDARY_CAPTURE):
+            return NotScored("ignored", f"a Secondary Capture ({headers.modality}) does not re-open a received study")
+        if [value.strip().upper() for value in image_type[:2]] == ["DERIVED", "SECONDARY"]:
+            return NotScored(
+                "ignored", f"a derived image (ImageType DERIVED\\SECONDARY, {headers.modality}) does not re-open a received study"
+            )
     return None

@@ -24,7 +24,7 @@ from typing import Any
 from inference.errors import OutOfScope
 
 __all__ = [
-    "IntendedUse", "check_intended_use", "patient_age_years", "view_of",
+    "IntendedUse", "check_intended_use", "patient_age_years", "view_of", "is_acquisition",
 ]
 
 _AGE = re.compile(r"^(\d{1,3})([DWMY])$")
@@ -37,6 +37,8 @@ _FOR_PROCESSING_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography X-Ray Image Storage - For Processing
     "1.2.840.10008.5.1.4.1.1.1.3.1",  # Digital Intra-Oral X-Ray Image Storage - For Processing
 }
+# Secondary Capture (single- and multi-frame): a screenshot or another product's output, never an acquisition.
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 # View Code Sequence values (CID 4010 DX views, CID 4014 MG views), SNOMED CT and the legacy SRT code of each,
 # as the ViewPosition defined term they stand for. Any other code is a view no bundle lists (an oblique...).
 _VIEW_CODES = {
@@ -233,6 +235,16 @@ def _workup_view(ds: Any) -> str | None:
     return None
 
 
+def is_acquisition(ds: Any) -> bool:
+    """False for an image made from another (ImageType DERIVED\\SECONDARY: a post-processed copy, another product's
+    output) and for a Secondary Capture; such an image is not the film the model learnt to read."""
+    raw = ds.get("ImageType") or ()
+    image_type = [str(v).strip().upper() for v in (raw.split("\\") if isinstance(raw, str) else raw)]
+    if image_type[:2] == ["DERIVED", "SECONDARY"]:
+        return False
+    return not str(ds.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE)
+
+
 def _for_processing(ds: Any) -> bool:
     return str(ds.get("SOPClassUID", "")) in _FOR_PROCESSING_CLASSES or _text(ds, "PresentationIntentType") == (
         "FOR PROCESSING"
@@ -246,8 +258,9 @@ def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) ->
     version in the reason (``chest-xray v1``). Images of another modality, of a view the bundle does not list (a
     lateral film, by ViewPosition or, when that is empty, by :func:`view_of`) or of a spot or magnification view
     (View Modifier Code Sequence, a mammogram's estimated magnification) are left out, not checked: they are never
-    scored. So are For Processing (raw detector) images when the study has For Presentation ones; a study with only raw
-    images is out of scope, as every version was validated on images processed for reading.
+    scored. So are For Processing (raw detector) images when the study has For Presentation ones, and derived
+    images and Secondary Captures (:func:`is_acquisition`) when it has acquired ones; a study with only raw images
+    is out of scope, as every version was validated on images processed for reading.
     """
     images = [ds for ds in datasets if not use.modalities or _text(ds, "Modality") in use.modalities]
     if not images:
@@ -260,7 +273,10 @@ def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) ->
         raise OutOfScope(
             f"only For Processing (raw detector) images; {model} is validated on For Presentation images only"
         )
-    images = presentation
+    # A post-processed copy (an inverted "black bone" film) or another product's overlay beside the film it was
+    # made from: scored too, the higher of the two set the study's score and a negative study was raised.
+    acquired = [ds for ds in presentation if is_acquisition(ds)]
+    images = acquired or presentation
     if use.view_positions:
         # An image with no view information at all is left to assembly; a view that is not listed is left out.
         images = [ds for ds in images if view_of(ds) in (*use.view_positions, "")]

@@ -118,13 +118,48 @@ def _image_score(model: LoadedModel, ds: Any, *, lungs: bool = False) -> TaskSco
     return TaskScore(score, localisation, ds, heatmap, image[0, 0], [region])
 
 
+def _is_colour(ds: Any) -> bool:
+    return int(getattr(ds, "SamplesPerPixel", 1) or 1) > 1 or str(getattr(ds, "PhotometricInterpretation", "")).strip() == (
+        "PALETTE COLOR"
+    )
+
+
+def _score_each(model: LoadedModel, images: list[Any], *, lungs: bool = False) -> tuple[list[int], list[TaskScore], list[dict[str, str]]]:
+    """Each image scored: (the indices of those scored, their scores, the colour images left out with the reason).
+
+    A colour image cannot be scored (the models read greyscale films), but it is one image: another product's colour
+    overlay that reached the study made the whole revision "could not score", which cancelled the call made on the
+    study's own films. It is left out and named on the result; any other unusable image still fails the study, and
+    so does a study of colour images only."""
+    kept: list[int] = []
+    scored: list[TaskScore] = []
+    left_out: list[dict[str, str]] = []
+    first: CouldNotScore | None = None
+    for index, ds in enumerate(images):
+        try:
+            scored.append(_image_score(model, ds, lungs=lungs))
+        except CouldNotScore as exc:
+            if not _is_colour(ds):
+                raise
+            first = first or exc
+            left_out.append({"sop_instance_uid": str(ds.SOPInstanceUID), "reason": exc.reason})
+        else:
+            kept.append(index)
+    if first is not None and not scored:
+        raise first
+    return kept, scored, left_out
+
+
 def score_chest_xray(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
     """The frontal film; a study with more than one of its view (a repeated exposure) has each scored, and its
     score is the most suspicious film's, as a mammogram's is its most suspicious view's: a model that may only raise
     a study sees every film (the lower instance number on a tie)."""
-    films = frontal_radiographs(datasets)
-    scored = [_image_score(model, ds, lungs=True) for ds in films]
+    candidates = frontal_radiographs(datasets)
+    kept, scored, left_out = _score_each(model, candidates, lungs=True)
+    films = [candidates[i] for i in kept]
     best = max(scored, key=lambda s: s.score)
+    if left_out:
+        best.localisation["left_out"] = left_out
     if len(scored) > 1:
         best = replace(best, regions=sorted((s.regions[0] for s in scored), key=lambda r: -r.score))
         best.localisation["films"] = [
@@ -135,13 +170,14 @@ def score_chest_xray(model: LoadedModel, datasets: list[Any], *, min_ct_slices: 
 
 def score_mammography(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
     """Each view is scored; the study's score is its most suspicious view's."""
-    views = mammography_views(datasets)
-    scored = []
-    for view in views:
-        result = _image_score(model, view.dataset)
+    candidates = mammography_views(datasets)
+    kept, scored, left_out = _score_each(model, [view.dataset for view in candidates])
+    views = [candidates[i] for i in kept]
+    for view, result in zip(views, scored, strict=True):
         result.localisation.update(laterality=view.laterality, view_position=view.view_position)
-        scored.append(result)
     best = max(scored, key=lambda s: s.score)
+    if left_out:
+        best.localisation["left_out"] = left_out
     best = replace(best, regions=sorted(
         (RegionScore(s.source, s.localisation.get("point"), s.score, f"{v.laterality} {v.view_position}".strip())
          for v, s in zip(views, scored, strict=True)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -15,14 +16,19 @@ from pynetdicom import AE
 from pynetdicom.presentation import StoragePresentationContexts
 from sqlalchemy import select
 
+from benchmarks.study_factory import wrap_radiograph
 from inference.ingest import InstanceIngestor
 from inference.intake import not_scored
 from inference.outgoing import outgoing_dir
 from inference.records import InstanceHeaders
 from inference.tables import Instance, NotScoredInstance, ScoreResult, ScoringJob, Study
-from service.db import make_session_factory
+from service.db import make_session_factory, session_scope
 from service.settings import Settings
+from tests.conftest import FIXTURES
 from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
+from worklist.policy import policy_from_settings
+from worklist.recompute import recompute_worklist
+from worklist.tables import WorklistEntry
 
 CT = sorted((INFERENCE_FIXTURES / "ct").glob("*.dcm"))
 DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
@@ -166,3 +172,82 @@ def test_broken_data_is_still_refused(ingestor: InstanceIngestor, dimse_server, 
     assert _send(sqlite_settings.dicom_port, [broken, CT[0]]) == [0xA900, 0x0000]
     with make_session_factory(ingestor.engine)() as session:
         assert session.scalars(select(NotScoredInstance)).all() == []
+
+
+KERMANY = FIXTURES / "datasets" / "kermany" / "train"
+SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def _film(jpeg: Path, tmp_path: Path) -> Path:
+    return wrap_radiograph(jpeg, tmp_path / f"{jpeg.stem}.dcm", view_position="PA")
+
+
+def _made_from(source: Path, tmp_path: Path, pixels: np.ndarray, **attributes: object) -> Path:
+    """An image made from ``source`` in its study (a new series): its header, other pixels, ``attributes``."""
+    ds = dcmread(source)
+    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), 99, 1
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if pixels.ndim == 3:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.PixelData = pixels.astype(np.uint8).tobytes()
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _colour_overlay(source: Path) -> np.ndarray:
+    """Another product's heat-map over the film, in colour (a red blob)."""
+    grey = dcmread(source).pixel_array
+    rgb = np.stack([grey, grey, grey], axis=-1).astype(np.int32)
+    rgb[40:120, 30:110, 0] = 255
+    rgb[40:120, 30:110, 2] //= 3
+    return rgb.clip(0, 255)
+
+
+def _tier(pipeline: Pipeline) -> str:
+    with session_scope(pipeline.worker.session_factory) as session:
+        recompute_worklist(session, policy_from_settings(pipeline.settings))
+        return session.scalars(select(WorklistEntry.tier)).one()
+
+
+def test_a_derived_copy_does_not_reopen_a_scored_study(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Review 3 defect 1: an inverted "black bone" copy (DX, DERIVED\\SECONDARY) re-opened a negative study and was
+    scored beside the film: 0.096 became 0.962 and the study was raised."""
+    film = _film(KERMANY / "NORMAL" / "IM-0115-0001.jpeg", tmp_path)
+    pipeline.receive(film)
+    pipeline.complete_route_and_score()
+    tier = _tier(pipeline)
+    inverted = _made_from(film, tmp_path, 255 - dcmread(film).pixel_array, ImageType=["DERIVED", "SECONDARY"])
+    pipeline.receive(inverted)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        ignored = session.scalars(select(NotScoredInstance)).one()
+        results = session.scalars(select(ScoreResult)).all()
+        events = [(e.kind, (e.detail or {}).get("reason", "")) for e in study.events]
+    assert (study.revision, study.status, len(results)) == (1, "scored", 1)
+    assert (ignored.kind, ignored.sop_instance_uid) == ("ignored", str(dcmread(inverted).SOPInstanceUID))
+    assert ("ignored", ignored.reason) in events and "DERIVED\\SECONDARY" in ignored.reason
+    assert _tier(pipeline) == tier
+
+
+def test_another_products_colour_overlay_does_not_cancel_a_raise(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Review 3 defect 1: another vendor's overlay (Secondary Capture, Modality DX, RGB) re-opened a positive study,
+    the revision could not be scored ("a colour image") and the study lost its raise."""
+    film = _film(KERMANY / "PNEUMONIA" / "person1000_bacteria_2931.jpeg", tmp_path)
+    pipeline.receive(film)
+    pipeline.complete_route_and_score()
+    assert _tier(pipeline) == "positive"
+    overlay = _made_from(film, tmp_path, _colour_overlay(film), SOPClassUID=SC_STORAGE, Manufacturer="OtherVendor AI",
+                         ImageType=["DERIVED", "SECONDARY"], ConversionType="WSD")
+    pipeline.receive(overlay)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        ignored = session.scalars(select(NotScoredInstance)).one()
+    assert (study.revision, study.status) == (1, "scored")
+    assert ignored.reason == "a Secondary Capture (DX) does not re-open a received study"
+    assert _tier(pipeline) == "positive"

@@ -128,6 +128,52 @@ def _edited(path: Path, **attributes: object) -> Path:
     return path
 
 
+def _copy_in_study(source: Path, folder: Path, pixels: np.ndarray, **attributes: object) -> Path:
+    """An image of the study of ``source`` in a new series: its header, other pixels (RGB when 3-D), ``attributes``."""
+    ds = dcmread(source)
+    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), 99, 1
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    if pixels.ndim == 3:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.PixelData = pixels.astype(np.uint8).tobytes()
+    path = folder / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_derived_copy_beside_its_film_is_not_scored(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Review 3 defect 1: a post-processed copy (DERIVED\\SECONDARY) arriving with the film was scored beside it, and
+    the study's score was the higher of the two."""
+    film = wrap_radiograph(NORMAL, tmp_path / "film.dcm", view_position="PA")
+    inverted = _copy_in_study(film, tmp_path, 255 - dcmread(film).pixel_array, ImageType=["DERIVED", "SECONDARY"])
+    pipeline.receive(film, inverted)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        result = session.scalars(select(ScoreResult)).one()
+    assert (result.outcome, "films" in result.localisation) == ("scored", False)
+    assert result.localisation["sop_instance_uid"] == str(dcmread(film).SOPInstanceUID)
+
+
+def test_a_colour_image_is_left_out_and_named_not_failing_the_study(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Review 3 defect 1: one colour image (here a vendor's overlay sent as an ORIGINAL DX) made the whole revision
+    "could not score"."""
+    film = wrap_radiograph(PNEUMONIA, tmp_path / "film.dcm", view_position="PA")
+    grey = dcmread(film).pixel_array
+    rgb = np.stack([grey, grey, grey], axis=-1).astype(np.int32)
+    rgb[40:120, 30:110, 0] = 255
+    colour = _copy_in_study(film, tmp_path, rgb.clip(0, 255))
+    pipeline.receive(film, colour)
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        result = session.scalars(select(ScoreResult)).one()
+    assert (result.outcome, result.call) == ("scored", "positive")
+    assert result.localisation["sop_instance_uid"] == str(dcmread(film).SOPInstanceUID)
+    [left_out] = result.localisation["left_out"]
+    assert left_out["sop_instance_uid"] == str(dcmread(colour).SOPInstanceUID) and "colour" in left_out["reason"]
+
+
 def test_a_lateral_with_an_empty_view_position_is_not_scored(pipeline: Pipeline, tmp_path: Path) -> None:
     """Review 3 defect 5: ViewPosition empty (Type 2), the view stated in View Code Sequence and PatientOrientation:
     the lateral passed the PA/AP gate, its 0.999 made the study positive and the SR pointed at it."""
