@@ -3,7 +3,9 @@
 The order is the durability contract: the sender is told "success" only after the file and its
 directory entry are fsynced and the database transaction that records it has committed. A SOP Instance
 UID is stored once, by its first writer: a re-sent identical copy is acknowledged and dropped, a differing
-one is refused (0x0111) and kept aside in the quarantine, reported on the study's timeline.
+one is refused (0x0111) and kept aside in the quarantine, reported on the study's timeline. A differing copy
+that corrects what the intended-use gate reads (age, birth date, sex, body part, view) withdraws the model's
+effect on the study: it is put out of scope ("header corrected after scoring") and returns to arrival order.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from inference.errors import (
     DifferingDuplicate,
@@ -30,9 +33,11 @@ from inference.errors import (
 from inference.instance_headers import is_valid_uid, read_instance_headers
 from inference.instance_limits import read_deflated_header
 from inference.intake import SCORED_MODALITIES, not_scored
+from inference.intended_use import attributes_differing
 from inference.records import InstanceHeaders, InstanceStored
 from inference.spool import Spool, file_digest
 from inference.study_record import (
+    add_event,
     count_repeat,
     find_instance,
     find_repeat,
@@ -45,10 +50,10 @@ from inference.study_record import (
     remembered_output,
     study_status,
 )
-from inference.tables import Study
+from inference.tables import ScoreResult, ScoringJob, Study
 from service.audit import subject_digest
 from service.db import utcnow
-from service.lifecycle import StudyStatus
+from service.lifecycle import JobState, ModelRole, StudyStatus, WritebackState
 from service.settings import Settings
 
 __all__ = ["InstanceIngestor", "name_refused"]
@@ -206,6 +211,11 @@ class InstanceIngestor:
     ) -> None:
         """Keep the refusal (always, as a row) and the refused bytes (within the quota, once per content a day)."""
         now = utcnow()
+        corrected = (
+            self._corrected_attributes(received, headers)
+            if isinstance(exc, DifferingDuplicate) and received is not None and headers is not None
+            else []
+        )
         size = received.stat().st_size if received is not None and received.exists() else None
         digest = file_digest(received) if received is not None and size is not None else None
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -243,12 +253,25 @@ class InstanceIngestor:
                 )
                 if isinstance(exc, DifferingDuplicate) and headers is not None:
                     record_differing_duplicate(connection, headers, source=source, calling_ae=calling_ae, now=now)
+            if corrected and headers is not None:
+                _withdraw_after_correction(connection, headers, corrected, now)
         log.warning(
             "quarantined an instance from %s: %s (%s)%s",
             calling_ae or source,
             exc.kind,
             exc.reason,
             " [repeat]" if repeat is not None else "",
+        )
+
+
+    def _corrected_attributes(self, received: Path, headers: InstanceHeaders) -> list[str]:
+        """The attributes the intended-use gate reads that a differing copy changes (a corrected age, sex, view)."""
+        with self.engine.connect() as connection:
+            stored = find_instance(connection, headers.sop_instance_uid)
+        if stored is None or not Path(stored.path).is_file() or not received.is_file():
+            return []
+        return attributes_differing(
+            _header(Path(stored.path), self.max_instance_bytes), _header(received, self.max_instance_bytes)
         )
 
 
@@ -262,6 +285,62 @@ def _header(path: Path, max_bytes: int) -> Dataset:
 def _image_type(ds: Dataset) -> tuple[str, ...]:
     value = ds.get("ImageType") or ()
     return tuple(str(v) for v in (value.split("\\") if isinstance(value, str) else value))
+
+
+def _withdraw_after_correction(
+    connection: Connection, headers: InstanceHeaders, attributes: list[str], now: datetime
+) -> None:
+    """Withdraw the model's effect on a study whose header was corrected after it was scored.
+
+    The PACS re-sends a corrected study (an adult registered as a child, another body part) with the same SOP
+    Instance UIDs; the first copy is kept, so the study stayed raised by a model outside its intended use. Its
+    latest champion verdict is replaced by an "out of scope" one on a new revision of the study: the worklist
+    returns it to arrival order and the RIS hears it, as for any study outside the intended use. A study with no
+    scored champion verdict has nothing to withdraw; the refusal stays on its timeline.
+    """
+    study = connection.execute(
+        select(Study.id, Study.revision, Study.status).where(Study.study_instance_uid == headers.study_instance_uid)
+    ).first()
+    if study is None:
+        return
+    latest = connection.execute(
+        select(ScoreResult)
+        .where(ScoreResult.study_id == study.id, ScoreResult.role == ModelRole.champion)
+        .order_by(ScoreResult.revision.desc(), ScoreResult.id.desc())
+        .limit(1)
+    ).first()
+    if latest is None or latest.outcome != StudyStatus.scored or study.status == StudyStatus.receiving:
+        return
+    reason = f"header corrected after scoring: {', '.join(attributes)}"
+    revision = study.revision + 1
+    # A result belongs to a job; this one is done as it is made (no model runs: the stored copy is the wrong one).
+    job_id = connection.execute(
+        insert(ScoringJob).returning(ScoringJob.id).values(
+            study_id=study.id, revision=revision, task=latest.task, model_name=latest.model_name,
+            model_version=latest.model_version, role=ModelRole.champion.value, state=JobState.done.value, attempts=0,
+            next_attempt_at=now, last_error=reason, created_at=now, updated_at=now,
+        )
+    ).scalar_one()
+    connection.execute(
+        insert(ScoreResult).values(
+            study_id=study.id, job_id=job_id, revision=revision, task=latest.task, model_name=latest.model_name,
+            model_version=latest.model_version, mlflow_run_id=latest.mlflow_run_id, role=ModelRole.champion.value,
+            outcome=StudyStatus.out_of_scope.value, score=None, threshold=latest.threshold, call=None, localisation={},
+            reason=reason, timings={}, writeback_state=WritebackState.disabled.value, steering=latest.steering,
+            created_at=now,
+        )
+    )
+    connection.execute(
+        update(Study)
+        .where(Study.id == study.id)
+        .values(revision=revision, status=StudyStatus.out_of_scope.value, status_reason=reason)
+    )
+    add_event(
+        connection, study.id, revision, StudyStatus.out_of_scope.value, now, reason=reason,
+        sop_instance_uid=headers.sop_instance_uid, withdrawn_result_id=latest.id,
+    )
+    log.warning("study %s: header corrected after scoring (%s); the model's verdict is withdrawn",
+                subject_digest(headers.study_instance_uid), ", ".join(attributes))
 
 
 def _check_same_patient(connection: Connection, headers: InstanceHeaders) -> None:

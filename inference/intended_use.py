@@ -24,7 +24,8 @@ from typing import Any
 from inference.errors import OutOfScope
 
 __all__ = [
-    "IntendedUse", "check_intended_use", "patient_age_years", "view_of", "is_acquisition",
+    "IntendedUse", "check_intended_use", "patient_age_years", "view_of", "is_acquisition", "INTENDED_USE_ATTRIBUTES",
+    "attributes_differing",
 ]
 
 _AGE = re.compile(r"^(\d{1,3})([DWMY])$")
@@ -61,7 +62,13 @@ _WORKUP_MODIFIERS = {"399055006": "spot compression", "R-102D7": "spot compressi
 # A contact mammogram's estimated magnification is about 1.05-1.15 (the breast on the detector); a magnification
 # view is taken at 1.5-2.0. Above this the image is a magnification view whatever its codes say.
 MAX_MAMMOGRAPHY_MAGNIFICATION = 1.2
-
+# The attributes the gate reads: a copy of a stored instance that differs in one of them may change its verdict.
+INTENDED_USE_ATTRIBUTES = (
+    "SOPClassUID", "Modality", "ImageType", "PresentationIntentType", "PatientAge", "PatientBirthDate", "PatientSex",
+    "StudyDate", "SeriesDate", "AcquisitionDate", "BodyPartExamined", "ViewPosition", "ViewCodeSequence",
+    "ViewModifierCodeSequence", "PatientOrientation", "EstimatedRadiographicMagnificationFactor", "ImageLaterality",
+    "Laterality", "PixelSpacing", "ImagerPixelSpacing", "Rows", "Columns",
+)
 
 
 def _bounds(raw: Any) -> tuple[float | None, float | None]:
@@ -243,6 +250,11 @@ def is_acquisition(ds: Any) -> bool:
     if image_type[:2] == ["DERIVED", "SECONDARY"]:
         return False
     return not str(ds.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE)
+
+
+def attributes_differing(stored: Any, received: Any) -> list[str]:
+    """The :data:`INTENDED_USE_ATTRIBUTES` whose values differ between two copies of one instance."""
+    return [keyword for keyword in INTENDED_USE_ATTRIBUTES if stored.get(keyword) != received.get(keyword)]
 
 
 def _for_processing(ds: Any) -> bool:
