@@ -65,7 +65,7 @@ def search_reports(
     if found is not None:
         record_audit(session, user.username, "fhir.read", "study", found.study_instance_uid)
         for result in _champion_results(session, found, include_shadow=settings.writeback_shadow):
-            resources.extend(result_resources(_facts_for(user, result, found)))
+            resources.extend(result_resources(_facts_for(user, result, found), with_replaced=False))
     bundle = searchset_bundle(str(request.base_url) + "fhir", resources)
     return _fhir(bundle.model_dump(mode="json", exclude_none=True))
 
@@ -92,7 +92,7 @@ def read_device(resource_id: str, session: SessionDep, settings: SettingsDep, us
             row = session.execute(
                 select(ScoreResult, Study).join(Study, Study.id == ScoreResult.study_id).where(ScoreResult.id == result_id)
             ).one()
-            device = result_resources(facts_of(*row))[0]
+            device = result_resources(facts_of(*row), with_replaced=False)[0]
             return _fhir(device.model_dump(mode="json", exclude_none=True))
     return _not_found(f"Device/{resource_id}")
 
@@ -113,7 +113,7 @@ def _read(
         return _not_found(f"{resource_type}/{resource_id}")
     result, study = row
     record_audit(session, user.username, "fhir.read", "study", study.study_instance_uid)
-    for resource in result_resources(_facts_for(user, result, study)):
+    for resource in result_resources(_facts_for(user, result, study), with_replaced=False):
         if resource.get_resource_type() == resource_type and resource.id == resource_id:
             return _fhir(resource.model_dump(mode="json", exclude_none=True))
     return _not_found(f"{resource_type}/{resource_id}")

@@ -9,13 +9,15 @@
 
 Built with ``fhir.resources`` (R4B, the R4-compatible models ``screening`` uses too), so an invalid resource
 fails here and never reaches an EMR. Ids are derived from the result id, so a resend replaces, never adds.
-The same function serves ``GET /fhir/...`` and the push, so both say the same thing.
+The same function serves ``GET /fhir/...`` and the push, so both say the same thing. A study has one current
+result: when a late image re-opens and re-scores it, the earlier report is served and re-pushed as
+``entered-in-error`` and the later one names it with the R4 extension ``diagnosticReport-replaces``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -23,12 +25,17 @@ from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.resource import Resource
+from sqlalchemy import or_, select
+from sqlalchemy.orm import object_session
 
 from inference.score_text import score_and_threshold
 from inference.tables import ScoreResult, Study
-from service.lifecycle import SteeringRight, StudyStatus
+from service.lifecycle import ModelRole, SteeringRight, StudyStatus
 
-__all__ = ["NOT_SCORED_OUT_OF_SCOPE", "SHADOW_NOTE", "ResultFacts", "facts_of", "study_day", "result_resources", "report_id", "device_id"]
+__all__ = [
+    "NOT_SCORED_OUT_OF_SCOPE", "SHADOW_NOTE", "ResultFacts", "facts_of", "neighbours", "study_day", "result_resources",
+    "report_id", "device_id",
+]
 
 DECISION_SUPPORT = "Decision support, not a diagnosis"
 NOT_SCORED_OUT_OF_SCOPE = "not scored: outside the model's intended use"
@@ -40,6 +47,7 @@ _DICOM_UID = "urn:dicom:uid"
 _V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 _OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+_REPLACES = "http://hl7.org/fhir/StructureDefinition/diagnosticReport-replaces"
 
 
 @dataclass(frozen=True)
@@ -63,9 +71,29 @@ class ResultFacts:
     # The version's SteeringRight when it scored; a shadow result reaches the EMR only by the site's choice
     # (MEDSCREEN_WRITEBACK_SHADOW) and must say what it is.
     steering: str = SteeringRight.raise_only.value
+    # One current result per study: the earlier result this one replaces, and the later one that replaced it.
+    replaces: ResultFacts | None = None
+    superseded_by: int | None = None
 
 
-def facts_of(result: ScoreResult, study: Study) -> ResultFacts:
+def neighbours(result: ScoreResult) -> tuple[ScoreResult | None, ScoreResult | None]:
+    """The study's champion results just before and just after this one (a late image re-opened and re-scored the
+    study). Shadow results take no part: they are never the study's result, only monitoring. Read through the
+    result's own session, so the read, the push and the ORU all see the same chain."""
+    session = object_session(result)
+    if session is None or result.steering == SteeringRight.shadow:
+        return None, None
+    same_study = (ScoreResult.study_id == result.study_id, ScoreResult.role == ModelRole.champion,
+                  or_(ScoreResult.steering.is_(None), ScoreResult.steering != SteeringRight.shadow.value))
+    before = session.scalar(select(ScoreResult).where(*same_study, ScoreResult.id < result.id)
+                            .order_by(ScoreResult.id.desc()).limit(1))
+    after = session.scalar(select(ScoreResult).where(*same_study, ScoreResult.id > result.id)
+                           .order_by(ScoreResult.id).limit(1))
+    return before, after
+
+
+def facts_of(result: ScoreResult, study: Study, *, chain: bool = True) -> ResultFacts:
+    before, after = neighbours(result) if chain else (None, None)
     return ResultFacts(
         result_id=result.id,
         study_instance_uid=study.study_instance_uid,
@@ -83,6 +111,8 @@ def facts_of(result: ScoreResult, study: Study) -> ResultFacts:
         created_at=result.created_at,
         study_date=study.study_date,
         steering=result.steering or SteeringRight.raise_only.value,
+        replaces=replace(facts_of(before, study, chain=False), superseded_by=result.id) if before else None,
+        superseded_by=after.id if after else None,
     )
 
 
@@ -111,8 +141,10 @@ def _subject(facts: ResultFacts) -> dict[str, Any]:
     return {"type": "Patient", "identifier": {"value": facts.patient_id}} if facts.patient_id else {}
 
 
-def result_resources(facts: ResultFacts) -> list[Resource]:
-    """Device, Observation(s) and DiagnosticReport of one champion result, validated."""
+def result_resources(facts: ResultFacts, *, with_replaced: bool = True) -> list[Resource]:
+    """Device, Observation(s) and DiagnosticReport of one champion result, validated; ``with_replaced`` (the push)
+    adds the observations and report of the result it replaces, re-sent as entered-in-error, so that the EMR
+    holds one current result for the study."""
     issued = facts.created_at.isoformat()
     # effective is the clinically relevant time, when the images were taken, not when the model ran (a backfilled
     # film of last year would show as today's finding); FHIR allows a date alone, and a study without a date says none.
@@ -136,6 +168,13 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
     shadow = facts.steering == SteeringRight.shadow
     status = "preliminary" if shadow else "final"
     caveat = f"{SHADOW_NOTE}. " if shadow else ""
+    if facts.superseded_by is not None:
+        # R4 has no "superseded" status. The older result was right for the images it saw, but it is no longer the
+        # study's result, and an EMR lists final and amended reports as current: entered-in-error ("should not be
+        # treated as valid") is the status EMRs leave out, and the later report names it (diagnosticReport-replaces).
+        status = "entered-in-error"
+        caveat = (f"Superseded by DiagnosticReport/{report_id(facts.superseded_by)}, a later result of this study "
+                  f"(re-scored after new images): not the current result. ")
     common: dict[str, Any] = {
         "resourceType": "Observation",
         "status": status,
@@ -206,9 +245,12 @@ def result_resources(facts: ResultFacts) -> list[Resource]:
         "conclusion": caveat + conclusion,
         **({"subject": subject} if subject else {}),
     }
+    if facts.replaces is not None:
+        report["extension"] = [{"url": _REPLACES, "valueReference": {"reference": f"DiagnosticReport/{report_id(facts.replaces.result_id)}"}}]
     if facts.accession_number:
         report["basedOn"] = [{
             "type": "ServiceRequest",
             "identifier": {"type": {"coding": [{"system": _V2_0203, "code": "ACSN"}]}, "value": facts.accession_number},
         }]
-    return [device, *observations, DiagnosticReport.model_validate(report)]
+    replaced = result_resources(facts.replaces, with_replaced=False)[1:] if with_replaced and facts.replaces else []
+    return [device, *observations, DiagnosticReport.model_validate(report), *replaced]

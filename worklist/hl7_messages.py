@@ -21,7 +21,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.parser import parse_message
 
-from inference.fhir_results import study_day
+from inference.fhir_results import neighbours, study_day
 from inference.tables import ScoreResult
 from service.lifecycle import SteeringRight, StudyStatus
 from worklist.ris import PriorityChanged
@@ -114,6 +114,8 @@ class ChampionResult:
     # The version's SteeringRight when it scored: a shadow result reaches the RIS only by the site's choice
     # (MEDSCREEN_WRITEBACK_SHADOW) and goes as preliminary, saying what it is.
     steering: str = SteeringRight.raise_only.value
+    # The study's earlier result that this one replaces (a late image re-opened and re-scored the study).
+    corrects: int | None = None
 
 
 def champion_result(result: ScoreResult) -> ChampionResult:
@@ -130,6 +132,7 @@ def champion_result(result: ScoreResult) -> ChampionResult:
         reason=result.reason,
         created_at=result.created_at,
         steering=result.steering or SteeringRight.raise_only.value,
+        corrects=before.id if (before := neighbours(result)[0]) else None,
     )
 
 
@@ -231,7 +234,9 @@ def result_report(endpoint: Hl7Endpoint, order: StudyOrder, result: ChampionResu
     obr.obr_22 = _ts(result.created_at)
     obr.obr_24 = "RAD"
     shadow = result.steering == SteeringRight.shadow
-    status = "P" if shadow else "F"
+    # HL7 table 0085: a result replacing the study's earlier one goes as a correction (C), so the RIS keeps one
+    # current result for the order; it had received two finals.
+    status = "P" if shadow else "C" if result.corrects is not None else "F"
     obr.obr_25 = status
     model = f"{_text(result.model_name, 60)} {_text(result.model_version, 20)}"
     observations: list[tuple[str, str, str, str, str]] = []  # (value type, code^text, value, units, range)

@@ -287,3 +287,41 @@ def test_a_shadow_result_is_preliminary_when_served_and_pushed(app: FastAPI, cli
     for resources in (served, _validated(json.loads(payload))):
         (report,) = [r for key, r in resources.items() if key.startswith("DiagnosticReport/")]
         assert report["status"] == "preliminary" and SHADOW_NOTE in report["conclusion"]
+
+
+def test_a_rescored_study_has_one_current_report_served_and_pushed(
+    app: FastAPI, client: TestClient, add_user: AddUser
+) -> None:
+    """A late image re-opened a study scored negative and it was scored again positive: the search and the EMR push
+    had given two final reports, nothing saying which was current (review 3, honesty D1)."""
+    radiologist = add_user("rita", "radiologist")
+    factory = app.state.session_factory
+    take_in_fhir_results(factory)  # the feed's first start
+    with session_scope(factory) as session:
+        study = make_study(session)
+        first = add_result(session, study, score=0.11)
+        study.revision = 2
+        uid, first_id = study.study_instance_uid, first.id
+    assert take_in_fhir_results(factory) == 1
+    with session_scope(factory) as session:
+        second = add_result(session, session.get(type(study), study.id), score=0.999)  # type: ignore[arg-type]
+        second_id = second.id
+    assert take_in_fhir_results(factory) == 1
+
+    served = _validated(client.get("/fhir/DiagnosticReport", params={"study": uid}, headers=radiologist).json())
+    old, new = served[f"DiagnosticReport/{report_id(first_id)}"], served[f"DiagnosticReport/{report_id(second_id)}"]
+    assert (old["status"], new["status"]) == ("entered-in-error", "final")
+    assert report_id(second_id) in old["conclusion"] and "not the current result" in old["conclusion"]
+    assert new["extension"] == [{"url": "http://hl7.org/fhir/StructureDefinition/diagnosticReport-replaces",
+                                 "valueReference": {"reference": f"DiagnosticReport/{report_id(first_id)}"}}]
+    for reference in old["result"]:
+        assert served[reference["reference"]]["status"] == "entered-in-error"
+    assert client.get(f"/fhir/DiagnosticReport/{report_id(first_id)}", headers=radiologist).json() == old
+
+    with session_scope(factory) as session:
+        first_push, second_push = [json.loads(p) for p in session.scalars(
+            select(OutboxMessage.payload).order_by(OutboxMessage.id))]
+    pushed = _validated(second_push)  # the later result's push re-sends the earlier report, same id
+    assert pushed[f"DiagnosticReport/{report_id(first_id)}"]["status"] == "entered-in-error"
+    assert pushed[f"DiagnosticReport/{report_id(second_id)}"]["status"] == "final"
+    assert _validated(first_push)[f"DiagnosticReport/{report_id(first_id)}"]["status"] == "final"  # sent before

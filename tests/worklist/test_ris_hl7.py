@@ -24,6 +24,7 @@ from worklist.hl7_messages import (
     ChampionResult,
     Hl7Endpoint,
     StudyOrder,
+    champion_result,
     parse_message_strict,
     priority_update,
     result_report,
@@ -310,3 +311,21 @@ def test_a_shadow_result_sent_by_the_sites_choice_is_preliminary_and_says_so(ste
     else:
         assert statuses == {"F"} and group.obr.obr_25.to_er7() == "F"
         assert _obx(message)["STEER"][0] == steering and "shadow" not in er7
+
+
+def test_a_rescored_study_sends_its_later_result_as_a_correction(app: FastAPI) -> None:
+    """Both ORU^R01 of a re-scored study had gone with OBR-25 F: the RIS held two final results for one order
+    (review 3, honesty D1)."""
+    with session_scope(app.state.session_factory) as session:
+        study = make_study(session)
+        first = add_result(session, study, score=0.11)
+        study.revision = 2
+        second = add_result(session, study, score=0.999)
+        older, later = champion_result(first), champion_result(second)
+    assert (older.corrects, later.corrects) == (None, first.id)
+    for result, status in ((older, "F"), (later, "C")):
+        message = parse_message_strict(result_report(ENDPOINT, ORDER, result, control_id="MSR1", at=utcnow()))
+        assert message.validate()
+        group = message.oru_r01_patient_result.oru_r01_order_observation
+        assert group.obr.obr_25.to_er7() == status
+        assert {observation.obx.obx_11.to_er7() for observation in group.oru_r01_observation} == {status}
