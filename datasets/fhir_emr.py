@@ -252,7 +252,9 @@ def records_from_resources(
             if (problem := invalid_id(raw.get("id"))) is not None:  # as datasets.fhir_fast reads it
                 raise ValueError(problem)
             resource: Any = get_fhir_model_class(rtype).model_validate(raw)
-        except (ValidationError, ValueError, TypeError) as exc:
+        except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+            # RecursionError: an extension nested a few hundred deep (10 kB) exhausts the validator's stack; it had
+            # escaped as a 500 and left every other child of the Bundle unscreened.
             owner = _raw_patient_ref(raw) if rtype != "Patient" else None
             if owner is not None:
                 dropped.setdefault(owner, []).append(DroppedEntry(f"{where} {name}", f"invalid {rtype}: {_short(exc)}"))

@@ -259,3 +259,21 @@ def test_flags_and_decisions_from_before_the_emr_was_configured_are_never_sent( 
         keys = [m.key for m in session.scalars(select(OutboxMessage).where(OutboxMessage.channel == FHIR_CHANNEL))]
         new = session.scalars(select(ScreeningRun).where(ScreeningRun.id != old)).one().id
     assert keys == [f"RiskAssessment/medscreen-ra-{new}"]
+
+
+def test_a_deeply_nested_extension_is_one_records_error_not_a_500(client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+    """An extension nested 200 deep (10 kB) exhausted the validator's stack: a 500, no child of the Bundle screened."""
+    doctor = token_for("dr-ivanova", "paediatrician")
+    nested: dict = {"url": "http://example.org/e", "valueString": "v"}  # type: ignore[type-arg]
+    for _ in range(200):
+        nested = {"url": "http://example.org/e", "extension": [nested]}
+    bundle = record_to_bundle(syndromic_child("child-1"))
+    deep = record_to_bundle(ordinary_child("child-2"))
+    deep["entry"][0]["resource"]["extension"] = [nested]
+    bundle["entry"] += deep["entry"]
+    answer = client.post("/api/screening?as_of=2024-03-01", json=bundle, headers=doctor)
+    assert answer.status_code == 200, answer.text
+    subjects = [e["resource"]["subject"]["reference"] for e in answer.json()["entry"]
+                if e["resource"]["resourceType"] == "RiskAssessment"]
+    assert subjects == ["Patient/child-1"]
+    assert "child-2" in answer.text  # named in the answer's OperationOutcome, with its reason
