@@ -26,6 +26,7 @@ import typing
 from collections.abc import Sequence
 
 from medscreen.logging_config import configure_logging
+from service.errors import DatabaseFromNewerRelease
 from service.file_modes import owner_only_files, tighten_home
 from service.settings import Settings
 
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         return run_command(args, settings)
-    except HomeMissing as exc:
+    except (HomeMissing, DatabaseFromNewerRelease) as exc:
         sys.stderr.write(f"medscreen {args.command}: {exc}\n")
         return 2
 

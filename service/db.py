@@ -21,6 +21,8 @@ from alembic.config import Config
 from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from service.errors import DatabaseFromNewerRelease
+
 __all__ = ["Base", "UTCDateTime", "utcnow", "make_engine", "make_session_factory", "migrate", "session_scope",
            "alembic_config"]
 
@@ -131,5 +133,29 @@ def migrate(url: str, packages: Sequence[str]) -> None:
 
     ``packages`` is passed in by the composition root (``medscreen.schema.migrate_all``), so the platform
     never lists the domain packages itself.
+
+    A database migrated by a newer release is refused before anything is done (``DatabaseFromNewerRelease``):
+    going back a version had ended in alembic's "Can't locate revision" traceback, with nothing said of what to do.
     """
-    command.upgrade(alembic_config(url, packages), "heads")
+    config = alembic_config(url, packages)
+    _refuse_unknown_revisions(config, url)
+    command.upgrade(config, "heads")
+
+
+def _refuse_unknown_revisions(config: Config, url: str) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            applied = set(MigrationContext.configure(connection).get_current_heads())
+    finally:
+        engine.dispose()
+    unknown = sorted(applied - known)
+    if unknown:
+        raise DatabaseFromNewerRelease(
+            f"the database was migrated by a newer medscreen (revision {', '.join(unknown)}, which this release does "
+            "not know); run that release, or restore the backup taken before upgrading (README, Upgrading)"
+        )

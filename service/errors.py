@@ -10,7 +10,8 @@ ServiceError
 ├── SecretKeyError
 ├── DeliveryFailed           a RIS/EMR did not take an outbox message (transient, or permanent: set aside)
 │   └── PeerUnreachable      connection refused or timed out: retried without limit
-└── SteeringRefused          a model version asked for a steering right it has not earned
+├── SteeringRefused          a model version asked for a steering right it has not earned
+└── DatabaseFromNewerRelease the database was migrated by a newer medscreen than this one
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "DeliveryFailed",
     "PeerUnreachable",
     "SteeringRefused",
+    "DatabaseFromNewerRelease",
 ]
 
 
@@ -82,3 +84,8 @@ class PeerUnreachable(DeliveryFailed):
 
 class SteeringRefused(ServiceError):
     """A steering right (``defer``) was asked for a model version without the evidence that earns it."""
+
+
+class DatabaseFromNewerRelease(ServiceError):
+    """The database holds migrations this release does not know: a newer medscreen migrated it. Migrating would
+    fail inside alembic with a traceback; running on it would read tables this code does not describe."""

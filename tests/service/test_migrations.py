@@ -139,3 +139,29 @@ def test_two_nodes_migrating_an_empty_database_at_once_both_start(database_url: 
         if first.poll() is None:
             first.kill()
     assert second.returncode == 0, second.stderr[-2000:]
+
+
+def test_a_database_migrated_by_a_newer_release_is_refused_in_one_line(database_url: str, tmp_path: Path) -> None:
+    """Going back a version had ended in alembic's "Can't locate revision" traceback (60-80 lines, exit 1)."""
+    import os
+
+    import pytest
+
+    from service.errors import DatabaseFromNewerRelease
+
+    migrate_all(database_url)
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO alembic_version (version_num) VALUES ('0099_from_the_future')"))
+    engine.dispose()
+    with pytest.raises(DatabaseFromNewerRelease, match="0099_from_the_future"):
+        migrate_all(database_url)
+    env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var"), "MEDSCREEN_DATABASE_URL": database_url}
+    run = subprocess.run(
+        [sys.executable, "-m", "medscreen", "--create-home", "users", "list"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert run.returncode == 2, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("medscreen users: the database was migrated by a newer medscreen (revision 0099_from_the_future")
+    assert "Traceback" not in run.stderr
