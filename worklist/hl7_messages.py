@@ -1,7 +1,8 @@
 """HL7 v2.5.1 messages for the RIS, built with hl7apy and validated against the standard's structures.
 
 - a priority change: ``OMI^O23`` (imaging order, ORC-1 ``XO`` change order) with the new priority in TQ1-9
-  (HL7 table 0485: S stat, A ASAP, R routine), the due time in TQ1-7, the worklist tier and the reason in
+  (HL7 table 0485: S stat, A ASAP, R routine; a study settled after its aging cap is ASAP), the start time in
+  TQ1-7 (arrival, or arrival + aging cap for a deferred negative; never before arrival), the worklist tier and the reason in
   ORC-16 and an NTE, and the Study Instance UID in IPC-3 so a RIS finds the order by accession or study;
 - a champion result: ``ORU^R01`` whose OBX segments carry the probability, the call, the operating point and
   the model name, version and steering right, with the NTE "decision support, not a diagnosis"; a shadow
@@ -55,6 +56,8 @@ TIER_PRIORITY = {
     "unscored": ("R", "Routine"),
     "negative": ("R", "Routine"),
 }
+# What a RIS is told (worklist.ris.reading_priority) -> HL7 table 0485; it has no level between Stat and ASAP.
+READING_PRIORITY = {"stat": ("S", "Stat"), "urgent": ("A", "ASAP"), "asap": ("A", "ASAP"), "routine": ("R", "Routine")}
 # Only the delimiters and the escape character are escaped. MSH-18 declares UTF-8 and the frames are sent
 # in UTF-8, so "Müller" goes as it is: python-hl7's escape() had written it as M\Xfc\ller, which hl7apy
 # escaped again, and the RIS showed M\Xfc\ller. Other control characters become spaces: they mean
@@ -191,8 +194,12 @@ def priority_update(
     group.orc.orc_9 = _ts(change.at)
     group.orc.orc_16 = f"{_text(change.to_tier, 20)}^{_text(change.reason, 199)}^{_LOCAL}"
     timing = group.add_group("OMI_O23_TIMING")
-    priority, name = TIER_PRIORITY.get(change.to_tier, ("R", "Routine"))
-    timing.tq1.tq1_7 = _ts(change.due_at)
+    # TQ1-9 carries the list's order (a settled study is ASAP, as the positives it goes back ahead of); TQ1-7 is a
+    # real start time at or after arrival, never the list's sort key, which lies before it.
+    priority, name = READING_PRIORITY[change.reading_priority]
+    start = change.start_at
+    if start is not None:
+        timing.tq1.tq1_7 = _ts(start)
     timing.tq1.tq1_9 = f"{priority}^{name}^HL70485"
     group.obr.obr_3 = accession
     group.obr.obr_4 = f"{_text(order.modality or 'OT', 20)}^{_text(order.study_description or 'imaging study', 199)}^{_LOCAL}"

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worklist.tables import PriorityChange, WorklistCursor, WorklistEntry
 
-__all__ = ["PriorityChanged", "PriorityChangeConsumer", "deliver_priority_changes", "FHIR_TASK_PRIORITY"]
+__all__ = [
+    "PriorityChanged", "PriorityChangeConsumer", "deliver_priority_changes", "reading_priority", "start_at",
+    "shows_change", "FHIR_TASK_PRIORITY",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +48,43 @@ class PriorityChanged:
     at: datetime
     from_tier: str | None
     to_tier: str
-    due_at: datetime
+    due_at: datetime  # the list's sort key (arrival - lead - raise for a raised study): never sent as a time
     reason: str
+    # When the study arrived; None from a caller that does not know it.
+    arrived_at: datetime | None = None
+
+    @property
+    def reading_priority(self) -> str:
+        return reading_priority(self.to_tier, self.due_at, self.arrived_at)
+
+    @property
+    def start_at(self) -> datetime | None:
+        return start_at(self.to_tier, self.due_at, self.arrived_at)
+
+
+def reading_priority(tier: str | None, due_at: datetime | None, arrived_at: datetime | None) -> str:
+    """The priority a RIS is told (FHIR request-priority; HL7 maps stat S, urgent and asap A, routine R).
+
+    A RIS orders by priority, then by start time (arrival), so the priority alone must carry what the list's due
+    time does: a study that has waited its aging cap (settled, or `aged`) goes back ahead of every positive that
+    arrived after it, so it takes the positives' priority; a RIS that held it routine read it last, behind a later
+    positive and a deferred negative that had aged (review 3, triage 6)."""
+    if tier in ("stat", "urgent"):
+        return tier
+    settled = tier == "unscored" and due_at is not None and arrived_at is not None and due_at < arrived_at
+    return "asap" if tier in ("positive", "aged") or settled else "routine"
+
+
+def start_at(tier: str | None, due_at: datetime | None, arrived_at: datetime | None) -> datetime | None:
+    """The time a RIS is told the reading is due from (HL7 TQ1-7): a real instant, never before the study arrived.
+    The due time of a raised study is a sort key before its arrival (a STAT study had shown due the day before it
+    existed); a deferred negative's (arrival + its aging cap) is a real time, and the later of the two is right
+    for every tier. Without the arrival only the deferred negative's due time is known to be real."""
+    if due_at is None:
+        return None
+    if arrived_at is None:
+        return due_at if tier == "negative" else None
+    return max(due_at, arrived_at)
 
 
 class PriorityChangeConsumer(Protocol):
@@ -57,6 +95,17 @@ class PriorityChangeConsumer(Protocol):
     def priority_changed(self, change: PriorityChanged) -> None: ...
 
 
+def shows_change(change: PriorityChange, arrived_at: datetime) -> bool:
+    """Whether a recorded change moves what the RIS shows (priority and start time). A study settling in its tier
+    does: it goes from routine to asap; a change the RIS cannot see is recorded on the worklist only."""
+    if change.from_tier is None:
+        return True
+    before = reading_priority(change.from_tier, change.from_due_at, arrived_at)
+    after = reading_priority(change.to_tier, change.to_due_at, arrived_at)
+    return (before, start_at(change.from_tier, change.from_due_at, arrived_at)) != (
+        after, start_at(change.to_tier, change.to_due_at, arrived_at))
+
+
 def deliver_priority_changes(session: Session, consumer: PriorityChangeConsumer, *, batch: int = 500) -> int:
     """Offer the tier changes after the consumer's cursor, in order; the cursor moves past each one it accepts."""
     cursor_name = f"ris:{consumer.name}"[:32]
@@ -64,18 +113,18 @@ def deliver_priority_changes(session: Session, consumer: PriorityChangeConsumer,
     if cursor is None:
         cursor = WorklistCursor(name=cursor_name, last_id=0)
         session.add(cursor)
-    # A change of due time within one tier (a study settling in its arrival place when its aging cap runs out)
-    # moves nothing the RIS shows: it gets a study when listed and whenever its tier changes.
-    tier_changed = or_(PriorityChange.from_tier.is_(None), PriorityChange.from_tier != PriorityChange.to_tier)
     rows = session.execute(
-        select(PriorityChange, WorklistEntry.accession_number)
+        select(PriorityChange, WorklistEntry.accession_number, WorklistEntry.arrived_at)
         .join(WorklistEntry, WorklistEntry.study_id == PriorityChange.study_id)
-        .where(PriorityChange.id > cursor.last_id, tier_changed)
+        .where(PriorityChange.id > cursor.last_id)
         .order_by(PriorityChange.id)
         .limit(batch)
     ).all()
     delivered = 0
-    for change, accession in rows:
+    for change, accession, arrived_at in rows:
+        if not shows_change(change, arrived_at):
+            cursor.last_id = change.id
+            continue
         try:
             consumer.priority_changed(
                 PriorityChanged(
@@ -87,6 +136,7 @@ def deliver_priority_changes(session: Session, consumer: PriorityChangeConsumer,
                     to_tier=change.to_tier,
                     due_at=change.to_due_at,
                     reason=change.reason,
+                    arrived_at=arrived_at,
                 )
             )
         except Exception:

@@ -329,3 +329,24 @@ def test_a_rescored_study_sends_its_later_result_as_a_correction(app: FastAPI) -
         group = message.oru_r01_patient_result.oru_r01_order_observation
         assert group.obr.obr_25.to_er7() == status
         assert {observation.obx.obx_11.to_er7() for observation in group.oru_r01_observation} == {status}
+
+
+@pytest.mark.parametrize(("tier", "priority"), [("stat", "S"), ("positive", "A"), ("aged", "A"), ("negative", "R")])
+def test_tq1_7_is_a_real_time_at_or_after_arrival(tier: str, priority: str) -> None:
+    """TQ1-7 had carried the list's sort key (arrival - lead - raise): a STAT study arriving at 10:00 showed due
+    25.5 h earlier, a positive 90 min before it arrived (review 3, time 3). A deferred negative's due time (arrival +
+    cap) is a real time and goes as it is."""
+    arrived = utcnow()
+    due = {"stat": arrived - timedelta(hours=25, minutes=30), "positive": arrived - timedelta(minutes=90),
+           "aged": arrived - timedelta(minutes=90), "negative": arrived + timedelta(minutes=90)}[tier]
+    change = PriorityChanged(8, ORDER.study_instance_uid, ORDER.accession_number, arrived, "unscored", tier, due,
+                             "reason", arrived_at=arrived)
+    message = parse_message_strict(priority_update(ENDPOINT, ORDER, change, control_id="MSPC8", at=arrived))
+    assert message.validate()
+    tq1 = message.omi_o23_order.omi_o23_timing.tq1
+    assert tq1.tq1_7.to_er7() == max(due, arrived).strftime("%Y%m%d%H%M%S+0000")
+    assert tq1.tq1_9.to_er7().startswith(f"{priority}^")
+    unknown = parse_message_strict(priority_update(ENDPOINT, ORDER, replace(change, arrived_at=None),
+                                                   control_id="MSPC9", at=arrived))
+    assert unknown.omi_o23_order.omi_o23_timing.tq1.tq1_7.to_er7() == (due.strftime("%Y%m%d%H%M%S+0000")
+                                                                      if tier == "negative" else "")
