@@ -40,6 +40,8 @@ from service.lifecycle import SteeringRight, Task
 
 __all__ = [
     "ResultToWrite",
+    "NotScoredToWrite",
+    "build_not_scored_sr",
     "algorithm_device_uid",
     "build_sr",
     "build_heatmap",
@@ -197,7 +199,7 @@ def algorithm_device_uid(model_name: str, model_version: str, run_id: str | None
     return str(generate_uid(prefix=uid_root, entropy_srcs=sources) if uid_root else generate_uid(entropy_srcs=sources))
 
 
-def _contributing_equipment(result: ResultToWrite) -> hd.ContributingEquipment:
+def _contributing_equipment(result: ResultToWrite | NotScoredToWrite) -> hd.ContributingEquipment:
     equipment = hd.ContributingEquipment(
         manufacturer=MANUFACTURER,
         purpose_of_reference=codes.DCM.ProcessingEquipment,
@@ -290,6 +292,81 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
         previous_versions=[previous] if previous is not None else None,
         contributing_equipment=[_contributing_equipment(result)],
         series_description=f"medscreen AI result {result.model_name} v{result.model_version} (decision support)",
+    )
+    stamp_creation_times(sr, source)
+    return sr
+
+
+NOT_SCORED_VALUES = {
+    "could_not_score": hd.sr.CodedConcept("NOTSCORED", _SCHEME, "Not scored: the model could not score this study"),
+    "out_of_scope": hd.sr.CodedConcept("OUTOFUSE", _SCHEME, "Not scored: outside the model's intended use"),
+}
+REASON = hd.sr.CodedConcept("RSN", _SCHEME, "Why the study was not scored")
+
+
+@dataclass(frozen=True)
+class NotScoredToWrite:
+    """A later revision of a study the champion did not score (could not score, outside its intended use), whose
+    earlier revision's SR is in the PACS: a new SR replaces it, so that the PACS does not keep the earlier call as
+    the study's only AI result while the study holds an image no model assessed."""
+
+    task: str
+    model_name: str
+    model_version: str
+    run_id: str | None
+    outcome: str
+    reason: str
+    source: Dataset
+    uid_root: str | None = None
+
+    def new_uid(self) -> str:
+        return str(generate_uid(prefix=self.uid_root)) if self.uid_root else str(generate_uid())
+
+
+def build_not_scored_sr(result: NotScoredToWrite, *, series_instance_uid: str, previous: Dataset) -> Dataset:
+    """TID 1500 with one group: the call "not scored" (why, coded) and the reason as text, naming the earlier SR
+    as its predecessor; no probability and no operating point."""
+    procedure, finding = _TASK_CODES[Task(result.task)]
+    source = header_for_documents(result.source)
+    algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version, manufacturer=MANUFACTURER)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=result.new_uid(), identifier=f"{result.task} AI not scored"),
+        finding_type=finding,
+        algorithm_id=algorithm,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=CALL, value=NOT_SCORED_VALUES[result.outcome])],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+    )
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=REASON, value=result.reason[:1024] or "no reason given",
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+    )
+    device_uid = algorithm_device_uid(result.model_name, result.model_version, result.run_id, result.uid_root)
+    observation_context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=device_uid, name=f"{result.model_name} {result.model_version}", manufacturer_name=MANUFACTURER,
+                model_name=result.model_name, serial_number=result.model_version,
+            ),
+        )
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=observation_context, procedure_reported=procedure, imaging_measurements=[group]
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[source],
+        content=report,
+        series_instance_uid=series_instance_uid,
+        series_number=9901,
+        sop_instance_uid=result.new_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        previous_versions=[previous],
+        contributing_equipment=[_contributing_equipment(result)],
+        series_description=f"medscreen AI result {result.model_name} v{result.model_version}: not scored",
     )
     stamp_creation_times(sr, source)
     return sr
