@@ -23,15 +23,15 @@ from service.errors import DeliveryFailed
 from service.outbox import Candidate, Outgoing, RetryPolicy, existing_keys, read_from, run_feed, start_cursor, take_in
 from service.settings import Settings
 from worklist.hl7_messages import (
-    ChampionResult,
     Hl7Endpoint,
     StudyOrder,
+    champion_result,
     parse_ack,
     priority_update,
     result_report,
 )
 from worklist.mllp import send_mllp
-from worklist.ris import PriorityChanged
+from worklist.ris import PriorityChanged, shows_change
 from worklist.tables import PriorityChange
 
 __all__ = ["CHANNEL", "take_in_ris_messages", "RisSender", "run_ris_feed", "endpoint_from_settings"]
@@ -64,6 +64,7 @@ def _order(study: Study) -> StudyOrder:
         patient_name=study.patient_name,
         modality=study.modality,
         study_description=study.study_description,
+        study_date=study.study_date,
     )
 
 
@@ -85,9 +86,9 @@ def take_in_ris_messages(
             .limit(batch)
         ).all()
         for change, study in rows:
-            if change.from_tier == change.to_tier:
-                # Settling within a tier (a new due time, the same tier) changes nothing the RIS shows: recorded
-                # on the worklist, not sent; the cursor moves past it (as deliver_priority_changes does).
+            if not shows_change(change, study.first_received_at):
+                # A change the RIS cannot see is recorded on the worklist, not sent; the cursor moves past it (as
+                # deliver_priority_changes does). Settling within a tier is seen: routine -> asap.
                 found.append(Candidate(_CHANGES_CURSOR, change.id))
                 continue
             key = f"MSPC{change.id}"
@@ -100,6 +101,7 @@ def take_in_ris_messages(
                 to_tier=change.to_tier,
                 due_at=change.to_due_at,
                 reason=change.reason,
+                arrived_at=study.first_received_at,
             )
             found.append(Candidate(
                 _CHANGES_CURSOR, change.id, key, f"OMI^O23 {key}",
@@ -118,18 +120,7 @@ def take_in_ris_messages(
             if key in known:
                 found.append(Candidate(_RESULTS_CURSOR, result.id))
                 continue
-            champion = ChampionResult(
-                result_id=result.id,
-                task=result.task,
-                model_name=result.model_name,
-                model_version=result.model_version,
-                outcome=result.outcome,
-                score=result.score,
-                threshold=result.threshold,
-                call=result.call,
-                reason=result.reason,
-                created_at=result.created_at,
-            )
+            champion = champion_result(result)
             found.append(Candidate(
                 _RESULTS_CURSOR, result.id, key, f"ORU^R01 {key}",
                 partial(result_report, endpoint, _order(study), champion, control_id=key, at=at),

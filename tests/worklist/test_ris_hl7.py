@@ -190,10 +190,10 @@ def test_a_shadow_champion_result_is_not_reported_to_the_ris(app: FastAPI) -> No
     assert take_in_ris_messages(factory, ENDPOINT, include_shadow=True) == 1  # MEDSCREEN_WRITEBACK_SHADOW
 
 
-def test_settling_within_a_tier_and_a_shadow_score_are_not_sent_to_the_ris(app: FastAPI) -> None:
-    """README: the RIS is sent a study when it is listed and whenever its tier changes; settling within a tier
-    is recorded but not sent; nothing of a shadow model reaches the RIS. A shadow mammography result and the
-    study settling past its 90 min cap had each been sent as an OMI^O23 carrying the shadow score."""
+def test_settling_goes_to_the_ris_as_asap_and_a_shadow_score_does_not(app: FastAPI) -> None:
+    """Nothing of a shadow model reaches the RIS: a shadow mammography result had been sent as an OMI^O23 carrying
+    the shadow score. A study settling past its cap goes back ahead of later positives, so the RIS is told (ASAP,
+    start time still its arrival); it had not been, and held it routine behind them (review 3, triage 6)."""
     factory = app.state.session_factory
     policy = policy_from_settings(app.state.settings)
     take_in_ris_messages(factory, ENDPOINT)  # the feed's first start
@@ -208,10 +208,14 @@ def test_settling_within_a_tier_and_a_shadow_score_are_not_sent_to_the_ris(app: 
         changes = session.scalars(select(PriorityChange).order_by(PriorityChange.id)).all()
         assert [(c.from_tier, c.to_tier) for c in changes] == [(None, "unscored"), ("unscored", "unscored")]
         assert "settled in its arrival place" in changes[-1].reason  # recorded on the worklist
-    assert take_in_ris_messages(factory, ENDPOINT) == 1  # the listing only
+    assert take_in_ris_messages(factory, ENDPOINT) == 2  # the listing and the settling
     with session_scope(factory) as session:
-        assert [m.key for m in session.scalars(select(OutboxMessage))] == [f"MSPC{changes[0].id}"]
-        assert "0.91" not in "".join(m.payload for m in session.scalars(select(OutboxMessage)))
+        messages = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+        assert [m.key for m in messages] == [f"MSPC{c.id}" for c in changes]
+        assert "0.91" not in "".join(m.payload for m in messages)
+        timings = [parse_message_strict(m.payload).omi_o23_order.omi_o23_timing.tq1 for m in messages]
+    assert [t.tq1_9.to_er7()[0] for t in timings] == ["R", "A"]
+    assert timings[0].tq1_7.to_er7() == timings[1].tq1_7.to_er7() == arrived.strftime("%Y%m%d%H%M%S+0000")
 
     # A study first listed after its shadow result is sent (it is new to the RIS), without the score.
     with session_scope(factory) as session:
@@ -350,3 +354,21 @@ def test_tq1_7_is_a_real_time_at_or_after_arrival(tier: str, priority: str) -> N
                                                    control_id="MSPC9", at=arrived))
     assert unknown.omi_o23_order.omi_o23_timing.tq1.tq1_7.to_er7() == (due.strftime("%Y%m%d%H%M%S+0000")
                                                                       if tier == "negative" else "")
+
+
+def test_the_feed_sends_study_date_steering_and_corrections(app: FastAPI) -> None:
+    factory = app.state.session_factory
+    take_in_ris_messages(factory, ENDPOINT)  # the feed's first start
+    with session_scope(factory) as session:
+        study = make_study(session)
+        study.study_date = "20250115"
+        add_result(session, study, score=0.11)
+        study.revision = 2
+        add_result(session, study, score=0.999)
+    assert take_in_ris_messages(factory, ENDPOINT) == 2
+    with session_scope(factory) as session:
+        payloads = list(session.scalars(select(OutboxMessage.payload).order_by(OutboxMessage.id)))
+    obrs = [parse_message_strict(p).oru_r01_patient_result.oru_r01_order_observation.obr for p in payloads]
+    assert [o.obr_7.to_er7() for o in obrs] == ["20250115", "20250115"]
+    assert [o.obr_25.to_er7() for o in obrs] == ["F", "C"]
+    assert all("STEER" in p for p in payloads)
