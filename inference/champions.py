@@ -29,10 +29,11 @@ from service.model_registry import (
     download_version,
     lesser_right,
     registry_client,
+    served_right,
     steering_of,
     version_of,
 )
-from service.steering import DEFAULT_RIGHT
+from service.steering import DEFAULT_RIGHT, DeferRules
 
 __all__ = ["LoadedModel", "ModelSelector", "SCORING_ROLES"]
 
@@ -69,8 +70,13 @@ class LoadedModel:
 
 
 class ModelSelector:
-    def __init__(self, tracking_uri: str, cache_dir: Path, *, intra_op_threads: int, refresh_s: float) -> None:
+    def __init__(
+        self, tracking_uri: str, cache_dir: Path, *, intra_op_threads: int, refresh_s: float,
+        defer_rules: DeferRules | None = None,
+    ) -> None:
         self.tracking_uri = tracking_uri
+        # The site's MEDSCREEN_STEERING_DEFER_* (service.steering.defer_rules_from_settings); the defaults when None.
+        self.defer_rules = defer_rules or DeferRules()
         self.cache_dir = cache_dir
         self.intra_op_threads = intra_op_threads
         self.refresh_s = refresh_s
@@ -108,9 +114,10 @@ class ModelSelector:
         store = hashlib.sha256(self.tracking_uri.encode()).hexdigest()[:16]
         return self.cache_dir / store / name / f"{version}-{run_id or 'no-run'}"
 
-    def load(self, task: str, version: str) -> LoadedModel:
-        """The ONNX session of one registered version (downloaded and opened once), with the steering right the
-        registry records for it now.
+    def load(self, task: str, version: str, *, defer_rules: DeferRules | None = None) -> LoadedModel:
+        """The ONNX session of one registered version (downloaded and opened once), with the steering right it may
+        use now: the one the registry records, except a ``defer`` its evidence does not earn under ``defer_rules``
+        (the selector's when None), served as what it earns (``service.model_registry.served_right``).
 
         The version's tags are read again on every load (one registry query, about 10 ms beside inference): a
         right lowered or revoked through quality review must bind the next job, not the next worker restart."""
@@ -132,9 +139,13 @@ class ModelSelector:
             raise ModelUnavailable(f"cannot load {name} version {version}: it is not registered")
         if cached is None or cached.run_id != details.run_id:
             cached = self._open(task, name, version, details)
-        right = steering_of(details)
+        right, unearned = served_right(details, defer_rules or self.defer_rules)
         if right != cached.steering:
-            log.info("model registry: %s steering right is now %s (was %s)", cached.label, right.value, cached.steering.value)
+            if unearned is not None:
+                log.warning("model registry: %s", unearned)
+            else:
+                log.info("model registry: %s steering right is now %s (was %s)", cached.label, right.value,
+                         cached.steering.value)
             cached = replace(cached, steering=right)
         with self._lock:
             self._loaded[key] = cached

@@ -41,6 +41,7 @@ from inference.writeback import ResultToWrite, build_heatmap, build_sr
 from service.db import session_scope, utcnow
 from service.lifecycle import JobState, ModelRole, SteeringRight, StudyStatus, WritebackState
 from service.settings import Settings
+from service.steering import defer_rules_from_settings
 
 __all__ = ["score_job", "seconds_between"]
 
@@ -153,7 +154,8 @@ def score_job(
     already = _finish_already_scored(session_factory, job_id, study_uid)
     if already is not None:
         return already
-    model = selector.load(task, version)
+    # The site's defer rules now, whatever the selector was built with: a defer they do not earn is not served.
+    model = selector.load(task, version, defer_rules=defer_rules_from_settings(settings))
     try:
         # A remote worker without the ingest node's spool fetches the study (InstancesUnavailable: a retry);
         # inside the try, so a fetch cut short leaves no fetched instance behind.

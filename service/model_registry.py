@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from service.errors import SteeringRefused
 from service.lifecycle import ModelRole, SteeringRight
-from service.steering import DEFAULT_RIGHT, DeferRules, SteeringEvidence, defer_refusals
+from service.steering import DEFAULT_RIGHT, DeferRules, SteeringEvidence, defer_refusals, development_right
 
 __all__ = [
     "RegisteredVersion",
@@ -38,6 +38,7 @@ __all__ = [
     "set_steering",
     "check_steering_earned",
     "lesser_right",
+    "served_right",
     "ServingRights",
     "serving_rights",
     "STEERING_TAG",
@@ -188,12 +189,20 @@ def move_champion(tracking_uri: str, name: str, version: str, *, rules: DeferRul
     return previous
 
 
-def roll_back_champion(tracking_uri: str, name: str) -> tuple[str, str] | None:
-    """Swap ``champion`` and ``previous-champion``; returns (from, to), or None when either alias is missing."""
+def roll_back_champion(tracking_uri: str, name: str, *, rules: DeferRules | None = None) -> tuple[str, str] | None:
+    """Swap ``champion`` and ``previous-champion``; returns (from, to), or None when either alias is missing.
+
+    Never refused (it is the emergency brake), but the version brought back keeps ``defer`` only while its evidence
+    earns it under ``rules`` (the site's ``MEDSCREEN_STEERING_DEFER_*``; the defaults when None): otherwise its
+    recorded right is lowered to what it earns, with a WARNING, so the registry says what the workers serve."""
     current = alias_version(tracking_uri, name, ModelRole.champion)
     previous = alias_version(tracking_uri, name, ModelRole.previous_champion)
     if current is None or previous is None:
         return None
+    right, unearned = served_right(previous, rules or DeferRules())
+    if unearned is not None:
+        log.warning("rollback of %s to v%s: %s", name, previous.version, unearned)
+        set_steering(tracking_uri, name, previous.version, right, evidence=None, rules=rules or DeferRules())
     set_alias(tracking_uri, name, ModelRole.champion, previous.version)
     set_alias(tracking_uri, name, ModelRole.previous_champion, current.version)
     return current.version, previous.version
@@ -286,6 +295,30 @@ class ServingRights:
         return self.rights.get((name, str(version)), DEFAULT_RIGHT)
 
 
-def serving_rights(tracking_uri: str) -> ServingRights:
-    """The current right of every registered version."""
-    return ServingRights({(row.name, row.version): steering_of(row) for row in list_versions(tracking_uri)})
+def serving_rights(tracking_uri: str, rules: DeferRules) -> ServingRights:
+    """The right every registered version may steer with now (:func:`served_right` under the site's ``rules``)."""
+    return ServingRights({(row.name, row.version): served_right(row, rules)[0] for row in list_versions(tracking_uri)})
+
+
+def served_right(version: RegisteredVersion, rules: DeferRules) -> tuple[SteeringRight, str | None]:
+    """The right a version may steer with now, and why it is less than the one recorded (None when it is not).
+
+    ``defer`` is served only while the evidence recorded with the version earns it under the site's ``rules`` now: a
+    tag set by hand in MLflow, a grant under thresholds the site has since raised, or a version a rollback brings
+    back would otherwise defer negatives that no validation backs. Such a version gets what its development figures
+    (the ``val_auroc_ci_low``, ``n_val`` and ``n_val_positive`` tags) earn: raise-only at most, shadow without them.
+    """
+    recorded = steering_of(version)
+    try:
+        check_steering_earned(version, rules)
+    except SteeringRefused as exc:
+        earned = _figures_right(version)
+        return earned, f"{exc}; served as {earned.value}"
+    return recorded, None
+
+
+def _figures_right(version: RegisteredVersion) -> SteeringRight:
+    auroc_ci_low, n, n_positive = (version.float_tag(key) for key in ("val_auroc_ci_low", "n_val", "n_val_positive"))
+    if auroc_ci_low is None or n is None or n_positive is None:
+        return SteeringRight.shadow
+    return SteeringRight(development_right(auroc_ci_low, int(n), int(n_positive))["right"])

@@ -22,6 +22,7 @@ from service.db import session_scope, utcnow
 from service.lifecycle import ModelRole, SteeringRight, StudyStatus, WorklistEventKind, WorklistState
 from service.model_registry import ServingRights, lesser_right, serving_rights
 from service.settings import Settings
+from service.steering import defer_rules_from_settings
 from worklist.policy import ChampionCall, PriorityPolicy, StudyFacts, policy_from_settings, prioritise
 from worklist.ris import PriorityChangeConsumer, deliver_priority_changes
 from worklist.tables import PriorityChange, WorklistCursor, WorklistEntry, WorklistEvent
@@ -309,7 +310,7 @@ def recompute_worklist(
 def _read_serving(settings: Settings, last: ServingRights | None) -> ServingRights | None:
     """The registry's rights now; the last ones read while it cannot be read (the list then keeps what it had)."""
     try:
-        return serving_rights(settings.resolved_mlflow_tracking_uri)
+        return serving_rights(settings.resolved_mlflow_tracking_uri, defer_rules_from_settings(settings))
     except Exception as exc:  # noqa: BLE001 - the registry's outage must not stop the list; the next pass reads again
         logger.warning("worklist: model registry unreadable (%s: %s); steering rights as last read", type(exc).__name__, exc)
         return last
