@@ -105,6 +105,15 @@ class ModelSelector:
             self._checked_at = time.monotonic()
             return {key: value[0] for key, value in aliases.items()}
 
+    def champion_now(self, task: str) -> str | None:
+        """The version the task's ``champion`` alias names now, read from the registry (never the cached aliases):
+        asked when a champion job's result is stored, as a rollback may have replaced the version it was bound to."""
+        try:
+            version = alias_version(self.tracking_uri, Task(task).value, ModelRole.champion, client=self.client)
+        except Exception as exc:  # noqa: BLE001 - a registry that cannot be read is "unavailable, retry"
+            raise ModelUnavailable(f"cannot read the {task} champion: {type(exc).__name__}: {exc}") from exc
+        return None if version is None else version.version
+
     def version_for(self, task: str, role: ModelRole) -> str | None:
         entry = self._aliases.get((Task(task), role))
         return entry[0] if entry else None

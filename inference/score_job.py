@@ -161,7 +161,7 @@ def score_job(
         # inside the try, so a fetch cut short leaves no fetched instance behind.
         files = instance_files(settings, job_id, study_uid, paths, login)
         return _score_and_store(
-            job_id, settings=settings, session_factory=session_factory, model=model, files=files, role=role,
+            job_id, settings=settings, session_factory=session_factory, selector=selector, model=model, files=files, role=role,
             task=task, study_uid=study_uid, previous=(previous_id, previous_sr), timings_from=(completed_at, started),
             node=node or spool_node(settings),
         )
@@ -171,7 +171,8 @@ def score_job(
 
 
 def _score_and_store(
-    job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], model: LoadedModel, files: list[Path],
+    job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], selector: ModelSelector,
+    model: LoadedModel, files: list[Path],
     role: ModelRole, task: str, study_uid: str, previous: tuple[int | None, Dataset | None],
     timings_from: tuple[datetime | None, datetime], node: str,
 ) -> ScoreRecorded:
@@ -189,6 +190,13 @@ def _score_and_store(
         outcome, reason = StudyStatus.could_not_score, exc.reason
     inferred = utcnow()
     call = None if scored is None else ("positive" if scored.score >= model.threshold else "negative")
+    replaced_by = None
+    if role == ModelRole.champion:
+        # Bound at queue time; a rollback (or promotion) since then replaced the version. Its result is kept for the
+        # record but steers nothing and is not written back, and the study is scored again by the champion now.
+        champion_now = selector.champion_now(task)
+        if champion_now != model.version:
+            role, replaced_by = ModelRole.previous_champion, champion_now or "none"
     documents: list[Dataset] = []
     not_built: str | None = None
     # A shadow version's results stay in medscreen's records (quality review, the page's monitoring note): its
@@ -208,7 +216,7 @@ def _score_and_store(
         job_id, session_factory=session_factory, model=model, role=role, task=task, outcome=outcome, scored=scored,
         call=call, reason=reason, documents=documents, destination=destination, previous_id=previous_id,
         timings_from=(completed_at, started, inferred), node=node,
-        not_built=(not_built, pacs_destination(settings) is not None),
+        not_built=(not_built, pacs_destination(settings) is not None), replaced_by=replaced_by,
     )
     if recorded is None:
         # Another worker stored this job's result while this one scored it: its documents are the ones named.
@@ -223,15 +231,18 @@ def _store_result(
     outcome: StudyStatus, scored: TaskScore | None, call: str | None, reason: str | None, documents: list[Dataset],
     destination: dict[str, Any] | None, previous_id: int | None,
     timings_from: tuple[datetime | None, datetime, datetime], node: str,
-    not_built: tuple[str | None, bool] = (None, False),
+    not_built: tuple[str | None, bool] = (None, False), replaced_by: str | None = None,
 ) -> ScoreRecorded | None:
     """Commit the result, the outgoing row, the study's status and the job's completion; None when the job
     already has a result (the unique ``score_results.job_id`` decides between two workers on one job).
 
     ``not_built``: why the SR and heat-map could not be built (None when they were, or were not asked for), and
-    whether a PACS is configured (the result's write-back is then ``failed``, as after a dead send)."""
+    whether a PACS is configured (the result's write-back is then ``failed``, as after a dead send).
+    ``replaced_by``: the champion now, when the job's version was champion when queued and is no longer (the result
+    is stored as ``previous-champion`` and ``shadow``, and the study goes back to ``routed`` to be scored by it)."""
     not_built_reason, pacs_configured = not_built
     completed_at, started, inferred = timings_from
+    steering = SteeringRight.shadow if replaced_by is not None else model.steering
     with session_scope(session_factory) as session:
         job = session.get(ScoringJob, job_id)
         assert job is not None
@@ -266,7 +277,7 @@ def _store_result(
                 else WritebackState.failed if not_built_reason and pacs_configured
                 else WritebackState.disabled
             ).value,
-            steering=model.steering.value,
+            steering=steering.value,
             sr_sop_instance_uid=str(documents[0].SOPInstanceUID) if documents else None,
             sr_series_instance_uid=str(documents[0].SeriesInstanceUID) if documents else None,
             heatmap_sop_instance_uid=str(documents[1].SOPInstanceUID) if len(documents) > 1 else None,
@@ -291,12 +302,19 @@ def _store_result(
         if role == ModelRole.champion and study.revision == job.revision:
             study.status = outcome.value
             study.status_reason = reason
+        elif replaced_by is not None and study.revision == job.revision:
+            study.status, study.status_reason = StudyStatus.routed.value, None
+            log.warning("job %d: %s v%s is no longer champion (now %s): result kept, not steering; study re-routed",
+                        job.id, model.name, model.version, replaced_by)
         add_event(
             session, study.id, job.revision, outcome.value, stored_at,
-            model=f"{model.name}:{model.version}", role=role.value, steering=model.steering.value, score=result.score,
+            model=f"{model.name}:{model.version}", role=role.value, steering=steering.value, score=result.score,
             call=call, reason=reason,
             **result.timings,
         )
+        if replaced_by is not None and study.revision == job.revision:
+            add_event(session, study.id, job.revision, "rescore-requested", stored_at,
+                      by=f"model registry: {model.name} v{model.version} is no longer champion (now v{replaced_by})")
         if not_built_reason:
             add_event(session, study.id, job.revision, "write-back-dead", stored_at, reason=not_built_reason, attempts=0)
             # The reason is in the timeline only: a refused header value could be the patient's.

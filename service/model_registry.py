@@ -289,15 +289,26 @@ class ServingRights:
     revoked after a result was stored applies to that result's study too, not only to the next job."""
 
     rights: Mapping[tuple[str, str], SteeringRight] = field(default_factory=dict)
+    # Registered model name -> the version its ``champion`` alias names now.
+    champions: Mapping[str, str] = field(default_factory=dict)
 
     def right_of(self, name: str, version: str) -> SteeringRight:
         """The version's right now; a version the registry no longer holds steers nothing."""
         return self.rights.get((name, str(version)), DEFAULT_RIGHT)
 
+    def is_champion(self, name: str, version: str) -> bool:
+        """Whether the version is its model's champion now: only the champion's results steer."""
+        return self.champions.get(name) == str(version)
+
 
 def serving_rights(tracking_uri: str, rules: DeferRules) -> ServingRights:
-    """The right every registered version may steer with now (:func:`served_right` under the site's ``rules``)."""
-    return ServingRights({(row.name, row.version): served_right(row, rules)[0] for row in list_versions(tracking_uri)})
+    """The right every registered version may steer with now (:func:`served_right` under the site's ``rules``), and
+    each model's champion."""
+    rows = list_versions(tracking_uri)
+    return ServingRights(
+        {(row.name, row.version): served_right(row, rules)[0] for row in rows},
+        {row.name: row.version for row in rows if ModelRole.champion.value in row.aliases},
+    )
 
 
 def served_right(version: RegisteredVersion, rules: DeferRules) -> tuple[SteeringRight, str | None]:

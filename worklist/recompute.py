@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from inference.tables import ScoreResult, Series, Study
+from inference.jobs import request_rescore
+from inference.tables import ScoreResult, ScoringJob, Series, Study
 from service.db import session_scope, utcnow
 from service.lifecycle import ModelRole, SteeringRight, StudyStatus, WorklistEventKind, WorklistState
 from service.model_registry import ServingRights, lesser_right, serving_rights
@@ -50,6 +51,8 @@ _STATE_BY_STATUS: dict[str, str] = {
     StudyStatus.out_of_scope: WorklistState.out_of_scope,
     StudyStatus.failed: WorklistState.failed,
 }
+# Statuses in which no scoring of the study's revision is pending: a re-score may be asked.
+_SETTLED_STATUSES = (StudyStatus.scored, StudyStatus.could_not_score, StudyStatus.out_of_scope, StudyStatus.failed)
 RESULTS_CURSOR = "score_results"
 # The live-update feed only needs to cover a page's reconnect; older rows go.
 EVENT_RETENTION = timedelta(hours=6)
@@ -157,12 +160,15 @@ def _steering_now(result: ScoreResult, serving: ServingRights | None) -> str | N
     return lesser_right(recorded, serving.right_of(result.model_name, result.model_version)).value
 
 
-def _take_result(entry: WorklistEntry, result: ScoreResult, serving: ServingRights | None = None) -> bool:
-    """Copy a champion result onto the entry; False when it is a challenger's or older than the one there."""
+def _take_result(
+    entry: WorklistEntry, result: ScoreResult, serving: ServingRights | None = None, *, force: bool = False
+) -> bool:
+    """Copy a champion result onto the entry; False when it is a challenger's or (unless ``force``) older than the
+    one there. With ``serving``, a result of a version that is no longer champion is taken as awaiting a score."""
     if result.role != ModelRole.champion:
         # Challengers are shadow models: whatever they say must never move a study.
         return False
-    if entry.result_revision is not None and (result.revision, result.id) < (
+    if not force and entry.result_revision is not None and (result.revision, result.id) < (
         entry.result_revision,
         entry.score_result_id or 0,
     ):
@@ -170,6 +176,12 @@ def _take_result(entry: WorklistEntry, result: ScoreResult, serving: ServingRigh
     entry.score_result_id = result.id
     entry.result_revision = result.revision
     entry.model_name, entry.model_version = result.model_name, result.model_version
+    if serving is not None and not serving.is_champion(result.model_name, result.model_version):
+        # Rolled back or replaced: its call no longer moves the study, which waits in arrival order for the
+        # champion's score (``_follow_registry`` asks for it).
+        entry.steering, entry.state = None, WorklistState.awaiting_score
+        entry.score, entry.threshold, entry.call, entry.score_reason = None, None, None, None
+        return True
     entry.steering = _steering_now(result, serving)
     if result.outcome == StudyStatus.scored and result.score is not None and result.call in ("positive", "negative"):
         entry.state = WorklistState.scored
@@ -191,29 +203,78 @@ def _apply_result(
     return _reprioritise(session, entry, policy, now)
 
 
-def _follow_rights(
+def _follow_registry(
     session: Session, serving: ServingRights, policy: PriorityPolicy, now: datetime, batch: int
 ) -> list[PriorityChange | None]:
-    """Open entries whose version's right was lowered (or given back) since their result was taken: each steers
-    with the lesser of its result's recorded right and its version's right now."""
+    """Open entries whose version's right, or champion alias, changed since their result was taken.
+
+    A champion's result steers with the lesser of its recorded right and its version's right now. A result of a
+    version that is no longer champion (a rollback, a promotion) steers nothing: the entry takes the champion's
+    result for the same revision where there is one, else waits in arrival order while the study is scored again."""
     changes: list[PriorityChange | None] = []
     rows = session.execute(
-        select(WorklistEntry, ScoreResult)
+        select(WorklistEntry, ScoreResult, Study)
         .join(ScoreResult, ScoreResult.id == WorklistEntry.score_result_id)
+        .join(Study, Study.id == WorklistEntry.study_id)
         .where(WorklistEntry.is_open.is_(True))
         .order_by(WorklistEntry.id)
     ).all()
-    for entry, result in rows:
-        steering = _steering_now(result, serving)
-        if steering == entry.steering:
-            continue
-        logger.info("worklist: study %d steered by %s v%s with %s, was %s", entry.study_id, result.model_name,
-                    result.model_version, steering, entry.steering)
-        entry.steering = steering
-        changes.append(_reprioritise(session, entry, policy, now))
+    for entry, result, study in rows:
         if len(changes) >= batch:
             break
+        if serving.is_champion(result.model_name, result.model_version):
+            steering = _steering_now(result, serving)
+            if entry.state != WorklistState.scored or steering == entry.steering:
+                continue
+            logger.info("worklist: study %d steered by %s v%s with %s, was %s", entry.study_id, result.model_name,
+                        result.model_version, steering, entry.steering)
+            entry.steering = steering
+            changes.append(_reprioritise(session, entry, policy, now))
+            continue
+        current = _champion_result(session, result, serving)
+        if current is not None:
+            _take_result(entry, current, serving, force=True)
+            changes.append(_reprioritise(session, entry, policy, now))
+            continue
+        if entry.state == WorklistState.scored:
+            logger.info("worklist: study %d: %s v%s is no longer champion; arrival order until scored again",
+                        entry.study_id, result.model_name, result.model_version)
+            _take_result(entry, result, serving, force=True)
+            changes.append(_reprioritise(session, entry, policy, now))
+        _rescore_with_champion(session, study, result, serving, now)
     return changes
+
+
+def _champion_result(session: Session, result: ScoreResult, serving: ServingRights) -> ScoreResult | None:
+    """The latest result of the champion now for the revision ``result`` scored (one it made before it was replaced
+    and then brought back by a rollback)."""
+    champion = serving.champions.get(result.model_name)
+    if champion is None:
+        return None
+    return session.scalar(
+        select(ScoreResult)
+        .where(ScoreResult.study_id == result.study_id, ScoreResult.revision == result.revision,
+               ScoreResult.role == ModelRole.champion, ScoreResult.model_name == result.model_name,
+               ScoreResult.model_version == champion)
+        .order_by(ScoreResult.id.desc())
+        .limit(1)
+    )
+
+
+def _rescore_with_champion(session: Session, study: Study, result: ScoreResult, serving: ServingRights, now: datetime) -> None:
+    """Send the study back to ``routed`` for the champion now, once: not while it is being scored, not for a revision
+    the champion was already queued for (its outcome stands), nor when a newer revision supersedes the result."""
+    champion = serving.champions.get(result.model_name)
+    if champion is None or study.revision != result.revision or study.status not in _SETTLED_STATUSES:
+        return
+    queued = session.scalar(
+        select(ScoringJob.id).where(ScoringJob.study_id == study.id, ScoringJob.revision == study.revision,
+                                    ScoringJob.model_name == result.model_name, ScoringJob.model_version == champion)
+        .limit(1)
+    )
+    if queued is None:
+        request_rescore(session, study, f"model registry: {result.model_name} v{result.model_version} is no longer "
+                        f"champion (now v{champion})", now)
 
 
 def _latest_champion(session: Session, study_id: int) -> ScoreResult | None:
@@ -294,9 +355,9 @@ def recompute_worklist(
             entry.state = state_for_status(study.status)
             changes.append(_reprioritise(session, entry, policy, now))
 
-    # 4. Rights lowered or revoked in the registry since the results were stored.
+    # 4. Rights lowered or revoked, and champions rolled back or replaced, since the results were stored.
     if serving is not None:
-        changes.extend(_follow_rights(session, serving, policy, now, batch))
+        changes.extend(_follow_registry(session, serving, policy, now, batch))
 
     # 5. Studies whose aging cap has run out: back in their arrival place, ahead of later positives.
     for entry in _cap_ran_out(session, policy, now, batch):

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle
-from inference.tables import ScoreResult
+from inference.tables import ScoreResult, Study
 from inference.worker_process import build_worker
 from service.db import session_scope
 from service.lifecycle import SteeringRight
@@ -185,3 +185,47 @@ def test_a_rollback_lowers_an_unearned_defer_of_the_version_it_brings_back(
         assert steering_of(version_of(uri, "chest-xray", "1")) == SteeringRight.raise_only
     finally:
         client.set_registered_model_alias("chest-xray", "champion", "1")
+
+
+def test_after_a_rollback_the_replaced_version_steers_nothing(pipeline: Pipeline, uri: str, tmp_path: Path) -> None:
+    """v2 (defer, earned) is promoted, scores study 1 and has study 2 queued; `quality rollback` brings v1 back. The
+    job queued for v2 is kept as a non-steering record, and both studies wait in arrival order until v1 scores them."""
+    from mlflow.tracking import MlflowClient
+
+    from quality.gate import rollback_champion
+
+    policy = policy_from_settings(pipeline.settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        v2 = log_onnx_bundle(uri, SHIPPED_MODELS_DIR / "chest-xray").version
+    set_steering(uri, "chest-xray", v2, SteeringRight.defer, evidence=EVIDENCE, rules=DeferRules())
+    move_champion(uri, "chest-xray", v2)
+    try:
+        pipeline.receive(DX_CHEST)
+        pipeline.complete_route_and_score()  # study 1: scored by v2 before the rollback
+        with session_scope(pipeline.worker.session_factory) as session:
+            recompute_worklist(session, policy, serving=_serving(pipeline))
+            assert _places(session) == [("negative", 90.0, "defer")]
+        pipeline.receive(_new_study(tmp_path))
+        pipeline.monitor.run_once()
+        pipeline.worker.enqueue_routed()  # study 2: queued for v2
+        with session_scope(pipeline.worker.session_factory) as session:
+            assert rollback_champion(session, uri, "chest-xray", actor="emma") == (v2, "1")
+        while pipeline.worker.process_one():
+            pass
+        with session_scope(pipeline.worker.session_factory) as session:
+            late = session.scalars(select(ScoreResult).order_by(ScoreResult.id.desc())).first()
+            assert late is not None and late.study_id == 2 and late.model_version == v2
+            assert (late.role, late.steering, late.sr_sop_instance_uid) == ("previous-champion", "shadow", None)
+            recompute_worklist(session, policy, serving=_serving(pipeline))
+            assert [place[:2] for place in _places(session)] == [("unscored", 0.0), ("unscored", 0.0)]
+            statuses = [s.status for s in session.scalars(select(Study).order_by(Study.id))]
+        assert statuses == ["routed", "routed"]  # both go to v1
+
+        pipeline.complete_route_and_score()
+        with session_scope(pipeline.worker.session_factory) as session:
+            recompute_worklist(session, policy, serving=_serving(pipeline))
+            entries = session.scalars(select(WorklistEntry).order_by(WorklistEntry.study_id)).all()
+            assert [(e.model_version, e.call, e.steering, e.tier) for e in entries] == [("1", "negative", "raise-only", "unscored")] * 2
+    finally:
+        MlflowClient(uri, uri).set_registered_model_alias("chest-xray", "champion", "1")
