@@ -53,6 +53,8 @@ _STATE_BY_STATUS: dict[str, str] = {
 }
 # Statuses in which no scoring of the study's revision is pending: a re-score may be asked.
 _SETTLED_STATUSES = (StudyStatus.scored, StudyStatus.could_not_score, StudyStatus.out_of_scope, StudyStatus.failed)
+# Statuses in which a study's revision ends without a champion result.
+_NO_RESULT_STATUSES = (StudyStatus.failed, StudyStatus.not_applicable)
 RESULTS_CURSOR = "score_results"
 # The live-update feed only needs to cover a page's reconnect; older rows go.
 EVENT_RETENTION = timedelta(hours=6)
@@ -351,7 +353,9 @@ def recompute_worklist(
         champion = _latest_champion(session, study.id)
         if champion is not None and champion.id != entry.score_result_id:
             changes.append(_apply_result(session, entry, champion, policy, now, serving))
-        elif champion is None:
+        elif champion is None or (champion.revision < study.revision and study.status in _NO_RESULT_STATUSES):
+            # No result, or one about an older revision while the study's revision ended without one (its job
+            # dead-lettered): the older call, about fewer images, must not keep deferring or raising the study.
             entry.state = state_for_status(study.status)
             changes.append(_reprioritise(session, entry, policy, now))
 
