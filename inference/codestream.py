@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import io
 import struct
+from array import array
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -21,7 +22,7 @@ from pydicom.uid import UID
 
 from inference.errors import CodestreamMismatch
 
-__all__ = ["check_codestreams"]
+__all__ = ["check_codestreams", "fragment_limit", "too_many_fragments"]
 
 _J2K_SYNTAXES = {
     "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93",
@@ -33,16 +34,29 @@ _JPEG_SYNTAXES = {
 }
 # Enough for a JPEG's APP and table segments before its SOF (an ICC profile included) and a JP2 header.
 _HEAD_BYTES = 1 << 20
+_FRAGMENTS_PER_FRAME = 64
+_BYTES_PER_FRAGMENT = 1024
+_MOST_FRAGMENTS = 1_000_000
 _ITEM = 0xFFFEE000
 _SEQUENCE_END = 0xFFFEE0DD
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  "
 
 
-@dataclass(frozen=True)
-class _Fragment:
-    offset: int  # of its item tag, from the first fragment's item tag (what the offset tables count)
-    value_at: int  # of its value, in the stream
-    length: int
+class _Fragments:
+    """Where each fragment lies, kept in two arrays of 8-byte integers: one object per fragment (about 200 bytes)
+    made 12.5 million empty fragments (a 100 MB file) cost 2.4 GB."""
+
+    def __init__(self, first: int) -> None:
+        self.first = first  # where the first fragment's item tag lies in the stream
+        self.offsets = array("Q")  # of each item tag, from the first fragment's (what the offset tables count)
+        self.lengths = array("Q")
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def value_at(self, index: int) -> int:
+        """Where fragment ``index``'s value lies in the stream."""
+        return self.first + self.offsets[index] + 8
 
 
 @dataclass(frozen=True)
@@ -53,14 +67,32 @@ class _Declared:
     precision: int
 
 
-def _read_items(stream: BinaryIO) -> tuple[list[int], list[_Fragment]]:
-    """The basic offset table and the fragments of encapsulated pixel data, reading item tags only."""
+def fragment_limit(frames: int, pixel_bytes: int) -> int:
+    """The most fragments encapsulated pixel data of ``frames`` frames in ``pixel_bytes`` may hold.
+
+    PS3.5 A.4 lets a frame span any number of fragments, but writers split a frame into one fragment or a few
+    large ones (dcmtk's +fs: whole kilobytes); millions of empty or 2-byte fragments only cost the reader
+    memory and time. 64 per frame plus one per kilobyte keeps every writer's layout and bounds the scan; the
+    per-frame share stops at a million fragments, so that a header declaring 10^9 one-pixel frames does not lift it.
+    """
+    per_frame = min(max(frames, 1) * _FRAGMENTS_PER_FRAME, max(frames, _MOST_FRAGMENTS))
+    return per_frame + pixel_bytes // _BYTES_PER_FRAGMENT
+
+
+def too_many_fragments(limit: int, frames: int) -> CodestreamMismatch:
+    return CodestreamMismatch(
+        f"pixel data has more than {limit:,} fragments for {frames} frame{'s' if frames != 1 else ''}"
+    )
+
+
+def _read_items(stream: BinaryIO, limit: int, frames: int) -> tuple[list[int], _Fragments]:
+    """The basic offset table and the fragments of encapsulated pixel data, reading item tags only; refused
+    past ``limit`` fragments, counted before any more is kept."""
     group, element, length = struct.unpack("<HHL", _exactly(stream, 8))
     if group << 16 | element != _ITEM or length % 4:
         raise CodestreamMismatch("encapsulated pixel data does not start with a basic offset table item")
     basic = list(struct.unpack(f"<{length // 4}L", _exactly(stream, length)))
-    fragments: list[_Fragment] = []
-    first = stream.tell()
+    fragments = _Fragments(stream.tell())
     while len(head := stream.read(8)) == 8:
         group, element, length = struct.unpack("<HHL", head)
         tag = group << 16 | element
@@ -68,7 +100,10 @@ def _read_items(stream: BinaryIO) -> tuple[list[int], list[_Fragment]]:
             break
         if tag != _ITEM or length == 0xFFFFFFFF:
             raise CodestreamMismatch(f"unexpected tag {tag:08X} among the pixel data fragments")
-        fragments.append(_Fragment(stream.tell() - 8 - first, stream.tell(), length))
+        if len(fragments) >= limit:
+            raise too_many_fragments(limit, frames)
+        fragments.offsets.append(stream.tell() - 8 - fragments.first)
+        fragments.lengths.append(length)
         stream.seek(length, io.SEEK_CUR)
     return basic, fragments
 
@@ -80,15 +115,16 @@ def _exactly(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
-def _frame_starts(ds: Dataset, basic: list[int], fragments: list[_Fragment], frames: int, stream: BinaryIO) -> list[int]:
+def _frame_starts(ds: Dataset, basic: list[int], fragments: _Fragments, frames: int, stream: BinaryIO) -> list[int]:
     """Index of the first fragment of each frame, split as pydicom's ``get_frame`` splits them for the decoder."""
     extended = ds.get("ExtendedOffsetTable")
     offsets = list(struct.unpack(f"<{len(extended) // 8}Q", extended)) if extended else basic
     if offsets:
-        index = {fragment.offset: i for i, fragment in enumerate(fragments)}
-        if any(offset not in index for offset in offsets):
+        # Item offsets only grow: a binary search finds each one without a table of every fragment.
+        found = [bisect.bisect_left(fragments.offsets, offset) for offset in offsets]
+        if any(i == len(fragments) or fragments.offsets[i] != offset for i, offset in zip(found, offsets, strict=True)):
             raise CodestreamMismatch("the pixel data's offset table points between fragments")
-        return [index[offset] for offset in offsets]
+        return found
     if len(fragments) == 1 or frames == 1:
         return [0]
     if len(fragments) == frames:
@@ -97,14 +133,15 @@ def _frame_starts(ds: Dataset, basic: list[int], fragments: list[_Fragment], fra
         raise CodestreamMismatch(f"{len(fragments)} pixel data fragments cannot hold {frames} frames")
     # No offset table and more fragments than frames: a frame ends with a fragment whose tail holds EOI/EOC.
     starts = [0]
-    for i, fragment in enumerate(fragments[:-1]):
-        stream.seek(fragment.value_at + max(fragment.length - 10, 0))
-        if b"\xff\xd9" in stream.read(min(fragment.length, 10)):
+    for i in range(len(fragments) - 1):
+        length = fragments.lengths[i]
+        stream.seek(fragments.value_at(i) + max(length - 10, 0))
+        if b"\xff\xd9" in stream.read(min(length, 10)):
             starts.append(i + 1)
     return starts
 
 
-def _head(stream: BinaryIO, fragments: list[_Fragment], start: int, end: int) -> bytes:
+def _head(stream: BinaryIO, fragments: _Fragments, start: int, end: int) -> bytes:
     """Up to ``_HEAD_BYTES`` of the frame held by fragments ``start`` to ``end`` (a header may cross fragments).
 
     Linear in the frame's bytes: appending to a bytes object fragment by fragment, over every later fragment,
@@ -113,9 +150,8 @@ def _head(stream: BinaryIO, fragments: list[_Fragment], start: int, end: int) ->
     """
     head = bytearray()
     for index in range(start, end):
-        fragment = fragments[index]
-        stream.seek(fragment.value_at)
-        head += stream.read(min(fragment.length, _HEAD_BYTES - len(head)))
+        stream.seek(fragments.value_at(index))
+        head += stream.read(min(fragments.lengths[index], _HEAD_BYTES - len(head)))
         if len(head) >= _HEAD_BYTES:
             break
     return bytes(head)
@@ -148,10 +184,12 @@ def _jpeg_declared(head: bytes) -> _Declared | None:
     return _Declared(found["height"], found["width"], found["components"], found["precision"])
 
 
-def _pixel_stream(ds: Dataset) -> BinaryIO:
+def _pixel_stream(ds: Dataset) -> tuple[BinaryIO, int]:
     # Encapsulated pixel data has an undefined length, so pydicom has it in memory even when reading with
-    # defer_size; a (non-conformant) defined length is read here, within the file's own size limit.
-    return io.BytesIO(ds.PixelData)
+    # defer_size; a (non-conformant) defined length is read here, within the file's own size limit. BytesIO
+    # shares the bytes object it is given (no copy until written).
+    data = ds.PixelData
+    return io.BytesIO(data), len(data)
 
 
 def check_codestreams(ds: Dataset, rows: int, columns: int, samples: int, bits_allocated: int, frames: int) -> None:
@@ -168,9 +206,9 @@ def check_codestreams(ds: Dataset, rows: int, columns: int, samples: int, bits_a
         kind, declared_by = "JPEG", _jpeg_declared
     else:
         return
-    stream = _pixel_stream(ds)
+    stream, size = _pixel_stream(ds)
     try:
-        basic, fragments = _read_items(stream)
+        basic, fragments = _read_items(stream, fragment_limit(frames, size), frames)
         if not fragments:
             raise CodestreamMismatch("encapsulated pixel data holds no frame")
         starts = _frame_starts(ds, basic, fragments, frames, stream)

@@ -8,14 +8,19 @@ DICOM, missing or malformed UIDs, an unreadable header); whether valid DICOM is 
 from __future__ import annotations
 
 import re
+import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
+from inference.codestream import fragment_limit, too_many_fragments
 from inference.errors import (
     CodestreamMismatch,
     InstanceTooLarge,
@@ -23,7 +28,7 @@ from inference.errors import (
     NotDicom,
     TruncatedPixelData,
 )
-from inference.instance_limits import check_declared_pixels, read_deflated_header
+from inference.instance_limits import check_declared_pixels, deflated_data_set_offset, read_deflated_header
 from inference.records import InstanceHeaders
 from inference.sop_classes import modality_for_sop_class
 
@@ -86,12 +91,123 @@ def _required_uid(ds: FileDataset, keyword: str) -> str:
 
 
 _DEFER_BYTES = 4096
+# pydicom builds a Dataset for every sequence item it reads, about 700 bytes each even when empty, and cannot
+# defer an undefined-length sequence: 10^6 empty items (an 8 MB file) cost 712 MB. An enhanced multi-frame
+# image of 10,000 frames with about ten functional-group items each stays under this.
+MAX_SEQUENCE_ITEMS = 250_000
+_UNDEFINED = 0xFFFFFFFF
+_PIXEL_DATA = 0x7FE00010
+_NUMBER_OF_FRAMES = 0x00280008
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+@dataclass
+class _Container:
+    """A sequence or item being walked: where it ends (None: at its delimiter), and how its elements are encoded."""
+
+    end: int | None
+    implicit: bool
+    sequence: int  # the tag of the sequence it is, or is an item of
+    item: bool = False
+
+
+def _is_sequence_tag(tag: int) -> bool:
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:
+        return False
+
+
+def _refuse_large_structures(path: Path, transfer_syntax: str) -> None:
+    """Count sequence items and pixel data fragments with one flat walk over tags and lengths, before pydicom
+    builds an object for each: refused past :data:`MAX_SEQUENCE_ITEMS` items or ``codestream.fragment_limit``
+    fragments. Memory is one entry per open sequence level; a layout the walk cannot follow is left to pydicom,
+    whose own error then refuses the file."""
+    implicit_base = transfer_syntax == ImplicitVRLittleEndian
+    endian = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        handle.seek(deflated_data_set_offset(path)[0])
+        try:
+            _walk(handle, implicit_base, endian, size)
+        except struct.error:
+            return  # a file that ends inside an element: pydicom says so
+
+
+def _walk(handle: BinaryIO, implicit_base: bool, endian: str, size: int) -> None:
+    items, frames = 0, 1
+    stack: list[_Container] = []
+    while True:
+        while stack and (ends := stack[-1].end) is not None and handle.tell() >= ends:
+            stack.pop()
+        implicit = stack[-1].implicit if stack else implicit_base
+        head = handle.read(8)
+        if len(head) < 8:
+            return
+        group, element = struct.unpack(f"{endian}HH", head[:4])
+        tag = group << 16 | element
+        if group == 0xFFFE:  # an item or a delimiter: no VR and a 4-byte length, in every encoding
+            length = struct.unpack(f"{endian}L", head[4:])[0]
+            if element == 0xE000 and stack:
+                items += 1
+                if items > MAX_SEQUENCE_ITEMS:
+                    raise InstanceTooLarge(
+                        f"the header holds more than {MAX_SEQUENCE_ITEMS:,} sequence items (sequence "
+                        f"({stack[-1].sequence >> 16:04X},{stack[-1].sequence & 0xFFFF:04X}) among them)"
+                    )
+                end = None if length == _UNDEFINED else handle.tell() + length
+                stack.append(_Container(end, implicit, stack[-1].sequence, item=True))
+            elif element in (0xE00D, 0xE0DD):
+                # An item delimiter closes the open undefined-length item, a sequence delimiter its sequence.
+                closes_item = element == 0xE00D
+                while stack:
+                    closed = stack.pop()
+                    if closed.end is None and closed.item == closes_item:
+                        break
+            continue
+        if implicit:
+            vr, length = b"", struct.unpack(f"{endian}L", head[4:])[0]
+        else:
+            vr = head[4:6]
+            length = struct.unpack(f"{endian}L", handle.read(4))[0] if vr in _LONG_VRS else struct.unpack(
+                f"{endian}H", head[6:])[0]
+        if tag == _PIXEL_DATA and length == _UNDEFINED:  # encapsulated (an icon's too, inside a sequence)
+            shown = frames if not stack else 1
+            _skip_fragments(handle, endian, fragment_limit(shown, size - handle.tell()), shown)
+        elif tag == _NUMBER_OF_FRAMES and not stack and length < 16:
+            value = handle.read(length).strip(b" \x00")
+            frames = int(value) if value.isdigit() else 1
+        elif vr == b"SQ" or (vr == b"UN" and length == _UNDEFINED) or (
+            implicit and (length == _UNDEFINED or _is_sequence_tag(tag))
+        ):
+            # An undefined-length UN is a sequence encoded Implicit VR Little Endian (PS3.5 6.2.2).
+            end = None if length == _UNDEFINED else handle.tell() + length
+            stack.append(_Container(end, implicit or vr == b"UN", tag))
+        elif length == _UNDEFINED:
+            return  # a layout pydicom refuses too
+        else:
+            handle.seek(length, 1)
+
+
+def _skip_fragments(handle: BinaryIO, endian: str, limit: int, frames: int) -> None:
+    """Step over encapsulated pixel data, counting its fragments (``codestream`` checks them once read)."""
+    count = 0
+    while len(head := handle.read(8)) == 8:
+        group, element, length = struct.unpack(f"{endian}HHL", head)
+        if group != 0xFFFE or element != 0xE000 or length == _UNDEFINED:
+            return
+        count += 1
+        if count > limit + 1:  # the basic offset table's item is not a fragment
+            raise too_many_fragments(limit, frames)
+        handle.seek(length, 1)
 
 
 def _read_header(path: Path, max_bytes: int) -> FileDataset:
-    if str(read_file_meta_info(path).get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+    transfer_syntax = str(read_file_meta_info(path).get("TransferSyntaxUID", ""))
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
         # pydicom would inflate the whole data set in memory: inflate in bounded chunks instead.
         return read_deflated_header(path, max_bytes, _DEFER_BYTES)
+    _refuse_large_structures(path, transfer_syntax)
     return dcmread(path, defer_size=_DEFER_BYTES)
 
 
@@ -132,7 +248,7 @@ def read_instance_headers(path: Path, max_bytes: int | None = None) -> InstanceH
         )
     except InvalidDicomError as exc:
         raise NotDicom(f"not a DICOM Part 10 file: {exc}") from exc
-    except (MissingAttribute, InstanceTooLarge):
+    except (MissingAttribute, InstanceTooLarge, CodestreamMismatch):
         raise
     except Exception as exc:  # noqa: BLE001 - untrusted bytes make the parser raise anything
         raise NotDicom(f"unreadable DICOM header: {type(exc).__name__}: {exc}") from exc
