@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
+from pydicom.encaps import encapsulate, generate_fragmented_frames
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import RLELossless
 
 from datasets.errors import UnreadableImage
 from datasets.preprocess import (
@@ -136,3 +140,30 @@ def test_a_grey_film_stored_as_colour_reads_as_the_training_read_its_jpeg() -> N
     coloured[: rgb.shape[0] // 5, :, 0] = 255  # a red band over a fifth of the image
     with pytest.raises(UnsupportedImage, match="colour image"):
         dicom_to_array(_secondary_capture(coloured, "RGB"))
+
+
+def _constant_frames(target: Path, frames: int, side: int = 512) -> Path:
+    """The DX fixture's header with ``frames`` copies of one constant RLE frame (a few kB for all of them)."""
+    ds = pydicom.dcmread(FIXTURES / "inference" / "images" / "dx_chest_highdicom.dcm")
+    ds.Rows = ds.Columns = side
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = np.full((side, side), 700, np.uint16).tobytes()
+    ds.compress(RLELossless, encoding_plugin="pylibjpeg")
+    frame = b"".join(next(generate_fragmented_frames(ds.PixelData)))
+    ds.PixelData = encapsulate([frame] * frames, has_bot=True)
+    ds.NumberOfFrames = frames
+    ds.save_as(target)
+    return target
+
+
+def test_only_the_frame_used_is_decoded(tmp_path: Path) -> None:
+    # Every frame was decoded to use one: a 182 kB file of 1000 constant 1024x1024 frames cost 2 GB and 25 s.
+    # Here 200 frames of 512x512 (100 MB decoded in all).
+    ds = pydicom.dcmread(_constant_frames(tmp_path / "frames.dcm", 200))
+    tracemalloc.start()
+    image = dicom_to_array(ds, apply_voi=False, frame=3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert image.pixels.shape == (512, 512) and float(image.pixels.max()) == 700.0
+    assert peak < 20 << 20
