@@ -93,7 +93,10 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     except FileNotFoundError as exc:
         sys.stderr.write(f"medscreen score: {exc}\n")
         return 2
-    selector = ModelSelector(uri, settings.home / "model-cache", intra_op_threads=settings.ort_threads, refresh_s=0)
+    selector = ModelSelector(
+        uri, settings.home / "model-cache", intra_op_threads=settings.ort_threads, refresh_s=0,
+        defer_rules=defer_rules_from_settings(settings),
+    )
     if args.assume_age is not None and not 0 <= args.assume_age <= 130:
         sys.stderr.write(f"medscreen score: --assume-age {args.assume_age} is not an age in years\n")
         return 2

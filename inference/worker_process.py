@@ -11,6 +11,7 @@ from inference.worker import ScoringWorker
 from service.db import make_engine, make_session_factory
 from service.settings import Settings
 from service.shutdown import stop_on_signals
+from service.steering import defer_rules_from_settings
 
 __all__ = ["build_worker", "run_scoring_process"]
 
@@ -22,6 +23,7 @@ def build_worker(settings: Settings) -> ScoringWorker:
         settings.home / "model-cache",
         intra_op_threads=settings.ort_threads,
         refresh_s=settings.model_refresh_s,
+        defer_rules=defer_rules_from_settings(settings),
     )
     return ScoringWorker(settings, make_session_factory(engine), selector)
 

@@ -249,7 +249,10 @@ def promote(body: PromoteRequest, session: SessionDep, settings: SettingsDep, us
 @router.post("/rollback")
 def rollback(body: RollbackRequest, session: SessionDep, settings: SettingsDep, user: EngineerUser) -> dict[str, str]:
     try:
-        previous, current = rollback_champion(session, settings.resolved_mlflow_tracking_uri, body.task, actor=user.username)
+        previous, current = rollback_champion(
+            session, settings.resolved_mlflow_tracking_uri, body.task, actor=user.username,
+            rules=defer_rules_from_settings(settings),
+        )
     except RegistryError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
     return {"task": body.task, "from": previous, "to": current}

@@ -132,10 +132,14 @@ def run_promote(args: argparse.Namespace, settings: Settings) -> int:
 def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from quality.gate import rollback_champion
     from service.db import session_scope
+    from service.steering import defer_rules_from_settings
 
     try:
         with session_scope(_sessions(settings)) as session:
-            previous, current = rollback_champion(session, settings.resolved_mlflow_tracking_uri, args.task, actor=args.actor)
+            previous, current = rollback_champion(
+                session, settings.resolved_mlflow_tracking_uri, args.task, actor=args.actor,
+                rules=defer_rules_from_settings(settings),
+            )
     except RegistryError as exc:
         return _cannot(exc)
     print(f"{args.task}: champion {previous} -> {current}")

@@ -236,7 +236,9 @@ def promote_through_gate(
     return replace(decision, steering=promoted.steering.value)
 
 
-def rollback_champion(session: Session, tracking_uri: str, task: str, *, actor: str) -> tuple[str, str]:
+def rollback_champion(
+    session: Session, tracking_uri: str, task: str, *, actor: str, rules: DeferRules | None = None
+) -> tuple[str, str]:
     """Point ``champion`` back at the version the last promotion replaced; returns (from, to)."""
     champion = alias_version(tracking_uri, task, ModelRole.champion)
     before = alias_version(tracking_uri, task, ModelRole.previous_champion)
@@ -245,6 +247,7 @@ def rollback_champion(session: Session, tracking_uri: str, task: str, *, actor: 
     current, previous = champion.version, before.version
     record_audit(session, actor, "model.rollback", "model", f"{task}:{previous}", {"task": task, "from": current, "to": previous})
     session.flush()
-    roll_back_champion(tracking_uri, task)
+    # The site's defer rules: the version brought back keeps defer only while its evidence earns it under them.
+    roll_back_champion(tracking_uri, task, rules=rules)
     log.info("rolled %s back from v%s to v%s by %s", task, current, previous, actor)
     return current, previous

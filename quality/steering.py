@@ -49,7 +49,7 @@ def grant_steering(
     evidence = site_evidence(session, task, version, site=site, training_source=site if trained_here else "")
     detail = {"task": task, "version": version, "right": right.value, "evidence": evidence.to_json() if evidence else None}
     try:
-        set_steering(tracking_uri, task, version, right, evidence=evidence, rules=rules)
+        set_steering(tracking_uri, task, version, right, evidence=evidence, rules=rules, granted_by=actor)
     except SteeringRefused as exc:
         record_audit(session, actor, "model.steering_refused", "model", f"{task}:{version}", {**detail, "reason": str(exc)})
         raise

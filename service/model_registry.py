@@ -43,6 +43,7 @@ __all__ = [
     "serving_rights",
     "STEERING_TAG",
     "STEERING_EVIDENCE_TAG",
+    "STEERING_GRANT_TAG",
 ]
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,8 @@ def download_version(tracking_uri: str, name: str, version: str, dest: Path, *, 
 # Version tags holding the steering right and the evidence it was granted on.
 STEERING_TAG = "steering"
 STEERING_EVIDENCE_TAG = "steering_evidence"
+# Who granted the recorded right through quality review (an audited action), when a reviewer did.
+STEERING_GRANT_TAG = "steering_granted_by"
 
 
 def steering_of(version: RegisteredVersion) -> SteeringRight:
@@ -252,9 +255,14 @@ def steering_of(version: RegisteredVersion) -> SteeringRight:
 
 
 def set_steering(
-    tracking_uri: str, name: str, version: str, right: SteeringRight, *, evidence: SteeringEvidence | None, rules: DeferRules
+    tracking_uri: str, name: str, version: str, right: SteeringRight, *, evidence: SteeringEvidence | None,
+    rules: DeferRules, granted_by: str | None = None,
 ) -> None:
-    """Record ``right`` with the version; ``defer`` is refused unless ``evidence`` earns it under ``rules``."""
+    """Record ``right`` with the version; ``defer`` is refused unless ``evidence`` earns it under ``rules``.
+
+    ``granted_by``: the account of a quality reviewer granting it (``quality.steering.grant_steering``, audited); a
+    right recorded without one is what registration derived from the version's figures, and is served only while
+    those figures earn it (:func:`served_right`)."""
     if right == SteeringRight.defer:
         refusals = defer_refusals(evidence, rules)
         if refusals:
@@ -262,6 +270,8 @@ def set_steering(
     tags = {STEERING_TAG: right.value}
     if evidence is not None:
         tags[STEERING_EVIDENCE_TAG] = evidence.to_json()
+    if granted_by:
+        tags[STEERING_GRANT_TAG] = granted_by
     set_version_tags(tracking_uri, name, version, tags)
 
 
@@ -325,6 +335,16 @@ def served_right(version: RegisteredVersion, rules: DeferRules) -> tuple[Steerin
     except SteeringRefused as exc:
         earned = _figures_right(version)
         return earned, f"{exc}; served as {earned.value}"
+    if recorded == SteeringRight.raise_only and STEERING_GRANT_TAG not in version.tags:
+        # Recorded at registration, perhaps by an earlier release under looser rules (every chest training run had
+        # been given raise-only, one trained on 8 films among them): served only while its figures earn it now.
+        # A reviewer's audited grant stands on its own.
+        earned = _figures_right(version)
+        if earned == SteeringRight.shadow:
+            return earned, (
+                f"{version.name} v{version.version} is recorded as raise-only, which its development figures do not "
+                "earn under this release's rules; served as shadow"
+            )
     return recorded, None
 
 

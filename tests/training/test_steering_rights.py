@@ -202,3 +202,24 @@ def test_the_sites_defer_thresholds_apply_at_registration_and_at_promotion(
         promote_through_gate(session, uri, "chest-xray", "2", actor="emma", rules=gate_rules(Settings()), force=True)
     session.close()
     assert str(version_of(uri, "chest-xray", "1").aliases) == "('champion',)"
+
+
+def test_a_raise_only_recorded_under_earlier_rules_is_served_only_while_its_figures_earn_it(
+    registered_store, tmp_path
+) -> None:
+    """Before 83e720a every chest training run was recorded raise-only: a site upgrading with such a version (here
+    trained on 8 films: n_val 8) kept raising every film. It is served as shadow now, with a WARNING; a reviewer's
+    audited grant of raise-only (quality steering) stands."""
+    from inference.champions import ModelSelector
+    from service.model_registry import served_right
+
+    uri = _store_copy(registered_store, tmp_path)
+    rules = DeferRules()
+    assert served_right(version_of(uri, "chest-xray", "1"), rules)[0] == SteeringRight.raise_only  # its figures earn it
+    set_version_tags(uri, "chest-xray", "1", {"n_val": "8", "n_val_positive": "4", "val_auroc_ci_low": "0"})
+    right, why = served_right(version_of(uri, "chest-xray", "1"), rules)
+    assert right == SteeringRight.shadow and why is not None and "development figures" in why
+    selector = ModelSelector(uri, tmp_path / "cache", intra_op_threads=1, refresh_s=0)
+    assert selector.load("chest-xray", "1").steering == SteeringRight.shadow
+    set_steering(uri, "mammography", "1", SteeringRight.raise_only, evidence=None, rules=rules, granted_by="qa-lead")
+    assert served_right(version_of(uri, "mammography", "1"), rules)[0] == SteeringRight.raise_only
