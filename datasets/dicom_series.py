@@ -12,7 +12,7 @@ import numpy as np
 from datasets.errors import UnreadableImage, UnsupportedImage
 from datasets.preprocess import dicom_to_array
 
-__all__ = ["Volume", "volume_from_datasets", "read_series_folder", "slice_position", "sorted_slices", "is_axial"]
+__all__ = ["Volume", "volume_from_datasets", "declared_geometry", "read_series_folder", "slice_position", "sorted_slices", "is_axial"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,25 @@ def is_axial(ds: Any) -> bool:
     """Whether the slice plane is (close to) axial: its normal within about 25 degrees of the patient's z axis."""
     normal = _slice_normal(ds)
     return normal is not None and abs(float(normal[2])) > 0.9
+
+
+def _header_spacing(ds: Any) -> tuple[float, float]:
+    value = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or (1.0, 1.0)
+    try:
+        row_mm, col_mm = (abs(float(v)) for v in value)
+    except (TypeError, ValueError):
+        return 1.0, 1.0  # decoding refuses it with the reason
+    return (row_mm, col_mm) if np.isfinite(row_mm) and np.isfinite(col_mm) else (1.0, 1.0)
+
+
+def declared_geometry(datasets: Iterable[Any]) -> tuple[int, int, int, float, float]:
+    """(slices, rows, columns, row mm, column mm) of a series as its headers declare it, the largest of each over
+    its slices: what decoding it will allocate, known before any pixel is decoded."""
+    items = list(datasets)
+    rows = max((int(ds.get("Rows", 0) or 0) for ds in items), default=0)
+    cols = max((int(ds.get("Columns", 0) or 0) for ds in items), default=0)
+    spacings = [_header_spacing(ds) for ds in items] or [(1.0, 1.0)]
+    return len(items), rows, cols, max(s[0] for s in spacings), max(s[1] for s in spacings)
 
 
 def volume_from_datasets(datasets: Iterable[Any]) -> Volume:

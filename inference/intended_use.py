@@ -62,6 +62,14 @@ _WORKUP_MODIFIERS = {"399055006": "spot compression", "R-102D7": "spot compressi
 # A contact mammogram's estimated magnification is about 1.05-1.15 (the breast on the detector); a magnification
 # view is taken at 1.5-2.0. Above this the image is a magnification view whatever its codes say.
 MAX_MAMMOGRAPHY_MAGNIFICATION = 1.2
+# The largest matrix of a modality when a bundle states none (the shipped bundles predate the bound, and their
+# digests name their registered versions). CT is reconstructed at 512x512, at most 1024x1024; one header could
+# otherwise declare 4096x4096 slices (40 of them, 284 kB of JPEG-LS, took 4.4 GB). Radiographs and mammograms
+# are one image each, bounded by MEDSCREEN_MAX_INSTANCE_MB.
+_LARGEST_MATRIX = {"CT": (1024, 1024)}
+# Row over column spacing (or the reverse) past which pixels are not square: every version was validated on square
+# pixels, and CT reconstructions differ by under 10% (0.545x0.597 mm) when they differ at all.
+MAX_PIXEL_ASPECT = 1.25
 # The attributes the gate reads: a copy of a stored instance that differs in one of them may change its verdict.
 INTENDED_USE_ATTRIBUTES = (
     "SOPClassUID", "Modality", "ImageType", "PresentationIntentType", "PatientAge", "PatientBirthDate", "PatientSex",
@@ -69,6 +77,14 @@ INTENDED_USE_ATTRIBUTES = (
     "ViewModifierCodeSequence", "PatientOrientation", "EstimatedRadiographicMagnificationFactor", "ImageLaterality",
     "Laterality", "PixelSpacing", "ImagerPixelSpacing", "Rows", "Columns",
 )
+
+
+def _default_max_matrix(modalities: tuple[str, ...]) -> tuple[int, int] | None:
+    """The largest matrix of a bundle that names none: the largest of its modalities' defaults, when each has one."""
+    found = [_LARGEST_MATRIX.get(modality) for modality in modalities]
+    if not found or any(matrix is None for matrix in found):
+        return None
+    return max(matrix for matrix in found if matrix is not None)
 
 
 def _bounds(raw: Any) -> tuple[float | None, float | None]:
@@ -94,6 +110,7 @@ class IntendedUse:
     sexes: tuple[str, ...] = ()
     pixel_spacing_mm: tuple[float | None, float | None] = (None, None)
     min_matrix: tuple[int, int] | None = None  # (rows, columns)
+    max_matrix: tuple[int, int] | None = None  # (rows, columns)
     laterality_required: bool = False
 
     @classmethod
@@ -102,6 +119,7 @@ class IntendedUse:
         if not raw:
             return None
         matrix = raw.get("min_matrix")
+        largest = raw.get("max_matrix") or _default_max_matrix(_upper(raw.get("modalities")))
         return cls(
             summary=str(raw.get("summary", "")),
             modalities=_upper(raw.get("modalities")),
@@ -111,6 +129,7 @@ class IntendedUse:
             sexes=_upper(raw.get("sexes")),
             pixel_spacing_mm=_bounds(raw.get("pixel_spacing_mm")),
             min_matrix=(int(matrix[0]), int(matrix[1])) if matrix else None,
+            max_matrix=(int(largest[0]), int(largest[1])) if largest else None,
             laterality_required=bool(raw.get("laterality_required", False)),
         )
 
@@ -159,12 +178,13 @@ def _birthday(born: date, years: int) -> date:
         return date(born.year + years, 3, 1)
 
 
-def _spacing(ds: Any) -> float | None:
+def _spacing(ds: Any) -> tuple[float, ...] | None:
+    """Every value of PixelSpacing (else ImagerPixelSpacing): the row and the column spacing."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         try:
             if value is not None and len(value) >= 1:
-                return float(min(float(v) for v in value))
+                return tuple(float(v) for v in value)
         except (TypeError, ValueError):
             continue
     return None
@@ -174,11 +194,19 @@ def _image_problem(ds: Any, use: IntendedUse) -> str | None:
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if use.min_matrix is not None and (rows < use.min_matrix[0] or columns < use.min_matrix[1]):
         return f"image of {columns}x{rows} pixels; at least {use.min_matrix[1]}x{use.min_matrix[0]} needed"
-    spacing = _spacing(ds)
+    if use.max_matrix is not None and (rows > use.max_matrix[0] or columns > use.max_matrix[1]):
+        return f"image of {columns}x{rows} pixels; at most {use.max_matrix[1]}x{use.max_matrix[0]}"
+    spacings = _spacing(ds)
     low, high = use.pixel_spacing_mm
-    if spacing is not None and ((low is not None and spacing < low) or (high is not None and spacing > high)):
-        return f"pixel spacing {spacing:g} mm outside {low:g}-{high:g} mm" if low is not None and high is not None \
-            else f"pixel spacing {spacing:g} mm out of range"
+    # Both values: the smaller alone was checked, and 0.5\1000 mm passed as 0.5 mm (the CT search grid is sized
+    # from each, and took gigabytes).
+    for spacing in spacings or ():
+        if (low is not None and spacing < low) or (high is not None and spacing > high):
+            return f"pixel spacing {spacing:g} mm outside {low:g}-{high:g} mm" if low is not None and high is not None \
+                else f"pixel spacing {spacing:g} mm out of range"
+    if spacings and min(spacings) > 0 and max(spacings) / min(spacings) > MAX_PIXEL_ASPECT:
+        shown = "x".join(f"{v:g}" for v in spacings)
+        return f"pixel spacing {shown} mm: pixels far from square (validated on square pixels)"
     body_part = _text(ds, "BodyPartExamined")
     body_part = _BODY_PART_SPELLINGS.get(body_part, body_part)
     if use.body_parts and body_part and body_part not in use.body_parts:

@@ -6,6 +6,7 @@ score and localisation outputs, operating point), so a retrained version needs n
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -13,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from datasets.breast_heatmap import breast_heatmap
-from datasets.ct_candidates import Candidate, extract_patches, find_candidates
-from datasets.dicom_series import Volume
+from datasets.ct_candidates import Candidate, extract_patches, find_candidates, search_bytes
+from datasets.dicom_series import Volume, declared_geometry, is_axial
 from datasets.lung_fields import heatmap_within, lung_fields
 from datasets.preprocess import PreprocessSpec, prepare_image
 from inference.assemble import ct_series, decode, frontal_radiographs, mammography_views
@@ -22,6 +23,7 @@ from inference.champions import LoadedModel
 from inference.errors import CouldNotScore
 from inference.intended_use import check_intended_use
 from service.lifecycle import Task
+from service.settings import DEFAULT_MAX_STUDY_DECODED_MB
 
 __all__ = ["TaskScore", "RegionScore", "score_study", "score_task", "SCORERS"]
 
@@ -150,7 +152,8 @@ def _score_each(model: LoadedModel, images: list[Any], *, lungs: bool = False) -
     return kept, scored, left_out
 
 
-def score_chest_xray(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+def score_chest_xray(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int,
+                     max_decoded_mb: int = DEFAULT_MAX_STUDY_DECODED_MB) -> TaskScore:
     """The frontal film; a study with more than one of its view (a repeated exposure) has each scored, and its
     score is the most suspicious film's, as a mammogram's is its most suspicious view's: a model that may only raise
     a study sees every film (the lower instance number on a tie)."""
@@ -168,7 +171,8 @@ def score_chest_xray(model: LoadedModel, datasets: list[Any], *, min_ct_slices: 
     return best
 
 
-def score_mammography(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+def score_mammography(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int,
+                      max_decoded_mb: int = DEFAULT_MAX_STUDY_DECODED_MB) -> TaskScore:
     """Each view is scored; the study's score is its most suspicious view's."""
     candidates = mammography_views(datasets)
     kept, scored, left_out = _score_each(model, [view.dataset for view in candidates])
@@ -189,8 +193,31 @@ def score_mammography(model: LoadedModel, datasets: list[Any], *, min_ct_slices:
     return best
 
 
-def score_ct(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+def _refuse_past_budget(datasets: list[Any], max_decoded_mb: int) -> None:
+    """Refuse, before decoding, a study whose CT series would take more than the budget to decode and search.
+
+    Every axial series the scorer may pick is checked, from Rows, Columns, PixelSpacing and the slice count:
+    no limit on one instance bounds these (40 slices of 4096x4096, 284 kB of JPEG-LS, took 4.4 GB).
+    """
+    by_series: dict[str, list[Any]] = defaultdict(list)
+    for ds in datasets:
+        if str(getattr(ds, "Modality", "")) == "CT" and "ImagePositionPatient" in ds and is_axial(ds):
+            by_series[str(ds.SeriesInstanceUID)].append(ds)
+    for series in by_series.values():
+        slices, rows, cols, row_mm, col_mm = geometry = declared_geometry(series)
+        need = search_bytes(*geometry)
+        if need > max_decoded_mb << 20:
+            raise CouldNotScore(
+                f"CT series of {slices} slices of {cols}x{rows} pixels ({row_mm:g}x{col_mm:g} mm) needs about "
+                f"{need >> 20:,} MB to decode and search, over the {max_decoded_mb:,} MB study budget "
+                f"(MEDSCREEN_MAX_STUDY_DECODED_MB)"
+            )
+
+
+def score_ct(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int,
+             max_decoded_mb: int = DEFAULT_MAX_STUDY_DECODED_MB) -> TaskScore:
     """Candidate nodules in the lungs, each patch scored; the study's score is the highest candidate's."""
+    _refuse_past_budget(datasets, max_decoded_mb)
     volume = ct_series(datasets, min_slices=min_ct_slices)
     candidates = find_candidates(volume)
     source_by_uid = {str(ds.SOPInstanceUID): ds for ds in datasets}
@@ -278,7 +305,8 @@ SCORERS: dict[str, Callable[..., TaskScore]] = {
 }
 
 
-def score_study(task: str, model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+def score_study(task: str, model: LoadedModel, datasets: list[Any], *, min_ct_slices: int,
+                max_decoded_mb: int = DEFAULT_MAX_STUDY_DECODED_MB) -> TaskScore:
     """A study scored by ``model``: its intended-use gate first, then the task's scorer on the images the gate
     admitted only, so that no image the gate left out (a view it does not list) is scored or sets the score.
 
@@ -286,15 +314,16 @@ def score_study(task: str, model: LoadedModel, datasets: list[Any], *, min_ct_sl
     """
     use = model.intended_use
     admitted = check_intended_use(use, datasets, model.label) if use is not None else list(datasets)
-    return score_task(task, model, admitted, min_ct_slices=min_ct_slices)
+    return score_task(task, model, admitted, min_ct_slices=min_ct_slices, max_decoded_mb=max_decoded_mb)
 
 
-def score_task(task: str, model: LoadedModel, datasets: list[Any], *, min_ct_slices: int) -> TaskScore:
+def score_task(task: str, model: LoadedModel, datasets: list[Any], *, min_ct_slices: int,
+               max_decoded_mb: int = DEFAULT_MAX_STUDY_DECODED_MB) -> TaskScore:
     """The task's scorer on ``datasets`` as given, without the intended-use gate (a study goes through
     :func:`score_study`; this is for images already admitted, and for benchmarks)."""
     if task not in SCORERS:
         raise CouldNotScore(f"no scorer for task {task}")
-    result = SCORERS[task](model, datasets, min_ct_slices=min_ct_slices)
+    result = SCORERS[task](model, datasets, min_ct_slices=min_ct_slices, max_decoded_mb=max_decoded_mb)
     if not np.isfinite(result.score) or not 0.0 <= result.score <= 1.0:
         raise CouldNotScore(f"model returned a score outside [0, 1]: {result.score}")
     return result

@@ -14,9 +14,12 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "DEFAULT_MAX_STUDY_DECODED_MB"]
 
 # Substrings of secrets copied from examples and templates.
+# A 300-slice 512x512 CT series takes about 0.5 GB (volume and search grid); a few kB of headers had asked for
+# more than 8 GB. The scorers take the same default when called without the settings (benchmarks, tests).
+DEFAULT_MAX_STUDY_DECODED_MB = 4096
 _DEFAULT_SECRET_WORDS = ("changethis", "changeme", "change-me", "change_me", "secret", "password", "default", "example")
 
 
@@ -140,6 +143,13 @@ class Settings(BaseSettings):
         2048,
         description="Largest instance accepted, as received, once a deflated data set is inflated, and as the pixel "
         "data declares once decoded; checked while streaming, before anything is decoded. Larger ones are refused (0xA700).",
+    )
+    max_study_decoded_mb: int = Field(
+        DEFAULT_MAX_STUDY_DECODED_MB,
+        ge=1,
+        description="Most memory a study's scoring may decode into, computed from its headers before any pixel is "
+        "decoded (a CT series' volume and candidate search grid); a larger study is not scored (could not score, with "
+        "the reason).",
     )
     max_request_mb: int = Field(
         32,
