@@ -14,13 +14,20 @@ from inference.tables import ScoreResult
 from service.fhir_push import FHIR_JSON, transaction_bundle
 from service.outbox import Candidate, existing_keys, read_from, start_cursor, take_in
 
-__all__ = ["FHIR_CHANNEL", "take_in_fhir_results"]
+__all__ = ["FHIR_CHANNEL", "result_topic", "take_in_fhir_results"]
 
 FHIR_CHANNEL = "fhir"
 _CURSOR = "fhir:score_results"
 # Re-read behind the cursor: with several scoring workers on PostgreSQL a lower id can commit after a
 # higher one; the outbox key keeps the re-read from adding anything twice.
 _LOOKBACK = 500
+
+
+def result_topic(study_id: int) -> str:
+    """The outbox topic of a study's result messages, on both channels (ORU to the RIS, DiagnosticReport to the
+    EMR): a later result supersedes an earlier one at the peer, so a set-aside earlier one must not be replayed
+    after it (``service.outbox.newer_of_topic``); it would make the superseded result current again."""
+    return f"Result:study:{study_id}"
 
 
 def take_in_fhir_results(
@@ -39,7 +46,8 @@ def take_in_fhir_results(
                 found.append(Candidate(_CURSOR, result.id))
                 continue
             facts = facts_of(result, study)
-            found.append(Candidate(_CURSOR, result.id, key, f"DiagnosticReport result {result.id}", partial(_bundle, facts)))
+            found.append(Candidate(_CURSOR, result.id, key, f"DiagnosticReport result {result.id}", partial(_bundle, facts),
+                                   topic=result_topic(study.id)))
         return found
 
     return take_in(session_factory, FHIR_CHANNEL, FHIR_JSON, read, now)

@@ -16,6 +16,7 @@ from functools import partial
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from inference.fhir_feed import result_topic
 from inference.result_feed import champion_results_after
 from inference.tables import ScoreResult, Study
 from service.db import utcnow
@@ -124,6 +125,7 @@ def take_in_ris_messages(
             found.append(Candidate(
                 _RESULTS_CURSOR, result.id, key, f"ORU^R01 {key}",
                 partial(result_report, endpoint, _order(study), champion, control_id=key, at=at),
+                topic=result_topic(study.id),
             ))
         return found
 
