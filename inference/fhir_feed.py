@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from functools import partial
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.fhir_results import ResultFacts, facts_of, report_id, result_resources
 from inference.result_feed import champion_results_after
-from inference.tables import ScoreResult
+from inference.tables import ScoreResult, Study
 from service.fhir_push import FHIR_JSON, transaction_bundle
-from service.outbox import Candidate, existing_keys, read_from, start_cursor, take_in
+from service.outbox import Candidate, OutboxCursor, existing_keys, read_from, start_cursor, take_in, unseen_behind
 
-__all__ = ["FHIR_CHANNEL", "result_topic", "take_in_fhir_results"]
+__all__ = ["FHIR_CHANNEL", "champion_results_to_read", "result_topic", "take_in_fhir_results"]
 
 FHIR_CHANNEL = "fhir"
 _CURSOR = "fhir:score_results"
@@ -30,14 +29,28 @@ def result_topic(study_id: int) -> str:
     return f"Result:study:{study_id}"
 
 
+def champion_results_to_read(
+    session: Session, cursor: OutboxCursor, lookback: int, batch: int, *, include_shadow: bool
+) -> list[tuple[ScoreResult, Study]]:
+    """The champion results a feed's pass reads: ``lookback`` behind its cursor, and those below its floor that
+    were in flight when it started (``service.outbox.unseen_behind``)."""
+    late = unseen_behind(cursor, lookback)
+    rows = []
+    if late:
+        rows = [(result, study) for result, study in champion_results_after(
+            session, late[0] - 1, late[-1] - late[0] + 1, include_shadow=include_shadow) if result.id in late]
+    return rows + champion_results_after(session, read_from(cursor, lookback), batch + lookback,
+                                         include_shadow=include_shadow)
+
+
 def take_in_fhir_results(
     session_factory: sessionmaker[Session], now: datetime | None = None, *, batch: int = 200, include_shadow: bool = False
 ) -> int:
     def read(session: Session) -> list[Candidate]:
-        cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScoreResult.id))))
+        cursor, created = start_cursor(session, _CURSOR, ScoreResult.id, _LOOKBACK)
         if created:
             return []
-        rows = champion_results_after(session, read_from(cursor, _LOOKBACK), batch + _LOOKBACK, include_shadow=include_shadow)
+        rows = champion_results_to_read(session, cursor, _LOOKBACK, batch, include_shadow=include_shadow)
         known = existing_keys(session, FHIR_CHANNEL, [f"DiagnosticReport/{report_id(r.id)}" for r, _ in rows])
         found = []
         for result, study in rows:

@@ -25,8 +25,8 @@ from fastapi.responses import JSONResponse
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.riskassessment import RiskAssessment
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, sessionmaker
 
 from datasets.fhir_emr import fhir_id
 from screening.findings import RETIRING_STATUSES
@@ -37,7 +37,16 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep
 from service.fhir_push import FHIR_JSON, searchset_bundle, transaction_bundle
-from service.outbox import Candidate, OutboxCursor, OutboxMessage, existing_keys, read_from, start_cursor, take_in
+from service.outbox import (
+    Candidate,
+    OutboxCursor,
+    OutboxMessage,
+    existing_keys,
+    read_from,
+    start_cursor,
+    take_in,
+    unseen_behind,
+)
 
 __all__ = ["FHIR_CHANNEL", "screening_resources", "flag_statuses", "take_in_screening_flags", "fhir_router"]
 
@@ -98,15 +107,13 @@ def flag_statuses(session: Session, flag_ids: Iterable[int]) -> dict[int, str]:
 
 def take_in_screening_flags(session_factory: sessionmaker[Session], now: datetime | None = None, *, batch: int = 200) -> int:
     def read(session: Session) -> list[Candidate]:
-        cursor, created = start_cursor(session, _CURSOR, session.scalar(select(func.max(ScreeningRun.id))))
-        outcomes_cursor, outcomes_created = start_cursor(
-            session, _OUTCOMES_CURSOR, session.scalar(select(func.max(ScreeningOutcome.id)))
-        )
+        cursor, created = start_cursor(session, _CURSOR, ScreeningRun.id, _LOOKBACK)
+        outcomes_cursor, outcomes_created = start_cursor(session, _OUTCOMES_CURSOR, ScreeningOutcome.id, _LOOKBACK)
         if created:
             return []
         rows = session.scalars(
-            select(ScreeningRun).where(ScreeningRun.id > read_from(cursor, _LOOKBACK)).order_by(ScreeningRun.id)
-            .limit(batch + _LOOKBACK)
+            select(ScreeningRun).where(_to_read(ScreeningRun.id, cursor)).order_by(ScreeningRun.id)
+            .limit(batch + 2 * _LOOKBACK)
         ).all()
         known = existing_keys(session, FHIR_CHANNEL, [f"RiskAssessment/medscreen-ra-{row.id}" for row in rows])
         # Messages already stored: the status changes below are of flags the EMR was sent before this pass (one
@@ -137,13 +144,19 @@ def _topic(row_id: int) -> str:
     return f"Flag/medscreen-flag-{row_id}"
 
 
+def _to_read(source_id: InstrumentedAttribute[int], cursor: OutboxCursor) -> ColumnElement[bool]:
+    """The rows a pass reads: ``_LOOKBACK`` behind the cursor, and those below its floor that were in flight when it
+    started (``service.outbox.unseen_behind``, at most ``_LOOKBACK`` of them)."""
+    return or_(source_id > read_from(cursor, _LOOKBACK), source_id.in_(unseen_behind(cursor, _LOOKBACK)))
+
+
 def _new_outcomes(session: Session, cursor: OutboxCursor, created: bool, batch: int) -> list[ScreeningOutcome]:
     """Decisions recorded since the last pass (re-read behind the cursor, as results are: see ``_LOOKBACK``)."""
     if created:
         return []
     return list(session.scalars(
-        select(ScreeningOutcome).where(ScreeningOutcome.id > read_from(cursor, _LOOKBACK)).order_by(ScreeningOutcome.id)
-        .limit(batch + _LOOKBACK)
+        select(ScreeningOutcome).where(_to_read(ScreeningOutcome.id, cursor)).order_by(ScreeningOutcome.id)
+        .limit(batch + 2 * _LOOKBACK)
     ))
 
 

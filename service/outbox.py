@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, Session, mapped_column, sessionmaker
 
 from service.db import Base, UTCDateTime, session_scope, utcnow
 from service.errors import DeliveryFailed, PeerUnreachable
@@ -44,6 +44,7 @@ __all__ = [
     "existing_keys",
     "newer_of_topic",
     "read_from",
+    "unseen_behind",
     "start_cursor",
     "run_feed",
     "Candidate",
@@ -102,6 +103,10 @@ class OutboxCursor(Base):
     # Where the cursor started: a peer configured today is not sent the site's history, and the look-back that
     # catches ids committed out of order (``read_from``) stops here; it had reached 500 rows into that history.
     floor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Ids within the look-back below the floor that were not committed when the cursor started (space-separated):
+    # on PostgreSQL a row written by a transaction still in flight then commits later with a lower id. It is no
+    # history, and is read like a row above the floor (``unseen_behind``); the floor alone had dropped it for good.
+    unseen: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class OutboxLease(Base):
@@ -148,13 +153,19 @@ def advance_cursor(session: Session, name: str, last_id: int | None = None) -> O
     return cursor
 
 
-def start_cursor(session: Session, name: str, current_max: int | None) -> tuple[OutboxCursor, bool]:
-    """The producer's cursor; a new one starts at ``current_max`` (a peer configured today is not sent the
-    site's history). Returns the cursor and whether it was just created."""
+def start_cursor(
+    session: Session, name: str, source_id: InstrumentedAttribute[int], lookback: int
+) -> tuple[OutboxCursor, bool]:
+    """The producer's cursor over the table of ``source_id``; a new one starts at that table's highest id (a peer
+    configured today is not sent the site's history) and notes the ids within ``lookback`` below it that are not
+    committed yet (see :attr:`OutboxCursor.unseen`). Returns the cursor and whether it was just created."""
     cursor = session.get(OutboxCursor, name)
     if cursor is not None:
         return cursor, False
-    cursor = OutboxCursor(name=name, last_id=current_max or 0, floor=current_max or 0)
+    current_max = session.scalar(select(func.max(source_id))) or 0
+    committed = set(session.scalars(select(source_id).where(source_id > current_max - lookback)))
+    unseen = [i for i in range(max(current_max - lookback, 0) + 1, current_max) if i not in committed]
+    cursor = OutboxCursor(name=name, last_id=current_max, floor=current_max, unseen=" ".join(map(str, unseen)))
     session.add(cursor)
     return cursor, True
 
@@ -162,8 +173,14 @@ def start_cursor(session: Session, name: str, current_max: int | None) -> tuple[
 def read_from(cursor: OutboxCursor, lookback: int) -> int:
     """The id after which a producer re-reads its source: ``lookback`` rows behind the cursor (with several
     writers on PostgreSQL a lower id can commit after a higher one; the outbox key keeps a re-read from adding
-    anything twice), never below where the cursor started."""
+    anything twice), never below where the cursor started (rows committed below it then: ``unseen_behind``)."""
     return max(cursor.last_id - lookback, cursor.floor)
+
+
+def unseen_behind(cursor: OutboxCursor, lookback: int) -> list[int]:
+    """The ids below the cursor's floor, still within ``lookback`` of it, that were not committed when it
+    started: a producer reads them as well as the rows after :func:`read_from` (ascending)."""
+    return [i for i in map(int, cursor.unseen.split()) if i > cursor.last_id - lookback]
 
 
 def existing_keys(session: Session, channel: str, keys: list[str]) -> set[str]:

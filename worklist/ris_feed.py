@@ -13,15 +13,14 @@ import threading
 from datetime import datetime
 from functools import partial
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from inference.fhir_feed import result_topic
-from inference.result_feed import champion_results_after
+from inference.fhir_feed import champion_results_to_read, result_topic
 from inference.tables import ScoreResult, Study
 from service.db import utcnow
 from service.errors import DeliveryFailed
-from service.outbox import Candidate, Outgoing, RetryPolicy, existing_keys, read_from, run_feed, start_cursor, take_in
+from service.outbox import Candidate, Outgoing, RetryPolicy, existing_keys, run_feed, start_cursor, take_in
 from service.settings import Settings
 from worklist.hl7_messages import (
     Hl7Endpoint,
@@ -78,7 +77,7 @@ def take_in_ris_messages(
 
     def read(session: Session) -> list[Candidate]:
         found: list[Candidate] = []
-        cursor, _ = start_cursor(session, _CHANGES_CURSOR, session.scalar(select(func.max(PriorityChange.id))))
+        cursor, _ = start_cursor(session, _CHANGES_CURSOR, PriorityChange.id, 0)
         rows = session.execute(
             select(PriorityChange, Study)
             .join(Study, Study.id == PriorityChange.study_id)
@@ -109,12 +108,10 @@ def take_in_ris_messages(
                 partial(priority_update, endpoint, _order(study), facts, control_id=key, at=at),
                 topic=f"OMI:study:{study.id}",
             ))
-        results_cursor, created = start_cursor(session, _RESULTS_CURSOR, session.scalar(select(func.max(ScoreResult.id))))
+        results_cursor, created = start_cursor(session, _RESULTS_CURSOR, ScoreResult.id, _RESULTS_LOOKBACK)
         if created:
             return found
-        results = champion_results_after(
-            session, read_from(results_cursor, _RESULTS_LOOKBACK), batch + _RESULTS_LOOKBACK, include_shadow=include_shadow
-        )
+        results = champion_results_to_read(session, results_cursor, _RESULTS_LOOKBACK, batch, include_shadow=include_shadow)
         known = existing_keys(session, CHANNEL, [f"MSR{result.id}" for result, _ in results])
         for result, study in results:
             key = f"MSR{result.id}"

@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from inference.fhir_feed import FHIR_CHANNEL, take_in_fhir_results
 from inference.fhir_results import report_id
-from service.db import session_scope
+from medscreen.schema import migrate_all
+from service.db import make_engine, make_session_factory, session_scope
 from service.outbox import OutboxMessage
 from tests.worklist.conftest import add_result, make_study
 from worklist.hl7_messages import Hl7Endpoint
@@ -35,3 +36,30 @@ def test_results_made_before_a_peer_was_configured_are_never_sent(app: FastAPI) 
         emr = [m.key for m in session.scalars(select(OutboxMessage).where(OutboxMessage.channel == FHIR_CHANNEL))]
     assert [key for key in ris if key.startswith("MSR")] == [f"MSR{today}"]
     assert emr == [f"DiagnosticReport/{report_id(today)}"]
+
+
+def test_first_start_floor_skips_out_of_order_commit(postgres_database_url: str) -> None:
+    """A result in flight when the feeds first start (its id below where their cursors start) is no history: it
+    reaches both peers when it commits (review 3, crash D6: the floor had dropped it for good, on PostgreSQL)."""
+    migrate_all(postgres_database_url)
+    node1 = make_session_factory(make_engine(postgres_database_url))
+    node2 = make_session_factory(make_engine(postgres_database_url))
+    with session_scope(node1) as session:  # history, so that the cursors start above 0
+        history = add_result(session, make_study(session), score=0.2).id
+    in_flight = node2()  # node 2's worker: result A stored (its id taken), not committed yet
+    in_flight.begin()
+    late = add_result(in_flight, make_study(in_flight), score=0.97).id
+    with session_scope(node1) as session:  # node 1's worker: result B, committed
+        committed = add_result(session, make_study(session), score=0.96).id
+    assert history < late < committed
+    take_in_fhir_results(node1)  # the feeds' first pass: their cursors start at B
+    take_in_ris_messages(node1, ENDPOINT)
+    in_flight.commit()
+    in_flight.close()
+    for _ in range(2):
+        take_in_fhir_results(node1)
+        take_in_ris_messages(node1, ENDPOINT)
+    with session_scope(node1) as session:
+        keys = set(session.scalars(select(OutboxMessage.key)))
+    assert {f"MSR{late}", f"DiagnosticReport/{report_id(late)}"} <= keys
+    assert not {f"MSR{history}", f"DiagnosticReport/{report_id(history)}"} & keys
