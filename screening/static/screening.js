@@ -1,63 +1,165 @@
 // The paediatrician's page: sign in, then the server renders one page of flags at a time
-// (GET /api/screening/flags?format=html); decisions are posted with their note. No data is kept
-// in the browser beyond the login token of this tab.
+// (GET /api/screening/flags?format=html); decisions are posted with their note. Kept in the browser: the
+// login token of this tab, and a note not yet saved when the session ran out (until it is saved or the
+// user logs out), so that signing in again does not throw it away.
 "use strict";
 
 const TOKEN = "medscreen-token";
+const NOTE = "medscreen-note-";  // + result id: an unsaved note kept over a sign-in
 let page = 1;
 
+const $ = (id) => document.getElementById(id);
 function token() { return sessionStorage.getItem(TOKEN); }
 
-async function load() {
-  const flags = document.getElementById("flags");
-  if (!token()) { show(false); return; }
-  const decided = document.getElementById("include-decided").checked;
-  const response = await fetch(`/api/screening/flags?format=html&page=${page}&include_decided=${decided}`,
+// The server's reason for a refusal (its `detail`), else the status.
+async function detail(response) {
+  try {
+    const body = await response.json();
+    if (typeof body.detail === "string") return body.detail;
+  } catch (_) { /* not JSON */ }
+  return `${response.status} ${response.statusText}`.trim();
+}
+
+// Notes typed and not yet saved, and the folds opened, by flag: a re-render must not throw them away.
+function keepTyped(flags) {
+  const kept = new Map();
+  for (const article of flags.querySelectorAll("article.flag")) {
+    const note = article.querySelector("textarea[name=note]");
+    kept.set(article.id, {
+      note: note && note.value !== note.defaultValue ? note.value : null,
+      open: [...article.querySelectorAll("details")].map((d) => d.open),
+    });
+  }
+  return kept;
+}
+
+function restoreTyped(flags, kept) {
+  for (const article of flags.querySelectorAll("article.flag")) {
+    const note = article.querySelector("textarea[name=note]");
+    const saved = sessionStorage.getItem(NOTE + article.id);
+    const before = kept.get(article.id);
+    if (note && saved !== null) note.value = saved;
+    else if (note && before && before.note !== null) note.value = before.note;
+    if (before) article.querySelectorAll("details").forEach((d, i) => { if (before.open[i]) d.open = true; });
+  }
+}
+
+function forgetNotes() {
+  for (const key of Object.keys(sessionStorage)) if (key.startsWith(NOTE)) sessionStorage.removeItem(key);
+}
+
+async function fetchPage() {
+  const decided = $("include-decided").checked;
+  return fetch(`/api/screening/flags?format=html&page=${page}&include_decided=${decided}`,
     {headers: {Authorization: "Bearer " + token()}});
-  if (response.status === 401) { sessionStorage.removeItem(TOKEN); show(false); return; }
-  flags.innerHTML = response.ok ? await response.text() : `<p class="error">Not allowed (${response.status})</p>`;
+}
+
+async function load({ focus = false } = {}) {
+  const flags = $("flags");
+  if (!token()) { show(false); return; }
+  const response = await fetchPage();
+  if (response.status === 401) { signedOut(); return; }
+  const kept = keepTyped(flags);
+  if (response.ok) flags.innerHTML = await response.text();
+  else flags.replaceChildren(Object.assign(document.createElement("p"),
+    { className: "error", textContent: `Not allowed: ${await detail(response)}` }));
+  restoreTyped(flags, kept);
   // The server answers its last page when the one asked for no longer exists (the list got shorter).
   const shown = flags.querySelector("p.meta[data-page]");
   if (shown) page = Number(shown.dataset.page);
   show(true);
+  if (focus && shown) { window.scrollTo(0, 0); shown.focus(); }
+}
+
+// After a decision only the count line is brought up to date: the flags on screen stay where they are, so a
+// second click cannot land on the next child's flag. A page left without flags is loaded again.
+async function refreshCount() {
+  const flags = $("flags");
+  if (!flags.querySelector("article.flag")) { await load(); return; }
+  const response = await fetchPage();
+  if (!response.ok) return;
+  const fresh = document.createElement("template");
+  fresh.innerHTML = await response.text();
+  const meta = fresh.content.querySelector("p.meta"), old = flags.querySelector("p.meta");
+  if (meta && old) old.replaceWith(meta);
 }
 
 function show(signedIn) {
-  document.getElementById("login").hidden = signedIn;
-  document.getElementById("app").hidden = !signedIn;
-  document.getElementById("logout").hidden = !signedIn;
+  $("login").hidden = signedIn;
+  $("app").hidden = !signedIn;
+  $("logout").hidden = !signedIn;
 }
 
-document.getElementById("login").addEventListener("submit", async (event) => {
+function signedOut(message = "") {
+  sessionStorage.removeItem(TOKEN);
+  $("login-error").textContent = message;
+  show(false);
+}
+
+$("login").addEventListener("submit", async (event) => {
   event.preventDefault();
   const response = await fetch("/api/auth/token", {method: "POST", body: new URLSearchParams(new FormData(event.target))});
   if (response.ok) {
     sessionStorage.setItem(TOKEN, (await response.json()).access_token);
-    document.getElementById("login-error").textContent = "";
-    page = 1;
+    $("login-error").textContent = "";
     load();
   } else {
-    document.getElementById("login-error").textContent = "Wrong username or password";
+    // A locked account says so (and for how long); only a plain 401 is a wrong password.
+    $("login-error").textContent = response.status === 401 ? "Wrong username or password" : await detail(response);
   }
 });
 
-document.getElementById("logout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN); show(false); });
-document.getElementById("include-decided").addEventListener("change", () => { page = 1; load(); });
+$("logout").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN); forgetNotes();
+  $("flags").replaceChildren(); $("status").textContent = "";
+  page = 1;
+  show(false);
+});
+$("include-decided").addEventListener("change", () => { page = 1; load(); });
 
-document.getElementById("flags").addEventListener("click", async (event) => {
+const OUTCOME_TEXT = { referred: "referred to genetics", not_relevant: "not relevant" };
+
+$("flags").addEventListener("click", async (event) => {
   const pager = event.target.closest("button[data-page]");
-  if (pager) { page = Number(pager.dataset.page); load(); return; }
+  if (pager) { page = Number(pager.dataset.page); load({ focus: true }); return; }
   const button = event.target.closest("button[data-result]");
   if (!button) return;
   const article = button.closest("article");
+  // One click, one decision: the flag's buttons stay disabled while its decision is on its way.
+  if (article.dataset.pending) return;
+  article.dataset.pending = "1";
+  const buttons = article.querySelectorAll("button[data-result]");
+  buttons.forEach((b) => { b.disabled = true; });
   const note = article.querySelector("textarea[name=note]");
+  const name = article.querySelector("h2").firstChild.textContent.trim();
+  const error = article.querySelector("p.error.decision") || Object.assign(document.createElement("p"), { className: "error decision" });
   const response = await fetch(`/api/screening/flags/${button.dataset.result}/outcome`, {
     method: "POST",
     headers: {Authorization: "Bearer " + token(), "Content-Type": "application/json"},
     body: JSON.stringify({outcome: button.dataset.outcome, note: note ? note.value : ""}),
-  });
-  if (!response.ok) { article.insertAdjacentHTML("beforeend", `<p class="error">Not saved (${response.status})</p>`); return; }
-  load();
+  }).catch(() => null);
+  delete article.dataset.pending;
+  buttons.forEach((b) => { b.disabled = false; });
+  if (!response || !response.ok) {
+    if (response && response.status === 401 && note) sessionStorage.setItem(NOTE + article.id, note.value);
+    if (response && response.status === 401) {
+      signedOut(`Your session has ended: sign in again to record the decision on ${name}; your note is kept.`);
+      return;
+    }
+    error.textContent = `Not saved: ${response ? await detail(response) : "the server could not be reached"}`;
+    article.append(error);
+    return;
+  }
+  sessionStorage.removeItem(NOTE + article.id);
+  // The decided flag gives its place to a line of the same height saying what was stored: nothing moves under
+  // the pointer. Set through the CSSOM: the page's Content-Security-Policy refuses inline style attributes.
+  const done = Object.assign(document.createElement("p"), {
+    className: "decided", tabIndex: -1, textContent: `Decision saved: ${name}, ${OUTCOME_TEXT[button.dataset.outcome]}.` });
+  done.style.minHeight = `${article.getBoundingClientRect().height}px`;
+  article.replaceWith(done);
+  $("status").textContent = done.textContent;
+  done.focus();
+  refreshCount();
 });
 
 load();

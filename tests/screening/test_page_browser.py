@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -139,3 +140,74 @@ def test_deciding_the_last_flag_on_the_last_page_shows_the_page_before(settings:
                 browser.close()
     finally:
         app.state.engine.dispose()
+
+
+def test_one_click_one_decision_typed_notes_kept_and_refusals_told(served: tuple[str, object]) -> None:
+    """Found by review: a double-click stored a decision twice, and a second click 300 ms later decided the next
+    child's flag (the whole list was drawn again, the next flag's button under the pointer); a decision emptied
+    the note typed in another flag and folded its findings; a decision after the session ran out said only "Not
+    saved (401)" and the note was lost at the next sign-in; a locked account read "Wrong username or password";
+    the sign-in fields were named only by placeholders and the whole list was one live region."""
+    sync_api = playwright_or_skip()
+    url, factory = served
+    for _ in range(5):  # dr-b's account is locked by failed logins
+        httpx.post(f"{url}/api/auth/token", data={"username": "dr-b", "password": "not-the-password"})
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/screening")
+            page.get_by_label("Username").fill("dr-b")
+            page.get_by_label("Password").fill("dr-b-password-long")
+            page.click("#login button[type=submit]")
+            sync_api.expect(page.locator("#login-error")).to_contain_text("too many failed logins")
+
+            page.get_by_label("Username").fill("dr-a")
+            page.get_by_label("Password").fill("dr-a-password-long")
+            page.click("#login button[type=submit]")
+            flags = page.locator("article.flag")
+            sync_api.expect(flags).to_have_count(2)
+            assert page.get_attribute("#flags", "aria-live") is None and page.get_attribute("#status", "role") == "status"
+            first, second = flags.nth(0), flags.nth(1)
+            first_name, second_name = (f.locator("h2").evaluate("h => h.firstChild.textContent.trim()") for f in (first, second))
+            described = first.locator("button[data-outcome=not_relevant]").evaluate(
+                "b => document.getElementById(b.getAttribute('aria-describedby')).textContent")
+            assert first_name in described
+
+            second.locator("details.findings > summary").click()
+            second.locator("textarea[name=note]").fill("typed in the second flag")
+            button = first.locator("button[data-outcome=not_relevant]")
+            button.scroll_into_view_if_needed()
+            box = button.bounding_box()
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.dblclick(x, y)
+            sync_api.expect(page.locator("p.decided")).to_contain_text(f"Decision saved: {first_name}, not relevant")
+            page.wait_for_timeout(300)
+            page.mouse.click(x, y)  # again at the same spot, once the list has been updated
+            sync_api.expect(page.locator("#flags p.meta")).to_contain_text("1 flagged child waiting")
+            page.wait_for_timeout(300)
+            sync_api.expect(page.locator("#status")).to_have_text(f"Decision saved: {first_name}, not relevant.")
+            assert page.evaluate("document.activeElement.className") == "decided"
+            sync_api.expect(flags).to_have_count(1)
+            sync_api.expect(flags.first.locator("textarea[name=note]")).to_have_value("typed in the second flag")
+            assert flags.first.locator("details.findings").evaluate("d => d.open")
+            with session_scope(factory) as session:  # type: ignore[arg-type]
+                assert [o.outcome for o in session.scalars(select(ScreeningOutcome))] == ["not_relevant"]
+
+            # The session runs out: the page asks to sign in again and keeps the note for after it.
+            page.evaluate("sessionStorage.setItem('medscreen-token', 'expired')")
+            flags.first.locator("button[data-outcome=referred]").click()
+            sync_api.expect(page.locator("#login-error")).to_contain_text(f"sign in again to record the decision on {second_name}")
+            assert not page.locator("#app").is_visible()
+            page.reload()
+            page.get_by_label("Username").fill("dr-a")
+            page.get_by_label("Password").fill("dr-a-password-long")
+            page.click("#login button[type=submit]")
+            sync_api.expect(flags.first.locator("textarea[name=note]")).to_have_value("typed in the second flag")
+            flags.first.locator("button[data-outcome=referred]").click()
+            sync_api.expect(page.locator("#status")).to_contain_text(f"Decision saved: {second_name}, referred")
+        finally:
+            browser.close()
+    with session_scope(factory) as session:  # type: ignore[arg-type]
+        decided = [(o.outcome, o.note) for o in session.scalars(select(ScreeningOutcome).order_by(ScreeningOutcome.id))]
+    assert decided == [("not_relevant", ""), ("referred", "typed in the second flag")]
