@@ -104,7 +104,8 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"medscreen score: images without an age are taken as {args.assume_age} y (--assume-age); "
                          "each such study's line says so\n")
     counts = score_offline(studies, rules, selector, sys.stdout, min_ct_slices=settings.ct_min_slices,
-                           progress=not args.quiet, assume_age_years=args.assume_age)
+                           progress=not args.quiet, assume_age_years=args.assume_age,
+                           max_decoded_mb=settings.max_study_decoded_mb)
     summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(counts.items())) or "nothing"
     refused_text = ", ".join(f"{v} {k}" for k, v in sorted(refused.items())) or "none"
     sys.stderr.write(f"{len(studies)} studies: {summary}; files refused: {refused_text}\n")

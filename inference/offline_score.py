@@ -137,6 +137,7 @@ def score_offline(
     min_ct_slices: int,
     progress: bool = True,
     assume_age_years: int | None = None,
+    max_decoded_mb: int = 4096,
 ) -> dict[str, int]:
     """Write one JSON line per study to ``out``; returns counts by outcome.
 
@@ -161,7 +162,9 @@ def score_offline(
                 model = selector.load(decision.task, version)
                 datasets = read_study(study.paths)
                 assumed = _assume_age(datasets, assume_age_years) if assume_age_years is not None else None
-                scored = score_study(decision.task, model, datasets, min_ct_slices=min_ct_slices)
+                scored = score_study(
+                    decision.task, model, datasets, min_ct_slices=min_ct_slices, max_decoded_mb=max_decoded_mb
+                )
                 line = _line(
                     study,
                     decision.task,

@@ -105,3 +105,21 @@ def test_the_budget_is_the_setting_and_a_real_series_fits_the_default() -> None:
     session = ort.InferenceSession(str(shipped.onnx_path), providers=["CPUExecutionProvider"])
     model = LoadedModel("ct-chest", "ct-chest", "shipped", None, float(shipped.bundle["threshold"]), shipped.bundle, session)
     assert 0.0 <= score_ct(model, datasets, min_ct_slices=3).score <= 1.0
+
+
+def test_medscreen_score_holds_to_the_sites_budget(registered_store: Any, tmp_path: Any) -> None:
+    """``medscreen score`` had scored with the default budget whatever MEDSCREEN_MAX_STUDY_DECODED_MB said."""
+    import io
+    import shutil
+
+    from inference.champions import ModelSelector
+    from inference.offline_score import collect_studies, score_offline
+    from inference.route import load_rules
+
+    shutil.copyfile(registered_store, tmp_path / "mlflow.db")
+    selector = ModelSelector(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "cache", intra_op_threads=1, refresh_s=0)
+    studies, _ = collect_studies(CT, progress=False)
+    out = io.StringIO()
+    score_offline(studies, load_rules(None), selector, out, min_ct_slices=3, progress=False, max_decoded_mb=1)
+    (line,) = [json.loads(text) for text in out.getvalue().splitlines()]
+    assert line["task"] == "ct-chest" and "over the 1 MB study budget" in (line["error"] or "")
