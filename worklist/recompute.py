@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.jobs import request_rescore
@@ -56,6 +56,10 @@ _SETTLED_STATUSES = (StudyStatus.scored, StudyStatus.could_not_score, StudyStatu
 # Statuses in which a study's revision ends without a champion result.
 _NO_RESULT_STATUSES = (StudyStatus.failed, StudyStatus.not_applicable)
 RESULTS_CURSOR = "score_results"
+# Every serve node runs recompute. On PostgreSQL two passes at once recorded the same change twice (two OMIs with
+# different control ids) and committed their changes out of id order; one pass at a time, in the two-key space (the
+# migrations' lock is a one-key lock: PostgreSQL keeps the two apart). SQLite runs one writer at a time already.
+_RECOMPUTE_LOCK = text("SELECT pg_advisory_xact_lock(1296385091, 1)")  # 'MEDC', recompute
 # The live-update feed only needs to cover a page's reconnect; older rows go.
 EVENT_RETENTION = timedelta(hours=6)
 
@@ -311,6 +315,8 @@ def recompute_worklist(
 
     ``serving``: the registry's rights now (``service.model_registry.serving_rights``); with it, open entries steer
     with no more than their version's current right. Without it, each result steers with the right it recorded."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_RECOMPUTE_LOCK)  # before anything is read, so the pass sees the one before it committed
     now = now or utcnow()
     changes: list[PriorityChange | None] = []
 

@@ -13,14 +13,25 @@ import threading
 from datetime import datetime
 from functools import partial
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.fhir_feed import champion_results_to_read, result_topic
 from inference.tables import ScoreResult, Study
 from service.db import utcnow
 from service.errors import DeliveryFailed
-from service.outbox import Candidate, Outgoing, RetryPolicy, existing_keys, run_feed, start_cursor, take_in
+from service.outbox import (
+    Candidate,
+    OutboxMessage,
+    Outgoing,
+    RetryPolicy,
+    existing_keys,
+    read_from,
+    run_feed,
+    start_cursor,
+    take_in,
+    unseen_behind,
+)
 from service.settings import Settings
 from worklist.hl7_messages import (
     Hl7Endpoint,
@@ -45,6 +56,9 @@ _RESULTS_CURSOR = "hl7:score_results"
 # Results are re-read this many ids behind the cursor: with several scoring workers on PostgreSQL a lower id
 # can commit after a higher one, and the outbox key keeps the re-read from adding anything twice.
 _RESULTS_LOOKBACK = 500
+# Priority changes likewise: every serve node runs recompute, and one node's change can commit after a later id
+# of another's (it had never reached the RIS). Recompute is serialised on PostgreSQL now; this is the safety net.
+_CHANGES_LOOKBACK = 500
 
 
 def endpoint_from_settings(settings: Settings) -> Hl7Endpoint:
@@ -68,6 +82,24 @@ def _order(study: Study) -> StudyOrder:
     )
 
 
+def _priority_topic(study_id: int) -> str:
+    return f"OMI:study:{study_id}"
+
+
+def _newest_queued_changes(session: Session, topics: set[str]) -> dict[str, int]:
+    """The id of the newest priority change already in the outbox, per study topic."""
+    if not topics:
+        return {}
+    newest: dict[str, int] = {}
+    for topic, key in session.execute(
+        select(OutboxMessage.topic, OutboxMessage.key)
+        .where(OutboxMessage.channel == CHANNEL, OutboxMessage.topic.in_(topics), OutboxMessage.key.like("MSPC%"))
+    ).tuples():
+        if topic is not None:
+            newest[topic] = max(newest.get(topic, 0), int(key.removeprefix("MSPC")))
+    return newest
+
+
 def take_in_ris_messages(
     session_factory: sessionmaker[Session], endpoint: Hl7Endpoint, now: datetime | None = None, *, batch: int = 200,
     include_shadow: bool = False,
@@ -77,15 +109,24 @@ def take_in_ris_messages(
 
     def read(session: Session) -> list[Candidate]:
         found: list[Candidate] = []
-        cursor, _ = start_cursor(session, _CHANGES_CURSOR, PriorityChange.id, 0)
+        cursor, _ = start_cursor(session, _CHANGES_CURSOR, PriorityChange.id, _CHANGES_LOOKBACK)
         rows = session.execute(
             select(PriorityChange, Study)
             .join(Study, Study.id == PriorityChange.study_id)
-            .where(PriorityChange.id > cursor.last_id)
+            .where(or_(PriorityChange.id > read_from(cursor, _CHANGES_LOOKBACK),
+                       PriorityChange.id.in_(unseen_behind(cursor, _CHANGES_LOOKBACK))))
             .order_by(PriorityChange.id)
-            .limit(batch)
+            .limit(batch + 2 * _CHANGES_LOOKBACK)
         ).all()
+        known = existing_keys(session, CHANNEL, [f"MSPC{change.id}" for change, _ in rows])
+        newest = _newest_queued_changes(session, {_priority_topic(study.id) for _, study in rows})
         for change, study in rows:
+            topic = _priority_topic(study.id)
+            if f"MSPC{change.id}" in known or change.id < newest.get(topic, 0):
+                # Taken in already, or read late behind a newer change of its study already queued: the RIS shows
+                # the newest state, and an older one sent after it would set the study back.
+                found.append(Candidate(_CHANGES_CURSOR, change.id))
+                continue
             if not shows_change(change, study.first_received_at):
                 # A change the RIS cannot see is recorded on the worklist, not sent; the cursor moves past it (as
                 # deliver_priority_changes does). Settling within a tier is seen: routine -> asap.
@@ -106,7 +147,7 @@ def take_in_ris_messages(
             found.append(Candidate(
                 _CHANGES_CURSOR, change.id, key, f"OMI^O23 {key}",
                 partial(priority_update, endpoint, _order(study), facts, control_id=key, at=at),
-                topic=f"OMI:study:{study.id}",
+                topic=topic,
             ))
         results_cursor, created = start_cursor(session, _RESULTS_CURSOR, ScoreResult.id, _RESULTS_LOOKBACK)
         if created:
