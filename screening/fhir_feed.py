@@ -119,6 +119,13 @@ def take_in_screening_flags(session_factory: sessionmaker[Session], now: datetim
         # Messages already stored: the status changes below are of flags the EMR was sent before this pass (one
         # sent in this pass carries its status now).
         found = _status_changes(session, rows, _new_outcomes(session, outcomes_cursor, outcomes_created, batch))
+        if outcomes_created:
+            # The outcomes cursor is new while the results cursor is not: an upgrade from a release that sent no
+            # status changes. Flags it pushed may have been decided on, or retired by a death or newer flag, long
+            # before (beyond the look-back): each is checked once, or it stays active in the EMR for good.
+            pushed = _pushed_flags(session)
+            for start in range(0, len(pushed), _LOOKBACK):
+                found += _status_changes(session, [], [], pushed[start:start + _LOOKBACK])
         new = [row for row in rows if (row.flagged or row.status == "incomplete")
                and f"RiskAssessment/medscreen-ra-{row.id}" not in known]
         statuses = flag_statuses(session, [row.id for row in new if row.flagged])
@@ -160,13 +167,25 @@ def _new_outcomes(session: Session, cursor: OutboxCursor, created: bool, batch: 
     ))
 
 
-def _status_changes(session: Session, rows: Iterable[ScreeningRun], outcomes: list[ScreeningOutcome]) -> list[Candidate]:
+def _pushed_flags(session: Session) -> list[int]:
+    """The results whose Flag the EMR was sent (their RiskAssessment's message is in the outbox), ascending."""
+    prefix = "RiskAssessment/medscreen-ra-"
+    keys = session.scalars(select(OutboxMessage.key).where(OutboxMessage.channel == FHIR_CHANNEL,
+                                                           OutboxMessage.key.like(f"{prefix}%")))
+    ids = {int(key.removeprefix(prefix)) for key in keys}
+    return sorted(ids & set(session.scalars(select(ScreeningRun.id).where(ScreeningRun.flagged.is_(True)))))
+
+
+def _status_changes(
+    session: Session, rows: Iterable[ScreeningRun], outcomes: list[ScreeningOutcome], flag_ids: Iterable[int] = ()
+) -> list[Candidate]:
     """A message per Flag the EMR was sent whose status changed since: a retiring or newer flagged result of its
-    child, or a decision on it, was stored. Keyed by Flag and status, so each change is added once."""
+    child, or a decision on it, was stored (or it is one of ``flag_ids``). Keyed by Flag and status, so each change
+    is added once."""
     found = [Candidate(_OUTCOMES_CURSOR, outcome.id) for outcome in outcomes]
     triggers = [row for row in rows if row.flagged or row.status in RETIRING_STATUSES]
     children = {Child.of(row) for row in triggers}
-    flags = {outcome.result_id for outcome in outcomes}
+    flags = {outcome.result_id for outcome in outcomes} | set(flag_ids)
     if children:
         of_children = session.scalars(
             select(ScreeningRun).where(ScreeningRun.flagged.is_(True), ScreeningRun.patient_id.in_({c.patient_id for c in children}))

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.riskassessment import RiskAssessment
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, insert, select
 
 from datasets.emr_records import CodedFact
 from datasets.fhir_emr import fhir_id, record_to_bundle
@@ -21,7 +21,7 @@ from screening.results_store import store_result
 from screening.tables import ScreeningAssignment, ScreeningRun
 from service.db import session_scope
 from service.fhir_push import FhirSender
-from service.outbox import OutboxMessage, RetryPolicy, dispatch, newer_of_topic
+from service.outbox import OutboxCursor, OutboxMessage, RetryPolicy, dispatch, newer_of_topic
 from service.tables import AuditEvent
 from tests.fhir_receiver import fhir_receiver
 from tests.screening.conftest import child_of, ordinary_child, syndromic_child
@@ -277,3 +277,35 @@ def test_a_deeply_nested_extension_is_one_records_error_not_a_500(client: TestCl
                 if e["resource"]["resourceType"] == "RiskAssessment"]
     assert subjects == ["Patient/child-1"]
     assert "child-2" in answer.text  # named in the answer's OperationOutcome, with its reason
+
+
+def test_flag_decided_before_upgrade_is_retired_in_emr(screening_app: FastAPI, client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
+    """A flag the EMR got from a release that sent no status changes, decided on under it beyond the look-back, is
+    retired at the upgrade's first pass (review 3, crash D7: it had stayed active in the EMR for good)."""
+    factory = screening_app.state.session_factory
+    take_in_screening_flags(factory)
+    doctor = token_for("dr-ivanova", "paediatrician")
+    assert client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(syndromic_child("child-1")),
+                       headers=doctor).status_code == 200
+    assert take_in_screening_flags(factory) == 1  # the EMR got the active Flag
+    assert client.post("/api/screening?as_of=2024-03-01", json=record_to_bundle(ordinary_child("child-2")),
+                       headers=doctor).status_code == 200
+    with session_scope(factory) as session:  # the site screens on: 700 results after the flag, taken in
+        plain = session.scalar(select(ScreeningRun.id).where(ScreeningRun.flagged.is_(False)))
+        columns = [c for c in ScreeningRun.__table__.columns if c.name != "id"]
+        for _ in range(700):
+            session.execute(insert(ScreeningRun.__table__).from_select(
+                [c.name for c in columns], select(*columns).where(ScreeningRun.id == plain)))
+    take_in_screening_flags(factory)
+    take_in_screening_flags(factory)
+    with session_scope(factory) as session:  # the release before had no outcomes cursor
+        session.execute(delete(OutboxCursor).where(OutboxCursor.name == "fhir:screening_outcomes"))
+        flag_id = session.scalar(select(ScreeningRun.id).where(ScreeningRun.flagged.is_(True)))
+    assert client.post(f"/api/screening/flags/{flag_id}/outcome", json={"outcome": "not_relevant"},
+                       headers=doctor).status_code == 201  # decided under that release
+    for _ in range(2):  # upgraded: the feed's passes
+        take_in_screening_flags(factory)
+    with session_scope(factory) as session:
+        keys = session.scalars(select(OutboxMessage.key).where(OutboxMessage.key.like("Flag/%"))).all()
+    assert keys == [f"Flag/medscreen-flag-{flag_id}/inactive"]
+    assert client.get(f"/fhir/Flag/medscreen-flag-{flag_id}", headers=doctor).json()["status"] == "inactive"
