@@ -43,16 +43,23 @@ class Reading:
 
 
 @contextmanager
-def reading(settings: Settings, patients: dict[str, str], claimed: bool) -> Iterator[Reading]:
-    """rita logged in to the page, with one scored study per patient (claimed by her when ``claimed``)."""
+def reading(
+    settings: Settings, patients: dict[str, str], claimed: bool, no_accession: tuple[str, ...] = ()
+) -> Iterator[Reading]:
+    """rita logged in to the page, with one scored study per patient (claimed by her when ``claimed``; without an
+    accession number for the names in ``no_accession``). rob (radiologist) and paula (paediatrician) exist too."""
     app = create_app(settings)
     now = utcnow()
     uids: dict[str, str] = {}
     with session_scope(app.state.session_factory) as session:
         create_user(session, "rita", PASSWORD, ["radiologist"], actor="test")
+        create_user(session, "rob", "rob-password-long", ["radiologist"], actor="test")
+        create_user(session, "paula", "paula-password-long", ["paediatrician"], actor="test")
         for minutes, (name, patient) in enumerate(patients.items(), start=10):
             study = make_study(session, arrived=now - timedelta(minutes=minutes))
             study.patient_name = patient
+            if name in no_accession:
+                study.accession_number = ""
             add_result(session, study, score=0.9)
             uids[name] = study.study_instance_uid
     with session_scope(app.state.session_factory) as session:
@@ -160,3 +167,130 @@ def test_a_lapsed_claim_is_shown_and_claimed_again_without_losing_the_typed_read
         page.click("#read-submit")
         expect(page.locator("#s-read")).to_contain_text("Read by rita")
         assert r.study("A")["final_read"]["note"] == "a long report typed over the claim lifetime"
+
+
+def test_keyboard_reading_double_clicks_a_colleagues_claim_and_a_long_uid(settings: Settings) -> None:
+    """Found by review: rows could not be reached from the keyboard and focus fell to <body> after each action;
+    a double-click on Claim released the claim just taken (Release slid into Claim's place), one on Record final
+    read said "has already been read"; Release was offered on a colleague's claim (and always refused); a study
+    without an accession number widened the panel over the list's Call, State and Claim columns."""
+    with reading(settings, {"A": "ALPHA^Anna", "B": "BRAVO^Ben", "C": "CHARLIE^Cy"}, claimed=False, no_accession=("A",)) as r:
+        page, expect = r.page, r.expect
+        page.set_viewport_size({"width": 1280, "height": 900})
+        active = "document.activeElement.id || document.activeElement.className"
+        page.focus("#f-claimed")
+        page.keyboard.press("Tab")
+        assert page.evaluate(active) == "open"
+        uid = page.evaluate("document.activeElement.closest('tr').dataset.uid")
+        page.keyboard.press("Enter")
+        expect(page.locator("#study")).to_be_visible()
+        assert page.evaluate(active) == "s-title" and page.eval_on_selector("#study", "e => e.dataset.uid") == uid
+        page.keyboard.press("Tab")
+        assert page.evaluate(active) == "claim"
+        page.keyboard.press("Enter")
+        expect(page.locator("#read-form")).to_be_visible()
+        assert page.evaluate("document.activeElement.dataset.task") == "chest-xray"
+        page.keyboard.press("Space")
+        page.keyboard.press("Tab")
+        page.keyboard.type("read from the keyboard")
+        page.keyboard.press("Tab")
+        assert page.evaluate(active) == "read-submit"
+        page.keyboard.press("Enter")
+        expect(page.locator("#s-read")).to_contain_text("Read by rita")
+        assert page.evaluate(active) == "s-read"
+        name = next(n for n, u in r.uids.items() if u == uid)
+        assert r.study(name)["final_read"]["note"] == "read from the keyboard"
+
+        # Double-clicks: Claim stays claimed, and a double-clicked read is recorded once, without an error.
+        other = next(n for n in ("B", "C") if n != name)
+        r.row(other).click()
+        expect(page.locator("#s-facts")).to_contain_text(r.study(other)["patient_name"])
+        page.dblclick("#claim")
+        expect(page.locator("#read-form")).to_be_visible()
+        page.wait_for_timeout(300)
+        page.click("#claim", force=True)  # a slower second click at the same place
+        page.wait_for_timeout(300)
+        assert r.study(other)["claimed_by"] == "rita"
+        page.check("#read-findings input[value=absent]")
+        page.dblclick("#read-submit")
+        expect(page.locator("#s-read")).to_contain_text("Read by rita")
+        page.wait_for_timeout(300)
+        expect(page.locator("#s-error")).to_have_text("")
+
+        # A colleague's claim: no Release offered.
+        last = next(n for n in ("A", "B", "C") if r.study(n)["is_open"])
+        rob = httpx.post(f"{r.url}/api/auth/token", data={"username": "rob", "password": "rob-password-long"}).json()
+        claimed = httpx.post(f"{r.url}/api/worklist/{r.uids[last]}/claim",
+                             headers={"Authorization": f"Bearer {rob['access_token']}"})
+        assert claimed.status_code == 200
+        expect(r.row(last).locator("td").last).to_have_text("rob")
+        r.row(last).click()
+        expect(page.locator("#s-facts")).to_contain_text("rob")
+        expect(page.locator("#release")).to_be_hidden()
+
+        # A study without an accession number: its UID wraps; the panel keeps its width and the Claim column shows.
+        r.row("A").click()
+        expect(page.locator("#s-title")).to_contain_text(r.uids["A"])
+        width = page.eval_on_selector("#study", "e => e.getBoundingClientRect().width")
+        em = page.eval_on_selector("#study", "e => parseFloat(getComputedStyle(e).fontSize)")
+        assert width <= 30 * em + 1
+        claim_right = page.eval_on_selector("#worklist thead th:last-child", "e => e.getBoundingClientRect().right")
+        assert claim_right <= page.eval_on_selector("#list-panel", "e => e.getBoundingClientRect().right") + 1
+
+
+CONTRAST = """e => {
+  const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = (c) => { const [r, g, b] = rgb(c).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  let back = e;
+  while (back && getComputedStyle(back).backgroundColor.replace(/\\s/g, "") === "rgba(0,0,0,0)") back = back.parentElement;
+  const [a, b] = [lum(getComputedStyle(e).color), lum(back ? getComputedStyle(back).backgroundColor : "rgb(255,255,255)")];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def test_log_out_a_failed_reload_and_refusals_are_shown(settings: Settings) -> None:
+    """Found by review: after Log out the patient, the typed read and the list stayed on screen (main's flex beat
+    the hidden attribute); a failed list reload left a stale list reading "● live"; a locked account read as a
+    wrong password and a user without the radiologist role got an empty list; the positive tier label and the
+    "reconnecting" line were below 4.5:1 contrast."""
+    with reading(settings, {"A": "ALPHA^Anna"}, claimed=True) as r:
+        page, expect = r.page, r.expect
+        assert page.get_attribute("#live", "role") == "status"
+        assert r.row("A").locator(".tier-positive").evaluate(CONTRAST) >= 4.5
+        page.eval_on_selector("#live", "e => { e.classList.remove('on'); e.textContent = '○ reconnecting'; }")
+        assert page.locator("#live").evaluate(CONTRAST) >= 4.5
+
+        r.row("A").click()
+        page.fill("#read-note", "ALPHA^Anna has a consolidation")
+        page.click("#logout")
+        expect(page.locator("#login-panel")).to_be_visible()
+        for hidden in ("#app", "#rows tr", "#study"):
+            expect(page.locator(hidden).first).to_be_hidden()
+        assert "ALPHA^Anna" not in page.content()
+
+        page.fill("#username", "paula")
+        page.fill("#password", "paula-password-long")
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#login-error")).to_contain_text("This account may not use the worklist: needs role")
+        expect(page.locator("#app")).to_be_hidden()
+        for _ in range(5):
+            httpx.post(f"{r.url}/api/auth/token", data={"username": "nobody", "password": "not-the-password"})
+        page.fill("#username", "nobody")
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#login-error")).to_contain_text("too many failed logins")
+
+        page.fill("#username", "rita")
+        page.fill("#password", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#live")).to_have_text("● live")
+        page.route("**/api/worklist?*", lambda route: route.fulfill(
+            status=503, content_type="application/json", body='{"detail": "database unavailable"}'))
+        assert httpx.post(f"{r.url}/api/worklist/{r.uids['A']}/release", headers=r.headers).status_code == 200
+        expect(page.locator("#list-error")).to_contain_text("List not updated since")
+        expect(page.locator("#list-error")).to_contain_text("database unavailable")
+        expect(page.locator("#live")).to_have_text("○ list not updated")
+        page.unroute("**/api/worklist?*")
+        expect(page.locator("#list-error")).to_be_hidden(timeout=10000)
+        expect(r.row("A").locator("td").last).to_have_text("—")
+        expect(page.locator("#live")).to_have_text("● live")

@@ -4,7 +4,7 @@
 const PAGE_SIZE = 50;
 const state = { token: sessionStorage.getItem("medscreen.token"), user: null, offset: 0, total: 0,
   serverSkewMs: 0, selected: null, viewSeq: 0, lastEventId: null, streamAbort: null, refreshTimer: null,
-  claimMs: null, lapseTimer: null };
+  claimMs: null, lapseTimer: null, keptFor: null, roles: [], acting: false, listOkAt: null, retryTimer: null, retryMs: 0 };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -20,11 +20,11 @@ function el(tag, attrs = {}, ...children) {
 async function api(path, options = {}) {
   const headers = Object.assign({ Authorization: `Bearer ${state.token}` }, options.headers || {});
   const response = await fetch(path, Object.assign({}, options, { headers }));
-  if (response.status === 401) { logout(); throw new Error("please log in again"); }
+  if (response.status === 401) { logout({ expired: true }); throw new Error("please log in again"); }
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail; } catch (_) { /* not JSON */ }
-    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    throw Object.assign(new Error(typeof detail === "string" ? detail : JSON.stringify(detail)), { status: response.status });
   }
   return response;
 }
@@ -36,21 +36,47 @@ async function login(event) {
   $("login-error").textContent = "";
   const body = new URLSearchParams({ username: $("username").value, password: $("password").value });
   const response = await fetch("/api/auth/token", { method: "POST", body });
-  if (!response.ok) { $("login-error").textContent = "Wrong username or password."; return; }
+  if (!response.ok) {
+    // Only a plain 401 is a wrong password; a locked account (429) says so, and for how long.
+    let detail = "Wrong username or password.";
+    if (response.status !== 401) try { detail = (await response.json()).detail; } catch (_) { detail = `${response.status} ${response.statusText}`; }
+    $("login-error").textContent = detail;
+    return;
+  }
   state.token = (await response.json()).access_token;
   sessionStorage.setItem("medscreen.token", state.token);
-  await start();
+  // A refusal (a user without the radiologist role) is said on the login panel, not shown as an empty list.
+  try { await start(); } catch (error) {
+    logout();
+    $("login-error").textContent = (error.status === 403 ? "This account may not use the worklist: " : "The worklist could not be opened: ") + error.message;
+  }
 }
 
-function logout() {
+// The next person at a shared workstation must not see the last patient: on Log out the list, the study and the
+// typed read are emptied, not only hidden. When the session runs out (`expired`) they are hidden and kept for
+// the same reader logging in again (a long read is not lost), and emptied if someone else logs in.
+function logout({ expired = false } = {}) {
   state.token = null; sessionStorage.removeItem("medscreen.token");
   if (state.streamAbort) state.streamAbort.abort();
+  clearTimeout(state.refreshTimer); clearTimeout(state.retryTimer);
+  if (expired) state.keptFor = state.keptFor || state.user; else clearReading();
   $("app").hidden = true; $("logout").hidden = true; $("who").textContent = ""; $("login-panel").hidden = false;
+}
+
+function clearReading() {
+  closeStudy();
+  $("read-form").hidden = true; $("read-form").dataset.uid = ""; $("read-note").value = ""; $("read-findings").replaceChildren();
+  for (const id of ["rows", "s-facts", "s-score", "s-read", "s-timeline"]) $(id).replaceChildren();
+  for (const id of ["s-title", "s-priority", "s-claim", "s-error", "range", "list-error"]) $(id).textContent = "";
+  $("list-error").hidden = true;
+  state.offset = 0; state.user = null; state.roles = []; state.listOkAt = null; state.keptFor = null;
 }
 
 async function start() {
   const me = await (await api("/api/auth/me")).json();
-  state.user = me.username;
+  if (state.keptFor && state.keptFor !== me.username) clearReading();
+  state.keptFor = null;
+  state.user = me.username; state.roles = me.roles;
   state.claimMs = (await (await fetch("/worklist/settings")).json()).claim_minutes * 60000;
   $("who").textContent = `${me.username} (${me.roles.join(", ")})`;
   $("login-panel").hidden = true; $("app").hidden = false; $("logout").hidden = false;
@@ -139,6 +165,7 @@ function claimLapsed(item) {
 }
 
 function row(item, position) {
+  const label = item.accession_number || item.study_description || item.study_instance_uid.slice(-12);
   const who = item.claimed_by === state.user ? "you" : item.claimed_by;
   const claim = item.claimed_by
     ? (claimLapsed(item) ? el("span", { text: `${who} (lapsed)`, class: "muted", title: `claim lapsed at ${utc(claimEnd(item))}` })
@@ -148,7 +175,9 @@ function row(item, position) {
     el("td", { class: "num", text: String(position) }),
     el("td", {}, el("span", { class: `tier tier-${item.tier}`, text: item.tier_label })),
     el("td", { class: "num", text: waited(item.arrived_at, item.read_at) }),
-    el("td", { text: item.accession_number || item.study_description || item.study_instance_uid.slice(-12) }),
+    // A real button, so that a study is opened from the keyboard too (its click reaches the row's handler).
+    el("td", {}, el("button", { type: "button", class: "open", text: label,
+      ariaLabel: `Open study ${label}, ${item.tier_label}, ${item.modality}` })),
     el("td", { text: item.modality }),
     el("td", { class: "secondary", text: item.site }),
     el("td", { class: "secondary", text: item.order_priority }),
@@ -159,7 +188,6 @@ function row(item, position) {
     el("td", { class: "state", text: item.state.replace(/_/g, " ") }),
     el("td", {}, claim));
   if (item.study_instance_uid === state.selected) tr.classList.add("selected");
-  tr.addEventListener("click", () => openStudy(item.study_instance_uid));
   return tr;
 }
 
@@ -176,14 +204,41 @@ async function loadList() {
   const last = Math.min(state.offset + PAGE_SIZE, page.total);
   $("range").textContent = page.total ? `${state.offset + 1}–${last} of ${page.total.toLocaleString()}` : "no studies";
   $("prev").disabled = state.offset === 0; $("next").disabled = last >= page.total;
+  state.listOkAt = page.now;
+}
+
+// A list that could not be reloaded is said to be out of date (a new positive or a colleague's claim would not
+// show), and reloaded again, at growing intervals up to a minute, until it succeeds.
+async function reloadList() {
+  clearTimeout(state.retryTimer);
+  try {
+    await loadList();
+    state.retryMs = 0;
+    $("list-error").hidden = true; $("list-error").textContent = "";
+    if ($("live").textContent === "○ list not updated") showLive(true);
+    return true;
+  } catch (error) {
+    if (!state.token) return false;
+    const since = state.listOkAt ? `since ${utc(state.listOkAt)}` : "yet";
+    $("list-error").textContent = `List not updated ${since}: ${error.message}. Retrying.`;
+    $("list-error").hidden = false;
+    $("live").classList.remove("on"); $("live").textContent = "○ list not updated";
+    state.retryMs = Math.min(60000, Math.max(2000, state.retryMs * 2));
+    state.retryTimer = setTimeout(reloadList, state.retryMs);
+    return false;
+  }
+}
+
+function showLive(on) {
+  $("live").classList.toggle("on", on);
+  $("live").textContent = on ? "● live" : "○ reconnecting";
 }
 
 function scheduleRefresh() {
   // Many events arrive together (a batch of results): one reload covers them all.
   clearTimeout(state.refreshTimer);
   state.refreshTimer = setTimeout(async () => {
-    await loadList();
-    if (state.selected) await openStudy(state.selected, { quiet: true });
+    if (await reloadList() && state.selected) await openStudy(state.selected, { quiet: true }).catch(() => {});
   }, 250);
 }
 
@@ -199,7 +254,7 @@ async function follow() {
       if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
       const response = await fetch("/api/worklist/events", { headers, signal: abort.signal });
       if (!response.ok) throw new Error(`events: ${response.status}`);
-      $("live").classList.add("on"); $("live").textContent = "● live";
+      if ($("list-error").hidden) showLive(true);
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
       for (;;) {
@@ -213,7 +268,7 @@ async function follow() {
       }
     } catch (error) {
       if (abort.signal.aborted) return;
-      $("live").classList.remove("on"); $("live").textContent = "○ reconnecting";
+      showLive(false);
       await new Promise((resolve) => setTimeout(resolve, 2000));
     }
   }
@@ -228,13 +283,20 @@ function handleEvent(block) {
   if (kind !== "hello" && !block.startsWith(":")) scheduleRefresh();
 }
 
+function closeStudy() {
+  state.viewSeq += 1;  // an answer still on its way must not open the panel again
+  $("study").hidden = true; $("app").classList.remove("reading"); state.selected = null; $("study").dataset.uid = "";
+  clearTimeout(state.lapseTimer);
+  for (const tr of $("rows").children) tr.classList.remove("selected");
+}
+
 // --- study view ----------------------------------------------------------------------------------
 
 // Answers can come back out of order (each study view writes an audit row, and one may wait on the database
 // while a later one goes through): only the latest call draws, and it draws the whole panel at once, after
 // its last answer. The actions take their study from what is drawn ($("study").dataset.uid), never from the
 // row clicked last, so a read can only go to the patient on screen.
-async function openStudy(uid, { quiet = false } = {}) {
+async function openStudy(uid, { quiet = false, focus = false } = {}) {
   const seq = ++state.viewSeq;
   state.selected = uid;
   for (const tr of $("rows").children) tr.classList.toggle("selected", tr.dataset.uid === uid);
@@ -270,6 +332,7 @@ async function openStudy(uid, { quiet = false } = {}) {
   $("s-timeline").replaceChildren(...study.timeline.map((item) =>
     el("li", { text: `${utc(item.at, true)} · ${item.text}` })));
   $("study").dataset.uid = uid;
+  if (focus) $("s-title").focus();
 }
 
 // The claim buttons and line; drawn again when one's own claim lapses while the study is open. The read form
@@ -279,7 +342,8 @@ function showClaim(study) {
   const own = study.claimed_by === state.user, lapsed = claimLapsed(study), end = claimEnd(study);
   $("claim").hidden = !study.is_open || (own && !lapsed);
   $("claim").textContent = own && lapsed ? "Claim again" : "Claim";
-  $("release").hidden = !study.is_open || !study.claimed_by;
+  // The server refuses to release a colleague's claim unless one is an admin: not offered then.
+  $("release").hidden = !study.is_open || !study.claimed_by || !(own || state.roles.includes("admin"));
   $("read-form").hidden = !study.is_open || !own;
   const line = $("s-claim");
   line.className = own && lapsed ? "error" : "muted";
@@ -290,7 +354,7 @@ function showClaim(study) {
   if (study.is_open && own && !lapsed) {
     state.lapseTimer = setTimeout(() => {
       if ($("study").dataset.uid === study.study_instance_uid) showClaim(study);
-      loadList();
+      reloadList();
     }, end - (Date.now() + state.serverSkewMs) + 250);
   }
 }
@@ -323,12 +387,27 @@ function buildReadForm(study) {
 
 // Claim, release or read (`verb`) the study drawn in the panel.
 // Says whether the server accepted it.
+// One action at a time: the buttons are disabled while it runs, so a double-click cannot claim and then
+// release, or record a read and then be told it "has already been read".
 async function act(uid, verb, options = { method: "POST" }) {
+  if (state.acting) return false;
+  state.acting = true;
+  const buttons = [$("claim"), $("release"), $("read-submit")];
+  for (const button of buttons) button.disabled = true;
   $("s-error").textContent = "";
   let done = true;
-  try { await api(`/api/worklist/${encodeURIComponent(uid)}/${verb}`, options); } catch (error) { $("s-error").textContent = error.message; done = false; }
-  if (state.selected) await openStudy(state.selected, { quiet: true });
-  await loadList();
+  try {
+    try { await api(`/api/worklist/${encodeURIComponent(uid)}/${verb}`, options); } catch (error) { $("s-error").textContent = error.message; done = false; }
+    if (state.selected) await openStudy(state.selected, { quiet: true }).catch(() => {});
+    await reloadList();
+  } finally {
+    for (const button of buttons) button.disabled = false;
+    state.acting = false;
+  }
+  // Focus goes where the work goes on, not to the page: the finding after a claim, the recorded read after a read.
+  if (done && verb === "claim" && !$("read-form").hidden) $("read-findings").querySelector("input")?.focus();
+  else if (done && verb === "read") $("s-read").focus();
+  else if (done && verb === "release") $("claim").focus();
   return done;
 }
 
@@ -349,22 +428,27 @@ async function submitRead(event) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
-  $("logout").addEventListener("click", logout);
+  $("logout").addEventListener("click", () => logout());
   for (const id of ["f-modality", "f-site", "f-state", "f-claimed"]) {
-    $(id).addEventListener("change", () => { state.offset = 0; loadList(); });
+    $(id).addEventListener("change", () => { state.offset = 0; reloadList(); });
   }
-  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadList(); });
-  $("next").addEventListener("click", () => { state.offset += PAGE_SIZE; loadList(); });
+  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); reloadList(); });
+  $("next").addEventListener("click", () => { state.offset += PAGE_SIZE; reloadList(); });
+  $("rows").addEventListener("click", (event) => {
+    const tr = event.target.closest("tr[data-uid]");
+    if (tr) openStudy(tr.dataset.uid, { focus: event.target.closest("button.open") !== null }).catch(() => {});
+  });
   $("close-study").addEventListener("click", () => {
-    state.viewSeq += 1;  // an answer still on its way must not open the panel again
-    $("study").hidden = true; $("app").classList.remove("reading"); state.selected = null; $("study").dataset.uid = "";
-    clearTimeout(state.lapseTimer);
-    for (const tr of $("rows").children) tr.classList.remove("selected");
+    const uid = state.selected;
+    closeStudy();
+    // Back to the row the study was opened from.
+    const back = [...$("rows").children].find((tr) => tr.dataset.uid === uid);
+    if (back) back.querySelector("button.open").focus();
   });
   $("claim").addEventListener("click", () => act($("study").dataset.uid, "claim"));
   $("release").addEventListener("click", () => act($("study").dataset.uid, "release"));
   $("read-form").addEventListener("submit", submitRead);
   // Waiting times and aging move with the clock even when nothing else happens.
-  setInterval(() => { if (state.token) loadList(); }, 60000);
-  if (state.token) start().catch(logout); else $("login-panel").hidden = false;
+  setInterval(() => { if (state.token) reloadList(); }, 60000);
+  if (state.token) start().catch(() => logout()); else $("login-panel").hidden = false;
 });
