@@ -93,7 +93,13 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     const form = new URLSearchParams({ username: $("username").value, password: $("password").value });
     const response = await fetch("/api/auth/token", { method: "POST", body: form });
-    if (!response.ok) { $("login-error").textContent = "wrong user or password"; return; }
+    if (!response.ok) {
+      // Only a plain 401 is a wrong password; a locked account (429) says so, and for how long.
+      let detail = "wrong user or password";
+      if (response.status !== 401) try { detail = (await response.json()).detail; } catch (_) { detail = `${response.status} ${response.statusText}`; }
+      $("login-error").textContent = detail;
+      return;
+    }
     state.token = (await response.json()).access_token;
     sessionStorage.setItem("medscreen.token", state.token);
     $("who").textContent = $("username").value;

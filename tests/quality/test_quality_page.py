@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from medscreen.app import create_app
@@ -86,14 +87,22 @@ def test_quality_team_reviews_downloads_and_logs_the_report(quality_service: tup
 def test_the_to_date_is_included_and_the_period_says_so(quality_service: tuple[str, Settings]) -> None:
     """The seeded studies all arrive on 2026-03-02: a report "from 2026-03-02 to 2026-03-02" holds them all, and its
     period line states the days as chosen. The page had sent midnight at the start of the "To" day as the
-    (exclusive) end, so the day was left out and the report was empty (found by review)."""
+    (exclusive) end, so the day was left out and the report was empty (found by review). Also found by review: a
+    locked account read "wrong user or password", and the status and login error lines had no role."""
     sync_api = playwright_or_skip()
     url, _ = quality_service
+    for _ in range(5):
+        httpx.post(f"{url}/api/auth/token", data={"username": "nobody", "password": "not-the-password"})
     with sync_api.sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
             page = browser.new_page()
             page.goto(f"{url}/quality")
+            assert page.get_attribute("#login-error", "role") == "alert" and page.get_attribute("#status", "role") == "status"
+            page.fill("#username", "nobody")
+            page.fill("#password", "not-the-password")
+            page.click("#login button[type=submit]")
+            sync_api.expect(page.locator("#login-error")).to_contain_text("too many failed logins")
             page.fill("#username", "quinn")
             page.fill("#password", PASSWORD)
             page.click("#login button[type=submit]")
@@ -115,3 +124,4 @@ def test_the_to_date_is_included_and_the_period_says_so(quality_service: tuple[s
             )
         finally:
             browser.close()
+
