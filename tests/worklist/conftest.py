@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydicom.uid import generate_uid
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from inference.tables import ScoreResult, ScoringJob, Study
 from service.db import utcnow
+from service.settings import Settings
 from tests.peers import medscreen_service  # noqa: F401  (fixture)
 from tests.service.conftest import add_user, app, client, database_url, service_settings  # noqa: F401  (fixtures)
 
@@ -109,3 +111,32 @@ def add_result(
         study.status = outcome
     session.flush()
     return result
+
+
+def register_serving_versions(settings: Settings, registered_store: Path, versions: dict[str, str]) -> None:
+    """Registry entries for results these tests store directly (``add_result``: model ``<task>-<role>``): each named
+    version is its model's champion, recorded ``defer`` on evidence that earns it, so that the recompute loop, which
+    steers each open entry with the lesser of its result's right and its version's right now, leaves every result
+    the right it was stored with. A version the registry does not hold steers nothing."""
+    import shutil
+    import warnings
+
+    from mlflow.tracking import MlflowClient
+
+    from service.lifecycle import SteeringRight
+    from service.model_registry import set_steering
+    from service.steering import DeferRules, SteeringEvidence
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(registered_store, settings.home / "mlflow.db")
+    uri = settings.resolved_mlflow_tracking_uri
+    registry = MlflowClient(uri, uri)
+    evidence = SteeringEvidence("site-confirmed", "test site", 500, 0.95, 0.9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, version in versions.items():
+            registry.create_registered_model(name)
+            for _ in range(int(version)):
+                registry.create_model_version(name, source=str(settings.home / "no-model"))
+            set_steering(uri, name, version, SteeringRight.defer, evidence=evidence, rules=DeferRules())
+            registry.set_registered_model_alias(name, "champion", version)

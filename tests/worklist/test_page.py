@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from service.db import session_scope, utcnow
 from service.settings import Settings
 from service.users import create_user
 from tests.peers import app_in_thread, launch_chromium, playwright_or_skip
-from tests.worklist.conftest import add_result, make_study
+from tests.worklist.conftest import add_result, make_study, register_serving_versions
 from worklist.recompute import run_worklist_recompute
 
 pytestmark = pytest.mark.integration
@@ -34,9 +35,10 @@ class RunningService:
 
 
 @pytest.fixture
-def running_service(settings: Settings) -> Iterator[RunningService]:
+def running_service(settings: Settings, registered_store: Path) -> Iterator[RunningService]:
     """The app on a free port (uvicorn in a thread) with its recompute loop, seeded with six studies."""
     settings = settings.model_copy(update={"worklist_recompute_s": 0.3})
+    register_serving_versions(settings, registered_store, {"chest-xray-champion": "3"})
     app = create_app(settings)
     factory = app.state.session_factory
     now = utcnow()

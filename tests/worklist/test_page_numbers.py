@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from service.db import session_scope, utcnow
 from service.settings import Settings
 from service.users import create_user
 from tests.peers import app_in_thread, launch_chromium, playwright_or_skip
-from tests.worklist.conftest import add_result, make_study
+from tests.worklist.conftest import add_result, make_study, register_serving_versions
 from worklist.recompute import run_worklist_recompute
 
 pytestmark = pytest.mark.integration
@@ -24,9 +25,10 @@ PASSWORD = "rita-password-long"
 THRESHOLD = 0.672316
 
 
-def test_scores_either_side_of_the_threshold_print_apart_on_the_page(settings: Settings) -> None:
+def test_scores_either_side_of_the_threshold_print_apart_on_the_page(settings: Settings, registered_store: Path) -> None:
     sync_api = playwright_or_skip()
     settings = settings.model_copy(update={"worklist_recompute_s": 0.3})
+    register_serving_versions(settings, registered_store, {"chest-xray-champion": "3"})
     app = create_app(settings)
     factory = app.state.session_factory
     now = utcnow()

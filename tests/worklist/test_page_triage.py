@@ -18,7 +18,7 @@ from service.db import session_scope, utcnow
 from service.settings import Settings
 from service.users import create_user
 from tests.peers import app_in_thread, launch_chromium, playwright_or_skip
-from tests.worklist.conftest import add_result, make_study
+from tests.worklist.conftest import add_result, make_study, register_serving_versions
 from worklist.recompute import run_worklist_recompute
 
 pytestmark = pytest.mark.integration
@@ -27,8 +27,14 @@ PASSWORD = "rita-password-long"
 ADULT = "patient 64 y; chest-xray v1 is validated for 1-5 y"
 
 
-def test_page_shows_out_of_scope_reasons_and_steering_rights(settings: Settings, tmp_path: Path) -> None:
+def test_page_shows_out_of_scope_reasons_and_steering_rights(
+    settings: Settings, tmp_path: Path, registered_store: Path
+) -> None:
     sync_api = playwright_or_skip()
+    register_serving_versions(
+        settings, registered_store,
+        {"chest-xray-champion": "1", "ct-chest-champion": "1", "mammography-champion": "1"},
+    )
     shots = Path(os.environ.get("MEDSCREEN_SCREENSHOT_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"worklist_recompute_s": 0.3})
