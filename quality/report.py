@@ -244,7 +244,7 @@ def _roc_series(report: QualityReport) -> list[tuple[str, Sequence[tuple[float, 
         threshold = _fmt(point.shipped_threshold) if point is not None else "the version's"
         series.append((f"version's threshold {threshold}", [(1 - m.specificity.value, m.sensitivity.value)], "#c0392b"))
     if point is not None and point.threshold is not None and point.apparent is not None:
-        series.append((f"site threshold {_fmt(point.threshold)}", [point.apparent], "#2a8a2a"))
+        series.append((f"site threshold {_fmt(point.threshold)}", [point.apparent], "#237523"))
     return series
 
 
@@ -347,7 +347,7 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
                 "Drift by week",
                 [
                     (f"score PSI vs {report.drift.reference}", psi_points, "#7a1fa8"),
-                    ("flag rate", [(i, w.flag_rate) for i, w in enumerate(weeks)], "#2a8a2a"),
+                    ("flag rate", [(i, w.flag_rate) for i, w in enumerate(weeks)], "#237523"),
                 ],
                 x_label="week",
                 y_label="PSI / flag rate",

@@ -125,3 +125,21 @@ def test_the_to_date_is_included_and_the_period_says_so(quality_service: tuple[s
         finally:
             browser.close()
 
+
+
+def test_the_report_charts_colours_read_on_white() -> None:
+    """The chart's green ("flag rate", "site threshold") was #2a8a2a, 4.41:1 on white: below WCAG AA's 4.5:1."""
+    import re
+    from pathlib import Path
+
+    import quality.report
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    colours = set(re.findall(r'"(#[0-9a-fA-F]{6})"', Path(quality.report.__file__).read_text()))
+    assert colours
+    for colour in colours:
+        assert (1.05) / (luminance(colour) + 0.05) >= 4.5, colour
