@@ -109,7 +109,11 @@ def enqueue_routed(
     registry. A study whose task has no champion stays routed and is picked up once one is registered.
     """
     queued = 0
-    for study in session.scalars(select(Study).where(Study.status == StudyStatus.routed, Study.task.is_not(None))):
+    # Each study row is locked until the caller commits, so a withdrawal by a corrected re-send (inference/ingest.py)
+    # commits wholly before (the study is no longer routed) or after (its job is then of an older revision); a row
+    # another transaction holds is left for the next pass. SQLite serialises writers anyway (BEGIN IMMEDIATE).
+    routed = select(Study).where(Study.status == StudyStatus.routed, Study.task.is_not(None))
+    for study in session.scalars(routed.with_for_update(key_share=True, skip_locked=True)):
         task = Task(str(study.task))
         champion = versions.get((task, ModelRole.champion))
         if champion is None:
