@@ -25,7 +25,7 @@ from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.resource import Resource
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import object_session
 
 from inference.score_text import score_and_threshold
@@ -79,16 +79,23 @@ class ResultFacts:
 def neighbours(result: ScoreResult) -> tuple[ScoreResult | None, ScoreResult | None]:
     """The study's champion results just before and just after this one (a late image re-opened and re-scored the
     study). Shadow results take no part: they are never the study's result, only monitoring. Read through the
-    result's own session, so the read, the push and the ORU all see the same chain."""
+    result's own session, so the read, the push and the ORU all see the same chain.
+
+    Ordered by (revision, id), as the worklist orders them: a result stored late for an older revision (its job was
+    queued before a corrected re-send withdrew the study) comes before the newer revision's, never after it."""
     session = object_session(result)
     if session is None or result.steering == SteeringRight.shadow:
         return None, None
     same_study = (ScoreResult.study_id == result.study_id, ScoreResult.role == ModelRole.champion,
                   or_(ScoreResult.steering.is_(None), ScoreResult.steering != SteeringRight.shadow.value))
-    before = session.scalar(select(ScoreResult).where(*same_study, ScoreResult.id < result.id)
-                            .order_by(ScoreResult.id.desc()).limit(1))
-    after = session.scalar(select(ScoreResult).where(*same_study, ScoreResult.id > result.id)
-                           .order_by(ScoreResult.id).limit(1))
+    earlier = or_(ScoreResult.revision < result.revision,
+                  and_(ScoreResult.revision == result.revision, ScoreResult.id < result.id))
+    later = or_(ScoreResult.revision > result.revision,
+                and_(ScoreResult.revision == result.revision, ScoreResult.id > result.id))
+    before = session.scalar(select(ScoreResult).where(*same_study, earlier)
+                            .order_by(ScoreResult.revision.desc(), ScoreResult.id.desc()).limit(1))
+    after = session.scalar(select(ScoreResult).where(*same_study, later)
+                           .order_by(ScoreResult.revision, ScoreResult.id).limit(1))
     return before, after
 
 

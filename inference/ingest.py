@@ -15,15 +15,17 @@ import logging
 import shutil
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from inference.errors import (
     DifferingDuplicate,
+    DocumentsNotBuilt,
     IngestError,
     InstanceTooLarge,
     OutOfResources,
@@ -34,8 +36,10 @@ from inference.instance_headers import is_valid_uid, read_instance_headers
 from inference.instance_limits import read_deflated_header
 from inference.intake import SCORED_MODALITIES, not_scored
 from inference.intended_use import attributes_differing
+from inference.outgoing import discard_documents, pacs_destination, store_documents
 from inference.records import InstanceHeaders, InstanceStored
 from inference.spool import Spool, file_digest
+from inference.spool_node import spool_node
 from inference.study_record import (
     add_event,
     count_repeat,
@@ -50,15 +54,19 @@ from inference.study_record import (
     remembered_output,
     study_status,
 )
-from inference.tables import ScoreResult, ScoringJob, Study
+from inference.tables import Instance, OutgoingResult, ScoreResult, ScoringJob, Study
 from service.audit import subject_digest
 from service.db import utcnow
-from service.lifecycle import JobState, ModelRole, StudyStatus, WritebackState
+from service.lifecycle import JobState, ModelRole, SteeringRight, StudyStatus, WritebackState
 from service.settings import Settings
 
-__all__ = ["InstanceIngestor", "name_refused"]
+__all__ = ["HEADER_CORRECTED", "InstanceIngestor", "name_refused"]
 
 log = logging.getLogger(__name__)
+
+# The timeline event a corrected re-send leaves on its study: the stored copy's header is the wrong one, so no
+# revision holding that instance is scored from it (``inference/score_job.py``).
+HEADER_CORRECTED = "header-corrected"
 
 
 class InstanceIngestor:
@@ -220,41 +228,56 @@ class InstanceIngestor:
         digest = file_digest(received) if received is not None and size is not None else None
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         reason = exc.reason
-        with self.engine.begin() as connection:
-            repeat = None
-            if digest is not None:
-                repeat = find_repeat(
-                    connection, kind=exc.kind, source=source, calling_ae=calling_ae, digest=digest, since=day_start
-                )
-            if repeat is not None:
-                count_repeat(connection, repeat, now)
-                if received is not None:
-                    received.unlink(missing_ok=True)
-            else:
-                keep = bool(size)
-                if keep and size is not None and quarantine_bytes(connection) + size > self.quarantine_max_bytes:
-                    keep = False
-                    reason += f" (file not kept: quarantine is at its {self.settings.quarantine_max_mb} MB quota)"
-                kept = self.spool.quarantine_file(
-                    received, exc.kind, reason, {"source": source, "calling_ae": calling_ae}, now, keep=keep
-                )
-                record_quarantine(
-                    connection,
-                    kind=exc.kind,
-                    reason=reason,
-                    source=source,
-                    calling_ae=calling_ae,
-                    path=str(kept) if kept is not None else None,
-                    sop_instance_uid=headers.sop_instance_uid if headers else None,
-                    study_instance_uid=headers.study_instance_uid if headers else None,
-                    now=now,
-                    size=size,
-                    digest=digest,
-                )
-                if isinstance(exc, DifferingDuplicate) and headers is not None:
-                    record_differing_duplicate(connection, headers, source=source, calling_ae=calling_ae, now=now)
-            if corrected and headers is not None:
-                _withdraw_after_correction(connection, headers, corrected, now)
+        moved: list[Path] = []
+        written: list[Dataset] = []
+        try:
+            with self.engine.begin() as connection:
+                if corrected and headers is not None:
+                    # The study row first: two corrected copies (two associations, two nodes) withdraw one at a time.
+                    _lock_study(connection, headers.study_instance_uid)
+                repeat = None
+                if digest is not None:
+                    repeat = find_repeat(
+                        connection, kind=exc.kind, source=source, calling_ae=calling_ae, digest=digest, since=day_start
+                    )
+                if repeat is not None:
+                    count_repeat(connection, repeat, now)
+                    if received is not None:
+                        received.unlink(missing_ok=True)
+                else:
+                    keep = bool(size)
+                    if keep and size is not None and quarantine_bytes(connection) + size > self.quarantine_max_bytes:
+                        keep = False
+                        reason += f" (file not kept: quarantine is at its {self.settings.quarantine_max_mb} MB quota)"
+                    kept = self.spool.quarantine_file(
+                        received, exc.kind, reason, {"source": source, "calling_ae": calling_ae}, now, keep=keep
+                    )
+                    moved.extend([kept] if kept is not None else [])
+                    record_quarantine(
+                        connection,
+                        kind=exc.kind,
+                        reason=reason,
+                        source=source,
+                        calling_ae=calling_ae,
+                        path=str(kept) if kept is not None else None,
+                        sop_instance_uid=headers.sop_instance_uid if headers else None,
+                        study_instance_uid=headers.study_instance_uid if headers else None,
+                        now=now,
+                        size=size,
+                        digest=digest,
+                    )
+                    if isinstance(exc, DifferingDuplicate) and headers is not None:
+                        record_differing_duplicate(connection, headers, source=source, calling_ae=calling_ae, now=now)
+                if corrected and headers is not None:
+                    self._withdraw_after_correction(connection, headers, corrected, now, written)
+        except BaseException:
+            # Rolled back: no row names the file moved aside or the SR stored, so they go too (the sender is told of
+            # a failure and sends again); a copy of a patient's image that no row names is never left behind.
+            for path in moved:
+                self.spool.remove_quarantined(path)
+            if written and headers is not None:
+                discard_documents(self.settings, headers.study_instance_uid, written)
+            raise
         log.warning(
             "quarantined an instance from %s: %s (%s)%s",
             calling_ae or source,
@@ -274,6 +297,131 @@ class InstanceIngestor:
             _header(Path(stored.path), self.max_instance_bytes), _header(received, self.max_instance_bytes)
         )
 
+    def _withdraw_after_correction(
+        self, connection: Connection, headers: InstanceHeaders, attributes: list[str], now: datetime,
+        written: list[Dataset],
+    ) -> None:
+        """Withdraw the model's effect on a study whose header was corrected by a re-send (the study row is locked).
+
+        The PACS re-sends a corrected study (an adult registered as a child, another body part) with the same SOP
+        Instance UIDs; the first copy is kept, so the model would judge (or had judged) the study from the wrong
+        header. The correction is recorded on the study's timeline (``header-corrected``), whatever stage the study
+        is at: no revision that holds the instance is scored from it (``inference/score_job.py`` stores such a
+        revision as out of scope with the reason). A study already scored has its latest champion verdict replaced
+        by an "out of scope" one on a new revision: the worklist returns it to arrival order, the RIS and EMR hear
+        it, and the PACS gets an SR that replaces the earlier one. A job queued for an older revision stays out of
+        the study's result when it finishes. Written SR documents are added to ``written``.
+        """
+        study = connection.execute(
+            select(Study.id, Study.revision, Study.status).where(Study.study_instance_uid == headers.study_instance_uid)
+        ).first()
+        if study is None:
+            return
+        latest = connection.execute(
+            select(ScoreResult)
+            .where(ScoreResult.study_id == study.id, ScoreResult.role == ModelRole.champion)
+            .order_by(ScoreResult.revision.desc(), ScoreResult.id.desc())
+            .limit(1)
+        ).first()
+        # A study still receiving is left to finish: its new revision is scored out of scope by the mark below.
+        withdraw = latest is not None and latest.outcome == StudyStatus.scored and study.status != StudyStatus.receiving
+        listed = ", ".join(attributes)
+        scored_before = latest is not None and latest.outcome == StudyStatus.scored
+        reason = f"header corrected {'after' if scored_before else 'before'} scoring: {listed}"
+        add_event(
+            connection, study.id, study.revision, HEADER_CORRECTED, now, reason=reason, attributes=attributes,
+            sop_instance_uid=headers.sop_instance_uid,
+        )
+        if not withdraw or latest is None:
+            log.warning("study %s: header corrected (%s); no revision holding it is scored from the stored copy",
+                        subject_digest(headers.study_instance_uid), listed)
+            return
+        revision = study.revision + 1
+        # A result belongs to a job; this one is done as it is made (no model runs: the stored copy is the wrong one).
+        job_id = connection.execute(
+            insert(ScoringJob).returning(ScoringJob.id).values(
+                study_id=study.id, revision=revision, task=latest.task, model_name=latest.model_name,
+                model_version=latest.model_version, role=ModelRole.champion.value, state=JobState.done.value,
+                attempts=0, next_attempt_at=now, last_error=reason, created_at=now, updated_at=now,
+            )
+        ).scalar_one()
+        result_id = connection.execute(
+            insert(ScoreResult).returning(ScoreResult.id).values(
+                study_id=study.id, job_id=job_id, revision=revision, task=latest.task, model_name=latest.model_name,
+                model_version=latest.model_version, mlflow_run_id=latest.mlflow_run_id, role=ModelRole.champion.value,
+                outcome=StudyStatus.out_of_scope.value, score=None, threshold=latest.threshold, call=None,
+                localisation={}, reason=reason, timings={}, writeback_state=WritebackState.disabled.value,
+                steering=latest.steering, created_at=now,
+            )
+        ).scalar_one()
+        connection.execute(
+            update(Study)
+            .where(Study.id == study.id)
+            .values(revision=revision, status=StudyStatus.out_of_scope.value, status_reason=reason)
+        )
+        # Jobs still waiting for an older revision would score the wrong header for a superseded revision: done now.
+        # One already running stores its result as not the study's (``inference/score_job.py``).
+        connection.execute(
+            update(ScoringJob)
+            .where(ScoringJob.study_id == study.id, ScoringJob.revision < revision,
+                   ScoringJob.state.in_((JobState.queued.value, JobState.retry.value)))
+            .values(state=JobState.done.value, last_error=f"superseded by revision {revision}: {reason}", updated_at=now)
+        )
+        add_event(
+            connection, study.id, revision, StudyStatus.out_of_scope.value, now, reason=reason,
+            sop_instance_uid=headers.sop_instance_uid, withdrawn_result_id=latest.id,
+        )
+        self._replace_sr(connection, headers.study_instance_uid, study.id, revision, latest, result_id, reason, now, written)
+        log.warning("study %s: header corrected after scoring (%s); the model's verdict is withdrawn",
+                    subject_digest(headers.study_instance_uid), listed)
+
+    def _replace_sr(
+        self, connection: Connection, study_uid: str, study_id: int, revision: int, latest: Row[Any], result_id: int,
+        reason: str, now: datetime, written: list[Dataset],
+    ) -> None:
+        """An SR that says "not scored" in place of the withdrawn verdict's SR in the PACS, queued for the dispatcher.
+        None without a PACS, without an earlier SR, or for a shadow version's result the site does not write back."""
+        destination = pacs_destination(self.settings)
+        if destination is None or (latest.steering == SteeringRight.shadow and not self.settings.writeback_shadow):
+            return
+        # Imported here: the scoring module loads the model runtime, which the receiver needs only for this.
+        from inference.score_job import not_scored_documents, previous_sr
+
+        previous_id, previous = previous_sr(connection, self.settings, study_id, study_uid)
+        source = connection.execute(
+            select(Instance.path).where(Instance.study_id == study_id, Instance.revision <= revision)
+            .order_by(Instance.id).limit(1)
+        ).scalar_one_or_none()
+        if previous is None or source is None or not Path(source).is_file():
+            return
+        try:
+            documents = not_scored_documents(
+                self.settings, source=Path(source), previous=previous, task=latest.task, model_name=latest.model_name,
+                model_version=latest.model_version, run_id=latest.mlflow_run_id, outcome=StudyStatus.out_of_scope,
+                reason=reason,
+            )
+        except DocumentsNotBuilt as exc:
+            connection.execute(update(ScoreResult).where(ScoreResult.id == result_id)
+                               .values(writeback_state=WritebackState.failed.value))
+            add_event(connection, study_id, revision, "write-back-dead", now, reason=exc.reason, attempts=0)
+            return
+        store_documents(self.settings, study_uid, documents)
+        written.extend(documents)
+        sr = documents[0]
+        connection.execute(
+            update(ScoreResult).where(ScoreResult.id == result_id).values(
+                writeback_state=WritebackState.pending.value, sr_sop_instance_uid=str(sr.SOPInstanceUID),
+                sr_series_instance_uid=str(sr.SeriesInstanceUID), supersedes_id=previous_id,
+            )
+        )
+        connection.execute(
+            insert(OutgoingResult).values(
+                study_id=study_id, score_result_id=result_id, folder=study_uid, node=spool_node(self.settings),
+                sop_instance_uids=[str(sr.SOPInstanceUID)], destination=destination, state=JobState.queued.value,
+                attempts=0, next_attempt_at=now, created_at=now,
+            )
+        )
+
 
 def _header(path: Path, max_bytes: int) -> Dataset:
     """An instance's header without its pixels; a deflated one inflated in bounded chunks, as on receipt."""
@@ -287,60 +435,12 @@ def _image_type(ds: Dataset) -> tuple[str, ...]:
     return tuple(str(v) for v in (value.split("\\") if isinstance(value, str) else value))
 
 
-def _withdraw_after_correction(
-    connection: Connection, headers: InstanceHeaders, attributes: list[str], now: datetime
-) -> None:
-    """Withdraw the model's effect on a study whose header was corrected after it was scored.
-
-    The PACS re-sends a corrected study (an adult registered as a child, another body part) with the same SOP
-    Instance UIDs; the first copy is kept, so the study stayed raised by a model outside its intended use. Its
-    latest champion verdict is replaced by an "out of scope" one on a new revision of the study: the worklist
-    returns it to arrival order and the RIS hears it, as for any study outside the intended use. A study with no
-    scored champion verdict has nothing to withdraw; the refusal stays on its timeline.
-    """
-    study = connection.execute(
-        select(Study.id, Study.revision, Study.status).where(Study.study_instance_uid == headers.study_instance_uid)
-    ).first()
-    if study is None:
-        return
-    latest = connection.execute(
-        select(ScoreResult)
-        .where(ScoreResult.study_id == study.id, ScoreResult.role == ModelRole.champion)
-        .order_by(ScoreResult.revision.desc(), ScoreResult.id.desc())
-        .limit(1)
-    ).first()
-    if latest is None or latest.outcome != StudyStatus.scored or study.status == StudyStatus.receiving:
-        return
-    reason = f"header corrected after scoring: {', '.join(attributes)}"
-    revision = study.revision + 1
-    # A result belongs to a job; this one is done as it is made (no model runs: the stored copy is the wrong one).
-    job_id = connection.execute(
-        insert(ScoringJob).returning(ScoringJob.id).values(
-            study_id=study.id, revision=revision, task=latest.task, model_name=latest.model_name,
-            model_version=latest.model_version, role=ModelRole.champion.value, state=JobState.done.value, attempts=0,
-            next_attempt_at=now, last_error=reason, created_at=now, updated_at=now,
-        )
-    ).scalar_one()
+def _lock_study(connection: Connection, study_instance_uid: str) -> None:
+    """Hold the study row until the transaction ends (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the database).
+    FOR NO KEY UPDATE: the events and results inserted for it take a key-share lock, which it must not wait on."""
     connection.execute(
-        insert(ScoreResult).values(
-            study_id=study.id, job_id=job_id, revision=revision, task=latest.task, model_name=latest.model_name,
-            model_version=latest.model_version, mlflow_run_id=latest.mlflow_run_id, role=ModelRole.champion.value,
-            outcome=StudyStatus.out_of_scope.value, score=None, threshold=latest.threshold, call=None, localisation={},
-            reason=reason, timings={}, writeback_state=WritebackState.disabled.value, steering=latest.steering,
-            created_at=now,
-        )
+        select(Study.id).where(Study.study_instance_uid == study_instance_uid).with_for_update(key_share=True)
     )
-    connection.execute(
-        update(Study)
-        .where(Study.id == study.id)
-        .values(revision=revision, status=StudyStatus.out_of_scope.value, status_reason=reason)
-    )
-    add_event(
-        connection, study.id, revision, StudyStatus.out_of_scope.value, now, reason=reason,
-        sop_instance_uid=headers.sop_instance_uid, withdrawn_result_id=latest.id,
-    )
-    log.warning("study %s: header corrected after scoring (%s); the model's verdict is withdrawn",
-                subject_digest(headers.study_instance_uid), ", ".join(attributes))
 
 
 def _check_same_patient(connection: Connection, headers: InstanceHeaders) -> None:

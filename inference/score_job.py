@@ -14,9 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import Comprehensive3DSRStorage
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +25,7 @@ from inference.assemble import read_study
 from inference.champions import LoadedModel, ModelSelector
 from inference.errors import CouldNotScore, DocumentsNotBuilt, OutOfScope
 from inference.fetch_instances import IngestLogin, drop_cached_study, instance_files
+from inference.ingest import HEADER_CORRECTED
 from inference.jobs import mark_done
 from inference.outgoing import (
     discard_documents,
@@ -36,14 +38,14 @@ from inference.records import ScoreRecorded
 from inference.scorers import TaskScore, score_study
 from inference.spool_node import spool_node
 from inference.study_record import add_event
-from inference.tables import Instance, OutgoingResult, ScoreResult, ScoringJob, Study
-from inference.writeback import ResultToWrite, build_heatmap, build_sr
+from inference.tables import Instance, OutgoingResult, ScoreResult, ScoringJob, Study, StudyEvent
+from inference.writeback import NotScoredToWrite, ResultToWrite, build_heatmap, build_not_scored_sr, build_sr
 from service.db import session_scope, utcnow
 from service.lifecycle import JobState, ModelRole, SteeringRight, StudyStatus, WritebackState
 from service.settings import Settings
 from service.steering import defer_rules_from_settings
 
-__all__ = ["score_job", "seconds_between"]
+__all__ = ["correction_of", "not_scored_documents", "previous_sr", "score_job", "seconds_between"]
 
 log = logging.getLogger(__name__)
 
@@ -61,30 +63,68 @@ def _instance_paths(session: Session, study_id: int, revision: int) -> list[tupl
     return [(str(uid), Path(p)) for uid, p in rows]
 
 
-def _previous_sr(session: Session, settings: Settings, study: Study) -> tuple[int | None, Dataset | None]:
+def previous_sr(
+    connection: Session | Connection, settings: Settings, study_id: int, study_uid: str
+) -> tuple[int | None, Dataset | None]:
     """The study's last champion SR (id of its result, the stored document), named as the new SR's predecessor."""
-    previous = session.scalar(
-        select(ScoreResult)
+    previous = connection.execute(
+        select(ScoreResult.id, ScoreResult.sr_sop_instance_uid, ScoreResult.sr_series_instance_uid)
         .where(
-            ScoreResult.study_id == study.id,
+            ScoreResult.study_id == study_id,
             ScoreResult.role == ModelRole.champion,
             ScoreResult.sr_sop_instance_uid.is_not(None),
         )
         .order_by(ScoreResult.id.desc())
         .limit(1)
-    )
+    ).first()
     if previous is None or previous.sr_sop_instance_uid is None:
         return None, None
     if previous.sr_series_instance_uid:
         # Named from the database: the previous SR may be on another node's spool (a fetching worker's), and
         # a predecessor reference needs only these four UIDs.
         reference = Dataset()
-        reference.StudyInstanceUID = study.study_instance_uid
+        reference.StudyInstanceUID = study_uid
         reference.SeriesInstanceUID = previous.sr_series_instance_uid
         reference.SOPInstanceUID = previous.sr_sop_instance_uid
         reference.SOPClassUID = Comprehensive3DSRStorage
         return previous.id, reference
-    return previous.id, read_document(settings, study.study_instance_uid, previous.sr_sop_instance_uid)
+    return previous.id, read_document(settings, study_uid, previous.sr_sop_instance_uid)
+
+
+def correction_of(connection: Session | Connection, study_id: int, revision: int) -> str | None:
+    """Why a revision of a study must not be scored from its stored copies: one of them was corrected by a re-send
+    (the reason recorded then), or None."""
+    marks = connection.execute(
+        select(StudyEvent.detail).where(StudyEvent.study_id == study_id, StudyEvent.kind == HEADER_CORRECTED)
+        .order_by(StudyEvent.id)
+    ).scalars().all()
+    for detail in marks:
+        uid = (detail or {}).get("sop_instance_uid")
+        held = connection.execute(
+            select(Instance.revision).where(Instance.sop_instance_uid == uid, Instance.study_id == study_id)
+        ).scalar_one_or_none()
+        if held is not None and held <= revision:
+            return str(detail.get("reason") or "header corrected")
+    return None
+
+
+def not_scored_documents(
+    settings: Settings, *, source: Path, previous: Dataset | None, task: str, model_name: str, model_version: str,
+    run_id: str | None, outcome: StudyStatus, reason: str,
+) -> list[Dataset]:
+    """The SR that replaces the study's earlier SR in the PACS when a later revision is not scored (could not score,
+    outside the intended use): without it the PACS keeps the earlier call as the study's AI result. [] when no SR
+    was written before. ``source``: an instance of the revision, whose header the SR copies."""
+    if previous is None:
+        return []
+    to_write = NotScoredToWrite(
+        task, model_name, model_version, run_id, outcome.value, reason or "", dcmread(source, stop_before_pixels=True),
+        settings.uid_root,
+    )
+    try:
+        return [build_not_scored_sr(to_write, series_instance_uid=to_write.new_uid(), previous=previous)]
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise DocumentsNotBuilt(f"SR not built: {type(exc).__name__}: {exc}") from exc
 
 
 def _recorded(session: Session, result: ScoreResult, study_uid: str) -> ScoreRecorded:
@@ -150,7 +190,10 @@ def score_job(
         paths = _instance_paths(session, study.id, job.revision)
         completed_at, study_uid = study.completed_at, study.study_instance_uid
         task, version, role = job.task, job.model_version, ModelRole(job.role)
-        previous_id, previous_sr = _previous_sr(session, settings, study) if role == ModelRole.champion else (None, None)
+        previous_id, previous_doc = (
+            previous_sr(session, settings, study.id, study_uid) if role == ModelRole.champion else (None, None)
+        )
+        corrected = correction_of(session, study.id, job.revision)
     already = _finish_already_scored(session_factory, job_id, study_uid)
     if already is not None:
         return already
@@ -162,8 +205,8 @@ def score_job(
         files = instance_files(settings, job_id, study_uid, paths, login)
         return _score_and_store(
             job_id, settings=settings, session_factory=session_factory, selector=selector, model=model, files=files, role=role,
-            task=task, study_uid=study_uid, previous=(previous_id, previous_sr), timings_from=(completed_at, started),
-            node=node or spool_node(settings),
+            task=task, study_uid=study_uid, previous=(previous_id, previous_doc), timings_from=(completed_at, started),
+            node=node or spool_node(settings), corrected=corrected,
         )
     finally:
         if settings.ingest_url:
@@ -174,20 +217,22 @@ def _score_and_store(
     job_id: int, *, settings: Settings, session_factory: sessionmaker[Session], selector: ModelSelector,
     model: LoadedModel, files: list[Path],
     role: ModelRole, task: str, study_uid: str, previous: tuple[int | None, Dataset | None],
-    timings_from: tuple[datetime | None, datetime], node: str,
+    timings_from: tuple[datetime | None, datetime], node: str, corrected: str | None = None,
 ) -> ScoreRecorded:
+    """``corrected``: why the revision is not scored from its stored copies (a corrected re-send); no model runs."""
     previous_id, previous_sr = previous
     completed_at, started = timings_from
     scored: TaskScore | None = None
-    reason = None
-    outcome = StudyStatus.scored
-    try:
-        datasets = read_study(files, max_bytes=settings.max_instance_mb * 1024 * 1024)
-        scored = score_study(task, model, datasets, min_ct_slices=settings.ct_min_slices)
-    except OutOfScope as exc:
-        outcome, reason = StudyStatus.out_of_scope, exc.reason
-    except CouldNotScore as exc:
-        outcome, reason = StudyStatus.could_not_score, exc.reason
+    reason = corrected
+    outcome = StudyStatus.scored if corrected is None else StudyStatus.out_of_scope
+    if corrected is None:
+        try:
+            datasets = read_study(files, max_bytes=settings.max_instance_mb * 1024 * 1024)
+            scored = score_study(task, model, datasets, min_ct_slices=settings.ct_min_slices)
+        except OutOfScope as exc:
+            outcome, reason = StudyStatus.out_of_scope, exc.reason
+        except CouldNotScore as exc:
+            outcome, reason = StudyStatus.could_not_score, exc.reason
     inferred = utcnow()
     call = None if scored is None else ("positive" if scored.score >= model.threshold else "negative")
     replaced_by = None
@@ -197,33 +242,58 @@ def _score_and_store(
         champion_now = selector.champion_now(task)
         if champion_now != model.version:
             role, replaced_by = ModelRole.previous_champion, champion_now or "none"
-    documents: list[Dataset] = []
-    not_built: str | None = None
     # A shadow version's results stay in medscreen's records (quality review, the page's monitoring note): its
     # SR and heat-map in the PACS would present as a finding what its card says must not be shown as one.
     shown = model.steering != SteeringRight.shadow or settings.writeback_shadow
-    if scored is not None and call is not None and role == ModelRole.champion and shown:
-        # Built once here and kept: the study view shows the heat-map, the dispatcher sends these very files.
+    recorded: ScoreRecorded | None = None
+    while True:
+        documents: list[Dataset] = []
+        not_built: str | None = None
+        if role == ModelRole.champion and shown:
+            # Built once here and kept: the study view shows the heat-map, the dispatcher sends these very files.
+            try:
+                if scored is not None and call is not None:
+                    documents = _documents(model, task, scored, call, previous_sr, settings.uid_root)
+                elif files:
+                    documents = not_scored_documents(
+                        settings, source=files[0], previous=previous_sr, task=task, model_name=model.name,
+                        model_version=model.version, run_id=model.run_id, outcome=outcome, reason=reason or "",
+                    )
+            except DocumentsNotBuilt as exc:
+                # The outcome is kept; only the documents are missing, recorded as a dead write-back.
+                not_built = exc.reason
+            else:
+                store_documents(settings, study_uid, documents)
+        destination = pacs_destination(settings) if documents else None
         try:
-            documents = _documents(model, task, scored, call, previous_sr, settings.uid_root)
-        except DocumentsNotBuilt as exc:
-            # The score is kept and the study scored; only the documents are missing, recorded as a dead write-back.
-            not_built = exc.reason
-        else:
-            store_documents(settings, study_uid, documents)
-    destination = pacs_destination(settings) if documents else None
-    recorded = _store_result(
-        job_id, session_factory=session_factory, model=model, role=role, task=task, outcome=outcome, scored=scored,
-        call=call, reason=reason, documents=documents, destination=destination, previous_id=previous_id,
-        timings_from=(completed_at, started, inferred), node=node,
-        not_built=(not_built, pacs_destination(settings) is not None), replaced_by=replaced_by,
-    )
+            recorded = _store_result(
+                job_id, session_factory=session_factory, model=model, role=role, task=task, outcome=outcome,
+                scored=scored, call=call, reason=reason, documents=documents, destination=destination,
+                previous_id=previous_id, timings_from=(completed_at, started, inferred), node=node,
+                not_built=(not_built, pacs_destination(settings) is not None), replaced_by=replaced_by,
+                corrected=corrected is not None,
+            )
+        except _CorrectedMeanwhile as exc:
+            # A corrected re-send arrived while the model ran: the stored copy's header was the wrong one.
+            discard_documents(settings, study_uid, documents)
+            corrected, outcome, reason, scored, call = exc.reason, StudyStatus.out_of_scope, exc.reason, None, None
+            continue
+        break
     if recorded is None:
         # Another worker stored this job's result while this one scored it: its documents are the ones named.
         discard_documents(settings, study_uid, documents)
         recorded = _finish_already_scored(session_factory, job_id, study_uid)
         assert recorded is not None
+    elif len(recorded.document_uids) < len(documents):
+        # Not stored as the study's result (a newer revision supersedes the job's): its documents are never sent.
+        discard_documents(settings, study_uid, documents)
     return recorded
+
+
+class _CorrectedMeanwhile(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _store_result(
@@ -231,7 +301,7 @@ def _store_result(
     outcome: StudyStatus, scored: TaskScore | None, call: str | None, reason: str | None, documents: list[Dataset],
     destination: dict[str, Any] | None, previous_id: int | None,
     timings_from: tuple[datetime | None, datetime, datetime], node: str,
-    not_built: tuple[str | None, bool] = (None, False), replaced_by: str | None = None,
+    not_built: tuple[str | None, bool] = (None, False), replaced_by: str | None = None, corrected: bool = False,
 ) -> ScoreRecorded | None:
     """Commit the result, the outgoing row, the study's status and the job's completion; None when the job
     already has a result (the unique ``score_results.job_id`` decides between two workers on one job).
@@ -239,18 +309,29 @@ def _store_result(
     ``not_built``: why the SR and heat-map could not be built (None when they were, or were not asked for), and
     whether a PACS is configured (the result's write-back is then ``failed``, as after a dead send).
     ``replaced_by``: the champion now, when the job's version was champion when queued and is no longer (the result
-    is stored as ``previous-champion`` and ``shadow``, and the study goes back to ``routed`` to be scored by it)."""
+    is stored as ``previous-champion`` and ``shadow``, and the study goes back to ``routed`` to be scored by it).
+
+    Decided under a lock on the study row, so that a withdrawal (``inference/ingest.py``) or a re-queue commits wholly
+    before or after: a champion result of a revision older than the study's now (a late image, a corrected re-send
+    since the job was queued) is stored as ``previous-champion`` and ``shadow``, without documents, and never becomes
+    the study's result; a corrected re-send of one of the revision's instances raises ``_CorrectedMeanwhile``
+    unless ``corrected`` (the outcome already says so)."""
     not_built_reason, pacs_configured = not_built
     completed_at, started, inferred = timings_from
     steering = SteeringRight.shadow if replaced_by is not None else model.steering
     with session_scope(session_factory) as session:
         job = session.get(ScoringJob, job_id)
         assert job is not None
-        study = session.get(Study, job.study_id)
-        assert study is not None
+        study = session.scalars(select(Study).where(Study.id == job.study_id).with_for_update(key_share=True)).one()
         study_uid = study.study_instance_uid
         if session.scalar(select(ScoreResult.id).where(ScoreResult.job_id == job_id)) is not None:
             return None
+        if not corrected and (correction := correction_of(session, study.id, job.revision)) is not None:
+            raise _CorrectedMeanwhile(correction)
+        if role == ModelRole.champion and study.revision > job.revision:
+            log.warning("job %d: revision %d is superseded by revision %d: result kept, not the study's",
+                        job.id, job.revision, study.revision)
+            role, steering, documents, destination = ModelRole.previous_champion, SteeringRight.shadow, [], None
         stored_at = utcnow()
         result = ScoreResult(
             study_id=study.id,

@@ -119,10 +119,14 @@ class ChampionResult:
     steering: str = SteeringRight.raise_only.value
     # The study's earlier result that this one replaces (a late image re-opened and re-scored the study).
     corrects: int | None = None
+    # The study's later result that replaces this one, by (revision, id): a result of an older revision is never
+    # the RIS's current one, whenever it was stored.
+    superseded_by: int | None = None
 
 
 def champion_result(result: ScoreResult) -> ChampionResult:
-    """What the ORU says of one stored champion result."""
+    """What the ORU says of one stored champion result; its neighbours in the study are ordered by (revision, id)."""
+    before, after = neighbours(result)
     return ChampionResult(
         result_id=result.id,
         task=result.task,
@@ -135,7 +139,8 @@ def champion_result(result: ScoreResult) -> ChampionResult:
         reason=result.reason,
         created_at=result.created_at,
         steering=result.steering or SteeringRight.raise_only.value,
-        corrects=before.id if (before := neighbours(result)[0]) else None,
+        corrects=before.id if before else None,
+        superseded_by=after.id if after else None,
     )
 
 
