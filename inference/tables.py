@@ -144,7 +144,7 @@ class ScoringJob(Base):
     task: Mapped[str] = mapped_column(String(32))
     model_name: Mapped[str] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(32))
-    role: Mapped[str] = mapped_column(String(16))  # ModelRole: champion (drives priority) or challenger (shadow only)
+    role: Mapped[str] = mapped_column(String(32))  # ModelRole: champion (drives priority), challenger, previous-champion
     state: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -173,7 +173,7 @@ class ScoreResult(Base):
     model_name: Mapped[str] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(32), index=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    role: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(32))
     outcome: Mapped[str] = mapped_column(String(16))  # StudyStatus.scored, could_not_score or out_of_scope
     score: Mapped[float | None] = mapped_column(Float, nullable=True)  # probability, 0..1
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # the version's operating point
