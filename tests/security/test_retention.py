@@ -7,9 +7,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from sqlalchemy import select, update
 
+from inference.errors import MissingAttribute
 from inference.ingest import InstanceIngestor
 from inference.retention import RetentionCleaner
 from inference.spool import Spool
@@ -40,10 +42,8 @@ def test_files_past_their_time_go_audited_and_nothing_unread_goes(ingestor: Inst
     late.save_as(late_path, enforce_file_format=True)
     read_then_more = ingestor.accept_file(_copy(ingestor, late_path), source="dimse")
     refused = _copy(ingestor, INFERENCE_FIXTURES / "bad" / "missing_uids.dcm")
-    try:
+    with pytest.raises(MissingAttribute):  # refused on purpose: kept in the quarantine
         ingestor.accept_file(refused, source="dimse")
-    except Exception:  # noqa: BLE001 - refused on purpose
-        pass
 
     now = utcnow()
     long_ago = now - timedelta(days=40)
@@ -101,10 +101,8 @@ def test_a_fetching_workers_cleaner_removes_only_its_own_result_documents(ingest
     factory = make_session_factory(ingestor.engine)
     read = ingestor.accept_file(_copy(ingestor, CT), source="dimse")
     refused = _copy(ingestor, INFERENCE_FIXTURES / "bad" / "missing_uids.dcm")
-    try:
+    with pytest.raises(MissingAttribute):  # refused on purpose: kept in the quarantine
         ingestor.accept_file(refused, source="dimse")
-    except Exception:  # noqa: BLE001 - refused on purpose
-        pass
     stale = ingestor.spool.new_incoming_path()
     stale.write_bytes(b"partial")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
