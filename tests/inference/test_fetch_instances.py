@@ -76,7 +76,7 @@ def test_a_failed_fetch_leaves_no_instances_and_a_worker_start_clears_stale_ones
         create_user(session, "worker-1", "worker-1-password-long", ["sender"], actor="test")
 
     class AnyModel:
-        def load(self, task: str, version: str) -> object:
+        def load(self, task: str, version: str, **_: object) -> object:
             return object()
 
     with app_in_thread(app) as url:
