@@ -13,6 +13,7 @@ from inference.tables import ScoreResult, ScoringJob, Study
 from inference.worker import ScoringWorker
 from inference.worker_process import build_worker
 from service.db import session_scope, utcnow
+from service.steering import DeferRules
 from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
 
 DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
@@ -62,9 +63,9 @@ class _SecondWorkerWinsWhileModelLoads(ModelSelector):
         self.__dict__.update(base.__dict__)
         self.second = second
 
-    def load(self, task: str, version: str) -> LoadedModel:
+    def load(self, task: str, version: str, *, defer_rules: DeferRules | None = None) -> LoadedModel:
         assert not isinstance(self.second.process_one(), bool)
-        return super().load(task, version)
+        return super().load(task, version, defer_rules=defer_rules)
 
 
 def test_first_worker_losing_the_insert_drops_its_documents_and_marks_the_job_done(pipeline: Pipeline) -> None:
