@@ -252,15 +252,13 @@ def _measurement_group(
     )
 
 
-def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
-    procedure, finding = _TASK_CODES[Task(result.task)]
-    source = header_for_documents(result.scored.source)
-    device_uid = algorithm_device_uid(result.model_name, result.model_version, result.run_id, result.uid_root)
-    observation_context = hd.sr.ObservationContext(
+def _observation_context(result: ResultToWrite | NotScoredToWrite) -> hd.sr.ObservationContext:
+    """The model version as the SR's observer device (TID 1004), named by its Device UID."""
+    return hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=device_uid,
+                uid=algorithm_device_uid(result.model_name, result.model_version, result.run_id, result.uid_root),
                 name=f"{result.model_name} {result.model_version}",
                 manufacturer_name=MANUFACTURER,
                 model_name=result.model_name,
@@ -268,6 +266,12 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
             ),
         )
     )
+
+
+def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
+    procedure, finding = _TASK_CODES[Task(result.task)]
+    source = header_for_documents(result.scored.source)
+    observation_context = _observation_context(result)
     algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version, manufacturer=MANUFACTURER)
     regions = result.scored.regions or [RegionScore(source, result.scored.localisation.get("point"), result.scored.score)]
     groups = [
@@ -342,16 +346,7 @@ def build_not_scored_sr(result: NotScoredToWrite, *, series_instance_uid: str, p
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
     )
-    device_uid = algorithm_device_uid(result.model_name, result.model_version, result.run_id, result.uid_root)
-    observation_context = hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=codes.DCM.Device,
-            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=device_uid, name=f"{result.model_name} {result.model_version}", manufacturer_name=MANUFACTURER,
-                model_name=result.model_name, serial_number=result.model_version,
-            ),
-        )
-    )
+    observation_context = _observation_context(result)
     report = hd.sr.MeasurementReport(
         observation_context=observation_context, procedure_reported=procedure, imaging_measurements=[group]
     )
