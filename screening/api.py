@@ -170,25 +170,32 @@ def _incomplete(session: Session, user: AuthenticatedUser, shown: int = 20) -> t
     )
     return total, [
         {
-            "id": row.id,
-            "patient_id": row.patient_id,
-            "patient_name": row.patient_name,
-            "mrn": row.mrn,
-            "practitioner": row.practitioner,
-            "organization": row.organization,
-            "status": row.status,
-            "age_years": row.age_days / 365.25,
-            "risk": row.risk,
+            **_listed(row),
             "risk_is_lower_bound": True,
-            "threshold": row.threshold,
-            "model_version": row.model_version,
-            "screened_at": row.screened_at.isoformat(),
             "reason": row.reason,
             "not_read": row.explanation.get("dropped", []),
             "risk_assessment": row.risk_assessment,
         }
         for row in rows
     ]
+
+
+def _listed(row: ScreeningRun) -> dict[str, Any]:
+    """What the page lists of every stored result, flagged or incomplete: the child, the risk and the model."""
+    return {
+        "id": row.id,
+        "patient_id": row.patient_id,
+        "patient_name": row.patient_name,
+        "mrn": row.mrn,
+        "practitioner": row.practitioner,
+        "organization": row.organization,
+        "status": row.status,
+        "age_years": row.age_days / 365.25,
+        "risk": row.risk,
+        "threshold": row.threshold,
+        "model_version": row.model_version,
+        "screened_at": row.screened_at.isoformat(),
+    }
 
 
 def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[ScreeningRun]) -> dict[Child, list[dict[str, Any]]]:
@@ -231,18 +238,7 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
         latest = history[-1] if history else None
         flags.append(
             {
-                "id": row.id,
-                "patient_id": row.patient_id,
-                "patient_name": row.patient_name,
-                "mrn": row.mrn,
-                "practitioner": row.practitioner,
-                "organization": row.organization,
-                "status": row.status,
-                "age_years": row.age_days / 365.25,
-                "risk": row.risk,
-                "threshold": row.threshold,
-                "model_version": row.model_version,
-                "screened_at": row.screened_at.isoformat(),
+                **_listed(row),
                 "explanation": row.explanation,
                 # Its status now, as the EMR is sent it (``fhir_feed``): a decided flag is no longer active.
                 "flag": {**row.flag, "status": "inactive"} if row.flag and latest else row.flag,
