@@ -268,6 +268,26 @@ def _observation_context(result: ResultToWrite | NotScoredToWrite) -> hd.sr.Obse
     )
 
 
+def _sr_document(
+    result: ResultToWrite | NotScoredToWrite, evidence: list[Dataset], report: hd.sr.MeasurementReport,
+    series_instance_uid: str, previous: Dataset | None, described: str,
+) -> hd.sr.Comprehensive3DSR:
+    """The Comprehensive 3D SR of a result, scored or not: one series number, equipment and description rule."""
+    return hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=series_instance_uid,
+        series_number=9901,
+        sop_instance_uid=result.new_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        previous_versions=[previous] if previous is not None else None,
+        contributing_equipment=[_contributing_equipment(result)],
+        series_description=f"medscreen AI result {result.model_name} v{result.model_version}{described}",
+    )
+
+
 def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
     procedure, finding = _TASK_CODES[Task(result.task)]
     source = header_for_documents(result.scored.source)
@@ -284,19 +304,7 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
     evidence = list({
         str(r.source.SOPInstanceUID): header_for_documents(r.source) for r in [RegionScore(source, None, 0.0), *regions]
     }.values())
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=evidence,
-        content=report,
-        series_instance_uid=series_instance_uid,
-        series_number=9901,
-        sop_instance_uid=result.new_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        previous_versions=[previous] if previous is not None else None,
-        contributing_equipment=[_contributing_equipment(result)],
-        series_description=f"medscreen AI result {result.model_name} v{result.model_version} (decision support)",
-    )
+    sr = _sr_document(result, evidence, report, series_instance_uid, previous, " (decision support)")
     stamp_creation_times(sr, source)
     return sr
 
@@ -350,19 +358,7 @@ def build_not_scored_sr(result: NotScoredToWrite, *, series_instance_uid: str, p
     report = hd.sr.MeasurementReport(
         observation_context=observation_context, procedure_reported=procedure, imaging_measurements=[group]
     )
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=[source],
-        content=report,
-        series_instance_uid=series_instance_uid,
-        series_number=9901,
-        sop_instance_uid=result.new_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        is_complete=True,
-        previous_versions=[previous],
-        contributing_equipment=[_contributing_equipment(result)],
-        series_description=f"medscreen AI result {result.model_name} v{result.model_version}: not scored",
-    )
+    sr = _sr_document(result, [source], report, series_instance_uid, previous, ": not scored")
     stamp_creation_times(sr, source)
     return sr
 
