@@ -181,7 +181,14 @@ def _patient(segment: object, order: StudyOrder) -> None:
     # holding a name, when a Japanese PN leaves the alphabetic one empty).
     name = next((group for group in order.patient_name.split("=") if group.strip("^ ")), "")
     if name:
-        pid.pid_5 = "^".join(_text(part, 60) for part in name.split("^")[:5])  # type: ignore[attr-defined]
+        pid.pid_5 = _xpn(name)  # type: ignore[attr-defined]
+
+
+def _xpn(name: str) -> str:
+    """One DICOM PN component group as an XPN: PN is family^given^middle^prefix^suffix (PS3.5 6.2), XPN is
+    family^given^further given^suffix^prefix (HL7 2.A.89), so the last two change places."""
+    family, given, middle, prefix, suffix = (name.split("^") + [""] * 5)[:5]
+    return "^".join(_text(part, 60) for part in (family, given, middle, suffix, prefix)).rstrip("^")
 
 
 def priority_update(
