@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# Test processes: most tests wait on real peers, so three keep two cores busy. Each file runs whole in one process
+# (its module fixtures start their peers once); PYTEST_WORKERS=0 runs the suite in this process.
+PYTEST_WORKERS ?= 3
 
 # Debian packages: dcmtk and orthanc are real DICOM peers for tests, chromium for page tests,
 # postgresql for the PostgreSQL variant of the database tests, dicom3tools (dciodvfy) to validate what write-back builds.
@@ -42,7 +45,7 @@ run: $(VENV)/.serve-installed
 	$(BIN)/medscreen serve
 
 test: system-test-deps $(VENV)/.test-installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 lint: $(VENV)/.test-installed
