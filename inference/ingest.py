@@ -105,7 +105,9 @@ class InstanceIngestor:
                     raise InstanceTooLarge(
                         f"instance of {size / 1e6:.0f} MB exceeds the {self.settings.max_instance_mb} MB limit"
                     )
-                headers = read_instance_headers(received, self.max_instance_bytes)
+                headers = read_instance_headers(
+                    received, self.max_instance_bytes, default_charset=self.settings.dicom_default_charset
+                )
                 if expected_study_uid is not None and headers.study_instance_uid != expected_study_uid:
                     raise StudyMismatch(
                         f"instance belongs to study {headers.study_instance_uid}, not {expected_study_uid} named in the URL"

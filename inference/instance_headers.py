@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pydicom import dcmread
+from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR
-from pydicom.dataset import FileDataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
@@ -32,7 +33,14 @@ from inference.instance_limits import check_declared_pixels, deflated_data_set_o
 from inference.records import InstanceHeaders
 from inference.sop_classes import modality_for_sop_class
 
-__all__ = ["read_instance_headers", "is_valid_uid"]
+__all__ = [
+    "read_instance_headers",
+    "is_valid_uid",
+    "DEFAULT_CHARSET",
+    "DEFAULT_REPERTOIRE",
+    "declared_character_sets",
+    "text_as_meant",
+]
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -51,6 +59,36 @@ def _padded(ds: FileDataset, keyword: str) -> str:
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         value = "\\".join(str(v) for v in value)
     return str(value).strip().strip("\x00").strip()
+
+
+# The site's reading of undeclared 8-bit text (MEDSCREEN_DICOM_DEFAULT_CHARSET): Latin-1, as pydicom and Orthanc
+# (DefaultEncoding) assume, and the code page most modalities that declare nothing write.
+DEFAULT_CHARSET = "ISO_IR 100"
+# Declarations that mean the 7-bit default repertoire (PS3.3 C.12.1.1.2): none, an empty value, ISO_IR 6. Bytes
+# above 0x7F under them are outside the standard; a modality writing its local code page is why they are there.
+DEFAULT_REPERTOIRE = ("", "ISO_IR 6", "ISO 2022 IR 6")
+
+
+def declared_character_sets(ds: Dataset) -> list[str]:
+    """Specific Character Set as a list of its values ([] when absent)."""
+    declared = ds.get("SpecificCharacterSet")
+    if declared is None:
+        return []
+    if isinstance(declared, list | tuple) or type(declared).__name__ == "MultiValue":
+        return [str(value).strip() for value in declared]
+    return [str(declared).strip()]
+
+
+def text_as_meant(value: str, declared: list[str], default_charset: str = DEFAULT_CHARSET) -> str:
+    """A text value as pydicom decoded it, read as the sender meant it. Under the default repertoire pydicom reads
+    bytes above 0x7F as Latin-1; they are read in ``default_charset`` instead (the site's setting: UTF-8 or GBK
+    modalities that declare nothing)."""
+    if all(term in DEFAULT_REPERTOIRE for term in declared):
+        # pydicom's Latin-1 reading gives every byte back as it was (a value beyond U+00FF was set in memory, not
+        # read: it is kept): those bytes are decoded as the site means them.
+        if default_charset != "ISO_IR 100" and not value.isascii() and max(map(ord, value)) < 0x100:
+            value = value.encode("latin-1").decode(python_encoding[default_charset], errors="replace")
+    return value
 
 
 def _text(ds: FileDataset, keyword: str) -> str:
@@ -211,11 +249,16 @@ def _read_header(path: Path, max_bytes: int) -> FileDataset:
     return dcmread(path, defer_size=_DEFER_BYTES)
 
 
-def read_instance_headers(path: Path, max_bytes: int | None = None) -> InstanceHeaders:
+def read_instance_headers(
+    path: Path, max_bytes: int | None = None, *, default_charset: str = DEFAULT_CHARSET
+) -> InstanceHeaders:
     """Parse the header of a DICOM Part 10 file at ``path`` without loading its pixels.
 
     ``max_bytes`` bounds the instance once inflated and its pixel data once decoded (see
     ``inference/instance_limits.py``); None checks only that the pixel data holds what it declares.
+    ``default_charset`` (MEDSCREEN_DICOM_DEFAULT_CHARSET) reads 8-bit text of an instance that declares no
+    character set (see :func:`text_as_meant`); identifiers are kept as pydicom reads them, since other systems'
+    copies of them are matched byte for byte.
     """
     limit = max_bytes if max_bytes is not None else 1 << 62
     try:
@@ -228,22 +271,27 @@ def read_instance_headers(path: Path, max_bytes: int | None = None) -> InstanceH
         transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
         has_pixels = any(keyword in ds for keyword in _PIXEL_KEYWORDS)
         modality = _text(ds, "Modality")
+        declared = declared_character_sets(ds)
+
+        def text(keyword: str) -> str:
+            return text_as_meant(_text(ds, keyword), declared, default_charset)
+
         headers = dict(
             body_part_examined=_text(ds, "BodyPartExamined"),
-            study_description=_text(ds, "StudyDescription"),
-            series_description=_text(ds, "SeriesDescription"),
-            protocol_name=_text(ds, "ProtocolName"),
+            study_description=text("StudyDescription"),
+            series_description=text("SeriesDescription"),
+            protocol_name=text("ProtocolName"),
             view_position=_text(ds, "ViewPosition"),
             laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
             patient_id=_identifier(ds, "PatientID"),
-            patient_name=_text(ds, "PatientName"),
+            patient_name=text("PatientName"),
             patient_sex=_text(ds, "PatientSex"),
             patient_birth_date=_text(ds, "PatientBirthDate"),
             accession_number=_identifier(ds, "AccessionNumber"),
             study_date=_text(ds, "StudyDate"),
-            manufacturer=_text(ds, "Manufacturer"),
-            station_name=_text(ds, "StationName"),
-            institution_name=_text(ds, "InstitutionName"),
+            manufacturer=text("Manufacturer"),
+            station_name=text("StationName"),
+            institution_name=text("InstitutionName"),
             order_priority=_order_priority(ds),
         )
     except InvalidDicomError as exc:

@@ -119,7 +119,7 @@ def not_scored_documents(
         return []
     to_write = NotScoredToWrite(
         task, model_name, model_version, run_id, outcome.value, reason or "", dcmread(source, stop_before_pixels=True),
-        settings.uid_root,
+        settings.uid_root, settings.dicom_default_charset,
     )
     try:
         return [build_not_scored_sr(to_write, series_instance_uid=to_write.new_uid(), previous=previous)]
@@ -157,11 +157,12 @@ def _finish_already_scored(session_factory: sessionmaker[Session], job_id: int, 
 
 
 def _documents(
-    model: LoadedModel, task: str, scored: TaskScore, call: str, previous: Dataset | None, uid_root: str
+    model: LoadedModel, task: str, scored: TaskScore, call: str, previous: Dataset | None, settings: Settings
 ) -> list[Dataset]:
     """The SR and heat-map; DocumentsNotBuilt when highdicom or pydicom refuse what the source's header holds."""
     to_write = ResultToWrite(
-        task, model.name, model.version, model.run_id, model.threshold, call, scored, uid_root, steering=model.steering
+        task, model.name, model.version, model.run_id, model.threshold, call, scored, settings.uid_root,
+        steering=model.steering, default_charset=settings.dicom_default_charset,
     )
     try:
         sr = build_sr(to_write, series_instance_uid=to_write.new_uid(), previous=previous)
@@ -253,7 +254,7 @@ def _score_and_store(
             # Built once here and kept: the study view shows the heat-map, the dispatcher sends these very files.
             try:
                 if scored is not None and call is not None:
-                    documents = _documents(model, task, scored, call, previous_sr, settings.uid_root)
+                    documents = _documents(model, task, scored, call, previous_sr, settings)
                 elif files:
                     documents = not_scored_documents(
                         settings, source=files[0], previous=previous_sr, task=task, model_name=model.name,

@@ -33,6 +33,7 @@ from pydicom.valuerep import DS
 from pynetdicom import AE
 
 from inference.errors import WritebackFailed
+from inference.instance_headers import DEFAULT_CHARSET, DEFAULT_REPERTOIRE, declared_character_sets, text_as_meant
 from inference.intake import MANUFACTURER
 from inference.score_text import score_and_threshold
 from inference.scorers import RegionScore, TaskScore
@@ -100,6 +101,8 @@ class ResultToWrite:
     uid_root: str | None = None
     # The version's steering right, stated in each measurement group; None leaves it out.
     steering: SteeringRight | None = None
+    # How 8-bit text of a source that declares no character set is read (MEDSCREEN_DICOM_DEFAULT_CHARSET).
+    default_charset: str = DEFAULT_CHARSET
 
     def new_uid(self) -> str:
         return str(generate_uid(prefix=self.uid_root)) if self.uid_root else str(generate_uid())
@@ -123,11 +126,32 @@ _COPIED_CHARACTER_SETS = frozenset(
 UTF8 = "ISO_IR 192"
 
 
-def _declared_character_sets(source: Dataset) -> list[str]:
-    declared = source.get("SpecificCharacterSet")
-    if declared is None:
-        return []
-    return [str(value) for value in declared] if isinstance(declared, MultiValue) else [str(declared)]
+# Value representations of text in a character set other than the default repertoire (PS3.5 6.1.2.3).
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
+
+
+def _text_values(ds: Dataset) -> list[tuple[Any, list[str]]]:
+    """Every text element (in sequence items too) with its values as strings; pixel data is not read."""
+    found = []
+    for tag in list(ds.keys()):
+        if tag == PIXEL_DATA:
+            continue
+        element = ds[tag]
+        if element.VR == "SQ":
+            found += [text for item in element.value or [] for text in _text_values(item)]
+        elif element.VR in _TEXT_VRS and element.value not in (None, ""):
+            value = element.value
+            values = list(value) if isinstance(value, MultiValue | list) else [value]
+            found.append((element, [str(v) for v in values]))
+    return found
+
+
+def _read_as_meant(fixed: Dataset, default_charset: str) -> None:
+    """Text of a source under the default repertoire, which pydicom read as Latin-1, read as the site means it."""
+    for element, values in _text_values(fixed):
+        meant = [text_as_meant(v, [], default_charset) for v in values]
+        if meant != values:
+            element.value = meant if len(meant) > 1 else meant[0]
 
 
 def _header_copy(source: Dataset) -> Dataset:
@@ -158,15 +182,25 @@ def _patient_sex(value: object) -> str:
     return _PATIENT_SEX.get(str(value or "").strip().upper(), "")
 
 
-def header_for_documents(source: Dataset) -> Dataset:
+def header_for_documents(source: Dataset, default_charset: str = DEFAULT_CHARSET) -> Dataset:
     """The source's header as the SR and heat-map copy it: the source itself when every copied Type 2 attribute
     is there, its character set is one the documents can keep and its Patient's Age is valid; else a copy with
     the missing Type 2 attributes empty, its text re-encoded in UTF-8 (ISO_IR 192), Patient's Age normalised
     or left out (highdicom copies the Patient Study module as it is, and a strict PACS refuses an invalid AS) and
-    Patient's Sex normalised or empty."""
+    Patient's Sex normalised or empty.
+
+    A source that declares no character set (or ISO_IR 6) but holds 8-bit text is written in UTF-8 too, its text
+    read in ``default_charset`` (MEDSCREEN_DICOM_DEFAULT_CHARSET): copied as it was, its bytes had stood undeclared
+    in the documents, which is invalid DICOM."""
     missing = [keyword for keyword in COPIED_TYPE2 if keyword not in source]
-    declared = _declared_character_sets(source)
-    transcode = bool(declared) and (len(declared) > 1 or declared[0] not in _COPIED_CHARACTER_SETS)
+    declared = declared_character_sets(source)
+    default_repertoire = all(value in DEFAULT_REPERTOIRE for value in declared)
+    undeclared_8bit = default_repertoire and any(
+        not value.isascii() for _, values in _text_values(source) for value in values
+    )
+    transcode = undeclared_8bit or (
+        bool(declared) and (len(declared) > 1 or declared[0] not in _COPIED_CHARACTER_SETS)
+    )
     age = source.get("PatientAge")
     fix_age = age is not None and str(age) != "" and _patient_age(age) != str(age)
     sex = source.get("PatientSex")
@@ -178,6 +212,8 @@ def header_for_documents(source: Dataset) -> Dataset:
         # Every text value decoded with the source's own declaration first (escape sequences included), then
         # written out under the new one: pydicom re-encodes a PersonName whose encodings changed.
         fixed.decode()
+        if default_repertoire:
+            _read_as_meant(fixed, default_charset)
         fixed.SpecificCharacterSet = UTF8
     for keyword in missing:
         setattr(fixed, keyword, "")
@@ -235,7 +271,9 @@ def _measurement_group(
             referenced_region=hd.sr.ImageRegion(
                 graphic_type=hd.sr.GraphicTypeValues.POINT,
                 graphic_data=np.asarray([region.point], dtype=float),
-                source_image=hd.sr.SourceImageForRegion.from_source_image(header_for_documents(region.source)),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(
+                    header_for_documents(region.source, result.default_charset)
+                ),
             ),
             finding_type=finding,
             algorithm_id=algorithm,
@@ -248,7 +286,9 @@ def _measurement_group(
         algorithm_id=algorithm,
         measurements=measurements,
         qualitative_evaluations=evaluations,
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(header_for_documents(region.source))],
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup.from_source_image(header_for_documents(region.source, result.default_charset))
+        ],
     )
 
 
@@ -290,7 +330,7 @@ def _sr_document(
 
 def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Dataset | None = None) -> Dataset:
     procedure, finding = _TASK_CODES[Task(result.task)]
-    source = header_for_documents(result.scored.source)
+    source = header_for_documents(result.scored.source, result.default_charset)
     observation_context = _observation_context(result)
     algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version, manufacturer=MANUFACTURER)
     regions = result.scored.regions or [RegionScore(source, result.scored.localisation.get("point"), result.scored.score)]
@@ -302,7 +342,8 @@ def build_sr(result: ResultToWrite, *, series_instance_uid: str, previous: Datas
         observation_context=observation_context, procedure_reported=procedure, imaging_measurements=groups
     )
     evidence = list({
-        str(r.source.SOPInstanceUID): header_for_documents(r.source) for r in [RegionScore(source, None, 0.0), *regions]
+        str(r.source.SOPInstanceUID): header_for_documents(r.source, result.default_charset)
+        for r in [RegionScore(source, None, 0.0), *regions]
     }.values())
     sr = _sr_document(result, evidence, report, series_instance_uid, previous, " (decision support)")
     stamp_creation_times(sr, source)
@@ -330,6 +371,8 @@ class NotScoredToWrite:
     reason: str
     source: Dataset
     uid_root: str | None = None
+    # How 8-bit text of a source that declares no character set is read (MEDSCREEN_DICOM_DEFAULT_CHARSET).
+    default_charset: str = DEFAULT_CHARSET
 
     def new_uid(self) -> str:
         return str(generate_uid(prefix=self.uid_root)) if self.uid_root else str(generate_uid())
@@ -339,7 +382,7 @@ def build_not_scored_sr(result: NotScoredToWrite, *, series_instance_uid: str, p
     """TID 1500 with one group: the call "not scored" (why, coded) and the reason as text, naming the earlier SR
     as its predecessor; no probability and no operating point."""
     procedure, finding = _TASK_CODES[Task(result.task)]
-    source = header_for_documents(result.source)
+    source = header_for_documents(result.source, result.default_charset)
     algorithm = hd.sr.AlgorithmIdentification(name=result.model_name, version=result.model_version, manufacturer=MANUFACTURER)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=result.new_uid(), identifier=f"{result.task} AI not scored"),
@@ -462,7 +505,7 @@ def build_heatmap(result: ResultToWrite, *, series_instance_uid: str) -> Dataset
         *(["SHADOW: recorded for monitoring, not a finding"] if shadow else []),
         "red: where the model looked most (relative)",
     ]
-    source = header_for_documents(scored.source)
+    source = header_for_documents(scored.source, result.default_charset)
     shape = heatmap_shape(source)
     pixels = _overlay(scored.image, scored.heatmap, lines, shape)
     sc = hd.sc.SCImage.from_ref_dataset(

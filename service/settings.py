@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydicom.charset import python_encoding
 
 __all__ = ["Settings", "DEFAULT_MAX_STUDY_DECODED_MB"]
 
@@ -84,6 +85,15 @@ class Settings(BaseSettings):
     )
     dicom_max_pdu: int = Field(
         262144, description="Maximum PDU size the receiver offers; large PDUs cut per-PDU overhead on big images."
+    )
+    dicom_default_charset: str = Field(
+        "ISO_IR 100",
+        description="Character set (a DICOM Specific Character Set term) of 8-bit text in instances that declare none "
+        "or only the default repertoire (`ISO_IR 6`), as modalities writing their local code page send it: the names "
+        "and descriptions on the worklist and to the RIS are read in it, and the SR and heat-map write them in UTF-8 "
+        "(`ISO_IR 192`). `ISO_IR 100` (Latin-1) is what pydicom and Orthanc's `DefaultEncoding` assume; `ISO_IR 192` "
+        "for modalities that write UTF-8, `GB18030` for Chinese ones, `ISO_IR 144` Cyrillic, `ISO_IR 101` Central "
+        "European.",
     )
     dicom_tls_cert: Path | None = Field(
         None, description="Certificate (PEM) of medscreen's DICOM node; with MEDSCREEN_DICOM_TLS_KEY the receiver speaks "
@@ -406,6 +416,18 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         # Resolved once, here: every path under it is then the same whatever folder a process later runs in.
         return value.expanduser().resolve()
+
+    @field_validator("dicom_default_charset")
+    @classmethod
+    def _stand_alone_charset(cls, value: str) -> str:
+        # One stand-alone character set beyond the default repertoire: ISO 2022 sets need escape sequences that
+        # undeclared text cannot hold, and ISO_IR 6 is the default repertoire itself.
+        known_terms = sorted(t for t in python_encoding if t not in ("", "ISO_IR 6") and not t.startswith("ISO 2022"))
+        term = value.strip()
+        if term not in known_terms:
+            known = ", ".join(known_terms)
+            raise ValueError(f"MEDSCREEN_DICOM_DEFAULT_CHARSET {value!r} is not one of the DICOM terms {known}")
+        return term
 
     @field_validator("secret_key")
     @classmethod
