@@ -67,6 +67,13 @@ DEFAULT_CHARSET = "ISO_IR 100"
 # Declarations that mean the 7-bit default repertoire (PS3.3 C.12.1.1.2): none, an empty value, ISO_IR 6. Bytes
 # above 0x7F under them are outside the standard; a modality writing its local code page is why they are there.
 DEFAULT_REPERTOIRE = ("", "ISO_IR 6", "ISO 2022 IR 6")
+# Bytes 0x80-0x9F of ISO_IR 100 text are C1 controls in Latin-1, which no name or description means. Windows
+# modalities label Windows-1252 text ISO_IR 100 and write Š, Ž, Œ, €, quotes and dashes there: those bytes are read
+# as Windows-1252 where it defines a character (0x81, 0x8D, 0x8F, 0x90, 0x9D stay controls; the RIS feed makes
+# every control a space).
+_C1_AS_WINDOWS_1252 = str.maketrans(
+    {chr(byte): bytes([byte]).decode("cp1252") for byte in range(0x80, 0xA0) if byte not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+)
 
 
 def declared_character_sets(ds: Dataset) -> list[str]:
@@ -82,12 +89,17 @@ def declared_character_sets(ds: Dataset) -> list[str]:
 def text_as_meant(value: str, declared: list[str], default_charset: str = DEFAULT_CHARSET) -> str:
     """A text value as pydicom decoded it, read as the sender meant it. Under the default repertoire pydicom reads
     bytes above 0x7F as Latin-1; they are read in ``default_charset`` instead (the site's setting: UTF-8 or GBK
-    modalities that declare nothing)."""
+    modalities that declare nothing). In ISO_IR 100 text, declared or by default, bytes 0x80-0x9F are read as
+    Windows-1252."""
+    charset = declared[0] if len(declared) == 1 else ""
     if all(term in DEFAULT_REPERTOIRE for term in declared):
+        charset = default_charset
         # pydicom's Latin-1 reading gives every byte back as it was (a value beyond U+00FF was set in memory, not
         # read: it is kept): those bytes are decoded as the site means them.
         if default_charset != "ISO_IR 100" and not value.isascii() and max(map(ord, value)) < 0x100:
             value = value.encode("latin-1").decode(python_encoding[default_charset], errors="replace")
+    if charset == "ISO_IR 100":
+        value = value.translate(_C1_AS_WINDOWS_1252)
     return value
 
 

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
         "and descriptions on the worklist and to the RIS are read in it, and the SR and heat-map write them in UTF-8 "
         "(`ISO_IR 192`). `ISO_IR 100` (Latin-1) is what pydicom and Orthanc's `DefaultEncoding` assume; `ISO_IR 192` "
         "for modalities that write UTF-8, `GB18030` for Chinese ones, `ISO_IR 144` Cyrillic, `ISO_IR 101` Central "
-        "European.",
+        "European. In `ISO_IR 100` text, bytes 0x80-0x9F are read as Windows-1252 (Š, Ž, €), declared or not.",
     )
     dicom_tls_cert: Path | None = Field(
         None, description="Certificate (PEM) of medscreen's DICOM node; with MEDSCREEN_DICOM_TLS_KEY the receiver speaks "

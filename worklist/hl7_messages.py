@@ -60,10 +60,10 @@ TIER_PRIORITY = {
 READING_PRIORITY = {"stat": ("S", "Stat"), "urgent": ("A", "ASAP"), "asap": ("A", "ASAP"), "routine": ("R", "Routine")}
 # Only the delimiters and the escape character are escaped. MSH-18 declares UTF-8 and the frames are sent
 # in UTF-8, so "Müller" goes as it is: python-hl7's escape() had written it as M\Xfc\ller, which hl7apy
-# escaped again, and the RIS showed M\Xfc\ller. Other control characters become spaces: they mean
-# nothing in a name or a reason, and 0x0B and 0x1C frame MLLP.
+# escaped again, and the RIS showed M\Xfc\ller. Other control characters (C0, DEL and C1: Unicode's Cc) become
+# spaces: they mean nothing in a name or a reason, and 0x0B and 0x1C frame MLLP.
 _ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
-_CONTROLS = {code: " " for code in [*range(0x20), 0x7F]}
+_CONTROLS = {code: " " for code in [*range(0x20), *range(0x7F, 0xA0)]}
 _TEXT = str.maketrans({**_CONTROLS, **_ESCAPES})
 
 

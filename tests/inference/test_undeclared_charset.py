@@ -1,6 +1,7 @@
 """Text in a study that declares no Specific Character Set (or only ISO_IR 6) but holds 8-bit bytes, as modalities
 writing their local code page send it: read in the site's MEDSCREEN_DICOM_DEFAULT_CHARSET on the worklist and to the
-RIS, and written in UTF-8 in the SR and heat-map (their bytes had stood undeclared: invalid DICOM) (charset review 4)."""
+RIS, and written in UTF-8 in the SR and heat-map (their bytes had stood undeclared: invalid DICOM). ISO_IR 100 text
+with bytes 0x80-0x9F is read as Windows-1252, which is what Windows modalities mean by it (charset review 4)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 UNDECLARED = {
     "latin-1": ("Gößling^Anja", "Gößling^Anja".encode("latin-1"), None, "ISO_IR 100"),
     "iso-ir-6-latin-1": ("Gößling^Anja", "Gößling^Anja".encode("latin-1"), "ISO_IR 6", "ISO_IR 100"),
+    "windows-1252": ("Šimková^Zoë", "Šimková^Zoë".encode("cp1252"), None, "ISO_IR 100"),
     "utf-8": ("Müller^Jürgen", "Müller^Jürgen".encode(), None, "ISO_IR 192"),
     "gbk": ("王^小东", "王^小东".encode("gbk"), None, "GB18030"),
 }
@@ -97,6 +99,17 @@ def test_an_undeclared_ascii_study_is_copied_as_sent(tmp_path: Path) -> None:
     # Only 8-bit text needs a declaration: plain ASCII stays in the default repertoire, undeclared.
     for document in _documents(dcmread(_source(tmp_path, None, b"Doe^Jane")), "ISO_IR 192"):
         assert "SpecificCharacterSet" not in document and str(document.PatientName) == "Doe^Jane"
+
+
+def test_iso_ir_100_bytes_0x80_to_0x9f_are_read_as_windows_1252(tmp_path: Path) -> None:
+    # Š is 0x8A in Windows-1252, a C1 control in Latin-1: the name had been stored and shown as '\x8aimková'.
+    path = _source(tmp_path, "ISO_IR 100", "Šimková^Zoë".encode("cp1252"))
+    assert read_instance_headers(path).patient_name == "Šimková^Zoë"
+    # bytes Windows-1252 leaves undefined stay controls (the RIS feed makes them spaces); others are not touched
+    path = _source(tmp_path, "ISO_IR 100", b"A\x81B^\xe9")
+    assert read_instance_headers(path).patient_name == "A\x81B^é"
+    path = _source(tmp_path, "ISO_IR 101", "Šimková".encode("iso8859_2"))
+    assert read_instance_headers(path).patient_name == "Šimková"
 
 
 def test_the_setting_takes_one_stand_alone_dicom_character_set() -> None:

@@ -50,3 +50,15 @@ def test_pid_5_takes_the_prefix_and_suffix_in_xpn_order(dicom_name: str, xpn: tu
             pid_5.xpn_5.value,
         )  # type: ignore[attr-defined]
         assert tuple(value or "" for value in components) == xpn
+
+
+def test_every_control_character_becomes_a_space_c1_included() -> None:
+    # C0, DEL and C1 (U+0080-U+009F): a C1 control had gone into PID-5 as it was (UTF-8 C2 8A).
+    controls = "".join(chr(code) for code in [*range(0x20), *range(0x7F, 0xA0)])
+    now = utcnow()
+    order = StudyOrder("1.2.3", "A1", "P1", f"Šimková{controls}X^Zoë", "DX", "Rx Tórax")
+    result = ChampionResult(1, "chest-xray", "chest-xray", "1", "scored", 0.9, 0.5, "positive", None, now)
+    er7 = result_report(ENDPOINT, order, result, control_id="MSR1", at=now)
+    segments = er7.split("\r")
+    assert not any(character in segment for segment in segments for character in controls)
+    assert [s for s in segments if s.startswith("PID")][0].endswith("||Šimková X^Zoë")
