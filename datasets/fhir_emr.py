@@ -57,6 +57,7 @@ from datasets.fhir_entry_rules import (
     sex_for_growth,
     unresolved_medication,
 )
+from datasets.fhir_fast import child_name
 from datasets.fhir_primitives import full_url_keys, invalid_id, merge_aliases, parse_date, reference_key
 
 __all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle", "fhir_id"]
@@ -110,11 +111,8 @@ def _raw_patient_ref(raw: dict[str, Any]) -> str | None:
 
 def _patient_extras(resource: Any) -> dict[str, str]:
     """Name, record number and the references that say whose patient the child is."""
-    name = ""
-    for human in resource.name or []:
-        name = human.text or " ".join([*(human.given or []), human.family or ""]).strip()
-        if name:
-            break
+    # the rule both readers share (datasets.fhir_fast.child_name), on the validated names as FHIR JSON
+    name = child_name(resource.model_dump(mode="json", include={"name"}).get("name") or [])
     mrn = ""
     for identifier in resource.identifier or []:
         codes = [c.code for c in (identifier.type.coding or [])] if identifier.type else []

@@ -16,6 +16,7 @@ Dates follow ``fhir.resources`` (:mod:`datasets.fhir_primitives`).
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
 from pathlib import Path
@@ -75,6 +76,7 @@ from datasets.fhir_primitives import (
 )
 
 __all__ = [
+    "child_name",
     "read_fhir_fast",
     "records_from_bundle_fast",
     "records_from_resources_fast",
@@ -183,16 +185,71 @@ def _optional_str(value: Any, path: str) -> str | None:
     return value
 
 
+# HumanName.use values of a name the child no longer goes by, or not the name of record: shown only when the
+# record has no other (an adopted child's birth name, use "old", is a safeguarding matter).
+_NOT_THE_NAME = frozenset({"old", "nickname", "anonymous", "maiden"})
+_USE_RANK = {"official": 0, "usual": 1}
+# ISO 21090 EN representation: the ideographic form (kanji) before the alphabetic, the syllabic (kana) reading last.
+_REPRESENTATION = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation"
+_REPRESENTATION_RANK = {"IDE": 0, "ABC": 1, "SYL": 2}
+_CJK_SCRIPTS = ("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH", "HIRAGANA", "KATAKANA", "HANGUL")
+
+
+def _in_cjk_script(text: str) -> bool:
+    letters = [c for c in text if not c.isspace()]
+    return bool(letters) and all(unicodedata.name(c, "").startswith(_CJK_SCRIPTS) for c in letters)
+
+
+def _written(human: dict[str, Any]) -> str:
+    """One HumanName as text: its ``text`` when given; else a name in a CJK script family first with no space
+    (山田花子, 홍길동), any other given names first (Jane Smith)."""
+    text = human.get("text")
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    given = [g.strip() for g in human.get("given") or [] if isinstance(g, str) and g.strip()]
+    family = human.get("family").strip() if isinstance(human.get("family"), str) else ""
+    if _in_cjk_script(family + "".join(given)):
+        return family + "".join(given)
+    return " ".join([*given, family]).strip()
+
+
+def _representation(human: dict[str, Any]) -> int:
+    for extension in human.get("extension") or []:
+        if isinstance(extension, dict) and extension.get("url") == _REPRESENTATION:
+            return _REPRESENTATION_RANK.get(str(extension.get("valueCode")), 1)
+    return 1
+
+
+def child_name(names: list[dict[str, Any]]) -> str:
+    """The name a child is shown by, from ``Patient.name`` as FHIR JSON (both readers, one rule): a current name
+    (no ``period.end``) before a former one, ``old``, ``nickname``, ``anonymous`` and ``maiden`` names only when
+    no other is there, ``official`` then ``usual`` then the rest, the ideographic representation before the
+    alphabetic and the syllabic, then the record's order."""
+    ranked = []
+    for position, human in enumerate(names):
+        shown = _written(human) if isinstance(human, dict) else ""
+        if not shown:
+            continue
+        period = human.get("period")
+        ended = isinstance(period, dict) and bool(period.get("end"))
+        use = human.get("use")
+        rank = (use in _NOT_THE_NAME, ended, _USE_RANK.get(use, 2), _representation(human), position)
+        ranked.append((rank, shown))
+    return min(ranked)[1] if ranked else ""
+
+
 def _patient_extras(raw: dict[str, Any]) -> dict[str, str]:
     """Name, record number and whose patient the child is (``datasets.fhir_emr``'s reading of them)."""
-    name = ""
+    names = []
     for i, human in enumerate(_list(raw.get("name", []), "name")):
         human = _obj(human, f"name.{i}")
-        given = _strings(human.get("given"), f"name.{i}.given")
-        family = _optional_str(human.get("family"), f"name.{i}.family")
-        name = _optional_str(human.get("text"), f"name.{i}.text") or " ".join([*given, family or ""]).strip()
-        if name:
-            break
+        _strings(human.get("given"), f"name.{i}.given")
+        for element in ("family", "text", "use"):
+            _optional_str(human.get(element), f"name.{i}.{element}")
+        if human.get("period") is not None:
+            _optional_str(_obj(human["period"], f"name.{i}.period").get("end"), f"name.{i}.period.end")
+        names.append(human)
+    name = child_name(names)
     mrn = ""
     for i, identifier in enumerate(_list(raw.get("identifier", []), "identifier")):
         identifier = _obj(identifier, f"identifier.{i}")
