@@ -1,5 +1,6 @@
 """Retraining from an export folder: a tiny real run (one epoch) on de-identified DX films registers a new
-version with the ``challenger`` alias and a bundle that passed the ONNX parity gate."""
+version with the ``challenger`` alias and a bundle that passed the ONNX parity gate; the patients whose figures
+it reports chose neither its weights nor its threshold, and its AUROC interval resamples patients."""
 
 from __future__ import annotations
 
@@ -11,31 +12,34 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pydicom.uid import generate_uid
 
+import training.engine
+import training.metrics
 from training.deidentify import Deidentifier
 from training.errors import TrainingError
 from training.export_training import deidentify_file
-from training.retrain import retrain_from_export
+from training.retrain import _films, retrain_from_export, split_export
 
 FILM = Path(__file__).resolve().parents[1] / "fixtures" / "inference" / "images" / "dx_chest_highdicom.dcm"
 
 pytestmark = pytest.mark.integration
 
 
-def write_export(root: Path, per_class: int) -> Path:
-    """An export-training folder of ``per_class`` studies per label: the real film, brightened for positives."""
+def write_export(root: Path, per_class: int, studies_each: int = 1) -> Path:
+    """An export-training folder of ``per_class`` studies per label: the real film, brightened for positives;
+    each patient has ``studies_each`` studies (follow-up films) of one label."""
     rng = np.random.default_rng(0)
     source = root / "source"
     source.mkdir(parents=True)
     deid = Deidentifier()
     rows = ["StudyInstanceUID,PatientID,label"]
     for i in range(2 * per_class):
-        label = i % 2
+        label = (i // studies_each) % 2
         ds = pydicom.dcmread(FILM)
         pixels = ds.pixel_array.astype(np.float32)
         pixels = pixels * (1.3 if label else 0.8) + rng.normal(0, 20, pixels.shape)
         ds.PixelData = np.clip(pixels, 0, 2 ** int(ds.BitsStored) - 1).astype(ds.pixel_array.dtype).tobytes()
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-        ds.PatientID = f"P{i:03d}"
+        ds.PatientID = f"P{i // studies_each:03d}"
         path = source / f"{i}.dcm"
         ds.save_as(path)
         target = deidentify_file(path, root / "export" / "dicom", deid)
@@ -45,16 +49,66 @@ def write_export(root: Path, per_class: int) -> Path:
     return root / "export"
 
 
-def test_retrain_registers_a_challenger(tmp_path: Path) -> None:
+def test_retrain_registers_a_challenger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stats review 4, defect 4: the held-out studies had chosen the kept epoch (the best of their AUROCs) and the
+    threshold they report sensitivity at, and the AUROC interval that decides the steering right resampled a
+    patient's films as independent studies."""
+    seen: dict = {}
+    real_fit, real_choose, real_evaluate = training.engine.fit, training.metrics.choose_threshold, training.metrics.evaluate_binary
+
+    def spy_fit(*args, **kwargs):
+        seen["select_best"] = kwargs.get("select_best", True)
+        return real_fit(*args, **kwargs)
+
+    def spy_choose(labels, scores, **kwargs):
+        seen["threshold_chosen_on"] = len(labels)
+        seen["threshold"] = real_choose(labels, scores, **kwargs)
+        return seen["threshold"]
+
+    def spy_evaluate(labels, scores, **kwargs):
+        seen["evaluate"] = kwargs
+        return real_evaluate(labels, scores, **kwargs)
+
+    monkeypatch.setattr(training.engine, "fit", spy_fit)
+    monkeypatch.setattr(training.metrics, "choose_threshold", spy_choose)
+    monkeypatch.setattr(training.metrics, "evaluate_binary", spy_evaluate)
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    export = write_export(tmp_path, 6)
+    export = write_export(tmp_path, 8, studies_each=2)
     result = retrain_from_export("chest-xray", export, tmp_path / "bundle", tracking_uri, epochs=1)
     client = MlflowClient(tracking_uri, tracking_uri)
     version = client.get_model_version_by_alias("chest-xray", "challenger")
     assert str(version.version) == result["version"] and version.tags["source"] == "retrained"
     # Validated on a handful of the export's own studies: far too little to let its positives move studies.
     assert version.tags["steering"] == "shadow"
-    assert (tmp_path / "bundle" / "model.onnx").is_file() and "export" in (tmp_path / "bundle" / "card.md").read_text()
+    assert (tmp_path / "bundle" / "model.onnx").is_file()
+
+    _, labels, patients = _films(export)
+    fit_idx, op_idx, val_idx = split_export(patients, labels, 0)
+    patients = np.asarray(patients)
+    assert seen["select_best"] is False
+    # The threshold comes from the operating-point patients, whom neither the fitting nor the validation holds.
+    assert seen["threshold_chosen_on"] == len(op_idx)
+    assert seen["evaluate"]["threshold"] == seen["threshold"] == result["headline"]["threshold"]
+    assert set(seen["evaluate"]["groups"]) == set(patients[val_idx])
+    assert len(seen["evaluate"]["groups"]) == result["headline"]["n_val"] == 2 * len(set(patients[val_idx]))
+    card = (tmp_path / "bundle" / "card.md").read_text()
+    assert "export" in card and "last epoch's weights are kept" in card
+    assert "bootstrap resamples of the validation patients" in card and "operating-point patients" in card
+    assert "patient-unaware" not in card
+
+
+def test_the_export_is_split_by_patient_into_fitting_operating_point_and_validation() -> None:
+    patients = [f"P{i // 3:02d}" for i in range(60)]  # 20 patients, 3 studies each
+    labels = np.array([(i // 3) % 2 for i in range(60)])
+    parts = split_export(patients, labels, 0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(60))
+    owners = [{patients[i] for i in idx} for idx in parts]
+    assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    assert all(set(labels[idx].tolist()) == {0, 1} for idx in parts)
+    assert [len(o) for o in owners] == [12, 4, 4]
+    # Four positive studies of one patient: enough studies, too few patients to hold each part out.
+    with pytest.raises(TrainingError, match="1 patients with a positive study.*at least 3 patients of each"):
+        split_export(["A"] * 4 + [f"N{i}" for i in range(8)], np.array([1] * 4 + [0] * 8), 0)
 
 
 def test_retrain_refuses_too_few_studies_and_other_tasks(tmp_path: Path) -> None:
