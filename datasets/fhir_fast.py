@@ -207,7 +207,8 @@ def _written(human: dict[str, Any]) -> str:
     if isinstance(text, str) and text.strip():
         return text.strip()
     given = [g.strip() for g in human.get("given") or [] if isinstance(g, str) and g.strip()]
-    family = human.get("family").strip() if isinstance(human.get("family"), str) else ""
+    family = human.get("family")
+    family = family.strip() if isinstance(family, str) else ""
     if _in_cjk_script(family + "".join(given)):
         return family + "".join(given)
     return " ".join([*given, family]).strip()
@@ -232,7 +233,7 @@ def child_name(names: list[dict[str, Any]]) -> str:
             continue
         period = human.get("period")
         ended = isinstance(period, dict) and bool(period.get("end"))
-        use = human.get("use")
+        use = str(human.get("use") or "")
         rank = (use in _NOT_THE_NAME, ended, _USE_RANK.get(use, 2), _representation(human), position)
         ranked.append((rank, shown))
     return min(ranked)[1] if ranked else ""
