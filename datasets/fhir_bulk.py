@@ -23,8 +23,8 @@ from msgspec import UNSET
 
 from datasets.emr_records import ChildRecord, RecordError
 from datasets.fhir_bundle_decoder import BundleLineReader, patient_key
-from datasets.fhir_fast import RESOURCE_TYPES, records_from_bundle_fast, records_from_resources_fast
-from datasets.fhir_primitives import numbered_lines, reference_key
+from datasets.fhir_fast import RESOURCE_TYPES, records_from_bundle_fast, records_from_resources_fast, utf8_lines
+from datasets.fhir_primitives import reference_key
 
 __all__ = ["bulk_files", "partition_by_patient", "read_partition_file", "partition_of"]
 
@@ -94,7 +94,9 @@ def partition_by_patient(
             name = path.name.encode("utf-8")
             read = 0
             with path.open("rb") as handle:
-                for number, line in numbered_lines(handle):
+                # Checked here, where the file and the byte are known: a line that is not UTF-8 had become a
+                # "not JSON" error, and a child whose Patient it was had gone unscreened (charset review 4).
+                for number, line in utf8_lines(handle, path.name):
                     read += len(line)
                     if progress is not None and number % 4096 == 0:
                         progress(read)

@@ -57,8 +57,8 @@ from datasets.fhir_entry_rules import (
     sex_for_growth,
     unresolved_medication,
 )
-from datasets.fhir_fast import child_name
-from datasets.fhir_primitives import full_url_keys, invalid_id, merge_aliases, parse_date, reference_key
+from datasets.fhir_fast import child_name, not_utf8, utf8_lines
+from datasets.fhir_primitives import UTF8_BOM, full_url_keys, invalid_id, merge_aliases, parse_date, reference_key
 
 __all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle", "fhir_id"]
 
@@ -333,16 +333,20 @@ def read_fhir(path: Path) -> Iterator[ChildRecord | RecordError]:
     """Records from a Bundle ``.json`` or an ``.ndjson`` file (see module doc)."""
     source = path.name
     if path.suffix.lower() != ".ndjson":
+        raw = path.read_bytes()
+        data = raw.removeprefix(UTF8_BOM)  # a byte-order mark read past
+        if (error := not_utf8(data, source, offset=len(raw) - len(data))) is not None:
+            raise error
         try:
-            bundle = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark read past
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            bundle = json.loads(data)
+        except json.JSONDecodeError as exc:
             yield RecordError(source, "file", f"not JSON: {exc}")
             return
         yield from records_from_bundle(bundle, source)
         return
     loose: list[tuple[str, dict[str, Any]]] = []
-    with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark read past
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, line in utf8_lines(handle, source):  # a byte-order mark read past; not UTF-8: refused
             if not line.strip():
                 continue
             try:

@@ -36,6 +36,7 @@ from datasets.emr_records import (
     decimal_text,
     sex_of,
 )
+from datasets.errors import ExtractError
 from datasets.fhir_bundle_decoder import BundleLineReader
 from datasets.fhir_entry_rules import (
     MONTH_ONLY_BIRTH,
@@ -69,7 +70,6 @@ from datasets.fhir_primitives import (
     full_url_keys,
     invalid_id,
     merge_aliases,
-    numbered_lines,
     parse_date,
     reference_key,
     valid_code,
@@ -77,6 +77,8 @@ from datasets.fhir_primitives import (
 
 __all__ = [
     "child_name",
+    "not_utf8",
+    "utf8_lines",
     "read_fhir_fast",
     "records_from_bundle_fast",
     "records_from_resources_fast",
@@ -540,6 +542,51 @@ def records_from_resources_fast(
             )
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def not_utf8(data: bytes, source: str, *, offset: int | None = 0, line: int | None = None) -> ExtractError | None:
+    """The error that stops a FHIR extract whose ``data`` (from byte ``offset`` of the file ``source``; None: not
+    known, ``line`` then says where) is not UTF-8 text, or None when it is. JSON is UTF-8 (RFC 8259); read as
+    anything else, a Windows-1252 name had made its Patient "not JSON", the child unscreened and its resources
+    "a Patient not in the input", with the run's exit code 0."""
+    if data.isascii() and b"\x00" not in data:
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = exc.start
+    else:
+        if b"\x00" not in data:
+            return None
+        at = data.index(b"\x00")  # a NUL byte, which UTF-8 JSON never holds: UTF-16 without a byte-order mark
+    where = f"line {line}, " if line is not None else ""
+    where += f"byte offset {offset + at}" if offset is not None else f"byte {at} of the line"
+    at_start = offset == 0 or (offset is None and line == 1)
+    if (at_start and data.startswith(_UTF16_BOMS)) or b"\x00" in data[:4]:
+        return ExtractError(
+            f"{source} is UTF-16 text, not UTF-8 (byte 0x{data[at]:02x} at {where}): nothing of it was screened; "
+            "export it as UTF-8, or convert it: iconv -f UTF-16 -t UTF-8 (Windows PowerShell 5.1's `>` writes "
+            "UTF-16: use Out-File -Encoding utf8)"
+        )
+    return ExtractError(
+        f"{source} is not UTF-8 text (byte 0x{data[at]:02x} at {where} cannot be read): nothing of it was screened; "
+        "export it as UTF-8, or convert it, e.g. iconv -f WINDOWS-1252 -t UTF-8"
+    )
+
+
+def utf8_lines(handle: Iterable[bytes], source: str) -> Iterator[tuple[int, bytes]]:
+    """A file's lines numbered from 1, a byte-order mark before the first read past (``numbered_lines``), each
+    checked to be UTF-8 text where its byte offset in the file is known (:func:`not_utf8`)."""
+    offset = 0
+    for number, raw in enumerate(handle, start=1):
+        line = raw.removeprefix(UTF8_BOM) if number == 1 else raw
+        if (error := not_utf8(line, source, offset=offset + len(raw) - len(line), line=number)) is not None:
+            raise error
+        offset += len(raw)
+        yield number, line
+
+
 def records_from_bundle_fast(bundle: Any, source: str, where: str = "") -> Iterator[ChildRecord | RecordError]:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         yield RecordError(source, where or "input", "not a FHIR Bundle")
@@ -582,6 +629,8 @@ def records_from_ndjson_lines(
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
+            if (error := not_utf8(line, source, offset=None, line=number)) is not None:
+                raise error from exc
             yield RecordError(source, f"line {number}", f"not JSON: {exc.msg}")
             continue
         if isinstance(obj, dict) and obj.get("resourceType") == "Bundle":
@@ -596,7 +645,8 @@ def read_fhir_fast(path: Path) -> Iterator[ChildRecord | RecordError]:
     """Records from a Bundle ``.json`` or an ``.ndjson`` file, as :func:`datasets.fhir_emr.read_fhir`."""
     source = path.name
     if path.suffix.lower() != ".ndjson":
-        data = path.read_bytes().removeprefix(UTF8_BOM)
+        raw = path.read_bytes()
+        data = raw.removeprefix(UTF8_BOM)
         records = BundleLineReader(source).records(data)
         if records is not None:
             yield from records
@@ -604,12 +654,14 @@ def read_fhir_fast(path: Path) -> Iterator[ChildRecord | RecordError]:
         try:
             bundle = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
+            if (error := not_utf8(data, source, offset=len(raw) - len(data))) is not None:
+                raise error from exc
             yield RecordError(source, "file", f"not JSON: {exc}")
             return
         yield from records_from_bundle_fast(bundle, source)
         return
     with path.open("rb") as handle:
-        yield from records_from_ndjson_lines(numbered_lines(handle), source)
+        yield from records_from_ndjson_lines(utf8_lines(handle, source), source)
 
 
 def _hash(value: str) -> str:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from datasets.emr_records import ChildRecord, RecordError
+from datasets.errors import ExtractError
 from datasets.fhir_bulk import (
     _patient_key,
     _patient_key_by_parsing,
@@ -208,14 +209,17 @@ def test_a_line_with_a_malformed_entry_gives_the_same_result_as_before(tmp_path:
 
 def test_broken_json_invalid_utf8_and_loose_resources_are_handed_over(tmp_path: Path) -> None:
     good = _line(record_to_bundle(syndromic_child("a")))
-    # invalid UTF-8 in an element nobody reads: msgspec would skip it, orjson refuses the line
-    bad_utf8 = good[:-1] + b', "meta": {"source": "\xff"}}'
     loose = _line(record_to_bundle(ordinary_child("c"))["entry"][0]["resource"])
-    items = _read(tmp_path, good, bad_utf8, b"{not json", b'{"resourceType": "Bundle", "entry": {"a": 1}}', loose)
+    items = _read(tmp_path, good, b"{not json", b'{"resourceType": "Bundle", "entry": {"a": 1}}', loose)
     errors = [(e.record, e.reason.split(":")[0]) for e in items if isinstance(e, RecordError)]
-    assert errors == [("line 2", "not JSON"), ("line 3", "not JSON"), ("line 4 ", "invalid Bundle")]
+    assert errors == [("line 2", "not JSON"), ("line 3 ", "invalid Bundle")]
     assert [r.patient_id for r in items if isinstance(r, ChildRecord)] == ["a", "c"]
+    # invalid UTF-8, even in an element nobody reads: msgspec would skip it, orjson refuses the line, and the file
+    # is refused whole (a file that is not UTF-8 is not JSON; its children had gone unscreened, charset review 4)
+    bad_utf8 = good[:-1] + b', "meta": {"source": "\xff"}}'
     assert BundleLineReader(SOURCE).records(bad_utf8) is None
+    with pytest.raises(ExtractError, match=r"not UTF-8 text \(byte 0xff at line 2, byte offset \d+ "):
+        _read(tmp_path, good, bad_utf8, loose)
 
 
 def test_a_number_beyond_the_double_range_in_an_unread_element_is_the_one_difference(tmp_path: Path) -> None:
