@@ -42,6 +42,7 @@ def _print_report(summary: dict[str, Any]) -> None:
     )
     goal = summary["goal"]
     rates = sorted({summary["alert_budget"], goal["flag_rate"]})
+    print(f"intervals: {summary['intervals']}")
     print(
         f"{'projection':26s}{'cases':>6s}"
         + "".join(f"{f'sens@{r:.1%}':>11s}{'95% CI':>11s}" for r in rates)
@@ -50,14 +51,9 @@ def _print_report(summary: dict[str, Any]) -> None:
     for name, p in summary["projections"].items():
         at = p["at_fold_thresholds"]
         low, high = at["sensitivity_95ci_by_cohort"]
-        line = f"{name:26s}{p['n_cases']:6d}"
-        for r in rates:
-            point = p["sensitivity_at_flag_rate"][f"{r:g}"]
-            lo, hi = point["sensitivity_95ci_by_cohort"]
-            line += f"{point['sensitivity']:11.3f}{f'{lo:.2f}-{hi:.2f}':>11s}"
         print(
-            line + f"{p['baseline_finding_count']['sensitivity_at_budget']:9.3f}"
-            f"{p['baseline_finding_count_sensitivity_at_goal_flag_rate']:7.3f}"
+            f"{name:26s}{p['n_cases']:6d}{_at_rates(p['sensitivity_at_flag_rate'], rates)}"
+            f"{p['baseline_finding_count']['sensitivity_at_budget']:9.3f}{p['baseline_finding_count_sensitivity_at_goal_flag_rate']:7.3f}"
             f"{p['auprc']:7.3f}{p['roc_auc']:7.3f}{at['sensitivity']:9.3f}{f'{low:.2f}-{high:.2f}':>11s}{at['control_flag_rate']:7.3f}"
         )
     print(
@@ -104,6 +100,16 @@ def _print_report(summary: dict[str, Any]) -> None:
                 f"{genes['top10_annotated']:.3f}; {genes['unannotated_with_gene_known']} of the diseases missing from "
                 f"the annotations have a gene with annotated diseases, top10 {genes['top10_unannotated_with_gene_known'] or 0:.3f}"
             )
+
+
+def _at_rates(points: dict[str, Any], rates: list[float]) -> str:
+    """Sensitivity and its interval at each flag rate, as table cells."""
+    cells = ""
+    for r in rates:
+        point = points[f"{r:g}"]
+        lo, hi = point["sensitivity_95ci"]
+        cells += f"{point['sensitivity']:11.3f}{f'{lo:.2f}-{hi:.2f}':>11s}"
+    return cells
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:

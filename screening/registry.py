@@ -35,7 +35,7 @@ def model_card(model: RiskModel) -> str:
         at = p.get("at_fold_thresholds", {})
         low, high = at.get("sensitivity_95ci_by_cohort", [float("nan"), float("nan")])
         goal = p.get("sensitivity_at_flag_rate", {}).get("0.015", {})
-        g_low, g_high = goal.get("sensitivity_95ci_by_cohort", [float("nan"), float("nan")])
+        g_low, g_high = goal.get("sensitivity_95ci", goal.get("sensitivity_95ci_by_cohort", [float("nan"), float("nan")]))
         rows.append(
             f"| {name} | {p.get('n_cases')} | {p.get('sensitivity_at_budget', float('nan')):.3f} | "
             f"{goal.get('sensitivity', float('nan')):.3f} ({g_low:.2f}-{g_high:.2f}) | "
@@ -66,8 +66,9 @@ Decision support only: a flag is not a diagnosis.
   {m.get('alert_budget')} flags per child. Headline = the worst projection: **{m.get('headline_projection')}**,
   sensitivity at budget {m.get('sensitivity_at_budget', float('nan')):.3f} (counting findings:
   {m.get('baseline_finding_count_sensitivity_at_budget', float('nan')):.3f}).
+- **Intervals**: {m.get('intervals', '95%, gene cohorts of the cases resampled')}.
 
-| projection | cases | sensitivity at budget | sensitivity at 1.5% flags (the goal's rate; 95% CI by cohort) | counting findings | AUPRC (1:500) | sensitivity at fold threshold (95% CI by cohort) | control flag rate |
+| projection | cases | sensitivity at budget | sensitivity at 1.5% flags (the goal's rate; 95% CI) | counting findings | AUPRC (1:500) | sensitivity at fold threshold (95% CI by cohort) | control flag rate |
 |---|---|---|---|---|---|---|---|
 {table}
 

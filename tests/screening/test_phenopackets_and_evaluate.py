@@ -1,4 +1,5 @@
-"""Real published phenopackets: reading, projection into EMR records, and the evaluation command."""
+"""Real published phenopackets: reading, projection into EMR records, and the evaluation command (its intervals
+also on synthetic scores)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from datasets.phenopackets import iso_age_days, iter_phenopackets, read_phenopac
 from medscreen.cli import main
 from screening.findings import CodeMaps, extract_findings
 from screening.knowledge import KnowledgeBase
+from screening.metrics import flag_rate_threshold, resampled_sensitivity_at_rate
 from screening.ontology import Ontology
 from screening.simulate import CaseProjector, simulate_controls
+from screening.train_screener import _resamples, _sensitivity_at_rate
 
 
 def test_iso_durations() -> None:
@@ -78,7 +81,7 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
         assert at_rates["0.01"]["sensitivity"] == p["sensitivity_at_budget"]
         assert at_rates["0.01"]["sensitivity"] <= at_rates["0.015"]["sensitivity"]
         for point in at_rates.values():
-            low, high = point["sensitivity_95ci_by_cohort"]
+            low, high = point["sensitivity_95ci"]
             assert low <= point["sensitivity"] <= high
     worst = min(projections, key=lambda n: projections[n]["sensitivity_at_budget"])
     assert report["headline_projection"] == worst and report["grouped_by"] == "gene cohort"
@@ -97,6 +100,30 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
     genes = ranking["gene_level"]  # the case's gene (its cohort) among the served candidates' genes
     assert genes["ranker"] == ranking["served_ranker"] and 0 <= genes["top1"] <= genes["top3"] <= genes["top10"] <= 1
     assert genes["top10"] > 0  # the fixture's cohorts are genes with annotated diseases
+
+
+def test_the_interval_at_a_flag_rate_resamples_the_controls_and_recomputes_the_threshold() -> None:
+    """Review 4, defect 7: the threshold at 1% flags is read off the top 1% of the controls, but the interval held it
+    fixed and resampled only the cases' gene cohorts. All the cases in one cohort: resampling cohorts alone gives
+    no interval at all; the controls' sampling error does."""
+    rng = np.random.default_rng(5)
+    cases, controls = rng.normal(2.0, 1.0, 200), rng.normal(0.0, 1.0, 2000)
+    resamples = _resamples(["one-gene"] * len(cases), len(controls), seed=7)
+    point, resampled = _sensitivity_at_rate(cases, controls, resamples, 1 / 500, 0.01)
+    low, high = point["sensitivity_95ci"]
+    assert low < point["sensitivity"] < high and high - low > 0.1
+    # each resample is the rule itself on the resampled children (threshold recomputed, ties split)
+    case_counts, control_counts = resamples
+    for b in range(0, len(resampled), 60):
+        c, k = np.repeat(cases, case_counts[b]), np.repeat(controls, control_counts[b])
+        t, tie, _ = flag_rate_threshold(c, k, 1 / 500, 0.01)
+        assert resampled[b] == pytest.approx(float(np.mean((c > t) + tie * (c == t))), abs=1e-12)
+    ties = np.round(cases), np.round(controls)  # integer scores, as the counts are: many ties at the threshold
+    counts = rng.integers(0, 3, (20, len(cases))), rng.integers(0, 3, (20, len(controls)))
+    for b, value in enumerate(resampled_sensitivity_at_rate(*ties, *counts, 1 / 500, 0.015)):
+        c, k = np.repeat(ties[0], counts[0][b]), np.repeat(ties[1], counts[1][b])
+        t, tie, _ = flag_rate_threshold(c, k, 1 / 500, 0.015)
+        assert value == pytest.approx(float(np.mean((c > t) + tie * (c == t))), abs=1e-12)
 
 
 def test_gene_rank_counts_each_gene_once_at_its_best_disease(kb: KnowledgeBase) -> None:
