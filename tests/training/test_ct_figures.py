@@ -66,3 +66,27 @@ def test_training_draws_the_figure_and_the_redraw_command_writes_the_same_card(s
     assert json.loads((redrawn / "metrics.json").read_text()) == json.loads((trained / "metrics.json").read_text())
     figure = (trained / "plots" / LOCALISATION_FIGURE).read_bytes()
     assert (redrawn / "plots" / LOCALISATION_FIGURE).read_bytes() == figure
+
+
+def test_the_shipped_card_labels_its_figures_per_patch_and_gives_the_series_figure() -> None:
+    """Stats review 4, defect 8: 0.909 / 0.962 are per reader-mark patch and per candidate patch (14 of the marks
+    counted as found have no candidate, so a served series never scores them), yet the card had called both "over
+    candidates". The shipped card's sections are what training writes from its metrics.json."""
+    from types import SimpleNamespace
+
+    from training.tasks.ct_chest import _card_text
+
+    shipped = SHIPPED_MODELS_DIR / "ct-chest"
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    headline = metrics["headline"]
+    figures = SimpleNamespace(
+        cross_validated=SimpleNamespace(**{k: headline[k] for k in ("threshold", "sensitivity", "specificity")}),
+        apparent=SimpleNamespace(sensitivity=headline["apparent_sensitivity"], specificity=headline["apparent_specificity"]),
+    )
+    sections = _card_text(metrics["params"], figures, metrics["series_validation"], metrics["pointing_game"], metrics["params"]["epochs"])
+    card = (shipped / "card.md").read_text()
+    assert all(text in card for text in sections.values())
+    assert "sensitivity 0.909 per reader-mark patch, specificity 0.962 per candidate patch" in sections["operating_point"]
+    assert "2 of 3 series with a nodule reach it; no series without one" in sections["operating_point"]
+    assert "including the 14 marks the candidate step finds no candidate for" in sections["metrics_note"]
+    assert "over candidates" not in card and "Candidate-level figures" not in card

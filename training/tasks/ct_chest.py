@@ -280,6 +280,16 @@ def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]
     from training.ct_figures import figures_text, localisation_text
 
     cv, apparent = figures.cross_validated, figures.apparent
+    # The headline is per patch: a reader mark the candidate step never finds still has its patch counted as found,
+    # and a series is called when any one of its candidates reaches the threshold.
+    marks_without_candidate = sum(s["positive_marks"] - s["positive_marks_with_a_candidate"] for s in series)
+    with_nodule = [s for s in series if s["positive_marks"] > 0]
+    called = sum(s["series_score"] >= cv.threshold for s in with_nodule)
+    without = [s for s in series if s["positive_marks"] == 0]
+    series_specificity = (
+        f"{sum(s['series_score'] < cv.threshold for s in without)} of {len(without)} series without one stay below it"
+        if without else "no series without one was available, so series specificity is not measured"
+    )
     return {
         "intended_use": (
             "Research prototype for chest CT: a likelihood that a series contains a lung nodule that readers would rate "
@@ -287,7 +297,7 @@ def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]
         ),
         "steering": (
             "**`shadow`**. Three patients cannot support any claim on new patients: no series-level specificity can be "
-            "measured (every slab contains nodules) and the candidate-level intervals rest on three clusters. Scores are "
+            "measured (every slab contains nodules) and the patch-level intervals rest on three clusters. Scores are "
             "recorded for monitoring and must not change a study's priority."
         ),
         "data": (
@@ -319,9 +329,12 @@ def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]
             f"Time to result (`benchmarks/time_to_result.py`, complete -> written back, p95): {TIME_TO_RESULT}"
         ),
         "metrics_note": (
-            "Candidate-level figures. **Cross-validated** = each patient's patches scored by the fold network that never "
-            "saw the patient; **apparent** = the shipped ensemble, training patients included. Recomputed from "
-            "`model.onnx` by `tests/training/test_card_figures.py`."
+            "Patch-level figures, not series figures: sensitivity is per reader-mark patch (a patch centred on each "
+            f"reader's mark of a nodule rated >= 3, including the {marks_without_candidate} marks the candidate step finds "
+            "no candidate for, which a served series never scores), specificity per candidate patch away from every "
+            "mark. **Cross-validated** = each patient's patches scored by the fold network that never saw the patient; "
+            "**apparent** = the shipped ensemble, training patients included. Recomputed from `model.onnx` by "
+            "`tests/training/test_card_figures.py`. Per series see *Figures*."
         ),
         "intervals": (
             "95% intervals: AUROC by bootstrap resamples of the three patients (so the interval mostly shows how much "
@@ -331,9 +344,11 @@ def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]
         "figures": figures_text(series, cv.threshold),
         "operating_point": (
             f"Threshold {cv.threshold:.3f} on the series score (the max calibrated candidate score): the highest threshold "
-            f"with out-of-fold mark sensitivity >= {MIN_SENSITIVITY:.2f} (sensitivity {cv.sensitivity:.3f}, specificity "
-            f"{cv.specificity:.3f} over candidates; apparent {apparent.sensitivity:.3f} / {apparent.specificity:.3f}). A "
-            "series is called when any candidate reaches it, so series specificity is lower than candidate specificity."
+            f"with out-of-fold mark sensitivity >= {MIN_SENSITIVITY:.2f} (sensitivity {cv.sensitivity:.3f} per reader-mark "
+            f"patch, specificity {cv.specificity:.3f} per candidate patch; apparent {apparent.sensitivity:.3f} / "
+            f"{apparent.specificity:.3f}). End to end, out of fold, {called} of {len(with_nodule)} series with a nodule "
+            f"reach it; {series_specificity}. A series is called when any candidate reaches it, so series specificity "
+            "is lower than candidate specificity."
         ),
         "localisation": localisation_text(pointing_game),
         "limitations": (
