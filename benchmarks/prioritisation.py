@@ -3,8 +3,12 @@
     python benchmarks/prioritisation.py [--days 15] [--per-day 400] [--seeds 20] [--cap-minutes 60]
 
 Each study gets a true finding (task prevalence) and a champion call drawn with the model's measured
-sensitivity and specificity, read from ``models/<task>/metrics.json`` (a task without a shipped bundle uses
-the assumed figures printed at the top). 5% of orders are STAT and 2% of studies cannot be scored.
+sensitivity and specificity per study, read from ``models/<task>/metrics.json`` (a task without a shipped bundle
+uses the assumed figures printed at the top). A series model's headline is per patch (ct-chest: reader-mark
+patches against candidate patches), not per series: its series figures are used, and while they lack series
+without a finding (no series specificity) its studies get no model call: arrival order, as without a model, and
+left out of the missed and model-negative rows; the reason is printed. 5% of orders are STAT and 2% of studies
+cannot be scored.
 Radiologists work shifts; arrivals peak in the day, so a backlog builds by the afternoon and drains at
 night. The baseline is the same policy with the model taken out (``prioritise`` with no champion): STAT
 orders first, then arrival order, which is what a list without AI does. The policy run uses
@@ -32,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.percentiles import percentile  # noqa: E402
+from quality.statistics import wilson_interval  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from worklist.policy import ChampionCall, PriorityPolicy, StudyFacts, policy_from_settings, prioritise  # noqa: E402
 
@@ -46,10 +51,11 @@ class TaskMix:
     share: float
     prevalence: float
     read_minutes: float  # median reading time
-    sensitivity: float
-    specificity: float
+    sensitivity: float | None  # per study; None: no per-study figures, so no model call is simulated
+    specificity: float | None
     measured: bool
     steering: str  # the shipped version's steering right (raise-only without a bundle), or --steering
+    source: str = ""  # where the figures come from, or why there are none
 
 
 # Shares, prevalences and reading times of a general hospital's imaging triage list; sensitivity and
@@ -65,21 +71,50 @@ ARRIVAL_PROFILE = [1, 1, 1, 1, 1, 1, 2, 3, 6, 8, 8, 8, 7, 7, 8, 8, 7, 6, 4, 3, 2
 SHIFTS = [(8, 20), (8, 20), (8, 17), (20, 32)]
 
 
+def per_study_rates(metrics: dict) -> tuple[float | None, float | None, str]:
+    """(sensitivity, specificity, source) per study from a bundle's ``metrics.json``.
+
+    A series model (``series_validation``: ct-chest) states its headline per patch: reader-mark patches against
+    candidate patches away from every mark. Those are no study's chance of a call: a mark the candidate step never
+    finds counts as found there, and one candidate of hundreds reaching the threshold calls the series. Its series
+    figures are used instead, and without series of both kinds there are none: (None, None, why).
+    """
+    headline = metrics["headline"]
+    series = metrics.get("series_validation")
+    if series is None:
+        return headline["sensitivity"], headline["specificity"], "metrics.json"
+    threshold = headline["threshold"]
+    with_finding = [s for s in series if s["positive_marks"] > 0]
+    without = [s for s in series if s["positive_marks"] == 0]
+    called = sum(s["series_score"] >= threshold for s in with_finding)
+    cleared = sum(s["series_score"] < threshold for s in without)
+    if with_finding and without:
+        return called / len(with_finding), cleared / len(without), "metrics.json series_validation, per series"
+    low, high = wilson_interval(called, len(with_finding))
+    return None, None, (
+        f"the {headline['sensitivity']:.3f}/{headline['specificity']:.3f} of its metrics.json are per reader-mark patch and per "
+        f"candidate patch, not per series; series called {called} of {len(with_finding)} with a finding (95% CI "
+        f"{low:.2f}-{high:.2f}) and {len(without)} without one, so no series specificity"
+    )
+
+
 def load_tasks(steering: str = "shipped") -> list[TaskMix]:
     """The task mix; ``steering`` "shipped" gives each task its bundle's steering right, else that right for all."""
     mix = []
-    for task, modality, share, prevalence, read_minutes, sensitivity, specificity in TASKS:
+    for task, modality, share, prevalence, read_minutes, assumed_sensitivity, assumed_specificity in TASKS:
         metrics_path = REPO / "models" / task / "metrics.json"
         bundle_path = REPO / "models" / task / "bundle.json"
         measured = metrics_path.exists()
+        sensitivity: float | None = assumed_sensitivity
+        specificity: float | None = assumed_specificity
+        source = "assumed (no shipped bundle)"
         if measured:
-            headline = json.loads(metrics_path.read_text())["headline"]
-            sensitivity, specificity = headline["sensitivity"], headline["specificity"]
+            sensitivity, specificity, source = per_study_rates(json.loads(metrics_path.read_text()))
         right = steering
         if steering == "shipped":
             shipped = json.loads(bundle_path.read_text()).get("steering", {}) if bundle_path.exists() else {}
             right = str(shipped.get("right", "raise-only"))
-        mix.append(TaskMix(task, modality, share, prevalence, read_minutes, sensitivity, specificity, measured, right))
+        mix.append(TaskMix(task, modality, share, prevalence, read_minutes, sensitivity, specificity, measured, right, source))
     return mix
 
 
@@ -88,11 +123,12 @@ class SimStudy:
     arrived: float  # seconds since T0
     modality: str
     truly_positive: bool
-    model_call: str | None  # None: could not be scored
+    model_call: str | None  # None: could not be scored, or no model call simulated (has_model False)
     score: float
     stat: bool
     read_s: float
     steering: str
+    has_model: bool = True
 
 
 def simulate_arrivals(rng: random.Random, days: int, per_day: int, mix: list[TaskMix]) -> list[SimStudy]:
@@ -103,16 +139,20 @@ def simulate_arrivals(rng: random.Random, days: int, per_day: int, mix: list[Tas
             for _ in range(_poisson(rng, per_day * weight)):
                 task = rng.choices(mix, weights=[t.share for t in mix])[0]
                 truth = rng.random() < task.prevalence
-                if rng.random() < 0.02:
-                    call, score = None, 0.0
-                else:
-                    positive = rng.random() < (task.sensitivity if truth else 1 - task.specificity)
-                    call = "positive" if positive else "negative"
-                    score = rng.uniform(0.5, 1.0) if positive else rng.uniform(0.0, 0.5)
+                sensitivity, specificity = task.sensitivity, task.specificity
+                has_model = sensitivity is not None and specificity is not None
+                call, score = None, 0.0
+                if rng.random() >= 0.02:
+                    # Drawn for every task, so a task without a model call leaves the others' draws unchanged.
+                    draw, spread = rng.random(), rng.random()
+                    if sensitivity is not None and specificity is not None:
+                        positive = draw < (sensitivity if truth else 1 - specificity)
+                        call = "positive" if positive else "negative"
+                        score = 0.5 + 0.5 * spread if positive else 0.5 * spread
                 read_s = 60 * task.read_minutes * math.exp(rng.gauss(0, 0.5))
                 arrived = (day * 24 + hour + rng.random()) * HOUR
                 studies.append(
-                    SimStudy(arrived, task.modality, truth, call, score, rng.random() < 0.05, read_s, task.steering)
+                    SimStudy(arrived, task.modality, truth, call, score, rng.random() < 0.05, read_s, task.steering, has_model)
                 )
     return sorted(studies, key=lambda s: s.arrived)
 
@@ -130,7 +170,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
 def _facts(study: SimStudy, with_model: bool) -> StudyFacts:
     arrived = T0 + timedelta(seconds=study.arrived)
     order = "STAT" if study.stat else "ROUTINE"
-    if not with_model:
+    if not with_model or not study.has_model:
         return StudyFacts(arrived_at=arrived, modality=study.modality, order_priority=order, state="not_applicable")
     if study.model_call is None:
         return StudyFacts(arrived_at=arrived, modality=study.modality, order_priority=order, state="could_not_score")
@@ -240,7 +280,7 @@ def simulate(policy: PriorityPolicy, mix: list[TaskMix], days: int, per_day: int
     counted = [i for i, s in enumerate(studies) if s.arrived >= 24 * HOUR and not s.stat]
     positives = [i for i in counted if studies[i].truly_positive]
     model_negative = [i for i in counted if studies[i].model_call == "negative"]
-    missed = [i for i in positives if studies[i].model_call != "positive"]
+    missed = [i for i in positives if studies[i].has_model and studies[i].model_call != "positive"]
     minute = 60.0
     return {
         "n": len(counted),
@@ -290,10 +330,16 @@ def main(argv: list[str] | None = None) -> None:
     policy = policy_from_settings(settings)
     mix = load_tasks(args.steering)
     for task in mix:
-        source = f"models/{task.task}/metrics.json" if task.measured else "assumed (no shipped bundle)"
+        where = f"models/{task.task}/{task.source}" if task.measured else task.source
+        described = f"{task.task:12s} share {task.share:.0%} prevalence {task.prevalence:.0%} read {task.read_minutes:g} min "
+        if task.sensitivity is None or task.specificity is None:
+            print(
+                f"{described}no model call simulated (arrival order, as without a model; not in the missed or "
+                f"model-negative rows): {task.source}"
+            )
+            continue
         print(
-            f"{task.task:12s} share {task.share:.0%} prevalence {task.prevalence:.0%} read {task.read_minutes:g} min "
-            f"sensitivity {task.sensitivity:.3f} specificity {task.specificity:.3f} steering {task.steering} [{source}]"
+            f"{described}sensitivity {task.sensitivity:.3f} specificity {task.specificity:.3f} steering {task.steering} [{where}]"
         )
     cap = policy.aging_cap.total_seconds() / 60
     print(
