@@ -30,19 +30,38 @@ def _flat(prefix: str, value: Any, out: dict[str, float]) -> None:
 def model_card(model: RiskModel) -> str:
     m = model.metrics
     projections = m.get("projections", {})
+    nan = float("nan")
     rows = []
     for name, p in projections.items():
         at = p.get("at_fold_thresholds", {})
-        low, high = at.get("sensitivity_95ci_by_cohort", [float("nan"), float("nan")])
+        low, high = at.get("sensitivity_95ci_by_cohort", [nan, nan])
         goal = p.get("sensitivity_at_flag_rate", {}).get("0.015", {})
-        g_low, g_high = goal.get("sensitivity_95ci", goal.get("sensitivity_95ci_by_cohort", [float("nan"), float("nan")]))
+        g_low, g_high = goal.get("sensitivity_95ci", goal.get("sensitivity_95ci_by_cohort", [nan, nan]))
+        every = p.get("baseline_finding_count", {}).get("sensitivity_at_flag_rate", {})
+        informative = p.get("baseline_informative_count", {}).get("sensitivity_at_flag_rate", {})
+        gaps = p.get("screener_minus_informative_count", {})
+        gap_cells = []
+        for rate in ("0.01", "0.015"):
+            gap = gaps.get(rate, {})
+            g_lo, g_hi = gap.get("difference_95ci", [nan, nan])
+            gap_cells.append(f"{gap.get('difference', nan):+.3f} ({g_lo:+.3f} to {g_hi:+.3f})")
         rows.append(
-            f"| {name} | {p.get('n_cases')} | {p.get('sensitivity_at_budget', float('nan')):.3f} | "
-            f"{goal.get('sensitivity', float('nan')):.3f} ({g_low:.2f}-{g_high:.2f}) | "
-            f"{p.get('baseline_finding_count', {}).get('sensitivity_at_budget', float('nan')):.3f} | "
-            f"{p.get('auprc', float('nan')):.3f} | {at.get('sensitivity', float('nan')):.3f} ({low:.2f}-{high:.2f}) | "
-            f"{at.get('control_flag_rate', float('nan')):.3f} |"
+            f"| {name} | {p.get('n_cases')} | {p.get('sensitivity_at_budget', nan):.3f} | "
+            f"{goal.get('sensitivity', nan):.3f} ({g_low:.2f}-{g_high:.2f}) | "
+            f"{every.get('0.01', {}).get('sensitivity', nan):.3f} / {every.get('0.015', {}).get('sensitivity', nan):.3f} | "
+            f"{informative.get('0.01', {}).get('sensitivity', nan):.3f} / {informative.get('0.015', {}).get('sensitivity', nan):.3f} | "
+            f"{' / '.join(gap_cells)} | "
+            f"{p.get('auprc', nan):.3f} | {at.get('sensitivity', nan):.3f} ({low:.2f}-{high:.2f}) | "
+            f"{at.get('control_flag_rate', nan):.3f} |"
         )
+    below = m.get("below_informative_count", [])
+    beaten = "; ".join(
+        f"{b['projection']} at {b['flag_rate'] * 100:g}% flags ({b['informative_count']:.3f} against {b['screener']:.3f})" for b in below
+    )
+    versus_count = (
+        f"Counting the informative findings finds more cases than the screener in {beaten}."
+        if below else "The screener finds at least as many cases as counting the informative findings in every projection."
+    )
     ranking = m.get("ranking", {})
     served = ranking.get("served") or ranking.get(ranking.get("served_ranker", ""), {})
     emr = "; ".join(f"{name} {p['candidates']['top10']:.3f}" for name, p in projections.items() if p.get("candidates"))
@@ -64,12 +83,16 @@ Decision support only: a flag is not a diagnosis.
 - **Evaluation**: {m.get('folds')}-fold cross-validation with whole gene cohorts held out
   ({m.get('n_cohorts')} cohorts), operating point of each fold from the other folds' controls, alert budget
   {m.get('alert_budget')} flags per child. Headline = the worst projection: **{m.get('headline_projection')}**,
-  sensitivity at budget {m.get('sensitivity_at_budget', float('nan')):.3f} (counting findings:
-  {m.get('baseline_finding_count_sensitivity_at_budget', float('nan')):.3f}).
+  sensitivity at budget {m.get('sensitivity_at_budget', nan):.3f} (counting every finding:
+  {m.get('baseline_finding_count_sensitivity_at_budget', nan):.3f}; counting the informative findings:
+  {m.get('baseline_informative_count_sensitivity_at_budget', nan):.3f}).
+- **Baselines**: at the same flag rates, ties split. Counting every finding credits the screener with what its
+  commonplace list does; counting the informative findings (the commonplace childhood illnesses left out, as the
+  screener leaves them out: its feature 0, no training) is the baseline to beat. {versus_count}
 - **Intervals**: {m.get('intervals', '95%, gene cohorts of the cases resampled')}.
 
-| projection | cases | sensitivity at budget | sensitivity at 1.5% flags (the goal's rate; 95% CI) | counting findings | AUPRC (1:500) | sensitivity at fold threshold (95% CI by cohort) | control flag rate |
-|---|---|---|---|---|---|---|---|
+| projection | cases | sensitivity at budget | sensitivity at 1.5% flags (the goal's rate; 95% CI) | counting every finding at 1% / 1.5% | counting informative findings at 1% / 1.5% | screener minus informative count at 1% / 1.5% (95% CI) | AUPRC (1:500) | sensitivity at fold threshold (95% CI by cohort) | control flag rate |
+|---|---|---|---|---|---|---|---|---|---|
 {table}
 
 Candidate ranking ({ranking.get('served_ranker')}, on the findings beyond commonplace childhood illness) on the

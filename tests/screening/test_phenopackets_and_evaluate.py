@@ -1,5 +1,5 @@
-"""Real published phenopackets: reading, projection into EMR records, and the evaluation command (its intervals
-also on synthetic scores)."""
+"""Real published phenopackets: reading, projection into EMR records, and the evaluation command (its baselines
+and intervals also on synthetic projections)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ import pytest
 
 from datasets.phenopackets import iso_age_days, iter_phenopackets, read_phenopacket
 from medscreen.cli import main
+from screening.features import FEATURE_CAPS, FEATURE_NAMES
 from screening.findings import CodeMaps, extract_findings
 from screening.knowledge import KnowledgeBase
 from screening.metrics import flag_rate_threshold, resampled_sensitivity_at_rate
 from screening.ontology import Ontology
-from screening.simulate import CaseProjector, simulate_controls
-from screening.train_screener import _resamples, _sensitivity_at_rate
+from screening.registry import model_card
+from screening.risk_model import RiskModel
+from screening.simulate import PROJECTIONS, CaseProjector, Projection, simulate_controls
+from screening.train_screener import ProjectionData, _resamples, _sensitivity_at_rate, evaluate
 
 
 def test_iso_durations() -> None:
@@ -83,6 +86,13 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
         for point in at_rates.values():
             low, high = point["sensitivity_95ci"]
             assert low <= point["sensitivity"] <= high
+        # both counts at the same flag rates; the screener minus the fair one, paired
+        for rate in ("0.01", "0.015"):
+            fair = p["baseline_informative_count"]["sensitivity_at_flag_rate"][rate]
+            assert fair["sensitivity_95ci"][0] <= fair["sensitivity"] <= fair["sensitivity_95ci"][1], name
+            assert 0 <= p["baseline_finding_count"]["sensitivity_at_flag_rate"][rate]["sensitivity"] <= 1, name
+            gap = p["screener_minus_informative_count"][rate]
+            assert gap["difference"] == pytest.approx(at_rates[rate]["sensitivity"] - fair["sensitivity"], abs=1e-4), name
     worst = min(projections, key=lambda n: projections[n]["sensitivity_at_budget"])
     assert report["headline_projection"] == worst and report["grouped_by"] == "gene cohort"
     assert report["goal"] == {"flag_rate": 0.015, "sensitivity": 0.85} and isinstance(report["goal_met"], bool)
@@ -100,6 +110,61 @@ def test_evaluate_command_reports_every_projection_the_worst_first_and_the_basel
     genes = ranking["gene_level"]  # the case's gene (its cohort) among the served candidates' genes
     assert genes["ranker"] == ranking["served_ranker"] and 0 <= genes["top1"] <= genes["top3"] <= genes["top10"] <= 1
     assert genes["top10"] > 0  # the fixture's cohorts are genes with annotated diseases
+    from screening.cli import _print_report
+
+    _print_report(report)
+    printed = capsys.readouterr().out
+    assert "counting informative findings" in printed and "resampled" in printed
+    assert ("finds more cases than the screener in" in printed) == bool(report["below_informative_count"])
+
+
+def _synthetic_projection(projection: Projection, rng: np.random.Generator) -> ProjectionData:
+    """Cases of 10 gene cohorts with more informative findings than the controls; every child has a few
+    commonplace ones too, which the count of every finding adds."""
+    n_cases, n_controls = 80, 600
+    informative = np.concatenate([rng.poisson(2.5, n_cases), rng.poisson(0.6, n_controls)]).clip(0, 16)
+    features = rng.uniform(0, 0.3, (n_cases + n_controls, len(FEATURE_NAMES)))
+    features[:, 0] = informative / FEATURE_CAPS["informative_findings"]
+    labels = np.r_[np.ones(n_cases, dtype=int), np.zeros(n_controls, dtype=int)]
+    groups = [f"gene-{i % 10}" for i in range(n_cases)] + [f"control-{i % 10}" for i in range(n_controls)]
+    every = informative + rng.poisson(2.0, n_cases + n_controls)
+    return ProjectionData(projection, features, labels, groups, every.astype(float), np.zeros(n_cases + n_controls))
+
+
+def test_evaluate_reports_the_count_of_informative_findings_beside_the_count_of_every_finding() -> None:
+    """Review 4, defect 5: the only baseline counted every finding, commonplace childhood illness included, which
+    the screener leaves out; the fair baseline counts the informative findings (its feature 0), and evaluate says
+    where it finds more cases than the screener."""
+    rng = np.random.default_rng(3)
+    data = [_synthetic_projection(p, rng) for p in (PROJECTIONS[3], PROJECTIONS[5])]
+    summary = evaluate(data, 1 / 500, 0.01, folds=5, seed=7).summary
+    for d in data:
+        p = summary["projections"][d.projection.name]
+        cases, controls = d.labels == 1, d.labels == 0
+        for rate in (0.01, 0.015):
+            key = f"{rate:g}"
+            fair = d.informative_count
+            t, tie, _ = flag_rate_threshold(fair[cases], fair[controls], 1 / 500, rate)
+            expected = float(np.mean((fair[cases] > t) + tie * (fair[cases] == t)))
+            got = p["baseline_informative_count"]["sensitivity_at_flag_rate"][key]["sensitivity"]
+            assert got == pytest.approx(expected, abs=1e-4)
+            every = p["baseline_finding_count"]["sensitivity_at_flag_rate"][key]["sensitivity"]
+            assert every < got  # commonplace findings drown the few informative ones
+            gap = p["screener_minus_informative_count"][key]
+            assert gap["difference_95ci"][0] <= gap["difference"] <= gap["difference_95ci"][1]
+    below = {(b["projection"], b["flag_rate"]) for b in summary["below_informative_count"]}
+    assert below  # only the informative findings carry signal here: the fitted noise costs the screener somewhere
+    assert below == {
+        (name, float(rate)) for name, p in summary["projections"].items()
+        for rate, gap in p["screener_minus_informative_count"].items() if gap["difference"] < 0
+    }
+    assert summary["baseline_informative_count_sensitivity_at_budget"] == (
+        summary["projections"][summary["headline_projection"]]["baseline_informative_count"]["sensitivity_at_budget"]
+    )
+    # the card's table and its sentence on the fair count come from these figures
+    card = model_card(RiskModel("v", list(FEATURE_NAMES), [0.0] * 44, 0.0, 0.5, 1 / 500, metrics=summary))
+    assert "counting informative findings at 1% / 1.5%" in card
+    assert ("Counting the informative findings finds more cases than the screener in" in card) == bool(below)
 
 
 def test_the_interval_at_a_flag_rate_resamples_the_controls_and_recomputes_the_threshold() -> None:
