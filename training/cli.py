@@ -12,11 +12,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.lifecycle import ModelRole
 from service.settings import Settings
 from service.steering import defer_rules_from_settings
+
+if TYPE_CHECKING:
+    from service.model_registry import RegisteredVersion
 
 __all__ = ["add_commands"]
 
@@ -162,20 +165,29 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps([row.__dict__ for row in rows], indent=2))
         return 0
     # The steering right is what a version may do to the worklist: an ML engineer reads it beside the alias.
-    width = max([14, *(len(row.name) + 1 for row in rows)])  # "rare-disease-screener" had pushed its row out of line
-    print(f"{'model':<{width}}{'version':>8}  {'aliases':<12}{'val AUROC':>10}{'threshold':>11}  {'steering':<11}{'source':<9}run")
-    for row in rows:
-        val_auroc, threshold = row.float_tag("val_auroc"), row.float_tag("threshold")
-        auroc = f"{val_auroc:.4f}" if val_auroc is not None else "-"
-        shown = f"{threshold:.3f}" if threshold is not None else "-"
-        source = row.tags.get("source", "")
-        # A steering right is what an imaging version may do to the worklist; the screener moves no study.
-        steering = row.steering.value if "task" in row.tags else "-"
-        print(
-            f"{row.name:<{width}}{row.version:>8}  {','.join(row.aliases) or '-':<12}{auroc:>10}{shown:>11}  "
-            f"{steering:<11}{source:<9}{row.run_id}"
-        )
+    header = ("model", "version", "aliases", "val AUROC", "threshold", "steering", "source", "run")
+    table = [header, *(_list_cells(row) for row in rows)]
+    # Each column as wide as its widest cell, two spaces between: fixed widths had run "retrained" (9 characters, in a
+    # 9-wide column) into the run id, and "rare-disease-screener" and "champion,previous-champion" out of line.
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(header))]
+    right_aligned = {1, 3, 4}  # version, val AUROC, threshold
+    for cells in table:
+        print("  ".join(
+            f"{cell:>{width}}" if i in right_aligned else f"{cell:<{width}}"
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip())
     return 0
+
+
+def _list_cells(row: RegisteredVersion) -> tuple[str, ...]:
+    """One ``models list`` row: a registered version's name, version, aliases, figures, steering right, source, run."""
+    val_auroc, threshold = row.float_tag("val_auroc"), row.float_tag("threshold")
+    # A steering right is what an imaging version may do to the worklist; the screener moves no study.
+    steering = row.steering.value if "task" in row.tags else "-"
+    return (
+        row.name, row.version, ",".join(row.aliases) or "-", f"{val_auroc:.4f}" if val_auroc is not None else "-",
+        f"{threshold:.3f}" if threshold is not None else "-", steering, row.tags.get("source", "") or "-", row.run_id,
+    )
 
 
 def run_promote(args: argparse.Namespace, settings: Settings) -> int:

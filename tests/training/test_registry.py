@@ -57,16 +57,22 @@ def test_models_cli_lists_and_sets_the_challenger(tracking_uri, make_bundle, mon
     monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", tracking_uri)
     monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path))
     v1 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.9)).version
-    v2 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.8)).version
+    v2 = log_onnx_bundle(tracking_uri, make_bundle(val_auroc=0.8), source="retrained")
     make_first_champion(tracking_uri, "chest-xray", v1, rules=DeferRules())
     assert main(["models", "promote", "chest-xray", v1, "--alias", "challenger"]) == 1
     assert "refused" in capsys.readouterr().out
-    assert main(["models", "promote", "chest-xray", v2, "--alias", "challenger"]) == 0
+    assert main(["models", "promote", "chest-xray", v2.version, "--alias", "challenger"]) == 0
     assert "challenger -> version 2" in capsys.readouterr().out
     assert main(["models", "list"]) == 0
-    out = capsys.readouterr().out
-    assert "chest-xray" in out and "champion" in out and "challenger" in out and "0.9000" in out
-    assert "steering" in out.splitlines()[0] and "shadow" in out  # a bundle with no right and no figures: shadow
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["model", "version", "aliases", "val", "AUROC", "threshold", "steering", "source", "run"]
+    assert rows[0].split()[:4] == ["chest-xray", v1, "champion", "0.9000"]
+    # "retrained" had filled its 9-wide column and run into the run id ("retrained2e65d6e5..."): copying the id
+    # picked up the word. Each column starts where its header does.
+    retrained = rows[1]
+    assert retrained.split()[:3] == ["chest-xray", v2.version, "challenger"] and retrained.split()[-2:] == ["retrained", v2.run_id]
+    assert retrained.index("retrained") == header.index("source") and retrained.index(v2.run_id) == header.index("run")
+    assert retrained.split()[-3] == "shadow"  # a bundle with no right and no figures: shadow
 
 
 def _aliases(tracking_uri: str) -> dict[str, str]:
