@@ -2,8 +2,9 @@
 
 MLflow is a platform service (imaging models and the screener alike), so the alias rules live here once:
 ``champion`` scores and steers, ``challenger`` is scored in shadow, ``previous-champion`` is where a
-promotion leaves the version it replaced, so a rollback needs no memory of its own. Torch-free; MLflow is
-imported inside the functions so that importing this module costs nothing.
+promotion leaves the version it replaced, so a rollback needs no memory of its own (a rollback leaves it there, on the
+champion it brought back). Torch-free; MLflow is imported inside the functions so that importing this module costs
+nothing.
 """
 
 from __future__ import annotations
@@ -191,7 +192,14 @@ def move_champion(tracking_uri: str, name: str, version: str, *, rules: DeferRul
 
 
 def roll_back_champion(tracking_uri: str, name: str, *, rules: DeferRules | None = None) -> tuple[str, str] | None:
-    """Swap ``champion`` and ``previous-champion``; returns (from, to), or None when either alias is missing.
+    """Point ``champion`` back at ``previous-champion``, the version the last promotion replaced; returns (from, to),
+    or None when there is nothing to roll back: either alias is missing, or the champion already is that version.
+
+    ``previous-champion`` stays where the promotion left it, on the version brought back, so a second rollback (a
+    retry, a second team member, a script run twice) finds the champion already there and moves nothing. The two
+    aliases had been swapped: the withdrawn version then held ``previous-champion``, and a second rollback made it
+    champion again, without the gate and audited as a rollback. A withdrawn version comes back only through a
+    promotion, which runs the gate. The withdrawn version holds no alias, so it is neither scored nor steers.
 
     Never refused (it is the emergency brake), but the version brought back keeps ``defer`` only while its evidence
     earns it under ``rules`` (the site's ``MEDSCREEN_STEERING_DEFER_*``; the defaults when None): otherwise its
@@ -200,43 +208,91 @@ def roll_back_champion(tracking_uri: str, name: str, *, rules: DeferRules | None
     previous = alias_version(tracking_uri, name, ModelRole.previous_champion)
     if current is None or previous is None:
         return None
+    if current.version == previous.version:
+        log.warning(
+            "%s: champion is already v%s, the version the last promotion replaced: nothing to roll back (a version a "
+            "rollback withdrew comes back only through promotion, which runs the gate)", name, current.version,
+        )
+        return None
     right, unearned = served_right(previous, rules or DeferRules())
     if unearned is not None:
         log.warning("rollback of %s to v%s: %s", name, previous.version, unearned)
         set_steering(tracking_uri, name, previous.version, right, evidence=None, rules=rules or DeferRules())
     set_alias(tracking_uri, name, ModelRole.champion, previous.version)
-    set_alias(tracking_uri, name, ModelRole.previous_champion, current.version)
     return current.version, previous.version
 
 
 def download_version(tracking_uri: str, name: str, version: str, dest: Path, *, run_id: str | None = None) -> Path:
     """Download a version's model once into ``dest``; returns the folder holding its ``MLmodel``.
 
+    The download goes to a temporary folder beside ``dest``, its files are fsynced, and the folder is renamed to
+    ``dest`` only once complete: MLflow copies the artifacts in parallel, so a download cut short (a full disk, a
+    kill) had left a complete ``MLmodel`` beside an empty or truncated ``model.onnx`` in ``dest``, taken for a
+    complete download by every later load, and the task failed every study until the folder was deleted by hand.
+    A lock file beside ``dest`` lets one process (of the workers sharing the cache) download at a time, and lets it
+    remove the temporary folders of downloads killed before they finished.
+
     With ``run_id`` (the version's, from the registry), a ``dest`` already holding a model of another run (another
     store's version of the same number, a recreated store) is emptied and downloaded again: its network would have
     been served under this version's name, run, threshold and steering right."""
+    import fcntl
     import shutil
+    import tempfile
 
     import mlflow
     import yaml
 
-    cached = next(dest.rglob("MLmodel"), None) if dest.is_dir() else None
-    if cached is not None and run_id:
-        cached_run = (yaml.safe_load(cached.read_text()) or {}).get("run_id")
-        if cached_run != run_id:
-            log.warning("model cache %s holds run %s, not %s v%s's run %s: downloading again", dest, cached_run, name,
-                        version, run_id)
-            shutil.rmtree(dest)
-            cached = None
-    if cached is None:
-        dest.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(tracking_uri)
-        # A models:/ URI is resolved in the registry MLflow holds globally, which MLFLOW_REGISTRY_URI in the
-        # environment sets: left so, a process started with another store's URI there (MLflow writes it into
-        # os.environ, and children inherit it) downloaded that store's version of the name, or none.
-        mlflow.set_registry_uri(tracking_uri)
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with (dest.parent / f".{dest.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = next(dest.rglob("MLmodel"), None) if dest.is_dir() else None
+        if cached is not None and run_id:
+            cached_run = (yaml.safe_load(cached.read_text()) or {}).get("run_id")
+            if cached_run != run_id:
+                log.warning("model cache %s holds run %s, not %s v%s's run %s: downloading again", dest, cached_run,
+                            name, version, run_id)
+                cached = None
+        if cached is None:
+            # No lock holder is downloading: a temporary folder left here is a killed download's.
+            for stale in dest.parent.glob(f".{dest.name}.partial-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            if dest.exists():
+                shutil.rmtree(dest)
+            partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+            try:
+                mlflow.set_tracking_uri(tracking_uri)
+                # A models:/ URI is resolved in the registry MLflow holds globally, which MLFLOW_REGISTRY_URI in the
+                # environment sets: left so, a process started with another store's URI there (MLflow writes it
+                # into os.environ, and children inherit it) downloaded that store's version of the name, or none.
+                mlflow.set_registry_uri(tracking_uri)
+                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(partial))
+                if next(partial.rglob("MLmodel"), None) is None:
+                    raise FileNotFoundError(f"{name} v{version}: the download holds no MLmodel")
+                _fsync_tree(partial)
+                partial.rename(dest)
+                _fsync_path(dest.parent)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
     return next(dest.rglob("MLmodel")).parent
+
+
+def _fsync_path(path: Path) -> None:
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Every file and folder under ``root`` on disk, so that a power cut after the rename leaves no empty file."""
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() or path.is_dir():
+            _fsync_path(path)
+    _fsync_path(root)
 
 
 # Version tags holding the steering right and the evidence it was granted on.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -80,7 +81,7 @@ def _aliases(tracking_uri: str) -> dict[str, str]:
 
 
 def test_models_promote_goes_through_the_quality_gate_and_can_be_rolled_back(
-    tracking_uri, make_bundle, monkeypatch, capsys, tmp_path
+    tracking_uri, make_bundle, monkeypatch, capsys, caplog, tmp_path
 ) -> None:
     """`medscreen models promote` had set the champion alias on the version's training-time AUROC alone: a retrain
     validated on a few studies of its own export (AUROC 1.0) became champion with no gate, no audit row and no
@@ -116,6 +117,15 @@ def test_models_promote_goes_through_the_quality_gate_and_can_be_rolled_back(
         actions = list(session.scalars(select(AuditEvent.action).where(AuditEvent.action.like("model.%")).order_by(AuditEvent.id)))
     engine.dispose()
     assert actions == ["model.promote_refused", "model.promote", "model.rollback"]
+    # The rollback had swapped the aliases: the withdrawn v2 held previous-champion and a second rollback (a retry,
+    # a second team member) made it champion again, without the gate. v1 keeps previous-champion (the version the
+    # last promotion replaced): a second rollback moves nothing and says so; v2 comes back only through promotion.
+    assert _aliases(tracking_uri) == {"champion": v1, "previous-champion": v1}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="service.model_registry"):
+        assert main(["quality", "rollback", "--task", "chest-xray", "--actor", "emma"]) == 0
+    assert _aliases(tracking_uri) == {"champion": v1, "previous-champion": v1}
+    assert f"champion is already v{v1}, the version the last promotion replaced: nothing to roll back" in caplog.text
 
 
 def test_shipped_bundles_register_once_as_champion(tracking_uri, tmp_path) -> None:
