@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from service.lifecycle import TASKS
 from service.settings import Settings
 from service.utc_instant import UTC_INSTANT_HELP, utc_instant_arg
 from training.cli import int_at_least
@@ -22,7 +23,9 @@ def add_commands(subparsers: Any) -> None:
         help="write studies with final reads as a de-identified DICOM folder + labels CSV (PS3.15 Basic Profile)",
     )
     export.add_argument("out", type=Path, help="export folder (new or empty): OUT/dicom and OUT/labels.csv")
-    export.add_argument("--task", required=True, help="chest-xray, mammography or ct-chest: the finding to label")
+    # A task not among these (chest_xray, pneumonia) had exported nothing and exited 0: an empty labels.csv that a
+    # scheduled retrain stopped on, far from the cause.
+    export.add_argument("--task", required=True, choices=TASKS, help="the finding to label")
     export.add_argument(
         "--since", type=utc_instant_arg, default=None, help=f"only studies read at or after this ({UTC_INSTANT_HELP})"
     )

@@ -46,3 +46,10 @@ def test_routes_test_names_only_the_rules_file_as_required_and_a_missing_path_is
     assert main(["routes", "test", str(rules), str(tmp_path / "nonexistent")]) == 2
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith("medscreen routes test: ") and "nonexistent" in error
+
+
+def test_export_training_takes_only_a_known_task(capsys: pytest.CaptureFixture[str]) -> None:
+    # An unknown task (chest_xray, pneumonia) had written an empty labels.csv, a crosswalk and audit rows, exit 0.
+    error = usage_error(capsys, "export-training", "--task", "chest_xray", "--since", "2026-01-01", "out")[-1]
+    assert error.startswith("medscreen export-training: error: argument --task: invalid choice: 'chest_xray'")
+    assert "chest-xray" in error
