@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from inference.tables import ScoreResult as ScoreRow
 from inference.tables import Series, Study
-from quality.statistics import auroc, bootstrap_auroc, bootstrap_brier, reliability, wilson_interval
+from quality.statistics import (
+    auroc,
+    bootstrap_auroc,
+    bootstrap_brier,
+    clustered_wilson_interval,
+    reliability,
+    wilson_interval,
+)
 from service.lifecycle import StudyStatus
 from worklist.tables import FinalRead, FinalReadFinding
 
@@ -66,6 +73,13 @@ class PairedCase:
     station: str
     age_band: str
     sex: str
+    # studies.patient_id: an inpatient's daily films are one patient's, not independent observations.
+    patient_id: str = ""
+
+    @property
+    def patient(self) -> str:
+        """Whom the study belongs to, for clustering; a study without a patient ID counts as its own patient."""
+        return self.patient_id or f"study:{self.study_instance_uid}"
 
 
 @dataclass(frozen=True)
@@ -75,11 +89,23 @@ class Proportion:
     total: int
     ci_low: float
     ci_high: float
+    # The patients behind ``total`` (None when the proportion was counted without them).
+    patients: int | None = None
 
     @classmethod
     def of(cls, successes: int, total: int) -> Proportion:
         low, high = wilson_interval(successes, total)
         return cls(successes / total if total else float("nan"), successes, total, low, high)
+
+    @classmethod
+    def over(cls, hits: np.ndarray, patients: np.ndarray) -> Proportion:
+        """The share of ``hits``, each item with its patient: a Wilson interval widened by the design effect of
+        patients with several studies (the plain Wilson interval when each patient has one)."""
+        hits = np.asarray(hits, dtype=bool)
+        low, high = clustered_wilson_interval(hits, patients)
+        total = len(hits)
+        successes = int(hits.sum())
+        return cls(successes / total if total else float("nan"), successes, total, low, high, len(set(patients.tolist())))
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(asdict(self))
@@ -108,6 +134,9 @@ class QualityMetrics:
     median_hours_to_read_positive: float | None = None
     brier_ci_low: float = float("nan")
     brier_ci_high: float = float("nan")
+    # The patients behind n and n_positive: intervals are over patients when some have several studies.
+    n_patients: int = 0
+    n_patients_positive: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(asdict(self))
@@ -295,6 +324,7 @@ def load_paired_cases(
                 station=str(header.get("StationName") or "unknown"),
                 age_band=age_band(study.patient_birth_date, study.study_date),
                 sex=study.patient_sex or "unknown",
+                patient_id=study.patient_id or "",
             )
         )
     return PairedCases(cases, unscored)
@@ -317,18 +347,28 @@ def _first_series_headers(session: Session, study_ids: set[int]) -> dict[int, di
 
 
 def compute_metrics(cases: Sequence[PairedCase], *, n_boot: int = 1000, seed: int = 0) -> QualityMetrics:
-    """Confusion-matrix figures with Wilson 95% CIs, AUROC with a bootstrap 95% CI, calibration, time to read."""
+    """Confusion-matrix figures with Wilson 95% CIs, AUROC with a bootstrap 95% CI, calibration, time to read.
+
+    A patient's studies are not independent observations (an inpatient's daily films share the finding and the
+    patient's score level): when some patient has several, the bootstraps resample patients and the Wilson
+    intervals are widened by the design effect. With one study per patient the figures are the plain ones.
+    """
     truth = np.array([c.truth for c in cases], dtype=int)
     scores = np.array([c.score for c in cases], dtype=float)
     flagged = np.array([c.flagged for c in cases], dtype=bool)
+    patients = np.array([c.patient for c in cases], dtype=str)
+    n_patients = len(set(patients.tolist()))
+    groups = patients if n_patients < len(cases) else None
     positive = truth == 1
     tp, fn = int((flagged & positive).sum()), int((~flagged & positive).sum())
     fp, tn = int((flagged & ~positive).sum()), int((~flagged & ~positive).sum())
     both_classes = 0 < int(positive.sum()) < len(cases)
     area = auroc(truth, scores) if both_classes else float("nan")
-    low, high = bootstrap_auroc(truth, scores, n_boot=n_boot, seed=seed) if both_classes else (float("nan"),) * 2
+    low, high = (
+        bootstrap_auroc(truth, scores, n_boot=n_boot, seed=seed, groups=groups) if both_classes else (float("nan"),) * 2
+    )
     table, ece = reliability(truth, scores) if len(cases) else ([], float("nan"))
-    brier_low, brier_high = bootstrap_brier(truth, scores, n_boot=n_boot, seed=seed)
+    brier_low, brier_high = bootstrap_brier(truth, scores, n_boot=n_boot, seed=seed, groups=groups)
     hours = [(c.read_at - c.arrived_at).total_seconds() / 3600 for c in cases]
     hours_positive = [h for h, c in zip(hours, cases, strict=True) if c.truth]
     return QualityMetrics(
@@ -338,11 +378,11 @@ def compute_metrics(cases: Sequence[PairedCase], *, n_boot: int = 1000, seed: in
         fp=fp,
         tn=tn,
         fn=fn,
-        sensitivity=Proportion.of(tp, tp + fn),
-        specificity=Proportion.of(tn, tn + fp),
-        ppv=Proportion.of(tp, tp + fp),
-        npv=Proportion.of(tn, tn + fn),
-        flag_rate=Proportion.of(tp + fp, len(cases)),
+        sensitivity=Proportion.over(flagged[positive], patients[positive]),
+        specificity=Proportion.over(~flagged[~positive], patients[~positive]),
+        ppv=Proportion.over(positive[flagged], patients[flagged]),
+        npv=Proportion.over(~positive[~flagged], patients[~flagged]),
+        flag_rate=Proportion.over(flagged, patients),
         auroc=area,
         auroc_ci_low=low,
         auroc_ci_high=high,
@@ -353,6 +393,8 @@ def compute_metrics(cases: Sequence[PairedCase], *, n_boot: int = 1000, seed: in
         median_hours_to_read_positive=median(hours_positive) if hours_positive else None,
         brier_ci_low=brier_low,
         brier_ci_high=brier_high,
+        n_patients=n_patients,
+        n_patients_positive=len(set(patients[positive].tolist())),
     )
 
 

@@ -212,7 +212,7 @@ def _metrics_rows(name: str, m: QualityMetrics) -> str:
         return f"{_fmt(p.value)} ({_fmt(p.ci_low)}-{_fmt(p.ci_high)})"
 
     return (
-        f"<tr><th>{html.escape(name)}</th><td>{m.n}</td><td>{m.n_positive}</td><td>{prop(m.sensitivity)}</td>"
+        f"<tr><th>{html.escape(name)}</th><td>{m.n}</td><td>{m.n_patients}</td><td>{m.n_positive}</td><td>{prop(m.sensitivity)}</td>"
         f"<td>{prop(m.specificity)}</td><td>{prop(m.ppv)}</td><td>{prop(m.npv)}</td>"
         f"<td>{_fmt(m.auroc)} ({_fmt(m.auroc_ci_low)}-{_fmt(m.auroc_ci_high)})</td>"
         f"<td>{_fmt(m.brier)} ({_fmt(m.brier_ci_low)}-{_fmt(m.brier_ci_high)})</td><td>{prop(m.flag_rate)}</td></tr>"
@@ -225,7 +225,7 @@ def _week_flag_rate(week: WeekDrift) -> str:
 
 
 _TABLE_HEAD = (
-    "<tr><th></th><th>n</th><th>positive</th><th>sensitivity (95% CI)</th><th>specificity</th><th>PPV</th>"
+    "<tr><th></th><th>n</th><th>patients</th><th>positive</th><th>sensitivity (95% CI)</th><th>specificity</th><th>PPV</th>"
     "<th>NPV</th><th>AUROC</th><th>Brier (bootstrap 95% CI)</th><th>flag rate (95% CI)</th></tr>"
 )
 
@@ -260,10 +260,11 @@ def _operating_point(point: SiteOperatingPoint | None, m: QualityMetrics) -> lis
         return f"{_fmt(p.value)} ({_fmt(p.ci_low)}-{_fmt(p.ci_high)})"
 
     out.append(
-        f"Holding sensitivity at or above {point.min_sensitivity:.2f} on these {point.n} confirmed studies needs a threshold "
+        f"Holding sensitivity at or above {point.min_sensitivity:.2f} on these {point.n} confirmed studies "
+        f"({point.n_patients} patients) needs a threshold "
         f"of {_fmt(point.threshold)} (the version's: {_fmt(point.shipped_threshold)}, where sensitivity is {prop(m.sensitivity)} "
         f"and specificity {prop(m.specificity)}). Chosen on the other folds and applied to each held-out fold ({point.folds} "
-        f"folds), such a threshold gave sensitivity {prop(point.sensitivity)} and specificity {prop(point.specificity)}. "
+        f"folds, each patient's studies in one), such a threshold gave sensitivity {prop(point.sensitivity)} and specificity {prop(point.specificity)}. "
         f"{html.escape(point.reason.capitalize())}.</p>"
     )
     return out
@@ -287,6 +288,10 @@ def _unscored(unscored: UnscoredReads, m: QualityMetrics) -> str:
     if unscored.out_of_scope:
         text += " Studies outside the version's intended use are not its to find: counted here, in no figure."
     return f'<p class="alert" id="unscored">{text}</p>'
+
+
+def _clustered(m: QualityMetrics) -> str:
+    return "; a patient's studies are not independent, so the intervals are over patients" if m.n_patients < m.n else ""
 
 
 def _midnight(moment: datetime) -> bool:
@@ -318,6 +323,7 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
         f'<section id="quality-report" data-task="{html.escape(q.task)}" data-version="{html.escape(q.model_version)}">',
         f"<h2>{html.escape(q.task)} version {html.escape(q.model_version)}</h2>",
         f"<p>Period {period}; {m.n} scored studies confirmed by a final read ({m.n_positive} with the finding). "
+        f"They are of {m.n_patients} patients ({m.n_patients_positive} with the finding){_clustered(m)}. "
         f"Generated {report.created_at.isoformat(timespec='seconds')}. Decision support only: figures compare the "
         "model with radiologists' final reads, not with pathology.</p>",
         "<h3>Against final reads</h3><table class=\"metrics\">",

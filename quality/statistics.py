@@ -1,6 +1,7 @@
 """Statistics of a binary scorer shared by validation (``training``) and quality review: rank AUROC, its
-bootstrap interval, the Wilson interval of a proportion and the reliability table. numpy and scipy only, so the
-serving app's quality pages load no scikit-learn.
+bootstrap interval, the Wilson interval of a proportion (with a design effect when a patient has several studies)
+and the reliability table. numpy and scipy only, so the serving app's
+quality pages load no scikit-learn.
 """
 
 from __future__ import annotations
@@ -9,7 +10,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["auroc", "bootstrap_auroc", "bootstrap_brier", "wilson_interval", "reliability"]
+__all__ = [
+    "Z95",
+    "auroc",
+    "bootstrap_auroc",
+    "bootstrap_brier",
+    "wilson_interval",
+    "design_effect",
+    "clustered_wilson_interval",
+    "reliability",
+]
+
+Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -59,31 +71,69 @@ def bootstrap_auroc(
 
 
 def bootstrap_brier(
-    labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 2000, seed: int = 0
+    labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 2000, seed: int = 0, groups: np.ndarray | None = None
 ) -> tuple[float, float]:
-    """Percentile 95% CI of the Brier score over bootstrap resamples of the studies (a mean of squared errors
-    has no closed-form interval worth trusting on a few dozen studies with skewed errors)."""
+    """Percentile 95% CI of the Brier score over bootstrap resamples of the studies, or of patients when ``groups``
+    is given (a mean of squared errors has no closed-form interval worth trusting on a few dozen studies with skewed
+    errors)."""
     if len(labels) == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     errors = (np.asarray(scores, dtype=float) - np.asarray(labels, dtype=float)) ** 2
-    means = errors[rng.integers(0, len(errors), (n_boot, len(errors)))].mean(axis=1)
+    if groups is None:
+        means = errors[rng.integers(0, len(errors), (n_boot, len(errors)))].mean(axis=1)
+    else:
+        draw = _resample(groups, len(errors), rng)
+        means = np.array([errors[draw()].mean() for _ in range(n_boot)])
     low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)
 
 
-def wilson_interval(successes: int, total: int) -> tuple[float, float]:
-    """Wilson 95% interval of a proportion (sensitivity, specificity); sane for small counts. Within [0, 1], and
-    exactly 0 (1) at no (all) successes, where rounding had given -2.8e-17 ("-0.000" in a report) or 0.9999999999999999."""
+def wilson_interval(successes: float, total: float, *, z: float = Z95) -> tuple[float, float]:
+    """Wilson interval of a proportion (sensitivity, specificity; 95% at the default ``z``); sane for small counts.
+    Within [0, 1], and exactly 0 (1) at no (all) successes, where rounding had given -2.8e-17 ("-0.000" in a report)
+    or 0.9999999999999999."""
     if total == 0:
         return float("nan"), float("nan")
-    z = 1.959964
     p = successes / total
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
     low = 0.0 if successes <= 0 else max(0.0, float(centre - half))
     high = 1.0 if successes >= total else min(1.0, float(centre + half))
     return low, high
+
+
+def design_effect(values: np.ndarray, groups: np.ndarray | None) -> float:
+    """How many times larger the variance of the mean of ``values`` is when items cluster in ``groups`` (a
+    patient's studies) than if every item were independent: the between-patient (cluster-robust) variance of the
+    mean over the independent one. 1 when each group holds one item, so a site with one study per patient gets the
+    plain intervals. Kept within [1, sum(n_i^2) / n]: the upper end is the design effect when a patient's studies all
+    agree, used too when the values do not vary (no spread to estimate the within-patient correlation from).
+    """
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if groups is None or n < 2:
+        return 1.0
+    _, codes, sizes = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    if len(sizes) == n:
+        return 1.0
+    most = float(np.sum(sizes.astype(float) ** 2) / n)
+    residual = values - values.mean()
+    independent = float(np.sum(residual**2)) / (n * (n - 1))
+    if len(sizes) < 2 or independent <= 0:
+        return most
+    per_group = np.bincount(codes.ravel(), weights=residual, minlength=len(sizes))
+    clustered = len(sizes) / (len(sizes) - 1) * float(np.sum(per_group**2)) / n**2
+    return min(max(clustered / independent, 1.0), most)
+
+
+def clustered_wilson_interval(hits: np.ndarray, groups: np.ndarray | None, *, z: float = Z95) -> tuple[float, float]:
+    """Wilson interval of the share of ``hits`` with each item's patient in ``groups``: the Wilson interval on the
+    effective sample size n / design effect, which is Wilson's with ``z`` widened by the design effect's root.
+    Exactly the plain Wilson interval when no patient has two items."""
+    hits = np.asarray(hits, dtype=bool)
+    deff = design_effect(hits, groups)
+    return wilson_interval(int(hits.sum()), len(hits), z=z * float(np.sqrt(deff)))
 
 
 def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> tuple[list[dict[str, float]], float]:

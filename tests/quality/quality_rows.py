@@ -31,15 +31,18 @@ def add_study(
     sex: str = "F",
     birth_date: str = "19700101",
     study_date: str = "20260101",
+    patient_id: str | None = None,
 ) -> Study:
+    """A study of its own patient unless ``patient_id`` says whose (quality figures cluster a patient's studies)."""
+    uid = generate_uid()
     study = Study(
-        study_instance_uid=generate_uid(),
+        study_instance_uid=uid,
         status="scored",
         revision=1,
         modality=modality,
         task=task,
         instance_count=1,
-        patient_id="PID-Q",
+        patient_id=patient_id or f"PID-{uid[-20:]}",
         patient_name="Doe^Jane",
         patient_sex=sex,
         patient_birth_date=birth_date,

@@ -300,3 +300,77 @@ def test_a_report_with_every_read_study_scored_says_so(quality_db, tmp_path) -> 
     page = render_report(report, document=False)
     assert '<p id="unscored">No study read by a radiologist was left unscored by this version.</p>' in page
     assert "Sensitivity over every read study" not in page
+
+
+def seed_inpatients(factory, patients: int = 20, films: int = 6) -> None:
+    """Inpatients with daily films: the finding and the patient's own score level persist across a patient's films."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with session_scope(factory) as session:
+        for p in range(patients):
+            truth = p % 2 == 0
+            level = rng.normal(0.6 if truth else 0.4, 0.15)
+            for k in range(films):
+                arrived = T0 + timedelta(hours=p * films + k)
+                study = add_study(session, arrived=arrived, patient_id=f"PAT-{p:02d}")
+                add_result(session, study, score=float(np.clip(level + rng.normal(0, 0.03), 0, 1)), at=arrived)
+                add_final_read(session, study, truth, read_at=arrived + timedelta(minutes=30))
+
+
+def test_a_patients_repeated_studies_are_one_patient_in_the_intervals(quality_db, tmp_path) -> None:  # noqa: F811
+    """An inpatient's twelve films had counted as twelve independent observations: PairedCase carried no patient,
+    the AUROC's bootstrap resampled studies (95% CI 0.635-0.728 where patients give 0.499-0.838) and the Wilson
+    intervals counted studies (review 4, defect 6). The figures now name the patients and resample them."""
+    import numpy as np
+
+    from quality.statistics import bootstrap_auroc, wilson_interval
+
+    seed_inpatients(quality_db)
+    with session_scope(quality_db) as session:
+        cases = load_paired_cases(session, task="chest-xray", model_version="3")
+    assert {c.patient_id for c in cases} == {f"PAT-{p:02d}" for p in range(20)}
+    m = compute_metrics(cases)
+    assert (m.n, m.n_positive, m.n_patients, m.n_patients_positive) == (120, 60, 20, 10)
+    truth = np.array([c.truth for c in cases], dtype=int)
+    scores = np.array([c.score for c in cases])
+    patients = np.array([c.patient_id for c in cases])
+    assert (m.auroc_ci_low, m.auroc_ci_high) == bootstrap_auroc(truth, scores, n_boot=1000, seed=0, groups=patients)
+    by_study = bootstrap_auroc(truth, scores, n_boot=1000, seed=0)
+    assert m.auroc_ci_high - m.auroc_ci_low > 1.5 * (by_study[1] - by_study[0])
+    # A patient's films agree on the call here, so each patient counts once: the Wilson interval over 10 patients.
+    sensitivity = m.sensitivity
+    found = len({c.patient_id for c in cases if c.truth and c.flagged})
+    assert {c.patient_id for c in cases if c.truth and c.flagged}.isdisjoint({c.patient_id for c in cases if c.truth and not c.flagged})
+    assert (sensitivity.successes, sensitivity.total, sensitivity.patients) == (found * 6, 60, 10)
+    assert (sensitivity.ci_low, sensitivity.ci_high) == pytest.approx(wilson_interval(found, 10))
+    assert "They are of 20 patients (10 with the finding); a patient's studies are not independent" in _page(quality_db, tmp_path)
+
+
+def _page(factory, models_dir) -> str:
+    from quality.drift import DriftThresholds
+    from quality.gate import GateRules
+    from quality.report import ReportQuery, build_report, render_report
+
+    with session_scope(factory) as session:
+        report = build_report(session, ReportQuery("chest-xray", "3"), thresholds=DriftThresholds(), rules=GateRules(),
+                              models_dir=models_dir, now=T0 + timedelta(days=2))
+    return render_report(report, document=False)
+
+
+def test_one_study_per_patient_keeps_the_plain_intervals() -> None:
+    """The design effect is 1 when no patient has two studies (the plain Wilson interval, the studies' bootstrap), and
+    the patients' count when a patient's studies all agree."""
+    import numpy as np
+
+    from quality.statistics import clustered_wilson_interval, design_effect, wilson_interval
+
+    hits = np.array([True] * 30 + [False] * 20)
+    assert clustered_wilson_interval(hits, np.arange(50)) == wilson_interval(30, 50)
+    assert clustered_wilson_interval(hits, None) == wilson_interval(30, 50)
+    twice = np.repeat(hits, 2)
+    assert design_effect(twice, np.repeat(np.arange(50), 2)) == 2.0
+    assert clustered_wilson_interval(twice, np.repeat(np.arange(50), 2)) == pytest.approx(wilson_interval(30, 50))
+    # No spread to estimate the correlation from (all found): as if each patient's studies agree.
+    assert design_effect(np.ones(12, dtype=bool), np.repeat(np.arange(4), 3)) == 3.0
+
