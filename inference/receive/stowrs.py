@@ -4,7 +4,8 @@ The body is streamed part by part into the spool's incoming folder (memory stays
 uploads); each part then goes through the same ingest path as a C-STORE, with the same durability
 guarantee. Bytes are counted as they arrive: a part past ``MEDSCREEN_MAX_INSTANCE_MB`` stops being written
 (its partial file removed at once, the part failed 0xA700), a body past ``MEDSCREEN_MAX_STOW_REQUEST_MB`` is
-413 and the disk going under the watermark 503, with nothing of the request kept. The response lists stored
+413 and the disk going under the watermark (checked at each part and every 16 MB of one) or found full 503,
+with nothing of the request kept. The response lists stored
 instances and, for failed ones, the DICOM failure reason and a human-readable explanation (TextValue in the
 Failed SOP Sequence item).
 """
@@ -41,7 +42,7 @@ def _ingestor(request: Request) -> InstanceIngestor:
 
 
 MB = 1024 * 1024
-# Free disk is looked up again after every this many bytes of a part (once per request before the body).
+# Free disk is looked up before the body, at the start of each part and again after every this many bytes of one.
 _DISK_CHECK_BYTES = 16 * MB
 
 
@@ -70,6 +71,8 @@ class _PartWriter:
         self._content_type = ""
 
     def on_part_begin(self) -> None:
+        # Each part is checked: a request of many small parts (SR, KO, small images) must not run past the watermark.
+        self.ingestor.check_resources()  # OutOfResources ends the request (503)
         self._path = self.ingestor.spool.new_incoming_path()
         self._file = self._path.open("wb")
         self._content_type = ""
@@ -90,12 +93,7 @@ class _PartWriter:
             return
         if before // _DISK_CHECK_BYTES != self._written // _DISK_CHECK_BYTES:
             self.ingestor.check_resources()  # OutOfResources ends the request (503)
-        try:
-            self._file.write(data[start:end])
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            raise OutOfResources(f"no space left under {self.ingestor.settings.home}") from exc
+        self._file.write(data[start:end])  # a full disk (ENOSPC) ends the request (503), see _receive_parts
 
     def _refuse(self, refused: IngestError) -> None:
         """Remove the part's partial file now, naming the instance from its file meta if that was received."""
@@ -108,10 +106,10 @@ class _PartWriter:
 
     def on_part_end(self) -> None:
         assert self._path is not None
-        if self._file is not None:
-            self._file.close()
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()  # a part's last bytes reach the disk here: ENOSPC ends the request (503)
         self.parts.append(_Part(self._path, self._content_type, self._refused))
-        self._file = None
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
@@ -126,7 +124,11 @@ class _PartWriter:
 
     def discard(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the disk is full: the file is removed below whatever its buffer held
+            self._file = None
         for part in self.parts:
             part.path.unlink(missing_ok=True)
         if self._path is not None:
@@ -184,10 +186,15 @@ async def _receive_parts(request: Request, ingestor: InstanceIngestor) -> list[_
         writer.discard()
         log.warning("refused a STOW-RS request: its body passed the %d MB limit", limit // MB)
         raise HTTPException(413, detail=too_large) from None
-    except OutOfResources as exc:
+    except (OutOfResources, OSError) as exc:
         writer.discard()
-        log.warning("refused a STOW-RS request: %s", exc.reason)
-        raise HTTPException(503, detail=f"out of resources: {exc.reason}; retry later") from exc
+        if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise  # the spool cannot be written (read-only, missing): a server error, not the sender's
+        # A truly full disk (watermark 0, or another writer filled it) shows on a write, on the close that flushes
+        # a part's last bytes, or on creating a part's file.
+        reason = exc.reason if isinstance(exc, OutOfResources) else f"no space left under {ingestor.settings.home}"
+        log.warning("refused a STOW-RS request: %s", reason)
+        raise HTTPException(503, detail=f"out of resources: {reason}; retry later") from exc
     except Exception as exc:
         writer.discard()
         raise HTTPException(400, detail=f"malformed multipart body: {exc}") from exc

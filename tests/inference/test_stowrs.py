@@ -5,9 +5,11 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from pydicom import dcmread
 
+from inference.ingest import InstanceIngestor
 from tests.inference.conftest import INFERENCE_FIXTURES
 from tests.service.conftest import AddUser
 
@@ -98,3 +100,43 @@ def test_studies_api_filters_paginates_and_audits_views(client: TestClient, add_
     admin = add_user("boss", "admin")
     audit = client.get("/api/audit", params={"subject_type": "study"}, headers=admin).json()
     assert any(e["actor"] == "pacs-sender" and e["subject_id"] == LIDC_STUDY for e in audit["items"])
+
+
+SMALL_DX = INFERENCE_FIXTURES / "images" / "dx_abdomen_ge.dcm"  # 3.5 kB: it fits in the file's write buffer
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fail writes with ENOSPC")
+def test_a_full_disk_is_503_even_when_it_shows_only_on_a_parts_close(
+    client: TestClient, add_user: AddUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small part's bytes reach the disk only when its file is closed; that ENOSPC was a 400 "malformed body",
+    # a client error the sender does not retry. Each part's file is a link to /dev/full: every write-out fails
+    # with ENOSPC, as on a truly full disk (watermark 0).
+    ingestor: InstanceIngestor = client.app.state.ingestor  # type: ignore[attr-defined]
+    new_incoming_path = ingestor.spool.new_incoming_path
+
+    def onto_a_full_disk() -> Path:
+        path = new_incoming_path()
+        path.symlink_to("/dev/full")
+        return path
+
+    monkeypatch.setattr(ingestor.spool, "new_incoming_path", onto_a_full_disk)
+    sender = add_user("pacs-sender", "sender")
+    response = post(client, sender, SMALL_DX)
+    assert response.status_code == 503, response.text
+    assert "no space left" in response.json()["detail"]
+    assert not any(ingestor.spool.incoming.iterdir()), "nothing of the request stays in incoming"
+
+
+def test_the_watermark_is_checked_at_each_part(
+    client: TestClient, add_user: AddUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watermark was checked once per request and then every 16 MB of one part: a request of many small parts
+    # ran past it to a full disk. Here the disk goes under the watermark once two parts are written.
+    ingestor: InstanceIngestor = client.app.state.ingestor  # type: ignore[attr-defined]
+    monkeypatch.setattr(ingestor, "has_free_disk", lambda: len(list(ingestor.spool.incoming.iterdir())) < 2)
+    sender = add_user("pacs-sender", "sender")
+    response = post(client, sender, *CT)
+    assert response.status_code == 503, response.text
+    assert "watermark" in response.json()["detail"]
+    assert not any(ingestor.spool.incoming.iterdir()) and not any(ingestor.spool.studies.iterdir())
