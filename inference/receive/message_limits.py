@@ -6,7 +6,8 @@ written under a 1 MB limit; two 354 MB sends filled a 400 MB disk and left parti
 is counted before it is written: once the data set passes ``MEDSCREEN_MAX_INSTANCE_MB``, or the disk goes under
 ``MEDSCREEN_MIN_FREE_DISK_MB`` (checked at the first fragment and every 16 MB), or a write finds the disk full,
 the partial file is removed at once and the rest of the instance is read and dropped; the handler then answers
-0xA700. Command sets and data sets that pynetdicom keeps in memory (anything but a C-STORE data set) are small
+0xA700 (at once when the fragment that found the disk full was the instance's last, as for any instance that fits
+in one fragment). Command sets and data sets that pynetdicom keeps in memory (anything but a C-STORE data set) are small
 in DICOM; past a generous bound the association is aborted.
 """
 
@@ -87,8 +88,16 @@ class StreamLimitedDimse(DIMSEServiceProvider):
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
                 self._stop_writing(OutOfResources(f"no space left under {self.ingestor.settings.home}"))
+                if not data[0] & 1 and isinstance(self._data_set_sink(), _Dropped):
+                    # The fragment that found the disk full goes to the dropped sink: when it is the last one (a
+                    # small instance in one fragment), that completes the message and the handler answers 0xA700
+                    # at once instead of the sender waiting for its timeout.
+                    super().receive_primitive(single)
             if self.message is None:
                 self._start_message()
+
+    def _data_set_sink(self) -> object:
+        return self.message._data_set_file if self.message is not None else None
 
     def _admit(self, data: bytes) -> bool:
         """Count one fragment (its first byte is the message control header); False once the association is aborted."""
@@ -98,7 +107,7 @@ class StreamLimitedDimse(DIMSEServiceProvider):
             if self._command_bytes > COMMAND_SET_BYTES:
                 return self._abort(f"a DIMSE command set of more than {COMMAND_SET_BYTES} bytes")
             return True
-        sink = self.message._data_set_file if self.message is not None else None
+        sink = self._data_set_sink()
         if sink is None:
             self._in_memory_bytes += size
             if self._in_memory_bytes > IN_MEMORY_DATA_SET_BYTES:

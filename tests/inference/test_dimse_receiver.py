@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
+import tempfile
+import time
+from typing import Any
 
 import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import select
 
@@ -92,5 +100,53 @@ def test_disk_watermark_refuses_the_association_transiently(sqlite_settings: Set
     try:
         output = storescu(settings.dicom_port, INFERENCE_FIXTURES / "ct" / "lidc-0002-0.dcm")
         assert "Association Rejected" in output and "Rejected Transient" in output, output
+    finally:
+        server.shutdown()
+
+
+class _FullDisk:
+    """pynetdicom's data set file on a full disk: the file is created and written into its buffer, and each flush
+    (pynetdicom flushes after every fragment) and the close find no space left."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._real = tempfile.NamedTemporaryFile(*args, **kwargs)
+        self.name = self._real.name
+        self.file = self
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self) -> None:
+        self._real.close()
+        self.flush()
+
+
+def test_a_small_instance_onto_a_full_disk_is_answered_0xa700_at_once(
+    ingestor: InstanceIngestor, sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An instance that fits in one fragment: the fragment that found the disk full was its last, so the message
+    # never completed and the sender waited for its timeout, then aborted (README: a truly full disk answers 0xA700).
+    ds = dcmread(INFERENCE_FIXTURES / "images" / "dx_abdomen_ge.dcm")  # 3.5 kB
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    server = start_dimse_server(ingestor, "127.0.0.1", sqlite_settings.dicom_port, "MEDSCREEN", [], 262144)
+    try:
+        ae = AE(ae_title="PACS")
+        ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 5
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", sqlite_settings.dicom_port, ae_title="MEDSCREEN")
+        assert assoc.is_established
+        with monkeypatch.context() as full:
+            full.setattr("pynetdicom.dimse_messages.NamedTemporaryFile", _FullDisk)
+            start = time.monotonic()
+            status = assoc.send_c_store(ds)
+        assert "Status" in status and status.Status == 0xA700, "Refused: out of resources, not a timeout"
+        assert time.monotonic() - start < 2
+        assert not any(ingestor.spool.incoming.iterdir()), "no partial file stays in incoming"
+        # Space returns: the same association goes on and the instance is stored.
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
     finally:
         server.shutdown()
