@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -161,22 +162,38 @@ class ModelSelector:
         return cached
 
     def _open(self, task: str, name: str, version: str, details: RegisteredVersion) -> LoadedModel:
-        """Download a version once and open its ONNX session."""
-        try:
-            import yaml
+        """Download a version once and open its ONNX session.
 
-            model_dir = download_version(self.tracking_uri, name, version, self.version_cache_dir(name, version, details.run_id),
-                                         run_id=details.run_id or None)
-            meta = yaml.safe_load((model_dir / "MLmodel").read_text()).get("metadata", {})
-            bundle = dict(meta.get("bundle") or {})
-            if "intended_use" not in bundle:
-                # A version registered without one is held to the shipped bundle's population, never to none.
-                bundle["intended_use"] = shipped_intended_use(task)
-            threshold = float(details.tags.get("threshold") or bundle.get("threshold", 0.5))
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.intra_op_threads
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        A cached folder that cannot be opened is removed and downloaded once more: downloads are renamed into place
+        only when complete (``download_version``), but a folder an earlier release wrote may hold a cut download
+        (a complete ``MLmodel`` beside an empty ``model.onnx``), and it had failed every study of the task."""
+        cache = self.version_cache_dir(name, version, details.run_id)
+        was_cached = cache.is_dir()
+        try:
+            return self._open_from(task, name, version, details, cache)
         except Exception as exc:  # noqa: BLE001 - any failure to fetch or open a model is "unavailable, retry"
+            if not was_cached:
+                raise ModelUnavailable(f"cannot load {name} version {version}: {type(exc).__name__}: {exc}") from exc
+            log.warning("model cache %s cannot be opened (%s: %s): removed, downloading %s v%s again", cache,
+                        type(exc).__name__, exc, name, version)
+        shutil.rmtree(cache, ignore_errors=True)
+        try:
+            return self._open_from(task, name, version, details, cache)
+        except Exception as exc:  # noqa: BLE001 - as above
             raise ModelUnavailable(f"cannot load {name} version {version}: {type(exc).__name__}: {exc}") from exc
+
+    def _open_from(self, task: str, name: str, version: str, details: RegisteredVersion, cache: Path) -> LoadedModel:
+        import yaml
+
+        model_dir = download_version(self.tracking_uri, name, version, cache, run_id=details.run_id or None)
+        meta = yaml.safe_load((model_dir / "MLmodel").read_text()).get("metadata", {})
+        bundle = dict(meta.get("bundle") or {})
+        if "intended_use" not in bundle:
+            # A version registered without one is held to the shipped bundle's population, never to none.
+            bundle["intended_use"] = shipped_intended_use(task)
+        threshold = float(details.tags.get("threshold") or bundle.get("threshold", 0.5))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
         return LoadedModel(task, name, version, details.run_id, threshold, bundle, session, steering_of(details))

@@ -84,3 +84,54 @@ def test_a_cached_version_of_another_store_or_a_recreated_store_is_never_served(
                             timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "B"
+
+
+def test_a_download_cut_short_is_never_served_and_the_next_load_downloads_again(
+    registered_store: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A download stopped by a full disk (or a kill) had left a complete ``MLmodel`` beside an empty ``model.onnx``
+    in the cache folder; every later load took it for a complete download and failed, for good. Here the download
+    writes everything, then the last file is cut and ENOSPC raised, as MLflow's parallel copy leaves it."""
+    import errno
+
+    import mlflow
+
+    from inference.champions import ModelSelector
+    from inference.errors import ModelUnavailable
+
+    uri = f"sqlite:///{registered_store}"
+    cache = tmp_path / "model-cache"
+    real_download = mlflow.artifacts.download_artifacts
+
+    def cut_short(*args, **kwargs):
+        folder = Path(real_download(*args, **kwargs))
+        next(folder.rglob("model.onnx")).write_bytes(b"")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", cut_short)
+    selector = ModelSelector(uri, cache, intra_op_threads=1, refresh_s=0)
+    try:
+        selector.load("chest-xray", "1")
+    except ModelUnavailable as exc:
+        assert "No space left" in exc.reason
+    else:
+        raise AssertionError("a cut download was loaded")
+    assert not [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]  # nothing left behind
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", real_download)
+    restarted = ModelSelector(uri, cache, intra_op_threads=1, refresh_s=0)
+    assert restarted.load("chest-xray", "1").version == "1"
+
+
+def test_a_broken_cache_folder_an_earlier_release_left_is_removed_and_downloaded_again(
+    registered_store: Path, tmp_path: Path
+) -> None:
+    """A cache folder written before downloads were renamed into place may hold a cut download: it is replaced."""
+    from inference.champions import ModelSelector
+
+    uri = f"sqlite:///{registered_store}"
+    cache = tmp_path / "model-cache"
+    ModelSelector(uri, cache, intra_op_threads=1, refresh_s=0).load("chest-xray", "1")
+    onnx = next(cache.rglob("model.onnx"))
+    onnx.write_bytes(b"")  # as a cut download left it: MLmodel complete, model.onnx empty
+    assert ModelSelector(uri, cache, intra_op_threads=1, refresh_s=0).load("chest-xray", "1").version == "1"
+    assert onnx.stat().st_size > 0
