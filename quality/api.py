@@ -63,7 +63,8 @@ def drift_thresholds(settings: Settings) -> DriftThresholds:
 
 def gate_rules(settings: Settings) -> GateRules:
     return GateRules(settings.quality_gate_min_studies, settings.quality_gate_min_class_fraction, settings.quality_gate_alpha,
-                     defer_rules_from_settings(settings), max_unscored_share=settings.quality_max_unscored_share)
+                     defer_rules_from_settings(settings), max_unscored_share=settings.quality_max_unscored_share,
+                     margin=settings.quality_gate_margin)
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -1,11 +1,15 @@
 """Champion vs challenger on the same confirmed studies, the evaluation gate, and promotion/rollback as one
 audited action.
 
-The gate follows the Moscow radiology AI programme: at least 400 studies confirmed by a final read, at
-least 10% of them in each class, and no significant drop in sensitivity against the champion (a one-sided
-exact McNemar test on the confirmed positives both versions scored). Specificity is held the same way, on the
-confirmed negatives: a model's false positives move studies ahead of others in the worklist, and a retrain
-whose specificity fell from 0.98 to 0.88 on 220 negatives passed a sensitivity-only gate.
+The gate follows the Moscow radiology AI programme's minimum evidence: at least 400 studies confirmed by a final
+read, at least 10% of them in each class. On them the challenger must be shown non-inferior to the champion: the
+upper bound of the 95% interval of its paired sensitivity drop (the champion's sensitivity minus its own, on the
+confirmed positives both scored; Tango's score interval, widened for patients with several studies) must be below
+a margin (0.05), and the same for specificity on the confirmed negatives (a model's false positives move studies
+ahead of others in the worklist; a retrain whose specificity fell from 0.98 to 0.88 on 220 negatives passed a
+sensitivity-only gate). The gate had asked only for no significant drop (a one-sided exact McNemar test), which
+passes any four net misses however few the positives: 0.95 -> 0.85 on 40 positives (p 0.0625). McNemar's p is
+still reported, for information.
 The studies compared are those both versions scored, so a challenger that fails on a kind of study would be
 judged without it: above a set share of could-not-score studies among its read studies in intended use, the gate
 refuses.
@@ -14,14 +18,17 @@ refuses.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from scipy.stats import binomtest
+import numpy as np
+from scipy.stats import binomtest, norm
 from sqlalchemy.orm import Session
 
 from quality.errors import GateRefused, RegistryError
 from quality.metrics import PairedCase, QualityMetrics, UnscoredReads, compute_metrics, load_paired_cases
+from quality.statistics import design_effect, paired_difference_interval
 from service.audit import record_audit
 from service.errors import SteeringRefused
 from service.lifecycle import ModelRole
@@ -36,6 +43,8 @@ from service.steering import DeferRules
 
 __all__ = [
     "GateRules",
+    "PairedCalls",
+    "DropInterval",
     "Comparison",
     "GateDecision",
     "compare_versions",
@@ -50,11 +59,55 @@ log = logging.getLogger(__name__)
 class GateRules:
     min_studies: int = 400
     min_class_fraction: float = 0.10
+    # The drops' intervals are two-sided (1 - alpha): their upper bound is a one-sided alpha / 2 test.
     alpha: float = 0.05
     # The site's MEDSCREEN_STEERING_DEFER_* thresholds: a version recorded defer without meeting them is refused.
     defer: DeferRules = field(default_factory=DeferRules)
     # MEDSCREEN_QUALITY_MAX_UNSCORED_SHARE: the challenger's could-not-score share of its read studies in intended use.
     max_unscored_share: float = 0.05
+    # MEDSCREEN_QUALITY_GATE_MARGIN: the upper bound of the challenger's sensitivity (and specificity) drop against
+    # the champion must be below it.
+    margin: float = 0.05
+
+
+@dataclass(frozen=True)
+class PairedCalls:
+    """Both versions' calls on the confirmed studies of one class: how many only one version called right."""
+
+    studies: int
+    patients: int
+    champion_only: int  # called right by the champion only: the challenger's extra errors
+    challenger_only: int
+    # Of the per-study difference (champion right minus challenger right), by patient: 1 with one study each.
+    design_effect: float = 1.0
+
+    def drop(self, alpha: float) -> tuple[float, float, float]:
+        """The champion's share called right minus the challenger's, with its two-sided (1 - alpha) interval."""
+        z = float(norm.ppf(1 - alpha / 2)) * math.sqrt(self.design_effect)
+        return paired_difference_interval(self.champion_only, self.challenger_only, self.studies, z=z)
+
+
+@dataclass(frozen=True)
+class DropInterval:
+    """What the gate judged of one figure: the paired drop, its interval and the margin its upper bound must stay
+    below."""
+
+    figure: str
+    value: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    margin: float
+    studies: int
+    patients: int
+
+    @property
+    def non_inferior(self) -> bool:
+        return self.ci_high < self.margin  # NaN (no studies of the class) is False: not shown
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()},
+                "non_inferior": self.non_inferior}
 
 
 @dataclass(frozen=True)
@@ -70,24 +123,30 @@ class Comparison:
     positives_challenger_only: int
     negatives_champion_only: int
     negatives_challenger_only: int
+    # Exact one-sided McNemar p of each drop: reported for information, the gate decides on the drops' intervals.
     sensitivity_drop_p: float
     specificity_drop_p: float
     # Each version's read studies it left unscored (whatever the other did), and how many read studies it scored.
     champion_unscored: UnscoredReads = UnscoredReads()
     challenger_unscored: UnscoredReads = UnscoredReads()
     challenger_scored: int = 0
+    positives: PairedCalls = PairedCalls(0, 0, 0, 0)
+    negatives: PairedCalls = PairedCalls(0, 0, 0, 0)
+    n_patients: int = 0
 
     @property
     def challenger_unscored_share(self) -> float:
         return self.challenger_unscored.share_could_not_score(self.challenger_scored)
 
     def to_dict(self) -> dict[str, Any]:
-        unscored = ("champion", "challenger", "champion_unscored", "challenger_unscored")
-        out = {k: v for k, v in self.__dict__.items() if k not in unscored}
+        nested = ("champion", "challenger", "champion_unscored", "challenger_unscored", "positives", "negatives")
+        out = {k: v for k, v in self.__dict__.items() if k not in nested}
         out["champion"] = self.champion.to_dict()
         out["challenger"] = self.challenger.to_dict()
         out["champion_unscored"] = self.champion_unscored.to_dict()
         out["challenger_unscored"] = self.challenger_unscored.to_dict()
+        out["positives"] = dict(self.positives.__dict__)
+        out["negatives"] = dict(self.negatives.__dict__)
         share = self.challenger_unscored_share
         out["challenger_unscored_share"] = None if share != share else share
         return out
@@ -100,11 +159,14 @@ class GateDecision:
     comparison: Comparison | None = None
     # Set by a promotion: the promoted version's steering right (it travels with the version, not the alias).
     steering: str | None = None
+    # The sensitivity and specificity drops the gate judged, at its confidence and margin.
+    drops: list[DropInterval] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "reasons": self.reasons,
+            "non_inferiority": {d.figure: d.to_dict() for d in self.drops},
             "comparison": self.comparison.to_dict() if self.comparison else None,
         }
 
@@ -151,6 +213,23 @@ def compare_versions(
         champion_unscored=cases.unscored_of(task, champion_version),
         challenger_unscored=cases.unscored_of(task, challenger_version),
         challenger_scored=len(challenger),
+        positives=_paired_calls([(x, y) for x, y in zip(a, b, strict=True) if x.truth]),
+        negatives=_paired_calls([(x, y) for x, y in zip(a, b, strict=True) if not x.truth]),
+        n_patients=len({x.patient for x in a}),
+    )
+
+
+def _paired_calls(pairs: list[tuple[PairedCase, PairedCase]]) -> PairedCalls:
+    """(champion, challenger) results on studies of one class: who called which right, with the patients."""
+    champion_right = np.array([x.flagged == x.truth for x, _ in pairs], dtype=bool)
+    challenger_right = np.array([y.flagged == y.truth for _, y in pairs], dtype=bool)
+    patients = np.array([x.patient for x, _ in pairs], dtype=str)
+    return PairedCalls(
+        studies=len(pairs),
+        patients=len(set(patients.tolist())),
+        champion_only=int((champion_right & ~challenger_right).sum()),
+        challenger_only=int((~champion_right & challenger_right).sum()),
+        design_effect=design_effect(champion_right.astype(float) - challenger_right.astype(float), patients),
     )
 
 
@@ -172,17 +251,31 @@ def evaluate_gate(comparison: Comparison, rules: GateRules) -> GateDecision:
             reasons.append(
                 f"{count} {name} studies ({count / n:.1%}); the gate needs at least {rules.min_class_fraction:.0%} per class"
             )
-    if comparison.sensitivity_drop_p < rules.alpha:
+    drops = []
+    for figure, calls, kind, mcnemar, discordant in (
+        ("sensitivity", comparison.positives, "positives", comparison.sensitivity_drop_p,
+         f"{comparison.positives_champion_only} positives flagged by the champion only vs "
+         f"{comparison.positives_challenger_only} by the challenger only"),
+        ("specificity", comparison.negatives, "negatives", comparison.specificity_drop_p,
+         f"{comparison.negatives_challenger_only} negatives flagged by the challenger only vs "
+         f"{comparison.negatives_champion_only} by the champion only"),
+    ):
+        value, low, high = calls.drop(rules.alpha)
+        drop = DropInterval(figure, value, low, high, 1 - rules.alpha, rules.margin, calls.studies, calls.patients)
+        drops.append(drop)
+        if drop.non_inferior:
+            continue
+        if not calls.studies:
+            measured = f"no confirmed {kind} both versions scored"
+        else:
+            measured = (
+                f"{figure} drop (champion's minus challenger's) {value:.3f}, {drop.confidence:.0%} interval "
+                f"{low:.3f} to {high:.3f}, on {calls.studies} confirmed {kind} of {calls.patients} patients"
+            )
         reasons.append(
-            f"sensitivity drops significantly against champion v{comparison.champion_version}: "
-            f"{comparison.positives_champion_only} positives flagged by the champion only vs "
-            f"{comparison.positives_challenger_only} by the challenger only (McNemar p={comparison.sensitivity_drop_p:.4f})"
-        )
-    if comparison.specificity_drop_p < rules.alpha:
-        reasons.append(
-            f"specificity drops significantly against champion v{comparison.champion_version}: "
-            f"{comparison.negatives_challenger_only} negatives flagged by the challenger only vs "
-            f"{comparison.negatives_champion_only} by the champion only (McNemar p={comparison.specificity_drop_p:.4f})"
+            f"not enough evidence that {figure} is no more than {rules.margin:.2f} below champion "
+            f"v{comparison.champion_version}'s: {measured}; the interval's upper bound must be below {rules.margin:.2f} "
+            f"({discordant}; McNemar p={mcnemar:.4f}, for information)"
         )
     share = comparison.challenger_unscored_share
     if share > rules.max_unscored_share:  # NaN (nothing read in intended use) compares False: other rules refuse
@@ -193,7 +286,7 @@ def evaluate_gate(comparison: Comparison, rules: GateRules) -> GateDecision:
             f"({share:.1%}, {unscored.could_not_score_positive} of them read positive); the gate allows at most "
             f"{rules.max_unscored_share:.1%}: those studies are missing from the comparison"
         )
-    return GateDecision(passed=not reasons, reasons=reasons, comparison=comparison)
+    return GateDecision(passed=not reasons, reasons=reasons, comparison=comparison, drops=drops)
 
 
 def promote_through_gate(

@@ -413,8 +413,15 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
             f"<p id=\"comparison-unscored\">Left out of the pairs: champion: {html.escape(c.champion_unscored.sentence())} "
             f"Challenger: {html.escape(c.challenger_unscored.sentence())}</p>"
             f"<p class=\"{'pass' if report.gate.passed else 'fail'}\" id=\"gate\">The challenger {verdict} the gate on "
-            f"{c.n_paired} paired studies.</p><ul>"
+            f"{c.n_paired} paired studies of {c.n_patients} patients.</p>"
         )
+        out.extend(
+            f"<p class=\"note\">{d.figure.capitalize()} drop against the champion {_fmt(d.value)} ({d.confidence:.0%} interval "
+            f"{_fmt(d.ci_low)} to {_fmt(d.ci_high)}, {d.studies} studies of {d.patients} patients): "
+            f"{'below' if d.non_inferior else 'not below'} the margin of {d.margin:.2f} its upper bound must stay under.</p>"
+            for d in report.gate.drops
+        )
+        out.append("<ul>")
         out.extend(f"<li>{html.escape(reason)}</li>" for reason in report.gate.reasons)
         out.append("</ul>")
     out.append("</section>")

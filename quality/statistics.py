@@ -1,6 +1,6 @@
 """Statistics of a binary scorer shared by validation (``training``) and quality review: rank AUROC, its
-bootstrap interval, the Wilson interval of a proportion (with a design effect when a patient has several studies)
-and the reliability table. numpy and scipy only, so the serving app's
+bootstrap interval, the Wilson interval of a proportion (with a design effect when a patient has several studies),
+Tango's interval of a paired difference and the reliability table. numpy and scipy only, so the serving app's
 quality pages load no scikit-learn.
 """
 
@@ -18,6 +18,7 @@ __all__ = [
     "wilson_interval",
     "design_effect",
     "clustered_wilson_interval",
+    "paired_difference_interval",
     "reliability",
 ]
 
@@ -134,6 +135,46 @@ def clustered_wilson_interval(hits: np.ndarray, groups: np.ndarray | None, *, z:
     hits = np.asarray(hits, dtype=bool)
     deff = design_effect(hits, groups)
     return wilson_interval(int(hits.sum()), len(hits), z=z * float(np.sqrt(deff)))
+
+
+def paired_difference_interval(first_only: int, second_only: int, n: int, *, z: float = Z95) -> tuple[float, float, float]:
+    """The difference of two shares measured on the same ``n`` items (two versions' calls on the same studies):
+    ``first_only`` items count for the first only, ``second_only`` for the second only. Tango's score interval
+    (Tango 1998; recommended by Fagerland, Lydersen and Laake 2013 for paired proportions: sane with few or no
+    discordant pairs, where the Wald interval collapses to a point). Clustered items (a patient's studies) widen
+    ``z`` by the root of the difference's :func:`design_effect`. (estimate, low, high); NaN when ``n`` is 0.
+    """
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    b, c = first_only, second_only
+    estimate = (b - c) / n
+
+    def score(delta: float) -> float:
+        # The score statistic at a difference delta, with the second-only cell at its restricted MLE; it falls as
+        # delta rises.
+        qa, qb, qc = 2 * n, -b - c + (2 * n - b + c) * delta, -c * delta * (1 - delta)
+        q21 = (np.sqrt(max(qb * qb - 4 * qa * qc, 0.0)) - qb) / (2 * qa)
+        variance = n * (2 * q21 + delta * (1 - delta))
+        if variance <= 0:
+            return float(np.sign(b - c - n * delta)) * float("inf")
+        return float((b - c - n * delta) / np.sqrt(variance))
+
+    def bound(end: float) -> float:
+        # Bisect between the estimate (score 0) and an end of [-1, 1] for where the score reaches -z (upper) or z.
+        inside, outside = estimate, end
+        if abs(score(outside)) <= z:
+            return outside
+        for _ in range(60):
+            middle = (inside + outside) / 2
+            if score(middle) * end >= -z:
+                inside = middle
+            else:
+                outside = middle
+        return inside
+
+    low = -1.0 if estimate <= -1 else bound(-1.0)
+    high = 1.0 if estimate >= 1 else bound(1.0)
+    return float(estimate), float(low), float(high)
 
 
 def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> tuple[list[dict[str, float]], float]:

@@ -372,8 +372,13 @@ class Settings(BaseSettings):
         0.10, ge=0, lt=0.5, description="Promotion gate: the least share of confirmed positives and of negatives."
     )
     quality_gate_alpha: float = Field(
-        0.05, gt=0, lt=1, description="Promotion gate: significance level of the one-sided McNemar tests for a sensitivity drop and for a "
-        "specificity drop."
+        0.05, gt=0, lt=1, description="Promotion gate: the challenger's sensitivity and specificity drops against the "
+        "champion are judged on their two-sided (1 - alpha) intervals (the one-sided McNemar p is reported for "
+        "information)."
+    )
+    quality_gate_margin: float = Field(
+        0.05, gt=0, lt=1, description="Promotion gate (non-inferiority): the upper bound of the interval of the "
+        "challenger's paired sensitivity drop against the champion, and of its specificity drop, must be below this."
     )
     quality_max_unscored_share: float = Field(
         0.05,

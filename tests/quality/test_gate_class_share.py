@@ -9,8 +9,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from quality.gate import GateRules, compare_versions, evaluate_gate
 from service.db import session_scope
-from tests.quality.quality_rows import add_final_read, add_result, add_study
+from tests.quality.quality_rows import add_final_read, add_result, add_study, quality_db  # noqa: F401
 from tests.quality.test_quality_api import T0, database_url, register_versions, seed_pairs  # noqa: F401
 from tests.service.conftest import AddUser, add_user, app, client, service_settings  # noqa: F401
 
@@ -27,21 +28,24 @@ def seed_with_positives(application: FastAPI, n: int, positives: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "positives, reasons",
+    "n, positives, reasons",
     [
-        (9, ["9 positive studies (2.0%); the gate needs at least 10% per class"]),
-        (45, []),  # exactly 10%
+        # 9 positives cannot bound a sensitivity drop either (upper bound 0.30 with both versions agreeing on all).
+        (450, 9, ["9 positive studies (2.0%); the gate needs at least 10% per class", "not enough evidence that sensitivity"]),
+        # Exactly 10%, and enough positives for agreement on all of them to bound the drop below 0.05 (0.049).
+        (750, 75, []),
     ],
 )
 def test_the_gate_needs_a_tenth_of_each_class(
-    app: FastAPI, client: TestClient, add_user: AddUser, positives: int, reasons: list[str]  # noqa: F811
+    app: FastAPI, client: TestClient, add_user: AddUser, n: int, positives: int, reasons: list[str]  # noqa: F811
 ) -> None:
-    """McNemar on 9 positives cannot show a sensitivity drop: such a comparison does not pass, however well it agrees."""
-    seed_with_positives(app, 450, positives)
+    """A comparison with 9 positives does not pass, however well the versions agree."""
+    seed_with_positives(app, n, positives)
     gate = client.get("/api/quality/compare", params={"task": "chest-xray", "challenger": "4"},
                       headers=add_user("emma", "ml-engineer")).json()
-    assert gate["comparison"]["n_paired"] == 450 and gate["comparison"]["challenger"]["n_positive"] == positives
-    assert gate["reasons"] == reasons and gate["passed"] is (not reasons)
+    assert gate["comparison"]["n_paired"] == n and gate["comparison"]["challenger"]["n_positive"] == positives
+    assert [r[: len(start)] for r, start in zip(gate["reasons"], reasons, strict=False)] == reasons
+    assert len(gate["reasons"]) == len(reasons) and gate["passed"] is (not reasons)
 
 
 def test_a_version_retrained_on_this_sites_exports_cannot_earn_defer_on_its_studies(
@@ -59,3 +63,41 @@ def test_a_version_retrained_on_this_sites_exports_cannot_earn_defer_on_its_stud
     mlflow.delete_model_version_tag("chest-xray", "3", "source")
     granted = client.post("/api/quality/steering", json=ask, headers=add_user("erin", "ml-engineer"))
     assert granted.status_code == 200, granted.text
+
+
+def test_the_gate_asks_for_non_inferiority_not_only_no_significant_drop(quality_db) -> None:  # noqa: F811
+    """At the gate's minimum evidence (400 studies, 40 positive) a challenger that misses 4 of the 38 positives the
+    champion finds, and finds none it misses (sensitivity 0.950 -> 0.850), had passed: McNemar's p = 0.0625 (review
+    4, defect 3). The upper bound of the drop's 95% interval (Tango: 0.231) must be below the 0.05 margin."""
+    with session_scope(quality_db) as session:
+        for i in range(400):
+            truth = i < 40
+            study = add_study(session, arrived=T0 + timedelta(minutes=i))
+            add_result(session, study, score=0.9 if truth and i >= 2 else 0.1, model_version="1")
+            add_result(session, study, score=0.9 if truth and i >= 6 else 0.1, role="challenger", model_version="2")
+            add_final_read(session, study, truth, read_at=T0 + timedelta(minutes=i, hours=1))
+        comparison = compare_versions(session, "chest-xray", "2", "1")
+    decision = evaluate_gate(comparison, GateRules())
+    assert comparison.sensitivity_drop_p == pytest.approx(0.0625)  # still reported
+    sensitivity, specificity = decision.drops
+    assert sensitivity.value == pytest.approx(0.1) and sensitivity.ci_high == pytest.approx(0.2305, abs=1e-4)
+    assert (sensitivity.non_inferior, specificity.non_inferior) == (False, True)
+    assert not decision.passed and decision.reasons == [
+        "not enough evidence that sensitivity is no more than 0.05 below champion v1's: sensitivity drop (champion's minus "
+        "challenger's) 0.100, 95% interval 0.004 to 0.231, on 40 confirmed positives of 40 patients; the interval's "
+        "upper bound must be below 0.05 (4 positives flagged by the champion only vs 0 by the challenger only; McNemar "
+        "p=0.0625, for information)"
+    ]
+    # A wider margin is the site's to set; at 0.25 the same evidence is enough.
+    assert evaluate_gate(comparison, GateRules(margin=0.25)).passed
+    assert decision.to_dict()["non_inferiority"]["sensitivity"]["ci_high"] == sensitivity.ci_high
+
+
+def test_a_patients_repeated_studies_widen_the_drops_interval() -> None:
+    from quality.gate import PairedCalls
+
+    alone = PairedCalls(studies=200, patients=200, champion_only=4, challenger_only=2)
+    clustered = PairedCalls(studies=200, patients=50, champion_only=4, challenger_only=2, design_effect=4.0)
+    assert alone.drop(0.05)[0] == clustered.drop(0.05)[0] == pytest.approx(0.01)
+    assert alone.drop(0.05)[2] < 0.05 < clustered.drop(0.05)[2]
+

@@ -166,16 +166,27 @@ def test_gate_refuses_too_few_studies_then_promotes_and_rolls_back(
     assert audit_actions(app) == ["model.promote_refused", "model.promote", "model.rollback"]
 
 
-def test_gate_refuses_a_significant_sensitivity_drop(app: FastAPI, client: TestClient, add_user: AddUser) -> None:  # noqa: F811
+def test_gate_refuses_a_sensitivity_drop_it_cannot_bound_below_the_margin(
+    app: FastAPI, client: TestClient, add_user: AddUser  # noqa: F811
+) -> None:
     seed_pairs(app, 440, challenger_misses=12)
     engineer = add_user("emma", "ml-engineer")
     gate = client.get("/api/quality/compare", params={"task": "chest-xray", "challenger": "4"}, headers=engineer).json()
     assert not gate["passed"]
     comparison = gate["comparison"]
     assert (comparison["positives_champion_only"], comparison["positives_challenger_only"]) == (12, 0)
-    # Exact one-sided McNemar: 12 of 12 discordant positives against the challenger, p = 0.5 ** 12.
+    # Exact one-sided McNemar, reported for information: 12 of 12 discordant positives against the challenger.
     assert comparison["sensitivity_drop_p"] == pytest.approx(0.5**12)
-    assert any("sensitivity drops significantly" in reason for reason in gate["reasons"])
+    # The drop 12/220 = 0.055; Tango's 95% interval 0.031-0.093 is not below the 0.05 margin.
+    drop = gate["non_inferiority"]["sensitivity"]
+    assert drop["value"] == pytest.approx(12 / 220) and drop["ci_high"] == pytest.approx(0.0929, abs=1e-4)
+    assert (drop["non_inferior"], drop["studies"], drop["patients"]) == (False, 220, 220)
+    assert gate["reasons"] == [
+        "not enough evidence that sensitivity is no more than 0.05 below champion v3's: sensitivity drop (champion's "
+        "minus challenger's) 0.055, 95% interval 0.031 to 0.093, on 220 confirmed positives of 220 patients; the "
+        "interval's upper bound must be below 0.05 (12 positives flagged by the champion only vs 0 by the challenger "
+        "only; McNemar p=0.0002, for information)"
+    ]
 
 
 def test_gate_refuses_a_significant_specificity_drop(app: FastAPI, client: TestClient, add_user: AddUser) -> None:  # noqa: F811
@@ -188,8 +199,10 @@ def test_gate_refuses_a_significant_specificity_drop(app: FastAPI, client: TestC
     assert comparison["sensitivity_drop_p"] == 1.0
     assert comparison["specificity_drop_p"] == pytest.approx(binomtest(25, 27, 0.5, alternative="greater").pvalue)
     assert not gate["passed"] and gate["reasons"] == [
-        f"specificity drops significantly against champion v3: 25 negatives flagged by the challenger only vs 2 by "
-        f"the champion only (McNemar p={comparison['specificity_drop_p']:.4f})"
+        "not enough evidence that specificity is no more than 0.05 below champion v3's: specificity drop (champion's "
+        "minus challenger's) 0.105, 95% interval 0.064 to 0.155, on 220 confirmed negatives of 220 patients; the "
+        "interval's upper bound must be below 0.05 (25 negatives flagged by the challenger only vs 2 by the champion "
+        f"only; McNemar p={comparison['specificity_drop_p']:.4f}, for information)"
     ]
     # The quality team sees where the challenger's threshold would have to sit here: its false alarms score 0.8 and
     # every positive 0.9, so 0.9 holds sensitivity and, out of fold, clears all 220 negatives (0.886 at its own).

@@ -374,3 +374,14 @@ def test_one_study_per_patient_keeps_the_plain_intervals() -> None:
     # No spread to estimate the correlation from (all found): as if each patient's studies agree.
     assert design_effect(np.ones(12, dtype=bool), np.repeat(np.arange(4), 3)) == 3.0
 
+
+def test_the_paired_difference_interval_is_tangos() -> None:
+    """Tango's score interval against the published example (Fagerland, Lydersen and Laake 2013: Cavo et al. 2012,
+    59/6/16/80: -0.0621, 95% CI -0.1240 to -0.0054), and with no discordant pair at all (z^2 / (n + z^2))."""
+    from quality.statistics import paired_difference_interval
+
+    estimate, low, high = paired_difference_interval(6, 16, 161)
+    assert (round(estimate, 4), round(low, 4), round(high, 4)) == (-0.0621, -0.1240, -0.0054)
+    z2 = 1.959964**2
+    assert paired_difference_interval(0, 0, 40) == pytest.approx((0.0, -z2 / (40 + z2), z2 / (40 + z2)))
+    assert paired_difference_interval(5, 0, 5)[1:] == pytest.approx((0.131, 1.0), abs=1e-3)
