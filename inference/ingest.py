@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from sqlalchemy import Connection, Engine, Row, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from inference.errors import (
     DifferingDuplicate,
@@ -119,10 +121,16 @@ class InstanceIngestor:
                     raise
                 # A truly full disk (watermark 0, or another writer filled it): refuse, keep nothing partial.
                 raise OutOfResources(f"no space left under {self.settings.home}") from exc
+            except DBAPIError as exc:
+                if not _database_full(exc):
+                    raise
+                # The database's own disk is full (SQLite "database or disk is full", PostgreSQL disk_full): the
+                # sender is told to retry later (0xA700, 503), as for the spool's disk.
+                raise OutOfResources(f"the database cannot grow: {_first_line(exc.orig)}") from exc
         except OutOfResources as exc:
             name_refused(exc, received, headers)
             received.unlink(missing_ok=True)
-            log.warning("refused an instance from %s: disk under watermark", calling_ae or source)
+            log.warning("refused an instance from %s: %s", calling_ae or source, exc.reason)
             raise
         except IngestError as exc:
             name_refused(exc, received, headers)
@@ -148,15 +156,22 @@ class InstanceIngestor:
         self.spool.make_durable(received)
         now = utcnow()
         final = self.spool.path_for(headers)
-        with self.engine.begin() as connection:
-            lock_instance(connection, headers.sop_instance_uid)
-            existing = find_instance(connection, headers.sop_instance_uid)
-            if existing is None:
-                _check_same_patient(connection, headers)
-                self.spool.store_first(received, final)
-                recorded = record_instance(
-                    connection, headers, path=str(final), size=size, source=source, calling_ae=calling_ae, now=now
-                )
+        linked = False
+        try:
+            with self.engine.begin() as connection:
+                lock_instance(connection, headers.sop_instance_uid)
+                existing = find_instance(connection, headers.sop_instance_uid)
+                if existing is None:
+                    _check_same_patient(connection, headers)
+                    linked = True  # from here ``final`` may hold this attempt's file
+                    self.spool.store_first(received, final)
+                    recorded = record_instance(
+                        connection, headers, path=str(final), size=size, source=source, calling_ae=calling_ae, now=now
+                    )
+        except BaseException:
+            if linked:
+                self._remove_unrecorded(final, headers.sop_instance_uid)
+            raise
         if existing is not None:
             kept = Path(existing.path)
             if kept.is_file() and not self.spool.same_content(received, kept):
@@ -186,6 +201,22 @@ class InstanceIngestor:
             source=source,
             calling_ae=calling_ae,
         )
+
+    def _remove_unrecorded(self, final: Path, sop_instance_uid: str) -> None:
+        """The transaction that linked ``final`` did not commit (the database full, its connection lost): remove the
+        file, so that no image stays in the spool that no row names (never listed, never removed by retention).
+
+        A commit reported as failed may still have been applied (PostgreSQL's connection lost during COMMIT): the
+        file is kept when a row names it, and when the database cannot be asked (a re-send replaces it then).
+        """
+        try:
+            with self.engine.connect() as connection:
+                recorded = find_instance(connection, sop_instance_uid)
+        except Exception:
+            log.warning("kept %s after a failed transaction: the database cannot say whether a row names it", final)
+            return
+        if recorded is None or recorded.path != str(final):
+            final.unlink(missing_ok=True)
 
     def _left_aside(
         self, received: Path, headers: InstanceHeaders, size: int, *, source: str, calling_ae: str
@@ -443,6 +474,18 @@ def _lock_study(connection: Connection, study_instance_uid: str) -> None:
     connection.execute(
         select(Study.id).where(Study.study_instance_uid == study_instance_uid).with_for_update(key_share=True)
     )
+
+
+def _database_full(exc: DBAPIError) -> bool:
+    """Whether a database error says its disk is full: SQLite's SQLITE_FULL, PostgreSQL's SQLSTATE 53100."""
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "database or disk is full" in str(orig)
+    return getattr(orig, "sqlstate", None) == "53100" or getattr(orig, "pgcode", None) == "53100"
+
+
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _check_same_patient(connection: Connection, headers: InstanceHeaders) -> None:

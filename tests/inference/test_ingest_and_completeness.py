@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
+from inference import ingest
 from inference.complete import CompletenessMonitor
 from inference.errors import DifferingDuplicate, InstanceTooLarge, MissingAttribute, OutOfResources
 from inference.ingest import InstanceIngestor
 from inference.receive.process import build_ingestor
+from inference.receive.status import dicom_status_for
 from inference.route import load_rules
 from inference.tables import Instance, QuarantinedItem, Study, StudyEvent
 from medscreen.schema import migrate_all
@@ -186,6 +189,36 @@ def test_disk_under_the_watermark_refuses_without_writing(sqlite_settings: Setti
     with pytest.raises(OutOfResources, match="watermark"):
         ingestor.accept_file(received, source="dimse")
     assert not received.exists()
+
+
+def test_a_commit_onto_a_full_database_is_out_of_resources_and_leaves_no_file(
+    ingestor: InstanceIngestor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite on a full disk: the file was linked to its final name inside the transaction, the commit failed, and
+    # the image stayed in the spool with no row (never listed, never removed by retention); the sender got 0x0110.
+    # SQLite's max_page_count makes the transaction's next page fail as a full disk does (SQLITE_FULL).
+    record_instance = ingest.record_instance
+
+    def then_the_database_is_full(connection: Connection, *args: Any, **kwargs: Any) -> Any:
+        recorded = record_instance(connection, *args, **kwargs)
+        pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
+        connection.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
+        connection.exec_driver_sql("UPDATE instances SET path = path || hex(zeroblob(100000))")
+        return recorded
+
+    with monkeypatch.context() as full:
+        full.setattr(ingest, "record_instance", then_the_database_is_full)
+        with pytest.raises(OutOfResources, match="database or disk is full") as refused:
+            ingestor.accept_file(_copy(ingestor, CT[0]), source="dimse")
+    assert dicom_status_for(refused.value) == 0xA700, "Refused: out of resources, the sender retries later"
+    assert not [p for p in ingestor.spool.studies.rglob("*") if p.is_file()], "no file without a row"
+    assert not any(ingestor.spool.incoming.iterdir())
+    ingestor.engine.dispose()  # space returns (the page limit was the connection's)
+    stored = ingestor.accept_file(_copy(ingestor, CT[0]), source="dimse")
+    assert not stored.duplicate and stored.path.read_bytes() == CT[0].read_bytes()
+    # A commit reported as failed but applied (PostgreSQL's connection lost during COMMIT): a file a row names stays.
+    ingestor._remove_unrecorded(stored.path, stored.headers.sop_instance_uid)
+    assert stored.path.is_file()
 
 
 def test_same_sop_instance_uid_in_another_study_keeps_the_first(ingestor: InstanceIngestor, tmp_path: Path) -> None:
