@@ -44,6 +44,9 @@ COMMAND_MODULES = (
 )
 # Commands allowed to make a new home without being asked: starting the service is how an install begins.
 CREATES_HOME = frozenset({"serve"})
+# Commands that do not start with a MEDSCREEN_ name that is no setting (the others warn): a misspelt
+# MEDSCREEN_DICOM_ALLOWED_AE had left the service accepting any calling AE, without a word.
+STOPS_ON_UNKNOWN_VARIABLE = frozenset({"serve"})
 
 
 class HomeMissing(Exception):
@@ -146,8 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = _settings()
-    if isinstance(settings, list):
-        sys.stderr.writelines(f"medscreen {args.command}: {problem}\n" for problem in settings)
+    stops = args.command in STOPS_ON_UNKNOWN_VARIABLE
+    unknown = _unknown_variables(stops=stops)
+    if not stops:
+        sys.stderr.writelines(f"medscreen {args.command}: warning: {line}\n" for line in unknown)
+    problems = (settings if isinstance(settings, list) else []) + (unknown if stops else [])
+    if isinstance(settings, list) or problems:
+        sys.stderr.writelines(f"medscreen {args.command}: {problem}\n" for problem in problems)
         return 2
     configure_logging(settings.log_level)
     try:
@@ -196,6 +204,19 @@ def _settings() -> Settings | list[str]:
     finally:
         os.environ.update(set_aside)
     return [f"{name}: {'; '.join(messages)}" for name, messages in problems.items()]
+
+
+def _unknown_variables(*, stops: bool) -> list[str]:
+    """One line per ``MEDSCREEN_*`` name that is no setting, with the setting it most likely meant: said as an error
+    where the command ``stops`` on it, as a warning (the variable is ignored) otherwise."""
+    from service.settings import unknown_variables
+
+    lines = []
+    for name, meant in unknown_variables(os.environ).items():
+        guess = f"; did you mean {meant}?" if meant else ""
+        lines.append(f"{name}: not a medscreen setting{guess}" if stops
+                     else f"{name} is not a medscreen setting and is ignored{guess}")
+    return lines
 
 
 def _not_json(field: str) -> str:

@@ -7,15 +7,17 @@ environment itself. Every field is documented in the README's settings table, an
 
 from __future__ import annotations
 
+import difflib
 import json
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydicom.charset import python_encoding
 
-__all__ = ["Settings", "DEFAULT_MAX_STUDY_DECODED_MB"]
+__all__ = ["Settings", "DEFAULT_MAX_STUDY_DECODED_MB", "NOT_SETTINGS", "unknown_variables"]
 
 # Substrings of secrets copied from examples and templates.
 # A 300-slice 512x512 CT series takes about 0.5 GB (volume and search grid); a few kB of headers had asked for
@@ -484,3 +486,27 @@ class Settings(BaseSettings):
         if modality and modality in self.quiet_period_by_modality:
             return self.quiet_period_by_modality[modality]
         return self.quiet_period_s
+
+
+# MEDSCREEN_ names that are no setting, read by the test suite and the benchmarks only (never by medscreen itself):
+# the folder of the shared data, the PostgreSQL binaries, where the page tests keep their screenshots.
+NOT_SETTINGS = frozenset({"MEDSCREEN_SHARED_DATA", "MEDSCREEN_POSTGRES_BIN", "MEDSCREEN_SCREENSHOT_DIR"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Each ``MEDSCREEN_*`` name in ``environ`` that names no setting (nor one of :data:`NOT_SETTINGS`), as it was set,
+    with the variable it most likely meant (difflib; None when none is close).
+
+    pydantic-settings ignores such a name: a misspelt ``MEDSCREEN_DICOM_ALLOWED_AE`` had left any calling AE accepted,
+    without a word. Names are compared without regard to case, as the settings are read."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    fields = [name.upper() for name in Settings.model_fields]
+    unknown: dict[str, str | None] = {}
+    for key in sorted(environ):
+        name = key.upper()
+        if not name.startswith(prefix) or name in NOT_SETTINGS or name[len(prefix):] in fields:
+            continue
+        # Compared without the prefix every name shares, which would make any two names look alike.
+        close = difflib.get_close_matches(name[len(prefix):], fields, n=1)
+        unknown[key] = f"{prefix}{close[0]}" if close else None
+    return unknown

@@ -104,3 +104,41 @@ def test_every_wrong_setting_is_named_on_its_own_line(
     ]
     assert os.environ["MEDSCREEN_DICOM_ALLOWED_AES"] == "ORTHANC"  # set aside only while the others were checked
     assert not (tmp_path / "var").exists()
+
+
+def test_an_unknown_medscreen_name_is_a_warning_and_stops_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt name had been ignored without a word: MEDSCREEN_DICOM_ALLOWED_AE (no S) left any calling AE
+    accepted, and `serve` started on the defaults. Every command now names it with the setting it most likely meant;
+    `serve` stops, one line per variable beside the wrong values. Names read only by the tests and benchmarks pass."""
+    from medscreen.cli import main
+
+    # Written as the settings' names, misspelt here (no test sets an unknown name where tests/service reads them).
+    allowed_ae, client_certs = "MEDSCREEN_DICOM_ALLOWED_AES".removesuffix("S"), "MEDSCREEN_DICOM_TLS_REQUIRE_CLIENT_CERT" + "S"
+    for name, value in ((allowed_ae, '["PACS1"]'), (client_certs, "true"), ("MEDSCREEN_HOME", str(tmp_path / "var")),
+                        ("MEDSCREEN_SHARED_DATA", "data")):
+        monkeypatch.setenv(name, value)
+    rules = REPO / "inference" / "default_routes.yaml"
+    image = REPO / "tests" / "fixtures" / "inference" / "images" / "mg_ge_senographe.dcm"
+    assert main(["routes", "test", str(rules), str(image)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[:2] == [
+        "medscreen routes: warning: MEDSCREEN_DICOM_ALLOWED_AE is not a medscreen setting and is ignored; "
+        "did you mean MEDSCREEN_DICOM_ALLOWED_AES?",
+        "medscreen routes: warning: MEDSCREEN_DICOM_TLS_REQUIRE_CLIENT_CERTS is not a medscreen setting and is "
+        "ignored; did you mean MEDSCREEN_DICOM_TLS_REQUIRE_CLIENT_CERT?",
+    ]
+    assert not any("SHARED_DATA" in line for line in err)
+
+    assert main(["serve"]) == 2  # the names alone stop it
+    assert len(capsys.readouterr().err.splitlines()) == 2
+    monkeypatch.setenv("MEDSCREEN_HTTP_PORT", "abc")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "medscreen serve: MEDSCREEN_HTTP_PORT: Input should be a valid integer, unable to parse string as an integer",
+        "medscreen serve: MEDSCREEN_DICOM_ALLOWED_AE: not a medscreen setting; did you mean MEDSCREEN_DICOM_ALLOWED_AES?",
+        "medscreen serve: MEDSCREEN_DICOM_TLS_REQUIRE_CLIENT_CERTS: not a medscreen setting; "
+        "did you mean MEDSCREEN_DICOM_TLS_REQUIRE_CLIENT_CERT?",
+    ]
+    assert not (tmp_path / "var").exists()  # nothing started
