@@ -8,6 +8,7 @@ crash between the two leaves unnamed files and re-runs the job (nothing was sent
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,27 +24,46 @@ from service.settings import Settings
 
 __all__ = ["outgoing_dir", "store_documents", "discard_documents", "read_documents", "read_document", "queue_outgoing", "pacs_destination"]
 
+log = logging.getLogger(__name__)
+
 
 def outgoing_dir(settings: Settings) -> Path:
     return settings.spool_dir / "outgoing"
 
 
 def store_documents(settings: Settings, folder: str, documents: list[Dataset]) -> list[str]:
-    """Write each document as ``<SOPInstanceUID>.dcm`` under ``outgoing/<folder>``, durably; returns the UIDs."""
+    """Write each document as ``<SOPInstanceUID>.dcm`` under ``outgoing/<folder>``, durably; returns the UIDs.
+
+    When a write fails (a full disk: ENOSPC, EDQUOT) the documents of this call already written, and the one cut
+    short, are removed before the error propagates: no row will ever name them, and a retry makes new UIDs.
+    """
     directory = outgoing_dir(settings) / folder
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     uids = []
-    for ds in documents:
-        uid = str(ds.SOPInstanceUID)
-        path = directory / f"{uid}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        fsync_file(path)
-        uids.append(uid)
-    fsync_dir(directory)
-    if created:
-        fsync_dir(directory.parent)
+    try:
+        for ds in documents:
+            uid = str(ds.SOPInstanceUID)
+            path = directory / f"{uid}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            fsync_file(path)
+            uids.append(uid)
+        fsync_dir(directory)
+        if created:
+            fsync_dir(directory.parent)
+    except BaseException:
+        _remove_partial(directory, documents)
+        raise
     return uids
+
+
+def _remove_partial(directory: Path, documents: list[Dataset]) -> None:
+    """Best effort: the write's own error is the one that matters, so a failed removal is only logged."""
+    for ds in documents:
+        try:
+            (directory / f"{ds.SOPInstanceUID}.dcm").unlink(missing_ok=True)
+        except OSError:
+            log.warning("outgoing document %s of a failed write not removed", ds.SOPInstanceUID, exc_info=True)
 
 
 def discard_documents(settings: Settings, folder: str, documents: list[Dataset]) -> None:

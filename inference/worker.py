@@ -7,10 +7,12 @@ stopping the others.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
 import time
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +26,7 @@ from inference.jobs import release_dead_leases as requeue_jobs_of_dead_workers
 from inference.records import ResultSent, ScoreRecorded
 from inference.score_job import score_job
 from inference.spool_node import default_node_id, spool_node
+from inference.study_record import add_event
 from inference.tables import ScoringJob
 from service.db import session_scope, utcnow
 from service.lifecycle import JobState
@@ -32,6 +35,11 @@ from service.settings import Settings
 __all__ = ["ScoringWorker", "running_node"]
 
 log = logging.getLogger(__name__)
+
+# A write that found the disk (or the user's quota) full: retried once space returns, never counted as an attempt.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+# How long a worker that hit a full disk waits before it claims a job again.
+DISK_FULL_WAIT_S = 30.0
 
 
 def running_node(settings: Settings) -> str:
@@ -52,6 +60,8 @@ class ScoringWorker:
         self.node = spool_node(settings)
         self.dispatcher = Dispatcher(settings, session_factory, self.node)
         self.ingest_login = IngestLogin(settings) if settings.ingest_url else None
+        # Monotonic: a clock step must neither cut the wait short nor stretch it.
+        self._disk_wait_until = 0.0
 
     def enqueue_routed(self) -> int:
         """Queue the registry's champion (and challenger) for each routed study revision."""
@@ -60,7 +70,10 @@ class ScoringWorker:
             return enqueue_routed(session, versions, utcnow(), lambda: self.selector.refresh(force=True))
 
     def process_one(self) -> ScoreRecorded | bool:
-        """Score the next ready job: its record, True when it failed (and will retry), False when none was ready."""
+        """Score the next ready job: its record, True when it failed (and will retry), False when none was ready
+        (or the disk was full a moment ago: no job is claimed until ``DISK_FULL_WAIT_S`` has passed)."""
+        if time.monotonic() < self._disk_wait_until:
+            return False
         now = utcnow()
         with session_scope(self.session_factory) as session:
             job = claim_next(
@@ -80,9 +93,13 @@ class ScoringWorker:
             )
         except ScoringError as exc:
             self._fail(job_id, exc.reason)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                self._wait_for_disk(job_id, exc)
+            else:
+                self._fail_unexpectedly(job_id, exc)
         except Exception as exc:  # noqa: BLE001 - one bad job must not stop the worker; it retries then dead-letters
-            log.exception("job %d failed unexpectedly", job_id)
-            self._fail(job_id, f"{type(exc).__name__}: {exc}")
+            self._fail_unexpectedly(job_id, exc)
         finally:
             beating.set()
             heartbeat.join(timeout=5)
@@ -105,6 +122,32 @@ class ScoringWorker:
                 session, os.uname().nodename, utcnow(),
                 max_attempts=self.settings.scoring_max_attempts, base_s=self.settings.scoring_retry_base_s,
             )
+
+    def _fail_unexpectedly(self, job_id: int, exc: Exception) -> None:
+        log.exception("job %d failed unexpectedly", job_id)
+        self._fail(job_id, f"{type(exc).__name__}: {exc}")
+
+    def _wait_for_disk(self, job_id: int, exc: OSError) -> None:
+        """A full disk is the site's to fix, not the study's fault: the job goes back to the queue without using an
+        attempt (a dead letter after five full-disk attempts left the study ``failed`` once space returned), and
+        this worker claims nothing for ``DISK_FULL_WAIT_S`` (each try runs the model again)."""
+        now = utcnow()
+        reason = f"waiting for disk space: {type(exc).__name__}: {exc}"
+        with session_scope(self.session_factory) as session:
+            job = session.get(ScoringJob, job_id)
+            assert job is not None
+            if job.state == JobState.running and job.lease_owner == self.owner:
+                if job.last_error != reason:  # once per outage in the timeline, not every wait
+                    add_event(session, job.study_id, job.revision, "retry", now, job_id=job.id, reason=reason,
+                              attempts=job.attempts - 1)
+                job.attempts = max(job.attempts - 1, 0)
+                job.state = JobState.retry.value
+                job.last_error = reason
+                job.lease_owner = job.lease_until = None
+                job.next_attempt_at = now + timedelta(seconds=DISK_FULL_WAIT_S)
+                job.updated_at = now
+        self._disk_wait_until = time.monotonic() + DISK_FULL_WAIT_S
+        log.warning("job %d: %s; retried in %.0f s without using an attempt", job_id, reason, DISK_FULL_WAIT_S)
 
     def _fail(self, job_id: int, reason: str) -> None:
         with session_scope(self.session_factory) as session:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,13 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
+import inference.outgoing
+import inference.worker
 from inference.assemble import ct_series, frontal_radiographs, mammography_views, read_study
 from inference.errors import CouldNotScore
 from inference.jobs import enqueue, request_rescore
 from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle
-from inference.tables import ScoreResult, ScoringJob, Study
+from inference.tables import ScoreResult, ScoringJob, Study, StudyEvent
 from inference.worker_process import build_worker
 from medscreen.app import create_app
 from service.db import session_scope, utcnow
@@ -155,6 +159,48 @@ def test_unavailable_model_retries_then_dead_letters_and_is_replayed(pipeline: P
         assert client.post(f"/api/jobs/{job.id}/replay", headers=headers).status_code == 409
         detail = client.get(f"/api/studies/{study.study_instance_uid}", headers=headers).json()
         assert [e["kind"] for e in detail["timeline"]][-3:] == ["retry", "dead-letter", "replayed"]
+
+
+def test_a_full_disk_while_the_documents_are_written_waits_without_using_an_attempt(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 4 (infra D3): ENOSPC on the SR counted as an attempt, so a full disk dead-lettered the study for good,
+    and each attempt left its partial documents in spool/outgoing."""
+    worker = build_worker(pipeline.settings.model_copy(update={"scoring_max_attempts": 1}))
+    pipeline.receive(DX_CHEST)
+    pipeline.monitor.run_once()
+    worker.enqueue_routed()
+    stored = inference.outgoing.fsync_file
+
+    def disk_full(path: Path) -> None:  # the SR is written, its flush finds no space
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(inference.outgoing, "fsync_file", disk_full)
+    monkeypatch.setattr(inference.worker, "DISK_FULL_WAIT_S", 0.0)
+    for _ in range(3):
+        assert worker.process_one() is True
+    monkeypatch.setattr(inference.worker, "DISK_FULL_WAIT_S", 30.0)
+    assert worker.process_one() is True
+    assert worker.process_one() is False  # neither the job nor the worker is ready again for 30 s
+    outgoing = pipeline.settings.spool_dir / "outgoing"
+    with worker.session_factory() as session:
+        job = session.scalars(select(ScoringJob)).one()
+        study = session.scalars(select(Study)).one()
+        kinds = [e.kind for e in session.scalars(select(StudyEvent).order_by(StudyEvent.id))]
+        assert (job.state, job.attempts, study.status) == ("retry", 0, "scoring")
+        assert "No space left on device" in (job.last_error or "")
+        assert kinds.count("retry") == 1  # once in the timeline, not on every wait
+    assert not list(outgoing.rglob("*.dcm"))  # the partial documents were removed
+
+    monkeypatch.setattr(inference.outgoing, "fsync_file", stored)  # space returns; 31 s later a worker retries
+    monkeypatch.setattr(inference.worker, "utcnow", lambda: utcnow() + timedelta(seconds=31))
+    assert build_worker(pipeline.settings).process_one()
+    with worker.session_factory() as session:
+        job = session.scalars(select(ScoringJob)).one()
+        result = session.scalars(select(ScoreResult)).one()
+        assert (job.state, job.attempts, session.scalars(select(Study)).one().status) == ("done", 1, "scored")
+    named = {result.sr_sop_instance_uid, result.heatmap_sop_instance_uid}
+    assert {p.stem for p in outgoing.rglob("*.dcm")} == named
 
 
 def test_a_promoted_champion_is_picked_up_without_restart(pipeline: Pipeline, tmp_path: Path) -> None:
