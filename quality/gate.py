@@ -12,7 +12,8 @@ passes any four net misses however few the positives: 0.95 -> 0.85 on 40 positiv
 still reported, for information.
 The studies compared are those both versions scored, so a challenger that fails on a kind of study would be
 judged without it: above a set share of could-not-score studies among its read studies in intended use, the gate
-refuses.
+refuses. Studies either version may have been trained on (exported for training before its first result) are
+left out (``load_paired_cases``), and the comparison says how many.
 """
 
 from __future__ import annotations
@@ -133,10 +134,23 @@ class Comparison:
     positives: PairedCalls = PairedCalls(0, 0, 0, 0)
     negatives: PairedCalls = PairedCalls(0, 0, 0, 0)
     n_patients: int = 0
+    # Read studies both versions scored, left out because either version may have been trained on them.
+    left_out_trained_on: int = 0
 
     @property
     def challenger_unscored_share(self) -> float:
         return self.challenger_unscored.share_could_not_score(self.challenger_scored)
+
+    @property
+    def trained_on_note(self) -> str:
+        if not self.left_out_trained_on:
+            return "No study both versions scored was left out as training data."
+        one = self.left_out_trained_on == 1
+        return (
+            f"{self.left_out_trained_on} {'study' if one else 'studies'} both versions scored and a radiologist read "
+            f"{'is' if one else 'are'} left out of the comparison: exported for training before a version's first "
+            f"result, {'it' if one else 'they'} may be in its training data."
+        )
 
     def to_dict(self) -> dict[str, Any]:
         nested = ("champion", "challenger", "champion_unscored", "challenger_unscored", "positives", "negatives")
@@ -149,6 +163,7 @@ class Comparison:
         out["negatives"] = dict(self.negatives.__dict__)
         share = self.challenger_unscored_share
         out["challenger_unscored_share"] = None if share != share else share
+        out["trained_on_note"] = self.trained_on_note
         return out
 
 
@@ -187,6 +202,9 @@ def compare_versions(
     champion = {c.study_id: c for c in cases if c.model_version == champion_version}
     challenger = {c.study_id: c for c in cases if c.model_version == challenger_version}
     shared = sorted(champion.keys() & challenger.keys())
+    trained_on_champion = cases.trained_on_of(task, champion_version)
+    trained_on_challenger = cases.trained_on_of(task, challenger_version)
+    both_scored = (champion.keys() | trained_on_champion) & (challenger.keys() | trained_on_challenger)
     a = [champion[i] for i in shared]
     b = [challenger[i] for i in shared]
     pos_a_only = sum(1 for x, y in zip(a, b, strict=True) if x.truth and x.flagged and not y.flagged)
@@ -216,6 +234,7 @@ def compare_versions(
         positives=_paired_calls([(x, y) for x, y in zip(a, b, strict=True) if x.truth]),
         negatives=_paired_calls([(x, y) for x, y in zip(a, b, strict=True) if not x.truth]),
         n_patients=len({x.patient for x in a}),
+        left_out_trained_on=len(both_scored) - len(shared),
     )
 
 

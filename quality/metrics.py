@@ -9,7 +9,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from statistics import median
 from typing import Any
 
@@ -27,6 +27,7 @@ from quality.statistics import (
     reliability,
     wilson_interval,
 )
+from service.audit import query_audit
 from service.lifecycle import StudyStatus
 from worklist.tables import FinalRead, FinalReadFinding
 
@@ -50,6 +51,9 @@ __all__ = [
 # Bands that follow the clinical split of the tasks (paediatric chest films, screening-age mammography).
 AGE_BANDS = ((0, 18, "0-17"), (18, 40, "18-39"), (40, 50, "40-49"), (50, 70, "50-69"), (70, 200, "70+"))
 SUBGROUP_KEYS = ("manufacturer", "station", "age_band", "sex")
+# The audit row `medscreen export-training` writes per exported study (training/export_training.py; quality review
+# may not import training): a version first used after a study's export may have been trained on it.
+STUDY_EXPORT_ACTION = "study.export"
 
 
 @dataclass(frozen=True)
@@ -144,16 +148,21 @@ class QualityMetrics:
 
 @dataclass(frozen=True)
 class UnscoredReads:
-    """Studies of one version a radiologist read whose latest result carries no score, by outcome and final read.
+    """Studies of one version a radiologist read whose latest result carries no score, by outcome and final read,
+    and scored ones left out because the version may have been trained on them.
 
-    They cannot enter the figures (there is no score to pair with the read), but leaving them out unsaid made a
-    version that failed on five positive studies report sensitivity 1.000 on the ten it did score.
+    Unscored studies cannot enter the figures (there is no score to pair with the read), but leaving them out unsaid
+    made a version that failed on five positive studies report sensitivity 1.000 on the ten it did score. A study
+    exported for training (``medscreen export-training``) before the version's first result may be in its training
+    data: a network is right on its own training films, so those studies are left out too, and counted.
     """
 
     could_not_score: int = 0
     could_not_score_positive: int = 0
     out_of_scope: int = 0
     out_of_scope_positive: int = 0
+    trained_on: int = 0
+    trained_on_positive: int = 0
 
     @property
     def n(self) -> int:
@@ -164,6 +173,8 @@ class UnscoredReads:
         return self.could_not_score_positive + self.out_of_scope_positive
 
     def add(self, outcome: str, positive: bool) -> UnscoredReads:
+        if outcome == "trained_on":
+            return replace(self, trained_on=self.trained_on + 1, trained_on_positive=self.trained_on_positive + positive)
         if outcome == StudyStatus.out_of_scope:
             return replace(self, out_of_scope=self.out_of_scope + 1, out_of_scope_positive=self.out_of_scope_positive + positive)
         return replace(
@@ -178,8 +189,16 @@ class UnscoredReads:
 
     def sentence(self) -> str:
         """What the figures over scored studies leave out, in words, for the report and the API."""
+        trained = ""
+        if self.trained_on:
+            one = self.trained_on == 1
+            trained = (
+                f" {self.trained_on} scored {'study' if one else 'studies'} ({self.trained_on_positive} read positive) "
+                f"{'was' if one else 'were'} left out of the figures: exported for training before this version's first "
+                f"result, {'it' if one else 'they'} may be in its training data."
+            )
         if not self.n:
-            return "No study read by a radiologist was left unscored by this version."
+            return "No study read by a radiologist was left unscored by this version." + trained
         parts = []
         if self.could_not_score:
             parts.append(f"could not score: {self.could_not_score}, of them read positive: {self.could_not_score_positive}")
@@ -189,7 +208,7 @@ class UnscoredReads:
         return (
             f"{self.n} {'study' if self.n == 1 else 'studies'} read by a radiologist {verb} not scored by this version "
             f"({'; '.join(parts)}); the figures above are over scored studies only."
-        )
+        ) + trained
 
     def to_dict(self) -> dict[str, Any]:
         def counts(n: int, positive: int) -> dict[str, int]:
@@ -199,23 +218,35 @@ class UnscoredReads:
             **counts(self.n, self.read_positive),
             "could_not_score": counts(self.could_not_score, self.could_not_score_positive),
             "out_of_scope": counts(self.out_of_scope, self.out_of_scope_positive),
+            "trained_on": counts(self.trained_on, self.trained_on_positive),
             "note": self.sentence(),
         }
 
 
 class PairedCases(list[PairedCase]):
-    """The paired cases, with the read studies left out of them (no score) counted per (task, model version).
+    """The paired cases, with the read studies left out of them (no score, or possibly trained on) counted per
+    (task, model version).
 
     A list, so that every caller that only wants the cases (figures, subgroups, steering evidence) reads them
-    as before; the report, the API and the gate also read ``unscored``.
+    as before; the report, the API and the gate also read ``unscored``, and the gate ``trained_on``.
     """
 
-    def __init__(self, cases: Iterable[PairedCase] = (), unscored: dict[tuple[str, str], UnscoredReads] | None = None):
+    def __init__(
+        self,
+        cases: Iterable[PairedCase] = (),
+        unscored: dict[tuple[str, str], UnscoredReads] | None = None,
+        trained_on: dict[tuple[str, str], set[int]] | None = None,
+    ):
         super().__init__(cases)
         self.unscored: dict[tuple[str, str], UnscoredReads] = dict(unscored or {})
+        # Per (task, version): the scored, read studies left out because it may have been trained on them.
+        self.trained_on: dict[tuple[str, str], set[int]] = dict(trained_on or {})
 
     def unscored_of(self, task: str, model_version: str) -> UnscoredReads:
         return self.unscored.get((task, model_version), UnscoredReads())
+
+    def trained_on_of(self, task: str, model_version: str) -> set[int]:
+        return self.trained_on.get((task, model_version), set())
 
 
 def sensitivity_over_read(metrics: QualityMetrics, unscored: UnscoredReads) -> Proportion:
@@ -265,6 +296,10 @@ def load_paired_cases(
     The latest revision is picked among all outcomes: when it could not be scored the study is left out (an
     earlier revision's score had been counted, for images that are not the study as it was read). Studies left
     out so (could not score, outside intended use) are counted in ``unscored``, per task and version, by final read.
+    So are scored studies the version may have been trained on, which are left out as well: a ``study.export``
+    audit row for the task at or before the version's first result (any outcome) means the study was in an export
+    a retrain could have used (the export folder may be moved before training, so no path ties the two; a version
+    first used after the export is left without them even if it was trained elsewhere).
     """
     query = (
         select(ScoreRow, Study, FinalRead, FinalReadFinding.present)
@@ -299,6 +334,12 @@ def load_paired_cases(
             version = (result.task, result.model_version)
             unscored[version] = unscored.get(version, UnscoredReads()).add(result.outcome, present)
     latest = {key: kept for key, kept in latest.items() if _usable(kept[0])}
+    trained_on: dict[tuple[str, str], set[int]] = {}
+    for key in _possibly_trained_on(session, latest):
+        result, study, _, present = latest.pop(key)
+        version = (result.task, result.model_version)
+        trained_on.setdefault(version, set()).add(study.id)
+        unscored[version] = unscored.get(version, UnscoredReads()).add("trained_on", present)
     headers = _first_series_headers(session, {key[0] for key in latest})
     cases = []
     for (study_id, _, _), (result, study, read, present) in sorted(latest.items(), key=lambda item: item[0]):
@@ -327,11 +368,45 @@ def load_paired_cases(
                 patient_id=study.patient_id or "",
             )
         )
-    return PairedCases(cases, unscored)
+    return PairedCases(cases, unscored, trained_on)
 
 
 def _usable(result: ScoreRow) -> bool:
     return result.outcome == StudyStatus.scored and result.score is not None
+
+
+def _possibly_trained_on(
+    session: Session, latest: dict[tuple[int, str, str], tuple[ScoreRow, Study, FinalRead, bool]]
+) -> list[tuple[int, str, str]]:
+    """The keys of ``latest`` whose study was exported for its task at or before the version's first result."""
+    if not latest:
+        return []
+    versions = {(result.task, result.model_version) for result, _, _, _ in latest.values()}
+    first_result = {
+        (task, version): at
+        for task, version, at in session.execute(
+            select(ScoreRow.task, ScoreRow.model_version, func.min(ScoreRow.created_at))
+            .where(ScoreRow.model_version.in_({version for _, version in versions}))
+            .group_by(ScoreRow.task, ScoreRow.model_version)
+        )
+        if (task, version) in versions
+    }
+    if not first_result:
+        return []
+    # Exports after every version's first result cannot have trained any of them.
+    events, _ = query_audit(session, actions=[STUDY_EXPORT_ACTION], subject_type="study",
+                            until=max(first_result.values()) + timedelta(microseconds=1))
+    exported: dict[tuple[str, str], datetime] = {}  # (task, study UID) -> its first export
+    for event in events:
+        exported_key = (str((event.detail or {}).get("task", "")), event.subject_id)
+        exported[exported_key] = min(event.at, exported.get(exported_key, event.at))
+    out = []
+    for key, (result, study, _, _) in latest.items():
+        at = exported.get((result.task, study.study_instance_uid))
+        first = first_result.get((result.task, result.model_version))
+        if at is not None and first is not None and at <= first:
+            out.append(key)
+    return out
 
 
 def _first_series_headers(session: Session, study_ids: set[int]) -> dict[int, dict[str, Any]]:

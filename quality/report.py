@@ -412,6 +412,7 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
             f"{_metrics_rows('challenger', c.challenger)}</table>"
             f"<p id=\"comparison-unscored\">Left out of the pairs: champion: {html.escape(c.champion_unscored.sentence())} "
             f"Challenger: {html.escape(c.challenger_unscored.sentence())}</p>"
+            f"<p id=\"comparison-trained-on\">{html.escape(c.trained_on_note)}</p>"
             f"<p class=\"{'pass' if report.gate.passed else 'fail'}\" id=\"gate\">The challenger {verdict} the gate on "
             f"{c.n_paired} paired studies of {c.n_patients} patients.</p>"
         )

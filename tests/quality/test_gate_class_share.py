@@ -101,3 +101,53 @@ def test_a_patients_repeated_studies_widen_the_drops_interval() -> None:
     assert alone.drop(0.05)[0] == clustered.drop(0.05)[0] == pytest.approx(0.01)
     assert alone.drop(0.05)[2] < 0.05 < clustered.drop(0.05)[2]
 
+
+def test_the_gate_leaves_out_the_studies_a_version_may_have_been_trained_on(quality_db) -> None:  # noqa: F811
+    """`export-training` then `retrain`: a re-score of the exported studies queues the challenger on them, and the
+    gate had paired the versions on every study both scored, so 300 training studies (where the challenger is right)
+    outweighed 14 new positives it missed (review 4, defect 2). Studies exported for the task at or before a
+    version's first result are left out of its figures and of the comparison, and counted."""
+    from quality.metrics import load_paired_cases
+    from service.audit import record_audit
+    from service.db import utcnow
+
+    start = utcnow() - timedelta(days=30)  # the export rows are stamped now: the champion's results come before
+    with session_scope(quality_db) as session:
+        exported = []
+        for i in range(30):  # phase 1: the champion's studies, read and exported for training
+            truth = i % 2 == 0
+            study = add_study(session, arrived=start + timedelta(minutes=i))
+            add_result(session, study, score=0.9 if truth else 0.1, model_version="1", at=start + timedelta(minutes=i, seconds=5))
+            add_final_read(session, study, truth, read_at=start + timedelta(minutes=i, hours=2))
+            record_audit(session, "cli:ml", "study.export", "study", study.study_instance_uid, {"task": "chest-xray"})
+            exported.append((study, truth))
+        other_task = add_study(session, arrived=start + timedelta(hours=5))  # exported for another task: still evidence
+        record_audit(session, "cli:ml", "study.export", "study", other_task.study_instance_uid, {"task": "mammography"})
+        session.flush()
+        # Version 2 is trained on the export, then scores the exported studies again (a re-score) and new ones.
+        for study, truth in exported:
+            add_result(session, study, score=0.9 if truth else 0.1, role="challenger", model_version="2")
+        for study in [other_task]:
+            add_result(session, study, score=0.1, model_version="1")
+            add_result(session, study, score=0.1, role="challenger", model_version="2")
+            add_final_read(session, study, False, read_at=start + timedelta(hours=6))
+        session.flush()
+        later = add_study(session, arrived=start + timedelta(days=1))  # read and exported after v2 was in use
+        add_result(session, later, score=0.9, model_version="1")
+        add_result(session, later, score=0.9, role="challenger", model_version="2")
+        add_final_read(session, later, True, read_at=start + timedelta(days=1, hours=1))
+        record_audit(session, "cli:ml", "study.export", "study", later.study_instance_uid, {"task": "chest-xray"})
+        session.flush()
+
+        challenger = load_paired_cases(session, task="chest-xray", model_version="2")
+        champion = load_paired_cases(session, task="chest-xray", model_version="1")
+        comparison = compare_versions(session, "chest-xray", "2", "1")
+    assert {c.study_id for c in challenger} == {other_task.id, later.id}
+    assert len(champion) == 32  # v1 was in use before the export: all its studies count
+    left_out = challenger.unscored_of("chest-xray", "2")
+    assert (left_out.trained_on, left_out.trained_on_positive, left_out.n) == (30, 15, 0)
+    assert "30 scored studies (15 read positive) were left out of the figures: exported for training before this " \
+           "version's first result" in left_out.sentence()
+    assert (comparison.n_paired, comparison.left_out_trained_on) == (2, 30)
+    assert comparison.to_dict()["trained_on_note"].startswith("30 studies both versions scored and a radiologist read are left out")
+

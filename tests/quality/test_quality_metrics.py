@@ -263,6 +263,7 @@ def test_read_studies_the_version_did_not_score_are_counted_and_stated(quality_d
         "n": 7, "read_positive": 6, "read_negative": 1, "note": "",
         "could_not_score": {"n": 5, "read_positive": 5, "read_negative": 0},
         "out_of_scope": {"n": 2, "read_positive": 1, "read_negative": 1},
+        "trained_on": {"n": 0, "read_positive": 0, "read_negative": 0},
     }
     # The figures over scored studies are as they were.
     m = compute_metrics(cases)
