@@ -5,7 +5,9 @@
 - a study no routing rule matched (never on the reading list; the PACS keeps the originals):
   ``MEDSCREEN_RETENTION_NOT_APPLICABLE_DAYS`` after it completed;
 - results built for the PACS (``spool/outgoing``): ``MEDSCREEN_RETENTION_SENT_DAYS`` after they were sent,
-  once the study has a final read (the study view shows the heat-map until then);
+  once the study has a final read (the study view shows the heat-map until then); and, sent or not (write-back
+  disabled, given up, a shadow version's), with the study's received files: ``MEDSCREEN_RETENTION_READ_DAYS`` after
+  the final read that read them, unless a send is still under way;
 - refused files: ``MEDSCREEN_RETENTION_QUARANTINE_DAYS`` after they arrived (the row and its reason stay);
 - files in ``spool/incoming`` untouched for an hour: partial receives nobody acknowledged.
 
@@ -27,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inference.spool import Spool
 from inference.study_record import add_event
-from inference.tables import OutgoingResult, QuarantinedItem, Study
+from inference.tables import OutgoingResult, QuarantinedItem, ScoreResult, Study
 from service.audit import record_audit
 from service.db import UTCDateTime, session_scope, utcnow
 from service.lifecycle import JobState, StudyStatus
@@ -78,6 +80,7 @@ class RetentionCleaner:
             if self.node is None:
                 self._studies(session, final_reads, now, report)
             self._outgoing(session, final_reads, now, report)
+            self._documents_on_study_clock(session, final_reads, now, report)
             if self.node is None:
                 self._quarantine(session, now, report)
         if self.node is None:
@@ -157,6 +160,53 @@ class RetentionCleaner:
             record_audit(
                 session, ACTOR, "retention.remove", "study", subject,
                 {"what": "results sent to the PACS", "files": files, "bytes": size, "outgoing_id": row.id},
+            )
+            report.outgoing_files += files
+            report.bytes += size
+
+    def _documents_on_study_clock(
+        self, session: Session, final_reads: dict[int, datetime], now: datetime, report: RetentionReport
+    ) -> None:
+        """A result's documents (SR, heat-map) go when the study's received files do, whether they were sent or not.
+
+        Scoring builds them for every champion result, PACS or not; only a sent row's had a clock, so with write-back
+        disabled, or a send given up, the heat-map (a copy of the image, the patient's name and ID in its header)
+        outlived the film for ever. A result made after the read stays (a re-opened study's, until its read), and so
+        do documents a send still under way names. On a fetching worker's node only its own spool is looked at."""
+        read_cutoff = now - timedelta(days=self.settings.retention_read_days)
+        in_flight = (JobState.queued, JobState.retry, JobState.running)
+        for study_id, read_at in final_reads.items():
+            if read_at > read_cutoff:
+                continue
+            study = session.get(Study, study_id)
+            if study is None:
+                continue
+            folder = self.spool.outgoing_folder(study.study_instance_uid)
+            if not folder.is_dir():
+                continue
+            results = session.scalars(
+                select(ScoreResult).where(ScoreResult.study_id == study_id, ScoreResult.created_at < read_at)
+            )
+            uids = {uid for r in results for uid in (r.sr_sop_instance_uid, r.heatmap_sop_instance_uid) if uid}
+            for row in session.scalars(
+                select(OutgoingResult).where(OutgoingResult.study_id == study_id, OutgoingResult.state.in_(in_flight))
+            ):
+                uids.difference_update(row.sop_instance_uids)
+            files = size = 0
+            for uid in sorted(uids):
+                path = folder / f"{uid}.dcm"
+                if path.is_file():
+                    size += path.stat().st_size
+                    path.unlink()
+                    files += 1
+            if not files:
+                continue
+            if not any(folder.iterdir()):
+                folder.rmdir()
+            record_audit(
+                session, ACTOR, "retention.remove", "study", study.study_instance_uid,
+                {"what": "result documents", "files": files, "bytes": size,
+                 "reason": f"final read at {read_at.isoformat()}"},
             )
             report.outgoing_files += files
             report.bytes += size
