@@ -22,6 +22,7 @@ from inference.study_record import mark_complete, record_route
 from inference.tables import Series, Study
 from service.db import session_scope, utcnow
 from service.lifecycle import StudyStatus
+from service.loop_log import LoopFailureLog
 from service.settings import Settings
 
 __all__ = ["CompletenessMonitor"]
@@ -117,10 +118,13 @@ class CompletenessMonitor:
         return self.complete_quiet_studies(), self.route_complete_studies()
 
     def run_until(self, stop: threading.Event) -> None:
+        failures = LoopFailureLog(log, "completeness pass")
         while not stop.is_set():
             try:
                 self.run_once()
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 - logged (throttled while it lasts); the next pass retries
                 # A transient database error must not stop completeness for every later study.
-                log.exception("completeness pass failed; retrying")
+                failures.failed(exc)
+            else:
+                failures.succeeded()
             stop.wait(self.settings.completeness_poll_s)

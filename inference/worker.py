@@ -30,6 +30,7 @@ from inference.study_record import add_event
 from inference.tables import ScoringJob
 from service.db import session_scope, utcnow
 from service.lifecycle import JobState
+from service.loop_log import LoopFailureLog
 from service.settings import Settings
 
 __all__ = ["ScoringWorker", "running_node"]
@@ -185,19 +186,24 @@ class ScoringWorker:
             self.clear_stale_instance_cache()
         except Exception:
             log.exception("stale instance-cache folders not cleared; the next start tries again")
+        scoring_failures, dispatch_failures = LoopFailureLog(log, "scoring pass"), LoopFailureLog(log, "dispatch pass")
         while not stop.is_set():
             try:
                 self.release_dead_leases()
                 self.enqueue_routed()
                 while not stop.is_set() and self.process_one():
                     self.dispatch_ready()
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 - logged (throttled while it lasts); the next pass retries
                 # Database hiccups must not end scoring for every later study.
-                log.exception("scoring pass failed; retrying")
+                scoring_failures.failed(exc)
                 time.sleep(1.0)
+            else:
+                scoring_failures.succeeded()
             try:
                 # Apart from scoring: a registry that cannot be read must not hold back results already built.
                 self.dispatch_ready()
-            except Exception:
-                log.exception("dispatch pass failed; retrying")
+            except Exception as exc:  # noqa: BLE001 - as above
+                dispatch_failures.failed(exc)
+            else:
+                dispatch_failures.succeeded()
             stop.wait(self.settings.scoring_poll_s)

@@ -29,6 +29,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Mapped, Session, mapped_column
 
 from service.db import Base, UTCDateTime, session_scope, utcnow
 from service.errors import DeliveryFailed, PeerUnreachable
+from service.loop_log import LoopFailureLog
 
 __all__ = [
     "OutboxState",
@@ -442,13 +443,16 @@ def run_feed(
 ) -> None:
     """Each ``poll_s``: every producer takes in what is new (see :func:`take_in`), then the channel is sent."""
     log.info("%s feed started", name)
+    failures = LoopFailureLog(log, f"{name} feed pass")
     while True:
         try:
             for produce in producers:
                 produce(session_factory)
             dispatch(session_factory, channel, send, policy)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - logged (throttled while it lasts); the next pass retries
             # A database hiccup must not end the feed; the outbox keeps every message for the next pass.
-            log.exception("%s feed pass failed; again in %.1f s", name, poll_s)
+            failures.failed(exc, poll_s)
+        else:
+            failures.succeeded()
         if stop_event.wait(poll_s):
             return

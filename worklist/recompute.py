@@ -21,6 +21,7 @@ from inference.jobs import request_rescore
 from inference.tables import ScoreResult, ScoringJob, Series, Study
 from service.db import session_scope, utcnow
 from service.lifecycle import ModelRole, SteeringRight, StudyStatus, WorklistEventKind, WorklistState
+from service.loop_log import LoopFailureLog
 from service.model_registry import ServingRights, lesser_right, serving_rights
 from service.settings import Settings
 from service.steering import defer_rules_from_settings
@@ -401,6 +402,7 @@ def run_worklist_recompute(
     logger.info("worklist recompute every %.1f s", settings.worklist_recompute_s)
     serving: ServingRights | None = None
     serving_read_at = float("-inf")
+    failures = LoopFailureLog(logger, "worklist recompute pass")
     while True:
         try:
             if time.monotonic() - serving_read_at >= settings.model_refresh_s:
@@ -413,8 +415,10 @@ def run_worklist_recompute(
             for consumer in consumers:
                 with session_scope(session_factory) as session:
                     deliver_priority_changes(session, consumer)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - logged (throttled while it lasts); the next pass retries
             # A database hiccup must not end the loop: the next pass picks up where this one stopped.
-            logger.exception("worklist recompute pass failed; retrying in %.1f s", settings.worklist_recompute_s)
+            failures.failed(exc, settings.worklist_recompute_s)
+        else:
+            failures.succeeded()
         if stop_event.wait(settings.worklist_recompute_s):
             return
