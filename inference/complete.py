@@ -68,7 +68,11 @@ class CompletenessMonitor:
 
     def _complete_if_due(self, session: Session, study: Study, now: datetime) -> StudyComplete | None:
         quiet = self.settings.quiet_period_for(study.modality)
-        if (now - study.last_received_at).total_seconds() >= quiet:
+        waited = (now - study.last_received_at).total_seconds()
+        # A last instance "after" now: the clock stepped back since (NTP correcting a clock that ran fast, a VM
+        # restored from a snapshot). The time since is unknown but not negative: counted as elapsed, where waiting
+        # for the wall clock to catch up held the study in receiving for the length of the step.
+        if waited >= quiet or waited < 0:
             doubt = self._incompleteness(study)
             extra = {"possibly_incomplete": doubt} if doubt else {}
             return mark_complete(session, study, reason="quiet-period", now=now, quiet_period_s=quiet, **extra)

@@ -128,6 +128,18 @@ def test_per_modality_quiet_period(sqlite_settings: Settings) -> None:
     assert len(monitor.complete_quiet_studies(now=last + timedelta(seconds=61))) == 1
 
 
+def test_a_backward_clock_step_does_not_hold_a_study_in_receiving(sqlite_settings: Settings) -> None:
+    """Review 4 (infra D10): after a clock that ran an hour fast was stepped back, the study stayed receiving for an
+    hour (its last instance's time was in the future, and a negative wait never counted as elapsed)."""
+    ingestor = build_ingestor(sqlite_settings.model_copy(update={"quiet_period_s": 10.0}))
+    ingestor.accept_file(_copy(ingestor, CT[0]), source="dimse")
+    monitor = _monitor(ingestor)
+    last = _study(ingestor).last_received_at
+    assert monitor.complete_quiet_studies(now=last + timedelta(seconds=5)) == []  # a normal quiet period still holds
+    completed = monitor.complete_quiet_studies(now=last - timedelta(hours=1) + timedelta(seconds=1))
+    assert [c.reason for c in completed] == ["quiet-period"] and _study(ingestor).status == "complete"
+
+
 def test_refused_instance_is_quarantined_with_its_reason(ingestor: InstanceIngestor) -> None:
     with pytest.raises(MissingAttribute):
         ingestor.accept_file(
