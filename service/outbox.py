@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -124,6 +124,10 @@ class OutboxLease(Base):
 # How long a dispatcher holds its channel without renewing: renewed every third of it while a message is sent,
 # so only a dispatcher that died (or lost the database) lets the channel wait, and for this long at most.
 LEASE_S = 30.0
+# What a released lease expires at: before any clock's now, so that after a backward step of the clock (NTP correcting
+# a fast clock) a lease released at the old time did not hold the channel, every pass's new holder refused, for the
+# length of the step.
+RELEASED = datetime.fromtimestamp(0, UTC)
 
 
 @dataclass(frozen=True)
@@ -301,10 +305,11 @@ def _take_lease(session_factory: sessionmaker[Session], channel: str, holder: st
     return True
 
 
-def _release_lease(session_factory: sessionmaker[Session], channel: str, holder: str, now: datetime) -> None:
+def _release_lease(session_factory: sessionmaker[Session], channel: str, holder: str) -> None:
     with session_scope(session_factory) as session:
         session.execute(
-            update(OutboxLease).where(OutboxLease.channel == channel, OutboxLease.holder == holder).values(expires_at=now)
+            update(OutboxLease).where(OutboxLease.channel == channel, OutboxLease.holder == holder)
+            .values(expires_at=RELEASED)
         )
 
 
@@ -366,7 +371,11 @@ def dispatch(
 
     def head_due() -> Outgoing | None:
         found = _head(session_factory, channel)
-        if found is None or found[1] > now():
+        if found is None:
+            return None
+        current = now()
+        # Due further ahead than any wait this policy sets: the clock stepped back since it was set; due now.
+        if current < found[1] <= current + timedelta(seconds=policy.retry_s):
             return None
         return found[0]
 
@@ -421,7 +430,7 @@ def dispatch(
         return sent
     finally:
         # The next pass may be another node's: it need not wait for the lease to run out.
-        _release_lease(session_factory, channel, holder, now())
+        _release_lease(session_factory, channel, holder)
 
 
 def channel_counts(session: Session, channel: str) -> dict[str, int]:

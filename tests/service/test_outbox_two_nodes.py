@@ -83,3 +83,29 @@ def test_a_dead_nodes_lease_holds_the_channel_until_it_expires(database_url: str
         assert peer.received == ["MSG1"]
     finally:
         engine.dispose()
+
+
+def test_a_backward_clock_step_holds_neither_the_channel_nor_its_messages(database_url: str) -> None:
+    """Review 4 (infra D10): after a clock that ran an hour fast was stepped back, the lease released at the fast time
+    refused every later pass (each has a holder of its own), and a message queued before the step was not due for
+    an hour."""
+    migrate_all(database_url)
+    engine = make_engine(database_url, serialise_writes=True)
+    factory = make_session_factory(engine)
+    policy = RetryPolicy(retry_s=60, max_attempts=3)
+    fast = utcnow() + timedelta(hours=1)
+    try:
+        with session_scope(factory) as session:
+            add_message(session, CHANNEL, "MSG1", "MSG1", "payload", "x-application/hl7-v2+er7", fast)
+        peer = SlowPeer()
+        assert dispatch(factory, CHANNEL, peer, policy, now=lambda: fast) == 1  # its lease released at the fast time
+        # The clock is stepped back: a message queued now, then one queued just before the step.
+        with session_scope(factory) as session:
+            add_message(session, CHANNEL, "MSG2", "MSG2", "payload", "x-application/hl7-v2+er7", utcnow())
+        assert dispatch(factory, CHANNEL, peer, policy) == 1
+        with session_scope(factory) as session:
+            add_message(session, CHANNEL, "MSG3", "MSG3", "payload", "x-application/hl7-v2+er7", fast)
+        assert dispatch(factory, CHANNEL, peer, policy) == 1
+        assert peer.received == ["MSG1", "MSG2", "MSG3"]
+    finally:
+        engine.dispose()
