@@ -21,7 +21,8 @@ __all__ = ["site_evidence", "grant_steering"]
 
 
 def site_evidence(session: Session, task: str, version: str, *, site: str, training_source: str) -> SteeringEvidence | None:
-    """The version's figures on this site's confirmed studies; None when it has scored none of them."""
+    """The version's figures on this site's confirmed studies (those it may have been trained on left out; intervals
+    over patients when some have several studies); None when it has scored none of them."""
     cases = load_paired_cases(session, task=task, model_version=version)
     if not cases:
         return None
@@ -33,6 +34,10 @@ def site_evidence(session: Session, task: str, version: str, *, site: str, train
         auroc_ci_low=float(metrics.auroc_ci_low),
         specificity=float(metrics.specificity.value),
         training_source=training_source,
+        specificity_ci_low=float(metrics.specificity.ci_low),
+        sensitivity=float(metrics.sensitivity.value),
+        sensitivity_ci_low=float(metrics.sensitivity.ci_low),
+        n_patients=metrics.n_patients,
     )
 
 

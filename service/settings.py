@@ -305,7 +305,13 @@ class Settings(BaseSettings):
         0.85, ge=0, le=1, description="... and a lower 95% bound of AUROC at least this high."
     )
     steering_defer_min_specificity: float = Field(
-        0.70, ge=0, le=1, description="... and a specificity at the version's operating point at least this high."
+        0.70, ge=0, le=1, description="... and a lower 95% bound of specificity at the version's operating point at least "
+        "this high."
+    )
+    steering_defer_min_sensitivity: float = Field(
+        0.90, ge=0, le=1, description="... and a lower 95% bound of sensitivity at the version's operating point at least "
+        "this high: the positives it calls negative are the ones deferral makes wait (at sensitivity 0.95 the bound "
+        "reaches 0.90 from about 127 positives)."
     )
     uid_root: str = Field(
         "1.2.826.0.1.3680043.8.498.77.",

@@ -4,7 +4,10 @@ A version's steering right (``SteeringRight``) is kept with the version in the r
 evidence it was granted on. ``defer`` lets negatives wait up to the aging cap, so a false negative waits
 too: it is granted only on a validation from a source other than the training data, either a site's own
 studies confirmed by final reads through quality review, or a held-out source at training time, that meets
-the thresholds in the settings (``MEDSCREEN_STEERING_DEFER_*``). Without it a version is ``raise-only``,
+the thresholds in the settings (``MEDSCREEN_STEERING_DEFER_*``). The harm of deferral falls on the positives the
+version calls negative, so the lower 95% bound of its sensitivity at its operating point must reach a floor (a
+version that missed 40% of a site's positives had earned ``defer`` on its AUROC and specificity alone), and the
+specificity rule too is judged on its lower bound, not its point value. Without it a version is ``raise-only``,
 and only when its development figures earn that much (:func:`development_right`); else ``shadow``. A version
 with no recorded right, or one this code does not know, is ``shadow``: the default never grants a right.
 """
@@ -54,6 +57,12 @@ class SteeringEvidence:
     auroc_ci_low: float  # lower bound of the 95% interval
     specificity: float  # at the version's operating point
     training_source: str = ""
+    # Lower bounds of the 95% (Wilson; widened for patients with several studies) intervals at the operating point,
+    # and the sensitivity itself. None in evidence recorded before defer asked for them: such evidence earns nothing.
+    specificity_ci_low: float | None = None
+    sensitivity: float | None = None
+    sensitivity_ci_low: float | None = None
+    n_patients: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -70,12 +79,17 @@ class SteeringEvidence:
 class DeferRules:
     min_studies: int = 200
     min_auroc_ci_low: float = 0.85
-    min_specificity: float = 0.70
+    min_specificity: float = 0.70  # for the lower 95% bound
+    # For the lower 95% bound of sensitivity at the operating point: at most one positive in ten may be deferred, with
+    # 95% confidence. The shipped chest model aims at 0.95 (issue 12); at that the bound reaches 0.90 from about 127
+    # positives (121 found), at 0.97 from 69, at 1.00 from 35: fewer positives cannot show it.
+    min_sensitivity: float = 0.90
 
 
 def defer_rules_from_settings(settings: Settings) -> DeferRules:
     return DeferRules(
-        settings.steering_defer_min_studies, settings.steering_defer_min_auroc_ci_low, settings.steering_defer_min_specificity
+        settings.steering_defer_min_studies, settings.steering_defer_min_auroc_ci_low, settings.steering_defer_min_specificity,
+        settings.steering_defer_min_sensitivity,
     )
 
 
@@ -92,8 +106,16 @@ def defer_refusals(evidence: SteeringEvidence | None, rules: DeferRules) -> list
         reasons.append(f"{evidence.n_studies} studies; at least {rules.min_studies} needed")
     if evidence.auroc_ci_low < rules.min_auroc_ci_low:
         reasons.append(f"AUROC lower 95% bound {evidence.auroc_ci_low:.3f}; at least {rules.min_auroc_ci_low:.2f} needed")
-    if evidence.specificity < rules.min_specificity:
-        reasons.append(f"specificity {evidence.specificity:.3f} at the operating point; at least {rules.min_specificity:.2f} needed")
+    for figure, point, low, floor in (
+        ("sensitivity", evidence.sensitivity, evidence.sensitivity_ci_low, rules.min_sensitivity),
+        ("specificity", evidence.specificity, evidence.specificity_ci_low, rules.min_specificity),
+    ):
+        if low is None:
+            reasons.append(f"no lower 95% bound of {figure} at the operating point is recorded (evidence from before defer "
+                           "asked for one): validate again")
+        elif low < floor:
+            value = "" if point is None else f" ({figure} {point:.3f})"
+            reasons.append(f"{figure} lower 95% bound {low:.3f} at the operating point{value}; at least {floor:.2f} needed")
     return reasons
 
 

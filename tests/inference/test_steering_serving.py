@@ -45,7 +45,8 @@ DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
 PNEUMONIA = Path("/work/shared/data/chest-xray/kermany/train/PNEUMONIA/person1000_bacteria_2931.jpeg")
 # Evidence that earns defer under the default rules (site-confirmed, 400 studies, AUROC lower bound 0.93).
 EVIDENCE = SteeringEvidence(kind="site-confirmed", source="St Elsewhere final reads", n_studies=400,
-                            auroc_ci_low=0.93, specificity=0.9)
+                            auroc_ci_low=0.93, specificity=0.9, specificity_ci_low=0.87, sensitivity=0.96,
+                            sensitivity_ci_low=0.93)
 
 
 def _new_study(tmp_path: Path) -> Path:

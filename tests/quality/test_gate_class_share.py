@@ -151,3 +151,36 @@ def test_the_gate_leaves_out_the_studies_a_version_may_have_been_trained_on(qual
     assert (comparison.n_paired, comparison.left_out_trained_on) == (2, 30)
     assert comparison.to_dict()["trained_on_note"].startswith("30 studies both versions scored and a radiologist read are left out")
 
+
+def test_defer_needs_the_sites_sensitivity_at_the_operating_point(quality_db, registered_store, tmp_path) -> None:  # noqa: F811
+    """Scores run low at this site: 20 of 50 positives fall under the version's threshold, yet AUROC (lower bound
+    1.000) and specificity (1.000) had earned `defer`, letting those positives wait up to the aging cap (review 4,
+    defect 1). The evidence now records the sensitivity and both lower bounds, and the sensitivity bound refuses."""
+    import shutil
+
+    from quality.statistics import wilson_interval
+    from quality.steering import grant_steering, site_evidence
+    from service.errors import SteeringRefused
+    from service.lifecycle import SteeringRight
+    from service.model_registry import version_of
+    from service.steering import DeferRules
+
+    shutil.copyfile(registered_store, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with session_scope(quality_db) as session:
+        for i in range(250):
+            truth = i < 50
+            # positives 0.30-0.95 (20 of 50 under the threshold 0.5), negatives 0.02-0.27
+            score = (0.30 + 0.0065 * i if i < 20 else 0.60 + 0.01 * (i - 20)) if truth else 0.02 + 0.001 * (i - 50)
+            study = add_study(session, arrived=T0 + timedelta(minutes=i))
+            add_result(session, study, score=score, threshold=0.5, model_version="1")
+            add_final_read(session, study, truth, read_at=T0 + timedelta(minutes=i, hours=1))
+        evidence = site_evidence(session, "chest-xray", "1", site="St Elsewhere", training_source="")
+        with pytest.raises(SteeringRefused, match=r"sensitivity lower 95% bound 0\.462 at the operating point "
+                                                  r"\(sensitivity 0\.600\); at least 0\.90 needed$"):
+            grant_steering(session, uri, "chest-xray", "1", SteeringRight.defer, actor="emma", site="St Elsewhere",
+                           rules=DeferRules())
+    assert evidence is not None and (evidence.auroc_ci_low, evidence.specificity, evidence.sensitivity) == (1.0, 1.0, 0.6)
+    assert (evidence.sensitivity_ci_low, evidence.specificity_ci_low) == (wilson_interval(30, 50)[0], wilson_interval(200, 200)[0])
+    assert evidence.n_patients == 250
+    assert version_of(uri, "chest-xray", "1").steering == SteeringRight.raise_only  # as shipped

@@ -257,6 +257,11 @@ def test_defer_is_earned_through_quality_review_of_confirmed_studies(
     granted = client.post("/api/quality/steering", json=ask, headers=engineer)
     assert granted.status_code == 200, granted.text
     assert granted.json()["evidence"]["n_studies"] == 320 and granted.json()["evidence"]["kind"] == "site-confirmed"
+    # Every positive found and no negative flagged: both lower bounds are recorded, and both clear their floors.
+    from quality.statistics import wilson_interval
+
+    assert granted.json()["evidence"]["sensitivity_ci_low"] == pytest.approx(wilson_interval(160, 160)[0])
+    assert granted.json()["evidence"]["specificity_ci_low"] == pytest.approx(wilson_interval(160, 160)[0])
     tags = mlflow.get_model_version("chest-xray", "3").tags
     assert tags["steering"] == "defer" and "St Elsewhere" in tags["steering_evidence"]
     # Lowering a right needs no evidence.

@@ -13,7 +13,8 @@ from service.model_registry import version_of
 from service.steering import DeferRules, SteeringEvidence, defer_refusals, registration_right
 
 EARNING = {"val_auroc_ci_low": 0.9, "n_val": 500, "n_val_positive": 250}
-GOOD = SteeringEvidence("site-confirmed", "site A final reads", 900, 0.95, 0.9, training_source="Kermany")
+GOOD = SteeringEvidence("site-confirmed", "site A final reads", 900, 0.95, 0.9, training_source="Kermany",
+                        specificity_ci_low=0.88, sensitivity=0.96, sensitivity_ci_low=0.93)
 
 
 @pytest.mark.parametrize(
@@ -44,7 +45,8 @@ def test_good_evidence_earns_defer() -> None:
 @pytest.mark.parametrize(
     "changes, reason",
     [
-        ({"specificity": 0.5}, "specificity 0.500 at the operating point; at least 0.70 needed"),
+        ({"specificity": 0.55, "specificity_ci_low": 0.5},
+         "specificity lower 95% bound 0.500 at the operating point (specificity 0.550); at least 0.70 needed"),
         ({"kind": "cross-validation"}, "evidence kind 'cross-validation' is not a site's confirmed studies or a held-out source"),
         ({"n_studies": 199}, "199 studies; at least 200 needed"),
         ({"auroc_ci_low": 0.84}, "AUROC lower 95% bound 0.840; at least 0.85 needed"),

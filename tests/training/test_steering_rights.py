@@ -15,7 +15,7 @@ from training.registry import make_first_champion
 
 SITE = SteeringEvidence(
     kind="site-confirmed", source="site A final reads 2026-09..11", n_studies=420, auroc_ci_low=0.88, specificity=0.74,
-    training_source="Kermany (Guangzhou)",
+    training_source="Kermany (Guangzhou)", specificity_ci_low=0.71, sensitivity=0.95, sensitivity_ci_low=0.91,
 )
 
 
@@ -159,7 +159,8 @@ def test_a_bundle_without_figures_or_a_known_right_is_recorded_shadow(tracking_u
 
 
 HELD_OUT = {"kind": "held-out-source", "source": "NIH ChestX-ray14 sample", "n_studies": 250, "auroc_ci_low": 0.86,
-            "specificity": 0.75, "training_source": "Kermany (Guangzhou)"}
+            "specificity": 0.75, "training_source": "Kermany (Guangzhou)", "specificity_ci_low": 0.71, "sensitivity": 0.96,
+            "sensitivity_ci_low": 0.91}
 
 
 def test_the_sites_defer_thresholds_apply_at_registration_and_at_promotion(

@@ -131,7 +131,8 @@ def register_serving_versions(settings: Settings, registered_store: Path, versio
     shutil.copyfile(registered_store, settings.home / "mlflow.db")
     uri = settings.resolved_mlflow_tracking_uri
     registry = MlflowClient(uri, uri)
-    evidence = SteeringEvidence("site-confirmed", "test site", 500, 0.95, 0.9)
+    evidence = SteeringEvidence("site-confirmed", "test site", 500, 0.95, 0.9, specificity_ci_low=0.87, sensitivity=0.96,
+                                sensitivity_ci_low=0.93)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, version in versions.items():
