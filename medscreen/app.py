@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -15,13 +17,39 @@ from service.db import make_engine, make_session_factory
 from service.deps import SessionDep
 from service.settings import Settings
 
+if TYPE_CHECKING:
+    from inference.ingest import InstanceIngestor
+
 __all__ = ["create_app"]
 
 
+def _resource_problems(settings: Settings, ingestor: InstanceIngestor) -> list[str]:
+    """Why studies cannot be received now, from two system calls per folder (no file is written per probe)."""
+    problems: list[str] = []
+    spool = ingestor.spool
+    try:
+        if not ingestor.has_free_disk():
+            problems.append(
+                f"free disk under {spool.studies} is below the {settings.min_free_disk_mb} MB watermark "
+                "(MEDSCREEN_MIN_FREE_DISK_MB): new studies are refused"
+            )
+    except OSError as exc:
+        problems.append(f"the spool cannot be read: {exc}")
+    for folder in (spool.incoming, spool.studies, spool.outgoing):
+        # access(2) answers EROFS for a read-only file system (ext4's errors=remount-ro) as for a folder not ours.
+        if not os.access(folder, os.W_OK | os.X_OK):
+            why = "missing" if not os.path.isdir(folder) else "read-only or not writable by this account"
+            problems.append(f"the spool folder {folder} cannot be written ({why}): new studies are refused")
+    return problems
+
+
 def create_app(
-    settings: Settings, *, run_migrations: bool = True, process_states: Callable[[], list[ProcessState]] | None = None
+    settings: Settings, *, run_migrations: bool = True, process_states: Callable[[], list[ProcessState]] | None = None,
+    champion_problems: Callable[[], dict[str, str]] | None = None,
 ) -> FastAPI:
-    """``process_states``: the supervised receiver and scoring processes (``medscreen serve``), for ``/healthz``."""
+    """``process_states``: the supervised receiver and scoring processes (``medscreen serve``), for ``/healthz``;
+    ``champion_problems``: {task: why it has no loadable champion}, as ``medscreen serve``'s background check last
+    found it (``inference.champions.ChampionWatch``), for ``/healthz``."""
     # Imported here so that building the CLI parser does not import every router.
     from inference.api import router as studies_router
     from inference.fhir_api import router as results_fhir_router
@@ -72,16 +100,23 @@ def create_app(
 
     @app.get(
         "/healthz", tags=["health"], response_class=JSONResponse,
-        responses={503: {"description": "degraded: a receiver or scoring process is down or keeps dying at start"}},
+        responses={503: {"description": "degraded: studies may not be received or scored; `problems` says why"}},
     )
     def healthz(session: SessionDep) -> JSONResponse:
-        """``ok`` (200), or ``degraded`` (503) while a supervised process is not running or keeps dying at start:
-        the DICOM port held by another program, say, leaves the HTTP side up and no study received."""
+        """``ok`` (200), or ``degraded`` (503), with each reason in ``problems``, while a supervised process is not
+        running or keeps dying at start (the DICOM port held by another program, say), the free disk is under
+        ``MEDSCREEN_MIN_FREE_DISK_MB``, the spool cannot be written, or a task has no loadable champion. Each of these
+        had left the HTTP side up and answering ok while no study was received or scored. Cheap per probe: the
+        champions are checked in the background, the disk and spool by system calls."""
         session.execute(text("SELECT 1"))
         processes = [asdict(state) for state in process_states()] if process_states else []
-        degraded = any(state["failing"] for state in processes)
+        problems = [f"{state['name']} is not running or keeps dying at start" for state in processes if state["failing"]]
+        problems += _resource_problems(settings, app.state.ingestor)
+        if champion_problems is not None:
+            problems += [f"task {task} has no loadable champion: {why}" for task, why in sorted(champion_problems().items())]
         return JSONResponse(
-            {"status": "degraded" if degraded else "ok", "processes": processes}, status_code=503 if degraded else 200
+            {"status": "degraded" if problems else "ok", "processes": processes, "problems": problems},
+            status_code=503 if problems else 200,
         )
 
     # Monitors and load-balancer checks often ask with HEAD; it had been 405. The same answer, its body left out
