@@ -14,6 +14,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from service.model_registry import (
 )
 from service.steering import DEFAULT_RIGHT, DeferRules
 
-__all__ = ["LoadedModel", "ModelSelector", "SCORING_ROLES"]
+__all__ = ["ChampionWatch", "LoadedModel", "ModelSelector", "SCORING_ROLES"]
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +198,82 @@ class ModelSelector:
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
         return LoadedModel(task, name, version, details.run_id, threshold, bundle, session, steering_of(details))
+
+
+class ChampionWatch:
+    """Which tasks have no loadable champion, for ``/healthz``: checked by ``medscreen serve``'s background thread,
+    never per probe (a registry behind a refused connection takes MLflow's client about 250 s to give up).
+
+    ``register`` (the shipped bundles into an empty registry) runs first and is retried, with a backoff doubling up
+    to ``retry_max_s``, until it succeeds: it had run once, before the receivers started, so a tracking server not
+    up yet kept the DICOM port closed for minutes, and on a first start no model was ever registered. Until a check
+    has run, every task counts as without a champion. Each champion is loaded (downloaded into the cache the
+    workers share, and opened) once per version; later checks read the aliases and the version's tags."""
+
+    def __init__(
+        self, selector: ModelSelector, *, register: Callable[[], None] | None = None, interval_s: float = 30.0,
+        retry_first_s: float = 5.0, retry_max_s: float = 300.0,
+    ) -> None:
+        self.selector = selector
+        self.register = register
+        self.interval_s = interval_s
+        self.retry_first_s = retry_first_s
+        self.retry_max_s = retry_max_s
+        first = "the shipped models are not registered yet" if register is not None else "not checked yet"
+        self._problems: dict[str, str] = {task.value: first for task in Task}
+        self._lock = threading.Lock()
+
+    def problems(self) -> dict[str, str]:
+        """{task: why it has no loadable champion}; empty when every task has one."""
+        with self._lock:
+            return dict(self._problems)
+
+    def _set(self, problems: dict[str, str]) -> None:
+        with self._lock:
+            before, self._problems = self._problems, problems
+        for task, reason in problems.items():
+            if before.get(task) != reason:
+                log.warning("task %s has no loadable champion: %s", task, reason)
+        for task in before.keys() - problems.keys():
+            log.info("task %s has a loadable champion again", task)
+
+    def check_once(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        for task in Task:
+            try:
+                version = alias_version(self.selector.tracking_uri, task.value, ModelRole.champion,
+                                        client=self.selector.client)
+            except Exception as exc:  # noqa: BLE001 - an unreadable registry is reported, and read again next time
+                problems[task.value] = f"the model registry cannot be read: {type(exc).__name__}: {exc}"
+                continue
+            if version is None:
+                problems[task.value] = f"no {ModelRole.champion.value} registered for {task.value}"
+                continue
+            try:
+                self.selector.load(task.value, version.version)
+            except ModelUnavailable as exc:
+                problems[task.value] = exc.reason
+        self._set(problems)
+        return problems
+
+    def run_until(self, stop: threading.Event) -> None:
+        delay = self.retry_first_s
+        while self.register is not None and not stop.is_set():
+            try:
+                self.register()
+            except Exception as exc:  # noqa: BLE001 - ingest runs meanwhile; registration is retried until it succeeds
+                reason = f"the shipped models are not registered yet: {type(exc).__name__}: {exc}"
+                self._set({task.value: reason for task in Task})
+                log.warning("could not register the shipped models in %s (%s: %s); retrying in %.0f s",
+                            self.selector.tracking_uri, type(exc).__name__, exc, delay)
+                if stop.wait(delay):
+                    return
+                delay = min(delay * 2, self.retry_max_s)
+            else:
+                self.register = None
+        while not stop.is_set():
+            try:
+                self.check_once()
+            except Exception:  # noqa: BLE001 - a check that fails is retried at the next interval
+                log.exception("champion check failed")
+            stop.wait(self.interval_s)

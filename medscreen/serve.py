@@ -1,8 +1,9 @@
 """``medscreen serve``: the HTTP API, DICOM receiver and scoring worker processes and the completeness monitor, in one command.
 
-Start-up order: schema migrations, the first admin (password printed once), the shipped models registered
-in an empty MLflow registry, then the receivers, the monitor and finally the HTTP server. Receiver processes
-die with the parent (PR_SET_PDEATHSIG), so a killed service never leaves an orphan listening on the port.
+Start-up order: schema migrations, the first admin (password printed once), the receivers, the shipped models
+registered in an empty MLflow registry (in the background, retried until the registry answers), the monitor and
+finally the HTTP server. Receiver processes die with the parent (PR_SET_PDEATHSIG), so a killed service never
+leaves an orphan listening on the port.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from functools import partial
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
+from inference.champions import ChampionWatch, ModelSelector
 from inference.complete import CompletenessMonitor
 from inference.fhir_feed import FHIR_CHANNEL, take_in_fhir_results
 from inference.jobs import release_dead_leases
@@ -40,6 +42,7 @@ from service.fhir_push import FhirSender
 from service.http_deadlines import with_header_deadline
 from service.outbox import RetryPolicy, run_feed
 from service.settings import Settings
+from service.steering import defer_rules_from_settings
 from service.users import ensure_admin, write_initial_admin_password
 from worklist.recompute import run_worklist_recompute
 from worklist.ris_feed import run_ris_feed
@@ -71,16 +74,20 @@ class _HttpServer(uvicorn.Server):
 
 def _register_shipped_models(settings: Settings) -> None:
     from inference.shipped_models import register_shipped_bundles
-    from service.steering import defer_rules_from_settings
 
-    try:
-        # The site's MEDSCREEN_STEERING_DEFER_* decide what a bundle's evidence earns, as in every other path.
-        rules = defer_rules_from_settings(settings)
-        for registered in register_shipped_bundles(settings.resolved_mlflow_tracking_uri, rules=rules):
-            log.info("model registry: %s", registered)
-    except Exception:
-        # Ingest must run even when the model registry is unavailable; scoring reports it per study.
-        log.exception("could not register the shipped models in %s", settings.resolved_mlflow_tracking_uri)
+    # The site's MEDSCREEN_STEERING_DEFER_* decide what a bundle's evidence earns, as in every other path.
+    rules = defer_rules_from_settings(settings)
+    for registered in register_shipped_bundles(settings.resolved_mlflow_tracking_uri, rules=rules):
+        log.info("model registry: %s", registered)
+
+
+def _champion_watch(settings: Settings) -> ChampionWatch:
+    """Registers the shipped models (retried until it succeeds), then checks each task's champion, for /healthz."""
+    selector = ModelSelector(
+        settings.resolved_mlflow_tracking_uri, settings.home / "model-cache", intra_op_threads=1,
+        refresh_s=settings.model_refresh_s, defer_rules=defer_rules_from_settings(settings),
+    )
+    return ChampionWatch(selector, register=partial(_register_shipped_models, settings), interval_s=settings.model_refresh_s)
 
 
 def _run_fhir_feed(settings: Settings, session_factory: sessionmaker[Session], stop_event: threading.Event) -> None:
@@ -116,7 +123,6 @@ def run_service(settings: Settings) -> int:
             "  then delete that file.\n\n"
         )
         sys.stderr.flush()
-    _register_shipped_models(settings)
     Spool(settings.spool_dir, settings.quarantine_dir).clear_incoming()
     log.info("node %s: result documents in %s", spool_node(settings), settings.spool_dir.resolve())
     # A TLS setting that cannot work stops the start here, not a receiver process in a restart loop.
@@ -125,6 +131,15 @@ def run_service(settings: Settings) -> int:
 
     receivers = ProcessSupervisor(settings, "dicom-receiver", run_receiver_process, settings.dicom_receivers)
     receivers.start()
+    # Ingest runs even when the model registry is unavailable: the shipped models are registered in the background,
+    # after the receivers started, and retried until the registry answers (a study waits `routed` meanwhile, and
+    # /healthz names each task with no loadable champion). They had been registered before the receivers started,
+    # once: a tracking server not up yet (compose or systemd start order) kept the DICOM port closed for about
+    # 4.5 minutes, while MLflow's client retried, and on a first start no model was ever registered.
+    champions = _champion_watch(settings)
+    stop_champions = threading.Event()
+    champion_thread = threading.Thread(target=champions.run_until, args=(stop_champions,), name="champions", daemon=True)
+    champion_thread.start()
     # This node's workers of the previous run are gone: their running jobs go back to the queue now, not when
     # their leases run out (other nodes' live workers, on this machine or another, keep theirs).
     with session_scope(session_factory) as session:
@@ -169,8 +184,10 @@ def run_service(settings: Settings) -> int:
     for feed in feeds:
         feed.start()
 
-    # /healthz answers 503 "degraded" while a receiver or scoring process is down or keeps dying at start.
-    app = create_app(settings, run_migrations=False, process_states=lambda: receivers.status() + scorers.status())
+    # /healthz answers 503 "degraded" while a receiver or scoring process is down or keeps dying at start, a task has
+    # no loadable champion, the disk is under the watermark or the spool cannot be written.
+    app = create_app(settings, run_migrations=False, process_states=lambda: receivers.status() + scorers.status(),
+                     champion_problems=champions.problems)
     log.info(
         "medscreen serving HTTP on http://%s:%d and DICOM %s on %s:%d (data in %s)",
         settings.http_host,
@@ -194,6 +211,7 @@ def run_service(settings: Settings) -> int:
         ).run()
     finally:
         stop_monitor.set()
+        stop_champions.set()
         stop_worklist.set()
         stop_retention.set()
         stop_feeds.set()

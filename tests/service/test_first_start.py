@@ -87,3 +87,43 @@ def test_first_start_prints_admin_password_once(tmp_path: Path) -> None:
         stop_service(process)
     assert password not in second_log.read_text()
     assert "created user 'admin'" not in second_log.read_text()
+
+
+def test_receivers_answer_and_healthz_names_the_unregistered_models_while_the_registry_is_down(tmp_path: Path) -> None:
+    """The shipped models had been registered before the receivers started, once: with the tracking server not up
+    yet (compose or systemd start order) the DICOM port stayed closed for about 4.5 minutes while MLflow's client
+    retried, then nothing was ever registered and /healthz said ok. Registration now runs in the background."""
+    from benchmarks.dcmtk import dcmtk
+
+    home, http_port, dicom_port = tmp_path / "var", free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+        "MEDSCREEN_HOME": str(home),
+        "MEDSCREEN_HTTP_PORT": str(http_port),
+        "MEDSCREEN_DICOM_PORT": str(dicom_port),
+        "MEDSCREEN_DICOM_RECEIVERS": "1",
+        "MEDSCREEN_SCORING_WORKERS": "0",
+        "MEDSCREEN_MIN_FREE_DISK_MB": "1",
+        "MEDSCREEN_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+    }
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "medscreen", "serve"], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=stderr)
+    try:
+        deadline = time.monotonic() + 90
+        health = None
+        while time.monotonic() < deadline and health is None:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                health = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1)
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert health is not None, log.read_text()[-3000:]
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        assert any("chest-xray" in p and "not registered yet" in p for p in health.json()["problems"]), health.json()
+        echo = subprocess.run([dcmtk("echoscu"), "-aec", "MEDSCREEN", "127.0.0.1", str(dicom_port)], capture_output=True,
+                              timeout=30)
+        assert echo.returncode == 0, echo.stderr
+    finally:
+        stop_service(process)
