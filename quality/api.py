@@ -256,6 +256,9 @@ def rollback(body: RollbackRequest, session: SessionDep, settings: SettingsDep, 
         )
     except RegistryError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    if previous == current:  # a second rollback: nothing moved or audited
+        return {"task": body.task, "from": previous, "to": current,
+                "detail": f"champion is already v{current}, the version the last promotion replaced: nothing rolled back"}
     return {"task": body.task, "from": previous, "to": current}
 
 

@@ -142,6 +142,10 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
             )
     except RegistryError as exc:
         return _cannot(exc)
+    if previous == current:
+        print(f"{args.task}: champion is already v{current}, the version the last promotion replaced: nothing to roll "
+              "back (a version a rollback withdrew comes back only through `medscreen quality promote`, which runs the gate)")
+        return 0
     print(f"{args.task}: champion {previous} -> {current}")
     return 0
 

@@ -351,12 +351,18 @@ def promote_through_gate(
 def rollback_champion(
     session: Session, tracking_uri: str, task: str, *, actor: str, rules: DeferRules | None = None
 ) -> tuple[str, str]:
-    """Point ``champion`` back at the version the last promotion replaced; returns (from, to)."""
+    """Point ``champion`` back at the version the last promotion replaced; returns (from, to). from == to when the
+    champion already is that version (a second rollback): nothing is moved or audited."""
     champion = alias_version(tracking_uri, task, ModelRole.champion)
     before = alias_version(tracking_uri, task, ModelRole.previous_champion)
     if champion is None or before is None:
         raise RegistryError(f"{task} has no champion and previous champion to roll back between")
     current, previous = champion.version, before.version
+    if current == previous:
+        # A second rollback (a retry, a second team member): the champion already is the version the last promotion
+        # replaced. Nothing is moved or audited; a withdrawn version comes back only through promote_through_gate.
+        log.info("%s: champion is already v%s, the version the last promotion replaced: nothing to roll back", task, current)
+        return current, previous
     record_audit(session, actor, "model.rollback", "model", f"{task}:{previous}", {"task": task, "from": current, "to": previous})
     session.flush()
     # The site's defer rules: the version brought back keeps defer only while its evidence earns it under them.

@@ -164,6 +164,12 @@ def test_gate_refuses_too_few_studies_then_promotes_and_rolls_back(
     assert rolled.json() == {"task": "chest-xray", "from": "4", "to": "3"}
     assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "3"
     assert audit_actions(app) == ["model.promote_refused", "model.promote", "model.rollback"]
+    # A second rollback (a retry) moves nothing and writes no second audit row.
+    again = client.post("/api/quality/rollback", json={"task": "chest-xray"}, headers=engineer)
+    assert again.status_code == 200 and again.json()["from"] == again.json()["to"] == "3"
+    assert "nothing rolled back" in again.json()["detail"]
+    assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "3"
+    assert audit_actions(app) == ["model.promote_refused", "model.promote", "model.rollback"]
 
 
 def test_gate_refuses_a_sensitivity_drop_it_cannot_bound_below_the_margin(
