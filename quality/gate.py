@@ -327,6 +327,10 @@ def promote_through_gate(
     promoted = version_of(tracking_uri, task, version)
     if promoted is None:
         raise RegistryError(f"{task} version {version} is not registered")
+    # Compared with itself it had been "no champion results for <task> to compare version N with".
+    champion = alias_version(tracking_uri, task, ModelRole.champion)
+    if champion is not None and champion.version == promoted.version:
+        raise RegistryError(f"{task} version {version} is already champion")
     decision = evaluate_gate(compare_versions(session, task, version), rules)
     detail = {"task": task, "version": version, "gate": decision.to_dict(), "forced": force and not decision.passed}
     try:

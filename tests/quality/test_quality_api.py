@@ -159,6 +159,9 @@ def test_gate_refuses_too_few_studies_then_promotes_and_rolls_back(
     assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "4"
     assert str(mlflow.get_model_version_by_alias("chest-xray", "previous-champion").version) == "3"
     assert "challenger" not in mlflow.get_registered_model("chest-xray").aliases
+    # The champion promoted again: said so, not "no champion results ... to compare version 4 with"; nothing audited.
+    again = client.post("/api/quality/promote", json={"task": "chest-xray", "version": "4"}, headers=engineer)
+    assert again.status_code == 404 and again.json()["detail"] == "chest-xray version 4 is already champion"
 
     rolled = client.post("/api/quality/rollback", json={"task": "chest-xray"}, headers=engineer)
     assert rolled.json() == {"task": "chest-xray", "from": "4", "to": "3"}
@@ -297,6 +300,9 @@ def test_quality_promote_command_gates_promotes_and_names_the_right(
     out = capsys.readouterr().out
     assert "champion -> version 4 (gate passed)" in out and "steering right: shadow" in out
     assert str(mlflow.get_model_version_by_alias("chest-xray", "champion").version) == "4"
+    assert audit_actions(app) == ["model.promote_refused", "model.promote"]
+    assert main(["quality", "promote", "--task", "chest-xray", "--version", "4", "--actor", "emma"]) == 2
+    assert capsys.readouterr().err.endswith("\ncannot: chest-xray version 4 is already champion\n")
     assert audit_actions(app) == ["model.promote_refused", "model.promote"]
 
 
