@@ -15,7 +15,14 @@ from inference.shipped_models import SHIPPED_MODELS_DIR
 from inference.tables import ScoreResult
 from quality.drift import DriftThresholds, header_drift, score_drift, validation_score_distribution
 from quality.errors import GateRefused, RegistryError
-from quality.gate import GateRules, compare_versions, evaluate_gate, promote_through_gate, rollback_champion
+from quality.gate import (
+    GateRules,
+    compare_versions,
+    evaluate_gate,
+    promote_through_gate,
+    require_known_version,
+    rollback_champion,
+)
 from quality.metrics import (
     compute_metrics,
     load_paired_cases,
@@ -82,6 +89,7 @@ def versions(session: SessionDep, user: QualityUser) -> list[dict[str, Any]]:
 @router.get("/metrics")
 def metrics(
     session: SessionDep,
+    settings: SettingsDep,
     user: QualityUser,
     task: str,
     version: str,
@@ -94,6 +102,12 @@ def metrics(
         float, Query(ge=0.5, le=1.0, description="The sensitivity the suggested site threshold must hold (site_operating_point).")
     ] = DEFAULT_MIN_SENSITIVITY,
 ) -> dict[str, Any]:
+    """404 for a task that is not an imaging task or a version with no results here that is not registered (its
+    figures had been empty, 200)."""
+    try:
+        require_known_version(session, settings.resolved_mlflow_tracking_uri, task, version)
+    except RegistryError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
     cases = load_paired_cases(session, task=task, model_version=version, since=_utc(since), until=_utc(until))
     overall = compute_metrics(cases)
     unscored = cases.unscored_of(task, version)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from quality.errors import RegistryError
+from service.lifecycle import TASKS
 from service.settings import Settings
 from service.utc_instant import UTC_INSTANT_HELP, utc_instant_arg
 
@@ -21,7 +22,7 @@ def add_commands(subparsers: Any) -> None:
     quality.set_defaults(needs_database=True)
     sub = quality.add_subparsers(dest="quality_command", required=True, metavar="ACTION")
     report = sub.add_parser("report", help="write the HTML quality report of a version (and log it to MLflow)")
-    report.add_argument("--task", required=True)
+    report.add_argument("--task", required=True, choices=TASKS)
     report.add_argument("--version", required=True)
     report.add_argument("--since", type=utc_instant_arg, default=None, help=f"studies that arrived at or after this ({UTC_INSTANT_HELP})")
     report.add_argument("--until", type=utc_instant_arg, default=None, help=f"studies that arrived before this ({UTC_INSTANT_HELP})")
@@ -29,18 +30,18 @@ def add_commands(subparsers: Any) -> None:
     report.add_argument("out", type=Path)
     report.set_defaults(func=run_report)
     gate = sub.add_parser("gate", help="compare a challenger with the champion on confirmed studies; exit 1 if it fails")
-    gate.add_argument("--task", required=True)
+    gate.add_argument("--task", required=True, choices=TASKS)
     gate.add_argument("--challenger", required=True)
     gate.add_argument("--champion", default=None)
     gate.set_defaults(func=run_gate)
     promote = sub.add_parser("promote", help="promote a version to champion through the gate (audited)")
-    promote.add_argument("--task", required=True)
+    promote.add_argument("--task", required=True, choices=TASKS)
     promote.add_argument("--version", required=True)
     promote.add_argument("--actor", required=True, help="who promotes (recorded in the audit log)")
     promote.add_argument("--force", action="store_true", help="promote despite a failed gate (audited as forced)")
     promote.set_defaults(func=run_promote)
     rollback = sub.add_parser("rollback", help="point champion back at the version the last promotion replaced (audited)")
-    rollback.add_argument("--task", required=True)
+    rollback.add_argument("--task", required=True, choices=TASKS)
     rollback.add_argument("--actor", required=True)
     rollback.set_defaults(func=run_rollback)
 
@@ -55,12 +56,20 @@ def _sessions(settings: Settings) -> Any:
 def run_report(args: argparse.Namespace, settings: Settings) -> int:
     from inference.shipped_models import SHIPPED_MODELS_DIR
     from quality.api import drift_thresholds, gate_rules
+    from quality.gate import require_known_version
     from quality.metrics import sensitivity_over_read
     from quality.report import ReportQuery, build_report, log_report_to_mlflow, render_report
     from service.db import session_scope, utcnow
 
     now = utcnow()
     with session_scope(_sessions(settings)) as session:
+        # Before anything is written: a version with no results that is not registered (a typo such as "v1") had
+        # a report of "0 confirmed studies", exit 0, and with --mlflow a traceback after the file was written.
+        try:
+            require_known_version(session, settings.resolved_mlflow_tracking_uri, args.task, args.version,
+                                  registered=args.mlflow)
+        except RegistryError as exc:
+            return _cannot(exc)
         report = build_report(
             session,
             ReportQuery(args.task, args.version, args.since, args.until),

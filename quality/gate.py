@@ -25,14 +25,16 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest, norm
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from inference.tables import ScoreResult
 from quality.errors import GateRefused, RegistryError
 from quality.metrics import PairedCase, QualityMetrics, UnscoredReads, compute_metrics, load_paired_cases
 from quality.statistics import design_effect, paired_difference_interval
 from service.audit import record_audit
 from service.errors import SteeringRefused
-from service.lifecycle import ModelRole
+from service.lifecycle import TASKS, ModelRole
 from service.model_registry import (
     alias_version,
     check_steering_earned,
@@ -52,6 +54,7 @@ __all__ = [
     "evaluate_gate",
     "promote_through_gate",
     "rollback_champion",
+    "require_known_version",
 ]
 
 log = logging.getLogger(__name__)
@@ -373,3 +376,19 @@ def rollback_champion(
     roll_back_champion(tracking_uri, task, rules=rules)
     log.info("rolled %s back from v%s to v%s by %s", task, current, previous, actor)
     return current, previous
+
+
+def require_known_version(
+    session: Session, tracking_uri: str, task: str, version: str, *, registered: bool = False
+) -> None:
+    """Refuse (RegistryError) a task that is not an imaging task, or a version with no results here that is not
+    registered (``registered``: it must be registered, results or not). A report or figures of such a version (a
+    typo: ``v1``, ``chest_xray``) had read "0 confirmed studies ... no study ... left unscored by this version"."""
+    if task not in TASKS:
+        raise RegistryError(f"{task} is not a task (one of {', '.join(TASKS)})")
+    if not registered:
+        results = select(ScoreResult.id).where(ScoreResult.task == task, ScoreResult.model_version == version).limit(1)
+        if session.scalar(results) is not None:
+            return
+    if version_of(tracking_uri, task, version) is None:
+        raise RegistryError(f"{task} version {version} is not registered")

@@ -431,3 +431,40 @@ def test_quality_report_command_states_the_read_studies_left_unscored(
            "positive: 5; outside intended use: 2, of them read positive: 1); those figures are over scored studies only." in out
     assert "sensitivity over every read study in intended use (could-not-score positives as missed): 0.500 (5 of 10)" in out
     assert "could not score: 5, of them read positive: 5" in out_file.read_text()
+
+
+def test_a_report_or_figures_of_a_version_or_task_not_registered_are_refused(
+    app: FastAPI, client: TestClient, add_user: AddUser, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    """`quality report --version v1` (or 99, or --task chest_xray) wrote a report of "0 confirmed studies ... No study
+    read by a radiologist was left unscored by this version", exit 0; with --mlflow a traceback after the file was
+    written; /api/quality/metrics answered 200 with empty figures (README review 4, defect 2)."""
+    from medscreen.cli import main
+
+    settings = app.state.settings
+    register_versions(settings.resolved_mlflow_tracking_uri, "chest-xray", 2)
+    monkeypatch.setenv("MEDSCREEN_HOME", str(settings.home))
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", settings.resolved_database_url)
+    monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", settings.resolved_mlflow_tracking_uri)
+    seed_pairs(app, 4)  # results of versions 3 and 4, which the registry does not hold
+    out = tmp_path / "report.html"
+    for version, mlflow in (("v1", False), ("99", False), ("99", True), ("3", True)):
+        assert main(["quality", "report", "--task", "chest-xray", "--version", version, str(out),
+                     *(["--mlflow"] if mlflow else [])]) == 2
+        assert capsys.readouterr().err.endswith(f"\ncannot: chest-xray version {version} is not registered\n")
+        assert not out.exists()
+    with pytest.raises(SystemExit) as usage:
+        main(["quality", "report", "--task", "chest_xray", "--version", "1", str(out)])
+    assert usage.value.code == 2 and "invalid choice: 'chest_xray'" in capsys.readouterr().err
+    # A version with results here, or a registered one with none yet, is reported.
+    for version in ("3", "2"):
+        assert main(["quality", "report", "--task", "chest-xray", "--version", version, str(out)]) == 0 and out.exists()
+
+    quality = add_user("quinn", "quality")
+    for task, version, detail in (("chest-xray", "99", "chest-xray version 99 is not registered"),
+                                  ("chest_xray", "3", "chest_xray is not a task (one of ct-chest, mammography, chest-xray)")):
+        missing = client.get("/api/quality/metrics", params={"task": task, "version": version}, headers=quality)
+        assert missing.status_code == 404 and missing.json()["detail"] == detail
+    for version in ("3", "2"):
+        assert client.get("/api/quality/metrics", params={"task": "chest-xray", "version": version}, headers=quality).status_code == 200
