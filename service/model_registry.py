@@ -268,6 +268,7 @@ def download_version(tracking_uri: str, name: str, version: str, dest: Path, *, 
                 mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(partial))
                 if next(partial.rglob("MLmodel"), None) is None:
                     raise FileNotFoundError(f"{name} v{version}: the download holds no MLmodel")
+                _owner_only_tree(partial)
                 _fsync_tree(partial)
                 partial.rename(dest)
                 _fsync_path(dest.parent)
@@ -285,6 +286,17 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _owner_only_tree(root: Path) -> None:
+    """Every file and folder under ``root`` owner-only, as everything under the home is (``service/file_modes.py``).
+
+    The umask does not reach these: MLflow copies a local store's artifacts with their modes (``shutil.copy2``), so a
+    store written under another umask gave the cache group- and world-readable files."""
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        path.chmod(0o700 if path.is_dir() else path.stat().st_mode & 0o700)
 
 
 def _fsync_tree(root: Path) -> None:

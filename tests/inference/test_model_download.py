@@ -120,6 +120,11 @@ def test_a_download_cut_short_is_never_served_and_the_next_load_downloads_again(
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", real_download)
     restarted = ModelSelector(uri, cache, intra_op_threads=1, refresh_s=0)
     assert restarted.load("chest-xray", "1").version == "1"
+    # The cache is under the home, owner-only like everything there, whatever modes the store's artifacts have
+    # (MLflow copies a local store's files with their modes).
+    # (The folders above the version's are made under the process's umask, 077 in the service.)
+    loose = [p for p in cache.rglob("*") if p.is_file() and p.stat().st_mode & 0o077 and not p.name.endswith(".lock")]
+    assert not loose, loose[:3]
 
 
 def test_a_broken_cache_folder_an_earlier_release_left_is_removed_and_downloaded_again(
