@@ -26,26 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from inference.records import InstanceHeaders
+from service.durable_files import fsync_dir, fsync_file
 
 __all__ = ["Spool", "fsync_file", "fsync_dir", "file_digest"]
 
 log = logging.getLogger(__name__)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def file_digest(path: Path) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from service.durable_files import fsync_dir, fsync_file
 from service.errors import SteeringRefused
 from service.lifecycle import ModelRole, SteeringRight
 from service.steering import DEFAULT_RIGHT, DeferRules, SteeringEvidence, defer_refusals, development_right
@@ -271,21 +272,11 @@ def download_version(tracking_uri: str, name: str, version: str, dest: Path, *, 
                 _owner_only_tree(partial)
                 _fsync_tree(partial)
                 partial.rename(dest)
-                _fsync_path(dest.parent)
+                fsync_dir(dest.parent)
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
     return next(dest.rglob("MLmodel")).parent
-
-
-def _fsync_path(path: Path) -> None:
-    import os
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _owner_only_tree(root: Path) -> None:
@@ -302,9 +293,11 @@ def _owner_only_tree(root: Path) -> None:
 def _fsync_tree(root: Path) -> None:
     """Every file and folder under ``root`` on disk, so that a power cut after the rename leaves no empty file."""
     for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_file() or path.is_dir():
-            _fsync_path(path)
-    _fsync_path(root)
+        if path.is_dir():
+            fsync_dir(path)
+        elif path.is_file():
+            fsync_file(path)
+    fsync_dir(root)
 
 
 # Version tags holding the steering right and the evidence it was granted on.
