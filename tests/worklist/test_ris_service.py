@@ -54,7 +54,9 @@ def _run(tmp_path: Path, medscreen_service: Callable[..., MedscreenService], ris
     service = medscreen_service(
         fhir_push_url=emr.url, fhir_retry_s=1,
         quiet_period_s=1, worklist_recompute_s=0.5, outbox_poll_s=0.3,
-        ris_host="127.0.0.1", ris_port=ris.port, ris_retry_s=1, ris_timeout_s=3,
+        # The ACK wait is generous: the test RIS validates every message strictly (hl7apy, slow on a loaded CI
+        # machine), and an ACK later than the wait is rightly sent again, which this test counts as a repeat.
+        ris_host="127.0.0.1", ris_port=ris.port, ris_retry_s=1, ris_timeout_s=30,
         ris_sending_facility="ST ELSEWHERE", ris_receiving_application="TESTRIS",
     )
     headers = service.token_headers()
