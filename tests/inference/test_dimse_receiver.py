@@ -143,7 +143,7 @@ def test_a_small_instance_onto_a_full_disk_is_answered_0xa700_at_once(
             start = time.monotonic()
             status = assoc.send_c_store(ds)
         assert "Status" in status and status.Status == 0xA700, "Refused: out of resources, not a timeout"
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 10  # the hang it replaced was 30 s; 10 allows a loaded machine
         assert not any(ingestor.spool.incoming.iterdir()), "no partial file stays in incoming"
         # Space returns: the same association goes on and the instance is stored.
         assert assoc.send_c_store(ds).Status == 0x0000
