@@ -17,11 +17,18 @@ from tests.peers import wait_for
 
 VERIFICATION = "1.2.840.10008.1.1"
 MB = 1024 * 1024
+# Bounds that only end a test whose association or connection is never answered or never ended (the faults these
+# tests catch); a passing test waits a fraction of a second, or the idle timeout. A loaded CI machine (three test
+# processes on two cores) can take seconds to answer, so they are generous.
+HANG_S = 30
+# The test peer's own timeouts are longer than any wait: an association must be ended by the receiver, never by the
+# peer giving up (with a 5 s peer timeout, an idle association "was dropped" after 5 s whatever the receiver did).
+PEER_TIMEOUT_S = 2 * HANG_S
 
 
 def _associate(port: int, source: str):
     ae = AE(ae_title="GREEDY")
-    ae.acse_timeout = ae.network_timeout = 5
+    ae.acse_timeout = ae.network_timeout = PEER_TIMEOUT_S
     ae.add_requested_context(VERIFICATION)
     ae.add_requested_context(CTImageStorage)
     return ae.associate("127.0.0.1", port, ae_title="MEDSCREEN", bind_address=(source, 0))
@@ -59,8 +66,8 @@ def test_an_idle_association_is_dropped_after_the_idle_timeout(
         assoc = _associate(sqlite_settings.dicom_port, "127.0.0.1")
         assert assoc.is_established
         started = time.monotonic()
-        wait_for(lambda: not assoc.is_alive(), 15, "the idle association to be dropped")
-        assert time.monotonic() - started < 10
+        wait_for(lambda: not assoc.is_alive(), HANG_S, "the idle association to be dropped")
+        assert time.monotonic() - started < HANG_S  # the receiver's 1.5 s, not the peer's PEER_TIMEOUT_S
         assert assoc.is_aborted or assoc.is_released
     finally:
         server.shutdown()
@@ -90,11 +97,12 @@ def test_a_pdu_declaring_gigabytes_is_aborted_from_its_header(
     server = start_dimse_server(ingestor, "127.0.0.1", sqlite_settings.dicom_port, "MEDSCREEN", [], 262144)
     try:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        with socket.create_connection(("127.0.0.1", sqlite_settings.dicom_port), timeout=5) as bomb:
+        with socket.create_connection(("127.0.0.1", sqlite_settings.dicom_port), timeout=HANG_S) as bomb:
             bomb.sendall(b"\x01\x00" + struct.pack(">I", 0xFFFFFFF0) + b"\x00" * 65536)
             started = time.monotonic()
-            answer = _read_until_closed(bomb, 5)
-            assert time.monotonic() - started < 4, "the receiver must close the connection, not wait for 4 GiB"
+            answer = _read_until_closed(bomb, HANG_S)
+            # Waiting for the rest of 4 GiB would run to HANG_S; closing from the header takes a fraction of that.
+            assert time.monotonic() - started < HANG_S - 5, "the receiver must close the connection, not wait for 4 GiB"
         assert answer[:1] == b"\x07", f"an A-ABORT PDU is expected, got {answer[:10]!r}"
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
         assert grown < 50 * MB, f"the receiver grew by {grown / MB:.0f} MB"
@@ -115,7 +123,7 @@ def test_a_p_data_pdu_over_the_offered_maximum_aborts_the_association(
         raw = assoc.dul.socket.socket
         # One P-DATA-TF declaring 1 GiB, of which only 64 kB come: the header alone must end the association.
         raw.sendall(b"\x04\x00" + struct.pack(">I", 1 << 30) + b"\x00" * 65536)
-        wait_for(lambda: not assoc.is_alive(), 5, "the association to be aborted")
+        wait_for(lambda: not assoc.is_alive(), HANG_S, "the association to be aborted")
         assert assoc.is_aborted
     finally:
         server.shutdown()
@@ -140,7 +148,7 @@ def test_a_message_held_in_memory_past_its_bound_aborts_the_association(
                 raw.sendall(pdu)
             except OSError:
                 break
-        wait_for(lambda: not assoc.is_alive(), 5, "the association to be aborted")
+        wait_for(lambda: not assoc.is_alive(), HANG_S, "the association to be aborted")
         assert assoc.is_aborted
     finally:
         server.shutdown()
