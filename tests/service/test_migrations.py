@@ -111,17 +111,56 @@ def test_two_nodes_migrating_an_empty_database_at_once_both_start(database_url: 
     """Two nodes started at the same moment on an empty PostgreSQL database: one had failed in the first revision
     (UniqueViolation on alembic_version). The first migrator holds its transaction open after creating the version
     table; the second, started then, waits for it and finds the schema current."""
-    created = tmp_path / "created"
+    created, waiting, seen = tmp_path / "created", tmp_path / "waiting", tmp_path / "seen"
+    # The first holds its transaction until the second has asked for the migration lock (a fixed 3 s had been
+    # shorter than the second's interpreter start-up on a loaded machine: it then ran after the first, and the
+    # test passed without the race it is about). On PostgreSQL it holds until the second is seen waiting on a lock;
+    # on SQLite, whose busy wait cannot be seen from outside, for a second more.
     slow = textwrap.dedent(f"""
         import pathlib, time
-        from sqlalchemy import event
+        from sqlalchemy import create_engine, event, text
         from sqlalchemy.engine import Engine
+
+        def _second_waits():
+            deadline = time.monotonic() + 240
+            while not pathlib.Path({str(waiting)!r}).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not pathlib.Path({str(waiting)!r}).exists():
+                return
+            if {database_url!r}.startswith("sqlite"):
+                time.sleep(1)
+                pathlib.Path({str(seen)!r}).touch()
+                return
+            probe = create_engine({database_url!r})
+            query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                         "AND datname = current_database()")
+            with probe.connect() as connection:
+                while time.monotonic() < deadline:
+                    if connection.execute(query).scalar():
+                        pathlib.Path({str(seen)!r}).touch()
+                        break
+                    time.sleep(0.05)
+            probe.dispose()
 
         @event.listens_for(Engine, "after_cursor_execute")
         def _hold(conn, cursor, statement, parameters, context, executemany):
             if statement.lstrip().upper().startswith("CREATE TABLE ALEMBIC_VERSION"):
                 pathlib.Path({str(created)!r}).touch()
-                time.sleep(3)
+                _second_waits()
+
+        from medscreen.schema import migrate_all
+        migrate_all({database_url!r})
+    """)
+    # The second says when it asks for the lock: BEGIN IMMEDIATE on SQLite, the advisory lock on PostgreSQL.
+    second_script = textwrap.dedent(f"""
+        import pathlib
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        @event.listens_for(Engine, "before_cursor_execute")
+        def _asking(conn, cursor, statement, parameters, context, executemany):
+            if statement.lstrip().upper().startswith("BEGIN IMMEDIATE") or "pg_advisory_xact_lock" in statement:
+                pathlib.Path({str(waiting)!r}).touch()
 
         from medscreen.schema import migrate_all
         migrate_all({database_url!r})
@@ -132,12 +171,12 @@ def test_two_nodes_migrating_an_empty_database_at_once_both_start(database_url: 
         while not created.exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert created.exists(), first.stderr.read() if first.stderr else ""
-        second = subprocess.run([sys.executable, "-c", f"from medscreen.schema import migrate_all; migrate_all({database_url!r})"],
-                                capture_output=True, text=True, timeout=300)
+        second = subprocess.run([sys.executable, "-c", second_script], capture_output=True, text=True, timeout=300)
         assert first.wait(timeout=300) == 0
     finally:
         if first.poll() is None:
             first.kill()
+    assert seen.exists(), "the second migrator never waited for the first: the race was not tested"
     assert second.returncode == 0, second.stderr[-2000:]
 
 
