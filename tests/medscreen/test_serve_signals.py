@@ -69,4 +69,4 @@ def test_a_stop_signal_to_the_service_stops_its_processes_gracefully_and_exits_0
     assert "dicom-receiver-0 stopped (exit code 0)" in log
     assert "scoring-worker-0 stopped (exit code 0)" in log
     assert "medscreen stopped" in log
-    wait_for(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 15, "the children to be gone")
+    wait_for(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 60, "the children to be gone")
