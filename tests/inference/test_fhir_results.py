@@ -91,7 +91,7 @@ def test_results_are_pushed_once_in_order_through_an_outage(app: FastAPI) -> Non
     assert take_in_fhir_results(factory) == 0
     retry = RetryPolicy(retry_s=0.0, max_attempts=5)
     with fhir_receiver() as emr:
-        sender = FhirSender(emr.url, token=None, timeout_s=5)
+        sender = FhirSender(emr.url, token=None, timeout_s=30)  # the test EMR validates strictly: slow under load
         emr.answer_status = [503]
         assert dispatch(factory, FHIR_CHANNEL, sender, retry) == 0  # 503: offered again, nothing skipped
         assert dispatch(factory, FHIR_CHANNEL, sender, retry) == 3
@@ -109,13 +109,13 @@ def test_results_are_pushed_once_in_order_through_an_outage(app: FastAPI) -> Non
         assert waiting.attempts == 1 and "EMR" in (waiting.last_error or "")
         waiting.next_attempt_at = utcnow() - timedelta(seconds=1)
     with fhir_receiver() as emr:
-        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=5), retry) == 1
+        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=30), retry) == 1
         assert len(emr.transactions) == 1 and not emr.invalid
         emr.answer_status = [400]
         with session_scope(factory) as session:
             add_result(session, make_study(session), score=0.3)
         take_in_fhir_results(factory)
-        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=5), retry) == 0
+        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=30), retry) == 0
     with session_scope(factory) as session:
         states = [m.state for m in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))]
     assert states == ["sent"] * 4 + ["rejected"]

@@ -52,7 +52,7 @@ def test_flags_are_readable_and_pushed(screening_app: FastAPI, client: TestClien
 
     assert take_in_screening_flags(factory) == 1  # the flagged child only
     with fhir_receiver() as emr:
-        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=5),
+        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=30),
                         RetryPolicy(retry_s=0, max_attempts=3)) == 1
         assert not emr.invalid
         assert emr.transactions == [[f"RiskAssessment/{assessment['id']}", f"Flag/{flag_id}"]]
@@ -191,7 +191,7 @@ def test_a_flag_the_page_retires_is_sent_again_and_read_as_inactive(screening_ap
         first = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).first()
         assert first is not None and newer_of_topic(session, first) is not None  # the active one is never replayed
     with fhir_receiver() as emr:
-        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=5),
+        assert dispatch(factory, FHIR_CHANNEL, FhirSender(emr.url, token=None, timeout_s=30),
                         RetryPolicy(retry_s=0, max_attempts=3)) == 2
         assert not emr.invalid and emr.transactions[-1] == [topic]
         assert emr.resources[topic]["status"] == "inactive" and emr.resources[topic]["code"]["text"]

@@ -41,13 +41,13 @@ def test_a_redirect_waits_for_the_setting_and_an_unreadable_answer_is_a_counted_
     policy = RetryPolicy(retry_s=0, max_attempts=2)
     with app_in_thread(_emr()) as base:
         for _ in range(3):
-            assert dispatch(factory, "fhir", FhirSender(f"{base}/moved/fhir", token=None, timeout_s=5), policy) == 0
+            assert dispatch(factory, "fhir", FhirSender(f"{base}/moved/fhir", token=None, timeout_s=30), policy) == 0
         with session_scope(factory) as session:
             messages = list(session.query(OutboxMessage).order_by(OutboxMessage.id))
             assert [m.state for m in messages] == [OutboxState.pending, OutboxState.pending]  # waiting, in order
             assert "redirecting to https://emr.example/fhir: set MEDSCREEN_FHIR_PUSH_URL" in str(messages[0].last_error)
         for _ in range(2):
-            assert dispatch(factory, "fhir", FhirSender(f"{base}/garbled/fhir", token=None, timeout_s=5), policy) == 0
+            assert dispatch(factory, "fhir", FhirSender(f"{base}/garbled/fhir", token=None, timeout_s=30), policy) == 0
         with session_scope(factory) as session:
             first = session.query(OutboxMessage).order_by(OutboxMessage.id).first()
             assert first is not None and first.state == OutboxState.rejected and first.attempts == 4

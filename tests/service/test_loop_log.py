@@ -64,7 +64,7 @@ class _Outage:
         self.down = False
 
 
-def _until(condition: Callable[[], bool], deadline_s: float = 10.0) -> None:
+def _until(condition: Callable[[], bool], deadline_s: float = 60.0) -> None:  # bounds a hang only
     end = time.monotonic() + deadline_s
     while not condition():
         assert time.monotonic() < end, "timed out"
