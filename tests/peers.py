@@ -250,10 +250,16 @@ CHROMIUM_FLAGS = [
 
 
 def playwright_or_skip() -> Any:
-    """Playwright's sync API, or a skip with the reason when Chromium or Playwright is missing."""
+    """Playwright's sync API, or a skip with the reason when Chromium or Playwright is missing.
+
+    Its ``expect`` waits up to 30 s instead of Playwright's default of 5 s: on a loaded CI machine (three test
+    processes, Chromium and a server on two cores) a page can take seconds to fetch and draw an answer. A longer
+    bound costs nothing where the expectation holds: ``expect`` returns as soon as it does."""
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (make test installs it)")
-    return pytest.importorskip("playwright.sync_api")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api.expect.set_options(timeout=30_000)
+    return sync_api
 
 
 def launch_chromium(playwright: Any) -> Any:

@@ -118,9 +118,7 @@ def test_radiologist_claims_and_reads_the_top_positive_study(running_service: Ru
             with session_scope(service.session_factory) as session:  # type: ignore[arg-type]
                 study = session.scalar(select(Study).where(Study.study_instance_uid == uids["waiting"]))
                 add_result(session, study, score=0.88)
-            sync_api.expect(page.locator(f"{rows}[data-uid='{uids['waiting']}']")).to_have_attribute(
-                "data-tier", "positive", timeout=15000
-            )
+            sync_api.expect(page.locator(f"{rows}[data-uid='{uids['waiting']}']")).to_have_attribute("data-tier", "positive")
             order = page.eval_on_selector_all(rows, "trs => trs.map(tr => tr.dataset.uid)")
             assert order[:2] == [uids["pos2"], uids["waiting"]]
         finally:
