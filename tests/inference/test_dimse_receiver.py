@@ -134,7 +134,9 @@ def test_a_small_instance_onto_a_full_disk_is_answered_0xa700_at_once(
     server = start_dimse_server(ingestor, "127.0.0.1", sqlite_settings.dicom_port, "MEDSCREEN", [], 262144)
     try:
         ae = AE(ae_title="PACS")
-        ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 5
+        # Above the 10 s bound below (a 5 s peer timeout ended a slow answer first, as an empty status), below the
+        # 30 s hang the test is about.
+        ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 20
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
         assoc = ae.associate("127.0.0.1", sqlite_settings.dicom_port, ae_title="MEDSCREEN")
         assert assoc.is_established

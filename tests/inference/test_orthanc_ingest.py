@@ -26,6 +26,10 @@ from tests.peers import (
 pytestmark = [pytest.mark.integration, requires_dcmtk]
 
 EXPECTED_TASKS = {"CT": "ct-chest", "MG": "mammography"}
+# A quiet period no test run reaches: every study must be completed by Orthanc's count. (It had been 30 s, with a
+# 25 s wait for every study routed, which a loaded CI machine storing the shared CT series can overrun.)
+QUIET_S = 3600
+ROUTED_S = 240  # bounds a hang only
 
 
 def study_files() -> list[Path]:
@@ -85,7 +89,7 @@ def test_orthanc_cstore_to_medscreen_with_cfind_completeness(
     # register medscreen as a modality over Orthanc's REST API.
     orthanc = orthanc_factory()
     service = medscreen_service(
-        quiet_period_s=30, pacs_ae_title="ORTHANC", pacs_host="127.0.0.1", pacs_port=orthanc.dicom_port
+        quiet_period_s=QUIET_S, pacs_ae_title="ORTHANC", pacs_host="127.0.0.1", pacs_port=orthanc.dicom_port
     )
     orthanc.client.put(
         "/modalities/medscreen", json={"AET": "MEDSCREEN", "Host": "127.0.0.1", "Port": service.dicom_port}
@@ -96,15 +100,17 @@ def test_orthanc_cstore_to_medscreen_with_cfind_completeness(
     orthanc.store_to("medscreen", study_ids)
 
     headers = service.token_headers()
-    # The quiet period is 30 s; Orthanc's C-FIND count must complete every study well before it.
-    items = wait_for(lambda: _all_settled(service, headers, len(study_ids)), 25, "every study routed")
+    # Orthanc's C-FIND count must complete every study long before the quiet period.
+    items = wait_for(lambda: _all_settled(service, headers, len(study_ids)), ROUTED_S, "every study routed")
     assert sum(int(i["instance_count"]) for i in items) == distinct_instances(files)
     _check_routes(service, headers, items)
     ct = next(i for i in items if i["modality"] == "CT")
     timeline = service.study(headers, str(ct["study_instance_uid"]))["timeline"]
     complete = next(e for e in timeline if e["kind"] == "complete")
     assert complete["detail"]["reason"] == "pacs-count"
-    assert complete["detail"]["delay_after_last_instance_s"] < 10
+    # Seconds after the last instance (a poll every 0.2 s, then Orthanc's answer), not the quiet period's hour; the
+    # bound allows for a loaded machine.
+    assert complete["detail"]["delay_after_last_instance_s"] < 60
 
 
 @pytest.mark.skipif(not DICOMWEB_PLUGIN.exists(), reason="Debian's orthanc-dicomweb is not installed (make test installs it)")
@@ -113,7 +119,7 @@ def test_orthanc_stow_rs_to_medscreen_with_qido_completeness(
 ) -> None:
     # Orthanc's QIDO-RS is the completeness signal, so Orthanc starts first (without the STOW target)...
     pacs = orthanc_factory(dicomweb_servers={})
-    service = medscreen_service(quiet_period_s=30, pacs_qido_url=pacs.dicomweb_url)
+    service = medscreen_service(quiet_period_s=QUIET_S, pacs_qido_url=pacs.dicomweb_url)
     headers = service.token_headers()
     # ...and the STOW-RS target is registered once medscreen is up, with a real login token.
     pacs.client.put(
@@ -125,7 +131,7 @@ def test_orthanc_stow_rs_to_medscreen_with_qido_completeness(
     study_ids = pacs.upload(files)
     pacs.stow_to("medscreen", study_ids)
 
-    items = wait_for(lambda: _all_settled(service, headers, len(study_ids)), 25, "every study routed")
+    items = wait_for(lambda: _all_settled(service, headers, len(study_ids)), ROUTED_S, "every study routed")
     assert sum(int(i["instance_count"]) for i in items) == distinct_instances(files)
     _check_routes(service, headers, items)
     reasons = {

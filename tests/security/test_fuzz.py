@@ -78,7 +78,7 @@ def _fuzz(
     stow = send_stow(service.url, headers, [m.path for m in mutants[:half] if m.path not in dimse] + [m.path for m in mutants[half:]])
 
     # Alive and answering, on both edges.
-    assert httpx.get(f"{service.url}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{service.url}/healthz", timeout=60).status_code == 200  # bounds a hang only
     assert service.dicom_ready()
     assert all(code in (200, 202, 409) for code in stow), stow
     # Nothing acknowledged before was changed or lost; new files only where they belong.
@@ -86,7 +86,7 @@ def _fuzz(
     changed = [p for p, digest in stored.items() if after.get(p) != digest]
     assert not changed, f"{len(changed)} stored files changed or vanished: {changed[:3]}"
     assert not _outside_allowed(service.home, before)
-    wait_for(lambda: not any((service.home / "spool" / "incoming").iterdir()), 30, "spool/incoming to be empty")
+    wait_for(lambda: not any((service.home / "spool" / "incoming").iterdir()), 120, "spool/incoming to be empty")
     peaks = process_group_peak_rss(pgid)
     assert peaks and max(peaks.values()) < MEMORY_BOUND, {pid: f"{rss / MB:.0f} MB" for pid, rss in peaks.items()}
     # Every file the service created is owner-only.

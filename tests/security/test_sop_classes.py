@@ -101,5 +101,7 @@ def test_an_empty_data_set_is_answered_at_once(
         assert assoc.send_c_store(CT).Status == 0x0000
     finally:
         assoc.release()
-    assert elapsed < 5, f"the answer took {elapsed:.1f} s"
+    # At once (a fraction of a second), not after waiting for a data set that never comes: that runs into the peer's
+    # 20 s timeout. 15 s leaves room for a loaded machine.
+    assert elapsed < 15, f"the answer took {elapsed:.1f} s"
     assert not any(ingestor.spool.incoming.iterdir())
