@@ -69,10 +69,12 @@ class CompletenessMonitor:
     def _complete_if_due(self, session: Session, study: Study, now: datetime) -> StudyComplete | None:
         quiet = self.settings.quiet_period_for(study.modality)
         waited = (now - study.last_received_at).total_seconds()
-        # A last instance "after" now: the clock stepped back since (NTP correcting a clock that ran fast, a VM
-        # restored from a snapshot). The time since is unknown but not negative: counted as elapsed, where waiting
-        # for the wall clock to catch up held the study in receiving for the length of the step.
-        if waited >= quiet or waited < 0:
+        # A last instance more than a quiet period "after" now: the clock stepped back since (NTP correcting a clock
+        # that ran fast, a VM restored from a snapshot). The time since is unknown: counted as elapsed, where waiting
+        # for the wall clock to catch up held the study in receiving for the length of the step. A smaller negative
+        # wait is an instance that arrived while this pass ran (or a small step): nothing has elapsed yet. Counting
+        # it as elapsed completed a study mid-transfer and routed it with part of its instances.
+        if waited >= quiet or waited < -quiet:
             doubt = self._incompleteness(study)
             extra = {"possibly_incomplete": doubt} if doubt else {}
             return mark_complete(session, study, reason="quiet-period", now=now, quiet_period_s=quiet, **extra)
@@ -82,7 +84,6 @@ class CompletenessMonitor:
         return mark_complete(session, study, reason="pacs-count", now=now, pacs_instance_count=expected)
 
     def complete_quiet_studies(self, now: datetime | None = None) -> list[StudyComplete]:
-        now = now or utcnow()
         completed: list[StudyComplete] = []
         with session_scope(self.session_factory) as session:
             receiving = session.execute(select(Study).where(Study.status == StudyStatus.receiving)).scalars().all()
@@ -92,7 +93,9 @@ class CompletenessMonitor:
                     # A savepoint per study: one study's failure (a counter, a database error) undoes only its
                     # own changes; it stays receiving and is looked at again in the next pass.
                     with session.begin_nested():
-                        done = self._complete_if_due(session, study, now)
+                        # The time is read after the study: an instance that arrived after the pass began is then
+                        # not "in the future" of a time taken before it.
+                        done = self._complete_if_due(session, study, now or utcnow())
                 except Exception:  # noqa: BLE001 - logged; the other studies of the pass must still complete
                     log.exception("study %d: completeness check failed; checked again in the next pass", study_id)
                     continue

@@ -140,6 +140,20 @@ def test_a_backward_clock_step_does_not_hold_a_study_in_receiving(sqlite_setting
     assert [c.reason for c in completed] == ["quiet-period"] and _study(ingestor).status == "complete"
 
 
+def test_an_instance_arriving_during_a_pass_does_not_complete_its_study(sqlite_settings: Settings) -> None:
+    """Review 5 (flakes): a pass took its time before reading the studies; an instance stored in between was "after"
+    that time, the clock-step rule counted the quiet period as elapsed, and the study was routed mid-transfer
+    (Orthanc's STOW-RS test completed a study by 'quiet-period' with part of its instances)."""
+    ingestor = build_ingestor(sqlite_settings.model_copy(update={"quiet_period_s": 10.0}))
+    ingestor.accept_file(_copy(ingestor, CT[0]), source="dimse")
+    monitor = _monitor(ingestor)
+    last = _study(ingestor).last_received_at
+    assert monitor.complete_quiet_studies(now=last - timedelta(seconds=0.5)) == []
+    assert monitor.complete_quiet_studies(now=last - timedelta(seconds=9)) == []  # a step smaller than the quiet period
+    assert monitor.complete_quiet_studies() == []  # the pass's own time, read after the study
+    assert _study(ingestor).status == "receiving"
+
+
 def test_refused_instance_is_quarantined_with_its_reason(ingestor: InstanceIngestor) -> None:
     with pytest.raises(MissingAttribute):
         ingestor.accept_file(
