@@ -2,8 +2,10 @@
 application/dicom with each spooled file's bytes as received.
 
 Who may retrieve: ``sender`` (the STOW-RS role; a remote ``medscreen worker`` logs in with such a machine
-account to fetch the studies it scores) and ``ml-engineer`` (admin implied). Each retrieval is audited.
-medscreen is not an archive: an instance whose spooled file retention removed is gone (404).
+account to fetch the studies it scores), admin implied. The files are the instances as received, patient name, ID,
+birth date and accession in their headers, so ``ml-engineer``, which reads studies without patient identity
+(README, roles), is refused with a 403 that says so. Each retrieval is audited. medscreen is not an archive: an
+instance whose spooled file retention removed is gone (404).
 """
 
 from __future__ import annotations
@@ -19,13 +21,30 @@ from sqlalchemy import select
 
 from inference.tables import Instance, Series, Study
 from service.audit import record_audit
-from service.auth import AuthenticatedUser, Role, require_role
+from service.auth import AuthenticatedUser, CurrentUser, Role
 from service.deps import SessionDep
 
 __all__ = ["router", "instance_url"]
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
-Retriever = Annotated[AuthenticatedUser, Depends(require_role(Role.sender, Role.ml_engineer))]
+
+# Said to an ml-engineer: the role had been let through and read every patient's name and ID in the headers while
+# GET /api/studies/{uid} nulled them for it.
+IDENTIFIED_INSTANCES = (
+    "WADO-RS answers the instances as received, with the patient's name, ID, birth date and accession number in "
+    "their headers; role ml-engineer reads studies without patient identity (GET /api/studies/{uid}). Needs role sender"
+)
+
+
+def _retriever(user: CurrentUser) -> AuthenticatedUser:
+    if user.has_role(Role.sender):
+        return user
+    if Role.ml_engineer in user.roles:
+        raise HTTPException(403, detail=IDENTIFIED_INSTANCES)
+    raise HTTPException(403, detail=f"needs role {Role.sender}")
+
+
+Retriever = Annotated[AuthenticatedUser, Depends(_retriever)]
 
 _CHUNK = 1024 * 1024
 

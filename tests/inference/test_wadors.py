@@ -46,11 +46,28 @@ def test_retrieve_url_of_stow_gives_back_the_instance_as_sent(client: TestClient
     url = stored[0]["00081190"]["Value"][0].rsplit("/", 1)[0] + "/1.2.3"
     assert client.get(url, headers=sender).status_code == 404
 
-    engineer = add_user("mle", "ml-engineer")
-    assert client.get(f"/dicomweb/studies/{LIDC_STUDY}", headers=engineer).status_code == 200
     admin = add_user("root", "admin")
+    assert client.get(f"/dicomweb/studies/{LIDC_STUDY}", headers=admin).status_code == 200
     audit = client.get("/api/audit", params={"limit": 100}, headers=admin).json()
-    items = audit["items"] if isinstance(audit, dict) else audit
-    actions = [(e["actor"], e["action"]) for e in items]
-    assert actions.count(("pacs-sender", "instance.retrieve")) == 3
-    assert ("pacs-sender", "study.retrieve") in actions and ("mle", "study.retrieve") in actions
+    actions = [(e["actor"], e["action"], e["subject_id"]) for e in audit["items"]]
+    assert actions.count(("pacs-sender", "instance.retrieve", LIDC_STUDY)) == 3
+    assert ("pacs-sender", "study.retrieve", LIDC_STUDY) in actions
+    assert ("root", "study.retrieve", LIDC_STUDY) in actions
+
+
+def test_an_ml_engineer_gets_no_identified_instances(client: TestClient, add_user: AddUser) -> None:
+    """The instances carry the patient's name and ID in their headers, which GET /api/studies/{uid} nulls for the
+    role: WADO-RS had answered an ml-engineer the study as received."""
+    sender = add_user("pacs-sender", "sender")
+    stored = post(client, sender, *CT).json()["00081199"]["Value"]
+    engineer = add_user("mle", "ml-engineer")
+    for url in (f"/dicomweb/studies/{LIDC_STUDY}", stored[0]["00081190"]["Value"][0]):
+        refused = client.get(url, headers=engineer)
+        assert refused.status_code == 403, refused.text
+        assert "without patient identity" in refused.json()["detail"] and b"LIDC-IDRI" not in refused.content
+    study = client.get(f"/api/studies/{LIDC_STUDY}", headers=engineer).json()
+    assert study["patient_id"] is None and study["instance_count"] == len(CT), "the identity-free view stays open"
+    admin = add_user("root", "admin")
+    audit = client.get("/api/audit", params={"actor": "mle"}, headers=admin).json()
+    actions = {e["action"] for e in audit["items"]}
+    assert actions == {"auth.login", "study.view"}, "nothing retrieved, nothing audited as retrieved"
