@@ -184,3 +184,95 @@ def test_log_lines_are_stamped_in_utc_and_say_so() -> None:
     assert match is not None, line
     stamped = datetime.fromisoformat(match.group(1)).replace(tzinfo=UTC)
     assert abs((stamped - before).total_seconds()) < 60, "the stamp is the UTC time, not New York's"
+
+
+# What a receiver, a scoring worker, the FHIR feeds and the HTTP side log, in a process configured at DEBUG as an
+# operator sets MEDSCREEN_LOG_LEVEL=DEBUG: the identity-bearing libraries' own code, the real access-log call.
+_AT_DEBUG = """
+import logging, sys, warnings
+from pathlib import Path
+import httpx
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataelem import DataElement
+from medscreen.logging_config import configure_logging
+from inference.instance_headers import read_instance_headers
+from inference.scorers import TaskScore
+from inference.writeback import ResultToWrite, build_sr
+
+configure_logging("DEBUG")
+source, work = Path(sys.argv[1]), Path(sys.argv[2])
+ds = dcmread(source)
+ds.PatientName, ds.PatientID, ds.AccessionNumber = "Leakname^Secret", "PIDLEAK4242", "ACCLEAK77"
+received = dcmread(source)
+received["PatientBirthDate"] = DataElement(0x00100030, "DA", "03.12.2019")  # a German modality's date: not DICOM's
+received.save_as(work / "received.dcm")
+read_instance_headers(work / "received.dcm")  # pydicom warns, quoting the value
+scored = TaskScore(0.72, {"kind": "heatmap", "point": [40.0, 60.0]}, ds, np.linspace(0, 1, 64).reshape(8, 8), np.full((64, 64), 0.5))
+build_sr(ResultToWrite("chest-xray", "chest-xray", "1", "run-1", 0.6, "positive", scored, None),
+         series_instance_uid="1.2.826.0.1.3680043.8.498.77.1")  # highdicom names the source's UIDs
+emr = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, json={})))
+emr.get("http://emr.invalid/fhir/Patient/case-leak-7")  # httpx logs each request's URL
+access = logging.getLogger("uvicorn.access")
+for target in (f"/api/worklist/{ds.StudyInstanceUID}", "/api/worklist/ACCLEAK77", "/fhir/RiskAssessment/case-leak-7",
+               "/api/studies/PIDLEAK4242/rescore", "/fhir/RiskAssessment?subject=Patient/case-leak-7"):
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", target, "1.1", 200)
+logging.getLogger("inference.ingest").debug("medscreen's own debug line")
+"""
+
+
+def test_at_debug_the_log_names_no_patient_and_no_study(tmp_path) -> None:
+    """MEDSCREEN_LOG_LEVEL=DEBUG had skipped every redaction: the access log wrote paths and queries in clear,
+    pynetdicom and highdicom wrote UIDs, httpx the EMR's Patient URLs, pydicom quoted header values."""
+    import subprocess
+    import sys
+
+    from pydicom import dcmread
+
+    from tests.inference.conftest import INFERENCE_FIXTURES
+
+    source = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
+    header = dcmread(source, stop_before_pixels=True)
+    done = subprocess.run([sys.executable, "-c", _AT_DEBUG, str(source), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "DEBUG MainProcess inference.ingest: medscreen's own debug line" in done.stderr, "DEBUG is on for medscreen"
+    assert "/api/worklist/uid:" in done.stderr and "/fhir/RiskAssessment?subject=Patient/" in done.stderr
+    for value in ("Leakname", "PIDLEAK4242", "ACCLEAK77", "03.12.2019", "case-leak-7", header.StudyInstanceUID,
+                  header.SOPInstanceUID, header.SeriesInstanceUID):
+        assert value not in done.stderr, value
+
+
+def test_access_log_paths_keep_route_words_and_digest_every_other_segment() -> None:
+    from medscreen.logging_config import redact_request_target
+    from service.audit import subject_digest
+
+    assert redact_request_target("/api/worklist/ACC123/claim") == f"/api/worklist/{subject_digest('ACC123')}/claim"
+    assert redact_request_target(f"/api/studies/{STUDY}") == f"/api/studies/uid:{subject_digest(STUDY)}"
+    assert redact_request_target("/fhir/RiskAssessment/case%207") == f"/fhir/RiskAssessment/{subject_digest('case 7')}"
+    assert "2256329130905364" not in redact_request_target("/api/patients/2256329130905364"), "a path no route has"
+    # What medscreen makes itself names no one: row numbers where a route takes one, its FHIR ids, the pages' files.
+    for plain in ("/api/jobs/17/replay", "/api/outbox/3/replay", "/api/screening/flags/12/outcome",
+                  "/fhir/RiskAssessment/medscreen-ra-12", "/fhir/Observation/medscreen-obs-4-call",
+                  "/worklist/static/worklist.js", "/docs", "/healthz", "/api/worklist?claimed=mine&limit=50", "/"):
+        assert redact_request_target(plain) == plain
+    assert "rita" not in redact_request_target("/api/auth/unlock/rita")
+    assert redact_request_target("/api/studies?patient=PID9&limit=5") == f"/api/studies?patient={subject_digest('PID9')}&limit=5"
+
+
+def test_the_plain_path_segments_are_the_words_of_the_apps_routes(tmp_path) -> None:
+    """A route added with a new word would have that word logged as a digest; a word no route has left in the set."""
+    import re
+
+    from medscreen.app import create_app
+    from medscreen.logging_config import PLAIN_PATH_SEGMENTS
+    from service.settings import Settings
+
+    app = create_app(Settings(home=tmp_path / "var"))
+    paths = set()
+    for route in app.routes:
+        contexts = route.effective_route_contexts() if hasattr(route, "effective_route_contexts") else [route]
+        paths.update(context.path for context in contexts)
+    app.state.engine.dispose()
+    assert "/api/worklist/{study_uid}/claim" in paths
+    words = {segment for path in paths for segment in path.split("/") if segment and not re.fullmatch(r"\{.*\}", segment)}
+    assert words == PLAIN_PATH_SEGMENTS
