@@ -36,6 +36,8 @@ class ImageArray:
     spacing_mm: tuple[float, float] | None = None
     # True when a VOI LUT or window from the file has already been applied (pixels are display values).
     voi_applied: bool = False
+    # True where a pixel is padding, not image (DICOM Pixel Padding Value); None when nothing is padding.
+    padding: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ def dicom_to_array(ds: Any, *, apply_voi: bool = True, frame: int = 0) -> ImageA
     """Pixel data of a pydicom dataset as float32 physical values, display-oriented.
 
     Order follows PS3.3 C.11: modality LUT (rescale slope/intercept) then VOI LUT/window, then
-    MONOCHROME1 is inverted so that bright always means dense in the model's input.
+    MONOCHROME1 is inverted so that bright always means dense in the model's input. Pixels the header
+    declares padding (Pixel Padding Value, up to Pixel Padding Range Limit) are marked in ``padding``.
     """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
@@ -91,6 +94,8 @@ def dicom_to_array(ds: Any, *, apply_voi: bool = True, frame: int = 0) -> ImageA
         raw = _grey_of_colour(raw, ds)
     if raw.ndim != 2:
         raise UnsupportedImage(f"pixel array has shape {raw.shape}")
+    # Padding is declared in stored values (PS3.3 C.7.5.1.1.2), so it is found before any LUT; colour has none.
+    padding = None if colour else _padding_mask(raw, ds)
     # A header pydicom's LUT functions cannot use (an empty RescaleSlope, a window centre without a width, a broken
     # LUT) is bad input, said as such: it had escaped as a TypeError, which stopped `medscreen score` and made the
     # service retry the job until it was dead-lettered.
@@ -107,8 +112,28 @@ def dicom_to_array(ds: Any, *, apply_voi: bool = True, frame: int = 0) -> ImageA
     except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError) as exc:
         raise UnreadableImage(f"the modality or VOI LUT of the header cannot be applied: {type(exc).__name__}: {exc}") from exc
     if not colour and getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-        values = values.max() + values.min() - values
-    return ImageArray(values, _pixel_spacing(ds), voi_applied)
+        image = values if padding is None else values[~padding]
+        values = (image.max() + image.min() - values) if image.size else values
+    return ImageArray(values, _pixel_spacing(ds), voi_applied, padding)
+
+
+def _padding_mask(raw: np.ndarray, ds: Any) -> np.ndarray | None:
+    """True where the stored value is Pixel Padding Value (or between it and Pixel Padding Range Limit, inclusive);
+    None when the header declares no padding or no pixel is padding."""
+    if ds.get("PixelPaddingValue") in (None, b"", ""):
+        return None
+    bounds = []
+    for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
+        value = ds.get(keyword)
+        if value in (None, b"", ""):
+            continue
+        try:
+            bounds.append(float(value))
+        except (TypeError, ValueError) as exc:
+            raise UnreadableImage(f"{keyword} {value!r} is not one number") from exc
+    low, high = min(bounds), max(bounds)
+    padding = (raw >= low) & (raw <= high)
+    return padding if padding.any() else None
 
 
 def _check_rescale(ds: Any) -> None:
@@ -189,9 +214,13 @@ def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
     return np.clip((values.astype(np.float32) - low) / float(width), 0.0, 1.0)
 
 
-def percentile_rescale(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Map the [low, high] percentiles to [0, 1]: makes JPEG exports and raw DICOM look alike to a model."""
-    lo, hi = np.percentile(values, [low, high])
+def percentile_rescale(
+    values: np.ndarray, low: float = 0.5, high: float = 99.5, *, where: np.ndarray | None = None
+) -> np.ndarray:
+    """Map the [low, high] percentiles to [0, 1]: makes JPEG exports and raw DICOM look alike to a model.
+
+    ``where``: the pixels the percentiles are taken over (all when None)."""
+    lo, hi = np.percentile(values if where is None else values[where], [low, high])
     if hi <= lo:
         return np.zeros_like(values, dtype=np.float32)
     return np.clip((values.astype(np.float32) - lo) / float(hi - lo), 0.0, 1.0)
@@ -208,15 +237,45 @@ def resize(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def prepare_image(image: ImageArray, spec: PreprocessSpec) -> np.ndarray:
-    """The model input for one image: float32 [1, 1, rows, cols] in [0, 1]."""
-    # Resize first: percentiles of a 3000x3000 DR image cost more than the model itself.
-    small = resize(image.pixels, spec.size)
-    if spec.window is not None:
-        scaled = apply_window(small, *spec.window)
+    """The model input for one image: float32 [1, 1, rows, cols] in [0, 1]; padding is background (0)."""
+    if image.padding is not None and image.padding.any():
+        scaled = _rescale_padded(image.pixels, image.padding, spec)
     else:
-        scaled = percentile_rescale(small, *spec.percentiles)
+        # Resize first: percentiles of a 3000x3000 DR image cost more than the model itself.
+        small = resize(image.pixels, spec.size)
+        if spec.window is not None:
+            scaled = apply_window(small, *spec.window)
+        else:
+            scaled = percentile_rescale(small, *spec.percentiles)
     if spec.extra.get("mask") == "breast":
         from datasets.breast_mask import apply_breast_mask
 
         scaled = apply_breast_mask(scaled)
     return scaled[None, None].astype(np.float32)
+
+
+def _rescale_padded(pixels: np.ndarray, padding: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """:func:`prepare_image`'s rescale of an image with padding: the percentiles are of the image alone, and an input
+    pixel that is mostly padding is background.
+
+    A detector's high-value border (CR, DX and MG systems pad a collimated film so) had set the upper percentile,
+    which dimmed the whole film: a pneumonia film scored 0.9985 fell to 0.14 once a padded border was added (review 5).
+    """
+    image = pixels[~padding]
+    if image.size == 0:
+        return np.zeros(spec.size, dtype=np.float32)
+    # Padding is filled with a value the rescale maps to background before the resize averages it with the film's
+    # edge, so that the edge fades to background and not toward the padding value.
+    fill = spec.window[0] - spec.window[1] / 2.0 if spec.window is not None else float(image.min())
+    small = resize(np.where(padding, np.float32(fill), pixels.astype(np.float32)), spec.size)
+    share = resize(padding.astype(np.float32), spec.size)  # how much of each input pixel is padding
+    if spec.window is not None:
+        scaled = apply_window(small, *spec.window)
+    else:
+        where = share <= 0.0
+        if not where.any():
+            where = share < 0.5
+        if not where.any():
+            return np.zeros(spec.size, dtype=np.float32)
+        scaled = percentile_rescale(small, *spec.percentiles, where=where)
+    return np.where(share >= 0.5, np.float32(0.0), scaled).astype(np.float32)
