@@ -21,6 +21,7 @@ from datasets.preprocess import PreprocessSpec, prepare_image
 from inference.assemble import ct_series, decode, frontal_radiographs, mammography_views
 from inference.champions import LoadedModel
 from inference.errors import CouldNotScore
+from inference.film_orientation import frontal_mirror_axes, mirrored
 from inference.intended_use import check_intended_use
 from service.lifecycle import Task
 from service.settings import DEFAULT_MAX_STUDY_DECODED_MB
@@ -44,7 +45,9 @@ class TaskScore:
     localisation: dict[str, Any]
     source: Any  # the dataset the localisation refers to (for the SR region and the heat-map overlay)
     heatmap: np.ndarray | None = field(default=None, repr=False)  # [rows, cols] in [0, 1] over the model input
-    image: np.ndarray | None = field(default=None, repr=False)  # the model's input image [rows, cols] in [0, 1]
+    # The model's input image [rows, cols] in [0, 1], and the heat-map, in the stored image's orientation (a mirrored
+    # film is turned for the model and its outputs turned back, so that they lie on the stored pixels).
+    image: np.ndarray | None = field(default=None, repr=False)
     # Every image scored on its own (each mammography view, the top CT candidates' slices), best first.
     regions: list[RegionScore] = field(default_factory=list)
 
@@ -74,9 +77,14 @@ def _candidate_marker(shape: tuple[int, int], row: float, col: float, radius_px:
 
 
 def _image_score(model: LoadedModel, ds: Any, *, lungs: bool = False) -> TaskScore:
-    """One image scored; ``lungs``: the heat-map is kept to the lung fields (``datasets.lung_fields``)."""
+    """One image scored; ``lungs``: a frontal chest film, turned to ``L\\F`` (``inference.film_orientation``) for the
+    model, its heat-map kept to the lung fields (``datasets.lung_fields``)."""
     spec = PreprocessSpec.from_dict(model.bundle["preprocess"])
-    image = prepare_image(decode(ds, apply_voi=True), spec)
+    # A film stored mirrored (rows toward the patient's right) had been scored as stored: the chest model learnt the
+    # heart on the viewer's right, and 7 of 20 mirrored films moved by more than 0.05. A mammogram is not turned: its
+    # networks learnt both breasts' sides (flip augmentation) and its map finds the chest wall from the tissue.
+    axes = frontal_mirror_axes(ds) if lungs else ()
+    image = prepare_image(mirrored(decode(ds, apply_voi=True), axes), spec)
     outputs = model.run(image)
     score = float(_score_of(model, outputs)[0])
     extra: dict[str, Any] = {}
@@ -104,20 +112,28 @@ def _image_score(model: LoadedModel, ds: Any, *, lungs: bool = False) -> TaskSco
             extra["organ_mask"] = tissue.method
             extra["heatmap_map"] = variant
         row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+        peak_value = float(values[row, col])
+        if axes:
+            # The peak is found where the model looked, then taken to the stored pixels with the map (a plateau's
+            # first cell, found on the stored map, would be another of its cells).
+            heatmap = np.ascontiguousarray(np.flip(heatmap, axes))
+            row = heatmap.shape[0] - 1 - row if 0 in axes else row
+            col = heatmap.shape[1] - 1 - col if 1 in axes else col
         rows, cols = int(ds.Rows), int(ds.Columns)
         localisation = {
             "kind": "heatmap",
             "sop_instance_uid": str(ds.SOPInstanceUID),
             "grid": [int(grid[0]), int(grid[1])],
             "peak_cell": [int(row * grid[0] // heatmap.shape[0]), int(col * grid[1] // heatmap.shape[1])],
-            "peak_value": float(values[row, col]),
+            "peak_value": peak_value,
             # Centre of the hottest cell (pixel of the interpolated map) in the source image's pixel
             # coordinates (column, row).
             "point": [float((col + 0.5) * cols / heatmap.shape[1]), float((row + 0.5) * rows / heatmap.shape[0])],
         }
     localisation.update(extra)
     region = RegionScore(ds, localisation.get("point"), score)
-    return TaskScore(score, localisation, ds, heatmap, image[0, 0], [region])
+    shown = np.ascontiguousarray(np.flip(image[0, 0], axes)) if axes else image[0, 0]
+    return TaskScore(score, localisation, ds, heatmap, shown, [region])
 
 
 def _is_colour(ds: Any) -> bool:
