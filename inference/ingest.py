@@ -34,7 +34,7 @@ from inference.errors import (
     PatientMismatch,
     StudyMismatch,
 )
-from inference.instance_headers import is_valid_uid, read_instance_headers
+from inference.instance_headers import is_valid_uid, read_instance_headers, uid_defect
 from inference.instance_limits import read_deflated_header
 from inference.intake import SCORED_MODALITIES, not_scored
 from inference.intended_use import attributes_differing
@@ -111,8 +111,12 @@ class InstanceIngestor:
                     received, self.max_instance_bytes, default_charset=self.settings.dicom_default_charset
                 )
                 if expected_study_uid is not None and headers.study_instance_uid != expected_study_uid:
+                    # A malformed one is described, not quoted: it can be whatever the sender put in its URL.
+                    named = expected_study_uid
+                    if (defect := uid_defect(expected_study_uid)) is not None:
+                        named = f"the study UID ({len(expected_study_uid)} characters, not valid: {defect})"
                     raise StudyMismatch(
-                        f"instance belongs to study {headers.study_instance_uid}, not {expected_study_uid} named in the URL"
+                        f"instance belongs to study {headers.study_instance_uid}, not {named} named in the URL"
                     )
                 left_aside = self._left_aside(received, headers, size, source=source, calling_ae=calling_ae)
                 stored = left_aside or self._store(received, headers, size, source=source, calling_ae=calling_ae)

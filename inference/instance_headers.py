@@ -7,7 +7,6 @@ DICOM, missing or malformed UIDs, an unreadable header); whether valid DICOM is 
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,19 +35,48 @@ from inference.sop_classes import modality_for_sop_class
 __all__ = [
     "read_instance_headers",
     "is_valid_uid",
+    "uid_defect",
     "DEFAULT_CHARSET",
     "DEFAULT_REPERTOIRE",
     "declared_character_sets",
     "text_as_meant",
 ]
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 def is_valid_uid(value: str) -> bool:
     # UIDs become file names in the spool, so only the PS3.5 9.1 form is allowed.
-    return 0 < len(value) <= 64 and _UID.match(value) is not None
+    return uid_defect(value) is None
+
+
+def _character(c: str) -> str:
+    if c == "\x00":
+        return "a NUL character (0x00)"
+    if c.isalpha():
+        return "a letter"
+    if c == " ":
+        return "a space"
+    return "a control character" if not c.isprintable() else "a character other than a digit or '.'"
+
+
+def uid_defect(value: str) -> str | None:
+    """Which rule of PS3.5 9.1 ``value`` breaks, said without quoting it; None for a valid UID. A malformed UID can
+    be anything a sender put there (a patient's name or ID in the wrong element), and the reason goes to the log,
+    the quarantine's sidecar and ``GET /api/quarantine``, which ml-engineers read: it had quoted the value."""
+    if not value:
+        return "it is empty"
+    if len(value) > 64:
+        return "it is longer than the 64 characters a UID may have"
+    wrong = next((i for i, c in enumerate(value) if c not in "0123456789."), None)
+    if wrong is not None:
+        return f"it holds {_character(value[wrong])} at position {wrong + 1}; a UID is digits and '.' only"
+    components = value.split(".")
+    if "" in components:
+        return "it has an empty component (a '.' at its start or end, or two together)"
+    if any(len(c) > 1 and c.startswith("0") for c in components):
+        return "a component starts with 0 (only the component 0 itself may)"
+    return None
 
 
 def _padded(ds: FileDataset, keyword: str) -> str:
@@ -135,8 +163,9 @@ def _required_uid(ds: FileDataset, keyword: str) -> str:
     value = _padded(ds, keyword)
     if not value:
         raise MissingAttribute(f"{keyword} is missing or empty")
-    if not is_valid_uid(value):
-        raise MissingAttribute(f"{keyword} {value[:80]!r} is not a valid DICOM UID")
+    defect = uid_defect(value)
+    if defect is not None:
+        raise MissingAttribute(f"{keyword} ({len(value)} characters) is not a valid DICOM UID: {defect}")
     return value
 
 
