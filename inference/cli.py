@@ -150,7 +150,8 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
                              f"{study.instances if study.instances is not None else ''}\n")
         return 0
     ingestor = build_ingestor(settings)
-    bar = tqdm(total=len(studies), unit="study", disable=args.quiet, file=sys.stderr)
+    # disable=None: a bar on a terminal only, not redrawn into a log.
+    bar = tqdm(total=len(studies), unit="study", disable=True if args.quiet else None, file=sys.stderr)
 
     def progress(_study: PacsStudy, report: BackfillReport) -> None:
         bar.update(1)
@@ -200,7 +201,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "one JSON object per study: study_instance_uid, task, score, call, threshold, model_name, model_version, "
         "steering (the version's right: shadow, raise-only, defer), call_note (for a shadow version: not a finding), "
         "mlflow_run_id, localisation, instances, error (null, or why it could not score), assumed (what "
-        "--assume-age supplied, or null). Progress on stderr. Scores are decision support, not diagnoses.",
+        "--assume-age supplied, or null). Progress bars on stderr when it is a terminal. Scores are decision support, "
+        "not diagnoses. Ctrl-C stops it (exit code 130) after the last whole line.",
     )
     score.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)")
     score.add_argument("--rules", type=Path, help="routing rules YAML (default: MEDSCREEN_ROUTES_FILE or the shipped rules)")

@@ -1,7 +1,7 @@
 """Score DICOM files offline: group them into studies, route them, score each with its task's champion.
 
 This is how a site evaluates the models on its own data before connecting the PACS: one JSON line per
-study on stdout, a progress bar on stderr. Headers are read first (fast, no pixels) to group and route;
+study on stdout, a progress bar on stderr when it is a terminal. Headers are read first (fast, no pixels) to group and route;
 pixels are decoded one study at a time, so memory stays flat over thousands of studies.
 """
 
@@ -73,7 +73,8 @@ def collect_studies(
         if on_refused is not None:
             on_refused(path, exc)
 
-    files = tqdm(list(dicom_files(paths)), desc="reading headers", unit="file", disable=not progress, file=None)
+    # disable=None: drawn on a terminal only; stderr redirected to a log (cron, CI) had filled with bar redraws.
+    files = tqdm(list(dicom_files(paths)), desc="reading headers", unit="file", disable=None if progress else True)
     found = group_into_studies(files, read, lambda h: (h.study_instance_uid, h.series_instance_uid),
                                instance_uid=lambda h: h.sop_instance_uid, on_duplicate=duplicate)
     if repeated:
@@ -148,7 +149,7 @@ def score_offline(
     assumes."""
     counts: dict[str, int] = defaultdict(int)
     selector.refresh(force=True)
-    for study in tqdm(studies, desc="scoring studies", unit="study", disable=not progress):
+    for study in tqdm(studies, desc="scoring studies", unit="study", disable=None if progress else True):
         decision = rules.route(study.study_instance_uid, 1, list(study.series.values()))
         if decision.task is None:
             line = _line(study, None, error="not applicable: " + "; ".join(decision.reasons))

@@ -26,6 +26,7 @@ import typing
 from collections.abc import Sequence
 
 from medscreen.logging_config import configure_logging
+from medscreen.version import installed_version
 from service.errors import DatabaseFromNewerRelease
 from service.file_modes import owner_only_files, tighten_home
 from service.settings import Settings
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create_home_help = "create MEDSCREEN_HOME if it does not exist (only `serve` creates it unasked)"
     parser.add_argument("--create-home", action="store_true", help=create_home_help)
+    parser.add_argument("--version", action="version", version=f"medscreen {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubcommandParser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(subparsers)
@@ -141,6 +143,18 @@ def prepare_home(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; its exit code. Ctrl-C ends any command with one line on stderr and exit code 130 (128 +
+    SIGINT, as a shell reports a command the signal ended): ``score`` and ``screen-emr`` had printed a traceback.
+    What a command had written stays whole: ``score``'s lines are written and flushed one at a time, ``screen-emr``
+    keeps each finished partition (renamed into place) and resumes from them when run again."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("medscreen: interrupted\n")
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     # Before anything is created: the database, spool and quarantine hold patient data (service/file_modes.py).
     owner_only_files()
     # MLflow draws a progress bar for every model copied out of the registry (a few local files, milliseconds):
@@ -163,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HomeMissing, DatabaseFromNewerRelease) as exc:
         sys.stderr.write(f"medscreen {args.command}: {exc}\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"medscreen {args.command}: interrupted\n")
+        return 130
 
 
 def _settings() -> Settings | list[str]:

@@ -374,7 +374,8 @@ def _add(summary: RunSummary, info: dict[str, Any]) -> None:
 def _progress_bar(total: int, unit: str, desc: str, quiet: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc, file=sys.stderr, disable=quiet)
+    # disable=None: drawn on a terminal only; stderr redirected to a log (cron, CI) had filled with bar redraws.
+    return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc, file=sys.stderr, disable=True if quiet else None)
 
 
 def run_population(

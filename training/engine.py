@@ -104,7 +104,8 @@ def fit(
         ]
         order = rng.permutation(len(plan))
         total, count = 0.0, 0
-        with tqdm(order, desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch", leave=False) as bar:
+        # disable=None: a bar on a terminal only, not redrawn into a training log.
+        with tqdm(order, desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None) as bar:
             for k in bar:
                 set_index, idx = plan[k]
                 data = train_sets[set_index]

@@ -50,7 +50,7 @@ def load_arrays(items: list[LabelledImage], cache_dir: Path | None, name: str, s
     """The films prepared by ``spec`` as one float16 array [N, 1, H, W], cached under ``cache_dir`` by file list and spec."""
 
     def build() -> dict[str, np.ndarray]:
-        images = [prepare_image(read_image_file(i.path), spec)[0] for i in tqdm(items, desc=f"preprocess {name}", unit="img")]
+        images = [prepare_image(read_image_file(i.path), spec)[0] for i in tqdm(items, desc=f"preprocess {name}", unit="img", disable=None)]
         return {"x": np.stack(images).astype(np.float16)}
 
     key = {"name": name, "files": [str(i.path) for i in items], "spec": spec.to_dict(), "v": 1}
