@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.exceptions import HTTPException
 
 from medscreen.process_supervisor import ProcessState
 from medscreen.schema import migrate_all
+from medscreen.version import installed_version
 from service.db import make_engine, make_session_factory
 from service.deps import SessionDep
 from service.settings import Settings
@@ -76,21 +78,27 @@ def create_app(
     engine = make_engine(url)
 
     from service.api_docs import docs_router
+    from service.fhir_http import FhirEdge
+    from service.http_methods import HeadAsGet, http_error
     from service.request_guard import RequestGuard
     from service.security_headers import SecurityHeaders
 
     # /docs and /openapi.json are served behind login by service/api_docs.py, with local Swagger UI files.
     app = FastAPI(
         title="medscreen",
-        version="0.1.0",
+        version=installed_version(),
         description="Decision support only: scores are not diagnoses. Every result names its model and version.",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
     )
-    # Added last runs first: headers on every answer, then the token and size checks before any body is read.
+    # Added last runs first: HEAD as GET (it sees the final headers), headers on every answer, FHIR's error format
+    # (outside the guard, whose 401s it turns too), then the token and size checks before any body is read.
     app.add_middleware(RequestGuard)
+    app.add_middleware(FhirEdge)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)
+    app.add_exception_handler(HTTPException, http_error)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
@@ -118,10 +126,6 @@ def create_app(
             {"status": "degraded" if problems else "ok", "processes": processes, "problems": problems},
             status_code=503 if problems else 200,
         )
-
-    # Monitors and load-balancer checks often ask with HEAD; it had been 405. The same answer, its body left out
-    # by the server; kept out of the OpenAPI document, where it would repeat GET's operation.
-    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False, response_class=JSONResponse)
 
     app.include_router(docs_router)
     app.include_router(studies_router)
