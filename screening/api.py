@@ -28,6 +28,7 @@ from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep, SettingsDep
+from service.fhir_http import require_json_body
 from service.pages import static_page_router
 from service.request_params import StoredText
 
@@ -67,6 +68,7 @@ ScreenerDep = Annotated[Screener, Depends(get_screener)]
 def submit_bundle(
     session: SessionDep,
     user: Paediatrician,
+    json_body: Annotated[None, Depends(require_json_body)],  # FHIR XML: 415, before the screener's load
     screener: ScreenerDep,
     bundle: Annotated[dict[str, Any], Body()],
     as_of: Annotated[date | None, Query(description="screening date (default the site's today, in the server's time zone)")] = None,
