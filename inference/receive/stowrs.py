@@ -4,8 +4,8 @@ The body is streamed part by part into the spool's incoming folder (memory stays
 uploads); each part then goes through the same ingest path as a C-STORE, with the same durability
 guarantee. Bytes are counted as they arrive: a part past ``MEDSCREEN_MAX_INSTANCE_MB`` stops being written
 (its partial file removed at once, the part failed 0xA700), a body past ``MEDSCREEN_MAX_STOW_REQUEST_MB`` is
-413 and the disk going under the watermark (checked at each part and every 16 MB of one) or found full 503,
-with nothing of the request kept. The response lists stored
+413 and the disk going under the watermark (checked at each part and every 16 MB of one) or found full 503
+with a ``Retry-After``, with nothing of the request kept. The response lists stored
 instances and, for failed ones, the DICOM failure reason and a human-readable explanation (TextValue in the
 Failed SOP Sequence item).
 """
@@ -44,6 +44,15 @@ def _ingestor(request: Request) -> InstanceIngestor:
 MB = 1024 * 1024
 # Free disk is looked up before the body, at the start of each part and again after every this many bytes of one.
 _DISK_CHECK_BYTES = 16 * MB
+# Retry-After of a 503: long enough for an operator or the retention pass to free disk without a PACS retrying in a
+# loop, short enough that a study held back by a passing peak is not late for the worklist.
+RETRY_AFTER_S = 60
+
+
+def _out_of_resources(reason: str) -> HTTPException:
+    """The 503 of a refused request, with the Retry-After that tells the sender when to try again (RFC 9110 10.2.3)."""
+    return HTTPException(503, detail=f"out of resources: {reason}; retry later",
+                         headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 class _BodyTooLarge(Exception):
@@ -194,7 +203,7 @@ async def _receive_parts(request: Request, ingestor: InstanceIngestor) -> list[_
         # a part's last bytes, or on creating a part's file.
         reason = exc.reason if isinstance(exc, OutOfResources) else f"no space left under {ingestor.settings.home}"
         log.warning("refused a STOW-RS request: %s", reason)
-        raise HTTPException(503, detail=f"out of resources: {reason}; retry later") from exc
+        raise _out_of_resources(reason) from exc
     except Exception as exc:
         writer.discard()
         raise HTTPException(400, detail=f"malformed multipart body: {exc}") from exc
@@ -206,7 +215,7 @@ async def _receive_parts(request: Request, ingestor: InstanceIngestor) -> list[_
 async def _store(request: Request, user: AuthenticatedUser, study_uid: str | None) -> JSONResponse:
     ingestor = _ingestor(request)
     if not ingestor.has_free_disk():
-        raise HTTPException(503, detail="out of resources: free disk is under the watermark; retry later")
+        raise _out_of_resources("free disk is under the watermark")
     parts = await _receive_parts(request, ingestor)
     stored: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
