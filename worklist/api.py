@@ -114,8 +114,9 @@ def _list_page(
         total = session.scalar(select(func.count()).select_from(WorklistEntry).where(*conditions)) or 0
         # Plain rows, not ORM objects: building 50 mapped instances was most of this endpoint's time.
         rows = session.execute(select(*_ITEM_COLUMNS).where(*conditions).order_by(*order).limit(limit).offset(offset))
-        # Not audited per page: the list carries no patient identity (name, patient ID, birth date) and pages
-        # reload on every live update, which would bury the audit log. Opening a study is audited (study.view).
+        # Not audited per page: the list carries no patient identity (name, patient ID, birth date, accession number,
+        # the free-text description) and pages reload on every live update, which would bury the audit log. Opening a
+        # study is audited (study.view).
         page = WorklistPage(items=[WorklistItem(**row._mapping) for row in rows], total=total, now=utcnow())
     # Serialised here, once: handing the model back would have FastAPI validate all of it a second time.
     return page.model_dump_json().encode()

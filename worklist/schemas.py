@@ -26,9 +26,11 @@ __all__ = [
 
 
 class WorklistItem(BaseModel):
+    """A study as the list shows it: no patient identity, so a list page is not audited (it reloads on every live
+    event). The accession number and the free-text study description (which can name the patient) are on the
+    audited study view only: the list had shown both on every page, with no audit row."""
+
     study_instance_uid: str
-    accession_number: str
-    study_description: str
     modality: str
     site: str
     task: str | None
@@ -99,6 +101,8 @@ class FinalReadOut(BaseModel):
 
 
 class WorklistDetail(WorklistItem):
+    accession_number: str
+    study_description: str
     patient_id: str
     patient_name: str
     patient_sex: str

@@ -85,6 +85,8 @@ def study_detail(session: Session, entry: WorklistEntry) -> WorklistDetail:
     )
     return WorklistDetail(
         **item_fields(entry),
+        accession_number=entry.accession_number,
+        study_description=entry.study_description,
         patient_id=study.patient_id,
         patient_name=study.patient_name,
         patient_sex=study.patient_sex,

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service.db import session_scope, utcnow
 from service.tables import AuditEvent
@@ -285,3 +285,35 @@ def test_a_final_read_names_known_tasks_only(app: FastAPI, client: TestClient, a
     with session_scope(app.state.session_factory) as session:
         audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "study.read")).one()
         assert audit.detail == {"findings": {"chest-xray": "present"}}
+
+
+def test_list_pages_carry_no_identity_and_the_audited_study_view_does(
+    app: FastAPI, client: TestClient, add_user: AddUser
+) -> None:
+    """The list is not audited (it reloads on every live event) because it carries no patient identity; it had shown
+    each study's accession number and free-text description (which can name the patient) with no audit row."""
+    rita = add_user("rita", "radiologist")
+    with session_scope(app.state.session_factory) as session:
+        study = make_study(session, description="CHEST PA for Leakname Secret")
+        add_result(session, study, score=0.8)
+        uid, accession = study.study_instance_uid, study.accession_number
+    recompute(app)
+    for params in ({}, {"claimed": "unclaimed"}):
+        listed = client.get("/api/worklist", headers=rita, params=params)
+        assert listed.status_code == 200 and listed.json()["total"] == 1
+        for forbidden in (accession, "Leakname", "PID-1", "Doe^Jane"):
+            assert forbidden not in listed.text, forbidden
+    claimed = client.post(f"/api/worklist/{uid}/claim", headers=rita)
+    assert claimed.status_code == 200 and accession not in claimed.text
+    read = client.get("/api/worklist", headers=rita, params={"claimed": "mine"})
+    assert [item["study_instance_uid"] for item in read.json()["items"]] == [uid] and accession not in read.text
+    with session_scope(app.state.session_factory) as session:
+        views = session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "study.view"))
+    assert views == 0, "a list page is not a view of a study"
+
+    detail = client.get(f"/api/worklist/{uid}", headers=rita).json()
+    assert (detail["accession_number"], detail["study_description"]) == (accession, "CHEST PA for Leakname Secret")
+    assert (detail["patient_id"], detail["patient_name"]) == ("PID-1", "Doe^Jane")
+    with session_scope(app.state.session_factory) as session:
+        audited = session.scalars(select(AuditEvent).where(AuditEvent.action == "study.view")).all()
+        assert [(e.actor, e.subject_id) for e in audited] == [("rita", uid)]

@@ -165,7 +165,9 @@ function claimLapsed(item) {
 }
 
 function row(item, position) {
-  const label = item.accession_number || item.study_description || item.study_instance_uid.slice(-12);
+  // The list carries no patient identity (its pages are not audited): the accession number and the description
+  // are in the study view, which is.
+  const label = `…${item.study_instance_uid.slice(-12)}`;
   const who = item.claimed_by === state.user ? "you" : item.claimed_by;
   const claim = item.claimed_by
     ? (claimLapsed(item) ? el("span", { text: `${who} (lapsed)`, class: "muted", title: `claim lapsed at ${utc(claimEnd(item))}` })
