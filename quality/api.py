@@ -74,6 +74,16 @@ def gate_rules(settings: Settings) -> GateRules:
                      margin=settings.quality_gate_margin)
 
 
+def _require_known(session: Any, settings: Settings, task: str, version: str, *, registered: bool = False) -> None:
+    """404 for a task that is not an imaging task or a version with no results here that is not registered (with
+    ``registered``, one the registry does not hold): figures, drift or a report of a typo (``v1``) had been a 200
+    reading "0 confirmed studies", where ``quality report`` refuses it."""
+    try:
+        require_known_version(session, settings.resolved_mlflow_tracking_uri, task, version, registered=registered)
+    except RegistryError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -104,10 +114,7 @@ def metrics(
 ) -> dict[str, Any]:
     """404 for a task that is not an imaging task or a version with no results here that is not registered (its
     figures had been empty, 200)."""
-    try:
-        require_known_version(session, settings.resolved_mlflow_tracking_uri, task, version)
-    except RegistryError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    _require_known(session, settings, task, version)
     cases = load_paired_cases(session, task=task, model_version=version, since=_utc(since), until=_utc(until))
     overall = compute_metrics(cases)
     unscored = cases.unscored_of(task, version)
@@ -145,7 +152,8 @@ def drift(
 ) -> dict[str, Any]:
     """Weekly score PSI, flag rate and header drift by arrival week. The flag-rate and header baseline is the
     version's first weeks in service whatever the period; one of fewer than ``min_baseline_n`` studies raises no
-    alert and ``baseline_note`` says so."""
+    alert and ``baseline_note`` says so. 404 for an unknown task or version, as for the metrics."""
+    _require_known(session, settings, task, version)
     thresholds = drift_thresholds(settings)
     report = score_drift(
         session,
@@ -173,7 +181,11 @@ def compare(
     return evaluate_gate(comparison, gate_rules(settings)).to_dict()
 
 
-def _report(session: Any, settings: Settings, task: str, version: str, since: datetime | None, until: datetime | None) -> Any:
+def _report(
+    session: Any, settings: Settings, task: str, version: str, since: datetime | None, until: datetime | None,
+    *, registered: bool = False,
+) -> Any:
+    _require_known(session, settings, task, version, registered=registered)
     return build_report(
         session,
         ReportQuery(task, version, _utc(since), _utc(until)),
@@ -210,7 +222,7 @@ def report_to_mlflow(
     """Log the report as an artifact of the model version's MLflow run (tagged on the version)."""
     from mlflow.exceptions import MlflowException
 
-    document = render_report(_report(session, settings, task, version, since, until))
+    document = render_report(_report(session, settings, task, version, since, until, registered=True))
     try:
         artifact = log_report_to_mlflow(settings.resolved_mlflow_tracking_uri, task, version, document, utcnow())
     except (MlflowException, ValueError) as exc:
