@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import case, func, select
 
-from inference.errors import CouldNotScore
+from inference.errors import CouldNotScore, IngestError
 from inference.jobs import replay, request_rescore
 from inference.schemas import (
     JobOut,
@@ -33,13 +33,22 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.db import UTCDateTime, utcnow
 from service.deps import SessionDep
-from service.lifecycle import JobState, WritebackState
+from service.lifecycle import JobState, StudyStatus, Task, WritebackState
+from service.request_params import Int32RowId, Offset
 
 __all__ = ["router", "sees_patient_identity"]
 
 router = APIRouter(tags=["studies"])
 Engineer = Annotated[AuthenticatedUser, Depends(require_role(Role.ml_engineer))]
 StudyReader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist, Role.ml_engineer, Role.quality))]
+
+
+def _ingest_error_kinds(error: type[IngestError] = IngestError) -> set[str]:
+    return {error.kind}.union(*(_ingest_error_kinds(sub) for sub in error.__subclasses__()))
+
+
+# A quarantined item's kind is the ``kind`` of the IngestError that refused it.
+QUARANTINE_KINDS = tuple(sorted(_ingest_error_kinds()))
 
 
 def _summary(study: Study) -> dict[str, Any]:
@@ -59,19 +68,21 @@ def sees_patient_identity(user: AuthenticatedUser) -> bool:
 def list_studies(
     session: SessionDep,
     user: StudyReader,
-    status: Annotated[str | None, Query(description="receiving, complete, routed, not_applicable, ...")] = None,
+    # Typed as the lifecycle's enums: a mistyped status or task is a 422 listing the values (it had been an empty
+    # page, which reads as "no such studies").
+    status: Annotated[StudyStatus | None, Query()] = None,
     modality: Annotated[str | None, Query(description="CT, MG, CR, DX, ...")] = None,
-    task: Annotated[str | None, Query(description="ct-chest, mammography, chest-xray")] = None,
+    task: Annotated[Task | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> StudyPage:
     query = select(Study)
     if status:
-        query = query.where(Study.status == status)
+        query = query.where(Study.status == status.value)
     if modality:
         query = query.where(Study.modality == modality.upper())
     if task:
-        query = query.where(Study.task == task)
+        query = query.where(Study.task == task.value)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     studies = session.scalars(query.order_by(Study.last_received_at.desc(), Study.id.desc()).limit(limit).offset(offset))
     return StudyPage(items=[StudySummary.model_validate(_summary(s)) for s in studies], total=total)
@@ -124,9 +135,9 @@ def get_study(study_uid: str, session: SessionDep, user: StudyReader) -> StudyDe
 def list_quarantine(
     session: SessionDep,
     user: Annotated[AuthenticatedUser, Depends(require_role(Role.ml_engineer))],
-    kind: str | None = None,
+    kind: Annotated[Literal[QUARANTINE_KINDS] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> QuarantinePage:
     query = select(QuarantinedItem)
     if kind:
@@ -148,13 +159,13 @@ def _job_out(job: ScoringJob, study_uid: str) -> JobOut:
 def list_jobs(
     session: SessionDep,
     user: Engineer,
-    state: Annotated[str | None, Query(description="queued, running, retry, done, dead (the dead letter)")] = None,
+    state: Annotated[JobState | None, Query(description="`dead` is the dead letter")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> JobPage:
     query = select(ScoringJob, Study.study_instance_uid).join(Study, Study.id == ScoringJob.study_id)
     if state:
-        query = query.where(ScoringJob.state == state)
+        query = query.where(ScoringJob.state == state.value)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.execute(query.order_by(ScoringJob.id.desc()).limit(limit).offset(offset))
     return JobPage(items=[_job_out(job, uid) for job, uid in rows], total=total)
@@ -176,16 +187,16 @@ def _outgoing_out(row: OutgoingResult, study_uid: str, now: datetime) -> Outgoin
 def list_outgoing(
     session: SessionDep,
     user: Engineer,
-    state: Annotated[str | None, Query(description="queued, running, retry, done (sent), dead")] = None,
+    state: Annotated[JobState | None, Query(description="`done` is sent, `dead` the dead letter")] = None,
     node: Annotated[str | None, Query(description="only the results whose files this node holds")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> OutgoingPage:
     """Stored results and their sends, newest first, with each node's waiting count and oldest waiting age."""
     now = utcnow()
     query = select(OutgoingResult, Study.study_instance_uid).join(Study, Study.id == OutgoingResult.study_id)
     if state:
-        query = query.where(OutgoingResult.state == state)
+        query = query.where(OutgoingResult.state == state.value)
     if node:
         query = query.where(OutgoingResult.node == node)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -211,7 +222,7 @@ def list_outgoing(
 
 
 @router.post("/api/outgoing/{outgoing_id}/abandon", response_model=OutgoingOut, tags=["scoring"])
-def abandon_outgoing(outgoing_id: int, session: SessionDep, user: Engineer) -> OutgoingOut:
+def abandon_outgoing(outgoing_id: Int32RowId, session: SessionDep, user: Engineer) -> OutgoingOut:
     """Give up sending a result whose node is gone for good with its files: the row goes to the dead letter
     and the result's write-back is ``failed``; the score stays. Refused (409) for a row sent, dead or being sent."""
     now = utcnow()
@@ -238,7 +249,7 @@ def abandon_outgoing(outgoing_id: int, session: SessionDep, user: Engineer) -> O
 
 
 @router.post("/api/jobs/{job_id}/replay", response_model=JobOut, tags=["scoring"])
-def replay_job(job_id: int, session: SessionDep, user: Engineer) -> JobOut:
+def replay_job(job_id: Int32RowId, session: SessionDep, user: Engineer) -> JobOut:
     job = session.get(ScoringJob, job_id)
     if job is None:
         raise HTTPException(404, detail=f"no job {job_id}")

@@ -30,7 +30,7 @@ from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep, SettingsDep
 from service.fhir_http import require_json_body
 from service.pages import static_page_router
-from service.request_params import StoredText
+from service.request_params import Int32RowId, Page, StoredText
 
 __all__ = ["router", "page_router", "get_screener"]
 
@@ -268,7 +268,7 @@ def list_flags(
     session: SessionDep,
     user: Paediatrician,
     include_decided: bool = False,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Page = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 20,
     format: Literal["json", "html"] = "json",
 ) -> JSONResponse | HTMLResponse:
@@ -298,7 +298,7 @@ class OutcomeIn(BaseModel):
 
 
 @router.post("/flags/{result_id}/outcome", status_code=status.HTTP_201_CREATED)
-def record_outcome(result_id: int, body: OutcomeIn, session: SessionDep, user: Paediatrician) -> dict[str, Any]:
+def record_outcome(result_id: Int32RowId, body: OutcomeIn, session: SessionDep, user: Paediatrician) -> dict[str, Any]:
     """Record a decision on a flag; a changed decision is a new entry (the latest counts), never an edit."""
     row = session.scalars(select(ScreeningRun).where(ScreeningRun.id == result_id, in_scope(user))).first()
     if row is None or not row.flagged:

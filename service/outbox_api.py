@@ -7,7 +7,7 @@ A message set aside (``rejected``) can be offered again once the cause is fixed 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
@@ -24,6 +24,9 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/outbox", tags=["outbox"])
 Engineer = Annotated[AuthenticatedUser, Depends(require_role(Role.ml_engineer))]
+# The producers' channels (worklist.ris_feed.CHANNEL, screening/inference fhir_feed.FHIR_CHANNEL; service may not
+# import them): a mistyped channel is a 422 naming these, not an empty list.
+Channel = Literal["hl7", "fhir"]
 
 
 class OutboxMessageOut(BaseModel):
@@ -48,7 +51,7 @@ class OutboxPage(BaseModel):
 @router.get("", response_model=OutboxPage, summary="Messages for the RIS (hl7) and EMR (fhir), newest first")
 def list_outbox(
     session: SessionDep, user: Engineer,
-    channel: str | None = None,
+    channel: Annotated[Channel | None, Query()] = None,
     state: Annotated[OutboxState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> OutboxPage:
