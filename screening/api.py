@@ -30,7 +30,7 @@ from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep, SettingsDep
 from service.fhir_http import require_json_body
 from service.pages import static_page_router
-from service.request_params import Int32RowId, Page, StoredText
+from service.request_params import Int32RowId, Offset, Page, StoredText
 
 __all__ = ["router", "page_router", "get_screener"]
 
@@ -323,21 +323,38 @@ def record_outcome(result_id: Int32RowId, body: OutcomeIn, session: SessionDep, 
 QualityReviewer = Annotated[AuthenticatedUser, Depends(require_role(Role.quality, Role.admin))]
 
 
-@router.get("/outcomes", summary="Paediatricians' latest decision on each flag, for quality review")
+@router.get("/outcomes", summary="Paediatricians' latest decision on each flag, for quality review, a page at a time")
 def list_outcomes(
-    session: SessionDep, user: QualityReviewer, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+    session: SessionDep,
+    user: QualityReviewer,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
+    """Newest decision first; ``total``, ``referred`` and ``not_relevant`` count every flag decided, not the page
+    (they had counted the page only, so past 200 decisions the referral rate was of the latest 200)."""
     # One decision per flag, the latest: a flag first referred and then judged not relevant counts once.
-    latest = select(func.max(ScreeningOutcome.id)).group_by(ScreeningOutcome.result_id).scalar_subquery()
+    latest = ScreeningOutcome.id.in_(
+        select(func.max(ScreeningOutcome.id)).group_by(ScreeningOutcome.result_id).scalar_subquery()
+    )
+    by_outcome = dict(
+        session.execute(select(ScreeningOutcome.outcome, func.count()).where(latest).group_by(ScreeningOutcome.outcome))
+        .tuples()
+        .all()
+    )
     rows = session.execute(
         select(ScreeningOutcome, ScreeningRun)
         .join(ScreeningRun, ScreeningRun.id == ScreeningOutcome.result_id)
-        .where(ScreeningOutcome.id.in_(latest))
-        .order_by(ScreeningOutcome.decided_at.desc())
+        .where(latest)
+        .order_by(ScreeningOutcome.decided_at.desc(), ScreeningOutcome.id.desc())
+        .offset(offset)
         .limit(limit)
     ).all()
     changes = dict(
-        session.execute(select(ScreeningOutcome.result_id, func.count()).group_by(ScreeningOutcome.result_id)).tuples().all()
+        session.execute(
+            select(ScreeningOutcome.result_id, func.count())
+            .where(ScreeningOutcome.result_id.in_([run.id for _, run in rows]))
+            .group_by(ScreeningOutcome.result_id)
+        ).tuples().all()
     )
     out = []
     for outcome, run in rows:
@@ -357,8 +374,14 @@ def list_outcomes(
                 "top_candidate": (run.explanation.get("candidates") or [{}])[0].get("name"),
             }
         )
-    referred = sum(o["outcome"] == "referred" for o in out)
-    return {"outcomes": out, "referred": referred, "not_relevant": len(out) - referred}
+    return {
+        "outcomes": out,
+        "total": sum(by_outcome.values()),
+        "offset": offset,
+        "limit": limit,
+        "referred": by_outcome.get("referred", 0),
+        "not_relevant": by_outcome.get("not_relevant", 0),
+    }
 
 
 # The page: one HTML file with its script and style sheet, under the same CSP and headers as /worklist.

@@ -133,6 +133,7 @@ def test_no_integer_parameter_takes_a_value_the_database_cannot(app: FastAPI, ad
         ("POST", "/api/jobs/{job_id}/replay", "job_id"),
         ("GET", "/api/screening/flags", "page"),
         ("POST", "/api/screening/flags/{result_id}/outcome", "result_id"),
+        ("GET", "/api/screening/outcomes", "offset"),
         ("GET", "/api/worklist", "offset"),
         ("GET", "/api/audit", "offset"),
         ("POST", "/api/outbox/{message_id}/replay", "message_id"),
@@ -167,7 +168,7 @@ def test_the_largest_ids_and_pages_allowed_are_a_404_or_an_empty_page(app: FastA
         for row_id, expected in ((largest, 404), (largest + 1, 422), (0, 422)):
             answer = client.post(path.format(row_id), json={"outcome": "referred"}, headers=admin)
             assert answer.status_code == expected, (path, row_id, answer.text)
-    for path in ("/api/studies", "/api/jobs", "/api/quarantine", "/api/outgoing"):
+    for path in ("/api/studies", "/api/jobs", "/api/quarantine", "/api/outgoing", "/api/screening/outcomes"):
         answer = client.get(path, params={"offset": MAX_OFFSET}, headers=admin)
         assert answer.status_code == 200, (path, answer.text)
     flags = client.get("/api/screening/flags", params={"page": MAX_PAGE}, headers=admin)
