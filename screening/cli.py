@@ -304,14 +304,32 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
             f"{settings.screening_max_age_years:g} at their record's last entry but are older on {options.as_of}, and were "
             "not screened: an older extract? Screen it --as-of the date it was extracted.\n"
         )
-    if not args.no_store:
-        from screening.results_store import RunCounts, store_output_lines
-        from screening.tables import BATCH_ACTOR_PREFIX
+    from sqlalchemy.exc import SQLAlchemyError
 
+    from screening.results_store import RunCounts, audit_output_lines, store_output_lines
+    from screening.tables import BATCH_ACTOR_PREFIX
+    from service.users_command import cli_actor
+
+    # Who ran it (cli:<login>, as the users and export-training commands record it) is the audit rows' actor; the
+    # extract is their detail and the stored rows' origin. The actor had been batch:<file>, which named no one.
+    actor, batch = cli_actor(), f"{BATCH_ACTOR_PREFIX}{args.input.name}"[:64]
+    try:
+        # Every child the output names, stored or not (--no-store had written names and record numbers unaudited).
+        report["audited"] = audit_output_lines(
+            settings.resolved_database_url, args.out, actor, {"batch": batch, "out": args.out.name}
+        )
+    except SQLAlchemyError as exc:
+        args.out.unlink(missing_ok=True)
+        sys.stderr.write(
+            f"medscreen screen-emr: cannot write the audit rows of {args.out} ({type(exc).__name__}): the output, "
+            "which names each child, was removed; run it again once the database answers (finished partitions are kept)\n"
+        )
+        return 1
+    if not args.no_store:
         # The driver stores what the partitions wrote (workers never write the database): flagged and
         # incomplete children reach the /screening page of their clinicians, and the run's counts quality's flag rate.
         stored = store_output_lines(
-            settings.resolved_database_url, args.out, f"{BATCH_ACTOR_PREFIX}{args.input.name}"[:64],
+            settings.resolved_database_url, args.out, actor, submitted_by=batch,
             organization=args.organization or "",
             run=RunCounts(summary.model_version, screened, summary.counts.get("flagged", 0)),
         )
@@ -675,7 +693,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     batch.add_argument("--partition-mb", type=float, default=16.0, help="size of a partition of the extract (MB)")
     batch.add_argument(
-        "--no-store", action="store_true", help="do not store flagged and incomplete results for the /screening page"
+        "--no-store", action="store_true",
+        help="do not store flagged and incomplete results for the /screening page (each child written to --out is "
+        "audited all the same: the database is needed)",
     )
     batch.add_argument(
         "--organization",
@@ -683,6 +703,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         help="the extract's organisation (e.g. Organization/clinic-7), stored with results whose record names no "
         "practitioner or organisation, so that clinicians assigned to it see them",
     )
-    batch.set_defaults(
-        func=_screen_emr, needs_home=lambda args: not args.no_store, needs_database=lambda args: not args.no_store
-    )
+    # The database always: every child the output names is audited, --no-store or not.
+    batch.set_defaults(func=_screen_emr, needs_home=True, needs_database=True)

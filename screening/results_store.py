@@ -20,7 +20,10 @@ from screening.screener import Screener, ScreeningResult, patient_digest
 from screening.tables import ScreeningBatchRun, ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
 
-__all__ = ["store_result", "store_output_lines", "BatchStore", "StoredLines", "RunCounts", "repeat_of", "later_of_child"]
+__all__ = [
+    "store_result", "store_output_lines", "audit_output_lines", "BatchStore", "StoredLines", "RunCounts", "repeat_of",
+    "later_of_child",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -179,14 +182,40 @@ class RunCounts(NamedTuple):
     flagged: int
 
 
+def audit_output_lines(database_url: str, output: Path, actor: str, detail: dict[str, Any], every: int = 1000) -> int:
+    """One ``screening.export`` audit row per child of a ``screen-emr`` output file (``detail`` and whether the child
+    was flagged), all in one transaction; the number of children. The file names each child (record id, name,
+    record number) beside its result, stored or not: a ``--no-store`` run had written them with no audit row."""
+    from service.db import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    session = make_session_factory(engine)()
+    children = 0
+    try:
+        with output.open(encoding="utf-8") as lines:
+            for text in lines:
+                line = json.loads(text)
+                record_audit(session, actor, "screening.export", "patient", line["patient_id"], {**detail, "flagged": line["flagged"]})
+                children += 1
+                if children % every == 0:
+                    session.flush()
+        session.commit()
+    finally:
+        session.close()
+        engine.dispose()
+    return children
+
+
 def store_output_lines(
-    database_url: str, output: Path, actor: str, every: int = 500, *, organization: str = "", run: RunCounts | None = None
+    database_url: str, output: Path, actor: str, every: int = 500, *, submitted_by: str, organization: str = "",
+    run: RunCounts | None = None,
 ) -> StoredLines:
     """Store the flagged and incomplete children of a ``screen-emr`` output file (NDJSON lines as the
-    population runner writes them), so that batch results reach the /screening page. ``organization``: the
-    extract's organisation, given to each result whose record names neither a practitioner nor one. ``run``:
-    the run's own counts, recorded beside the results (``ScreeningBatchRun``): the stored rows are only some of
-    the children it screened."""
+    population runner writes them), so that batch results reach the /screening page. ``actor``: who ran it, the
+    audit rows' actor (``cli:<login>``); ``submitted_by``: the stored rows' origin, ``batch:<file>``, by which
+    quality tells a run's rows from posted ones. ``organization``: the extract's organisation, given to each result
+    whose record names neither a practitioner nor one. ``run``: the run's own counts, recorded beside the results
+    (``ScreeningBatchRun``): the stored rows are only some of the children it screened."""
     from service.db import make_engine, make_session_factory
 
     engine = make_engine(database_url)
@@ -231,7 +260,7 @@ def store_output_lines(
                     explanation=line["explanation"],
                     risk_assessment=line["RiskAssessment"],
                     flag=line["Flag"],
-                    submitted_by=actor,
+                    submitted_by=submitted_by,
                     patient_name=str(patient.get("name", ""))[:200],
                     mrn=str(patient.get("mrn", ""))[:64],
                     practitioner=practitioner,
@@ -241,7 +270,7 @@ def store_output_lines(
                 session.flush()
                 record_audit(
                     session, actor, "screening.submit", "patient", row.patient_id,
-                    {"result_id": row.id, "flagged": row.flagged},
+                    {"result_id": row.id, "flagged": row.flagged, "batch": submitted_by},
                 )
                 stored += 1
                 if stored % every == 0:

@@ -137,6 +137,7 @@ def test_ctrl_c_in_screen_emr_leaves_no_half_written_output_and_the_run_resumes(
     command = [sys.executable, "-m", "medscreen", "screen-emr", str(extract), "--out", str(out), "--all",
                "--no-store", "--as-of", "2024-03-01"]
     env = {**os.environ, "MEDSCREEN_HOME": str(tmp_path / "var")}
+    (tmp_path / "var").mkdir()  # an installation's home: each child written is audited in its database, --no-store too
     with err.open("wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=REPO,
                                    start_new_session=True, preexec_fn=_as_from_a_terminal)

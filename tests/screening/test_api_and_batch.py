@@ -330,3 +330,44 @@ def test_a_nul_in_a_decision_note_is_a_422(client: TestClient, token_for) -> Non
     decided = client.post(f"/api/screening/flags/{flag['id']}/outcome", json={"outcome": "referred", "note": "ab"},
                           headers=doctor)
     assert decided.status_code == 201 and decided.json()["note"] == "ab"
+
+
+def test_screen_emr_audits_each_child_it_writes_as_the_person_who_ran_it(
+    screening_app: FastAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit actor had been batch:<file>, which names no one, and --no-store wrote every flagged child's name and
+    record number to its output with no audit row at all."""
+    from service.users_command import cli_actor
+
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", str(screening_app.state.engine.url))
+    records = [child_of(f"s{i}", f"Leak{i}^Name", f"MRN{i}") for i in range(2)] + [ordinary_child("o1")]
+    extract = tmp_path / "extract.ndjson"
+    extract.write_text("".join(json.dumps(record_to_bundle(r)) + "\n" for r in records))
+    base = ["screen-emr", str(extract), "--as-of", "2024-03-01", "--quiet"]
+
+    def audit_rows() -> list[tuple[str, str, str, dict]]:  # type: ignore[type-arg]
+        with session_scope(screening_app.state.session_factory) as session:
+            rows = session.scalars(select(AuditEvent).where(AuditEvent.action.like("screening.%")).order_by(AuditEvent.id))
+            return [(r.actor, r.action, r.subject_id, r.detail or {}) for r in rows]
+
+    flags = tmp_path / "flags.ndjson"
+    assert main([*base, "--out", str(flags), "--no-store"]) == 0
+    written = [json.loads(line)["patient_id"] for line in flags.read_text().splitlines()]
+    assert sorted(written) == ["s0", "s1"] and "Leak0^Name" in flags.read_text()
+    exported = audit_rows()
+    assert [(actor, action, subject) for actor, action, subject, _ in exported] == [
+        (cli_actor(), "screening.export", patient) for patient in written
+    ]
+    assert all(detail["batch"] == "batch:extract.ndjson" and detail["flagged"] for *_, detail in exported)
+
+    everyone = tmp_path / "all.ndjson"
+    assert main([*base, "--out", str(everyone), "--all"]) == 0
+    rows = audit_rows()[len(exported):]
+    assert sorted(subject for _, action, subject, _ in rows if action == "screening.export") == ["o1", "s0", "s1"]
+    assert sorted(subject for _, action, subject, _ in rows if action == "screening.submit") == ["s0", "s1"]
+    assert {actor for actor, *_ in rows} == {cli_actor()}, "the person who ran it, as the users commands record"
+    with session_scope(screening_app.state.session_factory) as session:
+        stored = session.scalars(select(ScreeningRun.submitted_by)).all()
+        (run,) = session.scalars(select(ScreeningBatchRun)).all()
+    assert stored == ["batch:extract.ndjson"] * 2, "the rows' origin, by which quality tells a run from posts"
+    assert (run.actor, run.screened, run.flagged) == (cli_actor(), 3, 2)
