@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import AuthenticatedUser
+from service.request_params import MAX_ROW_ID
 from worklist.access import authenticate_radiologist, bearer_token
 from worklist.tables import WorklistEvent
 
@@ -47,6 +48,15 @@ def _authenticate(request: Request, token: str | None) -> AuthenticatedUser:
     # life of the stream, and fifty open pages would then take fifty pooled connections.
     with request.app.state.session_factory() as session:
         return authenticate_radiologist(request, session, token)
+
+
+def _resume_after(last_event_id: str | None) -> int | None:
+    """The event id a reconnecting page saw last; any other value starts from now, as a new subscriber. Only ASCII
+    digits up to 2^63 - 1: '²' (str.isdigit) had failed int() as a 500, and 2^63 failed the stream when bound, so
+    the page reconnected with it every second."""
+    if last_event_id and last_event_id.isascii() and last_event_id.isdigit() and int(last_event_id) <= MAX_ROW_ID:
+        return int(last_event_id)
+    return None
 
 
 async def _stream(request: Request, after: int | None) -> AsyncIterator[str]:
@@ -79,7 +89,7 @@ async def worklist_events(
     appears in a URL or an access log.
     """
     await run_in_threadpool(_authenticate, request, token)
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    after = _resume_after(last_event_id)
     return StreamingResponse(
         _stream(request, after),
         media_type="text/event-stream",

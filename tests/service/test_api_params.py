@@ -13,12 +13,15 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 
 from inference.api import QUARANTINE_KINDS
+from service.db import session_scope, utcnow
 from service.lifecycle import JobState, StudyStatus, Task
 from service.outbox_api import Channel
 from service.request_params import MAX_INT32_ROW_ID, MAX_OFFSET, MAX_PAGE, MAX_ROW_ID
 from tests.service.conftest import AddUser
+from worklist.tables import WorklistEvent
 
 TOO_LARGE = 2**63
 
@@ -173,3 +176,25 @@ def test_the_largest_ids_and_pages_allowed_are_a_404_or_an_empty_page(app: FastA
         assert answer.status_code == 200, (path, answer.text)
     flags = client.get("/api/screening/flags", params={"page": MAX_PAGE}, headers=admin)
     assert flags.status_code == 200 and flags.json()["page"] == 1  # a page past the last is the last
+
+
+def test_a_last_event_id_the_database_cannot_take_starts_the_live_feed_from_now(
+    app: FastAPI, add_user: AddUser
+) -> None:
+    """Last-Event-ID of 2^63 had failed the stream when bound (the page reconnected with it every second) and
+    '²' (str.isdigit) had failed int() as a 500; either now starts from now, as a new subscriber, and the feed goes on."""
+    rita = add_user("rita", "radiologist")
+    client = TestClient(app, raise_server_exceptions=False)
+    with session_scope(app.state.session_factory) as session:
+        session.add(WorklistEvent(at=utcnow(), kind="added", study_instance_uid="1.2.3", detail={}))
+    for last_event_id in (str(2**63), "\u00b2".encode("latin-1")):
+        with client.stream("GET", "/api/worklist/events", headers={**rita, "Last-Event-ID": last_event_id}) as answer:
+            assert answer.status_code == 200
+            lines = answer.iter_lines()
+            assert [next(lines) for _ in range(3)] == ["retry: 1000", "id: 1", "event: hello"]
+            with session_scope(app.state.session_factory) as session:
+                session.add(WorklistEvent(at=utcnow(), kind="claimed", study_instance_uid="1.2.3", detail={}))
+            while (line := next(lines)) != "event: claimed":
+                assert not line.startswith("event: added"), line  # the event before it connected is not sent
+        with session_scope(app.state.session_factory) as session:
+            session.execute(delete(WorklistEvent).where(WorklistEvent.kind == "claimed"))
