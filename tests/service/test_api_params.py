@@ -86,11 +86,13 @@ def test_the_outbox_channels_are_the_producers_channels() -> None:
 
 
 def _fields(dependant: Dependant) -> Iterator[tuple[str, Any]]:
-    """(where, field) of every path and query parameter of a route, its dependencies' too."""
+    """(where, field) of every path, query and header parameter of a route, its dependencies' too."""
     for field in dependant.path_params:
         yield "path", field
     for field in dependant.query_params:
         yield "query", field
+    for field in dependant.header_params:
+        yield "header", field
     for sub in dependant.dependencies:
         yield from _fields(sub)
 
@@ -121,8 +123,9 @@ def test_no_integer_parameter_takes_a_value_the_database_cannot(app: FastAPI, ad
         for other in route.param_convertors:
             path = path.replace("{" + other + "}", str(TOO_LARGE) if (where, other) == ("path", name) else "1")
         params = {name: str(TOO_LARGE)} if where == "query" else {}
+        headers = {**admin, name: str(TOO_LARGE)} if where == "header" else admin
         for method in sorted(route.methods or ()):
-            answer = client.request(method, path, params=params, headers=admin)
+            answer = client.request(method, path, params=params, headers=headers)
             assert answer.status_code == 422, (method, route.path, name, answer.status_code, answer.text)
             assert [where, name] in [error["loc"] for error in answer.json()["detail"]], (route.path, answer.text)
             found.add((method, route.path, name))
