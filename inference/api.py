@@ -33,12 +33,13 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.db import UTCDateTime, utcnow
 from service.deps import SessionDep
+from service.error_responses import AUTHENTICATED, error_responses
 from service.lifecycle import JobState, StudyStatus, Task, WritebackState
 from service.request_params import Int32RowId, Offset
 
 __all__ = ["router", "sees_patient_identity"]
 
-router = APIRouter(tags=["studies"])
+router = APIRouter(tags=["studies"], responses=AUTHENTICATED)
 Engineer = Annotated[AuthenticatedUser, Depends(require_role(Role.ml_engineer))]
 StudyReader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist, Role.ml_engineer, Role.quality))]
 
@@ -88,7 +89,7 @@ def list_studies(
     return StudyPage(items=[StudySummary.model_validate(_summary(s)) for s in studies], total=total)
 
 
-@router.get("/api/studies/{study_uid}", response_model=StudyDetail)
+@router.get("/api/studies/{study_uid}", response_model=StudyDetail, responses=error_responses(404))
 def get_study(study_uid: str, session: SessionDep, user: StudyReader) -> StudyDetail:
     study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
     if study is None:
@@ -221,7 +222,9 @@ def list_outgoing(
     return OutgoingPage(items=items, total=total, nodes=nodes)
 
 
-@router.post("/api/outgoing/{outgoing_id}/abandon", response_model=OutgoingOut, tags=["scoring"])
+@router.post(
+    "/api/outgoing/{outgoing_id}/abandon", response_model=OutgoingOut, tags=["scoring"], responses=error_responses(404, 409)
+)
 def abandon_outgoing(outgoing_id: Int32RowId, session: SessionDep, user: Engineer) -> OutgoingOut:
     """Give up sending a result whose node is gone for good with its files: the row goes to the dead letter
     and the result's write-back is ``failed``; the score stays. Refused (409) for a row sent, dead or being sent."""
@@ -248,7 +251,7 @@ def abandon_outgoing(outgoing_id: Int32RowId, session: SessionDep, user: Enginee
     return _outgoing_out(row, study.study_instance_uid, now)
 
 
-@router.post("/api/jobs/{job_id}/replay", response_model=JobOut, tags=["scoring"])
+@router.post("/api/jobs/{job_id}/replay", response_model=JobOut, tags=["scoring"], responses=error_responses(404, 409))
 def replay_job(job_id: Int32RowId, session: SessionDep, user: Engineer) -> JobOut:
     job = session.get(ScoringJob, job_id)
     if job is None:
@@ -262,7 +265,10 @@ def replay_job(job_id: Int32RowId, session: SessionDep, user: Engineer) -> JobOu
     return _job_out(job, study.study_instance_uid)
 
 
-@router.post("/api/studies/{study_uid}/rescore", response_model=RescoreOut, status_code=202, tags=["scoring"])
+@router.post(
+    "/api/studies/{study_uid}/rescore", response_model=RescoreOut, status_code=202, tags=["scoring"],
+    responses=error_responses(404, 409),
+)
 def rescore_study(study_uid: str, session: SessionDep, user: Engineer) -> RescoreOut:
     """Ask for the current champion to score the study's current revision (each revision and version once).
 

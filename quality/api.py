@@ -44,6 +44,7 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, require_role
 from service.db import utcnow
 from service.deps import SessionDep, SettingsDep
+from service.error_responses import AUTHENTICATED, error_responses
 from service.errors import SteeringRefused
 from service.lifecycle import SteeringRight
 from service.request_params import StoredText
@@ -54,7 +55,7 @@ from service.tables import Role
 
 __all__ = ["router", "drift_thresholds", "gate_rules"]
 
-router = APIRouter(prefix="/api/quality", tags=["quality"])
+router = APIRouter(prefix="/api/quality", tags=["quality"], responses=AUTHENTICATED)
 QualityUser = Annotated[AuthenticatedUser, Depends(require_role(Role.quality, Role.ml_engineer))]
 EngineerUser = Annotated[AuthenticatedUser, Depends(require_role(Role.ml_engineer))]
 Since = Annotated[datetime | None, Query(description="Studies that arrived at or after this instant (ISO 8601, UTC).")]
@@ -96,7 +97,7 @@ def versions(session: SessionDep, user: QualityUser) -> list[dict[str, Any]]:
     return list_versions_in_service(session)
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses=error_responses(404))
 def metrics(
     session: SessionDep,
     settings: SettingsDep,
@@ -140,7 +141,7 @@ def screening(session: SessionDep, user: QualityUser, since: Since = None, until
     return screening_flag_outcomes(session, since=_utc(since), until=_utc(until))
 
 
-@router.get("/drift")
+@router.get("/drift", responses=error_responses(404))
 def drift(
     session: SessionDep,
     settings: SettingsDep,
@@ -169,7 +170,7 @@ def drift(
     return report.to_dict() | {"headers": headers}
 
 
-@router.get("/compare")
+@router.get("/compare", responses=error_responses(404))
 def compare(
     session: SessionDep, settings: SettingsDep, user: QualityUser, task: str, challenger: str, champion: str | None = None
 ) -> dict[str, Any]:
@@ -196,7 +197,7 @@ def _report(
     )
 
 
-@router.get("/report", response_class=Response)
+@router.get("/report", response_class=Response, responses=error_responses(404))
 def report(
     session: SessionDep,
     settings: SettingsDep,
@@ -215,7 +216,7 @@ def report(
 
 
 # Writing to the MLflow store is an ml-engineer's action: the quality role is read-only.
-@router.post("/report/mlflow")
+@router.post("/report/mlflow", responses=error_responses(404))
 def report_to_mlflow(
     session: SessionDep, settings: SettingsDep, user: EngineerUser, task: str, version: str, since: Since = None, until: Until = None
 ) -> dict[str, str]:
@@ -249,7 +250,7 @@ class SteeringRequest(BaseModel):
     source: StoredText = "this site's studies confirmed by final reads"
 
 
-@router.post("/promote")
+@router.post("/promote", responses=error_responses(404, 409, 413))
 def promote(body: PromoteRequest, session: SessionDep, settings: SettingsDep, user: EngineerUser) -> dict[str, Any]:
     """Gate the version on confirmed studies, then make it champion; 409 with the reasons when it fails."""
     from mlflow.exceptions import MlflowException
@@ -273,7 +274,7 @@ def promote(body: PromoteRequest, session: SessionDep, settings: SettingsDep, us
     return {"promoted": body.version, "task": body.task, "steering": decision.steering} | decision.to_dict()
 
 
-@router.post("/rollback")
+@router.post("/rollback", responses=error_responses(404, 413))
 def rollback(body: RollbackRequest, session: SessionDep, settings: SettingsDep, user: EngineerUser) -> dict[str, str]:
     try:
         previous, current = rollback_champion(
@@ -288,7 +289,7 @@ def rollback(body: RollbackRequest, session: SessionDep, settings: SettingsDep, 
     return {"task": body.task, "from": previous, "to": current}
 
 
-@router.post("/steering")
+@router.post("/steering", responses=error_responses(409, 413))
 def steering(body: SteeringRequest, session: SessionDep, settings: SettingsDep, user: EngineerUser) -> dict[str, Any]:
     """Record the version's steering right; `defer` only on this site's confirmed studies meeting the
     MEDSCREEN_STEERING_DEFER_* thresholds (409 with the reasons otherwise). Audited either way."""

@@ -28,6 +28,7 @@ from screening.tables import ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep, SettingsDep
+from service.error_responses import AUTHENTICATED, error_responses
 from service.fhir_http import require_json_body
 from service.pages import static_page_router
 from service.request_params import Int32RowId, Offset, Page, StoredText
@@ -36,7 +37,7 @@ __all__ = ["router", "page_router", "get_screener"]
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/screening", tags=["screening"])
+router = APIRouter(prefix="/api/screening", tags=["screening"], responses=AUTHENTICATED)
 Paediatrician = Annotated[AuthenticatedUser, Depends(require_role(Role.paediatrician, Role.admin))]
 
 _templates = Environment(loader=PackageLoader("screening", "templates"), autoescape=select_autoescape(["html"]))
@@ -64,7 +65,10 @@ def get_screener(request: Request, settings: SettingsDep) -> Screener:
 ScreenerDep = Annotated[Screener, Depends(get_screener)]
 
 
-@router.post("", summary="Screen the children of a FHIR R4 Bundle; returns RiskAssessment + Flag per child")
+@router.post(
+    "", summary="Screen the children of a FHIR R4 Bundle; returns RiskAssessment + Flag per child",
+    responses=error_responses(413, 415),
+)
 def submit_bundle(
     session: SessionDep,
     user: Paediatrician,
@@ -297,7 +301,7 @@ class OutcomeIn(BaseModel):
     note: StoredText = Field("", max_length=2000)
 
 
-@router.post("/flags/{result_id}/outcome", status_code=status.HTTP_201_CREATED)
+@router.post("/flags/{result_id}/outcome", status_code=status.HTTP_201_CREATED, responses=error_responses(404, 413))
 def record_outcome(result_id: Int32RowId, body: OutcomeIn, session: SessionDep, user: Paediatrician) -> dict[str, Any]:
     """Record a decision on a flag; a changed decision is a new entry (the latest counts), never an edit."""
     row = session.scalars(select(ScreeningRun).where(ScreeningRun.id == result_id, in_scope(user))).first()

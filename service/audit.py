@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from service.auth import require_role
 from service.db import utcnow
 from service.deps import SessionDep
+from service.error_responses import AUTHENTICATED
 from service.request_params import Offset
 from service.tables import AuditEvent, Role
 
@@ -126,7 +127,7 @@ class AuditPage(BaseModel):
     total: int
 
 
-router = APIRouter(prefix="/api/audit", tags=["audit"])
+router = APIRouter(prefix="/api/audit", tags=["audit"], responses=AUTHENTICATED)
 
 
 @router.get("", response_model=AuditPage, dependencies=[Depends(require_role(Role.admin))])

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from service.db import utcnow
 from service.deps import SessionDep, SettingsDep
+from service.error_responses import error_responses
 from service.errors import SecretKeyError, WeakPassword
 from service.settings import Settings
 from service.tables import ROLES, Role, User
@@ -254,6 +255,6 @@ class Me(BaseModel):
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-@router.get("/me", response_model=Me)
+@router.get("/me", response_model=Me, responses=error_responses(401))
 def me(user: CurrentUser) -> Me:
     return Me(username=user.username, roles=sorted(user.roles))

@@ -28,6 +28,7 @@ from service.auth import (
 )
 from service.db import utcnow
 from service.deps import SessionDep, SettingsDep
+from service.error_responses import AUTHENTICATED, error_responses
 from service.login_throttle import LoginRefused, record_login_success, reserve_login_attempt, unlock_account
 from service.tables import Role, User
 
@@ -49,7 +50,13 @@ def audit_login(session: Session, username: str, outcome: str, address: str, **d
     record_audit(session, actor, "auth.login", "user", subject, {"outcome": outcome, "address": address, **detail})
 
 
-@router.post("/token", response_model=Token)
+@router.post(
+    "/token",
+    response_model=Token,
+    responses=error_responses(
+        401, 413, 429, described={401: "Wrong username or password.", 413: "The form is over 64 kB."}
+    ),
+)
 def login(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
@@ -86,7 +93,7 @@ def login(
     return Token(access_token=token)
 
 
-@router.post("/unlock/{username}")
+@router.post("/unlock/{username}", responses=AUTHENTICATED)
 def unlock(
     # At most a username's 64 characters: a longer name is no account, and on PostgreSQL it had overflowed the
     # audit row's subject_id (128) into a 500.

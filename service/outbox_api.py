@@ -17,12 +17,13 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.db import utcnow
 from service.deps import SessionDep
+from service.error_responses import AUTHENTICATED, error_responses
 from service.outbox import UNBUILT, OutboxMessage, OutboxState, newer_of_topic
 from service.request_params import RowId
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/outbox", tags=["outbox"])
+router = APIRouter(prefix="/api/outbox", tags=["outbox"], responses=AUTHENTICATED)
 Engineer = Annotated[AuthenticatedUser, Depends(require_role(Role.ml_engineer))]
 # The producers' channels (worklist.ris_feed.CHANNEL, screening/inference fhir_feed.FHIR_CHANNEL; service may not
 # import them): a mistyped channel is a 422 naming these, not an empty list.
@@ -69,7 +70,10 @@ def list_outbox(
     return OutboxPage(counts=counts, items=items)
 
 
-@router.post("/{message_id}/replay", response_model=OutboxMessageOut, summary="Offer a set-aside message again")
+@router.post(
+    "/{message_id}/replay", response_model=OutboxMessageOut, summary="Offer a set-aside message again",
+    responses=error_responses(404, 409),
+)
 def replay_message(message_id: RowId, session: SessionDep, user: Engineer) -> OutboxMessageOut:
     message = session.get(OutboxMessage, message_id)
     if message is None:

@@ -18,6 +18,7 @@ from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.db import session_scope, utcnow
 from service.deps import SessionDep, SettingsDep
+from service.error_responses import AUTHENTICATED, error_responses
 from service.lifecycle import WorklistState
 from service.request_params import Offset
 from service.settings import Settings
@@ -43,7 +44,7 @@ __all__ = ["router"]
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/worklist", tags=["worklist"])
+router = APIRouter(prefix="/api/worklist", tags=["worklist"], responses=AUTHENTICATED)
 router.include_router(live_router)
 Radiologist = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist))]
 PriorityReader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist, Role.quality))]
@@ -155,7 +156,7 @@ def list_priority_changes(
     )
 
 
-@router.get("/{study_uid}", response_model=WorklistDetail)
+@router.get("/{study_uid}", response_model=WorklistDetail, responses=error_responses(404))
 def get_worklist_study(study_uid: str, session: SessionDep, user: Radiologist) -> WorklistDetail:
     """One study: patient, champion result, priority and its reason, timeline, final read."""
     try:
@@ -167,7 +168,7 @@ def get_worklist_study(study_uid: str, session: SessionDep, user: Radiologist) -
     return detail
 
 
-@router.post("/{study_uid}/claim", response_model=WorklistItem)
+@router.post("/{study_uid}/claim", response_model=WorklistItem, responses=error_responses(404, 409))
 def claim(study_uid: str, session: SessionDep, settings: SettingsDep, user: Radiologist) -> WorklistItem:
     """Claim a study to read it; 409 when another radiologist holds it or it has been read."""
     try:
@@ -178,7 +179,7 @@ def claim(study_uid: str, session: SessionDep, settings: SettingsDep, user: Radi
     return WorklistItem(**item_fields(entry))
 
 
-@router.post("/{study_uid}/release", response_model=WorklistItem)
+@router.post("/{study_uid}/release", response_model=WorklistItem, responses=error_responses(404, 409))
 def release(study_uid: str, session: SessionDep, user: Radiologist) -> WorklistItem:
     """Give a claim back (an admin may free anyone's claim)."""
     try:
@@ -189,7 +190,10 @@ def release(study_uid: str, session: SessionDep, user: Radiologist) -> WorklistI
     return WorklistItem(**item_fields(entry))
 
 
-@router.post("/{study_uid}/read", response_model=FinalReadOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{study_uid}/read", response_model=FinalReadOut, status_code=status.HTTP_201_CREATED,
+    responses=error_responses(404, 409, 413),
+)
 def read(
     study_uid: str, body: FinalReadIn, session: SessionDep, settings: SettingsDep, user: Radiologist
 ) -> FinalReadOut:
@@ -206,7 +210,7 @@ def read(
     return final_read_out(session, final)
 
 
-@router.get("/{study_uid}/heatmap", responses={200: {"content": {"image/png": {}}}})
+@router.get("/{study_uid}/heatmap", responses={200: {"content": {"image/png": {}}}, **error_responses(404)})
 def heatmap(study_uid: str, session: SessionDep, settings: SettingsDep, user: Radiologist) -> Response:
     """The champion's heat-map as PNG, when scoring made one; 404 otherwise."""
     try:
