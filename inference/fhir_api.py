@@ -8,6 +8,7 @@ as a final report, and the shipped mammography version (cross-validated AUROC 0.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -24,10 +25,12 @@ from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep, SettingsDep
 from service.fhir_push import searchset_bundle
 from service.lifecycle import ModelRole
+from service.request_params import MAX_INT32_ROW_ID
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
+_ROW_ID = re.compile(r"[0-9]{1,10}")
 Reader = Annotated[AuthenticatedUser, Depends(require_role(Role.radiologist, Role.ml_engineer, Role.quality))]
 FHIR_JSON = "application/fhir+json"
 
@@ -102,7 +105,9 @@ def _read(
 ) -> JSONResponse:
     prefix = "medscreen-dr-" if resource_type == "DiagnosticReport" else "medscreen-obs-"
     number = resource_id.removeprefix(prefix).split("-")[0]
-    if not resource_id.startswith(prefix) or not number.isdigit():
+    # ASCII digits within the key's range (score_results.id is 32-bit on PostgreSQL; '²' passes str.isdigit() but
+    # not int()): past it, or past 2^63 - 1 on SQLite, it had been a 500.
+    if not resource_id.startswith(prefix) or not _ROW_ID.fullmatch(number) or int(number) > MAX_INT32_ROW_ID:
         return _not_found(f"{resource_type}/{resource_id}")
     row = session.execute(
         select(ScoreResult, Study).join(Study, Study.id == ScoreResult.study_id)

@@ -47,12 +47,12 @@ from service.outbox import (
     take_in,
     unseen_behind,
 )
+from service.request_params import MAX_INT32_ROW_ID
 
 __all__ = ["FHIR_CHANNEL", "screening_resources", "flag_statuses", "take_in_screening_flags", "fhir_router"]
 
 FHIR_CHANNEL = "fhir"
 _ROW_ID = re.compile(r"[0-9]{1,19}")
-_MAX_ROW_ID = 2**63 - 1
 _DIGESTED_ID = re.compile(r"(.{1,53})-[0-9a-f]{10}")  # fhir_id of a record id it had to change: start, digest
 _CURSOR = "fhir:screening_results"
 _OUTCOMES_CURSOR = "fhir:screening_outcomes"
@@ -239,9 +239,9 @@ def _not_found(what: str) -> JSONResponse:
 def _read(session: SessionDep, user: AuthenticatedUser, resource_type: str, prefix: str, resource_id: str) -> JSONResponse:
     number = resource_id.removeprefix(prefix)
     row = None
-    # Only ids we made: ASCII digits within the database's integer range (str.isdigit() takes '²', which int()
-    # refuses, and SQLite overflows past 2**63 - 1); anything else is "not found", never a 500.
-    if resource_id.startswith(prefix) and _ROW_ID.fullmatch(number) and int(number) <= _MAX_ROW_ID:
+    # Only ids we made: ASCII digits within the key's range (str.isdigit() takes '²', which int() refuses, and
+    # screening_results.id is 32-bit on PostgreSQL, past which it had been a 500); anything else is "not found".
+    if resource_id.startswith(prefix) and _ROW_ID.fullmatch(number) and int(number) <= MAX_INT32_ROW_ID:
         # Outside the clinician's scope is "not found", as on /api/screening/flags: a 403 would say the child exists.
         row = session.scalars(select(ScreeningRun).where(ScreeningRun.id == int(number), in_scope(user))).first()
     if row is None:

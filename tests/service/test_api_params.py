@@ -201,3 +201,20 @@ def test_a_last_event_id_the_database_cannot_take_starts_the_live_feed_from_now(
                 assert not line.startswith("event: added"), line  # the event before it connected is not sent
         with session_scope(app.state.session_factory) as session:
             session.execute(delete(WorklistEvent).where(WorklistEvent.kind == "claimed"))
+
+
+def test_a_fhir_read_of_an_id_past_the_key_range_is_not_found(app: FastAPI, add_user: AddUser) -> None:
+    """medscreen's FHIR ids carry a row id; one past the key's range (32-bit on PostgreSQL, 64-bit on SQLite) had
+    been a 500 when bound, on PostgreSQL from 2^31 and on SQLite from 2^63, and '²' (str.isdigit) one in int()."""
+    reader = add_user("ada", "admin", "radiologist", "paediatrician")
+    client = TestClient(app, raise_server_exceptions=False)
+    for number in (str(MAX_INT32_ROW_ID), str(MAX_INT32_ROW_ID + 1), str(TOO_LARGE), "9" * 5000, "\u00b2"):
+        for resource in (
+            f"DiagnosticReport/medscreen-dr-{number}",
+            f"Observation/medscreen-obs-{number}-chest-xray",
+            f"RiskAssessment/medscreen-ra-{number}",
+            f"Flag/medscreen-flag-{number}",
+        ):
+            answer = client.get(f"/fhir/{resource}", headers=reader)
+            assert answer.status_code == 404, (resource[:60], answer.status_code)
+            assert answer.json()["resourceType"] == "OperationOutcome"
