@@ -29,7 +29,7 @@ from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pydicom.valuerep import DS
+from pydicom.valuerep import DA, DS, TM
 from pynetdicom import AE
 
 from inference.errors import WritebackFailed
@@ -182,12 +182,32 @@ def _patient_sex(value: object) -> str:
     return _PATIENT_SEX.get(str(value or "").strip().upper(), "")
 
 
+# Dates and times the documents copy (all Type 2): highdicom converts each to a date or time and refuses the
+# whole document when one does not convert ('03.12.2019', seen in real files), which had cost the SR and the
+# heat-map of such a study.
+_COPIED_DATES_AND_TIMES = {"PatientBirthDate": DA, "StudyDate": DA, "StudyTime": TM}
+
+
+def _unreadable_dates_and_times(source: Dataset) -> list[str]:
+    unreadable = []
+    for keyword, value_class in _COPIED_DATES_AND_TIMES.items():
+        value = str(source.get(keyword) or "").strip()
+        if not value:
+            continue
+        try:
+            value_class(value)
+        except ValueError:
+            unreadable.append(keyword)
+    return unreadable
+
+
 def header_for_documents(source: Dataset, default_charset: str = DEFAULT_CHARSET) -> Dataset:
     """The source's header as the SR and heat-map copy it: the source itself when every copied Type 2 attribute
     is there, its character set is one the documents can keep and its Patient's Age is valid; else a copy with
     the missing Type 2 attributes empty, its text re-encoded in UTF-8 (ISO_IR 192), Patient's Age normalised
     or left out (highdicom copies the Patient Study module as it is, and a strict PACS refuses an invalid AS) and
-    Patient's Sex normalised or empty.
+    Patient's Sex normalised or empty, and a birth date, study date or study time that is not a DICOM date or time
+    empty (the documents may not guess which day '03.12.2019' is).
 
     A source that declares no character set (or ISO_IR 6) but holds 8-bit text is written in UTF-8 too, its text
     read in ``default_charset`` (MEDSCREEN_DICOM_DEFAULT_CHARSET): copied as it was, its bytes had stood undeclared
@@ -205,7 +225,8 @@ def header_for_documents(source: Dataset, default_charset: str = DEFAULT_CHARSET
     fix_age = age is not None and str(age) != "" and _patient_age(age) != str(age)
     sex = source.get("PatientSex")
     fix_sex = sex is not None and str(sex) != "" and _patient_sex(sex) != str(sex)
-    if not missing and not transcode and not fix_age and not fix_sex:
+    unreadable = _unreadable_dates_and_times(source)
+    if not missing and not transcode and not fix_age and not fix_sex and not unreadable:
         return source
     fixed = _header_copy(source)
     if transcode:
@@ -225,6 +246,8 @@ def header_for_documents(source: Dataset, default_charset: str = DEFAULT_CHARSET
             fixed.PatientAge = normalised
     if fix_sex:
         fixed.PatientSex = _patient_sex(sex)
+    for keyword in unreadable:
+        setattr(fixed, keyword, "")
     return fixed
 
 

@@ -166,3 +166,27 @@ def test_documents_that_cannot_be_built_cost_the_write_back_not_the_score(
     dead = [event for event in _timeline(pipeline, study.id) if event.kind == "write-back-dead"]
     assert len(dead) == 1 and "PatientSex" in dead[0].detail["reason"]
     assert [event.kind for event in _timeline(pipeline, study.id)].count("scored") == 1
+
+
+def test_a_birth_date_that_is_no_date_is_written_empty_and_the_documents_are_built(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """highdicom refuses a document whose copied birth date, study date or study time does not convert
+    ('03.12.2019', seen in real files): such a study had been scored with no SR and no heat-map. They are
+    written empty (Type 2), never guessed; a valid date is copied as sent."""
+    pipeline.receive(_source(tmp_path, "ISO_IR 100", "Doe^Jane", PatientBirthDate="03.12.2019", StudyTime="25:99"))
+    pipeline.complete_route_and_score()
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        result = session.scalars(select(ScoreResult)).one()
+    assert result.outcome == "scored" and result.sr_sop_instance_uid and result.heatmap_sop_instance_uid
+    for uid in (result.sr_sop_instance_uid, result.heatmap_sop_instance_uid):
+        document = read_document(pipeline.settings, study.study_instance_uid, uid)
+        assert document is not None
+        assert (document.PatientBirthDate, document.StudyTime, str(document.PatientName)) == ("", "", "Doe^Jane")
+        if shutil.which("dciodvfy"):
+            path = tmp_path / f"{uid}.dcm"
+            document.save_as(path, enforce_file_format=True)
+            assert _dciodvfy_errors(path) == []
+    valid = dcmread(_source(tmp_path, "ISO_IR 100", "Doe^Jane", PatientBirthDate="20190312"))
+    assert header_for_documents(valid).PatientBirthDate == "20190312"
