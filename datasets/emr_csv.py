@@ -20,6 +20,7 @@ header row). Text that is not UTF-8 stops the batch with the file's name and wha
 * ``observations.csv``: ``patient_id,date,loinc,value,unit`` (a decimal comma, ``"70,5"``, reads as 70.5; three
   digits after it, ``"3,450"``, may be a thousands separator and the row is listed as unread).
 
+Column names are read in any case and spacing (``Patient_ID``, ``death date``: :func:`_column_name`).
 All three files and their columns are required: a missing one is an :class:`ExtractError` that stops
 the batch with its name (a child without its diagnoses file would otherwise look healthy). A row that
 cannot be read is listed on its child's record as a dropped entry (the child is screened as incomplete).
@@ -72,6 +73,17 @@ _YES = {"yes", "y", "true", "1", "deceased"}
 
 Row = tuple[int, dict[str, str]]
 
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+def _column_name(header: str) -> str:
+    """A header cell as the column it names: ``Death_Date``, `` death date `` and ``Death-Date`` are ``death_date``.
+    Exports and Excel write headers in their own case and spacing; read only as written, an optional column so
+    written was ignored without a word: a ``Death_Date`` screened a child who had died, a ``Status`` of refuted
+    made an excluded diagnosis a diagnosis."""
+    return _SEPARATORS.sub("_", header.strip()).lower()
+
+
 
 @contextlib.contextmanager
 def _open(path: Path) -> Iterator[TextIO]:
@@ -90,7 +102,7 @@ def _open(path: Path) -> Iterator[TextIO]:
 
 
 def _rows(path: Path) -> Iterator[Row]:
-    """The rows of a CSV file as ``{stripped column: stripped value}``, as ``csv.DictReader`` gives them
+    """The rows of a CSV file as ``{column name: stripped value}`` (:func:`_column_name`), as ``csv.DictReader`` gives them
     (blank rows skipped, a short row padded with "", the cells beyond the header dropped), each with the number of
     the file line it begins on, with the header's names stripped once instead of once per row."""
     if not path.is_file():
@@ -100,7 +112,7 @@ def _rows(path: Path) -> Iterator[Row]:
         header = next(reader, None)  # a blank first line is an empty header, as DictReader has it
         if header is None:
             return
-        columns = [(i, name.strip()) for i, name in enumerate(header) if name]
+        columns = [(i, _column_name(name)) for i, name in enumerate(header) if name]
         width = len(header)
         read = reader.line_num
         for cells in reader:
@@ -124,7 +136,7 @@ def check_extract(folder: Path) -> None:
             raise ExtractError(f"{name} is missing from {folder}")
         with _open(path) as handle:
             header = next(csv.reader(handle), [])
-        missing = [c for c in columns if c not in {h.strip() for h in header}]
+        missing = [c for c in columns if c not in {_column_name(h) for h in header}]
         if missing:
             separator = next((f" (its header has {sep!r}: comma-separated columns are read)" for sep in (";", "\t", "|")
                               if len(header) == 1 and sep in header[0]), "")
@@ -141,7 +153,7 @@ def _is_sorted(path: Path) -> bool:
         if header is None:
             return True
         # The last column so named wins, as in the rows of _rows.
-        column = max((i for i, name in enumerate(header) if name and name.strip() == "patient_id"), default=None)
+        column = max((i for i, name in enumerate(header) if name and _column_name(name) == "patient_id"), default=None)
         previous = ""
         for cells in reader:
             if not cells:
