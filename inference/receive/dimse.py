@@ -29,6 +29,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from inference.errors import IngestError
 from inference.ingest import InstanceIngestor
 from inference.receive.message_limits import StreamLimitedDimse, refusal_for
+from inference.receive.negotiation import add_unknown_storage_contexts, storage_service_for_unknown_classes
 from inference.receive.status import PROCESSING_FAILURE, SUCCESS, dicom_status_for
 from inference.receive.upper_layer import BoundedUpperLayer
 
@@ -180,6 +181,8 @@ def _on_requested(event: Event, ingestor: InstanceIngestor) -> None:
     # Under the watermark nothing could be stored: refuse the association (transient, so the PACS retries
     # later) rather than accept it and refuse each instance.
     if ingestor.has_free_disk():
+        # A private or newer storage class is accepted like any other (inference/receive/negotiation.py).
+        add_unknown_storage_contexts(event.assoc, TRANSFER_SYNTAXES)
         return
     requestor = event.assoc.requestor
     log.warning(
@@ -215,6 +218,7 @@ def handlers_for(ingestor: InstanceIngestor) -> list[Any]:
         (evt.EVT_C_ECHO, _on_echo),
         (evt.EVT_C_STORE, _on_store, [ingestor]),
         (evt.EVT_REQUESTED, _on_requested, [ingestor]),
+        (evt.EVT_SOP_COMMON, storage_service_for_unknown_classes),
         (evt.EVT_ACCEPTED, _on_accepted),
         (evt.EVT_REJECTED, _on_rejected),
     ]

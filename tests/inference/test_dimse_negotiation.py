@@ -1,0 +1,64 @@
+"""Presentation contexts as real senders propose them: dcmtk's dcmsend against the real receiver."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy import select
+
+from benchmarks.dcmtk import dcmtk
+from inference.ingest import InstanceIngestor
+from inference.tables import Instance, NotScoredInstance, QuarantinedItem
+from service.db import make_session_factory
+from service.settings import Settings
+from tests.inference.conftest import INFERENCE_FIXTURES, requires_dcmtk
+
+pytestmark = [pytest.mark.integration, requires_dcmtk]
+
+# Siemens CSA Non-Image Storage: private, sent with nearly every Siemens CT and MR study.
+SIEMENS_CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"
+# Label Map Segmentation Storage (2024): public, newer than pynetdicom's list of storage contexts.
+LABEL_MAP_SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.7"
+
+
+def dcmsend(port: int, *files: Path) -> str:
+    """Send with dcmtk's dcmsend, which proposes each file's own SOP class and transfer syntax."""
+    result = subprocess.run(
+        [dcmtk("dcmsend"), "-v", "-aet", "MODALITY", "-aec", "MEDSCREEN", "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result.stdout + result.stderr
+
+
+def _as_class(source: Path, sop_class_uid: str, target: Path) -> Path:
+    ds = dcmread(source)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+def test_a_private_or_newer_storage_class_is_acknowledged_and_the_study_goes_on(
+    dimse_server: ThreadedAssociationServer, ingestor: InstanceIngestor, sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    # The receiver had rejected both contexts: the sender failed those instances before sending them (dcmtk's
+    # storescu then aborts the association, Orthanc's store job stops), so the rest of the study never came.
+    ct = INFERENCE_FIXTURES / "ct" / "lidc-0002-0.dcm"
+    private = _as_class(ct, SIEMENS_CSA_NON_IMAGE, tmp_path / "csa.dcm")
+    label_map = _as_class(ct, LABEL_MAP_SEGMENTATION, tmp_path / "labelmap.dcm")
+    output = dcmsend(sqlite_settings.dicom_port, private, label_map, ct)
+    assert "with status SUCCESS  : 3" in output, output
+
+    with make_session_factory(ingestor.engine)() as session:
+        stored = list(session.scalars(select(Instance.sop_class_uid)))
+        left_aside = sorted(session.scalars(select(NotScoredInstance.kind)))
+        quarantined = list(session.scalars(select(QuarantinedItem.kind)))
+    assert stored == ["1.2.840.10008.5.1.4.1.1.2"]
+    assert left_aside == ["ignored", "ignored"] and quarantined == []
