@@ -14,12 +14,22 @@ Bundle line, or a loose resource: the files of loose resources are split by pati
 ``.json`` files as Bundle files beside them. Every file of the folder is read: a folder of NDJSON files of
 Bundles had been taken for a Bulk Data export, whose reader skips Bundle lines, and its children were lost
 without a word.
+
+A file compressed with gzip (``Condition.ndjson.gz``, ``export.ndjson.gz``, ``bundle.json.gz``, as exports are
+stored to save space) is decompressed into the run's work folder first, streaming, and read as the file it holds.
+It had been skipped in a folder without a word (a Bulk Data folder with its ``Condition`` file compressed
+screened every child without a diagnosis) and refused alone as "not UTF-8 text". A file in another compression
+(``.bz2``, ``.xz``, ``.zst``, ``.zip``) stops the run with its name and what to do.
 """
 
 from __future__ import annotations
 
+import gzip
 import math
 import mmap
+import re
+import shutil
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,11 +39,20 @@ import orjson
 
 from datasets.emr_csv import CSV_FILES, read_csv_extract
 from datasets.emr_records import ChildRecord, RecordError
+from datasets.errors import ExtractError
 from datasets.fhir_bulk import bulk_files, partition_by_patient, read_partition_file
 from datasets.fhir_fast import read_fhir_fast, records_from_ndjson_lines
 from datasets.fhir_primitives import UTF8_BOM
 
-__all__ = ["Partition", "plan_partitions", "read_partition", "input_files", "bundle_files", "DEFAULT_PARTITION_BYTES"]
+__all__ = [
+    "Partition",
+    "plan_partitions",
+    "read_partition",
+    "input_files",
+    "bundle_files",
+    "compressed_files",
+    "DEFAULT_PARTITION_BYTES",
+]
 
 PartitionKind = Literal["bundle_file", "bundle_files", "bundle_lines", "resources", "csv"]
 # About 2,000 simulated children (8 KB of FHIR each): seconds of work, a few MB of memory.
@@ -64,11 +83,47 @@ def bundle_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(".json"))
 
 
+# An extract file in a compression: gzip is read (decompressed first), any other is refused by name.
+_GZIP_EXTRACT = re.compile(r".*\.(nd)?json\.gz", re.IGNORECASE)
+_OTHER_COMPRESSION = re.compile(r".*\.((nd)?json\.(bz2|xz|zst|zip|z|lz4)|zip|7z|tar|tgz|tar\.gz)", re.IGNORECASE)
+
+
+def compressed_files(folder: Path) -> list[Path]:
+    """The gzip-compressed NDJSON and Bundle files of a folder (``*.ndjson.gz``, ``*.json.gz``), in name order."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and _GZIP_EXTRACT.fullmatch(p.name))
+
+
+def _refuse_other_compression(files: list[Path]) -> None:
+    named = [p.name for p in files if _OTHER_COMPRESSION.fullmatch(p.name)]
+    if named:
+        shown = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+        raise ExtractError(
+            f"{shown}: compressed in a form not read here (gzip .gz is read): nothing was screened; decompress "
+            "the extract (unzip, bunzip2, unxz, zstd -d) and run again"
+        )
+
+
+def _decompress(packed: Path, folder: Path) -> Path:
+    """``packed`` (gzip) decompressed, streaming, into ``folder`` under its name without ``.gz``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plain = folder / packed.name[: -len(".gz")]
+    try:
+        with gzip.open(packed, "rb") as source, plain.open("wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise ExtractError(
+            f"{packed.name} cannot be decompressed ({exc}): nothing was screened; check the file"
+        ) from exc
+    return plain
+
+
 def input_files(path: Path) -> list[Path]:
     """The files an extract is made of (to fingerprint it for resuming)."""
     if path.is_dir():
         csv = [path / name for name in CSV_FILES if (path / name).is_file()]
-        return csv if (path / CSV_FILES[0]).is_file() else sorted(bulk_files(path) + bundle_files(path))
+        if (path / CSV_FILES[0]).is_file():
+            return csv
+        return sorted(bulk_files(path) + bundle_files(path) + compressed_files(path))
     return [path]
 
 
@@ -141,23 +196,33 @@ def plan_partitions(
     source = path.name
     if path.is_dir() and (path / CSV_FILES[0]).is_file():
         return [Partition(0, "csv", str(path), source)]
+    unpacked = split_folder / "decompressed"
+    single_bundles: list[Path] = []  # Bundle files decompressed from a .json.gz, outside the folder's runs
     if not path.is_dir():
+        _refuse_other_compression([path])
+        if _GZIP_EXTRACT.fullmatch(path.name):
+            path = _decompress(path, unpacked)
         if path.suffix.lower() != ".ndjson":
             return [Partition(0, "bundle_file", str(path), source)]
         ndjson, bundles = [path], []
     else:
+        _refuse_other_compression([p for p in path.iterdir() if p.is_file()])
         ndjson, bundles = bulk_files(path), bundle_files(path)
-        if not ndjson and not bundles:
+        for packed in compressed_files(path):
+            plain = _decompress(packed, unpacked)
+            (ndjson if plain.suffix.lower() == ".ndjson" else single_bundles).append(plain)
+        if not ndjson and not bundles and not single_bundles:
             raise FileNotFoundError(f"{path} holds neither {CSV_FILES[0]} nor any .ndjson or .json file")
     specs: list[tuple[PartitionKind, str, str, int, int, int]] = [
         ("bundle_files", str(path), source, start, end, 1) for start, end in _file_runs(bundles, target_bytes, progress)
     ]
+    specs += [("bundle_file", str(p), p.name + ".gz", 0, 0, 1) for p in single_bundles]
     loose = []
     for file in ndjson:
         if not _holds_bundle_lines(file):
             loose.append(file)
             continue
-        name = file.name if path.is_dir() else source
+        name = (file.name + ".gz" if file.parent == unpacked else file.name) if path.is_dir() else source
         specs += [
             ("bundle_lines", str(file), name, start, end, first)
             for start, end, first in _line_ranges(file, target_bytes, progress)

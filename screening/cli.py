@@ -199,7 +199,7 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
 def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
     from datasets.emr_csv import check_extract
     from datasets.errors import ExtractError
-    from datasets.extract_partitions import bundle_files
+    from datasets.extract_partitions import bundle_files, compressed_files
     from datasets.fhir_bulk import bulk_files
     from screening.population import RunOptions, run_population
 
@@ -225,7 +225,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"--errors and --out are both {args.out}: the one would overwrite the other\n")
         return 2
     try:
-        if args.input.is_dir() and not bulk_files(args.input) and not bundle_files(args.input):
+        if args.input.is_dir() and not (bulk_files(args.input) or bundle_files(args.input) or compressed_files(args.input)):
             try:
                 check_extract(args.input)  # before the 6 s of loading the knowledge
             except ExtractError as exc:
