@@ -117,24 +117,41 @@ def _row(version: Any, aliases: tuple[str, ...] = ()) -> RegisteredVersion:
     )
 
 
+# What MLflow answers for a model, version or alias it does not hold (a missing alias is INVALID_PARAMETER_VALUE).
+# Anything else (a locked or corrupt store, a tracking server down) means the registry could not be read, and is
+# raised: read as "none", a store locked while a champion's result was stored made it a previous champion's result
+# (no SR, steering nothing) and the study was marked scored by it.
+_NOT_HELD = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+def _not_held(exc: Any) -> bool:
+    return getattr(exc, "error_code", None) in _NOT_HELD
+
+
 def alias_version(tracking_uri: str, name: str, role: ModelRole, *, client: Any = None) -> RegisteredVersion | None:
-    """The version ``role`` points at, or None when the alias (or the model) does not exist."""
+    """The version ``role`` points at, or None when the alias (or the model) does not exist; MlflowException when the
+    registry cannot be read."""
     from mlflow.exceptions import MlflowException
 
     client = client or registry_client(tracking_uri)
     try:
         return _row(client.get_model_version_by_alias(name, role.value))
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if _not_held(exc):
+            return None
+        raise
 
 
 def version_of(tracking_uri: str, name: str, version: str) -> RegisteredVersion | None:
+    """The registered version, or None when the registry does not hold it; MlflowException when it cannot be read."""
     from mlflow.exceptions import MlflowException
 
     try:
         return _row(registry_client(tracking_uri).get_model_version(name, str(version)))
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if _not_held(exc):
+            return None
+        raise
 
 
 def set_alias(tracking_uri: str, name: str, role: ModelRole, version: str) -> None:
