@@ -19,7 +19,10 @@ function el(tag, attrs = {}, ...children) {
 
 async function api(path, options = {}) {
   const headers = Object.assign({ Authorization: `Bearer ${state.token}` }, options.headers || {});
-  const response = await fetch(path, Object.assign({}, options, { headers }));
+  let response;
+  try { response = await fetch(path, Object.assign({}, options, { headers })); } catch (_) {
+    throw new Error("the server could not be reached");  // fetch's own TypeError reads "Failed to fetch"
+  }
   if (response.status === 401) { logout({ expired: true }); throw new Error("please log in again"); }
   if (!response.ok) {
     let detail = response.statusText;
@@ -60,6 +63,9 @@ function logout({ expired = false } = {}) {
   if (state.streamAbort) state.streamAbort.abort();
   clearTimeout(state.refreshTimer); clearTimeout(state.retryTimer);
   if (expired) state.keptFor = state.keptFor || state.user; else clearReading();
+  // The reader must know that what was refused (a read, a claim) was not recorded: a bare login form said nothing.
+  $("login-error").textContent = expired && state.keptFor ? "Your session has ended: log in again. A read or claim " +
+    "refused just now was not recorded; the study you had open and what you typed are kept." : "";
   $("app").hidden = true; $("logout").hidden = true; $("who").textContent = ""; $("login-panel").hidden = false;
 }
 
@@ -67,8 +73,8 @@ function clearReading() {
   closeStudy();
   $("read-form").hidden = true; $("read-form").dataset.uid = ""; $("read-note").value = ""; $("read-findings").replaceChildren();
   for (const id of ["rows", "s-facts", "s-score", "s-read", "s-timeline"]) $(id).replaceChildren();
-  for (const id of ["s-title", "s-priority", "s-claim", "s-error", "range", "list-error"]) $(id).textContent = "";
-  $("list-error").hidden = true;
+  for (const id of ["s-title", "s-priority", "s-claim", "s-error", "range", "list-error", "open-error"]) $(id).textContent = "";
+  $("list-error").hidden = true; $("open-error").hidden = true;
   state.offset = 0; state.user = null; state.roles = []; state.listOkAt = null; state.keptFor = null;
 }
 
@@ -76,6 +82,7 @@ async function start() {
   const me = await (await api("/api/auth/me")).json();
   if (state.keptFor && state.keptFor !== me.username) clearReading();
   state.keptFor = null;
+  $("s-error").textContent = "";
   state.user = me.username; state.roles = me.roles;
   state.claimMs = (await (await fetch("/worklist/settings")).json()).claim_minutes * 60000;
   $("who").textContent = `${me.username} (${me.roles.join(", ")})`;
@@ -202,7 +209,16 @@ async function loadList() {
   state.serverSkewMs = Date.parse(page.now) - Date.now();
   state.total = page.total;
   if (state.offset >= page.total && state.offset > 0) { state.offset = Math.max(0, page.total - PAGE_SIZE); return loadList(); }
+  // A reload (any live event) redraws the rows: the keyboard focus goes back to the study it was on (or to the
+  // row now in its place), where it had fallen to <body> and a keyboard user lost their place in the list.
+  const focused = document.activeElement && document.activeElement.closest("#rows tr[data-uid]");
+  const focusedAt = focused ? [...$("rows").children].indexOf(focused) : -1;
   $("rows").replaceChildren(...page.items.map((item, i) => row(item, state.offset + i + 1)));
+  if (focused) {
+    const rows = [...$("rows").children];
+    const back = rows.find((tr) => tr.dataset.uid === focused.dataset.uid) || rows[Math.min(focusedAt, rows.length - 1)];
+    if (back) back.querySelector("button.open").focus();
+  }
   const last = Math.min(state.offset + PAGE_SIZE, page.total);
   $("range").textContent = page.total ? `${state.offset + 1}–${last} of ${page.total.toLocaleString()}` : "no studies";
   $("prev").disabled = state.offset === 0; $("next").disabled = last >= page.total;
@@ -303,8 +319,13 @@ async function openStudy(uid, { quiet = false, focus = false } = {}) {
   state.selected = uid;
   for (const tr of $("rows").children) tr.classList.toggle("selected", tr.dataset.uid === uid);
   if (!quiet) $("s-error").textContent = "";
-  const study = await (await api(`/api/worklist/${encodeURIComponent(uid)}`)).json();
+  let study;
+  try { study = await (await api(`/api/worklist/${encodeURIComponent(uid)}`)).json(); } catch (error) {
+    if (seq === state.viewSeq && !quiet && state.token) notOpened(uid, error);
+    throw error;
+  }
   if (seq !== state.viewSeq) return;
+  $("open-error").hidden = true; $("open-error").textContent = "";
   const heatmap = await fetchHeatmap(study);
   if (seq !== state.viewSeq) return;
   $("study").hidden = false;
@@ -335,6 +356,15 @@ async function openStudy(uid, { quiet = false, focus = false } = {}) {
     el("li", { text: `${utc(item.at, true)} · ${item.text}` })));
   $("study").dataset.uid = uid;
   if (focus) $("s-title").focus();
+}
+
+// A study the server could not open (a 503, the network down) is said so, and the list's selection goes back to
+// the study drawn in the panel, if any: a click had done nothing at all, or marked a row beside another's panel.
+function notOpened(uid, error) {
+  state.selected = $("study").hidden ? null : $("study").dataset.uid || null;
+  for (const tr of $("rows").children) tr.classList.toggle("selected", tr.dataset.uid === state.selected);
+  $("open-error").textContent = `Study …${uid.slice(-12)} could not be opened: ${error.message}. Try again.`;
+  $("open-error").hidden = false;
 }
 
 // The claim buttons and line; drawn again when one's own claim lapses while the study is open. The read form

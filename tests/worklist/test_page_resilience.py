@@ -1,0 +1,92 @@
+"""The radiologists' page when things go wrong in a real Chromium against the real app: a study the server cannot
+open, a session that ends mid-read, a list redrawn under the keyboard focus by a live event (found by review)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from service.db import make_engine, make_session_factory, session_scope
+from service.settings import Settings
+from service.users import set_active
+from tests.worklist.test_page_reading import PASSWORD, reading
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_live_reload_keeps_the_keyboard_focus_on_its_row(settings: Settings) -> None:
+    """rita tabs to the second study; a colleague's claim reloads the list: the focus stays on that study's button.
+    Every reload had redrawn the rows and dropped the focus to <body>, so a keyboard user lost their place each
+    time anything changed on the list."""
+    with reading(settings, {"A": "ALPHA^Anna", "B": "BRAVO^Ben", "C": "CHARLIE^Cy"}, claimed=False) as r:
+        page, expect = r.page, r.expect
+        r.row("B").locator("button.open").focus()
+        token = httpx.post(f"{r.url}/api/auth/token", data={"username": "rob", "password": "rob-password-long"}).json()
+        claimed = httpx.post(f"{r.url}/api/worklist/{r.uids['A']}/claim", headers={"Authorization": f"Bearer {token['access_token']}"})
+        assert claimed.status_code == 200
+        expect(r.row("A").locator("td").last).to_have_text("rob")
+        expect(r.row("B").locator("button.open")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#s-title")).to_be_focused()
+        assert page.eval_on_selector("#study", "e => e.dataset.uid") == r.uids["B"]
+
+
+def test_a_study_that_cannot_be_opened_says_so(settings: Settings) -> None:
+    """The study view answers 503, then the network is down: the page says the study could not be opened and
+    why, and the list's selection stays on the study drawn in the panel. A click had done nothing at all (the
+    error was dropped), or had marked the new row selected beside the previous study's panel."""
+    with reading(settings, {"A": "ALPHA^Anna", "B": "BRAVO^Ben"}, claimed=False) as r:
+        page, expect = r.page, r.expect
+        pattern = f"**/api/worklist/{r.uids['A']}"
+        page.route(pattern, lambda route: route.fulfill(status=503, json={"detail": "database unavailable"}))
+        r.row("A").locator("button.open").press("Enter")
+        error = page.locator("#open-error")
+        expect(error).to_be_visible()
+        expect(error).to_have_text(f"Study …{r.uids['A'][-12:]} could not be opened: database unavailable. Try again.")
+        assert page.get_attribute("#open-error", "role") == "alert"
+        assert not r.row("A").evaluate("tr => tr.classList.contains('selected')")
+
+        r.row("B").locator("button.open").press("Enter")
+        expect(page.locator("#s-facts")).to_contain_text("BRAVO^Ben")
+        expect(error).to_be_hidden()
+        page.unroute(pattern)
+        page.route(pattern, lambda route: route.abort())
+        r.row("A").locator("button.open").click()
+        expect(error).to_contain_text("could not be opened: the server could not be reached")
+        # The panel still shows B, and the list says so: B is the selected row, not A.
+        assert page.eval_on_selector("#study", "e => e.dataset.uid") == r.uids["B"]
+        expect(r.row("B")).to_have_class("selected")
+        assert not r.row("A").evaluate("tr => tr.classList.contains('selected')")
+
+
+def test_a_session_ended_mid_read_says_so_and_keeps_the_read(settings: Settings) -> None:
+    """rita's account is disabled while she types a read; Record final read is refused: the login panel says her
+    session has ended and the read was not recorded (it had shown a bare login form), and after logging in again
+    her typed read is still there, without a stale 'please log in again' under it."""
+    with reading(settings, {"A": "ALPHA^Anna"}, claimed=True) as r:
+        page, expect = r.page, r.expect
+        r.row("A").locator("button.open").click()
+        expect(page.locator("#read-form")).to_be_visible()
+        page.check("#read-findings input[value=present]")
+        page.fill("#read-note", "a long read typed over minutes")
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            with session_scope(make_session_factory(engine)) as session:
+                set_active(session, "rita", False, actor="test")
+            page.click("#read-submit")
+            expect(page.locator("#login-panel")).to_be_visible()
+            expect(page.locator("#login-error")).to_contain_text("Your session has ended")
+            expect(page.locator("#login-error")).to_contain_text("not recorded")
+            with session_scope(make_session_factory(engine)) as session:
+                set_active(session, "rita", True, actor="test")
+        finally:
+            engine.dispose()
+        assert r.study("A")["final_read"] is None
+        page.fill("#username", "rita")
+        page.fill("#password", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#read-note")).to_have_value("a long read typed over minutes")
+        expect(page.locator("#s-error")).to_have_text("")
+        page.click("#read-submit")
+        expect(page.locator("#s-read")).to_contain_text("Read by rita")
+        assert r.study("A")["final_read"]["note"] == "a long read typed over minutes"
