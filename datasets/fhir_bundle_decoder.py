@@ -230,6 +230,7 @@ class BundleLineReader:
         facts: dict[str, list[CodedFact]] = {}
         measurements: dict[str, list[Measurement]] = {}
         referenced: set[str] = set()  # every subject, also of resources that give no fact
+        read_ids: set[tuple[str, str]] = set()  # (type, id) of the resources read: a repeat is the slow way's
         date_of, codings_of, date_times = self._date, self._codings_of, self._dates["dateTime"]
         references, concepts = self._references, self._concepts
         for entry in entries:
@@ -257,6 +258,10 @@ class BundleLineReader:
                     raise _Doubt  # the sex to chart growth by is in an extension: the per-resource reader reads it
                 patients[rid] = ChildRecord(rid, birth, sex, source=self.source, **self._patient_extras(r))  # type: ignore[arg-type]
                 continue
+            if r.id is not None:
+                if (rtype, r.id) in read_ids:
+                    raise _Doubt  # a resource repeated: the per-resource reader reads an exact repeat once
+                read_ids.add((rtype, r.id))
             subject = bytes(r.subject)
             ref = references.get(subject) or self._reference(subject)
             referenced.add(ref)

@@ -61,6 +61,8 @@ repeating its Patient) is the same child: the first is read, and one that says a
 listed as an unread entry (:func:`repeated_patient`), so the record is screened as ``incomplete``. Before, the
 last one read replaced the first without a word, and with it the child's age. A child in more than one record of
 an extract (two Bundles of one patient, an extract appended to) is read as one record, :func:`merged_record`.
+Any other resource repeated exactly (same type, id and content) is read once, and so is an entry that a child's
+later record repeats: the same measurement read twice had made a single low value "persist" as a growth finding.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ __all__ = [
     "unresolved_medication",
     "resolve_subject_identifiers",
     "resolve_references",
+    "without_repeated_resources",
     "no_subject",
 ]
 
@@ -168,7 +171,8 @@ def repeated_patient(first: ChildRecord, birth: date, sex: str, where: str) -> D
 
 
 def merged_record(records: list[ChildRecord]) -> ChildRecord:
-    """One child's records (in the order of the extract) as one: every finding, measurement and unread entry of each.
+    """One child's records (in the order of the extract) as one: every finding, measurement and unread entry of each,
+    an entry that a later record repeats exactly once.
 
     The first record's birth date, sex, name and record number are read (a later record that says another birth
     date or sex is listed, as :func:`repeated_patient` lists a repeated Patient resource); a death any record
@@ -178,10 +182,16 @@ def merged_record(records: list[ChildRecord]) -> ChildRecord:
     """
     first = records[0]
     merged = replace(first, facts=list(first.facts), measurements=list(first.measurements), dropped=list(first.dropped))
+    facts, measurements, dropped = set(merged.facts), set(merged.measurements), set(merged.dropped)
     for k, other in enumerate(records[1:], start=2):
-        merged.facts += other.facts
-        merged.measurements += other.measurements
-        merged.dropped += other.dropped
+        # An entry a record repeats from an earlier one is one entry (an extract appended to a cumulative one, two
+        # Bundles that overlap), as a resource repeated within a record is (without_repeated_resources).
+        merged.facts += [f for f in other.facts if f not in facts]
+        merged.measurements += [m for m in other.measurements if m not in measurements]
+        merged.dropped += [d for d in other.dropped if d not in dropped]
+        facts.update(other.facts)
+        measurements.update(other.measurements)
+        dropped.update(other.dropped)
         differs = repeated_patient(merged, other.birth_date, other.sex, f"{other.source} record {k} of the child")
         if differs is not None:
             merged.dropped.append(differs)
@@ -511,8 +521,28 @@ def no_subject(raw: Any, rtype: str) -> str:
     return f"{rtype} has no subject reference"
 
 
+def without_repeated_resources(resources: list[tuple[K, Any]]) -> list[tuple[K, Any]]:
+    """``resources`` without the exact repeats of a resource read before them: the same type, id and content (a
+    Bundle listing an entry twice, a search's pages or included resources overlapping, export files that overlap).
+    One resource is one entry of the record: read twice, a single low head circumference that the next visit did
+    not repeat had "persisted" as microcephaly, and a malformation counted twice among the congenital codes, raising
+    the risk. A repeat that differs (two resources that share an id) is read; a repeated Patient is the readers'
+    (:func:`repeated_patient`)."""
+    first: dict[tuple[str, str], Any] = {}
+    out = []
+    for key, raw in resources:
+        if isinstance(raw, dict) and raw.get("resourceType") != "Patient" and isinstance(rid := raw.get("id"), str):
+            earlier = first.setdefault((str(raw.get("resourceType")), rid), raw)
+            if earlier is not raw and earlier == raw:
+                continue
+        out.append((key, raw))
+    return out
+
+
 def resolve_references(resources: Iterable[tuple[K, Any]], full_urls: Mapping[K, str] | None = None) -> list[tuple[K, Any]]:
-    """What every per-resource reader does before it groups ``resources`` by patient: each drug named by reference
-    given its Medication's code (:func:`resolve_medication_references`), each subject named by identifier its
-    Patient's reference (:func:`resolve_subject_identifiers`)."""
-    return resolve_subject_identifiers(resolve_medication_references(list(resources), full_urls), full_urls)
+    """What every per-resource reader does before it groups ``resources`` by patient: an exact repeat of a resource
+    left out (:func:`without_repeated_resources`), each drug named by reference given its Medication's code
+    (:func:`resolve_medication_references`), each subject named by identifier its Patient's reference
+    (:func:`resolve_subject_identifiers`)."""
+    read = without_repeated_resources(list(resources))
+    return resolve_subject_identifiers(resolve_medication_references(read, full_urls), full_urls)

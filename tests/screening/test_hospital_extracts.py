@@ -3,6 +3,7 @@ across an extract. Each is read as written or refused with what to do, never scr
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 from datetime import date
@@ -11,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from datasets.emr_csv import read_csv_extract
-from datasets.emr_records import ChildRecord, RecordError
+from datasets.emr_records import ChildRecord, CodedFact, Measurement, RecordError
 from datasets.errors import ExtractError
 from datasets.extract_partitions import plan_partitions, read_partition
-from datasets.fhir_emr import record_to_bundle
+from datasets.fhir_emr import record_to_bundle, records_from_bundle
+from datasets.fhir_entry_rules import merged_record
+from datasets.fhir_fast import read_fhir_fast, records_from_bundle_fast
 from medscreen.cli import main
+from screening.screener import Screener
 from tests.screening.conftest import syndromic_child
 
 
@@ -91,3 +95,70 @@ def test_gzip_compressed_extract_files_are_read_and_other_compressions_refused(
     (tmp_path / "broken.ndjson.gz").write_bytes(gzip.compress(b"{}\n")[:-6])
     with pytest.raises(ExtractError, match=r"broken.ndjson.gz cannot be decompressed"):
         _read(tmp_path / "broken.ndjson.gz", tmp_path / "split-4")
+
+
+MICROCEPHALY = "HP:0000252"
+
+
+def _single_dip() -> ChildRecord:
+    """An ordinary boy whose head circumference at 12 months lies below -2 SD once; the next visit is on his centile
+    (a measurement error or a passing dip, which the persistence rule does not read as microcephaly)."""
+    record = ChildRecord("p1", date(2021, 1, 10), "M")
+    record.facts += [
+        CodedFact("condition", "icd10", "J06.9", date(2021, 6, 1)),
+        CodedFact("condition", "icd10", "Q21.0", date(2021, 2, 1)),
+    ]
+    record.measurements += [
+        Measurement("9843-4", 42.8, "cm", date(2022, 1, 12)),
+        Measurement("9843-4", 48.6, "cm", date(2023, 1, 10)),
+        Measurement("29463-7", 9.6, "kg", date(2022, 1, 12)),
+    ]
+    return record
+
+
+def test_a_resource_repeated_in_an_extract_is_read_once(tmp_path: Path, screener: Screener) -> None:
+    """The same Observation twice in a Bundle (a search's overlapping pages or includes, a Bundle built from two
+    queries), in two files of a Bulk Data export, or in two Bundles of the child (a cumulative extract appended to
+    last month's) had been two measurements: the single low head circumference "persisted" as microcephaly, and a
+    repeated Condition counted twice among the congenital codes. Each reader now reads the same resource once."""
+    as_of = date(2024, 3, 1)
+    original = _single_dip()
+    assert MICROCEPHALY not in {f.hpo for f in screener.screen(original, as_of).findings}
+    bundle = record_to_bundle(original)
+    repeated = copy.deepcopy(bundle)
+    repeated["entry"] += copy.deepcopy([e for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"])
+    (tmp_path / "repeated.ndjson").write_text(json.dumps(repeated) + "\n")
+    export = tmp_path / "export"
+    export.mkdir()
+    resources = [e["resource"] for e in bundle["entry"]]
+    (export / "Patient.ndjson").write_text(json.dumps(resources[0]) + "\n")
+    for name in ("Observation.000.ndjson", "Observation.001.ndjson"):  # overlapping export files
+        (export / name).write_text("".join(json.dumps(r) + "\n" for r in resources[1:]))
+    read = [
+        *records_from_bundle(copy.deepcopy(repeated), "x"),
+        *records_from_bundle_fast(copy.deepcopy(repeated), "x"),
+        *read_fhir_fast(tmp_path / "repeated.ndjson"),
+        *_read(export, tmp_path / "split"),
+        merged_record([original, copy.deepcopy(original)]),
+    ]
+    assert len(read) == 5 and all(isinstance(r, ChildRecord) for r in read)
+    for record in read:
+        assert isinstance(record, ChildRecord)
+        assert (record.facts, sorted(record.measurements), record.dropped) == (
+            original.facts,
+            sorted(original.measurements),
+            [],
+        )
+        result = screener.screen(record, as_of)
+        assert (
+            MICROCEPHALY not in {f.hpo for f in result.findings}
+            and result.risk == screener.screen(original, as_of).risk
+        )
+
+    differing = copy.deepcopy(bundle)  # two resources sharing an id but not their content: both are read
+    other = copy.deepcopy(differing["entry"][-1])
+    other["resource"]["valueQuantity"]["value"] = 9.9
+    differing["entry"].append(other)
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        [record] = reader(copy.deepcopy(differing), "x")
+        assert isinstance(record, ChildRecord) and len(record.measurements) == len(original.measurements) + 1
