@@ -7,6 +7,7 @@
 const TOKEN = "medscreen-token";
 const NOTE = "medscreen-note-";  // + result id: an unsaved note kept over a sign-in
 let page = 1;
+let shownDecided = false;  // whether the flags on screen include decided ones (the checkbox may be ahead of them)
 
 const $ = (id) => document.getElementById(id);
 function token() { return sessionStorage.getItem(TOKEN); }
@@ -57,10 +58,29 @@ async function fetchPage() {
 async function load({ focus = false } = {}) {
   const flags = $("flags");
   if (!token()) { show(false); return; }
-  const response = await fetchPage();
-  if (response.status === 401) { signedOut(); return; }
+  const response = await fetchPage().catch(() => null);
+  if (response && response.status === 401) {
+    // Notes typed and not saved are kept for after the sign-in, as when a decision finds the session ended.
+    for (const [id, typed] of keepTyped(flags)) if (typed.note !== null) sessionStorage.setItem(NOTE + id, typed.note);
+    signedOut(flags.querySelector("article.flag") ? "Your session has ended: sign in again; your notes are kept." : "");
+    return;
+  }
+  // A server or network failure leaves the flags on screen, with the notes typed in them, and says the list was
+  // not updated: it had replaced them with "Not allowed: ..." (a 503 is no refusal) and dropped those notes, and a
+  // dropped network had done nothing at all. Only a refusal (403) takes the list away.
+  if (!response || (!response.ok && response.status !== 403)) {
+    const shownPage = flags.querySelector("p.meta[data-page]");
+    if (shownPage) page = Number(shownPage.dataset.page);
+    $("include-decided").checked = shownDecided;
+    $("load-error").textContent = `The list could not be loaded: ${response ? await detail(response) : "the server could not be reached"}. ` +
+      "Try again.";
+    $("load-error").hidden = false;
+    show(true);
+    return;
+  }
+  $("load-error").hidden = true; $("load-error").textContent = "";
   const kept = keepTyped(flags);
-  if (response.ok) flags.innerHTML = await response.text();
+  if (response.ok) { flags.innerHTML = await response.text(); shownDecided = $("include-decided").checked; }
   else flags.replaceChildren(Object.assign(document.createElement("p"),
     { className: "error", textContent: `Not allowed: ${await detail(response)}` }));
   restoreTyped(flags, kept);
@@ -112,6 +132,7 @@ $("login").addEventListener("submit", async (event) => {
 $("logout").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN); forgetNotes();
   $("flags").replaceChildren(); $("status").textContent = "";
+  $("load-error").hidden = true; $("load-error").textContent = "";
   page = 1;
   show(false);
 });

@@ -1,0 +1,55 @@
+"""The paediatricians' page when the server or the network fails in a real Chromium against the real app (found
+by review): the flags on screen and the notes typed in them stay, and the page says the list was not updated."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.peers import launch_chromium, playwright_or_skip
+from tests.screening.test_page_browser import served  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_list_that_cannot_be_loaded_keeps_the_flags_and_the_typed_note(served: tuple[str, object]) -> None:
+    """dr-a types a note, then asks for decided flags while the list answers 503, then while the network is down.
+    The page had replaced the flags with "Not allowed: database unavailable" (a 503 is no refusal) and dropped the
+    note; with the network down it had done nothing at all (an uncaught 'Failed to fetch')."""
+    sync_api = playwright_or_skip()
+    expect = sync_api.expect
+    url, _ = served
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/screening")
+            page.fill("input[name=username]", "dr-a")
+            page.fill("input[name=password]", "dr-a-password-long")
+            page.click("#login button[type=submit]")
+            expect(page.locator("article.flag")).to_have_count(2)
+            note = page.locator("article.flag textarea[name=note]").first
+            note.fill("ask about hearing")
+            flags = "**/api/screening/flags?*"
+            page.route(flags, lambda route: route.fulfill(status=503, json={"detail": "database unavailable"}))
+            page.check("#include-decided")
+            error = page.locator("#load-error")
+            expect(error).to_have_text("The list could not be loaded: database unavailable. Try again.")
+            assert error.get_attribute("role") == "alert"
+            expect(page.locator("#flags")).not_to_contain_text("Not allowed")
+            expect(page.locator("article.flag")).to_have_count(2)
+            expect(note).to_have_value("ask about hearing")
+            expect(page.locator("#include-decided")).not_to_be_checked()  # the box says what the list shows
+
+            page.unroute(flags)
+            page.route(flags, lambda route: route.abort())
+            page.check("#include-decided")
+            expect(error).to_have_text("The list could not be loaded: the server could not be reached. Try again.")
+            expect(note).to_have_value("ask about hearing")
+
+            page.unroute(flags)
+            page.check("#include-decided")
+            expect(error).to_be_hidden()
+            expect(page.locator("p.meta")).not_to_contain_text("waiting for a decision")
+            expect(note).to_have_value("ask about hearing")
+        finally:
+            browser.close()
