@@ -2,8 +2,9 @@
 
 The order is the durability contract: the sender is told "success" only after the file and its
 directory entry are fsynced and the database transaction that records it has committed. A SOP Instance
-UID is stored once, by its first writer: a re-sent identical copy is acknowledged and dropped, a differing
-one is refused (0x0111) and kept aside in the quarantine, reported on the study's timeline. A differing copy
+UID is stored once, by its first writer: a re-sent copy of the same data set (in any transfer syntax) is
+acknowledged and dropped, a differing one is refused (0x0111) and kept aside in the quarantine, reported on the
+study's timeline. A differing copy
 that corrects what the intended-use gate reads (age, birth date, sex, body part, view) withdraws the model's
 effect on the study: it is put out of scope ("header corrected after scoring") and returns to arrival order.
 """
@@ -34,6 +35,7 @@ from inference.errors import (
     PatientMismatch,
     StudyMismatch,
 )
+from inference.instance_content import same_data_set
 from inference.instance_headers import is_valid_uid, read_instance_headers, uid_defect
 from inference.instance_limits import read_deflated_header
 from inference.intake import SCORED_MODALITIES, not_scored
@@ -178,13 +180,14 @@ class InstanceIngestor:
             raise
         if existing is not None:
             kept = Path(existing.path)
-            if kept.is_file() and not self.spool.same_content(received, kept):
+            # The same data set in another transfer syntax (a PACS re-sending what it compressed) is the same instance.
+            if kept.is_file() and not (self.spool.same_content(received, kept) or same_data_set(received, kept)):
                 raise DifferingDuplicate(
                     f"SOP Instance UID {headers.sop_instance_uid} is already stored with other content "
                     f"(sha256 {file_digest(kept)[:16]} stored, {file_digest(received)[:16]} received); "
                     "the first copy is kept, this one is set aside"
                 )
-            # The same bytes again (or a copy the retention cleaner has already removed): acknowledged, stored once.
+            # The same instance again (or a copy the retention cleaner has already removed): acknowledged, stored once.
             received.unlink(missing_ok=True)
             log.debug("duplicate SOP instance acknowledged again (revision %d)", existing.revision)
             return InstanceStored(
