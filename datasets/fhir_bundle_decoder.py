@@ -152,6 +152,7 @@ class _Entry(Struct, gc=False):
 class _Bundle(Struct, gc=False):
     resourceType: str | None = None
     entry: list[_Entry] | None = None
+    link: Raw = Raw()  # a page of a search names its next page: the per-resource reader says so on each record
 
 
 _BUNDLE: Final = msgspec.json.Decoder(_Bundle)
@@ -197,7 +198,7 @@ class BundleLineReader:
             bundle = _BUNDLE.decode(line)
         except msgspec.DecodeError:  # malformed JSON, or a type that does not fit (ValidationError)
             return None
-        if bundle.resourceType != "Bundle":
+        if bundle.resourceType != "Bundle" or (bundle.link and b'"next"' in bytes(bundle.link)):
             return None
         try:
             return self._records(bundle.entry or [])

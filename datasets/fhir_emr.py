@@ -57,7 +57,7 @@ from datasets.fhir_entry_rules import (
     sex_for_growth,
     unresolved_medication,
 )
-from datasets.fhir_fast import child_name, not_utf8, utf8_lines
+from datasets.fhir_fast import child_name, not_utf8, utf8_lines, with_later_pages
 from datasets.fhir_primitives import UTF8_BOM, full_url_keys, invalid_id, merge_aliases, parse_date, reference_key
 
 __all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle", "fhir_id"]
@@ -322,11 +322,12 @@ def records_from_bundle(bundle: dict[str, Any], source: str, where: str = "") ->
         yield RecordError(source, where or "input", "not a FHIR Bundle")
         return
     entries = bundle.get("entry") or []
-    yield from records_from_resources(
+    records = records_from_resources(
         ((f"{where}entry[{i}]", e.get("resource") or {}) for i, e in enumerate(entries) if isinstance(e, dict)),
         source,
         {f"{where}entry[{i}]": url for i, url in full_url_keys(entries).items()},
     )
+    yield from with_later_pages(records, bundle.get("link"), where)
 
 
 def read_fhir(path: Path) -> Iterator[ChildRecord | RecordError]:

@@ -112,6 +112,7 @@ __all__ = [
     "resolve_subject_identifiers",
     "resolve_references",
     "without_repeated_resources",
+    "later_pages",
     "no_subject",
 ]
 
@@ -509,6 +510,20 @@ def resolve_subject_identifiers(
                 raw[element] = {**value, "reference": f"Patient/{next(iter(pids))}"}
         out.append((key, raw))
     return out
+
+
+def later_pages(links: Any) -> str | None:
+    """Why a Bundle's records lack what its later pages hold, or None: a Bundle with a ``link`` of relation ``next``
+    is one page of a search result (a searchset saved from ``GET [base]/Condition?patient=...`` or
+    ``Patient?_revinclude=...``; servers page at 20 to 100 entries), and a child's other entries are on the pages not
+    in the input. Read as it came, such a child had been "screened" on the first page's findings."""
+    for link in links if isinstance(links, list) else ():
+        if isinstance(link, dict) and link.get("relation") == "next":
+            return (
+                "Bundle.link 'next': the Bundle is one page of a search result, and the child's entries on its later "
+                "pages are not in the input; fetch every page (follow 'next') into one extract, or use a Bulk Data $export"
+            )
+    return None
 
 
 def no_subject(raw: Any, rtype: str) -> str:

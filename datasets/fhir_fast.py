@@ -50,6 +50,7 @@ from datasets.fhir_entry_rules import (
     condition_displays,
     feature_presence,
     gestation_as_text,
+    later_pages,
     month_only_birth,
     no_birth_date,
     no_subject,
@@ -83,6 +84,7 @@ __all__ = [
     "records_from_bundle_fast",
     "records_from_resources_fast",
     "records_from_ndjson_lines",
+    "with_later_pages",
     "RESOURCE_TYPES",
 ]
 
@@ -595,12 +597,25 @@ def records_from_bundle_fast(bundle: Any, source: str, where: str = "") -> Itera
     if not isinstance(entries, list):
         yield RecordError(source, where or "input", "invalid Bundle: entry is not an array")
         return
-    yield from records_from_resources_fast(
+    records = records_from_resources_fast(
         ((i, e.get("resource") or {}) for i, e in enumerate(entries) if isinstance(e, dict)),
         source,
         lambda i: f"{where}entry[{i}]",
         full_url_keys(entries),
     )
+    yield from with_later_pages(records, bundle.get("link"), where)
+
+
+def with_later_pages(
+    records: Iterable[ChildRecord | RecordError], links: Any, where: str = ""
+) -> Iterator[ChildRecord | RecordError]:
+    """``records`` of a Bundle whose ``link`` is ``links``, each listing the Bundle's later pages as unread when it is
+    one page of a search result (:func:`datasets.fhir_entry_rules.later_pages`): the child is ``incomplete``."""
+    reason = later_pages(links)
+    for item in records:
+        if reason is not None and isinstance(item, ChildRecord):
+            item.dropped.append(DroppedEntry(f"{where}Bundle.link", reason))
+        yield item
 
 
 def records_from_ndjson_lines(

@@ -162,3 +162,39 @@ def test_a_resource_repeated_in_an_extract_is_read_once(tmp_path: Path, screener
     for reader in (records_from_bundle, records_from_bundle_fast):
         [record] = reader(copy.deepcopy(differing), "x")
         assert isinstance(record, ChildRecord) and len(record.measurements) == len(original.measurements) + 1
+
+
+def test_a_search_result_page_says_its_later_pages_are_not_read(tmp_path: Path) -> None:
+    """A searchset saved from a FHIR server (``Patient?_revinclude=Condition:subject``) is paged (20 to 100
+    entries): its ``link`` names the ``next`` page. Read as it came, the child had been "screened" on the first
+    page's findings alone, a negative on part of the record. Each reader now lists the later pages as unread (the
+    child ``incomplete``); the last page of a search, or a Bundle without a next page, reads as before."""
+    bundle = record_to_bundle(syndromic_child("kid1"))
+    page = copy.deepcopy(bundle)
+    page["type"], page["total"] = "searchset", 1
+    page["entry"] = page["entry"][:5]
+    for entry in page["entry"]:
+        entry["search"] = {"mode": "match" if entry["resource"]["resourceType"] == "Patient" else "include"}
+    base = "https://emr.example.org/fhir"
+    page["link"] = [
+        {"relation": "self", "url": f"{base}/Patient?_revinclude=Condition:subject"},
+        {"relation": "next", "url": f"{base}?_getpages=7f3c&_getpagesoffset=5&_count=5&_bundletype=searchset"},
+    ]
+    (tmp_path / "page1.json").write_text(json.dumps(page))
+    (tmp_path / "page1.ndjson").write_text(json.dumps(page) + "\n")
+    read = [
+        *records_from_bundle(copy.deepcopy(page), "x"),
+        *records_from_bundle_fast(copy.deepcopy(page), "x"),
+        *read_fhir_fast(tmp_path / "page1.json"),
+        *read_fhir_fast(tmp_path / "page1.ndjson"),
+    ]
+    assert len(read) == 4
+    for record in read:
+        assert isinstance(record, ChildRecord) and record.incomplete
+        assert [d.entry for d in record.dropped] in (["Bundle.link"], ["line 1 Bundle.link"])
+        assert "one page of a search result" in record.dropped[0].reason
+    last = copy.deepcopy(page)
+    last["link"] = [{"relation": "self", "url": f"{base}/Patient"}, {"relation": "previous", "url": f"{base}?p=0"}]
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        [record] = reader(copy.deepcopy(last), "x")
+        assert isinstance(record, ChildRecord) and not record.incomplete
