@@ -35,6 +35,7 @@ from pynetdicom import AE
 from inference.errors import WritebackFailed
 from inference.instance_headers import DEFAULT_CHARSET, DEFAULT_REPERTOIRE, declared_character_sets, text_as_meant
 from inference.intake import MANUFACTURER
+from inference.pacs_refusals import association_failure, context_refusal
 from inference.score_text import score_and_threshold
 from inference.scorers import RegionScore, TaskScore
 from service.lifecycle import SteeringRight, Task
@@ -623,17 +624,20 @@ def send_c_store(
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     assoc = ae.associate(host, port, ae_title=called_ae, tls_args=tls_args)
     if not assoc.is_established:
-        raise WritebackFailed(f"association with {called_ae}@{host}:{port}{' over TLS' if tls_args else ''} failed")
+        where = f"{host}:{port}{' over TLS' if tls_args else ''}"
+        raise WritebackFailed(
+            association_failure(
+                assoc, called_ae=called_ae, calling_ae=calling_ae, where=where,
+                sop_classes=[ds.SOPClassUID for ds in datasets],
+            )
+        )
     try:
         # A PACS may accept the association yet no context for a class (many take Basic or Enhanced SR only):
-        # say which class it refused, instead of pynetdicom's ValueError at the send.
+        # say which class it refused and why, instead of pynetdicom's ValueError at the send.
         accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
         for ds in datasets:
             if str(ds.SOPClassUID) not in accepted:
-                raise WritebackFailed(
-                    f"{called_ae} accepts no presentation context for {ds.SOPClassUID.name} ({ds.SOPClassUID}); "
-                    "it does not store that SOP class"
-                )
+                raise WritebackFailed(context_refusal(assoc, ds.SOPClassUID, called_ae=called_ae))
         for ds in datasets:
             status = assoc.send_c_store(ds)
             code = getattr(status, "Status", None)

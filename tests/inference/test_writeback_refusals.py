@@ -1,0 +1,112 @@
+"""A PACS's refusal of a write-back is recorded with its reason: real peers (dcmtk's storescp, Orthanc) refusing.
+
+The reason ends on the outgoing row and the study's write-back-retry/-dead line. It had read "association with
+PACS@host:port failed" for a PACS that rejected medscreen's calling AE title (or was called by the wrong AE title),
+and "it does not store that SOP class" for a class the PACS stores in other transfer syntaxes only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from benchmarks.dcmtk import dcmtk
+from inference.errors import WritebackFailed
+from inference.writeback import COMPREHENSIVE_3D_SR_STORAGE, SECONDARY_CAPTURE_IMAGE_STORAGE, send_c_store
+from tests.inference.conftest import INFERENCE_FIXTURES, requires_dcmtk
+from tests.peers import Orthanc, start_orthanc, stop_orthanc, wait_for
+from tests.ports import free_port
+
+pytestmark = [pytest.mark.integration]
+
+# A PACS that stores Secondary Capture in JPEG lossless only, and Comprehensive 3D SR uncompressed.
+_STORESCP_CONFIG = """\
+[[TransferSyntaxes]]
+[Uncompressed]
+TransferSyntax1 = LittleEndianImplicit
+[JpegOnly]
+TransferSyntax1 = JPEGLossless:Non-hierarchical-1stOrderPrediction
+
+[[PresentationContexts]]
+[JpegImages]
+PresentationContext1 = SecondaryCaptureImageStorage\\JpegOnly
+PresentationContext2 = Comprehensive3DSRStorage\\Uncompressed
+
+[[Profiles]]
+[JpegImages]
+PresentationContexts = JpegImages
+"""
+
+
+def _document(sop_class: str) -> Dataset:
+    # Refused before any data set is sent: only the SOP class matters here.
+    ds = dcmread(INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm")
+    ds.SOPClassUID = sop_class
+    return ds
+
+
+def _refusal(port: int, called_ae: str, sop_class: str) -> str:
+    with pytest.raises(WritebackFailed) as refused:
+        send_c_store([_document(sop_class)], host="127.0.0.1", port=port, called_ae=called_ae, calling_ae="MEDSCREEN")
+    return refused.value.reason
+
+
+@pytest.fixture(scope="module")
+def checking_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """Orthanc as sites run it: the called AE title checked, stores only from the AEs it knows (none here)."""
+    orthanc = start_orthanc(
+        tmp_path_factory.mktemp("orthanc"),
+        extra_config={"DicomCheckCalledAet": True, "DicomAlwaysAllowStore": False, "DicomAlwaysAllowEcho": False},
+    )
+    yield orthanc
+    stop_orthanc(orthanc)
+
+
+def test_a_pacs_that_does_not_know_medscreen_says_so(checking_orthanc: Orthanc) -> None:
+    reason = _refusal(checking_orthanc.dicom_port, "ORTHANC", COMPREHENSIVE_3D_SR_STORAGE)
+    assert "rejected the association from MEDSCREEN" in reason and "Calling AE title not recognised" in reason, reason
+    assert "add AE MEDSCREEN" in reason
+
+
+def test_a_wrong_called_ae_title_says_so(checking_orthanc: Orthanc) -> None:
+    reason = _refusal(checking_orthanc.dicom_port, "NOTORTHANC", COMPREHENSIVE_3D_SR_STORAGE)
+    assert "Called AE title not recognised" in reason and "MEDSCREEN_PACS_AE_TITLE" in reason, reason
+
+
+def test_no_pacs_listening_is_not_called_a_rejection() -> None:
+    reason = _refusal(free_port(), "PACS", COMPREHENSIVE_3D_SR_STORAGE)
+    assert reason.startswith("no association with PACS at 127.0.0.1:"), reason
+
+
+@requires_dcmtk
+def test_a_class_stored_in_other_transfer_syntaxes_only_names_them(tmp_path: Path) -> None:
+    config = tmp_path / "storescp.cfg"
+    config.write_text(_STORESCP_CONFIG)
+    port = free_port()
+    received = tmp_path / "received"
+    received.mkdir()
+    scp = subprocess.Popen(
+        [dcmtk("storescp"), "-xf", str(config), "JpegImages", "-od", str(received), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _listening(port), 30, "storescp to listen")
+        reason = _refusal(port, "PACS", SECONDARY_CAPTURE_IMAGE_STORAGE)
+    finally:
+        scp.terminate()
+        scp.wait(timeout=30)
+    assert "in none of the transfer syntaxes offered (Explicit VR Little Endian, Implicit VR Little Endian)" in reason
+    assert "does not store that SOP class" not in reason, reason
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
