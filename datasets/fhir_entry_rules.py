@@ -68,10 +68,11 @@ later record repeats: the same measurement read twice had made a single low valu
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import date
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from datasets.emr_records import (
     DECEASED_UNDATED,
@@ -472,17 +473,41 @@ def _identifier_key(identifier: Any) -> tuple[str, str] | None:
     return (system if isinstance(system, str) else ""), value
 
 
+# A transaction Bundle's conditional reference (FHIR R4 3.1.0.4.9 "Conditional References"): the Patient named by
+# one identifier, ``Patient?identifier=[system|]value``, resolved by the server that takes the transaction.
+_CONDITIONAL = re.compile(r"Patient\?identifier=([^&]+)")
+
+
+def _conditional_identifier(value: dict[str, Any]) -> dict[str, str] | None:
+    """The identifier a conditional reference names, as a plain Identifier, or None."""
+    reference = value.get("reference")
+    found = _CONDITIONAL.fullmatch(reference) if isinstance(reference, str) else None
+    if found is None:
+        return None
+    system, bar, text = unquote(found.group(1)).rpartition("|")
+    return {"system": system, "value": text} if bar else {"value": text}
+
+
 def resolve_subject_identifiers(
-    resources: list[tuple[K, Any]], full_urls: Mapping[K, str] | None = None
+    resources: list[tuple[K, Any]], full_urls: Mapping[K, str] | None = None, name: Callable[[K], str] = str
 ) -> list[tuple[K, Any]]:
-    """``resources`` with each ``subject``/``patient`` that names its Patient by identifier only given the reference
-    of the Patient among ``resources`` that carries that identifier (a copy). One that names no Patient, or more
-    than one, is left as it is: the readers report it (:func:`no_subject`)."""
+    """``resources`` with each ``subject``/``patient`` that names its Patient by identifier only, or by a transaction's
+    conditional reference (``Patient?identifier=system|value``), given the reference of the Patient among
+    ``resources`` that carries that identifier (a copy). One that names no Patient, or more than one, is left as it
+    is: the readers report it (:func:`no_subject`). ``name(key)`` is the id the readers give a Patient with neither
+    an ``id`` nor an entry ``fullUrl`` (its place in the Bundle).
+
+    A conditional reference had been read as a reference to a Patient called "Patient?identifier=...": every
+    resource of the child a record error, and the child, its Patient read alone, "screened" with no finding."""
     def by_identifier(raw: Any) -> tuple[str, Any] | None:
         for element in ("subject", "patient"):
             value = raw.get(element) if isinstance(raw, dict) else None
-            if isinstance(value, dict) and "reference" not in value and _identifier_key(value.get("identifier")):
+            if not isinstance(value, dict):
+                continue
+            if "reference" not in value and _identifier_key(value.get("identifier")):
                 return element, value
+            if (conditional := _conditional_identifier(value)) is not None:
+                return element, {k: v for k, v in value.items() if k != "reference"} | {"identifier": conditional}
         return None
 
     if not any(by_identifier(raw) is not None for _, raw in resources):
@@ -491,7 +516,7 @@ def resolve_subject_identifiers(
     for key, raw in resources:
         if isinstance(raw, dict) and raw.get("resourceType") == "Patient":
             url = (full_urls or {}).get(key)
-            pid = raw.get("id") if isinstance(raw.get("id"), str) and raw.get("id") else (reference_key(url) if url else None)
+            pid = raw.get("id") if isinstance(raw.get("id"), str) and raw.get("id") else (reference_key(url) if url else name(key))
             identifiers = raw.get("identifier")
             for identifier in identifiers if pid and isinstance(identifiers, list) else ():
                 if (named := _identifier_key(identifier)) is not None:
@@ -554,10 +579,12 @@ def without_repeated_resources(resources: list[tuple[K, Any]]) -> list[tuple[K, 
     return out
 
 
-def resolve_references(resources: Iterable[tuple[K, Any]], full_urls: Mapping[K, str] | None = None) -> list[tuple[K, Any]]:
+def resolve_references(
+    resources: Iterable[tuple[K, Any]], full_urls: Mapping[K, str] | None = None, name: Callable[[K], str] = str
+) -> list[tuple[K, Any]]:
     """What every per-resource reader does before it groups ``resources`` by patient: an exact repeat of a resource
     left out (:func:`without_repeated_resources`), each drug named by reference given its Medication's code
     (:func:`resolve_medication_references`), each subject named by identifier its Patient's reference
-    (:func:`resolve_subject_identifiers`)."""
+    (:func:`resolve_subject_identifiers`; ``name``: the id of a Patient with no id, as the reader names it)."""
     read = without_repeated_resources(list(resources))
-    return resolve_subject_identifiers(resolve_medication_references(read, full_urls), full_urls)
+    return resolve_subject_identifiers(resolve_medication_references(read, full_urls), full_urls, name)

@@ -461,7 +461,7 @@ def records_from_resources_fast(
     dropped: dict[str, list[DroppedEntry]] = {}
     aliases: dict[str, str] = {}  # a Patient entry's fullUrl id -> its Patient.id
     kinds = KINDS
-    for key, raw in resolve_references(resources, full_urls):
+    for key, raw in resolve_references(resources, full_urls, name):
         if not isinstance(raw, dict):
             continue
         rtype = raw.get("resourceType")

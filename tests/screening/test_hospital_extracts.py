@@ -198,3 +198,45 @@ def test_a_search_result_page_says_its_later_pages_are_not_read(tmp_path: Path) 
     for reader in (records_from_bundle, records_from_bundle_fast):
         [record] = reader(copy.deepcopy(last), "x")
         assert isinstance(record, ChildRecord) and not record.incomplete
+
+
+def _transaction(bundle: dict, patient_url: str | None, reference: str) -> dict:  # type: ignore[type-arg]
+    """``bundle`` as an integration engine posts it: a transaction whose Patient is a conditional update by record
+    number and whose other resources name the Patient by ``reference``."""
+    out = copy.deepcopy(bundle)
+    out["type"] = "transaction"
+    patient = out["entry"][0]
+    patient["resource"].pop("id")
+    patient["resource"]["identifier"] = [{"system": "https://hospital.example/mrn", "value": "0012345"}]
+    patient["request"] = {"method": "PUT", "url": "Patient?identifier=https://hospital.example/mrn|0012345"}
+    if patient_url:
+        patient["fullUrl"] = patient_url
+    for entry in out["entry"][1:]:
+        entry["resource"]["subject"] = {"reference": reference}
+        entry["request"] = {"method": "POST", "url": entry["resource"]["resourceType"]}
+    return out
+
+
+def test_a_transactions_conditional_reference_names_its_patient() -> None:
+    """FHIR transactions may name the Patient by a conditional reference (``Patient?identifier=system|value``), which
+    the receiving server resolves. It had been read as a Patient called "Patient?identifier=...": every resource of the
+    child a record error, and the child, its Patient read alone, "screened" with no finding, not flagged."""
+    bundle = record_to_bundle(syndromic_child("kid1"))
+    expected = len(bundle["entry"]) - 1
+    for patient_url, reference in [
+        ("urn:uuid:0d7c5c7e-2f49-4d3b-a1a8-7b0e5c1f9a11", "Patient?identifier=https://hospital.example/mrn|0012345"),
+        (
+            "urn:uuid:0d7c5c7e-2f49-4d3b-a1a8-7b0e5c1f9a11",
+            "Patient?identifier=https%3A%2F%2Fhospital.example%2Fmrn%7C0012345",
+        ),
+        (None, "Patient?identifier=0012345"),  # no system: the one Patient with that value
+    ]:
+        transaction = _transaction(bundle, patient_url, reference)
+        for reader in (records_from_bundle, records_from_bundle_fast):
+            [record] = reader(copy.deepcopy(transaction), "x")
+            assert isinstance(record, ChildRecord) and not record.incomplete
+            assert len(record.facts) + len(record.measurements) == expected, (reader, reference)
+    other = _transaction(bundle, None, "Patient?identifier=https://hospital.example/mrn|999")
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        records, errors = _split(list(reader(copy.deepcopy(other), "x")))
+        assert [r.facts for r in records] == [[]] and errors and "not in the input" in errors[0].reason
