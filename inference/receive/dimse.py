@@ -22,6 +22,7 @@ from pydicom._uid_dict import UID_dictionary
 from pynetdicom import AE, _config, evt, register_uid, sop_class
 from pynetdicom.association import Association
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
@@ -173,8 +174,12 @@ def _on_accepted(event: Event) -> None:
 
 
 def _on_rejected(event: Event) -> None:
+    # pynetdicom rejects for the calling AE title (MEDSCREEN_DICOM_ALLOWED_AES), the called one, a user identity or
+    # the association limit (MEDSCREEN_DICOM_MAX_ASSOCIATIONS): the reason is the one it sent in the A-ASSOCIATE-RJ.
     requestor = event.assoc.requestor
-    log.warning("association rejected from AE %s at %s (calling AE not allowed)", requestor.ae_title, requestor.address)
+    answer = event.assoc.acceptor.primitive
+    reason = f"{answer.result_str.lower()}: {answer.reason_str}" if isinstance(answer, A_ASSOCIATE) else "no reason"
+    log.warning("association rejected from AE %s at %s (%s)", str(requestor.ae_title).strip(), requestor.address, reason)
 
 
 def _on_requested(event: Event, ingestor: InstanceIngestor) -> None:

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
+from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import select
 
 from benchmarks.dcmtk import dcmtk
 from inference.ingest import InstanceIngestor
+from inference.receive.dimse import AssociationLimits, start_dimse_server
 from inference.tables import Instance, NotScoredInstance, QuarantinedItem
 from service.db import make_session_factory
 from service.settings import Settings
 from tests.inference.conftest import INFERENCE_FIXTURES, requires_dcmtk
+from tests.peers import wait_for
 
 pytestmark = [pytest.mark.integration, requires_dcmtk]
 
@@ -62,3 +66,40 @@ def test_a_private_or_newer_storage_class_is_acknowledged_and_the_study_goes_on(
         quarantined = list(session.scalars(select(QuarantinedItem.kind)))
     assert stored == ["1.2.840.10008.5.1.4.1.1.2"]
     assert left_aside == ["ignored", "ignored"] and quarantined == []
+
+
+def test_a_rejected_association_is_logged_with_the_reason_sent(
+    ingestor: InstanceIngestor, sqlite_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every rejection had been logged "calling AE not allowed", the association limit's too: an operator looking
+    # for why a PACS cannot send went to the AE list instead of MEDSCREEN_DICOM_MAX_ASSOCIATIONS.
+    limits = AssociationLimits(total=1, per_peer=8, idle_timeout_s=30)
+    server = start_dimse_server(
+        ingestor, "127.0.0.1", sqlite_settings.dicom_port, "MEDSCREEN", ["ORTHANC"], 262144, limits
+    )
+    holder = AE(ae_title="ORTHANC")
+    holder.add_requested_context("1.2.840.10008.1.1")
+    try:
+        with caplog.at_level(logging.WARNING, logger="inference.receive.dimse"):
+            held = holder.associate("127.0.0.1", sqlite_settings.dicom_port, ae_title="MEDSCREEN")
+            assert held.is_established
+            _echo_rejected(sqlite_settings.dicom_port, "ORTHANC")  # over the limit
+            held.release()
+            wait_for(lambda: not server.active_associations, 30, "the held association to end")
+            _echo_rejected(sqlite_settings.dicom_port, "STRANGER")  # not in the allowed list
+    finally:
+        server.shutdown()
+    rejections = [record.getMessage() for record in caplog.records if "association rejected" in record.getMessage()]
+    assert len(rejections) == 2, rejections
+    assert "ORTHANC" in rejections[0] and "Local limit exceeded" in rejections[0], rejections
+    assert "STRANGER" in rejections[1] and "Calling AE title not recognised" in rejections[1], rejections
+
+
+def _echo_rejected(port: int, calling: str) -> None:
+    echo = subprocess.run(
+        [dcmtk("echoscu"), "-aet", calling, "-aec", "MEDSCREEN", "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Association Rejected" in echo.stdout + echo.stderr, echo
