@@ -330,8 +330,11 @@ async function openStudy(uid, { quiet = false, focus = false } = {}) {
   if (seq !== state.viewSeq) return;
   $("study").hidden = false;
   $("app").classList.add("reading");
-  $("s-title").textContent = `${study.modality} ${study.study_description || ""} · ${study.accession_number || uid}`;
-  const facts = [["Patient", `${study.patient_name} (${study.patient_id})`], ["Sex / born", `${study.patient_sex || "—"} / ${study.patient_birth_date || "—"}`],
+  // Names and descriptions in <bdi>: an Arabic or Hebrew name took the number after it into its right-to-left run
+  // ("(12345 <name>)"), so the patient's number read before the name and the accession before the description.
+  const isolated = (text) => el("bdi", { text });
+  $("s-title").replaceChildren(`${study.modality} `, isolated(study.study_description || ""), ` · `, isolated(study.accession_number || uid));
+  const facts = [["Patient", el("span", {}, isolated(study.patient_name), " (", isolated(study.patient_id), ")")], ["Sex / born", `${study.patient_sex || "—"} / ${study.patient_birth_date || "—"}`],
     ["Site", study.site], ["Order priority", study.order_priority || "—"], ["Task", study.task || "—"],
     ["Arrived", `${utc(study.arrived_at)} (` +
       (study.final_read ? `read after ${waited(study.arrived_at, study.final_read.read_at)})` : `waiting ${waited(study.arrived_at)})`)],
@@ -339,7 +342,7 @@ async function openStudy(uid, { quiet = false, focus = false } = {}) {
     ["Model", study.model_name ? `${study.model_name} v${study.model_version}` : "—"],
     ["Steering right", study.model_name ? steeringText(study.steering) : "—"],
     ["Claimed by", study.claimed_by || "nobody"]];
-  $("s-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+  $("s-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
   $("s-priority").textContent = `Priority ${study.tier_label}: ${study.priority_reason}`;
   $("s-score").replaceChildren(study.score === null ? el("span", { text: "No model score." })
     : el("span", {}, scoreBar(study), shadowModel(study)
