@@ -11,7 +11,7 @@ from tests.screening.test_page_browser import served  # noqa: F401  (fixture)
 pytestmark = pytest.mark.integration
 
 
-def test_a_list_that_cannot_be_loaded_keeps_the_flags_and_the_typed_note(served: tuple[str, object]) -> None:
+def test_a_list_that_cannot_be_loaded_keeps_the_flags_and_the_typed_note(served: tuple[str, object]) -> None:  # noqa: F811
     """dr-a types a note, then asks for decided flags while the list answers 503, then while the network is down.
     The page had replaced the flags with "Not allowed: database unavailable" (a 503 is no refusal) and dropped the
     note; with the network down it had done nothing at all (an uncaught 'Failed to fetch')."""

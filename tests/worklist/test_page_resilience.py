@@ -22,7 +22,9 @@ def test_a_live_reload_keeps_the_keyboard_focus_on_its_row(settings: Settings) -
         page, expect = r.page, r.expect
         r.row("B").locator("button.open").focus()
         token = httpx.post(f"{r.url}/api/auth/token", data={"username": "rob", "password": "rob-password-long"}).json()
-        claimed = httpx.post(f"{r.url}/api/worklist/{r.uids['A']}/claim", headers={"Authorization": f"Bearer {token['access_token']}"})
+        claimed = httpx.post(
+            f"{r.url}/api/worklist/{r.uids['A']}/claim", headers={"Authorization": f"Bearer {token['access_token']}"}
+        )
         assert claimed.status_code == 200
         expect(r.row("A").locator("td").last).to_have_text("rob")
         expect(r.row("B").locator("button.open")).to_be_focused()

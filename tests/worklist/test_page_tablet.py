@@ -36,8 +36,10 @@ def test_a_1024_px_tablet_shows_the_call_state_and_claim_and_the_opened_study(se
         button = r.row("B").locator("button.open")
         box = button.bounding_box()
         assert box is not None
-        on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('button.open')?.textContent",
-                               [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+        on_top = page.evaluate(
+            "([x, y]) => document.elementFromPoint(x, y).closest('button.open')?.textContent",
+            [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2],
+        )
         assert on_top == button.text_content()
         button.click()
         expect(page.locator("#s-facts")).to_contain_text("BRAVO^Ben")
