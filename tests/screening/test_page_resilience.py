@@ -3,8 +3,12 @@ by review): the flags on screen and the notes typed in them stay, and the page s
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from service.db import session_scope
+from service.users import set_active
 from tests.peers import launch_chromium, playwright_or_skip
 from tests.screening.test_page_browser import served  # noqa: F401  (fixture)
 
@@ -51,5 +55,39 @@ def test_a_list_that_cannot_be_loaded_keeps_the_flags_and_the_typed_note(served:
             expect(error).to_be_hidden()
             expect(page.locator("p.meta")).not_to_contain_text("waiting for a decision")
             expect(note).to_have_value("ask about hearing")
+        finally:
+            browser.close()
+
+
+def test_a_session_found_ended_on_a_reload_keeps_the_typed_note(served: tuple[str, Any]) -> None:  # noqa: F811
+    """dr-a's account is disabled while she types a note; the next reload of the list is refused: the sign-in form
+    says her session ended and her note is kept, and it is back in its flag after she signs in again (a bare
+    sign-in form had said nothing, and the note was gone)."""
+    sync_api = playwright_or_skip()
+    expect = sync_api.expect
+    url, factory = served
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/screening")
+            page.fill("input[name=username]", "dr-a")
+            page.fill("input[name=password]", "dr-a-password-long")
+            page.click("#login button[type=submit]")
+            expect(page.locator("article.flag")).to_have_count(2)
+            page.locator("article.flag textarea[name=note]").last.fill("ask about hearing")
+            with session_scope(factory) as session:
+                set_active(session, "dr-a", False, actor="test")
+            page.check("#include-decided")
+            expect(page.locator("#login-error")).to_have_text(
+                "Your session has ended: sign in again; your notes are kept."
+            )
+            expect(page.locator("#app")).to_be_hidden()
+            with session_scope(factory) as session:
+                set_active(session, "dr-a", True, actor="test")
+            page.fill("input[name=username]", "dr-a")
+            page.fill("input[name=password]", "dr-a-password-long")
+            page.click("#login button[type=submit]")
+            expect(page.locator("article.flag textarea[name=note]").last).to_have_value("ask about hearing")
         finally:
             browser.close()
