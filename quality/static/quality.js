@@ -7,8 +7,11 @@ const $ = (id) => document.getElementById(id);
 
 async function api(path, options = {}) {
   const headers = Object.assign({ Authorization: `Bearer ${state.token}` }, options.headers || {});
-  const response = await fetch(path, Object.assign({}, options, { headers }));
-  if (response.status === 401) { showLogin(); throw new Error("please log in again"); }
+  let response;
+  try { response = await fetch(path, Object.assign({}, options, { headers })); } catch (_) {
+    throw new Error("the server could not be reached");  // fetch's own TypeError reads "Failed to fetch"
+  }
+  if (response.status === 401) { showLogin({ expired: true }); throw new Error("please log in again"); }
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail; } catch (_) { /* not JSON */ }
@@ -17,11 +20,18 @@ async function api(path, options = {}) {
   return response;
 }
 
-function showLogin() {
+// Log out, or a session that ended: the report goes with the token, so the next person at the workstation
+// neither sees it nor logs it to MLflow under the last user's name (the page had no Log out at all).
+function showLogin({ expired = false } = {}) {
+  const wasIn = state.token !== null;
   state.token = null;
   sessionStorage.removeItem("medscreen.token");
+  $("report").replaceChildren(Object.assign(document.createElement("p"), { textContent: "Choose a task and a model version." }));
+  $("status").textContent = ""; $("who").textContent = "";
+  $("login-error").textContent = expired && wasIn ? "Your session has ended: log in again." : "";
   $("login").hidden = false;
   $("main").hidden = true;
+  $("logout").hidden = true;
 }
 
 // The dates are whole UTC days, both included; the server's "until" is exclusive, so the page sends the
@@ -54,6 +64,7 @@ function fillVersions() {
 async function start() {
   $("login").hidden = true;
   $("main").hidden = false;
+  $("logout").hidden = false;
   state.versions = await (await api("/api/quality/versions")).json();
   const tasks = [...new Set(state.versions.map((r) => r.task))];
   $("task").replaceChildren(...tasks.map((t) => Object.assign(document.createElement("option"), { value: t, textContent: t })));
@@ -63,13 +74,22 @@ async function start() {
 
 async function show() {
   $("status").textContent = "loading...";
+  const asked = `${$("task").value} v${$("version").value}`;
   try {
     const params = query();
     params.set("fragment", "true");
     // Server-rendered: every value in it is escaped there, and the page's policy forbids scripts in it.
     $("report").innerHTML = await (await api(`/api/quality/report?${params}`)).text();
     $("status").textContent = "";
-  } catch (error) { $("status").textContent = error.message; }
+  } catch (error) {
+    // The report asked for is not shown, and neither is the one before it: it had stayed on screen under the
+    // filters of the version asked for (v3's figures under "v4"), with the reason in plain text beside the buttons.
+    $("status").textContent = "";
+    if (!state.token) return;
+    const alert = Object.assign(document.createElement("p"), { className: "error", textContent: `No report for ${asked}: ${error.message}.` });
+    alert.setAttribute("role", "alert");
+    $("report").replaceChildren(alert);
+  }
 }
 
 async function download() {
@@ -109,5 +129,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); show(); });
   $("download").addEventListener("click", () => download().catch((e) => { $("status").textContent = e.message; }));
   $("log-mlflow").addEventListener("click", logToMlflow);
+  $("logout").addEventListener("click", () => showLogin());
   if (state.token) start().catch(showLogin); else showLogin();
 });

@@ -1,0 +1,93 @@
+"""The quality page when a report cannot be made, when the session ends and at Log out, in a real Chromium
+against the real app (found by review)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from service.db import make_engine, make_session_factory, session_scope
+from service.settings import Settings
+from service.users import set_active
+from tests.peers import launch_chromium, playwright_or_skip
+from tests.quality.test_quality_page import PASSWORD, quality_service  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+def _log_in(page: Any, url: str) -> None:
+    page.goto(f"{url}/quality")
+    page.fill("#username", "quinn")
+    page.fill("#password", PASSWORD)
+    page.click("#login button[type=submit]")
+
+
+def test_a_report_that_cannot_be_made_replaces_the_one_before_and_log_out_takes_it_away(
+    quality_service: tuple[str, Settings],  # noqa: F811
+) -> None:
+    """quinn reads version 3's report, asks for version 4 while the server answers 503: version 3's figures had
+    stayed on screen under "v4", the reason in plain text beside the buttons. Then the network drops; then Log out,
+    which the page did not have (the report stayed in the tab for the next person)."""
+    sync_api = playwright_or_skip()
+    expect = sync_api.expect
+    url, _ = quality_service
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            _log_in(page, url)
+            report = page.locator("#report")
+            expect(page.locator("#quality-report svg")).to_have_count(3)
+            shown = page.get_attribute("#quality-report", "data-version")
+            other = "4" if shown == "3" else "3"
+            reports = "**/api/quality/report?*"
+            page.route(reports, lambda route: route.fulfill(status=503, json={"detail": "database unavailable"}))
+            page.select_option("#version", other)
+            page.click("#filters button[type=submit]")
+            alert = report.locator("p.error[role=alert]")
+            expect(alert).to_have_text(f"No report for chest-xray v{other}: database unavailable.")
+            expect(page.locator("#quality-report")).to_have_count(0)
+            page.unroute(reports)
+            page.route(reports, lambda route: route.abort())
+            page.click("#filters button[type=submit]")
+            expect(alert).to_have_text(f"No report for chest-xray v{other}: the server could not be reached.")
+            page.unroute(reports)
+            page.click("#filters button[type=submit]")
+            expect(page.locator("#quality-report")).to_have_attribute("data-version", other)
+
+            page.click("#logout")
+            expect(page.locator("#login")).to_be_visible()
+            expect(page.locator("#quality-report")).to_have_count(0)
+            expect(page.locator("#who")).to_have_text("")
+            assert page.evaluate("sessionStorage.getItem('medscreen.token')") is None
+            page.reload()
+            expect(page.locator("#login")).to_be_visible()
+        finally:
+            browser.close()
+
+
+def test_a_session_that_ends_says_so(quality_service: tuple[str, Settings]) -> None:  # noqa: F811
+    """quinn's account is disabled; her next Show is refused: the login form says her session ended (it had come
+    back bare) and the report is gone with it."""
+    sync_api = playwright_or_skip()
+    expect = sync_api.expect
+    url, settings = quality_service
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            _log_in(page, url)
+            expect(page.locator("#quality-report svg")).to_have_count(3)
+            engine = make_engine(settings.resolved_database_url)
+            try:
+                with session_scope(make_session_factory(engine)) as session:
+                    set_active(session, "quinn", False, actor="test")
+            finally:
+                engine.dispose()
+            page.click("#filters button[type=submit]")
+            expect(page.locator("#login-error")).to_have_text("Your session has ended: log in again.")
+            expect(page.locator("#main")).to_be_hidden()
+            expect(page.locator("#quality-report")).to_have_count(0)
+        finally:
+            browser.close()
