@@ -55,6 +55,7 @@ from datasets.fhir_entry_rules import (
     repeated_patient,
     resolve_references,
     sex_for_growth,
+    unowned_in_bundle,
     unresolved_medication,
 )
 from datasets.fhir_fast import child_name, not_utf8, utf8_lines, with_later_pages
@@ -231,16 +232,21 @@ def _feature(resource: Any, codings: list[tuple[str, str]], when: date | None) -
 
 
 def records_from_resources(
-    resources: Iterable[tuple[str, dict[str, Any]]], source: str, full_urls: Mapping[str, str] | None = None
+    resources: Iterable[tuple[str, dict[str, Any]]],
+    source: str,
+    full_urls: Mapping[str, str] | None = None,
+    one_bundle: bool = False,
 ) -> Iterator[ChildRecord | RecordError]:
     """Group ``(where, resource-dict)`` pairs by patient and yield one record per Patient (``full_urls``: a
-    Bundle's Patient entries' ``fullUrl`` by ``where``, for references by ``urn:uuid:``)."""
+    Bundle's Patient entries' ``fullUrl`` by ``where``, for references by ``urn:uuid:``; ``one_bundle``: as
+    :func:`datasets.fhir_fast.records_from_resources_fast`)."""
     patients: dict[str, ChildRecord] = {}
     pending: dict[str, list[list[Measurement] | list[CodedFact]]] = {}
     errors: list[RecordError] = []
     dropped: dict[str, list[DroppedEntry]] = {}
     aliases: dict[str, str] = {}
     order: list[str] = []
+    unowned = unread_patients = 0  # resources naming no Patient the reader can find; Patients not read
     for where, raw in resolve_references(resources, full_urls):
         rtype = raw.get("resourceType") if isinstance(raw, dict) else None
         if rtype not in _READ:
@@ -257,12 +263,14 @@ def records_from_resources(
             if owner is not None:
                 dropped.setdefault(owner, []).append(DroppedEntry(f"{where} {name}", f"invalid {rtype}: {_short(exc)}"))
             else:
+                unowned, unread_patients = unowned + (rtype != "Patient"), unread_patients + (rtype == "Patient")
                 errors.append(RecordError(source, f"{where} {name}", f"invalid {rtype}: {_short(exc)}"))
             continue
         if rtype == "Patient":
             birth = _as_date(resource.birthDate)
             approximate = birth is None and (birth := month_only_birth(resource.birthDate)) is not None
             if birth is None:
+                unread_patients += 1
                 errors.append(RecordError(source, f"{where} {name}", no_birth_date(resource.birthDate)))
                 continue
             sex, unread_sex = sex_of(resource.gender, "gender")
@@ -289,6 +297,7 @@ def records_from_resources(
             continue
         ref = _patient_ref(resource)
         if ref is None:
+            unowned += 1
             errors.append(RecordError(source, f"{where} {name}", no_subject(raw, rtype)))
             continue
         try:
@@ -299,6 +308,9 @@ def records_from_resources(
         pending.setdefault(ref, []).append(entries)
     yield from errors
     merge_aliases(aliases, pending, dropped)
+    unowned += sum(len(v) for group in (pending, dropped) for k, v in group.items() if k not in patients)
+    if one_bundle and unowned and len(patients) == 1 and not unread_patients:  # the Bundle's only child
+        next(iter(patients.values())).dropped.append(unowned_in_bundle(unowned))
     for pid in order:
         record = patients[pid]
         lost = dropped.pop(pid, [])
@@ -326,6 +338,7 @@ def records_from_bundle(bundle: dict[str, Any], source: str, where: str = "") ->
         ((f"{where}entry[{i}]", e.get("resource") or {}) for i, e in enumerate(entries) if isinstance(e, dict)),
         source,
         {f"{where}entry[{i}]": url for i, url in full_url_keys(entries).items()},
+        one_bundle=True,
     )
     yield from with_later_pages(records, bundle.get("link"), where)
 

@@ -114,6 +114,7 @@ __all__ = [
     "resolve_references",
     "without_repeated_resources",
     "later_pages",
+    "unowned_in_bundle",
     "no_subject",
 ]
 
@@ -549,6 +550,19 @@ def later_pages(links: Any) -> str | None:
                 "pages are not in the input; fetch every page (follow 'next') into one extract, or use a Bulk Data $export"
             )
     return None
+
+
+def unowned_in_bundle(count: int) -> DroppedEntry:
+    """What the record of a Bundle's only Patient lists when ``count`` resources of the Bundle name no Patient in it
+    (another id, a reference the readers cannot follow, or none): they are most likely the child's, read under
+    another name. Without it the child had been "screened" on the Patient alone, a negative, beside record errors
+    that did not say whose the resources were."""
+    resources = "resource" if count == 1 else "resources"
+    return DroppedEntry(
+        "Bundle",
+        f"{count} {resources} of the Bundle name no Patient in it (another id, or none) and were not read; they may be "
+        "this child's: each is listed as an unread record",
+    )
 
 
 def no_subject(raw: Any, rtype: str) -> str:

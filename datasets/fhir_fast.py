@@ -59,6 +59,7 @@ from datasets.fhir_entry_rules import (
     repeated_patient,
     resolve_references,
     sex_for_growth,
+    unowned_in_bundle,
     unresolved_medication,
 )
 from datasets.fhir_primitives import (
@@ -444,6 +445,7 @@ def records_from_resources_fast(
     source: str,
     name: Callable[[Any], str] = str,
     full_urls: Mapping[Any, str] | None = None,
+    one_bundle: bool = False,
 ) -> Iterator[ChildRecord | RecordError]:
     """Group ``(where, resource-dict)`` pairs by patient and yield one record per Patient.
 
@@ -453,13 +455,15 @@ def records_from_resources_fast(
     Patient is not in the input. ``name(where)`` is the text that names a resource in a report, made
     only when one is reported (formatting every resource's name cost more than reading its date).
     ``full_urls``: the Bundle entries' ``fullUrl`` by key, so that a resource referring to its Patient by
-    the entry's ``urn:uuid:`` finds it (:func:`full_url_aliases`).
+    the entry's ``urn:uuid:`` finds it (:func:`full_url_aliases`). ``one_bundle``: the resources are one Bundle's, and
+    those that name no Patient of it are listed on the record of its only Patient (:func:`unowned_in_bundle`).
     """
     patients: dict[str, ChildRecord] = {}
     pending: dict[str, list[list[CodedFact] | list[Measurement]]] = {}
     errors: list[RecordError] = []
     dropped: dict[str, list[DroppedEntry]] = {}
     aliases: dict[str, str] = {}  # a Patient entry's fullUrl id -> its Patient.id
+    unowned = unread_patients = 0  # resources naming no Patient the reader can find; Patients not read
     kinds = KINDS
     for key, raw in resolve_references(resources, full_urls, name):
         if not isinstance(raw, dict):
@@ -491,11 +495,13 @@ def records_from_resources_fast(
                 facts = tuple(exc.facts) if isinstance(exc, Unreadable) else ()
                 dropped.setdefault(owner, []).append(DroppedEntry(entry, reason, facts))
             else:
+                unowned, unread_patients = unowned + (rtype != "Patient"), unread_patients + (rtype == "Patient")
                 errors.append(RecordError(source, entry, reason))
             continue
         if rtype == "Patient":
             approximate = birth is None and (birth := month_only_birth(raw.get("birthDate"))) is not None
             if birth is None:
+                unread_patients += 1
                 errors.append(RecordError(source, f"{name(key)} Patient/{raw.get('id', '?')}", no_birth_date(raw.get("birthDate"))))
                 continue
             sex, unread_sex = sex_of(gender, "gender")
@@ -516,6 +522,7 @@ def records_from_resources_fast(
                 aliases[reference_key(full_url)] = pid
             continue
         if ref is None:
+            unowned += 1
             errors.append(RecordError(source, f"{name(key)} {rtype}/{raw.get('id', '?')}", no_subject(raw, rtype)))
             continue
         bucket = pending.get(ref)
@@ -525,6 +532,9 @@ def records_from_resources_fast(
             bucket.append(entries)
     yield from errors
     merge_aliases(aliases, pending, dropped)
+    unowned += sum(len(v) for group in (pending, dropped) for k, v in group.items() if k not in patients)
+    if one_bundle and unowned and len(patients) == 1 and not unread_patients:  # the Bundle's only child
+        next(iter(patients.values())).dropped.append(unowned_in_bundle(unowned))
     for pid, record in patients.items():
         lost = dropped.pop(pid, [])
         record.dropped.extend(lost)
@@ -602,6 +612,7 @@ def records_from_bundle_fast(bundle: Any, source: str, where: str = "") -> Itera
         source,
         lambda i: f"{where}entry[{i}]",
         full_url_keys(entries),
+        one_bundle=True,
     )
     yield from with_later_pages(records, bundle.get("link"), where)
 

@@ -240,3 +240,32 @@ def test_a_transactions_conditional_reference_names_its_patient() -> None:
     for reader in (records_from_bundle, records_from_bundle_fast):
         records, errors = _split(list(reader(copy.deepcopy(other), "x")))
         assert [r.facts for r in records] == [[]] and errors and "not in the input" in errors[0].reason
+
+
+def test_a_bundles_only_child_is_incomplete_when_its_resources_name_another_patient(tmp_path: Path) -> None:
+    """A Bundle of one child whose resources name the Patient by another id (the source system's record number where
+    the export wrote a new Patient.id) or by none had its child "screened", not flagged, on the Patient alone, beside
+    record errors that did not say whose the resources were. The child is now incomplete, saying how many resources
+    of its Bundle were not read; a Bundle of several children still reads them as before."""
+    bundle = record_to_bundle(syndromic_child("a1b2"))
+    mismatched = copy.deepcopy(bundle)
+    for entry in mismatched["entry"][1:]:
+        entry["resource"]["subject"] = {"reference": "Patient/MRN-0012345"}
+    del mismatched["entry"][1]["resource"]["subject"]  # a Condition naming no Patient: invalid, read by neither
+    (tmp_path / "child.json").write_text(json.dumps(mismatched))
+    n = len(mismatched["entry"]) - 1
+    for items in (
+        list(records_from_bundle(copy.deepcopy(mismatched), "x")),
+        list(records_from_bundle_fast(copy.deepcopy(mismatched), "x")),
+        list(read_fhir_fast(tmp_path / "child.json")),
+    ):
+        records, errors = _split(items)
+        [record] = records
+        assert record.facts == [] and record.incomplete and errors
+        assert [d.entry for d in record.dropped] == ["Bundle"]
+        assert record.dropped[0].reason.startswith(f"{n} resources of the Bundle name no Patient in it")
+    two = copy.deepcopy(mismatched)
+    two["entry"].append(record_to_bundle(syndromic_child("c3d4"))["entry"][0])
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        records, _ = _split(list(reader(copy.deepcopy(two), "x")))
+        assert len(records) == 2 and not any(r.incomplete for r in records)
