@@ -21,8 +21,9 @@ from typing import Any
 
 import onnxruntime as ort
 
-from inference.errors import ModelUnavailable
+from inference.errors import BundleInvalid, ModelUnavailable, OnnxUnreadable
 from inference.intended_use import IntendedUse
+from inference.model_contract import check_contract, check_threshold, open_session
 from inference.shipped_models import shipped_intended_use
 from service.lifecycle import ModelRole, SteeringRight, Task
 from service.model_registry import (
@@ -172,6 +173,13 @@ class ModelSelector:
         was_cached = cache.is_dir()
         try:
             return self._open_from(task, name, version, details, cache)
+        except BundleInvalid as exc:
+            if not was_cached or not isinstance(exc, OnnxUnreadable):
+                # The version itself is bad (opened whole, it is not the model its bundle describes): a new
+                # download would fetch the same files.
+                raise ModelUnavailable(f"cannot load {name} version {version}: {exc.reason}") from exc
+            log.warning("model cache %s cannot be opened (%s): removed, downloading %s v%s again", cache, exc.reason,
+                        name, version)
         except Exception as exc:  # noqa: BLE001 - any failure to fetch or open a model is "unavailable, retry"
             if not was_cached:
                 raise ModelUnavailable(f"cannot load {name} version {version}: {type(exc).__name__}: {exc}") from exc
@@ -180,6 +188,8 @@ class ModelSelector:
         shutil.rmtree(cache, ignore_errors=True)
         try:
             return self._open_from(task, name, version, details, cache)
+        except BundleInvalid as exc:
+            raise ModelUnavailable(f"cannot load {name} version {version}: {exc.reason}") from exc
         except Exception as exc:  # noqa: BLE001 - as above
             raise ModelUnavailable(f"cannot load {name} version {version}: {type(exc).__name__}: {exc}") from exc
 
@@ -187,17 +197,19 @@ class ModelSelector:
         import yaml
 
         model_dir = download_version(self.tracking_uri, name, version, cache, run_id=details.run_id or None)
-        meta = yaml.safe_load((model_dir / "MLmodel").read_text()).get("metadata", {})
-        bundle = dict(meta.get("bundle") or {})
+        meta = (yaml.safe_load((model_dir / "MLmodel").read_text()) or {}).get("metadata") or {}
+        bundle = meta.get("bundle")
+        # The operating point the calls are made at: the version's tag (which quality review may have set), else the
+        # bundle's; one outside [0, 1] (a percentage typed into MLflow) had called every study negative.
+        threshold_value = details.tags.get("threshold") or (bundle or {}).get("threshold", 0.5)
+        session = open_session(str(model_dir / "model.onnx"), intra_op_threads=self.intra_op_threads)
+        check_contract(bundle, session, threshold_value)
+        bundle = dict(bundle or {})
         if "intended_use" not in bundle:
             # A version registered without one is held to the shipped bundle's population, never to none.
             bundle["intended_use"] = shipped_intended_use(task)
-        threshold = float(details.tags.get("threshold") or bundle.get("threshold", 0.5))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
-        return LoadedModel(task, name, version, details.run_id, threshold, bundle, session, steering_of(details))
+        return LoadedModel(task, name, version, details.run_id, check_threshold(threshold_value), bundle, session,
+                           steering_of(details))
 
 
 class ChampionWatch:

@@ -15,6 +15,9 @@
     │   └── OutOfResources          free disk under the watermark (nothing is written)
     ├── RoutingRulesError           the routing rules file is invalid
     ├── TlsConfigurationError       DICOM TLS certificate, key or CA missing or unreadable (stops the start)
+    ├── BundleInvalid               a model's ONNX file is not the model its bundle.json describes (refused at
+    │   │                           registration; at load it makes the version unavailable)
+    │   └── OnnxUnreadable          ONNX Runtime cannot open the file (truncated or corrupt: a cut download too)
     └── ScoringError                a scoring job did not produce a result this time
         ├── CouldNotScore           the study's input is unusable (no retry: the result says why)
         │   └── OutOfScope          outside the version's intended use (not scored; the result says why)
@@ -46,6 +49,8 @@ __all__ = [
     "OutOfResources",
     "RoutingRulesError",
     "TlsConfigurationError",
+    "BundleInvalid",
+    "OnnxUnreadable",
     "ScoringError",
     "CouldNotScore",
     "OutOfScope",
@@ -158,3 +163,15 @@ class DocumentsNotBuilt(ScoringError):
 
 class TlsConfigurationError(InferenceError):
     """The DICOM TLS settings cannot be used; raised at start-up, never half-way through an association."""
+
+
+class BundleInvalid(InferenceError):
+    """A model bundle whose ONNX file cannot serve the contract of its ``bundle.json`` (``inference.model_contract``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OnnxUnreadable(BundleInvalid):
+    """ONNX Runtime cannot open the model file: a corrupt file, or a download cut short (then fetched again)."""

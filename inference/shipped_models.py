@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference.errors import BundleInvalid
+from inference.model_contract import check_contract, open_session
 from service.lifecycle import TASKS, ModelRole, SteeringRight
 from service.model_registry import (
     STEERING_TAG,
@@ -38,6 +40,7 @@ __all__ = [
     "RegisteredBundle",
     "ChampionBundle",
     "read_bundle",
+    "check_bundle",
     "shipped_intended_use",
     "log_onnx_bundle",
     "register_shipped_bundles",
@@ -113,9 +116,28 @@ def read_bundle(folder: Path) -> ShippedBundle:
     missing = [name for name in _BUNDLE_FILES if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"model bundle {folder} lacks {', '.join(missing)}")
-    bundle = json.loads((folder / "bundle.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
+    try:
+        bundle = json.loads((folder / "bundle.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleInvalid(f"model bundle {folder}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(bundle, dict) or not isinstance(metrics, dict):
+        raise BundleInvalid(f"model bundle {folder}: bundle.json and metrics.json must each hold a JSON object")
+    missing = [key for key in ("task", "model_name", "threshold") if key not in bundle]
+    if missing:
+        raise BundleInvalid(f"model bundle {folder}: bundle.json has no {', '.join(missing)}")
+    if bundle["task"] not in TASKS:
+        raise BundleInvalid(f"model bundle {folder}: bundle.json task {bundle['task']!r} is not one of {', '.join(TASKS)}")
     return ShippedBundle(bundle["task"], folder, bundle, metrics)
+
+
+def check_bundle(shipped: ShippedBundle) -> None:
+    """Refuse (BundleInvalid, naming the folder) a bundle whose ``model.onnx`` is not the model ``bundle.json``
+    describes (``inference.model_contract``), before anything is logged or registered."""
+    try:
+        check_contract(shipped.bundle, open_session(str(shipped.onnx_path)), shipped.bundle.get("threshold"))
+    except BundleInvalid as exc:
+        raise BundleInvalid(f"model bundle {shipped.folder}: {exc.reason}") from exc
 
 
 def _signature(bundle: dict[str, Any]) -> Any:
@@ -163,6 +185,7 @@ def log_onnx_bundle(
     import onnx
 
     shipped = read_bundle(folder)
+    check_bundle(shipped)
     name = shipped.bundle["model_name"]
     experiment_id = ensure_experiment(tracking_uri, f"medscreen-{shipped.task}")
     client = registry_client(tracking_uri)

@@ -222,6 +222,25 @@ def run_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_register_shipped(args: argparse.Namespace, settings: Settings) -> int:
+    """A bundle that is not the model it describes (``inference.model_contract``), or a registry that cannot be
+    written, is one line on stderr and exit code 1; it had been a traceback (protobuf's "Wire format was corrupt" for a
+    truncated model.onnx), and a bundle whose ONNX input differed from its bundle.json was registered without a word."""
+    from mlflow.exceptions import MlflowException
+
+    from inference.errors import BundleInvalid
+
+    try:
+        return _register_shipped(args, settings)
+    except BundleInvalid as exc:
+        sys.stderr.write(f"medscreen models register-shipped: refused: {exc.reason}\n")
+    except MlflowException as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        # Not the tracking URI: a server's may carry a password.
+        sys.stderr.write(f"medscreen models register-shipped: the model registry cannot be written: {first_line}\n")
+    return 1
+
+
+def _register_shipped(args: argparse.Namespace, settings: Settings) -> int:
     from inference.shipped_models import SHIPPED_MODELS_DIR, register_shipped_bundles, register_updated_shipped_bundles
 
     uri, folder = settings.resolved_mlflow_tracking_uri, args.models_dir or SHIPPED_MODELS_DIR

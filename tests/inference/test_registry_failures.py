@@ -4,14 +4,22 @@ scored without a valid score, and the reason is in the job and the timeline."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 import inference.score_job
+from inference.champions import ChampionWatch, ModelSelector
+from inference.errors import ModelUnavailable
+from inference.shipped_models import SHIPPED_MODELS_DIR
 from inference.tables import ScoreResult, ScoringJob, Study, StudyEvent
+from medscreen.cli import main
+from service.model_registry import registry_client
 from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
 
 DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
@@ -66,3 +74,84 @@ def test_a_registry_unreadable_when_the_result_is_stored_is_a_retry_not_a_shadow
         kinds = [e.kind for e in session.scalars(select(StudyEvent).order_by(StudyEvent.id))]
     assert study.status == "scored" and "rescore-requested" not in kinds
     assert [(r.role, r.outcome, r.model_version) for r in results] == [("champion", "scored", "1")]
+
+
+def _bundle_copy(tmp_path: Path, task: str = "chest-xray") -> Path:
+    folder = tmp_path / "models" / task
+    shutil.copytree(SHIPPED_MODELS_DIR / task, folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        # A copy cut short: protobuf's "Wire format was corrupt" traceback.
+        (lambda f: (f / "model.onnx").write_bytes((f / "model.onnx").read_bytes()[:100_000]), "cannot be opened by ONNX Runtime"),
+        # Another task's network beside this bundle.json: registered, then every study failed in ONNX Runtime.
+        (lambda f: shutil.copyfile(SHIPPED_MODELS_DIR / "mammography" / "model.onnx", f / "model.onnx"),
+         "has shape ['batch', 1, 512, 512]; bundle.json declares [-1, 1, 224, 224]"),
+        (lambda f: (f / "bundle.json").write_text('{"task": "chest-xray",'), "JSONDecodeError"),
+        (lambda f: (f / "bundle.json").write_text(
+            json.dumps(json.loads((f / "bundle.json").read_text()) | {"threshold": 67})), "the operating point 67 is not"),
+    ],
+    ids=["truncated-onnx", "wrong-input-shape", "malformed-bundle-json", "threshold-as-percent"],
+)
+def test_register_shipped_refuses_a_bad_bundle_in_one_line(
+    registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    spoil: Callable[[Path], object], reason: str,
+) -> None:
+    spoil(_bundle_copy(tmp_path))
+    monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", registry)
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path))
+    before = len(registry_client(registry).search_model_versions("name = 'chest-xray'"))
+    assert main(["models", "register-shipped", "--update", "--models-dir", str(tmp_path / "models")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("medscreen models register-shipped: refused: model bundle ") and reason in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert len(registry_client(registry).search_model_versions("name = 'chest-xray'")) == before
+
+
+def test_an_operating_point_outside_0_1_is_not_served(pipeline: Pipeline) -> None:
+    """A threshold tag typed into MLflow as a percentage (67) had been served: every study called negative under a
+    raise-only champion. The version is now unavailable with the reason, on /healthz and in the job."""
+    uri = pipeline.settings.resolved_mlflow_tracking_uri
+    client = registry_client(uri)
+    threshold = client.get_model_version("chest-xray", "1").tags["threshold"]
+    client.set_model_version_tag("chest-xray", "1", "threshold", "67")
+    try:
+        problems = ChampionWatch(pipeline.worker.selector).check_once()
+        assert "the operating point '67' is not a probability in [0, 1]" in problems["chest-xray"]
+        pipeline.receive(DX_CHEST)
+        pipeline.monitor.run_once()
+        pipeline.worker.enqueue_routed()
+        assert pipeline.worker.process_one() is True
+        with pipeline.session() as session:
+            job = session.scalars(select(ScoringJob)).one()
+            assert job.state == "retry" and "the operating point '67'" in (job.last_error or "")
+            assert session.scalars(select(ScoreResult)).all() == []
+    finally:
+        client.set_model_version_tag("chest-xray", "1", "threshold", threshold)
+    pipeline.worker.selector.refresh(force=True)
+    while pipeline.worker.process_one():
+        pass
+    with pipeline.session() as session:
+        result = session.scalars(select(ScoreResult)).one()
+    assert (result.outcome, result.threshold) == ("scored", float(threshold))
+
+
+def test_a_version_registered_without_its_bundle_is_named_not_run(pipeline: Pipeline, tmp_path: Path) -> None:
+    """A version logged with MLflow's own client (no bundle metadata): each job had failed with "KeyError:
+    'preprocess'" and /healthz said nothing."""
+    import mlflow
+    import onnx
+
+    uri = pipeline.settings.resolved_mlflow_tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with mlflow.start_run():
+        info = mlflow.onnx.log_model(onnx.load(str(SHIPPED_MODELS_DIR / "chest-xray" / "model.onnx")), name="model")
+    version = registry_client(uri).create_model_version("chest-xray", info.model_uri, run_id=info.run_id).version
+    selector = ModelSelector(uri, tmp_path / "cache", intra_op_threads=1, refresh_s=0)
+    with pytest.raises(ModelUnavailable, match="carries no bundle.json"):
+        selector.load("chest-xray", str(version))
+
