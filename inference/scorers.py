@@ -70,6 +70,15 @@ def _heatmap_of(model: LoadedModel, outputs: dict[str, Any]) -> np.ndarray | Non
     return values.reshape(values.shape[0], values.shape[-2], values.shape[-1])
 
 
+def _probability(value: float, of: str) -> float:
+    """``value`` when it is a probability; CouldNotScore otherwise. Checked for every image and candidate, not only the
+    study's: the study takes the most suspicious one, and max() passes over a NaN after a number (NaN compares false),
+    so a film or view scored NaN had been taken for a negative one."""
+    if not np.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise CouldNotScore(f"model returned a score outside [0, 1]: {value} ({of})")
+    return value
+
+
 def _candidate_marker(shape: tuple[int, int], row: float, col: float, radius_px: float) -> np.ndarray:
     """A soft disc at the candidate, drawn by the heat-map overlay as the CT marker."""
     rr, cc = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -86,13 +95,15 @@ def _image_score(model: LoadedModel, ds: Any, *, lungs: bool = False) -> TaskSco
     axes = frontal_mirror_axes(ds) if lungs else ()
     image = prepare_image(mirrored(decode(ds, apply_voi=True), axes), spec)
     outputs = model.run(image)
-    score = float(_score_of(model, outputs)[0])
+    score = _probability(float(_score_of(model, outputs)[0]), f"image {ds.SOPInstanceUID}")
     extra: dict[str, Any] = {}
     if "malignant_index" in model.bundle:
         # Mammography also estimates malignancy; shown beside the suspicion score, never used for the call.
         name = model.bundle.get("score_output") or next(iter(outputs))
         values = np.asarray(outputs[name], dtype=np.float64).reshape(1, -1)
-        extra["malignant_probability"] = float(values[0, int(model.bundle["malignant_index"])])
+        extra["malignant_probability"] = _probability(
+            float(values[0, int(model.bundle["malignant_index"])]), f"malignancy of image {ds.SOPInstanceUID}"
+        )
     heatmaps = _heatmap_of(model, outputs)
     localisation: dict[str, Any] = {"kind": "image", "sop_instance_uid": str(ds.SOPInstanceUID)}
     heatmap = None
@@ -242,6 +253,9 @@ def score_ct(model: LoadedModel, datasets: list[Any], *, min_ct_slices: int,
         return TaskScore(0.0, {"kind": "candidates", "count": 0}, source_by_uid[middle])
     patches = extract_patches(volume, candidates)
     scores = np.concatenate([_score_of(model, model.run(patches[i : i + 64])) for i in range(0, len(patches), 64)])
+    invalid = np.flatnonzero(~np.isfinite(scores) | (scores < 0.0) | (scores > 1.0))
+    if invalid.size:
+        _probability(float(scores[invalid[0]]), f"candidate {int(invalid[0]) + 1} of {len(scores)}")
     best = int(np.argmax(scores))
     candidate = candidates[best]
     uid = volume.sop_instance_uids[candidate.slice_index]
