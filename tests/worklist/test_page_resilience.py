@@ -92,3 +92,18 @@ def test_a_session_ended_mid_read_says_so_and_keeps_the_read(settings: Settings)
         page.click("#read-submit")
         expect(page.locator("#s-read")).to_contain_text("Read by rita")
         assert r.study("A")["final_read"]["note"] == "a long read typed over minutes"
+
+
+def test_paging_from_the_keyboard_keeps_the_focus_on_the_pager(settings: Settings) -> None:
+    """51 studies, pages of 50: Enter on Next shows the last page and disables Next, which held the focus; the focus
+    had fallen to <body> (Tab started again from the top of the page). It moves to the other pager button."""
+    patients = {f"P{i:02d}": f"PATIENT^{i:02d}" for i in range(51)}
+    with reading(settings, patients, claimed=False) as r:
+        page, expect = r.page, r.expect
+        page.focus("#next")
+        page.keyboard.press("Enter")
+        expect(page.locator("#range")).to_have_text("51–51 of 51")
+        expect(page.locator("#prev")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#range")).to_have_text("1–50 of 51")
+        expect(page.locator("#next")).to_be_focused()

@@ -221,7 +221,14 @@ async function loadList() {
   }
   const last = Math.min(state.offset + PAGE_SIZE, page.total);
   $("range").textContent = page.total ? `${state.offset + 1}–${last} of ${page.total.toLocaleString()}` : "no studies";
+  // A pager button disabled under the keyboard focus (Next on reaching the last page) hands it to the other one:
+  // the focus had fallen to <body>, and Tab started again from the top of the page.
+  const pagerFocus = document.activeElement;
   $("prev").disabled = state.offset === 0; $("next").disabled = last >= page.total;
+  if (pagerFocus && pagerFocus.disabled && (pagerFocus === $("prev") || pagerFocus === $("next"))) {
+    const other = pagerFocus === $("prev") ? $("next") : $("prev");
+    (other.disabled ? $("range") : other).focus();
+  }
   state.listOkAt = page.now;
 }
 
