@@ -29,7 +29,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from inference.errors import IngestError
 from inference.ingest import InstanceIngestor
-from inference.receive.message_limits import StreamLimitedDimse, refusal_for
+from inference.receive.message_limits import StreamLimitedDimse, discard_unfinished, refusal_for
 from inference.receive.negotiation import add_unknown_storage_contexts, storage_service_for_unknown_classes
 from inference.receive.status import PROCESSING_FAILURE, SUCCESS, dicom_status_for
 from inference.receive.upper_layer import BoundedUpperLayer
@@ -224,6 +224,7 @@ def handlers_for(ingestor: InstanceIngestor) -> list[Any]:
         (evt.EVT_C_STORE, _on_store, [ingestor]),
         (evt.EVT_REQUESTED, _on_requested, [ingestor]),
         (evt.EVT_SOP_COMMON, storage_service_for_unknown_classes),
+        (evt.EVT_CONN_CLOSE, discard_unfinished),
         (evt.EVT_ACCEPTED, _on_accepted),
         (evt.EVT_REJECTED, _on_rejected),
     ]

@@ -28,7 +28,14 @@ from inference.ingest import InstanceIngestor
 from inference.instance_headers import is_valid_uid
 from inference.receive.upper_layer import BoundedUpperLayer
 
-__all__ = ["COMMAND_SET_BYTES", "DISK_CHECK_BYTES", "IN_MEMORY_DATA_SET_BYTES", "StreamLimitedDimse", "refusal_for"]
+__all__ = [
+    "COMMAND_SET_BYTES",
+    "DISK_CHECK_BYTES",
+    "IN_MEMORY_DATA_SET_BYTES",
+    "StreamLimitedDimse",
+    "discard_unfinished",
+    "refusal_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +127,9 @@ class StreamLimitedDimse(DIMSEServiceProvider):
         limit = self.ingestor.max_instance_bytes
         if self._streamed_bytes > limit:
             self._stop_writing(
-                InstanceTooLarge(f"instance exceeds the {limit / MB:.0f} MB limit: refused while streaming, nothing of it kept")
+                InstanceTooLarge(
+                    f"instance exceeds the {limit / MB:.0f} MB limit: refused while streaming, nothing of it kept"
+                )
             )
         elif (before == 0 or before // DISK_CHECK_BYTES != self._streamed_bytes // DISK_CHECK_BYTES) and not (
             self.ingestor.has_free_disk()
@@ -153,6 +162,26 @@ class StreamLimitedDimse(DIMSEServiceProvider):
         refusal.sop_instance_uid = sop_instance if is_valid_uid(sop_instance) else None
         self.refusals[str(path)] = refusal
 
+    def discard_unfinished(self) -> None:
+        """Remove the file of a C-STORE data set that was still arriving when the connection closed (an A-ABORT, a
+        reset, the idle timeout): never acknowledged, it had stayed in ``spool/incoming`` until the retention
+        cleaner's hour was up or the service restarted, a whole instance's size for each aborted send."""
+        message = self.message
+        sink = message._data_set_file if isinstance(message, C_STORE_RQ) else None
+        if sink is None or isinstance(sink, _Dropped):
+            return
+        path = Path(sink.name)
+        try:
+            sink.close()
+        except OSError:
+            pass  # a full disk: the file is removed below whatever its buffer held
+        path.unlink(missing_ok=True)
+        message._data_set_file = _Dropped(str(path))  # type: ignore[union-attr, assignment]
+        log.info(
+            "removed an instance that was still arriving when the association ended (%d bytes received)",
+            self._streamed_bytes,
+        )
+
     def _abort(self, why: str) -> bool:
         dul = self.dul
         if isinstance(dul, BoundedUpperLayer):
@@ -169,3 +198,11 @@ def refusal_for(event: Event) -> IngestError | None:
     if not isinstance(dimse, StreamLimitedDimse):
         return None
     return dimse.refusals.pop(str(event.dataset_path), None)
+
+
+def discard_unfinished(event: Event) -> None:
+    """EVT_CONN_CLOSE: the connection is gone; an instance it was carrying is removed (see
+    :meth:`StreamLimitedDimse.discard_unfinished`). Run on the upper layer's thread, which writes the fragments."""
+    dimse = event.assoc.dimse
+    if isinstance(dimse, StreamLimitedDimse):
+        dimse.discard_unfinished()

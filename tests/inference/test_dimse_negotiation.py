@@ -1,15 +1,22 @@
-"""Presentation contexts as real senders propose them: dcmtk's dcmsend against the real receiver."""
+"""Associations as real senders run them against the real receiver: the contexts they propose, the rejections they
+meet, and a send cut off half-way (dcmtk's dcmsend and echoscu, pynetdicom as a sender on a slow link)."""
 
 from __future__ import annotations
 
 import logging
+import struct
 import subprocess
+import threading
+import time
 from pathlib import Path
+from socket import SO_LINGER, SOL_SOCKET
 
+import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
+from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import select
 
@@ -103,3 +110,63 @@ def _echo_rejected(port: int, calling: str) -> None:
         timeout=60,
     )
     assert "Association Rejected" in echo.stdout + echo.stderr, echo
+
+
+def _large_ct(target: Path) -> Path:
+    ds = dcmread(INFERENCE_FIXTURES / "ct" / "lidc-0002-1.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Rows = ds.Columns = 4096
+    ds.PixelData = np.random.default_rng(0).integers(0, 1000, (4096, 4096), dtype=np.uint16).tobytes()
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+@pytest.mark.parametrize("cut", ["a-abort", "tcp-reset"])
+def test_an_instance_cut_off_mid_transfer_leaves_nothing_and_loses_nothing_acknowledged(
+    dimse_server: ThreadedAssociationServer,
+    ingestor: InstanceIngestor,
+    sqlite_settings: Settings,
+    tmp_path: Path,
+    cut: str,
+) -> None:
+    # The sender aborts (or its connection is reset) while the third instance streams in. The two it had been
+    # answered for stay stored; the partial file of the third had stayed in spool/incoming for an hour.
+    acknowledged = [dcmread(INFERENCE_FIXTURES / "ct" / name) for name in ("lidc-0002-0.dcm", "lidc-0002-2.dcm")]
+    large = dcmread(_large_ct(tmp_path / "large.dcm"))
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(large.SOPClassUID, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", sqlite_settings.dicom_port, ae_title="MEDSCREEN")
+    assert assoc.is_established
+    assert [int(assoc.send_c_store(ds).Status) for ds in acknowledged] == [0, 0]
+    # A slow link: each PDU of the large instance waits, so that it is cut off half-way, between two PDUs: by an
+    # A-ABORT in place of the next one, or by closing the connection with a reset.
+    socket = assoc.dul.socket
+    assert socket is not None and socket.socket is not None
+    raw, send, cut_now, cut_done = socket.socket, socket.send, threading.Event(), threading.Event()
+
+    def slow_send(data: bytes) -> None:
+        if not cut_now.is_set():
+            time.sleep(0.02)
+            send(data)
+            return
+        if cut_done.is_set():
+            return  # nothing more goes out
+        cut_done.set()
+        if cut == "a-abort":
+            abort = A_ABORT_RQ()
+            abort.source, abort.reason_diagnostic = 0x00, 0x00  # service user, no reason
+            raw.sendall(abort.encode())
+        else:
+            raw.setsockopt(SOL_SOCKET, SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()
+
+    socket.send = slow_send  # type: ignore[method-assign]
+    assoc.dimse_timeout = 5  # the cut-off send is never answered: its thread gives up soon (nothing waits on it)
+    sending = threading.Thread(target=lambda: assoc.send_c_store(large), daemon=True)
+    sending.start()
+    incoming = ingestor.spool.incoming
+    wait_for(lambda: any(path.stat().st_size > 1_000_000 for path in incoming.iterdir()), 60, "the large instance")
+    cut_now.set()
+    wait_for(lambda: not any(incoming.iterdir()), 30, "the partial file to be removed")
+    with make_session_factory(ingestor.engine)() as session:
+        assert len(list(session.scalars(select(Instance.id)))) == len(acknowledged)
