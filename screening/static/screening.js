@@ -118,7 +118,9 @@ function signedOut(message = "") {
 
 $("login").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const response = await fetch("/api/auth/token", {method: "POST", body: new URLSearchParams(new FormData(event.target))});
+  const response = await fetch("/api/auth/token", {method: "POST", body: new URLSearchParams(new FormData(event.target))})
+    .catch(() => null);  // the network down: the button had done nothing at all
+  if (!response) { $("login-error").textContent = "The server could not be reached: try again."; return; }
   if (response.ok) {
     sessionStorage.setItem(TOKEN, (await response.json()).access_token);
     $("login-error").textContent = "";

@@ -36,7 +36,12 @@ def test_a_report_that_cannot_be_made_replaces_the_one_before_and_log_out_takes_
         browser = launch_chromium(playwright)
         try:
             page = browser.new_page()
+            # Logging in with the network down says so (the button had done nothing at all).
+            page.route("**/api/auth/token", lambda route: route.abort())
             _log_in(page, url)
+            expect(page.locator("#login-error")).to_have_text("The server could not be reached: try again.")
+            page.unroute("**/api/auth/token")
+            page.click("#login button[type=submit]")
             report = page.locator("#report")
             expect(page.locator("#quality-report svg")).to_have_count(3)
             shown = page.get_attribute("#quality-report", "data-version")

@@ -29,6 +29,11 @@ def test_a_list_that_cannot_be_loaded_keeps_the_flags_and_the_typed_note(served:
             page.goto(f"{url}/screening")
             page.fill("input[name=username]", "dr-a")
             page.fill("input[name=password]", "dr-a-password-long")
+            # Signing in with the network down says so (the button had done nothing at all).
+            page.route("**/api/auth/token", lambda route: route.abort())
+            page.click("#login button[type=submit]")
+            expect(page.locator("#login-error")).to_have_text("The server could not be reached: try again.")
+            page.unroute("**/api/auth/token")
             page.click("#login button[type=submit]")
             expect(page.locator("article.flag")).to_have_count(2)
             note = page.locator("article.flag textarea[name=note]").first

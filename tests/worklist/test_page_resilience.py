@@ -107,3 +107,15 @@ def test_paging_from_the_keyboard_keeps_the_focus_on_the_pager(settings: Setting
         page.keyboard.press("Enter")
         expect(page.locator("#range")).to_have_text("1–50 of 51")
         expect(page.locator("#next")).to_be_focused()
+
+
+def test_a_login_that_cannot_reach_the_server_says_so(settings: Settings) -> None:
+    """Log in with the network down: the button had done nothing at all (fetch's rejection was not caught)."""
+    with reading(settings, {"A": "ALPHA^Anna"}, claimed=False) as r:
+        page, expect = r.page, r.expect
+        page.click("#logout")
+        page.route("**/api/auth/token", lambda route: route.abort())
+        page.fill("#username", "rita")
+        page.fill("#password", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#login-error")).to_have_text("The server could not be reached: try again.")

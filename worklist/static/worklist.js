@@ -38,7 +38,9 @@ async function login(event) {
   event.preventDefault();
   $("login-error").textContent = "";
   const body = new URLSearchParams({ username: $("username").value, password: $("password").value });
-  const response = await fetch("/api/auth/token", { method: "POST", body });
+  // With the network down the button had done nothing at all: fetch's rejection went uncaught.
+  const response = await fetch("/api/auth/token", { method: "POST", body }).catch(() => null);
+  if (!response) { $("login-error").textContent = "The server could not be reached: try again."; return; }
   if (!response.ok) {
     // Only a plain 401 is a wrong password; a locked account (429) says so, and for how long.
     let detail = "Wrong username or password.";
