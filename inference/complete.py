@@ -19,9 +19,9 @@ from inference.pacs_count import InstanceCounter
 from inference.records import RoutedStudy, StudyComplete
 from inference.route import RoutingRules
 from inference.study_record import mark_complete, record_route
-from inference.tables import Series, Study
+from inference.tables import NotScoredInstance, OutgoingResult, Series, Study
 from service.db import session_scope, utcnow
-from service.lifecycle import StudyStatus
+from service.lifecycle import JobState, StudyStatus
 from service.loop_log import LoopFailureLog
 from service.settings import Settings
 
@@ -31,6 +31,30 @@ log = logging.getLogger(__name__)
 
 # Ask the PACS about one study at most this often; a count query per poll would load the PACS.
 PACS_QUERY_INTERVAL = timedelta(seconds=2)
+
+
+def _instances_known(session: Session, study: Study) -> int:
+    """The instances of ``study`` the PACS's count takes in that medscreen knows of: those stored, those acknowledged
+    and left aside (SR, PR, KO, private objects, its own results coming back) and the documents it sent the PACS.
+
+    NumberOfStudyRelatedInstances counts every object of the study. Compared with the stored images alone, a study
+    with one SR or presentation state never completed by the PACS count: it waited for the quiet period and then
+    carried a false ``possibly_incomplete`` ("the PACS holds 11 instances of this study; 10 arrived").
+    """
+    left_aside = set(
+        session.scalars(
+            select(NotScoredInstance.sop_instance_uid).where(
+                NotScoredInstance.study_instance_uid == study.study_instance_uid
+            )
+        )
+    )
+    for sent in session.scalars(
+        select(OutgoingResult.sop_instance_uids).where(
+            OutgoingResult.study_id == study.id, OutgoingResult.state == JobState.done.value
+        )
+    ):
+        left_aside.update(sent)
+    return study.instance_count + len(left_aside)
 
 
 class CompletenessMonitor:
@@ -53,17 +77,18 @@ class CompletenessMonitor:
             return None
         study.pacs_checked_at = now
         expected = self.counter.count(study.study_instance_uid)
-        if expected is not None and study.instance_count >= expected:
+        if expected is not None and _instances_known(session, study) >= expected:
             return expected
         return None
 
-    def _incompleteness(self, study: Study) -> str | None:
+    def _incompleteness(self, session: Session, study: Study) -> str | None:
         """Why a study completed by silence may lack instances (a sender that crashed mid-study looks the same)."""
         if self.counter is None:
             return "completed by the quiet period; no PACS count is configured to confirm every instance arrived"
         expected = self.counter.count(study.study_instance_uid)
-        if expected is not None and study.instance_count < expected:
-            return f"the PACS holds {expected} instances of this study; {study.instance_count} arrived"
+        known = _instances_known(session, study)
+        if expected is not None and known < expected:
+            return f"the PACS holds {expected} instances of this study; {known} arrived"
         return None
 
     def _complete_if_due(self, session: Session, study: Study, now: datetime) -> StudyComplete | None:
@@ -75,7 +100,7 @@ class CompletenessMonitor:
         # wait is an instance that arrived while this pass ran (or a small step): nothing has elapsed yet. Counting
         # it as elapsed completed a study mid-transfer and routed it with part of its instances.
         if waited >= quiet or waited < -quiet:
-            doubt = self._incompleteness(study)
+            doubt = self._incompleteness(session, study)
             extra = {"possibly_incomplete": doubt} if doubt else {}
             return mark_complete(session, study, reason="quiet-period", now=now, quiet_period_s=quiet, **extra)
         expected = self._pacs_says_complete(session, study, now)
