@@ -313,6 +313,7 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
             break
     correction = correction_days(child.gestation_days)
     measurements: list[tuple[str, int, float]] = []
+    coded: dict[tuple[str, date, float, str], str] = {}  # a growth value -> the LOINC code it was first read under
     for m in record.measurements:
         if m.date is None:
             continue
@@ -332,6 +333,8 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
             continue
         if rule.kind.startswith("growth:"):
             indicator = rule.kind.split(":", 1)[1]
+            if coded.setdefault((indicator, m.date, m.value, m.unit), m.loinc) != m.loinc:
+                continue  # one value coded twice (RECODED_GROWTH)
             factor = unit_factor(indicator, m.unit)
             if factor is None:
                 child.unread.append(growth_unread(m.loinc, m.unit))
@@ -363,6 +366,13 @@ def extract_findings(record: ChildRecord, maps: CodeMaps, as_of: date, max_age_d
     child.unread.extend(implausible_unread(x, correction) for x in implausible)
     return child
 
+
+# RECODED_GROWTH: an Observation's value coded with two LOINC codes of one measurement (Body weight 29463-7 beside
+# Body weight Measured 3141-9, Body height 8302-2 beside Body height --lying 8306-3, as US Core writers add the
+# specific code) reaches screening as two measurements of the same day and value. Read as two, a single low value
+# "persisted" (two measurements beyond the line) and made a growth finding. Such a value is read once, under its
+# first code; the same code twice is left as it was, as the model was trained (screening/simulate.py codes each
+# measurement once).
 
 # A lab line is in its rule's unit; values come in other units at other sites. The same unit's spellings:
 _SAME_UNIT = {

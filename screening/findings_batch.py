@@ -67,6 +67,25 @@ def extract_findings_batch(
     return children
 
 
+def _first_coding(
+    rows: np.ndarray, owner: np.ndarray, kind: np.ndarray, day: np.ndarray, value: np.ndarray, unit: np.ndarray,
+    code: np.ndarray,
+) -> np.ndarray:
+    """Which of the growth ``rows`` to read: not one whose child, indicator, day, value and unit an earlier row has
+    under another LOINC code (one value coded twice, ``screening.findings`` RECODED_GROWTH), as
+    :func:`screening.findings.extract_findings` reads them."""
+    if len(rows) < 2:
+        return np.ones(len(rows), dtype=bool)
+    order = np.lexsort((rows, unit[rows], value[rows], day[rows], kind[rows], owner[rows]))
+    sorted_rows = rows[order]
+    fields = (owner, kind, day, value, unit)
+    opens = np.concatenate([[True], np.any([f[sorted_rows[1:]] != f[sorted_rows[:-1]] for f in fields], axis=0)])
+    first_code = code[sorted_rows[np.flatnonzero(opens)]][np.cumsum(opens) - 1]
+    keep = np.empty(len(rows), dtype=bool)
+    keep[order] = code[sorted_rows] == first_code
+    return keep
+
+
 def _measurement_findings(records: list[ChildRecord], children: list[ChildFindings], maps: CodeMaps) -> list[int]:
     """Adds the findings and lowest z's of the measurements to ``children``; returns the children left to
     be read one by one."""
@@ -137,7 +156,9 @@ def _measurement_findings(records: list[ChildRecord], children: list[ChildFindin
     # such a child is read one by one, which lists it as unread
     unit_names = list(dict.fromkeys(units))
     unit_of = {u: j for j, u in enumerate(unit_names)}
-    pair = kind[growth] * len(unit_names) + np.fromiter(map(unit_of.__getitem__, units), np.int64, len(units))[growth]
+    unit = np.fromiter(map(unit_of.__getitem__, units), np.int64, len(units))
+    growth = growth[_first_coding(growth, owner, kind, day, value, unit, code)]
+    pair = kind[growth] * len(unit_names) + unit[growth]
     pairs, inverse = np.unique(pair, return_inverse=True)
     known = [unit_factor(INDICATORS[p // len(unit_names)], unit_names[p % len(unit_names)]) for p in pairs.tolist()]
     grown = value[growth] * np.array([np.nan if f is None else f for f in known], dtype=np.float64)[inverse]

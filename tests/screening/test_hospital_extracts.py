@@ -19,6 +19,7 @@ from datasets.fhir_emr import record_to_bundle, records_from_bundle
 from datasets.fhir_entry_rules import merged_record
 from datasets.fhir_fast import read_fhir_fast, records_from_bundle_fast
 from medscreen.cli import main
+from screening.batch_screen import screen_batch
 from screening.screener import Screener
 from tests.screening.conftest import syndromic_child
 
@@ -269,3 +270,24 @@ def test_a_bundles_only_child_is_incomplete_when_its_resources_name_another_pati
     for reader in (records_from_bundle, records_from_bundle_fast):
         records, _ = _split(list(reader(copy.deepcopy(two), "x")))
         assert len(records) == 2 and not any(r.incomplete for r in records)
+
+
+def test_a_growth_value_coded_with_two_loinc_codes_is_one_measurement(screener: Screener) -> None:
+    """US Core writers code a head circumference 9843-4 and add the specific 8287-5 (by tape measure), a weight
+    29463-7 and 3141-9 (measured): the reader makes a measurement of each code, and a single low value, which the
+    next visit does not repeat, had "persisted" (two measurements beyond the line) as microcephaly. It is one
+    measurement, child by child and in a population's batch alike."""
+    as_of = date(2024, 3, 1)
+    once = record_to_bundle(_single_dip())
+    twice = copy.deepcopy(once)
+    for entry in twice["entry"]:
+        coding = entry["resource"].get("code", {}).get("coding", [{}])[0]
+        extra = {"9843-4": "8287-5", "29463-7": "3141-9"}.get(coding.get("code", ""))
+        if entry["resource"]["resourceType"] == "Observation" and extra:
+            entry["resource"]["code"]["coding"].append({"system": "http://loinc.org", "code": extra})
+    [record] = records_from_bundle_fast(twice, "x")
+    assert isinstance(record, ChildRecord) and len(record.measurements) == 2 * len(_single_dip().measurements)
+    expected = screener.screen(_single_dip(), as_of)
+    assert MICROCEPHALY not in {f.hpo for f in expected.findings}
+    for result in (screener.screen(record, as_of), *screen_batch(screener, [record, _single_dip()], as_of)):
+        assert (result.findings, result.risk) == (expected.findings, expected.risk)
