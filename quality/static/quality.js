@@ -125,7 +125,7 @@ document.addEventListener("DOMContentLoaded", () => {
     state.token = (await response.json()).access_token;
     sessionStorage.setItem("medscreen.token", state.token);
     $("who").textContent = $("username").value;
-    try { await start(); } catch (error) { $("login-error").textContent = error.message; showLogin(); }
+    try { await start(); } catch (error) { showLogin(); $("login-error").textContent = error.message; }
   });
   $("task").addEventListener("change", fillVersions);
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); show(); });

@@ -9,7 +9,7 @@ import pytest
 
 from service.db import make_engine, make_session_factory, session_scope
 from service.settings import Settings
-from service.users import set_active
+from service.users import create_user, set_active
 from tests.peers import launch_chromium, playwright_or_skip
 from tests.quality.test_quality_page import PASSWORD, quality_service  # noqa: F401  (fixture)
 
@@ -94,5 +94,30 @@ def test_a_session_that_ends_says_so(quality_service: tuple[str, Settings]) -> N
             expect(page.locator("#login-error")).to_have_text("Your session has ended: log in again.")
             expect(page.locator("#main")).to_be_hidden()
             expect(page.locator("#quality-report")).to_have_count(0)
+        finally:
+            browser.close()
+
+
+def test_an_account_without_the_quality_role_is_told_why(quality_service: tuple[str, Settings]) -> None:  # noqa: F811
+    """A radiologist logs in to the quality page: the login form gives the server's refusal. (Log out clearing the
+    login form's line must not clear this one, which is set as the form comes back.)"""
+    sync_api = playwright_or_skip()
+    url, settings = quality_service
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            create_user(session, "rita", "rita-password-long", ["radiologist"], actor="test")
+    finally:
+        engine.dispose()
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/quality")
+            page.fill("#username", "rita")
+            page.fill("#password", "rita-password-long")
+            page.click("#login button[type=submit]")
+            sync_api.expect(page.locator("#login-error")).to_contain_text("quality")
+            sync_api.expect(page.locator("#main")).to_be_hidden()
         finally:
             browser.close()
