@@ -58,7 +58,7 @@ from datasets.fhir_entry_rules import (
     unowned_in_bundle,
     unresolved_medication,
 )
-from datasets.fhir_fast import child_name, not_utf8, utf8_lines, with_later_pages
+from datasets.fhir_fast import NESTED_TOO_DEEP, bundles_within, child_name, not_utf8, utf8_lines, with_later_pages
 from datasets.fhir_primitives import UTF8_BOM, full_url_keys, invalid_id, merge_aliases, parse_date, reference_key
 
 __all__ = ["read_fhir", "records_from_bundle", "records_from_resources", "record_to_bundle", "fhir_id"]
@@ -341,6 +341,9 @@ def records_from_bundle(bundle: dict[str, Any], source: str, where: str = "") ->
         one_bundle=True,
     )
     yield from with_later_pages(records, bundle.get("link"), where)
+    for inner_where, inner in bundles_within(entries, where):  # as datasets.fhir_fast reads a Bundle of Bundles
+        yield from records_from_bundle(inner, source, inner_where) if inner_where.count("entry[") <= 2 else [
+            RecordError(source, inner_where.strip(), NESTED_TOO_DEEP)]
 
 
 def read_fhir(path: Path) -> Iterator[ChildRecord | RecordError]:

@@ -86,6 +86,8 @@ __all__ = [
     "records_from_resources_fast",
     "records_from_ndjson_lines",
     "with_later_pages",
+    "bundles_within",
+    "NESTED_TOO_DEEP",
     "RESOURCE_TYPES",
 ]
 
@@ -615,6 +617,26 @@ def records_from_bundle_fast(bundle: Any, source: str, where: str = "") -> Itera
         one_bundle=True,
     )
     yield from with_later_pages(records, bundle.get("link"), where)
+    for inner_where, inner in bundles_within(entries, where):
+        yield from records_from_bundle_fast(inner, source, inner_where) if inner_where.count("entry[") <= 2 else [
+            RecordError(source, inner_where.strip(), NESTED_TOO_DEEP)]
+
+
+# A Bundle of Bundles (a collection of each child's Bundle or document, a search over Bundles) is read Bundle by Bundle,
+# two levels deep; its children had been read as nothing, without a word (the Bundle entries were skipped as a type
+# screening does not read).
+NESTED_TOO_DEEP = "a Bundle within a Bundle within a Bundle: not read (give each child's Bundle, or a Bundle of them)"
+
+
+def bundles_within(entries: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
+    """The Bundles among a Bundle's ``entries``, each with the place that names it in a report."""
+    if not isinstance(entries, list):
+        return []
+    return [
+        (f"{where}entry[{i}] ", e["resource"])
+        for i, e in enumerate(entries)
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") == "Bundle"
+    ]
 
 
 def with_later_pages(

@@ -17,11 +17,11 @@ from datasets.errors import ExtractError
 from datasets.extract_partitions import plan_partitions, read_partition
 from datasets.fhir_emr import record_to_bundle, records_from_bundle
 from datasets.fhir_entry_rules import merged_record
-from datasets.fhir_fast import read_fhir_fast, records_from_bundle_fast
+from datasets.fhir_fast import NESTED_TOO_DEEP, read_fhir_fast, records_from_bundle_fast
 from medscreen.cli import main
 from screening.batch_screen import screen_batch
 from screening.screener import Screener
-from tests.screening.conftest import syndromic_child
+from tests.screening.conftest import ordinary_child, syndromic_child
 
 
 def _split(items: list[ChildRecord | RecordError]) -> tuple[list[ChildRecord], list[RecordError]]:
@@ -291,3 +291,43 @@ def test_a_growth_value_coded_with_two_loinc_codes_is_one_measurement(screener: 
     assert MICROCEPHALY not in {f.hpo for f in expected.findings}
     for result in (screener.screen(record, as_of), *screen_batch(screener, [record, _single_dip()], as_of)):
         assert (result.findings, result.risk) == (expected.findings, expected.risk)
+
+
+def test_a_bundle_of_each_childs_bundle_is_read_child_by_child(tmp_path: Path, client, token_for) -> None:  # type: ignore[no-untyped-def]
+    """A collection of each child's Bundle (or document) had been read as nothing without a word: its entries were
+    Bundles, a type screening skips; POST /api/screening answered 422 "no readable Patient in the Bundle ()". Each
+    inner Bundle is read as a Bundle (two levels deep; a third is a record error naming it)."""
+    inner = [record_to_bundle(syndromic_child("kid1")), record_to_bundle(ordinary_child("kid2"))]
+    outer = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"fullUrl": f"urn:uuid:{i}", "resource": b} for i, b in enumerate(inner)],
+    }
+    (tmp_path / "children.json").write_text(json.dumps(outer))
+    for items in (
+        list(records_from_bundle(copy.deepcopy(outer), "x")),
+        list(records_from_bundle_fast(copy.deepcopy(outer), "x")),
+        list(read_fhir_fast(tmp_path / "children.json")),
+    ):
+        records, errors = _split(items)
+        assert errors == [] and [(r.patient_id, len(r.facts)) for r in records] == [("kid1", 11), ("kid2", 3)]
+    deeper = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": outer}, {"resource": {**outer, "entry": [{"resource": outer}]}}],
+    }
+    for reader in (records_from_bundle, records_from_bundle_fast):
+        records, errors = _split(list(reader(copy.deepcopy(deeper), "x")))
+        assert [r.patient_id for r in records] == ["kid1", "kid2"]
+        assert [(e.record, e.reason) for e in errors] == [
+            (f"entry[1] entry[0] entry[{i}]", NESTED_TOO_DEEP) for i in (0, 1)
+        ]
+    doctor = token_for("dr-ivanova", "paediatrician")
+    response = client.post("/api/screening?as_of=2024-03-01", json=outer, headers=doctor)
+    assert response.status_code == 200, response.text
+    assessed = [
+        e["resource"]["subject"]["reference"]
+        for e in response.json()["entry"]
+        if e["resource"]["resourceType"] == "RiskAssessment"
+    ]
+    assert assessed == ["Patient/kid1", "Patient/kid2"]
