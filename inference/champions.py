@@ -111,10 +111,15 @@ class ModelSelector:
     def champion_now(self, task: str) -> str | None:
         """The version the task's ``champion`` alias names now, read from the registry (never the cached aliases):
         asked when a champion job's result is stored, as a rollback may have replaced the version it was bound to."""
+        return self.version_now(task, ModelRole.champion)
+
+    def version_now(self, task: str, role: ModelRole) -> str | None:
+        """The version the task's ``role`` alias names now, read from the registry; ModelUnavailable when it cannot
+        be read."""
         try:
-            version = alias_version(self.tracking_uri, Task(task).value, ModelRole.champion, client=self.client)
+            version = alias_version(self.tracking_uri, Task(task).value, role, client=self.client)
         except Exception as exc:  # noqa: BLE001 - a registry that cannot be read is "unavailable, retry"
-            raise ModelUnavailable(f"cannot read the {task} champion: {type(exc).__name__}: {exc}") from exc
+            raise ModelUnavailable(f"cannot read the {task} {role.value}: {type(exc).__name__}: {exc}") from exc
         return None if version is None else version.version
 
     def version_for(self, task: str, role: ModelRole) -> str | None:

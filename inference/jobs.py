@@ -36,6 +36,7 @@ __all__ = [
     "mark_done",
     "mark_failed",
     "replay",
+    "retire",
     "backoff_s",
 ]
 
@@ -294,6 +295,27 @@ def mark_failed(session: Session, job: ScoringJob, reason: str, now: datetime, *
     job.state = JobState.retry.value
     job.next_attempt_at = now + timedelta(seconds=backoff_s(job.attempts, base_s))
     add_event(session, job.study_id, job.revision, "retry", now, job_id=job.id, reason=reason, attempts=job.attempts)
+
+
+def retire(session: Session, job: ScoringJob, reason: str, now: datetime) -> None:
+    """Dead-letter a job whose version cannot be loaded and no longer holds the job's role (deleted from the registry,
+    or withdrawn by a rollback), at once: its study, if the job was its champion's, goes back to ``routed`` and is
+    queued for the champion now. Retried, the job had used its attempts on a version nobody serves and left the
+    study ``failed``."""
+    job.state = JobState.dead.value
+    job.last_error = reason
+    job.lease_owner = None
+    job.lease_until = None
+    job.updated_at = now
+    add_event(session, job.study_id, job.revision, "dead-letter", now, job_id=job.id, reason=reason, attempts=job.attempts)
+    study = session.get(Study, job.study_id)
+    if (
+        study is not None and job.role == ModelRole.champion and study.revision == job.revision
+        and study.status in (StudyStatus.scoring, StudyStatus.failed)
+    ):
+        study.status, study.status_reason = StudyStatus.routed.value, None
+        add_event(session, study.id, study.revision, "rescore-requested", now, by=f"model registry: {reason}")
+    log.warning("job %d retired: %s", job.id, reason)
 
 
 def replay(session: Session, job: ScoringJob, actor: str, now: datetime) -> None:

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inference.champions import ModelSelector
 from inference.dispatch import Dispatcher
-from inference.errors import ScoringError
+from inference.errors import ModelUnavailable, ScoringError
 from inference.fetch_instances import IngestLogin, clear_instance_cache
-from inference.jobs import claim_next, enqueue_routed, extend_lease, mark_failed, worker_owner
+from inference.jobs import claim_next, enqueue_routed, extend_lease, mark_failed, retire, worker_owner
 from inference.jobs import release_dead_leases as requeue_jobs_of_dead_workers
 from inference.records import ResultSent, ScoreRecorded
 from inference.score_job import score_job
@@ -29,7 +29,7 @@ from inference.spool_node import default_node_id, spool_node
 from inference.study_record import add_event
 from inference.tables import ScoringJob
 from service.db import session_scope, utcnow
-from service.lifecycle import JobState
+from service.lifecycle import JobState, ModelRole
 from service.loop_log import LoopFailureLog
 from service.settings import Settings
 
@@ -92,6 +92,8 @@ class ScoringWorker:
                 job_id, settings=self.settings, session_factory=self.session_factory, selector=self.selector, started=now,
                 node=self.node, login=self.ingest_login,
             )
+        except ModelUnavailable as exc:
+            self._model_unavailable(job_id, exc.reason)
         except ScoringError as exc:
             self._fail(job_id, exc.reason)
         except OSError as exc:
@@ -149,6 +151,28 @@ class ScoringWorker:
                 job.updated_at = now
         self._disk_wait_until = time.monotonic() + DISK_FULL_WAIT_S
         log.warning("job %d: %s; retried in %.0f s without using an attempt", job_id, reason, DISK_FULL_WAIT_S)
+
+    def _model_unavailable(self, job_id: int, reason: str) -> None:
+        """A version that cannot be loaded is retried while it holds the job's role; one no longer holding it (deleted,
+        or replaced by a promotion or rollback) is not waited for: the job is retired and a champion's study queued
+        for the champion now (``jobs.retire``)."""
+        with self.session_factory() as session:
+            job = session.get(ScoringJob, job_id)
+            assert job is not None
+            task, version, role = job.task, job.model_version, ModelRole(job.role)
+        try:
+            now_version = self.selector.version_now(task, role)
+        except ModelUnavailable:
+            now_version = version  # the registry cannot say: retried, as any unavailable model
+        if now_version == version:
+            self._fail(job_id, reason)
+            return
+        held = f"now version {now_version}" if now_version else "none now"
+        with session_scope(self.session_factory) as session:
+            job = session.get(ScoringJob, job_id)
+            assert job is not None
+            if job.state == JobState.running and job.lease_owner == self.owner:
+                retire(session, job, f"{reason}; {task} version {version} is no longer {role.value} ({held})", utcnow())
 
     def _fail(self, job_id: int, reason: str) -> None:
         with session_scope(self.session_factory) as session:

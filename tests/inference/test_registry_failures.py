@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -27,6 +28,13 @@ DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
 
 def _registry_path(pipeline: Pipeline) -> Path:
     return Path(pipeline.settings.resolved_mlflow_tracking_uri.split("sqlite:///", 1)[1])
+
+
+def _another_version(client: Any) -> str:
+    """A new version of chest-xray with version 1's model and tags (no new artifacts: quick)."""
+    first = client.get_model_version("chest-xray", "1")
+    version = str(client.create_model_version("chest-xray", first.source, run_id=first.run_id, tags=first.tags).version)
+    return version
 
 
 def _score_all(pipeline: Pipeline) -> None:
@@ -155,3 +163,32 @@ def test_a_version_registered_without_its_bundle_is_named_not_run(pipeline: Pipe
     with pytest.raises(ModelUnavailable, match="carries no bundle.json"):
         selector.load("chest-xray", str(version))
 
+
+
+def test_a_queued_version_deleted_from_the_registry_hands_the_study_to_the_champion(pipeline: Pipeline) -> None:
+    """Version 2 was champion when the study was queued, then deleted (and version 1 made champion again): the job,
+    bound to version 2, retried until dead-lettered and the study was `failed`, though a champion could score it; a
+    replay ran version 2 again."""
+    uri = pipeline.settings.resolved_mlflow_tracking_uri
+    client = registry_client(uri)
+    doomed = _another_version(client)
+    client.set_registered_model_alias("chest-xray", "champion", doomed)
+    try:
+        pipeline.receive(DX_CHEST)
+        pipeline.monitor.run_once()
+        pipeline.worker.enqueue_routed()
+    finally:
+        client.delete_model_version("chest-xray", doomed)
+        client.set_registered_model_alias("chest-xray", "champion", "1")
+    _score_all(pipeline)  # version 2's job is retired and the study re-routed
+    _score_all(pipeline)  # the worker's next pass queues it for version 1
+    with pipeline.session() as session:
+        study = session.scalars(select(Study)).one()
+        jobs = {j.model_version: j for j in session.scalars(select(ScoringJob))}
+        results = session.scalars(select(ScoreResult)).all()
+        kinds = [e.kind for e in session.scalars(select(StudyEvent).order_by(StudyEvent.id))]
+    assert study.status == "scored"
+    assert [(r.role, r.model_version) for r in results] == [("champion", "1")]
+    assert jobs[doomed].state == "dead" and jobs[doomed].attempts == 1
+    assert f"version {doomed}" in (jobs[doomed].last_error or "") and "now version 1" in (jobs[doomed].last_error or "")
+    assert kinds.count("queued") == 2 and "rescore-requested" in kinds

@@ -18,7 +18,7 @@ import inference.outgoing
 import inference.worker
 from inference.assemble import ct_series, frontal_radiographs, mammography_views, read_study
 from inference.errors import CouldNotScore
-from inference.jobs import enqueue, request_rescore
+from inference.jobs import request_rescore
 from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle
 from inference.tables import ScoreResult, ScoringJob, Study, StudyEvent
 from inference.worker_process import build_worker
@@ -131,21 +131,30 @@ def test_bad_inputs_are_refused_by_assembly(tmp_path: Path) -> None:
 
 
 def test_unavailable_model_retries_then_dead_letters_and_is_replayed(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The champion cannot be loaded (here: its operating point tag is not a probability). A version that is no
+    longer champion is not retried (tests/inference/test_registry_failures.py)."""
+    from mlflow.tracking import MlflowClient
+
     settings = pipeline.settings.model_copy(update={"scoring_max_attempts": 2})
     worker = build_worker(settings)
-    pipeline.receive(DX_CHEST)
-    pipeline.monitor.run_once()
-    with session_scope(worker.session_factory) as session:
-        study = session.scalars(select(Study)).one()
-        job = enqueue(session, study, "chest-xray", "chest-xray", "99", "champion", utcnow())
-        assert job is not None
-        study.status = "scoring"
-    assert worker.process_one() and worker.process_one() and not worker.process_one()
+    uri = pipeline.settings.resolved_mlflow_tracking_uri
+    client = MlflowClient(uri, uri)
+    first = client.get_model_version("chest-xray", "1")  # version 1's model, with a threshold that is not a probability
+    broken = str(client.create_model_version(
+        "chest-xray", first.source, run_id=first.run_id, tags=first.tags | {"threshold": "67"}).version)
+    client.set_registered_model_alias("chest-xray", "champion", broken)
+    try:
+        pipeline.receive(DX_CHEST)
+        pipeline.monitor.run_once()
+        worker.enqueue_routed()
+        assert worker.process_one() and worker.process_one() and not worker.process_one()
+    finally:
+        client.set_registered_model_alias("chest-xray", "champion", "1")
     with worker.session_factory() as session:
         job = session.scalars(select(ScoringJob)).one()
         study = session.scalars(select(Study)).one()
     assert (job.state, job.attempts, study.status) == ("dead", 2, "failed")
-    assert "cannot load chest-xray version 99" in job.last_error
+    assert f"cannot load chest-xray version {broken}" in job.last_error
 
     app = create_app(settings)
     with TestClient(app) as client:
@@ -153,7 +162,7 @@ def test_unavailable_model_retries_then_dead_letters_and_is_replayed(pipeline: P
             create_user(session, "mle", "mle-password-long", ["ml-engineer"], actor="test")
         headers = login(client, "mle", "mle-password-long")
         dead = client.get("/api/jobs", params={"state": "dead"}, headers=headers).json()
-        assert dead["total"] == 1 and "version 99" in dead["items"][0]["last_error"]
+        assert dead["total"] == 1 and f"version {broken}" in dead["items"][0]["last_error"]
         replayed = client.post(f"/api/jobs/{job.id}/replay", headers=headers)
         assert replayed.status_code == 200 and replayed.json()["state"] == "queued"
         assert client.post(f"/api/jobs/{job.id}/replay", headers=headers).status_code == 409
