@@ -119,3 +119,18 @@ def test_a_login_that_cannot_reach_the_server_says_so(settings: Settings) -> Non
         page.fill("#password", PASSWORD)
         page.click("#login-form button[type=submit]")
         expect(page.locator("#login-error")).to_have_text("The server could not be reached: try again.")
+
+
+def test_a_refused_action_keeps_the_keyboard_focus_on_its_button(settings: Settings) -> None:
+    """rita opens A from the keyboard; rob claims it first; her Enter on Claim is refused (409): the reason is shown
+    and the focus stays on Claim. The button was disabled while the claim ran, and the focus had fallen to <body>."""
+    with reading(settings, {"A": "ALPHA^Anna"}, claimed=False) as r:
+        page, expect = r.page, r.expect
+        r.row("A").locator("button.open").press("Enter")
+        expect(page.locator("#s-title")).to_be_focused()
+        token = httpx.post(f"{r.url}/api/auth/token", data={"username": "rob", "password": "rob-password-long"}).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        assert httpx.post(f"{r.url}/api/worklist/{r.uids['A']}/claim", headers=headers).status_code == 200
+        page.locator("#claim").press("Enter")
+        expect(page.locator("#s-error")).not_to_have_text("")
+        expect(page.locator("#claim")).to_be_focused()

@@ -436,6 +436,7 @@ function buildReadForm(study) {
 async function act(uid, verb, options = { method: "POST" }) {
   if (state.acting) return false;
   state.acting = true;
+  const pressed = document.activeElement;
   const buttons = [$("claim"), $("release"), $("read-submit")];
   for (const button of buttons) button.disabled = true;
   $("s-error").textContent = "";
@@ -452,6 +453,11 @@ async function act(uid, verb, options = { method: "POST" }) {
   if (done && verb === "claim" && !$("read-form").hidden) $("read-findings").querySelector("input")?.focus();
   else if (done && verb === "read") $("s-read").focus();
   else if (done && verb === "release") $("claim").focus();
+  // A refusal leaves the focus on the button pressed (disabled while the action ran, it had dropped the focus to
+  // <body>), or on the study's title when that button is no longer offered.
+  else if (!done && pressed && document.activeElement === document.body) {
+    (pressed.isConnected && !pressed.hidden && !$("study").hidden ? pressed : $("s-title")).focus();
+  }
   return done;
 }
 
