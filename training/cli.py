@@ -7,10 +7,12 @@ serving process never load them.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,27 @@ def int_at_least(minimum: int, why: str) -> Any:
         return value
 
     return parse
+
+
+def registry_answers(action: Callable[[argparse.Namespace, Settings], int]) -> Callable[[argparse.Namespace, Settings], int]:
+    """``action`` with a registry that cannot be read or written (a corrupt or locked store, a tracking server down)
+    as one line on stderr and exit code 1: ``models list``, ``promote`` and ``register-shipped`` had printed MLflow's
+    or SQLAlchemy's traceback."""
+
+    @functools.wraps(action)
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return action(args, settings)
+        except (MlflowException, SQLAlchemyError) as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            # Not the tracking URI: a server's may carry a password.
+            sys.stderr.write(f"medscreen models {getattr(args, 'models_command', '')}: the model registry cannot be used: {first_line}\n")
+            return 1
+
+    return run
 
 
 def add_commands(subparsers: Any) -> None:
@@ -157,6 +180,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@registry_answers
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
     from training.registry import list_versions
 
@@ -190,6 +214,7 @@ def _list_cells(row: RegisteredVersion) -> tuple[str, ...]:
     )
 
 
+@registry_answers
 def run_promote(args: argparse.Namespace, settings: Settings) -> int:
     """Champion: the same audited promotion through the gate as ``medscreen quality promote`` (previous-champion
     kept, so ``medscreen quality rollback`` works; challenger alias cleared). It had set the alias on the version's
@@ -221,22 +246,17 @@ def run_promote(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
 
+@registry_answers
 def run_register_shipped(args: argparse.Namespace, settings: Settings) -> int:
-    """A bundle that is not the model it describes (``inference.model_contract``), or a registry that cannot be
-    written, is one line on stderr and exit code 1; it had been a traceback (protobuf's "Wire format was corrupt" for a
-    truncated model.onnx), and a bundle whose ONNX input differed from its bundle.json was registered without a word."""
-    from mlflow.exceptions import MlflowException
-
+    """A bundle that is not the model it describes (``inference.model_contract``) is one line on stderr and exit code
+    1: it had been a traceback (protobuf's "Wire format was corrupt" for a truncated model.onnx), and a bundle whose
+    ONNX input differed from its bundle.json was registered without a word."""
     from inference.errors import BundleInvalid
 
     try:
         return _register_shipped(args, settings)
     except BundleInvalid as exc:
         sys.stderr.write(f"medscreen models register-shipped: refused: {exc.reason}\n")
-    except MlflowException as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        # Not the tracking URI: a server's may carry a password.
-        sys.stderr.write(f"medscreen models register-shipped: the model registry cannot be written: {first_line}\n")
     return 1
 
 

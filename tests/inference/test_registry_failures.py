@@ -192,3 +192,25 @@ def test_a_queued_version_deleted_from_the_registry_hands_the_study_to_the_champ
     assert jobs[doomed].state == "dead" and jobs[doomed].attempts == 1
     assert f"version {doomed}" in (jobs[doomed].last_error or "") and "now version 1" in (jobs[doomed].last_error or "")
     assert kinds.count("queued") == 2 and "rescore-requested" in kinds
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["models", "list"], ["models", "promote", "chest-xray", "1", "--alias", "challenger"], ["models", "register-shipped"]],
+    ids=["list", "promote", "register-shipped"],
+)
+def test_the_models_commands_say_in_one_line_that_the_registry_cannot_be_read(
+    registered_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    """A store MLflow cannot read (here: its registered_models table out of reach, as in a store a failed upgrade
+    left half-migrated) had been an MLflow or SQLAlchemy traceback."""
+    shutil.copyfile(registered_store, tmp_path / "mlflow.db")
+    with sqlite3.connect(tmp_path / "mlflow.db") as store:
+        store.execute("ALTER TABLE registered_models RENAME TO registered_models_out_of_reach")
+    monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path))
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"medscreen models {argv[1]}: the model registry cannot be used: ")
+    assert "Traceback" not in "\n".join(err)
