@@ -171,6 +171,8 @@ $("flags").addEventListener("click", async (event) => {
     }
     error.textContent = `Not saved: ${response ? await detail(response) : "the server could not be reached"}`;
     article.append(error);
+    // Disabled while the decision was posted, the button had dropped the keyboard focus to <body>.
+    if (document.activeElement === document.body) button.focus();
     return;
   }
   sessionStorage.removeItem(NOTE + article.id);

@@ -40,7 +40,7 @@ def test_a_list_that_cannot_be_loaded_keeps_the_flags_and_the_typed_note(served:
             note.fill("ask about hearing")
             flags = "**/api/screening/flags?*"
             page.route(flags, lambda route: route.fulfill(status=503, json={"detail": "database unavailable"}))
-            page.check("#include-decided")
+            page.click("#include-decided")  # not check(): a failed load unticks it at once
             error = page.locator("#load-error")
             expect(error).to_have_text("The list could not be loaded: database unavailable. Try again.")
             assert error.get_attribute("role") == "alert"
@@ -51,12 +51,12 @@ def test_a_list_that_cannot_be_loaded_keeps_the_flags_and_the_typed_note(served:
 
             page.unroute(flags)
             page.route(flags, lambda route: route.abort())
-            page.check("#include-decided")
+            page.click("#include-decided")
             expect(error).to_have_text("The list could not be loaded: the server could not be reached. Try again.")
             expect(note).to_have_value("ask about hearing")
 
             page.unroute(flags)
-            page.check("#include-decided")
+            page.click("#include-decided")
             expect(error).to_be_hidden()
             expect(page.locator("p.meta")).not_to_contain_text("waiting for a decision")
             expect(note).to_have_value("ask about hearing")
@@ -94,5 +94,31 @@ def test_a_session_found_ended_on_a_reload_keeps_the_typed_note(served: tuple[st
             page.fill("input[name=password]", "dr-a-password-long")
             page.click("#login button[type=submit]")
             expect(page.locator("article.flag textarea[name=note]").last).to_have_value("ask about hearing")
+        finally:
+            browser.close()
+
+
+def test_a_decision_not_saved_keeps_the_keyboard_focus_on_its_button(served: tuple[str, Any]) -> None:  # noqa: F811
+    """dr-a decides from the keyboard while the server answers 503: "Not saved: <reason>" and the focus stays on the
+    button she pressed (disabled while the decision was posted, it had dropped the focus to <body>)."""
+    sync_api = playwright_or_skip()
+    expect = sync_api.expect
+    url, _ = served
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/screening")
+            page.fill("input[name=username]", "dr-a")
+            page.fill("input[name=password]", "dr-a-password-long")
+            page.click("#login button[type=submit]")
+            expect(page.locator("article.flag")).to_have_count(2)
+            page.route("**/outcome", lambda route: route.fulfill(status=503, json={"detail": "database unavailable"}))
+            referred = page.locator("article.flag").first.locator("button[data-outcome=referred]")
+            referred.press("Enter")
+            expect(page.locator("article.flag").first.locator("p.error.decision")).to_have_text(
+                "Not saved: database unavailable"
+            )
+            expect(referred).to_be_focused()
         finally:
             browser.close()
