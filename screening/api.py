@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from datasets.emr_records import RecordError
+from datasets.emr_records import ChildRecord, RecordError
 from datasets.fhir_emr import records_from_bundle
+from datasets.fhir_entry_rules import merged_record
 from screening.errors import ScreeningError
 from screening.fhir_output import operation_outcome, unassigned_care_team_outcome
 from screening.findings import RETIRING_STATUSES
@@ -84,10 +85,15 @@ def submit_bundle(
     entries: list[dict[str, Any]] = []
     unassigned: dict[tuple[str, ...], list[str]] = {}
     admin = Role.admin in user.roles
-    for item in records_from_bundle(bundle, "request"):
-        if isinstance(item, RecordError):
-            errors.append(item)
-            continue
+    read: dict[str, list[ChildRecord]] = {}
+    for record in records_from_bundle(bundle, "request"):
+        if isinstance(record, RecordError):
+            errors.append(record)
+        else:
+            read.setdefault(record.patient_id, []).append(record)
+    for parts in read.values():
+        # A child in two Bundles of a Bundle of Bundles is one child, as screen-emr reads it: screened once, on both.
+        item = parts[0] if len(parts) == 1 else merged_record(parts)
         stored = store_result(
             session, screener, item, screener.screen(item, as_of), user.username, owner=user.username, admin=admin
         )
@@ -98,7 +104,8 @@ def submit_bundle(
             unassigned.setdefault(tuple(stored["unassigned_care_team"]), []).append(item.patient_id)
     if not entries:
         reasons = "; ".join(f"{e.record}: {e.reason}" for e in errors[:5])
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"no readable Patient in the Bundle ({reasons})")
+        detail = f"no readable Patient in the Bundle ({reasons})" if reasons else "no Patient resource in the Bundle"
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=detail)
     if errors:
         entries.append({"resource": operation_outcome(errors).model_dump(mode="json", exclude_none=True)})
     if unassigned:

@@ -331,3 +331,17 @@ def test_a_bundle_of_each_childs_bundle_is_read_child_by_child(tmp_path: Path, c
         if e["resource"]["resourceType"] == "RiskAssessment"
     ]
     assert assessed == ["Patient/kid1", "Patient/kid2"]
+    # one child in two of the Bundles is one child, screened once on both, as screen-emr reads it
+    halves = record_to_bundle(syndromic_child("kid1"))
+    second = {**halves, "entry": [halves["entry"][0], *halves["entry"][6:]]}
+    halves["entry"] = halves["entry"][:6]
+    split = {**outer, "entry": [{"resource": halves}, {"resource": second}]}
+    response = client.post("/api/screening?as_of=2024-03-01", json=split, headers=doctor)
+    assert response.status_code == 200, response.text
+    [assessment] = [
+        e["resource"] for e in response.json()["entry"] if e["resource"]["resourceType"] == "RiskAssessment"
+    ]
+    whole = client.post("/api/screening?as_of=2024-03-01", json=inner[0], headers=doctor).json()["entry"][0]["resource"]
+    assert assessment["prediction"][0] == whole["prediction"][0]
+    empty = client.post("/api/screening", json={"resourceType": "Bundle", "type": "collection"}, headers=doctor)
+    assert empty.status_code == 422 and empty.json()["detail"] == "no Patient resource in the Bundle"
