@@ -68,11 +68,23 @@ def _routes_test(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _registry_unusable(exc: Exception) -> int:
+    """A registry that cannot be read (a corrupt or locked store, a tracking server down) or a shipped bundle that
+    cannot be registered: one line and exit code 1, where ``score`` had printed MLflow's or SQLAlchemy's traceback."""
+    first_line = getattr(exc, "reason", None) or (str(exc).strip().splitlines() or [""])[0]
+    # Not the tracking URI: a server's may carry a password.
+    sys.stderr.write(f"medscreen score: the model registry cannot be used: {first_line}\n")
+    return 1
+
+
 def _score(args: argparse.Namespace, settings: Settings) -> int:
     import warnings
 
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
     from inference.champions import ModelSelector
-    from inference.errors import RoutingRulesError
+    from inference.errors import BundleInvalid, RoutingRulesError
     from inference.offline_score import collect_studies, score_offline
     from inference.route import load_rules
     from inference.shipped_models import register_shipped_bundles
@@ -86,8 +98,11 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     settings.home.mkdir(parents=True, exist_ok=True)
     uri = settings.resolved_mlflow_tracking_uri
-    # An empty registry gets the shipped models, as on the service's first start, under the site's defer rules.
-    register_shipped_bundles(uri, rules=defer_rules_from_settings(settings))
+    try:
+        # An empty registry gets the shipped models, as on the service's first start, under the site's defer rules.
+        register_shipped_bundles(uri, rules=defer_rules_from_settings(settings))
+    except (MlflowException, SQLAlchemyError, BundleInvalid) as exc:
+        return _registry_unusable(exc)
     try:
         studies, refused = collect_studies(args.paths, progress=not args.quiet)
     except FileNotFoundError as exc:
@@ -103,9 +118,12 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     if args.assume_age is not None:
         sys.stderr.write(f"medscreen score: images without an age are taken as {args.assume_age} y (--assume-age); "
                          "each such study's line says so\n")
-    counts = score_offline(studies, rules, selector, sys.stdout, min_ct_slices=settings.ct_min_slices,
-                           progress=not args.quiet, assume_age_years=args.assume_age,
-                           max_decoded_mb=settings.max_study_decoded_mb)
+    try:
+        counts = score_offline(studies, rules, selector, sys.stdout, min_ct_slices=settings.ct_min_slices,
+                               progress=not args.quiet, assume_age_years=args.assume_age,
+                               max_decoded_mb=settings.max_study_decoded_mb)
+    except (MlflowException, SQLAlchemyError) as exc:
+        return _registry_unusable(exc)
     summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(counts.items())) or "nothing"
     refused_text = ", ".join(f"{v} {k}" for k, v in sorted(refused.items())) or "none"
     sys.stderr.write(f"{len(studies)} studies: {summary}; files refused: {refused_text}\n")

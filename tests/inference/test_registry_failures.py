@@ -196,8 +196,9 @@ def test_a_queued_version_deleted_from_the_registry_hands_the_study_to_the_champ
 
 @pytest.mark.parametrize(
     "argv",
-    [["models", "list"], ["models", "promote", "chest-xray", "1", "--alias", "challenger"], ["models", "register-shipped"]],
-    ids=["list", "promote", "register-shipped"],
+    [["models", "list"], ["models", "promote", "chest-xray", "1", "--alias", "challenger"], ["models", "register-shipped"],
+     ["score", str(DX_CHEST)]],
+    ids=["list", "promote", "register-shipped", "score"],
 )
 def test_the_models_commands_say_in_one_line_that_the_registry_cannot_be_read(
     registered_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -212,5 +213,6 @@ def test_the_models_commands_say_in_one_line_that_the_registry_cannot_be_read(
     monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path))
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"medscreen models {argv[1]}: the model registry cannot be used: ")
+    command = " ".join(argv[:2]) if argv[0] == "models" else argv[0]
+    assert err[-1].startswith(f"medscreen {command}: the model registry cannot be used: ")
     assert "Traceback" not in "\n".join(err)
