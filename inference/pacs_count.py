@@ -13,8 +13,10 @@ from typing import Any, Protocol
 
 import httpx
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom import AE
 
+from inference.pacs_refusals import association_failure
 from inference.tls import pacs_tls_args
 from service.settings import Settings
 
@@ -81,6 +83,7 @@ class CFindInstanceCounter:
         self, host: str, port: int, called_ae: str, calling_ae: str, tls_args: tuple[ssl.SSLContext, str] | None = None
     ) -> None:
         self.host, self.port, self.called_ae, self.tls_args = host, port, called_ae, tls_args
+        self.calling_ae = calling_ae
         self.ae = AE(ae_title=calling_ae)
         self.ae.add_requested_context(STUDY_ROOT_FIND)
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = 5
@@ -92,7 +95,12 @@ class CFindInstanceCounter:
         query.NumberOfStudyRelatedInstances = ""
         assoc = self.ae.associate(self.host, self.port, ae_title=self.called_ae, tls_args=self.tls_args)
         if not assoc.is_established:
-            log.warning("C-FIND count query: association with %s:%d failed", self.host, self.port)
+            # The PACS's own reason: one that does not know medscreen's AE title says so, and the fix is in the PACS.
+            why = association_failure(
+                assoc, called_ae=self.called_ae, calling_ae=self.calling_ae, where=f"{self.host}:{self.port}",
+                sop_classes=[UID(STUDY_ROOT_FIND)],
+            )
+            log.warning("C-FIND count query gave no count: %s", why)
             return None
         found: int | None = None
         try:

@@ -1,4 +1,5 @@
-"""Why a PACS refused a write-back association or presentation context, in words an operator can act on.
+"""Why a PACS refused an association or presentation context (write-back, the completeness count), in words an
+operator can act on.
 
 The reason is kept on the outgoing row (``last_error``) and the study's ``write-back-retry``/``-dead`` line. It had
 read "association ... failed" whether the PACS was down, or rejected medscreen's calling AE title (the usual first
@@ -60,5 +61,5 @@ def context_refusal(assoc: Association, sop_class: UID, *, called_ae: str) -> st
             "a PACS must take Implicit VR Little Endian (PS3.5 10.1)"
         )
     if results == {_ABSTRACT_SYNTAX_NOT_SUPPORTED} or not results:
-        return f"{called_ae} accepts no presentation context for {named}; it does not store that SOP class"
+        return f"{called_ae} accepts no presentation context for {named}; it does not support that SOP class"
     return f"{called_ae} refused the presentation context for {named} (no reason given)"

@@ -1,4 +1,5 @@
-"""A PACS's refusal of a write-back is recorded with its reason: real peers (dcmtk's storescp, Orthanc) refusing.
+"""A PACS's refusal of a write-back (or of the completeness count query) is recorded with its reason: real peers
+(dcmtk's storescp, Orthanc) refusing.
 
 The reason ends on the outgoing row and the study's write-back-retry/-dead line. It had read "association with
 PACS@host:port failed" for a PACS that rejected medscreen's calling AE title (or was called by the wrong AE title),
@@ -7,6 +8,7 @@ and "it does not store that SOP class" for a class the PACS stores in other tran
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from pydicom.dataset import Dataset
 
 from benchmarks.dcmtk import dcmtk
 from inference.errors import WritebackFailed
+from inference.pacs_count import CFindInstanceCounter
 from inference.writeback import COMPREHENSIVE_3D_SR_STORAGE, SECONDARY_CAPTURE_IMAGE_STORAGE, send_c_store
 from tests.inference.conftest import INFERENCE_FIXTURES, requires_dcmtk
 from tests.peers import Orthanc, start_orthanc, stop_orthanc, wait_for
@@ -102,7 +105,7 @@ def test_a_class_stored_in_other_transfer_syntaxes_only_names_them(tmp_path: Pat
         scp.terminate()
         scp.wait(timeout=30)
     assert "in none of the transfer syntaxes offered (Explicit VR Little Endian, Implicit VR Little Endian)" in reason
-    assert "does not store that SOP class" not in reason, reason
+    assert "does not support that SOP class" not in reason, reason
 
 
 def _listening(port: int) -> bool:
@@ -110,3 +113,16 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_completeness_count_query_says_why_the_pacs_refused_it(
+    checking_orthanc: Orthanc, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The same refusal met by the C-FIND count (MEDSCREEN_PACS_AE_TITLE): it had logged "association ... failed".
+    counter = CFindInstanceCounter("127.0.0.1", checking_orthanc.dicom_port, "ORTHANC", "MEDSCREEN")
+    with caplog.at_level(logging.WARNING, logger="inference.pacs_count"):
+        assert counter.count("1.2.3") is None
+    assert any(
+        "Calling AE title not recognised" in record.getMessage() and "add AE MEDSCREEN" in record.getMessage()
+        for record in caplog.records
+    ), [record.getMessage() for record in caplog.records]
