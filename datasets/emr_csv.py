@@ -25,7 +25,8 @@ All three files and their columns are required: a missing one is an :class:`Extr
 the batch with its name (a child without its diagnoses file would otherwise look healthy). A row that
 cannot be read is listed on its child's record as a dropped entry (the child is screened as incomplete).
 One row per child in ``patients.csv``: a repeated ``patient_id`` is an error naming both lines (the child is
-read from the first row, which takes all of its diagnoses and observations).
+read from the first row, which takes all of its diagnoses and observations). A diagnosis or observation row that
+repeats an earlier row of the child cell for cell is read once.
 
 When every file is sorted by ``patient_id`` (``sort -t, -k1,1``) the files are merged as they stream
 and memory stays flat; otherwise diagnoses and observations are grouped in memory (logged).
@@ -82,7 +83,6 @@ def _column_name(header: str) -> str:
     written was ignored without a word: a ``Death_Date`` screened a child who had died, a ``Status`` of refuted
     made an excluded diagnosis a diagnosis."""
     return _SEPARATORS.sub("_", header.strip()).lower()
-
 
 
 @contextlib.contextmanager
@@ -290,7 +290,7 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
                 record.deceased = DECEASED_UNDATED if died.lower() in _YES else _iso_date(died, "death_date")
             except ValueError:
                 record.dropped.append(DroppedEntry(where, f"death_date {died[:20]!r}: not a date"))
-        for dline, drow in diagnoses.take(pid):
+        for dline, drow in _once(diagnoses.take(pid)):
             if (drow.get("status") or "").strip().lower() == VOID_VERIFICATION:
                 continue  # withdrawn by the writer (datasets/fhir_entry_rules.py)
             try:
@@ -300,7 +300,7 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
                 facts, verb = (tuple(exc.facts), "unread") if isinstance(exc, Unreadable) else ((), "invalid")
                 record.dropped.append(DroppedEntry(f"diagnoses.csv:{dline}", f"{verb} diagnosis row: {exc}", facts))
                 record.facts.extend(facts)
-        for oline, orow in observations.take(pid):
+        for oline, orow in _once(observations.take(pid)):
             try:
                 record.measurements.append(_measurement(orow))
             except (KeyError, ValueError) as exc:
@@ -310,6 +310,21 @@ def read_csv_extract(folder: Path) -> Iterator[ChildRecord | RecordError]:
         left = grouped.leftover()
         if left:
             yield RecordError(name, name, f"{left} rows reference no patient in patients.csv")
+
+
+def _once(rows: list[Row]) -> list[Row]:
+    """A child's rows, a row that repeats an earlier one cell for cell left out: the same entry exported twice (a
+    query joining each diagnosis to every encounter, two extracts appended), as the FHIR readers read a repeated
+    resource once. Read twice, a malformation counted twice among the congenital codes and a single low measurement
+    "persisted" as a growth finding."""
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    out = []
+    for line, row in rows:
+        cells = tuple(row.items())
+        if cells not in seen:
+            seen.add(cells)
+            out.append((line, row))
+    return out
 
 
 class _Grouped:

@@ -359,3 +359,34 @@ def test_a_category_code_is_the_diagnosis_all_its_subcategories_are(maps: CodeMa
     record = syndromic_child()
     record.facts.append(CodedFact("condition", "icd10", "Q90", date(2021, 3, 2)))
     assert screener.screen(record, date(2024, 3, 1)).status == "already_diagnosed"
+
+
+def test_a_csv_row_repeated_cell_for_cell_is_read_once(tmp_path: Path, screener: Screener) -> None:
+    """A query that joins each diagnosis to every encounter, or two extracts appended, repeats rows: read twice, a
+    malformation counted twice among the congenital codes and the single low head circumference "persisted" as
+    microcephaly. A row that differs (another date) is still read."""
+    (tmp_path / "patients.csv").write_text("patient_id,birth_date,sex\np1,2021-01-10,M\n")
+    rows = [
+        "p1,2021-06-01,icd10,J06.9",
+        "p1,2021-02-01,icd10,Q21.0",
+        "p1,2021-02-01,icd10,Q21.0",
+        "p1,2022-02-01,icd10,J06.9",
+    ]
+    (tmp_path / "diagnoses.csv").write_text("patient_id,date,system,code\n" + "\n".join(rows) + "\n")
+    measured = [
+        "p1,2022-01-12,9843-4,42.8,cm",
+        "p1,2022-01-12,9843-4,42.8,cm",
+        "p1,2023-01-10,9843-4,48.6,cm",
+        "p1,2022-01-12,29463-7,9.6,kg",
+    ]
+    (tmp_path / "observations.csv").write_text("patient_id,date,loinc,value,unit\n" + "\n".join(measured) + "\n")
+    [record] = read_csv_extract(tmp_path)
+    assert isinstance(record, ChildRecord)
+    assert [(f.code, f.date) for f in record.facts] == [
+        ("J06.9", date(2021, 6, 1)),
+        ("Q21.0", date(2021, 2, 1)),
+        ("J06.9", date(2022, 2, 1)),
+    ]
+    assert len(record.measurements) == 3 and not record.incomplete
+    result = screener.screen(record, date(2024, 3, 1))
+    assert MICROCEPHALY not in {f.hpo for f in result.findings}
