@@ -30,7 +30,7 @@ from inference.errors import (
 )
 from inference.instance_limits import check_declared_pixels, deflated_data_set_offset, read_deflated_header
 from inference.records import InstanceHeaders
-from inference.sop_classes import modality_for_sop_class
+from inference.sop_classes import ACCEPTED_SOP_CLASSES, modality_for_sop_class
 
 __all__ = [
     "read_instance_headers",
@@ -344,7 +344,9 @@ def read_instance_headers(
 
     # A SOP class medscreen does not score, or an image without pixels, is still valid DICOM: ingest
     # acknowledges it and records it as not scored (``inference/intake.py``), so a PACS batch never aborts.
-    if has_pixels:
+    # Its pixels are never decoded nor kept, so what they declare is not checked either: a cine loop or an
+    # endoscopy video declares gigabytes once decoded and had been refused 0xA700 (which a PACS retries).
+    if has_pixels and sop_class_uid in ACCEPTED_SOP_CLASSES:
         deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
         try:
             check_declared_pixels(ds, limit, file_size=None if deflated else path.stat().st_size)

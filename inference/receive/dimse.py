@@ -33,8 +33,9 @@ from inference.receive.message_limits import StreamLimitedDimse, discard_unfinis
 from inference.receive.negotiation import add_unknown_storage_contexts, storage_service_for_unknown_classes
 from inference.receive.status import PROCESSING_FAILURE, SUCCESS, dicom_status_for
 from inference.receive.upper_layer import BoundedUpperLayer
+from inference.sop_classes import ACCEPTED_SOP_CLASSES
 
-__all__ = ["TRANSFER_SYNTAXES", "AssociationLimits", "build_ae", "retired_storage_classes", "handlers_for", "start_dimse_server"]
+__all__ = ["NOT_DECODED_TRANSFER_SYNTAXES", "TRANSFER_SYNTAXES", "AssociationLimits", "build_ae", "retired_storage_classes", "handlers_for", "start_dimse_server"]
 
 VERIFICATION = "1.2.840.10008.1.1"
 # A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-transient, by the service provider (presentation), temporary congestion.
@@ -61,6 +62,17 @@ TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
     "1.2.840.10008.1.2.4.203",  # HTJ2K
     "1.2.840.10008.1.2.5",  # RLE Lossless
+]
+# Encapsulated transfer syntaxes no decoder here reads (video, JPEG 2000 multi-component), negotiated only for SOP
+# classes no model scores: their instances are acknowledged and not kept (``inference/intake.py``), so the pixels are
+# never decoded. A video modality proposes nothing else for its cine loops; refusing the context made the sender fail
+# the instance unsent and (dcmtk, Orthanc) abort the rest of the study. A class medscreen scores is refused per
+# context in these, as one it could not decode.
+NOT_DECODED_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 Multi-component Lossless
+    "1.2.840.10008.1.2.4.93",  # JPEG 2000 Part 2 Multi-component
+    *(f"1.2.840.10008.1.2.4.{number}" for number in range(100, 109)),  # MPEG-2, MPEG-4 AVC/H.264, HEVC/H.265
+    *(f"1.2.840.10008.1.2.4.{number}.1" for number in range(100, 107)),  # their fragmentable forms
 ]
 
 
@@ -160,7 +172,8 @@ def build_ae(ae_title: str, allowed_aes: list[str], max_pdu: int, limits: Associ
     # with a proper C-STORE failure status and quarantined with its reason instead of failing the association.
     storage = [str(context.abstract_syntax) for context in AllStoragePresentationContexts]
     for uid in storage + retired_storage_classes():
-        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        scored = uid in ACCEPTED_SOP_CLASSES
+        ae.add_supported_context(uid, TRANSFER_SYNTAXES if scored else TRANSFER_SYNTAXES + NOT_DECODED_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -187,7 +200,7 @@ def _on_requested(event: Event, ingestor: InstanceIngestor) -> None:
     # later) rather than accept it and refuse each instance.
     if ingestor.has_free_disk():
         # A private or newer storage class is accepted like any other (inference/receive/negotiation.py).
-        add_unknown_storage_contexts(event.assoc, TRANSFER_SYNTAXES)
+        add_unknown_storage_contexts(event.assoc, TRANSFER_SYNTAXES + NOT_DECODED_TRANSFER_SYNTAXES)
         return
     requestor = event.assoc.requestor
     log.warning(

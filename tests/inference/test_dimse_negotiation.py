@@ -14,6 +14,7 @@ from socket import SO_LINGER, SOL_SOCKET
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.pdu import A_ABORT_RQ
@@ -170,3 +171,42 @@ def test_an_instance_cut_off_mid_transfer_leaves_nothing_and_loses_nothing_ackno
     wait_for(lambda: not any(incoming.iterdir()), 30, "the partial file to be removed")
     with make_session_factory(ingestor.engine)() as session:
         assert len(list(session.scalars(select(Instance.id)))) == len(acknowledged)
+
+
+VIDEO_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1.1"
+MPEG4_HP41 = "1.2.840.10008.1.2.4.102"
+
+
+def _video(source: Path, sop_class: str, target: Path) -> Path:
+    """A 5-minute 1080p video as an endoscope sends it: MPEG-4 only, 9,000 frames (56 GB once decoded)."""
+    ds = dcmread(source)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = MPEG4_HP41
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.NumberOfFrames = 1080, 1920, 3, 9000
+    ds.PhotometricInterpretation, ds.PlanarConfiguration = "YBR_PARTIAL_420", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([b"\x00\x00\x00\x01" + bytes(4092)])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+def test_a_video_of_a_class_not_scored_is_acknowledged_and_a_scored_class_in_video_is_refused_per_context(
+    dimse_server: ThreadedAssociationServer, ingestor: InstanceIngestor, sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    # The endoscope proposes its video in MPEG-4 alone. The context had been rejected (the sender fails the instance
+    # unsent and aborts the rest), and past that its 56 GB decoded size would have been refused 0xA700.
+    ct = INFERENCE_FIXTURES / "ct" / "lidc-0002-0.dcm"
+    video = _video(ct, VIDEO_ENDOSCOPIC, tmp_path / "video.dcm")
+    output = dcmsend(sqlite_settings.dicom_port, video, ct)
+    assert "with status SUCCESS  : 2" in output, output
+    with make_session_factory(ingestor.engine)() as session:
+        assert list(session.scalars(select(NotScoredInstance.sop_class_uid))) == [VIDEO_ENDOSCOPIC]
+        assert list(session.scalars(select(QuarantinedItem.kind))) == []
+    assert not any(ingestor.spool.incoming.iterdir())
+
+    # A CT in MPEG-4 could not be scored: its context is refused, as before.
+    ct_video = _video(ct, "1.2.840.10008.5.1.4.1.1.2", tmp_path / "ct-video.dcm")
+    refused = dcmsend(sqlite_settings.dicom_port, ct_video)
+    assert "with status SUCCESS" not in refused, refused
