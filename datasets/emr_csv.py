@@ -95,6 +95,14 @@ def _open(path: Path) -> Iterator[TextIO]:
             yield handle
         except UnicodeDecodeError as exc:
             bad = exc.object[exc.start : exc.start + 1].hex() if isinstance(exc.object, bytes) else "?"
+            with path.open("rb") as raw:
+                start = raw.read(4)
+            if start.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in start:
+                # Excel's "Unicode Text" (UTF-16, tab-separated): the advice to convert from Windows-1252 was wrong
+                raise ExtractError(
+                    f"{path.name} is UTF-16 text (as Excel's \"Unicode Text\" writes it), not UTF-8: export it as CSV "
+                    "UTF-8 (comma-separated), or convert it: iconv -f UTF-16 -t UTF-8"
+                ) from exc
             raise ExtractError(
                 f"{path.name} is not UTF-8 text (byte 0x{bad} cannot be read): export it as UTF-8 "
                 "(in Excel: CSV UTF-8), or convert it, e.g. iconv -f WINDOWS-1252 -t UTF-8"

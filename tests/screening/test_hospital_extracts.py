@@ -390,3 +390,17 @@ def test_a_csv_row_repeated_cell_for_cell_is_read_once(tmp_path: Path, screener:
     assert len(record.measurements) == 3 and not record.incomplete
     result = screener.screen(record, date(2024, 3, 1))
     assert MICROCEPHALY not in {f.hpo for f in result.findings}
+
+
+def test_a_utf16_csv_is_named_as_utf16(tmp_path: Path) -> None:
+    """Excel's "Unicode Text" export is UTF-16 (tab-separated): it stopped with "not UTF-8 text (byte 0xff) ...
+    iconv -f WINDOWS-1252", advice that garbles it. It is named as UTF-16, with the conversion that works."""
+    files = {
+        "patients.csv": "patient_id\tbirth_date\tsex\r\np1\t2021-01-10\tM\r\n",
+        "diagnoses.csv": "patient_id\tdate\tsystem\tcode\r\n",
+        "observations.csv": "patient_id\tdate\tloinc\tvalue\tunit\r\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(text.encode("utf-16"))
+    with pytest.raises(ExtractError, match=r"patients.csv is UTF-16 text .*iconv -f UTF-16 -t UTF-8"):
+        list(read_csv_extract(tmp_path))
