@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydicom.charset import python_encoding
 
@@ -429,6 +429,22 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         # Resolved once, here: every path under it is then the same whatever folder a process later runs in.
         return value.expanduser().resolve()
+
+    @field_validator("dicom_ae_title", "pacs_ae_title", "dicom_allowed_aes")
+    @classmethod
+    def _dicom_ae_titles(cls, value: str | list[str] | None, info: ValidationInfo) -> str | list[str] | None:
+        # PS3.5 AE: 1 to 16 characters, no backslash or control character. pynetdicom refuses any other when it
+        # builds the AE, and that had been at each receiver process's start (a crash, restarted for ever, the
+        # service 'degraded'), at each write-back (a failed attempt per study) or at each count query.
+        for title in [value] if isinstance(value, str) else value or []:
+            if info.field_name == "pacs_ae_title" and title == "":
+                continue  # no PACS, as when unset
+            if not title.strip() or len(title.strip()) > 16 or any(c == "\\" or ord(c) < 32 for c in title):
+                name = f"MEDSCREEN_{info.field_name.upper()}" if info.field_name else "an AE title setting"
+                raise ValueError(
+                    f"{name}: {title!r} is not a DICOM AE title (1 to 16 characters, no backslash or control character)"
+                )
+        return value
 
     @field_validator("dicom_default_charset")
     @classmethod
