@@ -25,11 +25,14 @@ from pydicom.filewriter import write_dataset
 from pydicom.pixels import iter_pixels
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from inference.instance_limits import inflated_size
+
 __all__ = ["same_data_set"]
 
 log = logging.getLogger(__name__)
 
 _DEFER_BYTES = 64 * 1024
+_DEFLATED_COMPARE_BYTES = 256 * 1024 * 1024
 _PIXEL_DATA = 0x7FE00010
 _PHOTOMETRIC_INTERPRETATION = 0x00280004
 _PLANAR_CONFIGURATION = 0x00280006
@@ -71,10 +74,14 @@ def _same_photometric(first: Dataset, second: Dataset) -> bool:
     return a == b or (a in _COLOUR and b in _COLOUR)
 
 
+def _deflated(path: Path) -> bool:
+    return str(read_file_meta_info(path).get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian
+
+
 def _frames(path: Path) -> Iterator[np.ndarray]:
     # One frame at a time from the file: a multi-frame instance is never decoded whole. pydicom reads a deflated
     # file's frames only from the inflated data set (bounded by the instance limit checked on receipt).
-    if str(read_file_meta_info(path).get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+    if _deflated(path):
         return iter_pixels(dcmread(path))
     return iter_pixels(path)
 
@@ -92,6 +99,11 @@ def same_data_set(first: Path, second: Path) -> bool:
     False when either cannot be read or decoded: such a copy is treated as differing, as before.
     """
     try:
+        for path in (first, second):
+            if _deflated(path):
+                # pydicom inflates a deflated data set whole: past this size the copies are not compared (taken as
+                # differing, as before) rather than held in a receiver's memory. InstanceTooLarge lands below.
+                inflated_size(path, _DEFLATED_COMPARE_BYTES)
         # Large values (the pixels) are left unread here; the header's are read as it is encoded.
         a = dcmread(first, defer_size=_DEFER_BYTES)
         b = dcmread(second, defer_size=_DEFER_BYTES)
