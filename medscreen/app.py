@@ -77,9 +77,12 @@ def create_app(
         migrate_all(url)
     engine = make_engine(url)
 
+    from mlflow.exceptions import MlflowException
+
     from service.api_docs import docs_router
     from service.fhir_http import FhirEdge
     from service.http_methods import HeadAsGet, http_error
+    from service.registry_unavailable import registry_unavailable
     from service.request_guard import RequestGuard
     from service.security_headers import SecurityHeaders
 
@@ -99,6 +102,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HeadAsGet)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(MlflowException, registry_unavailable)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)

@@ -21,6 +21,7 @@ from inference.shipped_models import SHIPPED_MODELS_DIR
 from inference.tables import ScoreResult, ScoringJob, Study, StudyEvent
 from medscreen.cli import main
 from service.model_registry import registry_client
+from service.settings import Settings
 from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
 
 DX_CHEST = INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm"
@@ -216,3 +217,30 @@ def test_the_models_commands_say_in_one_line_that_the_registry_cannot_be_read(
     command = " ".join(argv[:2]) if argv[0] == "models" else argv[0]
     assert err[-1].startswith(f"medscreen {command}: the model registry cannot be used: ")
     assert "Traceback" not in "\n".join(err)
+
+
+def test_an_api_route_that_reads_the_registry_answers_503_while_it_cannot_be_read(
+    registered_store: Path, settings: Settings, tmp_path: Path
+) -> None:
+    """Quality review's routes ask the registry whether a version is registered: an unreadable store had answered
+    404 "chest-xray version 7 is not registered" (read as absent), and, once such errors were raised, a bare 500."""
+    from fastapi.testclient import TestClient
+
+    from medscreen.app import create_app
+    from service.db import session_scope
+    from service.users import create_user
+    from tests.service.conftest import login
+
+    shutil.copyfile(registered_store, tmp_path / "mlflow.db")
+    with sqlite3.connect(tmp_path / "mlflow.db") as store:
+        store.execute("ALTER TABLE model_versions RENAME TO model_versions_out_of_reach")
+    settings = settings.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    app = create_app(settings)
+    with TestClient(app) as client:
+        with session_scope(app.state.session_factory) as session:
+            create_user(session, "mle", "mle-password-long", ["ml-engineer"], actor="test")
+        headers = login(client, "mle", "mle-password-long")
+        answer = client.get("/api/quality/metrics", params={"task": "chest-xray", "version": "7"}, headers=headers)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["detail"].startswith("the model registry cannot be read: ")
+    assert answer.headers["Retry-After"] == "60"
