@@ -18,6 +18,8 @@
     ├── BundleInvalid               a model's ONNX file is not the model its bundle.json describes (refused at
     │   │                           registration; at load it makes the version unavailable)
     │   └── OnnxUnreadable          ONNX Runtime cannot open the file (truncated or corrupt: a cut download too)
+    ├── RegistryLost                the registry holds no version of a model this site has results of (a new,
+    │                               empty store): the shipped models are not registered into it at start-up
     └── ScoringError                a scoring job did not produce a result this time
         ├── CouldNotScore           the study's input is unusable (no retry: the result says why)
         │   └── OutOfScope          outside the version's intended use (not scored; the result says why)
@@ -51,6 +53,7 @@ __all__ = [
     "TlsConfigurationError",
     "BundleInvalid",
     "OnnxUnreadable",
+    "RegistryLost",
     "ScoringError",
     "CouldNotScore",
     "OutOfScope",
@@ -175,3 +178,7 @@ class BundleInvalid(InferenceError):
 
 class OnnxUnreadable(BundleInvalid):
     """ONNX Runtime cannot open the model file: a corrupt file, or a download cut short (then fetched again)."""
+
+
+class RegistryLost(InferenceError):
+    """The model registry holds no version of a model whose results this site's database holds."""

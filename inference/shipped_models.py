@@ -14,11 +14,12 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.errors import BundleInvalid
+from inference.errors import BundleInvalid, RegistryLost
 from inference.model_contract import check_contract, open_session
 from service.lifecycle import TASKS, ModelRole, SteeringRight
 from service.model_registry import (
@@ -267,7 +268,8 @@ def _backfill_steering(tracking_uri: str, versions: list[Any], rules: DeferRules
 
 
 def register_shipped_bundles(
-    tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR, *, rules: DeferRules | None = None
+    tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR, *, rules: DeferRules | None = None,
+    scored: Mapping[str, Collection[str]] | None = None,
 ) -> list[RegisteredBundle]:
     """Register each shipped bundle as version 1 + alias ``champion`` when its model has no version yet.
 
@@ -275,10 +277,17 @@ def register_shipped_bundles(
     reported with its current champion (or latest) version; only a version with no steering right
     recorded gets one (:func:`_backfill_steering`). Bundles missing on disk are skipped with a warning
     so that a partial checkout still starts. ``rules``: the site's defer thresholds (the defaults when None).
+
+    ``scored``: {model name: versions} with results in this site's database (``medscreen serve`` passes it). A model
+    the registry has no version of but the site has results of is refused (RegistryLost), not registered: the store is
+    a new one (a tracking URI changed, a volume not mounted, a store lost), and the shipped bundle as "version 1" would
+    have replaced the site's champion unannounced, its results filed under version numbers of the old store's
+    versions. ``medscreen models register-shipped`` (which passes none) registers them into such a store by hand.
     """
     rules = rules or DeferRules()
     client = registry_client(tracking_uri)
     results: list[RegisteredBundle] = []
+    new: dict[str, Path] = {}  # the bundles of models without a version, registered once all are read
     for task in TASKS:
         folder = Path(models_dir) / task
         try:
@@ -300,7 +309,20 @@ def register_shipped_bundles(
             else:  # no champion alias: report the newest version
                 results.append(_newest(name, existing))
             continue
-        results.append(_register_shipped_as(tracking_uri, folder, ModelRole.champion, rules))
+        new[name] = folder
+    scored = scored or {}
+    lost = [name for name in new if scored.get(name)]
+    if lost:
+        # Checked before any is registered: a store that is not the site's gets none of them.
+        held = "; ".join(
+            f"{name} " + ", ".join(f"v{v}" for v in sorted(scored[name], key=lambda v: (len(v), v))) for name in lost
+        )
+        raise RegistryLost(
+            f"the model registry holds no {', '.join(lost)} model, but this site's database holds results of {held}: "
+            "is MEDSCREEN_MLFLOW_TRACKING_URI the site's registry (a changed URI, a volume not mounted, a lost store)? "
+            "The shipped models are not registered into it; `medscreen models register-shipped` does so by hand"
+        )
+    results.extend(_register_shipped_as(tracking_uri, folder, ModelRole.champion, rules) for folder in new.values())
     return results
 
 

@@ -244,3 +244,21 @@ def test_an_api_route_that_reads_the_registry_answers_503_while_it_cannot_be_rea
     assert answer.status_code == 503, answer.text
     assert answer.json()["detail"].startswith("the model registry cannot be read: ")
     assert answer.headers["Retry-After"] == "60"
+
+
+def test_a_new_empty_registry_beside_a_site_with_results_is_not_filled_with_the_shipped_models(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """The site's MLflow store is not where MEDSCREEN_MLFLOW_TRACKING_URI points any more (a changed URI, a volume not
+    mounted): MLflow creates an empty store there, and start-up registered the shipped bundles into it as version 1
+    champions, unannounced, though the site's champion was another network, and its results were then filed
+    beside the old store's versions of the same numbers."""
+    from inference.errors import RegistryLost
+    from medscreen.serve import _register_shipped_models
+
+    pipeline.receive(DX_CHEST)
+    pipeline.complete_route_and_score()
+    moved = pipeline.settings.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"})
+    with pytest.raises(RegistryLost, match="holds no chest-xray model, but this site's database holds results of chest-xray v1"):
+        _register_shipped_models(moved)
+    assert registry_client(moved.resolved_mlflow_tracking_uri).search_model_versions() == []  # none of the three
