@@ -134,3 +134,18 @@ def test_a_refused_action_keeps_the_keyboard_focus_on_its_button(settings: Setti
         page.locator("#claim").press("Enter")
         expect(page.locator("#s-error")).not_to_have_text("")
         expect(page.locator("#claim")).to_be_focused()
+
+
+def test_a_live_feed_refused_for_an_ended_session_logs_out(settings: Settings) -> None:
+    """The live feed reconnects (every minute, or after a network drop) and is refused with 401 because the session
+    ended: the page says the session ended. It had shown "○ reconnecting" and retried every 2 s, the list staying on
+    screen until the next minute's reload found out."""
+    with reading(settings, {"A": "ALPHA^Anna"}, claimed=False) as r:
+        page, expect = r.page, r.expect
+        page.route("**/api/worklist/events", lambda route: route.fulfill(status=401, json={"detail": "token expired"}))
+        page.evaluate(
+            "() => { follow(); }"
+        )  # not awaited (it runs until the feed stops); the page's own reconnect, now rather than when the server ends the stream
+        expect(page.locator("#login-panel")).to_be_visible()
+        expect(page.locator("#login-error")).to_contain_text("Your session has ended")
+        expect(page.locator("#app")).to_be_hidden()

@@ -280,6 +280,8 @@ async function follow() {
       const headers = { Authorization: `Bearer ${state.token}` };
       if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
       const response = await fetch("/api/worklist/events", { headers, signal: abort.signal });
+      // A session that ended is said so at once: the feed had retried it every 2 s as "○ reconnecting".
+      if (response.status === 401) { logout({ expired: true }); return; }
       if (!response.ok) throw new Error(`events: ${response.status}`);
       if ($("list-error").hidden) showLive(true);
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
