@@ -123,6 +123,7 @@ def test_report_is_logged_to_mlflow_against_the_version(app: FastAPI, client: Te
     artifact = response.json()["artifact"]
     version = mlflow.get_model_version("chest-xray", "3")
     assert version.tags["quality_report"] == artifact
+    assert version.run_id is not None
     local = mlflow.download_artifacts(version.run_id, artifact)
     assert "chest-xray version 3" in Path(local).read_text()
     missing = client.post("/api/quality/report/mlflow", params={"task": "chest-xray", "version": "9"}, headers=quality)
