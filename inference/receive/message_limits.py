@@ -145,16 +145,9 @@ class StreamLimitedDimse(DIMSEServiceProvider):
     def _stop_writing(self, refusal: IngestError) -> None:
         """Remove the partial file now; the rest of the instance is dropped and the handler answers the refusal."""
         message = cast(C_STORE_RQ, self.message)
-        sink = message._data_set_file
-        if sink is None or isinstance(sink, _Dropped):
+        path = self._remove_data_set_file()
+        if path is None:
             return
-        path = Path(sink.name)
-        try:
-            sink.close()
-        except OSError:
-            pass  # the disk is full: the file is removed below whatever its buffer held
-        path.unlink(missing_ok=True)
-        message._data_set_file = _Dropped(str(path))  # type: ignore[assignment]
         command = message.command_set
         sop_class = str(getattr(command, "AffectedSOPClassUID", "") or "")
         sop_instance = str(getattr(command, "AffectedSOPInstanceUID", "") or "")
@@ -166,21 +159,28 @@ class StreamLimitedDimse(DIMSEServiceProvider):
         """Remove the file of a C-STORE data set that was still arriving when the connection closed (an A-ABORT, a
         reset, the idle timeout): never acknowledged, it had stayed in ``spool/incoming`` until the retention
         cleaner's hour was up or the service restarted, a whole instance's size for each aborted send."""
-        message = self.message
-        sink = message._data_set_file if isinstance(message, C_STORE_RQ) else None
-        if sink is None or isinstance(sink, _Dropped):
+        if self._remove_data_set_file() is None:
             return
-        path = Path(sink.name)
-        try:
-            sink.close()
-        except OSError:
-            pass  # a full disk: the file is removed below whatever its buffer held
-        path.unlink(missing_ok=True)
-        message._data_set_file = _Dropped(str(path))  # type: ignore[union-attr, assignment]
         log.info(
             "removed an instance that was still arriving when the association ended (%d bytes received)",
             self._streamed_bytes,
         )
+
+    def _remove_data_set_file(self) -> Path | None:
+        """Close and remove the C-STORE data set file being written, leaving a sink that drops the rest; None when
+        no file is being written (not a C-STORE, or already removed)."""
+        message = self.message
+        sink = message._data_set_file if isinstance(message, C_STORE_RQ) else None
+        if sink is None or isinstance(sink, _Dropped):
+            return None
+        path = Path(sink.name)
+        try:
+            sink.close()
+        except OSError:
+            pass  # the disk is full: the file is removed below whatever its buffer held
+        path.unlink(missing_ok=True)
+        message._data_set_file = _Dropped(str(path))  # type: ignore[union-attr, assignment]
+        return path
 
     def _abort(self, why: str) -> bool:
         dul = self.dul
