@@ -10,7 +10,7 @@ from typing import Any
 
 from screening.risk_model import RiskModel
 from service.lifecycle import ModelRole
-from service.model_registry import ensure_registered_model, registry_client, set_alias
+from service.model_registry import ensure_experiment, ensure_registered_model, registry_client, set_alias
 
 __all__ = ["REGISTERED_NAME", "model_card", "log_and_register"]
 
@@ -56,17 +56,21 @@ def model_card(model: RiskModel) -> str:
         )
     below = m.get("below_informative_count", [])
     beaten = "; ".join(
-        f"{b['projection']} at {b['flag_rate'] * 100:g}% flags ({b['informative_count']:.3f} against {b['screener']:.3f})" for b in below
+        f"{b['projection']} at {b['flag_rate'] * 100:g}% flags ({b['informative_count']:.3f} against {b['screener']:.3f})"
+        for b in below
     )
     versus_count = (
         f"Counting the informative findings finds more cases than the screener in {beaten}."
-        if below else "The screener finds at least as many cases as counting the informative findings in every projection."
+        if below
+        else "The screener finds at least as many cases as counting the informative findings in every projection."
     )
     ranking = m.get("ranking", {})
     served = ranking.get("served") or ranking.get(ranking.get("served_ranker", ""), {})
     emr = "; ".join(f"{name} {p['candidates']['top10']:.3f}" for name, p in projections.items() if p.get("candidates"))
-    weights = ", ".join(f"{n} {sum(model.coef[i * (len(model.knots) + 1):(i + 1) * (len(model.knots) + 1)]):.2f}"
-                        for i, n in enumerate(model.feature_names))
+    weights = ", ".join(
+        f"{n} {sum(model.coef[i * (len(model.knots) + 1) : (i + 1) * (len(model.knots) + 1)]):.2f}"
+        for i, n in enumerate(model.feature_names)
+    )
     table = "\n".join(rows)
     return f"""# Rare-disease screener {model.version}
 
@@ -80,24 +84,24 @@ Decision support only: a flag is not a diagnosis.
   of 1:{round(1 / model.prevalence)}. Total weight per feature: {weights}.
 - **Training data**: published phenopackets of children under 7 (monarch-initiative phenopacket-store,
   BSD-3-Clause) projected into EMR-like records in {len(projections)} ways, vs simulated control children.
-- **Evaluation**: {m.get('folds')}-fold cross-validation with whole gene cohorts held out
-  ({m.get('n_cohorts')} cohorts), operating point of each fold from the other folds' controls, alert budget
-  {m.get('alert_budget')} flags per child. Headline = the worst projection: **{m.get('headline_projection')}**,
-  sensitivity at budget {m.get('sensitivity_at_budget', nan):.3f} (counting every finding:
-  {m.get('baseline_finding_count_sensitivity_at_budget', nan):.3f}; counting the informative findings:
-  {m.get('baseline_informative_count_sensitivity_at_budget', nan):.3f}).
+- **Evaluation**: {m.get("folds")}-fold cross-validation with whole gene cohorts held out
+  ({m.get("n_cohorts")} cohorts), operating point of each fold from the other folds' controls, alert budget
+  {m.get("alert_budget")} flags per child. Headline = the worst projection: **{m.get("headline_projection")}**,
+  sensitivity at budget {m.get("sensitivity_at_budget", nan):.3f} (counting every finding:
+  {m.get("baseline_finding_count_sensitivity_at_budget", nan):.3f}; counting the informative findings:
+  {m.get("baseline_informative_count_sensitivity_at_budget", nan):.3f}).
 - **Baselines**: at the same flag rates, ties split. Counting every finding credits the screener with what its
   commonplace list does; counting the informative findings (the commonplace childhood illnesses left out, as the
   screener leaves them out: its feature 0, no training) is the baseline to beat. {versus_count}
-- **Intervals**: {m.get('intervals', '95%, gene cohorts of the cases resampled')}.
+- **Intervals**: {m.get("intervals", "95%, gene cohorts of the cases resampled")}.
 
 | projection | cases | sensitivity at budget | sensitivity at 1.5% flags (the goal's rate; 95% CI) | counting every finding at 1% / 1.5% | counting informative findings at 1% / 1.5% | screener minus informative count at 1% / 1.5% (95% CI) | AUPRC (1:500) | sensitivity at fold threshold (95% CI by cohort) | control flag rate |
 |---|---|---|---|---|---|---|---|---|---|
 {table}
 
-Candidate ranking ({ranking.get('served_ranker')}, on the findings beyond commonplace childhood illness) on the
-published HPO terms of {ranking.get('cases')} children: top-1 {served.get('top1')}, top-10 {served.get('top10')}.
-The case's disease in the top 10 candidates of its EMR record, per projection: {emr or 'not measured'}.
+Candidate ranking ({ranking.get("served_ranker")}, on the findings beyond commonplace childhood illness) on the
+published HPO terms of {ranking.get("cases")} children: top-1 {served.get("top1")}, top-10 {served.get("top10")}.
+The case's disease in the top 10 candidates of its EMR record, per projection: {emr or "not measured"}.
 
 **Limits**: the cases are published, curated reports projected by our own rules, and the controls
 are simulated, so these figures are optimistic for a real EMR; at a real prevalence most flags are
@@ -118,16 +122,24 @@ def log_and_register(tracking_uri: str, model: RiskModel, params: dict[str, Any]
         set_alias(tracking_uri, REGISTERED_NAME, ModelRole.champion, existing.version)
         logger.info("%s %s is version %s already: made champion", REGISTERED_NAME, model.version, existing.version)
         return {
-            "run_id": existing.run_id, "registered_model": REGISTERED_NAME, "version": str(existing.version),
-            "alias": ModelRole.champion.value, "already_registered": "true",
+            "run_id": existing.run_id,
+            "registered_model": REGISTERED_NAME,
+            "version": str(existing.version),
+            "alias": ModelRole.champion.value,
+            "already_registered": "true",
         }
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)  # a registry URI left by an earlier caller must not win
-    mlflow.set_experiment("rare-disease-screening")
+    # Artifacts beside the store, as the imaging models' are: MLflow's default experiment location is ./mlruns of
+    # the working directory, which put the screener outside the service's home.
+    experiment_id = ensure_experiment(tracking_uri, "rare-disease-screening")
     metrics: dict[str, float] = {}
     _flat("", model.metrics, metrics)
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"screener-{model.version}") as run:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"screener-{model.version}") as run,
+    ):
         folder = Path(tmp) / "screener"
         folder.mkdir()
         model.save(folder / "screener.json")
@@ -139,13 +151,20 @@ def log_and_register(tracking_uri: str, model: RiskModel, params: dict[str, Any]
         run_id = run.info.run_id
     ensure_registered_model(tracking_uri, REGISTERED_NAME, description="Rare-disease EMR screener (children under 7)")
     version = registry_client(tracking_uri).create_model_version(
-        REGISTERED_NAME, source=source, run_id=run_id,
+        REGISTERED_NAME,
+        source=source,
+        run_id=run_id,
         # `medscreen models list` shows where a version came from, as for the imaging models
         tags={"screener_version": model.version, "source": str(params.get("source", "trained"))},
     )
     set_alias(tracking_uri, REGISTERED_NAME, ModelRole.champion, str(version.version))
     logger.info("registered %s version %s as champion (run %s)", REGISTERED_NAME, version.version, run_id)
-    return {"run_id": run_id, "registered_model": REGISTERED_NAME, "version": str(version.version), "alias": ModelRole.champion.value}
+    return {
+        "run_id": run_id,
+        "registered_model": REGISTERED_NAME,
+        "version": str(version.version),
+        "alias": ModelRole.champion.value,
+    }
 
 
 def _registered_version(tracking_uri: str, screener_version: str) -> Any:
