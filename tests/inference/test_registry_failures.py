@@ -20,7 +20,7 @@ from inference.errors import ModelUnavailable
 from inference.shipped_models import SHIPPED_MODELS_DIR
 from inference.tables import ScoreResult, ScoringJob, Study, StudyEvent
 from medscreen.cli import main
-from service.model_registry import registry_client
+from service.model_registry import ensure_experiment, registry_client
 from service.settings import Settings
 from tests.inference.conftest import INFERENCE_FIXTURES, Pipeline
 
@@ -157,7 +157,7 @@ def test_a_version_registered_without_its_bundle_is_named_not_run(pipeline: Pipe
     uri = pipeline.settings.resolved_mlflow_tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=ensure_experiment(uri, "handmade")):  # artifacts beside the store
         info = mlflow.onnx.log_model(onnx.load(str(SHIPPED_MODELS_DIR / "chest-xray" / "model.onnx")), name="model")
     version = registry_client(uri).create_model_version("chest-xray", info.model_uri, run_id=info.run_id).version
     selector = ModelSelector(uri, tmp_path / "cache", intra_op_threads=1, refresh_s=0)

@@ -16,6 +16,7 @@ from scipy.stats import binomtest
 from sqlalchemy import select
 
 from service.db import session_scope
+from service.model_registry import ensure_experiment
 from service.tables import AuditEvent
 from tests.quality.quality_rows import add_final_read, add_result, add_study
 from tests.quality.test_quality_metrics import seed
@@ -34,7 +35,7 @@ def database_url(tmp_path: Path) -> str:
 def register_versions(tracking_uri: str, task: str, count: int) -> MlflowClient:
     """Model versions 1..count of ``task``, each with its own run (what the report is logged against)."""
     registry = MlflowClient(tracking_uri, tracking_uri)
-    experiment = registry.create_experiment(f"medscreen-{task}")
+    experiment = ensure_experiment(tracking_uri, f"medscreen-{task}")  # artifacts beside the store, not in ./mlruns
     registry.create_registered_model(task, tags={"task": task})
     for _ in range(count):
         run = registry.create_run(experiment)
