@@ -31,6 +31,7 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DA, DS, TM
 from pynetdicom import AE
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from inference.errors import WritebackFailed
 from inference.instance_headers import DEFAULT_CHARSET, DEFAULT_REPERTOIRE, declared_character_sets, text_as_meant
@@ -643,8 +644,12 @@ def send_c_store(
             code = getattr(status, "Status", None)
             if code is None:
                 raise WritebackFailed(f"no C-STORE response from {called_ae} for {ds.SOPInstanceUID}")
-            if code not in (0x0000, 0xB000, 0xB007, 0xB006):
+            # Success, or a warning (PS3.4 B.2.3's 0xB000/0xB006/0xB007, PS3.7 C's 0x0001/0x0107/0x0116): the
+            # PACS stored it. A warning read as a refusal had the same document sent until dead-lettered.
+            if code_to_category(code) not in (STATUS_SUCCESS, STATUS_WARNING):
                 raise WritebackFailed(f"{called_ae} refused {ds.SOPClassUID.name}: status 0x{code:04X}")
+            if code != 0x0000:
+                log.warning("%s stored the %s with warning status 0x%04X", called_ae, ds.SOPClassUID.name, code)
     finally:
         assoc.release()
 

@@ -126,3 +126,33 @@ def test_the_completeness_count_query_says_why_the_pacs_refused_it(
         "Calling AE title not recognised" in record.getMessage() and "add AE MEDSCREEN" in record.getMessage()
         for record in caplog.records
     ), [record.getMessage() for record in caplog.records]
+
+
+@pytest.mark.parametrize(("status", "stored"), [(0x0107, True), (0x0116, True), (0xB000, True), (0xA700, False)])
+def test_a_c_store_warning_is_a_stored_document_and_a_failure_is_not(status: int, stored: bool) -> None:
+    """PS3.7 Annex C's warnings 0x0107 (attribute list error) and 0x0116 (attribute value out of range) mean the
+    PACS stored the document while noting something about it: they had been read as refusals, so a PACS that
+    answered so was sent the same SR again until the result was dead-lettered as `failed`."""
+    from pynetdicom import AE, evt
+
+    received: list[str] = []
+
+    def store(event: evt.Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return status
+
+    scp = AE(ae_title="PACS")
+    scp.add_supported_context(COMPREHENSIVE_3D_SR_STORAGE, ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+    scp.add_supported_context(SECONDARY_CAPTURE_IMAGE_STORAGE, ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
+    try:
+        document = _document(SECONDARY_CAPTURE_IMAGE_STORAGE)
+        if stored:
+            send_c_store([document], host="127.0.0.1", port=port, called_ae="PACS", calling_ae="MEDSCREEN")
+        else:
+            with pytest.raises(WritebackFailed, match="status 0xA700"):
+                send_c_store([document], host="127.0.0.1", port=port, called_ae="PACS", calling_ae="MEDSCREEN")
+        assert received == [str(document.SOPInstanceUID)]
+    finally:
+        server.shutdown()
