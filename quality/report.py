@@ -324,7 +324,7 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
         f"<h2>{html.escape(q.task)} version {html.escape(q.model_version)}</h2>",
         f"<p>Period {period}; {m.n} scored studies confirmed by a final read ({m.n_positive} with the finding). "
         f"They are of {m.n_patients} patients ({m.n_patients_positive} with the finding){_clustered(m)}. "
-        f"Generated {report.created_at.isoformat(timespec='seconds')}. Decision support only: figures compare the "
+        f"Generated {report.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC. Decision support only: figures compare the "
         "model with radiologists' final reads, not with pathology.</p>",
         "<h3>Against final reads</h3><table class=\"metrics\">",
         _TABLE_HEAD,

@@ -3,6 +3,7 @@ the gate and rollback as audited actions against a real MLflow registry; serving
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -100,6 +101,8 @@ def test_quality_figures_report_and_roles(app: FastAPI, client: TestClient, add_
     assert fragment.status_code == 200 and "Content-Disposition" not in fragment.headers
     assert fragment.text.count("<svg") >= 3 and "AUROC 0.917" in fragment.text and "<script" not in fragment.text
     assert "Operating point at this site" in fragment.text and "No threshold suggested: too few confirmed studies" in fragment.text
+    # Times as every page states them, to the minute with the zone (it had read 2026-12-03T07:36:45+00:00).
+    assert re.search(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC\.", fragment.text), fragment.text
     download = client.get("/api/quality/report", params={"task": "chest-xray", "version": "3"}, headers=quality)
     assert download.headers["Content-Disposition"] == 'attachment; filename="quality-chest-xray-v3.html"'
     assert download.text.startswith("<!doctype html>")
