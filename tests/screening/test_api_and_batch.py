@@ -259,8 +259,10 @@ def _nul_bundle() -> dict:  # type: ignore[type-arg]
     bundle["entry"].append({"resource": {
         "resourceType": "Condition", "id": "nul-words", "subject": {"reference": "Patient/child-nul"},
         "onsetDateTime": "2022-01-01",
-        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "Q9\x000", "display": "Down\x00"}],
-                 "text": "Down\x00 syndrome"},
+        # A finding, not a diagnosis: read without its NUL, "Q90" is Down syndrome itself (a bare category is read
+        # as the diagnosis its subcategories all are), which takes the child out of screening.
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "Q2\x001.1", "display": "Atrial\x00"}],
+                 "text": "Atrial\x00 septal defect"},
     }})
     return bundle
 

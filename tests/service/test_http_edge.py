@@ -93,7 +93,7 @@ def test_fhir_xml_posted_for_screening_is_415_with_the_reason(client: TestClient
     # FHIR JSON under its own media type is read (this Bundle holds no Patient: the screener's own 422).
     empty = client.post("/api/screening", content=b'{"resourceType": "Bundle", "type": "collection"}',
                         headers={**paed, "Content-Type": "application/fhir+json; charset=utf-8"})
-    assert empty.status_code == 422 and "no readable Patient" in empty.json()["detail"], empty.text
+    assert empty.status_code == 422 and "no Patient resource in the Bundle" in empty.json()["detail"], empty.text
 
 
 def test_head_is_answered_as_get_without_a_body_and_needs_the_same_login(client: TestClient, add_user: AddUser) -> None:
