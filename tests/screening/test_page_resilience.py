@@ -15,6 +15,14 @@ from tests.screening.test_page_browser import served  # noqa: F401  (fixture)
 pytestmark = pytest.mark.integration
 
 
+def _sign_in_as_dr_a(page: Any, *, submit: bool = True) -> None:
+    """Fill dr-a's sign-in on the screening page (and send it, unless the test sends it itself)."""
+    page.fill("input[name=username]", "dr-a")
+    page.fill("input[name=password]", "dr-a-password-long")
+    if submit:
+        page.click("#login button[type=submit]")
+
+
 def test_a_list_that_cannot_be_loaded_keeps_the_flags_and_the_typed_note(served: tuple[str, object]) -> None:  # noqa: F811
     """dr-a types a note, then asks for decided flags while the list answers 503, then while the network is down.
     The page had replaced the flags with "Not allowed: database unavailable" (a 503 is no refusal) and dropped the
@@ -27,8 +35,7 @@ def test_a_list_that_cannot_be_loaded_keeps_the_flags_and_the_typed_note(served:
         try:
             page = browser.new_page()
             page.goto(f"{url}/screening")
-            page.fill("input[name=username]", "dr-a")
-            page.fill("input[name=password]", "dr-a-password-long")
+            _sign_in_as_dr_a(page, submit=False)
             # Signing in with the network down says so (the button had done nothing at all).
             page.route("**/api/auth/token", lambda route: route.abort())
             page.click("#login button[type=submit]")
@@ -76,9 +83,7 @@ def test_a_session_found_ended_on_a_reload_keeps_the_typed_note(served: tuple[st
         try:
             page = browser.new_page()
             page.goto(f"{url}/screening")
-            page.fill("input[name=username]", "dr-a")
-            page.fill("input[name=password]", "dr-a-password-long")
-            page.click("#login button[type=submit]")
+            _sign_in_as_dr_a(page)
             expect(page.locator("article.flag")).to_have_count(2)
             page.locator("article.flag textarea[name=note]").last.fill("ask about hearing")
             with session_scope(factory) as session:
@@ -90,9 +95,7 @@ def test_a_session_found_ended_on_a_reload_keeps_the_typed_note(served: tuple[st
             expect(page.locator("#app")).to_be_hidden()
             with session_scope(factory) as session:
                 set_active(session, "dr-a", True, actor="test")
-            page.fill("input[name=username]", "dr-a")
-            page.fill("input[name=password]", "dr-a-password-long")
-            page.click("#login button[type=submit]")
+            _sign_in_as_dr_a(page)
             expect(page.locator("article.flag textarea[name=note]").last).to_have_value("ask about hearing")
         finally:
             browser.close()
@@ -109,9 +112,7 @@ def test_a_decision_not_saved_keeps_the_keyboard_focus_on_its_button(served: tup
         try:
             page = browser.new_page()
             page.goto(f"{url}/screening")
-            page.fill("input[name=username]", "dr-a")
-            page.fill("input[name=password]", "dr-a-password-long")
-            page.click("#login button[type=submit]")
+            _sign_in_as_dr_a(page)
             expect(page.locator("article.flag")).to_have_count(2)
             page.route("**/outcome", lambda route: route.fulfill(status=503, json={"detail": "database unavailable"}))
             referred = page.locator("article.flag").first.locator("button[data-outcome=referred]")
