@@ -66,6 +66,7 @@ def create_app(
     from service.audit import router as audit_router
     from service.auth import load_or_create_secret_key
     from service.auth import router as auth_router
+    from service.fhir_capability import capability_router
     from service.login import router as login_router
     from service.outbox_api import router as outbox_router
     from worklist.api import router as worklist_router
@@ -146,5 +147,6 @@ def create_app(
     app.include_router(quality_page_router)
     app.include_router(results_fhir_router)
     app.include_router(screening_fhir_router)
+    app.include_router(capability_router())
     app.include_router(outbox_router)
     return app
