@@ -137,8 +137,12 @@ class FhirEdge:
             await self.app(scope, receive, send)
             return
         accept = _header(scope["headers"], b"accept")
+        # A '+' left unescaped in the URL (`_format=application/fhir+json` as browsers, curl and interface engines
+        # send it) is a space to the query decoder; no format has a space, so it is read back as '+' (it had been 406).
         formats = [
-            value for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")) if name == "_format"
+            value.replace(" ", "+")
+            for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"))
+            if name == "_format"
         ]
         if not accepts_fhir_json(accept, formats[0] if formats else None):
             asked = f"_format={formats[0]}" if formats else f"Accept: {accept}"

@@ -76,6 +76,10 @@ def test_fhir_answers_json_only_and_says_so_to_a_client_that_wants_xml(client: T
         assert answer.status_code == 200 and answer.json()["resourceType"] == "Bundle", (accept, answer.text)
     # FHIR's _format overrides Accept.
     assert client.get(search + "&_format=json", headers={**rita, "Accept": "application/fhir+xml"}).status_code == 200
+    # A '+' left unescaped (as browsers and curl send it) had been read as a space: fhir+json was refused 406.
+    for written in ("application/fhir+json", "application/json+fhir", "application/fhir+json;fhirVersion=4.0"):
+        assert client.get(f"{search}&_format={written}", headers=rita).status_code == 200, written
+    assert "_format=application/fhir+xml" in outcome(client.get(search + "&_format=application/fhir+xml", headers=rita), 406)[0]["diagnostics"]
     # Not FHIR: the rest of the API does not negotiate.
     assert client.get("/api/studies", headers={**rita, "Accept": "application/xml"}).status_code == 200
 
