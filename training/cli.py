@@ -145,8 +145,22 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     require_data_folder(args.data)
     if (args.data / "labels.csv").is_file():
         # A hospital's own confirmed cases: trained the same way, registered as challenger, never champion directly.
+        import torch
+
+        from training.errors import TrainingInputError
         from training.retrain_cli import run_retrain
 
+        # An export is split by patient three ways and used whole: --limit and --folds had been ignored without a word,
+        # so a tiny trial became a full retrain registered as challenger.
+        unused = [f"--{name}" for name in ("limit", "folds") if getattr(args, name) is not None]
+        if unused:
+            raise TrainingInputError(
+                f"--data {args.data} is a `medscreen export-training` folder: a retrain uses all its studies, split by "
+                f"patient into fitting, operating-point and validation parts; leave out {' and '.join(unused)} (for the "
+                "shared data only)"
+            )
+        # --threads had been ignored too: torch took every core of the machine that serves the studies.
+        torch.set_num_threads(max(1, args.threads))
         args.epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.task]
         return run_retrain(args, settings)
     import torch

@@ -130,3 +130,37 @@ def test_train_command_accepts_an_export_folder(tmp_path: Path, monkeypatch: pyt
     uri = f"sqlite:///{(tmp_path / 'var').resolve() / 'mlflow.db'}"
     version = MlflowClient(uri, uri).get_model_version_by_alias("chest-xray", "challenger")
     assert version.tags["source"] == "retrained"
+
+
+def test_train_command_refuses_limit_and_folds_on_an_export_and_honours_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Review 7 (ML engineer), defect 1: on an export folder `--limit 2 --folds 3 --threads 1` had been ignored without
+    a word: a full retrain on every study was registered as challenger, with torch on every core."""
+    import torch
+
+    import training.retrain_cli
+    from medscreen.cli import main
+
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "var"))
+    export = tmp_path / "export"
+    (export / "dicom").mkdir(parents=True)
+    (export / "labels.csv").write_text("StudyInstanceUID,PatientID,label\n")
+    threads_before = torch.get_num_threads()
+    seen: dict = {}
+
+    def fake_retrain(args, settings) -> int:
+        seen["threads"] = torch.get_num_threads()
+        return 0
+
+    monkeypatch.setattr(training.retrain_cli, "run_retrain", fake_retrain)
+    try:
+        for options in (["--limit", "2"], ["--folds", "3"]):
+            assert main(["train", "chest-xray", "--data", str(export), *options, "--create-home"]) == 2
+            line = capsys.readouterr().err.strip().splitlines()[-1]
+            assert line.startswith("medscreen train: --data ") and f"leave out {options[0]}" in line and "export-training` folder" in line
+        assert not seen  # refused before any training
+        assert main(["train", "chest-xray", "--data", str(export), "--threads", "1", "--create-home"]) == 0
+        assert seen["threads"] == 1
+    finally:
+        torch.set_num_threads(threads_before)
