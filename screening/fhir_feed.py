@@ -21,6 +21,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.resource import Resource
@@ -283,9 +284,16 @@ def _results_of(session: Session, user: AuthenticatedUser, wanted: str) -> list[
 @fhir_router.get("/RiskAssessment", summary="A child's screening results (RiskAssessment, and Flag when flagged)")
 def search_risk_assessments(
     request: Request, session: SessionDep, user: Paediatrician,
-    subject: Annotated[str, Query(description="Patient/<id> or the patient identifier")],
+    subject: Annotated[str | None, Query(description="Patient/<id> or the patient identifier")] = None,
+    patient: Annotated[str | None, Query(description="the same, by R4's parameter for a Patient subject")] = None,
 ) -> JSONResponse:
-    rows = _results_of(session, user, subject.removeprefix("Patient/"))
+    # R4 names both: a HAPI client's RiskAssessment.PATIENT.hasId(...) sends `patient`, which had been a 422 asking
+    # for `subject`. Both given are both applied: two children match nothing.
+    wanted = {value.removeprefix("Patient/") for value in (subject, patient) if value is not None}
+    if not wanted:
+        raise RequestValidationError([{"type": "missing", "loc": ("query", "subject"), "input": None,
+                                       "msg": "Field required (subject or patient: Patient/<id> or the record id)"}])
+    rows = _results_of(session, user, wanted.pop()) if len(wanted) == 1 else []
     for row in rows:  # each result read is audited, as each row the page shows is
         record_audit(session, user.username, "fhir.read", "patient", row.patient_id, {"result_id": row.id})
     statuses = flag_statuses(session, [row.id for row in rows if row.flag])

@@ -121,6 +121,28 @@ def test_a_record_id_that_is_no_fhir_id_is_named_and_found_by_a_valid_reference(
         Bundle.model_validate(found)
 
 
+def test_a_childs_results_are_searched_by_patient_as_by_subject(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    # R4's RiskAssessment search names the child by `patient` too (a HAPI client's RiskAssessment.PATIENT.hasId
+    # sends it): it had been a 422 asking for `subject`. Review7 fhir_conformance.
+    doctor = token_for("dr-a", "paediatrician")
+    screener = screening_app.state.screener
+    with session_scope(screening_app.state.session_factory) as session:
+        for child in (syndromic_child("child-1"), syndromic_child("child-2")):
+            store_result(session, screener, child, screener.screen(child, date(2024, 3, 1)), "dr-a", owner="dr-a")
+    by_subject = client.get("/fhir/RiskAssessment", params={"subject": "Patient/child-1"}, headers=doctor).json()
+    assert by_subject["total"] == 1
+    for value in ("child-1", "Patient/child-1"):
+        assert client.get("/fhir/RiskAssessment", params={"patient": value}, headers=doctor).json() == by_subject, value
+    both = {"patient": "child-1", "subject": "Patient/child-1"}
+    assert client.get("/fhir/RiskAssessment", params=both, headers=doctor).json() == by_subject
+    two = client.get("/fhir/RiskAssessment", params={"patient": "child-1", "subject": "child-2"}, headers=doctor)
+    assert two.json()["total"] == 0  # both parameters apply
+    missing = client.get("/fhir/RiskAssessment", headers=doctor)
+    assert missing.status_code == 422 and missing.json()["issue"][0]["code"] == "required"
+
+
 def test_a_flag_committed_after_a_later_one_still_reaches_the_emr(screening_app: FastAPI, client: TestClient, token_for) -> None:  # type: ignore[no-untyped-def]
     """On PostgreSQL a result's id is drawn before its transaction commits, so two requests can commit out of id
     order: the feed read strictly after its cursor, and a flag committed after a higher-numbered one was skipped for

@@ -30,7 +30,7 @@ def test_metadata_is_an_r4_capability_statement_of_the_fhir_routes_without_login
         "DiagnosticReport": (["read", "search-type"], [("study", "token")]),
         "Observation": (["read"], []),
         "Device": (["read"], []),
-        "RiskAssessment": (["read", "search-type"], [("subject", "reference")]),
+        "RiskAssessment": (["read", "search-type"], [("subject", "reference"), ("patient", "reference")]),
         "Flag": (["read"], []),
     }
     assert client.head("/fhir/metadata").status_code == 200
