@@ -20,6 +20,7 @@ from quality.gate import (
     compare_versions,
     evaluate_gate,
     promote_through_gate,
+    registry_champion,
     require_known_version,
     rollback_champion,
 )
@@ -174,7 +175,9 @@ def drift(
 def compare(
     session: SessionDep, settings: SettingsDep, user: QualityUser, task: str, challenger: str, champion: str | None = None
 ) -> dict[str, Any]:
-    """The challenger against the champion on the same confirmed studies, and the gate's verdict."""
+    """The challenger against the champion on the same confirmed studies, and the gate's verdict. The champion is the
+    registry's (the version a promotion would replace) unless ``champion`` names another."""
+    champion = champion or registry_champion(settings.resolved_mlflow_tracking_uri, task, challenger)
     try:
         comparison = compare_versions(session, task, challenger, champion)
     except RegistryError as exc:
@@ -194,6 +197,7 @@ def _report(
         rules=gate_rules(settings),
         models_dir=Path(SHIPPED_MODELS_DIR),
         now=utcnow(),
+        champion_version=registry_champion(settings.resolved_mlflow_tracking_uri, task, version),
     )
 
 

@@ -56,7 +56,7 @@ def _sessions(settings: Settings) -> Any:
 def run_report(args: argparse.Namespace, settings: Settings) -> int:
     from inference.shipped_models import SHIPPED_MODELS_DIR
     from quality.api import drift_thresholds, gate_rules
-    from quality.gate import require_known_version
+    from quality.gate import registry_champion, require_known_version
     from quality.metrics import sensitivity_over_read
     from quality.report import ReportQuery, build_report, log_report_to_mlflow, render_report
     from service.db import session_scope, utcnow
@@ -77,6 +77,7 @@ def run_report(args: argparse.Namespace, settings: Settings) -> int:
             rules=gate_rules(settings),
             models_dir=SHIPPED_MODELS_DIR,
             now=now,
+            champion_version=registry_champion(settings.resolved_mlflow_tracking_uri, args.task, args.version),
         )
     document = render_report(report)
     args.out.write_text(document)
@@ -97,12 +98,14 @@ def run_report(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_gate(args: argparse.Namespace, settings: Settings) -> int:
     from quality.api import gate_rules
-    from quality.gate import compare_versions, evaluate_gate
+    from quality.gate import compare_versions, evaluate_gate, registry_champion
     from service.db import session_scope
 
+    # The registry's champion, the version a promotion would replace, unless --champion names another.
+    champion = args.champion or registry_champion(settings.resolved_mlflow_tracking_uri, args.task, args.challenger)
     try:
         with session_scope(_sessions(settings)) as session:
-            decision = evaluate_gate(compare_versions(session, args.task, args.challenger, args.champion), gate_rules(settings))
+            decision = evaluate_gate(compare_versions(session, args.task, args.challenger, champion), gate_rules(settings))
     except RegistryError as exc:
         return _cannot(exc)
     print(json.dumps(decision.to_dict(), indent=2))

@@ -53,6 +53,7 @@ __all__ = [
     "compare_versions",
     "evaluate_gate",
     "promote_through_gate",
+    "registry_champion",
     "rollback_champion",
     "require_known_version",
 ]
@@ -194,6 +195,25 @@ def _latest_champion_version(cases: list[PairedCase], exclude: str) -> str | Non
     return max(champions, key=lambda c: c.scored_at).model_version if champions else None
 
 
+def registry_champion(tracking_uri: str, task: str, challenger_version: str) -> str | None:
+    """The version the registry's ``champion`` alias points at: the one a promotion of ``challenger_version`` would
+    replace, so the one the gate must compare it with. None when there is none, when it is ``challenger_version``
+    itself (a report of the champion compares it with the version that was champion before), or when the registry
+    cannot be read (a warning; the version of the latest champion results is compared with instead).
+
+    The latest champion results alone had chosen the version: after a rollback those are the withdrawn version's,
+    so a challenger that missed as much as it did passed the gate against it and replaced the better champion."""
+    try:
+        champion = alias_version(tracking_uri, task, ModelRole.champion)
+    except Exception as exc:  # noqa: BLE001 - a registry that cannot be read leaves the results to say
+        log.warning("%s: the model registry cannot be read (%s: %s); comparing with the latest champion results",
+                    task, type(exc).__name__, exc)
+        return None
+    if champion is None or champion.version == str(challenger_version):
+        return None
+    return champion.version
+
+
 def compare_versions(
     session: Session, task: str, challenger_version: str, champion_version: str | None = None
 ) -> Comparison:
@@ -206,6 +226,10 @@ def compare_versions(
     challenger = {c.study_id: c for c in cases if c.model_version == challenger_version}
     shared = sorted(champion.keys() & challenger.keys())
     trained_on_champion = cases.trained_on_of(task, champion_version)
+    if not champion and not trained_on_champion:
+        # The registry's champion, newly promoted, with no read study yet: nothing to judge the challenger against.
+        raise RegistryError(f"no confirmed results of {task} champion v{champion_version} to compare version "
+                            f"{challenger_version} with")
     trained_on_challenger = cases.trained_on_of(task, challenger_version)
     both_scored = (champion.keys() | trained_on_champion) & (challenger.keys() | trained_on_challenger)
     a = [champion[i] for i in shared]
@@ -334,7 +358,10 @@ def promote_through_gate(
     champion = alias_version(tracking_uri, task, ModelRole.champion)
     if champion is not None and champion.version == promoted.version:
         raise RegistryError(f"{task} version {version} is already champion")
-    decision = evaluate_gate(compare_versions(session, task, version), rules)
+    # Against the champion it would replace, not the version whose champion results are the latest (after a
+    # rollback, the withdrawn one).
+    replaced = champion.version if champion is not None else None
+    decision = evaluate_gate(compare_versions(session, task, version, replaced), rules)
     detail = {"task": task, "version": version, "gate": decision.to_dict(), "forced": force and not decision.passed}
     try:
         # A right the version's evidence does not earn is refused whatever the gate says (force included), and

@@ -94,7 +94,10 @@ def build_report(
     rules: GateRules,
     models_dir: Path,
     now: datetime,
+    champion_version: str | None = None,
 ) -> QualityReport:
+    """``champion_version``: the version the comparison (for a version with challenger results) is with, the
+    registry's champion (``registry_champion``) as the gate has it; None: the version of the latest champion results."""
     cases = load_paired_cases(
         session, task=query.task, model_version=query.model_version, since=query.since, until=query.until
     )
@@ -115,7 +118,7 @@ def build_report(
     gate = None
     if ModelRole.challenger in roles:
         try:
-            gate = evaluate_gate(compare_versions(session, query.task, query.model_version), rules)
+            gate = evaluate_gate(compare_versions(session, query.task, query.model_version, champion_version), rules)
         except Exception as exc:  # noqa: BLE001 - a missing champion leaves the comparison out, not the report
             log.info("no comparison for %s v%s: %s", query.task, query.model_version, exc)
     return QualityReport(

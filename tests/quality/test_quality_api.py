@@ -473,3 +473,43 @@ def test_a_report_or_figures_of_a_version_or_task_not_registered_are_refused(
         assert missing.status_code == 404 and missing.json()["detail"] == detail
     for version in ("3", "2"):
         assert client.get("/api/quality/metrics", params={"task": "chest-xray", "version": version}, headers=quality).status_code == 200
+
+
+def test_the_gate_compares_a_challenger_with_the_registry_champion_not_a_rolled_back_one(
+    app: FastAPI, client: TestClient, add_user: AddUser, registered_store: Path  # noqa: F811
+) -> None:
+    """v1 champion with v3 in shadow (v3 misses 10 positives v1 finds), then v2 promoted and rolled back (v3 agrees with
+    it). The gate took the version of the latest champion results, v2, the withdrawn one: v3 was judged against it, in
+    /compare, `quality gate`, the report and promotion (review 7, quality figures 1)."""
+    import shutil
+
+    tracking_uri = app.state.settings.resolved_mlflow_tracking_uri
+    # The session's registered store (shipped chest-xray v1) with versions 2 and 3: no second MLflow schema build.
+    shutil.copyfile(registered_store, app.state.settings.home / "mlflow.db")
+    mlflow = MlflowClient(tracking_uri, tracking_uri)
+    for _ in range(2):
+        mlflow.create_model_version("chest-xray", source=str(app.state.settings.home / "no-model"))
+    with session_scope(app.state.session_factory) as session:
+        # Weeks 1-2 v1 champion finds all 20 positives; weeks 3-4 v2 champion misses the same 10 as v3.
+        for phase, (champion, misses) in enumerate((("1", 0), ("2", 10))):
+            start = T0 + timedelta(days=14 * phase)
+            for i in range(40):
+                truth = i < 20
+                study = add_study(session, arrived=start + timedelta(minutes=i))
+                at = start + timedelta(minutes=i)
+                add_result(session, study, score=0.9 if truth and i >= misses else 0.1, model_version=champion, at=at)
+                add_result(session, study, score=0.9 if truth and i >= 10 else 0.1, role="challenger", model_version="3", at=at)
+                add_final_read(session, study, truth, read_at=at + timedelta(hours=1))
+    mlflow.set_registered_model_alias("chest-xray", "champion", "1")
+    mlflow.set_registered_model_alias("chest-xray", "previous-champion", "1")
+    mlflow.set_registered_model_alias("chest-xray", "challenger", "3")
+    engineer = add_user("emma", "ml-engineer")
+
+    gate = client.get("/api/quality/compare", params={"task": "chest-xray", "challenger": "3"}, headers=engineer).json()
+    assert gate["comparison"]["champion_version"] == "1" and gate["comparison"]["positives_champion_only"] == 10
+    report = client.get("/api/quality/report", params={"task": "chest-xray", "version": "3", "fragment": "true"},
+                        headers=add_user("quinn", "quality")).text
+    assert "Challenger v3 vs champion v1:" in report
+    refused = client.post("/api/quality/promote", json={"task": "chest-xray", "version": "3"}, headers=engineer)
+    assert refused.status_code == 409 and "below champion v1's" in refused.json()["detail"]
+    assert "10 positives flagged by the champion only" in refused.json()["detail"]
