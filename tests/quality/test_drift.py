@@ -140,3 +140,25 @@ def test_score_drift_takes_the_period_by_arrival_as_the_metrics_do(quality_db) -
     assert [(w.week, w.n) for w in in_february.weeks] == [(r["week"], r["n"]) for r in headers["manufacturer"]]
     assert sum(w.n for w in in_february.weeks) == 120 and in_february.weeks[0].week == "2026-02-02"
     assert in_march.weeks == []
+
+
+def test_a_study_scored_again_counts_once_by_its_latest_revision(quality_db) -> None:  # noqa: F811
+    """Ten flagged studies of 100 re-opened by a late image and scored again had made the week 110 scored studies with
+    20 flagged (0.18 for 0.10), and the baseline too; one whose new revision could not be scored kept counting with
+    its old score (review 7, quality figures 2)."""
+    with session_scope(quality_db) as session:
+        for i in range(100):
+            study = add_study(session, arrived=MONDAY + timedelta(minutes=i))
+            add_result(session, study, score=0.9 if i < 10 else 0.1, at=MONDAY + timedelta(minutes=i))
+            if i < 10:  # revision 2, scored again by the same version, as the worker stores it
+                study.revision = 2
+                add_result(session, study, score=0.9, at=MONDAY + timedelta(minutes=i, hours=1))
+        lost = add_study(session, arrived=MONDAY)
+        add_result(session, lost, score=0.9, at=MONDAY)
+        lost.revision = 2
+        add_result(session, lost, score=None, outcome="could_not_score", at=MONDAY + timedelta(hours=1))
+    with session_scope(quality_db) as session:
+        report = score_drift(session, "chest-xray", "3", DriftThresholds())
+    week = report.weeks[0]
+    assert (week.n, week.flagged, week.flag_rate) == (100, 10, 0.1)
+    assert report.baseline_n == 100 and report.reference_flag_rate == 0.1
