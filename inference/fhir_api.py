@@ -69,7 +69,7 @@ def search_reports(
         record_audit(session, user.username, "fhir.read", "study", found.study_instance_uid)
         for result in _champion_results(session, found, include_shadow=settings.writeback_shadow):
             resources.extend(result_resources(_facts_for(user, result, found), with_replaced=False))
-    bundle = searchset_bundle(str(request.base_url) + "fhir", resources)
+    bundle = searchset_bundle(str(request.base_url) + "fhir", resources, searched={"study": study})
     return _fhir(bundle.model_dump(mode="json", exclude_none=True))
 
 

@@ -298,5 +298,6 @@ def search_risk_assessments(
         record_audit(session, user.username, "fhir.read", "patient", row.patient_id, {"result_id": row.id})
     statuses = flag_statuses(session, [row.id for row in rows if row.flag])
     resources = [resource for row in rows for resource in screening_resources(row, statuses.get(row.id))]
-    bundle = searchset_bundle(str(request.base_url) + "fhir", resources, match="RiskAssessment")
+    searched = {name: value for name, value in (("subject", subject), ("patient", patient)) if value is not None}
+    bundle = searchset_bundle(str(request.base_url) + "fhir", resources, searched=searched, match="RiskAssessment")
     return _fhir(bundle.model_dump(mode="json", exclude_none=True))

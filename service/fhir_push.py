@@ -7,6 +7,8 @@ OperationOutcome. 408, 429, 5xx: offered again. No connection or no answer in ti
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from urllib.parse import urlencode
 
 import httpx
 from fhir.resources.R4B.bundle import Bundle
@@ -71,8 +73,14 @@ def transaction_bundle(resources: list[Resource]) -> Bundle:
     })
 
 
-def searchset_bundle(base_url: str, resources: list[Resource], *, match: str = "DiagnosticReport") -> Bundle:
+def searchset_bundle(
+    base_url: str, resources: list[Resource], *, searched: Mapping[str, str], match: str = "DiagnosticReport"
+) -> Bundle:
     """A search answer: resources of type ``match`` are the matches, the rest are included with them.
+
+    Its ``self`` link is the search run, with only the parameters applied (``searched``): R4 (search.html) has the
+    server say which parameters it used, so that a client whose other parameter (``status``, ``date``) was not
+    applied can tell; the answer had had no link, and read as filtered by all of them.
 
     Each resource once, by type and id: R4 requires a fullUrl to be unique in a Bundle (bdl-7), and two results of
     one model version (a study re-opened by a late instance and scored again) name the same Device; strict
@@ -85,6 +93,7 @@ def searchset_bundle(base_url: str, resources: list[Resource], *, match: str = "
         "resourceType": "Bundle",
         "type": "searchset",
         "total": sum(1 for r in unique if r.get_resource_type() == match),
+        "link": [{"relation": "self", "url": f"{base_url.rstrip('/')}/{match}?{urlencode(searched)}"}],
         "entry": [
             {
                 "fullUrl": f"{base_url.rstrip('/')}/{r.get_resource_type()}/{r.id}",

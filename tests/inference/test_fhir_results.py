@@ -67,6 +67,10 @@ def test_results_read_at_fhir_match_the_api(app: FastAPI, client: TestClient, ad
     assert client.get(f"/fhir/{probability['device']['reference']}", headers=radiologist).json() == device
     assert client.get(f"/fhir/DiagnosticReport/{report['id']}", headers=radiologist).json() == report
 
+    # The self link names the parameters applied (R4 search.html), not `status`, which is not: there had been no link.
+    # Review7 fhir_conformance.
+    filtered = client.get("/fhir/DiagnosticReport", params={"study": uids[0], "status": "preliminary"}, headers=radiologist)
+    assert filtered.json()["link"] == [{"relation": "self", "url": f"http://testserver/fhir/DiagnosticReport?study={uids[0]}"}]
     cannot = _validated(client.get("/fhir/DiagnosticReport", params={"study": uids[1]}, headers=radiologist).json())
     (observation,) = [r for key, r in cannot.items() if key.startswith("Observation/")]
     assert "MG view without laterality" in observation["dataAbsentReason"]["text"]
