@@ -61,9 +61,11 @@ def _champion_results(session: SessionDep, study: Study, *, include_shadow: bool
 @router.get("/DiagnosticReport", summary="Champion results of a study as a searchset Bundle (reports, observations, devices)")
 def search_reports(
     request: Request, session: SessionDep, settings: SettingsDep, user: Reader,
-    study: Annotated[str, Query(description="Study Instance UID (the report's imagingStudy)")],
+    study: Annotated[str, Query(description="Study Instance UID (the report's imagingStudy): <uid>, urn:oid:<uid>, or as a token "
+                                      "of its identifier, urn:dicom:uid|urn:oid:<uid>")],
 ) -> JSONResponse:
-    found = session.scalar(select(Study).where(Study.study_instance_uid == study.removeprefix("urn:oid:")))
+    uid = _study_uid(study)
+    found = None if uid is None else session.scalar(select(Study).where(Study.study_instance_uid == uid))
     resources = []
     if found is not None:
         record_audit(session, user.username, "fhir.read", "study", found.study_instance_uid)
@@ -71,6 +73,17 @@ def search_reports(
             resources.extend(result_resources(_facts_for(user, result, found), with_replaced=False))
     bundle = searchset_bundle(str(request.base_url) + "fhir", resources, searched={"study": study})
     return _fhir(bundle.model_dump(mode="json", exclude_none=True))
+
+
+def _study_uid(token: str) -> str | None:
+    """The Study Instance UID a ``study`` search names: ``<uid>`` or ``urn:oid:<uid>``, alone or as a FHIR token with
+    the system of the report's imagingStudy identifier (``urn:dicom:uid|urn:oid:<uid>``, as a client searching by
+    that identifier sends it: it had been read as a UID, and answered total 0 for a study with a result). With
+    another system (or none, ``|<uid>``) it names no study of medscreen's."""
+    system, bar, code = token.rpartition("|")
+    if bar and system != "urn:dicom:uid":
+        return None
+    return code.removeprefix("urn:oid:")
 
 
 @router.get("/DiagnosticReport/{resource_id}", summary="One champion result as a DiagnosticReport")

@@ -71,6 +71,12 @@ def test_results_read_at_fhir_match_the_api(app: FastAPI, client: TestClient, ad
     # Review7 fhir_conformance.
     filtered = client.get("/fhir/DiagnosticReport", params={"study": uids[0], "status": "preliminary"}, headers=radiologist)
     assert filtered.json()["link"] == [{"relation": "self", "url": f"http://testserver/fhir/DiagnosticReport?study={uids[0]}"}]
+    # `study` is a token: searched by the report's own imagingStudy identifier, system|value, it had answered total 0.
+    for token in (f"urn:dicom:uid|urn:oid:{uids[0]}", f"urn:dicom:uid|{uids[0]}", f"urn:oid:{uids[0]}"):
+        by_token = client.get("/fhir/DiagnosticReport", params={"study": token}, headers=radiologist).json()
+        assert by_token["entry"] == response.json()["entry"], token
+    for other in (f"urn:other|{uids[0]}", f"|{uids[0]}"):
+        assert client.get("/fhir/DiagnosticReport", params={"study": other}, headers=radiologist).json()["total"] == 0
     cannot = _validated(client.get("/fhir/DiagnosticReport", params={"study": uids[1]}, headers=radiologist).json())
     (observation,) = [r for key, r in cannot.items() if key.startswith("Observation/")]
     assert "MG view without laterality" in observation["dataAbsentReason"]["text"]
