@@ -315,7 +315,8 @@ def header_drift(
     """Per week of arrival: manufacturer mix, median kVp and pixel spacing, each with a PSI against the first weeks.
 
     The first weeks are the version's first ``baseline_weeks`` weeks in service (of the task's studies when no
-    version is named), whatever ``since``/``until`` ask for: the task's studies that arrived in them. Each row
+    version is named), whatever ``since``/``until`` ask for: the task's studies that arrived in them, from the
+    arrival of the version's first scored study. Each row
     carries ``baseline_n``; a header whose baseline holds fewer than ``thresholds.min_baseline_n`` (100) values
     raises no alert ("baseline too small"). kVp and spacing come from the first stored instance of each study
     (one header read per study).
@@ -324,7 +325,10 @@ def header_drift(
     if not studies:
         return {}, []
     start = _service_start(session, task, model_version)
-    base_studies = _arrivals(session, task, None, _baseline_until(start, thresholds)) if start is not None else {}
+    # From the version's first study on, as its score baseline: from the start of time, a version promoted after
+    # months of another's service was judged against those months (a vendor change before its first day alerted
+    # every week, "baseline 600 studies" for its 200).
+    base_studies = _arrivals(session, task, start, _baseline_until(start, thresholds)) if start is not None else {}
     values = _header_values(session, set(studies) | set(base_studies))
     weekly: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for study_id, arrived in studies.items():

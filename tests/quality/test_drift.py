@@ -162,3 +162,20 @@ def test_a_study_scored_again_counts_once_by_its_latest_revision(quality_db) -> 
     week = report.weeks[0]
     assert (week.n, week.flagged, week.flag_rate) == (100, 10, 0.1)
     assert report.baseline_n == 100 and report.reference_flag_rate == 0.1
+
+
+def test_a_promoted_versions_header_baseline_is_its_own_first_weeks(quality_db) -> None:  # noqa: F811
+    """v1 four weeks on ACME films, then v2 on NewVendor films from its first day: v2's header baseline had been every
+    study up to the end of its first weeks (600, 400 of them ACME), so each of its weeks alerted (review 7, quality
+    figures 3)."""
+    with session_scope(quality_db) as session:
+        for week in range(6):
+            for i in range(100):
+                at = MONDAY + timedelta(days=7 * week, minutes=i)
+                study = add_study(session, arrived=at, manufacturer="ACME" if week < 4 else "NewVendor")
+                add_result(session, study, score=0.1, at=at, model_version="1" if week < 4 else "2")
+    with session_scope(quality_db) as session:
+        headers, alerts = header_drift(session, "chest-xray", DriftThresholds(), model_version="2",
+                                       since=MONDAY.replace(hour=0) + timedelta(weeks=4))
+    assert [(r["week"], r["baseline_n"]) for r in headers["manufacturer"]] == [("2026-03-30", 200), ("2026-04-06", 200)]
+    assert alerts == []
