@@ -581,6 +581,8 @@ _CREATION_TIMES = (
     ("DateOfSecondaryCapture", "TimeOfSecondaryCapture"),
 )
 _OFFSET = re.compile(r"([+-])(\d{2})(\d{2})")
+# DCM 109102 "Processing Equipment": the purpose of the equipment items the documents' creation adds.
+PROCESSING_EQUIPMENT = "109102"
 
 
 def _source_zone(source: Dataset) -> tuple[str, timezone] | None:
@@ -610,9 +612,20 @@ def stamp_creation_times(document: Dataset, source: Dataset, now: datetime | Non
         if date_keyword in document:
             setattr(document, date_keyword, local.strftime("%Y%m%d"))
             setattr(document, time_keyword, local.strftime("%H%M%S.%f"))
+    # Every processing-equipment item is made with the document: medscreen's, and highdicom's own, which the library
+    # stamps with the worker's local time and no offset. A DT without an offset is read in the document's Timezone
+    # Offset From UTC (PS3.3 C.12.1.1.8), so under another zone it had stated the contribution hours off (05:40
+    # New York read as 05:40 +0900, 14 h early). The source's acquisition equipment carries no time of ours.
     for item in document.get("ContributingEquipmentSequence", []):
-        if item.get("Manufacturer") == MANUFACTURER and "ContributionDateTime" in item:
+        if "ContributionDateTime" in item and _is_processing_equipment(item):
             item.ContributionDateTime = local.strftime("%Y%m%d%H%M%S.%f") + (zone[0] if zone else "")
+
+
+def _is_processing_equipment(item: Dataset) -> bool:
+    return any(
+        code.get("CodeValue") == PROCESSING_EQUIPMENT and code.get("CodingSchemeDesignator") == "DCM"
+        for code in item.get("PurposeOfReferenceCodeSequence", [])
+    )
 
 
 def send_c_store(

@@ -80,6 +80,25 @@ def test_a_source_with_an_offset_has_the_documents_times_in_it(new_york: None, t
     assert abs((captured - before).total_seconds()) < 120
 
 
+def test_every_contribution_time_is_the_instant_it_states_under_the_sources_offset(new_york: None, tmp_path: Path) -> None:
+    """highdicom stamps its own equipment item with the worker's local time and no offset, which PS3.3 C.12.1.1.8
+    reads in the document's Timezone Offset From UTC: under New York, a +0900 study's documents stated the
+    contribution 14 h early (review7 time_locale)."""
+    source = dcmread(DX_CHEST)
+    source.TimezoneOffsetFromUTC = "+0900"
+    before = datetime.now(UTC)
+    for document in _documents(_result(source), tmp_path):
+        stamped = [item for item in document.ContributingEquipmentSequence if "ContributionDateTime" in item]
+        assert stamped, "highdicom's item is stamped"
+        for item in stamped:
+            text = str(item.ContributionDateTime)
+            zone = text[-5:] if text[-5:-4] in ("+", "-") else document.TimezoneOffsetFromUTC
+            hours, minutes = int(zone[1:3]), int(zone[3:5])
+            offset = timezone((1 if zone[0] == "+" else -1) * timedelta(hours=hours, minutes=minutes))
+            when = datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=offset)
+            assert abs((when - before).total_seconds()) < 120, (item.get("Manufacturer"), text)
+
+
 def test_a_source_without_an_offset_has_the_sites_local_time_and_none(new_york: None, tmp_path: Path) -> None:
     source = dcmread(DX_CHEST)
     assert "TimezoneOffsetFromUTC" not in source
