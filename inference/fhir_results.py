@@ -28,6 +28,7 @@ from fhir.resources.R4B.resource import Resource
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import object_session
 
+from inference.dicom_dates import dicom_date
 from inference.score_text import score_and_threshold
 from inference.tables import ScoreResult, Study
 from service.lifecycle import ModelRole, SteeringRight, StudyStatus
@@ -134,13 +135,7 @@ def device_id(model_name: str, model_version: str) -> str:
 def study_day(study_date: str) -> date | None:
     """The day of a DICOM StudyDate (DA), or None when it is empty or not a date. Only the day: StudyTime and the
     zone offset are not kept, and a DICOM time without an offset is the modality's local time."""
-    digits = study_date.replace(".", "").strip()  # "YYYY.MM.DD": the ACR-NEMA form some archives still send
-    if len(digits) != 8 or not digits.isdigit():  # strptime would read "2025011" as 1 January
-        return None
-    try:
-        return datetime.strptime(digits, "%Y%m%d").date()
-    except ValueError:
-        return None
+    return dicom_date(study_date)
 
 
 def _subject(facts: ResultFacts) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from inference.dicom_dates import dicom_date
 from inference.errors import OutOfScope
 
 __all__ = [
@@ -145,20 +146,13 @@ def _text(ds: Any, keyword: str) -> str:
     return "" if value is None else str(value).strip().upper()
 
 
-def _date(value: str) -> date | None:
-    try:
-        return date(int(value[:4]), int(value[4:6]), int(value[6:8])) if len(value) >= 8 else None
-    except ValueError:
-        return None
-
-
 def patient_age_years(ds: Any) -> float | None:
     """The patient's age in years at the study, from PatientAge or the birth date; None when unknown."""
     match = _AGE.match(_text(ds, "PatientAge"))
     if match is not None:
         return int(match.group(1)) * _DAYS_PER[match.group(2)] / 365.25
-    born = _date(_text(ds, "PatientBirthDate"))
-    seen = next((d for d in (_date(_text(ds, k)) for k in ("StudyDate", "SeriesDate", "AcquisitionDate")) if d), None)
+    born = dicom_date(_text(ds, "PatientBirthDate"))
+    seen = next((d for d in (dicom_date(_text(ds, k)) for k in ("StudyDate", "SeriesDate", "AcquisitionDate")) if d), None)
     if born is None or seen is None or seen < born:
         return None
     # Completed years as the calendar counts them, plus the share of the year since the last birthday: days / 365.25

@@ -9,7 +9,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from inference.dicom_dates import dicom_date
 from inference.tables import ScoreResult as ScoreRow
 from inference.tables import Series, Study
 from quality.statistics import (
@@ -268,10 +269,8 @@ def _finite(value: Any) -> Any:
 
 def age_band(birth_date: str, on: str) -> str:
     """The patient's age band on the study date (DICOM DA strings); ``unknown`` when either is missing."""
-    try:
-        born = date(int(birth_date[:4]), int(birth_date[4:6]), int(birth_date[6:8]))
-        seen = date(int(on[:4]), int(on[4:6]), int(on[6:8]))
-    except (ValueError, IndexError):
+    born, seen = dicom_date(birth_date), dicom_date(on)
+    if born is None or seen is None:
         return "unknown"
     years = seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day))
     for low, high, name in AGE_BANDS:

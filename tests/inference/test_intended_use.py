@@ -106,6 +106,18 @@ def test_the_age_gate_counts_birthdays_as_the_calendar_does(born: str, seen: str
             check_intended_use(use, [ds], "chest-xray v1")
 
 
+def test_dates_in_the_acr_nema_form_give_the_age() -> None:
+    """PS3.5 6.2 asks readers to accept YYYY.MM.DD, which older archives still send: such a 3-year-old's film had
+    been refused as "patient age unknown (no PatientAge, no PatientBirthDate with StudyDate)" (review7 time_locale)."""
+    ds = dcmread(DX_CHEST)
+    del ds.PatientAge
+    ds.PatientBirthDate, ds.StudyDate = "2016.03.01", "2019.06.01"
+    assert patient_age_years(ds) == pytest.approx(3.25, abs=0.01)
+    check_intended_use(_use("chest-xray"), [ds], "chest-xray v1")
+    ds.PatientBirthDate = "01.03.2016"  # day first: not a DICOM date, never guessed
+    assert patient_age_years(ds) is None
+
+
 def test_the_shipped_chest_model_refuses_an_adult_and_an_unknown_age() -> None:
     use = _use("chest-xray")
     ds = dcmread(DX_CHEST)

@@ -95,6 +95,9 @@ def test_age_band() -> None:
     assert age_band("19600615", "20260615") == "50-69"
     assert age_band("20100101", "20260101") == "0-17"
     assert age_band("", "20260101") == "unknown"
+    # the ACR-NEMA form PS3.5 6.2 asks readers to accept (it had been "unknown": review7 time_locale)
+    assert age_band("1960.06.15", "2026.06.15") == "50-69"
+    assert age_band("20100101", "2026.01.01") == "0-17"
 
 
 def test_screening_flags_measured_by_paediatricians_outcomes(quality_db) -> None:  # noqa: F811
