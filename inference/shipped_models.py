@@ -269,9 +269,10 @@ def _backfill_steering(tracking_uri: str, versions: list[Any], rules: DeferRules
 
 def register_shipped_bundles(
     tracking_uri: str, models_dir: Path = SHIPPED_MODELS_DIR, *, rules: DeferRules | None = None,
-    scored: Mapping[str, Collection[str]] | None = None,
+    scored: Mapping[str, Collection[str]] | None = None, tasks: Collection[str] = TASKS,
 ) -> list[RegisteredBundle]:
-    """Register each shipped bundle as version 1 + alias ``champion`` when its model has no version yet.
+    """Register each shipped bundle (of ``tasks``, all by default) as version 1 + alias ``champion`` when its model has
+    no version yet.
 
     Idempotent: a model that already has any version (shipped or trained) is left alone and
     reported with its current champion (or latest) version; only a version with no steering right
@@ -288,7 +289,7 @@ def register_shipped_bundles(
     client = registry_client(tracking_uri)
     results: list[RegisteredBundle] = []
     new: dict[str, Path] = {}  # the bundles of models without a version, registered once all are read
-    for task in TASKS:
+    for task in (t for t in TASKS if t in tasks):
         folder = Path(models_dir) / task
         try:
             shipped = read_bundle(folder)

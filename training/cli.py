@@ -165,18 +165,23 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         return run_retrain(args, settings)
     import torch
 
-    from inference.shipped_models import log_onnx_bundle
-    from training.registry import make_first_champion
+    from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle
+    from training.registry import SHIPPED_FIRST, make_first_champion, register_shipped_first
 
     torch.set_num_threads(max(1, args.threads))
     tracking_uri = settings.resolved_mlflow_tracking_uri
+    rules = defer_rules_from_settings(settings)
     out_dir = args.out or settings.home / "models" / args.task
     cache_dir = args.cache or settings.home / "cache" / "training"
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.task]
     module = importlib.import_module(TASK_MODULES[args.task])
     extra = {"folds": args.folds} if args.folds is not None else {}
     metrics = module.train(args.data, out_dir, tracking_uri, epochs=epochs, seed=args.seed, limit=args.limit, cache_dir=cache_dir, **extra)
-    rules = defer_rules_from_settings(settings)
+    if Path(out_dir).resolve() != (SHIPPED_MODELS_DIR / args.task).resolve():
+        # The bundle start-up would have registered comes first, unless this run has just written over it.
+        shipped = register_shipped_first(tracking_uri, args.task, rules=rules)
+        if shipped is not None:
+            print(SHIPPED_FIRST.format(name=shipped.name, version=shipped.version))
     registered = log_onnx_bundle(tracking_uri, out_dir, run_id=metrics["mlflow_run_id"], source="trained", rules=rules)
     headline = metrics["headline"]
     print(
@@ -188,9 +193,14 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     from service.model_registry import alias_version
 
     if alias_version(tracking_uri, registered.name, ModelRole.champion) is None:
-        # A registry without a champion cannot score anything: the first version takes the alias.
+        # A registry without a champion cannot score anything, and nothing is shipped for this model: the first
+        # version takes the alias.
         make_first_champion(tracking_uri, registered.name, registered.version, rules=rules)
         print(f"{registered.name} had no champion: version {registered.version} is now champion")
+    else:
+        print(f"{registered.name} version {registered.version} holds no alias and scores nothing: shadow-score it with "
+              f"`medscreen models promote {registered.name} {registered.version} --alias challenger`; the gate then "
+              f"decides (`medscreen quality gate --task {registered.name} --challenger {registered.version}`)")
     return 0
 
 

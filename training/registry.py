@@ -3,13 +3,15 @@
 
 A champion is promoted through quality review's gate only (``quality.gate.promote_through_gate``: this site's
 confirmed studies, audited, ``previous-champion`` kept for rollback, the challenger alias cleared), whichever command
-asks. Only the first version of a model with no champion becomes champion without it: there is nothing to compare.
+asks. A model with no version at all gets the shipped bundle first (:func:`register_shipped_first`), as start-up would
+register it; only a first version of a model with no shipped bundle and no champion becomes champion without the gate.
 """
 
 from __future__ import annotations
 
 import logging
 
+from inference.shipped_models import RegisteredBundle, register_shipped_bundles
 from service.errors import SteeringRefused
 from service.lifecycle import ModelRole
 from service.model_registry import (
@@ -23,12 +25,31 @@ from service.model_registry import (
 from service.steering import DeferRules
 from training.errors import PromotionRefused, RegistryError
 
-__all__ = ["RegisteredVersion", "list_versions", "make_first_champion", "set_challenger", "GATED_PROMOTION"]
+__all__ = [
+    "RegisteredVersion", "list_versions", "make_first_champion", "register_shipped_first", "set_challenger", "GATED_PROMOTION",
+    "SHIPPED_FIRST",
+]
 
 log = logging.getLogger(__name__)
 
+# Said when a training run has registered the shipped bundle first.
+SHIPPED_FIRST = ("{name} had no version: the shipped bundle is registered as version {version}, champion (as `medscreen "
+                 "serve` does on first start)")
 # Where a champion is promoted: the audited gate of quality review.
 GATED_PROMOTION = "medscreen quality promote --task {name} --version {version} --actor NAME [--force]"
+
+
+def register_shipped_first(tracking_uri: str, task: str, *, rules: DeferRules) -> RegisteredBundle | None:
+    """Register the shipped bundle of ``task`` as version 1, champion, when the registry holds no version of its model
+    (start-up's :func:`~inference.shipped_models.register_shipped_bundles` for one task); the bundle registered, or None
+    when the model has a version or nothing is shipped for it. Called before a training run registers its version: the
+    first trained version had become champion without the gate (a 1-epoch run on 4 films, AUROC 0.5) or, from an
+    export, a challenger with no champion, and start-up, seeing a version, never registered the validated bundle."""
+    for item in register_shipped_bundles(tracking_uri, rules=rules, tasks=(task,)):
+        if item.newly_registered:
+            log.info("%s had no version: the shipped bundle is v%s, champion", item.name, item.version)
+            return item
+    return None
 
 
 def make_first_champion(tracking_uri: str, name: str, version: str, *, rules: DeferRules) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from datasets.splits import patient_split
 from service.lifecycle import ModelRole, Task
-from service.steering import development_right
+from service.steering import DeferRules, development_right
 from training.errors import TrainingError, TrainingInputError
 
 __all__ = ["retrain_from_export", "split_export", "RETRAINABLE_TASKS"]
@@ -91,8 +91,15 @@ def retrain_from_export(
     epochs: int = 6,
     seed: int = 0,
     alias: str = ModelRole.challenger,
+    rules: DeferRules | None = None,
 ) -> dict[str, Any]:
-    """Train ``task`` on the export, write and register the bundle, point ``alias`` at the new version."""
+    """Train ``task`` on the export, write and register the bundle, point ``alias`` at the new version.
+
+    A registry with no version of the model gets the shipped bundle first, as champion (``rules``: the site's defer
+    rules, the defaults when None), so that the challenger has a champion to be judged against: it had become version 1
+    with no champion, and start-up, seeing a version, registered no shipped bundle, so the task scored nothing.
+    ``shipped_first`` in the answer is that version, or None.
+    """
     if task not in RETRAINABLE_TASKS:
         raise TrainingError(f"retraining from an export supports {', '.join(RETRAINABLE_TASKS)}, not {task}")
     import mlflow
@@ -105,6 +112,7 @@ def retrain_from_export(
     from training.engine import ArraySet, fit, predict, seed_everything
     from training.metrics import choose_threshold, evaluate_binary
     from training.publish import Evaluation, TaskReport, training_run, write_bundle
+    from training.registry import register_shipped_first
     from training.tasks.chest_xray import MIN_SENSITIVITY, SPEC
 
     seed_everything(seed)
@@ -113,6 +121,8 @@ def retrain_from_export(
     if counts.min() < MIN_STUDIES_PER_CLASS:
         raise TrainingError(f"the export has {counts[1]} positive and {counts[0]} negative studies; need {MIN_STUDIES_PER_CLASS} of each")
     fit_idx, op_idx, val_idx = split_export(patients, y, seed)
+    # After the export is read and found usable: a folder that cannot be trained on registers nothing.
+    shipped = register_shipped_first(tracking_uri, task, rules=rules or DeferRules())
     groups = np.asarray(patients)
     n_patients = {name: len(set(groups[idx].tolist())) for name, idx in (("fit", fit_idx), ("op", op_idx), ("val", val_idx))}
     params = {
@@ -204,7 +214,8 @@ def retrain_from_export(
                                            "hospital's export")},
         )
         metrics = write_bundle(report, out_dir, run)
-    registered = log_onnx_bundle(tracking_uri, out_dir, run_id=metrics["mlflow_run_id"], source="retrained")
+    registered = log_onnx_bundle(tracking_uri, out_dir, run_id=metrics["mlflow_run_id"], source="retrained", rules=rules)
     MlflowClient(tracking_uri, tracking_uri).set_registered_model_alias(registered.name, alias, registered.version)
     log.info("retrained %s: version %s is %s", task, registered.version, alias)
-    return {"name": registered.name, "version": registered.version, "run_id": registered.run_id, "headline": metrics["headline"]}
+    return {"name": registered.name, "version": registered.version, "run_id": registered.run_id, "headline": metrics["headline"],
+            "shipped_first": shipped.version if shipped is not None else None}

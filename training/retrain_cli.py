@@ -77,13 +77,16 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from service.steering import defer_rules_from_settings
     from training.errors import TrainingError, TrainingInputError
+    from training.registry import SHIPPED_FIRST
     from training.retrain import retrain_from_export
 
     out = args.out or settings.home / "models" / f"{args.task}-retrained"
     try:
         result = retrain_from_export(
-            args.task, args.data, out, settings.resolved_mlflow_tracking_uri, epochs=args.epochs, seed=args.seed
+            args.task, args.data, out, settings.resolved_mlflow_tracking_uri, epochs=args.epochs, seed=args.seed,
+            rules=defer_rules_from_settings(settings),
         )
     except TrainingInputError as exc:
         # A usage error, as the root reports one: one line naming the command, exit 2.
@@ -93,6 +96,8 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
         print(f"refused: {exc}")
         return 1
     headline = result["headline"]
+    if result["shipped_first"] is not None:
+        print(SHIPPED_FIRST.format(name=result["name"], version=result["shipped_first"]))
     print(
         f"{args.task}: version {result['version']} registered as challenger (run {result['run_id']}); held-out AUROC "
         f"{headline['val_auroc']:.3f}; the worker now shadow-scores it, `medscreen quality gate` decides"

@@ -130,6 +130,10 @@ def test_train_command_accepts_an_export_folder(tmp_path: Path, monkeypatch: pyt
     uri = f"sqlite:///{(tmp_path / 'var').resolve() / 'mlflow.db'}"
     version = MlflowClient(uri, uri).get_model_version_by_alias("chest-xray", "challenger")
     assert version.tags["source"] == "retrained"
+    # Review 7 (ML engineer), defect 2: on a registry with no chest-xray version the challenger had been version 1 with
+    # no champion to be judged against, and start-up then registered no shipped bundle: chest films scored nothing.
+    champion = MlflowClient(uri, uri).get_model_version_by_alias("chest-xray", "champion")
+    assert (str(champion.version), champion.tags["source"], str(version.version)) == ("1", "shipped", "2")
 
 
 def test_train_command_refuses_limit_and_folds_on_an_export_and_honours_threads(

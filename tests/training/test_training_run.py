@@ -23,7 +23,11 @@ def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, c
     out = tmp_path / "bundle"
 
     assert main(["--create-home", "train", "chest-xray", "--data", str(data), "--epochs", "1", "--folds", "2", "--threads", "1", "--seed", "0", "--out", str(out)]) == 0
-    assert "registered chest-xray version 1" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    # Review 7 (ML engineer), defect 2: on a registry with no chest-xray version this run had become champion v1 (a
+    # 1-epoch run on a few films), and start-up, seeing a version, never registered the shipped bundle.
+    assert "the shipped bundle is registered as version 1, champion" in said
+    assert "registered chest-xray version 2" in said and "holds no alias and scores nothing" in said
 
     bundle = json.loads((out / "bundle.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
@@ -36,8 +40,10 @@ def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, c
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"card.md", "metrics.json", "plots/roc_cross_validated.png", "plots/calibration_cross_validated.png",
             "plots/heatmaps_lung_fields.png"} <= artifacts
-    version = client.get_model_version_by_alias("chest-xray", "champion")
-    assert str(version.version) == "1" and version.tags["task"] == "chest-xray"
+    champion = client.get_model_version_by_alias("chest-xray", "champion")
+    assert str(champion.version) == "1" and champion.tags["source"] == "shipped"
+    version = client.get_model_version("chest-xray", "2")
+    assert version.run_id == metrics["mlflow_run_id"] and version.tags["task"] == "chest-xray" and not version.aliases
     assert float(version.tags["threshold"]) == bundle["threshold"]
     # A one-epoch run on a few films is near chance: it is recorded as shadow, so it cannot move studies.
     assert metrics["headline"]["val_auroc_ci_low"] < 0.80
