@@ -151,8 +151,7 @@ def patient_age_years(ds: Any) -> float | None:
     match = _AGE.match(_text(ds, "PatientAge"))
     if match is not None:
         return int(match.group(1)) * _DAYS_PER[match.group(2)] / 365.25
-    born = dicom_date(_text(ds, "PatientBirthDate"))
-    seen = next((d for d in (dicom_date(_text(ds, k)) for k in ("StudyDate", "SeriesDate", "AcquisitionDate")) if d), None)
+    born, seen = _birth_and_study_dates(ds)
     if born is None or seen is None or seen < born:
         return None
     # Completed years as the calendar counts them, plus the share of the year since the last birthday: days / 365.25
@@ -161,6 +160,21 @@ def patient_age_years(ds: Any) -> float | None:
     years = seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day))
     last, following = _birthday(born, years), _birthday(born, years + 1)
     return years + (seen - last).days / (following - last).days
+
+
+def _birth_and_study_dates(ds: Any) -> tuple[date | None, date | None]:
+    born = dicom_date(_text(ds, "PatientBirthDate"))
+    seen = next((d for d in (dicom_date(_text(ds, k)) for k in ("StudyDate", "SeriesDate", "AcquisitionDate")) if d), None)
+    return born, seen
+
+
+def _why_age_unknown(ds: Any) -> str:
+    """What the header lacks for an age, or what is wrong with it: a birth date after the study (a mistyped birth
+    year, another patient's record merged in) had been reported as no birth date at all."""
+    born, seen = _birth_and_study_dates(ds)
+    if born is not None and seen is not None and seen < born:
+        return f"birth date {born.isoformat()} is after the study date {seen.isoformat()}"
+    return "no PatientAge, no PatientBirthDate with StudyDate"
 
 
 def _birthday(born: date, years: int) -> date:
@@ -326,7 +340,7 @@ def check_intended_use(use: IntendedUse, datasets: Sequence[Any], model: str) ->
         age = patient_age_years(first)
         if age is None:
             raise OutOfScope(
-                f"patient age unknown (no PatientAge, no PatientBirthDate with StudyDate); {model} is validated for "
+                f"patient age unknown ({_why_age_unknown(first)}); {model} is validated for "
                 f"{use.describe_age()} only"
             )
         low, high = use.age_years

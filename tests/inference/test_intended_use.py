@@ -118,6 +118,18 @@ def test_dates_in_the_acr_nema_form_give_the_age() -> None:
     assert patient_age_years(ds) is None
 
 
+def test_a_birth_after_the_study_is_named_not_reported_as_missing() -> None:
+    """Both dates in the header, the birth later (a mistyped year): the refusal had said there was no birth date,
+    so the tags were searched for instead of the record corrected (review7 time_locale)."""
+    ds = dcmread(DX_CHEST)
+    del ds.PatientAge
+    ds.PatientBirthDate, ds.StudyDate = "20220301", "20200125"
+    with pytest.raises(
+        OutOfScope, match=r"^patient age unknown \(birth date 2022-03-01 is after the study date 2020-01-25\); chest-xray v1"
+    ):
+        check_intended_use(_use("chest-xray"), [ds], "chest-xray v1")
+
+
 def test_the_shipped_chest_model_refuses_an_adult_and_an_unknown_age() -> None:
     use = _use("chest-xray")
     ds = dcmread(DX_CHEST)
