@@ -20,6 +20,7 @@ from datasets.emr_records import ChildRecord, RecordError
 from datasets.fhir_emr import records_from_bundle
 from datasets.fhir_entry_rules import merged_record
 from screening.errors import ScreeningError
+from screening.fhir_feed import flag_statuses, screening_resources
 from screening.fhir_output import operation_outcome, unassigned_care_team_outcome
 from screening.findings import RETIRING_STATUSES
 from screening.results_store import later_of_child, store_result
@@ -97,9 +98,13 @@ def submit_bundle(
         stored = store_result(
             session, screener, item, screener.screen(item, as_of), user.username, owner=user.username, admin=admin
         )
-        entries.append({"resource": stored["assessment"]})
-        if stored["flag"]:
-            entries.append({"resource": stored["flag"]})
+        # The stored result as /fhir serves it and the feed pushes it, ids included (RiskAssessment/medscreen-ra-<n>):
+        # the answer's resources had had no id, so an EMR could not match them with either. A repeat (the same
+        # evidence as the child's stored result) is answered with that stored result, which it was not stored again.
+        row = session.get(ScreeningRun, stored["id"])
+        assert row is not None  # store_result flushed it, or found it
+        flag_status = flag_statuses(session, [row.id]).get(row.id) if row.flag else None
+        entries += [{"resource": r.model_dump(mode="json", exclude_none=True)} for r in screening_resources(row, flag_status)]
         if stored["unassigned_care_team"]:
             unassigned.setdefault(tuple(stored["unassigned_care_team"]), []).append(item.patient_id)
     if not entries:
@@ -111,7 +116,8 @@ def submit_bundle(
     if unassigned:
         warning = unassigned_care_team_outcome(user.username, unassigned)
         entries.append({"resource": warning.model_dump(mode="json", exclude_none=True)})
-    return JSONResponse({"resourceType": "Bundle", "type": "collection", "total": len(entries), "entry": entries})
+    # No total: R4 allows it only in a searchset or history Bundle (bdl-1), and a validator refuses it here.
+    return JSONResponse({"resourceType": "Bundle", "type": "collection", "entry": entries})
 
 
 def _decisions(session: Session, result_ids: list[int]) -> dict[int, list[ScreeningOutcome]]:
