@@ -18,7 +18,7 @@ import onnxruntime as ort
 from datasets.preprocess import PreprocessSpec
 from inference.errors import BundleInvalid, OnnxUnreadable
 
-__all__ = ["check_contract", "check_threshold", "open_session"]
+__all__ = ["check_contract", "check_declared_outputs", "check_threshold", "open_session"]
 
 # ONNX Runtime's names of the tensor types a bundle may declare (``input.dtype``, numpy's names).
 _ORT_TYPES = {
@@ -67,6 +67,26 @@ def _declared_input(bundle: dict[str, Any]) -> tuple[str, list[int], str]:
     if dtype not in _ORT_TYPES.values():
         raise BundleInvalid(f"bundle.json 'input' dtype {dtype!r} is not one of {', '.join(sorted(set(_ORT_TYPES.values())))}")
     return name, shape, str(dtype)
+
+
+def check_declared_outputs(bundle: dict[str, Any], session: ort.InferenceSession) -> None:
+    """Refuse (BundleInvalid) a bundle whose ``outputs`` are not the graph's: each declared output must be one of
+    model.onnx's with its rank and fixed sizes (-1 matches any). They become the registered version's MLflow signature
+    and the card's description: a retrained chest version had declared an 8x8 heat-map where its graph gives 14x14.
+    Checked at registration only, so that a version registered before this check still loads."""
+    declared = bundle.get("outputs")
+    if not isinstance(declared, list) or not declared:
+        raise BundleInvalid("bundle.json has no 'outputs' (name and shape of each)")
+    graph = {o.name: list(o.shape) for o in session.get_outputs()}
+    for output in declared:
+        name, shape = (output.get("name"), output.get("shape")) if isinstance(output, dict) else (None, None)
+        if name not in graph:
+            raise BundleInvalid(f"bundle.json declares output {name!r}; model.onnx has {sorted(graph)}")
+        actual = graph[name]
+        if not isinstance(shape, list) or len(shape) != len(actual) or any(
+            isinstance(a, int) and a > 0 and d != -1 and a != d for a, d in zip(actual, shape, strict=True)
+        ):
+            raise BundleInvalid(f"model.onnx output {name!r} has shape {actual}; bundle.json declares {shape}")
 
 
 def check_contract(bundle: Any, session: ort.InferenceSession, threshold: Any) -> None:

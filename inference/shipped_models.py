@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.errors import BundleInvalid, RegistryLost
-from inference.model_contract import check_contract, open_session
+from inference.model_contract import check_contract, check_declared_outputs, open_session
 from service.lifecycle import TASKS, ModelRole, SteeringRight
 from service.model_registry import (
     STEERING_TAG,
@@ -136,7 +136,9 @@ def check_bundle(shipped: ShippedBundle) -> None:
     """Refuse (BundleInvalid, naming the folder) a bundle whose ``model.onnx`` is not the model ``bundle.json``
     describes (``inference.model_contract``), before anything is logged or registered."""
     try:
-        check_contract(shipped.bundle, open_session(str(shipped.onnx_path)), shipped.bundle.get("threshold"))
+        session = open_session(str(shipped.onnx_path))
+        check_contract(shipped.bundle, session, shipped.bundle.get("threshold"))
+        check_declared_outputs(shipped.bundle, session)
     except BundleInvalid as exc:
         raise BundleInvalid(f"model bundle {shipped.folder}: {exc.reason}") from exc
 

@@ -113,7 +113,7 @@ def retrain_from_export(
     from training.metrics import choose_threshold, evaluate_binary
     from training.publish import Evaluation, TaskReport, training_run, write_bundle
     from training.registry import register_shipped_first
-    from training.tasks.chest_xray import MIN_SENSITIVITY, SPEC
+    from training.tasks.chest_xray import HEATMAP_STRIDE, MIN_SENSITIVITY, SPEC
 
     seed_everything(seed)
     x, y, patients = _films(Path(data_dir))
@@ -132,6 +132,7 @@ def retrain_from_export(
         "kept_epoch": "last", "image_size": list(SPEC.size),
     }
     network = build_network(task)
+    heatmap_cells = [side // HEATMAP_STRIDE for side in SPEC.size]
     x_val, y_val = x[val_idx], y[val_idx]
 
     def validate(model: Any) -> dict[str, float]:
@@ -164,7 +165,8 @@ def retrain_from_export(
             input_shape=[-1, 1, *SPEC.size],
             outputs=[
                 {"name": "score", "shape": [-1, 1], "meaning": "probability of pneumonia (abnormal)"},
-                {"name": "heatmap", "shape": [-1, 1, 8, 8], "meaning": "per-region probability (coarse localisation)"},
+                # The network's output stride, as the shipped chest model declares it (it had said 8x8; the graph gives 14x14).
+                {"name": "heatmap", "shape": [-1, 1, *heatmap_cells], "meaning": "per-region probability (coarse localisation)"},
             ],
             preprocess={**SPEC.to_dict(), "function": "datasets.preprocess.prepare_image", "modalities": ["CR", "DX"]},
             headline=headline,
@@ -200,7 +202,10 @@ def retrain_from_export(
                     "specificity at it are reported above. The rule puts it at one of the lowest-scoring positives of "
                     "that part, so on a small export it varies with the split: the gate tests it on new studies."
                 ),
-                "localisation": "8x8 heat map, as the shipped chest-xray model.",
+                "localisation": (
+                    f"{heatmap_cells[0]}x{heatmap_cells[1]} heat map, {HEATMAP_STRIDE} px cells of the {SPEC.size[0]} px "
+                    "input, as the shipped chest-xray model."
+                ),
                 "limitations": "Validation patients come from the same hospital and period as the training ones; only the "
                 "gate on new studies, shadow-scored against the champion, says whether it is better.",
                 "reproduce": f"medscreen retrain --task {task} --data {data_dir} --epochs {epochs} --seed {seed}",

@@ -102,8 +102,14 @@ def _bundle_copy(tmp_path: Path, task: str = "chest-xray") -> Path:
         (lambda f: (f / "bundle.json").write_text('{"task": "chest-xray",'), "JSONDecodeError"),
         (lambda f: (f / "bundle.json").write_text(
             json.dumps(json.loads((f / "bundle.json").read_text()) | {"threshold": 67})), "the operating point 67 is not"),
+        # Review 7 (ML engineer), defect 3: a heat-map declared 8x8 where the graph gives 14x14 (a retrained chest
+        # version's bundle) became the registered version's MLflow signature and its card's description.
+        (lambda f: (f / "bundle.json").write_text(json.dumps(
+            (b := json.loads((f / "bundle.json").read_text())) | {"outputs": [
+                {**o, "shape": [-1, 1, 8, 8]} if o["name"] == "heatmap" else o for o in b["outputs"]]})),
+         "model.onnx output 'heatmap' has shape ['batch', 1, 14, 14]; bundle.json declares [-1, 1, 8, 8]"),
     ],
-    ids=["truncated-onnx", "wrong-input-shape", "malformed-bundle-json", "threshold-as-percent"],
+    ids=["truncated-onnx", "wrong-input-shape", "malformed-bundle-json", "threshold-as-percent", "wrong-output-shape"],
 )
 def test_register_shipped_refuses_a_bad_bundle_in_one_line(
     registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

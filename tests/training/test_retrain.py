@@ -81,6 +81,15 @@ def test_retrain_registers_a_challenger(tmp_path: Path, monkeypatch: pytest.Monk
     # Validated on a handful of the export's own studies: far too little to let its positives move studies.
     assert version.tags["steering"] == "shadow"
     assert (tmp_path / "bundle" / "model.onnx").is_file()
+    # Review 7 (ML engineer), defect 3: the bundle declared an 8x8 heat-map and the card said "8x8 heat map, as the
+    # shipped chest-xray model", where the graph (and the shipped model) gives 14x14.
+    import json
+
+    import onnxruntime as ort
+
+    graph = {o.name: o.shape[1:] for o in ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx")).get_outputs()}
+    declared = {o["name"]: o["shape"][1:] for o in json.loads((tmp_path / "bundle" / "bundle.json").read_text())["outputs"]}
+    assert declared == graph == {"score": [1], "heatmap": [1, 14, 14]}
 
     _, labels, patients = _films(export)
     fit_idx, op_idx, val_idx = split_export(patients, labels, 0)
@@ -95,6 +104,7 @@ def test_retrain_registers_a_challenger(tmp_path: Path, monkeypatch: pytest.Monk
     assert "export" in card and "last epoch's weights are kept" in card
     assert "bootstrap resamples of the validation patients" in card and "operating-point patients" in card
     assert "patient-unaware" not in card
+    assert "14x14 heat map" in card and "8x8" not in card
 
 
 def test_the_export_is_split_by_patient_into_fitting_operating_point_and_validation() -> None:

@@ -17,7 +17,7 @@ from training.cache import cached_arrays
 from training.card_figures import DevelopmentSet
 from training.task_data import kermany_images, nih1000_images
 
-__all__ = ["train", "development_set", "load_arrays", "plot_heatmap_examples", "SPEC", "MIN_SENSITIVITY", "FOLDS"]
+__all__ = ["train", "development_set", "load_arrays", "plot_heatmap_examples", "SPEC", "MIN_SENSITIVITY", "FOLDS", "HEATMAP_STRIDE"]
 
 log = logging.getLogger(__name__)
 
