@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from inference.shipped_models import SHIPPED_MODELS_DIR
 from inference.tables import ScoreResult
-from quality.drift import DriftThresholds, header_drift, score_drift, validation_score_distribution
+from quality.drift import DriftThresholds, header_drift, score_drift, version_validation_distribution
 from quality.errors import GateRefused, RegistryError
 from quality.gate import (
     GateRules,
@@ -162,7 +162,7 @@ def drift(
         task,
         version,
         thresholds,
-        reference=validation_score_distribution(SHIPPED_MODELS_DIR, task),
+        reference=version_validation_distribution(settings.resolved_mlflow_tracking_uri, SHIPPED_MODELS_DIR, task, version),
         since=_utc(since),
         until=_utc(until),
     )
@@ -198,6 +198,7 @@ def _report(
         models_dir=Path(SHIPPED_MODELS_DIR),
         now=utcnow(),
         champion_version=registry_champion(settings.resolved_mlflow_tracking_uri, task, version),
+        tracking_uri=settings.resolved_mlflow_tracking_uri,
     )
 
 

@@ -78,6 +78,7 @@ def run_report(args: argparse.Namespace, settings: Settings) -> int:
             models_dir=SHIPPED_MODELS_DIR,
             now=now,
             champion_version=registry_champion(settings.resolved_mlflow_tracking_uri, args.task, args.version),
+            tracking_uri=settings.resolved_mlflow_tracking_uri,
         )
     document = render_report(report)
     args.out.write_text(document)

@@ -29,6 +29,7 @@ __all__ = [
     "psi",
     "week_start",
     "validation_score_distribution",
+    "version_validation_distribution",
     "score_drift",
     "header_drift",
     "SCORE_BINS",
@@ -126,7 +127,44 @@ def validation_score_distribution(models_dir: Path, task: str) -> list[int] | No
 
     The out-of-fold (``cross_validated``) table is preferred: it is what the model gives patients it was not
     trained on, as a new site's are; bundles from before cross-validation have a ``validation`` table."""
-    path = models_dir / task / "metrics.json"
+    return _reliability_counts(models_dir / task / "metrics.json")
+
+
+def version_validation_distribution(tracking_uri: str, models_dir: Path, task: str, model_version: str) -> list[int] | None:
+    """The validation score counts of the version's own bundle: the ``bundle/metrics.json`` its run logged when it was
+    registered (``log_onnx_bundle``, shipped or trained); None when the version is registered without one (the
+    version's first weeks in service are the reference then). A version the registry does not hold, or a registry
+    that cannot be read, gets the shipped bundle's (:func:`validation_score_distribution`), as before.
+
+    The shipped bundle's counts had been every version's reference: a retrained version (another network, another
+    calibration), or the champion kept when ``register-shipped --update`` brought a new bundle, was measured against
+    another model's validation scores, "vs validation", and a retrained version scoring exactly as on its own
+    validation set alerted every week (PSI 1.1)."""
+    import tempfile
+
+    from service.model_registry import registry_client, version_of
+
+    try:
+        registered = version_of(tracking_uri, task, model_version)
+    except Exception as exc:  # noqa: BLE001 - an unreadable registry leaves the shipped reference, as before
+        log.warning("%s v%s: the model registry cannot be read (%s: %s); score drift against the shipped bundle",
+                    task, model_version, type(exc).__name__, exc)
+        registered = None
+    if registered is None:
+        return validation_score_distribution(models_dir, task)
+    if not registered.run_id:
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = registry_client(tracking_uri).download_artifacts(registered.run_id, "bundle/metrics.json", tmp)
+            return _reliability_counts(Path(local))
+    except Exception as exc:  # noqa: BLE001 - no bundle logged with the run: the first weeks are the reference
+        log.info("%s v%s: no bundle/metrics.json with its run (%s); score drift against its first weeks",
+                 task, model_version, exc)
+        return None
+
+
+def _reliability_counts(path: Path) -> list[int] | None:
     if not path.is_file():
         return None
     try:

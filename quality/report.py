@@ -24,6 +24,7 @@ from quality.drift import (
     header_drift,
     score_drift,
     validation_score_distribution,
+    version_validation_distribution,
 )
 from quality.gate import GateDecision, GateRules, compare_versions, evaluate_gate
 from quality.metrics import (
@@ -95,9 +96,12 @@ def build_report(
     models_dir: Path,
     now: datetime,
     champion_version: str | None = None,
+    tracking_uri: str | None = None,
 ) -> QualityReport:
     """``champion_version``: the version the comparison (for a version with challenger results) is with, the
-    registry's champion (``registry_champion``) as the gate has it; None: the version of the latest champion results."""
+    registry's champion (``registry_champion``) as the gate has it; None: the version of the latest champion results.
+    ``tracking_uri``: the registry whose record of the version names its bundle, whose validation scores are the
+    score drift's reference (``version_validation_distribution``); None: the shipped bundle's in ``models_dir``."""
     cases = load_paired_cases(
         session, task=query.task, model_version=query.model_version, since=query.since, until=query.until
     )
@@ -106,7 +110,10 @@ def build_report(
         query.task,
         query.model_version,
         thresholds,
-        reference=validation_score_distribution(models_dir, query.task),
+        reference=(
+            validation_score_distribution(models_dir, query.task) if tracking_uri is None
+            else version_validation_distribution(tracking_uri, models_dir, query.task, query.model_version)
+        ),
         since=query.since,
         until=query.until,
     )

@@ -513,3 +513,37 @@ def test_the_gate_compares_a_challenger_with_the_registry_champion_not_a_rolled_
     refused = client.post("/api/quality/promote", json={"task": "chest-xray", "version": "3"}, headers=engineer)
     assert refused.status_code == 409 and "below champion v1's" in refused.json()["detail"]
     assert "10 positives flagged by the champion only" in refused.json()["detail"]
+
+
+def test_score_drift_of_a_retrained_version_is_against_its_own_validation_scores(
+    app: FastAPI, client: TestClient, add_user: AddUser, registered_store: Path  # noqa: F811
+) -> None:
+    """A retrained v2, registered with its own metrics.json, scoring a week exactly as on its validation set: its
+    drift had been measured against the shipped bundle's validation scores, PSI 1.1 "vs validation", an alert every
+    week (review 7, quality figures 4). The shipped v1 keeps the shipped bundle's."""
+    import json
+    import shutil
+
+    from inference.shipped_models import SHIPPED_MODELS_DIR
+    from quality.drift import validation_score_distribution, version_validation_distribution
+
+    own = [60, 4, 2, 2, 2, 2, 2, 2, 4, 20]  # v2's validation counts per tenth
+    uri = app.state.settings.resolved_mlflow_tracking_uri
+    shutil.copyfile(registered_store, app.state.settings.home / "mlflow.db")
+    mlflow = MlflowClient(uri, uri)
+    run = mlflow.create_run(mlflow.get_experiment_by_name("medscreen-chest-xray").experiment_id)
+    table = [{"bin_low": i / 10, "bin_high": (i + 1) / 10, "count": c} for i, c in enumerate(own)]
+    mlflow.log_text(run.info.run_id, json.dumps({"evaluations": {"validation": {"reliability": table}}}), "bundle/metrics.json")
+    assert str(mlflow.create_model_version("chest-xray", f"{run.info.artifact_uri}/model", run_id=run.info.run_id).version) == "2"
+    with session_scope(app.state.session_factory) as session:
+        at = T0
+        for tenth, count in enumerate(own):
+            for _ in range(count):
+                at += timedelta(minutes=1)
+                add_result(session, add_study(session, arrived=at), score=tenth / 10 + 0.05, model_version="2", at=at)
+    drift = client.get("/api/quality/drift", params={"task": "chest-xray", "version": "2"},
+                       headers=add_user("quinn", "quality")).json()
+    assert drift["reference"] == "validation" and [(w["n"], w["psi"]) for w in drift["weeks"]] == [(100, 0.0)]
+    assert [a for a in drift["alerts"] if a["kind"] == "score_psi"] == []
+    shipped = validation_score_distribution(SHIPPED_MODELS_DIR, "chest-xray")
+    assert version_validation_distribution(uri, SHIPPED_MODELS_DIR, "chest-xray", "1") == shipped != own
