@@ -62,12 +62,13 @@ def _champion_results(session: SessionDep, study: Study, *, include_shadow: bool
 def search_reports(
     request: Request, session: SessionDep, settings: SettingsDep, user: Reader,
     study: Annotated[str, Query(description="Study Instance UID (the report's imagingStudy): <uid>, urn:oid:<uid>, or as a token "
-                                      "of its identifier, urn:dicom:uid|urn:oid:<uid>")],
+                                      "of its identifier, urn:dicom:uid|urn:oid:<uid>; several separated by commas")],
 ) -> JSONResponse:
-    uid = _study_uid(study)
-    found = None if uid is None else session.scalar(select(Study).where(Study.study_instance_uid == uid))
+    # A comma separates values that are OR'd (FHIR search.html); a UID holds none. Two studies in one search had been
+    # read as one UID that names no study, total 0.
+    uids = {uid for uid in map(_study_uid, study.split(",")) if uid}
     resources = []
-    if found is not None:
+    for found in session.scalars(select(Study).where(Study.study_instance_uid.in_(uids)).order_by(Study.id)):
         record_audit(session, user.username, "fhir.read", "study", found.study_instance_uid)
         for result in _champion_results(session, found, include_shadow=settings.writeback_shadow):
             resources.extend(result_resources(_facts_for(user, result, found), with_replaced=False))

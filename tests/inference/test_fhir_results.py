@@ -77,6 +77,10 @@ def test_results_read_at_fhir_match_the_api(app: FastAPI, client: TestClient, ad
         assert by_token["entry"] == response.json()["entry"], token
     for other in (f"urn:other|{uids[0]}", f"|{uids[0]}"):
         assert client.get("/fhir/DiagnosticReport", params={"study": other}, headers=radiologist).json()["total"] == 0
+    # A comma ORs values (FHIR search): two studies had been read as one UID, total 0. Review7 fhir_conformance.
+    both = client.get("/fhir/DiagnosticReport", params={"study": f"{uids[0]},urn:oid:{uids[1]}"}, headers=radiologist)
+    assert sorted(e["resource"]["imagingStudy"][0]["identifier"]["value"] for e in both.json()["entry"]
+                  if e["search"]["mode"] == "match") == sorted(f"urn:oid:{uid}" for uid in uids)
     cannot = _validated(client.get("/fhir/DiagnosticReport", params={"study": uids[1]}, headers=radiologist).json())
     (observation,) = [r for key, r in cannot.items() if key.startswith("Observation/")]
     assert "MG view without laterality" in observation["dataAbsentReason"]["text"]
