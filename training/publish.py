@@ -27,7 +27,7 @@ import torch
 from training.export import check_parity, export_onnx
 from training.metrics import BinaryMetrics, plot_calibration, plot_roc
 
-__all__ = ["Evaluation", "TaskReport", "training_run", "write_bundle"]
+__all__ = ["Evaluation", "TaskReport", "training_run", "write_bundle", "limit_option"]
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,24 @@ def _fmt(metrics: BinaryMetrics) -> str:
     )
 
 
+def limit_option(params: dict[str, Any]) -> str:
+    """The ``--limit N`` a run was given, as its card's reproduce line must repeat it ("" for a run on all the data)."""
+    limit = params.get("limit")
+    return f" --limit {limit}" if limit else ""
+
+
 def render_card(report: TaskReport, run_id: str, parity_diff: float, onnx_bytes: int) -> str:
     sections = [f"# Model card: `{report.task}`\n"]
     sections.append(f"Registered model name: `{report.task}`. MLflow run id (training store): `{run_id}`.\n")
     sections.append(f"## Intended use\n\n{report.card['intended_use']}\n")
-    sections.append(f"## Data and licence\n\n{report.card['data']}\n")
+    subset = ""
+    if report.params.get("limit"):
+        # A tiny run's card had described the whole set (5,216 films) and given a reproduce line without --limit.
+        subset = (
+            f"\n\n**This version was trained on a subset** (`{limit_option(report.params).strip()}`, see `medscreen "
+            "train --help`): the set described above is what it was drawn from; Split gives what was used."
+        )
+    sections.append(f"## Data and licence\n\n{report.card['data']}{subset}\n")
     sections.append(f"## Split\n\n{report.card['split']}\n")
     sections.append(f"## Model\n\n{report.card['model']}\n")
     if report.card.get("steering"):

@@ -22,7 +22,8 @@ def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, c
     monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", tracking_uri)
     out = tmp_path / "bundle"
 
-    assert main(["--create-home", "train", "chest-xray", "--data", str(data), "--epochs", "1", "--folds", "2", "--threads", "1", "--seed", "0", "--out", str(out)]) == 0
+    assert main(["--create-home", "train", "chest-xray", "--data", str(data), "--epochs", "1", "--folds", "2", "--threads", "1", "--seed", "0",
+                 "--limit", "3", "--out", str(out)]) == 0
     said = capsys.readouterr().out
     # Review 7 (ML engineer), defect 2: on a registry with no chest-xray version this run had become champion v1 (a
     # 1-epoch run on a few films), and start-up, seeing a version, never registered the shipped bundle.
@@ -33,7 +34,13 @@ def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, c
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"val_auroc", "val_auroc_ci_low", "val_auroc_ci_high", "sensitivity", "specificity", "brier", "apparent_auroc"} <= set(metrics["headline"])
     assert metrics["cross_validation"]["k"] == 2 and len(metrics["cross_validation"]["fold_cpu_seconds"]) == 2
-    assert "MLflow run id" in (out / "card.md").read_text()
+    card = (out / "card.md").read_text()
+    assert "MLflow run id" in card
+    # Review 7 (ML engineer), defect 4: a --limit run's card had described the whole set ("5,216 JPEGs", "over all 6
+    # development films") and given a reproduce line without --limit, which trains another model.
+    assert "**This version was trained on a subset** (`--limit 3`" in card and "over the 6 development films" in card
+    assert "--seed 0 --limit 3 --out models/chest-xray" in card
+    assert metrics["params"]["limit"] == 3
     client = MlflowClient(tracking_uri, tracking_uri)
     run = client.get_run(metrics["mlflow_run_id"])
     assert run.data.params["epochs"] == "1" and "val_auroc" in run.data.metrics and "fold0.train_loss" in run.data.metrics

@@ -256,6 +256,8 @@ def _steering(cv: Any) -> dict[str, str]:
 
 
 def _card_text(params: dict[str, Any], figures: Any, epochs: int, nih: Any) -> dict[str, str]:
+    from training.publish import limit_option
+
     cv, apparent = figures.cross_validated, figures.apparent
     k = params["folds"]
     steering = _steering(cv)["right"]
@@ -295,7 +297,7 @@ def _card_text(params: dict[str, Any], figures: Any, epochs: int, nih: Any) -> d
             "(1,341 normal, 3,875 pneumonia), read from `chest-xray/kermany/train`."
         ),
         "split": (
-            f"Patient-level {k}-fold cross-validation over all {params['n_images']:,} development films "
+            f"Patient-level {k}-fold cross-validation over {'the' if params['limit'] else 'all'} {params['n_images']:,} development films "
             f"({params['n_patients']:,} patients; ids from the file names `person123_*`, `IM-0115-*`, `NORMAL2-IM-0383-*`), "
             f"stratified by the patient's label, seeded (`datasets.splits.patient_folds`, seed {params['seed']}). Each fold "
             f"network trains {epochs} epochs on the other folds and keeps its last epoch: no held-out data chooses weights. "
@@ -372,7 +374,8 @@ def _card_text(params: dict[str, Any], figures: Any, epochs: int, nih: Any) -> d
             )
         ),
         "reproduce": (
-            f"medscreen train chest-xray --data ../shared/data --epochs {epochs} --folds {k} --seed {params['seed']} --out models/chest-xray\n"
+            f"medscreen train chest-xray --data ../shared/data --epochs {epochs} --folds {k} --seed {params['seed']}"
+            f"{limit_option(params)} --out models/chest-xray\n"
             "PYTHONPATH=$PWD python -m pytest tests/training/test_card_figures.py -k chest"
         ),
     }

@@ -278,6 +278,7 @@ def train(
 
 def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]], pointing_game: dict[str, Any], epochs: int) -> dict[str, str]:
     from training.ct_figures import figures_text, localisation_text
+    from training.publish import limit_option
 
     cv, apparent = figures.cross_validated, figures.apparent
     # The headline is per patch: a reader mark the candidate step never finds still has its patch counted as found,
@@ -361,7 +362,8 @@ def _card_text(params: dict[str, Any], figures: Any, series: list[dict[str, Any]
             f"- Kernel and slice thickness: {RECONSTRUCTIONS}"
         ),
         "reproduce": (
-            f"medscreen train ct-chest --data ../shared/data --epochs {epochs} --seed {params['seed']} --threads 1 --out models/ct-chest\n"
+            f"medscreen train ct-chest --data ../shared/data --epochs {epochs} --seed {params['seed']}{limit_option(params)} "
+            "--threads 1 --out models/ct-chest\n"
             "PYTHONPATH=$PWD python -m pytest tests/training/test_card_figures.py -k ct\n"
             "python -m training.ct_figures models/ct-chest --data ../shared/data   # redraws the localisation figure and "
             "pointing game from model.onnx"

@@ -307,6 +307,8 @@ def _plot_heatmaps(films: list[MiasFilm], arrays: np.ndarray, heatmaps: np.ndarr
 
 
 def _card_text(params: dict[str, Any], figures: Any, malignant: Any, pointing: dict[str, Any], epochs: int) -> dict[str, str]:
+    from training.publish import limit_option
+
     cv, apparent = figures.cross_validated, figures.apparent
     k = params["folds"]
     goal_met = cv.auroc_ci_low >= MAMMOGRAPHY_RAISE_FLOOR
@@ -336,7 +338,7 @@ def _card_text(params: dict[str, Any], figures: Any, malignant: Any, pointing: d
             "85 women, 1024x1024 at 200 um, with `Info.txt` centre and radius of each finding."
         ),
         "split": (
-            f"Patient-level {k}-fold cross-validation over all {params['n_films']} films ({params['n_women']} women; "
+            f"Patient-level {k}-fold cross-validation over {'the' if params['limit'] else 'all'} {params['n_films']} films ({params['n_women']} women; "
             "left and right films of one woman are consecutive numbers and stay in one fold), stratified by the "
             f"woman's label, seeded (`datasets.splits.patient_folds`, seed {params['seed']}). No held-out film "
             "chooses weights (every fold keeps its last epoch); the operating point is chosen on out-of-fold scores."
@@ -392,7 +394,8 @@ def _card_text(params: dict[str, Any], figures: Any, malignant: Any, pointing: d
             "- Benign and malignant labels per finding are those of MIAS; there is no BI-RADS."
         ),
         "reproduce": (
-            f"medscreen train mammography --data ../shared/data --epochs {epochs} --folds {k} --seed {params['seed']} --threads 1 --out models/mammography\n"
+            f"medscreen train mammography --data ../shared/data --epochs {epochs} --folds {k} --seed {params['seed']}"
+            f"{limit_option(params)} --threads 1 --out models/mammography\n"
             "PYTHONPATH=$PWD python -m pytest tests/training/test_card_figures.py -k mammography"
         ),
     }
