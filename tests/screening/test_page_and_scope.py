@@ -517,3 +517,20 @@ def test_a_record_that_could_not_be_fully_read_reaches_its_paediatrician_not_as_
         record.organization = "Organization/clinic-7"
         store_result(session, screener, record, screener.screen(record, date(2024, 3, 2)), "dr-ivanova", owner="dr-ivanova")
     assert client.get("/api/screening/flags", headers=doctor).json()["incomplete_total"] == 0
+
+
+def test_a_childs_age_is_shown_in_completed_tenths_never_rounded_up_to_the_next_year() -> None:
+    """A flagged child days short of 7, the screening's upper bound, had read "7.0 years", and one of 11 months
+    and 3 weeks "1.0 years" (review7 time_locale)."""
+    import re
+
+    from screening.api import _templates
+
+    for days, shown in ((2556, "6.9"), (364, "0.9"), (1461, "4.0")):
+        row = {"id": 1, "status": "screened", "patient_name": "Anna", "mrn": "M1", "patient_id": "a", "age_years": days / 365.25,
+               "risk": 0.5, "threshold": 0.1, "model_version": "1", "screened_at": "2026-12-03T10:00:00+00:00",
+               "explanation": {"candidates": [], "findings": []}}
+        html = _templates.get_template("flags_fragment.html").render(
+            include_decided=False, flags=[row], incomplete=[dict(row, not_read=[])], incomplete_total=1, page=1, pages=1, total=1
+        )
+        assert re.findall(r"record M1 · ([0-9.]+) years", html) == [shown, shown], days
