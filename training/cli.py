@@ -130,13 +130,18 @@ def add_commands(subparsers: Any) -> None:
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train, export, register; a --data the task cannot read is a usage error (one line, exit 2), not a traceback."""
-    from training.errors import TrainingInputError
+    from training.errors import ParityError, TrainingInputError
 
     try:
         return _train(args, settings)
     except TrainingInputError as exc:
         sys.stderr.write(f"medscreen train: {exc}\n")
         return 2
+    except ParityError as exc:
+        # The gate did its work: nothing registered, the bundle folder as it was (training.publish.write_bundle).
+        sys.stderr.write(f"medscreen train: the ONNX export failed the parity gate ({exc}): nothing was registered and "
+                         "the bundle folder is unchanged\n")
+        return 1
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import tempfile
 from collections.abc import Iterator
@@ -160,11 +161,45 @@ def write_bundle(report: TaskReport, out_dir: Path, run: Any) -> dict[str, Any]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The four files are written to a folder inside it and moved in only once the export has passed the parity gate
+    # and all are complete: the export had been written over the folder's model.onnx first, so a failed gate (or a
+    # Ctrl-C) left a network beside another model's bundle.json, card and threshold (README: --out models/<task>).
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".partial-") as staging_name:
+        staging = Path(staging_name)
+        metrics = _stage_bundle(report, out_dir, staging, run)
+        for filename in ("metrics.json", "card.md", "bundle.json", "model.onnx"):
+            os.replace(staging / filename, out_dir / filename)
+    headline = _headline(report.headline.metrics)
+    plots = out_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    for evaluation in report.evaluations:
+        plot_roc(evaluation.labels, evaluation.scores, evaluation.metrics, plots / f"roc_{evaluation.name}.png", evaluation.title)
+        plot_calibration(evaluation.metrics, plots / f"calibration_{evaluation.name}.png", evaluation.title)
+    mlflow.log_artifacts(str(plots), artifact_path="plots")
+    # The PyTorch weights stay in MLflow (fine-tuning, eager benchmarks); the bundle ships ONNX only.
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(report.export_module.state_dict(), Path(tmp) / "state_dict.pt")
+        mlflow.log_artifact(str(Path(tmp) / "state_dict.pt"), artifact_path="pytorch")
+    mlflow.log_artifact(str(out_dir / "card.md"))
+    mlflow.log_artifact(str(out_dir / "metrics.json"))
+    mlflow.log_artifact(str(out_dir / "bundle.json"))
+    mlflow.log_metrics({k: float(v) for k, v in headline.items()})
+    for evaluation in report.evaluations:
+        mlflow.log_metrics({f"{evaluation.name}.auroc": evaluation.metrics.auroc, f"{evaluation.name}.brier": evaluation.metrics.brier})
+    log.info("bundle for %s written to %s (val AUROC %.4f)", report.task, out_dir, headline["val_auroc"])
+    return metrics
+
+
+def _stage_bundle(report: TaskReport, out_dir: Path, staging: Path, run: Any) -> dict[str, Any]:
+    """Export to ``staging``, gate on parity (ParityError), write metrics.json, bundle.json and card.md there; the
+    metrics. ``out_dir``'s bundle.json, when there is one, gives the hand-written block a retrain keeps."""
+    import mlflow
+
     example = torch.from_numpy(report.parity_inputs[:1].astype(np.float32))
     onnx_path = export_onnx(
         report.export_module,
         example,
-        out_dir / "model.onnx",
+        staging / "model.onnx",
         input_name=report.input_name,
         output_names=[o["name"] for o in report.outputs],
     )
@@ -202,24 +237,7 @@ def write_bundle(report: TaskReport, out_dir: Path, run: Any) -> dict[str, Any]:
         for key in ("intended_use",):
             if key in kept and key not in bundle:
                 bundle[key] = kept[key]
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out_dir / "bundle.json").write_text(json.dumps(bundle, indent=2) + "\n")
-    (out_dir / "card.md").write_text(render_card(report, run_id, parity, onnx_path.stat().st_size))
-    plots = out_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    for evaluation in report.evaluations:
-        plot_roc(evaluation.labels, evaluation.scores, evaluation.metrics, plots / f"roc_{evaluation.name}.png", evaluation.title)
-        plot_calibration(evaluation.metrics, plots / f"calibration_{evaluation.name}.png", evaluation.title)
-    mlflow.log_artifacts(str(plots), artifact_path="plots")
-    # The PyTorch weights stay in MLflow (fine-tuning, eager benchmarks); the bundle ships ONNX only.
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save(report.export_module.state_dict(), Path(tmp) / "state_dict.pt")
-        mlflow.log_artifact(str(Path(tmp) / "state_dict.pt"), artifact_path="pytorch")
-    mlflow.log_artifact(str(out_dir / "card.md"))
-    mlflow.log_artifact(str(out_dir / "metrics.json"))
-    mlflow.log_artifact(str(out_dir / "bundle.json"))
-    mlflow.log_metrics({k: float(v) for k, v in headline.items()})
-    for evaluation in report.evaluations:
-        mlflow.log_metrics({f"{evaluation.name}.auroc": evaluation.metrics.auroc, f"{evaluation.name}.brier": evaluation.metrics.brier})
-    log.info("bundle for %s written to %s (val AUROC %.4f)", report.task, out_dir, headline["val_auroc"])
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (staging / "bundle.json").write_text(json.dumps(bundle, indent=2) + "\n")
+    (staging / "card.md").write_text(render_card(report, run_id, parity, onnx_path.stat().st_size))
     return metrics

@@ -39,3 +39,26 @@ def test_task_networks_export_with_parity(tmp_path, task, shape) -> None:
     inputs = np.random.default_rng(1).random(shape, dtype=np.float32)
     path = export_onnx(model, torch.from_numpy(inputs[:1]), tmp_path / f"{task}.onnx", input_name="x", output_names=["score", "heatmap"])
     assert check_parity(model, path, inputs) < 1e-4
+
+
+def test_a_failed_parity_gate_leaves_the_bundle_folder_as_it_was(tmp_path, make_bundle, parity_inputs, monkeypatch) -> None:
+    """Review 7 (ML engineer), defect 5: the export had been written over the folder's model.onnx before the gate, so
+    a failed gate (or a Ctrl-C) left a network beside another model's bundle.json, card and threshold."""
+    import training.publish
+    from training.publish import TaskReport, write_bundle
+
+    folder = make_bundle()
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def failing_parity(*args, **kwargs):
+        raise ParityError("output score: ONNX Runtime differs from PyTorch by up to 0.2")
+
+    monkeypatch.setattr(training.publish, "check_parity", failing_parity)
+    report = TaskReport(
+        task="chest-xray", export_module=tiny_network(seed=1), parity_inputs=parity_inputs, input_name="image",
+        input_shape=[-1, 1, 32, 32], outputs=[{"name": "score", "shape": [-1, 1]}, {"name": "heatmap", "shape": [-1, 1, 8, 8]}],
+        preprocess={"size": [32, 32]}, headline=None, evaluations=[], card={}, params={}, history=[],  # type: ignore[arg-type]
+    )
+    with pytest.raises(ParityError):
+        write_bundle(report, folder, run=None)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no file changed, nothing left behind
