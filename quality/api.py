@@ -127,7 +127,7 @@ def metrics(
         # Beside "overall", which is over scored studies only: the read studies it leaves out, and sensitivity with
         # the could-not-score positives counted as missed (out-of-scope ones are counted in "unscored" only).
         "unscored": unscored.to_dict(),
-        "sensitivity_over_read_in_intended_use": sensitivity_over_read(overall, unscored).to_dict(),
+        "sensitivity_over_read_in_intended_use": sensitivity_over_read(overall, unscored, cases).to_dict(),
         "subgroups": {k: {g: m.to_dict() for g, m in v.items()} for k, v in subgroup_metrics(cases).items()},
         "site_operating_point": site_operating_point(cases, min_sensitivity=min_sensitivity).to_dict(),
     }

@@ -88,7 +88,7 @@ def run_report(args: argparse.Namespace, settings: Settings) -> int:
     # The figures above are over scored studies: say what they leave out, as the report does.
     print(report.unscored.sentence().replace("the figures above are", "those figures are"))
     if report.unscored.could_not_score:
-        over_read = sensitivity_over_read(m, report.unscored)
+        over_read = report.over_read or sensitivity_over_read(m, report.unscored)
         print(f"sensitivity over every read study in intended use (could-not-score positives as missed): "
               f"{over_read.value:.3f} ({over_read.successes} of {over_read.total})")
     if args.mlflow:

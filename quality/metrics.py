@@ -164,6 +164,9 @@ class UnscoredReads:
     out_of_scope_positive: int = 0
     trained_on: int = 0
     trained_on_positive: int = 0
+    # Whose the could-not-score positives are (``PairedCase.patient``), for the interval of the sensitivity over
+    # read studies: never in the API or the report.
+    could_not_score_positive_patients: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def n(self) -> int:
@@ -173,13 +176,14 @@ class UnscoredReads:
     def read_positive(self) -> int:
         return self.could_not_score_positive + self.out_of_scope_positive
 
-    def add(self, outcome: str, positive: bool) -> UnscoredReads:
+    def add(self, outcome: str, positive: bool, patient: str = "") -> UnscoredReads:
         if outcome == "trained_on":
             return replace(self, trained_on=self.trained_on + 1, trained_on_positive=self.trained_on_positive + positive)
         if outcome == StudyStatus.out_of_scope:
             return replace(self, out_of_scope=self.out_of_scope + 1, out_of_scope_positive=self.out_of_scope_positive + positive)
         return replace(
-            self, could_not_score=self.could_not_score + 1, could_not_score_positive=self.could_not_score_positive + positive
+            self, could_not_score=self.could_not_score + 1, could_not_score_positive=self.could_not_score_positive + positive,
+            could_not_score_positive_patients=self.could_not_score_positive_patients + ((patient,) if positive else ()),
         )
 
     def share_could_not_score(self, scored: int) -> float:
@@ -250,10 +254,23 @@ class PairedCases(list[PairedCase]):
         return self.trained_on.get((task, model_version), set())
 
 
-def sensitivity_over_read(metrics: QualityMetrics, unscored: UnscoredReads) -> Proportion:
+def sensitivity_over_read(
+    metrics: QualityMetrics, unscored: UnscoredReads, cases: Sequence[PairedCase] | None = None
+) -> Proportion:
     """Sensitivity over every read study in intended use: a positive the version could not score is a positive it
-    did not find. Out-of-scope positives are not the version's to find, so they stay out (counted, not folded in)."""
-    return Proportion.of(metrics.tp, metrics.tp + metrics.fn + unscored.could_not_score_positive)
+    did not find. Out-of-scope positives are not the version's to find, so they stay out (counted, not folded in).
+
+    With the ``cases`` behind ``metrics`` its interval is over patients, as every other figure's (the design effect of
+    patients with several studies): it had been the plain Wilson interval beside the widened ones, 0.437-0.837 for 12
+    of 18 films of three inpatients, six films each, where the patients give 0.208-0.939."""
+    if cases is None:
+        return Proportion.of(metrics.tp, metrics.tp + metrics.fn + unscored.could_not_score_positive)
+    positives = [c for c in cases if c.truth]
+    missing = unscored.could_not_score_positive
+    patients = list(unscored.could_not_score_positive_patients[:missing])
+    patients += [f"unscored:{i}" for i in range(missing - len(patients))]  # counted without a patient: its own
+    hits = np.array([c.flagged for c in positives] + [False] * missing, dtype=bool)
+    return Proportion.over(hits, np.array([c.patient for c in positives] + patients, dtype=str))
 
 
 def _finite(value: Any) -> Any:
@@ -328,10 +345,11 @@ def load_paired_cases(
         ):
             latest[key] = (result, study, read, bool(present))
     unscored: dict[tuple[str, str], UnscoredReads] = {}
-    for result, _, _, present in latest.values():
+    for result, study, _, present in latest.values():
         if not _usable(result):
             version = (result.task, result.model_version)
-            unscored[version] = unscored.get(version, UnscoredReads()).add(result.outcome, present)
+            patient = study.patient_id or f"study:{study.study_instance_uid}"  # as PairedCase.patient
+            unscored[version] = unscored.get(version, UnscoredReads()).add(result.outcome, present, patient)
     latest = {key: kept for key, kept in latest.items() if _usable(kept[0])}
     trained_on: dict[tuple[str, str], set[int]] = {}
     for key in _possibly_trained_on(session, latest):

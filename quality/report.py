@@ -67,6 +67,8 @@ class QualityReport:
     operating_point: SiteOperatingPoint | None = None
     # Read studies the version left unscored in the period: stated next to the figures, which leave them out.
     unscored: UnscoredReads = UnscoredReads()
+    # Sensitivity over every read study in intended use (could-not-score positives as missed), over patients.
+    over_read: Proportion | None = None
 
 
 def list_versions_in_service(session: Session) -> list[dict[str, Any]]:
@@ -128,9 +130,11 @@ def build_report(
             gate = evaluate_gate(compare_versions(session, query.task, query.model_version, champion_version), rules)
         except Exception as exc:  # noqa: BLE001 - a missing champion leaves the comparison out, not the report
             log.info("no comparison for %s v%s: %s", query.task, query.model_version, exc)
+    metrics = compute_metrics(cases)
+    unscored = cases.unscored_of(query.task, query.model_version)
     return QualityReport(
         query=query,
-        metrics=compute_metrics(cases),
+        metrics=metrics,
         subgroups=subgroup_metrics(cases),
         roc=roc_points(cases),
         drift=drift,
@@ -138,7 +142,8 @@ def build_report(
         gate=gate,
         created_at=now,
         operating_point=site_operating_point(cases),
-        unscored=cases.unscored_of(query.task, query.model_version),
+        unscored=unscored,
+        over_read=sensitivity_over_read(metrics, unscored, cases),
     )
 
 
@@ -280,13 +285,13 @@ def _operating_point(point: SiteOperatingPoint | None, m: QualityMetrics) -> lis
     return out
 
 
-def _unscored(unscored: UnscoredReads, m: QualityMetrics) -> str:
+def _unscored(unscored: UnscoredReads, m: QualityMetrics, over_read: Proportion | None = None) -> str:
     """The read studies the figures leave out, and sensitivity with the could-not-score positives counted missed."""
     text = html.escape(unscored.sentence())
     if not unscored.n:
         return f'<p id="unscored">{text}</p>'
     if unscored.could_not_score:
-        over_read = sensitivity_over_read(m, unscored)
+        over_read = over_read or sensitivity_over_read(m, unscored)
         missed = "positive counts" if unscored.could_not_score_positive == 1 else "positives count"
         text += (
             f" Sensitivity over every read study in intended use, where the {unscored.could_not_score_positive} "
@@ -340,7 +345,7 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
         _TABLE_HEAD,
         _metrics_rows("all", m),
         "</table>",
-        _unscored(report.unscored, m),
+        _unscored(report.unscored, m, report.over_read),
         f"<p>Confusion: TP {m.tp}, FP {m.fp}, TN {m.tn}, FN {m.fn}. ECE {_fmt(m.ece)}. Median hours from arrival to "
         f"final read: all {_fmt(m.median_hours_to_read_all, 2)}, with the finding {_fmt(m.median_hours_to_read_positive, 2)}.</p>",
         *_operating_point(report.operating_point, m),

@@ -413,3 +413,37 @@ def test_the_brier_bootstrap_holds_a_few_rounds_at_a_time() -> None:
     whole = errors[np.random.default_rng(3).integers(0, 20_000, (500, 20_000))].mean(axis=1)
     assert interval == tuple(np.percentile(whole, [2.5, 97.5]))
     assert peak < 40 * 2**20, peak  # all at once: 160 MiB
+
+
+def test_the_sensitivity_over_read_studies_has_its_interval_over_patients(quality_db, tmp_path) -> None:  # noqa: F811
+    """Three inpatients read positive, six daily films each: A's and B's scored and flagged, C's could not be scored.
+    The sensitivity over read studies (C's films as missed) had the plain Wilson interval, 0.437-0.837, beside figures
+    whose intervals are over patients (review 7, quality figures 6): with the design effect (6, the patients' films
+    all agree) it is Wilson's on 3 effective studies."""
+    from quality.drift import DriftThresholds
+    from quality.gate import GateRules
+    from quality.metrics import sensitivity_over_read
+    from quality.report import ReportQuery, build_report, render_report
+    from quality.statistics import wilson_interval
+
+    with session_scope(quality_db) as session:
+        for patient in "ABCD":
+            for day in range(6):
+                at = T0 + timedelta(days=day, minutes=ord(patient))
+                study = add_study(session, arrived=at, patient_id=patient)
+                if patient == "C":
+                    add_result(session, study, score=None, outcome="could_not_score", reason="no frontal view", at=at)
+                else:
+                    add_result(session, study, score=0.9 if patient in "AB" else 0.1, at=at)
+                add_final_read(session, study, patient != "D", read_at=at + timedelta(hours=2))
+    with session_scope(quality_db) as session:
+        cases = load_paired_cases(session, task="chest-xray", model_version="3")
+        report = build_report(session, ReportQuery("chest-xray", "3"), thresholds=DriftThresholds(), rules=GateRules(),
+                              models_dir=tmp_path, now=T0 + timedelta(days=7))
+    m = compute_metrics(cases)
+    over_read = sensitivity_over_read(m, cases.unscored_of("chest-xray", "3"), cases)
+    low, high = wilson_interval(12, 18, z=1.959964 * math.sqrt(6))
+    assert (over_read.successes, over_read.total, over_read.patients) == (12, 18, 3)
+    assert (over_read.ci_low, over_read.ci_high) == pytest.approx((low, high)) and round(low, 3) == 0.208
+    assert report.over_read == over_read
+    assert f"0.667 ({low:.3f}-{high:.3f}), 12 of 18" in render_report(report, document=False)
