@@ -33,6 +33,7 @@ from pydicom.valuerep import DA, DS, TM
 from pynetdicom import AE
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
+from inference.dicom_dates import dicom_date
 from inference.errors import WritebackFailed
 from inference.instance_headers import DEFAULT_CHARSET, DEFAULT_REPERTOIRE, declared_character_sets, text_as_meant
 from inference.intake import MANUFACTURER
@@ -188,19 +189,34 @@ def _patient_sex(value: object) -> str:
 # whole document when one does not convert ('03.12.2019', seen in real files), which had cost the SR and the
 # heat-map of such a study.
 _COPIED_DATES_AND_TIMES = {"PatientBirthDate": DA, "StudyDate": DA, "StudyTime": TM}
+# The ACR-NEMA time form readers are asked to accept (PS3.5 6.2), hh:mm:ss.frac; pydicom refuses it.
+_ACR_NEMA_TIME = re.compile(r"([0-9]{2}):([0-9]{2})(?::([0-9]{2}(?:\.[0-9]{1,6})?))?")
 
 
-def _unreadable_dates_and_times(source: Dataset) -> list[str]:
-    unreadable = []
-    for keyword, value_class in _COPIED_DATES_AND_TIMES.items():
+def _copied_date_or_time(keyword: str, value: str) -> str:
+    """A copied date or time as DICOM writes it, or "" when it is none. The ACR-NEMA forms that PS3.5 6.2 asks
+    readers to accept and older archives still send (``2020.01.25``, ``10:47:02``) are written YYYYMMDD and
+    HHMMSS: the dotted date had been copied as it was, an invalid DA in every document (dciodvfy: "Character
+    invalid for this VR"), and the study time dropped."""
+    if _COPIED_DATES_AND_TIMES[keyword] is DA:
+        day = dicom_date(value)
+        return "" if day is None else f"{day:%Y%m%d}"
+    if acr_nema := _ACR_NEMA_TIME.fullmatch(value):
+        value = "".join(part for part in acr_nema.groups() if part)
+    try:
+        TM(value)
+    except ValueError:
+        return ""
+    return value
+
+
+def _dates_and_times_to_rewrite(source: Dataset) -> dict[str, str]:
+    rewrites = {}
+    for keyword in _COPIED_DATES_AND_TIMES:
         value = str(source.get(keyword) or "").strip()
-        if not value:
-            continue
-        try:
-            value_class(value)
-        except ValueError:
-            unreadable.append(keyword)
-    return unreadable
+        if value and (written := _copied_date_or_time(keyword, value)) != value:
+            rewrites[keyword] = written
+    return rewrites
 
 
 def header_for_documents(source: Dataset, default_charset: str = DEFAULT_CHARSET) -> Dataset:
@@ -208,8 +224,9 @@ def header_for_documents(source: Dataset, default_charset: str = DEFAULT_CHARSET
     is there, its character set is one the documents can keep and its Patient's Age is valid; else a copy with
     the missing Type 2 attributes empty, its text re-encoded in UTF-8 (ISO_IR 192), Patient's Age normalised
     or left out (highdicom copies the Patient Study module as it is, and a strict PACS refuses an invalid AS) and
-    Patient's Sex normalised or empty, and a birth date, study date or study time that is not a DICOM date or time
-    empty (the documents may not guess which day '03.12.2019' is).
+    Patient's Sex normalised or empty, a birth date, study date or study time in the ACR-NEMA form written as DICOM
+    writes it (``2020.01.25`` as ``20200125``), and one that is no DICOM date or time empty (the documents may not
+    guess which day '03.12.2019' is).
 
     A source that declares no character set (or ISO_IR 6) but holds 8-bit text is written in UTF-8 too, its text
     read in ``default_charset`` (MEDSCREEN_DICOM_DEFAULT_CHARSET): copied as it was, its bytes had stood undeclared
@@ -227,8 +244,8 @@ def header_for_documents(source: Dataset, default_charset: str = DEFAULT_CHARSET
     fix_age = age is not None and str(age) != "" and _patient_age(age) != str(age)
     sex = source.get("PatientSex")
     fix_sex = sex is not None and str(sex) != "" and _patient_sex(sex) != str(sex)
-    unreadable = _unreadable_dates_and_times(source)
-    if not missing and not transcode and not fix_age and not fix_sex and not unreadable:
+    rewrites = _dates_and_times_to_rewrite(source)
+    if not missing and not transcode and not fix_age and not fix_sex and not rewrites:
         return source
     fixed = _header_copy(source)
     if transcode:
@@ -248,8 +265,8 @@ def header_for_documents(source: Dataset, default_charset: str = DEFAULT_CHARSET
             fixed.PatientAge = normalised
     if fix_sex:
         fixed.PatientSex = _patient_sex(sex)
-    for keyword in unreadable:
-        setattr(fixed, keyword, "")
+    for keyword, value in rewrites.items():
+        setattr(fixed, keyword, value)
     return fixed
 
 

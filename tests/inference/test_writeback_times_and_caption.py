@@ -99,6 +99,16 @@ def test_every_contribution_time_is_the_instant_it_states_under_the_sources_offs
             assert abs((when - before).total_seconds()) < 120, (item.get("Manufacturer"), text)
 
 
+def test_dates_and_times_in_the_acr_nema_form_are_written_as_dicom_writes_them(tmp_path: Path) -> None:
+    """PS3.5 6.2 asks readers to accept 2020.01.25 and 10:47:02, which older archives still send; the documents had
+    copied the dotted dates as they were (invalid DA, which dciodvfy in _documents refuses) and dropped the time
+    (review7 time_locale)."""
+    source = dcmread(DX_CHEST)
+    source.StudyDate, source.PatientBirthDate, source.StudyTime = "2020.01.25", "2014.04.22", "10:47:02.5"
+    for document in _documents(_result(source), tmp_path):
+        assert (document.StudyDate, document.PatientBirthDate, document.StudyTime) == ("20200125", "20140422", "104702.5")
+
+
 def test_a_source_without_an_offset_has_the_sites_local_time_and_none(new_york: None, tmp_path: Path) -> None:
     source = dcmread(DX_CHEST)
     assert "TimezoneOffsetFromUTC" not in source
