@@ -504,7 +504,14 @@ def coded_findings(
             "recorded as deceased" if record.deceased == DECEASED_UNDATED else f"deceased {record.deceased.isoformat()}"
         )
         return child, True
-    if age < 0 or age >= age_limit_days(record.birth_date, max_age_days):
+    if age < 0:
+        # Named as what it is, a record to correct (a mistyped birth year) or an extract screened as of a date before
+        # the child's birth: "age -35.1 years is outside 0-7" had read as the age rule.
+        child.status, child.reason = "out_of_age", (
+            f"birth date {record.birth_date.isoformat()} is after the screening date {as_of.isoformat()}"
+        )
+        return child, True
+    if age >= age_limit_days(record.birth_date, max_age_days):
         child.status, child.reason = "out_of_age", f"age {age / 365.25:.1f} years is outside 0-{max_age_days / 365.25:.0f}"
         return child, True
 

@@ -33,7 +33,8 @@ def test_age_gate(maps: CodeMaps, screener: Screener) -> None:
     assert extract_findings(record, maps, date(2027, 4, 30)).status == "screened"  # 6.99 years
     old = extract_findings(record, maps, date(2027, 5, 1))  # 7 years to the day
     assert old.status == "out_of_age" and old.findings == []
-    assert extract_findings(record, maps, date(2019, 1, 1)).status == "out_of_age"  # not born yet
+    unborn = extract_findings(record, maps, date(2019, 1, 1))  # not born yet: said so, not as a negative age
+    assert (unborn.status, unborn.reason) == ("out_of_age", "birth date 2020-05-01 is after the screening date 2019-01-01")
     result = screener.screen(syndromic_child(), date(2028, 3, 2))
     assert result.status == "out_of_age" and result.risk is None and not result.flagged
     # the 7th birthday as the calendar has it: with two 29 Februaries in the seven years, 2,556 days (the limit
