@@ -11,6 +11,7 @@ version's steering right rests on, are not optimistic by selection.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ __all__ = ["retrain_from_export", "split_export", "RETRAINABLE_TASKS"]
 log = logging.getLogger(__name__)
 
 RETRAINABLE_TASKS = (Task.chest_xray,)
+# The films a chest-xray retrain reads, as its bundle declares them.
+MODALITIES = ("CR", "DX")
 MIN_STUDIES_PER_CLASS = 4
 # Shares of the patients: validation of the export, then operating point of the rest (the remainder fits the weights).
 VALIDATION_FRACTION = 0.25
@@ -49,11 +52,23 @@ def _films(data_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     except DatasetError as exc:
         raise TrainingInputError(f"--data {data_dir}: {exc}; {expected}") from exc
     images, labels, patients = [], [], []
+    other_modalities: Counter[str] = Counter()
     for study in studies:
-        first = next(iter(study.series.values()))[0]
-        images.append(prepare_image(dicom_to_array(pydicom.dcmread(first)), SPEC)[0])
+        first = pydicom.dcmread(next(iter(study.series.values()))[0])
+        modality = str(first.get("Modality", "") or "none")
+        if modality not in MODALITIES:
+            other_modalities[modality] += 1
+            continue
+        images.append(prepare_image(dicom_to_array(first), SPEC)[0])
         labels.append(study.label)
         patients.append(study.patient_id)
+    if other_modalities:
+        # An export of another task (mammograms) had trained the chest model and become its challenger.
+        found = ", ".join(f"{name} {count}" for name, count in sorted(other_modalities.items()))
+        raise TrainingInputError(
+            f"--data {data_dir}: {sum(other_modalities.values())} of {len(studies)} studies are not {' or '.join(MODALITIES)} "
+            f"films ({found}): a chest-xray retrain takes chest radiographs only (an export of another task?)"
+        )
     if not images:
         raise TrainingInputError(f"--data {data_dir} holds no labelled study (no DICOM study under dicom/ has a row in labels.csv); {expected}")
     return np.stack(images).astype(np.float32), np.asarray(labels), patients
@@ -168,7 +183,7 @@ def retrain_from_export(
                 # The network's output stride, as the shipped chest model declares it (it had said 8x8; the graph gives 14x14).
                 {"name": "heatmap", "shape": [-1, 1, *heatmap_cells], "meaning": "per-region probability (coarse localisation)"},
             ],
-            preprocess={**SPEC.to_dict(), "function": "datasets.preprocess.prepare_image", "modalities": ["CR", "DX"]},
+            preprocess={**SPEC.to_dict(), "function": "datasets.preprocess.prepare_image", "modalities": list(MODALITIES)},
             headline=headline,
             evaluations=[headline],
             card={

@@ -178,3 +178,16 @@ def test_train_command_refuses_limit_and_folds_on_an_export_and_honours_threads(
         assert seen["threads"] == 1
     finally:
         torch.set_num_threads(threads_before)
+
+
+def test_an_export_of_other_films_than_chest_radiographs_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 7 (ML engineer), defect 6: an export of mammograms (`export-training --task mammography`) had trained the
+    chest model and been registered as its challenger, shadow-scored on every chest film."""
+    from training.errors import TrainingInputError
+
+    monkeypatch.setattr(
+        "tests.training.test_retrain.FILM", Path(__file__).resolve().parents[1] / "fixtures" / "inference" / "images" / "mg_ge_senographe.dcm"
+    )
+    export = write_export(tmp_path, 2)
+    with pytest.raises(TrainingInputError, match=r"4 of 4 studies are not CR or DX films \(MG 4\): a chest-xray retrain"):
+        _films(export)
