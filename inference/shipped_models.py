@@ -38,6 +38,7 @@ __all__ = [
     "TASKS",
     "SHIPPED_MODELS_DIR",
     "ShippedBundle",
+    "scored_models",
     "RegisteredBundle",
     "ChampionBundle",
     "read_bundle",
@@ -327,6 +328,33 @@ def register_shipped_bundles(
         )
     results.extend(_register_shipped_as(tracking_uri, folder, ModelRole.champion, rules) for folder in new.values())
     return results
+
+
+def scored_models(database_url: str) -> dict[str, set[str]]:
+    """{model name: versions} with results in the site's database (``scored`` of :func:`register_shipped_bundles`): a
+    registry without them is not the site's. A database not made yet (a training run before the first start) holds
+    none, and is not made here."""
+    from sqlalchemy import inspect, select
+
+    from inference.tables import ScoreResult
+    from service.db import make_engine
+
+    if database_url.startswith("sqlite"):
+        path = database_url.split("///", 1)[-1]
+        if path and path != ":memory:" and not Path(path).exists():
+            return {}
+    engine = make_engine(database_url)
+    try:
+        if not inspect(engine).has_table(ScoreResult.__tablename__):
+            return {}
+        with engine.connect() as connection:
+            rows = connection.execute(select(ScoreResult.model_name, ScoreResult.model_version).distinct()).all()
+    finally:
+        engine.dispose()
+    scored: dict[str, set[str]] = {}
+    for name, version in rows:
+        scored.setdefault(str(name), set()).add(str(version))
+    return scored
 
 
 def _newest(name: str, versions: list[Any]) -> RegisteredBundle:

@@ -73,32 +73,13 @@ class _HttpServer(uvicorn.Server):
 
 
 def _register_shipped_models(settings: Settings) -> None:
-    from inference.shipped_models import register_shipped_bundles
+    from inference.shipped_models import register_shipped_bundles, scored_models
 
     # The site's MEDSCREEN_STEERING_DEFER_* decide what a bundle's evidence earns, as in every other path.
     rules = defer_rules_from_settings(settings)
     for registered in register_shipped_bundles(settings.resolved_mlflow_tracking_uri, rules=rules,
-                                               scored=_scored_models(settings)):
+                                               scored=scored_models(settings.resolved_database_url)):
         log.info("model registry: %s", registered)
-
-
-def _scored_models(settings: Settings) -> dict[str, set[str]]:
-    """{model name: versions} with results in the site's database: a registry without them is not the site's."""
-    from sqlalchemy import select
-
-    from inference.tables import ScoreResult
-    from service.db import make_engine
-
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(select(ScoreResult.model_name, ScoreResult.model_version).distinct()).all()
-    finally:
-        engine.dispose()
-    scored: dict[str, set[str]] = {}
-    for name, version in rows:
-        scored.setdefault(str(name), set()).add(str(version))
-    return scored
 
 
 def _champion_watch(settings: Settings) -> ChampionWatch:

@@ -130,6 +130,7 @@ def add_commands(subparsers: Any) -> None:
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train, export, register; a --data the task cannot read is a usage error (one line, exit 2), not a traceback."""
+    from inference.errors import RegistryLost
     from training.errors import ParityError, TrainingInputError
 
     try:
@@ -137,6 +138,9 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     except TrainingInputError as exc:
         sys.stderr.write(f"medscreen train: {exc}\n")
         return 2
+    except RegistryLost as exc:
+        sys.stderr.write(f"medscreen train: nothing was trained or registered: {exc}\n")
+        return 1
     except ParityError as exc:
         # The gate did its work: nothing registered, the bundle folder as it was (training.publish.write_bundle).
         sys.stderr.write(f"medscreen train: the ONNX export failed the parity gate ({exc}): nothing was registered and "
@@ -170,7 +174,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         return run_retrain(args, settings)
     import torch
 
-    from inference.shipped_models import SHIPPED_MODELS_DIR, log_onnx_bundle
+    from inference.shipped_models import log_onnx_bundle, scored_models
     from training.registry import SHIPPED_FIRST, make_first_champion, register_shipped_first
 
     torch.set_num_threads(max(1, args.threads))
@@ -181,12 +185,14 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.task]
     module = importlib.import_module(TASK_MODULES[args.task])
     extra = {"folds": args.folds} if args.folds is not None else {}
+    # The bundle start-up would have registered comes first, read before this run can write over it (--out
+    # models/<task>), and into the site's registry only: one that lacks models the site has results of is refused
+    # before the run spends its hours (RegistryLost), where the run had registered the shipped bundle and its own
+    # version into it.
+    shipped = register_shipped_first(tracking_uri, args.task, rules=rules, scored=scored_models(settings.resolved_database_url))
+    if shipped is not None:
+        print(SHIPPED_FIRST.format(name=shipped.name, version=shipped.version))
     metrics = module.train(args.data, out_dir, tracking_uri, epochs=epochs, seed=args.seed, limit=args.limit, cache_dir=cache_dir, **extra)
-    if Path(out_dir).resolve() != (SHIPPED_MODELS_DIR / args.task).resolve():
-        # The bundle start-up would have registered comes first, unless this run has just written over it.
-        shipped = register_shipped_first(tracking_uri, args.task, rules=rules)
-        if shipped is not None:
-            print(SHIPPED_FIRST.format(name=shipped.name, version=shipped.version))
     registered = log_onnx_bundle(tracking_uri, out_dir, run_id=metrics["mlflow_run_id"], source="trained", rules=rules)
     headline = metrics["headline"]
     print(

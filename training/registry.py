@@ -10,6 +10,7 @@ register it; only a first version of a model with no shipped bundle and no champ
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 
 from inference.shipped_models import RegisteredBundle, register_shipped_bundles
 from service.errors import SteeringRefused
@@ -39,13 +40,19 @@ SHIPPED_FIRST = ("{name} had no version: the shipped bundle is registered as ver
 GATED_PROMOTION = "medscreen quality promote --task {name} --version {version} --actor NAME [--force]"
 
 
-def register_shipped_first(tracking_uri: str, task: str, *, rules: DeferRules) -> RegisteredBundle | None:
+def register_shipped_first(
+    tracking_uri: str, task: str, *, rules: DeferRules, scored: Mapping[str, Collection[str]] | None = None,
+) -> RegisteredBundle | None:
     """Register the shipped bundle of ``task`` as version 1, champion, when the registry holds no version of its model
     (start-up's :func:`~inference.shipped_models.register_shipped_bundles` for one task); the bundle registered, or None
     when the model has a version or nothing is shipped for it. Called before a training run registers its version: the
     first trained version had become champion without the gate (a 1-epoch run on 4 films, AUROC 0.5) or, from an
-    export, a challenger with no champion, and start-up, seeing a version, never registered the validated bundle."""
-    for item in register_shipped_bundles(tracking_uri, rules=rules, tasks=(task,)):
+    export, a challenger with no champion, and start-up, seeing a version, never registered the validated bundle.
+
+    ``scored``: the site database's {model name: versions} with results (``inference.shipped_models.scored_models``):
+    a registry with no version of a model the site has results of is not the site's, and RegistryLost is raised before
+    anything is registered, as at start-up (a run had registered the shipped bundle and its own version into it)."""
+    for item in register_shipped_bundles(tracking_uri, rules=rules, tasks=(task,), scored=scored):
         if item.newly_registered:
             log.info("%s had no version: the shipped bundle is v%s, champion", item.name, item.version)
             return item

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +108,15 @@ def retrain_from_export(
     seed: int = 0,
     alias: str = ModelRole.challenger,
     rules: DeferRules | None = None,
+    scored: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, Any]:
     """Train ``task`` on the export, write and register the bundle, point ``alias`` at the new version.
 
     A registry with no version of the model gets the shipped bundle first, as champion (``rules``: the site's defer
     rules, the defaults when None), so that the challenger has a champion to be judged against: it had become version 1
     with no champion, and start-up, seeing a version, registered no shipped bundle, so the task scored nothing.
-    ``shipped_first`` in the answer is that version, or None.
+    ``shipped_first`` in the answer is that version, or None. ``scored``: the site database's models with results;
+    a registry lacking one of them is not the site's, and RegistryLost is raised before anything is trained.
     """
     if task not in RETRAINABLE_TASKS:
         raise TrainingError(f"retraining from an export supports {', '.join(RETRAINABLE_TASKS)}, not {task}")
@@ -137,7 +140,7 @@ def retrain_from_export(
         raise TrainingError(f"the export has {counts[1]} positive and {counts[0]} negative studies; need {MIN_STUDIES_PER_CLASS} of each")
     fit_idx, op_idx, val_idx = split_export(patients, y, seed)
     # After the export is read and found usable: a folder that cannot be trained on registers nothing.
-    shipped = register_shipped_first(tracking_uri, task, rules=rules or DeferRules())
+    shipped = register_shipped_first(tracking_uri, task, rules=rules or DeferRules(), scored=scored)
     groups = np.asarray(patients)
     n_patients = {name: len(set(groups[idx].tolist())) for name, idx in (("fit", fit_idx), ("op", op_idx), ("val", val_idx))}
     params = {

@@ -77,6 +77,8 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from inference.errors import RegistryLost
+    from inference.shipped_models import scored_models
     from service.steering import defer_rules_from_settings
     from training.errors import TrainingError, TrainingInputError
     from training.registry import SHIPPED_FIRST
@@ -86,7 +88,7 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
     try:
         result = retrain_from_export(
             args.task, args.data, out, settings.resolved_mlflow_tracking_uri, epochs=args.epochs, seed=args.seed,
-            rules=defer_rules_from_settings(settings),
+            rules=defer_rules_from_settings(settings), scored=scored_models(settings.resolved_database_url),
         )
     except TrainingInputError as exc:
         # A usage error, as the root reports one: one line naming the command, exit 2.
@@ -94,6 +96,9 @@ def run_retrain(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     except TrainingError as exc:
         print(f"refused: {exc}")
+        return 1
+    except RegistryLost as exc:
+        sys.stderr.write(f"medscreen {getattr(args, 'command', 'retrain')}: nothing was trained or registered: {exc}\n")
         return 1
     headline = result["headline"]
     if result["shipped_first"] is not None:

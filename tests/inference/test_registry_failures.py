@@ -268,3 +268,31 @@ def test_a_new_empty_registry_beside_a_site_with_results_is_not_filled_with_the_
     with pytest.raises(RegistryLost, match="holds no chest-xray model, but this site's database holds results of chest-xray v1"):
         _register_shipped_models(moved)
     assert registry_client(moved.resolved_mlflow_tracking_uri).search_model_versions() == []  # none of the three
+
+
+
+def test_a_training_run_into_a_new_empty_registry_beside_a_site_with_results_registers_nothing(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As start-up: `medscreen train` on a registry that is not the site's (a changed tracking URI, a volume not
+    mounted) had registered the shipped bundle as version 1 champion and its own version into it. It stops, before
+    any training, in one line."""
+    from tests.conftest import FIXTURES
+
+    pipeline.receive(DX_CHEST)
+    pipeline.complete_route_and_score()
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
+    monkeypatch.setenv("MEDSCREEN_HOME", str(pipeline.settings.home))
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", pipeline.settings.resolved_database_url)
+    monkeypatch.setenv("MEDSCREEN_MLFLOW_TRACKING_URI", elsewhere)
+    data = tmp_path / "data"
+    (data / "chest-xray").mkdir(parents=True)
+    (data / "chest-xray" / "kermany").symlink_to(FIXTURES / "datasets" / "kermany")
+    code = main(["train", "chest-xray", "--data", str(data), "--epochs", "1", "--folds", "2", "--threads", "1",
+                 "--limit", "3", "--out", str(tmp_path / "bundle")])
+    said = capsys.readouterr()
+    assert code == 1, said
+    assert "nothing was trained or registered" in said.err
+    assert "holds no chest-xray model, but this site's database holds results of chest-xray v1" in said.err
+    assert not (tmp_path / "bundle").exists()
+    assert registry_client(elsewhere).search_model_versions() == []
