@@ -125,3 +125,18 @@ def test_retrain_refuses_zero_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyP
         main(["--create-home", "retrain", "--task", "chest-xray", "--data", str(tmp_path), "--epochs", "0"])
     assert stopped.value.code == 2
     assert "--epochs: must be 1 or more, got 0" in capsys.readouterr().err
+
+
+def test_retrain_refuses_a_task_it_cannot_retrain_as_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`medscreen retrain --task mammography` (only chest-xray is retrained from an export) had exited 1, the code of
+    a refused gate, after reading the export: a usage error, exit 2, naming the task it takes."""
+    from training.retrain import RETRAINABLE_TASKS
+
+    monkeypatch.setenv("MEDSCREEN_HOME", str(tmp_path / "var"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["--create-home", "retrain", "--task", "mammography", "--data", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert "invalid choice: 'mammography' (choose from" in capsys.readouterr().err
+    assert [str(task) for task in RETRAINABLE_TASKS] == ["chest-xray"]  # the parser's choices, kept in step
