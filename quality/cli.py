@@ -58,7 +58,7 @@ def run_report(args: argparse.Namespace, settings: Settings) -> int:
     from quality.api import drift_thresholds, gate_rules
     from quality.gate import registry_champion, require_known_version
     from quality.metrics import sensitivity_over_read
-    from quality.report import ReportQuery, build_report, log_report_to_mlflow, render_report
+    from quality.report import ReportQuery, build_report, format_figure, log_report_to_mlflow, render_report
     from service.db import session_scope, utcnow
 
     now = utcnow()
@@ -83,14 +83,16 @@ def run_report(args: argparse.Namespace, settings: Settings) -> int:
     document = render_report(report)
     args.out.write_text(document)
     m = report.metrics
-    print(f"{args.task} v{args.version}: {m.n} confirmed studies, sensitivity {m.sensitivity.value:.3f}, "
-          f"specificity {m.specificity.value:.3f}, AUROC {m.auroc:.3f}, {len(report.drift.alerts)} drift alerts -> {args.out}")
+    # As the report prints them: a figure there is none of (one class read, nothing confirmed) had been "nan".
+    print(f"{args.task} v{args.version}: {m.n} confirmed studies, sensitivity {format_figure(m.sensitivity.value)}, "
+          f"specificity {format_figure(m.specificity.value)}, AUROC {format_figure(m.auroc)}, "
+          f"{len(report.drift.alerts)} drift alerts -> {args.out}")
     # The figures above are over scored studies: say what they leave out, as the report does.
     print(report.unscored.sentence().replace("the figures above are", "those figures are"))
     if report.unscored.could_not_score:
         over_read = report.over_read or sensitivity_over_read(m, report.unscored)
         print(f"sensitivity over every read study in intended use (could-not-score positives as missed): "
-              f"{over_read.value:.3f} ({over_read.successes} of {over_read.total})")
+              f"{format_figure(over_read.value)} ({over_read.successes} of {over_read.total})")
     if args.mlflow:
         artifact = log_report_to_mlflow(settings.resolved_mlflow_tracking_uri, args.task, args.version, document, now)
         print(f"logged to MLflow: {args.task} v{args.version} {artifact}")

@@ -41,7 +41,8 @@ from quality.operating_point import SiteOperatingPoint, site_operating_point
 from quality.statistics import wilson_interval
 from service.lifecycle import ModelRole, StudyStatus
 
-__all__ = ["ReportQuery", "QualityReport", "build_report", "render_report", "list_versions_in_service", "log_report_to_mlflow"]
+__all__ = ["ReportQuery", "QualityReport", "build_report", "render_report", "list_versions_in_service", "log_report_to_mlflow",
+           "format_figure"]
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,8 @@ def build_report(
 # --- rendering ---------------------------------------------------------------------------------------
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
+def format_figure(value: float | None, digits: int = 3) -> str:
+    """A figure as the report, the page and the CLI print it: "n/a" where there is none."""
     if value is None or value != value:  # NaN: one class only, or nothing to count
         return "n/a"
     return f"{value:.{digits}f}"
@@ -224,19 +226,19 @@ def _svg_chart(
 
 def _metrics_rows(name: str, m: QualityMetrics) -> str:
     def prop(p: Any) -> str:
-        return f"{_fmt(p.value)} ({_fmt(p.ci_low)}-{_fmt(p.ci_high)})"
+        return f"{format_figure(p.value)} ({format_figure(p.ci_low)}-{format_figure(p.ci_high)})"
 
     return (
         f"<tr><th>{html.escape(name)}</th><td>{m.n}</td><td>{m.n_patients}</td><td>{m.n_positive}</td><td>{prop(m.sensitivity)}</td>"
         f"<td>{prop(m.specificity)}</td><td>{prop(m.ppv)}</td><td>{prop(m.npv)}</td>"
-        f"<td>{_fmt(m.auroc)} ({_fmt(m.auroc_ci_low)}-{_fmt(m.auroc_ci_high)})</td>"
-        f"<td>{_fmt(m.brier)} ({_fmt(m.brier_ci_low)}-{_fmt(m.brier_ci_high)})</td><td>{prop(m.flag_rate)}</td></tr>"
+        f"<td>{format_figure(m.auroc)} ({format_figure(m.auroc_ci_low)}-{format_figure(m.auroc_ci_high)})</td>"
+        f"<td>{format_figure(m.brier)} ({format_figure(m.brier_ci_low)}-{format_figure(m.brier_ci_high)})</td><td>{prop(m.flag_rate)}</td></tr>"
     )
 
 
 def _week_flag_rate(week: WeekDrift) -> str:
     low, high = wilson_interval(week.flagged, week.n)
-    return f"{_fmt(week.flag_rate)} ({_fmt(low)}-{_fmt(high)})"
+    return f"{format_figure(week.flag_rate)} ({format_figure(low)}-{format_figure(high)})"
 
 
 _TABLE_HEAD = (
@@ -254,12 +256,12 @@ _STYLE = (
 def _roc_series(report: QualityReport) -> list[tuple[str, Sequence[tuple[float, float]], str]]:
     """The site's ROC curve with the version's operating point and, when there is one, the site's."""
     m, point = report.metrics, report.operating_point
-    series: list[tuple[str, Sequence[tuple[float, float]], str]] = [(f"AUROC {_fmt(m.auroc)}", report.roc, "#1f5fa8")]
+    series: list[tuple[str, Sequence[tuple[float, float]], str]] = [(f"AUROC {format_figure(m.auroc)}", report.roc, "#1f5fa8")]
     if m.sensitivity.total and m.specificity.total:
-        threshold = _fmt(point.shipped_threshold) if point is not None else "the version's"
+        threshold = format_figure(point.shipped_threshold) if point is not None else "the version's"
         series.append((f"version's threshold {threshold}", [(1 - m.specificity.value, m.sensitivity.value)], "#c0392b"))
     if point is not None and point.threshold is not None and point.apparent is not None:
-        series.append((f"site threshold {_fmt(point.threshold)}", [point.apparent], "#237523"))
+        series.append((f"site threshold {format_figure(point.threshold)}", [point.apparent], "#237523"))
     return series
 
 
@@ -272,12 +274,12 @@ def _operating_point(point: SiteOperatingPoint | None, m: QualityMetrics) -> lis
         return out
 
     def prop(p: Proportion) -> str:
-        return f"{_fmt(p.value)} ({_fmt(p.ci_low)}-{_fmt(p.ci_high)})"
+        return f"{format_figure(p.value)} ({format_figure(p.ci_low)}-{format_figure(p.ci_high)})"
 
     out.append(
         f"Holding sensitivity at or above {point.min_sensitivity:.2f} on these {point.n} confirmed studies "
         f"({point.n_patients} patients) needs a threshold "
-        f"of {_fmt(point.threshold)} (the version's: {_fmt(point.shipped_threshold)}, where sensitivity is {prop(m.sensitivity)} "
+        f"of {format_figure(point.threshold)} (the version's: {format_figure(point.shipped_threshold)}, where sensitivity is {prop(m.sensitivity)} "
         f"and specificity {prop(m.specificity)}). Chosen on the other folds and applied to each held-out fold ({point.folds} "
         f"folds, each patient's studies in one), such a threshold gave sensitivity {prop(point.sensitivity)} and specificity {prop(point.specificity)}. "
         f"{html.escape(point.reason.capitalize())}.</p>"
@@ -295,8 +297,8 @@ def _unscored(unscored: UnscoredReads, m: QualityMetrics, over_read: Proportion 
         missed = "positive counts" if unscored.could_not_score_positive == 1 else "positives count"
         text += (
             f" Sensitivity over every read study in intended use, where the {unscored.could_not_score_positive} "
-            f"could-not-score {missed} as missed: {_fmt(over_read.value)} ({_fmt(over_read.ci_low)}-"
-            f"{_fmt(over_read.ci_high)}), {over_read.successes} of {over_read.total}; {unscored.could_not_score} of "
+            f"could-not-score {missed} as missed: {format_figure(over_read.value)} ({format_figure(over_read.ci_low)}-"
+            f"{format_figure(over_read.ci_high)}), {over_read.successes} of {over_read.total}; {unscored.could_not_score} of "
             f"{m.n + unscored.could_not_score} read studies in intended use could not be scored "
             f"({unscored.share_could_not_score(m.n):.1%})."
         )
@@ -346,14 +348,14 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
         _metrics_rows("all", m),
         "</table>",
         _unscored(report.unscored, m, report.over_read),
-        f"<p>Confusion: TP {m.tp}, FP {m.fp}, TN {m.tn}, FN {m.fn}. ECE {_fmt(m.ece)}. Median hours from arrival to "
-        f"final read: all {_fmt(m.median_hours_to_read_all, 2)}, with the finding {_fmt(m.median_hours_to_read_positive, 2)}.</p>",
+        f"<p>Confusion: TP {m.tp}, FP {m.fp}, TN {m.tn}, FN {m.fn}. ECE {format_figure(m.ece)}. Median hours from arrival to "
+        f"final read: all {format_figure(m.median_hours_to_read_all, 2)}, with the finding {format_figure(m.median_hours_to_read_positive, 2)}.</p>",
         *_operating_point(report.operating_point, m),
         "<div class=\"plots\">",
         _svg_chart("ROC", _roc_series(report), x_label="1 - specificity", y_label="sensitivity", diagonal=True, legend_bottom_right=True),
         _svg_chart(
             "Calibration",
-            [(f"Brier {_fmt(m.brier)}", [(r["mean_score"], r["observed"]) for r in m.reliability], "#b35a00")],
+            [(f"Brier {format_figure(m.brier)}", [(r["mean_score"], r["observed"]) for r in m.reliability], "#b35a00")],
             x_label="mean score",
             y_label="observed rate",
             diagonal=True,
@@ -387,14 +389,14 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
         f"<h3>Drift</h3><p class=\"note\">Weeks with fewer than {report.drift.min_week_n} scored studies raise no alert: "
         "their PSI is large by chance. The flag rate (and each header) is compared with the version's first weeks in "
         f"service, whatever the period: {report.drift.baseline_n} scored studies, flag rate "
-        f"{_fmt(report.drift.reference_flag_rate)}; a baseline of fewer than {report.drift.min_baseline_n} raises no "
+        f"{format_figure(report.drift.reference_flag_rate)}; a baseline of fewer than {report.drift.min_baseline_n} raises no "
         "alert.</p>"
         + (f'<p class="alert" id="baseline-note">{html.escape(report.drift.baseline_note.capitalize())}.</p>'
            if report.drift.baseline_note else "")
         + "<table><tr><th>week</th><th>scored</th><th>flag rate (95% CI)</th><th>score PSI</th></tr>"
     )
     out.extend(
-        f"<tr><th>{w.week}</th><td>{w.n}</td><td>{_week_flag_rate(w)}</td><td>{_fmt(w.psi)}</td></tr>" for w in weeks
+        f"<tr><th>{w.week}</th><td>{w.n}</td><td>{_week_flag_rate(w)}</td><td>{format_figure(w.psi)}</td></tr>" for w in weeks
     )
     out.append("</table>")
     for name, rows in report.headers.items():
@@ -405,7 +407,7 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
             "<table><tr><th>week</th><th>n</th><th>summary</th><th>PSI</th></tr>"
         )
         out.extend(
-            f"<tr><th>{r['week']}</th><td>{r['n']}</td><td>{html.escape(str(r['summary']))}</td><td>{_fmt(r['psi'])}</td></tr>"
+            f"<tr><th>{r['week']}</th><td>{r['n']}</td><td>{html.escape(str(r['summary']))}</td><td>{format_figure(r['psi'])}</td></tr>"
             for r in rows
         )
         out.append("</table>")
@@ -432,8 +434,8 @@ def render_report(report: QualityReport, *, document: bool = True) -> str:
             f"{c.n_paired} paired studies of {c.n_patients} patients.</p>"
         )
         out.extend(
-            f"<p class=\"note\">{d.figure.capitalize()} drop against the champion {_fmt(d.value)} ({d.confidence:.0%} interval "
-            f"{_fmt(d.ci_low)} to {_fmt(d.ci_high)}, {d.studies} studies of {d.patients} patients): "
+            f"<p class=\"note\">{d.figure.capitalize()} drop against the champion {format_figure(d.value)} ({d.confidence:.0%} interval "
+            f"{format_figure(d.ci_low)} to {format_figure(d.ci_high)}, {d.studies} studies of {d.patients} patients): "
             f"{'below' if d.non_inferior else 'not below'} the margin of {d.margin:.2f} its upper bound must stay under.</p>"
             for d in report.gate.drops
         )

@@ -438,6 +438,28 @@ def test_quality_report_command_states_the_read_studies_left_unscored(
     assert "could not score: 5, of them read positive: 5" in out_file.read_text()
 
 
+def test_quality_report_command_prints_na_for_a_figure_there_is_none_of(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path  # noqa: F811
+) -> None:
+    """Every study read negative: no sensitivity and no AUROC. The command printed 'sensitivity nan' and 'AUROC nan'
+    where the report it had just written says 'n/a'."""
+    from medscreen.cli import main
+
+    settings = app.state.settings
+    monkeypatch.setenv("MEDSCREEN_HOME", str(settings.home))
+    monkeypatch.setenv("MEDSCREEN_DATABASE_URL", settings.resolved_database_url)
+    with session_scope(app.state.session_factory) as session:
+        for i in range(4):
+            study = add_study(session, arrived=T0 + timedelta(hours=i))
+            add_result(session, study, score=0.2 if i else 0.7, model_version="3")
+            add_final_read(session, study, False, read_at=T0 + timedelta(hours=i, minutes=30))
+    out_file = tmp_path / "report.html"
+    assert main(["quality", "report", "--task", "chest-xray", "--version", "3", str(out_file)]) == 0
+    out = capsys.readouterr().out
+    assert "4 confirmed studies, sensitivity n/a, specificity 0.750, AUROC n/a" in out, out
+    assert "nan" not in out
+
+
 def test_a_report_or_figures_of_a_version_or_task_not_registered_are_refused(
     app: FastAPI, client: TestClient, add_user: AddUser, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
     capsys: pytest.CaptureFixture[str], tmp_path: Path,
