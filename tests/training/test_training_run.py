@@ -43,6 +43,7 @@ def test_tiny_chest_xray_run_logs_exports_and_registers(tmp_path, monkeypatch, c
     assert metrics["params"]["limit"] == 3
     client = MlflowClient(tracking_uri, tracking_uri)
     run = client.get_run(metrics["mlflow_run_id"])
+    assert run.data.params["data"] == str(data.resolve())  # which copy of the data trained it: it had not been recorded
     assert run.data.params["epochs"] == "1" and "val_auroc" in run.data.metrics and "fold0.train_loss" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"card.md", "metrics.json", "plots/roc_cross_validated.png", "plots/calibration_cross_validated.png",

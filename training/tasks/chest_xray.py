@@ -168,6 +168,7 @@ def train(
     fold_of = patient_folds(list(dev.groups), list(labels), folds, seed)
     params = {
         "task": TASK, "epochs": epochs, "seed": seed, "limit": limit, "lr": 2e-3, "batch_size": 32, "folds": folds,
+        "data": str(Path(data_dir).resolve()),  # which copy of the data, as a retrain records its export
         "image_size": list(SPEC.size), "n_images": len(labels), "n_patients": len(set(dev.groups.tolist())),
         "architecture": f"FoldEnsemble of {folds} x HeatmapClassifier(1->1, channels 16-32-64-96, avg pooling)",
         "torch_threads": torch.get_num_threads(), "augmentation": {k: list(v) if isinstance(v, tuple) else v for k, v in AUGMENTATION.items()},

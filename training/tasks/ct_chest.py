@@ -189,6 +189,7 @@ def train(
     fold_patient = {int(fold_of[np.flatnonzero(dev.groups == p)[0]]): p for p in patients}
     params = {
         "task": TASK, "epochs": epochs, "seed": seed, "limit": limit, "lr": 2e-3, "batch_size": 64, "folds": k,
+        "data": str(Path(data_dir).resolve()),  # which copy of the data, as a retrain records its export
         "patch": f"3x{PATCH_PX}x{PATCH_PX} at {PATCH_MM / PATCH_PX:.0f} mm/px, planes {SLAB_MM} mm apart, "
                  f"{PATCH_SIGMA_MM} mm Gaussian, lung window {LUNG_WINDOW}",
         "search_mm": SEARCH_MM, "max_candidates": MAX_CANDIDATES, "kernel_variants": "as reconstructed, soft, sharp",

@@ -179,6 +179,7 @@ def train(
     mining_from = max(1, epochs * 2 // 3)
     params = {
         "task": TASK, "epochs": epochs, "seed": seed, "limit": limit, "lr": 2e-3, "folds": folds,
+        "data": str(Path(data_dir).resolve()),  # which copy of the data, as a retrain records its export
         "film_size": list(SPEC.size), "patch_size": PATCH, "patch_batch": 64, "hard_negative_round_after_epoch": mining_from,
         "n_films": len(films), "n_women": len(set(dev.groups.tolist())), "torch_threads": torch.get_num_threads(),
         "architecture": f"FoldEnsemble of {folds} x HeatmapClassifier(1->2, channels 16-32-48-64, max pooling, stem stride 2)",
