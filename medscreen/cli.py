@@ -17,13 +17,17 @@ The root prepares what a command declares with ``set_defaults``:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from medscreen.logging_config import configure_logging
 from medscreen.version import installed_version
@@ -148,10 +152,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     What a command had written stays whole: ``score``'s lines are written and flushed one at a time, ``screen-emr``
     keeps each finished partition (renamed into place) and resumes from them when run again."""
     try:
-        return _main(argv)
+        with interrupts_not_swallowed():
+            return _main(argv)
     except KeyboardInterrupt:
         sys.stderr.write("medscreen: interrupted\n")
         return 130
+
+
+@contextlib.contextmanager
+def interrupts_not_swallowed() -> Iterator[None]:
+    """A Ctrl-C that lands in Python code called back from C (pydantic-core building a validator as a module loads) is
+    'ignored' there: Python prints "Exception ignored in: ..." with a traceback and goes on, and `screen-emr` ran to
+    the end after it (seen in CI). Here such an interrupt is sent again a moment later, without the print."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if (unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt)
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            # Sent from another thread a moment later: raised here, inside the hook, it would be ignored again.
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -156,3 +156,26 @@ def test_ctrl_c_in_screen_emr_leaves_no_half_written_output_and_the_run_resumes(
     assert again.returncode == 0, again.stderr
     assert len([json.loads(line) for line in out.read_text().splitlines()]) == len(records)
     assert "\r" not in again.stderr and not (tmp_path / "flags.ndjson.work").exists()
+
+
+def test_a_ctrl_c_swallowed_in_code_called_from_c_is_raised_again() -> None:
+    """An interrupt raised where Python can only print it ("Exception ignored in", here a finaliser, in CI pydantic-core
+    building a validator) had let `screen-emr` run on to the end: it is sent again a moment later, unprinted."""
+    from medscreen.cli import interrupts_not_swallowed
+
+    class Finalised:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    printed: list[object] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = printed.append
+    try:
+        with pytest.raises(KeyboardInterrupt), interrupts_not_swallowed():
+            Finalised()  # finalised at once, its KeyboardInterrupt unraisable
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the interrupt, sent again, arrives here
+                time.sleep(0.01)
+    finally:
+        sys.unraisablehook = previous
+    assert printed == []  # not printed as "Exception ignored"
