@@ -1,0 +1,59 @@
+"""The radiologists' page against WCAG 2.1 AA, as a hospital's accessibility audit tests it (found by review): a
+reader with low vision (400% zoom, no colour vision), a keyboard-only reader and a screen-reader user.
+
+One logged-in Chromium for the whole module (a page costs seconds on CI); each test leaves the page with no study
+open, at the desktop width."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.settings import Settings
+from tests.ports import free_port
+from tests.worklist.test_page_reading import Reading, reading
+
+pytestmark = pytest.mark.integration
+
+DESKTOP = {"width": 1400, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def page_of(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reading]:
+    home = Path(tmp_path_factory.mktemp("accessibility")) / "var"
+    settings = Settings(home=home, http_port=free_port(), dicom_port=free_port(), min_free_disk_mb=1)
+    with reading(settings, {"A": "ALPHA^Anna", "B": "BRAVO^Ben", "C": "CHARLIE^Cy"}, claimed=False) as r:
+        yield r
+
+
+@pytest.fixture
+def r(page_of: Reading) -> Iterator[Reading]:
+    page_of.page.set_viewport_size(DESKTOP)
+    yield page_of
+    page_of.page.set_viewport_size(DESKTOP)
+    if page_of.page.locator("#study").is_visible():
+        page_of.page.click("#close-study")
+    page_of.expect(page_of.page.locator("#study")).to_be_hidden()
+
+
+def test_the_open_studys_row_is_marked_by_more_than_its_tint(r: Reading) -> None:
+    """WCAG 1.4.1 (use of colour) and 4.1.2: the row of the study open in the panel differed from the others by a
+    background tint only (1.2:1), and a screen reader was not told which one it was."""
+    page = r.page
+    r.row("B").locator("button.open").click()
+    r.expect(page.locator("#s-facts")).to_contain_text("BRAVO^Ben")
+    differs = page.evaluate(
+        """([open, other]) => {
+          const look = (td) => { const s = getComputedStyle(td); return [s.boxShadow, s.borderLeftStyle, s.outlineStyle, s.fontWeight]; };
+          const a = document.querySelector(`#rows tr[data-uid='${open}'] td`), b = document.querySelector(`#rows tr[data-uid='${other}'] td`);
+          return JSON.stringify(look(a)) !== JSON.stringify(look(b));
+        }""",
+        [r.uids["B"], r.uids["A"]],
+    )
+    assert differs, "the open study's row differs from the others by its background colour only"
+    r.expect(r.row("B").locator("button.open")).to_have_attribute("aria-current", "true")
+    r.expect(r.row("A").locator("button.open")).not_to_have_attribute("aria-current", "true")
+    page.click("#close-study")
+    r.expect(r.row("B").locator("button.open")).not_to_have_attribute("aria-current", "true")
