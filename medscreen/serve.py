@@ -39,7 +39,7 @@ from medscreen.schema import migrate_all
 from screening.fhir_feed import take_in_screening_flags
 from service.db import make_engine, make_session_factory, session_scope, utcnow
 from service.fhir_push import FhirSender
-from service.http_deadlines import with_header_deadline
+from service.http_server import http_config
 from service.outbox import RetryPolicy, run_feed
 from service.settings import Settings
 from service.steering import defer_rules_from_settings
@@ -199,17 +199,7 @@ def run_service(settings: Settings) -> int:
         settings.home.resolve(),
     )
     try:
-        _HttpServer(
-            # log_config=None: uvicorn's loggers go through configure_logging's handler, format and UTC clock.
-            uvicorn.Config(
-                app,
-                host=settings.http_host,
-                port=settings.http_port,
-                log_level=settings.log_level.lower(),
-                log_config=None,
-                http=with_header_deadline(settings.http_header_timeout_s),
-            )
-        ).run()
+        _HttpServer(http_config(app, settings)).run()
     finally:
         stop_monitor.set()
         stop_champions.set()

@@ -8,6 +8,7 @@ environment itself. Every field is documented in the README's settings table, an
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import zlib
 from collections.abc import Mapping
@@ -274,6 +275,12 @@ class Settings(BaseSettings):
         description="Failed logins from one address within MEDSCREEN_LOGIN_LOCKOUT_MINUTES after which that address "
         "gets 429 without a password check.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='Addresses (or networks) of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed, '
+        'as JSON (`["10.1.2.3"]`). Empty: no one\'s, so logins are counted and audited under the connecting address; a '
+        'client had chosen its own by sending X-Forwarded-For from the server itself.',
+    )
     access_token_minutes: int = Field(
         480, ge=1, description="Lifetime of a login token in minutes (default: one 8-hour shift)."
     )
@@ -457,6 +464,18 @@ class Settings(BaseSettings):
             known = ", ".join(known_terms)
             raise ValueError(f"MEDSCREEN_DICOM_DEFAULT_CHARSET {value!r} is not one of the DICOM terms {known}")
         return term
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            try:
+                ipaddress.ip_network(address.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"MEDSCREEN_TRUSTED_PROXIES: {address!r} is not an IP address or network (such as 10.1.2.3 or 10.1.2.0/24)"
+                ) from None
+        return [address.strip() for address in value]
 
     @field_validator("secret_key")
     @classmethod
