@@ -57,3 +57,17 @@ def test_the_open_studys_row_is_marked_by_more_than_its_tint(r: Reading) -> None
     r.expect(r.row("A").locator("button.open")).not_to_have_attribute("aria-current", "true")
     page.click("#close-study")
     r.expect(r.row("B").locator("button.open")).not_to_have_attribute("aria-current", "true")
+
+
+def test_the_final_reads_answers_are_named_by_the_finding_they_record(r: Reading) -> None:
+    """WCAG 1.3.1 (info and relationships): the read form's "present" and "absent" were grouped under "Finding"
+    only; the task written before them ("chest-xray:") was not part of any name a screen reader announces."""
+    page = r.page
+    r.row("C").locator("button.open").click()
+    r.expect(page.locator("#s-facts")).to_contain_text("CHARLIE^Cy")
+    page.click("#claim")
+    r.expect(page.locator("#read-form")).to_be_visible()
+    r.expect(page.get_by_role("radiogroup", name="chest-xray").get_by_role("radio", name="present")).to_have_count(1)
+    r.expect(page.get_by_role("radiogroup", name="chest-xray").get_by_role("radio", name="absent")).to_have_count(1)
+    page.click("#release")
+    r.expect(page.locator("#read-form")).to_be_hidden()

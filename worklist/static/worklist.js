@@ -432,11 +432,16 @@ function showHeatmap(blob) {
 function buildReadForm(study) {
   $("read-form").dataset.uid = study.study_instance_uid;
   const tasks = study.task ? [study.task] : ["finding"];
-  $("read-findings").replaceChildren(el("legend", { text: "Finding" }), ...tasks.flatMap((task) => [
-    el("span", { text: `${task}: ` }),
-    el("label", {}, el("input", { type: "radio", name: `task-${task}`, value: "present", required: true, "data-task": task }), " present "),
-    el("label", {}, el("input", { type: "radio", name: `task-${task}`, value: "absent", "data-task": task }), " absent "),
-  ]));
+  // Each task's two answers are a radio group named by the task: a screen reader had announced "present" and
+  // "absent" under "Finding" only, without the task written before them (WCAG 1.3.1).
+  $("read-findings").replaceChildren(el("legend", { text: "Finding" }), ...tasks.map((task) => {
+    const group = el("span", { ariaLabel: task },
+      el("span", { text: `${task}: `, ariaHidden: "true" }),
+      el("label", {}, el("input", { type: "radio", name: `task-${task}`, value: "present", required: true, "data-task": task }), " present "),
+      el("label", {}, el("input", { type: "radio", name: `task-${task}`, value: "absent", "data-task": task }), " absent "));
+    group.setAttribute("role", "radiogroup");
+    return group;
+  }));
   $("read-note").value = "";
 }
 
