@@ -30,6 +30,7 @@ from inference.retention import run_retention_loop
 from inference.route import load_rules
 from inference.spool import Spool
 from inference.spool_node import spool_node
+from inference.spool_relocation import relocate_recorded_paths
 from inference.tls import pacs_tls_args, receiver_ssl_context
 from inference.worker import running_node
 from inference.worker_process import run_scoring_process
@@ -124,7 +125,10 @@ def run_service(settings: Settings) -> int:
             "  then delete that file.\n\n"
         )
         sys.stderr.flush()
-    Spool(settings.spool_dir, settings.quarantine_dir).clear_incoming()
+    spool = Spool(settings.spool_dir, settings.quarantine_dir)
+    # A home restored on another path (a new server): the paths the database recorded follow it.
+    relocate_recorded_paths(session_factory, spool.studies, spool.quarantine)
+    spool.clear_incoming()
     log.info("node %s: result documents in %s", spool_node(settings), settings.spool_dir.resolve())
     # A TLS setting that cannot work stops the start here, not a receiver process in a restart loop.
     receiver_ssl_context(settings)
