@@ -23,7 +23,10 @@ DESKTOP = {"width": 1400, "height": 900}
 @pytest.fixture(scope="module")
 def page_of(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reading]:
     home = Path(tmp_path_factory.mktemp("accessibility")) / "var"
-    settings = Settings(home=home, http_port=free_port(), dicom_port=free_port(), min_free_disk_mb=1)
+    # A claim of 6 s, warned 3 s before it lapses (half a claim shorter than four minutes; two minutes otherwise).
+    settings = Settings(
+        home=home, http_port=free_port(), dicom_port=free_port(), min_free_disk_mb=1, worklist_claim_minutes=0.1
+    )
     with reading(settings, {"A": "ALPHA^Anna", "B": "BRAVO^Ben", "C": "CHARLIE^Cy"}, claimed=False) as r:
         yield r
 
@@ -69,5 +72,25 @@ def test_the_final_reads_answers_are_named_by_the_finding_they_record(r: Reading
     r.expect(page.locator("#read-form")).to_be_visible()
     r.expect(page.get_by_role("radiogroup", name="chest-xray").get_by_role("radio", name="present")).to_have_count(1)
     r.expect(page.get_by_role("radiogroup", name="chest-xray").get_by_role("radio", name="absent")).to_have_count(1)
+    page.click("#release")
+    r.expect(page.locator("#read-form")).to_be_hidden()
+
+
+def test_a_claim_about_to_lapse_is_announced_and_can_be_kept(r: Reading) -> None:
+    """WCAG 2.2.1 (timing adjustable): one's own claim lapsed unannounced in the middle of a read (a colleague could
+    then take the study, and the read was refused); there was no way to extend it before it lapsed."""
+    page = r.page
+    r.row("A").locator("button.open").click()
+    r.expect(page.locator("#s-facts")).to_contain_text("ALPHA^Anna")
+    page.click("#claim")
+    r.expect(page.locator("#s-claim")).to_contain_text("Your claim lasts until")
+    claimed_at = r.study("A")["claimed_at"]
+    # Warned while the claim still holds, in the panel's status line (role=status: a screen reader says it).
+    r.expect(page.locator("#s-claim")).to_contain_text("Your claim lapses at", timeout=5_000)
+    r.expect(page.locator("#claim")).to_have_text("Keep my claim")
+    assert page.locator("#s-claim").get_attribute("role") == "status"
+    page.click("#claim")
+    r.expect(page.locator("#s-claim")).to_contain_text("Your claim lasts until")
+    assert r.study("A")["claimed_at"] > claimed_at, "the claim was not renewed"
     page.click("#release")
     r.expect(page.locator("#read-form")).to_be_hidden()

@@ -4,7 +4,7 @@
 const PAGE_SIZE = 50;
 const state = { token: sessionStorage.getItem("medscreen.token"), user: null, offset: 0, total: 0,
   serverSkewMs: 0, selected: null, viewSeq: 0, lastEventId: null, streamAbort: null, refreshTimer: null,
-  claimMs: null, lapseTimer: null, keptFor: null, roles: [], acting: false, listOkAt: null, retryTimer: null, retryMs: 0 };
+  claimMs: null, lapseTimer: null, warnTimer: null, keptFor: null, roles: [], acting: false, listOkAt: null, retryTimer: null, retryMs: 0 };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -324,7 +324,7 @@ function handleEvent(block) {
 function closeStudy() {
   state.viewSeq += 1;  // an answer still on its way must not open the panel again
   $("study").hidden = true; $("app").classList.remove("reading"); state.selected = null; $("study").dataset.uid = "";
-  clearTimeout(state.lapseTimer);
+  clearTimeout(state.lapseTimer); clearTimeout(state.warnTimer);
   for (const tr of $("rows").children) markSelected(tr, false);
 }
 
@@ -390,27 +390,38 @@ function notOpened(uid, error) {
   $("open-error").hidden = false;
 }
 
-// The claim buttons and line; drawn again when one's own claim lapses while the study is open. The read form
-// stays (with what was typed) on a lapsed claim of one's own, and Claim is offered to renew it.
+// The claim buttons and line; drawn again when one's own claim nears its end and when it lapses while the study
+// is open. The read form stays (with what was typed) on a lapsed claim of one's own, and Claim is offered to renew it.
+// Before it lapses (two minutes, or half a short claim) the reader is warned and offered "Keep my claim", which
+// renews it: a claim had lapsed unannounced in the middle of a read, a colleague could take the study and the read
+// was refused, and a reader who reads slowly (a screen reader, a switch) could not extend it in time (WCAG 2.2.1).
 function showClaim(study) {
-  clearTimeout(state.lapseTimer);
+  clearTimeout(state.lapseTimer); clearTimeout(state.warnTimer);
   const own = study.claimed_by === state.user, lapsed = claimLapsed(study), end = claimEnd(study);
-  $("claim").hidden = !study.is_open || (own && !lapsed);
-  $("claim").textContent = own && lapsed ? "Claim again" : "Claim";
+  const lead = Math.min(120000, state.claimMs / 2), left = end === null ? null : end - (Date.now() + state.serverSkewMs);
+  const ending = study.is_open && own && !lapsed && left !== null && left <= lead;
+  $("claim").hidden = !study.is_open || (own && !lapsed && !ending);
+  $("claim").textContent = own && lapsed ? "Claim again" : ending ? "Keep my claim" : "Claim";
   // The server refuses to release a colleague's claim unless one is an admin: not offered then.
   $("release").hidden = !study.is_open || !study.claimed_by || !(own || state.roles.includes("admin"));
   $("read-form").hidden = !study.is_open || !own;
   const line = $("s-claim");
-  line.className = own && lapsed ? "error" : "muted";
+  line.className = (own && lapsed) || ending ? "error" : "muted";
   line.textContent = !study.is_open || end === null ? ""
     : own && lapsed ? `Your claim lapsed at ${utc(end)}: claim again to record your read (what you typed is kept).`
+    : ending ? `Your claim lapses at ${utc(end)}: keep your claim to go on reading (what you typed is kept).`
     : lapsed ? `${study.claimed_by}'s claim lapsed at ${utc(end)}; anyone may claim the study.`
     : own ? `Your claim lasts until ${utc(end)}.` : "";
   if (study.is_open && own && !lapsed) {
     state.lapseTimer = setTimeout(() => {
       if ($("study").dataset.uid === study.study_instance_uid) showClaim(study);
       reloadList();
-    }, end - (Date.now() + state.serverSkewMs) + 250);
+    }, left + 250);
+    if (!ending) {
+      state.warnTimer = setTimeout(() => {
+        if ($("study").dataset.uid === study.study_instance_uid) showClaim(study);
+      }, left - lead + 50);
+    }
   }
 }
 
