@@ -217,9 +217,11 @@ def _listed(row: ScreeningRun) -> dict[str, Any]:
     }
 
 
-def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[ScreeningRun]) -> dict[Child, list[dict[str, Any]]]:
+def _earlier_decisions(
+    session: Session, user: AuthenticatedUser, rows: list[ScreeningRun]
+) -> dict[tuple[str, ...], list[dict[str, Any]]]:
     """Decisions on the earlier flags (in the clinician's scope) of the listed children, oldest first."""
-    out: dict[Child, list[dict[str, Any]]] = {Child.of(row): [] for row in rows}
+    out: dict[tuple[str, ...], list[dict[str, Any]]] = {Child.of(row).identity(): [] for row in rows}
     if not rows:
         return out
     query = (
@@ -229,8 +231,8 @@ def _earlier_decisions(session: Session, user: AuthenticatedUser, rows: list[Scr
         .order_by(ScreeningOutcome.id)
     )
     for outcome, run in session.execute(query).tuples():
-        if Child.of(run) in out:
-            out[Child.of(run)].append({"outcome": outcome.outcome, "note": outcome.note, "decided_by": outcome.decided_by,
+        if Child.of(run).identity() in out:
+            out[Child.of(run).identity()].append({"outcome": outcome.outcome, "note": outcome.note, "decided_by": outcome.decided_by,
                                      "decided_at": outcome.decided_at.isoformat(), "screened_at": run.screened_at.isoformat()})
     return out
 
@@ -269,7 +271,7 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
                     {"outcome": o.outcome, "note": o.note, "decided_by": o.decided_by, "decided_at": o.decided_at.isoformat()}
                     for o in history
                 ],
-                "earlier_decisions": earlier[Child.of(row)],
+                "earlier_decisions": earlier[Child.of(row).identity()],
             }
         )
     pages = max(1, -(-total // per_page))

@@ -185,13 +185,13 @@ def _status_changes(
     is added once."""
     found = [Candidate(_OUTCOMES_CURSOR, outcome.id) for outcome in outcomes]
     triggers = [row for row in rows if row.flagged or row.status in RETIRING_STATUSES]
-    children = {Child.of(row) for row in triggers}
+    children = {Child.of(row).identity() for row in triggers}
     flags = {outcome.result_id for outcome in outcomes} | set(flag_ids)
     if children:
         of_children = session.scalars(
-            select(ScreeningRun).where(ScreeningRun.flagged.is_(True), ScreeningRun.patient_id.in_({c.patient_id for c in children}))
+            select(ScreeningRun).where(ScreeningRun.flagged.is_(True), ScreeningRun.patient_id.in_({c[0] for c in children}))
         )
-        flags |= {row.id for row in of_children if Child.of(row) in children}
+        flags |= {row.id for row in of_children if Child.of(row).identity() in children}
     sent = existing_keys(session, FHIR_CHANNEL, [f"RiskAssessment/medscreen-ra-{i}" for i in flags])
     changed = {i: status for i, status in flag_statuses(session, (i for i in flags if f"RiskAssessment/medscreen-ra-{i}" in sent)).items()
                if status != "active"}

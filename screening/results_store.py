@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.orm import Session
 
 from datasets.emr_records import ChildRecord
@@ -59,9 +59,10 @@ def repeat_of(
     if not (flagged or reasons.get("status") == "incomplete" or reasons.get("status") in RETIRING_STATUSES):
         return None
     same = and_(
-        ScreeningRun.practitioner == child.practitioner,
         ScreeningRun.organization == child.organization,
         ScreeningRun.owner == child.owner,
+        # Within an organisation, whichever practitioner it named (``same_child``): ``follow_the_record`` moves it.
+        true() if child.organization else ScreeningRun.practitioner == child.practitioner,
     )
     if unowned_too:
         same = or_(same, and_(ScreeningRun.practitioner == "", ScreeningRun.organization == "", ScreeningRun.owner == ""))
@@ -80,8 +81,22 @@ def repeat_of(
     return latest
 
 
-def _audit_repeat(session: Session, actor: str, patient_id: str, existing: ScreeningRun) -> None:
-    record_audit(session, actor, "screening.repeat", "patient", patient_id, {"result_id": existing.id, "flagged": existing.flagged})
+def follow_the_record(existing: ScreeningRun, practitioner: str) -> dict[str, str]:
+    """A repeat's record naming another practitioner of the same organisation: the child's stored result moves to
+    them with its decisions, so that their paediatrician sees it and the former one is no longer asked (it had
+    been stored again under the new practitioner, beside the old one). The change, for the audit row."""
+    if not existing.organization or existing.practitioner == practitioner:
+        return {}
+    moved = {"practitioner_before": existing.practitioner, "practitioner": practitioner}
+    existing.practitioner = practitioner
+    return moved
+
+
+def _audit_repeat(
+    session: Session, actor: str, patient_id: str, existing: ScreeningRun, moved: dict[str, str] | None = None
+) -> None:
+    record_audit(session, actor, "screening.repeat", "patient", patient_id,
+                 {"result_id": existing.id, "flagged": existing.flagged, **(moved or {})})
     logger.info("screened child=%s again on the same evidence: result %d stands", existing.patient_digest, existing.id)
 
 
@@ -100,10 +115,10 @@ def store_result(
     reasons = explanation(result, screener.ontology)
     practitioner, organization = record.practitioner[:128], record.organization[:128]
     child = child_of_record(session, result.patient_id, practitioner, organization, owner, admin=admin)
-    unassigned = [team for team in (practitioner, organization) if team] if child.owner else []
+    unassigned = [team for team in (practitioner, organization) if team] if child.owner and not child.organization else []
     existing = repeat_of(session, child, result.flagged, reasons, result.model_version)
     if existing is not None:
-        _audit_repeat(session, actor, result.patient_id, existing)
+        _audit_repeat(session, actor, result.patient_id, existing, follow_the_record(existing, child.practitioner))
         return {"id": existing.id, "assessment": assessment, "flag": flag_json, "repeat": True, "unassigned_care_team": unassigned}
     row = ScreeningRun(
         patient_id=result.patient_id,
@@ -238,10 +253,11 @@ def store_output_lines(
                     line["explanation"], line["model_version"], unowned_too=True,
                 )
                 if existing is not None:
+                    moved = follow_the_record(existing, practitioner)
                     if not (existing.practitioner or existing.organization):
                         # A re-run that names the extract's organisation gives a flag no clinician could see a scope.
                         existing.practitioner, existing.organization = practitioner, scope_organization
-                    _audit_repeat(session, actor, line["patient_id"], existing)
+                    _audit_repeat(session, actor, line["patient_id"], existing, moved)
                     repeats += 1
                     continue
                 if not (practitioner or own_organization or organization):

@@ -2,7 +2,8 @@
 the store, the page, the API and the FHIR reads, so that no view of a child is wider than another and no
 clinician's patient stands in for another's.
 
-A child is its record id within its scope: the practitioner and organisation the record names, or, when it
+A child is its record id within its scope: the organisation the record names (within one clinic the record id is
+the clinic's, so a change of practitioner there is the same child), else the practitioner it names, or, when it
 names neither, the clinician who submitted it (``ScreeningRun.owner``; a batch run's such results are no
 clinician's until a run names the extract's organisation). A clinician's record naming a practitioner or an
 organisation, none of them one they are assigned to, is their own child too: a post writes only into a scope its
@@ -48,6 +49,11 @@ class Child(NamedTuple):
     def of(cls, row: ScreeningRun) -> Child:
         return cls(row.patient_id, row.practitioner, row.organization, row.owner)
 
+    def identity(self) -> tuple[str, str, str, str]:
+        """What tells two results' children apart (``same_child``): the practitioner only where no organisation
+        is named. A child whose record moved to another practitioner of the same organisation is one child."""
+        return self.patient_id, "" if self.organization else self.practitioner, self.organization, self.owner
+
 
 def holds_care_team(session: Session, username: str, practitioner: str, organization: str) -> bool:
     """Whether a clinician is assigned to the practitioner or the organisation a record names: then its results
@@ -69,7 +75,8 @@ def child_of_record(
     """The child a clinician's record is (``submitter`` "": a batch run's, the care team it names).
 
     A record naming a care team the clinician is not assigned to (and they are no admin) is the submitter's own
-    child, as one naming none: it must not withdraw ("the child has died"), replace (another name, other findings)
+    child, as one naming none (one naming an organisation and a practitioner, of whom they are assigned to the
+    practitioner only, keeps its care team, so that both see it, but is their own child too): it must not withdraw ("the child has died"), replace (another name, other findings)
     or stand for a flag of a scope they cannot read. A record naming no care team, whose id a stored result
     already holds under exactly one organisation this clinician is assigned to, is that organisation's child: the
     clinic's extract was screened with ``screen-emr --organization`` and its paediatrician now posts the same
@@ -77,8 +84,12 @@ def child_of_record(
     if not submitter:
         return Child(patient_id, practitioner, organization, "")
     if practitioner or organization:
-        if admin or holds_care_team(session, submitter, practitioner, organization):
+        if admin or holds_care_team(session, submitter, "" if organization else practitioner, organization):
             return Child(patient_id, practitioner, organization, "")
+        if organization and holds_care_team(session, submitter, practitioner, ""):
+            # Assigned to the practitioner, not the organisation: the organisation's child (``same_child``, whichever
+            # of its practitioners the record named) is of a scope they cannot read; theirs, under the care team named.
+            return Child(patient_id, practitioner, organization, submitter)
         return Child(patient_id, "", "", submitter)
     assigned = select(ScreeningAssignment.organization).where(
         ScreeningAssignment.username == submitter, ScreeningAssignment.organization != ""
@@ -95,10 +106,13 @@ def child_of_record(
 
 
 def same_child(other: type[ScreeningRun]) -> ColumnElement[bool]:
-    """``other`` (an alias) is a result of the same child as the ``ScreeningRun`` row of the query."""
+    """``other`` (an alias) is a result of the same child as the ``ScreeningRun`` row of the query
+    (``Child.identity``). Within one organisation the practitioner does not count: a family that changed GP in
+    the clinic had left the first GP's flag waiting beside the new one, the clinic's paediatrician asked twice
+    about one child and the EMR holding two active Flags."""
     return and_(
         other.patient_id == ScreeningRun.patient_id,
-        other.practitioner == ScreeningRun.practitioner,
         other.organization == ScreeningRun.organization,
+        or_(ScreeningRun.organization != "", other.practitioner == ScreeningRun.practitioner),
         other.owner == ScreeningRun.owner,
     )

@@ -49,7 +49,8 @@ class ScreeningRun(Base):
     practitioner: Mapped[str] = mapped_column(String(128), default="", server_default="", index=True)
     organization: Mapped[str] = mapped_column(String(128), default="", server_default="", index=True)
     # Whose child a record naming neither a practitioner nor an organisation is: the clinician who submitted it
-    # ("" when the record names one, and for a batch run's, which are no clinician's until given an organisation).
+    # ("" when the record names one, and for a batch run's, which are no clinician's until given an organisation;
+    # the submitter's too for a record naming an organisation of which they hold only the practitioner named).
     # Part of the child's identity: two clinicians' patient "1", each named by no care team, are two children.
     owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
 

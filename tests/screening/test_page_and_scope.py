@@ -17,6 +17,7 @@ from sqlalchemy import select
 from datasets.emr_records import CodedFact
 from datasets.fhir_emr import record_to_bundle
 from medscreen.cli import main
+from screening.fhir_feed import flag_statuses
 from screening.results_store import store_result
 from screening.tables import ScreeningAssignment, ScreeningRun
 from service.db import session_scope
@@ -534,3 +535,47 @@ def test_a_childs_age_is_shown_in_completed_tenths_never_rounded_up_to_the_next_
             include_decided=False, flags=[row], incomplete=[dict(row, not_read=[])], incomplete_total=1, page=1, pages=1, total=1
         )
         assert re.findall(r"record M1 · ([0-9.]+) years", html) == [shown, shown], days
+
+
+def test_a_child_whose_record_moves_to_another_practitioner_of_the_clinic_is_one_child(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    """The family changed GP within clinic-7: the clinic's next extract names Practitioner/p2. The child's flag had
+    been stored again under p2, beside p1's: pia (the clinic's paediatrician) was asked twice about one child, p1's
+    paediatrician kept a flag of a child no longer theirs, and the EMR held two active Flags. Now the flag follows
+    the record. A paediatrician assigned to p2 only, not to the clinic, still cannot replace the clinic's flags."""
+    screener = screening_app.state.screener
+    users = {name: token_for(name, "paediatrician") for name in ("pia", "dr-p1", "dr-p2")}
+    clinic = "Organization/clinic-7"
+
+    def extract(patient_id: str, practitioner: str, *extra: CodedFact) -> int:
+        record = child_of(patient_id, f"Child {patient_id}", f"MRN-{patient_id}", practitioner=practitioner, organization=clinic)
+        record.facts += extra
+        with session_scope(screening_app.state.session_factory) as session:
+            return int(store_result(session, screener, record, screener.screen(record, date(2024, 3, 1)), "batch:clinic-7.ndjson", owner="")["id"])
+
+    with session_scope(screening_app.state.session_factory) as session:
+        session.add_all([ScreeningAssignment(username="pia", organization=clinic, assigned_by="test"),
+                         ScreeningAssignment(username="dr-p1", practitioner="Practitioner/p1", assigned_by="test"),
+                         ScreeningAssignment(username="dr-p2", practitioner="Practitioner/p2", assigned_by="test")])
+
+    def sees() -> dict[str, list[tuple[str, str]]]:
+        return {name: [(f["patient_id"], f["practitioner"]) for f in client.get("/api/screening/flags", headers=h).json()["flags"]]
+                for name, h in users.items()}
+
+    first = extract("case-0", "Practitioner/p1")
+    assert extract("case-0", "Practitioner/p2") == first  # the same findings: the same flag, now p2's
+    assert sees() == {"pia": [("case-0", "Practitioner/p2")], "dr-p1": [], "dr-p2": [("case-0", "Practitioner/p2")]}
+    newer = extract("case-0", "Practitioner/p2", CodedFact("condition", "hpo", "HP:0001250", date(2023, 9, 1)))
+    assert sees()["pia"] == [("case-0", "Practitioner/p2")] and newer != first
+    with session_scope(screening_app.state.session_factory) as session:
+        assert flag_statuses(session, [first, newer]) == {first: "inactive", newer: "active"}  # one active Flag in the EMR
+        moved = [e.detail for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "screening.repeat"))]
+    assert moved == [{"result_id": first, "flagged": True, "practitioner_before": "Practitioner/p1", "practitioner": "Practitioner/p2"}]
+
+    # dr-p2 holds p2 but not the clinic: his record of case-1 naming both neither replaces nor moves p1's flag of it.
+    extract("case-1", "Practitioner/p1")
+    posted = child_of("case-1", "Someone Else", "MRN-X", practitioner="Practitioner/p2", organization=clinic)
+    posted.facts.append(CodedFact("condition", "hpo", "HP:0001250", date(2023, 9, 1)))
+    assert "OperationOutcome" not in [r["resourceType"] for r in _post(client, posted, users["dr-p2"])]
+    assert ("case-1", "Practitioner/p1") in sees()["dr-p1"]
