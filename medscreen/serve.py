@@ -42,6 +42,7 @@ from service.db import make_engine, make_session_factory, session_scope, utcnow
 from service.fhir_push import FhirSender
 from service.http_server import http_config
 from service.outbox import RetryPolicy, run_feed
+from service.registry_relocation import relocate_artifact_root
 from service.settings import Settings
 from service.steering import defer_rules_from_settings
 from service.users import ensure_admin, write_initial_admin_password
@@ -141,6 +142,8 @@ def run_service(settings: Settings) -> int:
     # /healthz names each task with no loadable champion). They had been registered before the receivers started,
     # once: a tracking server not up yet (compose or systemd start order) kept the DICOM port closed for about
     # 4.5 minutes, while MLflow's client retried, and on a first start no model was ever registered.
+    # A home restored on another path: MLflow's recorded artifact locations follow it before any model is read.
+    relocate_artifact_root(settings.resolved_mlflow_tracking_uri)
     champions = _champion_watch(settings)
     stop_champions = threading.Event()
     champion_thread = threading.Thread(target=champions.run_until, args=(stop_champions,), name="champions", daemon=True)

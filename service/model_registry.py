@@ -91,8 +91,12 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     """The experiment id of ``name``, created with its artifacts beside the store when new."""
     import mlflow
 
+    from service.registry_relocation import relocate_artifact_root
+
     if urlparse(tracking_uri).scheme == "sqlite":
         Path(tracking_uri.split("sqlite:///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        # A store restored on another path: what is logged now goes beside it, not under the old home.
+        relocate_artifact_root(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = registry_client(tracking_uri)
