@@ -53,7 +53,7 @@ _QUERY_STRING = re.compile(r"\?([^\s\"]*)")
 PLAIN_PATH_SEGMENTS = frozenset({
     "DiagnosticReport", "Device", "Flag", "Observation", "RiskAssessment", "abandon", "api", "audit", "auth", "claim",
     "compare", "dicomweb", "docs", "drift", "events", "fhir", "filters", "flags", "healthz", "heatmap", "instances",
-    "jobs", "me", "metadata", "metrics", "mlflow", "openapi.json", "outbox", "outcome", "outcomes", "outgoing", "priority-changes",
+    "jobs", "logout", "me", "metadata", "metrics", "mlflow", "openapi.json", "outbox", "outcome", "outcomes", "outgoing", "priority-changes",
     "promote", "quality", "quarantine", "read", "release", "replay", "report", "rescore", "rollback", "screening",
     "series", "settings", "static", "steering", "studies", "tasks", "token", "unlock", "versions", "worklist",
 })

@@ -2,7 +2,8 @@
 
 ``POST /api/auth/token`` (``service/login.py``) trades a username and password for a token; every protected endpoint declares
 ``CurrentUser`` or ``Depends(require_role(...))``. Roles are read from the database on each request, so a
-revoked role or a disabled account takes effect at once, not when the token expires.
+revoked role or a disabled account takes effect at once, not when the token expires; so does a token signed out with
+``POST /api/auth/logout`` (its ``jti`` in ``revoked_tokens``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from service.deps import SessionDep, SettingsDep
 from service.error_responses import error_responses
 from service.errors import SecretKeyError, WeakPassword
 from service.settings import Settings
-from service.tables import ROLES, Role, User
+from service.tables import ROLES, RevokedToken, Role, User
 
 __all__ = [
     "AuthenticatedUser",
@@ -146,7 +147,11 @@ def create_access_token(username: str, key: str, lifetime: timedelta, *, now: da
     issued = now or utcnow()
     # iat keeps its fraction of a second (RFC 7519 allows it) so a password change a moment after a login
     # is still ordered correctly against that login's token.
-    claims = {"sub": username, "iat": issued.timestamp(), "exp": int((issued + lifetime).timestamp())}
+    # jti names this one token, so that signing out (POST /api/auth/logout) can refuse it and only it.
+    claims = {
+        "sub": username, "iat": issued.timestamp(), "exp": int((issued + lifetime).timestamp()),
+        "jti": secrets.token_urlsafe(16),
+    }
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
@@ -217,6 +222,11 @@ def get_current_user(
         raise unauthorized("unknown or disabled user")
     if claims["iat"] < user.password_changed_at.timestamp():
         raise unauthorized("token issued before the last password change")
+    # A token issued before tokens had a jti cannot be signed out; it runs to its expiry, at most one lifetime.
+    jti = claims.get("jti")
+    if jti is not None and (not isinstance(jti, str) or session.get(RevokedToken, jti) is not None):
+        raise unauthorized("token signed out")
+    request.state.token_claims = claims  # for POST /api/auth/logout: which token to sign out
     return AuthenticatedUser(username=user.username, roles=user.roles)
 
 

@@ -1,4 +1,5 @@
-"""``POST /api/auth/token``: login with throttling and lockout, every attempt audited; an admin lifts a lock.
+"""``POST /api/auth/token``: login with throttling and lockout, every attempt audited; an admin lifts a lock;
+``POST /api/auth/logout`` signs the caller's token out on the server.
 
 Each attempt (success, wrong password, refused by a lock) is one audit row in the ``auth`` actions,
 committed even when the answer is an error. A name that is not an account is audited by digest only: people
@@ -8,17 +9,18 @@ type passwords into the username field, and the audit log must not keep them.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from service.audit import record_audit, subject_digest
 from service.auth import (
     AuthenticatedUser,
+    CurrentUser,
     Token,
     authenticate,
     create_access_token,
@@ -30,7 +32,7 @@ from service.db import utcnow
 from service.deps import SessionDep, SettingsDep
 from service.error_responses import AUTHENTICATED, error_responses
 from service.login_throttle import LoginRefused, record_login_success, reserve_login_attempt, unlock_account
-from service.tables import Role, User
+from service.tables import RevokedToken, Role, User
 
 __all__ = ["router", "audit_login"]
 
@@ -105,3 +107,22 @@ def unlock(
     lifted = unlock_account(session, username)
     record_audit(session, admin.username, "user.unlock", "user", username, {"was_locked": lifted})
     return {"username": username, "unlocked": lifted}
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=AUTHENTICATED)
+def logout(request: Request, session: SessionDep, user: CurrentUser) -> Response:
+    """Sign this token out: it is refused from now on, on every node (the user's other sessions stay signed in).
+
+    The pages had only dropped the token from the tab, so a copy of it (a proxy's log, a browser extension, a shared
+    workstation's memory) kept opening patients' records until it expired, up to a shift later."""
+    claims = request.state.token_claims
+    now = utcnow()
+    jti = claims.get("jti")
+    if isinstance(jti, str):
+        session.merge(
+            RevokedToken(jti=jti, username=user.username, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+        )
+    # A signed-out token past its expiry is refused by its signature alone: its row is no longer needed.
+    session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+    record_audit(session, user.username, "auth.logout", "user", user.username, {"signed_out": isinstance(jti, str)})
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.db import Base, UTCDateTime, utcnow
 
-__all__ = ["Role", "ROLES", "User", "UserRole", "AuditEvent", "LoginThrottle"]
+__all__ = ["Role", "ROLES", "User", "UserRole", "AuditEvent", "LoginThrottle", "RevokedToken"]
 
 
 class Role(enum.StrEnum):
@@ -97,3 +97,14 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     first_failure_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RevokedToken(Base):
+    """A login token signed out before it expired (``POST /api/auth/logout``), by its ``jti``, kept until it expires."""
+
+    __tablename__ = "revoked_tokens"
+    __table_args__ = (Index("ix_revoked_tokens_expires_at", "expires_at"),)
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

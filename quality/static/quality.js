@@ -24,6 +24,12 @@ async function api(path, options = {}) {
 // neither sees it nor logs it to MLflow under the last user's name (the page had no Log out at all).
 function showLogin({ expired = false } = {}) {
   const wasIn = state.token !== null;
+  // Log out signs the token out on the server too: dropping it from the tab had left any copy of it working for the
+  // rest of its lifetime (a shift). keepalive: the request outlives the page, should the tab be closed next.
+  if (wasIn && !expired) {
+    fetch("/api/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${state.token}` }, keepalive: true })
+      .catch(() => { /* the server unreachable: the token still expires */ });
+  }
   state.token = null;
   sessionStorage.removeItem("medscreen.token");
   $("report").replaceChildren(Object.assign(document.createElement("p"), { textContent: "Choose a task and a model version." }));

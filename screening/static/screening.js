@@ -131,7 +131,13 @@ $("login").addEventListener("submit", async (event) => {
   }
 });
 
+// Log out signs the token out on the server too: dropping it from the tab had left any copy of it working for the
+// rest of its lifetime (a shift). keepalive: the request outlives the page, should the tab be closed next.
 $("logout").addEventListener("click", () => {
+  if (token()) {
+    fetch("/api/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${token()}` }, keepalive: true })
+      .catch(() => { /* the server unreachable: the token still expires */ });
+  }
   sessionStorage.removeItem(TOKEN); forgetNotes();
   $("flags").replaceChildren(); $("status").textContent = "";
   $("load-error").hidden = true; $("load-error").textContent = "";

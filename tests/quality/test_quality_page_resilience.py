@@ -3,8 +3,10 @@ against the real app (found by review)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import httpx
 import pytest
 
 from service.db import make_engine, make_session_factory, session_scope
@@ -61,11 +63,18 @@ def test_a_report_that_cannot_be_made_replaces_the_one_before_and_log_out_takes_
             page.click("#filters button[type=submit]")
             expect(page.locator("#quality-report")).to_have_attribute("data-version", other)
 
+            token = page.evaluate("sessionStorage.getItem('medscreen.token')")
             page.click("#logout")
             expect(page.locator("#login")).to_be_visible()
             expect(page.locator("#quality-report")).to_have_count(0)
             expect(page.locator("#who")).to_have_text("")
             assert page.evaluate("sessionStorage.getItem('medscreen.token')") is None
+            # Signed out on the server, not only dropped from the tab: a copy of the token had worked for a shift more.
+            bearer = {"Authorization": f"Bearer {token}"}
+            deadline = time.monotonic() + 10
+            while httpx.get(f"{url}/api/auth/me", headers=bearer).status_code == 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert httpx.get(f"{url}/api/auth/me", headers=bearer).status_code == 401
             page.reload()
             expect(page.locator("#login")).to_be_visible()
         finally:

@@ -11,6 +11,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
+from sqlalchemy import select
 
 from medscreen.app import create_app
 from service.auth import (
@@ -23,7 +24,7 @@ from service.auth import (
 from service.db import session_scope, utcnow
 from service.errors import SecretKeyError, WeakPassword
 from service.settings import Settings
-from service.tables import ROLES, Role
+from service.tables import ROLES, AuditEvent, RevokedToken, Role
 from service.users import set_password, set_roles
 from tests.service.conftest import AddUser, login
 
@@ -129,6 +130,24 @@ def test_password_change_signs_out_old_tokens(app: FastAPI, client: TestClient, 
         client.post("/api/auth/token", data={"username": "rita", "password": "rita-password-long"}).status_code == 401
     )
     assert client.get("/api/auth/me", headers=login(client, "rita", "a-brand-new-password")).status_code == 200
+
+
+def test_logout_signs_out_that_token_on_the_server_and_no_other(app: FastAPI, client: TestClient, add_user: AddUser) -> None:
+    # The pages had only dropped the token from the tab: a copy kept opening patients until it expired, a shift later.
+    ward = add_user("rita", "radiologist")
+    office = login(client, "rita", "rita-password-long")  # her other workstation
+    with session_scope(app.state.session_factory) as session:  # a signed-out token already past its expiry
+        session.add(RevokedToken(jti="old", username="rita", expires_at=utcnow() - timedelta(minutes=1)))
+    assert client.post("/api/auth/logout", headers=ward).status_code == 204
+    for path in ("/api/auth/me", "/api/worklist", "/api/worklist/filters"):
+        refused = client.get(path, headers=ward)
+        assert (refused.status_code, refused.json()["detail"]) == (401, "token signed out"), path
+    assert client.post("/api/auth/logout", headers=ward).status_code == 401
+    assert client.get("/api/worklist", headers=office).status_code == 200
+    with session_scope(app.state.session_factory) as session:
+        assert session.scalars(select(RevokedToken.username)).all() == ["rita"]  # the expired row went
+        logout = session.scalars(select(AuditEvent).where(AuditEvent.action == "auth.logout")).one()
+        assert (logout.actor, logout.subject_id, logout.detail) == ("rita", "rita", {"signed_out": True})
 
 
 def test_short_passwords_are_refused(app: FastAPI) -> None:

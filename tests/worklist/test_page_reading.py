@@ -269,8 +269,15 @@ def test_log_out_a_failed_reload_and_refusals_are_shown(settings: Settings) -> N
 
         r.row("A").click()
         page.fill("#read-note", "ALPHA^Anna has a consolidation")
+        token = page.evaluate("sessionStorage.getItem('medscreen.token')")
         page.click("#logout")
         expect(page.locator("#login-panel")).to_be_visible()
+        # Signed out on the server, not only dropped from the tab: a copy of the token had worked for a shift more.
+        bearer = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{r.url}/api/auth/me", headers=bearer).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(f"{r.url}/api/auth/me", headers=bearer).status_code == 401
         for hidden in ("#app", "#rows tr", "#study"):
             expect(page.locator(hidden).first).to_be_hidden()
         assert "ALPHA^Anna" not in page.content()

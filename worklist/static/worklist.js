@@ -61,6 +61,7 @@ async function login(event) {
 // typed read are emptied, not only hidden. When the session runs out (`expired`) they are hidden and kept for
 // the same reader logging in again (a long read is not lost), and emptied if someone else logs in.
 function logout({ expired = false } = {}) {
+  if (!expired && state.token) signOut(state.token);
   state.token = null; sessionStorage.removeItem("medscreen.token");
   if (state.streamAbort) state.streamAbort.abort();
   clearTimeout(state.refreshTimer); clearTimeout(state.retryTimer);
@@ -69,6 +70,13 @@ function logout({ expired = false } = {}) {
   $("login-error").textContent = expired && state.keptFor ? "Your session has ended: log in again. A read or claim " +
     "refused just now was not recorded; the study you had open and what you typed are kept." : "";
   $("app").hidden = true; $("logout").hidden = true; $("who").textContent = ""; $("login-panel").hidden = false;
+}
+
+// Log out signs the token out on the server too: dropping it from the tab had left any copy of it working for the
+// rest of its lifetime (a shift). keepalive: the request outlives the page, should the tab be closed next.
+function signOut(token) {
+  fetch("/api/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${token}` }, keepalive: true })
+    .catch(() => { /* the server unreachable: the token still expires */ });
 }
 
 function clearReading() {
