@@ -158,6 +158,24 @@ def format_figure(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+# Series are told apart by more than their colour (WCAG 1.4.1): each has its own marker and dash, and the legend
+# draws both beside its label. The version's and the site's operating points had been dots of the same size in red
+# and green, and each legend only its labels in the series' colours: a red-green colour-blind reviewer could not
+# tell which point was the site's threshold, nor which drift line was the PSI and which the flag rate.
+_MARKERS = ("circle", "square", "diamond")
+_DASHES = ("", "6 3", "2 2")
+
+
+def _marker(kind: str, x: float, y: float, radius: float, colour: str) -> str:
+    if kind == "square":
+        side = radius * 1.8
+        return f'<rect x="{x - side / 2:.1f}" y="{y - side / 2:.1f}" width="{side:.1f}" height="{side:.1f}" fill="{colour}"/>'
+    if kind == "diamond":
+        d = radius * 1.4
+        return f'<polygon points="{x:.1f},{y - d:.1f} {x + d:.1f},{y:.1f} {x:.1f},{y + d:.1f} {x - d:.1f},{y:.1f}" fill="{colour}"/>'
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius}" fill="{colour}"/>'
+
+
 def _svg_chart(
     title: str,
     series: Sequence[tuple[str, Sequence[tuple[float, float]], str]],
@@ -210,15 +228,25 @@ def _svg_chart(
     for i, (label, points, colour) in enumerate(series):
         if not points:
             continue
+        marker, dash = _MARKERS[i % len(_MARKERS)], _DASHES[i % len(_DASHES)]
+        dashed = f' stroke-dasharray="{dash}"' if dash else ""
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.8" points="{coords}"/>')
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.8"{dashed} points="{coords}"/>')
         if len(points) <= 30:
             radius = 5 if len(points) == 1 else 2.5  # a lone operating point must stand out on the curve
-            parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{radius}" fill="{colour}"/>' for x, y in points)
+            parts.extend(_marker(marker, sx(x), sy(y), radius, colour) for x, y in points)
+        # The legend's key (a piece of the line with the marker on it) before the label, or after it at the right.
+        key_y = top + ph - 8 - 12 * (len(series) - 1 - i) if legend_bottom_right else top + 14 + 12 * i
+        key_x = left + pw - 26 if legend_bottom_right else left + 8
+        parts.append(
+            f'<line x1="{key_x}" y1="{key_y - 3.5}" x2="{key_x + 18}" y2="{key_y - 3.5}" stroke="{colour}" '
+            f'stroke-width="1.8"{dashed}/>'
+        )
+        parts.append(_marker(marker, key_x + 9, key_y - 3.5, 3.5 if len(points) == 1 else 2.5, colour))
         if legend_bottom_right:
-            legend = f'x="{left + pw - 8}" y="{top + ph - 8 - 12 * (len(series) - 1 - i)}" text-anchor="end"'
+            legend = f'x="{left + pw - 30}" y="{key_y}" text-anchor="end"'
         else:
-            legend = f'x="{left + 8}" y="{top + 14 + 12 * i}"'
+            legend = f'x="{left + 30}" y="{key_y}"'
         parts.append(f'<text {legend} font-size="10" fill="{colour}">{html.escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
