@@ -94,3 +94,27 @@ def test_a_claim_about_to_lapse_is_announced_and_can_be_kept(r: Reading) -> None
     assert r.study("A")["claimed_at"] > claimed_at, "the claim was not renewed"
     page.click("#release")
     r.expect(page.locator("#read-form")).to_be_hidden()
+
+
+# Whether the focused element is drawn where it is, not under another (the study panel): its centre hits it.
+_FOCUS_IN_SIGHT = """() => {
+  const e = document.activeElement; e.scrollIntoView({block: 'nearest', inline: 'nearest'});
+  const b = e.getBoundingClientRect(), top = document.elementFromPoint(b.x + b.width / 2, b.y + b.height / 2);
+  return top !== null && e.contains(top);
+}"""
+
+
+@pytest.mark.parametrize("width", [320, 640])
+def test_at_400_and_200_percent_zoom_the_keyboard_focus_is_never_under_the_study(r: Reading, width: int) -> None:
+    """WCAG 2.4.7 (focus visible) and 1.4.10 (reflow): at 320 and 640 CSS px (a 1280 px screen at 400% and 200%) the
+    study panel covered the list, and Shift+Tab from its Close button put the focus on Open buttons under it."""
+    page = r.page
+    page.set_viewport_size({"width": width, "height": 640})
+    r.row("B").locator("td").first.click()  # the row, not its button: the study must open in sight all the same
+    r.expect(page.locator("#s-facts")).to_contain_text("BRAVO^Ben")
+    r.expect(page.locator("#s-title")).to_be_in_viewport()
+    page.focus("#close-study")
+    for _ in range(3):
+        page.keyboard.press("Shift+Tab")
+        assert page.evaluate(_FOCUS_IN_SIGHT), f"{page.evaluate('document.activeElement.outerHTML')} is under the panel"
+    assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")

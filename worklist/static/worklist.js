@@ -521,7 +521,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("next").addEventListener("click", () => { state.offset += PAGE_SIZE; reloadList(); });
   $("rows").addEventListener("click", (event) => {
     const tr = event.target.closest("tr[data-uid]");
-    if (tr) openStudy(tr.dataset.uid, { focus: event.target.closest("button.open") !== null }).catch(() => {});
+    // Where the panel follows the list (a narrow window, a high zoom) a click anywhere on the row takes the focus
+    // to it too: the study would open out of sight, below the list.
+    const below = getComputedStyle($("study")).position === "static";
+    if (tr) openStudy(tr.dataset.uid, { focus: below || event.target.closest("button.open") !== null }).catch(() => {});
   });
   $("close-study").addEventListener("click", () => {
     const uid = state.selected;
