@@ -29,6 +29,7 @@ import typing
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from medscreen.home_lock import HomeInUse
 from medscreen.logging_config import configure_logging
 from medscreen.version import installed_version
 from service.errors import DatabaseFromNewerRelease
@@ -201,7 +202,7 @@ def _main(argv: Sequence[str] | None) -> int:
     configure_logging(settings.log_level)
     try:
         return run_command(args, settings)
-    except (HomeMissing, DatabaseFromNewerRelease) as exc:
+    except (HomeMissing, HomeInUse, DatabaseFromNewerRelease) as exc:
         sys.stderr.write(f"medscreen {args.command}: {exc}\n")
         return 2
     except KeyboardInterrupt:

@@ -35,6 +35,7 @@ from inference.tls import pacs_tls_args, receiver_ssl_context
 from inference.worker import running_node
 from inference.worker_process import run_scoring_process
 from medscreen.app import create_app
+from medscreen.home_lock import hold_home
 from medscreen.process_supervisor import ProcessSupervisor
 from medscreen.schema import migrate_all
 from screening.fhir_feed import take_in_screening_flags
@@ -111,6 +112,12 @@ def _run_fhir_feed(settings: Settings, session_factory: sessionmaker[Session], s
 
 def run_service(settings: Settings) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
+    # Before anything in the home is touched: another service using it is left alone (HomeInUse, exit code 2).
+    with hold_home(settings.home):
+        return _run_service(settings)
+
+
+def _run_service(settings: Settings) -> int:
     url = settings.resolved_database_url
     migrate_all(url)
     session_factory = make_session_factory(make_engine(url, serialise_writes=True))
