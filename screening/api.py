@@ -265,6 +265,7 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
                 "flag": {**row.flag, "status": "inactive"} if row.flag and latest else row.flag,
                 "risk_assessment": row.risk_assessment,
                 "outcome": latest.outcome if latest else None,
+                "decision_id": latest.id if latest else None,  # what the page's decision replaces (OutcomeIn)
                 "decided_by": latest.decided_by if latest else None,
                 "note": latest.note if latest else "",
                 "decisions": [
@@ -314,9 +315,13 @@ class OutcomeIn(BaseModel):
     outcome: Literal["referred", "not_relevant"]
     # No NUL: the decision had failed as a 500 on PostgreSQL (SQLite stored it). A 422 says why.
     note: StoredText = Field("", max_length=2000)
+    # The flag's latest decision as the decider saw it (its id; null: undecided), as the page sends it. Given, a
+    # decision recorded since is a 409: a colleague's referral had been replaced, unseen, by a "not relevant"
+    # clicked on a page loaded before it. Left out, the decision is added whatever came before (as it always was).
+    replaces: int | None = None
 
 
-@router.post("/flags/{result_id}/outcome", status_code=status.HTTP_201_CREATED, responses=error_responses(404, 413))
+@router.post("/flags/{result_id}/outcome", status_code=status.HTTP_201_CREATED, responses=error_responses(404, 409, 413))
 def record_outcome(result_id: Int32RowId, body: OutcomeIn, session: SessionDep, user: Paediatrician) -> dict[str, Any]:
     """Record a decision on a flag; a changed decision is a new entry (the latest counts), never an edit."""
     row = session.scalars(select(ScreeningRun).where(ScreeningRun.id == result_id, in_scope(user))).first()
@@ -325,6 +330,11 @@ def record_outcome(result_id: Int32RowId, body: OutcomeIn, session: SessionDep, 
     previous = session.scalars(
         select(ScreeningOutcome).where(ScreeningOutcome.result_id == row.id).order_by(ScreeningOutcome.id.desc())
     ).first()
+    if "replaces" in body.model_fields_set and body.replaces != (previous.id if previous else None):
+        said = (f"{previous.decided_by} decided '{previous.outcome.replace('_', ' ')}' on this flag at "
+                f"{previous.decided_at:%Y-%m-%d %H:%M} UTC") if previous else "the decision you saw was withdrawn"
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"{said}, after your list was loaded: nothing was saved. "
+                            "Reload the list to see it, then decide again if you still disagree.")
     outcome = ScreeningOutcome(result_id=row.id, outcome=body.outcome, note=body.note, decided_by=user.username)
     session.add(outcome)
     session.flush()

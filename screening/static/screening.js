@@ -165,7 +165,9 @@ $("flags").addEventListener("click", async (event) => {
   const response = await fetch(`/api/screening/flags/${button.dataset.result}/outcome`, {
     method: "POST",
     headers: {Authorization: "Bearer " + token(), "Content-Type": "application/json"},
-    body: JSON.stringify({outcome: button.dataset.outcome, note: note ? note.value : ""}),
+    // The decision shown (none: undecided): a colleague's decision since is refused (409) rather than replaced unseen.
+    body: JSON.stringify({outcome: button.dataset.outcome, note: note ? note.value : "",
+                          replaces: article.dataset.decision ? Number(article.dataset.decision) : null}),
   }).catch(() => null);
   delete article.dataset.pending;
   buttons.forEach((b) => { b.disabled = false; });

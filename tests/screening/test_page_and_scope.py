@@ -19,7 +19,7 @@ from datasets.fhir_emr import record_to_bundle
 from medscreen.cli import main
 from screening.fhir_feed import flag_statuses
 from screening.results_store import store_result
-from screening.tables import ScreeningAssignment, ScreeningRun
+from screening.tables import ScreeningAssignment, ScreeningOutcome, ScreeningRun
 from service.db import session_scope
 from service.tables import AuditEvent
 from tests.screening.conftest import child_of, ordinary_child
@@ -579,3 +579,33 @@ def test_a_child_whose_record_moves_to_another_practitioner_of_the_clinic_is_one
     posted.facts.append(CodedFact("condition", "hpo", "HP:0001250", date(2023, 9, 1)))
     assert "OperationOutcome" not in [r["resourceType"] for r in _post(client, posted, users["dr-p2"])]
     assert ("case-1", "Practitioner/p1") in sees()["dr-p1"]
+
+
+def test_a_decision_made_on_a_list_loaded_before_a_colleagues_is_refused_not_silently_replacing_it(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    """pia and paz both have clinic-7's flag of case-0 on screen, undecided. pia refers the child; paz, on the list
+    loaded before, clicks "Not relevant": it had been stored and, the latest counting, had replaced the referral
+    unseen. The page sends the decision it showed (``replaces``, from the article's ``data-decision``)."""
+    ids = _clinic_7_batch(screening_app)
+    pia, paz = token_for("pia", "paediatrician"), token_for("paz", "paediatrician")
+    with session_scope(screening_app.state.session_factory) as session:
+        session.add(ScreeningAssignment(username="paz", organization="Organization/clinic-7", assigned_by="test"))
+    flag = ids["case-0"]
+    page = client.get("/api/screening/flags?format=html", headers=paz).text
+    assert f'id="result-{flag}" data-decision=""' in page
+    assert client.post(f"/api/screening/flags/{flag}/outcome", json={"outcome": "referred", "replaces": None}, headers=pia).status_code == 201
+    late = client.post(f"/api/screening/flags/{flag}/outcome", json={"outcome": "not_relevant", "note": "gesund – 健康", "replaces": None}, headers=paz)
+    assert late.status_code == 409 and late.json()["detail"].startswith("pia decided 'referred' on this flag at ")
+    assert "Reload the list" in late.json()["detail"]
+    # Reloaded, paz sees pia's referral and may still change it, knowingly; a client sending no `replaces` adds as before.
+    (shown,) = [f for f in client.get("/api/screening/flags?include_decided=true", headers=paz).json()["flags"] if f["id"] == flag]
+    assert (shown["outcome"], shown["decided_by"]) == ("referred", "pia")
+    assert f'data-decision="{shown["decision_id"]}"' in client.get("/api/screening/flags?format=html&include_decided=true", headers=paz).text
+    changed = client.post(f"/api/screening/flags/{flag}/outcome", json={"outcome": "not_relevant", "note": "gesund – 健康",
+                                                                         "replaces": shown["decision_id"]}, headers=paz)
+    assert changed.status_code == 201 and changed.json()["note"] == "gesund – 健康"
+    assert client.post(f"/api/screening/flags/{flag}/outcome", json={"outcome": "referred"}, headers=pia).status_code == 201
+    with session_scope(screening_app.state.session_factory) as session:
+        stored = [(o.decided_by, o.outcome) for o in session.scalars(select(ScreeningOutcome).order_by(ScreeningOutcome.id))]
+    assert stored == [("pia", "referred"), ("paz", "not_relevant"), ("pia", "referred")]
