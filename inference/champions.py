@@ -37,6 +37,7 @@ from service.model_registry import (
     version_of,
 )
 from service.steering import DEFAULT_RIGHT, DeferRules
+from service.url_credentials import hide_url_credentials
 
 __all__ = ["ChampionWatch", "LoadedModel", "ModelSelector", "SCORING_ROLES"]
 
@@ -261,7 +262,8 @@ class ChampionWatch:
                 version = alias_version(self.selector.tracking_uri, task.value, ModelRole.champion,
                                         client=self.selector.client)
             except Exception as exc:  # noqa: BLE001 - an unreadable registry is reported, and read again next time
-                problems[task.value] = f"the model registry cannot be read: {type(exc).__name__}: {exc}"
+                # /healthz shows this without a login: MLflow's message quotes the tracking URI, password and all.
+                problems[task.value] = hide_url_credentials(f"the model registry cannot be read: {type(exc).__name__}: {exc}")
                 continue
             if version is None:
                 problems[task.value] = f"no {ModelRole.champion.value} registered for {task.value}"

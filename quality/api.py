@@ -53,6 +53,7 @@ from service.security_headers import attachment
 from service.settings import Settings
 from service.steering import defer_rules_from_settings
 from service.tables import Role
+from service.url_credentials import hide_url_credentials
 
 __all__ = ["router", "drift_thresholds", "gate_rules"]
 
@@ -232,7 +233,7 @@ def report_to_mlflow(
     try:
         artifact = log_report_to_mlflow(settings.resolved_mlflow_tracking_uri, task, version, document, utcnow())
     except (MlflowException, ValueError) as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{task} v{version}: {exc}") from exc
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=hide_url_credentials(f"{task} v{version}: {exc}")) from exc
     record_audit(session, user.username, "quality.report_logged", "model", f"{task}:{version}", {"artifact": artifact})
     return {"artifact": artifact}
 
