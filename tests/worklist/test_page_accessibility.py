@@ -118,3 +118,16 @@ def test_at_400_and_200_percent_zoom_the_keyboard_focus_is_never_under_the_study
         page.keyboard.press("Shift+Tab")
         assert page.evaluate(_FOCUS_IN_SIGHT), f"{page.evaluate('document.activeElement.outerHTML')} is under the panel"
     assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
+
+def test_the_lists_count_after_a_filter_change_is_said_to_a_screen_reader(r: Reading) -> None:
+    """WCAG 4.1.3 (status messages): a filter changed the list and its count ("no studies"), in no status region:
+    a screen reader said nothing, and its user could not tell an empty result from a filter that did nothing."""
+    page = r.page
+    status = page.locator("#list-status")
+    page.select_option("#f-claimed", "mine")
+    r.expect(status).to_have_text("No studies match these filters.")
+    page.select_option("#f-claimed", "any")
+    r.expect(status).to_have_text("Studies 1–3 of 3.")
+    assert status.get_attribute("role") == "status"
+    r.expect(page.locator("#rows tr")).to_have_count(3)

@@ -83,7 +83,7 @@ function clearReading() {
   closeStudy();
   $("read-form").hidden = true; $("read-form").dataset.uid = ""; $("read-note").value = ""; $("read-findings").replaceChildren();
   for (const id of ["rows", "s-facts", "s-score", "s-read", "s-timeline"]) $(id).replaceChildren();
-  for (const id of ["s-title", "s-priority", "s-claim", "s-error", "range", "list-error", "open-error"]) $(id).textContent = "";
+  for (const id of ["s-title", "s-priority", "s-claim", "s-error", "range", "list-status", "list-error", "open-error"]) $(id).textContent = "";
   $("list-error").hidden = true; $("open-error").hidden = true;
   state.offset = 0; state.user = null; state.roles = []; state.listOkAt = null; state.keptFor = null;
 }
@@ -271,6 +271,14 @@ async function reloadList() {
     state.retryTimer = setTimeout(reloadList, state.retryMs);
     return false;
   }
+}
+
+// A filter or page the reader changed: the list's new count is said (role=status), as the page shows it. The list
+// had changed without a word to a screen reader, whose user could not tell an empty result from a filter that did
+// nothing (WCAG 4.1.3). Live reloads are not said: they come every minute and with every arrival.
+async function reloadAndSay() {
+  if (!await reloadList()) return;
+  $("list-status").textContent = state.total ? `Studies ${$("range").textContent}.` : "No studies match these filters.";
 }
 
 function showLive(on) {
@@ -515,10 +523,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", () => logout());
   for (const id of ["f-modality", "f-site", "f-state", "f-claimed"]) {
-    $(id).addEventListener("change", () => { state.offset = 0; reloadList(); });
+    $(id).addEventListener("change", () => { state.offset = 0; reloadAndSay(); });
   }
-  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); reloadList(); });
-  $("next").addEventListener("click", () => { state.offset += PAGE_SIZE; reloadList(); });
+  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); reloadAndSay(); });
+  $("next").addEventListener("click", () => { state.offset += PAGE_SIZE; reloadAndSay(); });
   $("rows").addEventListener("click", (event) => {
     const tr = event.target.closest("tr[data-uid]");
     // Where the panel follows the list (a narrow window, a high zoom) a click anywhere on the row takes the focus
