@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from medscreen.home_lock import HomeInUse
+from medscreen.listen_ports import PortInUse
 from medscreen.logging_config import configure_logging
 from medscreen.version import installed_version
 from service.errors import DatabaseFromNewerRelease
@@ -202,7 +203,7 @@ def _main(argv: Sequence[str] | None) -> int:
     configure_logging(settings.log_level)
     try:
         return run_command(args, settings)
-    except (HomeMissing, HomeInUse, DatabaseFromNewerRelease) as exc:
+    except (HomeMissing, HomeInUse, PortInUse, DatabaseFromNewerRelease) as exc:
         sys.stderr.write(f"medscreen {args.command}: {exc}\n")
         return 2
     except KeyboardInterrupt:

@@ -36,6 +36,7 @@ from inference.worker import running_node
 from inference.worker_process import run_scoring_process
 from medscreen.app import create_app
 from medscreen.home_lock import hold_home
+from medscreen.listen_ports import check_ports_free
 from medscreen.process_supervisor import ProcessSupervisor
 from medscreen.schema import migrate_all
 from screening.fhir_feed import take_in_screening_flags
@@ -114,6 +115,7 @@ def run_service(settings: Settings) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     # Before anything in the home is touched: another service using it is left alone (HomeInUse, exit code 2).
     with hold_home(settings.home):
+        check_ports_free(settings)
         return _run_service(settings)
 
 
