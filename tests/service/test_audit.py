@@ -68,8 +68,21 @@ def test_audit_query_filters_and_pages(app: FastAPI, client: TestClient, add_use
         "total": 0,
     }
     past = (utcnow() - timedelta(minutes=5)).isoformat()
-    assert client.get("/api/audit", headers=admin, params={"since": past}).json()["total"] == 11
+    # the 11 and the six queries of the log above, each an audit.view row
+    assert client.get("/api/audit", headers=admin, params={"since": past}).json()["total"] == 11 + 6
     assert client.get("/api/audit", headers=admin, params={"limit": 0}).status_code == 422
+
+
+def test_reading_the_audit_log_is_audited_with_its_filters(app: FastAPI, client: TestClient, add_user: AddUser) -> None:
+    """An admin looking up who saw a patient had left no trace (DICOM PS3.15's "Audit Log Used")."""
+    admin = add_user("ada", "admin")
+    with session_scope(app.state.session_factory) as session:
+        record_audit(session, "paul", "patient.view", "patient", PATIENT_ID)
+    assert client.get("/api/audit", headers=admin, params={"subject_id": PATIENT_ID}).json()["total"] == 1
+    views = client.get("/api/audit", headers=admin, params={"action": "audit.view"}).json()["items"]
+    assert [(v["actor"], v["subject_type"], v["subject_id"], v["detail"]) for v in views] == [
+        ("ada", "audit", "audit_events", {"filters": {"subject_id": PATIENT_ID}, "rows": 1, "offset": 0})
+    ]
 
 
 def test_audit_line_rolls_back_with_its_change(app: FastAPI) -> None:
