@@ -21,12 +21,14 @@ import contextlib
 import importlib
 import json
 import os
+import pwd
 import re
 import signal
 import sys
 import threading
 import typing
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from medscreen.home_lock import HomeInUse
@@ -34,7 +36,7 @@ from medscreen.listen_ports import PortInUse
 from medscreen.logging_config import configure_logging
 from medscreen.version import installed_version
 from service.errors import DatabaseFromNewerRelease
-from service.file_modes import owner_only_files, tighten_home
+from service.file_modes import entries_of_other_accounts, owner_only_files, tighten_home
 from service.settings import Settings
 
 __all__ = ["main", "run_command", "build_parser", "COMMAND_MODULES", "HomeMissing"]
@@ -58,6 +60,10 @@ STOPS_ON_UNKNOWN_VARIABLE = frozenset({"serve"})
 
 class HomeMissing(Exception):
     """The command needs MEDSCREEN_HOME, which does not exist, and was not asked to create it."""
+
+
+class HomeOfAnotherAccount(Exception):
+    """MEDSCREEN_HOME, or entries in it, belong to another account than the one the command runs as."""
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -141,11 +147,44 @@ def prepare_home(args: argparse.Namespace, settings: Settings) -> None:
                 f"MEDSCREEN_HOME {home} does not exist. Set MEDSCREEN_HOME to the data folder of your installation "
                 f"(where `medscreen serve` keeps its database), or pass --create-home to start a new one there."
             )
-        home.mkdir(parents=True)
+        try:
+            home.mkdir(parents=True)
+        except PermissionError as exc:
+            parent = next(folder for folder in home.parents if folder.exists())
+            raise HomeOfAnotherAccount(
+                f"MEDSCREEN_HOME {home} cannot be created by {_account(os.geteuid())}: {exc.strerror} in "
+                f"{parent}; create it for this account (mkdir -p {home}; chown {_login_name(os.geteuid())} {home})"
+            ) from None
         sys.stderr.write(f"medscreen: created home {home}\n")
     else:
         sys.stderr.write(f"medscreen: home {home}\n")
+    foreign = entries_of_other_accounts(home)
+    if foreign:
+        raise HomeOfAnotherAccount(_foreign_entries_line(home, foreign))
     tighten_home(home)
+
+
+def _login_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _account(uid: int) -> str:
+    return f"{_login_name(uid)} (uid {uid})"
+
+
+def _foreign_entries_line(home: Path, foreign: list[tuple[Path, int]]) -> str:
+    names = [str(path) if path == home else path.name for path, _ in foreign]
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    owners = sorted({owner for _, owner in foreign})
+    me = _account(os.geteuid())
+    return (
+        f"MEDSCREEN_HOME {home}: {shown} belong to {', '.join(_account(uid) for uid in owners)}, not to {me}, "
+        f"the account this command runs as, which cannot write them: give the home to this account "
+        f"(chown -R {_login_name(os.geteuid())} {home}), or run medscreen as the account that owns it"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,7 +242,7 @@ def _main(argv: Sequence[str] | None) -> int:
     configure_logging(settings.log_level)
     try:
         return run_command(args, settings)
-    except (HomeMissing, HomeInUse, PortInUse, DatabaseFromNewerRelease) as exc:
+    except (HomeMissing, HomeOfAnotherAccount, HomeInUse, PortInUse, DatabaseFromNewerRelease) as exc:
         sys.stderr.write(f"medscreen {args.command}: {exc}\n")
         return 2
     except KeyboardInterrupt:

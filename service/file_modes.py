@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["OWNER_ONLY_UMASK", "owner_only_files", "tighten_home"]
+__all__ = ["OWNER_ONLY_UMASK", "owner_only_files", "tighten_home", "entries_of_other_accounts"]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,25 @@ OWNER_ONLY_UMASK = 0o077
 def owner_only_files() -> None:
     """Make every file and folder this process (and its children) creates owner-only."""
     os.umask(OWNER_ONLY_UMASK)
+
+
+def entries_of_other_accounts(home: Path, euid: int | None = None) -> list[tuple[Path, int]]:
+    """``home`` and its direct entries that belong to another account than this process's (none for root), with
+    their owner: a home restored by root (``cp -r``, a tar or rsync without owners) for a service run by its own
+    account. The owner-only modes leave that account unable to write them: the start had ended in a PermissionError
+    traceback (``tighten_home``'s chmod, or SQLite's "attempt to write a readonly database"), exit code 1."""
+    euid = os.geteuid() if euid is None else euid
+    if euid == 0 or not home.is_dir():
+        return []
+    found = []
+    for path in (home, *sorted(home.iterdir())):
+        try:
+            owner = path.lstat().st_uid
+        except FileNotFoundError:
+            continue
+        if owner != euid:
+            found.append((path, owner))
+    return found
 
 
 def tighten_home(home: Path) -> int:
