@@ -65,6 +65,31 @@ def test_a_home_restored_on_a_new_path_records_its_own_files(
     assert _relocate(new) == [], "a second start has nothing to move"
 
 
+def test_on_postgresql_the_paths_follow_the_spool(
+    settings: Settings, postgres_database_url: str, tmp_path: Path
+) -> None:
+    """The same rewrite on PostgreSQL (a home whose database is elsewhere): the spool moved to another disk, the old
+    one gone."""
+    from inference.receive.process import build_ingestor
+    from medscreen.schema import migrate_all
+
+    old = settings.model_copy(update={"database_url": postgres_database_url, "spool_path": tmp_path / "old-disk"})
+    migrate_all(postgres_database_url)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    ingestor = build_ingestor(old)
+    target = ingestor.spool.new_incoming_path()
+    shutil.copyfile(INFERENCE_FIXTURES / "images" / "dx_chest_highdicom.dcm", target)
+    ingestor.accept_file(target, source="dimse")
+    ingestor.engine.dispose()
+    new = old.model_copy(update={"spool_path": tmp_path / "new-disk"})
+    shutil.copytree(tmp_path / "old-disk", tmp_path / "new-disk")
+    shutil.rmtree(tmp_path / "old-disk")
+
+    assert _relocate(new) == [1]
+    (path,) = [p for p in _recorded(new) if "/studies/" in p]
+    assert path.startswith(f"{tmp_path / 'new-disk' / 'studies'}/") and Path(path).is_file()
+
+
 def test_a_copy_started_beside_its_original_reads_its_own_files(
     sqlite_settings: Settings, ingestor: InstanceIngestor, incoming_copy, tmp_path: Path  # noqa: ANN001
 ) -> None:
