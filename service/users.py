@@ -66,8 +66,11 @@ def create_user(session: Session, username: str, password: str, roles: Iterable[
             f"username {username!r}: 1-64 letters, digits or . _ @ -, starting with a letter or digit"
         )
     checked_roles = _check_roles(roles)
-    if get_user(session, username) is not None:
-        raise UserExists(f"user {username!r} exists")
+    # A name that differs from an account's only in case is that person again, or a look-alike of them: 'Rita' beside
+    # 'rita' had been a second account, which split the audit log over names that read the same.
+    existing = session.scalars(select(User.username).where(func.lower(User.username) == username.lower())).first()
+    if existing is not None:
+        raise UserExists(f"user {existing!r} exists" + (" (user names differ by more than case)" if existing != username else ""))
     user = User(username=username, password_hash=hash_password(password), is_active=True)
     user.role_rows = [UserRole(role=role) for role in checked_roles]
     session.add(user)

@@ -73,6 +73,9 @@ def test_users_add_list_set_password(
 
     assert run_users(service_settings, "users", "add", "rita", "--role", "quality") == 1
     assert "exists" in capsys.readouterr().err
+    # 'Rita' beside 'rita' had been a second account: the audit log split over names that read the same.
+    assert run_users(service_settings, "users", "add", "Rita", "--role", "admin") == 1
+    assert "user 'rita' exists (user names differ by more than case)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run_users(service_settings, "users", "add", "eve", "--role", "superuser")
     capsys.readouterr()
