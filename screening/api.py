@@ -311,6 +311,25 @@ def list_flags(
     return JSONResponse(listing, headers={"Cache-Control": "no-store"})
 
 
+def _retired_because(session: Session, row: ScreeningRun) -> str:
+    """Why the page no longer lists a flag (``_superseded``): a newer flag of the child, or a later record saying the
+    child has died or the record is no longer in use; "" when it still does."""
+    newer = aliased(ScreeningRun)
+    later = session.scalars(
+        select(newer).select_from(ScreeningRun).join(newer, later_of_child(newer))
+        .where(ScreeningRun.id == row.id, or_(newer.flagged.is_(True), newer.status.in_(RETIRING_STATUSES)))
+        .order_by(newer.screened_at, newer.id)
+    ).all()
+    flagged = next((r for r in later if r.flagged), None)
+    if flagged is not None:
+        return f"a newer flag of this child, raised {flagged.screened_at:%Y-%m-%d %H:%M} UTC, replaced this one: decide on that one"
+    if later and not session.scalar(select(ScreeningOutcome.id).where(ScreeningOutcome.result_id == row.id).limit(1)):
+        because = _WITHDRAWN_BECAUSE.get(later[0].status, later[0].status)
+        reason = f" ({later[0].reason})" if later[0].reason else ""
+        return f"this flag was withdrawn {later[0].screened_at:%Y-%m-%d %H:%M} UTC: {because}{reason}"
+    return ""
+
+
 class OutcomeIn(BaseModel):
     outcome: Literal["referred", "not_relevant"]
     # No NUL: the decision had failed as a 500 on PostgreSQL (SQLite stored it). A 422 says why.
@@ -327,6 +346,11 @@ def record_outcome(result_id: Int32RowId, body: OutcomeIn, session: SessionDep, 
     row = session.scalars(select(ScreeningRun).where(ScreeningRun.id == result_id, in_scope(user))).first()
     if row is None or not row.flagged:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no flag with this id among your patients")
+    retired = _retired_because(session, row)
+    if retired:
+        # The page no longer asks about it: a referral of a child who has died had been stored from a list loaded
+        # before the record said so, with nothing said; a decision on old findings, with the newer flag unseen.
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"{retired}: nothing was saved. Reload the list.")
     previous = session.scalars(
         select(ScreeningOutcome).where(ScreeningOutcome.result_id == row.id).order_by(ScreeningOutcome.id.desc())
     ).first()

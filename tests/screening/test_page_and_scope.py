@@ -609,3 +609,28 @@ def test_a_decision_made_on_a_list_loaded_before_a_colleagues_is_refused_not_sil
     with session_scope(screening_app.state.session_factory) as session:
         stored = [(o.decided_by, o.outcome) for o in session.scalars(select(ScreeningOutcome).order_by(ScreeningOutcome.id))]
     assert stored == [("pia", "referred"), ("paz", "not_relevant"), ("pia", "referred")]
+
+
+def test_a_decision_on_a_flag_the_page_has_since_withdrawn_or_replaced_is_refused_saying_why(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    """pia's list shows case-1 and case-2. The EMR's next records say case-1 has died and give case-2 new findings (a
+    newer flag). Her clicks on the list loaded before had been stored (201) with nothing said: a referral of a child
+    who has died; a decision on the old findings, the new flag unseen."""
+    ids = _clinic_7_batch(screening_app)
+    pia = token_for("pia", "paediatrician")
+    dead = child_of("case-1", "Clinic Child1", "MRN-71", organization="Organization/clinic-7")
+    dead.deceased = date(2024, 2, 20)
+    _post(client, dead, pia)
+    grown = child_of("case-2", "Clinic Child2", "MRN-72", organization="Organization/clinic-7")
+    grown.facts.append(CodedFact("condition", "hpo", "HP:0001250", date(2023, 9, 1)))
+    _post(client, grown, pia)
+
+    died = client.post(f"/api/screening/flags/{ids['case-1']}/outcome", json={"outcome": "referred"}, headers=pia)
+    assert died.status_code == 409
+    assert "this flag was withdrawn" in died.json()["detail"] and "the child has died (deceased 2024-02-20)" in died.json()["detail"]
+    replaced = client.post(f"/api/screening/flags/{ids['case-2']}/outcome", json={"outcome": "not_relevant"}, headers=pia)
+    assert replaced.status_code == 409 and "a newer flag of this child" in replaced.json()["detail"]
+    assert client.post(f"/api/screening/flags/{ids['case-0']}/outcome", json={"outcome": "referred"}, headers=pia).status_code == 201
+    with session_scope(screening_app.state.session_factory) as session:
+        assert [o.result_id for o in session.scalars(select(ScreeningOutcome))] == [ids["case-0"]]
