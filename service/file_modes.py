@@ -27,10 +27,11 @@ def owner_only_files() -> None:
 
 
 def entries_of_other_accounts(home: Path, euid: int | None = None) -> list[tuple[Path, int]]:
-    """``home`` and its direct entries that belong to another account than this process's (none for root), with
-    their owner: a home restored by root (``cp -r``, a tar or rsync without owners) for a service run by its own
-    account. The owner-only modes leave that account unable to write them: the start had ended in a PermissionError
-    traceback (``tighten_home``'s chmod, or SQLite's "attempt to write a readonly database"), exit code 1."""
+    """``home`` and its direct entries that belong to another account than this process's and that it cannot write
+    (none for root), with their owner: a home restored by root (``cp -r``, a tar or rsync without owners) for a service
+    run by its own account. The start had ended in a PermissionError traceback (``tighten_home``'s chmod, or SQLite's
+    "attempt to write a readonly database"), exit code 1. An entry this account can write although another owns it
+    (an NFS export squashing every account to one) is not one of them."""
     euid = os.geteuid() if euid is None else euid
     if euid == 0 or not home.is_dir():
         return []
@@ -40,7 +41,7 @@ def entries_of_other_accounts(home: Path, euid: int | None = None) -> list[tuple
             owner = path.lstat().st_uid
         except FileNotFoundError:
             continue
-        if owner != euid:
+        if owner != euid and not path.is_symlink() and not os.access(path, os.W_OK):
             found.append((path, owner))
     return found
 
