@@ -304,4 +304,31 @@ def parse_message_strict(text: str) -> Message:
 def parse_ack(text: str) -> Ack:
     message = parse_message(text.strip("\r\n"), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
     msa = message.msa
-    return Ack(code=msa.msa_1.value, control_id=msa.msa_2.value, text=msa.msa_3.value if msa.msa_3 else "")
+    said = msa.msa_3.value if msa.msa_3 else ""
+    return Ack(code=msa.msa_1.value, control_id=msa.msa_2.value, text="; ".join(filter(None, [said, *_errors(text)])))
+
+
+def _errors(text: str) -> list[str]:
+    """What the ACK's ERR segments say, one line each. Since v2.5 MSA-3 is kept only for backward compatibility and a
+    RIS says why in ERR (ERR-8 user message, ERR-3 error code, ERR-2 location; before v2.5 ERR-1 held the location
+    and the code): a NAK whose MSA-3 was empty had been set aside as 'rejected it (AR): ' with no reason."""
+    segments = [s for s in text.replace("\r\n", "\r").split("\r") if s]
+    if not segments or not segments[0].startswith("MSH") or len(segments[0]) < 5:
+        return []
+    field, component, subcomponent = segments[0][3], segments[0][4], segments[0][7:8] or "&"
+    found = []
+    for segment in segments[1:]:
+        fields = segment.split(field)
+        if fields[0] != "ERR":
+            continue
+        fields += [""] * (9 - len(fields))
+        old_style = fields[1].split(component) + [""] * 4  # ELD: segment^sequence^field^code&text&system
+        code = fields[3] or old_style[3].replace(subcomponent, component)
+        code_text = " ".join(part for part in code.split(component)[:2] if part)
+        location = (fields[2] or fields[1]).split(component) + ["", "", ""]  # segment^sequence^field position
+        where = f"{location[0]}-{location[2]}" if location[0] and location[2] else location[0]
+        words = [fields[8], code_text, f"at {where}" if where else ""]
+        line = ", ".join(word for word in words if word)
+        if line:
+            found.append(line)
+    return found

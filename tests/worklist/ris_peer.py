@@ -1,7 +1,8 @@
 """A real RIS stand-in for the tests: hl7apy's MLLP server, parsing every message strictly against HL7 v2.5.1.
 
 It answers ``ACK`` with AA, or with the code the test asks for (``answer``: a function of the message
-control id returning AA/AE/AR), and keeps every message it accepted, in arrival order.
+control id returning AA/AE/AR), and keeps every message it accepted, in arrival order. A NAK says why in MSA-3,
+or, with ``reason_in_err``, as a v2.5.1 RIS does: in an ERR segment (ERR-3 code, ERR-8 text), MSA-3 left empty.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class RisListener:
     answer: Callable[[str], str] = lambda control_id: "AA"
     received: list[Received] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    reason_in_err: bool = False
     server: MLLPServer | None = None
     thread: threading.Thread | None = None
 
@@ -49,7 +51,7 @@ class RisListener:
                 ris.received.append(
                     Received(control_id, message.msh.msh_9.msg_3.value, message, self.incoming_message, code)
                 )
-                return "\x0b" + ack(message, code) + "\x1c\r"
+                return "\x0b" + ack(message, code, reason_in_err=ris.reason_in_err) + "\x1c\r"
 
         class ErrorHandler(AbstractErrorHandler):
             def reply(self) -> str:
@@ -73,7 +75,7 @@ class RisListener:
         return [r for r in self.received if r.answered == "AA"]
 
 
-def ack(message: Message, code: str) -> str:
+def ack(message: Message, code: str, *, reason_in_err: bool = False) -> str:
     answer = Message("ACK", version="2.5.1", validation_level=VALIDATION_LEVEL.STRICT)
     answer.msh.msh_3 = message.msh.msh_5.value or "RIS"
     answer.msh.msh_5 = message.msh.msh_3.value
@@ -84,6 +86,12 @@ def ack(message: Message, code: str) -> str:
     answer.msh.msh_12 = "2.5.1"
     answer.msa.msa_1 = code
     answer.msa.msa_2 = message.msh.msh_10.value
-    if code != "AA":
+    if code != "AA" and reason_in_err:
+        error = answer.add_segment("ERR")
+        error.err_2 = "PID^1^3"
+        error.err_3 = "204^Unknown key identifier^HL70357"
+        error.err_4 = "E"
+        error.err_8 = "patient not known to the test RIS"
+    elif code != "AA":
         answer.msa.msa_3 = "refused by the test RIS"
     return str(answer.to_er7())

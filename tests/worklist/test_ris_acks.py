@@ -1,0 +1,48 @@
+"""What the RIS's answer does to a message: the ACKs and NAKs real interface engines send, read by ``RisSender``
+against the test RIS (``ris_peer``: hl7apy's MLLP server, parsing each message strictly as v2.5.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from service.db import utcnow
+from service.errors import DeliveryFailed
+from service.outbox import Outgoing
+from tests.conftest import free_port
+from tests.worklist.ris_peer import RisListener
+from worklist.hl7_messages import ChampionResult, Hl7Endpoint, StudyOrder, result_report
+from worklist.ris_feed import CONTENT_TYPE, RisSender
+
+ENDPOINT = Hl7Endpoint("MEDSCREEN", "ST ELSEWHERE", "RIS", "ST ELSEWHERE")
+ORDER = StudyOrder("1.2.826.0.1.3680043.8.498.1", "ACC000042", "PID-1", "Doe^Jane", "DX", "CHEST PA")
+
+
+@pytest.fixture(scope="module")
+def ris() -> Iterator[RisListener]:
+    peer = RisListener("127.0.0.1", free_port())
+    peer.start()
+    yield peer
+    peer.stop()
+
+
+def _oru(key: str) -> Outgoing:
+    result = ChampionResult(17, "chest-xray", "chest-xray", "3", "scored", 0.93, 0.5, "positive", None, utcnow())
+    return Outgoing(17, key, f"ORU^R01 {key}", CONTENT_TYPE,
+                    result_report(ENDPOINT, ORDER, result, control_id=key, at=utcnow()))
+
+
+@pytest.mark.parametrize("code", ["AR", "AE"])
+def test_a_nak_giving_its_reason_in_err_is_set_aside_or_retried_with_that_reason(ris: RisListener, code: str) -> None:
+    """HL7 v2.5.1 keeps MSA-3 only for backward compatibility: a RIS says why in ERR (ERR-3 code, ERR-8 text). The
+    rejected message had been set aside as 'the RIS rejected it (AR): ' with nothing after it."""
+    ris.answer, ris.reason_in_err = (lambda control_id: code), True
+    try:
+        with pytest.raises(DeliveryFailed) as failed:
+            RisSender(ris.host, ris.port, timeout_s=30)(_oru(f"MSR{code}"))
+    finally:
+        ris.answer, ris.reason_in_err = (lambda control_id: "AA"), False
+    assert failed.value.permanent is (code == "AR")
+    said = "the RIS rejected it (AR)" if code == "AR" else "the RIS answered AE"
+    assert failed.value.reason == (f"{said}: patient not known to the test RIS, 204 Unknown key identifier, at PID-3")
