@@ -40,6 +40,7 @@ __all__ = [
     "Role",
     "Token",
     "authenticate",
+    "check_login",
     "create_access_token",
     "decode_access_token",
     "hash_password",
@@ -88,13 +89,22 @@ def verify_password(password: str, password_hash: str) -> bool:
     return bcrypt.checkpw(encoded, password_hash.encode())
 
 
+def check_login(session: Session, username: str, password: str) -> tuple[User | None, str]:
+    """The active user with this username and password (else None), and the outcome for the audit log: ``success``,
+    ``wrong-password``, or ``refused-disabled`` for a disabled account's right password (a leaver who still knows it,
+    which had been audited as a wrong password). One bcrypt check either way, so the time reveals nothing."""
+    user = session.scalars(select(User).where(User.username == username)).one_or_none()
+    if user is None:
+        verify_password(password, _DUMMY_HASH)
+        return None, "wrong-password"
+    if not verify_password(password, user.password_hash):
+        return None, "wrong-password"
+    return (user, "success") if user.is_active else (None, "refused-disabled")
+
+
 def authenticate(session: Session, username: str, password: str) -> User | None:
     """The active user with this username and password, else None (same cost either way)."""
-    user = session.scalars(select(User).where(User.username == username)).one_or_none()
-    if user is None or not user.is_active:
-        verify_password(password, _DUMMY_HASH)
-        return None
-    return user if verify_password(password, user.password_hash) else None
+    return check_login(session, username, password)[0]
 
 
 # --- signing key -------------------------------------------------------------------------------

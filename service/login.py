@@ -1,8 +1,8 @@
 """``POST /api/auth/token``: login with throttling and lockout, every attempt audited; an admin lifts a lock;
 ``POST /api/auth/logout`` signs the caller's token out on the server.
 
-Each attempt (success, wrong password, refused by a lock) is one audit row in the ``auth`` actions,
-committed even when the answer is an error. A name that is not an account is audited by digest only: people
+Each attempt (success, wrong password, a disabled account's right password, refused by a lock) is one audit row in
+the ``auth`` actions, committed even when the answer is an error. A name that is not an account is audited by digest only: people
 type passwords into the username field, and the audit log must not keep them.
 """
 
@@ -22,7 +22,7 @@ from service.auth import (
     AuthenticatedUser,
     CurrentUser,
     Token,
-    authenticate,
+    check_login,
     create_access_token,
     require_role,
     signing_key,
@@ -80,9 +80,10 @@ def login(
         )
     # The attempt is counted and committed before bcrypt runs, so parallel guesses see each other's count.
     session.commit()
-    user = authenticate(session, form.username, form.password)
+    user, outcome = check_login(session, form.username, form.password)
     if user is None:
-        audit_login(session, form.username, "wrong-password", address, locked=attempt.locked)
+        # The answer stays "wrong username or password": only the audit log tells a disabled account's right password.
+        audit_login(session, form.username, outcome, address, locked=attempt.locked)
         session.commit()
         logger.warning("login refused for user digest %s", subject_digest(form.username))
         raise unauthorized("wrong username or password")

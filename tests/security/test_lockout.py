@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.tables import AuditEvent, LoginThrottle
+from service.users import set_active
 from tests.service.conftest import AddUser
 
 
@@ -121,3 +122,18 @@ def test_parallel_guesses_get_no_more_password_checks_than_the_limit(
     address_checked = address_limit - limit  # the 5 wrong passwords above came from this address too
     answers = _parallel(client, [(f"guess{n}", "a-password-typed-as-name") for n in range(address_checked + 10)])
     assert answers == {401: address_checked, 429: 10}
+
+
+def test_a_disabled_accounts_right_password_is_audited_as_such_and_answered_as_a_wrong_one(
+    app: FastAPI, client: TestClient, add_user: AddUser
+) -> None:
+    """A leaver who still knows their password had been audited as a wrong password, like a typo."""
+    add_user("rita", "radiologist", password="rita-right-password")
+    with session_scope(app.state.session_factory) as session:
+        set_active(session, "rita", False, actor="test")
+    right, wrong = _login(client, "rita", "rita-right-password"), _login(client, "rita", "wrong-password-123")
+    assert (right.status_code, right.json()) == (wrong.status_code, wrong.json()) == (
+        401, {"detail": "wrong username or password"}
+    )
+    outcomes = [outcome for actor, _, outcome in _logins(app) if actor == "rita"]
+    assert outcomes == ["success", "refused-disabled", "wrong-password"]
