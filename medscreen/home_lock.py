@@ -11,6 +11,7 @@ file left by a killed service or restored from another machine's backup never st
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from pathlib import Path
 from typing import IO
@@ -18,6 +19,8 @@ from typing import IO
 __all__ = ["HomeInUse", "hold_home", "LOCK_NAME"]
 
 LOCK_NAME = "serve.lock"
+
+log = logging.getLogger(__name__)
 
 
 class HomeInUse(Exception):
@@ -39,6 +42,10 @@ def hold_home(home: Path) -> IO[str]:
             f"MEDSCREEN_HOME (two services on one home delete each other's partly received files, take over each "
             f"other's scoring jobs and share the DICOM port)"
         ) from None
+    except OSError as exc:
+        # A file system without locks (some network shares): the service runs as before, unguarded.
+        log.warning("cannot lock %s (%s): a second medscreen serve on this home would not be refused", path,
+                    exc.strerror)
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

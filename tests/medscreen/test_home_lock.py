@@ -41,3 +41,20 @@ def test_a_lock_file_left_by_a_dead_service_stops_nothing(tmp_path: Path) -> Non
         with pytest.raises(HomeInUse, match=f"pid {os.getpid()}"):
             hold_home(tmp_path)
     hold_home(tmp_path).close()  # released with its holder
+
+
+def test_a_home_on_a_file_system_without_locks_still_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Some network shares answer flock with ENOLCK: the service runs as it did before the lock, and says so."""
+    import errno
+
+    import medscreen.home_lock
+
+    def no_locks(fd: object, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(medscreen.home_lock.fcntl, "flock", no_locks)
+    with hold_home(tmp_path):
+        assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    assert "would not be refused" in caplog.text
