@@ -3,7 +3,8 @@
 Onset comes from the clinical-course rows (aspect ``C``, terms under HPO "Onset") and the onset column
 of phenotype rows; a disease whose every onset is adult (16 years or later) is unlikely to explain a
 child's findings. Sex: a disease whose phenotype rows are (nearly) all reported in one sex, or half or more of whose phenotype lies in
-one sex's organs (male infertility, uterine anomalies), is that sex's. Candidates of the other sex are left
+one sex's organs (male infertility, uterine anomalies), or whose name says so ("female-restricted", "male-limited"),
+is that sex's. Candidates of the other sex are left
 out, adult-onset-only and later-onset diseases down-weighted; nothing here changes the risk, only the candidate list.
 """
 
@@ -50,6 +51,9 @@ ADULT_ONSET_LOG_RATIO = math.log(0.01)
 # also names an early age ("Intrauterine growth restriction-...-early adult-onset diabetes syndrome").
 _ADULT_NAME = re.compile(r"\badult[- ]onset\b|,\s*adult(\s+(onset|type|form))?\s*$", re.I)
 _EARLY_NAME = re.compile(r"\b(congenital|neonatal|infantile|intrauterine|childhood|juvenile|early)\b", re.I)
+# A name that says the disease is one sex's ("X-linked 99, syndromic, female-restricted", "male-limited precocious
+# puberty"): phenotype.hpoa reports no sex for those rows, and a boy's candidates had listed female-restricted ones.
+_ONE_SEX_NAME = {"F": re.compile(r"\bfemale[- ](restricted|limited)\b", re.I), "M": re.compile(r"\bmale[- ](restricted|limited)\b", re.I)}
 _MALE_TERMS = re.compile(r"\b(males?|testi\w*|testes|scrot\w*|penis|penile|sperm\w*|prostat\w*|cryptorchidism|micropenis|hypospadias|azoospermia)\b", re.I)
 _FEMALE_TERMS = re.compile(r"\b(females?|uter\w*|ovar\w*|vagin\w*|menstrua\w*|amenorrh\w*|vulv\w*|clitor\w*)\b", re.I)
 
@@ -148,4 +152,8 @@ def read_disease_fit(path: Path, ontology: Ontology, disease_ids: list[str], nam
             sex[i] = "M"
         elif total and counts["F"] * 2 >= total and counts["M"] == 0:
             sex[i] = "F"
+    for i, name in enumerate(names or []):
+        named = [one for one, pattern in _ONE_SEX_NAME.items() if pattern.search(name)]
+        if len(named) == 1:
+            sex[i] = named[0]
     return DiseaseFit(earliest_onset_days=onset, sex=sex)

@@ -208,3 +208,17 @@ def test_refuted_findings_leave_the_candidates_as_they_are(kb: KnowledgeBase, ph
         assert with_refuted.top_matches(kb, 10) == without_refuted.top_matches(kb, 10), child.patient_id
         compared += 1
     assert compared >= 2
+
+
+def test_a_disease_named_female_restricted_or_male_limited_is_that_sexs(kb: KnowledgeBase, screener: Screener) -> None:
+    """phenotype.hpoa reports no sex for "Mental retardation, X-linked 99, syndromic, female-restricted"; a
+    syndromic boy's candidates, under "fitted to the child's age and sex", had listed it tenth."""
+    assert kb.fit is not None
+    named = {"OMIM:300968": "F", "OMIM:301010": "F", "OMIM:301041": "F", "ORPHA:101039": "F", "ORPHA:480880": "F",
+             "ORPHA:3000": "M"}  # ... female-limited; Familial peripheral male-limited precocious puberty
+    assert {d: str(kb.fit.sex[kb.disease_index[d]]) for d in named} == named
+    boy = syndromic_child("boy")
+    boy.sex = "M"
+    result = screener.screen(boy, date(2024, 3, 1))
+    assert result.flagged and len(result.candidates) == 10
+    assert "OMIM:300968" not in [m.disease_id for m in result.candidates]
