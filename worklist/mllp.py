@@ -1,7 +1,7 @@
 """The MLLP client: one HL7 message out, the RIS's acknowledgement back, within a timeout.
 
-Framing and reading of the answer block are python-hl7's (``hl7.mllp``); one connection per message, as
-hl7apy's and many RIS listeners expect. Anything that keeps the answer from arriving (refused connection,
+Framing is python-hl7's (``hl7.mllp``); the answer is read up to its end block and taken from its last start
+block. One connection per message, as hl7apy's and many RIS listeners expect. Anything that keeps the answer from arriving (refused connection,
 timeout, connection closed, a malformed block) is :class:`PeerUnreachable`: the message is offered again.
 """
 
@@ -16,14 +16,23 @@ from service.errors import PeerUnreachable
 
 __all__ = ["send_mllp"]
 
+_START_BLOCK = b"\x0b"
+_END_BLOCK = b"\x1c\r"
+
 
 async def _exchange(host: str, port: int, message: str, timeout: float) -> str:
     reader, writer = await asyncio.wait_for(open_hl7_connection(host, port, encoding="utf-8"), timeout)
     try:
         writer.writeblock(message.encode("utf-8"))
         await asyncio.wait_for(writer.drain(), timeout)
-        block: bytes = await asyncio.wait_for(reader.readblock(), timeout)
-        return block.decode("utf-8", errors="replace")
+        block: bytes = await asyncio.wait_for(reader.readuntil(_END_BLOCK), timeout)
+        # Bytes before the start block (a CR LF left by the listener, a keep-alive) are not the answer and are
+        # dropped, as HAPI and Mirth listeners do. python-hl7's readblock refused the block: the message the RIS had
+        # taken was offered again every retry without limit, and every message after it waited behind it for good.
+        start = block.rfind(_START_BLOCK)
+        if start < 0:
+            raise InvalidBlockError("the answer has no MLLP start block <VT>")
+        return block[start + 1 : -len(_END_BLOCK)].decode("utf-8", errors="replace")
     finally:
         writer.close()
         with contextlib.suppress(OSError, asyncio.TimeoutError):
@@ -36,5 +45,5 @@ def send_mllp(host: str, port: int, message: str, *, timeout: float) -> str:
         return asyncio.run(_exchange(host, port, message, timeout))
     except TimeoutError as exc:
         raise PeerUnreachable(f"no answer from the RIS at {host}:{port} within {timeout:.0f} s") from exc
-    except (OSError, asyncio.IncompleteReadError, InvalidBlockError, ValueError) as exc:
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, InvalidBlockError, ValueError) as exc:
         raise PeerUnreachable(f"RIS at {host}:{port}: {type(exc).__name__}: {exc}") from exc

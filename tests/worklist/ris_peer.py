@@ -36,6 +36,8 @@ class RisListener:
     received: list[Received] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     reason_in_err: bool = False
+    # Sent before the answer's MLLP start block (what some listeners leave there: a CR LF, a keep-alive).
+    before_block: str = ""
     server: MLLPServer | None = None
     thread: threading.Thread | None = None
 
@@ -51,7 +53,7 @@ class RisListener:
                 ris.received.append(
                     Received(control_id, message.msh.msh_9.msg_3.value, message, self.incoming_message, code)
                 )
-                return "\x0b" + ack(message, code, reason_in_err=ris.reason_in_err) + "\x1c\r"
+                return ris.before_block + "\x0b" + ack(message, code, reason_in_err=ris.reason_in_err) + "\x1c\r"
 
         class ErrorHandler(AbstractErrorHandler):
             def reply(self) -> str:

@@ -46,3 +46,16 @@ def test_a_nak_giving_its_reason_in_err_is_set_aside_or_retried_with_that_reason
     assert failed.value.permanent is (code == "AR")
     said = "the RIS rejected it (AR)" if code == "AR" else "the RIS answered AE"
     assert failed.value.reason == (f"{said}: patient not known to the test RIS, 204 Unknown key identifier, at PID-3")
+
+
+@pytest.mark.parametrize(("key", "before"), [("MSRCRLF", "\r\n"), ("MSRLF", "\n\n"), ("MSRKEEP", "KEEPALIVE\r")])
+def test_an_ack_after_bytes_before_its_start_block_is_read(ris: RisListener, key: str, before: str) -> None:
+    """python-hl7's readblock refused an answer not starting with <VT>: the message the RIS had taken was offered
+    again every retry, without limit (as a RIS that is down), and every message after it waited behind it."""
+    ris.before_block = before
+    try:
+        answer = RisSender(ris.host, ris.port, timeout_s=30)(_oru(key))
+    finally:
+        ris.before_block = ""
+    assert answer.startswith("MSH|") and f"MSA|AA|{key}" in answer
+    assert [r.control_id for r in ris.received].count(key) == 1
