@@ -15,6 +15,7 @@ segment; other characters go as they are, in UTF-8 (MSH-18).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -302,19 +303,27 @@ def parse_message_strict(text: str) -> Message:
 
 
 def parse_ack(text: str) -> Ack:
-    message = parse_message(text.strip("\r\n"), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
-    msa = message.msa
-    said = msa.msa_3.value if msa.msa_3 else ""
-    return Ack(code=msa.msa_1.value, control_id=msa.msa_2.value, text="; ".join(filter(None, [said, *_errors(text)])))
+    """The code, control id and reason of an ACK, read from its MSA (and ERR) segments by their delimiters.
+
+    Not with hl7apy: it knows a message only by its version's tables, and an ACK it could not place (segments ended
+    by LF, MSH-12 empty or a version it lacks, 2.9) was 'not an HL7 ACK'. The message the RIS had taken was then
+    sent ``MEDSCREEN_RIS_MAX_ATTEMPTS`` times and set aside as rejected. Raises ValueError when it is no ACK."""
+    segments = [segment.strip() for segment in re.split(r"\r\n|\r|\n", text) if segment.strip()]
+    if not segments or not segments[0].startswith("MSH") or len(segments[0]) < 8:
+        raise ValueError("the answer does not begin with an MSH segment")
+    field, component = segments[0][3], segments[0][4]
+    msa = next((s.split(field) for s in segments[1:] if s.split(field)[0] == "MSA"), None)
+    if msa is None or len(msa) < 3 or not msa[1]:
+        raise ValueError("the answer has no MSA segment with an acknowledgment code")
+    said = msa[3] if len(msa) > 3 else ""
+    return Ack(code=msa[1].split(component)[0], control_id=msa[2].split(component)[0],
+               text="; ".join(filter(None, [said, *_errors(segments)])))
 
 
-def _errors(text: str) -> list[str]:
+def _errors(segments: list[str]) -> list[str]:
     """What the ACK's ERR segments say, one line each. Since v2.5 MSA-3 is kept only for backward compatibility and a
     RIS says why in ERR (ERR-8 user message, ERR-3 error code, ERR-2 location; before v2.5 ERR-1 held the location
     and the code): a NAK whose MSA-3 was empty had been set aside as 'rejected it (AR): ' with no reason."""
-    segments = [s for s in text.replace("\r\n", "\r").split("\r") if s]
-    if not segments or not segments[0].startswith("MSH") or len(segments[0]) < 5:
-        return []
     field, component, subcomponent = segments[0][3], segments[0][4], segments[0][7:8] or "&"
     found = []
     for segment in segments[1:]:

@@ -38,6 +38,8 @@ class RisListener:
     reason_in_err: bool = False
     # Sent before the answer's MLLP start block (what some listeners leave there: a CR LF, a keep-alive).
     before_block: str = ""
+    # What ends each segment of the answer: HL7 says CR; some listeners write LF.
+    segment_end: str = "\r"
     server: MLLPServer | None = None
     thread: threading.Thread | None = None
 
@@ -53,7 +55,8 @@ class RisListener:
                 ris.received.append(
                     Received(control_id, message.msh.msh_9.msg_3.value, message, self.incoming_message, code)
                 )
-                return ris.before_block + "\x0b" + ack(message, code, reason_in_err=ris.reason_in_err) + "\x1c\r"
+                answer = ack(message, code, reason_in_err=ris.reason_in_err).replace("\r", ris.segment_end)
+                return ris.before_block + "\x0b" + answer + "\x1c\r"
 
         class ErrorHandler(AbstractErrorHandler):
             def reply(self) -> str:

@@ -12,7 +12,7 @@ from service.errors import DeliveryFailed
 from service.outbox import Outgoing
 from tests.conftest import free_port
 from tests.worklist.ris_peer import RisListener
-from worklist.hl7_messages import ChampionResult, Hl7Endpoint, StudyOrder, result_report
+from worklist.hl7_messages import ChampionResult, Hl7Endpoint, StudyOrder, parse_ack, result_report
 from worklist.ris_feed import CONTENT_TYPE, RisSender
 
 ENDPOINT = Hl7Endpoint("MEDSCREEN", "ST ELSEWHERE", "RIS", "ST ELSEWHERE")
@@ -59,3 +59,27 @@ def test_an_ack_after_bytes_before_its_start_block_is_read(ris: RisListener, key
         ris.before_block = ""
     assert answer.startswith("MSH|") and f"MSA|AA|{key}" in answer
     assert [r.control_id for r in ris.received].count(key) == 1
+
+
+def test_an_ack_whose_segments_end_in_lf_is_read(ris: RisListener) -> None:
+    """hl7apy could not read it ('UnsupportedVersion The version 2.5.1\\nMSA'): 'not an HL7 ACK', so a message the
+    RIS had taken was sent MEDSCREEN_RIS_MAX_ATTEMPTS times and then set aside as rejected."""
+    ris.segment_end = "\n"
+    try:
+        answer = RisSender(ris.host, ris.port, timeout_s=30)(_oru("MSRLFACK"))
+    finally:
+        ris.segment_end = "\r"
+    assert "\nMSA|AA|MSRLFACK" in answer
+
+
+@pytest.mark.parametrize("version", ["2.9", "", "2.3", "2.5.1"])
+def test_an_ack_is_read_whatever_version_it_declares(version: str) -> None:
+    """An empty MSH-12, or a version hl7apy has no tables for (2.9), had made an accepting ACK 'not an HL7 ACK'."""
+    ack = parse_ack(f"MSH|^~\\&|RIS|RAD|MEDSCREEN|RAD|20261130081502||ACK^R01^ACK|A1|P|{version}\rMSA|AA|MSR17\r")
+    assert (ack.code, ack.control_id, ack.text) == ("AA", "MSR17", "")
+
+
+@pytest.mark.parametrize("answer", ["", "HTTP/1.1 400 Bad Request\r\n", "MSH|^~\\&|RIS|RAD|||20261130||ACK|A1|P|2.5.1\r"])
+def test_an_answer_that_is_no_ack_is_refused(answer: str) -> None:
+    with pytest.raises(ValueError):
+        parse_ack(answer)
