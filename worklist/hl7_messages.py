@@ -167,9 +167,10 @@ def _message(structure: str, endpoint: Hl7Endpoint, control_id: str, at: datetim
     msh.msh_10 = control_id
     msh.msh_11 = "P"
     msh.msh_12 = VERSION
-    # Original acknowledgement mode: the RIS's ACK (AA/AE/AR) is the application's answer.
-    msh.msh_15 = "AL"
-    msh.msh_16 = "NE"
+    # Original acknowledgement mode: MSH-15 and MSH-16 left empty (HL7 v2.5.1 2.9.2), so the RIS's one ACK (AA/AE/AR)
+    # is its application's answer. They had said AL and NE, which declares enhanced mode: a RIS that honours it
+    # answers CA once the message is stored and, as NE asks, never says whether its application took it; an order
+    # the RIS refused (an unknown accession) was marked sent.
     msh.msh_18 = "UNICODE UTF-8"
     return message
 

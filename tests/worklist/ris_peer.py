@@ -40,6 +40,9 @@ class RisListener:
     before_block: str = ""
     # What ends each segment of the answer: HL7 says CR; some listeners write LF.
     segment_end: str = "\r"
+    # HL7 v2.5.1 2.9.3: a message with MSH-15 or MSH-16 valued is in enhanced mode; such a RIS answers CA (committed)
+    # and sends its application's answer only as MSH-16 asks.
+    honours_enhanced_mode: bool = False
     server: MLLPServer | None = None
     thread: threading.Thread | None = None
 
@@ -52,6 +55,8 @@ class RisListener:
                 assert message.validate(), "message does not follow the HL7 v2.5.1 structure"
                 control_id = message.msh.msh_10.value
                 code = ris.answer(control_id)
+                if ris.honours_enhanced_mode and (message.msh.msh_15.to_er7() or message.msh.msh_16.to_er7()):
+                    code = "CA"
                 ris.received.append(
                     Received(control_id, message.msh.msh_9.msg_3.value, message, self.incoming_message, code)
                 )

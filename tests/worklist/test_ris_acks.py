@@ -83,3 +83,17 @@ def test_an_ack_is_read_whatever_version_it_declares(version: str) -> None:
 def test_an_answer_that_is_no_ack_is_refused(answer: str) -> None:
     with pytest.raises(ValueError):
         parse_ack(answer)
+
+
+def test_the_ris_application_answers_each_message(ris: RisListener) -> None:
+    """MSH-15 AL and MSH-16 NE had declared enhanced acknowledgement mode: a RIS honouring it answered CA once the
+    message was stored and never said that its application had refused it, and the message was marked sent."""
+    message = _oru("MSRMODE")
+    ris.answer, ris.honours_enhanced_mode = (lambda control_id: "AR"), True
+    try:
+        with pytest.raises(DeliveryFailed) as failed:
+            RisSender(ris.host, ris.port, timeout_s=30)(message)
+    finally:
+        ris.answer, ris.honours_enhanced_mode = (lambda control_id: "AA"), False
+    assert failed.value.permanent and "(AR)" in failed.value.reason
+    assert message.payload.split("\r")[0].split("|")[14:16] == ["", ""]  # original mode: no MSH-15, no MSH-16
