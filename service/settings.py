@@ -430,6 +430,12 @@ class Settings(BaseSettings):
     outbox_poll_s: float = Field(
         2.0, gt=0, description="How often the RIS and EMR feeds take in new results and send what is waiting."
     )
+    healthz_max_wait_s: float = Field(
+        900.0,
+        gt=0,
+        description="`/healthz` answers 503 \"degraded\" while a study has waited longer than this to be completed, "
+        "routed or scored (a scoring worker or background loop hung, not dead).",
+    )
 
     @field_validator("home")
     @classmethod

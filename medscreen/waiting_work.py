@@ -1,0 +1,80 @@
+"""Work that has waited too long, for ``/healthz``: studies not completed, routed or scored within
+``MEDSCREEN_HEALTHZ_MAX_WAIT_S``.
+
+A process that is alive but hung (a scoring worker stopped in a model call, a background loop blocked) is
+``running`` to the supervisor: ``/healthz`` had answered ok while studies stayed unscored. The age of the oldest
+waiting row is what the site sees, whatever the cause, so it is read from the database rather than from the
+processes: a few indexed aggregates per probe. The answer names counts and ages only (``/healthz`` has no login).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from inference.tables import ScoringJob, Study, StudyEvent
+from service.lifecycle import JobState, StudyStatus
+from service.settings import Settings
+
+__all__ = ["waiting_problems"]
+
+
+def _describe(count: int, oldest: datetime | None, now: datetime, what: str, hint: str) -> list[str]:
+    if not count or oldest is None:
+        return []
+    age = (now - oldest).total_seconds()
+    return [f"{count} {what} waited more than the MEDSCREEN_HEALTHZ_MAX_WAIT_S limit (the oldest {age:.0f} s): {hint}"]
+
+
+def _study_problems(session: Session, settings: Settings, now: datetime) -> list[str]:
+    limit = now - timedelta(seconds=settings.healthz_max_wait_s)
+    quiet_s = max([settings.quiet_period_s, *settings.quiet_period_by_modality.values()])
+    problems: list[str] = []
+
+    # Receiving: complete once its quiet period has passed since the last instance (the completeness loop).
+    receiving_limit = limit - timedelta(seconds=quiet_s)
+    count, last = session.execute(
+        select(func.count(), func.min(Study.last_received_at)).where(
+            Study.status == StudyStatus.receiving, Study.last_received_at < receiving_limit
+        )
+    ).one()
+    problems += _describe(count, last + timedelta(seconds=quiet_s) if last else None, now,
+                          "studies have", "not completed and routed (the completeness loop may be hung)")
+    count, oldest = session.execute(
+        select(func.count(), func.min(Study.completed_at)).where(
+            Study.status == StudyStatus.complete, Study.completed_at < limit
+        )
+    ).one()
+    problems += _describe(count, oldest, now, "complete studies have", "not routed (the completeness loop may be hung)")
+
+    # Routed: a scoring worker queues a job for it. Waiting since its last event (routed, or a re-score asked):
+    # routed_at is the first routing only.
+    since = (
+        select(func.max(StudyEvent.at).label("at"))
+        .join(Study, Study.id == StudyEvent.study_id)
+        .where(Study.status == StudyStatus.routed)
+        .group_by(Study.id)
+        .subquery()
+    )
+    count, oldest = session.execute(select(func.count(), func.min(since.c.at)).where(since.c.at < limit)).one()
+    problems += _describe(count, oldest, now, "routed studies have",
+                          "no scoring job queued (a scoring worker may be hung, or the task has no champion)")
+
+    # Jobs: due and not taken, or taken (updated_at is the claim; lease renewals leave it) and not finished.
+    due = and_(ScoringJob.state.in_((JobState.queued, JobState.retry)), ScoringJob.next_attempt_at < limit)
+    taken = and_(ScoringJob.state == JobState.running, ScoringJob.updated_at < limit)
+    count = session.scalar(select(func.count()).select_from(ScoringJob).where(or_(due, taken))) or 0
+    if count:
+        oldest_due = session.scalar(select(func.min(ScoringJob.next_attempt_at)).where(due))
+        oldest_taken = session.scalar(select(func.min(ScoringJob.updated_at)).where(taken))
+        oldest = min(at for at in (oldest_due, oldest_taken) if at is not None)
+        problems += _describe(count, oldest, now, "scoring jobs have",
+                              "not been scored (a scoring worker may be hung or too few for the load)")
+    return problems
+
+
+def waiting_problems(session: Session, settings: Settings, now: datetime) -> list[str]:
+    """Why studies are not being processed, judged by how long the oldest has waited; [] when none waited too long."""
+    return _study_problems(session, settings, now)

@@ -1,0 +1,94 @@
+"""``/healthz`` is degraded while work waits past ``MEDSCREEN_HEALTHZ_MAX_WAIT_S``: a process alive but hung (a scoring
+worker stopped in a model call, the completeness loop blocked) is ``running`` to the supervisor, and ``/healthz`` had
+answered 200 ok while every new study stayed unscored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from pydicom.uid import generate_uid
+from sqlalchemy import delete
+
+from inference.study_record import add_event
+from inference.tables import ScoringJob, Study, StudyEvent
+from medscreen.app import create_app
+from service.db import session_scope, utcnow
+from service.settings import Settings
+from tests.ports import free_port
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = Settings(home=tmp_path_factory.mktemp("home") / "var", http_port=free_port(), dicom_port=free_port(),
+                        min_free_disk_mb=1, healthz_max_wait_s=600)
+    app = create_app(settings, process_states=lambda: [])
+    with TestClient(app) as client:
+        yield client
+    app.state.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def empty(client: TestClient) -> Iterator[None]:
+    yield
+    with session_scope(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
+        for table in (StudyEvent, ScoringJob, Study):
+            session.execute(delete(table))
+
+
+def _study(client: TestClient, status: str, age_s: float) -> int:
+    at = utcnow() - timedelta(seconds=age_s)
+    with session_scope(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
+        study = Study(study_instance_uid=generate_uid(), status=status, revision=1, modality="CR", task="chest-xray",
+                      instance_count=1, first_received_at=at, last_received_at=at, completed_at=at, routed_at=at)
+        session.add(study)
+        session.flush()
+        add_event(session, study.id, 1, "routed", at, task="chest-xray")
+        return study.id
+
+
+def _job(client: TestClient, study_id: int, state: str, age_s: float) -> None:
+    at = utcnow() - timedelta(seconds=age_s)
+    with session_scope(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
+        session.add(ScoringJob(study_id=study_id, revision=1, task="chest-xray", model_name="chest-xray",
+                               model_version="1", role="champion", state=state, attempts=0, next_attempt_at=at,
+                               lease_owner="host:1", lease_until=utcnow() + timedelta(seconds=30),
+                               created_at=at, updated_at=at))
+
+
+def test_a_study_routed_long_ago_with_no_job_is_degraded(client: TestClient) -> None:
+    """The scoring worker SIGSTOPped (or stuck in a model call): studies stay routed, no job is ever queued."""
+    _study(client, "routed", 60)
+    assert client.get("/healthz").status_code == 200  # routed a minute ago: within the limit
+    _study(client, "routed", 3600)
+    answer = client.get("/healthz")
+    assert answer.status_code == 503 and answer.json()["status"] == "degraded"
+    assert answer.json()["problems"] == [
+        "1 routed studies have waited more than the MEDSCREEN_HEALTHZ_MAX_WAIT_S limit (the oldest 3600 s): no scoring "
+        "job queued (a scoring worker may be hung, or the task has no champion)"
+    ]
+
+
+def test_a_job_running_or_due_long_ago_is_degraded_and_a_waiting_retry_is_not(client: TestClient) -> None:
+    """A worker hung in a model call keeps renewing its lease from its lease thread: the job stays `running` for ever."""
+    study = _study(client, "scoring", 10)
+    _job(client, study, "retry", -60)  # due in a minute: its backoff, not a backlog
+    assert client.get("/healthz").status_code == 200
+    _job(client, _study(client, "scoring", 10), "running", 1200)
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert [p for p in answer.json()["problems"] if "scoring jobs" in p] == [
+        "1 scoring jobs have waited more than the MEDSCREEN_HEALTHZ_MAX_WAIT_S limit (the oldest 1200 s): not been "
+        "scored (a scoring worker may be hung or too few for the load)"
+    ]
+
+
+def test_studies_the_completeness_loop_never_completed_or_routed_are_degraded(client: TestClient) -> None:
+    _study(client, "receiving", 5)  # within its quiet period
+    assert client.get("/healthz").status_code == 200
+    _study(client, "receiving", 3600)
+    _study(client, "complete", 3600)
+    problems = client.get("/healthz").json()["problems"]
+    assert len(problems) == 2 and all("the completeness loop may be hung" in p for p in problems)
