@@ -196,6 +196,12 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _listed_unread(settings: Settings) -> tuple[str, ...]:
+    from screening.results_store import unread_children
+
+    return unread_children(settings.resolved_database_url)
+
+
 def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
     from datasets.emr_csv import check_extract
     from datasets.errors import ExtractError
@@ -217,6 +223,7 @@ def _screen_emr(args: argparse.Namespace, settings: Settings) -> int:
         full_validation=args.validate == "full",
         partition_bytes=int(args.partition_mb * (1 << 20)),
         threshold=args.threshold if args.threshold is not None else settings.screening_risk_threshold,
+        listed_unread=() if args.no_store else _listed_unread(settings),
     )
     # Every unread record is written with its reason, asked for or not: a child whose record could not be read
     # was not screened, and a count alone would not say which child nor why.

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,14 @@ class RunOptions:
     full_validation: bool = False
     partition_bytes: int = DEFAULT_PARTITION_BYTES
     threshold: float | None = None  # the site's own (settings.screening_risk_threshold); None: from the budget
+    # Record ids whose latest stored result the page lists as not fully read (``results_store.unread_children``):
+    # their line is written whatever the result, so that the run stores it and it replaces that listing (a corrected
+    # record, screened complete and not flagged, had left it on the page for good).
+    listed_unread: tuple[str, ...] = ()
+
+    @cached_property
+    def listed_unread_ids(self) -> frozenset[str]:
+        return frozenset(self.listed_unread)
 
 
 @dataclass
@@ -176,7 +185,8 @@ def _tally(
     counts["aged_out"] += sign * (result.status == "out_of_age" and _under_age_at_last_entry(record, screener.max_age_days))
     if result.status in RETIRING_STATUSES:
         counts[result.status] += sign
-    return result.flagged or options.write_all or result.status in _ALWAYS_WRITTEN
+    return (result.flagged or options.write_all or result.status in _ALWAYS_WRITTEN
+            or record.patient_id in options.listed_unread_ids)
 
 
 def _screen_merged(

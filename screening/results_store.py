@@ -9,8 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, exists, or_, select, true
+from sqlalchemy.orm import Session, aliased
 
 from datasets.emr_records import ChildRecord
 from screening.fhir_output import explanation, flag, risk_assessment
@@ -22,7 +22,7 @@ from service.audit import record_audit
 
 __all__ = [
     "store_result", "store_output_lines", "audit_output_lines", "BatchStore", "StoredLines", "RunCounts", "repeat_of",
-    "later_of_child",
+    "later_of_child", "listed_unread", "unread_children",
 ]
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,27 @@ def later_of_child(newer: type[ScreeningRun]) -> ColumnElement[bool]:
         same_child(newer),
         or_(newer.screened_at > ScreeningRun.screened_at, and_(newer.screened_at == ScreeningRun.screened_at, newer.id > ScreeningRun.id)),
     )
+
+
+def listed_unread() -> ColumnElement[bool]:
+    """The query's ``ScreeningRun`` row is listed on the page as a record not fully read: incomplete, not flagged on
+    the part read, and no later result of its child yet (``screening.api``)."""
+    newer = aliased(ScreeningRun)
+    return and_(ScreeningRun.status == "incomplete", ScreeningRun.flagged.is_(False), ~exists().where(later_of_child(newer)))
+
+
+def unread_children(database_url: str) -> tuple[str, ...]:
+    """The record ids of the results the page lists as not fully read (``listed_unread``), in any scope: a batch
+    run writes and stores its result of these children whatever it is, so that a corrected record's complete
+    result replaces the listing (the run stores only flagged, incomplete and retiring results otherwise)."""
+    from service.db import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            return tuple(sorted(set(session.scalars(select(ScreeningRun.patient_id).where(listed_unread())))))
+    finally:
+        engine.dispose()
 
 
 def _evidence(reasons: dict[str, Any]) -> tuple[Any, ...]:
@@ -180,6 +201,16 @@ class BatchStore:
         self.engine.dispose()
 
 
+def _replaces_unread(session: Session, child: Child) -> bool:
+    """Whether the child's latest stored result (``same_child``; or one a batch run stored naming no care team) is
+    listed as not fully read: a batch result that is neither flagged nor incomplete is stored only to replace it."""
+    same = and_(ScreeningRun.patient_id == child.patient_id, ScreeningRun.organization == child.organization,
+                ScreeningRun.owner == "", true() if child.organization else ScreeningRun.practitioner == child.practitioner)
+    unowned = and_(ScreeningRun.patient_id == child.patient_id, ScreeningRun.practitioner == "",
+                   ScreeningRun.organization == "", ScreeningRun.owner == "")
+    return session.scalar(select(ScreeningRun.id).where(or_(same, unowned), listed_unread()).limit(1)) is not None
+
+
 class StoredLines(NamedTuple):
     stored: int
     # Stored results whose record names no practitioner or organisation (and none was given for the extract):
@@ -239,15 +270,19 @@ def store_output_lines(
     try:
         if run is not None:
             session.add(ScreeningBatchRun(actor=actor, model_version=run.model_version, screened=run.screened, flagged=run.flagged))
+        unread = set(session.scalars(select(ScreeningRun.patient_id).where(listed_unread())))
         with output.open(encoding="utf-8") as lines:
             for text in lines:
                 line = json.loads(text)
-                if not (line["flagged"] or line["status"] == "incomplete" or line["status"] in RETIRING_STATUSES):
+                kept = line["flagged"] or line["status"] == "incomplete" or line["status"] in RETIRING_STATUSES
+                if not (kept or line["patient_id"] in unread):
                     continue
                 patient = line.get("patient") or {}
                 practitioner = str(patient.get("practitioner", ""))[:128]
                 own_organization = str(patient.get("organization", ""))[:128]
                 scope_organization = own_organization or ("" if practitioner else organization[:128])
+                if not kept and not _replaces_unread(session, Child(line["patient_id"], practitioner, scope_organization, "")):
+                    continue
                 existing = repeat_of(
                     session, Child(line["patient_id"], practitioner, scope_organization, ""), line["flagged"],
                     line["explanation"], line["model_version"], unowned_too=True,

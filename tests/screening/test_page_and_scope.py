@@ -18,7 +18,9 @@ from datasets.emr_records import CodedFact
 from datasets.fhir_emr import record_to_bundle
 from medscreen.cli import main
 from screening.fhir_feed import flag_statuses
-from screening.results_store import store_result
+from screening.population import RunOptions, run_population
+from screening.results_store import store_output_lines, store_result, unread_children
+from screening.screener import Screener
 from screening.tables import ScreeningAssignment, ScreeningOutcome, ScreeningRun
 from service.db import session_scope
 from service.tables import AuditEvent
@@ -634,3 +636,36 @@ def test_a_decision_on_a_flag_the_page_has_since_withdrawn_or_replaced_is_refuse
     assert client.post(f"/api/screening/flags/{ids['case-0']}/outcome", json={"outcome": "referred"}, headers=pia).status_code == 201
     with session_scope(screening_app.state.session_factory) as session:
         assert [o.result_id for o in session.scalars(select(ScreeningOutcome))] == [ids["case-0"]]
+
+
+def test_the_clinics_next_extract_with_the_record_corrected_takes_it_off_the_unread_list(
+    screening_app: FastAPI, client: TestClient, token_for, screener: Screener, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The page says of a record not fully read "Correct the entries in the record and screen it again". The clinic
+    did, and its next extract screened the child complete and not flagged; but a run stores only flagged, incomplete
+    and retiring results, so the March record stayed listed as unread for good. The run now writes and stores the
+    result of each child the page lists so (``RunOptions.listed_unread``, from ``unread_children``)."""
+    url = str(screening_app.state.engine.url)
+    bundle = record_to_bundle(ordinary_child("child-2"))
+    broken = {"resourceType": "Condition", "id": "seizures", "onsetDateTime": "2022-02-30", "subject": {"reference": "Patient/child-2"},
+              "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "G40.9"}]}}
+    doctor = token_for("dr-ivanova", "paediatrician")
+    with session_scope(screening_app.state.session_factory) as session:
+        session.add(ScreeningAssignment(username="dr-ivanova", organization="Organization/clinic-7", assigned_by="test"))
+    for month, onset in (("2024-03-01", "2022-02-30"), ("2024-04-01", "2022-02-28")):
+        extract, out = tmp_path / f"{month}.ndjson", tmp_path / f"{month}.out.ndjson"
+        extract.write_text(json.dumps({**bundle, "entry": bundle["entry"] + [{"resource": {**broken, "onsetDateTime": onset}}]}) + "\n")
+        options = RunOptions(as_of=month, budget=0.01, max_age_years=7, model_path=None, listed_unread=unread_children(url))
+        run_population(extract, out, options, quiet=True, screener=screener)
+        store_output_lines(url, out, "cli:test", submitted_by="batch:extract.ndjson", organization="Organization/clinic-7")
+        if month == "2024-03-01":
+            assert options.listed_unread == () and client.get("/api/screening/flags", headers=doctor).json()["incomplete_total"] == 1
+    assert options.listed_unread == ("child-2",)
+    (line,) = [json.loads(text) for text in out.read_text().splitlines()]  # written, though neither flagged nor incomplete
+    assert (line["status"], line["flagged"]) == ("screened", False)
+    assert client.get("/api/screening/flags", headers=doctor).json()["incomplete_total"] == 0
+    assert unread_children(url) == ()
+    # A third extract stores nothing more of the child: it is no longer listed.
+    store_output_lines(url, out, "cli:test", submitted_by="batch:extract.ndjson", organization="Organization/clinic-7")
+    with session_scope(screening_app.state.session_factory) as session:
+        assert [r.status for r in session.scalars(select(ScreeningRun).order_by(ScreeningRun.id))] == ["incomplete", "screened"]
