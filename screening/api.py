@@ -409,18 +409,23 @@ def list_outcomes(
             .group_by(ScreeningOutcome.result_id)
         ).tuples().all()
     )
+    # Quality measures the flags (PPV per version), which needs the decision, not whose it is: the child's record id
+    # and the paediatrician's free-text note (which names the child, the family, the clinic) are null for it, as
+    # patient identity is for quality in GET /api/studies (README, "Users, roles and audit"). Only admin, who holds
+    # every role, reads them here; both had gone to every quality account for every child.
+    identity = user.has_role(Role.admin)
     out = []
     for outcome, run in rows:
         record_audit(session, user.username, "screening.outcome.view", "patient", run.patient_id, {"result_id": run.id})
         out.append(
             {
                 "result_id": run.id,
-                "patient_id": run.patient_id,
+                "patient_id": run.patient_id if identity else None,
                 "model_version": run.model_version,
                 "risk": run.risk,
                 "threshold": run.threshold,
                 "outcome": outcome.outcome,
-                "note": outcome.note,
+                "note": outcome.note if identity else None,
                 "decided_by": outcome.decided_by,
                 "decided_at": outcome.decided_at.isoformat(),
                 "decisions_made": changes.get(run.id, 1),

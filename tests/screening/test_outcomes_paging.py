@@ -53,7 +53,8 @@ def test_the_decisions_page_with_a_total_and_counts_over_every_decision(
         "p3": ["referred"],
         "p4": ["referred"],
     }
-    _decide(screening_app, children, outcomes)
+    ids = _decide(screening_app, children, outcomes)
+    child = {result_id: patient_id for patient_id, result_id in ids.items()}  # quality sees result ids, not children
     quality = token_for("qa", "quality")
 
     pages = []
@@ -64,7 +65,7 @@ def test_the_decisions_page_with_a_total_and_counts_over_every_decision(
         # Over every flag's latest decision, whatever the page: p2 was referred, then judged not relevant.
         assert (body["total"], body["referred"], body["not_relevant"]) == (5, 3, 2)
         assert (body["offset"], body["limit"]) == (offset, 2)
-        pages.append([(o["patient_id"], o["outcome"], o["decisions_made"]) for o in body["outcomes"]])
+        pages.append([(child[o["result_id"]], o["outcome"], o["decisions_made"]) for o in body["outcomes"]])
     # Newest decision first, each flag once, on the page its place puts it.
     assert pages == [
         [("p4", "referred", 1), ("p3", "referred", 1)],
@@ -78,7 +79,7 @@ def test_the_decisions_page_with_a_total_and_counts_over_every_decision(
     assert views == 5
 
     whole = client.get("/api/screening/outcomes", headers=quality).json()
-    assert [o["patient_id"] for o in whole["outcomes"]] == ["p4", "p3", "p2", "p1", "p0"]
+    assert [child[o["result_id"]] for o in whole["outcomes"]] == ["p4", "p3", "p2", "p1", "p0"]
     assert (whole["total"], whole["offset"], whole["limit"]) == (5, 0, 200)
     for params in ({"offset": -1}, {"offset": 2**62 + 1}, {"limit": 0}):
         assert client.get("/api/screening/outcomes", params=params, headers=quality).status_code == 422

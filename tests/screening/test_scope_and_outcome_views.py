@@ -52,8 +52,25 @@ def test_quality_listing_the_decisions_is_an_audited_view_of_each_patient(
     with session_scope(screening_app.state.session_factory) as session:
         session.add(ScreeningOutcome(result_id=result_id, outcome="referred", note="", decided_by="dr-a"))
     listed = client.get("/api/screening/outcomes", headers=token_for("qa", "quality")).json()
-    assert [o["patient_id"] for o in listed["outcomes"]] == ["p1"]
+    assert [o["patient_id"] for o in listed["outcomes"]] == [None]  # quality: no patient identity, viewed all the same
     with session_scope(screening_app.state.session_factory) as session:
         views = [(e.actor, e.subject_type, e.subject_id, e.detail) for e in session.scalars(
             select(AuditEvent).where(AuditEvent.action == "screening.outcome.view"))]
     assert views == [("qa", "patient", "p1", {"result_id": result_id})]
+
+
+def test_quality_reads_the_decisions_without_the_childs_record_id_or_the_doctors_note(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    # README's roles table gives quality no patient identity; the list had given it each child's record id and the
+    # paediatrician's free text ("Anna's mother ...") for every child (review8 data_protection).
+    result_id = _store(screening_app, "p1", CLINIC_1)
+    with session_scope(screening_app.state.session_factory) as session:
+        session.add(ScreeningOutcome(result_id=result_id, outcome="not_relevant", note="Anna's mother declined", decided_by="dr-a"))
+    quality = client.get("/api/screening/outcomes", headers=token_for("qa", "quality")).json()
+    row = quality["outcomes"][0]
+    assert (row["patient_id"], row["note"]) == (None, None)
+    assert (row["result_id"], row["outcome"], row["decided_by"], quality["not_relevant"]) == (result_id, "not_relevant", "dr-a", 1)
+    assert "p1" not in str(quality) and "Anna" not in str(quality)
+    admin = client.get("/api/screening/outcomes", headers=token_for("root", "admin")).json()["outcomes"][0]
+    assert (admin["patient_id"], admin["note"]) == ("p1", "Anna's mother declined")
