@@ -119,15 +119,15 @@ def create_app(
     def healthz(session: SessionDep) -> JSONResponse:
         """``ok`` (200), or ``degraded`` (503), with each reason in ``problems``, while a supervised process is not
         running or keeps dying at start (the DICOM port held by another program, say), the free disk is under
-        ``MEDSCREEN_MIN_FREE_DISK_MB``, the spool cannot be written, a task has no loadable champion, or a study has waited
-        longer than ``MEDSCREEN_HEALTHZ_MAX_WAIT_S`` (``medscreen/waiting_work.py``). Each of these
+        ``MEDSCREEN_MIN_FREE_DISK_MB``, the spool cannot be written, a task has no loadable champion, or a study or outbox
+        message has waited longer than ``MEDSCREEN_HEALTHZ_MAX_WAIT_S`` (``medscreen/waiting_work.py``). Each of these
         had left the HTTP side up and answering ok while no study was received or scored. Cheap per probe: the
         champions are checked in the background, the disk and spool by system calls."""
         session.execute(text("SELECT 1"))
         processes = [asdict(state) for state in process_states()] if process_states else []
         problems = [f"{state['name']} is not running or keeps dying at start" for state in processes if state["failing"]]
         problems += _resource_problems(settings, app.state.ingestor)
-        # Alive is not working: a hung worker or loop shows as work waiting.
+        # Alive is not working: a hung worker or loop, or a peer that never acknowledges, shows as work waiting.
         problems += waiting_problems(session, settings, utcnow())
         if champion_problems is not None:
             problems += [f"task {task} has no loadable champion: {why}" for task, why in sorted(champion_problems().items())]

@@ -1,8 +1,10 @@
-"""Work that has waited too long, for ``/healthz``: studies not completed, routed or scored within
-``MEDSCREEN_HEALTHZ_MAX_WAIT_S``.
+"""Work that has waited too long, for ``/healthz``: studies not completed, routed or scored, and outbox messages
+not sent, within ``MEDSCREEN_HEALTHZ_MAX_WAIT_S``.
 
 A process that is alive but hung (a scoring worker stopped in a model call, a background loop blocked) is
-``running`` to the supervisor: ``/healthz`` had answered ok while studies stayed unscored. The age of the oldest
+``running`` to the supervisor, and a RIS that closes the connection without an ACK is retried without limit, every
+message behind it waiting (the channel is sent in order): ``/healthz`` had answered ok through both while studies
+stayed unscored and results unsent. The age of the oldest
 waiting row is what the site sees, whatever the cause, so it is read from the database rather than from the
 processes: a few indexed aggregates per probe. The answer names counts and ages only (``/healthz`` has no login).
 """
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from inference.tables import ScoringJob, Study, StudyEvent
 from service.lifecycle import JobState, StudyStatus
+from service.outbox import OutboxMessage, OutboxState
 from service.settings import Settings
 
 __all__ = ["waiting_problems"]
@@ -75,6 +78,28 @@ def _study_problems(session: Session, settings: Settings, now: datetime) -> list
     return problems
 
 
+def _outbox_problems(session: Session, settings: Settings, now: datetime) -> list[str]:
+    limit = now - timedelta(seconds=settings.healthz_max_wait_s)
+    # Only the channels this site sends: messages left from a peer since unconfigured are not waiting on anything.
+    peers = {"hl7": ("the RIS", bool(settings.ris_host and settings.ris_port)), "fhir": ("the EMR", bool(settings.fhir_push_url))}
+    problems: list[str] = []
+    for channel, (peer, configured) in peers.items():
+        if not configured:
+            continue
+        count, oldest = session.execute(
+            select(func.count(), func.min(OutboxMessage.created_at)).where(
+                OutboxMessage.channel == channel, OutboxMessage.state == OutboxState.pending,
+                OutboxMessage.created_at < limit,
+            )
+        ).one()
+        # The peer's address and error stay behind login (GET /api/outbox gives each message's last_error).
+        problems += _describe(count, oldest, now, f"messages for {peer} have",
+                              f"not been sent ({peer} is down or does not acknowledge the oldest; "
+                              f"GET /api/outbox?channel={channel}&state=pending says why)")
+    return problems
+
+
 def waiting_problems(session: Session, settings: Settings, now: datetime) -> list[str]:
-    """Why studies are not being processed, judged by how long the oldest has waited; [] when none waited too long."""
-    return _study_problems(session, settings, now)
+    """Why studies are not being processed or results not sent, judged by how long the oldest has waited; [] when
+    none waited too long."""
+    return _study_problems(session, settings, now) + _outbox_problems(session, settings, now)

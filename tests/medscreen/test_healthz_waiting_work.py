@@ -1,9 +1,13 @@
 """``/healthz`` is degraded while work waits past ``MEDSCREEN_HEALTHZ_MAX_WAIT_S``: a process alive but hung (a scoring
-worker stopped in a model call, the completeness loop blocked) is ``running`` to the supervisor, and ``/healthz`` had
-answered 200 ok while every new study stayed unscored."""
+worker stopped in a model call, the completeness loop blocked) is ``running`` to the supervisor, and a RIS that closes
+the connection without an ACK is retried without limit; ``/healthz`` had answered 200 ok while every new study stayed
+unscored, or every result stayed unsent."""
 
 from __future__ import annotations
 
+import re
+import socket
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -16,14 +20,34 @@ from inference.study_record import add_event
 from inference.tables import ScoringJob, Study, StudyEvent
 from medscreen.app import create_app
 from service.db import session_scope, utcnow
+from service.outbox import OutboxMessage, OutboxState, RetryPolicy, add_message, dispatch
 from service.settings import Settings
 from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def silent_ris() -> Iterator[int]:
+    """A RIS listener that takes each message and closes the connection without an ACK (one it cannot parse)."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            connection.recv(65536)
+            connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, silent_ris: int) -> Iterator[TestClient]:
     settings = Settings(home=tmp_path_factory.mktemp("home") / "var", http_port=free_port(), dicom_port=free_port(),
-                        min_free_disk_mb=1, healthz_max_wait_s=600)
+                        min_free_disk_mb=1, healthz_max_wait_s=600, ris_host="127.0.0.1", ris_port=silent_ris)
     app = create_app(settings, process_states=lambda: [])
     with TestClient(app) as client:
         yield client
@@ -34,8 +58,15 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 def empty(client: TestClient) -> Iterator[None]:
     yield
     with session_scope(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
-        for table in (StudyEvent, ScoringJob, Study):
+        for table in (StudyEvent, ScoringJob, Study, OutboxMessage):
             session.execute(delete(table))
+
+
+def _ages_dropped(problems: list[str]) -> list[str]:
+    """The ages as N, after checking each is about an hour or 20 minutes (the rows' ages below, plus the test's run)."""
+    ages = [int(age) for problem in problems for age in re.findall(r"the oldest (\d+) s", problem)]
+    assert all(any(0 <= age - expected < 30 for expected in (3600, 1200)) for age in ages), ages
+    return [re.sub(r"the oldest \d+ s", "the oldest N s", problem) for problem in problems]
 
 
 def _study(client: TestClient, status: str, age_s: float) -> int:
@@ -65,8 +96,8 @@ def test_a_study_routed_long_ago_with_no_job_is_degraded(client: TestClient) -> 
     _study(client, "routed", 3600)
     answer = client.get("/healthz")
     assert answer.status_code == 503 and answer.json()["status"] == "degraded"
-    assert answer.json()["problems"] == [
-        "1 routed studies have waited more than the MEDSCREEN_HEALTHZ_MAX_WAIT_S limit (the oldest 3600 s): no scoring "
+    assert _ages_dropped(answer.json()["problems"]) == [
+        "1 routed studies have waited more than the MEDSCREEN_HEALTHZ_MAX_WAIT_S limit (the oldest N s): no scoring "
         "job queued (a scoring worker may be hung, or the task has no champion)"
     ]
 
@@ -79,8 +110,8 @@ def test_a_job_running_or_due_long_ago_is_degraded_and_a_waiting_retry_is_not(cl
     _job(client, _study(client, "scoring", 10), "running", 1200)
     answer = client.get("/healthz")
     assert answer.status_code == 503
-    assert [p for p in answer.json()["problems"] if "scoring jobs" in p] == [
-        "1 scoring jobs have waited more than the MEDSCREEN_HEALTHZ_MAX_WAIT_S limit (the oldest 1200 s): not been "
+    assert [p for p in _ages_dropped(answer.json()["problems"]) if "scoring jobs" in p] == [
+        "1 scoring jobs have waited more than the MEDSCREEN_HEALTHZ_MAX_WAIT_S limit (the oldest N s): not been "
         "scored (a scoring worker may be hung or too few for the load)"
     ]
 
@@ -92,3 +123,30 @@ def test_studies_the_completeness_loop_never_completed_or_routed_are_degraded(cl
     _study(client, "complete", 3600)
     problems = client.get("/healthz").json()["problems"]
     assert len(problems) == 2 and all("the completeness loop may be hung" in p for p in problems)
+
+
+def test_a_ris_that_never_acknowledges_the_oldest_message_is_degraded(client: TestClient, silent_ris: int) -> None:
+    """Each pass offers the oldest message again (an unreachable peer is waited for without limit) and every later
+    one waits behind it; only the RIS channel is configured, so an EMR message left over is not a problem."""
+    from worklist.mllp import send_mllp
+    from worklist.ris_feed import CONTENT_TYPE
+
+    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    with session_scope(factory) as session:
+        add_message(session, "hl7", "MSR1", "result 1", "MSH|^~\\&|", CONTENT_TYPE, utcnow() - timedelta(hours=1))
+        add_message(session, "hl7", "MSR2", "result 2", "MSH|^~\\&|", CONTENT_TYPE, utcnow())
+        add_message(session, "fhir", "R1", "result 1", "{}", "application/fhir+json", utcnow() - timedelta(hours=1))
+    sent = dispatch(factory, "hl7", lambda out: send_mllp("127.0.0.1", silent_ris, out.payload, timeout=2),
+                    RetryPolicy(retry_s=30, max_attempts=3))
+    with session_scope(factory) as session:
+        states = {m.key: (m.state, m.attempts) for m in session.query(OutboxMessage).where(OutboxMessage.channel == "hl7")}
+        head = session.query(OutboxMessage).where(OutboxMessage.key == "MSR1").one()
+        assert "RIS at 127.0.0.1" in (head.last_error or "")  # the connection closed without an ACK
+    assert sent == 0 and states == {"MSR1": (OutboxState.pending, 1), "MSR2": (OutboxState.pending, 0)}
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert _ages_dropped(answer.json()["problems"]) == [
+        "1 messages for the RIS have waited more than the MEDSCREEN_HEALTHZ_MAX_WAIT_S limit (the oldest N s): not "
+        "been sent (the RIS is down or does not acknowledge the oldest; GET /api/outbox?channel=hl7&state=pending says why)"
+    ]
+    assert str(silent_ris) not in answer.text  # the peer's address stays behind login
