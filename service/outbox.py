@@ -30,6 +30,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Mapped, Session, mapped_column
 from service.db import Base, UTCDateTime, session_scope, utcnow
 from service.errors import DeliveryFailed, PeerUnreachable
 from service.loop_log import LoopFailureLog
+from service.peer_answers import scrub_peer_answer
 
 __all__ = [
     "OutboxState",
@@ -400,22 +401,25 @@ def dispatch(
                 with _lease_kept(renew, lease_s / 3):
                     answer = send(outgoing)
             except DeliveryFailed as exc:
+                # The peer's answer may quote whom it could not find (Patient/<id>, a UID): kept and logged with
+                # those as digests (service.peer_answers), as every other line of the log stream.
+                reason = scrub_peer_answer(exc.reason)
                 with session_scope(session_factory) as session:
                     message = session.get(OutboxMessage, outgoing.id)
                     assert message is not None
                     message.attempts += 1
-                    message.last_error = exc.reason
+                    message.last_error = reason
                     # An unreachable peer is waited for without limit (a RIS down for the night loses nothing);
                     # only a peer that answers with an error uses up the attempts.
                     exhausted = not isinstance(exc, PeerUnreachable) and message.attempts >= policy.max_attempts
                     if exc.permanent or exhausted:
                         message.state = OutboxState.rejected
                         log.error("%s %s set aside after %d attempt(s): %s", channel, outgoing.label,
-                                  message.attempts, exc.reason)
+                                  message.attempts, reason)
                         continue
                     message.next_attempt_at = now() + timedelta(seconds=policy.retry_s)
                     log.warning("%s %s not delivered (attempt %d), again in %.0f s: %s", channel, outgoing.label,
-                                message.attempts, policy.retry_s, exc.reason)
+                                message.attempts, policy.retry_s, reason)
                 return sent
             with session_scope(session_factory) as session:
                 message = session.get(OutboxMessage, outgoing.id)
@@ -423,7 +427,7 @@ def dispatch(
                 message.attempts += 1
                 message.state = OutboxState.sent
                 message.sent_at = now()
-                message.response = answer[:4000]
+                message.response = scrub_peer_answer(answer[:4000])
                 message.last_error = None
             sent += 1
             log.info("%s %s delivered", channel, outgoing.label)
