@@ -26,7 +26,7 @@ from screening.findings import RETIRING_STATUSES
 from screening.results_store import later_of_child, store_result
 from screening.scope import Child, in_scope
 from screening.screener import Screener
-from screening.tables import ScreeningOutcome, ScreeningRun
+from screening.tables import ScreeningAssignment, ScreeningOutcome, ScreeningRun
 from service.audit import record_audit
 from service.auth import AuthenticatedUser, Role, require_role
 from service.deps import SessionDep, SettingsDep
@@ -276,9 +276,14 @@ def _flag_page(session: Session, user: AuthenticatedUser, include_decided: bool,
             }
         )
     pages = max(1, -(-total // per_page))
+    # A paediatrician assigned to no practitioner or organisation sees only the children they submitted: their empty
+    # list had read "No flagged children waiting for a decision", a negative, while their clinic's flags waited.
+    unassigned = Role.admin not in user.roles and session.scalar(
+        select(ScreeningAssignment.id).where(ScreeningAssignment.username == user.username).limit(1)
+    ) is None
     withdrawn_total, withdrawn = _withdrawn(session, user)
     incomplete_total, incomplete = _incomplete(session, user)
-    return {"flags": flags, "total": total, "page": page, "per_page": per_page, "pages": pages,
+    return {"flags": flags, "total": total, "page": page, "per_page": per_page, "pages": pages, "unassigned": unassigned,
             "withdrawn_total": withdrawn_total, "withdrawn": withdrawn,
             "incomplete_total": incomplete_total, "incomplete": incomplete}
 

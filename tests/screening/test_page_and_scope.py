@@ -669,3 +669,22 @@ def test_the_clinics_next_extract_with_the_record_corrected_takes_it_off_the_unr
     store_output_lines(url, out, "cli:test", submitted_by="batch:extract.ndjson", organization="Organization/clinic-7")
     with session_scope(screening_app.state.session_factory) as session:
         assert [r.status for r in session.scalars(select(ScreeningRun).order_by(ScreeningRun.id))] == ["incomplete", "screened"]
+
+
+def test_a_paediatrician_assigned_to_no_care_team_is_told_the_list_holds_only_their_own_submissions(
+    screening_app: FastAPI, client: TestClient, token_for
+) -> None:  # type: ignore[no-untyped-def]
+    """A new account not yet assigned to clinic-7 had read "No flagged children waiting for a decision." while the
+    clinic's three flags waited: a negative where the list holds only the children they submitted."""
+    _clinic_7_batch(screening_app)  # assigns pia, not nora
+    nora, pia, root = (token_for(name, role) for name, role in (("nora", "paediatrician"), ("pia", "paediatrician"), ("root", "admin")))
+    listing = client.get("/api/screening/flags", headers=nora).json()
+    assert listing["unassigned"] is True and listing["total"] == 0
+    html = client.get("/api/screening/flags?format=html", headers=nora).text
+    assert "You are assigned to no practitioner or organisation" in html and "medscreen screening assign" in html
+    for headers in (pia, root):
+        assert "assigned to no practitioner" not in client.get("/api/screening/flags?format=html", headers=headers).text
+    with session_scope(screening_app.state.session_factory) as session:
+        session.add(ScreeningAssignment(username="nora", organization="Organization/clinic-7", assigned_by="test"))
+    assert client.get("/api/screening/flags", headers=nora).json() | {"flags": None} == client.get(
+        "/api/screening/flags", headers=pia).json() | {"flags": None}
