@@ -152,6 +152,13 @@ KEEP_DATES = frozenset({"StudyDate", "StudyTime", "ContentDate", "ContentTime"})
 # Free text that the table does not list (vendors' public comments, newer attributes) is removed too: it is where a
 # name or a history is typed, in whatever character set the file declares.
 _FREE_TEXT = frozenset({"LT", "ST", "UT"})
+# URLs the table does not list (Retrieve URL, Retrieve URI, Storage URL, File Access URI, Pixel Data Provider URL):
+# a PACS fed over DICOMweb writes the study's address into the instance, the original Study Instance UID and the
+# hospital's host in it, which the UID remapping does not reach. A code's URN and its scheme's URL name no one.
+_CODE_URLS = frozenset({"URNCodeValue", "CodingSchemeURL"})
+# The file meta group's optional attributes that name the sender: its AE titles, network addresses and private
+# information. The table covers the data set only; these were written out as received.
+_SENDER_META = (0x00020016, 0x00020017, 0x00020018, 0x00020026, 0x00020027, 0x00020028, 0x00020100, 0x00020102)
 # D: a value of the attribute's VR that says nothing. A sequence is emptied rather than given an invented item.
 _DUMMY_BY_VR: dict[str, Any] = {
     "DA": "19000101",
@@ -213,6 +220,10 @@ class Deidentifier:
         meta = getattr(ds, "file_meta", None)
         if meta is not None and "MediaStorageSOPInstanceUID" in meta:
             meta.MediaStorageSOPInstanceUID = self.new_uid(meta.MediaStorageSOPInstanceUID)
+        if meta is not None:
+            for tag in _SENDER_META:
+                if tag in meta:
+                    del meta[tag]
         return ds
 
     def _clean(self, ds: Dataset) -> None:
@@ -236,8 +247,9 @@ class Deidentifier:
                 element.VR == "PN"
                 or element.VR in _FREE_TEXT
                 or (element.VR in ("DA", "DT", "TM") and keyword not in KEEP_DATES)
+                or (element.VR == "UR" and keyword not in _CODE_URLS)
             ):
-                # Names, free text and dates the table does not list (newer attributes, vendor-defined public ones).
+                # Names, free text, dates and URLs the table does not list (newer attributes, vendor-defined public ones).
                 del ds[tag]
             elif element.VR == "SQ":
                 for item in element.value:

@@ -249,3 +249,27 @@ def test_the_export_command_is_audited_per_study_and_as_a_whole(tmp_path: Path) 
     assert export.detail["labels"] == str(out.resolve() / "labels.csv")
     details = " ".join(str(row.detail) for row in rows)
     assert not any(pid and pid in details for pid in patient_ids), "patient IDs stay out of the details"
+
+
+def test_urls_naming_the_study_and_the_senders_file_meta_do_not_leave(tmp_path: Path) -> None:
+    # A PACS fed over DICOMweb writes the study's address into the instance (Retrieve URL, here also inside a
+    # sequence item) and the file meta names the sender: the original Study Instance UID and the hospital's host had
+    # left in clear, which the UID remapping does not reach (review8 data_protection).
+    ds = pydicom.dcmread(FIXTURES / "inference/images/dx_chest_highdicom.dcm")
+    study = str(ds.StudyInstanceUID)
+    ds.RetrieveURL = f"https://pacs.st-mary.example/wado-rs/studies/{study}"
+    item = pydicom.Dataset()
+    item.SeriesInstanceUID = str(ds.SeriesInstanceUID)
+    item.RetrieveURL = f"https://pacs.st-mary.example/wado-rs/studies/{study}/series/{ds.SeriesInstanceUID}"
+    ds.ReferencedSeriesSequence = pydicom.Sequence([item])
+    ds.file_meta.SourceApplicationEntityTitle = "STMARY_PACS"
+    ds.file_meta.SourcePresentationAddress = "https://pacs.st-mary.example/stow"
+    source = tmp_path / "in.dcm"
+    ds.save_as(source)
+    target = deidentify_file(source, tmp_path / "out", Deidentifier())
+    assert target is not None
+    raw = target.read_bytes()
+    assert study.encode() not in raw and b"st-mary" not in raw and b"STMARY" not in raw
+    copy = pydicom.dcmread(target)
+    assert "RetrieveURL" not in copy and "RetrieveURL" not in copy.ReferencedSeriesSequence[0]
+    assert copy.file_meta.MediaStorageSOPClassUID == ds.file_meta.MediaStorageSOPClassUID  # the meta group stays valid
