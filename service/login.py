@@ -110,7 +110,7 @@ def unlock(
     return {"username": username, "unlocked": lifted}
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=AUTHENTICATED)
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401))
 def logout(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     """Sign this token out: it is refused from now on, on every node (the user's other sessions stay signed in).
 
