@@ -144,7 +144,15 @@ $("logout").addEventListener("click", () => {
   page = 1;
   show(false);
 });
-$("include-decided").addEventListener("change", () => { page = 1; load(); });
+// The list's new count is said (role=status) when the reader ticks or unticks "show decided flags": the list and
+// its count had changed without a word to a screen reader (WCAG 4.1.3), as the worklist's filters had.
+$("include-decided").addEventListener("change", async () => {
+  page = 1;
+  $("status").textContent = "";
+  await load();
+  const meta = $("flags").querySelector("p.meta[data-page]");
+  if (meta && $("load-error").hidden) $("status").textContent = `${meta.textContent.replace(/\s+/g, " ").trim()}.`;
+});
 
 const OUTCOME_TEXT = { referred: "referred to genetics", not_relevant: "not relevant" };
 

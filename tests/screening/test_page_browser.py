@@ -173,6 +173,16 @@ def test_one_click_one_decision_typed_notes_kept_and_refusals_told(served: tuple
             described = first.locator("button[data-outcome=not_relevant]").evaluate(
                 "b => document.getElementById(b.getAttribute('aria-describedby')).textContent")
             assert first_name in described
+            # The note box says whose it is, as the buttons do; "show decided flags" says the list's new count
+            # (both found by review round 8: "Note" alone, and a count changed without a word to a screen reader).
+            described = first.locator("textarea[name=note]").evaluate(
+                "t => document.getElementById(t.getAttribute('aria-describedby')).textContent")
+            assert first_name in described
+            page.get_by_label("show decided flags").check()
+            sync_api.expect(page.locator("#status")).to_have_text("2 flagged children · page 1 of 1.")
+            page.get_by_label("show decided flags").uncheck()
+            sync_api.expect(page.locator("#status")).to_have_text(
+                "2 flagged children waiting for a decision · page 1 of 1.")
 
             second.locator("details.findings > summary").click()
             second.locator("textarea[name=note]").fill("typed in the second flag")
