@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from inference.tables import ScoringJob, Study, StudyEvent
+from inference.tables import OutgoingResult, ScoringJob, Study, StudyEvent
 from service.lifecycle import JobState, StudyStatus
 from service.outbox import OutboxMessage, OutboxState
 from service.settings import Settings
@@ -99,7 +99,38 @@ def _outbox_problems(session: Session, settings: Settings, now: datetime) -> lis
     return problems
 
 
+def _writeback_problems(session: Session, settings: Settings, now: datetime) -> list[str]:
+    """The PACS write-back: a result is retried a few times (minutes) and then dead, so its age never passes the
+    limit; ``/healthz`` had said ok while every SR and heat-map failed to reach the PACS. Dead write-backs made after
+    the last one that reached it say the PACS is refusing or unreachable now; one that succeeds again clears it."""
+    limit = now - timedelta(seconds=settings.healthz_max_wait_s)
+    problems: list[str] = []
+    last_sent = session.scalar(select(func.max(OutgoingResult.id)).where(OutgoingResult.state == JobState.done)) or 0
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutgoingResult.created_at)).where(
+            OutgoingResult.state == JobState.dead, OutgoingResult.id > last_sent,
+            # One an ML engineer abandoned (its node gone with the files) is known already: it says nothing of the PACS.
+            or_(OutgoingResult.last_error.is_(None), ~OutgoingResult.last_error.startswith("abandoned by ")),
+        )
+    ).one()
+    if count and oldest is not None:
+        problems.append(
+            f"{count} results could not be written back to the PACS since the last one that was (the oldest made "
+            f"{(now - oldest).total_seconds():.0f} s ago): the PACS refuses them or cannot be reached; "
+            "GET /api/outgoing?state=dead says why"
+        )
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutgoingResult.next_attempt_at)).where(
+            OutgoingResult.state.in_((JobState.queued, JobState.retry)), OutgoingResult.next_attempt_at < limit
+        )
+    ).one()
+    problems += _describe(count, oldest, now, "results for the PACS have",
+                          "not been sent (the write-back dispatcher may be hung)")
+    return problems
+
+
 def waiting_problems(session: Session, settings: Settings, now: datetime) -> list[str]:
-    """Why studies are not being processed or results not sent, judged by how long the oldest has waited; [] when
-    none waited too long."""
-    return _study_problems(session, settings, now) + _outbox_problems(session, settings, now)
+    """Why studies are not being processed or results not sent, judged by how long the oldest has waited, or by
+    write-backs failing since the last that succeeded; [] when none."""
+    return (_study_problems(session, settings, now) + _outbox_problems(session, settings, now)
+            + _writeback_problems(session, settings, now))

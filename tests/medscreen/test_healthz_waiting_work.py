@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import delete
 
 from inference.study_record import add_event
-from inference.tables import ScoringJob, Study, StudyEvent
+from inference.tables import OutgoingResult, ScoringJob, Study, StudyEvent
 from medscreen.app import create_app
 from service.db import session_scope, utcnow
 from service.outbox import OutboxMessage, OutboxState, RetryPolicy, add_message, dispatch
@@ -58,7 +58,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, silent_ris: int) -> Iterato
 def empty(client: TestClient) -> Iterator[None]:
     yield
     with session_scope(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
-        for table in (StudyEvent, ScoringJob, Study, OutboxMessage):
+        for table in (StudyEvent, ScoringJob, OutgoingResult, Study, OutboxMessage):
             session.execute(delete(table))
 
 
@@ -150,3 +150,36 @@ def test_a_ris_that_never_acknowledges_the_oldest_message_is_degraded(client: Te
         "been sent (the RIS is down or does not acknowledge the oldest; GET /api/outbox?channel=hl7&state=pending says why)"
     ]
     assert str(silent_ris) not in answer.text  # the peer's address stays behind login
+
+
+def _write_back(client: TestClient, state: str, *, last_error: str | None = None, age_s: float = 60) -> None:
+    at = utcnow() - timedelta(seconds=age_s)
+    study = _study(client, "scored", age_s)
+    with session_scope(client.app.state.session_factory) as session:  # type: ignore[attr-defined]
+        session.add(OutgoingResult(study_id=study, folder=f"r{study}", sop_instance_uids=[generate_uid()],
+                                   destination={"kind": "c-store", "ae_title": "PACS", "host": "127.0.0.1", "port": 1},
+                                   state=state, attempts=8 if state == "dead" else 0, next_attempt_at=at,
+                                   last_error=last_error, created_at=at, sent_at=at if state == "done" else None))
+
+
+def test_write_backs_dead_since_the_last_that_reached_the_pacs_are_degraded_until_one_does(client: TestClient) -> None:
+    """A result is retried for minutes and then dead, so its age never passed the limit: /healthz had said ok while
+    every SR and heat-map failed to reach the PACS (review round 8, left by monitoring)."""
+    _write_back(client, "done")
+    _write_back(client, "dead", last_error="abandoned by eve: node w2 gone with the files")  # known already
+    assert client.get("/healthz").status_code == 200
+    _write_back(client, "dead", last_error="association rejected by the PACS")
+    _write_back(client, "dead", last_error="connection refused")
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert [re.sub(r"made \d+ s ago", "made N s ago", p) for p in answer.json()["problems"]] == [
+        "2 results could not be written back to the PACS since the last one that was (the oldest made N s ago): the "
+        "PACS refuses them or cannot be reached; GET /api/outgoing?state=dead says why"
+    ]
+    _write_back(client, "done")  # the PACS takes results again
+    assert client.get("/healthz").status_code == 200
+    _write_back(client, "retry", age_s=3600)  # due an hour ago: the dispatcher is not sending
+    assert _ages_dropped(client.get("/healthz").json()["problems"]) == [
+        "1 results for the PACS have waited more than the MEDSCREEN_HEALTHZ_MAX_WAIT_S limit (the oldest N s): not "
+        "been sent (the write-back dispatcher may be hung)"
+    ]
