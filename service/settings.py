@@ -434,8 +434,9 @@ class Settings(BaseSettings):
         900.0,
         gt=0,
         description="`/healthz` answers 503 \"degraded\" while a study has waited longer than this to be completed, "
-        "routed or scored (a scoring worker or background loop hung, not dead), or a message to the RIS or EMR has "
-        "waited longer than this to be sent (a peer down, or one that closes the connection without acknowledging).",
+        "routed or scored (a scoring worker or background loop hung, not dead), or a message to the RIS or EMR, or a "
+        "result for the PACS, has waited longer than this to be sent (a peer down, or one that closes the connection "
+        "without acknowledging).",
     )
 
     @field_validator("home")
