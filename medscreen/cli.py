@@ -139,7 +139,7 @@ def prepare_home(args: argparse.Namespace, settings: Settings) -> None:
     if not (needs_home(args) if callable(needs_home) else needs_home):
         return
     home = settings.home
-    if not home.is_dir():
+    if not _reachable_folder(home):
         if home.exists():
             raise HomeMissing(f"MEDSCREEN_HOME {home} exists but is not a folder")
         if args.command not in CREATES_HOME and not getattr(args, "create_home", False):
@@ -162,6 +162,24 @@ def prepare_home(args: argparse.Namespace, settings: Settings) -> None:
     if foreign:
         raise HomeOfAnotherAccount(_foreign_entries_line(home, foreign))
     tighten_home(home)
+
+
+def _reachable_folder(home: Path) -> bool:
+    """Whether ``home`` is a folder; a folder above it that this account may not pass through is one line, exit 2:
+    it had been a PermissionError traceback from the first stat (a home restored under root's 0700 folder)."""
+    try:
+        return home.is_dir()
+    except PermissionError:
+        # The topmost folder refusing passage: the ones below it cannot even be looked at.
+        blocked = next((folder for folder in reversed(home.parents) if not os.access(folder, os.X_OK)), home.parent)
+        try:
+            owner = f" (owned by {_account(blocked.stat().st_uid)})"
+        except OSError:
+            owner = ""
+        raise HomeOfAnotherAccount(
+            f"MEDSCREEN_HOME {home} cannot be reached by {_account(os.geteuid())}: {blocked}{owner} does not let this "
+            f"account through; give it access (chmod o+x {blocked}) or set MEDSCREEN_HOME to a folder it can reach"
+        ) from None
 
 
 def _login_name(uid: int) -> str:

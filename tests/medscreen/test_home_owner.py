@@ -44,7 +44,8 @@ def home_of_root() -> Iterator[Path]:
     """A home made by root in a folder every account can reach (pytest's own is root's alone)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run medscreen as another account")
-    top = Path(tempfile.mkdtemp(prefix="medscreen-restored-"))
+    # In /tmp itself: a receiver tested in this process points tempfile's default at its own spool (root's alone).
+    top = Path(tempfile.mkdtemp(prefix="medscreen-restored-", dir="/tmp"))
     top.chmod(0o755)
     home = top / "var"
     (home / "spool").mkdir(parents=True)
@@ -80,4 +81,19 @@ def test_a_home_of_another_account_stops_every_command_with_one_line(home_of_roo
         f"medscreen serve: MEDSCREEN_HOME {env['MEDSCREEN_HOME']} cannot be created by {_name(NOBODY)} (uid {NOBODY}): "
         f"Permission denied in {home_of_root.parent / 'opt'}; create it for this account (mkdir -p "
         f"{env['MEDSCREEN_HOME']}; chown {_name(NOBODY)} {env['MEDSCREEN_HOME']})"
+    )
+    # A home under a folder this account may not pass through (root's 0700): one line too (it had been stat's
+    # PermissionError traceback, seen when the home above sat under pytest's own folder).
+    closed = home_of_root.parent / "closed"
+    closed.mkdir(mode=0o700)
+    env["MEDSCREEN_HOME"] = str(closed / "var")
+    result = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-m", "medscreen",
+         "users", "list"], cwd="/tmp", env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1] == (
+        f"medscreen users: MEDSCREEN_HOME {closed / 'var'} cannot be reached by {_name(NOBODY)} (uid {NOBODY}): "
+        f"{closed} (owned by root (uid 0)) does not let this account through; give it access (chmod o+x {closed}) "
+        "or set MEDSCREEN_HOME to a folder it can reach"
     )
