@@ -36,7 +36,12 @@ def entries_of_other_accounts(home: Path, euid: int | None = None) -> list[tuple
     if euid == 0 or not home.is_dir():
         return []
     found = []
-    for path in (home, *sorted(home.iterdir())):
+    entries = [home]
+    try:
+        entries += sorted(home.iterdir())
+    except PermissionError:
+        pass  # a home this account may not even list (root's 0700): the home itself is what is named
+    for path in entries:
         try:
             owner = path.lstat().st_uid
         except FileNotFoundError:

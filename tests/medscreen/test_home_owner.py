@@ -50,6 +50,9 @@ def home_of_root() -> Iterator[Path]:
     home = top / "var"
     (home / "spool").mkdir(parents=True)
     (home / "medscreen.db").touch()
+    # Readable by all whatever the umask: an app tested in this process set its owner-only one.
+    for path in (home, home / "spool", home / "medscreen.db"):
+        path.chmod(0o755)
     try:
         yield home
     finally:
@@ -69,6 +72,17 @@ def test_a_home_of_another_account_stops_every_command_with_one_line(home_of_roo
         assert last.startswith(f"medscreen {command[0]}: MEDSCREEN_HOME {home_of_root}: {home_of_root}, medscreen.db, "
                                "spool belong to root (uid 0)"), last
         assert f"chown -R {_name(NOBODY)} {home_of_root}" in last and "Traceback" not in result.stderr
+    # A home of root's this account may not even list (0700): the home itself is named (it had been listdir's
+    # traceback, seen in CI when the umask of an app tested in the same process made the home above 0700).
+    home_of_root.chmod(0o700)
+    result = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-m", "medscreen",
+         "users", "list"], cwd="/tmp", env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1].startswith(
+        f"medscreen users: MEDSCREEN_HOME {home_of_root}: {home_of_root} belong to root (uid 0)")
+    home_of_root.chmod(0o755)
     # A new home in a folder this account cannot write: one line too (it had been mkdir's traceback).
     env["MEDSCREEN_HOME"] = str(home_of_root.parent / "opt" / "var")
     (home_of_root.parent / "opt").mkdir(mode=0o755)
@@ -85,7 +99,8 @@ def test_a_home_of_another_account_stops_every_command_with_one_line(home_of_roo
     # A home under a folder this account may not pass through (root's 0700): one line too (it had been stat's
     # PermissionError traceback, seen when the home above sat under pytest's own folder).
     closed = home_of_root.parent / "closed"
-    closed.mkdir(mode=0o700)
+    closed.mkdir()
+    closed.chmod(0o700)
     env["MEDSCREEN_HOME"] = str(closed / "var")
     result = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-m", "medscreen",
