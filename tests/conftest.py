@@ -17,6 +17,31 @@ FIXTURES = REPO / "tests" / "fixtures"
 SHARED_DATA = Path(os.environ.get("MEDSCREEN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+# The longest test files (minutes each in CI), started first. With `--dist loadfile` a file runs whole on one worker,
+# in collection order: alphabetically the training files came last, and the chest card's recomputation (3-4 min)
+# began when the other workers had little left, so the run waited minutes on one worker at its end.
+LONGEST_FIRST = (
+    "tests/training/test_card_figures.py",
+    "tests/training/test_mammography_pointing.py",
+    "tests/inference/test_worker_nodes.py",
+    "tests/service/test_first_start.py",
+    "tests/inference/test_orthanc_triage.py",
+    "tests/screening/test_page_and_scope.py",
+    "tests/inference/test_worker_fetch.py",
+    "tests/screening/test_population.py",
+    "tests/screening/test_site_threshold.py",
+    "tests/screening/test_phenopackets_and_evaluate.py",
+    "tests/training/test_ct_figures.py",
+    "tests/training/test_training_run.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the longest files first (the order within each file, and of the others, is kept)."""
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.path)).relative_to(REPO).as_posix(), len(rank)))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real public data set beside the project (present in CI); tests that sweep it skip elsewhere."""
