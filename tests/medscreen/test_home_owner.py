@@ -85,7 +85,8 @@ def test_a_home_of_another_account_stops_every_command_with_one_line(home_of_roo
     home_of_root.chmod(0o755)
     # A new home in a folder this account cannot write: one line too (it had been mkdir's traceback).
     env["MEDSCREEN_HOME"] = str(home_of_root.parent / "opt" / "var")
-    (home_of_root.parent / "opt").mkdir(mode=0o755)
+    (home_of_root.parent / "opt").mkdir()
+    (home_of_root.parent / "opt").chmod(0o755)  # whatever the umask an app tested in this process left
     result = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-m", "medscreen",
          "serve"], cwd="/tmp", env=env, capture_output=True, text=True, timeout=120,
